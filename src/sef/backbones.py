@@ -1,0 +1,191 @@
+"""Backbones: a name or an nn.Module -> a feature extractor that yields [B, C, H, W].
+
+Names cover torchvision's CNN families (ResNet/ResNeXt/Wide-ResNet, EfficientNet, MobileNet,
+ConvNeXt, DenseNet, VGG, RegNet) and, when timm is installed, any timm model as
+``"timm:<name>"``. Weights are a torchvision weight name ("IMAGENET1K_V1", "DEFAULT"), a local
+file (.pth/.pt/.safetensors holding the full model's state dict), or None.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torchvision
+from torch import nn
+
+from sef.errors import WeightsError
+
+TIMM_PREFIX = "timm:"
+_RESNET_FAMILIES = ("resnet", "resnext", "wide_resnet")
+_FEATURES_FAMILIES = ("efficientnet", "mobilenet", "convnext", "densenet", "vgg")
+_REGNET_FAMILY = "regnet"
+
+
+def available_backbones() -> list[str]:
+    """torchvision model names that ``create_backbone`` accepts (timm models come as timm:NAME)."""
+    families = (*_RESNET_FAMILIES, *_FEATURES_FAMILIES, _REGNET_FAMILY)
+    names = torchvision.models.list_models(module=torchvision.models)
+    return sorted(n for n in names if n.startswith(families))
+
+
+def _unknown_backbone(name: str) -> ValueError:
+    return ValueError(
+        f"unknown backbone {name!r}; choose one of: {', '.join(available_backbones())}, "
+        f"or 'timm:<model>' with timm installed, or pass an nn.Module"
+    )
+
+
+def _is_weights_file(weights: str | os.PathLike) -> bool:
+    text = str(weights)
+    return os.path.exists(text) or text.endswith((".pth", ".pt", ".safetensors", ".bin"))
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors or a torch file, never unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass an existing file path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise WeightsError(
+            f"cannot read weights file {path} safely ({type(error).__name__}); it must be a "
+            f"plain state dict saved with torch.save(model.state_dict()) or a .safetensors file"
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path} does not hold a state dict")
+    return state
+
+
+def _load_file_into(model: nn.Module, path: str | os.PathLike, name: str) -> None:
+    state = load_state_dict_file(path)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(
+            f"weights file {path} does not match {name}: {len(result.missing_keys)} missing keys "
+            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected keys "
+            f"(e.g. {result.unexpected_keys[:3]}); pass the full {name} state dict"
+        )
+
+
+def _download_help(name: str, weights: object, url: str, reason: object) -> WeightsError:
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return WeightsError(
+        f"could not download {weights} weights for {name} from {url} ({reason}); on a machine "
+        f"without internet, fetch that file elsewhere and pass its path as weights=PATH "
+        f"(--weights PATH), or copy it to {cache}"
+    )
+
+
+def torchvision_model(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+    """The full torchvision classifier ``name`` with named, local-file, or no weights."""
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise _unknown_backbone(name)
+    if weights is None:
+        return torchvision.models.get_model(name, weights=None)
+    if _is_weights_file(weights):
+        model = torchvision.models.get_model(name, weights=None)
+        _load_file_into(model, weights, name)
+        return model
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        chosen = enum[str(weights)]
+    except KeyError:
+        options = ", ".join(["DEFAULT", *enum.__members__])
+        raise WeightsError(
+            f"unknown weights {weights!r} for {name}; use one of {options}, a file path, or None"
+        ) from None
+    try:
+        return torchvision.models.get_model(name, weights=chosen)
+    except (URLError, OSError, RuntimeError) as error:
+        raise _download_help(name, weights, chosen.url, error) from error
+
+
+def _features_of(name: str, model: nn.Module) -> nn.Module:
+    """Strip a torchvision classifier down to its last convolutional feature map."""
+    if name.startswith(_RESNET_FAMILIES):
+        keep = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        return nn.Sequential(*(getattr(model, k) for k in keep))
+    if name.startswith("densenet"):
+        return nn.Sequential(model.features, nn.ReLU())  # DenseNet applies ReLU before pooling
+    if name.startswith("convnext"):
+        # ConvNeXt normalises the pooled vector; normalising every position keeps its weights.
+        return nn.Sequential(model.features, model.classifier[0])
+    if name.startswith(_FEATURES_FAMILIES):
+        return model.features
+    if name.startswith(_REGNET_FAMILY):
+        return nn.Sequential(model.stem, model.trunk_output)
+    raise _unknown_backbone(name)
+
+
+class _TimmFeatures(nn.Module):
+    """A timm model seen through its ``forward_features``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _timm_backbone(name: str, weights: str | os.PathLike | None) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"backbone {name!r} needs timm: pip install 'sef[timm]'") from None
+    model_name = name[len(TIMM_PREFIX) :]
+    if model_name not in timm.list_models():
+        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+    kwargs: dict = {"num_classes": 0, "global_pool": ""}
+    if weights is not None and _is_weights_file(weights):
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
+    elif weights is not None:
+        kwargs.update(pretrained=True)
+    try:
+        return _TimmFeatures(timm.create_model(model_name, **kwargs))
+    except (URLError, OSError) as error:
+        raise _download_help(name, weights, f"the timm hub entry of {model_name}", error) from error
+
+
+def create_backbone(
+    backbone: str | nn.Module, weights: str | os.PathLike | None = None
+) -> nn.Module:
+    """A module mapping images [B, 3, H, W] to the last conv feature map [B, C, h, w]."""
+    if isinstance(backbone, nn.Module):
+        if weights is not None:
+            _load_file_into(backbone, weights, type(backbone).__name__)
+        return backbone
+    if not isinstance(backbone, str):
+        raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
+    if backbone.startswith(TIMM_PREFIX):
+        return _timm_backbone(backbone, weights)
+    if not backbone.startswith((*_RESNET_FAMILIES, *_FEATURES_FAMILIES, _REGNET_FAMILY)):
+        raise _unknown_backbone(backbone)
+    return _features_of(backbone, torchvision_model(backbone, weights))
+
+
+@torch.no_grad()
+def feature_channels(backbone: nn.Module, image_size: int = 64) -> int:
+    """Channels C of the backbone's feature map, found by one small forward pass."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        parameter = next(backbone.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        out = backbone(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        backbone.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 4:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}")
+    return out.shape[1]

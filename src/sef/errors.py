@@ -1,0 +1,21 @@
+"""Errors a user can cause and fix. The CLI prints their message as one line and exits 2."""
+
+
+class SEFError(Exception):
+    """Base class: the message names the file or value at fault and what to do."""
+
+
+class ConfigError(SEFError, ValueError):
+    """A bad preset, config key, or config value."""
+
+
+class DataError(SEFError):
+    """A dataset root, metadata file, or image that cannot be used."""
+
+
+class CheckpointError(SEFError):
+    """A checkpoint that is missing, corrupt, or unsafe to load."""
+
+
+class WeightsError(SEFError):
+    """Pretrained weights that cannot be found, downloaded, or loaded."""

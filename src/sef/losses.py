@@ -1,0 +1,172 @@
+"""SEF's training losses: the semantic group loss (two variants) and Eq. 8 of the paper.
+
+Both group-loss variants only need block sums of channel cosines over groups, so neither
+builds the C x C channel-correlation matrix when a cheaper route exists:
+
+* block sums of cos_ij are dot products of per-group sums of normalised channels, O(C*HW);
+* block sums of cos_ij^2 are <K_m, K_n>_F with K_m the HW x HW Gram of group m, O(C*HW^2),
+  used when HW < C (true for the last layer of ImageNet CNNs); otherwise the C x C Gram.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sef.groups import check_groups, group_sizes
+
+if TYPE_CHECKING:
+    from sef.model import SEFOutput
+
+GROUP_LOSS_VARIANTS = ("reference", "paper")
+EPS = torch.finfo(torch.float32).eps
+
+
+def _normalised_channels(features: Tensor) -> Tensor:
+    """[B, C, H, W] -> float32 [B, C, HW] with every channel scaled to unit L2 norm."""
+    if features.dim() != 4:
+        raise ValueError(
+            f"features must be a [B, C, H, W] feature map, got shape {tuple(features.shape)}"
+        )
+    x = features.float().flatten(2)
+    return x / (x.norm(dim=2, keepdim=True) + EPS)
+
+
+def _group_sums(x: Tensor, sizes: list[int]) -> Tensor:
+    """[B, C, N] -> [B, G, N]: the sum of the normalised channels of each group."""
+    return torch.stack([part.sum(dim=1) for part in x.split(sizes, dim=1)], dim=1)
+
+
+def _squared_cosine_block_sums(x: Tensor, sizes: list[int]) -> Tensor:
+    """[B, C, N] -> [B, G, G]: Q_mn = sum over i in m, j in n of cos_ij^2."""
+    channels, positions = x.shape[1], x.shape[2]
+    if positions < channels:
+        grams = torch.stack([part.transpose(1, 2) @ part for part in x.split(sizes, dim=1)], 1)
+        return torch.einsum("bgij,bhij->bgh", grams, grams)
+    squared = (x @ x.transpose(1, 2)).square()
+    membership = torch.zeros(channels, len(sizes), device=x.device, dtype=x.dtype)
+    start = 0
+    for g, size in enumerate(sizes):
+        membership[start : start + size, g] = 1.0
+        start += size
+    return membership.T @ squared @ membership
+
+
+def _paper_group_loss(x: Tensor, sizes: list[int]) -> Tensor:
+    """Eq. 4: D_mn = mean cos over groups m, n; L = (||D||_F^2 - 2 ||diag D||^2) / 2."""
+    sums = _group_sums(x, sizes)
+    count = torch.tensor(sizes, device=x.device, dtype=x.dtype)
+    mean_cos = (sums @ sums.transpose(1, 2)) / (count[:, None] * count[None, :])
+    diagonal = mean_cos.diagonal(dim1=1, dim2=2)
+    per_image = 0.5 * (mean_cos.square().sum((1, 2)) - 2 * diagonal.square().sum(1))
+    return per_image.mean()
+
+
+def _reference_group_loss(x: Tensor, sizes: list[int]) -> Tensor:
+    """The authors' code: mean intra-group (1 - cos^2) plus cos^2 to all earlier groups."""
+    groups = len(sizes)
+    block = _squared_cosine_block_sums(x, sizes)
+    count = torch.tensor(sizes, device=x.device, dtype=x.dtype)
+    intra = 1.0 - block.diagonal(dim1=1, dim2=2) / count.square()
+    per_image = intra.mean(dim=1)
+    if groups > 1:
+        earlier = torch.ones(groups, groups, device=x.device, dtype=x.dtype).tril(-1)
+        earlier_count = earlier @ count
+        inter = (block * earlier).sum(2)[:, 1:] / (count[1:] * earlier_count[1:])
+        per_image = per_image + inter.sum(dim=1) / (groups * (groups - 1) / 2)
+    return 0.5 * per_image.mean()
+
+
+def group_loss(features: Tensor, groups: int, variant: str = "reference") -> Tensor:
+    """The semantic group loss of a [B, C, H, W] feature map, in float32, batch-averaged.
+
+    ``variant="paper"`` is Eq. 4 of the paper; ``"reference"`` (default) is what the
+    authors' public code computes and what their reported numbers came from.
+    """
+    if variant not in GROUP_LOSS_VARIANTS:
+        raise ValueError(
+            f"unknown group loss variant {variant!r}; use one of {GROUP_LOSS_VARIANTS}"
+        )
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        x = _normalised_channels(features)
+        sizes = group_sizes(x.shape[1], groups)
+        compute = _paper_group_loss if variant == "paper" else _reference_group_loss
+        loss = compute(x, sizes)
+    if not torch.isfinite(loss):
+        bad = "non-finite" if not torch.isfinite(features).all() else "extreme"
+        raise ValueError(f"group loss is {loss.item()} because the features contain {bad} values")
+    return loss
+
+
+def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
+    logits, group_logits = output.logits, output.group_logits
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [B, K], got shape {tuple(logits.shape)}")
+    expected = (groups, *logits.shape)
+    if tuple(group_logits.shape) != expected:
+        raise ValueError(
+            f"group_logits must be [G, B, K] = {expected} for groups={groups}, "
+            f"got {tuple(group_logits.shape)}"
+        )
+    if tuple(target.shape) != (logits.shape[0],):
+        raise ValueError(
+            f"target must be [B] = ({logits.shape[0]},), got shape {tuple(target.shape)}"
+        )
+
+
+class SEFLoss(nn.Module):
+    """Eq. 8 as the authors' code adds it: ce + entropy + distill + group, each weighted.
+
+    Returns a dict of float32 scalars ``ce, entropy, distill, group, total`` where the
+    named terms are already multiplied by their weights and ``total`` is their sum.
+    """
+
+    def __init__(
+        self,
+        groups: int,
+        lam: float = 1.0,
+        gamma: float = 0.05,
+        phi: float = 1.0,
+        group_variant: str = "reference",
+        detach_teacher: bool = False,
+    ) -> None:
+        super().__init__()
+        check_groups(groups)
+        for name, weight in (("lam", lam), ("gamma", gamma), ("phi", phi)):
+            if not weight >= 0:
+                raise ValueError(f"{name} must be a non-negative number, got {weight!r}")
+        if group_variant not in GROUP_LOSS_VARIANTS:
+            raise ValueError(
+                f"unknown group_variant {group_variant!r}; use one of {GROUP_LOSS_VARIANTS}"
+            )
+        self.groups, self.lam, self.gamma, self.phi = groups, lam, gamma, phi
+        self.group_variant, self.detach_teacher = group_variant, detach_teacher
+
+    def forward(self, output: SEFOutput, target: Tensor) -> Mapping[str, Tensor]:
+        _check_output(output, target, self.groups)
+        with torch.autocast(device_type=output.logits.device.type, enabled=False):
+            logits = output.logits.float()
+            zero = logits.new_zeros(())
+            log_p = F.log_softmax(logits, dim=1)
+            terms = {"ce": F.nll_loss(log_p, target)}
+            p = log_p.exp()
+            terms["entropy"] = self.lam * (p * log_p).sum(1).mean() if self.lam else zero
+            terms["distill"] = self._distill(p, output.group_logits) if self.gamma else zero
+            terms["group"] = (
+                self.phi * group_loss(output.features, self.groups, self.group_variant)
+                if self.phi
+                else zero
+            )
+        terms["total"] = terms["ce"] + terms["entropy"] + terms["distill"] + terms["group"]
+        return terms
+
+    def _distill(self, p_global: Tensor, group_logits: Tensor) -> Tensor:
+        """(gamma / G) sum_g mean_b H(P_w, P_a^g): the global head teaches every group head."""
+        teacher = p_global.detach() if self.detach_teacher else p_global
+        log_q = F.log_softmax(group_logits.float(), dim=2)
+        cross_entropy = -(teacher.unsqueeze(0) * log_q).sum(2).mean(1)
+        return self.gamma * cross_entropy.mean()

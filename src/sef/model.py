@@ -1,0 +1,85 @@
+"""The SEF wrapper: any CNN backbone + a global head + G training-only group heads."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sef.backbones import create_backbone, feature_channels
+from sef.groups import group_sizes
+
+
+@dataclass
+class SEFOutput:
+    """What SEF returns in train mode.
+
+    logits: [B, K] from the global head; group_logits: [G, B, K] from the group heads;
+    features: [B, C, H, W], the backbone's last feature map (input of the group loss).
+    """
+
+    logits: Tensor
+    group_logits: Tensor
+    features: Tensor
+
+
+def _global_pool() -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+class SEF(nn.Module):
+    """A backbone with SEF's heads.
+
+    Train mode returns :class:`SEFOutput`; eval mode returns the global logits only, so the
+    deployed model costs exactly its backbone. :meth:`export` drops the group heads.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module,
+        num_classes: int,
+        groups: int = 4,
+        weights: str | os.PathLike | None = None,
+        channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.backbone = create_backbone(backbone, weights)
+        self.channels = channels or feature_channels(self.backbone)
+        self.num_classes = num_classes
+        self.group_sizes = group_sizes(self.channels, groups)
+        self.pool = _global_pool()
+        self.head = nn.Linear(self.channels, num_classes)
+        self.group_heads = nn.ModuleList(nn.Linear(c, num_classes) for c in self.group_sizes)
+
+    @property
+    def groups(self) -> int:
+        return len(self.group_sizes)
+
+    def forward_sef(self, images: Tensor) -> SEFOutput:
+        """Global logits, every group head's logits, and the feature map, in any mode."""
+        features = self.backbone(images)
+        pooled = self.pool(features)
+        parts = pooled.split(self.group_sizes, dim=1)
+        group_logits = torch.stack([head(p) for head, p in zip(self.group_heads, parts)])
+        return SEFOutput(self.head(pooled), group_logits, features)
+
+    def forward(self, images: Tensor) -> SEFOutput | Tensor:
+        if self.training:
+            return self.forward_sef(images)
+        return self.head(self.pool(self.backbone(images)))
+
+    def extra_parameters(self) -> int:
+        """Parameters SEF adds to a plain backbone + linear classifier: the group heads."""
+        return sum(p.numel() for p in self.group_heads.parameters())
+
+    def export(self) -> nn.Module:
+        """A copy of backbone + global classifier in eval mode: images -> logits, no group heads."""
+        plain = nn.Sequential(
+            copy.deepcopy(self.backbone), copy.deepcopy(self.pool), copy.deepcopy(self.head)
+        )
+        return plain.eval()
