@@ -65,7 +65,9 @@ class SEF(nn.Module):
         features = self.backbone(images)
         pooled = self.pool(features)
         parts = pooled.split(self.group_sizes, dim=1)
-        group_logits = torch.stack([head(p) for head, p in zip(self.group_heads, parts)])
+        group_logits = torch.stack(
+            [head(p) for head, p in zip(self.group_heads, parts, strict=True)]
+        )
         return SEFOutput(self.head(pooled), group_logits, features)
 
     def forward(self, images: Tensor) -> SEFOutput | Tensor:
