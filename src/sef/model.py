@@ -79,6 +79,21 @@ class SEF(nn.Module):
         """Parameters SEF adds to a plain backbone + linear classifier: the group heads."""
         return sum(p.numel() for p in self.group_heads.parameters())
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts of the deployed model and of what SEF adds for training only."""
+
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+
+        return {
+            "backbone": count(self.backbone),
+            "global_head": count(self.head),
+            "deployed": count(self.backbone) + count(self.head),
+            "group_head_weights": sum(h.weight.numel() for h in self.group_heads),
+            "group_head_biases": sum(h.bias.numel() for h in self.group_heads),
+            "extra": self.extra_parameters(),
+        }
+
     def export(self) -> nn.Module:
         """A copy of backbone + global classifier in eval mode: images -> logits, no group heads."""
         plain = nn.Sequential(

@@ -1,0 +1,5 @@
+import sys
+
+from sef.cli import main
+
+sys.exit(main())

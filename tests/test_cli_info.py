@@ -1,0 +1,41 @@
+"""`sef info` and the CLI shell, run as a user would."""
+
+import json
+import subprocess
+import sys
+
+
+def sef(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "sef", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_info_reports_the_papers_extra_parameters():
+    result = sef("info", "--backbone", "resnet50", "--classes", "200", "--groups", "4")
+    assert result.returncode == 0, result.stderr
+    assert "409,600 weights + 800 biases" in result.stdout
+    assert "1.71 % counting weights only" in result.stdout
+    assert "23,917,832" in result.stdout  # torchvision resnet50 with 200 classes
+
+
+def test_info_json():
+    result = sef("info", "--backbone", "resnet18", "--classes", "10", "--groups", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout)
+    assert counts["group_sizes"] == [170, 170, 172]
+    assert counts["extra"] == 512 * 10 + 3 * 10
+
+
+def test_user_errors_are_one_line_with_exit_code_2():
+    result = sef("info", "--backbone", "resnet9000")
+    assert result.returncode == 2
+    assert result.stderr.startswith("sef info: error: unknown backbone 'resnet9000'")
+    assert "Traceback" not in result.stderr
+    result = sef("info", "--groups", "4096")
+    assert result.returncode == 2 and "groups=4096 is larger than the 2048" in result.stderr
+
+
+def test_no_command_prints_help_and_version_works():
+    assert "COMMAND" in sef().stdout
+    assert sef("--version").stdout.startswith("sef ")

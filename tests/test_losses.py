@@ -1,0 +1,224 @@
+"""SEF's losses against slow, obviously-right float64 versions that build the C x C matrix."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sef
+from sef.model import SEFOutput
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def contiguous_groups(channels, groups):
+    """Channel indices of each group: G-1 groups of floor(C/G), the last takes the rest."""
+    base = channels // groups
+    starts = [g * base for g in range(groups)] + [channels]
+    return [list(range(starts[g], starts[g + 1])) for g in range(groups)]
+
+
+def slow_group_loss(features, groups, variant):
+    """DESIGN.md's definitions, one image and one block at a time, in float64."""
+    x = features.double().flatten(2)
+    x = x / (x.norm(dim=2, keepdim=True) + EPS32)
+    members = contiguous_groups(x.shape[1], groups)
+    per_image = []
+    for image in x:
+        cos = image @ image.T
+        if variant == "paper":
+            d = torch.zeros(groups, groups, dtype=torch.float64)
+            for m in range(groups):
+                for n in range(groups):
+                    d[m, n] = cos[members[m]][:, members[n]].mean()
+            per_image.append(0.5 * ((d**2).sum() - 2 * (d.diagonal() ** 2).sum()))
+            continue
+        s = cos**2
+        intra = sum((1 - s[members[m]][:, members[m]]).mean() for m in range(groups)) / groups
+        inter = torch.zeros((), dtype=torch.float64)
+        for m in range(1, groups):
+            earlier = [i for n in range(m) for i in members[n]]
+            inter = inter + s[members[m]][:, earlier].mean() / (groups * (groups - 1) / 2)
+        per_image.append(0.5 * (intra + inter))
+    return torch.stack(per_image).mean()
+
+
+def slow_sef_loss(out, target, groups, lam, gamma, phi, variant):
+    """Eq. 8 term by term, sample by sample, in float64."""
+    logits, group_logits = out.logits.double(), out.group_logits.double()
+    batch = logits.shape[0]
+    ce = entropy = distill = 0.0
+    for b in range(batch):
+        p = torch.softmax(logits[b], 0)
+        ce = ce - torch.log(p[target[b]]) / batch
+        entropy = entropy + lam * (p * torch.log(p)).sum() / batch
+        for g in range(groups):
+            q = torch.softmax(group_logits[g, b], 0)
+            distill = distill + gamma / groups * (-(p * torch.log(q)).sum()) / batch
+    group = phi * slow_group_loss(out.features, groups, variant)
+    return {"ce": ce, "entropy": entropy, "distill": distill, "group": group}
+
+
+def assert_close(actual, expected, rel=1e-5, abs_tol=1e-7):
+    actual, expected = float(actual), float(expected)
+    assert math.isclose(actual, expected, rel_tol=rel, abs_tol=abs_tol), (actual, expected)
+
+
+SHAPES = [  # (B, C, H, W): H*W < C takes the Gram route, H*W >= C the C x C route
+    (3, 64, 4, 4),
+    (2, 61, 3, 5),
+    (2, 24, 7, 7),
+    (2, 13, 5, 5),
+]
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("groups", range(1, 9))
+def test_group_loss_matches_slow_version(variant, shape, groups):
+    torch.manual_seed(groups)
+    features = torch.randn(shape).relu() + 0.01 * torch.rand(shape)
+    expected = slow_group_loss(features, groups, variant)
+    assert_close(sef.group_loss(features, groups, variant), expected)
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("shape", [(2, 40, 3, 3), (2, 10, 6, 6)])
+def test_group_loss_gradient_matches_slow_version(variant, shape):
+    torch.manual_seed(0)
+    features = torch.randn(shape, dtype=torch.float64)
+    fast_input = features.float().requires_grad_()
+    slow_input = features.clone().requires_grad_()
+    sef.group_loss(fast_input, 3, variant).backward()
+    slow_group_loss(slow_input, 3, variant).backward()
+    torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_group_loss_on_signed_features_and_resnet50_shape():
+    torch.manual_seed(1)
+    features = torch.randn(2, 2048, 14, 14)
+    for variant in ("reference", "paper"):
+        assert_close(sef.group_loss(features, 4, variant), slow_group_loss(features, 4, variant))
+
+
+def test_group_loss_separates_groups_better_when_channels_agree_within_groups():
+    """A sanity anchor on meaning: grouped structure scores lower than shuffled structure."""
+    torch.manual_seed(0)
+    parts = torch.rand(2, 4, 1, 49)
+    grouped = (parts.repeat_interleave(8, dim=1) + 0.01 * torch.rand(2, 32, 1, 49)).view(
+        2, 32, 7, 7
+    )
+    shuffled = grouped[:, torch.randperm(32)]
+    for variant in ("reference", "paper"):
+        assert sef.group_loss(grouped, 4, variant) < sef.group_loss(shuffled, 4, variant)
+
+
+def test_group_loss_is_float32_for_half_precision_features():
+    torch.manual_seed(0)
+    features = torch.rand(2, 32, 4, 4)
+    for dtype in (torch.bfloat16, torch.float16):
+        low = features.to(dtype)
+        loss = sef.group_loss(low, 4)
+        assert loss.dtype == torch.float32
+        assert_close(loss, slow_group_loss(low.float(), 4, "reference"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sef.group_loss(features, 4).dtype == torch.float32
+
+
+def make_output(batch=4, classes=7, groups=3, channels=24, dtype=torch.float32):
+    torch.manual_seed(groups)
+    return SEFOutput(
+        logits=torch.randn(batch, classes, dtype=dtype),
+        group_logits=torch.randn(groups, batch, classes, dtype=dtype),
+        features=torch.rand(batch, channels, 3, 3, dtype=dtype),
+    )
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_sef_loss_matches_slow_version(groups, variant):
+    out = make_output(groups=groups, channels=29)
+    target = torch.tensor([0, 3, 6, 2])
+    weights = {"lam": 0.7, "gamma": 0.05, "phi": 1.3}
+    terms = sef.SEFLoss(groups, group_variant=variant, **weights)(out, target)
+    expected = slow_sef_loss(out, target, groups, variant=variant, **weights)
+    for name, value in expected.items():
+        assert_close(terms[name], value)
+    assert_close(terms["total"], sum(expected.values()))
+    assert all(t.dtype == torch.float32 for t in terms.values())
+
+
+def test_sef_loss_default_weights_are_the_papers():
+    loss = sef.SEFLoss(4)
+    assert (loss.lam, loss.gamma, loss.phi) == (1.0, 0.05, 1.0)
+    assert loss.group_variant == "reference" and loss.detach_teacher is False
+
+
+def test_zero_weights_leave_plain_cross_entropy():
+    out = make_output()
+    target = torch.tensor([1, 2, 3, 4])
+    terms = sef.SEFLoss(3, lam=0, gamma=0, phi=0)(out, target)
+    assert_close(terms["total"], F.cross_entropy(out.logits, target))
+    assert float(terms["entropy"]) == float(terms["distill"]) == float(terms["group"]) == 0.0
+
+
+def test_teacher_receives_distillation_gradient_unless_detached():
+    target = torch.tensor([1, 2, 3, 4])
+    for detach, expect_gradient in ((False, True), (True, False)):
+        out = make_output()
+        out.logits.requires_grad_()
+        out.group_logits.requires_grad_()
+        terms = sef.SEFLoss(3, lam=0, gamma=1.0, phi=0, detach_teacher=detach)(out, target)
+        terms["distill"].backward()
+        has_gradient = out.logits.grad is not None and out.logits.grad.abs().sum() > 0
+        assert has_gradient == expect_gradient
+
+
+def test_sef_loss_is_float32_under_autocast_with_bf16_inputs():
+    out = make_output(dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = sef.SEFLoss(3)(out, torch.tensor([1, 2, 3, 4]))
+    assert all(t.dtype == torch.float32 for t in terms.values())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda o: SEFOutput(o.logits, o.group_logits[:2], o.features), "group_logits"),
+        (lambda o: SEFOutput(o.logits, o.group_logits[:, :, :5], o.features), "group_logits"),
+        (lambda o: SEFOutput(o.logits[0], o.group_logits, o.features), "logits"),
+        (lambda o: SEFOutput(o.logits, o.group_logits, o.features[0]), "feature map"),
+    ],
+)
+def test_sef_loss_rejects_mismatched_shapes(change, message):
+    with pytest.raises(ValueError, match=message):
+        sef.SEFLoss(3)(change(make_output()), torch.tensor([1, 2, 3, 4]))
+
+
+def test_sef_loss_rejects_wrong_target_shape():
+    with pytest.raises(ValueError, match="target"):
+        sef.SEFLoss(3)(make_output(), torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_raise_instead_of_returning_nan(bad):
+    features = torch.rand(2, 8, 3, 3)
+    features[1, 2, 0, 0] = bad
+    with pytest.raises(ValueError, match="non-finite"):
+        sef.group_loss(features, 2)
+
+
+@pytest.mark.parametrize("groups", [0, -1, 9, 2.5])
+def test_invalid_group_counts_are_value_errors(groups):
+    with pytest.raises(ValueError, match="groups"):
+        sef.group_loss(torch.rand(1, 8, 2, 2), groups)
+
+
+def test_invalid_variant_and_weights_are_value_errors():
+    with pytest.raises(ValueError, match="variant"):
+        sef.group_loss(torch.rand(1, 8, 2, 2), 2, "mine")
+    with pytest.raises(ValueError, match="lam"):
+        sef.SEFLoss(2, lam=-1)
+    with pytest.raises(ValueError, match="group_variant"):
+        sef.SEFLoss(2, group_variant="mine")

@@ -1,0 +1,137 @@
+"""The SEF wrapper: outputs per mode, channel groups, export, backbones, parameter counts."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import sef
+from sef.model import SEFOutput
+
+ISSUE_BACKBONES = {  # name -> channels of its last feature map
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet101": 2048,
+    "resnet152": 2048,
+    "resnext50_32x4d": 2048,
+    "resnext101_32x8d": 2048,
+    "wide_resnet50_2": 2048,
+    "efficientnet_b0": 1280,
+    "convnext_tiny": 768,
+    "densenet121": 1024,
+    "vgg16_bn": 512,
+    "mobilenet_v3_large": 960,
+}
+
+
+@pytest.mark.parametrize("name, channels", ISSUE_BACKBONES.items())
+def test_named_backbones_yield_their_feature_channels(name, channels):
+    assert name in sef.available_backbones()
+    with torch.device("meta"):  # shapes only: building real weights would cost seconds each
+        model = sef.SEF(name, num_classes=10, groups=3)
+        out = model.train()(torch.zeros(2, 3, 64, 64))
+    assert model.channels == channels
+    assert out.features.shape[:2] == (2, channels)
+    assert out.group_logits.shape == (3, 2, 10)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "convnext_tiny", "densenet121"])
+def test_non_resnet_backbones_train_and_export(name):
+    model = sef.SEF(name, num_classes=4, groups=2)
+    images = torch.randn(2, 3, 64, 64)
+    out = model.train()(images)
+    sef.SEFLoss(2)(out, torch.tensor([0, 3]))["total"].backward()
+    model.eval()
+    torch.testing.assert_close(model.export()(images), model(images), rtol=0, atol=0)
+
+
+def test_train_mode_returns_sef_output_and_eval_mode_plain_logits():
+    torch.manual_seed(0)
+    model = sef.SEF("resnet18", num_classes=7, groups=3)
+    images = torch.randn(2, 3, 64, 64)
+    out = model.train()(images)
+    assert isinstance(out, SEFOutput)
+    assert out.logits.shape == (2, 7)
+    assert out.group_logits.shape == (3, 2, 7)
+    assert out.features.shape == (2, 512, 2, 2)
+    model.eval()
+    logits = model(images)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 7)
+    torch.testing.assert_close(model.forward_sef(images).logits, logits)
+
+
+def test_group_heads_see_only_their_own_channels():
+    torch.manual_seed(0)
+    model = sef.SEF("resnet18", num_classes=5, groups=3).eval()
+    assert model.group_sizes == [170, 170, 172]
+    images = torch.randn(1, 3, 32, 32)
+    pooled = model.pool(model.backbone(images))
+    expected = [
+        model.group_heads[0](pooled[:, :170]),
+        model.group_heads[1](pooled[:, 170:340]),
+        model.group_heads[2](pooled[:, 340:]),
+    ]
+    torch.testing.assert_close(model.forward_sef(images).group_logits, torch.stack(expected))
+
+
+def test_export_matches_plain_torchvision_model_in_size_and_logits():
+    torch.manual_seed(0)
+    model = sef.SEF("resnet50", num_classes=200, groups=4).eval()
+    plain = model.export()
+    reference = torchvision.models.resnet50(num_classes=200)
+    count = sum(p.numel() for p in plain.parameters())
+    assert count == sum(p.numel() for p in reference.parameters())
+    assert not any("group" in name for name, _ in plain.named_parameters())
+    images = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(plain(images), model(images), rtol=0, atol=0)
+    assert not plain.training
+
+
+def test_extra_parameters_are_the_papers_409600_weights_plus_biases():
+    with torch.device("meta"):
+        model = sef.SEF("resnet50", num_classes=200, groups=4)
+    counts = model.parameter_counts()
+    assert counts["group_head_weights"] == 409_600
+    assert counts["group_head_biases"] == 4 * 200
+    assert counts["extra"] == model.extra_parameters() == 2048 * 200 + 4 * 200
+    assert round(100 * counts["group_head_weights"] / counts["deployed"], 1) == 1.7
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, channels=12):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(x).relu()
+
+
+def test_any_module_that_yields_a_feature_map_is_a_backbone():
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=5)
+    assert model.channels == 12 and model.group_sizes == [2, 2, 2, 2, 4]
+    out = model.train()(torch.randn(2, 3, 16, 16))
+    assert out.group_logits.shape == (5, 2, 3)
+
+
+def test_one_group_works():
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=1)
+    out = model.train()(torch.randn(2, 3, 16, 16))
+    terms = sef.SEFLoss(1)(out, torch.tensor([0, 1]))
+    assert torch.isfinite(terms["total"])
+
+
+@pytest.mark.parametrize("groups", [0, 13, -2])
+def test_bad_group_counts_are_value_errors_naming_the_channels(groups):
+    with pytest.raises(ValueError, match="groups"):
+        sef.SEF(TinyCNN(), num_classes=3, groups=groups)
+
+
+def test_backbone_that_does_not_yield_a_feature_map_is_refused():
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        sef.SEF(nn.Sequential(TinyCNN(), nn.Flatten()), num_classes=3, groups=2)
+
+
+def test_bad_class_counts_are_value_errors():
+    with pytest.raises(ValueError, match="num_classes"):
+        sef.SEF(TinyCNN(), num_classes=0)
