@@ -1,0 +1,393 @@
+"""Training configuration: nested dataclasses that round-trip through YAML.
+
+A config comes from a named preset (YAML shipped in ``sef/presets``), a user's YAML file (which
+may name a preset as its ``base``), and ``section.key=value`` overrides, in that order. Every key
+and type is checked, so a typo or a wrong value fails in one line before any work starts.
+
+Preset names are composed, so the 4 datasets x 2 backbones x 6 methods of the paper need no
+copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
+``dogs-resnet18-plain``) merges ``paper.yaml``, ``<dataset>.yaml`` and ``method-<method>.yaml``;
+``demo[-<method>]`` merges ``demo.yaml`` and the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sef.errors import ConfigError
+from sef.losses import GROUP_LOSS_VARIANTS
+
+PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
+PAPER_BACKBONES = ("resnet50", "resnet18")
+DATASETS = (*PAPER_DATASETS, "folder", "csv", "demo")
+RECIPES = ("resize_crop", "resize")
+BAD_IMAGE_POLICIES = ("check", "skip", "off")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("step", "cosine", "none")
+AMP_MODES = ("none", "bf16", "fp16")
+DEFAULT_PRESET = "demo"
+DEFAULT_METHOD = "sef"
+
+
+@dataclass
+class ModelConfig:
+    """The network: a backbone name, its initial weights, and the number of channel groups G."""
+
+    backbone: str = "resnet50"
+    weights: str | None = "IMAGENET1K_V1"
+    groups: int = 4
+
+
+@dataclass
+class LossConfig:
+    """Weights of Eq. 8: lam (max entropy), gamma (distillation), phi (group loss)."""
+
+    lam: float = 1.0
+    gamma: float = 0.05
+    phi: float = 1.0
+    group_variant: str = "reference"
+    detach_teacher: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where, which splits, and how images are prepared."""
+
+    dataset: str = "demo"
+    root: str | None = None
+    train_split: str = "trainval"
+    eval_split: str = "test"
+    image_size: int = 448
+    recipe: str = "resize_crop"
+    workers: int = 4
+    bad_images: str = "check"
+    val_fraction: float = 0.1
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule (the paper: SGD 0.9, StepLR x0.1 every 20 of 50)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 50
+    scheduler: str = "step"
+    step_size: int = 20
+    lr_decay: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    """How and where a run executes: seed, device, precision, output folder, logging."""
+
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    out: str | None = None
+    eval_batch_size: int | None = None
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    """A whole training run. ``name`` is the preset it came from (names the default out dir)."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------- dict <-> dataclass, with checks
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    return "null" if kind is type(None) else kind.__name__
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """``value`` as type ``kind`` (int -> float and '1e-3' -> float allowed), else ConfigError."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        return _coerce(value, next(k for k in options if k is not type(None)), where)
+    if kind is float and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }[kind]
+    if not ok:
+        raise ConfigError(
+            f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it in the YAML "
+            f"file or pass --set {where}=VALUE"
+        )
+    return float(value) if kind is float else value
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    place = f"in section {where!r}" if where else "at the top level"
+    return ConfigError(f"unknown config key {key!r} {place}; {hint}valid keys: {', '.join(known)}")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {where or 'root'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown_key(str(key), names, where)
+        path = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, path)
+        else:
+            kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> Config:
+    """A checked :class:`Config` from nested plain values; missing keys take their defaults."""
+    config = _build(Config, values, "")
+    validate(config)
+    return config
+
+
+def config_to_dict(config: Config) -> dict:
+    """Nested plain values (YAML- and checkpoint-safe)."""
+    return dataclasses.asdict(config)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# ---------------------------------------------------------------------------------- validation
+
+
+def _require(condition: bool, key: str, value: Any, rule: str) -> None:
+    if not condition:
+        raise ConfigError(f"config value {key}={value!r} is invalid: it must be {rule}")
+
+
+def _one_of(key: str, value: Any, options: tuple) -> None:
+    _require(value in options, key, value, f"one of {', '.join(map(str, options))}")
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError naming the first value that cannot work (types are already checked)."""
+    m, loss, d, o, r = config.model, config.loss, config.data, config.optim, config.run
+    _require(m.groups >= 1, "model.groups", m.groups, "a positive integer")
+    for key in ("lam", "gamma", "phi"):
+        value = getattr(loss, key)
+        _require(math.isfinite(value) and value >= 0, f"loss.{key}", value, "a number >= 0")
+    _one_of("loss.group_variant", loss.group_variant, GROUP_LOSS_VARIANTS)
+    _one_of("data.dataset", d.dataset, DATASETS)
+    _one_of("data.recipe", d.recipe, RECIPES)
+    _one_of("data.bad_images", d.bad_images, BAD_IMAGE_POLICIES)
+    _require(d.image_size >= 16, "data.image_size", d.image_size, "an integer >= 16")
+    _require(d.workers >= 0, "data.workers", d.workers, "an integer >= 0")
+    _require(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "between 0 and 1")
+    _one_of("optim.optimizer", o.optimizer, OPTIMIZERS)
+    _one_of("optim.scheduler", o.scheduler, SCHEDULERS)
+    _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
+    _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
+    _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
+    _require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "a positive integer")
+    _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
+    _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")
+    _require(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
+    _one_of("run.amp", r.amp, AMP_MODES)
+    _require(
+        r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
+        "run.device",
+        r.device,
+        "auto, cpu, cuda or cuda:N",
+    )
+    if r.eval_batch_size is not None:
+        _require(r.eval_batch_size >= 1, "run.eval_batch_size", r.eval_batch_size, "positive")
+
+
+# -------------------------------------------------------------------------------------- presets
+
+
+def _preset_file(stem: str) -> dict:
+    text = resources.files("sef").joinpath("presets", f"{stem}.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def _methods() -> list[str]:
+    """Method fragment names other than the implicit default, SEF itself."""
+    folder = resources.files("sef").joinpath("presets")
+    stems = (Path(item.name).stem for item in folder.iterdir() if item.name.endswith(".yaml"))
+    methods = (s[len("method-") :] for s in stems if s.startswith("method-"))
+    return sorted(m for m in methods if m != DEFAULT_METHOD)
+
+
+def preset_names() -> list[str]:
+    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets."""
+    methods = ["", *(f"-{m}" for m in _methods())]
+    names = [f"{DEFAULT_PRESET}{m}" for m in methods]
+    for dataset in PAPER_DATASETS:
+        for backbone in PAPER_BACKBONES:
+            names += [f"{dataset}-{backbone}{m}" for m in methods]
+    return names
+
+
+def _parts(name: str) -> tuple[list[str], dict]:
+    """The fragment files a preset merges, and the values its name itself sets."""
+    if name not in preset_names():
+        close = difflib.get_close_matches(name, preset_names(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown preset {name!r}; {hint}run `sef presets` to list them all")
+    dataset, _, rest = name.partition("-")
+    if dataset == DEFAULT_PRESET:
+        return ["demo", f"method-{rest or DEFAULT_METHOD}"], {}
+    backbone, _, method = rest.partition("-")
+    return ["paper", dataset, f"method-{method or DEFAULT_METHOD}"], {
+        "model": {"backbone": backbone}
+    }
+
+
+def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
+    """Deep-merge the fragments in order, then ``extra``; also return their titles."""
+    values: dict = {}
+    titles = []
+    for stem in files:
+        fragment = _preset_file(stem)
+        if "title" in fragment:
+            titles.append(fragment.pop("title"))
+        values = _deep_merge(values, fragment)
+    return _deep_merge(values, extra), titles
+
+
+def load_preset(name: str) -> Config:
+    """The config of a named preset (see ``preset_names()``)."""
+    files, extra = _parts(name)
+    values, _ = _merge_fragments(files, extra)
+    return config_from_dict({**values, "name": name})
+
+
+def describe_preset(name: str) -> str:
+    """One line: what the preset trains and with which key hyper-parameters."""
+    files, extra = _parts(name)
+    values, titles = _merge_fragments(files, extra)
+    c = config_from_dict({**values, "name": name})
+    what = ", ".join(titles)
+    weights = "ImageNet" if c.model.weights else "scratch"
+    return (
+        f"{what}; {c.model.backbone} ({weights}), G={c.model.groups}, lam={c.loss.lam:g} "
+        f"gamma={c.loss.gamma:g} phi={c.loss.phi:g}, lr {c.optim.lr:g}, {c.optim.epochs} epochs, "
+        f"{c.data.image_size}px"
+    )
+
+
+# ----------------------------------------------------------------------- files and overrides
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A config from a YAML file; ``base: PRESET`` starts it from that preset."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}".split("\n")[0]) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {values!r}")
+    base = values.pop("base", None)
+    if base is not None:
+        start = config_to_dict(load_preset(str(base)))
+        values = _deep_merge(start, {"name": str(base), **values})
+    return config_from_dict(values)
+
+
+def _set_path(values: dict, path: list[str], value: Any, text: str) -> None:
+    node = values
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"override {text!r} names no config section {part!r}")
+        node = node[part]
+    node[path[-1]] = value
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    values = config_to_dict(config)
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        path = key.strip().split(".")
+        if not sep or len(path) < 2 or not all(path):
+            raise ConfigError(f"override {text!r} must look like section.key=value")
+        if len(path) > 2 and path[:2] != ["data", "options"]:
+            raise ConfigError(f"override {text!r} is too deep; only data.options.* nests")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        section = values.get(path[0])
+        if not isinstance(section, dict):
+            raise _unknown_key(path[0], [k for k, v in values.items() if isinstance(v, dict)], "")
+        if len(path) == 2 and path[1] not in section:
+            raise _unknown_key(path[1], list(section), path[0])
+        _set_path(values, path, value, text)
+    return config_from_dict(values)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (readable, and loadable by ``load_config_file``)."""
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Preset (default ``demo``) or YAML file, then overrides: the config a run will use."""
+    if preset is not None and config_file is not None:
+        raise ConfigError("pass either a preset or a config file, not both")
+    if config_file is not None:
+        config = load_config_file(config_file)
+    else:
+        config = load_preset(preset or DEFAULT_PRESET)
+    return apply_overrides(config, overrides)
