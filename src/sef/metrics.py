@@ -1,0 +1,116 @@
+"""Accuracy metrics and the paper's cross-dataset Score (Section III-A).
+
+Score: S_m = (1/L) sum_l s_l^m, where s_l^m is method m's rank by accuracy on dataset l and L
+counts only the datasets m reports. Equal accuracies share a rank and the next accuracy takes the
+next rank (dense ranking: 93.0, 93.0, 92.8 rank 1, 1, 2); with this rule and half-up rounding to
+one decimal, every Score of the paper's Table II is reproduced from its accuracies.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sef.errors import DataError
+
+BLANK_CELLS = ("", "-", "_", "\u2013", "\u2014", "n/a", "na")
+
+
+def top1_accuracy(predictions: Tensor, labels: Tensor) -> float:
+    """Fraction of predictions equal to their label."""
+    if labels.numel() == 0:
+        return float("nan")
+    return (predictions == labels).double().mean().item()
+
+
+def class_mean_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) -> float:
+    """Mean over the classes present in ``labels`` of each class's accuracy."""
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    correct = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
+    present = counts > 0
+    if not present.any():
+        return float("nan")
+    return (correct[present] / counts[present]).mean().item()
+
+
+def group_accuracies(group_predictions: Tensor, labels: Tensor) -> list[float]:
+    """Top-1 accuracy of each group head: ``group_predictions`` is [G, N]."""
+    return [top1_accuracy(row, labels) for row in group_predictions]
+
+
+def dense_ranks(accuracies: Mapping[str, float]) -> dict[str, int]:
+    """Rank 1 for the highest accuracy; ties share a rank; the next value takes the next rank."""
+    distinct = sorted(set(accuracies.values()), reverse=True)
+    position = {value: index + 1 for index, value in enumerate(distinct)}
+    return {method: position[value] for method, value in accuracies.items()}
+
+
+def round_half_up(value: Fraction | float, decimals: int = 1) -> float:
+    """Round as the paper does (2.25 -> 2.3), without binary floating-point surprises."""
+    scale = 10**decimals
+    return math.floor(Fraction(value) * scale + Fraction(1, 2)) / scale
+
+
+def paper_scores(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, Fraction]:
+    """Each method's mean dense rank over the datasets it reports (None = not reported).
+
+    Returns exact fractions; ``round_half_up(score, 1)`` gives the paper's printed value.
+    """
+    datasets = sorted({d for row in table.values() for d in row})
+    ranks: dict[str, list[int]] = {method: [] for method in table}
+    for dataset in datasets:
+        reported = {m: row[dataset] for m, row in table.items() if row.get(dataset) is not None}
+        for method, rank in dense_ranks(reported).items():
+            ranks[method].append(rank)
+    empty = [method for method, values in ranks.items() if not values]
+    if empty:
+        raise DataError(f"method {empty[0]!r} reports no accuracy; give it at least one number")
+    return {method: Fraction(sum(values), len(values)) for method, values in ranks.items()}
+
+
+def _parse_cell(text: str, where: str) -> float | None:
+    cell = text.strip().rstrip("%").strip()
+    if cell.lower() in BLANK_CELLS:
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(
+            f"{where} holds {text!r}, which is not an accuracy; write a number or leave it blank"
+        ) from None
+    if not math.isfinite(value):
+        raise DataError(f"{where} holds {text!r}; write a finite number or leave it blank")
+    return value
+
+
+def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
+    """A CSV with a header row (method, dataset names...) and one row of accuracies per method."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"accuracy table {path} does not exist; pass a CSV file")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise DataError(
+            f"{path} needs a header row 'method,<dataset>,...' and at least one method row"
+        )
+    datasets = [name.strip() for name in rows[0][1:]]
+    table: dict[str, dict[str, float | None]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        method = row[0].strip()
+        if len(row) - 1 > len(datasets):
+            raise DataError(f"{path} line {line} has more cells than the header has datasets")
+        if method in table:
+            raise DataError(f"{path} line {line} repeats method {method!r}; give each one row")
+        cells = row[1:] + [""] * (len(datasets) - len(row) + 1)
+        table[method] = {
+            dataset: _parse_cell(cell, f"{path} line {line}, column {dataset!r}")
+            for dataset, cell in zip(datasets, cells, strict=True)
+        }
+    return table

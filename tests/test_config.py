@@ -1,0 +1,123 @@
+"""Config: presets carry the paper's recipe; bad keys, types and values fail in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sef.config import (
+    apply_overrides,
+    config_to_dict,
+    describe_preset,
+    load_config_file,
+    load_preset,
+    preset_names,
+    resolve_config,
+    save_config,
+)
+from sef.errors import ConfigError
+
+PAPER = {  # dataset: (G, lr, recipe) from Section III-A
+    "cub": (4, 0.01, "resize_crop"),
+    "cars": (2, 0.01, "resize"),
+    "dogs": (2, 0.001, "resize"),
+    "aircraft": (3, 0.01, "resize_crop"),
+}
+TABLE_III = {  # method suffix: (lam, gamma, phi)
+    "-groups-only": (0.0, 0.0, 1.0),
+    "-matching-only": (0.05, 0.05, 0.0),
+    "-matching-groups": (0.05, 0.05, 1.0),
+    "": (1.0, 0.05, 1.0),
+}
+
+
+@pytest.mark.parametrize("dataset", PAPER)
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet18"])
+def test_paper_presets_hold_the_recipe(dataset: str, backbone: str) -> None:
+    groups, lr, recipe = PAPER[dataset]
+    c = load_preset(f"{dataset}-{backbone}")
+    assert (c.model.backbone, c.model.weights, c.model.groups) == (
+        backbone,
+        "IMAGENET1K_V1",
+        groups,
+    )
+    assert (c.data.dataset, c.data.recipe, c.data.image_size) == (dataset, recipe, 448)
+    assert (c.data.train_split, c.data.eval_split) == ("trainval", "test")
+    o = c.optim
+    assert (o.optimizer, o.lr, o.momentum, o.batch_size, o.epochs) == ("sgd", lr, 0.9, 32, 50)
+    assert (o.scheduler, o.step_size, o.lr_decay) == ("step", 20, 0.1)
+    for suffix, weights in TABLE_III.items():
+        loss = load_preset(f"{dataset}-{backbone}{suffix}").loss
+        assert (loss.lam, loss.gamma, loss.phi) == weights
+    plain = load_preset(f"{dataset}-{backbone}-plain")
+    assert (plain.loss.lam, plain.loss.gamma, plain.loss.phi, plain.model.groups) == (0, 0, 0, 1)
+    maxent = load_preset(f"{dataset}-{backbone}-maxent")
+    assert (maxent.loss.lam, maxent.loss.gamma, maxent.loss.phi) == (1, 0, 0)
+
+
+def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
+    names = preset_names()
+    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 4 * 2)
+    for name in names:
+        assert load_preset(name).name == name
+        assert "\n" not in describe_preset(name)
+    demo = resolve_config()
+    assert demo.name == "demo" and demo.model.weights is None and demo.data.dataset == "demo"
+
+
+def test_overrides_parse_yaml_values_and_nest_only_in_options() -> None:
+    c = apply_overrides(
+        load_preset("cub-resnet50"),
+        ["optim.lr=1e-3", "model.weights=null", "run.amp=bf16", "data.options.size=8"],
+    )
+    assert c.optim.lr == 0.001 and c.model.weights is None and c.run.amp == "bf16"
+    assert c.data.options == {"size": 8}
+    assert c.optim.epochs == 50  # untouched keys keep the preset's value
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lrr=0.1", "unknown config key 'lrr' in section 'optim'; did you mean 'lr'?"),
+        ("optimizer.lr=0.1", "unknown config key 'optimizer' at the top level"),
+        ("optim.epochs=ten", "optim.epochs must be int, got 'ten'"),
+        ("optim.epochs=2.5", "optim.epochs must be int"),
+        ("loss.lam=-1", "loss.lam=-1.0 is invalid: it must be a number >= 0"),
+        ("loss.gamma=.nan", "loss.gamma=nan is invalid"),
+        ("run.amp=fp8", "run.amp='fp8' is invalid: it must be one of none, bf16, fp16"),
+        ("model.groups=0", "model.groups=0 is invalid"),
+        ("optim.lr", "must look like section.key=value"),
+        ("optim.lr.x=1", "too deep"),
+    ],
+)
+def test_bad_overrides_fail_in_one_line(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(load_preset("demo"), [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_preset_suggests_close_names() -> None:
+    with pytest.raises(
+        ConfigError, match="unknown preset 'cub-resnet5'; did you mean cub-resnet50"
+    ):
+        load_preset("cub-resnet5")
+
+
+def test_yaml_file_with_base_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: dogs-resnet18\noptim:\n  epochs: 3\ndata:\n  root: /data/dogs\n")
+    c = load_config_file(path)
+    assert (c.name, c.optim.epochs, c.optim.lr, c.data.root) == (
+        "dogs-resnet18",
+        3,
+        0.001,
+        "/data/dogs",
+    )
+    save_config(c, tmp_path / "resolved.yaml")
+    assert config_to_dict(load_config_file(tmp_path / "resolved.yaml")) == config_to_dict(c)
+    path.write_text("model: [1, 2]\n")
+    with pytest.raises(ConfigError, match="section model must be a mapping"):
+        load_config_file(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config_file(tmp_path / "missing.yaml")
