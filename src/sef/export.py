@@ -1,0 +1,253 @@
+"""Ship a trained SEF as a plain network: ONNX, TorchScript and safetensors, plus labels and
+the preprocessing a deployment must repeat.
+
+Only what ``SEF.export()`` returns is written (backbone + global head, no group heads), so the
+shipped model costs exactly its backbone. ``export_model`` works on any SEF in memory;
+``export_checkpoint`` reads a training checkpoint first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sef.errors import SEFError
+from sef.model import SEF
+
+EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
+FILE_NAMES = {
+    "onnx": "model.onnx",
+    "torchscript": "model.torchscript.pt",
+    "safetensors": "model.safetensors",
+    "labels": "labels.json",
+    "preprocessing": "preprocessing.json",
+}
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+_RESIZE_CROP_RATIO = 600 / 448  # the paper's 600 -> 448 resize-then-crop
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for the exported model (written as preprocessing.json).
+
+    recipe "resize_crop": resize to resize_size x resize_size, center-crop image_size;
+    recipe "resize": resize to image_size x image_size. Then scale to [0, 1] and normalise
+    with mean/std per RGB channel. Input layout is NCHW float32.
+    """
+
+    image_size: int
+    recipe: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def resize_size(self) -> int:
+        if self.recipe == "resize_crop":
+            return round(self.image_size * _RESIZE_CROP_RATIO)
+        return self.image_size
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize_size": self.resize_size,
+            "crop_size": self.image_size,
+            "input_name": INPUT_NAME,
+            "output_name": OUTPUT_NAME,
+            "layout": "NCHW, RGB, float32, pixel values scaled to [0, 1] before normalising",
+        }
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    """The requested formats in canonical order; ValueError on an unknown one."""
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"unknown export format {unknown[0] if unknown else '(none)'!r}; "
+            f"choose from {', '.join(EXPORT_FORMATS)}"
+        )
+    return [f for f in EXPORT_FORMATS if f in formats]
+
+
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only if writing succeeded."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # some writers (safetensors) create private temp files
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _example_input(image_size: int) -> torch.Tensor:
+    # Batch 2, not 1: a size-1 example lets torch.export specialise the batch axis.
+    return torch.zeros(2, 3, image_size, image_size)
+
+
+def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
+    """ONNX via the torch.export-based exporter, with a dynamic batch axis."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs both; fail early with an install hint)
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise SEFError("ONNX export needs onnx and onnxscript: pip install 'sef[export]'") from None
+    batch = torch.export.Dim("batch", min=1)
+    with _atomic_target(path) as tmp:
+        torch.onnx.export(
+            plain,
+            (_example_input(image_size),),
+            str(tmp),
+            dynamo=True,
+            verbose=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+        )
+
+
+def write_torchscript(plain: nn.Module, path: Path, image_size: int) -> None:
+    """TorchScript by tracing (batch size stays free for CNNs without data-dependent control)."""
+    with warnings.catch_warnings():
+        # torch.jit is deprecated upstream but still what TorchScript consumers (C++, mobile) load.
+        warnings.simplefilter("ignore", FutureWarning)
+        with torch.no_grad():
+            traced = torch.jit.trace(plain, _example_input(image_size))
+        with _atomic_target(path) as tmp:
+            traced.save(str(tmp))
+
+
+def write_safetensors(plain: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """The stripped model's state dict; loads into ``SEF(...).export()`` with load_state_dict."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in plain.state_dict().items()}
+    with _atomic_target(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def _write_json(path: Path, payload: object) -> None:
+    with _atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def export_model(
+    model: SEF,
+    out_dir: str | os.PathLike,
+    *,
+    classes: Sequence[str],
+    preprocessing: Preprocessing,
+    formats: Sequence[str] = EXPORT_FORMATS,
+    backbone_name: str | None = None,
+) -> dict[str, Path]:
+    """Write the stripped model in ``formats`` plus labels.json and preprocessing.json.
+
+    Returns {"onnx" | "torchscript" | "safetensors" | "labels" | "preprocessing": path}.
+    """
+    chosen = check_formats(formats)
+    if len(classes) != model.num_classes:
+        raise ValueError(
+            f"{len(classes)} class names given for a model with {model.num_classes} outputs; "
+            f"pass one name per class"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plain = model.export().cpu().float()
+    size = preprocessing.image_size
+    paths = {name: out / FILE_NAMES[name] for name in (*chosen, "labels", "preprocessing")}
+    if "onnx" in chosen:
+        write_onnx(plain, paths["onnx"], size)
+    if "torchscript" in chosen:
+        write_torchscript(plain, paths["torchscript"], size)
+    if "safetensors" in chosen:
+        metadata = {
+            "num_classes": str(model.num_classes),
+            "backbone": backbone_name or type(model.backbone).__name__,
+            "preprocessing": json.dumps(preprocessing.to_dict()),
+        }
+        write_safetensors(plain, paths["safetensors"], metadata)
+    _write_json(paths["labels"], list(classes))
+    _write_json(paths["preprocessing"], preprocessing.to_dict())
+    return paths
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = EXPORT_FORMATS,
+) -> dict[str, Path]:
+    """Export a training checkpoint: the model, its class names and its test preprocessing."""
+    from sef.checkpoint import load_trained_model
+
+    check_formats(formats)
+    trained = load_trained_model(checkpoint, device="cpu")
+    preprocessing = Preprocessing(
+        image_size=trained.image_size,
+        recipe=trained.config["data"]["recipe"],
+        mean=tuple(trained.mean),
+        std=tuple(trained.std),
+    )
+    return export_model(
+        trained.model,
+        out_dir,
+        classes=trained.classes,
+        preprocessing=preprocessing,
+        formats=formats,
+        backbone_name=str(trained.config["model"]["backbone"]),
+    )
+
+
+def exported_logits(paths: dict[str, Path], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run every exported model file in ``paths`` on ``images``: {format: logits}.
+
+    Used to check an export against PyTorch; safetensors needs a model and is not run here.
+    """
+    results = {}
+    if "onnx" in paths:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(
+            str(paths["onnx"]), providers=["CPUExecutionProvider"]
+        )
+        (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        results["onnx"] = torch.from_numpy(logits)
+    if "torchscript" in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.load(str(paths["torchscript"]), map_location="cpu")
+        with torch.no_grad():
+            results["torchscript"] = scripted(images)
+    return results
+
+
+def max_logit_differences(
+    model: SEF, paths: dict[str, Path], image_size: int, batch: int = 3, seed: int = 0
+) -> dict[str, float]:
+    """Largest |logit difference| between PyTorch and each exported file, on random images."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, image_size, image_size, generator=generator)
+    plain = model.export().cpu().float()
+    with torch.no_grad():
+        reference = plain(images)
+    if "safetensors" in paths:
+        from safetensors.torch import load_file
+
+        plain.load_state_dict(load_file(str(paths["safetensors"])))
+        with torch.no_grad():
+            reloaded = {"safetensors": plain(images)}
+    else:
+        reloaded = {}
+    outputs = {**exported_logits(paths, images), **reloaded}
+    return {name: float((out - reference).abs().max()) for name, out in outputs.items()}

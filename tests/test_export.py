@@ -1,0 +1,153 @@
+"""Export: every format reproduces PyTorch's logits, batch stays free, no group heads ship."""
+
+import json
+
+import pytest
+import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+from sef import SEF
+from sef.export import (
+    EXPORT_FORMATS,
+    Preprocessing,
+    check_formats,
+    export_model,
+    exported_logits,
+    max_logit_differences,
+    write_onnx,
+)
+
+SIZE = 32
+CLASSES = ["albatross", "bunting", "cardinal", "dove", "egret"]
+PREPROCESSING = Preprocessing(SIZE, "resize_crop", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.fixture(scope="module")
+def model() -> SEF:
+    torch.manual_seed(0)
+    sef_model = SEF("resnet18", num_classes=len(CLASSES), groups=3)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them is tested too
+        for module in sef_model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return sef_model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    return export_model(
+        model, out, classes=CLASSES, preprocessing=PREPROCESSING, backbone_name="resnet18"
+    )
+
+
+def test_all_files_are_written(exported):
+    names = sorted(p.name for p in exported.values())
+    assert names == sorted(
+        [
+            "labels.json",
+            "model.onnx",
+            "model.safetensors",
+            "model.torchscript.pt",
+            "preprocessing.json",
+        ]
+    )
+    assert json.loads(exported["labels"].read_text()) == CLASSES
+    prep = json.loads(exported["preprocessing"].read_text())
+    assert prep["image_size"] == prep["crop_size"] == SIZE
+    assert prep["resize_size"] == round(SIZE * 600 / 448)
+    assert prep["mean"] == [0.485, 0.456, 0.406] and prep["std"] == [0.229, 0.224, 0.225]
+    assert prep["recipe"] == "resize_crop"
+    assert not list(exported["onnx"].parent.glob(".*tmp*"))  # no temp files left behind
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_and_torchscript_match_pytorch(model, exported, batch):
+    images = torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        reference = model(images)
+    outputs = exported_logits(exported, images)
+    assert set(outputs) == {"onnx", "torchscript"}
+    for name, logits in outputs.items():
+        assert logits.shape == (batch, len(CLASSES)), name
+        assert torch.allclose(logits, reference, atol=1e-4, rtol=0), name
+
+
+def test_safetensors_reloads_into_a_fresh_plain_model(model, exported):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    fresh = SEF("resnet18", num_classes=len(CLASSES), groups=1).export()  # other init, other G
+    fresh.load_state_dict(load_file(str(exported["safetensors"])))
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(fresh(images), model(images))
+    with safe_open(str(exported["safetensors"]), "pt") as handle:
+        meta = handle.metadata()
+        assert not any("group" in key for key in handle.keys())
+    assert meta["backbone"] == "resnet18" and meta["num_classes"] == str(len(CLASSES))
+
+
+def test_max_logit_differences_reports_every_format(model, exported):
+    diffs = max_logit_differences(model, exported, SIZE)
+    assert set(diffs) == set(EXPORT_FORMATS)
+    assert all(d < 1e-4 for d in diffs.values())
+
+
+def _onnx_cost(path):
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    numel = sum(int(torch.tensor(list(t.dims)).prod()) for t in graph.initializer)
+    ops = sorted(node.op_type for node in graph.node)
+    return numel, ops
+
+
+def test_exported_cost_equals_the_plain_backbone(model, exported, tmp_path):
+    """Same parameters, FLOPs and ONNX graph as torchvision's resnet18 with the same classes."""
+    plain = model.export()
+    reference = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(plain) == count(reference) == count(model) - model.extra_parameters()
+    # Same tensors in the same order: give torchvision's model the exported weights.
+    names = reference.state_dict().keys()
+    reference.load_state_dict(dict(zip(names, plain.state_dict().values(), strict=True)))
+
+    images = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(reference(images), plain(images))
+    flops = []
+    for network in (plain, reference):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            network(images)
+        flops.append(counter.get_total_flops())
+    assert flops[0] == flops[1] > 0
+
+    write_onnx(reference, tmp_path / "reference.onnx", SIZE)
+    numel, ops = _onnx_cost(exported["onnx"])
+    assert (numel, ops) == _onnx_cost(tmp_path / "reference.onnx")
+    assert ops.count("Gemm") == 1  # the global head only; group heads would add G more
+
+
+def test_subset_of_formats_and_bad_inputs(model, tmp_path):
+    paths = export_model(
+        model,
+        tmp_path / "new" / "dir",
+        classes=CLASSES,
+        preprocessing=PREPROCESSING,
+        formats=["safetensors"],
+    )
+    assert sorted(paths) == ["labels", "preprocessing", "safetensors"]
+    assert not (tmp_path / "new" / "dir" / "model.onnx").exists()
+    with pytest.raises(ValueError, match="choose from onnx, torchscript, safetensors"):
+        check_formats(["tflite"])
+    with pytest.raises(ValueError, match="3 class names .* 5 outputs"):
+        export_model(model, tmp_path, classes=CLASSES[:3], preprocessing=PREPROCESSING)
+
+
+def test_preprocessing_resize_recipe_has_no_crop_margin():
+    prep = Preprocessing(448, "resize", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert prep.resize_size == prep.to_dict()["crop_size"] == 448
+    assert Preprocessing(448, "resize_crop", (0, 0, 0), (1, 1, 1)).resize_size == 600
