@@ -19,3 +19,7 @@ class CheckpointError(SEFError):
 
 class WeightsError(SEFError):
     """Pretrained weights that cannot be found, downloaded, or loaded."""
+
+
+class TrainingError(SEFError):
+    """Training that cannot go on, e.g. a loss that became NaN or infinite."""
