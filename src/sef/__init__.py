@@ -1,5 +1,6 @@
 """SEF: semantically enhanced features for fine-grained image classification, on any CNN."""
 
+from sef import datasets, transforms
 from sef.backbones import available_backbones, create_backbone
 from sef.errors import SEFError
 from sef.groups import group_sizes
@@ -15,6 +16,8 @@ __all__ = [
     "SEFOutput",
     "available_backbones",
     "create_backbone",
+    "datasets",
     "group_loss",
     "group_sizes",
+    "transforms",
 ]

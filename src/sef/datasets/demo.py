@@ -1,0 +1,255 @@
+"""A built-in fine-grained dataset, drawn procedurally so newcomers can train without downloads.
+
+Every image shows one bird-like object -- body, head, wing, tail -- at a random pose, scale,
+position and colour on a cluttered random background. Three parts each come in two variants that
+differ only locally: the head is ``round`` or ``crested`` (a spike on top), the wing ``plain`` or
+``barred`` (two stripes across it), the tail a ``fan`` or ``forked`` (a deep notch). The 2^3 = 8
+combinations are the classes (chance = 12.5 %), so a classifier must find and compare small parts:
+the global shape, colours and pose carry no class information. Each image's part centres (pixel
+x, y) are saved with it and exposed as ``ds.parts`` so localisation can be measured.
+
+The set is a pure function of its options: it is generated on first use into a cache folder
+(``$SEF_CACHE/demo`` or ``~/.cache/sef/demo``), into a temporary folder that is renamed into place
+only when complete, so an interrupted generation never leaves a half set behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from sef.datasets.imagelist import ImageList
+from sef.datasets.splits import carve_val, check_split
+from sef.errors import DataError
+
+VERSION = 1  # bump when the drawing changes, so old caches are not reused
+PART_VARIANTS = {
+    "head": ("round", "crested"),
+    "wing": ("plain", "barred"),
+    "tail": ("fan", "forked"),
+}
+CLASSES = ["-".join(combo) for combo in itertools.product(*PART_VARIANTS.values())]
+ANNOTATIONS = "annotations.json"
+_SPLIT_IDS = {"trainval": 0, "test": 1}
+_SUPERSAMPLE = 2  # draw at twice the size, then downsample: smooth edges
+
+# Part geometry in object units u (half the body length); +x points to the head, +y down.
+_HEAD, _HEAD_RADIUS = (1.0, -0.35), 0.36
+_WING, _WING_AXES = (-0.15, -0.05), (0.62, 0.3)
+_TAIL_CENTRE = (-1.35, 0.0)
+_CREST = [(0.78, -0.55), (1.0, -1.35), (1.22, -0.55)]
+_BEAK = [(1.3, -0.48), (1.8, -0.3), (1.3, -0.16)]
+_FAN_TAIL = [(-0.85, 0.0), (-1.7, -0.55), (-1.7, 0.55)]
+_FORKED_TAIL = [(-0.85, 0.0), (-1.8, -0.65), (-1.3, 0.0), (-1.8, 0.65)]
+_WING_BARS = [(-0.45, 0.16), (0.05, 0.16)]  # (x of the bar's centre, bar width)
+
+
+def default_cache() -> Path:
+    """Where the demo set lives by default: $SEF_CACHE/demo, else ~/.cache/sef/demo."""
+    base = os.environ.get("SEF_CACHE")
+    return Path(base) / "demo" if base else Path.home() / ".cache" / "sef" / "demo"
+
+
+def variants_of(label: int) -> dict[str, str]:
+    """The part variants that define class ``label``, e.g. {'head': 'crested', ...}."""
+    return dict(zip(PART_VARIANTS, CLASSES[label].split("-"), strict=True))
+
+
+class _Pose:
+    """Maps object coordinates (units of u, facing +x) to canvas pixels."""
+
+    def __init__(self, centre: tuple[float, float], unit: float, angle: float, facing: int):
+        self.centre, self.unit, self.facing = centre, unit, facing
+        self.cos, self.sin = math.cos(angle), math.sin(angle)
+
+    def __call__(self, x: float, y: float) -> tuple[float, float]:
+        x, y = self.facing * x * self.unit, y * self.unit
+        return (
+            self.centre[0] + x * self.cos - y * self.sin,
+            self.centre[1] + x * self.sin + y * self.cos,
+        )
+
+    def polygon(self, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return [self(x, y) for x, y in points]
+
+    def ellipse(self, centre: tuple[float, float], axes: tuple[float, float], n: int = 28):
+        cx, cy = centre
+        steps = (2 * math.pi * k / n for k in range(n))
+        return [self(cx + axes[0] * math.cos(t), cy + axes[1] * math.sin(t)) for t in steps]
+
+
+def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(low, high, size=3))
+
+
+def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+    return tuple(int(min(255, c * factor)) for c in colour)
+
+
+def _distinct_colour(rng: np.random.Generator, avoid: list[tuple[int, int, int]]):
+    """A random colour at least a clear distance from every colour in ``avoid``."""
+    while True:
+        colour = _colour(rng)
+        if all(np.linalg.norm(np.subtract(colour, a)) > 110 for a in avoid):
+            return colour
+
+
+def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, side: int) -> None:
+    for _ in range(int(rng.integers(10, 18))):
+        x0, y0 = rng.uniform(-0.1 * side, side, size=2)
+        w, h = rng.uniform(0.05 * side, 0.35 * side, size=2)
+        box = [x0, y0, x0 + w, y0 + h]
+        kind = rng.integers(3)
+        fill = _colour(rng, 30, 230)
+        if kind == 0:
+            draw.ellipse(box, fill=fill)
+        elif kind == 1:
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.line(box, fill=fill, width=int(rng.integers(1, 4)) * _SUPERSAMPLE)
+
+
+def render(
+    label: int, rng: np.random.Generator, size: int = 64
+) -> tuple[Image.Image, dict[str, tuple[float, float]]]:
+    """Draw one image of class ``label``; return it with its part centres in pixels (x, y)."""
+    variant = variants_of(label)
+    side = size * _SUPERSAMPLE
+    background = _colour(rng, 40, 216)
+    image = Image.new("RGB", (side, side), background)
+    draw = ImageDraw.Draw(image)
+    _draw_background(draw, rng, side)
+
+    unit = rng.uniform(0.16, 0.24) * side  # half the body length: the object spans ~3.6 u
+    reach = 1.9 * unit
+    centre = tuple(rng.uniform(reach, side - reach, size=2))
+    pose = _Pose(centre, unit, math.radians(rng.uniform(-30, 30)), int(rng.choice([-1, 1])))
+    body = _distinct_colour(rng, [background])
+    accent = _distinct_colour(rng, [body])
+    outline = _shade(body, 0.35)
+
+    tail = _FORKED_TAIL if variant["tail"] == "forked" else _FAN_TAIL
+    draw.polygon(pose.polygon(tail), fill=_shade(body, 0.8), outline=outline)
+    draw.polygon(pose.ellipse((0.0, 0.0), (1.0, 0.45)), fill=body, outline=outline)
+    draw.polygon(pose.ellipse(_WING, _WING_AXES), fill=_shade(body, 0.65), outline=outline)
+    if variant["wing"] == "barred":
+        for x, width in _WING_BARS:
+            bar = [(x - width / 2, -0.28), (x + width / 2, -0.28)]
+            bar += [(x + width / 2, 0.2), (x - width / 2, 0.2)]
+            draw.polygon(pose.polygon(bar), fill=accent)
+    if variant["head"] == "crested":
+        draw.polygon(pose.polygon(_CREST), fill=accent, outline=outline)
+    draw.polygon(pose.polygon(_BEAK), fill=accent, outline=outline)
+    draw.polygon(pose.ellipse(_HEAD, (_HEAD_RADIUS, _HEAD_RADIUS)), fill=body, outline=outline)
+    eye = pose(_HEAD[0] + 0.12, _HEAD[1] - 0.05)
+    radius = 0.07 * unit
+    draw.ellipse([eye[0] - radius, eye[1] - radius, eye[0] + radius, eye[1] + radius], fill=0)
+
+    centres = {"head": pose(*_HEAD), "wing": pose(*_WING), "tail": pose(*_TAIL_CENTRE)}
+    parts = {name: (x / _SUPERSAMPLE, y / _SUPERSAMPLE) for name, (x, y) in centres.items()}
+    return image.reduce(_SUPERSAMPLE), parts
+
+
+def folder_name(per_class: int, test_per_class: int, resolution: int, generation_seed: int) -> str:
+    """The cache sub-folder of one demo configuration (every option is in the name)."""
+    return f"v{VERSION}-seed{generation_seed}-{per_class}x{test_per_class}-{resolution}px"
+
+
+def _write_set(
+    folder: Path, counts: dict[str, int], resolution: int, generation_seed: int, progress: bool
+) -> None:
+    records = []
+    jobs = [
+        (s, label, i) for s, n in counts.items() for label in range(len(CLASSES)) for i in range(n)
+    ]
+    for split, label, index in tqdm(jobs, desc="generating demo set", disable=not progress):
+        rng = np.random.default_rng([generation_seed, _SPLIT_IDS[split], label, index])
+        image, parts = render(label, rng, resolution)
+        relative = f"{split}/{CLASSES[label]}/{index:05d}.png"
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        image.save(folder / relative)
+        records.append({"path": relative, "label": label, "split": split, "parts": parts})
+    meta = {
+        "version": VERSION,
+        "classes": CLASSES,
+        "generation_seed": generation_seed,
+        "resolution": resolution,
+        "images": records,
+    }
+    (folder / ANNOTATIONS).write_text(json.dumps(meta))
+
+
+def ensure_generated(
+    root: str | os.PathLike | None = None,
+    *,
+    per_class: int = 300,
+    test_per_class: int = 100,
+    resolution: int = 64,
+    generation_seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """The folder of this demo configuration under ``root``, generated first if absent."""
+    for name, value in (("per_class", per_class), ("test_per_class", test_per_class)):
+        if not isinstance(value, int) or value < 2:
+            raise DataError(f"demo option {name} must be an integer >= 2, got {value!r}")
+    if not isinstance(resolution, int) or resolution < 32:
+        raise DataError(f"demo option resolution must be an integer >= 32, got {resolution!r}")
+    base = Path(root) if root is not None else default_cache()
+    folder = base / folder_name(per_class, test_per_class, resolution, generation_seed)
+    if (folder / ANNOTATIONS).is_file():
+        return folder
+    base.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=base))
+    try:
+        counts = {"trainval": per_class, "test": test_per_class}
+        _write_set(partial, counts, resolution, generation_seed, progress)
+        try:
+            partial.rename(folder)
+        except OSError:  # another process finished the same set first: keep theirs
+            if not (folder / ANNOTATIONS).is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def read(
+    root: str | os.PathLike | None,
+    split: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    per_class: int = 300,
+    test_per_class: int = 100,
+    resolution: int = 64,
+    generation_seed: int = 0,
+    progress: bool = True,
+) -> ImageList:
+    """The demo set's ``split``; trainval/test are generated, train/val carved from trainval."""
+    check_split(split)
+    folder = ensure_generated(
+        root,
+        per_class=per_class,
+        test_per_class=test_per_class,
+        resolution=resolution,
+        generation_seed=generation_seed,
+        progress=progress,
+    )
+    meta = json.loads((folder / ANNOTATIONS).read_text())
+    wanted = "test" if split == "test" else "trainval"
+    records = [r for r in meta["images"] if r["split"] == wanted]
+    dataset = ImageList(
+        [(str(folder / r["path"]), r["label"]) for r in records],
+        meta["classes"],
+        parts=[{name: tuple(xy) for name, xy in r["parts"].items()} for r in records],
+    )
+    return dataset if split == "test" else carve_val(dataset, split, seed, val_fraction)

@@ -1,0 +1,58 @@
+"""The paper's image pipelines as named recipes, built on torchvision transforms v2.
+
+``resize_crop`` (CUB, Aircraft): resize to a square of round(image_size * 600 / 448) pixels, then a
+random crop of ``image_size`` (train) or a center crop (test). ``resize`` (Cars, Dogs): resize to an
+``image_size`` square. Train pipelines add a horizontal flip; both end with ImageNet normalisation.
+The input is a PIL image (or a uint8 tensor [3, H, W]); the output a float tensor [3, S, S].
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from sef.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RECIPES = ("resize_crop", "resize")
+# The paper resizes to 600 before cropping 448; other crop sizes keep that ratio.
+RESIZE_CROP_RATIO = 600 / 448
+
+
+def _check(recipe: str, image_size: int) -> None:
+    if recipe not in RECIPES:
+        raise ConfigError(
+            f"unknown transform recipe {recipe!r}; choose one of {', '.join(RECIPES)}"
+        )
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
+        raise ConfigError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
+
+
+def resize_size(recipe: str, image_size: int) -> int:
+    """Side of the square the recipe resizes to before any crop."""
+    _check(recipe, image_size)
+    return round(image_size * RESIZE_CROP_RATIO) if recipe == "resize_crop" else image_size
+
+
+def _normalise() -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def train_transform(recipe: str, image_size: int) -> v2.Compose:
+    """Training pipeline: resize (+ random crop for ``resize_crop``), flip, normalise."""
+    side = resize_size(recipe, image_size)
+    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((side, side), antialias=True)]
+    if recipe == "resize_crop":
+        steps.append(v2.RandomCrop(image_size))
+    steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps + _normalise())
+
+
+def test_transform(recipe: str, image_size: int) -> v2.Compose:
+    """Evaluation pipeline: resize (+ center crop for ``resize_crop``), normalise."""
+    side = resize_size(recipe, image_size)
+    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((side, side), antialias=True)]
+    if recipe == "resize_crop":
+        steps.append(v2.CenterCrop(image_size))
+    return v2.Compose(steps + _normalise())

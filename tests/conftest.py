@@ -1,0 +1,218 @@
+"""Shared fixtures: tiny copies of every dataset format, built in tmp_path, never downloaded.
+
+Each dataset fixture returns the root folder a user would pass to ``sef.datasets.load``. The
+formats are the real ones (text files, MATLAB .mat via scipy, folder trees); only the number of
+classes and images is tiny. Builders are exposed as fixtures (``write_image``) so tests can add
+broken or unusual images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+
+def _write_image(path: Path, size: tuple[int, int] = (40, 30), colour=(200, 60, 20), mode="RGB"):
+    """A small solid-colour image (any PIL mode); the format follows the file extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", size, colour)
+    if mode == "P":
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def write_image():
+    """``write_image(path, size=(w, h), colour=(r, g, b), mode="RGB")`` -> path."""
+    return _write_image
+
+
+@pytest.fixture
+def demo_root(tmp_path_factory, monkeypatch) -> Path:
+    """A cache folder for tiny demo sets (pass per_class=4, test_per_class=2 to keep them tiny);
+    SEF_CACHE points there too so nothing is written to the home folder."""
+    root = tmp_path_factory.mktemp("demo-cache")
+    monkeypatch.setenv("SEF_CACHE", str(root))
+    return root / "demo"
+
+
+# --- CUB-200-2011: CUB_200_2011/{images/<class>/<file>.jpg, *.txt}; ids and labels 1-based ---
+CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
+CUB_TRAIN, CUB_TEST = 3, 2  # images per class
+
+
+@pytest.fixture
+def cub_root(tmp_path) -> Path:
+    root = tmp_path / "CUB_200_2011"
+    images, labels, split, boxes = [], [], [], []
+    for c, name in enumerate(CUB_CLASSES):
+        for k in range(CUB_TRAIN + CUB_TEST):
+            image_id = len(images) + 1
+            relative = f"{name}/{name[4:]}_{k:04d}_{image_id}.jpg"
+            _write_image(root / "images" / relative, (48, 36), (40 * c, 80, 20 * k))
+            images.append(f"{image_id} {relative}")
+            labels.append(f"{image_id} {c + 1}")
+            split.append(f"{image_id} {1 if k < CUB_TRAIN else 0}")
+            boxes.append(f"{image_id} 4.0 6.0 20.0 12.0")
+    for filename, lines in {
+        "images.txt": images,
+        "image_class_labels.txt": labels,
+        "train_test_split.txt": split,
+        "bounding_boxes.txt": boxes,
+        "classes.txt": [f"{i + 1} {name}" for i, name in enumerate(CUB_CLASSES)],
+    }.items():
+        (root / filename).write_text("\n".join(lines) + "\n")
+    return root
+
+
+# --- Stanford Cars: cars_train/, cars_test/, devkit/*.mat, cars_test_annos_withlabels.mat ---
+CARS_CLASSES = [
+    "AM General Hummer SUV 2000",
+    "Ram C/V Cargo Van Minivan 2012",
+    "Audi R8 Coupe 2012",
+]
+CARS_TRAIN, CARS_TEST = 3, 2
+
+
+def _cars_annotations(count: int, with_class: bool) -> np.ndarray:
+    """A 1xN MATLAB struct array as in cars_*_annos.mat (uint8/uint16 scalars, 1-based class)."""
+    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"] + (["class"] if with_class else [])
+    table = np.zeros((1, count), dtype=[(f, "O") for f in fields + ["fname"]])
+    for i in range(count):
+        label = i % len(CARS_CLASSES) + 1
+        values = [np.array([[v]], np.uint16) for v in (3, 5, 30, 25)]
+        values += [np.array([[label]], np.uint8)] if with_class else []
+        table[0, i] = (*values, np.array([f"{i + 1:05d}.jpg"]))
+    return table
+
+
+@pytest.fixture
+def cars_root(tmp_path) -> Path:
+    root = tmp_path / "stanford-cars"
+    for folder, count in (("cars_train", CARS_TRAIN), ("cars_test", CARS_TEST)):
+        for i in range(count * len(CARS_CLASSES)):
+            _write_image(root / folder / f"{i + 1:05d}.jpg", (50, 40), (i * 10, 100, 50))
+    names = np.empty((1, len(CARS_CLASSES)), dtype=object)
+    names[0, :] = CARS_CLASSES
+    (root / "devkit").mkdir()
+    scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"class_names": names})
+    train = _cars_annotations(CARS_TRAIN * len(CARS_CLASSES), with_class=True)
+    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": train})
+    test = _cars_annotations(CARS_TEST * len(CARS_CLASSES), with_class=False)
+    scipy.io.savemat(root / "devkit" / "cars_test_annos.mat", {"annotations": test})
+    labelled = _cars_annotations(CARS_TEST * len(CARS_CLASSES), with_class=True)
+    scipy.io.savemat(root / "cars_test_annos_withlabels.mat", {"annotations": labelled})
+    return root
+
+
+# --- Stanford Dogs: Images/<synset>/<file>.jpg; lists/{train,test}_list.mat ---
+DOGS_CLASSES = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel", "n02085936-Maltese_dog"]
+DOGS_TRAIN, DOGS_TEST = 3, 2
+
+
+def _cell_column(values: list[str]) -> np.ndarray:
+    column = np.empty((len(values), 1), dtype=object)
+    column[:, 0] = values
+    return column
+
+
+@pytest.fixture
+def dogs_root(tmp_path) -> Path:
+    root = tmp_path / "stanford-dogs"
+    (root / "lists").mkdir(parents=True)
+    for split, count, offset in (("train", DOGS_TRAIN, 0), ("test", DOGS_TEST, DOGS_TRAIN)):
+        files, labels = [], []
+        # listed in reverse class order: class ids must come from the labels, not file order
+        for c in reversed(range(len(DOGS_CLASSES))):
+            synset = DOGS_CLASSES[c]
+            for k in range(offset, offset + count):
+                relative = f"{synset}/{synset.split('-')[0]}_{k}.jpg"
+                _write_image(root / "Images" / relative, (44, 33), (60 * c, 30, 9 * k))
+                files.append(relative)
+                labels.append(c + 1)
+        scipy.io.savemat(
+            root / "lists" / f"{split}_list.mat",
+            {
+                "file_list": _cell_column(files),
+                "annotation_list": _cell_column([f[:-4] for f in files]),
+                "labels": np.array(labels, dtype=float).reshape(-1, 1),
+            },
+        )
+    return root
+
+
+# --- FGVC-Aircraft 2013b: fgvc-aircraft-2013b/data/{images/<id>.jpg, *.txt} ---
+AIRCRAFT = [  # (variant, family, manufacturer); names carry spaces and '/'
+    ("707-320", "Boeing 707", "Boeing"),
+    ("F/A-18", "F/A-18", "McDonnell Douglas"),
+    ("Cessna 172", "Cessna 172", "Cessna"),
+    ("737-700", "Boeing 737", "Boeing"),
+]
+AIRCRAFT_SPLITS = {"train": 2, "val": 1, "test": 2}  # images per variant
+BANNER = 20  # pixel rows of copyright banner at the bottom of every image
+
+
+@pytest.fixture
+def aircraft_root(tmp_path) -> Path:
+    data = tmp_path / "fgvc-aircraft-2013b" / "data"
+    levels = {"variant": 0, "family": 1, "manufacturer": 2}
+    lists = {(lvl, s): [] for lvl in levels for s in (*AIRCRAFT_SPLITS, "trainval")}
+    image_id = 1034309
+    for split, count in AIRCRAFT_SPLITS.items():
+        for names in AIRCRAFT:
+            for _ in range(count):
+                image_id += 1
+                path = data / "images" / f"{image_id:07d}.jpg"
+                _write_image(path, (60, 40 + BANNER), (0, 0, 255))
+                with Image.open(path) as image:  # paint the banner white, as in the real set
+                    image = image.copy()
+                image.paste((255, 255, 255), (0, 40, 60, 40 + BANNER))
+                image.save(path, quality=95)
+                for level, column in levels.items():
+                    line = f"{image_id:07d} {names[column]}"
+                    lists[level, split].append(line)
+                    if split != "test":
+                        lists[level, "trainval"].append(line)
+    for (level, split), lines in lists.items():
+        (data / f"images_{level}_{split}.txt").write_text("\n".join(lines) + "\n")
+    for level, column in levels.items():
+        unique = sorted({names[column] for names in AIRCRAFT})
+        filename = {"variant": "variants", "family": "families", "manufacturer": "manufacturers"}
+        (data / f"{filename[level]}.txt").write_text("\n".join(unique) + "\n")
+    return data.parent
+
+
+# --- users' own data ---
+OWN_CLASSES = ["cat", "dog", "fox"]
+
+
+@pytest.fixture
+def folder_root(tmp_path) -> Path:
+    """root/{train,test}/<class>/*.png: per-split class folders."""
+    root = tmp_path / "own"
+    for split, count in (("train", 4), ("test", 2)):
+        for c, name in enumerate(OWN_CLASSES):
+            for k in range(count):
+                _write_image(root / split / name / f"{name}{k}.png", (32, 32), (80 * c, 9 * k, 0))
+    return root
+
+
+@pytest.fixture
+def csv_root(tmp_path) -> Path:
+    """root/labels.csv (path,label,split with a header) + root/img/*.jpg."""
+    root = tmp_path / "own-csv"
+    rows = ["path,label,split"]
+    for c, name in enumerate(OWN_CLASSES):
+        for k in range(6):
+            split = "test" if k >= 4 else "trainval"
+            _write_image(root / "img" / f"{name}_{k}.jpg", (32, 32), (80 * c, 40, 9 * k))
+            rows.append(f"img/{name}_{k}.jpg,{name},{split}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root

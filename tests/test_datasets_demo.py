@@ -1,0 +1,120 @@
+"""The built-in demo set: contract, determinism, locality of class differences, atomic caching."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sef
+from sef.datasets import demo
+from sef.errors import DataError
+
+TINY = {"per_class": 4, "test_per_class": 2}
+
+
+def test_demo_honours_the_dataset_contract(demo_root):
+    trainval = sef.datasets.load("demo", None, "trainval", progress=False, **TINY)
+    test = sef.datasets.load("demo", None, "test", progress=False, **TINY)
+    assert trainval.classes == test.classes == demo.CLASSES and len(demo.CLASSES) == 8
+    assert len(trainval) == 8 * 4 and len(test) == 8 * 2
+    assert not {p for p, _ in trainval.samples} & {p for p, _ in test.samples}
+    assert all(path.startswith(str(demo_root)) for path, _ in trainval.samples)
+    for (path, label), parts in zip(trainval.samples, trainval.parts, strict=True):
+        assert f"/{trainval.classes[label]}/" in path  # the folder names the class
+        assert set(parts) == {"head", "wing", "tail"}
+        assert all(0 <= v < 64 for xy in parts.values() for v in xy)
+    image, label = trainval[5]
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (64, 64)
+    assert label == trainval.samples[5][1]
+
+    trainval.transform = sef.transforms.test_transform("resize", 32)
+    tensor, _ = trainval[0]
+    assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.float32
+
+
+def test_val_is_carved_per_class_from_trainval(demo_root):
+    load = lambda split, seed=0: sef.datasets.load(  # noqa: E731
+        "demo", demo_root, split, seed=seed, progress=False, **TINY
+    )
+    trainval, train, val = load("trainval"), load("train"), load("val")
+    assert sorted(train.samples + val.samples) == sorted(trainval.samples)
+    assert not set(train.samples) & set(val.samples)
+    assert sorted({label for _, label in val.samples}) == list(range(8))  # every class in val
+    assert len(val) == 8  # max(1, round(0.1 * 4)) per class
+    assert val.parts == [trainval.parts[trainval.samples.index(s)] for s in val.samples]
+    assert load("val").samples == val.samples
+    assert load("val", seed=1).samples != val.samples
+
+
+def test_generation_is_a_pure_function_of_its_options(tmp_path):
+    a = demo.ensure_generated(tmp_path / "a", progress=False, **TINY)
+    b = demo.ensure_generated(tmp_path / "b", progress=False, **TINY)
+    c = demo.ensure_generated(tmp_path / "c", generation_seed=1, progress=False, **TINY)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert len(files) == 8 * 6
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert json.loads((a / demo.ANNOTATIONS).read_text()) == json.loads(
+        (b / demo.ANNOTATIONS).read_text()
+    )
+    assert sum((a / f).read_bytes() != (c / f).read_bytes() for f in files) == len(files)
+
+
+@pytest.mark.parametrize("part", ["head", "wing", "tail"])
+def test_classes_differ_only_around_one_part(part):
+    """Same pose and colours, one part variant swapped: changed pixels lie around that part."""
+    names = list(demo.PART_VARIANTS)
+    base_label = 0  # round-plain-fan
+    other_label = 2 ** (len(names) - 1 - names.index(part))  # flip only this part's variant
+    swapped = {**demo.variants_of(base_label), part: demo.PART_VARIANTS[part][1]}
+    assert demo.variants_of(other_label) == swapped
+    for seed in range(20):
+        first, parts = demo.render(base_label, np.random.default_rng(seed))
+        second, same_parts = demo.render(other_label, np.random.default_rng(seed))
+        assert parts == same_parts
+        diff = np.abs(np.asarray(first, int) - np.asarray(second, int)).sum(axis=2) > 30
+        ys, xs = np.nonzero(diff)
+        assert len(xs) >= 6, "the variants must be visibly different"
+        distance = {name: np.hypot(xs - x, ys - y) for name, (x, y) in parts.items()}
+        others = np.minimum.reduce([d for name, d in distance.items() if name != part])
+        assert (distance[part] < others).mean() > 0.95
+        assert diff.mean() < 0.06  # a small, local change (< 6 % of the image)
+
+
+def test_generation_is_atomic_and_cached(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_render = demo.render
+
+    def failing_render(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt  # killed half way
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "render", failing_render)
+    with pytest.raises(KeyboardInterrupt):
+        demo.ensure_generated(tmp_path, progress=False, **TINY)
+    assert list(tmp_path.iterdir()) == []  # no half set, no temporary folder
+
+    monkeypatch.setattr(demo, "render", real_render)
+    folder = demo.ensure_generated(tmp_path, progress=False, **TINY)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+    monkeypatch.setattr(demo, "render", failing_render)  # cached: nothing is drawn again
+    calls["n"] = 0
+    assert len(sef.datasets.load("demo", tmp_path, "test", progress=False, **TINY)) == 16
+    assert calls["n"] == 0
+
+
+@pytest.mark.parametrize("options", [{"per_class": 1}, {"test_per_class": "9"}, {"resolution": 16}])
+def test_bad_demo_options_are_data_errors(tmp_path, options):
+    with pytest.raises(DataError, match="demo option"):
+        demo.ensure_generated(tmp_path, progress=False, **options)
+
+
+def test_default_cache_follows_sef_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path))
+    assert demo.default_cache() == tmp_path / "demo"
+    monkeypatch.delenv("SEF_CACHE")
+    assert demo.default_cache().parts[-3:] == (".cache", "sef", "demo")

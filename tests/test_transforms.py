@@ -1,0 +1,110 @@
+"""The paper's pipelines against a slow, obviously-right PIL + numpy version."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sef import transforms
+from sef.errors import ConfigError
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+def _photo(width=53, height=41, seed=0) -> Image.Image:
+    """A noisy RGB image, so every crop offset and flip gives a different result."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _slow_reference(image: Image.Image, side: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """PIL resize to side x side, crop box, scale to [0, 1], ImageNet-normalise; [3, H, W]."""
+    resized = image.resize((side, side), Image.Resampling.BILINEAR).crop(box)
+    array = np.asarray(resized, dtype=np.float64) / 255.0
+    return ((array - MEAN) / STD).transpose(2, 0, 1)
+
+
+# PIL's and torchvision's antialiased bilinear resizes agree to about one grey level.
+TOLERANCE = 2.5 / 255 / STD.min()
+
+
+def test_imagenet_statistics():
+    assert transforms.IMAGENET_MEAN == (0.485, 0.456, 0.406)
+    assert transforms.IMAGENET_STD == (0.229, 0.224, 0.225)
+
+
+@pytest.mark.parametrize(("image_size", "side"), [(448, 600), (224, 300), (32, 43)])
+def test_resize_crop_keeps_the_paper_ratio(image_size, side):
+    assert transforms.resize_size("resize_crop", image_size) == side
+    assert transforms.resize_size("resize", image_size) == image_size
+
+
+def test_test_pipelines_match_the_slow_reference():
+    image = _photo()
+    out = transforms.test_transform("resize_crop", 24)(image)
+    side = transforms.resize_size("resize_crop", 24)  # 32
+    offset = (side - 24) // 2
+    expected = _slow_reference(image, side, (offset, offset, offset + 24, offset + 24))
+    assert out.dtype == torch.float32 and out.shape == (3, 24, 24)
+    np.testing.assert_allclose(out.numpy(), expected, atol=TOLERANCE)
+
+    out = transforms.test_transform("resize", 20)(image)
+    np.testing.assert_allclose(
+        out.numpy(), _slow_reference(image, 20, (0, 0, 20, 20)), atol=TOLERANCE
+    )
+
+
+def _matching_window(out: np.ndarray, image: Image.Image, side: int, size: int):
+    """The (left, top, flipped) of the reference crop equal to ``out``, or None."""
+    for flipped in (False, True):
+        for top in range(side - size + 1):
+            for left in range(side - size + 1):
+                ref = _slow_reference(image, side, (left, top, left + size, top + size))
+                if flipped:
+                    ref = ref[:, :, ::-1]
+                if np.abs(out - ref).max() < TOLERANCE:
+                    return left, top, flipped
+    return None
+
+
+def test_train_pipeline_is_a_random_crop_and_flip_of_the_resized_image():
+    image, size = _photo(), 12
+    side = transforms.resize_size("resize_crop", size)  # 16: 5 x 5 offsets, 2 flips
+    pipeline = transforms.train_transform("resize_crop", size)
+    torch.manual_seed(0)
+    windows = set()
+    for _ in range(12):
+        out = pipeline(image)
+        assert out.shape == (3, size, size)
+        window = _matching_window(out.numpy(), image, side, size)
+        assert window is not None, "output is not a crop (+flip) of the resized image"
+        windows.add(window)
+    assert len({w[:2] for w in windows}) > 1 and {w[2] for w in windows} == {False, True}
+
+
+def test_train_resize_recipe_only_flips():
+    image = _photo()
+    pipeline = transforms.train_transform("resize", 16)
+    torch.manual_seed(1)
+    flips = {_matching_window(pipeline(image).numpy(), image, 16, 16) for _ in range(8)}
+    assert flips == {(0, 0, False), (0, 0, True)}
+
+
+def test_seeded_augmentation_is_reproducible():
+    pipeline = transforms.train_transform("resize_crop", 16)
+    torch.manual_seed(3)
+    first = [pipeline(_photo()) for _ in range(3)]
+    torch.manual_seed(3)
+    second = [pipeline(_photo()) for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("recipe", "size"), [("random_resized_crop", 224), ("resize", 0), ("resize", 22.5)]
+)
+def test_bad_recipe_or_size_is_a_config_error(recipe, size):
+    with pytest.raises(ConfigError, match="recipe|image_size"):
+        transforms.train_transform(recipe, size)
+    with pytest.raises(ConfigError, match="recipe|image_size"):
+        transforms.test_transform(recipe, size)
