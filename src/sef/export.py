@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sef import transforms
 from sef.errors import SEFError
 from sef.model import SEF
 
@@ -32,7 +33,6 @@ FILE_NAMES = {
 }
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-_RESIZE_CROP_RATIO = 600 / 448  # the paper's 600 -> 448 resize-then-crop
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,7 @@ class Preprocessing:
 
     @property
     def resize_size(self) -> int:
-        if self.recipe == "resize_crop":
-            return round(self.image_size * _RESIZE_CROP_RATIO)
-        return self.image_size
+        return transforms.resize_size(self.recipe, self.image_size)
 
     def to_dict(self) -> dict:
         return {

@@ -1,0 +1,344 @@
+"""Figures of what SEF learned: channel correlations (the paper's Fig. 2), group activation maps
+(Fig. 4), training curves (Fig. 3) and where each group peaks on the demo data's known parts.
+
+Computations take a model and image tensors and return tensors, so they work in notebooks too;
+``plot_*`` functions draw with matplotlib's object API (no pyplot, no global backend state) and
+write a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sef.errors import DataError
+from sef.model import SEF
+
+_EPS = torch.finfo(torch.float32).eps
+_MAP_CMAP = "jet"
+_CORR_CMAP = "viridis"
+_DPI = 110
+
+
+# ------------------------------------------------------------------ computations
+
+
+@torch.no_grad()
+def backbone_features(model: SEF, images: Tensor) -> Tensor:
+    """The last conv feature map [B, C, h, w] of ``images`` (model in eval mode, on CPU)."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        return model.backbone(images.to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+
+
+def channel_cosine(features: Tensor) -> Tensor:
+    """Per image, the cosine between every pair of channels: [B, C, C] from [B, C, h, w]."""
+    flat = features.flatten(2).float()
+    unit = flat / (flat.norm(dim=2, keepdim=True) + _EPS)
+    return unit @ unit.transpose(1, 2)
+
+
+def mean_channel_correlation(model: SEF, batches: Iterable[Tensor]) -> tuple[Tensor, int]:
+    """The C x C channel correlation averaged over every image in ``batches``, and the count."""
+    total, count = None, 0
+    for images in batches:
+        cosine = channel_cosine(backbone_features(model, images))
+        batch_sum = cosine.sum(0)
+        total = batch_sum if total is None else total + batch_sum
+        count += cosine.shape[0]
+    if total is None:
+        raise DataError("no images to average the channel correlation over; pass at least one")
+    return total / count, count
+
+
+def group_means(matrix: Tensor, group_sizes: Sequence[int]) -> Tensor:
+    """Block means of a C x C matrix over contiguous channel groups: the G x G matrix D."""
+    blocks = [row.split(list(group_sizes), dim=1) for row in matrix.split(list(group_sizes), dim=0)]
+    return torch.tensor([[block.mean().item() for block in row] for row in blocks])
+
+
+def group_maps(features: Tensor, group_sizes: Sequence[int]) -> Tensor:
+    """Each group's activation map, the mean of its channels: [B, G, h, w]."""
+    parts = features.split(list(group_sizes), dim=1)
+    return torch.stack([part.mean(1) for part in parts], dim=1)
+
+
+def normalise_maps(maps: Tensor) -> Tensor:
+    """Scale every map of [B, G, h, w] to [0, 1] on its own (a flat map becomes all zeros)."""
+    flat = maps.flatten(2)
+    low = flat.min(2, keepdim=True).values
+    span = flat.max(2, keepdim=True).values - low
+    return ((flat - low) / span.clamp_min(_EPS)).view_as(maps)
+
+
+def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly upsample [B, G, h, w] maps to the image size and rescale each to [0, 1]."""
+    return normalise_maps(F.interpolate(maps, size=size, mode="bilinear", align_corners=False))
+
+
+def unnormalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Undo mean/std normalisation: model inputs [B, 3, H, W] -> displayable RGB in [0, 1]."""
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    return (images.cpu() * std_t + mean_t).clamp(0, 1)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch records of a training run (RUN_DIR/metrics.jsonl), in order."""
+    path = Path(run_dir)
+    path = path / "metrics.jsonl" if path.is_dir() else path
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; pass the output folder of a `sef train` run")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise DataError(f"{path} line {number} is not JSON; the file is damaged") from None
+    if not records:
+        raise DataError(f"{path} holds no epochs yet; wait until the run finishes one epoch")
+    return records
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+
+
+def _save(figure, out: str | os.PathLike) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=_DPI)
+    return out
+
+
+def group_labels(group_sizes: Sequence[int]) -> list[str]:
+    return [f"group {g + 1}" for g in range(len(group_sizes))]
+
+
+def plot_correlation(
+    correlation: Tensor, group_sizes: Sequence[int], out: str | os.PathLike, *, images: int
+) -> Path:
+    """Fig. 2: the C x C channel correlation with group boundaries, and the G x G group means."""
+    figure = _figure(11.5, 5.2)
+    left, right = figure.subplots(1, 2, width_ratios=[1.35, 1])
+    low = min(0.0, float(correlation.min()))
+    shown = left.imshow(correlation.numpy(), cmap=_CORR_CMAP, vmin=low, vmax=1)
+    edges = torch.tensor(list(group_sizes)).cumsum(0)[:-1].tolist()
+    for edge in edges:
+        left.axhline(edge - 0.5, color="white", linewidth=1.2)
+        left.axvline(edge - 0.5, color="white", linewidth=1.2)
+    centres = [start + size / 2 - 0.5 for start, size in zip([0, *edges], group_sizes, strict=True)]
+    labels = group_labels(group_sizes)
+    left.set_xticks(centres, labels)
+    left.set_yticks(centres, labels, rotation=90, va="center")
+    left.tick_params(length=0)
+    left.set_title(f"Channel correlation ({correlation.shape[0]} channels)")
+    figure.colorbar(shown, ax=left, shrink=0.85, label="mean cosine between channels")
+
+    blocks = group_means(correlation, group_sizes)
+    shown = right.imshow(blocks.numpy(), cmap=_CORR_CMAP, vmin=low, vmax=1)
+    for (row, col), value in zip(
+        [(r, c) for r in range(len(labels)) for c in range(len(labels))],
+        blocks.flatten().tolist(),
+        strict=True,
+    ):
+        colour = "black" if value > low + 0.6 * (1 - low) else "white"
+        right.text(col, row, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=11)
+    ticks = list(range(len(labels)))
+    right.set_xticks(ticks, labels)
+    right.set_yticks(ticks, labels, rotation=90, va="center")
+    right.set_title("Group averages D (diagonal: within a group)")
+    figure.colorbar(shown, ax=right, shrink=0.85, label="mean cosine")
+    figure.suptitle(f"Last conv layer, averaged over {images} test images", fontsize=13)
+    return _save(figure, out)
+
+
+def plot_group_maps(
+    images: Tensor,
+    maps: Tensor,
+    out: str | os.PathLike,
+    *,
+    titles: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Fig. 4: one column per image; first row the image, then one overlay row per group.
+
+    ``images`` is [N, 3, H, W] in [0, 1]; ``maps`` is [N, G, H, W] in [0, 1].
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    count, groups = maps.shape[0], maps.shape[1]
+    row_labels = list(row_labels or [f"group {g + 1}" for g in range(groups)])
+    figure = _figure(1.9 * count + 1.2, 1.9 * (groups + 1) + 0.4)
+    axes = figure.subplots(groups + 1, count, squeeze=False)
+    for column in range(count):
+        picture = images[column].permute(1, 2, 0).numpy()
+        axes[0, column].imshow(picture)
+        if titles is not None:
+            axes[0, column].set_title(titles[column], fontsize=9)
+        for group in range(groups):
+            axis = axes[group + 1, column]
+            axis.imshow(picture)
+            axis.imshow(maps[column, group].numpy(), cmap=_MAP_CMAP, alpha=0.5, vmin=0, vmax=1)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    for row, label in enumerate(["image", *row_labels]):
+        axes[row, 0].set_ylabel(label, fontsize=11)
+    scale = ScalarMappable(Normalize(0, 1), cmap=_MAP_CMAP)
+    figure.colorbar(scale, ax=axes[1:, :], shrink=0.8, label="group activation (each map scaled)")
+    figure.suptitle("Where each channel group activates", fontsize=13)
+    return _save(figure, out)
+
+
+_LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
+
+
+def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str = "") -> Path:
+    """Fig. 3: loss terms, accuracy and each group head's accuracy per epoch of a run."""
+    figure = _figure(14, 4.2)
+    losses, accuracy, heads = figure.subplots(1, 3)
+    for term in _LOSS_TERMS:
+        epochs, values = _series(records, f"train_{term}")
+        if values:
+            style = {"linewidth": 2.4, "color": "black"} if term == "total" else {}
+            losses.plot(epochs, values, marker="o", markersize=3, label=term, **style)
+    losses.set_title("Training loss terms (weighted)")
+    losses.set_ylabel("loss")
+    losses.axhline(0, color="grey", linewidth=0.6)
+
+    for key, label in (
+        ("train_acc", "train top-1"),
+        ("eval_top1", "eval top-1"),
+        ("eval_class_mean", "eval class-mean"),
+    ):
+        epochs, values = _series(records, key)
+        if values:
+            accuracy.plot(epochs, [100 * v for v in values], marker="o", markersize=3, label=label)
+    accuracy.set_title("Accuracy of the global head")
+    accuracy.set_ylabel("accuracy (%)")
+
+    with_groups = [r for r in records if r.get("eval_group_acc")]
+    groups = max((len(r["eval_group_acc"]) for r in with_groups), default=0)
+    for group in range(groups):
+        points = [(r["epoch"], r["eval_group_acc"][group]) for r in with_groups]
+        epochs, values = [p[0] for p in points], [100 * p[1] for p in points]
+        heads.plot(epochs, values, marker="o", markersize=3, label=f"group {group + 1}")
+    epochs, values = _series(records, "eval_top1")
+    if values and groups:
+        heads.plot(epochs, [100 * v for v in values], "k--", linewidth=1, label="global head")
+    heads.set_title("Discriminability of each group's features")
+    heads.set_ylabel("eval accuracy of the group head (%)")
+    if not groups:
+        heads.text(
+            0.5, 0.5, "no group-head accuracy recorded", ha="center", transform=heads.transAxes
+        )
+
+    for axis in (losses, accuracy, heads):
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=13)
+    return _save(figure, out)
+
+
+_GROUP_MARKERS = "o^sDvP*X"
+
+
+def _outlined(axis, x: float, y: float, text: str) -> None:
+    """A bold letter readable on any background (white text, black outline)."""
+    from matplotlib import patheffects
+
+    label = axis.text(
+        x, y, text, ha="center", va="center", color="white", fontsize=10, fontweight="bold"
+    )
+    label.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="black")])
+
+
+def plot_parts(
+    fractions: Sequence[Sequence[float]],
+    part_names: Sequence[str],
+    images: Tensor,
+    peaks: Tensor,
+    parts: Sequence[dict[str, tuple[float, float]]],
+    out: str | os.PathLike,
+    *,
+    summary: str,
+) -> Path:
+    """Which part each group's activation peak lands nearest: a G x P table of fractions, and
+    example images with every group's peak (markers) and the true part centres (letters).
+
+    ``images`` [E, 3, H, W] in [0, 1] are examples; ``peaks`` and ``parts`` cover at least them.
+    """
+    from matplotlib import colormaps
+
+    groups, examples = len(fractions), images.shape[0]
+    columns = max(examples, 4)
+    table_height, example_height = 1.3 + 0.45 * groups, 2.1
+    figure = _figure(max(8.0, 1.75 * columns + 1.4), table_height + example_height)
+    top, bottom = figure.subfigures(2, 1, height_ratios=[table_height, example_height])
+    table = top.subplots(1, 1)
+    values = 100 * torch.tensor(fractions, dtype=torch.float32)
+    shown = table.imshow(values.numpy(), cmap="Blues", vmin=0, vmax=100, aspect="auto")
+    for row in range(groups):
+        for col in range(len(part_names)):
+            value = float(values[row, col])
+            colour = "white" if value > 60 else "black"
+            table.text(col, row, f"{value:.0f}%", ha="center", va="center", color=colour)
+    table.set_xticks(range(len(part_names)), part_names)
+    table.set_yticks(range(groups), [f"group {g + 1}" for g in range(groups)])
+    table.set_xlabel("part nearest to the group's activation peak")
+    table.set_title(summary, fontsize=10)
+    top.colorbar(shown, ax=table, label="% of images")
+
+    colours = colormaps["tab10"]
+    axes = bottom.subplots(1, columns, squeeze=False)[0]
+    for index, axis in enumerate(axes):
+        axis.set_axis_off()
+        if index >= examples:
+            continue
+        axis.imshow(images[index].permute(1, 2, 0).numpy())
+        for name, (x, y) in parts[index].items():
+            _outlined(axis, x, y, name[0].upper())
+        for group in range(groups):
+            x, y = peaks[index, group].tolist()
+            axis.plot(
+                x,
+                y,
+                _GROUP_MARKERS[group % len(_GROUP_MARKERS)],
+                color=colours(group),
+                markersize=max(5, 15 - 3 * group),  # shrinking, so peaks on one cell stay visible
+                markeredgecolor="white",
+                label=f"group {group + 1} peak",
+            )
+    if examples:
+        handles, labels = axes[0].get_legend_handles_labels()
+        bottom.legend(handles, labels, loc="outside right center", fontsize=9)
+    letters = ", ".join(f"{name[0].upper()} = {name}" for name in part_names)
+    bottom.suptitle(f"Examples: group peaks (markers) and part centres ({letters})", fontsize=10)
+    return _save(figure, out)

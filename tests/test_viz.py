@@ -1,0 +1,230 @@
+"""Figure maths against slow, obviously-right loops; figures render; part localisation is exact
+on images whose colour channels mark the parts."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from sef import SEF, transforms
+from sef.datasets.imagelist import ImageList
+from sef.errors import DataError
+from sef.parts import (
+    measure_parts,
+    nearest_parts,
+    part_report,
+    peak_locations,
+    transform_with_parts,
+)
+from sef.viz import (
+    channel_cosine,
+    group_maps,
+    group_means,
+    mean_channel_correlation,
+    normalise_maps,
+    plot_correlation,
+    plot_curves,
+    plot_group_maps,
+    plot_parts,
+    read_metrics,
+    unnormalise,
+    upsample_maps,
+)
+
+
+def _slow_cosine(features):
+    batch, channels = features.shape[:2]
+    flat = features.flatten(2).double()
+    out = torch.zeros(batch, channels, channels, dtype=torch.float64)
+    for b in range(batch):
+        for i in range(channels):
+            for j in range(channels):
+                x, y = flat[b, i], flat[b, j]
+                out[b, i, j] = (x @ y) / (x.norm() * y.norm())
+    return out
+
+
+def test_channel_cosine_matches_a_loop():
+    features = torch.rand(2, 7, 3, 4)
+    assert torch.allclose(channel_cosine(features).double(), _slow_cosine(features), atol=1e-6)
+
+
+def test_group_means_match_a_loop():
+    matrix = torch.randn(7, 7)
+    sizes = [2, 2, 3]
+    starts = [0, 2, 4]
+    slow = torch.zeros(3, 3)
+    for m in range(3):
+        for n in range(3):
+            rows = range(starts[m], starts[m] + sizes[m])
+            cols = range(starts[n], starts[n] + sizes[n])
+            values = [matrix[i, j] for i in rows for j in cols]
+            slow[m, n] = sum(values) / len(values)
+    assert torch.allclose(group_means(matrix, sizes), slow, atol=1e-6)
+
+
+class _Identity(torch.nn.Module):
+    """A 'backbone' whose feature map is its input: C = 3 image channels."""
+
+    def forward(self, x):
+        return x
+
+
+def test_mean_correlation_averages_every_image_whatever_the_batching():
+    model = SEF(_Identity(), num_classes=2, groups=3)
+    images = torch.rand(5, 3, 6, 6)
+    expected = _slow_cosine(images).mean(0)
+    for batches in ([images], [images[:2], images[2:]], [images[i : i + 1] for i in range(5)]):
+        mean, count = mean_channel_correlation(model, batches)
+        assert count == 5
+        assert torch.allclose(mean.double(), expected, atol=1e-6)
+    with pytest.raises(DataError, match="no images"):
+        mean_channel_correlation(model, [])
+
+
+def test_group_maps_are_channel_means_and_normalise_to_unit_range():
+    features = torch.randn(2, 5, 3, 3)
+    maps = group_maps(features, [2, 3])
+    for b in range(2):
+        assert torch.allclose(maps[b, 0], (features[b, 0] + features[b, 1]) / 2)
+        assert torch.allclose(maps[b, 1], features[b, 2:].sum(0) / 3)
+    scaled = normalise_maps(maps)
+    assert torch.allclose(scaled.flatten(2).amin(2), torch.zeros(2, 2))
+    assert torch.allclose(scaled.flatten(2).amax(2), torch.ones(2, 2))
+    assert torch.equal(normalise_maps(torch.full((1, 1, 2, 2), 3.0)), torch.zeros(1, 1, 2, 2))
+    assert upsample_maps(maps, (12, 12)).shape == (2, 2, 12, 12)
+
+
+def test_peaks_nearest_parts_and_report_on_hand_computed_values():
+    maps = torch.zeros(1, 2, 2, 4)
+    maps[0, 0, 1, 3] = 1  # bottom-right cell of a 2 x 4 grid on a 40 x 80 (h x w) image
+    maps[0, 1, 0, 0] = 1
+    peaks = peak_locations(maps, (40, 80))
+    assert peaks.tolist() == [[[70.0, 30.0], [10.0, 10.0]]]
+
+    parts = [{"head": (60.0, 30.0), "tail": (0.0, 0.0)}]
+    assert nearest_parts(peaks, parts, ["head", "tail"]).tolist() == [[0, 1]]
+
+    nearest = torch.tensor([[0, 1], [0, 0], [2, 1]])
+    report = part_report(nearest, ["head", "wing", "tail"])
+    assert report.fractions[0] == pytest.approx([2 / 3, 0, 1 / 3])
+    assert report.fractions[1] == pytest.approx([1 / 3, 2 / 3, 0])
+    assert report.distinctness == pytest.approx(2 / 3)
+    assert report.chance_distinctness == pytest.approx(2 / 3)
+    assert report.dominant_parts == ["head", "wing"]
+    assert part_report(torch.tensor([[1], [1]]), ["a", "b"]).distinctness is None
+
+
+def test_part_centres_follow_the_resize_crop_transform():
+    transform = transforms.test_transform("resize_crop", 64)  # resize to 86 x 86, center crop 64
+    image = Image.new("RGB", (100, 50))
+    _, moved = transform_with_parts(transform, image, {"centre": (50.0, 25.0), "corner": (0, 0)})
+    side, offset = 86, (86 - 64) / 2
+    assert moved["centre"] == pytest.approx((32.0, 32.0), abs=1e-4)
+    assert moved["corner"] == pytest.approx((-offset, -offset), abs=1e-4)
+    _, moved = transform_with_parts(transform, image, {"p": (80.0, 10.0)})
+    expected = (80 * side / 100 - offset, 10 * side / 50 - offset)
+    assert moved["p"] == pytest.approx(expected, abs=1e-4)
+
+
+PART_COLOURS = {"head": (255, 0, 0), "wing": (0, 255, 0), "tail": (0, 0, 255)}
+
+
+@pytest.fixture
+def marked_parts(tmp_path):
+    """Non-square images where the red/green/blue channel each light up one part's disc."""
+    samples, parts = [], []
+    layouts = [
+        {"head": (20, 15), "wing": (50, 30), "tail": (75, 48)},
+        {"head": (70, 20), "wing": (25, 45), "tail": (45, 12)},
+        {"head": (30, 50), "wing": (70, 45), "tail": (20, 14)},
+    ]
+    for index, layout in enumerate(layouts):
+        image = Image.new("RGB", (96, 64))
+        draw = ImageDraw.Draw(image)
+        for name, (x, y) in layout.items():
+            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=PART_COLOURS[name])
+        path = tmp_path / f"{index}.png"
+        image.save(path)
+        samples.append((str(path), 0))
+        parts.append({name: (float(x), float(y)) for name, (x, y) in layout.items()})
+    return ImageList(samples, ["bird"], parts=parts)
+
+
+def test_measure_parts_finds_each_group_on_its_own_part(marked_parts):
+    # Channels R, G, B pooled 8 x 8: group g (one channel each) peaks on the part painted in it.
+    model = SEF(torch.nn.AvgPool2d(8), num_classes=1, groups=3).eval()
+    transform = transforms.test_transform("resize_crop", 64)
+    measured = measure_parts(model, marked_parts, transform, [0, 1, 2], batch_size=2, examples=2)
+    report = measured.report
+    assert report.part_names == ["head", "wing", "tail"]
+    assert report.fractions == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    assert report.distinctness == 1.0 and report.images == 3
+    assert measured.examples.shape == (2, 3, 64, 64) and measured.peaks.shape == (3, 3, 2)
+    assert marked_parts.transform is None  # restored
+    # With the groups' channels swapped the same measure must say so.
+    swapped = torch.nn.Sequential(torch.nn.AvgPool2d(8), _Permute([2, 0, 1]))
+    model = SEF(swapped, num_classes=1, groups=3).eval()
+    report = measure_parts(model, marked_parts, transform, [0, 1, 2]).report
+    assert report.dominant_parts == ["tail", "head", "wing"]
+
+
+class _Permute(torch.nn.Module):
+    def __init__(self, order):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x):
+        return x[:, self.order]
+
+
+def test_measure_parts_needs_part_annotations(tmp_path):
+    plain = ImageList([], ["x"])
+    model = SEF(_Identity(), num_classes=1, groups=3)
+    with pytest.raises(DataError, match="no part annotations"):
+        measure_parts(model, plain, transforms.test_transform("resize", 32), [0])
+
+
+def test_read_metrics_reads_jsonl_and_names_bad_files(tmp_path):
+    lines = [{"epoch": 1, "train_ce": 2.0}, {"epoch": 2, "train_ce": 1.5}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    assert read_metrics(tmp_path) == lines
+    with pytest.raises(DataError, match="does not exist"):
+        read_metrics(tmp_path / "missing")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{broken\n')
+    with pytest.raises(DataError, match="line 2 is not JSON"):
+        read_metrics(tmp_path)
+
+
+def _png_size(path):
+    with Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+def test_every_figure_renders(tmp_path, marked_parts):
+    correlation = _slow_cosine(torch.rand(2, 10, 3, 3)).mean(0).float()
+    width, height = _png_size(plot_correlation(correlation, [5, 5], tmp_path / "c.png", images=2))
+    assert width > 600 and height > 300
+
+    images = unnormalise(
+        torch.zeros(3, 3, 16, 16), transforms.IMAGENET_MEAN, transforms.IMAGENET_STD
+    )
+    assert torch.allclose(images[:, 0], torch.full((3, 16, 16), transforms.IMAGENET_MEAN[0]))
+    maps = upsample_maps(torch.rand(3, 2, 2, 2), (16, 16))
+    assert _png_size(plot_group_maps(images, maps, tmp_path / "m.png", titles=["a", "b", "c"]))
+
+    records = [
+        {"epoch": e, "train_ce": 1 / e, "train_total": 1.2 / e, "eval_top1": 0.1 * e,
+         "eval_group_acc": [0.05 * e, 0.04 * e]}
+        for e in range(1, 4)
+    ]  # fmt: skip
+    assert _png_size(plot_curves(records, tmp_path / "sub" / "curves.png", title="run"))
+    assert _png_size(plot_curves([{"epoch": 1, "train_ce": 1.0}], tmp_path / "bare.png"))
+
+    peaks = torch.tensor([[[10.0, 10.0], [40.0, 30.0]]] * 2)
+    path = plot_parts([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], ["head", "wing", "tail"],
+                      images[:2], peaks, marked_parts.parts[:2], tmp_path / "p.png",
+                      summary="test")  # fmt: skip
+    assert _png_size(path)
