@@ -24,14 +24,13 @@ from typing import Any
 
 import yaml
 
+from sef.datasets import BAD_IMAGE_POLICIES, NAMES
 from sef.errors import ConfigError
 from sef.losses import GROUP_LOSS_VARIANTS
+from sef.transforms import RECIPES
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
 PAPER_BACKBONES = ("resnet50", "resnet18")
-DATASETS = (*PAPER_DATASETS, "folder", "csv", "demo")
-RECIPES = ("resize_crop", "resize")
-BAD_IMAGE_POLICIES = ("check", "skip", "off")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -70,7 +69,7 @@ class DataConfig:
     image_size: int = 448
     recipe: str = "resize_crop"
     workers: int = 4
-    bad_images: str = "check"
+    bad_images: str = "stop"
     val_fraction: float = 0.1
     options: dict = field(default_factory=dict)
 
@@ -219,7 +218,7 @@ def validate(config: Config) -> None:
         value = getattr(loss, key)
         _require(math.isfinite(value) and value >= 0, f"loss.{key}", value, "a number >= 0")
     _one_of("loss.group_variant", loss.group_variant, GROUP_LOSS_VARIANTS)
-    _one_of("data.dataset", d.dataset, DATASETS)
+    _one_of("data.dataset", d.dataset, NAMES)
     _one_of("data.recipe", d.recipe, RECIPES)
     _one_of("data.bad_images", d.bad_images, BAD_IMAGE_POLICIES)
     _require(d.image_size >= 16, "data.image_size", d.image_size, "an integer >= 16")
@@ -312,10 +311,10 @@ def describe_preset(name: str) -> str:
     c = config_from_dict({**values, "name": name})
     what = ", ".join(titles)
     weights = "ImageNet" if c.model.weights else "scratch"
+    loss = f"{c.loss.lam:g}/{c.loss.gamma:g}/{c.loss.phi:g}"
     return (
-        f"{what}; {c.model.backbone} ({weights}), G={c.model.groups}, lam={c.loss.lam:g} "
-        f"gamma={c.loss.gamma:g} phi={c.loss.phi:g}, lr {c.optim.lr:g}, {c.optim.epochs} epochs, "
-        f"{c.data.image_size}px"
+        f"{what}: {c.model.backbone} ({weights}), G={c.model.groups}, lam/gamma/phi={loss}, "
+        f"lr {c.optim.lr:g}, {c.optim.epochs} epochs, {c.data.image_size}px"
     )
 
 
@@ -340,36 +339,38 @@ def load_config_file(path: str | Path) -> Config:
     return config_from_dict(values)
 
 
-def _set_path(values: dict, path: list[str], value: Any, text: str) -> None:
-    node = values
-    for part in path[:-1]:
-        if not isinstance(node.get(part), dict):
-            raise ConfigError(f"override {text!r} names no config section {part!r}")
-        node = node[part]
-    node[path[-1]] = value
+def apply_values(config: Config, values: dict[str, Any]) -> Config:
+    """A new config with ``{"section.key": value}`` replaced (checked like a YAML file)."""
+    tree = config_to_dict(config)
+    for key, value in values.items():
+        path = key.split(".")
+        if len(path) < 2 or not all(path):
+            raise ConfigError(f"config key {key!r} must look like section.key")
+        if len(path) > 2 and path[:2] != ["data", "options"]:
+            raise ConfigError(f"config key {key!r} is too deep; only data.options.* nests")
+        section = tree.get(path[0])
+        if not isinstance(section, dict):
+            raise _unknown_key(path[0], [k for k, v in tree.items() if isinstance(v, dict)], "")
+        if len(path) == 2 and path[1] not in section:
+            raise _unknown_key(path[1], list(section), path[0])
+        if len(path) == 3:
+            section = section[path[1]]
+        section[path[-1]] = value
+    return config_from_dict(tree)
 
 
 def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
-    values = config_to_dict(config)
+    values = {}
     for text in overrides:
         key, sep, raw = text.partition("=")
-        path = key.strip().split(".")
-        if not sep or len(path) < 2 or not all(path):
+        if not sep:
             raise ConfigError(f"override {text!r} must look like section.key=value")
-        if len(path) > 2 and path[:2] != ["data", "options"]:
-            raise ConfigError(f"override {text!r} is too deep; only data.options.* nests")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            value = raw
-        section = values.get(path[0])
-        if not isinstance(section, dict):
-            raise _unknown_key(path[0], [k for k, v in values.items() if isinstance(v, dict)], "")
-        if len(path) == 2 and path[1] not in section:
-            raise _unknown_key(path[1], list(section), path[0])
-        _set_path(values, path, value, text)
-    return config_from_dict(values)
+            values[key.strip()] = raw
+    return apply_values(config, values)
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -1,0 +1,34 @@
+"""`sef presets`: the shipped training presets, one line each, or one preset in full."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "presets",
+        help="list the training presets (or print one as YAML)",
+        description=(
+            "List the presets `sef train --preset NAME` accepts: demo[-METHOD] and "
+            "<dataset>-<backbone>[-METHOD] for the paper's datasets. With a NAME, print that "
+            "preset's full config as YAML (a starting point for --config files)."
+        ),
+    )
+    parser.add_argument("name", nargs="?", help="print this preset's full config")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sef.config import config_to_dict, describe_preset, load_preset, preset_names
+
+    if args.name:
+        print(yaml.safe_dump(config_to_dict(load_preset(args.name)), sort_keys=False), end="")
+        return 0
+    names = preset_names()
+    width = max(len(name) for name in names)
+    for name in names:
+        print(f"{name:<{width}}  {describe_preset(name)}")
+    return 0

@@ -1,0 +1,40 @@
+"""`sef score`: the paper's cross-dataset Score from a table of accuracies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="the paper's Score (mean rank over datasets) from a CSV of accuracies",
+        description=(
+            "Rank methods on each dataset by accuracy (ties share the better rank) and average "
+            "each method's ranks over the datasets it reports (Section III-A of the paper). "
+            "The CSV has a header 'method,<dataset>,...'; leave a cell blank (or '-') when a "
+            "method does not report a dataset."
+        ),
+    )
+    parser.add_argument("table", type=Path, help="CSV of accuracies, one row per method")
+    parser.add_argument("--decimals", type=int, default=1, help="rounding, half up (default 1)")
+    parser.add_argument("--json", action="store_true", help="print {method: score} as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sef.metrics import paper_scores, read_accuracy_table, round_half_up
+
+    table = read_accuracy_table(args.table)
+    scores = {m: round_half_up(s, args.decimals) for m, s in paper_scores(table).items()}
+    if args.json:
+        print(json.dumps(scores, indent=2))
+        return 0
+    width = max(len(method) for method in scores)
+    print(f"{'method':<{width}}  score  datasets")
+    for method, score in sorted(scores.items(), key=lambda item: item[1]):
+        reported = sum(value is not None for value in table[method].values())
+        print(f"{method:<{width}}  {score:5.{args.decimals}f}  {reported}")
+    return 0

@@ -1,0 +1,104 @@
+"""`sef train`: the paper's recipe (or the demo) end to end from one command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from sef.config import AMP_MODES, Config, apply_overrides, apply_values, resolve_config
+
+# flag -> config key; flags left unset keep the preset's value
+FLAG_KEYS = {
+    "data_root": "data.root",
+    "out": "run.out",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.lr",
+    "image_size": "data.image_size",
+    "workers": "data.workers",
+    "backbone": "model.backbone",
+    "weights": "model.weights",
+    "groups": "model.groups",
+    "seed": "run.seed",
+    "amp": "run.amp",
+    "device": "run.device",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train SEF (with no arguments: the built-in demo)",
+        description=(
+            "Train SEF with a preset (see `sef presets`; default: demo) or a YAML config, "
+            "evaluate every epoch, and write DIR/{config.yaml,metrics.jsonl,tb/,last.pt,best.pt}. "
+            "Without --out, DIR is runs/<preset> (runs/<preset>-2, ... if that holds a run). "
+            "Under torchrun it trains with DistributedDataParallel."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a preset name from `sef presets` (default demo)")
+    source.add_argument("--config", type=Path, help="a YAML config (may name a preset as base:)")
+    parser.add_argument("--data-root", help="the dataset folder as unpacked (data.root)")
+    parser.add_argument("--out", help="run folder (default runs/<preset>)")
+    parser.add_argument("--epochs", type=int, help="training epochs (optim.epochs)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (optim.batch_size)")
+    parser.add_argument("--lr", type=float, help="initial learning rate (optim.lr)")
+    parser.add_argument("--image-size", type=int, help="training image side (data.image_size)")
+    parser.add_argument("--workers", type=int, help="data loading processes (data.workers)")
+    parser.add_argument("--backbone", help="backbone name (model.backbone)")
+    parser.add_argument("--weights", help="IMAGENET1K_V1, a weights file, or none")
+    parser.add_argument("--groups", type=int, help="channel groups G (model.groups)")
+    parser.add_argument("--seed", type=int, help="random seed (run.seed)")
+    parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (run.amp)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (run.device)")
+    parser.add_argument(
+        "--channels-last", action="store_true", default=None, help="channels_last memory format"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config value, e.g. --set loss.gamma=0.1 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue DIR/last.pt exactly where it stopped"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _flag_values(args: argparse.Namespace) -> dict:
+    values = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
+    values = {key: value for key, value in values.items() if value is not None}
+    if args.channels_last:
+        values["run.channels_last"] = True
+    if str(values.get("model.weights", "")).lower() in ("none", "null"):
+        values["model.weights"] = None
+    return values
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config a `sef train` command line describes (resume: the checkpoint's own config)."""
+    from sef.checkpoint import load_checkpoint
+    from sef.config import config_from_dict
+    from sef.engine import choose_out_dir
+
+    config = resolve_config(args.preset, args.config)
+    if args.resume:
+        located = apply_values(config, {"run.out": args.out} if args.out else {})
+        saved = load_checkpoint(choose_out_dir(located, resume=True) / "last.pt")["config"]
+        config = config_from_dict(saved)
+    return apply_overrides(apply_values(config, _flag_values(args)), args.overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sef.engine import fit
+
+    result = fit(build_config(args), resume=args.resume, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":
+        print(result.report())
+    return 0

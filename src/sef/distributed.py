@@ -1,0 +1,87 @@
+"""Process-group plumbing for ``torchrun``: one process per device, rank 0 does the talking.
+
+Outside torchrun every helper degrades to the single-process case, so the engine has one code
+path. Evaluation shards indices without padding (``shard``), so each test image is counted once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from sef.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process sits: its rank among ``world_size`` and the device it computes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _device(request: str, local_rank: int) -> torch.device:
+    if request == "auto":
+        request = "cuda" if torch.cuda.is_available() else "cpu"
+    if request.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={request!r} but no CUDA GPU is visible; use cpu or auto")
+    if request == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(request)
+
+
+def setup(device: str = "auto") -> Context:
+    """Join the torchrun process group if launched by torchrun; pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = _device(device, local_rank)
+    if world_size <= 1:
+        return Context(device=chosen)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if not dist.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=chosen if chosen.type == "cuda" else None)
+    return Context(dist.get_rank(), dist.get_world_size(), chosen)
+
+
+def teardown(context: Context) -> None:
+    """Leave the process group (a no-op outside torchrun)."""
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(context: Context) -> None:
+    if context.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, context: Context) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over all processes (in place, also returned)."""
+    if context.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_buffers(model: torch.nn.Module, context: Context) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics) to every process."""
+    if context.distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def shard(length: int, context: Context) -> range:
+    """This process's share of ``range(length)``: every index in exactly one shard, no padding."""
+    return range(context.rank, length, context.world_size)
