@@ -216,3 +216,36 @@ def csv_root(tmp_path) -> Path:
             rows.append(f"img/{name}_{k}.jpg,{name},{split}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+# --- a tiny checkpoint (random weights) on a tiny demo set, for predict, viz and export ---
+DEMO_OPTIONS = {"per_class": 2, "test_per_class": 2, "resolution": 32, "progress": False}
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint as `sef train` writes it: resnet18, G=2, 32 px, on a 16-image demo test set
+    generated under the same tmp folder (data.root), so nothing touches the home folder."""
+    import torch
+
+    from sef.checkpoint import save_checkpoint
+    from sef.config import Config, config_to_dict
+    from sef.datasets.demo import CLASSES
+    from sef.model import SEF
+
+    folder = tmp_path_factory.mktemp("demo-run")
+    config = Config(name="demo-test")
+    config.model.backbone, config.model.weights, config.model.groups = "resnet18", None, 2
+    config.data.root, config.data.options = str(folder / "demo"), dict(DEMO_OPTIONS)
+    config.data.image_size, config.data.recipe, config.data.workers = 32, "resize", 0
+    torch.manual_seed(0)
+    model = SEF("resnet18", num_classes=len(CLASSES), groups=2)
+    state = {
+        "model": model.state_dict(),
+        "config": config_to_dict(config),
+        "classes": list(CLASSES),
+        "epoch": 1,
+        "metrics": {},
+    }
+    save_checkpoint(folder / "last.pt", state)
+    return folder / "last.pt"

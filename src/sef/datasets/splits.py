@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sef.datasets.imagelist import ImageList
-from sef.errors import ConfigError
+from sef.errors import ConfigError, DataError
 
 SPLITS = ("trainval", "train", "val", "test")
 # Distinct purposes draw independent hold-outs from the same seed.
@@ -70,3 +70,42 @@ def carve_val(trainval: ImageList, split: str, seed: int, val_fraction: float) -
     check_fraction("val_fraction", val_fraction)
     train, val = holdout(trainval.samples, val_fraction, seed, VAL_PURPOSE)
     return trainval.select(train if split == "train" else val)
+
+
+def from_declared(
+    dataset: ImageList,
+    tags: Sequence[str | None],
+    split: str,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    source: str,
+) -> ImageList:
+    """``split`` of users' own data whose samples are tagged with the split they declare.
+
+    Tags are trainval/train/val/test, or None for data without split information, which is then
+    split seeded and per class: ``test_fraction`` to test, and val carved from the rest. Declared
+    train and val are used as they are; without a declared val, it is carved from trainval.
+    """
+    check_split(split)
+    if all(tag is None for tag in tags):
+        check_fraction("test_fraction", test_fraction)
+        trainval_indices, test_indices = holdout(dataset.samples, test_fraction, seed, TEST_PURPOSE)
+        if split == "test":
+            return dataset.select(test_indices)
+        return carve_val(dataset.select(trainval_indices), split, seed, val_fraction)
+    unknown = sorted({str(t) for t in tags if t not in SPLITS})
+    if unknown:
+        raise DataError(f"{source}: unknown split {unknown[0]!r}; use {', '.join(SPLITS)}")
+    indices = {name: [i for i, t in enumerate(tags) if t == name] for name in SPLITS}
+    if split == "test" and not indices["test"]:
+        raise DataError(f"{source} declares no test images; add them or leave out every split")
+    if split == "test":
+        return dataset.select(indices["test"])
+    official_val = indices["train"] and indices["val"] and not indices["trainval"]
+    if split in ("train", "val") and official_val:
+        return dataset.select(indices[split])
+    trainval = sorted(indices["trainval"] + indices["train"] + indices["val"])
+    if not trainval:
+        raise DataError(f"{source} declares no training images (trainval, train or val)")
+    return carve_val(dataset.select(trainval), split, seed, val_fraction)

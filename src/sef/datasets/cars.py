@@ -1,0 +1,71 @@
+"""Stanford Cars as its three archives unpack: cars_train/, cars_test/, devkit/, test labels.
+
+The annotations are MATLAB struct arrays (``bbox_x1..bbox_y2``, 1-based ``class``, ``fname``);
+class names come from devkit/cars_meta.mat and may contain '/'. torchvision's ``StanfordCars``
+reads the same files but only under a folder literally named ``stanford_cars`` and without the
+boxes, so this reader reads the .mat files itself (the way torchvision does, with scipy) and
+accepts any folder name, ``stanford_cars/`` inside it, and the test labels at the top level or in
+devkit/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sef.datasets.imagelist import ImageList
+from sef.datasets.layout import find_root, one_based_label, read_mat, require
+from sef.datasets.splits import carve_val, check_split
+from sef.errors import DataError
+
+LAYOUT = (
+    "ROOT/{cars_train/, cars_test/, devkit/{cars_meta.mat, cars_train_annos.mat}, "
+    "cars_test_annos_withlabels.mat} (cars_train.tgz, cars_test.tgz and car_devkit.tgz unpacked "
+    "into ROOT, plus the test labels file)"
+)
+TEST_LABELS = "cars_test_annos_withlabels.mat"
+
+
+def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
+    """(path, label) samples and, if asked, (x1, y1, x2, y2) boxes from an annotations file."""
+    require(folder, LAYOUT)
+    samples, boxes = [], []
+    table = read_mat(path, ["annotations"], LAYOUT)["annotations"]
+    if "class" not in (table.dtype.names or ()):
+        raise DataError(f"{path} has no 'class' field; use the labelled file {TEST_LABELS}")
+    for row in table:
+        where = f"{path} ({row['fname']})"
+        samples.append(
+            (str(folder / str(row["fname"])), one_based_label(row["class"], num_classes, where))
+        )
+        if with_boxes:
+            boxes.append(tuple(float(row[f]) for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")))
+    return samples, (boxes if with_boxes else None)
+
+
+def read(
+    root: str | os.PathLike,
+    split: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    bbox_crop: bool = False,
+) -> ImageList:
+    """Stanford Cars ``split``; ``bbox_crop`` crops every image to its annotated car box."""
+    check_split(split)
+    folder = find_root(root, "devkit", ["stanford_cars"], LAYOUT)
+    classes = [
+        str(name)
+        for name in read_mat(folder / "devkit" / "cars_meta.mat", ["class_names"], LAYOUT)[
+            "class_names"
+        ]
+    ]
+    if split == "test":
+        labels = folder / TEST_LABELS
+        if not labels.exists() and (folder / "devkit" / TEST_LABELS).exists():
+            labels = folder / "devkit" / TEST_LABELS
+        samples, boxes = _annotations(labels, folder / "cars_test", len(classes), bbox_crop)
+        return ImageList(samples, classes, boxes=boxes)
+    annotations = folder / "devkit" / "cars_train_annos.mat"
+    samples, boxes = _annotations(annotations, folder / "cars_train", len(classes), bbox_crop)
+    return carve_val(ImageList(samples, classes, boxes=boxes), split, seed, val_fraction)

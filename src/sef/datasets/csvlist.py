@@ -1,0 +1,96 @@
+"""Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional.
+
+``root`` is the CSV file, or a folder holding exactly one. Relative paths are relative to the
+CSV's folder (or ``image_root``). Labels are class names; the classes are ``classes`` (a list, or
+a text file with one name per line) or else all labels in the file, sorted (numerically when every
+label is an integer), so labels agree between splits. Rows without a split column are split
+seeded and per class, as for folder data.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from sef.datasets.imagelist import ImageList
+from sef.datasets.splits import from_declared
+from sef.errors import DataError
+
+LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
+HEADERS = (["path", "label"], ["path", "label", "split"])
+
+
+def _csv_file(root: Path) -> Path:
+    if root.is_file():
+        return root
+    if not root.is_dir():
+        raise DataError(f"{root} does not exist; point ROOT at {LAYOUT}")
+    found = sorted(root.glob("*.csv"))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise DataError(
+            f"{root} holds {len(found)} CSV files ({names}); point ROOT at the one to use"
+        )
+    return found[0]
+
+
+def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-empty data row."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = [
+            (number, [cell.strip() for cell in row])
+            for number, row in enumerate(csv.reader(handle), start=1)
+            if any(cell.strip() for cell in row)
+        ]
+    if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"{path} lists no images; expected {LAYOUT}")
+    width = len(rows[0][1])
+    for number, row in rows:
+        if len(row) != width or width not in (2, 3):
+            raise DataError(f"{path} line {number} has {len(row)} columns; expected {LAYOUT}")
+    return rows
+
+
+def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[str]) -> list[str]:
+    if classes is None:
+        unique = set(labels)
+        numeric = all(label.lstrip("-").isdigit() for label in unique)
+        return sorted(unique, key=int) if numeric else sorted(unique)
+    if isinstance(classes, (str, os.PathLike)):
+        path = Path(classes)
+        if not path.is_file():
+            raise DataError(f"class list {path} does not exist; give a text file, one class a line")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [str(name) for name in classes]
+
+
+def read(
+    root: str | os.PathLike,
+    split: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    classes: Sequence[str] | str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
+) -> ImageList:
+    """``split`` of the images listed in the CSV at ``root``."""
+    path = _csv_file(Path(root).expanduser())
+    rows = _rows(path)
+    names = _class_list(classes, [row[1] for _, row in rows])
+    index = {name: i for i, name in enumerate(names)}
+    base = Path(image_root) if image_root is not None else path.parent
+    samples = []
+    for number, row in rows:
+        if row[1] not in index:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
+        samples.append((str(base / row[0]), index[row[1]]))
+    tags = [row[2] if len(row) == 3 else None for _, row in rows]
+    return from_declared(
+        ImageList(samples, names), tags, split, seed, val_fraction, test_fraction, str(path)
+    )

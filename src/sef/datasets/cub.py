@@ -1,0 +1,73 @@
+"""CUB-200-2011 as its archive unpacks: CUB_200_2011/ with images/ and the text lists.
+
+images.txt maps image ids to paths, image_class_labels.txt ids to 1-based classes (named in
+classes.txt), train_test_split.txt ids to 1 (train) or 0 (test), bounding_boxes.txt ids to
+``x y width height``. ``root`` may be CUB_200_2011 or the folder that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sef.datasets.imagelist import Box, ImageList
+from sef.datasets.layout import find_root, one_based_label, read_pairs
+from sef.datasets.splits import carve_val, check_split
+from sef.errors import DataError
+
+LAYOUT = (
+    "CUB_200_2011/{images/<class>/<file>.jpg, images.txt, image_class_labels.txt, "
+    "train_test_split.txt, classes.txt, bounding_boxes.txt} (the CUB_200_2011.tgz archive "
+    "unpacked)"
+)
+
+
+def _by_id(path: Path, ids: list[str]) -> list[str]:
+    """The value of every id in ``ids`` from the ``<id> <value>`` list at ``path``."""
+    table = dict(read_pairs(path, LAYOUT))
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise DataError(f"{path} has no line for image id {missing[0]} (listed in images.txt)")
+    return [table[i] for i in ids]
+
+
+def _box(value: str, where: str) -> Box:
+    try:
+        x, y, width, height = (float(v) for v in value.split())
+    except ValueError:
+        raise DataError(f"{where}: expected 'x y width height', got {value!r}") from None
+    return (x, y, x + width, y + height)
+
+
+def read(
+    root: str | os.PathLike,
+    split: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    bbox_crop: bool = False,
+) -> ImageList:
+    """CUB ``split``; ``bbox_crop`` crops every image to its annotated bird box."""
+    check_split(split)
+    folder = find_root(root, "images.txt", ["CUB_200_2011"], LAYOUT)
+    classes = [name for _, name in read_pairs(folder / "classes.txt", LAYOUT)]
+    images = read_pairs(folder / "images.txt", LAYOUT)
+    ids = [image_id for image_id, _ in images]
+    labels_file = folder / "image_class_labels.txt"
+    labels = [
+        one_based_label(value, len(classes), f"{labels_file} (image id {image_id})")
+        for image_id, value in zip(ids, _by_id(labels_file, ids), strict=True)
+    ]
+    is_train = [flag.strip() == "1" for flag in _by_id(folder / "train_test_split.txt", ids)]
+    boxes = None
+    if bbox_crop:
+        boxes_file = folder / "bounding_boxes.txt"
+        boxes = [
+            _box(value, f"{boxes_file} (image id {image_id})")
+            for image_id, value in zip(ids, _by_id(boxes_file, ids), strict=True)
+        ]
+    paths = [str(folder / "images" / path) for _, path in images]
+    dataset = ImageList(list(zip(paths, labels, strict=True)), classes, boxes=boxes)
+    wanted = [i for i, train in enumerate(is_train) if train == (split != "test")]
+    dataset = dataset.select(wanted)
+    return dataset if split == "test" else carve_val(dataset, split, seed, val_fraction)

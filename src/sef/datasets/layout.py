@@ -1,0 +1,76 @@
+"""Finding a dataset's files under the folder a user points at, with errors that show the layout."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from scipy.io.matlab import MatReadError
+
+from sef.errors import DataError
+
+
+def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], layout: str) -> Path:
+    """The folder among ``root`` and ``root/<subfolder>`` that holds ``marker``.
+
+    ``layout`` describes the expected arrangement for the error message, e.g.
+    "CUB_200_2011/{images/, images.txt, ...}".
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist; point ROOT at {layout}")
+    for folder in (root, *(root / sub for sub in subfolders)):
+        if (folder / marker).exists():
+            return folder
+    raise DataError(f"{marker} not found in {root}; the dataset should be laid out as {layout}")
+
+
+def require(path: Path, layout: str) -> Path:
+    """``path`` if it exists, else a DataError naming it and the expected layout."""
+    if not path.exists():
+        raise DataError(f"{path} is missing; the dataset should be laid out as {layout}")
+    return path
+
+
+def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:
+    """Lines ``<key> <value...>`` of a text list (the value may contain spaces)."""
+    pairs = []
+    for number, line in enumerate(require(path, layout).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().split(maxsplit=1)
+        if len(fields) != 2:
+            raise DataError(f"{path} line {number} is {line!r}, expected '<id> <value>'")
+        pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+def one_based_label(value: str | float, num_classes: int, where: str) -> int:
+    """Convert a 1-based class id to a 0-based label, checking it names one of the classes."""
+    try:
+        label = int(float(value))
+    except ValueError:
+        raise DataError(f"{where}: label {value!r} is not a number") from None
+    if not 1 <= label <= num_classes or label != float(value):
+        raise DataError(
+            f"{where}: label {value!r} is outside the class list (1..{num_classes}); "
+            f"the label file and the class list do not belong together"
+        )
+    return label - 1
+
+
+def read_mat(path: Path, keys: Sequence[str], layout: str) -> dict[str, np.ndarray]:
+    """The variables ``keys`` of a MATLAB file, each as an at-least-1-D array (squeezed)."""
+    try:
+        content = scipy.io.loadmat(require(path, layout), squeeze_me=True)
+    except (MatReadError, ValueError, OSError, TypeError) as error:
+        raise DataError(
+            f"{path} is not a readable MATLAB file ({error}); download it again"
+        ) from None
+    missing = [key for key in keys if key not in content]
+    if missing:
+        raise DataError(f"{path} has no '{missing[0]}' variable; is it the official file?")
+    return {key: np.atleast_1d(content[key]) for key in keys}

@@ -1,0 +1,222 @@
+"""The four benchmark readers on tiny copies of their official formats (see conftest.py)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from conftest import (
+    AIRCRAFT,
+    AIRCRAFT_SPLITS,
+    BANNER,
+    CARS_CLASSES,
+    CARS_TEST,
+    CARS_TRAIN,
+    CUB_CLASSES,
+    CUB_TEST,
+    CUB_TRAIN,
+    DOGS_CLASSES,
+    DOGS_TEST,
+    DOGS_TRAIN,
+)
+from PIL import Image
+
+import sef
+from sef.errors import ConfigError, DataError
+
+
+def _labels_follow_folders(ds, folder_of):
+    """Every sample's class name is the one its path says it belongs to."""
+    for path, label in ds.samples:
+        assert Path(path).is_file()
+        assert folder_of(path) == ds.classes[label], path
+
+
+def _check_val_carve(name, root, per_class_trainval, num_classes, **options):
+    trainval = sef.datasets.load(name, root, "trainval", **options)
+    train = sef.datasets.load(name, root, "train", **options)
+    val = sef.datasets.load(name, root, "val", **options)
+    assert sorted(train.samples + val.samples) == sorted(trainval.samples)
+    assert sorted({label for _, label in val.samples}) == list(range(num_classes))
+    assert len(val) == num_classes * max(1, round(0.1 * per_class_trainval))
+
+
+# --- CUB ---
+def test_cub_reads_the_archive_layout(cub_root):
+    trainval = sef.datasets.load("cub", cub_root, "trainval")
+    test = sef.datasets.load("cub", cub_root, "test")
+    assert trainval.classes == test.classes == CUB_CLASSES
+    assert len(trainval) == 3 * CUB_TRAIN and len(test) == 3 * CUB_TEST
+    _labels_follow_folders(trainval, lambda p: Path(p).parent.name)
+    _labels_follow_folders(test, lambda p: Path(p).parent.name)
+    assert not set(trainval.samples) & set(test.samples)
+    parent = sef.datasets.load("cub", cub_root.parent, "test")  # the folder holding CUB_200_2011
+    assert parent.samples == test.samples
+    _check_val_carve("cub", cub_root, CUB_TRAIN, 3)
+
+
+def test_cub_bounding_box_crop(cub_root):
+    plain = sef.datasets.load("cub", cub_root, "test")
+    cropped = sef.datasets.load("cub", cub_root, "test", bbox_crop=True)
+    image, _ = cropped[0]
+    assert image.size == (20, 12)  # box 4 6 20 12 = x y width height
+    full, _ = plain[0]
+    assert np.array_equal(np.asarray(image), np.asarray(full.crop((4, 6, 24, 18))))
+
+
+def test_cub_errors_name_the_file_and_layout(cub_root, tmp_path):
+    with pytest.raises(DataError, match="does not exist.*CUB_200_2011/"):
+        sef.datasets.load("cub", tmp_path / "nowhere", "test")
+    (cub_root / "classes.txt").unlink()
+    with pytest.raises(DataError, match=r"classes.txt is missing.*laid out as CUB_200_2011/"):
+        sef.datasets.load("cub", cub_root, "test")
+
+
+def test_cub_label_outside_the_class_list(cub_root):
+    labels = cub_root / "image_class_labels.txt"
+    labels.write_text(labels.read_text().replace("6 2\n", "6 4\n"))
+    with pytest.raises(DataError, match=r"image_class_labels.txt \(image id 6\).*outside"):
+        sef.datasets.load("cub", cub_root, "trainval")
+
+
+def test_cub_missing_split_line(cub_root):
+    split = cub_root / "train_test_split.txt"
+    split.write_text("\n".join(split.read_text().splitlines()[1:]))
+    with pytest.raises(DataError, match="train_test_split.txt has no line for image id 1"):
+        sef.datasets.load("cub", cub_root, "trainval")
+
+
+# --- Stanford Cars ---
+def test_cars_reads_the_archive_layout(cars_root):
+    trainval = sef.datasets.load("cars", cars_root, "trainval")
+    test = sef.datasets.load("cars", cars_root, "test")
+    assert trainval.classes == test.classes == CARS_CLASSES  # names with '/' survive
+    assert len(trainval) == 3 * CARS_TRAIN and len(test) == 3 * CARS_TEST
+    assert all(Path(p).parent.name == "cars_train" for p, _ in trainval.samples)
+    assert all(Path(p).parent.name == "cars_test" for p, _ in test.samples)
+    # fixture: annotation i (1-based file i+1) has class i % 3 + 1
+    assert [label for _, label in test.samples] == [i % 3 for i in range(len(test))]
+    assert Path(test.samples[4][0]).name == "00005.jpg"
+    _check_val_carve("cars", cars_root, CARS_TRAIN, 3)
+
+
+def test_cars_accepts_torchvision_folder_and_devkit_test_labels(cars_root, tmp_path):
+    expected = sef.datasets.load("cars", cars_root, "test").samples
+    moved = shutil.move(cars_root / "cars_test_annos_withlabels.mat", cars_root / "devkit")
+    assert sef.datasets.load("cars", cars_root, "test").samples == expected
+    nested = tmp_path / "holder" / "stanford_cars"
+    shutil.move(cars_root, nested)
+    ds = sef.datasets.load("cars", nested.parent, "test")
+    assert [Path(p).name for p, _ in ds.samples] == [Path(p).name for p, _ in expected]
+    assert Path(moved).name == "cars_test_annos_withlabels.mat"
+
+
+def test_cars_bounding_box_crop(cars_root):
+    image, _ = sef.datasets.load("cars", cars_root, "trainval", bbox_crop=True)[0]
+    assert image.size == (27, 20)  # bbox 3 5 30 25 = x1 y1 x2 y2
+
+
+def test_cars_errors(cars_root):
+    (cars_root / "cars_test_annos_withlabels.mat").unlink()
+    with pytest.raises(DataError, match="cars_test_annos_withlabels.mat is missing.*cars_train/"):
+        sef.datasets.load("cars", cars_root, "test")
+    annotations = cars_root / "devkit" / "cars_train_annos.mat"
+    table = scipy.io.loadmat(annotations)["annotations"]
+    table[0, 2]["class"] = np.array([[7]], np.uint8)
+    scipy.io.savemat(annotations, {"annotations": table})
+    with pytest.raises(DataError, match=r"00003.jpg\): label 7 is outside the class list"):
+        sef.datasets.load("cars", cars_root, "trainval")
+    (cars_root / "devkit" / "cars_meta.mat").write_text("not a MATLAB file")
+    with pytest.raises(DataError, match="cars_meta.mat is not a readable MATLAB file"):
+        sef.datasets.load("cars", cars_root, "trainval")
+
+
+# --- Stanford Dogs ---
+def test_dogs_reads_the_archive_layout(dogs_root):
+    trainval = sef.datasets.load("dogs", dogs_root, "trainval")
+    test = sef.datasets.load("dogs", dogs_root, "test")
+    assert trainval.classes == test.classes == DOGS_CLASSES  # by label, not by listing order
+    assert len(trainval) == 3 * DOGS_TRAIN and len(test) == 3 * DOGS_TEST
+    _labels_follow_folders(trainval, lambda p: Path(p).parent.name)
+    _labels_follow_folders(test, lambda p: Path(p).parent.name)
+    _check_val_carve("dogs", dogs_root, DOGS_TRAIN, 3)
+    for name in ("train_list.mat", "test_list.mat"):  # lists at the top level work too
+        shutil.move(dogs_root / "lists" / name, dogs_root / name)
+    assert sef.datasets.load("dogs", dogs_root, "test").samples == test.samples
+
+
+def test_dogs_errors(dogs_root):
+    def relabel(name, old, new):
+        path = dogs_root / "lists" / name
+        content = scipy.io.loadmat(path)
+        content["labels"][content["labels"] == old] = new
+        scipy.io.savemat(path, {k: v for k, v in content.items() if not k.startswith("__")})
+
+    relabel("train_list.mat", 2, 4)  # train says 4, test says 2: one folder, two labels
+    with pytest.raises(DataError, match="one Images/ folder two labels"):
+        sef.datasets.load("dogs", dogs_root, "trainval")
+    relabel("test_list.mat", 2, 4)  # labels 1, 3, 4: nothing is class 2
+    with pytest.raises(DataError, match="skip some of 1..4; expected every class 1..3"):
+        sef.datasets.load("dogs", dogs_root, "trainval")
+    (dogs_root / "lists" / "test_list.mat").unlink()
+    with pytest.raises(DataError, match="test_list.mat is missing.*Images/<synset-name>"):
+        sef.datasets.load("dogs", dogs_root, "test")
+    shutil.rmtree(dogs_root / "Images")
+    with pytest.raises(DataError, match="Images not found"):
+        sef.datasets.load("dogs", dogs_root, "test")
+
+
+# --- FGVC-Aircraft ---
+def test_aircraft_official_splits_and_root_forms(aircraft_root):
+    counts = {s: len(sef.datasets.load("aircraft", aircraft_root, s)) for s in sef.datasets.SPLITS}
+    per_split = {s: n * len(AIRCRAFT) for s, n in AIRCRAFT_SPLITS.items()}
+    assert counts == {**per_split, "trainval": per_split["train"] + per_split["val"]}
+    test = sef.datasets.load("aircraft", aircraft_root, "test")
+    assert test.classes == sorted(v for v, _, _ in AIRCRAFT)  # variants.txt order
+    assert "F/A-18" in test.classes
+    for root in (aircraft_root / "data", aircraft_root.parent):
+        assert sef.datasets.load("aircraft", root, "test").samples == test.samples
+
+
+@pytest.mark.parametrize("level", ["family", "manufacturer"])
+def test_aircraft_levels(aircraft_root, level):
+    column = {"family": 1, "manufacturer": 2}[level]
+    by_variant = sef.datasets.load("aircraft", aircraft_root, "trainval")
+    coarse = sef.datasets.load("aircraft", aircraft_root, "trainval", level=level)
+    assert coarse.classes == sorted({names[column] for names in AIRCRAFT})
+    to_coarse = {names[0]: names[column] for names in AIRCRAFT}
+    for (path, fine), (same_path, label) in zip(by_variant.samples, coarse.samples, strict=True):
+        assert path == same_path
+        assert coarse.classes[label] == to_coarse[by_variant.classes[fine]]
+
+
+def test_aircraft_banner_crop(aircraft_root):
+    full, _ = sef.datasets.load("aircraft", aircraft_root, "test")[0]
+    cropped, _ = sef.datasets.load("aircraft", aircraft_root, "test", crop_banner=True)[0]
+    assert full.size == (60, 40 + BANNER) and cropped.size == (60, 40)
+    assert np.asarray(full)[-BANNER:].min() > 200  # the white banner
+    assert np.asarray(cropped)[..., 0].max() < 100  # blue image, no white rows left
+
+
+def test_aircraft_errors(aircraft_root, tmp_path):
+    with pytest.raises(ConfigError, match="unknown Aircraft level 'model'"):
+        sef.datasets.load("aircraft", aircraft_root, "test", level="model")
+    renamed = tmp_path / "aircraft"
+    shutil.copytree(aircraft_root, renamed)
+    with pytest.raises(DataError, match="no fgvc-aircraft-2013b/data folder.*folder name kept"):
+        sef.datasets.load("aircraft", renamed, "test")
+    variants = aircraft_root / "data" / "variants.txt"
+    variants.write_text(variants.read_text().replace("F/A-18\n", ""))
+    with pytest.raises(DataError, match="names class 'F/A-18' that is not in variants.txt"):
+        sef.datasets.load("aircraft", aircraft_root, "test")
+    (aircraft_root / "data" / "images_variant_test.txt").unlink()
+    with pytest.raises(DataError, match="images_variant_test.txt is missing"):
+        sef.datasets.load("aircraft", aircraft_root, "test")
+
+
+def test_benchmark_images_are_rgb_after_loading(cub_root):
+    path = sef.datasets.load("cub", cub_root, "test").samples[0][0]
+    Image.open(path).convert("L").save(path)  # CUB has a few greyscale images
+    image, _ = sef.datasets.load("cub", cub_root, "test")[0]
+    assert image.mode == "RGB"

@@ -1,0 +1,104 @@
+"""Image decoding (every PIL mode becomes RGB) and the bad-image check and policy."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sef.datasets import ImageList, apply_bad_image_policy, find_bad_images
+from sef.datasets.images import open_rgb
+from sef.errors import ConfigError, DataError
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [("L", ".png"), ("CMYK", ".jpg"), ("P", ".png"), ("RGBA", ".png"), ("LA", ".png"),
+     ("RGB", ".jpg")],
+)  # fmt: skip
+def test_every_mode_opens_as_rgb(tmp_path, write_image, mode, suffix):
+    colour = (200, 200, 200)  # grey survives every conversion
+    path = write_image(tmp_path / f"image{suffix}", (16, 12), colour, mode)
+    with Image.open(path) as raw:
+        assert raw.mode == mode
+    image = open_rgb(path)
+    assert image.mode == "RGB" and image.size == (16, 12)
+    assert np.abs(np.asarray(image, int) - colour).max() <= 3
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(path)  # half of 16-bit white
+    assert np.asarray(open_rgb(path)).mean() == pytest.approx(128, abs=1)
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    pixels = np.zeros((4, 4, 4), np.uint8)  # fully transparent black
+    pixels[0, 0] = (10, 20, 30, 255)  # one opaque pixel
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "alpha.png")
+    image = np.asarray(open_rgb(tmp_path / "alpha.png"))
+    assert tuple(image[0, 0]) == (10, 20, 30) and tuple(image[3, 3]) == (255, 255, 255)
+
+
+@pytest.fixture
+def mixed_samples(tmp_path, write_image):
+    good = [write_image(tmp_path / f"good{i}.jpg", (64, 48)) for i in range(3)]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good[0].read_bytes()[:300])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    missing = tmp_path / "missing.jpg"
+    paths = [good[0], truncated, good[1], text, missing, good[2]]
+    return [(str(p), i % 2) for i, p in enumerate(paths)], [str(truncated), str(text), str(missing)]
+
+
+def test_find_bad_images_names_every_bad_file_in_order(mixed_samples):
+    samples, bad_paths = mixed_samples
+    bad = find_bad_images(samples, workers=2, progress=False)
+    assert [path for path, _ in bad] == bad_paths
+    reasons = dict(bad)
+    assert "cannot decode" in reasons[bad_paths[0]]
+    assert reasons[bad_paths[1]] == "not an image"
+    assert reasons[bad_paths[2]] == "missing"
+
+
+def test_policy_stop_lists_every_bad_file(mixed_samples):
+    samples, bad_paths = mixed_samples
+    dataset = ImageList(samples, ["a", "b"])
+    with pytest.raises(DataError, match="3 of 6 images cannot be used") as error:
+        apply_bad_image_policy(dataset, "stop", progress=False)
+    assert all(path in str(error.value) for path in bad_paths)
+    assert len(dataset) == 6
+
+
+def test_policy_skip_drops_and_reports(mixed_samples):
+    samples, bad_paths = mixed_samples
+    parts = [{"head": (float(i), 0.0)} for i in range(6)]
+    dataset = ImageList(samples, ["a", "b"], parts=parts)
+    bad = apply_bad_image_policy(dataset, "skip", progress=False)
+    assert [path for path, _ in bad] == bad_paths
+    assert dataset.samples == [s for s in samples if s[0] not in bad_paths]
+    assert [p["head"][0] for p in dataset.parts] == [0.0, 2.0, 5.0]  # kept aligned
+    assert all(dataset[i][0].mode == "RGB" for i in range(len(dataset)))
+
+
+def test_policy_off_and_unknown(mixed_samples):
+    samples, _ = mixed_samples
+    dataset = ImageList(samples, ["a", "b"])
+    assert apply_bad_image_policy(dataset, "off") == [] and len(dataset) == 6
+    with pytest.raises(ConfigError, match="unknown bad-image policy 'ignore'"):
+        apply_bad_image_policy(dataset, "ignore")
+
+
+def test_reading_a_bad_image_names_it(mixed_samples):
+    samples, bad_paths = mixed_samples
+    dataset = ImageList(samples, ["a", "b"])
+    with pytest.raises(DataError, match=f"image {bad_paths[0]} cannot be decoded"):
+        dataset[1]
+    with pytest.raises(
+        DataError, match=f"image {bad_paths[2]} is listed by the dataset but missing"
+    ):
+        dataset[4]
+
+
+def test_labels_outside_the_class_list_are_refused(tmp_path):
+    with pytest.raises(DataError, match="label 2 of x.jpg is outside the 2 classes"):
+        ImageList([("x.jpg", 2)], ["a", "b"])

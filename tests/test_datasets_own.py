@@ -1,0 +1,120 @@
+"""Users' own data: class folders and CSV lists, with declared or seeded splits."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import OWN_CLASSES
+
+import sef
+from sef.errors import ConfigError, DataError
+
+
+def _load(name, root, split, **options):
+    return sef.datasets.load(name, root, split, **options)
+
+
+def _class_of(path: str) -> str:
+    return Path(path).parent.name
+
+
+def test_folder_with_split_folders(folder_root):
+    trainval, test = _load("folder", folder_root, "trainval"), _load("folder", folder_root, "test")
+    assert trainval.classes == test.classes == OWN_CLASSES
+    assert len(trainval) == 12 and len(test) == 6
+    assert all(_class_of(p) == trainval.classes[y] for p, y in trainval.samples + test.samples)
+    train, val = _load("folder", folder_root, "train"), _load("folder", folder_root, "val")
+    assert sorted(train.samples + val.samples) == sorted(trainval.samples)
+    assert sorted({y for _, y in val.samples}) == [0, 1, 2]
+
+
+def test_folder_labels_agree_when_a_split_lacks_a_class(folder_root):
+    shutil.rmtree(folder_root / "test" / "cat")
+    test = _load("folder", folder_root, "test")
+    assert test.classes == OWN_CLASSES and {y for _, y in test.samples} == {1, 2}
+
+
+def test_folder_official_val_folder_is_used(folder_root):
+    (folder_root / "val" / "dog").mkdir(parents=True)
+    shutil.move(folder_root / "train" / "dog" / "dog0.png", folder_root / "val" / "dog")
+    val = _load("folder", folder_root, "val")
+    assert [Path(p).name for p, _ in val.samples] == ["dog0.png"]
+    assert len(_load("folder", folder_root, "train")) == 11
+    assert len(_load("folder", folder_root, "trainval")) == 12
+
+
+def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path):
+    flat = shutil.copytree(folder_root / "train", tmp_path / "flat")  # ROOT/<class>/, 4 each
+    splits = {s: _load("folder", flat, s) for s in sef.datasets.SPLITS}
+    assert len(splits["test"]) == 3  # round(0.2 * 4) = 1 per class
+    assert len(splits["trainval"]) == 9 and len(splits["val"]) == 3
+    assert not set(splits["test"].samples) & set(splits["trainval"].samples)
+    assert not set(splits["train"].samples) & set(splits["val"].samples)
+    assert len(_load("folder", flat, "test", test_fraction=0.5)) == 6
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist; lay it out as ROOT/<split>/<class>"):
+        _load("folder", tmp_path / "missing", "train")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images"):
+        _load("folder", tmp_path / "empty", "train")
+
+
+def test_csv_with_split_column(csv_root):
+    trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
+    assert trainval.classes == OWN_CLASSES and len(trainval) == 12 and len(test) == 6
+    assert all(Path(p).name.startswith(trainval.classes[y]) for p, y in trainval.samples)
+    by_file = _load("csv", csv_root / "labels.csv", "test")
+    assert by_file.samples == test.samples
+    assert len(_load("csv", csv_root, "val")) == 3
+
+
+def test_csv_without_split_column_and_numeric_labels(csv_root):
+    lines = (csv_root / "labels.csv").read_text().splitlines()[1:]
+    numeric = {"cat": "2", "dog": "10", "fox": "9"}
+    rows = [f"{path},{numeric[label]}" for path, label, _ in (x.split(",") for x in lines)]
+    (csv_root / "labels.csv").write_text("\n".join(rows) + "\n")
+    test = _load("csv", csv_root, "test")
+    assert test.classes == ["2", "9", "10"]  # numeric order, no header needed
+    assert len(test) == 3 and len(_load("csv", csv_root, "trainval")) == 15
+
+
+def test_csv_fixed_class_list_and_label_outside_it(csv_root):
+    classes_file = csv_root.parent / "classes.txt"
+    classes_file.write_text("fox\ncat\ndog\nwolf\n")
+    ds = _load("csv", csv_root, "test", classes=str(classes_file))
+    assert ds.classes == ["fox", "cat", "dog", "wolf"]
+    assert all(Path(p).name.startswith(ds.classes[y]) for p, y in ds.samples)
+    with pytest.raises(DataError, match=r"labels.csv line 2: label 'cat' is not a class \(fox\)"):
+        _load("csv", csv_root, "test", classes=["fox"])
+
+
+def test_csv_errors(csv_root):
+    (csv_root / "other.csv").write_text("a.jpg,cat\n")
+    with pytest.raises(DataError, match="holds 2 CSV files"):
+        _load("csv", csv_root, "test")
+    bad = csv_root / "other.csv"
+    bad.write_text("path,label,split\nimg/cat_0.jpg,cat,holdout\n")
+    with pytest.raises(DataError, match="unknown split 'holdout'"):
+        _load("csv", bad, "test")
+    bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")
+    with pytest.raises(DataError, match="line 2 has 1 columns"):
+        _load("csv", bad, "test")
+    bad.write_text("img/cat_0.jpg,cat,train\nimg/cat_1.jpg,cat,train\n")
+    with pytest.raises(DataError, match="declares no test images"):
+        _load("csv", bad, "test")
+
+
+def test_load_rejects_unknown_names_options_and_splits(csv_root):
+    with pytest.raises(ConfigError, match="unknown dataset 'imagenet'; choose one of cub"):
+        _load("imagenet", csv_root, "test")
+    with pytest.raises(ConfigError, match="has no option 'bbox_crop'; its options: test_fraction"):
+        _load("csv", csv_root, "test", bbox_crop=True)
+    with pytest.raises(ConfigError, match="unknown split 'validation'"):
+        _load("csv", csv_root, "validation")
+    with pytest.raises(ConfigError, match="needs a root folder"):
+        _load("cub", None, "test")
+    with pytest.raises(ConfigError, match="val_fraction must be between 0 and 1"):
+        _load("csv", csv_root, "val", val_fraction=1.5)
+    assert sef.datasets.options("aircraft") == {"level": "variant", "crop_banner": False}
