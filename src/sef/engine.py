@@ -512,6 +512,8 @@ def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[
 def _check_device(config: Config, context: Context) -> None:
     if config.run.amp == "fp16" and context.device.type != "cuda":
         raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
+    if config.run.sync_bn and context.distributed and context.device.type != "cuda":
+        raise ConfigError("run.sync_bn=true needs CUDA GPUs; set it to false for CPU training")
 
 
 class _Run:

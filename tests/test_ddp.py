@@ -1,0 +1,45 @@
+"""DistributedDataParallel on CPU: torchrun, gloo, 2 processes, an odd-sized test set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
+    folder_root: Path, tmp_path: Path, write_image
+) -> None:
+    # 7 test images over 2 processes: a padding sampler would evaluate 8.
+    write_image(folder_root / "test" / "fox" / "extra.png", (32, 32), (10, 200, 90))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    train = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
+            str(folder_root), "--out", str(out), "--epochs", "2", "--batch-size", "4",
+            "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
+        ],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert train.stdout.count("run folder") == 1  # only rank 0 prints
+    assert train.stdout.count("epoch 2/2") == 1 and "on 2 x cpu" in train.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]  # only rank 0 writes
+
+    single = subprocess.run(
+        [sys.executable, "-m", "sef.cli", "eval", "--checkpoint", str(out / "last.pt"),
+         "--json", "--no-progress", "--device", "cpu"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr
+    summary = json.loads(single.stdout)
+    assert summary["images"] == 7
+    # The DDP evaluation of the last epoch equals one process evaluating the saved model.
+    assert records[-1]["eval_top1"] == summary["top1"]
+    assert records[-1]["eval_class_mean"] == summary["class_mean"]
+    assert records[-1]["eval_group_top1"] == summary["group_top1"]

@@ -1,0 +1,150 @@
+"""The training engine on tiny in-memory data: outputs, evaluation, schedules, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from sef.checkpoint import load_checkpoint
+from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
+from sef.engine import Data, choose_out_dir, evaluate, fit, latest_run_dir
+from sef.errors import ConfigError, TrainingError
+from sef.model import SEF
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared CPU run fastest (and reproducibly) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Blobs(Dataset):
+    """Learnable tiny images: class k brightens colour channel k. ``poison_after`` items are
+    followed by NaN images (to make the loss non-finite on purpose)."""
+
+    classes = ["red", "green", "blue"]
+
+    def __init__(self, count: int, seed: int, poison_after: int | None = None) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(count) % 3
+        self.images = 0.5 * torch.randn(count, 3, 32, 32, generator=generator)
+        self.images[torch.arange(count), self.labels] += 1.5
+        self.poison_after, self.served = poison_after, 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        self.served += 1
+        if self.poison_after is not None and self.served > self.poison_after:
+            return torch.full((3, 32, 32), float("nan")), int(self.labels[index])
+        return self.images[index], int(self.labels[index])
+
+
+def _config(out: Path, *overrides: str):
+    base = ["optim.batch_size=4", "optim.epochs=2", "data.workers=0", f"run.out={out}"]
+    return apply_overrides(resolve_config("demo"), base + list(overrides))
+
+
+def test_fit_writes_the_run_folder_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = _config(out, "optim.step_size=1", "optim.lr_decay=0.5", "optim.lr=0.02")
+    data = Data(Blobs(12, 0), Blobs(7, 1), Blobs.classes)
+    result = fit(config, data=data, progress=False)
+
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2] and lines == result.history
+    assert [r["lr"] for r in lines] == pytest.approx([0.02, 0.01])  # StepLR x0.5 every epoch
+    for record in lines:
+        terms = sum(record[f"loss_{k}"] for k in ("ce", "entropy", "distill", "group"))
+        assert record["loss_total"] == pytest.approx(terms)
+        assert len(record["eval_group_top1"]) == 2 and 0 <= record["eval_top1"] <= 1
+        assert record["loss_entropy"] <= 0 and record["seconds"] > 0
+    best = max(lines, key=lambda r: r["eval_top1"])
+    assert (result.best_top1, result.best_epoch) == (best["eval_top1"], best["epoch"])
+    assert result.extra_parameters == 2 * 3 + 512 * 3  # group heads: C*K weights + G*K biases
+
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2 and last["classes"] == Blobs.classes and last["optimizer"]["state"]
+    assert load_checkpoint(out / "best.pt")["epoch"] == result.best_epoch
+    assert config_to_dict(load_config_file(out / "config.yaml")) == last["config"]
+    assert last["config"]["run"]["out"] == str(out)
+    assert any(p.name.startswith("events") for p in (out / "tb").iterdir())
+    assert str(out) in result.report() and "group heads" in result.report()
+
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        fit(config, data=data, progress=False)
+    changed = apply_overrides(config, ["loss.gamma=0.1"])
+    with pytest.raises(ConfigError, match="loss.gamma was 0.05 and is now 0.1"):
+        fit(changed, data=data, resume=True, progress=False)
+
+
+def test_evaluate_counts_each_image_once_like_a_per_image_loop() -> None:
+    torch.manual_seed(0)
+    model = SEF("resnet18", num_classes=3, groups=2).eval()
+    data = Blobs(7, 3)
+    result = evaluate(model, data, batch_size=3, progress=False)
+    with torch.no_grad():
+        outputs = [model.forward_sef(data[i][0][None]) for i in range(len(data))]
+    predictions = torch.tensor([o.logits.argmax(1).item() for o in outputs])
+    groups = torch.stack([o.group_logits.argmax(2)[:, 0] for o in outputs], dim=1)
+    assert torch.equal(result.labels, data.labels) and torch.equal(result.predictions, predictions)
+    assert torch.equal(result.group_predictions, groups)
+    correct = (predictions == data.labels).float()
+    per_class = [correct[data.labels == k].mean().item() for k in range(3)]
+    assert result.top1 == pytest.approx(correct.mean().item())
+    assert result.class_mean == pytest.approx(sum(per_class) / 3)
+    assert result.summary()["images"] == 7
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    data = Data(Blobs(8, 0, poison_after=8 + 5), Blobs(3, 1), Blobs.classes)
+    with pytest.raises(TrainingError) as info:
+        fit(_config(out), data=data, progress=False)
+    message = str(info.value)
+    assert "epoch 2, step 2" in message and f"{out / 'last.pt'} (epoch 1) is kept" in message
+    kept = load_checkpoint(out / "last.pt")
+    assert kept["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config("demo")
+    assert choose_out_dir(config, resume=False) == Path("runs/demo")
+    for name in ("demo", "demo-2"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "last.pt").touch()
+    assert choose_out_dir(config, resume=False) == Path("runs/demo-3")
+    assert latest_run_dir(config) == Path("runs/demo-2")
+    assert choose_out_dir(config, resume=True) == Path("runs/demo-2")
+    explicit = apply_overrides(config, ["run.out=runs/demo"])
+    with pytest.raises(ConfigError, match="runs/demo already holds a run"):
+        choose_out_dir(explicit, resume=False)
+    missing = apply_overrides(config, ["run.out=elsewhere"])
+    with pytest.raises(ConfigError, match="cannot resume: elsewhere/last.pt does not exist"):
+        choose_out_dir(missing, resume=True)
+
+
+def test_groups_larger_than_channels_fail_before_training(tmp_path: Path) -> None:
+    config = _config(tmp_path / "run", "model.groups=600")
+    with pytest.raises(ConfigError, match="model.groups=600 cannot be built.*512 feature"):
+        fit(config, data=Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fp16_on_cpu_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = _config(tmp_path / "run", "run.amp=fp16", "run.device=cpu")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        fit(config, data=Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes), progress=False)

@@ -1,0 +1,78 @@
+"""A run killed with SIGKILL and resumed ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sef.checkpoint import load_checkpoint
+
+EPOCHS = 4
+TIMING_KEYS = ("seconds", "images_per_second")
+
+
+def _command(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "sef.cli", "train",
+        "--set", "data.dataset=folder", "--data-root", str(root), "--out", str(out),
+        "--epochs", str(EPOCHS), "--batch-size", "4", "--image-size", "32", "--workers", "1",
+        "--set", "optim.step_size=2", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _metrics(out: Path) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def _kill_after_first_checkpoint(command: list[str], out: Path) -> int:
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL)
+    try:
+        while not (out / "last.pt").exists():
+            if process.poll() is not None:
+                raise AssertionError(f"training exited early with {process.returncode}")
+            time.sleep(0.01)
+        process.kill()  # SIGKILL: no cleanup, no chance to finish a write
+        return process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(folder_root: Path, tmp_path: Path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    done = subprocess.run(_command(folder_root, reference), env=_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+
+    assert _kill_after_first_checkpoint(_command(folder_root, interrupted), interrupted) == -9
+    killed_at = load_checkpoint(interrupted / "last.pt")["epoch"]
+    assert 1 <= killed_at < EPOCHS
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sef.cli", "train", "--resume", "--out", str(interrupted),
+         "--no-progress"],
+        env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {killed_at}" in resumed.stdout
+
+    assert _metrics(interrupted) == _metrics(reference)
+    final, expected = (
+        load_checkpoint(interrupted / "last.pt"),
+        load_checkpoint(reference / "last.pt"),
+    )
+    assert final["epoch"] == EPOCHS
+    for key, value in expected["model"].items():
+        assert torch.equal(final["model"][key], value), key
+    assert final["optimizer"]["state"].keys() == expected["optimizer"]["state"].keys()
+    assert load_checkpoint(interrupted / "best.pt")["epoch"] == expected["best"]["epoch"]
