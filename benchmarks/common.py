@@ -1,0 +1,229 @@
+"""What every benchmark script shares: timing, statistics, peak memory, machine facts, JSON.
+
+Timings interleave the variants (after a warm-up) so slow drifts of a shared machine hit
+them all alike; ratios are taken per repeat (paired) and summarised by their median.
+Peak CPU memory is the process's RSS high-water mark, so each variant is measured in a
+fresh subprocess of the calling script (``--memory-of NAME``); on CUDA it is
+``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """Options every script takes: repeats, warm-up, device, threads, output, quick mode."""
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / default_out, help="JSON path")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, to check it runs")
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
+
+
+def configure_torch(args: argparse.Namespace) -> torch.device:
+    """Apply --threads and return the device, refusing CUDA when there is none."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    variants: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    label: str = "timing",
+) -> dict[str, list[float]]:
+    """Seconds per call of every variant: warm up each, then rotate through them each repeat."""
+    names = list(variants)
+    for name in names:
+        for _ in range(warmup):
+            variants[name]()
+    synchronize(device)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in tqdm(range(repeats), desc=label, unit="round", file=sys.stderr, leave=False):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            variants[name]()
+            synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def summarise(samples: list[float]) -> dict[str, float]:
+    """Median, quartiles, extremes and the relative spread (IQR / median) of samples."""
+    ordered = sorted(samples)
+    if len(ordered) >= 2:
+        q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+    else:
+        q1 = q3 = ordered[0]
+    median = statistics.median(ordered)
+    return {
+        "median": median,
+        "q1": q1,
+        "q3": q3,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "relative_iqr": (q3 - q1) / median if median else 0.0,
+        "n": len(ordered),
+    }
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Ratios of times taken in the same repeat, summarised: robust to slow drifts in load."""
+    return summarise([n / d for n, d in zip(numerator, denominator, strict=True)])
+
+
+def paired_ratios(seconds: Mapping[str, list[float]], baseline: str) -> dict[str, dict]:
+    """Per-repeat time ratio of every other variant to ``baseline``, summarised."""
+    return {
+        name: paired_ratio(times, seconds[baseline])
+        for name, times in seconds.items()
+        if name != baseline
+    }
+
+
+def _rss_high_water_mb() -> float:
+    """This process's peak resident memory (VmHWM, which, unlike ru_maxrss, restarts at exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA max allocated, or this process's RSS high-water mark."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _rss_high_water_mb()
+
+
+def measure_peak_memory(run: Callable[[], object], device: torch.device, calls: int = 2) -> dict:
+    """Peak memory of ``calls`` runs, and how far it rose above the peak before the first one.
+
+    Call it in a fresh process (see :func:`memory_in_subprocesses`) for an honest CPU number.
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        before = peak_memory_mb(device)
+    for _ in range(calls):
+        run()
+    synchronize(device)
+    peak = peak_memory_mb(device)
+    kind = "cuda_max_memory_allocated" if device.type == "cuda" else "rss_high_water"
+    return {"kind": kind, "peak_mb": peak, "before_mb": before, "rise_mb": peak - before}
+
+
+def memory_in_subprocesses(
+    script: str, argv: list[str], names: list[str], label: str = "memory"
+) -> dict[str, dict]:
+    """Run ``script argv --memory-of NAME`` once per name; each prints its memory JSON last."""
+    results = {}
+    for name in tqdm(names, desc=label, unit="variant", file=sys.stderr, leave=False):
+        command = [sys.executable, script, *argv, "--memory-of", name]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"memory run of {name} failed:\n{done.stderr[-2000:]}")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+def argv_without_memory_flags(argv: list[str]) -> list[str]:
+    """The script's own arguments, minus --out/--memory-of, to pass to memory subprocesses."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--out", "--memory-of"):
+            skip = True
+        elif not arg.startswith(("--out=", "--memory-of=")):
+            kept.append(arg)
+    return kept
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict:
+    """The facts a timing means nothing without: hardware, threads, library versions."""
+    import torchvision
+
+    info = {
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        info.update(
+            gpu=properties.name,
+            gpu_memory_gb=round(properties.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
+    return info
+
+
+def write_report(path: Path, payload: dict, device: torch.device) -> dict:
+    """Add machine, date and the exact command to ``payload`` and write it as JSON."""
+    report = {
+        "command": shlex.join(["python", *sys.argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        **payload,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+    return report

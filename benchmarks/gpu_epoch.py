@@ -1,0 +1,463 @@
+"""Training images/s of SEF-ResNet-50 at 448 px, batch 32: the authors' fp32 road against ours.
+
+Every road trains through the engine's own ``sef.engine.train_one_epoch`` for one epoch of
+CUB's size (5,994 images) over synthetic JPEGs of CUB's image size, written by this script,
+after a short warm-up (cuDNN autotuning, compilation):
+
+* ``authors_fp32``: fp32, PIL decode and transforms in 8 worker processes started afresh each
+  epoch, no pinned memory, NCHW float batches (the authors' main.py);
+* ``fast``: bf16 autocast, channels_last, cudnn.benchmark, optional torch.compile; JPEG decode
+  with torchvision.io and uint8 resize/crop/flip in persistent workers, pinned uint8 batches,
+  float conversion and ImageNet normalisation on the device;
+* ``fast_gpu_decode``: the same, decoding the JPEGs on the GPU with
+  ``torchvision.io.decode_jpeg(device="cuda")`` (CUDA only);
+* ``plain``: the plain backbone (groups=1, lam=gamma=phi=0, as the method-plain preset) on
+  the fast road: the ceiling SEF is held to;
+* ``sef_compute`` / ``plain_compute``: the same steps on one batch kept on the device, so
+  the data path costs nothing: how close the fast road gets to the hardware.
+
+Then one evaluation pass (``sef.engine.evaluate``) over CUB's test-set size on the authors'
+and the fast road, for the projected time of the paper's 50-epoch CUB recipe.
+
+    python benchmarks/gpu_epoch.py                  # on a CUDA machine -> results/gpu_epoch.json
+    python benchmarks/gpu_epoch.py --compile
+    python benchmarks/gpu_epoch.py --quick          # CPU, tiny, 2 steps: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from common import RESULTS_DIR, configure_torch, peak_memory_mb, synchronize, write_report
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg, read_file
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+import sef
+from sef import engine, transforms
+from sef.distributed import Context
+
+RECIPE = "resize_crop"  # CUB's: resize to 600 x 600, crop 448, flip
+
+
+@dataclass(frozen=True)
+class Road:
+    """One way to train: the model, where images are decoded, precision and memory layout."""
+
+    name: str
+    model: str  # "sef" or "plain"
+    data: str  # "pil", "cpu_decode", "gpu_decode" or "on_device"
+    amp: str  # "none" or "bf16"
+    fast: bool  # channels_last, cudnn.benchmark, compile if asked, persistent pinned workers
+
+
+ROADS = (
+    Road("authors_fp32", "sef", "pil", "none", fast=False),
+    Road("fast", "sef", "cpu_decode", "bf16", fast=True),
+    Road("fast_gpu_decode", "sef", "gpu_decode", "bf16", fast=True),
+    Road("plain", "plain", "cpu_decode", "bf16", fast=True),
+    Road("sef_compute", "sef", "on_device", "bf16", fast=True),
+    Road("plain_compute", "plain", "on_device", "bf16", fast=True),
+)
+EVALUATED = ("authors_fp32", "fast")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=448)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=200)
+    parser.add_argument("--groups", type=int, default=4)
+    parser.add_argument("--train-images", type=int, default=5994, help="images per epoch (CUB)")
+    parser.add_argument("--test-images", type=int, default=5794, help="eval images (CUB)")
+    parser.add_argument("--epochs", type=int, default=50, help="epochs of the projected recipe")
+    parser.add_argument("--warmup", type=int, default=15, help="untimed steps per road")
+    parser.add_argument("--jpegs", type=int, default=512, help="distinct synthetic JPEGs")
+    parser.add_argument("--jpeg-side", type=int, default=500, help="long side (CUB: 500)")
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    parser.add_argument("--authors-workers", type=int, default=8, help="their main.py's 8")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the fast roads")
+    parser.add_argument("--roads", nargs="+", choices=[r.name for r in ROADS], default=None)
+    parser.add_argument("--jpeg-dir", type=Path, default=None, help="keep the JPEGs here")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu_epoch.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--quick", action="store_true", help="CPU-sized: tiny model and data")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(
+            backbone="resnet18",
+            image_size=32,
+            batch_size=2,
+            train_images=4,
+            test_images=4,
+            warmup=1,
+            jpegs=4,
+            jpeg_side=80,
+            workers=1,
+            authors_workers=1,
+            threads=args.threads or 1,
+        )
+    return args
+
+
+# ---------------------------------------------------------------------------- synthetic data
+
+
+def write_jpegs(folder: Path, count: int, long_side: int, seed: int = 0) -> list[Path]:
+    """``count`` photo-like JPEGs (smooth colour fields plus grain), CUB's shape and quality."""
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    paths = []
+    for i in range(count):
+        short = int(torch.randint(long_side * 9 // 16, long_side + 1, (), generator=generator))
+        size = (short, long_side) if i % 4 else (long_side, short)  # 1 in 4 portrait
+        field = F.interpolate(
+            torch.rand(1, 3, 6, 8, generator=generator) * 255, size=size, mode="bicubic"
+        )[0]
+        grain = torch.randn(3, *size, generator=generator) * 16
+        path = folder / f"{i:05d}.jpg"
+        path.write_bytes(encode_jpeg((field + grain).clamp(0, 255).byte(), quality=90).numpy())
+        paths.append(path)
+    return paths
+
+
+class JpegDataset(Dataset):
+    """``length`` (image, label) items cycling over JPEG files, decoded as ``mode`` says.
+
+    mode "pil": PIL decode, then ``transform``; "tensor": torchvision.io decode to a uint8
+    tensor, then ``transform``; "bytes": the undecoded file, for decoding on the GPU.
+    """
+
+    def __init__(
+        self, files: list[Path], labels: list[int], length: int, mode: str, transform=None
+    ) -> None:
+        self.files, self.labels, self.length = files, labels, length
+        self.mode, self.transform = mode, transform
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[Tensor | Image.Image, int]:
+        path, label = self.files[index % len(self.files)], self.labels[index % len(self.labels)]
+        if self.mode == "bytes":
+            return read_file(str(path)), label
+        if self.mode == "pil":
+            with Image.open(path) as image:
+                item = image.convert("RGB")
+        else:
+            item = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
+        return (self.transform(item) if self.transform else item), label
+
+
+def collate_undecoded(batch: list[tuple[Tensor, int]]) -> tuple[list[Tensor], Tensor]:
+    """JPEG files differ in length, so a batch of them stays a list."""
+    return [data for data, _ in batch], torch.tensor([label for _, label in batch])
+
+
+def uint8_train_geometry(image_size: int) -> v2.Compose:
+    """The recipe's resize / random crop / flip, on uint8 tensors (normalising comes later)."""
+    side = transforms.resize_size(RECIPE, image_size)
+    return v2.Compose(
+        [
+            v2.Resize((side, side), antialias=True),
+            v2.RandomCrop(image_size),
+            v2.RandomHorizontalFlip(),
+        ]
+    )
+
+
+class DeviceBatches:
+    """Batches from a loader, finished on the device: GPU JPEG decode if the loader yields
+    files, then channels_last, float conversion and ImageNet normalisation."""
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        device: torch.device,
+        channels_last: bool,
+        geometry: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        self.loader, self.device, self.channels_last = loader, device, channels_last
+        self.geometry = geometry
+        self.normalise = v2.Compose(
+            [
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(transforms.IMAGENET_MEAN, transforms.IMAGENET_STD),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels in self.loader:
+            if isinstance(images, list):
+                decoded = decode_jpeg(images, mode=ImageReadMode.RGB, device=self.device)
+                images = torch.stack([self.geometry(image) for image in decoded])
+            images = images.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield self.normalise(images), labels.to(self.device, non_blocking=True)
+
+
+class RepeatedBatch:
+    """One batch already on the device, ``steps`` times: training with a free data path."""
+
+    def __init__(self, images: Tensor, labels: Tensor, steps: int) -> None:
+        self.images, self.labels, self.steps = images, labels, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for _ in range(self.steps):
+            yield self.images, self.labels
+
+
+class FirstBatches:
+    """The first ``count`` batches of ``batches``: a short warm-up epoch."""
+
+    def __init__(self, batches, count: int) -> None:
+        self.batches, self.count = batches, min(count, len(batches))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator:
+        return islice(iter(self.batches), self.count)
+
+
+def _labels(args: argparse.Namespace, count: int) -> list[int]:
+    return torch.randint(
+        args.classes, (count,), generator=torch.Generator().manual_seed(1)
+    ).tolist()
+
+
+def _authors_batches(args: argparse.Namespace, files: list[Path], device: torch.device):
+    """PIL decode and float transforms in workers restarted each epoch, no pinned memory."""
+    transform = transforms.train_transform(RECIPE, args.image_size)
+    dataset = JpegDataset(files, _labels(args, len(files)), args.train_images, "pil", transform)
+    loader = DataLoader(
+        dataset, args.batch_size, shuffle=True, num_workers=args.authors_workers, drop_last=True
+    )
+    return DeviceBatches(loader, device, channels_last=False)
+
+
+def _fast_batches(
+    args: argparse.Namespace, files: list[Path], device: torch.device, gpu_decode: bool
+):
+    """uint8 batches from persistent workers into pinned memory; normalised on the device."""
+    geometry = uint8_train_geometry(args.image_size)
+    dataset = JpegDataset(
+        files,
+        _labels(args, len(files)),
+        args.train_images,
+        "bytes" if gpu_decode else "tensor",
+        None if gpu_decode else geometry,
+    )
+    loader = DataLoader(
+        dataset,
+        args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0,
+        prefetch_factor=4 if args.workers > 0 else None,
+        drop_last=True,
+        collate_fn=collate_undecoded if gpu_decode else None,
+    )
+    return DeviceBatches(loader, device, True, geometry if gpu_decode else None)
+
+
+def train_batches(road: Road, args: argparse.Namespace, files: list[Path], device: torch.device):
+    """One epoch of ``args.train_images`` images on ``road``'s data path."""
+    if road.data == "on_device":
+        size = (args.batch_size, 3, args.image_size, args.image_size)
+        images = torch.randn(size, device=device).contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(args.classes, (args.batch_size,), device=device)
+        return RepeatedBatch(images, labels, args.train_images // args.batch_size)
+    if road.data == "pil":
+        return _authors_batches(args, files, device)
+    return _fast_batches(args, files, device, gpu_decode=road.data == "gpu_decode")
+
+
+# ------------------------------------------------------------------------------ the roads
+
+
+def build_training(
+    road: Road, args: argparse.Namespace, device: torch.device
+) -> tuple[sef.SEF, nn.Module, sef.SEFLoss, torch.optim.Optimizer]:
+    """The model, the module that trains (maybe compiled), the loss and the paper's SGD."""
+    torch.manual_seed(0)
+    if road.model == "plain":
+        model = sef.SEF(args.backbone, args.classes, groups=1)
+        criterion = sef.SEFLoss(1, lam=0.0, gamma=0.0, phi=0.0)
+        model.group_heads.requires_grad_(False)  # nothing trains them, as in the engine
+    else:
+        model = sef.SEF(args.backbone, args.classes, groups=args.groups)
+        criterion = sef.SEFLoss(args.groups)
+    layout = torch.channels_last if road.fast else torch.contiguous_format
+    model = model.to(device, memory_format=layout)
+    trainer = torch.compile(model) if road.fast and args.compile else model
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9)
+    return model, trainer, criterion, optimizer
+
+
+def time_evaluation(
+    road: Road, model: sef.SEF, args: argparse.Namespace, files: list[Path], device: torch.device
+) -> float:
+    """Seconds of one ``sef.engine.evaluate`` pass over ``args.test_images`` images."""
+    pil = road.data == "pil"
+    dataset = JpegDataset(
+        files,
+        _labels(args, len(files)),
+        args.test_images,
+        "pil" if pil else "tensor",
+        transforms.test_transform(RECIPE, args.image_size),
+    )
+    synchronize(device)
+    start = time.perf_counter()
+    engine.evaluate(
+        model,
+        dataset,
+        batch_size=args.batch_size,
+        workers=args.authors_workers if pil else args.workers,
+        context=Context(device=device),
+        amp=road.amp,
+        channels_last=road.fast,
+        progress=False,
+    )
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def run_road(road: Road, args: argparse.Namespace, files: list[Path], device: torch.device) -> dict:
+    """Warm up, then time one epoch of ``sef.engine.train_one_epoch`` on ``road``."""
+    torch.backends.cudnn.benchmark = road.fast
+    model, trainer, criterion, optimizer = build_training(road, args, device)
+    batches = train_batches(road, args, files, device)
+
+    def epoch(loader) -> None:
+        engine.train_one_epoch(
+            trainer,
+            criterion,
+            loader,
+            optimizer,
+            context=Context(device=device),
+            epoch=1,
+            amp=road.amp,
+            channels_last=road.fast,
+            progress=False,
+        )
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    epoch(FirstBatches(batches, args.warmup))
+    synchronize(device)
+    start = time.perf_counter()
+    epoch(batches)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    result = {
+        **asdict(road),
+        "steps": len(batches),
+        "epoch_seconds": seconds,
+        "images_per_second": len(batches) * args.batch_size / seconds,
+        "peak_memory_mb": peak_memory_mb(device) if device.type == "cuda" else None,
+    }
+    if road.name in EVALUATED:
+        result["eval_seconds"] = time_evaluation(road, model, args, files, device)
+    return result
+
+
+def summarise_roads(results: dict[str, dict], args: argparse.Namespace) -> dict:
+    """The ratios the issue sets targets for, and the projected time of the CUB recipe."""
+    speed = {name: r["images_per_second"] for name, r in results.items()}
+    summary: dict = {}
+    fast = max(
+        (name for name in ("fast", "fast_gpu_decode") if name in speed),
+        key=speed.get,
+        default=None,
+    )
+    summary["fastest_road"] = fast
+    if fast and "authors_fp32" in speed:
+        summary["fast_over_authors"] = speed[fast] / speed["authors_fp32"]
+    if fast and "plain" in speed:
+        summary["fast_fraction_of_plain"] = speed[fast] / speed["plain"]
+    if fast and "sef_compute" in speed:
+        summary["fast_fraction_of_compute_only"] = speed[fast] / speed["sef_compute"]
+    if "sef_compute" in speed and "plain_compute" in speed:
+        summary["sef_compute_fraction_of_plain_compute"] = (
+            speed["sef_compute"] / speed["plain_compute"]
+        )
+    if "fast" in speed and "fast_gpu_decode" in speed:
+        summary["gpu_decode_over_cpu_decode"] = speed["fast_gpu_decode"] / speed["fast"]
+    projected = {}
+    for name, evaluated in (("authors_fp32", "authors_fp32"), (fast, "fast")):
+        if name in speed and evaluated in results:
+            epoch = args.train_images / speed[name] + results[evaluated]["eval_seconds"]
+            projected[name] = args.epochs * epoch / 60
+    summary["projected_recipe_minutes"] = projected
+    summary["targets_met"] = {
+        "fast_over_authors >= 3": summary.get("fast_over_authors", 0) >= 3,
+        "fast_fraction_of_plain >= 0.7": summary.get("fast_fraction_of_plain", 0) >= 0.7,
+        "projected fast recipe < 15 min": projected.get(fast, float("inf")) < 15,
+    }
+    return summary
+
+
+def chosen_roads(args: argparse.Namespace, device: torch.device) -> tuple[list[Road], list[str]]:
+    """The roads to run here and the names skipped (GPU decoding needs CUDA)."""
+    wanted = [r for r in ROADS if args.roads is None or r.name in args.roads]
+    runnable = [r for r in wanted if r.data != "gpu_decode" or device.type == "cuda"]
+    return runnable, [r.name for r in wanted if r not in runnable]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = configure_torch(args)
+    roads, skipped = chosen_roads(args, device)
+    with tempfile.TemporaryDirectory(prefix="sef-jpegs-") as scratch:
+        files = write_jpegs(args.jpeg_dir or Path(scratch), args.jpegs, args.jpeg_side)
+        jpeg_kb = sum(f.stat().st_size for f in files) / len(files) / 1024
+        results = {}
+        for road in tqdm(roads, desc="roads", unit="road", file=sys.stderr, leave=False):
+            results[road.name] = run_road(road, args, files, device)
+    summary = summarise_roads(results, args)
+    payload = {
+        "benchmark": "training images/s through sef.engine.train_one_epoch",
+        "settings": {
+            **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "recipe": RECIPE,
+            "mean_jpeg_kb": round(jpeg_kb, 1),
+        },
+        "skipped_roads": skipped,
+        "roads": results,
+        "summary": summary,
+    }
+    write_report(args.out, payload, device)
+    for name, result in results.items():
+        print(f"{name:16s} {result['images_per_second']:9.1f} images/s")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The benchmark yardstick and scripts: the naive C x C group loss equals sef.group_loss, and
+every script runs in its quick mode and writes the JSON the README quotes from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import sef
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from common import argv_without_memory_flags, paired_ratio, summarise  # noqa: E402
+from naive_group_loss import naive_group_loss  # noqa: E402
+
+SHAPES = [  # (B, C, H, W, G): even and uneven splits, G = 1, HW < C and HW >= C
+    (2, 8, 2, 2, 4),
+    (3, 10, 3, 3, 3),
+    (2, 7, 4, 4, 2),
+    (2, 9, 2, 3, 1),
+    (2, 6, 5, 5, 4),
+]
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_naive_group_loss_equals_fast_in_value_and_gradient(shape, variant):
+    *dims, groups = shape
+    torch.manual_seed(sum(shape))
+    features = torch.randn(*dims).relu() + 0.1 * torch.randn(*dims)
+    naive_input = features.clone().requires_grad_()
+    fast_input = features.clone().requires_grad_()
+    naive = naive_group_loss(naive_input, groups, variant)
+    fast = sef.group_loss(fast_input, groups, variant)
+    naive.backward()
+    fast.backward()
+    assert naive.item() == pytest.approx(fast.item(), abs=1e-5)
+    torch.testing.assert_close(naive_input.grad, fast_input.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_naive_group_loss_rejects_an_unknown_variant():
+    with pytest.raises(ValueError, match="unknown group loss variant 'eq4'"):
+        naive_group_loss(torch.rand(1, 4, 2, 2), 2, "eq4")
+
+
+def test_summaries_and_paired_ratios():
+    summary = summarise([4.0, 1.0, 3.0, 2.0])
+    assert summary["median"] == 2.5
+    assert (summary["min"], summary["max"], summary["n"]) == (1.0, 4.0, 4)
+    assert summary["q1"] == 1.75 and summary["q3"] == 3.25
+    assert summary["relative_iqr"] == pytest.approx(1.5 / 2.5)
+    # ratios pair repeat r with repeat r: a 2x slower variant under a drifting load is 2x
+    assert paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])["median"] == 2.0
+
+
+def test_memory_subprocesses_get_the_scripts_own_arguments():
+    argv = ["--quick", "--out", "x.json", "--sizes", "32", "--out=y.json", "--memory-of", "a"]
+    assert argv_without_memory_flags(argv) == ["--quick", "--sizes", "32"]
+
+
+def run_script(name: str, *args: str) -> dict:
+    """Run benchmarks/<name> as a user would; return the JSON it wrote."""
+    out = Path(args[args.index("--out") + 1])
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["command"].startswith(f"python {BENCHMARKS / name}")
+    assert report["machine"]["torch"] == torch.__version__
+    assert report["date"]
+    return report
+
+
+def test_group_loss_script_times_both_variants_against_the_naive_form(tmp_path):
+    report = run_script(
+        "group_loss.py", "--quick", "--no-memory", "--out", str(tmp_path / "g.json")
+    )
+    names = {f"{impl}/{v}" for impl in ("fast", "naive") for v in ("reference", "paper")}
+    assert set(report["seconds"]) == names
+    assert all(report["seconds"][n]["median"] > 0 for n in names)
+    assert set(report["speedup_naive_over_fast"]) == {"reference", "paper"}
+    assert report["speedup_naive_over_fast"]["paper"]["n"] == 3
+    assert report["peak_memory"] is None
+
+
+def test_step_script_compares_plain_sef_and_naive_with_memory(tmp_path):
+    report = run_script("step.py", "--quick", "--out", str(tmp_path / "s.json"))
+    result = report["by_image_size"]["32"]
+    assert set(result["seconds"]) == {"plain", "sef", "sef_naive"}
+    assert set(result["ratio_to_plain"]) == {"sef", "sef_naive"}
+    assert result["ratio_to_plain"]["sef"]["median"] > 0
+    for variant in ("plain", "sef", "sef_naive"):
+        memory = result["peak_memory"][variant]
+        assert memory["kind"] == "rss_high_water"
+        assert memory["peak_mb"] >= memory["before_mb"] > 0
+
+
+def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path):
+    report = run_script("gpu_epoch.py", "--quick", "--out", str(tmp_path / "e.json"))
+    roads = report["roads"]
+    assert set(roads) == {"authors_fp32", "fast", "plain", "sef_compute", "plain_compute"}
+    assert report["skipped_roads"] == ["fast_gpu_decode"]  # GPU decoding needs CUDA
+    assert all(r["images_per_second"] > 0 and r["steps"] == 2 for r in roads.values())
+    assert roads["fast"]["eval_seconds"] > 0 and roads["authors_fp32"]["eval_seconds"] > 0
+    summary = report["summary"]
+    assert summary["fastest_road"] == "fast"
+    assert set(summary["projected_recipe_minutes"]) == {"authors_fp32", "fast"}
+    assert report["settings"]["mean_jpeg_kb"] > 0
