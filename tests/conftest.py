@@ -8,6 +8,9 @@ broken or unusual images.
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +252,21 @@ def demo_checkpoint(tmp_path_factory) -> Path:
     }
     save_checkpoint(folder / "last.pt", state)
     return folder / "last.pt"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path_factory):
+    """A local HTTP server on 127.0.0.1 in a thread, serving a fresh folder: (folder, base URL)."""
+    folder = tmp_path_factory.mktemp("served")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

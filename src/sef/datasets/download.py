@@ -1,0 +1,159 @@
+"""Fetching the official archives, verifying their checksums, and unpacking them where they belong.
+
+After ``download(name, root)``, ``load(name, root, split)`` reads the dataset from the same
+``root``. Stanford Cars is no longer served by its authors, so it cannot be downloaded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import URLError
+
+from tqdm import tqdm
+
+from sef.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One official file: where it is served, its MD5, and the name it is saved under."""
+
+    url: str
+    md5: str
+    filename: str
+
+
+_DOGS = "http://vision.stanford.edu/aditya86/ImageNetDogs"
+ARCHIVES: dict[str, list[Archive]] = {
+    "cub": [
+        Archive(
+            "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+            "97eceeb196236b17998738112f37df78",
+            "CUB_200_2011.tgz",
+        )
+    ],
+    "dogs": [
+        Archive(f"{_DOGS}/images.tar", "1bb1f2a596ae7057f99d7d75860002ef", "images.tar"),
+        Archive(f"{_DOGS}/lists.tar", "edbb9f16854ec66506b5f09b583e0656", "lists.tar"),
+    ],
+    "aircraft": [
+        Archive(
+            "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
+            "d4acdd33327262359767eeaa97a4f732",
+            "fgvc-aircraft-2013b.tar.gz",
+        )
+    ],
+}
+NOT_DOWNLOADABLE = {
+    "cars": (
+        "Stanford Cars is no longer served by its authors; get cars_train.tgz, cars_test.tgz, "
+        "car_devkit.tgz and cars_test_annos_withlabels.mat from a mirror you trust and unpack "
+        "them into ROOT"
+    ),
+    "demo": "the demo set is generated on first use; just run `sef data check demo`",
+    "folder": "folder data is your own; there is nothing to download",
+    "csv": "CSV data is your own; there is nothing to download",
+}
+_CHUNK = 1 << 20
+
+
+def md5_of(path: Path) -> str:
+    """The MD5 hex digest of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
+    """Download ``url`` to ``destination`` (via a .part file) and verify its MD5.
+
+    A file already at ``destination`` with the right checksum is kept. On a checksum mismatch
+    nothing is left behind and a DataError says so.
+    """
+    if destination.is_file() and md5_of(destination) == md5:
+        return destination
+    partial = destination.with_name(destination.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=destination.name, disable=not progress
+            ) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (URLError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        raise DataError(
+            f"could not download {url} ({error}); check the connection, or fetch it by hand into "
+            f"{destination.parent}"
+        ) from None
+    found = md5_of(partial)
+    if found != md5:
+        partial.unlink()
+        raise DataError(
+            f"{url} has MD5 {found}, expected {md5}; the download is corrupt or not the official "
+            f"file, so it was deleted - try again or use another mirror"
+        )
+    partial.replace(destination)
+    return destination
+
+
+def _safe_members(archive: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
+    """Members that stay inside ``root`` (for Pythons without tarfile's 'data' filter)."""
+    inside = root.resolve()
+    for member in archive.getmembers():
+        target = (inside / member.name).resolve()
+        if inside not in (target, *target.parents) or member.issym() or member.islnk():
+            raise DataError(
+                f"{archive.name} has an unsafe member {member.name!r}; not unpacking it"
+            )
+    return archive.getmembers()
+
+
+def extract(path: Path, root: Path) -> None:
+    """Unpack a tar archive (any compression) into ``root``, refusing members that escape it."""
+    try:
+        with tarfile.open(path) as archive:
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(root, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4 has no extraction filters
+                archive.extractall(root, members=_safe_members(archive, root))
+    except (tarfile.TarError, OSError) as error:
+        raise DataError(f"cannot unpack {path} ({error}); delete it and download again") from None
+
+
+def download(
+    name: str,
+    root: str | os.PathLike,
+    *,
+    mirror: str | None = None,
+    keep_archives: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download, verify and unpack dataset ``name`` into ``root``; return ``root``.
+
+    ``mirror`` replaces the official host: each file is fetched from ``<mirror>/<filename>``
+    and must still have the official checksum.
+    """
+    if name in NOT_DOWNLOADABLE:
+        raise DataError(f"cannot download {name!r}: {NOT_DOWNLOADABLE[name]}")
+    if name not in ARCHIVES:
+        known = ", ".join(ARCHIVES)
+        raise ConfigError(f"unknown dataset {name!r} to download; choose one of {known}")
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    for archive in ARCHIVES[name]:
+        url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
+        path = fetch(url, root / archive.filename, archive.md5, progress)
+        extract(path, root)
+        if not keep_archives:
+            path.unlink()
+    return root

@@ -1,0 +1,90 @@
+"""Downloading: checksum verification and unpacking, against a server on 127.0.0.1 only."""
+
+import io
+import tarfile
+
+import pytest
+
+import sef
+from sef.datasets import download as dl
+from sef.errors import DataError
+
+
+def _tar(source, archive_path, arcname):
+    with tarfile.open(archive_path, "w:gz") as archive:
+        archive.add(source, arcname=arcname)
+    return archive_path
+
+
+@pytest.fixture
+def served_cub(cub_root, http_server, monkeypatch):
+    """A tiny CUB_200_2011.tgz on the local server, registered with its own checksum."""
+    folder, base = http_server
+    archive = _tar(cub_root, folder / "CUB_200_2011.tgz", "CUB_200_2011")
+    entry = dl.Archive(f"{base}/CUB_200_2011.tgz", dl.md5_of(archive), "CUB_200_2011.tgz")
+    monkeypatch.setitem(dl.ARCHIVES, "cub", [entry])
+    return base, entry
+
+
+def test_download_verifies_unpacks_and_loads(served_cub, tmp_path):
+    root = dl.download("cub", tmp_path / "data", progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ["CUB_200_2011"]  # archive removed
+    test = sef.datasets.load("cub", root, "test")
+    assert len(test) == 6 and sef.datasets.find_bad_images(test.samples, progress=False) == []
+
+
+def test_mirror_and_kept_archive(served_cub, tmp_path, monkeypatch):
+    base, entry = served_cub
+    moved = dl.Archive("http://127.0.0.1:9/unreachable.tgz", entry.md5, entry.filename)
+    monkeypatch.setitem(dl.ARCHIVES, "cub", [moved])
+    root = dl.download("cub", tmp_path, mirror=base + "/", keep_archives=True, progress=False)
+    assert (root / "CUB_200_2011.tgz").is_file() and (root / "CUB_200_2011").is_dir()
+    # a verified archive already on disk is not fetched again (the URL is unreachable)
+    dl.fetch(moved.url, root / "CUB_200_2011.tgz", entry.md5, progress=False)
+
+
+def test_checksum_mismatch_leaves_nothing(served_cub, tmp_path):
+    base, entry = served_cub
+    target = tmp_path / "downloads"
+    target.mkdir()
+    with pytest.raises(DataError, match=f"has MD5 {entry.md5}, expected 0+; .* deleted"):
+        dl.fetch(entry.url, target / "x.tgz", "0" * 32, progress=False)
+    assert list(target.iterdir()) == []
+
+
+def test_unreachable_server_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="could not download http://127.0.0.1:9/a.tgz"):
+        dl.fetch("http://127.0.0.1:9/a.tgz", tmp_path / "a.tgz", "0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["cars", "demo", "folder", "csv"])
+def test_datasets_without_archives_say_why(name, tmp_path):
+    with pytest.raises(DataError, match=f"cannot download '{name}'"):
+        dl.download(name, tmp_path)
+
+
+def _evil_archive(path):
+    with tarfile.open(path, "w") as archive:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b"evil"))
+    return path
+
+
+def test_archives_that_escape_the_folder_are_refused(tmp_path):
+    target = tmp_path / "inside"
+    target.mkdir()
+    archive = _evil_archive(tmp_path / "evil.tar")
+    with pytest.raises(DataError, match="cannot unpack"):
+        dl.extract(archive, target)
+    with tarfile.open(archive) as opened, pytest.raises(DataError, match="unsafe member"):
+        dl._safe_members(opened, target)  # the check used where tarfile has no filters
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_registry_has_official_urls_and_md5s():
+    for archives in dl.ARCHIVES.values():
+        for archive in archives:
+            assert archive.url.startswith(("https://", "http://")) and len(archive.md5) == 32
+            int(archive.md5, 16)
