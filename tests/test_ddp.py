@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sef.engine import evaluate_checkpoint
+
 
 def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     folder_root: Path, tmp_path: Path, write_image
@@ -31,15 +33,9 @@ def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]  # only rank 0 writes
 
-    single = subprocess.run(
-        [sys.executable, "-m", "sef.cli", "eval", "--checkpoint", str(out / "last.pt"),
-         "--json", "--no-progress", "--device", "cpu"],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert single.returncode == 0, single.stderr
-    summary = json.loads(single.stdout)
-    assert summary["images"] == 7
+    result, dataset = evaluate_checkpoint(out / "last.pt", device="cpu", progress=False)
+    assert len(dataset) == result.summary()["images"] == 7
     # The DDP evaluation of the last epoch equals one process evaluating the saved model.
-    assert records[-1]["eval_top1"] == summary["top1"]
-    assert records[-1]["eval_class_mean"] == summary["class_mean"]
-    assert records[-1]["eval_group_top1"] == summary["group_top1"]
+    assert records[-1]["eval_top1"] == result.top1
+    assert records[-1]["eval_class_mean"] == result.class_mean
+    assert records[-1]["eval_group_top1"] == result.group_top1

@@ -1,0 +1,93 @@
+"""`sef eval`: metrics and the per-image CSV from a checkpoint alone; unsafe files refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sef.checkpoint import load_trained_model
+from sef.cli import main
+from sef.config import apply_overrides, resolve_config
+from sef.engine import fit
+
+
+@pytest.fixture
+def trained(folder_root: Path, tmp_path: Path) -> Path:
+    """A 1-epoch model trained on the tiny class-folder set; returns its best.pt."""
+    overrides = [
+        "data.dataset=folder", f"data.root={folder_root}", "data.image_size=32",
+        "data.workers=0", "optim.epochs=1", "optim.batch_size=4", f"run.out={tmp_path / 'run'}",
+    ]  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit(apply_overrides(resolve_config("demo"), overrides), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return tmp_path / "run" / "best.pt"
+
+
+def test_eval_prints_metrics_and_writes_per_image_csv(trained: Path, folder_root: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "sef.cli", "eval", "--checkpoint", str(trained), "--no-progress"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    csv_path = trained.with_name("best-test-predictions.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert list(rows[0]) == [
+        "path", "label", "prediction", "correct", "label_name", "prediction_name"
+    ]  # fmt: skip
+    assert len(rows) == 6 and {Path(r["path"]).parent.parent for r in rows} == {
+        folder_root / "test"
+    }
+    for row in rows:
+        assert row["label_name"] == Path(row["path"]).parent.name
+        assert row["correct"] == str(int(row["label"] == row["prediction"]))
+    top1 = sum(int(r["correct"]) for r in rows) / len(rows)
+    assert f"top-1              {top1:.4f}" in result.stdout
+    assert f"predictions        {csv_path}" in result.stdout
+    assert "(6 images)" in result.stdout and "group heads top-1" in result.stdout
+
+
+def test_eval_json_other_split_and_moved_data(
+    trained: Path, folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    moved = shutil.copytree(folder_root, tmp_path / "moved")
+    shutil.rmtree(folder_root)
+    output = tmp_path / "train-preds.csv"
+    arguments = ["eval", "--checkpoint", str(trained), "--data-root", str(moved)]
+    arguments += ["--split", "trainval", "--json", "--predictions", str(output), "--no-progress"]
+    assert main(arguments) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 12 and summary["split"] == "trainval"
+    assert len(summary["group_top1"]) == load_trained_model(trained).model.groups
+    assert len(output.read_text().splitlines()) == 13
+
+
+def test_eval_refuses_pickled_code_and_missing_files(tmp_path: Path, capsys) -> None:
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"model": Payload(), "config": {}, "classes": [], "epoch": 1, "metrics": {}}, evil)
+    result = subprocess.run(
+        [sys.executable, "-m", "sef.cli", "eval", "--checkpoint", str(evil)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and not marker.exists()
+    assert result.stderr.startswith(f"sef eval: error: refused to load checkpoint {evil}")
+    assert "Traceback" not in result.stderr
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt does not exist" in capsys.readouterr().err

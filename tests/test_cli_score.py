@@ -1,0 +1,64 @@
+"""`sef score` reproduces the Scores column of the paper's Table II from its accuracies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sef.cli import main
+
+ACCURACIES = """\
+method,Birds,Cars,Dogs,Aircraft
+Kernel-Pooling,84.7,92.4,,86.9
+MAMC-CNN,86.2,93.0,84.8,
+DFB-CNN,87.4,93.8,,92.0
+NTS-Net,87.5,93.9,,91.4
+S3N,88.5,94.7,,92.8
+API-Net,87.7,94.8,88.3,93.0
+DCL,87.8,94.5,,93.0
+TASN,87.9,93.8,,
+Cross-X,87.7,94.6,88.9,92.6
+ResNet-50,84.5,92.9,88.1,90.3
+MaxEnt-CNN,83.4,92.8,88.0,90.7
+DBT-Net,87.5,94.1,,91.2
+SEF (ours),87.3,94.0,88.8,92.1
+"""
+PRINTED_SCORES = {  # the Scores column of Table II
+    "Kernel-Pooling": 10.3, "MAMC-CNN": 7.7, "DFB-CNN": 6.3, "NTS-Net": 6.0, "S3N": 1.7,
+    "API-Net": 2.3, "DCL": 2.7, "TASN": 5.0, "Cross-X": 2.8, "ResNet-50": 8.3,
+    "MaxEnt-CNN": 8.8, "DBT-Net": 5.7, "SEF (ours)": 4.8,
+}  # fmt: skip
+
+
+def test_score_json_reproduces_table_ii(tmp_path: Path) -> None:
+    table = tmp_path / "table2.csv"
+    table.write_text(ACCURACIES)
+    result = subprocess.run(
+        [sys.executable, "-m", "sef.cli", "score", str(table), "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == PRINTED_SCORES
+
+
+def test_score_table_is_sorted_best_first(tmp_path: Path, capsys) -> None:
+    table = tmp_path / "table2.csv"
+    table.write_text(ACCURACIES)
+    assert main(["score", str(table), "--decimals", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["method", "score", "datasets"]
+    assert lines[1].split() == ["S3N", "1.67", "3"] and lines[-1].split() == [
+        "Kernel-Pooling", "10.33", "3"
+    ]  # fmt: skip
+    assert [line.split()[0] for line in lines[1:4]] == ["S3N", "API-Net", "DCL"]
+
+
+def test_score_errors_name_the_file(tmp_path: Path, capsys) -> None:
+    assert main(["score", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,CUB\nA,eighty\n")
+    assert main(["score", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("sef score: error: ")
