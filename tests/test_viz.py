@@ -93,7 +93,11 @@ def test_group_maps_are_channel_means_and_normalise_to_unit_range():
     assert torch.allclose(scaled.flatten(2).amin(2), torch.zeros(2, 2))
     assert torch.allclose(scaled.flatten(2).amax(2), torch.ones(2, 2))
     assert torch.equal(normalise_maps(torch.full((1, 1, 2, 2), 3.0)), torch.zeros(1, 1, 2, 2))
-    assert upsample_maps(maps, (12, 12)).shape == (2, 2, 12, 12)
+    upsampled = upsample_maps(maps, (12, 12))
+    assert upsampled.shape == (2, 2, 12, 12) and 0 <= upsampled.min() <= upsampled.max() <= 1
+    assert torch.equal(
+        upsample_maps(torch.full((1, 2, 1, 1), 5.0), (8, 8)), torch.zeros(1, 2, 8, 8)
+    )
 
 
 def test_peaks_nearest_parts_and_report_on_hand_computed_values():
@@ -216,12 +220,12 @@ def test_every_figure_renders(tmp_path, marked_parts):
     assert _png_size(plot_group_maps(images, maps, tmp_path / "m.png", titles=["a", "b", "c"]))
 
     records = [
-        {"epoch": e, "train_ce": 1 / e, "train_total": 1.2 / e, "eval_top1": 0.1 * e,
-         "eval_group_acc": [0.05 * e, 0.04 * e]}
+        {"epoch": e, "loss_ce": 1 / e, "loss_total": 1.2 / e, "eval_top1": 0.1 * e,
+         "eval_group_top1": [0.05 * e, 0.04 * e]}
         for e in range(1, 4)
     ]  # fmt: skip
     assert _png_size(plot_curves(records, tmp_path / "sub" / "curves.png", title="run"))
-    assert _png_size(plot_curves([{"epoch": 1, "train_ce": 1.0}], tmp_path / "bare.png"))
+    assert _png_size(plot_curves([{"epoch": 1, "loss_ce": 1.0}], tmp_path / "bare.png"))
 
     peaks = torch.tensor([[[10.0, 10.0], [40.0, 30.0]]] * 2)
     path = plot_parts([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], ["head", "wing", "tail"],

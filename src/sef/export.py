@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sef import transforms
+from sef.checkpoint import TrainedModel, load_trained_model
 from sef.errors import SEFError
 from sef.model import SEF
 
@@ -181,16 +182,12 @@ def export_model(
     return paths
 
 
-def export_checkpoint(
-    checkpoint: str | os.PathLike,
+def export_trained(
+    trained: TrainedModel,
     out_dir: str | os.PathLike,
     formats: Sequence[str] = EXPORT_FORMATS,
 ) -> dict[str, Path]:
-    """Export a training checkpoint: the model, its class names and its test preprocessing."""
-    from sef.checkpoint import load_trained_model
-
-    check_formats(formats)
-    trained = load_trained_model(checkpoint, device="cpu")
+    """Export a trained model with its class names and the test preprocessing it was trained for."""
     preprocessing = Preprocessing(
         image_size=trained.image_size,
         recipe=trained.config["data"]["recipe"],
@@ -205,6 +202,16 @@ def export_checkpoint(
         formats=formats,
         backbone_name=str(trained.config["model"]["backbone"]),
     )
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = EXPORT_FORMATS,
+) -> dict[str, Path]:
+    """Export a training checkpoint (``sef export``'s work, callable from Python)."""
+    check_formats(formats)
+    return export_trained(load_trained_model(checkpoint, device="cpu"), out_dir, formats)
 
 
 def exported_logits(paths: dict[str, Path], images: torch.Tensor) -> dict[str, torch.Tensor]:

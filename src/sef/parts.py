@@ -94,7 +94,7 @@ def part_report(nearest: Tensor, part_names: Sequence[str]) -> PartReport:
     """Summarise the nearest-part indices [N, G] of every image and group."""
     count, groups = nearest.shape
     fractions = [
-        [float((nearest[:, g] == p).float().mean()) for p in range(len(part_names))]
+        [int((nearest[:, g] == p).sum()) / count for p in range(len(part_names))]
         for g in range(groups)
     ]
     pairs = list(combinations(range(groups), 2))

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
+from sef.checkpoint import TrainedModel
 from sef.errors import DataError
 from sef.model import SEF
 
@@ -82,8 +84,13 @@ def normalise_maps(maps: Tensor) -> Tensor:
 
 
 def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly upsample [B, G, h, w] maps to the image size and rescale each to [0, 1]."""
-    return normalise_maps(F.interpolate(maps, size=size, mode="bilinear", align_corners=False))
+    """Scale each [B, G, h, w] map to [0, 1], then bilinearly upsample it to the image size.
+
+    Scaling first keeps a flat map (e.g. a 1 x 1 feature map) exactly zero instead of amplifying
+    the interpolation's rounding noise.
+    """
+    upsampled = F.interpolate(normalise_maps(maps), size=size, mode="bilinear", align_corners=False)
+    return upsampled.clamp(0, 1)
 
 
 def unnormalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -187,13 +194,13 @@ def plot_group_maps(
 
     count, groups = maps.shape[0], maps.shape[1]
     row_labels = list(row_labels or [f"group {g + 1}" for g in range(groups)])
-    figure = _figure(1.9 * count + 1.2, 1.9 * (groups + 1) + 0.4)
+    figure = _figure(2.3 * count + 1.2, 2.1 * (groups + 1) + 0.5)
     axes = figure.subplots(groups + 1, count, squeeze=False)
     for column in range(count):
         picture = images[column].permute(1, 2, 0).numpy()
         axes[0, column].imshow(picture)
         if titles is not None:
-            axes[0, column].set_title(titles[column], fontsize=9)
+            axes[0, column].set_title(titles[column], fontsize=8)
         for group in range(groups):
             axis = axes[group + 1, column]
             axis.imshow(picture)
@@ -204,7 +211,7 @@ def plot_group_maps(
     for row, label in enumerate(["image", *row_labels]):
         axes[row, 0].set_ylabel(label, fontsize=11)
     scale = ScalarMappable(Normalize(0, 1), cmap=_MAP_CMAP)
-    figure.colorbar(scale, ax=axes[1:, :], shrink=0.8, label="group activation (each map scaled)")
+    figure.colorbar(scale, ax=axes, shrink=0.6, label="group activation (each map scaled)")
     figure.suptitle("Where each channel group activates", fontsize=13)
     return _save(figure, out)
 
@@ -218,11 +225,16 @@ def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str = "") -> Path:
-    """Fig. 3: loss terms, accuracy and each group head's accuracy per epoch of a run."""
+    """Fig. 3: loss terms, accuracy and each group head's accuracy per epoch of a run.
+
+    ``records`` are metrics.jsonl lines as ``sef train`` writes them: epoch, loss_<term>,
+    train_top1, eval_top1, eval_class_mean, eval_group_top1 (one value per group); keys a
+    record lacks are left out of the plot.
+    """
     figure = _figure(14, 4.2)
     losses, accuracy, heads = figure.subplots(1, 3)
     for term in _LOSS_TERMS:
-        epochs, values = _series(records, f"train_{term}")
+        epochs, values = _series(records, f"loss_{term}")
         if values:
             style = {"linewidth": 2.4, "color": "black"} if term == "total" else {}
             losses.plot(epochs, values, marker="o", markersize=3, label=term, **style)
@@ -231,7 +243,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     losses.axhline(0, color="grey", linewidth=0.6)
 
     for key, label in (
-        ("train_acc", "train top-1"),
+        ("train_top1", "train top-1"),
         ("eval_top1", "eval top-1"),
         ("eval_class_mean", "eval class-mean"),
     ):
@@ -241,10 +253,10 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     accuracy.set_title("Accuracy of the global head")
     accuracy.set_ylabel("accuracy (%)")
 
-    with_groups = [r for r in records if r.get("eval_group_acc")]
-    groups = max((len(r["eval_group_acc"]) for r in with_groups), default=0)
+    with_groups = [r for r in records if r.get("eval_group_top1")]
+    groups = max((len(r["eval_group_top1"]) for r in with_groups), default=0)
     for group in range(groups):
-        points = [(r["epoch"], r["eval_group_acc"][group]) for r in with_groups]
+        points = [(r["epoch"], r["eval_group_top1"][group]) for r in with_groups]
         epochs, values = [p[0] for p in points], [100 * p[1] for p in points]
         heads.plot(epochs, values, marker="o", markersize=3, label=f"group {group + 1}")
     epochs, values = _series(records, "eval_top1")
@@ -342,3 +354,145 @@ def plot_parts(
     letters = ", ".join(f"{name[0].upper()} = {name}" for name in part_names)
     bottom.suptitle(f"Examples: group peaks (markers) and part centres ({letters})", fontsize=10)
     return _save(figure, out)
+
+
+# ------------------------------------------------------------------ from a checkpoint
+
+
+def checkpoint_dataset(trained: TrainedModel, root: str | None = None, split: str = "test"):
+    """``split`` of the dataset a checkpoint was trained on (or under ``root``), test transform."""
+    from sef import datasets
+
+    data, run = trained.config["data"], trained.config["run"]
+    dataset = datasets.load(
+        data["dataset"],
+        root if root is not None else data["root"],
+        split,
+        transform=trained.test_transform,
+        seed=run["seed"],
+        val_fraction=data["val_fraction"],
+        **data["options"],
+    )
+    if list(dataset.classes) != list(trained.classes):
+        raise DataError(
+            f"the classes of the {split} split under {root or data['root']} differ from the "
+            f"{len(trained.classes)} classes the checkpoint was trained on; pass its own data"
+        )
+    return dataset
+
+
+def pick_indices(length: int, count: int, seed: int = 0) -> list[int]:
+    """``count`` distinct indices below ``length``, drawn at random with ``seed`` (all if fewer)."""
+    if count < 1:
+        raise ValueError(f"the number of images must be at least 1, got {count}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(length, generator=generator)[:count].tolist()
+
+
+def image_batches(
+    dataset, indices: Sequence[int], batch_size: int = 32, progress: bool = True
+) -> Iterator[Tensor]:
+    """The transformed images ``dataset[indices]`` in batches (labels dropped)."""
+    subset = torch.utils.data.Subset(dataset, list(indices))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size)
+    for images, _ in tqdm(loader, desc="images", unit="batch", disable=not progress):
+        yield images
+
+
+def correlation_figure(
+    trained: TrainedModel,
+    out: str | os.PathLike,
+    *,
+    root: str | None = None,
+    split: str = "test",
+    images: int = 64,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> tuple[Path, Tensor]:
+    """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
+    and the G x G group averages."""
+    dataset = checkpoint_dataset(trained, root, split)
+    indices = pick_indices(len(dataset), images, seed)
+    batches = image_batches(dataset, indices, batch_size, progress)
+    correlation, count = mean_channel_correlation(trained.model, batches)
+    sizes = trained.model.group_sizes
+    return plot_correlation(correlation, sizes, out, images=count), group_means(correlation, sizes)
+
+
+def _images_and_titles(trained, paths, root, split, count, seed):
+    """Model inputs and a caption for each: given files, else random images of ``split``."""
+    from sef.datasets.images import open_rgb
+
+    if paths:
+        inputs = torch.stack([trained.test_transform(open_rgb(p)) for p in paths])
+        return inputs, [Path(p).name for p in paths]
+    dataset = checkpoint_dataset(trained, root, split)
+    items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
+    return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
+
+
+def activation_figure(
+    trained: TrainedModel,
+    out: str | os.PathLike,
+    paths: Sequence[str | os.PathLike] = (),
+    *,
+    root: str | None = None,
+    split: str = "test",
+    images: int = 6,
+    seed: int = 0,
+) -> Path:
+    """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
+    captioned with the model's prediction."""
+    inputs, captions = _images_and_titles(trained, paths, root, split, images, seed)
+    model = trained.model.eval()
+    with torch.no_grad():
+        logits = model(inputs.to(next(model.parameters()).device))
+    confidence, predicted = logits.float().softmax(1).cpu().max(1)
+    titles = [
+        f"{caption}\npred: {trained.classes[c]} ({100 * p:.0f}%)"
+        for caption, c, p in zip(captions, predicted.tolist(), confidence.tolist(), strict=True)
+    ]
+    sizes = model.group_sizes
+    maps = upsample_maps(group_maps(backbone_features(model, inputs), sizes), inputs.shape[-2:])
+    labels = [f"group {g + 1} ({size} ch)" for g, size in enumerate(sizes)]
+    pictures = unnormalise(inputs, trained.mean, trained.std)
+    return plot_group_maps(pictures, maps, out, titles=titles, row_labels=labels)
+
+
+def curves_figure(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Fig. 3 for a training run folder (its metrics.jsonl)."""
+    return plot_curves(read_metrics(run_dir), out, title=f"Training run {Path(run_dir).name}")
+
+
+def parts_figure(
+    trained: TrainedModel,
+    out: str | os.PathLike,
+    *,
+    root: str | None = None,
+    split: str = "test",
+    images: int = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+):
+    """Measure where each group peaks on ``images`` random demo images and draw it; returns
+    (path, PartReport)."""
+    from sef.parts import measure_parts
+
+    dataset = checkpoint_dataset(trained, root, split)
+    indices = pick_indices(len(dataset), images, seed)
+    measured = measure_parts(
+        trained.model, dataset, trained.test_transform, indices, batch_size, progress=progress
+    )
+    report = measured.report
+    path = plot_parts(
+        report.fractions,
+        report.part_names,
+        unnormalise(measured.examples, trained.mean, trained.std),
+        measured.peaks,
+        measured.parts,
+        out,
+        summary=report.summary(),
+    )
+    return path, report

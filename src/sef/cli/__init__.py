@@ -15,7 +15,7 @@ import sys
 from sef import __version__
 from sef.errors import SEFError
 
-COMMAND_MODULES = ["info", "train", "eval", "score", "presets", "data"]
+COMMAND_MODULES = ["info", "train", "eval", "score", "presets", "viz", "predict", "export", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

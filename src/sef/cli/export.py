@@ -1,0 +1,58 @@
+"""`sef export`: the deployable model (no group heads) as ONNX, TorchScript and safetensors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from sef.export import EXPORT_FORMATS
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export a checkpoint's plain network: ONNX, TorchScript, safetensors",
+        description=(
+            "Write the trained backbone + global classifier (the group heads are training-only "
+            "and left out) to DIR as model.onnx (dynamic batch), model.torchscript.pt and "
+            "model.safetensors, with labels.json and preprocessing.json; then check that every "
+            "exported model gives PyTorch's logits."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        default=list(EXPORT_FORMATS),
+        choices=EXPORT_FORMATS,
+        dest="formats",
+        help="formats to write (default: all three)",
+    )
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip comparing the exports with PyTorch"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sef.checkpoint import load_trained_model
+    from sef.errors import SEFError
+    from sef.export import export_trained, max_logit_differences
+
+    trained = load_trained_model(args.checkpoint, device="cpu")
+    paths = export_trained(trained, args.out, args.formats)
+    for name, path in paths.items():
+        print(f"{name:<14} {path}")
+    if args.no_check:
+        return 0
+    differences = max_logit_differences(trained.model, paths, trained.image_size)
+    worst = max(differences.values())
+    report = ", ".join(f"{name} {value:.1e}" for name, value in differences.items())
+    print(f"max |logit difference| vs PyTorch on random images: {report}")
+    if worst > 1e-3:
+        raise SEFError(
+            f"an export of {args.checkpoint} differs from PyTorch by up to {worst:.2g} in the "
+            f"logits; check the backbone for export-unsafe operations"
+        )
+    return 0

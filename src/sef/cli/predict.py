@@ -1,0 +1,68 @@
+"""`sef predict`: top-k classes of image files and folders, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sef.errors import DataError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="top-k classes of images with a trained checkpoint",
+        description=(
+            "Predict the top-k classes of image files and folders (searched recursively). "
+            "Unreadable files are named on stderr and skipped; the exit code is 0 when at least "
+            "one image was predicted and 2 when none could be."
+        ),
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+    parser.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    parser.add_argument("--workers", type=int, default=0, help="image decoding processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sef.checkpoint import load_trained_model
+    from sef.predict import format_table, predict_images
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    trained = load_trained_model(args.checkpoint, device=device)
+    predictions, skipped = predict_images(
+        trained,
+        args.paths,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    for path, reason in skipped:
+        print(f"sef predict: skipped {path}: {reason}", file=sys.stderr)
+    if not predictions:
+        raise DataError(
+            f"no image could be predicted among {', '.join(map(str, args.paths))}; "
+            f"pass readable image files or folders holding them"
+        )
+    if args.json:
+        payload = {
+            "checkpoint": str(args.checkpoint),
+            "images": [p.to_dict() for p in predictions],
+            "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(format_table(predictions))
+    return 0

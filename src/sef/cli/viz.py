@@ -1,0 +1,191 @@
+"""`sef viz corr|cam|curves|parts`: the paper's figures, and part localisation on the demo data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _checkpoint_options(parser: argparse.ArgumentParser, images: int, what: str) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+    parser.add_argument("--data-root", help="dataset folder (default: the one it trained on)")
+    parser.add_argument("--split", default="test", help="split to draw images from (default test)")
+    parser.add_argument("--images", type=int, default=images, help=f"{what} (default {images})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random image choice")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _out_option(parser: argparse.ArgumentParser, name: str, beside: str) -> None:
+    parser.add_argument(
+        "--out", type=Path, help=f"PNG to write (default: {name} beside the {beside})"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "viz",
+        help="figures of what SEF learned: correlations, group maps, curves, parts",
+        description="Draw what a trained SEF learned, as in the paper's figures.",
+    )
+    figures = parser.add_subparsers(dest="figure", metavar="FIGURE", required=True)
+
+    corr = figures.add_parser(
+        "corr",
+        help="channel-correlation matrix with group boundaries (Fig. 2)",
+        description=(
+            "The last conv layer's channel-correlation matrix (mean cosine between channels over "
+            "N random test images) with group boundaries, and the G x G group averages."
+        ),
+    )
+    _checkpoint_options(corr, 64, "images to average over")
+    corr.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    _out_option(corr, "corr.png", "checkpoint")
+    corr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    corr.set_defaults(func=run_corr)
+
+    cam = figures.add_parser(
+        "cam",
+        help="each group's activation map over the images (Fig. 4)",
+        description=(
+            "For each image (a column), the image and then each group's activation map (the mean "
+            "of its channels), upsampled and overlaid. Without IMAGES, random test images."
+        ),
+    )
+    cam.add_argument("paths", nargs="*", metavar="IMAGES", help="image files (default: random)")
+    _checkpoint_options(cam, 6, "random images when no IMAGES are given")
+    _out_option(cam, "cam.png", "checkpoint")
+    cam.set_defaults(func=run_cam)
+
+    curves = figures.add_parser(
+        "curves",
+        help="loss terms, accuracy and each group head's accuracy per epoch (Fig. 3)",
+        description="Training curves of a run folder written by `sef train` (its metrics.jsonl).",
+    )
+    curves.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a `sef train` out folder")
+    _out_option(curves, "curves.png", "metrics")
+    curves.set_defaults(func=run_curves)
+
+    parts = figures.add_parser(
+        "parts",
+        help="which part each group's activation peak lands on (demo data)",
+        description=(
+            "On data with known part centres (the demo set): for each group, the share of images "
+            "whose activation peak is nearest each part, and how often different groups peak on "
+            "different parts (distinctness; chance = 1 - 1/parts)."
+        ),
+    )
+    _checkpoint_options(parts, 256, "images to measure")
+    parts.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    _out_option(parts, "parts.png", "checkpoint")
+    parts.add_argument("--json", action="store_true", help="print the report as JSON")
+    parts.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parts.set_defaults(func=run_parts)
+
+
+def _load(args: argparse.Namespace):
+    from sef.checkpoint import load_trained_model
+
+    return load_trained_model(args.checkpoint, device=_device(args.device))
+
+
+def _out(args: argparse.Namespace, name: str) -> Path:
+    return args.out or args.checkpoint.with_name(name)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    )
+
+
+def run_corr(args: argparse.Namespace) -> int:
+    from sef.viz import correlation_figure
+
+    path, blocks = correlation_figure(
+        _load(args),
+        _out(args, "corr.png"),
+        root=args.data_root,
+        split=args.split,
+        images=args.images,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    names = [f"group {g + 1}" for g in range(blocks.shape[0])]
+    rows = [
+        [name, *(f"{v:.3f}" for v in row)] for name, row in zip(names, blocks.tolist(), strict=True)
+    ]
+    print("mean channel correlation between groups (diagonal: within a group)")
+    print(_table(["", *names], rows))
+    print(f"wrote {path}")
+    return 0
+
+
+def run_cam(args: argparse.Namespace) -> int:
+    from sef.viz import activation_figure
+
+    path = activation_figure(
+        _load(args),
+        _out(args, "cam.png"),
+        args.paths,
+        root=args.data_root,
+        split=args.split,
+        images=args.images,
+        seed=args.seed,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    from sef.viz import curves_figure
+
+    folder = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
+    path = curves_figure(args.run_dir, args.out or folder / "curves.png")
+    print(f"wrote {path}")
+    return 0
+
+
+def run_parts(args: argparse.Namespace) -> int:
+    from sef.viz import parts_figure
+
+    path, report = parts_figure(
+        _load(args),
+        _out(args, "parts.png"),
+        root=args.data_root,
+        split=args.split,
+        images=args.images,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps({**report.to_dict(), "figure": str(path)}, indent=2))
+        return 0
+    header = ["", *report.part_names, "dominant"]
+    rows = [
+        [f"group {g + 1}", *(f"{100 * v:.0f}%" for v in row), dominant]
+        for g, (row, dominant) in enumerate(
+            zip(report.fractions, report.dominant_parts, strict=True)
+        )
+    ]
+    print(f"nearest part to each group's activation peak, over {report.images} images")
+    print(_table(header, rows))
+    if report.distinctness is not None:
+        print(
+            f"distinctness {report.distinctness:.3f} (groups on different parts; "
+            f"chance {report.chance_distinctness:.3f})"
+        )
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,128 @@
+"""Top-k class predictions of a trained SEF for image files and folders.
+
+Unreadable or missing files never stop a run: they are returned (and reported) with the reason,
+and every other image is still predicted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from tqdm import tqdm
+
+from sef.checkpoint import TrainedModel
+from sef.datasets.images import open_rgb
+from sef.errors import DataError
+
+
+@dataclass
+class Prediction:
+    """The ``top`` (class name, probability) pairs of one image, most likely first."""
+
+    path: str
+    top: list[tuple[str, float]]
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "predictions": [{"class": name, "probability": p} for name, p in self.top],
+        }
+
+
+def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Expand files and folders (recursively, image extensions only) into image paths.
+
+    Returns (images in a stable order, [(path, reason)] for paths that do not exist).
+    """
+    images, problems = [], []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = [
+                str(p)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+            ]
+            if not found:
+                problems.append((str(path), "folder holds no image files"))
+            images.extend(found)
+        elif path.is_file():
+            images.append(str(path))  # any extension: decoding decides
+        else:
+            problems.append((str(path), "does not exist"))
+    return images, problems
+
+
+class _ImageFiles(Dataset):
+    """Decoded, transformed images; a file that fails yields its reason instead."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable) -> None:
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return index, self.transform(open_rgb(self.paths[index])), None
+        except DataError as error:
+            return index, None, str(error)
+
+
+def predict_images(
+    trained: TrainedModel,
+    paths: Sequence[str | os.PathLike],
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: bool = True,
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    files, skipped = find_images(paths)
+    k = min(top_k, len(trained.classes))
+    loader = DataLoader(
+        _ImageFiles(files, trained.test_transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,  # keep (index, image | None, reason) items: failures are per image
+    )
+    device = next(trained.model.parameters()).device
+    predictions = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
+            good = [(i, image) for i, image, _ in batch if image is not None]
+            skipped.extend((files[i], reason) for i, _, reason in batch if reason is not None)
+            if not good:
+                continue
+            images = torch.stack([image for _, image in good]).to(device)
+            probabilities = trained.model(images).float().softmax(dim=1).cpu()
+            values, indices = probabilities.topk(k, dim=1)
+            for (i, _), row_p, row_i in zip(good, values.tolist(), indices.tolist(), strict=True):
+                top = [(trained.classes[c], p) for c, p in zip(row_i, row_p, strict=True)]
+                predictions.append(Prediction(files[i], top))
+    return predictions, skipped
+
+
+def format_table(predictions: Sequence[Prediction]) -> str:
+    """A plain-text table: image, rank, class, probability (one row per class shown)."""
+    header = ("image", "rank", "class", "probability")
+    rows = [
+        (p.path if rank == 1 else "", str(rank), name, f"{probability:.4f}")
+        for p in predictions
+        for rank, (name, probability) in enumerate(p.top, start=1)
+    ]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+        for r in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)

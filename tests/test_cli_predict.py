@@ -1,0 +1,45 @@
+"""`sef predict` as a user runs it: a table or JSON, bad files named on stderr, exit codes."""
+
+import json
+import subprocess
+import sys
+
+from sef.cli import main
+
+
+def _sef(*args):
+    command = [sys.executable, "-m", "sef.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_predict_json_table_and_unreadable_files(demo_checkpoint, tmp_path, write_image):
+    good = write_image(tmp_path / "in" / "bird.png", (40, 30))
+    bad = tmp_path / "in" / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    missing = tmp_path / "gone.png"
+    result = _sef(
+        "predict", "--checkpoint", demo_checkpoint, tmp_path / "in", missing, "--json",
+        "--top-k", 3, "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [entry["path"] for entry in payload["images"]] == [str(good)]
+    top = payload["images"][0]["predictions"]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert {entry["path"] for entry in payload["skipped"]} == {str(bad), str(missing)}
+    assert f"skipped {bad}" in result.stderr and f"skipped {missing}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_table_and_nothing_predictable(demo_checkpoint, tmp_path, write_image, capsys):
+    good = write_image(tmp_path / "bird.png", (40, 30))
+    argv = ["predict", "--checkpoint", str(demo_checkpoint), "--no-progress"]
+    assert main([*argv, str(good), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "rank", "class", "probability"] and len(lines) == 3
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert main([*argv, str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped {bad}" in err and "sef predict: error: no image could be predicted" in err

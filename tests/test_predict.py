@@ -1,0 +1,63 @@
+"""Prediction: probabilities equal the model's softmax, folders expand, bad files are skipped."""
+
+import pytest
+import torch
+
+from sef.checkpoint import load_trained_model
+from sef.datasets.images import open_rgb
+from sef.predict import find_images, format_table, predict_images
+
+
+@pytest.fixture
+def images(tmp_path, write_image):
+    folder = tmp_path / "photos"
+    write_image(folder / "b.png", (40, 30), (10, 200, 30))
+    write_image(folder / "nested" / "a.jpg", (30, 50), (200, 10, 90))
+    write_image(folder / "grey.png", (33, 33), mode="L")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return folder
+
+
+def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
+    found, problems = find_images([images, images / "b.png", tmp_path / "missing.png"])
+    names = [p.split("photos/")[-1] for p in found]
+    assert names == ["b.png", "broken.jpg", "grey.png", "nested/a.jpg", "b.png"]
+    assert problems == [(str(tmp_path / "missing.png"), "does not exist")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert find_images([empty]) == ([], [(str(empty), "folder holds no image files")])
+
+
+def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
+    trained = load_trained_model(demo_checkpoint)
+    predictions, skipped = predict_images(trained, [images], top_k=3, batch_size=2, progress=False)
+    assert [p.path.split("photos/")[-1] for p in predictions] == [
+        "b.png",
+        "grey.png",
+        "nested/a.jpg",
+    ]
+    assert len(skipped) == 1 and skipped[0][0].endswith("broken.jpg")
+    assert "cannot be decoded" in skipped[0][1]
+    for prediction in predictions:
+        image = trained.test_transform(open_rgb(prediction.path)).unsqueeze(0)
+        with torch.no_grad():
+            expected = trained.model(image).softmax(1)[0]
+        values, indices = expected.topk(3)
+        assert [name for name, _ in prediction.top] == [trained.classes[i] for i in indices]
+        assert [p for _, p in prediction.top] == pytest.approx(values.tolist(), abs=1e-6)
+    everything, _ = predict_images(trained, [images / "b.png"], top_k=100, progress=False)
+    assert len(everything[0].top) == len(trained.classes)  # top-k capped at the class count
+    assert sum(p for _, p in everything[0].top) == pytest.approx(1, abs=1e-5)
+    with pytest.raises(ValueError, match="top_k"):
+        predict_images(trained, [images], top_k=0)
+
+
+def test_table_lists_every_rank(demo_checkpoint, images):
+    trained = load_trained_model(demo_checkpoint)
+    predictions, _ = predict_images(trained, [images / "b.png"], top_k=2, progress=False)
+    lines = format_table(predictions).splitlines()
+    assert lines[0].split() == ["image", "rank", "class", "probability"]
+    assert lines[1].startswith(str(images / "b.png")) and lines[1].split()[1] == "1"
+    assert lines[2].split()[0] == "2"  # the path is not repeated
+    assert predictions[0].to_dict()["predictions"][0]["class"] == predictions[0].top[0][0]
