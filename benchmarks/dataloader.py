@@ -1,0 +1,149 @@
+"""Images per second per core of the paper's CUB training pipeline: ours against the reference.
+
+Every variant turns the same synthetic CUB-sized JPEGs (500 x 375, generated here, seeded) into
+normalised 448 x 448 training tensors, in one process with one torch thread:
+
+* ``reference``: the authors' pipeline -- PIL decode, torchvision.transforms (v1) Resize 600x600,
+  RandomCrop 448, RandomHorizontalFlip, ToTensor, Normalize;
+* ``sef``: what ``sef train`` runs -- items of a ``sef.datasets.ImageList`` (what every reader
+  returns: PIL decode to RGB) through ``sef.transforms.train_transform("resize_crop", 448)``
+  (transforms v2, resizing the uint8 tensor);
+* ``sef_decode_jpeg``: the same v2 pipeline fed by ``torchvision.io.decode_jpeg`` instead of PIL,
+  to show what the other decoder would give.
+
+    python benchmarks/dataloader.py            # 48 images x 7 rounds -> results/dataloader.json
+    python benchmarks/dataloader.py --quick    # 4 small rounds, to check it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms as v1
+from common import (
+    add_common_arguments,
+    configure_torch,
+    paired_ratio,
+    summarise,
+    time_interleaved,
+    write_report,
+)
+from PIL import Image
+from torchvision.io import decode_jpeg, read_file
+
+import sef
+
+CUB_SIZE = (500, 375)  # a typical CUB-200-2011 image (width, height)
+CROP, RESIZE = 448, 600
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=48, help="synthetic JPEGs per round")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the images")
+    add_common_arguments(parser, "dataloader.json")
+    parser.set_defaults(repeats=7, warmup=1, threads=1)
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(images=3, repeats=2, warmup=0)
+    return args
+
+
+def write_images(folder: Path, count: int, quality: int, seed: int = 0) -> list[Path]:
+    """CUB-like JPEGs: a smooth random scene plus sensor-like noise, so they compress alike."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        coarse = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8))
+        scene = np.asarray(coarse.resize(CUB_SIZE, Image.Resampling.BICUBIC), dtype=np.float32)
+        pixels = np.clip(scene + rng.normal(0, 10, scene.shape), 0, 255).astype(np.uint8)
+        path = folder / "bird" / f"{i:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path, quality=quality)
+        paths.append(path)
+    return paths
+
+
+def reference_pipeline() -> v1.Compose:
+    """The authors' CUB training transform (torchvision.transforms v1 on PIL images)."""
+    return v1.Compose(
+        [
+            v1.Resize((RESIZE, RESIZE)),
+            v1.RandomCrop(CROP),
+            v1.RandomHorizontalFlip(),
+            v1.ToTensor(),
+            v1.Normalize(sef.transforms.IMAGENET_MEAN, sef.transforms.IMAGENET_STD),
+        ]
+    )
+
+
+def variants(paths: list[Path]) -> dict:
+    """name -> a callable that turns every image into a training tensor, returning the last."""
+    reference = reference_pipeline()
+    ours = sef.transforms.train_transform("resize_crop", CROP)
+    dataset = sef.datasets.ImageList([(str(p), 0) for p in paths], ["bird"], transform=ours)
+
+    def run_reference() -> torch.Tensor:
+        for path in paths:
+            with Image.open(path) as image:
+                out = reference(image.convert("RGB"))
+        return out
+
+    def run_sef() -> torch.Tensor:
+        for index in range(len(dataset)):
+            out, _ = dataset[index]
+        return out
+
+    def run_decode_jpeg() -> torch.Tensor:
+        for path in paths:
+            out = ours(decode_jpeg(read_file(str(path))))
+        return out
+
+    return {"reference": run_reference, "sef": run_sef, "sef_decode_jpeg": run_decode_jpeg}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = configure_torch(args)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_images(Path(tmp), args.images, args.quality)
+        runs = variants(paths)
+        count = len(paths)
+        jpeg_kb = float(np.mean([p.stat().st_size for p in paths]) / 1024)
+        seconds = time_interleaved(runs, args.repeats, args.warmup, device, "dataloader")
+        shapes = {name: list(run().shape) for name, run in runs.items()}
+    rounds = {name: summarise(times) for name, times in seconds.items()}
+    results = {
+        name: {"images_per_s_per_core": count / r["median"], "round_seconds": r}
+        for name, r in rounds.items()
+    }
+    speedups = {
+        name: paired_ratio(seconds["reference"], times)
+        for name, times in seconds.items()
+        if name != "reference"
+    }
+    payload = {
+        "what": "CUB train pipeline, images/s on one core (1 torch thread, 1 process)",
+        "preliminary": "measured on a shared machine; re-measure on an idle one",
+        "images": {"count": count, "size": list(CUB_SIZE), "jpeg_quality": args.quality,
+                   "mean_jpeg_kb": round(jpeg_kb, 1)},
+        "output_shapes": shapes,
+        "results": results,
+        "speedup_vs_reference": speedups,
+    }  # fmt: skip
+    for name, result in results.items():
+        print(f"{name:>16}: {result['images_per_s_per_core']:7.1f} images/s per core")
+    for name, ratio in speedups.items():
+        print(f"{name:>16}: {ratio['median']:.2f}x the reference (paired median)")
+    write_report(args.out, payload, device)
+    return payload
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,26 @@
+"""benchmarks/dataloader.py runs in its quick mode and writes the JSON the README quotes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "dataloader.py"
+
+
+def test_dataloader_benchmark_quick_mode(tmp_path):
+    out = tmp_path / "dataloader.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"reference", "sef", "sef_decode_jpeg"}
+    assert all(r["images_per_s_per_core"] > 0 for r in report["results"].values())
+    assert set(report["speedup_vs_reference"]) == {"sef", "sef_decode_jpeg"}
+    assert report["images"]["count"] == 3
+    assert all(shape == [3, 448, 448] for shape in report["output_shapes"].values())
+    assert report["machine"]["torch_threads"] == 1 and "python" in report["command"]
