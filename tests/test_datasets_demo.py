@@ -118,3 +118,21 @@ def test_default_cache_follows_sef_cache(monkeypatch, tmp_path):
     assert demo.default_cache() == tmp_path / "demo"
     monkeypatch.delenv("SEF_CACHE")
     assert demo.default_cache().parts[-3:] == (".cache", "sef", "demo")
+
+
+def test_a_set_finished_first_by_another_process_is_kept(tmp_path, monkeypatch):
+    """Two processes (e.g. torchrun ranks) generating at once: the first complete set wins."""
+    real_write = demo._write_set
+    winner = {}
+
+    def write_while_another_process_finishes(folder, *args):
+        real_write(folder, *args)
+        monkeypatch.setattr(demo, "_write_set", real_write)
+        winner["folder"] = demo.ensure_generated(tmp_path, progress=False, **TINY)
+        winner["stamp"] = (winner["folder"] / demo.ANNOTATIONS).stat().st_mtime_ns
+
+    monkeypatch.setattr(demo, "_write_set", write_while_another_process_finishes)
+    folder = demo.ensure_generated(tmp_path, progress=False, **TINY)
+    assert folder == winner["folder"]
+    assert (folder / demo.ANNOTATIONS).stat().st_mtime_ns == winner["stamp"]  # theirs, untouched
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # our partial copy is gone

@@ -30,7 +30,7 @@ BANNER_PIXELS = 20
 
 def _torchvision_root(root: Path) -> Path:
     """The folder that holds fgvc-aircraft-2013b, from any of the accepted ``root`` forms."""
-    root = root.expanduser().resolve()
+    root = root.expanduser().absolute()
     for candidate, parent in (
         (root / FOLDER, root),
         (root, root.parent),

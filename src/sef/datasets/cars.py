@@ -54,12 +54,8 @@ def read(
     """Stanford Cars ``split``; ``bbox_crop`` crops every image to its annotated car box."""
     check_split(split)
     folder = find_root(root, "devkit", ["stanford_cars"], LAYOUT)
-    classes = [
-        str(name)
-        for name in read_mat(folder / "devkit" / "cars_meta.mat", ["class_names"], LAYOUT)[
-            "class_names"
-        ]
-    ]
+    meta = read_mat(folder / "devkit" / "cars_meta.mat", ["class_names"], LAYOUT)
+    classes = [str(name) for name in meta["class_names"]]
     if split == "test":
         labels = folder / TEST_LABELS
         if not labels.exists() and (folder / "devkit" / TEST_LABELS).exists():
