@@ -20,8 +20,6 @@ def _problem(path: str) -> str | None:
     try:
         with Image.open(path) as image:
             image.load()
-            if image.width < 1 or image.height < 1:
-                return "empty image"
     except UnidentifiedImageError:
         return "not an image"
     except (OSError, ValueError, SyntaxError) as error:
