@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from sef.checkpoint import load_checkpoint
+from sef.checkpoint import build_model, load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
-from sef.engine import Data, choose_out_dir, evaluate, fit, latest_run_dir
+from sef.engine import Data, choose_out_dir, evaluate, fit, latest_run_dir, seed_everything
 from sef.errors import ConfigError, TrainingError
 from sef.model import SEF
 
@@ -48,9 +48,9 @@ class Blobs(Dataset):
         return self.images[index], int(self.labels[index])
 
 
-def _config(out: Path, *overrides: str):
+def _config(out: Path, *overrides: str, preset: str = "demo"):
     base = ["optim.batch_size=4", "optim.epochs=2", "data.workers=0", f"run.out={out}"]
-    return apply_overrides(resolve_config("demo"), base + list(overrides))
+    return apply_overrides(resolve_config(preset), base + list(overrides))
 
 
 def test_fit_writes_the_run_folder_and_reports(tmp_path: Path) -> None:
@@ -148,3 +148,18 @@ def test_fp16_on_cpu_is_refused_in_one_line(tmp_path: Path) -> None:
     config = _config(tmp_path / "run", "run.amp=fp16", "run.device=cpu")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         fit(config, data=Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes), progress=False)
+
+
+def test_bf16_channels_last_plain_run_leaves_untrained_group_heads_untouched(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    extra = ["optim.epochs=1", "run.amp=bf16", "run.channels_last=true", "run.tensorboard=false"]
+    config = _config(out, *extra, preset="demo-plain")
+    fit(config, data=Data(Blobs(8, 0), Blobs(3, 1), Blobs.classes), progress=False)
+    seed_everything(config.run.seed)
+    initial = build_model(config, 3).state_dict()
+    trained = load_checkpoint(out / "last.pt")["model"]
+    assert torch.equal(trained["group_heads.0.weight"], initial["group_heads.0.weight"])
+    assert not torch.equal(trained["head.weight"], initial["head.weight"])
+    assert not (out / "tb").exists()

@@ -284,18 +284,13 @@ class Data:
 
 
 def load_data(config: Config, context: Context, progress: bool = True) -> Data:
-    """Read the train and eval splits the config names, with the paper's transforms.
-
-    Bad images are handled by ``data.bad_images``: ``stop`` lists them and stops, ``skip`` drops
-    them, ``off`` trusts the files.
-    """
+    """Read the train and eval splits the config names, with the paper's transforms."""
     from sef import datasets, transforms
 
     d = config.data
-    show = progress and context.is_main
     options = dict(d.options)
     if d.dataset == "demo":
-        options.setdefault("progress", show)
+        options.setdefault("progress", progress and context.is_main)
     common = {"seed": config.run.seed, "val_fraction": d.val_fraction, **options}
     train = datasets.load(
         d.dataset, d.root, d.train_split,
@@ -310,22 +305,25 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
             f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
             f"both splits must list the same classes"
         )
-    for dataset in (train, evaluation):
-        bad = datasets.apply_bad_image_policy(
-            dataset, d.bad_images, workers=max(1, d.workers), progress=show
-        )
-        if bad and show:
-            tqdm.write(f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}", file=sys.stderr)
     return Data(train, evaluation, list(train.classes))
+
+
+def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
+    """Apply ``data.bad_images`` to both splits: ``stop`` lists unreadable images and stops,
+    ``skip`` drops them (and says so), ``off`` trusts the files."""
+    from sef import datasets
+
+    show = progress and context.is_main
+    for dataset in (data.train, data.eval):
+        bad = datasets.apply_bad_image_policy(
+            dataset, config.data.bad_images, workers=max(1, config.data.workers), progress=show
+        )
+        if bad and context.is_main:
+            tqdm.write(f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}", file=sys.stderr)
 
 
 def _train_loader(data: Data, config: Config, context: Context) -> DataLoader:
     world = context.world_size
-    if config.optim.batch_size % world:
-        raise ConfigError(
-            f"optim.batch_size={config.optim.batch_size} must divide evenly over {world} "
-            f"processes; choose a multiple of {world}"
-        )
     per_process = config.optim.batch_size // world
     sampler = DistributedSampler(
         data.train, num_replicas=world, rank=context.rank, shuffle=True, seed=config.run.seed
@@ -509,7 +507,14 @@ def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[
     return _sef(trainer), trainer
 
 
-def _check_device(config: Config, context: Context) -> None:
+def _check_setup(config: Config, context: Context) -> None:
+    """What only the launch reveals (devices, process count) and no config check can see."""
+    world = context.world_size
+    if config.optim.batch_size % world:
+        raise ConfigError(
+            f"optim.batch_size={config.optim.batch_size} must divide evenly over {world} "
+            f"processes; choose a multiple of {world}"
+        )
     if config.run.amp == "fp16" and context.device.type != "cuda":
         raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
     if config.run.sync_bn and context.distributed and context.device.type != "cuda":
@@ -637,12 +642,15 @@ def fit(
     config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
     context = distributed.setup(config.run.device)
     try:
-        _check_device(config, context)
-        data = data or load_data(config, context, progress)
+        _check_setup(config, context)
         out = choose_out_dir(config, resume)
         distributed.barrier(context)  # every rank chose the folder before rank 0 fills it
         config.run.out = str(out)
-        run = _Run(config, data, context, out)
+        loaded = data is None
+        data = data or load_data(config, context, progress)
+        run = _Run(config, data, context, out)  # builds the model: bad groups fail here
+        if loaded:
+            check_images(data, config, context, progress)
         if resume:
             run.restore(out / "last.pt")
         return _train(run, progress)
