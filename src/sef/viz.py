@@ -33,7 +33,7 @@ _DPI = 110
 
 @torch.no_grad()
 def backbone_features(model: SEF, images: Tensor) -> Tensor:
-    """The last conv feature map [B, C, h, w] of ``images`` (model in eval mode, on CPU)."""
+    """The last conv feature map [B, C, h, w] of ``images``, computed in eval mode, on CPU."""
     was_training = model.training
     model.eval()
     try:
@@ -135,8 +135,8 @@ def _save(figure, out: str | os.PathLike) -> Path:
     return out
 
 
-def group_labels(group_sizes: Sequence[int]) -> list[str]:
-    return [f"group {g + 1}" for g in range(len(group_sizes))]
+def _group_names(count: int) -> list[str]:
+    return [f"group {g + 1}" for g in range(count)]
 
 
 def plot_correlation(
@@ -152,7 +152,7 @@ def plot_correlation(
         left.axhline(edge - 0.5, color="white", linewidth=1.2)
         left.axvline(edge - 0.5, color="white", linewidth=1.2)
     centres = [start + size / 2 - 0.5 for start, size in zip([0, *edges], group_sizes, strict=True)]
-    labels = group_labels(group_sizes)
+    labels = _group_names(len(group_sizes))
     left.set_xticks(centres, labels)
     left.set_yticks(centres, labels, rotation=90, va="center")
     left.tick_params(length=0)
@@ -173,7 +173,7 @@ def plot_correlation(
     right.set_yticks(ticks, labels, rotation=90, va="center")
     right.set_title("Group averages D (diagonal: within a group)")
     figure.colorbar(shown, ax=right, shrink=0.85, label="mean cosine")
-    figure.suptitle(f"Last conv layer, averaged over {images} test images", fontsize=13)
+    figure.suptitle(f"Last conv layer, averaged over {images} images", fontsize=13)
     return _save(figure, out)
 
 
@@ -193,7 +193,7 @@ def plot_group_maps(
     from matplotlib.colors import Normalize
 
     count, groups = maps.shape[0], maps.shape[1]
-    row_labels = list(row_labels or [f"group {g + 1}" for g in range(groups)])
+    row_labels = list(row_labels or _group_names(groups))
     figure = _figure(2.3 * count + 1.2, 2.1 * (groups + 1) + 0.5)
     axes = figure.subplots(groups + 1, count, squeeze=False)
     for column in range(count):
@@ -323,7 +323,7 @@ def plot_parts(
             colour = "white" if value > 60 else "black"
             table.text(col, row, f"{value:.0f}%", ha="center", va="center", color=colour)
     table.set_xticks(range(len(part_names)), part_names)
-    table.set_yticks(range(groups), [f"group {g + 1}" for g in range(groups)])
+    table.set_yticks(range(groups), _group_names(groups))
     table.set_xlabel("part nearest to the group's activation peak")
     table.set_title(summary, fontsize=10)
     top.colorbar(shown, ax=table, label="% of images")
