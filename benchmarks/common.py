@@ -1,7 +1,8 @@
 """What every benchmark script shares: timing, statistics, peak memory, machine facts, JSON.
 
-Timings interleave the variants (after a warm-up) so slow drifts of a shared machine hit
-them all alike; ratios are taken per repeat (paired) and summarised by their median.
+Timings interleave the variants in a fresh random order each repeat (after a warm-up), so
+slow drifts of a shared machine and after-effects of one variant on the next hit them all
+alike; ratios are taken per repeat (paired) and summarised by their median.
 Peak CPU memory is the process's RSS high-water mark, so each variant is measured in a
 fresh subprocess of the calling script (``--memory-of NAME``); on CUDA it is
 ``torch.cuda.max_memory_allocated``.
@@ -14,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import resource
 import shlex
 import statistics
@@ -30,14 +32,29 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
-    """Options every script takes: repeats, warm-up, device, threads, output, quick mode."""
+    """Options every timing script takes: repeats, warm-up, device, threads, output, quick."""
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / default_out, help="JSON path")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, to check it runs")
+
+
+def parse_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict
+) -> argparse.Namespace:
+    """Parse ``argv``; --quick swaps in the ``quick`` defaults, which explicit options override."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        parser.set_defaults(**quick)
+        args = parser.parse_args(argv)
+    return args
+
+
+def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
+    """--no-memory, and the hidden --memory-of NAME that a memory subprocess runs with."""
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
 
 
@@ -64,16 +81,17 @@ def time_interleaved(
     device: torch.device,
     label: str = "timing",
 ) -> dict[str, list[float]]:
-    """Seconds per call of every variant: warm up each, then rotate through them each repeat."""
+    """Seconds per call of every variant: warm up each, then run all in a new order each repeat."""
     names = list(variants)
     for name in names:
         for _ in range(warmup):
             variants[name]()
     synchronize(device)
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    for r in tqdm(range(repeats), desc=label, unit="round", file=sys.stderr, leave=False):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+    order = random.Random(0)
+    for _ in tqdm(range(repeats), desc=label, unit="round", file=sys.stderr, leave=False):
+        order.shuffle(names)  # no variant always runs first, or always right after another
+        for name in names:
             start = time.perf_counter()
             variants[name]()
             synchronize(device)
@@ -214,10 +232,14 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def write_report(path: Path, payload: dict, device: torch.device) -> dict:
-    """Add machine, date and the exact command to ``payload`` and write it as JSON."""
+def write_report(
+    path: Path, payload: dict, device: torch.device, command: list[str] | None = None
+) -> dict:
+    """Add machine, date and the command (script and arguments; default sys.argv) to
+    ``payload`` and write it as JSON."""
+    script, *arguments = command or sys.argv
     report = {
-        "command": shlex.join(["python", *sys.argv]),
+        "command": shlex.join(["python", os.path.relpath(script), *arguments]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(device),
         **payload,

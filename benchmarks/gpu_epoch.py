@@ -38,7 +38,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_DIR, configure_torch, peak_memory_mb, synchronize, write_report
+from common import (
+    RESULTS_DIR,
+    configure_torch,
+    parse_arguments,
+    peak_memory_mb,
+    synchronize,
+    write_report,
+)
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -97,22 +104,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu_epoch.json")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--quick", action="store_true", help="CPU-sized: tiny model and data")
-    args = parser.parse_args(argv)
-    if args.quick:
-        vars(args).update(
-            backbone="resnet18",
-            image_size=32,
-            batch_size=2,
-            train_images=4,
-            test_images=4,
-            warmup=1,
-            jpegs=4,
-            jpeg_side=80,
-            workers=1,
-            authors_workers=1,
-            threads=args.threads or 1,
-        )
-    return args
+    quick = dict(
+        backbone="resnet18",
+        image_size=32,
+        batch_size=2,
+        train_images=4,
+        test_images=4,
+        warmup=1,
+        jpegs=4,
+        jpeg_side=80,
+        workers=1,
+        authors_workers=1,
+        threads=1,
+    )
+    return parse_arguments(parser, argv, quick)
 
 
 # ---------------------------------------------------------------------------- synthetic data
@@ -430,6 +435,7 @@ def chosen_roads(args: argparse.Namespace, device: torch.device) -> tuple[list[R
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     device = configure_torch(args)
     roads, skipped = chosen_roads(args, device)
@@ -451,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "roads": results,
         "summary": summary,
     }
-    write_report(args.out, payload, device)
+    write_report(args.out, payload, device, [__file__, *argv])
     for name, result in results.items():
         print(f"{name:16s} {result['images_per_second']:9.1f} images/s")
     for key, value in summary.items():

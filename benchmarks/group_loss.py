@@ -18,11 +18,13 @@ from collections.abc import Callable
 import torch
 from common import (
     add_common_arguments,
+    add_memory_arguments,
     argv_without_memory_flags,
     configure_torch,
     measure_peak_memory,
     memory_in_subprocesses,
     paired_ratio,
+    parse_arguments,
     summarise,
     time_interleaved,
     write_report,
@@ -41,12 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--channels", type=int, default=2048)
     parser.add_argument("--size", type=int, default=14, help="feature map height = width")
     parser.add_argument("--groups", type=int, default=4)
+    add_memory_arguments(parser)
     add_common_arguments(parser, "group_loss.json")
-    args = parser.parse_args(argv)
-    if args.quick:
-        vars(args).update(batch=2, channels=64, size=4, repeats=3, warmup=1)
-        args.threads = args.threads or 1
-    return args
+    quick = dict(batch=2, channels=64, size=4, repeats=3, warmup=1, threads=1)
+    return parse_arguments(parser, argv, quick)
 
 
 def forward_backward(
@@ -75,6 +75,7 @@ def build_variants(args: argparse.Namespace, device: torch.device) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     device = configure_torch(args)
     variants = build_variants(args, device)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     memory = None
     if not args.no_memory:
-        own_argv = argv_without_memory_flags(sys.argv[1:] if argv is None else argv)
+        own_argv = argv_without_memory_flags(argv)
         memory = memory_in_subprocesses(__file__, own_argv, list(variants), "group loss memory")
     payload = {
         "benchmark": "group_loss forward+backward",
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_naive_over_fast": speedups,
         "peak_memory": memory,
     }
-    write_report(args.out, payload, device)
+    write_report(args.out, payload, device, [__file__, *argv])
     for variant, summary in speedups.items():
         fast = payload["seconds"][f"fast/{variant}"]["median"]
         naive = payload["seconds"][f"naive/{variant}"]["median"]

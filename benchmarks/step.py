@@ -24,11 +24,13 @@ import torch.nn.functional as F
 import torchvision
 from common import (
     add_common_arguments,
+    add_memory_arguments,
     argv_without_memory_flags,
     configure_torch,
     measure_peak_memory,
     memory_in_subprocesses,
     paired_ratios,
+    parse_arguments,
     summarise,
     time_interleaved,
     write_report,
@@ -49,12 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--variant", default="reference", help="group loss variant")
+    add_memory_arguments(parser)
     add_common_arguments(parser, "step.json")
-    args = parser.parse_args(argv)
-    if args.quick:
-        vars(args).update(backbone="resnet18", sizes=[32], batch=2, repeats=2, warmup=1)
-        args.threads = args.threads or 1
-    return args
+    quick = dict(backbone="resnet18", sizes=[32], batch=2, repeats=2, warmup=1, threads=1)
+    return parse_arguments(parser, argv, quick)
 
 
 def naive_sef_loss(criterion: sef.SEFLoss) -> Callable:
@@ -119,6 +119,7 @@ def measure_memory(args: argparse.Namespace, argv: list[str]) -> dict[int, dict]
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     device = configure_torch(args)
     if args.memory_of:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_to_plain": paired_ratios(seconds, "plain"),
         }
     if not args.no_memory:
-        memory = measure_memory(args, sys.argv[1:] if argv is None else argv)
+        memory = measure_memory(args, argv)
         for size, by_variant in memory.items():
             results[size]["peak_memory"] = by_variant
     payload = {
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "group_variant": args.variant,
         "by_image_size": {str(size): result for size, result in results.items()},
     }
-    write_report(args.out, payload, device)
+    write_report(args.out, payload, device, [__file__, *argv])
     for size, result in results.items():
         plain = result["seconds"]["plain"]["median"]
         ratios = result["ratio_to_plain"]

@@ -3,7 +3,9 @@ every script runs in its quick mode and writes the JSON the README quotes from."
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,21 +66,41 @@ def test_memory_subprocesses_get_the_scripts_own_arguments():
     assert argv_without_memory_flags(argv) == ["--quick", "--sizes", "32"]
 
 
-def run_script(name: str, *args: str) -> dict:
-    """Run benchmarks/<name> as a user would; return the JSON it wrote."""
-    out = Path(args[args.index("--out") + 1])
+def check_report(path: Path, script: str) -> dict:
+    report = json.loads(path.read_text())
+    assert report["command"].startswith(f"python {os.path.relpath(BENCHMARKS / script)} --quick")
+    assert report["machine"]["torch"] == torch.__version__
+    assert report["date"]
+    return report
+
+
+def run_script(script: str, *args: str) -> dict:
+    """Run benchmarks/<script> as a user would; return the JSON it wrote."""
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), *args],
+        [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert report["command"].startswith(f"python {BENCHMARKS / name}")
-    assert report["machine"]["torch"] == torch.__version__
-    assert report["date"]
-    return report
+    return check_report(Path(args[args.index("--out") + 1]), script)
+
+
+@pytest.fixture
+def run_main():
+    """Run a script's main() in this process (saves a slow torch import); restore the global
+    torch settings it changes."""
+    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    try:
+        yield (
+            lambda script, *args: (
+                importlib.import_module(script.removesuffix(".py")).main(list(args)) == 0
+                and check_report(Path(args[args.index("--out") + 1]), script)
+            )
+        )
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def test_group_loss_script_times_both_variants_against_the_naive_form(tmp_path):
@@ -93,8 +115,8 @@ def test_group_loss_script_times_both_variants_against_the_naive_form(tmp_path):
     assert report["peak_memory"] is None
 
 
-def test_step_script_compares_plain_sef_and_naive_with_memory(tmp_path):
-    report = run_script("step.py", "--quick", "--out", str(tmp_path / "s.json"))
+def test_step_script_compares_plain_sef_and_naive_with_memory(tmp_path, run_main):
+    report = run_main("step.py", "--quick", "--out", str(tmp_path / "s.json"))
     result = report["by_image_size"]["32"]
     assert set(result["seconds"]) == {"plain", "sef", "sef_naive"}
     assert set(result["ratio_to_plain"]) == {"sef", "sef_naive"}
@@ -105,8 +127,8 @@ def test_step_script_compares_plain_sef_and_naive_with_memory(tmp_path):
         assert memory["peak_mb"] >= memory["before_mb"] > 0
 
 
-def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path):
-    report = run_script("gpu_epoch.py", "--quick", "--out", str(tmp_path / "e.json"))
+def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_main):
+    report = run_main("gpu_epoch.py", "--quick", "--out", str(tmp_path / "e.json"))
     roads = report["roads"]
     assert set(roads) == {"authors_fp32", "fast", "plain", "sef_compute", "plain_compute"}
     assert report["skipped_roads"] == ["fast_gpu_decode"]  # GPU decoding needs CUDA
@@ -116,3 +138,19 @@ def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path):
     assert summary["fastest_road"] == "fast"
     assert set(summary["projected_recipe_minutes"]) == {"authors_fp32", "fast"}
     assert report["settings"]["mean_jpeg_kb"] > 0
+
+
+def test_inference_script_finds_the_exported_graph_equal_to_the_plain_one(tmp_path, run_main):
+    report = run_main("inference.py", "--quick", "--out", str(tmp_path / "i.json"))
+    assert set(report["seconds"]) == {
+        "plain",
+        "sef_export",
+        "sef_eval",
+        "onnx_plain",
+        "onnx_sef_export",
+    }
+    assert set(report["ratio_to_plain"]) == {"sef_export", "sef_eval", "onnx_sef_export"}
+    graphs = report["onnx_graphs"]
+    assert graphs["same_operators"] and graphs["same_weight_shapes"] and graphs["operators"] > 0
+    parameters = report["parameters"]
+    assert parameters["sef_export"] == parameters["plain"] < parameters["sef_eval"]
