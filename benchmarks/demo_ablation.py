@@ -1,0 +1,111 @@
+"""Demo ablation: plain backbone vs MaxEnt vs SEF on the built-in demo set, over several seeds.
+
+Trains the presets ``demo-plain``, ``demo-maxent`` and ``demo`` (SEF) once per seed and writes the
+mean and sample standard deviation of their test accuracy to JSON, plus a Markdown table on stdout.
+Runs live in --runs (default runs/demo-ablation); a run already there is resumed or reused, so an
+interrupted benchmark continues where it stopped. The headline number is the last epoch's test
+accuracy (the best epoch's is reported too, but picking it looks at the test set).
+
+    python benchmarks/demo_ablation.py                     # full: 3 methods x 3 seeds
+    python benchmarks/demo_ablation.py --quick             # tiny smoke run to check it works
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import RESULTS_DIR, write_report
+
+from sef.config import apply_overrides, config_to_dict, resolve_config
+from sef.engine import fit
+
+METHODS = {"plain": "demo-plain", "maxent": "demo-maxent", "sef": "demo"}
+QUICK = [
+    "data.options.per_class=6", "data.options.test_per_class=4", "data.image_size=32",
+    "optim.epochs=1", "optim.batch_size=8", "data.workers=0",
+]  # fmt: skip
+METRICS = ("last_top1", "best_top1", "last_class_mean")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--runs", type=Path, default=Path("runs/demo-ablation"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "demo_ablation.json")
+    parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: a smoke test")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def train_one(method: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train (or resume, or reuse) one method/seed run and return its headline numbers."""
+    out = args.runs / f"{method}-seed{seed}"
+    overrides = (QUICK if args.quick else []) + args.overrides
+    overrides += [f"run.seed={seed}", f"run.out={out}", "run.tensorboard=false"]
+    config = apply_overrides(resolve_config(METHODS[method]), overrides)
+    result = fit(config, resume=(out / "last.pt").is_file(), progress=not args.no_progress)
+    return {
+        "seed": seed,
+        "last_top1": result.last["eval_top1"],
+        "best_top1": result.best_top1,
+        "best_epoch": result.best_epoch,
+        "last_class_mean": result.last["eval_class_mean"],
+        "train_seconds": result.seconds,
+        "config": config_to_dict(config),
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary: dict = {}
+    for key in METRICS:
+        values = [run[key] for run in runs]
+        summary[f"{key}_mean"] = statistics.fmean(values)
+        summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    summary["train_seconds_mean"] = statistics.fmean(run["train_seconds"] for run in runs)
+    return summary
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| method | last-epoch top-1 | best-epoch top-1 | last class-mean | train time / run |",
+        "|---|---|---|---|---|",
+    ]
+    for method, entry in results.items():
+        s = entry["summary"]
+        cells = [f"{100 * s[f'{k}_mean']:.1f} ± {100 * s[f'{k}_std']:.1f}" for k in METRICS]
+        lines.append(
+            f"| {method} | " + " | ".join(cells) + f" | {s['train_seconds_mean'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    results = {}
+    for method in args.methods:
+        runs = [train_one(method, seed, args) for seed in args.seeds]
+        for run in runs:
+            run.pop("config")
+        results[method] = {"preset": METHODS[method], "runs": runs, "summary": summarise(runs)}
+    payload = {
+        "quick": args.quick,
+        "seeds": args.seeds,
+        "overrides": args.overrides,
+        "wall_seconds": time.perf_counter() - start,
+        "results": results,
+    }
+    write_report(args.out, payload, torch.device("cpu"))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
