@@ -82,12 +82,9 @@ def test_eval_refuses_pickled_code_and_missing_files(tmp_path: Path, capsys) -> 
             return (Path.touch, (marker,))
 
     torch.save({"model": Payload(), "config": {}, "classes": [], "epoch": 1, "metrics": {}}, evil)
-    result = subprocess.run(
-        [sys.executable, "-m", "sef.cli", "eval", "--checkpoint", str(evil)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 2 and not marker.exists()
-    assert result.stderr.startswith(f"sef eval: error: refused to load checkpoint {evil}")
-    assert "Traceback" not in result.stderr
+    assert main(["eval", "--checkpoint", str(evil)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sef eval: error: refused to load checkpoint {evil}")
+    assert "Traceback" not in error and not marker.exists()
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "none.pt does not exist" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import torch
 
 from sef.checkpoint import load_checkpoint
 
-EPOCHS = 4
+EPOCHS = 3
 TIMING_KEYS = ("seconds", "images_per_second")
 
 
