@@ -228,6 +228,8 @@ def machine_info(device: torch.device) -> dict:
             gpu_memory_gb=round(properties.total_memory / 2**30, 1),
             cuda=torch.version.cuda,
             cudnn=torch.backends.cudnn.version(),
+            cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+            matmul_fp32_precision=torch.get_float32_matmul_precision(),
         )
     return info
 

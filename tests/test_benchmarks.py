@@ -154,3 +154,28 @@ def test_inference_script_finds_the_exported_graph_equal_to_the_plain_one(tmp_pa
     assert graphs["same_operators"] and graphs["same_weight_shapes"] and graphs["operators"] > 0
     parameters = report["parameters"]
     assert parameters["sef_export"] == parameters["plain"] < parameters["sef_eval"]
+
+
+def test_gpu_epoch_fast_road_feeds_the_model_what_the_authors_road_does(tmp_path):
+    """uint8 decode + resize/crop/flip in workers, normalised on the device, gives the same
+    tensors as the paper's transforms on PIL images; normalised batches pass untouched."""
+    gpu_epoch = importlib.import_module("gpu_epoch")
+    files = gpu_epoch.write_jpegs(tmp_path, 2, 80)
+    authors = gpu_epoch.JpegDataset(
+        files, [0, 1], 2, "pil", sef.transforms.train_transform("resize_crop", 32)
+    )
+    fast = gpu_epoch.JpegDataset(files, [0, 1], 2, "tensor", gpu_epoch.uint8_train_geometry(32))
+    for index in range(2):
+        torch.manual_seed(index)  # the same random crop and flip for both roads
+        expected, _ = authors[index]
+        torch.manual_seed(index)
+        uint8, label = fast[index]
+        assert uint8.dtype == torch.uint8 and label == index
+        batch = [(uint8[None], torch.tensor([label]))]
+        (images, labels), *rest = gpu_epoch.DeviceBatches(batch, torch.device("cpu"), True)
+        assert not rest and labels.tolist() == [index]
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(images[0], expected, atol=0.02, rtol=0)
+        normalised = [(expected[None], torch.tensor([label]))]
+        (again, _), *_ = gpu_epoch.DeviceBatches(normalised, torch.device("cpu"), False)
+        assert torch.equal(again[0], expected)
