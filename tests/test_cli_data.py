@@ -1,14 +1,16 @@
-"""`sef data check` and `sef data download`, run as a user would, in a subprocess."""
+"""`sef data check` and `sef data download` as users run them: the main paths in a subprocess,
+variations in-process through ``sef.cli.main`` (same parser and error handling, no start-up)."""
 
 import os
 import subprocess
 import sys
 import tarfile
-import textwrap
 
 from conftest import CUB_CLASSES
 
 import sef
+from sef.cli import main
+from sef.datasets import download as dl
 
 
 def _sef(*args, env=None):
@@ -45,20 +47,21 @@ def test_check_names_every_bad_image_and_exits_1(cub_root):
     assert "Traceback" not in result.stderr
 
 
-def test_check_errors_are_one_line_exit_2(tmp_path):
-    result = _sef("data", "check", "cub", tmp_path / "nowhere")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"sef data: error: dataset folder {tmp_path / 'nowhere'}")
-    assert len(result.stderr.splitlines()) == 1
+def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
+    assert main(["data", "check", "cub", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sef data: error: dataset folder {tmp_path / 'nowhere'}")
+    assert len(error.splitlines()) == 1
+    assert main(["data", "download", "cars", str(tmp_path)]) == 2
+    assert "Stanford Cars is no longer served" in capsys.readouterr().err
 
 
-def test_check_demo_with_reader_options(tmp_path):
-    result = _sef(
-        "data", "check", "demo", "-o", "per_class=4", "-o", "test_per_class=2", "--no-progress",
-        env={"SEF_CACHE": str(tmp_path)},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "trainval       32 images" in result.stdout and result.stdout.endswith("open\n")
+def test_check_demo_with_reader_options(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path))
+    options = ["-o", "per_class=4", "-o", "test_per_class=2", "--no-progress"]
+    assert main(["data", "check", "demo", *options]) == 0
+    out = capsys.readouterr().out
+    assert "trainval       32 images" in out and out.endswith("all 48 images open\n")
     assert (tmp_path / "demo").is_dir()
 
 
@@ -71,29 +74,17 @@ def test_download_verifies_the_checksum(http_server, cub_root, tmp_path):
     assert list((tmp_path / "dl").iterdir()) == []
 
 
-def test_download_then_check(http_server, cub_root, tmp_path):
+def test_download_then_check(http_server, cub_root, tmp_path, monkeypatch, capsys):
     """The whole command with the registry pointed at a tiny archive on 127.0.0.1."""
     folder, base = http_server
     with tarfile.open(folder / "CUB_200_2011.tgz", "w:gz") as archive:
         archive.add(cub_root, arcname="CUB_200_2011")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from sef.cli import main
-        from sef.datasets import download as dl
-        tiny = "{folder / "CUB_200_2011.tgz"}"
-        dl.ARCHIVES["cub"] = [dl.Archive("{base}/CUB_200_2011.tgz", dl.md5_of(dl.Path(tiny)),
-                                         "CUB_200_2011.tgz")]
-        sys.exit(main(sys.argv[1:]))
-        """
-    )
+    entry = dl.Archive(f"{base}/CUB_200_2011.tgz", dl.md5_of(folder / "CUB_200_2011.tgz"), "x.tgz")
+    monkeypatch.setitem(dl.ARCHIVES, "cub", [entry])
     root = tmp_path / "dl"
-    result = subprocess.run(
-        [sys.executable, "-c", script, "data", "download", "cub", str(root), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"cub is ready in {root}; next: sef data check cub {root}"
+    assert main(["data", "download", "cub", str(root), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"cub is ready in {root}; next: sef data check cub {root}"
     assert len(sef.datasets.load("cub", root, "test")) == 6
+    assert main(["data", "check", "cub", str(root), "--no-progress"]) == 0
+    assert capsys.readouterr().out.endswith("all 15 images open\n")
