@@ -39,8 +39,9 @@ from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF
 
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
-# Config keys that may differ when resuming: where things are, not what is computed.
-RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
+# Config keys that may differ when resuming: where things are and how they are logged; the data
+# loader's worker count is not among them, as it decides which process draws the augmentations.
+RESUMABLE_CHANGES = ("data.root", "run.out", "run.tensorboard", "run.device")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
