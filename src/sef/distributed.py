@@ -22,6 +22,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # whether ``setup`` created the process group (and ends it)
 
     @property
     def is_main(self) -> bool:
@@ -51,15 +52,16 @@ def setup(device: str = "auto") -> Context:
         return Context(device=chosen)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=chosen if chosen.type == "cuda" else None)
-    return Context(dist.get_rank(), dist.get_world_size(), chosen)
+    return Context(dist.get_rank(), dist.get_world_size(), chosen, owns_group)
 
 
 def teardown(context: Context) -> None:
-    """Leave the process group (a no-op outside torchrun)."""
-    if context.distributed and dist.is_initialized():
+    """Leave the process group if ``setup`` joined it (a caller's own group stays up)."""
+    if context.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
