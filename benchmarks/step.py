@@ -39,6 +39,7 @@ from naive_group_loss import naive_group_loss
 from torch import nn
 
 import sef
+from sef.losses import GROUP_LOSS_VARIANTS
 
 VARIANTS = ("plain", "sef", "sef_naive")
 
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--groups", type=int, default=4)
-    parser.add_argument("--variant", default="reference", help="group loss variant")
+    parser.add_argument("--variant", default="reference", choices=GROUP_LOSS_VARIANTS)
     add_memory_arguments(parser)
     add_common_arguments(parser, "step.json")
     quick = dict(backbone="resnet18", sizes=[32], batch=2, repeats=2, warmup=1, threads=1)
@@ -78,9 +79,8 @@ def naive_sef_loss(criterion: sef.SEFLoss) -> Callable:
 def build_model_and_loss(name: str, args: argparse.Namespace) -> tuple[nn.Module, Callable]:
     """The network and a (output, target) -> scalar loss of one variant."""
     if name == "plain":
-        return torchvision.models.get_model(
-            args.backbone, num_classes=args.classes
-        ), F.cross_entropy
+        plain = torchvision.models.get_model(args.backbone, num_classes=args.classes)
+        return plain, F.cross_entropy
     model = sef.SEF(args.backbone, args.classes, groups=args.groups)
     criterion = sef.SEFLoss(args.groups, group_variant=args.variant)
     if name == "sef_naive":
