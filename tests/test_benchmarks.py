@@ -137,6 +137,8 @@ def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_m
     summary = report["summary"]
     assert summary["fastest_road"] == "fast"
     assert set(summary["projected_recipe_minutes"]) == {"authors_fp32", "fast"}
+    assert len(summary["targets_met"]) == 3
+    assert all(isinstance(met, bool) for met in summary["targets_met"].values())
     assert report["settings"]["mean_jpeg_kb"] > 0
 
 
