@@ -15,6 +15,7 @@ from sef.parts import (
     nearest_parts,
     part_report,
     peak_locations,
+    static_peaks,
     transform_with_parts,
 )
 from sef.viz import (
@@ -116,7 +117,17 @@ def test_peaks_nearest_parts_and_report_on_hand_computed_values():
     assert report.fractions[1] == pytest.approx([1 / 3, 2 / 3, 0])
     assert report.distinctness == pytest.approx(2 / 3)
     assert report.chance_distinctness == pytest.approx(2 / 3)
-    assert report.dominant_parts == ["head", "wing"]
+    assert report.dominant_parts == ["head", "wing"] and report.static_fractions is None
+    assert "distinctness 0.67" in report.summary()
+    static = torch.tensor([[1, 1], [1, 1], [1, 0]])
+    report = part_report(nearest, ["head", "wing", "tail"], static)
+    assert report.static_fractions[0] == pytest.approx([0, 1, 0])
+    assert report.static_distinctness == pytest.approx(1 / 3)
+
+    peaks = torch.tensor(
+        [[[1.0, 2.0], [5.0, 5.0]], [[1.0, 2.0], [6.0, 6.0]], [[3.0, 3.0], [6.0, 6.0]]]
+    )
+    assert static_peaks(peaks).tolist() == [[[1.0, 2.0], [6.0, 6.0]]] * 3
     assert part_report(torch.tensor([[1], [1]]), ["a", "b"]).distinctness is None
 
 
@@ -165,6 +176,8 @@ def test_measure_parts_finds_each_group_on_its_own_part(marked_parts):
     assert report.part_names == ["head", "wing", "tail"]
     assert report.fractions == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     assert report.distinctness == 1.0 and report.images == 3
+    # A group parked at one spot would find its dominant part on fewer images: tracking shows.
+    assert all(max(row) < 1 for row in report.static_fractions)
     assert measured.examples.shape == (2, 3, 64, 64) and measured.peaks.shape == (3, 3, 2)
     assert marked_parts.transform is None  # restored
     # With the groups' channels swapped the same measure must say so.

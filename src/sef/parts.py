@@ -7,8 +7,13 @@ learned distinct parts peaks on *different* parts with different groups, consist
 
 - ``fractions[g][p]``: the share of images whose group-g peak is nearest part p;
 - ``distinctness``: over images and pairs of groups, how often the two groups' nearest parts
-  differ (1 = always different parts, 0 = always the same). If each group picked a part at
-  random, the expected value is ``chance_distinctness`` = 1 - 1/P.
+  differ (1 = always different parts, 0 = always the same; ``chance_distinctness`` = 1 - 1/P if
+  every group picked a part uniformly at random).
+
+Groups that merely prefer a fixed spot of the image (a corner, the centre) also land on
+different parts, because objects move. The ``static_*`` numbers are the same statistics for a
+model whose group g always peaks at its most frequent location: only numbers above them show
+that the groups follow the parts.
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ Parts = dict[str, tuple[float, float]]
 
 @dataclass
 class PartReport:
-    """Where each group's activation peak falls relative to the known parts."""
+    """Where each group's activation peak falls relative to the known parts, with baselines."""
 
     part_names: list[str]
     images: int
     fractions: list[list[float]]
     distinctness: float | None
     chance_distinctness: float
+    static_fractions: list[list[float]] | None = None
+    static_distinctness: float | None = None
 
     @property
     def dominant_parts(self) -> list[str]:
@@ -51,17 +58,20 @@ class PartReport:
         return {**asdict(self), "dominant_parts": self.dominant_parts}
 
     def summary(self) -> str:
-        """One line for people: each group's dominant part, and the distinctness vs chance."""
-        groups = ", ".join(
-            f"group {g + 1} -> {name} ({100 * max(row):.0f}%)"
-            for g, (name, row) in enumerate(zip(self.dominant_parts, self.fractions, strict=True))
-        )
-        if self.distinctness is None:
-            return f"{groups}; {self.images} images (one group: distinctness undefined)"
-        return (
-            f"{groups}; distinctness {self.distinctness:.2f} "
-            f"(chance {self.chance_distinctness:.2f}) over {self.images} images"
-        )
+        """One line for people: each group's dominant part, and distinctness vs the baselines."""
+        shares = []
+        for g, (name, row) in enumerate(zip(self.dominant_parts, self.fractions, strict=True)):
+            static = (
+                self.static_fractions and f" (static {100 * max(self.static_fractions[g]):.0f}%)"
+            )
+            shares.append(f"group {g + 1} -> {name} {100 * max(row):.0f}%{static or ''}")
+        text = ", ".join(shares)
+        if self.distinctness is not None:
+            baselines = [f"chance {self.chance_distinctness:.2f}"]
+            if self.static_distinctness is not None:
+                baselines.insert(0, f"static {self.static_distinctness:.2f}")
+            text += f"; distinctness {self.distinctness:.2f} ({', '.join(baselines)})"
+        return f"{text}; {self.images} images"
 
 
 def transform_with_parts(
@@ -90,25 +100,47 @@ def nearest_parts(peaks: Tensor, parts: Sequence[Parts], part_names: Sequence[st
     return torch.cdist(peaks.float(), centres.float()).argmin(-1)
 
 
-def part_report(nearest: Tensor, part_names: Sequence[str]) -> PartReport:
-    """Summarise the nearest-part indices [N, G] of every image and group."""
+def _fractions_and_distinctness(nearest: Tensor, parts: int) -> tuple[list[list[float]], float]:
     count, groups = nearest.shape
     fractions = [
-        [int((nearest[:, g] == p).sum()) / count for p in range(len(part_names))]
-        for g in range(groups)
+        [int((nearest[:, g] == p).sum()) / count for p in range(parts)] for g in range(groups)
     ]
     pairs = list(combinations(range(groups), 2))
-    distinctness = None
-    if pairs:
-        differ = torch.stack([nearest[:, a] != nearest[:, b] for a, b in pairs], dim=1)
-        distinctness = float(differ.float().mean())
+    if not pairs:
+        return fractions, None
+    differ = torch.stack([nearest[:, a] != nearest[:, b] for a, b in pairs], dim=1)
+    return fractions, float(differ.float().mean())
+
+
+def part_report(
+    nearest: Tensor, part_names: Sequence[str], static_nearest: Tensor | None = None
+) -> PartReport:
+    """Summarise the nearest-part indices [N, G] of every image and group (and, if given, the
+    indices [N, G] a static-peak model would have)."""
+    fractions, distinctness = _fractions_and_distinctness(nearest, len(part_names))
+    static_fractions = static_distinctness = None
+    if static_nearest is not None:
+        static_fractions, static_distinctness = _fractions_and_distinctness(
+            static_nearest, len(part_names)
+        )
     return PartReport(
         part_names=list(part_names),
-        images=count,
+        images=nearest.shape[0],
         fractions=fractions,
         distinctness=distinctness,
         chance_distinctness=1 - 1 / len(part_names),
+        static_fractions=static_fractions,
+        static_distinctness=static_distinctness,
     )
+
+
+def static_peaks(peaks: Tensor) -> Tensor:
+    """Every group's most frequent peak location, repeated for every image: [N, G, 2]."""
+    modes = []
+    for group in range(peaks.shape[1]):
+        locations, counts = peaks[:, group].unique(dim=0, return_counts=True)
+        modes.append(locations[counts.argmax()])
+    return torch.stack(modes).expand_as(peaks)
 
 
 @dataclass
@@ -164,5 +196,9 @@ def measure_parts(
     finally:
         dataset.transform = saved
     all_peaks = torch.cat(peaks)
-    report = part_report(nearest_parts(all_peaks, parts, part_names), part_names)
+    report = part_report(
+        nearest_parts(all_peaks, parts, part_names),
+        part_names,
+        nearest_parts(static_peaks(all_peaks), parts, part_names),
+    )
     return PartMeasurement(report, all_peaks, parts, torch.cat(images) if images else batch[:0])

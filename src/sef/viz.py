@@ -231,6 +231,8 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     train_top1, eval_top1, eval_class_mean, eval_group_top1 (one value per group); keys a
     record lacks are left out of the plot.
     """
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure(14, 4.2)
     losses, accuracy, heads = figure.subplots(1, 3)
     for term in _LOSS_TERMS:
@@ -242,14 +244,15 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     losses.set_ylabel("loss")
     losses.axhline(0, color="grey", linewidth=0.6)
 
-    for key, label in (
-        ("train_top1", "train top-1"),
-        ("eval_top1", "eval top-1"),
-        ("eval_class_mean", "eval class-mean"),
+    for key, label, style in (
+        ("train_top1", "train top-1", "-"),
+        ("eval_top1", "eval top-1", "-"),
+        ("eval_class_mean", "eval class-mean", "--"),  # equals top-1 on balanced test sets
     ):
         epochs, values = _series(records, key)
         if values:
-            accuracy.plot(epochs, [100 * v for v in values], marker="o", markersize=3, label=label)
+            percent = [100 * v for v in values]
+            accuracy.plot(epochs, percent, style, marker="o", markersize=3, label=label)
     accuracy.set_title("Accuracy of the global head")
     accuracy.set_ylabel("accuracy (%)")
 
@@ -271,6 +274,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
 
     for axis in (losses, accuracy, heads):
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=9)

@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "On data with known part centres (the demo set): for each group, the share of images "
             "whose activation peak is nearest each part, and how often different groups peak on "
-            "different parts (distinctness; chance = 1 - 1/parts)."
+            "different parts (distinctness), beside the same numbers for groups that always peak "
+            "at their usual spot (static) and uniform chance (1 - 1/parts)."
         ),
     )
     _checkpoint_options(parts, 256, "images to measure")
@@ -173,19 +174,21 @@ def run_parts(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**report.to_dict(), "figure": str(path)}, indent=2))
         return 0
-    header = ["", *report.part_names, "dominant"]
+    header = ["", *report.part_names, "dominant", "static peak"]
     rows = [
-        [f"group {g + 1}", *(f"{100 * v:.0f}%" for v in row), dominant]
-        for g, (row, dominant) in enumerate(
-            zip(report.fractions, report.dominant_parts, strict=True)
+        [f"group {g + 1}", *(f"{100 * v:.0f}%" for v in row), dominant, f"{100 * max(base):.0f}%"]
+        for g, (row, dominant, base) in enumerate(
+            zip(report.fractions, report.dominant_parts, report.static_fractions, strict=True)
         )
     ]
     print(f"nearest part to each group's activation peak, over {report.images} images")
+    print("(static peak: the dominant share if the group always peaked at its usual spot)")
     print(_table(header, rows))
     if report.distinctness is not None:
         print(
-            f"distinctness {report.distinctness:.3f} (groups on different parts; "
-            f"chance {report.chance_distinctness:.3f})"
+            f"distinctness {report.distinctness:.3f} (how often two groups peak on different "
+            f"parts; static peaks {report.static_distinctness:.3f}, "
+            f"uniform chance {report.chance_distinctness:.3f})"
         )
     print(f"wrote {path}")
     return 0
