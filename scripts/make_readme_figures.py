@@ -28,13 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def shrink(source: Path, target: Path, width: int) -> None:
-    """Resize to at most ``width`` pixels wide and store as a 256-colour PNG (a few tens of KB)."""
+    """Resize to at most ``width`` pixels wide and store as a 128-colour PNG (a few tens of KB)."""
     with Image.open(source) as image:
         image = image.convert("RGB")
         if image.width > width:
             height = round(image.height * width / image.width)
             image = image.resize((width, height), Image.Resampling.LANCZOS)
-        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+        image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
 
 
 def finished(run: Path) -> bool:

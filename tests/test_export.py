@@ -151,3 +151,33 @@ def test_preprocessing_resize_recipe_has_no_crop_margin():
     prep = Preprocessing(448, "resize", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert prep.resize_size == prep.to_dict()["crop_size"] == 448
     assert Preprocessing(448, "resize_crop", (0, 0, 0), (1, 1, 1)).resize_size == 600
+
+
+def _deploy_preprocess(image, prep: dict):
+    """What README tells deployments to do with preprocessing.json: PIL + NumPy only."""
+    import numpy as np
+    from PIL import Image
+
+    side, crop = prep["resize_size"], prep["crop_size"]
+    image = image.convert("RGB").resize((side, side), Image.BILINEAR)
+    left = round((side - crop) / 2)
+    image = image.crop((left, left, left + crop, left + crop))
+    x = (np.asarray(image, np.float32) / 255 - prep["mean"]) / prep["std"]
+    return torch.from_numpy(x.transpose(2, 0, 1).astype(np.float32))
+
+
+@pytest.mark.parametrize("recipe", ["resize", "resize_crop"])
+def test_preprocessing_json_reproduces_the_test_transform(recipe):
+    from PIL import Image
+
+    from sef import transforms
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (45, 70, 3), dtype=torch.uint8, generator=generator)
+    image = Image.fromarray(pixels.numpy())
+    prep = Preprocessing(SIZE, recipe, transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)
+    expected = transforms.test_transform(recipe, SIZE)(image)
+    difference = (_deploy_preprocess(image, prep.to_dict()) - expected).abs()
+    # PIL and torchvision resize round differently: at most one grey level, on few pixels.
+    one_level = 1.001 / 255 / min(transforms.IMAGENET_STD)
+    assert difference.max() <= one_level and difference.mean() < 0.05 * one_level

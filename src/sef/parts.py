@@ -109,7 +109,7 @@ def _fractions_and_distinctness(nearest: Tensor, parts: int) -> tuple[list[list[
     if not pairs:
         return fractions, None
     differ = torch.stack([nearest[:, a] != nearest[:, b] for a, b in pairs], dim=1)
-    return fractions, float(differ.float().mean())
+    return fractions, int(differ.sum()) / differ.numel()
 
 
 def part_report(

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from sef.checkpoint import TrainedModel
-from sef.datasets.images import open_rgb
-from sef.errors import DataError
+from sef.datasets.images import to_rgb
 
 
 @dataclass
@@ -70,9 +70,14 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            return index, self.transform(open_rgb(self.paths[index])), None
-        except DataError as error:
-            return index, None, str(error)
+            with Image.open(self.paths[index]) as image:
+                image.load()
+                rgb = to_rgb(image)
+        except FileNotFoundError:
+            return index, None, "does not exist"
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+            return index, None, f"cannot be decoded ({error})"
+        return index, self.transform(rgb), None
 
 
 def predict_images(
