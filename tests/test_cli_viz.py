@@ -25,30 +25,43 @@ def _is_png(path):
         return image.format == "PNG" and image.width > 300 and image.height > 200
 
 
-def test_corr_cam_and_parts_from_a_checkpoint(demo_checkpoint, tmp_path, write_image):
+def test_corr_as_a_user_runs_it(demo_checkpoint):
     result = _sef("viz", "corr", "--checkpoint", demo_checkpoint, "--images", 5, "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "group 1" in result.stdout and "group 2" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == ["group", "1", "group", "2"]  # the G x G table's header
+    assert lines[2].startswith("group 1") and len(lines[2].split()) == 4
     assert _is_png(demo_checkpoint.with_name("corr.png"))  # default: beside the checkpoint
 
+
+# The other figures run through main(), the function the `sef` script calls, in-process: the
+# start-up path is covered above and each extra interpreter costs seconds of torch imports.
+
+
+def test_cam_on_own_images(demo_checkpoint, tmp_path, write_image, capsys):
     own = write_image(tmp_path / "own bird.jpg", (50, 40))
     out = tmp_path / "figs" / "cam.png"
-    result = _sef("viz", "cam", "--checkpoint", demo_checkpoint, own, "--out", out)
-    assert result.returncode == 0, result.stderr
-    assert _is_png(out) and str(out) in result.stdout
-
-    out = tmp_path / "parts.png"
-    result = _sef(
-        "viz", "parts", "--checkpoint", demo_checkpoint, "--json", "--out", out, "--no-progress"
+    assert (
+        main(["viz", "cam", "--checkpoint", str(demo_checkpoint), str(own), "--out", str(out)]) == 0
     )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    assert _is_png(out) and str(out) in capsys.readouterr().out
+
+
+def test_parts_json_report(demo_checkpoint, tmp_path, capsys):
+    out = tmp_path / "parts.png"
+    argv = ["viz", "parts", "--checkpoint", str(demo_checkpoint), "--out", str(out)]
+    assert main([*argv, "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report["part_names"] == ["head", "wing", "tail"] and report["images"] == 16
-    assert len(report["fractions"]) == 2
+    assert len(report["fractions"]) == len(report["static_fractions"]) == 2
     assert all(sum(r) == pytest.approx(1) for r in report["fractions"])
     assert report["chance_distinctness"] == pytest.approx(2 / 3)
-    assert 0 <= report["distinctness"] <= 1
-    assert _is_png(out)
+    assert 0 <= report["distinctness"] <= 1 and 0 <= report["static_distinctness"] <= 1
+    assert _is_png(out) and report["figure"] == str(out)
+
+    assert main([*argv, "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "static peak" in table and "distinctness" in table and "group 2" in table
 
 
 def test_curves_from_a_run_folder(tmp_path, capsys):
