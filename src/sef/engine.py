@@ -481,7 +481,7 @@ class FitResult:
                 f"last eval top-1   {last['eval_top1']:.4f}, class-mean "
                 f"{last['eval_class_mean']:.4f} (epoch {last['epoch']})",
                 "group heads top-1 " + ", ".join(f"{v:.4f}" for v in last["eval_group_top1"]),
-                f"training time     {self.seconds / 60:.1f} min",
+                f"training time     {self.seconds / 60:.1f} min ({self.seconds:.0f} s)",
                 f"parameters        {self.parameters:,} in training, "
                 f"{self.parameters - self.extra_parameters:,} deployed "
                 f"(group heads add {self.extra_parameters:,})",
