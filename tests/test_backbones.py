@@ -1,9 +1,6 @@
 """Backbone weights: torchvision names, local files, safe loading, downloads, timm."""
 
-import functools
 import hashlib
-import http.server
-import threading
 
 import pytest
 import torch
@@ -72,22 +69,8 @@ def test_unknown_weight_name_lists_the_valid_ones():
         sef.SEF("resnet18", num_classes=3, weights="IMAGENET9K")
 
 
-@pytest.fixture
-def local_server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/served."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_named_weights_download_into_the_torch_hub_cache(tmp_path, local_server, monkeypatch):
-    served, address = local_server
+def test_named_weights_download_into_the_torch_hub_cache(tmp_path, http_server, monkeypatch):
+    served, address = http_server
     state = resnet18_state(seed=3)
     staged = tmp_path / "staged.pth"
     torch.save(state, staged)
@@ -101,8 +84,8 @@ def test_named_weights_download_into_the_torch_hub_cache(tmp_path, local_server,
     assert (tmp_path / "torch-home" / "hub" / "checkpoints" / name).is_file()
 
 
-def test_failed_download_explains_how_to_pass_a_local_file(tmp_path, local_server, monkeypatch):
-    _, address = local_server
+def test_failed_download_explains_how_to_pass_a_local_file(tmp_path, http_server, monkeypatch):
+    _, address = http_server
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     url = f"{address}/resnet18-f37072fd.pth"  # not served: 404
     monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.value, "url", url)
