@@ -50,26 +50,29 @@ def _kill_after_first_checkpoint(command: list[str], out: Path) -> int:
             process.kill()
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(folder_root: Path, tmp_path: Path):
-    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+def _in_process(arguments: list[str]) -> int:
+    """`sef ...` in this process, on one thread like the subprocesses (so the same kernels)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 in the subprocesses: the same kernels
+    torch.set_num_threads(1)
     try:
-        assert main(_command(folder_root, reference)[3:]) == 0  # uninterrupted, in-process
+        return main(arguments)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    assert _in_process(_command(folder_root, reference)[3:]) == 0  # never interrupted
 
     assert _kill_after_first_checkpoint(_command(folder_root, interrupted), interrupted) == -9
     killed_at = load_checkpoint(interrupted / "last.pt")["epoch"]
     assert 1 <= killed_at < EPOCHS
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "sef.cli", "train", "--resume", "--out", str(interrupted),
-         "--no-progress"],
-        env=_env(), capture_output=True, text=True,
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming after epoch {killed_at}" in resumed.stdout
+    capsys.readouterr()
+    assert _in_process(["train", "--resume", "--out", str(interrupted), "--no-progress"]) == 0
+    assert f"resuming after epoch {killed_at}" in capsys.readouterr().out
 
     assert _metrics(interrupted) == _metrics(reference)
     final, expected = (
