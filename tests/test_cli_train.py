@@ -100,3 +100,18 @@ def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -
     values = yaml.safe_load(capsys.readouterr().out)
     assert values["model"] == {"backbone": "resnet18", "weights": "IMAGENET1K_V1", "groups": 1}
     assert values["loss"]["lam"] == values["loss"]["gamma"] == values["loss"]["phi"] == 0
+
+
+def test_unreadable_images_stop_the_run_or_are_skipped(
+    folder_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (folder_root / "train" / "cat" / "broken.png").write_bytes(b"not an image")
+    arguments = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
+    arguments += ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    arguments += ["--no-progress"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "broken.png" in error and "skip" in error and not (tmp_path / "runs").exists()
+    assert main([*arguments, "--set", "data.bad_images=skip"]) == 0
+    assert "skipped 1 unreadable images" in capsys.readouterr().err

@@ -84,6 +84,15 @@ def broadcast_buffers(model: torch.nn.Module, context: Context) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def broadcast_object(value: object, context: Context) -> object:
+    """Rank 0's ``value`` on every process (picklable Python objects only)."""
+    if not context.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shard(length: int, context: Context) -> range:
     """This process's share of ``range(length)``: every index in exactly one shard, no padding."""
     return range(context.rank, length, context.world_size)

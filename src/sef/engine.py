@@ -311,16 +311,25 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
 
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
     """Apply ``data.bad_images`` to both splits: ``stop`` lists unreadable images and stops,
-    ``skip`` drops them (and says so), ``off`` trusts the files."""
+    ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0 decodes and
+    the others drop what it found, so no image is decoded twice."""
     from sef import datasets
 
-    show = progress and context.is_main
     for dataset in (data.train, data.eval):
-        bad = datasets.apply_bad_image_policy(
-            dataset, config.data.bad_images, workers=max(1, config.data.workers), progress=show
-        )
-        if bad and context.is_main:
-            tqdm.write(f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}", file=sys.stderr)
+        bad = None
+        if context.is_main:
+            bad = datasets.apply_bad_image_policy(
+                dataset,
+                config.data.bad_images,
+                workers=max(1, config.data.workers),
+                progress=progress,
+            )
+            if bad:
+                message = f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}"
+                tqdm.write(message, file=sys.stderr)
+        bad = distributed.broadcast_object(bad, context)
+        if not context.is_main and bad:
+            dataset.drop([path for path, _ in bad])
 
 
 def _train_loader(data: Data, config: Config, context: Context) -> DataLoader:
