@@ -39,3 +39,9 @@ def test_user_errors_are_one_line_with_exit_code_2():
 def test_no_command_prints_help_and_version_works():
     assert "COMMAND" in sef().stdout
     assert sef("--version").stdout.startswith("sef ")
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    shell = f"{sys.executable} -m sef info --backbone resnet18 --classes 3 | true"  # closed at once
+    result = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == ""

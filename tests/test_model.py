@@ -135,3 +135,12 @@ def test_backbone_that_does_not_yield_a_feature_map_is_refused():
 def test_bad_class_counts_are_value_errors():
     with pytest.raises(ValueError, match="num_classes"):
         sef.SEF(TinyCNN(), num_classes=0)
+
+
+def test_small_cnn_keeps_an_8x8_map_at_64_px_and_has_no_pretrained_weights():
+    model = sef.SEF("small_cnn", num_classes=8, groups=2)
+    assert "small_cnn" in sef.available_backbones()
+    assert model.channels == 128
+    assert model.train()(torch.randn(2, 3, 64, 64)).features.shape == (2, 128, 8, 8)
+    with pytest.raises(sef.SEFError, match="small_cnn has no pretrained weights"):
+        sef.SEF("small_cnn", num_classes=8, weights="IMAGENET1K_V1")

@@ -1,9 +1,10 @@
 """Backbones: a name or an nn.Module -> a feature extractor that yields [B, C, H, W].
 
 Names cover torchvision's CNN families (ResNet/ResNeXt/Wide-ResNet, EfficientNet, MobileNet,
-ConvNeXt, DenseNet, VGG, RegNet) and, when timm is installed, any timm model as
-``"timm:<name>"``. Weights are a torchvision weight name ("IMAGENET1K_V1", "DEFAULT"), a local
-file (.pth/.pt/.safetensors holding the full model's state dict), or None.
+ConvNeXt, DenseNet, VGG, RegNet), ``small_cnn`` (sef's own, for small images trained from
+scratch such as the demo set) and, when timm is installed, any timm model as ``"timm:<name>"``.
+Weights are a torchvision weight name ("IMAGENET1K_V1", "DEFAULT"), a local file
+(.pth/.pt/.safetensors holding the full model's state dict), or None.
 """
 
 from __future__ import annotations
@@ -22,13 +23,33 @@ TIMM_PREFIX = "timm:"
 _RESNET_FAMILIES = ("resnet", "resnext", "wide_resnet")
 _FEATURES_FAMILIES = ("efficientnet", "mobilenet", "convnext", "densenet", "vgg")
 _REGNET_FAMILY = "regnet"
+SMALL_CNN = "small_cnn"
+_SMALL_CNN_WIDTHS = (16, 32, 64, 128)
+
+
+def small_cnn(widths: tuple[int, ...] = _SMALL_CNN_WIDTHS) -> nn.Sequential:
+    """A VGG-style CNN of stride 8 for small images trained from scratch.
+
+    ResNet-18 reduces a 64 px image to a 2x2 map and does not learn the demo set from scratch
+    in minutes; this net keeps an 8x8 map, so groups have room to find parts.
+    """
+    layers: list[nn.Module] = []
+    channels = 3
+    for stage, width in enumerate(widths):
+        if stage:
+            layers.append(nn.MaxPool2d(2))
+        for _ in range(2):
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)]
+            layers.append(nn.ReLU(inplace=True))
+            channels = width
+    return nn.Sequential(*layers)
 
 
 def available_backbones() -> list[str]:
     """torchvision model names that ``create_backbone`` accepts (timm models come as timm:NAME)."""
     families = (*_RESNET_FAMILIES, *_FEATURES_FAMILIES, _REGNET_FAMILY)
     names = torchvision.models.list_models(module=torchvision.models)
-    return sorted(n for n in names if n.startswith(families))
+    return sorted([SMALL_CNN, *(n for n in names if n.startswith(families))])
 
 
 def _unknown_backbone(name: str) -> ValueError:
@@ -169,6 +190,12 @@ def create_backbone(
         raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
     if backbone.startswith(TIMM_PREFIX):
         return _timm_backbone(backbone, weights)
+    if backbone == SMALL_CNN:
+        if weights is not None and not _is_weights_file(weights):
+            raise WeightsError(
+                f"{SMALL_CNN} has no pretrained weights {weights!r}; use None or a file"
+            )
+        return create_backbone(small_cnn(), weights)
     if not backbone.startswith((*_RESNET_FAMILIES, *_FEATURES_FAMILIES, _REGNET_FAMILY)):
         raise _unknown_backbone(backbone)
     return _features_of(backbone, torchvision_model(backbone, weights))
