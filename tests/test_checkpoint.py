@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sef.checkpoint import load_checkpoint, save_checkpoint
-from sef.errors import CheckpointError
+from sef.checkpoint import load_checkpoint, load_trained_model, save_checkpoint
+from sef.errors import CheckpointError, DataError
 
 
 def _state(value: float = 1.0) -> dict:
@@ -109,3 +109,13 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     assert loaded["epoch"] == 1 and torch.equal(loaded["model"]["w"], torch.ones(3))
     leftovers = [p for p in os.listdir(tmp_path) if p != "last.pt"]
     assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")  # the dead writer's temp file
+
+
+def test_trained_model_reloads_its_own_data_and_refuses_other_classes(demo_checkpoint, folder_root):
+    trained = load_trained_model(demo_checkpoint)
+    dataset = trained.dataset("test")
+    assert dataset.classes == trained.classes and len(dataset) == 16
+    assert dataset.transform is trained.test_transform
+    trained.config["data"] = {**trained.config["data"], "dataset": "folder", "options": {}}
+    with pytest.raises(DataError, match=f"test split under {folder_root} differ"):
+        trained.dataset("test", folder_root)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from sef.errors import CheckpointError, ConfigError
+from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
@@ -112,6 +112,23 @@ class TrainedModel:
     test_transform: Callable
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def dataset(self, split: str = "test", root: str | os.PathLike | None = None) -> Any:
+        """``split`` of the data this model was trained on (or found under ``root``), with its
+        test transform; DataError if that data's classes are not the model's."""
+        from sef import datasets
+
+        data, seed = self.config["data"], self.config["run"]["seed"]
+        root = root if root is not None else data["root"]
+        options = {"seed": seed, "val_fraction": data["val_fraction"], **data["options"]}
+        options["transform"] = self.test_transform
+        loaded = datasets.load(data["dataset"], root, split, **options)
+        if list(loaded.classes) != list(self.classes):
+            raise DataError(
+                f"the classes of the {split} split under {root} differ from the "
+                f"{len(self.classes)} classes the model was trained on; pass its own data"
+            )
+        return loaded
 
 
 def build_model(config: Any, num_classes: int) -> SEF:

@@ -727,34 +727,18 @@ def evaluate_checkpoint(
 
     Returns the result and the dataset (whose ``samples`` line up with the predictions).
     """
-    from sef import datasets
     from sef.checkpoint import load_trained_model
 
     context = distributed.setup(device)
     try:
         trained = load_trained_model(checkpoint, device=context.device)
         config = config_from_dict(trained.config)
-        d = config.data
-        dataset = datasets.load(
-            d.dataset,
-            data_root if data_root is not None else d.root,
-            split,
-            transform=trained.test_transform,
-            seed=config.run.seed,
-            val_fraction=d.val_fraction,
-            **d.options,
-        )
-        if list(dataset.classes) != trained.classes:
-            raise DataError(
-                f"the classes of {split} under {data_root or d.root} differ from the "
-                f"{len(trained.classes)} classes saved in {checkpoint}; use the data it was "
-                f"trained on"
-            )
+        dataset = trained.dataset(split, data_root)
         result = evaluate(
             trained.model,
             dataset,
             batch_size=batch_size or config.run.eval_batch_size or config.optim.batch_size,
-            workers=d.workers if workers is None else workers,
+            workers=config.data.workers if workers is None else workers,
             context=context,
             progress=progress,
         )

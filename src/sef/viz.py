@@ -363,28 +363,6 @@ def plot_parts(
 # ------------------------------------------------------------------ from a checkpoint
 
 
-def checkpoint_dataset(trained: TrainedModel, root: str | None = None, split: str = "test"):
-    """``split`` of the dataset a checkpoint was trained on (or under ``root``), test transform."""
-    from sef import datasets
-
-    data, run = trained.config["data"], trained.config["run"]
-    dataset = datasets.load(
-        data["dataset"],
-        root if root is not None else data["root"],
-        split,
-        transform=trained.test_transform,
-        seed=run["seed"],
-        val_fraction=data["val_fraction"],
-        **data["options"],
-    )
-    if list(dataset.classes) != list(trained.classes):
-        raise DataError(
-            f"the classes of the {split} split under {root or data['root']} differ from the "
-            f"{len(trained.classes)} classes the checkpoint was trained on; pass its own data"
-        )
-    return dataset
-
-
 def pick_indices(length: int, count: int, seed: int = 0) -> list[int]:
     """``count`` distinct indices below ``length``, drawn at random with ``seed`` (all if fewer)."""
     if count < 1:
@@ -416,7 +394,7 @@ def correlation_figure(
 ) -> tuple[Path, Tensor]:
     """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
     and the G x G group averages."""
-    dataset = checkpoint_dataset(trained, root, split)
+    dataset = trained.dataset(split, root)
     indices = pick_indices(len(dataset), images, seed)
     batches = image_batches(dataset, indices, batch_size, progress)
     correlation, count = mean_channel_correlation(trained.model, batches)
@@ -431,7 +409,7 @@ def _images_and_titles(trained, paths, root, split, count, seed):
     if paths:
         inputs = torch.stack([trained.test_transform(open_rgb(p)) for p in paths])
         return inputs, [Path(p).name for p in paths]
-    dataset = checkpoint_dataset(trained, root, split)
+    dataset = trained.dataset(split, root)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
     return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
 
@@ -484,7 +462,7 @@ def parts_figure(
     (path, PartReport)."""
     from sef.parts import measure_parts
 
-    dataset = checkpoint_dataset(trained, root, split)
+    dataset = trained.dataset(split, root)
     indices = pick_indices(len(dataset), images, seed)
     measured = measure_parts(
         trained.model, dataset, trained.test_transform, indices, batch_size, progress=progress
