@@ -32,7 +32,7 @@ def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: P
     result = _sef("train", *TINY_DEMO, "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "runs" / "demo"
-    assert "training demo: resnet18, G=2, 24 train / 16 eval images, 8 classes" in result.stdout
+    assert "training demo: small_cnn, G=2, 24 train / 16 eval images, 8 classes" in result.stdout
     assert (
         "epoch 1/1" in result.stdout and f"run folder        {Path('runs/demo')}" in result.stdout
     )

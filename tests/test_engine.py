@@ -69,7 +69,7 @@ def test_fit_writes_the_run_folder_and_reports(tmp_path: Path) -> None:
         assert record["loss_entropy"] <= 0 and record["seconds"] > 0
     best = max(lines, key=lambda r: r["eval_top1"])
     assert (result.best_top1, result.best_epoch) == (best["eval_top1"], best["epoch"])
-    assert result.extra_parameters == 2 * 3 + 512 * 3  # group heads: C*K weights + G*K biases
+    assert result.extra_parameters == 2 * 3 + 128 * 3  # small_cnn: C*K weights + G*K biases
 
     last = load_checkpoint(out / "last.pt")
     assert last["epoch"] == 2 and last["classes"] == Blobs.classes and last["optimizer"]["state"]
@@ -139,7 +139,7 @@ def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
 
 def test_groups_larger_than_channels_fail_before_training(tmp_path: Path) -> None:
     config = _config(tmp_path / "run", "model.groups=600")
-    with pytest.raises(ConfigError, match="model.groups=600 cannot be built.*512 feature"):
+    with pytest.raises(ConfigError, match="model.groups=600 cannot be built.*128 feature"):
         fit(config, data=Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes), progress=False)
     assert not (tmp_path / "run").exists()
 
