@@ -1,18 +1,22 @@
 """Demo ablation: plain backbone vs MaxEnt vs SEF on the built-in demo set, over several seeds.
 
-Trains the presets ``demo-plain``, ``demo-maxent`` and ``demo`` (SEF) once per seed and writes the
-mean and sample standard deviation of their test accuracy to JSON, plus a Markdown table on stdout.
+Trains the presets ``demo-plain``, ``demo-maxent``, ``demo`` (SEF) and the demo's Table III rows
+once per seed and writes the mean and sample standard deviation of their test accuracy to JSON,
+plus a Markdown table on stdout. Methods not run this time keep their entry from an existing --out
+file made with the same seeds and settings, so rows can be added one call at a time.
 Runs live in --runs (default runs/demo-ablation); a run already there is resumed or reused, so an
 interrupted benchmark continues where it stopped. The headline number is the last epoch's test
 accuracy (the best epoch's is reported too, but picking it looks at the test set).
 
-    python benchmarks/demo_ablation.py                     # full: 3 methods x 3 seeds
+    python benchmarks/demo_ablation.py                     # full: 6 methods x 3 seeds
+    python benchmarks/demo_ablation.py --methods sef       # one row, merged into the JSON
     python benchmarks/demo_ablation.py --quick             # tiny smoke run to check it works
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -24,7 +28,14 @@ from common import RESULTS_DIR, write_report
 from sef.config import apply_overrides, config_to_dict, resolve_config
 from sef.engine import fit
 
-METHODS = {"plain": "demo-plain", "maxent": "demo-maxent", "sef": "demo"}
+METHODS = {
+    "plain": "demo-plain",
+    "maxent": "demo-maxent",
+    "sef": "demo",
+    "groups-only": "demo-groups-only",  # Table III's rows: which term does what
+    "matching-only": "demo-matching-only",
+    "matching-groups": "demo-matching-groups",
+}
 QUICK = [
     "data.options.per_class=6", "data.options.test_per_class=4", "data.image_size=32",
     "optim.epochs=1", "optim.batch_size=8", "data.workers=0",
@@ -86,23 +97,36 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def kept_results(args: argparse.Namespace) -> dict:
+    """Rows of an existing --out file made with the same settings (empty if none or different)."""
+    if not args.out.is_file():
+        return {}
+    previous = json.loads(args.out.read_text())
+    same = [previous.get(k) for k in ("quick", "seeds", "overrides")] == [
+        args.quick, args.seeds, args.overrides
+    ]  # fmt: skip
+    return {m: entry for m, entry in previous.get("results", {}).items() if same and m in METHODS}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     start = time.perf_counter()
-    results = {}
+    results = kept_results(args)
     for method in args.methods:
         runs = [train_one(method, seed, args) for seed in args.seeds]
         for run in runs:
             run.pop("config")
         results[method] = {"preset": METHODS[method], "runs": runs, "summary": summarise(runs)}
+    results = {method: results[method] for method in METHODS if method in results}
     payload = {
         "quick": args.quick,
         "seeds": args.seeds,
         "overrides": args.overrides,
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds_this_call": time.perf_counter() - start,
         "results": results,
     }
-    write_report(args.out, payload, torch.device("cpu"))
+    write_report(args.out, payload, torch.device("cpu"), [__file__, *argv])
     print(markdown(results))
     return 0
 

@@ -181,3 +181,23 @@ def test_gpu_epoch_fast_road_feeds_the_model_what_the_authors_road_does(tmp_path
         normalised = [(expected[None], torch.tensor([label]))]
         (again, _), *_ = gpu_epoch.DeviceBatches(normalised, torch.device("cpu"), False)
         assert torch.equal(again[0], expected)
+
+
+def test_demo_ablation_adds_rows_one_call_at_a_time(tmp_path, demo_root, run_main, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "a.json")
+    tiny = ["--quick", "--seeds", "0", "1", "--no-progress", "--out", out]
+    first = run_main("demo_ablation.py", *tiny, "--methods", "plain", "groups-only")
+    assert list(first["results"]) == ["plain", "groups-only"]
+    plain = first["results"]["plain"]
+    assert [run["seed"] for run in plain["runs"]] == [0, 1]
+    tops = [run["last_top1"] for run in plain["runs"]]
+    assert plain["summary"]["last_top1_mean"] == pytest.approx(sum(tops) / 2)
+    assert (tmp_path / "runs/demo-ablation/groups-only-seed1/last.pt").is_file()
+
+    second = run_main("demo_ablation.py", *tiny, "--methods", "sef")
+    assert list(second["results"]) == ["plain", "sef", "groups-only"]  # kept, in table order
+    assert second["results"]["plain"] == plain
+    third = run_main("demo_ablation.py", *tiny, "--set", "loss.phi=0.5", "--methods", "sef",
+                     "--runs", "runs/phi0.5")  # fmt: skip
+    assert list(third["results"]) == ["sef"]  # other settings: nothing kept
