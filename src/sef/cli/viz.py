@@ -110,18 +110,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     )
 
 
+def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
+    """Which test images a figure uses (and, when ``batched``, how they are fed)."""
+    chosen = {"root": args.data_root, "split": args.split, "images": args.images, "seed": args.seed}
+    if batched:
+        chosen.update(batch_size=args.batch_size, progress=not args.no_progress)
+    return chosen
+
+
 def run_corr(args: argparse.Namespace) -> int:
     from sef.viz import correlation_figure
 
     path, blocks = correlation_figure(
-        _load(args),
-        _out(args, "corr.png"),
-        root=args.data_root,
-        split=args.split,
-        images=args.images,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
+        _load(args), _out(args, "corr.png"), **_sampling(args, batched=True)
     )
     names = [f"group {g + 1}" for g in range(blocks.shape[0])]
     rows = [
@@ -136,15 +137,7 @@ def run_corr(args: argparse.Namespace) -> int:
 def run_cam(args: argparse.Namespace) -> int:
     from sef.viz import activation_figure
 
-    path = activation_figure(
-        _load(args),
-        _out(args, "cam.png"),
-        args.paths,
-        root=args.data_root,
-        split=args.split,
-        images=args.images,
-        seed=args.seed,
-    )
+    path = activation_figure(_load(args), _out(args, "cam.png"), args.paths, **_sampling(args))
     print(f"wrote {path}")
     return 0
 
@@ -162,14 +155,7 @@ def run_parts(args: argparse.Namespace) -> int:
     from sef.viz import parts_figure
 
     path, report = parts_figure(
-        _load(args),
-        _out(args, "parts.png"),
-        root=args.data_root,
-        split=args.split,
-        images=args.images,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
+        _load(args), _out(args, "parts.png"), **_sampling(args, batched=True)
     )
     if args.json:
         print(json.dumps({**report.to_dict(), "figure": str(path)}, indent=2))
