@@ -56,6 +56,15 @@ def test_paper_presets_hold_the_recipe(dataset: str, backbone: str) -> None:
     assert (maxent.loss.lam, maxent.loss.gamma, maxent.loss.phi) == (1, 0, 0)
 
 
+def test_demo_presets_weight_the_group_loss_at_a_tenth() -> None:
+    """From scratch the paper's phi=1 costs accuracy on the demo (benchmarks/demo_ablation.py)."""
+    for suffix, (lam, gamma, phi) in TABLE_III.items():
+        loss = load_preset(f"demo{suffix}").loss
+        assert (loss.lam, loss.gamma, loss.phi) == (lam, gamma, phi / 10)
+    for suffix in ("-plain", "-maxent"):
+        assert load_preset(f"demo{suffix}").loss.phi == 0
+
+
 def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
     names = preset_names()
     assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 4 * 2)
