@@ -130,7 +130,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     payload = {
         "what": "CUB train pipeline, images/s on one core (1 torch thread, 1 process)",
-        "preliminary": "measured on a shared machine; re-measure on an idle one",
         "images": {"count": count, "size": list(CUB_SIZE), "jpeg_quality": args.quality,
                    "mean_jpeg_kb": round(jpeg_kb, 1)},
         "output_shapes": shapes,
