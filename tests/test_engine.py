@@ -11,7 +11,15 @@ from torch.utils.data import Dataset
 
 from sef.checkpoint import build_model, load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
-from sef.engine import Data, choose_out_dir, evaluate, fit, latest_run_dir, seed_everything
+from sef.engine import (
+    Data,
+    choose_out_dir,
+    evaluate,
+    fit,
+    latest_run_dir,
+    seed_everything,
+    tune_backends,
+)
 from sef.errors import ConfigError, TrainingError
 from sef.model import SEF
 
@@ -163,3 +171,11 @@ def test_bf16_channels_last_plain_run_leaves_untrained_group_heads_untouched(
     assert torch.equal(trained["group_heads.0.weight"], initial["group_heads.0.weight"])
     assert not torch.equal(trained["head.weight"], initial["head.weight"])
     assert not (out / "tb").exists()
+
+
+def test_cudnn_picks_its_fastest_kernels_only_for_cuda_runs(monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    tune_backends(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    tune_backends(torch.device("cuda", 0))  # sets a flag only: needs no GPU
+    assert torch.backends.cudnn.benchmark is True

@@ -498,6 +498,12 @@ class FitResult:
         )
 
 
+def tune_backends(device: torch.device) -> None:
+    """On CUDA let cuDNN time its kernels once and keep the fastest: training shapes are fixed."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[SEF, nn.Module]:
     """The SEF model on its device and the (DDP / compiled) module that trains it."""
     seed_everything(config.run.seed)
@@ -506,6 +512,7 @@ def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
     model = model.to(context.device, memory_format=fmt)
+    tune_backends(context.device)
     trainer: nn.Module = model
     if context.distributed:
         if config.run.sync_bn:
