@@ -102,10 +102,10 @@ def kept_results(args: argparse.Namespace) -> dict:
     if not args.out.is_file():
         return {}
     previous = json.loads(args.out.read_text())
-    same = [previous.get(k) for k in ("quick", "seeds", "overrides")] == [
-        args.quick, args.seeds, args.overrides
-    ]  # fmt: skip
-    return {m: entry for m, entry in previous.get("results", {}).items() if same and m in METHODS}
+    settings = [previous.get(key) for key in ("quick", "seeds", "overrides")]
+    if settings != [args.quick, args.seeds, args.overrides]:
+        return {}
+    return {m: entry for m, entry in previous.get("results", {}).items() if m in METHODS}
 
 
 def main(argv: list[str] | None = None) -> int:
