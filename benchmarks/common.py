@@ -234,15 +234,24 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def command_line(command: list[str] | None = None) -> str:
+    """``command`` (script and arguments; default sys.argv) as a shell line from the cwd."""
+    script, *arguments = command or sys.argv
+    return shlex.join(["python", os.path.relpath(script), *arguments])
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def write_report(
     path: Path, payload: dict, device: torch.device, command: list[str] | None = None
 ) -> dict:
     """Add machine, date and the command (script and arguments; default sys.argv) to
     ``payload`` and write it as JSON."""
-    script, *arguments = command or sys.argv
     report = {
-        "command": shlex.join(["python", os.path.relpath(script), *arguments]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(command),
+        "date": utc_now(),
         "machine": machine_info(device),
         **payload,
     }

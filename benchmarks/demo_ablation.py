@@ -3,7 +3,8 @@
 Trains the presets ``demo-plain``, ``demo-maxent``, ``demo`` (SEF) and the demo's Table III rows
 once per seed and writes the mean and sample standard deviation of their test accuracy to JSON,
 plus a Markdown table on stdout. Methods not run this time keep their entry from an existing --out
-file made with the same seeds and settings, so rows can be added one call at a time.
+file made with the same seeds and settings, so rows can be added one call at a time; each row
+records the date and command that measured it.
 Runs live in --runs (default runs/demo-ablation); a run already there is resumed or reused, so an
 interrupted benchmark continues where it stopped. The headline number is the last epoch's test
 accuracy (the best epoch's is reported too, but picking it looks at the test set).
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, write_report
+from common import RESULTS_DIR, command_line, utc_now, write_report
 
 from sef.config import apply_overrides, config_to_dict, resolve_config
 from sef.engine import fit
@@ -97,6 +98,11 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def measured_stamp(argv: list[str]) -> dict:
+    """When and by which command a row was trained, so rows merged from calls stay dated."""
+    return {"date": utc_now(), "command": command_line([__file__, *argv])}
+
+
 def kept_results(args: argparse.Namespace) -> dict:
     """Rows of an existing --out file made with the same settings (empty if none or different)."""
     if not args.out.is_file():
@@ -117,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = [train_one(method, seed, args) for seed in args.seeds]
         for run in runs:
             run.pop("config")
-        results[method] = {"preset": METHODS[method], "runs": runs, "summary": summarise(runs)}
+        results[method] = {
+            "preset": METHODS[method],
+            "measured": measured_stamp(argv),
+            "runs": runs,
+            "summary": summarise(runs),
+        }
     results = {method: results[method] for method in METHODS if method in results}
     payload = {
         "quick": args.quick,

@@ -198,6 +198,9 @@ def test_demo_ablation_adds_rows_one_call_at_a_time(tmp_path, demo_root, run_mai
     second = run_main("demo_ablation.py", *tiny, "--methods", "sef")
     assert list(second["results"]) == ["plain", "sef", "groups-only"]  # kept, in table order
     assert second["results"]["plain"] == plain
+    assert "--methods plain groups-only" in plain["measured"]["command"]
+    assert second["results"]["sef"]["measured"]["command"].endswith("--methods sef")
+    assert plain["measured"]["date"] <= second["results"]["sef"]["measured"]["date"]
     third = run_main("demo_ablation.py", *tiny, "--set", "loss.phi=0.5", "--methods", "sef",
                      "--runs", "runs/phi0.5")  # fmt: skip
     assert list(third["results"]) == ["sef"]  # other settings: nothing kept
