@@ -5,11 +5,17 @@ normalised 448 x 448 training tensors, in one process with one torch thread:
 
 * ``reference``: the authors' pipeline -- PIL decode, torchvision.transforms (v1) Resize 600x600,
   RandomCrop 448, RandomHorizontalFlip, ToTensor, Normalize;
-* ``sef``: what ``sef train`` runs -- items of a ``sef.datasets.ImageList`` (what every reader
-  returns: PIL decode to RGB) through ``sef.transforms.train_transform("resize_crop", 448)``
-  (transforms v2, resizing the uint8 tensor);
-* ``sef_decode_jpeg``: the same v2 pipeline fed by ``torchvision.io.decode_jpeg`` instead of PIL,
-  to show what the other decoder would give.
+* ``sef_float``: sef's pipeline normalising in the worker -- items of a
+  ``sef.datasets.ImageList`` (what every reader returns: PIL decode to RGB) through
+  ``sef.transforms.train_transform("resize_crop", 448)`` (transforms v2, resizing the uint8
+  tensor), the road ``sef train`` took before 2026-11-25;
+* ``sef``: what a ``sef train`` worker does when training on a GPU -- the same with
+  ``normalise=False``: uint8 out, a quarter of the bytes to collate, pin and copy; the engine
+  normalises each batch on the GPU. On the CPU that step would cost the training process
+  ``normalise_batch_per_image_ms`` (measured here), so CPU runs keep normalising in workers.
+
+torchvision.io's JPEG decoder is not measured: it is deprecated since torchvision 0.29 (TorchCodec
+replaces it), so sef decodes with PIL.
 
     python benchmarks/dataloader.py            # 48 images x 7 rounds -> results/dataloader.json
     python benchmarks/dataloader.py --quick    # 4 small rounds, to check it runs
@@ -20,6 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +42,6 @@ from common import (
     write_report,
 )
 from PIL import Image
-from torchvision.io import decode_jpeg, read_file
 
 import sef
 
@@ -85,8 +92,15 @@ def reference_pipeline() -> v1.Compose:
 def variants(paths: list[Path]) -> dict:
     """name -> a callable that turns every image into a training tensor, returning the last."""
     reference = reference_pipeline()
-    ours = sef.transforms.train_transform("resize_crop", CROP)
-    dataset = sef.datasets.ImageList([(str(p), 0) for p in paths], ["bird"], transform=ours)
+    samples = [(str(p), 0) for p in paths]
+    floats = sef.datasets.ImageList(
+        samples, ["bird"], transform=sef.transforms.train_transform("resize_crop", CROP)
+    )
+    uint8 = sef.datasets.ImageList(
+        samples,
+        ["bird"],
+        transform=sef.transforms.train_transform("resize_crop", CROP, normalise=False),
+    )
 
     def run_reference() -> torch.Tensor:
         for path in paths:
@@ -94,17 +108,26 @@ def variants(paths: list[Path]) -> dict:
                 out = reference(image.convert("RGB"))
         return out
 
-    def run_sef() -> torch.Tensor:
-        for index in range(len(dataset)):
-            out, _ = dataset[index]
-        return out
+    def every_item(dataset: sef.datasets.ImageList) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            for index in range(len(dataset)):
+                out, _ = dataset[index]
+            return out
 
-    def run_decode_jpeg() -> torch.Tensor:
-        for path in paths:
-            out = ours(decode_jpeg(read_file(str(path))))
-        return out
+        return run
 
-    return {"reference": run_reference, "sef": run_sef, "sef_decode_jpeg": run_decode_jpeg}
+    return {"reference": run_reference, "sef_float": every_item(floats), "sef": every_item(uint8)}
+
+
+def normalise_seconds_per_image(repeats: int, batch: int = 32) -> float:
+    """CPU seconds per image of ``sef.transforms.normalise_batch`` on a uint8 batch."""
+    pixels = torch.randint(0, 256, (batch, 3, CROP, CROP), dtype=torch.uint8)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sef.transforms.normalise_batch(pixels)
+        times.append(time.perf_counter() - start)
+    return summarise(times)["median"] / batch
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -117,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         count = len(paths)
         jpeg_kb = float(np.mean([p.stat().st_size for p in paths]) / 1024)
         seconds = time_interleaved(runs, args.repeats, args.warmup, device, "dataloader")
-        shapes = {name: list(run().shape) for name, run in runs.items()}
+        outputs = {name: run() for name, run in runs.items()}
     rounds = {name: summarise(times) for name, times in seconds.items()}
     results = {
         name: {"images_per_s_per_core": count / r["median"], "round_seconds": r}
@@ -132,9 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
         "what": "CUB train pipeline, images/s on one core (1 torch thread, 1 process)",
         "images": {"count": count, "size": list(CUB_SIZE), "jpeg_quality": args.quality,
                    "mean_jpeg_kb": round(jpeg_kb, 1)},
-        "output_shapes": shapes,
+        "output_shapes": {name: list(out.shape) for name, out in outputs.items()},
+        "output_dtypes": {name: str(out.dtype) for name, out in outputs.items()},
         "results": results,
         "speedup_vs_reference": speedups,
+        "normalise_batch_per_image_ms": 1000 * normalise_seconds_per_image(args.repeats),
     }  # fmt: skip
     for name, result in results.items():
         print(f"{name:>16}: {result['images_per_s_per_core']:7.1f} images/s per core")

@@ -6,11 +6,13 @@ after a short warm-up (cuDNN autotuning, compilation):
 
 * ``authors_fp32``: fp32, PIL decode and transforms in 8 worker processes started afresh each
   epoch, no pinned memory, NCHW float batches (the authors' main.py);
-* ``fast``: bf16 autocast, channels_last, cudnn.benchmark, optional torch.compile; JPEG decode
-  with torchvision.io and uint8 resize/crop/flip in persistent workers, pinned uint8 batches,
-  float conversion and ImageNet normalisation on the device;
+* ``fast``: bf16 autocast, channels_last, cudnn.benchmark, optional torch.compile; the data
+  road of ``sef train`` (PIL decode and uint8 resize/crop/flip in workers, pinned uint8
+  batches, float conversion and ImageNet normalisation on the device), here with persistent
+  workers that prefetch 4 batches each;
 * ``fast_gpu_decode``: the same, decoding the JPEGs on the GPU with
-  ``torchvision.io.decode_jpeg(device="cuda")`` (CUDA only);
+  ``torchvision.io.decode_jpeg(device="cuda")`` (CUDA only; deprecated since torchvision 0.29
+  in favour of TorchCodec, measured here to see whether it would pay);
 * ``plain``: the plain backbone (groups=1, lam=gamma=phi=0, as the method-plain preset) on
   the fast road: the ceiling SEF is held to;
 * ``sef_compute`` / ``plain_compute``: the same steps on one batch kept on the device, so
@@ -31,7 +33,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -49,12 +51,12 @@ from common import (
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg, read_file
-from torchvision.transforms import v2
+from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm import tqdm
 
 import sef
 from sef import engine, transforms
+from sef.datasets import ImageList
 from sef.distributed import Context
 
 RECIPE = "resize_crop"  # CUB's: resize to 600 x 600, crop 448, flip
@@ -66,16 +68,16 @@ class Road:
 
     name: str
     model: str  # "sef" or "plain"
-    data: str  # "pil", "cpu_decode", "gpu_decode" or "on_device"
+    data: str  # "float" (normalised in workers), "uint8", "gpu_decode" or "on_device"
     amp: str  # "none" or "bf16"
     fast: bool  # channels_last, cudnn.benchmark, compile if asked, persistent pinned workers
 
 
 ROADS = (
-    Road("authors_fp32", "sef", "pil", "none", fast=False),
-    Road("fast", "sef", "cpu_decode", "bf16", fast=True),
+    Road("authors_fp32", "sef", "float", "none", fast=False),
+    Road("fast", "sef", "uint8", "bf16", fast=True),
     Road("fast_gpu_decode", "sef", "gpu_decode", "bf16", fast=True),
-    Road("plain", "plain", "cpu_decode", "bf16", fast=True),
+    Road("plain", "plain", "uint8", "bf16", fast=True),
     Road("sef_compute", "sef", "on_device", "bf16", fast=True),
     Road("plain_compute", "plain", "on_device", "bf16", fast=True),
 )
@@ -135,38 +137,30 @@ def write_jpegs(folder: Path, count: int, long_side: int, seed: int = 0) -> list
             torch.rand(1, 3, 6, 8, generator=generator) * 255, size=size, mode="bicubic"
         )[0]
         grain = torch.randn(3, *size, generator=generator) * 16
+        pixels = (field + grain).clamp(0, 255).byte().permute(1, 2, 0).numpy()
         path = folder / f"{i:05d}.jpg"
-        path.write_bytes(encode_jpeg((field + grain).clamp(0, 255).byte(), quality=90).numpy())
+        Image.fromarray(pixels).save(path, quality=90)
         paths.append(path)
     return paths
 
 
-class JpegDataset(Dataset):
-    """``length`` (image, label) items cycling over JPEG files, decoded as ``mode`` says.
+def cycled(files: list[Path], labels: list[int], length: int) -> list[tuple[str, int]]:
+    """``length`` (path, label) samples cycling over the files: an epoch of any size."""
+    return [(str(files[i % len(files)]), labels[i % len(labels)]) for i in range(length)]
 
-    mode "pil": PIL decode, then ``transform``; "tensor": torchvision.io decode to a uint8
-    tensor, then ``transform``; "bytes": the undecoded file, for decoding on the GPU.
-    """
 
-    def __init__(
-        self, files: list[Path], labels: list[int], length: int, mode: str, transform=None
-    ) -> None:
-        self.files, self.labels, self.length = files, labels, length
-        self.mode, self.transform = mode, transform
+class JpegBytes(Dataset):
+    """(undecoded file, label) items, for decoding on the GPU."""
+
+    def __init__(self, samples: list[tuple[str, int]]) -> None:
+        self.samples = samples
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor | Image.Image, int]:
-        path, label = self.files[index % len(self.files)], self.labels[index % len(self.labels)]
-        if self.mode == "bytes":
-            return read_file(str(path)), label
-        if self.mode == "pil":
-            with Image.open(path) as image:
-                item = image.convert("RGB")
-        else:
-            item = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)
-        return (self.transform(item) if self.transform else item), label
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        return torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8), label
 
 
 def collate_undecoded(batch: list[tuple[Tensor, int]]) -> tuple[list[Tensor], Tensor]:
@@ -174,52 +168,21 @@ def collate_undecoded(batch: list[tuple[Tensor, int]]) -> tuple[list[Tensor], Te
     return [data for data, _ in batch], torch.tensor([label for _, label in batch])
 
 
-def uint8_train_geometry(image_size: int) -> v2.Compose:
-    """The recipe's resize / random crop / flip, on uint8 tensors (normalising comes later)."""
-    side = transforms.resize_size(RECIPE, image_size)
-    return v2.Compose(
-        [
-            v2.Resize((side, side), antialias=True),
-            v2.RandomCrop(image_size),
-            v2.RandomHorizontalFlip(),
-        ]
-    )
+class GpuDecoded:
+    """Batches of JPEG files decoded with ``torchvision.io.decode_jpeg(device=...)`` and given
+    the recipe's resize / crop / flip there; the engine then normalises the uint8 batch."""
 
-
-class DeviceBatches:
-    """Batches from a loader, finished on the device: GPU JPEG decode if the loader yields
-    files, channels_last if asked, and float conversion and ImageNet normalisation of uint8."""
-
-    def __init__(
-        self,
-        loader: DataLoader,
-        device: torch.device,
-        channels_last: bool,
-        geometry: Callable[[Tensor], Tensor] | None = None,
-    ) -> None:
-        self.loader, self.device, self.channels_last = loader, device, channels_last
-        self.geometry = geometry
-        self.normalise = v2.Compose(
-            [
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(transforms.IMAGENET_MEAN, transforms.IMAGENET_STD),
-            ]
-        )
+    def __init__(self, loader: DataLoader, device: torch.device, image_size: int) -> None:
+        self.loader, self.device = loader, device
+        self.geometry = transforms.train_transform(RECIPE, image_size, normalise=False)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for images, labels in self.loader:
-            if isinstance(images, list):
-                decoded = decode_jpeg(images, mode=ImageReadMode.RGB, device=self.device)
-                images = torch.stack([self.geometry(image) for image in decoded])
-            images = images.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            if images.dtype == torch.uint8:  # the authors' road arrives normalised already
-                images = self.normalise(images)
-            yield images, labels.to(self.device, non_blocking=True)
+        for files, labels in self.loader:
+            decoded = decode_jpeg(files, mode=ImageReadMode.RGB, device=self.device)
+            yield torch.stack([self.geometry(image) for image in decoded]), labels
 
 
 class RepeatedBatch:
@@ -249,34 +212,31 @@ class FirstBatches:
         return islice(iter(self.batches), self.count)
 
 
-def _labels(args: argparse.Namespace, count: int) -> list[int]:
-    return torch.randint(
-        args.classes, (count,), generator=torch.Generator().manual_seed(1)
-    ).tolist()
+def _images(args: argparse.Namespace, files: list[Path], count: int, transform) -> ImageList:
+    """``count`` of the JPEGs with seeded random labels, as ``sef.datasets`` reads them."""
+    labels = torch.randint(args.classes, (len(files),), generator=torch.Generator().manual_seed(1))
+    classes = [str(c) for c in range(args.classes)]
+    return ImageList(cycled(files, labels.tolist(), count), classes, transform=transform)
 
 
-def _authors_batches(args: argparse.Namespace, files: list[Path], device: torch.device):
+def _authors_batches(args: argparse.Namespace, files: list[Path]) -> DataLoader:
     """PIL decode and float transforms in workers restarted each epoch, no pinned memory."""
     transform = transforms.train_transform(RECIPE, args.image_size)
-    dataset = JpegDataset(files, _labels(args, len(files)), args.train_images, "pil", transform)
-    loader = DataLoader(
+    dataset = _images(args, files, args.train_images, transform)
+    return DataLoader(
         dataset, args.batch_size, shuffle=True, num_workers=args.authors_workers, drop_last=True
     )
-    return DeviceBatches(loader, device, channels_last=False)
 
 
 def _fast_batches(
     args: argparse.Namespace, files: list[Path], device: torch.device, gpu_decode: bool
-):
-    """uint8 batches from persistent workers into pinned memory; normalised on the device."""
-    geometry = uint8_train_geometry(args.image_size)
-    dataset = JpegDataset(
-        files,
-        _labels(args, len(files)),
-        args.train_images,
-        "bytes" if gpu_decode else "tensor",
-        None if gpu_decode else geometry,
-    )
+) -> DataLoader | GpuDecoded:
+    """sef train's road: uint8 images (PIL decode, or files for the GPU to decode) from
+    persistent workers into pinned memory, normalised on the device by the engine."""
+    transform = transforms.train_transform(RECIPE, args.image_size, normalise=False)
+    dataset = _images(args, files, args.train_images, transform)
+    if gpu_decode:
+        dataset = JpegBytes(dataset.samples)
     loader = DataLoader(
         dataset,
         args.batch_size,
@@ -288,7 +248,7 @@ def _fast_batches(
         drop_last=True,
         collate_fn=collate_undecoded if gpu_decode else None,
     )
-    return DeviceBatches(loader, device, True, geometry if gpu_decode else None)
+    return GpuDecoded(loader, device, args.image_size) if gpu_decode else loader
 
 
 def train_batches(road: Road, args: argparse.Namespace, files: list[Path], device: torch.device):
@@ -298,8 +258,8 @@ def train_batches(road: Road, args: argparse.Namespace, files: list[Path], devic
         images = torch.randn(size, device=device).contiguous(memory_format=torch.channels_last)
         labels = torch.randint(args.classes, (args.batch_size,), device=device)
         return RepeatedBatch(images, labels, args.train_images // args.batch_size)
-    if road.data == "pil":
-        return _authors_batches(args, files, device)
+    if road.data == "float":
+        return _authors_batches(args, files)
     return _fast_batches(args, files, device, gpu_decode=road.data == "gpu_decode")
 
 
@@ -330,21 +290,16 @@ def time_evaluation(
     road: Road, model: sef.SEF, args: argparse.Namespace, files: list[Path], device: torch.device
 ) -> float:
     """Seconds of one ``sef.engine.evaluate`` pass over ``args.test_images`` images."""
-    pil = road.data == "pil"
-    dataset = JpegDataset(
-        files,
-        _labels(args, len(files)),
-        args.test_images,
-        "pil" if pil else "tensor",
-        transforms.test_transform(RECIPE, args.image_size),
-    )
+    authors = road.data == "float"
+    transform = transforms.test_transform(RECIPE, args.image_size, normalise=not authors)
+    dataset = _images(args, files, args.test_images, transform)
     synchronize(device)
     start = time.perf_counter()
     engine.evaluate(
         model,
         dataset,
         batch_size=args.batch_size,
-        workers=args.authors_workers if pil else args.workers,
+        workers=args.authors_workers if authors else args.workers,
         context=Context(device=device),
         amp=road.amp,
         channels_last=road.fast,

@@ -158,29 +158,26 @@ def test_inference_script_finds_the_exported_graph_equal_to_the_plain_one(tmp_pa
     assert parameters["sef_export"] == parameters["plain"] < parameters["sef_eval"]
 
 
-def test_gpu_epoch_fast_road_feeds_the_model_what_the_authors_road_does(tmp_path):
-    """uint8 decode + resize/crop/flip in workers, normalised on the device, gives the same
-    tensors as the paper's transforms on PIL images; normalised batches pass untouched."""
+def test_gpu_epoch_roads_read_the_jpegs_as_sef_train_does(tmp_path):
+    """The authors' road yields normalised floats, the fast road sef train's uint8 images of
+    the same crops; the GPU road hands over the undecoded files."""
     gpu_epoch = importlib.import_module("gpu_epoch")
     files = gpu_epoch.write_jpegs(tmp_path, 2, 80)
-    authors = gpu_epoch.JpegDataset(
-        files, [0, 1], 2, "pil", sef.transforms.train_transform("resize_crop", 32)
-    )
-    fast = gpu_epoch.JpegDataset(files, [0, 1], 2, "tensor", gpu_epoch.uint8_train_geometry(32))
-    for index in range(2):
-        torch.manual_seed(index)  # the same random crop and flip for both roads
-        expected, _ = authors[index]
+    args = gpu_epoch.parse_args(["--quick"])
+    authors = gpu_epoch._authors_batches(args, files).dataset
+    fast = gpu_epoch._fast_batches(args, files, torch.device("cpu"), gpu_decode=False).dataset
+    assert authors.samples == fast.samples and len(fast) == args.train_images
+    for index in range(len(fast)):
+        torch.manual_seed(index)  # the same random crop and flip on both roads
+        expected, label = authors[index]
         torch.manual_seed(index)
-        uint8, label = fast[index]
-        assert uint8.dtype == torch.uint8 and label == index
-        batch = [(uint8[None], torch.tensor([label]))]
-        (images, labels), *rest = gpu_epoch.DeviceBatches(batch, torch.device("cpu"), True)
-        assert not rest and labels.tolist() == [index]
-        assert images.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(images[0], expected, atol=0.02, rtol=0)
-        normalised = [(expected[None], torch.tensor([label]))]
-        (again, _), *_ = gpu_epoch.DeviceBatches(normalised, torch.device("cpu"), False)
-        assert torch.equal(again[0], expected)
+        uint8, same_label = fast[index]
+        assert expected.dtype == torch.float32 and uint8.dtype == torch.uint8
+        assert label == same_label
+        assert torch.equal(sef.transforms.normalise_batch(uint8), expected)
+    undecoded = gpu_epoch.JpegBytes(fast.samples)
+    data, label = undecoded[1]
+    assert label == fast.samples[1][1] and data.tolist() == list(files[1].read_bytes())
 
 
 def test_demo_ablation_adds_rows_one_call_at_a_time(tmp_path, demo_root, run_main, monkeypatch):

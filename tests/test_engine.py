@@ -9,14 +9,17 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from sef import transforms
 from sef.checkpoint import build_model, load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
+from sef.distributed import Context
 from sef.engine import (
     Data,
     choose_out_dir,
     evaluate,
     fit,
     latest_run_dir,
+    load_data,
     seed_everything,
     tune_backends,
 )
@@ -110,6 +113,56 @@ def test_evaluate_counts_each_image_once_like_a_per_image_loop() -> None:
     assert result.top1 == pytest.approx(correct.mean().item())
     assert result.class_mean == pytest.approx(sum(per_class) / 3)
     assert result.summary()["images"] == 7
+
+
+class Pixels(Dataset):
+    """Blobs as 8-bit pixels: uint8 images, or the same images already normalised."""
+
+    classes = Blobs.classes
+
+    def __init__(self, count: int, seed: int, normalised: bool) -> None:
+        blobs = Blobs(count, seed)
+        self.labels = blobs.labels
+        self.pixels = (blobs.images * 60 + 100).clamp(0, 255).to(torch.uint8)
+        self.normalised = normalised
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.pixels[index]
+        if self.normalised:
+            image = transforms.test_transform("resize", 32)(image)  # per image, as before
+        return image, int(self.labels[index])
+
+
+def test_uint8_batches_train_and_evaluate_exactly_as_normalised_ones(tmp_path: Path) -> None:
+    """The engine normalises uint8 batches on the device (what sef train's loaders yield):
+    a run on them ends with the same weights and predictions as a run on float images."""
+    runs = []
+    for normalised in (True, False):
+        data = Data(Pixels(8, 0, normalised), Pixels(6, 1, normalised), Pixels.classes)
+        out = tmp_path / f"normalised-{normalised}"
+        result = fit(_config(out, "run.tensorboard=false"), data=data, progress=False)
+        runs.append((load_checkpoint(out / "last.pt")["model"], result.last))
+    (floats, float_record), (uint8s, uint8_record) = runs
+    assert floats.keys() == uint8s.keys()
+    assert all(torch.equal(floats[key], uint8s[key]) for key in floats)
+    same = ("loss_total", "train_top1", "eval_top1", "eval_group_top1")
+    assert [float_record[k] for k in same] == [uint8_record[k] for k in same]
+    assert Pixels(1, 0, normalised=False)[0][0].dtype == torch.uint8
+
+
+@pytest.mark.parametrize(("device", "dtype"), [("cpu", torch.float32), ("cuda", torch.uint8)])
+def test_loaders_leave_normalising_to_a_gpu_but_not_to_the_cpu(demo_root, device, dtype):
+    config = _config(
+        demo_root / "run", "data.options.per_class=4", "data.options.test_per_class=2",
+        "data.image_size=32",
+    )  # fmt: skip
+    data = load_data(config, Context(device=torch.device(device)), progress=False)
+    (train_image, _), (eval_image, _) = data.train[0], data.eval[0]
+    assert train_image.dtype == eval_image.dtype == dtype
+    assert train_image.shape == eval_image.shape == (3, 32, 32)
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(

@@ -100,6 +100,28 @@ def test_seeded_augmentation_is_reproducible():
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
+@pytest.mark.parametrize("make", [transforms.train_transform, transforms.test_transform])
+def test_uint8_pipelines_normalised_as_a_batch_give_the_float_pipelines_exactly(make):
+    """What sef train does (uint8 out of the workers, one normalisation per batch on the
+    device) is bit for bit what the per-image float pipeline gives."""
+    images = [_photo(seed=seed) for seed in range(3)]
+    torch.manual_seed(5)
+    expected = torch.stack([make("resize_crop", 16)(image) for image in images])
+    torch.manual_seed(5)
+    uint8 = torch.stack([make("resize_crop", 16, normalise=False)(image) for image in images])
+    assert uint8.dtype == torch.uint8 and uint8.shape == (3, 3, 16, 16)
+    batch = transforms.normalise_batch(uint8.contiguous(memory_format=torch.channels_last))
+    assert batch.dtype == torch.float32 and torch.equal(batch, expected)
+
+
+def test_normalise_batch_is_the_imagenet_formula():
+    pixels = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 2, 2)
+    values = torch.tensor([0, 128, 255], dtype=torch.float64) / 255
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    expected = ((values - mean) / std).view(1, 3, 1, 1).expand(2, 3, 2, 2).float()
+    torch.testing.assert_close(transforms.normalise_batch(pixels), expected)
+
+
 @pytest.mark.parametrize(
     ("recipe", "size"), [("random_resized_crop", 224), ("resize", 0), ("resize", 22.5)]
 )

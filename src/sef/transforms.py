@@ -4,11 +4,14 @@
 random crop of ``image_size`` (train) or a center crop (test). ``resize`` (Cars, Dogs): resize to an
 ``image_size`` square. Train pipelines add a horizontal flip; both end with ImageNet normalisation.
 The input is a PIL image (or a uint8 tensor [3, H, W]); the output a float tensor [3, S, S].
+With ``normalise=False`` the output stays uint8 (a quarter of the bytes to collate, pin and copy)
+and :func:`normalise_batch` finishes a batch of such images on the device.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 from torchvision.transforms import v2
 
 from sef.errors import ConfigError
@@ -39,20 +42,28 @@ def _normalise() -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def train_transform(recipe: str, image_size: int) -> v2.Compose:
+_NORMALISE = v2.Compose(_normalise())
+
+
+def normalise_batch(images: Tensor) -> Tensor:
+    """uint8 images [..., 3, H, W] to ImageNet-normalised float32, exactly as the pipelines do."""
+    return _NORMALISE(images)
+
+
+def train_transform(recipe: str, image_size: int, normalise: bool = True) -> v2.Compose:
     """Training pipeline: resize (+ random crop for ``resize_crop``), flip, normalise."""
     side = resize_size(recipe, image_size)
     steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((side, side), antialias=True)]
     if recipe == "resize_crop":
         steps.append(v2.RandomCrop(image_size))
     steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps + _normalise())
+    return v2.Compose(steps + (_normalise() if normalise else []))
 
 
-def test_transform(recipe: str, image_size: int) -> v2.Compose:
+def test_transform(recipe: str, image_size: int, normalise: bool = True) -> v2.Compose:
     """Evaluation pipeline: resize (+ center crop for ``resize_crop``), normalise."""
     side = resize_size(recipe, image_size)
     steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((side, side), antialias=True)]
     if recipe == "resize_crop":
         steps.append(v2.CenterCrop(image_size))
-    return v2.Compose(steps + _normalise())
+    return v2.Compose(steps + (_normalise() if normalise else []))
