@@ -226,6 +226,20 @@ def test_bf16_channels_last_plain_run_leaves_untrained_group_heads_untouched(
     assert not (out / "tb").exists()
 
 
+def test_compiled_run_trains_and_saves_the_plain_model_weights(tmp_path: Path) -> None:
+    """run.compile wraps the model in torch.compile (~25 s to build here); the checkpoint
+    still holds the SEF's own weight names, so eval, export and resume read it as any other."""
+    out = tmp_path / "run"
+    data = Data(Blobs(8, 0), Blobs(3, 1), Blobs.classes)
+    config = _config(out, "optim.epochs=1", "run.compile=true", "run.tensorboard=false")
+    fit(config, data=data, progress=False)
+    seed_everything(config.run.seed)
+    initial = build_model(config, 3).state_dict()
+    trained = load_checkpoint(out / "last.pt")["model"]
+    assert trained.keys() == initial.keys()
+    assert not torch.equal(trained["head.weight"], initial["head.weight"])
+
+
 def test_cudnn_picks_its_fastest_kernels_only_for_cuda_runs(monkeypatch) -> None:
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     tune_backends(torch.device("cpu"))
