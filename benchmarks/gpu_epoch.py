@@ -7,9 +7,9 @@ after a short warm-up (cuDNN autotuning, compilation):
 * ``authors_fp32``: fp32, PIL decode and transforms in 8 worker processes started afresh each
   epoch, no pinned memory, NCHW float batches (the authors' main.py);
 * ``fast``: bf16 autocast, channels_last, cudnn.benchmark, optional torch.compile; the data
-  road of ``sef train`` (PIL decode and uint8 resize/crop/flip in workers, pinned uint8
-  batches, float conversion and ImageNet normalisation on the device), here with persistent
-  workers that prefetch 4 batches each;
+  road of ``sef train`` (``sef.engine.train_loader``: PIL decode and uint8 resize/crop/flip in
+  persistent workers, pinned uint8 batches, float conversion and ImageNet normalisation on the
+  device);
 * ``fast_gpu_decode``: the same, decoding the JPEGs on the GPU with
   ``torchvision.io.decode_jpeg(device="cuda")`` (CUDA only; deprecated since torchvision 0.29
   in favour of TorchCodec, measured here to see whether it would pay);
@@ -231,24 +231,37 @@ def _authors_batches(args: argparse.Namespace, files: list[Path]) -> DataLoader:
 def _fast_batches(
     args: argparse.Namespace, files: list[Path], device: torch.device, gpu_decode: bool
 ) -> DataLoader | GpuDecoded:
-    """sef train's road: uint8 images (PIL decode, or files for the GPU to decode) from
-    persistent workers into pinned memory, normalised on the device by the engine."""
+    """sef train's road: ``sef.engine.train_loader`` over uint8 images (normalised on the
+    device by the engine); or the JPEG files themselves, for the GPU to decode."""
     transform = transforms.train_transform(RECIPE, args.image_size, normalise=False)
     dataset = _images(args, files, args.train_images, transform)
-    if gpu_decode:
-        dataset = JpegBytes(dataset.samples)
+    if not gpu_decode:
+        return engine.train_loader(
+            dataset,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            seed=0,
+            context=Context(device=device),
+        )
     loader = DataLoader(
-        dataset,
+        JpegBytes(dataset.samples),
         args.batch_size,
         shuffle=True,
         num_workers=args.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=args.workers > 0,
-        prefetch_factor=4 if args.workers > 0 else None,
         drop_last=True,
-        collate_fn=collate_undecoded if gpu_decode else None,
+        collate_fn=collate_undecoded,
     )
-    return GpuDecoded(loader, device, args.image_size) if gpu_decode else loader
+    return GpuDecoded(loader, device, args.image_size)
+
+
+def images_per_epoch(batches, batch_size: int) -> int:
+    """Images one pass over ``batches`` trains on (a loader may end on a shorter batch)."""
+    loader = getattr(batches, "loader", batches)
+    if isinstance(loader, DataLoader) and not loader.drop_last:
+        return len(loader.sampler)
+    return len(batches) * batch_size
 
 
 def train_batches(road: Road, args: argparse.Namespace, files: list[Path], device: torch.device):
@@ -340,7 +353,7 @@ def run_road(road: Road, args: argparse.Namespace, files: list[Path], device: to
         **asdict(road),
         "steps": len(batches),
         "epoch_seconds": seconds,
-        "images_per_second": len(batches) * args.batch_size / seconds,
+        "images_per_second": images_per_epoch(batches, args.batch_size) / seconds,
         "peak_memory_mb": peak_memory_mb(device) if device.type == "cuda" else None,
     }
     if road.name in EVALUATED:

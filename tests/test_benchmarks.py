@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import sef
+from sef.seeding import SeededItems
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -165,7 +166,10 @@ def test_gpu_epoch_roads_read_the_jpegs_as_sef_train_does(tmp_path):
     files = gpu_epoch.write_jpegs(tmp_path, 2, 80)
     args = gpu_epoch.parse_args(["--quick"])
     authors = gpu_epoch._authors_batches(args, files).dataset
-    fast = gpu_epoch._fast_batches(args, files, torch.device("cpu"), gpu_decode=False).dataset
+    loader = gpu_epoch._fast_batches(args, files, torch.device("cpu"), gpu_decode=False)
+    assert loader.persistent_workers and isinstance(loader.dataset, SeededItems)
+    fast = loader.dataset.dataset
+    assert gpu_epoch.images_per_epoch(loader, args.batch_size) == args.train_images
     assert authors.samples == fast.samples and len(fast) == args.train_images
     for index in range(len(fast)):
         torch.manual_seed(index)  # the same random crop and flip on both roads

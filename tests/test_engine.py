@@ -226,6 +226,23 @@ def test_bf16_channels_last_plain_run_leaves_untrained_group_heads_untouched(
     assert not (out / "tb").exists()
 
 
+def test_a_run_is_the_same_with_any_number_of_loader_workers(demo_root, tmp_path) -> None:
+    """Random crops and flips are drawn per image (sef.seeding), not per worker process."""
+    tiny = ["data.options.per_class=4", "data.options.test_per_class=2", "data.image_size=32"]
+    runs = []
+    for workers in (0, 2):
+        out = tmp_path / f"workers-{workers}"
+        config = _config(out, *tiny, f"data.workers={workers}", "run.tensorboard=false")
+        runs.append((fit(config, progress=False), load_checkpoint(out / "last.pt")["model"]))
+    (serial, serial_weights), (parallel, parallel_weights) = runs
+    timing = ("seconds", "images_per_second")
+    for a, b in zip(serial.history, parallel.history, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+    assert all(torch.equal(serial_weights[k], parallel_weights[k]) for k in serial_weights)
+
+
 def test_compiled_run_trains_and_saves_the_plain_model_weights(tmp_path: Path) -> None:
     """run.compile wraps the model in torch.compile (~25 s to build here); the checkpoint
     still holds the SEF's own weight names, so eval, export and resume read it as any other."""

@@ -3,9 +3,11 @@
 One straight road: datasets -> model -> SGD + StepLR -> per epoch ``train_one_epoch`` then
 ``evaluate`` -> metrics.jsonl, TensorBoard, ``last.pt`` / ``best.pt`` in the run folder.
 
-Resume is exact: every epoch starts by seeding all random generators from (seed, epoch, rank) and
-the sampler shuffles from (seed, epoch), so the random stream of epoch e never depends on what ran
-before it; the checkpoint holds weights, optimizer, scheduler and scaler state and the history.
+Resume is exact: every epoch starts by seeding all random generators from (seed, epoch, rank),
+the sampler shuffles from (seed, epoch) and each image is augmented under its own seed
+(:mod:`sef.seeding`), so the random stream of epoch e never depends on what ran before it or on
+the number of loader workers; the checkpoint holds weights, optimizer, scheduler and scaler state
+and the history.
 Under torchrun (DDP) only rank 0 writes files and prints, and evaluation shards the test set
 without padding, so every test image counts exactly once.
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -37,23 +37,16 @@ from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF
+from sef.seeding import EpochSampler, SeededItems, seed_everything
 
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
-# Config keys that may differ when resuming: where things are and how they are logged; the data
-# loader's worker count is not among them, as it decides which process draws the augmentations.
-RESUMABLE_CHANGES = ("data.root", "run.out", "run.tensorboard", "run.device")
+# Config keys that may differ when resuming: where things are, how they are logged and how many
+# processes load them (each image's augmentation has its own seed: sef.seeding).
+RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ------------------------------------------------------------------------------ small helpers
-
-
-def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
-    """Seed Python, NumPy and torch (all devices) from (seed, epoch, rank)."""
-    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
-    random.seed(int(state[0]))
-    np.random.seed(int(state[1]))
-    torch.manual_seed(int(state[0]))
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -344,20 +337,26 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
             dataset.drop([path for path, _ in bad])
 
 
-def _train_loader(data: Data, config: Config, context: Context) -> DataLoader:
+def train_loader(
+    dataset: Dataset, *, batch_size: int, workers: int, seed: int, context: Context
+) -> DataLoader:
+    """The loader ``fit`` trains from: this process's shard of ``dataset``, reshuffled by
+    ``loader.sampler.set_epoch(epoch)``, each image augmented under its own seed (sef.seeding),
+    from workers that live across epochs into pinned memory on CUDA. ``batch_size`` is global."""
     world = context.world_size
-    per_process = config.optim.batch_size // world
+    per_process = batch_size // world
     sampler = DistributedSampler(
-        data.train, num_replicas=world, rank=context.rank, shuffle=True, seed=config.run.seed
+        dataset, num_replicas=world, rank=context.rank, shuffle=True, seed=seed
     )
     if len(sampler) < 2:
-        raise DataError(f"training needs at least {2 * world} images; got {len(data.train)}")
+        raise DataError(f"training needs at least {2 * world} images; got {len(dataset)}")
     return DataLoader(
-        data.train,
+        SeededItems(dataset, seed),
         batch_size=per_process,
-        sampler=sampler,
-        num_workers=config.data.workers,
+        sampler=EpochSampler(sampler),
+        num_workers=workers,
         pin_memory=context.device.type == "cuda",
+        persistent_workers=workers > 0,
         # BatchNorm cannot train on a batch of one image: drop such a remainder.
         drop_last=len(sampler) % per_process == 1,
     )
@@ -609,7 +608,13 @@ class _Run:
 
 def _epochs(run: _Run, logger: _Logger | None, progress: bool) -> Iterator[dict]:
     config, context = run.config, run.context
-    loader = _train_loader(run.data, config, context)
+    loader = train_loader(
+        run.data.train,
+        batch_size=config.optim.batch_size,
+        workers=config.data.workers,
+        seed=config.run.seed,
+        context=context,
+    )
     eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
     while run.epoch < config.optim.epochs:
         epoch = run.epoch + 1

@@ -1,0 +1,79 @@
+"""Reproducible randomness: each epoch, and each training image in it, draws from its own seed.
+
+The training process reseeds from (seed, epoch, rank) when an epoch starts, and every training
+image is augmented under a seed made from (seed, epoch, index), in whichever process loads it.
+So what a run draws depends neither on the number of loader workers nor on what ran before a
+resumed epoch, and the workers can live from one epoch to the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+_ITEM = 0x5EF  # sets an item's seed (seed, epoch, index, _ITEM) apart from (seed, epoch, rank)
+
+
+def _seed_all(entropy: Sequence[int]) -> None:
+    state = np.random.SeedSequence(list(entropy)).generate_state(2)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[1]))
+    torch.manual_seed(int(state[0]))
+
+
+def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
+    """Seed Python, NumPy and torch (all devices) from (seed, epoch, rank)."""
+    _seed_all([seed, epoch, rank])
+
+
+@contextlib.contextmanager
+def item_seed(seed: int, epoch: int, index: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch's CPU generator for one item, and restore them after."""
+    saved = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    _seed_all([seed, epoch, index, _ITEM])
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.random.set_rng_state(saved[2])
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` for each index of ``sampler``; ``set_epoch`` sets both."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
+
+
+class SeededItems(Dataset):
+    """``dataset`` indexed by ``(epoch, index)`` (an EpochSampler's keys): each item is loaded
+    under :func:`item_seed`, so its random augmentation is the same in any process."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with item_seed(self.seed, epoch, index):
+            return self.dataset[index]
