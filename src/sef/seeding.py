@@ -15,34 +15,42 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 _ITEM = 0x5EF  # sets an item's seed (seed, epoch, index, _ITEM) apart from (seed, epoch, rank)
 
 
-def _seed_all(entropy: Sequence[int]) -> None:
-    state = np.random.SeedSequence(list(entropy)).generate_state(2)
-    random.seed(int(state[0]))
-    np.random.seed(int(state[1]))
-    torch.manual_seed(int(state[0]))
+def _seeds(entropy: Sequence[int]) -> tuple[int, int]:
+    first, second = np.random.SeedSequence(list(entropy)).generate_state(2)
+    return int(first), int(second)
 
 
 def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
     """Seed Python, NumPy and torch (all devices) from (seed, epoch, rank)."""
-    _seed_all([seed, epoch, rank])
+    first, second = _seeds([seed, epoch, rank])
+    random.seed(first)
+    np.random.seed(second)
+    torch.manual_seed(first)
 
 
 @contextlib.contextmanager
 def item_seed(seed: int, epoch: int, index: int) -> Iterator[None]:
-    """Seed Python, NumPy and torch's CPU generator for one item, and restore them after."""
-    saved = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    _seed_all([seed, epoch, index, _ITEM])
+    """Seed Python, NumPy and torch's CPU generator for one item (some tens of µs in a loader
+    worker). In the training process itself (no workers) their states are restored after."""
+    saved = None
+    if get_worker_info() is None:
+        saved = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    first, second = _seeds([seed, epoch, index, _ITEM])
+    random.seed(first)
+    np.random.seed(second)
+    torch.default_generator.manual_seed(first)  # what CPU transforms draw from
     try:
         yield
     finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.random.set_rng_state(saved[2])
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.random.set_rng_state(saved[2])
 
 
 class EpochSampler(Sampler):
