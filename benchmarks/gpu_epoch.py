@@ -2,7 +2,7 @@
 
 Every road trains through the engine's own ``sef.engine.train_one_epoch`` for one epoch of
 CUB's size (5,994 images) over synthetic JPEGs of CUB's image size, written by this script,
-after a short warm-up (cuDNN autotuning, compilation):
+after a short warm-up (cuDNN autotuning, compilation; the epoch's last, shorter batch too):
 
 * ``authors_fp32``: fp32, PIL decode and transforms in 8 worker processes started afresh each
   epoch, no pinned memory, NCHW float batches (the authors' main.py);
@@ -264,6 +264,13 @@ def images_per_epoch(batches, batch_size: int) -> int:
     return len(batches) * batch_size
 
 
+def short_batch(args: argparse.Namespace, size: int, device: torch.device) -> RepeatedBatch:
+    """One uint8 batch of ``size`` images on the device, as the loader's last batch arrives."""
+    shape = (size, 3, args.image_size, args.image_size)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    return RepeatedBatch(images, torch.randint(args.classes, (size,), device=device), 1)
+
+
 def train_batches(road: Road, args: argparse.Namespace, files: list[Path], device: torch.device):
     """One epoch of ``args.train_images`` images on ``road``'s data path."""
     if road.data == "on_device":
@@ -344,6 +351,9 @@ def run_road(road: Road, args: argparse.Namespace, files: list[Path], device: to
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     epoch(FirstBatches(batches, args.warmup))
+    remainder = images_per_epoch(batches, args.batch_size) % args.batch_size
+    if remainder:  # the epoch's last, shorter batch: tune (and compile) its shape too, as a
+        epoch(short_batch(args, remainder, device))  # whole run pays that only once
     synchronize(device)
     start = time.perf_counter()
     epoch(batches)

@@ -143,6 +143,15 @@ def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_m
     assert report["settings"]["mean_jpeg_kb"] > 0
 
 
+def test_gpu_epoch_counts_and_warms_up_the_last_shorter_batch(tmp_path, run_main):
+    out = str(tmp_path / "short.json")
+    report = run_main("gpu_epoch.py", "--quick", "--roads", "fast", "--batch-size", "3",
+                      "--train-images", "8", "--out", out)  # fmt: skip
+    fast = report["roads"]["fast"]
+    assert fast["steps"] == 3  # 3 + 3 + 2 images
+    assert fast["images_per_second"] == pytest.approx(8 / fast["epoch_seconds"])
+
+
 def test_inference_script_finds_the_exported_graph_equal_to_the_plain_one(tmp_path, run_main):
     report = run_main("inference.py", "--quick", "--out", str(tmp_path / "i.json"))
     assert set(report["seconds"]) == {
