@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,15 +118,12 @@ def variants(paths: list[Path]) -> dict:
     return {"reference": run_reference, "sef_float": every_item(floats), "sef": every_item(uint8)}
 
 
-def normalise_seconds_per_image(repeats: int, batch: int = 32) -> float:
-    """CPU seconds per image of ``sef.transforms.normalise_batch`` on a uint8 batch."""
-    pixels = torch.randint(0, 256, (batch, 3, CROP, CROP), dtype=torch.uint8)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sef.transforms.normalise_batch(pixels)
-        times.append(time.perf_counter() - start)
-    return summarise(times)["median"] / batch
+def normalise_seconds_per_image(args: argparse.Namespace, device: torch.device) -> float:
+    """CPU seconds per image of ``sef.transforms.normalise_batch`` on a uint8 batch of 32."""
+    pixels = torch.randint(0, 256, (32, 3, CROP, CROP), dtype=torch.uint8)
+    run = {"normalise_batch": lambda: sef.transforms.normalise_batch(pixels)}
+    seconds = time_interleaved(run, args.repeats, args.warmup, device, "normalise")
+    return summarise(seconds["normalise_batch"])["median"] / len(pixels)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -159,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         "output_dtypes": {name: str(out.dtype) for name, out in outputs.items()},
         "results": results,
         "speedup_vs_reference": speedups,
-        "normalise_batch_per_image_ms": 1000 * normalise_seconds_per_image(args.repeats),
+        "normalise_batch_per_image_ms": 1000 * normalise_seconds_per_image(args, device),
     }  # fmt: skip
     for name, result in results.items():
         print(f"{name:>16}: {result['images_per_s_per_core']:7.1f} images/s per core")
