@@ -152,6 +152,18 @@ def test_gpu_epoch_counts_and_warms_up_the_last_shorter_batch(tmp_path, run_main
     assert fast["images_per_second"] == pytest.approx(8 / fast["epoch_seconds"])
 
 
+def test_gpu_syncs_script_times_both_precisions_with_and_without_a_wait_per_step(
+    tmp_path, run_main
+):
+    report = run_main("gpu_syncs.py", "--quick", "--out", str(tmp_path / "s.json"))
+    assert set(report["results"]) == {"bf16", "fp16"}
+    for result in report["results"].values():
+        assert result["syncs_per_epoch"] is None  # counted on CUDA only
+        assert set(result["step_seconds"]) == {"shipped", "wait_per_step"}
+        assert all(t["median"] > 0 and t["n"] == 2 for t in result["step_seconds"].values())
+        assert result["wait_per_step_over_shipped"]["median"] > 0
+
+
 def test_inference_script_finds_the_exported_graph_equal_to_the_plain_one(tmp_path, run_main):
     report = run_main("inference.py", "--quick", "--out", str(tmp_path / "i.json"))
     assert set(report["seconds"]) == {

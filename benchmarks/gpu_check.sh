@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one prepared script, for a GPU machine lent for minutes.
+# Each step has its own time limit, the cheapest and most important first; a failing step is
+# reported and the script goes on. Runs from a plain checkout (no install: PYTHONPATH=src).
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR [PART...]]
+#
+# OUT_DIR defaults to $OUT, else /tmp/sef-gpu-check; PARTS to "epoch syncs train compile".
+# SEF_CHECK_DEVICE=cpu runs the train part's commands on the CPU (slowly): a dry run.
+# OUT_DIR receives log.txt, gpu_epoch.json, gpu_epoch_compile.json, gpu_syncs.json and
+# runs.tar.gz (each sef train run's config.yaml and metrics.jsonl).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:-${OUT:-/tmp/sef-gpu-check}}")
+parts=" ${*:2} "
+[ "$parts" = "  " ] && parts=" epoch syncs train compile "
+runs=/tmp/sef-gpu-runs
+mkdir -p "$out" "$runs"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export SEF_CACHE=/tmp/sef-cache
+exec > >(tee -a "$out/log.txt") 2>&1
+
+step() {  # step SECONDS NAME COMMAND...: run it under a time limit and say how it ended
+  local seconds=$1 name=$2
+  shift 2
+  echo "== $name: start $(date -u +%T)"
+  timeout -k 10 "$seconds" bash -c '"$@"' "$name" "$@"  # bash: the command may be a function
+  echo "== $name: exit $? at $(date -u +%T)"
+}
+
+train() {  # train NAME ARGS...: sef train on the GPU into $runs/NAME
+  local name=$1
+  shift
+  python -m sef train --device "${SEF_CHECK_DEVICE:-cuda}" --workers 8 --no-progress --out "$runs/$name" "$@"
+}
+
+interrupted_then_resumed() {  # kill a bf16 demo run after its 4th epoch, then --resume it
+  train demo-resumed --amp bf16 --channels-last &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null \
+    && [ "$(cat "$runs/demo-resumed/metrics.jsonl" 2>/dev/null | wc -l)" -lt 4 ]; do
+    sleep 0.2
+  done
+  pkill -KILL -P "$pid"  # python, run by the function's subshell
+  wait "$pid"
+  echo "killed after $(wc -l <"$runs/demo-resumed/metrics.jsonl") epochs"
+  train demo-resumed --resume
+}
+
+cub_shaped() {  # the paper's CUB recipe shape: ResNet-50, G=4, 448 px crops of 600 px, batch 32
+  train cub-shaped --amp bf16 --channels-last --backbone resnet50 --groups 4 --epochs 3 \
+    --image-size 448 --lr 0.01 --workers 16 --set data.recipe=resize_crop \
+    --set loss.phi=1.0 --set data.options.resolution=384 --set data.options.per_class=64 \
+    --set data.options.test_per_class=24
+}
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
+  torchvision.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+
+export -f train interrupted_then_resumed cub_shaped
+export runs
+wants() { [[ $parts == *" $1 "* ]]; }
+if wants epoch; then
+  step 200 gpu_epoch python benchmarks/gpu_epoch.py --out "$out/gpu_epoch.json"
+fi
+if wants syncs; then
+  step 60 gpu_syncs python benchmarks/gpu_syncs.py --out "$out/gpu_syncs.json"
+fi
+if wants train; then
+  step 60 demo-bf16 train demo-bf16 --amp bf16 --channels-last
+  step 60 demo-fp16 train demo-fp16 --amp fp16
+  step 80 demo-resumed interrupted_then_resumed
+  step 90 cub-shaped cub_shaped
+  for run in "$runs"/*/; do
+    echo "== $(basename "$run"): $(tail -n 1 "$run/metrics.jsonl" 2>/dev/null)"
+  done
+  (cd "$runs" && tar czf "$out/runs.tar.gz" ./*/metrics.jsonl ./*/config.yaml)
+fi
+if wants compile; then
+  step 200 gpu_epoch_compile python benchmarks/gpu_epoch.py --compile \
+    --roads fast plain sef_compute plain_compute --out "$out/gpu_epoch_compile.json"
+fi
+echo "== done $(date -u +%T)"
