@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import Dataset
 
+import sef
 from sef import transforms
 from sef.checkpoint import build_model, load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
 from sef.engine import (
+    CHECK_EVERY,
     Data,
     choose_out_dir,
     evaluate,
@@ -21,9 +24,11 @@ from sef.engine import (
     latest_run_dir,
     load_data,
     seed_everything,
+    train_one_epoch,
     tune_backends,
 )
 from sef.errors import ConfigError, TrainingError
+from sef.losses import SEFLoss
 from sef.model import SEF
 
 
@@ -174,6 +179,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
         fit(_config(out), data=data, progress=False)
     message = str(info.value)
     assert "epoch 2, step 2" in message and f"{out / 'last.pt'} (epoch 1) is kept" in message
+    assert "the features are non-finite" in message
     kept = load_checkpoint(out / "last.pt")
     assert kept["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
@@ -263,3 +269,36 @@ def test_cudnn_picks_its_fastest_kernels_only_for_cuda_runs(monkeypatch) -> None
     assert torch.backends.cudnn.benchmark is False
     tune_backends(torch.device("cuda", 0))  # sets a flag only: needs no GPU
     assert torch.backends.cudnn.benchmark is True
+
+
+SEF_SOURCE = Path(sef.__file__).parent
+
+
+def test_no_step_waits_for_the_device_only_every_tenth_reads_back(monkeypatch) -> None:
+    """Reading a value back (item, tolist, bool) makes the host wait for a GPU; the loop does it
+    every CHECK_EVERY steps and at the end, never per step (gpu_syncs.py counts it on CUDA)."""
+    torch.manual_seed(0)
+    model = SEF("small_cnn", 3, groups=2)
+    loss_fn = SEFLoss(2, phi=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = torch.utils.data.DataLoader(Blobs(2 * 25, 0), batch_size=2)  # 25 steps
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            caller = Path(sys._getframe(1).f_code.co_filename)
+            if caller.is_relative_to(SEF_SOURCE):  # not the DataLoader's seed, say
+                reads.append(f"{_name} in {sys._getframe(1).f_code.co_name}")
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    record = train_one_epoch(
+        model, loss_fn, loader, optimizer,
+        context=Context(device=torch.device("cpu")), epoch=1, progress=False,
+    )  # fmt: skip
+    assert CHECK_EVERY == 10
+    assert reads == ["tolist in train_one_epoch"] * 4  # steps 10, 20, 25, the epoch's record
+    assert record["loss_total"] == pytest.approx(
+        record["loss_ce"] + record["loss_entropy"] + record["loss_distill"] + record["loss_group"]
+    )

@@ -1,6 +1,7 @@
 """SEF's losses against slow, obviously-right float64 versions that build the C x C matrix."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -207,6 +208,17 @@ def test_non_finite_features_raise_instead_of_returning_nan(bad):
     features[1, 2, 0, 0] = bad
     with pytest.raises(ValueError, match="non-finite"):
         sef.group_loss(features, 2)
+
+
+def test_sef_loss_leaves_the_finiteness_check_to_its_caller():
+    """A check inside the loss would make every step wait for the device; the loop checks
+    the total once instead (test_engine)."""
+    output = make_output()
+    features = output.features.clone()
+    features[0, 0, 0, 0] = float("nan")
+    terms = sef.SEFLoss(3)(replace(output, features=features), torch.tensor([1, 2, 3, 4]))
+    assert torch.isnan(terms["group"]) and torch.isnan(terms["total"])
+    assert torch.isfinite(terms["ce"])
 
 
 @pytest.mark.parametrize("groups", [0, -1, 9, 2.5])

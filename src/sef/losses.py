@@ -10,6 +10,7 @@ builds the C x C channel-correlation matrix when a cheaper route exists:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -56,36 +57,53 @@ def _squared_cosine_block_sums(x: Tensor, sizes: list[int]) -> Tensor:
     return membership.T @ squared @ membership
 
 
+@functools.lru_cache(maxsize=64)
+def _weights(variant: str, sizes: tuple[int, ...], device: torch.device, dtype) -> Tensor:
+    """[G, G] weights that turn block sums into the per-image loss, built once per shape, so
+    a step copies nothing from the host (a copy would make the host wait for the device).
+
+    paper: 1 / (n_m n_n). reference: -1 / (G n_g^2) on the diagonal, 1 / (P n_g N_<g) below
+    it (N_<g: channels of the earlier groups; P = G(G-1)/2 pairs), 0 above.
+    """
+    count = torch.tensor(sizes, dtype=torch.float64)
+    if variant == "paper":
+        weights = 1.0 / (count[:, None] * count[None, :])
+    else:
+        groups = len(sizes)
+        weights = torch.diag(-1.0 / (groups * count.square()))
+        if groups > 1:
+            earlier_count = count.cumsum(0) - count
+            pairs = groups * (groups - 1) / 2
+            below = 1.0 / (pairs * count[:, None] * earlier_count[:, None].clamp(min=1))
+            weights += below.expand(groups, groups).tril(-1)
+    return weights.to(device=device, dtype=dtype)
+
+
 def _paper_group_loss(x: Tensor, sizes: list[int]) -> Tensor:
     """Eq. 4: D_mn = mean cos over groups m, n; L = (||D||_F^2 - 2 ||diag D||^2) / 2."""
     sums = _group_sums(x, sizes)
-    count = torch.tensor(sizes, device=x.device, dtype=x.dtype)
-    mean_cos = (sums @ sums.transpose(1, 2)) / (count[:, None] * count[None, :])
+    mean_cos = (sums @ sums.transpose(1, 2)) * _weights("paper", tuple(sizes), x.device, x.dtype)
     diagonal = mean_cos.diagonal(dim1=1, dim2=2)
     per_image = 0.5 * (mean_cos.square().sum((1, 2)) - 2 * diagonal.square().sum(1))
     return per_image.mean()
 
 
 def _reference_group_loss(x: Tensor, sizes: list[int]) -> Tensor:
-    """The authors' code: mean intra-group (1 - cos^2) plus cos^2 to all earlier groups."""
-    groups = len(sizes)
+    """The authors' code: mean intra-group (1 - cos^2) plus cos^2 to all earlier groups,
+    the latter averaged over the G(G-1)/2 group pairs; both linear in the block sums."""
     block = _squared_cosine_block_sums(x, sizes)
-    count = torch.tensor(sizes, device=x.device, dtype=x.dtype)
-    intra = 1.0 - block.diagonal(dim1=1, dim2=2) / count.square()
-    per_image = intra.mean(dim=1)
-    if groups > 1:
-        earlier = torch.ones(groups, groups, device=x.device, dtype=x.dtype).tril(-1)
-        earlier_count = earlier @ count
-        inter = (block * earlier).sum(2)[:, 1:] / (count[1:] * earlier_count[1:])
-        per_image = per_image + inter.sum(dim=1) / (groups * (groups - 1) / 2)
-    return 0.5 * per_image.mean()
+    weights = _weights("reference", tuple(sizes), x.device, x.dtype)
+    return 0.5 * (1.0 + (block * weights).sum((1, 2))).mean()
 
 
-def group_loss(features: Tensor, groups: int, variant: str = "reference") -> Tensor:
+def group_loss(
+    features: Tensor, groups: int, variant: str = "reference", check_finite: bool = True
+) -> Tensor:
     """The semantic group loss of a [B, C, H, W] feature map, in float32, batch-averaged.
 
     ``variant="paper"`` is Eq. 4 of the paper; ``"reference"`` (default) is what the
     authors' public code computes and what their reported numbers came from.
+    ``check_finite`` raises ValueError on a non-finite loss; the check waits for the device.
     """
     if variant not in GROUP_LOSS_VARIANTS:
         raise ValueError(
@@ -96,7 +114,7 @@ def group_loss(features: Tensor, groups: int, variant: str = "reference") -> Ten
         sizes = group_sizes(x.shape[1], groups)
         compute = _paper_group_loss if variant == "paper" else _reference_group_loss
         loss = compute(x, sizes)
-    if not torch.isfinite(loss):
+    if check_finite and not torch.isfinite(loss):
         bad = "non-finite" if not torch.isfinite(features).all() else "extreme"
         raise ValueError(f"group loss is {loss.item()} because the features contain {bad} values")
     return loss
@@ -123,6 +141,8 @@ class SEFLoss(nn.Module):
 
     Returns a dict of float32 scalars ``ce, entropy, distill, group, total`` where the
     named terms are already multiplied by their weights and ``total`` is their sum.
+    It never waits for the device: a non-finite input gives a non-finite ``total``, which the
+    caller checks once per step (``sef.engine.train_one_epoch`` does).
     """
 
     def __init__(
@@ -157,7 +177,8 @@ class SEFLoss(nn.Module):
             terms["entropy"] = self.lam * (p * log_p).sum(1).mean() if self.lam else zero
             terms["distill"] = self._distill(p, output.group_logits) if self.gamma else zero
             terms["group"] = (
-                self.phi * group_loss(output.features, self.groups, self.group_variant)
+                self.phi
+                * group_loss(output.features, self.groups, self.group_variant, check_finite=False)
                 if self.phi
                 else zero
             )
