@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sef import transforms
+from sef import extras, transforms
 from sef.checkpoint import TrainedModel, load_trained_model
-from sef.errors import SEFError
 from sef.model import SEF
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
@@ -97,11 +96,7 @@ def _example_input(image_size: int) -> torch.Tensor:
 
 def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
     """ONNX via the torch.export-based exporter, with a dynamic batch axis."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs both; fail early with an install hint)
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise SEFError("ONNX export needs onnx and onnxscript: pip install 'sef[export]'") from None
+    extras.require("export", "ONNX export")
     batch = torch.export.Dim("batch", min=1)
     with _atomic_target(path) as tmp:
         torch.onnx.export(
@@ -161,6 +156,8 @@ def export_model(
             f"{len(classes)} class names given for a model with {model.num_classes} outputs; "
             f"pass one name per class"
         )
+    if "onnx" in chosen:  # before anything is written
+        extras.require("export", "ONNX export")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plain = model.export().cpu().float()
@@ -221,6 +218,7 @@ def exported_logits(paths: dict[str, Path], images: torch.Tensor) -> dict[str, t
     """
     results = {}
     if "onnx" in paths:
+        extras.require("export", "checking the ONNX export")
         import onnxruntime
 
         session = onnxruntime.InferenceSession(
