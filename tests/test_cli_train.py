@@ -115,3 +115,17 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
     assert "broken.png" in error and "skip" in error and not (tmp_path / "runs").exists()
     assert main([*arguments, "--set", "data.bad_images=skip"]) == 0
     assert "skipped 1 unreadable images" in capsys.readouterr().err
+
+
+def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text("base: demo\ndata:\n  bad_images: off\n")  # unquoted, as README writes it
+    out = tmp_path / "run"
+    result = _sef(
+        "train", "--config", str(config), "--set", "data.bad_images=off", *TINY_DEMO,
+        "--out", str(out), "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["bad_images"] == "off"

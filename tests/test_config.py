@@ -130,3 +130,35 @@ def test_yaml_file_with_base_round_trips(tmp_path: Path) -> None:
         load_config_file(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("word", ["off", "Off", "OFF"])
+def test_documented_words_that_yaml_reads_as_booleans_keep_their_meaning(
+    word: str, tmp_path: Path
+) -> None:
+    """YAML 1.1 reads an unquoted off/no/on/yes as a boolean; a field whose words include one
+    takes it back, from a YAML file and from --set alike."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\ndata:\n  bad_images: {word}\n")
+    assert load_config_file(path).data.bad_images == "off"
+    overridden = apply_overrides(load_preset("demo"), [f"data.bad_images={word}"])
+    assert overridden.data.bad_images == "off"
+
+
+def test_null_and_boolean_words_follow_one_rule() -> None:
+    c = apply_overrides(
+        load_preset("cub-resnet50"),
+        ["model.weights=none", "run.out=None", "run.tensorboard=off", "run.compile=yes"],
+    )
+    assert c.model.weights is None and c.run.out is None
+    assert c.run.tensorboard is False and c.run.compile is True
+    assert apply_overrides(c, ["run.out='no'"]).run.out == "no"  # a quoted word stays a word
+    with pytest.raises(ConfigError) as info:  # a free string field cannot guess the word
+        apply_overrides(c, ["run.out=no"])
+    assert str(info.value) == (
+        "config value run.out must be str, got False: YAML reads an unquoted yes, no, on, off, "
+        "true, false or null that way; quote the word, in the YAML file or as "
+        "--set \"run.out='WORD'\""
+    )
+    with pytest.raises(ConfigError, match="data.bad_images must be str, got True: YAML reads"):
+        apply_overrides(c, ["data.bad_images=yes"])  # no word of bad_images means true

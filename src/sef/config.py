@@ -36,6 +36,18 @@ SCHEDULERS = ("step", "cosine", "none")
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_PRESET = "demo"
 DEFAULT_METHOD = "sef"
+# Fields that take one of a fixed set of words (see _coerce for words YAML reads as booleans).
+CHOICES = {
+    "loss.group_variant": GROUP_LOSS_VARIANTS,
+    "data.dataset": NAMES,
+    "data.recipe": RECIPES,
+    "data.bad_images": BAD_IMAGE_POLICIES,
+    "optim.optimizer": OPTIMIZERS,
+    "optim.scheduler": SCHEDULERS,
+    "run.amp": AMP_MODES,
+}
+NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 @dataclass
@@ -125,13 +137,31 @@ def _type_name(kind: Any) -> str:
     return "null" if kind is type(None) else kind.__name__
 
 
+def _yaml_word(value: Any, where: str) -> str | None:
+    """The one word of field ``where`` that YAML reads as ``value`` (True, False or None)."""
+    words = [w for w in CHOICES.get(where, ()) if yaml.safe_load(w) is value]
+    return words[0] if len(words) == 1 else None
+
+
 def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """``value`` as type ``kind`` (int -> float and '1e-3' -> float allowed), else ConfigError."""
+    """``value`` as type ``kind``, else ConfigError. Besides int -> float and '1e-3' -> float:
+
+    - YAML reads an unquoted yes/no/on/off as a boolean: a string field with a fixed set of words
+      (``CHOICES``) takes its word that YAML read that way (``bad_images: off`` is "off");
+    - an optional field (X or null) reads the words none and null, in any case, as null;
+    - a bool field reads the words true/yes/on and false/no/off, in any case.
+    """
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
-        if value is None and type(None) in options:
+        if type(None) in options and (
+            value is None or (isinstance(value, str) and value.strip().lower() in NULL_WORDS)
+        ):
             return None
         return _coerce(value, next(k for k in options if k is not type(None)), where)
+    if kind is str and (value is None or isinstance(value, bool)):
+        value = _yaml_word(value, where) or value
+    if kind is bool and isinstance(value, str):
+        value = BOOL_WORDS.get(value.strip().lower(), value)
     if kind is float and isinstance(value, str):
         try:
             value = float(value)
@@ -144,6 +174,12 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         str: isinstance(value, str),
         dict: isinstance(value, dict),
     }[kind]
+    if not ok and kind is str and (value is None or isinstance(value, bool)):
+        raise ConfigError(
+            f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
+            f"unquoted yes, no, on, off, true, false or null that way; quote the word, in the YAML "
+            f"file or as --set \"{where}='WORD'\""
+        )
     if not ok:
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it in the YAML "
@@ -217,15 +253,12 @@ def validate(config: Config) -> None:
     for key in ("lam", "gamma", "phi"):
         value = getattr(loss, key)
         _require(math.isfinite(value) and value >= 0, f"loss.{key}", value, "a number >= 0")
-    _one_of("loss.group_variant", loss.group_variant, GROUP_LOSS_VARIANTS)
-    _one_of("data.dataset", d.dataset, NAMES)
-    _one_of("data.recipe", d.recipe, RECIPES)
-    _one_of("data.bad_images", d.bad_images, BAD_IMAGE_POLICIES)
+    for key, words in CHOICES.items():
+        section, name = key.split(".")
+        _one_of(key, getattr(getattr(config, section), name), words)
     _require(d.image_size >= 16, "data.image_size", d.image_size, "an integer >= 16")
     _require(d.workers >= 0, "data.workers", d.workers, "an integer >= 0")
     _require(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "between 0 and 1")
-    _one_of("optim.optimizer", o.optimizer, OPTIMIZERS)
-    _one_of("optim.scheduler", o.scheduler, SCHEDULERS)
     _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
     _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
     _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
@@ -233,7 +266,6 @@ def validate(config: Config) -> None:
     _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
     _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")
     _require(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
-    _one_of("run.amp", r.amp, AMP_MODES)
     _require(
         r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
         "run.device",

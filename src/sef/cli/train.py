@@ -76,8 +76,6 @@ def _flag_values(args: argparse.Namespace) -> dict:
     values = {key: value for key, value in values.items() if value is not None}
     if args.channels_last:
         values["run.channels_last"] = True
-    if str(values.get("model.weights", "")).lower() in ("none", "null"):
-        values["model.weights"] = None
     return values
 
 
