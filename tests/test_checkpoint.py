@@ -177,6 +177,7 @@ DAMAGED = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 @pytest.mark.parametrize("kind", DAMAGED)
 def test_a_damaged_or_foreign_file_gets_one_true_sentence(kind: str, tmp_path: Path) -> None:
     good = tmp_path / "good.pt"

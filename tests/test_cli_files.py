@@ -64,3 +64,33 @@ def test_a_damaged_checkpoint_gets_one_true_sentence_in_every_command(
         assert NOT_A_CHECKPOINT in error
     assert "could run code" not in error
     assert files_in(tmp_path) == before  # nothing written, nothing changed
+
+
+LONG = "x" * 300  # longer than any file system allows for one name, even for root
+UNWRITABLE = {  # command: where its output goes (under tmp_path; "blocker" is a regular file)
+    "export": ["export", "--checkpoint", "{ckpt}", "--out", "{place}"],
+    "viz": ["viz", "cam", "--checkpoint", "{ckpt}", "--images", "1", "--out", "{place}/cam.png"],
+    "eval": ["eval", "--checkpoint", "{ckpt}", "--predictions", "{place}/p.csv", "--workers", "0"],
+    "train": ["train", "--out", "{place}", "--epochs", "1", "--workers", "0", "--no-progress"],
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "place"),
+    [("export", "blocker/out"), ("viz", LONG), ("eval", "blocker/out"), ("train", "blocker/out"),
+     ("train", LONG)],
+)  # fmt: skip
+def test_an_unwritable_output_is_named_with_its_reason(
+    command: str, place: str, demo_checkpoint: Path, demo_root, tmp_path: Path, run_sef, files_in
+) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder is needed\n")
+    checkpoint = tmp_path / "ckpt" / "last.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(demo_checkpoint.read_bytes())
+    before = files_in(tmp_path)
+    words = [w.format(ckpt=checkpoint, place=place) for w in UNWRITABLE[command]]
+    error = _one_error_line(run_sef(*words, cwd=tmp_path), command)
+    target = words[words.index("--predictions" if command == "eval" else "--out") + 1]
+    reason = "blocker is a file, not a folder" if place != LONG else "file name too long"
+    assert error == f"sef {command}: error: cannot write {target}: {reason}; choose another place\n"
+    assert files_in(tmp_path) == before  # nothing written, nothing left half-done

@@ -21,6 +21,7 @@ import torch
 from sef import filekinds
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
+from sef.outputs import atomic_path
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None))
@@ -42,35 +43,14 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
-def _fsync_directory(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, fsync, rename over the old file.
 
     A crash or kill at any moment leaves either the previous file or the new one, never a mix.
     """
     _check_plain(state, "state")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
+    with atomic_path(path, durable=True) as temporary, open(temporary, "wb") as handle:
+        torch.save(state, handle)
 
 
 _PASS = "pass a last.pt or best.pt written by `sef train`"

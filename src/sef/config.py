@@ -27,6 +27,7 @@ import yaml
 from sef.datasets import BAD_IMAGE_POLICIES, NAMES
 from sef.errors import ConfigError
 from sef.losses import GROUP_LOSS_VARIANTS
+from sef.outputs import write_text
 from sef.transforms import RECIPES
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
@@ -407,8 +408,7 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (readable, and loadable by ``load_config_file``)."""
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    Path(path).write_text(text, encoding="utf-8")
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def resolve_config(

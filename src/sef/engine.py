@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from sef import distributed, transforms
+from sef import distributed, outputs, transforms
 from sef.checkpoint import build_model, load_checkpoint, save_checkpoint
 from sef.config import Config, config_from_dict, config_to_dict, save_config
 from sef.distributed import Context
@@ -402,7 +402,7 @@ def default_out_dir(config: Config) -> Path:
 
 
 def _is_run(folder: Path) -> bool:
-    return (folder / "last.pt").exists() or (folder / "metrics.jsonl").exists()
+    return os.path.isfile(folder / "last.pt") or os.path.isfile(folder / "metrics.jsonl")
 
 
 def latest_run_dir(config: Config) -> Path:
@@ -464,9 +464,7 @@ def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
 
 def _write_lines(path: Path, records: list[dict]) -> None:
     """Rewrite metrics.jsonl atomically (resume drops lines the checkpoint does not cover)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(temporary, path)
+    outputs.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 class _Logger:
@@ -710,6 +708,8 @@ def fit(
     try:
         _check_setup(config, context)
         out = choose_out_dir(config, resume)
+        if context.is_main:
+            outputs.check_writable(out, folder=True)  # before data and model take their time
         distributed.barrier(context)  # every rank chose the folder before rank 0 fills it
         config.run.out = str(out)
         loaded = data is None
@@ -740,7 +740,7 @@ def _train(run: _Run, progress: bool) -> FitResult:
     logger = None
     if run.context.is_main:
         _announce(run)
-        run.out.mkdir(parents=True, exist_ok=True)
+        outputs.make_folder(run.out)
         save_config(run.config, run.out / "config.yaml")
         logger = _Logger(run.out, run.config, run.history, run.epoch + 1)
     try:
@@ -808,7 +808,10 @@ def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any)
     import csv
 
     classes = dataset.classes
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with (
+        outputs.atomic_path(path) as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as handle,
+    ):
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "prediction", "correct", "label_name", "prediction_name"])
         for (image, _), label, prediction in zip(
