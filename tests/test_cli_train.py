@@ -129,3 +129,24 @@ def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
     )  # fmt: skip
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["bad_images"] == "off"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_usable(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    failed = _sef("train", *TINY_DEMO, "--out", str(out), "--lr", "1e30", "--no-progress")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.count("\n") == 1 and "no checkpoint was written" in failed.stderr
+    assert not (out / "last.pt").exists() and (out / "config.yaml").exists()  # what it left
+
+    resumed = _sef("train", "--resume", "--out", str(out))
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert resumed.stderr == (
+        f"sef train: error: cannot resume: {out} holds no checkpoint (its run stopped before the "
+        f"first); start it again without --resume\n"
+    )
+    again = _sef("train", *TINY_DEMO, "--out", str(out), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "epoch 1/1" in again.stdout and (out / "last.pt").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1

@@ -200,7 +200,7 @@ def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="runs/demo already holds a run"):
         choose_out_dir(explicit, resume=False)
     missing = apply_overrides(config, ["run.out=elsewhere"])
-    with pytest.raises(ConfigError, match="cannot resume: elsewhere/last.pt does not exist"):
+    with pytest.raises(ConfigError, match="cannot resume: elsewhere does not exist; check --out"):
         choose_out_dir(missing, resume=True)
 
 

@@ -402,7 +402,9 @@ def default_out_dir(config: Config) -> Path:
 
 
 def _is_run(folder: Path) -> bool:
-    return os.path.isfile(folder / "last.pt") or os.path.isfile(folder / "metrics.jsonl")
+    """A folder holds a run once a checkpoint is in it: one that failed before its first
+    checkpoint (config.yaml, an empty metrics.jsonl, tb/) may be started again."""
+    return os.path.isfile(folder / "last.pt") or os.path.isfile(folder / "best.pt")
 
 
 def latest_run_dir(config: Config) -> Path:
@@ -423,8 +425,15 @@ def choose_out_dir(config: Config, resume: bool) -> Path:
     """
     if resume:
         out = Path(config.run.out) if config.run.out else latest_run_dir(config)
-        if not (out / "last.pt").is_file():
-            raise ConfigError(f"cannot resume: {out / 'last.pt'} does not exist; check --out")
+        if not os.path.isdir(out):
+            raise ConfigError(f"cannot resume: {out} does not exist; check --out")
+        if not _is_run(out):
+            raise ConfigError(
+                f"cannot resume: {out} holds no checkpoint (its run stopped before the first); "
+                f"start it again without --resume"
+            )
+        if not os.path.isfile(out / "last.pt"):
+            raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
         return out
     if config.run.out:
         out = Path(config.run.out)
