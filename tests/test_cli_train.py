@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -150,3 +151,27 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_usable(
     assert again.returncode == 0, again.stderr
     assert "epoch 1/1" in again.stdout and (out / "last.pt").is_file()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_finished_run_is_extended_with_resume_and_more_epochs(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    first = _sef("train", *TINY_DEMO, "--epochs", "2", "--out", str(out), "--no-progress")
+    assert first.returncode == 0, first.stderr
+
+    extended = _sef("train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress")
+    assert extended.returncode == 0 and "Traceback" not in extended.stderr, extended.stderr
+    assert "resuming after epoch 2" in extended.stdout and "epoch 3/3" in extended.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # demo: cosine over 12 epochs by default, here 2, then 3: epoch 3 takes the 3-epoch plan's lr
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[2]["lr"] == pytest.approx(0.02 * (1 + math.cos(math.pi * 2 / 3)) / 2)
+
+    shorter = _sef("train", "--resume", "--out", str(out), "--epochs", "2")
+    assert shorter.returncode == 2 and "Traceback" not in shorter.stderr
+    assert shorter.stderr == (
+        f"sef train: error: cannot resume {out / 'last.pt'} for 2 epochs: it has trained 3 "
+        f"already; pass --epochs 3 or more\n"
+    )
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3  # left as it was

@@ -41,8 +41,11 @@ from sef.seeding import EpochSampler, SeededItems, seed_everything
 
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
 # Config keys that may differ when resuming: where things are, how they are logged and how many
-# processes load them (each image's augmentation has its own seed: sef.seeding).
-RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
+# processes load them (each image's augmentation has its own seed: sef.seeding), and the run's
+# length (the learning rate is then re-planned: see planned_scheduler).
+RESUMABLE_CHANGES = (
+    "data.root", "data.workers", "run.out", "run.tensorboard", "run.device", "optim.epochs",
+)  # fmt: skip
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -301,6 +304,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Any:
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def planned_scheduler(config: Config, epoch: int) -> Any:
+    """The scheduler of a run planned for ``config.optim.epochs`` from the start, as it stands
+    after ``epoch`` epochs. Resuming with another length loads its state and learning rate, so
+    the remaining epochs follow the new plan exactly: step and constant schedules go on as
+    before, a cosine schedule takes the value the longer (or shorter) cosine has at this epoch."""
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=config.optim.lr)
+    scheduler = make_scheduler(optimizer, config)
+    for _ in range(epoch):
+        optimizer.step()  # no gradient: changes nothing, keeps the scheduler's order check quiet
+        scheduler.step()
+    return scheduler
+
+
 # ------------------------------------------------------------------------------ data set-up
 
 
@@ -449,9 +466,15 @@ def choose_out_dir(config: Config, resume: bool) -> Path:
     return out
 
 
-def _check_resumable(config: Config, saved: dict, path: Path) -> None:
-    """Resuming must compute the same thing: only locations may change."""
-    now, before = _flatten(config_to_dict(config)), _flatten(saved)
+def _check_resumable(config: Config, state: dict, path: Path) -> None:
+    """Resuming must compute the same thing: only locations and the run's length may change,
+    and the length not below the epochs already trained."""
+    now, before = _flatten(config_to_dict(config)), _flatten(state["config"])
+    if config.optim.epochs < state["epoch"]:
+        raise ConfigError(
+            f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
+            f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
+        )
     for key in sorted(set(now) | set(before)):
         if key not in RESUMABLE_CHANGES and now.get(key) != before.get(key):
             raise ConfigError(
@@ -627,18 +650,26 @@ class _Run:
             "seconds": self.seconds,
         }
 
-    def restore(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        _check_resumable(self.config, state["config"], path)
+    def restore(self, state: dict, path: Path) -> None:
+        """Continue from ``state``, read from ``path`` and checked by ``_check_resumable``."""
         if list(state["classes"]) != self.data.classes:
             raise DataError(f"the dataset's classes differ from those saved in {path}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.config.optim.epochs != state["config"]["optim"]["epochs"]:
+            self._replan(state["epoch"])
         if self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best, self.seconds = dict(state["best"]), float(state["seconds"])
+
+    def _replan(self, epoch: int) -> None:
+        """Continue with the learning rate of a run planned for the new length from the start."""
+        planned = planned_scheduler(self.config, epoch)
+        self.scheduler.load_state_dict(planned.state_dict())
+        for group in self.optimizer.param_groups:
+            group["lr"] = planned.get_last_lr()[0]
 
     def best_state(self) -> dict:
         keys = ("model", "config", "classes", "epoch", "metrics")
@@ -721,13 +752,16 @@ def fit(
             outputs.check_writable(out, folder=True)  # before data and model take their time
         distributed.barrier(context)  # every rank chose the folder before rank 0 fills it
         config.run.out = str(out)
+        saved = load_checkpoint(out / "last.pt") if resume else None
+        if saved is not None:  # before the data: a config that cannot resume fails at once
+            _check_resumable(config, saved, out / "last.pt")
         loaded = data is None
         data = data or load_data(config, context, progress)
         run = _Run(config, data, context, out)  # builds the model: bad groups fail here
         if loaded:
             check_images(data, config, context, progress)
-        if resume:
-            run.restore(out / "last.pt")
+        if saved is not None:
+            run.restore(saved, out / "last.pt")
         return _train(run, progress)
     finally:
         distributed.teardown(context)
