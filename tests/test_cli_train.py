@@ -175,3 +175,52 @@ def test_a_finished_run_is_extended_with_resume_and_more_epochs(
         f"already; pass --epochs 3 or more\n"
     )
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3  # left as it was
+
+
+def test_own_images_train_with_the_folder_preset_into_a_run_named_after_them(
+    folder_root: Path, tmp_path: Path, files_in
+) -> None:
+    birds = folder_root.rename(tmp_path / "birds")
+    before = files_in(birds)
+    tiny = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
+    result = _sef(
+        "train", "--preset", "folder-resnet18", "--data-root", str(birds), *tiny, "--workers",
+        "0", "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "training birds-resnet18: resnet18, G=2, 12 train / 6 eval images, 3 classes" in (
+        result.stdout
+    )
+    out = tmp_path / "runs" / "birds-resnet18"
+    assert f"run folder        {Path('runs/birds-resnet18')}" in result.stdout
+    assert (out / "last.pt").is_file() and files_in(birds) == before  # the images untouched
+
+
+def test_the_demo_preset_never_writes_into_a_folder_of_own_images(
+    folder_root: Path, tmp_path: Path, files_in
+) -> None:
+    before = files_in(folder_root)
+    result = _sef("train", "--data-root", str(folder_root), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr == (
+        f"sef train: error: {folder_root} is not a demo cache (it holds test, train) and the demo "
+        f"will not write its images there; for your own images use dataset folder or csv (the "
+        f"presets folder-<backbone> and csv-<backbone>, e.g. --preset folder-resnet50)\n"
+    )
+    assert files_in(folder_root) == before and not (tmp_path / "runs").exists()
+
+
+def test_own_images_from_a_csv_and_from_the_demo_preset_are_named_after_their_folder(
+    csv_root: Path, folder_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
+    tiny += ["--workers", "0", "--no-progress"]
+    csv_file = csv_root / "labels.csv"
+    assert main(["train", "--preset", "csv-resnet18", "--data-root", str(csv_file), *tiny]) == 0
+    assert "training own-csv-resnet18: resnet18" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "own-csv-resnet18" / "last.pt").is_file()
+    demo_on_folder = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
+    assert main([*demo_on_folder, *tiny[4:]]) == 0
+    assert "training own: small_cnn" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "own" / "last.pt").is_file()

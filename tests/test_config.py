@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sef.config import (
+    Config,
     apply_overrides,
     config_to_dict,
     describe_preset,
@@ -14,6 +15,7 @@ from sef.config import (
     load_preset,
     preset_names,
     resolve_config,
+    run_name,
     save_config,
 )
 from sef.errors import ConfigError
@@ -67,7 +69,8 @@ def test_demo_presets_weight_the_group_loss_at_a_tenth() -> None:
 
 def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
     names = preset_names()
-    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 4 * 2)
+    # 6 methods: demo, then 4 paper datasets and 2 own-data readers x 2 backbones
+    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 6 * 2)
     for name in names:
         assert load_preset(name).name == name
         assert "\n" not in describe_preset(name)
@@ -162,3 +165,38 @@ def test_null_and_boolean_words_follow_one_rule() -> None:
     )
     with pytest.raises(ConfigError, match="data.bad_images must be str, got True: YAML reads"):
         apply_overrides(c, ["data.bad_images=yes"])  # no word of bad_images means true
+
+
+@pytest.mark.parametrize(("dataset", "backbone"), [("folder", "resnet50"), ("csv", "resnet18")])
+def test_own_data_presets_hold_the_paper_recipe_on_the_users_reader(
+    dataset: str, backbone: str
+) -> None:
+    c = load_preset(f"{dataset}-{backbone}")
+    assert (c.data.dataset, c.data.recipe, c.data.image_size) == (dataset, "resize_crop", 448)
+    assert (c.model.backbone, c.model.weights, c.model.groups) == (backbone, "IMAGENET1K_V1", 2)
+    assert (c.optim.lr, c.optim.epochs, c.optim.scheduler) == (0.01, 50, "step")
+    plain = load_preset(f"{dataset}-{backbone}-plain")
+    assert (plain.data.dataset, plain.model.groups, plain.loss.phi) == (dataset, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "name"),
+    [
+        ("folder-resnet50", ["data.root=~/data/birds/"], "birds-resnet50"),
+        ("csv-resnet18-plain", ["data.root=/data/birds/labels.csv"], "birds-resnet18-plain"),
+        ("csv-resnet18", ["data.root=/data/birds"], "birds-resnet18"),
+        ("demo", ["data.dataset=folder", "data.root=/data/birds"], "birds"),
+        ("cub-resnet50", ["data.dataset=dogs", "data.root=/data/dogs"], "dogs-resnet50"),
+        ("cub-resnet50", ["data.root=/data/CUB_200_2011"], "cub-resnet50"),
+        ("demo-plain", ["data.root=/tmp/cache"], "demo-plain"),
+        ("folder-resnet50", [], "folder-resnet50"),
+    ],
+)
+def test_runs_are_named_after_their_data(preset: str, overrides: list[str], name: str) -> None:
+    assert run_name(apply_overrides(load_preset(preset), overrides)) == name
+
+
+def test_a_config_files_own_name_stays() -> None:
+    config = Config(name="my-experiment")
+    config.data.dataset, config.data.root = "folder", "/data/birds"
+    assert run_name(config) == "my-experiment"

@@ -7,6 +7,7 @@ and type is checked, so a typo or a wrong value fails in one line before any wor
 Preset names are composed, so the 4 datasets x 2 backbones x 6 methods of the paper need no
 copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
 ``dogs-resnet18-plain``) merges ``paper.yaml``, ``<dataset>.yaml`` and ``method-<method>.yaml``;
+own data, ``folder-<backbone>[-<method>]`` and ``csv-...``, also merge ``own.yaml``;
 ``demo[-<method>]`` merges ``demo.yaml`` and the method.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from sef.outputs import write_text
 from sef.transforms import RECIPES
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
+OWN_DATASETS = ("folder", "csv")  # users' own images, named after their folder
 PAPER_BACKBONES = ("resnet50", "resnet18")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
@@ -119,7 +122,7 @@ class RunConfig:
 
 @dataclass
 class Config:
-    """A whole training run. ``name`` is the preset it came from (names the default out dir)."""
+    """A whole training run. ``name`` is the preset it came from (see ``run_name``)."""
 
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -294,10 +297,11 @@ def _methods() -> list[str]:
 
 
 def preset_names() -> list[str]:
-    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets."""
+    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets and
+    for own data (folder, csv)."""
     methods = ["", *(f"-{m}" for m in _methods())]
     names = [f"{DEFAULT_PRESET}{m}" for m in methods]
-    for dataset in PAPER_DATASETS:
+    for dataset in (*PAPER_DATASETS, *OWN_DATASETS):
         for backbone in PAPER_BACKBONES:
             names += [f"{dataset}-{backbone}{m}" for m in methods]
     return names
@@ -313,9 +317,8 @@ def _parts(name: str) -> tuple[list[str], dict]:
     if dataset == DEFAULT_PRESET:
         return ["demo", f"method-{rest or DEFAULT_METHOD}"], {}
     backbone, _, method = rest.partition("-")
-    return ["paper", dataset, f"method-{method or DEFAULT_METHOD}"], {
-        "model": {"backbone": backbone}
-    }
+    data = ["own", dataset] if dataset in OWN_DATASETS else [dataset]
+    return ["paper", *data, f"method-{method or DEFAULT_METHOD}"], {"model": {"backbone": backbone}}
 
 
 def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
@@ -349,6 +352,21 @@ def describe_preset(name: str) -> str:
         f"{what}: {c.model.backbone} ({weights}), G={c.model.groups}, lam/gamma/phi={loss}, "
         f"lr {c.optim.lr:g}, {c.optim.epochs} epochs, {c.data.image_size}px"
     )
+
+
+def run_name(config: Config) -> str:
+    """What a run is called (its default folder is runs/<name>): the preset's name, with its
+    data part naming the data actually read: own data by its folder (a CSV file's folder), so
+    ``folder-resnet50`` on ~/data/birds is ``birds-resnet50`` and the demo preset on a folder
+    is ``birds``. A name that does not start with a dataset (a config file's own) stays."""
+    first, dash, rest = config.name.partition("-")
+    if first not in (DEFAULT_PRESET, *PAPER_DATASETS, *OWN_DATASETS):
+        return config.name
+    data, root = config.data.dataset, config.data.root
+    if data in OWN_DATASETS and root:
+        folder = Path(os.path.abspath(Path(root).expanduser()))
+        data = (folder.parent if folder.suffix.lower() == ".csv" else folder).name or data
+    return f"{data}{dash}{rest}"
 
 
 # ----------------------------------------------------------------------- files and overrides

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from sef import distributed, outputs, transforms
 from sef.checkpoint import build_model, load_checkpoint, save_checkpoint
-from sef.config import Config, config_from_dict, config_to_dict, save_config
+from sef.config import Config, config_from_dict, config_to_dict, run_name, save_config
 from sef.distributed import Context
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
@@ -415,7 +415,8 @@ def train_loader(
 
 
 def default_out_dir(config: Config) -> Path:
-    return Path("runs") / config.name
+    """runs/<run name>: named after the preset and the data (``sef.config.run_name``)."""
+    return Path("runs") / run_name(config)
 
 
 def _is_run(folder: Path) -> bool:
@@ -461,7 +462,7 @@ def choose_out_dir(config: Config, resume: bool) -> Path:
         return out
     out, number = default_out_dir(config), 2
     while _is_run(out):
-        out = default_out_dir(config).with_name(f"{config.name}-{number}")
+        out = default_out_dir(config).with_name(f"{run_name(config)}-{number}")
         number += 1
     return out
 
@@ -771,7 +772,7 @@ def _announce(run: _Run) -> None:
     c, data = run.config, run.data
     start = f"resuming after epoch {run.epoch}" if run.epoch else "training"
     tqdm.write(
-        f"{start} {c.name}: {c.model.backbone}, G={run.model.groups}, "
+        f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
         f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
         f"{c.optim.epochs} epochs on {run.context.world_size} x {run.context.device.type} "
         f"-> {run.out}",
