@@ -220,6 +220,9 @@ def test_own_images_from_a_csv_and_from_the_demo_preset_are_named_after_their_fo
     assert main(["train", "--preset", "csv-resnet18", "--data-root", str(csv_file), *tiny]) == 0
     assert "training own-csv-resnet18: resnet18" in capsys.readouterr().out
     assert (tmp_path / "runs" / "own-csv-resnet18" / "last.pt").is_file()
+    resume = ["train", "--preset", "csv-resnet18", "--data-root", str(csv_file), "--resume"]
+    assert main([*resume, "--epochs", "1", "--workers", "0", "--no-progress"]) == 0  # no --out
+    assert "resuming after epoch 1 own-csv-resnet18: resnet18" in capsys.readouterr().out
     demo_on_folder = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
     assert main([*demo_on_folder, *tiny[4:]]) == 0
     assert "training own: small_cnn" in capsys.readouterr().out
