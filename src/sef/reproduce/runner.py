@@ -136,9 +136,10 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
         f"estimate: {left:.1f} GPU hours left of {total:.1f}, at {speed.images_per_second:g} "
         "images/s per GPU"
     )
-    say(f"  {speed.source};")
-    say("  evaluation is counted at the training rate and ResNet-18 as slow as ResNet-50 (so the")
-    say("  Table III estimate is high); --images-per-second N sets your GPU's rate")
+    say(f"  ({speed.source})")
+    if plan.table.backbone != "resnet50":
+        say(f"  {plan.table.backbone} counted as slow as SEF-ResNet-50, so this estimate is high")
+    say("  evaluation counted at the training rate; --images-per-second N sets your GPU's rate")
 
 
 def _say_blanks(plan: Plan, say: Callable[[str], None]) -> None:
