@@ -64,7 +64,7 @@ def _check_scores(rows: list[dict[str, str]]) -> None:
         table.setdefault(row["row"], {})[row["dataset"]] = (
             None if value is None else round_half_up(value, 1)
         )
-    table = {name: values for name, values in table.items() if any(values.values())}
+    table = {n: v for n, v in table.items() if any(x is not None for x in v.values())}
     expected = {name: round_half_up(score, 1) for name, score in paper_scores(table).items()}
     for row in rows:
         assert (float(row["score"]) if row["score"] else None) == expected.get(row["row"])
