@@ -173,7 +173,7 @@ def markdown(plan: Plan, states: States, *, written: str) -> str:
     else:
         recipe = "The runs follow the paper's recipe as sef's presets hold it."
     text = [
-        f"# Table {t.number} reproduced: {t.title}",
+        f"# Table {t.number} reproduced: {t.title} ({t.backbone.replace('resnet', 'ResNet-')})",
         "",
         f"Written by `sef reproduce {t.key}` on {written} from the runs in `{plan.out}`. The "
         "paper's rows are as printed. Rows **sef: ...** are ours: the best epoch's test top-1 "
