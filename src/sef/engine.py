@@ -41,11 +41,10 @@ from sef.seeding import EpochSampler, SeededItems, seed_everything
 
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
 # Config keys that may differ when resuming: where things are, how they are logged and how many
-# processes load them (each image's augmentation has its own seed: sef.seeding), and the run's
-# length (the learning rate is then re-planned: see planned_scheduler).
-RESUMABLE_CHANGES = (
-    "data.root", "data.workers", "run.out", "run.tensorboard", "run.device", "optim.epochs",
-)  # fmt: skip
+# processes load them (each image's augmentation has its own seed: sef.seeding). The run's length
+# may change too (the learning rate is then re-planned: see planned_scheduler).
+RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
+LENGTH = "optim.epochs"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -476,12 +475,13 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
             f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
         )
+    may_change = (*RESUMABLE_CHANGES, LENGTH)
     for key in sorted(set(now) | set(before)):
-        if key not in RESUMABLE_CHANGES and now.get(key) != before.get(key):
+        if key not in may_change and now.get(key) != before.get(key):
             raise ConfigError(
                 f"cannot resume {path}: {key} was {before.get(key)!r} and is now "
                 f"{now.get(key)!r}; resume with the saved config (only "
-                f"{', '.join(RESUMABLE_CHANGES)} may change)"
+                f"{', '.join(may_change)} may change)"
             )
 
 
