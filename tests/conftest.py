@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -270,3 +273,28 @@ def http_server(tmp_path_factory):
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def run_sef():
+    """``run_sef(*args, cwd=None)``: the `sef` command in a fresh process, as a user runs it
+    (one torch thread), returning the CompletedProcess with text stdout and stderr."""
+
+    def run(*args, cwd=None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "sef.cli", *map(str, args)]
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+
+    return run
+
+
+@pytest.fixture
+def files_in():
+    """``files_in(folder)``: every file under it with its bytes, to check that a failed command
+    left everything as it was."""
+
+    def snapshot(folder: Path) -> dict[str, bytes]:
+        paths = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+        return {str(p.relative_to(folder)): p.read_bytes() for p in paths}
+
+    return snapshot

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
+import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
+from PIL import Image
 
 from sef.checkpoint import load_checkpoint, load_trained_model, save_checkpoint
 from sef.errors import CheckpointError, DataError
@@ -76,7 +81,7 @@ def test_missing_truncated_and_foreign_files(tmp_path: Path) -> None:
     save_checkpoint(good, _state())
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="is truncated: the zip archive"):
         load_checkpoint(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
@@ -119,3 +124,67 @@ def test_trained_model_reloads_its_own_data_and_refuses_other_classes(demo_check
     trained.config["data"] = {**trained.config["data"], "dataset": "folder", "options": {}}
     with pytest.raises(DataError, match=f"test split under {folder_root} differ"):
         trained.dataset("test", folder_root)
+
+
+def _damaged(kind: str, good: Path, folder: Path) -> Path:
+    """A file of ``kind`` where a checkpoint is expected (``good`` is a real one)."""
+    path = folder / f"{kind}.pt"
+    data = good.read_bytes()
+    if kind == "member":  # flip bytes inside a tensor's data: only the CRC can tell
+        with zipfile.ZipFile(good) as archive:
+            info = archive.getinfo(next(n for n in archive.namelist() if "/data/" in n))
+        offset = info.header_offset  # local header: 30 bytes, name and extra field lengths at 26
+        start = offset + 30 + sum(struct.unpack("<HH", data[offset + 26 : offset + 30]))
+        data = data[:start] + bytes(b ^ 0xFF for b in data[start : start + 4]) + data[start + 4 :]
+    writers = {
+        "text": lambda: path.write_text("hello"),
+        "json": lambda: path.write_text('{"model": 1}'),
+        "png": lambda: Image.new("RGB", (4, 4)).save(path, format="PNG"),
+        "random": lambda: path.write_bytes(random.Random(0).randbytes(4096)),
+        "empty": lambda: path.write_bytes(b""),
+        "truncated": lambda: path.write_bytes(data[: len(data) // 2]),
+        "member": lambda: path.write_bytes(data),
+        "torchscript": lambda: torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path),
+        "zip": lambda: zipfile.ZipFile(path, "w").writestr("notes/a.txt", "hi"),
+        "pickle": lambda: path.write_bytes(pickle.dumps({"model": 1}, protocol=2)),
+        "legacy-truncated": lambda: path.write_bytes(_legacy(folder)[:40]),
+        "safetensors": lambda: safetensors.torch.save_file({"w": torch.zeros(2)}, path),
+        "folder": lambda: path.mkdir(),
+    }
+    writers[kind]()
+    return path
+
+
+def _legacy(folder: Path) -> bytes:
+    torch.save(_state(), folder / "legacy", _use_new_zipfile_serialization=False)
+    return (folder / "legacy").read_bytes()
+
+
+DAMAGED = {
+    "text": "is not a checkpoint: it is a text file, not the zip archive torch.save writes",
+    "json": "is not a checkpoint: it is a JSON text file",
+    "png": "is not a checkpoint: it is a PNG image",
+    "random": "is not a checkpoint: it is binary data of a kind sef does not recognise",
+    "empty": "is empty (0 bytes)",
+    "truncated": "is truncated: the zip archive torch.save writes ends before its table",
+    "member": "is damaged: its member archive/data/0 does not match its checksum",
+    "torchscript": "is a TorchScript model (as `sef export` writes), not a checkpoint",
+    "zip": "is a zip archive that torch.save did not write (no data.pkl inside)",
+    "pickle": "is a Python pickle that torch.save did not write",
+    "legacy-truncated": "is truncated: its pickle ends early",
+    "safetensors": "is not a checkpoint: it is a safetensors file",
+    "folder": "is a folder; pass the last.pt or best.pt in it",
+}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+@pytest.mark.parametrize("kind", DAMAGED)
+def test_a_damaged_or_foreign_file_gets_one_true_sentence(kind: str, tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _state())
+    path = _damaged(kind, good, tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert f"{path} {DAMAGED[kind]}" in message and "\n" not in message
+    assert "could run code" not in message

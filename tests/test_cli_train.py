@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -115,3 +116,114 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
     assert "broken.png" in error and "skip" in error and not (tmp_path / "runs").exists()
     assert main([*arguments, "--set", "data.bad_images=skip"]) == 0
     assert "skipped 1 unreadable images" in capsys.readouterr().err
+
+
+def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text("base: demo\ndata:\n  bad_images: off\n")  # unquoted, as README writes it
+    out = tmp_path / "run"
+    result = _sef(
+        "train", "--config", str(config), "--set", "data.bad_images=off", *TINY_DEMO,
+        "--out", str(out), "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["bad_images"] == "off"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_usable(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    failed = _sef("train", *TINY_DEMO, "--out", str(out), "--lr", "1e30", "--no-progress")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.count("\n") == 1 and "no checkpoint was written" in failed.stderr
+    assert not (out / "last.pt").exists() and (out / "config.yaml").exists()  # what it left
+
+    resumed = _sef("train", "--resume", "--out", str(out))
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert resumed.stderr == (
+        f"sef train: error: cannot resume: {out} holds no checkpoint (its run stopped before the "
+        f"first); start it again without --resume\n"
+    )
+    again = _sef("train", *TINY_DEMO, "--out", str(out), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "epoch 1/1" in again.stdout and (out / "last.pt").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_finished_run_is_extended_with_resume_and_more_epochs(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    first = _sef("train", *TINY_DEMO, "--epochs", "2", "--out", str(out), "--no-progress")
+    assert first.returncode == 0, first.stderr
+
+    extended = _sef("train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress")
+    assert extended.returncode == 0 and "Traceback" not in extended.stderr, extended.stderr
+    assert "resuming after epoch 2" in extended.stdout and "epoch 3/3" in extended.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # demo: cosine over 12 epochs by default, here 2, then 3: epoch 3 takes the 3-epoch plan's lr
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[2]["lr"] == pytest.approx(0.02 * (1 + math.cos(math.pi * 2 / 3)) / 2)
+
+    shorter = _sef("train", "--resume", "--out", str(out), "--epochs", "2")
+    assert shorter.returncode == 2 and "Traceback" not in shorter.stderr
+    assert shorter.stderr == (
+        f"sef train: error: cannot resume {out / 'last.pt'} for 2 epochs: it has trained 3 "
+        f"already; pass --epochs 3 or more\n"
+    )
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3  # left as it was
+
+
+def test_own_images_train_with_the_folder_preset_into_a_run_named_after_them(
+    folder_root: Path, tmp_path: Path, files_in
+) -> None:
+    birds = folder_root.rename(tmp_path / "birds")
+    before = files_in(birds)
+    tiny = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
+    result = _sef(
+        "train", "--preset", "folder-resnet18", "--data-root", str(birds), *tiny, "--workers",
+        "0", "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "training birds-resnet18: resnet18, G=2, 12 train / 6 eval images, 3 classes" in (
+        result.stdout
+    )
+    out = tmp_path / "runs" / "birds-resnet18"
+    assert f"run folder        {Path('runs/birds-resnet18')}" in result.stdout
+    assert (out / "last.pt").is_file() and files_in(birds) == before  # the images untouched
+
+
+def test_the_demo_preset_never_writes_into_a_folder_of_own_images(
+    folder_root: Path, tmp_path: Path, files_in
+) -> None:
+    before = files_in(folder_root)
+    result = _sef("train", "--data-root", str(folder_root), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr == (
+        f"sef train: error: {folder_root} is not a demo cache (it holds test, train) and the demo "
+        f"will not write its images there; for your own images use dataset folder or csv (the "
+        f"presets folder-<backbone> and csv-<backbone>, e.g. --preset folder-resnet50)\n"
+    )
+    assert files_in(folder_root) == before and not (tmp_path / "runs").exists()
+
+
+def test_own_images_from_a_csv_and_from_the_demo_preset_are_named_after_their_folder(
+    csv_root: Path, folder_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
+    tiny += ["--workers", "0", "--no-progress"]
+    csv_file = csv_root / "labels.csv"
+    assert main(["train", "--preset", "csv-resnet18", "--data-root", str(csv_file), *tiny]) == 0
+    assert "training own-csv-resnet18: resnet18" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "own-csv-resnet18" / "last.pt").is_file()
+    resume = ["train", "--preset", "csv-resnet18", "--data-root", str(csv_file), "--resume"]
+    assert main([*resume, "--epochs", "1", "--workers", "0", "--no-progress"]) == 0  # no --out
+    assert "resuming after epoch 1 own-csv-resnet18: resnet18" in capsys.readouterr().out
+    demo_on_folder = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
+    assert main([*demo_on_folder, *tiny[4:]]) == 0
+    assert "training own: small_cnn" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "own" / "last.pt").is_file()

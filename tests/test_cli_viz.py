@@ -88,3 +88,15 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, demo_checkpoint):
         err = capsys.readouterr().err
         assert err.startswith("sef viz: error:") and message in err, err
         assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cam_help_gives_images_one_meaning(demo_checkpoint, tmp_path):
+    """Positional PATHs are image files; --images N is only the number of random test images."""
+    result = _sef("viz", "cam", "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    assert "IMAGES" not in result.stdout
+    assert "[--images N]" in result.stdout and "[PATH ...]" in result.stdout
+    assert "random test images to show when no PATH is given" in " ".join(result.stdout.split())
+    out = tmp_path / "cam.png"
+    shown = _sef("viz", "cam", "--checkpoint", demo_checkpoint, "--images", 2, "--out", out)
+    assert shown.returncode == 0 and _is_png(out), shown.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sef.config import (
+    Config,
     apply_overrides,
     config_to_dict,
     describe_preset,
@@ -14,6 +15,7 @@ from sef.config import (
     load_preset,
     preset_names,
     resolve_config,
+    run_name,
     save_config,
 )
 from sef.errors import ConfigError
@@ -67,7 +69,8 @@ def test_demo_presets_weight_the_group_loss_at_a_tenth() -> None:
 
 def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
     names = preset_names()
-    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 4 * 2)
+    # 6 methods: demo, then 4 paper datasets and 2 own-data readers x 2 backbones
+    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 6 * 2)
     for name in names:
         assert load_preset(name).name == name
         assert "\n" not in describe_preset(name)
@@ -130,3 +133,70 @@ def test_yaml_file_with_base_round_trips(tmp_path: Path) -> None:
         load_config_file(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("word", ["off", "Off", "OFF"])
+def test_documented_words_that_yaml_reads_as_booleans_keep_their_meaning(
+    word: str, tmp_path: Path
+) -> None:
+    """YAML 1.1 reads an unquoted off/no/on/yes as a boolean; a field whose words include one
+    takes it back, from a YAML file and from --set alike."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\ndata:\n  bad_images: {word}\n")
+    assert load_config_file(path).data.bad_images == "off"
+    overridden = apply_overrides(load_preset("demo"), [f"data.bad_images={word}"])
+    assert overridden.data.bad_images == "off"
+
+
+def test_null_and_boolean_words_follow_one_rule() -> None:
+    c = apply_overrides(
+        load_preset("cub-resnet50"),
+        ["model.weights=none", "run.out=None", "run.tensorboard=off", "run.compile=yes"],
+    )
+    assert c.model.weights is None and c.run.out is None
+    assert c.run.tensorboard is False and c.run.compile is True
+    assert apply_overrides(c, ["run.out='no'"]).run.out == "no"  # a quoted word stays a word
+    with pytest.raises(ConfigError) as info:  # a free string field cannot guess the word
+        apply_overrides(c, ["run.out=no"])
+    assert str(info.value) == (
+        "config value run.out must be str, got False: YAML reads an unquoted yes, no, on, off, "
+        "true, false or null that way; quote the word, in the YAML file or as "
+        "--set \"run.out='WORD'\""
+    )
+    with pytest.raises(ConfigError, match="data.bad_images must be str, got True: YAML reads"):
+        apply_overrides(c, ["data.bad_images=yes"])  # no word of bad_images means true
+
+
+@pytest.mark.parametrize(("dataset", "backbone"), [("folder", "resnet50"), ("csv", "resnet18")])
+def test_own_data_presets_hold_the_paper_recipe_on_the_users_reader(
+    dataset: str, backbone: str
+) -> None:
+    c = load_preset(f"{dataset}-{backbone}")
+    assert (c.data.dataset, c.data.recipe, c.data.image_size) == (dataset, "resize_crop", 448)
+    assert (c.model.backbone, c.model.weights, c.model.groups) == (backbone, "IMAGENET1K_V1", 2)
+    assert (c.optim.lr, c.optim.epochs, c.optim.scheduler) == (0.01, 50, "step")
+    plain = load_preset(f"{dataset}-{backbone}-plain")
+    assert (plain.data.dataset, plain.model.groups, plain.loss.phi) == (dataset, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "name"),
+    [
+        ("folder-resnet50", ["data.root=~/data/birds/"], "birds-resnet50"),
+        ("csv-resnet18-plain", ["data.root=/data/birds/labels.csv"], "birds-resnet18-plain"),
+        ("csv-resnet18", ["data.root=/data/birds"], "birds-resnet18"),
+        ("demo", ["data.dataset=folder", "data.root=/data/birds"], "birds"),
+        ("cub-resnet50", ["data.dataset=dogs", "data.root=/data/dogs"], "dogs-resnet50"),
+        ("cub-resnet50", ["data.root=/data/CUB_200_2011"], "cub-resnet50"),
+        ("demo-plain", ["data.root=/tmp/cache"], "demo-plain"),
+        ("folder-resnet50", [], "folder-resnet50"),
+    ],
+)
+def test_runs_are_named_after_their_data(preset: str, overrides: list[str], name: str) -> None:
+    assert run_name(apply_overrides(load_preset(preset), overrides)) == name
+
+
+def test_a_config_files_own_name_stays() -> None:
+    config = Config(name="my-experiment")
+    config.data.dataset, config.data.root = "folder", "/data/birds"
+    assert run_name(config) == "my-experiment"

@@ -200,7 +200,7 @@ def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="runs/demo already holds a run"):
         choose_out_dir(explicit, resume=False)
     missing = apply_overrides(config, ["run.out=elsewhere"])
-    with pytest.raises(ConfigError, match="cannot resume: elsewhere/last.pt does not exist"):
+    with pytest.raises(ConfigError, match="cannot resume: elsewhere does not exist; check --out"):
         choose_out_dir(missing, resume=True)
 
 
@@ -302,3 +302,45 @@ def test_no_step_waits_for_the_device_only_every_tenth_reads_back(monkeypatch) -
     assert record["loss_total"] == pytest.approx(
         record["loss_ce"] + record["loss_entropy"] + record["loss_distill"] + record["loss_group"]
     )
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in history
+    ]
+
+
+@pytest.mark.parametrize("scheduler", ["step", "cosine"])
+def test_resuming_with_more_epochs_follows_a_run_planned_that_long(
+    scheduler: str, tmp_path: Path
+) -> None:
+    """A finished 2-epoch run extended to 4 continues with the learning rate a 4-epoch run has
+    at epochs 3 and 4; a step schedule is then the 4-epoch run itself, weights and all."""
+    data = Data(Blobs(12, 0), Blobs(7, 1), Blobs.classes)
+    schedule = [f"optim.scheduler={scheduler}", "optim.step_size=2", "optim.lr_decay=0.5"]
+    short = _config(tmp_path / "extended", *schedule)
+    fit(short, data=data, progress=False)
+    longer = apply_overrides(short, ["optim.epochs=4"])
+    extended = fit(longer, data=data, resume=True, progress=False)
+    planned_config = _config(tmp_path / "planned", *schedule, "optim.epochs=4")
+    planned = fit(planned_config, data=data, progress=False)
+
+    lrs = [record["lr"] for record in extended.history]
+    planned_lrs = [record["lr"] for record in planned.history]
+    assert [r["epoch"] for r in extended.history] == [1, 2, 3, 4]
+    assert lrs[2:] == planned_lrs[2:]  # exactly, not approximately
+    if scheduler == "cosine":  # the first two epochs followed the 2-epoch cosine
+        assert lrs[:2] == pytest.approx([0.02, 0.01])
+        assert planned_lrs[:2] == pytest.approx([0.02, 0.01 * (1 + 0.5**0.5)])
+    else:  # StepLR does not depend on the length: the extended run is the planned one
+        assert _without_timing(extended.history) == _without_timing(planned.history)
+        final = load_checkpoint(tmp_path / "extended" / "last.pt")["model"]
+        for key, value in load_checkpoint(tmp_path / "planned" / "last.pt")["model"].items():
+            assert torch.equal(final[key], value), key
+    assert load_checkpoint(tmp_path / "extended" / "last.pt")["config"]["optim"]["epochs"] == 4
+
+    shorter = apply_overrides(short, ["optim.epochs=3"])
+    with pytest.raises(
+        ConfigError, match="for 3 epochs: it has trained 4 already; pass --epochs 4"
+    ):
+        fit(shorter, data=data, resume=True, progress=False)

@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
+from sef import extras
 from sef.errors import WeightsError
 
 TIMM_PREFIX = "timm:"
@@ -160,10 +161,9 @@ class _TimmFeatures(nn.Module):
 
 
 def _timm_backbone(name: str, weights: str | os.PathLike | None) -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise ValueError(f"backbone {name!r} needs timm: pip install 'sef[timm]'") from None
+    extras.require("timm", f"backbone {name!r}", ValueError)
+    import timm
+
     model_name = name[len(TIMM_PREFIX) :]
     if model_name not in timm.list_models():
         raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")

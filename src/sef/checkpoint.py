@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 
 import torch
 
+from sef import filekinds
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
+from sef.outputs import atomic_path
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None))
@@ -40,57 +43,103 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
-def _fsync_directory(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, fsync, rename over the old file.
 
     A crash or kill at any moment leaves either the previous file or the new one, never a mix.
     """
     _check_plain(state, "state")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with atomic_path(path, durable=True) as temporary, open(temporary, "wb") as handle:
+        torch.save(state, handle)
+
+
+_PASS = "pass a last.pt or best.pt written by `sef train`"
+# Words of torch's weights-only refusals that mean the pickle names code to import or call.
+_CODE_WORDS = ("global", "reduce", "new object", "persistent")
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a zip file that is truncated, damaged, or not written by ``torch.save``."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated: the zip archive torch.save writes ends before its "
+            f"table of contents (a save, copy or download that did not finish); use a whole copy"
+        )
     try:
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()  # reads every member and checks its CRC
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise CheckpointError(f"checkpoint {path} is a damaged zip archive ({error})") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its member {bad} does not match its checksum; use "
+            f"another copy"
+        )
+    if any(name.endswith("/constants.pkl") for name in names):
+        raise CheckpointError(
+            f"{path} is a TorchScript model (as `sef export` writes), not a checkpoint; {_PASS}"
+        )
+    if not any(name.endswith("/data.pkl") for name in names):
+        raise CheckpointError(
+            f"{path} is a zip archive that torch.save did not write (no data.pkl inside); {_PASS}"
+        )
+
+
+def _check_kind(path: Path) -> None:
+    """Refuse, in one true sentence, a file that cannot be a checkpoint, before torch reads it."""
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the last.pt or best.pt in it")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; {_PASS}")
+    try:
+        kind = filekinds.sniff_file(path)
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from None
+    if kind == filekinds.EMPTY:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {_PASS}")
+    if kind == filekinds.ZIP:
+        _check_archive(path)
+    elif kind != filekinds.PICKLE:
+        raise CheckpointError(
+            f"{path} is not a checkpoint: it is {kind}, not the zip archive torch.save writes; "
+            f"{_PASS}"
+        )
+
+
+def _load_error(path: Path, error: Exception) -> CheckpointError:
+    """What went wrong when ``torch.load(weights_only=True)`` refused or failed on ``path``."""
+    reason = str(error).split("\n")[0]
+    if isinstance(error, pickle.UnpicklingError):
+        detail = str(error).rpartition("WeightsUnpickler error:")[2].strip() or reason
+        if any(word in detail.lower() for word in _CODE_WORDS):
+            return CheckpointError(
+                f"refused to load checkpoint {path}: it holds pickled Python objects that could "
+                f"run code; use only checkpoints written by `sef train`"
+            )
+        return CheckpointError(f"checkpoint {path} is damaged: its pickle is invalid ({detail})")
+    if isinstance(error, EOFError):
+        return CheckpointError(
+            f"checkpoint {path} is truncated: its pickle ends early; use a whole copy"
+        )
+    if "magic number" in reason.lower():
+        return CheckpointError(f"{path} is a Python pickle that torch.save did not write; {_PASS}")
+    return CheckpointError(f"checkpoint {path} is damaged ({reason}); use another copy")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint with ``weights_only=True``; refuse pickled code and corrupt files."""
+    """Read a checkpoint with ``weights_only=True``; refuse pickled code, and name what is wrong
+    with any other file (empty, truncated, damaged, or written by something else)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; pass a last.pt or best.pt written by `sef train`"
-        )
+    _check_kind(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
-            raise CheckpointError(
-                f"refused to load checkpoint {path}: it holds pickled Python objects that could "
-                f"run code; use only checkpoints written by `sef train`"
-            ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({error}); use another copy") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = str(error).split("\n")[0]
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise _load_error(path, error) from None
+    except (KeyError, IndexError, TypeError, AttributeError) as error:  # a pickle's bad opcodes
+        reason = f"{type(error).__name__}: {error}"
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({reason}); use another copy"
+            f"checkpoint {path} is damaged: its pickle is invalid ({reason})"
         ) from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:

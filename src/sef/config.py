@@ -7,6 +7,7 @@ and type is checked, so a typo or a wrong value fails in one line before any wor
 Preset names are composed, so the 4 datasets x 2 backbones x 6 methods of the paper need no
 copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
 ``dogs-resnet18-plain``) merges ``paper.yaml``, ``<dataset>.yaml`` and ``method-<method>.yaml``;
+own data, ``folder-<backbone>[-<method>]`` and ``csv-...``, also merge ``own.yaml``;
 ``demo[-<method>]`` merges ``demo.yaml`` and the method.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,15 +29,29 @@ import yaml
 from sef.datasets import BAD_IMAGE_POLICIES, NAMES
 from sef.errors import ConfigError
 from sef.losses import GROUP_LOSS_VARIANTS
+from sef.outputs import write_text
 from sef.transforms import RECIPES
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
+OWN_DATASETS = ("folder", "csv")  # users' own images, named after their folder
 PAPER_BACKBONES = ("resnet50", "resnet18")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_PRESET = "demo"
 DEFAULT_METHOD = "sef"
+# Fields that take one of a fixed set of words (see _coerce for words YAML reads as booleans).
+CHOICES = {
+    "loss.group_variant": GROUP_LOSS_VARIANTS,
+    "data.dataset": NAMES,
+    "data.recipe": RECIPES,
+    "data.bad_images": BAD_IMAGE_POLICIES,
+    "optim.optimizer": OPTIMIZERS,
+    "optim.scheduler": SCHEDULERS,
+    "run.amp": AMP_MODES,
+}
+NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 @dataclass
@@ -106,7 +122,7 @@ class RunConfig:
 
 @dataclass
 class Config:
-    """A whole training run. ``name`` is the preset it came from (names the default out dir)."""
+    """A whole training run. ``name`` is the preset it came from (see ``run_name``)."""
 
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,13 +141,31 @@ def _type_name(kind: Any) -> str:
     return "null" if kind is type(None) else kind.__name__
 
 
+def _yaml_word(value: Any, where: str) -> str | None:
+    """The one word of field ``where`` that YAML reads as ``value`` (True, False or None)."""
+    words = [w for w in CHOICES.get(where, ()) if yaml.safe_load(w) is value]
+    return words[0] if len(words) == 1 else None
+
+
 def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """``value`` as type ``kind`` (int -> float and '1e-3' -> float allowed), else ConfigError."""
+    """``value`` as type ``kind``, else ConfigError. Besides int -> float and '1e-3' -> float:
+
+    - YAML reads an unquoted yes/no/on/off as a boolean: a string field with a fixed set of words
+      (``CHOICES``) takes its word that YAML read that way (``bad_images: off`` is "off");
+    - an optional field (X or null) reads the words none and null, in any case, as null;
+    - a bool field reads the words true/yes/on and false/no/off, in any case.
+    """
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
-        if value is None and type(None) in options:
+        if type(None) in options and (
+            value is None or (isinstance(value, str) and value.strip().lower() in NULL_WORDS)
+        ):
             return None
         return _coerce(value, next(k for k in options if k is not type(None)), where)
+    if kind is str and (value is None or isinstance(value, bool)):
+        value = _yaml_word(value, where) or value
+    if kind is bool and isinstance(value, str):
+        value = BOOL_WORDS.get(value.strip().lower(), value)
     if kind is float and isinstance(value, str):
         try:
             value = float(value)
@@ -144,6 +178,12 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         str: isinstance(value, str),
         dict: isinstance(value, dict),
     }[kind]
+    if not ok and kind is str and (value is None or isinstance(value, bool)):
+        raise ConfigError(
+            f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
+            f"unquoted yes, no, on, off, true, false or null that way; quote the word, in the YAML "
+            f"file or as --set \"{where}='WORD'\""
+        )
     if not ok:
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it in the YAML "
@@ -217,15 +257,12 @@ def validate(config: Config) -> None:
     for key in ("lam", "gamma", "phi"):
         value = getattr(loss, key)
         _require(math.isfinite(value) and value >= 0, f"loss.{key}", value, "a number >= 0")
-    _one_of("loss.group_variant", loss.group_variant, GROUP_LOSS_VARIANTS)
-    _one_of("data.dataset", d.dataset, NAMES)
-    _one_of("data.recipe", d.recipe, RECIPES)
-    _one_of("data.bad_images", d.bad_images, BAD_IMAGE_POLICIES)
+    for key, words in CHOICES.items():
+        section, name = key.split(".")
+        _one_of(key, getattr(getattr(config, section), name), words)
     _require(d.image_size >= 16, "data.image_size", d.image_size, "an integer >= 16")
     _require(d.workers >= 0, "data.workers", d.workers, "an integer >= 0")
     _require(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "between 0 and 1")
-    _one_of("optim.optimizer", o.optimizer, OPTIMIZERS)
-    _one_of("optim.scheduler", o.scheduler, SCHEDULERS)
     _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
     _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
     _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
@@ -233,7 +270,6 @@ def validate(config: Config) -> None:
     _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
     _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")
     _require(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
-    _one_of("run.amp", r.amp, AMP_MODES)
     _require(
         r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
         "run.device",
@@ -261,10 +297,11 @@ def _methods() -> list[str]:
 
 
 def preset_names() -> list[str]:
-    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets."""
+    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets and
+    for own data (folder, csv)."""
     methods = ["", *(f"-{m}" for m in _methods())]
     names = [f"{DEFAULT_PRESET}{m}" for m in methods]
-    for dataset in PAPER_DATASETS:
+    for dataset in (*PAPER_DATASETS, *OWN_DATASETS):
         for backbone in PAPER_BACKBONES:
             names += [f"{dataset}-{backbone}{m}" for m in methods]
     return names
@@ -280,9 +317,8 @@ def _parts(name: str) -> tuple[list[str], dict]:
     if dataset == DEFAULT_PRESET:
         return ["demo", f"method-{rest or DEFAULT_METHOD}"], {}
     backbone, _, method = rest.partition("-")
-    return ["paper", dataset, f"method-{method or DEFAULT_METHOD}"], {
-        "model": {"backbone": backbone}
-    }
+    data = ["own", dataset] if dataset in OWN_DATASETS else [dataset]
+    return ["paper", *data, f"method-{method or DEFAULT_METHOD}"], {"model": {"backbone": backbone}}
 
 
 def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
@@ -316,6 +352,21 @@ def describe_preset(name: str) -> str:
         f"{what}: {c.model.backbone} ({weights}), G={c.model.groups}, lam/gamma/phi={loss}, "
         f"lr {c.optim.lr:g}, {c.optim.epochs} epochs, {c.data.image_size}px"
     )
+
+
+def run_name(config: Config) -> str:
+    """What a run is called (its default folder is runs/<name>): the preset's name, with its
+    data part naming the data actually read: own data by its folder (a CSV file's folder), so
+    ``folder-resnet50`` on ~/data/birds is ``birds-resnet50`` and the demo preset on a folder
+    is ``birds``. A name that does not start with a dataset (a config file's own) stays."""
+    first, dash, rest = config.name.partition("-")
+    if first not in (DEFAULT_PRESET, *PAPER_DATASETS, *OWN_DATASETS):
+        return config.name
+    data, root = config.data.dataset, config.data.root
+    if data in OWN_DATASETS and root:
+        folder = Path(os.path.abspath(Path(root).expanduser()))
+        data = (folder.parent if folder.suffix.lower() == ".csv" else folder).name or data
+    return f"{data}{dash}{rest}"
 
 
 # ----------------------------------------------------------------------- files and overrides
@@ -375,8 +426,7 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (readable, and loadable by ``load_config_file``)."""
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    Path(path).write_text(text, encoding="utf-8")
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def resolve_config(

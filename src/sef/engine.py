@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from sef import distributed, transforms
+from sef import distributed, outputs, transforms
 from sef.checkpoint import build_model, load_checkpoint, save_checkpoint
-from sef.config import Config, config_from_dict, config_to_dict, save_config
+from sef.config import Config, config_from_dict, config_to_dict, run_name, save_config
 from sef.distributed import Context
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
@@ -41,8 +41,10 @@ from sef.seeding import EpochSampler, SeededItems, seed_everything
 
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
 # Config keys that may differ when resuming: where things are, how they are logged and how many
-# processes load them (each image's augmentation has its own seed: sef.seeding).
+# processes load them (each image's augmentation has its own seed: sef.seeding). The run's length
+# may change too (the learning rate is then re-planned: see planned_scheduler).
 RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
+LENGTH = "optim.epochs"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -301,6 +303,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Any:
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def planned_scheduler(config: Config, epoch: int) -> Any:
+    """The scheduler of a run planned for ``config.optim.epochs`` from the start, as it stands
+    after ``epoch`` epochs. Resuming with another length loads its state and learning rate, so
+    the remaining epochs follow the new plan exactly: step and constant schedules go on as
+    before, a cosine schedule takes the value the longer (or shorter) cosine has at this epoch."""
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=config.optim.lr)
+    scheduler = make_scheduler(optimizer, config)
+    for _ in range(epoch):
+        optimizer.step()  # no gradient: changes nothing, keeps the scheduler's order check quiet
+        scheduler.step()
+    return scheduler
+
+
 # ------------------------------------------------------------------------------ data set-up
 
 
@@ -398,11 +414,14 @@ def train_loader(
 
 
 def default_out_dir(config: Config) -> Path:
-    return Path("runs") / config.name
+    """runs/<run name>: named after the preset and the data (``sef.config.run_name``)."""
+    return Path("runs") / run_name(config)
 
 
 def _is_run(folder: Path) -> bool:
-    return (folder / "last.pt").exists() or (folder / "metrics.jsonl").exists()
+    """A folder holds a run once a checkpoint is in it: one that failed before its first
+    checkpoint (config.yaml, an empty metrics.jsonl, tb/) may be started again."""
+    return os.path.isfile(folder / "last.pt") or os.path.isfile(folder / "best.pt")
 
 
 def latest_run_dir(config: Config) -> Path:
@@ -423,8 +442,15 @@ def choose_out_dir(config: Config, resume: bool) -> Path:
     """
     if resume:
         out = Path(config.run.out) if config.run.out else latest_run_dir(config)
-        if not (out / "last.pt").is_file():
-            raise ConfigError(f"cannot resume: {out / 'last.pt'} does not exist; check --out")
+        if not os.path.isdir(out):
+            raise ConfigError(f"cannot resume: {out} does not exist; check --out")
+        if not _is_run(out):
+            raise ConfigError(
+                f"cannot resume: {out} holds no checkpoint (its run stopped before the first); "
+                f"start it again without --resume"
+            )
+        if not os.path.isfile(out / "last.pt"):
+            raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
         return out
     if config.run.out:
         out = Path(config.run.out)
@@ -435,20 +461,27 @@ def choose_out_dir(config: Config, resume: bool) -> Path:
         return out
     out, number = default_out_dir(config), 2
     while _is_run(out):
-        out = default_out_dir(config).with_name(f"{config.name}-{number}")
+        out = default_out_dir(config).with_name(f"{run_name(config)}-{number}")
         number += 1
     return out
 
 
-def _check_resumable(config: Config, saved: dict, path: Path) -> None:
-    """Resuming must compute the same thing: only locations may change."""
-    now, before = _flatten(config_to_dict(config)), _flatten(saved)
+def _check_resumable(config: Config, state: dict, path: Path) -> None:
+    """Resuming must compute the same thing: only locations and the run's length may change,
+    and the length not below the epochs already trained."""
+    now, before = _flatten(config_to_dict(config)), _flatten(state["config"])
+    if config.optim.epochs < state["epoch"]:
+        raise ConfigError(
+            f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
+            f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
+        )
+    may_change = (*RESUMABLE_CHANGES, LENGTH)
     for key in sorted(set(now) | set(before)):
-        if key not in RESUMABLE_CHANGES and now.get(key) != before.get(key):
+        if key not in may_change and now.get(key) != before.get(key):
             raise ConfigError(
                 f"cannot resume {path}: {key} was {before.get(key)!r} and is now "
                 f"{now.get(key)!r}; resume with the saved config (only "
-                f"{', '.join(RESUMABLE_CHANGES)} may change)"
+                f"{', '.join(may_change)} may change)"
             )
 
 
@@ -464,9 +497,7 @@ def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
 
 def _write_lines(path: Path, records: list[dict]) -> None:
     """Rewrite metrics.jsonl atomically (resume drops lines the checkpoint does not cover)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(temporary, path)
+    outputs.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 class _Logger:
@@ -620,18 +651,26 @@ class _Run:
             "seconds": self.seconds,
         }
 
-    def restore(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        _check_resumable(self.config, state["config"], path)
+    def restore(self, state: dict, path: Path) -> None:
+        """Continue from ``state``, read from ``path`` and checked by ``_check_resumable``."""
         if list(state["classes"]) != self.data.classes:
             raise DataError(f"the dataset's classes differ from those saved in {path}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.config.optim.epochs != state["config"]["optim"]["epochs"]:
+            self._replan(state["epoch"])
         if self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best, self.seconds = dict(state["best"]), float(state["seconds"])
+
+    def _replan(self, epoch: int) -> None:
+        """Continue with the learning rate of a run planned for the new length from the start."""
+        planned = planned_scheduler(self.config, epoch)
+        self.scheduler.load_state_dict(planned.state_dict())
+        for group in self.optimizer.param_groups:
+            group["lr"] = planned.get_last_lr()[0]
 
     def best_state(self) -> dict:
         keys = ("model", "config", "classes", "epoch", "metrics")
@@ -710,15 +749,20 @@ def fit(
     try:
         _check_setup(config, context)
         out = choose_out_dir(config, resume)
+        if context.is_main:
+            outputs.check_writable(out, folder=True)  # before data and model take their time
         distributed.barrier(context)  # every rank chose the folder before rank 0 fills it
         config.run.out = str(out)
+        saved = load_checkpoint(out / "last.pt") if resume else None
+        if saved is not None:  # before the data: a config that cannot resume fails at once
+            _check_resumable(config, saved, out / "last.pt")
         loaded = data is None
         data = data or load_data(config, context, progress)
         run = _Run(config, data, context, out)  # builds the model: bad groups fail here
         if loaded:
             check_images(data, config, context, progress)
-        if resume:
-            run.restore(out / "last.pt")
+        if saved is not None:
+            run.restore(saved, out / "last.pt")
         return _train(run, progress)
     finally:
         distributed.teardown(context)
@@ -728,7 +772,7 @@ def _announce(run: _Run) -> None:
     c, data = run.config, run.data
     start = f"resuming after epoch {run.epoch}" if run.epoch else "training"
     tqdm.write(
-        f"{start} {c.name}: {c.model.backbone}, G={run.model.groups}, "
+        f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
         f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
         f"{c.optim.epochs} epochs on {run.context.world_size} x {run.context.device.type} "
         f"-> {run.out}",
@@ -740,7 +784,7 @@ def _train(run: _Run, progress: bool) -> FitResult:
     logger = None
     if run.context.is_main:
         _announce(run)
-        run.out.mkdir(parents=True, exist_ok=True)
+        outputs.make_folder(run.out)
         save_config(run.config, run.out / "config.yaml")
         logger = _Logger(run.out, run.config, run.history, run.epoch + 1)
     try:
@@ -808,7 +852,10 @@ def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any)
     import csv
 
     classes = dataset.classes
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with (
+        outputs.atomic_path(path) as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as handle,
+    ):
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "prediction", "correct", "label_name", "prediction_name"])
         for (image, _), label, prediction in zip(

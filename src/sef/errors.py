@@ -17,6 +17,10 @@ class CheckpointError(SEFError):
     """A checkpoint that is missing, corrupt, or unsafe to load."""
 
 
+class OutputError(SEFError):
+    """An output file or folder that cannot be written."""
+
+
 class WeightsError(SEFError):
     """Pretrained weights that cannot be found, downloaded, or loaded."""
 

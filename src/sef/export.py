@@ -8,20 +8,20 @@ shipped model costs exactly its backbone. ``export_model`` works on any SEF in m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sef import transforms
+from sef import extras, outputs, transforms
 from sef.checkpoint import TrainedModel, load_trained_model
-from sef.errors import SEFError
+from sef.errors import OutputError
 from sef.model import SEF
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
@@ -78,16 +78,9 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return [f for f in EXPORT_FORMATS if f in formats]
 
 
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place only if writing succeeded."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # some writers (safetensors) create private temp files
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _atomic_target(path: Path) -> contextlib.AbstractContextManager[Path]:
+    """A temporary path beside ``path``, renamed into place (readable by all) once written."""
+    return outputs.atomic_path(path, mode=0o644)  # safetensors creates private files
 
 
 def _example_input(image_size: int) -> torch.Tensor:
@@ -97,11 +90,7 @@ def _example_input(image_size: int) -> torch.Tensor:
 
 def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
     """ONNX via the torch.export-based exporter, with a dynamic batch axis."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs both; fail early with an install hint)
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise SEFError("ONNX export needs onnx and onnxscript: pip install 'sef[export]'") from None
+    extras.require("export", "ONNX export")
     batch = torch.export.Dim("batch", min=1)
     with _atomic_target(path) as tmp:
         torch.onnx.export(
@@ -130,11 +119,15 @@ def write_torchscript(plain: nn.Module, path: Path, image_size: int) -> None:
 
 def write_safetensors(plain: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """The stripped model's state dict; loads into ``SEF(...).export()`` with load_state_dict."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous() for k, v in plain.state_dict().items()}
     with _atomic_target(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        try:
+            save_file(state, str(tmp), metadata=metadata)
+        except SafetensorError as error:
+            raise OutputError(f"cannot write {path}: {error}") from None
 
 
 def _write_json(path: Path, payload: object) -> None:
@@ -161,8 +154,11 @@ def export_model(
             f"{len(classes)} class names given for a model with {model.num_classes} outputs; "
             f"pass one name per class"
         )
+    if "onnx" in chosen:  # before anything is written
+        extras.require("export", "ONNX export")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    outputs.check_writable(out, folder=True)  # before the slow exports
+    outputs.make_folder(out)
     plain = model.export().cpu().float()
     size = preprocessing.image_size
     paths = {name: out / FILE_NAMES[name] for name in (*chosen, "labels", "preprocessing")}
@@ -221,6 +217,7 @@ def exported_logits(paths: dict[str, Path], images: torch.Tensor) -> dict[str, t
     """
     results = {}
     if "onnx" in paths:
+        extras.require("export", "checking the ONNX export")
         import onnxruntime
 
         session = onnxruntime.InferenceSession(

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from sef import outputs
 from sef.checkpoint import TrainedModel
 from sef.errors import DataError
 from sef.model import SEF
@@ -129,9 +130,10 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, out: str | os.PathLike) -> Path:
+    """Write ``figure`` atomically, in the format its file name ends with (PNG without one)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=_DPI)
+    with outputs.atomic_path(out) as temporary:
+        figure.savefig(temporary, dpi=_DPI, format=out.suffix[1:].lower() or "png")
     return out
 
 
@@ -394,6 +396,7 @@ def correlation_figure(
 ) -> tuple[Path, Tensor]:
     """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
     and the G x G group averages."""
+    outputs.check_writable(out)  # before the work
     dataset = trained.dataset(split, root)
     indices = pick_indices(len(dataset), images, seed)
     batches = image_batches(dataset, indices, batch_size, progress)
@@ -426,6 +429,7 @@ def activation_figure(
 ) -> Path:
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
     captioned with the model's prediction."""
+    outputs.check_writable(out)  # before the work
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed)
     model = trained.model.eval()
     with torch.no_grad():
@@ -462,6 +466,7 @@ def parts_figure(
     (path, PartReport)."""
     from sef.parts import measure_parts
 
+    outputs.check_writable(out)  # before the work
     dataset = trained.dataset(split, root)
     indices = pick_indices(len(dataset), images, seed)
     measured = measure_parts(

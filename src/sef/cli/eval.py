@@ -35,7 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sef.engine import evaluate_checkpoint, write_predictions
+    from sef.outputs import check_writable
 
+    path = args.predictions or args.checkpoint.with_name(
+        f"{args.checkpoint.stem}-{args.split}-predictions.csv"
+    )
+    if os.environ.get("RANK", "0") == "0":
+        check_writable(path)  # before the evaluation, not after it
     result, dataset = evaluate_checkpoint(
         args.checkpoint,
         data_root=args.data_root,
@@ -47,9 +53,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if os.environ.get("RANK", "0") != "0":
         return 0
-    path = args.predictions or args.checkpoint.with_name(
-        f"{args.checkpoint.stem}-{args.split}-predictions.csv"
-    )
     write_predictions(path, result, dataset)
     summary = {"checkpoint": str(args.checkpoint), "split": args.split, **result.summary()}
     summary["predictions"] = str(path)

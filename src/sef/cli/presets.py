@@ -10,8 +10,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "presets",
         help="list the training presets (or print one as YAML)",
         description=(
-            "List the presets `sef train --preset NAME` accepts: demo[-METHOD] and "
-            "<dataset>-<backbone>[-METHOD] for the paper's datasets. With a NAME, print that "
+            "List the presets `sef train --preset NAME` accepts: demo[-METHOD], "
+            "<dataset>-<backbone>[-METHOD] for the paper's datasets, and folder-<backbone>"
+            "[-METHOD] and csv-<backbone>[-METHOD] for your own images. With a NAME, print that "
             "preset's full config as YAML (a starting point for --config files)."
         ),
     )

@@ -76,8 +76,6 @@ def _flag_values(args: argparse.Namespace) -> dict:
     values = {key: value for key, value in values.items() if value is not None}
     if args.channels_last:
         values["run.channels_last"] = True
-    if str(values.get("model.weights", "")).lower() in ("none", "null"):
-        values["model.weights"] = None
     return values
 
 
@@ -87,12 +85,14 @@ def build_config(args: argparse.Namespace) -> Config:
     from sef.config import config_from_dict
     from sef.engine import choose_out_dir
 
-    config = resolve_config(args.preset, args.config)
-    if args.resume:
-        located = apply_values(config, {"run.out": args.out} if args.out else {})
-        saved = load_checkpoint(choose_out_dir(located, resume=True) / "last.pt")["config"]
-        config = config_from_dict(saved)
-    return apply_overrides(apply_values(config, _flag_values(args)), args.overrides)
+    def given(config: Config) -> Config:
+        return apply_overrides(apply_values(config, _flag_values(args)), args.overrides)
+
+    config = given(resolve_config(args.preset, args.config))
+    if args.resume:  # the run folder is named after the data: locate it with every value given
+        saved = load_checkpoint(choose_out_dir(config, resume=True) / "last.pt")["config"]
+        config = given(config_from_dict(saved))
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,9 @@ def _checkpoint_options(parser: argparse.ArgumentParser, images: int, what: str)
     parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
     parser.add_argument("--data-root", help="dataset folder (default: the one it trained on)")
     parser.add_argument("--split", default="test", help="split to draw images from (default test)")
-    parser.add_argument("--images", type=int, default=images, help=f"{what} (default {images})")
+    parser.add_argument(
+        "--images", type=int, default=images, metavar="N", help=f"{what} (default {images})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random image choice")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
@@ -57,11 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="each group's activation map over the images (Fig. 4)",
         description=(
             "For each image (a column), the image and then each group's activation map (the mean "
-            "of its channels), upsampled and overlaid. Without IMAGES, random test images."
+            "of its channels), upsampled and overlaid. Without PATHs, --images N random test "
+            "images."
         ),
     )
-    cam.add_argument("paths", nargs="*", metavar="IMAGES", help="image files (default: random)")
-    _checkpoint_options(cam, 6, "random images when no IMAGES are given")
+    cam.add_argument("paths", nargs="*", metavar="PATH", help="image files (default: random)")
+    _checkpoint_options(cam, 6, "random test images to show when no PATH is given")
     _out_option(cam, "cam.png", "checkpoint")
     cam.set_defaults(func=run_cam)
 

@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +40,7 @@ PART_VARIANTS = {
 }
 CLASSES = ["-".join(combo) for combo in itertools.product(*PART_VARIANTS.values())]
 ANNOTATIONS = "annotations.json"
+_SET = re.compile(r"v\d+-seed\d+-\d+x\d+-\d+px$")  # a folder_name() of any version
 _SPLIT_IDS = {"trainval": 0, "test": 1}
 _SUPERSAMPLE = 2  # draw at twice the size, then downsample: smooth edges
 
@@ -164,6 +166,22 @@ def folder_name(per_class: int, test_per_class: int, resolution: int, generation
     return f"v{VERSION}-seed{generation_seed}-{per_class}x{test_per_class}-{resolution}px"
 
 
+def _check_cache(base: Path) -> None:
+    """Refuse to generate into a folder holding anything but demo sets (e.g. a user's images)."""
+    if not base.is_dir():
+        return
+    foreign = sorted(
+        p.name for p in base.iterdir() if not p.name.startswith(".") and not _SET.match(p.name)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise DataError(
+            f"{base} is not a demo cache (it holds {shown}) and the demo will not write its "
+            f"images there; for your own images use dataset folder or csv (the presets "
+            f"folder-<backbone> and csv-<backbone>, e.g. --preset folder-resnet50)"
+        )
+
+
 def _write_set(
     folder: Path, counts: dict[str, int], resolution: int, generation_seed: int, progress: bool
 ) -> None:
@@ -207,6 +225,7 @@ def ensure_generated(
     folder = base / folder_name(per_class, test_per_class, resolution, generation_seed)
     if (folder / ANNOTATIONS).is_file():
         return folder
+    _check_cache(base)
     base.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=base))
     try:

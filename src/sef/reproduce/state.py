@@ -91,7 +91,7 @@ def read_state(config: Config) -> RunState:
 
 def clear_unfinished(folder: Path) -> None:
     """Before a run starts afresh: drop what a run killed during its first epoch left (an empty
-    metrics.jsonl and TensorBoard events), which ``fit`` would take for a run to protect."""
+    metrics.jsonl and TensorBoard events), so the folder holds only the new run's files."""
     if (folder / "last.pt").exists():
         raise ConfigError(f"{folder} holds a run to resume; it must not be cleared")
     (folder / "metrics.jsonl").unlink(missing_ok=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sef.metrics import paper_scores, round_half_up
+from sef.outputs import write_text
 from sef.reproduce.paper import PaperRow, datasets, notes
 from sef.reproduce.plan import Plan, Run
 from sef.reproduce.state import DONE, PARTIAL, RunState
@@ -228,17 +228,10 @@ def csv_text(plan: Plan, states: States) -> str:
     return buffer.getvalue()
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace ``path`` atomically: a kill while writing leaves the previous table."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_tables(plan: Plan, states: States, *, written: str) -> tuple[Path, Path]:
-    """Write ``OUT/<table>.md`` and ``OUT/<table>.csv``; return their paths."""
-    plan.out.mkdir(parents=True, exist_ok=True)
+    """Write ``OUT/<table>.md`` and ``OUT/<table>.csv`` atomically (a kill while writing leaves
+    the previous tables); return their paths."""
     md, table_csv = plan.out / f"{plan.table.key}.md", plan.out / f"{plan.table.key}.csv"
-    _write(md, markdown(plan, states, written=written))
-    _write(table_csv, csv_text(plan, states))
+    write_text(md, markdown(plan, states, written=written))
+    write_text(table_csv, csv_text(plan, states))
     return md, table_csv

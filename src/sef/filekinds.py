@@ -1,0 +1,59 @@
+"""What a file holds, judged from its first bytes without unpickling or running anything.
+
+Used where a user passed the wrong file, so the error can say what it is instead of a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+ZIP = "zip"  # what torch.save writes (and TorchScript, and many other formats)
+PICKLE = "pickle"  # a Python pickle, e.g. torch.save's legacy format
+EMPTY = "empty"
+HEAD = 4096  # bytes to read: enough for every test below
+_SIGNATURES = (
+    (b"PK\x03\x04", ZIP),
+    (b"PK\x05\x06", ZIP),  # an empty zip archive
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip file"),
+)
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """8 bytes of little-endian header length, then the JSON header."""
+    return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32
+
+
+def _text_kind(head: bytes) -> str | None:
+    if b"\x00" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the end of the head
+            return None
+        text = head[: error.start].decode("utf-8")
+    return "a JSON text file" if text.lstrip()[:1] in ("{", "[") else "a text file"
+
+
+def sniff(head: bytes) -> str:
+    """EMPTY, ZIP, PICKLE, or a phrase naming what the bytes ``head`` look like."""
+    if not head:
+        return EMPTY
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO 2..5
+        return PICKLE
+    if _is_safetensors(head):
+        return "a safetensors file"
+    return _text_kind(head) or "binary data of a kind sef does not recognise"
+
+
+def sniff_file(path: str | os.PathLike) -> str:
+    """:func:`sniff` of the first bytes of the file at ``path`` (OSError if it cannot be read)."""
+    with open(path, "rb") as handle:
+        return sniff(handle.read(HEAD))

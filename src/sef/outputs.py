@@ -1,0 +1,133 @@
+"""Writing outputs: atomically, and failing in one sentence that names the path and the reason.
+
+Every file sef writes goes through :func:`atomic_path`: a temporary file beside the target,
+renamed over it only once complete, so a failure or a kill never leaves a half-written file.
+:func:`check_writable` tries the same steps up front (and undoes them), so a command that would
+work for minutes first learns whether its output can be written at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sef.errors import OutputError
+
+
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (unique to this process)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _reason(path: Path, error: OSError, folder: bool) -> str:
+    """Why the file (or ``folder``) ``path`` cannot be written, in a few words."""
+    for place in [path, *path.parents] if folder else path.parents:
+        if os.path.lexists(place) and not os.path.isdir(place):
+            return f"{place} is a file, not a folder"
+    if not folder and os.path.isdir(path):
+        return f"{path} is a folder"
+    return (error.strerror or str(error)).lower()
+
+
+def output_error(path: str | os.PathLike, error: OSError, folder: bool = False) -> OutputError:
+    """The one-sentence error for an OSError met while writing the file (or ``folder``) ``path``."""
+    path = Path(path)
+    return OutputError(f"cannot write {path}: {_reason(path, error, folder)}; choose another place")
+
+
+def _fsync_directory(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _make(folder: Path, target: Path, is_folder: bool) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_error(target, error, is_folder) from None
+
+
+def make_folder(folder: str | os.PathLike) -> Path:
+    """``folder`` and its parents, created if missing; OutputError if that is impossible."""
+    folder = Path(folder)
+    _make(folder, folder, True)
+    return folder
+
+
+def _missing(folder: Path) -> list[Path]:
+    """The folders that creating ``folder`` would create, innermost first."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Raise OutputError now if the file ``path`` (or files in the folder ``path``) could not be
+    written later. Tries exactly that, then removes whatever it created: nothing is left."""
+    path = Path(path)
+    parent = path if folder else path.parent
+    created = _missing(parent)
+    try:
+        _make(parent, path, folder)
+        if not folder and os.path.isdir(path):
+            raise OutputError(f"cannot write {path}: it is a folder; choose a file name")
+        probe = temporary_path(path / ".sef-probe" if folder else path)
+        try:
+            probe.open("xb").close()
+        except OSError as error:
+            raise output_error(path, error, folder) from None
+        probe.unlink()
+    finally:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
+@contextmanager
+def atomic_path(
+    path: str | os.PathLike, *, durable: bool = False, mode: int | None = None
+) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on success rename it over ``path``.
+
+    ``durable`` also flushes the file and its folder to disk (checkpoints); ``mode`` sets the
+    file's permissions. An OSError becomes OutputError; any failure removes the temporary file
+    and leaves ``path`` as it was.
+    """
+    path = Path(path)
+    _make(path.parent, path, False)
+    temporary = temporary_path(path)
+    try:
+        yield temporary
+        if durable:
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
+        os.replace(temporary, path)
+        if durable:
+            _fsync_directory(path.parent)
+    except OSError as error:
+        raise output_error(path, error) from None
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)

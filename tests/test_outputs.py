@@ -1,0 +1,59 @@
+"""Outputs are written atomically and fail in one sentence; probes leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sef.errors import OutputError
+from sef.export import Preprocessing, export_model
+from sef.model import SEF
+from sef.outputs import atomic_path, check_writable, write_text
+
+
+def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = write_text(tmp_path / "metrics.jsonl", "old\n")
+    with pytest.raises(RuntimeError, match="disk on fire"), atomic_path(target) as temporary:
+        temporary.write_text("half a li")
+        raise RuntimeError("disk on fire")
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["metrics.jsonl"]
+
+
+def test_probes_create_nothing_and_name_the_blocker(tmp_path: Path) -> None:
+    check_writable(tmp_path / "a" / "b" / "figure.png")
+    check_writable(tmp_path / "run" / "sub", folder=True)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "blocker").write_text("x")
+    for path, folder in ((tmp_path / "blocker" / "f.png", False), (tmp_path / "blocker", True)):
+        with pytest.raises(OutputError) as info:
+            check_writable(path, folder=folder)
+        assert str(info.value) == (
+            f"cannot write {path}: {tmp_path / 'blocker'} is a file, not a folder; "
+            f"choose another place"
+        )
+    with pytest.raises(OutputError, match="it is a folder; choose a file name"):
+        check_writable(tmp_path)
+    assert os.listdir(tmp_path) == ["blocker"]
+
+
+def test_an_export_that_fails_midway_leaves_no_half_written_file(tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    def failing_save(state, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    model = SEF(torch.nn.Conv2d(3, 8, 3), num_classes=2, groups=2)
+    preprocessing = Preprocessing(32, "resize", (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(OutputError) as info:
+        export_model(model, tmp_path, classes=["a", "b"], preprocessing=preprocessing,
+                     formats=["safetensors"])  # fmt: skip
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'model.safetensors'}: no space left on device; "
+        f"choose another place"
+    )
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,78 @@
+"""The distribution's name and every install hint: right for a user inside a clone of sef."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sef.extras import DISTRIBUTION, EXTRAS
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+
+
+def _sef(*args: str, blocked: Path | None = None) -> subprocess.CompletedProcess:
+    """`sef ...` in a fresh process; modules under ``blocked`` shadow installed ones."""
+    path = os.pathsep.join(str(p) for p in (blocked, SRC) if p is not None)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "sef.cli", *args], env=env, capture_output=True, text=True
+    )
+
+
+def _block(folder: Path, *modules: str) -> Path:
+    """Packages that fail to import, as if they were not installed."""
+    for module in modules:
+        (folder / module).mkdir(parents=True)
+        (folder / module / "__init__.py").write_text(
+            f"raise ImportError('No module named {module}')\n"
+        )
+    return folder
+
+
+def test_the_distribution_is_not_the_unrelated_sef_on_pypi() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION == "sef-fgvc"  # 404 on PyPI when chosen (2026-11-26)
+    assert project["scripts"] == {"sef": "sef.cli:main"}
+    extras = project["optional-dependencies"]
+    assert extras["dev"][0] == f"{DISTRIBUTION}[export,timm]"
+    for extra, modules in EXTRAS.items():
+        assert [re.split(r"[<>=\[]", req)[0] for req in extras[extra]] == list(modules)
+
+
+def test_no_install_hint_names_the_wrong_package() -> None:
+    files = [REPO / "README.md", *SRC.rglob("*.py"), *(REPO / "docs").rglob("*.md")]
+    wrong = re.compile(r"pip install ['\"]?sef(\[|['\"\s]|$)", re.MULTILINE)
+    assert [str(p) for p in files if wrong.search(p.read_text(encoding="utf-8"))] == []
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert 'pip install ".[export]"' in readme and 'pip install ".[timm]"' in readme
+
+
+def test_export_without_the_extra_says_what_to_install(demo_checkpoint, tmp_path: Path) -> None:
+    blocked = _block(tmp_path / "blocked", "onnx", "onnxscript")
+    out = tmp_path / "shipped"
+    result = _sef(
+        "export", "--checkpoint", str(demo_checkpoint), "--out", str(out), blocked=blocked
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "sef export: error: ONNX export needs onnx, onnxscript (the 'export' extra): pip install "
+        'onnx onnxscript, or pip install ".[export]" inside a clone of sef\n'
+    )
+    assert not out.exists()  # refused before anything was written
+
+
+def test_timm_backbone_without_timm_says_what_to_install(tmp_path: Path) -> None:
+    blocked = _block(tmp_path / "blocked", "timm")
+    result = _sef("info", "--backbone", "timm:resnet18", blocked=blocked)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "needs timm (the 'timm' extra): pip install timm, or pip install \".[timm]\"" in (
+        result.stderr
+    )
