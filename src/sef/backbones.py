@@ -174,7 +174,7 @@ def _timm_backbone(
     except ImportError:
         raise ValueError(f"backbone {name!r} needs timm: pip install 'sef[timm]'") from None
     model_name = name[len(TIMM_PREFIX) :]
-    if model_name not in timm.list_models():
+    if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
     kwargs: dict = {**(backbone_args or {}), "num_classes": 0}
     own, fixed = _timm_input_size(timm, model_name)
