@@ -109,7 +109,7 @@ class TimmFeatures(FeatureAdapter):
 
     def pool(self, raw: Tensor) -> Tensor:
         if self.layout == "NCHW":
-            return raw.mean((2, 3))  # the mean of the map, as for every CNN (its channels' order)
+            return raw.mean((2, 3))  # as for torchvision CNNs; some timm heads change C (conv_head)
         return self.model.forward_head(raw, pre_logits=True)
 
     def describe_pool(self) -> str:

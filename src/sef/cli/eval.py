@@ -101,6 +101,8 @@ def _print_report(report, folder: Path, lines: int = 5) -> None:
     for row in report.per_class[:lines]:
         print(f"  {row['accuracy']:.3f}  {row['name']} ({row['support']} images)")
     print("most confused (true -> predicted: images):")
-    for pair in report.pairs[:lines] or [{"true_name": "none", "predicted_name": "-", "count": 0}]:
+    for pair in report.pairs[:lines]:
         print(f"  {pair['true_name']} -> {pair['predicted_name']}: {pair['count']}")
+    if not report.pairs:
+        print("  none: every image is right")
     print(f"report             {folder}")
