@@ -1,5 +1,5 @@
 """A tiny ViT and a tiny Swin through the command line as a user runs it: `sef train` for an
-epoch on the demo set, `sef export` with its parity check, the figures and evaluation."""
+epoch on the demo set, `sef export` with its parity check, the figures, evaluation, prediction."""
 
 import re
 import subprocess
@@ -69,3 +69,5 @@ def test_figures_and_evaluation_read_the_token_grid(token_run, tmp_path, capsys)
     arguments = ["eval", "--checkpoint", checkpoint, "--no-progress", "--predictions"]
     assert main([*arguments, str(tmp_path / "p.csv")]) == 0
     assert "(16 images)" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", checkpoint, str(run.parent / "demo")]) == 0
+    assert "probability" in capsys.readouterr().out
