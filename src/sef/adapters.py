@@ -121,11 +121,12 @@ class TimmFeatures(FeatureAdapter):
         if getattr(model, "dist_token", None) is not None:
             how = "mean of the class and distillation tokens"
         else:
+            kind = getattr(model, "global_pool", None)
             how = {
                 "token": "class token",
                 "avg": "mean of the patch tokens",
                 "map": "attention pooling",
-            }.get(getattr(model, "global_pool", ""), f"{model.global_pool!r} pooling")
+            }.get(kind, f"{kind!r} pooling")
         norm = getattr(model, "fc_norm", None)
         normed = norm is not None and not isinstance(norm, nn.Identity)
         after = ", then the head's norm" if normed else ""
