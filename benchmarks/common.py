@@ -80,8 +80,13 @@ def time_interleaved(
     warmup: int,
     device: torch.device,
     label: str = "timing",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
-    """Seconds per call of every variant: warm up each, then run all in a new order each repeat."""
+    """Seconds per call of every variant: warm up each, then run all in a new order each repeat.
+
+    ``clock`` is wall time by default; ``time.process_time`` counts only this process's CPU
+    time, which on a shared CPU leaves out the time other processes held the core (meaningful
+    for one-thread CPU runs only: it does not see the GPU, and it sums over threads)."""
     names = list(variants)
     for name in names:
         for _ in range(warmup):
@@ -92,10 +97,10 @@ def time_interleaved(
     for _ in tqdm(range(repeats), desc=label, unit="round", file=sys.stderr, leave=False):
         order.shuffle(names)  # no variant always runs first, or always right after another
         for name in names:
-            start = time.perf_counter()
+            start = clock()
             variants[name]()
             synchronize(device)
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
     return seconds
 
 

@@ -3,13 +3,16 @@
 A step is forward, every loss term, backward and an SGD update, on a fixed random batch.
 Three variants are interleaved at each image size:
 
-* ``plain``: torchvision's network with ``num_classes`` outputs, cross-entropy only;
+* ``plain``: torchvision's (or timm's, for ``timm:<model>``) network with ``num_classes``
+  outputs, cross-entropy only;
 * ``sef``: ``sef.SEF`` + ``sef.SEFLoss`` (ce, entropy, distillation, group loss);
 * ``sef_naive``: the same, with the group loss through the full C x C cosine matrix.
 
     python benchmarks/step.py                       # ResNet-50, 448 and 224 px -> results/step.json
     python benchmarks/step.py --sizes 224 --batch 4
     python benchmarks/step.py --quick               # ResNet-18 at 32 px, to check it runs
+    python benchmarks/step.py --backbone timm:vit_small_patch16_224 --sizes 224 \
+        --out benchmarks/results/step_vit_small.json   # a token backbone against timm's model
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -39,19 +43,29 @@ from naive_group_loss import naive_group_loss
 from torch import nn
 
 import sef
+from sef.backbones import TIMM_PREFIX
 from sef.losses import GROUP_LOSS_VARIANTS
 
 VARIANTS = ("plain", "sef", "sef_naive")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="resnet50", help="a torchvision model name")
+    parser.add_argument(
+        "--backbone", default="resnet50", help="a torchvision model name or timm:<model>"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[448, 224], help="image sizes")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--variant", default="reference", choices=GROUP_LOSS_VARIANTS)
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=CLOCKS,
+        help="wall time, or this process's CPU time (one-thread CPU runs on a shared machine)",
+    )
     add_memory_arguments(parser)
     add_common_arguments(parser, "step.json")
     quick = dict(backbone="resnet18", sizes=[32], batch=2, repeats=2, warmup=1, threads=1)
@@ -76,12 +90,26 @@ def naive_sef_loss(criterion: sef.SEFLoss) -> Callable:
     return loss
 
 
-def build_model_and_loss(name: str, args: argparse.Namespace) -> tuple[nn.Module, Callable]:
+def plain_model(backbone: str, classes: int, size: int) -> nn.Module:
+    """The backbone's own classifier with ``classes`` outputs; fixed-size timm models (ViT,
+    Swin) built for ``size`` px, as ``sef.SEF(..., image_size=size)`` builds them."""
+    if not backbone.startswith(TIMM_PREFIX):
+        return torchvision.models.get_model(backbone, num_classes=classes)
+    import timm
+
+    name = backbone[len(TIMM_PREFIX) :]
+    cfg = timm.models.get_pretrained_cfg(name)
+    resize = cfg is not None and cfg.fixed_input_size and cfg.input_size[-1] != size
+    return timm.create_model(name, num_classes=classes, **({"img_size": size} if resize else {}))
+
+
+def build_model_and_loss(
+    name: str, args: argparse.Namespace, size: int
+) -> tuple[nn.Module, Callable]:
     """The network and a (output, target) -> scalar loss of one variant."""
     if name == "plain":
-        plain = torchvision.models.get_model(args.backbone, num_classes=args.classes)
-        return plain, F.cross_entropy
-    model = sef.SEF(args.backbone, args.classes, groups=args.groups)
+        return plain_model(args.backbone, args.classes, size), F.cross_entropy
+    model = sef.SEF(args.backbone, args.classes, groups=args.groups, image_size=size)
     criterion = sef.SEFLoss(args.groups, group_variant=args.variant)
     if name == "sef_naive":
         return model, naive_sef_loss(criterion)
@@ -91,7 +119,7 @@ def build_model_and_loss(name: str, args: argparse.Namespace) -> tuple[nn.Module
 def training_step(name: str, args: argparse.Namespace, size: int, device: torch.device) -> Callable:
     """A closure running one SGD step of variant ``name`` on a fixed batch of ``size`` px."""
     torch.manual_seed(0)
-    model, loss_fn = build_model_and_loss(name, args)
+    model, loss_fn = build_model_and_loss(name, args, size)
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(args.batch, 3, size, size, device=device)
@@ -103,6 +131,21 @@ def training_step(name: str, args: argparse.Namespace, size: int, device: torch.
         optimizer.step()
 
     return step
+
+
+def count_flops(name: str, args: argparse.Namespace, size: int, device: torch.device) -> int:
+    """Floating-point operations of one forward + backward of variant ``name`` (matrix products
+    and convolutions, as torch.utils.flop_counter counts them): a cost no other process moves."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model, loss_fn = build_model_and_loss(name, args, size)
+    model.to(device).train()
+    images = torch.randn(args.batch, 3, size, size, device=device)
+    target = torch.randint(args.classes, (args.batch,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model(images), target).backward()
+    return counter.get_total_flops()
 
 
 def _memory_name(name: str, size: int) -> str:
@@ -130,11 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for size in args.sizes:
         steps = {name: training_step(name, args, size, device) for name in VARIANTS}
-        seconds = time_interleaved(steps, args.repeats, args.warmup, device, f"{size}px steps")
+        if args.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+            raise SystemExit("--clock cpu needs --device cpu and --threads 1")
+        clock = CLOCKS[args.clock]
+        label = f"{size}px steps"
+        seconds = time_interleaved(steps, args.repeats, args.warmup, device, label, clock)
         del steps
+        flops = {name: count_flops(name, args, size, device) for name in VARIANTS}
         results[size] = {
             "seconds": {name: summarise(times) for name, times in seconds.items()},
             "ratio_to_plain": paired_ratios(seconds, "plain"),
+            "flops": flops,
+            "flop_ratio_to_plain": {name: flops[name] / flops["plain"] for name in VARIANTS[1:]},
         }
     if not args.no_memory:
         memory = measure_memory(args, argv)
@@ -147,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "classes": args.classes,
         "groups": args.groups,
         "group_variant": args.variant,
+        "clock": args.clock,
         "by_image_size": {str(size): result for size, result in results.items()},
     }
     write_report(args.out, payload, device, [__file__, *argv])
@@ -156,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{size} px: plain {plain:.3f} s/step; SEF x{ratios['sef']['median']:.3f} "
             f"(IQR/median {ratios['sef']['relative_iqr']:.1%}); "
-            f"SEF with naive group loss x{ratios['sef_naive']['median']:.3f}"
+            f"SEF with naive group loss x{ratios['sef_naive']['median']:.3f}; "
+            f"FLOPs: SEF x{result['flop_ratio_to_plain']['sef']:.4f}"
         )
     return 0
 

@@ -128,6 +128,15 @@ def test_step_script_compares_plain_sef_and_naive_with_memory(tmp_path, run_main
         assert memory["peak_mb"] >= memory["before_mb"] > 0
 
 
+def test_step_script_runs_a_timm_token_backbone_against_timms_own_model(tmp_path, run_main):
+    arguments = ["--backbone", "timm:vit_tiny_patch16_224", "--groups", "3", "--no-memory"]
+    report = run_main("step.py", "--quick", *arguments, "--out", str(tmp_path / "s.json"))
+    assert report["backbone"] == "timm:vit_tiny_patch16_224"
+    result = report["by_image_size"]["32"]
+    assert result["ratio_to_plain"]["sef"]["median"] > 0
+    assert result["flops"]["sef_naive"] > result["flops"]["sef"] > result["flops"]["plain"] > 0
+
+
 def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_main):
     report = run_main("gpu_epoch.py", "--quick", "--out", str(tmp_path / "e.json"))
     roads = report["roads"]

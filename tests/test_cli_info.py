@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from sef.cli import main
+
 
 def sef(*args):
     return subprocess.run(
@@ -45,3 +47,19 @@ def test_output_into_a_closed_pipe_is_not_an_error():
     shell = f"{sys.executable} -m sef info --backbone resnet18 --classes 3 | true"  # closed at once
     result = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr == ""
+
+
+def test_info_on_token_backbones_says_how_features_are_pooled(capsys):
+    result = sef("info", "--backbone", "timm:vit_tiny_patch16_224", "--classes", "200")
+    assert result.returncode == 0, result.stderr
+    assert "feature channels C  192" in result.stdout
+    assert "pooled features     class token (the model's head)" in result.stdout
+    arguments = ["info", "--backbone", "timm:vit_tiny_patch16_224", "--pool", "avg", "--json"]
+    assert main([*arguments, "--image-size", "32"]) == 0
+    assert (
+        json.loads(capsys.readouterr().out)["pooling"]
+        == "mean of the patch tokens (the model's head)"
+    )
+    assert main(["info", "--backbone", "timm:pit_ti_224"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sef info: error: timm:pit_ti_224 is not supported: at 224 px")

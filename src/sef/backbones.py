@@ -2,7 +2,8 @@
 
 Names cover torchvision's CNN families (ResNet/ResNeXt/Wide-ResNet, EfficientNet, MobileNet,
 ConvNeXt, DenseNet, VGG, RegNet), ``small_cnn`` (sef's own, for small images trained from
-scratch such as the demo set) and, when timm is installed, any timm model as ``"timm:<name>"``.
+scratch such as the demo set) and, when timm is installed, any timm model as ``"timm:<name>"``
+(CNNs, and token backbones through :mod:`sef.adapters`).
 Weights are a torchvision weight name ("IMAGENET1K_V1", "DEFAULT"), a local file
 (.pth/.pt/.safetensors holding the full model's state dict), or None.
 """
@@ -18,6 +19,7 @@ import torchvision
 from torch import nn
 
 from sef import extras
+from sef.adapters import FeatureAdapter, timm_features
 from sef.errors import WeightsError
 
 TIMM_PREFIX = "timm:"
@@ -149,39 +151,71 @@ def _features_of(name: str, model: nn.Module) -> nn.Module:
     raise _unknown_backbone(name)
 
 
-class _TimmFeatures(nn.Module):
-    """A timm model seen through its ``forward_features``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
+def _timm_input_size(timm, model_name: str) -> tuple[int, bool]:
+    """The side a timm model takes by default, and whether it takes only that size."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None:
+        return 224, False
+    return int(cfg.input_size[-1]), bool(cfg.fixed_input_size)
 
 
-def _timm_backbone(name: str, weights: str | os.PathLike | None) -> nn.Module:
+def _timm_backbone(
+    name: str,
+    weights: str | os.PathLike | None,
+    *,
+    image_size: int | None = None,
+    pool: str | None = None,
+    backbone_args: dict | None = None,
+) -> nn.Module:
+    """A timm model as a :class:`~sef.adapters.TimmFeatures`; fixed-size models (ViT, Swin) are
+    built for ``image_size`` when it differs from their own size (timm resamples position
+    embeddings of pretrained weights)."""
     extras.require("timm", f"backbone {name!r}", ValueError)
     import timm
 
     model_name = name[len(TIMM_PREFIX) :]
-    if model_name not in timm.list_models():
+    if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
-    kwargs: dict = {"num_classes": 0, "global_pool": ""}
+    kwargs: dict = {**(backbone_args or {}), "num_classes": 0}
+    own, fixed = _timm_input_size(timm, model_name)
+    if fixed and image_size and image_size != own:
+        kwargs.setdefault("img_size", image_size)
     if weights is not None and _is_weights_file(weights):
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
     elif weights is not None:
         kwargs.update(pretrained=True)
     try:
-        return _TimmFeatures(timm.create_model(model_name, **kwargs))
+        model = timm.create_model(model_name, **kwargs)
     except (URLError, OSError) as error:
         raise _download_help(name, weights, f"the timm hub entry of {model_name}", error) from error
+    except TypeError as error:
+        if "img_size" in kwargs and "img_size" not in (backbone_args or {}):
+            raise ValueError(
+                f"{name} takes only {own} px images and timm cannot build it for "
+                f"{image_size} px; set data.image_size={own}"
+            ) from None
+        raise ValueError(f"{name} does not accept these arguments: {error}") from None
+    size = kwargs.get("img_size", own)
+    return timm_features(model, image_size=size, pool=pool, name=name)
 
 
 def create_backbone(
-    backbone: str | nn.Module, weights: str | os.PathLike | None = None
+    backbone: str | nn.Module,
+    weights: str | os.PathLike | None = None,
+    *,
+    image_size: int | None = None,
+    pool: str | None = None,
+    backbone_args: dict | None = None,
 ) -> nn.Module:
-    """A module mapping images [B, 3, H, W] to the last conv feature map [B, C, h, w]."""
+    """A module mapping images [B, 3, H, W] to the last conv feature map [B, C, h, w], or a
+    :class:`~sef.adapters.FeatureAdapter` (timm models: token backbones give tokens or a
+    channels-last map). ``image_size``, ``pool`` and ``backbone_args`` (keyword arguments of
+    ``timm.create_model``) concern timm models; CNNs pool the mean of their map."""
+    named_timm = isinstance(backbone, str) and backbone.startswith(TIMM_PREFIX)
+    if backbone_args and not named_timm:
+        raise ValueError("backbone_args apply to timm:<model> backbones only")
+    if pool not in (None, "avg") and not named_timm:
+        raise ValueError(f"pool={pool!r} needs a timm:<model> token backbone; CNNs pool 'avg'")
     if isinstance(backbone, nn.Module):
         if weights is not None:
             _load_file_into(backbone, weights, type(backbone).__name__)
@@ -189,7 +223,9 @@ def create_backbone(
     if not isinstance(backbone, str):
         raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
     if backbone.startswith(TIMM_PREFIX):
-        return _timm_backbone(backbone, weights)
+        return _timm_backbone(
+            backbone, weights, image_size=image_size, pool=pool, backbone_args=backbone_args
+        )
     if backbone == SMALL_CNN:
         if weights is not None and not _is_weights_file(weights):
             raise WeightsError(
@@ -203,7 +239,10 @@ def create_backbone(
 
 @torch.no_grad()
 def feature_channels(backbone: nn.Module, image_size: int = 64) -> int:
-    """Channels C of the backbone's feature map, found by one small forward pass."""
+    """Channels C of the backbone's feature map: an adapter's own (checked when it was built),
+    else found by one small forward pass."""
+    if isinstance(backbone, FeatureAdapter):
+        return backbone.channels
     was_training = backbone.training
     backbone.eval()
     try:

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from sef.adapters import POOLS
 from sef.datasets import BAD_IMAGE_POLICIES, NAMES
 from sef.errors import ConfigError
 from sef.losses import GROUP_LOSS_VARIANTS
@@ -52,15 +53,22 @@ CHOICES = {
 }
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+NESTED_KEYS = ("data.options", "model.backbone_args")  # mappings whose keys --set may reach
 
 
 @dataclass
 class ModelConfig:
-    """The network: a backbone name, its initial weights, and the number of channel groups G."""
+    """The network: a backbone name, its initial weights, and the number of channel groups G.
+
+    pool: how token backbones pool for the heads (null: as the model's own head; avg; token);
+    backbone_args: keyword arguments of timm.create_model for timm:<model> backbones.
+    """
 
     backbone: str = "resnet50"
     weights: str | None = "IMAGENET1K_V1"
     groups: int = 4
+    pool: str | None = None
+    backbone_args: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -254,6 +262,8 @@ def validate(config: Config) -> None:
     """Raise ConfigError naming the first value that cannot work (types are already checked)."""
     m, loss, d, o, r = config.model, config.loss, config.data, config.optim, config.run
     _require(m.groups >= 1, "model.groups", m.groups, "a positive integer")
+    if m.pool is not None:
+        _one_of("model.pool", m.pool, POOLS)
     for key in ("lam", "gamma", "phi"):
         value = getattr(loss, key)
         _require(math.isfinite(value) and value >= 0, f"loss.{key}", value, "a number >= 0")
@@ -397,8 +407,10 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
         path = key.split(".")
         if len(path) < 2 or not all(path):
             raise ConfigError(f"config key {key!r} must look like section.key")
-        if len(path) > 2 and path[:2] != ["data", "options"]:
-            raise ConfigError(f"config key {key!r} is too deep; only data.options.* nests")
+        if len(path) > 2 and ".".join(path[:2]) not in NESTED_KEYS:
+            raise ConfigError(
+                f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"
+            )
         section = tree.get(path[0])
         if not isinstance(section, dict):
             raise _unknown_key(path[0], [k for k, v in tree.items() if isinstance(v, dict)], "")

@@ -111,6 +111,8 @@ def write_torchscript(plain: nn.Module, path: Path, image_size: int) -> None:
     with warnings.catch_warnings():
         # torch.jit is deprecated upstream but still what TorchScript consumers (C++, mobile) load.
         warnings.simplefilter("ignore", FutureWarning)
+        # timm's shape asserts trace as constants; sef export checks the traced model's logits.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         with torch.no_grad():
             traced = torch.jit.trace(plain, _example_input(image_size))
         with _atomic_target(path) as tmp:

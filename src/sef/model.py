@@ -1,4 +1,4 @@
-"""The SEF wrapper: any CNN backbone + a global head + G training-only group heads."""
+"""The SEF wrapper: any CNN or token backbone + a global head + G training-only group heads."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sef.adapters import FeatureAdapter, Pooled
 from sef.backbones import create_backbone, feature_channels
 from sef.groups import group_sizes
 
@@ -35,6 +36,11 @@ class SEF(nn.Module):
 
     Train mode returns :class:`SEFOutput`; eval mode returns the global logits only, so the
     deployed model costs exactly its backbone. :meth:`export` drops the group heads.
+
+    Heads read pooled features: the mean of a CNN's map; for timm token backbones what the
+    model's own head pools, or ``pool="avg"`` (mean of the patch tokens) / ``"token"`` (the class
+    token). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side;
+    ``backbone_args`` go to ``timm.create_model`` (e.g. ``{"drop_path_rate": 0.1}``).
     """
 
     def __init__(
@@ -44,11 +50,17 @@ class SEF(nn.Module):
         groups: int = 4,
         weights: str | os.PathLike | None = None,
         channels: int | None = None,
+        *,
+        pool: str | None = None,
+        image_size: int | None = None,
+        backbone_args: dict | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.backbone = create_backbone(backbone, weights)
+        self.backbone = create_backbone(
+            backbone, weights, image_size=image_size, pool=pool, backbone_args=backbone_args
+        )
         self.channels = channels or feature_channels(self.backbone)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
@@ -60,10 +72,32 @@ class SEF(nn.Module):
     def groups(self) -> int:
         return len(self.group_sizes)
 
+    @property
+    def pooling(self) -> str:
+        """How the heads' features are pooled, in words."""
+        if isinstance(self.backbone, FeatureAdapter):
+            return self.backbone.describe_pool()
+        return "mean of the feature map"
+
+    def _pool(self, raw: Tensor) -> Tensor:
+        if isinstance(self.backbone, FeatureAdapter):
+            return self.backbone.pool(raw)
+        return self.pool(raw)
+
+    def _features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The feature map [B, C, h, w] and the pooled features [B, C], from one forward pass."""
+        raw = self.backbone(images)
+        if isinstance(self.backbone, FeatureAdapter):
+            return self.backbone.feature_map(raw, images.shape[-2:]), self._pool(raw)
+        return raw, self._pool(raw)
+
+    def feature_map(self, images: Tensor) -> Tensor:
+        """The backbone's feature map X [B, C, h, w] (what the group loss and figures use)."""
+        return self._features(images)[0]
+
     def forward_sef(self, images: Tensor) -> SEFOutput:
         """Global logits, every group head's logits, and the feature map, in any mode."""
-        features = self.backbone(images)
-        pooled = self.pool(features)
+        features, pooled = self._features(images)
         parts = pooled.split(self.group_sizes, dim=1)
         group_logits = torch.stack(
             [head(p) for head, p in zip(self.group_heads, parts, strict=True)]
@@ -73,7 +107,7 @@ class SEF(nn.Module):
     def forward(self, images: Tensor) -> SEFOutput | Tensor:
         if self.training:
             return self.forward_sef(images)
-        return self.head(self.pool(self.backbone(images)))
+        return self.head(self._pool(self.backbone(images)))
 
     def extra_parameters(self) -> int:
         """Parameters SEF adds to a plain backbone + linear classifier: the group heads."""
@@ -96,7 +130,10 @@ class SEF(nn.Module):
 
     def export(self) -> nn.Module:
         """A copy of backbone + global classifier in eval mode: images -> logits, no group heads."""
-        plain = nn.Sequential(
-            copy.deepcopy(self.backbone), copy.deepcopy(self.pool), copy.deepcopy(self.head)
-        )
+        if isinstance(self.backbone, FeatureAdapter):
+            plain = nn.Sequential(Pooled(copy.deepcopy(self.backbone)), copy.deepcopy(self.head))
+        else:
+            plain = nn.Sequential(
+                copy.deepcopy(self.backbone), copy.deepcopy(self.pool), copy.deepcopy(self.head)
+            )
         return plain.eval()

@@ -34,12 +34,12 @@ _DPI = 110
 
 @torch.no_grad()
 def backbone_features(model: SEF, images: Tensor) -> Tensor:
-    """The last conv feature map [B, C, h, w] of ``images``, computed in eval mode, on CPU."""
+    """The feature map [B, C, h, w] of ``images`` (tokens as a grid), in eval mode, on CPU."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        return model.backbone(images.to(device)).float().cpu()
+        return model.feature_map(images.to(device)).float().cpu()
     finally:
         model.train(was_training)
 

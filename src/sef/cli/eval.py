@@ -1,4 +1,5 @@
-"""`sef eval`: accuracy of a saved model, and a CSV of its per-image predictions."""
+"""`sef eval`: accuracy of a saved model, a CSV of its per-image predictions, optionally with
+test-time augmentation (--tta) and a per-class error report (--report)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import json
 import os
 from pathlib import Path
+
+from sef.tta import TTA_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, help="images per batch")
     parser.add_argument("--workers", type=int, help="data loading processes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="also predict with test-time augmentation: the mirror image, the four corners and "
+        "centre, or both; reported beside the plain accuracy",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="write a per-class error report to DIR: accuracy per class (worst first), the most "
+        "confused pairs, a confusion-matrix figure, each group head per class",
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -36,6 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sef.engine import evaluate_checkpoint, write_predictions
     from sef.outputs import check_writable
+    from sef.report import error_report, writable_folder
+
+    if args.report:
+        writable_folder(args.report)  # fail before evaluating, not after
 
     path = args.predictions or args.checkpoint.with_name(
         f"{args.checkpoint.stem}-{args.split}-predictions.csv"
@@ -50,19 +70,42 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         progress=not args.no_progress,
+        tta=args.tta,
     )
     if os.environ.get("RANK", "0") != "0":
         return 0
     write_predictions(path, result, dataset)
     summary = {"checkpoint": str(args.checkpoint), "split": args.split, **result.summary()}
     summary["predictions"] = str(path)
+    report = None
+    if args.report:
+        report = error_report(result, dataset.classes)
+        summary["report"] = {k: str(v) for k, v in report.write(args.report).items()}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     groups = ", ".join(f"{value:.4f}" for value in summary["group_top1"])
     print(f"{args.checkpoint} on {args.split} ({summary['images']} images)")
-    print(f"  top-1              {summary['top1']:.4f}")
-    print(f"  class-mean         {summary['class_mean']:.4f}")
+    tta = {"top1": "", "class_mean": ""}
+    if args.tta:
+        tta = {k: f"   with TTA {args.tta}: {summary[f'tta_{k}']:.4f}" for k in tta}
+    print(f"  top-1              {summary['top1']:.4f}{tta['top1']}")
+    print(f"  class-mean         {summary['class_mean']:.4f}{tta['class_mean']}")
     print(f"  group heads top-1  {groups}")
     print(f"  predictions        {path}")
+    if report is not None:
+        _print_report(report, args.report)
     return 0
+
+
+def _print_report(report, folder: Path, lines: int = 5) -> None:
+    """The worst classes and the most confused pairs, then where the full report is."""
+    print(f"worst classes (of {len(report.per_class)}):")
+    for row in report.per_class[:lines]:
+        print(f"  {row['accuracy']:.3f}  {row['name']} ({row['support']} images)")
+    print("most confused (true -> predicted: images):")
+    for pair in report.pairs[:lines]:
+        print(f"  {pair['true_name']} -> {pair['predicted_name']}: {pair['count']}")
+    if not report.pairs:
+        print("  none: every image is right")
+    print(f"report             {folder}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from sef.adapters import POOLS
 from sef.model import SEF
 
 
@@ -17,6 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", default="resnet50", help="backbone name (default resnet50)")
     parser.add_argument("--classes", type=int, default=200, help="number of classes (default 200)")
     parser.add_argument("--groups", type=int, default=4, help="channel groups G (default 4)")
+    parser.add_argument(
+        "--pool",
+        choices=POOLS,
+        help="token backbones: pool the patch tokens' mean or the class token (default: as the "
+        "model's own head)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="timm ViT/Swin: build for this input side (default: own)"
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(func=run)
 
@@ -30,6 +40,7 @@ def describe(model: SEF) -> list[tuple[str, str]]:
     return [
         ("feature channels C", f"{model.channels}"),
         ("groups G", f"{model.groups} ({sizes} channels)"),
+        ("pooled features", model.pooling),
         ("backbone", f"{counts['backbone']:,}"),
         ("global head", f"{counts['global_head']:,}"),
         ("deployed model", f"{counts['deployed']:,} (backbone + global head; what export() ships)"),
@@ -46,9 +57,16 @@ def describe(model: SEF) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = SEF(args.backbone, num_classes=args.classes, groups=args.groups)
+    model = SEF(
+        args.backbone,
+        num_classes=args.classes,
+        groups=args.groups,
+        pool=args.pool,
+        image_size=args.image_size,
+    )
     if args.json:
         summary = {"backbone_name": args.backbone, "classes": args.classes, "groups": model.groups}
+        summary["pooling"] = model.pooling
         summary |= {"channels": model.channels, "group_sizes": model.group_sizes}
         print(json.dumps(summary | model.parameter_counts(), indent=2))
         return 0

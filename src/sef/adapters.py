@@ -1,0 +1,206 @@
+"""Feature adapters: what a backbone's forward pass returns -> SEF's feature map and pooled vector.
+
+SEF needs two things from a backbone: the feature map X [B, C, h, w] (input of the group loss and
+of the figures) and one pooled vector [B, C] per image (input of the global and group heads).
+A CNN's last map is X and its mean is the pooled vector. Token backbones differ:
+
+* ViT / DeiT / EVA / BEiT-style (``[B, N, C]``): the class, distillation or register tokens come
+  first (``num_prefix_tokens``); the rest are the patch grid in row-major order. X is that grid
+  restored; the pooled vector is what the model's own head pools (``forward_head(pre_logits=True)``:
+  the class token, the mean of the patch tokens, attention pooling; with the head's LayerNorm).
+* Swin-style (``[B, H, W, C]``, channels last): X is the same map made channels-first; the
+  pooled vector is the head's mean over positions.
+
+An adapter is a module whose forward returns the backbone's raw output, with ``feature_map`` and
+``pool`` turning that output into X and the pooled vector, so one forward pass serves both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+POOLS = ("avg", "token")
+_NEEDS = (
+    "sef needs a [B, C, H, W] map, a channels-last [B, H, W, C] map or [B, N, C] tokens "
+    "(prefix tokens first, then a patch grid) from forward_features"
+)
+
+
+class FeatureAdapter(nn.Module):
+    """A backbone whose raw output is not the [B, C, h, w] map SEF works on."""
+
+    channels: int
+
+    def feature_map(self, raw: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """The [B, C, h, w] feature map of images of ``image_size`` (H, W)."""
+        raise NotImplementedError
+
+    def pool(self, raw: Tensor) -> Tensor:
+        """The pooled features [B, C] that the classifier heads read."""
+        raise NotImplementedError
+
+    def describe_pool(self) -> str:
+        """How ``pool`` pools, in words."""
+        raise NotImplementedError
+
+
+class Pooled(nn.Module):
+    """images -> pooled features of an adapter: the deployable part before the classifier."""
+
+    def __init__(self, adapter: FeatureAdapter) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.adapter.pool(self.adapter(images))
+
+
+def _layout(model: nn.Module, raw: object) -> str:
+    if isinstance(raw, Tensor) and raw.dim() == 4:
+        return "NHWC" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "NCHW"
+    if isinstance(raw, Tensor) and raw.dim() == 3:
+        return "NLC"
+    return "unknown"
+
+
+def _patch_embed(model: nn.Module) -> nn.Module | None:
+    for name in ("patch_embed", "stem"):
+        module = getattr(model, name, None)
+        if module is not None and hasattr(module, "grid_size"):
+            return module
+    return None
+
+
+class TimmFeatures(FeatureAdapter):
+    """A timm model seen through ``forward_features`` (built by :func:`timm_features`).
+
+    ``layout`` is NCHW (CNNs), NHWC (Swin-style) or NLC (tokens); ``image_size`` the side the
+    model was built for; ``channels`` its ``num_features``.
+    """
+
+    def __init__(self, model: nn.Module, layout: str, channels: int, image_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.layout = layout
+        self.channels = channels
+        self.image_size = image_size
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.forward_features(images)
+
+    def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Patch-grid rows and columns of token models for images of ``image_size``."""
+        embed = _patch_embed(self.model)
+        if embed is None:
+            raise ValueError(f"{type(self.model).__name__} has no patch grid; {_NEEDS}")
+        if getattr(self.model, "dynamic_img_size", False):
+            return tuple(embed.dynamic_feat_size(tuple(image_size)))
+        return tuple(embed.grid_size)
+
+    def feature_map(self, raw: Tensor, image_size: tuple[int, int]) -> Tensor:
+        if self.layout == "NCHW":
+            return raw
+        if self.layout == "NHWC":
+            return raw.permute(0, 3, 1, 2)
+        rows, cols = self.grid(image_size)
+        patches = raw[:, getattr(self.model, "num_prefix_tokens", 0) :]
+        return patches.transpose(1, 2).reshape(raw.shape[0], raw.shape[2], rows, cols)
+
+    def pool(self, raw: Tensor) -> Tensor:
+        if self.layout == "NCHW":
+            return raw.mean((2, 3))  # as for torchvision CNNs; some timm heads change C (conv_head)
+        return self.model.forward_head(raw, pre_logits=True)
+
+    def describe_pool(self) -> str:
+        if self.layout == "NCHW":
+            return "mean of the feature map"
+        if self.layout == "NHWC":
+            return "mean of the feature map (the model's head)"
+        model = self.model
+        if getattr(model, "dist_token", None) is not None:
+            how = "mean of the class and distillation tokens"
+        else:
+            kind = getattr(model, "global_pool", None)
+            how = {
+                "token": "class token",
+                "avg": "mean of the patch tokens",
+                "map": "attention pooling",
+            }.get(kind, f"{kind!r} pooling")
+        norm = getattr(model, "fc_norm", None)
+        normed = norm is not None and not isinstance(norm, nn.Identity)
+        after = ", then the head's norm" if normed else ""
+        return f"{how}{after} (the model's head)"
+
+
+def _unsupported(name: str, what: str) -> ValueError:
+    return ValueError(f"{name} is not supported: {what}; {_NEEDS}")
+
+
+def _choose_pool(model: nn.Module, name: str, layout: str, pool: str | None) -> None:
+    """Set the model's head to pool as ``pool`` asks (None keeps the model's own choice)."""
+    if pool is None:
+        return
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}, or None")
+    if layout != "NLC":
+        if pool == "token":
+            raise ValueError(f"{name} has no class token (its features are a map); use pool='avg'")
+        return
+    try:
+        model.reset_classifier(0, global_pool=pool)
+    except (AssertionError, TypeError) as error:
+        raise ValueError(f"{name} cannot pool with {pool!r} ({error}); leave pool unset") from None
+    if getattr(model, "global_pool", None) != pool:
+        raise ValueError(f"{name} does not let sef choose its pooling; leave pool unset")
+
+
+@torch.no_grad()
+def timm_features(
+    model: nn.Module, *, image_size: int, pool: str | None = None, name: str | None = None
+) -> TimmFeatures:
+    """Adapt a timm model (built with ``num_classes=0``) for SEF, checking it with one forward
+    pass at ``image_size``, the size it takes; ValueError saying what came out if unsupported."""
+    name = name or type(model).__name__
+    was_training = model.training
+    model.eval()
+    try:
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        images = torch.zeros(1, 3, image_size, image_size, device=device)
+        raw = model.forward_features(images)
+        layout = _layout(model, raw)
+        if layout == "unknown":
+            what = f"shape {tuple(raw.shape)}" if isinstance(raw, Tensor) else type(raw).__name__
+            raise _unsupported(name, f"its forward_features returned a {what} at {image_size} px")
+        _choose_pool(model, name, layout, pool)
+        channels = raw.shape[1] if layout == "NCHW" else raw.shape[-1]
+        channels = getattr(model, "num_features", channels)
+        adapter = TimmFeatures(model, layout, channels, image_size)
+        _check_shapes(adapter, raw, image_size, name)
+    finally:
+        model.train(was_training)
+    return adapter
+
+
+def _check_shapes(adapter: TimmFeatures, raw: Tensor, image_size: int, name: str) -> None:
+    shape = tuple(raw.shape)
+    if adapter.layout == "NLC":
+        prefix = getattr(adapter.model, "num_prefix_tokens", 0)
+        embed = _patch_embed(adapter.model)
+        rows, cols = adapter.grid((image_size, image_size)) if embed is not None else (0, 0)
+        if rows * cols != shape[1] - prefix or rows * cols == 0:
+            grid = f"a {rows}x{cols} patch grid" if embed is not None else "no patch grid"
+            raise _unsupported(
+                name,
+                f"at {image_size} px its forward_features gave tokens of shape {shape}, "
+                f"{prefix} prefix tokens and {grid}",
+            )
+    features = adapter.feature_map(raw, (image_size, image_size))
+    pooled = adapter.pool(raw)
+    if features.shape[1] != adapter.channels or tuple(pooled.shape) != (1, adapter.channels):
+        raise _unsupported(
+            name,
+            f"its feature map has shape {tuple(features.shape)} and its head pools to "
+            f"{tuple(pooled.shape)}, not the {adapter.channels} channels of the map",
+        )

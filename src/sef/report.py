@@ -1,0 +1,213 @@
+"""Per-class error analysis of an evaluation: which classes fail, which get confused with which,
+and how each group head does per class.
+
+:func:`error_report` turns predictions (an :class:`~sef.engine.EvalResult`) into an
+:class:`ErrorReport`; :meth:`ErrorReport.write` saves it to a folder:
+
+* ``per_class.csv``: every class, worst first: support, accuracy, each group head's accuracy
+  (and the TTA accuracy when there is one), and the class it is most often mistaken for;
+* ``confused_pairs.csv``: (true class, predicted class) pairs with their counts, most first;
+* ``confusion.png``: the row-normalised confusion matrix, classes ordered by a hierarchical
+  clustering of the confusions so that confused classes sit together (readable at 200 classes);
+* ``report.json``: all of it, plus the overall numbers and the order of the figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sef.errors import SEFError
+
+FILE_NAMES = {
+    "per_class": "per_class.csv",
+    "pairs": "confused_pairs.csv",
+    "figure": "confusion.png",
+    "json": "report.json",
+}
+_DPI = 110
+
+
+def confusion_matrix(labels: Tensor, predictions: Tensor, num_classes: int) -> Tensor:
+    """Counts [K, K]: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def per_class_accuracy(labels: Tensor, predictions: Tensor, num_classes: int) -> Tensor:
+    """Accuracy of each class [K] (NaN for a class without test images)."""
+    support = torch.bincount(labels, minlength=num_classes).double()
+    correct = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
+    return correct / support  # 0 / 0 = NaN: no images of that class
+
+
+def cluster_order(confusion: Tensor) -> list[int]:
+    """A class order that puts classes that are confused with each other side by side:
+    average-linkage clustering on 1 - the symmetrised row-normalised confusion rate, leaves in
+    optimal order."""
+    count = confusion.shape[0]
+    if count < 3:
+        return list(range(count))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
+    similarity = (rates + rates.T) / 2
+    similarity.fill_diagonal_(0)
+    distance = 1 - similarity / similarity.max().clamp_min(1e-12)
+    distance.fill_diagonal_(0)
+    tree = linkage(squareform(distance.numpy(), checks=False), "average", optimal_ordering=True)
+    return [int(i) for i in leaves_list(tree)]
+
+
+def _rate(value: Any) -> float | None:
+    value = float(value)
+    return None if value != value else round(value, 6)  # NaN -> None (JSON null, CSV blank)
+
+
+@dataclass
+class ErrorReport:
+    """Per-class accuracy (worst first), confused pairs (most first) and the confusion matrix."""
+
+    classes: list[str]
+    confusion: Tensor  # [K, K] counts, rows true
+    per_class: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    order: list[int]
+    summary: dict[str, Any]
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write the four files of the module docstring into ``out_dir``; returns their paths."""
+        out = writable_folder(out_dir)
+        paths = {key: out / name for key, name in FILE_NAMES.items()}
+        _write_csv(paths["per_class"], self.per_class)
+        _write_csv(paths["pairs"], self.pairs)
+        plot_confusion(self.confusion, self.classes, self.order, paths["figure"])
+        payload = {
+            "summary": self.summary,
+            "per_class": self.per_class,
+            "confused_pairs": self.pairs,
+            "figure_order": [self.classes[i] for i in self.order],
+        }
+        paths["json"].write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        return paths
+
+
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """``folder``, created if needed; SEFError in one sentence if it cannot be written."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".sef-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise SEFError(
+            f"cannot write the report to {path} ({error.strerror or error}); pass a folder you "
+            f"can write to"
+        ) from None
+    return path
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        if not rows:
+            return
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+
+
+def error_report(result: Any, classes: list[str]) -> ErrorReport:
+    """The error analysis of ``result`` (an EvalResult: labels, predictions, group predictions,
+    optional TTA predictions) for the class names ``classes``; classes without test images are
+    left out of the per-class table."""
+    count = len(classes)
+    labels, predictions = result.labels.long(), result.predictions.long()
+    confusion = confusion_matrix(labels, predictions, count)
+    support = confusion.sum(1)
+    accuracy = per_class_accuracy(labels, predictions, count)
+    groups = [per_class_accuracy(labels, g.long(), count) for g in result.group_predictions]
+    tta = getattr(result, "tta_predictions", None)
+    tta_accuracy = None if tta is None else per_class_accuracy(labels, tta.long(), count)
+    errors = confusion.clone()
+    errors.fill_diagonal_(0)
+    rows = []
+    present = [k for k in range(count) if support[k] > 0]
+    for k in sorted(present, key=lambda k: (accuracy[k].item(), -support[k].item(), k)):
+        row = {
+            "class": k,
+            "name": classes[k],
+            "support": int(support[k]),
+            "correct": int(confusion[k, k]),
+            "accuracy": _rate(accuracy[k]),
+        }
+        if tta_accuracy is not None:
+            row["tta_accuracy"] = _rate(tta_accuracy[k])
+        for g, values in enumerate(groups, start=1):
+            row[f"group{g}_accuracy"] = _rate(values[k])
+        worst = int(errors[k].argmax())
+        mistaken = int(errors[k, worst])
+        row["most_confused_with"] = classes[worst] if mistaken else None
+        row["confused_count"] = mistaken
+        rows.append(row)
+    pairs = [
+        {
+            "true": t,
+            "true_name": classes[t],
+            "predicted": p,
+            "predicted_name": classes[p],
+            "count": int(errors[t, p]),
+            "share_of_true": _rate(errors[t, p] / support[t]),
+        }
+        for t, p in sorted(
+            errors.nonzero().tolist(), key=lambda tp: (-errors[tp[0], tp[1]].item(), tp)
+        )
+    ]
+    summary = result.summary() if hasattr(result, "summary") else {}
+    return ErrorReport(classes, confusion, rows, pairs, cluster_order(confusion), summary)
+
+
+def plot_confusion(
+    confusion: Tensor, classes: list[str], order: list[int], out: str | os.PathLike
+) -> Path:
+    """The row-normalised confusion matrix in ``order``; its size and fonts grow with the number
+    of classes so that 200 names stay legible, and a square-root scale shows rare confusions."""
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+
+    count = len(classes)
+    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
+    shown = rates[order][:, order].numpy()
+    side = min(26.0, max(6.0, 0.105 * count + 3.5))
+    font = max(4.0, min(9.0, 520 / max(count, 1)))
+    dpi = _DPI if count <= 100 else 160  # 4-point names need ~9 pixels
+    figure = Figure(figsize=(side, side * 0.92), dpi=dpi, layout="constrained")
+    axis = figure.subplots()
+    image = axis.imshow(shown, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
+    names = [_short(classes[i]) for i in order]
+    ticks = list(range(count))
+    axis.set_xticks(ticks, names, rotation=90, fontsize=font)
+    axis.set_yticks(ticks, names, fontsize=font)
+    axis.tick_params(length=0)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_title(
+        f"Confusion matrix ({count} classes, rows normalised; confused classes ordered together)"
+    )
+    figure.colorbar(image, ax=axis, shrink=0.6, label="share of the true class (square-root scale)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=dpi)
+    return out
+
+
+def _short(name: str, limit: int = 32) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"

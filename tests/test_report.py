@@ -1,0 +1,104 @@
+"""Per-class error analysis: counts and accuracies against by-hand loops, the confusion-ordering
+at 200 classes, the figure, and the files."""
+
+import csv
+import json
+import random
+
+import pytest
+import torch
+
+from sef.engine import EvalResult
+from sef.errors import SEFError
+from sef.report import (
+    FILE_NAMES,
+    cluster_order,
+    confusion_matrix,
+    error_report,
+    plot_confusion,
+    writable_folder,
+)
+
+
+def result(labels, predictions, groups, tta=None, classes=4):
+    return EvalResult(
+        labels=torch.tensor(labels),
+        predictions=torch.tensor(predictions),
+        group_predictions=torch.tensor(groups),
+        num_classes=classes,
+        tta="flip" if tta is not None else None,
+        tta_predictions=None if tta is None else torch.tensor(tta),
+    )
+
+
+NAMES = ["albatross", "bunting", "cardinal", "dove"]
+# class 3 ("dove") has no test image; "cardinal" is mistaken for "bunting" twice
+LABELS = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+PREDICTED = [0, 0, 1, 1, 1, 1, 1, 2, 0]
+GROUPS = [[0, 1, 1, 1, 0, 2, 2, 2, 2], [3, 3, 3, 1, 1, 2, 0, 0, 0]]
+TTA = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_per_class_rows_pairs_and_groups_match_a_by_hand_count():
+    report = error_report(result(LABELS, PREDICTED, GROUPS, TTA), NAMES)
+    counts = [[0] * 4 for _ in range(4)]
+    for label, guess in zip(LABELS, PREDICTED, strict=True):
+        counts[label][guess] += 1
+    assert report.confusion.tolist() == counts
+    assert [row["name"] for row in report.per_class] == ["cardinal", "albatross", "bunting"]
+    cardinal = report.per_class[0]
+    assert (cardinal["support"], cardinal["correct"], cardinal["accuracy"]) == (4, 1, 0.25)
+    assert cardinal["group1_accuracy"] == 1.0 and cardinal["group2_accuracy"] == 0.25
+    assert cardinal["tta_accuracy"] == 0.75
+    assert (cardinal["most_confused_with"], cardinal["confused_count"]) == ("bunting", 2)
+    assert report.per_class[2]["most_confused_with"] is None  # bunting: never wrong
+    assert [(p["true_name"], p["predicted_name"], p["count"]) for p in report.pairs] == [
+        ("cardinal", "bunting", 2),
+        ("albatross", "bunting", 1),
+        ("cardinal", "albatross", 1),
+    ]
+    assert report.pairs[0]["share_of_true"] == 0.5
+    assert report.summary["top1"] == pytest.approx(5 / 9)
+
+
+def test_confused_classes_sit_together_at_two_hundred_classes():
+    rng = random.Random(0)
+    partner = list(range(200))
+    rng.shuffle(partner)  # pairs (partner[2i], partner[2i+1]) confuse each other
+    labels, predicted = [], []
+    for i in range(0, 200, 2):
+        a, b = partner[i], partner[i + 1]
+        labels += [a] * 5 + [b] * 5
+        predicted += [a, a, a, b, b, b, b, b, a, a]
+    order = cluster_order(confusion_matrix(torch.tensor(labels), torch.tensor(predicted), 200))
+    assert sorted(order) == list(range(200))
+    position = {k: i for i, k in enumerate(order)}
+    assert all(abs(position[partner[i]] - position[partner[i + 1]]) == 1 for i in range(0, 200, 2))
+
+
+def test_the_figure_stays_legible_at_two_hundred_classes(tmp_path):
+    from PIL import Image
+
+    names = [f"{k:03d}.Some_Long_Bird_Name_{k}" for k in range(200)]
+    labels = torch.arange(200).repeat(3)
+    predictions = torch.where(torch.arange(600) % 3 == 0, (labels + 1) % 200, labels)
+    confusion = confusion_matrix(labels, predictions, 200)
+    out = plot_confusion(confusion, names, cluster_order(confusion), tmp_path / "c.png")
+    with Image.open(out) as image:
+        width, height = image.size
+    assert width >= 3600 and height >= 3300  # about 15 pixels per class row
+
+
+def test_report_files_and_unwritable_folders(tmp_path):
+    report = error_report(result(LABELS, PREDICTED, GROUPS), NAMES)
+    paths = report.write(tmp_path / "report")
+    assert sorted(p.name for p in paths.values()) == sorted(FILE_NAMES.values())
+    rows = list(csv.DictReader(paths["per_class"].open()))
+    assert rows[0]["name"] == "cardinal" and "tta_accuracy" not in rows[0]
+    assert rows[2]["most_confused_with"] == ""
+    saved = json.loads(paths["json"].read_text())
+    assert saved["confused_pairs"][0]["count"] == 2 and len(saved["figure_order"]) == 4
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(SEFError, match=f"cannot write the report to {blocked / 'sub'}"):
+        writable_folder(blocked / "sub")

@@ -1,0 +1,151 @@
+"""SEF on timm token backbones: the restored map, the pooled features, sizes, choices, errors.
+
+Every family is a tiny random-initialised timm model (one block, small images), so each builds
+in well under a second; each adapter is checked against the same timm model built separately
+with the same weights and its tokens reshaped by hand.
+"""
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import sef
+from sef.adapters import Pooled, TimmFeatures
+from sef.config import apply_overrides, resolve_config
+from sef.errors import ConfigError
+
+SWIN_ARGS = {"depths": (1, 1), "num_heads": (1, 1), "embed_dim": 16}
+BEIT_ARGS = {"depth": 1, "embed_dim": 32, "num_heads": 2}
+# name -> (timm kwargs, image side, prefix tokens, by-hand pooling of (tokens or NHWC map, model))
+FAMILIES = {
+    "vit_tiny_patch16_224": ({"depth": 1}, 32, 1, lambda x, m: x[:, 0]),
+    "deit_tiny_distilled_patch16_224": ({"depth": 1}, 32, 2, lambda x, m: (x[:, 0] + x[:, 1]) / 2),
+    "vit_small_patch14_reg4_dinov2": ({"depth": 1}, 28, 5, lambda x, m: x[:, 0]),
+    "eva02_tiny_patch14_224": ({"depth": 1}, 28, 1, lambda x, m: m.fc_norm(x[:, 1:].mean(1))),
+    "beit_base_patch16_224": (BEIT_ARGS, 32, 1, lambda x, m: m.fc_norm(x[:, 1:].mean(1))),
+    "swin_tiny_patch4_window7_224": (SWIN_ARGS, 64, None, lambda x, m: x.mean((1, 2))),
+}
+
+
+def build(name, pool=None, **extra):
+    args, size, _, _ = FAMILIES[name]
+    torch.manual_seed(0)
+    model = sef.SEF(
+        f"timm:{name}", 6, groups=3, image_size=size, backbone_args={**args, **extra}, pool=pool
+    )
+    return model.eval(), size
+
+
+def twin(model: sef.SEF, name: str) -> nn.Module:
+    """The same timm model built by timm alone, holding the SEF backbone's weights."""
+    args, size, _, _ = FAMILIES[name]
+    plain = timm.create_model(name, num_classes=0, img_size=size, **args)
+    plain.load_state_dict(model.backbone.model.state_dict())
+    return plain.eval()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_map_and_pooled_features_match_timm_and_hand_computation(name):
+    model, size = build(name)
+    _, _, prefix, pool_by_hand = FAMILIES[name]
+    plain = twin(model, name)
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        raw = plain.forward_features(images)
+        out = model.forward_sef(images)
+        expected_pooled = plain.forward_head(raw, pre_logits=True)
+    if prefix is None:  # Swin: [B, H, W, C], channels last
+        by_hand = raw.permute(0, 3, 1, 2)
+    else:  # [B, N, C]: prefix tokens, then the patch grid row by row
+        rows = cols = size // plain.patch_embed.patch_size[0]
+        grid = torch.stack(
+            [raw[:, prefix + r * cols : prefix + (r + 1) * cols] for r in range(rows)]
+        )
+        by_hand = grid.permute(1, 3, 0, 2)  # [rows, B, cols, C] -> [B, C, rows, cols]
+    torch.testing.assert_close(out.features, by_hand, rtol=0, atol=0)
+    torch.testing.assert_close(pool_by_hand(raw, plain), expected_pooled)
+    torch.testing.assert_close(out.logits, model.head(expected_pooled))
+    parts = expected_pooled.split(model.group_sizes, dim=1)
+    heads = torch.stack([h(p) for h, p in zip(model.group_heads, parts, strict=True)])
+    torch.testing.assert_close(out.group_logits, heads)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), out.logits)
+        torch.testing.assert_close(model.export()(images), out.logits)
+    assert model.channels == plain.num_features == out.features.shape[1]
+
+
+def test_the_issues_examples_build_at_the_models_own_size():
+    vit = sef.SEF("timm:vit_tiny_patch16_224", 10, groups=3)
+    swin = sef.SEF("timm:swin_tiny_patch4_window7_224", 10, groups=3, backbone_args=SWIN_ARGS)
+    assert vit.backbone.image_size == swin.backbone.image_size == 224
+    out = vit.train()(torch.randn(2, 3, 224, 224))
+    assert out.features.shape == (2, 192, 14, 14) and out.group_logits.shape == (3, 2, 10)
+    assert vit.pooling == "class token (the model's head)"
+    assert swin.pooling == "mean of the feature map (the model's head)"
+
+
+def test_pool_choice_class_token_or_mean_of_patch_tokens():
+    images = torch.randn(2, 3, 32, 32)
+    avg, _ = build("vit_tiny_patch16_224", pool="avg")
+    token, _ = build("vit_tiny_patch16_224", pool="token")
+    with torch.no_grad():
+        raw = avg.backbone(images)
+        torch.testing.assert_close(avg.backbone.pool(raw), avg.feature_map(images).mean((2, 3)))
+        torch.testing.assert_close(token.backbone.pool(raw), raw[:, 0])
+    assert avg.pooling == "mean of the patch tokens (the model's head)"
+    eva, _ = build("eva02_tiny_patch14_224", pool="token")
+    assert eva.pooling == "class token, then the head's norm (the model's head)"
+    with pytest.raises(ValueError, match="cannot pool with 'avg'.*leave pool unset"):
+        build("deit_tiny_distilled_patch16_224", pool="avg")
+    with pytest.raises(ValueError, match="has no class token.*use pool='avg'"):
+        build("swin_tiny_patch4_window7_224", pool="token")
+    with pytest.raises(ValueError, match="needs a timm:<model> token backbone"):
+        sef.SEF("resnet18", 3, pool="token")
+
+
+def test_dynamic_image_size_restores_the_grid_of_each_input():
+    model, _ = build("vit_tiny_patch16_224", dynamic_img_size=True)
+    for side, cells in ((32, 2), (48, 3)):
+        assert model.feature_map(torch.randn(1, 3, side, side)).shape == (1, 192, cells, cells)
+
+
+def test_a_timm_model_passed_as_a_module_is_adapted_the_same_way():
+    timm_model = timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=1, img_size=32)
+    backbone = sef.adapters.timm_features(timm_model, image_size=32)
+    model = sef.SEF(backbone, 4, groups=2).eval()
+    assert isinstance(model.backbone, TimmFeatures) and model.channels == 192
+    assert isinstance(model.export()[0], Pooled)
+
+
+def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
+    with pytest.raises(ValueError) as error:
+        sef.SEF("timm:pit_ti_224", 4, backbone_args={"depth": (1, 1, 1)})
+    message = str(error.value)
+    assert message.startswith("timm:pit_ti_224 is not supported: at 224 px its forward_features")
+    assert "(1, 1, 256)" in message and "sef needs a [B, C, H, W] map" in message
+    assert "\n" not in message
+
+
+def test_models_that_cannot_change_size_or_take_an_argument_say_so(monkeypatch):
+    monkeypatch.setattr(sef.backbones, "_timm_input_size", lambda timm, name: (224, True))
+    with pytest.raises(ValueError, match=r"takes only 224 px.*set data.image_size=224"):
+        sef.SEF("timm:resnet18", 3, image_size=64)
+    with pytest.raises(ValueError, match="does not accept these arguments"):
+        sef.SEF("timm:resnet18", 3, backbone_args={"no_such_argument": 1})
+    with pytest.raises(ValueError, match="apply to timm:<model> backbones only"):
+        sef.SEF("resnet18", 3, backbone_args={"depth": 1})
+
+
+def test_config_carries_pool_and_timm_arguments():
+    config = apply_overrides(
+        resolve_config("demo"),
+        ["model.backbone=timm:vit_tiny_patch16_224", "model.pool=avg",
+         "model.backbone_args.depth=1", "model.backbone_args.drop_path_rate=0.1"],
+    )  # fmt: skip
+    assert config.model.backbone_args == {"depth": 1, "drop_path_rate": 0.1}
+    model = sef.checkpoint.build_model(config, 8)
+    assert model.backbone.image_size == config.data.image_size == 64
+    assert len(model.backbone.model.blocks) == 1 and model.pooling.startswith("mean of the patch")
+    with pytest.raises(ConfigError, match="model.pool='max' is invalid"):
+        apply_overrides(config, ["model.pool=max"])
