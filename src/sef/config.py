@@ -53,7 +53,9 @@ CHOICES = {
 }
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
-NESTED_KEYS = ("data.options", "model.backbone_args")  # mappings whose keys --set may reach
+# Mappings that are one value of their section, not sections: --set may reach their keys, while
+# merges (a config file on its base preset) replace them whole and flatten keeps them whole.
+NESTED_KEYS = ("data.options", "model.backbone_args")
 
 
 @dataclass
@@ -236,11 +238,29 @@ def config_to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def _is_section(path: str, value: Any) -> bool:
+    """Whether the value at dotted ``path`` is a section of keys (not a NESTED_KEYS mapping)."""
+    return isinstance(value, dict) and path not in NESTED_KEYS
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"section.key": value}`` from nested config values (a NESTED_KEYS mapping is a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if _is_section(path, value):
+            flat |= flatten(value, f"{path}.")
+        else:
+            flat[path] = value
+    return flat
+
+
+def _deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
-            merged[key] = _deep_merge(merged[key], value)
+        path = f"{prefix}{key}"
+        if _is_section(path, value) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value, f"{path}.")
         else:
             merged[key] = value
     return merged

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from sef import distributed, outputs, transforms
 from sef.checkpoint import build_model, load_checkpoint, save_checkpoint
-from sef.config import Config, config_from_dict, config_to_dict, run_name, save_config
+from sef.config import Config, config_from_dict, config_to_dict, flatten, run_name, save_config
 from sef.distributed import Context
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
@@ -497,7 +497,7 @@ def choose_out_dir(config: Config, resume: bool) -> Path:
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
     """Resuming must compute the same thing: only locations and the run's length may change,
     and the length not below the epochs already trained."""
-    now, before = _flatten(config_to_dict(config)), _flatten(state["config"])
+    now, before = flatten(config_to_dict(config)), flatten(state["config"])
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
@@ -511,16 +511,6 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
                 f"{now.get(key)!r}; resume with the saved config (only "
                 f"{', '.join(may_change)} may change)"
             )
-
-
-def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key != "options":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _write_lines(path: Path, records: list[dict]) -> None:
