@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from sef.config import AMP_MODES, Config, apply_overrides, apply_values, resolve_config
@@ -96,9 +95,10 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sef.distributed import is_main_process
     from sef.engine import fit
 
     result = fit(build_config(args), resume=args.resume, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(result.report())
     return 0
