@@ -15,21 +15,13 @@ from sef import transforms
 from sef.checkpoint import build_model, load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
-from sef.engine import (
-    CHECK_EVERY,
-    Data,
-    choose_out_dir,
-    evaluate,
-    fit,
-    latest_run_dir,
-    load_data,
-    seed_everything,
-    train_one_epoch,
-    tune_backends,
-)
+from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
+from sef.engine.folders import choose_out_dir, latest_run_dir
+from sef.engine.run import tune_backends
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
 from sef.model import SEF
+from sef.seeding import seed_everything
 
 
 @pytest.fixture(autouse=True)

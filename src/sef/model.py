@@ -137,3 +137,10 @@ class SEF(nn.Module):
                 copy.deepcopy(self.backbone), copy.deepcopy(self.pool), copy.deepcopy(self.head)
             )
         return plain.eval()
+
+
+def unwrap(model: nn.Module) -> SEF:
+    """The SEF inside DDP / torch.compile wrappers."""
+    while not isinstance(model, SEF):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model

@@ -82,7 +82,7 @@ def build_config(args: argparse.Namespace) -> Config:
     """The config a `sef train` command line describes (resume: the checkpoint's own config)."""
     from sef.checkpoint import load_checkpoint
     from sef.config import config_from_dict
-    from sef.engine import choose_out_dir
+    from sef.engine.folders import choose_out_dir
 
     def given(config: Config) -> Config:
         return apply_overrides(apply_values(config, _flag_values(args)), args.overrides)

@@ -1,0 +1,106 @@
+"""The run's data: both splits read with the config's reader options and transforms, the
+bad-image policy applied, and the sharded, per-image-seeded training loader."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from sef import distributed, transforms
+from sef.config import Config
+from sef.distributed import Context
+from sef.errors import DataError
+from sef.seeding import EpochSampler, SeededItems
+
+
+@dataclass
+class Data:
+    """The two datasets of a run and their class names."""
+
+    train: Dataset
+    eval: Dataset
+    classes: list[str]
+
+
+def load_data(config: Config, context: Context, progress: bool = True) -> Data:
+    """Read the train and eval splits the config names, with the paper's transforms.
+
+    For a CUDA device the images stay uint8 (a quarter of the bytes to collate, pin and copy)
+    and ``train_one_epoch`` / ``evaluate`` normalise each batch on the GPU with the workers'
+    formula; on the CPU the workers normalise, off the training process's critical path.
+    """
+    from sef import datasets
+
+    d = config.data
+    normalise = context.device.type != "cuda"
+    options = dict(d.options)
+    if d.dataset == "demo":
+        options.setdefault("progress", progress and context.is_main)
+    common = {"seed": config.run.seed, "val_fraction": d.val_fraction, **options}
+    train = datasets.load(
+        d.dataset, d.root, d.train_split,
+        transform=transforms.train_transform(d.recipe, d.image_size, normalise),
+        **common,
+    )  # fmt: skip
+    evaluation = datasets.load(
+        d.dataset, d.root, d.eval_split,
+        transform=transforms.test_transform(d.recipe, d.image_size, normalise),
+        **common,
+    )  # fmt: skip
+    if list(evaluation.classes) != list(train.classes):
+        raise DataError(
+            f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
+            f"both splits must list the same classes"
+        )
+    return Data(train, evaluation, list(train.classes))
+
+
+def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
+    """Apply ``data.bad_images`` to both splits: ``stop`` lists unreadable images and stops,
+    ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0 decodes and
+    the others drop what it found, so no image is decoded twice."""
+    from sef import datasets
+
+    for dataset in (data.train, data.eval):
+        bad = None
+        if context.is_main:
+            bad = datasets.apply_bad_image_policy(
+                dataset,
+                config.data.bad_images,
+                workers=max(1, config.data.workers),
+                progress=progress,
+            )
+            if bad:
+                message = f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}"
+                tqdm.write(message, file=sys.stderr)
+        bad = distributed.broadcast_object(bad, context)
+        if not context.is_main and bad:
+            dataset.drop([path for path, _ in bad])
+
+
+def train_loader(
+    dataset: Dataset, *, batch_size: int, workers: int, seed: int, context: Context
+) -> DataLoader:
+    """The loader ``fit`` trains from: this process's shard of ``dataset``, reshuffled by
+    ``loader.sampler.set_epoch(epoch)``, each image augmented under its own seed (sef.seeding),
+    from workers that live across epochs into pinned memory on CUDA. ``batch_size`` is global."""
+    world = context.world_size
+    per_process = batch_size // world
+    sampler = DistributedSampler(
+        dataset, num_replicas=world, rank=context.rank, shuffle=True, seed=seed
+    )
+    if len(sampler) < 2:
+        raise DataError(f"training needs at least {2 * world} images; got {len(dataset)}")
+    return DataLoader(
+        SeededItems(dataset, seed),
+        batch_size=per_process,
+        sampler=EpochSampler(sampler),
+        num_workers=workers,
+        pin_memory=context.device.type == "cuda",
+        persistent_workers=workers > 0,
+        # BatchNorm cannot train on a batch of one image: drop such a remainder.
+        drop_last=len(sampler) % per_process == 1,
+    )
