@@ -16,8 +16,8 @@ from sef.checkpoint import build_model, load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
-from sef.engine.folders import choose_out_dir, latest_run_dir
-from sef.engine.run import tune_backends
+from sef.engine.folders import latest_run_dir, new_out_dir
+from sef.engine.run import resume_dir, tune_backends
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
 from sef.model import SEF
@@ -181,19 +181,19 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
 def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = resolve_config("demo")
-    assert choose_out_dir(config, resume=False) == Path("runs/demo")
+    assert new_out_dir(config) == Path("runs/demo")
     for name in ("demo", "demo-2"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "last.pt").touch()
-    assert choose_out_dir(config, resume=False) == Path("runs/demo-3")
+    assert new_out_dir(config) == Path("runs/demo-3")
     assert latest_run_dir(config) == Path("runs/demo-2")
-    assert choose_out_dir(config, resume=True) == Path("runs/demo-2")
+    assert resume_dir(config) == Path("runs/demo-2")
     explicit = apply_overrides(config, ["run.out=runs/demo"])
     with pytest.raises(ConfigError, match="runs/demo already holds a run"):
-        choose_out_dir(explicit, resume=False)
+        new_out_dir(explicit)
     missing = apply_overrides(config, ["run.out=elsewhere"])
     with pytest.raises(ConfigError, match="cannot resume: elsewhere does not exist; check --out"):
-        choose_out_dir(missing, resume=True)
+        resume_dir(missing)
 
 
 def test_groups_larger_than_channels_fail_before_training(tmp_path: Path) -> None:

@@ -442,8 +442,8 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
     return config_from_dict(tree)
 
 
-def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``{"section.key": value}`` from ``section.key=value`` texts (values parsed as YAML)."""
     values = {}
     for text in overrides:
         key, sep, raw = text.partition("=")
@@ -453,7 +453,12 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
             values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             values[key.strip()] = raw
-    return apply_values(config, values)
+    return values
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    return apply_values(config, parse_overrides(overrides))
 
 
 def save_config(config: Config, path: str | Path) -> None:

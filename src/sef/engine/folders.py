@@ -15,7 +15,7 @@ def default_out_dir(config: Config) -> Path:
     return Path("runs") / run_name(config)
 
 
-def _is_run(folder: Path) -> bool:
+def is_run(folder: Path) -> bool:
     """A folder holds a run once a checkpoint is in it: one that failed before its first
     checkpoint (config.yaml, an empty metrics.jsonl, tb/) may be started again."""
     return os.path.isfile(folder / "last.pt") or os.path.isfile(folder / "best.pt")
@@ -25,39 +25,27 @@ def latest_run_dir(config: Config) -> Path:
     """The newest of runs/<name>, runs/<name>-2, ... (what a resume without --out continues)."""
     base = default_out_dir(config)
     latest, number = base, 2
-    while _is_run(base.with_name(f"{base.name}-{number}")):
+    while is_run(base.with_name(f"{base.name}-{number}")):
         latest = base.with_name(f"{base.name}-{number}")
         number += 1
     return latest
 
 
-def choose_out_dir(config: Config, resume: bool) -> Path:
-    """Where the run writes: never over a finished or running run unless resuming it.
+def new_out_dir(config: Config) -> Path:
+    """Where a new run writes: never over a finished or running run.
 
-    An explicit ``run.out`` that already holds a run is an error without resume; the default
-    runs/<preset> moves on to runs/<preset>-2, -3, ... instead.
+    An explicit ``run.out`` that already holds a run is an error; the default runs/<preset> moves
+    on to runs/<preset>-2, -3, ... instead. (A resume continues ``sef.engine.run.resume_dir``.)
     """
-    if resume:
-        out = Path(config.run.out) if config.run.out else latest_run_dir(config)
-        if not os.path.isdir(out):
-            raise ConfigError(f"cannot resume: {out} does not exist; check --out")
-        if not _is_run(out):
-            raise ConfigError(
-                f"cannot resume: {out} holds no checkpoint (its run stopped before the first); "
-                f"start it again without --resume"
-            )
-        if not os.path.isfile(out / "last.pt"):
-            raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
-        return out
     if config.run.out:
         out = Path(config.run.out)
-        if _is_run(out):
+        if is_run(out):
             raise ConfigError(
                 f"{out} already holds a run; pass --resume to continue it or choose another --out"
             )
         return out
     out, number = default_out_dir(config), 2
-    while _is_run(out):
+    while is_run(out):
         out = default_out_dir(config).with_name(f"{run_name(config)}-{number}")
         number += 1
     return out

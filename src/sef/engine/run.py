@@ -14,11 +14,13 @@ without padding, so every test image counts exactly once.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,11 +28,19 @@ from tqdm import tqdm
 
 from sef import distributed, outputs
 from sef.checkpoint import build_model, load_checkpoint, save_checkpoint
-from sef.config import Config, config_from_dict, config_to_dict, flatten, run_name, save_config
+from sef.config import (
+    Config,
+    apply_values,
+    config_from_dict,
+    config_to_dict,
+    flatten,
+    run_name,
+    save_config,
+)
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
 from sef.engine.evaluation import evaluate
-from sef.engine.folders import choose_out_dir
+from sef.engine.folders import is_run, latest_run_dir, new_out_dir
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import make_optimizer, make_scheduler, planned_scheduler
@@ -46,8 +56,32 @@ RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", 
 LENGTH = "optim.epochs"
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+# ---------------------------------------------------------------------------------- resume
+
+
+def resume_dir(config: Config) -> Path:
+    """The run folder a resume of ``config`` continues: ``run.out``, else the newest
+    runs/<name>[-N]; ConfigError unless it holds a last.pt."""
+    out = Path(config.run.out) if config.run.out else latest_run_dir(config)
+    if not os.path.isdir(out):
+        raise ConfigError(f"cannot resume: {out} does not exist; check --out")
+    if not is_run(out):
+        raise ConfigError(
+            f"cannot resume: {out} holds no checkpoint (its run stopped before the first); "
+            f"start it again without --resume"
+        )
+    if not os.path.isfile(out / "last.pt"):
+        raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
+    return out
+
+
+def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> Config:
+    """What ``sef train --resume`` continues: the config saved in the run folder that ``config``
+    with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
+    so only what they name differs from the saved run; ``fit`` refuses what may not change."""
+    changes = changes or {}
+    out = resume_dir(apply_values(config, changes))
+    return apply_values(config_from_dict(load_checkpoint(out / "last.pt")["config"]), changes)
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
@@ -67,6 +101,10 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
                 f"{now.get(key)!r}; resume with the saved config (only "
                 f"{', '.join(may_change)} may change)"
             )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 @dataclass
@@ -277,7 +315,7 @@ def fit(
     context = distributed.setup(config.run.device)
     try:
         _check_setup(config, context)
-        out = choose_out_dir(config, resume)
+        out = resume_dir(config) if resume else new_out_dir(config)
         if context.is_main:
             outputs.check_writable(out, folder=True)  # before data and model take their time
         distributed.barrier(context)  # every rank chose the folder before rank 0 fills it
