@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sef import distributed, outputs
@@ -239,12 +240,62 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = planned.get_last_lr()[0]
 
+    def keep(self, record: dict) -> None:
+        """Add an epoch's record; rank 0 writes last.pt, and best.pt when it is the best yet."""
+        self.epoch, self.seconds = record["epoch"], self.seconds + record["seconds"]
+        self.history.append(record)
+        if self.context.is_main:
+            if record["eval_top1"] > self.best["eval_top1"]:
+                self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
+                save_checkpoint(self.out / "best.pt", self.best_state())
+            save_checkpoint(self.out / "last.pt", self.state())
+
     def best_state(self) -> dict:
         keys = ("model", "config", "classes", "epoch", "metrics")
         return {k: v for k, v in self.state().items() if k in keys}
 
 
-def _epochs(run: _Run, logger: Logger | None, progress: bool) -> Iterator[dict]:
+def _epoch(run: _Run, loader: DataLoader, eval_batch: int, progress: bool) -> dict:
+    """Train one epoch, step the schedule, evaluate: the epoch's record."""
+    config, context = run.config, run.context
+    epoch = run.epoch + 1
+    start = time.perf_counter()
+    seed_everything(config.run.seed, epoch, context.rank)
+    loader.sampler.set_epoch(epoch)
+    record = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"]}
+    record |= train_one_epoch(
+        run.trainer,
+        run.loss_fn,
+        loader,
+        run.optimizer,
+        context=context,
+        epoch=epoch,
+        amp=config.run.amp,
+        scaler=run.scaler,
+        channels_last=config.run.channels_last,
+        progress=progress,
+    )
+    run.scheduler.step()
+    summary = evaluate(
+        run.model,
+        run.data.eval,
+        batch_size=eval_batch,
+        workers=config.data.workers,
+        context=context,
+        amp=config.run.amp,
+        channels_last=config.run.channels_last,
+        progress=progress,
+    ).summary()
+    return record | {
+        "eval_top1": summary["top1"],
+        "eval_class_mean": summary["class_mean"],
+        "eval_group_top1": summary["group_top1"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
+    """Epochs until ``optim.epochs``, each kept (checkpoints) and logged as it ends."""
     config, context = run.config, run.context
     loader = train_loader(
         run.data.train,
@@ -255,51 +306,10 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> Iterator[dict]:
     )
     eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
     while run.epoch < config.optim.epochs:
-        epoch = run.epoch + 1
-        start = time.perf_counter()
-        seed_everything(config.run.seed, epoch, context.rank)
-        loader.sampler.set_epoch(epoch)
-        lr = run.optimizer.param_groups[0]["lr"]
-        record = {"epoch": epoch, "lr": lr}
-        record |= train_one_epoch(
-            run.trainer,
-            run.loss_fn,
-            loader,
-            run.optimizer,
-            context=context,
-            epoch=epoch,
-            amp=config.run.amp,
-            scaler=run.scaler,
-            channels_last=config.run.channels_last,
-            progress=progress,
-        )
-        run.scheduler.step()
-        result = evaluate(
-            run.model,
-            run.data.eval,
-            batch_size=eval_batch,
-            workers=config.data.workers,
-            context=context,
-            amp=config.run.amp,
-            channels_last=config.run.channels_last,
-            progress=progress,
-        )
-        summary = result.summary()
-        record |= {
-            "eval_top1": summary["top1"],
-            "eval_class_mean": summary["class_mean"],
-            "eval_group_top1": summary["group_top1"],
-            "seconds": time.perf_counter() - start,
-        }
-        run.epoch, run.seconds = epoch, run.seconds + record["seconds"]
-        run.history.append(record)
-        if context.is_main:
-            if record["eval_top1"] > run.best["eval_top1"]:
-                run.best = {"epoch": epoch, "eval_top1": record["eval_top1"]}
-                save_checkpoint(run.out / "best.pt", run.best_state())
-            save_checkpoint(run.out / "last.pt", run.state())
+        record = _epoch(run, loader, eval_batch, progress)
+        run.keep(record)
+        if logger is not None:
             logger.epoch(record, config.optim.epochs)
-        yield record
 
 
 def fit(
@@ -355,8 +365,7 @@ def _train(run: _Run, progress: bool) -> FitResult:
         save_config(run.config, run.out / "config.yaml")
         logger = Logger(run.out, run.config, run.history, run.epoch + 1)
     try:
-        for _ in _epochs(run, logger, progress):
-            pass
+        _epochs(run, logger, progress)
     except TrainingError as error:
         kept = (
             f"{run.out / 'last.pt'} (epoch {run.epoch}) is kept"
