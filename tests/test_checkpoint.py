@@ -17,8 +17,9 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from sef.checkpoint import load_checkpoint, load_trained_model, save_checkpoint
+from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.errors import CheckpointError, DataError
+from sef.model import load_trained_model
 
 
 def _state(value: float = 1.0) -> dict:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sef.checkpoint import load_trained_model
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.engine import fit
+from sef.model import load_trained_model
 
 
 @pytest.fixture

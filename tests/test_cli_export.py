@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime
 import torch
 
-from sef.checkpoint import load_trained_model
 from sef.cli import main
+from sef.model import load_trained_model
 
 
 def test_export_writes_and_checks_all_formats(demo_checkpoint, tmp_path):

@@ -9,8 +9,8 @@ import onnxruntime
 import pytest
 import torch
 
-from sef.checkpoint import load_trained_model
 from sef.cli import main
+from sef.model import load_trained_model
 
 FAMILIES = {  # timm model, image side, timm arguments (one block, narrow)
     "vit": ("vit_tiny_patch16_224", 32, "{depth: 1}"),

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 import sef
 from sef import transforms
-from sef.checkpoint import build_model, load_checkpoint
+from sef.checkpoint import load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
@@ -20,7 +20,7 @@ from sef.engine.folders import latest_run_dir, new_out_dir
 from sef.engine.run import resume_dir, tune_backends
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
-from sef.model import SEF
+from sef.model import SEF, build_model
 from sef.seeding import seed_everything
 
 

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
-from sef.checkpoint import TrainedModel
 from sef.datasets.images import MISSING, UnreadableImage, open_rgb
+from sef.model import TrainedModel
 
 
 @dataclass

@@ -25,8 +25,8 @@ from sef.analysis import (
     mean_channel_correlation,
     upsample_maps,
 )
-from sef.checkpoint import TrainedModel
 from sef.errors import DataError
+from sef.model import TrainedModel
 from sef.parts import measure_parts
 
 _MAP_CMAP = "jet"

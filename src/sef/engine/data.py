@@ -1,19 +1,26 @@
-"""The run's data: both splits read with the config's reader options and transforms, the
-bad-image policy applied, and the sharded, per-image-seeded training loader."""
+"""The run's data: splits read with the config's reader options (a trained model's too) and
+transforms, the bad-image policy applied, and the sharded, per-image-seeded training loader."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from sef import distributed, transforms
-from sef.config import Config
+from sef import datasets, distributed, transforms
+from sef.config import Config, config_from_dict
 from sef.distributed import Context
 from sef.errors import DataError
 from sef.seeding import EpochSampler, SeededItems
+
+if TYPE_CHECKING:
+    from sef.datasets import ImageList
+    from sef.model import TrainedModel
 
 
 @dataclass
@@ -25,6 +32,27 @@ class Data:
     classes: list[str]
 
 
+def read_split(
+    config: Config,
+    split: str,
+    *,
+    root: str | os.PathLike | None = None,
+    transform: Callable | None = None,
+    progress: bool = True,
+) -> ImageList:
+    """``split`` of the dataset ``config`` names (from ``root`` instead of ``data.root`` if
+    given), with its seed, val fraction and reader options: the one place they are assembled.
+    ``progress`` shows the demo set being drawn on first use."""
+    d = config.data
+    options = dict(d.options)
+    if d.dataset == "demo":
+        options.setdefault("progress", progress)
+    return datasets.load(
+        d.dataset, d.root if root is None else root, split, transform=transform,
+        seed=config.run.seed, val_fraction=d.val_fraction, **options,
+    )  # fmt: skip
+
+
 def load_data(config: Config, context: Context, progress: bool = True) -> Data:
     """Read the train and eval splits the config names, with the paper's transforms.
 
@@ -32,23 +60,16 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
     and ``train_one_epoch`` / ``evaluate`` normalise each batch on the GPU with the workers'
     formula; on the CPU the workers normalise, off the training process's critical path.
     """
-    from sef import datasets
-
     d = config.data
     normalise = context.device.type != "cuda"
-    options = dict(d.options)
-    if d.dataset == "demo":
-        options.setdefault("progress", progress and context.is_main)
-    common = {"seed": config.run.seed, "val_fraction": d.val_fraction, **options}
-    train = datasets.load(
-        d.dataset, d.root, d.train_split,
+    progress = progress and context.is_main
+    train = read_split(
+        config, d.train_split, progress=progress,
         transform=transforms.train_transform(d.recipe, d.image_size, normalise),
-        **common,
     )  # fmt: skip
-    evaluation = datasets.load(
-        d.dataset, d.root, d.eval_split,
+    evaluation = read_split(
+        config, d.eval_split, progress=progress,
         transform=transforms.test_transform(d.recipe, d.image_size, normalise),
-        **common,
     )  # fmt: skip
     if list(evaluation.classes) != list(train.classes):
         raise DataError(
@@ -58,12 +79,26 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
     return Data(train, evaluation, list(train.classes))
 
 
+def trained_dataset(
+    trained: TrainedModel, split: str = "test", root: str | os.PathLike | None = None
+) -> ImageList:
+    """``split`` of the data ``trained`` was trained on (or found under ``root``), with its
+    test transform; DataError if that data's classes are not the model's."""
+    config = config_from_dict(trained.config)
+    loaded = read_split(config, split, root=root, transform=trained.test_transform)
+    if list(loaded.classes) != list(trained.classes):
+        where = config.data.root if root is None else root
+        raise DataError(
+            f"the classes of the {split} split under {where} differ from the "
+            f"{len(trained.classes)} classes the model was trained on; pass its own data"
+        )
+    return loaded
+
+
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
     """Apply ``data.bad_images`` to both splits: ``stop`` lists unreadable images and stops,
     ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0 decodes and
     the others drop what it found, so no image is decoded twice."""
-    from sef import datasets
-
     for dataset in (data.train, data.eval):
         bad = None
         if context.is_main:

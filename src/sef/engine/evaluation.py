@@ -18,7 +18,7 @@ from sef.config import config_from_dict
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
-from sef.model import unwrap
+from sef.model import load_trained_model, unwrap
 from sef.tta import TTAViews, forward_views
 
 
@@ -154,8 +154,6 @@ def evaluate_checkpoint(
 
     Returns the result and the dataset (whose ``samples`` line up with the predictions).
     """
-    from sef.checkpoint import load_trained_model
-
     context = distributed.setup(device)
     try:
         trained = load_trained_model(checkpoint, device=context.device)

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sef import distributed, outputs
-from sef.checkpoint import build_model, load_checkpoint, save_checkpoint
+from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import (
     Config,
     apply_values,
@@ -47,7 +47,7 @@ from sef.engine.loop import train_one_epoch
 from sef.engine.optim import make_optimizer, make_scheduler, planned_scheduler
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
-from sef.model import SEF, unwrap
+from sef.model import SEF, build_model, unwrap
 from sef.seeding import seed_everything
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
