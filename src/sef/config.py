@@ -26,12 +26,10 @@ from typing import Any
 
 import yaml
 
-from sef.adapters import POOLS
-from sef.datasets import BAD_IMAGE_POLICIES, NAMES
+from sef.choices import BAD_IMAGE_POLICIES, GROUP_LOSS_VARIANTS, POOLS, RECIPES
+from sef.datasets import NAMES
 from sef.errors import ConfigError
-from sef.losses import GROUP_LOSS_VARIANTS
 from sef.outputs import write_text
-from sef.transforms import RECIPES
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
 OWN_DATASETS = ("folder", "csv")  # users' own images, named after their folder

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sef.tta import TTA_MODES
+from sef.choices import TTA_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sef.choices import EXPORT_FORMATS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from sef.export import EXPORT_FORMATS
-
     parser = subparsers.add_parser(
         "export",
         help="export a checkpoint's plain network: ONNX, TorchScript, safetensors",

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
@@ -48,9 +49,6 @@ def find_bad_images(
 def describe_bad_images(bad: Sequence[tuple[str, str]]) -> str:
     """One line per bad image: ``path: reason``."""
     return "\n".join(f"{path}: {reason}" for path, reason in bad)
-
-
-BAD_IMAGE_POLICIES = ("stop", "skip", "off")
 
 
 def apply_bad_image_policy(
