@@ -1,7 +1,7 @@
-"""Feature-map computations shared by the figures (:mod:`sef.viz`) and part localisation
-(:mod:`sef.parts`): the backbone's map, channel correlations and each group's activation map.
+"""Feature-map maths shared by the figures (sef.viz) and part localisation (sef.parts).
 
-They take a model and image tensors and return tensors, so they work in notebooks too.
+The backbone's map, channel correlations and each group's activation map: tensors in, tensors
+out, so they work in notebooks too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""The fixed words that configs and commands accept, in a module that imports nothing, so that
-`sef --help` and config checks start without torch. The module that acts on each set imports it
-from here (``sef.adapters.POOLS`` is this ``POOLS``)."""
+"""The fixed words that configs and commands accept, in a module that imports nothing.
+
+So `sef --help` and config checks start without torch. The module that acts on each set imports
+it from here (``sef.adapters.POOLS`` is this ``POOLS``).
+"""
 
 POOLS = ("avg", "token")  # how token backbones pool (sef.adapters)
 GROUP_LOSS_VARIANTS = ("reference", "paper")  # sef.losses

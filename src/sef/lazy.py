@@ -1,6 +1,8 @@
-"""Package attributes imported on first use (PEP 562), so ``import sef`` and ``sef --help`` do not
-pay for torch: a package's ``__getattr__`` finds each public name in its home module, and any
-submodule by its name (``sef.checkpoint`` after a bare ``import sef``)."""
+"""Package attributes imported on first use (PEP 562): ``import sef`` stays free of torch.
+
+A package's ``__getattr__`` finds each public name in its home module, and any submodule by its
+name (``sef.checkpoint`` after a bare ``import sef``).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The run's data: splits read with the config's reader options (a trained model's too) and
-transforms, the bad-image policy applied, and the sharded, per-image-seeded training loader."""
+"""The run's data: splits read with a config's reader options, bad images, the training loader."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Batches on the device: moved there (uint8 pixels normalised there) and run in the chosen
-precision; shared by the training loop and evaluation."""
+"""Batches on the device: moved there (uint8 normalised there), run in the chosen precision."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Evaluation: every image predicted once by the global head and each group head (sharded without
-padding under DDP), a saved model on a split, and the per-image predictions as CSV."""
+"""Evaluation: every head's predictions on a dataset or for a saved model, and their CSV.
+
+Under DDP each process takes an unpadded shard, so every image counts exactly once.
+"""
 
 from __future__ import annotations
 

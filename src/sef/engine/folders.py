@@ -1,5 +1,4 @@
-"""Run folders: runs/<run name>, then -2, -3, ...; a folder holds a run once it holds a
-checkpoint, and no run is written over another."""
+"""Run folders: runs/<run name>, then -2, -3, ...; which of them hold a run."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Rank 0's record of a run: metrics.jsonl (rewritten on resume), TensorBoard scalars and one
-line per epoch."""
+"""Rank 0's record of a run: metrics.jsonl, TensorBoard scalars and a line per epoch."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The training loop: one epoch of SEF's loss and an optimizer step per batch, read back from the
-device only every ``CHECK_EVERY`` steps (with the non-finite loss check)."""
+"""The training loop: ``train_one_epoch``, with its device-friendly non-finite loss check."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The optimizer and the learning-rate schedule, and the schedule a run of another length has at an
-epoch (what resuming with a new ``optim.epochs`` continues on)."""
+"""The optimizer and the learning-rate schedule, re-planned when a resume changes the length."""
 
 from __future__ import annotations
 

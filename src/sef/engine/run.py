@@ -1,4 +1,4 @@
-"""A training run and ALL of resume: ``fit(config)`` runs the paper's recipe end to end.
+"""A training run and all of resume: ``fit(config)`` runs the paper's recipe end to end.
 
 One straight road: datasets -> model -> SGD + StepLR -> per epoch ``train_one_epoch`` then
 ``evaluate`` -> metrics.jsonl, TensorBoard, ``last.pt`` / ``best.pt`` in the run folder.
