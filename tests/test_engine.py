@@ -24,15 +24,6 @@ from sef.model import SEF, build_model
 from sef.seeding import seed_everything
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run fastest (and reproducibly) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Blobs(Dataset):
     """Learnable tiny images: class k brightens colour channel k. ``poison_after`` items are
     followed by NaN images (to make the loss non-finite on purpose)."""

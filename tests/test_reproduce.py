@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
@@ -21,16 +20,6 @@ from sef.metrics import paper_scores, round_half_up
 TOY = ["--weights", "none", "--set", "optim.epochs=1", "--set", "data.image_size=32"]
 FAST = ["--set", "model.backbone=small_cnn", "--set", "data.workers=0", "--no-progress"]
 FAST += ["--set", "run.tensorboard=false"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as in the subprocesses (OMP_NUM_THREADS=1): on a shared 2-core machine
-    tiny convolutions spend most of their time waiting for a second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
