@@ -90,6 +90,7 @@ def test_missing_truncated_and_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(foreign)
 
 
+@pytest.mark.slow
 def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     """SIGKILL a process in the middle of torch.save: the old file must still load intact."""
     path = tmp_path / "last.pt"

@@ -30,6 +30,7 @@ def trained(folder_root: Path, tmp_path: Path) -> Path:
     return tmp_path / "run" / "best.pt"
 
 
+@pytest.mark.slow
 def test_eval_prints_metrics_and_writes_per_image_csv(trained: Path, folder_root: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -85,6 +86,7 @@ def test_eval_refuses_pickled_code_and_missing_files(tmp_path: Path, capsys) -> 
     assert "none.pt does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_with_tta_and_a_per_class_report(demo_checkpoint: Path, tmp_path: Path) -> None:
     csv_path, report = tmp_path / "preds.csv", tmp_path / "report"
     result = subprocess.run(
@@ -110,6 +112,7 @@ def test_eval_with_tta_and_a_per_class_report(demo_checkpoint: Path, tmp_path: P
     assert json.loads((report / "report.json").read_text())["summary"]["tta"] == "flip+crops"
 
 
+@pytest.mark.slow
 def test_eval_refuses_unknown_tta_and_unwritable_report(demo_checkpoint: Path, tmp_path: Path):
     blocked = tmp_path / "a-file"
     blocked.write_text("")

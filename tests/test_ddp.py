@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sef.distributed import is_main_process
 from sef.engine import evaluate_checkpoint
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     folder_root: Path, tmp_path: Path, write_image
 ) -> None:

@@ -232,6 +232,7 @@ def test_a_run_is_the_same_with_any_number_of_loader_workers(demo_root, tmp_path
     assert all(torch.equal(serial_weights[k], parallel_weights[k]) for k in serial_weights)
 
 
+@pytest.mark.slow
 def test_compiled_run_trains_and_saves_the_plain_model_weights(tmp_path: Path) -> None:
     """run.compile wraps the model in torch.compile (~25 s to build here); the checkpoint
     still holds the SEF's own weight names, so eval, export and resume read it as any other."""
