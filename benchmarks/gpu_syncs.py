@@ -39,10 +39,12 @@ from common import (
 )
 from gpu_epoch import RepeatedBatch, Road, build_training
 
+import sef
 from sef import engine
 from sef.distributed import Context
+from sef.engine import loop
 
-SEF_SOURCE = Path(engine.__file__).resolve().parent
+SEF_SOURCE = Path(sef.__file__).resolve().parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,13 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @contextlib.contextmanager
 def waiting_every_step() -> Iterator[None]:
     """Each step's finiteness check reads the loss back on the host, as sef's loop once did."""
-    update = engine._FirstNonFinite.update
+    update = loop._FirstNonFinite.update
 
     def update_and_wait(self, step, terms, output) -> None:
         update(self, step, terms, output)
         bool(torch.isfinite(terms["total"]))
 
-    with mock.patch.object(engine._FirstNonFinite, "update", update_and_wait):
+    with mock.patch.object(loop._FirstNonFinite, "update", update_and_wait):
         yield
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from sef.checkpoint import load_checkpoint, load_trained_model
+from sef.checkpoint import load_checkpoint
 from sef.config import resolve_config
 from sef.engine import fit
+from sef.model import load_trained_model
 from sef.viz import activation_figure, correlation_figure, curves_figure, parts_figure
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from PIL import Image
+
+# One torch thread here and in every subprocess the tests start: on a shared 2-core machine tiny
+# models spend most of their time waiting for a second thread (a 1-epoch demo run took 7 s on two
+# threads and 0.4 s on one while another process was busy).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    torch.set_num_threads(1)
 
 
 def _write_image(path: Path, size: tuple[int, int] = (40, 30), colour=(200, 60, 20), mode="RGB"):

@@ -104,6 +104,7 @@ def run_main():
         torch.backends.cudnn.benchmark = benchmark
 
 
+@pytest.mark.slow
 def test_group_loss_script_times_both_variants_against_the_naive_form(tmp_path):
     report = run_script(
         "group_loss.py", "--quick", "--no-memory", "--out", str(tmp_path / "g.json")
@@ -116,6 +117,7 @@ def test_group_loss_script_times_both_variants_against_the_naive_form(tmp_path):
     assert report["peak_memory"] is None
 
 
+@pytest.mark.slow
 def test_step_script_compares_plain_sef_and_naive_with_memory(tmp_path, run_main):
     report = run_main("step.py", "--quick", "--out", str(tmp_path / "s.json"))
     result = report["by_image_size"]["32"]
@@ -128,6 +130,7 @@ def test_step_script_compares_plain_sef_and_naive_with_memory(tmp_path, run_main
         assert memory["peak_mb"] >= memory["before_mb"] > 0
 
 
+@pytest.mark.slow
 def test_step_script_runs_a_timm_token_backbone_against_timms_own_model(tmp_path, run_main):
     arguments = ["--backbone", "timm:vit_tiny_patch16_224", "--groups", "3", "--no-memory"]
     report = run_main("step.py", "--quick", *arguments, "--out", str(tmp_path / "s.json"))
@@ -137,6 +140,7 @@ def test_step_script_runs_a_timm_token_backbone_against_timms_own_model(tmp_path
     assert result["flops"]["sef_naive"] > result["flops"]["sef"] > result["flops"]["plain"] > 0
 
 
+@pytest.mark.slow
 def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_main):
     report = run_main("gpu_epoch.py", "--quick", "--out", str(tmp_path / "e.json"))
     roads = report["roads"]
@@ -152,6 +156,7 @@ def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_m
     assert report["settings"]["mean_jpeg_kb"] > 0
 
 
+@pytest.mark.slow
 def test_gpu_epoch_counts_and_warms_up_the_last_shorter_batch(tmp_path, run_main):
     out = str(tmp_path / "short.json")
     report = run_main("gpu_epoch.py", "--quick", "--roads", "fast", "--batch-size", "3",
@@ -161,6 +166,7 @@ def test_gpu_epoch_counts_and_warms_up_the_last_shorter_batch(tmp_path, run_main
     assert fast["images_per_second"] == pytest.approx(8 / fast["epoch_seconds"])
 
 
+@pytest.mark.slow
 def test_gpu_syncs_script_times_both_precisions_with_and_without_a_wait_per_step(
     tmp_path, run_main
 ):
@@ -173,6 +179,7 @@ def test_gpu_syncs_script_times_both_precisions_with_and_without_a_wait_per_step
         assert result["wait_per_step_over_shipped"]["median"] > 0
 
 
+@pytest.mark.slow
 def test_inference_script_finds_the_exported_graph_equal_to_the_plain_one(tmp_path, run_main):
     report = run_main("inference.py", "--quick", "--out", str(tmp_path / "i.json"))
     assert set(report["seconds"]) == {
@@ -214,6 +221,7 @@ def test_gpu_epoch_roads_read_the_jpegs_as_sef_train_does(tmp_path):
     assert label == fast.samples[1][1] and data.tolist() == list(files[1].read_bytes())
 
 
+@pytest.mark.slow
 def test_demo_ablation_adds_rows_one_call_at_a_time(tmp_path, demo_root, run_main, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = str(tmp_path / "a.json")

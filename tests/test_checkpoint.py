@@ -17,8 +17,9 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from sef.checkpoint import load_checkpoint, load_trained_model, save_checkpoint
+from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.errors import CheckpointError, DataError
+from sef.model import load_trained_model
 
 
 def _state(value: float = 1.0) -> dict:
@@ -89,6 +90,7 @@ def test_missing_truncated_and_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(foreign)
 
 
+@pytest.mark.slow
 def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     """SIGKILL a process in the middle of torch.save: the old file must still load intact."""
     path = tmp_path / "last.pt"

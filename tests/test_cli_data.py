@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
 from conftest import CUB_CLASSES
 
 import sef
@@ -23,6 +24,7 @@ def _sef(*args, env=None):
     )
 
 
+@pytest.mark.slow
 def test_check_reports_splits_classes_and_images(cub_root):
     result = _sef("data", "check", "cub", cub_root, "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -35,6 +37,7 @@ def test_check_reports_splits_classes_and_images(cub_root):
     assert lines[-1] == "all 15 images open"
 
 
+@pytest.mark.slow
 def test_check_names_every_bad_image_and_exits_1(cub_root):
     images = sorted((cub_root / "images").rglob("*.jpg"))
     images[0].write_bytes(images[0].read_bytes()[:200])  # truncated

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sef.checkpoint import load_trained_model
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.engine import fit
+from sef.model import load_trained_model
 
 
 @pytest.fixture
@@ -26,15 +26,11 @@ def trained(folder_root: Path, tmp_path: Path) -> Path:
         "data.dataset=folder", f"data.root={folder_root}", "data.image_size=32",
         "data.workers=0", "optim.epochs=1", "optim.batch_size=4", f"run.out={tmp_path / 'run'}",
     ]  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fit(apply_overrides(resolve_config("demo"), overrides), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    fit(apply_overrides(resolve_config("demo"), overrides), progress=False)
     return tmp_path / "run" / "best.pt"
 
 
+@pytest.mark.slow
 def test_eval_prints_metrics_and_writes_per_image_csv(trained: Path, folder_root: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -90,6 +86,7 @@ def test_eval_refuses_pickled_code_and_missing_files(tmp_path: Path, capsys) -> 
     assert "none.pt does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_with_tta_and_a_per_class_report(demo_checkpoint: Path, tmp_path: Path) -> None:
     csv_path, report = tmp_path / "preds.csv", tmp_path / "report"
     result = subprocess.run(
@@ -115,6 +112,7 @@ def test_eval_with_tta_and_a_per_class_report(demo_checkpoint: Path, tmp_path: P
     assert json.loads((report / "report.json").read_text())["summary"]["tta"] == "flip+crops"
 
 
+@pytest.mark.slow
 def test_eval_refuses_unknown_tta_and_unwritable_report(demo_checkpoint: Path, tmp_path: Path):
     blocked = tmp_path / "a-file"
     blocked.write_text("")

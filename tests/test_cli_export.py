@@ -6,12 +6,14 @@ import sys
 
 import numpy as np
 import onnxruntime
+import pytest
 import torch
 
-from sef.checkpoint import load_trained_model
 from sef.cli import main
+from sef.model import load_trained_model
 
 
+@pytest.mark.slow
 def test_export_writes_and_checks_all_formats(demo_checkpoint, tmp_path):
     out = tmp_path / "shipped"
     result = subprocess.run(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # runs every command in a fresh `sef` process
+
 NOT_A_CHECKPOINT = "not the zip archive torch.save writes; pass a last.pt or best.pt written by"
 DAMAGED = {  # what the user passed: (how to make it, the sentence's core)
     "text": (lambda p, good: p.write_text("hello"), "is not a checkpoint: it is a text file"),

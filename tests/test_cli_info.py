@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sef.cli import main
 
 
@@ -13,6 +15,7 @@ def sef(*args):
     )
 
 
+@pytest.mark.slow
 def test_info_reports_the_papers_extra_parameters():
     result = sef("info", "--backbone", "resnet50", "--classes", "200", "--groups", "4")
     assert result.returncode == 0, result.stderr
@@ -21,6 +24,7 @@ def test_info_reports_the_papers_extra_parameters():
     assert "23,917,832" in result.stdout  # torchvision resnet50 with 200 classes
 
 
+@pytest.mark.slow
 def test_info_json():
     result = sef("info", "--backbone", "resnet18", "--classes", "10", "--groups", "3", "--json")
     assert result.returncode == 0, result.stderr
@@ -29,6 +33,7 @@ def test_info_json():
     assert counts["extra"] == 512 * 10 + 3 * 10
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_with_exit_code_2():
     result = sef("info", "--backbone", "resnet9000")
     assert result.returncode == 2
@@ -43,12 +48,14 @@ def test_no_command_prints_help_and_version_works():
     assert sef("--version").stdout.startswith("sef ")
 
 
+@pytest.mark.slow
 def test_output_into_a_closed_pipe_is_not_an_error():
     shell = f"{sys.executable} -m sef info --backbone resnet18 --classes 3 | true"  # closed at once
     result = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr == ""
 
 
+@pytest.mark.slow
 def test_info_on_token_backbones_says_how_features_are_pooled(capsys):
     result = sef("info", "--backbone", "timm:vit_tiny_patch16_224", "--classes", "200")
     assert result.returncode == 0, result.stderr

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sef.cli import main
 
 
@@ -12,6 +14,7 @@ def _sef(*args):
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_predict_json_table_and_unreadable_files(demo_checkpoint, tmp_path, write_image):
     good = write_image(tmp_path / "in" / "bird.png", (40, 30))
     bad = tmp_path / "in" / "bad.jpg"

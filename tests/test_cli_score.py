@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sef.cli import main
 
 ACCURACIES = """\
@@ -32,6 +34,7 @@ PRINTED_SCORES = {  # the Scores column of Table II
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_score_json_reproduces_table_ii(tmp_path: Path) -> None:
     table = tmp_path / "table2.csv"
     table.write_text(ACCURACIES)

@@ -9,8 +9,11 @@ import onnxruntime
 import pytest
 import torch
 
-from sef.checkpoint import load_trained_model
 from sef.cli import main
+from sef.model import load_trained_model
+
+# Trains a token backbone, exports it and runs `sef` in fresh processes.
+pytestmark = pytest.mark.slow
 
 FAMILIES = {  # timm model, image side, timm arguments (one block, narrow)
     "vit": ("vit_tiny_patch16_224", 32, "{depth: 1}"),

@@ -29,6 +29,7 @@ def _sef(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: Path) -> None:
     result = _sef("train", *TINY_DEMO, "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -45,6 +46,7 @@ def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: P
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_config_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
     result = _sef("train", "--preset", "cub-resnet5", cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
@@ -121,6 +123,7 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
     assert "skipped 1 unreadable images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
     demo_root: Path, tmp_path: Path
 ) -> None:
@@ -135,6 +138,7 @@ def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["bad_images"] == "off"
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_usable(
     demo_root: Path, tmp_path: Path
 ) -> None:
@@ -156,6 +160,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_usable(
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_extended_with_resume_and_more_epochs(
     demo_root: Path, tmp_path: Path
 ) -> None:
@@ -180,6 +185,7 @@ def test_a_finished_run_is_extended_with_resume_and_more_epochs(
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3  # left as it was
 
 
+@pytest.mark.slow
 def test_own_images_train_with_the_folder_preset_into_a_run_named_after_them(
     folder_root: Path, tmp_path: Path, files_in
 ) -> None:
@@ -199,6 +205,7 @@ def test_own_images_train_with_the_folder_preset_into_a_run_named_after_them(
     assert (out / "last.pt").is_file() and files_in(birds) == before  # the images untouched
 
 
+@pytest.mark.slow
 def test_the_demo_preset_never_writes_into_a_folder_of_own_images(
     folder_root: Path, tmp_path: Path, files_in
 ) -> None:

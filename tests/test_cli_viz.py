@@ -25,6 +25,7 @@ def _is_png(path):
         return image.format == "PNG" and image.width > 300 and image.height > 200
 
 
+@pytest.mark.slow
 def test_corr_as_a_user_runs_it(demo_checkpoint):
     result = _sef("viz", "corr", "--checkpoint", demo_checkpoint, "--images", 5, "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -90,6 +91,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, demo_checkpoint):
         assert "Traceback" not in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_cam_help_gives_images_one_meaning(demo_checkpoint, tmp_path):
     """Positional PATHs are image files; --images N is only the number of random test images."""
     result = _sef("viz", "cam", "--help")

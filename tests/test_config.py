@@ -11,6 +11,7 @@ from sef.config import (
     apply_overrides,
     config_to_dict,
     describe_preset,
+    flatten,
     load_config_file,
     load_preset,
     preset_names,
@@ -86,6 +87,17 @@ def test_overrides_parse_yaml_values_and_nest_only_in_options() -> None:
     assert c.optim.lr == 0.001 and c.model.weights is None and c.run.amp == "bf16"
     assert c.data.options == {"size": 8}
     assert c.optim.epochs == 50  # untouched keys keep the preset's value
+
+
+def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> None:
+    c = apply_overrides(
+        load_preset("demo"), ["data.options.per_class=4", "model.backbone_args.depth=1"]
+    )
+    flat = flatten(config_to_dict(c))
+    assert flat["data.options"] == {"per_class": 4}
+    assert flat["model.backbone_args"] == {"depth": 1}
+    assert flat["optim.lr"] == c.optim.lr
+    assert not [key for key in flat if key.count(".") > 1]
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from sef.distributed import is_main_process
 from sef.engine import evaluate_checkpoint
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     folder_root: Path, tmp_path: Path, write_image
 ) -> None:
@@ -39,3 +43,12 @@ def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     assert records[-1]["eval_top1"] == result.top1
     assert records[-1]["eval_class_mean"] == result.class_mean
     assert records[-1]["eval_group_top1"] == result.group_top1
+
+
+def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()
+    monkeypatch.delenv("RANK")
+    assert is_main_process()  # not launched by torchrun

@@ -12,33 +12,16 @@ from torch.utils.data import Dataset
 
 import sef
 from sef import transforms
-from sef.checkpoint import build_model, load_checkpoint
+from sef.checkpoint import load_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
-from sef.engine import (
-    CHECK_EVERY,
-    Data,
-    choose_out_dir,
-    evaluate,
-    fit,
-    latest_run_dir,
-    load_data,
-    seed_everything,
-    train_one_epoch,
-    tune_backends,
-)
+from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
+from sef.engine.folders import latest_run_dir, new_out_dir
+from sef.engine.run import resume_dir, tune_backends
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
-from sef.model import SEF
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run fastest (and reproducibly) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from sef.model import SEF, build_model
+from sef.seeding import seed_everything
 
 
 class Blobs(Dataset):
@@ -189,19 +172,19 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
 def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = resolve_config("demo")
-    assert choose_out_dir(config, resume=False) == Path("runs/demo")
+    assert new_out_dir(config) == Path("runs/demo")
     for name in ("demo", "demo-2"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "last.pt").touch()
-    assert choose_out_dir(config, resume=False) == Path("runs/demo-3")
+    assert new_out_dir(config) == Path("runs/demo-3")
     assert latest_run_dir(config) == Path("runs/demo-2")
-    assert choose_out_dir(config, resume=True) == Path("runs/demo-2")
+    assert resume_dir(config) == Path("runs/demo-2")
     explicit = apply_overrides(config, ["run.out=runs/demo"])
     with pytest.raises(ConfigError, match="runs/demo already holds a run"):
-        choose_out_dir(explicit, resume=False)
+        new_out_dir(explicit)
     missing = apply_overrides(config, ["run.out=elsewhere"])
     with pytest.raises(ConfigError, match="cannot resume: elsewhere does not exist; check --out"):
-        choose_out_dir(missing, resume=True)
+        resume_dir(missing)
 
 
 def test_groups_larger_than_channels_fail_before_training(tmp_path: Path) -> None:
@@ -249,6 +232,7 @@ def test_a_run_is_the_same_with_any_number_of_loader_workers(demo_root, tmp_path
     assert all(torch.equal(serial_weights[k], parallel_weights[k]) for k in serial_weights)
 
 
+@pytest.mark.slow
 def test_compiled_run_trains_and_saves_the_plain_model_weights(tmp_path: Path) -> None:
     """run.compile wraps the model in torch.compile (~25 s to build here); the checkpoint
     still holds the SEF's own weight names, so eval, export and resume read it as any other."""

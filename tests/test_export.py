@@ -43,6 +43,7 @@ def exported(model, tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_all_files_are_written(exported):
     names = sorted(p.name for p in exported.values())
     assert names == sorted(
@@ -63,6 +64,7 @@ def test_all_files_are_written(exported):
     assert not list(exported["onnx"].parent.glob(".*tmp*"))  # no temp files left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnx_and_torchscript_match_pytorch(model, exported, batch):
     images = torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch))
@@ -75,6 +77,7 @@ def test_onnx_and_torchscript_match_pytorch(model, exported, batch):
         assert torch.allclose(logits, reference, atol=1e-4, rtol=0), name
 
 
+@pytest.mark.slow
 def test_safetensors_reloads_into_a_fresh_plain_model(model, exported):
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -90,6 +93,7 @@ def test_safetensors_reloads_into_a_fresh_plain_model(model, exported):
     assert meta["backbone"] == "resnet18" and meta["num_classes"] == str(len(CLASSES))
 
 
+@pytest.mark.slow
 def test_max_logit_differences_reports_every_format(model, exported):
     diffs = max_logit_differences(model, exported, SIZE)
     assert set(diffs) == set(EXPORT_FORMATS)
@@ -105,6 +109,7 @@ def _onnx_cost(path):
     return numel, ops
 
 
+@pytest.mark.slow
 def test_exported_cost_equals_the_plain_backbone(model, exported, tmp_path):
     """Same parameters, FLOPs and ONNX graph as torchvision's resnet18 with the same classes."""
     plain = model.export()

@@ -54,6 +54,7 @@ def test_no_install_hint_names_the_wrong_package() -> None:
     assert 'pip install ".[export]"' in readme and 'pip install ".[timm]"' in readme
 
 
+@pytest.mark.slow
 def test_export_without_the_extra_says_what_to_install(demo_checkpoint, tmp_path: Path) -> None:
     blocked = _block(tmp_path / "blocked", "onnx", "onnxscript")
     out = tmp_path / "shipped"
@@ -68,6 +69,7 @@ def test_export_without_the_extra_says_what_to_install(demo_checkpoint, tmp_path
     assert not out.exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_timm_backbone_without_timm_says_what_to_install(tmp_path: Path) -> None:
     blocked = _block(tmp_path / "blocked", "timm")
     result = _sef("info", "--backbone", "timm:resnet18", blocked=blocked)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from sef.checkpoint import load_trained_model
 from sef.datasets.images import open_rgb
+from sef.model import load_trained_model
 from sef.predict import find_images, format_table, predict_images
 
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
@@ -21,16 +20,6 @@ from sef.metrics import paper_scores, round_half_up
 TOY = ["--weights", "none", "--set", "optim.epochs=1", "--set", "data.image_size=32"]
 FAST = ["--set", "model.backbone=small_cnn", "--set", "data.workers=0", "--no-progress"]
 FAST += ["--set", "run.tensorboard=false"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as in the subprocesses (OMP_NUM_THREADS=1): on a shared 2-core machine
-    tiny convolutions spend most of their time waiting for a second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -70,6 +59,7 @@ def _check_scores(rows: list[dict[str, str]]) -> None:
         assert (float(row["score"]) if row["score"] else None) == expected.get(row["row"])
 
 
+@pytest.mark.slow
 def test_both_tables_at_toy_scale(roots, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     for table, rows in (("table2", 3), ("table3", 5)):
@@ -135,6 +125,7 @@ def _kill_when(path: Path, command: list[str], cwd: Path) -> None:
             process.kill()
 
 
+@pytest.mark.slow
 def test_killed_during_the_second_run_resumes_it_and_reuses_the_first(
     cub_root: Path, tmp_path: Path
 ) -> None:
@@ -170,6 +161,7 @@ def test_a_run_killed_in_its_first_epoch_starts_afresh(cub_root: Path, tmp_path:
     assert load_checkpoint(folder / "last.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, capsys) -> None:
     result = _sef("reproduce", "table3", "--dry-run", "--set", "run.amp=bf16", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -237,6 +229,7 @@ def test_bad_input_stops_in_one_line(arguments, message, tmp_path: Path, monkeyp
     assert error.count("\n") == 1 and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_trained_with_other_settings_is_refused(cub_root: Path, tmp_path: Path) -> None:
     arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "plain"]
     assert main([*arguments, *TOY, *FAST, "--out", str(tmp_path)]) == 0
@@ -249,6 +242,7 @@ def test_a_folder_trained_with_other_settings_is_refused(cub_root: Path, tmp_pat
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

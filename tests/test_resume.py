@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
+
+pytestmark = pytest.mark.slow  # trains in a subprocess, kills it and resumes
 
 EPOCHS = 3
 TIMING_KEYS = ("seconds", "images_per_second")

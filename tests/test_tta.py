@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from sef import SEF, transforms
-from sef.checkpoint import load_trained_model
 from sef.engine import evaluate, evaluate_checkpoint
+from sef.model import load_trained_model
 from sef.tta import TTA_MODES, TTAViews, averaged_views, forward_views, view_count
 
 

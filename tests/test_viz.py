@@ -8,6 +8,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from sef import SEF, transforms
+from sef.analysis import (
+    channel_cosine,
+    group_maps,
+    group_means,
+    mean_channel_correlation,
+    normalise_maps,
+    upsample_maps,
+)
 from sef.datasets.imagelist import ImageList
 from sef.errors import DataError
 from sef.parts import (
@@ -19,18 +27,12 @@ from sef.parts import (
     transform_with_parts,
 )
 from sef.viz import (
-    channel_cosine,
-    group_maps,
-    group_means,
-    mean_channel_correlation,
-    normalise_maps,
     plot_correlation,
     plot_curves,
     plot_group_maps,
     plot_parts,
     read_metrics,
     unnormalise,
-    upsample_maps,
 )
 
 

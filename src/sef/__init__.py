@@ -1,17 +1,32 @@
-"""SEF: semantically enhanced features for fine-grained image classification, on any CNN."""
+"""SEF: semantically enhanced features for fine-grained image classification, on any CNN.
 
-from sef import datasets, transforms
-from sef.backbones import available_backbones, create_backbone
-from sef.checkpoint import TrainedModel, load_checkpoint, load_trained_model, save_checkpoint
-from sef.config import Config, resolve_config
-from sef.engine import evaluate, fit
-from sef.errors import SEFError
-from sef.groups import group_sizes
-from sef.losses import SEFLoss, group_loss
-from sef.metrics import paper_scores
-from sef.model import SEF, SEFOutput
+The public names below resolve on first use (:mod:`sef.lazy`): ``import sef`` loads no torch.
+"""
+
+from sef.lazy import lazy_attributes
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "Config": "sef.config",
+    "resolve_config": "sef.config",
+    "SEF": "sef.model",
+    "SEFOutput": "sef.model",
+    "TrainedModel": "sef.model",
+    "load_trained_model": "sef.model",
+    "SEFError": "sef.errors",
+    "SEFLoss": "sef.losses",
+    "group_loss": "sef.losses",
+    "available_backbones": "sef.backbones",
+    "create_backbone": "sef.backbones",
+    "evaluate": "sef.engine",
+    "fit": "sef.engine",
+    "group_sizes": "sef.groups",
+    "load_checkpoint": "sef.checkpoint",
+    "save_checkpoint": "sef.checkpoint",
+    "paper_scores": "sef.metrics",
+}
+__getattr__ = lazy_attributes(__name__, _HOMES)
 
 __all__ = [
     "Config",

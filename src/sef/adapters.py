@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-POOLS = ("avg", "token")
+from sef.choices import POOLS
+
 _NEEDS = (
     "sef needs a [B, C, H, W] map, a channels-last [B, H, W, C] map or [B, N, C] tokens "
     "(prefix tokens first, then a patch grid) from forward_features"

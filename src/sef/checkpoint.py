@@ -11,16 +11,13 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sef import filekinds
-from sef.errors import CheckpointError, ConfigError, DataError
-from sef.model import SEF
+from sef.errors import CheckpointError
 from sef.outputs import atomic_path
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
@@ -148,84 +145,3 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"by `sef train`"
         )
     return state
-
-
-@dataclass
-class TrainedModel:
-    """A trained SEF in eval mode, with everything needed to feed it images."""
-
-    model: SEF
-    classes: list[str]
-    config: dict
-    image_size: int
-    test_transform: Callable
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def dataset(self, split: str = "test", root: str | os.PathLike | None = None) -> Any:
-        """``split`` of the data this model was trained on (or found under ``root``), with its
-        test transform; DataError if that data's classes are not the model's."""
-        from sef import datasets
-
-        data, seed = self.config["data"], self.config["run"]["seed"]
-        root = root if root is not None else data["root"]
-        options = {"seed": seed, "val_fraction": data["val_fraction"], **data["options"]}
-        options["transform"] = self.test_transform
-        loaded = datasets.load(data["dataset"], root, split, **options)
-        if list(loaded.classes) != list(self.classes):
-            raise DataError(
-                f"the classes of the {split} split under {root} differ from the "
-                f"{len(self.classes)} classes the model was trained on; pass its own data"
-            )
-        return loaded
-
-
-def build_model(config: Any, num_classes: int) -> SEF:
-    """The SEF network a :class:`~sef.config.Config` describes, with its initial weights."""
-    m = config.model
-    try:
-        return SEF(
-            m.backbone,
-            num_classes=num_classes,
-            groups=m.groups,
-            weights=m.weights,
-            pool=m.pool,
-            image_size=config.data.image_size,
-            backbone_args=m.backbone_args,
-        )
-    except ValueError as error:
-        raise ConfigError(
-            f"model.backbone={m.backbone!r} with model.groups={m.groups} cannot be built: {error}"
-        ) from None
-
-
-def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
-    from sef import transforms
-    from sef.config import config_from_dict
-
-    state = load_checkpoint(path)
-    try:
-        config = config_from_dict(state["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {error}") from None
-    classes = [str(name) for name in state["classes"]]
-    config.model.weights = None  # the checkpoint's own weights replace any initial ones
-    model = build_model(config, len(classes))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        reason = str(error).split("\n")[0]
-        raise CheckpointError(
-            f"checkpoint {path} weights do not fit its own config ({reason}); the file is damaged"
-        ) from None
-    size, recipe = config.data.image_size, config.data.recipe
-    return TrainedModel(
-        model=model.to(device).eval(),
-        classes=classes,
-        config=state["config"],
-        image_size=size,
-        test_transform=transforms.test_transform(recipe, size),
-        mean=tuple(transforms.IMAGENET_MEAN),
-        std=tuple(transforms.IMAGENET_STD),
-    )

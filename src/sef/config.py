@@ -26,12 +26,10 @@ from typing import Any
 
 import yaml
 
-from sef.adapters import POOLS
-from sef.datasets import BAD_IMAGE_POLICIES, NAMES
+from sef.choices import BAD_IMAGE_POLICIES, GROUP_LOSS_VARIANTS, POOLS, RECIPES
+from sef.datasets import NAMES
 from sef.errors import ConfigError
-from sef.losses import GROUP_LOSS_VARIANTS
 from sef.outputs import write_text
-from sef.transforms import RECIPES
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
 OWN_DATASETS = ("folder", "csv")  # users' own images, named after their folder
@@ -53,7 +51,9 @@ CHOICES = {
 }
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
-NESTED_KEYS = ("data.options", "model.backbone_args")  # mappings whose keys --set may reach
+# Mappings that are one value of their section, not sections: --set may reach their keys, while
+# merges (a config file on its base preset) replace them whole and flatten keeps them whole.
+NESTED_KEYS = ("data.options", "model.backbone_args")
 
 
 @dataclass
@@ -236,11 +236,29 @@ def config_to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def _is_section(path: str, value: Any) -> bool:
+    """Whether the value at dotted ``path`` is a section of keys (not a NESTED_KEYS mapping)."""
+    return isinstance(value, dict) and path not in NESTED_KEYS
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"section.key": value}`` from nested config values (a NESTED_KEYS mapping is a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if _is_section(path, value):
+            flat |= flatten(value, f"{path}.")
+        else:
+            flat[path] = value
+    return flat
+
+
+def _deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
-            merged[key] = _deep_merge(merged[key], value)
+        path = f"{prefix}{key}"
+        if _is_section(path, value) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value, f"{path}.")
         else:
             merged[key] = value
     return merged
@@ -422,8 +440,8 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
     return config_from_dict(tree)
 
 
-def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``{"section.key": value}`` from ``section.key=value`` texts (values parsed as YAML)."""
     values = {}
     for text in overrides:
         key, sep, raw = text.partition("=")
@@ -433,7 +451,12 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
             values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             values[key.strip()] = raw
-    return apply_values(config, values)
+    return values
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    return apply_values(config, parse_overrides(overrides))
 
 
 def save_config(config: Config, path: str | Path) -> None:

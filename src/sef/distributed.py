@@ -59,6 +59,14 @@ def setup(device: str = "auto") -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), chosen, owns_group)
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0, the one that prints and writes (True outside torchrun);
+    known before ``setup`` (from the launcher's RANK) as well as after."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def teardown(context: Context) -> None:
     """Leave the process group if ``setup`` joined it (a caller's own group stays up)."""
     if context.owns_group and dist.is_initialized():

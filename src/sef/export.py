@@ -20,11 +20,10 @@ import torch
 from torch import nn
 
 from sef import extras, outputs, transforms
-from sef.checkpoint import TrainedModel, load_trained_model
+from sef.choices import EXPORT_FORMATS
 from sef.errors import OutputError
-from sef.model import SEF
+from sef.model import SEF, TrainedModel, load_trained_model
 
-EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 FILE_NAMES = {
     "onnx": "model.onnx",
     "torchscript": "model.torchscript.pt",

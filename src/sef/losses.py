@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sef.choices import GROUP_LOSS_VARIANTS
 from sef.groups import check_groups, group_sizes
 
 if TYPE_CHECKING:
     from sef.model import SEFOutput
 
-GROUP_LOSS_VARIANTS = ("reference", "paper")
 EPS = torch.finfo(torch.float32).eps
 
 

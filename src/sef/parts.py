@@ -28,9 +28,9 @@ from torch import Tensor
 from torchvision import tv_tensors
 from tqdm import tqdm
 
+from sef.analysis import backbone_features, group_maps
 from sef.errors import DataError
 from sef.model import SEF
-from sef.viz import backbone_features, group_maps
 
 Parts = dict[str, tuple[float, float]]
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
-from sef.checkpoint import TrainedModel
-from sef.datasets.images import to_rgb
+from sef.datasets.images import MISSING, UnreadableImage, open_rgb
+from sef.model import TrainedModel
 
 
 @dataclass
@@ -70,13 +69,12 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            with Image.open(self.paths[index]) as image:
-                image.load()
-                rgb = to_rgb(image)
-        except FileNotFoundError:
-            return index, None, "does not exist"
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-            return index, None, f"cannot be decoded ({error})"
+            rgb = open_rgb(self.paths[index])
+        except UnreadableImage as bad:
+            reason = (
+                "does not exist" if bad.kind == MISSING else f"cannot be decoded ({bad.detail})"
+            )
+            return index, None, reason
         return index, self.transform(rgb), None
 
 

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
+from sef.choices import RECIPES
 from sef.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RECIPES = ("resize_crop", "resize")
 # The paper resizes to 600 before cropping 448; other crop sizes keep that ratio.
 RESIZE_CROP_RATIO = 600 / 448
 

@@ -23,8 +23,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from sef import transforms
+from sef.choices import TTA_MODES
 
-TTA_MODES = ("flip", "crops", "flip+crops")
 _CROPS = 5  # four corners and the centre
 
 

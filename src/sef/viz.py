@@ -1,97 +1,40 @@
 """Figures of what SEF learned: channel correlations (the paper's Fig. 2), group activation maps
 (Fig. 4), training curves (Fig. 3) and where each group peaks on the demo data's known parts.
 
-Computations take a model and image tensors and return tensors, so they work in notebooks too;
-``plot_*`` functions draw with matplotlib's object API (no pyplot, no global backend state) and
-write a PNG.
+The maths is in :mod:`sef.analysis` (tensors in, tensors out); ``plot_*`` functions draw with
+matplotlib's object API (no pyplot, no global backend state) and write a PNG; ``*_figure``
+functions do both for a trained model.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
 from sef import outputs
-from sef.checkpoint import TrainedModel
+from sef.analysis import (
+    backbone_features,
+    group_maps,
+    group_means,
+    mean_channel_correlation,
+    upsample_maps,
+)
 from sef.errors import DataError
-from sef.model import SEF
+from sef.model import TrainedModel
+from sef.parts import measure_parts
 
-_EPS = torch.finfo(torch.float32).eps
 _MAP_CMAP = "jet"
 _CORR_CMAP = "viridis"
 _DPI = 110
 
 
-# ------------------------------------------------------------------ computations
-
-
-@torch.no_grad()
-def backbone_features(model: SEF, images: Tensor) -> Tensor:
-    """The feature map [B, C, h, w] of ``images`` (tokens as a grid), in eval mode, on CPU."""
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        return model.feature_map(images.to(device)).float().cpu()
-    finally:
-        model.train(was_training)
-
-
-def channel_cosine(features: Tensor) -> Tensor:
-    """Per image, the cosine between every pair of channels: [B, C, C] from [B, C, h, w]."""
-    flat = features.flatten(2).float()
-    unit = flat / (flat.norm(dim=2, keepdim=True) + _EPS)
-    return unit @ unit.transpose(1, 2)
-
-
-def mean_channel_correlation(model: SEF, batches: Iterable[Tensor]) -> tuple[Tensor, int]:
-    """The C x C channel correlation averaged over every image in ``batches``, and the count."""
-    total, count = None, 0
-    for images in batches:
-        cosine = channel_cosine(backbone_features(model, images))
-        batch_sum = cosine.sum(0)
-        total = batch_sum if total is None else total + batch_sum
-        count += cosine.shape[0]
-    if total is None:
-        raise DataError("no images to average the channel correlation over; pass at least one")
-    return total / count, count
-
-
-def group_means(matrix: Tensor, group_sizes: Sequence[int]) -> Tensor:
-    """Block means of a C x C matrix over contiguous channel groups: the G x G matrix D."""
-    blocks = [row.split(list(group_sizes), dim=1) for row in matrix.split(list(group_sizes), dim=0)]
-    return torch.tensor([[block.mean().item() for block in row] for row in blocks])
-
-
-def group_maps(features: Tensor, group_sizes: Sequence[int]) -> Tensor:
-    """Each group's activation map, the mean of its channels: [B, G, h, w]."""
-    parts = features.split(list(group_sizes), dim=1)
-    return torch.stack([part.mean(1) for part in parts], dim=1)
-
-
-def normalise_maps(maps: Tensor) -> Tensor:
-    """Scale every map of [B, G, h, w] to [0, 1] on its own (a flat map becomes all zeros)."""
-    flat = maps.flatten(2)
-    low = flat.min(2, keepdim=True).values
-    span = flat.max(2, keepdim=True).values - low
-    return ((flat - low) / span.clamp_min(_EPS)).view_as(maps)
-
-
-def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Scale each [B, G, h, w] map to [0, 1], then bilinearly upsample it to the image size.
-
-    Scaling first keeps a flat map (e.g. a 1 x 1 feature map) exactly zero instead of amplifying
-    the interpolation's rounding noise.
-    """
-    upsampled = F.interpolate(normalise_maps(maps), size=size, mode="bilinear", align_corners=False)
-    return upsampled.clamp(0, 1)
+# ------------------------------------------------------------------ inputs
 
 
 def unnormalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -464,8 +407,6 @@ def parts_figure(
 ):
     """Measure where each group peaks on ``images`` random demo images and draw it; returns
     (path, PartReport)."""
-    from sef.parts import measure_parts
-
     outputs.check_writable(out)  # before the work
     dataset = trained.dataset(split, root)
     indices = pick_indices(len(dataset), images, seed)

@@ -8,8 +8,6 @@ import sys
 import yaml
 
 from sef import datasets
-from sef.datasets.checking import describe_bad_images
-from sef.datasets.download import download
 from sef.errors import ConfigError
 
 SHOWN_CLASSES = 8
@@ -80,6 +78,8 @@ def _class_summary(classes: list[str], everything: bool) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from sef.datasets.checking import describe_bad_images
+
     options = dict(args.option)
     if args.name == "demo":
         options.setdefault("progress", not args.no_progress)
@@ -111,6 +111,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    from sef.datasets.download import download
+
     root = download(
         args.name,
         args.root,

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from sef.tta import TTA_MODES
+from sef.choices import TTA_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sef.distributed import is_main_process
     from sef.engine import evaluate_checkpoint, write_predictions
     from sef.outputs import check_writable
     from sef.report import error_report, writable_folder
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     path = args.predictions or args.checkpoint.with_name(
         f"{args.checkpoint.stem}-{args.split}-predictions.csv"
     )
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         check_writable(path)  # before the evaluation, not after it
     result, dataset = evaluate_checkpoint(
         args.checkpoint,
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         tta=args.tta,
     )
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_process():
         return 0
     write_predictions(path, result, dataset)
     summary = {"checkpoint": str(args.checkpoint), "split": args.split, **result.summary()}

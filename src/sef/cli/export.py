@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sef.choices import EXPORT_FORMATS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from sef.export import EXPORT_FORMATS
-
     parser = subparsers.add_parser(
         "export",
         help="export a checkpoint's plain network: ONNX, TorchScript, safetensors",
@@ -36,9 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sef.checkpoint import load_trained_model
     from sef.errors import SEFError
     from sef.export import export_trained, max_logit_differences
+    from sef.model import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device="cpu")
     paths = export_trained(trained, args.out, args.formats)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from sef.adapters import POOLS
-from sef.model import SEF
+from sef.choices import POOLS
+
+if TYPE_CHECKING:
+    from sef.model import SEF
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +60,8 @@ def describe(model: SEF) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sef.model import SEF
+
     model = SEF(
         args.backbone,
         num_classes=args.classes,

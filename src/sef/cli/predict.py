@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sef.checkpoint import load_trained_model
+    from sef.model import load_trained_model
     from sef.predict import format_table, predict_images
 
     device = args.device

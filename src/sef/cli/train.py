@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from sef.config import AMP_MODES, Config, apply_overrides, apply_values, resolve_config
+from sef.config import AMP_MODES, Config, apply_values, parse_overrides, resolve_config
 
 # flag -> config key; flags left unset keep the preset's value
 FLAG_KEYS = {
@@ -80,25 +79,20 @@ def _flag_values(args: argparse.Namespace) -> dict:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    """The config a `sef train` command line describes (resume: the checkpoint's own config)."""
-    from sef.checkpoint import load_checkpoint
-    from sef.config import config_from_dict
-    from sef.engine import choose_out_dir
+    """The config a `sef train` command line describes (resume: the run's own saved config, with
+    the values this command line gives)."""
+    from sef.engine.run import resume_config
 
-    def given(config: Config) -> Config:
-        return apply_overrides(apply_values(config, _flag_values(args)), args.overrides)
-
-    config = given(resolve_config(args.preset, args.config))
-    if args.resume:  # the run folder is named after the data: locate it with every value given
-        saved = load_checkpoint(choose_out_dir(config, resume=True) / "last.pt")["config"]
-        config = given(config_from_dict(saved))
-    return config
+    changes = {**_flag_values(args), **parse_overrides(args.overrides)}
+    config = resolve_config(args.preset, args.config)
+    return resume_config(config, changes) if args.resume else apply_values(config, changes)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sef.distributed import is_main_process
     from sef.engine import fit
 
     result = fit(build_config(args), resume=args.resume, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(result.report())
     return 0

@@ -13,12 +13,25 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sef.datasets.checking import BAD_IMAGE_POLICIES, apply_bad_image_policy, find_bad_images
-from sef.datasets.imagelist import ImageList
-from sef.datasets.splits import SPLITS
+from sef.choices import BAD_IMAGE_POLICIES
 from sef.errors import ConfigError
+from sef.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from sef.datasets.imagelist import ImageList
+
+# The readers, the image list and the checks import torch and PIL: loaded on first use.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "ImageList": "sef.datasets.imagelist",
+        "SPLITS": "sef.datasets.splits",
+        "apply_bad_image_policy": "sef.datasets.checking",
+        "find_bad_images": "sef.datasets.checking",
+    },
+)
 
 # name -> module that defines ``read(root, split, *, seed, val_fraction, **options)``
 READERS = {

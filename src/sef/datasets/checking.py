@@ -6,24 +6,20 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets.imagelist import ImageList
+from sef.datasets.images import UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
 
 
 def _problem(path: str) -> str | None:
     """Why the image at ``path`` cannot be used, or None if it decodes fully."""
-    if not os.path.exists(path):
-        return "missing"
     try:
-        with Image.open(path) as image:
-            image.load()
-    except UnidentifiedImageError:
-        return "not an image"
-    except (OSError, ValueError, SyntaxError) as error:
-        return f"cannot decode: {error}"
+        decode(path)
+    except UnreadableImage as bad:
+        return f"cannot decode: {bad.detail}" if bad.kind == UNDECODABLE else bad.kind
     return None
 
 
@@ -53,9 +49,6 @@ def find_bad_images(
 def describe_bad_images(bad: Sequence[tuple[str, str]]) -> str:
     """One line per bad image: ``path: reason``."""
     return "\n".join(f"{path}: {reason}" for path, reason in bad)
-
-
-BAD_IMAGE_POLICIES = ("stop", "skip", "off")
 
 
 def apply_bad_image_policy(

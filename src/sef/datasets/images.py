@@ -1,4 +1,4 @@
-"""Opening any image file as an RGB PIL image, with errors that name the file."""
+"""Decoding image files: the one place that says why a file cannot be used, and any mode to RGB."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from sef.errors import DataError
 
 # Transparent pixels become white, not whatever colour the file happens to store under alpha 0.
 _BACKGROUND = (255, 255, 255)
+# Why an image cannot be used (UnreadableImage.kind).
+MISSING, NOT_AN_IMAGE, UNDECODABLE = "missing", "not an image", "undecodable"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -26,19 +28,39 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Fully decode the image at ``path`` as RGB; a DataError names the file if that fails."""
+class UnreadableImage(DataError):
+    """An image file that cannot be used: ``kind`` says why (MISSING, NOT_AN_IMAGE, UNDECODABLE)
+    and ``detail`` is the decoder's own message, for callers that word it their own way. Built
+    from one message like any DataError, so it crosses from DataLoader workers intact."""
+
+    def __init__(self, message: str, kind: str = UNDECODABLE, detail: str = "") -> None:
+        super().__init__(message)
+        self.kind, self.detail = kind, detail
+
+
+def decode(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode the image at ``path`` (in its own mode); UnreadableImage if not."""
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return image
     except FileNotFoundError:
-        raise DataError(
+        raise UnreadableImage(
             f"image {path} is listed by the dataset but missing; restore it or run "
-            f"`sef data check` to list every bad file"
+            f"`sef data check` to list every bad file",
+            MISSING,
         ) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise DataError(
+        kind = NOT_AN_IMAGE if isinstance(error, UnidentifiedImageError) else UNDECODABLE
+        raise UnreadableImage(
             f"image {path} cannot be decoded ({error}); replace it, or train with "
-            f"bad_images='skip' to leave it out"
+            f"bad_images='skip' to leave it out",
+            kind,
+            str(error),
         ) from None
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Fully decode the image at ``path`` as RGB; an UnreadableImage (a DataError) names the
+    file if that fails."""
+    return to_rgb(decode(path))

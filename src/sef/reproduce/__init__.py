@@ -8,7 +8,16 @@
 - :mod:`~sef.reproduce.runner`: trains the runs in order, resumable, under torchrun too
 """
 
-from sef.reproduce.plan import parse_data
-from sef.reproduce.runner import Outcome, reproduce
+from sef.lazy import lazy_attributes
+
+# The runner trains (torch): loaded on first use, so `sef reproduce --help` stays light.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "parse_data": "sef.reproduce.plan",
+        "Outcome": "sef.reproduce.runner",
+        "reproduce": "sef.reproduce.runner",
+    },
+)
 
 __all__ = ["Outcome", "parse_data", "reproduce"]

@@ -134,13 +134,10 @@ def preset_name(dataset: str, backbone: str, method: str) -> str:
 
 def _image_counts(config: Config) -> tuple[int, int]:
     """How many images the config's train and eval splits hold (reads the lists, not images)."""
-    from sef import datasets as readers
+    from sef.engine.data import read_split
 
     d = config.data
-    common = {"seed": config.run.seed, "val_fraction": d.val_fraction, **d.options}
-    train = readers.load(d.dataset, d.root, d.train_split, **common)
-    test = readers.load(d.dataset, d.root, d.eval_split, **common)
-    return len(train), len(test)
+    return len(read_split(config, d.train_split)), len(read_split(config, d.eval_split))
 
 
 def make_plan(

@@ -10,10 +10,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sef.checkpoint import load_checkpoint
-from sef.config import Config, config_from_dict, config_to_dict
+from sef.config import Config, config_from_dict, config_to_dict, flatten
 from sef.engine import RESUMABLE_CHANGES
 from sef.errors import ConfigError
 
@@ -42,20 +41,10 @@ class RunState:
     result: Result | None = None
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "options":
-            flat |= _leaves(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _check_same_config(config: Config, saved: dict, path: Path) -> None:
     """Refuse a run that computes something else than the one planned (locations may differ)."""
-    now = _leaves(config_to_dict(config))
-    before = _leaves(config_to_dict(config_from_dict(saved)))
+    now = flatten(config_to_dict(config))
+    before = flatten(config_to_dict(config_from_dict(saved)))
     for key in sorted(now):
         if key not in RESUMABLE_CHANGES and now[key] != before.get(key):
             raise ConfigError(

@@ -1,0 +1,80 @@
+"""Feature-map maths shared by the figures (sef.viz) and part localisation (sef.parts).
+
+The backbone's map, channel correlations and each group's activation map: tensors in, tensors
+out, so they work in notebooks too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sef.errors import DataError
+from sef.model import SEF
+
+_EPS = torch.finfo(torch.float32).eps
+
+
+@torch.no_grad()
+def backbone_features(model: SEF, images: Tensor) -> Tensor:
+    """The feature map [B, C, h, w] of ``images`` (tokens as a grid), in eval mode, on CPU."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        return model.feature_map(images.to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+
+
+def channel_cosine(features: Tensor) -> Tensor:
+    """Per image, the cosine between every pair of channels: [B, C, C] from [B, C, h, w]."""
+    flat = features.flatten(2).float()
+    unit = flat / (flat.norm(dim=2, keepdim=True) + _EPS)
+    return unit @ unit.transpose(1, 2)
+
+
+def mean_channel_correlation(model: SEF, batches: Iterable[Tensor]) -> tuple[Tensor, int]:
+    """The C x C channel correlation averaged over every image in ``batches``, and the count."""
+    total, count = None, 0
+    for images in batches:
+        cosine = channel_cosine(backbone_features(model, images))
+        batch_sum = cosine.sum(0)
+        total = batch_sum if total is None else total + batch_sum
+        count += cosine.shape[0]
+    if total is None:
+        raise DataError("no images to average the channel correlation over; pass at least one")
+    return total / count, count
+
+
+def group_means(matrix: Tensor, group_sizes: Sequence[int]) -> Tensor:
+    """Block means of a C x C matrix over contiguous channel groups: the G x G matrix D."""
+    blocks = [row.split(list(group_sizes), dim=1) for row in matrix.split(list(group_sizes), dim=0)]
+    return torch.tensor([[block.mean().item() for block in row] for row in blocks])
+
+
+def group_maps(features: Tensor, group_sizes: Sequence[int]) -> Tensor:
+    """Each group's activation map, the mean of its channels: [B, G, h, w]."""
+    parts = features.split(list(group_sizes), dim=1)
+    return torch.stack([part.mean(1) for part in parts], dim=1)
+
+
+def normalise_maps(maps: Tensor) -> Tensor:
+    """Scale every map of [B, G, h, w] to [0, 1] on its own (a flat map becomes all zeros)."""
+    flat = maps.flatten(2)
+    low = flat.min(2, keepdim=True).values
+    span = flat.max(2, keepdim=True).values - low
+    return ((flat - low) / span.clamp_min(_EPS)).view_as(maps)
+
+
+def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Scale each [B, G, h, w] map to [0, 1], then bilinearly upsample it to the image size.
+
+    Scaling first keeps a flat map (e.g. a 1 x 1 feature map) exactly zero instead of amplifying
+    the interpolation's rounding noise.
+    """
+    upsampled = F.interpolate(normalise_maps(maps), size=size, mode="bilinear", align_corners=False)
+    return upsampled.clamp(0, 1)

@@ -1,0 +1,12 @@
+"""The fixed words that configs and commands accept, in a module that imports nothing.
+
+So `sef --help` and config checks start without torch. The module that acts on each set imports
+it from here (``sef.adapters.POOLS`` is this ``POOLS``).
+"""
+
+POOLS = ("avg", "token")  # how token backbones pool (sef.adapters)
+GROUP_LOSS_VARIANTS = ("reference", "paper")  # sef.losses
+RECIPES = ("resize_crop", "resize")  # the paper's image pipelines (sef.transforms)
+BAD_IMAGE_POLICIES = ("stop", "skip", "off")  # sef.datasets.checking
+TTA_MODES = ("flip", "crops", "flip+crops")  # test-time augmentation (sef.tta)
+EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")  # sef.export

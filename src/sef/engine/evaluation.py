@@ -1,0 +1,204 @@
+"""Evaluation: every head's predictions on a dataset or for a saved model, and their CSV.
+
+Under DDP each process takes an unpadded shard, so every image counts exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from sef import distributed, outputs
+from sef.config import config_from_dict
+from sef.distributed import Context
+from sef.engine.device import autocast, to_device
+from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
+from sef.model import load_trained_model, unwrap
+from sef.tta import TTAViews, forward_views
+
+
+@dataclass
+class EvalResult:
+    """Predictions of the global head and every group head on a whole dataset, with metrics."""
+
+    labels: Tensor  # [N]
+    predictions: Tensor  # [N]
+    group_predictions: Tensor  # [G, N]
+    num_classes: int
+    tta: str | None = None  # the test-time augmentation of tta_predictions (sef.tta)
+    tta_predictions: Tensor | None = None  # [N]
+
+    @property
+    def top1(self) -> float:
+        return top1_accuracy(self.predictions, self.labels)
+
+    @property
+    def class_mean(self) -> float:
+        return class_mean_accuracy(self.predictions, self.labels, self.num_classes)
+
+    @property
+    def group_top1(self) -> list[float]:
+        return group_accuracies(self.group_predictions, self.labels)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain numbers: top-1, class-mean accuracy, per-group head accuracy, image count;
+        with TTA also its top-1 and class-mean accuracy."""
+        summary = {
+            "top1": self.top1,
+            "class_mean": self.class_mean,
+            "group_top1": self.group_top1,
+            "images": int(self.labels.numel()),
+        }
+        if self.tta_predictions is not None:
+            summary["tta"] = self.tta
+            summary["tta_top1"] = top1_accuracy(self.tta_predictions, self.labels)
+            summary["tta_class_mean"] = class_mean_accuracy(
+                self.tta_predictions, self.labels, self.num_classes
+            )
+        return summary
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    context: Context | None = None,
+    amp: str = "none",
+    channels_last: bool = False,
+    progress: bool = True,
+    tta: str | None = None,
+) -> EvalResult:
+    """Predict every image of ``dataset`` once with the global head and each group head
+    (uint8 images are normalised on the device, as in ``train_one_epoch``).
+
+    With ``tta`` (a mode of :mod:`sef.tta`) the dataset's items are view stacks of
+    ``sef.tta.TTAViews``: the heads read the plain view, and the TTA prediction averages the
+    class probabilities of the mode's views.
+
+    Under DDP each process takes an unpadded shard and the predictions are summed into full-size
+    tensors, so every image is counted exactly once whatever the world size.
+    """
+    context = context or Context(device=next(model.parameters()).device)
+    sef = unwrap(model)
+    distributed.broadcast_buffers(sef, context)  # BatchNorm statistics as rank 0 has them
+    was_training = sef.training
+    sef.eval()
+    device, length = context.device, len(dataset)
+    indices = distributed.shard(length, context)
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers)
+    # Slot 0 counts how often each image was seen; the rest hold 1 + predicted class.
+    # With TTA the last slot holds 1 + its prediction.
+    table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)
+    position = 0
+    bar = tqdm(
+        loader,
+        desc="eval",
+        unit="batch",
+        leave=False,
+        file=sys.stderr,
+        disable=not (progress and context.is_main),
+    )
+
+    def prepare(batch: Tensor) -> Tensor:
+        return to_device(batch, device, channels_last)
+
+    for images, labels in bar:
+        with autocast(device, amp):
+            if tta:
+                output, probabilities = forward_views(sef, images, tta, prepare)
+            else:
+                output = sef.forward_sef(prepare(images))
+        rows = torch.tensor(indices[position : position + len(labels)], device=device)
+        position += len(labels)
+        table[0, rows] += 1
+        table[1, rows] = labels.to(device) + 1
+        table[2, rows] = output.logits.argmax(1) + 1
+        table[3 : 3 + sef.groups, rows] = output.group_logits.argmax(2) + 1
+        if tta:
+            table[-1, rows] = probabilities.argmax(1) + 1
+    sef.train(was_training)
+    table = distributed.all_reduce_sum(table, context).cpu()
+    if not torch.all(table[0] == 1):
+        raise RuntimeError("evaluation did not see every image exactly once")
+    return EvalResult(
+        labels=table[1] - 1,
+        predictions=table[2] - 1,
+        group_predictions=table[3 : 3 + sef.groups] - 1,
+        num_classes=sef.num_classes,
+        tta=tta,
+        tta_predictions=table[-1] - 1 if tta else None,
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    data_root: str | None = None,
+    split: str = "test",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    tta: str | None = None,
+) -> tuple[EvalResult, Any]:
+    """Evaluate a saved model on ``split`` of the dataset its config names (or ``data_root``),
+    with test-time augmentation ``tta`` (a mode of :mod:`sef.tta`) beside the plain prediction.
+
+    Returns the result and the dataset (whose ``samples`` line up with the predictions).
+    """
+    context = distributed.setup(device)
+    try:
+        trained = load_trained_model(checkpoint, device=context.device)
+        config = config_from_dict(trained.config)
+        dataset = trained.dataset(split, data_root)
+        if tta:
+            dataset.transform = TTAViews(config.data.recipe, trained.image_size, tta)
+        result = evaluate(
+            trained.model,
+            dataset,
+            batch_size=batch_size or config.run.eval_batch_size or config.optim.batch_size,
+            workers=config.data.workers if workers is None else workers,
+            context=context,
+            progress=progress,
+            tta=tta,
+        )
+        return result, dataset
+    finally:
+        distributed.teardown(context)
+
+
+def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any) -> None:
+    """A CSV of per-image predictions: path, label, prediction, correct (+ class names); with
+    TTA also tta_prediction, tta_correct and tta_prediction_name."""
+    import csv
+
+    classes = dataset.classes
+    header = ["path", "label", "prediction", "correct", "label_name", "prediction_name"]
+    tta = result.tta_predictions
+    if tta is not None:
+        header += ["tta_prediction", "tta_correct", "tta_prediction_name"]
+    with (
+        outputs.atomic_path(path) as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for index, ((image, _), label, prediction) in enumerate(
+            zip(dataset.samples, result.labels.tolist(), result.predictions.tolist(), strict=True)
+        ):
+            row = [image, label, prediction, int(label == prediction), classes[label],
+                   classes[prediction]]  # fmt: skip
+            if tta is not None:
+                guess = int(tta[index])
+                row += [guess, int(label == guess), classes[guess]]
+            writer.writerow(row)

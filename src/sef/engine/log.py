@@ -1,0 +1,54 @@
+"""Rank 0's record of a run: metrics.jsonl, TensorBoard scalars and a line per epoch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sef import outputs
+from sef.config import Config
+
+
+def _write_lines(path: Path, records: list[dict]) -> None:
+    """Rewrite metrics.jsonl atomically (resume drops lines the checkpoint does not cover)."""
+    outputs.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+class Logger:
+    """Rank 0's outputs: metrics.jsonl, TensorBoard scalars and a line per epoch."""
+
+    def __init__(self, out: Path, config: Config, history: list[dict], start_epoch: int):
+        self.metrics = out / "metrics.jsonl"
+        _write_lines(self.metrics, history)
+        self.board = None
+        if config.run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(out / "tb"), purge_step=start_epoch)
+
+    def epoch(self, record: dict, epochs: int) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            for key, value in record.items():
+                if isinstance(value, list):
+                    for g, v in enumerate(value, start=1):
+                        self.board.add_scalar(f"{key}/group{g}", v, record["epoch"])
+                elif key != "epoch":
+                    self.board.add_scalar(key, value, record["epoch"])
+            self.board.flush()
+        groups = " ".join(f"{v:.3f}" for v in record["eval_group_top1"])
+        tqdm.write(
+            f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.2g}  "
+            f"loss {record['loss_total']:.4f}  train {record['train_top1']:.3f}  "
+            f"eval top1 {record['eval_top1']:.3f}  class-mean {record['eval_class_mean']:.3f}  "
+            f"groups [{groups}]  {record['seconds']:.0f}s  {record['images_per_second']:.0f} img/s",
+            file=sys.stdout,
+        )
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()

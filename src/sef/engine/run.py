@@ -1,0 +1,389 @@
+"""A training run and all of resume: ``fit(config)`` runs the paper's recipe end to end.
+
+One straight road: datasets -> model -> SGD + StepLR -> per epoch ``train_one_epoch`` then
+``evaluate`` -> metrics.jsonl, TensorBoard, ``last.pt`` / ``best.pt`` in the run folder.
+
+Resume is exact: every epoch starts by seeding all random generators from (seed, epoch, rank),
+the sampler shuffles from (seed, epoch) and each image is augmented under its own seed
+(:mod:`sef.seeding`), so the random stream of epoch e never depends on what ran before it or on
+the number of loader workers; the checkpoint holds weights, optimizer, scheduler and scaler state
+and the history.
+Under torchrun (DDP) only rank 0 writes files and prints, and evaluation shards the test set
+without padding, so every test image counts exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sef import distributed, outputs
+from sef.checkpoint import load_checkpoint, save_checkpoint
+from sef.config import (
+    Config,
+    apply_values,
+    config_from_dict,
+    config_to_dict,
+    flatten,
+    run_name,
+    save_config,
+)
+from sef.distributed import Context
+from sef.engine.data import Data, check_images, load_data, train_loader
+from sef.engine.evaluation import evaluate
+from sef.engine.folders import is_run, latest_run_dir, new_out_dir
+from sef.engine.log import Logger
+from sef.engine.loop import train_one_epoch
+from sef.engine.optim import make_optimizer, make_scheduler, planned_scheduler
+from sef.errors import ConfigError, DataError, TrainingError
+from sef.losses import SEFLoss
+from sef.model import SEF, build_model, unwrap
+from sef.seeding import seed_everything
+
+# Config keys that may differ when resuming: where things are, how they are logged and how many
+# processes load them (each image's augmentation has its own seed: sef.seeding). The run's length
+# may change too (the learning rate is then re-planned: see planned_scheduler).
+RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
+LENGTH = "optim.epochs"
+
+
+# ---------------------------------------------------------------------------------- resume
+
+
+def resume_dir(config: Config) -> Path:
+    """The run folder a resume of ``config`` continues: ``run.out``, else the newest
+    runs/<name>[-N]; ConfigError unless it holds a last.pt."""
+    out = Path(config.run.out) if config.run.out else latest_run_dir(config)
+    if not os.path.isdir(out):
+        raise ConfigError(f"cannot resume: {out} does not exist; check --out")
+    if not is_run(out):
+        raise ConfigError(
+            f"cannot resume: {out} holds no checkpoint (its run stopped before the first); "
+            f"start it again without --resume"
+        )
+    if not os.path.isfile(out / "last.pt"):
+        raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
+    return out
+
+
+def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> Config:
+    """What ``sef train --resume`` continues: the config saved in the run folder that ``config``
+    with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
+    so only what they name differs from the saved run; ``fit`` refuses what may not change."""
+    changes = changes or {}
+    out = resume_dir(apply_values(config, changes))
+    return apply_values(config_from_dict(load_checkpoint(out / "last.pt")["config"]), changes)
+
+
+def _check_resumable(config: Config, state: dict, path: Path) -> None:
+    """Resuming must compute the same thing: only locations and the run's length may change,
+    and the length not below the epochs already trained."""
+    now, before = flatten(config_to_dict(config)), flatten(state["config"])
+    if config.optim.epochs < state["epoch"]:
+        raise ConfigError(
+            f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
+            f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
+        )
+    may_change = (*RESUMABLE_CHANGES, LENGTH)
+    for key in sorted(set(now) | set(before)):
+        if key not in may_change and now.get(key) != before.get(key):
+            raise ConfigError(
+                f"cannot resume {path}: {key} was {before.get(key)!r} and is now "
+                f"{now.get(key)!r}; resume with the saved config (only "
+                f"{', '.join(may_change)} may change)"
+            )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class FitResult:
+    """What a finished run reports (the same numbers are in DIR/metrics.jsonl)."""
+
+    out: Path
+    best_top1: float
+    best_epoch: int
+    last: dict
+    seconds: float
+    parameters: int
+    extra_parameters: int
+    history: list[dict] = field(default_factory=list)
+
+    def report(self) -> str:
+        """The final report printed by ``sef train``."""
+        last = self.last
+        return "\n".join(
+            [
+                f"run folder        {self.out}",
+                f"best eval top-1   {self.best_top1:.4f} (epoch {self.best_epoch}) -> "
+                f"{self.out / 'best.pt'}",
+                f"last eval top-1   {last['eval_top1']:.4f}, class-mean "
+                f"{last['eval_class_mean']:.4f} (epoch {last['epoch']})",
+                "group heads top-1 " + ", ".join(f"{v:.4f}" for v in last["eval_group_top1"]),
+                f"training time     {self.seconds / 60:.1f} min ({self.seconds:.0f} s)",
+                f"parameters        {self.parameters:,} in training, "
+                f"{self.parameters - self.extra_parameters:,} deployed "
+                f"(group heads add {self.extra_parameters:,})",
+            ]
+        )
+
+
+def tune_backends(device: torch.device) -> None:
+    """On CUDA let cuDNN time its kernels once and keep the fastest: training shapes are fixed."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[SEF, nn.Module]:
+    """The SEF model on its device and the (DDP / compiled) module that trains it."""
+    seed_everything(config.run.seed)
+    model = build_model(config, num_classes)
+    if config.loss.gamma == 0:  # nothing trains the group heads: keep DDP free of unused weights
+        model.group_heads.requires_grad_(False)
+    fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
+    model = model.to(context.device, memory_format=fmt)
+    tune_backends(context.device)
+    trainer: nn.Module = model
+    if context.distributed:
+        if config.run.sync_bn:
+            trainer = nn.SyncBatchNorm.convert_sync_batchnorm(trainer)
+        ids = [context.device.index] if context.device.type == "cuda" else None
+        trainer = nn.parallel.DistributedDataParallel(trainer, device_ids=ids)
+    if config.run.compile:
+        trainer = torch.compile(trainer)
+    return unwrap(trainer), trainer
+
+
+def _check_setup(config: Config, context: Context) -> None:
+    """What only the launch reveals (devices, process count) and no config check can see."""
+    world = context.world_size
+    if config.optim.batch_size % world:
+        raise ConfigError(
+            f"optim.batch_size={config.optim.batch_size} must divide evenly over {world} "
+            f"processes; choose a multiple of {world}"
+        )
+    if config.run.amp == "fp16" and context.device.type != "cuda":
+        raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
+    if config.run.sync_bn and context.distributed and context.device.type != "cuda":
+        raise ConfigError("run.sync_bn=true needs CUDA GPUs; set it to false for CPU training")
+
+
+class _Run:
+    """The mutable state of one training run, saved to and restored from ``last.pt``."""
+
+    def __init__(self, config: Config, data: Data, context: Context, out: Path):
+        self.config, self.data, self.context, self.out = config, data, context, out
+        self.model, self.trainer = _prepare_model(config, len(data.classes), context)
+        self.loss_fn = SEFLoss(
+            self.model.groups,
+            lam=config.loss.lam,
+            gamma=config.loss.gamma,
+            phi=config.loss.phi,
+            group_variant=config.loss.group_variant,
+            detach_teacher=config.loss.detach_teacher,
+        )
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.scaler = (
+            torch.amp.GradScaler(context.device.type) if config.run.amp == "fp16" else None
+        )
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best = {"epoch": 0, "eval_top1": -1.0}
+        self.seconds = 0.0
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "config": config_to_dict(self.config),
+            "classes": self.data.classes,
+            "epoch": self.epoch,
+            "metrics": self.history[-1] if self.history else {},
+            "history": self.history,
+            "best": self.best,
+            "seconds": self.seconds,
+        }
+
+    def restore(self, state: dict, path: Path) -> None:
+        """Continue from ``state``, read from ``path`` and checked by ``_check_resumable``."""
+        if list(state["classes"]) != self.data.classes:
+            raise DataError(f"the dataset's classes differ from those saved in {path}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.config.optim.epochs != state["config"]["optim"]["epochs"]:
+            self._replan(state["epoch"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.best, self.seconds = dict(state["best"]), float(state["seconds"])
+
+    def _replan(self, epoch: int) -> None:
+        """Continue with the learning rate of a run planned for the new length from the start."""
+        planned = planned_scheduler(self.config, epoch)
+        self.scheduler.load_state_dict(planned.state_dict())
+        for group in self.optimizer.param_groups:
+            group["lr"] = planned.get_last_lr()[0]
+
+    def keep(self, record: dict) -> None:
+        """Add an epoch's record; rank 0 writes last.pt, and best.pt when it is the best yet."""
+        self.epoch, self.seconds = record["epoch"], self.seconds + record["seconds"]
+        self.history.append(record)
+        if self.context.is_main:
+            if record["eval_top1"] > self.best["eval_top1"]:
+                self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
+                save_checkpoint(self.out / "best.pt", self.best_state())
+            save_checkpoint(self.out / "last.pt", self.state())
+
+    def best_state(self) -> dict:
+        keys = ("model", "config", "classes", "epoch", "metrics")
+        return {k: v for k, v in self.state().items() if k in keys}
+
+
+def _epoch(run: _Run, loader: DataLoader, eval_batch: int, progress: bool) -> dict:
+    """Train one epoch, step the schedule, evaluate: the epoch's record."""
+    config, context = run.config, run.context
+    epoch = run.epoch + 1
+    start = time.perf_counter()
+    seed_everything(config.run.seed, epoch, context.rank)
+    loader.sampler.set_epoch(epoch)
+    record = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"]}
+    record |= train_one_epoch(
+        run.trainer,
+        run.loss_fn,
+        loader,
+        run.optimizer,
+        context=context,
+        epoch=epoch,
+        amp=config.run.amp,
+        scaler=run.scaler,
+        channels_last=config.run.channels_last,
+        progress=progress,
+    )
+    run.scheduler.step()
+    summary = evaluate(
+        run.model,
+        run.data.eval,
+        batch_size=eval_batch,
+        workers=config.data.workers,
+        context=context,
+        amp=config.run.amp,
+        channels_last=config.run.channels_last,
+        progress=progress,
+    ).summary()
+    return record | {
+        "eval_top1": summary["top1"],
+        "eval_class_mean": summary["class_mean"],
+        "eval_group_top1": summary["group_top1"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
+    """Epochs until ``optim.epochs``, each kept (checkpoints) and logged as it ends."""
+    config, context = run.config, run.context
+    loader = train_loader(
+        run.data.train,
+        batch_size=config.optim.batch_size,
+        workers=config.data.workers,
+        seed=config.run.seed,
+        context=context,
+    )
+    eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
+    while run.epoch < config.optim.epochs:
+        record = _epoch(run, loader, eval_batch, progress)
+        run.keep(record)
+        if logger is not None:
+            logger.epoch(record, config.optim.epochs)
+
+
+def fit(
+    config: Config, *, resume: bool = False, progress: bool = True, data: Data | None = None
+) -> FitResult:
+    """Train ``config`` from start to finish (or from DIR/last.pt with ``resume``).
+
+    Writes DIR/config.yaml, metrics.jsonl, tb/, last.pt and best.pt (rank 0 only) and returns the
+    final report. ``data`` replaces the datasets the config names (any torch Datasets whose items
+    are (image tensor, label)); the checkpoint then still records the config as given.
+    """
+    config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
+    context = distributed.setup(config.run.device)
+    try:
+        _check_setup(config, context)
+        out = resume_dir(config) if resume else new_out_dir(config)
+        if context.is_main:
+            outputs.check_writable(out, folder=True)  # before data and model take their time
+        distributed.barrier(context)  # every rank chose the folder before rank 0 fills it
+        config.run.out = str(out)
+        saved = load_checkpoint(out / "last.pt") if resume else None
+        if saved is not None:  # before the data: a config that cannot resume fails at once
+            _check_resumable(config, saved, out / "last.pt")
+        loaded = data is None
+        data = data or load_data(config, context, progress)
+        run = _Run(config, data, context, out)  # builds the model: bad groups fail here
+        if loaded:
+            check_images(data, config, context, progress)
+        if saved is not None:
+            run.restore(saved, out / "last.pt")
+        return _train(run, progress)
+    finally:
+        distributed.teardown(context)
+
+
+def _announce(run: _Run) -> None:
+    c, data = run.config, run.data
+    start = f"resuming after epoch {run.epoch}" if run.epoch else "training"
+    tqdm.write(
+        f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
+        f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
+        f"{c.optim.epochs} epochs on {run.context.world_size} x {run.context.device.type} "
+        f"-> {run.out}",
+        file=sys.stdout,
+    )
+
+
+def _train(run: _Run, progress: bool) -> FitResult:
+    logger = None
+    if run.context.is_main:
+        _announce(run)
+        outputs.make_folder(run.out)
+        save_config(run.config, run.out / "config.yaml")
+        logger = Logger(run.out, run.config, run.history, run.epoch + 1)
+    try:
+        _epochs(run, logger, progress)
+    except TrainingError as error:
+        kept = (
+            f"{run.out / 'last.pt'} (epoch {run.epoch}) is kept"
+            if run.epoch
+            else "no checkpoint was written"
+        )
+        raise TrainingError(f"{error}; {kept}; try a lower optim.lr or --amp none") from None
+    finally:
+        if logger is not None:
+            logger.close()
+    last = run.history[-1]
+    return FitResult(
+        out=run.out,
+        best_top1=run.best["eval_top1"],
+        best_epoch=run.best["epoch"],
+        last=last,
+        seconds=run.seconds,
+        parameters=count_parameters(run.model),
+        extra_parameters=run.model.extra_parameters(),
+        history=run.history,
+    )

@@ -1,0 +1,56 @@
+"""`import sef` and the CLI's start load no torch: heavy modules wait until a command needs them.
+
+Checked in fresh processes by what is in ``sys.modules`` afterwards, not by timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sef
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+HEAVY = ("torch", "torchvision", "PIL", "matplotlib")
+CLI = "from sef.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    """The HEAVY modules a fresh interpreter has imported after running ``code``."""
+    report = f"\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    result = subprocess.run(
+        [sys.executable, "-c", code + report], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sef",
+        CLI.format(argv=["--version"]),
+        CLI.format(argv=["--help"]),
+        CLI.format(argv=["train", "--help"]),
+        CLI.format(argv=["presets"]),
+    ],
+    ids=["import sef", "sef --version", "sef --help", "sef train --help", "sef presets"],
+)
+def test_starting_loads_no_torch(code: str) -> None:
+    assert _heavy_modules_after(code) == []
+
+
+def test_public_names_and_submodules_resolve_on_first_use() -> None:
+    assert sef.SEF.__module__ == "sef.model" and sef.fit.__module__ == "sef.engine.run"
+    assert sef.datasets.ImageList.__module__ == "sef.datasets.imagelist"
+    assert sef.checkpoint.load_checkpoint is sef.load_checkpoint
+    for name in sef.__all__:
+        assert getattr(sef, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        sef.nothing_here  # noqa: B018
