@@ -135,7 +135,9 @@ def build_model(config: Any, num_classes: int) -> SEF:
     """The SEF network a :class:`~sef.config.Config` describes, with its initial weights."""
     m = config.model
     try:
-        return SEF(m.backbone, num_classes=num_classes, groups=m.groups, weights=m.weights)
+        return SEF(
+            m.backbone, num_classes, m.groups, weights=m.weights, output_stride=m.output_stride
+        )
     except ValueError as error:
         raise ConfigError(
             f"model.backbone={m.backbone!r} with model.groups={m.groups} cannot be built: {error}"

@@ -45,6 +45,7 @@ class ModelConfig:
     backbone: str = "resnet50"
     weights: str | None = "IMAGENET1K_V1"
     groups: int = 4
+    output_stride: int | None = None  # 16: a last map twice as large (mobilenet_v2)
 
 
 @dataclass

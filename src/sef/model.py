@@ -44,11 +44,12 @@ class SEF(nn.Module):
         groups: int = 4,
         weights: str | os.PathLike | None = None,
         channels: int | None = None,
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.backbone = create_backbone(backbone, weights)
+        self.backbone = create_backbone(backbone, weights, output_stride)
         self.channels = channels or feature_channels(self.backbone)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
