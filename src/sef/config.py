@@ -7,7 +7,8 @@ and type is checked, so a typo or a wrong value fails in one line before any wor
 Preset names are composed, so the 4 datasets x 2 backbones x 6 methods of the paper need no
 copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
 ``dogs-resnet18-plain``) merges ``paper.yaml``, ``<dataset>.yaml`` and ``method-<method>.yaml``;
-``demo[-<method>]`` merges ``demo.yaml`` and the method.
+``demo[-<method>]`` merges ``demo.yaml`` and the method; the built-in ``birds32`` set has
+``birds32-mobilenet_v2[-<method>]`` (paper.yaml, then birds32.yaml, then the method).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from sef.transforms import RECIPES
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
 PAPER_BACKBONES = ("resnet50", "resnet18")
+BUILT_IN_SETS = {
+    "birds32": ("mobilenet_v2",)
+}  # generated sets, with the backbones they are sized for
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -265,8 +269,9 @@ def preset_names() -> list[str]:
     """Every preset name: the demo, then dataset x backbone x method for the paper's datasets."""
     methods = ["", *(f"-{m}" for m in _methods())]
     names = [f"{DEFAULT_PRESET}{m}" for m in methods]
-    for dataset in PAPER_DATASETS:
-        for backbone in PAPER_BACKBONES:
+    sets = {**{d: PAPER_BACKBONES for d in PAPER_DATASETS}, **BUILT_IN_SETS}
+    for dataset, backbones in sets.items():
+        for backbone in backbones:
             names += [f"{dataset}-{backbone}{m}" for m in methods]
     return names
 

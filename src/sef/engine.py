@@ -325,7 +325,7 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
     d = config.data
     normalise = context.device.type != "cuda"
     options = dict(d.options)
-    if d.dataset == "demo":
+    if d.dataset in datasets.GENERATED:
         options.setdefault("progress", progress and context.is_main)
     common = {"seed": config.run.seed, "val_fraction": d.val_fraction, **options}
     train = datasets.load(
