@@ -30,6 +30,7 @@ not trained again. The main table runs first, then φ, λ and steps.
 
     python benchmarks/finetune_ablation.py                    # everything, in that order
     python benchmarks/finetune_ablation.py --tables main      # only the main table
+    python benchmarks/finetune_ablation.py --report           # the tables of the JSON so far
     python benchmarks/finetune_ablation.py --quick            # tiny smoke run, random init
 """
 
@@ -114,6 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: all)")
     parser.add_argument("--rows", nargs="+", help="only rows with these labels (default: all)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report", action="store_true", help="print the tables of --out; no runs")
     return parser.parse_args(argv)
 
 
@@ -219,13 +221,23 @@ def summarise_table(name: str, runs: dict) -> dict:
     return summary
 
 
-def markdown(tables: dict) -> str:
+HEADER = (
+    "| row | last top-1 | per seed | row - plain, paired (95 % CI) | within / between corr. "
+    "| parts (static) |"
+)
+
+
+def markdown(tables: dict, runs: dict) -> str:
+    """Every table as Markdown: mean ± std, each seed's number, the paired gap to plain."""
     lines = []
     for name, summary in tables.items():
-        lines += ["", f"{name}:", "| row | n | last top-1 | row - plain, paired (95 % CI) |",
-                  "|---|---|---|---|"]  # fmt: skip
+        lines += ["", f"{name}:", HEADER, "|---|---|---|---|---|---|"]
+        rows = {row.label: row for row in TABLES[name][0]}
         for label, e in summary.items():
             top = f"{100 * e['last_top1_mean']:.1f} ± {100 * e['last_top1_std']:.1f}"
+            seeds = ", ".join(
+                f"{100 * runs[rows[label].key(s)]['last_top1']:.1f}" for s in e["seeds"]
+            )
             diff = e.get("minus_plain")
             gap = (
                 f"{100 * diff['mean']:+.1f} ({100 * diff['interval'][0]:+.1f}, "
@@ -233,7 +245,14 @@ def markdown(tables: dict) -> str:
                 if diff
                 else ""
             )
-            lines.append(f"| {label} | {len(e['seeds'])} | {top} | {gap} |")
+            corr = (
+                f"{e['within_group_correlation_mean']:.2f} / "
+                f"{e['between_group_correlation_mean']:.2f}"
+            )
+            parts = e["part_distinctness_mean"]
+            static = e["part_static_distinctness_mean"]
+            located = f"{parts:.2f} ({static:.2f})" if parts is not None else ""
+            lines.append(f"| {label} | {top} | {seeds} | {gap} | {corr} | {located} |")
     return "\n".join(lines)
 
 
@@ -272,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     runs = load_runs(args)
+    if args.report:
+        print(markdown({name: summarise_table(name, runs) for name in TABLES}, runs))
+        return 0
     for name in args.tables:
         rows, seeds = TABLES[name]
         for seed in args.seeds or seeds:  # seed by seed: paired comparisons complete early
@@ -282,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[key] = run_one(row, seed, args, argv)
                 write(args, runs, argv, start)  # each finished run is saved at once
     tables = write(args, runs, argv, start)
-    print(markdown(tables))
+    print(markdown(tables, runs))
     return 0
 
 

@@ -242,7 +242,7 @@ def test_paired_difference_is_the_t_interval_of_the_per_seed_differences():
 
 
 def test_finetune_ablation_saves_each_run_and_shares_runs_between_tables(
-    tmp_path, demo_root, run_main, monkeypatch
+    tmp_path, demo_root, run_main, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)
     out = str(tmp_path / "f.json")
@@ -269,3 +269,12 @@ def test_finetune_ablation_saves_each_run_and_shares_runs_between_tables(
     assert sorted(p.name for p in (tmp_path / "runs/finetune-ablation").iterdir()) == trained
     assert second["tables"]["phi"]["φ=1"]["minus_plain"] == main["sef"]["minus_plain"]
     assert "λ=1" in second["tables"]["lambda"]  # the same run, in every table that has it
+
+    capsys.readouterr()
+    finetune_ablation = importlib.import_module("finetune_ablation")
+    assert finetune_ablation.main(["--quick", "--out", out, "--report"]) == 0
+    sef_row = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| sef")
+    )
+    per_seed = ", ".join(f"{100 * t:.1f}" for t in tops["sef"])
+    assert f"| {per_seed} |" in sef_row

@@ -98,7 +98,9 @@ def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -
     assert any(line.startswith("dogs-resnet50 ") and "lr 0.001" in line for line in lines)
     assert main(["presets", "aircraft-resnet18-plain"]) == 0
     values = yaml.safe_load(capsys.readouterr().out)
-    assert values["model"] == {"backbone": "resnet18", "weights": "IMAGENET1K_V1", "groups": 1}
+    assert values["model"] == {
+        "backbone": "resnet18", "weights": "IMAGENET1K_V1", "groups": 1, "output_stride": None,
+    }  # fmt: skip
     assert values["loss"]["lam"] == values["loss"]["gamma"] == values["loss"]["phi"] == 0
 
 
