@@ -1,5 +1,5 @@
 """The benchmark yardstick and scripts: the naive C x C group loss equals sef.group_loss, and
-every script runs in its quick mode and writes the JSON the README quotes from."""
+every script runs in its quick mode and writes the JSON the docs quote from."""
 
 from __future__ import annotations
 

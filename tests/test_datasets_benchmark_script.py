@@ -1,4 +1,4 @@
-"""benchmarks/dataloader.py runs in its quick mode and writes the JSON the README quotes."""
+"""benchmarks/dataloader.py runs in its quick mode and writes the JSON the docs quote."""
 
 import json
 import subprocess

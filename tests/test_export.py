@@ -154,7 +154,7 @@ def test_preprocessing_resize_recipe_has_no_crop_margin():
 
 
 def _deploy_preprocess(image, prep: dict):
-    """What README tells deployments to do with preprocessing.json: PIL + NumPy only."""
+    """What docs/deployment.md tells deployments to do with preprocessing.json: PIL + NumPy only."""
     import numpy as np
     from PIL import Image
 

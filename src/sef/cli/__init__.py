@@ -15,7 +15,9 @@ import sys
 from sef import __version__
 from sef.errors import SEFError
 
-COMMAND_MODULES = ["info", "train", "eval", "score", "presets", "viz", "predict", "export", "data"]
+COMMAND_MODULES = [
+    "info", "train", "eval", "score", "presets", "viz", "predict", "export", "data", "reproduce"
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

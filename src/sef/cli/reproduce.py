@@ -1,0 +1,79 @@
+"""`sef reproduce`: the paper's Table II or III from one command, beside the paper's numbers."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from sef.reproduce.paper import tables
+
+    rows = "; ".join(
+        f"{key}: " + ", ".join(str(row.ours) for row in table.ours)
+        for key, table in tables().items()
+    )
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="train the paper's Table II or III rows and lay them beside the paper's",
+        description=(
+            "Train our rows of the paper's Table II (ResNet-50, MaxEnt-CNN and SEF on ResNet-50) "
+            "or Table III (ResNet-18 and the ablations) with the paper's recipe on every dataset "
+            "given, and write DIR/<table>.md and DIR/<table>.csv: our accuracy beside the "
+            "paper's, with the Score. Each run trains into DIR/<preset>; a finished run is "
+            "reused and a half-finished one resumed, so the same command continues a stopped "
+            "reproduction. Under torchrun each run uses all processes."
+        ),
+    )
+    parser.add_argument("table", choices=sorted(tables()), help="which of the paper's tables")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="NAME=ROOT",
+        help="a dataset (cub, cars, dogs, aircraft) and its folder as unpacked (repeatable)",
+    )
+    parser.add_argument("--out", default="runs/reproduce", help="DIR (default runs/reproduce)")
+    parser.add_argument("--weights", help="backbone weights: IMAGENET1K_V1 (default), a file, none")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value in every run, e.g. --set run.amp=bf16 (repeatable)",
+    )
+    parser.add_argument("--only", nargs="+", metavar="ROW", help=f"train only these rows ({rows})")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the runs and the GPU hours; train nothing"
+    )
+    parser.add_argument(
+        "--images-per-second",
+        type=float,
+        help="your GPU's training rate for the estimates (default: measured on an H200)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--weights as the override it stands for, before the --set ones (which win)."""
+    if args.weights is None:
+        return list(args.overrides)
+    weights = "null" if args.weights.lower() in ("none", "null") else args.weights
+    return [f"model.weights={weights}", *args.overrides]
+
+
+def run(args: argparse.Namespace) -> int:
+    from sef.reproduce import parse_data, reproduce
+
+    reproduce(
+        args.table,
+        parse_data(args.data),
+        out=args.out,
+        overrides=_overrides(args),
+        only=args.only,
+        dry_run=args.dry_run,
+        images_per_second=args.images_per_second,
+        progress=not args.no_progress,
+    )
+    return 0

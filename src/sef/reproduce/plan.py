@@ -1,0 +1,184 @@
+"""Which runs a table needs: its rows x the datasets given, each a preset, a config and a folder.
+
+A row of Table II or III that sef trains names its method; on dataset ``d`` with the table's
+backbone ``b`` it is the preset ``d-b`` (SEF) or ``d-b-<method>``. Every run gets the user's
+overrides, its dataset's root and the folder ``OUT/<preset>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sef.config import Config, apply_values, resolve_config
+from sef.errors import ConfigError, DataError
+from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
+
+DEFAULT_OUT = "runs/reproduce"
+SEF_METHOD = "sef"  # the bare preset <dataset>-<backbone>
+
+
+@dataclass
+class Run:
+    """One training run of a table: a row on a dataset."""
+
+    table: str
+    row: PaperRow
+    dataset: str
+    preset: str
+    config: Config
+    train_images: int
+    test_images: int
+
+    @property
+    def method(self) -> str:
+        return str(self.row.ours)
+
+    @property
+    def out(self) -> Path:
+        return Path(str(self.config.run.out))
+
+    @property
+    def epochs(self) -> int:
+        return self.config.optim.epochs
+
+    @property
+    def images_per_epoch(self) -> int:
+        """Images one epoch touches: the training set once, then the test set once."""
+        return self.train_images + self.test_images
+
+    @property
+    def name(self) -> str:
+        return f"sef: {self.row.label} on {datasets()[self.dataset].column}"
+
+
+@dataclass
+class Plan:
+    """Every run of a table on the datasets given (dataset by dataset, rows in the paper's order),
+    and which of them this call trains (``--only``)."""
+
+    table: PaperTable
+    out: Path
+    runs: list[Run]
+    selected: tuple[str, ...]
+    overrides: tuple[str, ...]
+    paper_sizes: bool = False  # image counts from Table I (a dry run without --data)
+
+    @property
+    def to_train(self) -> list[Run]:
+        return [run for run in self.runs if run.method in self.selected]
+
+    @property
+    def missing(self) -> list[str]:
+        """The table's datasets that no run covers (not given with --data)."""
+        given = {run.dataset for run in self.runs}
+        return [d for d in self.table.columns if d not in given]
+
+    @property
+    def device(self) -> str:
+        return self.runs[0].config.run.device if self.runs else "auto"
+
+
+def parse_data(items: Iterable[str]) -> dict[str, str]:
+    """``["cub=ROOT", ...]`` as {dataset: root}; every name a paper dataset, every root existing."""
+    known = list(datasets())
+    roots: dict[str, str] = {}
+    for item in items:
+        name, sep, root = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not root:
+            raise ConfigError(
+                f"--data {item!r} must look like NAME=ROOT, e.g. cub=~/data/CUB_200_2011"
+            )
+        if name not in known:
+            raise ConfigError(
+                f"--data names unknown dataset {name!r}; the paper's datasets are "
+                f"{', '.join(known)}"
+            )
+        if name in roots:
+            raise ConfigError(f"--data gives {name} twice; give each dataset once")
+        path = Path(root).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"--data {name}={root}: {path} does not exist; pass the folder its archive "
+                f"unpacked to"
+            )
+        roots[name] = str(path)
+    return roots
+
+
+def table(key: str) -> PaperTable:
+    """Table ``table2`` or ``table3``."""
+    found = tables()
+    if key not in found:
+        raise ConfigError(f"unknown table {key!r}; choose one of {', '.join(found)}")
+    return found[key]
+
+
+def _selected(chosen: PaperTable, only: Iterable[str] | None) -> tuple[str, ...]:
+    rows = [str(row.ours) for row in chosen.ours]
+    if not only:
+        return tuple(rows)
+    listed = ", ".join(f"{row.ours} ({row.label})" for row in chosen.ours)
+    for name in only:
+        if name not in rows:
+            raise ConfigError(f"--only {name!r} is not a row of {chosen.key}; its rows: {listed}")
+    return tuple(row for row in rows if row in set(only))
+
+
+def preset_name(dataset: str, backbone: str, method: str) -> str:
+    """The preset that trains ``method`` on ``dataset`` with ``backbone``."""
+    return f"{dataset}-{backbone}" + ("" if method == SEF_METHOD else f"-{method}")
+
+
+def _image_counts(config: Config) -> tuple[int, int]:
+    """How many images the config's train and eval splits hold (reads the lists, not images)."""
+    from sef import datasets as readers
+
+    d = config.data
+    common = {"seed": config.run.seed, "val_fraction": d.val_fraction, **d.options}
+    train = readers.load(d.dataset, d.root, d.train_split, **common)
+    test = readers.load(d.dataset, d.root, d.eval_split, **common)
+    return len(train), len(test)
+
+
+def make_plan(
+    key: str,
+    data: Mapping[str, str],
+    *,
+    out: str | Path = DEFAULT_OUT,
+    overrides: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    dry_run: bool = False,
+) -> Plan:
+    """The runs of table ``key`` on the datasets in ``data`` ({name: root}, see parse_data).
+
+    Without data only a dry run is possible: it then plans every dataset at Table I's sizes.
+    Every config is resolved and every root read here, so a bad value stops before any training.
+    """
+    chosen = table(key)
+    selected = _selected(chosen, only)
+    overrides = tuple(overrides)
+    paper_sizes = not data
+    if paper_sizes and not dry_run:
+        raise ConfigError(
+            f"give at least one dataset, e.g. --data cub=~/data/CUB_200_2011 (the {chosen.key} "
+            f"datasets: {', '.join(chosen.columns)}), or --dry-run for an estimate"
+        )
+    runs = []
+    for dataset in chosen.columns:
+        if not paper_sizes and dataset not in data:
+            continue
+        counts = None
+        for row in chosen.ours:
+            preset = preset_name(dataset, chosen.backbone, str(row.ours))
+            config = apply_values(
+                resolve_config(preset, overrides=overrides),
+                {"data.root": data.get(dataset), "run.out": str(Path(out) / preset)},
+            )
+            if counts is None:
+                size = datasets()[dataset]
+                counts = (size.train, size.test) if paper_sizes else _image_counts(config)
+            runs.append(Run(chosen.key, row, dataset, preset, config, *counts))
+    return Plan(chosen, Path(out), runs, selected, overrides, paper_sizes)

@@ -1,0 +1,237 @@
+"""Train every run of a table in order, resumably, and lay the results beside the paper's.
+
+A finished run (its ``last.pt`` at the last epoch) is reused, a half-finished one resumed, the
+others trained with :func:`sef.engine.fit`; the tables are rewritten after every run, so a killed
+reproduction loses at most the epoch in progress. Under torchrun every process walks the same
+list (rank 0 reads the folders and shares what it found) and each run trains on all of them;
+only rank 0 prints and writes the tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sef import distributed
+from sef.distributed import Context
+from sef.engine import fit
+from sef.errors import SEFError
+from sef.reproduce.estimate import Speed, assumed_speed, hours
+from sef.reproduce.paper import datasets
+from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, make_plan
+from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, clear_unfinished, read_state
+from sef.reproduce.tables import States, main_table, write_tables
+
+
+@dataclass
+class Outcome:
+    """What a call did: its plan, each run's final state, the tables it wrote (None: dry run)."""
+
+    plan: Plan
+    states: States
+    tables: tuple[Path, Path] | None = None
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"reused": 0, "resumed": 0, "trained": 0}
+    )
+    seconds: float = 0.0
+
+
+class _Pace:
+    """Images/s for the ETAs: the assumed rate (x processes) until this call has trained a run."""
+
+    def __init__(self, speed: Speed, processes: int) -> None:
+        self.assumed = speed.images_per_second * processes
+        self.images = self.seconds_spent = 0.0
+
+    def observe(self, images: float, seconds: float) -> None:
+        self.images += images
+        self.seconds_spent += seconds
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds_spent if self.seconds_spent > 0 else self.assumed
+
+    def seconds(self, images: float) -> float:
+        return images / self.rate
+
+    def __str__(self) -> str:
+        return f"{self.rate:.0f} img/s " + ("measured" if self.seconds_spent > 0 else "assumed")
+
+
+def _key(run: Run) -> tuple[str, str]:
+    return run.method, run.dataset
+
+
+def _left(run: Run, state: RunState) -> int:
+    """Images still to process (training and evaluation) before ``run`` is finished."""
+    return 0 if state.kind == DONE else (run.epochs - state.epoch) * run.images_per_epoch
+
+
+def _shared(compute: Callable[[], Any], context: Context) -> Any:
+    """Rank 0's ``compute()`` on every process; an error there is raised on every process."""
+    answer = None
+    if context.is_main:
+        try:
+            answer = (True, compute())
+        except SEFError as error:
+            answer = (False, error)
+    ok, value = distributed.broadcast_object(answer, context)
+    if not ok:
+        raise value
+    return value
+
+
+def _best(state: RunState) -> str:
+    result = state.result
+    return (
+        f"best top-1 {100 * result.best_top1:.2f} % (epoch {result.best_epoch}), "
+        f"last {100 * result.last_top1:.2f} %"
+    )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines with aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None]) -> None:
+    todo = plan.to_train
+    say(
+        f"sef reproduce {plan.table.key}: {len(todo)} runs into {plan.out} "
+        "(dry run: nothing trains)"
+    )
+    rows = [["", "run", "preset", "epochs x (train + test images)", "state", "GPU hours"]]
+    total = left = 0.0
+    for number, run in enumerate(todo, start=1):
+        state = states[_key(run)]
+        gpu_hours = speed.seconds(_left(run, state)) / 3600
+        total += speed.seconds(run.epochs * run.images_per_epoch) / 3600
+        left += gpu_hours
+        rows.append(
+            [
+                f"[{number}/{len(todo)}]", run.name, run.preset,
+                f"{run.epochs} x ({run.train_images:,} + {run.test_images:,})",
+                state.kind if state.kind == NEW else f"{state.kind} {state.epoch}/{run.epochs}",
+                f"{gpu_hours:.2f}",
+            ]
+        )  # fmt: skip
+    for line in _columns(rows):
+        say(line)
+    _say_blanks(plan, say)
+    if plan.paper_sizes:
+        say("image counts: Table I's (no --data given)")
+    say(
+        f"estimate: {left:.1f} GPU hours left of {total:.1f}, at {speed.images_per_second:g} "
+        "images/s per GPU"
+    )
+    say(f"  ({speed.source})")
+    if plan.table.backbone != "resnet50":
+        say(f"  {plan.table.backbone} counted as slow as SEF-ResNet-50, so this estimate is high")
+    say("  evaluation counted at the training rate; --images-per-second N sets your GPU's rate")
+
+
+def _say_blanks(plan: Plan, say: Callable[[str], None]) -> None:
+    if plan.missing:
+        names = ", ".join(datasets()[d].column for d in plan.missing)
+        say(f"blank: {names} (no --data)")
+    skipped = [row.label for row in plan.table.ours if row.ours not in plan.selected]
+    if skipped:
+        say(f"not in --only: {', '.join(map(str, skipped))}")
+
+
+def _train_all(
+    plan: Plan,
+    states: States,
+    pace: _Pace,
+    context: Context,
+    say: Callable[[str], None],
+    progress: bool,
+) -> Outcome:
+    outcome = Outcome(plan, states)
+    todo = plan.to_train
+    started = time.perf_counter()
+    for number, run in enumerate(todo, start=1):
+        tag, state = f"[{number}/{len(todo)}]", states[_key(run)]
+        if state.kind == DONE:
+            outcome.counts["reused"] += 1
+            say(f"{tag} reused {run.name}: {run.out} is finished, {_best(state)}")
+            continue
+        left = sum(_left(r, states[_key(r)]) for r in todo)
+        start = f"after epoch {state.epoch}" if state.kind == PARTIAL else "at epoch 0"
+        say(
+            f"{tag} {'resume' if state.kind == PARTIAL else 'train '} {run.name} {start}/"
+            f"{run.epochs} -> {run.out}: this run ~{hours(pace.seconds(_left(run, state)))}, "
+            f"all ~{hours(pace.seconds(left))} at {pace}"
+        )
+        if state.kind == NEW and context.is_main:
+            clear_unfinished(run.out)
+        distributed.barrier(context)
+        began = time.perf_counter()
+        try:
+            fit(run.config, resume=state.kind == PARTIAL, progress=progress)
+        except SEFError as error:
+            raise type(error)(f"{run.name} ({run.out}): {error}") from None
+        took = time.perf_counter() - began
+        pace.observe(_left(run, state), took)
+        outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
+        states[_key(run)] = _shared(lambda run=run: read_state(run.config), context)
+        if context.is_main:
+            write_tables(plan, states, written=_now())
+        left = sum(_left(r, states[_key(r)]) for r in todo)
+        say(
+            f"{tag} done   {run.name}: {_best(states[_key(run)])}, {hours(took)}; "
+            f"left ~{hours(pace.seconds(left))} at {pace}"
+        )
+    outcome.seconds = time.perf_counter() - started
+    if context.is_main:
+        outcome.tables = write_tables(plan, states, written=_now())
+    counts = ", ".join(f"{n} {what}" for what, n in outcome.counts.items())
+    say(f"{plan.table.key}: {len(todo)} runs: {counts} in {hours(outcome.seconds)}")
+    _say_blanks(plan, say)
+    if outcome.tables:
+        say(f"tables: {outcome.tables[0]}, {outcome.tables[1]}")
+        say(main_table(plan, states))
+    return outcome
+
+
+def reproduce(
+    table: str,
+    data: Mapping[str, str],
+    *,
+    out: str | Path = DEFAULT_OUT,
+    overrides: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    dry_run: bool = False,
+    images_per_second: float | None = None,
+    progress: bool = True,
+) -> Outcome:
+    """Train (or resume, or reuse) every run of ``table`` on ``data`` ({dataset: root}) and write
+    ``OUT/<table>.md`` and ``.csv``; ``dry_run`` lists the runs and the GPU hours instead."""
+    plan = make_plan(table, data, out=out, overrides=overrides, only=only, dry_run=dry_run)
+    context = distributed.setup(plan.device)
+
+    def say(line: str) -> None:
+        if context.is_main:
+            print(line, flush=True)
+
+    try:
+        states = _shared(lambda: {_key(run): read_state(run.config) for run in plan.runs}, context)
+        speed = assumed_speed(plan.runs[0].config, images_per_second)
+        if dry_run:
+            _dry_run(plan, states, speed, say)
+            return Outcome(plan, states)
+        return _train_all(plan, states, _Pace(speed, context.world_size), context, say, progress)
+    finally:
+        distributed.teardown(context)

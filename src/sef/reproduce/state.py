@@ -1,0 +1,98 @@
+"""What a run folder holds: nothing to resume, a half-finished run, or a finished one.
+
+The folder's ``last.pt`` is the truth (``sef.engine.fit`` writes it after every epoch): its epoch
+says how far the run got and its history gives the accuracies. A folder whose run was trained
+with another config (another --set, another --weights) is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sef.checkpoint import load_checkpoint
+from sef.config import Config, config_from_dict, config_to_dict
+from sef.engine import RESUMABLE_CHANGES
+from sef.errors import ConfigError
+
+NEW, PARTIAL, DONE = "new", "partial", "done"
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run's test accuracies (fractions): best epoch (what the authors report) and
+    last epoch."""
+
+    best_top1: float
+    best_epoch: int
+    last_top1: float
+    last_class_mean: float
+    epochs: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunState:
+    """``new`` (nothing to resume), ``partial`` (``epoch`` epochs done) or ``done``."""
+
+    kind: str
+    epoch: int = 0
+    result: Result | None = None
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "options":
+            flat |= _leaves(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_same_config(config: Config, saved: dict, path: Path) -> None:
+    """Refuse a run that computes something else than the one planned (locations may differ)."""
+    now = _leaves(config_to_dict(config))
+    before = _leaves(config_to_dict(config_from_dict(saved)))
+    for key in sorted(now):
+        if key not in RESUMABLE_CHANGES and now[key] != before.get(key):
+            raise ConfigError(
+                f"{path} was trained with {key}={before.get(key)!r}, but this reproduction asks "
+                f"for {now[key]!r}; give the same --weights and --set as before, or another --out"
+            )
+
+
+def _result(saved: dict) -> Result:
+    last = saved["history"][-1]
+    return Result(
+        best_top1=float(saved["best"]["eval_top1"]),
+        best_epoch=int(saved["best"]["epoch"]),
+        last_top1=float(last["eval_top1"]),
+        last_class_mean=float(last["eval_class_mean"]),
+        epochs=int(saved["epoch"]),
+        seconds=float(saved["seconds"]),
+    )
+
+
+def read_state(config: Config) -> RunState:
+    """The state of the run folder ``config.run.out`` for a run of ``config``."""
+    path = Path(str(config.run.out)) / "last.pt"
+    if not path.is_file():
+        return RunState(NEW)
+    saved = load_checkpoint(path)
+    _check_same_config(config, saved["config"], path)
+    epoch = int(saved["epoch"])
+    if epoch < config.optim.epochs:
+        return RunState(PARTIAL, epoch)
+    return RunState(DONE, epoch, _result(saved))
+
+
+def clear_unfinished(folder: Path) -> None:
+    """Before a run starts afresh: drop what a run killed during its first epoch left (an empty
+    metrics.jsonl and TensorBoard events), which ``fit`` would take for a run to protect."""
+    if (folder / "last.pt").exists():
+        raise ConfigError(f"{folder} holds a run to resume; it must not be cleared")
+    (folder / "metrics.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(folder / "tb", ignore_errors=True)

@@ -1,0 +1,244 @@
+"""Our rows beside the paper's: ``DIR/<table>.md`` and ``DIR/<table>.csv``, with the Score.
+
+The main table is the paper's, as printed, with our rows added below it: the best epoch's test
+top-1 (what the authors report), rounded to one decimal as the paper prints. The Score is
+recomputed over the paper's methods and ours with the `sef score` rules
+(:func:`sef.metrics.paper_scores`) on the accuracies as shown. A second table sets each of our
+runs beside the paper's number for its row: best epoch, last epoch, class-mean accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sef.metrics import paper_scores, round_half_up
+from sef.reproduce.paper import PaperRow, datasets, notes
+from sef.reproduce.plan import Plan, Run
+from sef.reproduce.state import DONE, PARTIAL, RunState
+
+BLANK = "–"
+CSV_FIELDS = (
+    "table", "row", "source", "dataset", "accuracy", "paper", "best_epoch", "last_top1",
+    "class_mean_last", "state", "run", "score", "paper_score",
+)  # fmt: skip
+
+States = dict[tuple[str, str], RunState]  # (method, dataset) -> state
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One of our rows on one dataset: its run (None: dataset not given) and how far it got."""
+
+    row: PaperRow
+    dataset: str
+    run: Run | None
+    state: RunState | None
+    selected: bool
+
+    @property
+    def done(self) -> bool:
+        return self.state is not None and self.state.kind == DONE
+
+    @property
+    def accuracy(self) -> float | None:
+        """Best-epoch test top-1 in %, rounded as the paper prints (None: not finished)."""
+        if not self.done:
+            return None
+        return round_half_up(100 * self.state.result.best_top1, 1)
+
+    @property
+    def progress(self) -> str:
+        if self.run is None:
+            return f"no --data {self.dataset}"
+        if self.done:
+            return f"{self.state.epoch}/{self.run.epochs}"
+        if self.state is not None and self.state.kind == PARTIAL:
+            return f"unfinished, {self.state.epoch}/{self.run.epochs}"
+        return "not trained yet" if self.selected else "not in --only"
+
+
+def our_name(row: PaperRow) -> str:
+    return f"sef: {row.label}"
+
+
+def cells(plan: Plan, states: States) -> list[Cell]:
+    """Our rows x the table's datasets, in the paper's order."""
+    runs = {(run.method, run.dataset): run for run in plan.runs}
+    found = []
+    for row in plan.table.ours:
+        for dataset in plan.table.columns:
+            key = (str(row.ours), dataset)
+            found.append(
+                Cell(row, dataset, runs.get(key), states.get(key), row.ours in plan.selected)
+            )
+    return found
+
+
+def accuracies(plan: Plan, ours: list[Cell]) -> dict[str, dict[str, float | None]]:
+    """The paper's rows as printed plus each of our rows that has a finished run."""
+    table = {row.name: dict(row.accuracies) for row in plan.table.rows}
+    for row in plan.table.ours:
+        values = {c.dataset: c.accuracy for c in ours if c.row is row}
+        if any(value is not None for value in values.values()):
+            table[our_name(row)] = values
+    return table
+
+
+def scores(table: dict[str, dict[str, float | None]]) -> dict[str, float]:
+    """The paper's Score of every method in ``table``, rounded half up to one decimal."""
+    return {method: round_half_up(score, 1) for method, score in paper_scores(table).items()}
+
+
+def _number(value: float | None, decimals: int = 1) -> str:
+    return BLANK if value is None else f"{value:.{decimals}f}"
+
+
+def _note_numbers(plan: Plan) -> dict[str, int]:
+    order = list(plan.table.notes)
+    for row in plan.table.ours:
+        order += [key for key in row.notes if key not in order]
+    return {key: number for number, key in enumerate(order, start=1)}
+
+
+def _marked(row: PaperRow, numbers: dict[str, int]) -> str:
+    marks = ", ".join(str(numbers[key]) for key in row.notes)
+    return our_name(row) + (f" ({marks})" if marks else "")
+
+
+def _main_table(plan: Plan, ours: list[Cell], numbers: dict[str, int]) -> list[str]:
+    t = plan.table
+    table = accuracies(plan, ours)
+    score = scores(table)
+    printed = any(row.score is not None for row in t.rows)
+    header = ["method", *(datasets()[d].column for d in t.columns)]
+    header += ["Score (paper)", "Score (with ours)"] if printed else ["Score (with ours)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in t.rows:
+        cited = f"{row.name} [{row.ref}]" if row.ref else row.name
+        values = [_number(table[row.name][d]) for d in t.columns]
+        values += [_number(row.score)] if printed else []
+        lines.append(f"| {cited} | " + " | ".join(values) + f" | {_number(score[row.name])} |")
+    for row in t.ours:
+        name = our_name(row)
+        values = [_number(table.get(name, {}).get(d)) for d in t.columns]
+        values += [BLANK] if printed else []
+        mine = _number(score.get(name))
+        lines.append(f"| **{_marked(row, numbers)}** | " + " | ".join(values) + f" | {mine} |")
+    return lines
+
+
+def _detail_table(ours: list[Cell]) -> list[str]:
+    lines = [
+        "| our row | dataset | paper | best top-1 (epoch) | last top-1 | class-mean, last | "
+        "best − paper | epochs | run folder |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in ours:
+        paper = c.row.accuracies[c.dataset]
+        best = last = mean = gap = BLANK
+        if c.done:
+            result = c.state.result
+            best = f"{100 * result.best_top1:.2f} ({result.best_epoch})"
+            last, mean = f"{100 * result.last_top1:.2f}", f"{100 * result.last_class_mean:.2f}"
+            if paper is not None:
+                gap = f"{100 * result.best_top1 - paper:+.2f}"
+        folder = f"`{c.run.out}`" if c.run is not None else BLANK
+        lines.append(
+            f"| {c.row.label} | {datasets()[c.dataset].column} | {_number(paper)} | {best} | "
+            f"{last} | {mean} | {gap} | {c.progress} | {folder} |"
+        )
+    return lines
+
+
+def main_table(plan: Plan, states: States) -> str:
+    """The paper's table with our rows and the Score, as Markdown (printed at the end)."""
+    return "\n".join(_main_table(plan, cells(plan, states), _note_numbers(plan)))
+
+
+def markdown(plan: Plan, states: States, *, written: str) -> str:
+    """The Markdown page: main table, our runs beside the paper's, the notes."""
+    t = plan.table
+    ours = cells(plan, states)
+    numbers = _note_numbers(plan)
+    if plan.overrides:
+        changed = ", ".join(f"`{o}`" for o in plan.overrides)
+        recipe = (
+            f"**These runs change the paper's recipe** ({changed}): they test the road, and "
+            "their accuracies say nothing about the paper's."
+        )
+    else:
+        recipe = "The runs follow the paper's recipe as sef's presets hold it."
+    text = [
+        f"# Table {t.number} reproduced: {t.title} ({t.backbone.replace('resnet', 'ResNet-')})",
+        "",
+        f"Written by `sef reproduce {t.key}` on {written} from the runs in `{plan.out}`. The "
+        "paper's rows are as printed. Rows **sef: ...** are ours: the best epoch's test top-1 "
+        "(%), which is what the authors report. Score: each method's mean rank over the datasets "
+        "it reports (`sef score` rules), over the paper's methods and ours, on the accuracies as "
+        f"shown. {recipe}",
+        "",
+        *_main_table(plan, ours, numbers),
+        "",
+    ]
+    if t.legend:
+        text += [f"Paper: {t.legend}", ""]
+    text += ["## Our runs beside the paper's rows", "", *_detail_table(ours), "", "## Notes", ""]
+    texts = notes()
+    text += [f"{number}. {texts[key]}" for key, number in numbers.items()]
+    return "\n".join(text) + "\n"
+
+
+def csv_text(plan: Plan, states: States) -> str:
+    """One line per row and dataset: the paper's rows and ours, with the Score of each row."""
+    t = plan.table
+    ours = cells(plan, states)
+    score = scores(accuracies(plan, ours))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in t.rows:
+        for dataset in t.columns:
+            writer.writerow(
+                {
+                    "table": t.key, "row": row.name, "source": "paper", "dataset": dataset,
+                    "accuracy": row.accuracies[dataset], "score": score[row.name],
+                    "paper_score": row.score,
+                }
+            )  # fmt: skip
+    for c in ours:
+        line = {
+            "table": t.key, "row": our_name(c.row), "source": "sef", "dataset": c.dataset,
+            "paper": c.row.accuracies[c.dataset], "state": c.progress,
+            "run": c.run.out if c.run is not None else None,
+            "score": score.get(our_name(c.row)),
+        }  # fmt: skip
+        if c.done:
+            result = c.state.result
+            line |= {
+                "accuracy": round(100 * result.best_top1, 2),
+                "best_epoch": result.best_epoch,
+                "last_top1": round(100 * result.last_top1, 2),
+                "class_mean_last": round(100 * result.last_class_mean, 2),
+            }
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` atomically: a kill while writing leaves the previous table."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_tables(plan: Plan, states: States, *, written: str) -> tuple[Path, Path]:
+    """Write ``OUT/<table>.md`` and ``OUT/<table>.csv``; return their paths."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    md, table_csv = plan.out / f"{plan.table.key}.md", plan.out / f"{plan.table.key}.csv"
+    _write(md, markdown(plan, states, written=written))
+    _write(table_csv, csv_text(plan, states))
+    return md, table_csv

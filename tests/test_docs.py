@@ -1,0 +1,26 @@
+"""README and docs/ link only to files that exist, and README stays a short user's document."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_point_to_existing_files(page):
+    targets = [t.split("#")[0] for t in LINK.findall(page.read_text())]
+    local = [t for t in targets if t and not re.match(r"[a-z]+://", t)]
+    missing = [t for t in local if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to missing files: {missing}"
+
+
+def test_readme_is_about_two_hundred_lines_with_two_set_up_commands():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 220
+    set_up = text.split("## Set up")[1].split("\n## ")[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", set_up, re.S)
+    assert commands == ["pip install . && sef train", 'pip install -e ".[dev]" && pytest']

@@ -1,0 +1,263 @@
+"""`sef reproduce` as a user runs it, at toy scale: tiny copies of the four datasets in their real
+formats, no pretrained weights, 1 epoch at 32 px (and sef's small CNN where only the road is
+tested, to keep the suite fast)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sef.checkpoint import load_checkpoint
+from sef.cli import main
+from sef.metrics import paper_scores, round_half_up
+
+TOY = ["--weights", "none", "--set", "optim.epochs=1", "--set", "data.image_size=32"]
+FAST = ["--set", "model.backbone=small_cnn", "--set", "data.workers=0", "--no-progress"]
+FAST += ["--set", "run.tensorboard=false"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as in the subprocesses (OMP_NUM_THREADS=1): on a shared 2-core machine
+    tiny convolutions spend most of their time waiting for a second thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def roots(cub_root, cars_root, dogs_root, aircraft_root) -> dict[str, Path]:
+    return {"cub": cub_root, "cars": cars_root, "dogs": dogs_root, "aircraft": aircraft_root}
+
+
+def _data(roots: dict[str, Path], *names: str) -> list[str]:
+    return [arg for name in names for arg in ("--data", f"{name}={roots[name]}")]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _sef(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "sef.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _check_scores(rows: list[dict[str, str]]) -> None:
+    """The Score column is `sef score`'s rule over every row's accuracies as printed."""
+    table: dict[str, dict[str, float | None]] = {}
+    for row in rows:
+        value = float(row["accuracy"]) if row["accuracy"] else None
+        table.setdefault(row["row"], {})[row["dataset"]] = (
+            None if value is None else round_half_up(value, 1)
+        )
+    table = {n: v for n, v in table.items() if any(x is not None for x in v.values())}
+    expected = {name: round_half_up(score, 1) for name, score in paper_scores(table).items()}
+    for row in rows:
+        assert (float(row["score"]) if row["score"] else None) == expected.get(row["row"])
+
+
+def test_both_tables_at_toy_scale(roots, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    for table, rows in (("table2", 3), ("table3", 5)):
+        every = _data(roots, "cub", "cars", "dogs", "aircraft")
+        assert main(["reproduce", table, *every, *TOY, *FAST]) == 0
+        out = capsys.readouterr().out
+        runs = 4 * rows
+        assert f"{table}: {runs} runs: 0 reused, 0 resumed, {runs} trained in" in out
+        assert f"[{runs}/{runs}] done" in out and "blank" not in out
+        assert f"tables: {Path('runs/reproduce') / f'{table}.md'}" in out
+        lines = _rows(tmp_path / "runs" / "reproduce" / f"{table}.csv")
+        ours = [line for line in lines if line["source"] == "sef"]
+        assert len(ours) == runs
+        assert all(line["accuracy"] and line["state"] == "1/1" for line in ours)
+        assert all(line["score"] for line in lines)
+        _check_scores(lines)
+        page = (tmp_path / "runs" / "reproduce" / f"{table}.md").read_text()
+        assert "**These runs change the paper's recipe**" in page and "`optim.epochs=1`" in page
+    page = (tmp_path / "runs" / "reproduce" / "table3.md").read_text()
+    assert "hard-codes ResNet-50's 2048 channels" in page
+    assert "| method | Birds | Dogs | Cars | Aircraft | Score (with ours) |" in page
+    page = (tmp_path / "runs" / "reproduce" / "table2.md").read_text()
+    assert "(p * log p).sum().neg()" in page and "| Score (paper) | Score (with ours) |" in page
+
+    # The same command again trains nothing: every run is reused from its folder.
+    assert main(["reproduce", "table2", *_data(roots, "cub", "cars"), *TOY, *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "table2: 6 runs: 6 reused, 0 resumed, 0 trained" in out and "training" not in out
+
+
+def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "repro"
+    arguments = ["reproduce", "table2", *_data(roots, "cub"), "--out", str(out), "--only", "sef"]
+    assert main([*arguments, *TOY, *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "table2: 1 runs: 0 reused, 0 resumed, 1 trained" in printed
+    assert "blank: Cars, Dogs, Aircraft (no --data)" in printed
+    assert "not in --only: ResNet-50, MaxEnt-CNN" in printed
+    lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
+    assert lines["sef: SEF", "cub"]["accuracy"] and lines["sef: SEF", "cub"]["paper"] == "87.3"
+    assert lines["sef: SEF", "cars"]["accuracy"] == "" and lines["sef: SEF", "cars"]["state"] == (
+        "no --data cars"
+    )
+    assert lines["sef: ResNet-50", "cub"]["state"] == "not in --only"
+    # A method that reports only Birds is ranked on Birds alone.
+    _check_scores(list(lines.values()))
+    assert lines["sef: ResNet-50", "cub"]["score"] == ""
+    page = (out / "table2.md").read_text()
+    assert "| **sef: SEF (4)** | " in page and " | – | – | – | – | " in page
+
+
+def _kill_when(path: Path, command: list[str], cwd: Path) -> None:
+    process = subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL)
+    try:
+        while not path.exists():
+            if process.poll() is not None:
+                raise AssertionError(f"sef reproduce exited early with {process.returncode}")
+            time.sleep(0.01)
+        process.kill()  # SIGKILL: no cleanup
+        assert process.wait(timeout=60) == -9
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_killed_during_the_second_run_resumes_it_and_reuses_the_first(
+    cub_root: Path, tmp_path: Path
+) -> None:
+    arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "plain", "sef"]
+    arguments += [*TOY, *FAST, "--set", "optim.epochs=3", "--set", "data.image_size=64"]
+    runs = tmp_path / "runs" / "reproduce"
+    first, second = runs / "cub-resnet18-plain", runs / "cub-resnet18"
+    _kill_when(second / "last.pt", [sys.executable, "-m", "sef.cli", *arguments], tmp_path)
+    assert load_checkpoint(first / "last.pt")["epoch"] == 3
+    killed_at = load_checkpoint(second / "last.pt")["epoch"]
+    assert 1 <= killed_at < 3
+    finished = (first / "last.pt").stat().st_mtime_ns
+
+    again = _sef(*arguments, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "[1/2] reused sef: ResNet-18 on Birds" in again.stdout
+    resumed = f"[2/2] resume sef: SEF (λ = 1, γ = 0.05, φ = 1) on Birds after epoch {killed_at}/3"
+    assert resumed in again.stdout and f"resuming after epoch {killed_at}" in again.stdout
+    assert "table3: 2 runs: 1 reused, 1 resumed, 0 trained" in again.stdout
+    assert (first / "last.pt").stat().st_mtime_ns == finished  # not retrained
+    assert load_checkpoint(second / "last.pt")["epoch"] == 3
+    lines = _rows(runs / "table3.csv")
+    assert sum(1 for line in lines if line["source"] == "sef" and line["state"] == "3/3") == 2
+
+
+def test_a_run_killed_in_its_first_epoch_starts_afresh(cub_root: Path, tmp_path: Path, capsys):
+    folder = tmp_path / "runs" / "cub-resnet18"  # what a kill before the first checkpoint leaves
+    (folder / "tb").mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("")
+    arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "sef"]
+    assert main([*arguments, "--out", str(tmp_path / "runs"), *TOY, *FAST]) == 0
+    assert "[1/1] train  sef: SEF" in capsys.readouterr().out
+    assert load_checkpoint(folder / "last.pt")["epoch"] == 1
+
+
+def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, capsys) -> None:
+    result = _sef("reproduce", "table3", "--dry-run", "--set", "run.amp=bf16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "sef reproduce table3: 20 runs into runs/reproduce (dry run: nothing trains)"
+    assert lines[2].split()[:7] == [
+        "[1/20]",
+        "sef:",
+        "ResNet-18",
+        "on",
+        "Birds",
+        "cub-resnet18-plain",
+        "50",
+    ]
+    assert lines[2].split()[-5:] == ["(5,994", "+", "5,794)", "new", "0.20"]
+    assert "50 x (12,000 + 8,580)" in lines[7]
+    assert "image counts: Table I's (no --data given)" in result.stdout
+    # 5 rows x 50 epochs x Table I's (train + test) images at 814 images/s
+    assert "estimate: 5.0 GPU hours left of 5.0, at 814 images/s per GPU" in result.stdout
+    assert "measured with bf16 and channels_last" in result.stdout
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "table3", "--dry-run", "--images-per-second", "1628"]) == 0
+    mine = capsys.readouterr().out
+    assert "estimate: 2.5 GPU hours left of 2.5, at 1628 images/s per GPU" in mine
+    assert "given with --images-per-second" in mine and not (tmp_path / "runs").exists()
+
+
+def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsys) -> None:
+    arguments = ["reproduce", "table2", *_data(roots, "dogs"), "--out", str(tmp_path), *TOY, *FAST]
+    assert main([*arguments, "--only", "maxent"]) == 0
+    capsys.readouterr()
+    assert main([*arguments, "--dry-run", "--images-per-second", "0.01"]) == 0
+    out = capsys.readouterr().out
+    runs = {line.split("  ")[1].strip(): line.split() for line in out.splitlines()[2:5]}
+    assert runs["sef: MaxEnt-CNN on Dogs"][-3:] == ["done", "1/1", "0.00"]
+    assert runs["sef: SEF on Dogs"][-2:] == ["new", "0.42"]  # (9 + 6) images at 0.01 images/s
+    assert "estimate: 0.8 GPU hours left of 1.2" in out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--data", "birds=."], "--data names unknown dataset 'birds'; the paper's datasets are"),
+        (["--data", "cub"], "--data 'cub' must look like NAME=ROOT"),
+        (["--data", "cub=nowhere"], "--data cub=nowhere: nowhere does not exist"),
+        ([], "give at least one dataset, e.g. --data cub="),
+        (
+            ["--data", "cub=.", "--only", "groups-only"],
+            "--only 'groups-only' is not a row of table2",
+        ),
+        (["--data", "cub=."], "images.txt not found in ."),
+        (
+            ["--dry-run", "--images-per-second", "0"],
+            "--images-per-second must be a positive number",
+        ),
+        (["--dry-run", "--set", "optim.epochz=3"], "unknown config key 'epochz'"),
+    ],
+)
+def test_bad_input_stops_in_one_line(arguments, message, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "table2", *arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sef reproduce: error: ") and message in error, error
+    assert error.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_folder_trained_with_other_settings_is_refused(cub_root: Path, tmp_path: Path) -> None:
+    arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "plain"]
+    assert main([*arguments, *TOY, *FAST, "--out", str(tmp_path)]) == 0
+    result = _sef(
+        *arguments, *TOY, *FAST, "--set", "optim.lr=0.1", "--out", str(tmp_path), cwd=tmp_path
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("sef reproduce: error: ")
+    assert "was trained with optim.lr=0.01, but this reproduction asks for 0.1" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sef.cli", "reproduce", "table3", "--data", f"cub={cub_root}", "--only", "plain",
+        "sef", "--set", "optim.batch_size=4", "--set", "run.device=cpu", *TOY, *FAST,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("table3: 2 runs: 0 reused, 0 resumed, 2 trained") == 1
+    assert result.stdout.count("[2/2] done") == 1 and result.stdout.count("on 2 x cpu") == 2
+    lines = _rows(tmp_path / "runs/reproduce/table3.csv")
+    assert sum(1 for line in lines if line["source"] == "sef" and line["state"] == "1/1") == 2
