@@ -262,6 +262,8 @@ def write_report(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(partial, path)  # a run killed while writing keeps the previous file whole
     print(f"wrote {path}", file=sys.stderr)
     return report

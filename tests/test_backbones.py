@@ -105,3 +105,36 @@ def test_timm_models_work_through_forward_features():
     assert model.channels == 512 and out.group_logits.shape == (2, 2, 4)
     with pytest.raises(ValueError, match="unknown timm model"):
         sef.SEF("timm:not_a_model", num_classes=4)
+
+
+def _busy_batchnorm(model):
+    """Eval-mode BN statistics that keep activations of order 1 through a random deep net."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_var.uniform_(0.02, 0.05)
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.bias.data.uniform_(0, 0.2)
+    return model.eval()
+
+
+def test_output_stride_16_doubles_the_map_and_keeps_the_old_one_on_every_second_cell():
+    torch.manual_seed(0)
+    plain = _busy_batchnorm(sef.SEF("mobilenet_v2", num_classes=3))
+    dilated = sef.SEF("mobilenet_v2", num_classes=3, output_stride=16)
+    dilated.load_state_dict(plain.state_dict())  # the same tensors: only strides and dilations
+    dilated.eval()
+    images = torch.randn(2, 3, 96, 112)
+    with torch.no_grad():
+        old, new = plain.backbone(images), dilated.backbone(images)
+    assert old.shape == (2, 1280, 3, 4) and new.shape == (2, 1280, 6, 7)
+    assert old.abs().mean() > 0.5  # a map with something in it
+    # a stride-2 conv followed by convs of dilation 1 == stride 1, then dilation 2, subsampled
+    torch.testing.assert_close(new[..., ::2, ::2], old, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(new[..., 1::2, ::2], old)
+
+
+def test_output_stride_is_refused_where_it_is_not_implemented():
+    with pytest.raises(ValueError, match="output_stride=16 is available for mobilenet_v2"):
+        sef.SEF("resnet18", num_classes=3, output_stride=16)
+    with pytest.raises(ValueError, match="must be 16 or None"):
+        sef.SEF("mobilenet_v2", num_classes=3, output_stride=8)

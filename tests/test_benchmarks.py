@@ -243,3 +243,55 @@ def test_demo_ablation_adds_rows_one_call_at_a_time(tmp_path, demo_root, run_mai
     third = run_main("demo_ablation.py", *tiny, "--set", "loss.phi=0.5", "--methods", "sef",
                      "--runs", "runs/phi0.5")  # fmt: skip
     assert list(third["results"]) == ["sef"]  # other settings: nothing kept
+
+
+def test_paired_difference_is_the_t_interval_of_the_per_seed_differences():
+    from ablation import paired_difference
+
+    result = paired_difference([0.5, 0.7, 0.6, 0.9, 0.8], [0.5, 0.6, 0.4, 0.6, 0.4])
+    differences = [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert result["differences"] == pytest.approx(differences)
+    mean = sum(differences) / 5
+    std = (sum((d - mean) ** 2 for d in differences) / 4) ** 0.5
+    half = 2.7764451051977987 * std / 5**0.5  # t(0.975, 4 degrees of freedom), from a table
+    assert result["mean"] == pytest.approx(0.2) and result["std"] == pytest.approx(std)
+    assert result["interval"] == pytest.approx([mean - half, mean + half])
+
+
+def test_finetune_ablation_saves_each_run_and_shares_runs_between_tables(
+    tmp_path, demo_root, run_main, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "f.json")
+    tiny = ["--quick", "--seeds", "0", "1", "--no-progress", "--out", out]
+    first = run_main("finetune_ablation.py", *tiny, "--tables", "main", "--rows", "plain", "sef")
+    assert sorted(first["runs"]) == ["plain-seed0", "plain-seed1", "sef-seed0", "sef-seed1"]
+    run = first["runs"]["sef-seed1"]
+    assert run["groups"] == 5 and len(run["last_group_top1"]) == 5 and run["epochs"] == 1
+    analysis = first["runs"]["plain-seed0"]["analysis"]
+    assert analysis["groups"] == 5 and not analysis["own_groups"]  # split as SEF would
+    assert len(analysis["group_correlation_matrix"]) == 5
+    assert analysis["part_chance_distinctness"] == pytest.approx(0.8)  # five parts
+    main = first["tables"]["main"]
+    assert list(main) == ["plain", "sef"]
+    tops = {k: [first["runs"][f"{k}-seed{s}"]["last_top1"] for s in (0, 1)] for k in main}
+    assert main["sef"]["last_top1_mean"] == pytest.approx(sum(tops["sef"]) / 2)
+    expected = [a - b for a, b in zip(tops["sef"], tops["plain"], strict=True)]
+    assert main["sef"]["minus_plain"]["differences"] == pytest.approx(expected)
+    assert "minus_plain" not in main["plain"]
+
+    trained = sorted(p.name for p in (tmp_path / "runs/finetune-ablation").iterdir())
+    second = run_main("finetune_ablation.py", *tiny, "--tables", "phi", "--rows", "φ=1")
+    assert second["runs"]["sef-seed0"] == first["runs"]["sef-seed0"]  # reused, not retrained
+    assert sorted(p.name for p in (tmp_path / "runs/finetune-ablation").iterdir()) == trained
+    assert second["tables"]["phi"]["φ=1"]["minus_plain"] == main["sef"]["minus_plain"]
+    assert "λ=1" in second["tables"]["lambda"]  # the same run, in every table that has it
+
+    capsys.readouterr()
+    finetune_ablation = importlib.import_module("finetune_ablation")
+    assert finetune_ablation.main(["--quick", "--out", out, "--report"]) == 0
+    sef_row = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| sef")
+    )
+    per_seed = ", ".join(f"{100 * t:.1f}" for t in tops["sef"])
+    assert f"| {per_seed} |" in sef_row

@@ -103,7 +103,7 @@ def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -
     values = yaml.safe_load(capsys.readouterr().out)
     assert values["model"] == {
         "backbone": "resnet18", "weights": "IMAGENET1K_V1", "groups": 1, "pool": None,
-        "backbone_args": {},
+        "backbone_args": {}, "output_stride": None,
     }  # fmt: skip
     assert values["loss"]["lam"] == values["loss"]["gamma"] == values["loss"]["phi"] == 0
 

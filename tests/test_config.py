@@ -70,13 +70,31 @@ def test_demo_presets_weight_the_group_loss_at_a_tenth() -> None:
 
 def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
     names = preset_names()
-    # 6 methods: demo, then 4 paper datasets and 2 own-data readers x 2 backbones
-    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 6 * 2)
+    # 6 methods: demo, 4 paper datasets and 2 own-data readers x 2 backbones, birds32 x mobilenet_v2
+    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 6 * 2 + 1)
     for name in names:
         assert load_preset(name).name == name
         assert "\n" not in describe_preset(name)
     demo = resolve_config()
     assert demo.name == "demo" and demo.model.weights is None and demo.data.dataset == "demo"
+
+
+def test_birds32_presets_fine_tune_imagenet_mobilenet_v2_with_the_paper_recipe_shape() -> None:
+    c = load_preset("birds32-mobilenet_v2")
+    assert (c.model.backbone, c.model.weights, c.model.output_stride) == (
+        "mobilenet_v2", "IMAGENET1K_V1", 16,
+    )  # fmt: skip
+    assert (c.data.dataset, c.data.root, c.data.image_size, c.data.recipe) == (
+        "birds32", None, 128, "resize",
+    )  # fmt: skip
+    assert (c.optim.optimizer, c.optim.momentum, c.optim.scheduler, c.optim.lr) == (
+        "sgd", 0.9, "step", 0.01,
+    )  # fmt: skip
+    assert c.optim.step_size / c.optim.epochs == pytest.approx(0.4, abs=0.02)  # paper: 20 of 50
+    assert (c.loss.lam, c.loss.gamma, c.loss.phi, c.model.groups) == (1, 0.05, 1, 5)
+    plain = load_preset("birds32-mobilenet_v2-plain")
+    assert (plain.loss.lam, plain.loss.phi, plain.model.groups) == (0, 0, 1)
+    assert plain.optim == c.optim and plain.data == c.data
 
 
 def test_overrides_parse_yaml_values_and_nest_only_in_options() -> None:

@@ -1,5 +1,6 @@
 """The built-in demo set: contract, determinism, locality of class differences, atomic caching."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 
 import sef
-from sef.datasets import demo
+from sef.datasets import birds32, demo
 from sef.errors import DataError
 
 TINY = {"per_class": 4, "test_per_class": 2}
@@ -32,6 +33,43 @@ def test_demo_honours_the_dataset_contract(demo_root):
     trainval.transform = sef.transforms.test_transform("resize", 32)
     tensor, _ = trainval[0]
     assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.float32
+
+
+def test_birds32_has_cubs_proportions_and_five_parts(demo_root):
+    """32 classes (five two-way parts), 30 / 25 images per class at 128 px by default; tiny here."""
+    assert len(birds32.CLASSES) == 32 and len(set(birds32.CLASSES)) == 32
+    assert sef.datasets.options("birds32") == {
+        "per_class": 30, "test_per_class": 25, "resolution": 128, "generation_seed": 0,
+        "progress": True,
+    }  # fmt: skip
+    tiny = {"per_class": 2, "test_per_class": 2, "resolution": 48, "progress": False}
+    trainval = sef.datasets.load("birds32", None, "trainval", **tiny)
+    test = sef.datasets.load("birds32", None, "test", **tiny)
+    assert trainval.classes == test.classes == birds32.CLASSES
+    assert len(trainval) == len(test) == 64
+    assert all(p.startswith(str(demo_root.parent / "birds32")) for p, _ in trainval.samples)
+    names = ["head", "wing", "tail", "breast", "feet"]
+    assert all(list(parts) == names for parts in trainval.parts)
+    assert all(0 <= v < 48 for parts in test.parts for xy in parts.values() for v in xy)
+    image, label = test[37]
+    assert image.size == (48, 48) and f"/{test.classes[label]}/" in test.samples[37][0]
+    assert test.classes[label].split("-") == list(demo.BIRDS32.variants_of(label).values())
+
+
+def test_a_birds32_bird_is_the_demo_bird_plus_its_two_new_parts():
+    """Same seed, same size range, same head/wing/tail: the pictures differ only around the feet
+    (a clear breast draws nothing), so the demo's pictures do not depend on what birds32 adds."""
+    same_size = dataclasses.replace(demo.BIRDS32, unit=demo.DEMO.unit)
+    for label in range(8):
+        demo_image, demo_parts = demo.render(label, np.random.default_rng(label), 128)
+        label32 = label * 4  # the same head, wing and tail; clear breast, perching feet
+        bird, parts = demo.render(label32, np.random.default_rng(label), 128, same_size)
+        assert {k: parts[k] for k in demo_parts} == demo_parts
+        diff = np.abs(np.asarray(demo_image, int) - np.asarray(bird, int)).sum(axis=2) > 30
+        ys, xs = np.nonzero(diff)
+        distance = {name: np.hypot(xs - x, ys - y) for name, (x, y) in parts.items()}
+        others = np.minimum.reduce([d for name, d in distance.items() if name != "feet"])
+        assert len(xs) >= 6 and (distance["feet"] < others).mean() > 0.95
 
 
 def test_val_is_carved_per_class_from_trainval(demo_root):
@@ -61,17 +99,22 @@ def test_generation_is_a_pure_function_of_its_options(tmp_path):
     assert sum((a / f).read_bytes() != (c / f).read_bytes() for f in files) == len(files)
 
 
-@pytest.mark.parametrize("part", ["head", "wing", "tail"])
-def test_classes_differ_only_around_one_part(part):
+@pytest.mark.parametrize(
+    ("birds", "part"),
+    [(demo.DEMO, p) for p in demo.PART_VARIANTS]
+    + [(demo.BIRDS32, p) for p in ("head", "wing", "tail", "breast", "feet")],
+)
+def test_classes_differ_only_around_one_part(birds, part):
     """Same pose and colours, one part variant swapped: changed pixels lie around that part."""
-    names = list(demo.PART_VARIANTS)
-    base_label = 0  # round-plain-fan
+    names = [name for name, _ in birds.parts]
+    base_label = 0  # round-plain-fan(-clear-perching)
     other_label = 2 ** (len(names) - 1 - names.index(part))  # flip only this part's variant
-    swapped = {**demo.variants_of(base_label), part: demo.PART_VARIANTS[part][1]}
-    assert demo.variants_of(other_label) == swapped
+    swapped = {**birds.variants_of(base_label), part: dict(birds.parts)[part][1]}
+    assert birds.variants_of(other_label) == swapped
+    size = 64 if birds is demo.DEMO else 128
     for seed in range(20):
-        first, parts = demo.render(base_label, np.random.default_rng(seed))
-        second, same_parts = demo.render(other_label, np.random.default_rng(seed))
+        first, parts = demo.render(base_label, np.random.default_rng(seed), size, birds)
+        second, same_parts = demo.render(other_label, np.random.default_rng(seed), size, birds)
         assert parts == same_parts
         diff = np.abs(np.asarray(first, int) - np.asarray(second, int)).sum(axis=2) > 30
         ys, xs = np.nonzero(diff)

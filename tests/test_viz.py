@@ -187,6 +187,10 @@ def test_measure_parts_finds_each_group_on_its_own_part(marked_parts):
     model = SEF(swapped, num_classes=1, groups=3).eval()
     report = measure_parts(model, marked_parts, transform, [0, 1, 2]).report
     assert report.dominant_parts == ["tail", "head", "wing"]
+    # A model without groups of its own (G = 1) is scored with the channel groups it is given.
+    ungrouped = SEF(torch.nn.AvgPool2d(8), num_classes=1, groups=1).eval()
+    split = measure_parts(ungrouped, marked_parts, transform, [0, 1, 2], group_sizes=[1, 1, 1])
+    assert split.report.fractions == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 
 
 class _Permute(torch.nn.Module):

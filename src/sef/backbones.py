@@ -6,6 +6,8 @@ scratch such as the demo set) and, when timm is installed, any timm model as ``"
 (CNNs, and token backbones through :mod:`sef.adapters`).
 Weights are a torchvision weight name ("IMAGENET1K_V1", "DEFAULT"), a local file
 (.pth/.pt/.safetensors holding the full model's state dict), or None.
+``output_stride=16`` (mobilenet_v2) halves the last stage's stride as DeepLab does: the map
+doubles in size, the weights stay the same tensors, and the old map is every second cell of it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _RESNET_FAMILIES = ("resnet", "resnext", "wide_resnet")
 _FEATURES_FAMILIES = ("efficientnet", "mobilenet", "convnext", "densenet", "vgg")
 _REGNET_FAMILY = "regnet"
 SMALL_CNN = "small_cnn"
+_DILATABLE = ("mobilenet_v2",)  # its last downsampling is one conv: see dilate_last_stage
 _SMALL_CNN_WIDTHS = (16, 32, 64, 128)
 
 
@@ -110,14 +113,51 @@ def _download_help(name: str, weights: object, url: str, reason: object) -> Weig
     )
 
 
-def torchvision_model(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+def _check_output_stride(backbone: object, output_stride: int | None) -> None:
+    if output_stride is None:
+        return
+    if output_stride != 16:
+        raise ValueError(
+            f"output_stride must be 16 or None (the backbone's own), not {output_stride!r}"
+        )
+    if not (isinstance(backbone, str) and backbone.startswith(_DILATABLE)):
+        raise ValueError(
+            f"output_stride=16 is available for mobilenet_v2, "
+            f"not {backbone if isinstance(backbone, str) else type(backbone).__name__!r}"
+        )
+
+
+def dilate_last_stage(model: nn.Module) -> nn.Module:
+    """Output stride 32 -> 16 for a stack whose last downsampling is its last stride-2 conv
+    (MobileNetV2): that conv strides 1, every later conv wider than 1x1 dilates by 2."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    last = max(i for i, conv in enumerate(convs) if conv.stride == (2, 2))
+    convs[last].stride = (1, 1)
+    for conv in convs[last + 1 :]:
+        if conv.kernel_size != (1, 1):
+            conv.dilation = tuple(2 * d for d in conv.dilation)
+            conv.padding = tuple(
+                d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size, strict=True)
+            )
+    return model
+
+
+def _build(name: str, weights: object, output_stride: int | None) -> nn.Module:
+    model = torchvision.models.get_model(name, weights=weights)
+    return dilate_last_stage(model) if output_stride == 16 else model
+
+
+def torchvision_model(
+    name: str, weights: str | os.PathLike | None = None, output_stride: int | None = None
+) -> nn.Module:
     """The full torchvision classifier ``name`` with named, local-file, or no weights."""
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise _unknown_backbone(name)
+    _check_output_stride(name, output_stride)
     if weights is None:
-        return torchvision.models.get_model(name, weights=None)
+        return _build(name, None, output_stride)
     if _is_weights_file(weights):
-        model = torchvision.models.get_model(name, weights=None)
+        model = _build(name, None, output_stride)
         _load_file_into(model, weights, name)
         return model
     enum = torchvision.models.get_model_weights(name)
@@ -129,7 +169,7 @@ def torchvision_model(name: str, weights: str | os.PathLike | None = None) -> nn
             f"unknown weights {weights!r} for {name}; use one of {options}, a file path, or None"
         ) from None
     try:
-        return torchvision.models.get_model(name, weights=chosen)
+        return _build(name, chosen, output_stride)
     except (URLError, OSError, RuntimeError) as error:
         raise _download_help(name, weights, chosen.url, error) from error
 
@@ -206,16 +246,19 @@ def create_backbone(
     image_size: int | None = None,
     pool: str | None = None,
     backbone_args: dict | None = None,
+    output_stride: int | None = None,
 ) -> nn.Module:
     """A module mapping images [B, 3, H, W] to the last conv feature map [B, C, h, w], or a
     :class:`~sef.adapters.FeatureAdapter` (timm models: token backbones give tokens or a
     channels-last map). ``image_size``, ``pool`` and ``backbone_args`` (keyword arguments of
-    ``timm.create_model``) concern timm models; CNNs pool the mean of their map."""
+    ``timm.create_model``) concern timm models; CNNs pool the mean of their map.
+    ``output_stride`` 16 (mobilenet_v2 only, for now) doubles the map's size."""
     named_timm = isinstance(backbone, str) and backbone.startswith(TIMM_PREFIX)
     if backbone_args and not named_timm:
         raise ValueError("backbone_args apply to timm:<model> backbones only")
     if pool not in (None, "avg") and not named_timm:
         raise ValueError(f"pool={pool!r} needs a timm:<model> token backbone; CNNs pool 'avg'")
+    _check_output_stride(backbone, output_stride)
     if isinstance(backbone, nn.Module):
         if weights is not None:
             _load_file_into(backbone, weights, type(backbone).__name__)
@@ -234,7 +277,7 @@ def create_backbone(
         return create_backbone(small_cnn(), weights)
     if not backbone.startswith((*_RESNET_FAMILIES, *_FEATURES_FAMILIES, _REGNET_FAMILY)):
         raise _unknown_backbone(backbone)
-    return _features_of(backbone, torchvision_model(backbone, weights))
+    return _features_of(backbone, torchvision_model(backbone, weights, output_stride))
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ Preset names are composed, so the 4 datasets x 2 backbones x 6 methods of the pa
 copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
 ``dogs-resnet18-plain``) merges ``paper.yaml``, ``<dataset>.yaml`` and ``method-<method>.yaml``;
 own data, ``folder-<backbone>[-<method>]`` and ``csv-...``, also merge ``own.yaml``;
-``demo[-<method>]`` merges ``demo.yaml`` and the method.
+``demo[-<method>]`` merges ``demo.yaml`` and the method; the built-in ``birds32`` set has
+``birds32-mobilenet_v2[-<method>]`` (paper.yaml, then birds32.yaml, then the method).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from sef.outputs import write_text
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
 OWN_DATASETS = ("folder", "csv")  # users' own images, named after their folder
 PAPER_BACKBONES = ("resnet50", "resnet18")
+BUILT_IN_SETS = {
+    "birds32": ("mobilenet_v2",)
+}  # generated sets, with the backbones they are sized for
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -69,6 +73,7 @@ class ModelConfig:
     groups: int = 4
     pool: str | None = None
     backbone_args: dict = field(default_factory=dict)
+    output_stride: int | None = None  # 16: a last map twice as large (mobilenet_v2)
 
 
 @dataclass
@@ -329,8 +334,12 @@ def preset_names() -> list[str]:
     for own data (folder, csv)."""
     methods = ["", *(f"-{m}" for m in _methods())]
     names = [f"{DEFAULT_PRESET}{m}" for m in methods]
-    for dataset in (*PAPER_DATASETS, *OWN_DATASETS):
-        for backbone in PAPER_BACKBONES:
+    sets = {
+        **{d: PAPER_BACKBONES for d in (*PAPER_DATASETS, *OWN_DATASETS)},
+        **BUILT_IN_SETS,
+    }
+    for dataset, backbones in sets.items():
+        for backbone in backbones:
             names += [f"{dataset}-{backbone}{m}" for m in methods]
     return names
 

@@ -64,12 +64,14 @@ class SEF(nn.Module):
         pool: str | None = None,
         image_size: int | None = None,
         backbone_args: dict | None = None,
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.backbone = create_backbone(
-            backbone, weights, image_size=image_size, pool=pool, backbone_args=backbone_args
+            backbone, weights, image_size=image_size, pool=pool, backbone_args=backbone_args,
+            output_stride=output_stride,
         )
         self.channels = channels or feature_channels(self.backbone)
         self.num_classes = num_classes
@@ -188,6 +190,7 @@ def build_model(config: Config, num_classes: int) -> SEF:
             pool=m.pool,
             image_size=config.data.image_size,
             backbone_args=m.backbone_args,
+            output_stride=m.output_stride,
         )
     except ValueError as error:
         raise ConfigError(

@@ -162,12 +162,15 @@ def measure_parts(
     batch_size: int = 32,
     examples: int = 6,
     progress: bool = True,
+    group_sizes: Sequence[int] | None = None,
 ) -> PartMeasurement:
     """Run ``model`` on ``dataset[indices]`` and report where each group's peak falls.
 
-    ``dataset`` must have ``parts`` (the demo set does); images are read untransformed so the
-    part centres can follow ``transform`` exactly.
+    ``dataset`` must have ``parts`` (the demo sets do); images are read untransformed so the
+    part centres can follow ``transform`` exactly. ``group_sizes`` splits the channels other
+    than the model's own groups (e.g. a plain model's, as SEF would split them).
     """
+    sizes = list(group_sizes or model.group_sizes)
     if getattr(dataset, "parts", None) is None:
         raise DataError(
             "this dataset has no part annotations; part localisation needs the demo data "
@@ -189,7 +192,7 @@ def measure_parts(
                 batch_images.append(tensor)
                 parts.append(moved)
             batch = torch.stack(batch_images)
-            maps = group_maps(backbone_features(model, batch), model.group_sizes)
+            maps = group_maps(backbone_features(model, batch), sizes)
             peaks.append(peak_locations(maps, tuple(batch.shape[-2:])))
             if start < examples:
                 images.append(batch[: examples - start])

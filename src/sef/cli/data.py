@@ -81,7 +81,7 @@ def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.checking import describe_bad_images
 
     options = dict(args.option)
-    if args.name == "demo":
+    if args.name in datasets.GENERATED:
         options.setdefault("progress", not args.no_progress)
     elif args.root is None:
         raise ConfigError(f"sef data check {args.name} needs ROOT, the dataset folder")
@@ -90,7 +90,7 @@ def run_check(args: argparse.Namespace) -> int:
         for split in datasets.SPLITS
     }
     classes = splits["trainval"].classes
-    print(f"{args.name} at {args.root or 'the demo cache'}: {len(classes)} classes")
+    print(f"{args.name} at {args.root or f'the {args.name} cache'}: {len(classes)} classes")
     for split, dataset in splits.items():
         used = len({label for _, label in dataset.samples})
         print(f"  {split:<9}{len(dataset):>8} images  {used:>5} classes")

@@ -42,8 +42,10 @@ READERS = {
     "folder": "sef.datasets.folder",
     "csv": "sef.datasets.csvlist",
     "demo": "sef.datasets.demo",
+    "birds32": "sef.datasets.birds32",
 }
 NAMES = tuple(READERS)
+GENERATED = ("demo", "birds32")  # drawn on first use into a cache: no root needed
 
 
 def reader(name: str) -> Callable[..., ImageList]:
@@ -75,7 +77,8 @@ def load(
 ) -> ImageList:
     """Read ``split`` of dataset ``name`` from ``root`` (the folder as unpacked).
 
-    ``root`` may be None only for ``demo`` (it then lives in the default cache). Extra keyword
+    ``root`` may be None only for the generated sets (``GENERATED``: they then live in the
+    default cache). Extra keyword
     options go to the dataset's reader; :func:`options` lists them.
     """
     read = reader(name)
@@ -83,7 +86,7 @@ def load(
     if unknown:
         known = ", ".join(options(name)) or "none"
         raise ConfigError(f"dataset {name!r} has no option {unknown[0]!r}; its options: {known}")
-    if root is None and name != "demo":
+    if root is None and name not in GENERATED:
         raise ConfigError(f"dataset {name!r} needs a root folder (data.root / ROOT)")
     dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
     dataset.transform = transform
@@ -92,6 +95,7 @@ def load(
 
 __all__ = [
     "BAD_IMAGE_POLICIES",
+    "GENERATED",
     "ImageList",
     "NAMES",
     "SPLITS",

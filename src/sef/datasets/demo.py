@@ -1,16 +1,21 @@
-"""A built-in fine-grained dataset, drawn procedurally so newcomers can train without downloads.
+"""Built-in fine-grained bird sets, drawn procedurally so anyone can train without downloads.
 
 Every image shows one bird-like object -- body, head, wing, tail -- at a random pose, scale,
-position and colour on a cluttered random background. Three parts each come in two variants that
-differ only locally: the head is ``round`` or ``crested`` (a spike on top), the wing ``plain`` or
-``barred`` (two stripes across it), the tail a ``fan`` or ``forked`` (a deep notch). The 2^3 = 8
-combinations are the classes (chance = 12.5 %), so a classifier must find and compare small parts:
-the global shape, colours and pose carry no class information. Each image's part centres (pixel
-x, y) are saved with it and exposed as ``ds.parts`` so localisation can be measured.
+position and colour on a cluttered random background. Each part of a set comes in two variants
+that differ only locally: the head is ``round`` or ``crested`` (a spike on top), the wing
+``plain`` or ``barred`` (two stripes across it), the tail a ``fan`` or ``forked`` (a deep notch);
+``birds32`` adds the breast, ``clear`` or ``spotted`` (three dots), and the feet, ``perching``
+(toes) or ``webbed``. The 2^P combinations are the classes, so a classifier must find and compare
+small parts: the global shape, colours and pose carry no class information. Each image's part
+centres (pixel x, y) are saved with it and exposed as ``ds.parts`` so localisation can be measured.
 
-The set is a pure function of its options: it is generated on first use into a cache folder
-(``$SEF_CACHE/demo`` or ``~/.cache/sef/demo``), into a temporary folder that is renamed into place
-only when complete, so an interrupted generation never leaves a half set behind.
+- ``demo`` (this module's ``read``): 3 parts, 8 classes, 300 + 100 images per class at 64 px;
+- ``birds32`` (:mod:`sef.datasets.birds32`): 5 parts, 32 classes, 30 + 25 per class at 128 px,
+  CUB's proportions (about 30 training images per class) for fine-tuning pretrained backbones.
+
+A set is a pure function of its options: it is generated on first use into a cache folder
+(``$SEF_CACHE/<name>`` or ``~/.cache/sef/<name>``), into a temporary folder that is renamed into
+place only when complete, so an interrupted generation never leaves a half set behind.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +44,34 @@ PART_VARIANTS = {
     "wing": ("plain", "barred"),
     "tail": ("fan", "forked"),
 }
-CLASSES = ["-".join(combo) for combo in itertools.product(*PART_VARIANTS.values())]
+EXTRA_PARTS = {"breast": ("clear", "spotted"), "feet": ("perching", "webbed")}
+
+
+@dataclass(frozen=True)
+class BirdSet:
+    """One procedurally drawn set: its name (cache folder), parts, drawing version, and the range
+    of the bird's size (half its body length, as a fraction of the image side)."""
+
+    name: str
+    parts: tuple[tuple[str, tuple[str, str]], ...]
+    version: int
+    unit: tuple[float, float] = (0.16, 0.24)
+
+    @property
+    def classes(self) -> list[str]:
+        """Every combination of part variants, the first part varying slowest."""
+        return ["-".join(combo) for combo in itertools.product(*(v for _, v in self.parts))]
+
+    def variants_of(self, label: int) -> dict[str, str]:
+        names = [name for name, _ in self.parts]
+        return dict(zip(names, self.classes[label].split("-"), strict=True))
+
+
+DEMO = BirdSet("demo", tuple(PART_VARIANTS.items()), VERSION)
+# birds32's birds are smaller and vary more in size (about 35-65 % of the image across, the
+# demo's 58-86 %), so its parts are small, as in CUB.
+BIRDS32 = BirdSet("birds32", tuple({**PART_VARIANTS, **EXTRA_PARTS}.items()), 1, (0.1, 0.18))
+CLASSES = DEMO.classes
 ANNOTATIONS = "annotations.json"
 _SET = re.compile(r"v\d+-seed\d+-\d+x\d+-\d+px$")  # a folder_name() of any version
 _SPLIT_IDS = {"trainval": 0, "test": 1}
@@ -53,17 +86,23 @@ _BEAK = [(1.3, -0.48), (1.8, -0.3), (1.3, -0.16)]
 _FAN_TAIL = [(-0.85, 0.0), (-1.7, -0.55), (-1.7, 0.55)]
 _FORKED_TAIL = [(-0.85, 0.0), (-1.8, -0.65), (-1.3, 0.0), (-1.8, 0.65)]
 _WING_BARS = [(-0.45, 0.16), (0.05, 0.16)]  # (x of the bar's centre, bar width)
+_BREAST = (0.59, 0.14)
+_BREAST_SPOTS, _SPOT_RADIUS = [(0.48, 0.12), (0.68, 0.06), (0.6, 0.24)], 0.09
+_FEET = (0.05, 0.86)
+_LEGS = [(-0.15, 0.3), (0.25, 0.34)]  # where each leg leaves the body; it ends at y = 0.8
+_TOES = [(0.2, 0.84), (0.16, 0.97), (-0.09, 0.92)]  # each toe tip: (x from its leg, y)
+_WEB = [(0.0, -0.02), (0.24, 0.02), (0.19, 0.18), (-0.09, 0.13)]  # around the leg's end
 
 
-def default_cache() -> Path:
-    """Where the demo set lives by default: $SEF_CACHE/demo, else ~/.cache/sef/demo."""
+def default_cache(name: str = "demo") -> Path:
+    """Where a set lives by default: $SEF_CACHE/<name>, else ~/.cache/sef/<name>."""
     base = os.environ.get("SEF_CACHE")
-    return Path(base) / "demo" if base else Path.home() / ".cache" / "sef" / "demo"
+    return Path(base) / name if base else Path.home() / ".cache" / "sef" / name
 
 
-def variants_of(label: int) -> dict[str, str]:
+def variants_of(label: int, birds: BirdSet = DEMO) -> dict[str, str]:
     """The part variants that define class ``label``, e.g. {'head': 'crested', ...}."""
-    return dict(zip(PART_VARIANTS, CLASSES[label].split("-"), strict=True))
+    return birds.variants_of(label)
 
 
 class _Pose:
@@ -120,18 +159,30 @@ def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, side: 
             draw.line(box, fill=fill, width=int(rng.integers(1, 4)) * _SUPERSAMPLE)
 
 
+def _draw_feet(draw: ImageDraw.ImageDraw, pose: _Pose, webbed: bool, colour, width: int) -> None:
+    """Two legs below the body, ending in three toes (perching) or a filled web."""
+    for x, top in _LEGS:
+        end = (x, 0.8)
+        draw.line([pose(x, top), pose(*end)], fill=colour, width=width)
+        if webbed:
+            draw.polygon(pose.polygon([(x + dx, 0.8 + dy) for dx, dy in _WEB]), fill=colour)
+        else:
+            for dx, y in _TOES:
+                draw.line([pose(*end), pose(x + dx, y)], fill=colour, width=width)
+
+
 def render(
-    label: int, rng: np.random.Generator, size: int = 64
+    label: int, rng: np.random.Generator, size: int = 64, birds: BirdSet = DEMO
 ) -> tuple[Image.Image, dict[str, tuple[float, float]]]:
     """Draw one image of class ``label``; return it with its part centres in pixels (x, y)."""
-    variant = variants_of(label)
+    variant = birds.variants_of(label)
     side = size * _SUPERSAMPLE
     background = _colour(rng, 40, 216)
     image = Image.new("RGB", (side, side), background)
     draw = ImageDraw.Draw(image)
     _draw_background(draw, rng, side)
 
-    unit = rng.uniform(0.16, 0.24) * side  # half the body length: the object spans ~3.6 u
+    unit = rng.uniform(*birds.unit) * side  # half the body length: the object spans ~3.6 u
     reach = 1.9 * unit
     centre = tuple(rng.uniform(reach, side - reach, size=2))
     pose = _Pose(centre, unit, math.radians(rng.uniform(-30, 30)), int(rng.choice([-1, 1])))
@@ -141,6 +192,9 @@ def render(
 
     tail = _FORKED_TAIL if variant["tail"] == "forked" else _FAN_TAIL
     draw.polygon(pose.polygon(tail), fill=_shade(body, 0.8), outline=outline)
+    if "feet" in variant:  # drawn before the body, which covers the legs' tops
+        line = max(1, round(0.06 * unit))
+        _draw_feet(draw, pose, variant["feet"] == "webbed", outline, line)
     draw.polygon(pose.ellipse((0.0, 0.0), (1.0, 0.45)), fill=body, outline=outline)
     draw.polygon(pose.ellipse(_WING, _WING_AXES), fill=_shade(body, 0.65), outline=outline)
     if variant["wing"] == "barred":
@@ -148,6 +202,10 @@ def render(
             bar = [(x - width / 2, -0.28), (x + width / 2, -0.28)]
             bar += [(x + width / 2, 0.2), (x - width / 2, 0.2)]
             draw.polygon(pose.polygon(bar), fill=accent)
+    if variant.get("breast") == "spotted":
+        for spot in _BREAST_SPOTS:
+            axes = (_SPOT_RADIUS, _SPOT_RADIUS)
+            draw.polygon(pose.ellipse(spot, axes, n=12), fill=accent, outline=outline)
     if variant["head"] == "crested":
         draw.polygon(pose.polygon(_CREST), fill=accent, outline=outline)
     draw.polygon(pose.polygon(_BEAK), fill=accent, outline=outline)
@@ -157,13 +215,21 @@ def render(
     draw.ellipse([eye[0] - radius, eye[1] - radius, eye[0] + radius, eye[1] + radius], fill=0)
 
     centres = {"head": pose(*_HEAD), "wing": pose(*_WING), "tail": pose(*_TAIL_CENTRE)}
+    centres |= {name: pose(*xy) for name, xy in (("breast", _BREAST), ("feet", _FEET))}
+    centres = {name: centres[name] for name in variant}  # only this set's parts, in its order
     parts = {name: (x / _SUPERSAMPLE, y / _SUPERSAMPLE) for name, (x, y) in centres.items()}
     return image.reduce(_SUPERSAMPLE), parts
 
 
-def folder_name(per_class: int, test_per_class: int, resolution: int, generation_seed: int) -> str:
-    """The cache sub-folder of one demo configuration (every option is in the name)."""
-    return f"v{VERSION}-seed{generation_seed}-{per_class}x{test_per_class}-{resolution}px"
+def folder_name(
+    per_class: int,
+    test_per_class: int,
+    resolution: int,
+    generation_seed: int,
+    birds: BirdSet = DEMO,
+) -> str:
+    """The cache sub-folder of one configuration of a set (every option is in the name)."""
+    return f"v{birds.version}-seed{generation_seed}-{per_class}x{test_per_class}-{resolution}px"
 
 
 def _check_cache(base: Path) -> None:
@@ -183,22 +249,30 @@ def _check_cache(base: Path) -> None:
 
 
 def _write_set(
-    folder: Path, counts: dict[str, int], resolution: int, generation_seed: int, progress: bool
+    folder: Path,
+    counts: dict[str, int],
+    resolution: int,
+    generation_seed: int,
+    progress: bool,
+    birds: BirdSet = DEMO,
 ) -> None:
     records = []
+    classes = birds.classes
     jobs = [
-        (s, label, i) for s, n in counts.items() for label in range(len(CLASSES)) for i in range(n)
+        (s, label, i) for s, n in counts.items() for label in range(len(classes)) for i in range(n)
     ]
-    for split, label, index in tqdm(jobs, desc="generating demo set", disable=not progress):
+    for split, label, index in tqdm(
+        jobs, desc=f"generating {birds.name} set", disable=not progress
+    ):
         rng = np.random.default_rng([generation_seed, _SPLIT_IDS[split], label, index])
-        image, parts = render(label, rng, resolution)
-        relative = f"{split}/{CLASSES[label]}/{index:05d}.png"
+        image, parts = render(label, rng, resolution, birds)
+        relative = f"{split}/{classes[label]}/{index:05d}.png"
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         image.save(folder / relative)
         records.append({"path": relative, "label": label, "split": split, "parts": parts})
     meta = {
-        "version": VERSION,
-        "classes": CLASSES,
+        "version": birds.version,
+        "classes": classes,
         "generation_seed": generation_seed,
         "resolution": resolution,
         "images": records,
@@ -214,15 +288,18 @@ def ensure_generated(
     resolution: int = 64,
     generation_seed: int = 0,
     progress: bool = True,
+    birds: BirdSet = DEMO,
 ) -> Path:
-    """The folder of this demo configuration under ``root``, generated first if absent."""
+    """The folder of this configuration of a set under ``root``, generated first if absent."""
     for name, value in (("per_class", per_class), ("test_per_class", test_per_class)):
         if not isinstance(value, int) or value < 2:
-            raise DataError(f"demo option {name} must be an integer >= 2, got {value!r}")
+            raise DataError(f"{birds.name} option {name} must be an integer >= 2, got {value!r}")
     if not isinstance(resolution, int) or resolution < 32:
-        raise DataError(f"demo option resolution must be an integer >= 32, got {resolution!r}")
-    base = Path(root) if root is not None else default_cache()
-    folder = base / folder_name(per_class, test_per_class, resolution, generation_seed)
+        raise DataError(
+            f"{birds.name} option resolution must be an integer >= 32, got {resolution!r}"
+        )
+    base = Path(root) if root is not None else default_cache(birds.name)
+    folder = base / folder_name(per_class, test_per_class, resolution, generation_seed, birds)
     if (folder / ANNOTATIONS).is_file():
         return folder
     _check_cache(base)
@@ -230,7 +307,7 @@ def ensure_generated(
     partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=base))
     try:
         counts = {"trainval": per_class, "test": test_per_class}
-        _write_set(partial, counts, resolution, generation_seed, progress)
+        _write_set(partial, counts, resolution, generation_seed, progress, birds)
         try:
             partial.rename(folder)
         except OSError:  # another process finished the same set first: keep theirs
@@ -254,15 +331,24 @@ def read(
     progress: bool = True,
 ) -> ImageList:
     """The demo set's ``split``; trainval/test are generated, train/val carved from trainval."""
+    return read_set(DEMO, root, split, seed, val_fraction, progress, **{
+        "per_class": per_class, "test_per_class": test_per_class,
+        "resolution": resolution, "generation_seed": generation_seed,
+    })  # fmt: skip
+
+
+def read_set(
+    birds: BirdSet,
+    root: str | os.PathLike | None,
+    split: str,
+    seed: int,
+    val_fraction: float,
+    progress: bool,
+    **options: int,
+) -> ImageList:
+    """``split`` of a bird set; trainval/test are generated, train/val carved from trainval."""
     check_split(split)
-    folder = ensure_generated(
-        root,
-        per_class=per_class,
-        test_per_class=test_per_class,
-        resolution=resolution,
-        generation_seed=generation_seed,
-        progress=progress,
-    )
+    folder = ensure_generated(root, progress=progress, birds=birds, **options)
     meta = json.loads((folder / ANNOTATIONS).read_text())
     wanted = "test" if split == "test" else "trainval"
     records = [r for r in meta["images"] if r["split"] == wanted]

@@ -56,6 +56,7 @@ NOT_DOWNLOADABLE = {
         "them into ROOT"
     ),
     "demo": "the demo set is generated on first use; just run `sef data check demo`",
+    "birds32": "birds32 is generated on first use; just run `sef data check birds32`",
     "folder": "folder data is your own; there is nothing to download",
     "csv": "CSV data is your own; there is nothing to download",
 }

@@ -44,7 +44,7 @@ def read_split(
     ``progress`` shows the demo set being drawn on first use."""
     d = config.data
     options = dict(d.options)
-    if d.dataset == "demo":
+    if d.dataset in datasets.GENERATED:
         options.setdefault("progress", progress)
     return datasets.load(
         d.dataset, d.root if root is None else root, split, transform=transform,
