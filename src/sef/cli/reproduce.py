@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sef.cli.options import add_set_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from sef.reproduce.paper import tables
@@ -34,13 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/reproduce", help="DIR (default runs/reproduce)")
     parser.add_argument("--weights", help="backbone weights: IMAGENET1K_V1 (default), a file, none")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value in every run, e.g. --set run.amp=bf16 (repeatable)",
+    add_set_option(
+        parser, "override a config value in every run, e.g. --set run.amp=bf16 (repeatable)"
     )
     parser.add_argument("--only", nargs="+", metavar="ROW", help=f"train only these rows ({rows})")
     parser.add_argument(

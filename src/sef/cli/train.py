@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sef.cli.options import add_set_option
 from sef.config import AMP_MODES, Config, apply_values, parse_overrides, resolve_config
 
 # flag -> config key; flags left unset keep the preset's value
@@ -55,14 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--channels-last", action="store_true", default=None, help="channels_last memory format"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config value, e.g. --set loss.gamma=0.1 (repeatable)",
-    )
+    add_set_option(parser, "override any config value, e.g. --set loss.gamma=0.1 (repeatable)")
     parser.add_argument(
         "--resume", action="store_true", help="continue DIR/last.pt exactly where it stopped"
     )
