@@ -122,7 +122,7 @@ def test_eval_refuses_unknown_tta_and_unwritable_report(demo_checkpoint: Path, t
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"sef eval: error: cannot write the report to {blocked}")
+    assert result.stderr.startswith(f"sef eval: error: cannot write {blocked / 'report'}: ")
     with pytest.raises(SystemExit) as exit_code:
         main([*arguments, "--tta", "rotate"])
     assert exit_code.value.code == 2

@@ -16,7 +16,6 @@ from sef.report import (
     confusion_matrix,
     error_report,
     plot_confusion,
-    writable_folder,
 )
 
 
@@ -100,5 +99,5 @@ def test_report_files_and_unwritable_folders(tmp_path):
     assert saved["confused_pairs"][0]["count"] == 2 and len(saved["figure_order"]) == 4
     blocked = tmp_path / "file"
     blocked.write_text("")
-    with pytest.raises(SEFError, match=f"cannot write the report to {blocked / 'sub'}"):
-        writable_folder(blocked / "sub")
+    with pytest.raises(SEFError, match=f"cannot write {blocked / 'sub'}: {blocked} is a file"):
+        report.write(blocked / "sub")

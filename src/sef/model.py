@@ -70,7 +70,11 @@ class SEF(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.backbone = create_backbone(
-            backbone, weights, image_size=image_size, pool=pool, backbone_args=backbone_args,
+            backbone,
+            weights,
+            image_size=image_size,
+            pool=pool,
+            backbone_args=backbone_args,
             output_stride=output_stride,
         )
         self.channels = channels or feature_channels(self.backbone)

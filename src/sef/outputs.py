@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sef.errors import OutputError
 
@@ -131,3 +132,11 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def save_figure(figure: Any, path: str | os.PathLike, dpi: int) -> Path:
+    """Write a matplotlib ``figure`` atomically, in the format ``path`` ends with (else PNG)."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=dpi, format=path.suffix[1:].lower() or "png")
+    return path

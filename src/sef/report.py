@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sef.errors import SEFError
+from sef import outputs
 
 FILE_NAMES = {
     "per_class": "per_class.csv",
@@ -85,7 +85,7 @@ class ErrorReport:
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write the four files of the module docstring into ``out_dir``; returns their paths."""
-        out = writable_folder(out_dir)
+        out = outputs.make_folder(out_dir)
         paths = {key: out / name for key, name in FILE_NAMES.items()}
         _write_csv(paths["per_class"], self.per_class)
         _write_csv(paths["pairs"], self.pairs)
@@ -96,28 +96,15 @@ class ErrorReport:
             "confused_pairs": self.pairs,
             "figure_order": [self.classes[i] for i in self.order],
         }
-        paths["json"].write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        outputs.write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
         return paths
 
 
-def writable_folder(folder: str | os.PathLike) -> Path:
-    """``folder``, created if needed; SEFError in one sentence if it cannot be written."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".sef-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise SEFError(
-            f"cannot write the report to {path} ({error.strerror or error}); pass a folder you "
-            f"can write to"
-        ) from None
-    return path
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with (
+        outputs.atomic_path(path) as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as handle,
+    ):
         if not rows:
             return
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -203,10 +190,7 @@ def plot_confusion(
         f"Confusion matrix ({count} classes, rows normalised; confused classes ordered together)"
     )
     figure.colorbar(image, ax=axis, shrink=0.6, label="share of the true class (square-root scale)")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=dpi)
-    return out
+    return outputs.save_figure(figure, out, dpi)
 
 
 def _short(name: str, limit: int = 32) -> str:

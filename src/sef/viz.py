@@ -73,11 +73,7 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, out: str | os.PathLike) -> Path:
-    """Write ``figure`` atomically, in the format its file name ends with (PNG without one)."""
-    out = Path(out)
-    with outputs.atomic_path(out) as temporary:
-        figure.savefig(temporary, dpi=_DPI, format=out.suffix[1:].lower() or "png")
-    return out
+    return outputs.save_figure(figure, out, _DPI)
 
 
 def _group_names(count: int) -> list[str]:

@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from sef.distributed import is_main_process
     from sef.engine import evaluate_checkpoint, write_predictions
     from sef.outputs import check_writable
-    from sef.report import error_report, writable_folder
+    from sef.report import error_report
 
     if args.report:
-        writable_folder(args.report)  # fail before evaluating, not after
+        check_writable(args.report, folder=True)  # fail before evaluating, not after
 
     path = args.predictions or args.checkpoint.with_name(
         f"{args.checkpoint.stem}-{args.split}-predictions.csv"
