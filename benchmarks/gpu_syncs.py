@@ -10,7 +10,9 @@ SEF-ResNet-50 at 448 px, batch 32, as the fast road of ``gpu_epoch.py`` trains i
   device at every step (``if not torch.isfinite(total)``, as sef did before): what one wait
   per step costs.
 
-Both for ``--amp bf16`` and ``--amp fp16`` (whose gradient scaler adds its own check).
+Both for ``--amp bf16`` and ``--amp fp16`` (whose gradient scaler adds its own check). Also
+counted: one ``sef.engine.evaluate`` pass over ``--steps`` batches of uint8 images on the host,
+as its loader hands them over.
 
     python benchmarks/gpu_syncs.py                  # on a CUDA machine -> results/gpu_syncs.json
     python benchmarks/gpu_syncs.py --quick          # CPU, tiny: checks that it runs (no counts)
@@ -38,6 +40,7 @@ from common import (
     write_report,
 )
 from gpu_epoch import RepeatedBatch, Road, build_training
+from torch.utils.data import TensorDataset
 
 import sef
 from sef import engine
@@ -150,6 +153,29 @@ def measure_amp(args: argparse.Namespace, amp: str, device: torch.device) -> dic
     }
 
 
+def evaluation_syncs(args: argparse.Namespace, device: torch.device) -> dict[str, int] | None:
+    """Synchronising calls of one bf16 evaluation pass over ``--steps`` uint8 batches."""
+    road = Road("sef_eval", "sef", "uint8", "bf16", fast=True)
+    model = build_training(road, args, device)[0]
+    shape = (args.steps * args.batch_size, 3, args.image_size, args.image_size)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8)
+    dataset = TensorDataset(images, torch.randint(args.classes, shape[:1]))
+
+    def evaluation() -> None:
+        engine.evaluate(
+            model,
+            dataset,
+            batch_size=args.batch_size,
+            context=Context(device=device),
+            amp="bf16",
+            channels_last=True,
+            progress=False,
+        )
+
+    evaluation()  # warm up
+    return count_syncs(evaluation, device)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -159,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "host-device synchronisations per SEF training step, and their cost",
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "results": results,
+        "evaluate_syncs": evaluation_syncs(args, device),
     }
     write_report(args.out, payload, device, [__file__, *argv])
     for amp, result in results.items():

@@ -95,7 +95,13 @@ def evaluate(
     sef.eval()
     device, length = context.device, len(dataset)
     indices = distributed.shard(length, context)
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(
+        Subset(dataset, indices),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",  # so that copies to the GPU need not wait
+    )
+    shard = torch.tensor(indices, device=device)  # copied once, not per batch
     # Slot 0 counts how often each image was seen; the rest hold 1 + predicted class.
     # With TTA the last slot holds 1 + its prediction.
     table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)
@@ -118,10 +124,10 @@ def evaluate(
                 output, probabilities = forward_views(sef, images, tta, prepare)
             else:
                 output = sef.forward_sef(prepare(images))
-        rows = torch.tensor(indices[position : position + len(labels)], device=device)
+        rows = shard[position : position + len(labels)]
         position += len(labels)
         table[0, rows] += 1
-        table[1, rows] = labels.to(device) + 1
+        table[1, rows] = labels.to(device, non_blocking=True) + 1
         table[2, rows] = output.logits.argmax(1) + 1
         table[3 : 3 + sef.groups, rows] = output.group_logits.argmax(2) + 1
         if tta:
