@@ -5,15 +5,15 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR [PART...]]
 #
-# OUT_DIR defaults to $OUT, else /tmp/sef-gpu-check; PARTS to "epoch syncs train compile".
+# OUT_DIR defaults to $OUT, else /tmp/sef-gpu-check; PARTS to "epoch syncs eval train compile".
 # SEF_CHECK_DEVICE=cpu runs the train part's commands on the CPU (slowly): a dry run.
-# OUT_DIR receives log.txt, gpu_epoch.json, gpu_epoch_compile.json, gpu_syncs.json and
+# OUT_DIR receives log.txt, gpu_epoch.json, gpu_epoch_compile.json, gpu_syncs.json, gpu_eval.json and
 # runs.tar.gz (each sef train run's config.yaml and metrics.jsonl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-/tmp/sef-gpu-check}}")
 parts=" ${*:2} "
-[ "$parts" = "  " ] && parts=" epoch syncs train compile "
+[ "$parts" = "  " ] && parts=" epoch syncs eval train compile "
 runs=/tmp/sef-gpu-runs
 mkdir -p "$out" "$runs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -66,7 +66,10 @@ if wants epoch; then
   step 200 gpu_epoch python benchmarks/gpu_epoch.py --out "$out/gpu_epoch.json"
 fi
 if wants syncs; then
-  step 60 gpu_syncs python benchmarks/gpu_syncs.py --out "$out/gpu_syncs.json"
+  step 120 gpu_syncs python benchmarks/gpu_syncs.py --out "$out/gpu_syncs.json"
+fi
+if wants eval; then
+  step 120 gpu_eval python benchmarks/gpu_eval.py --out "$out/gpu_eval.json"
 fi
 if wants train; then
   step 60 demo-bf16 train demo-bf16 --amp bf16 --channels-last

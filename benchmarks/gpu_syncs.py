@@ -1,7 +1,8 @@
 """Host-device synchronisations of SEF training steps on CUDA, where they come from, and their cost.
 
-Each step is ``sef.engine.train_one_epoch`` over one batch kept on the device (so no data path),
-SEF-ResNet-50 at 448 px, batch 32, as the fast road of ``gpu_epoch.py`` trains it:
+Each step is ``sef.engine.train_one_epoch`` over one uint8 batch kept on the device (so no data
+path; normalised there every step, as ``sef train`` does), SEF-ResNet-50 at 448 px, batch 32, as
+the fast road of ``gpu_epoch.py`` trains it:
 
 * **count**: ``torch.cuda.set_sync_debug_mode("warn")`` over one epoch of ``--steps`` steps;
   every warning is one synchronising call, recorded with the line of sef that made it;
@@ -113,9 +114,9 @@ def measure_amp(args: argparse.Namespace, amp: str, device: torch.device) -> dic
     _, trainer, criterion, optimizer = build_training(road, args, device)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     shape = (args.batch_size, 3, args.image_size, args.image_size)
-    images = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
     labels = torch.randint(args.classes, (args.batch_size,), device=device)
-    batches = RepeatedBatch(images, labels, args.steps)
+    batches = RepeatedBatch(images, labels, args.steps)  # normalised on the device every step
 
     def epoch() -> None:
         engine.train_one_epoch(

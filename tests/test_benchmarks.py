@@ -181,6 +181,18 @@ def test_gpu_syncs_script_times_both_precisions_with_and_without_a_wait_per_step
 
 
 @pytest.mark.slow
+def test_gpu_eval_script_times_every_part_of_an_evaluation_pass(tmp_path, run_main):
+    report = run_main("gpu_eval.py", "--quick", "--out", str(tmp_path / "e.json"))
+    parts = ["loader_1", "compute", "evaluate_full", "evaluate_1", "evaluate_2", "evaluate_3"]
+    parts += ["gpu_epoch_timing_1", "gpu_epoch_timing_2", "evaluate_authors"]
+    assert list(report["seconds"]) == parts
+    assert all(seconds > 0 for seconds in report["seconds"].values())
+    test_images = report["settings"]["test_images"]
+    for name, seconds in report["seconds"].items():
+        assert report["images_per_second"][name] == pytest.approx(test_images / seconds)
+
+
+@pytest.mark.slow
 def test_inference_script_finds_the_exported_graph_equal_to_the_plain_one(tmp_path, run_main):
     report = run_main("inference.py", "--quick", "--out", str(tmp_path / "i.json"))
     assert set(report["seconds"]) == {

@@ -130,3 +130,21 @@ def test_bad_recipe_or_size_is_a_config_error(recipe, size):
         transforms.train_transform(recipe, size)
     with pytest.raises(ConfigError, match="recipe|image_size"):
         transforms.test_transform(recipe, size)
+
+
+def test_normalise_batch_copies_nothing_from_the_host_after_its_first_batch(monkeypatch):
+    """Each tensor built from Python numbers on a GPU is a copy the host waits for; the
+    ImageNet statistics are built once per device, not per batch."""
+    transforms.normalise_batch(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
+    built = []
+    for name in ("tensor", "as_tensor"):
+        original = getattr(torch, name)
+
+        def counted(*args, _original=original, **kwargs):
+            built.append(args)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, counted)
+    for _ in range(3):
+        transforms.normalise_batch(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+    assert built == []

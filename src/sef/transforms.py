@@ -10,6 +10,8 @@ and :func:`normalise_batch` finishes a batch of such images on the device.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
@@ -42,12 +44,20 @@ def _normalise() -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-_NORMALISE = v2.Compose(_normalise())
+@functools.lru_cache(maxsize=8)
+def _imagenet_statistics(device: torch.device) -> tuple[Tensor, Tensor]:
+    """ImageNet mean and std as [3, 1, 1] float32 tensors on ``device``, built once, so that a
+    batch copies nothing from the host (each such copy makes the host wait for a GPU)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(3, 1, 1)
+    return mean, std
 
 
 def normalise_batch(images: Tensor) -> Tensor:
-    """uint8 images [..., 3, H, W] to ImageNet-normalised float32, exactly as the pipelines do."""
-    return _NORMALISE(images)
+    """uint8 images [..., 3, H, W] to ImageNet-normalised float32, exactly as the pipelines do
+    (their ``ToDtype(scale=True)`` then ``Normalize``, in the same operations)."""
+    mean, std = _imagenet_statistics(images.device)
+    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
 
 def train_transform(recipe: str, image_size: int, normalise: bool = True) -> v2.Compose:

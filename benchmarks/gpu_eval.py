@@ -1,0 +1,162 @@
+"""Where the seconds of one evaluation pass go: CUB's test set (5,794 images), SEF-ResNet-50.
+
+``gpu_epoch.py`` times one ``sef.engine.evaluate`` pass per road; this script takes that pass
+apart, each part timed separately in one process:
+
+* ``loader_W``: only the data, through the DataLoader that ``evaluate`` builds (W workers,
+  pinned memory on CUDA, uint8 images resized and cropped in the workers);
+* ``compute``: only the model: ``forward_sef`` on one batch kept on the device, as many
+  times as there are batches;
+* ``evaluate_full``: ``evaluate`` over a test set cut to whole batches (cuDNN has tuned
+  every shape during the warm-up);
+* ``evaluate_1`` .. ``evaluate_3``: three passes over the real test size, whose last, shorter
+  batch is a shape cuDNN's autotuner (``cudnn.benchmark``, as ``sef train`` sets on CUDA) has
+  not seen before the first pass;
+* ``gpu_epoch_timing_1``, ``_2``: ``gpu_epoch.py``'s own evaluation timing, twice, on a model
+  built as that script builds its fast road's: there the pass took 9.6-9.8 s on an H200 on
+  2026-11-26 while the ``evaluate_N`` passes here took 3.1-4.4 s; this pair says whether the
+  model's construction or the timing explains the gap;
+* ``evaluate_authors``: the authors' road: fp32, NCHW, floats normalised in 8 workers.
+
+    python benchmarks/gpu_eval.py            # on a CUDA machine -> results/gpu_eval.json
+    python benchmarks/gpu_eval.py --quick    # CPU, tiny: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from common import RESULTS_DIR, configure_torch, synchronize, write_report
+from gpu_epoch import (
+    RECIPE,
+    ROADS,
+    _images,
+    build_training,
+    parse_args,
+    time_evaluation,
+    write_jpegs,
+)
+from torch.utils.data import DataLoader
+
+import sef
+from sef import engine, transforms
+from sef.distributed import Context
+from sef.engine.device import autocast, to_device
+
+
+def seconds(device: torch.device, work) -> float:
+    """Wall-clock seconds of ``work()``, device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def loader_pass(dataset, args: argparse.Namespace, workers: int, device: torch.device) -> None:
+    """Every batch of the DataLoader ``evaluate`` builds, copied to the device and dropped."""
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    for images, _ in loader:
+        images.to(device, non_blocking=True)
+
+
+def compute_pass(model: sef.SEF, args: argparse.Namespace, device: torch.device) -> None:
+    """``forward_sef`` on one on-device batch, once per batch of the test set."""
+    images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size))
+    images = to_device(images.to(torch.uint8), device, channels_last=True)
+    with torch.inference_mode(), autocast(device, "bf16"):
+        for _ in range(-(-args.test_images // args.batch_size)):
+            model.forward_sef(images)
+
+
+def evaluate_pass(model, dataset, args, device, amp: str, channels_last: bool, workers: int):
+    """One ``sef.engine.evaluate`` pass, as ``sef train`` runs it after each epoch."""
+    return lambda: engine.evaluate(
+        model,
+        dataset,
+        batch_size=args.batch_size,
+        workers=workers,
+        context=Context(device=device),
+        amp=amp,
+        channels_last=channels_last,
+        progress=False,
+    )
+
+
+def parts(args: argparse.Namespace, files: list[Path], device: torch.device) -> dict[str, float]:
+    """Seconds of each part, in the order of the module docstring."""
+    uint8 = _images(
+        args,
+        files,
+        args.test_images,
+        transforms.test_transform(RECIPE, args.image_size, normalise=False),
+    )
+    whole = args.test_images // args.batch_size * args.batch_size
+    uint8_whole = _images(args, files, whole, uint8.transform)
+    floats = _images(
+        args, files, args.test_images, transforms.test_transform(RECIPE, args.image_size)
+    )
+    torch.manual_seed(0)
+    model = sef.SEF(args.backbone, args.classes, groups=args.groups).to(device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    fast = model.to(memory_format=torch.channels_last)
+    times = {}
+    for workers in sorted({args.authors_workers, args.workers}):
+        times[f"loader_{workers}"] = seconds(
+            device, partial(loader_pass, uint8, args, workers, device)
+        )
+    compute_pass(fast, args, device)  # warm-up: cuDNN tunes the whole-batch shapes
+    times["compute"] = seconds(device, lambda: compute_pass(fast, args, device))
+    times["evaluate_full"] = seconds(
+        device, evaluate_pass(fast, uint8_whole, args, device, "bf16", True, args.workers)
+    )
+    for n in (1, 2, 3):
+        times[f"evaluate_{n}"] = seconds(
+            device, evaluate_pass(fast, uint8, args, device, "bf16", True, args.workers)
+        )
+    road = next(r for r in ROADS if r.name == "fast")
+    built = build_training(road, args, device)[0]
+    for n in (1, 2):
+        times[f"gpu_epoch_timing_{n}"] = time_evaluation(road, built, args, files, device)
+    torch.backends.cudnn.benchmark = False
+    authors = model.to(memory_format=torch.contiguous_format)
+    times["evaluate_authors"] = seconds(
+        device, evaluate_pass(authors, floats, args, device, "none", False, args.authors_workers)
+    )
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if "--out" not in argv:
+        args.out = RESULTS_DIR / "gpu_eval.json"
+    device = configure_torch(args)
+    with tempfile.TemporaryDirectory(prefix="sef-jpegs-") as scratch:
+        files = write_jpegs(args.jpeg_dir or Path(scratch), args.jpegs, args.jpeg_side)
+        times = parts(args, files, device)
+    payload = {
+        "benchmark": "seconds of the parts of one evaluation pass (sef.engine.evaluate)",
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "seconds": times,
+        "images_per_second": {k: args.test_images / v for k, v in times.items()},
+    }
+    write_report(args.out, payload, device, [__file__, *argv])
+    for name, value in times.items():
+        print(f"{name:18s} {value:7.2f} s  {args.test_images / value:8.1f} images/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
