@@ -222,8 +222,8 @@ def summarise_table(name: str, runs: dict) -> dict:
 
 
 HEADER = (
-    "| row | last top-1 | per seed | row - plain, paired (95 % CI) | within / between corr. "
-    "| parts (static) |"
+    "| row | last top-1 | per seed | row - plain, paired (95 % CI) | group heads' top-1 "
+    "| within / between corr. | parts (static) |"
 )
 
 
@@ -231,7 +231,7 @@ def markdown(tables: dict, runs: dict) -> str:
     """Every table as Markdown: mean ± std, each seed's number, the paired gap to plain."""
     lines = []
     for name, summary in tables.items():
-        lines += ["", f"{name}:", HEADER, "|---|---|---|---|---|---|"]
+        lines += ["", f"{name}:", HEADER, "|---|---|---|---|---|---|---|"]
         rows = {row.label: row for row in TABLES[name][0]}
         for label, e in summary.items():
             top = f"{100 * e['last_top1_mean']:.1f} ± {100 * e['last_top1_std']:.1f}"
@@ -245,14 +245,15 @@ def markdown(tables: dict, runs: dict) -> str:
                 if diff
                 else ""
             )
+            heads = " / ".join(f"{100 * h:.1f}" for h in e["group_top1_mean"] or [])
             corr = (
-                f"{e['within_group_correlation_mean']:.2f} / "
-                f"{e['between_group_correlation_mean']:.2f}"
+                f"{e['within_group_correlation_mean']:.3f} / "
+                f"{e['between_group_correlation_mean']:.3f}"
             )
             parts = e["part_distinctness_mean"]
             static = e["part_static_distinctness_mean"]
             located = f"{parts:.2f} ({static:.2f})" if parts is not None else ""
-            lines.append(f"| {label} | {top} | {seeds} | {gap} | {corr} | {located} |")
+            lines.append(f"| {label} | {top} | {seeds} | {gap} | {heads} | {corr} | {located} |")
     return "\n".join(lines)
 
 
