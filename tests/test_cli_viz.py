@@ -102,3 +102,12 @@ def test_cam_help_gives_images_one_meaning(demo_checkpoint, tmp_path):
     out = tmp_path / "cam.png"
     shown = _sef("viz", "cam", "--checkpoint", demo_checkpoint, "--images", 2, "--out", out)
     assert shown.returncode == 0 and _is_png(out), shown.stderr
+
+
+def test_cam_refuses_image_paths_together_with_images_n(demo_checkpoint, tmp_path, write_image):
+    own = write_image(tmp_path / "own.jpg", (50, 40))
+    out = tmp_path / "cam.png"
+    both = _sef("viz", "cam", "--checkpoint", demo_checkpoint, own, "--images", 2, "--out", out)
+    assert both.returncode == 2 and both.stdout == "" and not out.exists()
+    assert "--images N shows N random test images" in both.stderr
+    assert "Traceback" not in both.stderr and len(both.stderr.strip().splitlines()) == 1

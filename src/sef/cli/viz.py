@@ -15,12 +15,23 @@ def _device(name: str) -> str:
     return name
 
 
-def _checkpoint_options(parser: argparse.ArgumentParser, images: int, what: str) -> None:
+CAM_IMAGES = 6  # random test images `sef viz cam` shows when it is given no PATH
+
+
+def _checkpoint_options(
+    parser: argparse.ArgumentParser, images: int, what: str, explicit: bool = False
+) -> None:
+    """--checkpoint and the random image choice; with ``explicit``, --images defaults to None
+    so that the command can tell whether it was given."""
     parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
     parser.add_argument("--data-root", help="dataset folder (default: the one it trained on)")
     parser.add_argument("--split", default="test", help="split to draw images from (default test)")
     parser.add_argument(
-        "--images", type=int, default=images, metavar="N", help=f"{what} (default {images})"
+        "--images",
+        type=int,
+        default=None if explicit else images,
+        metavar="N",
+        help=f"{what} (default {images})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random image choice")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -64,7 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     cam.add_argument("paths", nargs="*", metavar="PATH", help="image files (default: random)")
-    _checkpoint_options(cam, 6, "random test images to show when no PATH is given")
+    _checkpoint_options(
+        cam, CAM_IMAGES, "random test images to show when no PATH is given", explicit=True
+    )
     _out_option(cam, "cam.png", "checkpoint")
     cam.set_defaults(func=run_cam)
 
@@ -138,7 +151,15 @@ def run_corr(args: argparse.Namespace) -> int:
 
 
 def run_cam(args: argparse.Namespace) -> int:
+    from sef.errors import ConfigError
     from sef.viz import activation_figure
+
+    if args.paths and args.images is not None:
+        raise ConfigError(
+            "--images N shows N random test images; with image PATHs given it has no meaning: "
+            "give one or the other"
+        )
+    args.images = CAM_IMAGES if args.images is None else args.images
 
     path = activation_figure(_load(args), _out(args, "cam.png"), args.paths, **_sampling(args))
     print(f"wrote {path}")
