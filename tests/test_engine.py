@@ -328,3 +328,24 @@ def test_resuming_with_more_epochs_follows_a_run_planned_that_long(
         ConfigError, match="for 3 epochs: it has trained 4 already; pass --epochs 4"
     ):
         fit(shorter, data=data, resume=True, progress=False)
+
+
+def test_each_epoch_replaces_metrics_jsonl_whole_so_no_reader_sees_half_a_line(tmp_path):
+    """A reader that opened metrics.jsonl before an epoch keeps complete lines: the file is
+    replaced (written aside, then renamed), never appended to in place."""
+    from sef.engine.log import Logger
+
+    def record(epoch: int) -> dict:
+        terms = ("loss_total", "train_top1", "eval_top1", "eval_class_mean", "seconds")
+        return {"epoch": epoch, "lr": 0.1, "images_per_second": 1.0, "eval_group_top1": [0.5]} | {
+            key: 0.5 for key in terms
+        }
+
+    config = _config(tmp_path, "run.tensorboard=false")
+    logger = Logger(tmp_path, config, [record(1)], start_epoch=1)
+    with open(tmp_path / "metrics.jsonl", encoding="utf-8") as before:
+        logger.epoch(record(2), epochs=3)
+        assert [json.loads(line)["epoch"] for line in before] == [1]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    logger.close()

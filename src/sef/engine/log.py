@@ -13,7 +13,7 @@ from sef.config import Config
 
 
 def _write_lines(path: Path, records: list[dict]) -> None:
-    """Rewrite metrics.jsonl atomically (resume drops lines the checkpoint does not cover)."""
+    """Rewrite metrics.jsonl atomically: a reader or a killed run never sees half a line."""
     outputs.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
@@ -22,7 +22,8 @@ class Logger:
 
     def __init__(self, out: Path, config: Config, history: list[dict], start_epoch: int):
         self.metrics = out / "metrics.jsonl"
-        _write_lines(self.metrics, history)
+        self.records = list(history)  # resume drops lines the checkpoint does not cover
+        _write_lines(self.metrics, self.records)
         self.board = None
         if config.run.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -30,8 +31,8 @@ class Logger:
             self.board = SummaryWriter(str(out / "tb"), purge_step=start_epoch)
 
     def epoch(self, record: dict, epochs: int) -> None:
-        with open(self.metrics, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.records.append(record)
+        _write_lines(self.metrics, self.records)
         if self.board is not None:
             for key, value in record.items():
                 if isinstance(value, list):
