@@ -54,3 +54,15 @@ def test_public_names_and_submodules_resolve_on_first_use() -> None:
         assert getattr(sef, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         sef.nothing_here  # noqa: B018
+
+
+def test_type_checkers_see_every_lazy_name_from_its_home() -> None:
+    """The TYPE_CHECKING imports of sef/__init__.py name exactly the lazy names and homes."""
+    import ast
+
+    tree = ast.parse(Path(sef.__file__).read_text(encoding="utf-8"))
+    guarded = next(
+        n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)
+    )
+    seen = {a.name: node.module for node in guarded.body for a in node.names}
+    assert seen == sef._HOMES

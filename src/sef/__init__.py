@@ -3,7 +3,20 @@
 The public names below resolve on first use (:mod:`sef.lazy`): ``import sef`` loads no torch.
 """
 
+from typing import TYPE_CHECKING
+
 from sef.lazy import lazy_attributes
+
+if TYPE_CHECKING:  # what type checkers and editors see; a test keeps it equal to _HOMES
+    from sef.backbones import available_backbones, create_backbone
+    from sef.checkpoint import load_checkpoint, save_checkpoint
+    from sef.config import Config, resolve_config
+    from sef.engine import evaluate, fit
+    from sef.errors import SEFError
+    from sef.groups import group_sizes
+    from sef.losses import SEFLoss, group_loss
+    from sef.metrics import paper_scores
+    from sef.model import SEF, SEFOutput, TrainedModel, load_trained_model
 
 __version__ = "0.1.0"
 
