@@ -234,7 +234,9 @@ def markdown(tables: dict, runs: dict) -> str:
         lines += ["", f"{name}:", HEADER, "|---|---|---|---|---|---|---|"]
         rows = {row.label: row for row in TABLES[name][0]}
         for label, e in summary.items():
-            top = f"{100 * e['last_top1_mean']:.1f} ± {100 * e['last_top1_std']:.1f}"
+            top = f"{100 * e['last_top1_mean']:.1f}"
+            if len(e["seeds"]) > 1:  # no spread from one seed
+                top += f" ± {100 * e['last_top1_std']:.1f}"
             seeds = ", ".join(
                 f"{100 * runs[rows[label].key(s)]['last_top1']:.1f}" for s in e["seeds"]
             )
