@@ -308,3 +308,13 @@ def test_finetune_ablation_saves_each_run_and_shares_runs_between_tables(
     )
     per_seed = ", ".join(f"{100 * t:.1f}" for t in tops["sef"])
     assert f"| {per_seed} |" in sef_row
+
+
+def test_finetune_ablation_gives_runs_of_different_settings_different_names():
+    """Runs are reused by name, so two settings sharing a name would silently share a run."""
+    finetune_ablation = importlib.import_module("finetune_ablation")
+    settings: dict[str, set] = {}
+    for rows, _ in finetune_ablation.TABLES.values():
+        for row in rows:
+            settings.setdefault(row.key(0), set()).add((row.preset, frozenset(row.overrides)))
+    assert all(len(s) == 1 for s in settings.values()), settings
