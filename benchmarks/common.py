@@ -74,6 +74,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def seconds_of(work: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of one ``work()``, the device work it queued included."""
+    synchronize(device)
+    start = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def time_interleaved(
     variants: Mapping[str, Callable[[], object]],
     repeats: int,

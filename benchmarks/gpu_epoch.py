@@ -32,8 +32,7 @@ import argparse
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -45,7 +44,7 @@ from common import (
     configure_torch,
     parse_arguments,
     peak_memory_mb,
-    synchronize,
+    seconds_of,
     write_report,
 )
 from PIL import Image
@@ -84,8 +83,11 @@ ROADS = (
 EVALUATED = ("authors_fp32", "fast")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(
+    argv: list[str] | None = None, out: Path = RESULTS_DIR / "gpu_epoch.json", doc: str = __doc__
+) -> argparse.Namespace:
+    """This script's options; ``out`` and ``doc`` let another GPU script share them."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--image-size", type=int, default=448)
@@ -103,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the fast roads")
     parser.add_argument("--roads", nargs="+", choices=[r.name for r in ROADS], default=None)
     parser.add_argument("--jpeg-dir", type=Path, default=None, help="keep the JPEGs here")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu_epoch.json")
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--quick", action="store_true", help="CPU-sized: tiny model and data")
     quick = dict(
@@ -306,27 +308,30 @@ def build_training(
     return model, trainer, criterion, optimizer
 
 
-def time_evaluation(
-    road: Road, model: sef.SEF, args: argparse.Namespace, files: list[Path], device: torch.device
-) -> float:
-    """Seconds of one ``sef.engine.evaluate`` pass over ``args.test_images`` images."""
-    authors = road.data == "float"
-    transform = transforms.test_transform(RECIPE, args.image_size, normalise=not authors)
-    dataset = _images(args, files, args.test_images, transform)
-    synchronize(device)
-    start = time.perf_counter()
-    engine.evaluate(
+def evaluate_pass(
+    model: sef.SEF, dataset, args: argparse.Namespace, device: torch.device, road: Road
+) -> Callable[[], object]:
+    """One ``sef.engine.evaluate`` pass over ``dataset`` on ``road``, as ``sef train`` runs it
+    after each epoch (the authors' road with their 8 workers)."""
+    return lambda: engine.evaluate(
         model,
         dataset,
         batch_size=args.batch_size,
-        workers=args.authors_workers if authors else args.workers,
+        workers=args.authors_workers if road.data == "float" else args.workers,
         context=Context(device=device),
         amp=road.amp,
         channels_last=road.fast,
         progress=False,
     )
-    synchronize(device)
-    return time.perf_counter() - start
+
+
+def time_evaluation(
+    road: Road, model: sef.SEF, args: argparse.Namespace, files: list[Path], device: torch.device
+) -> float:
+    """Seconds of one ``sef.engine.evaluate`` pass over ``args.test_images`` images."""
+    transform = transforms.test_transform(RECIPE, args.image_size, normalise=road.data == "float")
+    dataset = _images(args, files, args.test_images, transform)
+    return seconds_of(evaluate_pass(model, dataset, args, device, road), device)
 
 
 def run_road(road: Road, args: argparse.Namespace, files: list[Path], device: torch.device) -> dict:
@@ -354,11 +359,7 @@ def run_road(road: Road, args: argparse.Namespace, files: list[Path], device: to
     remainder = images_per_epoch(batches, args.batch_size) % args.batch_size
     if remainder:  # the epoch's last, shorter batch: tune (and compile) its shape too, as a
         epoch(short_batch(args, remainder, device))  # whole run pays that only once
-    synchronize(device)
-    start = time.perf_counter()
-    epoch(batches)
-    synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds = seconds_of(lambda: epoch(batches), device)
     result = {
         **asdict(road),
         "steps": len(batches),

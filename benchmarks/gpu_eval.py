@@ -27,47 +27,32 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from functools import partial
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, configure_torch, synchronize, write_report
+from common import RESULTS_DIR, configure_torch, seconds_of, write_report
 from gpu_epoch import (
     RECIPE,
     ROADS,
     _images,
     build_training,
+    evaluate_pass,
     parse_args,
     time_evaluation,
     write_jpegs,
 )
-from torch.utils.data import DataLoader
 
 import sef
-from sef import engine, transforms
-from sef.distributed import Context
+from sef import transforms
 from sef.engine.device import autocast, to_device
+from sef.engine.evaluation import evaluation_loader
 
-
-def seconds(device: torch.device, work) -> float:
-    """Wall-clock seconds of ``work()``, device work included."""
-    synchronize(device)
-    start = time.perf_counter()
-    work()
-    synchronize(device)
-    return time.perf_counter() - start
+FAST, AUTHORS = (next(r for r in ROADS if r.name == name) for name in ("fast", "authors_fp32"))
 
 
 def loader_pass(dataset, args: argparse.Namespace, workers: int, device: torch.device) -> None:
-    """Every batch of the DataLoader ``evaluate`` builds, copied to the device and dropped."""
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
-    for images, _ in loader:
+    """Every batch of the loader ``evaluate`` reads, copied to the device and dropped."""
+    for images, _ in evaluation_loader(dataset, args.batch_size, workers, device):
         images.to(device, non_blocking=True)
 
 
@@ -78,20 +63,6 @@ def compute_pass(model: sef.SEF, args: argparse.Namespace, device: torch.device)
     with torch.inference_mode(), autocast(device, "bf16"):
         for _ in range(-(-args.test_images // args.batch_size)):
             model.forward_sef(images)
-
-
-def evaluate_pass(model, dataset, args, device, amp: str, channels_last: bool, workers: int):
-    """One ``sef.engine.evaluate`` pass, as ``sef train`` runs it after each epoch."""
-    return lambda: engine.evaluate(
-        model,
-        dataset,
-        batch_size=args.batch_size,
-        workers=workers,
-        context=Context(device=device),
-        amp=amp,
-        channels_last=channels_last,
-        progress=False,
-    )
 
 
 def parts(args: argparse.Namespace, files: list[Path], device: torch.device) -> dict[str, float]:
@@ -110,38 +81,33 @@ def parts(args: argparse.Namespace, files: list[Path], device: torch.device) -> 
     torch.manual_seed(0)
     model = sef.SEF(args.backbone, args.classes, groups=args.groups).to(device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    fast = model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # the fast road's layout, until the authors'
     times = {}
     for workers in sorted({args.authors_workers, args.workers}):
-        times[f"loader_{workers}"] = seconds(
-            device, partial(loader_pass, uint8, args, workers, device)
+        times[f"loader_{workers}"] = seconds_of(
+            lambda w=workers: loader_pass(uint8, args, w, device), device
         )
-    compute_pass(fast, args, device)  # warm-up: cuDNN tunes the whole-batch shapes
-    times["compute"] = seconds(device, lambda: compute_pass(fast, args, device))
-    times["evaluate_full"] = seconds(
-        device, evaluate_pass(fast, uint8_whole, args, device, "bf16", True, args.workers)
+    compute_pass(model, args, device)  # warm-up: cuDNN tunes the whole-batch shapes
+    times["compute"] = seconds_of(lambda: compute_pass(model, args, device), device)
+    times["evaluate_full"] = seconds_of(
+        evaluate_pass(model, uint8_whole, args, device, FAST), device
     )
     for n in (1, 2, 3):
-        times[f"evaluate_{n}"] = seconds(
-            device, evaluate_pass(fast, uint8, args, device, "bf16", True, args.workers)
-        )
-    road = next(r for r in ROADS if r.name == "fast")
-    built = build_training(road, args, device)[0]
+        times[f"evaluate_{n}"] = seconds_of(evaluate_pass(model, uint8, args, device, FAST), device)
+    built = build_training(FAST, args, device)[0]
     for n in (1, 2):
-        times[f"gpu_epoch_timing_{n}"] = time_evaluation(road, built, args, files, device)
+        times[f"gpu_epoch_timing_{n}"] = time_evaluation(FAST, built, args, files, device)
     torch.backends.cudnn.benchmark = False
-    authors = model.to(memory_format=torch.contiguous_format)
-    times["evaluate_authors"] = seconds(
-        device, evaluate_pass(authors, floats, args, device, "none", False, args.authors_workers)
+    model.to(memory_format=torch.contiguous_format)
+    times["evaluate_authors"] = seconds_of(
+        evaluate_pass(model, floats, args, device, AUTHORS), device
     )
     return times
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    if "--out" not in argv:
-        args.out = RESULTS_DIR / "gpu_eval.json"
+    args = parse_args(argv, out=RESULTS_DIR / "gpu_eval.json", doc=__doc__)
     device = configure_torch(args)
     with tempfile.TemporaryDirectory(prefix="sef-jpegs-") as scratch:
         files = write_jpegs(args.jpeg_dir or Path(scratch), args.jpegs, args.jpeg_side)

@@ -65,6 +65,15 @@ class EvalResult:
         return summary
 
 
+def evaluation_loader(
+    dataset: Dataset, batch_size: int, workers: int, device: torch.device
+) -> DataLoader:
+    """The batches ``evaluate`` reads, in order; pinned on CUDA so that copies need not wait."""
+    return DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -95,12 +104,7 @@ def evaluate(
     sef.eval()
     device, length = context.device, len(dataset)
     indices = distributed.shard(length, context)
-    loader = DataLoader(
-        Subset(dataset, indices),
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",  # so that copies to the GPU need not wait
-    )
+    loader = evaluation_loader(Subset(dataset, indices), batch_size, workers, device)
     shard = torch.tensor(indices, device=device)  # copied once, not per batch
     # Slot 0 counts how often each image was seen; the rest hold 1 + predicted class.
     # With TTA the last slot holds 1 + its prediction.
