@@ -53,6 +53,11 @@ def test_eval_prints_metrics_and_writes_per_image_csv(trained: Path, folder_root
     assert f"top-1              {top1:.4f}" in result.stdout
     assert f"predictions        {csv_path}" in result.stdout
     assert "(6 images)" in result.stdout and "group heads top-1" in result.stdout
+    record = json.loads((trained.parent / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (  # the same images through the same model as training's evaluation of epoch 1
+        f"  group correlation  within {record['eval_corr_within']:.3f}, between "
+        f"{record['eval_corr_between']:.3f} (mean channel cosine)"
+    ) in result.stdout
 
 
 def test_eval_json_other_split_and_moved_data(

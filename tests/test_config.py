@@ -127,6 +127,7 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("optim.epochs=2.5", "optim.epochs must be int"),
         ("loss.lam=-1", "loss.lam=-1.0 is invalid: it must be a number >= 0"),
         ("loss.gamma=.nan", "loss.gamma=nan is invalid"),
+        ("loss.lam_warmup=-2", "loss.lam_warmup=-2.0 is invalid: it must be a number >= 0"),
         ("run.amp=fp8", "run.amp='fp8' is invalid: it must be one of none, bf16, fp16"),
         ("model.groups=0", "model.groups=0 is invalid"),
         ("optim.lr", "must look like section.key=value"),

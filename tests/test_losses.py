@@ -234,3 +234,100 @@ def test_invalid_variant_and_weights_are_value_errors():
         sef.SEFLoss(2, lam=-1)
     with pytest.raises(ValueError, match="group_variant"):
         sef.SEFLoss(2, group_variant="mine")
+
+
+# ------------------------------------------------------------- the groups' correlation readout
+
+
+def slow_group_correlation(features, groups):
+    """Per image, the C x C cosine's block means; within: mean of the G diagonal blocks,
+    between: mean of the G(G-1) others; summed over the batch, in float64."""
+    x = features.double().flatten(2)
+    x = x / (x.norm(dim=2, keepdim=True) + EPS32)
+    members = contiguous_groups(x.shape[1], groups)
+    within = between = 0.0
+    for image in x:
+        cos = image @ image.T
+        for m in range(groups):
+            for n in range(groups):
+                block = cos[members[m]][:, members[n]].mean()
+                if m == n:
+                    within += block / groups
+                else:
+                    between += block / (groups * (groups - 1))
+    return float(within), float(between)
+
+
+def one_hot_maps(*positions, size=4):
+    """[C, 1, size]: channel c is 1 at positions[c] and 0 elsewhere (unit, mutually orthogonal
+    where the positions differ)."""
+    maps = torch.zeros(len(positions), 1, size)
+    for channel, position in enumerate(positions):
+        maps[channel, 0, position] = 1.0
+    return maps
+
+
+@pytest.mark.parametrize(
+    ("positions", "groups", "expected"),
+    [
+        ((0, 0, 1, 1, 2, 2), 3, (1.0, 0.0)),  # each group one map, the maps orthogonal
+        ((0, 0, 0, 0, 0, 0), 3, (1.0, 1.0)),  # every channel the same map: collapse
+        ((0, 1, 0, 0), 2, (0.75, 0.5)),  # group 1 {a, b}: 0.5 inside; group 2 {a, a}: 1; 0.5 across
+        ((0, 1, 2, 3), 2, (0.5, 0.0)),  # four orthogonal channels: only i = j correlates
+    ],
+)
+def test_group_correlation_of_hand_built_maps_is_exact(positions, groups, expected):
+    features = one_hot_maps(*positions).unsqueeze(0).repeat(3, 1, 1, 1)  # 3 images
+    within, between = sef.losses.group_correlation(features, groups).tolist()
+    assert (within / 3, between / 3) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(("shape", "groups"), [((3, 64, 4, 4), 5), ((2, 13, 5, 5), 3)])
+def test_group_correlation_matches_slow_version_and_sef_viz_corr(shape, groups):
+    from sef.analysis import channel_cosine, group_means
+    from sef.groups import group_sizes
+
+    torch.manual_seed(0)
+    features = torch.randn(shape)
+    within, between = sef.losses.group_correlation(features, groups).tolist()
+    slow = slow_group_correlation(features, groups)
+    assert_close(within, slow[0]) and assert_close(between, slow[1])
+    blocks = group_means(channel_cosine(features).mean(0), group_sizes(shape[1], groups))
+    off = ~torch.eye(groups, dtype=torch.bool)
+    assert_close(within / shape[0], blocks.diagonal().mean(), rel=1e-4)
+    assert_close(between / shape[0], blocks[off].mean(), rel=1e-4)
+
+
+def test_group_correlation_takes_no_gradient_and_needs_two_groups():
+    features = torch.randn(2, 8, 3, 3, requires_grad=True)
+    assert not sef.losses.group_correlation(features, 2).requires_grad
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        sef.losses.group_correlation(features, 1)
+
+
+def test_groups_count_as_separated_from_a_gap_of_the_separation_gap():
+    assert sef.losses.SEPARATION_GAP == 0.2
+    assert sef.losses.groups_separated(0.53, 0.14) and sef.losses.groups_separated(0.75, 0.5)
+    assert not sef.losses.groups_separated(0.809, 0.808)
+    assert not sef.losses.groups_separated(0.69, 0.5)
+
+
+# ------------------------------------------------------------------------ the warm-up of lam
+
+
+@pytest.mark.parametrize(("progress", "scale"), [(0.0, 0.0), (1.0, 0.25), (4.0, 1.0), (9, 1.0)])
+def test_lam_warmup_ramps_the_entropy_term_linearly(progress, scale):
+    out, target = make_output(), torch.tensor([0, 3, 6, 2])
+    plain = sef.SEFLoss(3, lam=0.8)(out, target)["entropy"]
+    loss = sef.SEFLoss(3, lam=0.8, lam_warmup=4.0)
+    loss.set_progress(progress)
+    assert loss.current_lam == pytest.approx(0.8 * scale)
+    assert_close(loss(out, target)["entropy"], scale * plain)
+
+
+def test_lam_warmup_off_keeps_lam_and_negative_is_refused():
+    loss = sef.SEFLoss(3, lam=0.8)
+    loss.set_progress(0.0)
+    assert loss.current_lam == 0.8 and loss.lam_warmup == 0.0
+    with pytest.raises(ValueError, match="lam_warmup"):
+        sef.SEFLoss(3, lam_warmup=-1.0)

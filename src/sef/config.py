@@ -78,13 +78,15 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Weights of Eq. 8: lam (max entropy), gamma (distillation), phi (group loss)."""
+    """Weights of Eq. 8: lam (max entropy), gamma (distillation), phi (group loss); lam_warmup
+    ramps lam up from 0 over that many epochs (0: off, the paper's behaviour)."""
 
     lam: float = 1.0
     gamma: float = 0.05
     phi: float = 1.0
     group_variant: str = "reference"
     detach_teacher: bool = False
+    lam_warmup: float = 0.0
 
 
 @dataclass
@@ -287,7 +289,7 @@ def validate(config: Config) -> None:
     _require(m.groups >= 1, "model.groups", m.groups, "a positive integer")
     if m.pool is not None:
         _one_of("model.pool", m.pool, POOLS)
-    for key in ("lam", "gamma", "phi"):
+    for key in ("lam", "gamma", "phi", "lam_warmup"):
         value = getattr(loss, key)
         _require(math.isfinite(value) and value >= 0, f"loss.{key}", value, "a number >= 0")
     for key, words in CHOICES.items():

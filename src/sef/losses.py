@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from sef.model import SEFOutput
 
 EPS = torch.finfo(torch.float32).eps
+# Groups count as separated when the mean channel correlation within a group exceeds the one
+# between groups by at least this much (the paper's Fig. 2: about 1 against 0.1-0.4; channels
+# split at random: within - between = (1 - between) / channels per group, under 0.01).
+SEPARATION_GAP = 0.2
 
 
 def _normalised_channels(features: Tensor) -> Tensor:
@@ -79,10 +83,16 @@ def _weights(variant: str, sizes: tuple[int, ...], device: torch.device, dtype) 
     return weights.to(device=device, dtype=dtype)
 
 
+def _mean_cosines(x: Tensor, sizes: list[int]) -> Tensor:
+    """[B, C, N] -> [B, G, G]: D_mn, the mean cos_ij over i in group m, j in group n (i = j
+    included), from dot products of the groups' channel sums."""
+    sums = _group_sums(x, sizes)
+    return (sums @ sums.transpose(1, 2)) * _weights("paper", tuple(sizes), x.device, x.dtype)
+
+
 def _paper_group_loss(x: Tensor, sizes: list[int]) -> Tensor:
     """Eq. 4: D_mn = mean cos over groups m, n; L = (||D||_F^2 - 2 ||diag D||^2) / 2."""
-    sums = _group_sums(x, sizes)
-    mean_cos = (sums @ sums.transpose(1, 2)) * _weights("paper", tuple(sizes), x.device, x.dtype)
+    mean_cos = _mean_cosines(x, sizes)
     diagonal = mean_cos.diagonal(dim1=1, dim2=2)
     per_image = 0.5 * (mean_cos.square().sum((1, 2)) - 2 * diagonal.square().sum(1))
     return per_image.mean()
@@ -120,6 +130,31 @@ def group_loss(
     return loss
 
 
+@torch.no_grad()
+def group_correlation(features: Tensor, groups: int) -> Tensor:
+    """How far the G channel groups of a [B, C, H, W] map are apart: ``[within, between]``
+    summed over the batch's images (divide by B for the mean).
+
+    Per image, ``within`` is the mean of the G diagonal blocks of the C x C channel cosine
+    matrix (i = j included) and ``between`` the mean of its G(G-1) off-diagonal blocks: the
+    statistic of ``sef viz corr``, from the groups' channel sums in O(C*HW), with no gradient
+    and no wait for the device. Needs G >= 2.
+    """
+    if groups < 2:
+        raise ValueError(f"group_correlation needs at least 2 groups, got {groups}")
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        x = _normalised_channels(features.detach())
+        blocks = _mean_cosines(x, group_sizes(x.shape[1], groups)).sum(0)
+    within = blocks.diagonal().sum()
+    between = blocks.sum() - within
+    return torch.stack([within / groups, between / (groups * (groups - 1))])
+
+
+def groups_separated(within: float, between: float) -> bool:
+    """Whether mean within-group correlation exceeds between-group by ``SEPARATION_GAP``."""
+    return within - between >= SEPARATION_GAP
+
+
 def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
     logits, group_logits = output.logits, output.group_logits
     if logits.dim() != 2:
@@ -141,6 +176,8 @@ class SEFLoss(nn.Module):
 
     Returns a dict of float32 scalars ``ce, entropy, distill, group, total`` where the
     named terms are already multiplied by their weights and ``total`` is their sum.
+    ``lam_warmup`` > 0 (epochs; off by default, as in the paper) ramps ``lam`` up from 0 so the
+    entropy term does not flatten the predictions of a head that is still random.
     It never waits for the device: a non-finite input gives a non-finite ``total``, which the
     caller checks once per step (``sef.engine.train_one_epoch`` does).
     """
@@ -153,10 +190,12 @@ class SEFLoss(nn.Module):
         phi: float = 1.0,
         group_variant: str = "reference",
         detach_teacher: bool = False,
+        lam_warmup: float = 0.0,
     ) -> None:
         super().__init__()
         check_groups(groups)
-        for name, weight in (("lam", lam), ("gamma", gamma), ("phi", phi)):
+        weights = (("lam", lam), ("gamma", gamma), ("phi", phi), ("lam_warmup", lam_warmup))
+        for name, weight in weights:
             if not weight >= 0:
                 raise ValueError(f"{name} must be a non-negative number, got {weight!r}")
         if group_variant not in GROUP_LOSS_VARIANTS:
@@ -165,6 +204,19 @@ class SEFLoss(nn.Module):
             )
         self.groups, self.lam, self.gamma, self.phi = groups, lam, gamma, phi
         self.group_variant, self.detach_teacher = group_variant, detach_teacher
+        self.lam_warmup = lam_warmup
+        self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
+
+    def set_progress(self, epochs: float) -> None:
+        """Tell the loss how far training is (in epochs), for the warm-up of ``lam``."""
+        self.progress = epochs
+
+    @property
+    def current_lam(self) -> float:
+        """``lam``, ramped linearly from 0 over the first ``lam_warmup`` epochs (if any)."""
+        if self.lam_warmup <= 0:
+            return self.lam
+        return self.lam * min(1.0, self.progress / self.lam_warmup)
 
     def forward(self, output: SEFOutput, target: Tensor) -> Mapping[str, Tensor]:
         _check_output(output, target, self.groups)
@@ -174,7 +226,8 @@ class SEFLoss(nn.Module):
             log_p = F.log_softmax(logits, dim=1)
             terms = {"ce": F.nll_loss(log_p, target)}
             p = log_p.exp()
-            terms["entropy"] = self.lam * (p * log_p).sum(1).mean() if self.lam else zero
+            lam = self.current_lam
+            terms["entropy"] = lam * (p * log_p).sum(1).mean() if lam else zero
             terms["distill"] = self._distill(p, output.group_logits) if self.gamma else zero
             terms["group"] = (
                 self.phi

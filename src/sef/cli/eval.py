@@ -92,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  top-1              {summary['top1']:.4f}{tta['top1']}")
     print(f"  class-mean         {summary['class_mean']:.4f}{tta['class_mean']}")
     print(f"  group heads top-1  {groups}")
+    if "corr_within" in summary:
+        print(
+            f"  group correlation  within {summary['corr_within']:.3f}, between "
+            f"{summary['corr_between']:.3f} (mean channel cosine)"
+        )
     print(f"  predictions        {path}")
     if report is not None:
         _print_report(report, args.report)

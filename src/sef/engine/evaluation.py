@@ -19,6 +19,7 @@ from sef import distributed, outputs
 from sef.config import config_from_dict
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
+from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import load_trained_model, unwrap
 from sef.tta import TTAViews, forward_views
@@ -34,6 +35,7 @@ class EvalResult:
     num_classes: int
     tta: str | None = None  # the test-time augmentation of tta_predictions (sef.tta)
     tta_predictions: Tensor | None = None  # [N]
+    correlation: tuple[float, float] | None = None  # within, between groups (G >= 2)
 
     @property
     def top1(self) -> float:
@@ -56,6 +58,8 @@ class EvalResult:
             "group_top1": self.group_top1,
             "images": int(self.labels.numel()),
         }
+        if self.correlation is not None:
+            summary["corr_within"], summary["corr_between"] = self.correlation
         if self.tta_predictions is not None:
             summary["tta"] = self.tta
             summary["tta_top1"] = top1_accuracy(self.tta_predictions, self.labels)
@@ -88,7 +92,8 @@ def evaluate(
     tta: str | None = None,
 ) -> EvalResult:
     """Predict every image of ``dataset`` once with the global head and each group head
-    (uint8 images are normalised on the device, as in ``train_one_epoch``).
+    (uint8 images are normalised on the device, as in ``train_one_epoch``); with two groups or
+    more, also average the channel correlation within and between groups over the images.
 
     With ``tta`` (a mode of :mod:`sef.tta`) the dataset's items are view stacks of
     ``sef.tta.TTAViews``: the heads read the plain view, and the TTA prediction averages the
@@ -109,6 +114,7 @@ def evaluate(
     # Slot 0 counts how often each image was seen; the rest hold 1 + predicted class.
     # With TTA the last slot holds 1 + its prediction.
     table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)
+    correlation = torch.zeros(2, dtype=torch.float64, device=device)  # summed over images
     position = 0
     bar = tqdm(
         loader,
@@ -134,10 +140,13 @@ def evaluate(
         table[1, rows] = labels.to(device, non_blocking=True) + 1
         table[2, rows] = output.logits.argmax(1) + 1
         table[3 : 3 + sef.groups, rows] = output.group_logits.argmax(2) + 1
+        if sef.groups > 1:
+            correlation += group_correlation(output.features, sef.groups).double()
         if tta:
             table[-1, rows] = probabilities.argmax(1) + 1
     sef.train(was_training)
     table = distributed.all_reduce_sum(table, context).cpu()
+    correlation = distributed.all_reduce_sum(correlation, context) / max(length, 1)
     if not torch.all(table[0] == 1):
         raise RuntimeError("evaluation did not see every image exactly once")
     return EvalResult(
@@ -147,6 +156,7 @@ def evaluate(
         num_classes=sef.num_classes,
         tta=tta,
         tta_predictions=table[-1] - 1 if tta else None,
+        correlation=tuple(correlation.tolist()) if sef.groups > 1 else None,
     )
 
 

@@ -17,6 +17,13 @@ def _write_lines(path: Path, records: list[dict]) -> None:
     outputs.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def _correlation(record: dict) -> str:
+    """The training batches' channel correlation within / between groups, where there are."""
+    if "train_corr_within" not in record:
+        return ""
+    return f"  corr {record['train_corr_within']:.3f}/{record['train_corr_between']:.3f}"
+
+
 class Logger:
     """Rank 0's outputs: metrics.jsonl, TensorBoard scalars and a line per epoch."""
 
@@ -46,7 +53,8 @@ class Logger:
             f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.2g}  "
             f"loss {record['loss_total']:.4f}  train {record['train_top1']:.3f}  "
             f"eval top1 {record['eval_top1']:.3f}  class-mean {record['eval_class_mean']:.3f}  "
-            f"groups [{groups}]  {record['seconds']:.0f}s  {record['images_per_second']:.0f} img/s",
+            f"groups [{groups}]{_correlation(record)}  {record['seconds']:.0f}s  "
+            f"{record['images_per_second']:.0f} img/s",
             file=sys.stdout,
         )
 

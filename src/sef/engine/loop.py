@@ -15,10 +15,11 @@ from sef import distributed
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.errors import TrainingError
-from sef.losses import SEFLoss
+from sef.losses import SEFLoss, group_correlation
 from sef.model import SEFOutput
 
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
+READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
 CHECK_EVERY = 10  # steps between reads of the running sums and the finiteness check
 
 
@@ -70,8 +71,10 @@ def train_one_epoch(
     channels_last: bool = False,
     progress: bool = True,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss terms, train accuracy and images/second.
-    Batches of uint8 images are normalised on the device (``sef.transforms.normalise_batch``).
+    """One pass over ``loader``; returns mean loss terms, train accuracy and images/second,
+    and with two groups or more the mean channel correlation within and between the groups of
+    the training batches (``sef.losses.group_correlation``). Batches of uint8 images are
+    normalised on the device (``sef.transforms.normalise_batch``).
 
     Raises TrainingError naming the epoch and the first step whose loss became NaN or infinite.
     The check is read every ``CHECK_EVERY`` steps and at the end, so that no step waits for the
@@ -81,7 +84,9 @@ def train_one_epoch(
     """
     model.train()
     device = context.device
-    sums = torch.zeros(len(LOSS_TERMS) + 2, dtype=torch.float64, device=device)  # + correct, n
+    readout = loss_fn.groups > 1
+    # the loss terms, then the readout's two sums where there are groups, then correct, n
+    sums = torch.zeros(len(LOSS_TERMS) + 2 * readout + 2, dtype=torch.float64, device=device)
     non_finite = _FirstNonFinite(device)
     start = time.perf_counter()
     bar = tqdm(
@@ -98,6 +103,7 @@ def train_one_epoch(
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             output = model(images)
+        loss_fn.set_progress(epoch - 1 + (step - 1) / len(loader))
         terms = loss_fn(output, labels)
         non_finite.update(step, terms, output)
         optimizer.zero_grad(set_to_none=True)
@@ -111,6 +117,8 @@ def train_one_epoch(
         batch = labels.numel()
         correct = (output.logits.argmax(1) == labels).sum()
         values = [terms[k].detach().double() * batch for k in LOSS_TERMS]
+        if readout:
+            values += [*group_correlation(output.features, loss_fn.groups).double()]
         counts = [correct.double(), torch.full((), batch, dtype=torch.float64, device=device)]
         sums += torch.stack([*values, *counts])
         if step % CHECK_EVERY == 0 or step == len(loader):
@@ -124,7 +132,8 @@ def train_one_epoch(
     sums = distributed.all_reduce_sum(sums, context)
     seconds = time.perf_counter() - start
     *totals, correct, seen = sums.tolist()
-    record = {f"loss_{k}": total / seen for k, total in zip(LOSS_TERMS, totals, strict=True)}
+    names = [f"loss_{k}" for k in LOSS_TERMS] + list(READOUT[: 2 * readout])
+    record = {name: total / seen for name, total in zip(names, totals, strict=True)}
     record["train_top1"] = correct / seen
     record["images_per_second"] = seen / seconds
     return record

@@ -46,7 +46,7 @@ from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import make_optimizer, make_scheduler, planned_scheduler
 from sef.errors import ConfigError, DataError, TrainingError
-from sef.losses import SEFLoss
+from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, build_model, unwrap
 from sef.seeding import seed_everything
 
@@ -88,7 +88,9 @@ def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> C
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
     """Resuming must compute the same thing: only locations and the run's length may change,
     and the length not below the epochs already trained."""
-    now, before = flatten(config_to_dict(config)), flatten(state["config"])
+    # the saved config read through today's schema: keys added since it was saved take defaults
+    saved = config_to_dict(config_from_dict(state["config"]))
+    now, before = flatten(config_to_dict(config)), flatten(saved)
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
@@ -132,12 +134,25 @@ class FitResult:
                 f"last eval top-1   {last['eval_top1']:.4f}, class-mean "
                 f"{last['eval_class_mean']:.4f} (epoch {last['epoch']})",
                 "group heads top-1 " + ", ".join(f"{v:.4f}" for v in last["eval_group_top1"]),
+                *separation_lines(last),
                 f"training time     {self.seconds / 60:.1f} min ({self.seconds:.0f} s)",
                 f"parameters        {self.parameters:,} in training, "
                 f"{self.parameters - self.extra_parameters:,} deployed "
                 f"(group heads add {self.extra_parameters:,})",
             ]
         )
+
+
+def separation_lines(record: Mapping[str, Any]) -> list[str]:
+    """The report's line on whether the channel groups separated (none without groups)."""
+    if "eval_corr_within" not in record:
+        return []
+    within, between = record["eval_corr_within"], record["eval_corr_between"]
+    verdict = "separated" if groups_separated(within, between) else "did not separate"
+    return [
+        f"groups            {verdict}: channel correlation within {within:.3f}, between "
+        f"{between:.3f} on the eval images (separated: within - between >= {SEPARATION_GAP})"
+    ]
 
 
 def tune_backends(device: torch.device) -> None:
@@ -193,6 +208,7 @@ class _Run:
             phi=config.loss.phi,
             group_variant=config.loss.group_variant,
             detach_teacher=config.loss.detach_teacher,
+            lam_warmup=config.loss.lam_warmup,
         )
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
@@ -286,12 +302,13 @@ def _epoch(run: _Run, loader: DataLoader, eval_batch: int, progress: bool) -> di
         channels_last=config.run.channels_last,
         progress=progress,
     ).summary()
-    return record | {
+    record |= {
         "eval_top1": summary["top1"],
         "eval_class_mean": summary["class_mean"],
         "eval_group_top1": summary["group_top1"],
-        "seconds": time.perf_counter() - start,
     }
+    record |= {f"eval_{k}": summary[k] for k in ("corr_within", "corr_between") if k in summary}
+    return record | {"seconds": time.perf_counter() - start}
 
 
 def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
