@@ -7,10 +7,18 @@ import math
 import statistics
 from pathlib import Path
 
+import torch
 from common import command_line, utc_now
 
+from sef import datasets
+from sef.checkpoint import load_checkpoint
 from sef.config import Config, apply_overrides, resolve_config
 from sef.engine import FitResult, fit
+from sef.groups import group_sizes
+
+# A model without groups (plain, MaxEnt) is split into this many for the analysis, as SEF would
+# split it on birds32 (one group per part); the analysis looks at this many fixed test images.
+ANALYSIS_GROUPS, ANALYSIS_IMAGES = 5, 256
 
 
 def train_run(
@@ -50,3 +58,61 @@ def paired_difference(values: list[float], baseline: list[float], level: float =
 def measured_stamp(script: str, argv: list[str]) -> dict:
     """When and by which command a result was made, so results merged from calls stay dated."""
     return {"date": utc_now(), "command": command_line([script, *argv])}
+
+
+def analyse(checkpoint: Path, progress: bool) -> dict:
+    """Within/between-group correlation and part localisation of a trained model on test images."""
+    from sef.model import load_trained_model
+    from sef.parts import measure_parts
+    from sef.viz import group_means, image_batches, mean_channel_correlation, pick_indices
+
+    trained = load_trained_model(checkpoint)
+    model = trained.model
+    sizes = list(model.group_sizes)
+    if len(sizes) == 1:  # no groups of its own: split its channels as SEF would
+        sizes = group_sizes(model.channels, ANALYSIS_GROUPS)
+    dataset = trained.dataset("test")
+    indices = pick_indices(len(dataset), ANALYSIS_IMAGES, seed=0)
+    batches = image_batches(dataset, indices, 32, progress=False)  # [32, C, C] cosines at a time
+    correlation, count = mean_channel_correlation(model, batches)
+    blocks = group_means(correlation, sizes)
+    off = ~torch.eye(len(sizes), dtype=torch.bool)
+    parts = measure_parts(
+        model, dataset, trained.test_transform, indices, 64, progress=progress, group_sizes=sizes
+    ).report
+    return {
+        "groups": len(sizes),
+        "own_groups": len(model.group_sizes) > 1,
+        "images": count,
+        "within_group_correlation": blocks.diagonal().mean().item(),
+        "between_group_correlation": blocks[off].mean().item(),
+        "group_correlation_matrix": blocks.tolist(),
+        "part_distinctness": parts.distinctness,
+        "part_static_distinctness": parts.static_distinctness,
+        "part_chance_distinctness": parts.chance_distinctness,
+        "part_dominant": parts.dominant_parts,
+        "part_fractions": parts.fractions,
+    }
+
+
+def finetune_run(preset: str, overrides: list[str], out: Path, progress: bool = True) -> dict:
+    """Train (or resume, or reuse) one fine-tuning run and measure it: accuracy, the group heads,
+    every epoch's record, and the analysis of its last checkpoint."""
+    result, config = train_run(preset, overrides, out, progress=progress)
+    per_class = {**datasets.options(config.data.dataset), **config.data.options}["per_class"]
+    classes = len(load_checkpoint(out / "last.pt")["classes"])
+    return {
+        "last_top1": result.last["eval_top1"],
+        "best_top1": result.best_top1,
+        "best_epoch": result.best_epoch,
+        "last_class_mean": result.last["eval_class_mean"],
+        "last_group_top1": result.last["eval_group_top1"],
+        "groups": config.model.groups,
+        "epochs": config.optim.epochs,
+        "steps_per_epoch": math.ceil(per_class * classes / config.optim.batch_size),
+        "eval_top1_by_epoch": [record["eval_top1"] for record in result.history],
+        "history": result.history,  # every epoch's record, the groups' correlation readout too
+        "train_seconds": result.seconds,
+        "run_folder": str(out),
+        "analysis": analyse(out / "last.pt", progress=progress),
+    }

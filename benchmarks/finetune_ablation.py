@@ -38,24 +38,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ablation import mean_std, measured_stamp, paired_difference, train_run
+from ablation import finetune_run, mean_std, measured_stamp, paired_difference
 from common import RESULTS_DIR, write_report
-
-from sef import datasets
-from sef.datasets import birds32
-from sef.groups import group_sizes
 
 PRESET = "birds32-mobilenet_v2"
 MAIN_SEEDS, SWEEP_SEEDS = [0, 1, 2, 3, 4], [0, 1, 2]
 METHODS = ["plain", "maxent", "sef", "groups-only", "matching-only", "matching-groups"]
-ANALYSIS_GROUPS, ANALYSIS_IMAGES = 5, 256
 PROTOCOL_VERSION = 1  # change it (and say why) if anything above changes; old runs are then kept
 QUICK = [
     "data.options.per_class=2", "data.options.test_per_class=2", "data.options.resolution=32",
@@ -122,66 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------- one run, measured
 
 
-def analyse(checkpoint: Path, progress: bool) -> dict:
-    """Within/between-group correlation and part localisation of a trained model on test images."""
-    from sef.model import load_trained_model
-    from sef.parts import measure_parts
-    from sef.viz import group_means, image_batches, mean_channel_correlation, pick_indices
-
-    trained = load_trained_model(checkpoint)
-    model = trained.model
-    sizes = list(model.group_sizes)
-    if len(sizes) == 1:  # no groups of its own: split its channels as SEF would
-        sizes = group_sizes(model.channels, ANALYSIS_GROUPS)
-    dataset = trained.dataset("test")
-    indices = pick_indices(len(dataset), ANALYSIS_IMAGES, seed=0)
-    batches = image_batches(dataset, indices, 32, progress=False)  # [32, C, C] cosines at a time
-    correlation, count = mean_channel_correlation(model, batches)
-    blocks = group_means(correlation, sizes)
-    off = ~torch.eye(len(sizes), dtype=torch.bool)
-    parts = measure_parts(
-        model, dataset, trained.test_transform, indices, 64, progress=progress, group_sizes=sizes
-    ).report
-    return {
-        "groups": len(sizes),
-        "own_groups": len(model.group_sizes) > 1,
-        "images": count,
-        "within_group_correlation": blocks.diagonal().mean().item(),
-        "between_group_correlation": blocks[off].mean().item(),
-        "group_correlation_matrix": blocks.tolist(),
-        "part_distinctness": parts.distinctness,
-        "part_static_distinctness": parts.static_distinctness,
-        "part_chance_distinctness": parts.chance_distinctness,
-        "part_dominant": parts.dominant_parts,
-        "part_fractions": parts.fractions,
-    }
-
-
 def run_one(row: Row, seed: int, args: argparse.Namespace, argv: list[str]) -> dict:
     """Train one row at one seed (or resume it) and measure it."""
     overrides = [*row.overrides, *(QUICK if args.quick else []), f"run.seed={seed}"]
     out = args.runs / row.key(seed)
-    result, config = train_run(row.preset, overrides, out, progress=not args.no_progress)
-    per_class = {**datasets.options("birds32"), **config.data.options}["per_class"]
-    steps_per_epoch = math.ceil(per_class * len(birds32.CLASSES) / config.optim.batch_size)
-    return {
-        "seed": seed,
-        "preset": row.preset,
-        "overrides": list(row.overrides),
-        "last_top1": result.last["eval_top1"],
-        "best_top1": result.best_top1,
-        "best_epoch": result.best_epoch,
-        "last_class_mean": result.last["eval_class_mean"],
-        "last_group_top1": result.last["eval_group_top1"],
-        "groups": config.model.groups,
-        "epochs": config.optim.epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "eval_top1_by_epoch": [record["eval_top1"] for record in result.history],
-        "train_seconds": result.seconds,
-        "run_folder": str(out),
-        "analysis": analyse(out / "last.pt", progress=not args.no_progress),
-        "measured": measured_stamp(__file__, argv),
-    }
+    record = finetune_run(row.preset, overrides, out, progress=not args.no_progress)
+    return {"seed": seed, "preset": row.preset, "overrides": list(row.overrides), **record,
+            "measured": measured_stamp(__file__, argv)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------- summaries

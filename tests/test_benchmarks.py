@@ -318,3 +318,91 @@ def test_finetune_ablation_gives_runs_of_different_settings_different_names():
         for row in rows:
             settings.setdefault(row.key(0), set()).add((row.preset, frozenset(row.overrides)))
     assert all(len(s) == 1 for s in settings.values()), settings
+
+
+def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
+    tmp_path, demo_root, run_main, monkeypatch, capsys
+):
+    """Three of the study's rows at two seeds, then rule R's long rows, in --quick mode."""
+    study = importlib.import_module("group_study")
+    paper = next(r for r in study.SHORT_ROWS if r.name == "groups-paper-1")
+    monkeypatch.setattr(study, "SHORT_ROWS", [study.PLAIN, paper, study.SEF])
+    monkeypatch.setattr(study, "SEEDS", [0, 1])
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "g.json")
+    first = run_main("group_study.py", "--quick", "--no-progress", "--stage", "short", "--out", out)
+    assert sorted(first["runs"]) == sorted(
+        f"{n}-seed{s}" for n in ("plain", "groups-paper-1", "sef-reference-1") for s in (0, 1)
+    )
+    run = first["runs"]["groups-paper-1-seed1"]
+    assert run["epochs"] == 1 and "loss.group_variant=paper" in run["overrides"]
+    assert {"train_corr_within", "eval_corr_between"} <= set(run["history"][0])
+    assert "train_corr_within" not in first["runs"]["plain-seed0"]["history"][0]  # one group
+    short = first["tables"]["12 epochs"]
+    assert list(short) == ["plain", "groups-paper-1", "sef-reference-1"]
+    tops = {n: [first["runs"][f"{n}-seed{s}"]["last_top1"] for s in (0, 1)] for n in short}
+    expected = [a - b for a, b in zip(tops["sef-reference-1"], tops["plain"], strict=True)]
+    assert short["sef-reference-1"]["minus_plain"]["differences"] == pytest.approx(expected)
+    analysis = run["analysis"]
+    gap = analysis["within_group_correlation"] - analysis["between_group_correlation"]
+    assert short["groups-paper-1"]["gaps"][1] == pytest.approx(gap)
+    assert short["groups-paper-1"]["separated"][1] == (gap >= 0.2)
+    assert first["rule_r_choice"] == "groups-paper-1"  # the only row with the paper's loss
+
+    trained = sorted(p.name for p in (tmp_path / "runs/group-study").iterdir())
+    second = run_main("group_study.py", "--quick", "--no-progress", "--out", out)
+    assert all(second["runs"][k] == first["runs"][k] for k in first["runs"])  # not retrained
+    assert sorted(p.name for p in (tmp_path / "runs/group-study").iterdir()) == sorted(
+        trained + [f"{n}-48ep-seed{s}" for n in short for s in (0, 1)]
+    )
+    long = second["runs"]["groups-paper-1-48ep-seed0"]
+    assert long["epochs"] == 2 and len(long["history"]) == 2
+    assert list(second["tables"]["48 epochs"]) == ["plain", "sef-reference-1", "groups-paper-1"]
+
+    capsys.readouterr()
+    assert study.main(["--quick", "--out", out, "--report"]) == 0
+    assert "| groups-paper-1 |" in capsys.readouterr().out
+    figure = tmp_path / "study.png"
+    assert study.main(["--quick", "--out", out, "--figure", str(figure)]) == 0
+    assert figure.stat().st_size > 10_000
+
+
+def _entry(separates, minus, gap=0.0, keeps=True):
+    return {"separates": separates, "minus_plain": {"mean": minus}, "gap_mean": gap,
+            "keeps_accuracy": keeps}  # fmt: skip
+
+
+def test_group_study_rule_r_and_the_candidate_follow_the_protocol():
+    study = importlib.import_module("group_study")
+    summary = {  # the paper-loss rows only count for rule R
+        "groups-paper-0.01": _entry(False, 0.01, gap=0.1),
+        "groups-paper-0.1": _entry(True, -0.03, gap=0.4),
+        "sef-paper-0.1": _entry(True, -0.01, gap=0.3),
+        "groups-reference-1": _entry(True, 0.05, gap=0.9),
+    }
+    assert study.most_promising_paper_row(summary) == "sef-paper-0.1"  # separates, best paired
+    for name in ("groups-paper-0.1", "sef-paper-0.1"):
+        summary[name]["separates"] = False
+    assert study.most_promising_paper_row(summary) == "groups-paper-0.1"  # none: largest gap
+    tables = {"12 epochs": summary, "48 epochs": {"sef-reference-1": _entry(True, 0.02)}}
+    assert study.candidate(tables) == {
+        "table": "12 epochs", "row": "groups-reference-1", "minus_plain": 0.05
+    }  # fmt: skip
+    tables["12 epochs"]["groups-reference-1"]["keeps_accuracy"] = False
+    assert study.candidate(tables)["row"] == "sef-reference-1"
+    tables["48 epochs"]["sef-reference-1"]["separates"] = False
+    assert study.candidate(tables) is None
+
+
+def test_group_study_rows_have_distinct_names_and_settings():
+    study = importlib.import_module("group_study")
+    rows = study.SHORT_ROWS + [r.lengthened(study.LONG) for r in study.SHORT_ROWS]
+    keys = [row.key(0) for row in rows]
+    assert len(set(keys)) == len(keys)
+    settings = {(r.preset, tuple(r.settings(False))) for r in rows}
+    assert len(settings) == len(rows)
+    assert len(study.SHORT_ROWS) == 14 and study.SEEDS == [0, 1, 2]
+    warm = next(r for r in study.SHORT_ROWS if r.name == "sef-reference-1-warmup")
+    assert "loss.lam_warmup=5" in warm.settings(False)
+    long = study.SEF.lengthened(48).settings(False)
+    assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]

@@ -1,0 +1,409 @@
+"""When do SEF's channel groups separate when fine-tuning an ImageNet backbone, and does it help?
+
+Protocol (version 1, committed before any of its runs; the runs come from that commit):
+
+- Why: benchmarks/finetune_ablation.py found that the reference group loss never separated the
+  groups of an ImageNet MobileNetV2 fine-tuned on birds32 (within - between channel correlation
+  <= 0.004 in every row), while from scratch the same code separates them. Candidate causes: too
+  few steps; the reference loss's easy way down is collapse (all channels alike scores 1/G, not
+  far above separation's 0) where Eq. 4 (``loss.group_variant=paper``) ranks collapse worst;
+  too weak a pull at C = 1280 (a φ sweep); λ = 1 from the first step.
+- Set and recipe: as finetune_ablation's (``birds32``, 960 / 800 images, 32 classes, 128 px;
+  ImageNet MobileNetV2, output stride 16, 8x8 last map, 1280 channels, G = 5; SGD 0.9, lr 0.01,
+  batch 32, no weight decay; 12 epochs = 360 steps, lr x0.1 every 5 epochs; preset
+  ``birds32-mobilenet_v2[-METHOD]``). SEF means λ = 1, γ = 0.05; groups-only λ = γ = 0.
+- Rows, 12 epochs, seeds 0, 1, 2 each:
+  plain; groups-only and SEF, each with the reference loss at φ = 1 and 10 and the paper's
+  Eq. 4 at φ = 0.01, 0.1 and 1 (SEF reference φ = 1 is the paper's SEF); the warm-up rows, SEF
+  with λ ramped linearly from 0 to 1 over the first 5 epochs (until the first lr step;
+  ``loss.lam_warmup=5``) with the reference loss at φ = 1 and with the paper's at φ = 0.1; and
+  SEF at λ = 0.05 with the paper's loss at φ = 0.1 (λ = 0.05 was harmless in finetune_ablation).
+- Rows, 48 epochs (1,440 steps, lr x0.1 every 19 epochs, the paper's 40 %), seeds 0, 1, 2:
+  plain, SEF (reference, φ = 1), and the most promising paper-variant row, chosen from the
+  12-epoch results by rule R once they are complete: among the rows with the paper's loss, those
+  whose groups separate in every seed, the one with the highest mean paired difference to plain;
+  if none separates, the one with the largest mean within - between gap (ties: table order).
+- Statistic: last-epoch test top-1 on the 800 test images, mean ± sample std over seeds; per
+  seed the paired difference to plain of the same length and seed, its mean and 95 % t
+  interval. A run's groups **separated** when, on 256 fixed test images after its last epoch,
+  the mean channel correlation within its 5 groups exceeds the one between them by at least
+  0.2 (``sef.losses.SEPARATION_GAP``; ``sef viz corr``'s statistic; plain's channels split into
+  5 as SEF would); a row separates when every seed does. A row **keeps accuracy** when its mean
+  paired difference to plain is >= -2 points, and **helps** when the 95 % interval of that
+  difference lies above 0. Also recorded, not judged: every epoch's readout of the training
+  batches and the test images (``train_corr_*``, ``eval_corr_*``), part distinctness against
+  its static baseline, the group heads' top-1.
+- Figures: within - between of the training batches against SGD steps, one panel per family
+  (groups only, SEF, warm-up and small λ, 48 epochs), each row's seeds and their mean.
+- Confirmation: the candidate is the row (other than plain, any length) that separates and
+  keeps accuracy with the highest mean paired difference; if there is none, there is nothing to
+  confirm and the docs say so. The candidate and plain of its length are then run on birds32b
+  (other part variants, generation seed 1, never used here) with 5 fresh seeds 10-14; its rows
+  and statistic are committed before it runs, in a protocol of its own.
+- Order and time: 12-epoch rows seed by seed (all rows at seed 0 first), then the 48-epoch rows
+  seed by seed. A 12-epoch run takes 4-5 minutes on an idle 2-core CPU, a 48-epoch one about 20:
+  42 + 9 runs, about 6.5 hours. Run niced with OMP_WAIT_POLICY=PASSIVE; runs resume after a stop.
+
+Every finished run is added to the JSON at once (``--out``) with its date and command; runs live
+in ``--runs``; an interrupted run resumes from its last epoch; a run in the JSON is not retrained.
+
+    python benchmarks/group_study.py                     # everything, in the order above
+    python benchmarks/group_study.py --stage short       # only the 12-epoch rows
+    python benchmarks/group_study.py --report            # the tables of the JSON so far
+    python benchmarks/group_study.py --figure docs/figures/group_study.png
+    python benchmarks/group_study.py --quick             # tiny smoke run, random init
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from ablation import finetune_run, mean_std, measured_stamp, paired_difference
+from common import RESULTS_DIR, write_report
+
+from sef.losses import SEPARATION_GAP, groups_separated
+
+PRESET = "birds32-mobilenet_v2"
+SEEDS = [0, 1, 2]
+SHORT, LONG = 12, 48
+WARMUP_EPOCHS = 5
+KEEPS_ACCURACY = -0.02  # mean paired difference to plain, as a fraction
+PROTOCOL_VERSION = 1  # change it (and say why) if anything above changes
+QUICK = [
+    "data.options.per_class=2", "data.options.test_per_class=2", "data.options.resolution=32",
+    "data.image_size=32", "optim.batch_size=16", "model.weights=null",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row: a method (preset suffix) with loss overrides, trained for ``epochs``."""
+
+    name: str
+    family: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    epochs: int = SHORT
+
+    @property
+    def preset(self) -> str:
+        return PRESET if self.method == "sef" else f"{PRESET}-{self.method}"
+
+    @property
+    def uses_paper_loss(self) -> bool:
+        return "loss.group_variant=paper" in self.overrides
+
+    def key(self, seed: int) -> str:
+        """The run's name; every row's name is unique (a test checks it)."""
+        length = "" if self.epochs == SHORT else f"-{self.epochs}ep"
+        return f"{self.name}{length}-seed{seed}"
+
+    def lengthened(self, epochs: int) -> Row:
+        return Row(self.name, f"{epochs} epochs", self.method, self.overrides, epochs)
+
+    def settings(self, quick: bool) -> list[str]:
+        """The run's overrides: the row's, its length (tiny in --quick), and --quick's."""
+        epochs = (1 if self.epochs == SHORT else 2) if quick else self.epochs
+        length = [f"optim.epochs={epochs}", f"optim.step_size={max(1, round(0.4 * epochs))}"]
+        if self.epochs == SHORT and not quick:
+            length = []  # the preset's own 12 epochs, lr step every 5
+        return [*self.overrides, *length, *(QUICK if quick else [])]
+
+
+def _loss(variant: str, phi: float) -> tuple[str, ...]:
+    return (f"loss.group_variant={variant}", f"loss.phi={phi}")
+
+
+WARMUP = (f"loss.lam_warmup={WARMUP_EPOCHS}",)
+PLAIN = Row("plain", "baseline", "plain")
+SEF = Row("sef-reference-1", "SEF", "sef", _loss("reference", 1))
+SHORT_ROWS = [
+    PLAIN,
+    *(Row(f"groups-{v}-{phi}", "groups only", "groups-only", _loss(v, phi))
+      for v, phi in (("reference", 1), ("reference", 10), ("paper", 0.01), ("paper", 0.1),
+                     ("paper", 1))),
+    SEF,
+    *(Row(f"sef-{v}-{phi}", "SEF", "sef", _loss(v, phi))
+      for v, phi in (("reference", 10), ("paper", 0.01), ("paper", 0.1), ("paper", 1))),
+    Row("sef-reference-1-warmup", "warm-up and small λ", "sef", _loss("reference", 1) + WARMUP),
+    Row("sef-paper-0.1-warmup", "warm-up and small λ", "sef", _loss("paper", 0.1) + WARMUP),
+    Row("sef-paper-0.1-lam0.05", "warm-up and small λ", "sef",
+        _loss("paper", 0.1) + ("loss.lam=0.05",)),
+]  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=["short", "long", "all"], default="all")
+    parser.add_argument("--runs", type=Path, default=Path("runs/group-study"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "group_study.json")
+    parser.add_argument("--quick", action="store_true", help="tiny data, 1-2 epochs: a smoke test")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: all)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report", action="store_true", help="print the tables of --out; no runs")
+    parser.add_argument("--figure", type=Path, help="draw the trajectories of --out here; no runs")
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------- one run, measured
+
+
+def run_one(row: Row, seed: int, args: argparse.Namespace, argv: list[str]) -> dict:
+    """Train one row at one seed (or resume it) and measure it."""
+    overrides = [*row.settings(args.quick), f"run.seed={seed}"]
+    record = finetune_run(
+        row.preset, overrides, args.runs / row.key(seed), progress=not args.no_progress
+    )
+    return {"seed": seed, "row": row.name, "preset": row.preset, "overrides": overrides,
+            **record, "measured": measured_stamp(__file__, argv)}  # fmt: skip
+
+
+def gap(run: dict) -> float:
+    """Within - between channel correlation on the fixed test images after the last epoch."""
+    analysis = run["analysis"]
+    return analysis["within_group_correlation"] - analysis["between_group_correlation"]
+
+
+def separated(run: dict) -> bool:
+    analysis = run["analysis"]
+    return groups_separated(
+        analysis["within_group_correlation"], analysis["between_group_correlation"]
+    )
+
+
+# --------------------------------------------------------------------------------- summaries
+
+
+def summarise_row(row: Row, runs: dict) -> dict | None:
+    """A row's seeds so far: accuracy, paired gap to plain of its length, separation."""
+    done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
+    if not done:
+        return None
+    entry = {"seeds": [r["seed"] for r in done], "family": row.family, "epochs": row.epochs}
+    entry["last_top1_mean"], entry["last_top1_std"] = mean_std([r["last_top1"] for r in done])
+    entry["gaps"] = [gap(r) for r in done]
+    entry["gap_mean"] = statistics.fmean(entry["gaps"])
+    entry["within_mean"] = statistics.fmean(r["analysis"]["within_group_correlation"] for r in done)
+    entry["between_mean"] = statistics.fmean(
+        r["analysis"]["between_group_correlation"] for r in done
+    )
+    entry["separated"] = [separated(r) for r in done]
+    entry["separates"] = all(entry["separated"])
+    parts = [r["analysis"]["part_distinctness"] for r in done]
+    statics = [r["analysis"]["part_static_distinctness"] for r in done]
+    entry["part_distinctness_mean"] = statistics.fmean(parts) if None not in parts else None
+    entry["part_static_mean"] = statistics.fmean(statics) if None not in statics else None
+    heads = [r["last_group_top1"] for r in done if r["groups"] > 1]
+    by_head = zip(*heads, strict=True)
+    entry["group_top1_mean"] = [statistics.fmean(h) for h in by_head] if heads else None
+    baseline = PLAIN if row.epochs == SHORT else PLAIN.lengthened(row.epochs)
+    paired = [s for s in entry["seeds"] if baseline.key(s) in runs]
+    if row.method != "plain" and paired:
+        entry["minus_plain"] = paired_difference(
+            [runs[row.key(s)]["last_top1"] for s in paired],
+            [runs[baseline.key(s)]["last_top1"] for s in paired],
+        ) | {"seeds": paired}
+        diff = entry["minus_plain"]
+        entry["keeps_accuracy"] = bool(diff["mean"] >= KEEPS_ACCURACY)
+        entry["helps"] = bool(diff["n"] > 1 and diff["interval"][0] > 0)  # not numpy's bool
+    return entry
+
+
+def complete(rows: list[Row], runs: dict) -> bool:
+    return all(row.key(s) in runs for row in rows for s in SEEDS)
+
+
+def most_promising_paper_row(summary: dict[str, dict]) -> str | None:
+    """Rule R: of the 12-epoch rows with the paper's loss, those that separate in every seed, the
+    highest mean paired difference to plain; if none separates, the largest mean gap."""
+    paper = [r.name for r in SHORT_ROWS if r.uses_paper_loss and summary.get(r.name)]
+    if not paper:
+        return None
+    separating = [n for n in paper if summary[n]["separates"]]
+    if separating:
+        return max(separating, key=lambda n: summary[n]["minus_plain"]["mean"])
+    return max(paper, key=lambda n: summary[n]["gap_mean"])
+
+
+def long_rows(runs: dict) -> list[Row]:
+    """The 48-epoch rows, once every 12-epoch run is in (rule R needs them all)."""
+    if not complete(SHORT_ROWS, runs):
+        return []
+    chosen = most_promising_paper_row(summarise(SHORT_ROWS, runs))
+    rows = {r.name: r for r in SHORT_ROWS}
+    picked = [PLAIN, SEF] + ([rows[chosen]] if chosen else [])
+    return [row.lengthened(LONG) for row in picked]
+
+
+def summarise(rows: list[Row], runs: dict) -> dict[str, dict]:
+    summary = {row.name: summarise_row(row, runs) for row in rows}
+    return {name: entry for name, entry in summary.items() if entry is not None}
+
+
+def candidate(tables: dict[str, dict]) -> dict | None:
+    """The confirmation's candidate: separates, keeps accuracy, highest mean paired difference."""
+    rows = [
+        (table, name, entry)
+        for table, summary in tables.items()
+        for name, entry in summary.items()
+        if entry.get("separates") and entry.get("keeps_accuracy")
+    ]
+    if not rows:
+        return None
+    table, name, entry = max(rows, key=lambda r: r[2]["minus_plain"]["mean"])
+    return {"table": table, "row": name, "minus_plain": entry["minus_plain"]["mean"]}
+
+
+# ------------------------------------------------------------------------------ the outputs
+
+HEADER = (
+    "| row | last top-1 | row - plain, paired (95 % CI) | within / between corr. (gap per seed) "
+    "| separated | group heads' top-1 | parts (static) |"
+)
+
+
+def _cells(entry: dict) -> list[str]:
+    top = f"{100 * entry['last_top1_mean']:.1f}"
+    if len(entry["seeds"]) > 1:
+        top += f" ± {100 * entry['last_top1_std']:.1f}"
+    diff = entry.get("minus_plain")
+    paired = ""
+    if diff:
+        paired = f"{100 * diff['mean']:+.1f}"
+        if diff["n"] > 1:
+            paired += f" ({100 * diff['interval'][0]:+.1f}, {100 * diff['interval'][1]:+.1f})"
+    gaps = ", ".join(f"{g:.2f}" for g in entry["gaps"])
+    corr = f"{entry['within_mean']:.3f} / {entry['between_mean']:.3f} ({gaps})"
+    split = f"{sum(entry['separated'])} of {len(entry['separated'])}"
+    heads = " / ".join(f"{100 * h:.1f}" for h in entry["group_top1_mean"] or [])
+    parts, static = entry["part_distinctness_mean"], entry["part_static_mean"]
+    located = f"{parts:.2f} ({static:.2f})" if parts is not None else ""
+    return [top, paired, corr, split, heads, located]
+
+
+def markdown(tables: dict[str, dict]) -> str:
+    lines = []
+    for name, summary in tables.items():
+        lines += ["", f"{name}:", HEADER, "|---|---|---|---|---|---|---|"]
+        for row, entry in summary.items():
+            lines.append("| " + " | ".join([row, *_cells(entry)]) + " |")
+    return "\n".join(lines)
+
+
+def trajectory(run: dict) -> tuple[list[int], list[float]]:
+    """SGD steps and the training batches' within - between correlation after each epoch."""
+    steps = [r["epoch"] * run["steps_per_epoch"] for r in run["history"]]
+    gaps = [r["train_corr_within"] - r["train_corr_between"] for r in run["history"]]
+    return steps, gaps
+
+
+def draw(runs: dict, rows: list[Row], out: Path) -> Path:
+    """One panel per family: each row's seeds (thin) and their mean (thick) against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [f for f in dict.fromkeys(r.family for r in rows) if f != "baseline"]
+    size = (4.2 * len(families), 3.6)
+    figure, axes = plt.subplots(1, len(families), figsize=size, sharey=True, squeeze=False)
+    for axis, family in zip(axes[0], families, strict=True):
+        for index, row in enumerate(r for r in rows if r.family == family):
+            done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
+            if not done or row.method == "plain":
+                continue
+            colour = f"C{index}"
+            paths = [trajectory(run) for run in done]
+            for steps, gaps in paths:
+                axis.plot(steps, gaps, color=colour, alpha=0.3, linewidth=0.8)
+            mean = [statistics.fmean(g) for g in zip(*(g for _, g in paths), strict=True)]
+            axis.plot(paths[0][0], mean, color=colour, linewidth=2, label=row.name)
+        axis.axhline(SEPARATION_GAP, color="grey", linestyle="--", linewidth=0.8)
+        axis.set_title(family)
+        axis.set_xlabel("SGD steps")
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel("within - between correlation (train batches)")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def load_runs(args: argparse.Namespace) -> dict:
+    """Runs already measured under this protocol (and this --quick setting)."""
+    if not args.out.is_file():
+        return {}
+    previous = json.loads(args.out.read_text())
+    if previous.get("protocol_version") != PROTOCOL_VERSION or previous.get("quick") != args.quick:
+        raise SystemExit(
+            f"{args.out} was written under another protocol or --quick setting; "
+            f"pass another --out (and --runs) instead of mixing them"
+        )
+    return previous.get("runs", {})
+
+
+def tables_of(runs: dict) -> dict[str, dict]:
+    return {
+        f"{SHORT} epochs": summarise(SHORT_ROWS, runs),
+        f"{LONG} epochs": summarise(long_rows(runs), runs),
+    }
+
+
+def write(args: argparse.Namespace, runs: dict, argv: list[str], start: float) -> dict:
+    tables = tables_of(runs)
+    short = tables[f"{SHORT} epochs"]
+    payload = {
+        "protocol_version": PROTOCOL_VERSION,
+        "protocol": __doc__.split("\n\n")[1],
+        "quick": args.quick,
+        "wall_seconds_this_call": time.perf_counter() - start,
+        "rule_r_choice": most_promising_paper_row(short) if complete(SHORT_ROWS, runs) else None,
+        "confirmation_candidate": candidate(tables) if long_rows(runs) else None,
+        "tables": tables,
+        "runs": runs,
+    }
+    write_report(args.out, payload, torch.device("cpu"), [__file__, *argv])
+    return tables
+
+
+def train(rows: list[Row], args, runs: dict, argv: list[str], start: float) -> None:
+    for seed in args.seeds or SEEDS:  # seed by seed: every row has a first seed early
+        for row in rows:
+            if row.key(seed) not in runs and seed in SEEDS:
+                runs[row.key(seed)] = run_one(row, seed, args, argv)
+                write(args, runs, argv, start)  # each finished run is saved at once
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    start = time.perf_counter()
+    runs = load_runs(args)
+    if args.figure:
+        print(draw(runs, SHORT_ROWS + long_rows(runs), args.figure))
+        return 0
+    if not args.report:
+        if args.stage in ("short", "all"):
+            train(SHORT_ROWS, args, runs, argv, start)
+        if args.stage in ("long", "all"):
+            if not complete(SHORT_ROWS, runs):
+                raise SystemExit("the 48-epoch rows need every 12-epoch run first (rule R)")
+            train(long_rows(runs), args, runs, argv, start)
+    tables = write(args, runs, argv, start) if not args.report else tables_of(runs)
+    print(markdown(tables))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
