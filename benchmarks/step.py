@@ -5,7 +5,8 @@ Three variants are interleaved at each image size:
 
 * ``plain``: torchvision's (or timm's, for ``timm:<model>``) network with ``num_classes``
   outputs, cross-entropy only;
-* ``sef``: ``sef.SEF`` + ``sef.SEFLoss`` (ce, entropy, distillation, group loss);
+* ``sef``: ``sef.SEF`` + ``sef.SEFLoss`` (ce, entropy, distillation, group loss) + the groups'
+  correlation readout that ``sef train`` records every step (``sef.losses.group_correlation``);
 * ``sef_naive``: the same, with the group loss through the full C x C cosine matrix.
 
     python benchmarks/step.py                       # ResNet-50, 448 and 224 px -> results/step.json
@@ -44,7 +45,7 @@ from torch import nn
 
 import sef
 from sef.backbones import TIMM_PREFIX
-from sef.losses import GROUP_LOSS_VARIANTS
+from sef.losses import GROUP_LOSS_VARIANTS, group_correlation
 
 VARIANTS = ("plain", "sef", "sef_naive")
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -113,7 +114,12 @@ def build_model_and_loss(
     criterion = sef.SEFLoss(args.groups, group_variant=args.variant)
     if name == "sef_naive":
         return model, naive_sef_loss(criterion)
-    return model, lambda output, target: criterion(output, target)["total"]
+
+    def loss(output: sef.SEFOutput, target: torch.Tensor) -> torch.Tensor:
+        group_correlation(output.features, args.groups)  # as train_one_epoch records it
+        return criterion(output, target)["total"]
+
+    return model, loss
 
 
 def training_step(name: str, args: argparse.Namespace, size: int, device: torch.device) -> Callable:

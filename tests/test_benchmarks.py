@@ -406,3 +406,24 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert "loss.lam_warmup=5" in warm.settings(False)
     long = study.SEF.lengthened(48).settings(False)
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
+
+
+@pytest.mark.slow
+def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
+    """The prepared GPU script, tiny and on the CPU: the first run always goes, later runs only
+    while one more of the first's length fits the budget (here none), then its figure."""
+    env = {**os.environ, "SEF_STUDY_DEVICE": "cpu", "SEF_STUDY_TINY": "1", "BUDGET": "1",
+           "SEF_STUDY_RUNS": str(tmp_path / "runs"), "SEF_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_group_study.sh"), str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert "== sef-seed0: exit 0 after" in log
+    assert "== plain-seed0: skipped" in log and "== groups-paper-seed1: skipped" in log
+    assert (tmp_path / "out" / "corr-sef-seed0.png").stat().st_size > 10_000
+    record = json.loads((tmp_path / "runs/sef-seed0/metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and "train_corr_within" in record
+    assert (tmp_path / "out" / "runs.tar.gz").is_file()

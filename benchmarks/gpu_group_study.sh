@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Issue 23 on a GPU: do SEF's groups separate at the paper's length? birds32 drawn at CUB's size
+# (188 training images per class: 6,016, CUB has 5,994; 25 test per class) and the paper's
+# schedule (batch 32, 50 epochs = 9,400 SGD steps, lr 0.01 x0.1 every 20 epochs), ImageNet
+# MobileNetV2 at 224 px with output stride 16: a 14x14 last map, as the paper's ResNet-50 at 448.
+#
+#   bash benchmarks/gpu_group_study.sh [OUT_DIR]
+#
+# Runs, in this order, while the time budget lasts: SEF (seed 0), plain (seed 0), groups-only
+# with the reference loss (phi 1) and with the paper's Eq. 4 (phi $PAPER_PHI), then the same at
+# seed 1. The first run is timed and a run starts only if one more of that length still fits in
+# $BUDGET seconds from the script's start. Then `sef viz corr` of every run with groups.
+# Needs the MobileNetV2 ImageNet weights under $TORCH_HOME (default: .torch in the repo, carried
+# to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there).
+# OUT_DIR (default $OUT, else /tmp/sef-group-study) receives log.txt, runs.tar.gz (every run's
+# config.yaml and metrics.jsonl) and corr-NAME.png.
+# SEF_STUDY_DEVICE=cpu SEF_STUDY_TINY=1 runs it in seconds on a CPU with tiny data: a dry run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:-${OUT:-/tmp/sef-group-study}}")
+runs=${SEF_STUDY_RUNS:-/tmp/sef-group-study-runs}
+device=${SEF_STUDY_DEVICE:-cuda}
+BUDGET=${BUDGET:-540}
+PAPER_PHI=${PAPER_PHI:-0.1}
+mkdir -p "$out" "$runs"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export SEF_CACHE=${SEF_CACHE:-/tmp/sef-cache} TORCH_HOME=${TORCH_HOME:-$PWD/.torch}
+exec > >(tee -a "$out/log.txt") 2>&1
+
+size=(--set data.options.per_class=188 --set data.options.test_per_class=25
+  --set data.options.resolution=224 --image-size 224 --epochs 50 --set optim.step_size=20)
+speed=(--amp bf16 --channels-last --workers 14)
+if [ -n "${SEF_STUDY_TINY:-}" ]; then
+  size=(--set data.options.per_class=2 --set data.options.test_per_class=2
+    --set data.options.resolution=32 --image-size 32 --epochs 1 --weights none)
+  speed=(--workers 0)
+fi
+names=(sef plain groups-reference groups-paper)
+presets=(birds32-mobilenet_v2 birds32-mobilenet_v2-plain birds32-mobilenet_v2-groups-only
+  birds32-mobilenet_v2-groups-only)
+extra=("" "" "--set loss.group_variant=reference --set loss.phi=1"
+  "--set loss.group_variant=paper --set loss.phi=$PAPER_PHI")
+
+echo "== machine $(date -u +%FT%TZ)"
+nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
+python -c "import torch; print('torch', torch.__version__)"
+start=$(date +%s)
+echo "== generating birds32 at this size: start $(date -u +%T)"
+python -c "
+import sys; from sef import datasets
+for split in ('trainval', 'test'):
+    datasets.load('birds32', None, split, progress=False, **dict(
+        (k, int(v)) for k, v in (a.split('=') for a in sys.argv[1:])))
+" $(printf '%s\n' "${size[@]}" | sed -n 's/^data.options.//p')
+echo "== generated in $(($(date +%s) - start)) s"
+
+first=0
+for seed in 0 1; do
+  for i in "${!names[@]}"; do
+    name=${names[$i]}-seed$seed
+    elapsed=$(($(date +%s) - start))
+    if [ "$first" -gt 0 ] && [ $((elapsed + first)) -gt "$BUDGET" ]; then
+      echo "== $name: skipped, ${elapsed} s used and a run takes ${first} s (budget $BUDGET s)"
+      continue
+    fi
+    echo "== $name: start $(date -u +%T)"
+    began=$(date +%s)
+    # shellcheck disable=SC2086  # extra holds whole --set options
+    python -m sef train --preset "${presets[$i]}" --device "$device" --no-progress \
+      --seed "$seed" --out "$runs/$name" "${size[@]}" "${speed[@]}" ${extra[$i]}
+    echo "== $name: exit $? after $(($(date +%s) - began)) s"
+    [ "$first" -gt 0 ] || first=$(($(date +%s) - began))
+    if [ -f "$runs/$name/last.pt" ] && [ "${names[$i]}" != plain ]; then
+      python -m sef viz corr --checkpoint "$runs/$name/last.pt" --device "$device" \
+        --no-progress --out "$out/corr-$name.png" || echo "== $name: viz corr failed"
+    fi
+  done
+done
+for run in "$runs"/*/; do
+  echo "== $(basename "$run"): $(tail -n 1 "$run/metrics.jsonl" 2>/dev/null | cut -c1-400)"
+done
+(cd "$runs" && tar czf "$out/runs.tar.gz" ./*/metrics.jsonl ./*/config.yaml)
+echo "== done $(date -u +%T), $(($(date +%s) - start)) s"
