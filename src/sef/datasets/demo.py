@@ -11,7 +11,9 @@ centres (pixel x, y) are saved with it and exposed as ``ds.parts`` so localisati
 
 - ``demo`` (this module's ``read``): 3 parts, 8 classes, 300 + 100 images per class at 64 px;
 - ``birds32`` (:mod:`sef.datasets.birds32`): 5 parts, 32 classes, 30 + 25 per class at 128 px,
-  CUB's proportions (about 30 training images per class) for fine-tuning pretrained backbones.
+  CUB's proportions (about 30 training images per class) for fine-tuning pretrained backbones;
+- ``birds32b`` (:mod:`sef.datasets.birds32b`): birds32 with other variants of the same five parts
+  and another generation seed, to confirm on unseen data what a study found on birds32.
 
 A set names its parts' variants; ``PART_DRAWINGS`` says how each named variant is drawn.
 A set is a pure function of its options: it is generated on first use into a cache folder
@@ -48,6 +50,14 @@ PART_VARIANTS = {
     "tail": ("fan", "forked"),
 }
 EXTRA_PARTS = {"breast": ("clear", "spotted"), "feet": ("perching", "webbed")}
+# birds32b: the same five parts, each with two other variants (see PART_DRAWINGS).
+BIRDS32B_VARIANTS = {
+    "head": ("plain", "striped"),
+    "wing": ("plain", "tipped"),
+    "tail": ("short", "long"),
+    "breast": ("clear", "banded"),
+    "feet": ("short", "long"),
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,12 @@ def _ellipse(centre: tuple[float, float], axes: tuple[float, float], n: int = 28
     return _arc(centre, axes, (2 * math.pi * k / n for k in range(n)))
 
 
+def _cap(centre: tuple[float, float], axes: tuple[float, float], cut: float, n: int = 8) -> Shape:
+    """The end of an ellipse behind x = cut (cut < its centre's x), as a polygon."""
+    start = math.acos((cut - centre[0]) / axes[0])  # where the ellipse crosses x = cut
+    return _arc(centre, axes, (start + 2 * (math.pi - start) * k / n for k in range(n + 1)))
+
+
 # Part geometry in object units u (half the body length); +x points to the head, +y down.
 _HEAD, _HEAD_RADIUS = (1.0, -0.35), 0.36
 _EYE = (_HEAD[0] + 0.12, _HEAD[1] - 0.05)
@@ -104,17 +120,22 @@ _BREAST = (0.59, 0.14)
 _FEET = (0.05, 0.86)
 _CENTRES = {"head": _HEAD, "wing": _WING, "tail": _TAIL_CENTRE, "breast": _BREAST, "feet": _FEET}
 _CREST = [(0.78, -0.55), (1.0, -1.35), (1.22, -0.55)]
+_EYE_STRIPE = [(0.68, -0.47), (1.32, -0.47), (1.33, -0.33), (0.67, -0.33)]  # through the eye
 _BEAK = [(1.3, -0.48), (1.8, -0.3), (1.3, -0.16)]
 _FAN_TAIL = [(-0.85, 0.0), (-1.7, -0.55), (-1.7, 0.55)]
 _FORKED_TAIL = [(-0.85, 0.0), (-1.8, -0.65), (-1.3, 0.0), (-1.8, 0.65)]
+_SHORT_TAIL = [(-0.85, -0.12), (-1.5, -0.32), (-1.5, 0.32), (-0.85, 0.12)]
+_LONG_TAIL = [(-0.85, -0.1), (-1.85, -0.18), (-1.85, 0.18), (-0.85, 0.1)]  # longer, narrower
 _WING_BARS = [  # two stripes across the wing, each at x with its width w
     [(x - w / 2, -0.28), (x + w / 2, -0.28), (x + w / 2, 0.2), (x - w / 2, 0.2)]
     for x, w in ((-0.45, 0.16), (0.05, 0.16))
 ]
+_WING_TIP = _cap(_WING, (0.52, 0.26), -0.34)  # the wing's rear end, inside its outline
 _SPOTS, _SPOT_RADIUS = [(0.48, 0.12), (0.68, 0.06), (0.6, 0.24)], 0.09
 _BREAST_SPOTS = [_ellipse(xy, (_SPOT_RADIUS, _SPOT_RADIUS), n=12) for xy in _SPOTS]
+_BREAST_BAND = [(0.5, -0.02), (0.68, -0.02), (0.68, 0.31), (0.5, 0.37)]  # to the belly's edge
 _LEGS = [(-0.15, 0.3), (0.25, 0.34)]  # where each leg leaves the body
-_LEG_END = 0.8  # the y where a leg ends
+_LEG_END, _SHORT_LEGS, _LONG_LEGS = 0.8, 0.7, 0.92  # the y where a leg ends
 _TOES = [(0.2, 0.84), (0.16, 0.97), (-0.09, 0.92)]  # each toe tip: (x from its leg, y at _LEG_END)
 _WEB = [(0.0, -0.02), (0.24, 0.02), (0.19, 0.18), (-0.09, 0.13)]  # around the leg's end
 
@@ -246,22 +267,30 @@ PART_DRAWINGS: dict[str, dict[str, Drawing]] = {
     "head": {
         "round": _head,
         "crested": partial(_head, under=[_CREST]),  # a spike on top
+        "plain": _head,  # birds32b's name for the round head
+        "striped": partial(_head, over=[_EYE_STRIPE]),  # a stripe through the eye
     },
     "wing": {
         "plain": _wing,
         "barred": partial(_wing, marks=_WING_BARS),
+        "tipped": partial(_wing, marks=[_WING_TIP]),  # an accent-coloured tip
     },
     "tail": {
         "fan": partial(_tail, shape=_FAN_TAIL),
         "forked": partial(_tail, shape=_FORKED_TAIL),
+        "short": partial(_tail, shape=_SHORT_TAIL),
+        "long": partial(_tail, shape=_LONG_TAIL),
     },
     "breast": {
         "clear": _nothing,
         "spotted": partial(_marks, shapes=_BREAST_SPOTS),
+        "banded": partial(_marks, shapes=[_BREAST_BAND]),  # one band across it
     },
     "feet": {
         "perching": _feet,
         "webbed": partial(_feet, webbed=True),
+        "short": partial(_feet, end=_SHORT_LEGS),  # toes on shorter legs than perching's
+        "long": partial(_feet, end=_LONG_LEGS),
     },
 }
 _LAYERS = ("tail", "feet", "body", "wing", "breast", "head")  # back to front
@@ -270,6 +299,7 @@ DEMO = BirdSet("demo", tuple(PART_VARIANTS.items()), VERSION)
 # birds32's birds are smaller and vary more in size (about 35-65 % of the image across, the
 # demo's 58-86 %), so its parts are small, as in CUB.
 BIRDS32 = BirdSet("birds32", tuple({**PART_VARIANTS, **EXTRA_PARTS}.items()), 1, (0.1, 0.18))
+BIRDS32B = BirdSet("birds32b", tuple(BIRDS32B_VARIANTS.items()), 1, BIRDS32.unit)
 CLASSES = DEMO.classes
 
 
