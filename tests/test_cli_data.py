@@ -68,6 +68,18 @@ def test_check_demo_with_reader_options(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "demo").is_dir()
 
 
+def test_check_birds32b_draws_its_own_set(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path))
+    options = ["-o", "per_class=2", "-o", "test_per_class=2", "-o", "resolution=48"]
+    assert main(["data", "check", "birds32b", *options, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("birds32b at the birds32b cache: 32 classes\n")
+    assert "0  plain-plain-short-clear-short" in out and out.endswith("all 128 images open\n")
+    assert [p.name for p in (tmp_path / "birds32b").iterdir()] == ["v1-seed1-2x2-48px"]
+    assert main(["data", "download", "birds32b", str(tmp_path)]) == 2
+    assert "birds32b is generated on first use" in capsys.readouterr().err
+
+
 def test_download_verifies_the_checksum(http_server, cub_root, tmp_path):
     folder, base = http_server
     (folder / "CUB_200_2011.tgz").write_bytes(b"not the official archive")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,9 @@ def test_demo_presets_weight_the_group_loss_at_a_tenth() -> None:
 
 def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
     names = preset_names()
-    # 6 methods: demo, 4 paper datasets and 2 own-data readers x 2 backbones, birds32 x mobilenet_v2
-    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 6 * 2 + 1)
+    # 6 methods: demo, 4 paper datasets and 2 own-data readers x 2 backbones, birds32 and
+    # birds32b x mobilenet_v2
+    assert names[0] == "demo" and len(names) == len(set(names)) == 6 * (1 + 6 * 2 + 2)
     for name in names:
         assert load_preset(name).name == name
         assert "\n" not in describe_preset(name)
@@ -95,6 +97,18 @@ def test_birds32_presets_fine_tune_imagenet_mobilenet_v2_with_the_paper_recipe_s
     plain = load_preset("birds32-mobilenet_v2-plain")
     assert (plain.loss.lam, plain.loss.phi, plain.model.groups) == (0, 0, 1)
     assert plain.optim == c.optim and plain.data == c.data
+
+
+@pytest.mark.parametrize(
+    "method", ["", "-plain", "-maxent", "-groups-only", "-matching-only", "-matching-groups"]
+)
+def test_birds32b_presets_are_birds32s_on_birds32b(method) -> None:
+    """A study's presets carry over to the confirmation set with nothing but the data changed."""
+    old, new = (load_preset(f"{data}-mobilenet_v2{method}") for data in ("birds32", "birds32b"))
+    assert (new.name, new.data.dataset) == (f"birds32b-mobilenet_v2{method}", "birds32b")
+    moved = dataclasses.replace(old.data, dataset="birds32b")
+    assert dataclasses.replace(old, name=new.name, data=moved) == new
+    assert describe_preset(new.name) == describe_preset(old.name).replace("birds32", "birds32b")
 
 
 def test_overrides_parse_yaml_values_and_nest_only_in_options() -> None:

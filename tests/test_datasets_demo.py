@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import sef
-from sef.datasets import birds32, demo
+from sef.datasets import birds32, birds32b, demo
 from sef.errors import DataError
 
 TINY = {"per_class": 4, "test_per_class": 2}
@@ -72,6 +72,52 @@ def test_a_birds32_bird_is_the_demo_bird_plus_its_two_new_parts():
         assert len(xs) >= 6 and (distance["feet"] < others).mean() > 0.95
 
 
+def test_birds32b_is_birds32_with_other_variants_and_generation_seed_1(demo_root):
+    """Same parts in the same order, sizes and defaults as birds32; other variants; seed 1."""
+    assert [p for p, _ in demo.BIRDS32B.parts] == [p for p, _ in demo.BIRDS32.parts]
+    assert demo.BIRDS32B.unit == demo.BIRDS32.unit and demo.BIRDS32B.name == "birds32b"
+    for (part, variants), (_, old) in zip(demo.BIRDS32B.parts, demo.BIRDS32.parts, strict=True):
+        drawings = demo.PART_DRAWINGS[part]
+        assert drawings[variants[1]] not in {drawings[v] for v in old}, part  # a new difference
+    assert len(set(birds32b.CLASSES)) == 32 and not set(birds32b.CLASSES) & set(birds32.CLASSES)
+    assert birds32b.CLASSES[:2] == ["plain-plain-short-clear-short", "plain-plain-short-clear-long"]
+    defaults = {**sef.datasets.options("birds32"), "generation_seed": 1}  # 30 / 25 at 128 px
+    assert sef.datasets.options("birds32b") == defaults
+    tiny = {"per_class": 2, "test_per_class": 2, "resolution": 48, "progress": False}
+    trainval = sef.datasets.load("birds32b", None, "trainval", **tiny)
+    test = sef.datasets.load("birds32b", None, "test", **tiny)
+    assert trainval.classes == test.classes == birds32b.CLASSES
+    assert len(trainval) == len(test) == 64
+    folder = demo_root.parent / "birds32b" / "v1-seed1-2x2-48px"
+    assert all(p.startswith(str(folder)) for p, _ in trainval.samples + test.samples)
+    names = ["head", "wing", "tail", "breast", "feet"]
+    assert all(list(parts) == names for parts in trainval.parts + test.parts)
+    assert all(0 <= v < 48 for parts in test.parts for xy in parts.values() for v in xy)
+    image, label = test[37]
+    assert image.size == (48, 48) and f"/{test.classes[label]}/" in test.samples[37][0]
+    assert test.classes[label].split("-") == list(demo.BIRDS32B.variants_of(label).values())
+
+
+def test_birds32b_draws_the_same_birds_as_birds32_with_other_parts(demo_root):
+    """The same random draw gives the same bird and part centres with other parts; the sets as
+    generated (seeds 1 and 0) differ in every image."""
+    for label in range(32):
+        old, old_parts = demo.render(label, np.random.default_rng(label), 128, demo.BIRDS32)
+        new, parts = demo.render(label, np.random.default_rng(label), 128, demo.BIRDS32B)
+        assert parts == old_parts and np.asarray(old).tobytes() != np.asarray(new).tobytes()
+    tiny = {"per_class": 2, "test_per_class": 2, "resolution": 48, "progress": False}
+    sets = [sef.datasets.load(name, None, "trainval", **tiny) for name in ("birds32", "birds32b")]
+    for (old_path, label), (new_path, new_label) in zip(*(s.samples for s in sets), strict=True):
+        assert label == new_label and old_path.endswith(new_path[-9:])  # same label and index
+        assert Image.open(old_path).tobytes() != Image.open(new_path).tobytes()
+    assert sets[0].parts != sets[1].parts  # another generation seed: other poses
+
+
+def test_a_bird_set_refuses_a_variant_it_cannot_draw():
+    with pytest.raises(ValueError, match="no drawing of the tail 'spiky'"):
+        demo.BirdSet("odd", (("tail", ("fan", "spiky")),), 1)
+
+
 def test_val_is_carved_per_class_from_trainval(demo_root):
     load = lambda split, seed=0: sef.datasets.load(  # noqa: E731
         "demo", demo_root, split, seed=seed, progress=False, **TINY
@@ -102,12 +148,13 @@ def test_generation_is_a_pure_function_of_its_options(tmp_path):
 @pytest.mark.parametrize(
     ("birds", "part"),
     [(demo.DEMO, p) for p in demo.PART_VARIANTS]
-    + [(demo.BIRDS32, p) for p in ("head", "wing", "tail", "breast", "feet")],
+    + [(demo.BIRDS32, p) for p in ("head", "wing", "tail", "breast", "feet")]
+    + [(demo.BIRDS32B, p) for p in ("head", "wing", "tail", "breast", "feet")],
 )
 def test_classes_differ_only_around_one_part(birds, part):
     """Same pose and colours, one part variant swapped: changed pixels lie around that part."""
     names = [name for name, _ in birds.parts]
-    base_label = 0  # round-plain-fan(-clear-perching)
+    base_label = 0  # round-plain-fan(-clear-perching); birds32b: plain-plain-short-clear-short
     other_label = 2 ** (len(names) - 1 - names.index(part))  # flip only this part's variant
     swapped = {**birds.variants_of(base_label), part: dict(birds.parts)[part][1]}
     assert birds.variants_of(other_label) == swapped

@@ -9,7 +9,8 @@ copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
 ``dogs-resnet18-plain``) merges ``paper.yaml``, ``<dataset>.yaml`` and ``method-<method>.yaml``;
 own data, ``folder-<backbone>[-<method>]`` and ``csv-...``, also merge ``own.yaml``;
 ``demo[-<method>]`` merges ``demo.yaml`` and the method; the built-in ``birds32`` set has
-``birds32-mobilenet_v2[-<method>]`` (paper.yaml, then birds32.yaml, then the method).
+``birds32-mobilenet_v2[-<method>]`` (paper.yaml, then birds32.yaml, then the method), and
+``birds32b`` the same presets (birds32b.yaml names birds32.yaml as its ``base``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from sef.outputs import write_text
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
 OWN_DATASETS = ("folder", "csv")  # users' own images, named after their folder
 PAPER_BACKBONES = ("resnet50", "resnet18")
-BUILT_IN_SETS = {
-    "birds32": ("mobilenet_v2",)
-}  # generated sets, with the backbones they are sized for
+BUILT_IN_SETS = {  # generated sets, with the backbones they are sized for
+    "birds32": ("mobilenet_v2",),
+    "birds32b": ("mobilenet_v2",),
+}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -319,8 +321,11 @@ def validate(config: Config) -> None:
 
 
 def _preset_file(stem: str) -> dict:
+    """A fragment's values; one that names a ``base`` fragment is merged onto it."""
     text = resources.files("sef").joinpath("presets", f"{stem}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
+    values = yaml.safe_load(text) or {}
+    base = values.pop("base", None)
+    return values if base is None else _deep_merge(_preset_file(base), values)
 
 
 def _methods() -> list[str]:

@@ -43,9 +43,10 @@ READERS = {
     "csv": "sef.datasets.csvlist",
     "demo": "sef.datasets.demo",
     "birds32": "sef.datasets.birds32",
+    "birds32b": "sef.datasets.birds32b",
 }
 NAMES = tuple(READERS)
-GENERATED = ("demo", "birds32")  # drawn on first use into a cache: no root needed
+GENERATED = ("demo", "birds32", "birds32b")  # drawn on first use into a cache: no root needed
 
 
 def reader(name: str) -> Callable[..., ImageList]:

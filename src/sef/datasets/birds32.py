@@ -9,28 +9,7 @@ image's part centres in ``ds.parts``. Default size: 30 training and 25 test imag
 
 from __future__ import annotations
 
-import os
-
-from sef.datasets.demo import BIRDS32, read_set
-from sef.datasets.imagelist import ImageList
+from sef.datasets.demo import BIRDS32, reader_of
 
 CLASSES = BIRDS32.classes
-
-
-def read(
-    root: str | os.PathLike | None,
-    split: str,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    per_class: int = 30,
-    test_per_class: int = 25,
-    resolution: int = 128,
-    generation_seed: int = 0,
-    progress: bool = True,
-) -> ImageList:
-    """``split`` of birds32; trainval/test are generated, train/val carved from trainval."""
-    return read_set(BIRDS32, root, split, seed, val_fraction, progress, **{
-        "per_class": per_class, "test_per_class": test_per_class,
-        "resolution": resolution, "generation_seed": generation_seed,
-    })  # fmt: skip
+read = reader_of(BIRDS32, per_class=30, test_per_class=25, resolution=128, generation_seed=0)

@@ -11,8 +11,11 @@ centres (pixel x, y) are saved with it and exposed as ``ds.parts`` so localisati
 
 - ``demo`` (this module's ``read``): 3 parts, 8 classes, 300 + 100 images per class at 64 px;
 - ``birds32`` (:mod:`sef.datasets.birds32`): 5 parts, 32 classes, 30 + 25 per class at 128 px,
-  CUB's proportions (about 30 training images per class) for fine-tuning pretrained backbones.
+  CUB's proportions (about 30 training images per class) for fine-tuning pretrained backbones;
+- ``birds32b`` (:mod:`sef.datasets.birds32b`): birds32 with other variants of the same five parts
+  and another generation seed, to confirm on unseen data what a study found on birds32.
 
+A set names its parts' variants; ``PART_DRAWINGS`` says how each named variant is drawn.
 A set is a pure function of its options: it is generated on first use into a cache folder
 (``$SEF_CACHE/<name>`` or ``~/.cache/sef/<name>``), into a temporary folder that is renamed into
 place only when complete, so an interrupted generation never leaves a half set behind.
@@ -27,7 +30,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +50,32 @@ PART_VARIANTS = {
     "tail": ("fan", "forked"),
 }
 EXTRA_PARTS = {"breast": ("clear", "spotted"), "feet": ("perching", "webbed")}
+# birds32b: the same five parts, each with two other variants (see PART_DRAWINGS).
+BIRDS32B_VARIANTS = {
+    "head": ("plain", "striped"),
+    "wing": ("plain", "tipped"),
+    "tail": ("short", "long"),
+    "breast": ("clear", "banded"),
+    "feet": ("short", "long"),
+}
 
 
 @dataclass(frozen=True)
 class BirdSet:
     """One procedurally drawn set: its name (cache folder), parts, drawing version, and the range
-    of the bird's size (half its body length, as a fraction of the image side)."""
+    of the bird's size (half its body length, as a fraction of the image side). Each variant is
+    drawn as ``PART_DRAWINGS[part][variant]`` says."""
 
     name: str
     parts: tuple[tuple[str, tuple[str, str]], ...]
     version: int
     unit: tuple[float, float] = (0.16, 0.24)
+
+    def __post_init__(self) -> None:
+        for part, variants in self.parts:
+            unknown = [v for v in variants if v not in PART_DRAWINGS.get(part, {})]
+            if unknown:
+                raise ValueError(f"{self.name}: no drawing of the {part} {unknown[0]!r}")
 
     @property
     def classes(self) -> list[str]:
@@ -67,30 +87,56 @@ class BirdSet:
         return dict(zip(names, self.classes[label].split("-"), strict=True))
 
 
-DEMO = BirdSet("demo", tuple(PART_VARIANTS.items()), VERSION)
-# birds32's birds are smaller and vary more in size (about 35-65 % of the image across, the
-# demo's 58-86 %), so its parts are small, as in CUB.
-BIRDS32 = BirdSet("birds32", tuple({**PART_VARIANTS, **EXTRA_PARTS}.items()), 1, (0.1, 0.18))
-CLASSES = DEMO.classes
 ANNOTATIONS = "annotations.json"
 _SET = re.compile(r"v\d+-seed\d+-\d+x\d+-\d+px$")  # a folder_name() of any version
 _SPLIT_IDS = {"trainval": 0, "test": 1}
 _SUPERSAMPLE = 2  # draw at twice the size, then downsample: smooth edges
+Shape = list[tuple[float, float]]  # a polygon's corners in object units
+
+
+def _arc(centre: tuple[float, float], axes: tuple[float, float], angles) -> Shape:
+    """Points of an ellipse at the given angles (radians)."""
+    cx, cy = centre
+    return [(cx + axes[0] * math.cos(t), cy + axes[1] * math.sin(t)) for t in angles]
+
+
+def _ellipse(centre: tuple[float, float], axes: tuple[float, float], n: int = 28) -> Shape:
+    """An ellipse as a polygon of ``n`` points."""
+    return _arc(centre, axes, (2 * math.pi * k / n for k in range(n)))
+
+
+def _cap(centre: tuple[float, float], axes: tuple[float, float], cut: float, n: int = 8) -> Shape:
+    """The end of an ellipse behind x = cut (cut < its centre's x), as a polygon."""
+    start = math.acos((cut - centre[0]) / axes[0])  # where the ellipse crosses x = cut
+    return _arc(centre, axes, (start + 2 * (math.pi - start) * k / n for k in range(n + 1)))
+
 
 # Part geometry in object units u (half the body length); +x points to the head, +y down.
 _HEAD, _HEAD_RADIUS = (1.0, -0.35), 0.36
+_EYE = (_HEAD[0] + 0.12, _HEAD[1] - 0.05)
 _WING, _WING_AXES = (-0.15, -0.05), (0.62, 0.3)
 _TAIL_CENTRE = (-1.35, 0.0)
+_BREAST = (0.59, 0.14)
+_FEET = (0.05, 0.86)
+_CENTRES = {"head": _HEAD, "wing": _WING, "tail": _TAIL_CENTRE, "breast": _BREAST, "feet": _FEET}
 _CREST = [(0.78, -0.55), (1.0, -1.35), (1.22, -0.55)]
+_EYE_STRIPE = [(0.68, -0.47), (1.32, -0.47), (1.33, -0.33), (0.67, -0.33)]  # through the eye
 _BEAK = [(1.3, -0.48), (1.8, -0.3), (1.3, -0.16)]
 _FAN_TAIL = [(-0.85, 0.0), (-1.7, -0.55), (-1.7, 0.55)]
 _FORKED_TAIL = [(-0.85, 0.0), (-1.8, -0.65), (-1.3, 0.0), (-1.8, 0.65)]
-_WING_BARS = [(-0.45, 0.16), (0.05, 0.16)]  # (x of the bar's centre, bar width)
-_BREAST = (0.59, 0.14)
-_BREAST_SPOTS, _SPOT_RADIUS = [(0.48, 0.12), (0.68, 0.06), (0.6, 0.24)], 0.09
-_FEET = (0.05, 0.86)
-_LEGS = [(-0.15, 0.3), (0.25, 0.34)]  # where each leg leaves the body; it ends at y = 0.8
-_TOES = [(0.2, 0.84), (0.16, 0.97), (-0.09, 0.92)]  # each toe tip: (x from its leg, y)
+_SHORT_TAIL = [(-0.85, -0.12), (-1.5, -0.32), (-1.5, 0.32), (-0.85, 0.12)]
+_LONG_TAIL = [(-0.85, -0.1), (-1.85, -0.18), (-1.85, 0.18), (-0.85, 0.1)]  # longer, narrower
+_WING_BARS = [  # two stripes across the wing, each at x with its width w
+    [(x - w / 2, -0.28), (x + w / 2, -0.28), (x + w / 2, 0.2), (x - w / 2, 0.2)]
+    for x, w in ((-0.45, 0.16), (0.05, 0.16))
+]
+_WING_TIP = _cap(_WING, (0.52, 0.26), -0.34)  # the wing's rear end, inside its outline
+_SPOTS, _SPOT_RADIUS = [(0.48, 0.12), (0.68, 0.06), (0.6, 0.24)], 0.09
+_BREAST_SPOTS = [_ellipse(xy, (_SPOT_RADIUS, _SPOT_RADIUS), n=12) for xy in _SPOTS]
+_BREAST_BAND = [(0.5, -0.02), (0.68, -0.02), (0.68, 0.31), (0.5, 0.37)]  # to the belly's edge
+_LEGS = [(-0.15, 0.3), (0.25, 0.34)]  # where each leg leaves the body
+_LEG_END, _SHORT_LEGS, _LONG_LEGS = 0.8, 0.7, 0.92  # the y where a leg ends
+_TOES = [(0.2, 0.84), (0.16, 0.97), (-0.09, 0.92)]  # each toe tip: (x from its leg, y at _LEG_END)
 _WEB = [(0.0, -0.02), (0.24, 0.02), (0.19, 0.18), (-0.09, 0.13)]  # around the leg's end
 
 
@@ -98,11 +144,6 @@ def default_cache(name: str = "demo") -> Path:
     """Where a set lives by default: $SEF_CACHE/<name>, else ~/.cache/sef/<name>."""
     base = os.environ.get("SEF_CACHE")
     return Path(base) / name if base else Path.home() / ".cache" / "sef" / name
-
-
-def variants_of(label: int, birds: BirdSet = DEMO) -> dict[str, str]:
-    """The part variants that define class ``label``, e.g. {'head': 'crested', ...}."""
-    return birds.variants_of(label)
 
 
 class _Pose:
@@ -122,10 +163,24 @@ class _Pose:
     def polygon(self, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
         return [self(x, y) for x, y in points]
 
-    def ellipse(self, centre: tuple[float, float], axes: tuple[float, float], n: int = 28):
-        cx, cy = centre
-        steps = (2 * math.pi * k / n for k in range(n))
-        return [self(cx + axes[0] * math.cos(t), cy + axes[1] * math.sin(t)) for t in steps]
+
+@dataclass(frozen=True)
+class _Canvas:
+    """One bird being drawn: the image, the bird's pose and its body, accent and outline colours."""
+
+    draw: ImageDraw.ImageDraw
+    pose: _Pose
+    body: tuple[int, int, int]
+    accent: tuple[int, int, int]
+    outline: tuple[int, int, int]
+
+    def shape(self, points: Shape, fill, outline=None) -> None:
+        """A filled polygon given in object units."""
+        self.draw.polygon(self.pose.polygon(points), fill=fill, outline=outline)
+
+    def line(self, start: tuple[float, float], end: tuple[float, float], width: int) -> None:
+        """A line in the outline colour, its ends given in object units."""
+        self.draw.line([self.pose(*start), self.pose(*end)], fill=self.outline, width=width)
 
 
 def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
@@ -159,16 +214,109 @@ def _draw_background(draw: ImageDraw.ImageDraw, rng: np.random.Generator, side: 
             draw.line(box, fill=fill, width=int(rng.integers(1, 4)) * _SUPERSAMPLE)
 
 
-def _draw_feet(draw: ImageDraw.ImageDraw, pose: _Pose, webbed: bool, colour, width: int) -> None:
-    """Two legs below the body, ending in three toes (perching) or a filled web."""
+# ------------------------------------------------------------ how each part's variants are drawn
+
+
+def _marks(canvas: _Canvas, shapes: Sequence[Shape], outlined: bool = True) -> None:
+    """Accent-coloured shapes (object units) on a part."""
+    for points in shapes:
+        canvas.shape(points, canvas.accent, canvas.outline if outlined else None)
+
+
+def _nothing(canvas: _Canvas) -> None:
+    """A variant that adds nothing to its part (a clear breast)."""
+
+
+def _body(canvas: _Canvas) -> None:
+    canvas.shape(_ellipse((0.0, 0.0), (1.0, 0.45)), canvas.body, canvas.outline)
+
+
+def _tail(canvas: _Canvas, shape: Shape) -> None:
+    canvas.shape(shape, _shade(canvas.body, 0.8), canvas.outline)
+
+
+def _wing(canvas: _Canvas, marks: Sequence[Shape] = ()) -> None:
+    canvas.shape(_ellipse(_WING, _WING_AXES), _shade(canvas.body, 0.65), canvas.outline)
+    _marks(canvas, marks, outlined=False)
+
+
+def _head(canvas: _Canvas, under: Sequence[Shape] = (), over: Sequence[Shape] = ()) -> None:
+    """The head with its beak and eye; ``under`` marks lie behind it (a crest), ``over`` on it."""
+    _marks(canvas, [*under, _BEAK])
+    canvas.shape(_ellipse(_HEAD, (_HEAD_RADIUS, _HEAD_RADIUS)), canvas.body, canvas.outline)
+    _marks(canvas, over, outlined=False)
+    (x, y), radius = canvas.pose(*_EYE), 0.07 * canvas.pose.unit
+    canvas.draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=0)
+
+
+def _feet(canvas: _Canvas, end: float = _LEG_END, webbed: bool = False) -> None:
+    """Two legs below the body, ending at y = ``end`` in three toes or a filled web."""
+    width = max(1, round(0.06 * canvas.pose.unit))
     for x, top in _LEGS:
-        end = (x, 0.8)
-        draw.line([pose(x, top), pose(*end)], fill=colour, width=width)
+        canvas.line((x, top), (x, end), width)
         if webbed:
-            draw.polygon(pose.polygon([(x + dx, 0.8 + dy) for dx, dy in _WEB]), fill=colour)
+            canvas.shape([(x + dx, end + dy) for dx, dy in _WEB], canvas.outline)
         else:
             for dx, y in _TOES:
-                draw.line([pose(*end), pose(x + dx, y)], fill=colour, width=width)
+                canvas.line((x, end), (x + dx, y + (end - _LEG_END)), width)
+
+
+Drawing = Callable[[_Canvas], None]
+# Every named variant of every part, as it is drawn (a set's variant names pick from these).
+PART_DRAWINGS: dict[str, dict[str, Drawing]] = {
+    "head": {
+        "round": _head,
+        "crested": partial(_head, under=[_CREST]),  # a spike on top
+        "plain": _head,  # birds32b's name for the round head
+        "striped": partial(_head, over=[_EYE_STRIPE]),  # a stripe through the eye
+    },
+    "wing": {
+        "plain": _wing,
+        "barred": partial(_wing, marks=_WING_BARS),
+        "tipped": partial(_wing, marks=[_WING_TIP]),  # an accent-coloured tip
+    },
+    "tail": {
+        "fan": partial(_tail, shape=_FAN_TAIL),
+        "forked": partial(_tail, shape=_FORKED_TAIL),
+        "short": partial(_tail, shape=_SHORT_TAIL),
+        "long": partial(_tail, shape=_LONG_TAIL),
+    },
+    "breast": {
+        "clear": _nothing,
+        "spotted": partial(_marks, shapes=_BREAST_SPOTS),
+        "banded": partial(_marks, shapes=[_BREAST_BAND]),  # one band across it
+    },
+    "feet": {
+        "perching": _feet,
+        "webbed": partial(_feet, webbed=True),
+        "short": partial(_feet, end=_SHORT_LEGS),  # toes on shorter legs than perching's
+        "long": partial(_feet, end=_LONG_LEGS),
+    },
+}
+_LAYERS = ("tail", "feet", "body", "wing", "breast", "head")  # back to front
+
+DEMO = BirdSet("demo", tuple(PART_VARIANTS.items()), VERSION)
+# birds32's birds are smaller and vary more in size (about 35-65 % of the image across, the
+# demo's 58-86 %), so its parts are small, as in CUB.
+BIRDS32 = BirdSet("birds32", tuple({**PART_VARIANTS, **EXTRA_PARTS}.items()), 1, (0.1, 0.18))
+BIRDS32B = BirdSet("birds32b", tuple(BIRDS32B_VARIANTS.items()), 1, BIRDS32.unit)
+CLASSES = DEMO.classes
+
+
+def variants_of(label: int, birds: BirdSet = DEMO) -> dict[str, str]:
+    """The part variants that define class ``label``, e.g. {'head': 'crested', ...}."""
+    return birds.variants_of(label)
+
+
+def _place_bird(draw: ImageDraw.ImageDraw, rng, side: int, birds: BirdSet, background) -> _Canvas:
+    """A random pose, size and position, and colours that stand out from the background."""
+    unit = rng.uniform(*birds.unit) * side  # half the body length: the object spans ~3.6 u
+    reach = 1.9 * unit
+    centre = tuple(rng.uniform(reach, side - reach, size=2))
+    pose = _Pose(centre, unit, math.radians(rng.uniform(-30, 30)), int(rng.choice([-1, 1])))
+    body = _distinct_colour(rng, [background])
+    accent = _distinct_colour(rng, [body])
+    return _Canvas(draw, pose, body, accent, _shade(body, 0.35))
 
 
 def render(
@@ -181,42 +329,12 @@ def render(
     image = Image.new("RGB", (side, side), background)
     draw = ImageDraw.Draw(image)
     _draw_background(draw, rng, side)
-
-    unit = rng.uniform(*birds.unit) * side  # half the body length: the object spans ~3.6 u
-    reach = 1.9 * unit
-    centre = tuple(rng.uniform(reach, side - reach, size=2))
-    pose = _Pose(centre, unit, math.radians(rng.uniform(-30, 30)), int(rng.choice([-1, 1])))
-    body = _distinct_colour(rng, [background])
-    accent = _distinct_colour(rng, [body])
-    outline = _shade(body, 0.35)
-
-    tail = _FORKED_TAIL if variant["tail"] == "forked" else _FAN_TAIL
-    draw.polygon(pose.polygon(tail), fill=_shade(body, 0.8), outline=outline)
-    if "feet" in variant:  # drawn before the body, which covers the legs' tops
-        line = max(1, round(0.06 * unit))
-        _draw_feet(draw, pose, variant["feet"] == "webbed", outline, line)
-    draw.polygon(pose.ellipse((0.0, 0.0), (1.0, 0.45)), fill=body, outline=outline)
-    draw.polygon(pose.ellipse(_WING, _WING_AXES), fill=_shade(body, 0.65), outline=outline)
-    if variant["wing"] == "barred":
-        for x, width in _WING_BARS:
-            bar = [(x - width / 2, -0.28), (x + width / 2, -0.28)]
-            bar += [(x + width / 2, 0.2), (x - width / 2, 0.2)]
-            draw.polygon(pose.polygon(bar), fill=accent)
-    if variant.get("breast") == "spotted":
-        for spot in _BREAST_SPOTS:
-            axes = (_SPOT_RADIUS, _SPOT_RADIUS)
-            draw.polygon(pose.ellipse(spot, axes, n=12), fill=accent, outline=outline)
-    if variant["head"] == "crested":
-        draw.polygon(pose.polygon(_CREST), fill=accent, outline=outline)
-    draw.polygon(pose.polygon(_BEAK), fill=accent, outline=outline)
-    draw.polygon(pose.ellipse(_HEAD, (_HEAD_RADIUS, _HEAD_RADIUS)), fill=body, outline=outline)
-    eye = pose(_HEAD[0] + 0.12, _HEAD[1] - 0.05)
-    radius = 0.07 * unit
-    draw.ellipse([eye[0] - radius, eye[1] - radius, eye[0] + radius, eye[1] + radius], fill=0)
-
-    centres = {"head": pose(*_HEAD), "wing": pose(*_WING), "tail": pose(*_TAIL_CENTRE)}
-    centres |= {name: pose(*xy) for name, xy in (("breast", _BREAST), ("feet", _FEET))}
-    centres = {name: centres[name] for name in variant}  # only this set's parts, in its order
+    canvas = _place_bird(draw, rng, side, birds, background)
+    layers = {"body": _body} | {part: PART_DRAWINGS[part][v] for part, v in variant.items()}
+    for layer in _LAYERS:
+        if layer in layers:
+            layers[layer](canvas)
+    centres = {name: canvas.pose(*_CENTRES[name]) for name in variant}  # in the set's order
     parts = {name: (x / _SUPERSAMPLE, y / _SUPERSAMPLE) for name, (x, y) in centres.items()}
     return image.reduce(_SUPERSAMPLE), parts
 
@@ -318,23 +436,31 @@ def ensure_generated(
     return folder
 
 
-def read(
-    root: str | os.PathLike | None,
-    split: str,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    per_class: int = 300,
-    test_per_class: int = 100,
-    resolution: int = 64,
-    generation_seed: int = 0,
-    progress: bool = True,
-) -> ImageList:
-    """The demo set's ``split``; trainval/test are generated, train/val carved from trainval."""
-    return read_set(DEMO, root, split, seed, val_fraction, progress, **{
-        "per_class": per_class, "test_per_class": test_per_class,
-        "resolution": resolution, "generation_seed": generation_seed,
-    })  # fmt: skip
+def reader_of(
+    birds: BirdSet, *, per_class: int, test_per_class: int, resolution: int, generation_seed: int
+) -> Callable[..., ImageList]:
+    """The ``read(root, split, *, seed, val_fraction, **options)`` of a bird set, whose options
+    (listed by ``sef.datasets.options``) default to the given values."""
+
+    def read(
+        root: str | os.PathLike | None,
+        split: str,
+        *,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        per_class: int = per_class,
+        test_per_class: int = test_per_class,
+        resolution: int = resolution,
+        generation_seed: int = generation_seed,
+        progress: bool = True,
+    ) -> ImageList:
+        return read_set(birds, root, split, seed, val_fraction, progress, **{
+            "per_class": per_class, "test_per_class": test_per_class,
+            "resolution": resolution, "generation_seed": generation_seed,
+        })  # fmt: skip
+
+    read.__doc__ = f"``split`` of {birds.name}; trainval/test are generated, train/val carved."
+    return read
 
 
 def read_set(
@@ -358,3 +484,7 @@ def read_set(
         parts=[{name: tuple(xy) for name, xy in r["parts"].items()} for r in records],
     )
     return dataset if split == "test" else carve_val(dataset, split, seed, val_fraction)
+
+
+# The demo set's reader: 300 training and 100 test images per class at 64 px.
+read = reader_of(DEMO, per_class=300, test_per_class=100, resolution=64, generation_seed=0)

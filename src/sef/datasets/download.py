@@ -57,6 +57,7 @@ NOT_DOWNLOADABLE = {
     ),
     "demo": "the demo set is generated on first use; just run `sef data check demo`",
     "birds32": "birds32 is generated on first use; just run `sef data check birds32`",
+    "birds32b": "birds32b is generated on first use; just run `sef data check birds32b`",
     "folder": "folder data is your own; there is nothing to download",
     "csv": "CSV data is your own; there is nothing to download",
 }
