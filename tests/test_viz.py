@@ -245,6 +245,12 @@ def test_every_figure_renders(tmp_path, marked_parts):
     ]  # fmt: skip
     assert _png_size(plot_curves(records, tmp_path / "sub" / "curves.png", title="run"))
     assert _png_size(plot_curves([{"epoch": 1, "loss_ce": 1.0}], tmp_path / "bare.png"))
+    for record in records:  # with the groups' correlation readout: a fourth panel, wider
+        epoch = record["epoch"]
+        record |= {"train_corr_within": 0.3 * epoch, "train_corr_between": 0.3,
+                   "eval_corr_within": 0.25 * epoch, "eval_corr_between": 0.3}  # fmt: skip
+    wide = _png_size(plot_curves(records, tmp_path / "corr-curves.png"))
+    assert wide[0] > 1.25 * _png_size(tmp_path / "sub" / "curves.png")[0]
 
     peaks = torch.tensor([[[10.0, 10.0], [40.0, 30.0]]] * 2)
     path = plot_parts([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], ["head", "wing", "tail"],

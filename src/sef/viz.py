@@ -26,6 +26,7 @@ from sef.analysis import (
     upsample_maps,
 )
 from sef.errors import DataError
+from sef.losses import SEPARATION_GAP
 from sef.model import TrainedModel
 from sef.parts import measure_parts
 
@@ -166,16 +167,18 @@ def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str = "") -> Path:
-    """Fig. 3: loss terms, accuracy and each group head's accuracy per epoch of a run.
+    """Fig. 3: loss terms, accuracy and each group head's accuracy per epoch of a run, and
+    where recorded the channel correlation within and between the groups.
 
     ``records`` are metrics.jsonl lines as ``sef train`` writes them: epoch, loss_<term>,
-    train_top1, eval_top1, eval_class_mean, eval_group_top1 (one value per group); keys a
-    record lacks are left out of the plot.
+    train_top1, eval_top1, eval_class_mean, eval_group_top1 (one value per group),
+    train_corr_within/between, eval_corr_within/between; keys a record lacks are left out.
     """
     from matplotlib.ticker import MaxNLocator
 
-    figure = _figure(14, 4.2)
-    losses, accuracy, heads = figure.subplots(1, 3)
+    correlated = any("train_corr_within" in r for r in records)
+    figure = _figure(18.5 if correlated else 14, 4.2)
+    losses, accuracy, heads, *correlation = figure.subplots(1, 3 + correlated)
     for term in _LOSS_TERMS:
         epochs, values = _series(records, f"loss_{term}")
         if values:
@@ -213,7 +216,9 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
             0.5, 0.5, "no group-head accuracy recorded", ha="center", transform=heads.transAxes
         )
 
-    for axis in (losses, accuracy, heads):
+    if correlated:
+        _plot_correlation(correlation[0], records)
+    for axis in (losses, accuracy, heads, *correlation):
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
@@ -222,6 +227,18 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     if title:
         figure.suptitle(title, fontsize=13)
     return _save(figure, out)
+
+
+def _plot_correlation(axis, records: Sequence[dict]) -> None:
+    """Mean channel correlation within and between groups per epoch (train batches, eval)."""
+    for split, style in (("train", "-"), ("eval", "--")):
+        for kind, colour in (("within", "C0"), ("between", "C3")):
+            epochs, values = _series(records, f"{split}_corr_{kind}")
+            if values:
+                axis.plot(epochs, values, style, color=colour, marker="o", markersize=3,
+                          label=f"{kind} groups ({split})")  # fmt: skip
+    axis.set_title(f"Do the groups separate? (gap >= {SEPARATION_GAP})")
+    axis.set_ylabel("mean channel correlation")
 
 
 _GROUP_MARKERS = "o^sDvP*X"
