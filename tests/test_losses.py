@@ -331,3 +331,34 @@ def test_lam_warmup_off_keeps_lam_and_negative_is_refused():
     assert loss.current_lam == 0.8 and loss.lam_warmup == 0.0
     with pytest.raises(ValueError, match="lam_warmup"):
         sef.SEFLoss(3, lam_warmup=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "reference", "paper"),
+    [  # G = 5 groups of n = 4 channels; formulas in the comments, n -> infinity where it matters
+        ("collapse", 1 / 5, 7.5),  # every channel one map: 1/G; 1/2 G(G-2)
+        ("separated", 0.0, -2.5),  # group m = map m: 0; -G/2
+        ("orthogonal", 0.375, -0.15625),  # all channels apart: (1 - 1/n)/2 -> 1/2; -G/(2n^2) -> 0
+    ],
+)
+def test_the_two_group_losses_rank_collapse_and_separation_differently(state, reference, paper):
+    """Issue 23's arithmetic: the reference loss scores collapse (1/G) below features whose
+    channels all differ (~1/2), so from there its way down runs through collapse; Eq. 4 scores
+    collapse worst of the three and separation best."""
+    positions = {"collapse": [0] * 20, "separated": [c // 4 for c in range(20)],
+                 "orthogonal": list(range(20))}[state]  # fmt: skip
+    features = one_hot_maps(*positions, size=20).unsqueeze(0)
+    assert_close(sef.group_loss(features, 5, "reference"), reference, abs_tol=1e-6)  # float32
+    assert_close(sef.group_loss(features, 5, "paper"), paper, abs_tol=1e-6)
+
+
+def test_the_reference_loss_pulls_within_a_group_2_to_8_times_harder_than_it_pushes_apart():
+    """Per pair of channels at G = 5, C = 1280: within group m the weight on cos^2 is
+    1/(G n^2); between group m and the earlier ones 1/(P n N_<m), P = G(G-1)/2 pairs."""
+    from sef.losses import _weights
+
+    weights = _weights("reference", (256,) * 5, torch.device("cpu"), torch.float64)
+    pull = -weights.diagonal()
+    push = weights.tril(-1).amax(1)[1:]  # groups 2..5 against all earlier channels
+    assert torch.allclose(pull, torch.full((5,), 1 / (5 * 256**2), dtype=torch.float64))
+    assert (pull[1:] / push).tolist() == pytest.approx([2.0, 4.0, 6.0, 8.0])
