@@ -210,7 +210,7 @@ def argv_without_memory_flags(argv: list[str]) -> list[str]:
     return kept
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -225,7 +225,7 @@ def machine_info(device: torch.device) -> dict:
     import torchvision
 
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15": list(os.getloadavg()),

@@ -427,3 +427,48 @@ def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
     record = json.loads((tmp_path / "runs/sef-seed0/metrics.jsonl").read_text())
     assert record["epoch"] == 1 and "train_corr_within" in record
     assert (tmp_path / "out" / "runs.tar.gz").is_file()
+
+
+def _fake_run(seed, top1, cpu, gap=0.0):
+    analysis = {"within_group_correlation": 0.3 + gap, "between_group_correlation": 0.3,
+                "part_distinctness": 0.4, "part_static_distinctness": 0.3}  # fmt: skip
+    return {"seed": seed, "last_top1": top1, "cpu": cpu, "groups": 1, "last_group_top1": [],
+            "analysis": analysis}  # fmt: skip
+
+
+def test_group_study_pairs_each_run_with_plain_of_its_own_cpu_model(monkeypatch, tmp_path):
+    """Protocol version 2: a run on another CPU model is paired with plain trained there, which
+    the study trains first, under a name of its own."""
+    study = importlib.import_module("group_study")
+    row = next(r for r in study.SHORT_ROWS if r.name == "groups-paper-0.1")
+    monkeypatch.setattr(study, "SHORT_ROWS", [study.PLAIN, row])
+    monkeypatch.setattr(study, "SEEDS", [0, 1])
+    amd = "AMD EPYC"
+    runs = {"plain-seed0": _fake_run(0, 0.80, amd), "plain-seed1": _fake_run(1, 0.70, amd),
+            "groups-paper-0.1-seed0": _fake_run(0, 0.75, amd, gap=0.5)}  # fmt: skip
+    trained = []
+
+    def fake_run_one(todo, seed, key, args, argv):
+        trained.append(key)
+        return _fake_run(seed, {"plain": 0.60}.get(todo.name, 0.66), "Intel(R) Xeon(R) Processor")
+
+    monkeypatch.setattr(study, "run_one", fake_run_one)
+    monkeypatch.setattr(study, "cpu_model", lambda: "Intel(R) Xeon(R) Processor")
+    args = study.parse_args(["--out", str(tmp_path / "g.json")])
+    study.train(study.SHORT_ROWS, args, runs, [], 0.0)
+    xeon = "plain-intel-r-xeon-r-processor-seed1"
+    assert trained == [xeon, "groups-paper-0.1-seed1"]  # its partner first; seed 0 was done
+    entry = study.summarise_row(row, runs)["minus_plain"]
+    assert entry["plain_runs"] == ["plain-seed0", xeon]
+    assert entry["differences"] == pytest.approx([0.75 - 0.80, 0.66 - 0.60])
+    assert json.loads((tmp_path / "g.json").read_text())["runs"][xeon]["cpu"].startswith("Intel")
+
+
+def test_group_study_reads_version_1_runs_with_the_cpu_of_their_file(tmp_path):
+    study = importlib.import_module("group_study")
+    path = tmp_path / "g.json"
+    version1 = {"protocol_version": 1, "quick": False, "machine": {"cpu": "Intel(R) Xeon(R)"},
+                "runs": {"plain-seed0": {"last_top1": 0.74}}}  # fmt: skip
+    path.write_text(json.dumps(version1))
+    runs = study.load_runs(study.parse_args(["--out", str(path)]))
+    assert runs == {"plain-seed0": {"last_top1": 0.74, "cpu": "Intel(R) Xeon(R)"}}
