@@ -51,9 +51,12 @@ from sef.model import SEF, build_model, unwrap
 from sef.seeding import seed_everything
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
-# processes load them (each image's augmentation has its own seed: sef.seeding). The run's length
-# may change too (the learning rate is then re-planned: see planned_scheduler).
-RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
+# processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
+# come from a decoded-image cache (the same pixels: sef.datasets.cache). The run's length may
+# change too (the learning rate is then re-planned: see planned_scheduler).
+RESUMABLE_CHANGES = (
+    "data.root", "data.workers", "data.cache", "run.out", "run.tensorboard", "run.device"
+)  # fmt: skip
 LENGTH = "optim.epochs"
 
 
