@@ -44,6 +44,7 @@ from gpu_epoch import (
 
 import sef
 from sef import transforms
+from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.engine.evaluation import evaluation_loader
 
@@ -52,7 +53,7 @@ FAST, AUTHORS = (next(r for r in ROADS if r.name == name) for name in ("fast", "
 
 def loader_pass(dataset, args: argparse.Namespace, workers: int, device: torch.device) -> None:
     """Every batch of the loader ``evaluate`` reads, copied to the device and dropped."""
-    for images, _ in evaluation_loader(dataset, args.batch_size, workers, device):
+    for images, _ in evaluation_loader(dataset, args.batch_size, workers, Context(device=device)):
         images.to(device, non_blocking=True)
 
 
