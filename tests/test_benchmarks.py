@@ -175,6 +175,20 @@ def test_gpu_epoch_counts_and_warms_up_the_last_shorter_batch(tmp_path, run_main
 
 
 @pytest.mark.slow
+def test_cache_road_script_times_both_roads_on_cub_shaped_data(tmp_path, run_main):
+    report = run_main("cache_road.py", "--quick", "--out", str(tmp_path / "c.json"))
+    names = ["jpeg", "cache", "jpeg_normalised", "cache_normalised", "jpeg_eval", "cache_eval"]
+    assert list(report["results"]) == names
+    assert all(r["images_per_second"] > 0 and r["pass_seconds"]["n"] == 2
+               for r in report["results"].values())  # fmt: skip
+    assert report["bit_identical_first_batch"] == {"train": True, "normalised": True, "eval": True}
+    assert set(report["cache_speedup"]) == {"train", "normalised", "eval"}
+    assert report["data"] == {"train_images": 6, "test_images": 4,
+                              "mean_jpeg_kb": report["data"]["mean_jpeg_kb"]}  # fmt: skip
+    assert report["cache"]["images"] == 10 and report["cache"]["bytes"] == 10 * 3 * 43 * 43
+
+
+@pytest.mark.slow
 def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
     """The prepared GPU script as a dry run on the CPU: each part's command line, the train
     part's runs (the cache road's too), and the files the next GPU session brings back."""
