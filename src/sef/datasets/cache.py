@@ -149,15 +149,18 @@ class ImageCache:
         return self.count * 3 * self.side * self.side
 
     def image(self, source: Source) -> Tensor:
-        """The stored uint8 image [3, side, side] of ``source`` (a copy)."""
+        """The stored uint8 image [3, side, side] of ``source``: a view of the file, mapped
+        copy-on-write (a write changes this process's pages, never the file), so that a batch
+        copies each image once, when the loader collates it (copying it here as well halved
+        what a loader worker delivered: 370 against 800 images/s of 600 px on this CPU)."""
         row = self.rows.get(source)
         if row is None:
             why = self.unreadable.get(source, "it is not in the cache")
             raise DataError(f"image {source[0]} cannot be read from {self.folder}: {why}")
         if self._pixels is None:
             shape = (self.count, 3, self.side, self.side)
-            self._pixels = np.memmap(self.folder / DATA, np.uint8, "r", shape=shape)
-        return torch.from_numpy(np.array(self._pixels[row]))
+            self._pixels = np.memmap(self.folder / DATA, np.uint8, "c", shape=shape)
+        return torch.from_numpy(self._pixels[row])
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pixels": None}
