@@ -23,6 +23,25 @@ def _option(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
+def _dataset_arguments(parser: argparse.ArgumentParser, option_help: str) -> None:
+    """NAME, ROOT and -o KEY=VALUE: a dataset as `sef data check` and `cache` read it."""
+    parser.add_argument(
+        "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.NAMES)
+    )
+    parser.add_argument(
+        "root", metavar="ROOT", nargs="?", help="the dataset folder as unpacked (demo: optional)"
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=option_help,
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="check or download a dataset")
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -35,21 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "every image. Exits 1 and names each bad file if any image is missing or unreadable."
         ),
     )
-    check.add_argument(
-        "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.NAMES)
-    )
-    check.add_argument(
-        "root", metavar="ROOT", nargs="?", help="the dataset folder as unpacked (demo: optional)"
-    )
-    check.add_argument(
-        "-o",
-        "--option",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a reader option, e.g. level=family (Aircraft) or bbox_crop=true",
-    )
+    _dataset_arguments(check, "a reader option, e.g. level=family (Aircraft) or bbox_crop=true")
     check.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
     check.add_argument("--workers", type=int, default=None, help="decoding threads")
     check.add_argument("--all-classes", action="store_true", help="print every class name")
@@ -82,21 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "left as it is; a stale one (other images, sizes, times or recipe) is rebuilt."
         ),
     )
-    cache.add_argument(
-        "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.NAMES)
-    )
-    cache.add_argument(
-        "root", metavar="ROOT", nargs="?", help="the dataset folder as unpacked (demo: optional)"
-    )
-    cache.add_argument(
-        "-o",
-        "--option",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a reader option, as the run's data.options (e.g. bbox_crop=true)",
-    )
+    _dataset_arguments(cache, "a reader option, as the run's data.options (e.g. bbox_crop=true)")
     cache.add_argument("--recipe", choices=RECIPES, help="default: the dataset's preset's")
     cache.add_argument("--image-size", type=int, help="crop side; default: the preset's (448)")
     cache.add_argument("--out", help="the cache folder (default: the one --cache auto uses)")
