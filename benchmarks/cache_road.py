@@ -14,7 +14,8 @@ passes, as in a run:
   and flips whole batches (``CachedTrainImages.finish_batch``; on a GPU run the device does);
 * ``jpeg_normalised`` / ``cache_normalised``: the road of a CPU run, batches normalised as
   ``train_one_epoch`` receives them (the JPEG road normalises in the workers, the cache road in
-  this process): ``sef.engine.load_data`` with ``data.cache`` off and on;
+  this process): ``sef.engine.load_data`` with ``data.cache`` off and on (the other streams
+  stay uint8: on a GPU the device normalises);
 * ``jpeg_eval`` / ``cache_eval``: an evaluation pass over the test split (resize, centre crop),
   uint8, through the loader ``fit`` keeps (``evaluation_loader(persistent=True)``).
 
@@ -129,15 +130,17 @@ def streams(args: argparse.Namespace, root: Path, folder: Path) -> dict:
     }  # fmt: skip
 
 
-def one_pass(batches, epoch: list[int]) -> tuple[torch.Tensor, int]:
-    """Every batch of a pass, as ``train_one_epoch`` / ``evaluate`` receive it (uint8 batches
-    normalised here, as on the device); returns the first batch and the number of images."""
+def one_pass(batches, epoch: list[int], normalise: bool) -> tuple[torch.Tensor, int]:
+    """Every batch of a pass; with ``normalise`` as ``train_one_epoch`` receives it on a CPU
+    (uint8 batches normalised here), else as a GPU run's workers and device hand it over (the
+    device would normalise); returns the first batch and the number of images."""
     if hasattr(batches.sampler, "set_epoch"):
         epoch[0] += 1
         batches.sampler.set_epoch(epoch[0])
     first, count = None, 0
     for images, _ in batches:
-        images = to_device(images, torch.device("cpu"), channels_last=False)
+        if normalise:
+            images = to_device(images, torch.device("cpu"), channels_last=False)
         first = images if first is None else first
         count += len(images)
     return first, count
@@ -159,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                             progress=False)  # fmt: skip
         batches = streams(args, root, folder)
         epochs = {name: [0] for name in batches}
-        firsts = {name: one_pass(b, [-1]) for name, b in batches.items()}  # epoch 0, both roads
+        normalised = {name: name.endswith("_normalised") for name in batches}
+        firsts = {name: one_pass(b, [-1], normalised[name]) for name, b in batches.items()}
         identical = {pair: bool(torch.equal(firsts[a][0], firsts[b][0])) for pair, (a, b) in
                      PAIRS.items()}  # fmt: skip
         images = {name: count for name, (_, count) in firsts.items()}
-        runs = {name: (lambda b=b, e=epochs[name]: one_pass(b, e)) for name, b in batches.items()}
+        runs = {name: (lambda b=b, e=epochs[name], n=normalised[name]: one_pass(b, e, n))
+                for name, b in batches.items()}  # fmt: skip
         seconds = time_interleaved(runs, args.repeats, args.warmup, device, "cache road")
         del batches, runs
     results = {
