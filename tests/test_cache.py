@@ -140,7 +140,7 @@ def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(demo_r
     assert type(load_data(config, Context(device=CPU), progress=False).train) is datasets.ImageList
     line = capsys.readouterr().err
     assert "holds other files (notes.txt), so it is not an image cache" in line
-    assert line.count("\n") == 1 and (tmp_path / "mine").iterdir() is not None
+    assert line.count("\n") == 1
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
