@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one prepared script, for a GPU machine lent for minutes.
-# Each step has its own time limit, the cheapest and most important first; a failing step is
-# reported and the script goes on. Runs from a plain checkout (no install: PYTHONPATH=src).
+# Each step has its own time limit, the most important first; a failing step is reported and the
+# script goes on. Runs from a plain checkout (no install: PYTHONPATH=src).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR [PART...]]
 #
-# OUT_DIR defaults to $OUT, else /tmp/sef-gpu-check; PARTS to "epoch syncs eval train compile".
-# SEF_CHECK_DEVICE=cpu runs the train part's commands on the CPU (slowly): a dry run.
-# OUT_DIR receives log.txt, gpu_epoch.json, gpu_epoch_compile.json, gpu_syncs.json, gpu_eval.json and
-# runs.tar.gz (each sef train run's config.yaml and metrics.jsonl).
+# OUT_DIR defaults to $OUT, else /tmp/sef-gpu-check; PARTS to "epoch eval compile train syncs":
+#   epoch    every road of gpu_epoch.py (the decoded-image cache road too), its evaluation
+#            passes, peak memory, the projected recipe and issue 21's targets
+#   eval     gpu_eval.py: where an evaluation pass's seconds go
+#   compile  gpu_epoch.py --compile on the fast roads and the compute-only ones
+#   train    sef train: demo bf16 / fp16 / killed and resumed, the CUB-shaped recipe with and
+#            without --cache auto
+#   syncs    gpu_syncs.py: host-device waits per step
+# SEF_CHECK_QUICK=1 runs it all on the CPU at toy sizes (benchmarks' --quick, a tiny demo):
+# a dry run that tests/test_benchmarks.py makes. SEF_CHECK_DEVICE=cpu runs only the train part's
+# commands on the CPU (slowly). OUT_DIR receives log.txt, gpu_epoch.json, gpu_eval.json,
+# gpu_epoch_compile.json, gpu_syncs.json and runs.tar.gz (each run's config.yaml, metrics.jsonl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-/tmp/sef-gpu-check}}")
 parts=" ${*:2} "
-[ "$parts" = "  " ] && parts=" epoch syncs eval train compile "
+[ "$parts" = "  " ] && parts=" epoch eval compile train syncs "
 runs=/tmp/sef-gpu-runs
+quick=""  # benchmark options
+compiled="fast fast_cache sef_compute plain_compute"  # roads timed with --compile
+tiny=""   # sef train options, after the step's own (the last value wins); words, no spaces
+device=${SEF_CHECK_DEVICE:-cuda}
+if [ -n "${SEF_CHECK_QUICK:-}" ]; then
+  quick="--quick"
+  tiny="--backbone small_cnn --weights none --image-size 32 --epochs 6 --batch-size 8
+    --workers 0 --set data.options.per_class=3 --set data.options.test_per_class=2"
+  compiled="plain_compute --backbone small_cnn"  # compiling takes a minute on a CPU
+  device=cpu
+  runs=$out/runs
+fi
 mkdir -p "$out" "$runs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export SEF_CACHE=/tmp/sef-cache
+export SEF_CACHE=${SEF_CACHE:-/tmp/sef-cache}
 exec > >(tee -a "$out/log.txt") 2>&1
 
 step() {  # step SECONDS NAME COMMAND...: run it under a time limit and say how it ended
@@ -31,7 +51,8 @@ step() {  # step SECONDS NAME COMMAND...: run it under a time limit and say how 
 train() {  # train NAME ARGS...: sef train on the GPU into $runs/NAME
   local name=$1
   shift
-  python -m sef train --device "${SEF_CHECK_DEVICE:-cuda}" --workers 8 --no-progress --out "$runs/$name" "$@"
+  # shellcheck disable=SC2086  # $tiny is words
+  python -m sef train --device "$device" --workers 8 --no-progress --out "$runs/$name" "$@" $tiny
 }
 
 interrupted_then_resumed() {  # kill a bf16 demo run after its 4th epoch, then --resume it
@@ -47,42 +68,54 @@ interrupted_then_resumed() {  # kill a bf16 demo run after its 4th epoch, then -
   train demo-resumed --resume
 }
 
-cub_shaped() {  # the paper's CUB recipe shape: ResNet-50, G=4, 448 px crops of 600 px, batch 32
-  train cub-shaped --amp bf16 --channels-last --backbone resnet50 --groups 4 --epochs 3 \
+cub_shaped() {  # cub_shaped NAME [ARGS...]: the paper's CUB recipe shape: ResNet-50, G=4,
+  local name=$1  # 448 px crops of 600 px, batch 32 (on the demo set drawn at 384 px)
+  shift
+  train "$name" --amp bf16 --channels-last --backbone resnet50 --groups 4 --epochs 3 \
     --image-size 448 --lr 0.01 --workers 16 --set data.recipe=resize_crop \
     --set loss.phi=1.0 --set data.options.resolution=384 --set data.options.per_class=64 \
-    --set data.options.test_per_class=24
+    --set data.options.test_per_class=24 "$@"
 }
 
 echo "== machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+fi
 python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
-  torchvision.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  torchvision.__version__, 'cuda', torch.version.cuda,
+  torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
 export -f train interrupted_then_resumed cub_shaped
-export runs
+export runs device tiny
 wants() { [[ $parts == *" $1 "* ]]; }
 if wants epoch; then
-  step 200 gpu_epoch python benchmarks/gpu_epoch.py --out "$out/gpu_epoch.json"
-fi
-if wants syncs; then
-  step 120 gpu_syncs python benchmarks/gpu_syncs.py --out "$out/gpu_syncs.json"
+  step 300 gpu_epoch python benchmarks/gpu_epoch.py $quick \
+    --out "$out/gpu_epoch.json"
 fi
 if wants eval; then
-  step 120 gpu_eval python benchmarks/gpu_eval.py --out "$out/gpu_eval.json"
+  step 150 gpu_eval python benchmarks/gpu_eval.py $quick \
+    --out "$out/gpu_eval.json"
+fi
+if wants compile; then
+  step 240 gpu_epoch_compile python benchmarks/gpu_epoch.py $quick \
+    --compile --roads $compiled \
+    --out "$out/gpu_epoch_compile.json"
 fi
 if wants train; then
   step 60 demo-bf16 train demo-bf16 --amp bf16 --channels-last
-  step 60 demo-fp16 train demo-fp16 --amp fp16
+  if [ "$device" != cpu ]; then  # the gradient scaler needs CUDA
+    step 60 demo-fp16 train demo-fp16 --amp fp16
+  fi
   step 80 demo-resumed interrupted_then_resumed
-  step 90 cub-shaped cub_shaped
+  step 90 cub-shaped cub_shaped cub-shaped
+  step 120 cub-shaped-cache cub_shaped cub-shaped-cache --cache auto
   for run in "$runs"/*/; do
     echo "== $(basename "$run"): $(tail -n 1 "$run/metrics.jsonl" 2>/dev/null)"
   done
   (cd "$runs" && tar czf "$out/runs.tar.gz" ./*/metrics.jsonl ./*/config.yaml)
 fi
-if wants compile; then
-  step 200 gpu_epoch_compile python benchmarks/gpu_epoch.py --compile \
-    --roads fast plain sef_compute plain_compute --out "$out/gpu_epoch_compile.json"
+if wants syncs; then
+  step 120 gpu_syncs python benchmarks/gpu_syncs.py $quick \
+    --out "$out/gpu_syncs.json"
 fi
 echo "== done $(date -u +%T)"

@@ -12,10 +12,16 @@ apart, each part timed separately in one process:
 * ``evaluate_1`` .. ``evaluate_3``: three passes over the real test size, whose last, shorter
   batch is a shape cuDNN's autotuner (``cudnn.benchmark``, as ``sef train`` sets on CUDA) has
   not seen before the first pass;
-* ``gpu_epoch_timing_1``, ``_2``: ``gpu_epoch.py``'s own evaluation timing, twice, on a model
-  built as that script builds its fast road's: there the pass took 9.6-9.8 s on an H200 on
-  2026-11-26 while the ``evaluate_N`` passes here took 3.1-4.4 s; this pair says whether the
-  model's construction or the timing explains the gap;
+* ``persistent_1`` .. ``persistent_3``: three passes through one loader whose workers persist,
+  as ``fit`` evaluates since 2026-12-05 (before, every pass forked its workers afresh);
+* ``start_fresh``: seconds from asking a fresh evaluation loader for batches to its first batch
+  (forking its workers, decoding a first batch), the mean of three; ``stop_fresh``: from its
+  last batch to its end (where it joins its workers); ``start_persistent``, ``stop_persistent``:
+  the same for the persistent loader's fourth pass;
+* ``gpu_epoch_timing_1``, ``_2``: ``gpu_epoch.py``'s own evaluation timing (its first and second
+  pass) on a model built as that script builds its fast road's: there the pass took 9.6-9.8 s on
+  an H200 on 2026-11-26 while the ``evaluate_N`` passes here took 3.1-4.4 s; this pair says
+  whether the model's construction or the timing explains the gap;
 * ``evaluate_authors``: the authors' road: fp32, NCHW, floats normalised in 8 workers.
 
     python benchmarks/gpu_eval.py            # on a CUDA machine -> results/gpu_eval.json
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -36,6 +43,7 @@ from gpu_epoch import (
     ROADS,
     _images,
     build_training,
+    compute_pass,
     evaluate_pass,
     parse_args,
     time_evaluation,
@@ -44,7 +52,7 @@ from gpu_epoch import (
 
 import sef
 from sef import transforms
-from sef.engine.device import autocast, to_device
+from sef.distributed import Context
 from sef.engine.evaluation import evaluation_loader
 
 FAST, AUTHORS = (next(r for r in ROADS if r.name == name) for name in ("fast", "authors_fp32"))
@@ -52,17 +60,22 @@ FAST, AUTHORS = (next(r for r in ROADS if r.name == name) for name in ("fast", "
 
 def loader_pass(dataset, args: argparse.Namespace, workers: int, device: torch.device) -> None:
     """Every batch of the loader ``evaluate`` reads, copied to the device and dropped."""
-    for images, _ in evaluation_loader(dataset, args.batch_size, workers, device):
+    context = Context(device=device)
+    for images, _ in evaluation_loader(dataset, args.batch_size, workers, context):
         images.to(device, non_blocking=True)
 
 
-def compute_pass(model: sef.SEF, args: argparse.Namespace, device: torch.device) -> None:
-    """``forward_sef`` on one on-device batch, once per batch of the test set."""
-    images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size))
-    images = to_device(images.to(torch.uint8), device, channels_last=True)
-    with torch.inference_mode(), autocast(device, "bf16"):
-        for _ in range(-(-args.test_images // args.batch_size)):
-            model.forward_sef(images)
+def loader_ends(loader) -> tuple[float, float]:
+    """Seconds from asking ``loader`` for batches to its first batch, and from its last batch
+    to its end (a loader without persistent workers stops them there)."""
+    start = time.perf_counter()
+    batches = iter(loader)
+    next(batches)
+    last = time.perf_counter()
+    first = last - start
+    for _ in batches:
+        last = time.perf_counter()
+    return first, time.perf_counter() - last
 
 
 def parts(args: argparse.Namespace, files: list[Path], device: torch.device) -> dict[str, float]:
@@ -83,6 +96,7 @@ def parts(args: argparse.Namespace, files: list[Path], device: torch.device) -> 
     torch.backends.cudnn.benchmark = device.type == "cuda"
     model.to(memory_format=torch.channels_last)  # the fast road's layout, until the authors'
     times = {}
+    context = Context(device=device)
     for workers in sorted({args.authors_workers, args.workers}):
         times[f"loader_{workers}"] = seconds_of(
             lambda w=workers: loader_pass(uint8, args, w, device), device
@@ -94,9 +108,21 @@ def parts(args: argparse.Namespace, files: list[Path], device: torch.device) -> 
     )
     for n in (1, 2, 3):
         times[f"evaluate_{n}"] = seconds_of(evaluate_pass(model, uint8, args, device, FAST), device)
+    kept = evaluation_loader(uint8, args.batch_size, args.workers, context, persistent=True)
+    for n in (1, 2, 3):
+        times[f"persistent_{n}"] = seconds_of(
+            evaluate_pass(model, kept, args, device, FAST), device
+        )
+    fresh = [loader_ends(evaluation_loader(uint8, args.batch_size, args.workers, context))
+             for _ in range(3)]  # fmt: skip
+    times["start_fresh"] = sum(first for first, _ in fresh) / len(fresh)
+    times["stop_fresh"] = sum(stop for _, stop in fresh) / len(fresh)
+    times["start_persistent"], times["stop_persistent"] = loader_ends(kept)
+    del kept
     built = build_training(FAST, args, device)[0]
-    for n in (1, 2):
-        times[f"gpu_epoch_timing_{n}"] = time_evaluation(FAST, built, args, files, device)
+    timing = time_evaluation(FAST, built, args, files, device)
+    times["gpu_epoch_timing_1"] = timing["eval_seconds_first"]
+    times["gpu_epoch_timing_2"] = timing["eval_seconds"]
     torch.backends.cudnn.benchmark = False
     model.to(memory_format=torch.contiguous_format)
     times["evaluate_authors"] = seconds_of(

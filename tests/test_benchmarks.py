@@ -144,15 +144,23 @@ def test_step_script_runs_a_timm_token_backbone_against_timms_own_model(tmp_path
 def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_main):
     report = run_main("gpu_epoch.py", "--quick", "--out", str(tmp_path / "e.json"))
     roads = report["roads"]
-    assert set(roads) == {"authors_fp32", "fast", "plain", "sef_compute", "plain_compute"}
+    cpu_roads = {"authors_fp32", "fast", "fast_cache", "plain", "sef_compute", "plain_compute"}
+    assert set(roads) == cpu_roads
     assert report["skipped_roads"] == ["fast_gpu_decode"]  # GPU decoding needs CUDA
     assert all(r["images_per_second"] > 0 and r["steps"] == 2 for r in roads.values())
-    assert roads["fast"]["eval_seconds"] > 0 and roads["authors_fp32"]["eval_seconds"] > 0
+    for evaluated in ("authors_fp32", "fast", "fast_cache"):
+        assert roads[evaluated]["eval_seconds"] > 0 and roads[evaluated]["eval_seconds_first"] > 0
+    assert roads["fast"]["eval_compute_seconds"] > 0
+    facts = roads["fast_cache"]["cache"]
+    assert facts["images"] == 4 and facts["bytes"] == 4 * 3 * 43 * 43  # 4 JPEGs at 43 px
+    assert facts["build_seconds"] > 0
     summary = report["summary"]
-    assert summary["fastest_road"] == "fast"
-    assert set(summary["projected_recipe_minutes"]) == {"authors_fp32", "fast"}
-    assert len(summary["targets_met"]) == 3
-    assert all(isinstance(met, bool) for met in summary["targets_met"].values())
+    assert summary["fastest_road"] in ("fast", "fast_cache") and summary["cache_over_jpeg"] > 0
+    assert set(summary["projected_recipe_minutes"]) == {"authors_fp32", "fast", "fast_cache"}
+    assert summary["eval_over_model_alone"] > 0
+    assert len(summary["targets_met"]) == 4 and len(summary["targets_met_issue_6"]) == 3
+    for targets in (summary["targets_met"], summary["targets_met_issue_6"]):
+        assert all(isinstance(met, bool) for met in targets.values())
     assert report["settings"]["mean_jpeg_kb"] > 0
 
 
@@ -164,6 +172,51 @@ def test_gpu_epoch_counts_and_warms_up_the_last_shorter_batch(tmp_path, run_main
     fast = report["roads"]["fast"]
     assert fast["steps"] == 3  # 3 + 3 + 2 images
     assert fast["images_per_second"] == pytest.approx(8 / fast["epoch_seconds"])
+
+
+@pytest.mark.slow
+def test_cache_road_script_times_both_roads_on_cub_shaped_data(tmp_path, run_main):
+    report = run_main("cache_road.py", "--quick", "--out", str(tmp_path / "c.json"))
+    names = ["jpeg", "cache", "jpeg_normalised", "cache_normalised", "jpeg_eval", "cache_eval"]
+    assert list(report["results"]) == names
+    assert all(r["images_per_second"] > 0 and r["pass_seconds"]["n"] == 2
+               for r in report["results"].values())  # fmt: skip
+    assert report["bit_identical_first_batch"] == {"train": True, "normalised": True, "eval": True}
+    assert set(report["cache_speedup"]) == {"train", "normalised", "eval"}
+    assert report["data"] == {"train_images": 6, "test_images": 4,
+                              "mean_jpeg_kb": report["data"]["mean_jpeg_kb"]}  # fmt: skip
+    assert report["cache"]["images"] == 10 and report["cache"]["bytes"] == 10 * 3 * 43 * 43
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
+    """The prepared GPU script as a dry run on the CPU: each part's command line, the train
+    part's runs (the cache road's too), and the files the next GPU session brings back."""
+    env = {**os.environ, "SEF_CHECK_QUICK": "1", "SEF_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    command = ["bash", str(BENCHMARKS / "gpu_check.sh"), str(out), "epoch", "eval", "compile"]
+    done = subprocess.run([*command, "train"], env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    for step in ("gpu_epoch", "gpu_eval", "gpu_epoch_compile", "demo-bf16", "demo-resumed",
+                 "cub-shaped", "cub-shaped-cache"):  # fmt: skip
+        assert f"== {step}: exit 0 at " in log, log[-3000:]
+    assert "demo-fp16" not in log  # the gradient scaler needs CUDA
+    epoch = json.loads((out / "gpu_epoch.json").read_text())
+    assert "fast_cache" in epoch["roads"] and "cache_over_jpeg" in epoch["summary"]
+    compiled = json.loads((out / "gpu_epoch_compile.json").read_text())
+    assert compiled["settings"]["compile"] and list(compiled["roads"]) == ["plain_compute"]
+    assert json.loads((out / "gpu_eval.json").read_text())["seconds"]["persistent_2"] > 0
+    runs = out / "runs"
+    metrics = [(runs / name / "metrics.jsonl").read_text().splitlines() for name in
+               ("cub-shaped", "cub-shaped-cache")]  # fmt: skip
+    assert len(metrics[0]) == len(metrics[1]) == 6
+    timing = ("seconds", "images_per_second")
+    same = [{k: v for k, v in json.loads(line).items() if k not in timing} for line in metrics[0]]
+    assert same == [{k: v for k, v in json.loads(line).items() if k not in timing}
+                    for line in metrics[1]]  # fmt: skip
+    assert (out / "runs.tar.gz").is_file()
 
 
 @pytest.mark.slow
@@ -184,7 +237,9 @@ def test_gpu_syncs_script_times_both_precisions_with_and_without_a_wait_per_step
 def test_gpu_eval_script_times_every_part_of_an_evaluation_pass(tmp_path, run_main):
     report = run_main("gpu_eval.py", "--quick", "--out", str(tmp_path / "e.json"))
     parts = ["loader_1", "compute", "evaluate_full", "evaluate_1", "evaluate_2", "evaluate_3"]
-    parts += ["gpu_epoch_timing_1", "gpu_epoch_timing_2", "evaluate_authors"]
+    parts += ["persistent_1", "persistent_2", "persistent_3", "start_fresh", "stop_fresh"]
+    parts += ["start_persistent", "stop_persistent", "gpu_epoch_timing_1", "gpu_epoch_timing_2"]
+    parts += ["evaluate_authors"]
     assert list(report["seconds"]) == parts
     assert all(seconds > 0 for seconds in report["seconds"].values())
     test_images = report["settings"]["test_images"]
@@ -216,7 +271,7 @@ def test_gpu_epoch_roads_read_the_jpegs_as_sef_train_does(tmp_path):
     files = gpu_epoch.write_jpegs(tmp_path, 2, 80)
     args = gpu_epoch.parse_args(["--quick"])
     authors = gpu_epoch._authors_batches(args, files).dataset
-    loader = gpu_epoch._fast_batches(args, files, torch.device("cpu"), gpu_decode=False)
+    loader = gpu_epoch._fast_batches(args, files, torch.device("cpu"), "uint8")
     assert loader.persistent_workers and isinstance(loader.dataset, SeededItems)
     fast = loader.dataset.dataset
     assert gpu_epoch.images_per_epoch(loader, args.batch_size) == args.train_images

@@ -103,3 +103,37 @@ def test_download_then_check(http_server, cub_root, tmp_path, monkeypatch, capsy
     assert len(sef.datasets.load("cub", root, "test")) == 6
     assert main(["data", "check", "cub", str(root), "--no-progress"]) == 0
     assert capsys.readouterr().out.endswith("all 15 images open\n")
+
+
+def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path / "home"))
+    arguments = ["data", "cache", "cub", str(cub_root), "--image-size", "32", "--no-progress"]
+    assert main([*arguments, "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    folder = next((tmp_path / "home" / "decoded").iterdir())
+    assert folder.name.startswith("cub-resize_crop-43px-")  # the preset's recipe, at 32 px
+    assert lines[0].startswith(f"cached 15 images in {folder}: 83 kB, built in ")
+    assert lines[0].endswith(" s (resize_crop, 43 x 43 px uint8)")
+    assert lines[1] == "train with --cache auto"
+    assert main(arguments) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{folder} is up to date: 15 images of 43 x 43 px"
+    )
+    out = tmp_path / "mine"
+    assert main([*arguments, "--recipe", "resize", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == f"train with --cache {out}"
+
+
+def test_cache_errors_are_one_line_exit_2(cub_root, tmp_path, capsys):
+    assert main(["data", "cache", "cub"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "sef data: error: sef data cache cub needs ROOT, the dataset folder\n"
+    )
+    arguments = ["data", "cache", "cub", str(cub_root), "--no-progress", "--out", str(cub_root)]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sef data: error: {cub_root} holds other files (")
+    assert error.count("\n") == 1
+    assert main(["data", "cache", "cub", str(cub_root), "--image-size", "4"]) == 2
+    assert "image_size must be an integer of at least 8 pixels" in capsys.readouterr().err

@@ -212,6 +212,18 @@ def test_null_and_boolean_words_follow_one_rule() -> None:
         apply_overrides(c, ["data.bad_images=yes"])  # no word of bad_images means true
 
 
+def test_the_cache_setting_takes_its_words_or_a_folder(tmp_path: Path) -> None:
+    c = load_preset("cub-resnet50")
+    assert c.data.cache == "off"
+    assert apply_overrides(c, ["data.cache=off"]).data.cache == "off"  # YAML read False
+    assert apply_overrides(c, ["data.cache=auto"]).data.cache == "auto"
+    assert apply_overrides(c, [f"data.cache={tmp_path}"]).data.cache == str(tmp_path)
+    with pytest.raises(ConfigError, match="data.cache must be str, got True: YAML reads"):
+        apply_overrides(c, ["data.cache=on"])
+    with pytest.raises(ConfigError, match="data.cache=' ' is invalid: it must be off, auto or"):
+        apply_overrides(c, ["data.cache=' '"])
+
+
 @pytest.mark.parametrize(("dataset", "backbone"), [("folder", "resnet50"), ("csv", "resnet18")])
 def test_own_data_presets_hold_the_paper_recipe_on_the_users_reader(
     dataset: str, backbone: str

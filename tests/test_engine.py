@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
+from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import latest_run_dir, new_out_dir
 from sef.engine.run import resume_dir, tune_backends
 from sef.errors import ConfigError, TrainingError
@@ -101,6 +103,47 @@ def test_evaluate_counts_each_image_once_like_a_per_image_loop() -> None:
     assert result.top1 == pytest.approx(correct.mean().item())
     assert result.class_mean == pytest.approx(sum(per_class) / 3)
     assert result.summary()["images"] == 7
+
+
+class Marked(Blobs):
+    """Blobs that leave the id of each process loading them in ``folder``."""
+
+    def __init__(self, count: int, seed: int, folder: Path) -> None:
+        super().__init__(count, seed)
+        self.folder = folder
+        folder.mkdir()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        (self.folder / str(os.getpid())).touch()
+        return super().__getitem__(index)
+
+
+def test_a_run_starts_its_evaluation_workers_once_not_every_epoch(tmp_path: Path) -> None:
+    """Forking loader workers from the training process at each evaluation pass costs more the
+    larger that process is (docs/performance.md); fit keeps one evaluation loader's workers."""
+    train, evaluation = Marked(8, 0, tmp_path / "train"), Marked(6, 1, tmp_path / "eval")
+    config = _config(tmp_path / "run", "optim.epochs=3", "data.workers=1", "run.tensorboard=false")
+    result = fit(config, data=Data(train, evaluation, Blobs.classes), progress=False)
+    assert len(result.history) == 3
+    for folder in (train.folder, evaluation.folder):
+        loaders = [int(p.name) for p in folder.iterdir()]
+        assert len(loaders) == 1 and loaders != [os.getpid()]
+
+
+def test_evaluate_reads_a_loader_that_keeps_its_workers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = SEF("resnet18", num_classes=3, groups=2).eval()
+    data = Marked(7, 3, tmp_path / "eval")
+    expected = evaluate(model, data, batch_size=3, progress=False)
+    (pid,) = [p.name for p in data.folder.iterdir()]
+    assert pid == str(os.getpid())  # no workers: loaded here
+    (data.folder / pid).unlink()
+    loader = evaluation_loader(data, 2, 1, Context(), persistent=True)
+    for _ in range(2):
+        result = evaluate(model, loader, progress=False)
+        assert torch.equal(result.predictions, expected.predictions)
+        assert torch.equal(result.labels, expected.labels)
+    assert len(list(data.folder.iterdir())) == 1
 
 
 class Pixels(Dataset):

@@ -4,6 +4,7 @@ tested, to keep the suite fast)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import subprocess
@@ -188,6 +189,13 @@ def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, c
     mine = capsys.readouterr().out
     assert "estimate: 2.5 GPU hours left of 2.5, at 1628 images/s per GPU" in mine
     assert "given with --images-per-second" in mine and not (tmp_path / "runs").exists()
+
+
+def test_the_cache_flag_is_the_override_it_stands_for() -> None:
+    from sef.cli.reproduce import _overrides
+
+    args = argparse.Namespace(weights="none", cache="auto", overrides=["data.cache=off"])
+    assert _overrides(args) == ["model.weights=null", "data.cache=auto", "data.cache=off"]
 
 
 def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsys) -> None:

@@ -148,3 +148,26 @@ def test_normalise_batch_copies_nothing_from_the_host_after_its_first_batch(monk
     for _ in range(3):
         transforms.normalise_batch(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
     assert built == []
+
+
+@pytest.mark.parametrize(("recipe", "size"), [("resize_crop", 12), ("resize", 10)])
+def test_resize_then_drawn_crop_and_flip_are_the_training_pipeline_bit_for_bit(recipe, size):
+    """What a decoded-image cache does in pieces (resize once; draw the crop and flip per item;
+    crop the batch on the device) gives the pipeline's own pixels under the same seed."""
+    images = [_photo(seed=seed) for seed in range(6)]
+    pipeline = transforms.train_transform(recipe, size, normalise=False)
+    resized = torch.stack([transforms.resize_transform(recipe, size)(image) for image in images])
+    assert resized.shape[-1] == transforms.resize_size(recipe, size)
+    expected, crops = [], []
+    for seed, image in enumerate(images):
+        torch.manual_seed(seed)
+        expected.append(pipeline(image))
+        torch.manual_seed(seed)
+        crops.append(transforms.draw_crop_flip(recipe, size))
+    batch = transforms.crop_flip_batch(resized, torch.tensor(crops), size)
+    assert torch.equal(batch, torch.stack(expected))
+    assert {flipped for _, _, flipped in crops} == {0, 1}
+    assert torch.equal(
+        transforms.test_transform(recipe, size, resized=True)(resized[0]),
+        transforms.test_transform(recipe, size)(images[0]),
+    )

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from sef.choices import BAD_IMAGE_POLICIES, GROUP_LOSS_VARIANTS, POOLS, RECIPES
+from sef.choices import BAD_IMAGE_POLICIES, CACHE_MODES, GROUP_LOSS_VARIANTS, POOLS, RECIPES
 from sef.datasets import NAMES
 from sef.errors import ConfigError
 from sef.outputs import write_text
@@ -55,6 +55,8 @@ CHOICES = {
     "optim.scheduler": SCHEDULERS,
     "run.amp": AMP_MODES,
 }
+# Text fields that take one of these words or any other text (a folder): see _yaml_word.
+OPEN_CHOICES = {"data.cache": CACHE_MODES}
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 # Mappings that are one value of their section, not sections: --set may reach their keys, while
@@ -105,6 +107,7 @@ class DataConfig:
     bad_images: str = "stop"
     val_fraction: float = 0.1
     options: dict = field(default_factory=dict)
+    cache: str = "off"  # off, auto or a folder: a decoded-image cache (sef.datasets.cache)
 
 
 @dataclass
@@ -160,7 +163,8 @@ def _type_name(kind: Any) -> str:
 
 def _yaml_word(value: Any, where: str) -> str | None:
     """The one word of field ``where`` that YAML reads as ``value`` (True, False or None)."""
-    words = [w for w in CHOICES.get(where, ()) if yaml.safe_load(w) is value]
+    choices = CHOICES.get(where) or OPEN_CHOICES.get(where, ())
+    words = [w for w in choices if yaml.safe_load(w) is value]
     return words[0] if len(words) == 1 else None
 
 
@@ -168,7 +172,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     """``value`` as type ``kind``, else ConfigError. Besides int -> float and '1e-3' -> float:
 
     - YAML reads an unquoted yes/no/on/off as a boolean: a string field with a fixed set of words
-      (``CHOICES``) takes its word that YAML read that way (``bad_images: off`` is "off");
+      (``CHOICES``, ``OPEN_CHOICES``) takes its word that YAML read that way (``bad_images: off``
+      is "off");
     - an optional field (X or null) reads the words none and null, in any case, as null;
     - a bool field reads the words true/yes/on and false/no/off, in any case.
     """
@@ -300,6 +305,7 @@ def validate(config: Config) -> None:
     _require(d.image_size >= 16, "data.image_size", d.image_size, "an integer >= 16")
     _require(d.workers >= 0, "data.workers", d.workers, "an integer >= 0")
     _require(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "between 0 and 1")
+    _require(bool(d.cache.strip()), "data.cache", d.cache, "off, auto or a folder")
     _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
     _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
     _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
@@ -375,6 +381,14 @@ def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
             titles.append(fragment.pop("title"))
         values = _deep_merge(values, fragment)
     return _deep_merge(values, extra), titles
+
+
+def dataset_preset(dataset: str) -> str:
+    """The preset that trains ``dataset`` with its recipe (the first backbone of its presets)."""
+    if dataset == DEFAULT_PRESET:
+        return DEFAULT_PRESET
+    backbones = BUILT_IN_SETS.get(dataset, PAPER_BACKBONES)
+    return f"{dataset}-{backbones[0]}"
 
 
 def load_preset(name: str) -> Config:

@@ -6,6 +6,11 @@ random crop of ``image_size`` (train) or a center crop (test). ``resize`` (Cars,
 The input is a PIL image (or a uint8 tensor [3, H, W]); the output a float tensor [3, S, S].
 With ``normalise=False`` the output stays uint8 (a quarter of the bytes to collate, pin and copy)
 and :func:`normalise_batch` finishes a batch of such images on the device.
+
+A decoded-image cache (:mod:`sef.datasets.cache`) stores what :func:`resize_transform` makes of
+each image; :func:`draw_crop_flip` then draws, for one image, the numbers the training pipeline
+would draw, and :func:`crop_flip_batch` applies them to a whole batch on the device: together the
+same pixels as :func:`train_transform` (tested bit-identical).
 """
 
 from __future__ import annotations
@@ -60,20 +65,61 @@ def normalise_batch(images: Tensor) -> Tensor:
     return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
 
+def _resize(recipe: str, image_size: int) -> list[v2.Transform]:
+    side = resize_size(recipe, image_size)
+    return [v2.ToImage(), v2.Resize((side, side), antialias=True)]
+
+
+def resize_transform(recipe: str, image_size: int) -> v2.Compose:
+    """The pipelines' first steps: a PIL image to the uint8 tensor [3, side, side] that both
+    pipelines crop (what a decoded-image cache stores)."""
+    return v2.Compose(_resize(recipe, image_size))
+
+
 def train_transform(recipe: str, image_size: int, normalise: bool = True) -> v2.Compose:
     """Training pipeline: resize (+ random crop for ``resize_crop``), flip, normalise."""
-    side = resize_size(recipe, image_size)
-    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((side, side), antialias=True)]
+    steps = _resize(recipe, image_size)
     if recipe == "resize_crop":
         steps.append(v2.RandomCrop(image_size))
     steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps + (_normalise() if normalise else []))
 
 
-def test_transform(recipe: str, image_size: int, normalise: bool = True) -> v2.Compose:
-    """Evaluation pipeline: resize (+ center crop for ``resize_crop``), normalise."""
-    side = resize_size(recipe, image_size)
-    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((side, side), antialias=True)]
+def test_transform(
+    recipe: str, image_size: int, normalise: bool = True, resized: bool = False
+) -> v2.Compose:
+    """Evaluation pipeline: resize (+ center crop for ``resize_crop``), normalise. ``resized``:
+    the input is already :func:`resize_transform`'s output, so the pipeline starts after it."""
+    steps = [] if resized else _resize(recipe, image_size)
     if recipe == "resize_crop":
         steps.append(v2.CenterCrop(image_size))
-    return v2.Compose(steps + (_normalise() if normalise else []))
+    steps += _normalise() if normalise else []
+    return v2.Compose(steps or [v2.Identity()])
+
+
+def draw_crop_flip(recipe: str, image_size: int) -> tuple[int, int, int]:
+    """(top, left, flipped) of one training image: the numbers :func:`train_transform` draws from
+    torch's default generator, in its order (v2.RandomCrop's two offsets, only where the resized
+    side exceeds the crop, then v2.RandomHorizontalFlip's coin), so that under one seed both
+    give the same crop and flip."""
+    side = resize_size(recipe, image_size)
+    top = left = 0
+    if recipe == "resize_crop" and side > image_size:
+        top = int(torch.randint(0, side - image_size + 1, size=()))
+        left = int(torch.randint(0, side - image_size + 1, size=()))
+    flipped = bool(torch.rand(1) < 0.5)  # RandomHorizontalFlip(p=0.5) flips when rand < p
+    return top, left, int(flipped)
+
+
+def crop_flip_batch(images: Tensor, crops: Tensor, image_size: int) -> Tensor:
+    """Crop and flip resized images [B, 3, side, side] (any device) as ``crops`` [B, 3] (rows of
+    :func:`draw_crop_flip`, on the host) say: [B, 3, image_size, image_size], the same pixels as
+    :func:`train_transform` without its normalisation. A slice per image and one stack: on the
+    CPU that is a copy (a gather of the batch in one indexing op took 5 x longer), on a GPU a
+    few small kernels, and reading ``crops`` never waits for the device."""
+    size = image_size
+    out = []
+    for image, (top, left, flipped) in zip(images, crops.tolist(), strict=True):
+        window = image[:, top : top + size, left : left + size]
+        out.append(window.flip(-1) if flipped else window)
+    return torch.stack(out)

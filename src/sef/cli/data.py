@@ -1,4 +1,5 @@
-"""`sef data check|download`: look at a dataset before training on it, or fetch it."""
+"""`sef data check|download|cache`: look at a dataset before training on it, fetch it, or
+decode it once into a cache that training reads instead of the JPEGs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import yaml
 
 from sef import datasets
+from sef.choices import RECIPES
 from sef.errors import ConfigError
 
 SHOWN_CLASSES = 8
@@ -19,6 +21,25 @@ def _option(text: str) -> tuple[str, object]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), yaml.safe_load(value)
+
+
+def _dataset_arguments(parser: argparse.ArgumentParser, option_help: str) -> None:
+    """NAME, ROOT and -o KEY=VALUE: a dataset as `sef data check` and `cache` read it."""
+    parser.add_argument(
+        "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.NAMES)
+    )
+    parser.add_argument(
+        "root", metavar="ROOT", nargs="?", help="the dataset folder as unpacked (demo: optional)"
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=option_help,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,21 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "every image. Exits 1 and names each bad file if any image is missing or unreadable."
         ),
     )
-    check.add_argument(
-        "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.NAMES)
-    )
-    check.add_argument(
-        "root", metavar="ROOT", nargs="?", help="the dataset folder as unpacked (demo: optional)"
-    )
-    check.add_argument(
-        "-o",
-        "--option",
-        type=_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a reader option, e.g. level=family (Aircraft) or bbox_crop=true",
-    )
+    _dataset_arguments(check, "a reader option, e.g. level=family (Aircraft) or bbox_crop=true")
     check.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
     check.add_argument("--workers", type=int, default=None, help="decoding threads")
     check.add_argument("--all-classes", action="store_true", help="print every class name")
@@ -69,6 +76,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
     fetch.set_defaults(func=run_download)
 
+    cache = commands.add_parser(
+        "cache",
+        help="decode and resize every image once into a cache that training reads",
+        description=(
+            "Decode every image of NAME at ROOT (every split) once, resize it as the recipe "
+            "does (600 x 600 for resize_crop at 448 px, 448 x 448 for resize) and store it in "
+            "a memory-mapped uint8 file with an index; `sef train --cache auto` (or FOLDER) then "
+            "reads it instead of the JPEGs, with the same pixels. A cache that is up to date is "
+            "left as it is; a stale one (other images, sizes, times or recipe) is rebuilt."
+        ),
+    )
+    _dataset_arguments(cache, "a reader option, as the run's data.options (e.g. bbox_crop=true)")
+    cache.add_argument("--recipe", choices=RECIPES, help="default: the dataset's preset's")
+    cache.add_argument("--image-size", type=int, help="crop side; default: the preset's (448)")
+    cache.add_argument("--out", help="the cache folder (default: the one --cache auto uses)")
+    cache.add_argument("--workers", type=int, default=None, help="decoding processes")
+    cache.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cache.set_defaults(func=run_cache)
+
 
 def _class_summary(classes: list[str], everything: bool) -> str:
     if everything or len(classes) <= SHOWN_CLASSES:
@@ -77,18 +103,23 @@ def _class_summary(classes: list[str], everything: bool) -> str:
     return "\n".join(head + [f"  ... {len(classes) - len(head)} more (--all-classes)"])
 
 
-def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import describe_bad_images
-
+def _splits(args: argparse.Namespace, names: tuple[str, ...], seed: int = 0) -> dict:
+    """The splits ``names`` of NAME at ROOT, read with the -o options."""
     options = dict(args.option)
     if args.name in datasets.GENERATED:
         options.setdefault("progress", not args.no_progress)
     elif args.root is None:
-        raise ConfigError(f"sef data check {args.name} needs ROOT, the dataset folder")
-    splits = {
-        split: datasets.load(args.name, args.root, split, seed=args.seed, **options)
-        for split in datasets.SPLITS
+        command = f"sef data {args.data_command} {args.name}"
+        raise ConfigError(f"{command} needs ROOT, the dataset folder")
+    return {
+        split: datasets.load(args.name, args.root, split, seed=seed, **options) for split in names
     }
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from sef.datasets.checking import describe_bad_images
+
+    splits = _splits(args, datasets.SPLITS, args.seed)
     classes = splits["trainval"].classes
     print(f"{args.name} at {args.root or f'the {args.name} cache'}: {len(classes)} classes")
     for split, dataset in splits.items():
@@ -121,4 +152,28 @@ def run_download(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"{args.name} is ready in {root}; next: sef data check {args.name} {root}")
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    import os
+
+    from sef.config import dataset_preset, load_preset
+    from sef.datasets import cache
+
+    preset = load_preset(dataset_preset(args.name)).data
+    recipe, size = args.recipe or preset.recipe, args.image_size or preset.image_size
+    splits = list(_splits(args, cache.SPLITS).values())
+    options = dict(args.option)
+    folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
+    opened, built = cache.ensure(
+        folder, splits, list, recipe, size, workers=args.workers or min(8, os.cpu_count() or 1),
+        progress=not args.no_progress,
+    )  # fmt: skip
+    side = opened.side
+    if built is None:
+        print(f"{folder} is up to date: {opened.count} images of {side} x {side} px")
+    else:
+        print(f"cached {built.summary()} ({recipe}, {side} x {side} px uint8)")
+    print(f"train with --cache {'auto' if args.out is None else folder}")
     return 0

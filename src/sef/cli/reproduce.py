@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sef.choices import CACHE_MODES
 from sef.cli.options import add_set_option
 
 
@@ -36,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/reproduce", help="DIR (default runs/reproduce)")
     parser.add_argument("--weights", help="backbone weights: IMAGENET1K_V1 (default), a file, none")
+    parser.add_argument(
+        "--cache",
+        choices=CACHE_MODES,
+        help="decoded-image caches: auto builds one per dataset and reads it (data.cache)",
+    )
     add_set_option(
         parser, "override a config value in every run, e.g. --set run.amp=bf16 (repeatable)"
     )
@@ -53,11 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
-    """--weights as the override it stands for, before the --set ones (which win)."""
-    if args.weights is None:
-        return list(args.overrides)
-    weights = "null" if args.weights.lower() in ("none", "null") else args.weights
-    return [f"model.weights={weights}", *args.overrides]
+    """--weights and --cache as the overrides they stand for, before the --set ones (which
+    win)."""
+    flags = [] if args.cache is None else [f"data.cache={args.cache}"]
+    if args.weights is not None:
+        weights = "null" if args.weights.lower() in ("none", "null") else args.weights
+        flags.insert(0, f"model.weights={weights}")
+    return [*flags, *args.overrides]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ FLAG_KEYS = {
     "seed": "run.seed",
     "amp": "run.amp",
     "device": "run.device",
+    "cache": "data.cache",
 }
 
 
@@ -55,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (run.device)")
     parser.add_argument(
         "--channels-last", action="store_true", default=None, help="channels_last memory format"
+    )
+    parser.add_argument(
+        "--cache",
+        metavar="auto|off|FOLDER",
+        help="read decoded images from a cache (data.cache; built if missing, see sef data cache)",
     )
     add_set_option(parser, "override any config value, e.g. --set loss.gamma=0.1 (repeatable)")
     parser.add_argument(

@@ -1,18 +1,21 @@
-"""The run's data: splits read with a config's reader options, bad images, the training loader."""
+"""The run's data: splits read with a config's reader options, a decoded-image cache if asked for,
+bad images, the training loader."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from sef import datasets, distributed, transforms
 from sef.config import Config, config_from_dict
+from sef.datasets import cache
 from sef.distributed import Context
 from sef.errors import DataError
 from sef.seeding import EpochSampler, SeededItems
@@ -75,7 +78,44 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
             f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
             f"both splits must list the same classes"
         )
-    return Data(train, evaluation, list(train.classes))
+    data = Data(train, evaluation, list(train.classes))
+    return data if d.cache == "off" else _from_cache(data, config, context, progress)
+
+
+def _from_cache(data: Data, config: Config, context: Context, progress: bool) -> Data:
+    """``data`` read from the decoded-image cache ``data.cache`` names (sef.datasets.cache),
+    built first where it is missing or stale (every split, once); where it cannot be (no room,
+    or under torchrun, where ``sef data cache`` builds it first), ``data`` with one line why."""
+    d = config.data
+    folder = cache.folder_for(d.cache, d.dataset, d.root, d.options, d.recipe, d.image_size)
+
+    def say(line: str) -> None:
+        if context.is_main:
+            tqdm.write(line, file=sys.stderr)
+
+    def every_split() -> list[ImageList]:
+        return [read_split(config, split, progress=progress) for split in cache.SPLITS]
+
+    refused = None
+    if context.distributed:
+        refused = f"under torchrun it is built first: sef data cache {d.dataset} ROOT"
+    try:
+        opened, built = cache.ensure(
+            folder, [data.train, data.eval], every_split, d.recipe, d.image_size,
+            workers=d.workers, progress=progress and context.is_main, say=say,
+            build_refused=refused,
+        )  # fmt: skip
+    except cache.CacheUnavailable as error:
+        say(f"data.cache={d.cache} is off for this run: {error}")
+        return data
+    if built is not None:
+        say(f"cached {built.summary()}")
+    normalise = context.device.type != "cuda"
+    return Data(
+        cache.CachedTrainImages(data.train, opened, d.recipe, d.image_size),
+        cache.CachedTestImages(data.eval, opened, d.recipe, d.image_size, normalise),
+        data.classes,
+    )
 
 
 def trained_dataset(
@@ -115,12 +155,32 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
             dataset.drop([path for path, _ in bad])
 
 
+class DeviceBatches:
+    """A loader whose batches ``finish(inputs, device)`` completes on the device (a cache's
+    crop and flip: sef.datasets.cache); ``sampler`` and ``len`` are the loader's."""
+
+    def __init__(self, loader: DataLoader, finish: Callable, device: torch.device) -> None:
+        self.loader, self.finish, self.device = loader, finish, device
+
+    @property
+    def sampler(self) -> Any:
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for inputs, labels in self.loader:
+            yield self.finish(inputs, self.device), labels
+
+
 def train_loader(
     dataset: Dataset, *, batch_size: int, workers: int, seed: int, context: Context
-) -> DataLoader:
+) -> DataLoader | DeviceBatches:
     """The loader ``fit`` trains from: this process's shard of ``dataset``, reshuffled by
     ``loader.sampler.set_epoch(epoch)``, each image augmented under its own seed (sef.seeding),
-    from workers that live across epochs into pinned memory on CUDA. ``batch_size`` is global."""
+    from workers that live across epochs into pinned memory on CUDA. ``batch_size`` is global.
+    A dataset with a ``finish_batch(inputs, device)`` method has its batches finished by it."""
     world = context.world_size
     per_process = batch_size // world
     sampler = DistributedSampler(
@@ -128,7 +188,7 @@ def train_loader(
     )
     if len(sampler) < 2:
         raise DataError(f"training needs at least {2 * world} images; got {len(dataset)}")
-    return DataLoader(
+    loader = DataLoader(
         SeededItems(dataset, seed),
         batch_size=per_process,
         sampler=EpochSampler(sampler),
@@ -138,3 +198,5 @@ def train_loader(
         # BatchNorm cannot train on a batch of one image: drop such a remainder.
         drop_last=len(sampler) % per_process == 1,
     )
+    finish = getattr(dataset, "finish_batch", None)
+    return loader if finish is None else DeviceBatches(loader, finish, context.device)

@@ -70,18 +70,31 @@ class EvalResult:
 
 
 def evaluation_loader(
-    dataset: Dataset, batch_size: int, workers: int, device: torch.device
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    context: Context,
+    *,
+    persistent: bool = False,
 ) -> DataLoader:
-    """The batches ``evaluate`` reads, in order; pinned on CUDA so that copies need not wait."""
+    """The batches ``evaluate`` reads: this process's unpadded shard of ``dataset`` (a Subset),
+    in order, pinned on CUDA so that copies need not wait. ``persistent`` keeps the workers
+    from one pass to the next, for a caller that evaluates again and again (``fit``, every
+    epoch): a fresh loader forks its workers from the training process at every pass, which
+    costs more the larger that process is (docs/performance.md, Evaluation)."""
     return DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+        Subset(dataset, distributed.shard(len(dataset), context)),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=context.device.type == "cuda",
+        persistent_workers=persistent and workers > 0,
     )
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: Dataset | DataLoader,
     *,
     batch_size: int = 64,
     workers: int = 0,
@@ -101,16 +114,22 @@ def evaluate(
 
     Under DDP each process takes an unpadded shard and the predictions are summed into full-size
     tensors, so every image is counted exactly once whatever the world size.
+
+    ``dataset`` may also be a loader made by :func:`evaluation_loader` (its batch size and
+    workers then hold, not ``batch_size`` and ``workers``), to keep its workers across passes.
     """
     context = context or Context(device=next(model.parameters()).device)
     sef = unwrap(model)
     distributed.broadcast_buffers(sef, context)  # BatchNorm statistics as rank 0 has them
     was_training = sef.training
     sef.eval()
-    device, length = context.device, len(dataset)
-    indices = distributed.shard(length, context)
-    loader = evaluation_loader(Subset(dataset, indices), batch_size, workers, device)
-    shard = torch.tensor(indices, device=device)  # copied once, not per batch
+    device = context.device
+    if isinstance(dataset, DataLoader):
+        loader = dataset
+    else:
+        loader = evaluation_loader(dataset, batch_size, workers, context)
+    length = len(loader.dataset.dataset)
+    shard = torch.tensor(loader.dataset.indices, device=device)  # copied once, not per batch
     # Slot 0 counts how often each image was seen; the rest hold 1 + predicted class.
     # With TTA the last slot holds 1 + its prediction.
     table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)

@@ -40,7 +40,7 @@ from sef.config import (
 )
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
-from sef.engine.evaluation import evaluate
+from sef.engine.evaluation import evaluate, evaluation_loader
 from sef.engine.folders import is_run, latest_run_dir, new_out_dir
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
@@ -51,9 +51,12 @@ from sef.model import SEF, build_model, unwrap
 from sef.seeding import seed_everything
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
-# processes load them (each image's augmentation has its own seed: sef.seeding). The run's length
-# may change too (the learning rate is then re-planned: see planned_scheduler).
-RESUMABLE_CHANGES = ("data.root", "data.workers", "run.out", "run.tensorboard", "run.device")
+# processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
+# come from a decoded-image cache (the same pixels: sef.datasets.cache). The run's length may
+# change too (the learning rate is then re-planned: see planned_scheduler).
+RESUMABLE_CHANGES = (
+    "data.root", "data.workers", "data.cache", "run.out", "run.tensorboard", "run.device"
+)  # fmt: skip
 LENGTH = "optim.epochs"
 
 
@@ -271,7 +274,7 @@ class _Run:
         return {k: v for k, v in self.state().items() if k in keys}
 
 
-def _epoch(run: _Run, loader: DataLoader, eval_batch: int, progress: bool) -> dict:
+def _epoch(run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: bool) -> dict:
     """Train one epoch, step the schedule, evaluate: the epoch's record."""
     config, context = run.config, run.context
     epoch = run.epoch + 1
@@ -294,9 +297,7 @@ def _epoch(run: _Run, loader: DataLoader, eval_batch: int, progress: bool) -> di
     run.scheduler.step()
     summary = evaluate(
         run.model,
-        run.data.eval,
-        batch_size=eval_batch,
-        workers=config.data.workers,
+        eval_loader,
         context=context,
         amp=config.run.amp,
         channels_last=config.run.channels_last,
@@ -322,8 +323,11 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
         context=context,
     )
     eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
+    eval_loader = evaluation_loader(
+        run.data.eval, eval_batch, config.data.workers, context, persistent=True
+    )  # its workers start once, not at every epoch's evaluation
     while run.epoch < config.optim.epochs:
-        record = _epoch(run, loader, eval_batch, progress)
+        record = _epoch(run, loader, eval_loader, progress)
         run.keep(record)
         if logger is not None:
             logger.epoch(record, config.optim.epochs)

@@ -1,0 +1,236 @@
+"""The decoded-image cache (sef.datasets.cache): the JPEG road's pixels bit for bit under the same
+per-image seeds, in items, loaders and whole runs; stale caches named in one line, never read."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import default_collate
+
+from sef import datasets, transforms
+from sef.checkpoint import load_checkpoint
+from sef.config import apply_overrides, resolve_config
+from sef.datasets import cache
+from sef.distributed import Context
+from sef.engine import fit, load_data, train_loader
+from sef.engine.data import DeviceBatches
+from sef.errors import DataError
+from sef.seeding import SeededItems
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def noisy_cub(cub_root: Path) -> Path:
+    """The tiny CUB copy with noisy JPEGs of several shapes, so every crop offset and flip shows."""
+    rng = np.random.default_rng(0)
+    for k, path in enumerate(sorted((cub_root / "images").rglob("*.jpg"))):
+        shape = (36 + 3 * k, 48) if k % 3 else (52, 33)  # some portrait
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path)
+    return cub_root
+
+
+def _splits(root: Path, **options) -> list:
+    return [datasets.load("cub", root, split, **options) for split in cache.SPLITS]
+
+
+def _with(images, transform):
+    copy = images.select(range(len(images)))
+    copy.transform = transform
+    return copy
+
+
+@pytest.mark.parametrize(("recipe", "size", "bbox_crop"), [
+    ("resize_crop", 24, False), ("resize_crop", 16, True), ("resize", 20, False),
+])  # fmt: skip
+def test_items_are_the_jpeg_roads_pixels_bit_for_bit(noisy_cub, tmp_path, recipe, size, bbox_crop):
+    trainval, test = _splits(noisy_cub, bbox_crop=bbox_crop)
+    opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, recipe, size,
+                                 progress=False)  # fmt: skip
+    assert built.images == 15 and opened.side == transforms.resize_size(recipe, size)
+    jpegs = SeededItems(_with(trainval, transforms.train_transform(recipe, size, False)), 7)
+    cached = cache.CachedTrainImages(trainval, opened, recipe, size)
+    flips = []
+    for epoch in (1, 2, 3):
+        keys = [(epoch, index) for index in range(len(trainval))]
+        expected = torch.stack([jpegs[key][0] for key in keys])
+        (images, crops), labels = default_collate([SeededItems(cached, 7)[key] for key in keys])
+        assert torch.equal(cached.finish_batch((images, crops), CPU), expected)
+        assert labels.tolist() == trainval.targets
+        flips += crops[:, 2].tolist()
+    assert 0 < sum(flips) < len(flips)  # both ways drawn: the comparison saw flips
+    for normalise in (False, True):
+        reference = _with(test, transforms.test_transform(recipe, size, normalise))
+        ours = cache.CachedTestImages(test, opened, recipe, size, normalise)
+        for index in range(len(test)):
+            assert torch.equal(ours[index][0], reference[index][0])
+            assert ours[index][1] == reference[index][1]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_training_loader_yields_the_same_batches_from_the_cache(noisy_cub, tmp_path, workers):
+    trainval, test = _splits(noisy_cub)
+    opened, _ = cache.ensure(tmp_path / "c", [trainval, test], list, "resize_crop", 24,
+                             progress=False)  # fmt: skip
+    jpegs = _with(trainval, transforms.train_transform("resize_crop", 24, normalise=False))
+    cached = cache.CachedTrainImages(trainval, opened, "resize_crop", 24)
+    context = Context(device=CPU)
+    loaders = [train_loader(d, batch_size=4, workers=workers, seed=3, context=context)
+               for d in (jpegs, cached)]  # fmt: skip
+    assert isinstance(loaders[1], DeviceBatches) and len(loaders[1]) == len(loaders[0]) == 2
+    for epoch in (1, 2):
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+        for (a, labels_a), (b, labels_b) in zip(*loaders, strict=True):
+            assert b.dtype == torch.uint8 and torch.equal(a, b) and torch.equal(labels_a, labels_b)
+
+
+def _demo(out: Path, *overrides: str):
+    tiny = ["data.options.per_class=4", "data.options.test_per_class=2", "data.image_size=32",
+            "data.recipe=resize_crop", "optim.batch_size=4", "data.workers=0",
+            "run.tensorboard=false", f"run.out={out}"]  # fmt: skip
+    return apply_overrides(resolve_config("demo"), tiny + list(overrides))
+
+
+@pytest.mark.slow
+def test_a_run_is_the_same_with_the_cache_and_may_switch_it_when_resuming(demo_root, tmp_path):
+    plain = fit(_demo(tmp_path / "jpeg", "optim.epochs=2"), progress=False)
+    first = _demo(tmp_path / "cached", "optim.epochs=1", "data.cache=auto")
+    fit(first, progress=False)
+    assert len(list((demo_root.parent / "decoded").iterdir())) == 1  # the auto folder
+    resumed = fit(_demo(tmp_path / "cached", "optim.epochs=2"), resume=True, progress=False)
+    timing = ("seconds", "images_per_second")
+    for a, b in zip(plain.history, resumed.history, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+    weights = [load_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("jpeg", "cached")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_load_data_reads_the_cache_and_builds_it_once(demo_root, tmp_path, capsys):
+    config = _demo(tmp_path / "run", f"data.cache={tmp_path / 'c'}")
+    data = load_data(config, Context(device=CPU), progress=False)
+    assert isinstance(data.train, cache.CachedTrainImages)
+    assert isinstance(data.eval, cache.CachedTestImages)
+    assert data.eval[0][0].dtype == torch.float32  # normalised in the workers on a CPU
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"cached 48 images in {tmp_path / 'c'}: ") and "built in" in line
+    load_data(config, Context(device=CPU), progress=False)
+    assert capsys.readouterr().err == ""  # up to date: read as it is
+
+
+def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(demo_root, tmp_path,
+                                                                         capsys):  # fmt: skip
+    config = _demo(tmp_path / "run", "data.cache=auto")
+    data = load_data(config, Context(world_size=2, device=CPU), progress=False)
+    assert type(data.train) is datasets.ImageList
+    line = capsys.readouterr().err
+    assert line.startswith("data.cache=auto is off for this run: ") and line.count("\n") == 1
+    assert "holds no image cache yet, and under torchrun it is built first: sef data cache" in line
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    config = _demo(tmp_path / "run", f"data.cache={tmp_path / 'mine'}")
+    assert type(load_data(config, Context(device=CPU), progress=False).train) is datasets.ImageList
+    line = capsys.readouterr().err
+    assert "holds other files (notes.txt), so it is not an image cache" in line
+    assert line.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_a_cache_without_room_is_refused_before_anything_is_written(cub_root, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda _: type("U", (), {"free": 1000})())
+    with pytest.raises(cache.CacheUnavailable, match=r"needs 20 kB in .* and 1 kB are free"):
+        cache.build(tmp_path / "c", _splits(cub_root), "resize_crop", 16, progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:
+    keys = [key for images in _splits(root, **options) for key in cache.sources(images)]
+    return cache.stale_reason(folder, keys, recipe, size)
+
+
+def test_stale_caches_are_named_in_one_line_and_never_read(noisy_cub, tmp_path):
+    folder = tmp_path / "c"
+    assert _stale(noisy_cub, folder) == f"{folder} holds no image cache yet"
+    cache.build(folder, _splits(noisy_cub), "resize_crop", 16, progress=False)
+    assert _stale(noisy_cub, folder) is None
+    assert _stale(noisy_cub, folder, size=24) == (
+        f"{folder} was built with image_size 16, this run needs 24"
+    )
+    assert _stale(noisy_cub, folder, recipe="resize", size=16) == (
+        f"{folder} was built with recipe 'resize_crop', this run needs 'resize'"
+    )
+    assert _stale(noisy_cub, folder, bbox_crop=True).startswith(
+        f"15 of the 15 images are not in {folder}, e.g. {noisy_cub}/images/"
+    )
+    index = json.loads((folder / cache.INDEX).read_text())
+    (folder / cache.INDEX).write_text(json.dumps({**index, "torchvision": "0.1.0"}))
+    assert "was built with torchvision '0.1.0', this run needs" in _stale(noisy_cub, folder)
+    (folder / cache.INDEX).write_text(json.dumps(index))
+    image = sorted((noisy_cub / "images").rglob("*.jpg"))[4]
+    image.write_bytes(image.read_bytes() + b"\0")
+    reason = _stale(noisy_cub, folder)
+    assert (
+        reason
+        == f"1 of the 15 images changed (size or time) since {folder} was built, e.g. {image}"
+    )
+    with pytest.raises(cache.StaleCache, match="changed"):
+        keys = [key for images in _splits(noisy_cub) for key in cache.sources(images)]
+        cache.open_cache(folder, keys, "resize_crop", 16)
+    said = []
+    _, built = cache.ensure(folder, _splits(noisy_cub), list, "resize_crop", 16, progress=False,
+                            say=said.append)  # fmt: skip
+    assert said == [f"rebuilding the image cache: {reason}"] and built.images == 15
+    with open(folder / cache.DATA, "r+b") as handle:
+        handle.truncate(100)
+    assert _stale(noisy_cub, folder) == (
+        f"{folder / cache.DATA} is not the 19,845 bytes its index promises"
+    )
+    assert all("\n" not in reason for reason in said)
+
+
+def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path):
+    bad = sorted((noisy_cub / "images").rglob("*.jpg"))[0]
+    bad.write_text("not a jpeg")
+    trainval, test = _splits(noisy_cub)
+    opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, "resize", 16,
+                                 progress=False)  # fmt: skip
+    assert built.unreadable == 1 and "1 could not be decoded" in built.summary()
+    assert cache.stale_reason(tmp_path / "c", cache.sources(trainval), "resize", 16) is None
+    items = cache.CachedTrainImages(trainval, opened, "resize", 16)
+    index = [path for path, _ in trainval.samples].index(str(bad))
+    with pytest.raises(DataError, match=f"image {bad} cannot be read from .*cannot be decoded"):
+        items[index]
+    items.drop([str(bad)])  # what the bad-image policy "skip" does
+    assert len(items) == len(trainval) == 8 and all(items[i][1] >= 0 for i in range(8))
+
+
+def test_items_pickle_without_their_pixels(noisy_cub, tmp_path):
+    trainval, test = _splits(noisy_cub)
+    opened, _ = cache.ensure(tmp_path / "c", [trainval, test], list, "resize_crop", 24,
+                             progress=False)  # fmt: skip
+    items = cache.CachedTestImages(test, opened, "resize_crop", 24, normalise=False)
+    first = items[0][0]
+    copy = pickle.loads(pickle.dumps(items))  # as a spawned loader worker receives it
+    assert copy.cache._pixels is None and torch.equal(copy[0][0], first)
+
+
+def test_the_default_folder_names_dataset_recipe_side_and_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path))
+    folder = cache.default_folder("cub", "/data/CUB_200_2011", {}, "resize_crop", 448)
+    assert folder.parent == tmp_path / "decoded" and folder.name.startswith(
+        "cub-resize_crop-600px-"
+    )
+    assert cache.default_folder("cub", "/data/CUB_200_2011", {"bbox_crop": True},
+                                "resize_crop", 448) != folder  # fmt: skip
+    assert cache.folder_for("auto", "cub", "/data/CUB_200_2011", {}, "resize_crop", 448) == folder
+    assert cache.folder_for("~/c", "cub", None, {}, "resize", 448) == Path("~/c").expanduser()
+    assert cache.size_text(12_700_000_000) == "12.7 GB" and cache.size_text(30_720) == "31 kB"
