@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sef.extras import DISTRIBUTION, EXTRAS
+from sef.extras import DISTRIBUTION, EXTRAS, PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -41,9 +41,10 @@ def test_the_distribution_is_not_the_unrelated_sef_on_pypi() -> None:
     assert project["name"] == DISTRIBUTION == "sef-fgvc"  # 404 on PyPI when chosen (2026-11-26)
     assert project["scripts"] == {"sef": "sef.cli:main"}
     extras = project["optional-dependencies"]
-    assert extras["dev"][0] == f"{DISTRIBUTION}[export,timm]"
+    assert extras["dev"][0] == f"{DISTRIBUTION}[{','.join(EXTRAS)}]"  # CI tests every extra
     for extra, modules in EXTRAS.items():
-        assert [re.split(r"[<>=\[]", req)[0] for req in extras[extra]] == list(modules)
+        packages = [PACKAGES.get(module, module) for module in modules]
+        assert [re.split(r"[<>=\[]", req)[0] for req in extras[extra]] == packages
 
 
 def test_no_install_hint_names_the_wrong_package() -> None:

@@ -10,3 +10,4 @@ RECIPES = ("resize_crop", "resize")  # the paper's image pipelines (sef.transfor
 BAD_IMAGE_POLICIES = ("stop", "skip", "off")  # sef.datasets.checking
 TTA_MODES = ("flip", "crops", "flip+crops")  # test-time augmentation (sef.tta)
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")  # sef.export
+LOGGERS = ("tensorboard", "wandb", "mlflow", "none")  # run.loggers (sef.engine.log, sef.trackers)
