@@ -79,3 +79,24 @@ def test_timm_backbone_without_timm_says_what_to_install(tmp_path: Path) -> None
     assert "needs timm (the 'timm' extra): pip install timm, or pip install \".[timm]\"" in (
         result.stderr
     )
+
+
+def test_trackers_and_lightning_stay_out_of_a_plain_install() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    plain = {re.split(r"[<>=\[]", req)[0] for req in project["dependencies"]}
+    optional = ("wandb", "mlflow", "mlflow-skinny", "sqlalchemy", "alembic", "lightning")
+    assert plain.isdisjoint(optional)
+
+
+@pytest.mark.slow
+def test_a_tracker_without_its_client_says_what_to_install(tmp_path: Path) -> None:
+    blocked = _block(tmp_path / "blocked", "mlflow")
+    out = tmp_path / "run"
+    result = _sef("train", "--out", str(out), "--log", "tensorboard", "mlflow", blocked=blocked)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "sef train: error: run.loggers=mlflow (--log mlflow) needs mlflow (the 'mlflow' extra): "
+        'pip install mlflow-skinny, or pip install ".[mlflow]" inside a clone of sef\n'
+    )
+    assert not out.exists()  # refused before the data or the run folder
