@@ -100,3 +100,16 @@ def test_a_tracker_without_its_client_says_what_to_install(tmp_path: Path) -> No
         'pip install mlflow-skinny, or pip install ".[mlflow]" inside a clone of sef\n'
     )
     assert not out.exists()  # refused before the data or the run folder
+
+
+@pytest.mark.slow
+def test_the_lightning_module_without_lightning_says_what_to_install(tmp_path: Path) -> None:
+    blocked = _block(tmp_path / "blocked", "lightning")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(SRC)])}
+    code = "import sef.integrations.lightning"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "ImportError: sef.integrations.lightning needs lightning (the 'lightning' extra): "
+        'pip install lightning, or pip install ".[lightning]" inside a clone of sef'
+    )

@@ -197,6 +197,20 @@ def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[
     return unwrap(trainer), trainer
 
 
+def build_loss(config: Config, groups: int) -> SEFLoss:
+    """Eq. 8 with the weights and variants of ``config.loss``, for ``groups`` channel groups."""
+    c = config.loss
+    return SEFLoss(
+        groups,
+        lam=c.lam,
+        gamma=c.gamma,
+        phi=c.phi,
+        group_variant=c.group_variant,
+        detach_teacher=c.detach_teacher,
+        lam_warmup=c.lam_warmup,
+    )
+
+
 def _check_setup(config: Config, context: Context) -> None:
     """What only the launch reveals (devices, process count) and no config check can see."""
     world = context.world_size
@@ -219,15 +233,7 @@ class _Run:
     def __init__(self, config: Config, data: Data, context: Context, out: Path):
         self.config, self.data, self.context, self.out = config, data, context, out
         self.model, self.trainer = _prepare_model(config, len(data.classes), context)
-        self.loss_fn = SEFLoss(
-            self.model.groups,
-            lam=config.loss.lam,
-            gamma=config.loss.gamma,
-            phi=config.loss.phi,
-            group_variant=config.loss.group_variant,
-            detach_teacher=config.loss.detach_teacher,
-            lam_warmup=config.loss.lam_warmup,
-        )
+        self.loss_fn = build_loss(config, self.model.groups)
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
         self.scaler = (
