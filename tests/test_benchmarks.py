@@ -427,3 +427,16 @@ def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
     record = json.loads((tmp_path / "runs/sef-seed0/metrics.jsonl").read_text())
     assert record["epoch"] == 1 and "train_corr_within" in record
     assert (tmp_path / "out" / "runs.tar.gz").is_file()
+
+
+@pytest.mark.slow
+def test_loggers_script_times_sef_train_per_logger_against_tensorboard(
+    tmp_path, demo_root, run_main
+):
+    pytest.importorskip("wandb")
+    out = str(tmp_path / "l.json")
+    report = run_main("loggers.py", "--quick", "--variants", "tensorboard", "wandb", "--out", out)
+    assert set(report["seconds"]) == {"tensorboard", "wandb"}
+    assert set(report["ratio_to_tensorboard"]) == {"wandb"}
+    assert report["ratio_to_tensorboard"]["wandb"]["median"] > 0
+    assert report["epochs"] == 1 and report["same_training"] is True
