@@ -21,6 +21,7 @@ from sef.integrations.lightning import SEFLightningModule  # noqa: E402
 SIZE = 32
 DEMO = {"per_class": 3, "test_per_class": 2, "resolution": SIZE, "progress": False}
 TERMS = ["loss_ce", "loss_entropy", "loss_distill", "loss_group", "loss_total", "train_top1"]
+TERMS += ["train_corr_within", "train_corr_between"]  # the groups' readout, as sef train's
 
 
 def _loader(split: str, train: bool) -> DataLoader:
@@ -60,6 +61,7 @@ def test_a_short_fit_on_the_demo_logs_every_term_and_evaluates_as_sef_does(
     trainer = _trainer(tmp_path, max_epochs=2, logger=logger, enable_checkpointing=False)
     test = _loader("test", False)
     trainer.fit(module, _loader("trainval", True), test)
+    assert module.loss.progress == pytest.approx(1 + 2 / 3)  # as sef train's: 3 steps an epoch
 
     with open(Path(logger.log_dir) / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -77,6 +79,8 @@ def test_a_short_fit_on_the_demo_logs_every_term_and_evaluates_as_sef_does(
     assert float(last["eval_top1"]) == pytest.approx(result.top1)
     assert float(last["eval_class_mean"]) == pytest.approx(result.class_mean)
     assert [float(last[g]) for g in groups] == pytest.approx(result.group_top1)
+    readout = [float(last["eval_corr_within"]), float(last["eval_corr_between"])]
+    assert readout == pytest.approx(list(result.correlation))
 
     (tested,) = trainer.test(module, test, verbose=False)
     assert tested["test_top1"] == pytest.approx(result.top1)

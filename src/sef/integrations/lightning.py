@@ -3,10 +3,13 @@
 
 Each loss term and the training top-1 go to the Trainer's logger per epoch, under the names
 ``sef train`` writes to metrics.jsonl (``loss_ce``, ``loss_entropy``, ``loss_distill``,
-``loss_group``, ``loss_total``, ``train_top1``); validation logs ``eval_top1``,
-``eval_class_mean`` and ``eval_group_top1/group1``, ... (``test_...`` for ``Trainer.test``),
-computed by :mod:`sef.metrics` over the whole split. :meth:`SEFLightningModule.export` hands back
-the plain network that ships (backbone and global head: :meth:`sef.SEF.export`).
+``loss_group``, ``loss_total``, ``train_top1``, and with G >= 2 the groups' correlation readout
+``train_corr_within``, ``train_corr_between``); validation logs ``eval_top1``,
+``eval_class_mean``, ``eval_group_top1/group1``, ... and ``eval_corr_within``,
+``eval_corr_between`` (``test_...`` for ``Trainer.test``), computed by :mod:`sef.metrics` and
+:func:`sef.losses.group_correlation` over the whole split. :meth:`SEFLightningModule.export`
+hands back the plain network that ships (backbone and global head: :meth:`sef.SEF.export`).
+``loss.lam_warmup`` works as in ``sef train``: the module tells the loss how far training is.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sef import transforms
 from sef.config import Config
 from sef.engine.optim import make_optimizer, make_scheduler
 from sef.engine.run import build_loss
-from sef.losses import SEFLoss
+from sef.losses import SEFLoss, group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF, build_model
 
@@ -59,6 +62,7 @@ class SEFLightningModule(pl.LightningModule):
         self.make_optimizer = optimizer or (lambda module: make_optimizer(module, Config()))
         self.make_scheduler = scheduler
         self._evaluated: list[Tensor] = []  # [2 + G, B] per batch: labels, predictions, groups
+        self._correlation: list[Tensor] = []  # [2] per batch: within, between, summed
 
     @classmethod
     def from_config(cls, config: Config, num_classes: int) -> SEFLightningModule:
@@ -83,9 +87,13 @@ class SEFLightningModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         output = self.model(images)
+        self.loss.set_progress(self.current_epoch + batch_idx / self.trainer.num_training_batches)
         terms = self.loss(output, labels)
         values = {f"loss_{name}": value.detach() for name, value in terms.items()}
         values["train_top1"] = (output.logits.argmax(1) == labels).float().mean()
+        if self.model.groups > 1:
+            within, between = group_correlation(output.features, self.model.groups) / len(labels)
+            values |= {"train_corr_within": within, "train_corr_between": between}
         self.log_dict(values, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return terms["total"]
 
@@ -94,13 +102,19 @@ class SEFLightningModule(pl.LightningModule):
         output = self.model.forward_sef(images)
         predictions = torch.cat([output.logits.argmax(1)[None], output.group_logits.argmax(2)])
         self._evaluated.append(torch.cat([labels[None], predictions]))
+        if self.model.groups > 1:
+            self._correlation.append(group_correlation(output.features, self.model.groups))
 
     def _log_evaluation(self, prefix: str) -> None:
-        """Top-1, class-mean and each group head's top-1 over every image evaluated."""
+        """Top-1, class-mean, each group head's top-1 and the correlation readout over every
+        image evaluated."""
         table = torch.cat(self._evaluated, dim=1)
+        correlation = torch.stack(self._correlation).sum(0) if self._correlation else None
         self._evaluated.clear()
+        self._correlation.clear()
         if self.trainer.world_size > 1:  # [world, 2 + G, N]: every process's images
             table = self.all_gather(table).transpose(0, 1).flatten(1)
+            correlation = None if correlation is None else self.all_gather(correlation).sum(0)
         labels, predictions, groups = table[0], table[1], table[2:]
         metrics = {
             f"{prefix}_top1": top1_accuracy(predictions, labels),
@@ -110,6 +124,9 @@ class SEFLightningModule(pl.LightningModule):
         }
         for g, value in enumerate(group_accuracies(groups, labels), start=1):
             metrics[f"{prefix}_group_top1/group{g}"] = value
+        if correlation is not None:
+            within, between = (correlation / labels.numel()).tolist()
+            metrics |= {f"{prefix}_corr_within": within, f"{prefix}_corr_between": between}
         self.log_dict(metrics)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
