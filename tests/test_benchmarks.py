@@ -527,3 +527,16 @@ def test_group_study_reads_version_1_runs_with_the_cpu_of_their_file(tmp_path):
     path.write_text(json.dumps(version1))
     runs = study.load_runs(study.parse_args(["--out", str(path)]))
     assert runs == {"plain-seed0": {"last_top1": 0.74, "cpu": "Intel(R) Xeon(R)"}}
+
+
+@pytest.mark.slow
+def test_loggers_script_times_sef_train_per_logger_against_tensorboard(
+    tmp_path, demo_root, run_main
+):
+    pytest.importorskip("wandb")
+    out = str(tmp_path / "l.json")
+    report = run_main("loggers.py", "--quick", "--variants", "tensorboard", "wandb", "--out", out)
+    assert set(report["seconds"]) == {"tensorboard", "wandb"}
+    assert set(report["ratio_to_tensorboard"]) == {"wandb"}
+    assert report["ratio_to_tensorboard"]["wandb"]["median"] > 0
+    assert report["epochs"] == 1 and report["same_training"] is True

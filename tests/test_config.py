@@ -146,12 +146,25 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("model.groups=0", "model.groups=0 is invalid"),
         ("optim.lr", "must look like section.key=value"),
         ("optim.lr.x=1", "too deep"),
+        ("run.loggers=neptune", "run.loggers='neptune' is invalid: it must be one of tensorboard"),
+        ("run.loggers=[wandb,none]", "it must be none alone, or some of tensorboard, wandb"),
+        ("run.loggers=[mlflow,mlflow]", "it must be none alone, or some of"),
+        ("run.loggers=3", "run.loggers must be a list, got 3"),
     ],
 )
 def test_bad_overrides_fail_in_one_line(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides(load_preset("demo"), [override])
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_loggers_are_a_list_and_one_name_is_a_list_of_it() -> None:
+    demo = load_preset("demo")
+    assert demo.run.loggers == ["tensorboard"]
+    assert apply_overrides(demo, ["run.loggers=wandb"]).run.loggers == ["wandb"]
+    both = apply_overrides(demo, ["run.loggers=[wandb, mlflow]"])
+    assert both.run.loggers == ["wandb", "mlflow"]
+    assert flatten(config_to_dict(both))["run.loggers"] == ["wandb", "mlflow"]
 
 
 def test_unknown_preset_suggests_close_names() -> None:

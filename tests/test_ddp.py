@@ -21,13 +21,16 @@ def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     # 7 test images over 2 processes: a padding sampler would evaluate 8.
     write_image(folder_root / "test" / "fox" / "extra.png", (32, 32), (10, 200, 90))
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_QUIET": "true"}
+    env |= {f"WANDB_{name}_DIR": str(tmp_path / name) for name in ("DATA", "CACHE", "CONFIG")}
+    env.pop("MLFLOW_TRACKING_URI", None)
     train = subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
             str(folder_root), "--out", str(out), "--epochs", "2", "--batch-size", "4",
             "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
+            "--loggers", "tensorboard", "wandb", "mlflow",  # torchrun would take --log as its own
         ],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -36,6 +39,8 @@ def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     assert train.stdout.count("epoch 2/2") == 1 and "on 2 x cpu" in train.stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]  # only rank 0 writes
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 1  # and logs: one W&B run
+    assert len((out / "best-test-predictions.csv").read_text().splitlines()) == 1 + 7
 
     result, dataset = evaluate_checkpoint(out / "last.pt", device="cpu", progress=False)
     assert len(dataset) == result.summary()["images"] == 7

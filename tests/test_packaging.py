@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sef.extras import DISTRIBUTION, EXTRAS
+from sef.extras import DISTRIBUTION, EXTRAS, PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -41,9 +41,10 @@ def test_the_distribution_is_not_the_unrelated_sef_on_pypi() -> None:
     assert project["name"] == DISTRIBUTION == "sef-fgvc"  # 404 on PyPI when chosen (2026-11-26)
     assert project["scripts"] == {"sef": "sef.cli:main"}
     extras = project["optional-dependencies"]
-    assert extras["dev"][0] == f"{DISTRIBUTION}[export,timm]"
+    assert extras["dev"][0] == f"{DISTRIBUTION}[{','.join(EXTRAS)}]"  # CI tests every extra
     for extra, modules in EXTRAS.items():
-        assert [re.split(r"[<>=\[]", req)[0] for req in extras[extra]] == list(modules)
+        packages = [PACKAGES.get(module, module) for module in modules]
+        assert [re.split(r"[<>=\[]", req)[0] for req in extras[extra]] == packages
 
 
 def test_no_install_hint_names_the_wrong_package() -> None:
@@ -77,4 +78,38 @@ def test_timm_backbone_without_timm_says_what_to_install(tmp_path: Path) -> None
     assert result.stderr.count("\n") == 1
     assert "needs timm (the 'timm' extra): pip install timm, or pip install \".[timm]\"" in (
         result.stderr
+    )
+
+
+def test_trackers_and_lightning_stay_out_of_a_plain_install() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    plain = {re.split(r"[<>=\[]", req)[0] for req in project["dependencies"]}
+    optional = ("wandb", "mlflow", "mlflow-skinny", "sqlalchemy", "alembic", "lightning")
+    assert plain.isdisjoint(optional)
+
+
+@pytest.mark.slow
+def test_a_tracker_without_its_client_says_what_to_install(tmp_path: Path) -> None:
+    blocked = _block(tmp_path / "blocked", "mlflow")
+    out = tmp_path / "run"
+    result = _sef("train", "--out", str(out), "--log", "tensorboard", "mlflow", blocked=blocked)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "sef train: error: run.loggers=mlflow (--log mlflow) needs mlflow (the 'mlflow' extra): "
+        'pip install mlflow-skinny, or pip install ".[mlflow]" inside a clone of sef\n'
+    )
+    assert not out.exists()  # refused before the data or the run folder
+
+
+@pytest.mark.slow
+def test_the_lightning_module_without_lightning_says_what_to_install(tmp_path: Path) -> None:
+    blocked = _block(tmp_path / "blocked", "lightning")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(SRC)])}
+    code = "import sef.integrations.lightning"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "ImportError: sef.integrations.lightning needs lightning (the 'lightning' extra): "
+        'pip install lightning, or pip install ".[lightning]" inside a clone of sef'
     )

@@ -16,7 +16,7 @@ import pytest
 import sef
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-HEAVY = ("torch", "torchvision", "PIL", "matplotlib")
+HEAVY = ("torch", "torchvision", "PIL", "matplotlib", "wandb", "mlflow", "lightning")
 CLI = "from sef.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
 
 

@@ -11,3 +11,4 @@ BAD_IMAGE_POLICIES = ("stop", "skip", "off")  # sef.datasets.checking
 CACHE_MODES = ("off", "auto")  # data.cache, else a folder (sef.datasets.cache)
 TTA_MODES = ("flip", "crops", "flip+crops")  # test-time augmentation (sef.tta)
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")  # sef.export
+LOGGERS = ("tensorboard", "wandb", "mlflow", "none")  # run.loggers (sef.engine.log, sef.trackers)

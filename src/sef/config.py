@@ -28,7 +28,14 @@ from typing import Any
 
 import yaml
 
-from sef.choices import BAD_IMAGE_POLICIES, CACHE_MODES, GROUP_LOSS_VARIANTS, POOLS, RECIPES
+from sef.choices import (
+    BAD_IMAGE_POLICIES,
+    CACHE_MODES,
+    GROUP_LOSS_VARIANTS,
+    LOGGERS,
+    POOLS,
+    RECIPES,
+)
 from sef.datasets import NAMES
 from sef.errors import ConfigError
 from sef.outputs import write_text
@@ -127,7 +134,11 @@ class OptimConfig:
 
 @dataclass
 class RunConfig:
-    """How and where a run executes: seed, device, precision, output folder, logging."""
+    """How and where a run executes: seed, device, precision, output folder, logging.
+
+    loggers: where the epochs are logged besides metrics.jsonl (sef.choices.LOGGERS; none: only
+    there); tensorboard: false turns TensorBoard off whatever loggers names (older configs' switch).
+    """
 
     seed: int = 0
     device: str = "auto"
@@ -138,6 +149,7 @@ class RunConfig:
     out: str | None = None
     eval_batch_size: int | None = None
     tensorboard: bool = True
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
@@ -175,8 +187,16 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
       (``CHOICES``, ``OPEN_CHOICES``) takes its word that YAML read that way (``bad_images: off``
       is "off");
     - an optional field (X or null) reads the words none and null, in any case, as null;
-    - a bool field reads the words true/yes/on and false/no/off, in any case.
+    - a bool field reads the words true/yes/on and false/no/off, in any case;
+    - a list field reads one value as a list of it (``--set run.loggers=wandb``).
     """
+    if typing.get_origin(kind) is list:
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"config value {where} must be a list, got {value!r}; pass --set {where}=[A,B]"
+            )
+        return [_coerce(item, typing.get_args(kind)[0], where) for item in value]
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
         if type(None) in options and (
@@ -321,6 +341,14 @@ def validate(config: Config) -> None:
     )
     if r.eval_batch_size is not None:
         _require(r.eval_batch_size >= 1, "run.eval_batch_size", r.eval_batch_size, "positive")
+    for name in r.loggers:
+        _one_of("run.loggers", name, LOGGERS)
+    _require(
+        len(set(r.loggers)) == len(r.loggers) and ("none" not in r.loggers or len(r.loggers) == 1),
+        "run.loggers",
+        r.loggers,
+        "none alone, or some of tensorboard, wandb, mlflow, each once",
+    )
 
 
 # -------------------------------------------------------------------------------------- presets

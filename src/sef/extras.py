@@ -12,7 +12,15 @@ from sef.errors import SEFError
 
 DISTRIBUTION = "sef-fgvc"
 # extra -> the modules it provides (pyproject.toml's [project.optional-dependencies])
-EXTRAS = {"export": ("onnx", "onnxruntime", "onnxscript"), "timm": ("timm",)}
+EXTRAS = {
+    "export": ("onnx", "onnxruntime", "onnxscript"),
+    "timm": ("timm",),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow", "sqlalchemy", "alembic"),  # the last two: MLflow's SQLite store
+    "lightning": ("lightning",),
+}
+# module -> the package that installs it, where the two names differ
+PACKAGES = {"mlflow": "mlflow-skinny"}
 
 
 def require(extra: str, purpose: str, error: type[Exception] = SEFError) -> None:
@@ -24,7 +32,8 @@ def require(extra: str, purpose: str, error: type[Exception] = SEFError) -> None
         except ImportError:
             missing.append(module)
     if missing:
+        packages = " ".join(PACKAGES.get(module, module) for module in missing)
         raise error(
             f"{purpose} needs {', '.join(missing)} (the {extra!r} extra): "
-            f'pip install {" ".join(missing)}, or pip install ".[{extra}]" inside a clone of sef'
+            f'pip install {packages}, or pip install ".[{extra}]" inside a clone of sef'
         )

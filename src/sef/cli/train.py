@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sef.choices import LOGGERS
 from sef.cli.options import add_set_option
 from sef.config import AMP_MODES, Config, apply_values, parse_overrides, resolve_config
 
@@ -24,6 +25,7 @@ FLAG_KEYS = {
     "amp": "run.amp",
     "device": "run.device",
     "cache": "data.cache",
+    "log": "run.loggers",
 }
 
 
@@ -33,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train SEF (with no arguments: the built-in demo)",
         description=(
             "Train SEF with a preset (see `sef presets`; default: demo) or a YAML config, "
-            "evaluate every epoch, and write DIR/{config.yaml,metrics.jsonl,tb/,last.pt,best.pt}. "
+            "evaluate every epoch, and write DIR/{config.yaml,metrics.jsonl,tb/,last.pt,best.pt} "
+            "and best.pt's per-image predictions (best-<split>-predictions.csv). "
             "Without --out, DIR is runs/<preset> (runs/<preset>-2, ... if that holds a run). "
             "Under torchrun it trains with DistributedDataParallel."
         ),
@@ -54,6 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="random seed (run.seed)")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (run.amp)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (run.device)")
+    parser.add_argument(
+        "--log",
+        "--loggers",  # under torchrun: torchrun takes --log as an abbreviation of its --log-dir
+        dest="log",
+        nargs="+",
+        choices=LOGGERS,
+        metavar="NAME",
+        help=f"where epochs are logged besides metrics.jsonl: {', '.join(LOGGERS)}; several at "
+        "once (run.loggers; default tensorboard; W&B offline unless WANDB_MODE is set, MLflow "
+        "in DIR/mlflow unless MLFLOW_TRACKING_URI is set; under torchrun spell it --loggers)",
+    )
     parser.add_argument(
         "--channels-last", action="store_true", default=None, help="channels_last memory format"
     )

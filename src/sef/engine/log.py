@@ -1,4 +1,5 @@
-"""Rank 0's record of a run: metrics.jsonl, TensorBoard scalars and a line per epoch."""
+"""Rank 0's record of a run: metrics.jsonl, TensorBoard scalars, the trackers of run.loggers
+(W&B, MLflow: :mod:`sef.trackers`) and a line per epoch."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from tqdm import tqdm
 
 from sef import outputs
 from sef.config import Config
+from sef.trackers import Final, Trackers, scalars
 
 
 def _write_lines(path: Path, records: list[dict]) -> None:
@@ -25,29 +27,27 @@ def _correlation(record: dict) -> str:
 
 
 class Logger:
-    """Rank 0's outputs: metrics.jsonl, TensorBoard scalars and a line per epoch."""
+    """Rank 0's outputs: metrics.jsonl, TensorBoard scalars, trackers and a line per epoch."""
 
     def __init__(self, out: Path, config: Config, history: list[dict], start_epoch: int):
         self.metrics = out / "metrics.jsonl"
         self.records = list(history)  # resume drops lines the checkpoint does not cover
         _write_lines(self.metrics, self.records)
         self.board = None
-        if config.run.tensorboard:
+        if config.run.tensorboard and "tensorboard" in config.run.loggers:
             from torch.utils.tensorboard import SummaryWriter
 
             self.board = SummaryWriter(str(out / "tb"), purge_step=start_epoch)
+        self.trackers = Trackers(out, config, self.records)
 
     def epoch(self, record: dict, epochs: int) -> None:
         self.records.append(record)
         _write_lines(self.metrics, self.records)
         if self.board is not None:
-            for key, value in record.items():
-                if isinstance(value, list):
-                    for g, v in enumerate(value, start=1):
-                        self.board.add_scalar(f"{key}/group{g}", v, record["epoch"])
-                elif key != "epoch":
-                    self.board.add_scalar(key, value, record["epoch"])
+            for key, value in scalars(record).items():
+                self.board.add_scalar(key, value, record["epoch"])
             self.board.flush()
+        self.trackers.epoch(record)
         groups = " ".join(f"{v:.3f}" for v in record["eval_group_top1"])
         tqdm.write(
             f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.2g}  "
@@ -58,6 +58,11 @@ class Logger:
             file=sys.stdout,
         )
 
+    def finish(self, final: Final) -> None:
+        """The finished run's report and files, for the trackers."""
+        self.trackers.finish(final)
+
     def close(self) -> None:
         if self.board is not None:
             self.board.close()
+        self.trackers.close()

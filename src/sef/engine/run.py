@@ -1,7 +1,8 @@
 """A training run and all of resume: ``fit(config)`` runs the paper's recipe end to end.
 
 One straight road: datasets -> model -> SGD + StepLR -> per epoch ``train_one_epoch`` then
-``evaluate`` -> metrics.jsonl, TensorBoard, ``last.pt`` / ``best.pt`` in the run folder.
+``evaluate`` -> metrics.jsonl, TensorBoard (or W&B, MLflow), ``last.pt`` / ``best.pt`` and the best
+epoch's per-image predictions in the run folder.
 
 Resume is exact: every epoch starts by seeding all random generators from (seed, epoch, rank),
 the sampler shuffles from (seed, epoch) and each image is augmented under its own seed
@@ -27,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sef import distributed, outputs
+from sef import distributed, outputs, trackers
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import (
     Config,
@@ -40,7 +41,7 @@ from sef.config import (
 )
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
-from sef.engine.evaluation import evaluate, evaluation_loader
+from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import is_run, latest_run_dir, new_out_dir
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
@@ -49,13 +50,15 @@ from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, build_model, unwrap
 from sef.seeding import seed_everything
+from sef.trackers import Final
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
 # processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
 # come from a decoded-image cache (the same pixels: sef.datasets.cache). The run's length may
 # change too (the learning rate is then re-planned: see planned_scheduler).
 RESUMABLE_CHANGES = (
-    "data.root", "data.workers", "data.cache", "run.out", "run.tensorboard", "run.device"
+    "data.root", "data.workers", "data.cache", "run.out", "run.tensorboard", "run.loggers",
+    "run.device"
 )  # fmt: skip
 LENGTH = "optim.epochs"
 
@@ -145,6 +148,18 @@ class FitResult:
             ]
         )
 
+    def summary(self) -> dict[str, float]:
+        """The report's numbers, named as a tracker's summary shows them."""
+        return {
+            "best_eval_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "last_eval_top1": self.last["eval_top1"],
+            "last_eval_class_mean": self.last["eval_class_mean"],
+            "training_seconds": self.seconds,
+            "parameters": self.parameters,
+            "deployed_parameters": self.parameters - self.extra_parameters,
+        }
+
 
 def separation_lines(record: Mapping[str, Any]) -> list[str]:
     """The report's line on whether the channel groups separated (none without groups)."""
@@ -184,6 +199,20 @@ def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[
     return unwrap(trainer), trainer
 
 
+def build_loss(config: Config, groups: int) -> SEFLoss:
+    """Eq. 8 with the weights and variants of ``config.loss``, for ``groups`` channel groups."""
+    c = config.loss
+    return SEFLoss(
+        groups,
+        lam=c.lam,
+        gamma=c.gamma,
+        phi=c.phi,
+        group_variant=c.group_variant,
+        detach_teacher=c.detach_teacher,
+        lam_warmup=c.lam_warmup,
+    )
+
+
 def _check_setup(config: Config, context: Context) -> None:
     """What only the launch reveals (devices, process count) and no config check can see."""
     world = context.world_size
@@ -196,6 +225,8 @@ def _check_setup(config: Config, context: Context) -> None:
         raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
     if config.run.sync_bn and context.distributed and context.device.type != "cuda":
         raise ConfigError("run.sync_bn=true needs CUDA GPUs; set it to false for CPU training")
+    if context.is_main:  # only rank 0 logs; a missing client fails before any image is read
+        trackers.require(config.run.loggers)
 
 
 class _Run:
@@ -204,15 +235,7 @@ class _Run:
     def __init__(self, config: Config, data: Data, context: Context, out: Path):
         self.config, self.data, self.context, self.out = config, data, context, out
         self.model, self.trainer = _prepare_model(config, len(data.classes), context)
-        self.loss_fn = SEFLoss(
-            self.model.groups,
-            lam=config.loss.lam,
-            gamma=config.loss.gamma,
-            phi=config.loss.phi,
-            group_variant=config.loss.group_variant,
-            detach_teacher=config.loss.detach_teacher,
-            lam_warmup=config.loss.lam_warmup,
-        )
+        self.loss_fn = build_loss(config, self.model.groups)
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
         self.scaler = (
@@ -259,23 +282,37 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = planned.get_last_lr()[0]
 
-    def keep(self, record: dict) -> None:
-        """Add an epoch's record; rank 0 writes last.pt, and best.pt when it is the best yet."""
+    def keep(self, record: dict, evaluation: EvalResult) -> None:
+        """Add an epoch's record; rank 0 writes last.pt, and best.pt with its per-image
+        predictions when it is the best yet."""
         self.epoch, self.seconds = record["epoch"], self.seconds + record["seconds"]
         self.history.append(record)
         if self.context.is_main:
             if record["eval_top1"] > self.best["eval_top1"]:
                 self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
                 save_checkpoint(self.out / "best.pt", self.best_state())
+                if hasattr(self.data.eval, "samples"):  # datasets given to fit may lack paths
+                    write_predictions(self.predictions, evaluation, self.data.eval)
             save_checkpoint(self.out / "last.pt", self.state())
+
+    @property
+    def predictions(self) -> Path:
+        """best.pt's per-image predictions, named as `sef eval --checkpoint best.pt` names them."""
+        return self.out / f"best-{self.config.data.eval_split}-predictions.csv"
+
+    def files(self) -> list[Path]:
+        """best.pt and its per-image predictions, where they exist: a tracker's artifacts."""
+        return [path for path in (self.out / "best.pt", self.predictions) if path.is_file()]
 
     def best_state(self) -> dict:
         keys = ("model", "config", "classes", "epoch", "metrics")
         return {k: v for k, v in self.state().items() if k in keys}
 
 
-def _epoch(run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: bool) -> dict:
-    """Train one epoch, step the schedule, evaluate: the epoch's record."""
+def _epoch(
+    run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: bool
+) -> tuple[dict, EvalResult]:
+    """Train one epoch, step the schedule, evaluate: the epoch's record and evaluation."""
     config, context = run.config, run.context
     epoch = run.epoch + 1
     start = time.perf_counter()
@@ -295,21 +332,22 @@ def _epoch(run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: boo
         progress=progress,
     )
     run.scheduler.step()
-    summary = evaluate(
+    evaluation = evaluate(
         run.model,
         eval_loader,
         context=context,
         amp=config.run.amp,
         channels_last=config.run.channels_last,
         progress=progress,
-    ).summary()
+    )
+    summary = evaluation.summary()
     record |= {
         "eval_top1": summary["top1"],
         "eval_class_mean": summary["class_mean"],
         "eval_group_top1": summary["group_top1"],
     }
     record |= {f"eval_{k}": summary[k] for k in ("corr_within", "corr_between") if k in summary}
-    return record | {"seconds": time.perf_counter() - start}
+    return record | {"seconds": time.perf_counter() - start}, evaluation
 
 
 def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
@@ -327,8 +365,8 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
     while run.epoch < config.optim.epochs:
-        record = _epoch(run, loader, eval_loader, progress)
-        run.keep(record)
+        record, evaluation = _epoch(run, loader, eval_loader, progress)
+        run.keep(record, evaluation)
         if logger is not None:
             logger.epoch(record, config.optim.epochs)
 
@@ -387,6 +425,10 @@ def _train(run: _Run, progress: bool) -> FitResult:
         logger = Logger(run.out, run.config, run.history, run.epoch + 1)
     try:
         _epochs(run, logger, progress)
+        result = _result(run)
+        if logger is not None:
+            logger.finish(Final(result.summary(), result.report(), run.files(), run.epoch))
+        return result
     except TrainingError as error:
         kept = (
             f"{run.out / 'last.pt'} (epoch {run.epoch}) is kept"
@@ -397,6 +439,9 @@ def _train(run: _Run, progress: bool) -> FitResult:
     finally:
         if logger is not None:
             logger.close()
+
+
+def _result(run: _Run) -> FitResult:
     last = run.history[-1]
     return FitResult(
         out=run.out,

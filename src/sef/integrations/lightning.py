@@ -1,0 +1,152 @@
+"""SEF in Lightning: :class:`SEFLightningModule` trains any :class:`sef.SEF` with
+:class:`sef.SEFLoss` under ``lightning.Trainer`` (the ``lightning`` extra).
+
+Each loss term and the training top-1 go to the Trainer's logger per epoch, under the names
+``sef train`` writes to metrics.jsonl (``loss_ce``, ``loss_entropy``, ``loss_distill``,
+``loss_group``, ``loss_total``, ``train_top1``, and with G >= 2 the groups' correlation readout
+``train_corr_within``, ``train_corr_between``); validation logs ``eval_top1``,
+``eval_class_mean``, ``eval_group_top1/group1``, ... and ``eval_corr_within``,
+``eval_corr_between`` (``test_...`` for ``Trainer.test``), computed by :mod:`sef.metrics` and
+:func:`sef.losses.group_correlation` over the whole split. :meth:`SEFLightningModule.export`
+hands back the plain network that ships (backbone and global head: :meth:`sef.SEF.export`).
+``loss.lam_warmup`` works as in ``sef train``: the module tells the loss how far training is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sef.extras import require
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # one line naming the pip command
+    require("lightning", "sef.integrations.lightning", ImportError)
+    raise
+
+from sef import transforms
+from sef.config import Config
+from sef.engine.optim import make_optimizer, make_scheduler
+from sef.engine.run import build_loss
+from sef.losses import SEFLoss, group_correlation
+from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
+from sef.model import SEF, build_model
+
+Optimizer = Callable[[nn.Module], torch.optim.Optimizer]
+Scheduler = Callable[[torch.optim.Optimizer], Any]
+
+
+class SEFLightningModule(pl.LightningModule):
+    """Train ``model`` (an SEF) with ``loss`` (default: the paper's weights) in Lightning.
+
+    ``optimizer`` builds the optimizer from the module (default: the paper's SGD, lr 0.01,
+    momentum 0.9, as ``sef.engine.optim.make_optimizer`` makes it); ``scheduler``, if given, the
+    learning-rate schedule from the optimizer, stepped every epoch. Batches are (images, labels);
+    uint8 images (sef's datasets without normalising transforms) are normalised on the device.
+    """
+
+    def __init__(
+        self,
+        model: SEF,
+        loss: SEFLoss | None = None,
+        optimizer: Optimizer | None = None,
+        scheduler: Scheduler | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss = loss if loss is not None else SEFLoss(model.groups)
+        self.make_optimizer = optimizer or (lambda module: make_optimizer(module, Config()))
+        self.make_scheduler = scheduler
+        self._evaluated: list[Tensor] = []  # [2 + G, B] per batch: labels, predictions, groups
+        self._correlation: list[Tensor] = []  # [2] per batch: within, between, summed
+
+    @classmethod
+    def from_config(cls, config: Config, num_classes: int) -> SEFLightningModule:
+        """The model, loss weights, optimizer and schedule a ``sef train`` config describes."""
+        model = build_model(config, num_classes)
+        return cls(
+            model,
+            build_loss(config, model.groups),
+            optimizer=lambda module: make_optimizer(module, config),
+            scheduler=lambda optimizer: make_scheduler(optimizer, config),
+        )
+
+    def forward(self, images: Tensor) -> Any:
+        return self.model(images)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if images.dtype == torch.uint8:
+            images = transforms.normalise_batch(images)
+        return images, labels
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        output = self.model(images)
+        self.loss.set_progress(self.current_epoch + batch_idx / self.trainer.num_training_batches)
+        terms = self.loss(output, labels)
+        values = {f"loss_{name}": value.detach() for name, value in terms.items()}
+        values["train_top1"] = (output.logits.argmax(1) == labels).float().mean()
+        if self.model.groups > 1:
+            within, between = group_correlation(output.features, self.model.groups) / len(labels)
+            values |= {"train_corr_within": within, "train_corr_between": between}
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        return terms["total"]
+
+    def _evaluate_batch(self, batch: tuple[Tensor, Tensor]) -> None:
+        images, labels = batch
+        output = self.model.forward_sef(images)
+        predictions = torch.cat([output.logits.argmax(1)[None], output.group_logits.argmax(2)])
+        self._evaluated.append(torch.cat([labels[None], predictions]))
+        if self.model.groups > 1:
+            self._correlation.append(group_correlation(output.features, self.model.groups))
+
+    def _log_evaluation(self, prefix: str) -> None:
+        """Top-1, class-mean, each group head's top-1 and the correlation readout over every
+        image evaluated."""
+        table = torch.cat(self._evaluated, dim=1)
+        correlation = torch.stack(self._correlation).sum(0) if self._correlation else None
+        self._evaluated.clear()
+        self._correlation.clear()
+        if self.trainer.world_size > 1:  # [world, 2 + G, N]: every process's images
+            table = self.all_gather(table).transpose(0, 1).flatten(1)
+            correlation = None if correlation is None else self.all_gather(correlation).sum(0)
+        labels, predictions, groups = table[0], table[1], table[2:]
+        metrics = {
+            f"{prefix}_top1": top1_accuracy(predictions, labels),
+            f"{prefix}_class_mean": class_mean_accuracy(
+                predictions, labels, self.model.num_classes
+            ),
+        }
+        for g, value in enumerate(group_accuracies(groups, labels), start=1):
+            metrics[f"{prefix}_group_top1/group{g}"] = value
+        if correlation is not None:
+            within, between = (correlation / labels.numel()).tolist()
+            metrics |= {f"{prefix}_corr_within": within, f"{prefix}_corr_between": between}
+        self.log_dict(metrics)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate_batch(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("eval")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate_batch(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.make_optimizer(self.model)
+        if self.make_scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.make_scheduler(optimizer)}
+
+    def export(self) -> nn.Module:
+        """The plain network that ships: backbone and global head (:meth:`sef.SEF.export`)."""
+        return self.model.export()

@@ -1,0 +1,49 @@
+"""SEF in a loop that calls ``loss_fn(model(x), y)``: timm's ``train_one_epoch`` (through
+``timm.task.ClassificationTask``), most hand-written loops.
+
+The model wrapper is :class:`sef.SEF` itself: in train mode it returns :class:`sef.SEFOutput`
+(global logits, group logits, feature map), all that :class:`sef.SEFLoss` needs, and in eval mode
+plain logits. :class:`SEFCriterion` is the loss that takes that output and returns one number to
+backpropagate, so neither the loop nor the model changes::
+
+    model = sef.SEF("timm:resnet50", num_classes=200, groups=4)
+    loss_fn = SEFCriterion(sef.SEFLoss(groups=4))
+    loss = loss_fn(model(images), labels)   # a scalar tensor; loss_fn.terms has each term
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional
+
+from sef.losses import SEFLoss
+from sef.model import SEFOutput
+
+
+class SEFCriterion(nn.Module):
+    """``loss_fn(output, labels)``: Eq. 8's total for an :class:`~sef.SEFOutput` (an SEF in
+    train mode), cross-entropy for plain logits (an SEF in eval mode, as validation loops call
+    it). ``terms`` keeps the last training call's terms (ce, entropy, distill, group, total),
+    detached, on the device: reading them is the caller's choice of when to wait for it.
+
+    Labels are class indices: soft targets (mixup, cutmix) have no SEF loss and are refused.
+    With ``lam_warmup``, tell the loss how far training is each step, as ``sef train`` does:
+    ``criterion.loss.set_progress(epoch + step / steps)``.
+    """
+
+    def __init__(self, loss: SEFLoss):
+        super().__init__()
+        self.loss = loss
+        self.terms: dict[str, Tensor] = {}
+
+    def forward(self, output: SEFOutput | Tensor, target: Tensor) -> Tensor:
+        if target.dim() != 1 or target.is_floating_point():
+            raise ValueError(
+                f"SEFCriterion takes class indices [B], got a {target.dtype} tensor of shape "
+                f"{tuple(target.shape)}: turn off mixup and cutmix (soft targets)"
+            )
+        if not isinstance(output, SEFOutput):
+            return functional.cross_entropy(output, target)
+        terms = self.loss(output, target)
+        self.terms = {name: value.detach() for name, value in terms.items()}
+        return terms["total"]

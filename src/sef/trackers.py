@@ -1,0 +1,239 @@
+"""Experiment trackers beside TensorBoard: a Weights & Biases run and an MLflow run per training
+run (``run.loggers``), written by rank 0's :class:`sef.engine.log.Logger`.
+
+Each tracker gets the resolved config as parameters, every number of every epoch's record under
+its own name (a list per group head as ``NAME/group1``, ``NAME/group2``, ..., as in TensorBoard),
+the final report as a summary, and ``best.pt`` with its per-image predictions as files. Both stay
+on this machine unless told otherwise: W&B runs offline unless ``WANDB_MODE`` is set, MLflow writes
+a SQLite store in ``DIR/mlflow`` unless ``MLFLOW_TRACKING_URI`` is set. ``DIR/trackers.json``
+keeps each tracker's run id and the last epoch it holds, so a resumed run goes on in the same
+tracker run and first logs the epochs that run lacks.
+
+The clients are imported only when a tracker opens: ``import sef`` and ``sef --help`` never load
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sef import extras, outputs
+from sef.config import Config, config_to_dict, flatten
+
+TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
+STATE_FILE = "trackers.json"
+PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
+
+
+def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """Every number of an epoch record but the epoch itself, a list as ``NAME/group1``, ...;
+    what is not a number (text, nested lists) is left out."""
+    values: dict[str, float] = {}
+    for key, value in record.items():
+        if isinstance(value, (list, tuple)):
+            for g, item in enumerate(value, start=1):
+                if isinstance(item, numbers.Real):
+                    values[f"{key}/group{g}"] = float(item)
+        elif isinstance(value, numbers.Real) and key != "epoch":
+            values[key] = float(value)
+    return values
+
+
+def require(loggers: Iterable[str]) -> None:
+    """SEFError in one line naming the pip command if a tracker's client is not installed."""
+    for name in loggers:
+        if name in TRACKERS:
+            extras.require(name, f"run.loggers={name} (--log {name})")
+
+
+@dataclass
+class Final:
+    """What a finished run hands its trackers."""
+
+    summary: dict[str, float]  # the final report's numbers (sef.engine.FitResult.summary)
+    report: str  # the final report as `sef train` prints it
+    files: list[Path]  # best.pt and its per-image predictions, where they exist
+    epoch: int  # the last epoch trained
+
+
+class Tracker(Protocol):
+    """One experiment tracker's run, opened with the id of the run to continue (or None)."""
+
+    id: str
+    resumed: bool  # whether the run of the id given went on (else a new run was started)
+
+    def epoch(self, record: Mapping[str, Any]) -> None: ...
+
+    def finish(self, final: Final) -> None: ...
+
+    def close(self, finished: bool) -> None: ...
+
+
+class WandbRun:
+    """A Weights & Biases run in DIR/wandb (``WANDB_DIR`` elsewhere), offline unless
+    ``WANDB_MODE`` says otherwise; the epoch is the step."""
+
+    def __init__(self, out: Path, config: Config, run_id: str | None):
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or PROJECT,
+            name=out.name,
+            dir=os.environ.get("WANDB_DIR") or str(out),
+            mode=os.environ.get("WANDB_MODE") or "offline",
+            id=run_id,
+            resume="allow" if run_id else None,
+            config=None if run_id else config_to_dict(config),
+        )
+        if run_id:  # a resume may lengthen the run or move its data: the config as it is now
+            self.run.config.update(config_to_dict(config), allow_val_change=True)
+        self.id, self.resumed = self.run.id, run_id is not None
+
+    def epoch(self, record: Mapping[str, Any]) -> None:
+        self.run.log({"epoch": record["epoch"], **scalars(record)}, step=record["epoch"])
+
+    def finish(self, final: Final) -> None:
+        self.run.summary.update({**final.summary, "report": final.report})
+        if final.files:
+            name = f"{self.run.id}-best"
+            artifact = self.wandb.Artifact(name, type="model", metadata=dict(final.summary))
+            for path in final.files:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
+
+    def close(self, finished: bool) -> None:
+        self.run.finish(exit_code=0 if finished else 1)
+
+
+class MLflowRun:
+    """An MLflow run in ``MLFLOW_TRACKING_URI``, else in a SQLite store DIR/mlflow/mlflow.db
+    with its files in DIR/mlflow/artifacts; the epoch is the step."""
+
+    def __init__(self, out: Path, config: Config, run_id: str | None):
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        artifacts = None
+        if not uri:
+            store = out / "mlflow"
+            store.mkdir(exist_ok=True)
+            uri, artifacts = f"sqlite:///{store.resolve() / 'mlflow.db'}", store / "artifacts"
+        self.client = MlflowClient(tracking_uri=uri)
+        existing: dict[str, str] = {}
+        if run_id:
+            try:
+                existing = self.client.get_run(run_id).data.params
+            except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
+                run_id = None
+        self.resumed = run_id is not None
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            experiment = self._experiment(artifacts)
+            run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
+        self.id = run_id
+        # MLflow keeps a parameter's first value: a resume adds the keys the run lacks, and its
+        # config.yaml holds the values of the latest session (a longer run, another data.root)
+        params = [
+            Param(key, str(value))
+            for key, value in flatten(config_to_dict(config)).items()
+            if key not in existing
+        ]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 per batch
+            self.client.log_batch(run_id, params=params[start : start + 100])
+        self.client.log_artifact(run_id, str(out / "config.yaml"))
+
+    def _experiment(self, artifacts: Path | None) -> str:
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or PROJECT
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = artifacts.resolve().as_uri() if artifacts is not None else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _log(self, values: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, step) for key, value in values.items()]
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 per batch
+            self.client.log_batch(self.id, metrics=metrics[start : start + 1000])
+
+    def epoch(self, record: Mapping[str, Any]) -> None:
+        self._log(scalars(record), record["epoch"])
+
+    def finish(self, final: Final) -> None:
+        self._log(final.summary, final.epoch)
+        self.client.log_text(self.id, final.report + "\n", "report.txt")
+        for path in final.files:
+            self.client.log_artifact(self.id, str(path))
+
+    def close(self, finished: bool) -> None:
+        self.client.set_terminated(self.id, "FINISHED" if finished else "FAILED")
+
+
+OPENERS = {"wandb": WandbRun, "mlflow": MLflowRun}
+
+
+class Trackers:
+    """The trackers ``config.run.loggers`` names, and DIR/trackers.json: each one's run id and the
+    last epoch it holds. ``history`` (a resumed run's epochs so far) is logged where missing."""
+
+    def __init__(self, out: Path, config: Config, history: Sequence[Mapping[str, Any]]):
+        self.path = out / STATE_FILE
+        # a run without history starts afresh; a resume continues the runs the file names
+        self.state: dict[str, dict] = self._read() if history else {}
+        self.open: dict[str, Tracker] = {}
+        for name in config.run.loggers:
+            if name in OPENERS:
+                saved = self.state.get(name, {})
+                tracker = OPENERS[name](out, config, saved.get("id"))
+                logged = saved.get("epoch", 0) if tracker.resumed else 0
+                self.open[name] = tracker
+                self.state[name] = {"id": tracker.id, "epoch": logged}
+        if self.open:
+            self._write()
+            for record in history:
+                self.epoch(record)
+        self.finished = False
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self) -> None:
+        outputs.write_text(self.path, json.dumps(self.state, indent=2) + "\n")
+
+    def epoch(self, record: Mapping[str, Any]) -> None:
+        """Log ``record`` to every tracker that does not hold its epoch yet."""
+        logged = False
+        for name, tracker in self.open.items():
+            if record["epoch"] > self.state[name]["epoch"]:
+                tracker.epoch(record)
+                self.state[name]["epoch"] = record["epoch"]
+                logged = True
+        if logged:
+            self._write()
+
+    def finish(self, final: Final) -> None:
+        """The final report as each run's summary, and its files where the tracker takes them."""
+        for tracker in self.open.values():
+            tracker.finish(final)
+        self.finished = True
+
+    def close(self) -> None:
+        """End every run: finished if ``finish`` was called, else failed (a resume continues)."""
+        for tracker in self.open.values():
+            tracker.close(self.finished)

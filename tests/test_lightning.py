@@ -1,0 +1,92 @@
+"""SEFLightningModule: any SEF trained by Lightning's Trainer on the CPU, each loss term logged,
+top-1 and class-mean evaluated, and the plain network handed back."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from sef import datasets, transforms
+from sef.config import apply_overrides, load_preset
+from sef.engine import evaluate
+from sef.model import SEF
+
+pl = pytest.importorskip("lightning.pytorch")
+from sef.integrations.lightning import SEFLightningModule  # noqa: E402
+
+SIZE = 32
+DEMO = {"per_class": 3, "test_per_class": 2, "resolution": SIZE, "progress": False}
+TERMS = ["loss_ce", "loss_entropy", "loss_distill", "loss_group", "loss_total", "train_top1"]
+TERMS += ["train_corr_within", "train_corr_between"]  # the groups' readout, as sef train's
+
+
+def _loader(split: str, train: bool) -> DataLoader:
+    """The tiny demo split as uint8 images (the module normalises them on its device)."""
+    make = transforms.train_transform if train else transforms.test_transform
+    dataset = datasets.load("demo", None, split, transform=make("resize", SIZE, False), **DEMO)
+    return DataLoader(dataset, batch_size=8, shuffle=train)
+
+
+def _trainer(tmp_path: Path, **options) -> pl.Trainer:
+    quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+    return pl.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, **quiet, **options)
+
+
+def test_fast_dev_run_trains_any_sef(demo_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = SEF("small_cnn", num_classes=8, groups=2)
+    before = [p.detach().clone() for p in model.parameters()]
+    module = SEFLightningModule(model)
+    trainer = _trainer(tmp_path, fast_dev_run=2)
+    trainer.fit(module, _loader("trainval", True), _loader("test", False))
+    changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
+    assert all(changed)  # the backbone, the global head and every group head trained
+    assert {"loss_total", "train_top1", "eval_top1", "eval_class_mean"} <= set(
+        trainer.callback_metrics
+    )
+
+
+@pytest.mark.slow
+def test_a_short_fit_on_the_demo_logs_every_term_and_evaluates_as_sef_does(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    config = apply_overrides(load_preset("demo"), ["optim.epochs=2", "optim.lr=0.01"])
+    torch.manual_seed(0)
+    module = SEFLightningModule.from_config(config, num_classes=8)
+    logger = pl.loggers.CSVLogger(tmp_path, name="sef")
+    trainer = _trainer(tmp_path, max_epochs=2, logger=logger, enable_checkpointing=False)
+    test = _loader("test", False)
+    trainer.fit(module, _loader("trainval", True), test)
+    assert module.loss.progress == pytest.approx(1 + 2 / 3)  # as sef train's: 3 steps an epoch
+
+    with open(Path(logger.log_dir) / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    trained = [row for row in rows if row["loss_total"]]
+    evaluated = [row for row in rows if row["eval_top1"]]
+    assert [int(row["epoch"]) for row in trained] == [0, 1]
+    assert all(row[name] for row in trained for name in TERMS)
+    assert [int(row["epoch"]) for row in evaluated] == [0, 1]  # not the sanity check
+    groups = [f"eval_group_top1/group{g}" for g in (1, 2)]
+    assert all(row["eval_class_mean"] and all(row[g] for g in groups) for row in evaluated)
+
+    # the last epoch's numbers are sef's own evaluation of the trained model
+    result = evaluate(module.model, test.dataset, batch_size=8, progress=False)
+    last = evaluated[-1]
+    assert float(last["eval_top1"]) == pytest.approx(result.top1)
+    assert float(last["eval_class_mean"]) == pytest.approx(result.class_mean)
+    assert [float(last[g]) for g in groups] == pytest.approx(result.group_top1)
+    readout = [float(last["eval_corr_within"]), float(last["eval_corr_between"])]
+    assert readout == pytest.approx(list(result.correlation))
+
+    (tested,) = trainer.test(module, test, verbose=False)
+    assert tested["test_top1"] == pytest.approx(result.top1)
+
+    plain = module.export()
+    assert not any("group" in name for name in plain.state_dict())
+    images = transforms.normalise_batch(next(iter(test))[0])
+    with torch.no_grad():
+        torch.testing.assert_close(plain(images), module.model.eval()(images))

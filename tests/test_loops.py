@@ -1,0 +1,89 @@
+"""SEF in a loop that calls ``loss_fn(model(x), y)``: SEFCriterion in a plain loop and in timm's
+ClassificationTask (what timm's train_one_epoch calls each step), on the CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import sef
+from sef.integrations.loops import SEFCriterion
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "timm_train_one_epoch.py"
+
+
+def _batch(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(6, 3, size, size), torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def test_the_criterion_is_eq_8_in_training_and_cross_entropy_on_plain_logits() -> None:
+    images, labels = _batch()
+    model = sef.SEF("small_cnn", num_classes=3, groups=2).train()
+    loss = sef.SEFLoss(groups=2, phi=0.1)
+    criterion = SEFCriterion(loss)
+    output = model(images)
+    total = criterion(output, labels)
+    assert total.dim() == 0 and total.requires_grad
+    terms = loss(output, labels)
+    assert torch.equal(total, terms["total"])
+    assert set(criterion.terms) == {"ce", "entropy", "distill", "group", "total"}
+    assert not any(value.requires_grad for value in criterion.terms.values())
+    logits = model.eval()(images)  # eval mode: plain logits, as a validation loop sees them
+    expected = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.equal(criterion(logits, labels), expected)
+
+
+def test_soft_targets_are_refused_in_one_line() -> None:
+    images, _ = _batch()
+    model = sef.SEF("small_cnn", num_classes=3, groups=2).train()
+    with pytest.raises(ValueError, match=r"class indices \[B\].*turn off mixup and cutmix"):
+        SEFCriterion(sef.SEFLoss(groups=2))(model(images), torch.full((6, 3), 1 / 3))
+
+
+def test_timms_classification_task_trains_a_timm_backbone_with_sef() -> None:
+    from timm.task import ClassificationTask
+    from timm.utils import accuracy
+
+    images, labels = _batch()
+    model = sef.SEF("timm:resnet18", num_classes=3, groups=4)
+    task = ClassificationTask(model, SEFCriterion(sef.SEFLoss(groups=4)), verbose=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    heads = [p.detach().clone() for p in model.group_heads.parameters()]
+    task.get_trainable_module().train()
+    for _ in range(3):  # train_one_epoch's step: result = task(input, target); backward; step
+        result = task(images, labels)
+        result["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert isinstance(result["output"], sef.SEFOutput) and torch.isfinite(result["loss"])
+    assert task.criterion.terms["group"] > 0
+    after = list(model.group_heads.parameters())
+    assert not any(map(torch.equal, heads, after))  # the loss reached the group heads
+    evaluated = task.get_eval_model().eval()  # what timm's validate calls
+    with torch.no_grad():
+        logits = evaluated(images)
+    assert logits.shape == (6, 3)
+    (top1,) = accuracy(logits, labels, topk=(1,))
+    torch.testing.assert_close(model.export()(images), logits)
+    assert 0 <= top1.item() <= 100
+
+
+@pytest.mark.slow
+def test_the_example_drives_timms_own_train_one_epoch(demo_root: Path) -> None:
+    """timm's train.py is not in its wheel: point SEF_TIMM_TRAIN_PY at a clone's to run this."""
+    train_py = os.environ.get("SEF_TIMM_TRAIN_PY")
+    if not train_py:
+        pytest.skip("SEF_TIMM_TRAIN_PY is not set (the train.py of a pytorch-image-models clone)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), train_py, "--epochs", "1", "--per-class", "4"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "epoch 0: train loss" in done.stdout and "exported the plain network" in done.stdout

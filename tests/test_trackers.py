@@ -1,0 +1,235 @@
+"""`sef train --log wandb mlflow`: the real clients write the runs, and read them back (MLflow
+through MlflowClient, W&B from the offline run's files as its client wrote them)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from sef.cli import main
+from sef.config import config_to_dict, flatten, load_config_file
+from sef.trackers import STATE_FILE, scalars
+
+pytest.importorskip("wandb")
+pytest.importorskip("mlflow")
+
+TINY = [
+    "--set", "data.options.per_class=3", "--set", "data.options.test_per_class=2",
+    "--image-size", "32", "--batch-size", "8", "--workers", "0", "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture
+def trackers_offline(tmp_path: Path, demo_root: Path, monkeypatch) -> Path:
+    """No tracker setting of the machine leaks in, and W&B's own folders live under tmp_path."""
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name))
+    monkeypatch.setenv("WANDB_QUIET", "true")
+    return tmp_path / "run"
+
+
+def _train(out: Path, *args: str) -> int:
+    """`sef train` of the tiny demo into ``out``, in this process."""
+    return main(["train", *TINY, "--out", str(out), *args])
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------- W&B files
+
+
+def _wandb_records(path: Path) -> list:
+    """The protobuf records of a .wandb file: W&B's header, then LevelDB's log format (32 KiB
+    blocks of records with a 7-byte header: checksum, length, type; FIRST/MIDDLE/LAST pieces)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, offset, pending, records = 32768, 7, b"", []
+    while offset + 7 <= len(data):
+        if block - offset % block < 7:  # a block's tail too short for a header is padding
+            offset += block - offset % block
+            continue
+        length, kind = int.from_bytes(data[offset + 4 : offset + 6], "little"), data[offset + 6]
+        if kind == 0:  # zeros past the last record
+            break
+        pending += data[offset + 7 : offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            records.append(Record.FromString(pending))
+            pending = b""
+    return records
+
+
+def _values(items) -> dict:
+    """A W&B record's items (config, history, summary) as plain values by name."""
+    return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+
+
+def _wandb_session(folder: Path) -> dict:
+    """What one offline W&B session holds: run id, history rows, config, summary, artifacts."""
+    (file,) = folder.glob("run-*.wandb")
+    session: dict = {"history": [], "config": {}, "summary": {}, "artifacts": [], "exit": None}
+    for record in _wandb_records(file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            session["id"], session["project"] = record.run.run_id, record.run.project
+            session["config"] |= _values(record.run.config.update)
+        elif kind == "config":
+            session["config"] |= _values(record.config.update)
+        elif kind == "history":
+            session["history"].append(_values(record.history.item))
+        elif kind == "summary":
+            session["summary"] |= _values(record.summary.update)
+        elif kind == "artifact":
+            paths = [entry.path for entry in record.artifact.manifest.contents]
+            session["artifacts"].append((record.artifact.type, sorted(paths)))
+        elif kind == "exit":
+            session["exit"] = record.exit.exit_code
+    return session
+
+
+def _epoch_rows(session: dict) -> list[dict]:
+    """History rows of epochs, without W&B's own keys (_step, _runtime, _timestamp)."""
+    return [
+        {k: v for k, v in row.items() if not k.startswith("_")}
+        for row in session["history"]
+        if "epoch" in row
+    ]
+
+
+def _expected_row(record: dict) -> dict:
+    return {"epoch": record["epoch"], **scalars(record)}
+
+
+# ------------------------------------------------------------------------------------ MLflow
+
+
+def _mlflow_run(out: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out.resolve() / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sef")
+    (run,) = client.search_runs([experiment.experiment_id])  # one run, resumed or not
+    return client, run
+
+
+def _check_mlflow_has_every_epoch(out: Path, records: list[dict]) -> None:
+    client, run = _mlflow_run(out)
+    expected = {key for record in records for key in scalars(record)}
+    assert expected <= set(run.data.metrics)
+    for key in expected:
+        history = client.get_metric_history(run.info.run_id, key)
+        steps = {m.step: m.value for m in history}
+        assert len(history) == len(steps), f"{key} logged twice at one step"
+        assert steps == {r["epoch"]: scalars(r)[key] for r in records if key in scalars(r)}
+
+
+def test_scalars_name_every_number_and_each_group_and_skip_the_rest() -> None:
+    record = {"epoch": 3, "lr": 0.1, "eval_group_top1": [0.5, 0.25], "train_corr_within": 0.7,
+              "note": "text", "nested": [[1, 2]]}  # fmt: skip
+    assert scalars(record) == {
+        "lr": 0.1,
+        "eval_group_top1/group1": 0.5,
+        "eval_group_top1/group2": 0.25,
+        "train_corr_within": 0.7,
+    }
+
+
+@pytest.mark.slow
+def test_wandb_and_mlflow_get_every_epoch_and_a_resume_appends_to_the_same_runs(
+    trackers_offline: Path, capsys
+) -> None:
+    out = trackers_offline
+    assert _train(out, "--epochs", "2", "--log", "wandb", "mlflow") == 0
+    first = json.loads((out / STATE_FILE).read_text())
+    assert [first[name]["epoch"] for name in ("wandb", "mlflow")] == [2, 2]
+    assert not (out / "tb").exists()  # --log names tensorboard or leaves it out
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress"]) == 0
+    assert "run folder" in capsys.readouterr().out
+    state = json.loads((out / STATE_FILE).read_text())
+    assert {name: state[name]["id"] for name in state} == {n: first[n]["id"] for n in first}
+    records = _records(out)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    config = config_to_dict(load_config_file(out / "config.yaml"))
+
+    # MLflow: one run with every parameter, every metric at every epoch, summary and files
+    _check_mlflow_has_every_epoch(out, records)
+    client, run = _mlflow_run(out)
+    assert run.info.run_id == state["mlflow"]["id"] and run.info.status == "FINISHED"
+    assert run.info.run_name == out.name
+    params = {key: str(value) for key, value in flatten(config).items()}
+    params["optim.epochs"] = "2"  # MLflow keeps a parameter's first value
+    assert run.data.params == params
+    assert run.data.metrics["best_eval_top1"] == max(r["eval_top1"] for r in records)
+    assert run.data.metrics["last_eval_top1"] == records[-1]["eval_top1"]
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert files == {"best.pt", "best-test-predictions.csv", "config.yaml", "report.txt"}
+    report = Path(client.download_artifacts(run.info.run_id, "report.txt", str(out.parent)))
+    assert "best eval top-1" in report.read_text() and "(epoch 3)" in report.read_text()
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(out / "mlflow")  # the store lives in the run folder
+
+    # W&B: two offline sessions of one run id; the second holds epoch 3 only
+    folders = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2
+    sessions = [_wandb_session(folder) for folder in folders]
+    assert {s["id"] for s in sessions} == {state["wandb"]["id"]}
+    assert all(s["project"] == "sef" and s["exit"] == 0 for s in sessions)
+    rows = [row for s in sessions for row in _epoch_rows(s)]
+    assert rows == [_expected_row(r) for r in records]
+    assert [row["_step"] for s in sessions for row in s["history"] if "epoch" in row] == [1, 2, 3]
+    assert sessions[0]["config"]["optim"]["epochs"] == 2
+    assert sessions[1]["config"]["optim"]["epochs"] == 3  # the resumed session's config
+    assert sessions[1]["config"]["model"] == config["model"]
+    summary = sessions[1]["summary"]
+    assert summary["last_eval_top1"] == records[-1]["eval_top1"]
+    assert "best eval top-1" in summary["report"]
+    expected_files = ("model", ["best-test-predictions.csv", "best.pt"])
+    assert all(s["artifacts"] == [expected_files] for s in sessions)
+
+    # the per-image CSV is the best epoch's, one row per test image
+    with open(out / "best-test-predictions.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 16
+
+
+@pytest.mark.slow
+def test_a_tracker_added_on_resume_gets_the_epochs_before_it(
+    trackers_offline: Path, capsys
+) -> None:
+    out = trackers_offline
+    assert _train(out, "--epochs", "1") == 0
+    assert (out / "tb").is_dir() and not (out / STATE_FILE).exists()
+    resume = ["train", "--resume", "--out", str(out), "--epochs", "2", "--log", "mlflow"]
+    assert main([*resume, "--no-progress"]) == 0
+    capsys.readouterr()
+    _check_mlflow_has_every_epoch(out, _records(out))
+
+
+@pytest.mark.slow
+def test_the_users_mlflow_store_and_wandb_mode_are_respected(
+    trackers_offline: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'own.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "birds")
+    monkeypatch.chdir(tmp_path)  # MLflow puts a store's default artifact folder in the cwd
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = trackers_offline
+    assert _train(out, "--epochs", "1", "--log", "mlflow", "wandb") == 0
+    capsys.readouterr()
+    assert not (out / "mlflow").exists() and not (out / "wandb").exists()
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("birds").experiment_id])
+    assert run.info.run_id == json.loads((out / STATE_FILE).read_text())["mlflow"]["id"]
+    assert run.data.metrics["eval_top1"] == _records(out)[0]["eval_top1"]
