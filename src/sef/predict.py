@@ -17,7 +17,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from sef.datasets.images import MISSING, UnreadableImage, open_rgb
-from sef.model import TrainedModel
+from sef.trained import TrainedModel
 
 
 @dataclass

@@ -26,8 +26,8 @@ from sef.analysis import (
     upsample_maps,
 )
 from sef.errors import DataError
-from sef.model import TrainedModel
 from sef.parts import measure_parts
+from sef.trained import TrainedModel
 
 _MAP_CMAP = "jet"
 _CORR_CMAP = "viridis"
@@ -381,7 +381,8 @@ def activation_figure(
     sizes = model.group_sizes
     maps = upsample_maps(group_maps(backbone_features(model, inputs), sizes), inputs.shape[-2:])
     labels = [f"group {g + 1} ({size} ch)" for g, size in enumerate(sizes)]
-    pictures = unnormalise(inputs, trained.mean, trained.std)
+    preprocessing = trained.preprocessing
+    pictures = unnormalise(inputs, preprocessing.mean, preprocessing.std)
     return plot_group_maps(pictures, maps, out, titles=titles, row_labels=labels)
 
 
@@ -413,7 +414,7 @@ def parts_figure(
     path = plot_parts(
         report.fractions,
         report.part_names,
-        unnormalise(measured.examples, trained.mean, trained.std),
+        unnormalise(measured.examples, trained.preprocessing.mean, trained.preprocessing.std),
         measured.peaks,
         measured.parts,
         out,

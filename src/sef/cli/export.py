@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sef.errors import SEFError
     from sef.export import export_trained, max_logit_differences
-    from sef.model import load_trained_model
+    from sef.trained import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device="cpu")
     paths = export_trained(trained, args.out, args.formats)
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<14} {path}")
     if args.no_check:
         return 0
-    differences = max_logit_differences(trained.model, paths, trained.image_size)
+    differences = max_logit_differences(trained.model, paths, trained.preprocessing.image_size)
     worst = max(differences.values())
     report = ", ".join(f"{name} {value:.1e}" for name, value in differences.items())
     print(f"max |logit difference| vs PyTorch on random images: {report}")

@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sef.model import load_trained_model
     from sef.predict import format_table, predict_images
+    from sef.trained import load_trained_model
 
     device = args.device
     if device == "auto":

@@ -109,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from sef.model import load_trained_model
+    from sef.trained import load_trained_model
 
     return load_trained_model(args.checkpoint, device=_device(args.device))
 

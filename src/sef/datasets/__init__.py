@@ -13,7 +13,7 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sef.choices import BAD_IMAGE_POLICIES
 from sef.errors import ConfigError
@@ -93,6 +93,36 @@ def load(
     return dataset
 
 
+class DataSection(Protocol):
+    """What :func:`read_split` reads of a config's ``data`` section (``sef.config.DataConfig``)."""
+
+    dataset: str
+    root: str | None
+    val_fraction: float
+    options: dict
+
+
+def read_split(
+    data: DataSection,
+    split: str,
+    *,
+    seed: int,
+    root: str | os.PathLike | None = None,
+    transform: Callable | None = None,
+    progress: bool = True,
+) -> ImageList:
+    """``split`` of the dataset a config's ``data`` section names (from ``root`` instead of
+    ``data.root`` if given), with the run's ``seed``, its val fraction and reader options: the one
+    place they are assembled. ``progress`` shows a generated set being drawn on first use."""
+    options = dict(data.options)
+    if data.dataset in GENERATED:
+        options.setdefault("progress", progress)
+    return load(
+        data.dataset, data.root if root is None else root, split, transform=transform,
+        seed=seed, val_fraction=data.val_fraction, **options,
+    )  # fmt: skip
+
+
 __all__ = [
     "BAD_IMAGE_POLICIES",
     "GENERATED",
@@ -103,4 +133,5 @@ __all__ = [
     "find_bad_images",
     "load",
     "options",
+    "read_split",
 ]

@@ -47,8 +47,9 @@ from sef.engine.loop import train_one_epoch
 from sef.engine.optim import make_optimizer, make_scheduler, planned_scheduler
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
-from sef.model import SEF, build_model, unwrap
+from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
+from sef.trained import create_model
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
 # processes load them (each image's augmentation has its own seed: sef.seeding). The run's length
@@ -164,7 +165,7 @@ def tune_backends(device: torch.device) -> None:
 def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[SEF, nn.Module]:
     """The SEF model on its device and the (DDP / compiled) module that trains it."""
     seed_everything(config.run.seed)
-    model = build_model(config, num_classes)
+    model = create_model(config, num_classes)
     if config.loss.gamma == 0:  # nothing trains the group heads: keep DDP free of unused weights
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format

@@ -134,10 +134,10 @@ def preset_name(dataset: str, backbone: str, method: str) -> str:
 
 def _image_counts(config: Config) -> tuple[int, int]:
     """How many images the config's train and eval splits hold (reads the lists, not images)."""
-    from sef.engine.data import read_split
+    from sef.datasets import read_split
 
-    d = config.data
-    return len(read_split(config, d.train_split)), len(read_split(config, d.eval_split))
+    d, seed = config.data, config.run.seed
+    return len(read_split(d, d.train_split, seed=seed)), len(read_split(d, d.eval_split, seed=seed))
 
 
 def make_plan(
