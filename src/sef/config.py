@@ -27,9 +27,10 @@ from typing import Any
 
 import yaml
 
-from sef.choices import BAD_IMAGE_POLICIES, GROUP_LOSS_VARIANTS, POOLS, RECIPES
+from sef.choices import BAD_IMAGE_POLICIES, POOLS, RECIPES
 from sef.datasets import NAMES
 from sef.errors import ConfigError
+from sef.loss_config import LossConfig
 from sef.outputs import write_text
 
 PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
@@ -45,7 +46,6 @@ DEFAULT_PRESET = "demo"
 DEFAULT_METHOD = "sef"
 # Fields that take one of a fixed set of words (see _coerce for words YAML reads as booleans).
 CHOICES = {
-    "loss.group_variant": GROUP_LOSS_VARIANTS,
     "data.dataset": NAMES,
     "data.recipe": RECIPES,
     "data.bad_images": BAD_IMAGE_POLICIES,
@@ -74,19 +74,6 @@ class ModelConfig:
     pool: str | None = None
     backbone_args: dict = field(default_factory=dict)
     output_stride: int | None = None  # 16: a last map twice as large (mobilenet_v2)
-
-
-@dataclass
-class LossConfig:
-    """Weights of Eq. 8: lam (max entropy), gamma (distillation), phi (group loss); lam_warmup
-    ramps lam up from 0 over that many epochs (0: off, the paper's behaviour)."""
-
-    lam: float = 1.0
-    gamma: float = 0.05
-    phi: float = 1.0
-    group_variant: str = "reference"
-    detach_teacher: bool = False
-    lam_warmup: float = 0.0
 
 
 @dataclass
@@ -274,9 +261,13 @@ def _deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
 # ---------------------------------------------------------------------------------- validation
 
 
+def _invalid(key: str, value: Any, rule: str) -> ConfigError:
+    return ConfigError(f"config value {key}={value!r} is invalid: it must be {rule}")
+
+
 def _require(condition: bool, key: str, value: Any, rule: str) -> None:
     if not condition:
-        raise ConfigError(f"config value {key}={value!r} is invalid: it must be {rule}")
+        raise _invalid(key, value, rule)
 
 
 def _one_of(key: str, value: Any, options: tuple) -> None:
@@ -289,9 +280,10 @@ def validate(config: Config) -> None:
     _require(m.groups >= 1, "model.groups", m.groups, "a positive integer")
     if m.pool is not None:
         _one_of("model.pool", m.pool, POOLS)
-    for key in ("lam", "gamma", "phi", "lam_warmup"):
-        value = getattr(loss, key)
-        _require(math.isfinite(value) and value >= 0, f"loss.{key}", value, "a number >= 0")
+    problem = loss.invalid()  # the loss's own rules (sef.loss_config), as SEFLoss checks them
+    if problem is not None:
+        name, value, rule = problem
+        raise _invalid(f"loss.{name}", value, rule)
     for key, words in CHOICES.items():
         section, name = key.split(".")
         _one_of(key, getattr(getattr(config, section), name), words)

@@ -26,6 +26,7 @@ from sef.analysis import (
     upsample_maps,
 )
 from sef.errors import DataError
+from sef.losses import LOSS_TERMS
 from sef.parts import measure_parts
 from sef.trained import TrainedModel
 
@@ -157,9 +158,6 @@ def plot_group_maps(
     return _save(figure, out)
 
 
-_LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
-
-
 def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
     points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
     return [p[0] for p in points], [float(p[1]) for p in points]
@@ -176,7 +174,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
 
     figure = _figure(14, 4.2)
     losses, accuracy, heads = figure.subplots(1, 3)
-    for term in _LOSS_TERMS:
+    for term in LOSS_TERMS:
         epochs, values = _series(records, f"loss_{term}")
         if values:
             style = {"linewidth": 2.4, "color": "black"} if term == "total" else {}

@@ -202,15 +202,7 @@ class _Run:
     def __init__(self, config: Config, data: Data, context: Context, out: Path):
         self.config, self.data, self.context, self.out = config, data, context, out
         self.model, self.trainer = _prepare_model(config, len(data.classes), context)
-        self.loss_fn = SEFLoss(
-            self.model.groups,
-            lam=config.loss.lam,
-            gamma=config.loss.gamma,
-            phi=config.loss.phi,
-            group_variant=config.loss.group_variant,
-            detach_teacher=config.loss.detach_teacher,
-            lam_warmup=config.loss.lam_warmup,
-        )
+        self.loss_fn = SEFLoss.from_config(config.loss, self.model.groups)
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config)
         self.scaler = (
