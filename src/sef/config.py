@@ -247,6 +247,22 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def config_changes(
+    saved: dict, config: Config, allowed: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
+    """``(section.key, saved value, value in config)`` for every key where ``config`` differs from
+    ``saved`` (a config as a checkpoint holds it), sorted by key, leaving out the ``allowed`` keys.
+    ``saved`` is read through today's schema first: keys added since it was saved take their
+    defaults, so an old run compares equal to a new one that does not set them."""
+    before = flatten(config_to_dict(config_from_dict(saved)))
+    now = flatten(config_to_dict(config))
+    return [
+        (key, before.get(key), now.get(key))
+        for key in sorted(set(now) | set(before))
+        if key not in allowed and now.get(key) != before.get(key)
+    ]
+
+
 def _deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
     merged = dict(base)
     for key, value in update.items():

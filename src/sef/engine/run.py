@@ -32,9 +32,9 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import (
     Config,
     apply_values,
+    config_changes,
     config_from_dict,
     config_to_dict,
-    flatten,
     run_name,
     save_config,
 )
@@ -89,22 +89,19 @@ def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> C
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
     """Resuming must compute the same thing: only locations and the run's length may change,
     and the length not below the epochs already trained."""
-    # the saved config read through today's schema: keys added since it was saved take defaults
-    saved = config_to_dict(config_from_dict(state["config"]))
-    now, before = flatten(config_to_dict(config)), flatten(saved)
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
             f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
         )
     may_change = (*RESUMABLE_CHANGES, LENGTH)
-    for key in sorted(set(now) | set(before)):
-        if key not in may_change and now.get(key) != before.get(key):
-            raise ConfigError(
-                f"cannot resume {path}: {key} was {before.get(key)!r} and is now "
-                f"{now.get(key)!r}; resume with the saved config (only "
-                f"{', '.join(may_change)} may change)"
-            )
+    changes = config_changes(state["config"], config, may_change)
+    if changes:
+        key, before, now = changes[0]
+        raise ConfigError(
+            f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
+            f"saved config (only {', '.join(may_change)} may change)"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:
