@@ -28,17 +28,11 @@ from typing import Any
 import yaml
 
 from sef.choices import BAD_IMAGE_POLICIES, POOLS, RECIPES
-from sef.datasets import NAMES
+from sef.datasets import NAMES, RECORDS
 from sef.errors import ConfigError
 from sef.loss_config import LossConfig
 from sef.outputs import write_text
 
-PAPER_DATASETS = ("cub", "cars", "dogs", "aircraft")
-OWN_DATASETS = ("folder", "csv")  # users' own images, named after their folder
-PAPER_BACKBONES = ("resnet50", "resnet18")
-BUILT_IN_SETS = {
-    "birds32": ("mobilenet_v2",)
-}  # generated sets, with the backbones they are sized for
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "none")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -339,33 +333,43 @@ def _methods() -> list[str]:
     return sorted(m for m in methods if m != DEFAULT_METHOD)
 
 
+def preset_name(dataset: str, backbone: str | None = None, method: str = DEFAULT_METHOD) -> str:
+    """The preset that trains ``method`` on ``dataset`` with ``backbone``: ``<dataset>-<backbone>``
+    then ``-<method>`` unless the method is SEF itself; the demo's have no backbone."""
+    parts = [dataset, *([backbone] if backbone else [])]
+    return "-".join(parts + ([] if method == DEFAULT_METHOD else [method]))
+
+
+def _presets() -> dict[str, tuple[str, str | None, str]]:
+    """Every preset name -> (dataset, backbone, method): the demo, then each dataset's backbones
+    (its record's) x the methods."""
+    methods = [DEFAULT_METHOD, *_methods()]
+    presets = {preset_name(DEFAULT_PRESET, None, m): (DEFAULT_PRESET, None, m) for m in methods}
+    for dataset, record in RECORDS.items():
+        for backbone in record.backbones:
+            for method in methods:
+                presets[preset_name(dataset, backbone, method)] = (dataset, backbone, method)
+    return presets
+
+
 def preset_names() -> list[str]:
-    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets and
-    for own data (folder, csv)."""
-    methods = ["", *(f"-{m}" for m in _methods())]
-    names = [f"{DEFAULT_PRESET}{m}" for m in methods]
-    sets = {
-        **{d: PAPER_BACKBONES for d in (*PAPER_DATASETS, *OWN_DATASETS)},
-        **BUILT_IN_SETS,
-    }
-    for dataset, backbones in sets.items():
-        for backbone in backbones:
-            names += [f"{dataset}-{backbone}{m}" for m in methods]
-    return names
+    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets,
+    own data (folder, csv) and the built-in sets that have presets."""
+    return list(_presets())
 
 
 def _parts(name: str) -> tuple[list[str], dict]:
     """The fragment files a preset merges, and the values its name itself sets."""
-    if name not in preset_names():
-        close = difflib.get_close_matches(name, preset_names(), n=3)
+    presets = _presets()
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"unknown preset {name!r}; {hint}run `sef presets` to list them all")
-    dataset, _, rest = name.partition("-")
+    dataset, backbone, method = presets[name]
     if dataset == DEFAULT_PRESET:
-        return ["demo", f"method-{rest or DEFAULT_METHOD}"], {}
-    backbone, _, method = rest.partition("-")
-    data = ["own", dataset] if dataset in OWN_DATASETS else [dataset]
-    return ["paper", *data, f"method-{method or DEFAULT_METHOD}"], {"model": {"backbone": backbone}}
+        return ["demo", f"method-{method}"], {}
+    data = ["own", dataset] if RECORDS[dataset].kind == "own" else [dataset]
+    return ["paper", *data, f"method-{method}"], {"model": {"backbone": backbone}}
 
 
 def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
@@ -407,10 +411,11 @@ def run_name(config: Config) -> str:
     ``folder-resnet50`` on ~/data/birds is ``birds-resnet50`` and the demo preset on a folder
     is ``birds``. A name that does not start with a dataset (a config file's own) stays."""
     first, dash, rest = config.name.partition("-")
-    if first not in (DEFAULT_PRESET, *PAPER_DATASETS, *OWN_DATASETS):
+    kind = RECORDS[first].kind if first in RECORDS else None
+    if first != DEFAULT_PRESET and kind not in ("paper", "own"):
         return config.name
     data, root = config.data.dataset, config.data.root
-    if data in OWN_DATASETS and root:
+    if data in RECORDS and RECORDS[data].kind == "own" and root:
         folder = Path(os.path.abspath(Path(root).expanduser()))
         data = (folder.parent if folder.suffix.lower() == ".csv" else folder).name or data
     return f"{data}{dash}{rest}"

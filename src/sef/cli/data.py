@@ -58,11 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "download",
         help="download, verify and unpack an official dataset archive",
         description=(
-            "Download the official archives of NAME (cub, dogs, aircraft) into ROOT, verify their "
-            "MD5 checksums and unpack them so that `sef data check NAME ROOT` reads them."
+            f"Download the official archives of NAME ({', '.join(datasets.DOWNLOADABLE)}) into "
+            "ROOT, verify their MD5 checksums and unpack them so that `sef data check NAME ROOT` "
+            "reads them."
         ),
     )
-    fetch.add_argument("name", metavar="NAME", choices=datasets.NAMES, help="cub, dogs, aircraft")
+    fetch.add_argument(
+        "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.DOWNLOADABLE)
+    )
     fetch.add_argument("root", metavar="ROOT", help="folder to unpack into (created if needed)")
     fetch.add_argument("--mirror", help="fetch <MIRROR>/<archive name> instead of the official URL")
     fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded files")

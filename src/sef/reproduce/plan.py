@@ -11,12 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sef.config import Config, apply_values, resolve_config
+from sef.config import Config, apply_values, preset_name, resolve_config
 from sef.errors import ConfigError, DataError
 from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
 
 DEFAULT_OUT = "runs/reproduce"
-SEF_METHOD = "sef"  # the bare preset <dataset>-<backbone>
 
 
 @dataclass
@@ -125,11 +124,6 @@ def _selected(chosen: PaperTable, only: Iterable[str] | None) -> tuple[str, ...]
         if name not in rows:
             raise ConfigError(f"--only {name!r} is not a row of {chosen.key}; its rows: {listed}")
     return tuple(row for row in rows if row in set(only))
-
-
-def preset_name(dataset: str, backbone: str, method: str) -> str:
-    """The preset that trains ``method`` on ``dataset`` with ``backbone``."""
-    return f"{dataset}-{backbone}" + ("" if method == SEF_METHOD else f"-{method}")
 
 
 def _image_counts(config: Config) -> tuple[int, int]:
