@@ -8,6 +8,7 @@ import sys
 import yaml
 
 from sef import datasets
+from sef.cli.options import add_no_progress_option
 from sef.errors import ConfigError
 
 SHOWN_CLASSES = 8
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
     check.add_argument("--workers", type=int, default=None, help="decoding threads")
     check.add_argument("--all-classes", action="store_true", help="print every class name")
-    check.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress_option(check)
     check.set_defaults(func=run_check)
 
     fetch = commands.add_parser(
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("root", metavar="ROOT", help="folder to unpack into (created if needed)")
     fetch.add_argument("--mirror", help="fetch <MIRROR>/<archive name> instead of the official URL")
     fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded files")
-    fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress_option(fetch)
     fetch.set_defaults(func=run_download)
 
 

@@ -8,6 +8,12 @@ import json
 from pathlib import Path
 
 from sef.choices import TTA_MODES
+from sef.cli.options import (
+    add_checkpoint_option,
+    add_data_root_option,
+    add_device_option,
+    add_no_progress_option,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "on, and write per-image predictions (path, label, prediction, correct) as CSV."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
-    parser.add_argument("--data-root", help="dataset folder (default: the one it trained on)")
+    add_checkpoint_option(parser)
+    add_data_root_option(parser)
     parser.add_argument("--split", default="test", help="trainval, train, val or test (default)")
     parser.add_argument(
         "--predictions",
@@ -29,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="images per batch")
     parser.add_argument("--workers", type=int, help="data loading processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_option(parser)
     parser.add_argument(
         "--tta",
         choices=TTA_MODES,
@@ -44,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "confused pairs, a confusion-matrix figure, each group head per class",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(parser)
     parser.set_defaults(func=run)
 
 

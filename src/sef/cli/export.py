@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sef.choices import EXPORT_FORMATS
+from sef.cli.options import add_checkpoint_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "exported model gives PyTorch's logits."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+    add_checkpoint_option(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument(
         "--format",

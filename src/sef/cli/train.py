@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sef.cli.options import add_set_option
+from sef.cli.options import (
+    add_data_root_option,
+    add_device_option,
+    add_no_progress_option,
+    add_set_option,
+)
 from sef.config import AMP_MODES, Config, apply_values, parse_overrides, resolve_config
 
 # flag -> config key; flags left unset keep the preset's value
@@ -40,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", help="a preset name from `sef presets` (default demo)")
     source.add_argument("--config", type=Path, help="a YAML config (may name a preset as base:)")
-    parser.add_argument("--data-root", help="the dataset folder as unpacked (data.root)")
+    add_data_root_option(parser, "the dataset folder as unpacked (data.root)")
     parser.add_argument("--out", help="run folder (default runs/<preset>)")
     parser.add_argument("--epochs", type=int, help="training epochs (optim.epochs)")
     parser.add_argument("--batch-size", type=int, help="global batch size (optim.batch_size)")
@@ -52,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--groups", type=int, help="channel groups G (model.groups)")
     parser.add_argument("--seed", type=int, help="random seed (run.seed)")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (run.amp)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (run.device)")
+    add_device_option(parser, "run.device")
     parser.add_argument(
         "--channels-last", action="store_true", default=None, help="channels_last memory format"
     )
@@ -60,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue DIR/last.pt exactly where it stopped"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(parser)
     parser.set_defaults(func=run)
 
 

@@ -6,14 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
+from sef.cli.options import (
+    add_checkpoint_option,
+    add_data_root_option,
+    add_device_option,
+    add_no_progress_option,
+)
 
 CAM_IMAGES = 6  # random test images `sef viz cam` shows when it is given no PATH
 
@@ -23,8 +21,8 @@ def _checkpoint_options(
 ) -> None:
     """--checkpoint and the random image choice; with ``explicit``, --images defaults to None
     so that the command can tell whether it was given."""
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
-    parser.add_argument("--data-root", help="dataset folder (default: the one it trained on)")
+    add_checkpoint_option(parser)
+    add_data_root_option(parser)
     parser.add_argument("--split", default="test", help="split to draw images from (default test)")
     parser.add_argument(
         "--images",
@@ -34,7 +32,7 @@ def _checkpoint_options(
         help=f"{what} (default {images})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random image choice")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_option(parser)
 
 
 def _out_option(parser: argparse.ArgumentParser, name: str, beside: str) -> None:
@@ -62,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _checkpoint_options(corr, 64, "images to average over")
     corr.add_argument("--batch-size", type=int, default=32, help="images per batch")
     _out_option(corr, "corr.png", "checkpoint")
-    corr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(corr)
     corr.set_defaults(func=run_corr)
 
     cam = figures.add_parser(
@@ -104,14 +102,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parts.add_argument("--batch-size", type=int, default=32, help="images per batch")
     _out_option(parts, "parts.png", "checkpoint")
     parts.add_argument("--json", action="store_true", help="print the report as JSON")
-    parts.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(parts)
     parts.set_defaults(func=run_parts)
 
 
 def _load(args: argparse.Namespace):
+    from sef.distributed import resolve_device
     from sef.trained import load_trained_model
 
-    return load_trained_model(args.checkpoint, device=_device(args.device))
+    return load_trained_model(args.checkpoint, device=resolve_device(args.device))
 
 
 def _out(args: argparse.Namespace, name: str) -> Path:
