@@ -117,14 +117,6 @@ def _out(args: argparse.Namespace, name: str) -> Path:
     return args.out or args.checkpoint.with_name(name)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    )
-
-
 def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
     """Which test images a figure uses (and, when ``batched``, how they are fed)."""
     chosen = {"root": args.data_root, "split": args.split, "images": args.images, "seed": args.seed}
@@ -134,6 +126,7 @@ def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
 
 
 def run_corr(args: argparse.Namespace) -> int:
+    from sef.text import table
     from sef.viz import correlation_figure
 
     path, blocks = correlation_figure(
@@ -144,7 +137,7 @@ def run_corr(args: argparse.Namespace) -> int:
         [name, *(f"{v:.3f}" for v in row)] for name, row in zip(names, blocks.tolist(), strict=True)
     ]
     print("mean channel correlation between groups (diagonal: within a group)")
-    print(_table(["", *names], rows))
+    print(table([["", *names], *rows], ">" * (len(names) + 1)))
     print(f"wrote {path}")
     return 0
 
@@ -175,6 +168,7 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def run_parts(args: argparse.Namespace) -> int:
+    from sef.text import table
     from sef.viz import parts_figure
 
     path, report = parts_figure(
@@ -192,7 +186,7 @@ def run_parts(args: argparse.Namespace) -> int:
     ]
     print(f"nearest part to each group's activation peak, over {report.images} images")
     print("(static peak: the dominant share if the group always peaked at its usual spot)")
-    print(_table(header, rows))
+    print(table([header, *rows], ">" * len(header)))
     if report.distinctness is not None:
         print(
             f"distinctness {report.distinctness:.3f} (how often two groups peak on different "

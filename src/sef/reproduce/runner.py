@@ -25,6 +25,7 @@ from sef.reproduce.paper import datasets
 from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, make_plan
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, clear_unfinished, read_state
 from sef.reproduce.tables import States, main_table, write_tables
+from sef.text import table
 
 
 @dataclass
@@ -97,15 +98,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _columns(rows: list[list[str]]) -> list[str]:
-    """Rows of cells as lines with aligned columns."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
 def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None]) -> None:
     todo = plan.to_train
     say(
@@ -127,7 +119,7 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
                 f"{gpu_hours:.2f}",
             ]
         )  # fmt: skip
-    for line in _columns(rows):
+    for line in table(rows).splitlines():
         say(line)
     _say_blanks(plan, say)
     if plan.paper_sizes:
