@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sef import datasets
-from sef.cli import build_parser, main
+from sef.cli import create_parser, main
 from sef.config import (
     CHOICES,
     DEFAULT_PRESET,
@@ -113,7 +113,7 @@ def _options(parser: argparse.ArgumentParser, path: str = "") -> dict[str, list]
 
 
 def test_shared_cli_options_are_spelled_once():
-    options = _options(build_parser())
+    options = _options(create_parser())
     checkpoint = {(h, d) for _, h, d in options["--checkpoint"]}
     progress = {(h, d) for _, h, d in options["--no-progress"]}
     devices = {(h, d) for c, h, d in options["--device"] if c != "train"}

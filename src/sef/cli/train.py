@@ -77,7 +77,7 @@ def _flag_values(args: argparse.Namespace) -> dict:
     return values
 
 
-def build_config(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace) -> Config:
     """The config a `sef train` command line describes (resume: the run's own saved config, with
     the values this command line gives)."""
     from sef.engine.run import resume_config
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from sef.distributed import is_main_process
     from sef.engine import fit
 
-    result = fit(build_config(args), resume=args.resume, progress=not args.no_progress)
+    result = fit(config_from_args(args), resume=args.resume, progress=not args.no_progress)
     if is_main_process():
         print(result.report())
     return 0

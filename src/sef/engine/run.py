@@ -44,7 +44,7 @@ from sef.engine.evaluation import evaluate
 from sef.engine.folders import is_run, latest_run_dir, new_out_dir
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
-from sef.engine.optim import make_optimizer, make_scheduler, planned_scheduler
+from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
@@ -200,8 +200,8 @@ class _Run:
         self.config, self.data, self.context, self.out = config, data, context, out
         self.model, self.trainer = _prepare_model(config, len(data.classes), context)
         self.loss_fn = SEFLoss.from_config(config.loss, self.model.groups)
-        self.optimizer = make_optimizer(self.model, config)
-        self.scheduler = make_scheduler(self.optimizer, config)
+        self.optimizer = create_optimizer(self.model, config)
+        self.scheduler = create_scheduler(self.optimizer, config)
         self.scaler = (
             torch.amp.GradScaler(context.device.type) if config.run.amp == "fp16" else None
         )

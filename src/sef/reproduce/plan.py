@@ -134,7 +134,7 @@ def _image_counts(config: Config) -> tuple[int, int]:
     return len(read_split(d, d.train_split, seed=seed)), len(read_split(d, d.eval_split, seed=seed))
 
 
-def make_plan(
+def create_plan(
     key: str,
     data: Mapping[str, str],
     *,

@@ -22,7 +22,7 @@ from sef.engine import fit
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
-from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, make_plan
+from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, clear_unfinished, read_state
 from sef.reproduce.tables import States, main_table, write_tables
 from sef.text import table
@@ -211,7 +211,7 @@ def reproduce(
 ) -> Outcome:
     """Train (or resume, or reuse) every run of ``table`` on ``data`` ({dataset: root}) and write
     ``OUT/<table>.md`` and ``.csv``; ``dry_run`` lists the runs and the GPU hours instead."""
-    plan = make_plan(table, data, out=out, overrides=overrides, only=only, dry_run=dry_run)
+    plan = create_plan(table, data, out=out, overrides=overrides, only=only, dry_run=dry_run)
     context = distributed.setup(plan.device)
 
     def say(line: str) -> None:
