@@ -21,7 +21,7 @@ def contiguous_groups(channels, groups):
 
 
 def slow_group_loss(features, groups, variant):
-    """DESIGN.md's definitions, one image and one block at a time, in float64."""
+    """docs/method.md's definitions, one image and one block at a time, in float64."""
     x = features.double().flatten(2)
     x = x / (x.norm(dim=2, keepdim=True) + EPS32)
     members = contiguous_groups(x.shape[1], groups)

@@ -3,7 +3,7 @@ the preprocessing a deployment must repeat.
 
 Only what ``SEF.export()`` returns is written (backbone + global head, no group heads), so the
 shipped model costs exactly its backbone. ``export_model`` works on any SEF in memory;
-``export_checkpoint`` reads a training checkpoint first.
+``export_trained`` on a model loaded with ``sef.load_trained_model`` (what ``sef export`` does).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sef import extras, outputs
 from sef.choices import EXPORT_FORMATS
 from sef.errors import OutputError
 from sef.model import SEF
-from sef.trained import TrainedModel, load_trained_model
+from sef.trained import TrainedModel
 from sef.transforms import Preprocessing
 
 FILE_NAMES = {
@@ -175,16 +175,6 @@ def export_trained(
         formats=formats,
         backbone_name=str(trained.config.model.backbone),
     )
-
-
-def export_checkpoint(
-    checkpoint: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    formats: Sequence[str] = EXPORT_FORMATS,
-) -> dict[str, Path]:
-    """Export a training checkpoint (``sef export``'s work, callable from Python)."""
-    check_formats(formats)
-    return export_trained(load_trained_model(checkpoint, device="cpu"), out_dir, formats)
 
 
 def exported_logits(paths: dict[str, Path], images: torch.Tensor) -> dict[str, torch.Tensor]:

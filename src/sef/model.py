@@ -52,7 +52,6 @@ class SEF(nn.Module):
         num_classes: int,
         groups: int = 4,
         weights: str | os.PathLike | None = None,
-        channels: int | None = None,
         *,
         pool: str | None = None,
         image_size: int | None = None,
@@ -70,7 +69,7 @@ class SEF(nn.Module):
             backbone_args=backbone_args,
             output_stride=output_stride,
         )
-        self.channels = channels or feature_channels(self.backbone)
+        self.channels = feature_channels(self.backbone)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
         self.pool = _global_pool()
