@@ -155,9 +155,9 @@ def unwrap(model: nn.Module) -> SEF:
 
 
 def __getattr__(name: str) -> object:
-    # Transitional, the one import from the core upwards: benchmarks/finetune_ablation.py (edited
-    # only by the lead's experiment work, not on this branch) imports load_trained_model from here.
-    # tests/test_layers.py fails once it no longer does, to have this removed.
+    # Transitional, the one import from the core upwards: experiment scripts in benchmarks/ (not
+    # edited on the branch that moved it to sef.trained) import load_trained_model from here.
+    # tests/test_layers.py fails once none does, to have this removed.
     if name == "load_trained_model":
         from sef.trained import load_trained_model
 
