@@ -9,8 +9,7 @@ from pathlib import Path
 
 from sef.choices import TTA_MODES
 from sef.cli.options import (
-    add_checkpoint_option,
-    add_data_root_option,
+    add_checkpoint_data_options,
     add_device_option,
     add_no_progress_option,
 )
@@ -25,9 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "on, and write per-image predictions (path, label, prediction, correct) as CSV."
         ),
     )
-    add_checkpoint_option(parser)
-    add_data_root_option(parser)
-    parser.add_argument("--split", default="test", help="trainval, train, val or test (default)")
+    add_checkpoint_data_options(parser, "trainval, train, val or test (default)")
     parser.add_argument(
         "--predictions",
         type=Path,

@@ -27,6 +27,13 @@ def add_data_root_option(
     parser.add_argument("--data-root", help=help)
 
 
+def add_checkpoint_data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
+    """``--checkpoint``, ``--data-root`` and ``--split``: a saved model and which of its data."""
+    add_checkpoint_option(parser)
+    add_data_root_option(parser)
+    parser.add_argument("--split", default="test", help=split_help)
+
+
 def add_device_option(parser: argparse.ArgumentParser, config_key: str | None = None) -> None:
     """``--device``, resolved by ``sef.distributed.resolve_device``: ``auto`` by default, or, as
     the flag of ``config_key``, unset (the config's value stays)."""

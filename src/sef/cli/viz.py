@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from sef.cli.options import (
-    add_checkpoint_option,
-    add_data_root_option,
+    add_checkpoint_data_options,
     add_device_option,
     add_no_progress_option,
 )
@@ -21,9 +20,7 @@ def _checkpoint_options(
 ) -> None:
     """--checkpoint and the random image choice; with ``explicit``, --images defaults to None
     so that the command can tell whether it was given."""
-    add_checkpoint_option(parser)
-    add_data_root_option(parser)
-    parser.add_argument("--split", default="test", help="split to draw images from (default test)")
+    add_checkpoint_data_options(parser, "split to draw images from (default test)")
     parser.add_argument(
         "--images",
         type=int,
