@@ -4,7 +4,8 @@
 ``classes`` and ``samples``). Splits are ``trainval`` (official training set), ``test`` (official
 test set), and ``train``/``val``: official for FGVC-Aircraft (and folder data that has a val
 folder), elsewhere a seeded per-class hold-out of ``val_fraction`` of trainval (see
-:mod:`sef.datasets.splits`).
+:mod:`sef.datasets.splits`). ``RECORDS`` says what else sef knows of each dataset (its reader,
+kind, presets, downloadability); ``read_split`` reads a split as a config's ``data`` section names.
 """
 
 from __future__ import annotations
