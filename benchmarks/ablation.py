@@ -62,8 +62,8 @@ def measured_stamp(script: str, argv: list[str]) -> dict:
 
 def analyse(checkpoint: Path, progress: bool) -> dict:
     """Within/between-group correlation and part localisation of a trained model on test images."""
-    from sef.model import load_trained_model
     from sef.parts import measure_parts
+    from sef.trained import load_trained_model
     from sef.viz import group_means, image_batches, mean_channel_correlation, pick_indices
 
     trained = load_trained_model(checkpoint)

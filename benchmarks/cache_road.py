@@ -46,10 +46,9 @@ from gpu_epoch import write_jpegs
 
 from sef import transforms
 from sef.config import apply_overrides, resolve_config
-from sef.datasets import cache
+from sef.datasets import cache, read_split
 from sef.distributed import Context
 from sef.engine import load_data, train_loader
-from sef.engine.data import read_split
 from sef.engine.device import to_device
 from sef.engine.evaluation import evaluation_loader
 
@@ -111,9 +110,9 @@ def streams(args: argparse.Namespace, root: Path, folder: Path) -> dict:
         return train_loader(dataset, batch_size=args.batch_size, workers=args.workers, seed=0,
                             context=cpu)  # fmt: skip
 
-    uint8 = read_split(config, "trainval", transform=transforms.train_transform(
+    uint8 = read_split(config.data, "trainval", seed=0, transform=transforms.train_transform(
         "resize_crop", size, normalise=False), progress=False)  # fmt: skip
-    test = read_split(config, "test", transform=transforms.test_transform(
+    test = read_split(config.data, "test", seed=0, transform=transforms.test_transform(
         "resize_crop", size, normalise=False), progress=False)  # fmt: skip
     opened, _ = cache.ensure(folder, [uint8, test], list, "resize_crop", size, progress=False)
     normalised = {"jpeg_normalised": load_data(config, cpu, progress=False),
@@ -156,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         jpeg_kb = sum(p.stat().st_size for p in jpegs) / len(jpegs) / 1024
         folder = Path(scratch) / "cache"
         config = resolve_config("cub-resnet50")
-        every = [read_split(apply_overrides(config, [f"data.root={root}"]), split, progress=False)
-                 for split in cache.SPLITS]  # fmt: skip
+        located = apply_overrides(config, [f"data.root={root}"]).data
+        every = [read_split(located, split, seed=0, progress=False) for split in cache.SPLITS]
         built = cache.build(folder, every, "resize_crop", args.image_size, workers=args.workers,
                             progress=False)  # fmt: skip
         batches = streams(args, root, folder)

@@ -36,7 +36,7 @@ from common import (
 )
 
 from sef.config import resolve_config
-from sef.engine.data import read_split
+from sef.datasets import read_split
 
 VARIANTS = {
     "tensorboard": ["tensorboard"],
@@ -65,7 +65,7 @@ def draw_demo(overrides: list[str]) -> None:
     """Draw the demo set the runs read, so that no variant pays for it."""
     config = resolve_config(overrides=overrides)
     for split in (config.data.train_split, config.data.eval_split):
-        read_split(config, split, progress=False)
+        read_split(config.data, split, seed=config.run.seed, progress=False)
 
 
 def sef_train(loggers: list[str], overrides: list[str], runs: Path, env: dict) -> list[dict]:

@@ -22,7 +22,7 @@ from PIL import Image
 from sef.checkpoint import load_checkpoint
 from sef.config import resolve_config
 from sef.engine import fit
-from sef.model import load_trained_model
+from sef.trained import load_trained_model
 from sef.viz import activation_figure, correlation_figure, curves_figure, parts_figure
 
 ROOT = Path(__file__).resolve().parent.parent

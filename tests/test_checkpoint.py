@@ -19,7 +19,7 @@ from PIL import Image
 
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.errors import CheckpointError, DataError
-from sef.model import load_trained_model
+from sef.trained import load_trained_model
 
 
 def _state(value: float = 1.0) -> dict:
@@ -123,7 +123,7 @@ def test_trained_model_reloads_its_own_data_and_refuses_other_classes(demo_check
     dataset = trained.dataset("test")
     assert dataset.classes == trained.classes and len(dataset) == 16
     assert dataset.transform is trained.test_transform
-    trained.config["data"] = {**trained.config["data"], "dataset": "folder", "options": {}}
+    trained.config.data.dataset, trained.config.data.options = "folder", {}
     with pytest.raises(DataError, match=f"test split under {folder_root} differ"):
         trained.dataset("test", folder_root)
 

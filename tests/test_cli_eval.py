@@ -16,7 +16,7 @@ import torch
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.engine import fit
-from sef.model import load_trained_model
+from sef.trained import load_trained_model
 
 
 @pytest.fixture

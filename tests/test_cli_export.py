@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sef.cli import main
-from sef.model import load_trained_model
+from sef.trained import load_trained_model
 
 
 @pytest.mark.slow
@@ -34,7 +34,8 @@ def test_export_writes_and_checks_all_formats(demo_checkpoint, tmp_path):
     assert json.loads((out / "labels.json").read_text()) == trained.classes
     prep = json.loads((out / "preprocessing.json").read_text())
     assert (prep["image_size"], prep["recipe"]) == (32, "resize")
-    assert prep["mean"] == list(trained.mean) and prep["std"] == list(trained.std)
+    assert prep["mean"] == list(trained.preprocessing.mean)
+    assert prep["std"] == list(trained.preprocessing.std)
 
     # What a deployment does: ONNX Runtime on a batch, no sef or torch model needed.
     images = torch.randn(4, 3, 32, 32)

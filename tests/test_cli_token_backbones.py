@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sef.cli import main
-from sef.model import load_trained_model
+from sef.trained import load_trained_model
 
 # Trains a token backbone, exports it and runs `sef` in fresh processes.
 pytestmark = pytest.mark.slow

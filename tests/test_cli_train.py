@@ -94,14 +94,14 @@ def test_resume_refuses_a_pickled_checkpoint_without_running_it(tmp_path: Path, 
 
 
 def test_the_cache_flag_sets_data_cache_and_set_still_wins() -> None:
-    from sef.cli import build_parser
-    from sef.cli.train import build_config
+    from sef.cli import create_parser
+    from sef.cli.train import config_from_args
 
-    parse = build_parser().parse_args
-    assert build_config(parse(["train", "--cache", "auto"])).data.cache == "auto"
-    assert build_config(parse(["train", "--cache", "/tmp/c"])).data.cache == "/tmp/c"
+    parse = create_parser().parse_args
+    assert config_from_args(parse(["train", "--cache", "auto"])).data.cache == "auto"
+    assert config_from_args(parse(["train", "--cache", "/tmp/c"])).data.cache == "/tmp/c"
     arguments = ["train", "--cache", "auto", "--set", "data.cache=off"]
-    assert build_config(parse(arguments)).data.cache == "off"
+    assert config_from_args(parse(arguments)).data.cache == "off"
 
 
 def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -> None:

@@ -22,8 +22,9 @@ from sef.engine.folders import latest_run_dir, new_out_dir
 from sef.engine.run import resume_dir, tune_backends
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
-from sef.model import SEF, build_model
+from sef.model import SEF
 from sef.seeding import seed_everything
+from sef.trained import create_model
 
 
 class Blobs(Dataset):
@@ -251,7 +252,7 @@ def test_bf16_channels_last_plain_run_leaves_untrained_group_heads_untouched(
     config = _config(out, *extra, preset="demo-plain")
     fit(config, data=Data(Blobs(8, 0), Blobs(3, 1), Blobs.classes), progress=False)
     seed_everything(config.run.seed)
-    initial = build_model(config, 3).state_dict()
+    initial = create_model(config, 3).state_dict()
     trained = load_checkpoint(out / "last.pt")["model"]
     assert torch.equal(trained["group_heads.0.weight"], initial["group_heads.0.weight"])
     assert not torch.equal(trained["head.weight"], initial["head.weight"])
@@ -284,7 +285,7 @@ def test_compiled_run_trains_and_saves_the_plain_model_weights(tmp_path: Path) -
     config = _config(out, "optim.epochs=1", "run.compile=true", "run.tensorboard=false")
     fit(config, data=data, progress=False)
     seed_everything(config.run.seed)
-    initial = build_model(config, 3).state_dict()
+    initial = create_model(config, 3).state_dict()
     trained = load_checkpoint(out / "last.pt")["model"]
     assert trained.keys() == initial.keys()
     assert not torch.equal(trained["head.weight"], initial["head.weight"])

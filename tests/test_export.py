@@ -10,13 +10,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from sef import SEF
 from sef.export import (
     EXPORT_FORMATS,
-    Preprocessing,
     check_formats,
     export_model,
     exported_logits,
     max_logit_differences,
     write_onnx,
 )
+from sef.transforms import Preprocessing
 
 SIZE = 32
 CLASSES = ["albatross", "bunting", "cardinal", "dove", "egret"]

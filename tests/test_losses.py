@@ -21,7 +21,7 @@ def contiguous_groups(channels, groups):
 
 
 def slow_group_loss(features, groups, variant):
-    """DESIGN.md's definitions, one image and one block at a time, in float64."""
+    """docs/method.md's definitions, one image and one block at a time, in float64."""
     x = features.double().flatten(2)
     x = x / (x.norm(dim=2, keepdim=True) + EPS32)
     members = contiguous_groups(x.shape[1], groups)
@@ -362,3 +362,51 @@ def test_the_reference_loss_pulls_within_a_group_2_to_8_times_harder_than_it_pus
     push = weights.tril(-1).amax(1)[1:]  # groups 2..5 against all earlier channels
     assert torch.allclose(pull, torch.full((5,), 1 / (5 * 256**2), dtype=torch.float64))
     assert (pull[1:] / push).tolist() == pytest.approx([2.0, 4.0, 6.0, 8.0])
+
+
+# ------------------------------------------------------------ one home for the loss's options
+
+
+def test_the_loss_terms_are_named_once_in_losses_and_read_by_the_loop_and_the_figures():
+    from sef import viz
+    from sef.engine import loop
+    from sef.losses import LOSS_TERMS
+
+    out, target = make_output(), torch.tensor([1, 2, 3, 4])
+    assert tuple(sef.SEFLoss(3)(out, target)) == LOSS_TERMS
+    assert loop.LOSS_TERMS is LOSS_TERMS and viz.LOSS_TERMS is LOSS_TERMS
+
+
+def test_sefloss_takes_its_defaults_and_options_from_the_loss_config():
+    """One set of defaults: every option of the config's loss section is a parameter of SEFLoss
+    with the same default, and from_config hands over every one of them."""
+    import dataclasses
+    import inspect
+
+    from sef.config import LossConfig
+
+    parameters = inspect.signature(sef.SEFLoss).parameters
+    fields = dataclasses.fields(LossConfig)
+    assert list(parameters)[1:] == [f.name for f in fields]
+    assert all(parameters[f.name].default == f.default for f in fields)
+    options = LossConfig(lam=0.5, gamma=0.2, phi=0.3, group_variant="paper",
+                         detach_teacher=True, lam_warmup=2.0)  # fmt: skip
+    loss = sef.SEFLoss.from_config(options, 3)
+    assert loss.groups == 3
+    assert {f.name: getattr(loss, f.name) for f in fields} == dataclasses.asdict(options)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("lam", -1.0), ("gamma", float("nan")), ("phi", float("inf")), ("lam_warmup", -2.0),
+     ("group_variant", "mine")],
+)  # fmt: skip
+def test_the_loss_and_the_config_refuse_the_same_options_by_the_same_rule(option, value):
+    from sef.config import apply_values, resolve_config
+    from sef.errors import ConfigError
+
+    with pytest.raises(ValueError, match=f"{option}={value!r} is invalid: it must be") as info:
+        sef.SEFLoss(2, **{option: value})
+    rule = str(info.value).split("it must be ")[1]
+    with pytest.raises(ConfigError, match=f"loss.{option}=.* is invalid: it must be {rule}$"):
+        apply_values(resolve_config("demo"), {f"loss.{option}": value})

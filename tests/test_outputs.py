@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from sef.errors import OutputError
-from sef.export import Preprocessing, export_model
+from sef.export import export_model
 from sef.model import SEF
 from sef.outputs import atomic_path, check_writable, write_text
+from sef.transforms import Preprocessing
 
 
 def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:

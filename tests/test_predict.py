@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sef.datasets.images import open_rgb
-from sef.model import load_trained_model
 from sef.predict import find_images, format_table, predict_images
+from sef.trained import load_trained_model
 
 
 @pytest.fixture

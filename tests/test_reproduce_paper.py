@@ -8,9 +8,8 @@ import io
 import pytest
 from test_cli_score import ACCURACIES  # the same Table II, transcribed for `sef score`'s test
 
-from sef.config import load_preset
+from sef.config import load_preset, preset_name
 from sef.reproduce.paper import datasets, notes, tables
-from sef.reproduce.plan import preset_name
 from sef.reproduce.tables import scores
 
 # The authors' README (spec/authors-readme.md): SEF-18 and SEF-50 by dataset.

@@ -144,7 +144,7 @@ def test_config_carries_pool_and_timm_arguments():
          "model.backbone_args.depth=1", "model.backbone_args.drop_path_rate=0.1"],
     )  # fmt: skip
     assert config.model.backbone_args == {"depth": 1, "drop_path_rate": 0.1}
-    model = sef.model.build_model(config, 8)
+    model = sef.trained.create_model(config, 8)
     assert model.backbone.image_size == config.data.image_size == 64
     assert len(model.backbone.model.blocks) == 1 and model.pooling.startswith("mean of the patch")
     with pytest.raises(ConfigError, match="model.pool='max' is invalid"):

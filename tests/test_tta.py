@@ -7,7 +7,8 @@ from PIL import Image
 
 from sef import SEF, transforms
 from sef.engine import evaluate, evaluate_checkpoint
-from sef.model import load_trained_model
+from sef.trained import load_trained_model
+from sef.transforms import Preprocessing
 from sef.tta import TTA_MODES, TTAViews, averaged_views, forward_views, view_count
 
 
@@ -22,11 +23,13 @@ def photo():
 @pytest.mark.parametrize("recipe", transforms.RECIPES)
 def test_views_are_the_plain_image_its_mirror_and_five_crops(photo, recipe):
     size = 24
-    views = TTAViews(recipe, size, "flip+crops", normalise=False)(photo)
+    views = TTAViews(Preprocessing(size, recipe), "flip+crops", normalise=False)(photo)
     assert views.shape == (view_count("flip+crops"), 3, size, size) == (11, 3, 24, 24)
     plain = transforms.test_transform(recipe, size, normalise=False)(photo)
     torch.testing.assert_close(views[0], plain.as_subclass(torch.Tensor), rtol=0, atol=0)
-    torch.testing.assert_close(TTAViews(recipe, size, "flip", False)(photo)[1], plain.flip(-1))
+    torch.testing.assert_close(
+        TTAViews(Preprocessing(size, recipe), "flip", False)(photo)[1], plain.flip(-1)
+    )
     side = round(size * 600 / 448)  # 32: the resize_crop recipe's test resize
     resized = transforms.test_transform("resize", side, normalise=False)(photo)
     corners = [resized[:, :size, :size], resized[:, :size, -size:], resized[:, -size:, :size],
@@ -40,7 +43,7 @@ def test_views_are_the_plain_image_its_mirror_and_five_crops(photo, recipe):
 
 
 def test_views_are_normalised_like_the_test_transform(photo):
-    views = TTAViews("resize", 24, "crops")(photo)
+    views = TTAViews(Preprocessing(24, "resize"), "crops")(photo)
     torch.testing.assert_close(views[0], transforms.test_transform("resize", 24)(photo))
     assert views.dtype == torch.float32
 
@@ -65,7 +68,7 @@ def test_forward_views_averages_the_probabilities_of_the_modes_views():
     with pytest.raises(ValueError, match="needs each image as a stack of 6 views"):
         forward_views(model, torch.randn(2, 3, 16, 16), "crops", lambda x: x)
     with pytest.raises(ValueError, match="unknown TTA mode 'rotate'"):
-        TTAViews("resize", 16, "rotate")
+        TTAViews(Preprocessing(16, "resize"), "rotate")
 
 
 def test_evaluation_with_tta_keeps_the_plain_predictions(demo_checkpoint):

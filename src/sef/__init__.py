@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; a test keeps it equal t
     from sef.groups import group_sizes
     from sef.losses import SEFLoss, group_loss
     from sef.metrics import paper_scores
-    from sef.model import SEF, SEFOutput, TrainedModel, load_trained_model
+    from sef.model import SEF, SEFOutput
+    from sef.trained import TrainedModel, load_trained_model
 
 __version__ = "0.1.0"
 
@@ -25,8 +26,8 @@ _HOMES = {
     "resolve_config": "sef.config",
     "SEF": "sef.model",
     "SEFOutput": "sef.model",
-    "TrainedModel": "sef.model",
-    "load_trained_model": "sef.model",
+    "TrainedModel": "sef.trained",
+    "load_trained_model": "sef.trained",
     "SEFError": "sef.errors",
     "SEFLoss": "sef.losses",
     "group_loss": "sef.losses",

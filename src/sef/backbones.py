@@ -13,6 +13,7 @@ doubles in size, the weights stay the same tensors, and the old map is every sec
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.error import URLError
 
@@ -25,9 +26,6 @@ from sef.adapters import FeatureAdapter, timm_features
 from sef.errors import WeightsError
 
 TIMM_PREFIX = "timm:"
-_RESNET_FAMILIES = ("resnet", "resnext", "wide_resnet")
-_FEATURES_FAMILIES = ("efficientnet", "mobilenet", "convnext", "densenet", "vgg")
-_REGNET_FAMILY = "regnet"
 SMALL_CNN = "small_cnn"
 _DILATABLE = ("mobilenet_v2",)  # its last downsampling is one conv: see dilate_last_stage
 _SMALL_CNN_WIDTHS = (16, 32, 64, 128)
@@ -51,11 +49,29 @@ def small_cnn(widths: tuple[int, ...] = _SMALL_CNN_WIDTHS) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _resnet_features(model: nn.Module) -> nn.Module:
+    keep = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    return nn.Sequential(*(getattr(model, k) for k in keep))
+
+
+# torchvision families: name prefixes -> the classifier cut down to its last feature map. The
+# first entry whose prefix a name starts with applies; a new family is one entry here.
+FAMILIES: dict[tuple[str, ...], Callable[[nn.Module], nn.Module]] = {
+    ("resnet", "resnext", "wide_resnet"): _resnet_features,
+    # DenseNet applies ReLU before pooling
+    ("densenet",): lambda model: nn.Sequential(model.features, nn.ReLU()),
+    # ConvNeXt normalises the pooled vector; normalising every position keeps its weights
+    ("convnext",): lambda model: nn.Sequential(model.features, model.classifier[0]),
+    ("efficientnet", "mobilenet", "vgg"): lambda model: model.features,
+    ("regnet",): lambda model: nn.Sequential(model.stem, model.trunk_output),
+}
+_PREFIXES = tuple(prefix for prefixes in FAMILIES for prefix in prefixes)
+
+
 def available_backbones() -> list[str]:
     """torchvision model names that ``create_backbone`` accepts (timm models come as timm:NAME)."""
-    families = (*_RESNET_FAMILIES, *_FEATURES_FAMILIES, _REGNET_FAMILY)
     names = torchvision.models.list_models(module=torchvision.models)
-    return sorted([SMALL_CNN, *(n for n in names if n.startswith(families))])
+    return sorted([SMALL_CNN, *(n for n in names if n.startswith(_PREFIXES))])
 
 
 def _unknown_backbone(name: str) -> ValueError:
@@ -176,18 +192,9 @@ def torchvision_model(
 
 def _features_of(name: str, model: nn.Module) -> nn.Module:
     """Strip a torchvision classifier down to its last convolutional feature map."""
-    if name.startswith(_RESNET_FAMILIES):
-        keep = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-        return nn.Sequential(*(getattr(model, k) for k in keep))
-    if name.startswith("densenet"):
-        return nn.Sequential(model.features, nn.ReLU())  # DenseNet applies ReLU before pooling
-    if name.startswith("convnext"):
-        # ConvNeXt normalises the pooled vector; normalising every position keeps its weights.
-        return nn.Sequential(model.features, model.classifier[0])
-    if name.startswith(_FEATURES_FAMILIES):
-        return model.features
-    if name.startswith(_REGNET_FAMILY):
-        return nn.Sequential(model.stem, model.trunk_output)
+    for prefixes, features in FAMILIES.items():
+        if name.startswith(prefixes):
+            return features(model)
     raise _unknown_backbone(name)
 
 
@@ -275,7 +282,7 @@ def create_backbone(
                 f"{SMALL_CNN} has no pretrained weights {weights!r}; use None or a file"
             )
         return create_backbone(small_cnn(), weights)
-    if not backbone.startswith((*_RESNET_FAMILIES, *_FEATURES_FAMILIES, _REGNET_FAMILY)):
+    if not backbone.startswith(_PREFIXES):
         raise _unknown_backbone(backbone)
     return _features_of(backbone, torchvision_model(backbone, weights, output_stride))
 

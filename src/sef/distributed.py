@@ -33,7 +33,10 @@ class Context:
         return self.world_size > 1
 
 
-def _device(request: str, local_rank: int) -> torch.device:
+def resolve_device(request: str, local_rank: int = 0) -> torch.device:
+    """The device ``request`` names: ``auto`` is CUDA when a GPU is visible, else the CPU; ``cuda``
+    is this process's GPU (``local_rank``); ConfigError for CUDA without a visible GPU. Every
+    command's --device goes through here."""
     if request == "auto":
         request = "cuda" if torch.cuda.is_available() else "cpu"
     if request.startswith("cuda") and not torch.cuda.is_available():
@@ -47,7 +50,7 @@ def setup(device: str = "auto") -> Context:
     """Join the torchrun process group if launched by torchrun; pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = _device(device, local_rank)
+    chosen = resolve_device(device, local_rank)
     if world_size <= 1:
         return Context(device=chosen)
     if chosen.type == "cuda":

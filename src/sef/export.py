@@ -3,7 +3,7 @@ the preprocessing a deployment must repeat.
 
 Only what ``SEF.export()`` returns is written (backbone + global head, no group heads), so the
 shipped model costs exactly its backbone. ``export_model`` works on any SEF in memory;
-``export_checkpoint`` reads a training checkpoint first.
+``export_trained`` on a model loaded with ``sef.load_trained_model`` (what ``sef export`` does).
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sef import extras, outputs, transforms
+from sef import extras, outputs
 from sef.choices import EXPORT_FORMATS
 from sef.errors import OutputError
-from sef.model import SEF, TrainedModel, load_trained_model
+from sef.model import SEF
+from sef.trained import TrainedModel
+from sef.transforms import Preprocessing
 
 FILE_NAMES = {
     "onnx": "model.onnx",
@@ -35,35 +36,16 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images must be prepared for the exported model (written as preprocessing.json).
-
-    recipe "resize_crop": resize to resize_size x resize_size, center-crop image_size;
-    recipe "resize": resize to image_size x image_size. Then scale to [0, 1] and normalise
-    with mean/std per RGB channel. Input layout is NCHW float32.
-    """
-
-    image_size: int
-    recipe: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @property
-    def resize_size(self) -> int:
-        return transforms.resize_size(self.recipe, self.image_size)
-
-    def to_dict(self) -> dict:
-        return {
-            **asdict(self),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "resize_size": self.resize_size,
-            "crop_size": self.image_size,
-            "input_name": INPUT_NAME,
-            "output_name": OUTPUT_NAME,
-            "layout": "NCHW, RGB, float32, pixel values scaled to [0, 1] before normalising",
-        }
+def preprocessing_json(preprocessing: Preprocessing) -> dict:
+    """preprocessing.json: the record (recipe "resize_crop": resize to resize_size squared, then
+    center-crop crop_size; "resize": resize to image_size squared; then scale to [0, 1] and
+    normalise with mean/std per RGB channel), the input and output names and the layout."""
+    return {
+        **preprocessing.to_dict(),
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "layout": "NCHW, RGB, float32, pixel values scaled to [0, 1] before normalising",
+    }
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -171,11 +153,11 @@ def export_model(
         metadata = {
             "num_classes": str(model.num_classes),
             "backbone": backbone_name or type(model.backbone).__name__,
-            "preprocessing": json.dumps(preprocessing.to_dict()),
+            "preprocessing": json.dumps(preprocessing_json(preprocessing)),
         }
         write_safetensors(plain, paths["safetensors"], metadata)
     _write_json(paths["labels"], list(classes))
-    _write_json(paths["preprocessing"], preprocessing.to_dict())
+    _write_json(paths["preprocessing"], preprocessing_json(preprocessing))
     return paths
 
 
@@ -185,30 +167,14 @@ def export_trained(
     formats: Sequence[str] = EXPORT_FORMATS,
 ) -> dict[str, Path]:
     """Export a trained model with its class names and the test preprocessing it was trained for."""
-    preprocessing = Preprocessing(
-        image_size=trained.image_size,
-        recipe=trained.config["data"]["recipe"],
-        mean=tuple(trained.mean),
-        std=tuple(trained.std),
-    )
     return export_model(
         trained.model,
         out_dir,
         classes=trained.classes,
-        preprocessing=preprocessing,
+        preprocessing=trained.preprocessing,
         formats=formats,
-        backbone_name=str(trained.config["model"]["backbone"]),
+        backbone_name=str(trained.config.model.backbone),
     )
-
-
-def export_checkpoint(
-    checkpoint: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    formats: Sequence[str] = EXPORT_FORMATS,
-) -> dict[str, Path]:
-    """Export a training checkpoint (``sef export``'s work, callable from Python)."""
-    check_formats(formats)
-    return export_trained(load_trained_model(checkpoint, device="cpu"), out_dir, formats)
 
 
 def exported_logits(paths: dict[str, Path], images: torch.Tensor) -> dict[str, torch.Tensor]:

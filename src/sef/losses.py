@@ -10,6 +10,7 @@ builds the C x C channel-correlation matrix when a cheaper route exists:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -20,11 +21,16 @@ from torch import Tensor, nn
 
 from sef.choices import GROUP_LOSS_VARIANTS
 from sef.groups import check_groups, group_sizes
+from sef.loss_config import LossConfig
 
 if TYPE_CHECKING:
     from sef.model import SEFOutput
 
 EPS = torch.finfo(torch.float32).eps
+# What SEFLoss returns, in this order: the weighted terms of Eq. 8, then their sum. The training
+# loop records them (loss_<term>) and the curves figure draws them from this tuple.
+LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
+_DEFAULTS = LossConfig()
 # Groups count as separated when the mean channel correlation within a group exceeds the one
 # between groups by at least this much (the paper's Fig. 2: about 1 against 0.1-0.4; channels
 # split at random: within - between = (1 - between) / channels per group, under 0.01).
@@ -174,8 +180,10 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
 class SEFLoss(nn.Module):
     """Eq. 8 as the authors' code adds it: ce + entropy + distill + group, each weighted.
 
-    Returns a dict of float32 scalars ``ce, entropy, distill, group, total`` where the
-    named terms are already multiplied by their weights and ``total`` is their sum.
+    Returns a dict of float32 scalars ``LOSS_TERMS`` (ce, entropy, distill, group, total) where
+    the named terms are already multiplied by their weights and ``total`` is their sum. The
+    options' defaults and rules are :class:`~sef.loss_config.LossConfig`'s; :meth:`from_config`
+    builds the loss a config's ``loss`` section describes.
     ``lam_warmup`` > 0 (epochs; off by default, as in the paper) ramps ``lam`` up from 0 so the
     entropy term does not flatten the predictions of a head that is still random.
     It never waits for the device: a non-finite input gives a non-finite ``total``, which the
@@ -185,27 +193,29 @@ class SEFLoss(nn.Module):
     def __init__(
         self,
         groups: int,
-        lam: float = 1.0,
-        gamma: float = 0.05,
-        phi: float = 1.0,
-        group_variant: str = "reference",
-        detach_teacher: bool = False,
-        lam_warmup: float = 0.0,
+        lam: float = _DEFAULTS.lam,
+        gamma: float = _DEFAULTS.gamma,
+        phi: float = _DEFAULTS.phi,
+        group_variant: str = _DEFAULTS.group_variant,
+        detach_teacher: bool = _DEFAULTS.detach_teacher,
+        lam_warmup: float = _DEFAULTS.lam_warmup,
     ) -> None:
         super().__init__()
         check_groups(groups)
-        weights = (("lam", lam), ("gamma", gamma), ("phi", phi), ("lam_warmup", lam_warmup))
-        for name, weight in weights:
-            if not weight >= 0:
-                raise ValueError(f"{name} must be a non-negative number, got {weight!r}")
-        if group_variant not in GROUP_LOSS_VARIANTS:
-            raise ValueError(
-                f"unknown group_variant {group_variant!r}; use one of {GROUP_LOSS_VARIANTS}"
-            )
+        options = LossConfig(lam, gamma, phi, group_variant, detach_teacher, lam_warmup)
+        problem = options.invalid()
+        if problem is not None:
+            name, value, rule = problem
+            raise ValueError(f"{name}={value!r} is invalid: it must be {rule}")
         self.groups, self.lam, self.gamma, self.phi = groups, lam, gamma, phi
         self.group_variant, self.detach_teacher = group_variant, detach_teacher
         self.lam_warmup = lam_warmup
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
+
+    @classmethod
+    def from_config(cls, config: LossConfig, groups: int) -> SEFLoss:
+        """The loss a config's ``loss`` section describes, for ``groups`` channel groups."""
+        return cls(groups, **dataclasses.asdict(config))
 
     def set_progress(self, epochs: float) -> None:
         """Tell the loss how far training is (in epochs), for the warm-up of ``lam``."""
@@ -235,7 +245,10 @@ class SEFLoss(nn.Module):
                 if self.phi
                 else zero
             )
-        terms["total"] = terms["ce"] + terms["entropy"] + terms["distill"] + terms["group"]
+        total = terms[LOSS_TERMS[0]]
+        for name in LOSS_TERMS[1:-1]:
+            total = total + terms[name]
+        terms[LOSS_TERMS[-1]] = total
         return terms
 
     def _distill(self, p_global: Tensor, group_logits: Tensor) -> Tensor:

@@ -29,14 +29,20 @@ def top1_accuracy(predictions: Tensor, labels: Tensor) -> float:
     return (predictions == labels).double().mean().item()
 
 
+def per_class_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Accuracy of each class [K], float64 (NaN for a class without images in ``labels``)."""
+    support = torch.bincount(labels, minlength=num_classes).double()
+    correct = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
+    return correct / support  # 0 / 0 = NaN: no images of that class
+
+
 def class_mean_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) -> float:
     """Mean over the classes present in ``labels`` of each class's accuracy."""
-    counts = torch.bincount(labels, minlength=num_classes).double()
-    correct = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
-    present = counts > 0
+    accuracy = per_class_accuracy(predictions, labels, num_classes)
+    present = ~accuracy.isnan()
     if not present.any():
         return float("nan")
-    return (correct[present] / counts[present]).mean().item()
+    return accuracy[present].mean().item()
 
 
 def group_accuracies(group_predictions: Tensor, labels: Tensor) -> list[float]:

@@ -1,27 +1,20 @@
-"""The SEF wrapper (any CNN or token backbone + a global head + G training-only group heads),
-and building it: from a config, or from a checkpoint with all it needs to feed it images."""
+"""The SEF wrapper: any CNN or token backbone + a global head + G training-only group heads.
+
+Core: it knows no config, dataset or checkpoint (a model from a config, or a trained one from a
+checkpoint, is :mod:`sef.trained`)."""
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from sef import transforms
 from sef.adapters import FeatureAdapter, Pooled
 from sef.backbones import create_backbone, feature_channels
-from sef.checkpoint import load_checkpoint
-from sef.config import Config, config_from_dict
-from sef.errors import CheckpointError, ConfigError
 from sef.groups import group_sizes
-
-if TYPE_CHECKING:
-    from sef.datasets import ImageList
 
 
 @dataclass
@@ -59,7 +52,6 @@ class SEF(nn.Module):
         num_classes: int,
         groups: int = 4,
         weights: str | os.PathLike | None = None,
-        channels: int | None = None,
         *,
         pool: str | None = None,
         image_size: int | None = None,
@@ -77,7 +69,7 @@ class SEF(nn.Module):
             backbone_args=backbone_args,
             output_stride=output_stride,
         )
-        self.channels = channels or feature_channels(self.backbone)
+        self.channels = feature_channels(self.backbone)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
         self.pool = _global_pool()
@@ -160,72 +152,3 @@ def unwrap(model: nn.Module) -> SEF:
     while not isinstance(model, SEF):
         model = getattr(model, "module", None) or model._orig_mod
     return model
-
-
-@dataclass
-class TrainedModel:
-    """A trained SEF in eval mode, with everything needed to feed it images."""
-
-    model: SEF
-    classes: list[str]
-    config: dict
-    image_size: int
-    test_transform: Callable
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def dataset(self, split: str = "test", root: str | os.PathLike | None = None) -> ImageList:
-        """``split`` of the data this model was trained on (or found under ``root``), with its
-        test transform; DataError if that data's classes are not the model's."""
-        from sef.engine.data import trained_dataset
-
-        return trained_dataset(self, split, root)
-
-
-def build_model(config: Config, num_classes: int) -> SEF:
-    """The SEF network a :class:`~sef.config.Config` describes, with its initial weights."""
-    m = config.model
-    try:
-        return SEF(
-            m.backbone,
-            num_classes=num_classes,
-            groups=m.groups,
-            weights=m.weights,
-            pool=m.pool,
-            image_size=config.data.image_size,
-            backbone_args=m.backbone_args,
-            output_stride=m.output_stride,
-        )
-    except ValueError as error:
-        raise ConfigError(
-            f"model.backbone={m.backbone!r} with model.groups={m.groups} cannot be built: {error}"
-        ) from None
-
-
-def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
-    state = load_checkpoint(path)
-    try:
-        config = config_from_dict(state["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {error}") from None
-    classes = [str(name) for name in state["classes"]]
-    config.model.weights = None  # the checkpoint's own weights replace any initial ones
-    model = build_model(config, len(classes))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        reason = str(error).split("\n")[0]
-        raise CheckpointError(
-            f"checkpoint {path} weights do not fit its own config ({reason}); the file is damaged"
-        ) from None
-    size, recipe = config.data.image_size, config.data.recipe
-    return TrainedModel(
-        model=model.to(device).eval(),
-        classes=classes,
-        config=state["config"],
-        image_size=size,
-        test_transform=transforms.test_transform(recipe, size),
-        mean=tuple(transforms.IMAGENET_MEAN),
-        std=tuple(transforms.IMAGENET_STD),
-    )

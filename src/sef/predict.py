@@ -17,7 +17,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from sef.datasets.images import MISSING, UnreadableImage, open_rgb
-from sef.model import TrainedModel
+from sef.text import table
+from sef.trained import TrainedModel
 
 
 @dataclass
@@ -123,9 +124,4 @@ def format_table(predictions: Sequence[Prediction]) -> str:
         for p in predictions
         for rank, (name, probability) in enumerate(p.top, start=1)
     ]
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
-    lines = [
-        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
-        for r in [header, *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return table([header, *rows], "<><>")

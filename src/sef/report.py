@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from sef import outputs
+from sef.metrics import per_class_accuracy
 
 FILE_NAMES = {
     "per_class": "per_class.csv",
@@ -39,13 +40,6 @@ def confusion_matrix(labels: Tensor, predictions: Tensor, num_classes: int) -> T
     """Counts [K, K]: row = true class, column = predicted class."""
     flat = labels.long() * num_classes + predictions.long()
     return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
-
-
-def per_class_accuracy(labels: Tensor, predictions: Tensor, num_classes: int) -> Tensor:
-    """Accuracy of each class [K] (NaN for a class without test images)."""
-    support = torch.bincount(labels, minlength=num_classes).double()
-    correct = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
-    return correct / support  # 0 / 0 = NaN: no images of that class
 
 
 def cluster_order(confusion: Tensor) -> list[int]:
@@ -120,10 +114,10 @@ def error_report(result: Any, classes: list[str]) -> ErrorReport:
     labels, predictions = result.labels.long(), result.predictions.long()
     confusion = confusion_matrix(labels, predictions, count)
     support = confusion.sum(1)
-    accuracy = per_class_accuracy(labels, predictions, count)
-    groups = [per_class_accuracy(labels, g.long(), count) for g in result.group_predictions]
+    accuracy = per_class_accuracy(predictions, labels, count)
+    groups = [per_class_accuracy(g.long(), labels, count) for g in result.group_predictions]
     tta = getattr(result, "tta_predictions", None)
-    tta_accuracy = None if tta is None else per_class_accuracy(labels, tta.long(), count)
+    tta_accuracy = None if tta is None else per_class_accuracy(tta.long(), labels, count)
     errors = confusion.clone()
     errors.fill_diagonal_(0)
     rows = []

@@ -11,11 +11,16 @@ A decoded-image cache (:mod:`sef.datasets.cache`) stores what :func:`resize_tran
 each image; :func:`draw_crop_flip` then draws, for one image, the numbers the training pipeline
 would draw, and :func:`crop_flip_batch` applies them to a whole batch on the device: together the
 same pixels as :func:`train_transform` (tested bit-identical).
+
+:class:`Preprocessing` is the one record of how a trained model's test images are prepared (recipe,
+sizes, mean and std): evaluation, test-time augmentation, prediction, the figures and the exported
+``preprocessing.json`` all read it.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
@@ -45,24 +50,33 @@ def resize_size(recipe: str, image_size: int) -> int:
     return round(image_size * RESIZE_CROP_RATIO) if recipe == "resize_crop" else image_size
 
 
-def _normalise() -> list[v2.Transform]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+def _normalise(
+    mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
 @functools.lru_cache(maxsize=8)
-def _imagenet_statistics(device: torch.device) -> tuple[Tensor, Tensor]:
-    """ImageNet mean and std as [3, 1, 1] float32 tensors on ``device``, built once, so that a
-    batch copies nothing from the host (each such copy makes the host wait for a GPU)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(3, 1, 1)
-    return mean, std
+def _statistics(
+    device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[Tensor, Tensor]:
+    """Mean and std as [3, 1, 1] float32 tensors on ``device``, built once, so that a batch
+    copies nothing from the host (each such copy makes the host wait for a GPU)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
+    return mean_t, std_t
 
 
-def normalise_batch(images: Tensor) -> Tensor:
-    """uint8 images [..., 3, H, W] to ImageNet-normalised float32, exactly as the pipelines do
-    (their ``ToDtype(scale=True)`` then ``Normalize``, in the same operations)."""
-    mean, std = _imagenet_statistics(images.device)
-    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+def normalise_batch(
+    images: Tensor,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> Tensor:
+    """uint8 images [..., 3, H, W] to normalised float32 (ImageNet's statistics unless given),
+    exactly as the pipelines do (their ``ToDtype(scale=True)`` then ``Normalize``, in the same
+    operations)."""
+    mean_t, std_t = _statistics(images.device, tuple(mean), tuple(std))
+    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean_t).div_(std_t)
 
 
 def _resize(recipe: str, image_size: int) -> list[v2.Transform]:
@@ -86,14 +100,20 @@ def train_transform(recipe: str, image_size: int, normalise: bool = True) -> v2.
 
 
 def test_transform(
-    recipe: str, image_size: int, normalise: bool = True, resized: bool = False
+    recipe: str,
+    image_size: int,
+    normalise: bool = True,
+    resized: bool = False,
+    *,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> v2.Compose:
     """Evaluation pipeline: resize (+ center crop for ``resize_crop``), normalise. ``resized``:
     the input is already :func:`resize_transform`'s output, so the pipeline starts after it."""
     steps = [] if resized else _resize(recipe, image_size)
     if recipe == "resize_crop":
         steps.append(v2.CenterCrop(image_size))
-    steps += _normalise() if normalise else []
+    steps += _normalise(mean, std) if normalise else []
     return v2.Compose(steps or [v2.Identity()])
 
 
@@ -123,3 +143,37 @@ def crop_flip_batch(images: Tensor, crops: Tensor, image_size: int) -> Tensor:
         window = image[:, top : top + size, left : left + size]
         out.append(window.flip(-1) if flipped else window)
     return torch.stack(out)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model's test images are prepared: resize to ``resize_size`` squared, center-crop
+    ``crop_size`` (the ``resize`` recipe resizes straight to ``image_size``: nothing to crop),
+    scale to [0, 1], normalise with ``mean`` / ``std`` per RGB channel."""
+
+    image_size: int
+    recipe: str
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @property
+    def resize_size(self) -> int:
+        return resize_size(self.recipe, self.image_size)
+
+    @property
+    def crop_size(self) -> int:
+        return self.image_size
+
+    def test_transform(self, normalise: bool = True) -> v2.Compose:
+        """The evaluation pipeline this record describes (see :func:`test_transform`)."""
+        return test_transform(self.recipe, self.image_size, normalise, mean=self.mean, std=self.std)
+
+    def to_dict(self) -> dict:
+        """Plain values: the fields, then resize_size and crop_size."""
+        return {
+            **asdict(self),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize_size": self.resize_size,
+            "crop_size": self.crop_size,
+        }

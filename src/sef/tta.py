@@ -10,8 +10,9 @@ Modes (``TTA_MODES``):
 * ``flip+crops``: those five crops and their mirror images.
 
 :class:`TTAViews` turns one image into a stack ``[V, 3, S, S]`` whose view 0 is exactly the
-plain test image (so one pass gives the plain accuracy too); :func:`forward_views` runs a model
-on such a batch ``[B, V, 3, S, S]`` one view at a time (memory as in plain evaluation).
+plain test image of a model's :class:`~sef.transforms.Preprocessing` (so one pass gives the plain
+accuracy too); :func:`forward_views` runs a model on such a batch ``[B, V, 3, S, S]`` one view at
+a time (memory as in plain evaluation).
 """
 
 from __future__ import annotations
@@ -47,15 +48,19 @@ def averaged_views(mode: str) -> range:
 
 
 class TTAViews:
-    """One image -> ``[V, 3, S, S]``: view 0 is ``transforms.test_transform(recipe, S)`` of it,
-    then the views ``mode`` adds (see the module docstring), normalised like it."""
+    """One image -> ``[V, 3, S, S]``: view 0 is ``preprocessing``'s test transform of it, then
+    the views ``mode`` adds (see the module docstring), normalised like it."""
 
-    def __init__(self, recipe: str, image_size: int, mode: str, normalise: bool = True) -> None:
+    def __init__(
+        self, preprocessing: transforms.Preprocessing, mode: str, normalise: bool = True
+    ) -> None:
         self.mode = check_mode(mode)
-        self.image_size = image_size
+        self.image_size = preprocessing.image_size
+        self.mean, self.std = preprocessing.mean, preprocessing.std
         self.normalise = normalise
-        self.plain = transforms.test_transform(recipe, image_size, normalise=False)
-        side = transforms.resize_size("resize_crop", image_size)
+        self.plain = preprocessing.test_transform(normalise=False)
+        # the corners and centre come from the paper's larger test resize, whatever the recipe
+        side = transforms.resize_size("resize_crop", self.image_size)
         self.resize = v2.Compose([v2.ToImage(), v2.Resize((side, side), antialias=True)])
 
     def __call__(self, image) -> Tensor:
@@ -72,7 +77,7 @@ class TTAViews:
             if self.mode == "flip+crops":
                 views += [crop.flip(-1) for crop in crops]
         stack = torch.stack(views)
-        return transforms.normalise_batch(stack) if self.normalise else stack
+        return transforms.normalise_batch(stack, self.mean, self.std) if self.normalise else stack
 
 
 def forward_views(

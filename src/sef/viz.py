@@ -26,9 +26,9 @@ from sef.analysis import (
     upsample_maps,
 )
 from sef.errors import DataError
-from sef.losses import SEPARATION_GAP
-from sef.model import TrainedModel
+from sef.losses import LOSS_TERMS, SEPARATION_GAP
 from sef.parts import measure_parts
+from sef.trained import TrainedModel
 
 _MAP_CMAP = "jet"
 _CORR_CMAP = "viridis"
@@ -158,9 +158,6 @@ def plot_group_maps(
     return _save(figure, out)
 
 
-_LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
-
-
 def _series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
     points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
     return [p[0] for p in points], [float(p[1]) for p in points]
@@ -179,7 +176,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     correlated = any("train_corr_within" in r for r in records)
     figure = _figure(18.5 if correlated else 14, 4.2)
     losses, accuracy, heads, *correlation = figure.subplots(1, 3 + correlated)
-    for term in _LOSS_TERMS:
+    for term in LOSS_TERMS:
         epochs, values = _series(records, f"loss_{term}")
         if values:
             style = {"linewidth": 2.4, "color": "black"} if term == "total" else {}
@@ -398,7 +395,8 @@ def activation_figure(
     sizes = model.group_sizes
     maps = upsample_maps(group_maps(backbone_features(model, inputs), sizes), inputs.shape[-2:])
     labels = [f"group {g + 1} ({size} ch)" for g, size in enumerate(sizes)]
-    pictures = unnormalise(inputs, trained.mean, trained.std)
+    preprocessing = trained.preprocessing
+    pictures = unnormalise(inputs, preprocessing.mean, preprocessing.std)
     return plot_group_maps(pictures, maps, out, titles=titles, row_labels=labels)
 
 
@@ -430,7 +428,7 @@ def parts_figure(
     path = plot_parts(
         report.fractions,
         report.part_names,
-        unnormalise(measured.examples, trained.mean, trained.std),
+        unnormalise(measured.examples, trained.preprocessing.mean, trained.preprocessing.std),
         measured.peaks,
         measured.parts,
         out,

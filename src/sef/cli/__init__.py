@@ -20,7 +20,7 @@ COMMAND_MODULES = [
 ]  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def create_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sef",
         description="SEF: semantically enhanced features for fine-grained image classification.",
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
-    parser = build_parser()
+    parser = create_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

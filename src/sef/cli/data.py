@@ -10,6 +10,7 @@ import yaml
 
 from sef import datasets
 from sef.choices import RECIPES
+from sef.cli.options import add_no_progress_option
 from sef.errors import ConfigError
 
 SHOWN_CLASSES = 8
@@ -58,22 +59,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
     check.add_argument("--workers", type=int, default=None, help="decoding threads")
     check.add_argument("--all-classes", action="store_true", help="print every class name")
-    check.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress_option(check)
     check.set_defaults(func=run_check)
 
     fetch = commands.add_parser(
         "download",
         help="download, verify and unpack an official dataset archive",
         description=(
-            "Download the official archives of NAME (cub, dogs, aircraft) into ROOT, verify their "
-            "MD5 checksums and unpack them so that `sef data check NAME ROOT` reads them."
+            f"Download the official archives of NAME ({', '.join(datasets.DOWNLOADABLE)}) into "
+            "ROOT, verify their MD5 checksums and unpack them so that `sef data check NAME ROOT` "
+            "reads them."
         ),
     )
-    fetch.add_argument("name", metavar="NAME", choices=datasets.NAMES, help="cub, dogs, aircraft")
+    fetch.add_argument(
+        "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.DOWNLOADABLE)
+    )
     fetch.add_argument("root", metavar="ROOT", help="folder to unpack into (created if needed)")
     fetch.add_argument("--mirror", help="fetch <MIRROR>/<archive name> instead of the official URL")
     fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded files")
-    fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress_option(fetch)
     fetch.set_defaults(func=run_download)
 
     cache = commands.add_parser(
@@ -92,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cache.add_argument("--image-size", type=int, help="crop side; default: the preset's (448)")
     cache.add_argument("--out", help="the cache folder (default: the one --cache auto uses)")
     cache.add_argument("--workers", type=int, default=None, help="decoding processes")
-    cache.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress_option(cache)
     cache.set_defaults(func=run_cache)
 
 

@@ -8,6 +8,11 @@ import json
 from pathlib import Path
 
 from sef.choices import TTA_MODES
+from sef.cli.options import (
+    add_checkpoint_data_options,
+    add_device_option,
+    add_no_progress_option,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "on, and write per-image predictions (path, label, prediction, correct) as CSV."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
-    parser.add_argument("--data-root", help="dataset folder (default: the one it trained on)")
-    parser.add_argument("--split", default="test", help="trainval, train, val or test (default)")
+    add_checkpoint_data_options(parser, "trainval, train, val or test (default)")
     parser.add_argument(
         "--predictions",
         type=Path,
@@ -29,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="images per batch")
     parser.add_argument("--workers", type=int, help="data loading processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_option(parser)
     parser.add_argument(
         "--tta",
         choices=TTA_MODES,
@@ -44,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "confused pairs, a confusion-matrix figure, each group head per class",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(parser)
     parser.set_defaults(func=run)
 
 

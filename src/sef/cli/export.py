@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sef.choices import EXPORT_FORMATS
+from sef.cli.options import add_checkpoint_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "exported model gives PyTorch's logits."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+    add_checkpoint_option(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument(
         "--format",
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sef.errors import SEFError
     from sef.export import export_trained, max_logit_differences
-    from sef.model import load_trained_model
+    from sef.trained import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device="cpu")
     paths = export_trained(trained, args.out, args.formats)
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<14} {path}")
     if args.no_check:
         return 0
-    differences = max_logit_differences(trained.model, paths, trained.image_size)
+    differences = max_logit_differences(trained.model, paths, trained.preprocessing.image_size)
     worst = max(differences.values())
     report = ", ".join(f"{name} {value:.1e}" for name, value in differences.items())
     print(f"max |logit difference| vs PyTorch on random images: {report}")

@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
         summary |= {"channels": model.channels, "group_sizes": model.group_sizes}
         print(json.dumps(summary | model.parameter_counts(), indent=2))
         return 0
+    from sef.text import table
+
     print(f"SEF on {args.backbone}, {args.classes} classes")
-    rows = describe(model)
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        print(f"  {label:<{width}}  {value}")
+    for line in table(describe(model)).splitlines():
+        print(f"  {line}")
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+DEVICE_WORDS = "auto, cpu, cuda or cuda:N"
 
 
 def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
@@ -10,3 +13,36 @@ def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
     )
+
+
+def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` (required): the checkpoint a command reads."""
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+
+
+def add_data_root_option(
+    parser: argparse.ArgumentParser, help: str = "dataset folder (default: the one it trained on)"
+) -> None:
+    """``--data-root``: where the dataset is, instead of where the checkpoint's run read it."""
+    parser.add_argument("--data-root", help=help)
+
+
+def add_checkpoint_data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
+    """``--checkpoint``, ``--data-root`` and ``--split``: a saved model and which of its data."""
+    add_checkpoint_option(parser)
+    add_data_root_option(parser)
+    parser.add_argument("--split", default="test", help=split_help)
+
+
+def add_device_option(parser: argparse.ArgumentParser, config_key: str | None = None) -> None:
+    """``--device``, resolved by ``sef.distributed.resolve_device``: ``auto`` by default, or, as
+    the flag of ``config_key``, unset (the config's value stays)."""
+    if config_key is None:
+        parser.add_argument("--device", default="auto", help=DEVICE_WORDS)
+    else:
+        parser.add_argument("--device", help=f"{DEVICE_WORDS} ({config_key})")
+
+
+def add_no_progress_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bars (logs and pipes)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from sef.cli.options import add_checkpoint_option, add_device_option, add_no_progress_option
 from sef.errors import DataError
 
 
@@ -21,26 +21,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+    add_checkpoint_option(parser)
     parser.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
     parser.add_argument("--workers", type=int, default=0, help="image decoding processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_option(parser)
+    add_no_progress_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from sef.model import load_trained_model
+    from sef.distributed import resolve_device
     from sef.predict import format_table, predict_images
+    from sef.trained import load_trained_model
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    trained = load_trained_model(args.checkpoint, device=device)
+    trained = load_trained_model(args.checkpoint, device=resolve_device(args.device))
     predictions, skipped = predict_images(
         trained,
         args.paths,

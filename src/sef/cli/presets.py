@@ -24,12 +24,10 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from sef.config import config_to_dict, describe_preset, load_preset, preset_names
+    from sef.text import table
 
     if args.name:
         print(yaml.safe_dump(config_to_dict(load_preset(args.name)), sort_keys=False), end="")
         return 0
-    names = preset_names()
-    width = max(len(name) for name in names)
-    for name in names:
-        print(f"{name:<{width}}  {describe_preset(name)}")
+    print(table([[name, describe_preset(name)] for name in preset_names()]))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sef.choices import CACHE_MODES
-from sef.cli.options import add_set_option
+from sef.cli.options import add_no_progress_option, add_set_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="your GPU's training rate for the estimates (default: measured on an H200)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(parser)
     parser.set_defaults(func=run)
 
 

@@ -26,15 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sef.metrics import paper_scores, read_accuracy_table, round_half_up
+    from sef.text import table
 
-    table = read_accuracy_table(args.table)
-    scores = {m: round_half_up(s, args.decimals) for m, s in paper_scores(table).items()}
+    accuracies = read_accuracy_table(args.table)
+    scores = {m: round_half_up(s, args.decimals) for m, s in paper_scores(accuracies).items()}
     if args.json:
         print(json.dumps(scores, indent=2))
         return 0
-    width = max(len(method) for method in scores)
-    print(f"{'method':<{width}}  score  datasets")
+    rows = [["method", "score", "datasets"]]
     for method, score in sorted(scores.items(), key=lambda item: item[1]):
-        reported = sum(value is not None for value in table[method].values())
-        print(f"{method:<{width}}  {score:5.{args.decimals}f}  {reported}")
+        reported = sum(value is not None for value in accuracies[method].values())
+        rows.append([method, f"{score:.{args.decimals}f}", str(reported)])
+    print(table(rows, "<>"))
     return 0

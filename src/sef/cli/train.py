@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from sef.choices import LOGGERS
-from sef.cli.options import add_set_option
+from sef.cli.options import (
+    add_data_root_option,
+    add_device_option,
+    add_no_progress_option,
+    add_set_option,
+)
 from sef.config import AMP_MODES, Config, apply_values, parse_overrides, resolve_config
 
 # flag -> config key; flags left unset keep the preset's value
@@ -44,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", help="a preset name from `sef presets` (default demo)")
     source.add_argument("--config", type=Path, help="a YAML config (may name a preset as base:)")
-    parser.add_argument("--data-root", help="the dataset folder as unpacked (data.root)")
+    add_data_root_option(parser, "the dataset folder as unpacked (data.root)")
     parser.add_argument("--out", help="run folder (default runs/<preset>)")
     parser.add_argument("--epochs", type=int, help="training epochs (optim.epochs)")
     parser.add_argument("--batch-size", type=int, help="global batch size (optim.batch_size)")
@@ -56,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--groups", type=int, help="channel groups G (model.groups)")
     parser.add_argument("--seed", type=int, help="random seed (run.seed)")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (run.amp)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (run.device)")
+    add_device_option(parser, "run.device")
     parser.add_argument(
         "--log",
         "--loggers",  # under torchrun: torchrun takes --log as an abbreviation of its --log-dir
@@ -80,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue DIR/last.pt exactly where it stopped"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,7 +97,7 @@ def _flag_values(args: argparse.Namespace) -> dict:
     return values
 
 
-def build_config(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace) -> Config:
     """The config a `sef train` command line describes (resume: the run's own saved config, with
     the values this command line gives)."""
     from sef.engine.run import resume_config
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from sef.distributed import is_main_process
     from sef.engine import fit
 
-    result = fit(build_config(args), resume=args.resume, progress=not args.no_progress)
+    result = fit(config_from_args(args), resume=args.resume, progress=not args.no_progress)
     if is_main_process():
         print(result.report())
     return 0

@@ -6,14 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
+from sef.cli.options import (
+    add_checkpoint_data_options,
+    add_device_option,
+    add_no_progress_option,
+)
 
 CAM_IMAGES = 6  # random test images `sef viz cam` shows when it is given no PATH
 
@@ -23,9 +20,7 @@ def _checkpoint_options(
 ) -> None:
     """--checkpoint and the random image choice; with ``explicit``, --images defaults to None
     so that the command can tell whether it was given."""
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
-    parser.add_argument("--data-root", help="dataset folder (default: the one it trained on)")
-    parser.add_argument("--split", default="test", help="split to draw images from (default test)")
+    add_checkpoint_data_options(parser, "split to draw images from (default test)")
     parser.add_argument(
         "--images",
         type=int,
@@ -34,7 +29,7 @@ def _checkpoint_options(
         help=f"{what} (default {images})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random image choice")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_option(parser)
 
 
 def _out_option(parser: argparse.ArgumentParser, name: str, beside: str) -> None:
@@ -62,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _checkpoint_options(corr, 64, "images to average over")
     corr.add_argument("--batch-size", type=int, default=32, help="images per batch")
     _out_option(corr, "corr.png", "checkpoint")
-    corr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(corr)
     corr.set_defaults(func=run_corr)
 
     cam = figures.add_parser(
@@ -104,26 +99,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parts.add_argument("--batch-size", type=int, default=32, help="images per batch")
     _out_option(parts, "parts.png", "checkpoint")
     parts.add_argument("--json", action="store_true", help="print the report as JSON")
-    parts.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_option(parts)
     parts.set_defaults(func=run_parts)
 
 
 def _load(args: argparse.Namespace):
-    from sef.model import load_trained_model
+    from sef.distributed import resolve_device
+    from sef.trained import load_trained_model
 
-    return load_trained_model(args.checkpoint, device=_device(args.device))
+    return load_trained_model(args.checkpoint, device=resolve_device(args.device))
 
 
 def _out(args: argparse.Namespace, name: str) -> Path:
     return args.out or args.checkpoint.with_name(name)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    )
 
 
 def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
@@ -135,6 +123,7 @@ def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
 
 
 def run_corr(args: argparse.Namespace) -> int:
+    from sef.text import table
     from sef.viz import correlation_figure
 
     path, blocks = correlation_figure(
@@ -145,7 +134,7 @@ def run_corr(args: argparse.Namespace) -> int:
         [name, *(f"{v:.3f}" for v in row)] for name, row in zip(names, blocks.tolist(), strict=True)
     ]
     print("mean channel correlation between groups (diagonal: within a group)")
-    print(_table(["", *names], rows))
+    print(table([["", *names], *rows], ">" * (len(names) + 1)))
     print(f"wrote {path}")
     return 0
 
@@ -176,6 +165,7 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def run_parts(args: argparse.Namespace) -> int:
+    from sef.text import table
     from sef.viz import parts_figure
 
     path, report = parts_figure(
@@ -193,7 +183,7 @@ def run_parts(args: argparse.Namespace) -> int:
     ]
     print(f"nearest part to each group's activation peak, over {report.images} images")
     print("(static peak: the dominant share if the group always peaked at its usual spot)")
-    print(_table(header, rows))
+    print(table([header, *rows], ">" * len(header)))
     if report.distinctness is not None:
         print(
             f"distinctness {report.distinctness:.3f} (how often two groups peak on different "

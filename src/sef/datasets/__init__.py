@@ -4,7 +4,8 @@
 ``classes`` and ``samples``). Splits are ``trainval`` (official training set), ``test`` (official
 test set), and ``train``/``val``: official for FGVC-Aircraft (and folder data that has a val
 folder), elsewhere a seeded per-class hold-out of ``val_fraction`` of trainval (see
-:mod:`sef.datasets.splits`).
+:mod:`sef.datasets.splits`). ``RECORDS`` says what else sef knows of each dataset (its reader,
+kind, presets, downloadability); ``read_split`` reads a split as a config's ``data`` section names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sef.choices import BAD_IMAGE_POLICIES
 from sef.errors import ConfigError
@@ -33,27 +35,84 @@ __getattr__ = lazy_attributes(
     },
 )
 
-# name -> module that defines ``read(root, split, *, seed, val_fraction, **options)``
-READERS = {
-    "cub": "sef.datasets.cub",
-    "cars": "sef.datasets.cars",
-    "dogs": "sef.datasets.dogs",
-    "aircraft": "sef.datasets.aircraft",
-    "folder": "sef.datasets.folder",
-    "csv": "sef.datasets.csvlist",
-    "demo": "sef.datasets.demo",
-    "birds32": "sef.datasets.birds32",
-    "birds32b": "sef.datasets.birds32b",
-}
-NAMES = tuple(READERS)
-GENERATED = ("demo", "birds32", "birds32b")  # drawn on first use into a cache: no root needed
+KINDS = (
+    "paper",  # the paper's four benchmarks, read as their archives unpack
+    "own",  # users' own images (a run is named after their folder)
+    "generated",  # drawn on first use into a cache: no root needed
+)
+PAPER_BACKBONES = ("resnet50", "resnet18")  # the paper's presets, also for own data
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What sef knows of a dataset besides its images: the one place the readers, the config's
+    presets and the download code look it up.
+
+    reader: the module that defines ``read(root, split, *, seed, val_fraction, **options)``;
+    kind: one of ``KINDS``; backbones: its presets are ``<name>-<backbone>[-<method>]`` for each
+    (the demo's are ``demo[-<method>]``, see ``sef.config``); no_download: why `sef data download`
+    cannot fetch it ("": its archives are listed in ``sef.datasets.download.ARCHIVES``).
+    """
+
+    reader: str
+    kind: str
+    backbones: tuple[str, ...] = ()
+    no_download: str = ""
+
+
+RECORDS = {
+    "cub": DatasetRecord("sef.datasets.cub", "paper", PAPER_BACKBONES),
+    "cars": DatasetRecord(
+        "sef.datasets.cars", "paper", PAPER_BACKBONES,
+        "Stanford Cars is no longer served by its authors; get cars_train.tgz, cars_test.tgz, "
+        "car_devkit.tgz and cars_test_annos_withlabels.mat from a mirror you trust and unpack "
+        "them into ROOT",
+    ),
+    "dogs": DatasetRecord("sef.datasets.dogs", "paper", PAPER_BACKBONES),
+    "aircraft": DatasetRecord("sef.datasets.aircraft", "paper", PAPER_BACKBONES),
+    "folder": DatasetRecord(
+        "sef.datasets.folder", "own", PAPER_BACKBONES,
+        "folder data is your own; there is nothing to download",
+    ),
+    "csv": DatasetRecord(
+        "sef.datasets.csvlist", "own", PAPER_BACKBONES,
+        "CSV data is your own; there is nothing to download",
+    ),
+    "demo": DatasetRecord(
+        "sef.datasets.demo", "generated", (),
+        "the demo set is generated on first use; just run `sef data check demo`",
+    ),
+    "birds32": DatasetRecord(
+        "sef.datasets.birds32", "generated", ("mobilenet_v2",),
+        "birds32 is generated on first use; just run `sef data check birds32`",
+    ),
+    "birds32b": DatasetRecord(
+        "sef.datasets.birds32b", "generated", ("mobilenet_v2",),
+        "birds32b is generated on first use; just run `sef data check birds32b`",
+    ),
+}  # fmt: skip
+NAMES = tuple(RECORDS)
+
+
+def names_of(kind: str) -> tuple[str, ...]:
+    """The datasets of one kind (see ``KINDS``), in ``RECORDS`` order."""
+    return tuple(name for name, record in RECORDS.items() if record.kind == kind)
+
+
+GENERATED = names_of("generated")
+DOWNLOADABLE = tuple(name for name, record in RECORDS.items() if not record.no_download)
+
+
+def record(name: str) -> DatasetRecord:
+    """The record of dataset ``name``; ConfigError naming the choices for an unknown one."""
+    if name not in RECORDS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    return RECORDS[name]
 
 
 def reader(name: str) -> Callable[..., ImageList]:
     """The ``read`` function of dataset ``name``."""
-    if name not in READERS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
-    return importlib.import_module(READERS[name]).read
+    return importlib.import_module(record(name).reader).read
 
 
 def options(name: str) -> dict[str, Any]:
@@ -94,14 +153,52 @@ def load(
     return dataset
 
 
+class DataSection(Protocol):
+    """What :func:`read_split` reads of a config's ``data`` section (``sef.config.DataConfig``)."""
+
+    dataset: str
+    root: str | None
+    val_fraction: float
+    options: dict
+
+
+def read_split(
+    data: DataSection,
+    split: str,
+    *,
+    seed: int,
+    root: str | os.PathLike | None = None,
+    transform: Callable | None = None,
+    progress: bool = True,
+) -> ImageList:
+    """``split`` of the dataset a config's ``data`` section names (from ``root`` instead of
+    ``data.root`` if given), with the run's ``seed``, its val fraction and reader options: the one
+    place they are assembled. ``progress`` shows a generated set being drawn on first use."""
+    options = dict(data.options)
+    if data.dataset in GENERATED:
+        options.setdefault("progress", progress)
+    return load(
+        data.dataset, data.root if root is None else root, split, transform=transform,
+        seed=seed, val_fraction=data.val_fraction, **options,
+    )  # fmt: skip
+
+
 __all__ = [
     "BAD_IMAGE_POLICIES",
+    "DOWNLOADABLE",
     "GENERATED",
+    "KINDS",
+    "PAPER_BACKBONES",
+    "RECORDS",
+    "DatasetRecord",
     "ImageList",
     "NAMES",
     "SPLITS",
     "apply_bad_image_policy",
     "find_bad_images",
     "load",
+    "names_of",
     "options",
+    "read_split",
+    "record",
 ]

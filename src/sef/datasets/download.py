@@ -1,5 +1,8 @@
 """Fetching the official archives, verifying their checksums, and unpacking them where they belong.
 
+``ARCHIVES`` lists the files of each dataset that can be downloaded; why the others cannot is in
+their record (``sef.datasets.RECORDS``).
+
 After ``download(name, root)``, ``load(name, root, split)`` reads the dataset from the same
 ``root``. Stanford Cars is no longer served by its authors, so it cannot be downloaded here.
 """
@@ -16,6 +19,7 @@ from urllib.error import URLError
 
 from tqdm import tqdm
 
+from sef.datasets import RECORDS
 from sef.errors import ConfigError, DataError
 
 
@@ -48,18 +52,6 @@ ARCHIVES: dict[str, list[Archive]] = {
             "fgvc-aircraft-2013b.tar.gz",
         )
     ],
-}
-NOT_DOWNLOADABLE = {
-    "cars": (
-        "Stanford Cars is no longer served by its authors; get cars_train.tgz, cars_test.tgz, "
-        "car_devkit.tgz and cars_test_annos_withlabels.mat from a mirror you trust and unpack "
-        "them into ROOT"
-    ),
-    "demo": "the demo set is generated on first use; just run `sef data check demo`",
-    "birds32": "birds32 is generated on first use; just run `sef data check birds32`",
-    "birds32b": "birds32b is generated on first use; just run `sef data check birds32b`",
-    "folder": "folder data is your own; there is nothing to download",
-    "csv": "CSV data is your own; there is nothing to download",
 }
 _CHUNK = 1 << 20
 
@@ -145,8 +137,9 @@ def download(
     ``mirror`` replaces the official host: each file is fetched from ``<mirror>/<filename>``
     and must still have the official checksum.
     """
-    if name in NOT_DOWNLOADABLE:
-        raise DataError(f"cannot download {name!r}: {NOT_DOWNLOADABLE[name]}")
+    reason = RECORDS[name].no_download if name in RECORDS else ""
+    if reason:
+        raise DataError(f"cannot download {name!r}: {reason}")
     if name not in ARCHIVES:
         known = ", ".join(ARCHIVES)
         raise ConfigError(f"unknown dataset {name!r} to download; choose one of {known}")

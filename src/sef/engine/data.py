@@ -1,9 +1,8 @@
-"""The run's data: splits read with a config's reader options, a decoded-image cache if asked for,
-bad images, the training loader."""
+"""The run's data: its two splits (read by ``sef.datasets.read_split``), a decoded-image cache if
+asked for, bad images, the loader."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from sef import datasets, distributed, transforms
-from sef.config import Config, config_from_dict
+from sef.config import Config
 from sef.datasets import cache
 from sef.distributed import Context
 from sef.errors import DataError
@@ -22,7 +21,6 @@ from sef.seeding import EpochSampler, SeededItems
 
 if TYPE_CHECKING:
     from sef.datasets import ImageList
-    from sef.model import TrainedModel
 
 
 @dataclass
@@ -32,27 +30,6 @@ class Data:
     train: Dataset
     eval: Dataset
     classes: list[str]
-
-
-def read_split(
-    config: Config,
-    split: str,
-    *,
-    root: str | os.PathLike | None = None,
-    transform: Callable | None = None,
-    progress: bool = True,
-) -> ImageList:
-    """``split`` of the dataset ``config`` names (from ``root`` instead of ``data.root`` if
-    given), with its seed, val fraction and reader options: the one place they are assembled.
-    ``progress`` shows the demo set being drawn on first use."""
-    d = config.data
-    options = dict(d.options)
-    if d.dataset in datasets.GENERATED:
-        options.setdefault("progress", progress)
-    return datasets.load(
-        d.dataset, d.root if root is None else root, split, transform=transform,
-        seed=config.run.seed, val_fraction=d.val_fraction, **options,
-    )  # fmt: skip
 
 
 def load_data(config: Config, context: Context, progress: bool = True) -> Data:
@@ -65,12 +42,13 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
     d = config.data
     normalise = context.device.type != "cuda"
     progress = progress and context.is_main
-    train = read_split(
-        config, d.train_split, progress=progress,
+    seed = config.run.seed
+    train = datasets.read_split(
+        d, d.train_split, seed=seed, progress=progress,
         transform=transforms.train_transform(d.recipe, d.image_size, normalise),
     )  # fmt: skip
-    evaluation = read_split(
-        config, d.eval_split, progress=progress,
+    evaluation = datasets.read_split(
+        d, d.eval_split, seed=seed, progress=progress,
         transform=transforms.test_transform(d.recipe, d.image_size, normalise),
     )  # fmt: skip
     if list(evaluation.classes) != list(train.classes):
@@ -94,7 +72,10 @@ def _from_cache(data: Data, config: Config, context: Context, progress: bool) ->
             tqdm.write(line, file=sys.stderr)
 
     def every_split() -> list[ImageList]:
-        return [read_split(config, split, progress=progress) for split in cache.SPLITS]
+        return [
+            datasets.read_split(d, split, seed=config.run.seed, progress=progress)
+            for split in cache.SPLITS
+        ]
 
     refused = None
     if context.distributed:
@@ -116,22 +97,6 @@ def _from_cache(data: Data, config: Config, context: Context, progress: bool) ->
         cache.CachedTestImages(data.eval, opened, d.recipe, d.image_size, normalise),
         data.classes,
     )
-
-
-def trained_dataset(
-    trained: TrainedModel, split: str = "test", root: str | os.PathLike | None = None
-) -> ImageList:
-    """``split`` of the data ``trained`` was trained on (or found under ``root``), with its
-    test transform; DataError if that data's classes are not the model's."""
-    config = config_from_dict(trained.config)
-    loaded = read_split(config, split, root=root, transform=trained.test_transform)
-    if list(loaded.classes) != list(trained.classes):
-        where = config.data.root if root is None else root
-        raise DataError(
-            f"the classes of the {split} split under {where} differ from the "
-            f"{len(trained.classes)} classes the model was trained on; pass its own data"
-        )
-    return loaded
 
 
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:

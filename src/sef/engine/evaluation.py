@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sef import distributed, outputs
-from sef.config import config_from_dict
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
-from sef.model import load_trained_model, unwrap
+from sef.model import unwrap
+from sef.trained import load_trained_model
 from sef.tta import TTAViews, forward_views
 
 
@@ -198,10 +198,10 @@ def evaluate_checkpoint(
     context = distributed.setup(device)
     try:
         trained = load_trained_model(checkpoint, device=context.device)
-        config = config_from_dict(trained.config)
+        config = trained.config
         dataset = trained.dataset(split, data_root)
         if tta:
-            dataset.transform = TTAViews(config.data.recipe, trained.image_size, tta)
+            dataset.transform = TTAViews(trained.preprocessing, tta)
         result = evaluate(
             trained.model,
             dataset,

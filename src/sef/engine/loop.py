@@ -15,10 +15,9 @@ from sef import distributed
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.errors import TrainingError
-from sef.losses import SEFLoss, group_correlation
+from sef.losses import LOSS_TERMS, SEFLoss, group_correlation
 from sef.model import SEFOutput
 
-LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
 READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
 CHECK_EVERY = 10  # steps between reads of the running sums and the finiteness check
 

@@ -10,7 +10,7 @@ from torch import nn
 from sef.config import Config
 
 
-def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
+def create_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     """SGD with momentum (the paper) or AdamW, over the parameters that train."""
     o = config.optim
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -19,7 +19,7 @@ def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Any:
+def create_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Any:
     """StepLR x lr_decay every step_size epochs (the paper), cosine, or a constant rate."""
     o = config.optim
     if o.scheduler == "step":
@@ -36,7 +36,7 @@ def planned_scheduler(config: Config, epoch: int) -> Any:
     before, a cosine schedule takes the value the longer (or shorter) cosine has at this epoch."""
     weight = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.SGD([weight], lr=config.optim.lr)
-    scheduler = make_scheduler(optimizer, config)
+    scheduler = create_scheduler(optimizer, config)
     for _ in range(epoch):
         optimizer.step()  # no gradient: changes nothing, keeps the scheduler's order check quiet
         scheduler.step()

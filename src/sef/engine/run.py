@@ -33,9 +33,9 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import (
     Config,
     apply_values,
+    config_changes,
     config_from_dict,
     config_to_dict,
-    flatten,
     run_name,
     save_config,
 )
@@ -45,12 +45,13 @@ from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write
 from sef.engine.folders import is_run, latest_run_dir, new_out_dir
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
-from sef.engine.optim import make_optimizer, make_scheduler, planned_scheduler
+from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
-from sef.model import SEF, build_model, unwrap
+from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
 from sef.trackers import Final
+from sef.trained import create_model
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
 # processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
@@ -94,22 +95,19 @@ def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> C
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
     """Resuming must compute the same thing: only locations and the run's length may change,
     and the length not below the epochs already trained."""
-    # the saved config read through today's schema: keys added since it was saved take defaults
-    saved = config_to_dict(config_from_dict(state["config"]))
-    now, before = flatten(config_to_dict(config)), flatten(saved)
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
             f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
         )
     may_change = (*RESUMABLE_CHANGES, LENGTH)
-    for key in sorted(set(now) | set(before)):
-        if key not in may_change and now.get(key) != before.get(key):
-            raise ConfigError(
-                f"cannot resume {path}: {key} was {before.get(key)!r} and is now "
-                f"{now.get(key)!r}; resume with the saved config (only "
-                f"{', '.join(may_change)} may change)"
-            )
+    changes = config_changes(state["config"], config, may_change)
+    if changes:
+        key, before, now = changes[0]
+        raise ConfigError(
+            f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
+            f"saved config (only {', '.join(may_change)} may change)"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -182,7 +180,7 @@ def tune_backends(device: torch.device) -> None:
 def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[SEF, nn.Module]:
     """The SEF model on its device and the (DDP / compiled) module that trains it."""
     seed_everything(config.run.seed)
-    model = build_model(config, num_classes)
+    model = create_model(config, num_classes)
     if config.loss.gamma == 0:  # nothing trains the group heads: keep DDP free of unused weights
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
@@ -197,20 +195,6 @@ def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[
     if config.run.compile:
         trainer = torch.compile(trainer)
     return unwrap(trainer), trainer
-
-
-def build_loss(config: Config, groups: int) -> SEFLoss:
-    """Eq. 8 with the weights and variants of ``config.loss``, for ``groups`` channel groups."""
-    c = config.loss
-    return SEFLoss(
-        groups,
-        lam=c.lam,
-        gamma=c.gamma,
-        phi=c.phi,
-        group_variant=c.group_variant,
-        detach_teacher=c.detach_teacher,
-        lam_warmup=c.lam_warmup,
-    )
 
 
 def _check_setup(config: Config, context: Context) -> None:
@@ -235,9 +219,9 @@ class _Run:
     def __init__(self, config: Config, data: Data, context: Context, out: Path):
         self.config, self.data, self.context, self.out = config, data, context, out
         self.model, self.trainer = _prepare_model(config, len(data.classes), context)
-        self.loss_fn = build_loss(config, self.model.groups)
-        self.optimizer = make_optimizer(self.model, config)
-        self.scheduler = make_scheduler(self.optimizer, config)
+        self.loss_fn = SEFLoss.from_config(config.loss, self.model.groups)
+        self.optimizer = create_optimizer(self.model, config)
+        self.scheduler = create_scheduler(self.optimizer, config)
         self.scaler = (
             torch.amp.GradScaler(context.device.type) if config.run.amp == "fp16" else None
         )

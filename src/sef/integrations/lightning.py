@@ -30,11 +30,11 @@ except ImportError:  # one line naming the pip command
 
 from sef import transforms
 from sef.config import Config
-from sef.engine.optim import make_optimizer, make_scheduler
-from sef.engine.run import build_loss
+from sef.engine.optim import create_optimizer, create_scheduler
 from sef.losses import SEFLoss, group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
-from sef.model import SEF, build_model
+from sef.model import SEF
+from sef.trained import create_model
 
 Optimizer = Callable[[nn.Module], torch.optim.Optimizer]
 Scheduler = Callable[[torch.optim.Optimizer], Any]
@@ -44,7 +44,7 @@ class SEFLightningModule(pl.LightningModule):
     """Train ``model`` (an SEF) with ``loss`` (default: the paper's weights) in Lightning.
 
     ``optimizer`` builds the optimizer from the module (default: the paper's SGD, lr 0.01,
-    momentum 0.9, as ``sef.engine.optim.make_optimizer`` makes it); ``scheduler``, if given, the
+    momentum 0.9, as ``sef.engine.optim.create_optimizer`` makes it); ``scheduler``, if given, the
     learning-rate schedule from the optimizer, stepped every epoch. Batches are (images, labels);
     uint8 images (sef's datasets without normalising transforms) are normalised on the device.
     """
@@ -59,7 +59,7 @@ class SEFLightningModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.loss = loss if loss is not None else SEFLoss(model.groups)
-        self.make_optimizer = optimizer or (lambda module: make_optimizer(module, Config()))
+        self.make_optimizer = optimizer or (lambda module: create_optimizer(module, Config()))
         self.make_scheduler = scheduler
         self._evaluated: list[Tensor] = []  # [2 + G, B] per batch: labels, predictions, groups
         self._correlation: list[Tensor] = []  # [2] per batch: within, between, summed
@@ -67,12 +67,12 @@ class SEFLightningModule(pl.LightningModule):
     @classmethod
     def from_config(cls, config: Config, num_classes: int) -> SEFLightningModule:
         """The model, loss weights, optimizer and schedule a ``sef train`` config describes."""
-        model = build_model(config, num_classes)
+        model = create_model(config, num_classes)
         return cls(
             model,
-            build_loss(config, model.groups),
-            optimizer=lambda module: make_optimizer(module, config),
-            scheduler=lambda optimizer: make_scheduler(optimizer, config),
+            SEFLoss.from_config(config.loss, model.groups),
+            optimizer=lambda module: create_optimizer(module, config),
+            scheduler=lambda optimizer: create_scheduler(optimizer, config),
         )
 
     def forward(self, images: Tensor) -> Any:

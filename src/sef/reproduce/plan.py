@@ -11,12 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sef.config import Config, apply_values, resolve_config
+from sef.config import Config, apply_values, preset_name, resolve_config
 from sef.errors import ConfigError, DataError
 from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
 
 DEFAULT_OUT = "runs/reproduce"
-SEF_METHOD = "sef"  # the bare preset <dataset>-<backbone>
 
 
 @dataclass
@@ -127,20 +126,15 @@ def _selected(chosen: PaperTable, only: Iterable[str] | None) -> tuple[str, ...]
     return tuple(row for row in rows if row in set(only))
 
 
-def preset_name(dataset: str, backbone: str, method: str) -> str:
-    """The preset that trains ``method`` on ``dataset`` with ``backbone``."""
-    return f"{dataset}-{backbone}" + ("" if method == SEF_METHOD else f"-{method}")
-
-
 def _image_counts(config: Config) -> tuple[int, int]:
     """How many images the config's train and eval splits hold (reads the lists, not images)."""
-    from sef.engine.data import read_split
+    from sef.datasets import read_split
 
-    d = config.data
-    return len(read_split(config, d.train_split)), len(read_split(config, d.eval_split))
+    d, seed = config.data, config.run.seed
+    return len(read_split(d, d.train_split, seed=seed)), len(read_split(d, d.eval_split, seed=seed))
 
 
-def make_plan(
+def create_plan(
     key: str,
     data: Mapping[str, str],
     *,

@@ -22,9 +22,10 @@ from sef.engine import fit
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
-from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, make_plan
+from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, clear_unfinished, read_state
 from sef.reproduce.tables import States, main_table, write_tables
+from sef.text import table
 
 
 @dataclass
@@ -97,15 +98,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _columns(rows: list[list[str]]) -> list[str]:
-    """Rows of cells as lines with aligned columns."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
 def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None]) -> None:
     todo = plan.to_train
     say(
@@ -127,7 +119,7 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
                 f"{gpu_hours:.2f}",
             ]
         )  # fmt: skip
-    for line in _columns(rows):
+    for line in table(rows).splitlines():
         say(line)
     _say_blanks(plan, say)
     if plan.paper_sizes:
@@ -219,7 +211,7 @@ def reproduce(
 ) -> Outcome:
     """Train (or resume, or reuse) every run of ``table`` on ``data`` ({dataset: root}) and write
     ``OUT/<table>.md`` and ``.csv``; ``dry_run`` lists the runs and the GPU hours instead."""
-    plan = make_plan(table, data, out=out, overrides=overrides, only=only, dry_run=dry_run)
+    plan = create_plan(table, data, out=out, overrides=overrides, only=only, dry_run=dry_run)
     context = distributed.setup(plan.device)
 
     def say(line: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sef.checkpoint import load_checkpoint
-from sef.config import Config, config_from_dict, config_to_dict, flatten
+from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
 from sef.errors import ConfigError
 
@@ -43,14 +43,13 @@ class RunState:
 
 def _check_same_config(config: Config, saved: dict, path: Path) -> None:
     """Refuse a run that computes something else than the one planned (locations may differ)."""
-    now = flatten(config_to_dict(config))
-    before = flatten(config_to_dict(config_from_dict(saved)))
-    for key in sorted(now):
-        if key not in RESUMABLE_CHANGES and now[key] != before.get(key):
-            raise ConfigError(
-                f"{path} was trained with {key}={before.get(key)!r}, but this reproduction asks "
-                f"for {now[key]!r}; give the same --weights and --set as before, or another --out"
-            )
+    changes = config_changes(saved, config, RESUMABLE_CHANGES)
+    if changes:
+        key, before, now = changes[0]
+        raise ConfigError(
+            f"{path} was trained with {key}={before!r}, but this reproduction asks for {now!r}; "
+            f"give the same --weights and --set as before, or another --out"
+        )
 
 
 def _result(saved: dict) -> Result:

@@ -1,0 +1,178 @@
+"""Where a config comes from: a named preset, a YAML file (which may start from one), then
+overrides (``resolve_config``); and what a run of it is called (``run_name``).
+
+Preset names are composed, so the 4 datasets x 2 backbones x 6 methods of the paper need no
+copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
+``dogs-resnet18-plain``) merges ``paper.yaml``, ``<dataset>.yaml`` and ``method-<method>.yaml``;
+own data, ``folder-<backbone>[-<method>]`` and ``csv-...``, also merge ``own.yaml``;
+``demo[-<method>]`` merges ``demo.yaml`` and the method; a generated set with presets (its
+record's backbones, ``sef.datasets.RECORDS``), e.g. ``birds32-mobilenet_v2[-<method>]``, merges
+paper.yaml, then its own fragment, then the method.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from sef.config.schema import Config
+from sef.config.values import apply_overrides, config_from_dict, config_to_dict, deep_merge
+from sef.datasets import RECORDS
+from sef.errors import ConfigError
+from sef.outputs import write_text
+
+DEFAULT_PRESET = "demo"
+DEFAULT_METHOD = "sef"
+
+
+def _preset_file(stem: str) -> dict:
+    """A fragment's values; one that names a ``base`` fragment is merged onto it."""
+    text = resources.files("sef").joinpath("presets", f"{stem}.yaml").read_text(encoding="utf-8")
+    values = yaml.safe_load(text) or {}
+    base = values.pop("base", None)
+    return values if base is None else deep_merge(_preset_file(base), values)
+
+
+def _methods() -> list[str]:
+    """Method fragment names other than the implicit default, SEF itself."""
+    folder = resources.files("sef").joinpath("presets")
+    stems = (Path(item.name).stem for item in folder.iterdir() if item.name.endswith(".yaml"))
+    methods = (s[len("method-") :] for s in stems if s.startswith("method-"))
+    return sorted(m for m in methods if m != DEFAULT_METHOD)
+
+
+def preset_name(dataset: str, backbone: str | None = None, method: str = DEFAULT_METHOD) -> str:
+    """The preset that trains ``method`` on ``dataset`` with ``backbone``: ``<dataset>-<backbone>``
+    then ``-<method>`` unless the method is SEF itself; the demo's have no backbone."""
+    parts = [dataset, *([backbone] if backbone else [])]
+    return "-".join(parts + ([] if method == DEFAULT_METHOD else [method]))
+
+
+def _presets() -> dict[str, tuple[str, str | None, str]]:
+    """Every preset name -> (dataset, backbone, method): the demo, then each dataset's backbones
+    (its record's) x the methods."""
+    methods = [DEFAULT_METHOD, *_methods()]
+    presets = {preset_name(DEFAULT_PRESET, None, m): (DEFAULT_PRESET, None, m) for m in methods}
+    for dataset, record in RECORDS.items():
+        for backbone in record.backbones:
+            for method in methods:
+                presets[preset_name(dataset, backbone, method)] = (dataset, backbone, method)
+    return presets
+
+
+def preset_names() -> list[str]:
+    """Every preset name: the demo, then dataset x backbone x method for the paper's datasets,
+    own data (folder, csv) and the built-in sets that have presets."""
+    return list(_presets())
+
+
+def _parts(name: str) -> tuple[list[str], dict]:
+    """The fragment files a preset merges, and the values its name itself sets."""
+    presets = _presets()
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown preset {name!r}; {hint}run `sef presets` to list them all")
+    dataset, backbone, method = presets[name]
+    if dataset == DEFAULT_PRESET:
+        return ["demo", f"method-{method}"], {}
+    data = ["own", dataset] if RECORDS[dataset].kind == "own" else [dataset]
+    return ["paper", *data, f"method-{method}"], {"model": {"backbone": backbone}}
+
+
+def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
+    """Deep-merge the fragments in order, then ``extra``; also return their titles."""
+    values: dict = {}
+    titles = []
+    for stem in files:
+        fragment = _preset_file(stem)
+        if "title" in fragment:
+            titles.append(fragment.pop("title"))
+        values = deep_merge(values, fragment)
+    return deep_merge(values, extra), titles
+
+
+def dataset_preset(dataset: str) -> str:
+    """The preset that trains ``dataset`` with its recipe (the first backbone of its presets)."""
+    if dataset == DEFAULT_PRESET:
+        return DEFAULT_PRESET
+    return preset_name(dataset, RECORDS[dataset].backbones[0])
+
+
+def load_preset(name: str) -> Config:
+    """The config of a named preset (see ``preset_names()``)."""
+    files, extra = _parts(name)
+    values, _ = _merge_fragments(files, extra)
+    return config_from_dict({**values, "name": name})
+
+
+def describe_preset(name: str) -> str:
+    """One line: what the preset trains and with which key hyper-parameters."""
+    files, extra = _parts(name)
+    values, titles = _merge_fragments(files, extra)
+    c = config_from_dict({**values, "name": name})
+    what = ", ".join(titles)
+    weights = "ImageNet" if c.model.weights else "scratch"
+    loss = f"{c.loss.lam:g}/{c.loss.gamma:g}/{c.loss.phi:g}"
+    return (
+        f"{what}: {c.model.backbone} ({weights}), G={c.model.groups}, lam/gamma/phi={loss}, "
+        f"lr {c.optim.lr:g}, {c.optim.epochs} epochs, {c.data.image_size}px"
+    )
+
+
+def run_name(config: Config) -> str:
+    """What a run is called (its default folder is runs/<name>): the preset's name, with its
+    data part naming the data actually read: own data by its folder (a CSV file's folder), so
+    ``folder-resnet50`` on ~/data/birds is ``birds-resnet50`` and the demo preset on a folder
+    is ``birds``. A name that does not start with a dataset (a config file's own) stays."""
+    first, dash, rest = config.name.partition("-")
+    kind = RECORDS[first].kind if first in RECORDS else None
+    if first != DEFAULT_PRESET and kind not in ("paper", "own"):
+        return config.name
+    data, root = config.data.dataset, config.data.root
+    if data in RECORDS and RECORDS[data].kind == "own" and root:
+        folder = Path(os.path.abspath(Path(root).expanduser()))
+        data = (folder.parent if folder.suffix.lower() == ".csv" else folder).name or data
+    return f"{data}{dash}{rest}"
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A config from a YAML file; ``base: PRESET`` starts it from that preset."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}".split("\n")[0]) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {values!r}")
+    base = values.pop("base", None)
+    if base is not None:
+        start = config_to_dict(load_preset(str(base)))
+        values = deep_merge(start, {"name": str(base), **values})
+    return config_from_dict(values)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (readable, and loadable by ``load_config_file``)."""
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Preset (default ``demo``) or YAML file, then overrides: the config a run will use."""
+    if preset is not None and config_file is not None:
+        raise ConfigError("pass either a preset or a config file, not both")
+    if config_file is not None:
+        config = load_config_file(config_file)
+    else:
+        config = load_preset(preset or DEFAULT_PRESET)
+    return apply_overrides(config, overrides)

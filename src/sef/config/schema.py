@@ -1,0 +1,170 @@
+"""The config's sections as dataclasses, the words their fields accept, and the rules a whole
+config must meet (``validate``): what a config is, apart from where its values come from.
+
+The ``loss`` section is :class:`sef.loss_config.LossConfig`, which the loss itself reads too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from sef.choices import BAD_IMAGE_POLICIES, CACHE_MODES, LOGGERS, POOLS, RECIPES
+from sef.datasets import NAMES
+from sef.errors import ConfigError
+from sef.loss_config import LossConfig
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("step", "cosine", "none")
+AMP_MODES = ("none", "bf16", "fp16")
+# Fields that take one of a fixed set of words (see values._coerce for words YAML reads as
+# booleans).
+CHOICES = {
+    "data.dataset": NAMES,
+    "data.recipe": RECIPES,
+    "data.bad_images": BAD_IMAGE_POLICIES,
+    "optim.optimizer": OPTIMIZERS,
+    "optim.scheduler": SCHEDULERS,
+    "run.amp": AMP_MODES,
+}
+# Text fields that take one of these words or any other text (a folder): see values._yaml_word.
+OPEN_CHOICES = {"data.cache": CACHE_MODES}
+# Mappings that are one value of their section, not sections: --set may reach their keys, while
+# merges (a config file on its base preset) replace them whole and flatten keeps them whole.
+NESTED_KEYS = ("data.options", "model.backbone_args")
+
+
+@dataclass
+class ModelConfig:
+    """The network: a backbone name, its initial weights, and the number of channel groups G.
+
+    pool: how token backbones pool for the heads (null: as the model's own head; avg; token);
+    backbone_args: keyword arguments of timm.create_model for timm:<model> backbones.
+    """
+
+    backbone: str = "resnet50"
+    weights: str | None = "IMAGENET1K_V1"
+    groups: int = 4
+    pool: str | None = None
+    backbone_args: dict = field(default_factory=dict)
+    output_stride: int | None = None  # 16: a last map twice as large (mobilenet_v2)
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where, which splits, and how images are prepared."""
+
+    dataset: str = "demo"
+    root: str | None = None
+    train_split: str = "trainval"
+    eval_split: str = "test"
+    image_size: int = 448
+    recipe: str = "resize_crop"
+    workers: int = 4
+    bad_images: str = "stop"
+    val_fraction: float = 0.1
+    options: dict = field(default_factory=dict)
+    cache: str = "off"  # off, auto or a folder: a decoded-image cache (sef.datasets.cache)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule (the paper: SGD 0.9, StepLR x0.1 every 20 of 50)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 50
+    scheduler: str = "step"
+    step_size: int = 20
+    lr_decay: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    """How and where a run executes: seed, device, precision, output folder, logging.
+
+    loggers: where the epochs are logged besides metrics.jsonl (sef.choices.LOGGERS; none: only
+    there); tensorboard: false turns TensorBoard off whatever loggers names (older configs' switch).
+    """
+
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    out: str | None = None
+    eval_batch_size: int | None = None
+    tensorboard: bool = True
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+
+@dataclass
+class Config:
+    """A whole training run. ``name`` is the preset it came from (see ``run_name``)."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _invalid(key: str, value: Any, rule: str) -> ConfigError:
+    return ConfigError(f"config value {key}={value!r} is invalid: it must be {rule}")
+
+
+def _require(condition: bool, key: str, value: Any, rule: str) -> None:
+    if not condition:
+        raise _invalid(key, value, rule)
+
+
+def _one_of(key: str, value: Any, options: tuple) -> None:
+    _require(value in options, key, value, f"one of {', '.join(map(str, options))}")
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError naming the first value that cannot work (types are already checked)."""
+    m, loss, d, o, r = config.model, config.loss, config.data, config.optim, config.run
+    _require(m.groups >= 1, "model.groups", m.groups, "a positive integer")
+    if m.pool is not None:
+        _one_of("model.pool", m.pool, POOLS)
+    problem = loss.invalid()  # the loss's own rules (sef.loss_config), as SEFLoss checks them
+    if problem is not None:
+        name, value, rule = problem
+        raise _invalid(f"loss.{name}", value, rule)
+    for key, words in CHOICES.items():
+        section, name = key.split(".")
+        _one_of(key, getattr(getattr(config, section), name), words)
+    _require(d.image_size >= 16, "data.image_size", d.image_size, "an integer >= 16")
+    _require(d.workers >= 0, "data.workers", d.workers, "an integer >= 0")
+    _require(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "between 0 and 1")
+    _require(bool(d.cache.strip()), "data.cache", d.cache, "off, auto or a folder")
+    _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
+    _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
+    _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
+    _require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "a positive integer")
+    _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
+    _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")
+    _require(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
+    _require(
+        r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
+        "run.device",
+        r.device,
+        "auto, cpu, cuda or cuda:N",
+    )
+    if r.eval_batch_size is not None:
+        _require(r.eval_batch_size >= 1, "run.eval_batch_size", r.eval_batch_size, "positive")
+    for name in r.loggers:
+        _one_of("run.loggers", name, LOGGERS)
+    _require(
+        len(set(r.loggers)) == len(r.loggers) and ("none" not in r.loggers or len(r.loggers) == 1),
+        "run.loggers",
+        r.loggers,
+        "none alone, or some of tensorboard, wandb, mlflow, each once",
+    )

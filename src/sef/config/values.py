@@ -1,0 +1,213 @@
+"""Plain values <-> a checked :class:`~sef.config.schema.Config`: the types and words YAML gives,
+``section.key=value`` overrides, flattening, merging and comparing configs.
+
+Every value is checked against its field's type (with the words YAML reads as booleans or null,
+see ``_coerce``) and the whole config against ``schema.validate``, so a typo or a wrong value
+fails in one line that names the key and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any
+
+import yaml
+
+from sef.config.schema import CHOICES, NESTED_KEYS, OPEN_CHOICES, Config, validate
+from sef.errors import ConfigError
+
+NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    return "null" if kind is type(None) else kind.__name__
+
+
+def _yaml_word(value: Any, where: str) -> str | None:
+    """The one word of field ``where`` that YAML reads as ``value`` (True, False or None)."""
+    choices = CHOICES.get(where) or OPEN_CHOICES.get(where, ())
+    words = [w for w in choices if yaml.safe_load(w) is value]
+    return words[0] if len(words) == 1 else None
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """``value`` as type ``kind``, else ConfigError. Besides int -> float and '1e-3' -> float:
+
+    - YAML reads an unquoted yes/no/on/off as a boolean: a string field with a fixed set of words
+      (``CHOICES``, ``OPEN_CHOICES``) takes its word that YAML read that way (``bad_images: off``
+      is "off");
+    - an optional field (X or null) reads the words none and null, in any case, as null;
+    - a bool field reads the words true/yes/on and false/no/off, in any case;
+    - a list field reads one value as a list of it (``--set run.loggers=wandb``).
+    """
+    if typing.get_origin(kind) is list:
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"config value {where} must be a list, got {value!r}; pass --set {where}=[A,B]"
+            )
+        return [_coerce(item, typing.get_args(kind)[0], where) for item in value]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if type(None) in options and (
+            value is None or (isinstance(value, str) and value.strip().lower() in NULL_WORDS)
+        ):
+            return None
+        return _coerce(value, next(k for k in options if k is not type(None)), where)
+    if kind is str and (value is None or isinstance(value, bool)):
+        value = _yaml_word(value, where) or value
+    if kind is bool and isinstance(value, str):
+        value = BOOL_WORDS.get(value.strip().lower(), value)
+    if kind is float and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }[kind]
+    if not ok and kind is str and (value is None or isinstance(value, bool)):
+        raise ConfigError(
+            f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
+            f"unquoted yes, no, on, off, true, false or null that way; quote the word, in the YAML "
+            f"file or as --set \"{where}='WORD'\""
+        )
+    if not ok:
+        raise ConfigError(
+            f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it in the YAML "
+            f"file or pass --set {where}=VALUE"
+        )
+    return float(value) if kind is float else value
+
+
+def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    place = f"in section {where!r}" if where else "at the top level"
+    return ConfigError(f"unknown config key {key!r} {place}; {hint}valid keys: {', '.join(known)}")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {where or 'root'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown_key(str(key), names, where)
+        path = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, path)
+        else:
+            kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> Config:
+    """A checked :class:`Config` from nested plain values; missing keys take their defaults."""
+    config = _build(Config, values, "")
+    validate(config)
+    return config
+
+
+def config_to_dict(config: Config) -> dict:
+    """Nested plain values (YAML- and checkpoint-safe)."""
+    return dataclasses.asdict(config)
+
+
+def _is_section(path: str, value: Any) -> bool:
+    """Whether the value at dotted ``path`` is a section of keys (not a NESTED_KEYS mapping)."""
+    return isinstance(value, dict) and path not in NESTED_KEYS
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"section.key": value}`` from nested config values (a NESTED_KEYS mapping is a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if _is_section(path, value):
+            flat |= flatten(value, f"{path}.")
+        else:
+            flat[path] = value
+    return flat
+
+
+def config_changes(
+    saved: dict, config: Config, allowed: tuple[str, ...] = ()
+) -> list[tuple[str, Any, Any]]:
+    """``(section.key, saved value, value in config)`` for every key where ``config`` differs from
+    ``saved`` (a config as a checkpoint holds it), sorted by key, leaving out the ``allowed`` keys.
+    ``saved`` is read through today's schema first: keys added since it was saved take their
+    defaults, so an old run compares equal to a new one that does not set them."""
+    before = flatten(config_to_dict(config_from_dict(saved)))
+    now = flatten(config_to_dict(config))
+    return [
+        (key, before.get(key), now.get(key))
+        for key in sorted(set(now) | set(before))
+        if key not in allowed and now.get(key) != before.get(key)
+    ]
+
+
+def deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
+    """``base`` with ``update``'s values, section by section (a NESTED_KEYS mapping is replaced
+    whole): how a config file lands on its base preset, and preset fragments on each other."""
+    merged = dict(base)
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if _is_section(path, value) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value, f"{path}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_values(config: Config, values: dict[str, Any]) -> Config:
+    """A new config with ``{"section.key": value}`` replaced (checked like a YAML file)."""
+    tree = config_to_dict(config)
+    for key, value in values.items():
+        path = key.split(".")
+        if len(path) < 2 or not all(path):
+            raise ConfigError(f"config key {key!r} must look like section.key")
+        if len(path) > 2 and ".".join(path[:2]) not in NESTED_KEYS:
+            raise ConfigError(
+                f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"
+            )
+        section = tree.get(path[0])
+        if not isinstance(section, dict):
+            raise _unknown_key(path[0], [k for k, v in tree.items() if isinstance(v, dict)], "")
+        if len(path) == 2 and path[1] not in section:
+            raise _unknown_key(path[1], list(section), path[0])
+        if len(path) == 3:
+            section = section[path[1]]
+        section[path[-1]] = value
+    return config_from_dict(tree)
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``{"section.key": value}`` from ``section.key=value`` texts (values parsed as YAML)."""
+    values = {}
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        if not sep:
+            raise ConfigError(f"override {text!r} must look like section.key=value")
+        try:
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            values[key.strip()] = raw
+    return values
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A new config with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    return apply_values(config, parse_overrides(overrides))

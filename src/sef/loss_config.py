@@ -1,0 +1,41 @@
+"""The options of SEF's loss, with their defaults and rules: the one place both read.
+
+``sef.losses.SEFLoss`` (the core, torch) takes its defaults from here and checks its options with
+:meth:`LossConfig.invalid`; the config's ``loss`` section (``sef.config``, which must start without
+torch) is this dataclass and is checked the same way. A new loss option is a field here and its
+use in ``sef.losses`` (docs/developing.md, "A loss term").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sef.choices import GROUP_LOSS_VARIANTS
+
+WEIGHTS = ("lam", "gamma", "phi", "lam_warmup")  # options that must be finite numbers >= 0
+
+
+@dataclass
+class LossConfig:
+    """Weights of Eq. 8: lam (max entropy), gamma (distillation), phi (group loss); the group
+    loss's variant; whether the global head's probabilities are detached as the teacher; lam_warmup
+    ramps lam up from 0 over that many epochs (0: off, the paper's behaviour)."""
+
+    lam: float = 1.0
+    gamma: float = 0.05
+    phi: float = 1.0
+    group_variant: str = "reference"
+    detach_teacher: bool = False
+    lam_warmup: float = 0.0
+
+    def invalid(self) -> tuple[str, Any, str] | None:
+        """The first option that cannot work, as (name, value, what it must be); None if all can."""
+        for name in WEIGHTS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                return name, value, "a number >= 0"
+        if self.group_variant not in GROUP_LOSS_VARIANTS:
+            return "group_variant", self.group_variant, f"one of {', '.join(GROUP_LOSS_VARIANTS)}"
+        return None

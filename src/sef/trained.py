@@ -1,0 +1,100 @@
+"""A model as a config describes it, and a trained model as a bundle loaded from a checkpoint.
+
+Above the core (:mod:`sef.model` knows no config, dataset or checkpoint): ``create_model`` builds
+the SEF network a :class:`~sef.config.Config` describes; ``load_trained_model`` rebuilds it from a
+checkpoint as a :class:`TrainedModel`: the network in eval mode, its class names, its typed
+config and the one :class:`~sef.transforms.Preprocessing` record that evaluation, test-time
+augmentation, prediction, the figures and the export read.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from sef import datasets
+from sef.checkpoint import load_checkpoint
+from sef.config import Config, config_from_dict
+from sef.datasets import ImageList
+from sef.errors import CheckpointError, ConfigError, DataError
+from sef.model import SEF
+from sef.transforms import Preprocessing
+
+
+def create_model(config: Config, num_classes: int) -> SEF:
+    """The SEF network a :class:`~sef.config.Config` describes, with its initial weights."""
+    m = config.model
+    try:
+        return SEF(
+            m.backbone,
+            num_classes=num_classes,
+            groups=m.groups,
+            weights=m.weights,
+            pool=m.pool,
+            image_size=config.data.image_size,
+            backbone_args=m.backbone_args,
+            output_stride=m.output_stride,
+        )
+    except ValueError as error:
+        raise ConfigError(
+            f"model.backbone={m.backbone!r} with model.groups={m.groups} cannot be built: {error}"
+        ) from None
+
+
+@dataclass
+class TrainedModel:
+    """A trained SEF in eval mode, with everything needed to feed it images."""
+
+    model: SEF
+    classes: list[str]
+    config: Config
+    preprocessing: Preprocessing
+
+    @functools.cached_property
+    def test_transform(self) -> Callable:
+        """The test pipeline of ``preprocessing`` (built once: datasets and callers share it)."""
+        return self.preprocessing.test_transform()
+
+    def dataset(self, split: str = "test", root: str | os.PathLike | None = None) -> ImageList:
+        """``split`` of the data this model was trained on (or found under ``root``), with its
+        test transform; DataError if that data's classes are not the model's."""
+        config = self.config
+        loaded = datasets.read_split(
+            config.data, split, seed=config.run.seed, root=root, transform=self.test_transform
+        )
+        if list(loaded.classes) != list(self.classes):
+            where = config.data.root if root is None else root
+            raise DataError(
+                f"the classes of the {split} split under {where} differ from the "
+                f"{len(self.classes)} classes the model was trained on; pass its own data"
+            )
+        return loaded
+
+
+def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
+    state = load_checkpoint(path)
+    try:
+        config = config_from_dict(state["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"checkpoint {path} holds an unusable config: {error}") from None
+    classes = [str(name) for name in state["classes"]]
+    config.model.weights = None  # the checkpoint's own weights replace any initial ones
+    model = create_model(config, len(classes))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        reason = str(error).split("\n")[0]
+        raise CheckpointError(
+            f"checkpoint {path} weights do not fit its own config ({reason}); the file is damaged"
+        ) from None
+    return TrainedModel(
+        model=model.to(device).eval(),
+        classes=classes,
+        config=config,
+        preprocessing=Preprocessing(config.data.image_size, config.data.recipe),
+    )

@@ -1,0 +1,123 @@
+"""Each decision has one home that every place using it reads: the saved-vs-new config comparison,
+preset names, the dataset records, the device, per-class accuracy, text tables, shared CLI options.
+(The loss's own homes are tested in test_losses.py, the layers in test_layers.py.)"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from sef import datasets
+from sef.cli import create_parser, main
+from sef.config import (
+    CHOICES,
+    DEFAULT_PRESET,
+    config_changes,
+    config_to_dict,
+    preset_name,
+    preset_names,
+    resolve_config,
+)
+from sef.datasets import download
+from sef.errors import DataError
+
+
+def test_config_changes_reads_an_old_saved_config_through_todays_schema():
+    config = resolve_config("demo")
+    saved = config_to_dict(config)
+    del saved["loss"]["lam_warmup"]  # saved before the key existed: it takes its default
+    assert config_changes(saved, config) == []
+    config.optim.lr, config.data.root = 0.5, "elsewhere"
+    assert config_changes(saved, config) == [
+        ("data.root", None, "elsewhere"), ("optim.lr", 0.02, 0.5)
+    ]  # fmt: skip
+    assert config_changes(saved, config, ("data.root",)) == [("optim.lr", 0.02, 0.5)]
+
+
+def test_resume_and_reproduce_compare_configs_with_config_changes():
+    from sef.engine import run
+    from sef.reproduce import state
+
+    for module in (run, state):
+        assert module.config_changes is config_changes
+
+
+def test_preset_names_are_composed_by_preset_name_which_reproduce_uses():
+    from sef.reproduce import plan
+
+    assert plan.preset_name is preset_name
+    assert preset_name("cub", "resnet50", "sef") == "cub-resnet50"
+    assert preset_name("dogs", "resnet18", "plain") == "dogs-resnet18-plain"
+    assert preset_name(DEFAULT_PRESET, None, "maxent") == "demo-maxent"
+    names = preset_names()
+    for dataset, record in datasets.RECORDS.items():
+        for backbone in record.backbones:
+            assert preset_name(dataset, backbone) in names
+
+
+def test_the_dataset_records_are_what_config_readers_and_download_read():
+    assert datasets.NAMES == tuple(datasets.RECORDS) == CHOICES["data.dataset"]
+    assert all(record.kind in datasets.KINDS for record in datasets.RECORDS.values())
+    assert datasets.GENERATED == datasets.names_of("generated")
+    assert set(datasets.DOWNLOADABLE) == set(download.ARCHIVES)
+    for name in datasets.NAMES:
+        assert callable(datasets.reader(name))
+        if name not in datasets.DOWNLOADABLE:
+            with pytest.raises(DataError, match=f"cannot download '{name}': "):
+                download.download(name, "unused")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("command", [["predict", "x.jpg"], ["viz", "corr"], ["eval"]])
+def test_every_device_option_resolves_through_one_resolver(command, tmp_path, capsys):
+    argv = [*command, "--checkpoint", str(tmp_path / "none.pt"), "--device", "cuda"]
+    assert main(argv) == 2
+    assert "run.device='cuda' but no CUDA GPU is visible; use cpu or auto" in (
+        capsys.readouterr().err
+    )
+
+
+def test_per_class_accuracy_has_one_home():
+    from sef import metrics, report
+
+    assert report.per_class_accuracy is metrics.per_class_accuracy
+    labels, predictions = torch.tensor([0, 0, 1, 1, 1, 3]), torch.tensor([0, 1, 1, 1, 0, 3])
+    per_class = metrics.per_class_accuracy(predictions, labels, 4)
+    assert per_class[:2].tolist() == [0.5, 2 / 3] and per_class[2].isnan() and per_class[3] == 1
+    assert metrics.class_mean_accuracy(predictions, labels, 4) == pytest.approx(
+        (0.5 + 2 / 3 + 1) / 3
+    )
+
+
+def test_text_tables_align_columns_and_drop_trailing_spaces():
+    from sef.text import table
+
+    assert table([["a", "bb", "c"], ["ccc", "d", ""]], "<>").splitlines() == [
+        "a    bb  c", "ccc   d"
+    ]  # fmt: skip
+
+
+def _options(parser: argparse.ArgumentParser, path: str = "") -> dict[str, list]:
+    """{option: [(command, help, default)]} over every (sub)command of ``parser``."""
+    found: dict[str, list] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                for key, seen in _options(sub, f"{path} {name}".strip()).items():
+                    found.setdefault(key, []).extend(seen)
+        for option in action.option_strings:
+            found.setdefault(option, []).append((path, action.help, action.default))
+    return found
+
+
+def test_shared_cli_options_are_spelled_once():
+    options = _options(create_parser())
+    checkpoint = {(h, d) for _, h, d in options["--checkpoint"]}
+    progress = {(h, d) for _, h, d in options["--no-progress"]}
+    devices = {(h, d) for c, h, d in options["--device"] if c != "train"}
+    roots = {(h, d) for c, h, d in options["--data-root"] if c != "train"}
+    assert len(options["--checkpoint"]) >= 6 and len(checkpoint) == 1
+    assert len(options["--no-progress"]) >= 8 and len(progress) == 1
+    assert devices == {("auto, cpu, cuda or cuda:N", "auto")} and len(roots) == 1
