@@ -97,11 +97,17 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
             raise output_error(path, error, folder) from None
         probe.unlink()
     finally:
-        for made in created:
-            try:
-                made.rmdir()
-            except OSError:
-                break
+        remove_empty(created)
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first, as :func:`missing_folders` lists them) up to the
+    first that is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 @contextmanager
@@ -132,10 +138,15 @@ def atomic_path(
         cause = space.os_error_in(error)
         if cause is None:
             raise
+        _remove(temporary)  # first: the space it took is free again when the error says what is
         raise output_error(path, cause) from None
     finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+        _remove(temporary)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -100,11 +100,7 @@ class RunLock:
             pass
         os.close(self._descriptor)  # the kernel drops the lock with the last descriptor
         self._descriptor = -1
-        for made in self._created:  # innermost first; stops at the first that is not empty
-            try:
-                made.rmdir()
-            except OSError:
-                break
+        outputs.remove_empty(self._created)
 
     def __enter__(self) -> RunLock:
         return self
