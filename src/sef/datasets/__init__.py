@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sef.choices import BAD_IMAGE_POLICIES
-from sef.errors import ConfigError
+from sef.errors import ConfigError, DataError
 from sef.lazy import lazy_attributes
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ READERS = {
 }
 NAMES = tuple(READERS)
 GENERATED = ("demo", "birds32", "birds32b")  # drawn on first use into a cache: no root needed
+FILE_ROOTS = ("csv",)  # the readers whose root may be a file; every other reads a folder
 
 
 def reader(name: str) -> Callable[..., ImageList]:
@@ -89,6 +90,11 @@ def load(
         raise ConfigError(f"dataset {name!r} has no option {unknown[0]!r}; its options: {known}")
     if root is None and name not in GENERATED:
         raise ConfigError(f"dataset {name!r} needs a root folder (data.root / ROOT)")
+    if root is not None and name not in FILE_ROOTS and os.path.isfile(os.path.expanduser(root)):
+        hint = "; a CSV list of images is read by dataset csv" if str(root).endswith(".csv") else ""
+        raise DataError(
+            f"data root {root} is a file, not a folder; dataset {name} reads a folder{hint}"
+        )
     dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
     dataset.transform = transform
     return dataset

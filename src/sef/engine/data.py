@@ -75,6 +75,12 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
             f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
             f"both splits must list the same classes"
         )
+    if len(train.classes) < 2:
+        named = ", ".join(repr(name) for name in train.classes) or "none"
+        raise DataError(
+            f"{d.root or d.dataset} holds {len(train.classes)} class ({named}); a classifier "
+            f"needs at least two classes to tell apart"
+        )
     return Data(train, evaluation, list(train.classes))
 
 
@@ -95,23 +101,24 @@ def trained_dataset(
 
 
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
-    """Apply ``data.bad_images`` to both splits: ``stop`` lists unreadable images and stops,
-    ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0 decodes and
-    the others drop what it found, so no image is decoded twice."""
-    for dataset in (data.train, data.eval):
-        bad = None
-        if context.is_main:
-            bad = datasets.apply_bad_image_policy(
-                dataset,
-                config.data.bad_images,
-                workers=max(1, config.data.workers),
-                progress=progress,
-            )
-            if bad:
-                message = f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}"
-                tqdm.write(message, file=sys.stderr)
-        bad = distributed.broadcast_object(bad, context)
-        if not context.is_main and bad:
+    """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
+    both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0
+    decodes and the others drop what it found, so no image is decoded twice."""
+    splits = (data.train, data.eval)
+    bad = None
+    if context.is_main:
+        bad = datasets.apply_bad_image_policy(
+            splits,
+            config.data.bad_images,
+            workers=max(1, config.data.workers),
+            progress=progress,
+        )
+        if bad:
+            message = f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}"
+            tqdm.write(message, file=sys.stderr)
+    bad = distributed.broadcast_object(bad, context)
+    if not context.is_main and bad:
+        for dataset in splits:
             dataset.drop([path for path, _ in bad])
 
 
