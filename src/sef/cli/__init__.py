@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from sef import __version__
+from sef import __version__, threads
 from sef.errors import SEFError
 
 COMMAND_MODULES = [
@@ -42,6 +42,7 @@ def _one_line(error: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
+    threads.configure()  # before any command imports torch: OpenMP reads it once, at start
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # a command is required: the help, as for any usage error

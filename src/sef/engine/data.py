@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from sef import datasets, distributed, transforms
+from sef import datasets, distributed, threads, transforms
 from sef.config import Config, config_from_dict
 from sef.distributed import Context
 from sef.errors import DataError
@@ -130,6 +130,7 @@ def train_loader(
     from workers that live across epochs into pinned memory on CUDA. ``batch_size`` is global."""
     world = context.world_size
     per_process = batch_size // world
+    workers = threads.loader_workers(workers)
     sampler = DistributedSampler(
         dataset, num_replicas=world, rank=context.rank, shuffle=True, seed=seed
     )

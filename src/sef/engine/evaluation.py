@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from sef import distributed, outputs
+from sef import distributed, outputs, threads
 from sef.config import config_from_dict
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
@@ -74,7 +74,10 @@ def evaluation_loader(
 ) -> DataLoader:
     """The batches ``evaluate`` reads, in order; pinned on CUDA so that copies need not wait."""
     return DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+        dataset,
+        batch_size=batch_size,
+        num_workers=threads.loader_workers(workers),
+        pin_memory=device.type == "cuda",
     )
 
 
