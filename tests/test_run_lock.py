@@ -82,6 +82,35 @@ def test_a_held_folder_is_refused_naming_its_holder_until_the_holder_dies(tmp_pa
     assert not (tmp_path / "new").exists()  # the folders it made, left empty, went with it
 
 
+FORK = (
+    "import os, sys, time\n"
+    "from sef.engine.lock import acquire\n"
+    "lock = acquire(sys.argv[1])\n"
+    "child = os.fork()\n"
+    "if child == 0:\n"
+    "    time.sleep(120)\n"
+    "    os._exit(0)\n"
+    "print(child, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_a_forked_child_outliving_a_killed_run_does_not_hold_its_folder(tmp_path: Path) -> None:
+    """A DataLoader worker is a forked child: it must not keep the dead run's lock."""
+    folder = tmp_path / "run"
+    run = subprocess.Popen(
+        [sys.executable, "-c", FORK, str(folder)], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    worker = int(run.stdout.readline())
+    try:
+        run.kill()
+        run.wait()
+        with acquire(folder):
+            os.kill(worker, 0)  # the child still lives, and the folder is free
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 def test_the_default_folder_steps_over_one_a_live_run_holds(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = resolve_config("demo")

@@ -29,6 +29,22 @@ except ImportError:  # Windows
     import msvcrt
 
 LOCK_NAME = ".sef-lock"
+# Descriptors of the locks this process holds. A forked child (a DataLoader worker) closes its
+# copies: the lock belongs to the open file, so a worker outliving a killed run would hold it.
+_HELD: set[int] = set()
+
+
+def _forget_in_child() -> None:
+    for descriptor in _HELD:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class FolderBusy(SEFError):
@@ -98,6 +114,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # while locked: see the module's docstring
         except OSError:
             pass
+        _HELD.discard(self._descriptor)
         os.close(self._descriptor)  # the kernel drops the lock with the last descriptor
         self._descriptor = -1
         outputs.remove_empty(self._created)
@@ -130,6 +147,7 @@ def acquire(folder: str | os.PathLike) -> RunLock:
         if same:
             break
         os.close(descriptor)
+    _HELD.add(descriptor)
     try:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, _identity().encode("utf-8"))
