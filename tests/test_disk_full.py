@@ -278,3 +278,25 @@ def test_an_export_that_fails_midway_keeps_the_earlier_set(
     )
     assert "model.safetensors: no space left on device" in capsys.readouterr().err
     assert files_in(shipped) == before and _leftovers(shipped) == []
+
+
+def test_a_disk_full_under_tensorboard_is_one_line_without_its_threads_traceback(
+    tmp_path: Path, monkeypatch, capfd
+) -> None:
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    out, real, written = tmp_path / "run", RecordWriter.write, []
+
+    def write(self, data):  # in TensorBoard's writer thread; fails from the second epoch on
+        written.append(data)
+        if len(written) > 30:
+            raise FULL
+        return real(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    with pytest.raises(DiskFull) as info:
+        fit(_config(out, "optim.epochs=3"), data=_data(), progress=False)
+    assert str(info.value).startswith(f"cannot write {out / 'tb'}: no space left on device (")
+    assert "(epoch " in str(info.value) and "is kept" in str(info.value)
+    assert "Traceback" not in capfd.readouterr().err
+    assert load_checkpoint(out / "last.pt")["epoch"] >= 1

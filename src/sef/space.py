@@ -7,9 +7,12 @@ can name the file and the space instead of printing two tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +67,20 @@ def human(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def quiet_full_disk_in_threads() -> Iterator[None]:
+    """While inside, a thread that dies of a full disk prints no traceback: TensorBoard's writer
+    thread, whose error its writer raises again in the calling thread, where sef reports it."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, BaseException) and is_full(args.exc_value)):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous

@@ -14,6 +14,7 @@ without padding, so every test image counts exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -443,15 +444,23 @@ def _kept(run: _Run) -> str:
 def _train(run: _Run, progress: bool) -> FitResult:
     logger = None
     try:
-        if run.context.is_main:
-            _announce(run)
-            outputs.make_folder(run.out)
-            save_config(run.config, run.out / "config.yaml")
-            logger = Logger(run.out, run.config, run.history, run.epoch + 1)
-        _epochs(run, logger, progress)
+        with space.quiet_full_disk_in_threads():  # TensorBoard's writer thread
+            if run.context.is_main:
+                _announce(run)
+                outputs.make_folder(run.out)
+                save_config(run.config, run.out / "config.yaml")
+                logger = Logger(run.out, run.config, run.history, run.epoch + 1)
+            _epochs(run, logger, progress)
+            if logger is not None:
+                logger.close()  # flushes TensorBoard's events: a full disk may show only here
+                logger = None
     except TrainingError as error:
         raise TrainingError(f"{error}; {_kept(run)}; try a lower optim.lr or --amp none") from None
-    except OutputError as error:  # the disk filled, or the folder became unwritable, mid-run
+    except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
+        if not isinstance(error, OutputError):  # TensorBoard's events, written by its thread
+            if not space.is_full(error):
+                raise
+            error = outputs.output_error(run.out / "tb", error, folder=True)
         again = "with --resume to continue" if run.kept else "to start it again"
         full = isinstance(error, DiskFull)
         needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
@@ -459,8 +468,9 @@ def _train(run: _Run, progress: bool) -> FitResult:
             f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command {again}"
         ) from None
     finally:
-        if logger is not None:
-            logger.close()
+        if logger is not None:  # stopped early: close what can be closed
+            with contextlib.suppress(OSError):
+                logger.close()
     last = run.history[-1]
     return FitResult(
         out=run.out,
