@@ -57,8 +57,13 @@ def small_disk(tmp_path: Path):
 def _fill(disk: Path, leave: int = 0) -> Path:
     """Fill ``disk`` but ``leave`` bytes, as another program would."""
     filler = disk / "filler"
-    with open(filler, "wb") as handle:
-        handle.write(b"\0" * max(0, shutil.disk_usage(disk).free - leave))
+    with open(filler, "wb", buffering=0) as handle:
+        try:  # in pieces: a run writing at the same time may take the last of them
+            while shutil.disk_usage(disk).free > leave:
+                handle.write(b"\0" * min(64 * 1024, shutil.disk_usage(disk).free - leave))
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
     return filler
 
 
