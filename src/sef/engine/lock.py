@@ -12,6 +12,7 @@ two processes can never both believe they hold the folder.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from sef import outputs
-from sef.errors import SEFError
+from sef.errors import OutputError, SEFError
 
 try:
     import fcntl
@@ -55,16 +56,22 @@ class FolderBusy(SEFError):
         self.folder, self.holder = folder, holder
 
 
+BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK)
+
+
 def _try_lock(descriptor: int) -> bool:
-    """Take the exclusive lock without waiting; False if another process holds it."""
+    """Take the exclusive lock without waiting; False if another process holds it (OSError if
+    the file system cannot lock at all)."""
     try:
         if fcntl is not None:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:
             os.lseek(descriptor, 0, os.SEEK_SET)
             msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-    except OSError:
-        return False
+    except OSError as error:
+        if error.errno in BUSY:
+            return False
+        raise
     return True
 
 
@@ -137,7 +144,15 @@ def acquire(folder: str | os.PathLike) -> RunLock:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             raise outputs.output_error(path, error) from None
-        if not _try_lock(descriptor):
+        try:
+            locked = _try_lock(descriptor)
+        except OSError as error:
+            os.close(descriptor)
+            raise OutputError(
+                f"cannot lock {folder} for this run: {(error.strerror or str(error)).lower()}; "
+                f"choose a folder on a file system that supports file locks"
+            ) from None
+        if not locked:
             os.close(descriptor)
             raise FolderBusy(folder, _holder(path))
         try:
