@@ -43,18 +43,37 @@ def test_probes_create_nothing_and_name_the_blocker(tmp_path: Path) -> None:
 def test_an_export_that_fails_midway_leaves_no_half_written_file(tmp_path, monkeypatch) -> None:
     import safetensors.torch
 
-    def failing_save(state, filename, metadata=None):
-        Path(filename).write_bytes(b"half")
+    def failing_save(state, metadata=None):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    monkeypatch.setattr(safetensors.torch, "save", failing_save)
     model = SEF(torch.nn.Conv2d(3, 8, 3), num_classes=2, groups=2)
     preprocessing = Preprocessing(32, "resize", (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(OutputError) as info:
         export_model(model, tmp_path, classes=["a", "b"], preprocessing=preprocessing,
                      formats=["safetensors"])  # fmt: skip
-    assert str(info.value) == (
-        f"cannot write {tmp_path / 'model.safetensors'}: no space left on device; "
-        f"choose another place"
+    assert str(info.value).startswith(
+        f"cannot write {tmp_path / 'model.safetensors'}: no space left on device ("
     )
+    assert str(info.value).endswith(" free there); free some space or choose another place")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_export_into_a_used_folder_replaces_its_set_of_files_whole(tmp_path: Path) -> None:
+    model = SEF(torch.nn.Conv2d(3, 8, 3), num_classes=2, groups=2)
+    preprocessing = Preprocessing(32, "resize", (0.5,) * 3, (0.5,) * 3)
+    (tmp_path / "notes.txt").write_text("mine\n")
+
+    def export(formats: list[str]) -> list[str]:
+        export_model(model, tmp_path, classes=["a", "b"], preprocessing=preprocessing,
+                     formats=formats)  # fmt: skip
+        return sorted(os.listdir(tmp_path))
+
+    assert export(["torchscript", "safetensors"]) == [
+        "labels.json", "model.safetensors", "model.torchscript.pt", "notes.txt",
+        "preprocessing.json",
+    ]  # fmt: skip
+    # the torchscript file of the earlier export goes; files that are not an export's stay
+    assert export(["safetensors"]) == [
+        "labels.json", "model.safetensors", "notes.txt", "preprocessing.json"
+    ]  # fmt: skip

@@ -101,3 +101,22 @@ def test_report_files_and_unwritable_folders(tmp_path):
     blocked.write_text("")
     with pytest.raises(SEFError, match=f"cannot write {blocked / 'sub'}: {blocked} is a file"):
         report.write(blocked / "sub")
+
+
+def test_the_confusion_figures_title_fits_inside_it(tmp_path, monkeypatch):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    import sef.outputs
+
+    drawn = {}
+
+    def keep(figure, path, dpi):
+        drawn["figure"] = figure
+
+    monkeypatch.setattr(sef.outputs, "save_figure", keep)
+    plot_confusion(torch.eye(3, dtype=torch.long) * 4, ["a", "b", "c"], [0, 1, 2], tmp_path / "c")
+    canvas = FigureCanvasAgg(drawn["figure"])
+    canvas.draw()
+    title = drawn["figure"].axes[0].title.get_window_extent(canvas.get_renderer())
+    page = drawn["figure"].bbox
+    assert page.x0 <= title.x0 and title.x1 <= page.x1 and title.y1 <= page.y1

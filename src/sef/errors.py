@@ -18,7 +18,16 @@ class CheckpointError(SEFError):
 
 
 class OutputError(SEFError):
-    """An output file or folder that cannot be written."""
+    """An output file or folder that cannot be written; ``problem`` is what went wrong, without
+    the advice the message ends with (for callers that advise otherwise)."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+
+class DiskFull(OutputError):
+    """An output that did not fit: its disk (or quota) is full."""
 
 
 class WeightsError(SEFError):

@@ -9,18 +9,20 @@ shipped model costs exactly its backbone. ``export_model`` works on any SEF in m
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sef import extras, outputs
+from sef import extras, outputs, space
 from sef.choices import EXPORT_FORMATS
-from sef.errors import OutputError
+from sef.errors import DiskFull, OutputError
 from sef.model import SEF
 from sef.trained import TrainedModel
 from sef.transforms import Preprocessing
@@ -96,21 +98,19 @@ def write_torchscript(plain: nn.Module, path: Path, image_size: int) -> None:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         with torch.no_grad():
             traced = torch.jit.trace(plain, _example_input(image_size))
+        buffer = io.BytesIO()  # written by Python: a full disk is an OSError, not an abort
+        torch.jit.save(traced, buffer)
         with _atomic_target(path) as tmp:
-            traced.save(str(tmp))
+            tmp.write_bytes(buffer.getvalue())
 
 
 def write_safetensors(plain: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """The stripped model's state dict; loads into ``SEF(...).export()`` with load_state_dict."""
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous() for k, v in plain.state_dict().items()}
-    with _atomic_target(path) as tmp:
-        try:
-            save_file(state, str(tmp), metadata=metadata)
-        except SafetensorError as error:
-            raise OutputError(f"cannot write {path}: {error}") from None
+    with _atomic_target(path) as tmp:  # bytes written by Python: its errors name the disk
+        tmp.write_bytes(save(state, metadata=metadata))
 
 
 def _write_json(path: Path, payload: object) -> None:
@@ -141,23 +141,67 @@ def export_model(
         extras.require("export", "ONNX export")
     out = Path(out_dir)
     outputs.check_writable(out, folder=True)  # before the slow exports
-    outputs.make_folder(out)
     plain = model.export().cpu().float()
+    _check_space(out, plain, chosen)
     size = preprocessing.image_size
-    paths = {name: out / FILE_NAMES[name] for name in (*chosen, "labels", "preprocessing")}
-    if "onnx" in chosen:
-        write_onnx(plain, paths["onnx"], size)
-    if "torchscript" in chosen:
-        write_torchscript(plain, paths["torchscript"], size)
-    if "safetensors" in chosen:
-        metadata = {
-            "num_classes": str(model.num_classes),
-            "backbone": backbone_name or type(model.backbone).__name__,
-            "preprocessing": json.dumps(preprocessing_json(preprocessing)),
-        }
-        write_safetensors(plain, paths["safetensors"], metadata)
-    _write_json(paths["labels"], list(classes))
-    _write_json(paths["preprocessing"], preprocessing_json(preprocessing))
+    names = (*chosen, "labels", "preprocessing")
+    with _staging(out) as stage:  # the whole set is written before any file in out changes
+        staged = {name: stage / FILE_NAMES[name] for name in names}
+        if "onnx" in chosen:
+            write_onnx(plain, staged["onnx"], size)
+        if "torchscript" in chosen:
+            write_torchscript(plain, staged["torchscript"], size)
+        if "safetensors" in chosen:
+            metadata = {
+                "num_classes": str(model.num_classes),
+                "backbone": backbone_name or type(model.backbone).__name__,
+                "preprocessing": json.dumps(preprocessing_json(preprocessing)),
+            }
+            write_safetensors(plain, staged["safetensors"], metadata)
+        _write_json(staged["labels"], list(classes))
+        _write_json(staged["preprocessing"], preprocessing_json(preprocessing))
+        return _replace_set(staged, out)
+
+
+def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
+    """DiskFull before the slow exports if ``out``'s disk cannot hold one copy of the weights
+    per format (each format stores them whole)."""
+    each = space.tensor_bytes(plain.state_dict())
+    free = space.free_bytes(out)
+    if free is not None and free < len(formats) * each:
+        raise DiskFull(
+            f"{out} has {space.human(free)} free and the export needs about "
+            f"{space.human(len(formats) * each)} ({len(formats)} files of "
+            f"{space.human(each)}); free some space or choose another --out"
+        )
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh folder inside ``out`` to write an export into; removed whatever happens."""
+    stage = outputs.make_folder(out) / f".sef-export.{os.getpid()}.tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        yield outputs.make_folder(stage)
+    except OutputError as error:  # name the file the user asked for, not its staged copy
+        named = [str(text).replace(str(stage), str(out)) for text in (error, error.problem)]
+        raise type(error)(*named) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _replace_set(staged: dict[str, Path], out: Path) -> dict[str, Path]:
+    """Move the staged files into ``out`` and remove the files of an earlier export that this one
+    did not write (another format's), so ``out`` holds exactly one export's set."""
+    paths = {name: out / FILE_NAMES[name] for name in staged}
+    for name, path in staged.items():
+        try:
+            os.replace(path, paths[name])
+        except OSError as error:
+            raise outputs.output_error(paths[name], error) from None
+    for name, file_name in FILE_NAMES.items():
+        if name not in paths:
+            (out / file_name).unlink(missing_ok=True)
     return paths
 
 

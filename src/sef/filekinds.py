@@ -57,3 +57,35 @@ def sniff_file(path: str | os.PathLike) -> str:
     """:func:`sniff` of the first bytes of the file at ``path`` (OSError if it cannot be read)."""
     with open(path, "rb") as handle:
         return sniff(handle.read(HEAD))
+
+
+_WORDS = {ZIP: "a zip archive", PICKLE: "a Python pickle"}
+
+
+def text_problem(path: str | os.PathLike) -> str | None:
+    """Why the file at ``path`` cannot be a text file (a CSV, a YAML config), in words that follow
+    its path ("is a folder, not a file", "is not a text file: it is a PNG image"), or None."""
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    if not os.path.exists(path):
+        return "does not exist"
+    try:
+        kind = sniff_file(path)
+    except OSError as error:
+        return f"cannot be read ({(error.strerror or str(error)).lower()})"
+    if kind in (EMPTY, "a text file", "a JSON text file"):
+        return None
+    return f"is not a text file: it is {_WORDS.get(kind, kind)}"
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of the file at ``path`` (a byte-order mark dropped, line ends as they are,
+    for the csv module); ValueError with words that follow the path if it is not such a file."""
+    problem = text_problem(path)
+    if problem:
+        raise ValueError(problem)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return handle.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"is not UTF-8 text (byte {error.start}); save it as UTF-8") from None

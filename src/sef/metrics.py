@@ -9,6 +9,7 @@ one decimal, every Score of the paper's Table II is reproduced from its accuraci
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping
 from fractions import Fraction
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sef import filekinds
 from sef.errors import DataError
 
 BLANK_CELLS = ("", "-", "_", "\u2013", "\u2014", "n/a", "na")
@@ -98,10 +100,12 @@ def _parse_cell(text: str, where: str) -> float | None:
 def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
     """A CSV with a header row (method, dataset names...) and one row of accuracies per method."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"accuracy table {path} does not exist; pass a CSV file")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    try:
+        text = filekinds.read_text(path)
+    except ValueError as problem:
+        raise DataError(f"accuracy table {path} {problem}; pass a CSV file") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = [row for row in reader if any(cell.strip() for cell in row)]
     if len(rows) < 2 or len(rows[0]) < 2:
         raise DataError(
             f"{path} needs a header row 'method,<dataset>,...' and at least one method row"

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sef.errors import OutputError
+from sef import space
+from sef.errors import DiskFull, OutputError
 
 
 def temporary_path(path: Path) -> Path:
@@ -34,9 +35,15 @@ def _reason(path: Path, error: OSError, folder: bool) -> str:
 
 
 def output_error(path: str | os.PathLike, error: OSError, folder: bool = False) -> OutputError:
-    """The one-sentence error for an OSError met while writing the file (or ``folder``) ``path``."""
+    """The one-sentence error for an OSError met while writing the file (or ``folder``) ``path``;
+    a DiskFull, saying what is free there, when the disk or the quota is full."""
     path = Path(path)
-    return OutputError(f"cannot write {path}: {_reason(path, error, folder)}; choose another place")
+    problem = f"cannot write {path}: {_reason(path, error, folder)}"
+    if error.errno in space.FULL:
+        free = space.free_bytes(path)
+        problem += f" ({space.human(free)} free there)" if free is not None else ""
+        return DiskFull(f"{problem}; free some space or choose another place", problem)
+    return OutputError(f"{problem}; choose another place", problem)
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -64,7 +71,7 @@ def make_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _missing(folder: Path) -> list[Path]:
+def missing_folders(folder: Path) -> list[Path]:
     """The folders that creating ``folder`` would create, innermost first."""
     missing = []
     while not os.path.lexists(folder) and folder != folder.parent:
@@ -78,7 +85,7 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
     written later. Tries exactly that, then removes whatever it created: nothing is left."""
     path = Path(path)
     parent = path if folder else path.parent
-    created = _missing(parent)
+    created = missing_folders(parent)
     try:
         _make(parent, path, folder)
         if not folder and os.path.isdir(path):
@@ -90,11 +97,17 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
             raise output_error(path, error, folder) from None
         probe.unlink()
     finally:
-        for made in created:
-            try:
-                made.rmdir()
-            except OSError:
-                break
+        remove_empty(created)
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first, as :func:`missing_folders` lists them) up to the
+    first that is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 @contextmanager
@@ -104,8 +117,9 @@ def atomic_path(
     """Yield a temporary path beside ``path`` to write; on success rename it over ``path``.
 
     ``durable`` also flushes the file and its folder to disk (checkpoints); ``mode`` sets the
-    file's permissions. An OSError becomes OutputError; any failure removes the temporary file
-    and leaves ``path`` as it was.
+    file's permissions. An OSError, or another error raised while handling one (torch's zip writer
+    on a full disk), becomes OutputError; any failure removes the temporary file and leaves
+    ``path`` as it was.
     """
     path = Path(path)
     _make(path.parent, path, False)
@@ -120,11 +134,19 @@ def atomic_path(
         os.replace(temporary, path)
         if durable:
             _fsync_directory(path.parent)
-    except OSError as error:
-        raise output_error(path, error) from None
+    except (OSError, RuntimeError) as error:
+        cause = space.os_error_in(error)
+        if cause is None:
+            raise
+        _remove(temporary)  # first: the space it took is free again when the error says what is
+        raise output_error(path, cause) from None
     finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+        _remove(temporary)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
-from sef.datasets.images import MISSING, UnreadableImage, open_rgb
+from sef.datasets.images import UnreadableImage, open_rgb, reason
 from sef.text import table
 from sef.trained import TrainedModel
 
@@ -72,10 +72,7 @@ class _ImageFiles(Dataset):
         try:
             rgb = open_rgb(self.paths[index])
         except UnreadableImage as bad:
-            reason = (
-                "does not exist" if bad.kind == MISSING else f"cannot be decoded ({bad.detail})"
-            )
-            return index, None, reason
+            return index, None, reason(bad)
         return index, self.transform(rgb), None
 
 

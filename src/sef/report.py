@@ -180,8 +180,9 @@ def plot_confusion(
     axis.tick_params(length=0)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
-    axis.set_title(
-        f"Confusion matrix ({count} classes, rows normalised; confused classes ordered together)"
+    axis.set_title(  # two short lines: one long line was cut off at the figure's 6 inches
+        f"Confusion matrix ({count} classes)\nrows normalised; confused classes ordered together",
+        fontsize=10,
     )
     figure.colorbar(image, ax=axis, shrink=0.6, label="share of the true class (square-root scale)")
     return outputs.save_figure(figure, out, dpi)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from sef import outputs
+from sef import filekinds, outputs
 from sef.analysis import (
     backbone_features,
     group_maps,
@@ -49,10 +49,12 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """The per-epoch records of a training run (RUN_DIR/metrics.jsonl), in order."""
     path = Path(run_dir)
     path = path / "metrics.jsonl" if path.is_dir() else path
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; pass the output folder of a `sef train` run")
+    try:
+        text = filekinds.read_text(path)
+    except ValueError as problem:
+        raise DataError(f"{path} {problem}; pass the output folder of a `sef train` run") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -358,12 +360,20 @@ def correlation_figure(
     return plot_correlation(correlation, sizes, out, images=count), group_means(correlation, sizes)
 
 
+def _typed_image(path: str | os.PathLike):
+    """The image at a path the user typed, as RGB; a DataError about that path if it is none."""
+    from sef.datasets.images import UnreadableImage, open_rgb, reason
+
+    try:
+        return open_rgb(path)
+    except UnreadableImage as bad:
+        raise DataError(f"{path} {reason(bad)}; give image files as PATH") from None
+
+
 def _images_and_titles(trained, paths, root, split, count, seed):
     """Model inputs and a caption for each: given files, else random images of ``split``."""
-    from sef.datasets.images import open_rgb
-
     if paths:
-        inputs = torch.stack([trained.test_transform(open_rgb(p)) for p in paths])
+        inputs = torch.stack([trained.test_transform(_typed_image(p)) for p in paths])
         return inputs, [Path(p).name for p in paths]
     dataset = trained.dataset(split, root)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]

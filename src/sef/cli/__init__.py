@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from sef import __version__
+from sef import __version__, threads
 from sef.errors import SEFError
 
 COMMAND_MODULES = [
@@ -32,13 +32,22 @@ def create_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: Exception) -> str:
+    """The error's message; an OSError that no sef check foresaw as "FILE: reason"."""
+    if isinstance(error, OSError) and error.strerror and not isinstance(error, SEFError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror.lower()}"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
+    threads.configure()  # before any command imports torch: OpenMP reads it once, at start
     parser = create_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # a command is required: the help, as for any usage error
+        parser.print_help(sys.stderr)
+        return 2
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe (`sef presets | head`) is not an error
@@ -46,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 0
-    except (SEFError, ValueError, FileNotFoundError) as error:
+    except (SEFError, ValueError, OSError) as error:
         if os.environ.get("SEF_DEBUG"):
             raise
-        print(f"sef {args.command}: error: {error}", file=sys.stderr)
+        print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sef {args.command}: interrupted", file=sys.stderr)

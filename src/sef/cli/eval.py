@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from sef.choices import TTA_MODES
@@ -77,16 +78,28 @@ def run(args: argparse.Namespace) -> int:
     )
     if not is_main_process():
         return 0
-    write_predictions(path, result, dataset)
     summary = {"checkpoint": str(args.checkpoint), "split": args.split, **result.summary()}
-    summary["predictions"] = str(path)
-    report = None
-    if args.report:
-        report = error_report(result, dataset.classes)
-        summary["report"] = {k: str(v) for k, v in report.write(args.report).items()}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
+    if not args.json:  # the accuracy first: a file that cannot be written must not hide it
+        _print_summary(args, summary)
+    try:
+        write_predictions(path, result, dataset)
+        summary["predictions"] = str(path)
+        report = None
+        if args.report:
+            report = error_report(result, dataset.classes)
+            summary["report"] = {k: str(v) for k, v in report.write(args.report).items()}
+    finally:  # JSON: printed whole, with the files that were written
+        if args.json:
+            print(json.dumps(summary, indent=2))
+    if not args.json:
+        print(f"  predictions        {path}")
+        if report is not None:
+            _print_report(report, args.report)
+    return 0
+
+
+def _print_summary(args: argparse.Namespace, summary: dict) -> None:
+    """The accuracies, as `sef eval` prints them."""
     groups = ", ".join(f"{value:.4f}" for value in summary["group_top1"])
     print(f"{args.checkpoint} on {args.split} ({summary['images']} images)")
     tta = {"top1": "", "class_mean": ""}
@@ -100,10 +113,7 @@ def run(args: argparse.Namespace) -> int:
             f"  group correlation  within {summary['corr_within']:.3f}, between "
             f"{summary['corr_between']:.3f} (mean channel cosine)"
         )
-    print(f"  predictions        {path}")
-    if report is not None:
-        _print_report(report, args.report)
-    return 0
+    sys.stdout.flush()
 
 
 def _print_report(report, folder: Path, lines: int = 5) -> None:

@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write the trained backbone + global classifier (the group heads are training-only "
             "and left out) to DIR as model.onnx (dynamic batch), model.torchscript.pt and "
-            "model.safetensors, with labels.json and preprocessing.json; then check that every "
-            "exported model gives PyTorch's logits."
+            "model.safetensors, with labels.json and preprocessing.json (all written first, then "
+            "moved into DIR together: an earlier export there is replaced whole, a failed one "
+            "leaves it as it was); then check that every exported model gives PyTorch's logits."
         ),
     )
     add_checkpoint_option(parser)

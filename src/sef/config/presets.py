@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from sef import filekinds
 from sef.config.schema import Config
 from sef.config.values import apply_overrides, config_from_dict, config_to_dict, deep_merge
 from sef.datasets import RECORDS
@@ -140,15 +141,27 @@ def run_name(config: Config) -> str:
     return f"{data}{dash}{rest}"
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, on one line: "line 3, column 7: mapping values are not
+    allowed here"."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).split("\n")[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def load_config_file(path: str | Path) -> Config:
     """A config from a YAML file; ``base: PRESET`` starts it from that preset."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = filekinds.read_text(path)
+    except ValueError as problem:
+        raise ConfigError(f"config file {path} {problem}; pass a YAML file") from None
+    try:
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}".split("\n")[0]) from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, not {values!r}")
     base = values.pop("base", None)

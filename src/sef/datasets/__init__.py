@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sef.choices import BAD_IMAGE_POLICIES
-from sef.errors import ConfigError
+from sef.errors import ConfigError, DataError
 from sef.lazy import lazy_attributes
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ RECORDS = {
     ),
 }  # fmt: skip
 NAMES = tuple(RECORDS)
+FILE_ROOTS = ("csv",)  # the readers whose root may be a file; every other reads a folder
 
 
 def names_of(kind: str) -> tuple[str, ...]:
@@ -148,6 +149,11 @@ def load(
         raise ConfigError(f"dataset {name!r} has no option {unknown[0]!r}; its options: {known}")
     if root is None and name not in GENERATED:
         raise ConfigError(f"dataset {name!r} needs a root folder (data.root / ROOT)")
+    if root is not None and name not in FILE_ROOTS and os.path.isfile(os.path.expanduser(root)):
+        hint = "; a CSV list of images is read by dataset csv" if str(root).endswith(".csv") else ""
+        raise DataError(
+            f"data root {root} is a file, not a folder; dataset {name} reads a folder{hint}"
+        )
     dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
     dataset.transform = transform
     return dataset

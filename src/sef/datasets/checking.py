@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets.imagelist import ImageList
-from sef.datasets.images import UNDECODABLE, UnreadableImage, decode
+from sef.datasets.images import TOO_LARGE, UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
 
 
@@ -19,7 +19,9 @@ def _problem(path: str) -> str | None:
     try:
         decode(path)
     except UnreadableImage as bad:
-        return f"cannot decode: {bad.detail}" if bad.kind == UNDECODABLE else bad.kind
+        if bad.kind == UNDECODABLE:
+            return f"cannot decode: {bad.detail}"
+        return f"too large: {bad.detail}" if bad.kind == TOO_LARGE else bad.kind
     return None
 
 
@@ -52,12 +54,16 @@ def describe_bad_images(bad: Sequence[tuple[str, str]]) -> str:
 
 
 def apply_bad_image_policy(
-    dataset: ImageList, policy: str = "stop", workers: int | None = None, progress: bool = True
+    dataset: ImageList | Sequence[ImageList],
+    policy: str = "stop",
+    workers: int | None = None,
+    progress: bool = True,
 ) -> list[tuple[str, str]]:
-    """Check every image of ``dataset`` before training; return the bad ones as (path, reason).
+    """Check every image of ``dataset`` (or of several, e.g. a run's two splits, each image once)
+    before training; return the bad ones as (path, reason).
 
-    ``stop`` raises a DataError listing every bad file; ``skip`` removes them from ``dataset``
-    in place and returns them so the caller can report them; ``off`` checks nothing.
+    ``stop`` raises a DataError listing every bad file of them all; ``skip`` removes them from
+    each dataset in place and returns them so the caller can report them; ``off`` checks nothing.
     """
     if policy not in BAD_IMAGE_POLICIES:
         raise ConfigError(
@@ -65,11 +71,14 @@ def apply_bad_image_policy(
         )
     if policy == "off":
         return []
-    bad = find_bad_images(dataset.samples, workers=workers, progress=progress)
+    lists = [dataset] if isinstance(dataset, ImageList) else list(dataset)
+    samples = list({path: label for d in lists for path, label in d.samples}.items())
+    bad = find_bad_images(samples, workers=workers, progress=progress)
     if bad and policy == "stop":
         raise DataError(
-            f"{len(bad)} of {len(dataset)} images cannot be used; fix or remove them, or set "
+            f"{len(bad)} of {len(samples)} images cannot be used; fix or remove them, or set "
             f"the bad-image policy to 'skip' to train without them:\n{describe_bad_images(bad)}"
         )
-    dataset.drop([path for path, _ in bad])
+    for each in lists:
+        each.drop([path for path, _ in bad])
     return bad

@@ -10,10 +10,12 @@ seeded and per class, as for folder data.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import from_declared
 from sef.errors import DataError
@@ -38,12 +40,15 @@ def _csv_file(root: Path) -> Path:
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, cells) of every non-empty data row."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = [
-            (number, [cell.strip() for cell in row])
-            for number, row in enumerate(csv.reader(handle), start=1)
-            if any(cell.strip() for cell in row)
-        ]
+    try:
+        text = filekinds.read_text(path)
+    except ValueError as problem:
+        raise DataError(f"{path} {problem}; point ROOT at {LAYOUT}") from None
+    rows = [
+        (number, [cell.strip() for cell in row])
+        for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
+        if any(cell.strip() for cell in row)
+    ]
     if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
         rows = rows[1:]
     if not rows:
@@ -52,6 +57,9 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     for number, row in rows:
         if len(row) != width or width not in (2, 3):
             raise DataError(f"{path} line {number} has {len(row)} columns; expected {LAYOUT}")
+        for cell, name in zip(row, ("path", "label"), strict=False):
+            if not cell:
+                raise DataError(f"{path} line {number} has an empty {name}; expected {LAYOUT}")
     return rows
 
 

@@ -19,6 +19,7 @@ from urllib.error import URLError
 
 from tqdm import tqdm
 
+from sef import outputs
 from sef.datasets import RECORDS
 from sef.errors import ConfigError, DataError
 
@@ -143,8 +144,7 @@ def download(
     if name not in ARCHIVES:
         known = ", ".join(ARCHIVES)
         raise ConfigError(f"unknown dataset {name!r} to download; choose one of {known}")
-    root = Path(root).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    root = outputs.make_folder(Path(root).expanduser())  # a file there: named, in one line
     for archive in ARCHIVES[name]:
         url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
         path = fetch(url, root / archive.filename, archive.md5, progress)

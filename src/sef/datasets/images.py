@@ -1,17 +1,49 @@
-"""Decoding image files: the one place that says why a file cannot be used, and any mode to RGB."""
+"""Decoding image files: the one place that says why a file cannot be used, and any mode to RGB.
+
+An image larger than :func:`pixel_limit` (``MAX_PIXELS``, or the environment variable
+``SEF_MAX_PIXELS``) is refused from its header, before a byte of it is decoded: a 20000 x 20000
+PNG of a few kilobytes would otherwise take gigabytes. The limit replaces PIL's own decompression
+bomb check, whose warning sef keeps quiet and whose error it words as its own.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from sef.errors import DataError
+from sef import filekinds
+from sef.errors import ConfigError, DataError
 
 # Transparent pixels become white, not whatever colour the file happens to store under alpha 0.
 _BACKGROUND = (255, 255, 255)
 # Why an image cannot be used (UnreadableImage.kind).
 MISSING, NOT_AN_IMAGE, UNDECODABLE = "missing", "not an image", "undecodable"
+TOO_LARGE = "too large"
+# The most pixels (width x height) sef decodes: 100 MP, e.g. 12,000 x 8,000; about 300 MB as RGB.
+MAX_PIXELS = 100_000_000
+LIMIT_VARIABLE = "SEF_MAX_PIXELS"
+# sef checks the size itself, before PIL's warning threshold (89 MP) would print PIL's text.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def pixel_limit() -> int:
+    """The most pixels an image may have: ``SEF_MAX_PIXELS`` if set, else ``MAX_PIXELS``."""
+    text = os.environ.get(LIMIT_VARIABLE, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        limit = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigError(
+            f"{LIMIT_VARIABLE}={text!r} must be a positive whole number of pixels, e.g. "
+            f"{LIMIT_VARIABLE}=200000000"
+        )
+    return limit
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -38,10 +70,39 @@ class UnreadableImage(DataError):
         self.kind, self.detail = kind, detail
 
 
+def _too_large(path: str | os.PathLike, pixels: int | None, limit: int) -> UnreadableImage:
+    size = f"{pixels:,} pixels" if pixels is not None else "more pixels than PIL allows"
+    detail = f"{size} > limit {limit:,} ({LIMIT_VARIABLE})"
+    return UnreadableImage(
+        f"image {path} is too large: {detail}; shrink it, raise {LIMIT_VARIABLE}, or train with "
+        f"bad_images='skip' to leave it out",
+        TOO_LARGE,
+        detail,
+    )
+
+
+def _unidentified(path: str | os.PathLike, error: Exception) -> tuple[str, str]:
+    """(kind, detail) of a file PIL cannot identify: an image it cannot decode if its bytes
+    begin like one, else not an image, saying what the bytes are."""
+    try:
+        what = filekinds.sniff_file(path)
+    except OSError:
+        return NOT_AN_IMAGE, str(error)
+    if what.endswith("image"):
+        return UNDECODABLE, str(error)
+    return NOT_AN_IMAGE, f"it is {what}"
+
+
 def decode(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode the image at ``path`` (in its own mode); UnreadableImage if not."""
+    """Open and fully decode the image at ``path`` (in its own mode); UnreadableImage if not.
+    Its size is checked against :func:`pixel_limit` from the header, before decoding."""
+    limit = pixel_limit()
+    if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit  # PIL's check must not refuse what the user allowed
     try:
         with Image.open(path) as image:
+            if image.width * image.height > limit:
+                raise _too_large(path, image.width * image.height, limit)
             image.load()
             return image
     except FileNotFoundError:
@@ -50,14 +111,34 @@ def decode(path: str | os.PathLike) -> Image.Image:
             f"`sef data check` to list every bad file",
             MISSING,
         ) from None
+    except Image.DecompressionBombError as error:  # PIL's check ran first, in Image.open
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(path, int(found.group(1)) if found else None, limit) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        kind = NOT_AN_IMAGE if isinstance(error, UnidentifiedImageError) else UNDECODABLE
+        kind = UNDECODABLE
+        detail = str(error)
+        if isinstance(error, IsADirectoryError):
+            kind, detail = NOT_AN_IMAGE, "it is a folder"
+        elif isinstance(error, UnidentifiedImageError):
+            kind, detail = _unidentified(path, error)
         raise UnreadableImage(
-            f"image {path} cannot be decoded ({error}); replace it, or train with "
+            f"image {path} cannot be decoded ({detail}); replace it, or train with "
             f"bad_images='skip' to leave it out",
             kind,
-            str(error),
+            detail,
         ) from None
+
+
+def reason(bad: UnreadableImage) -> str:
+    """Why an image cannot be used, in words that follow its path: for messages about a path
+    the user typed ("photo.txt is not an image (it is a text file)")."""
+    if bad.kind == MISSING:
+        return "does not exist"
+    if bad.kind == NOT_AN_IMAGE:
+        return f"is not an image ({bad.detail})"
+    if bad.kind == TOO_LARGE:
+        return f"is too large: {bad.detail}"
+    return f"cannot be decoded ({bad.detail})"
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from sef import datasets, distributed, transforms
+from sef import datasets, distributed, threads, transforms
 from sef.config import Config
 from sef.datasets import cache
 from sef.distributed import Context
@@ -55,6 +55,12 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
         raise DataError(
             f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
             f"both splits must list the same classes"
+        )
+    if len(train.classes) < 2:
+        named = ", ".join(repr(name) for name in train.classes) or "none"
+        raise DataError(
+            f"{d.root or d.dataset} holds {len(train.classes)} class ({named}); a classifier "
+            f"needs at least two classes to tell apart"
         )
     data = Data(train, evaluation, list(train.classes))
     return data if d.cache == "off" else _from_cache(data, config, context, progress)
@@ -100,23 +106,24 @@ def _from_cache(data: Data, config: Config, context: Context, progress: bool) ->
 
 
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
-    """Apply ``data.bad_images`` to both splits: ``stop`` lists unreadable images and stops,
-    ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0 decodes and
-    the others drop what it found, so no image is decoded twice."""
-    for dataset in (data.train, data.eval):
-        bad = None
-        if context.is_main:
-            bad = datasets.apply_bad_image_policy(
-                dataset,
-                config.data.bad_images,
-                workers=max(1, config.data.workers),
-                progress=progress,
-            )
-            if bad:
-                message = f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}"
-                tqdm.write(message, file=sys.stderr)
-        bad = distributed.broadcast_object(bad, context)
-        if not context.is_main and bad:
+    """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
+    both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0
+    decodes and the others drop what it found, so no image is decoded twice."""
+    splits = (data.train, data.eval)
+    bad = None
+    if context.is_main:
+        bad = datasets.apply_bad_image_policy(
+            splits,
+            config.data.bad_images,
+            workers=max(1, config.data.workers),
+            progress=progress,
+        )
+        if bad:
+            message = f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}"
+            tqdm.write(message, file=sys.stderr)
+    bad = distributed.broadcast_object(bad, context)
+    if not context.is_main and bad:
+        for dataset in splits:
             dataset.drop([path for path, _ in bad])
 
 
@@ -148,6 +155,7 @@ def train_loader(
     A dataset with a ``finish_batch(inputs, device)`` method has its batches finished by it."""
     world = context.world_size
     per_process = batch_size // world
+    workers = threads.loader_workers(workers)
     sampler = DistributedSampler(
         dataset, num_replicas=world, rank=context.rank, shuffle=True, seed=seed
     )

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from sef import distributed, outputs
+from sef import distributed, outputs, threads
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.losses import group_correlation
@@ -85,7 +85,7 @@ def evaluation_loader(
     return DataLoader(
         Subset(dataset, distributed.shard(len(dataset), context)),
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=threads.loader_workers(workers),
         pin_memory=context.device.type == "cuda",
         persistent_workers=persistent and workers > 0,
     )

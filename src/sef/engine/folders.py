@@ -1,17 +1,33 @@
-"""Run folders: runs/<run name>, then -2, -3, ...; which of them hold a run."""
+"""Run folders: runs/<run name>, then -2, -3, ...; which of them hold a run; claiming one."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+from sef import outputs
 from sef.config import Config, run_name
+from sef.engine.lock import FolderBusy, RunLock, acquire
 from sef.errors import ConfigError
+
+# The files only the run holding a folder writes (their temporaries are that run's too).
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl")
 
 
 def default_out_dir(config: Config) -> Path:
     """runs/<run name>: named after the preset and the data (``sef.config.run_name``)."""
     return Path("runs") / run_name(config)
+
+
+def _candidates(config: Config) -> Iterator[Path]:
+    """runs/<name>, runs/<name>-2, runs/<name>-3, ..."""
+    base = default_out_dir(config)
+    yield base
+    for number in itertools.count(2):
+        yield base.with_name(f"{base.name}-{number}")
 
 
 def is_run(folder: Path) -> bool:
@@ -22,12 +38,19 @@ def is_run(folder: Path) -> bool:
 
 def latest_run_dir(config: Config) -> Path:
     """The newest of runs/<name>, runs/<name>-2, ... (what a resume without --out continues)."""
-    base = default_out_dir(config)
-    latest, number = base, 2
-    while is_run(base.with_name(f"{base.name}-{number}")):
-        latest = base.with_name(f"{base.name}-{number}")
-        number += 1
-    return latest
+    candidates = _candidates(config)
+    latest = next(candidates)
+    for folder in candidates:
+        if not is_run(folder):
+            return latest
+        latest = folder
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _already_a_run(out: Path) -> ConfigError:
+    return ConfigError(
+        f"{out} already holds a run; pass --resume to continue it or choose another --out"
+    )
 
 
 def new_out_dir(config: Config) -> Path:
@@ -35,16 +58,71 @@ def new_out_dir(config: Config) -> Path:
 
     An explicit ``run.out`` that already holds a run is an error; the default runs/<preset> moves
     on to runs/<preset>-2, -3, ... instead. (A resume continues ``sef.engine.run.resume_dir``.)
+    :func:`claim_new_out_dir` also steps over (or refuses) folders a live run holds.
     """
     if config.run.out:
         out = Path(config.run.out)
         if is_run(out):
-            raise ConfigError(
-                f"{out} already holds a run; pass --resume to continue it or choose another --out"
-            )
+            raise _already_a_run(out)
         return out
-    out, number = default_out_dir(config), 2
-    while is_run(out):
-        out = default_out_dir(config).with_name(f"{run_name(config)}-{number}")
-        number += 1
-    return out
+    return next(out for out in _candidates(config) if not is_run(out))
+
+
+def claim_new_out_dir(config: Config) -> RunLock:
+    """Choose the folder of a new run as :func:`new_out_dir` does and lock it for the run's life
+    (:mod:`sef.engine.lock`). An explicit ``run.out`` that a live run holds is refused naming that
+    run; the default runs/<name> moves on past such folders, so two runs never share one."""
+    if config.run.out:  # the lock first: a live run is named even once it holds checkpoints
+        out = Path(config.run.out)
+        outputs.check_writable(out, folder=True)
+        try:
+            lock = acquire(out)
+        except FolderBusy as busy:
+            raise FolderBusy(
+                out,
+                busy.holder,
+                f"{out} is in use by another run ({busy.holder}); wait for it to end or choose "
+                f"another --out",
+            ) from None
+        if is_run(out):
+            lock.release()
+            raise _already_a_run(out)
+        return lock
+    for out in _candidates(config):
+        if is_run(out):
+            continue
+        outputs.check_writable(out, folder=True)
+        try:
+            lock = acquire(out)
+        except FolderBusy:
+            continue
+        if not is_run(out):
+            return lock
+        lock.release()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def claim_resumed(out: Path) -> RunLock:
+    """Lock the run folder ``out`` to resume it; refused, naming the holder, while a live run
+    holds it (two processes continuing one run would overwrite each other's checkpoints)."""
+    try:
+        return acquire(out)
+    except FolderBusy as busy:
+        raise FolderBusy(
+            out,
+            busy.holder,
+            f"cannot resume {out}: a run still holds it ({busy.holder}); wait for it to end or "
+            f"stop it first",
+        ) from None
+
+
+def clear_leftovers(folder: Path) -> None:
+    """Under the folder's lock: remove what a run killed mid-write left, the temporaries of its
+    files, and, when it stopped before its first checkpoint, its metrics and TensorBoard
+    events, so that a run started again holds only its own files."""
+    for name in RUN_FILES:
+        for temporary in folder.glob(f".{name}.*.tmp"):
+            temporary.unlink(missing_ok=True)
+    if not is_run(folder) and (folder / "config.yaml").is_file():  # a sef run's folder
+        (folder / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(folder / "tb", ignore_errors=True)

@@ -15,6 +15,7 @@ without padding, so every test image counts exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sef import distributed, outputs, trackers
+from sef import distributed, outputs, space, trackers
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import (
     Config,
@@ -36,17 +37,24 @@ from sef.config import (
     config_changes,
     config_from_dict,
     config_to_dict,
+    load_config_file,
     run_name,
     save_config,
 )
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
-from sef.engine.folders import is_run, latest_run_dir, new_out_dir
+from sef.engine.folders import (
+    claim_new_out_dir,
+    claim_resumed,
+    clear_leftovers,
+    is_run,
+    latest_run_dir,
+)
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
-from sef.errors import ConfigError, DataError, TrainingError
+from sef.errors import ConfigError, DataError, DiskFull, OutputError, TrainingError
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
@@ -69,16 +77,12 @@ LENGTH = "optim.epochs"
 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
-    runs/<name>[-N]; ConfigError unless it holds a last.pt."""
+    runs/<name>[-N]; ConfigError if it does not exist or holds best.pt but no last.pt. A folder
+    without a checkpoint (its run stopped before the first) is resumed by starting it again."""
     out = Path(config.run.out) if config.run.out else latest_run_dir(config)
     if not os.path.isdir(out):
         raise ConfigError(f"cannot resume: {out} does not exist; check --out")
-    if not is_run(out):
-        raise ConfigError(
-            f"cannot resume: {out} holds no checkpoint (its run stopped before the first); "
-            f"start it again without --resume"
-        )
-    if not os.path.isfile(out / "last.pt"):
+    if is_run(out) and not os.path.isfile(out / "last.pt"):
         raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
     return out
 
@@ -86,10 +90,17 @@ def resume_dir(config: Config) -> Path:
 def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> Config:
     """What ``sef train --resume`` continues: the config saved in the run folder that ``config``
     with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
-    so only what they name differs from the saved run; ``fit`` refuses what may not change."""
+    so only what they name differs from the saved run; ``fit`` refuses what may not change.
+    A run that stopped before its first checkpoint starts again from its config.yaml."""
     changes = changes or {}
     out = resume_dir(apply_values(config, changes))
-    return apply_values(config_from_dict(load_checkpoint(out / "last.pt")["config"]), changes)
+    if os.path.isfile(out / "last.pt"):
+        saved = config_from_dict(load_checkpoint(out / "last.pt")["config"])
+    elif os.path.isfile(out / "config.yaml"):
+        saved = load_config_file(out / "config.yaml")
+    else:
+        saved = config
+    return apply_values(saved, changes)
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
@@ -226,6 +237,7 @@ class _Run:
             torch.amp.GradScaler(context.device.type) if config.run.amp == "fp16" else None
         )
         self.epoch = 0
+        self.kept = 0  # the epoch last.pt holds
         self.history: list[dict] = []
         self.best = {"epoch": 0, "eval_top1": -1.0}
         self.seconds = 0.0
@@ -258,6 +270,11 @@ class _Run:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best, self.seconds = dict(state["best"]), float(state["seconds"])
+        self.kept = self.epoch
+        if self.context.is_main and self.best["epoch"] == self.epoch:
+            # the best epoch is the one restored: write best.pt again, in case the disk filled
+            # between last.pt and best.pt
+            save_checkpoint(self.out / "best.pt", self.best_state())
 
     def _replan(self, epoch: int) -> None:
         """Continue with the learning rate of a run planned for the new length from the start."""
@@ -267,17 +284,52 @@ class _Run:
             group["lr"] = planned.get_last_lr()[0]
 
     def keep(self, record: dict, evaluation: EvalResult) -> None:
-        """Add an epoch's record; rank 0 writes last.pt, and best.pt with its per-image
-        predictions when it is the best yet."""
+        """Add an epoch's record; rank 0 writes last.pt, then best.pt with its per-image
+        predictions when it is the best yet (in that order: a folder never holds a best.pt
+        without the last.pt to resume)."""
         self.epoch, self.seconds = record["epoch"], self.seconds + record["seconds"]
         self.history.append(record)
+        best = record["eval_top1"] > self.best["eval_top1"]
+        if best:
+            self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
         if self.context.is_main:
-            if record["eval_top1"] > self.best["eval_top1"]:
-                self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
+            save_checkpoint(self.out / "last.pt", self.state())
+            self.kept = self.epoch
+            if best:
                 save_checkpoint(self.out / "best.pt", self.best_state())
                 if hasattr(self.data.eval, "samples"):  # datasets given to fit may lack paths
                     write_predictions(self.predictions, evaluation, self.data.eval)
-            save_checkpoint(self.out / "last.pt", self.state())
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of last.pt: the weights and the optimizer's state per weight (one
+        momentum copy for SGD, two moments for AdamW), before a step has made it as well."""
+        o = self.config.optim
+        slots = 2 if o.optimizer == "adamw" else int(o.momentum > 0)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return space.tensor_bytes(self.model.state_dict()) + slots * space.tensor_bytes(trainable)
+
+    def space_needed(self) -> str:
+        """What the run's checkpoints take on disk, in words."""
+        each = self.checkpoint_bytes()
+        return (
+            f"this run needs about {space.human(3 * each)} there for its checkpoints (last.pt "
+            f"and best.pt of {space.human(each)} each, and room for one more while it is written)"
+        )
+
+    def check_space(self) -> None:
+        """DiskFull now, before any training, if the run folder's disk cannot hold the run's
+        checkpoints (those already there are rewritten in place)."""
+        present = sum(
+            os.path.getsize(self.out / name)
+            for name in ("last.pt", "best.pt")
+            if os.path.isfile(self.out / name)
+        )
+        free = space.free_bytes(self.out)
+        if free is not None and free + present < 3 * self.checkpoint_bytes():
+            raise DiskFull(
+                f"{self.out} has {space.human(free)} free and {self.space_needed()}; free some "
+                f"space or choose another --out"
+            )
 
     @property
     def predictions(self) -> Path:
@@ -366,25 +418,33 @@ def fit(
     """
     config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
     context = distributed.setup(config.run.device)
+    lock = out = None
     try:
         _check_setup(config, context)
-        out = resume_dir(config) if resume else new_out_dir(config)
-        if context.is_main:
-            outputs.check_writable(out, folder=True)  # before data and model take their time
-        distributed.barrier(context)  # every rank chose the folder before rank 0 fills it
+        if context.is_main:  # rank 0 chooses the folder and holds it (sef.engine.lock)
+            lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
+            out = lock.folder
+            clear_leftovers(out)
+        out = distributed.broadcast_object(out, context)  # every rank writes where rank 0 chose
         config.run.out = str(out)
-        saved = load_checkpoint(out / "last.pt") if resume else None
+        saved = load_checkpoint(out / "last.pt") if resume and is_run(out) else None
         if saved is not None:  # before the data: a config that cannot resume fails at once
             _check_resumable(config, saved, out / "last.pt")
+        elif resume and context.is_main:
+            tqdm.write(f"{out} holds no checkpoint (its run stopped before the first): starting it")
         loaded = data is None
         data = data or load_data(config, context, progress)
         run = _Run(config, data, context, out)  # builds the model: bad groups fail here
+        if context.is_main:
+            run.check_space()
         if loaded:
             check_images(data, config, context, progress)
         if saved is not None:
             run.restore(saved, out / "last.pt")
         return _train(run, progress)
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown(context)
 
 
@@ -400,29 +460,46 @@ def _announce(run: _Run) -> None:
     )
 
 
+def _kept(run: _Run) -> str:
+    """What survives a run that stops now."""
+    if run.kept:
+        return f"{run.out / 'last.pt'} (epoch {run.kept}) is kept"
+    return "no checkpoint was written"
+
+
 def _train(run: _Run, progress: bool) -> FitResult:
     logger = None
-    if run.context.is_main:
-        _announce(run)
-        outputs.make_folder(run.out)
-        save_config(run.config, run.out / "config.yaml")
-        logger = Logger(run.out, run.config, run.history, run.epoch + 1)
     try:
-        _epochs(run, logger, progress)
-        result = _result(run)
-        if logger is not None:
-            logger.finish(Final(result.summary(), result.report(), run.files(), run.epoch))
-        return result
+        with space.quiet_full_disk_in_threads():  # TensorBoard's writer thread
+            if run.context.is_main:
+                _announce(run)
+                outputs.make_folder(run.out)
+                save_config(run.config, run.out / "config.yaml")
+                logger = Logger(run.out, run.config, run.history, run.epoch + 1)
+            _epochs(run, logger, progress)
+            result = _result(run)
+            if logger is not None:
+                logger.finish(Final(result.summary(), result.report(), run.files(), run.epoch))
+                logger.close()  # flushes TensorBoard's events: a full disk may show only here
+                logger = None
+            return result
     except TrainingError as error:
-        kept = (
-            f"{run.out / 'last.pt'} (epoch {run.epoch}) is kept"
-            if run.epoch
-            else "no checkpoint was written"
-        )
-        raise TrainingError(f"{error}; {kept}; try a lower optim.lr or --amp none") from None
+        raise TrainingError(f"{error}; {_kept(run)}; try a lower optim.lr or --amp none") from None
+    except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
+        if not isinstance(error, OutputError):  # TensorBoard's events, written by its thread
+            if not space.is_full(error):
+                raise
+            error = outputs.output_error(run.out / "tb", error, folder=True)
+        again = "with --resume to continue" if run.kept else "to start it again"
+        full = isinstance(error, DiskFull)
+        needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
+        raise type(error)(
+            f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command {again}"
+        ) from None
     finally:
-        if logger is not None:
-            logger.close()
+        if logger is not None:  # stopped early: close what can be closed
+            with contextlib.suppress(OSError):
+                logger.close()
 
 
 def _result(run: _Run) -> FitResult:

@@ -1,0 +1,173 @@
+"""One run, one folder: a run holds an OS lock on its folder for as long as it lives.
+
+The lock is ``flock`` (``msvcrt.locking`` on Windows) on ``DIR/.sef-lock``; the kernel releases it
+when the process ends, however it ends (a crash, SIGKILL, a power cut), so a dead run never blocks
+its folder and no stale lock has to be deleted by hand. The file records who holds it (pid, host,
+start time, command) so that a second run is refused in one line naming the first.
+
+On release the holder deletes the file while still holding the lock, and whoever acquires checks
+afterwards that the file it locked is still the one at ``DIR/.sef-lock`` (else it tries again):
+two processes can never both believe they hold the folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from sef import outputs
+from sef.errors import OutputError, SEFError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+LOCK_NAME = ".sef-lock"
+# Descriptors of the locks this process holds. A forked child (a DataLoader worker) closes its
+# copies: the lock belongs to the open file, so a worker outliving a killed run would hold it.
+_HELD: set[int] = set()
+
+
+def _forget_in_child() -> None:
+    for descriptor in _HELD:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
+class FolderBusy(SEFError):
+    """A run folder that another live process holds; ``holder`` describes that process."""
+
+    def __init__(self, folder: Path, holder: str, message: str | None = None) -> None:
+        super().__init__(message or f"{folder} is in use by another run ({holder})")
+        self.folder, self.holder = folder, holder
+
+
+BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK)
+
+
+def _try_lock(descriptor: int) -> bool:
+    """Take the exclusive lock without waiting; False if another process holds it (OSError if
+    the file system cannot lock at all)."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            os.lseek(descriptor, 0, os.SEEK_SET)
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+    except OSError as error:
+        if error.errno in BUSY:
+            return False
+        raise
+    return True
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock at ``path``, as its holder wrote it (a moment's retry while it does)."""
+    for _ in range(20):
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            break
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    else:
+        return "a process that has not yet written who it is"
+    where = "" if info.get("host") == socket.gethostname() else f" on {info.get('host')}"
+    started, command = info.get("started"), info.get("command")
+    return f"pid {info.get('pid')}{where}, started {started}, running `{command}`"
+
+
+def _command() -> str:
+    """This process's command line, the `sef` command named as a user types it."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in ("sef", "__main__.py"):
+        program = "sef"
+    return " ".join([program, *sys.argv[1:]])[:200]
+
+
+def _identity() -> str:
+    started, host = time.strftime("%Y-%m-%d %H:%M:%S"), socket.gethostname()
+    return json.dumps({"pid": os.getpid(), "host": host, "started": started, "command": _command()})
+
+
+class RunLock:
+    """The lock a run holds on ``folder``; ``release`` (or leaving a ``with``) gives it up and
+    removes the folders that acquiring it created, if the run left them empty."""
+
+    def __init__(self, folder: Path, descriptor: int, created: list[Path]) -> None:
+        self.folder, self._descriptor, self._created = folder, descriptor, created
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK_NAME
+
+    def release(self) -> None:
+        if self._descriptor < 0:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while locked: see the module's docstring
+        except OSError:
+            pass
+        _HELD.discard(self._descriptor)
+        os.close(self._descriptor)  # the kernel drops the lock with the last descriptor
+        self._descriptor = -1
+        outputs.remove_empty(self._created)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def acquire(folder: str | os.PathLike) -> RunLock:
+    """Lock ``folder`` (created if missing) for this process; FolderBusy naming the holder if a
+    live process holds it, OutputError if the folder or its lock file cannot be written."""
+    folder = Path(folder)
+    created = outputs.missing_folders(folder)
+    path = outputs.make_folder(folder) / LOCK_NAME
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise outputs.output_error(path, error) from None
+        try:
+            locked = _try_lock(descriptor)
+        except OSError as error:
+            os.close(descriptor)
+            raise OutputError(
+                f"cannot lock {folder} for this run: {(error.strerror or str(error)).lower()}; "
+                f"choose a folder on a file system that supports file locks"
+            ) from None
+        if not locked:
+            os.close(descriptor)
+            raise FolderBusy(folder, _holder(path))
+        try:
+            same = os.path.samestat(os.fstat(descriptor), os.stat(path))
+        except FileNotFoundError:  # its holder removed it as we locked it: take the new one
+            same = False
+        if same:
+            break
+        os.close(descriptor)
+    _HELD.add(descriptor)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, _identity().encode("utf-8"))
+    except OSError as error:
+        lock = RunLock(folder, descriptor, created)
+        lock.release()
+        raise outputs.output_error(path, error) from None
+    return RunLock(folder, descriptor, created)

@@ -1,0 +1,280 @@
+"""Every command walked through the bad inputs of issue 19: a file where a folder belongs and the
+reverse, a binary file given as CSV or YAML, broken YAML, empty CSV labels, a single class, bad
+images in both splits, a huge image, typed paths that are not images, and a bare `sef`. Each
+answer is one line naming what is wrong (exit code 2), never a traceback."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sef.cli import main
+
+NO_WEIGHTS = ["--weights", "none", "--image-size", "32", "--workers", "0", "--no-progress"]
+TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` pixels and holds almost no data: what a huge
+    image looks like to a check that reads only the header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: Path) -> dict:
+    """Named paths the cases below use."""
+    png = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), (9, 90, 200)).save(png)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n")
+    broken_yaml = tmp_path / "broken.yaml"
+    broken_yaml.write_text("optim:\n  lr: 0.1\n epochs: 3\n")
+    empty_label = tmp_path / "labels" / "list.csv"
+    empty_label.parent.mkdir()
+    empty_label.write_text("path,label\na.jpg,cat\nb.jpg,\nc.jpg,dog\n")
+    one_class = tmp_path / "one-class"
+    (one_class / "cat").mkdir(parents=True)
+    for k in range(6):
+        Image.new("RGB", (32, 32), (40 * k, 9, 9)).save(one_class / "cat" / f"{k}.png")
+    return {
+        "png": png, "folder": folder, "notes": notes, "yaml": broken_yaml, "ckpt": demo_checkpoint,
+        "empty_label": empty_label, "one_class": one_class, "own": folder_root,
+        "missing": tmp_path / "missing.png", "tmp": tmp_path,
+    }  # fmt: skip
+
+
+# (command line, words of its one-line answer); {name} is a path from ``places``
+CASES = {
+    # a file where a folder belongs
+    "train-folder-root-file": (
+        ["train", "--set", "data.dataset=folder", "--data-root", "{png}", *NO_WEIGHTS],
+        "data root {png} is a file, not a folder; dataset folder reads a folder",
+    ),
+    "train-cub-root-file": (
+        ["train", "--preset", "cub-resnet18", "--data-root", "{png}", *NO_WEIGHTS],
+        "data root {png} is a file, not a folder; dataset cub reads a folder",
+    ),
+    "train-demo-root-file": (
+        ["train", "--data-root", "{png}", *NO_WEIGHTS],
+        "data root {png} is a file, not a folder; dataset demo reads a folder",
+    ),
+    "train-out-file": (
+        ["train", "--out", "{png}", *NO_WEIGHTS],
+        "cannot write {png}: {png} is a file, not a folder",
+    ),
+    "eval-root-file": (
+        ["eval", "--checkpoint", "{ckpt}", "--data-root", "{png}", "--no-progress"],
+        "data root {png} is a file, not a folder",
+    ),
+    "eval-report-file": (
+        ["eval", "--checkpoint", "{ckpt}", "--report", "{png}", "--no-progress"],
+        "cannot write {png}: {png} is a file, not a folder",
+    ),
+    "viz-corr-root-file": (
+        ["viz", "corr", "--checkpoint", "{ckpt}", "--data-root", "{png}", "--no-progress"],
+        "data root {png} is a file, not a folder",
+    ),
+    "export-out-file": (
+        ["export", "--checkpoint", "{ckpt}", "--out", "{png}"],
+        "cannot write {png}: {png} is a file, not a folder",
+    ),
+    "check-root-file": (
+        ["data", "check", "folder", "{png}", "--no-progress"],
+        "data root {png} is a file, not a folder",
+    ),
+    "download-root-file": (
+        ["data", "download", "cub", "{png}", "--no-progress"],
+        "cannot write {png}: {png} is a file, not a folder",
+    ),
+    # a folder where a file belongs
+    "train-config-folder": (
+        ["train", "--config", "{folder}"],
+        "config file {folder} is a folder, not a file; pass a YAML file",
+    ),
+    "eval-checkpoint-folder": (
+        ["eval", "--checkpoint", "{folder}"],
+        "checkpoint {folder} is a folder; pass the last.pt or best.pt in it",
+    ),
+    "eval-predictions-folder": (
+        ["eval", "--checkpoint", "{ckpt}", "--predictions", "{folder}"],
+        "cannot write {folder}: it is a folder; choose a file name",
+    ),
+    "score-folder": (["score", "{folder}"], "accuracy table {folder} is a folder, not a file"),
+    "viz-cam-path-folder": (
+        ["viz", "cam", "--checkpoint", "{ckpt}", "{folder}"],
+        "{folder} is not an image (it is a folder); give image files as PATH",
+    ),
+    "viz-cam-out-folder": (
+        ["viz", "cam", "--checkpoint", "{ckpt}", "--out", "{folder}"],
+        "cannot write {folder}: it is a folder; choose a file name",
+    ),
+    "predict-checkpoint-folder": (
+        ["predict", "--checkpoint", "{folder}", "{png}"],
+        "checkpoint {folder} is a folder",
+    ),
+    "export-checkpoint-folder": (
+        ["export", "--checkpoint", "{folder}", "--out", "{tmp}/shipped"],
+        "checkpoint {folder} is a folder",
+    ),
+    "csv-root-folder-without-csv": (
+        ["train", "--preset", "csv-resnet18", "--data-root", "{folder}", *NO_WEIGHTS],
+        "{folder} holds 0 CSV files (none)",
+    ),
+    # a binary file as CSV or YAML, a text file as an image, broken YAML
+    "train-csv-binary": (
+        ["train", "--preset", "csv-resnet18", "--data-root", "{png}", *NO_WEIGHTS],
+        "{png} is not a text file: it is a PNG image",
+    ),
+    "check-csv-binary": (
+        ["data", "check", "csv", "{png}", "--no-progress"],
+        "{png} is not a text file: it is a PNG image",
+    ),
+    "score-binary": (["score", "{png}"], "accuracy table {png} is not a text file: it is a PNG"),
+    "train-config-binary": (
+        ["train", "--config", "{png}"],
+        "config file {png} is not a text file: it is a PNG image; pass a YAML file",
+    ),
+    "curves-binary": (
+        ["viz", "curves", "{png}"],
+        "{png} is not a text file: it is a PNG image; pass the output folder of a `sef train`",
+    ),
+    "train-config-broken-yaml": (
+        ["train", "--config", "{yaml}"],
+        "config file {yaml} is not valid YAML: line 3, column 2: expected <block end>",
+    ),
+    "viz-cam-text-file": (
+        ["viz", "cam", "--checkpoint", "{ckpt}", "{notes}"],
+        "{notes} is not an image (it is a text file); give image files as PATH",
+    ),
+    "viz-cam-missing": (
+        ["viz", "cam", "--checkpoint", "{ckpt}", "{missing}"],
+        "{missing} does not exist; give image files as PATH",
+    ),
+    "predict-missing": (
+        ["predict", "--checkpoint", "{ckpt}", "{missing}", "--no-progress"],
+        "no image could be predicted among {missing}",
+    ),
+    # bad data
+    "train-empty-label": (
+        ["train", "--preset", "csv-resnet18", "--data-root", "{empty_label}", *NO_WEIGHTS],
+        "{empty_label} line 3 has an empty label",
+    ),
+    "check-empty-label": (
+        ["data", "check", "csv", "{empty_label}", "--no-progress"],
+        "{empty_label} line 3 has an empty label",
+    ),
+    "train-one-class": (
+        [
+            "train",
+            "--set",
+            "data.dataset=folder",
+            "--data-root",
+            "{one_class}",
+            *TINY,
+            "--no-progress",
+        ],
+        "{one_class} holds 1 class ('cat'); a classifier needs at least two classes",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_command_answers_bad_input_in_one_line(
+    case: str, places: dict, capsys, monkeypatch
+) -> None:
+    words, expected = CASES[case]
+    argv = [w.format(**places) for w in words]
+    monkeypatch.chdir(places["tmp"])
+    code = main(argv)
+    captured = capsys.readouterr()
+    command = argv[0]
+    last = captured.err.splitlines()[-1] if captured.err else ""
+    assert code == 2, captured
+    assert last.startswith(f"sef {command}: error: "), captured.err
+    assert expected.format(**places) in last
+    assert captured.err.count("\n") == 1 + captured.err.count("skipped "), captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_bad_images_of_both_splits_are_reported_in_one_pass(
+    folder_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (folder_root / "train" / "cat" / "broken.png").write_bytes(b"not an image")
+    (folder_root / "test" / "dog" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    png_header(folder_root / "test" / "fox" / "huge.png", 20000, 20000)
+    argv = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root), *TINY]
+    assert main([*argv, "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sef train: error: 3 of 21 images cannot be used")
+    assert "train/cat/broken.png: not an image" in error and "test/dog/cut.png" in error
+    assert "test/fox/huge.png: too large: 400,000,000 pixels > limit 100,000,000" in error
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_huge_image_is_skipped_by_predict_and_listed_by_check_without_pil_text(
+    demo_checkpoint: Path, folder_root: Path, tmp_path: Path, run_sef
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(photos / "good.png")
+    huge = png_header(photos / "huge.png", 20000, 20000)  # PIL refuses it (> 179 MP)
+    big = png_header(photos / "big.png", 12000, 12000)  # PIL only warns (> 89 MP)
+    predicted = run_sef("predict", "--checkpoint", demo_checkpoint, photos, "--no-progress")
+    assert predicted.returncode == 0, predicted.stderr
+    assert "good.png" in predicted.stdout
+    for path, pixels in ((huge, "400,000,000"), (big, "144,000,000")):
+        skipped = f"sef predict: skipped {path}: is too large: {pixels} pixels > limit 100,000,000"
+        assert skipped in predicted.stderr
+    assert predicted.stderr.count("\n") == 2  # no PIL warning, no traceback
+    (folder_root / "test" / "dog" / "big.png").write_bytes(big.read_bytes())
+    checked = run_sef("data", "check", "folder", folder_root, "--no-progress")
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert "big.png: too large: 144,000,000 pixels > limit 100,000,000 (SEF_MAX_PIXELS)" in (
+        checked.stderr
+    )
+    assert "DecompressionBomb" not in checked.stderr + predicted.stderr
+
+
+@pytest.mark.slow
+def test_bare_sef_prints_its_help_and_exits_2(run_sef) -> None:
+    bare = run_sef()
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert bare.stderr.startswith("usage: sef ") and "COMMAND" in bare.stderr
+
+
+# pytest restores the warning filters around each test, so the one sef sets on import is gone
+# here; a `sef` process keeps it (the test above checks that no PIL text reaches the user).
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_the_pixel_limit_is_a_documented_variable(monkeypatch, tmp_path: Path) -> None:
+    from sef.datasets.images import UnreadableImage, decode, pixel_limit
+    from sef.errors import ConfigError
+
+    big = png_header(tmp_path / "big.png", 12000, 12000)
+    with pytest.raises(UnreadableImage, match="144,000,000 pixels > limit 100,000,000"):
+        decode(big)
+    monkeypatch.setenv("SEF_MAX_PIXELS", "200_000_000")
+    assert pixel_limit() == 200_000_000
+    with pytest.raises(UnreadableImage, match="cannot be decoded"):  # allowed; its data is cut
+        decode(big)
+    monkeypatch.setenv("SEF_MAX_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="SEF_MAX_PIXELS='lots' must be a positive whole"):
+        pixel_limit()

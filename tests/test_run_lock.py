@@ -1,0 +1,178 @@
+"""One run, one folder: a run holds an OS lock on its folder; a second run, or a resume, into a
+held folder is refused naming the holder; a dead holder blocks nothing; default folders never
+merge two runs. Tested with real processes, as two users' terminals would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sef.config import resolve_config
+from sef.engine.folders import claim_new_out_dir
+from sef.engine.lock import LOCK_NAME, FolderBusy, acquire
+
+TINY_DEMO = [
+    "--set", "data.options.per_class=3", "--set", "data.options.test_per_class=2",
+    "--image-size", "32", "--batch-size", "8", "--workers", "0", "--no-progress",
+]  # fmt: skip
+HOLD = (
+    "import sys, time\n"
+    "from sef.engine.lock import acquire\n"
+    "lock = acquire(sys.argv[1])\n"
+    "print('held', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    """Another process that holds ``folder``'s lock until killed."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    assert process.stdout.readline() == "held\n"
+    return process
+
+
+def _sef_start(*args: str, cwd: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "sef.cli", *args]
+    return subprocess.Popen(
+        command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_held_folder_is_refused_naming_its_holder_until_the_holder_dies(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "x"
+    holder = _holder(folder)
+    try:
+        with pytest.raises(FolderBusy) as info:
+            acquire(folder)
+        message = str(info.value)
+        assert message.startswith(f"{folder} is in use by another run (pid {holder.pid}, started ")
+        info = json.loads((folder / LOCK_NAME).read_text())
+        assert info["pid"] == holder.pid and info["started"] in message
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: the kernel releases the lock
+        holder.wait()
+    with acquire(folder) as lock:  # nothing to delete by hand
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert os.listdir(folder) == []  # the stale lock file went too
+    with acquire(tmp_path / "new" / "run"):
+        assert (tmp_path / "new" / "run" / LOCK_NAME).is_file()
+    assert not (tmp_path / "new").exists()  # the folders it made, left empty, went with it
+
+
+FORK = (
+    "import os, sys, time\n"
+    "from sef.engine.lock import acquire\n"
+    "lock = acquire(sys.argv[1])\n"
+    "child = os.fork()\n"
+    "if child == 0:\n"
+    "    time.sleep(120)\n"
+    "    os._exit(0)\n"
+    "print(child, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_a_forked_child_outliving_a_killed_run_does_not_hold_its_folder(tmp_path: Path) -> None:
+    """A DataLoader worker is a forked child: it must not keep the dead run's lock."""
+    folder = tmp_path / "run"
+    run = subprocess.Popen(
+        [sys.executable, "-c", FORK, str(folder)], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    worker = int(run.stdout.readline())
+    try:
+        run.kill()
+        run.wait()
+        with acquire(folder):
+            os.kill(worker, 0)  # the child still lives, and the folder is free
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
+def test_the_default_folder_steps_over_one_a_live_run_holds(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config("demo")
+    holder = _holder(tmp_path / "runs" / "demo")
+    try:
+        with claim_new_out_dir(config) as lock:
+            assert lock.folder == Path("runs/demo-2")
+        explicit = resolve_config("demo", overrides=["run.out=runs/demo"])
+        with pytest.raises(FolderBusy, match=f"in use by another run \\(pid {holder.pid}, "):
+            claim_new_out_dir(explicit)
+    finally:
+        holder.kill()
+        holder.wait()
+    with claim_new_out_dir(config) as lock:
+        assert lock.folder == Path("runs/demo")
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_folder_never_both_succeed(demo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "x"
+    first = _sef_start("train", *TINY_DEMO, "--epochs", "400", "--out", str(out), cwd=tmp_path)
+    try:
+        _wait_for(out / LOCK_NAME, first)
+        for extra in ([], ["--resume"]):  # a second run, and a resume, while the first lives
+            second = subprocess.run(
+                [sys.executable, "-m", "sef.cli", "train", *TINY_DEMO, "--epochs", "1",
+                 "--lr", "0.5", "--out", str(out), *extra],
+                cwd=tmp_path, env=_env(), capture_output=True, text=True,
+            )  # fmt: skip
+            assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+            assert second.stderr.count("\n") == 1
+            assert f"(pid {first.pid}, started " in second.stderr
+            assert ("cannot resume" in second.stderr) == bool(extra)
+        assert first.poll() is None  # the first run goes on untouched
+        _wait_for(out / "last.pt", first)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"] != 0.5
+    # the killed run blocks nothing: it is resumed at once, for one more epoch
+    epoch = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sef.cli", "train", "--resume", "--out", str(out), "--epochs",
+         str(epoch + 1), "--no-progress"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert resumed.returncode == 0 and f"resuming after epoch {epoch}" in resumed.stdout, (
+        resumed.stderr
+    )
+
+
+@pytest.mark.slow
+def test_two_runs_without_out_get_their_own_folders(demo_root: Path, tmp_path: Path) -> None:
+    first = _sef_start("train", *TINY_DEMO, "--epochs", "3", "--lr", "0.01", cwd=tmp_path)
+    _wait_for(tmp_path / "runs" / "demo" / LOCK_NAME, first)
+    second = _sef_start("train", *TINY_DEMO, "--epochs", "1", "--lr", "0.02", cwd=tmp_path)
+    for process in (first, second):
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0 and "Traceback" not in stderr, stderr
+    lrs = {
+        name: yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())["optim"]["lr"]
+        for name in ("demo", "demo-2")
+    }
+    assert lrs == {"demo": 0.01, "demo-2": 0.02}
+    assert not list((tmp_path / "runs").glob(f"*/{LOCK_NAME}"))  # released at the end

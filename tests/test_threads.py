@@ -1,0 +1,73 @@
+"""Fair use of a shared CPU: `sef` starts OpenMP with passive waiting and the CPUs it may use,
+unless the user chose; loader workers never outnumber the CPUs; the busy-machine benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sef import threads
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SHOW = (
+    "import os, sys\n"
+    "from sef.cli import main\n"
+    "main(['presets', 'demo'])\n"
+    "import torch\n"
+    "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OMP_NUM_THREADS'),"
+    " torch.get_num_threads(), file=sys.stderr)\n"
+)
+
+
+def test_configure_sets_only_what_the_user_left_unset() -> None:
+    assert threads.configure(env := {}) == env
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads.available_cpus())}
+    mine = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3"}
+    assert threads.configure(mine) == {} and mine == {"OMP_WAIT_POLICY": "ACTIVE",
+                                                       "OMP_NUM_THREADS": "3"}  # fmt: skip
+
+
+def test_cpus_follow_the_affinity_and_workers_never_outnumber_them() -> None:
+    cpus = threads.available_cpus()
+    if hasattr(os, "sched_getaffinity"):
+        assert 1 <= cpus <= len(os.sched_getaffinity(0))
+    assert threads.loader_workers(cpus + 8) == cpus
+    assert threads.loader_workers(0) == 0
+
+
+def _started(env: dict) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", SHOW], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stderr.split()
+
+
+@pytest.mark.slow
+def test_the_command_starts_torch_with_passive_waits_unless_the_user_chose() -> None:
+    bare = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    cpus = str(threads.available_cpus())
+    assert _started(bare) == ["PASSIVE", cpus, cpus]  # torch took the thread count sef set
+    assert _started({**bare, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "active"}) == [
+        "active", "1", "1"
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_busy_machine_benchmark_runs_both_ways(tmp_path: Path) -> None:
+    out = tmp_path / "busy.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "busy.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["images_per_second"]) == {"torch_idle", "torch_busy", "sef_idle", "sef_busy"}
+    assert set(report["slowdown_when_busy"]) == {"torch", "sef"}
+    assert report["sef_idle_time_over_torch_idle"]["median"] > 0
+    assert all(r["threads"] >= 1 for r in report["runs"]["sef_busy"])
+    assert report["load_1min"]["n"] == 4 and report["command"].startswith("python ")
