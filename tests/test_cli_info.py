@@ -44,7 +44,8 @@ def test_user_errors_are_one_line_with_exit_code_2():
 
 
 def test_no_command_prints_help_and_version_works():
-    assert "COMMAND" in sef().stdout
+    bare = sef()  # a usage error: the help goes to stderr, the exit code is 2
+    assert "COMMAND" in bare.stderr and bare.returncode == 2
     assert sef("--version").stdout.startswith("sef ")
 
 

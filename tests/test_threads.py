@@ -71,3 +71,18 @@ def test_the_busy_machine_benchmark_runs_both_ways(tmp_path: Path) -> None:
     assert report["sef_idle_time_over_torch_idle"]["median"] > 0
     assert all(r["threads"] >= 1 for r in report["runs"]["sef_busy"])
     assert report["load_1min"]["n"] == 4 and report["command"].startswith("python ")
+
+
+def test_the_training_and_evaluation_loaders_start_no_more_workers_than_cpus() -> None:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from sef.distributed import Context
+    from sef.engine import train_loader
+    from sef.engine.evaluation import evaluation_loader
+
+    data = TensorDataset(torch.zeros(8, 3, 4, 4), torch.zeros(8, dtype=torch.long))
+    many = threads.available_cpus() + 6  # the folder and csv presets ask for 8
+    loader = train_loader(data, batch_size=4, workers=many, seed=0, context=Context())
+    assert loader.num_workers == threads.available_cpus()
+    assert evaluation_loader(data, 4, many, torch.device("cpu")).num_workers == loader.num_workers
