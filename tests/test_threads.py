@@ -85,4 +85,4 @@ def test_the_training_and_evaluation_loaders_start_no_more_workers_than_cpus() -
     many = threads.available_cpus() + 6  # the folder and csv presets ask for 8
     loader = train_loader(data, batch_size=4, workers=many, seed=0, context=Context())
     assert loader.num_workers == threads.available_cpus()
-    assert evaluation_loader(data, 4, many, torch.device("cpu")).num_workers == loader.num_workers
+    assert evaluation_loader(data, 4, many, Context()).num_workers == loader.num_workers
