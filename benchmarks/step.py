@@ -9,6 +9,10 @@ Three variants are interleaved at each image size:
   correlation readout that ``sef train`` records every step (``sef.losses.group_correlation``);
 * ``sef_naive``: the same, with the group loss through the full C x C cosine matrix.
 
+The readout's own cost is also timed alone (``readout_seconds``: ``group_correlation`` on the
+SEF network's last map of the batch, many repeats) and given as a share of SEF's step: a step
+ratio moves by a few percent with the machine's load, the readout's share does not.
+
     python benchmarks/step.py                       # ResNet-50, 448 and 224 px -> results/step.json
     python benchmarks/step.py --sizes 224 --batch 4
     python benchmarks/step.py --quick               # ResNet-18 at 32 px, to check it runs
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +53,7 @@ from sef.backbones import TIMM_PREFIX
 from sef.losses import GROUP_LOSS_VARIANTS, group_correlation
 
 VARIANTS = ("plain", "sef", "sef_naive")
+READOUT_REPEATS = 50
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -139,6 +145,18 @@ def training_step(name: str, args: argparse.Namespace, size: int, device: torch.
     return step
 
 
+def time_readout(args: argparse.Namespace, size: int, device: torch.device, clock) -> dict:
+    """Seconds of the correlation readout alone on the SEF network's last map of the batch."""
+    torch.manual_seed(0)
+    model = sef.SEF(args.backbone, args.classes, groups=args.groups, image_size=size)
+    with torch.no_grad():
+        images = torch.randn(args.batch, 3, size, size, device=device)
+        features = model.to(device).train()(images).features
+    readout = {"readout": lambda: group_correlation(features, args.groups)}
+    seconds = time_interleaved(readout, READOUT_REPEATS, 2, device, f"{size}px readout", clock)
+    return summarise(seconds["readout"])
+
+
 def count_flops(name: str, args: argparse.Namespace, size: int, device: torch.device) -> int:
     """Floating-point operations of one forward + backward of variant ``name`` (matrix products
     and convolutions, as torch.utils.flop_counter counts them): a cost no other process moves."""
@@ -185,12 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{size}px steps"
         seconds = time_interleaved(steps, args.repeats, args.warmup, device, label, clock)
         del steps
+        readout = time_readout(args, size, device, clock)
         flops = {name: count_flops(name, args, size, device) for name in VARIANTS}
         results[size] = {
             "seconds": {name: summarise(times) for name, times in seconds.items()},
             "ratio_to_plain": paired_ratios(seconds, "plain"),
             "flops": flops,
             "flop_ratio_to_plain": {name: flops[name] / flops["plain"] for name in VARIANTS[1:]},
+            "readout_seconds": readout,
+            "readout_share_of_sef_step": readout["median"] / statistics.median(seconds["sef"]),
         }
     if not args.no_memory:
         memory = measure_memory(args, argv)
@@ -214,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{size} px: plain {plain:.3f} s/step; SEF x{ratios['sef']['median']:.3f} "
             f"(IQR/median {ratios['sef']['relative_iqr']:.1%}); "
             f"SEF with naive group loss x{ratios['sef_naive']['median']:.3f}; "
-            f"FLOPs: SEF x{result['flop_ratio_to_plain']['sef']:.4f}"
+            f"FLOPs: SEF x{result['flop_ratio_to_plain']['sef']:.4f}; "
+            f"readout {result['readout_share_of_sef_step']:.3%} of SEF's step"
         )
     return 0
 
