@@ -278,3 +278,28 @@ def test_the_pixel_limit_is_a_documented_variable(monkeypatch, tmp_path: Path) -
     monkeypatch.setenv("SEF_MAX_PIXELS", "lots")
     with pytest.raises(ConfigError, match="SEF_MAX_PIXELS='lots' must be a positive whole"):
         pixel_limit()
+
+
+def _all_subclasses(cls: type) -> set[type]:
+    return {sub for direct in cls.__subclasses__() for sub in {direct, *_all_subclasses(direct)}}
+
+
+def test_every_sef_error_can_be_reworded_from_its_message_alone():
+    """Callers add context as ``type(error)(f"{where}: {error}")`` (sef reproduce names the run
+    that failed); an error class that needs more than a message would turn that into a
+    TypeError traceback, as FolderBusy once did."""
+    import importlib
+    import pkgutil
+
+    import sef
+    from sef.errors import SEFError
+
+    for module in pkgutil.walk_packages(sef.__path__, "sef."):
+        optional = module.name.startswith("sef.integrations.")  # extras' imports
+        if not optional and not module.name.endswith("__main__"):  # runs the CLI
+            importlib.import_module(module.name)
+    classes = _all_subclasses(SEFError)
+    names = {c.__name__ for c in classes}
+    assert {"FolderBusy", "DiskFull", "UnreadableImage", "StaleCache"} <= names
+    for cls in classes:
+        assert str(cls("where: what went wrong")) == "where: what went wrong", cls

@@ -16,6 +16,7 @@ import pytest
 
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
+from sef.engine.lock import acquire
 from sef.metrics import paper_scores, round_half_up
 
 TOY = ["--weights", "none", "--set", "optim.epochs=1", "--set", "data.image_size=32"]
@@ -155,11 +156,32 @@ def test_killed_during_the_second_run_resumes_it_and_reuses_the_first(
 def test_a_run_killed_in_its_first_epoch_starts_afresh(cub_root: Path, tmp_path: Path, capsys):
     folder = tmp_path / "runs" / "cub-resnet18"  # what a kill before the first checkpoint leaves
     (folder / "tb").mkdir(parents=True)
-    (folder / "metrics.jsonl").write_text("")
+    (folder / "tb" / "events.out.tfevents.killed").write_text("")
+    (folder / "config.yaml").write_text("model: {}\n")
+    (folder / "metrics.jsonl").write_text('{"epoch": 1, "killed": true}\n')
     arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "sef"]
     assert main([*arguments, "--out", str(tmp_path / "runs"), *TOY, *FAST]) == 0
     assert "[1/1] train  sef: SEF" in capsys.readouterr().out
     assert load_checkpoint(folder / "last.pt")["epoch"] == 1
+    assert "killed" not in (folder / "metrics.jsonl").read_text()
+    assert not (folder / "tb" / "events.out.tfevents.killed").exists()
+
+
+def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
+    cub_root: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "runs" / "cub-resnet18"  # a live run in its first epoch holds it
+    (folder / "tb").mkdir(parents=True)
+    (folder / "config.yaml").write_text("model: {}\n")
+    (folder / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "sef"]
+    with acquire(folder):
+        assert main([*arguments, "--out", str(tmp_path / "runs"), *TOY, *FAST]) == 2
+    error = capsys.readouterr().err
+    assert f"{folder} is in use by another run (pid {os.getpid()}" in error, error
+    assert error.count("\n") == 1
+    assert (folder / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+    assert (folder / "tb").is_dir() and not (folder / "last.pt").exists()
 
 
 @pytest.mark.slow

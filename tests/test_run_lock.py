@@ -176,3 +176,34 @@ def test_two_runs_without_out_get_their_own_folders(demo_root: Path, tmp_path: P
     }
     assert lrs == {"demo": 0.01, "demo-2": 0.02}
     assert not list((tmp_path / "runs").glob(f"*/{LOCK_NAME}"))  # released at the end
+
+
+@pytest.mark.slow
+def test_torchrun_into_a_held_folder_stops_every_rank_with_one_line(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    """Rank 0 holds a DDP run's folder; when it is refused, every rank stops with rank 0's error
+    (no rank left waiting for the folder's name), and the error is printed once."""
+    folder = tmp_path / "held"
+    holder = _holder(folder)
+    try:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            "2", "-m", "sef.cli", "train", "--data-root", str(demo_root), "--out", str(folder),
+            "--epochs", "1", "--device", "cpu", *TINY_DEMO,
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    refusals = [line for line in output.splitlines() if line.startswith("sef train: error: ")]
+    assert refusals == [
+        f"sef train: error: {folder} is in use by another run (pid {holder.pid}, started "
+        + refusals[0].split(", started ", 1)[-1]
+    ], output
+    assert "[rank1]" not in output and "Connection reset" not in output, output
+    assert not (folder / "config.yaml").exists()

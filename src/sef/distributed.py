@@ -7,12 +7,16 @@ path. Evaluation shards indices without padding (``shard``), so each test image 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from sef.errors import ConfigError
+from sef.errors import ConfigError, SEFError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,25 @@ def broadcast_object(value: object, context: Context) -> object:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(compute: Callable[[], T], context: Context) -> T:
+    """Rank 0's ``compute()`` on every process. A SEFError there is raised on every process, so
+    no rank is left waiting for an answer; the other ranks' copy is marked ``from_main`` (the CLI
+    prints the message once, from rank 0)."""
+    answer = None
+    if context.is_main:
+        try:
+            answer = (True, compute())
+        except SEFError as error:
+            if not context.distributed:
+                raise
+            answer = (False, error)
+    ok, value = broadcast_object(answer, context)
+    if not ok:
+        value.from_main = not context.is_main
+        raise value
+    return value
 
 
 def shard(length: int, context: Context) -> range:

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SEFError, ValueError, OSError) as error:
         if os.environ.get("SEF_DEBUG"):
             raise
-        print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        if not getattr(error, "from_main", False):  # rank 0 has said it (sef.distributed)
+            print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sef {args.command}: interrupted", file=sys.stderr)

@@ -79,10 +79,10 @@ def claim_new_out_dir(config: Config) -> RunLock:
             lock = acquire(out)
         except FolderBusy as busy:
             raise FolderBusy(
-                out,
-                busy.holder,
                 f"{out} is in use by another run ({busy.holder}); wait for it to end or choose "
                 f"another --out",
+                out,
+                busy.holder,
             ) from None
         if is_run(out):
             lock.release()
@@ -109,10 +109,10 @@ def claim_resumed(out: Path) -> RunLock:
         return acquire(out)
     except FolderBusy as busy:
         raise FolderBusy(
-            out,
-            busy.holder,
             f"cannot resume {out}: a run still holds it ({busy.holder}); wait for it to end or "
             f"stop it first",
+            out,
+            busy.holder,
         ) from None
 
 

@@ -49,11 +49,16 @@ if hasattr(os, "register_at_fork"):
 
 
 class FolderBusy(SEFError):
-    """A run folder that another live process holds; ``holder`` describes that process."""
+    """A run folder that another live process holds; ``holder`` describes that process. Made
+    from its message alone, like every SEFError, so that callers can reword it."""
 
-    def __init__(self, folder: Path, holder: str, message: str | None = None) -> None:
-        super().__init__(message or f"{folder} is in use by another run ({holder})")
+    def __init__(self, message: str, folder: Path | None = None, holder: str = "") -> None:
+        super().__init__(message)
         self.folder, self.holder = folder, holder
+
+    @classmethod
+    def held(cls, folder: Path, holder: str) -> FolderBusy:
+        return cls(f"{folder} is in use by another run ({holder})", folder, holder)
 
 
 BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK)
@@ -154,7 +159,7 @@ def acquire(folder: str | os.PathLike) -> RunLock:
             ) from None
         if not locked:
             os.close(descriptor)
-            raise FolderBusy(folder, _holder(path))
+            raise FolderBusy.held(folder, _holder(path))
         try:
             same = os.path.samestat(os.fstat(descriptor), os.stat(path))
         except FileNotFoundError:  # its holder removed it as we locked it: take the new one

@@ -418,14 +418,17 @@ def fit(
     """
     config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
     context = distributed.setup(config.run.device)
-    lock = out = None
+    lock = None
+
+    def claim() -> Path:  # rank 0 chooses the folder and holds it (sef.engine.lock)
+        nonlocal lock
+        lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
+        clear_leftovers(lock.folder)
+        return lock.folder
+
     try:
         _check_setup(config, context)
-        if context.is_main:  # rank 0 chooses the folder and holds it (sef.engine.lock)
-            lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
-            out = lock.folder
-            clear_leftovers(out)
-        out = distributed.broadcast_object(out, context)  # every rank writes where rank 0 chose
+        out = distributed.on_main(claim, context)  # every rank writes there, or stops with rank 0
         config.run.out = str(out)
         saved = load_checkpoint(out / "last.pt") if resume and is_run(out) else None
         if saved is not None:  # before the data: a config that cannot resume fails at once

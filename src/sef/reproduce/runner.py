@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from sef import distributed
 from sef.distributed import Context
@@ -23,7 +22,7 @@ from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
 from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
-from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, clear_unfinished, read_state
+from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state
 from sef.reproduce.tables import States, main_table, write_tables
 from sef.text import table
 
@@ -70,20 +69,6 @@ def _key(run: Run) -> tuple[str, str]:
 def _left(run: Run, state: RunState) -> int:
     """Images still to process (training and evaluation) before ``run`` is finished."""
     return 0 if state.kind == DONE else (run.epochs - state.epoch) * run.images_per_epoch
-
-
-def _shared(compute: Callable[[], Any], context: Context) -> Any:
-    """Rank 0's ``compute()`` on every process; an error there is raised on every process."""
-    answer = None
-    if context.is_main:
-        try:
-            answer = (True, compute())
-        except SEFError as error:
-            answer = (False, error)
-    ok, value = distributed.broadcast_object(answer, context)
-    if not ok:
-        raise value
-    return value
 
 
 def _best(state: RunState) -> str:
@@ -167,9 +152,6 @@ def _train_all(
             f"{run.epochs} -> {run.out}: this run ~{hours(pace.seconds(_left(run, state)))}, "
             f"all ~{hours(pace.seconds(left))} at {pace}"
         )
-        if state.kind == NEW and context.is_main:
-            clear_unfinished(run.out)
-        distributed.barrier(context)
         began = time.perf_counter()
         try:
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
@@ -178,7 +160,7 @@ def _train_all(
         took = time.perf_counter() - began
         pace.observe(_left(run, state), took)
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
-        states[_key(run)] = _shared(lambda run=run: read_state(run.config), context)
+        states[_key(run)] = distributed.on_main(lambda run=run: read_state(run.config), context)
         if context.is_main:
             write_tables(plan, states, written=_now())
         left = sum(_left(r, states[_key(r)]) for r in todo)
@@ -219,7 +201,9 @@ def reproduce(
             print(line, flush=True)
 
     try:
-        states = _shared(lambda: {_key(run): read_state(run.config) for run in plan.runs}, context)
+        states = distributed.on_main(
+            lambda: {_key(run): read_state(run.config) for run in plan.runs}, context
+        )
         speed = assumed_speed(plan.runs[0].config, images_per_second)
         if dry_run:
             _dry_run(plan, states, speed, say)

@@ -7,7 +7,6 @@ with another config (another --set, another --weights) is refused rather than mi
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +74,3 @@ def read_state(config: Config) -> RunState:
     if epoch < config.optim.epochs:
         return RunState(PARTIAL, epoch)
     return RunState(DONE, epoch, _result(saved))
-
-
-def clear_unfinished(folder: Path) -> None:
-    """Before a run starts afresh: drop what a run killed during its first epoch left (an empty
-    metrics.jsonl and TensorBoard events), so the folder holds only the new run's files."""
-    if (folder / "last.pt").exists():
-        raise ConfigError(f"{folder} holds a run to resume; it must not be cleared")
-    (folder / "metrics.jsonl").unlink(missing_ok=True)
-    shutil.rmtree(folder / "tb", ignore_errors=True)
