@@ -3,6 +3,7 @@ over seeds (mean, sample std, paired differences with a t interval)."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -53,6 +54,20 @@ def paired_difference(values: list[float], baseline: list[float], level: float =
         "level": level,
         "interval": [mean - half, mean + half],
     }
+
+
+def read_results(path: Path, versions: tuple[int, ...], quick: bool) -> dict:
+    """The JSON an ablation wrote at ``path`` ({} if none), refused when another protocol
+    version or --quick setting wrote it: runs of different protocols are never mixed."""
+    if not path.is_file():
+        return {}
+    previous = json.loads(path.read_text())
+    if previous.get("protocol_version") not in versions or previous.get("quick") != quick:
+        raise SystemExit(
+            f"{path} was written under another protocol or --quick setting; "
+            f"pass another --out (and --runs) instead of mixing them"
+        )
+    return previous
 
 
 def measured_stamp(script: str, argv: list[str]) -> dict:

@@ -37,14 +37,13 @@ not trained again. The main table runs first, then φ, λ and steps.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ablation import finetune_run, mean_std, measured_stamp, paired_difference
+from ablation import finetune_run, mean_std, measured_stamp, paired_difference, read_results
 from common import RESULTS_DIR, write_report
 
 PRESET = "birds32-mobilenet_v2"
@@ -205,15 +204,7 @@ def markdown(tables: dict, runs: dict) -> str:
 
 def load_runs(args: argparse.Namespace) -> dict:
     """Runs already measured under this protocol (and this --quick setting)."""
-    if not args.out.is_file():
-        return {}
-    previous = json.loads(args.out.read_text())
-    if previous.get("protocol_version") != PROTOCOL_VERSION or previous.get("quick") != args.quick:
-        raise SystemExit(
-            f"{args.out} was written under another protocol or --quick setting; "
-            f"pass another --out (and --runs) instead of mixing them"
-        )
-    return previous.get("runs", {})
+    return read_results(args.out, (PROTOCOL_VERSION,), args.quick).get("runs", {})
 
 
 def write(args: argparse.Namespace, runs: dict, argv: list[str], start: float) -> dict:

@@ -59,7 +59,6 @@ in ``--runs``; an interrupted run resumes from its last epoch; a run in the JSON
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -68,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ablation import finetune_run, mean_std, measured_stamp, paired_difference
+from ablation import finetune_run, mean_std, measured_stamp, paired_difference, read_results
 from common import RESULTS_DIR, cpu_model, write_report
 
 from sef.losses import SEPARATION_GAP, groups_separated
@@ -160,11 +159,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------- one run, measured
 
 
-def run_one(row: Row, seed: int, key: str, args: argparse.Namespace, argv: list[str]) -> dict:
-    """Train one row at one seed (or resume it) into runs/KEY and measure it."""
+def run_one(
+    row: Row, seed: int, key: str, args: argparse.Namespace, argv: list[str], base: str = PRESET
+) -> dict:
+    """Train one row at one seed (or resume it) into runs/KEY and measure it; ``base`` replaces
+    the study's preset family (the confirmation trains the same rows on birds32b)."""
     overrides = [*row.settings(args.quick), f"run.seed={seed}"]
-    record = finetune_run(row.preset, overrides, args.runs / key, progress=not args.no_progress)
-    return {"seed": seed, "row": row.name, "preset": row.preset, "overrides": overrides,
+    preset = row.preset.replace(PRESET, base, 1)
+    record = finetune_run(preset, overrides, args.runs / key, progress=not args.no_progress)
+    return {"seed": seed, "row": row.name, "preset": preset, "overrides": overrides,
             "cpu": cpu_model(), **record, "measured": measured_stamp(__file__, argv)}  # fmt: skip
 
 
@@ -198,9 +201,10 @@ def separated(run: dict) -> bool:
 # --------------------------------------------------------------------------------- summaries
 
 
-def summarise_row(row: Row, runs: dict) -> dict | None:
-    """A row's seeds so far: accuracy, paired gap to plain of its length, separation."""
-    done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
+def summarise_row(row: Row, runs: dict, seeds: list[int] | None = None) -> dict | None:
+    """A row's seeds so far (of ``seeds``, the study's by default): accuracy, paired gap to
+    plain of its length, separation."""
+    done = [runs[row.key(s)] for s in seeds or SEEDS if row.key(s) in runs]
     if not done:
         return None
     entry = {"seeds": [r["seed"] for r in done], "family": row.family, "epochs": row.epochs}
@@ -359,14 +363,7 @@ def draw(runs: dict, rows: list[Row], out: Path) -> Path:
 
 def load_runs(args: argparse.Namespace) -> dict:
     """Runs already measured under this protocol (and this --quick setting)."""
-    if not args.out.is_file():
-        return {}
-    previous = json.loads(args.out.read_text())
-    if previous.get("protocol_version") not in (1, 2) or previous.get("quick") != args.quick:
-        raise SystemExit(
-            f"{args.out} was written under another protocol or --quick setting; "
-            f"pass another --out (and --runs) instead of mixing them"
-        )
+    previous = read_results(args.out, (1, 2), args.quick)
     runs = previous.get("runs", {})
     for run in runs.values():  # version 1's runs: all on the machine that wrote the file
         run.setdefault("cpu", previous["machine"]["cpu"])

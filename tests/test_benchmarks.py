@@ -469,6 +469,73 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
 
 
+def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
+    tmp_path, run_main, monkeypatch, capsys
+):
+    """A --quick study (plain and SEF, one seed, both lengths), then its candidate confirmed on
+    birds32b at fresh seeds, each paired with plain of its length; no candidate, nothing runs."""
+    study = importlib.import_module("group_study")
+    confirm = importlib.import_module("group_confirm")
+    monkeypatch.setattr(study, "SHORT_ROWS", [study.PLAIN, study.SEF])
+    monkeypatch.setattr(study, "SEEDS", [0])
+    monkeypatch.chdir(tmp_path)
+    studied, out = str(tmp_path / "study.json"), str(tmp_path / "confirm.json")
+    quick = ["--quick", "--no-progress", "--study", studied, "--out", out]
+    run_main("group_study.py", "--quick", "--no-progress", "--stage", "short", "--out", studied)
+    with pytest.raises(SystemExit, match="the study is not complete"):
+        confirm.main(quick)
+    run_main("group_study.py", "--quick", "--no-progress", "--out", studied)  # the long rows
+
+    monkeypatch.setattr(study, "candidate", lambda tables: None)
+    nothing = run_main("group_confirm.py", *quick)
+    assert nothing["verdict"] == "nothing to confirm" and nothing["runs"] == {}
+    assert not (tmp_path / "runs/group-confirm").exists()
+
+    chosen = {"table": "48 epochs", "row": "sef-reference-1", "minus_plain": 0.0}
+    monkeypatch.setattr(study, "candidate", lambda tables: chosen)
+    monkeypatch.setattr(confirm, "SEEDS", [10, 11])
+    out = str(tmp_path / "confirm2.json")
+    report = run_main("group_confirm.py", *quick[:-1], out)
+    keys = [f"{n}-48ep-seed{s}" for s in (10, 11) for n in ("plain", "sef-reference-1")]
+    assert list(report["runs"]) == keys  # seed by seed, plain first
+    assert {r["preset"] for r in report["runs"].values()} == {
+        "birds32b-mobilenet_v2", "birds32b-mobilenet_v2-plain"
+    }  # fmt: skip
+    assert all(r["epochs"] == 2 and r["measured"]["command"].count("group_confirm.py") == 1
+               for r in report["runs"].values())  # fmt: skip
+    entry = report["table"]["sef-reference-1"]
+    tops = [report["runs"][k]["last_top1"] for k in keys]
+    assert entry["minus_plain"]["differences"] == pytest.approx([tops[1] - tops[0],
+                                                                 tops[3] - tops[2]])  # fmt: skip
+    assert report["verdict"] == confirm.verdict(entry) != "not yet: runs missing"
+    assert report["candidate"] == chosen and report["row"]["epochs"] == 48
+    capsys.readouterr()
+    assert confirm.main(["--quick", "--out", out, "--report"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"candidate: sef-reference-1; {report['verdict']}")
+    assert "| sef-reference-1 |" in printed
+
+
+def test_group_confirm_verdict_follows_the_protocol(monkeypatch):
+    confirm = importlib.import_module("group_confirm")
+
+    def entry(separates=True, keeps=True, helps=False, n=5):
+        return {"separates": separates, "keeps_accuracy": keeps, "helps": helps,
+                "minus_plain": {"n": n}}  # fmt: skip
+
+    assert confirm.verdict(None) == "not yet: runs missing"
+    assert confirm.verdict(entry(n=4)) == "not yet: runs missing"
+    assert confirm.verdict(entry()) == "confirmed"
+    assert confirm.verdict(entry(helps=True)) == "confirmed, helps"
+    assert confirm.verdict(entry(separates=False, helps=True)) == (
+        "not confirmed: the groups did not separate in every seed"
+    )
+    assert confirm.verdict(entry(separates=False, keeps=False)) == (
+        "not confirmed: the groups did not separate in every seed and it lost more than 2 "
+        "points to plain"
+    )
+
+
 @pytest.mark.slow
 def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
     """The prepared GPU script, tiny and on the CPU: the first run always goes, later runs only
