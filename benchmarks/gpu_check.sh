@@ -5,9 +5,12 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR [PART...]]
 #
-# OUT_DIR defaults to $OUT, else /tmp/sef-gpu-check; PARTS to "epoch eval compile train syncs":
+# OUT_DIR defaults to $OUT, else /tmp/sef-gpu-check; PARTS to "epoch cost eval compile train
+# syncs":
 #   epoch    every road of gpu_epoch.py (the decoded-image cache road too), its evaluation
 #            passes, peak memory, the projected recipe and issue 21's targets
+#   cost     sef_cost.py: SEF's compute-only step with one piece taken out at a time, and the
+#            operators with the most device time (where SEF's extra 10 % goes)
 #   eval     gpu_eval.py: where an evaluation pass's seconds go
 #   compile  gpu_epoch.py --compile on the fast roads and the compute-only ones
 #   train    sef train: demo bf16 / fp16 / killed and resumed, the CUB-shaped recipe with and
@@ -16,12 +19,12 @@
 # SEF_CHECK_QUICK=1 runs it all on the CPU at toy sizes (benchmarks' --quick, a tiny demo):
 # a dry run that tests/test_benchmarks.py makes. SEF_CHECK_DEVICE=cpu runs only the train part's
 # commands on the CPU (slowly). OUT_DIR receives log.txt, gpu_epoch.json, gpu_eval.json,
-# gpu_epoch_compile.json, gpu_syncs.json and runs.tar.gz (each run's config.yaml, metrics.jsonl).
+# gpu_epoch_compile.json, gpu_syncs.json, sef_cost.json and runs.tar.gz (each run's config.yaml, metrics.jsonl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-/tmp/sef-gpu-check}}")
 parts=" ${*:2} "
-[ "$parts" = "  " ] && parts=" epoch eval compile train syncs "
+[ "$parts" = "  " ] && parts=" epoch cost eval compile train syncs "
 runs=/tmp/sef-gpu-runs
 quick=""  # benchmark options
 compiled="fast fast_cache sef_compute plain_compute"  # roads timed with --compile
@@ -91,6 +94,10 @@ wants() { [[ $parts == *" $1 "* ]]; }
 if wants epoch; then
   step 300 gpu_epoch python benchmarks/gpu_epoch.py $quick \
     --out "$out/gpu_epoch.json"
+fi
+if wants cost; then
+  step 120 sef_cost python benchmarks/sef_cost.py $quick \
+    --out "$out/sef_cost.json"
 fi
 if wants eval; then
   step 150 gpu_eval python benchmarks/gpu_eval.py $quick \

@@ -200,13 +200,13 @@ def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
     part's runs (the cache road's too), and the files the next GPU session brings back."""
     env = {**os.environ, "SEF_CHECK_QUICK": "1", "SEF_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "out"
-    command = ["bash", str(BENCHMARKS / "gpu_check.sh"), str(out), "epoch", "eval", "compile"]
-    done = subprocess.run([*command, "train"], env=env, capture_output=True, text=True,
+    command = ["bash", str(BENCHMARKS / "gpu_check.sh"), str(out), "epoch", "cost", "eval"]
+    done = subprocess.run([*command, "compile", "train"], env=env, capture_output=True, text=True,
                           timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     log = (out / "log.txt").read_text()
-    for step in ("gpu_epoch", "gpu_eval", "gpu_epoch_compile", "demo-bf16", "demo-resumed",
-                 "cub-shaped", "cub-shaped-cache"):  # fmt: skip
+    for step in ("gpu_epoch", "sef_cost", "gpu_eval", "gpu_epoch_compile", "demo-bf16",
+                 "demo-resumed", "cub-shaped", "cub-shaped-cache"):  # fmt: skip
         assert f"== {step}: exit 0 at " in log, log[-3000:]
     assert "demo-fp16" not in log  # the gradient scaler needs CUDA
     epoch = json.loads((out / "gpu_epoch.json").read_text())
@@ -214,6 +214,7 @@ def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
     compiled = json.loads((out / "gpu_epoch_compile.json").read_text())
     assert compiled["settings"]["compile"] and list(compiled["roads"]) == ["plain_compute"]
     assert json.loads((out / "gpu_eval.json").read_text())["seconds"]["persistent_2"] > 0
+    assert "no_group_loss" in json.loads((out / "sef_cost.json").read_text())["share_of_sef_step"]
     runs = out / "runs"
     metrics = [(runs / name / "metrics.jsonl").read_text().splitlines() for name in
                ("cub-shaped", "cub-shaped-cache")]  # fmt: skip
@@ -223,6 +224,32 @@ def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
     assert same == [{k: v for k, v in json.loads(line).items() if k not in timing}
                     for line in metrics[1]]  # fmt: skip
     assert (out / "runs.tar.gz").is_file()
+
+
+def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(tmp_path, run_main):
+    report = run_main("sef_cost.py", "--quick", "--out", str(tmp_path / "c.json"))
+    sef_cost = importlib.import_module("sef_cost")
+    assert set(report["seconds"]) == set(sef_cost.VARIANTS)
+    assert set(report["ratio_to_plain"]) == set(sef_cost.VARIANTS) - {"plain"}
+    assert set(report["share_of_sef_step"]) == {"no_group_loss", "no_distill", "no_entropy"}
+    for name in sef_cost.PROFILED:
+        table = report["operators"][name]
+        assert 0 < len(table) <= sef_cost.TOP_OPERATORS
+        assert [row["self_ms"] for row in table] == sorted(
+            (row["self_ms"] for row in table), reverse=True
+        )
+    assert any(
+        row["operator"] == "aten::convolution_backward" for row in report["operators"]["sef"]
+    )
+
+
+def test_the_bf16_group_loss_variant_is_the_reference_loss_in_float32():
+    """sef_cost's candidate computes the same loss; only autocast's precision may differ."""
+    sef_cost = importlib.import_module("sef_cost")
+    features = torch.randn(2, 12, 5, 5)
+    assert sef_cost.bf16_group_loss(features, 3).item() == pytest.approx(
+        sef.losses.group_loss(features, 3).item(), rel=1e-5
+    )
 
 
 @pytest.mark.slow

@@ -1,0 +1,170 @@
+"""Where SEF's extra step time goes: its training step with one piece taken out at a time.
+
+On the GPU SEF's compute-only step cost 1.10 x the plain one's (issue 21; on the CPU x1.00x),
+and which piece pays for it was never measured. Every variant below is the compute-only step of
+``gpu_epoch.py`` (one batch kept on the device, bf16 autocast, channels_last, cudnn.benchmark;
+forward, loss, backward, SGD), and all are timed interleaved in one process:
+
+* ``plain``: SEF with one group and lam = gamma = phi = 0 (the method-plain preset): the ceiling;
+* ``sef``: the paper's SEF (G groups, lam 1, gamma 0.05, phi 1, the reference group loss);
+* ``no_group_loss``: phi = 0 (the group loss not computed): the group loss's share;
+* ``no_distill``: gamma = 0 (the group heads get no gradient): the heads' backward and the
+  distillation's share;
+* ``no_entropy``: lam = 0;
+* ``group_loss_bf16``: the group loss computed under autocast (bf16 matmuls) instead of float32:
+  what the float32 casts cost, a candidate that would loosen the float64-oracle agreement;
+* ``with_readout``: sef plus the groups' correlation readout ``sef train`` records each step.
+
+Then ``torch.profiler`` on the ``sef`` and ``plain`` steps: the operators with the most device
+time (self), so the difference can be read operator by operator.
+
+    python benchmarks/sef_cost.py                 # on a CUDA machine -> results/sef_cost.json
+    python benchmarks/sef_cost.py --quick         # CPU, tiny: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+
+import torch
+from common import (
+    add_common_arguments,
+    configure_torch,
+    paired_ratios,
+    parse_arguments,
+    summarise,
+    time_interleaved,
+    write_report,
+)
+
+import sef
+from sef import losses
+from sef.engine.device import autocast, to_device
+from sef.groups import group_sizes
+from sef.losses import group_correlation
+
+VARIANTS = {  # name: (groups, SEFLoss options)
+    "plain": (1, dict(lam=0.0, gamma=0.0, phi=0.0)),
+    "sef": (None, {}),
+    "no_group_loss": (None, dict(phi=0.0)),
+    "no_distill": (None, dict(gamma=0.0)),
+    "no_entropy": (None, dict(lam=0.0)),
+    "group_loss_bf16": (None, dict(phi=0.0)),  # the group loss is added under autocast below
+    "with_readout": (None, {}),
+}
+PROFILED = ("sef", "plain")
+TOP_OPERATORS = 25
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser, "sef_cost.json")
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=448)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=200)
+    parser.add_argument("--groups", type=int, default=4)
+    parser.set_defaults(repeats=30, warmup=10)
+    quick = dict(backbone="resnet18", image_size=32, batch_size=2, repeats=2, warmup=1, threads=1)
+    return parse_arguments(parser, argv, quick)
+
+
+def bf16_group_loss(features: torch.Tensor, groups: int) -> torch.Tensor:
+    """The reference group loss with its matrix products left to autocast (bf16 on the GPU)."""
+    x = features.flatten(2)
+    x = x / (x.norm(dim=2, keepdim=True) + losses.EPS)
+    return losses._reference_group_loss(x, group_sizes(x.shape[1], groups)).float()
+
+
+def training_step(name: str, args: argparse.Namespace, device: torch.device) -> Callable:
+    """A closure running one compute-only SGD step of variant ``name``."""
+    groups, options = VARIANTS[name]
+    groups = groups or args.groups
+    torch.manual_seed(0)
+    model = sef.SEF(args.backbone, args.classes, groups=groups).to(
+        device, memory_format=torch.channels_last
+    )
+    if groups == 1:
+        model.group_heads.requires_grad_(False)  # nothing trains them, as in the engine
+    criterion = sef.SEFLoss(groups, **options)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size))
+    images = to_device(images.to(torch.uint8), device, channels_last=True)
+    target = torch.randint(args.classes, (args.batch_size,), device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, "bf16"):
+            output = model(images)
+            total = criterion(output, target)["total"]
+            if name == "group_loss_bf16":
+                total = total + bf16_group_loss(output.features, groups)
+            if name == "with_readout":
+                group_correlation(output.features, groups)
+        total.backward()
+        optimizer.step()
+
+    return step
+
+
+def operator_table(step: Callable, device: torch.device) -> list[dict]:
+    """The operators of one step with the most self device time (CPU time on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    step()
+    with profile(activities=activities) as profiler:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    use_device = device.type == "cuda"
+    rows = [
+        {
+            "operator": event.key,
+            "calls": event.count,
+            "self_ms": (event.self_device_time_total if use_device else event.self_cpu_time_total)
+            / 1000,
+        }
+        for event in profiler.key_averages()
+    ]
+    rows.sort(key=lambda row: row["self_ms"], reverse=True)
+    return rows[:TOP_OPERATORS]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    device = configure_torch(args)
+    torch.backends.cudnn.benchmark = True
+    steps = {name: training_step(name, args, device) for name in VARIANTS}
+    seconds = time_interleaved(steps, args.repeats, args.warmup, device, "steps")
+    ratios = paired_ratios(seconds, "plain")
+    sef_step = statistics.median(seconds["sef"])
+    payload = {
+        "benchmark": "SEF's compute-only training step with one piece taken out at a time",
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "groups": args.groups,
+        "seconds": {name: summarise(times) for name, times in seconds.items()},
+        "ratio_to_plain": ratios,
+        "share_of_sef_step": {
+            name: 1 - statistics.median(times) / sef_step
+            for name, times in seconds.items()
+            if name.startswith("no_")
+        },
+        "operators": {name: operator_table(steps[name], device) for name in PROFILED},
+    }
+    write_report(args.out, payload, device, [__file__, *argv])
+    print(f"plain {1000 * statistics.median(seconds['plain']):.1f} ms/step")
+    for name in VARIANTS:
+        if name != "plain":
+            print(f"{name:16s} x{ratios[name]['median']:.3f} the plain step")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
