@@ -33,6 +33,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def no_home_cache(tmp_path_factory, monkeypatch):
+    """Every test's generated sets and caches go to a fresh folder, never ~/.cache/sef (where a
+    user's, or a running study's, data live); a test may point SEF_CACHE elsewhere itself."""
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path_factory.mktemp("sef-cache")))
+
+
 def _write_image(path: Path, size: tuple[int, int] = (40, 30), colour=(200, 60, 20), mode="RGB"):
     """A small solid-colour image (any PIL mode); the format follows the file extension."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -543,6 +543,20 @@ def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
     assert "| sef-reference-1 |" in printed
 
 
+def test_group_gradients_measures_every_term_s_pull_at_the_start_and_on_a_checkpoint(
+    tmp_path, run_main, demo_checkpoint, monkeypatch
+):
+    report = run_main("group_gradients.py", "--quick", "--checkpoints", str(demo_checkpoint),
+                      "--out", str(tmp_path / "g.json"))  # fmt: skip
+    assert list(report["models"]) == ["imagenet start", str(demo_checkpoint)]
+    for pulls in report["models"].values():
+        assert all(pulls[f"norm_{term}"] > 0 for term in report["terms"])
+        for variant in ("reference", "paper"):
+            expected = pulls["norm_ce"] / pulls[f"norm_group_{variant}"]
+            assert pulls[f"phi_star_{variant}"] == pytest.approx(expected)
+            assert -1 <= pulls[f"cosine_ce_group_{variant}"] <= 1
+
+
 def test_group_confirm_verdict_follows_the_protocol(monkeypatch):
     confirm = importlib.import_module("group_confirm")
 
