@@ -18,6 +18,13 @@ Protocol (version 1, committed before any of its runs; the runs come from that c
   with λ ramped linearly from 0 to 1 over the first 5 epochs (until the first lr step;
   ``loss.lam_warmup=5``) with the reference loss at φ = 1 and with the paper's at φ = 0.1; and
   SEF at λ = 0.05 with the paper's loss at φ = 0.1 (λ = 0.05 was harmless in finetune_ablation).
+  Version 3 adds, last, groups-only and SEF with the paper's loss at φ = 0.3: after seed 0 of
+  the first six rows showed nothing moving below a threshold and the group loss taking over
+  above it (Eq. 4: φ = 0.1 inert, φ = 1 a class-free partition), and benchmarks/
+  group_gradients.py put Eq. 4's pull equal to cross-entropy's at φ ≈ 0.4-1.1, φ = 0.3 is the
+  one place between them where both could act. They take part in rule R and the candidate like
+  every row; being chosen after looking, a candidate among them is what the confirmation on
+  birds32b is for.
 - Rows, 48 epochs (1,440 steps, lr x0.1 every 19 epochs, the paper's 40 %), seeds 0, 1, 2:
   plain, SEF (reference, φ = 1), and the most promising paper-variant row, chosen from the
   12-epoch results by rule R once they are complete: among the rows with the paper's loss, those
@@ -44,7 +51,8 @@ Protocol (version 1, committed before any of its runs; the runs come from that c
   and statistic are committed before it runs, in a protocol of its own.
 - Order and time: 12-epoch rows seed by seed (all rows at seed 0 first), then the 48-epoch rows
   seed by seed. A 12-epoch run takes 4-5 minutes on an idle 2-core CPU, a 48-epoch one about 20:
-  42 + 9 runs, about 6.5 hours. Run niced with OMP_WAIT_POLICY=PASSIVE; runs resume after a stop.
+  42 + 9 runs, about 6.5 hours (version 3: 48 + 9, and 7-10 minutes a 12-epoch run on the Intel
+  Xeon). Run niced with OMP_WAIT_POLICY=PASSIVE; runs resume after a stop.
 
 Every finished run is added to the JSON at once (``--out``) with its date and command; runs live
 in ``--runs``; an interrupted run resumes from its last epoch; a run in the JSON is not retrained.
@@ -79,7 +87,8 @@ WARMUP_EPOCHS = 5
 KEEPS_ACCURACY = -0.02  # mean paired difference to plain, as a fraction
 # Version 2 pairs a run with plain of its own CPU model (version 1 paired by seed alone); runs
 # of version 1 are kept, with the CPU its file recorded (every one of them ran on that machine).
-PROTOCOL_VERSION = 2  # change it (and say why) if anything above changes
+# Version 3 adds the two rows at φ = 0.3 (the docstring says why); earlier runs are unchanged.
+PROTOCOL_VERSION = 3  # change it (and say why) if anything above changes
 QUICK = [
     "data.options.per_class=2", "data.options.test_per_class=2", "data.options.resolution=32",
     "data.image_size=32", "optim.batch_size=16", "model.weights=null",
@@ -140,6 +149,8 @@ SHORT_ROWS = [
     Row("sef-paper-0.1-warmup", "warm-up and small λ", "sef", _loss("paper", 0.1) + WARMUP),
     Row("sef-paper-0.1-lam0.05", "warm-up and small λ", "sef",
         _loss("paper", 0.1) + ("loss.lam=0.05",)),
+    Row("groups-paper-0.3", "groups only", "groups-only", _loss("paper", 0.3)),  # version 3
+    Row("sef-paper-0.3", "SEF", "sef", _loss("paper", 0.3)),
 ]  # fmt: skip
 
 
@@ -363,7 +374,7 @@ def draw(runs: dict, rows: list[Row], out: Path) -> Path:
 
 def load_runs(args: argparse.Namespace) -> dict:
     """Runs already measured under this protocol (and this --quick setting)."""
-    previous = read_results(args.out, (1, 2), args.quick)
+    previous = read_results(args.out, (1, 2, 3), args.quick)
     runs = previous.get("runs", {})
     for run in runs.values():  # version 1's runs: all on the machine that wrote the file
         run.setdefault("cpu", previous["machine"]["cpu"])

@@ -489,7 +489,7 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert len(set(keys)) == len(keys)
     settings = {(r.preset, tuple(r.settings(False))) for r in rows}
     assert len(settings) == len(rows)
-    assert len(study.SHORT_ROWS) == 14 and study.SEEDS == [0, 1, 2]
+    assert len(study.SHORT_ROWS) == 16 and study.SEEDS == [0, 1, 2]
     warm = next(r for r in study.SHORT_ROWS if r.name == "sef-reference-1-warmup")
     assert "loss.lam_warmup=5" in warm.settings(False)
     long = study.SEF.lengthened(48).settings(False)
