@@ -13,10 +13,14 @@ forward, loss, backward, SGD), and all are timed interleaved in one process:
 * ``no_entropy``: lam = 0;
 * ``group_loss_bf16``: the group loss computed under autocast (bf16 matmuls) instead of float32:
   what the float32 casts cost, a candidate that would loosen the float64-oracle agreement;
-* ``with_readout``: sef plus the groups' correlation readout ``sef train`` records each step.
+* ``with_readout``: sef plus the groups' correlation readout ``sef train`` records each step;
+* ``loss_compiled``: sef with ``torch.compile`` on the loss alone (the model eager): SEF adds
+  about 130 small operators to a step of about 640 (``operators_per_step``), which a compiled
+  loss fuses into a few kernels; a candidate, as exact as the eager loss to float32 rounding.
 
 Then ``torch.profiler`` on the ``sef`` and ``plain`` steps: the operators with the most device
-time (self), so the difference can be read operator by operator.
+time (self), so the difference can be read operator by operator, and every variant's count of
+top-level operators per step (each one at least one kernel launch on a GPU).
 
     python benchmarks/sef_cost.py                 # on a CUDA machine -> results/sef_cost.json
     python benchmarks/sef_cost.py --quick         # CPU, tiny: checks that it runs
@@ -54,6 +58,7 @@ VARIANTS = {  # name: (groups, SEFLoss options)
     "no_entropy": (None, dict(lam=0.0)),
     "group_loss_bf16": (None, dict(phi=0.0)),  # the group loss is added under autocast below
     "with_readout": (None, {}),
+    "loss_compiled": (None, {}),
 }
 PROFILED = ("sef", "plain")
 TOP_OPERATORS = 25
@@ -90,6 +95,8 @@ def training_step(name: str, args: argparse.Namespace, device: torch.device) -> 
     if groups == 1:
         model.group_heads.requires_grad_(False)  # nothing trains them, as in the engine
     criterion = sef.SEFLoss(groups, **options)
+    if name == "loss_compiled":
+        criterion = torch.compile(criterion)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
     images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size))
     images = to_device(images.to(torch.uint8), device, channels_last=True)
@@ -134,6 +141,15 @@ def operator_table(step: Callable, device: torch.device) -> list[dict]:
     return rows[:TOP_OPERATORS]
 
 
+def operators_per_step(step: Callable) -> int:
+    """Top-level operators (autograd's backward ones included) one call of ``step`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        step()
+    return sum(1 for event in profiler.events() if event.cpu_parent is None)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -157,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             if name.startswith("no_")
         },
         "operators": {name: operator_table(steps[name], device) for name in PROFILED},
+        "operators_per_step": {name: operators_per_step(step) for name, step in steps.items()},
     }
     write_report(args.out, payload, device, [__file__, *argv])
     print(f"plain {1000 * statistics.median(seconds['plain']):.1f} ms/step")

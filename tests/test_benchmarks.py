@@ -226,8 +226,12 @@ def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
     assert (out / "runs.tar.gz").is_file()
 
 
+@pytest.mark.slow
 def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(tmp_path, run_main):
     report = run_main("sef_cost.py", "--quick", "--out", str(tmp_path / "c.json"))
+    counts = report["operators_per_step"]
+    assert counts["plain"] < counts["no_group_loss"] < counts["sef"] < counts["with_readout"]
+    assert counts["loss_compiled"] < counts["sef"]  # the loss's operators fused
     sef_cost = importlib.import_module("sef_cost")
     assert set(report["seconds"]) == set(sef_cost.VARIANTS)
     assert set(report["ratio_to_plain"]) == set(sef_cost.VARIANTS) - {"plain"}
@@ -241,6 +245,22 @@ def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(tmp_path, 
     assert any(
         row["operator"] == "aten::convolution_backward" for row in report["operators"]["sef"]
     )
+
+
+@pytest.mark.slow
+def test_a_compiled_sef_loss_gives_the_eager_loss_s_terms_and_gradients():
+    """sef_cost's loss_compiled candidate changes the kernels, not the numbers."""
+    torch.manual_seed(0)
+    features = torch.randn(3, 12, 5, 5, requires_grad=True)
+    output = sef.SEFOutput(torch.randn(3, 7), torch.randn(3, 3, 7), features)
+    target = torch.tensor([1, 4, 6])
+    eager, compiled = sef.SEFLoss(3), torch.compile(sef.SEFLoss(3))
+    first, second = eager(output, target), compiled(output, target)
+    for name in sef.losses.LOSS_TERMS:
+        assert second[name].item() == pytest.approx(first[name].item(), rel=1e-5, abs=1e-6)
+    (expected,) = torch.autograd.grad(first["total"], features)
+    (found,) = torch.autograd.grad(second["total"], features)
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_the_bf16_group_loss_variant_is_the_reference_loss_in_float32():
