@@ -96,7 +96,7 @@ if wants epoch; then
     --out "$out/gpu_epoch.json"
 fi
 if wants cost; then
-  step 120 sef_cost python benchmarks/sef_cost.py $quick \
+  step 180 sef_cost python benchmarks/sef_cost.py $quick \
     --out "$out/sef_cost.json"
 fi
 if wants eval; then
