@@ -18,8 +18,9 @@
 #   syncs    gpu_syncs.py: host-device waits per step
 # SEF_CHECK_QUICK=1 runs it all on the CPU at toy sizes (benchmarks' --quick, a tiny demo):
 # a dry run that tests/test_benchmarks.py makes. SEF_CHECK_DEVICE=cpu runs only the train part's
-# commands on the CPU (slowly). OUT_DIR receives log.txt, gpu_epoch.json, gpu_eval.json,
-# gpu_epoch_compile.json, gpu_syncs.json, sef_cost.json and runs.tar.gz (each run's config.yaml, metrics.jsonl).
+# commands on the CPU (slowly). OUT_DIR receives log.txt, gpu_epoch.json, sef_cost.json,
+# gpu_eval.json, gpu_epoch_compile.json, gpu_syncs.json and runs.tar.gz (each run's config.yaml,
+# metrics.jsonl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-/tmp/sef-gpu-check}}")
