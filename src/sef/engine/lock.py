@@ -30,6 +30,7 @@ except ImportError:  # Windows
     import msvcrt
 
 LOCK_NAME = ".sef-lock"
+WINDOWS_LOCK_OFFSET = 1 << 30  # msvcrt locks a byte range, which other processes cannot read
 # Descriptors of the locks this process holds. A forked child (a DataLoader worker) closes its
 # copies: the lock belongs to the open file, so a worker outliving a killed run would hold it.
 _HELD: set[int] = set()
@@ -70,8 +71,8 @@ def _try_lock(descriptor: int) -> bool:
     try:
         if fcntl is not None:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:
-            os.lseek(descriptor, 0, os.SEEK_SET)
+        else:  # one byte far past the holder's note, so others can still read who holds it
+            os.lseek(descriptor, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
             msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
     except OSError as error:
         if error.errno in BUSY:
@@ -170,6 +171,7 @@ def acquire(folder: str | os.PathLike) -> RunLock:
     _HELD.add(descriptor)
     try:
         os.ftruncate(descriptor, 0)
+        os.lseek(descriptor, 0, os.SEEK_SET)  # Windows: the lock moved the position
         os.write(descriptor, _identity().encode("utf-8"))
     except OSError as error:
         lock = RunLock(folder, descriptor, created)
