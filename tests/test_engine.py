@@ -19,7 +19,7 @@ from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
 from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import latest_run_dir, new_out_dir
-from sef.engine.run import resume_dir, tune_backends
+from sef.engine.run import resume_dir, separation_lines, tune_backends
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
 from sef.model import SEF
@@ -420,6 +420,21 @@ def test_a_short_demo_run_separates_its_groups_and_says_so(demo_root, tmp_path) 
     assert last["eval_corr_within"] - last["eval_corr_between"] > 0.5
     line = next(x for x in result.report().splitlines() if x.startswith("groups "))
     assert "groups            separated: channel correlation within" in line
+
+
+def test_groups_that_stay_together_are_said_to_and_sent_to_the_guide() -> None:
+    near = {"eval_corr_within": 0.2994, "eval_corr_between": 0.2961}
+    assert separation_lines(near) == [
+        "groups            did not separate: channel correlation within 0.299, between 0.296 on "
+        "the eval images (separated: within - between >= 0.2)",
+        "                  when they do, and what it costs: docs/finetune.md in sef's source",
+    ]
+    apart = {"eval_corr_within": 0.534, "eval_corr_between": 0.140}
+    assert [line.split(":")[0] for line in separation_lines(apart)] == [
+        "groups            separated"
+    ]
+    assert separation_lines({"eval_top1": 0.5}) == []  # one group: no line
+    assert (Path(__file__).parents[1] / "docs" / "finetune.md").is_file()  # the guide named
 
 
 def test_the_loop_tells_the_loss_how_far_training_is_for_the_lam_warmup() -> None:

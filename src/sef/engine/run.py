@@ -70,6 +70,7 @@ RESUMABLE_CHANGES = (
     "run.device"
 )  # fmt: skip
 LENGTH = "optim.epochs"
+SEPARATION_GUIDE = "docs/finetune.md in sef's source"  # for a run whose groups stayed together
 
 
 # ---------------------------------------------------------------------------------- resume
@@ -175,11 +176,15 @@ def separation_lines(record: Mapping[str, Any]) -> list[str]:
     if "eval_corr_within" not in record:
         return []
     within, between = record["eval_corr_within"], record["eval_corr_between"]
-    verdict = "separated" if groups_separated(within, between) else "did not separate"
-    return [
+    separated = groups_separated(within, between)
+    verdict = "separated" if separated else "did not separate"
+    lines = [
         f"groups            {verdict}: channel correlation within {within:.3f}, between "
         f"{between:.3f} on the eval images (separated: within - between >= {SEPARATION_GAP})"
     ]
+    if not separated:
+        lines.append(f"                  when they do, and what it costs: {SEPARATION_GUIDE}")
+    return lines
 
 
 def tune_backends(device: torch.device) -> None:
