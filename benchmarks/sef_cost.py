@@ -43,6 +43,7 @@ from common import (
     time_interleaved,
     write_report,
 )
+from gpu_epoch import Road, build_training
 
 import sef
 from sef import losses
@@ -50,15 +51,15 @@ from sef.engine.device import autocast, to_device
 from sef.groups import group_sizes
 from sef.losses import group_correlation
 
-VARIANTS = {  # name: (groups, SEFLoss options)
-    "plain": (1, dict(lam=0.0, gamma=0.0, phi=0.0)),
-    "sef": (None, {}),
-    "no_group_loss": (None, dict(phi=0.0)),
-    "no_distill": (None, dict(gamma=0.0)),
-    "no_entropy": (None, dict(lam=0.0)),
-    "group_loss_bf16": (None, dict(phi=0.0)),  # the group loss is added under autocast below
-    "with_readout": (None, {}),
-    "loss_compiled": (None, {}),
+VARIANTS = {  # name: SEFLoss options (plain: gpu_epoch's plain road, one group, no SEF term)
+    "plain": None,
+    "sef": {},
+    "no_group_loss": dict(phi=0.0),
+    "no_distill": dict(gamma=0.0),
+    "no_entropy": dict(lam=0.0),
+    "group_loss_bf16": dict(phi=0.0),  # the group loss is added under autocast below
+    "with_readout": {},
+    "loss_compiled": {},
 }
 PROFILED = ("sef", "plain")
 TOP_OPERATORS = 25
@@ -72,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--groups", type=int, default=4)
-    parser.set_defaults(repeats=30, warmup=10)
+    parser.set_defaults(repeats=30, warmup=10, compile=False)  # build_training's model eager
     quick = dict(backbone="resnet18", image_size=32, batch_size=2, repeats=2, warmup=1, threads=1)
     return parse_arguments(parser, argv, quick)
 
@@ -85,19 +86,15 @@ def bf16_group_loss(features: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def training_step(name: str, args: argparse.Namespace, device: torch.device) -> Callable:
-    """A closure running one compute-only SGD step of variant ``name``."""
-    groups, options = VARIANTS[name]
-    groups = groups or args.groups
-    torch.manual_seed(0)
-    model = sef.SEF(args.backbone, args.classes, groups=groups).to(
-        device, memory_format=torch.channels_last
-    )
-    if groups == 1:
-        model.group_heads.requires_grad_(False)  # nothing trains them, as in the engine
-    criterion = sef.SEFLoss(groups, **options)
+    """A closure running one compute-only SGD step of variant ``name``: the model, the loss and
+    the optimizer of gpu_epoch.py's compute roads, the loss's options changed."""
+    road = Road(name, "plain" if name == "plain" else "sef", "on_device", "bf16", fast=True)
+    model, _, criterion, optimizer = build_training(road, args, device)
+    groups = model.groups
+    if VARIANTS[name] is not None:
+        criterion = sef.SEFLoss(groups, **VARIANTS[name])
     if name == "loss_compiled":
         criterion = torch.compile(criterion)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
     images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size))
     images = to_device(images.to(torch.uint8), device, channels_last=True)
     target = torch.randint(args.classes, (args.batch_size,), device=device)
