@@ -81,10 +81,11 @@ def verdict(entry: dict | None) -> str:
     """The protocol's verdict on the candidate's row summary (None: no run yet)."""
     if entry is None or "minus_plain" not in entry or entry["minus_plain"]["n"] < len(SEEDS):
         return "not yet: runs missing"
-    failed = [what for what, ok in (("the groups did not separate in every seed",
-                                     entry["separates"]),
-                                    ("it lost more than 2 points to plain",
-                                     entry["keeps_accuracy"])) if not ok]  # fmt: skip
+    failed = []
+    if not entry["separates"]:
+        failed.append("the groups did not separate in every seed")
+    if not entry["keeps_accuracy"]:
+        failed.append("it lost more than 2 points to plain")
     if failed:
         return "not confirmed: " + " and ".join(failed)
     return "confirmed, helps" if entry["helps"] else "confirmed"

@@ -79,8 +79,9 @@ def pulls(trained: TrainedModel, images: int) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {}
     for batch, target in zip(image_batches(dataset, indices, BATCH, False), labels, strict=True):
         output = model.forward_sef(batch)
-        terms = {f"group_{v}": loss(output, target)["group"] for v, loss in losses.items()}
-        terms |= {k: losses["paper"](output, target)[k] for k in ("ce", "entropy", "distill")}
+        by_variant = {variant: loss(output, target) for variant, loss in losses.items()}
+        terms = {k: by_variant["paper"][k] for k in ("ce", "entropy", "distill")}
+        terms |= {f"group_{variant}": found["group"] for variant, found in by_variant.items()}
         grads = {
             name: torch.cat(
                 [g.flatten() for g in torch.autograd.grad(terms[name], weights, retain_graph=True)]
