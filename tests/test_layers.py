@@ -25,8 +25,6 @@ ABOVE_CORE = (
 )  # fmt: skip
 
 
-# Transitional: experiment scripts under benchmarks/ that this branch does not edit still import
-# load_trained_model from sef.model (its home before sef.trained), which forwards it.
 def _module_name(path: Path) -> str:
     parts = path.relative_to(SRC).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
