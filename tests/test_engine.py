@@ -437,15 +437,15 @@ def test_groups_that_stay_together_are_said_to_and_sent_to_the_guide() -> None:
     assert (Path(__file__).parents[1] / "docs" / "finetune.md").is_file()  # the guide named
 
 
-def test_the_loop_tells_the_loss_how_far_training_is_for_the_lam_warmup() -> None:
+def test_the_loop_tells_the_loss_how_far_training_is_for_the_warmups() -> None:
     torch.manual_seed(0)
     model = SEF("small_cnn", 3, groups=2)
-    loss_fn = SEFLoss(2, lam=1.0, lam_warmup=2.0)
+    loss_fn = SEFLoss(2, lam=1.0, lam_warmup=2.0, phi=0.5, phi_warmup=4.0)
     seen = []
     original = loss_fn.forward
 
     def forward(output, target):
-        seen.append((loss_fn.progress, loss_fn.current_lam))
+        seen.append((loss_fn.progress, loss_fn.current_lam, loss_fn.current_phi))
         return original(output, target)
 
     loss_fn.forward = forward
@@ -457,8 +457,9 @@ def test_the_loop_tells_the_loss_how_far_training_is_for_the_lam_warmup() -> Non
             model, loss_fn, loader, optimizer, context=context, epoch=epoch, progress=False
         )
     progress = [e + s / 4 for e in range(3) for s in range(4)]
-    assert [p for p, _ in seen] == progress
-    assert [lam for _, lam in seen] == [min(1.0, p / 2) for p in progress]
+    assert [p for p, _, _ in seen] == progress
+    assert [lam for _, lam, _ in seen] == [min(1.0, p / 2) for p in progress]
+    assert [phi for _, _, phi in seen] == [0.5 * min(1.0, p / 4) for p in progress]
 
 
 def test_a_run_saved_before_a_config_key_existed_still_resumes(tmp_path) -> None:

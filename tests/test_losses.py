@@ -312,7 +312,7 @@ def test_groups_count_as_separated_from_a_gap_of_the_separation_gap():
     assert not sef.losses.groups_separated(0.69, 0.5)
 
 
-# ------------------------------------------------------------------------ the warm-up of lam
+# ---------------------------------------------------------------- the warm-ups of lam and phi
 
 
 @pytest.mark.parametrize(("progress", "scale"), [(0.0, 0.0), (1.0, 0.25), (4.0, 1.0), (9, 1.0)])
@@ -325,10 +325,24 @@ def test_lam_warmup_ramps_the_entropy_term_linearly(progress, scale):
     assert_close(loss(out, target)["entropy"], scale * plain)
 
 
+@pytest.mark.parametrize(("progress", "scale"), [(0.0, 0.0), (1.5, 0.5), (3.0, 1.0), (7, 1.0)])
+def test_phi_warmup_ramps_the_group_term_linearly_and_leaves_the_others(progress, scale):
+    out, target = make_output(), torch.tensor([0, 3, 6, 2])
+    plain = sef.SEFLoss(3, phi=0.6, group_variant="paper")(out, target)
+    loss = sef.SEFLoss(3, phi=0.6, group_variant="paper", phi_warmup=3.0)
+    loss.set_progress(progress)
+    assert loss.current_phi == pytest.approx(0.6 * scale) and loss.current_lam == loss.lam
+    terms = loss(out, target)
+    assert_close(terms["group"], scale * plain["group"])
+    for name in ("ce", "entropy", "distill"):
+        assert_close(terms[name], plain[name])
+
+
 def test_lam_warmup_off_keeps_lam_and_negative_is_refused():
     loss = sef.SEFLoss(3, lam=0.8)
     loss.set_progress(0.0)
     assert loss.current_lam == 0.8 and loss.lam_warmup == 0.0
+    assert loss.current_phi == loss.phi and loss.phi_warmup == 0.0
     with pytest.raises(ValueError, match="lam_warmup"):
         sef.SEFLoss(3, lam_warmup=-1.0)
 
@@ -390,7 +404,7 @@ def test_sefloss_takes_its_defaults_and_options_from_the_loss_config():
     assert list(parameters)[1:] == [f.name for f in fields]
     assert all(parameters[f.name].default == f.default for f in fields)
     options = LossConfig(lam=0.5, gamma=0.2, phi=0.3, group_variant="paper",
-                         detach_teacher=True, lam_warmup=2.0)  # fmt: skip
+                         detach_teacher=True, lam_warmup=2.0, phi_warmup=3.0)  # fmt: skip
     loss = sef.SEFLoss.from_config(options, 3)
     assert loss.groups == 3
     assert {f.name: getattr(loss, f.name) for f in fields} == dataclasses.asdict(options)
@@ -399,7 +413,7 @@ def test_sefloss_takes_its_defaults_and_options_from_the_loss_config():
 @pytest.mark.parametrize(
     "option, value",
     [("lam", -1.0), ("gamma", float("nan")), ("phi", float("inf")), ("lam_warmup", -2.0),
-     ("group_variant", "mine")],
+     ("phi_warmup", float("nan")), ("group_variant", "mine")],
 )  # fmt: skip
 def test_the_loss_and_the_config_refuse_the_same_options_by_the_same_rule(option, value):
     from sef.config import apply_values, resolve_config

@@ -14,14 +14,21 @@ from typing import Any
 
 from sef.choices import GROUP_LOSS_VARIANTS
 
-WEIGHTS = ("lam", "gamma", "phi", "lam_warmup")  # options that must be finite numbers >= 0
+WEIGHTS = (
+    "lam",
+    "gamma",
+    "phi",
+    "lam_warmup",
+    "phi_warmup",
+)  # options that must be finite numbers >= 0
 
 
 @dataclass
 class LossConfig:
     """Weights of Eq. 8: lam (max entropy), gamma (distillation), phi (group loss); the group
-    loss's variant; whether the global head's probabilities are detached as the teacher; lam_warmup
-    ramps lam up from 0 over that many epochs (0: off, the paper's behaviour)."""
+    loss's variant; whether the global head's probabilities are detached as the teacher;
+    lam_warmup and phi_warmup ramp lam and phi up from 0 over that many epochs (0: off, the
+    paper's behaviour)."""
 
     lam: float = 1.0
     gamma: float = 0.05
@@ -29,6 +36,7 @@ class LossConfig:
     group_variant: str = "reference"
     detach_teacher: bool = False
     lam_warmup: float = 0.0
+    phi_warmup: float = 0.0
 
     def invalid(self) -> tuple[str, Any, str] | None:
         """The first option that cannot work, as (name, value, what it must be); None if all can."""

@@ -185,7 +185,9 @@ class SEFLoss(nn.Module):
     options' defaults and rules are :class:`~sef.loss_config.LossConfig`'s; :meth:`from_config`
     builds the loss a config's ``loss`` section describes.
     ``lam_warmup`` > 0 (epochs; off by default, as in the paper) ramps ``lam`` up from 0 so the
-    entropy term does not flatten the predictions of a head that is still random.
+    entropy term does not flatten the predictions of a head that is still random;
+    ``phi_warmup`` ramps ``phi`` likewise, so the classifier can learn before the group loss
+    rearranges the feature map.
     It never waits for the device: a non-finite input gives a non-finite ``total``, which the
     caller checks once per step (``sef.engine.train_one_epoch`` does).
     """
@@ -199,17 +201,18 @@ class SEFLoss(nn.Module):
         group_variant: str = _DEFAULTS.group_variant,
         detach_teacher: bool = _DEFAULTS.detach_teacher,
         lam_warmup: float = _DEFAULTS.lam_warmup,
+        phi_warmup: float = _DEFAULTS.phi_warmup,
     ) -> None:
         super().__init__()
         check_groups(groups)
-        options = LossConfig(lam, gamma, phi, group_variant, detach_teacher, lam_warmup)
+        options = LossConfig(lam, gamma, phi, group_variant, detach_teacher, lam_warmup, phi_warmup)
         problem = options.invalid()
         if problem is not None:
             name, value, rule = problem
             raise ValueError(f"{name}={value!r} is invalid: it must be {rule}")
         self.groups, self.lam, self.gamma, self.phi = groups, lam, gamma, phi
         self.group_variant, self.detach_teacher = group_variant, detach_teacher
-        self.lam_warmup = lam_warmup
+        self.lam_warmup, self.phi_warmup = lam_warmup, phi_warmup
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
 
     @classmethod
@@ -218,15 +221,24 @@ class SEFLoss(nn.Module):
         return cls(groups, **dataclasses.asdict(config))
 
     def set_progress(self, epochs: float) -> None:
-        """Tell the loss how far training is (in epochs), for the warm-up of ``lam``."""
+        """Tell the loss how far training is (in epochs), for the warm-ups of lam and phi."""
         self.progress = epochs
+
+    def _ramped(self, weight: float, warmup: float) -> float:
+        """``weight``, ramped linearly from 0 over the first ``warmup`` epochs (if any)."""
+        if warmup <= 0:
+            return weight
+        return weight * min(1.0, self.progress / warmup)
 
     @property
     def current_lam(self) -> float:
-        """``lam``, ramped linearly from 0 over the first ``lam_warmup`` epochs (if any)."""
-        if self.lam_warmup <= 0:
-            return self.lam
-        return self.lam * min(1.0, self.progress / self.lam_warmup)
+        """``lam`` at this point of training (``lam_warmup``)."""
+        return self._ramped(self.lam, self.lam_warmup)
+
+    @property
+    def current_phi(self) -> float:
+        """``phi`` at this point of training (``phi_warmup``)."""
+        return self._ramped(self.phi, self.phi_warmup)
 
     def forward(self, output: SEFOutput, target: Tensor) -> Mapping[str, Tensor]:
         _check_output(output, target, self.groups)
@@ -239,10 +251,11 @@ class SEFLoss(nn.Module):
             lam = self.current_lam
             terms["entropy"] = lam * (p * log_p).sum(1).mean() if lam else zero
             terms["distill"] = self._distill(p, output.group_logits) if self.gamma else zero
+            phi = self.current_phi
             terms["group"] = (
-                self.phi
+                phi
                 * group_loss(output.features, self.groups, self.group_variant, check_finite=False)
-                if self.phi
+                if phi
                 else zero
             )
         total = terms[LOSS_TERMS[0]]
