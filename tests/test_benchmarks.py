@@ -509,9 +509,12 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert len(set(keys)) == len(keys)
     settings = {(r.preset, tuple(r.settings(False))) for r in rows}
     assert len(settings) == len(rows)
-    assert len(study.SHORT_ROWS) == 16 and study.SEEDS == [0, 1, 2]
+    assert len(study.SHORT_ROWS) == 19 and study.SEEDS == [0, 1, 2]
     warm = next(r for r in study.SHORT_ROWS if r.name == "sef-reference-1-warmup")
     assert "loss.lam_warmup=5" in warm.settings(False)
+    phi_warm = next(r for r in study.SHORT_ROWS if r.name == "sef-paper-1-lam0.05-phiwarmup")
+    assert {"loss.phi_warmup=5", "loss.lam=0.05", "loss.phi=1"} <= set(phi_warm.settings(False))
+    assert phi_warm.uses_paper_loss
     long = study.SEF.lengthened(48).settings(False)
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
 
