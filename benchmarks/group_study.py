@@ -346,6 +346,35 @@ def markdown(tables: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(rows: list[Row], runs: dict) -> str:
+    """Every run of ``rows``, seed by seed, as docs/finetune.md tabulates them: test top-1, its
+    difference to plain of the same seed and CPU model, the gap, within / between, parts."""
+    lines = [
+        "| row | seeds | top-1 | − plain | gap | within, between | parts (static) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
+        if done:
+            cells = [_seed_cell(row, run, runs) for run in done]
+            columns = [" / ".join(column).strip(" /") for column in zip(*cells, strict=True)]
+            lines.append(f"| {row.name} | " + " | ".join(columns) + " |")
+    return "\n".join(lines)
+
+
+def _seed_cell(row: Row, run: dict, runs: dict) -> tuple[str, ...]:
+    partner = runs.get(partner_key(row, run["seed"], run["cpu"], runs))
+    minus = ""
+    if row.method != "plain":
+        minus = f"{100 * (run['last_top1'] - partner['last_top1']):+.1f}" if partner else "?"
+    analysis = run["analysis"]
+    within, between = analysis["within_group_correlation"], analysis["between_group_correlation"]
+    parts, static = analysis["part_distinctness"], analysis["part_static_distinctness"]
+    located = f"{parts:.2f} ({static:.2f})" if parts is not None else "-"
+    return (str(run["seed"]), f"{100 * run['last_top1']:.1f}", minus, f"{gap(run):.3f}",
+            f"{within:.3f}, {between:.3f}", located)  # fmt: skip
+
+
 def trajectory(run: dict) -> tuple[list[int], list[float]]:
     """SGD steps and the training batches' within - between correlation after each epoch."""
     steps = [r["epoch"] * run["steps_per_epoch"] for r in run["history"]]
@@ -453,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             train(long_rows(runs), args, runs, argv, start)
     tables = write(args, runs, argv, start) if not args.report else tables_of(runs)
     print(markdown(tables))
+    for name, rows in ((f"{SHORT} epochs", SHORT_ROWS), (f"{LONG} epochs", long_rows(runs))):
+        print(f"\n{name}, seed by seed:\n{seed_table(rows, runs)}")
     return 0
 
 

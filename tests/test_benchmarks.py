@@ -475,6 +475,27 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
     assert figure.stat().st_size > 10_000
 
 
+def test_group_study_seed_table_lists_every_run_beside_plain_of_its_seed():
+    study = importlib.import_module("group_study")
+    paper = next(r for r in study.SHORT_ROWS if r.name == "groups-paper-1")
+
+    def run(seed, top1, within, between, parts=0.5):
+        analysis = {"within_group_correlation": within, "between_group_correlation": between,
+                    "part_distinctness": parts, "part_static_distinctness": 0.25}  # fmt: skip
+        return {"seed": seed, "last_top1": top1, "cpu": "X", "analysis": analysis}
+
+    runs = {"plain-seed0": run(0, 0.8, 0.3, 0.2), "plain-seed1": run(1, 0.7, 0.3, 0.3, None),
+            "groups-paper-1-seed0": run(0, 0.75, 0.9, 0.1),
+            "groups-paper-1-seed1": run(1, 0.9, 0.5, 0.45)}  # fmt: skip
+    lines = study.seed_table([study.PLAIN, paper, study.SEF], runs).splitlines()
+    assert lines[2:] == [
+        "| plain | 0 / 1 | 80.0 / 70.0 |  | 0.100 / 0.000 | 0.300, 0.200 / 0.300, 0.300 "
+        "| 0.50 (0.25) / - |",
+        "| groups-paper-1 | 0 / 1 | 75.0 / 90.0 | -5.0 / +20.0 | 0.800 / 0.050 "
+        "| 0.900, 0.100 / 0.500, 0.450 | 0.50 (0.25) / 0.50 (0.25) |",
+    ]  # SEF has no runs: no line
+
+
 def _entry(separates, minus, gap=0.0, keeps=True):
     return {"separates": separates, "minus_plain": {"mean": minus}, "gap_mean": gap,
             "keeps_accuracy": keeps}  # fmt: skip
