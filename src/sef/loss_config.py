@@ -14,13 +14,8 @@ from typing import Any
 
 from sef.choices import GROUP_LOSS_VARIANTS
 
-WEIGHTS = (
-    "lam",
-    "gamma",
-    "phi",
-    "lam_warmup",
-    "phi_warmup",
-)  # options that must be finite numbers >= 0
+# The options that must be finite numbers >= 0.
+WEIGHTS = ("lam", "gamma", "phi", "lam_warmup", "phi_warmup")
 
 
 @dataclass
