@@ -20,10 +20,16 @@ def contiguous_groups(channels, groups):
     return [list(range(starts[g], starts[g + 1])) for g in range(groups)]
 
 
-def slow_group_loss(features, groups, variant):
-    """docs/method.md's definitions, one image and one block at a time, in float64."""
+def slow_group_loss(features, groups, variant, floor=0.0):
+    """docs/method.md's definitions, one image and one block at a time, in float64; ``floor``
+    divides each channel by at least that fraction of its image's mean channel norm."""
     x = features.double().flatten(2)
-    x = x / (x.norm(dim=2, keepdim=True) + EPS32)
+    divisors = torch.zeros(x.shape[:2], dtype=torch.float64)
+    for b in range(x.shape[0]):
+        mean_norm = sum(x[b, c].norm().item() for c in range(x.shape[1])) / x.shape[1]
+        for c in range(x.shape[1]):
+            divisors[b, c] = max(x[b, c].norm(), floor * mean_norm) + EPS32
+    x = x / divisors.unsqueeze(2)
     members = contiguous_groups(x.shape[1], groups)
     per_image = []
     for image in x:
@@ -94,6 +100,63 @@ def test_group_loss_gradient_matches_slow_version(variant, shape):
     sef.group_loss(fast_input, 3, variant).backward()
     slow_group_loss(slow_input, 3, variant).backward()
     torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
+
+
+def nearly_dead_channel(shape, channel, value):
+    """Random ReLU features with ``channel`` zero everywhere but ``value`` at one position."""
+    torch.manual_seed(3)
+    features = torch.randn(shape).relu() + 0.1
+    features[:, channel] = 0.0
+    features[:, channel, 0, 0] = value
+    return features
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("shape", [(2, 40, 3, 3), (2, 10, 6, 6)])
+def test_norm_floor_matches_slow_version_with_its_gradient(variant, shape):
+    features = nearly_dead_channel(shape, channel=4, value=1e-3).double()
+    fast_input = features.float().requires_grad_()
+    slow_input = features.clone().requires_grad_()
+    fast = sef.group_loss(fast_input, 3, variant, norm_floor=0.05)
+    slow = slow_group_loss(slow_input, 3, variant, floor=0.05)
+    assert_close(fast.detach(), slow.detach())
+    assert not math.isclose(fast.item(), float(slow_group_loss(features, 3, variant)))
+    fast.backward()
+    slow.backward()
+    torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_norm_floor_bounds_the_gradient_of_a_nearly_dead_channel(variant):
+    """The cosine's 1 / |x|: a channel of norm 1e-7 takes a gradient millions of times its
+    neighbours'; with a floor of 1 % of the mean norm, at most about 100 times."""
+
+    def gradient(value, floor):
+        features = nearly_dead_channel((2, 40, 3, 3), channel=4, value=value).requires_grad_()
+        sef.group_loss(features, 3, variant, norm_floor=floor).backward()
+        per_channel = features.grad.flatten(2).norm(dim=2)
+        return per_channel[:, 4].max() / per_channel[:, 5:].median()
+
+    assert gradient(1e-7, 0.0) > 1e5
+    assert gradient(1e-7, 0.01) < 300
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_norm_floor_changes_nothing_where_every_channel_is_above_it(variant):
+    torch.manual_seed(4)
+    features = torch.rand(2, 30, 4, 4) + 0.5
+    assert sef.group_loss(features, 3, variant, norm_floor=0.2) == sef.group_loss(
+        features, 3, variant
+    )
+
+
+def test_sef_loss_passes_its_norm_floor_to_the_group_loss():
+    out, target = make_output(groups=3, channels=30), torch.tensor([0, 3, 6, 2])
+    out.features[:, 2] = 0.0
+    out.features[:, 2, 0, 0] = 1e-4
+    floored = sef.SEFLoss(3, lam=0, gamma=0, phi=1, group_variant="paper", norm_floor=0.1)
+    expected = slow_group_loss(out.features, 3, "paper", floor=0.1)
+    assert_close(floored(out, target)["group"], expected)
 
 
 def test_group_loss_on_signed_features_and_resnet50_shape():
@@ -404,7 +467,8 @@ def test_sefloss_takes_its_defaults_and_options_from_the_loss_config():
     assert list(parameters)[1:] == [f.name for f in fields]
     assert all(parameters[f.name].default == f.default for f in fields)
     options = LossConfig(lam=0.5, gamma=0.2, phi=0.3, group_variant="paper",
-                         detach_teacher=True, lam_warmup=2.0, phi_warmup=3.0)  # fmt: skip
+                         detach_teacher=True, lam_warmup=2.0, phi_warmup=3.0,
+                         norm_floor=0.01)  # fmt: skip
     loss = sef.SEFLoss.from_config(options, 3)
     assert loss.groups == 3
     assert {f.name: getattr(loss, f.name) for f in fields} == dataclasses.asdict(options)
@@ -413,7 +477,8 @@ def test_sefloss_takes_its_defaults_and_options_from_the_loss_config():
 @pytest.mark.parametrize(
     "option, value",
     [("lam", -1.0), ("gamma", float("nan")), ("phi", float("inf")), ("lam_warmup", -2.0),
-     ("phi_warmup", float("nan")), ("group_variant", "mine")],
+     ("phi_warmup", float("nan")), ("norm_floor", 1.0), ("norm_floor", -0.1),
+     ("norm_floor", float("nan")), ("group_variant", "mine")],
 )  # fmt: skip
 def test_the_loss_and_the_config_refuse_the_same_options_by_the_same_rule(option, value):
     from sef.config import apply_values, resolve_config

@@ -22,8 +22,9 @@ WEIGHTS = ("lam", "gamma", "phi", "lam_warmup", "phi_warmup")
 class LossConfig:
     """Weights of Eq. 8: lam (max entropy), gamma (distillation), phi (group loss); the group
     loss's variant; whether the global head's probabilities are detached as the teacher;
-    lam_warmup and phi_warmup ramp lam and phi up from 0 over that many epochs (0: off, the
-    paper's behaviour)."""
+    lam_warmup and phi_warmup ramp lam and phi up from 0 over that many epochs; norm_floor, a
+    fraction of the image's mean channel norm below which a channel is not scaled up to unit
+    length (the group loss's cosines; ``sef.losses``). 0 turns each off: the paper's behaviour."""
 
     lam: float = 1.0
     gamma: float = 0.05
@@ -32,6 +33,7 @@ class LossConfig:
     detach_teacher: bool = False
     lam_warmup: float = 0.0
     phi_warmup: float = 0.0
+    norm_floor: float = 0.0
 
     def invalid(self) -> tuple[str, Any, str] | None:
         """The first option that cannot work, as (name, value, what it must be); None if all can."""
@@ -39,6 +41,8 @@ class LossConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 return name, value, "a number >= 0"
+        if not 0 <= self.norm_floor < 1:  # NaN fails too
+            return "norm_floor", self.norm_floor, "a number >= 0 and < 1"
         if self.group_variant not in GROUP_LOSS_VARIANTS:
             return "group_variant", self.group_variant, f"one of {', '.join(GROUP_LOSS_VARIANTS)}"
         return None

@@ -37,14 +37,23 @@ _DEFAULTS = LossConfig()
 SEPARATION_GAP = 0.2
 
 
-def _normalised_channels(features: Tensor) -> Tensor:
-    """[B, C, H, W] -> float32 [B, C, HW] with every channel scaled to unit L2 norm."""
+def _normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
+    """[B, C, H, W] -> float32 [B, C, HW] with every channel scaled to unit L2 norm.
+
+    ``floor`` > 0: a channel whose norm is under ``floor`` times its image's mean channel norm
+    (taken as a constant) is divided by that instead, so it stays short. Scaling a nearly dead
+    channel up to unit length multiplies its gradient by 1 / |x|: one such channel in a batch
+    gave a gradient 140 times the usual one and undid a fine-tuning run (docs/finetune.md).
+    """
     if features.dim() != 4:
         raise ValueError(
             f"features must be a [B, C, H, W] feature map, got shape {tuple(features.shape)}"
         )
     x = features.float().flatten(2)
-    return x / (x.norm(dim=2, keepdim=True) + EPS)
+    norms = x.norm(dim=2, keepdim=True)
+    if floor > 0:
+        norms = torch.maximum(norms, floor * norms.mean(dim=1, keepdim=True).detach())
+    return x / (norms + EPS)
 
 
 def _group_sums(x: Tensor, sizes: list[int]) -> Tensor:
@@ -113,20 +122,26 @@ def _reference_group_loss(x: Tensor, sizes: list[int]) -> Tensor:
 
 
 def group_loss(
-    features: Tensor, groups: int, variant: str = "reference", check_finite: bool = True
+    features: Tensor,
+    groups: int,
+    variant: str = "reference",
+    check_finite: bool = True,
+    norm_floor: float = 0.0,
 ) -> Tensor:
     """The semantic group loss of a [B, C, H, W] feature map, in float32, batch-averaged.
 
     ``variant="paper"`` is Eq. 4 of the paper; ``"reference"`` (default) is what the
     authors' public code computes and what their reported numbers came from.
     ``check_finite`` raises ValueError on a non-finite loss; the check waits for the device.
+    ``norm_floor`` > 0 keeps nearly dead channels short instead of scaling them up to unit
+    length (0: off, the paper's cosines; ``LossConfig``).
     """
     if variant not in GROUP_LOSS_VARIANTS:
         raise ValueError(
             f"unknown group loss variant {variant!r}; use one of {GROUP_LOSS_VARIANTS}"
         )
     with torch.autocast(device_type=features.device.type, enabled=False):
-        x = _normalised_channels(features)
+        x = _normalised_channels(features, norm_floor)
         sizes = group_sizes(x.shape[1], groups)
         compute = _paper_group_loss if variant == "paper" else _reference_group_loss
         loss = compute(x, sizes)
@@ -187,7 +202,8 @@ class SEFLoss(nn.Module):
     ``lam_warmup`` > 0 (epochs; off by default, as in the paper) ramps ``lam`` up from 0 so the
     entropy term does not flatten the predictions of a head that is still random;
     ``phi_warmup`` ramps ``phi`` likewise, so the classifier can learn before the group loss
-    rearranges the feature map.
+    rearranges the feature map. ``norm_floor`` > 0 (off by default) keeps the group loss's
+    gradient bounded where a channel is nearly dead (:func:`_normalised_channels`).
     It never waits for the device: a non-finite input gives a non-finite ``total``, which the
     caller checks once per step (``sef.engine.train_one_epoch`` does).
     """
@@ -202,17 +218,20 @@ class SEFLoss(nn.Module):
         detach_teacher: bool = _DEFAULTS.detach_teacher,
         lam_warmup: float = _DEFAULTS.lam_warmup,
         phi_warmup: float = _DEFAULTS.phi_warmup,
+        norm_floor: float = _DEFAULTS.norm_floor,
     ) -> None:
         super().__init__()
         check_groups(groups)
-        options = LossConfig(lam, gamma, phi, group_variant, detach_teacher, lam_warmup, phi_warmup)
+        options = LossConfig(
+            lam, gamma, phi, group_variant, detach_teacher, lam_warmup, phi_warmup, norm_floor
+        )
         problem = options.invalid()
         if problem is not None:
             name, value, rule = problem
             raise ValueError(f"{name}={value!r} is invalid: it must be {rule}")
         self.groups, self.lam, self.gamma, self.phi = groups, lam, gamma, phi
         self.group_variant, self.detach_teacher = group_variant, detach_teacher
-        self.lam_warmup, self.phi_warmup = lam_warmup, phi_warmup
+        self.lam_warmup, self.phi_warmup, self.norm_floor = lam_warmup, phi_warmup, norm_floor
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
 
     @classmethod
@@ -254,7 +273,13 @@ class SEFLoss(nn.Module):
             phi = self.current_phi
             terms["group"] = (
                 phi
-                * group_loss(output.features, self.groups, self.group_variant, check_finite=False)
+                * group_loss(
+                    output.features,
+                    self.groups,
+                    self.group_variant,
+                    check_finite=False,
+                    norm_floor=self.norm_floor,
+                )
                 if phi
                 else zero
             )
