@@ -33,6 +33,20 @@ Protocol (version 1, committed before any of its runs; the runs come from that c
   groups then separating cleanly, 0.90 / 0.08, with a classifier that learnt, SEF seed 1), the
   warm-up lets cross-entropy move first in every seed. Rule R, the candidate and the birds32b
   confirmation treat them as version 3's rows.
+  Version 5 adds, last, four rows with ``loss.norm_floor=0.01`` (a new loss option, off by
+  default: a channel whose norm is under 1 % of its image's mean channel norm is divided by
+  that floor instead of being scaled up to unit length): groups-only, SEF and SEF at λ = 0.05
+  with the paper's loss at φ = 1, and SEF with the reference loss at φ = 1 (the paper's SEF).
+  After the first 51 runs, 6 had lost what they had learnt within one epoch 7 times (test
+  top-1 under half the previous epoch's, from >= 10 %: the seed table's new column ``falls``),
+  and an exploratory replay of one of them (sef-paper-0.3, seed 1, bit for bit up to its fall
+  after epoch 9) with a log of every step found two steps applying gradients 40 and 140 times
+  the median one, each in a batch holding a channel of norm about 1e-7 that the cosine's 1 / |x|
+  had scaled up to unit length; with a floor of 1 % the same run had no step over 2 times the
+  median and did not fall (48.7 % after 9 epochs against 4.9 %). benchmarks/step_log.py is that
+  replay, committed with this version. Rule R, the candidate and the birds32b
+  confirmation treat them as version 3's rows; the runner reaches them at each seed before the
+  rows of that seed it has not run yet.
 - Rows, 48 epochs (1,440 steps, lr x0.1 every 19 epochs, the paper's 40 %), seeds 0, 1, 2:
   plain, SEF (reference, φ = 1), and the most promising paper-variant row, chosen from the
   12-epoch results by rule R once they are complete: among the rows with the paper's loss, those
@@ -60,7 +74,8 @@ Protocol (version 1, committed before any of its runs; the runs come from that c
 - Order and time: 12-epoch rows seed by seed (all rows at seed 0 first), then the 48-epoch rows
   seed by seed. A 12-epoch run takes 4-5 minutes on an idle 2-core CPU, a 48-epoch one about 20:
   42 + 9 runs, about 6.5 hours (version 3: 48 + 9, and 7-10 minutes a 12-epoch run on the Intel
-  Xeon; version 4: 57 + 9, 5-6 minutes a 12-epoch run on the quiet Intel Xeon). Run niced
+  Xeon; version 4: 57 + 9, 5-6 minutes a 12-epoch run on the quiet Intel Xeon; version 5:
+  69 + 9, about 10 hours in all). Run niced
   with OMP_WAIT_POLICY=PASSIVE; runs resume after a stop. Version 4's order puts its rows at
   seeds 0 and 1 before the rest of seed 2 (the order above, rows appended last).
 
@@ -99,7 +114,8 @@ KEEPS_ACCURACY = -0.02  # mean paired difference to plain, as a fraction
 # of version 1 are kept, with the CPU its file recorded (every one of them ran on that machine).
 # Version 3 adds the two rows at φ = 0.3 (the docstring says why); earlier runs are unchanged.
 # Version 4 adds the three φ warm-up rows (the docstring says why); earlier runs are unchanged.
-PROTOCOL_VERSION = 4  # change it (and say why) if anything above changes
+# Version 5 adds the four norm-floor rows (the docstring says why); earlier runs are unchanged.
+PROTOCOL_VERSION = 5  # change it (and say why) if anything above changes
 QUICK = [
     "data.options.per_class=2", "data.options.test_per_class=2", "data.options.resolution=32",
     "data.image_size=32", "optim.batch_size=16", "model.weights=null",
@@ -147,6 +163,7 @@ def _loss(variant: str, phi: float) -> tuple[str, ...]:
 
 WARMUP = (f"loss.lam_warmup={WARMUP_EPOCHS}",)
 PHI_WARMUP = (f"loss.phi_warmup={WARMUP_EPOCHS}",)
+FLOOR = ("loss.norm_floor=0.01",)
 PLAIN = Row("plain", "baseline", "plain")
 SEF = Row("sef-reference-1", "SEF", "sef", _loss("reference", 1))
 SHORT_ROWS = [
@@ -168,6 +185,11 @@ SHORT_ROWS = [
     Row("sef-paper-1-phiwarmup", "φ warm-up", "sef", _loss("paper", 1) + PHI_WARMUP),
     Row("sef-paper-1-lam0.05-phiwarmup", "φ warm-up", "sef",
         _loss("paper", 1) + ("loss.lam=0.05",) + PHI_WARMUP),
+    Row("groups-paper-1-floor", "norm floor", "groups-only", _loss("paper", 1) + FLOOR),  # v. 5
+    Row("sef-paper-1-floor", "norm floor", "sef", _loss("paper", 1) + FLOOR),
+    Row("sef-paper-1-lam0.05-floor", "norm floor", "sef",
+        _loss("paper", 1) + ("loss.lam=0.05",) + FLOOR),
+    Row("sef-reference-1-floor", "norm floor", "sef", _loss("reference", 1) + FLOOR),
 ]  # fmt: skip
 
 
@@ -348,10 +370,11 @@ def markdown(tables: dict[str, dict]) -> str:
 
 def seed_table(rows: list[Row], runs: dict) -> str:
     """Every run of ``rows``, seed by seed, as docs/finetune.md tabulates them: test top-1, its
-    difference to plain of the same seed and CPU model, the gap, within / between, parts."""
+    difference to plain of the same seed and CPU model, the gap, within / between, parts, and
+    the epochs after which its test top-1 fell by half (``falls``)."""
     lines = [
-        "| row | seeds | top-1 | − plain | gap | within, between | parts (static) |",
-        "|---|---|---|---|---|---|---|",
+        "| row | seeds | top-1 | − plain | gap | within, between | parts (static) | falls |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
@@ -371,8 +394,16 @@ def _seed_cell(row: Row, run: dict, runs: dict) -> tuple[str, ...]:
     within, between = analysis["within_group_correlation"], analysis["between_group_correlation"]
     parts, static = analysis["part_distinctness"], analysis["part_static_distinctness"]
     located = f"{parts:.2f} ({static:.2f})" if parts is not None else "-"
+    fell = ",".join(str(epoch) for epoch in falls(run)) or "-"
     return (str(run["seed"]), f"{100 * run['last_top1']:.1f}", minus, f"{gap(run):.3f}",
-            f"{within:.3f}, {between:.3f}", located)  # fmt: skip
+            f"{within:.3f}, {between:.3f}", located, fell)  # fmt: skip
+
+
+def falls(run: dict) -> list[int]:
+    """The epochs after which test top-1 was under half the previous epoch's, from >= 10 %: a
+    run that lost what it had learnt at once (recorded, not judged)."""
+    top1 = run["eval_top1_by_epoch"]
+    return [e + 1 for e in range(1, len(top1)) if top1[e - 1] >= 0.1 and top1[e] < top1[e - 1] / 2]
 
 
 def trajectory(run: dict) -> tuple[list[int], list[float]]:
@@ -420,7 +451,7 @@ def draw(runs: dict, rows: list[Row], out: Path) -> Path:
 
 def load_runs(args: argparse.Namespace) -> dict:
     """Runs already measured under this protocol (and this --quick setting)."""
-    previous = read_results(args.out, (1, 2, 3, 4), args.quick)
+    previous = read_results(args.out, (1, 2, 3, 4, 5), args.quick)
     runs = previous.get("runs", {})
     for run in runs.values():  # version 1's runs: all on the machine that wrote the file
         run.setdefault("cpu", previous["machine"]["cpu"])

@@ -479,21 +479,22 @@ def test_group_study_seed_table_lists_every_run_beside_plain_of_its_seed():
     study = importlib.import_module("group_study")
     paper = next(r for r in study.SHORT_ROWS if r.name == "groups-paper-1")
 
-    def run(seed, top1, within, between, parts=0.5):
+    def run(seed, top1, within, between, parts=0.5, by_epoch=(0.5, 0.6)):
         analysis = {"within_group_correlation": within, "between_group_correlation": between,
                     "part_distinctness": parts, "part_static_distinctness": 0.25}  # fmt: skip
-        return {"seed": seed, "last_top1": top1, "cpu": "X", "analysis": analysis}
+        return {"seed": seed, "last_top1": top1, "cpu": "X", "analysis": analysis,
+                "eval_top1_by_epoch": list(by_epoch)}  # fmt: skip
 
     runs = {"plain-seed0": run(0, 0.8, 0.3, 0.2), "plain-seed1": run(1, 0.7, 0.3, 0.3, None),
-            "groups-paper-1-seed0": run(0, 0.75, 0.9, 0.1),
+            "groups-paper-1-seed0": run(0, 0.75, 0.9, 0.1, by_epoch=(0.4, 0.19, 0.5, 0.06, 0.03)),
             "groups-paper-1-seed1": run(1, 0.9, 0.5, 0.45)}  # fmt: skip
     lines = study.seed_table([study.PLAIN, paper, study.SEF], runs).splitlines()
     assert lines[2:] == [
         "| plain | 0 / 1 | 80.0 / 70.0 |  | 0.100 / 0.000 | 0.300, 0.200 / 0.300, 0.300 "
-        "| 0.50 (0.25) / - |",
+        "| 0.50 (0.25) / - | - / - |",
         "| groups-paper-1 | 0 / 1 | 75.0 / 90.0 | -5.0 / +20.0 | 0.800 / 0.050 "
-        "| 0.900, 0.100 / 0.500, 0.450 | 0.50 (0.25) / 0.50 (0.25) |",
-    ]  # SEF has no runs: no line
+        "| 0.900, 0.100 / 0.500, 0.450 | 0.50 (0.25) / 0.50 (0.25) | 2,4 / - |",
+    ]  # SEF has no runs: no line; a fall from under 10 % (0.06 -> 0.03) is not one
 
 
 def _entry(separates, minus, gap=0.0, keeps=True):
@@ -530,12 +531,15 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert len(set(keys)) == len(keys)
     settings = {(r.preset, tuple(r.settings(False))) for r in rows}
     assert len(settings) == len(rows)
-    assert len(study.SHORT_ROWS) == 19 and study.SEEDS == [0, 1, 2]
+    assert len(study.SHORT_ROWS) == 23 and study.SEEDS == [0, 1, 2]
     warm = next(r for r in study.SHORT_ROWS if r.name == "sef-reference-1-warmup")
     assert "loss.lam_warmup=5" in warm.settings(False)
     phi_warm = next(r for r in study.SHORT_ROWS if r.name == "sef-paper-1-lam0.05-phiwarmup")
     assert {"loss.phi_warmup=5", "loss.lam=0.05", "loss.phi=1"} <= set(phi_warm.settings(False))
     assert phi_warm.uses_paper_loss
+    floored = {r.name for r in study.SHORT_ROWS if "loss.norm_floor=0.01" in r.settings(False)}
+    assert floored == {"groups-paper-1-floor", "sef-paper-1-floor", "sef-paper-1-lam0.05-floor",
+                       "sef-reference-1-floor"}  # fmt: skip
     long = study.SEF.lengthened(48).settings(False)
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
 
@@ -698,3 +702,27 @@ def test_loggers_script_times_sef_train_per_logger_against_tensorboard(
     assert set(report["ratio_to_tensorboard"]) == {"wandb"}
     assert report["ratio_to_tensorboard"]["wandb"]["median"] > 0
     assert report["epochs"] == 1 and report["same_training"] is True
+
+
+def test_step_log_records_every_step_and_names_the_largest_gradients(tmp_path, capsys):
+    """A --quick replay of a study row: one line per SGD step with the terms, the gradient
+    applied and the channel norms; the summary names the steps with the largest gradients,
+    and the global hooks are gone afterwards."""
+    from torch.nn.modules import module
+    from torch.optim import optimizer
+
+    step_log = importlib.import_module("step_log")
+    out = tmp_path / "steps.jsonl"
+    hooks = len(module._global_forward_hooks), len(optimizer._global_optimizer_pre_hooks)
+    argv = ["groups-paper-1-floor", "--quick", "--epochs", "2", "--seed", "1", "--out", str(out)]
+    assert step_log.main(argv) == 0
+    steps = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(steps) == 2 * 4  # 64 images a batch of 16: 4 steps an epoch
+    assert all(s["gradient_norm"] > 0 and s["total"] == pytest.approx(s["ce"] + s["group"])
+               for s in steps)  # fmt: skip
+    assert all(0 < s["smallest_channel_norm"] <= s["median_channel_norm"] for s in steps)
+    printed = capsys.readouterr().out.splitlines()[-1 - step_log.TOP :]  # after the epoch lines
+    assert printed[0].startswith("8 steps, median gradient norm")
+    largest = max(s["gradient_norm"] for s in steps)
+    assert printed[1].startswith(f"step {[s['gradient_norm'] for s in steps].index(largest) + 1}:")
+    assert (len(module._global_forward_hooks), len(optimizer._global_optimizer_pre_hooks)) == hooks
