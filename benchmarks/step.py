@@ -11,7 +11,9 @@ Three variants are interleaved at each image size:
 
 The readout's own cost is also timed alone (``readout_seconds``: ``group_correlation`` on the
 SEF network's last map of the batch, many repeats) and given as a share of SEF's step: a step
-ratio moves by a few percent with the machine's load, the readout's share does not.
+ratio moves by a few percent with the machine's load, the readout's share does not. So is the
+norm of the gradients that ``sef train`` records every step, plain or SEF
+(``gradient_norm_seconds``: ``sef.engine.loop.gradient_norm`` after SEF's backward).
 
     python benchmarks/step.py                       # ResNet-50, 448 and 224 px -> results/step.json
     python benchmarks/step.py --sizes 224 --batch 4
@@ -50,6 +52,7 @@ from torch import nn
 
 import sef
 from sef.backbones import TIMM_PREFIX
+from sef.engine.loop import gradient_norm
 from sef.losses import GROUP_LOSS_VARIANTS, group_correlation
 
 VARIANTS = ("plain", "sef", "sef_naive")
@@ -145,16 +148,23 @@ def training_step(name: str, args: argparse.Namespace, size: int, device: torch.
     return step
 
 
-def time_readout(args: argparse.Namespace, size: int, device: torch.device, clock) -> dict:
-    """Seconds of the correlation readout alone on the SEF network's last map of the batch."""
+def time_readouts(args: argparse.Namespace, size: int, device: torch.device, clock) -> dict:
+    """Seconds of the correlation readout alone on the SEF network's last map of the batch, and
+    of the gradient norm alone after its backward."""
     torch.manual_seed(0)
     model = sef.SEF(args.backbone, args.classes, groups=args.groups, image_size=size)
-    with torch.no_grad():
-        images = torch.randn(args.batch, 3, size, size, device=device)
-        features = model.to(device).train()(images).features
-    readout = {"readout": lambda: group_correlation(features, args.groups)}
-    seconds = time_interleaved(readout, READOUT_REPEATS, 2, device, f"{size}px readout", clock)
-    return summarise(seconds["readout"])
+    images = torch.randn(args.batch, 3, size, size, device=device)
+    output = model.to(device).train()(images)
+    target = torch.randint(args.classes, (args.batch,), device=device)
+    sef.SEFLoss(args.groups)(output, target)["total"].backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    features = output.features.detach()
+    readouts = {
+        "readout": lambda: group_correlation(features, args.groups),
+        "gradient_norm": lambda: gradient_norm(optimizer),
+    }
+    seconds = time_interleaved(readouts, READOUT_REPEATS, 2, device, f"{size}px readouts", clock)
+    return {name: summarise(times) for name, times in seconds.items()}
 
 
 def count_flops(name: str, args: argparse.Namespace, size: int, device: torch.device) -> int:
@@ -203,15 +213,18 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{size}px steps"
         seconds = time_interleaved(steps, args.repeats, args.warmup, device, label, clock)
         del steps
-        readout = time_readout(args, size, device, clock)
+        readouts = time_readouts(args, size, device, clock)
+        sef_step = statistics.median(seconds["sef"])
         flops = {name: count_flops(name, args, size, device) for name in VARIANTS}
         results[size] = {
             "seconds": {name: summarise(times) for name, times in seconds.items()},
             "ratio_to_plain": paired_ratios(seconds, "plain"),
             "flops": flops,
             "flop_ratio_to_plain": {name: flops[name] / flops["plain"] for name in VARIANTS[1:]},
-            "readout_seconds": readout,
-            "readout_share_of_sef_step": readout["median"] / statistics.median(seconds["sef"]),
+            "readout_seconds": readouts["readout"],
+            "readout_share_of_sef_step": readouts["readout"]["median"] / sef_step,
+            "gradient_norm_seconds": readouts["gradient_norm"],
+            "gradient_norm_share_of_sef_step": readouts["gradient_norm"]["median"] / sef_step,
         }
     if not args.no_memory:
         memory = measure_memory(args, argv)
@@ -236,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(IQR/median {ratios['sef']['relative_iqr']:.1%}); "
             f"SEF with naive group loss x{ratios['sef_naive']['median']:.3f}; "
             f"FLOPs: SEF x{result['flop_ratio_to_plain']['sef']:.4f}; "
-            f"readout {result['readout_share_of_sef_step']:.3%} of SEF's step"
+            f"readout {result['readout_share_of_sef_step']:.3%} and gradient norm "
+            f"{result['gradient_norm_share_of_sef_step']:.3%} of SEF's step"
         )
     return 0
 

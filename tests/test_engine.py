@@ -473,3 +473,58 @@ def test_a_run_saved_before_a_config_key_existed_still_resumes(tmp_path) -> None
     save_checkpoint(out / "last.pt", state)
     resumed = fit(_config(out, "optim.epochs=2"), data=data, resume=True, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def _step_gradient_norms(model, loss_fn, batches) -> list[float]:
+    """Slow and obvious: each batch's loss, its gradient, the norm of all of it."""
+    norms = []
+    for images, labels in batches:
+        model.zero_grad()
+        loss_fn(model(images), labels)["total"].backward()
+        grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+        norms.append(torch.cat(grads).double().norm().item())
+    return norms
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_every_epoch_records_the_median_and_largest_gradient_its_steps_applied(scaled) -> None:
+    """lr = 0 keeps the weights, so each step's gradient can be recomputed batch by batch; with
+    a GradScaler the norm is of the unscaled gradient. One batch whose loss counts 100 times
+    gives a step far above the others, and the epoch's line warns about it."""
+    from sef.engine.log import spike_line
+
+    class OneHeavyBatch(SEFLoss):
+        def forward(self, output, target):
+            heavy = 100.0 if target.tolist() == [2, 0, 1, 2] else 1.0  # the third batch of 4
+            return {k: heavy * v for k, v in super().forward(output, target).items()}
+
+    torch.manual_seed(0)
+    model = SEF("small_cnn", 3, groups=2).train()
+    loss_fn = OneHeavyBatch(2, lam=0.0, gamma=0.0, phi=1.0)
+    loader = torch.utils.data.DataLoader(Blobs(20, 0), batch_size=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if scaled else None
+    record = train_one_epoch(
+        model, loss_fn, loader, optimizer, context=Context(device=torch.device("cpu")),
+        epoch=1, scaler=scaler, progress=False,
+    )  # fmt: skip
+    expected = sorted(_step_gradient_norms(model, loss_fn, loader))
+    assert record["grad_norm_median"] == pytest.approx(expected[2], rel=1e-4)
+    assert record["grad_norm_max"] == pytest.approx(expected[-1], rel=1e-4)
+    assert record["grad_norm_max"] > 20 * record["grad_norm_median"]
+    assert spike_line(record | {"epoch": 1}).startswith("epoch 1: one step's gradient was ")
+
+
+def test_a_gradient_spike_is_said_only_above_its_threshold() -> None:
+    from sef.engine.log import spike_line
+    from sef.engine.loop import GRADIENT_SPIKE
+
+    assert spike_line({"epoch": 3}) is None  # a record without the readout (an older run)
+    assert spike_line({"epoch": 3, "grad_norm_median": 0.0, "grad_norm_max": 1.0}) is None
+    below = {"epoch": 3, "grad_norm_median": 5.0, "grad_norm_max": 5.0 * GRADIENT_SPIKE - 0.1}
+    assert spike_line(below) is None
+    line = spike_line(below | {"grad_norm_max": 764.0, "grad_norm_median": 5.49})
+    assert line == (
+        "epoch 3: one step's gradient was 139 x the epoch's median (764 against 5.49); such a "
+        "step can undo what training had learnt (docs/training.md, gradient spikes)"
+    )

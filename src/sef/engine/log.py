@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from sef import outputs
 from sef.config import Config
+from sef.engine.loop import GRADIENT_SPIKE
 from sef.trackers import Final, Trackers, scalars
 
 
@@ -24,6 +25,18 @@ def _correlation(record: dict) -> str:
     if "train_corr_within" not in record:
         return ""
     return f"  corr {record['train_corr_within']:.3f}/{record['train_corr_between']:.3f}"
+
+
+def spike_line(record: dict) -> str | None:
+    """A warning where one step's gradient was ``GRADIENT_SPIKE`` times the epoch's median."""
+    largest, median = record.get("grad_norm_max"), record.get("grad_norm_median")
+    if not median or largest < GRADIENT_SPIKE * median:
+        return None
+    return (
+        f"epoch {record['epoch']}: one step's gradient was {largest / median:.0f} x the epoch's "
+        f"median ({largest:.3g} against {median:.3g}); such a step can undo what training had "
+        "learnt (docs/training.md, gradient spikes)"
+    )
 
 
 class Logger:
@@ -57,6 +70,9 @@ class Logger:
             f"{record['images_per_second']:.0f} img/s",
             file=sys.stdout,
         )
+        spike = spike_line(record)
+        if spike:
+            tqdm.write(spike, file=sys.stdout)
 
     def finish(self, final: Final) -> None:
         """The finished run's report and files, for the trackers."""

@@ -19,7 +19,17 @@ from sef.losses import LOSS_TERMS, SEFLoss, group_correlation
 from sef.model import SEFOutput
 
 READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
+GRADIENTS = ("grad_norm_median", "grad_norm_max")  # of the gradients the steps applied
+GRADIENT_SPIKE = 20  # a step this many times its epoch's median gradient norm is reported
 CHECK_EVERY = 10  # steps between reads of the running sums and the finiteness check
+
+
+def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
+    """The L2 norm of every gradient the optimizer holds, on the device (no wait for it)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+    grads = [g for g in grads if g is not None]
+    # torch._foreach_norm: one kernel for all tensors, what clip_grad_norm_ uses in every torch
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 class _FirstNonFinite:
@@ -71,9 +81,11 @@ def train_one_epoch(
     progress: bool = True,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss terms, train accuracy and images/second,
-    and with two groups or more the mean channel correlation within and between the groups of
-    the training batches (``sef.losses.group_correlation``). Batches of uint8 images are
-    normalised on the device (``sef.transforms.normalise_batch``).
+    the median and largest norm of the gradients its steps applied (``GRADIENTS``: a step far
+    above the median can undo what training had learnt, docs/training.md), and with two groups
+    or more the mean channel correlation within and between the groups of the training batches
+    (``sef.losses.group_correlation``). Batches of uint8 images are normalised on the device
+    (``sef.transforms.normalise_batch``).
 
     Raises TrainingError naming the epoch and the first step whose loss became NaN or infinite.
     The check is read every ``CHECK_EVERY`` steps and at the end, so that no step waits for the
@@ -87,6 +99,7 @@ def train_one_epoch(
     # the loss terms, then the readout's two sums where there are groups, then correct, n
     sums = torch.zeros(len(LOSS_TERMS) + 2 * readout + 2, dtype=torch.float64, device=device)
     non_finite = _FirstNonFinite(device)
+    gradient_norms = []  # one 0-d tensor a step, read with the epoch's sums
     start = time.perf_counter()
     bar = tqdm(
         loader,
@@ -108,10 +121,14 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(terms["total"]).backward()
+            scaler.unscale_(optimizer)  # what step would do: the norm is of the true gradient
+            norm = gradient_norm(optimizer)
+            gradient_norms.append(torch.where(norm.isfinite(), norm, 0.0))  # skipped: 0
             scaler.step(optimizer)
             scaler.update()
         else:
             terms["total"].backward()
+            gradient_norms.append(gradient_norm(optimizer))
             optimizer.step()
         batch = labels.numel()
         correct = (output.logits.argmax(1) == labels).sum()
@@ -128,11 +145,15 @@ def train_one_epoch(
                 loss=f"{read[LOSS_TERMS.index('total')] / seen:.3f}",
                 img_s=f"{seen * context.world_size / (time.perf_counter() - start):.0f}",
             )
-    sums = distributed.all_reduce_sum(sums, context)
+    sums = distributed.all_reduce_sum(sums, context)  # the gradients are the same on every rank
+    norms = torch.stack(gradient_norms).double()
     seconds = time.perf_counter() - start
-    *totals, correct, seen = sums.tolist()
+    *totals, correct, seen, median, largest = torch.cat(
+        [sums, norms.median().view(1), norms.max().view(1)]
+    ).tolist()  # one wait for the device
     names = [f"loss_{k}" for k in LOSS_TERMS] + list(READOUT[: 2 * readout])
     record = {name: total / seen for name, total in zip(names, totals, strict=True)}
     record["train_top1"] = correct / seen
     record["images_per_second"] = seen / seconds
+    record |= dict(zip(GRADIENTS, (median, largest), strict=True))
     return record
