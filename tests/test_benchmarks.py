@@ -532,7 +532,7 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert len(set(keys)) == len(keys)
     settings = {(r.preset, tuple(r.settings(False))) for r in rows}
     assert len(settings) == len(rows)
-    assert len(study.SHORT_ROWS) == 23 and study.SEEDS == [0, 1, 2]
+    assert len(study.SHORT_ROWS) == 25 and study.SEEDS == [0, 1, 2]
     warm = next(r for r in study.SHORT_ROWS if r.name == "sef-reference-1-warmup")
     assert "loss.lam_warmup=5" in warm.settings(False)
     phi_warm = next(r for r in study.SHORT_ROWS if r.name == "sef-paper-1-lam0.05-phiwarmup")
@@ -540,7 +540,8 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert phi_warm.uses_paper_loss
     floored = {r.name for r in study.SHORT_ROWS if "loss.norm_floor=0.01" in r.settings(False)}
     assert floored == {"groups-paper-1-floor", "sef-paper-1-floor", "sef-paper-1-lam0.05-floor",
-                       "sef-reference-1-floor"}  # fmt: skip
+                       "sef-reference-1-floor", "groups-paper-3-floor",
+                       "sef-paper-1-lam0.3-floor"}  # fmt: skip
     long = study.SEF.lengthened(48).settings(False)
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
 
