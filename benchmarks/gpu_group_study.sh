@@ -7,8 +7,9 @@
 #   bash benchmarks/gpu_group_study.sh [OUT_DIR]
 #
 # Runs, in this order, while the time budget lasts: SEF (seed 0), plain (seed 0), groups-only
-# with the reference loss (phi 1) and with the paper's Eq. 4 (phi $PAPER_PHI), then the same at
-# seed 1. The first run is timed and a run starts only if one more of that length still fits in
+# with the reference loss (phi 1) and with the paper's Eq. 4 (phi $PAPER_PHI), SEF with Eq. 4 at
+# phi 1 and loss.norm_floor=0.01 (the one setting whose groups separated in every seed of the CPU
+# study so far, docs/finetune.md), then the same at seed 1. The first run is timed and a run starts only if one more of that length still fits in
 # $BUDGET seconds from the script's start. Then `sef viz corr` of every run with groups.
 # Needs the MobileNetV2 ImageNet weights under $TORCH_HOME (default: .torch in the repo, carried
 # to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there).
@@ -35,11 +36,12 @@ if [ -n "${SEF_STUDY_TINY:-}" ]; then
     --set data.options.resolution=32 --image-size 32 --epochs 1 --weights none)
   speed=(--workers 0)
 fi
-names=(sef plain groups-reference groups-paper)
+names=(sef plain groups-reference groups-paper sef-paper-floor)
 presets=(birds32-mobilenet_v2 birds32-mobilenet_v2-plain birds32-mobilenet_v2-groups-only
-  birds32-mobilenet_v2-groups-only)
+  birds32-mobilenet_v2-groups-only birds32-mobilenet_v2)
 extra=("" "" "--set loss.group_variant=reference --set loss.phi=1"
-  "--set loss.group_variant=paper --set loss.phi=$PAPER_PHI")
+  "--set loss.group_variant=paper --set loss.phi=$PAPER_PHI"
+  "--set loss.group_variant=paper --set loss.phi=1 --set loss.norm_floor=0.01")
 
 echo "== machine $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
