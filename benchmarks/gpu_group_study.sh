@@ -9,8 +9,8 @@
 # Runs, in this order, while the time budget lasts: SEF (seed 0), plain (seed 0), groups-only
 # with the reference loss (phi 1) and with the paper's Eq. 4 (phi $PAPER_PHI), SEF with Eq. 4 at
 # phi 1 and loss.norm_floor=0.01 (the one setting whose groups separated in every seed of the CPU
-# study so far, docs/finetune.md), then the same at seed 1. The first run is timed and a run starts only if one more of that length still fits in
-# $BUDGET seconds from the script's start. Then `sef viz corr` of every run with groups.
+# study so far, docs/finetune.md), then the same at seed 1. The first run is timed and a run
+# starts only if one more of that length still fits in $BUDGET seconds from the script's start. Then `sef viz corr` of every run with groups.
 # Needs the MobileNetV2 ImageNet weights under $TORCH_HOME (default: .torch in the repo, carried
 # to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there).
 # OUT_DIR (default $OUT, else /tmp/sef-group-study) receives log.txt, runs.tar.gz (every run's

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from sef.engine.loop import gradient_norm
 from sef.losses import SEFLoss
 
 TOP = 5  # steps printed
@@ -70,9 +71,8 @@ class StepLog:
         }
 
     def before_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        self.step |= {"lr": optimizer.param_groups[0]["lr"], "gradient_norm": norm.item()}
+        norm = gradient_norm(optimizer).item()  # what sef train records each step
+        self.step |= {"lr": optimizer.param_groups[0]["lr"], "gradient_norm": norm}
         self.file.write(json.dumps(self.step) + "\n")
         self.file.flush()
 
