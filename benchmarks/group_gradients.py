@@ -8,7 +8,9 @@ term, the distillation, the reference group loss and the paper's Eq. 4) with res
 backbone's parameters, which every term moves only through the feature map X: the gradient on X
 itself is no measure, since the many channels a ReLU6 holds at 0 take huge group-loss gradients
 (a cosine's 1 / |x|) that never pass the ReLU. Then the φ at which each group loss pulls as hard
-as cross-entropy (φ* = |d CE| / |d group|), and the cosine between the two pulls.
+as cross-entropy (φ* = |d CE| / |d group|), the cosines of cross-entropy's and the entropy
+term's pulls with each group loss's, and the mean channel norm of X (the cosine divides by it).
+The group losses use the checkpoint's `loss.norm_floor`, as its run did.
 
     python benchmarks/group_gradients.py                       # the ImageNet start
     python benchmarks/group_gradients.py --checkpoints runs/group-study/*/last.pt
@@ -66,10 +68,15 @@ def start_model(overrides: list[str]) -> TrainedModel:
 
 
 def pulls(trained: TrainedModel, images: int) -> dict[str, list[float]]:
-    """Per batch: |d term / d X| of every term, and the cosine of CE's pull with each group's."""
+    """Per batch: |d term / d weights| of every term, the cosines of CE's and the entropy term's
+    pulls with each group loss's, and the feature map's mean channel norm. The group losses
+    divide by the norm as the run did (its `loss.norm_floor`)."""
     model, groups = trained.model, trained.model.groups
+    floor = trained.config.loss.norm_floor
     losses = {
-        variant: sef.SEFLoss(groups, lam=1.0, gamma=1.0, phi=1.0, group_variant=variant)
+        variant: sef.SEFLoss(
+            groups, lam=1.0, gamma=1.0, phi=1.0, group_variant=variant, norm_floor=floor
+        )
         for variant in ("reference", "paper")
     }
     weights = [p for p in model.backbone.parameters() if p.requires_grad]
@@ -91,8 +98,11 @@ def pulls(trained: TrainedModel, images: int) -> dict[str, list[float]]:
         for name in TERMS:
             found.setdefault(f"norm_{name}", []).append(grads[name].norm().item())
         for name in ("group_reference", "group_paper"):
-            cosine = F.cosine_similarity(grads["ce"].flatten(), grads[name].flatten(), dim=0)
-            found.setdefault(f"cosine_ce_{name}", []).append(cosine.item())
+            for other in ("ce", "entropy"):
+                cosine = F.cosine_similarity(grads[other], grads[name], dim=0)
+                found.setdefault(f"cosine_{other}_{name}", []).append(cosine.item())
+        channel_norms = output.features.detach().flatten(2).norm(dim=2)
+        found.setdefault("channel_norm", []).append(channel_norms.mean().item())
     return found
 
 
@@ -117,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         if trained.model.groups < 2:
             print(f"{name}: one group, skipped")
             continue
-        results[name] = summarise(pulls(trained, args.images))
-        r = results[name]
+        r = summarise(pulls(trained, args.images))
+        results[name] = r | {"norm_floor": trained.config.loss.norm_floor}
         print(
-            f"{name}: |dCE| {r['norm_ce']:.3g}, group reference {r['norm_group_reference']:.3g}"
-            f" (phi* {r['phi_star_reference']:.3g}), Eq. 4 {r['norm_group_paper']:.3g} "
-            f"(phi* {r['phi_star_paper']:.3g})"
+            f"{name}: |dCE| {r['norm_ce']:.3g}, entropy {r['norm_entropy']:.3g}, group reference"
+            f" {r['norm_group_reference']:.3g} (phi* {r['phi_star_reference']:.3g}), Eq. 4 "
+            f"{r['norm_group_paper']:.3g} (phi* {r['phi_star_paper']:.3g}; cosine with entropy "
+            f"{r['cosine_entropy_group_paper']:+.2f}), channel norm {r['channel_norm']:.3g}"
         )
     payload = {"preset": PRESET, "images": args.images, "terms": TERMS, "models": results}
     write_report(args.out, payload, torch.device("cpu"), [__file__, *argv])

@@ -3,6 +3,7 @@ every script runs in its quick mode and writes the JSON the docs quote from."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -605,6 +606,22 @@ def test_group_gradients_measures_every_term_s_pull_at_the_start_and_on_a_checkp
             expected = pulls["norm_ce"] / pulls[f"norm_group_{variant}"]
             assert pulls[f"phi_star_{variant}"] == pytest.approx(expected)
             assert -1 <= pulls[f"cosine_ce_group_{variant}"] <= 1
+            assert -1 <= pulls[f"cosine_entropy_group_{variant}"] <= 1
+        assert pulls["channel_norm"] > 0 and pulls["norm_floor"] == 0
+
+
+def test_group_gradients_measures_the_group_loss_with_the_run_s_norm_floor(demo_checkpoint):
+    gradients = importlib.import_module("group_gradients")
+    from sef.config import apply_overrides
+    from sef.trained import load_trained_model
+
+    trained = load_trained_model(demo_checkpoint)
+    floored = dataclasses.replace(
+        trained, config=apply_overrides(trained.config, ["loss.norm_floor=0.5"])
+    )
+    plain, with_floor = (gradients.pulls(t, images=8) for t in (trained, floored))
+    assert with_floor["norm_ce"] == pytest.approx(plain["norm_ce"])
+    assert with_floor["norm_group_paper"] != pytest.approx(plain["norm_group_paper"], rel=1e-3)
 
 
 def test_group_confirm_verdict_follows_the_protocol(monkeypatch):
