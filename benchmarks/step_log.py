@@ -8,8 +8,15 @@ terms, training top-1 of the batch, the norm of the gradient the optimizer is ab
 and the feature map's smallest non-zero channel norm (the cosine of the group loss divides by
 it) beside the median one. The steps with the largest gradients are printed at the end.
 
+With ``--pulls-every N``, every N-th step also measures how the loss terms pull on the backbone's
+parameters, as `group_gradients.py` does on checkpoints but along the run: the norms of the
+gradients of cross-entropy, of the entropy term at weight 1 (whatever the row's λ) and of the group
+loss as the run applies it, and the cosines between them; ``torch.autograd.grad`` leaves the
+run's own gradients alone, so the run stays bit for bit the same. Their means by epoch are printed.
+
     python benchmarks/step_log.py sef-paper-0.3 --seed 1 --epochs 9
     python benchmarks/step_log.py sef-paper-0.3 --seed 1 --epochs 9 --set loss.norm_floor=0.01
+    python benchmarks/step_log.py sef-paper-1-floor --seed 0 --pulls-every 10
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from ablation import train_run
 from group_study import SHORT_ROWS
 from torch import nn
@@ -30,8 +38,11 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from sef.engine.loop import gradient_norm
 from sef.losses import SEFLoss
+from sef.model import SEF
 
 TOP = 5  # steps printed
+PULLS = ("ce", "entropy", "group")
+PAIRS = (("ce", "group"), ("entropy", "group"), ("ce", "entropy"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=12, help="stop after this many epochs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument("--out", type=Path, default=Path("steps.jsonl"))
+    parser.add_argument("--pulls-every", type=int, default=0, metavar="N",
+                        help="every N-th step, the terms' pulls on the backbone")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny data, random init: a smoke test")
     return parser.parse_args(argv)
 
@@ -49,15 +62,18 @@ class StepLog:
     """Hooks that write one JSON line per optimizer step (PyTorch's global hooks: the training
     loop stays as it is)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pulls_every: int = 0) -> None:
         self.file = path.open("w")
         self.step: dict = {}
+        self.steps, self.pulls_every, self.model = 0, pulls_every, None
         self.handles = [
             register_module_forward_hook(self.after_loss),
             register_optimizer_step_pre_hook(self.before_step),
         ]
 
     def after_loss(self, module: nn.Module, inputs: tuple, terms) -> None:
+        if isinstance(module, SEF):
+            self.model = module
         if not isinstance(module, SEFLoss):
             return
         output, labels = inputs
@@ -69,12 +85,32 @@ class StepLog:
             "smallest_channel_norm": alive.min().item() if alive.numel() else 0.0,
             "median_channel_norm": alive.median().item() if alive.numel() else 0.0,
         }
+        if self.pulls_every and self.steps % self.pulls_every == 0:
+            self.step |= self.pulls(output, terms)
+
+    def pulls(self, output, terms) -> dict[str, float]:
+        """The terms' gradients on the backbone: their norms and pairwise cosines."""
+        weights = [p for p in self.model.backbone.parameters() if p.requires_grad]
+        log_p = F.log_softmax(output.logits.float(), 1)
+        values = {"ce": terms["ce"], "entropy": (log_p.exp() * log_p).sum(1).mean()}
+        values["group"] = terms["group"]
+        grads = {
+            name: torch.cat(
+                [g.flatten() for g in torch.autograd.grad(value, weights, retain_graph=True)]
+            )
+            for name, value in values.items()
+        }
+        found = {f"pull_{name}": grads[name].norm().item() for name in PULLS}
+        for a, b in PAIRS:
+            found[f"cosine_{a}_{b}"] = F.cosine_similarity(grads[a], grads[b], dim=0).item()
+        return found
 
     def before_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
         norm = gradient_norm(optimizer).item()  # what sef train records each step
         self.step |= {"lr": optimizer.param_groups[0]["lr"], "gradient_norm": norm}
         self.file.write(json.dumps(self.step) + "\n")
         self.file.flush()
+        self.steps += 1
 
     def close(self) -> None:
         for handle in self.handles:
@@ -98,18 +134,41 @@ def largest(path: Path, top: int = TOP) -> list[str]:
     return lines
 
 
+def pulls_by_epoch(path: Path, epochs: int) -> list[str]:
+    """The means of the measured steps' pulls and cosines, epoch by epoch."""
+    steps = [json.loads(line) for line in path.read_text().splitlines()]
+    per_epoch = len(steps) // epochs
+    lines = ["epoch  |dCE|  |d entropy|  |d group|  cos(CE, group)  cos(entropy, group)"]
+    for epoch in range(epochs):
+        measured = [s for s in steps[epoch * per_epoch : (epoch + 1) * per_epoch] if "pull_ce" in s]
+        if not measured:
+            continue
+        mean = {k: statistics.fmean(s[k] for s in measured) for k in measured[0] if "_" in k}
+        lines.append(
+            f"{epoch + 1:5d}  {mean['pull_ce']:5.3g}  {mean['pull_entropy']:11.3g}  "
+            f"{mean['pull_group']:9.3g}  {mean['cosine_ce_group']:+14.2f}  "
+            f"{mean['cosine_entropy_group']:+19.2f}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     row = next(r for r in SHORT_ROWS if r.name == args.row)
+    if args.pulls_every and row.method == "plain":
+        print("step_log.py: --pulls-every needs a row with a group loss", file=sys.stderr)
+        return 2
     overrides = [*row.settings(args.quick), f"run.seed={args.seed}", *args.overrides]
     overrides.append(f"optim.epochs={args.epochs}")  # the lr schedule keeps its step_size
-    log = StepLog(args.out)
+    log = StepLog(args.out, args.pulls_every)
     try:
         with tempfile.TemporaryDirectory(prefix="sef-step-log-") as folder:
             train_run(row.preset, overrides, Path(folder) / "run", progress=False)
     finally:
         log.close()
     print("\n".join(largest(args.out)))
+    if args.pulls_every:
+        print("\n".join(pulls_by_epoch(args.out, args.epochs)))
     return 0
 
 

@@ -746,3 +746,53 @@ def test_step_log_records_every_step_and_names_the_largest_gradients(tmp_path, c
     largest = max(s["gradient_norm"] for s in steps)
     assert printed[1].startswith(f"step {[s['gradient_norm'] for s in steps].index(largest) + 1}:")
     assert (len(module._global_forward_hooks), len(optimizer._global_optimizer_pre_hooks)) == hooks
+
+
+def test_step_log_measures_the_pulls_every_n_steps_without_changing_the_run(tmp_path, capsys):
+    step_log = importlib.import_module("step_log")
+    argv = ["sef-paper-1-floor", "--quick", "--epochs", "2", "--seed", "1"]
+    assert step_log.main([*argv, "--out", str(tmp_path / "plain.jsonl")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "pulls.jsonl"
+    assert step_log.main([*argv, "--out", str(out), "--pulls-every", "3"]) == 0
+    steps = [json.loads(line) for line in out.read_text().splitlines()]
+    before = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert [s["gradient_norm"] for s in steps] == [s["gradient_norm"] for s in before]
+    assert [i for i, s in enumerate(steps) if "pull_ce" in s] == [0, 3, 6]
+    assert all(-1 <= steps[0][f"cosine_{a}_{b}"] <= 1 for a, b in step_log.PAIRS)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3].startswith("epoch  |dCE|") and printed[-2].split()[0] == "1"
+    assert step_log.main(["plain", "--quick", "--pulls-every", "3"]) == 2
+    assert "needs a row with a group loss" in capsys.readouterr().err
+
+
+def test_step_log_pulls_match_one_backward_pass_per_term(demo_checkpoint):
+    """The pulls read by torch.autograd.grad against each term's own backward pass."""
+    step_log = importlib.import_module("step_log")
+    from sef.trained import load_trained_model
+
+    model = load_trained_model(demo_checkpoint).model.train()
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    loss = sef.SEFLoss(model.groups, lam=0.5, phi=2.0, group_variant="paper")
+    log = step_log.StepLog(Path(os.devnull))
+    try:
+        log.model = model
+        output = model.forward_sef(images)
+        found = log.pulls(output, loss(output, labels))
+    finally:
+        log.close()
+    weights = [p for p in model.backbone.parameters() if p.requires_grad]
+
+    def gradient(term: str) -> torch.Tensor:
+        model.zero_grad()
+        output = model.forward_sef(images)
+        value = loss(output, labels)[term]
+        (value / loss.lam if term == "entropy" else value).backward()
+        return torch.cat([p.grad.flatten() for p in weights])
+
+    grads = {term: gradient(term) for term in step_log.PULLS}
+    for term in step_log.PULLS:
+        assert found[f"pull_{term}"] == pytest.approx(grads[term].norm().item(), rel=1e-4)
+    for a, b in step_log.PAIRS:
+        expected = torch.dot(grads[a], grads[b]) / (grads[a].norm() * grads[b].norm())
+        assert found[f"cosine_{a}_{b}"] == pytest.approx(expected.item(), abs=1e-4)
