@@ -17,6 +17,10 @@ run's own gradients alone, so the run stays bit for bit the same. Their means by
     python benchmarks/step_log.py sef-paper-0.3 --seed 1 --epochs 9
     python benchmarks/step_log.py sef-paper-0.3 --seed 1 --epochs 9 --set loss.norm_floor=0.01
     python benchmarks/step_log.py sef-paper-1-floor --seed 0 --pulls-every 10
+    python benchmarks/step_log.py sef-paper-1-floor --seed 0 --lam-from 120=0
+
+``--lam-from STEP=LAM`` sets SEF's λ to LAM from the STEP-th SGD step on (counted from 0): the
+entropy term switched on or off mid-run, to ask when it acts.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ import torch.nn.functional as F
 from ablation import train_run
 from group_study import SHORT_ROWS
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook
+from torch.nn.modules.module import (
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from sef.engine.loop import gradient_norm
@@ -54,22 +61,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("steps.jsonl"))
     parser.add_argument("--pulls-every", type=int, default=0, metavar="N",
                         help="every N-th step, the terms' pulls on the backbone")  # fmt: skip
+    parser.add_argument("--lam-from", type=lam_switch, metavar="STEP=LAM",
+                        help="from this SGD step on, SEF's lambda is LAM")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny data, random init: a smoke test")
     return parser.parse_args(argv)
+
+
+def lam_switch(text: str) -> tuple[int, float]:
+    """``STEP=LAM`` -> (STEP, LAM)."""
+    step, _, lam = text.partition("=")
+    try:
+        return int(step), float(lam)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STEP=LAM, e.g. 120=1.0, not {text!r}") from None
 
 
 class StepLog:
     """Hooks that write one JSON line per optimizer step (PyTorch's global hooks: the training
     loop stays as it is)."""
 
-    def __init__(self, path: Path, pulls_every: int = 0) -> None:
+    def __init__(
+        self, path: Path, pulls_every: int = 0, lam_from: tuple[int, float] | None = None
+    ) -> None:
         self.file = path.open("w")
         self.step: dict = {}
-        self.steps, self.pulls_every, self.model = 0, pulls_every, None
+        self.steps, self.pulls_every, self.model, self.lam_from = 0, pulls_every, None, lam_from
         self.handles = [
+            register_module_forward_pre_hook(self.before_loss),
             register_module_forward_hook(self.after_loss),
             register_optimizer_step_pre_hook(self.before_step),
         ]
+
+    def before_loss(self, module: nn.Module, inputs: tuple) -> None:
+        if isinstance(module, SEFLoss) and self.lam_from and self.steps >= self.lam_from[0]:
+            module.lam = self.lam_from[1]
 
     def after_loss(self, module: nn.Module, inputs: tuple, terms) -> None:
         if isinstance(module, SEF):
@@ -160,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = [*row.settings(args.quick), f"run.seed={args.seed}", *args.overrides]
     overrides.append(f"optim.epochs={args.epochs}")  # the lr schedule keeps its step_size
-    log = StepLog(args.out, args.pulls_every)
+    log = StepLog(args.out, args.pulls_every, args.lam_from)
     try:
         with tempfile.TemporaryDirectory(prefix="sef-step-log-") as folder:
             train_run(row.preset, overrides, Path(folder) / "run", progress=False)

@@ -766,6 +766,21 @@ def test_step_log_measures_the_pulls_every_n_steps_without_changing_the_run(tmp_
     assert "needs a row with a group loss" in capsys.readouterr().err
 
 
+def test_step_log_switches_lambda_at_the_given_step(tmp_path, capsys):
+    step_log = importlib.import_module("step_log")
+    out = tmp_path / "steps.jsonl"
+    argv = ["sef-paper-1-floor", "--quick", "--epochs", "2", "--out", str(out)]
+    assert step_log.main([*argv, "--set", "loss.lam=0", "--lam-from", "5=1"]) == 0
+    entropy = [json.loads(line)["entropy"] for line in out.read_text().splitlines()]
+    assert entropy[:5] == [0.0] * 5 and all(e < 0 for e in entropy[5:])
+    assert step_log.main([*argv, "--lam-from", "3=0"]) == 0
+    entropy = [json.loads(line)["entropy"] for line in out.read_text().splitlines()]
+    assert all(e < 0 for e in entropy[:3]) and entropy[3:] == [0.0] * 5
+    with pytest.raises(SystemExit):
+        step_log.parse_args(["plain", "--lam-from", "five=1"])
+    assert "expected STEP=LAM" in capsys.readouterr().err
+
+
 def test_step_log_pulls_match_one_backward_pass_per_term(demo_checkpoint):
     """The pulls read by torch.autograd.grad against each term's own backward pass."""
     step_log = importlib.import_module("step_log")
