@@ -434,13 +434,14 @@ def draw(runs: dict, rows: list[Row], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    families = [f for f in dict.fromkeys(r.family for r in rows) if f != "baseline"]
+    drawn = [r for r in rows if r.method != "plain" and any(r.key(s) in runs for s in SEEDS)]
+    families = list(dict.fromkeys(r.family for r in drawn))  # those with runs to draw
     size = (4.2 * len(families), 3.6)
     figure, axes = plt.subplots(1, len(families), figsize=size, sharey=True, squeeze=False)
     for axis, family in zip(axes[0], families, strict=True):
         for index, row in enumerate(r for r in rows if r.family == family):
             done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
-            if not done or row.method == "plain":
+            if row not in drawn:
                 continue
             colour = f"C{index}"
             paths = [trajectory(run) for run in done]

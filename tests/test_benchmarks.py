@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -458,6 +459,10 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
     assert short["groups-paper-1"]["gaps"][1] == pytest.approx(gap)
     assert short["groups-paper-1"]["separated"][1] == (gap >= 0.2)
     assert first["rule_r_choice"] == "groups-paper-1"  # the only row with the paper's loss
+    with warnings.catch_warnings():  # the 48-epoch rows, chosen but not run: no empty panel
+        warnings.simplefilter("error")
+        rows = study.SHORT_ROWS + study.long_rows(first["runs"])
+        study.draw(first["runs"], rows, tmp_path / "short.png")
 
     trained = sorted(p.name for p in (tmp_path / "runs/group-study").iterdir())
     second = run_main("group_study.py", "--quick", "--no-progress", "--out", out)
