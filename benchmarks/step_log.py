@@ -88,7 +88,7 @@ class StepLog:
         self.steps, self.pulls_every, self.model, self.lam_from = 0, pulls_every, None, lam_from
         self.handles = [
             register_module_forward_pre_hook(self.before_loss),
-            register_module_forward_hook(self.after_loss),
+            register_module_forward_hook(self.after_forward),
             register_optimizer_step_pre_hook(self.before_step),
         ]
 
@@ -96,7 +96,7 @@ class StepLog:
         if isinstance(module, SEFLoss) and self.lam_from and self.steps >= self.lam_from[0]:
             module.lam = self.lam_from[1]
 
-    def after_loss(self, module: nn.Module, inputs: tuple, terms) -> None:
+    def after_forward(self, module: nn.Module, inputs: tuple, terms) -> None:
         if isinstance(module, SEF):
             self.model = module
         if not isinstance(module, SEFLoss):
@@ -114,7 +114,10 @@ class StepLog:
             self.step |= self.pulls(output, terms)
 
     def pulls(self, output, terms) -> dict[str, float]:
-        """The terms' gradients on the backbone: their norms and pairwise cosines."""
+        """The terms' gradients on the backbone: their norms and pairwise cosines (nothing while
+        a φ warm-up holds the group loss at 0)."""
+        if not terms["group"].requires_grad:
+            return {}
         weights = [p for p in self.model.backbone.parameters() if p.requires_grad]
         log_p = F.log_softmax(output.logits.float(), 1)
         values = {"ce": terms["ce"], "entropy": (log_p.exp() * log_p).sum(1).mean()}
@@ -168,7 +171,8 @@ def pulls_by_epoch(path: Path, epochs: int) -> list[str]:
         measured = [s for s in steps[epoch * per_epoch : (epoch + 1) * per_epoch] if "pull_ce" in s]
         if not measured:
             continue
-        mean = {k: statistics.fmean(s[k] for s in measured) for k in measured[0] if "_" in k}
+        names = [k for k in measured[0] if k.startswith(("pull_", "cosine_"))]
+        mean = {k: statistics.fmean(s[k] for s in measured) for k in names}
         lines.append(
             f"{epoch + 1:5d}  {mean['pull_ce']:5.3g}  {mean['pull_entropy']:11.3g}  "
             f"{mean['pull_group']:9.3g}  {mean['cosine_ce_group']:+14.2f}  "

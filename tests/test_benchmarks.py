@@ -767,6 +767,10 @@ def test_step_log_measures_the_pulls_every_n_steps_without_changing_the_run(tmp_
     assert all(-1 <= steps[0][f"cosine_{a}_{b}"] <= 1 for a, b in step_log.PAIRS)
     printed = capsys.readouterr().out.splitlines()
     assert printed[-3].startswith("epoch  |dCE|") and printed[-2].split()[0] == "1"
+    warmup = ["sef-paper-1-phiwarmup", "--quick", "--epochs", "1", "--pulls-every", "2"]
+    assert step_log.main([*warmup, "--out", str(out)]) == 0  # phi is 0 at the first step
+    steps = [json.loads(line) for line in out.read_text().splitlines()]
+    assert ["pull_ce" in s for s in steps] == [False, False, True, False]
     assert step_log.main(["plain", "--quick", "--pulls-every", "3"]) == 2
     assert "needs a row with a group loss" in capsys.readouterr().err
 
