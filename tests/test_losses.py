@@ -401,6 +401,36 @@ def test_phi_warmup_ramps_the_group_term_linearly_and_leaves_the_others(progress
         assert_close(terms[name], plain[name])
 
 
+@pytest.mark.parametrize(
+    ("progress", "lam"), [(0.0, 0.0), (1.0, 0.4), (2.5, 0.8), (3.99, 0.8), (4.0, 0.0), (9, 0.0)]
+)
+def test_lam_until_turns_the_entropy_term_off_from_then_on_and_leaves_the_others(progress, lam):
+    """lam_until = 4 with a 2-epoch warm-up: lam ramps 0 -> 0.8, holds, and is 0 from epoch 4."""
+    out, target = make_output(), torch.tensor([0, 3, 6, 2])
+    plain = sef.SEFLoss(3, lam=0.8, phi=0.6, group_variant="paper")(out, target)
+    loss = sef.SEFLoss(3, lam=0.8, phi=0.6, group_variant="paper", lam_warmup=2.0, lam_until=4.0)
+    loss.set_progress(progress)
+    assert loss.current_lam == pytest.approx(lam)
+    terms = loss(out, target)
+    assert_close(terms["entropy"], lam / 0.8 * plain["entropy"])
+    for name in ("ce", "distill", "group"):
+        assert_close(terms[name], plain[name])
+
+
+def test_a_lam_warmup_that_would_outlast_lam_until_is_refused():
+    from sef.config import apply_values, resolve_config
+    from sef.errors import ConfigError
+
+    with pytest.raises(ValueError, match=r"lam_warmup=4\.0 is invalid: it must be under lam_until"):
+        sef.SEFLoss(2, lam_warmup=4.0, lam_until=4.0)
+    values = {"loss.lam_warmup": 5, "loss.lam_until": 3}
+    with pytest.raises(
+        ConfigError, match=r"loss.lam_warmup=5.0 is invalid: it must be under lam_until \(3.0\)"
+    ):
+        apply_values(resolve_config("demo"), values)
+    assert sef.SEFLoss(2, lam_warmup=2.0, lam_until=4.0).lam_until == 4.0
+
+
 def test_lam_warmup_off_keeps_lam_and_negative_is_refused():
     loss = sef.SEFLoss(3, lam=0.8)
     loss.set_progress(0.0)
@@ -468,7 +498,7 @@ def test_sefloss_takes_its_defaults_and_options_from_the_loss_config():
     assert all(parameters[f.name].default == f.default for f in fields)
     options = LossConfig(lam=0.5, gamma=0.2, phi=0.3, group_variant="paper",
                          detach_teacher=True, lam_warmup=2.0, phi_warmup=3.0,
-                         norm_floor=0.01)  # fmt: skip
+                         norm_floor=0.01, lam_until=5.0)  # fmt: skip
     loss = sef.SEFLoss.from_config(options, 3)
     assert loss.groups == 3
     assert {f.name: getattr(loss, f.name) for f in fields} == dataclasses.asdict(options)
@@ -478,7 +508,7 @@ def test_sefloss_takes_its_defaults_and_options_from_the_loss_config():
     "option, value",
     [("lam", -1.0), ("gamma", float("nan")), ("phi", float("inf")), ("lam_warmup", -2.0),
      ("phi_warmup", float("nan")), ("norm_floor", 1.0), ("norm_floor", -0.1),
-     ("norm_floor", float("nan")), ("group_variant", "mine")],
+     ("norm_floor", float("nan")), ("lam_until", -1.0), ("group_variant", "mine")],
 )  # fmt: skip
 def test_the_loss_and_the_config_refuse_the_same_options_by_the_same_rule(option, value):
     from sef.config import apply_values, resolve_config

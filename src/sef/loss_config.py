@@ -15,7 +15,7 @@ from typing import Any
 from sef.choices import GROUP_LOSS_VARIANTS
 
 # The options that must be finite numbers >= 0.
-WEIGHTS = ("lam", "gamma", "phi", "lam_warmup", "phi_warmup")
+WEIGHTS = ("lam", "gamma", "phi", "lam_warmup", "phi_warmup", "lam_until")
 
 
 @dataclass
@@ -24,7 +24,8 @@ class LossConfig:
     loss's variant; whether the global head's probabilities are detached as the teacher;
     lam_warmup and phi_warmup ramp lam and phi up from 0 over that many epochs; norm_floor, a
     fraction of the image's mean channel norm below which a channel is not scaled up to unit
-    length (the group loss's cosines; ``sef.losses``). 0 turns each off: the paper's behaviour."""
+    length (the group loss's cosines; ``sef.losses``); lam_until, the epochs after which lam is
+    0 (the entropy term only early in training). 0 turns each off: the paper's behaviour."""
 
     lam: float = 1.0
     gamma: float = 0.05
@@ -34,6 +35,7 @@ class LossConfig:
     lam_warmup: float = 0.0
     phi_warmup: float = 0.0
     norm_floor: float = 0.0
+    lam_until: float = 0.0
 
     def invalid(self) -> tuple[str, Any, str] | None:
         """The first option that cannot work, as (name, value, what it must be); None if all can."""
@@ -43,6 +45,8 @@ class LossConfig:
                 return name, value, "a number >= 0"
         if not 0 <= self.norm_floor < 1:  # NaN fails too
             return "norm_floor", self.norm_floor, "a number >= 0 and < 1"
+        if self.lam_until and self.lam_warmup >= self.lam_until:
+            return "lam_warmup", self.lam_warmup, f"under lam_until ({self.lam_until}) or 0"
         if self.group_variant not in GROUP_LOSS_VARIANTS:
             return "group_variant", self.group_variant, f"one of {', '.join(GROUP_LOSS_VARIANTS)}"
         return None

@@ -204,6 +204,8 @@ class SEFLoss(nn.Module):
     ``phi_warmup`` ramps ``phi`` likewise, so the classifier can learn before the group loss
     rearranges the feature map. ``norm_floor`` > 0 (off by default) keeps the group loss's
     gradient bounded where a channel is nearly dead (:func:`_normalised_channels`).
+    ``lam_until`` > 0 (epochs; off by default) sets ``lam`` to 0 from then on: the entropy term
+    acts only early in training (docs/finetune.md measures why one would).
     It never waits for the device: a non-finite input gives a non-finite ``total``, which the
     caller checks once per step (``sef.engine.train_one_epoch`` does).
     """
@@ -219,11 +221,20 @@ class SEFLoss(nn.Module):
         lam_warmup: float = _DEFAULTS.lam_warmup,
         phi_warmup: float = _DEFAULTS.phi_warmup,
         norm_floor: float = _DEFAULTS.norm_floor,
+        lam_until: float = _DEFAULTS.lam_until,
     ) -> None:
         super().__init__()
         check_groups(groups)
         options = LossConfig(
-            lam, gamma, phi, group_variant, detach_teacher, lam_warmup, phi_warmup, norm_floor
+            lam,
+            gamma,
+            phi,
+            group_variant,
+            detach_teacher,
+            lam_warmup,
+            phi_warmup,
+            norm_floor,
+            lam_until,
         )
         problem = options.invalid()
         if problem is not None:
@@ -232,6 +243,7 @@ class SEFLoss(nn.Module):
         self.groups, self.lam, self.gamma, self.phi = groups, lam, gamma, phi
         self.group_variant, self.detach_teacher = group_variant, detach_teacher
         self.lam_warmup, self.phi_warmup, self.norm_floor = lam_warmup, phi_warmup, norm_floor
+        self.lam_until = lam_until
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
 
     @classmethod
@@ -251,7 +263,9 @@ class SEFLoss(nn.Module):
 
     @property
     def current_lam(self) -> float:
-        """``lam`` at this point of training (``lam_warmup``)."""
+        """``lam`` at this point of training (``lam_warmup``, ``lam_until``)."""
+        if self.lam_until and self.progress >= self.lam_until:
+            return 0.0
         return self._ramped(self.lam, self.lam_warmup)
 
     @property
