@@ -437,7 +437,8 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
     """Three of the study's rows at two seeds, then rule R's long rows, in --quick mode."""
     study = importlib.import_module("group_study")
     paper = next(r for r in study.SHORT_ROWS if r.name == "groups-paper-1")
-    monkeypatch.setattr(study, "SHORT_ROWS", [study.PLAIN, paper, study.SEF])
+    for rows in ("SHORT_ROWS", "RULE_R_ROWS"):
+        monkeypatch.setattr(study, rows, [study.PLAIN, paper, study.SEF])
     monkeypatch.setattr(study, "SEEDS", [0, 1])
     monkeypatch.chdir(tmp_path)
     out = str(tmp_path / "g.json")
@@ -521,6 +522,10 @@ def test_group_study_rule_r_and_the_candidate_follow_the_protocol():
     for name in ("groups-paper-0.1", "sef-paper-0.1"):
         summary[name]["separates"] = False
     assert study.most_promising_paper_row(summary) == "groups-paper-0.1"  # none: largest gap
+    late = {"separates": True, "minus_plain": {"mean": 0.5}, "gap_mean": 0.9}
+    summary["sef-paper-1-floor-lamuntil4"] = late  # version 7: never rule R's choice
+    assert study.most_promising_paper_row(summary) == "groups-paper-0.1"
+    del summary["sef-paper-1-floor-lamuntil4"]
     tables = {"12 epochs": summary, "48 epochs": {"sef-reference-1": _entry(True, 0.02)}}
     assert study.candidate(tables) == {
         "table": "12 epochs", "row": "groups-reference-1", "minus_plain": 0.05
@@ -538,7 +543,11 @@ def test_group_study_rows_have_distinct_names_and_settings():
     assert len(set(keys)) == len(keys)
     settings = {(r.preset, tuple(r.settings(False))) for r in rows}
     assert len(settings) == len(rows)
-    assert len(study.SHORT_ROWS) == 25 and study.SEEDS == [0, 1, 2]
+    assert len(study.SHORT_ROWS) == 26 and study.SEEDS == [0, 1, 2]
+    assert study.SHORT_ROWS[:25] == study.RULE_R_ROWS  # version 7's row is outside rule R
+    early = study.SHORT_ROWS[-1]
+    assert early.uses_paper_loss and early.method == "sef"
+    assert {"loss.lam_until=4", "loss.norm_floor=0.01"} <= set(early.settings(False))
     warm = next(r for r in study.SHORT_ROWS if r.name == "sef-reference-1-warmup")
     assert "loss.lam_warmup=5" in warm.settings(False)
     phi_warm = next(r for r in study.SHORT_ROWS if r.name == "sef-paper-1-lam0.05-phiwarmup")
@@ -547,7 +556,7 @@ def test_group_study_rows_have_distinct_names_and_settings():
     floored = {r.name for r in study.SHORT_ROWS if "loss.norm_floor=0.01" in r.settings(False)}
     assert floored == {"groups-paper-1-floor", "sef-paper-1-floor", "sef-paper-1-lam0.05-floor",
                        "sef-reference-1-floor", "groups-paper-3-floor",
-                       "sef-paper-1-lam0.3-floor"}  # fmt: skip
+                       "sef-paper-1-lam0.3-floor", "sef-paper-1-floor-lamuntil4"}  # fmt: skip
     long = study.SEF.lengthened(48).settings(False)
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
 
@@ -559,7 +568,8 @@ def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
     birds32b at fresh seeds, each paired with plain of its length; no candidate, nothing runs."""
     study = importlib.import_module("group_study")
     confirm = importlib.import_module("group_confirm")
-    monkeypatch.setattr(study, "SHORT_ROWS", [study.PLAIN, study.SEF])
+    for rows in ("SHORT_ROWS", "RULE_R_ROWS"):
+        monkeypatch.setattr(study, rows, [study.PLAIN, study.SEF])
     monkeypatch.setattr(study, "SEEDS", [0])
     monkeypatch.chdir(tmp_path)
     studied, out = str(tmp_path / "study.json"), str(tmp_path / "confirm.json")
