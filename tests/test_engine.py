@@ -440,7 +440,7 @@ def test_groups_that_stay_together_are_said_to_and_sent_to_the_guide() -> None:
 def test_the_loop_tells_the_loss_how_far_training_is_for_the_warmups() -> None:
     torch.manual_seed(0)
     model = SEF("small_cnn", 3, groups=2)
-    loss_fn = SEFLoss(2, lam=1.0, lam_warmup=2.0, phi=0.5, phi_warmup=4.0)
+    loss_fn = SEFLoss(2, lam=1.0, lam_warmup=2.0, phi=0.5, phi_warmup=4.0, lam_until=2.5)
     seen = []
     original = loss_fn.forward
 
@@ -458,7 +458,7 @@ def test_the_loop_tells_the_loss_how_far_training_is_for_the_warmups() -> None:
         )
     progress = [e + s / 4 for e in range(3) for s in range(4)]
     assert [p for p, _, _ in seen] == progress
-    assert [lam for _, lam, _ in seen] == [min(1.0, p / 2) for p in progress]
+    assert [lam for _, lam, _ in seen] == [min(1.0, p / 2) if p < 2.5 else 0.0 for p in progress]
     assert [phi for _, _, phi in seen] == [0.5 * min(1.0, p / 4) for p in progress]
 
 

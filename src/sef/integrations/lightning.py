@@ -9,8 +9,8 @@ Each loss term and the training top-1 go to the Trainer's logger per epoch, unde
 ``eval_corr_between`` (``test_...`` for ``Trainer.test``), computed by :mod:`sef.metrics` and
 :func:`sef.losses.group_correlation` over the whole split. :meth:`SEFLightningModule.export`
 hands back the plain network that ships (backbone and global head: :meth:`sef.SEF.export`).
-``loss.lam_warmup`` and ``loss.phi_warmup`` work as in ``sef train``: the module tells the loss
-how far training is.
+``loss.lam_warmup``, ``loss.phi_warmup`` and ``loss.lam_until`` work as in ``sef train``: the
+module tells the loss how far training is.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ class SEFCriterion(nn.Module):
     detached, on the device: reading them is the caller's choice of when to wait for it.
 
     Labels are class indices: soft targets (mixup, cutmix) have no SEF loss and are refused.
-    With ``lam_warmup`` or ``phi_warmup``, tell the loss how far training is each step, as
-    ``sef train`` does: ``criterion.loss.set_progress(epoch + step / steps)``.
+    With ``lam_warmup``, ``phi_warmup`` or ``lam_until``, tell the loss how far training is each
+    step, as ``sef train`` does: ``criterion.loss.set_progress(epoch + step / steps)``.
     """
 
     def __init__(self, loss: SEFLoss):
