@@ -150,8 +150,8 @@ def test_step_script_runs_a_timm_token_backbone_against_timms_own_model(tmp_path
 
 
 @pytest.mark.slow
-def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(tmp_path, run_main):
-    report = run_main("gpu_epoch.py", "--quick", "--out", str(tmp_path / "e.json"))
+def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(gpu_check_out):
+    report = json.loads((gpu_check_out / "gpu_epoch.json").read_text())  # its --quick run
     roads = report["roads"]
     cpu_roads = {"authors_fp32", "fast", "fast_cache", "plain", "sef_compute", "plain_compute"}
     assert set(roads) == cpu_roads
@@ -197,16 +197,25 @@ def test_cache_road_script_times_both_roads_on_cub_shaped_data(tmp_path, run_mai
     assert report["cache"]["images"] == 10 and report["cache"]["bytes"] == 10 * 3 * 43 * 43
 
 
-@pytest.mark.slow
-def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
-    """The prepared GPU script as a dry run on the CPU: each part's command line, the train
-    part's runs (the cache road's too), and the files the next GPU session brings back."""
-    env = {**os.environ, "SEF_CHECK_QUICK": "1", "SEF_CACHE": str(tmp_path / "cache")}
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def gpu_check_out(tmp_path_factory) -> Path:
+    """benchmarks/gpu_check.sh run once in its CPU quick mode (every part but syncs): its folder.
+    The tests of gpu_epoch.py, sef_cost.py and gpu_eval.py read their quick reports from it."""
+    tmp = tmp_path_factory.mktemp("gpu-check")
+    env = {**os.environ, "SEF_CHECK_QUICK": "1", "SEF_CACHE": str(tmp / "cache")}
+    out = tmp / "out"
     command = ["bash", str(BENCHMARKS / "gpu_check.sh"), str(out), "epoch", "cost", "eval"]
     done = subprocess.run([*command, "compile", "train"], env=env, capture_output=True, text=True,
                           timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(gpu_check_out):
+    """The prepared GPU script as a dry run on the CPU: each part's command line, the train
+    part's runs (the cache road's too), and the files the next GPU session brings back."""
+    out = gpu_check_out
     log = (out / "log.txt").read_text()
     for step in ("gpu_epoch", "sef_cost", "gpu_eval", "gpu_epoch_compile", "demo-bf16",
                  "demo-resumed", "cub-shaped", "cub-shaped-cache"):  # fmt: skip
@@ -230,8 +239,8 @@ def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(tmp_path):
 
 
 @pytest.mark.slow
-def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(tmp_path, run_main):
-    report = run_main("sef_cost.py", "--quick", "--out", str(tmp_path / "c.json"))
+def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(gpu_check_out):
+    report = json.loads((gpu_check_out / "sef_cost.json").read_text())  # its --quick run
     counts = report["operators_per_step"]
     assert counts["plain"] < counts["no_group_loss"] < counts["sef"] < counts["with_readout"]
     assert counts["loss_compiled"] < counts["sef"]  # the loss's operators fused
@@ -290,8 +299,8 @@ def test_gpu_syncs_script_times_both_precisions_with_and_without_a_wait_per_step
 
 
 @pytest.mark.slow
-def test_gpu_eval_script_times_every_part_of_an_evaluation_pass(tmp_path, run_main):
-    report = run_main("gpu_eval.py", "--quick", "--out", str(tmp_path / "e.json"))
+def test_gpu_eval_script_times_every_part_of_an_evaluation_pass(gpu_check_out):
+    report = json.loads((gpu_check_out / "gpu_eval.json").read_text())  # its --quick run
     parts = ["loader_1", "compute", "evaluate_full", "evaluate_1", "evaluate_2", "evaluate_3"]
     parts += ["persistent_1", "persistent_2", "persistent_3", "start_fresh", "stop_fresh"]
     parts += ["start_persistent", "stop_persistent", "gpu_epoch_timing_1", "gpu_epoch_timing_2"]
