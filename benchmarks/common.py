@@ -258,6 +258,12 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def flat_gradient(value: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """d value / d weights as one flat vector, leaving every ``.grad`` alone and the graph kept
+    for the next term's (the diagnostics' pulls of each loss term)."""
+    return torch.cat([g.flatten() for g in torch.autograd.grad(value, weights, retain_graph=True)])
+
+
 def write_report(
     path: Path, payload: dict, device: torch.device, command: list[str] | None = None
 ) -> dict:

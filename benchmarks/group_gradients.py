@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_DIR, write_report
+from common import RESULTS_DIR, flat_gradient, write_report
 
 import sef
 from sef import datasets
@@ -89,12 +89,7 @@ def pulls(trained: TrainedModel, images: int) -> dict[str, list[float]]:
         by_variant = {variant: loss(output, target) for variant, loss in losses.items()}
         terms = {k: by_variant["paper"][k] for k in ("ce", "entropy", "distill")}
         terms |= {f"group_{variant}": found["group"] for variant, found in by_variant.items()}
-        grads = {
-            name: torch.cat(
-                [g.flatten() for g in torch.autograd.grad(terms[name], weights, retain_graph=True)]
-            )
-            for name in TERMS
-        }
+        grads = {name: flat_gradient(terms[name], weights) for name in TERMS}
         for name in TERMS:
             found.setdefault(f"norm_{name}", []).append(grads[name].norm().item())
         for name in ("group_reference", "group_paper"):

@@ -458,9 +458,9 @@ def draw(runs: dict, rows: list[Row], out: Path) -> Path:
     figure, axes = plt.subplots(1, len(families), figsize=size, sharey=True, squeeze=False)
     for axis, family in zip(axes[0], families, strict=True):
         for index, row in enumerate(r for r in rows if r.family == family):
-            done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
             if row not in drawn:
                 continue
+            done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
             colour = f"C{index}"
             paths = [trajectory(run) for run in done]
             for steps, gaps in paths:

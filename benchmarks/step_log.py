@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from ablation import train_run
+from common import flat_gradient
 from group_study import SHORT_ROWS
 from torch import nn
 from torch.nn.modules.module import (
@@ -122,12 +123,7 @@ class StepLog:
         log_p = F.log_softmax(output.logits.float(), 1)
         values = {"ce": terms["ce"], "entropy": (log_p.exp() * log_p).sum(1).mean()}
         values["group"] = terms["group"]
-        grads = {
-            name: torch.cat(
-                [g.flatten() for g in torch.autograd.grad(value, weights, retain_graph=True)]
-            )
-            for name, value in values.items()
-        }
+        grads = {name: flat_gradient(value, weights) for name, value in values.items()}
         found = {f"pull_{name}": grads[name].norm().item() for name in PULLS}
         for a, b in PAIRS:
             found[f"cosine_{a}_{b}"] = F.cosine_similarity(grads[a], grads[b], dim=0).item()
