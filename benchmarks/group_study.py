@@ -335,11 +335,18 @@ def most_promising_paper_row(summary: dict[str, dict]) -> str | None:
     return max(paper, key=lambda n: summary[n]["gap_mean"])
 
 
+def rule_r_choice(runs: dict) -> str | None:
+    """Rule R's row, once every run of its rows is in (it needs them all), else None."""
+    if not complete(RULE_R_ROWS, runs):
+        return None
+    return most_promising_paper_row(summarise(RULE_R_ROWS, runs))
+
+
 def long_rows(runs: dict) -> list[Row]:
-    """The 48-epoch rows, once every run of rule R's rows is in (rule R needs them all)."""
+    """The 48-epoch rows, once every run of rule R's rows is in."""
     if not complete(RULE_R_ROWS, runs):
         return []
-    chosen = most_promising_paper_row(summarise(RULE_R_ROWS, runs))
+    chosen = rule_r_choice(runs)
     rows = {r.name: r for r in SHORT_ROWS}
     picked = [PLAIN, SEF] + ([rows[chosen]] if chosen else [])
     return [row.lengthened(LONG) for row in picked]
@@ -500,13 +507,12 @@ def tables_of(runs: dict) -> dict[str, dict]:
 
 def write(args: argparse.Namespace, runs: dict, argv: list[str], start: float) -> dict:
     tables = tables_of(runs)
-    short = tables[f"{SHORT} epochs"]
     payload = {
         "protocol_version": PROTOCOL_VERSION,
         "protocol": __doc__.split("\n\n")[1],
         "quick": args.quick,
         "wall_seconds_this_call": time.perf_counter() - start,
-        "rule_r_choice": most_promising_paper_row(short) if complete(RULE_R_ROWS, runs) else None,
+        "rule_r_choice": rule_r_choice(runs),
         "confirmation_candidate": candidate(tables) if long_rows(runs) else None,
         "tables": tables,
         "runs": runs,
