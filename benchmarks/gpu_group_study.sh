@@ -9,8 +9,11 @@
 # Runs, in this order, while the time budget lasts: SEF (seed 0), plain (seed 0), groups-only
 # with the reference loss (phi 1) and with the paper's Eq. 4 (phi $PAPER_PHI), SEF with Eq. 4 at
 # phi 1 and loss.norm_floor=0.01 (the one setting whose groups separated in every seed of the CPU
-# study so far, docs/finetune.md), then the same at seed 1. The first run is timed and a run
-# starts only if one more of that length still fits in $BUDGET seconds from the script's start. Then `sef viz corr` of every run with groups.
+# study so far, docs/finetune.md), the same with the entropy term only for the first 16 epochs
+# (loss.lam_until=16: the CPU study's lam_until=4 of 12 epochs, ended before the first lr decay
+# as there; its best trade-off), then the same at seed 1. Every run's settings are checked
+# first. The first run is timed and a run starts only if one more of that length still fits in
+# $BUDGET seconds from the script's start. Then `sef viz corr` of every run with groups.
 # Needs the MobileNetV2 ImageNet weights under $TORCH_HOME (default: .torch in the repo, carried
 # to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there).
 # OUT_DIR (default $OUT, else /tmp/sef-group-study) receives log.txt, runs.tar.gz (every run's
@@ -36,16 +39,25 @@ if [ -n "${SEF_STUDY_TINY:-}" ]; then
     --set data.options.resolution=32 --image-size 32 --epochs 1 --weights none)
   speed=(--workers 0)
 fi
-names=(sef plain groups-reference groups-paper sef-paper-floor)
+floor="--set loss.group_variant=paper --set loss.phi=1 --set loss.norm_floor=0.01"
+names=(sef plain groups-reference groups-paper sef-paper-floor sef-paper-floor-lamuntil)
 presets=(birds32-mobilenet_v2 birds32-mobilenet_v2-plain birds32-mobilenet_v2-groups-only
-  birds32-mobilenet_v2-groups-only birds32-mobilenet_v2)
+  birds32-mobilenet_v2-groups-only birds32-mobilenet_v2 birds32-mobilenet_v2)
 extra=("" "" "--set loss.group_variant=reference --set loss.phi=1"
-  "--set loss.group_variant=paper --set loss.phi=$PAPER_PHI"
-  "--set loss.group_variant=paper --set loss.phi=1 --set loss.norm_floor=0.01")
+  "--set loss.group_variant=paper --set loss.phi=$PAPER_PHI" "$floor"
+  "$floor --set loss.lam_until=16")
 
 echo "== machine $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
 python -c "import torch; print('torch', torch.__version__)"
+echo "== checking every run's settings"
+for i in "${!names[@]}"; do  # a mistyped option fails here, not after the runs before it
+  # shellcheck disable=SC2086  # extra holds whole --set options
+  python -c "
+import sys; from sef.config.presets import resolve_config
+resolve_config(sys.argv[1], overrides=sys.argv[3::2])
+" "${presets[$i]}" ${extra[$i]} || { echo "== ${names[$i]}: bad settings"; exit 2; }
+done
 start=$(date +%s)
 echo "== generating birds32 at this size: start $(date -u +%T)"
 python -c "

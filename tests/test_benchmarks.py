@@ -684,10 +684,25 @@ def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
     assert "== sef-seed0: exit 0 after" in log
     assert "== plain-seed0: skipped" in log and "== groups-paper-seed1: skipped" in log
     assert "== sef-paper-floor-seed0: skipped" in log  # the floor's setting is on the list
+    assert "== sef-paper-floor-lamuntil-seed0: skipped" in log  # and the entropy term early
     assert (tmp_path / "out" / "corr-sef-seed0.png").stat().st_size > 10_000
     record = json.loads((tmp_path / "runs/sef-seed0/metrics.jsonl").read_text())
     assert record["epoch"] == 1 and "train_corr_within" in record
     assert (tmp_path / "out" / "runs.tar.gz").is_file()
+
+
+def test_gpu_group_study_script_refuses_a_bad_setting_before_any_run(tmp_path):
+    """Every run's settings are checked first: a bad one stops the script before the first run,
+    naming the run, instead of after the GPU time of the runs before it."""
+    env = {**os.environ, "SEF_STUDY_DEVICE": "cpu", "SEF_STUDY_TINY": "1", "PAPER_PHI": "much",
+           "SEF_STUDY_RUNS": str(tmp_path / "runs")}  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_group_study.sh"), str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout[-3000:]
+    assert "== groups-paper: bad settings" in done.stdout and "loss.phi" in done.stdout
+    assert ": start" not in done.stdout and not list((tmp_path / "runs").iterdir())
 
 
 def _fake_run(seed, top1, cpu, gap=0.0):
