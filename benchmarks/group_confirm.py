@@ -71,10 +71,8 @@ def study_candidate(args: argparse.Namespace) -> tuple[study.Row | None, dict]:
     source = {"study": str(args.study), "candidate": chosen}
     if chosen is None:
         return None, source
-    row = next(r for r in study.SHORT_ROWS if r.name == chosen["row"])
-    if chosen["table"] != f"{study.SHORT} epochs":
-        row = row.lengthened(study.LONG)
-    return row, source
+    rows = study.SHORT_ROWS if chosen["table"] == f"{study.SHORT} epochs" else long
+    return next(r for r in rows if r.name == chosen["row"]), source
 
 
 def verdict(entry: dict | None) -> str:

@@ -449,6 +449,7 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
     for rows in ("SHORT_ROWS", "RULE_R_ROWS"):
         monkeypatch.setattr(study, rows, [study.PLAIN, paper, study.SEF])
     monkeypatch.setattr(study, "SEEDS", [0, 1])
+    assert [r.name for r in study.LONG_ONLY_ROWS] == ["sef-paper-1-floor-lamuntil16"]
     monkeypatch.chdir(tmp_path)
     out = str(tmp_path / "g.json")
     first = run_main("group_study.py", "--quick", "--no-progress", "--stage", "short", "--out", out)
@@ -477,12 +478,19 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
     trained = sorted(p.name for p in (tmp_path / "runs/group-study").iterdir())
     second = run_main("group_study.py", "--quick", "--no-progress", "--out", out)
     assert all(second["runs"][k] == first["runs"][k] for k in first["runs"])  # not retrained
+    # the 48-epoch rows: plain, SEF, rule R's choice, then version 8's row
+    long_names = ["plain", "sef-reference-1", "groups-paper-1", "sef-paper-1-floor-lamuntil16"]
     assert sorted(p.name for p in (tmp_path / "runs/group-study").iterdir()) == sorted(
-        trained + [f"{n}-48ep-seed{s}" for n in short for s in (0, 1)]
+        trained + [f"{n}-48ep-seed{s}" for n in long_names for s in (0, 1)]
     )
+    assert list(second["runs"])[len(first["runs"]) :] == [
+        f"{n}-48ep-seed{s}" for s in (0, 1) for n in long_names
+    ]  # seed by seed
     long = second["runs"]["groups-paper-1-48ep-seed0"]
     assert long["epochs"] == 2 and len(long["history"]) == 2
-    assert list(second["tables"]["48 epochs"]) == ["plain", "sef-reference-1", "groups-paper-1"]
+    early = second["runs"]["sef-paper-1-floor-lamuntil16-48ep-seed1"]
+    assert early["epochs"] == 2 and "loss.lam_until=16" in early["overrides"]
+    assert list(second["tables"]["48 epochs"]) == long_names
 
     capsys.readouterr()
     assert study.main(["--quick", "--out", out, "--report"]) == 0
@@ -568,6 +576,26 @@ def test_group_study_rows_have_distinct_names_and_settings():
                        "sef-paper-1-lam0.3-floor", "sef-paper-1-floor-lamuntil4"}  # fmt: skip
     long = study.SEF.lengthened(48).settings(False)
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
+    (late,) = study.LONG_ONLY_ROWS  # version 8: the entropy term for the first third, at 48
+    assert late.settings(False) == [*early.overrides[:-1], "loss.lam_until=16",
+                                    "optim.epochs=48", "optim.step_size=19"]  # fmt: skip
+    assert late.key(0) not in keys and late.name not in {r.name for r in study.SHORT_ROWS}
+
+
+def test_group_confirm_finds_a_candidate_that_only_exists_at_48_epochs(monkeypatch, tmp_path):
+    """Version 8's row has no 12-epoch twin: the confirmation takes it from the long rows."""
+    study = importlib.import_module("group_study")
+    confirm = importlib.import_module("group_confirm")
+    (late,) = study.LONG_ONLY_ROWS
+    monkeypatch.setattr(study, "load_runs", lambda args: {})
+    monkeypatch.setattr(study, "long_rows", lambda runs: [study.PLAIN.lengthened(48), late])
+    monkeypatch.setattr(study, "complete", lambda rows, runs: True)
+    monkeypatch.setattr(study, "tables_of", lambda runs: {})
+    chosen = {"table": "48 epochs", "row": late.name, "minus_plain": 0.01}
+    monkeypatch.setattr(study, "candidate", lambda tables: chosen)
+    args = confirm.parse_args(["--study", str(tmp_path / "s.json")])
+    assert confirm.study_candidate(args) == (late, {"study": str(args.study),
+                                                    "candidate": chosen})  # fmt: skip
 
 
 def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
@@ -580,6 +608,7 @@ def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
     for rows in ("SHORT_ROWS", "RULE_R_ROWS"):
         monkeypatch.setattr(study, rows, [study.PLAIN, study.SEF])
     monkeypatch.setattr(study, "SEEDS", [0])
+    monkeypatch.setattr(study, "LONG_ONLY_ROWS", [])
     monkeypatch.chdir(tmp_path)
     studied, out = str(tmp_path / "study.json"), str(tmp_path / "confirm.json")
     quick = ["--quick", "--no-progress", "--study", studied, "--out", out]
