@@ -449,7 +449,8 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
     for rows in ("SHORT_ROWS", "RULE_R_ROWS"):
         monkeypatch.setattr(study, rows, [study.PLAIN, paper, study.SEF])
     monkeypatch.setattr(study, "SEEDS", [0, 1])
-    assert [r.name for r in study.LONG_ONLY_ROWS] == ["sef-paper-1-floor-lamuntil16"]
+    long_only = ["sef-paper-1-floor-lamuntil16", "sef-paper-1-lam0.05-floor"]  # versions 8, 9
+    assert [r.name for r in study.LONG_ONLY_ROWS] == long_only
     monkeypatch.chdir(tmp_path)
     out = str(tmp_path / "g.json")
     first = run_main("group_study.py", "--quick", "--no-progress", "--stage", "short", "--out", out)
@@ -478,8 +479,8 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
     trained = sorted(p.name for p in (tmp_path / "runs/group-study").iterdir())
     second = run_main("group_study.py", "--quick", "--no-progress", "--out", out)
     assert all(second["runs"][k] == first["runs"][k] for k in first["runs"])  # not retrained
-    # the 48-epoch rows: plain, SEF, rule R's choice, then version 8's row
-    long_names = ["plain", "sef-reference-1", "groups-paper-1", "sef-paper-1-floor-lamuntil16"]
+    # the 48-epoch rows: plain, SEF, rule R's choice, then versions 8 and 9's rows
+    long_names = ["plain", "sef-reference-1", "groups-paper-1", *long_only]
     assert sorted(p.name for p in (tmp_path / "runs/group-study").iterdir()) == sorted(
         trained + [f"{n}-48ep-seed{s}" for n in long_names for s in (0, 1)]
     )
@@ -576,17 +577,20 @@ def test_group_study_rows_have_distinct_names_and_settings():
                        "sef-paper-1-lam0.3-floor", "sef-paper-1-floor-lamuntil4"}  # fmt: skip
     long = study.SEF.lengthened(48).settings(False)
     assert long[-2:] == ["optim.epochs=48", "optim.step_size=19"]
-    (late,) = study.LONG_ONLY_ROWS  # version 8: the entropy term for the first third, at 48
+    late, small = study.LONG_ONLY_ROWS  # version 8: the entropy term for the first third, at 48
     assert late.settings(False) == [*early.overrides[:-1], "loss.lam_until=16",
                                     "optim.epochs=48", "optim.step_size=19"]  # fmt: skip
     assert late.key(0) not in keys and late.name not in {r.name for r in study.SHORT_ROWS}
+    assert small == study.LAM005_FLOOR.lengthened(48)  # version 9: a 12-epoch row at 48
+    assert small.key(0) == "sef-paper-1-lam0.05-floor-48ep-seed0"
+    assert "loss.lam=0.05" in small.settings(False) and small.uses_paper_loss
 
 
 def test_group_confirm_finds_a_candidate_that_only_exists_at_48_epochs(monkeypatch, tmp_path):
     """Version 8's row has no 12-epoch twin: the confirmation takes it from the long rows."""
     study = importlib.import_module("group_study")
     confirm = importlib.import_module("group_confirm")
-    (late,) = study.LONG_ONLY_ROWS
+    late = study.LONG_ONLY_ROWS[0]
     monkeypatch.setattr(study, "load_runs", lambda args: {})
     monkeypatch.setattr(study, "long_rows", lambda runs: [study.PLAIN.lengthened(48), late])
     monkeypatch.setattr(study, "complete", lambda rows, runs: True)
