@@ -11,9 +11,10 @@
 # epochs it separated the groups in every seed and beat plain by 5.2 points, docs/finetune.md),
 # groups-only with the reference loss (phi 1) and with the paper's Eq. 4 (phi $PAPER_PHI), SEF
 # with Eq. 4 at phi 1 and the floor (lambda 1: separated in every seed at a cost), the same with
-# the entropy term only for the first 16 epochs (loss.lam_until=16), then the same at seed 1. Every run's settings are checked
-# first. The first run is timed and a run starts only if one more of that length still fits in
-# $BUDGET seconds from the script's start. Then `sef viz corr` of every run with groups.
+# the entropy term only for the first 16 epochs (loss.lam_until=16), then the same at seed 1.
+# Every run's settings are checked first. The first run is timed and a run starts only if one
+# more of that length still fits in $BUDGET seconds from the script's start. Then `sef viz corr`
+# of every run with groups.
 # Needs the MobileNetV2 ImageNet weights under $TORCH_HOME (default: .torch in the repo, carried
 # to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there).
 # OUT_DIR (default $OUT, else /tmp/sef-group-study) receives log.txt, runs.tar.gz (every run's

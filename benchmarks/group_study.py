@@ -166,6 +166,7 @@ KEEPS_ACCURACY = -0.02  # mean paired difference to plain, as a fraction
 # Version 6 adds two more rows with the floor (the docstring says why); earlier runs unchanged.
 # Version 7 adds one row after the 12-epoch stage, outside rule R (the docstring says why).
 # Version 8 adds one 48-epoch row, outside rule R (the docstring says why).
+# Version 9 adds another 48-epoch row, outside rule R (the docstring says why).
 PROTOCOL_VERSION = 9  # change it (and say why) if anything above changes
 QUICK = [
     "data.options.per_class=2", "data.options.test_per_class=2", "data.options.resolution=32",
