@@ -90,8 +90,11 @@ def verdict(entry: dict | None) -> str:
 
 
 def train(row: study.Row, args: argparse.Namespace, runs: dict, argv: list[str], write) -> None:
-    """Plain then the candidate, seed by seed; each finished run saved at once."""
+    """Plain then the candidate, seed by seed; each finished run saved at once. A seed whose
+    candidate is in is done: it was paired on its own CPU, whatever CPU resumes the rest."""
     for seed in SEEDS:
+        if row.key(seed) in runs:
+            continue
         partner = study.partner_key(row, seed, cpu_model(), runs)
         for key, todo in ((partner, study.plain_of(row)), (row.key(seed), row)):
             if key not in runs:

@@ -651,6 +651,27 @@ def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
     assert "| sef-reference-1 |" in printed
 
 
+def test_group_confirm_resumed_on_another_cpu_pairs_only_the_seeds_still_missing(monkeypatch):
+    """Seed 10 done on one CPU, seed 11's plain too: another CPU retrains nothing of seed 10 and
+    gives seed 11's candidate a plain partner of its own CPU model before it."""
+    study = importlib.import_module("group_study")
+    confirm = importlib.import_module("group_confirm")
+    row = study.LAM005_FLOOR.lengthened(48)
+    intel = {"cpu": "Intel Xeon", "last_top1": 0.5}
+    runs = {key: dict(intel) for key in ("plain-48ep-seed10", row.key(10), "plain-48ep-seed11")}
+    trained = []
+
+    def run_one(todo, seed, key, args, argv, base):
+        trained.append(key)
+        return {"cpu": "AMD EPYC", "last_top1": 0.5}
+
+    monkeypatch.setattr(study, "run_one", run_one)
+    monkeypatch.setattr(confirm, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(confirm, "SEEDS", [10, 11])
+    confirm.train(row, None, runs, [], lambda runs: None)
+    assert trained == ["plain-48ep-amd-epyc-seed11", row.key(11)]
+
+
 def test_group_gradients_measures_every_term_s_pull_at_the_start_and_on_a_checkpoint(
     tmp_path, run_main, demo_checkpoint, monkeypatch
 ):
