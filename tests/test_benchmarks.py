@@ -885,7 +885,8 @@ def test_step_log_pulls_match_one_backward_pass_per_term(demo_checkpoint):
     from sef.trained import load_trained_model
 
     model = load_trained_model(demo_checkpoint).model.train()
-    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3])
     loss = sef.SEFLoss(model.groups, lam=0.5, phi=2.0, group_variant="paper")
     log = step_log.StepLog(Path(os.devnull))
     try:
@@ -908,4 +909,6 @@ def test_step_log_pulls_match_one_backward_pass_per_term(demo_checkpoint):
         assert found[f"pull_{term}"] == pytest.approx(grads[term].norm().item(), rel=1e-4)
     for a, b in step_log.PAIRS:
         expected = torch.dot(grads[a], grads[b]) / (grads[a].norm() * grads[b].norm())
-        assert found[f"cosine_{a}_{b}"] == pytest.approx(expected.item(), abs=1e-4)
+        # Two float32 passes agree to ~1e-4 relative per gradient, so their cosine to a few
+        # times that (1.1e-4 apart on an AMD EPYC); a wrong pair or sign is off by far more.
+        assert found[f"cosine_{a}_{b}"] == pytest.approx(expected.item(), abs=5e-4)
