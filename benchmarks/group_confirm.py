@@ -43,7 +43,7 @@ from pathlib import Path
 import group_study as study
 import torch
 from ablation import measured_stamp, read_results
-from common import RESULTS_DIR, cpu_model, write_report
+from common import RESULTS_DIR, write_report
 
 PRESET = "birds32b-mobilenet_v2"
 SEEDS = [10, 11, 12, 13, 14]
@@ -90,17 +90,12 @@ def verdict(entry: dict | None) -> str:
 
 
 def train(row: study.Row, args: argparse.Namespace, runs: dict, argv: list[str], write) -> None:
-    """Plain then the candidate, seed by seed; each finished run saved at once. A seed whose
-    candidate is in is done: it was paired on its own CPU, whatever CPU resumes the rest."""
+    """Plain then the candidate, seed by seed; each finished run saved at once."""
     for seed in SEEDS:
-        if row.key(seed) in runs:
-            continue
-        partner = study.partner_key(row, seed, cpu_model(), runs)
-        for key, todo in ((partner, study.plain_of(row)), (row.key(seed), row)):
-            if key not in runs:
-                record = study.run_one(todo, seed, key, args, argv, base=PRESET)
-                runs[key] = record | {"measured": measured_stamp(__file__, argv)}
-                write(runs)
+        for key, todo in study.still_to_train(row, seed, runs):
+            record = study.run_one(todo, seed, key, args, argv, base=PRESET)
+            runs[key] = record | {"measured": measured_stamp(__file__, argv)}
+            write(runs)
 
 
 def report(payload: dict) -> int:

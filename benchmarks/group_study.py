@@ -562,13 +562,20 @@ def train(rows: list[Row], args, runs: dict, argv: list[str], start: float) -> N
     after its plain partner on this CPU model; each finished run is saved at once."""
     for seed in args.seeds or SEEDS:
         for row in rows:
-            if row.key(seed) in runs or seed not in SEEDS:
+            if seed not in SEEDS:
                 continue
-            for key, todo in ((partner_key(row, seed, cpu_model(), runs), plain_of(row)),
-                              (row.key(seed), row)):  # fmt: skip
-                if key not in runs:
-                    runs[key] = run_one(todo, seed, key, args, argv)
-                    write(args, runs, argv, start)
+            for key, todo in still_to_train(row, seed, runs):
+                runs[key] = run_one(todo, seed, key, args, argv)
+                write(args, runs, argv, start)
+
+
+def still_to_train(row: Row, seed: int, runs: dict) -> list[tuple[str, Row]]:
+    """What ``row`` at ``seed`` still needs, in order: its plain partner on this CPU model, then
+    itself; nothing once it is in (it was paired on its own CPU, whatever CPU goes on)."""
+    if row.key(seed) in runs:
+        return []
+    pair = ((partner_key(row, seed, cpu_model(), runs), plain_of(row)), (row.key(seed), row))
+    return [(key, todo) for key, todo in pair if key not in runs]
 
 
 def main(argv: list[str] | None = None) -> int:

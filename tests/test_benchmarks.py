@@ -666,7 +666,7 @@ def test_group_confirm_resumed_on_another_cpu_pairs_only_the_seeds_still_missing
         return {"cpu": "AMD EPYC", "last_top1": 0.5}
 
     monkeypatch.setattr(study, "run_one", run_one)
-    monkeypatch.setattr(confirm, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(study, "cpu_model", lambda: "AMD EPYC")
     monkeypatch.setattr(confirm, "SEEDS", [10, 11])
     confirm.train(row, None, runs, [], lambda runs: None)
     assert trained == ["plain-48ep-amd-epyc-seed11", row.key(11)]
