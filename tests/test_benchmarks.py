@@ -672,6 +672,18 @@ def test_group_confirm_resumed_on_another_cpu_pairs_only_the_seeds_still_missing
     assert trained == ["plain-48ep-amd-epyc-seed11", row.key(11)]
 
 
+@pytest.mark.parametrize("data", ["birds32", "birds32b"])
+def test_the_finetune_preset_is_the_confirmed_row_exactly(data):
+    """``<set>-mobilenet_v2-finetune`` trains what the confirmation confirmed: the candidate's
+    overrides and 48-epoch length on the set's SEF preset, nothing else."""
+    from sef.config import apply_overrides, config_to_dict, load_preset
+
+    row = importlib.import_module("group_study").LAM005_FLOOR.lengthened(48)
+    confirmed = apply_overrides(load_preset(f"{data}-mobilenet_v2"), row.settings(quick=False))
+    preset = load_preset(f"{data}-mobilenet_v2-finetune")
+    assert config_to_dict(preset) == config_to_dict(confirmed) | {"name": preset.name}
+
+
 def test_group_gradients_measures_every_term_s_pull_at_the_start_and_on_a_checkpoint(
     tmp_path, run_main, demo_checkpoint, monkeypatch
 ):

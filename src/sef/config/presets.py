@@ -7,7 +7,8 @@ copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
 own data, ``folder-<backbone>[-<method>]`` and ``csv-...``, also merge ``own.yaml``;
 ``demo[-<method>]`` merges ``demo.yaml`` and the method; a generated set with presets (its
 record's backbones, ``sef.datasets.RECORDS``), e.g. ``birds32-mobilenet_v2[-<method>]``, merges
-paper.yaml, then its own fragment, then the method.
+paper.yaml, then its own fragment, then the method. Last, ``<dataset>-<method>.yaml`` where there is
+one: what a method changes on one dataset (birds32's longer schedule for ``finetune``).
 """
 
 from __future__ import annotations
@@ -82,7 +83,12 @@ def _parts(name: str) -> tuple[list[str], dict]:
     if dataset == DEFAULT_PRESET:
         return ["demo", f"method-{method}"], {}
     data = ["own", dataset] if RECORDS[dataset].kind == "own" else [dataset]
-    return ["paper", *data, f"method-{method}"], {"model": {"backbone": backbone}}
+    files = ["paper", *data, f"method-{method}", f"{dataset}-{method}"]
+    return [f for f in files if _has_fragment(f)], {"model": {"backbone": backbone}}
+
+
+def _has_fragment(stem: str) -> bool:
+    return resources.files("sef").joinpath("presets", f"{stem}.yaml").is_file()
 
 
 def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
