@@ -24,3 +24,30 @@ def test_readme_is_about_two_hundred_lines_with_two_set_up_commands():
     set_up = text.split("## Set up")[1].split("\n## ")[0]
     commands = re.findall(r"```bash\n(.*?)\n```", set_up, re.S)
     assert commands == ["pip install . && sef train", 'pip install -e ".[dev]" && pytest']
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to
+    hyphens, a repeated one suffixed -1, -2, ... (code blocks hold no headings)."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (heading := re.match(r"#{1,6} +(.*)", line)):
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            repeats = sum(1 for a in anchors if re.fullmatch(rf"{re.escape(slug)}(-\d+)?", a))
+            anchors.add(slug if repeats == 0 else f"{slug}-{repeats}")
+    return anchors
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_links_to_a_section_name_one_that_exists(page):
+    wrong = []
+    for target in LINK.findall(page.read_text()):
+        path, _, anchor = target.partition("#")
+        if anchor and not re.match(r"[a-z]+://", path):
+            linked = page.parent / path if path else page
+            if linked.suffix == ".md" and anchor not in _anchors(linked):
+                wrong.append(target)
+    assert not wrong, f"{page.name} links to sections that do not exist: {wrong}"
