@@ -749,7 +749,7 @@ def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "== sef-seed0: exit 0 after" in log
     assert "== plain-seed0: skipped" in log and "== groups-paper-seed1: skipped" in log
-    assert "== sef-paper-floor-lam0.05-seed0: skipped" in log  # the CPU study's candidate
+    assert "== finetune-seed0: skipped" in log  # the CPU study's confirmed candidate
     assert "== sef-paper-floor-seed0: skipped" in log  # the floor's setting is on the list
     assert "== sef-paper-floor-lamuntil-seed0: skipped" in log  # and the entropy term early
     assert (tmp_path / "out" / "corr-sef-seed0.png").stat().st_size > 10_000
