@@ -31,6 +31,8 @@ SHAPES = [  # (B, C, H, W, G): even and uneven splits, G = 1, HW < C and HW >= C
     (2, 9, 2, 3, 1),
     (2, 6, 5, 5, 4),
 ]
+# The tests reading gpu_check_out (below) run on one pytest-xdist worker: its 75 s run happens once.
+SHARES_GPU_CHECK = pytest.mark.xdist_group("gpu-check")
 
 
 @pytest.mark.parametrize("variant", ["reference", "paper"])
@@ -150,6 +152,7 @@ def test_step_script_runs_a_timm_token_backbone_against_timms_own_model(tmp_path
 
 
 @pytest.mark.slow
+@SHARES_GPU_CHECK
 def test_gpu_epoch_script_runs_every_cpu_road_through_the_engine(gpu_check_out):
     report = json.loads((gpu_check_out / "gpu_epoch.json").read_text())  # its --quick run
     roads = report["roads"]
@@ -212,6 +215,7 @@ def gpu_check_out(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@SHARES_GPU_CHECK
 def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(gpu_check_out):
     """The prepared GPU script as a dry run on the CPU: each part's command line, the train
     part's runs (the cache road's too), and the files the next GPU session brings back."""
@@ -239,6 +243,7 @@ def test_gpu_check_runs_every_part_in_its_cpu_quick_mode(gpu_check_out):
 
 
 @pytest.mark.slow
+@SHARES_GPU_CHECK
 def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(gpu_check_out):
     report = json.loads((gpu_check_out / "sef_cost.json").read_text())  # its --quick run
     counts = report["operators_per_step"]
@@ -299,6 +304,7 @@ def test_gpu_syncs_script_times_both_precisions_with_and_without_a_wait_per_step
 
 
 @pytest.mark.slow
+@SHARES_GPU_CHECK
 def test_gpu_eval_script_times_every_part_of_an_evaluation_pass(gpu_check_out):
     report = json.loads((gpu_check_out / "gpu_eval.json").read_text())  # its --quick run
     parts = ["loader_1", "compute", "evaluate_full", "evaluate_1", "evaluate_2", "evaluate_3"]
