@@ -30,6 +30,7 @@ Protocol (version 1, committed before any of its runs; the runs come from that c
 
     python benchmarks/group_confirm.py                # train what is missing -> group_confirm.json
     python benchmarks/group_confirm.py --report       # the verdict of the JSON so far
+    python benchmarks/group_confirm.py --figure docs/figures/group_confirm.png  # its trajectories
     python benchmarks/group_confirm.py --quick --study S.json   # tiny smoke run of a --quick study
 """
 
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny data, 1-2 epochs: a smoke test")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="print the verdict of --out; no runs")
+    parser.add_argument("--figure", type=Path, help="draw the candidate's trajectories; no runs")
     return parser.parse_args(argv)
 
 
@@ -117,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return report(previous)
     runs = previous.get("runs", {})
     row, source = study_candidate(args)
+    if args.figure:
+        if row is None:
+            raise SystemExit("the study names no candidate: nothing to draw")
+        print(study.draw(runs, [row], args.figure, seeds=SEEDS))
+        return 0
 
     def write(runs: dict) -> dict:
         rows = [study.plain_of(row), row] if row else []

@@ -488,14 +488,16 @@ def trajectory(run: dict) -> tuple[list[int], list[float]]:
     return steps, gaps
 
 
-def draw(runs: dict, rows: list[Row], out: Path) -> Path:
-    """One panel per family: each row's seeds (thin) and their mean (thick) against steps."""
+def draw(runs: dict, rows: list[Row], out: Path, seeds: list[int] | None = None) -> Path:
+    """One panel per family: each row's seeds (thin; the study's unless given) and their mean
+    (thick) against steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    drawn = [r for r in rows if r.method != "plain" and any(r.key(s) in runs for s in SEEDS)]
+    seeds = SEEDS if seeds is None else seeds
+    drawn = [r for r in rows if r.method != "plain" and any(r.key(s) in runs for s in seeds)]
     families = list(dict.fromkeys(r.family for r in drawn))  # those with runs to draw
     size = (4.2 * len(families), 3.6)
     figure, axes = plt.subplots(1, len(families), figsize=size, sharey=True, squeeze=False)
@@ -503,7 +505,7 @@ def draw(runs: dict, rows: list[Row], out: Path) -> Path:
         for index, row in enumerate(r for r in rows if r.family == family):
             if row not in drawn:
                 continue
-            done = [runs[row.key(s)] for s in SEEDS if row.key(s) in runs]
+            done = [runs[row.key(s)] for s in seeds if row.key(s) in runs]
             colour = f"C{index}"
             paths = [trajectory(run) for run in done]
             for steps, gaps in paths:

@@ -660,6 +660,9 @@ def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
     printed = capsys.readouterr().out
     assert printed.startswith(f"candidate: sef-reference-1; {report['verdict']}")
     assert "| sef-reference-1 |" in printed
+    figure = tmp_path / "confirm.png"  # the candidate's trajectories at the confirmation's seeds
+    assert confirm.main([*quick[:-1], out, "--figure", str(figure)]) == 0
+    assert figure.stat().st_size > 10_000
 
 
 def test_group_confirm_resumed_on_another_cpu_pairs_only_the_seeds_still_missing(monkeypatch):
