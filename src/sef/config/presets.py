@@ -7,8 +7,8 @@ copy-pasted files: ``<dataset>-<backbone>[-<method>]`` (e.g. ``cub-resnet50``,
 own data, ``folder-<backbone>[-<method>]`` and ``csv-...``, also merge ``own.yaml``;
 ``demo[-<method>]`` merges ``demo.yaml`` and the method; a generated set with presets (its
 record's backbones, ``sef.datasets.RECORDS``), e.g. ``birds32-mobilenet_v2[-<method>]``, merges
-paper.yaml, then its own fragment, then the method. Last, ``<dataset>-<method>.yaml`` where there is
-one: what a method changes on one dataset (birds32's longer schedule for ``finetune``).
+paper.yaml, then its own fragment, then the method. Last, ``<dataset>-<method>.yaml`` where
+there is one: what a method changes on one dataset (birds32's longer schedule for ``finetune``).
 """
 
 from __future__ import annotations
@@ -83,11 +83,13 @@ def _parts(name: str) -> tuple[list[str], dict]:
     if dataset == DEFAULT_PRESET:
         return ["demo", f"method-{method}"], {}
     data = ["own", dataset] if RECORDS[dataset].kind == "own" else [dataset]
-    files = ["paper", *data, f"method-{method}", f"{dataset}-{method}"]
-    return [f for f in files if _has_fragment(f)], {"model": {"backbone": backbone}}
+    specific = f"{dataset}-{method}"  # what a method changes on this dataset, if anything
+    optional = [specific] if _has_fragment(specific) else []
+    return ["paper", *data, f"method-{method}", *optional], {"model": {"backbone": backbone}}
 
 
 def _has_fragment(stem: str) -> bool:
+    """Whether ``presets/<stem>.yaml`` ships with the package."""
     return resources.files("sef").joinpath("presets", f"{stem}.yaml").is_file()
 
 
