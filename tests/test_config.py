@@ -69,6 +69,13 @@ def test_demo_presets_weight_the_group_loss_at_a_tenth() -> None:
         assert load_preset(f"demo{suffix}").loss.phi == 0
 
 
+def test_a_preset_s_line_names_a_group_loss_other_than_the_reference_and_a_norm_floor() -> None:
+    finetune, same_weights = (describe_preset(f"cub-resnet50-{m}") for m in
+                              ("finetune", "matching-groups"))  # fmt: skip
+    assert "lam/gamma/phi=0.05/0.05/1 (group_variant=paper, norm_floor=0.01)," in finetune
+    assert "lam/gamma/phi=0.05/0.05/1," in same_weights and "group_variant" not in same_weights
+
+
 def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
     names = preset_names()
     # 7 methods: demo, 4 paper datasets and 2 own-data readers x 2 backbones, birds32 and

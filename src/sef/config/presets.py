@@ -25,6 +25,7 @@ from sef.config.schema import Config
 from sef.config.values import apply_overrides, config_from_dict, config_to_dict, deep_merge
 from sef.datasets import RECORDS
 from sef.errors import ConfigError
+from sef.loss_config import LossConfig
 from sef.outputs import write_text
 
 DEFAULT_PRESET = "demo"
@@ -127,6 +128,10 @@ def describe_preset(name: str) -> str:
     what = ", ".join(titles)
     weights = "ImageNet" if c.model.weights else "scratch"
     loss = f"{c.loss.lam:g}/{c.loss.gamma:g}/{c.loss.phi:g}"
+    named = ("group_variant", "norm_floor")  # said only where they are not the defaults
+    unusual = [f"{k}={getattr(c.loss, k)}" for k in named
+               if getattr(c.loss, k) != getattr(LossConfig(), k)]  # fmt: skip
+    loss += f" ({', '.join(unusual)})" if unusual else ""
     return (
         f"{what}: {c.model.backbone} ({weights}), G={c.model.groups}, lam/gamma/phi={loss}, "
         f"lr {c.optim.lr:g}, {c.optim.epochs} epochs, {c.data.image_size}px"
