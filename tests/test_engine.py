@@ -428,6 +428,8 @@ def test_groups_that_stay_together_are_said_to_and_sent_to_the_guide() -> None:
         "groups            did not separate: channel correlation within 0.299, between 0.296 on "
         "the eval images (separated: within - between >= 0.2)",
         "                  when they do, and what it costs: docs/finetune.md in sef's source",
+        "                  fine-tuning? the confirmed setting is the finetune method "
+        "(`sef presets | grep finetune`)",
     ]
     apart = {"eval_corr_within": 0.534, "eval_corr_between": 0.140}
     assert [line.split(":")[0] for line in separation_lines(apart)] == [

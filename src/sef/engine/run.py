@@ -71,6 +71,7 @@ RESUMABLE_CHANGES = (
 )  # fmt: skip
 LENGTH = "optim.epochs"
 SEPARATION_GUIDE = "docs/finetune.md in sef's source"  # for a run whose groups stayed together
+FINETUNE_HINT = "the confirmed setting is the finetune method (`sef presets | grep finetune`)"
 
 
 # ---------------------------------------------------------------------------------- resume
@@ -184,6 +185,7 @@ def separation_lines(record: Mapping[str, Any]) -> list[str]:
     ]
     if not separated:
         lines.append(f"                  when they do, and what it costs: {SEPARATION_GUIDE}")
+        lines.append(f"                  fine-tuning? {FINETUNE_HINT}")
     return lines
 
 
