@@ -1,5 +1,7 @@
 """README and docs/ link only to files that exist, and README stays a short user's document."""
 
+import collections
+import functools
 import re
 from pathlib import Path
 
@@ -26,18 +28,20 @@ def test_readme_is_about_two_hundred_lines_with_two_set_up_commands():
     assert commands == ["pip install . && sef train", 'pip install -e ".[dev]" && pytest']
 
 
+@functools.cache
 def _anchors(page: Path) -> set[str]:
     """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to
     hyphens, a repeated one suffixed -1, -2, ... (code blocks hold no headings)."""
     anchors: set[str] = set()
+    seen: collections.Counter[str] = collections.Counter()
     in_code = False
     for line in page.read_text().splitlines():
         if line.startswith("```"):
             in_code = not in_code
         elif not in_code and (heading := re.match(r"#{1,6} +(.*)", line)):
             slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
-            repeats = sum(1 for a in anchors if re.fullmatch(rf"{re.escape(slug)}(-\d+)?", a))
-            anchors.add(slug if repeats == 0 else f"{slug}-{repeats}")
+            anchors.add(f"{slug}-{seen[slug]}" if seen[slug] else slug)
+            seen[slug] += 1
     return anchors
 
 

@@ -32,9 +32,14 @@ DEFAULT_PRESET = "demo"
 DEFAULT_METHOD = "sef"
 
 
+def _fragment(stem: str):
+    """``presets/<stem>.yaml`` inside the package (it may not exist)."""
+    return resources.files("sef").joinpath("presets", f"{stem}.yaml")
+
+
 def _preset_file(stem: str) -> dict:
     """A fragment's values; one that names a ``base`` fragment is merged onto it."""
-    text = resources.files("sef").joinpath("presets", f"{stem}.yaml").read_text(encoding="utf-8")
+    text = _fragment(stem).read_text(encoding="utf-8")
     values = yaml.safe_load(text) or {}
     base = values.pop("base", None)
     return values if base is None else deep_merge(_preset_file(base), values)
@@ -85,13 +90,8 @@ def _parts(name: str) -> tuple[list[str], dict]:
         return ["demo", f"method-{method}"], {}
     data = ["own", dataset] if RECORDS[dataset].kind == "own" else [dataset]
     specific = f"{dataset}-{method}"  # what a method changes on this dataset, if anything
-    optional = [specific] if _has_fragment(specific) else []
+    optional = [specific] if _fragment(specific).is_file() else []
     return ["paper", *data, f"method-{method}", *optional], {"model": {"backbone": backbone}}
-
-
-def _has_fragment(stem: str) -> bool:
-    """Whether ``presets/<stem>.yaml`` ships with the package."""
-    return resources.files("sef").joinpath("presets", f"{stem}.yaml").is_file()
 
 
 def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
@@ -128,9 +128,9 @@ def describe_preset(name: str) -> str:
     what = ", ".join(titles)
     weights = "ImageNet" if c.model.weights else "scratch"
     loss = f"{c.loss.lam:g}/{c.loss.gamma:g}/{c.loss.phi:g}"
-    named = ("group_variant", "norm_floor")  # said only where they are not the defaults
+    named, defaults = ("group_variant", "norm_floor"), LossConfig()  # said where not default
     unusual = [f"{k}={getattr(c.loss, k)}" for k in named
-               if getattr(c.loss, k) != getattr(LossConfig(), k)]  # fmt: skip
+               if getattr(c.loss, k) != getattr(defaults, k)]  # fmt: skip
     loss += f" ({', '.join(unusual)})" if unusual else ""
     return (
         f"{what}: {c.model.backbone} ({weights}), G={c.model.groups}, lam/gamma/phi={loss}, "
