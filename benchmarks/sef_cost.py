@@ -15,7 +15,7 @@ forward, loss, backward, SGD), and all are timed interleaved in one process:
   what the float32 casts cost, a candidate that would loosen the float64-oracle agreement;
 * ``with_readout``: sef plus the groups' correlation readout ``sef train`` records each step;
 * ``loss_compiled``: sef with ``torch.compile`` on the loss alone (the model eager): SEF adds
-  about 130 small operators to a step of about 640 (``operators_per_step``), which a compiled
+  about 100 small operators to a step of about 640 (``operators_per_step``), which a compiled
   loss fuses into a few kernels; a candidate, as exact as the eager loss to float32 rounding.
 
 Then ``torch.profiler`` on the ``sef`` and ``plain`` steps: the operators with the most device

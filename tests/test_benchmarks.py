@@ -938,3 +938,18 @@ def test_step_log_pulls_match_one_backward_pass_per_term(demo_checkpoint):
         # Two float32 passes agree to ~1e-4 relative per gradient, so their cosine to a few
         # times that (1.1e-4 apart on an AMD EPYC); a wrong pair or sign is off by far more.
         assert found[f"cosine_{a}_{b}"] == pytest.approx(expected.item(), abs=5e-4)
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_same_size_groups_cost_the_same_operators_whatever_their_number(variant):
+    """Groups of one size go through one batched operator each, not a loop over the groups:
+    the loss with its backward runs as many operators at G = 2 as at G = 8 (a loop: more)."""
+    from sef_cost import operators_per_step
+
+    features = torch.rand(2, 64, 3, 3, requires_grad=True)  # the Gram route: HW < C
+
+    def count(groups):
+        return operators_per_step(lambda: sef.group_loss(features * 1, groups, variant).backward())
+
+    assert count(2) == count(8)
+    assert count(7) > count(8)  # 64 = 6 x 9 + 10: a loop over the groups

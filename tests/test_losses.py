@@ -92,13 +92,14 @@ def test_group_loss_matches_slow_version(variant, shape, groups):
 
 @pytest.mark.parametrize("variant", ["reference", "paper"])
 @pytest.mark.parametrize("shape", [(2, 40, 3, 3), (2, 10, 6, 6)])
-def test_group_loss_gradient_matches_slow_version(variant, shape):
+@pytest.mark.parametrize("groups", [3, 4])  # C = 40: 13 + 13 + 14 (a loop), 4 x 10 (batched)
+def test_group_loss_gradient_matches_slow_version(variant, shape, groups):
     torch.manual_seed(0)
     features = torch.randn(shape, dtype=torch.float64)
     fast_input = features.float().requires_grad_()
     slow_input = features.clone().requires_grad_()
-    sef.group_loss(fast_input, 3, variant).backward()
-    slow_group_loss(slow_input, 3, variant).backward()
+    sef.group_loss(fast_input, groups, variant).backward()
+    slow_group_loss(slow_input, groups, variant).backward()
     torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
 
 

@@ -6,6 +6,9 @@ builds the C x C channel-correlation matrix when a cheaper route exists:
 * block sums of cos_ij are dot products of per-group sums of normalised channels, O(C*HW);
 * block sums of cos_ij^2 are <K_m, K_n>_F with K_m the HW x HW Gram of group m, O(C*HW^2),
   used when HW < C (true for the last layer of ImageNet CNNs); otherwise the C x C Gram.
+
+Groups of one size (C divisible by G) take one batched operator where a loop over the groups
+would run one per group (the Grams, the group sums): fewer kernel launches on a GPU.
 """
 
 from __future__ import annotations
@@ -56,24 +59,50 @@ def _normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
     return x / (norms + EPS)
 
 
+def _same_size_groups(x: Tensor, sizes: list[int]) -> Tensor | None:
+    """[B, C, N] -> a [B, G, C/G, N] view when every group has the same size, else None: one
+    batched operator then does what a loop over the groups would (fewer kernel launches)."""
+    if len(set(sizes)) > 1:
+        return None
+    return x.unflatten(1, (len(sizes), sizes[0]))
+
+
 def _group_sums(x: Tensor, sizes: list[int]) -> Tensor:
     """[B, C, N] -> [B, G, N]: the sum of the normalised channels of each group."""
+    grouped = _same_size_groups(x, sizes)
+    if grouped is not None:
+        return grouped.sum(dim=2)
     return torch.stack([part.sum(dim=1) for part in x.split(sizes, dim=1)], dim=1)
+
+
+def _group_grams(x: Tensor, sizes: list[int]) -> Tensor:
+    """[B, C, N] -> [B, G, N, N]: K_m = X_m^T X_m, the position Gram of each group."""
+    grouped = _same_size_groups(x, sizes)
+    if grouped is not None:
+        return grouped.transpose(2, 3) @ grouped
+    return torch.stack([part.transpose(1, 2) @ part for part in x.split(sizes, dim=1)], 1)
 
 
 def _squared_cosine_block_sums(x: Tensor, sizes: list[int]) -> Tensor:
     """[B, C, N] -> [B, G, G]: Q_mn = sum over i in m, j in n of cos_ij^2."""
     channels, positions = x.shape[1], x.shape[2]
     if positions < channels:
-        grams = torch.stack([part.transpose(1, 2) @ part for part in x.split(sizes, dim=1)], 1)
-        return torch.einsum("bgij,bhij->bgh", grams, grams)
+        grams = _group_grams(x, sizes).flatten(2)  # Q_mn = <K_m, K_n>_F
+        return grams @ grams.transpose(1, 2)
     squared = (x @ x.transpose(1, 2)).square()
-    membership = torch.zeros(channels, len(sizes), device=x.device, dtype=x.dtype)
+    membership = _membership(tuple(sizes), x.device, x.dtype)
+    return membership.T @ squared @ membership
+
+
+@functools.lru_cache(maxsize=64)
+def _membership(sizes: tuple[int, ...], device: torch.device, dtype) -> Tensor:
+    """[C, G]: 1 where channel i is in group g, built once per shape (as :func:`_weights`)."""
+    membership = torch.zeros(sum(sizes), len(sizes), device=device, dtype=dtype)
     start = 0
     for g, size in enumerate(sizes):
         membership[start : start + size, g] = 1.0
         start += size
-    return membership.T @ squared @ membership
+    return membership
 
 
 @functools.lru_cache(maxsize=64)
