@@ -1,15 +1,17 @@
 """Demo ablation: plain backbone vs MaxEnt vs SEF on the built-in demo set, over several seeds.
 
-Trains the presets ``demo-plain``, ``demo-maxent``, ``demo`` (SEF) and the demo's Table III rows
-once per seed and writes the mean and sample standard deviation of their test accuracy to JSON,
-plus a Markdown table on stdout. Methods not run this time keep their entry from an existing --out
-file made with the same seeds and settings, so rows can be added one call at a time; each row
-records the date and command that measured it.
+Trains the presets ``demo-plain``, ``demo-maxent``, ``demo`` (SEF), the demo's Table III rows and
+``demo-finetune`` (the method confirmed when fine-tuning, here from scratch) once per seed and
+writes the mean and sample standard deviation of their test accuracy to JSON, each method's
+per-seed difference from plain with its 95 % t interval, and the last epoch's correlation readout
+of every run with groups, plus a Markdown table on stdout. Methods not run this time keep their
+entry from an existing --out file made with the same seeds and settings, so rows can be added one
+call at a time; each row records the date and command that measured it.
 Runs live in --runs (default runs/demo-ablation); a run already there is resumed or reused, so an
 interrupted benchmark continues where it stopped. The headline number is the last epoch's test
 accuracy (the best epoch's is reported too, but picking it looks at the test set).
 
-    python benchmarks/demo_ablation.py                     # full: 6 methods x 3 seeds
+    python benchmarks/demo_ablation.py                     # full: 7 methods x 3 seeds
     python benchmarks/demo_ablation.py --methods sef       # one row, merged into the JSON
     python benchmarks/demo_ablation.py --quick             # tiny smoke run to check it works
 """
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from ablation import mean_std, measured_stamp, train_run
+from ablation import mean_std, measured_stamp, paired_difference, train_run
 from common import RESULTS_DIR, write_report
 
 from sef.config import config_to_dict
@@ -36,6 +38,7 @@ METHODS = {
     "groups-only": "demo-groups-only",  # Table III's rows: which term does what
     "matching-only": "demo-matching-only",
     "matching-groups": "demo-matching-groups",
+    "finetune": "demo-finetune",  # docs/finetune.md's confirmed setting, from scratch
 }
 QUICK = [
     "data.options.per_class=6", "data.options.test_per_class=4", "data.image_size=32",
@@ -67,6 +70,7 @@ def train_one(method: str, seed: int, args: argparse.Namespace) -> dict:
         "best_top1": result.best_top1,
         "best_epoch": result.best_epoch,
         "last_class_mean": result.last["eval_class_mean"],
+        "last_corr": [result.last.get(f"eval_corr_{k}") for k in ("within", "between")],
         "train_seconds": result.seconds,
         "config": config_to_dict(config),
     }
@@ -78,6 +82,20 @@ def summarise(runs: list[dict]) -> dict:
         summary[f"{key}_mean"], summary[f"{key}_std"] = mean_std([run[key] for run in runs])
     summary["train_seconds_mean"] = statistics.fmean(run["train_seconds"] for run in runs)
     return summary
+
+
+def against_plain(results: dict) -> dict:
+    """Each method's last-epoch top-1 minus plain's, seed by seed (``paired_difference``)."""
+    if "plain" not in results:
+        return {}
+    plain = {run["seed"]: run["last_top1"] for run in results["plain"]["runs"]}
+    paired = {}
+    for method, entry in results.items():
+        runs = [run for run in entry["runs"] if run["seed"] in plain]
+        if method != "plain" and runs:
+            values = [run["last_top1"] for run in runs]
+            paired[method] = paired_difference(values, [plain[run["seed"]] for run in runs])
+    return paired
 
 
 def markdown(results: dict) -> str:
@@ -127,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": args.overrides,
         "wall_seconds_this_call": time.perf_counter() - start,
         "results": results,
+        "against_plain": against_plain(results),
     }
     write_report(args.out, payload, torch.device("cpu"), [__file__, *argv])
     print(markdown(results))

@@ -377,6 +377,13 @@ def test_demo_ablation_adds_rows_one_call_at_a_time(tmp_path, demo_root, run_mai
     tops = [run["last_top1"] for run in plain["runs"]]
     assert plain["summary"]["last_top1_mean"] == pytest.approx(sum(tops) / 2)
     assert (tmp_path / "runs/demo-ablation/groups-only-seed1/last.pt").is_file()
+    groups = first["results"]["groups-only"]["runs"]
+    differences = first["against_plain"]["groups-only"]["differences"]
+    expected = [g["last_top1"] - p for g, p in zip(groups, tops, strict=True)]
+    assert differences == pytest.approx(expected)
+    assert list(first["against_plain"]) == ["groups-only"]
+    assert all(run["last_corr"] == [None, None] for run in plain["runs"])  # G = 1: no readout
+    assert all(-1 <= value <= 1 for run in groups for value in run["last_corr"])
 
     second = run_main("demo_ablation.py", *tiny, "--methods", "sef")
     assert list(second["results"]) == ["plain", "sef", "groups-only"]  # kept, in table order
