@@ -16,6 +16,10 @@
 #   train    sef train: demo bf16 / fp16 / killed and resumed, the CUB-shaped recipe with and
 #            without --cache auto
 #   syncs    gpu_syncs.py: host-device waits per step
+# SEF_CHECK_BUDGET=SECONDS bounds the whole script (default 0: no bound): a step gets at most
+# what is left of it and is skipped with under 30 s left, so the files written so far come back
+# before the lent machine's call limit (600 s) ends the command (`run` with timeout_s 600:
+# SEF_CHECK_BUDGET=560).
 # SEF_CHECK_QUICK=1 runs it all on the CPU at toy sizes (benchmarks' --quick, a tiny demo):
 # a dry run that tests/test_benchmarks.py makes. SEF_CHECK_DEVICE=cpu runs only the train part's
 # commands on the CPU (slowly). OUT_DIR receives log.txt, gpu_epoch.json, sef_cost.json,
@@ -44,10 +48,21 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export SEF_CACHE=${SEF_CACHE:-/tmp/sef-cache}
 exec > >(tee -a "$out/log.txt") 2>&1
 
+budget=${SEF_CHECK_BUDGET:-0}
+began=$(date +%s)
+
 step() {  # step SECONDS NAME COMMAND...: run it under a time limit and say how it ended
-  local seconds=$1 name=$2
+  local seconds=$1 name=$2 left
   shift 2
-  echo "== $name: start $(date -u +%T)"
+  if [ "$budget" -gt 0 ]; then  # the script's budget: at most what is left of it
+    left=$((budget - ($(date +%s) - began)))
+    if [ "$left" -lt 30 ]; then
+      echo "== $name: skipped, ${left} s left of SEF_CHECK_BUDGET=$budget"
+      return
+    fi
+    [ "$left" -lt "$seconds" ] && seconds=$left
+  fi
+  echo "== $name: start $(date -u +%T), limit $seconds s"
   timeout -k 10 "$seconds" bash -c '"$@"' "$name" "$@"  # bash: the command may be a function
   echo "== $name: exit $? at $(date -u +%T)"
 }

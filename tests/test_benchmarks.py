@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -777,6 +778,24 @@ def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
     record = json.loads((tmp_path / "runs/sef-seed0/metrics.jsonl").read_text())
     assert record["epoch"] == 1 and "train_corr_within" in record
     assert (tmp_path / "out" / "runs.tar.gz").is_file()
+
+
+def test_gpu_check_keeps_within_its_budget(tmp_path):
+    """SEF_CHECK_BUDGET: a step gets at most what is left of the script's budget, and none is
+    started with under 30 s left, so the lent machine's call limit never cuts the files off."""
+
+    def check(budget, folder):
+        env = {**os.environ, "SEF_CHECK_QUICK": "1", "SEF_CHECK_BUDGET": str(budget)}
+        command = ["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / folder), "syncs"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "== done" in done.stdout, done.stdout[-3000:]
+        return done.stdout
+
+    limit = re.search(r"== gpu_syncs: start \S+, limit (\d+) s", check(45, "a"))
+    assert limit and 30 <= int(limit[1]) <= 45  # 120 s, clipped to what the budget leaves
+    skipped = check(1, "b")
+    assert "== gpu_syncs: skipped" in skipped and "start" not in skipped
+    assert not (tmp_path / "b" / "gpu_syncs.json").exists()
 
 
 def test_gpu_group_study_script_refuses_a_bad_setting_before_any_run(tmp_path):
