@@ -14,7 +14,9 @@
 # the entropy term only for the first 16 epochs (loss.lam_until=16), then the same at seed 1.
 # Every run's settings are checked first. The first run is timed and a run starts only if one
 # more of that length still fits in $BUDGET seconds from the script's start. Then `sef viz corr`
-# of every run with groups.
+# of every run with groups. Every command is stopped $LIMIT seconds (default 570) after the
+# script's start, before the lent machine's call limit (600 s) would end it, and the runs are
+# packed after each one, so a run cut short still brings back the epochs it finished.
 # Needs the MobileNetV2 ImageNet weights under $TORCH_HOME (default: .torch in the repo, carried
 # to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there).
 # OUT_DIR (default $OUT, else /tmp/sef-group-study) receives log.txt, runs.tar.gz (every run's
@@ -26,6 +28,8 @@ out=$(realpath -m "${1:-${OUT:-/tmp/sef-group-study}}")
 runs=${SEF_STUDY_RUNS:-/tmp/sef-group-study-runs}
 device=${SEF_STUDY_DEVICE:-cuda}
 BUDGET=${BUDGET:-540}
+LIMIT=${LIMIT:-570}
+launched=$(date +%s)
 PAPER_PHI=${PAPER_PHI:-0.1}
 mkdir -p "$out" "$runs"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -62,8 +66,23 @@ resolve_config(sys.argv[1], overrides=sys.argv[3::2])
 " "${presets[$i]}" ${extra[$i]} || { echo "== ${names[$i]}: bad settings"; exit 2; }
 done
 start=$(date +%s)
+
+bounded() {  # bounded COMMAND...: run it, stopped LIMIT seconds after the script's start
+  local left=$((LIMIT - ($(date +%s) - launched)))
+  if [ "$left" -le 0 ]; then
+    echo "== not run, no time left (LIMIT=$LIMIT s): $*" | cut -c1-200
+    return 124
+  fi
+  timeout -k 5 "$left" "$@"
+}
+
+pack() {  # every run's metrics.jsonl and config.yaml so far, into runs.tar.gz
+  (cd "$runs" && shopt -s nullglob && files=(./*/metrics.jsonl ./*/config.yaml) \
+    && tar czf "$out/runs.tar.gz" "${files[@]}")
+}
+
 echo "== generating birds32 at this size: start $(date -u +%T)"
-python -c "
+bounded python -c "
 import sys; from sef import datasets
 for split in ('trainval', 'test'):
     datasets.load('birds32', None, split, progress=False, **dict(
@@ -83,12 +102,13 @@ for seed in 0 1; do
     echo "== $name: start $(date -u +%T)"
     began=$(date +%s)
     # shellcheck disable=SC2086  # extra holds whole --set options
-    python -m sef train --preset "${presets[$i]}" --device "$device" --no-progress \
+    bounded python -m sef train --preset "${presets[$i]}" --device "$device" --no-progress \
       --seed "$seed" --out "$runs/$name" "${size[@]}" "${speed[@]}" ${extra[$i]}
     echo "== $name: exit $? after $(($(date +%s) - began)) s"
     [ "$first" -gt 0 ] || first=$(($(date +%s) - began))
+    pack
     if [ -f "$runs/$name/last.pt" ] && [ "${names[$i]}" != plain ]; then
-      python -m sef viz corr --checkpoint "$runs/$name/last.pt" --device "$device" \
+      bounded python -m sef viz corr --checkpoint "$runs/$name/last.pt" --device "$device" \
         --no-progress --out "$out/corr-$name.png" || echo "== $name: viz corr failed"
     fi
   done
@@ -96,5 +116,5 @@ done
 for run in "$runs"/*/; do
   echo "== $(basename "$run"): $(tail -n 1 "$run/metrics.jsonl" 2>/dev/null | cut -c1-400)"
 done
-(cd "$runs" && tar czf "$out/runs.tar.gz" ./*/metrics.jsonl ./*/config.yaml)
+pack
 echo "== done $(date -u +%T), $(($(date +%s) - start)) s"

@@ -798,6 +798,22 @@ def test_gpu_check_keeps_within_its_budget(tmp_path):
     assert not (tmp_path / "b" / "gpu_syncs.json").exists()
 
 
+@pytest.mark.slow
+def test_gpu_group_study_script_stops_every_command_at_its_limit(tmp_path):
+    """LIMIT: past it nothing more is started (here from the start: LIMIT=0), so the lent
+    machine's call limit never ends the script before it has packed what it has."""
+    env = {**os.environ, "SEF_STUDY_DEVICE": "cpu", "SEF_STUDY_TINY": "1", "LIMIT": "0",
+           "SEF_STUDY_RUNS": str(tmp_path / "runs")}  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_group_study.sh"), str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "== sef-seed0: exit 124 after" in done.stdout
+    assert done.stdout.count("== not run, no time left (LIMIT=0 s)") == 1 + 2 * 7  # data too
+    assert "== done" in done.stdout and not (tmp_path / "runs" / "sef-seed0").exists()
+
+
 def test_gpu_group_study_script_refuses_a_bad_setting_before_any_run(tmp_path):
     """Every run's settings are checked first: a bad one stops the script before the first run,
     naming the run, instead of after the GPU time of the runs before it."""
