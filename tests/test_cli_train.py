@@ -44,6 +44,19 @@ def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: P
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["dataset"] == "demo"
     assert json.loads((out / "metrics.jsonl").read_text())["epoch"] == 1
     assert "Traceback" not in result.stderr
+    assert "note: from scratch" not in result.stdout  # the demo's phi = 0.1
+
+
+@pytest.mark.slow
+def test_a_run_from_scratch_at_phi_1_is_told_what_that_cost_the_demo(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    result = _sef("train", "--preset", "demo-finetune", *TINY_DEMO, "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("training demo"))
+    assert lines[start + 1].startswith("note: from scratch (model.weights: null) a group loss at")
+    assert "cost the demo 25 to 48 points against plain" in lines[start + 1]
 
 
 @pytest.mark.slow

@@ -72,6 +72,11 @@ RESUMABLE_CHANGES = (
 LENGTH = "optim.epochs"
 SEPARATION_GUIDE = "docs/finetune.md in sef's source"  # for a run whose groups stayed together
 FINETUNE_HINT = "the confirmed setting is the finetune method (`sef presets | grep finetune`)"
+SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the finetune method
+    "note: from scratch (model.weights: null) a group loss at phi >= 1 made each channel group one "
+    "map and cost the demo 25 to 48 points against plain (docs/results.md in sef's source); the "
+    "demo trains from scratch with phi = 0.1"
+)
 
 
 # ---------------------------------------------------------------------------------- resume
@@ -458,6 +463,13 @@ def fit(
         distributed.teardown(context)
 
 
+def scratch_note(config: Config, groups: int) -> str | None:
+    """``SCRATCH_NOTE`` for a run from scratch whose group loss weighs phi >= 1, else None."""
+    if config.model.weights is None and groups > 1 and config.loss.phi >= 1:
+        return SCRATCH_NOTE
+    return None
+
+
 def _announce(run: _Run) -> None:
     c, data = run.config, run.data
     start = f"resuming after epoch {run.epoch}" if run.epoch else "training"
@@ -468,6 +480,9 @@ def _announce(run: _Run) -> None:
         f"-> {run.out}",
         file=sys.stdout,
     )
+    note = scratch_note(c, run.model.groups)
+    if note:
+        tqdm.write(note, file=sys.stdout)
 
 
 def _kept(run: _Run) -> str:
