@@ -995,3 +995,65 @@ def test_same_size_groups_cost_the_same_operators_whatever_their_number(variant)
 
     assert count(2) == count(8)
     assert count(7) > count(8)  # 64 = 6 x 9 + 10: a loop over the groups
+
+
+def _confirmation(seeds, cpu):
+    """A confirmation JSON's runs: plain and the candidate at each seed, on ``cpu``."""
+    ablation = importlib.import_module("group_ablation")
+    runs = {}
+    for seed in seeds:
+        runs[f"plain-48ep-seed{seed}"] = {"row": "plain", "seed": seed, "cpu": cpu,
+                                          "last_top1": 0.70 + seed / 100}  # fmt: skip
+        runs[ablation.CANDIDATE.key(seed)] = {"row": ablation.CANDIDATE.name, "seed": seed,
+                                              "cpu": cpu, "last_top1": 0.80}  # fmt: skip
+    runs["plain-48ep-other-seed11"] = {"row": "plain", "seed": 11, "cpu": "another", "last_top1": 0}
+    return {"runs": runs}
+
+
+def test_group_ablation_trains_the_candidate_without_its_group_loss_beside_its_pairs(
+    tmp_path, run_main, monkeypatch
+):
+    """The confirmed row with phi = 0 only, at each seed, paired with the confirmation's plain
+    and candidate runs of that seed and CPU; refused on another CPU; the verdict waits for every
+    seed, then follows the protocol."""
+    ablation = importlib.import_module("group_ablation")
+    from common import cpu_model
+
+    assert ablation.ROW.overrides == ("loss.group_variant=paper", "loss.phi=0", "loss.lam=0.05",
+                                      "loss.norm_floor=0.01")  # fmt: skip
+    assert ablation.CANDIDATE.overrides[1] == "loss.phi=1" and ablation.ROW.epochs == 48
+    monkeypatch.setattr(ablation, "SEEDS", [11, 12])
+    monkeypatch.chdir(tmp_path)
+    confirmation = tmp_path / "confirm.json"
+    confirmation.write_text(json.dumps(_confirmation([11, 12], "elsewhere")))
+    args = ["--quick", "--no-progress", "--confirmation", str(confirmation)]
+    with pytest.raises(SystemExit, match="seed 11 pairs with runs trained on elsewhere"):
+        ablation.main([*args, "--out", str(tmp_path / "refused.json")])
+    confirmation.write_text(json.dumps(_confirmation([11, 12], cpu_model())))
+    report = run_main("group_ablation.py", *args, "--out", str(tmp_path / "a.json"))
+    runs = report["runs"]
+    assert list(runs) == ["sef-paper-1-lam0.05-floor-phi0-48ep-seed11",
+                          "sef-paper-1-lam0.05-floor-phi0-48ep-seed12"]  # fmt: skip
+    assert all("loss.phi=0" in r["overrides"] and r["preset"] == "birds32b-mobilenet_v2"
+               for r in runs.values())  # fmt: skip
+    summary = report["summary"]
+    tops = [r["last_top1"] for r in runs.values()]
+    expected = {"row": tops, "plain": [0.81, 0.82], "candidate": [0.80, 0.80]}
+    assert {name: pytest.approx(values) for name, values in summary["top1"].items()} == expected
+    assert summary["candidate_minus_row"]["differences"] == pytest.approx([0.8 - t for t in tops])
+    assert summary["verdict"] == ablation.verdict(summary) != "not yet"
+
+
+def test_group_ablation_verdict_follows_the_protocol(monkeypatch):
+    ablation = importlib.import_module("group_ablation")
+
+    def summary(seeds, low, high):
+        return {"seeds": seeds, "candidate_minus_row": {"interval": [low, high], "mean": 0.02}}
+
+    assert ablation.verdict(summary([11, 12, 13], 0.01, 0.05)) == "not yet: 3 of 4 seeds"
+    every = ablation.SEEDS
+    assert ablation.verdict(summary(every, 0.01, 0.05)) == "the group loss adds accuracy"
+    assert ablation.verdict(summary(every, -0.05, -0.01)) == "the group loss costs accuracy"
+    assert ablation.verdict(summary(every, -0.01, 0.05)).startswith(
+        "no share of the group loss measurable at four seeds (mean +2.0)"
+    )
