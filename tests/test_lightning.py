@@ -90,3 +90,20 @@ def test_a_short_fit_on_the_demo_logs_every_term_and_evaluates_as_sef_does(
     images = transforms.normalise_batch(next(iter(test))[0])
     with torch.no_grad():
         torch.testing.assert_close(plain(images), module.model.eval()(images))
+
+
+def test_validating_first_under_inference_mode_does_not_break_training_with_eq_4(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    """``trainer.validate`` runs under torch.inference_mode; the readout's group weights cached
+    there must not be inference tensors that Eq. 4's loss (the finetune method) then saves for
+    backward when the same module is fitted."""
+    from sef import losses
+
+    losses._weights.cache_clear()
+    config = apply_overrides(load_preset("demo-finetune"), ["optim.epochs=1"])
+    module = SEFLightningModule.from_config(config, num_classes=8)
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, enable_checkpointing=False)
+    trainer.validate(module, _loader("test", False))  # the pretrained model's accuracy first
+    trainer.fit(module, _loader("trainval", True), _loader("test", False))
+    assert trainer.global_step == 2

@@ -160,6 +160,27 @@ def test_sef_loss_passes_its_norm_floor_to_the_group_loss():
     assert_close(floored(out, target)["group"], expected)
 
 
+@pytest.mark.parametrize("shape", [(2, 16, 3, 3), (2, 4, 3, 3)])  # the Gram and C x C routes
+def test_losses_computed_under_inference_mode_first_still_train(shape):
+    """The per-shape constants cached by a first call under torch.inference_mode (an evaluation,
+    Lightning's validate) are ordinary tensors: a training step can save them for backward."""
+    from sef import losses
+
+    losses._weights.cache_clear()
+    losses._membership.cache_clear()
+    features = torch.rand(shape)
+    with torch.inference_mode():
+        losses.group_correlation(features, 2)
+        for variant in ("reference", "paper"):
+            sef.group_loss(features, 2, variant)
+    for variant in ("reference", "paper"):
+        fast_input = features.clone().requires_grad_()
+        slow_input = features.double().requires_grad_()
+        sef.group_loss(fast_input, 2, variant).backward()
+        slow_group_loss(slow_input, 2, variant).backward()
+        torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
+
+
 def test_group_loss_on_signed_features_and_resnet50_shape():
     torch.manual_seed(1)
     features = torch.randn(2, 2048, 14, 14)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -94,9 +94,23 @@ def _squared_cosine_block_sums(x: Tensor, sizes: list[int]) -> Tensor:
     return membership.T @ squared @ membership
 
 
-@functools.lru_cache(maxsize=64)
+def _per_shape(build: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Cache a constant tensor per shape (so a step copies nothing from the host), built outside
+    inference mode: one made under ``torch.inference_mode`` (an evaluation, Lightning's
+    ``validate``) could not be saved for backward by a later training step."""
+
+    @functools.lru_cache(maxsize=64)
+    @functools.wraps(build)
+    def cached(*key):
+        with torch.inference_mode(False):
+            return build(*key)
+
+    return cached
+
+
+@_per_shape
 def _membership(sizes: tuple[int, ...], device: torch.device, dtype) -> Tensor:
-    """[C, G]: 1 where channel i is in group g, built once per shape (as :func:`_weights`)."""
+    """[C, G]: 1 where channel i is in group g, built once per shape."""
     membership = torch.zeros(sum(sizes), len(sizes), device=device, dtype=dtype)
     start = 0
     for g, size in enumerate(sizes):
@@ -105,10 +119,10 @@ def _membership(sizes: tuple[int, ...], device: torch.device, dtype) -> Tensor:
     return membership
 
 
-@functools.lru_cache(maxsize=64)
+@_per_shape
 def _weights(variant: str, sizes: tuple[int, ...], device: torch.device, dtype) -> Tensor:
-    """[G, G] weights that turn block sums into the per-image loss, built once per shape, so
-    a step copies nothing from the host (a copy would make the host wait for the device).
+    """[G, G] weights that turn block sums into the per-image loss, built once per shape (a
+    copy from the host at each step would make the host wait for the device).
 
     paper: 1 / (n_m n_n). reference: -1 / (G n_g^2) on the diagonal, 1 / (P n_g N_<g) below
     it (N_<g: channels of the earlier groups; P = G(G-1)/2 pairs), 0 above.
