@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -68,6 +69,16 @@ def read_results(path: Path, versions: tuple[int, ...], quick: bool) -> dict:
             f"pass another --out (and --runs) instead of mixing them"
         )
     return previous
+
+
+def protocol_fields(protocol: str, version: int, quick: bool, start: float) -> dict:
+    """What a protocol's JSON starts with: its version and text, --quick, the call's seconds."""
+    return {
+        "protocol_version": version,
+        "protocol": protocol,
+        "quick": quick,
+        "wall_seconds_this_call": time.perf_counter() - start,
+    }
 
 
 def measured_stamp(script: str, argv: list[str]) -> dict:

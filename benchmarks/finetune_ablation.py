@@ -43,7 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ablation import finetune_run, mean_std, measured_stamp, paired_difference, read_results
+from ablation import (
+    finetune_run,
+    mean_std,
+    measured_stamp,
+    paired_difference,
+    protocol_fields,
+    read_results,
+)
 from common import RESULTS_DIR, write_report
 
 PRESET = "birds32-mobilenet_v2"
@@ -210,10 +217,9 @@ def load_runs(args: argparse.Namespace) -> dict:
 def write(args: argparse.Namespace, runs: dict, argv: list[str], start: float) -> dict:
     tables = {name: summarise_table(name, runs) for name in TABLES}
     payload = {
-        "protocol_version": PROTOCOL_VERSION,
-        "protocol": "\n\n".join(__doc__.split("\n\n")[1:3]),
-        "quick": args.quick,
-        "wall_seconds_this_call": time.perf_counter() - start,
+        **protocol_fields(
+            "\n\n".join(__doc__.split("\n\n")[1:3]), PROTOCOL_VERSION, args.quick, start
+        ),
         "tables": tables,
         "runs": runs,
     }

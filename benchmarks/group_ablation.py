@@ -38,7 +38,7 @@ from pathlib import Path
 import group_confirm as confirm
 import group_study as study
 import torch
-from ablation import measured_stamp, paired_difference, read_results
+from ablation import measured_stamp, paired_difference, protocol_fields, read_results
 from common import RESULTS_DIR, cpu_model, write_report
 
 SEEDS = [11, 12, 13, 14]
@@ -145,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write() -> dict:
         payload = {
-            "protocol_version": PROTOCOL_VERSION,
-            "protocol": __doc__.split("\n\n")[1],
-            "quick": args.quick,
-            "wall_seconds_this_call": time.perf_counter() - start,
+            **protocol_fields(__doc__.split("\n\n")[1], PROTOCOL_VERSION, args.quick, start),
             "row": {"name": ROW.name, "epochs": ROW.epochs, "overrides": ROW.overrides},
             "summary": summarise(runs, confirmation),
             "runs": runs,

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import group_study as study
 import torch
-from ablation import measured_stamp, read_results
+from ablation import measured_stamp, protocol_fields, read_results
 from common import RESULTS_DIR, write_report
 
 PRESET = "birds32b-mobilenet_v2"
@@ -129,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [study.plain_of(row), row] if row else []
         table = {r.name: study.summarise_row(r, runs, SEEDS) for r in rows}
         payload = {
-            "protocol_version": PROTOCOL_VERSION,
-            "protocol": __doc__.split("\n\n")[1],
-            "quick": args.quick,
-            "wall_seconds_this_call": time.perf_counter() - start,
+            **protocol_fields(__doc__.split("\n\n")[1], PROTOCOL_VERSION, args.quick, start),
             **source,
             "row": row and {"name": row.name, "epochs": row.epochs, "overrides": row.overrides},
             "verdict": verdict(table[row.name]) if row else "nothing to confirm",

@@ -148,7 +148,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ablation import finetune_run, mean_std, measured_stamp, paired_difference, read_results
+from ablation import (
+    finetune_run,
+    mean_std,
+    measured_stamp,
+    paired_difference,
+    protocol_fields,
+    read_results,
+)
 from common import RESULTS_DIR, cpu_model, write_report
 
 from sef.losses import SEPARATION_GAP, groups_separated
@@ -546,10 +553,7 @@ def tables_of(runs: dict) -> dict[str, dict]:
 def write(args: argparse.Namespace, runs: dict, argv: list[str], start: float) -> dict:
     tables = tables_of(runs)
     payload = {
-        "protocol_version": PROTOCOL_VERSION,
-        "protocol": __doc__.split("\n\n")[1],
-        "quick": args.quick,
-        "wall_seconds_this_call": time.perf_counter() - start,
+        **protocol_fields(__doc__.split("\n\n")[1], PROTOCOL_VERSION, args.quick, start),
         "rule_r_choice": rule_r_choice(runs),
         "confirmation_candidate": candidate(tables) if long_rows(runs) else None,
         "tables": tables,
