@@ -756,17 +756,23 @@ def test_group_confirm_verdict_follows_the_protocol(monkeypatch):
     )
 
 
+def _group_study_script(tmp_path, timeout, **env):
+    """benchmarks/gpu_group_study.sh, tiny and on the CPU, with its runs under tmp_path/runs and
+    its output in tmp_path/out; ``env`` adds to the environment."""
+    env = {**os.environ, "SEF_STUDY_DEVICE": "cpu", "SEF_STUDY_TINY": "1",
+           "SEF_STUDY_RUNS": str(tmp_path / "runs"), **env}  # fmt: skip
+    return subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_group_study.sh"), str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
     """The prepared GPU script, tiny and on the CPU: the first run always goes, later runs only
     while one more of the first's length fits the budget (here none), then its figure."""
-    env = {**os.environ, "SEF_STUDY_DEVICE": "cpu", "SEF_STUDY_TINY": "1", "BUDGET": "1",
-           "SEF_STUDY_RUNS": str(tmp_path / "runs"), "SEF_CACHE": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    done = subprocess.run(
-        ["bash", str(BENCHMARKS / "gpu_group_study.sh"), str(tmp_path / "out")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = _group_study_script(tmp_path, 300, BUDGET="1", SEF_CACHE=str(tmp_path / "cache"),
+                               OMP_NUM_THREADS="1")  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "== sef-seed0: exit 0 after" in log
@@ -802,12 +808,7 @@ def test_gpu_check_keeps_within_its_budget(tmp_path):
 def test_gpu_group_study_script_stops_every_command_at_its_limit(tmp_path):
     """LIMIT: past it nothing more is started (here from the start: LIMIT=0), so the lent
     machine's call limit never ends the script before it has packed what it has."""
-    env = {**os.environ, "SEF_STUDY_DEVICE": "cpu", "SEF_STUDY_TINY": "1", "LIMIT": "0",
-           "SEF_STUDY_RUNS": str(tmp_path / "runs")}  # fmt: skip
-    done = subprocess.run(
-        ["bash", str(BENCHMARKS / "gpu_group_study.sh"), str(tmp_path / "out")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = _group_study_script(tmp_path, 300, LIMIT="0")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== sef-seed0: exit 124 after" in done.stdout
     assert done.stdout.count("== not run, no time left (LIMIT=0 s)") == 1 + 2 * 7  # data too
@@ -817,12 +818,7 @@ def test_gpu_group_study_script_stops_every_command_at_its_limit(tmp_path):
 def test_gpu_group_study_script_refuses_a_bad_setting_before_any_run(tmp_path):
     """Every run's settings are checked first: a bad one stops the script before the first run,
     naming the run, instead of after the GPU time of the runs before it."""
-    env = {**os.environ, "SEF_STUDY_DEVICE": "cpu", "SEF_STUDY_TINY": "1", "PAPER_PHI": "much",
-           "SEF_STUDY_RUNS": str(tmp_path / "runs")}  # fmt: skip
-    done = subprocess.run(
-        ["bash", str(BENCHMARKS / "gpu_group_study.sh"), str(tmp_path / "out")],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = _group_study_script(tmp_path, 120, PAPER_PHI="much")
     assert done.returncode == 2, done.stdout[-3000:]
     assert "== groups-paper: bad settings" in done.stdout and "loss.phi" in done.stdout
     assert ": start" not in done.stdout and not list((tmp_path / "runs").iterdir())

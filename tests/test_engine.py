@@ -442,13 +442,13 @@ def test_groups_that_stay_together_are_said_to_and_sent_to_the_guide() -> None:
 def test_only_runs_from_scratch_at_phi_1_or_more_with_groups_are_told_its_cost() -> None:
     """docs/results.md: from scratch, phi = 1 cost the demo 25 to 48 points, whatever the rest."""
     finetune = resolve_config("demo-finetune")  # weights null, G = 2, phi 1
-    assert scratch_note(finetune, 2).startswith("note: from scratch")
-    assert scratch_note(apply_overrides(finetune, ["loss.phi=3"]), 2) is not None
-    assert scratch_note(apply_overrides(finetune, ["loss.phi=0.1"]), 2) is None  # the demo's
-    assert scratch_note(resolve_config("demo"), 2) is None
-    assert scratch_note(finetune, 1) is None  # no groups: no group loss
+    assert scratch_note(finetune).startswith("note: from scratch")
+    assert scratch_note(apply_overrides(finetune, ["loss.phi=3"])) is not None
+    assert scratch_note(apply_overrides(finetune, ["loss.phi=0.1"])) is None  # the demo's
+    assert scratch_note(resolve_config("demo")) is None
+    assert scratch_note(apply_overrides(finetune, ["model.groups=1"])) is None  # no group loss
     pretrained = resolve_config("birds32-mobilenet_v2-finetune")  # ImageNet weights, phi 1
-    assert pretrained.model.weights and scratch_note(pretrained, 5) is None
+    assert pretrained.model.weights and scratch_note(pretrained) is None
 
 
 def test_the_loop_tells_the_loss_how_far_training_is_for_the_warmups() -> None:

@@ -104,6 +104,6 @@ def test_validating_first_under_inference_mode_does_not_break_training_with_eq_4
     config = apply_overrides(load_preset("demo-finetune"), ["optim.epochs=1"])
     module = SEFLightningModule.from_config(config, num_classes=8)
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, enable_checkpointing=False)
-    trainer.validate(module, _loader("test", False))  # the pretrained model's accuracy first
+    trainer.validate(module, _loader("test", False))  # the untrained model's accuracy first
     trainer.fit(module, _loader("trainval", True), _loader("test", False))
     assert trainer.global_step == 2

@@ -90,17 +90,21 @@ def test_group_loss_matches_slow_version(variant, shape, groups):
     assert_close(sef.group_loss(features, groups, variant), expected)
 
 
+def assert_gradient_matches_slow_version(features, groups, variant):
+    """The float32 loss's gradient at ``features`` against the float64 oracle's."""
+    fast_input = features.clone().float().requires_grad_()
+    slow_input = features.clone().double().requires_grad_()
+    sef.group_loss(fast_input, groups, variant).backward()
+    slow_group_loss(slow_input, groups, variant).backward()
+    torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("variant", ["reference", "paper"])
 @pytest.mark.parametrize("shape", [(2, 40, 3, 3), (2, 10, 6, 6)])
 @pytest.mark.parametrize("groups", [3, 4])  # C = 40: 13 + 13 + 14 (a loop), 4 x 10 (batched)
 def test_group_loss_gradient_matches_slow_version(variant, shape, groups):
     torch.manual_seed(0)
-    features = torch.randn(shape, dtype=torch.float64)
-    fast_input = features.float().requires_grad_()
-    slow_input = features.clone().requires_grad_()
-    sef.group_loss(fast_input, groups, variant).backward()
-    slow_group_loss(slow_input, groups, variant).backward()
-    torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
+    assert_gradient_matches_slow_version(torch.randn(shape, dtype=torch.float64), groups, variant)
 
 
 def nearly_dead_channel(shape, channel, value):
@@ -174,11 +178,7 @@ def test_losses_computed_under_inference_mode_first_still_train(shape):
         for variant in ("reference", "paper"):
             sef.group_loss(features, 2, variant)
     for variant in ("reference", "paper"):
-        fast_input = features.clone().requires_grad_()
-        slow_input = features.double().requires_grad_()
-        sef.group_loss(fast_input, 2, variant).backward()
-        slow_group_loss(slow_input, 2, variant).backward()
-        torch.testing.assert_close(fast_input.grad.double(), slow_input.grad, rtol=1e-4, atol=1e-7)
+        assert_gradient_matches_slow_version(features, 2, variant)
 
 
 def test_group_loss_on_signed_features_and_resnet50_shape():

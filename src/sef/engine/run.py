@@ -463,9 +463,9 @@ def fit(
         distributed.teardown(context)
 
 
-def scratch_note(config: Config, groups: int) -> str | None:
+def scratch_note(config: Config) -> str | None:
     """``SCRATCH_NOTE`` for a run from scratch whose group loss weighs phi >= 1, else None."""
-    if config.model.weights is None and groups > 1 and config.loss.phi >= 1:
+    if config.model.weights is None and config.model.groups > 1 and config.loss.phi >= 1:
         return SCRATCH_NOTE
     return None
 
@@ -480,7 +480,7 @@ def _announce(run: _Run) -> None:
         f"-> {run.out}",
         file=sys.stdout,
     )
-    note = scratch_note(c, run.model.groups)
+    note = scratch_note(c)
     if note:
         tqdm.write(note, file=sys.stdout)
 
