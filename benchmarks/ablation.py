@@ -3,14 +3,17 @@ over seeds (mean, sample std, paired differences with a t interval)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from common import command_line, utc_now
+from common import RESULTS_DIR, command_line, utc_now
 
 from sef import datasets
 from sef.checkpoint import load_checkpoint
@@ -57,6 +60,15 @@ def paired_difference(values: list[float], baseline: list[float], level: float =
     }
 
 
+def describe_difference(name: str, difference: dict) -> str:
+    """One line for a ``paired_difference``: its mean and interval in points."""
+    low, high = (100 * x for x in difference["interval"])
+    return (
+        f"{name} ({difference['n']} seeds): {100 * difference['mean']:+.1f} points "
+        f"({100 * difference['level']:.0f} % interval {low:+.1f} to {high:+.1f})"
+    )
+
+
 def read_results(path: Path, versions: tuple[int, ...], quick: bool) -> dict:
     """The JSON an ablation wrote at ``path`` ({} if none), refused when another protocol
     version or --quick setting wrote it: runs of different protocols are never mixed."""
@@ -69,6 +81,26 @@ def read_results(path: Path, versions: tuple[int, ...], quick: bool) -> dict:
             f"pass another --out (and --runs) instead of mixing them"
         )
     return previous
+
+
+def protocol_parser(doc: str, name: str, quick: str = "2 epochs") -> argparse.ArgumentParser:
+    """The options every protocol script has: runs/NAME, results/NAME.json, --quick, --report."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs") / name.replace("_", "-"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{name}.json")
+    parser.add_argument("--quick", action="store_true", help=f"tiny data, {quick}: a smoke test")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report", action="store_true", help="print the verdict of --out; no runs")
+    return parser
+
+
+def start_call(
+    argv: list[str] | None, parse_args: Callable[[list[str]], argparse.Namespace], version: int
+) -> tuple[list[str], argparse.Namespace, float, dict]:
+    """A protocol script's call: its argv and arguments, when it started, its JSON so far."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    return argv, args, time.perf_counter(), read_results(args.out, (version,), args.quick)
 
 
 def protocol_fields(protocol: str, version: int, quick: bool, start: float) -> dict:

@@ -32,13 +32,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import group_confirm as confirm
 import group_study as study
 import torch
-from ablation import measured_stamp, paired_difference, protocol_fields, read_results
+from ablation import (
+    describe_difference,
+    measured_stamp,
+    paired_difference,
+    protocol_fields,
+    protocol_parser,
+    start_call,
+)
 from common import RESULTS_DIR, cpu_model, write_report
 
 SEEDS = [11, 12, 13, 14]
@@ -54,13 +60,8 @@ ROW = study.Row(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = protocol_parser(__doc__, "group_ablation")
     parser.add_argument("--confirmation", type=Path, default=RESULTS_DIR / "group_confirm.json")
-    parser.add_argument("--runs", type=Path, default=Path("runs/group-ablation"))
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "group_ablation.json")
-    parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs: a smoke test")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--report", action="store_true", help="print the verdict of --out; no runs")
     return parser.parse_args(argv)
 
 
@@ -125,19 +126,12 @@ def report(payload: dict) -> int:
         )
     for name in ("candidate_minus_row", "row_minus_plain"):
         if name in summary:
-            d = summary[name]
-            low, high = (100 * x for x in d["interval"])
-            print(
-                f"{name}: {100 * d['mean']:+.1f} points (95 % interval {low:+.1f} to {high:+.1f})"
-            )
+            print(describe_difference(name, summary[name]))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    start = time.perf_counter()
-    previous = read_results(args.out, (PROTOCOL_VERSION,), args.quick)
+    argv, args, start, previous = start_call(argv, parse_args, PROTOCOL_VERSION)
     if args.report:
         return report(previous)
     runs = previous.get("runs", {})

@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import group_study as study
 import torch
-from ablation import measured_stamp, protocol_fields, read_results
+from ablation import measured_stamp, protocol_fields, protocol_parser, start_call
 from common import RESULTS_DIR, write_report
 
 PRESET = "birds32b-mobilenet_v2"
@@ -52,13 +51,8 @@ PROTOCOL_VERSION = 1  # change it (and say why) if anything above changes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = protocol_parser(__doc__, "group_confirm", "1-2 epochs")
     parser.add_argument("--study", type=Path, default=RESULTS_DIR / "group_study.json")
-    parser.add_argument("--runs", type=Path, default=Path("runs/group-confirm"))
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "group_confirm.json")
-    parser.add_argument("--quick", action="store_true", help="tiny data, 1-2 epochs: a smoke test")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--report", action="store_true", help="print the verdict of --out; no runs")
     parser.add_argument("--figure", type=Path, help="draw the candidate's trajectories; no runs")
     return parser.parse_args(argv)
 
@@ -111,10 +105,7 @@ def report(payload: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    start = time.perf_counter()
-    previous = read_results(args.out, (PROTOCOL_VERSION,), args.quick)
+    argv, args, start, previous = start_call(argv, parse_args, PROTOCOL_VERSION)
     if args.report:
         return report(previous)
     runs = previous.get("runs", {})
