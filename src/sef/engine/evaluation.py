@@ -6,18 +6,17 @@ Under DDP each process takes an unpadded shard, so every image counts exactly on
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from sef import distributed, outputs, threads
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
+from sef.engine.loop import batch_bar
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import unwrap
@@ -135,14 +134,7 @@ def evaluate(
     table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)
     correlation = torch.zeros(2, dtype=torch.float64, device=device)  # summed over images
     position = 0
-    bar = tqdm(
-        loader,
-        desc="eval",
-        unit="batch",
-        leave=False,
-        file=sys.stderr,
-        disable=not (progress and context.is_main),
-    )
+    bar = batch_bar(loader, "eval", progress, context)
 
     def prepare(batch: Tensor) -> Tensor:
         return to_device(batch, device, channels_last)

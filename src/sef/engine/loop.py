@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,38 @@ def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
     grads = [g for g in grads if g is not None]
     # torch._foreach_norm: one kernel for all tensors, what clip_grad_norm_ uses in every torch
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def batch_bar(loader: Iterable, desc: str, progress: bool, context: Context) -> tqdm:
+    """A progress bar over ``loader``'s batches on stderr, shown by the main process only."""
+    return tqdm(
+        loader,
+        desc=desc,
+        unit="batch",
+        leave=False,
+        file=sys.stderr,
+        disable=not (progress and context.is_main),
+        dynamic_ncols=True,
+    )
+
+
+def _backward_and_step(
+    total: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> Tensor:
+    """Backpropagate ``total`` and step; returns the norm of the gradient the step applied,
+    on the device (0 for a step the fp16 scaler skipped)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        total.backward()
+        norm = gradient_norm(optimizer)
+        optimizer.step()
+        return norm
+    scaler.scale(total).backward()
+    scaler.unscale_(optimizer)  # what step would do: the norm is of the true gradient
+    norm = gradient_norm(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+    return torch.where(norm.isfinite(), norm, 0.0)
 
 
 class _FirstNonFinite:
@@ -101,15 +133,7 @@ def train_one_epoch(
     non_finite = _FirstNonFinite(device)
     gradient_norms = []  # one 0-d tensor a step, read with the epoch's sums
     start = time.perf_counter()
-    bar = tqdm(
-        loader,
-        desc=f"epoch {epoch}",
-        unit="batch",
-        leave=False,
-        file=sys.stderr,
-        disable=not (progress and context.is_main),
-        dynamic_ncols=True,
-    )
+    bar = batch_bar(loader, f"epoch {epoch}", progress, context)
     for step, (images, labels) in enumerate(bar, start=1):
         images = to_device(images, device, channels_last)
         labels = labels.to(device, non_blocking=True)
@@ -118,18 +142,7 @@ def train_one_epoch(
         loss_fn.set_progress(epoch - 1 + (step - 1) / len(loader))
         terms = loss_fn(output, labels)
         non_finite.update(step, terms, output)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(terms["total"]).backward()
-            scaler.unscale_(optimizer)  # what step would do: the norm is of the true gradient
-            norm = gradient_norm(optimizer)
-            gradient_norms.append(torch.where(norm.isfinite(), norm, 0.0))  # skipped: 0
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            terms["total"].backward()
-            gradient_norms.append(gradient_norm(optimizer))
-            optimizer.step()
+        gradient_norms.append(_backward_and_step(terms["total"], optimizer, scaler))
         batch = labels.numel()
         correct = (output.logits.argmax(1) == labels).sum()
         values = [terms[k].detach().double() * batch for k in LOSS_TERMS]
@@ -146,11 +159,16 @@ def train_one_epoch(
                 img_s=f"{seen * context.world_size / (time.perf_counter() - start):.0f}",
             )
     sums = distributed.all_reduce_sum(sums, context)  # the gradients are the same on every rank
-    norms = torch.stack(gradient_norms).double()
-    seconds = time.perf_counter() - start
+    return _epoch_record(sums, torch.stack(gradient_norms), time.perf_counter() - start, readout)
+
+
+def _epoch_record(sums: Tensor, norms: Tensor, seconds: float, readout: bool) -> dict[str, float]:
+    """The epoch's means from its summed terms (``train_one_epoch``'s layout) and its
+    steps' gradient norms, read from the device at once."""
+    norms = norms.double()
     *totals, correct, seen, median, largest = torch.cat(
         [sums, norms.median().view(1), norms.max().view(1)]
-    ).tolist()  # one wait for the device
+    ).tolist()
     names = [f"loss_{k}" for k in LOSS_TERMS] + list(READOUT[: 2 * readout])
     record = {name: total / seen for name, total in zip(names, totals, strict=True)}
     record["train_top1"] = correct / seen
