@@ -284,6 +284,47 @@ def _check_room(folder: Path, needed: int) -> None:
         )
 
 
+def _decode_into(
+    path: Path,
+    todo: list[tuple[ImageList, int]],
+    shape: tuple[int, ...],
+    recipe: str,
+    image_size: int,
+    workers: int,
+    progress: bool,
+) -> list[str | None]:
+    """Decode and resize ``todo`` into a uint8 array of ``shape`` written to ``path`` whole or
+    not at all; returns each image's problem (None: decoded)."""
+    temporary = temporary_path(path)
+    problems: list[str | None] = []
+    loader = DataLoader(
+        _Resized(todo, recipe, image_size), batch_size=None, num_workers=workers, collate_fn=_as_is
+    )
+    bar = tqdm(
+        loader,
+        total=len(todo),
+        desc="caching images",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+    )
+    try:
+        pixels = np.memmap(temporary, np.uint8, "w+", shape=shape)
+        for row, item in enumerate(bar):
+            if isinstance(item, str):
+                problems.append(item)
+            else:
+                pixels[row] = item.numpy()
+                problems.append(None)
+        pixels.flush()
+        del pixels
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+    return problems
+
+
 def build(
     folder: Path,
     images: Iterable[ImageList],
@@ -313,36 +354,9 @@ def build(
     for name in (INDEX, DATA):  # the old cache is invalid from here on
         (folder / name).unlink(missing_ok=True)
     stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
-    temporary = temporary_path(folder / DATA)
-    problems: list[str | None] = []
-    try:
-        pixels = np.memmap(temporary, np.uint8, "w+", shape=shape)
-        for row, item in enumerate(
-            tqdm(
-                DataLoader(
-                    _Resized(list(todo.values()), recipe, image_size),
-                    batch_size=None,
-                    num_workers=workers,
-                    collate_fn=_as_is,
-                ),
-                total=len(todo),
-                desc="caching images",
-                unit="img",
-                file=sys.stderr,
-                disable=not progress,
-            )
-        ):
-            if isinstance(item, str):
-                problems.append(item)
-            else:
-                pixels[row] = item.numpy()
-                problems.append(None)
-        pixels.flush()
-        del pixels
-        os.replace(temporary, folder / DATA)
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+    problems = _decode_into(
+        folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
+    )
     records = [
         [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
         for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
