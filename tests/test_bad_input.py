@@ -5,6 +5,7 @@ answer is one line naming what is wrong (exit code 2), never a traceback."""
 
 from __future__ import annotations
 
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -53,10 +54,17 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
     (one_class / "cat").mkdir(parents=True)
     for k in range(6):
         Image.new("RGB", (32, 32), (40 * k, 9, 9)).save(one_class / "cat" / f"{k}.png")
+    singles = tmp_path / "one-image-each"  # no class can give an image to a test split
+    for name in ("cat", "dog"):
+        (singles / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (9, 9, 99)).save(singles / name / "0.png")
+    own_checkpoint = tmp_path / "mine.pt"  # a copy: a case that failed would overwrite it
+    shutil.copyfile(demo_checkpoint, own_checkpoint)
     return {
         "png": png, "folder": folder, "notes": notes, "yaml": broken_yaml, "ckpt": demo_checkpoint,
         "empty_label": empty_label, "one_class": one_class, "own": folder_root,
-        "missing": tmp_path / "missing.png", "tmp": tmp_path,
+        "missing": tmp_path / "missing.png", "tmp": tmp_path, "singles": singles,
+        "own_ckpt": own_checkpoint,
     }  # fmt: skip
 
 
@@ -192,6 +200,48 @@ CASES = {
         ],
         "{one_class} holds 1 class ('cat'); a classifier needs at least two classes",
     ),  # fmt: skip
+    "train-empty-eval-split": (
+        [
+            "train",
+            "--set",
+            "data.dataset=folder",
+            "--data-root",
+            "{singles}",
+            *TINY,
+            "--no-progress",
+        ],
+        "the test split of {singles} holds no images: there is nothing to evaluate on",
+    ),  # fmt: skip
+    # an output over an input
+    "eval-predictions-over-checkpoint": (
+        ["eval", "--checkpoint", "{own_ckpt}", "--predictions", "{own_ckpt}", "--no-progress"],
+        "cannot write {own_ckpt}: it holds a checkpoint or a model, which this would replace",
+    ),
+    "viz-corr-out-over-checkpoint": (
+        ["viz", "corr", "--checkpoint", "{ckpt}", "--out", "{own_ckpt}", "--no-progress"],
+        "cannot write {own_ckpt}: it holds a checkpoint or a model",
+    ),
+    "train-resume-out-file": (
+        ["train", "--resume", "--out", "{ckpt}"],
+        "cannot resume: {ckpt} is a file; give --out the run's folder",
+    ),
+    # devices
+    "eval-device": (
+        ["eval", "--checkpoint", "{ckpt}", "--device", "gpu", "--no-progress"],
+        "device 'gpu' is invalid: it must be auto, cpu, cuda or cuda:N",
+    ),
+    "predict-device": (
+        ["predict", "--checkpoint", "{ckpt}", "{png}", "--device", "mps"],
+        "device 'mps' is invalid: it must be auto, cpu, cuda or cuda:N",
+    ),
+    "viz-corr-device": (
+        ["viz", "corr", "--checkpoint", "{ckpt}", "--device", "meta", "--no-progress"],
+        "device 'meta' is invalid: it must be auto, cpu, cuda or cuda:N",
+    ),
+    "viz-cam-too-many": (
+        ["viz", "cam", "--checkpoint", "{ckpt}", "--images", "33"],
+        "a group-map figure has a column per image and at most 32 fit; asked for 33",
+    ),
 }
 
 
@@ -303,3 +353,31 @@ def test_every_sef_error_can_be_reworded_from_its_message_alone():
     assert {"FolderBusy", "DiskFull", "UnreadableImage", "StaleCache"} <= names
     for cls in classes:
         assert str(cls("where: what went wrong")) == "where: what went wrong", cls
+
+
+@pytest.mark.parametrize(
+    ("words", "usage", "answer"),
+    [
+        (["export", "--checkpoint", "x.pt", "--out", "q", "--bogus"], "sef export",
+         "sef export: error: unrecognized arguments: --bogus"),
+        (["viz", "cam", "--checkpoint", "x.pt", "--no-progress"], "sef viz cam",
+         "sef viz cam: error: unrecognized arguments: --no-progress"),
+        (["score", "t.csv", "--decimals", "-1"], "sef score",
+         "sef score: error: argument --decimals: must be an integer >= 0, got -1"),
+        (["info", "--image-size", "0"], "sef info",
+         "sef info: error: argument --image-size: must be an integer >= 16, got 0"),
+        (["data", "cache", "demo", "--image-size", "0"], "sef data cache",
+         "sef data cache: error: argument --image-size: must be an integer >= 16, got 0"),
+        (["viz", "corr", "--checkpoint", "x.pt", "--images", "0"], "sef viz corr",
+         "sef viz corr: error: argument --images: must be an integer >= 1, got 0"),
+        (["eval", "--checkpoint", "x.pt", "--batch-size", "none"], "sef eval",
+         "sef eval: error: argument --batch-size: expected an integer, got 'none'"),
+    ],
+)  # fmt: skip
+def test_a_usage_error_shows_the_usage_of_the_command_given(words, usage, answer, capsys):
+    """argparse would print `sef`'s own usage for an option unknown to a sub-command."""
+    with pytest.raises(SystemExit) as stop:
+        main(words)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert err.startswith(f"usage: {usage} ") and err.splitlines()[-1] == answer

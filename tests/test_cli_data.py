@@ -135,5 +135,6 @@ def test_cache_errors_are_one_line_exit_2(cub_root, tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"sef data: error: {cub_root} holds other files (")
     assert error.count("\n") == 1
-    assert main(["data", "cache", "cub", str(cub_root), "--image-size", "4"]) == 2
-    assert "image_size must be an integer of at least 8 pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a usage error: sef train trains at 16 px or more
+        main(["data", "cache", "cub", str(cub_root), "--image-size", "4"])
+    assert "argument --image-size: must be an integer >= 16, got 4" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -226,3 +227,13 @@ def test_a_set_finished_first_by_another_process_is_kept(tmp_path, monkeypatch):
     assert folder == winner["folder"]
     assert (folder / demo.ANNOTATIONS).stat().st_mtime_ns == winner["stamp"]  # theirs, untouched
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # our partial copy is gone
+
+
+def test_a_generated_set_is_as_readable_as_the_umask_allows(tmp_path):
+    """Not mkdtemp's 0700: in a shared SEF_CACHE the others of a group read the same set."""
+    previous = os.umask(0o022)
+    try:
+        folder = demo.ensure_generated(tmp_path, progress=False, **TINY)
+    finally:
+        os.umask(previous)
+    assert folder.stat().st_mode & 0o777 == 0o755

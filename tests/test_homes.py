@@ -21,7 +21,7 @@ from sef.config import (
     resolve_config,
 )
 from sef.datasets import download
-from sef.errors import DataError
+from sef.errors import ConfigError, DataError
 
 
 def test_config_changes_reads_an_old_saved_config_through_todays_schema():
@@ -77,6 +77,22 @@ def test_every_device_option_resolves_through_one_resolver(command, tmp_path, ca
     assert "run.device='cuda' but no CUDA GPU is visible; use cpu or auto" in (
         capsys.readouterr().err
     )
+
+
+def test_the_device_words_are_checked_in_one_place(monkeypatch):
+    """run.device and every --device accept exactly auto, cpu, cuda and cuda:N."""
+    from sef.choices import is_device
+    from sef.distributed import resolve_device
+
+    assert all(map(is_device, ["auto", "cpu", "cuda", "cuda:0", "cuda:12"]))
+    assert not any(map(is_device, ["gpu", "mps", "meta", "cuda:", "cuda:x", "cuda:-1", "CPU"]))
+    with pytest.raises(ConfigError, match="device 'cuda:x' is invalid"):
+        resolve_device("cuda:x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU, as far as sef knows
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match="'cuda:1' is not there: 1 GPU visible, cuda:0$"):
+        resolve_device("cuda:1")
 
 
 def test_per_class_accuracy_has_one_home():

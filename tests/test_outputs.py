@@ -77,3 +77,24 @@ def test_an_export_into_a_used_folder_replaces_its_set_of_files_whole(tmp_path: 
     assert export(["safetensors"]) == [
         "labels.json", "model.safetensors", "notes.txt", "preprocessing.json"
     ]  # fmt: skip
+
+
+def test_ctrl_c_in_a_checkpoint_write_waits_for_the_write_to_finish(tmp_path, monkeypatch) -> None:
+    """SIGINT arriving inside torch.save (before: a RuntimeError of its zip writer and a
+    traceback) is delivered once the checkpoint is written whole."""
+    import signal
+
+    from sef.checkpoint import save_checkpoint
+
+    save = torch.save
+
+    def interrupted_save(state, handle):
+        signal.raise_signal(signal.SIGINT)  # as if Ctrl-C came now
+        save(state, handle)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "last.pt", {"epoch": 3, "weights": torch.ones(4)})
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+    assert os.listdir(tmp_path) == ["last.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -41,15 +43,22 @@ def _metrics(out: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
-def _kill_after_first_checkpoint(command: list[str], out: Path) -> int:
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL)
+def _stop_after_first_checkpoint(
+    command: list[str], out: Path, stop: int = signal.SIGKILL
+) -> tuple[int, str]:
+    """Send ``stop`` (SIGKILL: no cleanup, no chance to finish a write) once last.pt exists;
+    the exit code and what the run wrote to stderr."""
+    process = subprocess.Popen(
+        command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         while not (out / "last.pt").exists():
             if process.poll() is not None:
                 raise AssertionError(f"training exited early with {process.returncode}")
             time.sleep(0.01)
-        process.kill()  # SIGKILL: no cleanup, no chance to finish a write
-        return process.wait(timeout=60)
+        process.send_signal(stop)
+        _, err = process.communicate(timeout=60)
+        return process.returncode, err
     finally:
         if process.poll() is None:
             process.kill()
@@ -71,7 +80,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     assert _in_process(_command(reference)[3:]) == 0  # never interrupted
 
-    assert _kill_after_first_checkpoint(_command(interrupted), interrupted) == -9
+    assert _stop_after_first_checkpoint(_command(interrupted), interrupted)[0] == -9
     killed_at = load_checkpoint(interrupted / "last.pt")["epoch"]
     assert 1 <= killed_at < EPOCHS
 
@@ -90,3 +99,15 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
         assert torch.equal(final["model"][key], value), key
     assert final["optimizer"]["state"].keys() == expected["optimizer"]["state"].keys()
     assert load_checkpoint(interrupted / "best.pt")["epoch"] == expected["best"]["epoch"]
+
+
+def test_ctrl_c_says_which_checkpoint_is_kept_and_how_to_go_on(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, err = _stop_after_first_checkpoint(_command(out), out, signal.SIGINT)
+    assert code == 130 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"sef train: interrupted; {re.escape(str(out / 'last.pt'))} \(epoch \d\) is kept; "
+        r"run the same command with --resume to continue",
+        last,
+    ), err

@@ -18,7 +18,7 @@ import torch
 
 from sef import filekinds
 from sef.errors import CheckpointError
-from sef.outputs import atomic_path
+from sef.outputs import atomic_path, interrupt_after
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None))
@@ -43,10 +43,15 @@ def _check_plain(value: Any, where: str) -> None:
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, fsync, rename over the old file.
 
-    A crash or kill at any moment leaves either the previous file or the new one, never a mix.
+    A crash or kill at any moment leaves either the previous file or the new one, never a mix;
+    Ctrl-C waits for the write to finish.
     """
     _check_plain(state, "state")
-    with atomic_path(path, durable=True) as temporary, open(temporary, "wb") as handle:
+    with (
+        interrupt_after(),
+        atomic_path(path, durable=True) as temporary,
+        open(temporary, "wb") as handle,
+    ):
         torch.save(state, handle)
 
 

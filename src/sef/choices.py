@@ -12,3 +12,10 @@ CACHE_MODES = ("off", "auto")  # data.cache, else a folder (sef.datasets.cache)
 TTA_MODES = ("flip", "crops", "flip+crops")  # test-time augmentation (sef.tta)
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")  # sef.export
 LOGGERS = ("tensorboard", "wandb", "mlflow", "none")  # run.loggers (sef.engine.log, sef.trackers)
+DEVICE_WORDS = "auto, cpu, cuda or cuda:N"  # --device and run.device (sef.distributed)
+
+
+def is_device(request: str) -> bool:
+    """Whether ``request`` is one of ``DEVICE_WORDS``: auto, cpu, cuda or cuda:N."""
+    index = request.removeprefix("cuda:")
+    return request in ("auto", "cpu", "cuda") or (index != request and index.isdigit())

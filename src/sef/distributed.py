@@ -14,7 +14,9 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from sef.choices import DEVICE_WORDS, is_device
 from sef.errors import ConfigError, SEFError
+from sef.text import counted
 
 T = TypeVar("T")
 
@@ -41,13 +43,22 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
     """The device ``request`` names: ``auto`` is CUDA when a GPU is visible, else the CPU; ``cuda``
     is this process's GPU (``local_rank``); ConfigError for CUDA without a visible GPU. Every
     command's --device goes through here."""
+    if not is_device(request):
+        raise ConfigError(f"device {request!r} is invalid: it must be {DEVICE_WORDS}")
     if request == "auto":
         request = "cuda" if torch.cuda.is_available() else "cpu"
     if request.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device={request!r} but no CUDA GPU is visible; use cpu or auto")
     if request == "cuda":
         return torch.device("cuda", local_rank)
-    return torch.device(request)
+    device = torch.device(request)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index >= count:
+        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise ConfigError(
+            f"device {request!r} is not there: {counted(count, 'GPU')} visible, {names}"
+        )
+    return device
 
 
 def setup(device: str = "auto") -> Context:

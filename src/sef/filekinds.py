@@ -10,6 +10,7 @@ import os
 ZIP = "zip"  # what torch.save writes (and TorchScript, and many other formats)
 PICKLE = "pickle"  # a Python pickle, e.g. torch.save's legacy format
 EMPTY = "empty"
+SAFETENSORS = "a safetensors file"
 HEAD = 4096  # bytes to read: enough for every test below
 _SIGNATURES = (
     (b"PK\x03\x04", ZIP),
@@ -49,7 +50,7 @@ def sniff(head: bytes) -> str:
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO 2..5
         return PICKLE
     if _is_safetensors(head):
-        return "a safetensors file"
+        return SAFETENSORS
     return _text_kind(head) or "binary data of a kind sef does not recognise"
 
 

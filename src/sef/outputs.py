@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sef import space
+from sef import filekinds, space
 from sef.errors import DiskFull, OutputError
 
 
@@ -80,9 +82,20 @@ def missing_folders(folder: Path) -> list[Path]:
     return missing
 
 
+def _holds_a_model(path: Path) -> bool:
+    """Whether the file ``path`` is a checkpoint or model (zip, pickle, safetensors)."""
+    try:
+        kind = filekinds.sniff_file(path)
+    except OSError:  # absent, or unreadable: nothing to protect from here
+        return False
+    return kind in (filekinds.ZIP, filekinds.PICKLE, filekinds.SAFETENSORS)
+
+
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
     """Raise OutputError now if the file ``path`` (or files in the folder ``path``) could not be
-    written later. Tries exactly that, then removes whatever it created: nothing is left."""
+    written later, or if the file would replace a checkpoint or model (a typo in an output
+    option must not destroy a trained model). Tries exactly the write, then removes whatever it
+    created: nothing is left."""
     path = Path(path)
     parent = path if folder else path.parent
     created = missing_folders(parent)
@@ -90,6 +103,11 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         _make(parent, path, folder)
         if not folder and os.path.isdir(path):
             raise OutputError(f"cannot write {path}: it is a folder; choose a file name")
+        if not folder and _holds_a_model(path):
+            raise OutputError(
+                f"cannot write {path}: it holds a checkpoint or a model, which this would "
+                f"replace; choose another file"
+            )
         probe = temporary_path(path / ".sef-probe" if folder else path)
         try:
             probe.open("xb").close()
@@ -108,6 +126,24 @@ def remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block has finished, then deliver it: torch.save cut by a
+    KeyboardInterrupt fails with a RuntimeError of its zip writer instead. Outside the main
+    thread, where no handler can be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there before
 
 
 @contextmanager

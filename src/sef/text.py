@@ -5,6 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless the count is 1: "1 epoch", "3 epochs"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: "42 s" under a minute, else "3.5 min (210 s)"."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
+
+
 def table(rows: Sequence[Sequence[str]], align: str = "") -> str:
     """``rows`` of cells (a header is just the first row) as lines of aligned columns two spaces
     apart, without trailing spaces. ``align`` holds one character per column, ``<`` (left, the

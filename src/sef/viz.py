@@ -33,6 +33,7 @@ from sef.trained import TrainedModel
 _MAP_CMAP = "jet"
 _CORR_CMAP = "viridis"
 _DPI = 110
+CAM_MOST = 32  # images (columns) of one group-map figure
 
 
 # ------------------------------------------------------------------ inputs
@@ -219,7 +220,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
         _plot_correlation(correlation[0], records)
     for axis in (losses, accuracy, heads, *correlation):
         axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch too
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=9)
@@ -392,6 +393,12 @@ def activation_figure(
 ) -> Path:
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
     captioned with the model's prediction."""
+    count = len(paths) or images
+    if count > CAM_MOST:
+        raise ValueError(
+            f"a group-map figure has a column per image and at most {CAM_MOST} fit; asked for "
+            f"{count}: draw several figures (another --seed, or other images)"
+        )
     outputs.check_writable(out)  # before the work
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed)
     model = trained.model.eval()

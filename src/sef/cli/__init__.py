@@ -32,6 +32,20 @@ def create_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The parser of the (sub-)command that ``args`` chose, e.g. `sef viz cam`'s."""
+    while True:
+        chosen = [
+            action.choices[getattr(args, action.dest)]
+            for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction)
+            and getattr(args, action.dest, None) in action.choices
+        ]
+        if not chosen:
+            return parser
+        parser = chosen[0]
+
+
 def _one_line(error: Exception) -> str:
     """The error's message; an OSError that no sef check foresaw as "FILE: reason"."""
     if isinstance(error, OSError) and error.strerror and not isinstance(error, SEFError):
@@ -44,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
     threads.configure()  # before any command imports torch: OpenMP reads it once, at start
     parser = create_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the usage of the command given, not of `sef` as argparse would print
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:  # a command is required: the help, as for any usage error
         parser.print_help(sys.stderr)
         return 2
@@ -61,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(error, "from_main", False):  # rank 0 has said it (sef.distributed)
             print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"sef {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
+        said = f"; {stop.args[0]}" if stop.args else ""
+        print(f"sef {args.command}: interrupted{said}", file=sys.stderr)
         return 130
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from sef import datasets
 from sef.choices import RECIPES
-from sef.cli.options import add_no_progress_option
+from sef.cli.options import COUNT, IMAGE_SIDE, NON_NEGATIVE, add_no_progress_option
 from sef.errors import ConfigError
 
 SHOWN_CLASSES = 8
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _dataset_arguments(check, "a reader option, e.g. level=family (Aircraft) or bbox_crop=true")
     check.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
-    check.add_argument("--workers", type=int, default=None, help="decoding threads")
+    check.add_argument("--workers", type=COUNT, default=None, help="decoding threads")
     check.add_argument("--all-classes", action="store_true", help="print every class name")
     add_no_progress_option(check)
     check.set_defaults(func=run_check)
@@ -93,9 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _dataset_arguments(cache, "a reader option, as the run's data.options (e.g. bbox_crop=true)")
     cache.add_argument("--recipe", choices=RECIPES, help="default: the dataset's preset's")
-    cache.add_argument("--image-size", type=int, help="crop side; default: the preset's (448)")
+    cache.add_argument(
+        "--image-size", type=IMAGE_SIDE, help="crop side; default: the preset's (448)"
+    )
     cache.add_argument("--out", help="the cache folder (default: the one --cache auto uses)")
-    cache.add_argument("--workers", type=int, default=None, help="decoding processes")
+    cache.add_argument("--workers", type=NON_NEGATIVE, default=None, help="decoding processes")
     add_no_progress_option(cache)
     cache.set_defaults(func=run_cache)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sef.choices import TTA_MODES
 from sef.cli.options import (
+    COUNT,
+    NON_NEGATIVE,
     add_checkpoint_data_options,
     add_device_option,
     add_no_progress_option,
@@ -31,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="CSV to write (default: <checkpoint>-<split>-predictions.csv beside the checkpoint)",
     )
-    parser.add_argument("--batch-size", type=int, help="images per batch")
-    parser.add_argument("--workers", type=int, help="data loading processes")
+    parser.add_argument("--batch-size", type=COUNT, help="images per batch")
+    parser.add_argument("--workers", type=NON_NEGATIVE, help="data loading processes")
     add_device_option(parser)
     parser.add_argument(
         "--tta",

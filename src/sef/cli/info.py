@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from sef.choices import POOLS
+from sef.cli.options import COUNT, IMAGE_SIDE
 
 if TYPE_CHECKING:
     from sef.model import SEF
@@ -19,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print the backbone's parameters and the training-only parameters SEF adds.",
     )
     parser.add_argument("--backbone", default="resnet50", help="backbone name (default resnet50)")
-    parser.add_argument("--classes", type=int, default=200, help="number of classes (default 200)")
-    parser.add_argument("--groups", type=int, default=4, help="channel groups G (default 4)")
+    parser.add_argument(
+        "--classes", type=COUNT, default=200, help="number of classes (default 200)"
+    )
+    parser.add_argument("--groups", type=COUNT, default=4, help="channel groups G (default 4)")
     parser.add_argument(
         "--pool",
         choices=POOLS,
@@ -28,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model's own head)",
     )
     parser.add_argument(
-        "--image-size", type=int, help="timm ViT/Swin: build for this input side (default: own)"
+        "--image-size",
+        type=IMAGE_SIDE,
+        help="timm ViT/Swin: build for this input side (default: own)",
     )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(func=run)

@@ -5,7 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEVICE_WORDS = "auto, cpu, cuda or cuda:N"
+from sef.choices import DEVICE_WORDS
+
+
+def at_least(low: int):
+    """An argparse ``type``: an integer >= ``low``, else a usage error naming the option."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    return integer
+
+
+COUNT, NON_NEGATIVE, IMAGE_SIDE = at_least(1), at_least(0), at_least(16)
 
 
 def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:

@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from sef.cli.options import add_checkpoint_option, add_device_option, add_no_progress_option
+from sef.cli.options import (
+    COUNT,
+    NON_NEGATIVE,
+    add_checkpoint_option,
+    add_device_option,
+    add_no_progress_option,
+)
 from sef.errors import DataError
 
 
@@ -26,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     add_checkpoint_option(parser)
-    parser.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    parser.add_argument("--top-k", type=COUNT, default=5, help="classes per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    parser.add_argument("--workers", type=int, default=0, help="image decoding processes")
+    parser.add_argument("--batch-size", type=COUNT, default=32, help="images per batch")
+    parser.add_argument("--workers", type=NON_NEGATIVE, default=0, help="image decoding processes")
     add_device_option(parser)
     add_no_progress_option(parser)
     parser.set_defaults(func=run)

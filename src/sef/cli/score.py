@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from sef.cli.options import NON_NEGATIVE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("table", type=Path, help="CSV of accuracies, one row per method")
-    parser.add_argument("--decimals", type=int, default=1, help="rounding, half up (default 1)")
+    parser.add_argument(
+        "--decimals", type=NON_NEGATIVE, default=1, help="rounding, half up (default 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print {method: score} as JSON")
     parser.set_defaults(func=run)
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from sef.cli.options import (
+    COUNT,
     add_checkpoint_data_options,
     add_device_option,
     add_no_progress_option,
@@ -23,7 +24,7 @@ def _checkpoint_options(
     add_checkpoint_data_options(parser, "split to draw images from (default test)")
     parser.add_argument(
         "--images",
-        type=int,
+        type=COUNT,
         default=None if explicit else images,
         metavar="N",
         help=f"{what} (default {images})",
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _checkpoint_options(corr, 64, "images to average over")
-    corr.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    corr.add_argument("--batch-size", type=COUNT, default=32, help="images per batch")
     _out_option(corr, "corr.png", "checkpoint")
     add_no_progress_option(corr)
     corr.set_defaults(func=run_corr)
@@ -96,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _checkpoint_options(parts, 256, "images to measure")
-    parts.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    parts.add_argument("--batch-size", type=COUNT, default=32, help="images per batch")
     _out_option(parts, "parts.png", "checkpoint")
     parts.add_argument("--json", action="store_true", help="print the report as JSON")
     add_no_progress_option(parts)

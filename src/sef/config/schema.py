@@ -10,7 +10,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sef.choices import BAD_IMAGE_POLICIES, CACHE_MODES, LOGGERS, POOLS, RECIPES
+from sef.choices import (
+    BAD_IMAGE_POLICIES,
+    CACHE_MODES,
+    DEVICE_WORDS,
+    LOGGERS,
+    POOLS,
+    RECIPES,
+    is_device,
+)
 from sef.datasets import NAMES
 from sef.errors import ConfigError
 from sef.loss_config import LossConfig
@@ -152,12 +160,7 @@ def validate(config: Config) -> None:
     _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
     _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")
     _require(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
-    _require(
-        r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
-        "run.device",
-        r.device,
-        "auto, cpu, cuda or cuda:N",
-    )
+    _require(is_device(r.device), "run.device", r.device, DEVICE_WORDS)
     if r.eval_batch_size is not None:
         _require(r.eval_batch_size >= 1, "run.eval_batch_size", r.eval_batch_size, "positive")
     for name in r.loggers:

@@ -76,8 +76,8 @@ def apply_bad_image_policy(
     bad = find_bad_images(samples, workers=workers, progress=progress)
     if bad and policy == "stop":
         raise DataError(
-            f"{len(bad)} of {len(samples)} images cannot be used; fix or remove them, or set "
-            f"the bad-image policy to 'skip' to train without them:\n{describe_bad_images(bad)}"
+            f"{len(bad)} of {len(samples)} images cannot be used; fix or remove them, or train "
+            f"without them with --set data.bad_images=skip:\n{describe_bad_images(bad)}"
         )
     for each in lists:
         each.drop([path for path, _ in bad])

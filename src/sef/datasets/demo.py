@@ -28,8 +28,8 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -422,7 +422,9 @@ def ensure_generated(
         return folder
     _check_cache(base)
     base.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=base))
+    # mkdir, not mkdtemp (mode 0700): a set in a shared SEF_CACHE is readable as umask allows
+    partial = base / f".{folder.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    partial.mkdir()
     try:
         counts = {"trainval": per_class, "test": test_per_class}
         _write_set(partial, counts, resolution, generation_seed, progress, birds)

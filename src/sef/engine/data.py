@@ -18,6 +18,7 @@ from sef.datasets import cache
 from sef.distributed import Context
 from sef.errors import DataError
 from sef.seeding import EpochSampler, SeededItems
+from sef.text import counted
 
 if TYPE_CHECKING:
     from sef.datasets import ImageList
@@ -61,6 +62,11 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
         raise DataError(
             f"{d.root or d.dataset} holds {len(train.classes)} class ({named}); a classifier "
             f"needs at least two classes to tell apart"
+        )
+    if len(evaluation) == 0:
+        raise DataError(
+            f"the {d.eval_split} split of {d.root or d.dataset} holds no images: there is nothing "
+            f"to evaluate on; a held-out split takes images only from classes with two or more"
         )
     data = Data(train, evaluation, list(train.classes))
     return data if d.cache == "off" else _from_cache(data, config, context, progress)
@@ -119,7 +125,7 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
             progress=progress,
         )
         if bad:
-            message = f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}"
+            message = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
             tqdm.write(message, file=sys.stderr)
     bad = distributed.broadcast_object(bad, context)
     if not context.is_main and bad:

@@ -58,6 +58,7 @@ from sef.errors import ConfigError, DataError, DiskFull, OutputError, TrainingEr
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
+from sef.text import counted, duration
 from sef.trackers import Final
 from sef.trained import create_model
 
@@ -87,6 +88,8 @@ def resume_dir(config: Config) -> Path:
     runs/<name>[-N]; ConfigError if it does not exist or holds best.pt but no last.pt. A folder
     without a checkpoint (its run stopped before the first) is resumed by starting it again."""
     out = Path(config.run.out) if config.run.out else latest_run_dir(config)
+    if os.path.isfile(out):
+        raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
     if not os.path.isdir(out):
         raise ConfigError(f"cannot resume: {out} does not exist; check --out")
     if is_run(out) and not os.path.isfile(out / "last.pt"):
@@ -157,7 +160,7 @@ class FitResult:
                 f"{last['eval_class_mean']:.4f} (epoch {last['epoch']})",
                 "group heads top-1 " + ", ".join(f"{v:.4f}" for v in last["eval_group_top1"]),
                 *separation_lines(last),
-                f"training time     {self.seconds / 60:.1f} min ({self.seconds:.0f} s)",
+                f"training time     {duration(self.seconds)}",
                 f"parameters        {self.parameters:,} in training, "
                 f"{self.parameters - self.extra_parameters:,} deployed "
                 f"(group heads add {self.extra_parameters:,})",
@@ -476,8 +479,8 @@ def _announce(run: _Run) -> None:
     tqdm.write(
         f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
         f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
-        f"{c.optim.epochs} epochs on {run.context.world_size} x {run.context.device.type} "
-        f"-> {run.out}",
+        f"{counted(c.optim.epochs, 'epoch')} on {run.context.world_size} x "
+        f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
     note = scratch_note(c)
@@ -490,6 +493,11 @@ def _kept(run: _Run) -> str:
     if run.kept:
         return f"{run.out / 'last.pt'} (epoch {run.kept}) is kept"
     return "no checkpoint was written"
+
+
+def _again(run: _Run) -> str:
+    """How to go on after a run that stops now."""
+    return "with --resume to continue" if run.kept else "to start it again"
 
 
 def _train(run: _Run, progress: bool) -> FitResult:
@@ -508,6 +516,8 @@ def _train(run: _Run, progress: bool) -> FitResult:
                 logger.close()  # flushes TensorBoard's events: a full disk may show only here
                 logger = None
             return result
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{_kept(run)}; run the same command {_again(run)}") from None
     except TrainingError as error:
         raise TrainingError(f"{error}; {_kept(run)}; try a lower optim.lr or --amp none") from None
     except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
@@ -515,11 +525,10 @@ def _train(run: _Run, progress: bool) -> FitResult:
             if not space.is_full(error):
                 raise
             error = outputs.output_error(run.out / "tb", error, folder=True)
-        again = "with --resume to continue" if run.kept else "to start it again"
         full = isinstance(error, DiskFull)
         needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
         raise type(error)(
-            f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command {again}"
+            f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command {_again(run)}"
         ) from None
     finally:
         if logger is not None:  # stopped early: close what can be closed
