@@ -115,6 +115,16 @@ def test_text_tables_align_columns_and_drop_trailing_spaces():
     ]  # fmt: skip
 
 
+def test_counts_and_durations_read_as_a_person_writes_them():
+    from sef.text import counted, duration
+
+    assert [counted(n, "epoch") for n in (0, 1, 2, 1200)] == [
+        "0 epochs", "1 epoch", "2 epochs", "1,200 epochs"
+    ]  # fmt: skip
+    assert [duration(s) for s in (3.2, 59.4, 60, 210)] == ["3 s", "59 s", "1.0 min (60 s)",
+                                                         "3.5 min (210 s)"]  # fmt: skip
+
+
 def _options(parser: argparse.ArgumentParser, path: str = "") -> dict[str, list]:
     """{option: [(command, help, default)]} over every (sub)command of ``parser``."""
     found: dict[str, list] = {}

@@ -141,7 +141,7 @@ def interrupt_after() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
         if caught:
             signal.raise_signal(signal.SIGINT)  # to the handler that was there before
 
