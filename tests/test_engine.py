@@ -543,3 +543,21 @@ def test_a_gradient_spike_is_said_only_above_its_threshold() -> None:
         "epoch 3: one step's gradient was 139 x the epoch's median (764 against 5.49); such a "
         "step can undo what training had learnt (docs/training.md, gradient spikes)"
     )
+
+
+def test_evaluate_reads_any_loader_on_one_process_and_names_a_model_it_cannot_use() -> None:
+    torch.manual_seed(0)
+    model = SEF("small_cnn", 3, groups=2).eval()
+    data = Blobs(10, 0)
+    expected = evaluate(model, data, batch_size=4, progress=False)
+    for loader in (
+        torch.utils.data.DataLoader(data, batch_size=3),  # the user's own
+        torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(5)), batch_size=2),
+    ):
+        result = evaluate(model, loader, progress=False)
+        rows = len(loader.dataset)
+        assert torch.equal(result.predictions, expected.predictions[:rows])
+        assert torch.equal(result.group_predictions, expected.group_predictions[:, :rows])
+    for wrong, name in ((model.export(), "Sequential"), (object(), "object")):
+        with pytest.raises(TypeError, match=f"expected an sef.SEF .*, got {name}"):
+            evaluate(wrong, data, progress=False)

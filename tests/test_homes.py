@@ -147,3 +147,22 @@ def test_shared_cli_options_are_spelled_once():
     assert len(options["--checkpoint"]) >= 6 and len(checkpoint) == 1
     assert len(options["--no-progress"]) >= 8 and len(progress) == 1
     assert devices == {("auto, cpu, cuda or cuda:N", "auto")} and len(roots) == 1
+
+
+def test_the_package_lists_its_lazy_names_and_the_loss_shows_its_weights():
+    import sef
+
+    assert {"SEF", "SEFLoss", "fit", "evaluate", "resolve_config"} <= set(dir(sef))
+    assert repr(sef.SEFLoss(4, lam=0.5, phi=0.1)) == (
+        "SEFLoss(groups=4, lam=0.5, gamma=0.05, phi=0.1, group_variant='reference')"
+    )
+    assert "norm_floor=0.01" in repr(sef.SEFLoss(2, norm_floor=0.01))
+
+
+def test_one_text_where_a_list_belongs_is_a_list_of_one():
+    """Iterated as characters it gave "override 'm' must look like section.key=value"."""
+    from sef.config import resolve_config
+    from sef.export import check_formats
+
+    assert resolve_config("demo", overrides="model.groups=3").model.groups == 3
+    assert check_formats("onnx") == ["onnx"]

@@ -107,3 +107,32 @@ def test_validating_first_under_inference_mode_does_not_break_training_with_eq_4
     trainer.validate(module, _loader("test", False))  # the untrained model's accuracy first
     trainer.fit(module, _loader("trainval", True), _loader("test", False))
     assert trainer.global_step == 2
+
+
+def test_predict_returns_the_global_logits_of_labelled_or_bare_batches(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    module = SEFLightningModule(SEF("small_cnn", num_classes=8, groups=2))
+    labelled = _loader("test", False)
+    images = torch.cat([x for x, _ in labelled])  # uint8, as the loader gives them
+    bare = DataLoader(images, batch_size=8)  # images alone: a tensor per batch
+    trainer = _trainer(tmp_path)
+    for loader in (labelled, bare):
+        logits = torch.cat(trainer.predict(module, loader))
+        with torch.no_grad():
+            expected = module.model.eval()(transforms.normalise_batch(images))
+        assert torch.allclose(logits, expected, atol=1e-6)
+
+
+def test_the_module_pickles_for_spawning_strategies() -> None:
+    """Lambdas as default optimizer and schedule factories made ddp_spawn fail to pickle."""
+    import pickle
+
+    config = apply_overrides(load_preset("demo"), ["optim.epochs=2"])
+    for module in (SEFLightningModule(SEF("small_cnn", num_classes=8, groups=2)),
+                   SEFLightningModule.from_config(config, num_classes=8)):  # fmt: skip
+        copy = pickle.loads(pickle.dumps(module))
+        optimizer = copy.configure_optimizers()
+        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        assert isinstance(optimizer, torch.optim.SGD)

@@ -1,6 +1,7 @@
 """SEF's losses against slow, obviously-right float64 versions that build the C x C matrix."""
 
 import math
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -287,6 +288,20 @@ def test_sef_loss_rejects_wrong_target_shape():
         sef.SEFLoss(3)(make_output(), torch.tensor([1, 2]))
 
 
+def test_sef_loss_names_what_it_takes_instead_of_failing_inside_torch():
+    out, loss = make_output(), sef.SEFLoss(3)
+    with pytest.raises(TypeError, match="SEFOutput of a model in train mode .* got Tensor"):
+        loss(out.logits, torch.tensor([1, 2, 3, 4]))  # what an eval-mode SEF returns
+    with pytest.raises(ValueError, match=r"feature map with B = 4, got shape \(2, "):
+        loss(SEFOutput(out.logits, out.group_logits, out.features[:2]), torch.tensor([1, 2, 3, 4]))
+    for labels in (torch.tensor([1.0, 2, 3, 4]), torch.tensor([True, False, True, True])):
+        with pytest.raises(ValueError, match="class indices"):
+            loss(out, labels)
+    expected = loss(out, torch.tensor([1, 2, 3, 4]))["total"]
+    for dtype in (torch.int32, torch.uint8):  # any integer labels
+        assert torch.equal(loss(out, torch.tensor([1, 2, 3, 4], dtype=dtype))["total"], expected)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_features_raise_instead_of_returning_nan(bad):
     features = torch.rand(2, 8, 3, 3)
@@ -541,3 +556,16 @@ def test_the_loss_and_the_config_refuse_the_same_options_by_the_same_rule(option
     rule = str(info.value).split("it must be ")[1]
     with pytest.raises(ConfigError, match=f"loss.{option}=.* is invalid: it must be {rule}$"):
         apply_values(resolve_config("demo"), {f"loss.{option}": value})
+
+
+def test_a_one_by_one_map_is_said_to_give_the_group_loss_no_gradient():
+    generator = torch.Generator().manual_seed(0)
+    features = (torch.rand(4, 6, 1, 1, generator=generator) + 0.5).requires_grad_()  # not near 0
+    output = SEFOutput(torch.randn(4, 5), torch.randn(3, 4, 5), features)
+    with pytest.warns(UserWarning, match="the feature map is 1 x 1"):
+        terms = sef.SEFLoss(3)(output, torch.tensor([0, 1, 2, 3]))
+    (gradient,) = torch.autograd.grad(terms["group"], features)
+    assert gradient.abs().max() < 1e-5  # the reason for the warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sef.SEFLoss(3, phi=0)(output, torch.tensor([0, 1, 2, 3]))  # no group loss: no warning

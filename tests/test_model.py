@@ -1,5 +1,6 @@
 """The SEF wrapper: outputs per mode, channel groups, export, backbones, parameter counts."""
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -135,6 +136,32 @@ def test_backbone_that_does_not_yield_a_feature_map_is_refused():
 def test_bad_class_counts_are_value_errors():
     with pytest.raises(ValueError, match="num_classes"):
         sef.SEF(TinyCNN(), num_classes=0)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got True"):
+        sef.SEF(TinyCNN(), num_classes=True)
+
+
+def test_counts_of_any_integer_type_are_taken():
+    """``len(np.unique(labels))`` and friends are numpy integers."""
+    model = sef.SEF(TinyCNN(), num_classes=np.int64(3), groups=np.int32(2))
+    assert (model.num_classes, model.groups) == (3, 2) and type(model.num_classes) is int
+    assert sef.SEFLoss(np.int64(2)).groups == 2
+
+
+def test_a_backbone_is_probed_at_its_size_in_its_dtype_and_a_failed_probe_is_named():
+    class Big(nn.Module):  # needs more than 64 px
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 9, stride=8)
+            self.more = nn.Conv2d(6, 6, 9)
+
+        def forward(self, x):
+            return self.more(self.conv(x))
+
+    with pytest.raises(ValueError, match="blank 3-channel 64 x 64 image, and that failed .* "
+                                         "pass image_size= a size it takes"):  # fmt: skip
+        sef.SEF(Big(), num_classes=3, groups=2)
+    assert sef.SEF(Big(), num_classes=3, groups=2, image_size=128).channels == 6
+    assert sef.SEF(TinyCNN().double(), num_classes=3, groups=2).channels == 12
 
 
 def test_small_cnn_keeps_an_8x8_map_at_64_px_and_has_no_pretrained_weights():

@@ -63,3 +63,8 @@ __all__ = [
     "save_checkpoint",
     "transforms",
 ]
+
+
+def __dir__() -> list[str]:
+    """The names loaded on first use too, for completion in IPython and IDEs."""
+    return sorted({*globals(), *__all__})

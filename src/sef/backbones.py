@@ -180,7 +180,7 @@ def torchvision_model(
     try:
         chosen = enum[str(weights)]
     except KeyError:
-        options = ", ".join(["DEFAULT", *enum.__members__])
+        options = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))
         raise WeightsError(
             f"unknown weights {weights!r} for {name}; use one of {options}, a file path, or None"
         ) from None
@@ -288,17 +288,26 @@ def create_backbone(
 
 
 @torch.no_grad()
-def feature_channels(backbone: nn.Module, image_size: int = 64) -> int:
+def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     """Channels C of the backbone's feature map: an adapter's own (checked when it was built),
-    else found by one small forward pass."""
+    else found by one forward pass of a blank RGB image of ``image_size`` (default 64) pixels,
+    on the device and in the dtype of the backbone's weights."""
     if isinstance(backbone, FeatureAdapter):
         return backbone.channels
+    side = image_size or 64
     was_training = backbone.training
     backbone.eval()
+    parameter = next(backbone.parameters(), None)
+    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
     try:
-        parameter = next(backbone.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        out = backbone(torch.zeros(1, 3, image_size, image_size, device=device))
+        with torch.no_grad():
+            out = backbone(torch.zeros(1, 3, side, side, **like))
+    except RuntimeError as error:
+        raise ValueError(
+            f"sef finds the backbone's channels by running it once on a blank 3-channel "
+            f"{side} x {side} image, and that failed ({str(error).splitlines()[0]}); pass "
+            f"image_size= a size it takes"
+        ) from error
     finally:
         backbone.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 4:

@@ -51,7 +51,9 @@ def preprocessing_json(preprocessing: Preprocessing) -> dict:
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
-    """The requested formats in canonical order; ValueError on an unknown one."""
+    """The requested formats (one name, or several) in canonical order; ValueError on an
+    unknown one."""
+    formats = [formats] if isinstance(formats, str) else list(formats)
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not formats:
         raise ValueError(

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
 
-def check_groups(groups: int) -> None:
-    """Raise ValueError unless ``groups`` is a positive integer."""
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int if it is a positive integer of any integer type (numpy's too: a count
+    such as ``len(np.unique(labels))``), else ValueError naming ``name``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_groups(groups: int) -> int:
+    """``groups`` as an int; ValueError unless it is a positive integer."""
+    return positive_int("groups", groups)
 
 
 def group_sizes(channels: int, groups: int) -> list[int]:
     """Sizes of G contiguous channel groups: G-1 of floor(C/G), the last takes the remainder."""
-    check_groups(groups)
+    groups = check_groups(groups)
     if groups > channels:
         raise ValueError(
             f"groups={groups} is larger than the {channels} feature channels; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from sef.model import SEFOutput
 
 EPS = torch.finfo(torch.float32).eps
+ONE_BY_ONE = (
+    "the feature map is 1 x 1: each channel is one number, its cosine with another is +1 or -1, "
+    "and the group loss has no gradient; give the backbone larger images"
+)
 # What SEFLoss returns, in this order: the weighted terms of Eq. 8, then their sum. The training
 # loop records them (loss_<term>) and the curves figure draws them from this tuple.
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
@@ -220,6 +225,11 @@ def groups_separated(within: float, between: float) -> bool:
 
 
 def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
+    if not all(hasattr(output, name) for name in ("logits", "group_logits", "features")):
+        raise TypeError(
+            f"SEFLoss takes the SEFOutput of a model in train mode (or of model.forward_sef), "
+            f"got {type(output).__name__}: an eval-mode SEF returns logits only"
+        )
     logits, group_logits = output.logits, output.group_logits
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, K], got shape {tuple(logits.shape)}")
@@ -233,6 +243,13 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
         raise ValueError(
             f"target must be [B] = ({logits.shape[0]},), got shape {tuple(target.shape)}"
         )
+    if output.features.dim() != 4 or output.features.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"features must be a [B, C, H, W] feature map with B = {logits.shape[0]}, "
+            f"got shape {tuple(output.features.shape)}"
+        )
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise ValueError(f"target must hold class indices (an integer dtype), got {target.dtype}")
 
 
 class SEFLoss(nn.Module):
@@ -267,7 +284,7 @@ class SEFLoss(nn.Module):
         lam_until: float = _DEFAULTS.lam_until,
     ) -> None:
         super().__init__()
-        check_groups(groups)
+        groups = check_groups(groups)
         options = LossConfig(
             lam,
             gamma,
@@ -288,6 +305,16 @@ class SEFLoss(nn.Module):
         self.lam_warmup, self.phi_warmup, self.norm_floor = lam_warmup, phi_warmup, norm_floor
         self.lam_until = lam_until
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
+
+    def extra_repr(self) -> str:
+        """The weights and variant, and every other option that is not its default."""
+        always = ("lam", "gamma", "phi", "group_variant")
+        shown = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(LossConfig)
+            if f.name in always or getattr(self, f.name) != getattr(_DEFAULTS, f.name)
+        ]
+        return ", ".join([f"groups={self.groups}", *shown])
 
     @classmethod
     def from_config(cls, config: LossConfig, groups: int) -> SEFLoss:
@@ -318,6 +345,7 @@ class SEFLoss(nn.Module):
 
     def forward(self, output: SEFOutput, target: Tensor) -> Mapping[str, Tensor]:
         _check_output(output, target, self.groups)
+        target = target.long()  # int32 or uint8 labels as well: nll_loss takes int64
         with torch.autocast(device_type=output.logits.device.type, enabled=False):
             logits = output.logits.float()
             zero = logits.new_zeros(())
@@ -328,6 +356,8 @@ class SEFLoss(nn.Module):
             terms["entropy"] = lam * (p * log_p).sum(1).mean() if lam else zero
             terms["distill"] = self._distill(p, output.group_logits) if self.gamma else zero
             phi = self.current_phi
+            if phi and output.features.shape[-2:].numel() == 1:
+                warnings.warn(ONE_BY_ONE, stacklevel=2)
             terms["group"] = (
                 phi
                 * group_loss(

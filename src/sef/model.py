@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from sef.adapters import FeatureAdapter, Pooled
 from sef.backbones import create_backbone, feature_channels
-from sef.groups import group_sizes
+from sef.groups import group_sizes, positive_int
 
 
 @dataclass
@@ -42,7 +42,9 @@ class SEF(nn.Module):
 
     Heads read pooled features: the mean of a CNN's map; for timm token backbones what the
     model's own head pools, or ``pool="avg"`` (mean of the patch tokens) / ``"token"`` (the class
-    token). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side;
+    token). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side, and is
+    the side of the blank image an ``nn.Module`` backbone is run on once to count its channels
+    (default 64);
     ``backbone_args`` go to ``timm.create_model`` (e.g. ``{"drop_path_rate": 0.1}``).
     """
 
@@ -59,8 +61,7 @@ class SEF(nn.Module):
         output_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        num_classes = positive_int("num_classes", num_classes)
         self.backbone = create_backbone(
             backbone,
             weights,
@@ -69,7 +70,7 @@ class SEF(nn.Module):
             backbone_args=backbone_args,
             output_stride=output_stride,
         )
-        self.channels = feature_channels(self.backbone)
+        self.channels = feature_channels(self.backbone, image_size)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
         self.pool = _global_pool()
@@ -148,7 +149,13 @@ class SEF(nn.Module):
 
 
 def unwrap(model: nn.Module) -> SEF:
-    """The SEF inside DDP / torch.compile wrappers."""
+    """The SEF inside DDP / torch.compile wrappers; TypeError if there is none."""
+    given = model
     while not isinstance(model, SEF):
-        model = getattr(model, "module", None) or model._orig_mod
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if model is None:
+            raise TypeError(
+                f"expected an sef.SEF (or one wrapped by DDP or torch.compile), got "
+                f"{type(given).__name__}; a TrainedModel holds its SEF as .model"
+            )
     return model

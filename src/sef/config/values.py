@@ -195,7 +195,9 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """``{"section.key": value}`` from ``section.key=value`` texts (values parsed as YAML)."""
+    """``{"section.key": value}`` from ``section.key=value`` texts (values parsed as YAML); one
+    text alone is taken as a list of one."""
+    overrides = [overrides] if isinstance(overrides, str) else overrides
     values = {}
     for text in overrides:
         key, sep, raw = text.partition("=")

@@ -68,6 +68,10 @@ class EvalResult:
         return summary
 
 
+class _Shard(Subset):
+    """This process's rows of the dataset, as :func:`evaluation_loader` reads them."""
+
+
 def evaluation_loader(
     dataset: Dataset,
     batch_size: int,
@@ -82,12 +86,24 @@ def evaluation_loader(
     epoch): a fresh loader forks its workers from the training process at every pass, which
     costs more the larger that process is (docs/performance.md, Evaluation)."""
     return DataLoader(
-        Subset(dataset, distributed.shard(len(dataset), context)),
+        _Shard(dataset, distributed.shard(len(dataset), context)),
         batch_size=batch_size,
         num_workers=threads.loader_workers(workers),
         pin_memory=context.device.type == "cuda",
         persistent_workers=persistent and workers > 0,
     )
+
+
+def _rows(loader: DataLoader, context: Context) -> tuple[int, list[int]]:
+    """The size of the dataset ``loader`` reads and the rows of it this process predicts."""
+    if isinstance(loader.dataset, _Shard):
+        return len(loader.dataset.dataset), list(loader.dataset.indices)
+    if context.world_size > 1:
+        raise ValueError(
+            "under DDP evaluate takes a dataset or a loader made by evaluation_loader, "
+            "which give each process its shard"
+        )
+    return len(loader.dataset), list(range(len(loader.dataset)))
 
 
 @torch.no_grad()
@@ -114,11 +130,12 @@ def evaluate(
     Under DDP each process takes an unpadded shard and the predictions are summed into full-size
     tensors, so every image is counted exactly once whatever the world size.
 
-    ``dataset`` may also be a loader made by :func:`evaluation_loader` (its batch size and
-    workers then hold, not ``batch_size`` and ``workers``), to keep its workers across passes.
+    ``dataset`` may also be a DataLoader (its batch size and workers then hold, not
+    ``batch_size`` and ``workers``): one made by :func:`evaluation_loader`, to keep its workers
+    across passes, or, on one process, any loader over the whole dataset.
     """
-    context = context or Context(device=next(model.parameters()).device)
     sef = unwrap(model)
+    context = context or Context(device=next(sef.parameters()).device)
     distributed.broadcast_buffers(sef, context)  # BatchNorm statistics as rank 0 has them
     was_training = sef.training
     sef.eval()
@@ -127,8 +144,8 @@ def evaluate(
         loader = dataset
     else:
         loader = evaluation_loader(dataset, batch_size, workers, context)
-    length = len(loader.dataset.dataset)
-    shard = torch.tensor(loader.dataset.indices, device=device)  # copied once, not per batch
+    length, indices = _rows(loader, context)
+    shard = torch.tensor(indices, device=device)  # copied once, not per batch
     # Slot 0 counts how often each image was seen; the rest hold 1 + predicted class.
     # With TTA the last slot holds 1 + its prediction.
     table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)

@@ -49,7 +49,8 @@ def latest_run_dir(config: Config) -> Path:
 
 def _already_a_run(out: Path) -> ConfigError:
     return ConfigError(
-        f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        f"{out} already holds a run; pass --resume (fit: resume=True) to continue it or choose "
+        f"another --out (run.out)"
     )
 
 

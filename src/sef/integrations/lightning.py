@@ -15,6 +15,7 @@ module tells the loss how far training is.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -44,10 +45,12 @@ Scheduler = Callable[[torch.optim.Optimizer], Any]
 class SEFLightningModule(pl.LightningModule):
     """Train ``model`` (an SEF) with ``loss`` (default: the paper's weights) in Lightning.
 
-    ``optimizer`` builds the optimizer from the module (default: the paper's SGD, lr 0.01,
+    ``optimizer`` builds the optimizer from the SEF model (default: the paper's SGD, lr 0.01,
     momentum 0.9, as ``sef.engine.optim.create_optimizer`` makes it); ``scheduler``, if given, the
-    learning-rate schedule from the optimizer, stepped every epoch. Batches are (images, labels);
-    uint8 images (sef's datasets without normalising transforms) are normalised on the device.
+    learning-rate schedule from the optimizer, stepped every epoch. Batches are (images, labels),
+    or images alone for ``Trainer.predict``, which returns each batch's logits; uint8 images
+    (sef's datasets without normalising transforms) are normalised on the device. The defaults
+    pickle, as Lightning's spawning strategies need.
     """
 
     def __init__(
@@ -60,7 +63,7 @@ class SEFLightningModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.loss = loss if loss is not None else SEFLoss(model.groups)
-        self.make_optimizer = optimizer or (lambda module: create_optimizer(module, Config()))
+        self.make_optimizer = optimizer or functools.partial(create_optimizer, config=Config())
         self.make_scheduler = scheduler
         self._evaluated: list[Tensor] = []  # [2 + G, B] per batch: labels, predictions, groups
         self._correlation: list[Tensor] = []  # [2] per batch: within, between, summed
@@ -72,18 +75,18 @@ class SEFLightningModule(pl.LightningModule):
         return cls(
             model,
             SEFLoss.from_config(config.loss, model.groups),
-            optimizer=lambda module: create_optimizer(module, config),
-            scheduler=lambda optimizer: create_scheduler(optimizer, config),
+            optimizer=functools.partial(create_optimizer, config=config),
+            scheduler=functools.partial(create_scheduler, config=config),
         )
 
     def forward(self, images: Tensor) -> Any:
         return self.model(images)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, labels = batch
+        images = _images(batch)
         if images.dtype == torch.uint8:
             images = transforms.normalise_batch(images)
-        return images, labels
+        return images if isinstance(batch, Tensor) else (images, *batch[1:])
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -142,6 +145,10 @@ class SEFLightningModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
 
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """The global head's logits of a batch (images, or (images, labels))."""
+        return self.model(_images(batch))
+
     def configure_optimizers(self) -> Any:
         optimizer = self.make_optimizer(self.model)
         if self.make_scheduler is None:
@@ -151,3 +158,15 @@ class SEFLightningModule(pl.LightningModule):
     def export(self) -> nn.Module:
         """The plain network that ships: backbone and global head (:meth:`sef.SEF.export`)."""
         return self.model.export()
+
+
+def _images(batch: Any) -> Tensor:
+    """The images of a batch: the batch itself, or the first item of (images, labels, ...)."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise TypeError(
+        f"SEFLightningModule takes batches of images or (images, labels), "
+        f"got {type(batch).__name__}"
+    )

@@ -38,9 +38,11 @@ class SEFCriterion(nn.Module):
 
     def forward(self, output: SEFOutput | Tensor, target: Tensor) -> Tensor:
         if target.dim() != 1 or target.is_floating_point():
+            soft = target.is_floating_point() and target.dim() == 2 and target.shape[1] > 1
+            why = ": turn off mixup and cutmix (soft targets)" if soft else ""
             raise ValueError(
                 f"SEFCriterion takes class indices [B], got a {target.dtype} tensor of shape "
-                f"{tuple(target.shape)}: turn off mixup and cutmix (soft targets)"
+                f"{tuple(target.shape)}{why}"
             )
         if not isinstance(output, SEFOutput):
             return functional.cross_entropy(output, target)
