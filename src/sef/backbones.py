@@ -300,8 +300,7 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     parameter = next(backbone.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
     try:
-        with torch.no_grad():
-            out = backbone(torch.zeros(1, 3, side, side, **like))
+        out = backbone(torch.zeros(1, 3, side, side, **like))
     except RuntimeError as error:
         raise ValueError(
             f"sef finds the backbone's channels by running it once on a blank 3-channel "
