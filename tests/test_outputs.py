@@ -93,8 +93,13 @@ def test_ctrl_c_in_a_checkpoint_write_waits_for_the_write_to_finish(tmp_path, mo
         save(state, handle)
 
     monkeypatch.setattr(torch, "save", interrupted_save)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path / "last.pt", {"epoch": 3, "weights": torch.ones(4)})
+    # Python's own handler, also where the suite runs with SIGINT ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(tmp_path / "last.pt", {"epoch": 3, "weights": torch.ones(4)})
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
     assert os.listdir(tmp_path) == ["last.pt"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -49,7 +49,13 @@ def _stop_after_first_checkpoint(
     """Send ``stop`` (SIGKILL: no cleanup, no chance to finish a write) once last.pt exists;
     the exit code and what the run wrote to stderr."""
     process = subprocess.Popen(
-        command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job ignores SIGINT, and so would the run: Ctrl-C as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         while not (out / "last.pt").exists():
