@@ -566,6 +566,8 @@ def test_a_one_by_one_map_is_said_to_give_the_group_loss_no_gradient():
         terms = sef.SEFLoss(3)(output, torch.tensor([0, 1, 2, 3]))
     (gradient,) = torch.autograd.grad(terms["group"], features)
     assert gradient.abs().max() < 1e-5  # the reason for the warning
+    with pytest.warns(UserWarning, match="the feature map is 1 x 1"):
+        sef.group_loss(features, 3)  # the warning is the group loss's own
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sef.SEFLoss(3, phi=0)(output, torch.tensor([0, 1, 2, 3]))  # no group loss: no warning

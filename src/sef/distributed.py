@@ -51,9 +51,11 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
         raise ConfigError(f"run.device={request!r} but no CUDA GPU is visible; use cpu or auto")
     if request == "cuda":
         return torch.device("cuda", local_rank)
-    device = torch.device(request)
-    count = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.type == "cuda" and device.index >= count:
+    if request == "cpu":
+        return torch.device("cpu")
+    device = torch.device(request)  # cuda:N
+    count = torch.cuda.device_count()
+    if device.index >= count:
         names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
         raise ConfigError(
             f"device {request!r} is not there: {counted(count, 'GPU')} visible, {names}"

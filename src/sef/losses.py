@@ -188,6 +188,8 @@ def group_loss(
         raise ValueError(
             f"unknown group loss variant {variant!r}; use one of {GROUP_LOSS_VARIANTS}"
         )
+    if features.shape[-2:].numel() == 1:
+        warnings.warn(ONE_BY_ONE, stacklevel=2)
     with torch.autocast(device_type=features.device.type, enabled=False):
         x = _normalised_channels(features, norm_floor)
         sizes = group_sizes(x.shape[1], groups)
@@ -356,8 +358,6 @@ class SEFLoss(nn.Module):
             terms["entropy"] = lam * (p * log_p).sum(1).mean() if lam else zero
             terms["distill"] = self._distill(p, output.group_logits) if self.gamma else zero
             phi = self.current_phi
-            if phi and output.features.shape[-2:].numel() == 1:
-                warnings.warn(ONE_BY_ONE, stacklevel=2)
             terms["group"] = (
                 phi
                 * group_loss(
