@@ -396,6 +396,25 @@ def test_each_epoch_replaces_metrics_jsonl_whole_so_no_reader_sees_half_a_line(t
     logger.close()
 
 
+def test_metrics_jsonl_is_strict_json_and_its_nulls_plot(tmp_path):
+    """A non-finite number is written null (Python's json would write NaN, which jq, pandas'
+    strict readers and JavaScript refuse); the curves skip it."""
+    from sef.engine.log import Logger
+    from sef.viz import plot_curves, read_metrics
+
+    record = {"epoch": 1, "lr": 0.1, "images_per_second": 1.0, "seconds": 1.0,
+              "loss_total": 1.0, "train_top1": 0.5, "eval_top1": float("nan"),
+              "eval_class_mean": float("inf"), "eval_group_top1": [0.5, float("nan")]}  # fmt: skip
+    logger = Logger(tmp_path, _config(tmp_path, "run.tensorboard=false"), [], start_epoch=0)
+    logger.epoch(record, epochs=1)
+    logger.close()
+    line = (tmp_path / "metrics.jsonl").read_text()
+    written = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in {line}"))
+    assert written["eval_top1"] is None and written["eval_class_mean"] is None
+    assert written["eval_group_top1"] == [0.5, None] and written["train_top1"] == 0.5
+    assert plot_curves(read_metrics(tmp_path), tmp_path / "curves.png").stat().st_size > 0
+
+
 def test_every_epoch_records_the_groups_correlation_where_there_are_groups(tmp_path) -> None:
     data = Data(Blobs(12, 0), Blobs(7, 1), Blobs.classes)
     result = fit(_config(tmp_path / "sef"), data=data, progress=False)

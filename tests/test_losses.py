@@ -182,6 +182,20 @@ def test_losses_computed_under_inference_mode_first_still_train(shape):
         assert_gradient_matches_slow_version(features, 2, variant)
 
 
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_compiled_sef_loss_equals_eager_without_dynamo_warnings(variant):
+    """Under torch.compile the per-shape constants are traced, not taken from the lru_cache
+    (at which Dynamo warns of possible silent incorrectness); the loss is the eager one."""
+    out, target = make_output(groups=3, channels=30), torch.tensor([0, 3, 6, 2])
+    loss = sef.SEFLoss(3, group_variant=variant)
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compiled = torch.compile(loss, backend="eager")(out, target)
+    for name, value in loss(out, target).items():
+        assert_close(compiled[name], value)
+
+
 def test_group_loss_on_signed_features_and_resnet50_shape():
     torch.manual_seed(1)
     features = torch.randn(2, 2048, 14, 14)

@@ -102,15 +102,21 @@ def _squared_cosine_block_sums(x: Tensor, sizes: list[int]) -> Tensor:
 def _per_shape(build: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """Cache a constant tensor per shape (so a step copies nothing from the host), built outside
     inference mode: one made under ``torch.inference_mode`` (an evaluation, Lightning's
-    ``validate``) could not be saved for backward by a later training step."""
+    ``validate``) could not be saved for backward by a later training step. Under
+    ``torch.compile`` the constant is traced into the graph instead (Dynamo warns at any
+    ``lru_cache``)."""
 
     @functools.lru_cache(maxsize=64)
-    @functools.wraps(build)
     def cached(*key):
         with torch.inference_mode(False):
             return build(*key)
 
-    return cached
+    @functools.wraps(build)
+    def constant(*key):
+        return build(*key) if torch.compiler.is_compiling() else cached(*key)
+
+    constant.cache_clear = cached.cache_clear
+    return constant
 
 
 @_per_shape

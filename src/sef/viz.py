@@ -172,7 +172,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
 
     ``records`` are metrics.jsonl lines as ``sef train`` writes them: epoch, loss_<term>,
     train_top1, eval_top1, eval_class_mean, eval_group_top1 (one value per group),
-    train_corr_within/between, eval_corr_within/between; keys a record lacks are left out.
+    train_corr_within/between, eval_corr_within/between; keys a record lacks, and null values, are left out.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -204,6 +204,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     groups = max((len(r["eval_group_top1"]) for r in with_groups), default=0)
     for group in range(groups):
         points = [(r["epoch"], r["eval_group_top1"][group]) for r in with_groups]
+        points = [(epoch, value) for epoch, value in points if value is not None]
         epochs, values = [p[0] for p in points], [100 * p[1] for p in points]
         heads.plot(epochs, values, marker="o", markersize=3, label=f"group {group + 1}")
     epochs, values = _series(records, "eval_top1")

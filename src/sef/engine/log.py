@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -15,9 +16,25 @@ from sef.engine.loop import GRADIENT_SPIKE
 from sef.trackers import Final, Trackers, scalars
 
 
+def _finite_or_null(value):
+    """``value`` with every NaN or infinity (in lists too) made None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def json_line(record: dict) -> str:
+    """One metrics.jsonl line, strict JSON (a non-finite number is written null), so that any
+    JSON reader (jq, pandas, JavaScript) takes the file."""
+    finite = {key: _finite_or_null(value) for key, value in record.items()}
+    return json.dumps(finite, allow_nan=False) + "\n"
+
+
 def _write_lines(path: Path, records: list[dict]) -> None:
     """Rewrite metrics.jsonl atomically: a reader or a killed run never sees half a line."""
-    outputs.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    outputs.write_text(path, "".join(json_line(r) for r in records))
 
 
 def _correlation(record: dict) -> str:
