@@ -172,7 +172,8 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
 
     ``records`` are metrics.jsonl lines as ``sef train`` writes them: epoch, loss_<term>,
     train_top1, eval_top1, eval_class_mean, eval_group_top1 (one value per group),
-    train_corr_within/between, eval_corr_within/between; keys a record lacks, and null values, are left out.
+    train_corr_within/between, eval_corr_within/between; keys a record lacks, and null values,
+    are left out.
     """
     from matplotlib.ticker import MaxNLocator
 
