@@ -237,3 +237,11 @@ def test_a_generated_set_is_as_readable_as_the_umask_allows(tmp_path):
     finally:
         os.umask(previous)
     assert folder.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_generated_set_says_where_it_went_and_a_found_one_is_quiet(tmp_path, capsys):
+    """A mistyped --data-root creates a new demo cache there: the one line names it."""
+    folder = demo.ensure_generated(tmp_path / "typo", progress=True, **TINY)
+    assert f"demo set written to {folder}" in capsys.readouterr().err
+    assert demo.ensure_generated(tmp_path / "typo", progress=True, **TINY) == folder
+    assert capsys.readouterr().err == ""

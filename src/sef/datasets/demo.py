@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -435,6 +436,8 @@ def ensure_generated(
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    if progress:  # where it went: a mistyped --data-root shows here, not in a full disk later
+        tqdm.write(f"{birds.name} set written to {folder}", file=sys.stderr)
     return folder
 
 
