@@ -25,7 +25,7 @@ def _finite_or_null(value):
     return value
 
 
-def json_line(record: dict) -> str:
+def _json_line(record: dict) -> str:
     """One metrics.jsonl line, strict JSON (a non-finite number is written null), so that any
     JSON reader (jq, pandas, JavaScript) takes the file."""
     finite = {key: _finite_or_null(value) for key, value in record.items()}
@@ -34,7 +34,7 @@ def json_line(record: dict) -> str:
 
 def _write_lines(path: Path, records: list[dict]) -> None:
     """Rewrite metrics.jsonl atomically: a reader or a killed run never sees half a line."""
-    outputs.write_text(path, "".join(json_line(r) for r in records))
+    outputs.write_text(path, "".join(_json_line(r) for r in records))
 
 
 def _correlation(record: dict) -> str:
