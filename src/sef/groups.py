@@ -14,14 +14,9 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def check_groups(groups: int) -> int:
-    """``groups`` as an int; ValueError unless it is a positive integer."""
-    return positive_int("groups", groups)
-
-
 def group_sizes(channels: int, groups: int) -> list[int]:
     """Sizes of G contiguous channel groups: G-1 of floor(C/G), the last takes the remainder."""
-    groups = check_groups(groups)
+    groups = positive_int("groups", groups)
     if groups > channels:
         raise ValueError(
             f"groups={groups} is larger than the {channels} feature channels; "

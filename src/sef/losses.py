@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sef.choices import GROUP_LOSS_VARIANTS
-from sef.groups import check_groups, group_sizes
+from sef.groups import group_sizes, positive_int
 from sef.loss_config import LossConfig
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ class SEFLoss(nn.Module):
         lam_until: float = _DEFAULTS.lam_until,
     ) -> None:
         super().__init__()
-        groups = check_groups(groups)
+        groups = positive_int("groups", groups)
         options = LossConfig(
             lam,
             gamma,

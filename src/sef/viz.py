@@ -204,8 +204,11 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     with_groups = [r for r in records if r.get("eval_group_top1")]
     groups = max((len(r["eval_group_top1"]) for r in with_groups), default=0)
     for group in range(groups):
-        points = [(r["epoch"], r["eval_group_top1"][group]) for r in with_groups]
-        points = [(epoch, value) for epoch, value in points if value is not None]
+        points = [
+            (r["epoch"], value)
+            for r in with_groups
+            if (value := r["eval_group_top1"][group]) is not None
+        ]
         epochs, values = [p[0] for p in points], [100 * p[1] for p in points]
         heads.plot(epochs, values, marker="o", markersize=3, label=f"group {group + 1}")
     epochs, values = _series(records, "eval_top1")
