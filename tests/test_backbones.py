@@ -3,6 +3,7 @@
 import hashlib
 
 import pytest
+import timm
 import torch
 import torchvision
 from safetensors.torch import save_file
@@ -138,3 +139,88 @@ def test_output_stride_is_refused_where_it_is_not_implemented():
         sef.SEF("resnet18", num_classes=3, output_stride=16)
     with pytest.raises(ValueError, match="must be 16 or None"):
         sef.SEF("mobilenet_v2", num_classes=3, output_stride=8)
+
+
+def test_a_torchvision_weights_enum_is_taken_like_its_name(monkeypatch):
+    built = []
+    monkeypatch.setattr(
+        sef.backbones, "_build", lambda name, weights, stride: built.append(weights)
+    )
+    sef.backbones.torchvision_model("resnet18", ResNet18_Weights.IMAGENET1K_V1)
+    sef.backbones.torchvision_model("resnet18", "IMAGENET1K_V1")
+    assert built == [ResNet18_Weights.IMAGENET1K_V1] * 2
+
+
+def test_a_weights_file_with_a_tensor_of_another_shape_is_refused_in_one_line(tmp_path):
+    state = resnet18_state()
+    state["conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(WeightsError, match=r"does not match resnet18: size mismatch for conv1"):
+        sef.SEF("resnet18", num_classes=3, weights=tmp_path / "odd.pth")
+
+
+def _timm_state(name: str, **kwargs) -> dict:
+    torch.manual_seed(1)
+    return timm.create_model(name, **kwargs).state_dict()
+
+
+@pytest.mark.parametrize("classes", [1000, 7, 0])  # timm's head, another head, none
+def test_a_timm_weights_file_of_the_model_loads_whatever_its_classifier(tmp_path, classes):
+    state = _timm_state("resnet18", num_classes=classes)
+    torch.save(state, tmp_path / "r18.pth")
+    model = sef.SEF("timm:resnet18", num_classes=3, weights=tmp_path / "r18.pth")
+    torch.testing.assert_close(model.backbone.model.conv1.weight, state["conv1.weight"])
+    torch.testing.assert_close(
+        model.backbone.model.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"]
+    )
+
+
+def test_a_timm_weights_file_that_does_not_fit_is_refused_in_one_line(tmp_path):
+    """timm loads a file non-strictly and only logs what it could not place: sef refuses it."""
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "unrelated.pth")
+    torch.save(_timm_state("resnet18"), tmp_path / "r18.pth")
+    odd = _timm_state("resnet18")
+    odd["conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    torch.save(odd, tmp_path / "odd.pth")
+    cases = {
+        ("timm:resnet18", "unrelated.pth"): r"100 missing keys \(e.g. \['conv1.weight'.*1 unexp",
+        ("timm:resnet34", "r18.pth"): r"missing keys \(e.g. \['layer1.2.conv1.weight'",
+        ("timm:resnet18", "odd.pth"): r"size mismatch for conv1.weight",
+        ("timm:resnet18", "nope.pth"): r"nope.pth does not exist",
+    }
+    for (name, file), message in cases.items():
+        with pytest.raises(WeightsError, match=message):
+            sef.SEF(name, num_classes=3, weights=tmp_path / file)
+
+
+@pytest.mark.parametrize(
+    ("name", "dropped"), [("convnext_atto", ("head",)), ("mobilenetv3_small_050", ("conv_head",))]
+)
+def test_timm_cnn_head_layers_sef_never_uses_are_removed_so_every_weight_trains(name, dropped):
+    """SEF pools the mean of a CNN's last map: a head's conv_head or norm would get no gradient
+    (DistributedDataParallel stops on such weights) and would count as deployed."""
+    torch.manual_seed(0)
+    twin = timm.create_model(name, num_classes=0).eval()
+    model = sef.SEF(f"timm:{name}", num_classes=3, groups=2)
+    assert model.backbone.dropped == dropped
+    model.backbone.model.load_state_dict(twin.state_dict(), strict=False)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # the same map as timm's forward_features
+        torch.testing.assert_close(model.eval().feature_map(images), twin.forward_features(images))
+    output = model.train()(images)
+    sef.SEFLoss(2)(output, torch.tensor([0, 1]))["total"].backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    assert model.parameter_counts()["deployed"] == sum(
+        p.numel() for p in model.export().parameters()
+    )
+    old = model.state_dict()  # a checkpoint saved before the head was dropped still loads
+    head = {f"backbone.model.{k}": v for k, v in twin.state_dict().items() if k.startswith(dropped)}
+    assert head
+    model.load_state_dict({**old, **head})
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_timm_model_in_another_dtype_is_checked_in_its_own_dtype(dtype):
+    model = timm.create_model("resnet18", num_classes=0).to(dtype)
+    adapter = sef.adapters.timm_features(model, image_size=32)
+    assert adapter.channels == 512

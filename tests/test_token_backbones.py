@@ -128,7 +128,7 @@ def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
 
 
 def test_models_that_cannot_change_size_or_take_an_argument_say_so(monkeypatch):
-    monkeypatch.setattr(sef.backbones, "_timm_input_size", lambda timm, name: (224, True))
+    monkeypatch.setattr(sef.timm_backbones, "_timm_input_size", lambda timm, name: (224, True))
     with pytest.raises(ValueError, match=r"takes only 224 px.*set data.image_size=224"):
         sef.SEF("timm:resnet18", 3, image_size=64)
     with pytest.raises(ValueError, match="does not accept these arguments"):

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from sef.choices import POOLS
+from sef.modes import evaluation_mode
 
 _NEEDS = (
     "sef needs a [B, C, H, W] map, a channels-last [B, H, W, C] map or [B, N, C] tokens "
@@ -77,15 +78,30 @@ class TimmFeatures(FeatureAdapter):
     """A timm model seen through ``forward_features`` (built by :func:`timm_features`).
 
     ``layout`` is NCHW (CNNs), NHWC (Swin-style) or NLC (tokens); ``image_size`` the side the
-    model was built for; ``channels`` its ``num_features``.
+    model was built for; ``channels`` its ``num_features``; ``dropped`` the model's children that
+    :func:`timm_features` replaced (their weights in an older state dict are skipped on loading).
     """
 
-    def __init__(self, model: nn.Module, layout: str, channels: int, image_size: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: str,
+        channels: int,
+        image_size: int,
+        dropped: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
         self.model = model
         self.layout = layout
         self.channels = channels
         self.image_size = image_size
+        self.dropped = dropped
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        stale = tuple(f"{prefix}model.{name}." for name in self.dropped)
+        for key in [key for key in state_dict if key.startswith(stale)]:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model.forward_features(images)
@@ -161,15 +177,15 @@ def timm_features(
     model: nn.Module, *, image_size: int, pool: str | None = None, name: str | None = None
 ) -> TimmFeatures:
     """Adapt a timm model (built with ``num_classes=0``) for SEF, checking it with one forward
-    pass at ``image_size``, the size it takes; ValueError saying what came out if unsupported."""
+    pass at ``image_size``, the size it takes; ValueError saying what came out if unsupported.
+
+    A CNN's head layers after the pooling (``conv_head``, a head norm) are replaced by
+    ``nn.Identity``: SEF pools the mean of the last map, so they would never train."""
     name = name or type(model).__name__
-    was_training = model.training
-    model.eval()
-    try:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        images = torch.zeros(1, 3, image_size, image_size, device=device)
-        raw = model.forward_features(images)
+    parameter = next(model.parameters(), None)
+    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
+    with evaluation_mode(model):
+        raw, called = _called_modules(model, torch.zeros(1, 3, image_size, image_size, **like))
         layout = _layout(model, raw)
         if layout == "unknown":
             what = f"shape {tuple(raw.shape)}" if isinstance(raw, Tensor) else type(raw).__name__
@@ -177,11 +193,38 @@ def timm_features(
         _choose_pool(model, name, layout, pool)
         channels = raw.shape[1] if layout == "NCHW" else raw.shape[-1]
         channels = getattr(model, "num_features", channels)
-        adapter = TimmFeatures(model, layout, channels, image_size)
+        dropped = _drop_unused_children(model, called) if layout == "NCHW" else ()
+        adapter = TimmFeatures(model, layout, channels, image_size, dropped)
         _check_shapes(adapter, raw, image_size, name)
-    finally:
-        model.train(was_training)
     return adapter
+
+
+def _called_modules(model: nn.Module, images: Tensor) -> tuple[object, set[int]]:
+    """``model.forward_features(images)`` and the ids of the submodules it called."""
+    called: set[int] = set()
+    hooks = [
+        part.register_forward_pre_hook(lambda part, _: called.add(id(part)))
+        for part in model.modules()
+    ]
+    try:
+        return model.forward_features(images), called
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _drop_unused_children(model: nn.Module, called: set[int]) -> tuple[str, ...]:
+    """Replace each top-level child of ``model`` that holds weights but that forward_features
+    never called by ``nn.Identity``; their names."""
+    dropped = []
+    for name, child in list(model.named_children()):
+        if any(id(part) in called for part in child.modules()):
+            continue
+        if next(child.parameters(), None) is None and next(child.buffers(), None) is None:
+            continue
+        setattr(model, name, nn.Identity())
+        dropped.append(name)
+    return tuple(dropped)
 
 
 def _check_shapes(adapter: TimmFeatures, raw: Tensor, image_size: int, name: str) -> None:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from sef.errors import DataError
 from sef.model import SEF
+from sef.modes import evaluation_mode
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -21,13 +22,9 @@ _EPS = torch.finfo(torch.float32).eps
 @torch.no_grad()
 def backbone_features(model: SEF, images: Tensor) -> Tensor:
     """The feature map [B, C, h, w] of ``images`` (tokens as a grid), in eval mode, on CPU."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         device = next(model.parameters()).device
         return model.feature_map(images.to(device)).float().cpu()
-    finally:
-        model.train(was_training)
 
 
 def channel_cosine(features: Tensor) -> Tensor:

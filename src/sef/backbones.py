@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from urllib.error import URLError
 
 import torch
 import torchvision
 from torch import nn
 
-from sef import extras
-from sef.adapters import FeatureAdapter, timm_features
+from sef.adapters import FeatureAdapter
 from sef.errors import WeightsError
+from sef.modes import evaluation_mode
+from sef.timm_backbones import timm_backbone
+from sef.weights import download_help, is_weights_file, load_file_into
 
 TIMM_PREFIX = "timm:"
 SMALL_CNN = "small_cnn"
@@ -81,54 +82,6 @@ def _unknown_backbone(name: str) -> ValueError:
     )
 
 
-def _is_weights_file(weights: str | os.PathLike) -> bool:
-    text = str(weights)
-    return os.path.exists(text) or text.endswith((".pth", ".pt", ".safetensors", ".bin"))
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors or a torch file, never unpickling code."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; pass an existing file path")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise WeightsError(
-            f"cannot read weights file {path} safely ({type(error).__name__}); it must be a "
-            f"plain state dict saved with torch.save(model.state_dict()) or a .safetensors file"
-        ) from error
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsError(f"weights file {path} does not hold a state dict")
-    return state
-
-
-def _load_file_into(model: nn.Module, path: str | os.PathLike, name: str) -> None:
-    state = load_state_dict_file(path)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise WeightsError(
-            f"weights file {path} does not match {name}: {len(result.missing_keys)} missing keys "
-            f"(e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected keys "
-            f"(e.g. {result.unexpected_keys[:3]}); pass the full {name} state dict"
-        )
-
-
-def _download_help(name: str, weights: object, url: str, reason: object) -> WeightsError:
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    return WeightsError(
-        f"could not download {weights} weights for {name} from {url} ({reason}); on a machine "
-        f"without internet, fetch that file elsewhere and pass its path as weights=PATH "
-        f"(--weights PATH), or copy it to {cache}"
-    )
-
-
 def _check_output_stride(backbone: object, output_stride: int | None) -> None:
     if output_stride is None:
         return
@@ -172,13 +125,13 @@ def torchvision_model(
     _check_output_stride(name, output_stride)
     if weights is None:
         return _build(name, None, output_stride)
-    if _is_weights_file(weights):
+    if is_weights_file(weights):
         model = _build(name, None, output_stride)
-        _load_file_into(model, weights, name)
+        load_file_into(model, weights, name)
         return model
     enum = torchvision.models.get_model_weights(name)
     try:
-        chosen = enum[str(weights)]
+        chosen = weights if isinstance(weights, enum) else enum[str(weights)]
     except KeyError:
         options = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))
         raise WeightsError(
@@ -187,7 +140,7 @@ def torchvision_model(
     try:
         return _build(name, chosen, output_stride)
     except (URLError, OSError, RuntimeError) as error:
-        raise _download_help(name, weights, chosen.url, error) from error
+        raise download_help(name, weights, chosen.url, error) from error
 
 
 def _features_of(name: str, model: nn.Module) -> nn.Module:
@@ -196,54 +149,6 @@ def _features_of(name: str, model: nn.Module) -> nn.Module:
         if name.startswith(prefixes):
             return features(model)
     raise _unknown_backbone(name)
-
-
-def _timm_input_size(timm, model_name: str) -> tuple[int, bool]:
-    """The side a timm model takes by default, and whether it takes only that size."""
-    cfg = timm.models.get_pretrained_cfg(model_name)
-    if cfg is None:
-        return 224, False
-    return int(cfg.input_size[-1]), bool(cfg.fixed_input_size)
-
-
-def _timm_backbone(
-    name: str,
-    weights: str | os.PathLike | None,
-    *,
-    image_size: int | None = None,
-    pool: str | None = None,
-    backbone_args: dict | None = None,
-) -> nn.Module:
-    """A timm model as a :class:`~sef.adapters.TimmFeatures`; fixed-size models (ViT, Swin) are
-    built for ``image_size`` when it differs from their own size (timm resamples position
-    embeddings of pretrained weights)."""
-    extras.require("timm", f"backbone {name!r}", ValueError)
-    import timm
-
-    model_name = name[len(TIMM_PREFIX) :]
-    if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
-    kwargs: dict = {**(backbone_args or {}), "num_classes": 0}
-    own, fixed = _timm_input_size(timm, model_name)
-    if fixed and image_size and image_size != own:
-        kwargs.setdefault("img_size", image_size)
-    if weights is not None and _is_weights_file(weights):
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
-    elif weights is not None:
-        kwargs.update(pretrained=True)
-    try:
-        model = timm.create_model(model_name, **kwargs)
-    except (URLError, OSError) as error:
-        raise _download_help(name, weights, f"the timm hub entry of {model_name}", error) from error
-    except TypeError as error:
-        if "img_size" in kwargs and "img_size" not in (backbone_args or {}):
-            raise ValueError(
-                f"{name} takes only {own} px images and timm cannot build it for "
-                f"{image_size} px; set data.image_size={own}"
-            ) from None
-        raise ValueError(f"{name} does not accept these arguments: {error}") from None
-    size = kwargs.get("img_size", own)
-    return timm_features(model, image_size=size, pool=pool, name=name)
 
 
 def create_backbone(
@@ -268,16 +173,21 @@ def create_backbone(
     _check_output_stride(backbone, output_stride)
     if isinstance(backbone, nn.Module):
         if weights is not None:
-            _load_file_into(backbone, weights, type(backbone).__name__)
+            load_file_into(backbone, weights, type(backbone).__name__)
         return backbone
     if not isinstance(backbone, str):
         raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
     if backbone.startswith(TIMM_PREFIX):
-        return _timm_backbone(
-            backbone, weights, image_size=image_size, pool=pool, backbone_args=backbone_args
+        return timm_backbone(
+            backbone,
+            backbone[len(TIMM_PREFIX) :],
+            weights,
+            image_size=image_size,
+            pool=pool,
+            backbone_args=backbone_args,
         )
     if backbone == SMALL_CNN:
-        if weights is not None and not _is_weights_file(weights):
+        if weights is not None and not is_weights_file(weights):
             raise WeightsError(
                 f"{SMALL_CNN} has no pretrained weights {weights!r}; use None or a file"
             )
@@ -295,20 +205,17 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     if isinstance(backbone, FeatureAdapter):
         return backbone.channels
     side = image_size or 64
-    was_training = backbone.training
-    backbone.eval()
     parameter = next(backbone.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
     try:
-        out = backbone(torch.zeros(1, 3, side, side, **like))
+        with evaluation_mode(backbone):
+            out = backbone(torch.zeros(1, 3, side, side, **like))
     except RuntimeError as error:
         raise ValueError(
             f"sef finds the backbone's channels by running it once on a blank 3-channel "
             f"{side} x {side} image, and that failed ({str(error).splitlines()[0]}); pass "
             f"image_size= a size it takes"
         ) from error
-    finally:
-        backbone.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}")

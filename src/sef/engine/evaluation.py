@@ -6,6 +6,7 @@ Under DDP each process takes an unpadded shard, so every image counts exactly on
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ from sef.engine.device import autocast, to_device
 from sef.engine.loop import batch_bar
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
-from sef.model import unwrap
+from sef.model import SEF, unwrap
+from sef.modes import evaluation_mode
 from sef.trained import load_trained_model
 from sef.tta import TTAViews, forward_views
 
@@ -107,6 +109,47 @@ def _rows(loader: DataLoader, context: Context) -> tuple[int, list[int]]:
 
 
 @torch.no_grad()
+def _predict_all(
+    sef: SEF,
+    batches: Iterable,
+    length: int,
+    indices: list[int],
+    device: torch.device,
+    amp: str,
+    channels_last: bool,
+    tta: str | None,
+) -> tuple[Tensor, Tensor]:
+    """This process's predictions of ``evaluate``: a table [G + 3 (+1 with TTA), length] (row 0
+    counts how often each image was seen; the others hold 1 + label, prediction, each group
+    head's prediction (and the TTA prediction); 0 where another process predicts) and the
+    within / between channel correlation summed over the images."""
+    shard = torch.tensor(indices, device=device)  # copied once, not per batch
+    table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)
+    correlation = torch.zeros(2, dtype=torch.float64, device=device)
+    position = 0
+
+    def prepare(batch: Tensor) -> Tensor:
+        return to_device(batch, device, channels_last)
+
+    for images, labels in batches:
+        with autocast(device, amp):
+            if tta:
+                output, probabilities = forward_views(sef, images, tta, prepare)
+            else:
+                output = sef.forward_sef(prepare(images))
+        rows = shard[position : position + len(labels)]
+        position += len(labels)
+        table[0, rows] += 1
+        table[1, rows] = labels.to(device, non_blocking=True) + 1
+        table[2, rows] = output.logits.argmax(1) + 1
+        table[3 : 3 + sef.groups, rows] = output.group_logits.argmax(2) + 1
+        if sef.groups > 1:
+            correlation += group_correlation(output.features, sef.groups).double()
+        if tta:
+            table[-1, rows] = probabilities.argmax(1) + 1
+    return table, correlation
+
+
 def evaluate(
     model: nn.Module,
     dataset: Dataset | DataLoader,
@@ -137,42 +180,16 @@ def evaluate(
     sef = unwrap(model)
     context = context or Context(device=next(sef.parameters()).device)
     distributed.broadcast_buffers(sef, context)  # BatchNorm statistics as rank 0 has them
-    was_training = sef.training
-    sef.eval()
-    device = context.device
     if isinstance(dataset, DataLoader):
         loader = dataset
     else:
         loader = evaluation_loader(dataset, batch_size, workers, context)
     length, indices = _rows(loader, context)
-    shard = torch.tensor(indices, device=device)  # copied once, not per batch
-    # Slot 0 counts how often each image was seen; the rest hold 1 + predicted class.
-    # With TTA the last slot holds 1 + its prediction.
-    table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)
-    correlation = torch.zeros(2, dtype=torch.float64, device=device)  # summed over images
-    position = 0
-    bar = batch_bar(loader, "eval", progress, context)
-
-    def prepare(batch: Tensor) -> Tensor:
-        return to_device(batch, device, channels_last)
-
-    for images, labels in bar:
-        with autocast(device, amp):
-            if tta:
-                output, probabilities = forward_views(sef, images, tta, prepare)
-            else:
-                output = sef.forward_sef(prepare(images))
-        rows = shard[position : position + len(labels)]
-        position += len(labels)
-        table[0, rows] += 1
-        table[1, rows] = labels.to(device, non_blocking=True) + 1
-        table[2, rows] = output.logits.argmax(1) + 1
-        table[3 : 3 + sef.groups, rows] = output.group_logits.argmax(2) + 1
-        if sef.groups > 1:
-            correlation += group_correlation(output.features, sef.groups).double()
-        if tta:
-            table[-1, rows] = probabilities.argmax(1) + 1
-    sef.train(was_training)
+    with evaluation_mode(sef):
+        batches = batch_bar(loader, "eval", progress, context)
+        table, correlation = _predict_all(
+            sef, batches, length, indices, context.device, amp, channels_last, tta
+        )
     table = distributed.all_reduce_sum(table, context).cpu()
     correlation = distributed.all_reduce_sum(correlation, context) / max(length, 1)
     if not torch.all(table[0] == 1):

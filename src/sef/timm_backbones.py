@@ -1,0 +1,125 @@
+"""timm models as SEF backbones: ``"timm:<name>"`` -> a :class:`~sef.adapters.TimmFeatures`.
+
+A local weights file goes through timm's own loading (its checkpoint filters: position
+embeddings resampled for another image size), which reports the weights it could not place only
+in its log and loads on; sef reads that report and refuses the file instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.error import URLError
+
+from torch import nn
+
+from sef import extras
+from sef.adapters import timm_features
+from sef.errors import WeightsError
+from sef.weights import download_help, is_weights_file, mismatch, shape_mismatch, unmatched
+
+
+class _KeyReport(logging.Filter):
+    """Keeps the messages in which timm reports weights it could not place: it logs them (missing
+    keys at INFO) and loads on, so a wrong file would leave a backbone random without a word."""
+
+    def __init__(self, shown_from: int) -> None:
+        super().__init__()
+        self.shown_from = shown_from  # the level the logger showed before: shows what it showed
+        self.keys: dict[str, list[str]] = {"missing": [], "unexpected": []}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()  # "Missing keys (a, b) discovered while loading ..."
+        kind = message.split(" ", 1)[0].lower()
+        if kind in self.keys and message.startswith(f"{kind.title()} keys (") and ")" in message:
+            self.keys[kind] += message[message.index("(") + 1 : message.index(")")].split(", ")
+        return record.levelno >= self.shown_from
+
+
+@contextmanager
+def _timm_key_report() -> Iterator[dict[str, list[str]]]:
+    """Inside the block, the keys timm's weight loading reported missing or unexpected."""
+    logger = logging.getLogger("timm.models._builder")
+    level = logger.level
+    report = _KeyReport(logger.getEffectiveLevel())
+    logger.addFilter(report)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    try:
+        yield report.keys
+    finally:
+        logger.setLevel(level)
+        logger.removeFilter(report)
+
+
+def _timm_input_size(timm, model_name: str) -> tuple[int, bool]:
+    """The side a timm model takes by default, and whether it takes only that size."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None:
+        return 224, False
+    return int(cfg.input_size[-1]), bool(cfg.fixed_input_size)
+
+
+def timm_backbone(
+    name: str,
+    model_name: str,
+    weights: str | os.PathLike | None,
+    *,
+    image_size: int | None = None,
+    pool: str | None = None,
+    backbone_args: dict | None = None,
+) -> nn.Module:
+    """The timm model ``model_name`` (called ``name`` in messages) as a
+    :class:`~sef.adapters.TimmFeatures`; fixed-size models (ViT, Swin) are built for
+    ``image_size`` when it differs from their own size (timm resamples position embeddings of
+    pretrained weights)."""
+    extras.require("timm", f"backbone {name!r}", ValueError)
+    import timm
+
+    if not timm.is_model(model_name):
+        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+    kwargs: dict = {**(backbone_args or {}), "num_classes": 0, **_weight_arguments(weights)}
+    own, fixed = _timm_input_size(timm, model_name)
+    if fixed and image_size and image_size != own:
+        kwargs.setdefault("img_size", image_size)
+    try:
+        model = _create(timm, name, model_name, kwargs, weights)
+    except TypeError as error:
+        if "img_size" in kwargs and "img_size" not in (backbone_args or {}):
+            raise ValueError(
+                f"{name} takes only {own} px images and timm cannot build it for "
+                f"{image_size} px; set data.image_size={own}"
+            ) from None
+        raise ValueError(f"{name} does not accept these arguments: {error}") from None
+    size = kwargs.get("img_size", own)
+    return timm_features(model, image_size=size, pool=pool, name=name)
+
+
+def _weight_arguments(weights: str | os.PathLike | None) -> dict:
+    """create_model's arguments for ``weights``: a local file, the hub's, or none."""
+    if weights is None:
+        return {}
+    if not is_weights_file(weights):
+        return {"pretrained": True}
+    if not Path(weights).is_file():
+        raise WeightsError(f"weights file {weights} does not exist; pass an existing file path")
+    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+
+
+def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> nn.Module:
+    """timm.create_model, with a weights file that does not fit refused in one line."""
+    file = "pretrained_cfg_overlay" in kwargs
+    try:
+        with _timm_key_report() as report:
+            model = timm.create_model(model_name, **kwargs)
+    except RuntimeError as error:  # load_state_dict: a tensor of another shape
+        if not file:
+            raise
+        raise mismatch(weights, name, shape_mismatch(error)) from None
+    except (URLError, OSError) as error:
+        raise download_help(name, weights, f"the timm hub entry of {model_name}", error) from error
+    if file and (report["missing"] or report["unexpected"]):
+        raise mismatch(weights, name, unmatched(report["missing"], report["unexpected"]))
+    return model

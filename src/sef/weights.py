@@ -1,0 +1,88 @@
+"""Weights files: reading a state dict safely, and saying in one line why one does not fit.
+
+Shared by torchvision backbones, user modules (:mod:`sef.backbones`) and timm models
+(:mod:`sef.timm_backbones`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sef.errors import WeightsError
+
+
+def is_weights_file(weights: object) -> bool:
+    """Whether ``weights`` names a file (an existing path, or one with a weights suffix) rather
+    than a weight name such as "IMAGENET1K_V1"."""
+    text = str(weights)
+    return os.path.exists(text) or text.endswith((".pth", ".pt", ".safetensors", ".bin"))
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors or a torch file, never unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass an existing file path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise WeightsError(
+            f"cannot read weights file {path} safely ({type(error).__name__}); it must be a "
+            f"plain state dict saved with torch.save(model.state_dict()) or a .safetensors file"
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path} does not hold a state dict")
+    return state
+
+
+def load_file_into(model: nn.Module, path: str | os.PathLike, name: str) -> None:
+    """Load the state dict file ``path`` into ``model`` (called ``name`` in errors): every key
+    and shape must match; WeightsError in one line if not."""
+    state = load_state_dict_file(path)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a tensor of another shape
+        raise mismatch(path, name, shape_mismatch(error)) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise mismatch(path, name, unmatched(result.missing_keys, result.unexpected_keys))
+
+
+def download_help(name: str, weights: object, url: str, reason: object) -> WeightsError:
+    """Named weights that could not be downloaded: where to put the file instead."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return WeightsError(
+        f"could not download {weights} weights for {name} from {url} ({reason}); on a machine "
+        f"without internet, fetch that file elsewhere and pass its path as weights=PATH "
+        f"(--weights PATH), or copy it to {cache}"
+    )
+
+
+def mismatch(path: str | os.PathLike, name: str, what: str) -> WeightsError:
+    """The weights file ``path`` does not fit the model ``name``, ``what`` saying how."""
+    return WeightsError(
+        f"weights file {path} does not match {name}: {what}; pass the full {name} state dict"
+    )
+
+
+def unmatched(missing: list[str], unexpected: list[str]) -> str:
+    """How many keys a file lacks and has too many, with examples."""
+    return (
+        f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+        f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+    )
+
+
+def shape_mismatch(error: RuntimeError) -> str:
+    """The line of load_state_dict's error that names a tensor of another shape."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "size mismatch" in line), lines[0] if lines else "")
