@@ -585,3 +585,40 @@ def test_a_one_by_one_map_is_said_to_give_the_group_loss_no_gradient():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sef.SEFLoss(3, phi=0)(output, torch.tensor([0, 1, 2, 3]))  # no group loss: no warning
+
+
+def test_a_masked_class_gives_the_terms_of_the_classes_left_and_finite_gradients():
+    """A -inf logit (a class masked out) has p = 0: p log p is 0 there, as cross-entropy has it."""
+    out = make_output()
+    masked = out.logits.clone()
+    masked[:, -1] = float("-inf")
+    groups = out.group_logits.clone()
+    groups[..., -1] = float("-inf")
+    logits = masked.requires_grad_()
+    target = torch.tensor([1, 2, 3, 4])
+    terms = sef.SEFLoss(3)(SEFOutput(logits, groups, out.features), target)
+    kept = sef.SEFLoss(3)(
+        SEFOutput(out.logits[:, :-1], out.group_logits[..., :-1], out.features), target
+    )
+    for name in sef.losses.LOSS_TERMS:
+        assert_close(terms[name], kept[name])
+    terms["total"].backward()
+    assert torch.isfinite(logits.grad).all() and not logits.grad[:, -1].any()
+
+
+def test_the_loss_runs_on_the_meta_device_where_autocast_does_not_exist():
+    features = torch.empty(2, 8, 3, 3, device="meta")
+    assert sef.group_loss(features, 2, check_finite=False).device.type == "meta"
+    output = SEFOutput(
+        torch.empty(2, 5, device="meta"), torch.empty(2, 2, 5, device="meta"), features
+    )
+    terms = sef.SEFLoss(2)(output, torch.zeros(2, dtype=torch.long, device="meta"))
+    assert terms["total"].device.type == "meta" and terms["total"].shape == ()
+
+
+def test_an_empty_batch_is_refused_by_name_not_reported_as_extreme_values():
+    with pytest.raises(ValueError, match="needs at least one image; the features hold none"):
+        sef.group_loss(torch.randn(0, 8, 3, 3), 2)
+    empty = SEFOutput(torch.randn(0, 5), torch.randn(2, 0, 5), torch.randn(0, 8, 3, 3))
+    with pytest.raises(ValueError, match="needs at least one image; the batch is empty"):
+        sef.SEFLoss(2)(empty, torch.zeros(0, dtype=torch.long))

@@ -13,6 +13,7 @@ would run one per group (the Grams, the group sums): fewer kernel launches on a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import warnings
@@ -43,6 +44,20 @@ _DEFAULTS = LossConfig()
 # between groups by at least this much (the paper's Fig. 2: about 1 against 0.1-0.4; channels
 # split at random: within - between = (1 - between) / channels per group, under 0.01).
 SEPARATION_GAP = 0.2
+
+
+def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device``; nothing to turn off where autocast does not exist ("meta")."""
+    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind != "meta")
+    if not available(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _finite_log(log_p: Tensor) -> Tensor:
+    """``log_p`` with -inf (a class given probability 0, e.g. a masked logit) as the lowest finite
+    number, so that p * log p is 0 there, not 0 * -inf = nan; finite values are unchanged."""
+    return log_p.clamp_min(torch.finfo(log_p.dtype).min)
 
 
 def _normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
@@ -194,9 +209,11 @@ def group_loss(
         raise ValueError(
             f"unknown group loss variant {variant!r}; use one of {GROUP_LOSS_VARIANTS}"
         )
+    if features.dim() == 4 and features.shape[0] == 0:
+        raise ValueError("the group loss needs at least one image; the features hold none")
     if features.shape[-2:].numel() == 1:
         warnings.warn(ONE_BY_ONE, stacklevel=2)
-    with torch.autocast(device_type=features.device.type, enabled=False):
+    with _full_precision(features.device):
         x = _normalised_channels(features, norm_floor)
         sizes = group_sizes(x.shape[1], groups)
         compute = _paper_group_loss if variant == "paper" else _reference_group_loss
@@ -219,7 +236,7 @@ def group_correlation(features: Tensor, groups: int) -> Tensor:
     """
     if groups < 2:
         raise ValueError(f"group_correlation needs at least 2 groups, got {groups}")
-    with torch.autocast(device_type=features.device.type, enabled=False):
+    with _full_precision(features.device):
         x = _normalised_channels(features.detach())
         blocks = _mean_cosines(x, group_sizes(x.shape[1], groups)).sum(0)
     within = blocks.diagonal().sum()
@@ -241,6 +258,8 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
     logits, group_logits = output.logits, output.group_logits
     if logits.dim() != 2:
         raise ValueError(f"logits must be [B, K], got shape {tuple(logits.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError("SEFLoss needs at least one image; the batch is empty")
     expected = (groups, *logits.shape)
     if tuple(group_logits.shape) != expected:
         raise ValueError(
@@ -314,13 +333,18 @@ class SEFLoss(nn.Module):
         self.lam_until = lam_until
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
 
+    def options(self) -> LossConfig:
+        """The loss's options (weights, variant, warm-ups) as the config's ``loss`` section."""
+        return LossConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LossConfig)})
+
     def extra_repr(self) -> str:
         """The weights and variant, and every other option that is not its default."""
         always = ("lam", "gamma", "phi", "group_variant")
+        options = dataclasses.asdict(self.options())
         shown = [
-            f"{f.name}={getattr(self, f.name)!r}"
-            for f in dataclasses.fields(LossConfig)
-            if f.name in always or getattr(self, f.name) != getattr(_DEFAULTS, f.name)
+            f"{name}={value!r}"
+            for name, value in options.items()
+            if name in always or value != getattr(_DEFAULTS, name)
         ]
         return ", ".join([f"groups={self.groups}", *shown])
 
@@ -354,14 +378,14 @@ class SEFLoss(nn.Module):
     def forward(self, output: SEFOutput, target: Tensor) -> Mapping[str, Tensor]:
         _check_output(output, target, self.groups)
         target = target.long()  # int32 or uint8 labels as well: nll_loss takes int64
-        with torch.autocast(device_type=output.logits.device.type, enabled=False):
+        with _full_precision(output.logits.device):
             logits = output.logits.float()
             zero = logits.new_zeros(())
             log_p = F.log_softmax(logits, dim=1)
             terms = {"ce": F.nll_loss(log_p, target)}
             p = log_p.exp()
             lam = self.current_lam
-            terms["entropy"] = lam * (p * log_p).sum(1).mean() if lam else zero
+            terms["entropy"] = lam * (p * _finite_log(log_p)).sum(1).mean() if lam else zero
             terms["distill"] = self._distill(p, output.group_logits) if self.gamma else zero
             phi = self.current_phi
             terms["group"] = (
@@ -386,5 +410,5 @@ class SEFLoss(nn.Module):
         """(gamma / G) sum_g mean_b H(P_w, P_a^g): the global head teaches every group head."""
         teacher = p_global.detach() if self.detach_teacher else p_global
         log_q = F.log_softmax(group_logits.float(), dim=2)
-        cross_entropy = -(teacher.unsqueeze(0) * log_q).sum(2).mean(1)
+        cross_entropy = -(teacher.unsqueeze(0) * _finite_log(log_q)).sum(2).mean(1)
         return self.gamma * cross_entropy.mean()
