@@ -136,3 +136,22 @@ def test_the_module_pickles_for_spawning_strategies() -> None:
         optimizer = copy.configure_optimizers()
         optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
         assert isinstance(optimizer, torch.optim.SGD)
+
+
+def test_a_checkpoint_brings_back_the_loss_it_was_trained_with(demo_root, tmp_path) -> None:
+    from sef import SEFLoss
+
+    torch.manual_seed(0)
+    model = SEF("small_cnn", num_classes=8, groups=2)
+    trained = SEFLoss(2, lam=0.0, phi=0.1, group_variant="paper", lam_warmup=0.0)
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(SEFLightningModule(model, trained), _loader("trainval", True))
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    fresh = SEF("small_cnn", num_classes=8, groups=2)
+    back = SEFLightningModule.load_from_checkpoint(path, model=fresh)
+    assert back.loss.options() == trained.options() and back.loss.groups == 2
+    given = SEFLoss(2)
+    with pytest.warns(UserWarning, match=r"trained with SEFLoss\(groups=2, lam=0.0, .*phi=0.1"):
+        kept = SEFLightningModule.load_from_checkpoint(path, model=fresh, loss=given)
+    assert kept.loss is given

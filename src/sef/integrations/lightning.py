@@ -10,12 +10,15 @@ Each loss term and the training top-1 go to the Trainer's logger per epoch, unde
 :func:`sef.losses.group_correlation` over the whole split. :meth:`SEFLightningModule.export`
 hands back the plain network that ships (backbone and global head: :meth:`sef.SEF.export`).
 ``loss.lam_warmup``, ``loss.phi_warmup`` and ``loss.lam_until`` work as in ``sef train``: the
-module tells the loss how far training is.
+module tells the loss how far training is. A Lightning checkpoint keeps the loss's options
+(``sef_loss``), so ``load_from_checkpoint(path, model=...)`` trains on with the loss it saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +41,7 @@ from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF
 from sef.trained import create_model
 
+_LOSS_KEY = "sef_loss"  # the loss's options in a Lightning checkpoint
 Optimizer = Callable[[nn.Module], torch.optim.Optimizer]
 Scheduler = Callable[[torch.optim.Optimizer], Any]
 
@@ -63,6 +67,7 @@ class SEFLightningModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.loss = loss if loss is not None else SEFLoss(model.groups)
+        self._loss_given = loss is not None
         self.make_optimizer = optimizer or functools.partial(create_optimizer, config=Config())
         self.make_scheduler = scheduler
         self._evaluated: list[Tensor] = []  # [2 + G, B] per batch: labels, predictions, groups
@@ -81,6 +86,23 @@ class SEFLightningModule(pl.LightningModule):
 
     def forward(self, images: Tensor) -> Any:
         return self.model(images)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[_LOSS_KEY] = _loss_options(self.loss)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The saved loss, unless this module was given one (then a warning if they differ)."""
+        saved = checkpoint.get(_LOSS_KEY)
+        if saved is None or saved == _loss_options(self.loss):
+            return
+        if not self._loss_given:
+            self.loss = SEFLoss(**saved)
+            return
+        warnings.warn(
+            f"the checkpoint was trained with SEFLoss({_describe(saved)}); this module keeps "
+            f"the loss it was given, {self.loss}",
+            stacklevel=2,
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images = _images(batch)
@@ -158,6 +180,14 @@ class SEFLightningModule(pl.LightningModule):
     def export(self) -> nn.Module:
         """The plain network that ships: backbone and global head (:meth:`sef.SEF.export`)."""
         return self.model.export()
+
+
+def _loss_options(loss: SEFLoss) -> dict[str, Any]:
+    return {"groups": loss.groups, **dataclasses.asdict(loss.options())}
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in options.items())
 
 
 def _images(batch: Any) -> Tensor:
