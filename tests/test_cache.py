@@ -3,7 +3,9 @@ per-image seeds, in items, loaders and whole runs; stale caches named in one lin
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -150,6 +152,32 @@ def test_a_cache_without_room_is_refused_before_anything_is_written(cub_root, tm
     with pytest.raises(cache.CacheUnavailable, match=r"needs 20 kB in .* and 1 kB are free"):
         cache.build(tmp_path / "c", _splits(cub_root), "resize_crop", 16, progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
+    before = {name: (folder / name).read_bytes() for name in (cache.INDEX, cache.DATA)}
+    image = sorted((noisy_cub / "images").rglob("*.jpg"))[2]
+    os.utime(image, ns=(0, 0))
+    real = Path.unlink
+
+    def unlink(path, *args, **kwargs):  # as on a read-only mount
+        if path.parent == folder:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    said = []
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.ensure(folder, _splits(noisy_cub), list, "resize", 16, progress=False,
+                     say=said.append)  # fmt: skip
+    assert said[0].startswith("rebuilding the image cache: 1 of the 15 images changed")
+    assert str(info.value) == (
+        f"cannot write {folder / cache.INDEX}: read-only file system; choose another place"
+    )
+    assert {name: (folder / name).read_bytes() for name in before} == before
 
 
 def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:

@@ -44,7 +44,7 @@ from sef.datasets.demo import default_cache
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage
 from sef.errors import DataError, OutputError
-from sef.outputs import make_folder, temporary_path, write_text
+from sef.outputs import make_folder, output_error, temporary_path, write_text
 
 FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
@@ -284,6 +284,17 @@ def _check_room(folder: Path, needed: int) -> None:
         )
 
 
+def _clear(folder: Path) -> None:
+    """``folder`` made, and the cache in it removed (invalid from here on); OutputError if that
+    cannot be done (a read-only folder)."""
+    make_folder(folder)
+    for name in (INDEX, DATA):
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError as error:
+            raise output_error(folder / name, error) from None
+
+
 def _decode_into(
     path: Path,
     todo: list[tuple[ImageList, int]],
@@ -348,11 +359,9 @@ def build(
     shape = (len(todo), 3, side, side)
     _check_room(folder, int(np.prod(shape)))
     try:
-        make_folder(folder)
+        _clear(folder)
     except OutputError as error:
         raise CacheUnavailable(str(error)) from None
-    for name in (INDEX, DATA):  # the old cache is invalid from here on
-        (folder / name).unlink(missing_ok=True)
     stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
     problems = _decode_into(
         folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
