@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_disk_full import FULL, _failing_replace
 from torch.utils.data import default_collate
 
 from sef import datasets, transforms
@@ -146,12 +147,53 @@ def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(demo_r
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
+def _free(monkeypatch, free: int) -> None:
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda _: type("U", (), {"free": free})())
+
+
 def test_a_cache_without_room_is_refused_before_anything_is_written(cub_root, tmp_path,
                                                                      monkeypatch):  # fmt: skip
-    monkeypatch.setattr(cache.shutil, "disk_usage", lambda _: type("U", (), {"free": 1000})())
-    with pytest.raises(cache.CacheUnavailable, match=r"needs 20 kB in .* and 1 kB are free"):
-        cache.build(tmp_path / "c", _splits(cub_root), "resize_crop", 16, progress=False)
-    assert not (tmp_path / "c").exists()
+    folder = tmp_path / "c"
+    _free(monkeypatch, 19_845 + cache.MARGIN)  # room for the data and the margin, not the index
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.build(folder, _splits(cub_root), "resize_crop", 16, progress=False)
+    assert str(info.value) == (
+        f"the image cache needs 1 MB in {folder} and 1 MB are free there; free space or choose "
+        f"another folder"
+    )
+    assert not folder.exists()
+
+
+def test_a_disk_full_at_the_index_leaves_no_data_file(cub_root, tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    _free(monkeypatch, 10**12)
+    monkeypatch.setattr(os, "replace", _failing_replace(cache.INDEX, at=1))
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.build(folder, _splits(cub_root), "resize_crop", 16, progress=False)
+    assert str(info.value) == (
+        f"cannot write {folder / cache.INDEX}: no space left on device (1000.0 GB free there); "
+        f"free some space or choose another place"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, monkeypatch):
+    folder, allocated = tmp_path / "c", []
+    _free(monkeypatch, 10**12)
+
+    def allocate(descriptor: int, offset: int, length: int) -> None:  # as on a full disk
+        allocated.append((offset, length))
+        raise FULL
+
+    monkeypatch.setattr(os, "posix_fallocate", allocate)
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.build(folder, _splits(cub_root), "resize_crop", 16, progress=False)
+    assert allocated == [(0, 19_845)]
+    assert str(info.value) == (
+        f"cannot write {folder / cache.DATA}: no space left on device (1000.0 GB free there); "
+        f"free some space or choose another place"
+    )
+    assert list(folder.iterdir()) == []  # no temporary file, no data file
 
 
 def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, tmp_path,

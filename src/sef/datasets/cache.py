@@ -19,7 +19,6 @@ byte size and modification time. Each reason is one line (:class:`StaleCache`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -44,10 +43,11 @@ from sef.datasets.demo import default_cache
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage
 from sef.errors import DataError, OutputError
-from sef.outputs import make_folder, output_error, temporary_path, write_text
+from sef.outputs import atomic_path, make_folder, output_error, remove_file, write_text
 
 FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
+MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
 Source = tuple[str, "tuple[float, ...] | None", int]  # path, box, rows trimmed: one stored row
 
@@ -264,7 +264,7 @@ def _as_is(item: Any) -> Any:
 
 def _check_room(folder: Path, needed: int) -> None:
     """CacheUnavailable unless ``folder`` is (or can become) a cache folder with room for
-    ``needed`` bytes."""
+    ``needed`` bytes and MARGIN (its old cache, replaced, counts as free)."""
     ours = {DATA, INDEX}
     if folder.is_dir():
         foreign = sorted(
@@ -276,7 +276,9 @@ def _check_room(folder: Path, needed: int) -> None:
                 f"cache and nothing is written there; choose an empty or new folder"
             )
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    free = shutil.disk_usage(existing).free + (_stat(str(folder / DATA)) or (0, 0))[0]
+    old = sum((_stat(str(folder / name)) or (0, 0))[0] for name in ours)
+    free = shutil.disk_usage(existing).free + old
+    needed += MARGIN
     if needed > free:
         raise CacheUnavailable(
             f"the image cache needs {size_text(needed)} in {folder} and {size_text(free)} "
@@ -295,6 +297,16 @@ def _clear(folder: Path) -> None:
             raise output_error(folder / name, error) from None
 
 
+def _allocate(path: Path, size: int) -> None:
+    """A file of ``size`` bytes at ``path``, its blocks reserved now where the system can: a
+    disk too full fails here, as an OSError, not as a SIGBUS when a mapped page is written."""
+    with open(path, "wb") as handle:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(handle.fileno(), 0, size)
+        else:
+            handle.truncate(size)
+
+
 def _decode_into(
     path: Path,
     todo: list[tuple[ImageList, int]],
@@ -305,8 +317,7 @@ def _decode_into(
     progress: bool,
 ) -> list[str | None]:
     """Decode and resize ``todo`` into a uint8 array of ``shape`` written to ``path`` whole or
-    not at all; returns each image's problem (None: decoded)."""
-    temporary = temporary_path(path)
+    not at all (OutputError); returns each image's problem (None: decoded)."""
     problems: list[str | None] = []
     loader = DataLoader(
         _Resized(todo, recipe, image_size), batch_size=None, num_workers=workers, collate_fn=_as_is
@@ -319,8 +330,9 @@ def _decode_into(
         file=sys.stderr,
         disable=not progress,
     )
-    try:
-        pixels = np.memmap(temporary, np.uint8, "w+", shape=shape)
+    with atomic_path(path) as temporary:
+        _allocate(temporary, int(np.prod(shape)))
+        pixels = np.memmap(temporary, np.uint8, "r+", shape=shape)
         for row, item in enumerate(bar):
             if isinstance(item, str):
                 problems.append(item)
@@ -329,11 +341,17 @@ def _decode_into(
                 problems.append(None)
         pixels.flush()
         del pixels
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
     return problems
+
+
+def _records(
+    todo: Iterable[Source], stats: list[tuple[int, int] | None], problems: list[str | None]
+) -> list[list]:
+    """The index's line of each image: its key, size and time, and its problem."""
+    return [
+        [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
+        for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
+    ]
 
 
 def build(
@@ -357,22 +375,21 @@ def build(
     record = recipe_record(recipe, image_size)
     side = record["side"]
     shape = (len(todo), 3, side, side)
-    _check_room(folder, int(np.prod(shape)))
+    stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
+    index_bytes = len(json.dumps(_records(todo, stats, [None] * len(todo))))
+    _check_room(folder, int(np.prod(shape)) + index_bytes)
     try:
         _clear(folder)
+        problems = _decode_into(
+            folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
+        )
+        seconds = time.perf_counter() - started
+        index = {**record, "shape": list(shape), "seconds": round(seconds, 1),
+                 "images": _records(todo, stats, problems)}  # fmt: skip
+        write_text(folder / INDEX, json.dumps(index) + "\n")
     except OutputError as error:
+        remove_file(folder / DATA)  # never a data file without its index
         raise CacheUnavailable(str(error)) from None
-    stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
-    problems = _decode_into(
-        folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
-    )
-    records = [
-        [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
-        for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
-    ]
-    seconds = time.perf_counter() - started
-    index = {**record, "shape": list(shape), "seconds": round(seconds, 1), "images": records}
-    write_text(folder / INDEX, json.dumps(index) + "\n")
     unreadable = sum(p is not None for p in problems)
     return Built(folder, len(todo), int(np.prod(shape)), seconds, unreadable)
 
