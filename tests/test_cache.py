@@ -129,6 +129,21 @@ def test_load_data_reads_the_cache_and_builds_it_once(demo_root, tmp_path, capsy
     assert capsys.readouterr().err == ""  # up to date: read as it is
 
 
+def test_a_run_without_a_test_split_caches_the_splits_there_are(no_test_split, tmp_path, capsys):
+    overrides = [
+        f"data.root={no_test_split}",
+        "data.train_split=train",
+        "data.eval_split=val",
+        "data.image_size=32",
+        "data.workers=0",
+        f"data.cache={tmp_path / 'c'}",
+    ]
+    config = apply_overrides(resolve_config("folder-resnet18"), overrides)
+    data = load_data(config, Context(device=CPU), progress=False)
+    assert isinstance(data.train, cache.CachedTrainImages) and len(data.train) == 8
+    assert capsys.readouterr().err.startswith(f"cached 12 images in {tmp_path / 'c'}: ")
+
+
 def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(demo_root, tmp_path,
                                                                          capsys):  # fmt: skip
     config = _demo(tmp_path / "run", "data.cache=auto")
@@ -220,6 +235,18 @@ def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, 
         f"cannot write {folder / cache.INDEX}: read-only file system; choose another place"
     )
     assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path):
+    def read(split: str, missing=("test",)) -> str:
+        if split in missing:
+            raise DataError(f"{tmp_path} declares no {split} images")
+        return split
+
+    assert cache.readable_splits(read) == ["trainval"]
+    with pytest.raises(DataError) as info:
+        cache.readable_splits(lambda split: read(split, cache.SPLITS))
+    assert str(info.value) == f"{tmp_path} declares no trainval images"
 
 
 def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:

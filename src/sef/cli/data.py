@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import yaml
 
@@ -109,23 +110,22 @@ def _class_summary(classes: list[str], everything: bool) -> str:
     return "\n".join(head + [f"  ... {len(classes) - len(head)} more (--all-classes)"])
 
 
-def _splits(args: argparse.Namespace, names: tuple[str, ...], seed: int = 0) -> dict:
-    """The splits ``names`` of NAME at ROOT, read with the -o options."""
+def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets.ImageList]:
+    """What reads a split of NAME at ROOT with the -o options."""
     options = dict(args.option)
     if args.name in datasets.GENERATED:
         options.setdefault("progress", not args.no_progress)
     elif args.root is None:
         command = f"sef data {args.data_command} {args.name}"
         raise ConfigError(f"{command} needs ROOT, the dataset folder")
-    return {
-        split: datasets.load(args.name, args.root, split, seed=seed, **options) for split in names
-    }
+    return lambda split: datasets.load(args.name, args.root, split, seed=seed, **options)
 
 
 def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.checking import describe_bad_images
 
-    splits = _splits(args, datasets.SPLITS, args.seed)
+    read = _reader(args, args.seed)
+    splits = {split: read(split) for split in datasets.SPLITS}
     classes = splits["trainval"].classes
     print(f"{args.name} at {args.root or f'the {args.name} cache'}: {len(classes)} classes")
     for split, dataset in splits.items():
@@ -169,7 +169,7 @@ def run_cache(args: argparse.Namespace) -> int:
 
     preset = load_preset(dataset_preset(args.name)).data
     recipe, size = args.recipe or preset.recipe, args.image_size or preset.image_size
-    splits = list(_splits(args, cache.SPLITS).values())
+    splits = cache.readable_splits(_reader(args))
     options = dict(args.option)
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
     opened, built = cache.ensure(

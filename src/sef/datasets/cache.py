@@ -71,6 +71,20 @@ def sources(images: ImageList) -> list[Source]:
     return [source_of(images, index) for index in range(len(images))]
 
 
+def readable_splits(read: Callable[[str], ImageList]) -> list[ImageList]:
+    """The splits of SPLITS that ``read(split)`` reads, for a build: own data without a test split
+    is cached without it. The first split's DataError if none can be read."""
+    found, errors = [], []
+    for split in SPLITS:
+        try:
+            found.append(read(split))
+        except DataError as error:
+            errors.append(error)
+    if not found:
+        raise errors[0]
+    return found
+
+
 def recipe_record(recipe: str, image_size: int) -> dict[str, Any]:
     """What every row of a cache depends on besides its image."""
     return {
