@@ -98,7 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--image-size", type=IMAGE_SIDE, help="crop side; default: the preset's (448)"
     )
     cache.add_argument("--out", help="the cache folder (default: the one --cache auto uses)")
-    cache.add_argument("--workers", type=NON_NEGATIVE, default=None, help="decoding processes")
+    cache.add_argument(
+        "--workers", type=NON_NEGATIVE, default=None,
+        help="decoding processes (0: in this one; default: the CPUs, at most 8)",
+    )  # fmt: skip
     add_no_progress_option(cache)
     cache.set_defaults(func=run_cache)
 
@@ -172,10 +175,10 @@ def run_cache(args: argparse.Namespace) -> int:
     splits = cache.readable_splits(_reader(args))
     options = dict(args.option)
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
+    workers = min(8, os.cpu_count() or 1) if args.workers is None else args.workers
     opened, built = cache.ensure(
-        folder, splits, list, recipe, size, workers=args.workers or min(8, os.cpu_count() or 1),
-        progress=not args.no_progress,
-    )  # fmt: skip
+        folder, splits, list, recipe, size, workers=workers, progress=not args.no_progress
+    )
     side = opened.side
     if built is None:
         print(f"{folder} is up to date: {opened.count} images of {side} x {side} px")
