@@ -310,6 +310,20 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
     assert len(items) == len(trainval) == 8 and all(items[i][1] >= 0 for i in range(8))
 
 
+def test_a_cache_built_under_another_pixel_limit_is_stale(cub_root, tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    monkeypatch.setenv("SEF_MAX_PIXELS", "1000")  # below every image's 48 x 36
+    built = cache.build(folder, _splits(cub_root), "resize", 16, progress=False)
+    assert built.unreadable == 15
+    monkeypatch.delenv("SEF_MAX_PIXELS")
+    assert _stale(cub_root, folder, "resize") == (
+        f"{folder} was built with max_pixels 1000, this run needs 100000000"
+    )
+    opened, built = cache.ensure(folder, _splits(cub_root), list, "resize", 16, progress=False,
+                                 say=lambda line: None)  # fmt: skip
+    assert built.unreadable == 0 and len(opened.rows) == 15
+
+
 def test_items_pickle_without_their_pixels(noisy_cub, tmp_path):
     trainval, test = _splits(noisy_cub)
     opened, _ = cache.ensure(tmp_path / "c", [trainval, test], list, "resize_crop", 24,

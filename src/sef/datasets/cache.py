@@ -12,7 +12,8 @@ centre-cropped rows. Both give the JPEG road's pixels bit for bit (tests/test_ca
 is the same with or without the cache.
 
 A cache is stale, and never read, unless its index matches what is asked: the recipe and its
-sizes, the torch and torchvision versions that resized (their arithmetic), and for every image
+sizes, the torch and torchvision versions that resized (their arithmetic), the pixel limit
+(``SEF_MAX_PIXELS``: which images were too large), and for every image
 asked for its file, box and trimmed rows (what :class:`ImageList` does before the transform),
 byte size and modification time. Each reason is one line (:class:`StaleCache`).
 """
@@ -41,7 +42,7 @@ from tqdm import tqdm
 from sef import transforms
 from sef.datasets.demo import default_cache
 from sef.datasets.imagelist import ImageList
-from sef.datasets.images import UnreadableImage
+from sef.datasets.images import UnreadableImage, pixel_limit
 from sef.errors import DataError, OutputError
 from sef.outputs import atomic_path, make_folder, output_error, remove_file, write_text
 
@@ -86,7 +87,8 @@ def readable_splits(read: Callable[[str], ImageList]) -> list[ImageList]:
 
 
 def recipe_record(recipe: str, image_size: int) -> dict[str, Any]:
-    """What every row of a cache depends on besides its image."""
+    """What every row of a cache depends on besides its image (the pixel limit: which images
+    were too large to decode)."""
     return {
         "format": FORMAT,
         "recipe": recipe,
@@ -94,6 +96,7 @@ def recipe_record(recipe: str, image_size: int) -> dict[str, Any]:
         "side": transforms.resize_size(recipe, image_size),
         "torch": torch.__version__.split("+")[0],
         "torchvision": torchvision.__version__.split("+")[0],
+        "max_pixels": pixel_limit(),
     }
 
 
