@@ -324,6 +324,20 @@ def test_a_cache_built_under_another_pixel_limit_is_stale(cub_root, tmp_path, mo
     assert built.unreadable == 0 and len(opened.rows) == 15
 
 
+def test_every_spelling_of_a_root_reads_the_same_cache(cub_root, tmp_path, monkeypatch):
+    folder, linked = tmp_path / "c", tmp_path / "linked"
+    linked.symlink_to(cub_root)
+    monkeypatch.chdir(tmp_path)
+    cache.build(folder, _splits(Path(cub_root.name)), "resize", 16, progress=False)
+    for spelling in (cub_root, linked, Path("linked/../CUB_200_2011")):
+        assert _stale(spelling, folder, "resize") is None
+    trainval, test = _splits(linked)
+    opened, built = cache.ensure(folder, [trainval, test], list, "resize", 16, progress=False)
+    reference = _with(test, transforms.test_transform("resize", 16, False))
+    items = cache.CachedTestImages(test, opened, "resize", 16, normalise=False)
+    assert built is None and torch.equal(items[0][0], reference[0][0])
+
+
 def test_items_pickle_without_their_pixels(noisy_cub, tmp_path):
     trainval, test = _splits(noisy_cub)
     opened, _ = cache.ensure(tmp_path / "c", [trainval, test], list, "resize_crop", 24,

@@ -13,9 +13,9 @@ is the same with or without the cache.
 
 A cache is stale, and never read, unless its index matches what is asked: the recipe and its
 sizes, the torch and torchvision versions that resized (their arithmetic), the pixel limit
-(``SEF_MAX_PIXELS``: which images were too large), and for every image
-asked for its file, box and trimmed rows (what :class:`ImageList` does before the transform),
-byte size and modification time. Each reason is one line (:class:`StaleCache`).
+(``SEF_MAX_PIXELS``: which images were too large), and for every image asked for its file (its
+resolved path), box and trimmed rows (what :class:`ImageList` does before the transform), byte
+size and modification time. Each reason is one line (:class:`StaleCache`).
 """
 
 from __future__ import annotations
@@ -61,10 +61,14 @@ class CacheUnavailable(DataError):
     """A cache that cannot be built here (no room, no write access, ...); the message says why."""
 
 
-def source_of(images: ImageList, index: int) -> Source:
-    """What item ``index`` of ``images`` is made from: the key of its row in a cache."""
+def source_of(
+    images: ImageList, index: int, resolve: Callable[[str], str] = os.path.realpath
+) -> Source:
+    """What item ``index`` of ``images`` is made from: the key of its row in a cache, with the
+    file's resolved path, so that every spelling of a root (relative, absolute, through a
+    symbolic link) finds the same rows."""
     box = None if images.boxes is None else tuple(float(v) for v in images.boxes[index])
-    return images.samples[index][0], box, int(images.trim_bottom)
+    return resolve(images.samples[index][0]), box, int(images.trim_bottom)
 
 
 def sources(images: ImageList) -> list[Source]:
@@ -449,6 +453,7 @@ class _Cached(Dataset):
     def __init__(self, images: ImageList, cache: ImageCache, recipe: str, image_size: int) -> None:
         self.images, self.cache = images, cache
         self.recipe, self.image_size = recipe, image_size
+        self.resolved = {path: os.path.realpath(path) for path, _ in images.samples}  # once
 
     def __len__(self) -> int:
         return len(self.images)
@@ -469,7 +474,8 @@ class _Cached(Dataset):
         self.images.drop(paths)
 
     def _row(self, index: int) -> tuple[Tensor, int]:
-        return self.cache.image(source_of(self.images, index)), self.images.samples[index][1]
+        source = source_of(self.images, index, self.resolved.__getitem__)
+        return self.cache.image(source), self.images.samples[index][1]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images from {self.cache.folder})"
