@@ -67,6 +67,17 @@ def demo_root(tmp_path_factory, monkeypatch) -> Path:
     return root / "demo"
 
 
+@pytest.fixture
+def no_test_split(tmp_path) -> Path:
+    """Own data in class folders with train and val splits and no test split."""
+    root = tmp_path / "tv"
+    for split, count in (("train", 4), ("val", 2)):
+        for c, name in enumerate("ab"):
+            for k in range(count):
+                _write_image(root / split / name / f"{k}.jpg", colour=(90 * c, 30 * k, 9))
+    return root
+
+
 # --- CUB-200-2011: CUB_200_2011/{images/<class>/<file>.jpg, *.txt}; ids and labels 1-based ---
 CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
 CUB_TRAIN, CUB_TEST = 3, 2  # images per class

@@ -3,7 +3,9 @@ per-image seeds, in items, loaders and whole runs; stale caches named in one lin
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_disk_full import FULL, _failing_replace
 from torch.utils.data import default_collate
 
 from sef import datasets, transforms
@@ -126,6 +129,21 @@ def test_load_data_reads_the_cache_and_builds_it_once(demo_root, tmp_path, capsy
     assert capsys.readouterr().err == ""  # up to date: read as it is
 
 
+def test_a_run_without_a_test_split_caches_the_splits_there_are(no_test_split, tmp_path, capsys):
+    overrides = [
+        f"data.root={no_test_split}",
+        "data.train_split=train",
+        "data.eval_split=val",
+        "data.image_size=32",
+        "data.workers=0",
+        f"data.cache={tmp_path / 'c'}",
+    ]
+    config = apply_overrides(resolve_config("folder-resnet18"), overrides)
+    data = load_data(config, Context(device=CPU), progress=False)
+    assert isinstance(data.train, cache.CachedTrainImages) and len(data.train) == 8
+    assert capsys.readouterr().err.startswith(f"cached 12 images in {tmp_path / 'c'}: ")
+
+
 def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(demo_root, tmp_path,
                                                                          capsys):  # fmt: skip
     config = _demo(tmp_path / "run", "data.cache=auto")
@@ -144,12 +162,91 @@ def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(demo_r
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
+def _free(monkeypatch, free: int) -> None:
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda _: type("U", (), {"free": free})())
+
+
 def test_a_cache_without_room_is_refused_before_anything_is_written(cub_root, tmp_path,
                                                                      monkeypatch):  # fmt: skip
-    monkeypatch.setattr(cache.shutil, "disk_usage", lambda _: type("U", (), {"free": 1000})())
-    with pytest.raises(cache.CacheUnavailable, match=r"needs 20 kB in .* and 1 kB are free"):
-        cache.build(tmp_path / "c", _splits(cub_root), "resize_crop", 16, progress=False)
-    assert not (tmp_path / "c").exists()
+    folder = tmp_path / "c"
+    _free(monkeypatch, 19_845 + cache.MARGIN)  # room for the data and the margin, not the index
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.build(folder, _splits(cub_root), "resize_crop", 16, progress=False)
+    assert str(info.value) == (
+        f"the image cache needs 1 MB in {folder} and 1 MB are free there; free space or choose "
+        f"another folder"
+    )
+    assert not folder.exists()
+
+
+def test_a_disk_full_at_the_index_leaves_no_data_file(cub_root, tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    _free(monkeypatch, 10**12)
+    monkeypatch.setattr(os, "replace", _failing_replace(cache.INDEX, at=1))
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.build(folder, _splits(cub_root), "resize_crop", 16, progress=False)
+    assert str(info.value) == (
+        f"cannot write {folder / cache.INDEX}: no space left on device (1000.0 GB free there); "
+        f"free some space or choose another place"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, monkeypatch):
+    folder, allocated = tmp_path / "c", []
+    _free(monkeypatch, 10**12)
+
+    def allocate(descriptor: int, offset: int, length: int) -> None:  # as on a full disk
+        allocated.append((offset, length))
+        raise FULL
+
+    monkeypatch.setattr(os, "posix_fallocate", allocate)
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.build(folder, _splits(cub_root), "resize_crop", 16, progress=False)
+    assert allocated == [(0, 19_845)]
+    assert str(info.value) == (
+        f"cannot write {folder / cache.DATA}: no space left on device (1000.0 GB free there); "
+        f"free some space or choose another place"
+    )
+    assert list(folder.iterdir()) == []  # no temporary file, no data file
+
+
+def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
+    before = {name: (folder / name).read_bytes() for name in (cache.INDEX, cache.DATA)}
+    image = sorted((noisy_cub / "images").rglob("*.jpg"))[2]
+    os.utime(image, ns=(0, 0))
+    real = Path.unlink
+
+    def unlink(path, *args, **kwargs):  # as on a read-only mount
+        if path.parent == folder:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    said = []
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.ensure(folder, _splits(noisy_cub), list, "resize", 16, progress=False,
+                     say=said.append)  # fmt: skip
+    assert said[0].startswith("rebuilding the image cache: 1 of the 15 images changed")
+    assert str(info.value) == (
+        f"cannot write {folder / cache.INDEX}: read-only file system; choose another place"
+    )
+    assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path):
+    def read(split: str, missing=("test",)) -> str:
+        if split in missing:
+            raise DataError(f"{tmp_path} declares no {split} images")
+        return split
+
+    assert cache.readable_splits(read) == ["trainval"]
+    with pytest.raises(DataError) as info:
+        cache.readable_splits(lambda split: read(split, cache.SPLITS))
+    assert str(info.value) == f"{tmp_path} declares no trainval images"
 
 
 def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:
@@ -211,6 +308,34 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
         items[index]
     items.drop([str(bad)])  # what the bad-image policy "skip" does
     assert len(items) == len(trainval) == 8 and all(items[i][1] >= 0 for i in range(8))
+
+
+def test_a_cache_built_under_another_pixel_limit_is_stale(cub_root, tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    monkeypatch.setenv("SEF_MAX_PIXELS", "1000")  # below every image's 48 x 36
+    built = cache.build(folder, _splits(cub_root), "resize", 16, progress=False)
+    assert built.unreadable == 15
+    monkeypatch.delenv("SEF_MAX_PIXELS")
+    assert _stale(cub_root, folder, "resize") == (
+        f"{folder} was built with max_pixels 1000, this run needs 100000000"
+    )
+    opened, built = cache.ensure(folder, _splits(cub_root), list, "resize", 16, progress=False,
+                                 say=lambda line: None)  # fmt: skip
+    assert built.unreadable == 0 and len(opened.rows) == 15
+
+
+def test_every_spelling_of_a_root_reads_the_same_cache(cub_root, tmp_path, monkeypatch):
+    folder, linked = tmp_path / "c", tmp_path / "linked"
+    linked.symlink_to(cub_root)
+    monkeypatch.chdir(tmp_path)
+    cache.build(folder, _splits(Path(cub_root.name)), "resize", 16, progress=False)
+    for spelling in (cub_root, linked, Path("linked/../CUB_200_2011")):
+        assert _stale(spelling, folder, "resize") is None
+    trainval, test = _splits(linked)
+    opened, built = cache.ensure(folder, [trainval, test], list, "resize", 16, progress=False)
+    reference = _with(test, transforms.test_transform("resize", 16, False))
+    items = cache.CachedTestImages(test, opened, "resize", 16, normalise=False)
+    assert built is None and torch.equal(items[0][0], reference[0][0])
 
 
 def test_items_pickle_without_their_pixels(noisy_cub, tmp_path):

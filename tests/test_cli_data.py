@@ -124,6 +124,27 @@ def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypa
     assert capsys.readouterr().out.splitlines()[1] == f"train with --cache {out}"
 
 
+def test_cache_of_own_data_without_a_test_split(no_test_split, tmp_path, capsys):
+    arguments = ["data", "cache", "folder", str(no_test_split), "--image-size", "32"]
+    assert main([*arguments, "--out", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith(f"cached 12 images in {tmp_path / 'c'}: ")
+
+
+@pytest.mark.parametrize(("given", "used"), [([], min(8, os.cpu_count())), (["0"], 0), (["1"], 1)])
+def test_cache_decodes_with_the_workers_asked_for(cub_root, tmp_path, monkeypatch, given, used):
+    workers = []
+    real = sef.datasets.cache.DataLoader
+
+    def loader(*args, num_workers, **kwargs):
+        workers.append(num_workers)
+        return real(*args, num_workers=0, **kwargs)
+
+    monkeypatch.setattr(sef.datasets.cache, "DataLoader", loader)
+    arguments = ["data", "cache", "cub", str(cub_root), "--out", str(tmp_path / "c")]
+    assert main([*arguments, "--no-progress", *(["--workers", *given] if given else [])]) == 0
+    assert workers == [used]
+
+
 def test_cache_errors_are_one_line_exit_2(cub_root, tmp_path, capsys):
     assert main(["data", "cache", "cub"]) == 2
     assert (

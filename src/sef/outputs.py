@@ -174,13 +174,14 @@ def atomic_path(
         cause = space.os_error_in(error)
         if cause is None:
             raise
-        _remove(temporary)  # first: the space it took is free again when the error says what is
+        remove_file(temporary)  # first: the space it took is free again when the error says what is
         raise output_error(path, cause) from None
     finally:
-        _remove(temporary)
+        remove_file(temporary)
 
 
-def _remove(path: Path) -> None:
+def remove_file(path: Path) -> None:
+    """Remove the file ``path`` if it is there, quietly: cleaning up on the way out of a failure."""
     with contextlib.suppress(OSError):
         path.unlink(missing_ok=True)
 

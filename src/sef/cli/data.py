@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import yaml
 
@@ -97,7 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--image-size", type=IMAGE_SIDE, help="crop side; default: the preset's (448)"
     )
     cache.add_argument("--out", help="the cache folder (default: the one --cache auto uses)")
-    cache.add_argument("--workers", type=NON_NEGATIVE, default=None, help="decoding processes")
+    cache.add_argument(
+        "--workers", type=NON_NEGATIVE, default=None,
+        help="decoding processes (0: in this one; default: the CPUs, at most 8)",
+    )  # fmt: skip
     add_no_progress_option(cache)
     cache.set_defaults(func=run_cache)
 
@@ -109,23 +113,22 @@ def _class_summary(classes: list[str], everything: bool) -> str:
     return "\n".join(head + [f"  ... {len(classes) - len(head)} more (--all-classes)"])
 
 
-def _splits(args: argparse.Namespace, names: tuple[str, ...], seed: int = 0) -> dict:
-    """The splits ``names`` of NAME at ROOT, read with the -o options."""
+def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets.ImageList]:
+    """What reads a split of NAME at ROOT with the -o options."""
     options = dict(args.option)
     if args.name in datasets.GENERATED:
         options.setdefault("progress", not args.no_progress)
     elif args.root is None:
         command = f"sef data {args.data_command} {args.name}"
         raise ConfigError(f"{command} needs ROOT, the dataset folder")
-    return {
-        split: datasets.load(args.name, args.root, split, seed=seed, **options) for split in names
-    }
+    return lambda split: datasets.load(args.name, args.root, split, seed=seed, **options)
 
 
 def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.checking import describe_bad_images
 
-    splits = _splits(args, datasets.SPLITS, args.seed)
+    read = _reader(args, args.seed)
+    splits = {split: read(split) for split in datasets.SPLITS}
     classes = splits["trainval"].classes
     print(f"{args.name} at {args.root or f'the {args.name} cache'}: {len(classes)} classes")
     for split, dataset in splits.items():
@@ -169,13 +172,13 @@ def run_cache(args: argparse.Namespace) -> int:
 
     preset = load_preset(dataset_preset(args.name)).data
     recipe, size = args.recipe or preset.recipe, args.image_size or preset.image_size
-    splits = list(_splits(args, cache.SPLITS).values())
+    splits = cache.readable_splits(_reader(args))
     options = dict(args.option)
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
+    workers = min(8, os.cpu_count() or 1) if args.workers is None else args.workers
     opened, built = cache.ensure(
-        folder, splits, list, recipe, size, workers=args.workers or min(8, os.cpu_count() or 1),
-        progress=not args.no_progress,
-    )  # fmt: skip
+        folder, splits, list, recipe, size, workers=workers, progress=not args.no_progress
+    )
     side = opened.side
     if built is None:
         print(f"{folder} is up to date: {opened.count} images of {side} x {side} px")

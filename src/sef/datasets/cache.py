@@ -12,14 +12,14 @@ centre-cropped rows. Both give the JPEG road's pixels bit for bit (tests/test_ca
 is the same with or without the cache.
 
 A cache is stale, and never read, unless its index matches what is asked: the recipe and its
-sizes, the torch and torchvision versions that resized (their arithmetic), and for every image
-asked for its file, box and trimmed rows (what :class:`ImageList` does before the transform),
-byte size and modification time. Each reason is one line (:class:`StaleCache`).
+sizes, the torch and torchvision versions that resized (their arithmetic), the pixel limit
+(``SEF_MAX_PIXELS``: which images were too large), and for every image asked for its file (its
+resolved path), box and trimmed rows (what :class:`ImageList` does before the transform), byte
+size and modification time. Each reason is one line (:class:`StaleCache`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -42,12 +42,13 @@ from tqdm import tqdm
 from sef import transforms
 from sef.datasets.demo import default_cache
 from sef.datasets.imagelist import ImageList
-from sef.datasets.images import UnreadableImage
+from sef.datasets.images import UnreadableImage, pixel_limit
 from sef.errors import DataError, OutputError
-from sef.outputs import make_folder, temporary_path, write_text
+from sef.outputs import atomic_path, make_folder, output_error, remove_file, write_text
 
 FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
+MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
 Source = tuple[str, "tuple[float, ...] | None", int]  # path, box, rows trimmed: one stored row
 
@@ -60,10 +61,14 @@ class CacheUnavailable(DataError):
     """A cache that cannot be built here (no room, no write access, ...); the message says why."""
 
 
-def source_of(images: ImageList, index: int) -> Source:
-    """What item ``index`` of ``images`` is made from: the key of its row in a cache."""
+def source_of(
+    images: ImageList, index: int, resolve: Callable[[str], str] = os.path.realpath
+) -> Source:
+    """What item ``index`` of ``images`` is made from: the key of its row in a cache, with the
+    file's resolved path, so that every spelling of a root (relative, absolute, through a
+    symbolic link) finds the same rows."""
     box = None if images.boxes is None else tuple(float(v) for v in images.boxes[index])
-    return images.samples[index][0], box, int(images.trim_bottom)
+    return resolve(images.samples[index][0]), box, int(images.trim_bottom)
 
 
 def sources(images: ImageList) -> list[Source]:
@@ -71,8 +76,23 @@ def sources(images: ImageList) -> list[Source]:
     return [source_of(images, index) for index in range(len(images))]
 
 
+def readable_splits(read: Callable[[str], ImageList]) -> list[ImageList]:
+    """The splits of SPLITS that ``read(split)`` reads, for a build: own data without a test split
+    is cached without it. The first split's DataError if none can be read."""
+    found, errors = [], []
+    for split in SPLITS:
+        try:
+            found.append(read(split))
+        except DataError as error:
+            errors.append(error)
+    if not found:
+        raise errors[0]
+    return found
+
+
 def recipe_record(recipe: str, image_size: int) -> dict[str, Any]:
-    """What every row of a cache depends on besides its image."""
+    """What every row of a cache depends on besides its image (the pixel limit: which images
+    were too large to decode)."""
     return {
         "format": FORMAT,
         "recipe": recipe,
@@ -80,6 +100,7 @@ def recipe_record(recipe: str, image_size: int) -> dict[str, Any]:
         "side": transforms.resize_size(recipe, image_size),
         "torch": torch.__version__.split("+")[0],
         "torchvision": torchvision.__version__.split("+")[0],
+        "max_pixels": pixel_limit(),
     }
 
 
@@ -264,7 +285,7 @@ def _as_is(item: Any) -> Any:
 
 def _check_room(folder: Path, needed: int) -> None:
     """CacheUnavailable unless ``folder`` is (or can become) a cache folder with room for
-    ``needed`` bytes."""
+    ``needed`` bytes and MARGIN (its old cache, replaced, counts as free)."""
     ours = {DATA, INDEX}
     if folder.is_dir():
         foreign = sorted(
@@ -276,12 +297,35 @@ def _check_room(folder: Path, needed: int) -> None:
                 f"cache and nothing is written there; choose an empty or new folder"
             )
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    free = shutil.disk_usage(existing).free + (_stat(str(folder / DATA)) or (0, 0))[0]
+    old = sum((_stat(str(folder / name)) or (0, 0))[0] for name in ours)
+    free = shutil.disk_usage(existing).free + old
+    needed += MARGIN
     if needed > free:
         raise CacheUnavailable(
             f"the image cache needs {size_text(needed)} in {folder} and {size_text(free)} "
             f"are free there; free space or choose another folder"
         )
+
+
+def _clear(folder: Path) -> None:
+    """``folder`` made, and the cache in it removed (invalid from here on); OutputError if that
+    cannot be done (a read-only folder)."""
+    make_folder(folder)
+    for name in (INDEX, DATA):
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError as error:
+            raise output_error(folder / name, error) from None
+
+
+def _allocate(path: Path, size: int) -> None:
+    """A file of ``size`` bytes at ``path``, its blocks reserved now where the system can: a
+    disk too full fails here, as an OSError, not as a SIGBUS when a mapped page is written."""
+    with open(path, "wb") as handle:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(handle.fileno(), 0, size)
+        else:
+            handle.truncate(size)
 
 
 def _decode_into(
@@ -294,8 +338,7 @@ def _decode_into(
     progress: bool,
 ) -> list[str | None]:
     """Decode and resize ``todo`` into a uint8 array of ``shape`` written to ``path`` whole or
-    not at all; returns each image's problem (None: decoded)."""
-    temporary = temporary_path(path)
+    not at all (OutputError); returns each image's problem (None: decoded)."""
     problems: list[str | None] = []
     loader = DataLoader(
         _Resized(todo, recipe, image_size), batch_size=None, num_workers=workers, collate_fn=_as_is
@@ -308,8 +351,9 @@ def _decode_into(
         file=sys.stderr,
         disable=not progress,
     )
-    try:
-        pixels = np.memmap(temporary, np.uint8, "w+", shape=shape)
+    with atomic_path(path) as temporary:
+        _allocate(temporary, int(np.prod(shape)))
+        pixels = np.memmap(temporary, np.uint8, "r+", shape=shape)
         for row, item in enumerate(bar):
             if isinstance(item, str):
                 problems.append(item)
@@ -318,11 +362,17 @@ def _decode_into(
                 problems.append(None)
         pixels.flush()
         del pixels
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
     return problems
+
+
+def _records(
+    todo: Iterable[Source], stats: list[tuple[int, int] | None], problems: list[str | None]
+) -> list[list]:
+    """The index's line of each image: its key, size and time, and its problem."""
+    return [
+        [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
+        for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
+    ]
 
 
 def build(
@@ -346,24 +396,21 @@ def build(
     record = recipe_record(recipe, image_size)
     side = record["side"]
     shape = (len(todo), 3, side, side)
-    _check_room(folder, int(np.prod(shape)))
-    try:
-        make_folder(folder)
-    except OutputError as error:
-        raise CacheUnavailable(str(error)) from None
-    for name in (INDEX, DATA):  # the old cache is invalid from here on
-        (folder / name).unlink(missing_ok=True)
     stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
-    problems = _decode_into(
-        folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
-    )
-    records = [
-        [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
-        for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
-    ]
-    seconds = time.perf_counter() - started
-    index = {**record, "shape": list(shape), "seconds": round(seconds, 1), "images": records}
-    write_text(folder / INDEX, json.dumps(index) + "\n")
+    index_bytes = len(json.dumps(_records(todo, stats, [None] * len(todo))))
+    _check_room(folder, int(np.prod(shape)) + index_bytes)
+    try:
+        _clear(folder)
+        problems = _decode_into(
+            folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
+        )
+        seconds = time.perf_counter() - started
+        index = {**record, "shape": list(shape), "seconds": round(seconds, 1),
+                 "images": _records(todo, stats, problems)}  # fmt: skip
+        write_text(folder / INDEX, json.dumps(index) + "\n")
+    except OutputError as error:
+        remove_file(folder / DATA)  # never a data file without its index
+        raise CacheUnavailable(str(error)) from None
     unreadable = sum(p is not None for p in problems)
     return Built(folder, len(todo), int(np.prod(shape)), seconds, unreadable)
 
@@ -406,6 +453,7 @@ class _Cached(Dataset):
     def __init__(self, images: ImageList, cache: ImageCache, recipe: str, image_size: int) -> None:
         self.images, self.cache = images, cache
         self.recipe, self.image_size = recipe, image_size
+        self.resolved = {path: os.path.realpath(path) for path, _ in images.samples}  # once
 
     def __len__(self) -> int:
         return len(self.images)
@@ -426,7 +474,8 @@ class _Cached(Dataset):
         self.images.drop(paths)
 
     def _row(self, index: int) -> tuple[Tensor, int]:
-        return self.cache.image(source_of(self.images, index)), self.images.samples[index][1]
+        source = source_of(self.images, index, self.resolved.__getitem__)
+        return self.cache.image(source), self.images.samples[index][1]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images from {self.cache.folder})"

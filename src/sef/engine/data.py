@@ -84,10 +84,9 @@ def _from_cache(data: Data, config: Config, context: Context, progress: bool) ->
             tqdm.write(line, file=sys.stderr)
 
     def every_split() -> list[ImageList]:
-        return [
-            datasets.read_split(d, split, seed=config.run.seed, progress=progress)
-            for split in cache.SPLITS
-        ]
+        return cache.readable_splits(
+            lambda split: datasets.read_split(d, split, seed=config.run.seed, progress=progress)
+        )
 
     refused = None
     if context.distributed:
