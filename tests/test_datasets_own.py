@@ -61,6 +61,18 @@ def test_folder_errors(tmp_path):
         _load("folder", tmp_path / "empty", "train")
 
 
+def test_folder_leaves_out_hidden_names(folder_root):
+    cat = folder_root / "train" / "cat"
+    before = _load("folder", folder_root, "trainval")
+    (cat / "._cat0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble
+    (cat / ".thumbs").mkdir()
+    shutil.copy(cat / "cat0.png", cat / ".thumbs")
+    for hidden in (".ipynb_checkpoints", "__MACOSX"):
+        shutil.copytree(cat, folder_root / "train" / hidden)
+    after = _load("folder", folder_root, "trainval")
+    assert after.classes == OWN_CLASSES and after.samples == before.samples
+
+
 def test_csv_with_split_column(csv_root):
     trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
     assert trainval.classes == OWN_CLASSES and len(trainval) == 12 and len(test) == 6
