@@ -102,6 +102,28 @@ def test_csv_fixed_class_list_and_label_outside_it(csv_root):
         _load("csv", csv_root, "test", classes=["fox"])
 
 
+def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root):
+    labels = csv_root / "labels.csv"
+    lines = labels.read_text().splitlines()[1:]  # path,label,split; no header needed
+    labels.write_text("\n".join([*lines, lines[0], "./" + lines[-1]]) + "\n")
+    trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
+    assert len(trainval) == 12 and len(test) == 6
+    plain = "\n".join(line.rsplit(",", 1)[0] for line in lines)  # path,label: a seeded split
+    labels.write_text(plain + "\n" + plain + "\n")
+    trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
+    assert len(trainval) + len(test) == 18 and not set(trainval.samples) & set(test.samples)
+    labels.write_text("img/cat_0.jpg,cat\nimg/dog_0.jpg,dog\nimg/cat_0.jpg,dog\n")
+    with pytest.raises(
+        DataError,
+        match=r"labels.csv line 3 lists img/cat_0.jpg as dog but line 1 as cat; an image has one "
+        r"label and one split",
+    ):
+        _load("csv", csv_root, "test")
+    labels.write_text("img/cat_0.jpg,cat,test\nimg/cat_0.jpg,cat,trainval\n")
+    with pytest.raises(DataError, match="line 2 lists img/cat_0.jpg as cat,trainval but line 1"):
+        _load("csv", csv_root, "test")
+
+
 def test_csv_errors(csv_root):
     (csv_root / "other.csv").write_text("a.jpg,cat\n")
     with pytest.raises(DataError, match="holds 2 CSV files"):

@@ -63,6 +63,20 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
+def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tuple[int, list[str]]]:
+    """``rows`` with each image once: a repeated row is dropped, a row that gives an image
+    listed before another label or split is refused (else one image could be in two splits)."""
+    first: dict[str, tuple[int, list[str]]] = {}
+    for number, row in rows:
+        earlier = first.setdefault(os.path.normpath(base / row[0]), (number, row))
+        if earlier[1][1:] != row[1:]:
+            raise DataError(
+                f"{path} line {number} lists {row[0]} as {','.join(row[1:])} but line "
+                f"{earlier[0]} as {','.join(earlier[1][1:])}; an image has one label and one split"
+            )
+    return list(first.values())
+
+
 def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[str]) -> list[str]:
     if classes is None:
         unique = set(labels)
@@ -92,12 +106,12 @@ def read(
     names = _class_list(classes, [row[1] for _, row in rows])
     index = {name: i for i, name in enumerate(names)}
     base = Path(image_root) if image_root is not None else path.parent
-    samples = []
     for number, row in rows:
         if row[1] not in index:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
-        samples.append((str(base / row[0]), index[row[1]]))
+    rows = _once(path, rows, base)
+    samples = [(str(base / row[0]), index[row[1]]) for _, row in rows]
     tags = [row[2] if len(row) == 3 else None for _, row in rows]
     return from_declared(
         ImageList(samples, names), tags, split, seed, val_fraction, test_fraction, str(path)
