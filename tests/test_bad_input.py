@@ -211,6 +211,19 @@ CASES = {
         "the trainval split of {empty_class} has no images of 1 of its 2 classes ('dog'); add "
         "images of them or remove them",
     ),
+    "train-eval-split-in-train-split": (
+        [
+            "train",
+            "--set",
+            "data.dataset=folder",
+            "--data-root",
+            "{own}",
+            *TINY,
+            "--set",
+            "data.eval_split=val",
+        ],
+        "data.eval_split=val shares 3 images with data.train_split=trainval (e.g. {own}/train/",
+    ),  # fmt: skip
     "train-empty-eval-split": (
         [
             "train",

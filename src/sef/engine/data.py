@@ -58,6 +58,13 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
             f"both splits must list the same classes"
         )
     _check_classes(train, d.train_split, d.root or d.dataset)
+    shared = {path for path, _ in train.samples} & {path for path, _ in evaluation.samples}
+    if shared:
+        raise DataError(
+            f"data.eval_split={d.eval_split} shares {counted(len(shared), 'image')} with "
+            f"data.train_split={d.train_split} (e.g. {min(shared)}), so it would score images "
+            f"the model trained on; evaluate on val with data.train_split=train"
+        )
     if len(evaluation) == 0:
         raise DataError(
             f"the {d.eval_split} split of {d.root or d.dataset} holds no images: there is nothing "
