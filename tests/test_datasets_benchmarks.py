@@ -130,6 +130,15 @@ def test_cars_errors(cars_root):
     (cars_root / "devkit" / "cars_meta.mat").write_text("not a MATLAB file")
     with pytest.raises(DataError, match="cars_meta.mat is not a readable MATLAB file"):
         sef.datasets.load("cars", cars_root, "trainval")
+    (cars_root / "devkit" / "cars_meta.mat").write_bytes(_matlab_v73_header())
+    with pytest.raises(DataError, match=r"cars_meta.mat is a MATLAB v7.3 file; use the official"):
+        sef.datasets.load("cars", cars_root, "trainval")
+
+
+def _matlab_v73_header() -> bytes:
+    """The 128-byte header of a MATLAB v7.3 (HDF5) file, which scipy does not read."""
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 ."
+    return text.ljust(116) + bytes(8) + b"\x00\x02IM" + bytes(384) + b"\x89HDF\r\n\x1a\n"
 
 
 # --- Stanford Dogs ---

@@ -66,6 +66,8 @@ def read_mat(path: Path, keys: Sequence[str], layout: str) -> dict[str, np.ndarr
     """The variables ``keys`` of a MATLAB file, each as an at-least-1-D array (squeezed)."""
     try:
         content = scipy.io.loadmat(require(path, layout), squeeze_me=True)
+    except NotImplementedError:  # scipy reads MATLAB files up to v7; v7.3 is HDF5
+        raise DataError(f"{path} is a MATLAB v7.3 file; use the official (v5) file") from None
     except (MatReadError, ValueError, OSError, TypeError) as error:
         raise DataError(
             f"{path} is not a readable MATLAB file ({error}); download it again"
