@@ -73,6 +73,17 @@ def test_cub_errors_name_the_file_and_layout(cub_root, tmp_path):
         sef.datasets.load("cub", cub_root, "test")
 
 
+def test_cub_lists_are_utf8_with_or_without_a_byte_order_mark(cub_root):
+    images = cub_root / "images.txt"
+    expected = sef.datasets.load("cub", cub_root, "test").samples
+    images.write_text("\ufeff" + images.read_text(), encoding="utf-8")
+    assert sef.datasets.load("cub", cub_root, "test").samples == expected
+    classes = cub_root / "classes.txt"
+    classes.write_bytes(classes.read_bytes() + "4 Caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"classes.txt is not UTF-8 text \(line 4, byte \d+\)"):
+        sef.datasets.load("cub", cub_root, "test")
+
+
 def test_cub_label_outside_the_class_list(cub_root):
     labels = cub_root / "image_class_labels.txt"
     labels.write_text(labels.read_text().replace("6 2\n", "6 4\n"))
@@ -219,9 +230,18 @@ def test_aircraft_errors(aircraft_root, tmp_path):
     variants.write_text(variants.read_text().replace("F/A-18\n", ""))
     with pytest.raises(DataError, match="names class 'F/A-18' that is not in variants.txt"):
         sef.datasets.load("aircraft", aircraft_root, "test")
-    (aircraft_root / "data" / "images_variant_test.txt").unlink()
-    with pytest.raises(DataError, match="images_variant_test.txt is missing"):
+    listing = aircraft_root / "data" / "images_variant_test.txt"
+    listing.write_text("\n" + listing.read_text() + "1034399\n")  # a blank line is skipped
+    with pytest.raises(DataError, match=r"images_variant_test.txt line 10 is '1034399', expected"):
         sef.datasets.load("aircraft", aircraft_root, "test")
+    variants.write_bytes("Boeing 737\nCaf\u00e9 200\n".encode("latin-1"))
+    with pytest.raises(
+        DataError, match=r"variants.txt is not UTF-8 text \(line 2, byte 14\); save it as UTF-8"
+    ):
+        sef.datasets.load("aircraft", aircraft_root, "test")
+    (aircraft_root / "data" / "images_family_test.txt").unlink()
+    with pytest.raises(DataError, match="images_family_test.txt is missing"):
+        sef.datasets.load("aircraft", aircraft_root, "test", level="family")
 
 
 def test_benchmark_images_are_rgb_after_loading(cub_root):

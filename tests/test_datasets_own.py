@@ -132,6 +132,12 @@ def test_csv_errors(csv_root):
     bad.write_text("path,label,split\nimg/cat_0.jpg,cat,holdout\n")
     with pytest.raises(DataError, match="unknown split 'holdout'"):
         _load("csv", bad, "test")
+    bad.write_text("img/cat_0.jpg,cat\nimg/caf\u00e9.jpg,cat\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"other.csv is not UTF-8 text \(line 2, byte 25\); save"):
+        _load("csv", bad, "test")
+    bad.write_text("path,label\nimg/cat_0.jpg,cat\n", encoding="utf-16")
+    with pytest.raises(DataError, match=r"other.csv is not UTF-8 text \(line 1, byte 0\); save"):
+        _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")
     with pytest.raises(DataError, match="line 2 has 1 columns"):
         _load("csv", bad, "test")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
+from sef.datasets.layout import read_lines
 from sef.datasets.splits import from_declared
 from sef.errors import DataError
 
@@ -86,7 +87,7 @@ def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[
         path = Path(classes)
         if not path.is_file():
             raise DataError(f"class list {path} does not exist; give a text file, one class a line")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [name for _, name in read_lines(path, LAYOUT)]
     return [str(name) for name in classes]
 
 

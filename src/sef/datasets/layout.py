@@ -10,6 +10,7 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from sef import filekinds
 from sef.errors import DataError
 
 
@@ -35,13 +36,21 @@ def require(path: Path, layout: str) -> Path:
     return path
 
 
+def read_lines(path: Path, layout: str) -> list[tuple[int, str]]:
+    """(line number, line stripped) of every non-blank line of a UTF-8 text list."""
+    try:
+        text = filekinds.read_text(require(path, layout))
+    except ValueError as problem:
+        raise DataError(f"{path} {problem}") from None
+    lines = enumerate(text.splitlines(), start=1)
+    return [(number, line.strip()) for number, line in lines if line.strip()]
+
+
 def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:
     """Lines ``<key> <value...>`` of a text list (the value may contain spaces)."""
     pairs = []
-    for number, line in enumerate(require(path, layout).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.strip().split(maxsplit=1)
+    for number, line in read_lines(path, layout):
+        fields = line.split(maxsplit=1)
         if len(fields) != 2:
             raise DataError(f"{path} line {number} is {line!r}, expected '<id> <value>'")
         pairs.append((fields[0], fields[1]))
