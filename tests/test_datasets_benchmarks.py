@@ -65,6 +65,19 @@ def test_cub_bounding_box_crop(cub_root):
     assert np.array_equal(np.asarray(image), np.asarray(full.crop((4, 6, 24, 18))))
 
 
+def test_cub_box_without_pixels_is_refused(cub_root):
+    boxes = cub_root / "bounding_boxes.txt"
+    others = boxes.read_text().split("\n", 1)[1]
+    boxes.write_text("1 4.0 6.0 0.0 12.0\n" + others)
+    sef.datasets.load("cub", cub_root, "trainval")  # boxes are read only to crop
+    with pytest.raises(
+        DataError,
+        match=r"bounding_boxes.txt \(image id 1\): the box from \(4, 6\) to \(4, 18\) encloses "
+        r"no pixels; fix the box or train without bbox_crop",
+    ):
+        sef.datasets.load("cub", cub_root, "trainval", bbox_crop=True)
+
+
 def test_cub_errors_name_the_file_and_layout(cub_root, tmp_path):
     with pytest.raises(DataError, match="does not exist.*CUB_200_2011/"):
         sef.datasets.load("cub", tmp_path / "nowhere", "test")
@@ -138,6 +151,13 @@ def test_cars_errors(cars_root):
     scipy.io.savemat(annotations, {"annotations": table})
     with pytest.raises(DataError, match=r"00003.jpg\): label 7 is outside the class list"):
         sef.datasets.load("cars", cars_root, "trainval")
+    table[0, 2]["class"] = np.array([[1]], np.uint8)
+    table[0, 0]["bbox_x2"] = np.array([[2]], np.uint8)  # left of bbox_x1 = 3
+    scipy.io.savemat(annotations, {"annotations": table})
+    with pytest.raises(
+        DataError, match=r"cars_train_annos.mat \(00001.jpg\): the box from \(3, 5\) to \(2, 25\)"
+    ):
+        sef.datasets.load("cars", cars_root, "trainval", bbox_crop=True)
     (cars_root / "devkit" / "cars_meta.mat").write_text("not a MATLAB file")
     with pytest.raises(DataError, match="cars_meta.mat is not a readable MATLAB file"):
         sef.datasets.load("cars", cars_root, "trainval")

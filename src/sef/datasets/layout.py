@@ -71,6 +71,19 @@ def one_based_label(value: str | float, num_classes: int, where: str) -> int:
     return label - 1
 
 
+def box_with_area(
+    box: tuple[float, float, float, float], where: str
+) -> tuple[float, float, float, float]:
+    """``box`` (left, upper, right, lower) if it encloses some pixels, else a DataError."""
+    left, upper, right, lower = box
+    if not (left < right and upper < lower):  # NaN fails too
+        raise DataError(
+            f"{where}: the box from ({left:g}, {upper:g}) to ({right:g}, {lower:g}) encloses "
+            f"no pixels; fix the box or train without bbox_crop"
+        )
+    return box
+
+
 def read_mat(path: Path, keys: Sequence[str], layout: str) -> dict[str, np.ndarray]:
     """The variables ``keys`` of a MATLAB file, each as an at-least-1-D array (squeezed)."""
     try:
