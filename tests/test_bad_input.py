@@ -194,6 +194,10 @@ CASES = {
         ["data", "check", "csv", "{empty_label}", "--no-progress"],
         "{empty_label} line 3 has an empty label",
     ),
+    "check-option-kind": (
+        ["data", "check", "folder", "{own}", "-o", "test_fraction=abc", "--no-progress"],
+        "dataset 'folder' option test_fraction takes a number, got 'abc'",
+    ),
     "train-one-class": (
         [
             "train",

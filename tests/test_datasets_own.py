@@ -158,3 +158,25 @@ def test_load_rejects_unknown_names_options_and_splits(csv_root):
     with pytest.raises(ConfigError, match="val_fraction must be between 0 and 1"):
         _load("csv", csv_root, "val", val_fraction=1.5)
     assert sef.datasets.options("aircraft") == {"level": "variant", "crop_banner": False}
+
+
+@pytest.mark.parametrize(
+    "option, takes",
+    [
+        ({"test_fraction": "abc"}, "test_fraction takes a number, got 'abc'"),
+        ({"test_fraction": True}, "test_fraction takes a number, got True"),
+        ({"classes": 5}, "classes takes a list of class names or a class-list file, got 5"),
+        ({"image_root": 5}, "image_root takes a folder, got 5"),
+    ],
+)
+def test_reader_options_of_the_wrong_kind_are_refused(csv_root, option, takes):
+    with pytest.raises(ConfigError, match=f"^dataset 'csv' option {takes}$"):
+        _load("csv", csv_root, "test", **option)
+
+
+def test_reader_options_take_their_default_s_kind(cub_root, demo_root):
+    with pytest.raises(ConfigError, match="^dataset 'cub' option bbox_crop takes true or false"):
+        _load("cub", cub_root, "test", bbox_crop="maybe")
+    with pytest.raises(ConfigError, match="^dataset 'demo' option per_class takes a whole number"):
+        _load("demo", demo_root, "test", per_class=2.5)
+    assert len(_load("cub", cub_root, "test", bbox_crop=True)) == 6

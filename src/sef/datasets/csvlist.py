@@ -19,7 +19,7 @@ from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import read_lines
 from sef.datasets.splits import from_declared
-from sef.errors import DataError
+from sef.errors import ConfigError, DataError
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
 HEADERS = (["path", "label"], ["path", "label", "split"])
@@ -83,6 +83,11 @@ def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[
         unique = set(labels)
         numeric = all(label.lstrip("-").isdigit() for label in unique)
         return sorted(unique, key=int) if numeric else sorted(unique)
+    if not isinstance(classes, (str, os.PathLike, list, tuple)):
+        raise ConfigError(
+            f"dataset 'csv' option classes takes a list of class names or a class-list file, "
+            f"got {classes!r}"
+        )
     if isinstance(classes, (str, os.PathLike)):
         path = Path(classes)
         if not path.is_file():
@@ -102,6 +107,8 @@ def read(
     image_root: str | os.PathLike | None = None,
 ) -> ImageList:
     """``split`` of the images listed in the CSV at ``root``."""
+    if not isinstance(image_root, (str, os.PathLike, type(None))):
+        raise ConfigError(f"dataset 'csv' option image_root takes a folder, got {image_root!r}")
     path = _csv_file(Path(root).expanduser())
     rows = _rows(path)
     names = _class_list(classes, [row[1] for _, row in rows])
