@@ -79,6 +79,9 @@ def test_csv_with_split_column(csv_root):
     assert all(Path(p).name.startswith(trainval.classes[y]) for p, y in trainval.samples)
     by_file = _load("csv", csv_root / "labels.csv", "test")
     assert by_file.samples == test.samples
+    (csv_root / "labels.csv").rename(csv_root / "LABELS.CSV")
+    (csv_root / "._LABELS.CSV").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble
+    assert _load("csv", csv_root, "test").samples == test.samples
     assert len(_load("csv", csv_root, "val")) == 3
 
 

@@ -1,10 +1,10 @@
 """Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional.
 
-``root`` is the CSV file, or a folder holding exactly one. Relative paths are relative to the
-CSV's folder (or ``image_root``). Labels are class names; the classes are ``classes`` (a list, or
-a text file with one name per line) or else all labels in the file, sorted (numerically when every
-label is an integer), so labels agree between splits. Rows without a split column are split
-seeded and per class, as for folder data.
+``root`` is the CSV file, or a folder holding exactly one (``.csv`` in any case, not hidden).
+Relative paths are relative to the CSV's folder (or ``image_root``). Labels are class names; the
+classes are ``classes`` (a list, or a text file with one name per line) or else all labels in the
+file, sorted (numerically when every label is an integer), so labels agree between splits. Rows
+without a split column are split seeded and per class, as for folder data.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def _csv_file(root: Path) -> Path:
         return root
     if not root.is_dir():
         raise DataError(f"{root} does not exist; point ROOT at {LAYOUT}")
-    found = sorted(root.glob("*.csv"))
+    found = sorted(
+        p for p in root.iterdir()
+        if p.suffix.lower() == ".csv" and p.is_file() and not p.name.startswith(".")
+    )  # fmt: skip
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
         raise DataError(
