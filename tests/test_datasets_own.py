@@ -141,6 +141,13 @@ def test_csv_errors(csv_root):
     bad.write_text("path,label\nimg/cat_0.jpg,cat\n", encoding="utf-16")
     with pytest.raises(DataError, match=r"other.csv is not UTF-8 text \(line 1, byte 0\); save"):
         _load("csv", bad, "test")
+    bad.write_text("filename,class\nimg/cat_0.jpg,cat\n")
+    with pytest.raises(
+        DataError,
+        match=r"other.csv line 1 looks like a header \(filename,class\); name its columns "
+        r"path,label or path,label,split, or remove it",
+    ):
+        _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")
     with pytest.raises(DataError, match="line 2 has 1 columns"):
         _load("csv", bad, "test")

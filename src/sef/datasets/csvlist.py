@@ -55,6 +55,11 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     ]
     if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
         rows = rows[1:]
+    elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
+        raise DataError(  # a first path without a file extension, unlike the next: a header
+            f"{path} line {rows[0][0]} looks like a header ({','.join(rows[0][1])}); name its "
+            f"columns path,label or path,label,split, or remove it"
+        )
     if not rows:
         raise DataError(f"{path} lists no images; expected {LAYOUT}")
     width = len(rows[0][1])
