@@ -59,6 +59,10 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
         (empty_class / name).mkdir()
     for hidden in (".ipynb_checkpoints/0.png", "__MACOSX/0.png"):
         shutil.copyfile(one_class / "cat" / "0.png", empty_class / hidden)
+    truncated = shutil.copytree(folder_root, tmp_path / "truncated")
+    (truncated / "test" / "cat" / "trunc.png").write_bytes(
+        (truncated / "train" / "cat" / "cat0.png").read_bytes()[:60]
+    )
     singles = tmp_path / "one-image-each"  # no class can give an image to a test split
     for name in ("cat", "dog"):
         (singles / name).mkdir(parents=True)
@@ -68,7 +72,7 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
     return {
         "png": png, "folder": folder, "notes": notes, "yaml": broken_yaml, "ckpt": demo_checkpoint,
         "empty_label": empty_label, "one_class": one_class,
-        "empty_class": empty_class, "own": folder_root,
+        "empty_class": empty_class, "truncated": truncated, "own": folder_root,
         "missing": tmp_path / "missing.png", "tmp": tmp_path, "singles": singles,
         "own_ckpt": own_checkpoint,
     }  # fmt: skip
@@ -227,6 +231,21 @@ CASES = {
             "data.eval_split=val",
         ],
         "data.eval_split=val shares 3 images with data.train_split=trainval (e.g. {own}/train/",
+    ),  # fmt: skip
+    "train-error-in-loader-worker": (
+        [
+            "train",
+            "--set",
+            "data.dataset=folder",
+            "--data-root",
+            "{truncated}",
+            *TINY,
+            "--workers",
+            "1",
+            "--set",
+            "data.bad_images=off",
+        ],
+        "sef train: error: image {truncated}/test/cat/trunc.png cannot be decoded (",
     ),  # fmt: skip
     "train-empty-eval-split": (
         [
