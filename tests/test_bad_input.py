@@ -54,6 +54,15 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
     (one_class / "cat").mkdir(parents=True)
     for k in range(6):
         Image.new("RGB", (32, 32), (40 * k, 9, 9)).save(one_class / "cat" / f"{k}.png")
+    empty_class = shutil.copytree(one_class, tmp_path / "empty-class")
+    for name in ("dog", ".ipynb_checkpoints", "__MACOSX"):  # an empty class, two hidden folders
+        (empty_class / name).mkdir()
+    for hidden in (".ipynb_checkpoints/0.png", "__MACOSX/0.png"):
+        shutil.copyfile(one_class / "cat" / "0.png", empty_class / hidden)
+    truncated = shutil.copytree(folder_root, tmp_path / "truncated")
+    (truncated / "test" / "cat" / "trunc.png").write_bytes(
+        (truncated / "train" / "cat" / "cat0.png").read_bytes()[:60]
+    )
     singles = tmp_path / "one-image-each"  # no class can give an image to a test split
     for name in ("cat", "dog"):
         (singles / name).mkdir(parents=True)
@@ -62,7 +71,8 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
     shutil.copyfile(demo_checkpoint, own_checkpoint)
     return {
         "png": png, "folder": folder, "notes": notes, "yaml": broken_yaml, "ckpt": demo_checkpoint,
-        "empty_label": empty_label, "one_class": one_class, "own": folder_root,
+        "empty_label": empty_label, "one_class": one_class,
+        "empty_class": empty_class, "truncated": truncated, "own": folder_root,
         "missing": tmp_path / "missing.png", "tmp": tmp_path, "singles": singles,
         "own_ckpt": own_checkpoint,
     }  # fmt: skip
@@ -188,6 +198,10 @@ CASES = {
         ["data", "check", "csv", "{empty_label}", "--no-progress"],
         "{empty_label} line 3 has an empty label",
     ),
+    "check-option-kind": (
+        ["data", "check", "folder", "{own}", "-o", "test_fraction=abc", "--no-progress"],
+        "dataset 'folder' option test_fraction takes a number, got 'abc'",
+    ),
     "train-one-class": (
         [
             "train",
@@ -199,6 +213,39 @@ CASES = {
             "--no-progress",
         ],
         "{one_class} holds 1 class ('cat'); a classifier needs at least two classes",
+    ),  # fmt: skip
+    "train-empty-class": (
+        ["train", "--set", "data.dataset=folder", "--data-root", "{empty_class}", *TINY],
+        "the trainval split of {empty_class} has no images of 1 of its 2 classes ('dog'); add "
+        "images of them or remove them",
+    ),
+    "train-eval-split-in-train-split": (
+        [
+            "train",
+            "--set",
+            "data.dataset=folder",
+            "--data-root",
+            "{own}",
+            *TINY,
+            "--set",
+            "data.eval_split=val",
+        ],
+        "data.eval_split=val shares 3 images with data.train_split=trainval (e.g. {own}/train/",
+    ),  # fmt: skip
+    "train-error-in-loader-worker": (
+        [
+            "train",
+            "--set",
+            "data.dataset=folder",
+            "--data-root",
+            "{truncated}",
+            *TINY,
+            "--workers",
+            "1",
+            "--set",
+            "data.bad_images=off",
+        ],
+        "sef train: error: image {truncated}/test/cat/trunc.png cannot be decoded (",
     ),  # fmt: skip
     "train-empty-eval-split": (
         [

@@ -65,11 +65,35 @@ def test_cub_bounding_box_crop(cub_root):
     assert np.array_equal(np.asarray(image), np.asarray(full.crop((4, 6, 24, 18))))
 
 
+def test_cub_box_without_pixels_is_refused(cub_root):
+    boxes = cub_root / "bounding_boxes.txt"
+    others = boxes.read_text().split("\n", 1)[1]
+    boxes.write_text("1 4.0 6.0 0.0 12.0\n" + others)
+    sef.datasets.load("cub", cub_root, "trainval")  # boxes are read only to crop
+    with pytest.raises(
+        DataError,
+        match=r"bounding_boxes.txt \(image id 1\): the box from \(4, 6\) to \(4, 18\) encloses "
+        r"no pixels; fix the box or train without bbox_crop",
+    ):
+        sef.datasets.load("cub", cub_root, "trainval", bbox_crop=True)
+
+
 def test_cub_errors_name_the_file_and_layout(cub_root, tmp_path):
     with pytest.raises(DataError, match="does not exist.*CUB_200_2011/"):
         sef.datasets.load("cub", tmp_path / "nowhere", "test")
     (cub_root / "classes.txt").unlink()
     with pytest.raises(DataError, match=r"classes.txt is missing.*laid out as CUB_200_2011/"):
+        sef.datasets.load("cub", cub_root, "test")
+
+
+def test_cub_lists_are_utf8_with_or_without_a_byte_order_mark(cub_root):
+    images = cub_root / "images.txt"
+    expected = sef.datasets.load("cub", cub_root, "test").samples
+    images.write_text("\ufeff" + images.read_text(), encoding="utf-8")
+    assert sef.datasets.load("cub", cub_root, "test").samples == expected
+    classes = cub_root / "classes.txt"
+    classes.write_bytes(classes.read_bytes() + "4 Caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"classes.txt is not UTF-8 text \(line 4, byte \d+\)"):
         sef.datasets.load("cub", cub_root, "test")
 
 
@@ -127,9 +151,25 @@ def test_cars_errors(cars_root):
     scipy.io.savemat(annotations, {"annotations": table})
     with pytest.raises(DataError, match=r"00003.jpg\): label 7 is outside the class list"):
         sef.datasets.load("cars", cars_root, "trainval")
+    table[0, 2]["class"] = np.array([[1]], np.uint8)
+    table[0, 0]["bbox_x2"] = np.array([[2]], np.uint8)  # left of bbox_x1 = 3
+    scipy.io.savemat(annotations, {"annotations": table})
+    with pytest.raises(
+        DataError, match=r"cars_train_annos.mat \(00001.jpg\): the box from \(3, 5\) to \(2, 25\)"
+    ):
+        sef.datasets.load("cars", cars_root, "trainval", bbox_crop=True)
     (cars_root / "devkit" / "cars_meta.mat").write_text("not a MATLAB file")
     with pytest.raises(DataError, match="cars_meta.mat is not a readable MATLAB file"):
         sef.datasets.load("cars", cars_root, "trainval")
+    (cars_root / "devkit" / "cars_meta.mat").write_bytes(_matlab_v73_header())
+    with pytest.raises(DataError, match=r"cars_meta.mat is a MATLAB v7.3 file; use the official"):
+        sef.datasets.load("cars", cars_root, "trainval")
+
+
+def _matlab_v73_header() -> bytes:
+    """The 128-byte header of a MATLAB v7.3 (HDF5) file, which scipy does not read."""
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 ."
+    return text.ljust(116) + bytes(8) + b"\x00\x02IM" + bytes(384) + b"\x89HDF\r\n\x1a\n"
 
 
 # --- Stanford Dogs ---
@@ -210,9 +250,18 @@ def test_aircraft_errors(aircraft_root, tmp_path):
     variants.write_text(variants.read_text().replace("F/A-18\n", ""))
     with pytest.raises(DataError, match="names class 'F/A-18' that is not in variants.txt"):
         sef.datasets.load("aircraft", aircraft_root, "test")
-    (aircraft_root / "data" / "images_variant_test.txt").unlink()
-    with pytest.raises(DataError, match="images_variant_test.txt is missing"):
+    listing = aircraft_root / "data" / "images_variant_test.txt"
+    listing.write_text("\n" + listing.read_text() + "1034399\n")  # a blank line is skipped
+    with pytest.raises(DataError, match=r"images_variant_test.txt line 10 is '1034399', expected"):
         sef.datasets.load("aircraft", aircraft_root, "test")
+    variants.write_bytes("Boeing 737\nCaf\u00e9 200\n".encode("latin-1"))
+    with pytest.raises(
+        DataError, match=r"variants.txt is not UTF-8 text \(line 2, byte 14\); save it as UTF-8"
+    ):
+        sef.datasets.load("aircraft", aircraft_root, "test")
+    (aircraft_root / "data" / "images_family_test.txt").unlink()
+    with pytest.raises(DataError, match="images_family_test.txt is missing"):
+        sef.datasets.load("aircraft", aircraft_root, "test", level="family")
 
 
 def test_benchmark_images_are_rgb_after_loading(cub_root):

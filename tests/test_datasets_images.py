@@ -56,7 +56,7 @@ def test_find_bad_images_names_every_bad_file_in_order(mixed_samples):
     assert [path for path, _ in bad] == bad_paths
     reasons = dict(bad)
     assert "cannot decode" in reasons[bad_paths[0]]
-    assert reasons[bad_paths[1]] == "not an image"
+    assert reasons[bad_paths[1]] == "not an image: it is a text file"
     assert reasons[bad_paths[2]] == "missing"
 
 

@@ -61,12 +61,27 @@ def test_folder_errors(tmp_path):
         _load("folder", tmp_path / "empty", "train")
 
 
+def test_folder_leaves_out_hidden_names(folder_root):
+    cat = folder_root / "train" / "cat"
+    before = _load("folder", folder_root, "trainval")
+    (cat / "._cat0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble
+    (cat / ".thumbs").mkdir()
+    shutil.copy(cat / "cat0.png", cat / ".thumbs")
+    for hidden in (".ipynb_checkpoints", "__MACOSX"):
+        shutil.copytree(cat, folder_root / "train" / hidden)
+    after = _load("folder", folder_root, "trainval")
+    assert after.classes == OWN_CLASSES and after.samples == before.samples
+
+
 def test_csv_with_split_column(csv_root):
     trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
     assert trainval.classes == OWN_CLASSES and len(trainval) == 12 and len(test) == 6
     assert all(Path(p).name.startswith(trainval.classes[y]) for p, y in trainval.samples)
     by_file = _load("csv", csv_root / "labels.csv", "test")
     assert by_file.samples == test.samples
+    (csv_root / "labels.csv").rename(csv_root / "LABELS.CSV")
+    (csv_root / "._LABELS.CSV").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble
+    assert _load("csv", csv_root, "test").samples == test.samples
     assert len(_load("csv", csv_root, "val")) == 3
 
 
@@ -90,6 +105,28 @@ def test_csv_fixed_class_list_and_label_outside_it(csv_root):
         _load("csv", csv_root, "test", classes=["fox"])
 
 
+def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root):
+    labels = csv_root / "labels.csv"
+    lines = labels.read_text().splitlines()[1:]  # path,label,split; no header needed
+    labels.write_text("\n".join([*lines, lines[0], "./" + lines[-1]]) + "\n")
+    trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
+    assert len(trainval) == 12 and len(test) == 6
+    plain = "\n".join(line.rsplit(",", 1)[0] for line in lines)  # path,label: a seeded split
+    labels.write_text(plain + "\n" + plain + "\n")
+    trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
+    assert len(trainval) + len(test) == 18 and not set(trainval.samples) & set(test.samples)
+    labels.write_text("img/cat_0.jpg,cat\nimg/dog_0.jpg,dog\nimg/cat_0.jpg,dog\n")
+    with pytest.raises(
+        DataError,
+        match=r"labels.csv line 3 lists img/cat_0.jpg as dog but line 1 as cat; an image has one "
+        r"label and one split",
+    ):
+        _load("csv", csv_root, "test")
+    labels.write_text("img/cat_0.jpg,cat,test\nimg/cat_0.jpg,cat,trainval\n")
+    with pytest.raises(DataError, match="line 2 lists img/cat_0.jpg as cat,trainval but line 1"):
+        _load("csv", csv_root, "test")
+
+
 def test_csv_errors(csv_root):
     (csv_root / "other.csv").write_text("a.jpg,cat\n")
     with pytest.raises(DataError, match="holds 2 CSV files"):
@@ -97,6 +134,19 @@ def test_csv_errors(csv_root):
     bad = csv_root / "other.csv"
     bad.write_text("path,label,split\nimg/cat_0.jpg,cat,holdout\n")
     with pytest.raises(DataError, match="unknown split 'holdout'"):
+        _load("csv", bad, "test")
+    bad.write_text("img/cat_0.jpg,cat\nimg/caf\u00e9.jpg,cat\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"other.csv is not UTF-8 text \(line 2, byte 25\); save"):
+        _load("csv", bad, "test")
+    bad.write_text("path,label\nimg/cat_0.jpg,cat\n", encoding="utf-16")
+    with pytest.raises(DataError, match=r"other.csv is not UTF-8 text \(line 1, byte 0\); save"):
+        _load("csv", bad, "test")
+    bad.write_text("filename,class\nimg/cat_0.jpg,cat\n")
+    with pytest.raises(
+        DataError,
+        match=r"other.csv line 1 looks like a header \(filename,class\); name its columns "
+        r"path,label or path,label,split, or remove it",
+    ):
         _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")
     with pytest.raises(DataError, match="line 2 has 1 columns"):
@@ -118,3 +168,25 @@ def test_load_rejects_unknown_names_options_and_splits(csv_root):
     with pytest.raises(ConfigError, match="val_fraction must be between 0 and 1"):
         _load("csv", csv_root, "val", val_fraction=1.5)
     assert sef.datasets.options("aircraft") == {"level": "variant", "crop_banner": False}
+
+
+@pytest.mark.parametrize(
+    "option, takes",
+    [
+        ({"test_fraction": "abc"}, "test_fraction takes a number, got 'abc'"),
+        ({"test_fraction": True}, "test_fraction takes a number, got True"),
+        ({"classes": 5}, "classes takes a list of class names or a class-list file, got 5"),
+        ({"image_root": 5}, "image_root takes a folder, got 5"),
+    ],
+)
+def test_reader_options_of_the_wrong_kind_are_refused(csv_root, option, takes):
+    with pytest.raises(ConfigError, match=f"^dataset 'csv' option {takes}$"):
+        _load("csv", csv_root, "test", **option)
+
+
+def test_reader_options_take_their_default_s_kind(cub_root, demo_root):
+    with pytest.raises(ConfigError, match="^dataset 'cub' option bbox_crop takes true or false"):
+        _load("cub", cub_root, "test", bbox_crop="maybe")
+    with pytest.raises(ConfigError, match="^dataset 'demo' option per_class takes a whole number"):
+        _load("demo", demo_root, "test", per_class=2.5)
+    assert len(_load("cub", cub_root, "test", bbox_crop=True)) == 6

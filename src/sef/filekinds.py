@@ -11,6 +11,8 @@ ZIP = "zip"  # what torch.save writes (and TorchScript, and many other formats)
 PICKLE = "pickle"  # a Python pickle, e.g. torch.save's legacy format
 EMPTY = "empty"
 SAFETENSORS = "a safetensors file"
+TEXT, JSON_TEXT = "a text file", "a JSON text file"
+UTF16, NOT_UTF8 = "UTF-16 text", "text that is not UTF-8"  # text, but not what sef reads
 HEAD = 4096  # bytes to read: enough for every test below
 _SIGNATURES = (
     (b"PK\x03\x04", ZIP),
@@ -20,7 +22,11 @@ _SIGNATURES = (
     (b"GIF8", "a GIF image"),
     (b"%PDF", "a PDF document"),
     (b"\x1f\x8b", "a gzip file"),
+    (b"\xff\xfe", UTF16),  # its byte-order marks
+    (b"\xfe\xff", UTF16),
 )
+# Bytes that no text holds (all control characters but tab, line feed, form feed, return).
+_CONTROL = frozenset(range(32)) - {9, 10, 12, 13} | {127}
 
 
 def _is_safetensors(head: bytes) -> bool:
@@ -29,15 +35,15 @@ def _is_safetensors(head: bytes) -> bool:
 
 
 def _text_kind(head: bytes) -> str | None:
-    if b"\x00" in head:
+    if _CONTROL.intersection(head):
         return None
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as error:
         if error.start < len(head) - 3:  # not just a character cut at the end of the head
-            return None
+            return NOT_UTF8  # e.g. Latin-1 or Windows-1252
         text = head[: error.start].decode("utf-8")
-    return "a JSON text file" if text.lstrip()[:1] in ("{", "[") else "a text file"
+    return JSON_TEXT if text.lstrip()[:1] in ("{", "[") else TEXT
 
 
 def sniff(head: bytes) -> str:
@@ -74,7 +80,7 @@ def text_problem(path: str | os.PathLike) -> str | None:
         kind = sniff_file(path)
     except OSError as error:
         return f"cannot be read ({(error.strerror or str(error)).lower()})"
-    if kind in (EMPTY, "a text file", "a JSON text file"):
+    if kind in (EMPTY, TEXT, JSON_TEXT, UTF16, NOT_UTF8):  # read_text names the encoding
         return None
     return f"is not a text file: it is {_WORDS.get(kind, kind)}"
 
@@ -85,8 +91,12 @@ def read_text(path: str | os.PathLike) -> str:
     problem = text_problem(path)
     if problem:
         raise ValueError(problem)
+    with open(path, "rb") as handle:
+        data = handle.read()
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            return handle.read()
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
-        raise ValueError(f"is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"is not UTF-8 text (line {line}, byte {error.start}); save it as UTF-8"
+        ) from None

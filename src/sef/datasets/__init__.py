@@ -126,6 +126,24 @@ def options(name: str) -> dict[str, Any]:
     }
 
 
+# What an option takes, by the type of its default (a reader checks options defaulting to None).
+_TAKES = (
+    (bool, (bool,), "true or false"),
+    (int, (int,), "a whole number"),
+    (float, (int, float), "a number"),
+    (str, (str,), "text"),
+)
+
+
+def _check_option(name: str, key: str, value: Any, default: Any) -> None:
+    """ConfigError unless ``value`` is of the kind of the option's default."""
+    for kind, accepted, takes in _TAKES:
+        if isinstance(default, kind):
+            if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+                raise ConfigError(f"dataset {name!r} option {key} takes {takes}, got {value!r}")
+            return
+
+
 def load(
     name: str,
     root: str | os.PathLike | None,
@@ -147,6 +165,8 @@ def load(
     if unknown:
         known = ", ".join(options(name)) or "none"
         raise ConfigError(f"dataset {name!r} has no option {unknown[0]!r}; its options: {known}")
+    for key, value in reader_options.items():
+        _check_option(name, key, value, options(name)[key])
     if root is None and name not in GENERATED:
         raise ConfigError(f"dataset {name!r} needs a root folder (data.root / ROOT)")
     if root is not None and name not in FILE_ROOTS and os.path.isfile(os.path.expanduser(root)):

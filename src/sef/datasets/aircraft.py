@@ -1,9 +1,10 @@
-"""FGVC-Aircraft 2013b as its archive unpacks, read by torchvision's ``FGVCAircraft``.
+"""FGVC-Aircraft 2013b as its archive unpacks: fgvc-aircraft-2013b/data/.
 
-fgvc-aircraft-2013b/data/ holds images/<id>.jpg, the class lists (variants.txt, families.txt,
-manufacturers.txt) and ``images_<level>_<split>.txt`` lines ``<id> <name>`` whose names contain
-spaces and '/'. All four splits are official. Every image carries a 20-pixel copyright banner at
-the bottom; ``crop_banner=True`` removes it. ``root`` may be fgvc-aircraft-2013b, its data/
+data/ holds images/<id>.jpg, the class lists (variants.txt, families.txt, manufacturers.txt, one
+name a line) and ``images_<level>_<split>.txt`` lines ``<id> <name>`` whose names contain
+spaces and '/' (read as torchvision's ``FGVCAircraft`` reads them). All four splits are
+official. Every image carries a 20-pixel copyright banner at the bottom; ``crop_banner=True``
+removes it. ``root`` may be fgvc-aircraft-2013b, its data/
 folder, or the folder that holds it.
 """
 
@@ -12,14 +13,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torchvision.datasets import FGVCAircraft
-
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import require
+from sef.datasets.layout import read_lines, read_pairs, require
 from sef.datasets.splits import check_split
 from sef.errors import ConfigError, DataError
 
-FOLDER = "fgvc-aircraft-2013b"  # torchvision reads <root>/fgvc-aircraft-2013b/data
+FOLDER = "fgvc-aircraft-2013b"
 LAYOUT = (
     f"{FOLDER}/data/{{images/<id>.jpg, variants.txt, images_variant_<split>.txt, ...}} "
     f"(fgvc-aircraft-2013b.tar.gz unpacked, folder name kept)"
@@ -28,16 +27,12 @@ LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "
 BANNER_PIXELS = 20
 
 
-def _torchvision_root(root: Path) -> Path:
-    """The folder that holds fgvc-aircraft-2013b, from any of the accepted ``root`` forms."""
+def _data_folder(root: Path) -> Path:
+    """fgvc-aircraft-2013b/data, from any of the accepted ``root`` forms."""
     root = root.expanduser().absolute()
-    for candidate, parent in (
-        (root / FOLDER, root),
-        (root, root.parent),
-        (root.parent, root.parent.parent),
-    ):
+    for candidate in (root / FOLDER, root, root.parent):
         if candidate.name == FOLDER and (candidate / "data").is_dir():
-            return parent
+            return candidate / "data"
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; point ROOT at {LAYOUT}")
     raise DataError(
@@ -61,17 +56,17 @@ def read(
     check_split(split)
     if level not in LEVELS:
         raise ConfigError(f"unknown Aircraft level {level!r}; choose one of {', '.join(LEVELS)}")
-    parent = _torchvision_root(Path(root))
-    data = parent / FOLDER / "data"
-    require(data / LEVELS[level], LAYOUT)
-    require(data / f"images_{level}_{split}.txt", LAYOUT)
-    require(data / "images", LAYOUT)
-    try:  # the identity loader makes ds[i] return (path, label) without opening the image
-        listing = FGVCAircraft(parent, split=split, annotation_level=level, loader=str)
-    except KeyError as error:
+    data = _data_folder(Path(root))
+    classes = [name for _, name in read_lines(data / LEVELS[level], LAYOUT)]
+    listing = data / f"images_{level}_{split}.txt"
+    pairs = read_pairs(listing, LAYOUT)
+    images = require(data / "images", LAYOUT)
+    index = {name: label for label, name in enumerate(classes)}
+    unknown = [name for _, name in pairs if name not in index]
+    if unknown:
         raise DataError(
-            f"{data / f'images_{level}_{split}.txt'} names class {error} that is not in "
-            f"{LEVELS[level]}; the lists do not belong together"
-        ) from None
-    samples = [listing[i] for i in range(len(listing))]
-    return ImageList(samples, listing.classes, trim_bottom=BANNER_PIXELS if crop_banner else 0)
+            f"{listing} names class {unknown[0]!r} that is not in {LEVELS[level]}; the lists do "
+            f"not belong together"
+        )
+    samples = [(str(images / f"{image_id}.jpg"), index[name]) for image_id, name in pairs]
+    return ImageList(samples, classes, trim_bottom=BANNER_PIXELS if crop_banner else 0)

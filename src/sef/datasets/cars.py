@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import find_root, one_based_label, read_mat, require
+from sef.datasets.layout import box_with_area, find_root, one_based_label, read_mat, require
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
 
@@ -39,7 +39,8 @@ def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
             (str(folder / str(row["fname"])), one_based_label(row["class"], num_classes, where))
         )
         if with_boxes:
-            boxes.append(tuple(float(row[f]) for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")))
+            box = tuple(float(row[f]) for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+            boxes.append(box_with_area(box, where))
     return samples, (boxes if with_boxes else None)
 
 

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets.imagelist import ImageList
-from sef.datasets.images import TOO_LARGE, UNDECODABLE, UnreadableImage, decode
+from sef.datasets.images import UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
 
 
@@ -19,9 +19,8 @@ def _problem(path: str) -> str | None:
     try:
         decode(path)
     except UnreadableImage as bad:
-        if bad.kind == UNDECODABLE:
-            return f"cannot decode: {bad.detail}"
-        return f"too large: {bad.detail}" if bad.kind == TOO_LARGE else bad.kind
+        kind = "cannot decode" if bad.kind == UNDECODABLE else bad.kind
+        return f"{kind}: {bad.detail}" if bad.detail else kind
     return None
 
 

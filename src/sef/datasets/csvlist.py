@@ -1,10 +1,10 @@
 """Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional.
 
-``root`` is the CSV file, or a folder holding exactly one. Relative paths are relative to the
-CSV's folder (or ``image_root``). Labels are class names; the classes are ``classes`` (a list, or
-a text file with one name per line) or else all labels in the file, sorted (numerically when every
-label is an integer), so labels agree between splits. Rows without a split column are split
-seeded and per class, as for folder data.
+``root`` is the CSV file, or a folder holding exactly one (``.csv`` in any case, not hidden).
+Relative paths are relative to the CSV's folder (or ``image_root``). Labels are class names; the
+classes are ``classes`` (a list, or a text file with one name per line) or else all labels in the
+file, sorted (numerically when every label is an integer), so labels agree between splits. Rows
+without a split column are split seeded and per class, as for folder data.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
+from sef.datasets.layout import read_lines
 from sef.datasets.splits import from_declared
-from sef.errors import DataError
+from sef.errors import ConfigError, DataError
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
 HEADERS = (["path", "label"], ["path", "label", "split"])
@@ -29,7 +30,10 @@ def _csv_file(root: Path) -> Path:
         return root
     if not root.is_dir():
         raise DataError(f"{root} does not exist; point ROOT at {LAYOUT}")
-    found = sorted(root.glob("*.csv"))
+    found = sorted(
+        p for p in root.iterdir()
+        if p.suffix.lower() == ".csv" and p.is_file() and not p.name.startswith(".")
+    )  # fmt: skip
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
         raise DataError(
@@ -51,6 +55,11 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     ]
     if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
         rows = rows[1:]
+    elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
+        raise DataError(  # a first path without a file extension, unlike the next: a header
+            f"{path} line {rows[0][0]} looks like a header ({','.join(rows[0][1])}); name its "
+            f"columns path,label or path,label,split, or remove it"
+        )
     if not rows:
         raise DataError(f"{path} lists no images; expected {LAYOUT}")
     width = len(rows[0][1])
@@ -63,16 +72,35 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
+def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tuple[int, list[str]]]:
+    """``rows`` with each image once: a repeated row is dropped, a row that gives an image
+    listed before another label or split is refused (else one image could be in two splits)."""
+    first: dict[str, tuple[int, list[str]]] = {}
+    for number, row in rows:
+        earlier = first.setdefault(os.path.normpath(base / row[0]), (number, row))
+        if earlier[1][1:] != row[1:]:
+            raise DataError(
+                f"{path} line {number} lists {row[0]} as {','.join(row[1:])} but line "
+                f"{earlier[0]} as {','.join(earlier[1][1:])}; an image has one label and one split"
+            )
+    return list(first.values())
+
+
 def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[str]) -> list[str]:
     if classes is None:
         unique = set(labels)
         numeric = all(label.lstrip("-").isdigit() for label in unique)
         return sorted(unique, key=int) if numeric else sorted(unique)
+    if not isinstance(classes, (str, os.PathLike, list, tuple)):
+        raise ConfigError(
+            f"dataset 'csv' option classes takes a list of class names or a class-list file, "
+            f"got {classes!r}"
+        )
     if isinstance(classes, (str, os.PathLike)):
         path = Path(classes)
         if not path.is_file():
             raise DataError(f"class list {path} does not exist; give a text file, one class a line")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [name for _, name in read_lines(path, LAYOUT)]
     return [str(name) for name in classes]
 
 
@@ -87,17 +115,19 @@ def read(
     image_root: str | os.PathLike | None = None,
 ) -> ImageList:
     """``split`` of the images listed in the CSV at ``root``."""
+    if not isinstance(image_root, (str, os.PathLike, type(None))):
+        raise ConfigError(f"dataset 'csv' option image_root takes a folder, got {image_root!r}")
     path = _csv_file(Path(root).expanduser())
     rows = _rows(path)
     names = _class_list(classes, [row[1] for _, row in rows])
     index = {name: i for i, name in enumerate(names)}
     base = Path(image_root) if image_root is not None else path.parent
-    samples = []
     for number, row in rows:
         if row[1] not in index:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
-        samples.append((str(base / row[0]), index[row[1]]))
+    rows = _once(path, rows, base)
+    samples = [(str(base / row[0]), index[row[1]]) for _, row in rows]
     tags = [row[2] if len(row) == 3 else None for _, row in rows]
     return from_declared(
         ImageList(samples, names), tags, split, seed, val_fraction, test_fraction, str(path)

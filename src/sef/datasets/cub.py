@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import Box, ImageList
-from sef.datasets.layout import find_root, one_based_label, read_pairs
+from sef.datasets.layout import box_with_area, find_root, one_based_label, read_pairs
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
 
@@ -36,7 +36,7 @@ def _box(value: str, where: str) -> Box:
         x, y, width, height = (float(v) for v in value.split())
     except ValueError:
         raise DataError(f"{where}: expected 'x y width height', got {value!r}") from None
-    return (x, y, x + width, y + height)
+    return box_with_area((x, y, x + width, y + height), where)
 
 
 def read(

@@ -2,8 +2,9 @@
 
 Split folders are named trainval, train, val or test; the classes are the sorted union of the
 class folder names in all of them, so labels agree between splits. Without split folders, test
-and val are seeded per-class hold-outs (see :func:`sef.datasets.splits.from_declared`). Listing
-uses torchvision's ``find_classes``/``make_dataset`` and its image extensions.
+and val are seeded per-class hold-outs (see :func:`sef.datasets.splits.from_declared`). Images
+have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg`` and
+``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import SPLITS, from_declared
@@ -22,14 +23,28 @@ LAYOUT = (
 )
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "__MACOSX"))
+
+
 def _classes(folders: list[Path]) -> list[str]:
-    names: set[str] = set()
-    for folder in folders:
-        try:
-            names.update(find_classes(folder)[0])
-        except FileNotFoundError:  # a split folder without class folders
-            continue
-    return sorted(names)
+    """The sorted names of the class folders in ``folders``."""
+    names = {entry.name for folder in folders for entry in os.scandir(folder) if entry.is_dir()}
+    return sorted(name for name in names if not _hidden(name))
+
+
+def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """(path, label) of every image under ``folder/<class>/``, sorted, hidden names left out."""
+    found = []
+    for name, label in class_to_idx.items():
+        for parent, subfolders, files in os.walk(folder / name, followlinks=True):
+            subfolders[:] = sorted(sub for sub in subfolders if not _hidden(sub))
+            found += [
+                (os.path.join(parent, file), label)
+                for file in sorted(files)
+                if not _hidden(file) and file.lower().endswith(IMG_EXTENSIONS)
+            ]
+    return found
 
 
 def read(
@@ -51,7 +66,7 @@ def read(
     class_to_idx = {name: i for i, name in enumerate(classes)}
     samples, tags = [], []
     for folder in split_folders or [root]:
-        found = make_dataset(str(folder), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+        found = _images(folder, class_to_idx)
         samples += found
         tags += [folder.name if split_folders else None] * len(found)
     if not samples:

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
+from sef import filekinds
 from sef.errors import DataError
 
 
@@ -35,13 +36,21 @@ def require(path: Path, layout: str) -> Path:
     return path
 
 
+def read_lines(path: Path, layout: str) -> list[tuple[int, str]]:
+    """(line number, line stripped) of every non-blank line of a UTF-8 text list."""
+    try:
+        text = filekinds.read_text(require(path, layout))
+    except ValueError as problem:
+        raise DataError(f"{path} {problem}") from None
+    lines = enumerate(text.splitlines(), start=1)
+    return [(number, line.strip()) for number, line in lines if line.strip()]
+
+
 def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:
     """Lines ``<key> <value...>`` of a text list (the value may contain spaces)."""
     pairs = []
-    for number, line in enumerate(require(path, layout).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.strip().split(maxsplit=1)
+    for number, line in read_lines(path, layout):
+        fields = line.split(maxsplit=1)
         if len(fields) != 2:
             raise DataError(f"{path} line {number} is {line!r}, expected '<id> <value>'")
         pairs.append((fields[0], fields[1]))
@@ -62,10 +71,25 @@ def one_based_label(value: str | float, num_classes: int, where: str) -> int:
     return label - 1
 
 
+def box_with_area(
+    box: tuple[float, float, float, float], where: str
+) -> tuple[float, float, float, float]:
+    """``box`` (left, upper, right, lower) if it encloses some pixels, else a DataError."""
+    left, upper, right, lower = box
+    if not (left < right and upper < lower):  # NaN fails too
+        raise DataError(
+            f"{where}: the box from ({left:g}, {upper:g}) to ({right:g}, {lower:g}) encloses "
+            f"no pixels; fix the box or train without bbox_crop"
+        )
+    return box
+
+
 def read_mat(path: Path, keys: Sequence[str], layout: str) -> dict[str, np.ndarray]:
     """The variables ``keys`` of a MATLAB file, each as an at-least-1-D array (squeezed)."""
     try:
         content = scipy.io.loadmat(require(path, layout), squeeze_me=True)
+    except NotImplementedError:  # scipy reads MATLAB files up to v7; v7.3 is HDF5
+        raise DataError(f"{path} is a MATLAB v7.3 file; use the official (v5) file") from None
     except (MatReadError, ValueError, OSError, TypeError) as error:
         raise DataError(
             f"{path} is not a readable MATLAB file ({error}); download it again"

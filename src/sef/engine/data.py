@@ -57,11 +57,13 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
             f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
             f"both splits must list the same classes"
         )
-    if len(train.classes) < 2:
-        named = ", ".join(repr(name) for name in train.classes) or "none"
+    _check_classes(train, d.train_split, d.root or d.dataset)
+    shared = {path for path, _ in train.samples} & {path for path, _ in evaluation.samples}
+    if shared:
         raise DataError(
-            f"{d.root or d.dataset} holds {len(train.classes)} class ({named}); a classifier "
-            f"needs at least two classes to tell apart"
+            f"data.eval_split={d.eval_split} shares {counted(len(shared), 'image')} with "
+            f"data.train_split={d.train_split} (e.g. {min(shared)}), so it would score images "
+            f"the model trained on; evaluate on val with data.train_split=train"
         )
     if len(evaluation) == 0:
         raise DataError(
@@ -70,6 +72,24 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
         )
     data = Data(train, evaluation, list(train.classes))
     return data if d.cache == "off" else _from_cache(data, config, context, progress)
+
+
+def _check_classes(train: ImageList, split: str, source: str) -> None:
+    """DataError unless ``train`` has two classes or more and images of every one."""
+    if len(train.classes) < 2:
+        named = ", ".join(repr(name) for name in train.classes) or "none"
+        raise DataError(
+            f"{source} holds {len(train.classes)} class ({named}); a classifier "
+            f"needs at least two classes to tell apart"
+        )
+    seen = {label for _, label in train.samples}
+    unseen = [name for label, name in enumerate(train.classes) if label not in seen]
+    if unseen:
+        named = ", ".join(repr(name) for name in unseen[:3]) + (", ..." * (len(unseen) > 3))
+        raise DataError(
+            f"the {split} split of {source} has no images of {len(unseen)} of its "
+            f"{len(train.classes)} classes ({named}); add images of them or remove them"
+        )
 
 
 def _from_cache(data: Data, config: Config, context: Context, progress: bool) -> Data:
