@@ -43,6 +43,32 @@ def test_mirror_and_kept_archive(served_cub, tmp_path, monkeypatch):
     dl.fetch(moved.url, root / "CUB_200_2011.tgz", entry.md5, progress=False)
 
 
+def test_a_mirror_may_be_a_local_folder(served_cub, tmp_path, monkeypatch):
+    base, entry = served_cub
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    dl.fetch(entry.url, folder / entry.filename, entry.md5, progress=False)
+    moved = dl.Archive("http://127.0.0.1:9/unreachable.tgz", entry.md5, entry.filename)
+    monkeypatch.setitem(dl.ARCHIVES, "cub", [moved])
+    root = dl.download("cub", tmp_path / "data", mirror=str(folder), progress=False)
+    assert (root / "CUB_200_2011").is_dir() and (folder / entry.filename).is_file()
+
+
+def test_a_failed_download_removes_the_root_it_created_and_keeps_one_that_was_there(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setitem(
+        dl.ARCHIVES, "cub", [dl.Archive("http://127.0.0.1:9/a.tgz", "0" * 32, "a.tgz")]
+    )
+    with pytest.raises(DataError, match="could not download"):
+        dl.download("cub", tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DataError, match="could not download"):
+        dl.download("cub", tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_checksum_mismatch_leaves_nothing(served_cub, tmp_path):
     base, entry = served_cub
     target = tmp_path / "downloads"

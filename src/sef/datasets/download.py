@@ -136,7 +136,8 @@ def download(
     """Download, verify and unpack dataset ``name`` into ``root``; return ``root``.
 
     ``mirror`` replaces the official host: each file is fetched from ``<mirror>/<filename>``
-    and must still have the official checksum.
+    (a mirror without a scheme is a local folder) and must still have the official checksum.
+    A ``root`` this call created is removed again if the download fails before it holds anything.
     """
     reason = RECORDS[name].no_download if name in RECORDS else ""
     if reason:
@@ -144,11 +145,24 @@ def download(
     if name not in ARCHIVES:
         known = ", ".join(ARCHIVES)
         raise ConfigError(f"unknown dataset {name!r} to download; choose one of {known}")
+    created = not Path(root).expanduser().exists()
     root = outputs.make_folder(Path(root).expanduser())  # a file there: named, in one line
-    for archive in ARCHIVES[name]:
-        url = f"{mirror.rstrip('/')}/{archive.filename}" if mirror else archive.url
-        path = fetch(url, root / archive.filename, archive.md5, progress)
-        extract(path, root)
-        if not keep_archives:
-            path.unlink()
+    try:
+        for archive in ARCHIVES[name]:
+            url = _mirrored(mirror, archive.filename) if mirror else archive.url
+            path = fetch(url, root / archive.filename, archive.md5, progress)
+            extract(path, root)
+            if not keep_archives:
+                path.unlink()
+    except DataError:
+        if created and not any(root.iterdir()):
+            root.rmdir()
+        raise
     return root
+
+
+def _mirrored(mirror: str, filename: str) -> str:
+    """``<mirror>/<filename>`` as a URL: a mirror without a scheme (``://``) is a local folder."""
+    if "://" not in mirror:
+        return (Path(mirror).expanduser().absolute() / filename).as_uri()
+    return f"{mirror.rstrip('/')}/{filename}"
