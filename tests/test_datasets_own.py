@@ -28,6 +28,18 @@ def test_folder_with_split_folders(folder_root):
     assert sorted({y for _, y in val.samples}) == [0, 1, 2]
 
 
+def test_split_folders_are_found_in_any_case_and_two_spellings_are_refused(folder_root):
+    expected = _load("folder", folder_root, "test").samples
+    for split in ("train", "test"):
+        (folder_root / split).rename(folder_root / split.title())
+    test = _load("folder", folder_root, "test")
+    assert test.classes == OWN_CLASSES  # not ['Test', 'Train']
+    assert [y for _, y in test.samples] == [y for _, y in expected]
+    (folder_root / "test" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="has two test folders, Test and test; keep one"):
+        _load("folder", folder_root, "test")
+
+
 def test_folder_labels_agree_when_a_split_lacks_a_class(folder_root):
     shutil.rmtree(folder_root / "test" / "cat")
     test = _load("folder", folder_root, "test")

@@ -1,10 +1,10 @@
 """Users' own images in class folders: ROOT/<split>/<class>/<image> or ROOT/<class>/<image>.
 
-Split folders are named trainval, train, val or test; the classes are the sorted union of the
-class folder names in all of them, so labels agree between splits. Without split folders, test
-and val are seeded per-class hold-outs (see :func:`sef.datasets.splits.from_declared`). Images
-have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg`` and
-``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
+Split folders are named trainval, train, val or test, in any case; the classes are the sorted
+union of the class folder names in all of them, so labels agree between splits. Without split
+folders, test and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`).
+Images have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg``
+and ``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
 """
 
 from __future__ import annotations
@@ -47,6 +47,21 @@ def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]
     return found
 
 
+def _split_folders(root: Path) -> dict[str, Path]:
+    """The split folders in ``root`` by split, their names in any case (Train/, TEST/)."""
+    found: dict[str, Path] = {}
+    for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+        split = entry.name.lower()
+        if split in SPLITS and entry.is_dir():
+            if split in found:
+                raise DataError(
+                    f"{root} has two {split} folders, {found[split].name} and {entry.name}; "
+                    f"keep one"
+                )
+            found[split] = Path(entry.path)
+    return {split: found[split] for split in SPLITS if split in found}
+
+
 def read(
     root: str | os.PathLike,
     split: str,
@@ -59,16 +74,16 @@ def read(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; lay it out as {LAYOUT}")
-    split_folders = [root / name for name in SPLITS if (root / name).is_dir()]
-    classes = _classes(split_folders or [root])
+    split_folders = _split_folders(root)
+    classes = _classes(list(split_folders.values()) or [root])
     if not classes:
         raise DataError(f"no class folders in {root}; lay it out as {LAYOUT}")
     class_to_idx = {name: i for i, name in enumerate(classes)}
     samples, tags = [], []
-    for folder in split_folders or [root]:
+    for tag, folder in split_folders.items() or [(None, root)]:
         found = _images(folder, class_to_idx)
         samples += found
-        tags += [folder.name if split_folders else None] * len(found)
+        tags += [tag] * len(found)
     if not samples:
         raise DataError(
             f"no images ({', '.join(IMG_EXTENSIONS)}) under {root}; lay it out as {LAYOUT}"
