@@ -30,6 +30,17 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     assert np.asarray(open_rgb(path)).mean() == pytest.approx(128, abs=1)
 
 
+@pytest.mark.parametrize(
+    ("values", "grey"), [((0.0, 0.5, 1.0), (0, 127, 255)), ((0, 64, 300), (0, 64, 255))]
+)
+def test_float_grey_in_0_to_1_is_scaled_and_other_floats_taken_as_0_to_255(tmp_path, values, grey):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.array([values], np.float32), mode="F").save(path)
+    with Image.open(path) as raw:
+        assert raw.mode == "F"
+    assert np.asarray(open_rgb(path))[0, :, 0].tolist() == list(grey)
+
+
 def test_transparent_pixels_become_white(tmp_path):
     pixels = np.zeros((4, 4, 4), np.uint8)  # fully transparent black
     pixels[0, 0] = (10, 20, 30, 255)  # one opaque pixel

@@ -47,7 +47,8 @@ def pixel_limit() -> int:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode (L, P, CMYK, RGBA, LA, I;16, ...) to RGB, flattening alpha on white."""
+    """Convert any PIL mode (L, P, CMYK, RGBA, LA, I;16, F, ...) to RGB, flattening alpha on
+    white; float grey (F) in 0-1 is scaled to 0-255, other floats are taken as 0-255."""
     if image.mode == "RGB":
         return image
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
@@ -57,6 +58,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if image.mode.startswith("I"):  # 16/32-bit grey: scale to 8 bits instead of clipping
         return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    if image.mode == "F" and image.getextrema()[1] <= 1:  # 0-1 floats: black if clipped as is
+        return image.point(lambda v: v * 255).convert("L").convert("RGB")
     return image.convert("RGB")
 
 
