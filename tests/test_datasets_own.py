@@ -40,6 +40,15 @@ def test_split_folders_are_found_in_any_case_and_two_spellings_are_refused(folde
         _load("folder", folder_root, "test")
 
 
+def test_a_link_to_a_folder_above_is_followed_once_not_round_and_round(folder_root):
+    expected = _load("folder", folder_root, "test").samples
+    (folder_root / "test" / "cat" / "loop").symlink_to(folder_root / "test" / "cat")
+    (folder_root / "test" / "dog" / "more").symlink_to(folder_root / "train" / "dog")
+    test = _load("folder", folder_root, "test").samples
+    linked = [s for s in test if "/more/" in s[0]]
+    assert [s for s in test if "/more/" not in s[0]] == expected and len(linked) == 4
+
+
 def test_folder_labels_agree_when_a_split_lacks_a_class(folder_root):
     shutil.rmtree(folder_root / "test" / "cat")
     test = _load("folder", folder_root, "test")

@@ -34,10 +34,17 @@ def _classes(folders: list[Path]) -> list[str]:
 
 
 def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of every image under ``folder/<class>/``, sorted, hidden names left out."""
+    """(path, label) of every image under ``folder/<class>/``, sorted, hidden names left out;
+    symbolic links followed, each real folder read once (a link to a folder above would loop)."""
     found = []
     for name, label in class_to_idx.items():
+        seen: set[str] = set()
         for parent, subfolders, files in os.walk(folder / name, followlinks=True):
+            real = os.path.realpath(parent)
+            if real in seen:
+                subfolders[:] = []
+                continue
+            seen.add(real)
             subfolders[:] = sorted(sub for sub in subfolders if not _hidden(sub))
             found += [
                 (os.path.join(parent, file), label)
