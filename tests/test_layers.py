@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
 # The method itself (docs/developing.md): it knows no config, data, checkpoint or training.
-CORE = ("sef.model", "sef.losses", "sef.backbones", "sef.adapters", "sef.groups", "sef.loss_config")
+CORE = (
+    "sef.model", "sef.losses", "sef.backbones", "sef.timm_backbones", "sef.weights",
+    "sef.adapters", "sef.modes", "sef.groups", "sef.loss_config",
+)  # fmt: skip
 # What the core may import: itself and the leaves that import nothing of sef's but each other.
 CORE_MAY_IMPORT = (*CORE, "sef.choices", "sef.errors", "sef.extras")
 # What the issue names as above the core; a prefix covers a package and its modules.
