@@ -286,6 +286,18 @@ def demo_checkpoint(tmp_path_factory) -> Path:
     return folder / "last.pt"
 
 
+@pytest.fixture
+def trained_demo_checkpoint(demo_checkpoint, tmp_path) -> Path:
+    """``demo_checkpoint`` whose data options, as `sef train` saves them, leave out ``progress``:
+    whether a generated set shows its progress is then the command's to say."""
+    from sef.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(demo_checkpoint)
+    del state["config"]["data"]["options"]["progress"]
+    save_checkpoint(tmp_path / "run" / "last.pt", state)
+    return tmp_path / "run" / "last.pt"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass

@@ -60,19 +60,44 @@ def test_save_refuses_values_that_need_pickled_code(tmp_path: Path) -> None:
     assert not (tmp_path / "a.pt").exists()
 
 
-@pytest.mark.parametrize("writer", ["torch", "pickle"])
-def test_pickled_code_is_refused_and_never_runs(tmp_path: Path, writer: str) -> None:
+@pytest.mark.parametrize(
+    "writer, refusal",
+    [
+        ("torch", "pickled Python objects"),
+        ("legacy", "pickled Python objects"),
+        ("pickle", "is a Python pickle that torch.save did not write"),
+    ],
+)
+def test_pickled_code_is_refused_and_never_runs(tmp_path: Path, writer: str, refusal: str) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     payload = {**_state(), "metrics": _Payload(marker)}
-    if writer == "torch":
-        torch.save(payload, path)
-    else:
+    if writer == "pickle":
         path.write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=writer == "torch")
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match="pickled Python objects"):
+    with pytest.raises(CheckpointError, match=refusal):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_legacy_checkpoint_loads(tmp_path: Path) -> None:
+    _legacy(tmp_path)
+    assert load_checkpoint(tmp_path / "legacy")["epoch"] == 1
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_a_plain_pickle_is_named_without_a_warning(tmp_path: Path, protocol: int, recwarn) -> None:
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"a": 1}, protocol=protocol))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"{path} is a Python pickle that torch.save did not write; pass a last.pt or best.pt "
+        f"written by `sef train`"
+    )
+    assert not recwarn.list
 
 
 def test_missing_truncated_and_foreign_files(tmp_path: Path) -> None:

@@ -91,6 +91,14 @@ def test_eval_refuses_pickled_code_and_missing_files(tmp_path: Path, capsys) -> 
     assert "none.pt does not exist" in capsys.readouterr().err
 
 
+def test_no_progress_reaches_the_demo_set_generation(
+    trained_demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    arguments = ["eval", "--checkpoint", str(trained_demo_checkpoint), "--no-progress", "--json"]
+    assert main([*arguments, "--data-root", str(tmp_path / "new")]) == 0
+    assert capsys.readouterr().err == ""  # no "generating demo set" bar, no "written to" line
+
+
 @pytest.mark.slow
 def test_eval_with_tta_and_a_per_class_report(demo_checkpoint: Path, tmp_path: Path) -> None:
     csv_path, report = tmp_path / "preds.csv", tmp_path / "report"

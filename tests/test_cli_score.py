@@ -65,3 +65,18 @@ def test_score_errors_name_the_file(tmp_path: Path, capsys) -> None:
     bad.write_text("method,CUB\nA,eighty\n")
     assert main(["score", str(bad)]) == 2
     assert capsys.readouterr().err.startswith("sef score: error: ")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("method,cub,cub\nA,90,50\n", "header repeats dataset 'cub'; give each one column"),
+        ("method,cub, \nA,90,50\n", "header column 3 is blank; name its dataset"),
+        ("method,cub\n,90\nB,80\n", "line 2 has no method name; write it in the first cell"),
+    ],
+)
+def test_a_blank_or_repeated_name_is_refused(tmp_path: Path, capsys, text: str, message: str):
+    table = tmp_path / "d.csv"
+    table.write_text(text)
+    assert main(["score", str(table)]) == 2
+    assert capsys.readouterr().err == f"sef score: error: {table} {message}\n"

@@ -15,6 +15,7 @@ import yaml
 
 from sef.cli import main
 from sef.config import preset_names
+from sef.losses import ONE_BY_ONE
 
 TINY_DEMO = [
     "--set", "data.options.per_class=3", "--set", "data.options.test_per_class=2",
@@ -130,6 +131,12 @@ def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -
         "backbone_args": {}, "output_stride": None,
     }  # fmt: skip
     assert values["loss"]["lam"] == values["loss"]["gamma"] == values["loss"]["phi"] == 0
+
+
+def test_a_warning_is_one_line(demo_root: Path, tmp_path: Path, capsys) -> None:
+    arguments = ["train", "--out", str(tmp_path / "run"), *TINY_DEMO, "--no-progress"]
+    assert main([*arguments, "--backbone", "resnet18", "--weights", "none"]) == 0
+    assert capsys.readouterr().err == f"sef train: warning: {ONE_BY_ONE}\n"  # 32 px: a 1 x 1 map
 
 
 def test_unreadable_images_stop_the_run_or_are_skipped(

@@ -65,6 +65,15 @@ def test_parts_json_report(demo_checkpoint, tmp_path, capsys):
     assert "static peak" in table and "distinctness" in table and "group 2" in table
 
 
+@pytest.mark.parametrize("figure", ["corr", "parts"])
+def test_no_progress_reaches_the_demo_set_generation(
+    trained_demo_checkpoint, tmp_path, figure, capsys
+):
+    arguments = ["viz", figure, "--checkpoint", str(trained_demo_checkpoint), "--no-progress"]
+    assert main([*arguments, "--data-root", str(tmp_path / "new"), "--images", "4"]) == 0
+    assert capsys.readouterr().err == ""  # no "generating demo set" bar, no "written to" line
+
+
 def test_curves_from_a_run_folder(tmp_path, capsys):
     records = [
         {"epoch": e, "lr": 0.01, "loss_ce": 2 / e, "loss_entropy": -0.1, "loss_distill": 0.1,

@@ -210,4 +210,6 @@ def test_reader_options_take_their_default_s_kind(cub_root, demo_root):
         _load("cub", cub_root, "test", bbox_crop="maybe")
     with pytest.raises(ConfigError, match="^dataset 'demo' option per_class takes a whole number"):
         _load("demo", demo_root, "test", per_class=2.5)
+    with pytest.raises(ConfigError, match="^dataset 'demo' option progress takes true or false"):
+        _load("demo", demo_root, "test", progress="abc")  # data.options.progress: saved too
     assert len(_load("cub", cub_root, "test", bbox_crop=True)) == 6

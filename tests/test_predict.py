@@ -1,7 +1,10 @@
 """Prediction: probabilities equal the model's softmax, folders expand, bad files are skipped."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
 from sef.datasets.images import open_rgb
 from sef.predict import find_images, format_table, predict_images
@@ -27,6 +30,14 @@ def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_images([empty]) == ([], [(str(empty), "folder holds no image files")])
+
+
+def test_folders_are_searched_for_every_format_pillow_reads(tmp_path):
+    for name in ("p.gif", "p.tga", "p.PCX"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF-1.4")  # a format Pillow only writes
+    found, problems = find_images([tmp_path])
+    assert [Path(p).name for p in found] == ["p.PCX", "p.gif", "p.tga"] and problems == []
 
 
 def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):

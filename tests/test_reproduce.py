@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import sef.engine.run
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
 from sef.engine.lock import acquire
@@ -165,6 +166,27 @@ def test_a_run_killed_in_its_first_epoch_starts_afresh(cub_root: Path, tmp_path:
     assert load_checkpoint(folder / "last.pt")["epoch"] == 1
     assert "killed" not in (folder / "metrics.jsonl").read_text()
     assert not (folder / "tb" / "events.out.tfevents.killed").exists()
+
+
+def test_ctrl_c_says_to_run_the_same_command_again(
+    cub_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    real, calls = sef.engine.run.train_one_epoch, []
+
+    def stopped_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sef.engine.run, "train_one_epoch", stopped_in_epoch_two)
+    arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "sef"]
+    arguments += ["--out", str(tmp_path / "runs"), *TOY, *FAST, "--set", "optim.epochs=2"]
+    assert main(arguments) == 130
+    assert capsys.readouterr().err == (
+        f"sef reproduce: interrupted; {tmp_path / 'runs' / 'cub-resnet18' / 'last.pt'} (epoch 1) "
+        f"is kept; run the same command again to continue\n"
+    )
 
 
 def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(

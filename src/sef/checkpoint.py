@@ -102,7 +102,9 @@ def _check_kind(path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {_PASS}")
     if kind == filekinds.ZIP:
         _check_archive(path)
-    elif kind != filekinds.PICKLE:
+    elif kind == filekinds.PICKLE:  # refused before torch.load warns about its protocol
+        raise CheckpointError(f"{path} is a Python pickle that torch.save did not write; {_PASS}")
+    elif kind != filekinds.TORCH_LEGACY:
         raise CheckpointError(
             f"{path} is not a checkpoint: it is {kind}, not the zip archive torch.save writes; "
             f"{_PASS}"
@@ -124,8 +126,6 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
         return CheckpointError(
             f"checkpoint {path} is truncated: its pickle ends early; use a whole copy"
         )
-    if "magic number" in reason.lower():
-        return CheckpointError(f"{path} is a Python pickle that torch.save did not write; {_PASS}")
     return CheckpointError(f"checkpoint {path} is damaged ({reason}); use another copy")
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 ZIP = "zip"  # what torch.save writes (and TorchScript, and many other formats)
-PICKLE = "pickle"  # a Python pickle, e.g. torch.save's legacy format
+PICKLE = "pickle"  # a Python pickle that torch.save did not write
+TORCH_LEGACY = "torch legacy"  # torch.save's legacy format: pickles, the first a magic number
 EMPTY = "empty"
 SAFETENSORS = "a safetensors file"
 TEXT, JSON_TEXT = "a text file", "a JSON text file"
@@ -25,6 +26,8 @@ _SIGNATURES = (
     (b"\xff\xfe", UTF16),  # its byte-order marks
     (b"\xfe\xff", UTF16),
 )
+_FRAME = 0x95  # a protocol 4+ pickle's FRAME opcode, then 8 bytes of frame length
+_TORCH_MAGIC = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # LONG1 of torch's magic number, STOP
 # Bytes that no text holds (all control characters but tab, line feed, form feed, return).
 _CONTROL = frozenset(range(32)) - {9, 10, 12, 13} | {127}
 
@@ -46,15 +49,23 @@ def _text_kind(head: bytes) -> str | None:
     return JSON_TEXT if text.lstrip()[:1] in ("{", "[") else TEXT
 
 
+def _pickle_kind(head: bytes) -> str:
+    """TORCH_LEGACY if the pickle in ``head`` is torch's magic number, else PICKLE."""
+    body = head[2:]  # after PROTO
+    if body[:1] == bytes([_FRAME]):
+        body = body[9:]
+    return TORCH_LEGACY if body.startswith(_TORCH_MAGIC) else PICKLE
+
+
 def sniff(head: bytes) -> str:
-    """EMPTY, ZIP, PICKLE, or a phrase naming what the bytes ``head`` look like."""
+    """EMPTY, ZIP, TORCH_LEGACY, PICKLE, or a phrase naming what the bytes ``head`` look like."""
     if not head:
         return EMPTY
     for signature, kind in _SIGNATURES:
         if head.startswith(signature):
             return kind
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO 2..5
-        return PICKLE
+        return _pickle_kind(head)
     if _is_safetensors(head):
         return SAFETENSORS
     return _text_kind(head) or "binary data of a kind sef does not recognise"
@@ -66,7 +77,11 @@ def sniff_file(path: str | os.PathLike) -> str:
         return sniff(handle.read(HEAD))
 
 
-_WORDS = {ZIP: "a zip archive", PICKLE: "a Python pickle"}
+_WORDS = {
+    ZIP: "a zip archive",
+    PICKLE: "a Python pickle",
+    TORCH_LEGACY: "a file torch.save wrote in its legacy format",
+}
 
 
 def text_problem(path: str | os.PathLike) -> str | None:

@@ -97,6 +97,17 @@ def _parse_cell(text: str, where: str) -> float | None:
     return value
 
 
+def _dataset_names(path: Path, header: list[str]) -> list[str]:
+    """The header's dataset names (after 'method'); DataError for a blank or repeated one."""
+    names = [name.strip() for name in header[1:]]
+    for column, name in enumerate(names, start=2):
+        if not name:
+            raise DataError(f"{path} header column {column} is blank; name its dataset")
+        if names.index(name) < column - 2:
+            raise DataError(f"{path} header repeats dataset {name!r}; give each one column")
+    return names
+
+
 def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
     """A CSV with a header row (method, dataset names...) and one row of accuracies per method."""
     path = Path(path)
@@ -110,12 +121,14 @@ def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
         raise DataError(
             f"{path} needs a header row 'method,<dataset>,...' and at least one method row"
         )
-    datasets = [name.strip() for name in rows[0][1:]]
+    datasets = _dataset_names(path, rows[0])
     table: dict[str, dict[str, float | None]] = {}
     for line, row in enumerate(rows[1:], start=2):
         method = row[0].strip()
         if len(row) - 1 > len(datasets):
             raise DataError(f"{path} line {line} has more cells than the header has datasets")
+        if not method:
+            raise DataError(f"{path} line {line} has no method name; write it in the first cell")
         if method in table:
             raise DataError(f"{path} line {line} repeats method {method!r}; give each one row")
         cells = row[1:] + [""] * (len(datasets) - len(row) + 1)

@@ -88,7 +88,7 @@ def _holds_a_model(path: Path) -> bool:
         kind = filekinds.sniff_file(path)
     except OSError:  # absent, or unreadable: nothing to protect from here
         return False
-    return kind in (filekinds.ZIP, filekinds.PICKLE, filekinds.SAFETENSORS)
+    return kind in (filekinds.ZIP, filekinds.TORCH_LEGACY, filekinds.PICKLE, filekinds.SAFETENSORS)
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:

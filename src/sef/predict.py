@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 from sef.datasets.images import UnreadableImage, open_rgb, reason
@@ -35,19 +35,25 @@ class Prediction:
         }
 
 
+def _readable_extensions() -> set[str]:
+    """The file extensions of the formats Pillow opens (not those it only writes, as .pdf)."""
+    return {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+
+
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Expand files and folders (recursively, image extensions only) into image paths.
+    """Expand files and folders (recursively, the extensions of formats Pillow reads only) into
+    image paths.
 
     Returns (images in a stable order, [(path, reason)] for paths that do not exist).
     """
-    images, problems = [], []
+    images, problems, extensions = [], [], _readable_extensions()
     for given in paths:
         path = Path(given)
         if path.is_dir():
             found = [
                 str(p)
                 for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+                if p.is_file() and p.suffix.lower() in extensions
             ]
             if not found:
                 problems.append((str(path), "folder holds no image files"))

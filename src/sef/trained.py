@@ -59,13 +59,17 @@ class TrainedModel:
         """The test pipeline of ``preprocessing`` (built once: datasets and callers share it)."""
         return self.preprocessing.test_transform()
 
-    def dataset(self, split: str = "test", root: str | os.PathLike | None = None) -> ImageList:
+    def dataset(
+        self, split: str = "test", root: str | os.PathLike | None = None, *, progress: bool = True
+    ) -> ImageList:
         """``split`` of the data this model was trained on (or found under ``root``), with its
-        test transform; DataError if that data's classes are not the model's."""
+        test transform; DataError if that data's classes are not the model's. ``progress`` shows
+        a generated set being drawn on first use."""
         config = self.config
         loaded = datasets.read_split(
-            config.data, split, seed=config.run.seed, root=root, transform=self.test_transform
-        )
+            config.data, split, seed=config.run.seed, root=root, transform=self.test_transform,
+            progress=progress,
+        )  # fmt: skip
         if list(loaded.classes) != list(self.classes):
             where = config.data.root if root is None else root
             raise DataError(

@@ -358,7 +358,7 @@ def correlation_figure(
     """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
     and the G x G group averages."""
     outputs.check_writable(out)  # before the work
-    dataset = trained.dataset(split, root)
+    dataset = trained.dataset(split, root, progress=progress)
     indices = pick_indices(len(dataset), images, seed)
     batches = image_batches(dataset, indices, batch_size, progress)
     correlation, count = mean_channel_correlation(trained.model, batches)
@@ -441,7 +441,7 @@ def parts_figure(
     """Measure where each group peaks on ``images`` random demo images and draw it; returns
     (path, PartReport)."""
     outputs.check_writable(out)  # before the work
-    dataset = trained.dataset(split, root)
+    dataset = trained.dataset(split, root, progress=progress)
     indices = pick_indices(len(dataset), images, seed)
     measured = measure_parts(
         trained.model, dataset, trained.test_transform, indices, batch_size, progress=progress

@@ -8,9 +8,11 @@ taking the parsed arguments and returning an exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 
 from sef import __version__, threads
 from sef.errors import SEFError
@@ -65,7 +67,7 @@ def _original_message(error: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one line on stderr and exit code 2."""
+    """Run the CLI; user errors become one line on stderr and exit code 2, warnings one line."""
     threads.configure()  # before any command imports torch: OpenMP reads it once, at start
     parser = create_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -74,6 +76,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # a command is required: the help, as for any usage error
         parser.print_help(sys.stderr)
         return 2
+    with _warnings_as_lines(args.command):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """While a command runs, each warning is one line on stderr, "sef COMMAND: warning: ...",
+    instead of Python's file, line number and source line (DataLoader workers fork with it)."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        with contextlib.suppress(OSError):  # as Python's own: a closed stderr is no error
+            print(f"sef {command}: warning: {text}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; user errors become one line on stderr and exit code 2."""
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe (`sef presets | head`) is not an error

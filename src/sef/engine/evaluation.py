@@ -225,7 +225,7 @@ def evaluate_checkpoint(
     try:
         trained = load_trained_model(checkpoint, device=context.device)
         config = trained.config
-        dataset = trained.dataset(split, data_root)
+        dataset = trained.dataset(split, data_root, progress=progress)
         if tta:
             dataset.transform = TTAViews(trained.preprocessing, tta)
         result = evaluate(

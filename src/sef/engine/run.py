@@ -495,9 +495,13 @@ def _kept(run: _Run) -> str:
     return "no checkpoint was written"
 
 
+# How `sef train` goes on from the kept last.pt (`sef reproduce` words it its own way).
+RESUME_ADVICE = "with --resume to continue"
+
+
 def _again(run: _Run) -> str:
     """How to go on after a run that stops now."""
-    return "with --resume to continue" if run.kept else "to start it again"
+    return RESUME_ADVICE if run.kept else "to start it again"
 
 
 def _train(run: _Run, progress: bool) -> FitResult:

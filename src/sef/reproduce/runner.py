@@ -18,6 +18,7 @@ from pathlib import Path
 from sef import distributed
 from sef.distributed import Context
 from sef.engine import fit
+from sef.engine.run import RESUME_ADVICE
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
@@ -128,6 +129,11 @@ def _say_blanks(plan: Plan, say: Callable[[str], None]) -> None:
         say(f"not in --only: {', '.join(map(str, skipped))}")
 
 
+def _rerun(error: BaseException) -> str:
+    """The engine's message, saying how to go on as `sef reproduce` does: run it again."""
+    return str(error).replace(RESUME_ADVICE, "again to continue")
+
+
 def _train_all(
     plan: Plan,
     states: States,
@@ -156,7 +162,11 @@ def _train_all(
         try:
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
         except SEFError as error:
-            raise type(error)(f"{run.name} ({run.out}): {error}") from None
+            raise type(error)(f"{run.name} ({run.out}): {_rerun(error)}") from None
+        except KeyboardInterrupt as stop:
+            if not stop.args:
+                raise
+            raise KeyboardInterrupt(_rerun(stop)) from None
         took = time.perf_counter() - began
         pace.observe(_left(run, state), took)
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
