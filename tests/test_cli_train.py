@@ -263,3 +263,25 @@ def test_own_images_from_a_csv_and_from_the_demo_preset_are_named_after_their_fo
     assert main([*demo_on_folder, *tiny[4:]]) == 0
     assert "training own: small_cnn" in capsys.readouterr().out
     assert (tmp_path / "runs" / "own" / "last.pt").is_file()
+
+
+def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    resume = ["train", "--resume", "--out", str(out), *TINY_DEMO, "--epochs", "2", "--no-progress"]
+    capsys.readouterr()
+    assert main([*resume, "--preset", "demo-plain"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sef train: error: cannot resume {out / 'last.pt'}: loss.gamma was 0.05 and is now 0.0; "
+    )
+    other = tmp_path / "other.yaml"
+    other.write_text("base: demo\nloss: {phi: 0.5}\n")
+    assert main([*resume, "--config", str(other)]) == 2
+    assert "loss.phi was 0.1 and is now 0.5; " in capsys.readouterr().err
+    same = tmp_path / "same.yaml"
+    same.write_text((out / "config.yaml").read_text())
+    assert main([*resume, "--config", str(same)]) == 0  # the run's own config
+    assert main([*resume, "--preset", "demo", "--epochs", "3"]) == 0  # and its own preset
+    assert "resuming after epoch 2" in capsys.readouterr().out

@@ -104,7 +104,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
     changes = {**_flag_values(args), **parse_overrides(args.overrides)}
     config = resolve_config(args.preset, args.config)
-    return resume_config(config, changes) if args.resume else apply_values(config, changes)
+    if args.resume:
+        return resume_config(config, changes, named=bool(args.preset or args.config))
+    return apply_values(config, changes)
 
 
 def run(args: argparse.Namespace) -> int:

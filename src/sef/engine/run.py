@@ -37,7 +37,10 @@ from sef.config import (
     config_changes,
     config_from_dict,
     config_to_dict,
+    flatten,
     load_config_file,
+    load_preset,
+    preset_names,
     run_name,
     save_config,
 )
@@ -97,11 +100,15 @@ def resume_dir(config: Config) -> Path:
     return out
 
 
-def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> Config:
+def resume_config(
+    config: Config, changes: Mapping[str, Any] | None = None, *, named: bool = False
+) -> Config:
     """What ``sef train --resume`` continues: the config saved in the run folder that ``config``
     with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
-    A run that stopped before its first checkpoint starts again from its config.yaml."""
+    ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
+    the preset the run started from is a change too. A run that stopped before its first
+    checkpoint starts again from its config.yaml."""
     changes = changes or {}
     out = resume_dir(apply_values(config, changes))
     if os.path.isfile(out / "last.pt"):
@@ -110,7 +117,17 @@ def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> C
         saved = load_config_file(out / "config.yaml")
     else:
         saved = config
+    if named:
+        changes = {**_named_values(config, saved), **changes}
     return apply_values(saved, changes)
+
+
+def _named_values(config: Config, saved: Config) -> dict[str, Any]:
+    """What ``config`` sets unlike the preset ``saved`` started from (the defaults for a config
+    file without ``base:``), as ``{"section.key": value}``."""
+    start = load_preset(saved.name) if saved.name in preset_names() else config_from_dict({})
+    before, now = flatten(config_to_dict(start)), flatten(config_to_dict(config))
+    return {key: value for key, value in now.items() if key != "name" and value != before[key]}
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
