@@ -285,3 +285,18 @@ def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
     assert main([*resume, "--config", str(same)]) == 0  # the run's own config
     assert main([*resume, "--preset", "demo", "--epochs", "3"]) == 0  # and its own preset
     assert "resuming after epoch 2" in capsys.readouterr().out
+
+
+def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    (out / "last.pt").write_bytes((out / "best.pt").read_bytes())
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: it holds weights only (like best.pt), "
+        f"no optimizer or schedule to continue; put the run's own last.pt back, or train a new run "
+        f"with another --out\n"
+    )

@@ -57,7 +57,7 @@ from sef.engine.folders import (
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
-from sef.errors import ConfigError, DataError, DiskFull, OutputError, TrainingError
+from sef.errors import CheckpointError, ConfigError, DataError, DiskFull, OutputError, TrainingError
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
@@ -74,6 +74,7 @@ RESUMABLE_CHANGES = (
     "run.device"
 )  # fmt: skip
 LENGTH = "optim.epochs"
+TRAINING_STATE = ("optimizer", "scheduler", "history", "best", "seconds")  # beyond best.pt's keys
 SEPARATION_GUIDE = "docs/finetune.md in sef's source"  # for a run whose groups stayed together
 FINETUNE_HINT = "the confirmed setting is the finetune method (`sef presets | grep finetune`)"
 SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the finetune method
@@ -133,6 +134,12 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
     """Resuming must compute the same thing: only locations and the run's length may change,
     and the length not below the epochs already trained."""
+    if any(key not in state for key in TRAINING_STATE):
+        raise CheckpointError(
+            f"cannot resume {path}: it holds weights only (like best.pt), no optimizer or "
+            f"schedule to continue; put the run's own last.pt back, or train a new run with "
+            f"another --out"
+        )
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
