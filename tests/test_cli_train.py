@@ -300,3 +300,26 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
         f"no optimizer or schedule to continue; put the run's own last.pt back, or train a new run "
         f"with another --out\n"
     )
+
+
+def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out, mine = tmp_path / "myexp", tmp_path / "myexp" / "tb" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    (out / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"")  # a failed run's events
+    written = "base: demo\n# my notes\noptim: {epochs: 1}\n"
+    (out / "config.yaml").write_text(written)
+    train = ["train", *TINY_DEMO, "--out", str(out), "--no-progress"]
+    assert main([*train, "--config", str(out / "config.yaml")]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: --config {out / 'config.yaml'} is the config.yaml the run writes in "
+        f"{out}; keep your config elsewhere or choose another --out\n"
+    )
+    assert (out / "config.yaml").read_text() == written
+    kept = tmp_path / "mine.yaml"
+    kept.write_text(written)
+    assert main([*train, "--config", str(kept)]) == 0
+    events = list((out / "tb").glob("events.out.tfevents.*"))
+    assert mine.read_text() == "mine" and len(events) == 1 and events[0].stat().st_size > 0

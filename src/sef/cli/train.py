@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     from sef.distributed import is_main_process
     from sef.engine import fit
 
-    result = fit(config_from_args(args), resume=args.resume, progress=not args.no_progress)
+    config = config_from_args(args)
+    progress = not args.no_progress
+    result = fit(config, resume=args.resume, progress=progress, config_file=args.config)
     if is_main_process():
         print(result.report())
     return 0

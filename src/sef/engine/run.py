@@ -48,6 +48,7 @@ from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import (
+    check_config_file,
     claim_new_out_dir,
     claim_resumed,
     clear_leftovers,
@@ -447,13 +448,19 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
 
 
 def fit(
-    config: Config, *, resume: bool = False, progress: bool = True, data: Data | None = None
+    config: Config,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    data: Data | None = None,
+    config_file: Path | None = None,
 ) -> FitResult:
     """Train ``config`` from start to finish (or from DIR/last.pt with ``resume``).
 
     Writes DIR/config.yaml, metrics.jsonl, tb/, last.pt and best.pt (rank 0 only) and returns the
     final report. ``data`` replaces the datasets the config names (any torch Datasets whose items
     are (image tensor, label)); the checkpoint then still records the config as given.
+    ``config_file``, the file the config was read from, is refused as DIR/config.yaml.
     """
     config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
     context = distributed.setup(config.run.device)
@@ -462,6 +469,7 @@ def fit(
     def claim() -> Path:  # rank 0 chooses the folder and holds it (sef.engine.lock)
         nonlocal lock
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
+        check_config_file(config_file, lock.folder)
         clear_leftovers(lock.folder)
         return lock.folder
 
