@@ -463,6 +463,8 @@ def fit(
     ``config_file``, the file the config was read from, is refused as DIR/config.yaml.
     """
     config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
+    if config.data.root:  # recorded absolute: eval and --resume work from any folder
+        config.data.root = os.path.abspath(os.path.expanduser(config.data.root))
     context = distributed.setup(config.run.device)
     lock = None
 
