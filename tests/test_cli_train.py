@@ -323,3 +323,17 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     assert main([*train, "--config", str(kept)]) == 0
     events = list((out / "tb").glob("events.out.tfevents.*"))
     assert mine.read_text() == "mine" and len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_a_run_folder_inside_the_folder_of_own_images_is_refused(
+    folder_root: Path, monkeypatch, capsys, files_in
+) -> None:
+    before = files_in(folder_root)
+    monkeypatch.chdir(folder_root)
+    arguments = ["train", "--set", "data.dataset=folder", "--data-root", ".", "--epochs", "1"]
+    assert main([*arguments, "--workers", "0", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: the run folder {Path.cwd() / 'runs' / folder_root.name} is inside the "
+        f"data root {Path.cwd()}, where it would be read as data; choose an --out outside it\n"
+    )
+    assert files_in(folder_root) == before

@@ -44,6 +44,7 @@ from sef.config import (
     run_name,
     save_config,
 )
+from sef.datasets import RECORDS
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
@@ -52,6 +53,7 @@ from sef.engine.folders import (
     claim_new_out_dir,
     claim_resumed,
     clear_leftovers,
+    default_out_dir,
     is_run,
     latest_run_dir,
 )
@@ -153,6 +155,20 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
         raise ConfigError(
             f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
             f"saved config (only {', '.join(may_change)} may change)"
+        )
+
+
+def _check_out_dir(config: Config) -> None:
+    """ConfigError if the run folder lies inside the folder of own images the run reads, where
+    its files would be read as data (the folder reader takes runs/ for a class)."""
+    root = config.data.root
+    if RECORDS[config.data.dataset].kind != "own" or not root or not os.path.isdir(root):
+        return
+    out = Path(os.path.abspath(config.run.out or default_out_dir(config)))
+    if out.is_relative_to(root):
+        raise ConfigError(
+            f"the run folder {out} is inside the data root {root}, where it would be read as "
+            f"data; choose an --out outside it"
         )
 
 
@@ -477,6 +493,7 @@ def fit(
 
     try:
         _check_setup(config, context)
+        _check_out_dir(config)
         out = distributed.on_main(claim, context)  # every rank writes there, or stops with rank 0
         config.run.out = str(out)
         saved = load_checkpoint(out / "last.pt") if resume and is_run(out) else None
