@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.engine import fit
@@ -139,3 +140,32 @@ def test_eval_refuses_unknown_tta_and_unwritable_report(demo_checkpoint: Path, t
     with pytest.raises(SystemExit) as exit_code:
         main([*arguments, "--tta", "rotate"])
     assert exit_code.value.code == 2
+
+
+def test_a_relative_data_root_is_recorded_absolute_so_eval_and_resume_work_from_elsewhere(
+    folder_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(folder_root.parent)
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    train = ["train", "--set", "data.dataset=folder", "--data-root", folder_root.name, "--out",
+             str(out), "--image-size", "32", "--batch-size", "4", "--workers", "0",
+             "--no-progress"]  # fmt: skip
+    assert main([*train, "--epochs", "1"]) == 0
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--no-progress"]) == 0
+    resume = ["train", "--resume", "--out", str(out), "--no-progress"]
+    assert main([*resume, "--epochs", "2"]) == 0
+    state = load_checkpoint(out / "last.pt")
+    assert Path(state["config"]["data"]["root"]) == folder_root.resolve()
+
+    state["config"]["data"]["root"] = folder_root.name  # as an older run recorded it
+    for name in ("last.pt", "best.pt"):
+        save_checkpoint(out / name, state)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: the data root {folder_root.name} that the checkpoint names does not "
+        f"exist; pass --data-root with the folder of its data\n"
+    )
+    assert main([*resume, "--epochs", "3", "--data-root", str(folder_root)]) == 0

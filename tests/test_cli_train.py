@@ -270,3 +270,77 @@ def test_own_images_from_a_csv_and_from_the_demo_preset_are_named_after_their_fo
     assert main([*demo_on_folder, *tiny[4:]]) == 0
     assert "training own: small_cnn" in capsys.readouterr().out
     assert (tmp_path / "runs" / "own" / "last.pt").is_file()
+
+
+def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    resume = ["train", "--resume", "--out", str(out), *TINY_DEMO, "--epochs", "2", "--no-progress"]
+    capsys.readouterr()
+    assert main([*resume, "--preset", "demo-plain"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sef train: error: cannot resume {out / 'last.pt'}: loss.gamma was 0.05 and is now 0.0; "
+    )
+    other = tmp_path / "other.yaml"
+    other.write_text("base: demo\nloss: {phi: 0.5}\n")
+    assert main([*resume, "--config", str(other)]) == 2
+    assert "loss.phi was 0.1 and is now 0.5; " in capsys.readouterr().err
+    same = tmp_path / "same.yaml"
+    same.write_text((out / "config.yaml").read_text())
+    assert main([*resume, "--config", str(same)]) == 0  # the run's own config
+    assert main([*resume, "--preset", "demo", "--epochs", "3"]) == 0  # and its own preset
+    assert "resuming after epoch 2" in capsys.readouterr().out
+
+
+def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    (out / "last.pt").write_bytes((out / "best.pt").read_bytes())
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: it holds weights only (like best.pt), "
+        f"no optimizer or schedule to continue; put the run's own last.pt back, or train a new run "
+        f"with another --out\n"
+    )
+
+
+def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out, mine = tmp_path / "myexp", tmp_path / "myexp" / "tb" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    (out / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"")  # a failed run's events
+    written = "base: demo\n# my notes\noptim: {epochs: 1}\n"
+    (out / "config.yaml").write_text(written)
+    train = ["train", *TINY_DEMO, "--out", str(out), "--no-progress"]
+    assert main([*train, "--config", str(out / "config.yaml")]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: --config {out / 'config.yaml'} is the config.yaml the run writes in "
+        f"{out}; keep your config elsewhere or choose another --out\n"
+    )
+    assert (out / "config.yaml").read_text() == written
+    kept = tmp_path / "mine.yaml"
+    kept.write_text(written)
+    assert main([*train, "--config", str(kept)]) == 0
+    events = list((out / "tb").glob("events.out.tfevents.*"))
+    assert mine.read_text() == "mine" and len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_a_run_folder_inside_the_folder_of_own_images_is_refused(
+    folder_root: Path, monkeypatch, capsys, files_in
+) -> None:
+    before = files_in(folder_root)
+    monkeypatch.chdir(folder_root)
+    arguments = ["train", "--set", "data.dataset=folder", "--data-root", ".", "--epochs", "1"]
+    assert main([*arguments, "--workers", "0", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: the run folder {Path.cwd() / 'runs' / folder_root.name} is inside the "
+        f"data root {Path.cwd()}, where it would be read as data; choose an --out outside it\n"
+    )
+    assert files_in(folder_root) == before

@@ -277,3 +277,17 @@ def test_a_config_files_own_name_stays() -> None:
     config = Config(name="my-experiment")
     config.data.dataset, config.data.root = "folder", "/data/birds"
     assert run_name(config) == "my-experiment"
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("base: demo\noptim:\n  epochs: 1\noptim:\n  lr: 0.5\n")
+    with pytest.raises(ConfigError) as error:
+        resolve_config(config_file=path)
+    assert str(error.value) == (
+        f"config file {path} is not valid YAML: line 4, column 1: duplicate key 'optim' (first on "
+        f"line 2)"
+    )
+    path.write_text("base: demo\noptim:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"line 5, column 3: duplicate key 'epochs' \(first on "):
+        resolve_config(config_file=path)

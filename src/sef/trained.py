@@ -66,6 +66,8 @@ class TrainedModel:
         test transform; DataError if that data's classes are not the model's. ``progress`` shows
         a generated set being drawn on first use."""
         config = self.config
+        if root is None:
+            _check_saved_root(config)
         loaded = datasets.read_split(
             config.data, split, seed=config.run.seed, root=root, transform=self.test_transform,
             progress=progress,
@@ -77,6 +79,19 @@ class TrainedModel:
                 f"{len(self.classes)} classes the model was trained on; pass its own data"
             )
         return loaded
+
+
+def _check_saved_root(config: Config) -> None:
+    """DataError naming --data-root when the folder the run read its data from is not there
+    (moved, or relative to where an older run started); a generated set is drawn again."""
+    root = config.data.root
+    if not root or datasets.RECORDS[config.data.dataset].kind == "generated":
+        return
+    if not os.path.exists(os.path.expanduser(root)):
+        raise DataError(
+            f"the data root {root} that the checkpoint names does not exist; pass --data-root "
+            f"with the folder of its data"
+        )
 
 
 def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:

@@ -104,14 +104,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
     changes = {**_flag_values(args), **parse_overrides(args.overrides)}
     config = resolve_config(args.preset, args.config)
-    return resume_config(config, changes) if args.resume else apply_values(config, changes)
+    if args.resume:
+        return resume_config(config, changes, named=bool(args.preset or args.config))
+    return apply_values(config, changes)
 
 
 def run(args: argparse.Namespace) -> int:
     from sef.distributed import is_main_process
     from sef.engine import fit
 
-    result = fit(config_from_args(args), resume=args.resume, progress=not args.no_progress)
+    config = config_from_args(args)
+    progress = not args.no_progress
+    result = fit(config, resume=args.resume, progress=progress, config_file=args.config)
     if is_main_process():
         print(result.report())
     return 0

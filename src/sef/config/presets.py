@@ -22,7 +22,13 @@ import yaml
 
 from sef import filekinds
 from sef.config.schema import Config
-from sef.config.values import apply_overrides, config_from_dict, config_to_dict, deep_merge
+from sef.config.values import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    deep_merge,
+    load_yaml,
+)
 from sef.datasets import RECORDS
 from sef.errors import ConfigError
 from sef.loss_config import LossConfig
@@ -40,7 +46,7 @@ def _fragment(stem: str):
 def _preset_file(stem: str) -> dict:
     """A fragment's values; one that names a ``base`` fragment is merged onto it."""
     text = _fragment(stem).read_text(encoding="utf-8")
-    values = yaml.safe_load(text) or {}
+    values = load_yaml(text) or {}
     base = values.pop("base", None)
     return values if base is None else deep_merge(_preset_file(base), values)
 
@@ -172,7 +178,7 @@ def load_config_file(path: str | Path) -> Config:
     except ValueError as problem:
         raise ConfigError(f"config file {path} {problem}; pass a YAML file") from None
     try:
-        values = yaml.safe_load(text) or {}
+        values = load_yaml(text) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(values, dict):

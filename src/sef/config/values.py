@@ -8,6 +8,7 @@ fails in one line that names the key and what to do.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -21,6 +22,32 @@ from sef.errors import ConfigError
 
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # << merges: later keys may override
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            with contextlib.suppress(TypeError):  # an unhashable key: the base class says so
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"duplicate key {key!r} (first on line {first[key].line + 1})",
+                        key_node.start_mark,
+                    )
+                first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """The values of a YAML text, as ``yaml.safe_load`` reads them but with unique keys."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
 
 
 def _type_name(kind: Any) -> str:
@@ -204,7 +231,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if not sep:
             raise ConfigError(f"override {text!r} must look like section.key=value")
         try:
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            values[key.strip()] = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             values[key.strip()] = raw
     return values

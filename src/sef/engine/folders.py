@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +117,29 @@ def claim_resumed(out: Path) -> RunLock:
         ) from None
 
 
+def check_config_file(config_file: Path | None, folder: Path) -> None:
+    """ConfigError if ``config_file`` is the config.yaml a run starting in ``folder`` would
+    write over (a hand-written one's comments and ``base:`` would be lost)."""
+    own = folder / "config.yaml"
+    if config_file is None or is_run(folder) or not own.is_file():
+        return
+    if os.path.samefile(config_file, own):
+        raise ConfigError(
+            f"--config {config_file} is the config.yaml the run writes in {folder}; keep your "
+            f"config elsewhere or choose another --out"
+        )
+
+
+def _clear_events(tb: Path) -> None:
+    """TensorBoard's event files under ``tb`` and the folders left empty; never other files."""
+    for events in tb.rglob("events.out.tfevents.*"):
+        events.unlink(missing_ok=True)
+    folders = [tb, *(path for path in tb.rglob("*") if path.is_dir())]
+    for empty in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty: it holds someone's files
+            empty.rmdir()
+
+
 def clear_leftovers(folder: Path) -> None:
     """Under the folder's lock: remove what a run killed mid-write left, the temporaries of its
     files, and, when it stopped before its first checkpoint, its metrics and TensorBoard
@@ -126,4 +149,4 @@ def clear_leftovers(folder: Path) -> None:
             temporary.unlink(missing_ok=True)
     if not is_run(folder) and (folder / "config.yaml").is_file():  # a sef run's folder
         (folder / "metrics.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(folder / "tb", ignore_errors=True)
+        _clear_events(folder / "tb")

@@ -37,24 +37,30 @@ from sef.config import (
     config_changes,
     config_from_dict,
     config_to_dict,
+    flatten,
     load_config_file,
+    load_preset,
+    preset_names,
     run_name,
     save_config,
 )
+from sef.datasets import RECORDS
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import (
+    check_config_file,
     claim_new_out_dir,
     claim_resumed,
     clear_leftovers,
+    default_out_dir,
     is_run,
     latest_run_dir,
 )
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
-from sef.errors import ConfigError, DataError, DiskFull, OutputError, TrainingError
+from sef.errors import CheckpointError, ConfigError, DataError, DiskFull, OutputError, TrainingError
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
@@ -71,6 +77,7 @@ RESUMABLE_CHANGES = (
     "run.device"
 )  # fmt: skip
 LENGTH = "optim.epochs"
+TRAINING_STATE = ("optimizer", "scheduler", "history", "best", "seconds")  # beyond best.pt's keys
 SEPARATION_GUIDE = "docs/finetune.md in sef's source"  # for a run whose groups stayed together
 FINETUNE_HINT = "the confirmed setting is the finetune method (`sef presets | grep finetune`)"
 SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the finetune method
@@ -97,11 +104,15 @@ def resume_dir(config: Config) -> Path:
     return out
 
 
-def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> Config:
+def resume_config(
+    config: Config, changes: Mapping[str, Any] | None = None, *, named: bool = False
+) -> Config:
     """What ``sef train --resume`` continues: the config saved in the run folder that ``config``
     with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
-    A run that stopped before its first checkpoint starts again from its config.yaml."""
+    ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
+    the preset the run started from is a change too. A run that stopped before its first
+    checkpoint starts again from its config.yaml."""
     changes = changes or {}
     out = resume_dir(apply_values(config, changes))
     if os.path.isfile(out / "last.pt"):
@@ -110,12 +121,28 @@ def resume_config(config: Config, changes: Mapping[str, Any] | None = None) -> C
         saved = load_config_file(out / "config.yaml")
     else:
         saved = config
+    if named:
+        changes = {**_named_values(config, saved), **changes}
     return apply_values(saved, changes)
+
+
+def _named_values(config: Config, saved: Config) -> dict[str, Any]:
+    """What ``config`` sets unlike the preset ``saved`` started from (the defaults for a config
+    file without ``base:``), as ``{"section.key": value}``."""
+    start = load_preset(saved.name) if saved.name in preset_names() else config_from_dict({})
+    before, now = flatten(config_to_dict(start)), flatten(config_to_dict(config))
+    return {key: value for key, value in now.items() if key != "name" and value != before[key]}
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
     """Resuming must compute the same thing: only locations and the run's length may change,
     and the length not below the epochs already trained."""
+    if any(key not in state for key in TRAINING_STATE):
+        raise CheckpointError(
+            f"cannot resume {path}: it holds weights only (like best.pt), no optimizer or "
+            f"schedule to continue; put the run's own last.pt back, or train a new run with "
+            f"another --out"
+        )
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
@@ -128,6 +155,20 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
         raise ConfigError(
             f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
             f"saved config (only {', '.join(may_change)} may change)"
+        )
+
+
+def _check_out_dir(config: Config) -> None:
+    """ConfigError if the run folder lies inside the folder of own images the run reads, where
+    its files would be read as data (the folder reader takes runs/ for a class)."""
+    root = config.data.root
+    if RECORDS[config.data.dataset].kind != "own" or not root or not os.path.isdir(root):
+        return
+    out = Path(os.path.abspath(config.run.out or default_out_dir(config)))
+    if out.is_relative_to(root):
+        raise ConfigError(
+            f"the run folder {out} is inside the data root {root}, where it would be read as "
+            f"data; choose an --out outside it"
         )
 
 
@@ -423,26 +464,36 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
 
 
 def fit(
-    config: Config, *, resume: bool = False, progress: bool = True, data: Data | None = None
+    config: Config,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    data: Data | None = None,
+    config_file: Path | None = None,
 ) -> FitResult:
     """Train ``config`` from start to finish (or from DIR/last.pt with ``resume``).
 
     Writes DIR/config.yaml, metrics.jsonl, tb/, last.pt and best.pt (rank 0 only) and returns the
     final report. ``data`` replaces the datasets the config names (any torch Datasets whose items
     are (image tensor, label)); the checkpoint then still records the config as given.
+    ``config_file``, the file the config was read from, is refused as DIR/config.yaml.
     """
     config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
+    if config.data.root:  # recorded absolute: eval and --resume work from any folder
+        config.data.root = os.path.abspath(os.path.expanduser(config.data.root))
     context = distributed.setup(config.run.device)
     lock = None
 
     def claim() -> Path:  # rank 0 chooses the folder and holds it (sef.engine.lock)
         nonlocal lock
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
+        check_config_file(config_file, lock.folder)
         clear_leftovers(lock.folder)
         return lock.folder
 
     try:
         _check_setup(config, context)
+        _check_out_dir(config)
         out = distributed.on_main(claim, context)  # every rank writes there, or stops with rank 0
         config.run.out = str(out)
         saved = load_checkpoint(out / "last.pt") if resume and is_run(out) else None
