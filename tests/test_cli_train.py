@@ -344,3 +344,11 @@ def test_a_run_folder_inside_the_folder_of_own_images_is_refused(
         f"data root {Path.cwd()}, where it would be read as data; choose an --out outside it\n"
     )
     assert files_in(folder_root) == before
+
+
+def test_a_run_folder_beside_a_csv_is_fine_the_csv_lists_its_images(csv_root, monkeypatch):
+    monkeypatch.chdir(csv_root)
+    arguments = ["train", "--set", "data.dataset=csv", "--data-root", ".", "--epochs", "1"]
+    tiny = ["--image-size", "32", "--batch-size", "4", "--workers", "0", "--no-progress"]
+    assert main([*arguments, *tiny]) == 0
+    assert (csv_root / "runs" / csv_root.name / "best.pt").is_file()

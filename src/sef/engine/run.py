@@ -44,7 +44,6 @@ from sef.config import (
     run_name,
     save_config,
 )
-from sef.datasets import RECORDS
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, load_data, train_loader
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
@@ -159,10 +158,10 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
 
 
 def _check_out_dir(config: Config) -> None:
-    """ConfigError if the run folder lies inside the folder of own images the run reads, where
-    its files would be read as data (the folder reader takes runs/ for a class)."""
+    """ConfigError if the run folder lies inside the class folders the run reads, where its files
+    would be read as data (the folder reader takes runs/ for a class; a CSV lists its images)."""
     root = config.data.root
-    if RECORDS[config.data.dataset].kind != "own" or not root or not os.path.isdir(root):
+    if config.data.dataset != "folder" or not root or not os.path.isdir(root):
         return
     out = Path(os.path.abspath(config.run.out or default_out_dir(config)))
     if out.is_relative_to(root):
