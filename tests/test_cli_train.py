@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import preset_names
 from sef.losses import ONE_BY_ONE
@@ -307,6 +308,23 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
         f"no optimizer or schedule to continue; put the run's own last.pt back, or train a new run "
         f"with another --out\n"
     )
+
+
+def test_resume_of_a_last_pt_whose_optimizer_holds_other_weights_says_so_in_one_line(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    """As a timm CNN run saved before sef dropped its head layers that never trained."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    state = load_checkpoint(out / "last.pt")
+    group = state["optimizer"]["param_groups"][0]
+    group["params"] = [*group["params"], max(group["params"]) + 1000]  # one weight more
+    save_checkpoint(out / "last.pt", state)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sef train: error: cannot resume {out / 'last.pt'}: its optimizer ")
+    assert error.endswith("cannot continue: train it again\n") and error.count("\n") == 1
 
 
 def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(

@@ -317,7 +317,14 @@ class _Run:
         if list(state["classes"]) != self.data.classes:
             raise DataError(f"the dataset's classes differ from those saved in {path}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as error:  # its parameter groups hold other tensors than the model's
+            raise CheckpointError(
+                f"cannot resume {path}: its optimizer state does not fit this model ({error}); "
+                f"a run whose model had other weights (e.g. a timm CNN saved while sef still kept "
+                f"head layers that never trained) cannot continue: train it again"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         if self.config.optim.epochs != state["config"]["optim"]["epochs"]:
             self._replan(state["epoch"])
