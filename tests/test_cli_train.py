@@ -362,6 +362,10 @@ def test_a_run_folder_inside_the_folder_of_own_images_is_refused(
         f"data root {Path.cwd()}, where it would be read as data; choose an --out outside it\n"
     )
     assert files_in(folder_root) == before
+    link = folder_root.parent / "link"  # the data root through a link, the run folder not
+    link.symlink_to(folder_root)
+    assert main([*arguments[:-3], str(link), "--epochs", "1", "--workers", "0"]) == 2
+    assert "is inside the data root" in capsys.readouterr().err
 
 
 def test_a_run_folder_beside_a_csv_is_fine_the_csv_lists_its_images(csv_root, monkeypatch):

@@ -164,11 +164,16 @@ def _check_out_dir(config: Config) -> None:
     if config.data.dataset != "folder" or not root or not os.path.isdir(root):
         return
     out = Path(os.path.abspath(config.run.out or default_out_dir(config)))
-    if out.is_relative_to(root):
+    if _real(out).is_relative_to(_real(Path(root))):
         raise ConfigError(
             f"the run folder {out} is inside the data root {root}, where it would be read as "
             f"data; choose an --out outside it"
         )
+
+
+def _real(path: Path) -> Path:
+    """``path`` as the system finds it: links resolved, case folded where names ignore case."""
+    return Path(os.path.normcase(os.path.realpath(path)))
 
 
 def count_parameters(model: nn.Module) -> int:
