@@ -192,6 +192,29 @@ def test_a_disk_full_at_the_index_leaves_no_data_file(cub_root, tmp_path, monkey
     assert list(folder.iterdir()) == []
 
 
+def test_a_killed_builds_full_size_temporary_is_removed_and_counts_as_free(
+    cub_root, tmp_path, monkeypatch
+):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    dead = folder / f".{cache.DATA}.999999999.tmp"
+    live = folder / f".{cache.DATA}.{os.getppid()}.tmp"
+    dead.write_bytes(b"x" * 30_000)  # a build killed before it cleaned up: no such process
+    live.write_bytes(b"y")  # a build still running (our parent process): left alone
+    _free(monkeypatch, 19_845 + cache.MARGIN + 200)  # room only with the dead build's file
+    cache.build(folder, _splits(cub_root), "resize_crop", 16, progress=False)
+    assert not dead.exists() and live.exists() and (folder / cache.INDEX).is_file()
+
+
+def test_a_file_system_without_fallocate_gets_a_plain_file(cub_root, tmp_path, monkeypatch):
+    def unsupported(descriptor: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    built = cache.build(tmp_path / "c", _splits(cub_root), "resize_crop", 16, progress=False)
+    assert built.images == 15 and (tmp_path / "c" / cache.DATA).stat().st_size == 19_845
+
+
 def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, monkeypatch):
     folder, allocated = tmp_path / "c", []
     _free(monkeypatch, 10**12)

@@ -21,6 +21,7 @@ size and modification time. Each reason is one line (:class:`StaleCache`).
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import os
@@ -48,6 +49,7 @@ from sef.outputs import atomic_path, make_folder, output_error, remove_file, wri
 
 FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
+_NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
 Source = tuple[str, "tuple[float, ...] | None", int]  # path, box, rows trimmed: one stored row
@@ -285,7 +287,8 @@ def _as_is(item: Any) -> Any:
 
 def _check_room(folder: Path, needed: int) -> None:
     """CacheUnavailable unless ``folder`` is (or can become) a cache folder with room for
-    ``needed`` bytes and MARGIN (its old cache, replaced, counts as free)."""
+    ``needed`` bytes and MARGIN (its old cache and abandoned temporaries, removed, count as
+    free)."""
     ours = {DATA, INDEX}
     if folder.is_dir():
         foreign = sorted(
@@ -297,7 +300,8 @@ def _check_room(folder: Path, needed: int) -> None:
                 f"cache and nothing is written there; choose an empty or new folder"
             )
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    old = sum((_stat(str(folder / name)) or (0, 0))[0] for name in ours)
+    replaced = [folder / name for name in ours] + _abandoned(folder)
+    old = sum((_stat(str(path)) or (0, 0))[0] for path in replaced)
     free = shutil.disk_usage(existing).free + old
     needed += MARGIN
     if needed > free:
@@ -311,20 +315,47 @@ def _clear(folder: Path) -> None:
     """``folder`` made, and the cache in it removed (invalid from here on); OutputError if that
     cannot be done (a read-only folder)."""
     make_folder(folder)
-    for name in (INDEX, DATA):
+    for path in [folder / INDEX, folder / DATA, *_abandoned(folder)]:
         try:
-            (folder / name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         except OSError as error:
-            raise output_error(folder / name, error) from None
+            raise output_error(path, error) from None
+
+
+def _abandoned(folder: Path) -> list[Path]:
+    """The temporaries (``.images.u8.<pid>.tmp``, full size from the start) of builds whose
+    process is gone, killed before it could remove them; none where that cannot be told."""
+    found = []
+    for name in (DATA, INDEX):
+        for path in folder.glob(f".{name}.*.tmp"):
+            pid = path.name[len(name) + 2 : -len(".tmp")]
+            if pid.isdigit() and not _alive(int(pid)):
+                found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (Windows: taken as yes)."""
+    if os.name == "nt":  # os.kill would end it there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def _allocate(path: Path, size: int) -> None:
     """A file of ``size`` bytes at ``path``, its blocks reserved now where the system can: a
     disk too full fails here, as an OSError, not as a SIGBUS when a mapped page is written."""
     with open(path, "wb") as handle:
-        if hasattr(os, "posix_fallocate"):
+        try:
             os.posix_fallocate(handle.fileno(), 0, size)
-        else:
+        except (AttributeError, OSError) as error:  # no such call here, or not on this system
+            if isinstance(error, OSError) and error.errno not in _NO_FALLOCATE:
+                raise
             handle.truncate(size)
 
 
