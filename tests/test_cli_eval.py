@@ -142,6 +142,24 @@ def test_eval_refuses_unknown_tta_and_unwritable_report(demo_checkpoint: Path, t
     assert exit_code.value.code == 2
 
 
+def test_a_csvs_relative_image_root_is_recorded_absolute_too(
+    csv_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(csv_root.parent)
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    train = ["train", "--set", "data.dataset=csv", "--data-root", f"{csv_root.name}/labels.csv",
+             "--set", f"data.options.image_root={csv_root.name}", "--out", str(out),
+             "--image-size", "32", "--batch-size", "4", "--workers", "0",
+             "--no-progress"]  # fmt: skip
+    assert main([*train, "--epochs", "1"]) == 0
+    assert main([*train, "--epochs", "2", "--resume"]) == 0  # the same places, spelled as before
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--no-progress"]) == 0
+    options = load_checkpoint(out / "best.pt")["config"]["data"]["options"]
+    assert Path(options["image_root"]) == csv_root.resolve()
+
+
 def test_a_relative_data_root_is_recorded_absolute_so_eval_and_resume_work_from_elsewhere(
     folder_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:

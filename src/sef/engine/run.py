@@ -148,13 +148,31 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
             f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
         )
     may_change = (*RESUMABLE_CHANGES, LENGTH)
-    changes = config_changes(state["config"], config, may_change)
+    saved = {**state["config"], "data": absolute_places(state["config"]["data"])}
+    changes = config_changes(saved, config, may_change)
     if changes:
         key, before, now = changes[0]
         raise ConfigError(
             f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
             f"saved config (only {', '.join(may_change)} may change)"
         )
+
+
+def absolute_places(data: dict) -> dict:
+    """A config's ``data`` section with its places absolute: the root, and the csv reader's
+    ``image_root`` and class-list file, recorded so that eval and --resume work from any folder."""
+
+    def absolute(path: str) -> str:
+        return os.path.abspath(os.path.expanduser(path))
+
+    data = {**data, "options": dict(data.get("options") or {})}
+    if data.get("root"):
+        data["root"] = absolute(data["root"])
+    if data.get("dataset") == "csv":
+        for key in ("image_root", "classes"):
+            if isinstance(data["options"].get(key), str):
+                data["options"][key] = absolute(data["options"][key])
+    return data
 
 
 def _check_out_dir(config: Config) -> None:
@@ -489,9 +507,8 @@ def fit(
     are (image tensor, label)); the checkpoint then still records the config as given.
     ``config_file``, the file the config was read from, is refused as DIR/config.yaml.
     """
-    config = config_from_dict(config_to_dict(config))  # a checked copy we may annotate
-    if config.data.root:  # recorded absolute: eval and --resume work from any folder
-        config.data.root = os.path.abspath(os.path.expanduser(config.data.root))
+    values = config_to_dict(config)  # a checked copy we may annotate, its places absolute
+    config = config_from_dict({**values, "data": absolute_places(values["data"])})
     context = distributed.setup(config.run.device)
     lock = None
 
