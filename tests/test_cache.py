@@ -20,6 +20,7 @@ from sef import datasets, transforms
 from sef.checkpoint import load_checkpoint
 from sef.config import apply_overrides, resolve_config
 from sef.datasets import cache
+from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.engine import fit, load_data, train_loader
 from sef.engine.data import DeviceBatches
@@ -261,15 +262,19 @@ def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, 
 
 
 def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path):
-    def read(split: str, missing=("test",)) -> str:
+    def read(split: str, missing=("test",), damaged=()) -> str:
         if split in missing:
-            raise DataError(f"{tmp_path} declares no {split} images")
+            raise NoSuchSplit(f"{tmp_path} declares no {split} images")
+        if split in damaged:
+            raise DataError(f"{tmp_path}/images_test.txt line 3 is '7', expected '<id> <value>'")
         return split
 
     assert cache.readable_splits(read) == ["trainval"]
     with pytest.raises(DataError) as info:
         cache.readable_splits(lambda split: read(split, cache.SPLITS))
     assert str(info.value) == f"{tmp_path} declares no trainval images"
+    with pytest.raises(DataError, match="line 3 is '7'"):  # a damaged list is no missing split
+        cache.readable_splits(lambda split: read(split, (), ("test",)))
 
 
 def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:

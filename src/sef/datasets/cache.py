@@ -44,6 +44,7 @@ from sef import transforms
 from sef.datasets.demo import default_cache
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage, pixel_limit
+from sef.datasets.splits import NoSuchSplit
 from sef.errors import DataError, OutputError
 from sef.outputs import atomic_path, make_folder, output_error, remove_file, write_text
 
@@ -80,12 +81,13 @@ def sources(images: ImageList) -> list[Source]:
 
 def readable_splits(read: Callable[[str], ImageList]) -> list[ImageList]:
     """The splits of SPLITS that ``read(split)`` reads, for a build: own data without a test split
-    is cached without it. The first split's DataError if none can be read."""
+    is cached without it; any other error reading a split (a damaged list) stops the build. The
+    first split's NoSuchSplit if the data declares none of them."""
     found, errors = [], []
     for split in SPLITS:
         try:
             found.append(read(split))
-        except DataError as error:
+        except NoSuchSplit as error:
             errors.append(error)
     if not found:
         raise errors[0]

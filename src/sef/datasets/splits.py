@@ -18,6 +18,11 @@ import numpy as np
 from sef.datasets.imagelist import ImageList
 from sef.errors import ConfigError, DataError
 
+
+class NoSuchSplit(DataError):
+    """Own data that declares its splits and not this one (no test folder or rows)."""
+
+
 SPLITS = ("trainval", "train", "val", "test")
 # Distinct purposes draw independent hold-outs from the same seed.
 VAL_PURPOSE = 0
@@ -99,7 +104,7 @@ def from_declared(
         raise DataError(f"{source}: unknown split {unknown[0]!r}; use {', '.join(SPLITS)}")
     indices = {name: [i for i, t in enumerate(tags) if t == name] for name in SPLITS}
     if split == "test" and not indices["test"]:
-        raise DataError(f"{source} declares no test images; add them or leave out every split")
+        raise NoSuchSplit(f"{source} declares no test images; add them or leave out every split")
     if split == "test":
         return dataset.select(indices["test"])
     official_val = indices["train"] and indices["val"] and not indices["trainval"]
@@ -107,5 +112,5 @@ def from_declared(
         return dataset.select(indices[split])
     trainval = sorted(indices["trainval"] + indices["train"] + indices["val"])
     if not trainval:
-        raise DataError(f"{source} declares no training images (trainval, train or val)")
+        raise NoSuchSplit(f"{source} declares no training images (trainval, train or val)")
     return carve_val(dataset.select(trainval), split, seed, val_fraction)
