@@ -15,6 +15,7 @@ from sef.config import (
     flatten,
     load_config_file,
     load_preset,
+    parse_overrides,
     preset_names,
     resolve_config,
     run_name,
@@ -277,6 +278,15 @@ def test_a_config_files_own_name_stays() -> None:
     config = Config(name="my-experiment")
     config.data.dataset, config.data.root = "folder", "/data/birds"
     assert run_name(config) == "my-experiment"
+
+
+def test_a_key_given_twice_in_an_override_is_refused_not_taken_as_text() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_overrides(["data.options={bbox_crop: true, bbox_crop: false}"])
+    assert str(error.value) == (
+        "override 'data.options={bbox_crop: true, bbox_crop: false}': duplicate key 'bbox_crop' "
+        "(first on line 1)"
+    )
 
 
 def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path: Path) -> None:

@@ -24,6 +24,10 @@ NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads a
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping."""
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
 
@@ -35,7 +39,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             with contextlib.suppress(TypeError):  # an unhashable key: the base class says so
                 if key in first:
-                    raise yaml.constructor.ConstructorError(
+                    raise DuplicateKey(
                         "while constructing a mapping",
                         node.start_mark,
                         f"duplicate key {key!r} (first on line {first[key].line + 1})",
@@ -232,6 +236,8 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(f"override {text!r} must look like section.key=value")
         try:
             values[key.strip()] = load_yaml(raw) if raw.strip() else None
+        except DuplicateKey as error:  # YAML all right, but a key twice: not a plain string
+            raise ConfigError(f"override {text!r}: {error.problem}") from None
         except yaml.YAMLError:
             values[key.strip()] = raw
     return values
