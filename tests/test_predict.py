@@ -36,6 +36,8 @@ def test_folders_are_searched_for_every_format_pillow_reads(tmp_path):
     for name in ("p.gif", "p.tga", "p.PCX"):
         Image.new("RGB", (8, 8)).save(tmp_path / name)
     (tmp_path / "notes.pdf").write_bytes(b"%PDF-1.4")  # a format Pillow only writes
+    for name in ("model.h5", "clip.mpg", "figure.eps"):  # ones it names but does not decode
+        (tmp_path / name).write_bytes(b"\0" * 16)
     found, problems = find_images([tmp_path])
     assert [Path(p).name for p in found] == ["p.PCX", "p.gif", "p.tga"] and problems == []
 

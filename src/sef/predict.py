@@ -35,9 +35,19 @@ class Prediction:
         }
 
 
+# Formats Pillow names but cannot decode by itself: stubs (HDF5, GRIB, BUFR, MPEG video) and
+# those that need Ghostscript or Windows (EPS, WMF): their files in a folder are not photos.
+_NOT_DECODED = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF"})
+
+
 def _readable_extensions() -> set[str]:
-    """The file extensions of the formats Pillow opens (not those it only writes, as .pdf)."""
-    return {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+    """The file extensions of the formats Pillow decodes (not those it only writes, as .pdf,
+    nor _NOT_DECODED)."""
+    return {
+        ext
+        for ext, kind in Image.registered_extensions().items()
+        if kind in Image.OPEN and kind not in _NOT_DECODED
+    }
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
