@@ -63,7 +63,8 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
         raise DataError(
             f"data.eval_split={d.eval_split} shares {counted(len(shared), 'image')} with "
             f"data.train_split={d.train_split} (e.g. {min(shared)}), so it would score images "
-            f"the model trained on; evaluate on val with data.train_split=train"
+            f"the model trained on; evaluate on a split it does not train on (data.eval_split=val "
+            f"with data.train_split=train, or test)"
         )
     if len(evaluation) == 0:
         raise DataError(
