@@ -52,6 +52,8 @@ def test_a_mirror_may_be_a_local_folder(served_cub, tmp_path, monkeypatch):
     monkeypatch.setitem(dl.ARCHIVES, "cub", [moved])
     root = dl.download("cub", tmp_path / "data", mirror=str(folder), progress=False)
     assert (root / "CUB_200_2011").is_dir() and (folder / entry.filename).is_file()
+    with pytest.raises(DataError, match="; check the mirror folder, or fetch it by hand"):
+        dl.download("cub", tmp_path / "more", mirror=str(tmp_path / "nothing"), progress=False)
 
 
 def test_a_failed_download_removes_the_root_it_created_and_keeps_one_that_was_there(

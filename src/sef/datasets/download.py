@@ -86,8 +86,9 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
                     bar.update(len(chunk))
     except (URLError, OSError) as error:
         partial.unlink(missing_ok=True)
+        where = "the mirror folder" if url.startswith("file:") else "the connection"
         raise DataError(
-            f"could not download {url} ({error}); check the connection, or fetch it by hand into "
+            f"could not download {url} ({error}); check {where}, or fetch it by hand into "
             f"{destination.parent}"
         ) from None
     found = md5_of(partial)
