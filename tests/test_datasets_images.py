@@ -113,3 +113,19 @@ def test_reading_a_bad_image_names_it(mixed_samples):
 def test_labels_outside_the_class_list_are_refused(tmp_path):
     with pytest.raises(DataError, match="label 2 of x.jpg is outside the 2 classes"):
         ImageList([("x.jpg", 2)], ["a", "b"])
+
+
+def test_a_bad_image_says_how_a_run_leaves_it_out_and_a_typed_one_gets_no_path_hint(
+    tmp_path, monkeypatch
+):
+    from sef.viz import _typed_image
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (300, 200)).save(path)
+    monkeypatch.setenv("SEF_MAX_PIXELS", "50000")
+    with pytest.raises(DataError) as error:
+        open_rgb(path)
+    assert str(error.value).endswith("or leave it out (sef train: --set data.bad_images=skip)")
+    with pytest.raises(DataError) as error:
+        _typed_image(path)  # sef viz cam PATH: a file it was given, too large
+    assert str(error.value) == f"{path} is too large: 60,000 pixels > limit 50,000 (SEF_MAX_PIXELS)"

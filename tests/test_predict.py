@@ -1,5 +1,6 @@
 """Prediction: probabilities equal the model's softmax, folders expand, bad files are skipped."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,12 @@ def test_table_lists_every_rank(demo_checkpoint, images):
     assert lines[1].startswith(str(images / "b.png")) and lines[1].split()[1] == "1"
     assert lines[2].split()[0] == "2"  # the path is not repeated
     assert predictions[0].to_dict()["predictions"][0]["class"] == predictions[0].top[0][0]
+
+
+def test_a_path_that_is_neither_file_nor_folder_is_named_as_such(tmp_path):
+    pipe = tmp_path / "c.png"
+    os.mkfifo(pipe)  # exists, but no file to read
+    assert find_images([pipe, tmp_path / "gone.png"]) == (
+        [],
+        [(str(pipe), "is not a file"), (str(tmp_path / "gone.png"), "does not exist")],
+    )

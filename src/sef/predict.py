@@ -71,7 +71,7 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
         elif path.is_file():
             images.append(str(path))  # any extension: decoding decides
         else:
-            problems.append((str(path), "does not exist"))
+            problems.append((str(path), "is not a file" if path.exists() else "does not exist"))
     return images, problems
 
 

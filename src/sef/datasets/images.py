@@ -63,6 +63,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# How a run leaves bad images out (evaluation and predict name the file the same way).
+_LEAVE_OUT = "leave it out (sef train: --set data.bad_images=skip)"
+
+
 class UnreadableImage(DataError):
     """An image file that cannot be used: ``kind`` says why (MISSING, NOT_AN_IMAGE, UNDECODABLE)
     and ``detail`` is the decoder's own message, for callers that word it their own way. Built
@@ -77,8 +81,7 @@ def _too_large(path: str | os.PathLike, pixels: int | None, limit: int) -> Unrea
     size = f"{pixels:,} pixels" if pixels is not None else "more pixels than PIL allows"
     detail = f"{size} > limit {limit:,} ({LIMIT_VARIABLE})"
     return UnreadableImage(
-        f"image {path} is too large: {detail}; shrink it, raise {LIMIT_VARIABLE}, or train with "
-        f"bad_images='skip' to leave it out",
+        f"image {path} is too large: {detail}; shrink it, raise {LIMIT_VARIABLE}, or {_LEAVE_OUT}",
         TOO_LARGE,
         detail,
     )
@@ -125,8 +128,7 @@ def decode(path: str | os.PathLike) -> Image.Image:
         elif isinstance(error, UnidentifiedImageError):
             kind, detail = _unidentified(path, error)
         raise UnreadableImage(
-            f"image {path} cannot be decoded ({detail}); replace it, or train with "
-            f"bad_images='skip' to leave it out",
+            f"image {path} cannot be decoded ({detail}); replace it, or {_LEAVE_OUT}",
             kind,
             detail,
         ) from None
