@@ -1,6 +1,7 @@
 """The built-in demo set: contract, determinism, locality of class differences, atomic caching."""
 
 import dataclasses
+import errno
 import json
 import os
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 import sef
 from sef.datasets import birds32, birds32b, demo
-from sef.errors import DataError
+from sef.errors import DataError, OutputError
 
 TINY = {"per_class": 4, "test_per_class": 2}
 
@@ -196,6 +197,28 @@ def test_generation_is_atomic_and_cached(tmp_path, monkeypatch):
     calls["n"] = 0
     assert len(sef.datasets.load("demo", tmp_path, "test", progress=False, **TINY)) == 16
     assert calls["n"] == 0
+
+
+@pytest.mark.parametrize(
+    ("number", "advice"),
+    [
+        (errno.ENOSPC, "free there); free some space or set SEF_CACHE"),
+        (errno.EROFS, "read-only file system; set SEF_CACHE"),
+    ],
+)
+def test_a_set_that_cannot_be_written_says_where_and_what_to_do(
+    tmp_path, monkeypatch, number, advice
+):
+    def save(image, path, *args, **kwargs):
+        raise OSError(number, os.strerror(number), str(path))
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    with pytest.raises(OutputError) as info:
+        demo.ensure_generated(tmp_path, progress=False, **TINY)
+    folder = tmp_path / demo.folder_name(**TINY, resolution=64, generation_seed=0)
+    assert str(info.value).startswith(f"cannot write {folder}: ")
+    assert f"{advice} or --data-root to another folder" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("options", [{"per_class": 1}, {"test_per_class": "9"}, {"resolution": 16}])
