@@ -4,6 +4,7 @@ import dataclasses
 import errno
 import json
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -232,6 +233,18 @@ def test_default_cache_follows_sef_cache(monkeypatch, tmp_path):
     assert demo.default_cache() == tmp_path / "demo"
     monkeypatch.delenv("SEF_CACHE")
     assert demo.default_cache().parts[-3:] == (".cache", "sef", "demo")
+
+
+def test_a_killed_generations_partial_set_is_removed_by_the_next(tmp_path):
+    host = socket.gethostname()
+    dead, live, elsewhere = (
+        tmp_path / f".v1-seed0-300x100-64px.partial-{where}-{pid}-5b70380c"
+        for where, pid in ((host, 999999999), (host, os.getppid()), ("another-host", 999999999))
+    )  # killed here (no such process); running (our parent); another machine's, unknowable
+    for partial in (dead, live, elsewhere):
+        (partial / "trainval").mkdir(parents=True)
+    demo.ensure_generated(tmp_path, progress=False, **TINY)
+    assert not dead.exists() and live.exists() and elsewhere.exists()
 
 
 def test_a_set_finished_first_by_another_process_is_kept(tmp_path, monkeypatch):

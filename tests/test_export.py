@@ -211,3 +211,14 @@ def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):
     finally:
         os.umask(previous)
     assert {path.stat().st_mode & 0o777 for path in paths.values()} == {0o600}
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next(model, tmp_path):
+    dead, live = (tmp_path / f".sef-export.{pid}.tmp" for pid in (999999999, os.getppid()))
+    for stage in (dead, live):  # a killed export's (no such process); a running one's (our parent)
+        stage.mkdir()
+        (stage / "model.onnx").write_bytes(b"half")
+    export_model(
+        model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+    )
+    assert not dead.exists() and live.exists()

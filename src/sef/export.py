@@ -178,7 +178,8 @@ def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
 def _staging(out: Path) -> Iterator[Path]:
     """A fresh folder inside ``out`` to write an export into; removed whatever happens."""
     stage = outputs.make_folder(out) / f".sef-export.{os.getpid()}.tmp"
-    shutil.rmtree(stage, ignore_errors=True)
+    for leftover in [stage, *outputs.abandoned(out, r"\.sef-export\.(?P<pid>\d+)\.tmp")]:
+        shutil.rmtree(leftover, ignore_errors=True)  # ours, or a killed export's
     try:
         yield outputs.make_folder(stage)
     except OutputError as error:  # name the file the user asked for, not its staged copy

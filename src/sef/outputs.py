@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,30 @@ from sef.errors import DiskFull, OutputError
 def temporary_path(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place (unique to this process)."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (Windows: taken as yes)."""
+    if os.name == "nt":  # os.kill would end it there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def abandoned(folder: Path, pattern: str) -> list[Path]:
+    """The entries of ``folder`` named as the regular expression ``pattern`` says, its group
+    ``pid`` the process that made them, whose process is gone: temporaries of killed processes."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    found = [re.fullmatch(pattern, name) for name in names]
+    return [folder / m.string for m in found if m and not process_alive(int(m["pid"]))]
 
 
 def _reason(path: Path, error: OSError, folder: bool) -> str:

@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from tqdm import tqdm
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError, DiskFull, OutputError
-from sef.outputs import output_error
+from sef.outputs import abandoned, output_error
 
 VERSION = 1  # bump when the drawing changes, so old caches are not reused
 PART_VARIANTS = {
@@ -410,8 +411,12 @@ def _generate(
 ) -> None:
     """Write the set into a temporary folder beside ``folder``, then rename it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    # the host in the name: only this machine can tell whether the pid in it is gone
+    host = re.sub(r"[^\w.-]", "_", socket.gethostname())
+    for leftover in abandoned(folder.parent, rf"\..+\.partial-{re.escape(host)}-(?P<pid>\d+)-\w+"):
+        shutil.rmtree(leftover, ignore_errors=True)  # of a killed generation
     # mkdir, not mkdtemp (mode 0700): a set in a shared SEF_CACHE is readable as umask allows
-    partial = folder.parent / f".{folder.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    partial = folder.parent / f".{folder.name}.partial-{host}-{os.getpid()}-{secrets.token_hex(4)}"
     partial.mkdir()
     try:
         _write_set(partial, counts, resolution, generation_seed, progress, birds)
