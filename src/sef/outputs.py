@@ -9,6 +9,7 @@ work for minutes first learns whether its output can be written at all.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -21,10 +22,18 @@ from typing import Any
 from sef import filekinds, space
 from sef.errors import DiskFull, OutputError
 
+NAME_MAX = 255  # bytes in one file name, on every common file system
+
 
 def temporary_path(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place (unique to this process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Where ``path`` is written before it is renamed into place (unique to this process):
+    ``.NAME.<pid>.tmp``, NAME cut and tagged with its hash where the whole would not fit."""
+    name, end = path.name, f".{os.getpid()}.tmp"
+    if len(f".{name}{end}".encode()) > NAME_MAX:
+        tag = "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        room = NAME_MAX - len(f".{tag}{end}")
+        name = name.encode()[:room].decode(errors="ignore") + tag
+    return path.with_name(f".{name}{end}")
 
 
 def process_alive(pid: int) -> bool:
