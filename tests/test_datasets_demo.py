@@ -1,8 +1,10 @@
 """The built-in demo set: contract, determinism, locality of class differences, atomic caching."""
 
 import dataclasses
+import errno
 import json
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from PIL import Image
 
 import sef
 from sef.datasets import birds32, birds32b, demo
-from sef.errors import DataError
+from sef.errors import DataError, OutputError
 
 TINY = {"per_class": 4, "test_per_class": 2}
 
@@ -198,6 +200,28 @@ def test_generation_is_atomic_and_cached(tmp_path, monkeypatch):
     assert calls["n"] == 0
 
 
+@pytest.mark.parametrize(
+    ("number", "advice"),
+    [
+        (errno.ENOSPC, "free there); free some space or set SEF_CACHE"),
+        (errno.EROFS, "read-only file system; set SEF_CACHE"),
+    ],
+)
+def test_a_set_that_cannot_be_written_says_where_and_what_to_do(
+    tmp_path, monkeypatch, number, advice
+):
+    def save(image, path, *args, **kwargs):
+        raise OSError(number, os.strerror(number), str(path))
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    with pytest.raises(OutputError) as info:
+        demo.ensure_generated(tmp_path, progress=False, **TINY)
+    folder = tmp_path / demo.folder_name(**TINY, resolution=64, generation_seed=0)
+    assert str(info.value).startswith(f"cannot write {folder}: ")
+    assert f"{advice} or --data-root to another folder" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("options", [{"per_class": 1}, {"test_per_class": "9"}, {"resolution": 16}])
 def test_bad_demo_options_are_data_errors(tmp_path, options):
     with pytest.raises(DataError, match="demo option"):
@@ -209,6 +233,18 @@ def test_default_cache_follows_sef_cache(monkeypatch, tmp_path):
     assert demo.default_cache() == tmp_path / "demo"
     monkeypatch.delenv("SEF_CACHE")
     assert demo.default_cache().parts[-3:] == (".cache", "sef", "demo")
+
+
+def test_a_killed_generations_partial_set_is_removed_by_the_next(tmp_path):
+    host = socket.gethostname()
+    dead, live, elsewhere = (
+        tmp_path / f".v1-seed0-300x100-64px.partial-{where}-{pid}-5b70380c"
+        for where, pid in ((host, 999999999), (host, os.getppid()), ("another-host", 999999999))
+    )  # killed here (no such process); running (our parent); another machine's, unknowable
+    for partial in (dead, live, elsewhere):
+        (partial / "trainval").mkdir(parents=True)
+    demo.ensure_generated(tmp_path, progress=False, **TINY)
+    assert not dead.exists() and live.exists() and elsewhere.exists()
 
 
 def test_a_set_finished_first_by_another_process_is_kept(tmp_path, monkeypatch):

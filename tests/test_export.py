@@ -1,6 +1,7 @@
 """Export: every format reproduces PyTorch's logits, batch stays free, no group heads ship."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -186,3 +187,38 @@ def test_preprocessing_json_reproduces_the_test_transform(recipe):
     # PIL and torchvision resize round differently: at most one grey level, on few pixels.
     one_level = 1.001 / 255 / min(transforms.IMAGENET_STD)
     assert difference.max() <= one_level and difference.mean() < 0.05 * one_level
+
+
+def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_path):
+    export_model(
+        model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+    )
+    (tmp_path / "model.onnx").write_bytes(b"the user's own")
+    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote them"):
+        export_model(
+            model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
+        )
+    assert not (tmp_path / "model.safetensors").exists()  # the earlier export's other format
+    assert (tmp_path / "model.onnx").read_bytes() == b"the user's own"
+
+
+def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):
+    previous = os.umask(0o077)
+    try:
+        paths = export_model(
+            model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+        )
+    finally:
+        os.umask(previous)
+    assert {path.stat().st_mode & 0o777 for path in paths.values()} == {0o600}
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next(model, tmp_path):
+    dead, live = (tmp_path / f".sef-export.{pid}.tmp" for pid in (999999999, os.getppid()))
+    for stage in (dead, live):  # a killed export's (no such process); a running one's (our parent)
+        stage.mkdir()
+        (stage / "model.onnx").write_bytes(b"half")
+    export_model(
+        model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+    )
+    assert not dead.exists() and live.exists()

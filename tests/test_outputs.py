@@ -11,7 +11,7 @@ import torch
 from sef.errors import OutputError
 from sef.export import export_model
 from sef.model import SEF
-from sef.outputs import atomic_path, check_writable, write_text
+from sef.outputs import atomic_path, check_writable, temporary_path, write_text
 from sef.transforms import Preprocessing
 
 
@@ -103,3 +103,14 @@ def test_ctrl_c_in_a_checkpoint_write_waits_for_the_write_to_finish(tmp_path, mo
         signal.signal(signal.SIGINT, previous)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+@pytest.mark.parametrize("name", ["p" * 250 + ".csv", "é" * 125 + ".csv"])  # 254 and 254 bytes
+def test_a_name_that_just_fits_is_written_through_a_shorter_temporary(
+    tmp_path: Path, name: str
+) -> None:
+    assert write_text(tmp_path / name, "x").read_text() == "x"
+    temporary = temporary_path(tmp_path / name).name
+    assert len(temporary.encode()) <= 255 and temporary.endswith(f".{os.getpid()}.tmp")
+    assert temporary_path(tmp_path / "last.pt").name == f".last.pt.{os.getpid()}.tmp"
+    assert os.listdir(tmp_path) == [name]

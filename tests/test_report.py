@@ -2,14 +2,18 @@
 at 200 classes, the figure, and the files."""
 
 import csv
+import errno
 import json
+import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
+import sef.outputs
 from sef.engine import EvalResult
-from sef.errors import SEFError
+from sef.errors import DiskFull, SEFError
 from sef.report import (
     FILE_NAMES,
     cluster_order,
@@ -120,3 +124,18 @@ def test_the_confusion_figures_title_fits_inside_it(tmp_path, monkeypatch):
     title = drawn["figure"].axes[0].title.get_window_extent(canvas.get_renderer())
     page = drawn["figure"].bbox
     assert page.x0 <= title.x0 and title.x1 <= page.x1 and title.y1 <= page.y1
+
+
+def test_a_report_that_fails_midway_leaves_no_part_of_it(tmp_path, monkeypatch):
+    report = error_report(result(LABELS, PREDICTED, GROUPS), NAMES)
+    real = os.replace
+
+    def replace(source, target):  # the disk fills as the figure is written
+        if Path(target).name == FILE_NAMES["figure"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(source, target)
+
+    monkeypatch.setattr(sef.outputs.os, "replace", replace)
+    with pytest.raises(DiskFull, match="confusion.png: no space left on device"):
+        report.write(tmp_path / "runs" / "report")
+    assert os.listdir(tmp_path) == []

@@ -207,3 +207,45 @@ def test_torchrun_into_a_held_folder_stops_every_rank_with_one_line(
     ], output
     assert "[rank1]" not in output and "Connection reset" not in output, output
     assert not (folder / "config.yaml").exists()
+
+
+def test_the_lock_file_is_created_as_the_umask_allows(tmp_path: Path) -> None:
+    previous = os.umask(0o002)  # a group folder's: a killed run's lock stays the group's
+    try:
+        with acquire(tmp_path / "run") as lock:
+            assert lock.path.stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(previous)
+
+
+def _open_as_a_user(monkeypatch) -> None:
+    """os.open refusing to write a file without write permission, as it does for a non-root user."""
+    real = os.open
+
+    def open_(path, flags, *args, **kwargs):
+        writing = flags & (os.O_RDWR | os.O_WRONLY)
+        if writing and os.path.isfile(path) and not os.stat(path).st_mode & 0o200:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+
+
+def test_an_unwritable_lock_of_a_dead_run_is_replaced_and_a_live_ones_named(
+    tmp_path: Path, monkeypatch
+) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text('{"pid": 1}')
+    (folder / LOCK_NAME).chmod(0o444)  # a killed run's, created 0644 by another user
+    _open_as_a_user(monkeypatch)
+    with acquire(folder) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    holder = _holder(folder)
+    try:
+        (folder / LOCK_NAME).chmod(0o444)
+        with pytest.raises(FolderBusy, match=f"pid {holder.pid}"):
+            acquire(folder)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -63,11 +63,6 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return [f for f in EXPORT_FORMATS if f in formats]
 
 
-def _atomic_target(path: Path) -> contextlib.AbstractContextManager[Path]:
-    """A temporary path beside ``path``, renamed into place (readable by all) once written."""
-    return outputs.atomic_path(path, mode=0o644)  # safetensors creates private files
-
-
 def _example_input(image_size: int) -> torch.Tensor:
     # Batch 2, not 1: a size-1 example lets torch.export specialise the batch axis.
     return torch.zeros(2, 3, image_size, image_size)
@@ -77,7 +72,7 @@ def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
     """ONNX via the torch.export-based exporter, with a dynamic batch axis."""
     extras.require("export", "ONNX export")
     batch = torch.export.Dim("batch", min=1)
-    with _atomic_target(path) as tmp:
+    with outputs.atomic_path(path) as tmp:
         torch.onnx.export(
             plain,
             (_example_input(image_size),),
@@ -102,7 +97,7 @@ def write_torchscript(plain: nn.Module, path: Path, image_size: int) -> None:
             traced = torch.jit.trace(plain, _example_input(image_size))
         buffer = io.BytesIO()  # written by Python: a full disk is an OSError, not an abort
         torch.jit.save(traced, buffer)
-        with _atomic_target(path) as tmp:
+        with outputs.atomic_path(path) as tmp:
             tmp.write_bytes(buffer.getvalue())
 
 
@@ -111,12 +106,12 @@ def write_safetensors(plain: nn.Module, path: Path, metadata: dict[str, str]) ->
     from safetensors.torch import save
 
     state = {k: v.detach().contiguous() for k, v in plain.state_dict().items()}
-    with _atomic_target(path) as tmp:  # bytes written by Python: its errors name the disk
+    with outputs.atomic_path(path) as tmp:  # bytes written by Python: its errors name the disk
         tmp.write_bytes(save(state, metadata=metadata))
 
 
 def _write_json(path: Path, payload: object) -> None:
-    with _atomic_target(path) as tmp:
+    with outputs.atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
@@ -161,7 +156,8 @@ def export_model(
             }
             write_safetensors(plain, staged["safetensors"], metadata)
         _write_json(staged["labels"], list(classes))
-        _write_json(staged["preprocessing"], preprocessing_json(preprocessing))
+        files = [FILE_NAMES[name] for name in names]  # what the next export may remove
+        _write_json(staged["preprocessing"], {**preprocessing_json(preprocessing), "files": files})
         return _replace_set(staged, out)
 
 
@@ -182,7 +178,8 @@ def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
 def _staging(out: Path) -> Iterator[Path]:
     """A fresh folder inside ``out`` to write an export into; removed whatever happens."""
     stage = outputs.make_folder(out) / f".sef-export.{os.getpid()}.tmp"
-    shutil.rmtree(stage, ignore_errors=True)
+    for leftover in [stage, *outputs.abandoned(out, r"\.sef-export\.(?P<pid>\d+)\.tmp")]:
+        shutil.rmtree(leftover, ignore_errors=True)  # ours, or a killed export's
     try:
         yield outputs.make_folder(stage)
     except OutputError as error:  # name the file the user asked for, not its staged copy
@@ -192,18 +189,33 @@ def _staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def _earlier_files(out: Path) -> set[str]:
+    """The files the earlier export in ``out`` wrote, as its preprocessing.json lists them."""
+    try:
+        files = json.loads((out / FILE_NAMES["preprocessing"]).read_text(encoding="utf-8"))["files"]
+        return {name for name in files if isinstance(name, str)}
+    except (OSError, ValueError, TypeError, KeyError):  # none, or not sef's
+        return set()
+
+
 def _replace_set(staged: dict[str, Path], out: Path) -> dict[str, Path]:
     """Move the staged files into ``out`` and remove the files of an earlier export that this one
-    did not write (another format's), so ``out`` holds exactly one export's set."""
+    did not write (another format's), so ``out`` holds exactly one export's set; a file of such
+    a name that no earlier export wrote (a user's) is kept, with a warning."""
+    earlier = _earlier_files(out)
     paths = {name: out / FILE_NAMES[name] for name in staged}
     for name, path in staged.items():
         try:
             os.replace(path, paths[name])
         except OSError as error:
             raise outputs.output_error(paths[name], error) from None
-    for name, file_name in FILE_NAMES.items():
-        if name not in paths:
-            (out / file_name).unlink(missing_ok=True)
+    others = [out / FILE_NAMES[name] for name in FILE_NAMES if name not in paths]
+    for path in others:
+        if path.name in earlier:
+            path.unlink(missing_ok=True)
+    kept = [str(path) for path in others if path.name not in earlier and path.exists()]
+    if kept:
+        warnings.warn(f"kept {', '.join(kept)}: no earlier sef export wrote them", stacklevel=3)
     return paths
 
 

@@ -9,7 +9,9 @@ work for minutes first learns whether its output can be written at all.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -20,10 +22,42 @@ from typing import Any
 from sef import filekinds, space
 from sef.errors import DiskFull, OutputError
 
+NAME_MAX = 255  # bytes in one file name, on every common file system
+
 
 def temporary_path(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place (unique to this process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Where ``path`` is written before it is renamed into place (unique to this process):
+    ``.NAME.<pid>.tmp``, NAME cut and tagged with its hash where the whole would not fit."""
+    name, end = path.name, f".{os.getpid()}.tmp"
+    if len(f".{name}{end}".encode()) > NAME_MAX:
+        tag = "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        room = NAME_MAX - len(f".{tag}{end}")
+        name = name.encode()[:room].decode(errors="ignore") + tag
+    return path.with_name(f".{name}{end}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (Windows: taken as yes)."""
+    if os.name == "nt":  # os.kill would end it there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def abandoned(folder: Path, pattern: str) -> list[Path]:
+    """The entries of ``folder`` named as the regular expression ``pattern`` says, its group
+    ``pid`` the process that made them, whose process is gone: temporaries of killed processes."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    found = [re.fullmatch(pattern, name) for name in names]
+    return [folder / m.string for m in found if m and not process_alive(int(m["pid"]))]
 
 
 def _reason(path: Path, error: OSError, folder: bool) -> str:

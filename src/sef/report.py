@@ -78,9 +78,21 @@ class ErrorReport:
     summary: dict[str, Any]
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """Write the four files of the module docstring into ``out_dir``; returns their paths."""
+        """Write the four files of the module docstring into ``out_dir``, all or none: a failure
+        (a full disk) removes them and the folders it created; returns their paths."""
+        created = outputs.missing_folders(Path(out_dir))
         out = outputs.make_folder(out_dir)
         paths = {key: out / name for key, name in FILE_NAMES.items()}
+        try:
+            self._write_files(paths)
+        except BaseException:
+            for path in paths.values():  # no report mixing this one's files with an earlier one's
+                outputs.remove_file(path)
+            outputs.remove_empty(created)
+            raise
+        return paths
+
+    def _write_files(self, paths: dict[str, Path]) -> None:
         _write_csv(paths["per_class"], self.per_class)
         _write_csv(paths["pairs"], self.pairs)
         plot_confusion(self.confusion, self.classes, self.order, paths["figure"])
@@ -91,7 +103,6 @@ class ErrorReport:
             "figure_order": [self.classes[i] for i in self.order],
         }
         outputs.write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
-        return paths
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -25,6 +25,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -46,7 +47,14 @@ from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage, pixel_limit
 from sef.datasets.splits import NoSuchSplit
 from sef.errors import DataError, OutputError
-from sef.outputs import atomic_path, make_folder, output_error, remove_file, write_text
+from sef.outputs import (
+    abandoned,
+    atomic_path,
+    make_folder,
+    output_error,
+    remove_file,
+    write_text,
+)
 
 FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
@@ -327,26 +335,8 @@ def _clear(folder: Path) -> None:
 def _abandoned(folder: Path) -> list[Path]:
     """The temporaries (``.images.u8.<pid>.tmp``, full size from the start) of builds whose
     process is gone, killed before it could remove them; none where that cannot be told."""
-    found = []
-    for name in (DATA, INDEX):
-        for path in folder.glob(f".{name}.*.tmp"):
-            pid = path.name[len(name) + 2 : -len(".tmp")]
-            if pid.isdigit() and not _alive(int(pid)):
-                found.append(path)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (Windows: taken as yes)."""
-    if os.name == "nt":  # os.kill would end it there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
+    patterns = [rf"\.{re.escape(name)}\.(?P<pid>\d+)\.tmp" for name in (DATA, INDEX)]
+    return [path for pattern in patterns for path in abandoned(folder, pattern)]
 
 
 def _allocate(path: Path, size: int) -> None:

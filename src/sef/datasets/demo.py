@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ from tqdm import tqdm
 
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import carve_val, check_split
-from sef.errors import DataError
+from sef.errors import DataError, DiskFull, OutputError
+from sef.outputs import abandoned, output_error
 
 VERSION = 1  # bump when the drawing changes, so old caches are not reused
 PART_VARIANTS = {
@@ -399,6 +401,42 @@ def _write_set(
     (folder / ANNOTATIONS).write_text(json.dumps(meta))
 
 
+def _generate(
+    folder: Path,
+    counts: dict[str, int],
+    resolution: int,
+    generation_seed: int,
+    progress: bool,
+    birds: BirdSet,
+) -> None:
+    """Write the set into a temporary folder beside ``folder``, then rename it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # the host in the name: only this machine can tell whether the pid in it is gone
+    host = re.sub(r"[^\w.-]", "_", socket.gethostname())
+    for leftover in abandoned(folder.parent, rf"\..+\.partial-{re.escape(host)}-(?P<pid>\d+)-\w+"):
+        shutil.rmtree(leftover, ignore_errors=True)  # of a killed generation
+    # mkdir, not mkdtemp (mode 0700): a set in a shared SEF_CACHE is readable as umask allows
+    partial = folder.parent / f".{folder.name}.partial-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    partial.mkdir()
+    try:
+        _write_set(partial, counts, resolution, generation_seed, progress, birds)
+        try:
+            partial.rename(folder)
+        except OSError:  # another process finished the same set first: keep theirs
+            if not (folder / ANNOTATIONS).is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _unwritable(folder: Path, error: OSError) -> OutputError:
+    """The one-line error for a set that cannot be written to ``folder``, saying where else."""
+    found = output_error(folder, error, folder=True)
+    advice = "free some space or " if isinstance(found, DiskFull) else ""
+    where = "set SEF_CACHE or --data-root to another folder"
+    return type(found)(f"{found.problem}; {advice}{where}", found.problem)
+
+
 def ensure_generated(
     root: str | os.PathLike | None = None,
     *,
@@ -422,20 +460,11 @@ def ensure_generated(
     if (folder / ANNOTATIONS).is_file():
         return folder
     _check_cache(base)
-    base.mkdir(parents=True, exist_ok=True)
-    # mkdir, not mkdtemp (mode 0700): a set in a shared SEF_CACHE is readable as umask allows
-    partial = base / f".{folder.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    partial.mkdir()
+    counts = {"trainval": per_class, "test": test_per_class}
     try:
-        counts = {"trainval": per_class, "test": test_per_class}
-        _write_set(partial, counts, resolution, generation_seed, progress, birds)
-        try:
-            partial.rename(folder)
-        except OSError:  # another process finished the same set first: keep theirs
-            if not (folder / ANNOTATIONS).is_file():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        _generate(folder, counts, resolution, generation_seed, progress, birds)
+    except OSError as error:
+        raise _unwritable(folder, error) from None
     if progress:  # where it went: a mistyped --data-root shows here, not in a full disk later
         tqdm.write(f"{birds.name} set written to {folder}", file=sys.stderr)
     return folder

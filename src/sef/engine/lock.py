@@ -139,6 +139,28 @@ class RunLock:
         self.release()
 
 
+def _remove_unheld(path: Path, folder: Path) -> bool:
+    """Remove the lock file ``path`` that this user may not write, left by a dead run (another
+    user's, under a stricter umask); FolderBusy if a live run holds it, False if it cannot be
+    removed. Removed while locked, as ``release`` does, so no holder is ever cut off."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if not _try_lock(descriptor):
+            raise FolderBusy.held(folder, _holder(path))
+        if os.path.samestat(os.fstat(descriptor), os.stat(path)):
+            path.unlink()
+    except FileNotFoundError:  # its holder removed it meanwhile: try again
+        pass
+    except OSError:  # a folder this user cannot write either
+        return False
+    finally:
+        os.close(descriptor)
+    return True
+
+
 def acquire(folder: str | os.PathLike) -> RunLock:
     """Lock ``folder`` (created if missing) for this process; FolderBusy naming the holder if a
     live process holds it, OutputError if the folder or its lock file cannot be written."""
@@ -146,9 +168,11 @@ def acquire(folder: str | os.PathLike) -> RunLock:
     created = outputs.missing_folders(folder)
     path = outputs.make_folder(folder) / LOCK_NAME
     while True:
-        try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # 0o666: the umask decides, so a group folder's lock stays the group's to replace
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as error:
+            if isinstance(error, PermissionError) and _remove_unheld(path, folder):
+                continue
             raise outputs.output_error(path, error) from None
         try:
             locked = _try_lock(descriptor)
