@@ -119,6 +119,15 @@ def test_a_disk_full_mid_checkpoint_keeps_the_last_one_and_resume_continues(
     assert load_checkpoint(out / "best.pt")["epoch"] == result.best_epoch
 
 
+def test_a_resume_removes_the_temporaries_a_killed_run_left(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    fit(_config(out, "optim.epochs=1"), data=_data(), progress=False)
+    for name in ("last.pt", "best-test-predictions.csv", "best-val-predictions.csv"):
+        (out / f".{name}.999999999.tmp").write_bytes(b"half")  # a SIGKILL mid-write
+    fit(_config(out), resume=True, data=_data(), progress=False)
+    assert _leftovers(out) == []
+
+
 def _failing_replace(name: str, at: int):
     """os.replace that fails, as on a full disk, on its ``at``-th rename onto ``name``."""
     real, calls = os.replace, []
