@@ -239,6 +239,20 @@ def test_a_disk_that_fills_during_training_stops_in_one_line_and_resumes(
     assert not (out / LOCK_NAME).exists()
 
 
+def test_a_resume_that_writes_best_pt_again_writes_its_predictions_again(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    out, predictions = tmp_path / "run", tmp_path / "run" / "best-test-predictions.csv"
+    assert main(["train", *TINY_DEMO, "--epochs", "1", "--out", str(out)]) == 0
+    predictions.write_text("path,label,prediction,correct\n")  # an older best's
+    (out / "best.pt").unlink()  # as a disk full at best.pt leaves the folder
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    evaluated = tmp_path / "eval.csv"
+    eval_ = ["eval", "--checkpoint", str(out / "best.pt"), "--predictions", str(evaluated)]
+    assert main([*eval_, "--workers", "0", "--no-progress"]) == 0
+    assert predictions.read_text() == evaluated.read_text()
+
+
 def test_eval_prints_its_accuracy_before_the_full_disk_stops_its_csv(
     demo_checkpoint: Path, small_disk, capsys
 ) -> None:
