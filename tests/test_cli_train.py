@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -374,3 +375,24 @@ def test_a_run_folder_beside_a_csv_is_fine_the_csv_lists_its_images(csv_root, mo
     tiny = ["--image-size", "32", "--batch-size", "4", "--workers", "0", "--no-progress"]
     assert main([*arguments, *tiny]) == 0
     assert (csv_root / "runs" / csv_root.name / "best.pt").is_file()
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_its_handler_before_is_put_back(
+    monkeypatch, capsys
+) -> None:
+    import sef.cli.presets
+
+    monkeypatch.setattr(sef.cli.presets, "run", lambda args: signal.raise_signal(signal.SIGTERM))
+    caught: list[int] = []
+
+    def own(number: int, frame) -> None:  # a program's own handler, around sef's
+        caught.append(number)
+
+    before = signal.signal(signal.SIGTERM, own)
+    try:
+        code = main(["presets"])
+        restored = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143 and capsys.readouterr().err == "sef presets: interrupted by SIGTERM\n"
+    assert caught == [] and restored is own

@@ -119,6 +119,15 @@ def test_a_disk_full_mid_checkpoint_keeps_the_last_one_and_resume_continues(
     assert load_checkpoint(out / "best.pt")["epoch"] == result.best_epoch
 
 
+def test_a_resume_removes_the_temporaries_a_killed_run_left(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    fit(_config(out, "optim.epochs=1"), data=_data(), progress=False)
+    for name in ("last.pt", "best-test-predictions.csv", "best-val-predictions.csv"):
+        (out / f".{name}.999999999.tmp").write_bytes(b"half")  # a SIGKILL mid-write
+    fit(_config(out), resume=True, data=_data(), progress=False)
+    assert _leftovers(out) == []
+
+
 def _failing_replace(name: str, at: int):
     """os.replace that fails, as on a full disk, on its ``at``-th rename onto ``name``."""
     real, calls = os.replace, []
@@ -228,6 +237,20 @@ def test_a_disk_that_fills_during_training_stops_in_one_line_and_resumes(
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming after epoch {kept}" in resumed.stdout
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_resume_that_writes_best_pt_again_writes_its_predictions_again(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    out, predictions = tmp_path / "run", tmp_path / "run" / "best-test-predictions.csv"
+    assert main(["train", *TINY_DEMO, "--epochs", "1", "--out", str(out)]) == 0
+    predictions.write_text("path,label,prediction,correct\n")  # an older best's
+    (out / "best.pt").unlink()  # as a disk full at best.pt leaves the folder
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    evaluated = tmp_path / "eval.csv"
+    eval_ = ["eval", "--checkpoint", str(out / "best.pt"), "--predictions", str(evaluated)]
+    assert main([*eval_, "--workers", "0", "--no-progress"]) == 0
+    assert predictions.read_text() == evaluated.read_text()
 
 
 def test_eval_prints_its_accuracy_before_the_full_disk_stops_its_csv(

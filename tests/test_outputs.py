@@ -79,28 +79,32 @@ def test_an_export_into_a_used_folder_replaces_its_set_of_files_whole(tmp_path: 
     ]  # fmt: skip
 
 
-def test_ctrl_c_in_a_checkpoint_write_waits_for_the_write_to_finish(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_in_a_checkpoint_write_waits_for_the_write_to_finish(
+    tmp_path, monkeypatch, stop: str
+) -> None:
     """SIGINT arriving inside torch.save (before: a RuntimeError of its zip writer and a
-    traceback) is delivered once the checkpoint is written whole."""
+    traceback) is delivered once the checkpoint is written whole; so is SIGTERM where Python
+    handles it (the `sef` command)."""
     import signal
 
     from sef.checkpoint import save_checkpoint
 
-    save = torch.save
+    save, number = torch.save, getattr(signal, stop)
 
     def interrupted_save(state, handle):
-        signal.raise_signal(signal.SIGINT)  # as if Ctrl-C came now
+        signal.raise_signal(number)  # as if Ctrl-C came now
         save(state, handle)
 
     monkeypatch.setattr(torch, "save", interrupted_save)
     # Python's own handler, also where the suite runs with SIGINT ignored (a background job)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(number, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             save_checkpoint(tmp_path / "last.pt", {"epoch": 3, "weights": torch.ones(4)})
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(number) is signal.default_int_handler
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(number, previous)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
     assert os.listdir(tmp_path) == ["last.pt"]
 

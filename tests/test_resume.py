@@ -45,9 +45,9 @@ def _metrics(out: Path) -> list[dict]:
 
 def _stop_after_first_checkpoint(
     command: list[str], out: Path, stop: int = signal.SIGKILL
-) -> tuple[int, str]:
+) -> tuple[int, str, int]:
     """Send ``stop`` (SIGKILL: no cleanup, no chance to finish a write) once last.pt exists;
-    the exit code and what the run wrote to stderr."""
+    the exit code, what the run wrote to stderr and its process id."""
     process = subprocess.Popen(
         command,
         env=_env(),
@@ -56,6 +56,7 @@ def _stop_after_first_checkpoint(
         text=True,
         # a shell's background job ignores SIGINT, and so would the run: Ctrl-C as in a terminal
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=True,  # its own process group: its loader workers are found by it
     )
     try:
         while not (out / "last.pt").exists():
@@ -64,7 +65,7 @@ def _stop_after_first_checkpoint(
             time.sleep(0.01)
         process.send_signal(stop)
         _, err = process.communicate(timeout=60)
-        return process.returncode, err
+        return process.returncode, err, process.pid
     finally:
         if process.poll() is None:
             process.kill()
@@ -109,7 +110,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
 
 def test_ctrl_c_says_which_checkpoint_is_kept_and_how_to_go_on(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    code, err = _stop_after_first_checkpoint(_command(out), out, signal.SIGINT)
+    code, err, _ = _stop_after_first_checkpoint(_command(out), out, signal.SIGINT)
     assert code == 130 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(
@@ -117,3 +118,34 @@ def test_ctrl_c_says_which_checkpoint_is_kept_and_how_to_go_on(tmp_path: Path) -
         r"run the same command with --resume to continue",
         last,
     ), err
+
+
+def _group(leader: int) -> list[int]:
+    """The processes still alive in the process group of ``leader`` (Linux's /proc)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[2]) == leader and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds loader workers in /proc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(tmp_path: Path, stop: int) -> None:
+    """What a job scheduler or a closed terminal sends: the same line, lock and temporaries
+    gone, no loader worker left, and the shell's exit code of a program the signal stopped."""
+    out = tmp_path / "run"
+    code, err, pid = _stop_after_first_checkpoint(_command(out), out, stop)
+    assert code == 128 + stop and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"sef train: interrupted by {stop.name}; {re.escape(str(out / 'last.pt'))} "
+        r"\(epoch \d\) is kept; run the same command with --resume to continue",
+        last,
+    ), err
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert _group(pid) == []  # its loader workers ended with it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from sef.cli import main
 from sef.config import resolve_config
 from sef.engine.folders import claim_new_out_dir
 from sef.engine.lock import LOCK_NAME, FolderBusy, acquire
@@ -249,3 +251,28 @@ def test_an_unwritable_lock_of_a_dead_run_is_replaced_and_a_live_ones_named(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_eval_writes_no_default_predictions_into_a_folder_a_live_run_holds(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """The live run rewrites best-test-predictions.csv there: eval's would be mixed with it."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    checkpoint = folder / "best.pt"
+    shutil.copy(demo_checkpoint, checkpoint)
+    evaluate = ["eval", "--checkpoint", str(checkpoint), "--workers", "0", "--no-progress"]
+    holder = _holder(folder)
+    try:
+        assert main(evaluate) == 2
+        assert capsys.readouterr().err == (
+            f"sef eval: error: {folder} is in use by a run that rewrites its predictions there; "
+            f"pass --predictions FILE to write them elsewhere\n"
+        )
+        assert main([*evaluate, "--predictions", str(tmp_path / "mine.csv")]) == 0
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not (folder / "best-test-predictions.csv").exists()
+    assert main(evaluate) == 0  # the run has ended
+    assert (folder / "best-test-predictions.csv").is_file()

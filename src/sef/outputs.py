@@ -162,22 +162,32 @@ def remove_empty(folders: list[Path]) -> None:
             break
 
 
+# Signals that may stop a program by a KeyboardInterrupt: Ctrl-C, and SIGTERM and SIGHUP in the
+# `sef` command (sef.cli).
+STOPS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 @contextmanager
 def interrupt_after() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block has finished, then deliver it: torch.save cut by a
-    KeyboardInterrupt fails with a RuntimeError of its zip writer instead. Outside the main
-    thread, where no handler can be set, the block runs as it is."""
+    """Hold Ctrl-C (SIGINT), and SIGTERM and SIGHUP where Python handles them, until the block
+    has finished, then deliver it: torch.save cut by a KeyboardInterrupt fails with a RuntimeError
+    of its zip writer instead. Outside the main thread, where no handler can be set, the block
+    runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    held = [n for n in STOPS if n == signal.SIGINT or callable(signal.getsignal(n))]
+    previous = {n: signal.signal(n, lambda number, frame: caught.append(number)) for n in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
         if caught:
-            signal.raise_signal(signal.SIGINT)  # to the handler that was there before
+            signal.raise_signal(caught[0])  # to the handler that was there before
 
 
 @contextmanager

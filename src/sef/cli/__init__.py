@@ -11,10 +11,12 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
-from sef import __version__, threads
+from sef import __version__, outputs, threads
 from sef.errors import SEFError
 
 COMMAND_MODULES = [
@@ -76,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # a command is required: the help, as for any usage error
         parser.print_help(sys.stderr)
         return 2
-    with _warnings_as_lines(args.command):
-        return _run(args)
+    with _warnings_as_lines(args.command), _stops_as_interrupts() as stopped:
+        return _run(args, stopped)
 
 
 @contextlib.contextmanager
@@ -98,7 +100,29 @@ def _warnings_as_lines(command: str):
         warnings.showwarning = previous
 
 
-def _run(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _stops_as_interrupts():
+    """While a command runs, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop it as
+    Ctrl-C does; yields the signals received. The handlers before are restored after."""
+    stopped: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # no handler can be set
+        yield stopped
+        return
+
+    def stop(number: int, frame) -> None:
+        stopped.append(number)
+        raise KeyboardInterrupt
+
+    numbers = [n for n in outputs.STOPS if n != signal.SIGINT]
+    previous = {n: signal.signal(n, stop) for n in numbers}
+    try:
+        yield stopped
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+
+
+def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     """Run the chosen command; user errors become one line on stderr and exit code 2."""
     try:
         code = int(args.func(args) or 0)
@@ -114,9 +138,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
+        number = stopped[0] if stopped else signal.SIGINT
+        by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
         said = f"; {stop.args[0]}" if stop.args else ""
-        print(f"sef {args.command}: interrupted{said}", file=sys.stderr)
-        return 130
+        print(f"sef {args.command}: interrupted{by}{said}", file=sys.stderr)
+        return 128 + number
 
 
 if __name__ == "__main__":

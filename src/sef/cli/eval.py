@@ -63,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_writable(args.report, folder=True)  # fail before evaluating, not after
 
-    path = args.predictions or args.checkpoint.with_name(
-        f"{args.checkpoint.stem}-{args.split}-predictions.csv"
-    )
+    path = args.predictions or _default_predictions(args.checkpoint, args.split)
     if is_main_process():
         check_writable(path)  # before the evaluation, not after it
     result, dataset = evaluate_checkpoint(
@@ -98,6 +96,20 @@ def run(args: argparse.Namespace) -> int:
         if report is not None:
             _print_report(report, args.report)
     return 0
+
+
+def _default_predictions(checkpoint: Path, split: str) -> Path:
+    """<checkpoint>-<split>-predictions.csv beside the checkpoint, unless a live run holds that
+    folder: it rewrites best.pt's predictions there."""
+    from sef.engine.lock import FolderBusy, is_held
+
+    if is_held(checkpoint.parent):
+        raise FolderBusy(
+            f"{checkpoint.parent} is in use by a run that rewrites its predictions there; pass "
+            f"--predictions FILE to write them elsewhere",
+            checkpoint.parent,
+        )
+    return checkpoint.with_name(f"{checkpoint.stem}-{split}-predictions.csv")
 
 
 def _print_summary(args: argparse.Namespace, summary: dict) -> None:

@@ -13,8 +13,9 @@ from sef.config import Config, run_name
 from sef.engine.lock import FolderBusy, RunLock, acquire
 from sef.errors import ConfigError
 
-# The files only the run holding a folder writes (their temporaries are that run's too).
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl")
+# The files only the run holding a folder writes (their temporaries are that run's too), as
+# patterns: best.pt's predictions are named after the eval split.
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "best-*-predictions.csv")
 
 
 def default_out_dir(config: Config) -> Path:

@@ -161,6 +161,21 @@ def _remove_unheld(path: Path, folder: Path) -> bool:
     return True
 
 
+def is_held(folder: str | os.PathLike) -> bool:
+    """Whether a live process holds ``folder``'s lock: tried without waiting and given back at
+    once (a folder without one, or on a file system that cannot lock, is not held)."""
+    try:
+        descriptor = os.open(Path(folder) / LOCK_NAME, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        return not _try_lock(descriptor)
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)  # and with it the lock, if taken
+
+
 def acquire(folder: str | os.PathLike) -> RunLock:
     """Lock ``folder`` (created if missing) for this process; FolderBusy naming the holder if a
     live process holds it, OutputError if the folder or its lock file cannot be written."""

@@ -319,6 +319,7 @@ class _Run:
         self.history: list[dict] = []
         self.best = {"epoch": 0, "eval_top1": -1.0}
         self.seconds = 0.0
+        self.best_unwritten = False  # best.pt and its predictions are to be written again
 
     def state(self) -> dict:
         return {
@@ -356,10 +357,8 @@ class _Run:
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best, self.seconds = dict(state["best"]), float(state["seconds"])
         self.kept = self.epoch
-        if self.context.is_main and self.best["epoch"] == self.epoch:
-            # the best epoch is the one restored: write best.pt again, in case the disk filled
-            # between last.pt and best.pt
-            save_checkpoint(self.out / "best.pt", self.best_state())
+        # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
+        self.best_unwritten = self.best["epoch"] == self.epoch
 
     def _replan(self, epoch: int) -> None:
         """Continue with the learning rate of a run planned for the new length from the start."""
@@ -380,10 +379,18 @@ class _Run:
         if self.context.is_main:
             save_checkpoint(self.out / "last.pt", self.state())
             self.kept = self.epoch
-            if best:
-                save_checkpoint(self.out / "best.pt", self.best_state())
-                if hasattr(self.data.eval, "samples"):  # datasets given to fit may lack paths
-                    write_predictions(self.predictions, evaluation, self.data.eval)
+        if best:
+            self.keep_best(evaluation)
+
+    def keep_best(self, evaluation: EvalResult) -> None:
+        """Rank 0 writes best.pt (the model as it is now) and ``evaluation``, its per-image
+        predictions."""
+        self.best_unwritten = False
+        if not self.context.is_main:
+            return
+        save_checkpoint(self.out / "best.pt", self.best_state())
+        if hasattr(self.data.eval, "samples"):  # datasets given to fit may lack paths
+            write_predictions(self.predictions, evaluation, self.data.eval)
 
     def checkpoint_bytes(self) -> int:
         """About the size of last.pt: the weights and the optimizer's state per weight (one
@@ -453,14 +460,7 @@ def _epoch(
         progress=progress,
     )
     run.scheduler.step()
-    evaluation = evaluate(
-        run.model,
-        eval_loader,
-        context=context,
-        amp=config.run.amp,
-        channels_last=config.run.channels_last,
-        progress=progress,
-    )
+    evaluation = _evaluate(run, eval_loader, progress)
     summary = evaluation.summary()
     record |= {
         "eval_top1": summary["top1"],
@@ -469,6 +469,19 @@ def _epoch(
     }
     record |= {f"eval_{k}": summary[k] for k in ("corr_within", "corr_between") if k in summary}
     return record | {"seconds": time.perf_counter() - start}, evaluation
+
+
+def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool) -> EvalResult:
+    """The model as it is now on the eval split."""
+    config = run.config
+    return evaluate(
+        run.model,
+        eval_loader,
+        context=run.context,
+        amp=config.run.amp,
+        channels_last=config.run.channels_last,
+        progress=progress,
+    )
 
 
 def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
@@ -485,6 +498,8 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
     eval_loader = evaluation_loader(
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
+    if run.best_unwritten:  # a resume of the best epoch: its predictions come from the model
+        run.keep_best(_evaluate(run, eval_loader, progress))
     while run.epoch < config.optim.epochs:
         record, evaluation = _epoch(run, loader, eval_loader, progress)
         run.keep(record, evaluation)
