@@ -142,6 +142,22 @@ def test_eval_refuses_unknown_tta_and_unwritable_report(demo_checkpoint: Path, t
     assert exit_code.value.code == 2
 
 
+def test_a_default_predictions_file_that_cannot_be_written_points_to_predictions(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(demo_checkpoint.read_bytes())
+    (tmp_path / "best-test-predictions.csv").mkdir()  # as a folder the run cannot write
+    assert main(["eval", "--checkpoint", str(checkpoint), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: cannot write {tmp_path / 'best-test-predictions.csv'}: it is a "
+        f"folder; pass --predictions FILE\n"
+    )
+    given = ["--predictions", str(tmp_path / "best-test-predictions.csv")]
+    assert main(["eval", "--checkpoint", str(checkpoint), "--no-progress", *given]) == 2
+    assert capsys.readouterr().err.endswith("it is a folder; choose a file name\n")
+
+
 def test_a_csvs_relative_image_root_is_recorded_absolute_too(
     csv_root: Path, tmp_path: Path, monkeypatch
 ) -> None:

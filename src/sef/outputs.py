@@ -136,12 +136,13 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
     try:
         _make(parent, path, folder)
         if not folder and os.path.isdir(path):
-            raise OutputError(f"cannot write {path}: it is a folder; choose a file name")
+            problem = f"cannot write {path}: it is a folder"
+            raise OutputError(f"{problem}; choose a file name", problem)
         if not folder and _holds_a_model(path):
-            raise OutputError(
-                f"cannot write {path}: it holds a checkpoint or a model, which this would "
-                f"replace; choose another file"
+            problem = (
+                f"cannot write {path}: it holds a checkpoint or a model, which this would replace"
             )
+            raise OutputError(f"{problem}; choose another file", problem)
         probe = temporary_path(path / ".sef-probe" if folder else path)
         try:
             probe.open("xb").close()

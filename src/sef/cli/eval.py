@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sef.distributed import is_main_process
     from sef.engine import evaluate_checkpoint, write_predictions
+    from sef.errors import OutputError
     from sef.outputs import check_writable
     from sef.report import error_report
 
@@ -65,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.predictions or _default_predictions(args.checkpoint, args.split)
     if is_main_process():
-        check_writable(path)  # before the evaluation, not after it
+        try:
+            check_writable(path)  # before the evaluation, not after it
+        except OutputError as error:
+            if args.predictions:
+                raise
+            raise OutputError(f"{error.problem}; pass --predictions FILE", error.problem) from None
     result, dataset = evaluate_checkpoint(
         args.checkpoint,
         data_root=args.data_root,
