@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from test_engine import Blobs, _config
 
 import sef.checkpoint
 import sef.outputs
+import sef.space
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
 from sef.engine import Data, fit
@@ -188,6 +190,23 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(small_d
     assert "free and this run needs about " in str(info.value)
     assert str(info.value).endswith("; free some space or choose another --out")
     assert os.listdir(disk) == []  # nothing written, nothing left
+
+
+def test_the_space_a_run_needs_counts_best_pt_as_weights_alone(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "run"
+    fit(_config(out, "optim.epochs=1"), data=_data(), progress=False)
+    last, best = (out / "last.pt").stat().st_size, (out / "best.pt").stat().st_size
+    assert best < last  # no optimizer state in best.pt
+    monkeypatch.setattr(sef.space, "free_bytes", lambda path: 0)
+    with pytest.raises(DiskFull) as info:  # a resume: its folder is where the run is
+        fit(_config(out, "optim.epochs=2"), resume=True, data=_data(), progress=False)
+    message = str(info.value)
+    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+    found = re.search(r"\(last.pt of ([\d.]+) (\w+), best.pt of ([\d.]+) (\w+), and room", message)
+    said_last = float(found[1]) * scale[found[2]]
+    said_best = float(found[3]) * scale[found[4]]
+    assert said_best < said_last and abs(said_best - best) < 0.1 * best  # as best.pt came out
+    assert message.endswith("; free some space or move the run folder and resume it there")
 
 
 TINY_DEMO = [

@@ -400,12 +400,18 @@ class _Run:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         return space.tensor_bytes(self.model.state_dict()) + slots * space.tensor_bytes(trainable)
 
+    def bytes_needed(self) -> int:
+        """What the run's checkpoints take on disk: last.pt, best.pt (the weights alone) and room
+        for a last.pt being written."""
+        return 2 * self.checkpoint_bytes() + space.tensor_bytes(self.model.state_dict())
+
     def space_needed(self) -> str:
         """What the run's checkpoints take on disk, in words."""
-        each = self.checkpoint_bytes()
+        last, best = self.checkpoint_bytes(), space.tensor_bytes(self.model.state_dict())
         return (
-            f"this run needs about {space.human(3 * each)} there for its checkpoints (last.pt "
-            f"and best.pt of {space.human(each)} each, and room for one more while it is written)"
+            f"this run needs about {space.human(self.bytes_needed())} there for its checkpoints "
+            f"(last.pt of {space.human(last)}, best.pt of {space.human(best)}, and room for one "
+            f"more last.pt while it is written)"
         )
 
     def check_space(self) -> None:
@@ -417,10 +423,13 @@ class _Run:
             if os.path.isfile(self.out / name)
         )
         free = space.free_bytes(self.out)
-        if free is not None and free + present < 3 * self.checkpoint_bytes():
+        if free is not None and free + present < self.bytes_needed():
+            elsewhere = (
+                "move the run folder and resume it there" if present else "choose another --out"
+            )
             raise DiskFull(
                 f"{self.out} has {space.human(free)} free and {self.space_needed()}; free some "
-                f"space or choose another --out"
+                f"space or {elsewhere}"
             )
 
     @property
