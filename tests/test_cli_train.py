@@ -396,3 +396,24 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_its_handler_before_is_put_ba
         signal.signal(signal.SIGTERM, before)
     assert code == 143 and capsys.readouterr().err == "sef presets: interrupted by SIGTERM\n"
     assert caught == [] and restored is own
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["train", "--out", ""],
+        ["train", "--data-root", " "],
+        ["export", "--checkpoint", "best.pt", "--out", ""],
+        ["eval", "--checkpoint", ""],
+        ["data", "cache", "demo", "--out", ""],
+    ],
+)
+def test_an_empty_path_is_a_usage_error_not_the_default_or_the_current_folder(arguments, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(arguments)
+    assert exit_code.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(": an empty path; give a file or folder name")
+    )

@@ -11,7 +11,7 @@ import yaml
 
 from sef import datasets
 from sef.choices import RECIPES
-from sef.cli.options import COUNT, IMAGE_SIDE, NON_NEGATIVE, add_no_progress_option
+from sef.cli.options import COUNT, IMAGE_SIDE, NON_NEGATIVE, PLACE, add_no_progress_option
 from sef.errors import ConfigError
 
 SHOWN_CLASSES = 8
@@ -97,7 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cache.add_argument(
         "--image-size", type=IMAGE_SIDE, help="crop side; default: the preset's (448)"
     )
-    cache.add_argument("--out", help="the cache folder (default: the one --cache auto uses)")
+    cache.add_argument(
+        "--out", type=PLACE, help="the cache folder (default: the one --cache auto uses)"
+    )
     cache.add_argument(
         "--workers", type=NON_NEGATIVE, default=None,
         help="decoding processes (0: in this one; default: the CPUs, at most 8)",

@@ -12,6 +12,7 @@ from sef.choices import TTA_MODES
 from sef.cli.options import (
     COUNT,
     NON_NEGATIVE,
+    PATH,
     add_checkpoint_data_options,
     add_device_option,
     add_no_progress_option,
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_data_options(parser, "trainval, train, val or test (default)")
     parser.add_argument(
         "--predictions",
-        type=Path,
+        type=PATH,
         help="CSV to write (default: <checkpoint>-<split>-predictions.csv beside the checkpoint)",
     )
     parser.add_argument("--batch-size", type=COUNT, help="images per batch")
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--report",
-        type=Path,
+        type=PATH,
         metavar="DIR",
         help="write a per-class error report to DIR: accuracy per class (worst first), the most "
         "confused pairs, a confusion-matrix figure, each group head per class",

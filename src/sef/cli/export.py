@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from sef.choices import EXPORT_FORMATS
-from sef.cli.options import add_checkpoint_option
+from sef.cli.options import PATH, add_checkpoint_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_checkpoint_option(parser)
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--out", required=True, type=PATH, metavar="DIR", help="output folder")
     parser.add_argument(
         "--format",
         nargs="+",

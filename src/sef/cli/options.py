@@ -26,6 +26,21 @@ def at_least(low: int):
 COUNT, NON_NEGATIVE, IMAGE_SIDE = at_least(1), at_least(0), at_least(16)
 
 
+def _place(text: str) -> str:
+    """An argparse ``type``: a file or folder name, never empty (``--out ""`` meant the default,
+    or the current folder, without a word)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(_place(text))
+
+
+PLACE, PATH = _place, _path  # as text, as a Path
+
+
 def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
     """``--set KEY=VALUE`` (repeatable) into ``args.overrides``."""
     parser.add_argument(
@@ -35,14 +50,14 @@ def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
 
 def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint`` (required): the checkpoint a command reads."""
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a last.pt or best.pt")
+    parser.add_argument("--checkpoint", required=True, type=PATH, help="a last.pt or best.pt")
 
 
 def add_data_root_option(
     parser: argparse.ArgumentParser, help: str = "dataset folder (default: the one it trained on)"
 ) -> None:
     """``--data-root``: where the dataset is, instead of where the checkpoint's run read it."""
-    parser.add_argument("--data-root", help=help)
+    parser.add_argument("--data-root", type=PLACE, help=help)
 
 
 def add_checkpoint_data_options(parser: argparse.ArgumentParser, split_help: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sef.choices import CACHE_MODES
-from sef.cli.options import add_no_progress_option, add_set_option
+from sef.cli.options import PLACE, add_no_progress_option, add_set_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME=ROOT",
         help="a dataset (cub, cars, dogs, aircraft) and its folder as unpacked (repeatable)",
     )
-    parser.add_argument("--out", default="runs/reproduce", help="DIR (default runs/reproduce)")
+    parser.add_argument(
+        "--out", type=PLACE, default="runs/reproduce", help="DIR (default runs/reproduce)"
+    )
     parser.add_argument("--weights", help="backbone weights: IMAGENET1K_V1 (default), a file, none")
     parser.add_argument(
         "--cache",

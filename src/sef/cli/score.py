@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from sef.cli.options import NON_NEGATIVE
+from sef.cli.options import NON_NEGATIVE, PATH
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "method does not report a dataset."
         ),
     )
-    parser.add_argument("table", type=Path, help="CSV of accuracies, one row per method")
+    parser.add_argument("table", type=PATH, help="CSV of accuracies, one row per method")
     parser.add_argument(
         "--decimals", type=NON_NEGATIVE, default=1, help="rounding, half up (default 1)"
     )

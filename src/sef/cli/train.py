@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from sef.choices import LOGGERS
 from sef.cli.options import (
+    PATH,
+    PLACE,
     add_data_root_option,
     add_device_option,
     add_no_progress_option,
@@ -48,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--preset", help="a preset name from `sef presets` (default demo)")
-    source.add_argument("--config", type=Path, help="a YAML config (may name a preset as base:)")
+    source.add_argument("--config", type=PATH, help="a YAML config (may name a preset as base:)")
     add_data_root_option(parser, "the dataset folder as unpacked (data.root)")
-    parser.add_argument("--out", help="run folder (default runs/<preset>)")
+    parser.add_argument("--out", type=PLACE, help="run folder (default runs/<preset>)")
     parser.add_argument("--epochs", type=int, help="training epochs (optim.epochs)")
     parser.add_argument("--batch-size", type=int, help="global batch size (optim.batch_size)")
     parser.add_argument("--lr", type=float, help="initial learning rate (optim.lr)")

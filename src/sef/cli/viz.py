@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sef.cli.options import (
     COUNT,
+    PATH,
     add_checkpoint_data_options,
     add_device_option,
     add_no_progress_option,
@@ -35,7 +36,7 @@ def _checkpoint_options(
 
 def _out_option(parser: argparse.ArgumentParser, name: str, beside: str) -> None:
     parser.add_argument(
-        "--out", type=Path, help=f"PNG to write (default: {name} beside the {beside})"
+        "--out", type=PATH, help=f"PNG to write (default: {name} beside the {beside})"
     )
 
 
@@ -82,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="loss terms, accuracy and each group head's accuracy per epoch (Fig. 3)",
         description="Training curves of a run folder written by `sef train` (its metrics.jsonl).",
     )
-    curves.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a `sef train` out folder")
+    curves.add_argument("run_dir", type=PATH, metavar="RUN_DIR", help="a `sef train` out folder")
     _out_option(curves, "curves.png", "metrics")
     curves.set_defaults(func=run_curves)
 
