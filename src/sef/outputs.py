@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -171,22 +171,32 @@ STOPS = tuple(
 
 
 @contextmanager
+def signals_handled(numbers: Sequence[int], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for the signals ``numbers`` inside the block, the handlers before put back
+    after it. Outside the main thread, where no handler can be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, before in previous.items():
+            signal.signal(number, signal.SIG_DFL if before is None else before)
+
+
+@contextmanager
 def interrupt_after() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT), and SIGTERM and SIGHUP where Python handles them, until the block
     has finished, then deliver it: torch.save cut by a KeyboardInterrupt fails with a RuntimeError
     of its zip writer instead. Outside the main thread, where no handler can be set, the block
     runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught: list[int] = []
     held = [n for n in STOPS if n == signal.SIGINT or callable(signal.getsignal(n))]
-    previous = {n: signal.signal(n, lambda number, frame: caught.append(number)) for n in held}
     try:
-        yield
+        with signals_handled(held, lambda number, frame: caught.append(number)):
+            yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
         if caught:
             signal.raise_signal(caught[0])  # to the handler that was there before
 

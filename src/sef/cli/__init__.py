@@ -13,7 +13,6 @@ import importlib
 import os
 import signal
 import sys
-import threading
 import warnings
 
 from sef import __version__, outputs, threads
@@ -105,21 +104,13 @@ def _stops_as_interrupts():
     """While a command runs, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop it as
     Ctrl-C does; yields the signals received. The handlers before are restored after."""
     stopped: list[int] = []
-    if threading.current_thread() is not threading.main_thread():  # no handler can be set
-        yield stopped
-        return
 
     def stop(number: int, frame) -> None:
         stopped.append(number)
         raise KeyboardInterrupt
 
-    numbers = [n for n in outputs.STOPS if n != signal.SIGINT]
-    previous = {n: signal.signal(n, stop) for n in numbers}
-    try:
+    with outputs.signals_handled([n for n in outputs.STOPS if n != signal.SIGINT], stop):
         yield stopped
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def _run(args: argparse.Namespace, stopped: list[int]) -> int:
