@@ -377,8 +377,9 @@ class _Run:
         if best:
             self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
         if self.context.is_main:
-            save_checkpoint(self.out / "last.pt", self.state())
-            self.kept = self.epoch
+            with outputs.interrupt_after():  # a stop as last.pt lands still finds it kept
+                save_checkpoint(self.out / "last.pt", self.state())
+                self.kept = self.epoch
         if best:
             self.keep_best(evaluation)
 
