@@ -393,22 +393,26 @@ class _Run:
         if hasattr(self.data.eval, "samples"):  # datasets given to fit may lack paths
             write_predictions(self.predictions, evaluation, self.data.eval)
 
+    def weight_bytes(self) -> int:
+        """About the size of best.pt: the model's weights and buffers."""
+        return space.tensor_bytes(self.model.state_dict())
+
     def checkpoint_bytes(self) -> int:
         """About the size of last.pt: the weights and the optimizer's state per weight (one
         momentum copy for SGD, two moments for AdamW), before a step has made it as well."""
         o = self.config.optim
         slots = 2 if o.optimizer == "adamw" else int(o.momentum > 0)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        return space.tensor_bytes(self.model.state_dict()) + slots * space.tensor_bytes(trainable)
+        return self.weight_bytes() + slots * space.tensor_bytes(trainable)
 
     def bytes_needed(self) -> int:
-        """What the run's checkpoints take on disk: last.pt, best.pt (the weights alone) and room
-        for a last.pt being written."""
-        return 2 * self.checkpoint_bytes() + space.tensor_bytes(self.model.state_dict())
+        """What the run's checkpoints take on disk: last.pt, best.pt and room for a last.pt
+        being written."""
+        return 2 * self.checkpoint_bytes() + self.weight_bytes()
 
     def space_needed(self) -> str:
         """What the run's checkpoints take on disk, in words."""
-        last, best = self.checkpoint_bytes(), space.tensor_bytes(self.model.state_dict())
+        last, best = self.checkpoint_bytes(), self.weight_bytes()
         return (
             f"this run needs about {space.human(self.bytes_needed())} there for its checkpoints "
             f"(last.pt of {space.human(last)}, best.pt of {space.human(best)}, and room for one "
