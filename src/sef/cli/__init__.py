@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import multiprocessing
 import os
 import signal
 import sys
@@ -101,16 +102,37 @@ def _warnings_as_lines(command: str):
 
 @contextlib.contextmanager
 def _stops_as_interrupts():
-    """While a command runs, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop it as
-    Ctrl-C does; yields the signals received. The handlers before are restored after."""
+    """While a command runs, Ctrl-C, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop
+    it with a KeyboardInterrupt; yields the signals received. A signal ignored when the command
+    started (`nohup`, a background job's Ctrl-C) stays ignored; the handlers before are restored
+    after. Loader workers forked meanwhile end at once on these signals, and the command ends them
+    before it stops: one left running while it sent a batch printed a ConnectionResetError
+    traceback, or kept the terminal after the command had ended."""
     stopped: list[int] = []
+    owner = os.getpid()
 
     def stop(number: int, frame) -> None:
+        if os.getpid() != owner:  # a loader worker forked with this handler
+            os._exit(0)  # any other code is a worker failure to torch's loader
+        _end_workers()
         stopped.append(number)
         raise KeyboardInterrupt
 
-    with outputs.signals_handled([n for n in outputs.STOPS if n != signal.SIGINT], stop):
+    taken = [n for n in outputs.STOPS if signal.getsignal(n) not in (signal.SIG_IGN, None)]
+    with outputs.signals_handled(taken, stop):
         yield stopped
+
+
+def _end_workers() -> None:
+    """End the processes this one forked (loader workers, each ending at once on a stop signal)
+    and wait for them: one forked a moment before may miss the first signal, so it is sent again."""
+    workers = multiprocessing.active_children()
+    for _ in range(3):
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(1)
+        workers = [worker for worker in workers if worker.is_alive()]
 
 
 def _run(args: argparse.Namespace, stopped: list[int]) -> int:

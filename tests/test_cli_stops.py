@@ -1,0 +1,60 @@
+"""How the `sef` command stops on Ctrl-C, SIGTERM and SIGHUP, with loader workers forked from it
+(the whole run is tested in tests/test_resume.py; these are the timings a run meets by chance)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from sef.cli import _stops_as_interrupts
+
+FORK = multiprocessing.get_context("fork")
+
+
+def _worker() -> multiprocessing.Process:
+    """A forked process standing in for a DataLoader worker, waiting for work."""
+    worker = FORK.Process(target=time.sleep, args=(60,), daemon=True)
+    worker.start()
+    return worker
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_ends_the_workers_before_the_command_lets_go_of_them(stop: int) -> None:
+    with _stops_as_interrupts() as stopped:
+        worker = _worker()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(stop)
+        worker.join(10)
+    assert stopped == [stop]
+    assert worker.exitcode == 0  # ended, and as torch's loader counts no failure
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_worker_sent_a_stop_itself_ends_at_once_and_silently(stop: int, capfd) -> None:
+    """A scheduler signals the whole process group; a worker that raised KeyboardInterrupt could
+    hang in its exit, or print a traceback."""
+    with _stops_as_interrupts() as stopped:
+        worker = _worker()
+        time.sleep(0.2)  # the worker runs
+        os.kill(worker.pid, stop)
+        worker.join(10)
+    assert (worker.exitcode, stopped) == (0, [])
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_signal_ignored_at_the_start_stays_ignored() -> None:
+    """`nohup sef train ...` must survive the terminal's SIGHUP."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with _stops_as_interrupts() as stopped:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+            signal.raise_signal(signal.SIGHUP)  # nothing happens
+        assert stopped == []
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
