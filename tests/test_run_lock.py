@@ -20,7 +20,7 @@ import yaml
 from sef.cli import main
 from sef.config import resolve_config
 from sef.engine.folders import claim_new_out_dir
-from sef.engine.lock import LOCK_NAME, FolderBusy, acquire
+from sef.engine.lock import LOCK_NAME, FolderBusy, acquire, is_held
 
 TINY_DEMO = [
     "--set", "data.options.per_class=3", "--set", "data.options.test_per_class=2",
@@ -276,3 +276,19 @@ def test_eval_writes_no_default_predictions_into_a_folder_a_live_run_holds(
     assert not (folder / "best-test-predictions.csv").exists()
     assert main(evaluate) == 0  # the run has ended
     assert (folder / "best-test-predictions.csv").is_file()
+
+
+def test_another_users_read_only_lock_of_a_live_run_counts_as_held(
+    tmp_path: Path, monkeypatch
+) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = _holder(folder)
+    try:
+        (folder / LOCK_NAME).chmod(0o444)  # another user's, under a stricter umask
+        _open_as_a_user(monkeypatch)
+        assert is_held(folder)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not is_held(folder)

@@ -164,8 +164,8 @@ def _remove_unheld(path: Path, folder: Path) -> bool:
 def is_held(folder: str | os.PathLike) -> bool:
     """Whether a live process holds ``folder``'s lock: tried without waiting and given back at
     once (a folder without one, or on a file system that cannot lock, is not held)."""
-    try:
-        descriptor = os.open(Path(folder) / LOCK_NAME, os.O_RDWR)
+    try:  # read-only: another user's lock may be unwritable to this one
+        descriptor = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
     except OSError:
         return False
     try:
