@@ -158,6 +158,9 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("run.loggers=[wandb,none]", "it must be none alone, or some of tensorboard, wandb"),
         ("run.loggers=[mlflow,mlflow]", "it must be none alone, or some of"),
         ("run.loggers=3", "run.loggers must be a list, got 3"),
+        # numpy refused it mid-run ("expected non-negative integer"), torch's sampler overflowed
+        ("run.seed=-1", "run.seed=-1 is invalid: it must be an integer from 0 to"),
+        (f"run.seed={2**64}", f"run.seed={2**64} is invalid: it must be an integer from 0 to"),
     ],
 )
 def test_bad_overrides_fail_in_one_line(override: str, message: str) -> None:
