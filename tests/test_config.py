@@ -154,6 +154,8 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("model.groups=0", "model.groups=0 is invalid"),
         ("optim.lr", "must look like section.key=value"),
         ("optim.lr.x=1", "too deep"),
+        # the fourth part was set in the section itself: "unknown config key 'b' in section 'data'"
+        ("data.options.a.b=1", "config key 'data.options.a.b' is too deep"),
         ("run.loggers=neptune", "run.loggers='neptune' is invalid: it must be one of tensorboard"),
         ("run.loggers=[wandb,none]", "it must be none alone, or some of tensorboard, wandb"),
         ("run.loggers=[mlflow,mlflow]", "it must be none alone, or some of"),

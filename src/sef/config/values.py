@@ -214,6 +214,11 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
             raise ConfigError(
                 f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"
             )
+        if len(path) > 3:
+            raise ConfigError(
+                f"config key {key!r} is too deep; give {'.'.join(path[:3])} a mapping: "
+                f"--set {'.'.join(path[:3])}={{{path[3]}: ...}}"
+            )
         section = tree.get(path[0])
         if not isinstance(section, dict):
             raise _unknown_key(path[0], [k for k, v in tree.items() if isinstance(v, dict)], "")
