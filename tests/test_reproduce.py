@@ -307,3 +307,17 @@ def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Pat
     assert result.stdout.count("[2/2] done") == 1 and result.stdout.count("on 2 x cpu") == 2
     lines = _rows(tmp_path / "runs/reproduce/table3.csv")
     assert sum(1 for line in lines if line["source"] == "sef" and line["state"] == "1/1") == 2
+
+
+@pytest.mark.slow
+def test_torchrun_says_a_run_all_processes_refuse_once(cub_root: Path, tmp_path: Path) -> None:
+    # the message was reworded for `sef reproduce` and each process printed it
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sef.cli", "reproduce", "table2", "--data", f"cub={cub_root}", "--only", "plain",
+        "--set", "optim.batch_size=5", "--set", "run.device=cpu", *TOY, *FAST,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert result.returncode != 0
+    refusal = "cub-resnet50-plain): optim.batch_size=5 must divide evenly over 2 processes"
+    assert result.stderr.count(refusal) == 1, result.stderr[-3000:]

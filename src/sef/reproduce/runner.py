@@ -162,7 +162,9 @@ def _train_all(
         try:
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
         except SEFError as error:
-            raise type(error)(f"{run.name} ({run.out}): {_rerun(error)}") from None
+            reworded = type(error)(f"{run.name} ({run.out}): {_rerun(error)}")
+            reworded.from_main = getattr(error, "from_main", False)  # said once, by rank 0
+            raise reworded from None
         except KeyboardInterrupt as stop:
             if not stop.args:
                 raise
