@@ -98,7 +98,7 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     arguments = ["reproduce", "table2", *_data(roots, "cub"), "--out", str(out), "--only", "sef"]
     assert main([*arguments, *TOY, *FAST]) == 0
     printed = capsys.readouterr().out
-    assert "table2: 1 runs: 0 reused, 0 resumed, 1 trained" in printed
+    assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed
     assert "blank: Cars, Dogs, Aircraft (no --data)" in printed
     assert "not in --only: ResNet-50, MaxEnt-CNN" in printed
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
