@@ -279,6 +279,16 @@ def test_runs_are_named_after_their_data(preset: str, overrides: list[str], name
     assert run_name(apply_overrides(load_preset(preset), overrides)) == name
 
 
+@pytest.mark.parametrize("value", ["5", "yes"])
+def test_a_bad_name_in_a_config_file_is_fixed_there(value: str, tmp_path: Path) -> None:
+    # the message said "pass --set name=VALUE", which --set refuses (not section.key)
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\nname: {value}\n")
+    with pytest.raises(ConfigError, match="config value name must be str") as error:
+        load_config_file(path)
+    assert str(error.value).endswith(" in the YAML file")
+
+
 def test_a_config_files_own_name_stays() -> None:
     config = Config(name="my-experiment")
     config.data.dataset, config.data.root = "folder", "/data/birds"
