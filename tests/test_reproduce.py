@@ -271,6 +271,15 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
             "--images-per-second must be a positive number",
         ),
         (["--dry-run", "--set", "optim.epochz=3"], "unknown config key 'epochz'"),
+        # both were replaced by the plan's without a word
+        (
+            ["--dry-run", "--set", "run.out=elsewhere"],
+            "--set run.out does not apply here: give --out DIR",
+        ),
+        (
+            ["--dry-run", "--set", "data.root=/data"],
+            "--set data.root does not apply here: give --data NAME=ROOT",
+        ),
     ],
 )
 def test_bad_input_stops_in_one_line(arguments, message, tmp_path: Path, monkeypatch, capsys):
