@@ -154,10 +154,15 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("model.groups=0", "model.groups=0 is invalid"),
         ("optim.lr", "must look like section.key=value"),
         ("optim.lr.x=1", "too deep"),
+        # the fourth part was set in the section itself: "unknown config key 'b' in section 'data'"
+        ("data.options.a.b=1", "config key 'data.options.a.b' is too deep"),
         ("run.loggers=neptune", "run.loggers='neptune' is invalid: it must be one of tensorboard"),
         ("run.loggers=[wandb,none]", "it must be none alone, or some of tensorboard, wandb"),
         ("run.loggers=[mlflow,mlflow]", "it must be none alone, or some of"),
         ("run.loggers=3", "run.loggers must be a list, got 3"),
+        # numpy refused it mid-run ("expected non-negative integer"), torch's sampler overflowed
+        ("run.seed=-1", "run.seed=-1 is invalid: it must be an integer from 0 to"),
+        (f"run.seed={2**64}", f"run.seed={2**64} is invalid: it must be an integer from 0 to"),
     ],
 )
 def test_bad_overrides_fail_in_one_line(override: str, message: str) -> None:
@@ -272,6 +277,16 @@ def test_own_data_presets_hold_the_paper_recipe_on_the_users_reader(
 )
 def test_runs_are_named_after_their_data(preset: str, overrides: list[str], name: str) -> None:
     assert run_name(apply_overrides(load_preset(preset), overrides)) == name
+
+
+@pytest.mark.parametrize("value", ["5", "yes"])
+def test_a_bad_name_in_a_config_file_is_fixed_there(value: str, tmp_path: Path) -> None:
+    # the message said "pass --set name=VALUE", which --set refuses (not section.key)
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\nname: {value}\n")
+    with pytest.raises(ConfigError, match="config value name must be str") as error:
+        load_config_file(path)
+    assert str(error.value).endswith(" in the YAML file")
 
 
 def test_a_config_files_own_name_stays() -> None:

@@ -50,6 +50,24 @@ def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     assert records[-1]["eval_group_top1"] == result.group_top1
 
 
+@pytest.mark.slow
+def test_a_run_every_process_refuses_alike_is_refused_once(folder_root: Path, tmp_path: Path):
+    # each process printed the same line: once per GPU under torchrun
+    train = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
+            str(folder_root), "--out", str(tmp_path / "ddp"), "--batch-size", "5",
+            "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode != 0
+    refusal = "sef train: error: optim.batch_size=5 must divide evenly over 2 processes"
+    assert train.stderr.count(refusal) == 1, train.stderr[-3000:]
+    assert not (tmp_path / "ddp").exists()
+
+
 def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) -> None:
     monkeypatch.setenv("RANK", "1")
     assert not is_main_process()

@@ -98,7 +98,7 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     arguments = ["reproduce", "table2", *_data(roots, "cub"), "--out", str(out), "--only", "sef"]
     assert main([*arguments, *TOY, *FAST]) == 0
     printed = capsys.readouterr().out
-    assert "table2: 1 runs: 0 reused, 0 resumed, 1 trained" in printed
+    assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed
     assert "blank: Cars, Dogs, Aircraft (no --data)" in printed
     assert "not in --only: ResNet-50, MaxEnt-CNN" in printed
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
@@ -271,6 +271,15 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
             "--images-per-second must be a positive number",
         ),
         (["--dry-run", "--set", "optim.epochz=3"], "unknown config key 'epochz'"),
+        # both were replaced by the plan's without a word
+        (
+            ["--dry-run", "--set", "run.out=elsewhere"],
+            "--set run.out does not apply here: give --out DIR",
+        ),
+        (
+            ["--dry-run", "--set", "data.root=/data"],
+            "--set data.root does not apply here: give --data NAME=ROOT",
+        ),
     ],
 )
 def test_bad_input_stops_in_one_line(arguments, message, tmp_path: Path, monkeypatch, capsys):
@@ -307,3 +316,17 @@ def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Pat
     assert result.stdout.count("[2/2] done") == 1 and result.stdout.count("on 2 x cpu") == 2
     lines = _rows(tmp_path / "runs/reproduce/table3.csv")
     assert sum(1 for line in lines if line["source"] == "sef" and line["state"] == "1/1") == 2
+
+
+@pytest.mark.slow
+def test_torchrun_says_a_run_all_processes_refuse_once(cub_root: Path, tmp_path: Path) -> None:
+    # the message was reworded for `sef reproduce` and each process printed it
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sef.cli", "reproduce", "table2", "--data", f"cub={cub_root}", "--only", "plain",
+        "--set", "optim.batch_size=5", "--set", "run.device=cpu", *TOY, *FAST,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert result.returncode != 0
+    refusal = "cub-resnet50-plain): optim.batch_size=5 must divide evenly over 2 processes"
+    assert result.stderr.count(refusal) == 1, result.stderr[-3000:]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from sef.cli import main
-from sef.config import config_to_dict, flatten, load_config_file
-from sef.trackers import STATE_FILE, scalars
+from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
+from sef.errors import ConfigError
+from sef.trackers import STATE_FILE, Trackers, scalars
 
 pytest.importorskip("wandb")
 pytest.importorskip("mlflow")
@@ -233,3 +234,31 @@ def test_the_users_mlflow_store_and_wandb_mode_are_respected(
     (run,) = client.search_runs([client.get_experiment_by_name("birds").experiment_id])
     assert run.info.run_id == json.loads((out / STATE_FILE).read_text())["mlflow"]["id"]
     assert run.data.metrics["eval_top1"] == _records(out)[0]["eval_top1"]
+
+
+@pytest.mark.slow
+def test_a_tracker_its_client_refuses_stops_in_one_line_and_fails_the_runs_opened(
+    trackers_offline: Path, monkeypatch
+) -> None:
+    # W&B refused WANDB_MODE=bogus with a multi-line pydantic error after MLflow's run had opened,
+    # which stayed RUNNING; a bad MLFLOW_TRACKING_URI ended in MLflow's own traceback
+    from mlflow.tracking import MlflowClient
+
+    out = trackers_offline
+    out.mkdir()
+    config = load_preset("demo")
+    config.run.loggers = ["mlflow", "wandb"]
+    save_config(config, out / "config.yaml")
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(ConfigError) as info:
+        Trackers(out, config, [])
+    message = str(info.value)
+    assert message.startswith("run.loggers=wandb: wandb could not open its run: ")
+    assert "'bogus'" in message and "check WANDB_MODE" in message and "\n" not in message
+    client = MlflowClient(f"sqlite:///{out / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sef").experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://x")
+    with pytest.raises(ConfigError, match=r"^run.loggers=mlflow: .*'bogus://x'.*MLFLOW_TRACK"):
+        Trackers(out, config, [])

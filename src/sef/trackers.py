@@ -15,6 +15,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 import os
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
+from sef.errors import ConfigError
 
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
@@ -183,6 +185,7 @@ class MLflowRun:
 
 
 OPENERS = {"wandb": WandbRun, "mlflow": MLflowRun}
+SETTINGS = {"wandb": "WANDB_MODE, WANDB_DIR", "mlflow": "MLFLOW_TRACKING_URI"}  # what may be amiss
 
 
 class Trackers:
@@ -194,10 +197,11 @@ class Trackers:
         # a run without history starts afresh; a resume continues the runs the file names
         self.state: dict[str, dict] = self._read() if history else {}
         self.open: dict[str, Tracker] = {}
+        self.finished = False
         for name in config.run.loggers:
             if name in OPENERS:
                 saved = self.state.get(name, {})
-                tracker = OPENERS[name](out, config, saved.get("id"))
+                tracker = self._open(name, out, config, saved.get("id"))
                 logged = saved.get("epoch", 0) if tracker.resumed else 0
                 self.open[name] = tracker
                 self.state[name] = {"id": tracker.id, "epoch": logged}
@@ -205,7 +209,22 @@ class Trackers:
             self._write()
             for record in history:
                 self.epoch(record)
-        self.finished = False
+
+    def _open(self, name: str, out: Path, config: Config, run_id: str | None) -> Tracker:
+        """Tracker ``name``'s run; ConfigError in one line if its client refuses (a setting of
+        its environment), the runs opened before it then closed as failed."""
+        try:
+            return OPENERS[name](out, config, run_id)
+        except Exception as error:  # each client has its own errors (MlflowException, pydantic)
+            with contextlib.suppress(Exception):  # the error to report is the one above
+                self.close()
+            if isinstance(error, OSError):  # a full disk, an unwritable folder: fit says what
+                raise
+            problem = " ".join(str(error).split()) or type(error).__name__
+            raise ConfigError(
+                f"run.loggers={name}: {name} could not open its run: {problem}; check "
+                f"{SETTINGS[name]}, or log without {name}"
+            ) from error
 
     def _read(self) -> dict[str, dict]:
         try:

@@ -41,6 +41,8 @@ OPEN_CHOICES = {"data.cache": CACHE_MODES}
 # Mappings that are one value of their section, not sections: --set may reach their keys, while
 # merges (a config file on its base preset) replace them whole and flatten keeps them whole.
 NESTED_KEYS = ("data.options", "model.backbone_args")
+# NumPy's seed sequences take no negative seed; torch's sampler seeds with seed + epoch, 64 bits.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -160,6 +162,7 @@ def validate(config: Config) -> None:
     _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
     _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")
     _require(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
+    _require(0 <= r.seed <= MAX_SEED, "run.seed", r.seed, f"an integer from 0 to {MAX_SEED}")
     _require(is_device(r.device), "run.device", r.device, DEVICE_WORDS)
     if r.eval_batch_size is not None:
         _require(r.eval_batch_size >= 1, "run.eval_batch_size", r.eval_batch_size, "positive")

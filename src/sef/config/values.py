@@ -110,15 +110,21 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if not ok and kind is str and (value is None or isinstance(value, bool)):
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
-            f"unquoted yes, no, on, off, true, false or null that way; quote the word, in the YAML "
-            f"file or as --set \"{where}='WORD'\""
+            f"unquoted yes, no, on, off, true, false or null that way; quote the word, "
+            + _fixed_in(where, f"as --set \"{where}='WORD'\"")
         )
     if not ok:
         raise ConfigError(
-            f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it in the YAML "
-            f"file or pass --set {where}=VALUE"
+            f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it "
+            + _fixed_in(where, f"pass --set {where}=VALUE")
         )
     return float(value) if kind is float else value
+
+
+def _fixed_in(where: str, override: str) -> str:
+    """Where a bad value is fixed: the YAML file, or ``override`` for a section's key (the
+    top-level ``name`` has no --set)."""
+    return f"in the YAML file or {override}" if "." in where else "in the YAML file"
 
 
 def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
@@ -213,6 +219,11 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
         if len(path) > 2 and ".".join(path[:2]) not in NESTED_KEYS:
             raise ConfigError(
                 f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"
+            )
+        if len(path) > 3:
+            raise ConfigError(
+                f"config key {key!r} is too deep; give {'.'.join(path[:3])} a mapping: "
+                f"--set {'.'.join(path[:3])}={{{path[3]}: ...}}"
             )
         section = tree.get(path[0])
         if not isinstance(section, dict):

@@ -541,21 +541,22 @@ def fit(
     context = distributed.setup(config.run.device)
     lock = None
 
-    def claim() -> Path:  # rank 0 chooses the folder and holds it (sef.engine.lock)
+    def claim() -> Path:  # rank 0 checks the run, chooses the folder, holds it (engine.lock)
         nonlocal lock
+        _check_setup(config, context)
+        _check_out_dir(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
         check_config_file(config_file, lock.folder)
         clear_leftovers(lock.folder)
         return lock.folder
 
     try:
-        _check_setup(config, context)
-        _check_out_dir(config)
-        out = distributed.on_main(claim, context)  # every rank writes there, or stops with rank 0
+        # every rank writes there, or stops with rank 0, which alone says why
+        out = distributed.on_main(claim, context)
         config.run.out = str(out)
         saved = load_checkpoint(out / "last.pt") if resume and is_run(out) else None
         if saved is not None:  # before the data: a config that cannot resume fails at once
-            _check_resumable(config, saved, out / "last.pt")
+            distributed.on_main(lambda: _check_resumable(config, saved, out / "last.pt"), context)
         elif resume and context.is_main:
             tqdm.write(f"{out} holds no checkpoint (its run stopped before the first): starting it")
         loaded = data is None

@@ -11,11 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sef.config import Config, apply_values, preset_name, resolve_config
+from sef.config import Config, apply_values, parse_overrides, preset_name, resolve_config
 from sef.errors import ConfigError, DataError
 from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
 
 DEFAULT_OUT = "runs/reproduce"
+# Keys each run gets from the plan, not from --set: what to give instead.
+PLACED = {"run.out": "--out DIR (each run trains in DIR/<preset>)", "data.root": "--data NAME=ROOT"}
 
 
 @dataclass
@@ -151,6 +153,9 @@ def create_plan(
     chosen = table(key)
     selected = _selected(chosen, only)
     overrides = tuple(overrides)
+    for name in parse_overrides(overrides):
+        if name in PLACED:
+            raise ConfigError(f"--set {name} does not apply here: give {PLACED[name]}")
     paper_sizes = not data
     if paper_sizes and not dry_run:
         raise ConfigError(

@@ -25,7 +25,7 @@ from sef.reproduce.paper import datasets
 from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state
 from sef.reproduce.tables import States, main_table, write_tables
-from sef.text import table
+from sef.text import counted, table
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _now() -> str:
 def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None]) -> None:
     todo = plan.to_train
     say(
-        f"sef reproduce {plan.table.key}: {len(todo)} runs into {plan.out} "
+        f"sef reproduce {plan.table.key}: {counted(len(todo), 'run')} into {plan.out} "
         "(dry run: nothing trains)"
     )
     rows = [["", "run", "preset", "epochs x (train + test images)", "state", "GPU hours"]]
@@ -162,7 +162,9 @@ def _train_all(
         try:
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
         except SEFError as error:
-            raise type(error)(f"{run.name} ({run.out}): {_rerun(error)}") from None
+            reworded = type(error)(f"{run.name} ({run.out}): {_rerun(error)}")
+            reworded.from_main = getattr(error, "from_main", False)  # said once, by rank 0
+            raise reworded from None
         except KeyboardInterrupt as stop:
             if not stop.args:
                 raise
@@ -182,7 +184,7 @@ def _train_all(
     if context.is_main:
         outcome.tables = write_tables(plan, states, written=_now())
     counts = ", ".join(f"{n} {what}" for what, n in outcome.counts.items())
-    say(f"{plan.table.key}: {len(todo)} runs: {counts} in {hours(outcome.seconds)}")
+    say(f"{plan.table.key}: {counted(len(todo), 'run')}: {counts} in {hours(outcome.seconds)}")
     _say_blanks(plan, say)
     if outcome.tables:
         say(f"tables: {outcome.tables[0]}, {outcome.tables[1]}")
