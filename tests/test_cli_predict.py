@@ -1,8 +1,13 @@
 """`sef predict` as a user runs it: a table or JSON, bad files named on stderr, exit codes."""
 
+import fcntl
 import json
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
@@ -46,3 +51,37 @@ def test_predict_table_and_nothing_predictable(demo_checkpoint, tmp_path, write_
     assert main([*argv, str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"skipped {bad}" in err and "sef predict: error: no image could be predicted" in err
+
+
+def _stderr_on_a_terminal(*args) -> str:
+    """What `sef ARGS` writes to stderr when stderr is a terminal (a pseudo-terminal here)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
+    command = [sys.executable, "-m", "sef.cli", *map(str, args)]
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        written = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed its end
+                break
+            if not chunk:
+                break
+            written += chunk
+        assert process.wait(timeout=300) == 0, written
+    finally:
+        os.close(leader)
+    return written.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_bars_only_on_a_terminal_unless_asked(demo_checkpoint, tmp_path, write_image):
+    """A log file or pipe gets no bar redraws; --progress and --no-progress decide over that."""
+    image = write_image(tmp_path / "bird.png", (40, 30))
+    predict = ["predict", "--checkpoint", demo_checkpoint, image]
+    assert "predicting" in _stderr_on_a_terminal(*predict)
+    assert "predicting" not in _stderr_on_a_terminal(*predict, "--no-progress")
+    assert "predicting" not in _sef(*predict).stderr
+    assert "predicting" in _sef(*predict, "--progress").stderr

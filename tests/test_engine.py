@@ -509,6 +509,27 @@ def test_a_run_saved_before_a_config_key_existed_still_resumes(tmp_path) -> None
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
+def test_a_resume_on_another_number_of_processes_says_it_will_not_match(tmp_path, capsys):
+    """The docs' "exactly the random numbers an uninterrupted run would" holds for the same
+    process count: each process seeds from its rank and keeps its own BatchNorm statistics."""
+    out = tmp_path / "run"
+    data = Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    fit(_config(out, "optim.epochs=1"), data=data, progress=False)
+    state = load_checkpoint(out / "last.pt")
+    assert state["processes"] == 1
+    fit(_config(out, "optim.epochs=2"), data=data, resume=True, progress=False)
+    assert "note:" not in capsys.readouterr().out  # the same count: nothing to say
+    state = load_checkpoint(out / "last.pt")
+    state["processes"] = 2  # as torchrun --nproc-per-node 2 saves it
+    save_checkpoint(out / "last.pt", state)
+    fit(_config(out, "optim.epochs=3"), data=data, resume=True, progress=False)
+    assert (
+        f"note: {out / 'last.pt'} trained with 2 processes per step and resumes with 1: each "
+        "process draws its own batches and BatchNorm statistics, so the run will not end exactly "
+        "where an uninterrupted one would\n"
+    ) in capsys.readouterr().out
+
+
 def _step_gradient_norms(model, loss_fn, batches) -> list[float]:
     """Slow and obvious: each batch's loss, its gradient, the norm of all of it."""
     norms = []

@@ -11,7 +11,14 @@ import yaml
 
 from sef import datasets
 from sef.choices import RECIPES
-from sef.cli.options import COUNT, IMAGE_SIDE, NON_NEGATIVE, PLACE, add_no_progress_option
+from sef.cli.options import (
+    COUNT,
+    IMAGE_SIDE,
+    NON_NEGATIVE,
+    PLACE,
+    add_progress_option,
+    progress_bars,
+)
 from sef.errors import ConfigError
 
 SHOWN_CLASSES = 8
@@ -60,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
     check.add_argument("--workers", type=COUNT, default=None, help="decoding threads")
     check.add_argument("--all-classes", action="store_true", help="print every class name")
-    add_no_progress_option(check)
+    add_progress_option(check)
     check.set_defaults(func=run_check)
 
     fetch = commands.add_parser(
@@ -78,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("root", metavar="ROOT", help="folder to unpack into (created if needed)")
     fetch.add_argument("--mirror", help="fetch <MIRROR>/<archive name> instead of the official URL")
     fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded files")
-    add_no_progress_option(fetch)
+    add_progress_option(fetch)
     fetch.set_defaults(func=run_download)
 
     cache = commands.add_parser(
@@ -104,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=NON_NEGATIVE, default=None,
         help="decoding processes (0: in this one; default: the CPUs, at most 8)",
     )  # fmt: skip
-    add_no_progress_option(cache)
+    add_progress_option(cache)
     cache.set_defaults(func=run_cache)
 
 
@@ -119,7 +126,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
     """What reads a split of NAME at ROOT with the -o options."""
     options = dict(args.option)
     if args.name in datasets.GENERATED:
-        options.setdefault("progress", not args.no_progress)
+        options.setdefault("progress", progress_bars(args))
     elif args.root is None:
         command = f"sef data {args.data_command} {args.name}"
         raise ConfigError(f"{command} needs ROOT, the dataset folder")
@@ -142,7 +149,7 @@ def run_check(args: argparse.Namespace) -> int:
         path: label for d in (splits["trainval"], splits["test"]) for path, label in d.samples
     }
     bad = datasets.find_bad_images(
-        list(unique.items()), workers=args.workers, progress=not args.no_progress
+        list(unique.items()), workers=args.workers, progress=progress_bars(args)
     )
     if bad:
         print(f"{len(bad)} of {len(unique)} images cannot be used:", file=sys.stderr)
@@ -160,7 +167,7 @@ def run_download(args: argparse.Namespace) -> int:
         args.root,
         mirror=args.mirror,
         keep_archives=args.keep_archives,
-        progress=not args.no_progress,
+        progress=progress_bars(args),
     )
     print(f"{args.name} is ready in {root}; next: sef data check {args.name} {root}")
     return 0
@@ -179,7 +186,7 @@ def run_cache(args: argparse.Namespace) -> int:
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
     workers = min(8, os.cpu_count() or 1) if args.workers is None else args.workers
     opened, built = cache.ensure(
-        folder, splits, list, recipe, size, workers=workers, progress=not args.no_progress
+        folder, splits, list, recipe, size, workers=workers, progress=progress_bars(args)
     )
     side = opened.side
     if built is None:

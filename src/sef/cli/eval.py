@@ -15,7 +15,8 @@ from sef.cli.options import (
     PATH,
     add_checkpoint_data_options,
     add_device_option,
-    add_no_progress_option,
+    add_progress_option,
+    progress_bars,
 )
 
 
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "confused pairs, a confusion-matrix figure, each group head per class",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    add_no_progress_option(parser)
+    add_progress_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
-        progress=not args.no_progress,
+        progress=progress_bars(args),
         tta=args.tta,
     )
     if not is_main_process():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from sef.choices import DEVICE_WORDS
@@ -76,6 +77,17 @@ def add_device_option(parser: argparse.ArgumentParser, config_key: str | None = 
         parser.add_argument("--device", help=f"{DEVICE_WORDS} ({config_key})")
 
 
-def add_no_progress_option(parser: argparse.ArgumentParser) -> None:
-    """``--no-progress``: no progress bars (logs and pipes)."""
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress``: progress bars always or never; read by
+    :func:`progress_bars`."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="progress bars (default: only when stderr is a terminal)",
+    )
+
+
+def progress_bars(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: as ``--progress``/``--no-progress`` say, else only on a
+    terminal (a log file or a pipe gets the command's lines without the bars' redraws)."""
+    return sys.stderr.isatty() if args.progress is None else args.progress

@@ -11,7 +11,8 @@ from sef.cli.options import (
     NON_NEGATIVE,
     add_checkpoint_option,
     add_device_option,
-    add_no_progress_option,
+    add_progress_option,
+    progress_bars,
 )
 from sef.errors import DataError
 
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=COUNT, default=32, help="images per batch")
     parser.add_argument("--workers", type=NON_NEGATIVE, default=0, help="image decoding processes")
     add_device_option(parser)
-    add_no_progress_option(parser)
+    add_progress_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=progress_bars(args),
     )
     for path, reason in skipped:
         print(f"sef predict: skipped {path}: {reason}", file=sys.stderr)

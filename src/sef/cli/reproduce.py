@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sef.choices import CACHE_MODES
-from sef.cli.options import PLACE, add_no_progress_option, add_set_option
+from sef.cli.options import PLACE, add_progress_option, add_set_option, progress_bars
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="your GPU's training rate for the estimates (default: measured on an H200)",
     )
-    add_no_progress_option(parser)
+    add_progress_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -81,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         dry_run=args.dry_run,
         images_per_second=args.images_per_second,
-        progress=not args.no_progress,
+        progress=progress_bars(args),
     )
     return 0

@@ -10,8 +10,9 @@ from sef.cli.options import (
     PLACE,
     add_data_root_option,
     add_device_option,
-    add_no_progress_option,
+    add_progress_option,
     add_set_option,
+    progress_bars,
 )
 from sef.config import AMP_MODES, Config, apply_values, parse_overrides, resolve_config
 
@@ -86,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue DIR/last.pt exactly where it stopped"
     )
-    add_no_progress_option(parser)
+    add_progress_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from sef.engine import fit
 
     config = config_from_args(args)
-    progress = not args.no_progress
+    progress = progress_bars(args)
     result = fit(config, resume=args.resume, progress=progress, config_file=args.config)
     if is_main_process():
         print(result.report())

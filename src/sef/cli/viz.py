@@ -11,7 +11,8 @@ from sef.cli.options import (
     PATH,
     add_checkpoint_data_options,
     add_device_option,
-    add_no_progress_option,
+    add_progress_option,
+    progress_bars,
 )
 
 CAM_IMAGES = 6  # random test images `sef viz cam` shows when it is given no PATH
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _checkpoint_options(corr, 64, "images to average over")
     corr.add_argument("--batch-size", type=COUNT, default=32, help="images per batch")
     _out_option(corr, "corr.png", "checkpoint")
-    add_no_progress_option(corr)
+    add_progress_option(corr)
     corr.set_defaults(func=run_corr)
 
     cam = figures.add_parser(
@@ -101,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parts.add_argument("--batch-size", type=COUNT, default=32, help="images per batch")
     _out_option(parts, "parts.png", "checkpoint")
     parts.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_no_progress_option(parts)
+    add_progress_option(parts)
     parts.set_defaults(func=run_parts)
 
 
@@ -120,7 +121,7 @@ def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
     """Which test images a figure uses (and, when ``batched``, how they are fed)."""
     chosen = {"root": args.data_root, "split": args.split, "images": args.images, "seed": args.seed}
     if batched:
-        chosen.update(batch_size=args.batch_size, progress=not args.no_progress)
+        chosen.update(batch_size=args.batch_size, progress=progress_bars(args))
     return chosen
 
 

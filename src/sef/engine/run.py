@@ -320,6 +320,7 @@ class _Run:
         self.best = {"epoch": 0, "eval_top1": -1.0}
         self.seconds = 0.0
         self.best_unwritten = False  # best.pt and its predictions are to be written again
+        self.trained_on = context.world_size  # the processes the epochs so far trained on
 
     def state(self) -> dict:
         return {
@@ -334,6 +335,7 @@ class _Run:
             "history": self.history,
             "best": self.best,
             "seconds": self.seconds,
+            "processes": self.context.world_size,
         }
 
     def restore(self, state: dict, path: Path) -> None:
@@ -357,6 +359,7 @@ class _Run:
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best, self.seconds = dict(state["best"]), float(state["seconds"])
         self.kept = self.epoch
+        self.trained_on = state.get("processes", self.trained_on)  # unrecorded before 2026-12-07
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -592,9 +595,21 @@ def _announce(run: _Run) -> None:
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    note = scratch_note(c)
-    if note:
-        tqdm.write(note, file=sys.stdout)
+    for note in (scratch_note(c), _processes_note(run)):
+        if note:
+            tqdm.write(note, file=sys.stdout)
+
+
+def _processes_note(run: _Run) -> str | None:
+    """What a resume on another number of processes than the run trained on changes, or None."""
+    now = run.context.world_size
+    if run.trained_on == now:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} trained with {run.trained_on} processes per step and resumes "
+        f"with {now}: each process draws its own batches and BatchNorm statistics, so the run "
+        f"will not end exactly where an uninterrupted one would"
+    )
 
 
 def _kept(run: _Run) -> str:
