@@ -84,3 +84,25 @@ def test_a_path_that_is_neither_file_nor_folder_is_named_as_such(tmp_path):
         [],
         [(str(pipe), "is not a file"), (str(tmp_path / "gone.png"), "does not exist")],
     )
+
+
+def _fine_tuning(trained):
+    """``trained``'s model as a fine-tuning loop leaves it: training, one BatchNorm frozen."""
+    frozen = next(m for m in trained.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    trained.model.train()
+    frozen.eval()
+    return frozen
+
+
+def test_a_model_in_training_mode_predicts_as_in_eval_mode_and_keeps_its_modes(
+    demo_checkpoint, images
+):
+    trained = load_trained_model(demo_checkpoint)
+    expected, _ = predict_images(trained, [images], top_k=3, progress=False)
+    frozen = _fine_tuning(trained)
+    others = [m for m in trained.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][1:]
+    statistics = [m.running_mean.clone() for m in others]
+    predictions, _ = predict_images(trained, [images], top_k=3, progress=False)
+    assert [p.top for p in predictions] == [p.top for p in expected]
+    assert trained.model.training and not frozen.training  # each mode as the caller left it
+    assert all(torch.equal(m.running_mean, s) for m, s in zip(others, statistics, strict=True))

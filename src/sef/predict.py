@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sef.datasets.images import UnreadableImage, open_rgb, reason
+from sef.modes import evaluation_mode
 from sef.text import table
 from sef.trained import TrainedModel
 
@@ -101,7 +102,8 @@ def predict_images(
     workers: int = 0,
     progress: bool = True,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped)."""
+    """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped).
+    The model runs in eval mode, each submodule's own mode restored afterwards."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     files, skipped = find_images(paths)
@@ -114,7 +116,7 @@ def predict_images(
     )
     device = next(trained.model.parameters()).device
     predictions = []
-    with torch.no_grad():
+    with torch.no_grad(), evaluation_mode(trained.model):
         for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
             good = [(i, image) for i, image, _ in batch if image is not None]
             skipped.extend((files[i], reason) for i, _, reason in batch if reason is not None)

@@ -27,6 +27,7 @@ from sef.analysis import (
 )
 from sef.errors import DataError
 from sef.losses import LOSS_TERMS, SEPARATION_GAP
+from sef.modes import evaluation_mode
 from sef.parts import measure_parts
 from sef.trained import TrainedModel
 
@@ -407,8 +408,8 @@ def activation_figure(
         )
     outputs.check_writable(out)  # before the work
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed)
-    model = trained.model.eval()
-    with torch.no_grad():
+    model = trained.model
+    with torch.no_grad(), evaluation_mode(model):
         logits = model(inputs.to(next(model.parameters()).device))
     confidence, predicted = logits.float().softmax(1).cpu().max(1)
     titles = [
