@@ -106,3 +106,17 @@ def test_a_model_in_training_mode_predicts_as_in_eval_mode_and_keeps_its_modes(
     assert [p.top for p in predictions] == [p.top for p in expected]
     assert trained.model.training and not frozen.training  # each mode as the caller left it
     assert all(torch.equal(m.running_mean, s) for m, s in zip(others, statistics, strict=True))
+
+
+def test_folders_are_searched_as_the_folder_dataset_reads_them(tmp_path, write_image):
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    write_image(photos / "a.png", (8, 8))
+    write_image(elsewhere / "linked.png", (8, 8))
+    (photos / "birds").symlink_to(elsewhere)  # a linked folder is searched
+    (photos / "loop").symlink_to(photos)  # a link to a folder above is read once
+    write_image(photos / ".ipynb_checkpoints" / "a-checkpoint.png", (8, 8))  # hidden: left out
+    write_image(photos / "__MACOSX" / "a.png", (8, 8))
+    (photos / "._a.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    found, problems = find_images([photos])
+    assert [os.path.relpath(p, photos) for p in found] == ["a.png", "birds/linked.png"]
+    assert problems == []

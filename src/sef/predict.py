@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, open_rgb, reason
 from sef.modes import evaluation_mode
 from sef.text import table
@@ -52,8 +53,9 @@ def _readable_extensions() -> set[str]:
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Expand files and folders (recursively, the extensions of formats Pillow reads only) into
-    image paths.
+    """Expand files and folders (recursively, the extensions of formats Pillow reads only;
+    hidden names left out and links followed, as the ``folder`` dataset reads them) into image
+    paths.
 
     Returns (images in a stable order, [(path, reason)] for paths that do not exist).
     """
@@ -62,9 +64,9 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
         path = Path(given)
         if path.is_dir():
             found = [
-                str(p)
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in extensions
+                file
+                for file in visible_files(path)
+                if os.path.splitext(file)[1].lower() in extensions
             ]
             if not found:
                 problems.append((str(path), "folder holds no image files"))
