@@ -153,6 +153,24 @@ def test_trained_model_reloads_its_own_data_and_refuses_other_classes(demo_check
         trained.dataset("test", folder_root)
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("classes", r"size mismatch for head\.weight"),  # a class list of another length
+        ("missing", r"Missing key\(s\) in state_dict: \"head\.bias\""),
+    ],
+)
+def test_weights_that_do_not_fit_their_config_say_which(demo_checkpoint, tmp_path, change, named):
+    state = load_checkpoint(demo_checkpoint)
+    if change == "classes":
+        state["classes"] = state["classes"][:3]
+    else:
+        del state["model"]["head.bias"]
+    save_checkpoint(tmp_path / "odd.pt", state)
+    with pytest.raises(CheckpointError, match=f"do not fit its own config \\({named}"):
+        load_trained_model(tmp_path / "odd.pt")
+
+
 def _damaged(kind: str, good: Path, folder: Path) -> Path:
     """A file of ``kind`` where a checkpoint is expected (``good`` is a real one)."""
     path = folder / f"{kind}.pt"

@@ -23,6 +23,7 @@ from sef.datasets import ImageList
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
 from sef.transforms import Preprocessing
+from sef.weights import shape_mismatch
 
 
 def create_model(config: Config, num_classes: int) -> SEF:
@@ -107,9 +108,9 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
-        reason = str(error).split("\n")[0]
         raise CheckpointError(
-            f"checkpoint {path} weights do not fit its own config ({reason}); the file is damaged"
+            f"checkpoint {path} weights do not fit its own config ({shape_mismatch(error)}); "
+            f"the file is damaged"
         ) from None
     return TrainedModel(
         model=model.to(device).eval(),
