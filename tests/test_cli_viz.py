@@ -119,3 +119,17 @@ def test_cam_refuses_image_paths_together_with_images_n(demo_checkpoint, tmp_pat
     assert both.returncode == 2 and both.stdout == "" and not out.exists()
     assert "--images N shows N random test images" in both.stderr
     assert "Traceback" not in both.stderr and len(both.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("figure", ["corr", "cam", "parts"])
+def test_no_progress_keeps_a_figure_from_a_checkpoint_quiet(
+    demo_checkpoint, tmp_path, capsys, figure
+):
+    from sef.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(demo_checkpoint)
+    state["config"]["data"]["root"] = str(tmp_path / "demo")  # its test set drawn afresh
+    save_checkpoint(tmp_path / "best.pt", state)
+    argv = ["viz", figure, "--checkpoint", str(tmp_path / "best.pt"), "--no-progress"]
+    assert main([*argv, "--images", "2", "--out", str(tmp_path / "figure.png")]) == 0
+    assert capsys.readouterr().err == ""

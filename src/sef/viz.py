@@ -378,12 +378,13 @@ def _typed_image(path: str | os.PathLike):
         raise DataError(f"{path} {reason(bad)}{hint}") from None
 
 
-def _images_and_titles(trained, paths, root, split, count, seed):
-    """Model inputs and a caption for each: given files, else random images of ``split``."""
+def _images_and_titles(trained, paths, root, split, count, seed, progress):
+    """Model inputs and a caption for each: given files, else random images of ``split``
+    (``progress``: show a generated set being drawn)."""
     if paths:
         inputs = torch.stack([trained.test_transform(_typed_image(p)) for p in paths])
         return inputs, [Path(p).name for p in paths]
-    dataset = trained.dataset(split, root)
+    dataset = trained.dataset(split, root, progress=progress)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
     return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
 
@@ -397,9 +398,10 @@ def activation_figure(
     split: str = "test",
     images: int = 6,
     seed: int = 0,
+    progress: bool = True,
 ) -> Path:
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
-    captioned with the model's prediction."""
+    captioned with the model's prediction; ``progress`` shows a generated set being drawn."""
     count = len(paths) or images
     if count > CAM_MOST:
         raise ValueError(
@@ -407,7 +409,7 @@ def activation_figure(
             f"{count}: draw several figures (another --seed, or other images)"
         )
     outputs.check_writable(out)  # before the work
-    inputs, captions = _images_and_titles(trained, paths, root, split, images, seed)
+    inputs, captions = _images_and_titles(trained, paths, root, split, images, seed, progress)
     model = trained.model
     with torch.no_grad(), evaluation_mode(model):
         logits = model(inputs.to(next(model.parameters()).device))
