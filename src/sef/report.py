@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ FILE_NAMES = {
     "json": "report.json",
 }
 _DPI = 110
+# confused_pairs.csv's header, written even when no image is wrong (the keys of ErrorReport.pairs)
+PAIR_FIELDS = ("true", "true_name", "predicted", "predicted_name", "count", "share_of_true")
 
 
 def confusion_matrix(labels: Tensor, predictions: Tensor, num_classes: int) -> Tensor:
@@ -94,7 +97,7 @@ class ErrorReport:
 
     def _write_files(self, paths: dict[str, Path]) -> None:
         _write_csv(paths["per_class"], self.per_class)
-        _write_csv(paths["pairs"], self.pairs)
+        _write_csv(paths["pairs"], self.pairs, PAIR_FIELDS)
         plot_confusion(self.confusion, self.classes, self.order, paths["figure"])
         payload = {
             "summary": self.summary,
@@ -105,14 +108,15 @@ class ErrorReport:
         outputs.write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str] = ()) -> None:
+    """``rows`` under the header ``fields`` (default: the first row's keys)."""
     with (
         outputs.atomic_path(path) as temporary,
         open(temporary, "w", newline="", encoding="utf-8") as handle,
     ):
-        if not rows:
+        if not (fields or rows):
             return
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(fields or rows[0]))
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
 
