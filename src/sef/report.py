@@ -112,7 +112,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str] = (
     """``rows`` under the header ``fields`` (default: the first row's keys)."""
     with (
         outputs.atomic_path(path) as temporary,
-        open(temporary, "w", newline="", encoding="utf-8") as handle,
+        open(temporary, "w", newline="", **outputs.FILE_NAME_TEXT) as handle,
     ):
         if not (fields or rows):
             return

@@ -254,7 +254,7 @@ def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any)
         header += ["tta_prediction", "tta_correct", "tta_prediction_name"]
     with (
         outputs.atomic_path(path) as temporary,
-        open(temporary, "w", newline="", encoding="utf-8") as handle,
+        open(temporary, "w", newline="", **outputs.FILE_NAME_TEXT) as handle,
     ):
         writer = csv.writer(handle)
         writer.writerow(header)
