@@ -133,3 +133,13 @@ def test_no_progress_keeps_a_figure_from_a_checkpoint_quiet(
     argv = ["viz", figure, "--checkpoint", str(tmp_path / "best.pt"), "--no-progress"]
     assert main([*argv, "--images", "2", "--out", str(tmp_path / "figure.png")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_cam_draws_an_image_whose_name_is_not_utf8(demo_checkpoint, tmp_path):
+    import os
+
+    image = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")  # a Latin-1 name, e.g. from a zip
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(image, "PNG")
+    out = tmp_path / "cam.png"
+    argv = ["viz", "cam", "--checkpoint", str(demo_checkpoint), os.fsdecode(image)]
+    assert main([*argv, "--out", str(out)]) == 0 and _is_png(out)

@@ -120,3 +120,12 @@ def test_folders_are_searched_as_the_folder_dataset_reads_them(tmp_path, write_i
     found, problems = find_images([photos])
     assert [os.path.relpath(p, photos) for p in found] == ["a.png", "birds/linked.png"]
     assert problems == []
+
+
+def test_a_name_that_is_not_utf8_is_predicted_and_printed(demo_checkpoint, tmp_path, capsys):
+    from sef.cli import main
+
+    Image.new("RGB", (8, 8)).save(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"), "PNG")
+    argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
+    assert main([*argv, "--top-k", "1"]) == 0  # capsys, like many terminals, refuses surrogates
+    assert "caf\ufffd.png  " in capsys.readouterr().out

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from sef import outputs
 from sef.metrics import per_class_accuracy
+from sef.text import shown
 
 FILE_NAMES = {
     "per_class": "per_class.csv",
@@ -181,14 +182,14 @@ def plot_confusion(
 
     count = len(classes)
     rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
-    shown = rates[order][:, order].numpy()
+    ordered = rates[order][:, order].numpy()
     side = min(26.0, max(6.0, 0.105 * count + 3.5))
     font = max(4.0, min(9.0, 520 / max(count, 1)))
     dpi = _DPI if count <= 100 else 160  # 4-point names need ~9 pixels
     figure = Figure(figsize=(side, side * 0.92), dpi=dpi, layout="constrained")
     axis = figure.subplots()
-    image = axis.imshow(shown, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
-    names = [_short(classes[i]) for i in order]
+    image = axis.imshow(ordered, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
+    names = [_short(shown(classes[i])) for i in order]
     ticks = list(range(count))
     axis.set_xticks(ticks, names, rotation=90, fontsize=font)
     axis.set_yticks(ticks, names, fontsize=font)

@@ -29,6 +29,7 @@ from sef.errors import DataError
 from sef.losses import LOSS_TERMS, SEPARATION_GAP
 from sef.modes import evaluation_mode
 from sef.parts import measure_parts
+from sef.text import shown
 from sef.trained import TrainedModel
 
 _MAP_CMAP = "jet"
@@ -146,7 +147,7 @@ def plot_group_maps(
         picture = images[column].permute(1, 2, 0).numpy()
         axes[0, column].imshow(picture)
         if titles is not None:
-            axes[0, column].set_title(titles[column], fontsize=8)
+            axes[0, column].set_title(shown(titles[column]), fontsize=8)
         for group in range(groups):
             axis = axes[group + 1, column]
             axis.imshow(picture)
@@ -231,7 +232,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=9)
     if title:
-        figure.suptitle(title, fontsize=13)
+        figure.suptitle(shown(title), fontsize=13)
     return _save(figure, out)
 
 
