@@ -153,6 +153,42 @@ def test_trained_model_reloads_its_own_data_and_refuses_other_classes(demo_check
         trained.dataset("test", folder_root)
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("classes", r"size mismatch for head\.weight"),  # a class list of another length
+        ("missing", r"Missing key\(s\) in state_dict: \"head\.bias\""),
+    ],
+)
+def test_weights_that_do_not_fit_their_config_say_which(demo_checkpoint, tmp_path, change, named):
+    state = load_checkpoint(demo_checkpoint)
+    if change == "classes":
+        state["classes"] = state["classes"][:3]
+    else:
+        del state["model"]["head.bias"]
+    save_checkpoint(tmp_path / "odd.pt", state)
+    with pytest.raises(CheckpointError, match=f"do not fit its own config \\({named}"):
+        load_trained_model(tmp_path / "odd.pt")
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_run_that_skipped_bad_images_skips_them_when_evaluated(
+    demo_checkpoint, folder_root, policy
+):
+    broken = folder_root / "test" / sorted(os.listdir(folder_root / "test"))[0] / "broken.png"
+    broken.write_text("not an image")
+    trained = load_trained_model(demo_checkpoint)
+    trained.config.data.dataset, trained.config.data.options = "folder", {}
+    trained.config.data.bad_images = policy
+    trained.classes = sorted(os.listdir(folder_root / "test"))
+    if policy == "stop":  # nothing checked beforehand: the evaluation meets the file itself
+        assert str(broken) in [path for path, _ in trained.dataset("test", folder_root).samples]
+        return
+    with pytest.warns(UserWarning, match=r"left out 1 unreadable image as the run did .*broken"):
+        dataset = trained.dataset("test", folder_root, progress=False)
+    assert str(broken) not in [path for path, _ in dataset.samples] and len(dataset) == 6
+
+
 def _damaged(kind: str, good: Path, folder: Path) -> Path:
     """A file of ``kind`` where a checkpoint is expected (``good`` is a real one)."""
     path = folder / f"{kind}.pt"

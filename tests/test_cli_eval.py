@@ -203,3 +203,24 @@ def test_a_relative_data_root_is_recorded_absolute_so_eval_and_resume_work_from_
         f"exist; pass --data-root with the folder of its data\n"
     )
     assert main([*resume, "--epochs", "3", "--data-root", str(folder_root)]) == 0
+
+
+def test_an_image_name_that_is_not_utf8_is_written_as_its_bytes(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    first = sorted((folder_root / "test").iterdir())[0]
+    image = next(first.iterdir())
+    odd = os.path.join(os.fsencode(first), b"caf\xe9.png")  # a Latin-1 name, e.g. from a zip
+    os.rename(image, odd)
+    overrides = [
+        "data.dataset=folder", f"data.root={folder_root}", "data.image_size=32",
+        "data.workers=0", "optim.epochs=1", "optim.batch_size=4", f"run.out={tmp_path / 'run'}",
+    ]  # fmt: skip
+    fit(apply_overrides(resolve_config("demo"), overrides), progress=False)  # writes its CSV
+    out = tmp_path / "p.csv"
+    argv = ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--no-progress"]
+    assert main([*argv, "--predictions", str(out)]) == 0
+    with open(out, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        paths = [os.fsencode(row["path"]) for row in csv.DictReader(handle)]
+    assert odd in paths  # the file's own bytes: the path opens again
+    assert out.read_bytes() == (tmp_path / "run" / "best-test-predictions.csv").read_bytes()

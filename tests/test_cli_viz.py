@@ -119,3 +119,27 @@ def test_cam_refuses_image_paths_together_with_images_n(demo_checkpoint, tmp_pat
     assert both.returncode == 2 and both.stdout == "" and not out.exists()
     assert "--images N shows N random test images" in both.stderr
     assert "Traceback" not in both.stderr and len(both.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("figure", ["corr", "cam", "parts"])
+def test_no_progress_keeps_a_figure_from_a_checkpoint_quiet(
+    demo_checkpoint, tmp_path, capsys, figure
+):
+    from sef.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(demo_checkpoint)
+    state["config"]["data"]["root"] = str(tmp_path / "demo")  # its test set drawn afresh
+    save_checkpoint(tmp_path / "best.pt", state)
+    argv = ["viz", figure, "--checkpoint", str(tmp_path / "best.pt"), "--no-progress"]
+    assert main([*argv, "--images", "2", "--out", str(tmp_path / "figure.png")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_cam_draws_an_image_whose_name_is_not_utf8(demo_checkpoint, tmp_path):
+    import os
+
+    image = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")  # a Latin-1 name, e.g. from a zip
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(image, "PNG")
+    out = tmp_path / "cam.png"
+    argv = ["viz", "cam", "--checkpoint", str(demo_checkpoint), os.fsdecode(image)]
+    assert main([*argv, "--out", str(out)]) == 0 and _is_png(out)

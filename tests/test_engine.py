@@ -601,3 +601,6 @@ def test_evaluate_reads_any_loader_on_one_process_and_names_a_model_it_cannot_us
     for wrong, name in ((model.export(), "Sequential"), (object(), "object")):
         with pytest.raises(TypeError, match=f"expected an sef.SEF .*, got {name}"):
             evaluate(wrong, data, progress=False)
+    shuffled = torch.utils.data.DataLoader(data, batch_size=3, shuffle=True)
+    with pytest.raises(ValueError, match="rows in order; pass a loader without shuffle"):
+        evaluate(model, shuffled, progress=False)  # its rows would name other images

@@ -105,6 +105,9 @@ def test_bad_tables_name_the_cell(tmp_path: Path) -> None:
     path.write_text("method,CUB,Cars\nA,80.1,abc\n")
     with pytest.raises(DataError, match=r"line 2, column 'Cars' holds 'abc'"):
         read_accuracy_table(path)
+    path.write_text("\n\nmethod,CUB,Cars\n\nA,80.1,81\n\nB,abc,80\n")
+    with pytest.raises(DataError, match=r"line 7, column 'CUB' holds 'abc'"):  # blank lines count
+        read_accuracy_table(path)
     path.write_text("method,CUB\nA,\n")
     with pytest.raises(DataError, match="'A' reports no accuracy"):
         paper_scores(read_accuracy_table(path))

@@ -84,3 +84,48 @@ def test_a_path_that_is_neither_file_nor_folder_is_named_as_such(tmp_path):
         [],
         [(str(pipe), "is not a file"), (str(tmp_path / "gone.png"), "does not exist")],
     )
+
+
+def _fine_tuning(trained):
+    """``trained``'s model as a fine-tuning loop leaves it: training, one BatchNorm frozen."""
+    frozen = next(m for m in trained.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    trained.model.train()
+    frozen.eval()
+    return frozen
+
+
+def test_a_model_in_training_mode_predicts_as_in_eval_mode_and_keeps_its_modes(
+    demo_checkpoint, images
+):
+    trained = load_trained_model(demo_checkpoint)
+    expected, _ = predict_images(trained, [images], top_k=3, progress=False)
+    frozen = _fine_tuning(trained)
+    others = [m for m in trained.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][1:]
+    statistics = [m.running_mean.clone() for m in others]
+    predictions, _ = predict_images(trained, [images], top_k=3, progress=False)
+    assert [p.top for p in predictions] == [p.top for p in expected]
+    assert trained.model.training and not frozen.training  # each mode as the caller left it
+    assert all(torch.equal(m.running_mean, s) for m, s in zip(others, statistics, strict=True))
+
+
+def test_folders_are_searched_as_the_folder_dataset_reads_them(tmp_path, write_image):
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    write_image(photos / "a.png", (8, 8))
+    write_image(elsewhere / "linked.png", (8, 8))
+    (photos / "birds").symlink_to(elsewhere)  # a linked folder is searched
+    (photos / "loop").symlink_to(photos)  # a link to a folder above is read once
+    write_image(photos / ".ipynb_checkpoints" / "a-checkpoint.png", (8, 8))  # hidden: left out
+    write_image(photos / "__MACOSX" / "a.png", (8, 8))
+    (photos / "._a.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    found, problems = find_images([photos])
+    assert [os.path.relpath(p, photos) for p in found] == ["a.png", "birds/linked.png"]
+    assert problems == []
+
+
+def test_a_name_that_is_not_utf8_is_predicted_and_printed(demo_checkpoint, tmp_path, capsys):
+    from sef.cli import main
+
+    Image.new("RGB", (8, 8)).save(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"), "PNG")
+    argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
+    assert main([*argv, "--top-k", "1"]) == 0  # capsys, like many terminals, refuses surrogates
+    assert "caf\ufffd.png  " in capsys.readouterr().out

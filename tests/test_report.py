@@ -107,6 +107,22 @@ def test_report_files_and_unwritable_folders(tmp_path):
         report.write(blocked / "sub")
 
 
+def test_confused_pairs_csv_has_its_header_when_every_image_is_right(tmp_path):
+    wrong = error_report(result(LABELS, PREDICTED, GROUPS), NAMES).write(tmp_path / "wrong")
+    with wrong["pairs"].open() as handle:
+        header = next(csv.reader(handle))
+    right = error_report(result(LABELS, LABELS, GROUPS), NAMES).write(tmp_path / "right")
+    assert right["pairs"].read_text().splitlines() == [",".join(header)]
+    assert list(csv.DictReader(right["pairs"].open())) == []
+
+
+def test_a_class_name_that_is_not_utf8_is_written_as_its_bytes_and_drawn(tmp_path):
+    names = [*NAMES[:3], "caf\udce9"]  # a Latin-1 class folder name, as Python holds it
+    paths = error_report(result(LABELS, [3] * len(LABELS), GROUPS), names).write(tmp_path / "r")
+    assert b"caf\xe9" in paths["per_class"].read_bytes()
+    assert paths["figure"].stat().st_size > 0
+
+
 def test_the_confusion_figures_title_fits_inside_it(tmp_path, monkeypatch):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

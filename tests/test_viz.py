@@ -257,3 +257,17 @@ def test_every_figure_renders(tmp_path, marked_parts):
                       images[:2], peaks, marked_parts.parts[:2], tmp_path / "p.png",
                       summary="test")  # fmt: skip
     assert _png_size(path)
+
+
+def test_the_group_map_figure_leaves_each_submodule_in_its_own_mode(demo_checkpoint, tmp_path):
+    from sef.trained import load_trained_model
+    from sef.viz import activation_figure
+
+    trained = load_trained_model(demo_checkpoint)
+    frozen = next(m for m in trained.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    trained.model.train()
+    frozen.eval()  # as a fine-tuning loop leaves it
+    picture = tmp_path / "bird.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
+    activation_figure(trained, tmp_path / "cam.png", [picture])
+    assert trained.model.training and not frozen.training

@@ -116,14 +116,15 @@ def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
     except ValueError as problem:
         raise DataError(f"accuracy table {path} {problem}; pass a CSV file") from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    rows = [row for row in reader if any(cell.strip() for cell in row)]
+    numbered = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    rows = [row for _, row in numbered]  # blank lines skipped; errors name the file's lines
     if len(rows) < 2 or len(rows[0]) < 2:
         raise DataError(
             f"{path} needs a header row 'method,<dataset>,...' and at least one method row"
         )
     datasets = _dataset_names(path, rows[0])
     table: dict[str, dict[str, float | None]] = {}
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in numbered[1:]:
         method = row[0].strip()
         if len(row) - 1 > len(datasets):
             raise DataError(f"{path} line {line} has more cells than the header has datasets")

@@ -23,6 +23,9 @@ from sef import filekinds, space
 from sef.errors import DiskFull, OutputError
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
+# How a text file that lists file names is written: UTF-8, and a name that is not UTF-8 (a
+# Latin-1 name from a zip, which Python holds with surrogates) as its own bytes, not an error.
+FILE_NAME_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
 def temporary_path(path: Path) -> Path:

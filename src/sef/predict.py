@@ -16,7 +16,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, open_rgb, reason
+from sef.modes import evaluation_mode
 from sef.text import table
 from sef.trained import TrainedModel
 
@@ -51,8 +53,9 @@ def _readable_extensions() -> set[str]:
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Expand files and folders (recursively, the extensions of formats Pillow reads only) into
-    image paths.
+    """Expand files and folders (recursively, the extensions of formats Pillow reads only;
+    hidden names left out and links followed, as the ``folder`` dataset reads them) into image
+    paths.
 
     Returns (images in a stable order, [(path, reason)] for paths that do not exist).
     """
@@ -61,9 +64,9 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
         path = Path(given)
         if path.is_dir():
             found = [
-                str(p)
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in extensions
+                file
+                for file in visible_files(path)
+                if os.path.splitext(file)[1].lower() in extensions
             ]
             if not found:
                 problems.append((str(path), "folder holds no image files"))
@@ -101,7 +104,8 @@ def predict_images(
     workers: int = 0,
     progress: bool = True,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped)."""
+    """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped).
+    The model runs in eval mode, each submodule's own mode restored afterwards."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     files, skipped = find_images(paths)
@@ -114,7 +118,7 @@ def predict_images(
     )
     device = next(trained.model.parameters()).device
     predictions = []
-    with torch.no_grad():
+    with torch.no_grad(), evaluation_mode(trained.model):
         for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
             good = [(i, image) for i, image, _ in batch if image is not None]
             skipped.extend((files[i], reason) for i, _, reason in batch if reason is not None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from sef import outputs
 from sef.metrics import per_class_accuracy
+from sef.text import shown
 
 FILE_NAMES = {
     "per_class": "per_class.csv",
@@ -34,6 +36,8 @@ FILE_NAMES = {
     "json": "report.json",
 }
 _DPI = 110
+# confused_pairs.csv's header, written even when no image is wrong (the keys of ErrorReport.pairs)
+PAIR_FIELDS = ("true", "true_name", "predicted", "predicted_name", "count", "share_of_true")
 
 
 def confusion_matrix(labels: Tensor, predictions: Tensor, num_classes: int) -> Tensor:
@@ -94,7 +98,7 @@ class ErrorReport:
 
     def _write_files(self, paths: dict[str, Path]) -> None:
         _write_csv(paths["per_class"], self.per_class)
-        _write_csv(paths["pairs"], self.pairs)
+        _write_csv(paths["pairs"], self.pairs, PAIR_FIELDS)
         plot_confusion(self.confusion, self.classes, self.order, paths["figure"])
         payload = {
             "summary": self.summary,
@@ -105,14 +109,15 @@ class ErrorReport:
         outputs.write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str] = ()) -> None:
+    """``rows`` under the header ``fields`` (default: the first row's keys)."""
     with (
         outputs.atomic_path(path) as temporary,
-        open(temporary, "w", newline="", encoding="utf-8") as handle,
+        open(temporary, "w", newline="", **outputs.FILE_NAME_TEXT) as handle,
     ):
-        if not rows:
+        if not (fields or rows):
             return
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(fields or rows[0]))
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
 
@@ -177,14 +182,14 @@ def plot_confusion(
 
     count = len(classes)
     rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
-    shown = rates[order][:, order].numpy()
+    ordered = rates[order][:, order].numpy()
     side = min(26.0, max(6.0, 0.105 * count + 3.5))
     font = max(4.0, min(9.0, 520 / max(count, 1)))
     dpi = _DPI if count <= 100 else 160  # 4-point names need ~9 pixels
     figure = Figure(figsize=(side, side * 0.92), dpi=dpi, layout="constrained")
     axis = figure.subplots()
-    image = axis.imshow(shown, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
-    names = [_short(classes[i]) for i in order]
+    image = axis.imshow(ordered, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
+    names = [_short(shown(classes[i])) for i in order]
     ticks = list(range(count))
     axis.set_xticks(ticks, names, rotation=90, fontsize=font)
     axis.set_yticks(ticks, names, fontsize=font)

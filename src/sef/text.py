@@ -17,10 +17,17 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
+def shown(name: str) -> str:
+    """``name`` as it can be printed or drawn: a file name that is not UTF-8 (Python holds its
+    bytes as surrogates, which a terminal or a font refuses) with U+FFFD where they were."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def table(rows: Sequence[Sequence[str]], align: str = "") -> str:
     """``rows`` of cells (a header is just the first row) as lines of aligned columns two spaces
-    apart, without trailing spaces. ``align`` holds one character per column, ``<`` (left, the
-    default for columns it does not reach) or ``>`` (right)."""
+    apart, without trailing spaces, each cell :func:`shown`. ``align`` holds one character per
+    column, ``<`` (left, the default for columns it does not reach) or ``>`` (right)."""
+    rows = [[shown(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     sides = align.ljust(len(widths), "<")
     lines = (

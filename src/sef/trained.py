@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +23,9 @@ from sef.config import Config, config_from_dict
 from sef.datasets import ImageList
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
+from sef.text import counted
 from sef.transforms import Preprocessing
+from sef.weights import shape_mismatch
 
 
 def create_model(config: Config, num_classes: int) -> SEF:
@@ -63,8 +66,9 @@ class TrainedModel:
         self, split: str = "test", root: str | os.PathLike | None = None, *, progress: bool = True
     ) -> ImageList:
         """``split`` of the data this model was trained on (or found under ``root``), with its
-        test transform; DataError if that data's classes are not the model's. ``progress`` shows
-        a generated set being drawn on first use."""
+        test transform; DataError if that data's classes are not the model's. A run that left
+        unreadable images out (``data.bad_images=skip``) leaves them out here too, with a
+        warning. ``progress`` shows a generated set being drawn on first use (and that check)."""
         config = self.config
         if root is None:
             _check_saved_root(config)
@@ -78,7 +82,20 @@ class TrainedModel:
                 f"the classes of the {split} split under {where} differ from the "
                 f"{len(self.classes)} classes the model was trained on; pass its own data"
             )
+        if config.data.bad_images == "skip":
+            _skip_bad_images(loaded, config.data.workers, progress)
         return loaded
+
+
+def _skip_bad_images(dataset: ImageList, workers: int, progress: bool) -> None:
+    """Leave the unreadable images out of ``dataset`` as the run's training did, and say so."""
+    bad = datasets.apply_bad_image_policy(dataset, "skip", max(1, workers), progress)
+    if bad:
+        warnings.warn(
+            f"left out {counted(len(bad), 'unreadable image')} as the run did "
+            f"(data.bad_images=skip), e.g. {bad[0][0]}",
+            stacklevel=3,
+        )
 
 
 def _check_saved_root(config: Config) -> None:
@@ -107,9 +124,9 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
-        reason = str(error).split("\n")[0]
         raise CheckpointError(
-            f"checkpoint {path} weights do not fit its own config ({reason}); the file is damaged"
+            f"checkpoint {path} weights do not fit its own config ({shape_mismatch(error)}); "
+            f"the file is damaged"
         ) from None
     return TrainedModel(
         model=model.to(device).eval(),

@@ -27,7 +27,9 @@ from sef.analysis import (
 )
 from sef.errors import DataError
 from sef.losses import LOSS_TERMS, SEPARATION_GAP
+from sef.modes import evaluation_mode
 from sef.parts import measure_parts
+from sef.text import shown
 from sef.trained import TrainedModel
 
 _MAP_CMAP = "jet"
@@ -145,7 +147,7 @@ def plot_group_maps(
         picture = images[column].permute(1, 2, 0).numpy()
         axes[0, column].imshow(picture)
         if titles is not None:
-            axes[0, column].set_title(titles[column], fontsize=8)
+            axes[0, column].set_title(shown(titles[column]), fontsize=8)
         for group in range(groups):
             axis = axes[group + 1, column]
             axis.imshow(picture)
@@ -230,7 +232,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=9)
     if title:
-        figure.suptitle(title, fontsize=13)
+        figure.suptitle(shown(title), fontsize=13)
     return _save(figure, out)
 
 
@@ -377,12 +379,13 @@ def _typed_image(path: str | os.PathLike):
         raise DataError(f"{path} {reason(bad)}{hint}") from None
 
 
-def _images_and_titles(trained, paths, root, split, count, seed):
-    """Model inputs and a caption for each: given files, else random images of ``split``."""
+def _images_and_titles(trained, paths, root, split, count, seed, progress):
+    """Model inputs and a caption for each: given files, else random images of ``split``
+    (``progress``: show a generated set being drawn)."""
     if paths:
         inputs = torch.stack([trained.test_transform(_typed_image(p)) for p in paths])
         return inputs, [Path(p).name for p in paths]
-    dataset = trained.dataset(split, root)
+    dataset = trained.dataset(split, root, progress=progress)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
     return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
 
@@ -396,9 +399,10 @@ def activation_figure(
     split: str = "test",
     images: int = 6,
     seed: int = 0,
+    progress: bool = True,
 ) -> Path:
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
-    captioned with the model's prediction."""
+    captioned with the model's prediction; ``progress`` shows a generated set being drawn."""
     count = len(paths) or images
     if count > CAM_MOST:
         raise ValueError(
@@ -406,9 +410,9 @@ def activation_figure(
             f"{count}: draw several figures (another --seed, or other images)"
         )
     outputs.check_writable(out)  # before the work
-    inputs, captions = _images_and_titles(trained, paths, root, split, images, seed)
-    model = trained.model.eval()
-    with torch.no_grad():
+    inputs, captions = _images_and_titles(trained, paths, root, split, images, seed, progress)
+    model = trained.model
+    with torch.no_grad(), evaluation_mode(model):
         logits = model(inputs.to(next(model.parameters()).device))
     confidence, predicted = logits.float().softmax(1).cpu().max(1)
     titles = [

@@ -7,6 +7,7 @@ Shared by torchvision backbones, user modules (:mod:`sef.backbones`) and timm mo
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import torch
@@ -82,7 +83,10 @@ def unmatched(missing: list[str], unexpected: list[str]) -> str:
     )
 
 
-def shape_mismatch(error: RuntimeError) -> str:
-    """The line of load_state_dict's error that names a tensor of another shape."""
+def shape_mismatch(error: RuntimeError, most: int = 300) -> str:
+    """The line of load_state_dict's error that names a tensor of another shape, else its first
+    line after the heading (missing or unexpected keys), cut to ``most`` characters."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if "size mismatch" in line), lines[0] if lines else "")
+    first = lines[1] if len(lines) > 1 else "".join(lines)
+    line = next((line for line in lines if "size mismatch" in line), first)
+    return textwrap.shorten(line, most, placeholder=" ...")

@@ -140,12 +140,14 @@ def _print_summary(args: argparse.Namespace, summary: dict) -> None:
 
 def _print_report(report, folder: Path, lines: int = 5) -> None:
     """The worst classes and the most confused pairs, then where the full report is."""
+    from sef.text import shown
+
     print(f"worst classes (of {len(report.per_class)}):")
     for row in report.per_class[:lines]:
-        print(f"  {row['accuracy']:.3f}  {row['name']} ({row['support']} images)")
+        print(f"  {row['accuracy']:.3f}  {shown(row['name'])} ({row['support']} images)")
     print("most confused (true -> predicted: images):")
     for pair in report.pairs[:lines]:
-        print(f"  {pair['true_name']} -> {pair['predicted_name']}: {pair['count']}")
+        print(f"  {shown(pair['true_name'])} -> {shown(pair['predicted_name'])}: {pair['count']}")
     if not report.pairs:
         print("  none: every image is right")
     print(f"report             {folder}")

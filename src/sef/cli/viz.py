@@ -77,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         cam, CAM_IMAGES, "random test images to show when no PATH is given", explicit=True
     )
     _out_option(cam, "cam.png", "checkpoint")
+    add_progress_option(cam)
     cam.set_defaults(func=run_cam)
 
     curves = figures.add_parser(
@@ -118,10 +119,12 @@ def _out(args: argparse.Namespace, name: str) -> Path:
 
 
 def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
-    """Which test images a figure uses (and, when ``batched``, how they are fed)."""
+    """Which test images a figure uses, whether it shows progress (and, when ``batched``, the
+    batch size)."""
     chosen = {"root": args.data_root, "split": args.split, "images": args.images, "seed": args.seed}
+    chosen["progress"] = progress_bars(args)
     if batched:
-        chosen.update(batch_size=args.batch_size, progress=progress_bars(args))
+        chosen["batch_size"] = args.batch_size
     return chosen
 
 

@@ -10,6 +10,7 @@ and ``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor ima
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -33,25 +34,28 @@ def _classes(folders: list[Path]) -> list[str]:
     return sorted(name for name in names if not _hidden(name))
 
 
+def visible_files(folder: str | os.PathLike) -> Iterator[str]:
+    """Every file under ``folder``, sorted within each folder, hidden names left out; symbolic
+    links followed, each real folder read once (a link to a folder above would loop)."""
+    seen: set[str] = set()
+    for parent, subfolders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(sub for sub in subfolders if not _hidden(sub))
+        yield from (os.path.join(parent, file) for file in sorted(files) if not _hidden(file))
+
+
 def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of every image under ``folder/<class>/``, sorted, hidden names left out;
-    symbolic links followed, each real folder read once (a link to a folder above would loop)."""
-    found = []
-    for name, label in class_to_idx.items():
-        seen: set[str] = set()
-        for parent, subfolders, files in os.walk(folder / name, followlinks=True):
-            real = os.path.realpath(parent)
-            if real in seen:
-                subfolders[:] = []
-                continue
-            seen.add(real)
-            subfolders[:] = sorted(sub for sub in subfolders if not _hidden(sub))
-            found += [
-                (os.path.join(parent, file), label)
-                for file in sorted(files)
-                if not _hidden(file) and file.lower().endswith(IMG_EXTENSIONS)
-            ]
-    return found
+    """(path, label) of every image under ``folder/<class>/`` (:func:`visible_files`)."""
+    return [
+        (path, label)
+        for name, label in class_to_idx.items()
+        for path in visible_files(folder / name)
+        if path.lower().endswith(IMG_EXTENSIONS)
+    ]
 
 
 def _split_folders(root: Path) -> dict[str, Path]:

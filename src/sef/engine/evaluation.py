@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset
 
 from sef import distributed, outputs, threads
 from sef.distributed import Context
@@ -105,6 +105,13 @@ def _rows(loader: DataLoader, context: Context) -> tuple[int, list[int]]:
             "under DDP evaluate takes a dataset or a loader made by evaluation_loader, "
             "which give each process its shard"
         )
+    batches_in_order = type(loader.batch_sampler) in (BatchSampler, type(None))
+    if not (isinstance(loader.sampler, SequentialSampler) and batches_in_order):
+        # row i of the result must be the dataset's image i (write_predictions pairs them)
+        raise ValueError(
+            "evaluate reads a loader's images as the dataset's rows in order; pass a loader "
+            "without shuffle or a sampler, or the dataset itself"
+        )
     return len(loader.dataset), list(range(len(loader.dataset)))
 
 
@@ -175,7 +182,8 @@ def evaluate(
 
     ``dataset`` may also be a DataLoader (its batch size and workers then hold, not
     ``batch_size`` and ``workers``): one made by :func:`evaluation_loader`, to keep its workers
-    across passes, or, on one process, any loader over the whole dataset.
+    across passes, or, on one process, any loader that reads the whole dataset in order (no
+    shuffle, no sampler: row i of the result is image i of the dataset).
     """
     sef = unwrap(model)
     context = context or Context(device=next(sef.parameters()).device)
@@ -254,7 +262,7 @@ def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any)
         header += ["tta_prediction", "tta_correct", "tta_prediction_name"]
     with (
         outputs.atomic_path(path) as temporary,
-        open(temporary, "w", newline="", encoding="utf-8") as handle,
+        open(temporary, "w", newline="", **outputs.FILE_NAME_TEXT) as handle,
     ):
         writer = csv.writer(handle)
         writer.writerow(header)
