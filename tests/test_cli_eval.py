@@ -224,3 +224,26 @@ def test_an_image_name_that_is_not_utf8_is_written_as_its_bytes(
         paths = [os.fsencode(row["path"]) for row in csv.DictReader(handle)]
     assert odd in paths  # the file's own bytes: the path opens again
     assert out.read_bytes() == (tmp_path / "run" / "best-test-predictions.csv").read_bytes()
+
+
+def test_data_without_a_test_split_points_to_the_split_the_run_evaluated_on(
+    tmp_path: Path, write_image, capsys
+) -> None:
+    root = tmp_path / "birds"
+    for split, count in (("train", 4), ("val", 2)):
+        for colour, name in (((200, 30, 30), "red"), ((30, 30, 200), "blue")):
+            for i in range(count):
+                write_image(root / split / name / f"{i}.png", (40, 40), colour)
+    overrides = [
+        "data.dataset=folder", f"data.root={root}", "data.image_size=32", "data.workers=0",
+        "data.train_split=train", "data.eval_split=val", "optim.epochs=1", "optim.batch_size=4",
+        f"run.out={tmp_path / 'run'}",
+    ]  # fmt: skip
+    fit(apply_overrides(resolve_config("demo"), overrides), progress=False)
+    checkpoint = tmp_path / "run" / "best.pt"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: {root} declares no test images; add them or leave out every split; "
+        f"this run evaluated on its val split (--split val)\n"
+    )
+    assert main(["eval", "--checkpoint", str(checkpoint), "--split", "val", "--no-progress"]) == 0

@@ -21,6 +21,7 @@ from sef import datasets
 from sef.checkpoint import load_checkpoint
 from sef.config import Config, config_from_dict
 from sef.datasets import ImageList
+from sef.datasets.splits import NoSuchSplit
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
 from sef.text import counted
@@ -72,10 +73,18 @@ class TrainedModel:
         config = self.config
         if root is None:
             _check_saved_root(config)
-        loaded = datasets.read_split(
-            config.data, split, seed=config.run.seed, root=root, transform=self.test_transform,
-            progress=progress,
-        )  # fmt: skip
+        try:
+            loaded = datasets.read_split(
+                config.data, split, seed=config.run.seed, root=root, transform=self.test_transform,
+                progress=progress,
+            )  # fmt: skip
+        except NoSuchSplit as missing:
+            own = config.data.eval_split
+            if split == own:
+                raise
+            raise NoSuchSplit(
+                f"{missing}; this run evaluated on its {own} split (--split {own})"
+            ) from None
         if list(loaded.classes) != list(self.classes):
             where = config.data.root if root is None else root
             raise DataError(
