@@ -26,8 +26,15 @@ def images(tmp_path, write_image):
 def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
     found, problems = find_images([images, images / "b.png", tmp_path / "missing.png"])
     names = [p.split("photos/")[-1] for p in found]
-    assert names == ["b.png", "broken.jpg", "grey.png", "nested/a.jpg", "b.png"]
+    assert names == ["b.png", "broken.jpg", "grey.png", "nested/a.jpg"]  # b.png once
     assert problems == [(str(tmp_path / "missing.png"), "does not exist")]
+    again, _ = find_images([images / "nested", images, images / "nested" / ".." / "b.png"])
+    assert [p.split("photos/")[-1] for p in again] == [
+        "nested/a.jpg",
+        "b.png",
+        "broken.jpg",
+        "grey.png",
+    ]  # each file once, where it is first named
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_images([empty]) == ([], [(str(empty), "folder holds no image files")])

@@ -57,7 +57,8 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
     hidden names left out and links followed, as the ``folder`` dataset reads them) into image
     paths.
 
-    Returns (images in a stable order, [(path, reason)] for paths that do not exist).
+    Returns (images in a stable order, each file once however often it is named, [(path,
+    reason)] for paths that do not exist).
     """
     images, problems, extensions = [], [], _readable_extensions()
     for given in paths:
@@ -75,7 +76,19 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
             images.append(str(path))  # any extension: decoding decides
         else:
             problems.append((str(path), "is not a file" if path.exists() else "does not exist"))
-    return images, problems
+    return _once(images), problems
+
+
+def _once(paths: list[str]) -> list[str]:
+    """``paths`` with each file only where it first appears (by its resolved path)."""
+    seen: set[str] = set()
+    unique = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
 
 
 class _ImageFiles(Dataset):
