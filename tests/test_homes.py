@@ -74,7 +74,7 @@ def test_the_dataset_records_are_what_config_readers_and_download_read():
 def test_every_device_option_resolves_through_one_resolver(command, tmp_path, capsys):
     argv = [*command, "--checkpoint", str(tmp_path / "none.pt"), "--device", "cuda"]
     assert main(argv) == 2
-    assert "run.device='cuda' but no CUDA GPU is visible; use cpu or auto" in (
+    assert "device 'cuda' needs a CUDA GPU and none is visible; use cpu or auto" in (
         capsys.readouterr().err
     )
 

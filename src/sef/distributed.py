@@ -48,7 +48,9 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
     if request == "auto":
         request = "cuda" if torch.cuda.is_available() else "cpu"
     if request.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={request!r} but no CUDA GPU is visible; use cpu or auto")
+        raise ConfigError(
+            f"device {request!r} needs a CUDA GPU and none is visible; use cpu or auto"
+        )
     if request == "cuda":
         return torch.device("cuda", local_rank)
     if request == "cpu":
