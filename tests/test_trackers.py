@@ -262,3 +262,23 @@ def test_a_tracker_its_client_refuses_stops_in_one_line_and_fails_the_runs_opene
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://x")
     with pytest.raises(ConfigError, match=r"^run.loggers=mlflow: .*'bogus://x'.*MLFLOW_TRACK"):
         Trackers(out, config, [])
+
+
+@pytest.mark.slow
+def test_resuming_a_moved_run_refuses_mlflow_which_would_write_to_the_old_place(
+    trackers_offline: Path, tmp_path: Path, capsys
+) -> None:
+    """MLflow's store records each run's artifact folder as an absolute path."""
+    before, moved = trackers_offline, tmp_path / "moved"
+    assert _train(before, "--epochs", "1", "--log", "mlflow") == 0
+    before.rename(moved)
+    capsys.readouterr()
+    resume = ["train", "--resume", "--out", str(moved), "--epochs", "2", "--no-progress"]
+    assert main([*resume, "--log", "mlflow"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: run.loggers=mlflow: cannot go on with the MLflow run of {moved}: "
+        f"its store keeps the artifacts in {before.resolve() / 'mlflow' / 'artifacts'}, where "
+        f"the folder was; move it back there, or resume without mlflow (--log tensorboard)\n"
+    )
+    assert not before.exists()  # nothing written to the old place
+    assert main([*resume, "--log", "tensorboard"]) == 0

@@ -24,10 +24,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
-from sef.errors import ConfigError
+from sef.errors import ConfigError, SEFError
 
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
@@ -131,6 +132,8 @@ class MLflowRun:
             store.mkdir(exist_ok=True)
             uri, artifacts = f"sqlite:///{store.resolve() / 'mlflow.db'}", store / "artifacts"
         self.client = MlflowClient(tracking_uri=uri)
+        if artifacts is not None:
+            self._check_in_place(artifacts, out)
         existing: dict[str, str] = {}
         if run_id:
             try:
@@ -155,8 +158,22 @@ class MLflowRun:
             self.client.log_batch(run_id, params=params[start : start + 100])
         self.client.log_artifact(run_id, str(out / "config.yaml"))
 
+    def _check_in_place(self, artifacts: Path, out: Path) -> None:
+        """ConfigError if the store in ``out`` keeps its artifacts elsewhere: the folder moved
+        after MLflow made its experiment, whose absolute artifact folder MLflow would write to."""
+        experiment = self.client.get_experiment_by_name(_experiment_name())
+        if experiment is None:
+            return
+        kept = Path(unquote(urlparse(experiment.artifact_location).path))
+        if kept != artifacts.resolve():
+            raise ConfigError(
+                f"run.loggers=mlflow: cannot go on with the MLflow run of {out}: its store keeps "
+                f"the artifacts in {kept}, where the folder was; move it back there, or resume "
+                f"without mlflow (--log tensorboard)"
+            )
+
     def _experiment(self, artifacts: Path | None) -> str:
-        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or PROJECT
+        name = _experiment_name()
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
@@ -182,6 +199,10 @@ class MLflowRun:
 
     def close(self, finished: bool) -> None:
         self.client.set_terminated(self.id, "FINISHED" if finished else "FAILED")
+
+
+def _experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or PROJECT
 
 
 OPENERS = {"wandb": WandbRun, "mlflow": MLflowRun}
@@ -218,7 +239,7 @@ class Trackers:
         except Exception as error:  # each client has its own errors (MlflowException, pydantic)
             with contextlib.suppress(Exception):  # the error to report is the one above
                 self.close()
-            if isinstance(error, OSError):  # a full disk, an unwritable folder: fit says what
+            if isinstance(error, (OSError, SEFError)):  # a full disk (fit says what), or said
                 raise
             problem = " ".join(str(error).split()) or type(error).__name__
             raise ConfigError(
