@@ -2,6 +2,7 @@
 variations in-process through ``sef.cli.main`` (same parser and error handling, no start-up)."""
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -159,3 +160,27 @@ def test_cache_errors_are_one_line_exit_2(cub_root, tmp_path, capsys):
     with pytest.raises(SystemExit):  # a usage error: sef train trains at 16 px or more
         main(["data", "cache", "cub", str(cub_root), "--image-size", "4"])
     assert "argument --image-size: must be an integer >= 16, got 4" in capsys.readouterr().err
+
+
+def test_each_data_action_is_named_in_the_help_of_sef(capsys):
+    """`sef --help` is where a user looks for what `sef data` does; it left out `cache`."""
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    actions = re.findall(r"^    (\w+) ", capsys.readouterr().out, re.M)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    line = re.search(r"^    data +(.*(?:\n {14}.*)*)", capsys.readouterr().out, re.M).group(1)
+    assert actions == ["check", "download", "cache"]
+    assert all(action in line for action in actions), line
+
+
+@pytest.mark.parametrize("name", ["demo", "birds32"])
+def test_data_cache_help_gives_the_image_size_a_built_in_set_defaults_to(name, capsys):
+    """It said 448, the paper's datasets' size, for every dataset."""
+    from sef.config import dataset_preset, resolve_config
+
+    side = resolve_config(dataset_preset(name)).data.image_size
+    with pytest.raises(SystemExit):
+        main(["data", "cache", "--help"])
+    size_help = " ".join(capsys.readouterr().out.split("--image-size IMAGE_SIZE")[2].split())
+    assert f"{name} {side}" in size_help.split(" --out")[0]

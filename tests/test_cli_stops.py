@@ -6,9 +6,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
+from torch.utils.data import DataLoader
 
 from sef.cli import _stops_as_interrupts
 
@@ -58,3 +61,25 @@ def test_a_signal_ignored_at_the_start_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_a_stop_sent_to_the_whole_process_group_counts_no_dead_loader_worker_as_a_failure(capfd):
+    """A scheduler (Slurm's scancel, `timeout`) signals every process of the group: a torch loader
+    worker sent SIGTERM by anyone but its parent dies of it, and torch's SIGCHLD handler raised that
+    as a RuntimeError in the middle of the stop (a traceback and exit code 1 instead of 143)."""
+    loader = DataLoader(range(10_000), batch_size=2, num_workers=2, multiprocessing_context=FORK)
+    with _stops_as_interrupts() as stopped:
+        batches = iter(loader)
+        next(batches)
+        pids = [os.getpid(), *(worker.pid for worker in batches._workers)]  # as kill(-group) does
+        sender = subprocess.Popen(
+            [sys.executable, "-c", "import os, sys; [os.kill(int(p), 15) for p in sys.argv[1:]]"]
+            + [str(pid) for pid in pids]
+        )
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(30)
+        sender.wait()
+        del batches
+    assert stopped == [signal.SIGTERM]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception ignored" not in err, err

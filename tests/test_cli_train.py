@@ -417,3 +417,14 @@ def test_an_empty_path_is_a_usage_error_not_the_default_or_the_current_folder(ar
         .err.splitlines()[-1]
         .endswith(": an empty path; give a file or folder name")
     )
+
+
+def test_train_help_gives_the_folder_a_run_of_own_images_goes_to(capsys):
+    """The help said runs/<preset>; --preset folder-resnet50 writes runs/<its folder>-resnet50."""
+    from sef.config import resolve_config, run_name
+
+    config = resolve_config("folder-resnet50", overrides=["data.root=~/data/birds"])
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"runs/{run_name(config)} for the preset folder-resnet50 on ~/data/birds" in text

@@ -1,8 +1,12 @@
-"""README and docs/ link only to files that exist, their Python examples call sef as its
-signatures allow, and README stays a short user's document."""
+"""README and docs/ link only to files that exist, their Python examples and the sef names and
+calls in their text fit sef's signatures, the commands they show use options those commands take,
+the config keys they name exist (and docs/training.md lists them all), and README stays a short
+user's document."""
 
+import argparse
 import ast
 import collections
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -10,6 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from sef.cli import create_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -79,14 +85,38 @@ def _documented_calls(block: str):
         if not isinstance(func, ast.Name) or func.id not in names:
             continue
         dotted = ".".join([names[func.id], *parts])
-        module, _, rest = dotted.partition(".")
-        target = importlib.import_module(module)
-        for attribute in rest.split(".") if rest else []:
-            try:
-                target = getattr(target, attribute)
-            except AttributeError:
-                target = importlib.import_module(f"{target.__name__}.{attribute}")
-        yield dotted, target, call
+        yield dotted, _resolve(dotted), call
+
+
+def _resolve(dotted: str):
+    """The object a dotted name such as ``sef.engine.fit`` names (ImportError or AttributeError
+    where there is none)."""
+    module, _, rest = dotted.partition(".")
+    target = importlib.import_module(module)
+    for attribute in rest.split(".") if rest else []:
+        try:
+            target = getattr(target, attribute)
+        except AttributeError:
+            target = importlib.import_module(f"{target.__name__}.{attribute}")
+    return target
+
+
+def _binding_error(target, call: ast.Call) -> str | None:
+    """Why ``call``'s arguments do not fit ``target``'s signature, or None (also where a call
+    unpacks arguments, or passes ``...`` for the arguments a text leaves out)."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(
+        k.arg is None for k in call.keywords
+    ):
+        return None
+    if any(isinstance(a, ast.Constant) and a.value is Ellipsis for a in call.args):
+        return None
+    try:
+        inspect.signature(target).bind(
+            *[None] * len(call.args), **{k.arg: None for k in call.keywords}
+        )
+    except TypeError as problem:
+        return str(problem)
+    return None
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -104,14 +134,103 @@ def test_python_examples_call_sef_with_arguments_its_signatures_take(page):
             assert not (missing.name or "sef").startswith("sef"), missing
             continue
         for dotted, target, call in calls:
-            if any(isinstance(a, ast.Starred) for a in call.args) or any(
-                k.arg is None for k in call.keywords
-            ):
-                continue
-            try:
-                inspect.signature(target).bind(
-                    *[None] * len(call.args), **{k.arg: None for k in call.keywords}
-                )
-            except TypeError as problem:
+            if problem := _binding_error(target, call):
                 wrong.append(f"{dotted}: {problem}")
     assert not wrong, f"{page.name}: {wrong}"
+
+
+def _inline_code(page: Path) -> list[str]:
+    """The page's inline code spans (outside code blocks), each on one line."""
+    prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_sef_names_in_the_text_exist_and_its_calls_bind(page):
+    """What the prose names in code (`sef.engine.planned_scheduler`, `sef.predict.predict_images(
+    model, paths, top_k=5)`) exists, and a call there takes the arguments shown."""
+    wrong = []
+    for span in _inline_code(page):
+        for dotted in re.findall(r"(?<![\w./])sef(?:\.[A-Za-z_]\w*)+", span):
+            try:
+                _resolve(dotted)
+            except (ImportError, AttributeError) as problem:
+                wrong.append(f"{dotted}: {problem}")
+        try:
+            calls = list(_documented_calls(span))
+        except SyntaxError:
+            continue  # prose around the name, not Python
+        wrong += [
+            f"{span}: {why}" for _, target, call in calls if (why := _binding_error(target, call))
+        ]
+    assert not wrong, f"{page.name}: {wrong}"
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices if actions else {}
+
+
+def _shown_commands(page: Path) -> list[str]:
+    """Each line of the page's shell blocks, and each inline code span, that runs `sef`."""
+    blocks = re.findall(r"```(?:bash|console)\n(.*?)\n```", page.read_text(), re.S)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [text for text in lines + _inline_code(page) if re.search(r"\bsef(\.cli)? [a-z]", text)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_commands_shown_use_options_their_command_takes(page):
+    """Each --option after `sef COMMAND [ACTION]` (or `-m sef.cli COMMAND`) in a page is one
+    that command's parser takes: a renamed or dropped option is caught here. Placeholders
+    (NAME, [--json], flip|crops) are the page's own business."""
+    parser, wrong = create_parser(), []
+    for text in _shown_commands(page):
+        for command, rest in re.findall(r"\bsef(?:\.cli)? ([a-z]+)((?: +[^\s#|&;`]+)*)", text):
+            if (chosen := _subcommands(parser).get(command)) is None:
+                continue  # "sef reads ..." in prose
+            words = rest.split()
+            if words and words[0] in _subcommands(chosen):
+                chosen = _subcommands(chosen)[words[0]]
+            taken = {option for action in chosen._actions for option in action.option_strings}
+            for word in words:
+                option = re.match(r"\[?(--?[A-Za-z][\w-]*)", word)
+                if option and option.group(1) not in taken:
+                    wrong.append(f"{chosen.prog} {option.group(1)}: {text}")
+    assert not wrong, f"{page.name}: {wrong}"
+
+
+CONFIG_KEY = re.compile(r"(?:--set[ =][\'\"]?|`)((?:loss|data|optim|run)\.\w+|model\.\w+(?=[=:]))")
+
+
+def _config_keys() -> dict[str, list[str]]:
+    """{section: [key, ...]} of the config, in their order."""
+    from sef.config import Config
+
+    config = Config()
+    return {
+        section.name: [key.name for key in dataclasses.fields(getattr(config, section.name))]
+        for section in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, section.name))
+    }
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_config_keys_a_page_names_exist(page):
+    """`--set optim.lr=...`, `data.cache`, `model.pool=avg`: a renamed key is caught here, not by
+    a user's `unknown config key`."""
+    known = {f"{section}.{key}" for section, keys in _config_keys().items() for key in keys}
+    wrong = sorted(set(CONFIG_KEY.findall(page.read_text())) - known)
+    assert not wrong, f"{page.name} names config keys that do not exist: {wrong}"
+
+
+def test_training_md_lists_every_config_key_under_its_section():
+    """The Sections paragraph of docs/training.md is the reference of the config's keys: a new
+    key must be named there, in its section's parentheses."""
+    text = (ROOT / "docs" / "training.md").read_text().split("Sections: ")[1]
+    parts = re.split(r"`(model|loss|data|optim|run)` \(", text.split("An unknown preset")[0])
+    listed = dict(zip(parts[1::2], parts[2::2], strict=True))
+    missing = {
+        section: [key for key in keys if not re.search(rf"\b{key}\b", listed.get(section, ""))]
+        for section, keys in _config_keys().items()
+    }
+    assert not any(missing.values()), f"docs/training.md does not list: {missing}"

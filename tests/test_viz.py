@@ -17,7 +17,7 @@ from sef.analysis import (
     upsample_maps,
 )
 from sef.datasets.imagelist import ImageList
-from sef.errors import DataError
+from sef.errors import DataError, OutputError
 from sef.parts import (
     measure_parts,
     nearest_parts,
@@ -27,6 +27,9 @@ from sef.parts import (
     transform_with_parts,
 )
 from sef.viz import (
+    activation_figure,
+    correlation_figure,
+    parts_figure,
     plot_correlation,
     plot_curves,
     plot_group_maps,
@@ -271,3 +274,27 @@ def test_the_group_map_figure_leaves_each_submodule_in_its_own_mode(demo_checkpo
     Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
     activation_figure(trained, tmp_path / "cam.png", [picture])
     assert trained.model.training and not frozen.training
+
+
+class _Untouched:
+    """A trained model that must not be used: the figure's output is refused before the work."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the work started (trained.{name}) before the output was checked")
+
+
+@pytest.mark.parametrize("draw", [correlation_figure, activation_figure, parts_figure])
+def test_a_figure_format_matplotlib_cannot_draw_is_refused_before_the_work(draw, tmp_path):
+    """`sef viz corr --out corr.jpgg` ran the model over every image, then failed with
+    matplotlib's "Format 'jpgg' is not supported", naming no file."""
+    with pytest.raises(OutputError, match=r"cannot write .*corr\.jpgg: matplotlib draws no \.jpgg"):
+        draw(_Untouched(), tmp_path / "corr.jpgg")
+    assert not list(tmp_path.iterdir())
+
+
+def test_curves_in_a_format_matplotlib_cannot_draw_are_refused_in_sef_s_words(tmp_path):
+    with pytest.raises(OutputError, match=r"cannot write .*best\.pt: matplotlib draws no \.pt"):
+        plot_curves([{"epoch": 1, "loss_ce": 1.0}], tmp_path / "best.pt")
+    assert plot_curves([{"epoch": 1, "loss_ce": 1.0}], tmp_path / "c.PDF").read_bytes()[:4] == (
+        b"%PDF"
+    )

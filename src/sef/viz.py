@@ -25,7 +25,7 @@ from sef.analysis import (
     mean_channel_correlation,
     upsample_maps,
 )
-from sef.errors import DataError
+from sef.errors import DataError, OutputError
 from sef.losses import LOSS_TERMS, SEPARATION_GAP
 from sef.modes import evaluation_mode
 from sef.parts import measure_parts
@@ -79,7 +79,24 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, out: str | os.PathLike) -> Path:
+    _check_format(out)
     return outputs.save_figure(figure, out, _DPI)
+
+
+def _check_format(out: str | os.PathLike) -> None:
+    """OutputError where matplotlib cannot draw the format ``out`` ends with (PNG without one)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = Path(out).suffix[1:].lower() or "png"
+    if kind not in FigureCanvasBase.get_supported_filetypes():
+        problem = f"cannot write {out}: matplotlib draws no .{kind} figures"
+        raise OutputError(f"{problem}; end the name with .png, .pdf or .svg", problem)
+
+
+def _check_out(out: str | os.PathLike) -> None:
+    """Whether the figure ``out`` can be written, asked before the work that draws it."""
+    _check_format(out)
+    outputs.check_writable(out)
 
 
 def _group_names(count: int) -> list[str]:
@@ -359,7 +376,7 @@ def correlation_figure(
 ) -> tuple[Path, Tensor]:
     """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
     and the G x G group averages."""
-    outputs.check_writable(out)  # before the work
+    _check_out(out)  # before the work
     dataset = trained.dataset(split, root, progress=progress)
     indices = pick_indices(len(dataset), images, seed)
     batches = image_batches(dataset, indices, batch_size, progress)
@@ -409,7 +426,7 @@ def activation_figure(
             f"a group-map figure has a column per image and at most {CAM_MOST} fit; asked for "
             f"{count}: draw several figures (another --seed, or other images)"
         )
-    outputs.check_writable(out)  # before the work
+    _check_out(out)  # before the work
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed, progress)
     model = trained.model
     with torch.no_grad(), evaluation_mode(model):
@@ -445,7 +462,7 @@ def parts_figure(
 ):
     """Measure where each group peaks on ``images`` random demo images and draw it; returns
     (path, PartReport)."""
-    outputs.check_writable(out)  # before the work
+    _check_out(out)  # before the work
     dataset = trained.dataset(split, root, progress=progress)
     indices = pick_indices(len(dataset), images, seed)
     measured = measure_parts(

@@ -107,20 +107,31 @@ def _stops_as_interrupts():
     started (`nohup`, a background job's Ctrl-C) stays ignored; the handlers before are restored
     after. Loader workers forked meanwhile end at once on these signals, and the command ends them
     before it stops: one left running while it sent a batch printed a ConnectionResetError
-    traceback, or kept the terminal after the command had ended."""
+    traceback, or kept the terminal after the command had ended. A stopping command counts no
+    worker's death as a failure: a scheduler (Slurm, `timeout`) signals the whole process group,
+    and a torch worker sent SIGTERM by anyone but its parent dies of it, which torch's SIGCHLD
+    handler raised as a RuntimeError traceback (exit code 1) in the middle of the stop."""
     stopped: list[int] = []
     owner = os.getpid()
+    child_exits: list = []  # SIGCHLD's handler before a stop quieted it
 
     def stop(number: int, frame) -> None:
         if os.getpid() != owner:  # a loader worker forked with this handler
             os._exit(0)  # any other code is a worker failure to torch's loader
+        if hasattr(signal, "SIGCHLD") and not child_exits:  # a no-op, not SIG_DFL: Python
+            # prints a traceback for a signal already pending when its handler was removed
+            child_exits.append(signal.signal(signal.SIGCHLD, lambda number, frame: None))
         _end_workers()
         stopped.append(number)
         raise KeyboardInterrupt
 
     taken = [n for n in outputs.STOPS if signal.getsignal(n) not in (signal.SIG_IGN, None)]
-    with outputs.signals_handled(taken, stop):
-        yield stopped
+    try:
+        with outputs.signals_handled(taken, stop):
+            yield stopped
+    finally:
+        for before in child_exits:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL if before is None else before)
 
 
 def _end_workers() -> None:

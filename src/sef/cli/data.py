@@ -52,7 +52,7 @@ def _dataset_arguments(parser: argparse.ArgumentParser, option_help: str) -> Non
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="check or download a dataset")
+    parser = subparsers.add_parser("data", help="check, download or cache a dataset")
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     check = commands.add_parser(
@@ -102,8 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _dataset_arguments(cache, "a reader option, as the run's data.options (e.g. bbox_crop=true)")
     cache.add_argument("--recipe", choices=RECIPES, help="default: the dataset's preset's")
     cache.add_argument(
-        "--image-size", type=IMAGE_SIDE, help="crop side; default: the preset's (448)"
-    )
+        "--image-size", type=IMAGE_SIDE,
+        help="crop side; default: the dataset's preset's (448; demo 64, birds32 128)",
+    )  # fmt: skip
     cache.add_argument(
         "--out", type=PLACE, help="the cache folder (default: the one --cache auto uses)"
     )

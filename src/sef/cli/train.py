@@ -44,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train SEF with a preset (see `sef presets`; default: demo) or a YAML config, "
             "evaluate every epoch, and write DIR/{config.yaml,metrics.jsonl,tb/,last.pt,best.pt} "
             "and best.pt's per-image predictions (best-<split>-predictions.csv). "
-            "Without --out, DIR is runs/<preset> (runs/<preset>-2, ... if that holds a run). "
+            "Without --out, DIR is runs/<preset>, or for your own images (folder, csv) their "
+            "folder's name and the backbone's, e.g. runs/birds-resnet50 for the preset "
+            "folder-resnet50 on ~/data/birds (then -2, -3, ... if that holds a run). "
             "Under torchrun it trains with DistributedDataParallel."
         ),
     )
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--preset", help="a preset name from `sef presets` (default demo)")
     source.add_argument("--config", type=PATH, help="a YAML config (may name a preset as base:)")
     add_data_root_option(parser, "the dataset folder as unpacked (data.root)")
-    parser.add_argument("--out", type=PLACE, help="run folder (default runs/<preset>)")
+    parser.add_argument("--out", type=PLACE, help="run folder (default: see above)")
     parser.add_argument("--epochs", type=int, help="training epochs (optim.epochs)")
     parser.add_argument("--batch-size", type=int, help="global batch size (optim.batch_size)")
     parser.add_argument("--lr", type=float, help="initial learning rate (optim.lr)")
