@@ -247,3 +247,21 @@ def test_data_without_a_test_split_points_to_the_split_the_run_evaluated_on(
         f"this run evaluated on its val split (--split val)\n"
     )
     assert main(["eval", "--checkpoint", str(checkpoint), "--split", "val", "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("record", ["config.yaml", "metrics.jsonl"])
+def test_predictions_never_replace_a_record_the_run_resumes_from(
+    demo_checkpoint: Path, tmp_path: Path, record: str, capsys
+) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(demo_checkpoint, folder / "last.pt")
+    (folder / record).write_text("the run's\n")
+    target = folder / record
+    argv = ["eval", "--checkpoint", str(folder / "last.pt"), "--predictions", str(target)]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: cannot write {target}: it is the {record} of the run in {folder}; "
+        f"choose another file\n"
+    )
+    assert target.read_text() == "the run's\n"

@@ -128,11 +128,21 @@ def _holds_a_model(path: Path) -> bool:
     return kind in (filekinds.ZIP, filekinds.TORCH_LEGACY, filekinds.PICKLE, filekinds.SAFETENSORS)
 
 
+# A run's records beside its checkpoints, which --resume reads: no output option replaces them.
+RUN_RECORDS = ("config.yaml", "metrics.jsonl", "trackers.json")
+
+
+def holds_a_run(folder: str | os.PathLike) -> bool:
+    """A folder holds a run once a checkpoint is in it: one that failed before its first
+    checkpoint (config.yaml, an empty metrics.jsonl, tb/) may be started again."""
+    return os.path.isfile(Path(folder, "last.pt")) or os.path.isfile(Path(folder, "best.pt"))
+
+
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
     """Raise OutputError now if the file ``path`` (or files in the folder ``path``) could not be
-    written later, or if the file would replace a checkpoint or model (a typo in an output
-    option must not destroy a trained model). Tries exactly the write, then removes whatever it
-    created: nothing is left."""
+    written later, or if the file would replace a checkpoint or model or a run's record (a typo
+    in an output option must not destroy a trained model or its run). Tries exactly the write,
+    then removes whatever it created: nothing is left."""
     path = Path(path)
     parent = path if folder else path.parent
     created = missing_folders(parent)
@@ -145,6 +155,9 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
             problem = (
                 f"cannot write {path}: it holds a checkpoint or a model, which this would replace"
             )
+            raise OutputError(f"{problem}; choose another file", problem)
+        if not folder and path.name in RUN_RECORDS and holds_a_run(path.parent):
+            problem = f"cannot write {path}: it is the {path.name} of the run in {path.parent}"
             raise OutputError(f"{problem}; choose another file", problem)
         probe = temporary_path(path / ".sef-probe" if folder else path)
         try:

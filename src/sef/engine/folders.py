@@ -31,10 +31,7 @@ def _candidates(config: Config) -> Iterator[Path]:
         yield base.with_name(f"{base.name}-{number}")
 
 
-def is_run(folder: Path) -> bool:
-    """A folder holds a run once a checkpoint is in it: one that failed before its first
-    checkpoint (config.yaml, an empty metrics.jsonl, tb/) may be started again."""
-    return os.path.isfile(folder / "last.pt") or os.path.isfile(folder / "best.pt")
+is_run = outputs.holds_a_run  # a folder holds a run once a checkpoint is in it
 
 
 def latest_run_dir(config: Config) -> Path:
