@@ -75,7 +75,9 @@ def test_checksum_mismatch_leaves_nothing(served_cub, tmp_path):
     base, entry = served_cub
     target = tmp_path / "downloads"
     target.mkdir()
-    with pytest.raises(DataError, match=f"has MD5 {entry.md5}, expected 0+; .* deleted"):
+    with pytest.raises(
+        DataError, match=f"has MD5 {entry.md5}, expected 0+; .* so its copy was deleted"
+    ):
         dl.fetch(entry.url, target / "x.tgz", "0" * 32, progress=False)
     assert list(target.iterdir()) == []
 

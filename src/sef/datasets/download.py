@@ -96,7 +96,7 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
         partial.unlink()
         raise DataError(
             f"{url} has MD5 {found}, expected {md5}; the download is corrupt or not the official "
-            f"file, so it was deleted - try again or use another mirror"
+            f"file, so its copy was deleted - try again or use another mirror"
         )
     partial.replace(destination)
     return destination
