@@ -194,7 +194,7 @@ def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_
         model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
     )
     (tmp_path / "model.onnx").write_bytes(b"the user's own")
-    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote them"):
+    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote it$"):
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
         )

@@ -215,7 +215,8 @@ def _replace_set(staged: dict[str, Path], out: Path) -> dict[str, Path]:
             path.unlink(missing_ok=True)
     kept = [str(path) for path in others if path.name not in earlier and path.exists()]
     if kept:
-        warnings.warn(f"kept {', '.join(kept)}: no earlier sef export wrote them", stacklevel=3)
+        them = "it" if len(kept) == 1 else "them"
+        warnings.warn(f"kept {', '.join(kept)}: no earlier sef export wrote {them}", stacklevel=3)
     return paths
 
 
