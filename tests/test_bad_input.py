@@ -407,8 +407,8 @@ def test_every_sef_error_can_be_reworded_from_its_message_alone():
     [
         (["export", "--checkpoint", "x.pt", "--out", "q", "--bogus"], "sef export",
          "sef export: error: unrecognized arguments: --bogus"),
-        (["viz", "cam", "--checkpoint", "x.pt", "--no-progress"], "sef viz cam",
-         "sef viz cam: error: unrecognized arguments: --no-progress"),
+        (["viz", "cam", "--checkpoint", "x.pt", "--batch-size", "4"], "sef viz cam",
+         "sef viz cam: error: unrecognized arguments: --batch-size"),
         (["score", "t.csv", "--decimals", "-1"], "sef score",
          "sef score: error: argument --decimals: must be an integer >= 0, got -1"),
         (["info", "--image-size", "0"], "sef info",

@@ -94,9 +94,10 @@ def _check_format(out: str | os.PathLike) -> None:
 
 
 def _check_out(out: str | os.PathLike) -> None:
-    """Whether the figure ``out`` can be written, asked before the work that draws it."""
-    _check_format(out)
+    """Whether the figure ``out`` can be written, asked before the work that draws it: a file
+    it would replace, or a place it cannot be written, is said before a format matplotlib lacks."""
     outputs.check_writable(out)
+    _check_format(out)
 
 
 def _group_names(count: int) -> list[str]:
