@@ -45,7 +45,7 @@ from sef.config import (
     save_config,
 )
 from sef.distributed import Context
-from sef.engine.data import Data, check_images, load_data, train_loader
+from sef.engine.data import Data, check_images, from_cache, load_data, train_loader
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import (
     check_config_file,
@@ -563,12 +563,14 @@ def fit(
         elif resume and context.is_main:
             tqdm.write(f"{out} holds no checkpoint (its run stopped before the first): starting it")
         loaded = data is None
-        data = data or load_data(config, context, progress)
-        run = _Run(config, data, context, out)  # builds the model: bad groups fail here
+        data = data or load_data(config, context, progress, cached=False)
+        # the model before any image is decoded: bad groups or missing weights fail here
+        run = _Run(config, data, context, out)
         if context.is_main:
             run.check_space()
         if loaded:
-            check_images(data, config, context, progress)
+            run.data = from_cache(data, config, context, progress)
+            check_images(run.data, config, context, progress)
         if saved is not None:
             run.restore(saved, out / "last.pt")
         return _train(run, progress)
