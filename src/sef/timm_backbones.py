@@ -87,7 +87,7 @@ def timm_backbone(
     try:
         model = _create(timm, name, model_name, kwargs, weights)
     except TypeError as error:
-        if "img_size" in kwargs and "img_size" not in (backbone_args or {}):
+        if "'img_size'" in str(error) and "img_size" not in (backbone_args or {}):
             raise ValueError(
                 f"{name} takes only {own} px images and timm cannot build it for "
                 f"{image_size} px; set data.image_size={own}"
