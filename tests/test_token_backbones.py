@@ -145,6 +145,18 @@ def test_a_wrong_argument_of_a_model_built_for_another_size_is_named_not_the_siz
         )
 
 
+def test_backbone_args_building_for_other_images_than_image_size_are_refused_at_once():
+    # the model was built and failed at its first batch with timm's AssertionError
+    for size in (64, [32, 32]):
+        with pytest.raises(ValueError, match=r"img_size=.* is not the image size 32, and"):
+            sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=32, backbone_args={"img_size": size})
+    for args in ({"img_size": 32}, {"img_size": 64, "dynamic_img_size": True}):
+        model = sef.SEF(
+            "timm:vit_tiny_patch16_224", 3, image_size=32, backbone_args={"depth": 1, **args}
+        )
+        assert model.feature_map(torch.randn(1, 3, 32, 32)).shape == (1, 192, 2, 2)
+
+
 def test_config_carries_pool_and_timm_arguments():
     config = apply_overrides(
         resolve_config("demo"),
