@@ -24,7 +24,7 @@ from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.engine import fit, load_data, train_loader
 from sef.engine.data import DeviceBatches
-from sef.errors import DataError
+from sef.errors import ConfigError, DataError
 from sef.seeding import SeededItems
 
 CPU = torch.device("cpu")
@@ -128,6 +128,15 @@ def test_load_data_reads_the_cache_and_builds_it_once(demo_root, tmp_path, capsy
     assert line.startswith(f"cached 48 images in {tmp_path / 'c'}: ") and "built in" in line
     load_data(config, Context(device=CPU), progress=False)
     assert capsys.readouterr().err == ""  # up to date: read as it is
+
+
+def test_a_model_that_cannot_be_built_stops_a_run_before_its_cache_is_built(demo_root, tmp_path):
+    # G above the channels, or weights that cannot be read offline, fail before any image is
+    # decoded: building the cache first decoded and wrote every image of the dataset in vain
+    config = _demo(tmp_path / "run", f"data.cache={tmp_path / 'c'}", "model.groups=999")
+    with pytest.raises(ConfigError, match="groups=999 is larger than the 128 feature channels"):
+        fit(config, progress=False)
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_run_without_a_test_split_caches_the_splits_there_are(no_test_split, tmp_path, capsys):

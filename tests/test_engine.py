@@ -509,6 +509,18 @@ def test_a_run_saved_before_a_config_key_existed_still_resumes(tmp_path) -> None
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
+def test_a_resume_does_not_read_the_initial_weights_its_checkpoint_replaces(tmp_path, monkeypatch):
+    """A weights file named by a relative path (or ImageNet weights not on this machine) began
+    the run; resuming from another folder, or after the file is gone, once failed to read it."""
+    out, data = tmp_path / "run", Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    monkeypatch.chdir(tmp_path)
+    torch.save(sef.backbones.small_cnn().state_dict(), "start.pth")
+    fit(_config(out, "optim.epochs=1", "model.weights=start.pth"), data=data, progress=False)
+    monkeypatch.chdir(out)  # where start.pth names no file
+    resumed = fit(_config(out, "model.weights=start.pth"), data=data, resume=True, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
 def test_a_resume_on_another_number_of_processes_says_it_will_not_match(tmp_path, capsys):
     """The docs' "exactly the random numbers an uninterrupted run would" holds for the same
     process count: each process seeds from its rank and keeps its own BatchNorm statistics."""

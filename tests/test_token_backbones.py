@@ -137,6 +137,26 @@ def test_models_that_cannot_change_size_or_take_an_argument_say_so(monkeypatch):
         sef.SEF("resnet18", 3, backbone_args={"depth": 1})
 
 
+def test_a_wrong_argument_of_a_model_built_for_another_size_is_named_not_the_size():
+    # the size was blamed for any TypeError once sef passed img_size itself
+    with pytest.raises(ValueError, match="does not accept these arguments.*'no_such_argument'"):
+        sef.SEF(
+            "timm:vit_tiny_patch16_224", 3, image_size=32, backbone_args={"no_such_argument": 1}
+        )
+
+
+def test_backbone_args_building_for_other_images_than_image_size_are_refused_at_once():
+    # the model was built and failed at its first batch with timm's AssertionError
+    for size in (64, [32, 32]):
+        with pytest.raises(ValueError, match=r"img_size=.* is not the image size 32, and"):
+            sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=32, backbone_args={"img_size": size})
+    for args in ({"img_size": 32}, {"img_size": 64, "dynamic_img_size": True}):
+        model = sef.SEF(
+            "timm:vit_tiny_patch16_224", 3, image_size=32, backbone_args={"depth": 1, **args}
+        )
+        assert model.feature_map(torch.randn(1, 3, 32, 32)).shape == (1, 192, 2, 2)
+
+
 def test_config_carries_pool_and_timm_arguments():
     config = apply_overrides(
         resolve_config("demo"),

@@ -82,12 +82,14 @@ def timm_backbone(
         raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
     kwargs: dict = {**(backbone_args or {}), "num_classes": 0, **_weight_arguments(weights)}
     own, fixed = _timm_input_size(timm, model_name)
+    if fixed and image_size:
+        _check_own_size(name, kwargs, image_size)
     if fixed and image_size and image_size != own:
         kwargs.setdefault("img_size", image_size)
     try:
         model = _create(timm, name, model_name, kwargs, weights)
     except TypeError as error:
-        if "img_size" in kwargs and "img_size" not in (backbone_args or {}):
+        if "'img_size'" in str(error) and "img_size" not in (backbone_args or {}):
             raise ValueError(
                 f"{name} takes only {own} px images and timm cannot build it for "
                 f"{image_size} px; set data.image_size={own}"
@@ -95,6 +97,20 @@ def timm_backbone(
         raise ValueError(f"{name} does not accept these arguments: {error}") from None
     size = kwargs.get("img_size", own)
     return timm_features(model, image_size=size, pool=pool, name=name)
+
+
+def _check_own_size(name: str, kwargs: dict, image_size: int) -> None:
+    """ValueError where ``backbone_args`` build a fixed-size model for other images than the
+    run's ``image_size`` (it would fail at its first batch)."""
+    asked = kwargs.get("img_size")
+    if asked is None or kwargs.get("dynamic_img_size"):
+        return
+    if asked != image_size:  # an [h, w] pair too: sef gives one side
+        raise ValueError(
+            f"backbone_args img_size={asked!r} is not the image size {image_size}, and {name} "
+            f"takes only the size it is built for; leave img_size out: sef builds it for "
+            f"data.image_size"
+        )
 
 
 def _weight_arguments(weights: str | os.PathLike | None) -> dict:

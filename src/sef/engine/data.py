@@ -33,8 +33,11 @@ class Data:
     classes: list[str]
 
 
-def load_data(config: Config, context: Context, progress: bool = True) -> Data:
-    """Read the train and eval splits the config names, with the paper's transforms.
+def load_data(
+    config: Config, context: Context, progress: bool = True, *, cached: bool = True
+) -> Data:
+    """Read the train and eval splits the config names, with the paper's transforms, from the
+    decoded-image cache ``data.cache`` names (``cached=False``: not yet, see :func:`from_cache`).
 
     For a CUDA device the images stay uint8 (a quarter of the bytes to collate, pin and copy)
     and ``train_one_epoch`` / ``evaluate`` normalise each batch on the GPU with the workers'
@@ -72,7 +75,7 @@ def load_data(config: Config, context: Context, progress: bool = True) -> Data:
             f"to evaluate on; a held-out split takes images only from classes with two or more"
         )
     data = Data(train, evaluation, list(train.classes))
-    return data if d.cache == "off" else _from_cache(data, config, context, progress)
+    return from_cache(data, config, context, progress) if cached else data
 
 
 def _check_classes(train: ImageList, split: str, source: str) -> None:
@@ -93,11 +96,14 @@ def _check_classes(train: ImageList, split: str, source: str) -> None:
         )
 
 
-def _from_cache(data: Data, config: Config, context: Context, progress: bool) -> Data:
+def from_cache(data: Data, config: Config, context: Context, progress: bool = True) -> Data:
     """``data`` read from the decoded-image cache ``data.cache`` names (sef.datasets.cache),
     built first where it is missing or stale (every split, once); where it cannot be (no room,
-    or under torchrun, where ``sef data cache`` builds it first), ``data`` with one line why."""
+    or under torchrun, where ``sef data cache`` builds it first), ``data`` with one line why;
+    ``data`` itself where ``data.cache`` is off."""
     d = config.data
+    if d.cache == "off":
+        return data
     folder = cache.folder_for(d.cache, d.dataset, d.root, d.options, d.recipe, d.image_size)
 
     def say(line: str) -> None:

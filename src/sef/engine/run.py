@@ -45,7 +45,7 @@ from sef.config import (
     save_config,
 )
 from sef.distributed import Context
-from sef.engine.data import Data, check_images, load_data, train_loader
+from sef.engine.data import Data, check_images, from_cache, load_data, train_loader
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import (
     check_config_file,
@@ -266,9 +266,15 @@ def tune_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _prepare_model(config: Config, num_classes: int, context: Context) -> tuple[SEF, nn.Module]:
-    """The SEF model on its device and the (DDP / compiled) module that trains it."""
+def _prepare_model(
+    config: Config, num_classes: int, context: Context, resuming: bool = False
+) -> tuple[SEF, nn.Module]:
+    """The SEF model on its device and the (DDP / compiled) module that trains it. ``resuming``:
+    without its initial weights (``model.weights``), which the checkpoint's replace: a weights
+    file given by a relative path, or ImageNet weights on a machine without them, are not read."""
     seed_everything(config.run.seed)
+    if resuming:
+        config = apply_values(config, {"model.weights": None})
     model = create_model(config, num_classes)
     if config.loss.gamma == 0:  # nothing trains the group heads: keep DDP free of unused weights
         model.group_heads.requires_grad_(False)
@@ -305,9 +311,11 @@ def _check_setup(config: Config, context: Context) -> None:
 class _Run:
     """The mutable state of one training run, saved to and restored from ``last.pt``."""
 
-    def __init__(self, config: Config, data: Data, context: Context, out: Path):
+    def __init__(
+        self, config: Config, data: Data, context: Context, out: Path, resuming: bool = False
+    ):
         self.config, self.data, self.context, self.out = config, data, context, out
-        self.model, self.trainer = _prepare_model(config, len(data.classes), context)
+        self.model, self.trainer = _prepare_model(config, len(data.classes), context, resuming)
         self.loss_fn = SEFLoss.from_config(config.loss, self.model.groups)
         self.optimizer = create_optimizer(self.model, config)
         self.scheduler = create_scheduler(self.optimizer, config)
@@ -563,12 +571,14 @@ def fit(
         elif resume and context.is_main:
             tqdm.write(f"{out} holds no checkpoint (its run stopped before the first): starting it")
         loaded = data is None
-        data = data or load_data(config, context, progress)
-        run = _Run(config, data, context, out)  # builds the model: bad groups fail here
+        data = data or load_data(config, context, progress, cached=False)
+        # the model before any image is decoded: bad groups or missing weights fail here
+        run = _Run(config, data, context, out, resuming=saved is not None)
         if context.is_main:
             run.check_space()
         if loaded:
-            check_images(data, config, context, progress)
+            run.data = from_cache(data, config, context, progress)
+            check_images(run.data, config, context, progress)
         if saved is not None:
             run.restore(saved, out / "last.pt")
         return _train(run, progress)
