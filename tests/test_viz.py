@@ -2,6 +2,8 @@
 on images whose colour channels mark the parts."""
 
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -271,3 +273,16 @@ def test_the_group_map_figure_leaves_each_submodule_in_its_own_mode(demo_checkpo
     Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
     activation_figure(trained, tmp_path / "cam.png", [picture])
     assert trained.model.training and not frozen.training
+
+
+def test_the_readme_figures_script_without_its_run_says_so_in_one_line(tmp_path, capsys):
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts/make_readme_figures.py"))
+    run, out = tmp_path / "no-run", tmp_path / "figures"
+    with pytest.raises(SystemExit) as stop:  # was a CheckpointError traceback
+        script["main"](["--run", str(run), "--draw-only", "--out", str(out)])
+    assert stop.value.code == 2 and not out.exists()
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.endswith(
+        f": error: checkpoint {run / 'last.pt'} does not exist; pass a last.pt or best.pt "
+        "written by `sef train`"
+    )
