@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS_DIR, paired_ratio, summarise, write_report
+from common import RESULTS_DIR, paired_ratio, parse_arguments, summarise, write_report
 
 WAYS = ("torch", "sef")
 CONDITIONS = ("idle", "busy")
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "busy.json", help="JSON path")
     parser.add_argument("--quick", action="store_true", help="1 repeat of 3 steps")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv, {})
     if args.quick:
         args.repeats, args.steps, args.warmup = 1, 3, 1
     return args

@@ -38,6 +38,7 @@ from common import (
     add_common_arguments,
     configure_torch,
     paired_ratio,
+    parse_arguments,
     summarise,
     time_interleaved,
     write_report,
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="loader processes (2 cores)")
     add_common_arguments(parser, "cache_road.json")
     parser.set_defaults(repeats=5, warmup=1, threads=1)
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv, {})
     if args.quick:
         vars(args).update(classes=2, train_per_class=3, test_per_class=2, jpeg_side=64,
                           image_size=32, batch_size=2, workers=1, repeats=2, warmup=0)  # fmt: skip

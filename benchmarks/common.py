@@ -21,6 +21,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +30,9 @@ import torch
 from tqdm import tqdm
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# where --quick writes unless --out (--runs) says otherwise: a smoke run never replaces a
+# measurement in RESULTS_DIR, nor trains into (or reuses) a measured run's folder
+QUICK_DIR = Path(tempfile.gettempdir()) / "sef-quick"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -44,10 +48,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_out: str) -> N
 def parse_arguments(
     parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict
 ) -> argparse.Namespace:
-    """Parse ``argv``; --quick swaps in the ``quick`` defaults, which explicit options override."""
+    """Parse ``argv``; --quick swaps in the ``quick`` defaults, and --out and --runs under
+    QUICK_DIR, which explicit options override."""
     args = parser.parse_args(argv)
     if args.quick:
-        parser.set_defaults(**quick)
+        places = {name: parser.get_default(name) for name in ("out", "runs")}
+        moved = {name: QUICK_DIR / Path(path).name for name, path in places.items() if path}
+        parser.set_defaults(**moved, **quick)
         args = parser.parse_args(argv)
     return args
 

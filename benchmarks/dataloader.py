@@ -36,6 +36,7 @@ from common import (
     add_common_arguments,
     configure_torch,
     paired_ratio,
+    parse_arguments,
     summarise,
     time_interleaved,
     write_report,
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the images")
     add_common_arguments(parser, "dataloader.json")
     parser.set_defaults(repeats=7, warmup=1, threads=1)
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv, {})
     if args.quick:
         vars(args).update(images=3, repeats=2, warmup=0)
     return args

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from ablation import mean_std, measured_stamp, paired_difference, train_run
-from common import RESULTS_DIR, write_report
+from common import RESULTS_DIR, parse_arguments, write_report
 
 from sef.config import config_to_dict
 
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: a smoke test")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    return parse_arguments(parser, argv, {})
 
 
 def train_one(method: str, seed: int, args: argparse.Namespace) -> dict:

@@ -51,7 +51,7 @@ from ablation import (
     protocol_fields,
     read_results,
 )
-from common import RESULTS_DIR, write_report
+from common import RESULTS_DIR, parse_arguments, write_report
 
 PRESET = "birds32-mobilenet_v2"
 MAIN_SEEDS, SWEEP_SEEDS = [0, 1, 2, 3, 4], [0, 1, 2]
@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", nargs="+", help="only rows with these labels (default: all)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="print the tables of --out; no runs")
-    return parser.parse_args(argv)
+    return parse_arguments(parser, argv, {})
 
 
 # ------------------------------------------------------------------------- one run, measured

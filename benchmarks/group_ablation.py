@@ -45,7 +45,7 @@ from ablation import (
     protocol_parser,
     start_call,
 )
-from common import RESULTS_DIR, cpu_model, write_report
+from common import RESULTS_DIR, cpu_model, parse_arguments, write_report
 
 SEEDS = [11, 12, 13, 14]
 PROTOCOL_VERSION = 1  # change it (and say why) if anything above changes
@@ -62,7 +62,7 @@ ROW = study.Row(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = protocol_parser(__doc__, "group_ablation")
     parser.add_argument("--confirmation", type=Path, default=RESULTS_DIR / "group_confirm.json")
-    return parser.parse_args(argv)
+    return parse_arguments(parser, argv, {})
 
 
 def partners(confirmation: dict, seed: int) -> dict[str, dict]:

@@ -43,7 +43,7 @@ from pathlib import Path
 import group_study as study
 import torch
 from ablation import measured_stamp, protocol_fields, protocol_parser, start_call
-from common import RESULTS_DIR, write_report
+from common import RESULTS_DIR, parse_arguments, write_report
 
 PRESET = "birds32b-mobilenet_v2"
 SEEDS = [10, 11, 12, 13, 14]
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = protocol_parser(__doc__, "group_confirm", "1-2 epochs")
     parser.add_argument("--study", type=Path, default=RESULTS_DIR / "group_study.json")
     parser.add_argument("--figure", type=Path, help="draw the candidate's trajectories; no runs")
-    return parser.parse_args(argv)
+    return parse_arguments(parser, argv, {})
 
 
 def study_candidate(args: argparse.Namespace) -> tuple[study.Row | None, dict]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_DIR, flat_gradient, write_report
+from common import RESULTS_DIR, flat_gradient, parse_arguments, write_report
 
 import sef
 from sef import datasets
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=IMAGES)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "group_gradients.json")
     parser.add_argument("--quick", action="store_true", help="tiny data, random init: a smoke test")
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv, {})
     args.overrides = QUICK if args.quick else []
     if args.quick:
         args.images = 8

@@ -46,7 +46,7 @@ from ablation import (
     read_results,
     start_call,
 )
-from common import RESULTS_DIR, cpu_model, write_report
+from common import RESULTS_DIR, cpu_model, parse_arguments, write_report
 
 SEEDS = [15, 16, 17, 18]
 LEVEL = 0.99  # the pooled verdict's interval
@@ -57,7 +57,7 @@ ROWS = {"candidate": ablation.CANDIDATE, "row": ablation.ROW}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = protocol_parser(__doc__, "group_share")
     parser.add_argument("--ablation", type=Path, default=RESULTS_DIR / "group_ablation.json")
-    return parser.parse_args(argv)
+    return parse_arguments(parser, argv, {})
 
 
 def summarise(runs: dict, first_look: dict) -> dict:

@@ -156,7 +156,7 @@ from ablation import (
     protocol_fields,
     read_results,
 )
-from common import RESULTS_DIR, cpu_model, write_report
+from common import RESULTS_DIR, cpu_model, parse_arguments, write_report
 
 from sef.losses import SEPARATION_GAP, groups_separated
 
@@ -276,7 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report", action="store_true", help="print the tables of --out; no runs")
     parser.add_argument("--figure", type=Path, help="draw the trajectories of --out here; no runs")
-    return parser.parse_args(argv)
+    return parse_arguments(parser, argv, {})
 
 
 # ------------------------------------------------------------------------- one run, measured

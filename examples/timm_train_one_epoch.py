@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 import sef
 from sef import datasets, transforms
+from sef.extras import require
 from sef.integrations.loops import SEFCriterion
 
 
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--per-class", type=int, default=8, help="demo images per class")
     args = parser.parse_args(argv)
+    require("timm", "this example", error=SystemExit)
+    if not args.train_py.is_file():
+        parser.error(f"{args.train_py} is not a file: pass a pytorch-image-models clone's train.py")
 
     timm_train = load_timm_train(args.train_py)
     from timm.task import ClassificationTask

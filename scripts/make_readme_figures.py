@@ -22,6 +22,7 @@ from PIL import Image
 from sef.checkpoint import load_checkpoint
 from sef.config import resolve_config
 from sef.engine import fit
+from sef.errors import SEFError
 from sef.trained import load_trained_model
 from sef.viz import activation_figure, correlation_figure, curves_figure, parts_figure
 
@@ -60,7 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=900, help="maximum PNG width in pixels")
     parser.add_argument("--draw-only", action="store_true", help="draw from --run as it is")
     args = parser.parse_args(argv)
+    try:
+        return make_figures(args)
+    except SEFError as error:  # a run that is not there, a full disk: one line, not a traceback
+        parser.error(str(error))
 
+
+def make_figures(args: argparse.Namespace) -> int:
+    """Train or finish --run unless --draw-only, then draw its figures into --out."""
     if not args.draw_only and not finished(args.run):
         train_demo(args.run, args.set)
     trained = load_trained_model(args.run / "last.pt")

@@ -22,6 +22,7 @@ from sef.seeding import SeededItems
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import common  # noqa: E402
 from common import argv_without_memory_flags, paired_ratio, summarise  # noqa: E402
 from naive_group_loss import naive_group_loss  # noqa: E402
 
@@ -70,6 +71,28 @@ def test_memory_subprocesses_get_the_scripts_own_arguments():
     assert argv_without_memory_flags(argv) == ["--quick", "--sizes", "32"]
 
 
+MEASURING = sorted(  # every script whose --out defaults to a measurement in results/
+    path.stem
+    for path in BENCHMARKS.glob("*.py")
+    if "def parse_args(" in path.read_text() and path.stem != "step_log"
+)
+
+
+@pytest.mark.parametrize("script", MEASURING)
+def test_quick_writes_outside_the_measurements_unless_told_where(script, tmp_path):
+    """`python benchmarks/X.py --quick`, as each docstring says to check that it runs, neither
+    replaced the committed results/X.json with a toy run nor trained into runs/ (nor refused,
+    for the scripts that keep results of several calls)."""
+    parse_args = importlib.import_module(script).parse_args
+    measured = parse_args([])
+    quick = parse_args(["--quick"])
+    assert measured.out.parent == common.RESULTS_DIR
+    assert quick.out == common.QUICK_DIR / measured.out.name
+    if hasattr(measured, "runs"):
+        assert quick.runs == common.QUICK_DIR / measured.runs.name
+    assert parse_args(["--quick", "--out", str(tmp_path / "x.json")]).out == tmp_path / "x.json"
+
+
 def check_report(path: Path, script: str) -> dict:
     report = json.loads(path.read_text())
     assert report["command"].startswith(f"python {os.path.relpath(BENCHMARKS / script)} --quick")
@@ -88,6 +111,12 @@ def run_script(script: str, *args: str) -> dict:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return check_report(Path(args[args.index("--out") + 1]), script)
+
+
+@pytest.fixture(autouse=True)
+def quick_dir(tmp_path, monkeypatch) -> None:
+    """--quick's default folder in the test's own (runs/NAME there), not shared between tests."""
+    monkeypatch.setattr(common, "QUICK_DIR", tmp_path / "runs")
 
 
 @pytest.fixture

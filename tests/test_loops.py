@@ -3,6 +3,7 @@ ClassificationTask (what timm's train_one_epoch calls each step), on the CPU."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -87,3 +88,18 @@ def test_the_example_drives_timms_own_train_one_epoch(demo_root: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "epoch 0: train loss" in done.stdout and "exported the plain network" in done.stdout
+
+
+def test_the_example_without_train_py_says_what_to_pass(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("timm_train_one_epoch", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    missing = tmp_path / "train.py"
+    with pytest.raises(SystemExit) as stop:  # was a FileNotFoundError traceback
+        example.main([str(missing)])
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(f": error: {missing} is not a file: pass a pytorch-image-models clone's train.py")
+    )

@@ -47,6 +47,17 @@ def test_the_distribution_is_not_the_unrelated_sef_on_pypi() -> None:
         assert [re.split(r"[<>=\[]", req)[0] for req in extras[extra]] == packages
 
 
+def test_the_build_backend_floor_reads_the_licence_as_written() -> None:
+    """`license = "MIT"` (an SPDX string, PEP 639) is read by setuptools 77 and later; with an
+    older one (Ubuntu 24.04's 68, under --no-build-isolation) the build stopped: "configuration
+    error: `project.license` must be valid exactly by one definition"."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)
+    (floor,) = [r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
+    assert int(re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", floor).group(1)) >= 77
+
+
 def test_no_install_hint_names_the_wrong_package() -> None:
     files = [REPO / "README.md", *SRC.rglob("*.py"), *(REPO / "docs").rglob("*.md")]
     wrong = re.compile(r"pip install ['\"]?sef(\[|['\"\s]|$)", re.MULTILINE)

@@ -2,6 +2,8 @@
 on images whose colour channels mark the parts."""
 
 import json
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -297,4 +299,17 @@ def test_curves_in_a_format_matplotlib_cannot_draw_are_refused_in_sef_s_words(tm
         plot_curves([{"epoch": 1, "loss_ce": 1.0}], tmp_path / "best.pt")
     assert plot_curves([{"epoch": 1, "loss_ce": 1.0}], tmp_path / "c.PDF").read_bytes()[:4] == (
         b"%PDF"
+    )
+
+
+def test_the_readme_figures_script_without_its_run_says_so_in_one_line(tmp_path, capsys):
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts/make_readme_figures.py"))
+    run, out = tmp_path / "no-run", tmp_path / "figures"
+    with pytest.raises(SystemExit) as stop:  # was a CheckpointError traceback
+        script["main"](["--run", str(run), "--draw-only", "--out", str(out)])
+    assert stop.value.code == 2 and not out.exists()
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.endswith(
+        f": error: checkpoint {run / 'last.pt'} does not exist; pass a last.pt or best.pt "
+        "written by `sef train`"
     )
