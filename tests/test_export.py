@@ -9,11 +9,13 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from sef import SEF
+from sef.errors import CheckpointError
 from sef.export import (
     EXPORT_FORMATS,
     check_formats,
     export_model,
     exported_logits,
+    load_safetensors,
     max_logit_differences,
     write_onnx,
 )
@@ -222,3 +224,50 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next(model, tmp_path)
         model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
     )
     assert not dead.exists() and live.exists()
+
+
+def test_load_safetensors_rebuilds_the_network_its_metadata_records(model, exported):
+    plain = load_safetensors(exported["safetensors"])
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert not plain.training and torch.equal(plain(images), model(images))
+
+
+@pytest.mark.slow
+def test_load_safetensors_rebuilds_a_vit_with_its_pooling_and_size(tmp_path):
+    """Built by hand with its defaults (class-token pooling, its own 224 px), such a ViT loaded
+    these weights without complaint and gave other logits."""
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = SEF(
+        "timm:vit_tiny_patch16_224", num_classes=len(CLASSES), groups=3, image_size=SIZE,
+        pool="avg", backbone_args={"depth": 1},
+    ).eval()  # fmt: skip
+    paths = export_model(
+        vit, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+    )
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(load_safetensors(paths["safetensors"])(images), vit(images))
+
+
+def test_load_safetensors_refuses_other_files_in_one_line(model, tmp_path):
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bare))
+    with pytest.raises(CheckpointError, match=r"bare\.safetensors does not record the network"):
+        load_safetensors(bare)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"notes\.txt is not a safetensors file \(a text"):
+        load_safetensors(tmp_path / "notes.txt")
+    with pytest.raises(CheckpointError, match=r"gone\.safetensors does not exist"):
+        load_safetensors(tmp_path / "gone.safetensors")
+    features = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
+    own = SEF(features, num_classes=len(CLASSES), groups=2)
+    paths = export_model(
+        own, tmp_path / "own", classes=CLASSES, preprocessing=PREPROCESSING,
+        formats=["safetensors"],
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match="does not record the network"):
+        load_safetensors(paths["safetensors"])  # a module of the user's: theirs to rebuild

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; a test keeps it equal t
     from sef.config import Config, resolve_config
     from sef.engine import evaluate, fit
     from sef.errors import SEFError
+    from sef.export import load_safetensors
     from sef.groups import group_sizes
     from sef.losses import SEFLoss, group_loss
     from sef.metrics import paper_scores
@@ -39,6 +40,7 @@ _HOMES = {
     "load_checkpoint": "sef.checkpoint",
     "save_checkpoint": "sef.checkpoint",
     "paper_scores": "sef.metrics",
+    "load_safetensors": "sef.export",
 }
 __getattr__ = lazy_attributes(__name__, _HOMES)
 
@@ -57,6 +59,7 @@ __all__ = [
     "group_loss",
     "group_sizes",
     "load_checkpoint",
+    "load_safetensors",
     "load_trained_model",
     "paper_scores",
     "resolve_config",

@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sef import extras, outputs, space
+from sef import extras, filekinds, outputs, space
 from sef.choices import EXPORT_FORMATS
-from sef.errors import DiskFull, OutputError
+from sef.errors import CheckpointError, DiskFull, OutputError
 from sef.model import SEF
 from sef.trained import TrainedModel
 from sef.transforms import Preprocessing
+from sef.weights import shape_mismatch
 
 FILE_NAMES = {
     "onnx": "model.onnx",
@@ -110,6 +111,39 @@ def write_safetensors(plain: nn.Module, path: Path, metadata: dict[str, str]) ->
         tmp.write_bytes(save(state, metadata=metadata))
 
 
+def load_safetensors(path: str | os.PathLike) -> nn.Module:
+    """The network ``model.safetensors`` of ``sef export`` holds, rebuilt from the architecture
+    its metadata records and in eval mode: images -> logits, as ``SEF(...).export()`` gives.
+    CheckpointError in one line for a file that is not such an export."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as opened:
+            metadata = opened.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        if isinstance(error, OSError) and not path.is_file():
+            raise CheckpointError(f"{path} does not exist or is not a file") from None
+        kind = filekinds.sniff_file(path)
+        raise CheckpointError(f"{path} is not a safetensors file ({kind}): {error}") from None
+    if "architecture" not in metadata:
+        raise CheckpointError(
+            f"{path} does not record the network it was exported from (an older sef export, or "
+            f"not sef's): build it as docs/deployment.md shows and call load_state_dict"
+        )
+    plain = SEF(**json.loads(metadata["architecture"]), groups=1).export()
+    try:
+        plain.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path} weights do not fit the network its metadata records "
+            f"({shape_mismatch(error)}); the file is damaged"
+        ) from None
+    return plain
+
+
 def _write_json(path: Path, payload: object) -> None:
     with outputs.atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
@@ -154,6 +188,8 @@ def export_model(
                 "backbone": backbone_name or type(model.backbone).__name__,
                 "preprocessing": json.dumps(preprocessing_json(preprocessing)),
             }
+            if model.architecture is not None:
+                metadata["architecture"] = json.dumps(model.architecture)
             write_safetensors(plain, staged["safetensors"], metadata)
         _write_json(staged["labels"], list(classes))
         files = [FILE_NAMES[name] for name in names]  # what the next export may remove

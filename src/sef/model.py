@@ -76,6 +76,12 @@ class SEF(nn.Module):
         self.pool = _global_pool()
         self.head = nn.Linear(self.channels, num_classes)
         self.group_heads = nn.ModuleList(nn.Linear(c, num_classes) for c in self.group_sizes)
+        # What rebuilds the exported network (sef.export.load_safetensors); None for a module.
+        self.architecture = None if isinstance(backbone, nn.Module) else {
+            "backbone": str(backbone), "num_classes": num_classes, "pool": pool,
+            "image_size": image_size, "backbone_args": backbone_args,
+            "output_stride": output_stride,
+        }  # fmt: skip
 
     @property
     def groups(self) -> int:
