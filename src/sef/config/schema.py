@@ -84,7 +84,7 @@ class OptimConfig:
 
     optimizer: str = "sgd"
     lr: float = 0.01
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD's; AdamW keeps its default betas
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 50
