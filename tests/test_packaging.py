@@ -124,3 +124,11 @@ def test_the_lightning_module_without_lightning_says_what_to_install(tmp_path: P
         "ImportError: sef.integrations.lightning needs lightning (the 'lightning' extra): "
         'pip install lightning, or pip install ".[lightning]" inside a clone of sef'
     )
+
+
+def test_the_version_is_the_one_pyproject_declares() -> None:
+    """`sef --version` and `sef.__version__` are written by hand beside pyproject's version."""
+    import sef
+
+    declared = re.search(r'^version = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert declared is not None and sef.__version__ == declared[1]
