@@ -18,6 +18,20 @@ from sef.cli import _stops_as_interrupts
 FORK = multiprocessing.get_context("fork")
 
 
+@pytest.fixture(autouse=True)
+def signals_as_in_a_terminal():
+    """Ctrl-C, SIGTERM and SIGHUP as a command started in a terminal finds them, also where the
+    suite runs as a background job (SIGINT ignored) or under nohup (SIGHUP ignored)."""
+    started = {
+        signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+        signal.SIGHUP: signal.SIG_DFL,
+    }  # fmt: skip
+    before = {number: signal.signal(number, handler) for number, handler in started.items()}
+    yield
+    for number, handler in before.items():
+        signal.signal(number, handler)
+
+
 def _worker() -> multiprocessing.Process:
     """A forked process standing in for a DataLoader worker, waiting for work."""
     worker = FORK.Process(target=time.sleep, args=(60,), daemon=True)

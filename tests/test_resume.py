@@ -43,6 +43,11 @@ def _metrics(out: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
+def _as_in_a_terminal() -> None:
+    for number in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def _stop_after_first_checkpoint(
     command: list[str], out: Path, stop: int = signal.SIGKILL
 ) -> tuple[int, str, int]:
@@ -54,8 +59,9 @@ def _stop_after_first_checkpoint(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        # a shell's background job ignores SIGINT, and so would the run: Ctrl-C as in a terminal
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # a shell's background job ignores SIGINT and nohup SIGHUP, and so would the run: the
+        # signals as a command started in a terminal finds them
+        preexec_fn=_as_in_a_terminal,
         start_new_session=True,  # its own process group: its loader workers are found by it
     )
     try:
