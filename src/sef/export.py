@@ -116,13 +116,12 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
     its metadata records and in eval mode: images -> logits, as ``SEF(...).export()`` gives.
     CheckpointError in one line for a file that is not such an export."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     try:
-        with safe_open(str(path), "pt") as opened:
+        with safe_open(str(path), "pt") as opened:  # read once: the metadata and the weights
             metadata = opened.metadata() or {}
-        state = load_file(str(path))
+            state = {name: opened.get_tensor(name) for name in opened.keys()}
     except (SafetensorError, OSError) as error:
         if isinstance(error, OSError) and not path.is_file():
             raise CheckpointError(f"{path} does not exist or is not a file") from None
