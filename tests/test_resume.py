@@ -117,10 +117,17 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
 def test_ctrl_c_says_which_checkpoint_is_kept_and_how_to_go_on(tmp_path: Path) -> None:
     out = tmp_path / "run"
     code, err, _ = _stop_after_first_checkpoint(_command(out), out, signal.SIGINT)
-    assert code == 130 and "Traceback" not in err, err
+    _says_what_it_kept(code, err, out, signal.SIGINT)  # exit code 130, no "by"
+
+
+def _says_what_it_kept(code: int, err: str, out: Path, stop: signal.Signals) -> None:
+    """The shell's exit code of a program ``stop`` ended, no traceback, and a last line saying
+    which last.pt is kept and how to go on (Ctrl-C's without "by SIGINT")."""
+    assert code == 128 + stop and "Traceback" not in err, err
+    by = "" if stop == signal.SIGINT else f" by {stop.name}"
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(
-        rf"sef train: interrupted; {re.escape(str(out / 'last.pt'))} \(epoch \d\) is kept; "
+        rf"sef train: interrupted{by}; {re.escape(str(out / 'last.pt'))} \(epoch \d\) is kept; "
         r"run the same command with --resume to continue",
         last,
     ), err
@@ -146,12 +153,6 @@ def test_sigterm_and_sighup_stop_a_run_as_ctrl_c_does(tmp_path: Path, stop: int)
     gone, no loader worker left, and the shell's exit code of a program the signal stopped."""
     out = tmp_path / "run"
     code, err, pid = _stop_after_first_checkpoint(_command(out), out, stop)
-    assert code == 128 + stop and "Traceback" not in err, err
-    last = err.strip().splitlines()[-1]
-    assert re.fullmatch(
-        rf"sef train: interrupted by {stop.name}; {re.escape(str(out / 'last.pt'))} "
-        r"\(epoch \d\) is kept; run the same command with --resume to continue",
-        last,
-    ), err
+    _says_what_it_kept(code, err, out, stop)
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     assert _group(pid) == []  # its loader workers ended with it
