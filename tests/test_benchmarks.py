@@ -1155,3 +1155,12 @@ def test_group_share_pools_at_99_percent_what_the_first_look_left_open():
                                    "candidate_minus_row": {"differences": first}})  # fmt: skip
     low, high = summary["pooled"]["interval"]
     assert low < low95 < 0 < high95 < high and summary["verdict"] == "not yet: 0 of 4 seeds"
+
+
+@pytest.mark.slow
+def test_stop_signals_script_stops_runs_and_counts_each_outcome(demo_root, tmp_path):
+    """The reproducer behind the stop-signal counts in docs/results.md: a SIGTERM at a random
+    moment after the first last.pt ends the run in its one line and exit code 143."""
+    report = run_script("stop_signals.py", "--quick", "--out", str(tmp_path / "stops.json"))
+    assert (report["signal"], report["to"], report["tries"]) == ("SIGTERM", "command", 2)
+    assert report["outcomes"] == {"clean": 2}
