@@ -111,7 +111,7 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     _check_scores(list(lines.values()))
     assert lines["sef: ResNet-50", "cub"]["score"] == ""
     page = (out / "table2.md").read_text()
-    assert "| **sef: SEF (4)** | " in page and " | – | – | – | – | " in page
+    assert "| **sef: SEF** | " in page and " | – | – | – | – | " in page
 
 
 def _kill_when(path: Path, command: list[str], cwd: Path) -> None:

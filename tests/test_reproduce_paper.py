@@ -85,3 +85,15 @@ def test_each_of_our_rows_trains_a_preset_with_the_row_s_weights(key: str) -> No
             no_groups = row.ours in ("plain", "maxent")
             assert (config.model.groups == 1) == no_groups
     assert set(table.notes) | {n for row in table.rows for n in row.notes} <= set(notes())
+
+
+def test_the_maxent_sign_note_marks_the_maxent_rows_only() -> None:
+    """The authors' code flips the entropy's sign in its MaxEnt baseline only: its SEF branch
+    adds lam * sum(p log p), as SEFLoss does, so an SEF or matching row carries no such note."""
+    marked = {
+        (key, row.ours)
+        for key, table in tables().items()
+        for row in table.rows
+        if "maxent-sign" in row.notes
+    }
+    assert marked == {("table2", "maxent")}
