@@ -52,9 +52,13 @@ def test_paper_presets_hold_the_recipe(dataset: str, backbone: str) -> None:
     o = c.optim
     assert (o.optimizer, o.lr, o.momentum, o.batch_size, o.epochs) == ("sgd", lr, 0.9, 32, 50)
     assert (o.scheduler, o.step_size, o.lr_decay) == ("step", 20, 0.1)
+    assert o.weight_decay == 0.0  # the authors' code: SGD(lr, momentum=0.9), no weight decay
     for suffix, weights in TABLE_III.items():
         loss = load_preset(f"{dataset}-{backbone}{suffix}").loss
         assert (loss.lam, loss.gamma, loss.phi) == weights
+        # the group loss the authors' code computes; their teacher P_w is not detached
+        assert (loss.group_variant, loss.detach_teacher) == ("reference", False)
+        assert (loss.lam_warmup, loss.phi_warmup, loss.norm_floor, loss.lam_until) == (0, 0, 0, 0)
     plain = load_preset(f"{dataset}-{backbone}-plain")
     assert (plain.loss.lam, plain.loss.gamma, plain.loss.phi, plain.model.groups) == (0, 0, 0, 1)
     maxent = load_preset(f"{dataset}-{backbone}-maxent")
