@@ -87,6 +87,16 @@ def test_export_matches_plain_torchvision_model_in_size_and_logits():
     images = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(plain(images), model(images), rtol=0, atol=0)
     assert not plain.training
+    # torchvision's resnet50 holding the same weights gives the same logits: its average pool and
+    # its one fc layer are what the global head reads
+    stages = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    state = {}
+    for key, value in model.backbone.state_dict().items():
+        index, rest = key.split(".", 1)
+        state[f"{stages[int(index)]}.{rest}"] = value
+    state |= {f"fc.{key}": value for key, value in model.head.state_dict().items()}
+    reference.load_state_dict(state)
+    torch.testing.assert_close(reference.eval()(images), plain(images))
 
 
 def test_extra_parameters_are_the_papers_409600_weights_plus_biases():
