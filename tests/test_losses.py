@@ -250,6 +250,28 @@ def test_sef_loss_matches_slow_version(groups, variant):
     assert all(t.dtype == torch.float32 for t in terms.values())
 
 
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_sef_loss_gradients_match_slow_version(variant):
+    """Each term's gradient into the global logits, the group logits and the feature map: a term
+    of the right value with a detached factor (p in the entropy, say) fails here."""
+    out, target = make_output(groups=3, channels=29), torch.tensor([0, 3, 6, 2])
+    weights = {"lam": 0.7, "gamma": 0.3, "phi": 1.3}
+    loss = sef.SEFLoss(3, group_variant=variant, **weights)
+    for term in ("ce", "entropy", "distill", "group"):
+        fast = SEFOutput(*(t.clone().requires_grad_() for t in vars(out).values()))
+        slow = SEFOutput(*(t.double().requires_grad_() for t in vars(out).values()))
+        loss(fast, target)[term].backward()
+        slow_sef_loss(slow, target, 3, variant=variant, **weights)[term].backward()
+        for name in ("logits", "group_logits", "features"):
+            fast_grad, slow_grad = getattr(fast, name).grad, getattr(slow, name).grad
+            if slow_grad is None:  # the term does not read this input
+                assert fast_grad is None or not fast_grad.any(), (term, name)
+                continue
+            torch.testing.assert_close(
+                fast_grad.double(), slow_grad, rtol=1e-4, atol=1e-7, msg=f"{term}: {name}"
+            )
+
+
 def test_sef_loss_default_weights_are_the_papers():
     loss = sef.SEFLoss(4)
     assert (loss.lam, loss.gamma, loss.phi) == (1.0, 0.05, 1.0)
