@@ -451,6 +451,22 @@ def test_groups_count_as_separated_from_a_gap_of_the_separation_gap():
 # ---------------------------------------------------------------- the warm-ups of lam and phi
 
 
+@pytest.mark.parametrize("schedule", [{"lam_warmup": 2.0}, {"phi_warmup": 1.0}, {"lam_until": 3.0}])
+def test_a_schedule_whose_progress_is_never_set_is_warned_of_once(schedule):
+    out, target = make_output(), torch.tensor([0, 3, 6, 2])
+    loss = sef.SEFLoss(3, lam=0.8, phi=0.6, **schedule)
+    with pytest.warns(UserWarning, match="set_progress was never called") as caught:
+        loss(out, target)
+        loss(out, target)
+    assert len(caught) == 1
+    told = sef.SEFLoss(3, lam=0.8, phi=0.6, **schedule)
+    told.set_progress(0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        told(out, target)
+        sef.SEFLoss(3, lam=0.8, phi=0.6)(out, target)  # no schedule: nothing to set
+
+
 @pytest.mark.parametrize(("progress", "scale"), [(0.0, 0.0), (1.0, 0.25), (4.0, 1.0), (9, 1.0)])
 def test_lam_warmup_ramps_the_entropy_term_linearly(progress, scale):
     out, target = make_output(), torch.tensor([0, 3, 6, 2])

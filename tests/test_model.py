@@ -62,6 +62,20 @@ def test_train_mode_returns_sef_output_and_eval_mode_plain_logits():
     torch.testing.assert_close(model.forward_sef(images).logits, logits)
 
 
+def test_a_data_parallel_replica_refuses_train_mode_in_one_line_and_runs_eval_mode():
+    # torch.nn.parallel.replicate makes each GPU's copy with this call (it needs CUDA itself);
+    # DataParallel's gather could not put SEFOutput back together, so the replica says so.
+    model = sef.SEF("small_cnn", num_classes=3, groups=2)
+    replica = model._replicate_for_data_parallel()
+    images = torch.randn(2, 3, 32, 32)
+    with pytest.raises(RuntimeError, match="DataParallel.*DistributedDataParallel") as caught:
+        replica.train()(images)
+    assert "\n" not in str(caught.value)
+    model.eval()
+    torch.testing.assert_close(replica.eval()(images), model(images), rtol=0, atol=0)
+    assert isinstance(model.train()(images), SEFOutput)  # the original is untouched
+
+
 def test_group_heads_see_only_their_own_channels():
     torch.manual_seed(0)
     model = sef.SEF("resnet18", num_classes=5, groups=3).eval()

@@ -36,6 +36,11 @@ ONE_BY_ONE = (
     "the feature map is 1 x 1: each channel is one number, its cosine with another is +1 or -1, "
     "and the group loss has no gradient; give the backbone larger images"
 )
+NO_PROGRESS = (
+    "SEFLoss has a schedule (lam_warmup, phi_warmup or lam_until) but set_progress was never "
+    "called, so it stays at epoch 0 (a warmed-up weight stays 0); call "
+    "loss.set_progress(epoch + step / steps) before each step, as sef train does"
+)
 # What SEFLoss returns, in this order: the weighted terms of Eq. 8, then their sum. The training
 # loop records them (loss_<term>) and the curves figure draws them from this tuple.
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
@@ -332,6 +337,7 @@ class SEFLoss(nn.Module):
         self.lam_warmup, self.phi_warmup, self.norm_floor = lam_warmup, phi_warmup, norm_floor
         self.lam_until = lam_until
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
+        self._progress_known = False  # set_progress was called (or its absence was warned of)
 
     def options(self) -> LossConfig:
         """The loss's options (weights, variant, warm-ups) as the config's ``loss`` section."""
@@ -356,6 +362,7 @@ class SEFLoss(nn.Module):
     def set_progress(self, epochs: float) -> None:
         """Tell the loss how far training is (in epochs), for the warm-ups of lam and phi."""
         self.progress = epochs
+        self._progress_known = True
 
     def _ramped(self, weight: float, warmup: float) -> float:
         """``weight``, ramped linearly from 0 over the first ``warmup`` epochs (if any)."""
@@ -377,6 +384,10 @@ class SEFLoss(nn.Module):
 
     def forward(self, output: SEFOutput, target: Tensor) -> Mapping[str, Tensor]:
         _check_output(output, target, self.groups)
+        scheduled = self.lam_warmup or self.phi_warmup or self.lam_until
+        if scheduled and not self._progress_known:
+            warnings.warn(NO_PROGRESS, stacklevel=2)
+            self._progress_known = True  # once
         target = target.long()  # int32 or uint8 labels as well: nll_loss takes int64
         with _full_precision(output.logits.device):
             logits = output.logits.float()

@@ -30,6 +30,15 @@ class SEFOutput:
     features: Tensor
 
 
+# nn.DataParallel gathers outputs along dim 0: it cannot gather a dataclass, and would stack
+# group_logits [G, B, K] along G. Its replicas carry _is_replica (eval mode's logits gather fine).
+_DATA_PARALLEL = (
+    "SEF's training output cannot be gathered by nn.DataParallel (group_logits is [G, B, K]): "
+    "train on several GPUs with DistributedDataParallel (`torchrun ... sef train`, or DDP in "
+    "your own loop); DataParallel works for eval mode, which returns plain logits"
+)
+
+
 def _global_pool() -> nn.Module:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
 
@@ -112,6 +121,8 @@ class SEF(nn.Module):
 
     def forward_sef(self, images: Tensor) -> SEFOutput:
         """Global logits, every group head's logits, and the feature map, in any mode."""
+        if getattr(self, "_is_replica", False):
+            raise RuntimeError(_DATA_PARALLEL)
         features, pooled = self._features(images)
         parts = pooled.split(self.group_sizes, dim=1)
         group_logits = torch.stack(
