@@ -1,7 +1,9 @@
 """Downloading: checksum verification and unpacking, against a server on 127.0.0.1 only."""
 
+import http.server
 import io
 import tarfile
+import threading
 
 import pytest
 
@@ -85,6 +87,50 @@ def test_checksum_mismatch_leaves_nothing(served_cub, tmp_path):
 def test_unreachable_server_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="could not download http://127.0.0.1:9/a.tgz"):
         dl.fetch("http://127.0.0.1:9/a.tgz", tmp_path / "a.tgz", "0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """Sends part of a file and closes the connection: announced by Content-Length (/length)
+    or in a chunk of the announced size (/chunked), as a dropped transfer does."""
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path.startswith("/length"):
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 5000)
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"1000\r\n" + b"x" * 100)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def cut_short_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [("length", "the connection closed after 5,000 of 100,000 bytes"),
+     ("chunked", "the connection closed early")],
+)  # fmt: skip
+def test_a_transfer_cut_short_is_named_as_such_and_leaves_nothing(
+    cut_short_server, tmp_path, path, why
+):
+    url = f"{cut_short_server}/{path}/a.tgz"
+    with pytest.raises(DataError, match=f"could not download {url} \\({why}\\); check the conn"):
+        dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,6 +10,7 @@ After ``download(name, root)``, ``load(name, root, split)`` reads the dataset fr
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tarfile
 import urllib.request
@@ -76,19 +77,17 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
         return destination
     partial = destination.with_name(destination.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=destination.name, disable=not progress
-            ) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except (URLError, OSError) as error:
+        _save(url, partial, progress)
+    except (URLError, OSError, http.client.HTTPException) as error:
         partial.unlink(missing_ok=True)
         where = "the mirror folder" if url.startswith("file:") else "the connection"
+        why = (
+            "the connection closed early"
+            if isinstance(error, http.client.IncompleteRead)
+            else error
+        )
         raise DataError(
-            f"could not download {url} ({error}); check {where}, or fetch it by hand into "
+            f"could not download {url} ({why}); check {where}, or fetch it by hand into "
             f"{destination.parent}"
         ) from None
     found = md5_of(partial)
@@ -100,6 +99,22 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
         )
     partial.replace(destination)
     return destination
+
+
+def _save(url: str, path: Path, progress: bool) -> None:
+    """Write what ``url`` serves to ``path``; ConnectionError if the server sends fewer bytes than
+    it announced (a transfer cut short, not a wrong file)."""
+    received = 0
+    with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        name = path.name.removesuffix(".part")
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if total is not None and received < total:
+        raise ConnectionError(f"the connection closed after {received:,} of {total:,} bytes")
 
 
 def _safe_members(archive: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
