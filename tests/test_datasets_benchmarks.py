@@ -111,6 +111,19 @@ def test_cub_missing_split_line(cub_root):
         sef.datasets.load("cub", cub_root, "trainval")
 
 
+@pytest.mark.parametrize("listing", ["images.txt", "image_class_labels.txt"])
+def test_cub_an_image_id_listed_twice_is_refused(cub_root, listing):
+    # appended by hand: image 1 again, as another image or with another label
+    extra = {"images.txt": "1 002.Laysan_Albatross/x.jpg", "image_class_labels.txt": "1 2"}
+    path = cub_root / listing
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, extra[listing]]) + "\n")
+    with pytest.raises(
+        DataError, match=rf"{listing} line {len(lines) + 1} repeats id 1 of line 1; list each id"
+    ):
+        sef.datasets.load("cub", cub_root, "test")
+
+
 # --- Stanford Cars ---
 def test_cars_reads_the_archive_layout(cars_root):
     trainval = sef.datasets.load("cars", cars_root, "trainval")
