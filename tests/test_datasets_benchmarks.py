@@ -232,6 +232,18 @@ def test_aircraft_official_splits_and_root_forms(aircraft_root):
         assert sef.datasets.load("aircraft", root, "test").samples == test.samples
 
 
+def test_aircraft_root_through_a_link_named_otherwise(aircraft_root, tmp_path):
+    def files(root):
+        return [(Path(path).resolve(), label) for path, label in load(root).samples]
+
+    def load(root):
+        return sef.datasets.load("aircraft", root, "test")
+
+    for target, link in ((aircraft_root, "aircraft"), (aircraft_root / "data", "aircraft-data")):
+        (tmp_path / link).symlink_to(target, target_is_directory=True)
+        assert files(tmp_path / link) == files(aircraft_root)
+
+
 @pytest.mark.parametrize("level", ["family", "manufacturer"])
 def test_aircraft_levels(aircraft_root, level):
     column = {"family": 1, "manufacturer": 2}[level]
