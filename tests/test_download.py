@@ -134,6 +134,24 @@ def test_a_transfer_cut_short_is_named_as_such_and_leaves_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupted_download_leaves_no_partial_file_nor_the_root_it_made(tmp_path, monkeypatch):
+    def interrupted(url, path, progress):  # Ctrl-C (or SIGTERM, in the CLI) mid-transfer
+        path.write_bytes(b"x" * 1000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "_save", interrupted)
+    monkeypatch.setitem(
+        dl.ARCHIVES, "cub", [dl.Archive("http://127.0.0.1:9/a.tgz", "0" * 32, "a.tgz")]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        dl.download("cub", tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        dl.download("cub", tmp_path / "mine", progress=False)
+    assert list((tmp_path / "mine").iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["cars", "demo", "folder", "csv"])
 def test_datasets_without_archives_say_why(name, tmp_path):
     with pytest.raises(DataError, match=f"cannot download '{name}'"):

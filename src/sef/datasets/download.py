@@ -71,33 +71,34 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
     """Download ``url`` to ``destination`` (via a .part file) and verify its MD5.
 
     A file already at ``destination`` with the right checksum is kept. On a checksum mismatch
-    nothing is left behind and a DataError says so.
+    nothing is left behind and a DataError says so; nor after a failed or interrupted transfer.
     """
     if destination.is_file() and md5_of(destination) == md5:
         return destination
     partial = destination.with_name(destination.name + ".part")
     try:
-        _save(url, partial, progress)
-    except (URLError, OSError, http.client.HTTPException) as error:
+        try:
+            _save(url, partial, progress)
+        except (URLError, OSError, http.client.HTTPException) as error:
+            where = "the mirror folder" if url.startswith("file:") else "the connection"
+            why = (
+                "the connection closed early"
+                if isinstance(error, http.client.IncompleteRead)
+                else error
+            )
+            raise DataError(
+                f"could not download {url} ({why}); check {where}, or fetch it by hand into "
+                f"{destination.parent}"
+            ) from None
+        found = md5_of(partial)
+        if found != md5:
+            raise DataError(
+                f"{url} has MD5 {found}, expected {md5}; the download is corrupt or not the "
+                f"official file, so its copy was deleted - try again or use another mirror"
+            )
+        partial.replace(destination)
+    finally:  # a failure or an interrupt (Ctrl-C, SIGTERM) leaves no partial file
         partial.unlink(missing_ok=True)
-        where = "the mirror folder" if url.startswith("file:") else "the connection"
-        why = (
-            "the connection closed early"
-            if isinstance(error, http.client.IncompleteRead)
-            else error
-        )
-        raise DataError(
-            f"could not download {url} ({why}); check {where}, or fetch it by hand into "
-            f"{destination.parent}"
-        ) from None
-    found = md5_of(partial)
-    if found != md5:
-        partial.unlink()
-        raise DataError(
-            f"{url} has MD5 {found}, expected {md5}; the download is corrupt or not the official "
-            f"file, so its copy was deleted - try again or use another mirror"
-        )
-    partial.replace(destination)
     return destination
 
 
@@ -153,7 +154,8 @@ def download(
 
     ``mirror`` replaces the official host: each file is fetched from ``<mirror>/<filename>``
     (a mirror without a scheme is a local folder) and must still have the official checksum.
-    A ``root`` this call created is removed again if the download fails before it holds anything.
+    A ``root`` this call created is removed again if the download fails or is interrupted before
+    it holds anything.
     """
     reason = RECORDS[name].no_download if name in RECORDS else ""
     if reason:
@@ -170,7 +172,7 @@ def download(
             extract(path, root)
             if not keep_archives:
                 path.unlink()
-    except DataError:
+    except (DataError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C, SIGTERM in the CLI
         if created and not any(root.iterdir()):
             root.rmdir()
         raise
