@@ -124,6 +124,16 @@ def test_cub_an_image_id_listed_twice_is_refused(cub_root, listing):
         sef.datasets.load("cub", cub_root, "test")
 
 
+def test_cub_split_other_than_1_or_0_is_refused(cub_root):
+    split = cub_root / "train_test_split.txt"
+    split.write_text(split.read_text().replace("6 1\n", "6 train\n"))
+    with pytest.raises(
+        DataError,
+        match=r"train_test_split.txt \(image id 6\): split 'train' is neither 1 \(train\)",
+    ):
+        sef.datasets.load("cub", cub_root, "test")
+
+
 # --- Stanford Cars ---
 def test_cars_reads_the_archive_layout(cars_root):
     trainval = sef.datasets.load("cars", cars_root, "trainval")

@@ -31,6 +31,13 @@ def _by_id(path: Path, ids: list[str]) -> list[str]:
     return [table[i] for i in ids]
 
 
+def _is_train(flag: str, where: str) -> bool:
+    """A train_test_split.txt value: 1 is train, 0 is test, anything else a DataError."""
+    if flag not in ("0", "1"):
+        raise DataError(f"{where}: split {flag!r} is neither 1 (train) nor 0 (test)")
+    return flag == "1"
+
+
 def _box(value: str, where: str) -> Box:
     try:
         x, y, width, height = (float(v) for v in value.split())
@@ -58,7 +65,11 @@ def read(
         one_based_label(value, len(classes), f"{labels_file} (image id {image_id})")
         for image_id, value in zip(ids, _by_id(labels_file, ids), strict=True)
     ]
-    is_train = [flag.strip() == "1" for flag in _by_id(folder / "train_test_split.txt", ids)]
+    split_file = folder / "train_test_split.txt"
+    is_train = [
+        _is_train(flag, f"{split_file} (image id {image_id})")
+        for image_id, flag in zip(ids, _by_id(split_file, ids), strict=True)
+    ]
     boxes = None
     if bbox_crop:
         boxes_file = folder / "bounding_boxes.txt"
