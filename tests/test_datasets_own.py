@@ -74,6 +74,15 @@ def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path):
     assert len(_load("folder", flat, "test", test_fraction=0.5)) == 6
 
 
+def test_a_class_named_like_a_split_is_a_class(folder_root, tmp_path):
+    vehicles = tmp_path / "vehicles"  # ROOT/<class>/ with the classes bus, car and train
+    for name, source in zip(("bus", "car", "Train"), OWN_CLASSES, strict=True):
+        shutil.copytree(folder_root / "train" / source, vehicles / name)
+    trainval = _load("folder", vehicles, "trainval")
+    assert trainval.classes == ["Train", "bus", "car"] and len(trainval) == 9
+    assert {trainval.classes[y] for _, y in trainval.samples} == {"Train", "bus", "car"}
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist; lay it out as ROOT/<split>/<class>"):
         _load("folder", tmp_path / "missing", "train")
