@@ -125,6 +125,16 @@ def test_csv_without_split_column_and_numeric_labels(csv_root):
     assert len(test) == 3 and len(_load("csv", csv_root, "trainval")) == 15
 
 
+def test_csv_image_root_and_class_list_may_start_with_a_tilde(csv_root, monkeypatch):
+    monkeypatch.setenv("HOME", str(csv_root.parent))  # ~/own-csv is csv_root
+    (csv_root.parent / "classes.txt").write_text("cat\ndog\nfox\n")
+    csv = csv_root / "labels.csv"
+    expected = _load("csv", csv, "test").samples
+    moved = csv.rename(csv_root.parent / "elsewhere.csv")
+    options = {"image_root": "~/own-csv", "classes": "~/classes.txt"}  # as data.options in YAML
+    assert _load("csv", moved, "test", **options).samples == expected
+
+
 def test_csv_fixed_class_list_and_label_outside_it(csv_root):
     classes_file = csv_root.parent / "classes.txt"
     classes_file.write_text("fox\ncat\ndog\nwolf\n")

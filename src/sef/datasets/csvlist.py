@@ -97,7 +97,7 @@ def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[
             f"got {classes!r}"
         )
     if isinstance(classes, (str, os.PathLike)):
-        path = Path(classes)
+        path = Path(classes).expanduser()
         if not path.is_file():
             raise DataError(f"class list {path} does not exist; give a text file, one class a line")
         return [name for _, name in read_lines(path, LAYOUT)]
@@ -121,7 +121,7 @@ def read(
     rows = _rows(path)
     names = _class_list(classes, [row[1] for _, row in rows])
     index = {name: i for i, name in enumerate(names)}
-    base = Path(image_root) if image_root is not None else path.parent
+    base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
         if row[1] not in index:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
