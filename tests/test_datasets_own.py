@@ -135,6 +135,21 @@ def test_csv_image_root_and_class_list_may_start_with_a_tilde(csv_root, monkeypa
     assert _load("csv", moved, "test", **options).samples == expected
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+@pytest.mark.parametrize("header", [True, False])
+def test_a_csv_separated_otherwise_than_by_commas_says_so(csv_root, separator, header):
+    csv = csv_root / "labels.csv"
+    lines = csv.read_text().splitlines()[0 if header else 1 :]
+    csv.write_text("\n".join(line.replace(",", separator) for line in lines) + "\n")
+    first = lines[0].replace(",", separator)
+    with pytest.raises(DataError) as error:
+        _load("csv", csv_root, "test")
+    assert str(error.value) == (
+        f"{csv} line 1 is one column ({first!r}); separate path, label and split with commas, "
+        f"not semicolons or tabs"
+    )
+
+
 def test_csv_fixed_class_list_and_label_outside_it(csv_root):
     classes_file = csv_root.parent / "classes.txt"
     classes_file.write_text("fox\ncat\ndog\nwolf\n")

@@ -53,6 +53,11 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
         if any(cell.strip() for cell in row)
     ]
+    if rows and len(rows[0][1]) == 1 and any(sep in rows[0][1][0] for sep in ";\t"):
+        raise DataError(  # Excel's CSV where the decimal mark is a comma, or a TSV
+            f"{path} line {rows[0][0]} is one column ({rows[0][1][0]!r}); separate path, label "
+            f"and split with commas, not semicolons or tabs"
+        )
     if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
         rows = rows[1:]
     elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
