@@ -134,6 +134,16 @@ def test_cub_split_other_than_1_or_0_is_refused(cub_root):
         sef.datasets.load("cub", cub_root, "test")
 
 
+def test_cub_classes_are_named_by_their_ids(cub_root):
+    classes = cub_root / "classes.txt"
+    lines = classes.read_text().splitlines()
+    classes.write_text("\n".join(reversed(lines)) + "\n")  # as `sort` leaves 1, 10, 100, ..., 2
+    assert sef.datasets.load("cub", cub_root, "test").classes == CUB_CLASSES
+    classes.write_text("\n".join([*lines[:-1], "7 " + lines[-1].split()[1]]) + "\n")
+    with pytest.raises(DataError, match=rf"classes.txt: class id 7 is not one of 1..{len(lines)}"):
+        sef.datasets.load("cub", cub_root, "test")
+
+
 # --- Stanford Cars ---
 def test_cars_reads_the_archive_layout(cars_root):
     trainval = sef.datasets.load("cars", cars_root, "trainval")
