@@ -125,6 +125,16 @@ def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypa
     assert capsys.readouterr().out.splitlines()[1] == f"train with --cache {out}"
 
 
+def test_check_of_own_data_without_a_test_split(no_test_split, capsys):
+    assert main(["data", "check", "folder", str(no_test_split), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:5]] == [
+        ["trainval", "12"], ["train", "8"], ["val", "4"], ["test", "none"],
+    ]  # fmt: skip
+    assert lines[4].endswith("(the data declares no test images)")
+    assert lines[-1] == "all 12 images open"
+
+
 def test_cache_of_own_data_without_a_test_split(no_test_split, tmp_path, capsys):
     arguments = ["data", "cache", "folder", str(no_test_split), "--image-size", "32"]
     assert main([*arguments, "--out", str(tmp_path / "c"), "--no-progress"]) == 0
