@@ -139,6 +139,17 @@ def test_a_model_that_cannot_be_built_stops_a_run_before_its_cache_is_built(demo
     assert not (tmp_path / "c").exists()
 
 
+def test_a_run_on_data_without_a_test_split_says_how_to_evaluate_on_val(no_test_split, tmp_path):
+    config = apply_overrides(resolve_config("folder-resnet18"), [f"data.root={no_test_split}"])
+    with pytest.raises(NoSuchSplit) as info:
+        load_data(config, Context(device=CPU), progress=False)
+    assert str(info.value) == (
+        f"{no_test_split} declares no test images; add them or leave out every split, or "
+        f"evaluate on held-out training images: --set data.train_split=train "
+        f"--set data.eval_split=val"
+    )
+
+
 def test_a_run_without_a_test_split_caches_the_splits_there_are(no_test_split, tmp_path, capsys):
     overrides = [
         f"data.root={no_test_split}",

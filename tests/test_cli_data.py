@@ -125,6 +125,16 @@ def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypa
     assert capsys.readouterr().out.splitlines()[1] == f"train with --cache {out}"
 
 
+def test_check_of_own_data_without_a_test_split(no_test_split, capsys):
+    assert main(["data", "check", "folder", str(no_test_split), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:5]] == [
+        ["trainval", "12"], ["train", "8"], ["val", "4"], ["test", "none"],
+    ]  # fmt: skip
+    assert lines[4].endswith("(the data declares no test images)")
+    assert lines[-1] == "all 12 images open"
+
+
 def test_cache_of_own_data_without_a_test_split(no_test_split, tmp_path, capsys):
     arguments = ["data", "cache", "folder", str(no_test_split), "--image-size", "32"]
     assert main([*arguments, "--out", str(tmp_path / "c"), "--no-progress"]) == 0
@@ -157,6 +167,17 @@ def test_cache_errors_are_one_line_exit_2(cub_root, tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"sef data: error: {cub_root} holds other files (")
     assert error.count("\n") == 1
+    for foreign in ("[1, 2]", '{"pages": []}'):  # another program's index.json: left alone
+        (tmp_path / "site").mkdir(exist_ok=True)
+        (tmp_path / "site" / "index.json").write_text(foreign)
+        arguments[-1] = str(tmp_path / "site")
+        assert main(arguments) == 2
+        assert capsys.readouterr().err == (
+            f"sef data: error: {tmp_path / 'site' / 'index.json'} is not an image cache's index, "
+            f"so nothing is written to {tmp_path / 'site'}; choose an empty or new folder\n"
+        )
+        assert [p.name for p in (tmp_path / "site").iterdir()] == ["index.json"]
+        assert (tmp_path / "site" / "index.json").read_text() == foreign
     with pytest.raises(SystemExit):  # a usage error: sef train trains at 16 px or more
         main(["data", "cache", "cub", str(cub_root), "--image-size", "4"])
     assert "argument --image-size: must be an integer >= 16, got 4" in capsys.readouterr().err

@@ -111,6 +111,39 @@ def test_cub_missing_split_line(cub_root):
         sef.datasets.load("cub", cub_root, "trainval")
 
 
+@pytest.mark.parametrize("listing", ["images.txt", "image_class_labels.txt"])
+def test_cub_an_image_id_listed_twice_is_refused(cub_root, listing):
+    # appended by hand: image 1 again, as another image or with another label
+    extra = {"images.txt": "1 002.Laysan_Albatross/x.jpg", "image_class_labels.txt": "1 2"}
+    path = cub_root / listing
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, extra[listing]]) + "\n")
+    with pytest.raises(
+        DataError, match=rf"{listing} line {len(lines) + 1} repeats id 1 of line 1; list each id"
+    ):
+        sef.datasets.load("cub", cub_root, "test")
+
+
+def test_cub_split_other_than_1_or_0_is_refused(cub_root):
+    split = cub_root / "train_test_split.txt"
+    split.write_text(split.read_text().replace("6 1\n", "6 train\n"))
+    with pytest.raises(
+        DataError,
+        match=r"train_test_split.txt \(image id 6\): split 'train' is neither 1 \(train\)",
+    ):
+        sef.datasets.load("cub", cub_root, "test")
+
+
+def test_cub_classes_are_named_by_their_ids(cub_root):
+    classes = cub_root / "classes.txt"
+    lines = classes.read_text().splitlines()
+    classes.write_text("\n".join(reversed(lines)) + "\n")  # as `sort` leaves 1, 10, 100, ..., 2
+    assert sef.datasets.load("cub", cub_root, "test").classes == CUB_CLASSES
+    classes.write_text("\n".join([*lines[:-1], "7 " + lines[-1].split()[1]]) + "\n")
+    with pytest.raises(DataError, match=rf"classes.txt: class id 7 is not one of 1..{len(lines)}"):
+        sef.datasets.load("cub", cub_root, "test")
+
+
 # --- Stanford Cars ---
 def test_cars_reads_the_archive_layout(cars_root):
     trainval = sef.datasets.load("cars", cars_root, "trainval")
@@ -217,6 +250,18 @@ def test_aircraft_official_splits_and_root_forms(aircraft_root):
     assert "F/A-18" in test.classes
     for root in (aircraft_root / "data", aircraft_root.parent):
         assert sef.datasets.load("aircraft", root, "test").samples == test.samples
+
+
+def test_aircraft_root_through_a_link_named_otherwise(aircraft_root, tmp_path):
+    def files(root):
+        return [(Path(path).resolve(), label) for path, label in load(root).samples]
+
+    def load(root):
+        return sef.datasets.load("aircraft", root, "test")
+
+    for target, link in ((aircraft_root, "aircraft"), (aircraft_root / "data", "aircraft-data")):
+        (tmp_path / link).symlink_to(target, target_is_directory=True)
+        assert files(tmp_path / link) == files(aircraft_root)
 
 
 @pytest.mark.parametrize("level", ["family", "manufacturer"])

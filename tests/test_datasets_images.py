@@ -24,9 +24,15 @@ def test_every_mode_opens_as_rgb(tmp_path, write_image, mode, suffix):
     assert np.abs(np.asarray(image, int) - colour).max() <= 3
 
 
-def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
-    path = tmp_path / "deep.png"
-    Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(path)  # half of 16-bit white
+@pytest.mark.parametrize(
+    ("suffix", "order", "mode"), [(".png", "<", "I;16"), (".tif", ">", "I;16B")]
+)
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path, suffix, order, mode):
+    path = tmp_path / f"deep{suffix}"
+    half = np.full((4, 4), 32768, np.dtype(f"{order}u2"))  # half of 16-bit white
+    Image.fromarray(half).save(path)  # big-endian: a TIFF from a Mac or a camera
+    with Image.open(path) as raw:
+        assert raw.mode == mode
     assert np.asarray(open_rgb(path)).mean() == pytest.approx(128, abs=1)
 
 

@@ -74,6 +74,15 @@ def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path):
     assert len(_load("folder", flat, "test", test_fraction=0.5)) == 6
 
 
+def test_a_class_named_like_a_split_is_a_class(folder_root, tmp_path):
+    vehicles = tmp_path / "vehicles"  # ROOT/<class>/ with the classes bus, car and train
+    for name, source in zip(("bus", "car", "Train"), OWN_CLASSES, strict=True):
+        shutil.copytree(folder_root / "train" / source, vehicles / name)
+    trainval = _load("folder", vehicles, "trainval")
+    assert trainval.classes == ["Train", "bus", "car"] and len(trainval) == 9
+    assert {trainval.classes[y] for _, y in trainval.samples} == {"Train", "bus", "car"}
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist; lay it out as ROOT/<split>/<class>"):
         _load("folder", tmp_path / "missing", "train")
@@ -114,6 +123,31 @@ def test_csv_without_split_column_and_numeric_labels(csv_root):
     test = _load("csv", csv_root, "test")
     assert test.classes == ["2", "9", "10"]  # numeric order, no header needed
     assert len(test) == 3 and len(_load("csv", csv_root, "trainval")) == 15
+
+
+def test_csv_image_root_and_class_list_may_start_with_a_tilde(csv_root, monkeypatch):
+    monkeypatch.setenv("HOME", str(csv_root.parent))  # ~/own-csv is csv_root
+    (csv_root.parent / "classes.txt").write_text("cat\ndog\nfox\n")
+    csv = csv_root / "labels.csv"
+    expected = _load("csv", csv, "test").samples
+    moved = csv.rename(csv_root.parent / "elsewhere.csv")
+    options = {"image_root": "~/own-csv", "classes": "~/classes.txt"}  # as data.options in YAML
+    assert _load("csv", moved, "test", **options).samples == expected
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+@pytest.mark.parametrize("header", [True, False])
+def test_a_csv_separated_otherwise_than_by_commas_says_so(csv_root, separator, header):
+    csv = csv_root / "labels.csv"
+    lines = csv.read_text().splitlines()[0 if header else 1 :]
+    csv.write_text("\n".join(line.replace(",", separator) for line in lines) + "\n")
+    first = lines[0].replace(",", separator)
+    with pytest.raises(DataError) as error:
+        _load("csv", csv_root, "test")
+    assert str(error.value) == (
+        f"{csv} line 1 is one column ({first!r}); separate path, label and split with commas, "
+        f"not semicolons or tabs"
+    )
 
 
 def test_csv_fixed_class_list_and_label_outside_it(csv_root):

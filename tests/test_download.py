@@ -1,7 +1,9 @@
 """Downloading: checksum verification and unpacking, against a server on 127.0.0.1 only."""
 
+import http.server
 import io
 import tarfile
+import threading
 
 import pytest
 
@@ -86,6 +88,68 @@ def test_unreachable_server_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="could not download http://127.0.0.1:9/a.tgz"):
         dl.fetch("http://127.0.0.1:9/a.tgz", tmp_path / "a.tgz", "0" * 32, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """Sends part of a file and closes the connection: announced by Content-Length (/length)
+    or in a chunk of the announced size (/chunked), as a dropped transfer does."""
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path.startswith("/length"):
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 5000)
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"1000\r\n" + b"x" * 100)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def cut_short_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [("length", "the connection closed after 5,000 of 100,000 bytes"),
+     ("chunked", "the connection closed early")],
+)  # fmt: skip
+def test_a_transfer_cut_short_is_named_as_such_and_leaves_nothing(
+    cut_short_server, tmp_path, path, why
+):
+    url = f"{cut_short_server}/{path}/a.tgz"
+    with pytest.raises(DataError, match=f"could not download {url} \\({why}\\); check the conn"):
+        dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_download_leaves_no_partial_file_nor_the_root_it_made(tmp_path, monkeypatch):
+    def interrupted(url, path, progress):  # Ctrl-C (or SIGTERM, in the CLI) mid-transfer
+        path.write_bytes(b"x" * 1000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "_save", interrupted)
+    monkeypatch.setitem(
+        dl.ARCHIVES, "cub", [dl.Archive("http://127.0.0.1:9/a.tgz", "0" * 32, "a.tgz")]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        dl.download("cub", tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        dl.download("cub", tmp_path / "mine", progress=False)
+    assert list((tmp_path / "mine").iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["cars", "demo", "folder", "csv"])

@@ -136,19 +136,28 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.checking import describe_bad_images
+    from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
-    splits = {split: read(split) for split in datasets.SPLITS}
-    classes = splits["trainval"].classes
+    splits, undeclared = {}, {}
+    for split in datasets.SPLITS:
+        try:
+            splits[split] = read(split)
+        except NoSuchSplit as error:  # own data with train/ and val/ but no test/
+            undeclared[split] = error
+    if not splits:
+        raise next(iter(undeclared.values()))
+    classes = next(iter(splits.values())).classes
     print(f"{args.name} at {args.root or f'the {args.name} cache'}: {len(classes)} classes")
-    for split, dataset in splits.items():
-        used = len({label for _, label in dataset.samples})
-        print(f"  {split:<9}{len(dataset):>8} images  {used:>5} classes")
+    for split in datasets.SPLITS:
+        if split in undeclared:
+            print(f"  {split:<9}{'none':>8} (the data declares no {split} images)")
+            continue
+        used = len({label for _, label in splits[split].samples})
+        print(f"  {split:<9}{len(splits[split]):>8} images  {used:>5} classes")
     print("classes:")
     print(_class_summary(classes, args.all_classes))
-    unique = {
-        path: label for d in (splits["trainval"], splits["test"]) for path, label in d.samples
-    }
+    unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
         list(unique.items()), workers=args.workers, progress=progress_bars(args)
     )

@@ -28,11 +28,13 @@ BANNER_PIXELS = 20
 
 
 def _data_folder(root: Path) -> Path:
-    """fgvc-aircraft-2013b/data, from any of the accepted ``root`` forms."""
+    """fgvc-aircraft-2013b/data, from any of the accepted ``root`` forms, each also through a
+    symbolic link named otherwise (``~/data/aircraft -> /mnt/fgvc-aircraft-2013b``)."""
     root = root.expanduser().absolute()
-    for candidate in (root / FOLDER, root, root.parent):
-        if candidate.name == FOLDER and (candidate / "data").is_dir():
-            return candidate / "data"
+    for base in dict.fromkeys((root, root.resolve())):
+        for candidate in (base / FOLDER, base, base.parent):
+            if candidate.resolve().name == FOLDER and (candidate / "data").is_dir():
+                return candidate / "data"
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; point ROOT at {LAYOUT}")
     raise DataError(

@@ -203,13 +203,18 @@ def stale_reason(
     folder: Path, wanted: Sequence[Source], recipe: str, image_size: int
 ) -> str | None:
     """Why the cache in ``folder`` cannot give ``wanted`` as ``recipe`` at ``image_size`` makes
-    them (one line), or None if it can."""
+    them (one line), or None if it can; CacheUnavailable if its index.json is not a cache's."""
     try:
         index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"{folder} holds no image cache yet"
     except (OSError, ValueError) as error:
         return f"{folder / INDEX} cannot be read ({error})"
+    if not isinstance(index, dict) or "format" not in index:  # another program's index.json
+        raise CacheUnavailable(
+            f"{folder / INDEX} is not an image cache's index, so nothing is written to {folder}; "
+            f"choose an empty or new folder"
+        )
     expected = recipe_record(recipe, image_size)
     for key, value in expected.items():
         if index.get(key) != value:

@@ -53,6 +53,11 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
         if any(cell.strip() for cell in row)
     ]
+    if rows and len(rows[0][1]) == 1 and any(sep in rows[0][1][0] for sep in ";\t"):
+        raise DataError(  # Excel's CSV where the decimal mark is a comma, or a TSV
+            f"{path} line {rows[0][0]} is one column ({rows[0][1][0]!r}); separate path, label "
+            f"and split with commas, not semicolons or tabs"
+        )
     if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
         rows = rows[1:]
     elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
@@ -97,7 +102,7 @@ def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[
             f"got {classes!r}"
         )
     if isinstance(classes, (str, os.PathLike)):
-        path = Path(classes)
+        path = Path(classes).expanduser()
         if not path.is_file():
             raise DataError(f"class list {path} does not exist; give a text file, one class a line")
         return [name for _, name in read_lines(path, LAYOUT)]
@@ -121,7 +126,7 @@ def read(
     rows = _rows(path)
     names = _class_list(classes, [row[1] for _, row in rows])
     index = {name: i for i, name in enumerate(names)}
-    base = Path(image_root) if image_root is not None else path.parent
+    base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
         if row[1] not in index:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")

@@ -31,6 +31,23 @@ def _by_id(path: Path, ids: list[str]) -> list[str]:
     return [table[i] for i in ids]
 
 
+def _classes(path: Path) -> list[str]:
+    """The class names by their ids 1..K (a list sorted as text, 1, 10, 100, ..., reads right)."""
+    names = dict(read_pairs(path, LAYOUT))
+    expected = [str(k) for k in range(1, len(names) + 1)]
+    unknown = [i for i in names if i not in expected]
+    if unknown:
+        raise DataError(f"{path}: class id {unknown[0]} is not one of 1..{len(names)}")
+    return [names[i] for i in expected]
+
+
+def _is_train(flag: str, where: str) -> bool:
+    """A train_test_split.txt value: 1 is train, 0 is test, anything else a DataError."""
+    if flag not in ("0", "1"):
+        raise DataError(f"{where}: split {flag!r} is neither 1 (train) nor 0 (test)")
+    return flag == "1"
+
+
 def _box(value: str, where: str) -> Box:
     try:
         x, y, width, height = (float(v) for v in value.split())
@@ -50,7 +67,7 @@ def read(
     """CUB ``split``; ``bbox_crop`` crops every image to its annotated bird box."""
     check_split(split)
     folder = find_root(root, "images.txt", ["CUB_200_2011"], LAYOUT)
-    classes = [name for _, name in read_pairs(folder / "classes.txt", LAYOUT)]
+    classes = _classes(folder / "classes.txt")
     images = read_pairs(folder / "images.txt", LAYOUT)
     ids = [image_id for image_id, _ in images]
     labels_file = folder / "image_class_labels.txt"
@@ -58,7 +75,11 @@ def read(
         one_based_label(value, len(classes), f"{labels_file} (image id {image_id})")
         for image_id, value in zip(ids, _by_id(labels_file, ids), strict=True)
     ]
-    is_train = [flag.strip() == "1" for flag in _by_id(folder / "train_test_split.txt", ids)]
+    split_file = folder / "train_test_split.txt"
+    is_train = [
+        _is_train(flag, f"{split_file} (image id {image_id})")
+        for image_id, flag in zip(ids, _by_id(split_file, ids), strict=True)
+    ]
     boxes = None
     if bbox_crop:
         boxes_file = folder / "bounding_boxes.txt"

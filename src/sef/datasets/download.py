@@ -10,6 +10,7 @@ After ``download(name, root)``, ``load(name, root, split)`` reads the dataset fr
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tarfile
 import urllib.request
@@ -70,36 +71,51 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
     """Download ``url`` to ``destination`` (via a .part file) and verify its MD5.
 
     A file already at ``destination`` with the right checksum is kept. On a checksum mismatch
-    nothing is left behind and a DataError says so.
+    nothing is left behind and a DataError says so; nor after a failed or interrupted transfer.
     """
     if destination.is_file() and md5_of(destination) == md5:
         return destination
     partial = destination.with_name(destination.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=destination.name, disable=not progress
-            ) as bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except (URLError, OSError) as error:
+        try:
+            _save(url, partial, progress)
+        except (URLError, OSError, http.client.HTTPException) as error:
+            where = "the mirror folder" if url.startswith("file:") else "the connection"
+            why = (
+                "the connection closed early"
+                if isinstance(error, http.client.IncompleteRead)
+                else error
+            )
+            raise DataError(
+                f"could not download {url} ({why}); check {where}, or fetch it by hand into "
+                f"{destination.parent}"
+            ) from None
+        found = md5_of(partial)
+        if found != md5:
+            raise DataError(
+                f"{url} has MD5 {found}, expected {md5}; the download is corrupt or not the "
+                f"official file, so its copy was deleted - try again or use another mirror"
+            )
+        partial.replace(destination)
+    finally:  # a failure or an interrupt (Ctrl-C, SIGTERM) leaves no partial file
         partial.unlink(missing_ok=True)
-        where = "the mirror folder" if url.startswith("file:") else "the connection"
-        raise DataError(
-            f"could not download {url} ({error}); check {where}, or fetch it by hand into "
-            f"{destination.parent}"
-        ) from None
-    found = md5_of(partial)
-    if found != md5:
-        partial.unlink()
-        raise DataError(
-            f"{url} has MD5 {found}, expected {md5}; the download is corrupt or not the official "
-            f"file, so its copy was deleted - try again or use another mirror"
-        )
-    partial.replace(destination)
     return destination
+
+
+def _save(url: str, path: Path, progress: bool) -> None:
+    """Write what ``url`` serves to ``path``; ConnectionError if the server sends fewer bytes than
+    it announced (a transfer cut short, not a wrong file)."""
+    received = 0
+    with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        name = path.name.removesuffix(".part")
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if total is not None and received < total:
+        raise ConnectionError(f"the connection closed after {received:,} of {total:,} bytes")
 
 
 def _safe_members(archive: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
@@ -138,7 +154,8 @@ def download(
 
     ``mirror`` replaces the official host: each file is fetched from ``<mirror>/<filename>``
     (a mirror without a scheme is a local folder) and must still have the official checksum.
-    A ``root`` this call created is removed again if the download fails before it holds anything.
+    A ``root`` this call created is removed again if the download fails or is interrupted before
+    it holds anything.
     """
     reason = RECORDS[name].no_download if name in RECORDS else ""
     if reason:
@@ -155,7 +172,7 @@ def download(
             extract(path, root)
             if not keep_archives:
                 path.unlink()
-    except DataError:
+    except (DataError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C, SIGTERM in the CLI
         if created and not any(root.iterdir()):
             root.rmdir()
         raise

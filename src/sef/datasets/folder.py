@@ -1,7 +1,8 @@
 """Users' own images in class folders: ROOT/<split>/<class>/<image> or ROOT/<class>/<image>.
 
-Split folders are named trainval, train, val or test, in any case; the classes are the sorted
-union of the class folder names in all of them, so labels agree between splits. Without split
+Split folders are named trainval, train, val or test, in any case, and hold class folders (a
+train/ of images beside bus/ and car/ is a class); the classes are the sorted union of the class
+folder names in all of them, so labels agree between splits. Without split
 folders, test and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`).
 Images have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg``
 and ``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
@@ -58,12 +59,17 @@ def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]
     ]
 
 
+def _holds_folders(folder: str) -> bool:
+    return any(entry.is_dir() and not _hidden(entry.name) for entry in os.scandir(folder))
+
+
 def _split_folders(root: Path) -> dict[str, Path]:
-    """The split folders in ``root`` by split, their names in any case (Train/, TEST/)."""
+    """The split folders in ``root`` by split, their names in any case (Train/, TEST/); one that
+    holds no folder is a class of ROOT/<class>/<image> (train/ beside bus/ and car/)."""
     found: dict[str, Path] = {}
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
         split = entry.name.lower()
-        if split in SPLITS and entry.is_dir():
+        if split in SPLITS and entry.is_dir() and _holds_folders(entry.path):
             if split in found:
                 raise DataError(
                     f"{root} has two {split} folders, {found[split].name} and {entry.name}; "

@@ -57,7 +57,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if image.mode.startswith("I"):  # 16/32-bit grey: scale to 8 bits instead of clipping
-        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+        # through "I": point() refuses big-endian I;16B (a Mac or camera TIFF)
+        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
     if image.mode == "F" and image.getextrema()[1] <= 1:  # 0-1 floats: black if clipped as is
         return image.point(lambda v: v * 255).convert("L").convert("RGB")
     return image.convert("RGB")

@@ -47,12 +47,18 @@ def read_lines(path: Path, layout: str) -> list[tuple[int, str]]:
 
 
 def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:
-    """Lines ``<key> <value...>`` of a text list (the value may contain spaces)."""
-    pairs = []
+    """Lines ``<key> <value...>`` of a text list (the value may contain spaces); a key listed
+    twice is refused (an image id twice would give one image two labels or splits)."""
+    pairs, first = [], {}
     for number, line in read_lines(path, layout):
         fields = line.split(maxsplit=1)
         if len(fields) != 2:
             raise DataError(f"{path} line {number} is {line!r}, expected '<id> <value>'")
+        earlier = first.setdefault(fields[0], number)
+        if earlier != number:
+            raise DataError(
+                f"{path} line {number} repeats id {fields[0]} of line {earlier}; list each id once"
+            )
         pairs.append((fields[0], fields[1]))
     return pairs
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from sef import datasets, distributed, threads, transforms
 from sef.config import Config
 from sef.datasets import cache
+from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.errors import DataError
 from sef.seeding import EpochSampler, SeededItems
@@ -51,10 +52,16 @@ def load_data(
         d, d.train_split, seed=seed, progress=progress,
         transform=transforms.train_transform(d.recipe, d.image_size, normalise),
     )  # fmt: skip
-    evaluation = datasets.read_split(
-        d, d.eval_split, seed=seed, progress=progress,
-        transform=transforms.test_transform(d.recipe, d.image_size, normalise),
-    )  # fmt: skip
+    try:
+        evaluation = datasets.read_split(
+            d, d.eval_split, seed=seed, progress=progress,
+            transform=transforms.test_transform(d.recipe, d.image_size, normalise),
+        )  # fmt: skip
+    except NoSuchSplit as missing:  # own data with train/ and val/ folders, say
+        raise NoSuchSplit(
+            f"{missing}, or evaluate on held-out training images: --set data.train_split=train "
+            f"--set data.eval_split=val"
+        ) from None
     if list(evaluation.classes) != list(train.classes):
         raise DataError(
             f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
