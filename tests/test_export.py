@@ -271,3 +271,18 @@ def test_load_safetensors_refuses_other_files_in_one_line(model, tmp_path):
     )  # fmt: skip
     with pytest.raises(CheckpointError, match="does not record the network"):
         load_safetensors(paths["safetensors"])  # a module of the user's: theirs to rebuild
+
+
+def test_backbone_args_json_cannot_write_leave_the_architecture_out_with_a_warning(tmp_path):
+    """A class in backbone_args made the export stop with json's TypeError traceback."""
+    pytest.importorskip("timm")
+    resnet = SEF(
+        "timm:resnet18", len(CLASSES), groups=2, backbone_args={"act_layer": torch.nn.SiLU}
+    )
+    with pytest.warns(UserWarning, match="records no architecture .*backbone_args hold Python"):
+        paths = export_model(
+            resnet.eval(), tmp_path, classes=CLASSES, preprocessing=PREPROCESSING,
+            formats=["safetensors"],
+        )  # fmt: skip
+    with pytest.raises(CheckpointError, match="does not record the network"):
+        load_safetensors(paths["safetensors"])

@@ -187,13 +187,30 @@ def export_model(
                 "backbone": backbone_name or type(model.backbone).__name__,
                 "preprocessing": json.dumps(preprocessing_json(preprocessing)),
             }
-            if model.architecture is not None:
-                metadata["architecture"] = json.dumps(model.architecture)
+            architecture = _architecture_json(model)
+            if architecture is not None:
+                metadata["architecture"] = architecture
             write_safetensors(plain, staged["safetensors"], metadata)
         _write_json(staged["labels"], list(classes))
         files = [FILE_NAMES[name] for name in names]  # what the next export may remove
         _write_json(staged["preprocessing"], {**preprocessing_json(preprocessing), "files": files})
         return _replace_set(staged, out)
+
+
+def _architecture_json(model: SEF) -> str | None:
+    """What rebuilds the network, as JSON; None, with a warning, where ``backbone_args`` hold
+    Python objects (a class, a function) that JSON cannot write: sef cannot rebuild that code."""
+    if model.architecture is None:
+        return None
+    try:
+        return json.dumps(model.architecture)
+    except TypeError as error:
+        warnings.warn(
+            f"model.safetensors records no architecture ({error}: backbone_args hold Python "
+            f"objects), so sef.load_safetensors cannot rebuild it; load its weights yourself",
+            stacklevel=3,
+        )
+        return None
 
 
 def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
