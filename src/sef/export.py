@@ -129,8 +129,9 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(f"{path} is not a safetensors file ({kind}): {error}") from None
     if "architecture" not in metadata:
         raise CheckpointError(
-            f"{path} does not record the network it was exported from (an older sef export, or "
-            f"not sef's): build it as docs/deployment.md shows and call load_state_dict"
+            f"{path} does not record the network it was exported from (a backbone of your own "
+            f"code, an export of sef before 2026-12-07, or not sef's): build it as "
+            f"docs/deployment.md shows and call load_state_dict"
         )
     plain = SEF(**json.loads(metadata["architecture"]), groups=1).export()
     try:
