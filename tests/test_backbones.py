@@ -39,8 +39,9 @@ def test_local_weights_file_is_loaded(tmp_path, suffix):
 def test_weights_file_for_another_model_is_refused(tmp_path):
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
-    with pytest.raises(WeightsError, match="does not match resnet18"):
+    with pytest.raises(WeightsError, match="does not match resnet18: 96 unexpected keys") as error:
         sef.SEF("resnet18", num_classes=3, weights=path)
+    assert "missing" not in str(error.value)  # not "0 missing keys (e.g. [])"
 
 
 def test_missing_weights_file_is_named(tmp_path):

@@ -76,11 +76,9 @@ def mismatch(path: str | os.PathLike, name: str, what: str) -> WeightsError:
 
 
 def unmatched(missing: list[str], unexpected: list[str]) -> str:
-    """How many keys a file lacks and has too many, with examples."""
-    return (
-        f"{len(missing)} missing keys (e.g. {missing[:3]}), "
-        f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-    )
+    """How many keys a file lacks and has too many, with examples (of the kinds there are)."""
+    kinds = (("missing", missing), ("unexpected", unexpected))
+    return ", ".join(f"{len(keys)} {kind} keys (e.g. {keys[:3]})" for kind, keys in kinds if keys)
 
 
 def shape_mismatch(error: RuntimeError, most: int = 300) -> str:
