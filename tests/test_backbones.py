@@ -44,6 +44,16 @@ def test_weights_file_for_another_model_is_refused(tmp_path):
     assert "missing" not in str(error.value)  # not "0 missing keys (e.g. [])"
 
 
+def test_a_weights_path_under_the_home_folder_may_start_with_a_tilde(tmp_path, monkeypatch):
+    """``--set model.weights=~/r18.pth`` reaches sef with its ~: it said the file did not exist."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    state = resnet18_state()
+    torch.save(state, tmp_path / "r18.pth")
+    assert_backbone_holds(sef.SEF("resnet18", num_classes=3, weights="~/r18.pth"), state)
+    torch.save(_timm_state("resnet18"), tmp_path / "timm18.pth")
+    assert sef.SEF("timm:resnet18", num_classes=3, weights="~/timm18.pth").channels == 512
+
+
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         sef.SEF("resnet18", num_classes=3, weights=tmp_path / "nope.pth")

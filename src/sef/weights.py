@@ -19,13 +19,14 @@ from sef.errors import WeightsError
 def is_weights_file(weights: object) -> bool:
     """Whether ``weights`` names a file (an existing path, or one with a weights suffix) rather
     than a weight name such as "IMAGENET1K_V1"."""
-    text = str(weights)
+    text = os.path.expanduser(str(weights))
     return os.path.exists(text) or text.endswith((".pth", ".pt", ".safetensors", ".bin"))
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors or a torch file, never unpickling code."""
-    path = Path(path)
+    """Read a state dict from .safetensors or a torch file (``~`` expanded), never unpickling
+    code."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; pass an existing file path")
     if path.suffix == ".safetensors":
