@@ -54,6 +54,13 @@ def test_a_weights_path_under_the_home_folder_may_start_with_a_tilde(tmp_path, m
     assert sef.SEF("timm:resnet18", num_classes=3, weights="~/timm18.pth").channels == 512
 
 
+def test_a_weight_name_for_a_module_backbone_is_refused_as_a_name():
+    """It said 'weights file IMAGENET1K_V1 does not exist', as if a file had been meant."""
+    features = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
+    with pytest.raises(WeightsError, match="nn.Module backbone takes weights from a file only"):
+        sef.SEF(features, num_classes=3, weights="IMAGENET1K_V1")
+
+
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         sef.SEF("resnet18", num_classes=3, weights=tmp_path / "nope.pth")

@@ -175,6 +175,11 @@ def create_backbone(
         raise ValueError(f"pool={pool!r} needs a timm:<model> token backbone; CNNs pool 'avg'")
     _check_output_stride(backbone, output_stride)
     if isinstance(backbone, nn.Module):
+        if weights is not None and not is_weights_file(weights):
+            raise WeightsError(
+                f"an nn.Module backbone takes weights from a file only, not {weights!r}: build "
+                f"it with its pretrained weights, or pass the path of its state dict"
+            )
         if weights is not None:
             load_file_into(backbone, weights, type(backbone).__name__)
         return backbone
