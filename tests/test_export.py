@@ -288,3 +288,20 @@ def test_backbone_args_json_cannot_write_leave_the_architecture_out_with_a_warni
         )  # fmt: skip
     with pytest.raises(CheckpointError, match="does not record the network"):
         load_safetensors(paths["safetensors"])
+
+
+def _metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as opened:
+        return opened.metadata()
+
+
+def test_the_safetensors_metadata_names_the_backbone_the_model_was_built_from(tmp_path):
+    """Exported from Python without backbone_name, it said "Sequential" for a resnet18."""
+    torch.manual_seed(0)
+    paths = export_model(
+        SEF("resnet18", len(CLASSES), groups=2), tmp_path, classes=CLASSES,
+        preprocessing=PREPROCESSING, formats=["safetensors"],
+    )  # fmt: skip
+    assert _metadata(paths["safetensors"])["backbone"] == "resnet18"

@@ -185,7 +185,7 @@ def export_model(
         if "safetensors" in chosen:
             metadata = {
                 "num_classes": str(model.num_classes),
-                "backbone": backbone_name or type(model.backbone).__name__,
+                "backbone": backbone_name or _backbone_name(model),
                 "preprocessing": json.dumps(preprocessing_json(preprocessing)),
             }
             architecture = _architecture_json(model)
@@ -196,6 +196,14 @@ def export_model(
         files = [FILE_NAMES[name] for name in names]  # what the next export may remove
         _write_json(staged["preprocessing"], {**preprocessing_json(preprocessing), "files": files})
         return _replace_set(staged, out)
+
+
+def _backbone_name(model: SEF) -> str:
+    """The name the model was built from ("resnet50", "timm:vit_small_patch16_224"), else the
+    class of the user's module."""
+    if model.architecture is not None:
+        return model.architecture["backbone"]
+    return type(model.backbone).__name__
 
 
 def _architecture_json(model: SEF) -> str | None:
