@@ -207,16 +207,18 @@ def _backbone_name(model: SEF) -> str:
 
 
 def _architecture_json(model: SEF) -> str | None:
-    """What rebuilds the network, as JSON; None, with a warning, where ``backbone_args`` hold
-    Python objects (a class, a function) that JSON cannot write: sef cannot rebuild that code."""
+    """What rebuilds the network, as JSON; None, with a warning, where a setting holds a Python
+    object JSON cannot write (a class in ``backbone_args``, a numpy number): sef cannot rebuild
+    that code."""
     if model.architecture is None:
         return None
     try:
         return json.dumps(model.architecture)
     except TypeError as error:
         warnings.warn(
-            f"model.safetensors records no architecture ({error}: backbone_args hold Python "
-            f"objects), so sef.load_safetensors cannot rebuild it; load its weights yourself",
+            f"model.safetensors records no architecture ({error}: a setting such as "
+            f"backbone_args holds a Python object), so sef.load_safetensors cannot rebuild it; "
+            f"load its weights yourself",
             stacklevel=3,
         )
         return None
