@@ -39,8 +39,26 @@ def test_local_weights_file_is_loaded(tmp_path, suffix):
 def test_weights_file_for_another_model_is_refused(tmp_path):
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
-    with pytest.raises(WeightsError, match="does not match resnet18"):
+    with pytest.raises(WeightsError, match="does not match resnet18: 96 unexpected keys") as error:
         sef.SEF("resnet18", num_classes=3, weights=path)
+    assert "missing" not in str(error.value)  # not "0 missing keys (e.g. [])"
+
+
+def test_a_weights_path_under_the_home_folder_may_start_with_a_tilde(tmp_path, monkeypatch):
+    """``--set model.weights=~/r18.pth`` reaches sef with its ~: it said the file did not exist."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    state = resnet18_state()
+    torch.save(state, tmp_path / "r18.pth")
+    assert_backbone_holds(sef.SEF("resnet18", num_classes=3, weights="~/r18.pth"), state)
+    torch.save(_timm_state("resnet18"), tmp_path / "timm18.pth")
+    assert sef.SEF("timm:resnet18", num_classes=3, weights="~/timm18.pth").channels == 512
+
+
+def test_a_weight_name_for_a_module_backbone_is_refused_as_a_name():
+    """It said 'weights file IMAGENET1K_V1 does not exist', as if a file had been meant."""
+    features = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
+    with pytest.raises(WeightsError, match="nn.Module backbone takes weights from a file only"):
+        sef.SEF(features, num_classes=3, weights="IMAGENET1K_V1")
 
 
 def test_missing_weights_file_is_named(tmp_path):

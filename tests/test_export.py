@@ -269,5 +269,39 @@ def test_load_safetensors_refuses_other_files_in_one_line(model, tmp_path):
         own, tmp_path / "own", classes=CLASSES, preprocessing=PREPROCESSING,
         formats=["safetensors"],
     )  # fmt: skip
-    with pytest.raises(CheckpointError, match="does not record the network"):
+    with pytest.raises(
+        CheckpointError, match=r"does not record the network .*\(a backbone of your own code"
+    ):
         load_safetensors(paths["safetensors"])  # a module of the user's: theirs to rebuild
+
+
+def test_backbone_args_json_cannot_write_leave_the_architecture_out_with_a_warning(tmp_path):
+    """A class in backbone_args made the export stop with json's TypeError traceback."""
+    pytest.importorskip("timm")
+    resnet = SEF(
+        "timm:resnet18", len(CLASSES), groups=2, backbone_args={"act_layer": torch.nn.SiLU}
+    )
+    with pytest.warns(UserWarning, match=r"records no architecture \(.*type.*backbone_args holds"):
+        paths = export_model(
+            resnet.eval(), tmp_path, classes=CLASSES, preprocessing=PREPROCESSING,
+            formats=["safetensors"],
+        )  # fmt: skip
+    with pytest.raises(CheckpointError, match="does not record the network"):
+        load_safetensors(paths["safetensors"])
+
+
+def _metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as opened:
+        return opened.metadata()
+
+
+def test_the_safetensors_metadata_names_the_backbone_the_model_was_built_from(tmp_path):
+    """Exported from Python without backbone_name, it said "Sequential" for a resnet18."""
+    torch.manual_seed(0)
+    paths = export_model(
+        SEF("resnet18", len(CLASSES), groups=2), tmp_path, classes=CLASSES,
+        preprocessing=PREPROCESSING, formats=["safetensors"],
+    )  # fmt: skip
+    assert _metadata(paths["safetensors"])["backbone"] == "resnet18"

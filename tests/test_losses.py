@@ -372,6 +372,18 @@ def test_invalid_variant_and_weights_are_value_errors():
         sef.SEFLoss(2, group_variant="mine")
 
 
+@pytest.mark.parametrize(
+    "option, value",
+    [("lam", "1"), ("gamma", None), ("phi", True), ("norm_floor", "0.1"),
+     ("detach_teacher", "False")],
+)  # fmt: skip
+def test_options_of_the_wrong_type_are_refused_naming_the_option(option, value):
+    """lam="1" gave "TypeError: must be real number, not str"; phi=True was a weight of 1 and
+    detach_teacher="False" detached the teacher."""
+    with pytest.raises(ValueError, match=f"^{option}={value!r} is invalid: it must be"):
+        sef.SEFLoss(2, **{option: value})
+
+
 # ------------------------------------------------------------- the groups' correlation readout
 
 

@@ -171,6 +171,19 @@ def test_counts_of_any_integer_type_are_taken():
     assert sef.SEFLoss(np.int64(2)).groups == 2
 
 
+def test_an_image_size_that_is_not_a_positive_integer_is_refused_in_one_line():
+    for size in (0, -5, 64.0, (64, 96)):
+        with pytest.raises(ValueError, match="image_size must be a positive integer, got"):
+            sef.SEF("resnet18", num_classes=3, image_size=size)
+    with pytest.raises(ValueError, match="image_size must be a positive integer, got 0"):
+        sef.create_backbone("timm:resnet18", image_size=0)
+
+
+def test_a_numpy_image_size_is_kept_as_an_int_the_export_can_write():
+    model = sef.SEF("small_cnn", num_classes=3, groups=2, image_size=np.int64(48))
+    assert type(model.architecture["image_size"]) is int
+
+
 def test_a_backbone_is_probed_at_its_size_in_its_dtype_and_a_failed_probe_is_named():
     class Big(nn.Module):  # needs more than 64 px
         def __init__(self):

@@ -22,6 +22,7 @@ from torch import nn
 
 from sef.adapters import FeatureAdapter
 from sef.errors import WeightsError
+from sef.groups import positive_int
 from sef.modes import evaluation_mode
 from sef.timm_backbones import timm_backbone
 from sef.weights import download_help, is_weights_file, load_file_into
@@ -165,6 +166,8 @@ def create_backbone(
     channels-last map). ``image_size``, ``pool`` and ``backbone_args`` (keyword arguments of
     ``timm.create_model``) concern timm models; CNNs pool the mean of their map.
     ``output_stride`` 16 (mobilenet_v2 only, for now) doubles the map's size."""
+    if image_size is not None:
+        positive_int("image_size", image_size)
     named_timm = isinstance(backbone, str) and backbone.startswith(TIMM_PREFIX)
     if backbone_args and not named_timm:
         raise ValueError("backbone_args apply to timm:<model> backbones only")
@@ -172,6 +175,11 @@ def create_backbone(
         raise ValueError(f"pool={pool!r} needs a timm:<model> token backbone; CNNs pool 'avg'")
     _check_output_stride(backbone, output_stride)
     if isinstance(backbone, nn.Module):
+        if weights is not None and not is_weights_file(weights):
+            raise WeightsError(
+                f"an nn.Module backbone takes weights from a file only, not {weights!r}: build "
+                f"it with its pretrained weights, or pass the path of its state dict"
+            )
         if weights is not None:
             load_file_into(backbone, weights, type(backbone).__name__)
         return backbone

@@ -129,8 +129,9 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(f"{path} is not a safetensors file ({kind}): {error}") from None
     if "architecture" not in metadata:
         raise CheckpointError(
-            f"{path} does not record the network it was exported from (an older sef export, or "
-            f"not sef's): build it as docs/deployment.md shows and call load_state_dict"
+            f"{path} does not record the network it was exported from (a backbone of your own "
+            f"code, an export of sef before 2026-12-07, or not sef's): build it as "
+            f"docs/deployment.md shows and call load_state_dict"
         )
     plain = SEF(**json.loads(metadata["architecture"]), groups=1).export()
     try:
@@ -184,16 +185,43 @@ def export_model(
         if "safetensors" in chosen:
             metadata = {
                 "num_classes": str(model.num_classes),
-                "backbone": backbone_name or type(model.backbone).__name__,
+                "backbone": backbone_name or _backbone_name(model),
                 "preprocessing": json.dumps(preprocessing_json(preprocessing)),
             }
-            if model.architecture is not None:
-                metadata["architecture"] = json.dumps(model.architecture)
+            architecture = _architecture_json(model)
+            if architecture is not None:
+                metadata["architecture"] = architecture
             write_safetensors(plain, staged["safetensors"], metadata)
         _write_json(staged["labels"], list(classes))
         files = [FILE_NAMES[name] for name in names]  # what the next export may remove
         _write_json(staged["preprocessing"], {**preprocessing_json(preprocessing), "files": files})
         return _replace_set(staged, out)
+
+
+def _backbone_name(model: SEF) -> str:
+    """The name the model was built from ("resnet50", "timm:vit_small_patch16_224"), else the
+    class of the user's module."""
+    if model.architecture is not None:
+        return model.architecture["backbone"]
+    return type(model.backbone).__name__
+
+
+def _architecture_json(model: SEF) -> str | None:
+    """What rebuilds the network, as JSON; None, with a warning, where a setting holds a Python
+    object JSON cannot write (a class in ``backbone_args``, a numpy number): sef cannot rebuild
+    that code."""
+    if model.architecture is None:
+        return None
+    try:
+        return json.dumps(model.architecture)
+    except TypeError as error:
+        warnings.warn(
+            f"model.safetensors records no architecture ({error}: a setting such as "
+            f"backbone_args holds a Python object), so sef.load_safetensors cannot rebuild it; "
+            f"load its weights yourself",
+            stacklevel=3,
+        )
+        return None
 
 
 def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:

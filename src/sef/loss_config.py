@@ -9,6 +9,7 @@ use in ``sef.losses`` (docs/developing.md, "A loss term").
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,19 @@ class LossConfig:
         """The first option that cannot work, as (name, value, what it must be); None if all can."""
         for name in WEIGHTS:
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
+            if not (_number(value) and math.isfinite(value) and value >= 0):
                 return name, value, "a number >= 0"
-        if not 0 <= self.norm_floor < 1:  # NaN fails too
+        if not (_number(self.norm_floor) and 0 <= self.norm_floor < 1):  # NaN fails too
             return "norm_floor", self.norm_floor, "a number >= 0 and < 1"
+        if not isinstance(self.detach_teacher, bool):
+            return "detach_teacher", self.detach_teacher, "True or False"
         if self.lam_until and self.lam_warmup >= self.lam_until:
             return "lam_warmup", self.lam_warmup, f"under lam_until ({self.lam_until}) or 0"
         if self.group_variant not in GROUP_LOSS_VARIANTS:
             return "group_variant", self.group_variant, f"one of {', '.join(GROUP_LOSS_VARIANTS)}"
         return None
+
+
+def _number(value: Any) -> bool:
+    """A real number, not a bool (True is no weight) nor a text that looks like one."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

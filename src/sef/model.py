@@ -71,6 +71,8 @@ class SEF(nn.Module):
     ) -> None:
         super().__init__()
         num_classes = positive_int("num_classes", num_classes)
+        if image_size is not None:  # an int, not numpy's: the architecture is written as JSON
+            image_size = positive_int("image_size", image_size)
         self.backbone = create_backbone(
             backbone,
             weights,

@@ -119,9 +119,10 @@ def _weight_arguments(weights: str | os.PathLike | None) -> dict:
         return {}
     if not is_weights_file(weights):
         return {"pretrained": True}
-    if not Path(weights).is_file():
-        raise WeightsError(f"weights file {weights} does not exist; pass an existing file path")
-    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass an existing file path")
+    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
 
 
 def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> nn.Module:

@@ -19,13 +19,14 @@ from sef.errors import WeightsError
 def is_weights_file(weights: object) -> bool:
     """Whether ``weights`` names a file (an existing path, or one with a weights suffix) rather
     than a weight name such as "IMAGENET1K_V1"."""
-    text = str(weights)
+    text = os.path.expanduser(str(weights))
     return os.path.exists(text) or text.endswith((".pth", ".pt", ".safetensors", ".bin"))
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors or a torch file, never unpickling code."""
-    path = Path(path)
+    """Read a state dict from .safetensors or a torch file (``~`` expanded), never unpickling
+    code."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; pass an existing file path")
     if path.suffix == ".safetensors":
@@ -76,11 +77,9 @@ def mismatch(path: str | os.PathLike, name: str, what: str) -> WeightsError:
 
 
 def unmatched(missing: list[str], unexpected: list[str]) -> str:
-    """How many keys a file lacks and has too many, with examples."""
-    return (
-        f"{len(missing)} missing keys (e.g. {missing[:3]}), "
-        f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-    )
+    """How many keys a file lacks and has too many, with examples (of the kinds there are)."""
+    kinds = (("missing", missing), ("unexpected", unexpected))
+    return ", ".join(f"{len(keys)} {kind} keys (e.g. {keys[:3]})" for kind, keys in kinds if keys)
 
 
 def shape_mismatch(error: RuntimeError, most: int = 300) -> str:
