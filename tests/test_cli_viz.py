@@ -143,3 +143,17 @@ def test_cam_draws_an_image_whose_name_is_not_utf8(demo_checkpoint, tmp_path):
     out = tmp_path / "cam.png"
     argv = ["viz", "cam", "--checkpoint", str(demo_checkpoint), os.fsdecode(image)]
     assert main([*argv, "--out", str(out)]) == 0 and _is_png(out)
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1"])
+@pytest.mark.parametrize("command", [["viz", "cam"], ["viz", "corr"], ["data", "check", "demo"]])
+def test_a_seed_out_of_range_is_a_usage_error_naming_the_option(command, seed, capsys):
+    """`sef viz cam --seed 99999999999999999999999` drew images and then said "sef viz: error:
+    Overflow when unpacking long long"; `sef data check --seed -1` said "expected non-negative
+    integer": neither named the option."""
+    checkpoint = [] if command[0] == "data" else ["--checkpoint", "unread.pt"]
+    with pytest.raises(SystemExit) as stop:
+        main([*command, *checkpoint, "--seed", seed])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert f"argument --seed: must be an integer from 0 to 9223372036854775807, got {seed}" in err

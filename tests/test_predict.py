@@ -136,3 +136,13 @@ def test_a_name_that_is_not_utf8_is_predicted_and_printed(demo_checkpoint, tmp_p
     argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
     assert main([*argv, "--top-k", "1"]) == 0  # capsys, like many terminals, refuses surrogates
     assert "caf\ufffd.png  " in capsys.readouterr().out
+
+
+def test_paths_are_named_as_they_were_given(tmp_path, monkeypatch, write_image):
+    """`sef predict http://example.com/a.jpg` said "skipped http:/example.com/a.jpg", and
+    `./bird.png` came back as "bird.png": a script could not match its own paths."""
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "bird.png")
+    found, problems = find_images(["./bird.png", "http://example.com/a.jpg"])
+    assert found == ["./bird.png"]
+    assert problems == [("http://example.com/a.jpg", "does not exist")]

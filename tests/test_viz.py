@@ -1,6 +1,7 @@
 """Figure maths against slow, obviously-right loops; figures render; part localisation is exact
 on images whose colour channels mark the parts."""
 
+import itertools
 import json
 import runpy
 from pathlib import Path
@@ -313,3 +314,49 @@ def test_the_readme_figures_script_without_its_run_says_so_in_one_line(tmp_path,
         f": error: checkpoint {run / 'last.pt'} does not exist; pass a last.pt or best.pt "
         "written by `sef train`"
     )
+
+
+def _drawn_titles(monkeypatch, draw) -> tuple[list, object]:
+    """The extents, in pixels, of the axes titles of the figure ``draw()`` saves, and the
+    figure's own extent."""
+    saved = []
+    monkeypatch.setattr("sef.outputs.save_figure", lambda figure, path, dpi: saved.append(figure))
+    draw()
+    (figure,) = saved
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)  # as savefig does: the constrained layout placed
+    titles = [axis.title for axis in figure.get_axes() if axis.get_title()]
+    return [title.get_window_extent(renderer) for title in titles], figure.bbox
+
+
+def test_long_class_names_stay_inside_their_column_of_the_group_maps(monkeypatch, tmp_path):
+    """birds32's class names (crested-barred-forked-clear-webbed) ran over the next column's
+    caption and off the figure's left edge."""
+    name = "crested-barred-forked-clear-webbed"
+    images, maps = torch.rand(3, 3, 16, 16), torch.rand(3, 5, 16, 16)
+    titles = [f"true: {name}\npred: {name} (3%)"] * 3
+    extents, page = _drawn_titles(
+        monkeypatch, lambda: plot_group_maps(images, maps, tmp_path / "m.png", titles=titles)
+    )
+    assert len(extents) == 3
+    assert page.x0 <= extents[0].x0 and extents[-1].x1 <= page.x1
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(extents))
+
+
+def test_the_parts_summary_of_five_groups_stays_inside_the_figure(monkeypatch, tmp_path):
+    """The summary line of a G = 5 birds32 model was cut off at both sides of the figure."""
+    names = ["head", "wing", "tail", "breast", "feet"]
+    nearest = torch.randint(0, 5, (64, 5), generator=torch.Generator().manual_seed(0))
+    report = part_report(nearest, names, static_nearest=nearest.flip(0))
+    peaks = torch.full((2, 5, 2), 8.0)
+    parts = [dict.fromkeys(names, (4.0, 4.0))] * 2
+    extents, page = _drawn_titles(
+        monkeypatch,
+        lambda: plot_parts(
+            report.fractions, names, torch.rand(2, 3, 16, 16), peaks, parts,
+            tmp_path / "p.png", summary=report.summary(),
+        ),
+    )  # fmt: skip
+    assert extents and all(page.x0 <= e.x0 and e.x1 <= page.x1 for e in extents)

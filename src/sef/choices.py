@@ -13,6 +13,9 @@ TTA_MODES = ("flip", "crops", "flip+crops")  # test-time augmentation (sef.tta)
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")  # sef.export
 LOGGERS = ("tensorboard", "wandb", "mlflow", "none")  # run.loggers (sef.engine.log, sef.trackers)
 DEVICE_WORDS = "auto, cpu, cuda or cuda:N"  # --device and run.device (sef.distributed)
+# run.seed and the commands' --seed: NumPy's seed sequences take no negative seed; torch's
+# sampler seeds with seed + epoch, 64 bits.
+MAX_SEED = 2**63 - 1
 
 
 def is_device(request: str) -> bool:

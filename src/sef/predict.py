@@ -55,14 +55,14 @@ def _readable_extensions() -> set[str]:
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
     """Expand files and folders (recursively, the extensions of formats Pillow reads only;
     hidden names left out and links followed, as the ``folder`` dataset reads them) into image
-    paths.
+    paths, each file and missing path named as it was given.
 
     Returns (images in a stable order, each file once however often it is named, [(path,
     reason)] for paths that do not exist).
     """
     images, problems, extensions = [], [], _readable_extensions()
-    for given in paths:
-        path = Path(given)
+    for given in map(os.fspath, paths):
+        path = Path(given)  # Path("./a.png") is "a.png", Path("http://x/a") "http:/x/a"
         if path.is_dir():
             found = [
                 file
@@ -70,12 +70,12 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
                 if os.path.splitext(file)[1].lower() in extensions
             ]
             if not found:
-                problems.append((str(path), "folder holds no image files"))
+                problems.append((given, "folder holds no image files"))
             images.extend(found)
         elif path.is_file():
-            images.append(str(path))  # any extension: decoding decides
+            images.append(given)  # any extension: decoding decides
         else:
-            problems.append((str(path), "is not a file" if path.exists() else "does not exist"))
+            problems.append((given, "is not a file" if path.exists() else "does not exist"))
     return _once(images), problems
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +37,8 @@ _MAP_CMAP = "jet"
 _CORR_CMAP = "viridis"
 _DPI = 110
 CAM_MOST = 32  # images (columns) of one group-map figure
+_CAM_CAPTION_CHARS = 30  # a caption line of a group-map column (2.3 inches at 8 points)
+_TITLE_CHARS_PER_INCH = 10  # a 10-point title across a figure
 
 
 # ------------------------------------------------------------------ inputs
@@ -70,6 +73,12 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 # ------------------------------------------------------------------ figures
+
+
+def _wrapped(text: str, width: int) -> str:
+    """``text`` with each of its lines broken (at spaces and hyphens, a longer word cut) into
+    lines of at most ``width`` characters: long class names stay within their column."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def _figure(width: float, height: float):
@@ -165,7 +174,8 @@ def plot_group_maps(
         picture = images[column].permute(1, 2, 0).numpy()
         axes[0, column].imshow(picture)
         if titles is not None:
-            axes[0, column].set_title(shown(titles[column]), fontsize=8)
+            caption = _wrapped(shown(titles[column]), _CAM_CAPTION_CHARS)
+            axes[0, column].set_title(caption, fontsize=8)
         for group in range(groups):
             axis = axes[group + 1, column]
             axis.imshow(picture)
@@ -299,7 +309,8 @@ def plot_parts(
     groups, examples = len(fractions), images.shape[0]
     columns = max(examples, 4)
     table_height, example_height = 1.3 + 0.45 * groups, 2.1
-    figure = _figure(max(8.0, 1.75 * columns + 1.4), table_height + example_height)
+    width = max(8.0, 1.75 * columns + 1.4)
+    figure = _figure(width, table_height + example_height)
     top, bottom = figure.subfigures(2, 1, height_ratios=[table_height, example_height])
     table = top.subplots(1, 1)
     values = 100 * torch.tensor(fractions, dtype=torch.float32)
@@ -312,7 +323,7 @@ def plot_parts(
     table.set_xticks(range(len(part_names)), part_names)
     table.set_yticks(range(groups), _group_names(groups))
     table.set_xlabel("part nearest to the group's activation peak")
-    table.set_title(summary, fontsize=10)
+    table.set_title(_wrapped(summary, int(_TITLE_CHARS_PER_INCH * width)), fontsize=10)
     top.colorbar(shown, ax=table, label="% of images")
 
     colours = colormaps["tab10"]

@@ -16,6 +16,7 @@ from sef.cli.options import (
     IMAGE_SIDE,
     NON_NEGATIVE,
     PLACE,
+    SEED,
     add_progress_option,
     progress_bars,
 )
@@ -64,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _dataset_arguments(check, "a reader option, e.g. level=family (Aircraft) or bbox_crop=true")
-    check.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
+    check.add_argument("--seed", type=SEED, default=0, help="seed of the val hold-out (default 0)")
     check.add_argument("--workers", type=COUNT, default=None, help="decoding threads")
     check.add_argument("--all-classes", action="store_true", help="print every class name")
     add_progress_option(check)

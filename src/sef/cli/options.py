@@ -6,25 +6,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from sef.choices import DEVICE_WORDS
+from sef.choices import DEVICE_WORDS, MAX_SEED
 
 
-def at_least(low: int):
-    """An argparse ``type``: an integer >= ``low``, else a usage error naming the option."""
+def at_least(low: int, most: int | None = None):
+    """An argparse ``type``: an integer >= ``low`` (and <= ``most``), else a usage error naming
+    the option."""
 
     def integer(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        if value < low or (most is not None and value > most):
+            bound = f">= {low}" if most is None else f"from {low} to {most}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
         return value
 
     return integer
 
 
 COUNT, NON_NEGATIVE, IMAGE_SIDE = at_least(1), at_least(0), at_least(16)
+SEED = at_least(0, MAX_SEED)  # as run.seed: NumPy and torch refused others with their own words
 
 
 def _place(text: str) -> str:

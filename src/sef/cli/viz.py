@@ -9,6 +9,7 @@ from pathlib import Path
 from sef.cli.options import (
     COUNT,
     PATH,
+    SEED,
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
@@ -31,7 +32,7 @@ def _checkpoint_options(
         metavar="N",
         help=f"{what} (default {images})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random image choice")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the random image choice")
     add_device_option(parser)
 
 

@@ -15,6 +15,7 @@ from sef.choices import (
     CACHE_MODES,
     DEVICE_WORDS,
     LOGGERS,
+    MAX_SEED,
     POOLS,
     RECIPES,
     is_device,
@@ -41,8 +42,6 @@ OPEN_CHOICES = {"data.cache": CACHE_MODES}
 # Mappings that are one value of their section, not sections: --set may reach their keys, while
 # merges (a config file on its base preset) replace them whole and flatten keeps them whole.
 NESTED_KEYS = ("data.options", "model.backbone_args")
-# NumPy's seed sequences take no negative seed; torch's sampler seeds with seed + epoch, 64 bits.
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
