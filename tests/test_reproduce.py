@@ -280,6 +280,11 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
             ["--dry-run", "--set", "data.root=/data"],
             "--set data.root does not apply here: give --data NAME=ROOT",
         ),
+        # trained another dataset under the column's name (the demo as Birds)
+        (
+            ["--dry-run", "--set", "data.dataset=demo"],
+            "--set data.dataset does not apply here: give --data NAME=ROOT",
+        ),
     ],
 )
 def test_bad_input_stops_in_one_line(arguments, message, tmp_path: Path, monkeypatch, capsys):

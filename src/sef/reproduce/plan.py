@@ -17,7 +17,11 @@ from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
 
 DEFAULT_OUT = "runs/reproduce"
 # Keys each run gets from the plan, not from --set: what to give instead.
-PLACED = {"run.out": "--out DIR (each run trains in DIR/<preset>)", "data.root": "--data NAME=ROOT"}
+PLACED = {
+    "run.out": "--out DIR (each run trains in DIR/<preset>)",
+    "data.root": "--data NAME=ROOT",
+    "data.dataset": "--data NAME=ROOT (each row's column is its dataset)",
+}
 
 
 @dataclass
