@@ -270,6 +270,11 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
             ["--dry-run", "--images-per-second", "0"],
             "--images-per-second must be a positive number",
         ),
+        # made every estimate and ETA 0 hours
+        (
+            ["--dry-run", "--images-per-second", "inf"],
+            "--images-per-second must be a positive number, not inf",
+        ),
         (["--dry-run", "--set", "optim.epochz=3"], "unknown config key 'epochz'"),
         # both were replaced by the plan's without a word
         (
