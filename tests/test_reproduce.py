@@ -168,6 +168,23 @@ def test_a_run_killed_in_its_first_epoch_starts_afresh(cub_root: Path, tmp_path:
     assert not (folder / "tb" / "events.out.tfevents.killed").exists()
 
 
+def test_a_folder_with_best_pt_but_no_last_pt_is_refused_before_training(
+    cub_root: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "runs" / "cub-resnet18"  # last.pt deleted to save space, say
+    folder.mkdir(parents=True)
+    (folder / "best.pt").write_bytes(b"kept")
+    arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "plain", "sef"]
+    assert main([*arguments, "--out", str(tmp_path / "runs"), *TOY, *FAST]) == 2
+    out, error = capsys.readouterr()
+    # it trained the rows before it, then advised a --resume that sef reproduce does not have
+    assert error == (
+        f"sef reproduce: error: {folder} holds best.pt but no last.pt, which says how far its "
+        f"run got; put the run's last.pt back, or move the folder away to train the run again\n"
+    )
+    assert out == "" and not (tmp_path / "runs" / "cub-resnet18-plain").exists()
+
+
 def test_ctrl_c_says_to_run_the_same_command_again(
     cub_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
