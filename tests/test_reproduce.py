@@ -100,7 +100,7 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed
     assert "blank: Cars, Dogs, Aircraft (no --data)" in printed
-    assert "not in --only: ResNet-50, MaxEnt-CNN" in printed
+    assert "not in --only: ResNet-50; MaxEnt-CNN" in printed
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
     assert lines["sef: SEF", "cub"]["accuracy"] and lines["sef: SEF", "cub"]["paper"] == "87.3"
     assert lines["sef: SEF", "cars"]["accuracy"] == "" and lines["sef: SEF", "cars"]["state"] == (
@@ -250,6 +250,16 @@ def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, c
     mine = capsys.readouterr().out
     assert "estimate: 2.5 GPU hours left of 2.5, at 1628 images/s per GPU" in mine
     assert "given with --images-per-second" in mine and not (tmp_path / "runs").exists()
+
+
+def test_the_rows_left_out_are_told_apart(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "table3", "--dry-run", "--only", "plain", "sef"]) == 0
+    out = capsys.readouterr().out  # was 3 rows as 9 items: "λ = 0, γ = 0, φ = 1, λ = 0.05, ..."
+    assert (
+        "not in --only: λ = 0, γ = 0, φ = 1; λ = 0.05, γ = 0.05, φ = 0; λ = 0.05, γ = 0.05, φ = 1\n"
+        in out
+    )
 
 
 def test_the_cache_flag_is_the_override_it_stands_for() -> None:
