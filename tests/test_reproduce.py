@@ -262,6 +262,20 @@ def test_the_rows_left_out_are_told_apart(tmp_path: Path, monkeypatch, capsys) -
     )
 
 
+def test_the_page_names_only_the_overrides_that_change_the_recipe() -> None:
+    from sef.reproduce.plan import create_plan
+    from sef.reproduce.tables import markdown
+
+    same = ["data.cache=auto", "data.workers=2", "run.tensorboard=false"]
+    same += ["run.device=cpu", "model.weights=IMAGENET1K_V1"]  # the presets' own weights
+    plan = create_plan("table2", {}, overrides=same, dry_run=True)
+    page = markdown(plan, {}, written="today")  # said they "change the paper's recipe"
+    assert "The runs follow the paper's recipe as sef's presets hold it." in page
+    plan = create_plan("table2", {}, overrides=[*same, "optim.epochs=1"], dry_run=True)
+    page = markdown(plan, {}, written="today")
+    assert "**These runs change the paper's recipe** (`optim.epochs=1`)" in page
+
+
 def test_the_cache_flag_is_the_override_it_stands_for() -> None:
     from sef.cli.reproduce import _overrides
 
