@@ -283,6 +283,23 @@ def test_the_cache_flag_is_the_override_it_stands_for() -> None:
     assert _overrides(args) == ["model.weights=null", "data.cache=auto", "data.cache=off"]
 
 
+def test_weights_are_the_file_or_name_given_never_yaml(tmp_path: Path, monkeypatch, capsys):
+    from sef.cli.reproduce import _overrides
+    from sef.config import parse_overrides
+
+    for weights in ("~", "123", "yes", "IMAGENET1K_V1"):  # ~ was null: every run from scratch
+        args = argparse.Namespace(weights=weights, cache=None, overrides=[])
+        assert parse_overrides(_overrides(args)) == {"model.weights": weights}
+    monkeypatch.chdir(tmp_path)  # --weights "$UNSET" trained every run from scratch
+    with pytest.raises(SystemExit) as stop:
+        main(["reproduce", "table2", "--dry-run", "--weights", ""])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert stop.value.code == 2 and error == (
+        "sef reproduce: error: argument --weights: empty; give IMAGENET1K_V1, a weights file "
+        "or none"
+    )
+
+
 def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsys) -> None:
     arguments = ["reproduce", "table2", *_data(roots, "dogs"), "--out", str(tmp_path), *TOY, *FAST]
     assert main([*arguments, "--only", "maxent"]) == 0
