@@ -17,6 +17,7 @@ import yaml
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import preset_names
+from sef.datasets import RECORDS
 from sef.losses import ONE_BY_ONE
 
 TINY_DEMO = [
@@ -133,6 +134,20 @@ def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -
         "backbone_args": {}, "output_stride": None,
     }  # fmt: skip
     assert values["loss"]["lam"] == values["loss"]["gamma"] == values["loss"]["phi"] == 0
+
+
+def test_presets_help_names_every_kind_of_preset(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["presets", "--help"])
+    described = " ".join(capsys.readouterr().out.split())
+    for name in preset_names():  # birds32-mobilenet_v2 and birds32b-... were left out
+        dataset = name.split("-")[0]
+        form = {
+            "paper": "<dataset>-<backbone>",
+            "own": f"{dataset}-<backbone>",
+            "generated": "-".join(name.split("-")[: 1 if dataset == "demo" else 2]),
+        }[RECORDS[dataset].kind]
+        assert f"{form}[-METHOD]" in described, name
 
 
 def test_a_warning_is_one_line(demo_root: Path, tmp_path: Path, capsys) -> None:

@@ -155,6 +155,8 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("loss.gamma=.nan", "loss.gamma=nan is invalid"),
         ("loss.lam_warmup=-2", "loss.lam_warmup=-2.0 is invalid: it must be a number >= 0"),
         ("run.amp=fp8", "run.amp='fp8' is invalid: it must be one of none, bf16, fp16"),
+        # trained, and its first step left NaN weights (8 of the demo model's 54 tensors)
+        ("optim.weight_decay=inf", "optim.weight_decay=inf is invalid: it must be a number >= 0"),
         ("model.groups=0", "model.groups=0 is invalid"),
         ("optim.lr", "must look like section.key=value"),
         ("optim.lr.x=1", "too deep"),

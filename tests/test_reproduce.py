@@ -100,7 +100,7 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed
     assert "blank: Cars, Dogs, Aircraft (no --data)" in printed
-    assert "not in --only: ResNet-50, MaxEnt-CNN" in printed
+    assert "not in --only: ResNet-50; MaxEnt-CNN" in printed
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
     assert lines["sef: SEF", "cub"]["accuracy"] and lines["sef: SEF", "cub"]["paper"] == "87.3"
     assert lines["sef: SEF", "cars"]["accuracy"] == "" and lines["sef: SEF", "cars"]["state"] == (
@@ -166,6 +166,23 @@ def test_a_run_killed_in_its_first_epoch_starts_afresh(cub_root: Path, tmp_path:
     assert load_checkpoint(folder / "last.pt")["epoch"] == 1
     assert "killed" not in (folder / "metrics.jsonl").read_text()
     assert not (folder / "tb" / "events.out.tfevents.killed").exists()
+
+
+def test_a_folder_with_best_pt_but_no_last_pt_is_refused_before_training(
+    cub_root: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "runs" / "cub-resnet18"  # last.pt deleted to save space, say
+    folder.mkdir(parents=True)
+    (folder / "best.pt").write_bytes(b"kept")
+    arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "plain", "sef"]
+    assert main([*arguments, "--out", str(tmp_path / "runs"), *TOY, *FAST]) == 2
+    out, error = capsys.readouterr()
+    # it trained the rows before it, then advised a --resume that sef reproduce does not have
+    assert error == (
+        f"sef reproduce: error: {folder} holds best.pt but no last.pt, which says how far its "
+        f"run got; put the run's last.pt back, or move the folder away to train the run again\n"
+    )
+    assert out == "" and not (tmp_path / "runs" / "cub-resnet18-plain").exists()
 
 
 def test_ctrl_c_says_to_run_the_same_command_again(
@@ -235,11 +252,52 @@ def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, c
     assert "given with --images-per-second" in mine and not (tmp_path / "runs").exists()
 
 
+def test_the_rows_left_out_are_told_apart(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "table3", "--dry-run", "--only", "plain", "sef"]) == 0
+    out = capsys.readouterr().out  # was 3 rows as 9 items: "λ = 0, γ = 0, φ = 1, λ = 0.05, ..."
+    assert (
+        "not in --only: λ = 0, γ = 0, φ = 1; λ = 0.05, γ = 0.05, φ = 0; λ = 0.05, γ = 0.05, φ = 1\n"
+        in out
+    )
+
+
+def test_the_page_names_only_the_overrides_that_change_the_recipe() -> None:
+    from sef.reproduce.plan import create_plan
+    from sef.reproduce.tables import markdown
+
+    same = ["data.cache=auto", "data.workers=2", "run.tensorboard=false"]
+    same += ["run.device=cpu", "model.weights=IMAGENET1K_V1"]  # the presets' own weights
+    plan = create_plan("table2", {}, overrides=same, dry_run=True)
+    page = markdown(plan, {}, written="today")  # said they "change the paper's recipe"
+    assert "The runs follow the paper's recipe as sef's presets hold it." in page
+    plan = create_plan("table2", {}, overrides=[*same, "optim.epochs=1"], dry_run=True)
+    page = markdown(plan, {}, written="today")
+    assert "**These runs change the paper's recipe** (`optim.epochs=1`)" in page
+
+
 def test_the_cache_flag_is_the_override_it_stands_for() -> None:
     from sef.cli.reproduce import _overrides
 
     args = argparse.Namespace(weights="none", cache="auto", overrides=["data.cache=off"])
     assert _overrides(args) == ["model.weights=null", "data.cache=auto", "data.cache=off"]
+
+
+def test_weights_are_the_file_or_name_given_never_yaml(tmp_path: Path, monkeypatch, capsys):
+    from sef.cli.reproduce import _overrides
+    from sef.config import parse_overrides
+
+    for weights in ("~", "123", "yes", "IMAGENET1K_V1"):  # ~ was null: every run from scratch
+        args = argparse.Namespace(weights=weights, cache=None, overrides=[])
+        assert parse_overrides(_overrides(args)) == {"model.weights": weights}
+    monkeypatch.chdir(tmp_path)  # --weights "$UNSET" trained every run from scratch
+    with pytest.raises(SystemExit) as stop:
+        main(["reproduce", "table2", "--dry-run", "--weights", ""])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert stop.value.code == 2 and error == (
+        "sef reproduce: error: argument --weights: empty; give IMAGENET1K_V1, a weights file "
+        "or none"
+    )
 
 
 def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsys) -> None:
@@ -270,6 +328,11 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
             ["--dry-run", "--images-per-second", "0"],
             "--images-per-second must be a positive number",
         ),
+        # made every estimate and ETA 0 hours
+        (
+            ["--dry-run", "--images-per-second", "inf"],
+            "--images-per-second must be a positive number, not inf",
+        ),
         (["--dry-run", "--set", "optim.epochz=3"], "unknown config key 'epochz'"),
         # both were replaced by the plan's without a word
         (
@@ -279,6 +342,11 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
         (
             ["--dry-run", "--set", "data.root=/data"],
             "--set data.root does not apply here: give --data NAME=ROOT",
+        ),
+        # trained another dataset under the column's name (the demo as Birds)
+        (
+            ["--dry-run", "--set", "data.dataset=demo"],
+            "--set data.dataset does not apply here: give --data NAME=ROOT",
         ),
     ],
 )

@@ -6,14 +6,23 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from sef.datasets import RECORDS
+
+    built_in = ", ".join(
+        f"{name}-{backbone}[-METHOD]"
+        for name, record in RECORDS.items()
+        if record.kind == "generated"
+        for backbone in record.backbones
+    )
     parser = subparsers.add_parser(
         "presets",
         help="list the training presets (or print one as YAML)",
         description=(
             "List the presets `sef train --preset NAME` accepts: demo[-METHOD], "
-            "<dataset>-<backbone>[-METHOD] for the paper's datasets, and folder-<backbone>"
-            "[-METHOD] and csv-<backbone>[-METHOD] for your own images. With a NAME, print that "
-            "preset's full config as YAML (a starting point for --config files)."
+            "<dataset>-<backbone>[-METHOD] for the paper's datasets, folder-<backbone>"
+            "[-METHOD] and csv-<backbone>[-METHOD] for your own images, and for the built-in "
+            f"sets {built_in}. With a NAME, print that preset's full config as YAML (a "
+            "starting point for --config files)."
         ),
     )
     parser.add_argument("name", nargs="?", help="print this preset's full config")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from sef.choices import CACHE_MODES
 from sef.cli.options import PLACE, add_progress_option, add_set_option, progress_bars
@@ -38,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=PLACE, default="runs/reproduce", help="DIR (default runs/reproduce)"
     )
-    parser.add_argument("--weights", help="backbone weights: IMAGENET1K_V1 (default), a file, none")
+    parser.add_argument(
+        "--weights", type=_weights, help="backbone weights: IMAGENET1K_V1 (default), a file, none"
+    )
     parser.add_argument(
         "--cache",
         choices=CACHE_MODES,
@@ -60,13 +63,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _weights(text: str) -> str:
+    """An argparse ``type``: --weights is never empty (an unset shell variable trained every run
+    from scratch without a word)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give IMAGENET1K_V1, a weights file or none")
+    return text
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     """--weights and --cache as the overrides they stand for, before the --set ones (which
-    win)."""
+    win). The weights are quoted: a file named ~ or 123 is that file, not YAML's null or a
+    number."""
     flags = [] if args.cache is None else [f"data.cache={args.cache}"]
     if args.weights is not None:
-        weights = "null" if args.weights.lower() in ("none", "null") else args.weights
-        flags.insert(0, f"model.weights={weights}")
+        none = args.weights.lower() in ("none", "null")
+        flags.insert(0, f"model.weights={'null' if none else json.dumps(args.weights)}")
     return [*flags, *args.overrides]
 
 

@@ -156,7 +156,8 @@ def validate(config: Config) -> None:
     _require(bool(d.cache.strip()), "data.cache", d.cache, "off, auto or a folder")
     _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
     _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
-    _require(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
+    decay = o.weight_decay
+    _require(math.isfinite(decay) and decay >= 0, "optim.weight_decay", decay, "a number >= 0")
     _require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "a positive integer")
     _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
     _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")

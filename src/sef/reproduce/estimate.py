@@ -8,6 +8,7 @@ counted as if they were as slow: their estimate is high.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sef.config import Config
@@ -33,7 +34,7 @@ class Speed:
 def assumed_speed(config: Config, images_per_second: float | None = None) -> Speed:
     """The user's rate if given, else the measured one for the config's precision."""
     if images_per_second is not None:
-        if not images_per_second > 0:
+        if not (math.isfinite(images_per_second) and images_per_second > 0):
             raise ConfigError(
                 f"--images-per-second must be a positive number, not {images_per_second:g}"
             )

@@ -11,13 +11,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sef.config import Config, apply_values, parse_overrides, preset_name, resolve_config
+from sef.config import (
+    Config,
+    apply_values,
+    config_changes,
+    config_to_dict,
+    load_preset,
+    parse_overrides,
+    preset_name,
+    resolve_config,
+)
+from sef.engine import RESUMABLE_CHANGES
 from sef.errors import ConfigError, DataError
 from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
 
 DEFAULT_OUT = "runs/reproduce"
 # Keys each run gets from the plan, not from --set: what to give instead.
-PLACED = {"run.out": "--out DIR (each run trains in DIR/<preset>)", "data.root": "--data NAME=ROOT"}
+PLACED = {
+    "run.out": "--out DIR (each run trains in DIR/<preset>)",
+    "data.root": "--data NAME=ROOT",
+    "data.dataset": "--data NAME=ROOT (each row's column is its dataset)",
+}
 
 
 @dataclass
@@ -75,6 +89,24 @@ class Plan:
         """The table's datasets that no run covers (not given with --data)."""
         given = {run.dataset for run in self.runs}
         return [d for d in self.table.columns if d not in given]
+
+    @property
+    def recipe_changes(self) -> tuple[str, ...]:
+        """The overrides that change what a run computes: not where it reads, writes or logs,
+        nor a value its preset holds already (a run that may resume with them is the same run)."""
+        changed = {
+            key
+            for run in self.runs
+            for key, _, _ in config_changes(
+                config_to_dict(load_preset(run.preset)), run.config, RESUMABLE_CHANGES
+            )
+        }
+
+        def changes(override: str) -> bool:
+            key = override.partition("=")[0].strip()
+            return any(key == c or key.startswith(f"{c}.") for c in changed)
+
+        return tuple(override for override in self.overrides if changes(override))
 
     @property
     def device(self) -> str:

@@ -126,7 +126,7 @@ def _say_blanks(plan: Plan, say: Callable[[str], None]) -> None:
         say(f"blank: {names} (no --data)")
     skipped = [row.label for row in plan.table.ours if row.ours not in plan.selected]
     if skipped:
-        say(f"not in --only: {', '.join(map(str, skipped))}")
+        say(f"not in --only: {'; '.join(map(str, skipped))}")  # Table III's labels hold commas
 
 
 def _rerun(error: BaseException) -> str:

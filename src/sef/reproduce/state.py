@@ -14,6 +14,7 @@ from sef.checkpoint import load_checkpoint
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
 from sef.errors import ConfigError
+from sef.outputs import holds_a_run
 
 NEW, PARTIAL, DONE = "new", "partial", "done"
 
@@ -65,7 +66,13 @@ def _result(saved: dict) -> Result:
 
 def read_state(config: Config) -> RunState:
     """The state of the run folder ``config.run.out`` for a run of ``config``."""
-    path = Path(str(config.run.out)) / "last.pt"
+    folder = Path(str(config.run.out))
+    path = folder / "last.pt"
+    if not path.is_file() and holds_a_run(folder):
+        raise ConfigError(
+            f"{folder} holds best.pt but no last.pt, which says how far its run got; put the "
+            f"run's last.pt back, or move the folder away to train the run again"
+        )
     if not path.is_file():
         return RunState(NEW)
     saved = load_checkpoint(path)

@@ -164,8 +164,8 @@ def markdown(plan: Plan, states: States, *, written: str) -> str:
     t = plan.table
     ours = cells(plan, states)
     numbers = _note_numbers(plan)
-    if plan.overrides:
-        changed = ", ".join(f"`{o}`" for o in plan.overrides)
+    if plan.recipe_changes:
+        changed = ", ".join(f"`{o}`" for o in plan.recipe_changes)
         recipe = (
             f"**These runs change the paper's recipe** ({changed}): they test the road, and "
             "their accuracies say nothing about the paper's."
