@@ -177,6 +177,26 @@ def test_a_weights_file_with_a_tensor_of_another_shape_is_refused_in_one_line(tm
         sef.SEF("resnet18", num_classes=3, weights=tmp_path / "odd.pth")
 
 
+@pytest.mark.parametrize("classes", [7, 0])  # a head for 7 classes (own fine-tuning), none
+def test_a_torchvision_weights_file_loads_whatever_its_classifier(tmp_path, classes):
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(num_classes=max(classes, 1)).state_dict()
+    if classes == 0:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    torch.save(state, tmp_path / "own.pth")
+    assert_backbone_holds(sef.SEF("resnet18", num_classes=3, weights=tmp_path / "own.pth"), state)
+    vgg = torchvision.models.vgg11(num_classes=5).state_dict()  # a classifier of three layers
+    torch.save({k: v for k, v in vgg.items() if k != "classifier.6.bias"}, tmp_path / "vgg.pth")
+    model = sef.SEF("vgg11", num_classes=3, weights=tmp_path / "vgg.pth")
+    torch.testing.assert_close(model.backbone[0].weight, vgg["features.0.weight"])
+    state.pop("layer4.1.bn2.running_var")  # the feature map's weights must all be there
+    torch.save(state, tmp_path / "short.pth")
+    with pytest.raises(
+        WeightsError, match=r"1 missing key \(e\.g\. \['layer4\.1\.bn2\.running_var"
+    ):
+        sef.SEF("resnet18", num_classes=3, weights=tmp_path / "short.pth")
+
+
 def _timm_state(name: str, **kwargs) -> dict:
     torch.manual_seed(1)
     return timm.create_model(name, **kwargs).state_dict()

@@ -120,7 +120,8 @@ def _build(name: str, weights: object, output_stride: int | None) -> nn.Module:
 def torchvision_model(
     name: str, weights: str | os.PathLike | None = None, output_stride: int | None = None
 ) -> nn.Module:
-    """The full torchvision classifier ``name`` with named, local-file, or no weights."""
+    """The full torchvision classifier ``name`` with named, local-file, or no weights (a file's
+    classifier may be missing or of any size: the model's then stays as initialised)."""
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise _unknown_backbone(name)
     _check_output_stride(name, output_stride)
@@ -128,7 +129,7 @@ def torchvision_model(
         return _build(name, None, output_stride)
     if is_weights_file(weights):
         model = _build(name, None, output_stride)
-        load_file_into(model, weights, name)
+        load_file_into(model, weights, name, unused=_classifier_keys(name, model))
         return model
     enum = torchvision.models.get_model_weights(name)
     try:
@@ -142,6 +143,13 @@ def torchvision_model(
         return _build(name, chosen, output_stride)
     except (URLError, OSError, RuntimeError) as error:
         raise download_help(name, weights, chosen.url, error) from error
+
+
+def _classifier_keys(name: str, model: nn.Module) -> frozenset[str]:
+    """The state dict keys of torchvision's ``name`` that its feature map never uses: the
+    classifier SEF replaces, which a weights file may lack or hold for any number of classes."""
+    used = {id(t) for t in _features_of(name, model).state_dict(keep_vars=True).values()}
+    return frozenset(k for k, t in model.state_dict(keep_vars=True).items() if id(t) not in used)
 
 
 def _features_of(name: str, model: nn.Module) -> nn.Module:

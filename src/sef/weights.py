@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -47,16 +48,20 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_file_into(model: nn.Module, path: str | os.PathLike, name: str) -> None:
+def load_file_into(
+    model: nn.Module, path: str | os.PathLike, name: str, unused: Collection[str] = ()
+) -> None:
     """Load the state dict file ``path`` into ``model`` (called ``name`` in errors): every key
-    and shape must match; WeightsError in one line if not."""
-    state = load_state_dict_file(path)
+    and shape must match, but for the ``unused`` keys (a classifier SEF replaces), which the file
+    may lack or hold at any shape and are not loaded; WeightsError in one line if not."""
+    state = {k: v for k, v in load_state_dict_file(path).items() if k not in unused}
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a tensor of another shape
         raise mismatch(path, name, shape_mismatch(error)) from None
-    if result.missing_keys or result.unexpected_keys:
-        raise mismatch(path, name, unmatched(result.missing_keys, result.unexpected_keys))
+    missing = [key for key in result.missing_keys if key not in unused]
+    if missing or result.unexpected_keys:
+        raise mismatch(path, name, unmatched(missing, result.unexpected_keys))
 
 
 def download_help(name: str, weights: object, url: str, reason: object) -> WeightsError:
@@ -79,7 +84,11 @@ def mismatch(path: str | os.PathLike, name: str, what: str) -> WeightsError:
 def unmatched(missing: list[str], unexpected: list[str]) -> str:
     """How many keys a file lacks and has too many, with examples (of the kinds there are)."""
     kinds = (("missing", missing), ("unexpected", unexpected))
-    return ", ".join(f"{len(keys)} {kind} keys (e.g. {keys[:3]})" for kind, keys in kinds if keys)
+    return ", ".join(
+        f"{len(keys)} {kind} key{'' if len(keys) == 1 else 's'} (e.g. {keys[:3]})"
+        for kind, keys in kinds
+        if keys
+    )
 
 
 def shape_mismatch(error: RuntimeError, most: int = 300) -> str:
