@@ -55,6 +55,7 @@ from sef.engine.folders import (
     default_out_dir,
     is_run,
     latest_run_dir,
+    run_started_in,
 )
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
@@ -91,8 +92,9 @@ SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the 
 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
-    runs/<name>[-N]; ConfigError if it does not exist or holds best.pt but no last.pt. A folder
-    without a checkpoint (its run stopped before the first) is resumed by starting it again."""
+    runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
+    held a run. A folder without a checkpoint (its run stopped before the first) is resumed by
+    starting it again."""
     out = Path(config.run.out) if config.run.out else latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
@@ -100,6 +102,11 @@ def resume_dir(config: Config) -> Path:
         raise ConfigError(f"cannot resume: {out} does not exist; check --out")
     if is_run(out) and not os.path.isfile(out / "last.pt"):
         raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
+    if not run_started_in(out):
+        raise ConfigError(
+            f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or "
+            f"train without --resume to start a new run there"
+        )
     return out
 
 
