@@ -66,7 +66,7 @@ from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
 from sef.text import counted, duration
 from sef.trackers import Final
-from sef.trained import create_model
+from sef.trained import check_saved_root, create_model
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
 # processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
@@ -118,17 +118,21 @@ def resume_config(
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
     ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
     the preset the run started from is a change too. A run that stopped before its first
-    checkpoint starts again from its config.yaml."""
+    checkpoint starts again from its config.yaml. A saved data root that is gone (moved data) is
+    named with the advice to pass --data-root."""
     changes = changes or {}
     out = resume_dir(apply_values(config, changes))
     if os.path.isfile(out / "last.pt"):
         saved = config_from_dict(load_checkpoint(out / "last.pt")["config"])
+        source = out / "last.pt"
     elif os.path.isfile(out / "config.yaml"):
-        saved = load_config_file(out / "config.yaml")
+        saved, source = load_config_file(out / "config.yaml"), out / "config.yaml"
     else:
-        saved = config
+        saved, source = config, None
     if named:
         changes = {**_named_values(config, saved), **changes}
+    if source is not None and "data.root" not in changes:  # a moved run, or moved data
+        check_saved_root(saved, str(source))
     return apply_values(saved, changes)
 
 
