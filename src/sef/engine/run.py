@@ -117,7 +117,8 @@ def resume_config(
     with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
     ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
-    the preset the run started from is a change too. A run that stopped before its first
+    the preset the run started from is a change too. The run continues in the folder found (a
+    moved run too, not where it was saved). A run that stopped before its first
     checkpoint starts again from its config.yaml. A saved data root that is gone (moved data) is
     named with the advice to pass --data-root."""
     changes = changes or {}
@@ -133,7 +134,7 @@ def resume_config(
         changes = {**_named_values(config, saved), **changes}
     if source is not None and "data.root" not in changes:  # a moved run, or moved data
         check_saved_root(saved, str(source))
-    return apply_values(saved, changes)
+    return apply_values(saved, {"run.out": str(out), **changes})  # where it is now, not was
 
 
 def _named_values(config: Config, saved: Config) -> dict[str, Any]:
