@@ -202,6 +202,11 @@ def test_a_relative_data_root_is_recorded_absolute_so_eval_and_resume_work_from_
         f"sef eval: error: the data root {folder_root.name} that the checkpoint names does not "
         f"exist; pass --data-root with the folder of its data\n"
     )
+    assert main([*resume, "--epochs", "3"]) == 2  # a resume says the same, not how to lay it out
+    assert capsys.readouterr().err == (
+        f"sef train: error: the data root {folder_root.name} that {out / 'last.pt'} names does "
+        f"not exist; pass --data-root with the folder of its data\n"
+    )
     assert main([*resume, "--epochs", "3", "--data-root", str(folder_root)]) == 0
 
 

@@ -16,8 +16,9 @@ import yaml
 
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
-from sef.config import preset_names
+from sef.config import apply_overrides, preset_names, resolve_config
 from sef.datasets import RECORDS
+from sef.engine.run import resume_dir
 from sef.losses import ONE_BY_ONE
 
 TINY_DEMO = [
@@ -324,6 +325,23 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
         f"no optimizer or schedule to continue; put the run's own last.pt back, or train a new run "
         f"with another --out\n"
     )
+
+
+def test_resume_of_a_folder_that_never_held_a_run_is_refused_and_left_alone(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "notes"  # an --out typo naming some folder of the user's
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    assert main(["train", "--resume", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: {out} holds no run (no last.pt or config.yaml); check "
+        f"--out, or train without --resume to start a new run there\n"
+    )
+    assert sorted(os.listdir(out)) == ["mine.txt"]
+
+    (out / ".sef-lock").write_text("")  # what a run killed while it read its data leaves
+    assert resume_dir(apply_overrides(resolve_config("demo"), [f"run.out={out}"])) == out
 
 
 def test_resume_of_a_last_pt_whose_optimizer_holds_other_weights_says_so_in_one_line(

@@ -19,7 +19,7 @@ from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
 from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import latest_run_dir, new_out_dir
-from sef.engine.run import resume_dir, scratch_note, separation_lines, tune_backends
+from sef.engine.run import resume_config, resume_dir, scratch_note, separation_lines, tune_backends
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
 from sef.model import SEF
@@ -229,6 +229,17 @@ def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     missing = apply_overrides(config, ["run.out=elsewhere"])
     with pytest.raises(ConfigError, match="cannot resume: elsewhere does not exist; check --out"):
         resume_dir(missing)
+
+
+def test_a_resume_continues_the_folder_it_found_not_where_the_run_was_saved(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the run was trained at /elsewhere/demo, then copied here
+    saved = apply_overrides(resolve_config("demo"), [f"run.out={tmp_path / 'elsewhere' / 'demo'}"])
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    state = {"model": {}, "config": config_to_dict(saved), "classes": [], "epoch": 1, "metrics": {}}
+    save_checkpoint(tmp_path / "runs" / "demo" / "last.pt", state)
+    assert resume_config(resolve_config("demo")).run.out == "runs/demo"
 
 
 def test_groups_larger_than_channels_fail_before_training(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ class TrainedModel:
         warning. ``progress`` shows a generated set being drawn on first use (and that check)."""
         config = self.config
         if root is None:
-            _check_saved_root(config)
+            check_saved_root(config)
         try:
             loaded = datasets.read_split(
                 config.data, split, seed=config.run.seed, root=root, transform=self.test_transform,
@@ -107,15 +107,16 @@ def _skip_bad_images(dataset: ImageList, workers: int, progress: bool) -> None:
         )
 
 
-def _check_saved_root(config: Config) -> None:
-    """DataError naming --data-root when the folder the run read its data from is not there
-    (moved, or relative to where an older run started); a generated set is drawn again."""
+def check_saved_root(config: Config, source: str = "the checkpoint") -> None:
+    """DataError naming --data-root when the folder the run read its data from, as ``source``
+    names it, is not there (moved, or relative to where an older run started); a generated set
+    is drawn again."""
     root = config.data.root
     if not root or datasets.RECORDS[config.data.dataset].kind == "generated":
         return
     if not os.path.exists(os.path.expanduser(root)):
         raise DataError(
-            f"the data root {root} that the checkpoint names does not exist; pass --data-root "
+            f"the data root {root} that {source} names does not exist; pass --data-root "
             f"with the folder of its data"
         )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sef import outputs
 from sef.config import Config, run_name
-from sef.engine.lock import FolderBusy, RunLock, acquire
+from sef.engine.lock import LOCK_NAME, FolderBusy, RunLock, acquire
 from sef.errors import ConfigError
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
@@ -32,6 +32,12 @@ def _candidates(config: Config) -> Iterator[Path]:
 
 
 is_run = outputs.holds_a_run  # a folder holds a run once a checkpoint is in it
+
+
+def run_started_in(folder: Path) -> bool:
+    """Whether a run ever started in ``folder``: it holds a checkpoint, the run's config.yaml, or
+    the lock of a run killed before it wrote that (while it read its data)."""
+    return is_run(folder) or any((folder / name).is_file() for name in ("config.yaml", LOCK_NAME))
 
 
 def latest_run_dir(config: Config) -> Path:

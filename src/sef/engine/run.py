@@ -55,6 +55,7 @@ from sef.engine.folders import (
     default_out_dir,
     is_run,
     latest_run_dir,
+    run_started_in,
 )
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
@@ -65,7 +66,7 @@ from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
 from sef.text import counted, duration
 from sef.trackers import Final
-from sef.trained import create_model
+from sef.trained import check_saved_root, create_model
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
 # processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
@@ -91,8 +92,9 @@ SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the 
 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
-    runs/<name>[-N]; ConfigError if it does not exist or holds best.pt but no last.pt. A folder
-    without a checkpoint (its run stopped before the first) is resumed by starting it again."""
+    runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
+    held a run. A folder without a checkpoint (its run stopped before the first) is resumed by
+    starting it again."""
     out = Path(config.run.out) if config.run.out else latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
@@ -100,6 +102,11 @@ def resume_dir(config: Config) -> Path:
         raise ConfigError(f"cannot resume: {out} does not exist; check --out")
     if is_run(out) and not os.path.isfile(out / "last.pt"):
         raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
+    if not run_started_in(out):
+        raise ConfigError(
+            f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or "
+            f"train without --resume to start a new run there"
+        )
     return out
 
 
@@ -110,19 +117,24 @@ def resume_config(
     with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
     ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
-    the preset the run started from is a change too. A run that stopped before its first
-    checkpoint starts again from its config.yaml."""
+    the preset the run started from is a change too. The run continues in the folder found (a
+    moved run too, not where it was saved). A run that stopped before its first
+    checkpoint starts again from its config.yaml. A saved data root that is gone (moved data) is
+    named with the advice to pass --data-root."""
     changes = changes or {}
     out = resume_dir(apply_values(config, changes))
     if os.path.isfile(out / "last.pt"):
         saved = config_from_dict(load_checkpoint(out / "last.pt")["config"])
+        source = out / "last.pt"
     elif os.path.isfile(out / "config.yaml"):
-        saved = load_config_file(out / "config.yaml")
+        saved, source = load_config_file(out / "config.yaml"), out / "config.yaml"
     else:
-        saved = config
+        saved, source = config, None
     if named:
         changes = {**_named_values(config, saved), **changes}
-    return apply_values(saved, changes)
+    if source is not None and "data.root" not in changes:  # a moved run, or moved data
+        check_saved_root(saved, str(source))
+    return apply_values(saved, {"run.out": str(out), **changes})  # where it is now, not was
 
 
 def _named_values(config: Config, saved: Config) -> dict[str, Any]:
