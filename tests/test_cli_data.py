@@ -51,6 +51,25 @@ def test_check_names_every_bad_image_and_exits_1(cub_root):
     assert "Traceback" not in result.stderr
 
 
+def test_check_sums_up_a_split_missing_in_one_line(cars_root, capsys):
+    train = cars_root / "cars_train"
+    deeper = cars_root / "unpacked"
+    train.rename(deeper)
+    train.mkdir()
+    deeper.rename(train / "cars_train")  # as the Kaggle copy unpacks: cars_train/cars_train/
+    (cars_root / "cars_test" / "00001.jpg").write_text("not a jpeg")
+    assert main(["data", "check", "cars", str(cars_root), "--no-progress"]) == 1
+    count = len(list((train / "cars_train").iterdir()))
+    total = count + len(list((cars_root / "cars_test").iterdir()))
+    assert capsys.readouterr().err.splitlines() == [
+        f"{count + 1} of {total} images cannot be used:",
+        f"{count} of {total} images under {train}: missing, e.g. 00001.jpg, 00002.jpg, "
+        f"00003.jpg; {train / 'cars_train' / '00001.jpg'} exists: the images are one folder "
+        f"deeper than listed",
+        f"{cars_root / 'cars_test' / '00001.jpg'}: not an image: it is a text file",
+    ]
+
+
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["data", "check", "cub", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
