@@ -70,6 +70,23 @@ def test_check_sums_up_a_split_missing_in_one_line(cars_root, capsys):
     ]
 
 
+@pytest.mark.parametrize("rows", [1, 18])
+def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
+    listing = csv_root / "labels.csv"
+    lines = listing.read_text().splitlines()
+    for i in range(1, rows + 1):
+        lines[i] = lines[i].replace("/", "\\")  # written on Windows
+    listing.write_text("\n".join(lines) + "\n")
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    said = capsys.readouterr().err.splitlines()
+    shown = ", ".join(rf"img\cat_{k}.jpg" for k in range(min(rows, 3)))
+    assert said == [
+        f"{rows} of 18 images cannot be used:",
+        f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
+        f"folders with \\ (as on Windows): write them with / instead",
+    ]
+
+
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["data", "check", "cub", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err

@@ -59,7 +59,7 @@ def describe_bad_images(bad: Sequence[tuple[str, str]], total: int) -> str:
         paths_of.setdefault(reason, []).append(path)
     lines = []
     for reason, paths in paths_of.items():
-        if len(paths) > FEW:
+        if len(paths) > FEW or (reason == MISSING and _backslashed(paths)):
             lines.append(_summary(reason, paths, total))
         else:
             lines += [f"{path}: {reason}" for path in paths]
@@ -80,9 +80,17 @@ def _summary(reason: str, paths: list[str], total: int) -> str:
     return f"{line}; {_missing_hint(paths)}" if reason == MISSING else line
 
 
+def _backslashed(paths: list[str]) -> bool:
+    """Whether ``paths`` hold a Windows separator where it is none (any system but Windows)."""
+    return os.sep != "\\" and any("\\" in path for path in paths)
+
+
 def _missing_hint(paths: list[str]) -> str:
-    """Why ``paths`` may be missing: a folder that does not exist, or the images one folder
-    deeper than listed (a copy that unpacks cars_train/cars_train/)."""
+    """Why ``paths`` may be missing: Windows separators (said, not converted: on Linux a file
+    name may hold a backslash), a folder that does not exist, or the images one folder deeper
+    than listed (a copy that unpacks cars_train/cars_train/)."""
+    if _backslashed(paths):
+        return "the paths separate folders with \\ (as on Windows): write them with / instead"
     parent, name = os.path.split(paths[0])
     if not os.path.isdir(parent):
         return f"{parent} does not exist: is the dataset root the folder its archives unpacked to?"
