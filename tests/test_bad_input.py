@@ -326,6 +326,22 @@ def test_bad_images_of_both_splits_are_reported_in_one_pass(
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_whole_missing_image_folder_stops_training_in_one_line(
+    csv_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(csv_root / "img")  # the CSV without its images: 18 missing
+    argv = ["train", "--set", "data.dataset=csv", "--data-root", str(csv_root), *TINY]
+    assert main([*argv, "--no-progress"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("sef train: error: 18 of 18 images cannot be used")
+    assert lines[1:] == [
+        f"18 of 18 images under {csv_root / 'img'}: missing, e.g. cat_0.jpg, cat_1.jpg, "
+        f"cat_2.jpg; {csv_root / 'img'} does not exist: is the dataset root the folder its "
+        f"archives unpacked to?"
+    ]
+
+
 @pytest.mark.slow
 def test_a_huge_image_is_skipped_by_predict_and_listed_by_check_without_pil_text(
     demo_checkpoint: Path, folder_root: Path, tmp_path: Path, run_sef

@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +212,7 @@ def test_a_disk_full_at_the_index_leaves_no_data_file(cub_root, tmp_path, monkey
         f"cannot write {folder / cache.INDEX}: no space left on device (1000.0 GB free there); "
         f"free some space or choose another place"
     )
-    assert list(folder.iterdir()) == []
+    assert [path.name for path in folder.iterdir()] == [cache.LOCK]  # its empty lock file
 
 
 def test_a_killed_builds_full_size_temporary_is_removed_and_counts_as_free(
@@ -252,7 +254,61 @@ def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, mon
         f"cannot write {folder / cache.DATA}: no space left on device (1000.0 GB free there); "
         f"free some space or choose another place"
     )
-    assert list(folder.iterdir()) == []  # no temporary file, no data file
+    assert [path.name for path in folder.iterdir()] == [cache.LOCK]  # no temporary, no data file
+
+
+# One process's cache.ensure of a folder. The first's build, once it has begun, waits until the
+# second is about to ask for the same cache, so that the second asks while the first builds.
+_ENSURE = """
+import sys, time
+from pathlib import Path
+from sef import datasets
+from sef.datasets import cache
+
+root, folder, role, signals = sys.argv[1:]
+building, ready = Path(signals, "building"), Path(signals, "ready")
+if role == "first":
+    resize = cache._Resized.__getitem__
+
+    def item(self, i):
+        if not building.exists():
+            building.touch()
+            while not ready.exists():
+                time.sleep(0.02)
+            time.sleep(1)  # the second's stale check, then the lock (unfixed: its own build)
+        return resize(self, i)
+
+    cache._Resized.__getitem__ = item
+splits = [datasets.load("cub", root, split) for split in cache.SPLITS]
+if role == "second":
+    while not building.exists():
+        time.sleep(0.02)
+    ready.touch()
+opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False)
+print("built" if built else "opened", opened.count)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_asking_for_one_cache_at_once_build_it_once(cub_root, tmp_path):
+    folder = tmp_path / "c"
+    script = tmp_path / "ensure.py"
+    script.write_text(_ENSURE)
+    started = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(cub_root), str(folder), role, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("first", "second")
+    ]
+    said = [process.communicate(timeout=300) for process in started]
+    assert [process.returncode for process in started] == [0, 0], said
+    assert said[0][0] == "built 15\n"
+    assert said[1][0] == (
+        f"waiting for another process that is building the image cache in {folder}\nopened 15\n"
+    )
 
 
 def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, tmp_path,

@@ -51,6 +51,42 @@ def test_check_names_every_bad_image_and_exits_1(cub_root):
     assert "Traceback" not in result.stderr
 
 
+def test_check_sums_up_a_split_missing_in_one_line(cars_root, capsys):
+    train = cars_root / "cars_train"
+    deeper = cars_root / "unpacked"
+    train.rename(deeper)
+    train.mkdir()
+    deeper.rename(train / "cars_train")  # as the Kaggle copy unpacks: cars_train/cars_train/
+    (cars_root / "cars_test" / "00001.jpg").write_text("not a jpeg")
+    assert main(["data", "check", "cars", str(cars_root), "--no-progress"]) == 1
+    count = len(list((train / "cars_train").iterdir()))
+    total = count + len(list((cars_root / "cars_test").iterdir()))
+    assert capsys.readouterr().err.splitlines() == [
+        f"{count + 1} of {total} images cannot be used:",
+        f"{count} of {total} images under {train}: missing, e.g. 00001.jpg, 00002.jpg, "
+        f"00003.jpg; {train / 'cars_train' / '00001.jpg'} exists: the images are one folder "
+        f"deeper than listed",
+        f"{cars_root / 'cars_test' / '00001.jpg'}: not an image: it is a text file",
+    ]
+
+
+@pytest.mark.parametrize("rows", [1, 18])
+def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
+    listing = csv_root / "labels.csv"
+    lines = listing.read_text().splitlines()
+    for i in range(1, rows + 1):
+        lines[i] = lines[i].replace("/", "\\")  # written on Windows
+    listing.write_text("\n".join(lines) + "\n")
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    said = capsys.readouterr().err.splitlines()
+    shown = ", ".join(rf"img\cat_{k}.jpg" for k in range(min(rows, 3)))
+    assert said == [
+        f"{rows} of 18 images cannot be used:",
+        f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
+        f"folders with \\ (as on Windows): write them with / instead",
+    ]
+
+
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["data", "check", "cub", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err

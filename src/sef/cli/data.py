@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="count images per split, list classes, and verify every image opens",
         description=(
             "Read every split of NAME at ROOT, print its size and classes, then fully decode "
-            "every image. Exits 1 and names each bad file if any image is missing or unreadable."
+            "every image. Exits 1 and names the bad files if any image is missing or unreadable "
+            "(more than three for one reason in one line: how many, where, three examples)."
         ),
     )
     _dataset_arguments(check, "a reader option, e.g. level=family (Aircraft) or bbox_crop=true")
@@ -164,7 +165,7 @@ def run_check(args: argparse.Namespace) -> int:
     )
     if bad:
         print(f"{len(bad)} of {len(unique)} images cannot be used:", file=sys.stderr)
-        print(describe_bad_images(bad), file=sys.stderr)
+        print(describe_bad_images(bad, len(unique)), file=sys.stderr)
         return 1
     print(f"all {len(unique)} images open")
     return 0

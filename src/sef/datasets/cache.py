@@ -29,7 +29,8 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
+from filelock import FileLock, Timeout
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -58,6 +60,7 @@ from sef.outputs import (
 
 FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
+LOCK = ".build-lock"  # held by the one process that builds (and opens what it built) at a time
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
@@ -301,21 +304,10 @@ def _as_is(item: Any) -> Any:
 
 
 def _check_room(folder: Path, needed: int) -> None:
-    """CacheUnavailable unless ``folder`` is (or can become) a cache folder with room for
-    ``needed`` bytes and MARGIN (its old cache and abandoned temporaries, removed, count as
-    free)."""
-    ours = {DATA, INDEX}
-    if folder.is_dir():
-        foreign = sorted(
-            p.name for p in folder.iterdir() if p.name not in ours and p.name[0] != "."
-        )
-        if foreign:
-            raise CacheUnavailable(
-                f"{folder} holds other files ({', '.join(foreign[:3])}), so it is not an image "
-                f"cache and nothing is written there; choose an empty or new folder"
-            )
+    """CacheUnavailable unless ``folder`` has (or can have) room for ``needed`` bytes and MARGIN
+    (its old cache and abandoned temporaries, removed, count as free)."""
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    replaced = [folder / name for name in ours] + _abandoned(folder)
+    replaced = [folder / DATA, folder / INDEX, *_abandoned(folder)]
     old = sum((_stat(str(path)) or (0, 0))[0] for path in replaced)
     free = shutil.disk_usage(existing).free + old
     needed += MARGIN
@@ -403,6 +395,41 @@ def _records(
     ]
 
 
+def _refuse_foreign(folder: Path) -> None:
+    """CacheUnavailable if ``folder`` holds files other than a cache's (hidden ones aside)."""
+    if folder.is_dir():
+        foreign = sorted(
+            p.name for p in folder.iterdir() if p.name not in (DATA, INDEX) and p.name[0] != "."
+        )
+        if foreign:
+            raise CacheUnavailable(
+                f"{folder} holds other files ({', '.join(foreign[:3])}), so it is not an image "
+                f"cache and nothing is written there; choose an empty or new folder"
+            )
+
+
+@contextmanager
+def _building(folder: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``folder``'s build lock (an OS lock on FOLDER/LOCK, released however its holder
+    ends): a second builder waits, saying so, instead of clearing what the first is writing or
+    opening. CacheUnavailable if the lock cannot be made (a read-only folder)."""
+    try:
+        lock = FileLock(make_folder(folder) / LOCK)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            say(f"waiting for another process that is building the image cache in {folder}")
+            lock.acquire()
+    except OutputError as error:
+        raise CacheUnavailable(str(error)) from None
+    except OSError as error:
+        raise CacheUnavailable(str(output_error(folder / LOCK, error))) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def build(
     folder: Path,
     images: Iterable[ImageList],
@@ -411,10 +438,22 @@ def build(
     *,
     workers: int = 0,
     progress: bool = True,
+    say: Callable[[str], None] = print,
 ) -> Built:
     """Decode and resize every distinct image of ``images`` into a cache in ``folder``
-    (replacing any cache there), with ``workers`` loader processes and a progress bar."""
-    started = time.perf_counter()
+    (replacing any cache there), with ``workers`` loader processes and a progress bar; a build
+    of ``folder`` by another process is waited for first (:func:`ensure` then opens it)."""
+    write = _plan(folder, images, recipe, image_size)
+    with _building(folder, say):
+        return write(workers, progress)
+
+
+def _plan(
+    folder: Path, images: Iterable[ImageList], recipe: str, image_size: int
+) -> Callable[[int, bool], Built]:
+    """The build of ``images`` into ``folder``, ``write(workers, progress)``, for its caller to
+    run holding the build lock; CacheUnavailable now, before anything is written, if ``folder``
+    is not a cache's or has no room for it."""
     todo: dict[Source, tuple[ImageList, int]] = {}
     for listed in images:
         for index, source in enumerate(sources(listed)):
@@ -426,21 +465,27 @@ def build(
     shape = (len(todo), 3, side, side)
     stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
     index_bytes = len(json.dumps(_records(todo, stats, [None] * len(todo))))
+    _refuse_foreign(folder)
     _check_room(folder, int(np.prod(shape)) + index_bytes)
-    try:
-        _clear(folder)
-        problems = _decode_into(
-            folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
-        )
-        seconds = time.perf_counter() - started
-        index = {**record, "shape": list(shape), "seconds": round(seconds, 1),
-                 "images": _records(todo, stats, problems)}  # fmt: skip
-        write_text(folder / INDEX, json.dumps(index) + "\n")
-    except OutputError as error:
-        remove_file(folder / DATA)  # never a data file without its index
-        raise CacheUnavailable(str(error)) from None
-    unreadable = sum(p is not None for p in problems)
-    return Built(folder, len(todo), int(np.prod(shape)), seconds, unreadable)
+
+    def write(workers: int, progress: bool) -> Built:
+        started = time.perf_counter()
+        try:
+            _clear(folder)
+            problems = _decode_into(
+                folder / DATA, list(todo.values()), shape, recipe, image_size, workers, progress
+            )
+            seconds = time.perf_counter() - started
+            index = {**record, "shape": list(shape), "seconds": round(seconds, 1),
+                     "images": _records(todo, stats, problems)}  # fmt: skip
+            write_text(folder / INDEX, json.dumps(index) + "\n")
+        except OutputError as error:
+            remove_file(folder / DATA)  # never a data file without its index
+            raise CacheUnavailable(str(error)) from None
+        unreadable = sum(p is not None for p in problems)
+        return Built(folder, len(todo), int(np.prod(shape)), seconds, unreadable)
+
+    return write
 
 
 def ensure(
@@ -457,7 +502,11 @@ def ensure(
 ) -> tuple[ImageCache, Built | None]:
     """The cache in ``folder`` holding ``wanted``; where it is missing or stale it is built
     (saying why in one line) over ``everything()``, every split, so that one cache serves any
-    choice of splits. ``build_refused``: why building is impossible here (CacheUnavailable)."""
+    choice of splits. ``build_refused``: why building is impossible here (CacheUnavailable).
+
+    An up-to-date cache is opened without a lock (a read-only folder serves); a build holds the
+    build lock until it has opened what it wrote, so that two processes asking at once (two runs
+    with ``--cache auto``) build once: the second waits and opens the first's cache."""
     keys = [source for listed in wanted for source in sources(listed)]
     reason = stale_reason(folder, keys, recipe, image_size)
     if reason is None:
@@ -466,9 +515,12 @@ def ensure(
         raise CacheUnavailable(f"{reason}, and {build_refused}")
     if (folder / INDEX).exists():
         say(f"rebuilding the image cache: {reason}")
-    built = build(folder, [*wanted, *everything()], recipe, image_size, workers=workers,
-                  progress=progress)  # fmt: skip
-    return open_cache(folder, keys, recipe, image_size), built
+    write = _plan(folder, [*wanted, *everything()], recipe, image_size)
+    with _building(folder, say):
+        built = None
+        if stale_reason(folder, keys, recipe, image_size) is not None:  # else built meanwhile
+            built = write(workers, progress)
+        return open_cache(folder, keys, recipe, image_size), built
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -10,8 +10,10 @@ from tqdm import tqdm
 
 from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets.imagelist import ImageList
-from sef.datasets.images import UNDECODABLE, UnreadableImage, decode
+from sef.datasets.images import MISSING, UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
+
+FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
 
 
 def _problem(path: str) -> str | None:
@@ -47,9 +49,62 @@ def find_bad_images(
     return [(path, reason) for path, reason in zip(paths, reasons, strict=True) if reason]
 
 
-def describe_bad_images(bad: Sequence[tuple[str, str]]) -> str:
-    """One line per bad image: ``path: reason``."""
-    return "\n".join(f"{path}: {reason}" for path, reason in bad)
+def describe_bad_images(bad: Sequence[tuple[str, str]], total: int) -> str:
+    """The bad images of ``total`` for people, reason by reason: up to FEW of a reason one line
+    each (``path: reason``), more of one reason (a split unpacked elsewhere: thousands missing)
+    in one line, with how many, under which folder, FEW examples and, for missing images, a hint.
+    """
+    paths_of: dict[str, list[str]] = {}
+    for path, reason in bad:
+        paths_of.setdefault(reason, []).append(path)
+    lines = []
+    for reason, paths in paths_of.items():
+        if len(paths) > FEW or (reason == MISSING and _backslashed(paths)):
+            lines.append(_summary(reason, paths, total))
+        else:
+            lines += [f"{path}: {reason}" for path in paths]
+    return "\n".join(lines)
+
+
+def _summary(reason: str, paths: list[str], total: int) -> str:
+    """One line for the ``paths`` of ``total`` images that share ``reason``."""
+    try:
+        folder = os.path.commonpath(paths)
+    except ValueError:  # relative and absolute paths together
+        folder = ""
+    if folder in paths:  # a single file
+        folder = os.path.dirname(folder)
+    examples = ", ".join(os.path.relpath(path, folder) if folder else path for path in paths[:FEW])
+    where = f" under {folder}" if folder else ""
+    line = f"{len(paths):,} of {total:,} images{where}: {reason}, e.g. {examples}"
+    return f"{line}; {_missing_hint(paths)}" if reason == MISSING else line
+
+
+def _backslashed(paths: list[str]) -> bool:
+    """Whether ``paths`` hold a Windows separator where it is none (any system but Windows)."""
+    return os.sep != "\\" and any("\\" in path for path in paths)
+
+
+def _missing_hint(paths: list[str]) -> str:
+    """Why ``paths`` may be missing: Windows separators (said, not converted: on Linux a file
+    name may hold a backslash), a folder that does not exist, or the images one folder deeper
+    than listed (a copy that unpacks cars_train/cars_train/)."""
+    if _backslashed(paths):
+        return "the paths separate folders with \\ (as on Windows): write them with / instead"
+    parent, name = os.path.split(paths[0])
+    if not os.path.isdir(parent):
+        return f"{parent} does not exist: is the dataset root the folder its archives unpacked to?"
+    try:
+        deeper = [
+            os.path.join(entry.path, name)
+            for entry in os.scandir(parent)
+            if entry.is_dir() and os.path.exists(os.path.join(entry.path, name))
+        ]
+    except OSError:  # a folder this user may not list
+        deeper = []
+    if deeper:
+        return f"{deeper[0]} exists: the images are one folder deeper than listed"
+    return "is the dataset root the folder its archives unpacked to?"
 
 
 def apply_bad_image_policy(
@@ -61,8 +116,9 @@ def apply_bad_image_policy(
     """Check every image of ``dataset`` (or of several, e.g. a run's two splits, each image once)
     before training; return the bad ones as (path, reason).
 
-    ``stop`` raises a DataError listing every bad file of them all; ``skip`` removes them from
-    each dataset in place and returns them so the caller can report them; ``off`` checks nothing.
+    ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`);
+    ``skip`` removes them from each dataset in place and returns them so the caller can report
+    them; ``off`` checks nothing.
     """
     if policy not in BAD_IMAGE_POLICIES:
         raise ConfigError(
@@ -76,7 +132,8 @@ def apply_bad_image_policy(
     if bad and policy == "stop":
         raise DataError(
             f"{len(bad)} of {len(samples)} images cannot be used; fix or remove them, or train "
-            f"without them with --set data.bad_images=skip:\n{describe_bad_images(bad)}"
+            f"without them with --set data.bad_images=skip:\n"
+            f"{describe_bad_images(bad, len(samples))}"
         )
     for each in lists:
         each.drop([path for path, _ in bad])
