@@ -114,6 +114,51 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     assert "| **sef: SEF** | " in page and " | – | – | – | – | " in page
 
 
+def test_datasets_trained_by_an_earlier_call_stay_in_the_tables(roots, tmp_path: Path, capsys):
+    out = tmp_path / "repro"  # one GPU: one dataset per call, the same --out
+    arguments = ["reproduce", "table2", "--out", str(out), "--only", "sef", *TOY, *FAST]
+    assert main([*arguments, *_data(roots, "cub")]) == 0
+    cub = _rows(out / "table2.csv")
+    assert main([*arguments, *_data(roots, "cars")]) == 0
+    printed = capsys.readouterr().out
+    assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed  # cub is not retrained
+    assert "blank: Dogs, Aircraft (no --data)" in printed
+    assert f"shown as found in {out} (no --data): Birds" in printed
+    lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
+    was = next(line for line in cub if line["row"] == "sef: SEF" and line["dataset"] == "cub")
+    assert lines["sef: SEF", "cub"] == {**was, "score": lines["sef: SEF", "cub"]["score"]}
+    assert lines["sef: SEF", "cub"]["state"] == "1/1"  # was "no --data cub"
+    assert lines["sef: SEF", "cars"]["accuracy"] and lines["sef: SEF", "dogs"]["accuracy"] == ""
+    assert lines["sef: SEF", "dogs"]["state"] == "no --data dogs"
+    assert lines["sef: ResNet-50", "cub"]["state"] == "no --data cub"  # never trained
+    _check_scores(list(lines.values()))
+    page = (out / "table2.md").read_text()
+    assert f"`{out / 'cub-resnet50'}`" in page and " | – | – | " in page
+
+
+def test_a_run_an_earlier_call_left_unfinished_is_shown_unfinished(
+    roots, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    real, calls = sef.engine.run.train_one_epoch, []
+
+    def stopped_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sef.engine.run, "train_one_epoch", stopped_in_epoch_two)
+    out = tmp_path / "repro"
+    arguments = ["reproduce", "table2", "--out", str(out), "--only", "sef", *TOY, *FAST]
+    arguments += ["--set", "optim.epochs=2"]
+    assert main([*arguments, *_data(roots, "cub")]) == 130
+    assert main([*arguments, *_data(roots, "cars")]) == 0
+    assert f"shown as found in {out} (no --data): Birds" in capsys.readouterr().out
+    lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
+    assert lines["sef: SEF", "cub"]["state"] == "unfinished, 1/2; no --data cub"
+    assert lines["sef: SEF", "cub"]["accuracy"] == "" and lines["sef: SEF", "cars"]["accuracy"]
+
+
 def _kill_when(path: Path, command: list[str], cwd: Path) -> None:
     process = subprocess.Popen(command, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL)
     try:
