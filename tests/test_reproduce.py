@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -52,9 +53,8 @@ def _check_scores(rows: list[dict[str, str]]) -> None:
     """The Score column is `sef score`'s rule over every row's accuracies as printed."""
     table: dict[str, dict[str, float | None]] = {}
     for row in rows:
-        value = float(row["accuracy"]) if row["accuracy"] else None
         table.setdefault(row["row"], {})[row["dataset"]] = (
-            None if value is None else round_half_up(value, 1)
+            float(row["accuracy"]) if row["accuracy"] else None
         )
     table = {n: v for n, v in table.items() if any(x is not None for x in v.values())}
     expected = {name: round_half_up(score, 1) for name, score in paper_scores(table).items()}
@@ -157,6 +157,23 @@ def test_a_run_an_earlier_call_left_unfinished_is_shown_unfinished(
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
     assert lines["sef: SEF", "cub"]["state"] == "unfinished, 1/2; no --data cub"
     assert lines["sef: SEF", "cub"]["accuracy"] == "" and lines["sef: SEF", "cars"]["accuracy"]
+
+
+def test_the_csv_accuracy_is_the_number_in_the_main_table() -> None:
+    from sef.reproduce.plan import create_plan
+    from sef.reproduce.state import DONE, Result, RunState
+    from sef.reproduce.tables import csv_text, main_table
+
+    plan = create_plan("table2", {}, dry_run=True)
+    best = 5061 / 5794  # 87.349 %: the table prints 87.3, the CSV said 87.35
+    result = Result(best, 50, 0.86, 0.85, 50, 1.0)
+    states = {("sef", "cub"): RunState(DONE, 50, result)}
+    sef_row = next(line for line in main_table(plan, states).splitlines() if "sef: SEF" in line)
+    assert sef_row.split(" | ")[1] == "87.3"
+    lines = list(csv.DictReader(io.StringIO(csv_text(plan, states))))
+    ours = next(line for line in lines if line["row"] == "sef: SEF" and line["dataset"] == "cub")
+    assert ours["accuracy"] == "87.3" and ours["best_top1"] == "87.35"
+    _check_scores(lines)
 
 
 def _kill_when(path: Path, command: list[str], cwd: Path) -> None:

@@ -22,8 +22,8 @@ from sef.reproduce.state import DONE, NEW, PARTIAL, RunState
 
 BLANK = "–"
 CSV_FIELDS = (
-    "table", "row", "source", "dataset", "accuracy", "paper", "best_epoch", "last_top1",
-    "class_mean_last", "state", "run", "score", "paper_score",
+    "table", "row", "source", "dataset", "accuracy", "paper", "best_top1", "best_epoch",
+    "last_top1", "class_mean_last", "state", "run", "score", "paper_score",
 )  # fmt: skip
 
 States = dict[tuple[str, str], RunState]  # (method, dataset) -> state
@@ -223,7 +223,8 @@ def csv_text(plan: Plan, states: States) -> str:
         if c.done:
             result = c.state.result
             line |= {
-                "accuracy": round(100 * result.best_top1, 2),
+                "accuracy": c.accuracy,  # as the main table shows it and the Score ranks it
+                "best_top1": round(100 * result.best_top1, 2),
                 "best_epoch": result.best_epoch,
                 "last_top1": round(100 * result.last_top1, 2),
                 "class_mean_last": round(100 * result.last_class_mean, 2),
