@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -52,9 +53,8 @@ def _check_scores(rows: list[dict[str, str]]) -> None:
     """The Score column is `sef score`'s rule over every row's accuracies as printed."""
     table: dict[str, dict[str, float | None]] = {}
     for row in rows:
-        value = float(row["accuracy"]) if row["accuracy"] else None
         table.setdefault(row["row"], {})[row["dataset"]] = (
-            None if value is None else round_half_up(value, 1)
+            float(row["accuracy"]) if row["accuracy"] else None
         )
     table = {n: v for n, v in table.items() if any(x is not None for x in v.values())}
     expected = {name: round_half_up(score, 1) for name, score in paper_scores(table).items()}
@@ -112,6 +112,68 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     assert lines["sef: ResNet-50", "cub"]["score"] == ""
     page = (out / "table2.md").read_text()
     assert "| **sef: SEF** | " in page and " | – | – | – | – | " in page
+
+
+def test_datasets_trained_by_an_earlier_call_stay_in_the_tables(roots, tmp_path: Path, capsys):
+    out = tmp_path / "repro"  # one GPU: one dataset per call, the same --out
+    arguments = ["reproduce", "table2", "--out", str(out), "--only", "sef", *TOY, *FAST]
+    assert main([*arguments, *_data(roots, "cub")]) == 0
+    cub = _rows(out / "table2.csv")
+    assert main([*arguments, *_data(roots, "cars")]) == 0
+    printed = capsys.readouterr().out
+    assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed  # cub is not retrained
+    assert "blank: Dogs, Aircraft (no --data)" in printed
+    assert f"shown as found in {out} (no --data): Birds" in printed
+    lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
+    was = next(line for line in cub if line["row"] == "sef: SEF" and line["dataset"] == "cub")
+    assert lines["sef: SEF", "cub"] == {**was, "score": lines["sef: SEF", "cub"]["score"]}
+    assert lines["sef: SEF", "cub"]["state"] == "1/1"  # was "no --data cub"
+    assert lines["sef: SEF", "cars"]["accuracy"] and lines["sef: SEF", "dogs"]["accuracy"] == ""
+    assert lines["sef: SEF", "dogs"]["state"] == "no --data dogs"
+    assert lines["sef: ResNet-50", "cub"]["state"] == "no --data cub"  # never trained
+    _check_scores(list(lines.values()))
+    page = (out / "table2.md").read_text()
+    assert f"`{out / 'cub-resnet50'}`" in page and " | – | – | " in page
+
+
+def test_a_run_an_earlier_call_left_unfinished_is_shown_unfinished(
+    roots, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    real, calls = sef.engine.run.train_one_epoch, []
+
+    def stopped_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sef.engine.run, "train_one_epoch", stopped_in_epoch_two)
+    out = tmp_path / "repro"
+    arguments = ["reproduce", "table2", "--out", str(out), "--only", "sef", *TOY, *FAST]
+    arguments += ["--set", "optim.epochs=2"]
+    assert main([*arguments, *_data(roots, "cub")]) == 130
+    assert main([*arguments, *_data(roots, "cars")]) == 0
+    assert f"shown as found in {out} (no --data): Birds" in capsys.readouterr().out
+    lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
+    assert lines["sef: SEF", "cub"]["state"] == "unfinished, 1/2; no --data cub"
+    assert lines["sef: SEF", "cub"]["accuracy"] == "" and lines["sef: SEF", "cars"]["accuracy"]
+
+
+def test_the_csv_accuracy_is_the_number_in_the_main_table() -> None:
+    from sef.reproduce.plan import create_plan
+    from sef.reproduce.state import DONE, Result, RunState
+    from sef.reproduce.tables import csv_text, main_table
+
+    plan = create_plan("table2", {}, dry_run=True)
+    best = 5061 / 5794  # 87.349 %: the table prints 87.3, the CSV said 87.35
+    result = Result(best, 50, 0.86, 0.85, 50, 1.0)
+    states = {("sef", "cub"): RunState(DONE, 50, result)}
+    sef_row = next(line for line in main_table(plan, states).splitlines() if "sef: SEF" in line)
+    assert sef_row.split(" | ")[1] == "87.3"
+    lines = list(csv.DictReader(io.StringIO(csv_text(plan, states))))
+    ours = next(line for line in lines if line["row"] == "sef: SEF" and line["dataset"] == "cub")
+    assert ours["accuracy"] == "87.3" and ours["best_top1"] == "87.35"
+    _check_scores(lines)
 
 
 def _kill_when(path: Path, command: list[str], cwd: Path) -> None:

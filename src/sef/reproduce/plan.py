@@ -8,7 +8,7 @@ overrides, its dataset's root and the folder ``OUT/<preset>``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sef.config import (
@@ -71,7 +71,8 @@ class Run:
 @dataclass
 class Plan:
     """Every run of a table on the datasets given (dataset by dataset, rows in the paper's order),
-    and which of them this call trains (``--only``)."""
+    which of them this call trains (``--only``), and ``earlier``: the runs of the datasets not
+    given whose folders an earlier call left under ``out``, shown in the tables, never trained."""
 
     table: PaperTable
     out: Path
@@ -79,6 +80,7 @@ class Plan:
     selected: tuple[str, ...]
     overrides: tuple[str, ...]
     paper_sizes: bool = False  # image counts from Table I (a dry run without --data)
+    earlier: list[Run] = field(default_factory=list)
 
     @property
     def to_train(self) -> list[Run]:
@@ -194,19 +196,23 @@ def create_plan(
             f"give at least one dataset, e.g. --data cub=~/data/CUB_200_2011 (the {chosen.key} "
             f"datasets: {', '.join(chosen.columns)}), or --dry-run for an estimate"
         )
-    runs = []
+    runs, earlier = [], []
     for dataset in chosen.columns:
-        if not paper_sizes and dataset not in data:
-            continue
-        counts = None
+        given = paper_sizes or dataset in data
+        size = datasets()[dataset]
+        counts = None if given else (size.train, size.test)
         for row in chosen.ours:
             preset = preset_name(dataset, chosen.backbone, str(row.ours))
+            folder = Path(out) / preset
+            if not given and not folder.is_dir():
+                continue
             config = apply_values(
                 resolve_config(preset, overrides=overrides),
-                {"data.root": data.get(dataset), "run.out": str(Path(out) / preset)},
+                {"data.root": data.get(dataset), "run.out": str(folder)},
             )
             if counts is None:
-                size = datasets()[dataset]
                 counts = (size.train, size.test) if paper_sizes else _image_counts(config)
-            runs.append(Run(chosen.key, row, dataset, preset, config, *counts))
-    return Plan(chosen, Path(out), runs, selected, overrides, paper_sizes)
+            (runs if given else earlier).append(
+                Run(chosen.key, row, dataset, preset, config, *counts)
+            )
+    return Plan(chosen, Path(out), runs, selected, overrides, paper_sizes, earlier)

@@ -107,7 +107,7 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
         )  # fmt: skip
     for line in table(rows).splitlines():
         say(line)
-    _say_blanks(plan, say)
+    _say_blanks(plan, states, say)
     if plan.paper_sizes:
         say("image counts: Table I's (no --data given)")
     say(
@@ -120,10 +120,18 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
     say("  evaluation counted at the training rate; --images-per-second N sets your GPU's rate")
 
 
-def _say_blanks(plan: Plan, say: Callable[[str], None]) -> None:
-    if plan.missing:
-        names = ", ".join(datasets()[d].column for d in plan.missing)
-        say(f"blank: {names} (no --data)")
+def _columns(names: Iterable[str]) -> str:
+    return ", ".join(datasets()[d].column for d in names)
+
+
+def _say_blanks(plan: Plan, states: States, say: Callable[[str], None]) -> None:
+    found = {run.dataset for run in plan.earlier if states[_key(run)].kind != NEW}
+    blank = [d for d in plan.missing if d not in found]
+    if blank:
+        say(f"blank: {_columns(blank)} (no --data)")
+    if found:
+        shown = [d for d in plan.missing if d in found]
+        say(f"shown as found in {plan.out} (no --data): {_columns(shown)}")
     skipped = [row.label for row in plan.table.ours if row.ours not in plan.selected]
     if skipped:
         say(f"not in --only: {'; '.join(map(str, skipped))}")  # Table III's labels hold commas
@@ -185,7 +193,7 @@ def _train_all(
         outcome.tables = write_tables(plan, states, written=_now())
     counts = ", ".join(f"{n} {what}" for what, n in outcome.counts.items())
     say(f"{plan.table.key}: {counted(len(todo), 'run')}: {counts} in {hours(outcome.seconds)}")
-    _say_blanks(plan, say)
+    _say_blanks(plan, states, say)
     if outcome.tables:
         say(f"tables: {outcome.tables[0]}, {outcome.tables[1]}")
         say(main_table(plan, states))
@@ -214,7 +222,8 @@ def reproduce(
 
     try:
         states = distributed.on_main(
-            lambda: {_key(run): read_state(run.config) for run in plan.runs}, context
+            lambda: {_key(run): read_state(run.config) for run in [*plan.runs, *plan.earlier]},
+            context,
         )
         speed = assumed_speed(plan.runs[0].config, images_per_second)
         if dry_run:

@@ -18,12 +18,12 @@ from sef.metrics import paper_scores, round_half_up
 from sef.outputs import write_text
 from sef.reproduce.paper import PaperRow, datasets, notes
 from sef.reproduce.plan import Plan, Run
-from sef.reproduce.state import DONE, PARTIAL, RunState
+from sef.reproduce.state import DONE, NEW, PARTIAL, RunState
 
 BLANK = "–"
 CSV_FIELDS = (
-    "table", "row", "source", "dataset", "accuracy", "paper", "best_epoch", "last_top1",
-    "class_mean_last", "state", "run", "score", "paper_score",
+    "table", "row", "source", "dataset", "accuracy", "paper", "best_top1", "best_epoch",
+    "last_top1", "class_mean_last", "state", "run", "score", "paper_score",
 )  # fmt: skip
 
 States = dict[tuple[str, str], RunState]  # (method, dataset) -> state
@@ -31,13 +31,15 @@ States = dict[tuple[str, str], RunState]  # (method, dataset) -> state
 
 @dataclass(frozen=True)
 class Cell:
-    """One of our rows on one dataset: its run (None: dataset not given) and how far it got."""
+    """One of our rows on one dataset: its run (None: dataset not given and no folder for it),
+    how far it got, and whether this call was given the dataset."""
 
     row: PaperRow
     dataset: str
     run: Run | None
     state: RunState | None
     selected: bool
+    given: bool
 
     @property
     def done(self) -> bool:
@@ -52,12 +54,14 @@ class Cell:
 
     @property
     def progress(self) -> str:
-        if self.run is None:
-            return f"no --data {self.dataset}"
+        blank = f"no --data {self.dataset}"
+        if self.run is None or (not self.given and self.state.kind == NEW):
+            return blank
         if self.done:
             return f"{self.state.epoch}/{self.run.epochs}"
         if self.state is not None and self.state.kind == PARTIAL:
-            return f"unfinished, {self.state.epoch}/{self.run.epochs}"
+            unfinished = f"unfinished, {self.state.epoch}/{self.run.epochs}"
+            return unfinished if self.given else f"{unfinished}; {blank}"
         return "not trained yet" if self.selected else "not in --only"
 
 
@@ -66,15 +70,15 @@ def our_name(row: PaperRow) -> str:
 
 
 def cells(plan: Plan, states: States) -> list[Cell]:
-    """Our rows x the table's datasets, in the paper's order."""
-    runs = {(run.method, run.dataset): run for run in plan.runs}
+    """Our rows x the table's datasets, in the paper's order: the runs of this call and those an
+    earlier call left for the datasets not given."""
+    runs = {(run.method, run.dataset): run for run in [*plan.runs, *plan.earlier]}
     found = []
     for row in plan.table.ours:
         for dataset in plan.table.columns:
             key = (str(row.ours), dataset)
-            found.append(
-                Cell(row, dataset, runs.get(key), states.get(key), row.ours in plan.selected)
-            )
+            selected, given = row.ours in plan.selected, dataset not in plan.missing
+            found.append(Cell(row, dataset, runs.get(key), states.get(key), selected, given))
     return found
 
 
@@ -219,7 +223,8 @@ def csv_text(plan: Plan, states: States) -> str:
         if c.done:
             result = c.state.result
             line |= {
-                "accuracy": round(100 * result.best_top1, 2),
+                "accuracy": c.accuracy,  # as the main table shows it and the Score ranks it
+                "best_top1": round(100 * result.best_top1, 2),
                 "best_epoch": result.best_epoch,
                 "last_top1": round(100 * result.last_top1, 2),
                 "class_mean_last": round(100 * result.last_class_mean, 2),
