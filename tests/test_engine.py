@@ -627,3 +627,29 @@ def test_evaluate_reads_any_loader_on_one_process_and_names_a_model_it_cannot_us
     shuffled = torch.utils.data.DataLoader(data, batch_size=3, shuffle=True)
     with pytest.raises(ValueError, match="rows in order; pass a loader without shuffle"):
         evaluate(model, shuffled, progress=False)  # its rows would name other images
+
+
+def test_a_stopped_run_names_its_folder_when_a_plain_resume_would_continue_another(
+    tmp_path, monkeypatch
+):
+    """Two runs of one preset without --out go to runs/demo and runs/demo-2; a plain --resume
+    continues the newest, so runs/demo's stop advice names its folder."""
+    from types import SimpleNamespace
+
+    from sef.engine.run import RESUME_ADVICE, _again
+
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config("demo")
+    for folder in ("runs/demo", "runs/demo-2"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "last.pt").write_bytes(b"")
+
+    def advice(out: str, out_given: bool = False, kept: int = 3) -> str:
+        run = SimpleNamespace(config=config, out=Path(out), out_given=out_given, kept=kept)
+        return _again(run)
+
+    assert advice("runs/demo") == "with --resume --out runs/demo to continue"
+    assert advice("runs/demo-2") == RESUME_ADVICE == "with --resume to continue"
+    assert advice(str(tmp_path / "runs/demo-2")) == RESUME_ADVICE  # the same folder, absolute
+    assert advice("runs/demo", out_given=True) == RESUME_ADVICE  # the command names it
+    assert advice("runs/demo", kept=0) == "to start it again"

@@ -341,6 +341,7 @@ class _Run:
         self.seconds = 0.0
         self.best_unwritten = False  # best.pt and its predictions are to be written again
         self.trained_on = context.world_size  # the processes the epochs so far trained on
+        self.out_given = True  # run.out was named (else fit chose runs/<name>[-N])
 
     def state(self) -> dict:
         return {
@@ -586,6 +587,7 @@ def fit(
         data = data or load_data(config, context, progress, cached=False)
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(config, data, context, out, resuming=saved is not None)
+        run.out_given = values["run"]["out"] is not None
         if context.is_main:
             run.check_space()
         if loaded:
@@ -646,8 +648,13 @@ RESUME_ADVICE = "with --resume to continue"
 
 
 def _again(run: _Run) -> str:
-    """How to go on after a run that stops now."""
-    return RESUME_ADVICE if run.kept else "to start it again"
+    """How to go on after a run that stops now; with --out where the command did not name the
+    folder and a plain --resume would continue another (runs/demo-2 started beside it)."""
+    if not run.kept:
+        return "to start it again"
+    if run.out_given or latest_run_dir(run.config).resolve() == run.out.resolve():
+        return RESUME_ADVICE
+    return f"with --resume --out {run.out} to continue"
 
 
 def _train(run: _Run, progress: bool) -> FitResult:
