@@ -136,18 +136,23 @@ def test_datasets_trained_by_an_earlier_call_stay_in_the_tables(roots, tmp_path:
     assert f"`{out / 'cub-resnet50'}`" in page and " | – | – | " in page
 
 
-def test_a_run_an_earlier_call_left_unfinished_is_shown_unfinished(
-    roots, tmp_path: Path, monkeypatch, capsys
-) -> None:
+def _ctrl_c_in_epoch_two(monkeypatch) -> None:
+    """Training stops as Ctrl-C stops it, at the start of the second epoch it trains."""
     real, calls = sef.engine.run.train_one_epoch, []
 
     def stopped_in_epoch_two(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C
+            raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sef.engine.run, "train_one_epoch", stopped_in_epoch_two)
+
+
+def test_a_run_an_earlier_call_left_unfinished_is_shown_unfinished(
+    roots, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _ctrl_c_in_epoch_two(monkeypatch)
     out = tmp_path / "repro"
     arguments = ["reproduce", "table2", "--out", str(out), "--only", "sef", *TOY, *FAST]
     arguments += ["--set", "optim.epochs=2"]
@@ -250,15 +255,7 @@ def test_a_folder_with_best_pt_but_no_last_pt_is_refused_before_training(
 def test_ctrl_c_says_to_run_the_same_command_again(
     cub_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    real, calls = sef.engine.run.train_one_epoch, []
-
-    def stopped_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sef.engine.run, "train_one_epoch", stopped_in_epoch_two)
+    _ctrl_c_in_epoch_two(monkeypatch)
     arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "sef"]
     arguments += ["--out", str(tmp_path / "runs"), *TOY, *FAST, "--set", "optim.epochs=2"]
     assert main(arguments) == 130
