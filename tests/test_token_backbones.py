@@ -127,6 +127,16 @@ def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
     assert "\n" not in message
 
 
+def test_images_smaller_than_a_patch_are_refused_in_one_line():
+    # the probe's forward pass raised torch's RuntimeError, a traceback from sef info and train
+    with pytest.raises(ValueError) as error:
+        sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=16, backbone_args={"patch_size": 32})
+    message = str(error.value)
+    assert message.startswith("timm:vit_tiny_patch16_224 cannot run on 16 px images (")
+    assert message.endswith("; choose an image size (and backbone_args) it takes")
+    assert "\n" not in message
+
+
 def test_models_that_cannot_change_size_or_take_an_argument_say_so(monkeypatch):
     monkeypatch.setattr(sef.timm_backbones, "_timm_input_size", lambda timm, name: (224, True))
     with pytest.raises(ValueError, match=r"takes only 224 px.*set data.image_size=224"):
