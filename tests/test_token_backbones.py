@@ -118,6 +118,15 @@ def test_a_timm_model_passed_as_a_module_is_adapted_the_same_way():
     assert isinstance(model.export()[0], Pooled)
 
 
+def test_a_timm_model_passed_as_it_is_is_pointed_to_timm_features():
+    # the message named only the pooled shape, for a CNN whose forward_features gives a map
+    vit = {"depth": 1, "img_size": 32}
+    for name, args in (("resnet18", {}), ("vit_tiny_patch16_224", vit)):
+        timm_model = timm.create_model(name, num_classes=0, **args)
+        with pytest.raises(ValueError, match=r"got \(1, \d+\); pass a timm model as sef\.adapters"):
+            sef.SEF(timm_model, 4, image_size=32)
+
+
 def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
     with pytest.raises(ValueError) as error:
         sef.SEF("timm:pit_ti_224", 4, backbone_args={"depth": (1, 1, 1)})

@@ -218,5 +218,8 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
         ) from error
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}")
+        hint = ""
+        if hasattr(backbone, "forward_features"):  # timm's: its forward pools and classifies
+            hint = "; pass a timm model as sef.adapters.timm_features(model, image_size=S)"
+        raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}{hint}")
     return out.shape[1]
