@@ -159,6 +159,15 @@ def test_output_stride_is_refused_where_it_is_not_implemented():
         sef.SEF("mobilenet_v2", num_classes=3, output_stride=8)
 
 
+def test_a_timm_cnn_is_pointed_to_timms_own_output_stride():
+    # refused without a word of timm's own output_stride, which works
+    pytest.importorskip("timm")
+    with pytest.raises(ValueError, match=r"not 'timm:resnet18'; timm's own .*'output_stride': 16"):
+        sef.SEF("timm:resnet18", num_classes=3, output_stride=16)
+    model = sef.SEF("timm:resnet18", 3, image_size=64, backbone_args={"output_stride": 16})
+    assert model.feature_map(torch.zeros(1, 3, 64, 64)).shape == (1, 512, 4, 4)
+
+
 def test_a_torchvision_weights_enum_is_taken_like_its_name(monkeypatch):
     built = []
     monkeypatch.setattr(

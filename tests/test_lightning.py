@@ -4,6 +4,7 @@ top-1 and class-mean evaluated, and the plain network handed back."""
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,30 @@ def test_predict_returns_the_global_logits_of_labelled_or_bare_batches(
         with torch.no_grad():
             expected = module.model.eval()(transforms.normalise_batch(images))
         assert torch.allclose(logits, expected, atol=1e-6)
+
+
+def test_the_gathered_evaluation_draws_no_advice_to_sync_it(
+    demo_root, tmp_path, monkeypatch
+) -> None:
+    """Under DDP Lightning told the user to log eval_top1 ... with sync_dist=True, as if each
+    process logged only its own images; they are every process's, gathered."""
+    import socket
+
+    with socket.socket() as free:  # a port for DDP's one-process group
+        free.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(free.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    module = SEFLightningModule(SEF("small_cnn", num_classes=8, groups=2))
+    trainer = _trainer(tmp_path, strategy="ddp", logger=False)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (result,) = trainer.validate(module, _loader("test", False), verbose=False)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    assert trainer.world_size == 1 and "eval_corr_between" in result
+    assert not [str(w.message) for w in caught if "sync_dist" in str(w.message)]
 
 
 def test_the_module_pickles_for_spawning_strategies() -> None:

@@ -40,6 +40,16 @@ def test_the_criterion_is_eq_8_in_training_and_cross_entropy_on_plain_logits() -
     assert torch.equal(criterion(logits, labels), expected)
 
 
+def test_int32_labels_work_on_plain_logits_as_in_training() -> None:
+    # SEFLoss took them in training; validation's cross_entropy raised torch's RuntimeError
+    images, labels = _batch()
+    model = sef.SEF("small_cnn", num_classes=3, groups=2)
+    criterion = SEFCriterion(sef.SEFLoss(groups=2))
+    assert torch.isfinite(criterion(model.train()(images), labels.int()))
+    logits = model.eval()(images)
+    assert torch.equal(criterion(logits, labels.int()), criterion(logits, labels))
+
+
 def test_soft_targets_are_refused_in_one_line() -> None:
     images, _ = _batch()
     model = sef.SEF("small_cnn", num_classes=3, groups=2).train()

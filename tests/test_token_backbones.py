@@ -118,12 +118,31 @@ def test_a_timm_model_passed_as_a_module_is_adapted_the_same_way():
     assert isinstance(model.export()[0], Pooled)
 
 
+def test_a_timm_model_passed_as_it_is_is_pointed_to_timm_features():
+    # the message named only the pooled shape, for a CNN whose forward_features gives a map
+    vit = {"depth": 1, "img_size": 32}
+    for name, args in (("resnet18", {}), ("vit_tiny_patch16_224", vit)):
+        timm_model = timm.create_model(name, num_classes=0, **args)
+        with pytest.raises(ValueError, match=r"got \(1, \d+\); pass a timm model as sef\.adapters"):
+            sef.SEF(timm_model, 4, image_size=32)
+
+
 def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
     with pytest.raises(ValueError) as error:
         sef.SEF("timm:pit_ti_224", 4, backbone_args={"depth": (1, 1, 1)})
     message = str(error.value)
     assert message.startswith("timm:pit_ti_224 is not supported: at 224 px its forward_features")
     assert "(1, 1, 256)" in message and "sef needs a [B, C, H, W] map" in message
+    assert "\n" not in message
+
+
+def test_images_smaller_than_a_patch_are_refused_in_one_line():
+    # the probe's forward pass raised torch's RuntimeError, a traceback from sef info and train
+    with pytest.raises(ValueError) as error:
+        sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=16, backbone_args={"patch_size": 32})
+    message = str(error.value)
+    assert message.startswith("timm:vit_tiny_patch16_224 cannot run on 16 px images (")
+    assert message.endswith("; choose an image size (and backbone_args) it takes")
     assert "\n" not in message
 
 

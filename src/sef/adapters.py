@@ -185,7 +185,7 @@ def timm_features(
     parameter = next(model.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
     with evaluation_mode(model):
-        raw, called = _called_modules(model, torch.zeros(1, 3, image_size, image_size, **like))
+        raw, called = _probe(model, name, image_size, like)
         layout = _layout(model, raw)
         if layout == "unknown":
             what = f"shape {tuple(raw.shape)}" if isinstance(raw, Tensor) else type(raw).__name__
@@ -197,6 +197,18 @@ def timm_features(
         adapter = TimmFeatures(model, layout, channels, image_size, dropped)
         _check_shapes(adapter, raw, image_size, name)
     return adapter
+
+
+def _probe(model: nn.Module, name: str, image_size: int, like: dict) -> tuple[object, set[int]]:
+    """:func:`_called_modules` on a blank image of ``image_size``; ValueError where the model
+    cannot run on it (a patch or kernel larger than the image)."""
+    try:
+        return _called_modules(model, torch.zeros(1, 3, image_size, image_size, **like))
+    except RuntimeError as error:
+        raise ValueError(
+            f"{name} cannot run on {image_size} px images ({str(error).splitlines()[0]}); "
+            f"choose an image size (and backbone_args) it takes"
+        ) from None
 
 
 def _called_modules(model: nn.Module, images: Tensor) -> tuple[object, set[int]]:

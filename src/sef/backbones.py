@@ -91,9 +91,11 @@ def _check_output_stride(backbone: object, output_stride: int | None) -> None:
             f"output_stride must be 16 or None (the backbone's own), not {output_stride!r}"
         )
     if not (isinstance(backbone, str) and backbone.startswith(_DILATABLE)):
+        timm = isinstance(backbone, str) and backbone.startswith("timm:")
+        own = "; timm's own for its CNNs: backbone_args={'output_stride': 16}" if timm else ""
         raise ValueError(
             f"output_stride=16 is available for mobilenet_v2, "
-            f"not {backbone if isinstance(backbone, str) else type(backbone).__name__!r}"
+            f"not {backbone if isinstance(backbone, str) else type(backbone).__name__!r}{own}"
         )
 
 
@@ -234,5 +236,8 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
         ) from error
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}")
+        hint = ""
+        if hasattr(backbone, "forward_features"):  # timm's: its forward pools and classifies
+            hint = "; pass a timm model as sef.adapters.timm_features(model, image_size=S)"
+        raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}{hint}")
     return out.shape[1]

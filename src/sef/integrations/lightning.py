@@ -153,7 +153,9 @@ class SEFLightningModule(pl.LightningModule):
         if correlation is not None:
             within, between = (correlation / labels.numel()).tolist()
             metrics |= {f"{prefix}_corr_within": within, f"{prefix}_corr_between": between}
-        self.log_dict(metrics)
+        # every process holds the same numbers, over every image: averaging them keeps them, and
+        # quiets Lightning's advice to sync_dist metrics that it takes for one process's own
+        self.log_dict(metrics, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate_batch(batch)

@@ -45,7 +45,7 @@ class SEFCriterion(nn.Module):
                 f"{tuple(target.shape)}{why}"
             )
         if not isinstance(output, SEFOutput):
-            return functional.cross_entropy(output, target)
+            return functional.cross_entropy(output, target.long())  # as SEFLoss: any int
         terms = self.loss(output, target)
         self.terms = {name: value.detach() for name, value in terms.items()}
         return terms["total"]
