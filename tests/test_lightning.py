@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from sef import datasets, transforms
 from sef.config import apply_overrides, load_preset
 from sef.engine import evaluate
+from sef.losses import SEFLoss
 from sef.model import SEF
 
 pl = pytest.importorskip("lightning.pytorch")
@@ -148,6 +149,13 @@ def test_the_gathered_evaluation_draws_no_advice_to_sync_it(
             torch.distributed.destroy_process_group()
     assert trainer.world_size == 1 and "eval_corr_between" in result
     assert not [str(w.message) for w in caught if "sync_dist" in str(w.message)]
+
+
+def test_a_loss_for_other_groups_than_the_model_is_refused_when_the_module_is_built() -> None:
+    model = SEF("small_cnn", num_classes=5, groups=2)
+    with pytest.raises(ValueError, match="the loss is for 4 groups but the model has 2"):
+        SEFLightningModule(model, SEFLoss(4))
+    assert SEFLightningModule(model, SEFLoss(2)).loss.groups == 2
 
 
 def test_the_module_pickles_for_spawning_strategies() -> None:

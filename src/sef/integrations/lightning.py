@@ -65,6 +65,11 @@ class SEFLightningModule(pl.LightningModule):
         scheduler: Scheduler | None = None,
     ):
         super().__init__()
+        if loss is not None and loss.groups != model.groups:
+            raise ValueError(
+                f"the loss is for {loss.groups} groups but the model has {model.groups}; "
+                f"build both with the same groups (or leave the loss out: SEFLoss(model.groups))"
+            )
         self.model = model
         self.loss = loss if loss is not None else SEFLoss(model.groups)
         self._loss_given = loss is not None
