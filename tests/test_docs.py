@@ -1,7 +1,7 @@
 """README and docs/ link only to files that exist, their Python examples and the sef names and
 calls in their text fit sef's signatures, the commands they show use options those commands take,
-the config keys they name exist (and docs/training.md lists them all), and README stays a short
-user's document."""
+the config keys they name exist (and docs/training.md lists them all), the numbers a page
+copies from a committed result file round to it, and README stays a short user's document."""
 
 import argparse
 import ast
@@ -10,6 +10,8 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import itertools
+import json
 import re
 from pathlib import Path
 
@@ -234,3 +236,44 @@ def test_training_md_lists_every_config_key_under_its_section():
         for section, keys in _config_keys().items()
     }
     assert not any(missing.values()), f"docs/training.md does not list: {missing}"
+
+
+def _rounds_to(shown: str, value: float) -> bool:
+    """Whether ``shown`` ("0.22", "13.3") is ``value`` rounded to as many decimals as it shows."""
+    decimals = len(shown.partition(".")[2])
+    return abs(float(shown) - value) <= 0.5 * 10**-decimals + 1e-9
+
+
+def _table_rows(text: str, after: str) -> list[list[str]]:
+    """The cells of the first Markdown table after ``after``, its header dropped."""
+    lines = text.split(after, 1)[1].splitlines()
+    lines = list(itertools.dropwhile(lambda line: not line.startswith("|"), lines))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines))[2:]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in table]
+
+
+def test_gradient_table_in_finetune_md_rounds_the_committed_json():
+    """docs/finetune.md's table of each term's pull (|∇CE|, |∇ reference| (φ*), |∇ Eq. 4| (φ*))
+    is copied from benchmarks/results/group_gradients.json: each number there is the JSON's,
+    rounded as shown (it once said 0.23 for 0.2249)."""
+    models = json.loads((ROOT / "benchmarks/results/group_gradients.json").read_text())["models"]
+    rows = _table_rows((ROOT / "docs/finetune.md").read_text(), "### Why a threshold")
+    wrong, checked = [], 0
+    for label, *cells in rows:
+        found = re.search(r"(reference|Eq\. 4) φ = ([\d.]+)", label)
+        name = (
+            f"groups-{'reference' if found.group(1) == 'reference' else 'paper'}-{found.group(2)}"
+            if found
+            else "imagenet start"
+        )
+        model = next(m for key, m in models.items() if key == name or f"/{name}-seed0/" in key)
+        shown = re.findall(r"\d+\.\d+", " ".join(cells))
+        keys = ["norm_ce", "norm_group_reference", "phi_star_reference"]
+        keys += ["norm_group_paper", "phi_star_paper"]
+        wrong += [
+            f"{label}: {k} {s} for {model[k]}"
+            for s, k in zip(shown, keys, strict=True)
+            if not _rounds_to(s, model[k])
+        ]
+        checked += 1
+    assert checked == len(models) and not wrong, wrong
