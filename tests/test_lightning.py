@@ -158,6 +158,19 @@ def test_a_loss_for_other_groups_than_the_model_is_refused_when_the_module_is_bu
     assert SEFLightningModule(model, SEFLoss(2)).loss.groups == 2
 
 
+def test_a_cosine_schedule_planned_for_other_epochs_than_the_trainer_runs_is_warned_of():
+    config = apply_overrides(load_preset("demo"), ["optim.scheduler=cosine", "optim.epochs=3"])
+    module = SEFLightningModule.from_config(config, num_classes=8)
+    module.trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match=r"optim.epochs=3, but the Trainer runs max_epochs=5"):
+        module.on_fit_start()
+    module.trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.on_fit_start()
+    assert module.configure_optimizers()["lr_scheduler"].T_max == 3
+
+
 def test_the_module_pickles_for_spawning_strategies() -> None:
     """Lambdas as default optimizer and schedule factories made ddp_spawn fail to pickle."""
     import pickle

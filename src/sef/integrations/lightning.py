@@ -77,17 +77,21 @@ class SEFLightningModule(pl.LightningModule):
         self.make_scheduler = scheduler
         self._evaluated: list[Tensor] = []  # [2 + G, B] per batch: labels, predictions, groups
         self._correlation: list[Tensor] = []  # [2] per batch: within, between, summed
+        self.cosine_epochs: int | None = None  # from_config's cosine schedule: the epochs it plans
 
     @classmethod
     def from_config(cls, config: Config, num_classes: int) -> SEFLightningModule:
         """The model, loss weights, optimizer and schedule a ``sef train`` config describes."""
         model = create_model(config, num_classes)
-        return cls(
+        module = cls(
             model,
             SEFLoss.from_config(config.loss, model.groups),
             optimizer=functools.partial(create_optimizer, config=config),
             scheduler=functools.partial(create_scheduler, config=config),
         )
+        if config.optim.scheduler == "cosine":  # its length is optim.epochs, not the Trainer's
+            module.cosine_epochs = config.optim.epochs
+        return module
 
     def forward(self, images: Tensor) -> Any:
         return self.model(images)
@@ -177,6 +181,15 @@ class SEFLightningModule(pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """The global head's logits of a batch (images, or (images, labels))."""
         return self.model(_images(batch))
+
+    def on_fit_start(self) -> None:
+        planned, epochs = self.cosine_epochs, self.trainer.max_epochs
+        if planned is not None and epochs not in (None, -1, planned):
+            warnings.warn(
+                f"the cosine learning-rate schedule is planned for optim.epochs={planned}, but "
+                f"the Trainer runs max_epochs={epochs}; give both the same number",
+                stacklevel=2,
+            )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.make_optimizer(self.model)
