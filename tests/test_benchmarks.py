@@ -1164,3 +1164,28 @@ def test_stop_signals_script_stops_runs_and_counts_each_outcome(demo_root, tmp_p
     report = run_script("stop_signals.py", "--quick", "--out", str(tmp_path / "stops.json"))
     assert (report["signal"], report["to"], report["tries"]) == ("SIGTERM", "command", 2)
     assert report["outcomes"] == {"clean": 2}
+
+
+def test_confidence_script_reports_each_runs_right_class_probability(tmp_path, run_main, demo_root):
+    from PIL import Image
+
+    from sef.engine import evaluate_checkpoint
+    from sef.trained import load_trained_model
+
+    out, runs = tmp_path / "confidence.json", tmp_path / "runs"
+    report = run_main("confidence.py", "--quick", "--runs", str(runs), "--out", str(out))
+    assert [run["preset"] for run in report["runs"]] == ["demo", "demo-plain"]
+    for run in report["runs"]:
+        checkpoint = runs / run["preset"] / "best.pt"
+        result, dataset = evaluate_checkpoint(checkpoint, device="cpu", progress=False)
+        assert run["images"] == len(dataset) == 8 * 3 and run["top1"] == round(result.top1, 4)
+        trained = load_trained_model(checkpoint, device="cpu")
+        given = []  # image by image, from the files, as a user's own code would
+        for path, label in dataset.samples:
+            image = trained.test_transform(Image.open(path).convert("RGB"))
+            with torch.no_grad():
+                given.append(float(trained.model.eval()(image[None]).softmax(1)[0, label]))
+        probability = run["right_class_probability"]
+        assert probability["median"] == round(float(torch.tensor(given).quantile(0.5)), 3)
+        assert probability["max"] == round(max(given), 3)
+        assert probability["p10"] <= probability["median"] <= probability["p90"]
