@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -468,6 +469,22 @@ def test_groups_that_stay_together_are_said_to_and_sent_to_the_guide() -> None:
     ]
     assert separation_lines({"eval_top1": 0.5}) == []  # one group: no line
     assert (Path(__file__).parents[1] / "docs" / "finetune.md").is_file()  # the guide named
+
+
+def test_a_finetune_run_whose_groups_stay_together_is_not_sent_to_the_finetune_method(
+    tmp_path: Path,
+) -> None:
+    """The hint names the finetune method: a run that used it reads the guide only."""
+    data = Data(Blobs(12, 0), Blobs(7, 1), Blobs.classes)
+    near = {"eval_corr_within": 0.2994, "eval_corr_between": 0.2961}
+    runs = [("demo-finetune", [], False), ("demo", [], True)]
+    runs += [("demo-finetune", ["loss.norm_floor=0"], True)]  # no longer the finetune method
+    for i, (preset, changes, hinted) in enumerate(runs):
+        config = _config(tmp_path / str(i), "optim.epochs=1", *changes, preset=preset)
+        result = fit(config, data=data, progress=False)
+        report = dataclasses.replace(result, last={**result.last, **near}).report()
+        assert "did not separate" in report
+        assert ("fine-tuning? the confirmed setting" in report) is hinted, (preset, changes)
 
 
 def test_only_runs_from_scratch_at_phi_1_or_more_with_groups_are_told_its_cost() -> None:

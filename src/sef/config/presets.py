@@ -112,6 +112,12 @@ def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
     return deep_merge(values, extra), titles
 
 
+def uses_method(config: Config, method: str) -> bool:
+    """Whether ``config``'s loss is ``method``'s: every value its fragment's ``loss`` sets."""
+    loss = _preset_file(f"method-{method}").get("loss", {})
+    return all(getattr(config.loss, key) == value for key, value in loss.items())
+
+
 def dataset_preset(dataset: str) -> str:
     """The preset that trains ``dataset`` with its recipe (the first backbone of its presets)."""
     if dataset == DEFAULT_PRESET:
