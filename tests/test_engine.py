@@ -408,6 +408,21 @@ def test_each_epoch_replaces_metrics_jsonl_whole_so_no_reader_sees_half_a_line(t
     logger.close()
 
 
+def test_the_epoch_line_shows_a_slow_cpus_speed_instead_of_0_img_s(tmp_path, capsys):
+    """30 images at 448 px took 70 s on a 2-core CPU: the line said "0 img/s"."""
+    from sef.engine.log import Logger
+
+    record = {"epoch": 1, "lr": 0.1, "images_per_second": 0.43, "seconds": 70.0,
+              "loss_total": 1.0, "train_top1": 0.5, "eval_top1": 0.5, "eval_class_mean": 0.5,
+              "eval_group_top1": [0.5]}  # fmt: skip
+    logger = Logger(tmp_path, _config(tmp_path, "run.tensorboard=false"), [], start_epoch=0)
+    logger.epoch(record, epochs=1)
+    logger.epoch({**record, "epoch": 2, "images_per_second": 27.4}, epochs=2)
+    logger.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("  70s  0.43 img/s") and lines[1].endswith("  27 img/s")
+
+
 def test_metrics_jsonl_is_strict_json_and_its_nulls_plot(tmp_path):
     """A non-finite number is written null (Python's json would write NaN, which jq, pandas'
     strict readers and JavaScript refuse); the curves skip it."""
