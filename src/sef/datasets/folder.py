@@ -19,6 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import SPLITS, from_declared
 from sef.errors import DataError
+from sef.text import counted
 
 LAYOUT = (
     "ROOT/<split>/<class>/<image> with split in trainval, train, val, test, or ROOT/<class>/<image>"
@@ -50,13 +51,20 @@ def visible_files(folder: str | os.PathLike) -> Iterator[str]:
 
 
 def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of every image under ``folder/<class>/`` (:func:`visible_files`)."""
-    return [
-        (path, label)
-        for name, label in class_to_idx.items()
-        for path in visible_files(folder / name)
-        if path.lower().endswith(IMG_EXTENSIONS)
-    ]
+    """(path, label) of every image under ``folder/<class>/`` (:func:`visible_files`);
+    DataError for a class folder whose files are none of them images (a phone's .HEIC photos),
+    which would otherwise read as a class without images."""
+    samples = []
+    for name, label in class_to_idx.items():
+        files = list(visible_files(folder / name))
+        images = [path for path in files if path.lower().endswith(IMG_EXTENSIONS)]
+        if files and not images:
+            raise DataError(
+                f"{folder / name} holds {counted(len(files), 'file')} but no image (one of "
+                f"{', '.join(IMG_EXTENSIONS)}), e.g. {files[0]}; convert them to JPEG or PNG"
+            )
+        samples += [(path, label) for path in images]
+    return samples
 
 
 def _holds_folders(folder: str) -> bool:
