@@ -103,6 +103,13 @@ def read(
     classes = _classes(list(split_folders.values()) or [root])
     if not classes:
         raise DataError(f"no class folders in {root}; lay it out as {LAYOUT}")
+    inner = _classes([root / classes[0]]) if len(classes) == 1 and not split_folders else []
+    if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
+        raise DataError(
+            f"{root} holds one folder, {classes[0]}, which holds the folders "
+            f"{', '.join(inner[:3])}{', ...' * (len(inner) > 3)}: the classes are one folder "
+            f"deeper; pass {root / classes[0]} as the data root"
+        )
     class_to_idx = {name: i for i, name in enumerate(classes)}
     samples, tags = [], []
     for tag, folder in split_folders.items() or [(None, root)]:
