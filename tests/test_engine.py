@@ -423,6 +423,20 @@ def test_the_epoch_line_shows_a_slow_cpus_speed_instead_of_0_img_s(tmp_path, cap
     assert lines[0].endswith("  70s  0.43 img/s") and lines[1].endswith("  27 img/s")
 
 
+def test_the_progress_bar_shows_a_slow_cpus_speed_instead_of_0_img_s(monkeypatch, capsys):
+    """The bar's img_s, like the epoch line, said 0 for a CPU's 0.43 images/s at 448 px."""
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock 10 s later
+    monkeypatch.setattr(sef.engine.loop.time, "perf_counter", lambda: float(next(clock)))
+    model = SEF("small_cnn", 3, groups=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = torch.utils.data.DataLoader(Blobs(2, 0), batch_size=2)  # 2 images in 10 s
+    train_one_epoch(
+        model, SEFLoss(2, phi=0.1), loader, optimizer,
+        context=Context(device=torch.device("cpu")), epoch=1, progress=True,
+    )  # fmt: skip
+    assert "img_s=0.2," in capsys.readouterr().err
+
+
 def test_metrics_jsonl_is_strict_json_and_its_nulls_plot(tmp_path):
     """A non-finite number is written null (Python's json would write NaN, which jq, pandas'
     strict readers and JavaScript refuse); the curves skip it."""
