@@ -103,7 +103,8 @@ def test_a_class_folder_of_files_that_are_not_images_says_so(folder_root, tmp_pa
         _load("folder", flat, "trainval")
     assert str(refused.value) == (
         f"{flat / 'dog'} holds 2 files but no image (one of .jpg, .jpeg, .png, .ppm, .bmp, .pgm, "
-        f".tif, .tiff, .webp), e.g. {flat / 'dog' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG"
+        f".tif, .tiff, .webp), e.g. {flat / 'dog' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG, "
+        f"or move the folder out of {flat} if dog is no class"
     )
     shutil.rmtree(flat / "dog")
     assert len(_load("folder", flat, "trainval")) == 6  # cat and the third class, not notes.txt

@@ -61,7 +61,8 @@ def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]
         if files and not images:
             raise DataError(
                 f"{folder / name} holds {counted(len(files), 'file')} but no image (one of "
-                f"{', '.join(IMG_EXTENSIONS)}), e.g. {files[0]}; convert them to JPEG or PNG"
+                f"{', '.join(IMG_EXTENSIONS)}), e.g. {files[0]}; convert them to JPEG or PNG, or "
+                f"move the folder out of {folder} if {name} is no class"
             )
         samples += [(path, label) for path in images]
     return samples
