@@ -97,6 +97,17 @@ def test_bad_input_stops_before_training_in_one_line(
     assert not (tmp_path / "runs").exists()
 
 
+def test_own_data_without_a_data_root_names_the_option(tmp_path: Path, monkeypatch, capsys):
+    """`sef train --preset folder-resnet18` said the dataset needs "data.root / ROOT"."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "folder-resnet18", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        "sef train: error: dataset 'folder' needs a root folder: pass --data-root DIR (data.root "
+        "in a config)\n"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_refuses_a_pickled_checkpoint_without_running_it(tmp_path: Path, capsys) -> None:
     marker, out = tmp_path / "pwned", tmp_path / "run"
     out.mkdir()

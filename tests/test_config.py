@@ -193,6 +193,22 @@ def test_unknown_preset_suggests_close_names() -> None:
         load_preset("cub-resnet5")
 
 
+def test_a_preset_named_with_another_presets_backbone_says_to_pass_it_with_backbone() -> None:
+    """folder-mobilenet_v2-finetune suggested birds32-mobilenet_v2-finetune, which trains on
+    the built-in birds32, not one's own folder; the own-data presets take --backbone."""
+    with pytest.raises(ConfigError) as refused:
+        load_preset("folder-mobilenet_v2-finetune")
+    assert str(refused.value) == (
+        "unknown preset 'folder-mobilenet_v2-finetune': the folder presets name resnet50 or "
+        "resnet18; train mobilenet_v2 with --preset folder-resnet50-finetune --backbone "
+        "mobilenet_v2"
+    )
+    with pytest.raises(ConfigError, match="train mobilenet_v2 with --preset csv-resnet50 --b"):
+        load_preset("csv-mobilenet_v2")
+    with pytest.raises(ConfigError, match="did you mean cub-resnet50"):
+        load_preset("cub-resnet5")  # no backbone of any preset: a typo
+
+
 def test_yaml_file_with_base_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("base: dogs-resnet18\noptim:\n  epochs: 3\ndata:\n  root: /data/dogs\n")

@@ -91,6 +91,39 @@ def test_folder_errors(tmp_path):
         _load("folder", tmp_path / "empty", "train")
 
 
+def test_a_class_folder_of_files_that_are_not_images_says_so(folder_root, tmp_path):
+    """A phone's .HEIC photos: the class read as one without images, its files unmentioned."""
+    flat = shutil.copytree(folder_root / "train", tmp_path / "photos")
+    shutil.rmtree(flat / "dog")
+    (flat / "dog").mkdir()
+    for name in ("IMG_0002.HEIC", "IMG_0001.HEIC"):
+        shutil.copy(flat / "cat" / "cat0.png", flat / "dog" / name)
+    (flat / "cat" / "notes.txt").write_text("beside images: left out, as before")
+    with pytest.raises(DataError) as refused:
+        _load("folder", flat, "trainval")
+    assert str(refused.value) == (
+        f"{flat / 'dog'} holds 2 files but no image (one of .jpg, .jpeg, .png, .ppm, .bmp, .pgm, "
+        f".tif, .tiff, .webp), e.g. {flat / 'dog' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG, "
+        f"or move the folder out of {flat} if dog is no class"
+    )
+    shutil.rmtree(flat / "dog")
+    assert len(_load("folder", flat, "trainval")) == 6  # cat and the third class, not notes.txt
+
+
+def test_class_folders_one_folder_deeper_are_pointed_to(folder_root, tmp_path):
+    """An archive unpacked into its own folder: ROOT/photos/<class>/ read as the one class
+    'photos', which training refused as "1 class ('photos')" without saying why."""
+    shutil.copytree(folder_root / "train", tmp_path / "unpacked" / "photos")
+    with pytest.raises(DataError) as refused:
+        _load("folder", tmp_path / "unpacked", "trainval")
+    assert str(refused.value) == (
+        f"{tmp_path / 'unpacked'} holds one folder, photos, which holds the folders cat, dog, "
+        f"fox: the classes are one folder deeper; pass {tmp_path / 'unpacked' / 'photos'} as "
+        f"the data root"
+    )
+    assert len(_load("folder", tmp_path / "unpacked" / "photos", "trainval")) == 9
+
+
 def test_folder_leaves_out_hidden_names(folder_root):
     cat = folder_root / "train" / "cat"
     before = _load("folder", folder_root, "trainval")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -407,6 +408,35 @@ def test_each_epoch_replaces_metrics_jsonl_whole_so_no_reader_sees_half_a_line(t
     logger.close()
 
 
+def test_the_epoch_line_shows_a_slow_cpus_speed_instead_of_0_img_s(tmp_path, capsys):
+    """30 images at 448 px took 70 s on a 2-core CPU: the line said "0 img/s"."""
+    from sef.engine.log import Logger
+
+    record = {"epoch": 1, "lr": 0.1, "images_per_second": 0.43, "seconds": 70.0,
+              "loss_total": 1.0, "train_top1": 0.5, "eval_top1": 0.5, "eval_class_mean": 0.5,
+              "eval_group_top1": [0.5]}  # fmt: skip
+    logger = Logger(tmp_path, _config(tmp_path, "run.tensorboard=false"), [], start_epoch=0)
+    logger.epoch(record, epochs=1)
+    logger.epoch({**record, "epoch": 2, "images_per_second": 27.4}, epochs=2)
+    logger.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("  70s  0.43 img/s") and lines[1].endswith("  27 img/s")
+
+
+def test_the_progress_bar_shows_a_slow_cpus_speed_instead_of_0_img_s(monkeypatch, capsys):
+    """The bar's img_s, like the epoch line, said 0 for a CPU's 0.43 images/s at 448 px."""
+    clock = iter(range(0, 10_000, 10))  # every reading of the clock 10 s later
+    monkeypatch.setattr(sef.engine.loop.time, "perf_counter", lambda: float(next(clock)))
+    model = SEF("small_cnn", 3, groups=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = torch.utils.data.DataLoader(Blobs(2, 0), batch_size=2)  # 2 images in 10 s
+    train_one_epoch(
+        model, SEFLoss(2, phi=0.1), loader, optimizer,
+        context=Context(device=torch.device("cpu")), epoch=1, progress=True,
+    )  # fmt: skip
+    assert "img_s=0.2," in capsys.readouterr().err
+
+
 def test_metrics_jsonl_is_strict_json_and_its_nulls_plot(tmp_path):
     """A non-finite number is written null (Python's json would write NaN, which jq, pandas'
     strict readers and JavaScript refuse); the curves skip it."""
@@ -468,6 +498,22 @@ def test_groups_that_stay_together_are_said_to_and_sent_to_the_guide() -> None:
     ]
     assert separation_lines({"eval_top1": 0.5}) == []  # one group: no line
     assert (Path(__file__).parents[1] / "docs" / "finetune.md").is_file()  # the guide named
+
+
+def test_a_finetune_run_whose_groups_stay_together_is_not_sent_to_the_finetune_method(
+    tmp_path: Path,
+) -> None:
+    """The hint names the finetune method: a run that used it reads the guide only."""
+    data = Data(Blobs(12, 0), Blobs(7, 1), Blobs.classes)
+    near = {"eval_corr_within": 0.2994, "eval_corr_between": 0.2961}
+    runs = [("demo-finetune", [], False), ("demo", [], True)]
+    runs += [("demo-finetune", ["loss.norm_floor=0"], True)]  # no longer the finetune method
+    for i, (preset, changes, hinted) in enumerate(runs):
+        config = _config(tmp_path / str(i), "optim.epochs=1", *changes, preset=preset)
+        result = fit(config, data=data, progress=False)
+        report = dataclasses.replace(result, last={**result.last, **near}).report()
+        assert "did not separate" in report
+        assert ("fine-tuning? the confirmed setting" in report) is hinted, (preset, changes)
 
 
 def test_only_runs_from_scratch_at_phi_1_or_more_with_groups_are_told_its_cost() -> None:

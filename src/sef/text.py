@@ -17,6 +17,12 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
+def rate(value: float) -> str:
+    """A speed for a person: whole from 10 up, two significant figures under it ("0.43", not
+    "0", for a CPU's images per second at 448 px)."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
 def shown(name: str) -> str:
     """``name`` as it can be printed or drawn: a file name that is not UTF-8 (Python holds its
     bytes as surrogates, which a terminal or a font refuses) with U+FFFD where they were."""

@@ -23,6 +23,7 @@ from sef.config.presets import (
     resolve_config,
     run_name,
     save_config,
+    uses_method,
 )
 from sef.config.schema import (
     AMP_MODES,
@@ -82,5 +83,6 @@ __all__ = [
     "resolve_config",
     "run_name",
     "save_config",
+    "uses_method",
     "validate",
 ]

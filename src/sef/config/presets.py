@@ -84,9 +84,31 @@ def preset_names() -> list[str]:
     return list(_presets())
 
 
+def _other_backbone(name: str) -> tuple[str, str, str] | None:
+    """(dataset, backbone, method) of a name shaped like a preset whose backbone is one that
+    other presets name but its dataset's do not (``folder-mobilenet_v2-finetune``), else None."""
+    dataset, _, rest = name.partition("-")
+    if dataset not in RECORDS or not RECORDS[dataset].backbones:
+        return None
+    method = next((m for m in _methods() if rest.endswith(f"-{m}")), DEFAULT_METHOD)
+    backbone = rest.removesuffix(f"-{method}")
+    named = {b for record in RECORDS.values() for b in record.backbones}
+    if backbone in named - set(RECORDS[dataset].backbones):
+        return dataset, backbone, method
+    return None
+
+
 def _parts(name: str) -> tuple[list[str], dict]:
     """The fragment files a preset merges, and the values its name itself sets."""
     presets = _presets()
+    if name not in presets and (other := _other_backbone(name)):
+        dataset, backbone, method = other
+        known = " or ".join(RECORDS[dataset].backbones)
+        raise ConfigError(
+            f"unknown preset {name!r}: the {dataset} presets name {known}; train {backbone} "
+            f"with --preset {preset_name(dataset, RECORDS[dataset].backbones[0], method)} "
+            f"--backbone {backbone}"
+        )
     if name not in presets:
         close = difflib.get_close_matches(name, list(presets), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -110,6 +132,12 @@ def _merge_fragments(files: list[str], extra: dict) -> tuple[dict, list[str]]:
             titles.append(fragment.pop("title"))
         values = deep_merge(values, fragment)
     return deep_merge(values, extra), titles
+
+
+def uses_method(config: Config, method: str) -> bool:
+    """Whether ``config``'s loss is ``method``'s: every value its fragment's ``loss`` sets."""
+    loss = _preset_file(f"method-{method}").get("loss", {})
+    return all(getattr(config.loss, key) == value for key, value in loss.items())
 
 
 def dataset_preset(dataset: str) -> str:

@@ -168,7 +168,9 @@ def load(
     for key, value in reader_options.items():
         _check_option(name, key, value, options(name)[key])
     if root is None and name not in GENERATED:
-        raise ConfigError(f"dataset {name!r} needs a root folder (data.root / ROOT)")
+        raise ConfigError(
+            f"dataset {name!r} needs a root folder: pass --data-root DIR (data.root in a config)"
+        )
     if root is not None and name not in FILE_ROOTS and os.path.isfile(os.path.expanduser(root)):
         hint = "; a CSV list of images is read by dataset csv" if str(root).endswith(".csv") else ""
         raise DataError(

@@ -19,6 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import SPLITS, from_declared
 from sef.errors import DataError
+from sef.text import counted
 
 LAYOUT = (
     "ROOT/<split>/<class>/<image> with split in trainval, train, val, test, or ROOT/<class>/<image>"
@@ -50,13 +51,21 @@ def visible_files(folder: str | os.PathLike) -> Iterator[str]:
 
 
 def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of every image under ``folder/<class>/`` (:func:`visible_files`)."""
-    return [
-        (path, label)
-        for name, label in class_to_idx.items()
-        for path in visible_files(folder / name)
-        if path.lower().endswith(IMG_EXTENSIONS)
-    ]
+    """(path, label) of every image under ``folder/<class>/`` (:func:`visible_files`);
+    DataError for a class folder whose files are none of them images (a phone's .HEIC photos),
+    which would otherwise read as a class without images."""
+    samples = []
+    for name, label in class_to_idx.items():
+        files = list(visible_files(folder / name))
+        images = [path for path in files if path.lower().endswith(IMG_EXTENSIONS)]
+        if files and not images:
+            raise DataError(
+                f"{folder / name} holds {counted(len(files), 'file')} but no image (one of "
+                f"{', '.join(IMG_EXTENSIONS)}), e.g. {files[0]}; convert them to JPEG or PNG, or "
+                f"move the folder out of {folder} if {name} is no class"
+            )
+        samples += [(path, label) for path in images]
+    return samples
 
 
 def _holds_folders(folder: str) -> bool:
@@ -95,6 +104,13 @@ def read(
     classes = _classes(list(split_folders.values()) or [root])
     if not classes:
         raise DataError(f"no class folders in {root}; lay it out as {LAYOUT}")
+    inner = _classes([root / classes[0]]) if len(classes) == 1 and not split_folders else []
+    if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
+        raise DataError(
+            f"{root} holds one folder, {classes[0]}, which holds the folders "
+            f"{', '.join(inner[:3])}{', ...' * (len(inner) > 3)}: the classes are one folder "
+            f"deeper; pass {root / classes[0]} as the data root"
+        )
     class_to_idx = {name: i for i, name in enumerate(classes)}
     samples, tags = [], []
     for tag, folder in split_folders.items() or [(None, root)]:

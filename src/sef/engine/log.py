@@ -13,6 +13,7 @@ from tqdm import tqdm
 from sef import outputs
 from sef.config import Config
 from sef.engine.loop import GRADIENT_SPIKE
+from sef.text import rate
 from sef.trackers import Final, Trackers, scalars
 
 
@@ -84,7 +85,7 @@ class Logger:
             f"loss {record['loss_total']:.4f}  train {record['train_top1']:.3f}  "
             f"eval top1 {record['eval_top1']:.3f}  class-mean {record['eval_class_mean']:.3f}  "
             f"groups [{groups}]{_correlation(record)}  {record['seconds']:.0f}s  "
-            f"{record['images_per_second']:.0f} img/s",
+            f"{rate(record['images_per_second'])} img/s",
             file=sys.stdout,
         )
         spike = spike_line(record)

@@ -17,6 +17,7 @@ from sef.engine.device import autocast, to_device
 from sef.errors import TrainingError
 from sef.losses import LOSS_TERMS, SEFLoss, group_correlation
 from sef.model import SEFOutput
+from sef.text import rate
 
 READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
 GRADIENTS = ("grad_norm_median", "grad_norm_max")  # of the gradients the steps applied
@@ -156,7 +157,7 @@ def train_one_epoch(
             seen = read[len(sums) - 1]
             bar.set_postfix(
                 loss=f"{read[LOSS_TERMS.index('total')] / seen:.3f}",
-                img_s=f"{seen * context.world_size / (time.perf_counter() - start):.0f}",
+                img_s=rate(seen * context.world_size / (time.perf_counter() - start)),
             )
     sums = distributed.all_reduce_sum(sums, context)  # the gradients are the same on every rank
     return _epoch_record(sums, torch.stack(gradient_norms), time.perf_counter() - start, readout)

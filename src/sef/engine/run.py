@@ -43,6 +43,7 @@ from sef.config import (
     preset_names,
     run_name,
     save_config,
+    uses_method,
 )
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, from_cache, load_data, train_loader
@@ -222,6 +223,7 @@ class FitResult:
     parameters: int
     extra_parameters: int
     history: list[dict] = field(default_factory=list)
+    finetune: bool = False  # trained with the finetune method's loss: no hint towards it
 
     def report(self) -> str:
         """The final report printed by ``sef train``."""
@@ -234,7 +236,7 @@ class FitResult:
                 f"last eval top-1   {last['eval_top1']:.4f}, class-mean "
                 f"{last['eval_class_mean']:.4f} (epoch {last['epoch']})",
                 "group heads top-1 " + ", ".join(f"{v:.4f}" for v in last["eval_group_top1"]),
-                *separation_lines(last),
+                *separation_lines(last, self.finetune),
                 f"training time     {duration(self.seconds)}",
                 f"parameters        {self.parameters:,} in training, "
                 f"{self.parameters - self.extra_parameters:,} deployed "
@@ -255,8 +257,10 @@ class FitResult:
         }
 
 
-def separation_lines(record: Mapping[str, Any]) -> list[str]:
-    """The report's line on whether the channel groups separated (none without groups)."""
+def separation_lines(record: Mapping[str, Any], finetune: bool = False) -> list[str]:
+    """The report's line on whether the channel groups separated (none without groups); where
+    they did not, where to read why and, unless the run used it (``finetune``), the method that
+    separates them."""
     if "eval_corr_within" not in record:
         return []
     within, between = record["eval_corr_within"], record["eval_corr_between"]
@@ -268,7 +272,8 @@ def separation_lines(record: Mapping[str, Any]) -> list[str]:
     ]
     if not separated:
         lines.append(f"                  when they do, and what it costs: {SEPARATION_GUIDE}")
-        lines.append(f"                  fine-tuning? {FINETUNE_HINT}")
+        if not finetune:
+            lines.append(f"                  fine-tuning? {FINETUNE_HINT}")
     return lines
 
 
@@ -704,4 +709,5 @@ def _result(run: _Run) -> FitResult:
         parameters=count_parameters(run.model),
         extra_parameters=run.model.extra_parameters(),
         history=run.history,
+        finetune=uses_method(run.config, "finetune"),
     )

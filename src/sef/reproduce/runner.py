@@ -25,7 +25,7 @@ from sef.reproduce.paper import datasets
 from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state
 from sef.reproduce.tables import States, main_table, write_tables
-from sef.text import counted, table
+from sef.text import counted, rate, table
 
 
 @dataclass
@@ -60,7 +60,7 @@ class _Pace:
         return images / self.rate
 
     def __str__(self) -> str:
-        return f"{self.rate:.0f} img/s " + ("measured" if self.seconds_spent > 0 else "assumed")
+        return f"{rate(self.rate)} img/s " + ("measured" if self.seconds_spent > 0 else "assumed")
 
 
 def _key(run: Run) -> tuple[str, str]:
