@@ -404,7 +404,7 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
     trainval, test = _splits(noisy_cub)
     opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, "resize", 16,
                                  progress=False)  # fmt: skip
-    assert built.unreadable == 1 and "1 could not be decoded" in built.summary()
+    assert built.unreadable == 1 and "1 of them could not be decoded" in built.summary()
     assert cache.stale_reason(tmp_path / "c", cache.sources(trainval), "resize", 16) is None
     items = cache.CachedTrainImages(trainval, opened, "resize", 16)
     index = [path for path, _ in trainval.samples].index(str(bad))

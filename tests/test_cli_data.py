@@ -241,3 +241,12 @@ def test_data_cache_help_gives_the_image_size_a_built_in_set_defaults_to(name, c
         main(["data", "cache", "--help"])
     size_help = " ".join(capsys.readouterr().out.split("--image-size IMAGE_SIZE")[2].split())
     assert f"{name} {side}" in size_help.split(" --out")[0]
+
+
+def test_check_counts_one_image_and_one_class_in_the_singular(tmp_path, write_image, capsys):
+    for path in ("train/a/1.png", "train/a/2.png", "train/b/1.png", "test/a/1.png"):
+        write_image(tmp_path / "own" / path)
+    assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"folder at {tmp_path / 'own'}: 2 classes"
+    assert lines[4].split() == ["test", "1", "image", "1", "class"]

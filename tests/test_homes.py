@@ -121,6 +121,7 @@ def test_counts_and_durations_read_as_a_person_writes_them():
     assert [counted(n, "epoch") for n in (0, 1, 2, 1200)] == [
         "0 epochs", "1 epoch", "2 epochs", "1,200 epochs"
     ]  # fmt: skip
+    assert [counted(n, "class", "classes") for n in (1, 2)] == ["1 class", "2 classes"]
     assert [duration(s) for s in (3.2, 59.4, 60, 210)] == ["3 s", "59 s", "1.0 min (60 s)",
                                                          "3.5 min (210 s)"]  # fmt: skip
 

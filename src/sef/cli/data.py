@@ -139,6 +139,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.checking import describe_bad_images
     from sef.datasets.splits import NoSuchSplit
+    from sef.text import counted
 
     read = _reader(args, args.seed)
     splits, undeclared = {}, {}
@@ -150,13 +151,15 @@ def run_check(args: argparse.Namespace) -> int:
     if not splits:
         raise next(iter(undeclared.values()))
     classes = next(iter(splits.values())).classes
-    print(f"{args.name} at {args.root or f'the {args.name} cache'}: {len(classes)} classes")
+    where = args.root or f"the {args.name} cache"
+    print(f"{args.name} at {where}: {counted(len(classes), 'class', 'classes')}")
     for split in datasets.SPLITS:
         if split in undeclared:
             print(f"  {split:<9}{'none':>8} (the data declares no {split} images)")
             continue
         used = len({label for _, label in splits[split].samples})
-        print(f"  {split:<9}{len(splits[split]):>8} images  {used:>5} classes")
+        images = counted(len(splits[split]), "image")
+        print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
     print("classes:")
     print(_class_summary(classes, args.all_classes))
     unique = {path: label for d in splits.values() for path, label in d.samples}

@@ -122,8 +122,10 @@ def _default_predictions(checkpoint: Path, split: str) -> Path:
 
 def _print_summary(args: argparse.Namespace, summary: dict) -> None:
     """The accuracies, as `sef eval` prints them."""
+    from sef.text import counted
+
     groups = ", ".join(f"{value:.4f}" for value in summary["group_top1"])
-    print(f"{args.checkpoint} on {args.split} ({summary['images']} images)")
+    print(f"{args.checkpoint} on {args.split} ({counted(summary['images'], 'image')})")
     tta = {"top1": "", "class_mean": ""}
     if args.tta:
         tta = {k: f"   with TTA {args.tta}: {summary[f'tta_{k}']:.4f}" for k in tta}
@@ -140,11 +142,11 @@ def _print_summary(args: argparse.Namespace, summary: dict) -> None:
 
 def _print_report(report, folder: Path, lines: int = 5) -> None:
     """The worst classes and the most confused pairs, then where the full report is."""
-    from sef.text import shown
+    from sef.text import counted, shown
 
     print(f"worst classes (of {len(report.per_class)}):")
     for row in report.per_class[:lines]:
-        print(f"  {row['accuracy']:.3f}  {shown(row['name'])} ({row['support']} images)")
+        print(f"  {row['accuracy']:.3f}  {shown(row['name'])} ({counted(row['support'], 'image')})")
     print("most confused (true -> predicted: images):")
     for pair in report.pairs[:lines]:
         print(f"  {shown(pair['true_name'])} -> {shown(pair['predicted_name'])}: {pair['count']}")

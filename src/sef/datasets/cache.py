@@ -57,6 +57,7 @@ from sef.outputs import (
     remove_file,
     write_text,
 )
+from sef.text import counted
 
 FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
@@ -268,9 +269,9 @@ class Built:
 
     def summary(self) -> str:
         return (
-            f"{self.images} images in {self.folder}: {size_text(self.bytes)}, built in "
+            f"{counted(self.images, 'image')} in {self.folder}: {size_text(self.bytes)}, built in "
             f"{self.seconds:.0f} s"
-            + (f"; {self.unreadable} could not be decoded" if self.unreadable else "")
+            + (f"; {self.unreadable} of them could not be decoded" if self.unreadable else "")
         )
 
 
