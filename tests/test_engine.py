@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -699,3 +700,24 @@ def test_a_stopped_run_names_its_folder_when_a_plain_resume_would_continue_anoth
     assert advice(str(tmp_path / "runs/demo-2")) == RESUME_ADVICE  # the same folder, absolute
     assert advice("runs/demo", out_given=True) == RESUME_ADVICE  # the command names it
     assert advice("runs/demo", kept=0) == "to start it again"
+
+
+def test_classes_the_eval_split_holds_no_image_of_are_warned_of(tmp_path, write_image):
+    """Own data with a class of one image: the held-out test split takes none of it."""
+    for name, count in (("a", 6), ("b", 6), ("c", 1)):
+        for index in range(count):
+            write_image(tmp_path / "own" / name / f"{index}.png", colour=(40 * index, 90, 10))
+    config = _config(
+        tmp_path / "run", "data.dataset=folder", f"data.root={tmp_path / 'own'}",
+        "data.image_size=32",
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"the test split holds no image of 1 class \('c'\)"):
+        data = load_data(config, Context(device=torch.device("cpu")), progress=False)
+    assert {label for _, label in data.eval.samples} == {0, 1}
+    config.data.root = str(tmp_path / "own-even")
+    for name in ("a", "b"):
+        for index in range(3):
+            write_image(tmp_path / "own-even" / name / f"{index}.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_data(config, Context(device=torch.device("cpu")), progress=False)

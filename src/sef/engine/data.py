@@ -4,6 +4,7 @@ asked for, bad images, the loader."""
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,8 +82,23 @@ def load_data(
             f"the {d.eval_split} split of {d.root or d.dataset} holds no images: there is nothing "
             f"to evaluate on; a held-out split takes images only from classes with two or more"
         )
+    _warn_unevaluated(train, evaluation, d.eval_split)
     data = Data(train, evaluation, list(train.classes))
     return from_cache(data, config, context, progress) if cached else data
+
+
+def _warn_unevaluated(train: ImageList, evaluation: ImageList, split: str) -> None:
+    """Warn of the classes ``evaluation`` holds no image of: trained on, never measured."""
+    seen = {label for _, label in evaluation.samples}
+    missing = [name for label, name in enumerate(train.classes) if label not in seen]
+    if missing:
+        named = ", ".join(repr(name) for name in missing[:3]) + (", ..." * (len(missing) > 3))
+        warnings.warn(
+            f"the {split} split holds no image of {counted(len(missing), 'class', 'classes')} "
+            f"({named}): trained on, never evaluated, and left out of the class-mean accuracy; "
+            f"a held-out split takes images only from classes with two or more",
+            stacklevel=3,
+        )
 
 
 def _check_classes(train: ImageList, split: str, source: str) -> None:
