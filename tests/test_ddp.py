@@ -68,6 +68,37 @@ def test_a_run_every_process_refuses_alike_is_refused_once(folder_root: Path, tm
     assert not (tmp_path / "ddp").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "refusal"),
+    [
+        (["train", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
+        (["train", "--set", "data.train_split=test"], "data.eval_split=test shares 6 images"),
+        (["eval", "--checkpoint", "config.yaml"], "config.yaml is not a checkpoint"),
+    ],
+    ids=["model", "data", "checkpoint"],
+)
+def test_an_error_every_process_meets_alike_is_printed_once(
+    folder_root: Path, tmp_path: Path, command: list[str], refusal: str
+) -> None:
+    # each process read the data, built the model or loaded the checkpoint and printed its error
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    if command[0] == "train":
+        data = ["--set", "data.dataset=folder", "--data-root", str(folder_root)]
+        command = [*command, *data, "--batch-size", "4", "--image-size", "32", "--workers", "0"]
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "sef.cli", *command, "--device", "cpu", "--no-progress",
+        ],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count(f"sef {command[0]}: error: ") == 1, result.stderr[-3000:]
+    assert refusal in result.stderr
+
+
 def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) -> None:
     monkeypatch.setenv("RANK", "1")
     assert not is_main_process()

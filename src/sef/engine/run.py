@@ -287,7 +287,7 @@ def _prepare_model(
     seed_everything(config.run.seed)
     if resuming:
         config = apply_values(config, {"model.weights": None})
-    model = create_model(config, num_classes)
+    model = distributed.on_every(lambda: create_model(config, num_classes), context)
     if config.loss.gamma == 0:  # nothing trains the group heads: keep DDP free of unused weights
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
@@ -584,17 +584,19 @@ def fit(
         elif resume and context.is_main:
             tqdm.write(f"{out} holds no checkpoint (its run stopped before the first): starting it")
         loaded = data is None
-        data = data or load_data(config, context, progress, cached=False)
+        if loaded:  # an error every process meets alike (a bad option) is said once
+            data = distributed.on_every(
+                lambda: load_data(config, context, progress, cached=False), context
+            )
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(config, data, context, out, resuming=saved is not None)
         run.out_given = values["run"]["out"] is not None
-        if context.is_main:
-            run.check_space()
+        distributed.on_main(run.check_space, context)
         if loaded:
             run.data = from_cache(data, config, context, progress)
             check_images(run.data, config, context, progress)
         if saved is not None:
-            run.restore(saved, out / "last.pt")
+            distributed.on_every(lambda: run.restore(saved, out / "last.pt"), context)
         return _train(run, progress)
     finally:
         if lock is not None:
