@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from sef.checkpoint import load_checkpoint
 from sef.distributed import is_main_process
 from sef.engine import evaluate_checkpoint
 
@@ -97,6 +100,45 @@ def test_an_error_every_process_meets_alike_is_printed_once(
     assert result.returncode != 0
     assert result.stderr.count(f"sef {command[0]}: error: ") == 1, result.stderr[-3000:]
     assert refusal in result.stderr
+
+
+@pytest.mark.slow
+def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    # rank 1, which writes no checkpoint, also said "no checkpoint was written; ... start it again"
+    out = tmp_path / "ddp"
+    train = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root", str(folder_root),
+        "--out", str(out), "--batch-size", "2", "--image-size", "32", "--workers", "0",
+        "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [*train, "--epochs", "500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        while not (out / "last.pt").exists():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)  # torchrun sends it on to both processes
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert err.count("sef train: interrupted by SIGTERM") == 1, err[-3000:]
+    assert f"{out / 'last.pt'} (epoch " in err and "no checkpoint was written" not in err
+    stopped = load_checkpoint(out / "last.pt")["epoch"]
+
+    resume = subprocess.run(
+        [*train, "--resume", "--epochs", str(stopped + 1)], env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert resume.stdout.count(f"resuming after epoch {stopped}") == 1
+    assert "note:" not in resume.stdout  # the same number of processes
 
 
 def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) -> None:

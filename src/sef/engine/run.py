@@ -400,10 +400,10 @@ class _Run:
         best = record["eval_top1"] > self.best["eval_top1"]
         if best:
             self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
-        if self.context.is_main:
-            with outputs.interrupt_after():  # a stop as last.pt lands still finds it kept
+        with outputs.interrupt_after():  # a stop as last.pt lands still finds it kept
+            if self.context.is_main:
                 save_checkpoint(self.out / "last.pt", self.state())
-                self.kept = self.epoch
+            self.kept = self.epoch  # on every process: rank 0's last.pt, which errors name
         if best:
             self.keep_best(evaluation)
 
@@ -598,6 +598,9 @@ def fit(
         if saved is not None:
             distributed.on_every(lambda: run.restore(saved, out / "last.pt"), context)
         return _train(run, progress)
+    except KeyboardInterrupt as stop:  # torchrun passes a stop to every process: rank 0 says it
+        stop.from_main = not context.is_main
+        raise
     finally:
         if lock is not None:
             lock.release()
