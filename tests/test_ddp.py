@@ -141,6 +141,43 @@ def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
     assert "note:" not in resume.stdout  # the same number of processes
 
 
+# `sef train` with each process noting in GENERATED when it generates a demo set
+NOTING_GENERATIONS = """
+import os, sys
+from sef.cli import main
+from sef.datasets import demo
+write = demo._write_set
+def noted(*args, **kwargs):
+    with open(os.environ["GENERATED"], "a") as log:
+        log.write(os.environ["RANK"] + "\\n")
+    write(*args, **kwargs)
+demo._write_set = noted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_the_demo_set_a_torchrun_run_uses_first_is_generated_by_rank_zero_alone(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    # each process generated the set at once, the work done twice (and the CPU shared)
+    script, log = tmp_path / "noting.py", tmp_path / "generated"
+    script.write_text(NOTING_GENERATIONS)
+    train = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            str(script), "train", "--set", "data.options.per_class=2",
+            "--set", "data.options.test_per_class=2", "--image-size", "32", "--epochs", "1",
+            "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "ddp"),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "GENERATED": str(log)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert log.read_text() == "0\n"  # rank 1 found it
+
+
 def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) -> None:
     monkeypatch.setenv("RANK", "1")
     assert not is_main_process()

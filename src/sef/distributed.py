@@ -142,19 +142,24 @@ def on_main(compute: Callable[[], T], context: Context) -> T:
     return value
 
 
-def on_every(compute: Callable[[], T], context: Context) -> T:
-    """``compute()`` on every process. A SEFError on any process is raised on all of them, the
-    lowest rank's, marked ``from_main`` off rank 0: the CLI prints it once, where every process
-    printed the same line (and a process whose error was its own no longer leaves the others
-    waiting)."""
+def on_every(compute: Callable[[], T], context: Context, *, main_first: bool = False) -> T:
+    """``compute()`` on every process; with ``main_first`` on rank 0 before the others, which then
+    find what it wrote (a demo set generated on first use, which every process generated at once).
+    A SEFError on any process is raised on all of them, the lowest rank's, marked ``from_main``
+    off rank 0: the CLI prints it once, where every process printed the same line (and a process
+    whose error was its own no longer leaves the others waiting)."""
     if not context.distributed:
         return compute()
-    value, error = None, None
-    try:
-        value = compute()
-    except SEFError as raised:
-        error = raised
-    _raise_any(error, context)
+    turns = (context.is_main, not context.is_main) if main_first else (True,)
+    value = None
+    for mine in turns:  # whether this process computes in this turn
+        error = None
+        if mine:
+            try:
+                value = compute()
+            except SEFError as raised:
+                error = raised
+        _raise_any(error, context)
     return value
 
 

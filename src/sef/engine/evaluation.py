@@ -232,7 +232,9 @@ def evaluate_checkpoint(
     context = distributed.setup(device)
     try:
         trained, dataset = distributed.on_every(  # an error every process meets, said once
-            lambda: _model_and_data(checkpoint, context, split, data_root, progress), context
+            lambda: _model_and_data(checkpoint, context, split, data_root, progress),
+            context,
+            main_first=True,
         )
         config = trained.config
         if tta:

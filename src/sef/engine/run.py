@@ -586,7 +586,7 @@ def fit(
         loaded = data is None
         if loaded:  # an error every process meets alike (a bad option) is said once
             data = distributed.on_every(
-                lambda: load_data(config, context, progress, cached=False), context
+                lambda: load_data(config, context, progress, cached=False), context, main_first=True
             )
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(config, data, context, out, resuming=saved is not None)
