@@ -634,10 +634,11 @@ def _processes_note(run: _Run) -> str | None:
     now = run.context.world_size
     if run.trained_on == now:
         return None
+    before = f"{run.trained_on} process{'es' * (run.trained_on != 1)}"
     return (
-        f"note: {run.out / 'last.pt'} trained with {run.trained_on} processes per step and resumes "
-        f"with {now}: each process draws its own batches and BatchNorm statistics, so the run "
-        f"will not end exactly where an uninterrupted one would"
+        f"note: {run.out / 'last.pt'} trained with {before} per step and resumes with {now}: "
+        f"each process draws its own batches and BatchNorm statistics, so the run will not end "
+        f"exactly where an uninterrupted one would"
     )
 
 
