@@ -3,6 +3,8 @@ asked for, bad images, the loader."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from sef import datasets, distributed, threads, transforms
-from sef.config import Config
+from sef.config import Config, DataConfig
 from sef.datasets import cache
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
@@ -124,7 +126,7 @@ def from_cache(data: Data, config: Config, context: Context, progress: bool = Tr
 
     refused = None
     if context.distributed:
-        refused = f"under torchrun it is built first: sef data cache {d.dataset} ROOT"
+        refused = f"under torchrun it is built first: {_cache_command(d)}"
     try:
         opened, built = cache.ensure(
             folder, [data.train, data.eval], every_split, d.recipe, d.image_size,
@@ -142,6 +144,17 @@ def from_cache(data: Data, config: Config, context: Context, progress: bool = Tr
         cache.CachedTestImages(data.eval, opened, d.recipe, d.image_size, normalise),
         data.classes,
     )
+
+
+def _cache_command(d: DataConfig) -> str:
+    """The `sef data cache` command that builds the cache ``d`` reads."""
+    words = ["sef", "data", "cache", d.dataset, *([d.root] if d.root else [])]
+    words += ["--recipe", d.recipe, "--image-size", str(d.image_size)]
+    for key, value in (d.options or {}).items():
+        words += ["-o", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if d.cache != "auto":
+        words += ["--out", d.cache]
+    return shlex.join(words)
 
 
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
