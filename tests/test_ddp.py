@@ -103,6 +103,24 @@ def test_an_error_every_process_meets_alike_is_printed_once(
 
 
 @pytest.mark.slow
+def test_an_unreadable_image_stops_every_process_with_one_line(folder_root: Path, tmp_path: Path):
+    # rank 0 alone checks the images: rank 1, waiting for its answer, died of a gloo traceback
+    (folder_root / "train" / "fox" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    train = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
+            str(folder_root), "--out", str(tmp_path / "ddp"), "--batch-size", "4",
+            "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode != 0
+    assert train.stderr.count("sef train: error: 1 of 19 images cannot be used") == 1
+    assert "[rank1]" not in train.stderr, train.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
     folder_root: Path, tmp_path: Path
 ) -> None:

@@ -160,10 +160,11 @@ def _cache_command(d: DataConfig) -> str:
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
     """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
     both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0
-    decodes and the others drop what it found, so no image is decoded twice."""
+    decodes and the others drop what it found, so no image is decoded twice (and ``stop`` stops
+    every process, where the others waited for an answer that never came)."""
     splits = (data.train, data.eval)
-    bad = None
-    if context.is_main:
+
+    def find() -> list:
         bad = datasets.apply_bad_image_policy(
             splits,
             config.data.bad_images,
@@ -173,7 +174,9 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
         if bad:
             message = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
             tqdm.write(message, file=sys.stderr)
-    bad = distributed.broadcast_object(bad, context)
+        return bad
+
+    bad = distributed.on_main(find, context)
     if not context.is_main and bad:
         for dataset in splits:
             dataset.drop([path for path, _ in bad])
