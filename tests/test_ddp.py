@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,6 +151,15 @@ def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
     assert f"{out / 'last.pt'} (epoch " in err and "no checkpoint was written" not in err
     stopped = load_checkpoint(out / "last.pt")["epoch"]
 
+    # what rank 0 alone opens failed there while rank 1 trained on, and died of a gloo traceback
+    shutil.rmtree(out / "tb")
+    (out / "tb").write_text("not TensorBoard's folder")
+    refused = subprocess.run(
+        [*train, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert refused.stderr.count("sef train: error: ") == 1, refused.stderr[-3000:]
+    assert "[rank1]" not in refused.stderr
+    (out / "tb").unlink()
     resume = subprocess.run(
         [*train, "--resume", "--epochs", str(stopped + 1)], env=env, capture_output=True,
         text=True, timeout=300,

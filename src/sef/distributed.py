@@ -145,9 +145,10 @@ def on_main(compute: Callable[[], T], context: Context) -> T:
 def on_every(compute: Callable[[], T], context: Context, *, main_first: bool = False) -> T:
     """``compute()`` on every process; with ``main_first`` on rank 0 before the others, which then
     find what it wrote (a demo set generated on first use, which every process generated at once).
-    A SEFError on any process is raised on all of them, the lowest rank's, marked ``from_main``
-    off rank 0: the CLI prints it once, where every process printed the same line (and a process
-    whose error was its own no longer leaves the others waiting)."""
+    A SEFError or OSError on any process is raised on all of them, the lowest rank's, marked
+    ``from_main`` off rank 0: the CLI prints it once, where every process printed the same line,
+    and a process whose error was its own no longer leaves the others waiting (they died of a
+    gloo traceback)."""
     if not context.distributed:
         return compute()
     turns = (context.is_main, not context.is_main) if main_first else (True,)
@@ -157,13 +158,13 @@ def on_every(compute: Callable[[], T], context: Context, *, main_first: bool = F
         if mine:
             try:
                 value = compute()
-            except SEFError as raised:
+            except (SEFError, OSError) as raised:  # what the CLI says in one line
                 error = raised
         _raise_any(error, context)
     return value
 
 
-def _raise_any(error: SEFError | None, context: Context) -> None:
+def _raise_any(error: Exception | None, context: Context) -> None:
     """Raise on every process the error of the lowest rank that has one (None: no error)."""
     errors = [None] * context.world_size
     dist.all_gather_object(errors, error)

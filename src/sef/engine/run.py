@@ -663,15 +663,21 @@ def _again(run: _Run) -> str:
     return f"with --resume --out {run.out} to continue"
 
 
+def _start(run: _Run) -> Logger | None:
+    """On rank 0 say what the run does, write its config and open its logs; None elsewhere."""
+    if not run.context.is_main:
+        return None
+    _announce(run)
+    outputs.make_folder(run.out)
+    save_config(run.config, run.out / "config.yaml")
+    return Logger(run.out, run.config, run.history, run.epoch + 1)
+
+
 def _train(run: _Run, progress: bool) -> FitResult:
     logger = None
     try:
         with space.quiet_full_disk_in_threads():  # TensorBoard's writer thread
-            if run.context.is_main:
-                _announce(run)
-                outputs.make_folder(run.out)
-                save_config(run.config, run.out / "config.yaml")
-                logger = Logger(run.out, run.config, run.history, run.epoch + 1)
+            logger = distributed.on_every(lambda: _start(run), run.context)
             _epochs(run, logger, progress)
             result = _result(run)
             if logger is not None:
