@@ -122,6 +122,30 @@ def test_an_unreadable_image_stops_every_process_with_one_line(folder_root: Path
 
 
 @pytest.mark.slow
+def test_a_checkpoint_rank_zero_cannot_write_stops_every_process_with_one_line(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    # rank 0 alone writes: it raised, while rank 1 trained on and died of a gloo traceback
+    out = tmp_path / "ddp"
+    train = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root", str(folder_root),
+        "--out", str(out), "--batch-size", "4", "--image-size", "32", "--workers", "0",
+        "--device", "cpu", "--no-progress", "--epochs", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(train, env=env, capture_output=True, timeout=300).returncode == 0
+    (out / "best.pt").unlink()  # epoch 1, the best, is written again on resuming: into a folder
+    (out / "best.pt" / "mine").mkdir(parents=True)
+    resume = subprocess.run(
+        [*train, "--resume", "--epochs", "2"], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert resume.stderr.count(f"sef train: error: cannot write {out / 'best.pt'}") == 1
+    assert "[rank1]" not in resume.stderr, resume.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
     folder_root: Path, tmp_path: Path
 ) -> None:

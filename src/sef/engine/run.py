@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -536,13 +537,20 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
     eval_loader = evaluation_loader(
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
+    # rank 0 alone writes: the processes agree on each write, so that one failing stops them all
     if run.best_unwritten:  # a resume of the best epoch: its predictions come from the model
-        run.keep_best(_evaluate(run, eval_loader, progress))
+        evaluation = _evaluate(run, eval_loader, progress)
+        distributed.on_every(partial(run.keep_best, evaluation), context)
     while run.epoch < config.optim.epochs:
         record, evaluation = _epoch(run, loader, eval_loader, progress)
-        run.keep(record, evaluation)
-        if logger is not None:
-            logger.epoch(record, config.optim.epochs)
+        distributed.on_every(partial(_keep, run, record, evaluation, logger), context)
+
+
+def _keep(run: _Run, record: dict, evaluation: EvalResult, logger: Logger | None) -> None:
+    """Keep an epoch (rank 0 writes its checkpoints) and log it."""
+    run.keep(record, evaluation)
+    if logger is not None:
+        logger.epoch(record, run.config.optim.epochs)
 
 
 def fit(
@@ -696,9 +704,11 @@ def _train(run: _Run, progress: bool) -> FitResult:
             error = outputs.output_error(run.out / "tb", error, folder=True)
         full = isinstance(error, DiskFull)
         needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
-        raise type(error)(
+        said = type(error)(
             f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command {_again(run)}"
-        ) from None
+        )
+        said.from_main = getattr(error, "from_main", False)  # rank 0's, said by rank 0
+        raise said from None
     finally:
         if logger is not None:  # stopped early: close what can be closed
             with contextlib.suppress(OSError):
