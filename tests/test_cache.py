@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import pickle
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch.utils.data import default_collate
 
 from sef import datasets, transforms
 from sef.checkpoint import load_checkpoint
+from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.datasets import cache
 from sef.datasets.splits import NoSuchSplit
@@ -167,14 +169,22 @@ def test_a_run_without_a_test_split_caches_the_splits_there_are(no_test_split, t
     assert capsys.readouterr().err.startswith(f"cached 12 images in {tmp_path / 'c'}: ")
 
 
-def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(demo_root, tmp_path,
-                                                                         capsys):  # fmt: skip
+def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(
+    demo_root, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # where the advised command writes what it writes
     config = _demo(tmp_path / "run", "data.cache=auto")
     data = load_data(config, Context(world_size=2, device=CPU), progress=False)
     assert type(data.train) is datasets.ImageList
     line = capsys.readouterr().err
     assert line.startswith("data.cache=auto is off for this run: ") and line.count("\n") == 1
     assert "holds no image cache yet, and under torchrun it is built first: sef data cache" in line
+    command = line.split("under torchrun it is built first: ")[1]
+    # it named NAME ROOT only: `sef data cache demo` built the 64 px set of 300 images a class
+    assert main(shlex.split(command)[1:] + ["--no-progress"]) == 0
+    built = load_data(config, Context(world_size=2, device=CPU), progress=False)
+    assert isinstance(built.train, cache.CachedTrainImages)  # the cache the command built
+    capsys.readouterr()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     config = _demo(tmp_path / "run", f"data.cache={tmp_path / 'mine'}")

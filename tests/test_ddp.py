@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from sef.checkpoint import load_checkpoint
 from sef.distributed import is_main_process
 from sef.engine import evaluate_checkpoint
 
@@ -66,6 +70,164 @@ def test_a_run_every_process_refuses_alike_is_refused_once(folder_root: Path, tm
     refusal = "sef train: error: optim.batch_size=5 must divide evenly over 2 processes"
     assert train.stderr.count(refusal) == 1, train.stderr[-3000:]
     assert not (tmp_path / "ddp").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "refusal"),
+    [
+        (["train", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
+        (["train", "--set", "data.train_split=test"], "data.eval_split=test shares 6 images"),
+        (["eval", "--checkpoint", "config.yaml"], "config.yaml is not a checkpoint"),
+    ],
+    ids=["model", "data", "checkpoint"],
+)
+def test_an_error_every_process_meets_alike_is_printed_once(
+    folder_root: Path, tmp_path: Path, command: list[str], refusal: str
+) -> None:
+    # each process read the data, built the model or loaded the checkpoint and printed its error
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    if command[0] == "train":
+        data = ["--set", "data.dataset=folder", "--data-root", str(folder_root)]
+        command = [*command, *data, "--batch-size", "4", "--image-size", "32", "--workers", "0"]
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "sef.cli", *command, "--device", "cpu", "--no-progress",
+        ],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count(f"sef {command[0]}: error: ") == 1, result.stderr[-3000:]
+    assert refusal in result.stderr
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_stops_every_process_with_one_line(folder_root: Path, tmp_path: Path):
+    # rank 0 alone checks the images: rank 1, waiting for its answer, died of a gloo traceback
+    (folder_root / "train" / "fox" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    train = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
+            str(folder_root), "--out", str(tmp_path / "ddp"), "--batch-size", "4",
+            "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode != 0
+    assert train.stderr.count("sef train: error: 1 of 19 images cannot be used") == 1
+    assert "[rank1]" not in train.stderr, train.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_rank_zero_cannot_write_stops_every_process_with_one_line(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    # rank 0 alone writes: it raised, while rank 1 trained on and died of a gloo traceback
+    out = tmp_path / "ddp"
+    train = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root", str(folder_root),
+        "--out", str(out), "--batch-size", "4", "--image-size", "32", "--workers", "0",
+        "--device", "cpu", "--no-progress", "--epochs", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(train, env=env, capture_output=True, timeout=300).returncode == 0
+    (out / "best.pt").unlink()  # epoch 1, the best, is written again on resuming: into a folder
+    (out / "best.pt" / "mine").mkdir(parents=True)
+    resume = subprocess.run(
+        [*train, "--resume", "--epochs", "2"], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert resume.stderr.count(f"sef train: error: cannot write {out / 'best.pt'}") == 1
+    assert "[rank1]" not in resume.stderr, resume.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    # rank 1, which writes no checkpoint, also said "no checkpoint was written; ... start it again"
+    out = tmp_path / "ddp"
+    train = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root", str(folder_root),
+        "--out", str(out), "--batch-size", "2", "--image-size", "32", "--workers", "0",
+        "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [*train, "--epochs", "500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        while not (out / "last.pt").exists():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)  # torchrun sends it on to both processes
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert err.count("sef train: interrupted by SIGTERM") == 1, err[-3000:]
+    assert f"{out / 'last.pt'} (epoch " in err and "no checkpoint was written" not in err
+    stopped = load_checkpoint(out / "last.pt")["epoch"]
+
+    # what rank 0 alone opens failed there while rank 1 trained on, and died of a gloo traceback
+    shutil.rmtree(out / "tb")
+    (out / "tb").write_text("not TensorBoard's folder")
+    refused = subprocess.run(
+        [*train, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert refused.stderr.count("sef train: error: ") == 1, refused.stderr[-3000:]
+    assert "[rank1]" not in refused.stderr
+    (out / "tb").unlink()
+    resume = subprocess.run(
+        [*train, "--resume", "--epochs", str(stopped + 1)], env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert resume.stdout.count(f"resuming after epoch {stopped}") == 1
+    assert "note:" not in resume.stdout  # the same number of processes
+
+
+# `sef train` with each process noting in GENERATED when it generates a demo set
+NOTING_GENERATIONS = """
+import os, sys
+from sef.cli import main
+from sef.datasets import demo
+write = demo._write_set
+def noted(*args, **kwargs):
+    with open(os.environ["GENERATED"], "a") as log:
+        log.write(os.environ["RANK"] + "\\n")
+    write(*args, **kwargs)
+demo._write_set = noted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_the_demo_set_a_torchrun_run_uses_first_is_generated_by_rank_zero_alone(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    # each process generated the set at once, the work done twice (and the CPU shared)
+    script, log = tmp_path / "noting.py", tmp_path / "generated"
+    script.write_text(NOTING_GENERATIONS)
+    train = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            str(script), "train", "--set", "data.options.per_class=2",
+            "--set", "data.options.test_per_class=2", "--image-size", "32", "--epochs", "1",
+            "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "ddp"),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "GENERATED": str(log)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert log.read_text() == "0\n"  # rank 1 found it
 
 
 def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) -> None:

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,7 +22,14 @@ from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
 from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import latest_run_dir, new_out_dir
-from sef.engine.run import resume_config, resume_dir, scratch_note, separation_lines, tune_backends
+from sef.engine.run import (
+    _processes_note,
+    resume_config,
+    resume_dir,
+    scratch_note,
+    separation_lines,
+    tune_backends,
+)
 from sef.errors import ConfigError, TrainingError
 from sef.losses import SEFLoss
 from sef.model import SEF
@@ -598,6 +606,12 @@ def test_a_resume_on_another_number_of_processes_says_it_will_not_match(tmp_path
         "process draws its own batches and BatchNorm statistics, so the run will not end exactly "
         "where an uninterrupted one would\n"
     ) in capsys.readouterr().out
+
+
+def test_the_note_on_a_run_trained_on_one_process_counts_it_as_one(tmp_path) -> None:
+    # it read "trained with 1 processes per step and resumes with 2"
+    run = SimpleNamespace(out=tmp_path, trained_on=1, context=Context(world_size=2))
+    assert "trained with 1 process per step and resumes with 2: " in _processes_note(run)
 
 
 def _step_gradient_norms(model, loss_fn, batches) -> list[float]:

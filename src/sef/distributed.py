@@ -142,6 +142,40 @@ def on_main(compute: Callable[[], T], context: Context) -> T:
     return value
 
 
+def on_every(compute: Callable[[], T], context: Context, *, main_first: bool = False) -> T:
+    """``compute()`` on every process; with ``main_first`` on rank 0 before the others, which then
+    find what it wrote (a demo set generated on first use, which every process generated at once).
+    A SEFError or OSError on any process is raised on all of them, the lowest rank's, marked
+    ``from_main`` off rank 0: the CLI prints it once, where every process printed the same line,
+    and a process whose error was its own no longer leaves the others waiting (they died of a
+    gloo traceback)."""
+    if not context.distributed:
+        return compute()
+    turns = (context.is_main, not context.is_main) if main_first else (True,)
+    value = None
+    for mine in turns:  # whether this process computes in this turn
+        error = None
+        if mine:
+            try:
+                value = compute()
+            except (SEFError, OSError) as raised:  # what the CLI says in one line
+                error = raised
+        _raise_any(error, context)
+    return value
+
+
+def _raise_any(error: Exception | None, context: Context) -> None:
+    """Raise on every process the error of the lowest rank that has one (None: no error)."""
+    errors = [None] * context.world_size
+    dist.all_gather_object(errors, error)
+    first = next((rank for rank, found in enumerate(errors) if found is not None), None)
+    if first is None:
+        return
+    found = error if first == context.rank else errors[first]
+    found.from_main = not context.is_main
+    raise found
+
+
 def shard(length: int, context: Context) -> range:
     """This process's share of ``range(length)``: every index in exactly one shard, no padding."""
     return range(context.rank, length, context.world_size)

@@ -165,7 +165,8 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         number = stopped[0] if stopped else signal.SIGINT
         by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
         said = f"; {stop.args[0]}" if stop.args else ""
-        print(f"sef {args.command}: interrupted{by}{said}", file=sys.stderr)
+        if not getattr(stop, "from_main", False):  # under torchrun rank 0 says it
+            print(f"sef {args.command}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
 
 

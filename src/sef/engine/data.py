@@ -3,6 +3,8 @@ asked for, bad images, the loader."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from sef import datasets, distributed, threads, transforms
-from sef.config import Config
+from sef.config import Config, DataConfig
 from sef.datasets import cache
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
@@ -140,7 +142,7 @@ def from_cache(data: Data, config: Config, context: Context, progress: bool = Tr
 
     refused = None
     if context.distributed:
-        refused = f"under torchrun it is built first: sef data cache {d.dataset} ROOT"
+        refused = f"under torchrun it is built first: {_cache_command(d)}"
     try:
         opened, built = cache.ensure(
             folder, [data.train, data.eval], every_split, d.recipe, d.image_size,
@@ -160,13 +162,25 @@ def from_cache(data: Data, config: Config, context: Context, progress: bool = Tr
     )
 
 
+def _cache_command(d: DataConfig) -> str:
+    """The `sef data cache` command that builds the cache ``d`` reads."""
+    words = ["sef", "data", "cache", d.dataset, *([d.root] if d.root else [])]
+    words += ["--recipe", d.recipe, "--image-size", str(d.image_size)]
+    for key, value in (d.options or {}).items():
+        words += ["-o", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if d.cache != "auto":
+        words += ["--out", d.cache]
+    return shlex.join(words)
+
+
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
     """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
     both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0
-    decodes and the others drop what it found, so no image is decoded twice."""
+    decodes and the others drop what it found, so no image is decoded twice (and ``stop`` stops
+    every process, where the others waited for an answer that never came)."""
     splits = (data.train, data.eval)
-    bad = None
-    if context.is_main:
+
+    def find() -> list:
         bad = datasets.apply_bad_image_policy(
             splits,
             config.data.bad_images,
@@ -176,7 +190,9 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
         if bad:
             message = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
             tqdm.write(message, file=sys.stderr)
-    bad = distributed.broadcast_object(bad, context)
+        return bad
+
+    bad = distributed.on_main(find, context)
     if not context.is_main and bad:
         for dataset in splits:
             dataset.drop([path for path, _ in bad])

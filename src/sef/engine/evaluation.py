@@ -22,7 +22,7 @@ from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF, unwrap
 from sef.modes import evaluation_mode
-from sef.trained import load_trained_model
+from sef.trained import TrainedModel, load_trained_model
 from sef.tta import TTAViews, forward_views
 
 
@@ -231,9 +231,12 @@ def evaluate_checkpoint(
     """
     context = distributed.setup(device)
     try:
-        trained = load_trained_model(checkpoint, device=context.device)
+        trained, dataset = distributed.on_every(  # an error every process meets, said once
+            lambda: _model_and_data(checkpoint, context, split, data_root, progress),
+            context,
+            main_first=True,
+        )
         config = trained.config
-        dataset = trained.dataset(split, data_root, progress=progress)
         if tta:
             dataset.transform = TTAViews(trained.preprocessing, tta)
         result = evaluate(
@@ -248,6 +251,18 @@ def evaluate_checkpoint(
         return result, dataset
     finally:
         distributed.teardown(context)
+
+
+def _model_and_data(
+    checkpoint: str | os.PathLike,
+    context: Context,
+    split: str,
+    data_root: str | None,
+    progress: bool,
+) -> tuple[TrainedModel, Any]:
+    """The saved model on this process's device and the ``split`` it is evaluated on."""
+    trained = load_trained_model(checkpoint, device=context.device)
+    return trained, trained.dataset(split, data_root, progress=progress)
 
 
 def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any) -> None:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,7 @@ def _prepare_model(
     seed_everything(config.run.seed)
     if resuming:
         config = apply_values(config, {"model.weights": None})
-    model = create_model(config, num_classes)
+    model = distributed.on_every(lambda: create_model(config, num_classes), context)
     if config.loss.gamma == 0:  # nothing trains the group heads: keep DDP free of unused weights
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
@@ -405,10 +406,10 @@ class _Run:
         best = record["eval_top1"] > self.best["eval_top1"]
         if best:
             self.best = {"epoch": self.epoch, "eval_top1": record["eval_top1"]}
-        if self.context.is_main:
-            with outputs.interrupt_after():  # a stop as last.pt lands still finds it kept
+        with outputs.interrupt_after():  # a stop as last.pt lands still finds it kept
+            if self.context.is_main:
                 save_checkpoint(self.out / "last.pt", self.state())
-                self.kept = self.epoch
+            self.kept = self.epoch  # on every process: rank 0's last.pt, which errors name
         if best:
             self.keep_best(evaluation)
 
@@ -541,13 +542,20 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
     eval_loader = evaluation_loader(
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
+    # rank 0 alone writes: the processes agree on each write, so that one failing stops them all
     if run.best_unwritten:  # a resume of the best epoch: its predictions come from the model
-        run.keep_best(_evaluate(run, eval_loader, progress))
+        evaluation = _evaluate(run, eval_loader, progress)
+        distributed.on_every(partial(run.keep_best, evaluation), context)
     while run.epoch < config.optim.epochs:
         record, evaluation = _epoch(run, loader, eval_loader, progress)
-        run.keep(record, evaluation)
-        if logger is not None:
-            logger.epoch(record, config.optim.epochs)
+        distributed.on_every(partial(_keep, run, record, evaluation, logger), context)
+
+
+def _keep(run: _Run, record: dict, evaluation: EvalResult, logger: Logger | None) -> None:
+    """Keep an epoch (rank 0 writes its checkpoints) and log it."""
+    run.keep(record, evaluation)
+    if logger is not None:
+        logger.epoch(record, run.config.optim.epochs)
 
 
 def fit(
@@ -589,18 +597,23 @@ def fit(
         elif resume and context.is_main:
             tqdm.write(f"{out} holds no checkpoint (its run stopped before the first): starting it")
         loaded = data is None
-        data = data or load_data(config, context, progress, cached=False)
+        if loaded:  # an error every process meets alike (a bad option) is said once
+            data = distributed.on_every(
+                lambda: load_data(config, context, progress, cached=False), context, main_first=True
+            )
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(config, data, context, out, resuming=saved is not None)
         run.out_given = values["run"]["out"] is not None
-        if context.is_main:
-            run.check_space()
+        distributed.on_main(run.check_space, context)
         if loaded:
             run.data = from_cache(data, config, context, progress)
             check_images(run.data, config, context, progress)
         if saved is not None:
-            run.restore(saved, out / "last.pt")
+            distributed.on_every(lambda: run.restore(saved, out / "last.pt"), context)
         return _train(run, progress)
+    except KeyboardInterrupt as stop:  # torchrun passes a stop to every process: rank 0 says it
+        stop.from_main = not context.is_main
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -634,10 +647,11 @@ def _processes_note(run: _Run) -> str | None:
     now = run.context.world_size
     if run.trained_on == now:
         return None
+    before = f"{run.trained_on} process{'es' * (run.trained_on != 1)}"
     return (
-        f"note: {run.out / 'last.pt'} trained with {run.trained_on} processes per step and resumes "
-        f"with {now}: each process draws its own batches and BatchNorm statistics, so the run "
-        f"will not end exactly where an uninterrupted one would"
+        f"note: {run.out / 'last.pt'} trained with {before} per step and resumes with {now}: "
+        f"each process draws its own batches and BatchNorm statistics, so the run will not end "
+        f"exactly where an uninterrupted one would"
     )
 
 
@@ -662,15 +676,21 @@ def _again(run: _Run) -> str:
     return f"with --resume --out {run.out} to continue"
 
 
+def _start(run: _Run) -> Logger | None:
+    """On rank 0 say what the run does, write its config and open its logs; None elsewhere."""
+    if not run.context.is_main:
+        return None
+    _announce(run)
+    outputs.make_folder(run.out)
+    save_config(run.config, run.out / "config.yaml")
+    return Logger(run.out, run.config, run.history, run.epoch + 1)
+
+
 def _train(run: _Run, progress: bool) -> FitResult:
     logger = None
     try:
         with space.quiet_full_disk_in_threads():  # TensorBoard's writer thread
-            if run.context.is_main:
-                _announce(run)
-                outputs.make_folder(run.out)
-                save_config(run.config, run.out / "config.yaml")
-                logger = Logger(run.out, run.config, run.history, run.epoch + 1)
+            logger = distributed.on_every(lambda: _start(run), run.context)
             _epochs(run, logger, progress)
             result = _result(run)
             if logger is not None:
@@ -689,9 +709,11 @@ def _train(run: _Run, progress: bool) -> FitResult:
             error = outputs.output_error(run.out / "tb", error, folder=True)
         full = isinstance(error, DiskFull)
         needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
-        raise type(error)(
+        said = type(error)(
             f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command {_again(run)}"
-        ) from None
+        )
+        said.from_main = getattr(error, "from_main", False)  # rank 0's, said by rank 0
+        raise said from None
     finally:
         if logger is not None:  # stopped early: close what can be closed
             with contextlib.suppress(OSError):

@@ -176,7 +176,9 @@ def _train_all(
         except KeyboardInterrupt as stop:
             if not stop.args:
                 raise
-            raise KeyboardInterrupt(_rerun(stop)) from None
+            reworded = KeyboardInterrupt(_rerun(stop))
+            reworded.from_main = getattr(stop, "from_main", False)  # said once, by rank 0
+            raise reworded from None
         took = time.perf_counter() - began
         pace.observe(_left(run, state), took)
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
