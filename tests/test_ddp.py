@@ -17,6 +17,17 @@ from sef.checkpoint import load_checkpoint
 from sef.distributed import is_main_process
 from sef.engine import evaluate_checkpoint
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def _train_folder(root: Path, out: Path, *options: str) -> list[str]:
+    """`sef train` under torchrun, 2 CPU processes, on the folder data at ``root``, 32 px."""
+    return [
+        *TORCHRUN, "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
+        str(root), "--out", str(out), "--image-size", "32", "--workers", "0", "--device", "cpu",
+        "--no-progress", *options,
+    ]  # fmt: skip
+
 
 @pytest.mark.slow
 def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
@@ -29,13 +40,10 @@ def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
     env |= {f"WANDB_{name}_DIR": str(tmp_path / name) for name in ("DATA", "CACHE", "CONFIG")}
     env.pop("MLFLOW_TRACKING_URI", None)
     train = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
-            str(folder_root), "--out", str(out), "--epochs", "2", "--batch-size", "4",
-            "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
+        _train_folder(
+            folder_root, out, "--epochs", "2", "--batch-size", "4",
             "--loggers", "tensorboard", "wandb", "mlflow",  # torchrun would take --log as its own
-        ],
+        ),
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
@@ -58,12 +66,7 @@ def test_torchrun_two_processes_write_once_and_count_every_test_image_once(
 def test_a_run_every_process_refuses_alike_is_refused_once(folder_root: Path, tmp_path: Path):
     # each process printed the same line: once per GPU under torchrun
     train = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
-            str(folder_root), "--out", str(tmp_path / "ddp"), "--batch-size", "5",
-            "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
-        ],
+        _train_folder(folder_root, tmp_path / "ddp", "--batch-size", "5"),
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert train.returncode != 0
@@ -91,10 +94,7 @@ def test_an_error_every_process_meets_alike_is_printed_once(
         data = ["--set", "data.dataset=folder", "--data-root", str(folder_root)]
         command = [*command, *data, "--batch-size", "4", "--image-size", "32", "--workers", "0"]
     result = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "sef.cli", *command, "--device", "cpu", "--no-progress",
-        ],
+        [*TORCHRUN, "-m", "sef.cli", *command, "--device", "cpu", "--no-progress"],
         cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
@@ -108,12 +108,7 @@ def test_an_unreadable_image_stops_every_process_with_one_line(folder_root: Path
     # rank 0 alone checks the images: rank 1, waiting for its answer, died of a gloo traceback
     (folder_root / "train" / "fox" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     train = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root",
-            str(folder_root), "--out", str(tmp_path / "ddp"), "--batch-size", "4",
-            "--image-size", "32", "--workers", "0", "--device", "cpu", "--no-progress",
-        ],
+        _train_folder(folder_root, tmp_path / "ddp", "--batch-size", "4"),
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert train.returncode != 0
@@ -127,12 +122,7 @@ def test_a_checkpoint_rank_zero_cannot_write_stops_every_process_with_one_line(
 ) -> None:
     # rank 0 alone writes: it raised, while rank 1 trained on and died of a gloo traceback
     out = tmp_path / "ddp"
-    train = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root", str(folder_root),
-        "--out", str(out), "--batch-size", "4", "--image-size", "32", "--workers", "0",
-        "--device", "cpu", "--no-progress", "--epochs", "1",
-    ]  # fmt: skip
+    train = _train_folder(folder_root, out, "--batch-size", "4", "--epochs", "1")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     assert subprocess.run(train, env=env, capture_output=True, timeout=300).returncode == 0
     (out / "best.pt").unlink()  # epoch 1, the best, is written again on resuming: into a folder
@@ -151,12 +141,7 @@ def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
 ) -> None:
     # rank 1, which writes no checkpoint, also said "no checkpoint was written; ... start it again"
     out = tmp_path / "ddp"
-    train = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "sef.cli", "train", "--set", "data.dataset=folder", "--data-root", str(folder_root),
-        "--out", str(out), "--batch-size", "2", "--image-size", "32", "--workers", "0",
-        "--device", "cpu", "--no-progress",
-    ]  # fmt: skip
+    train = _train_folder(folder_root, out, "--batch-size", "2")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [*train, "--epochs", "500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -217,8 +202,7 @@ def test_the_demo_set_a_torchrun_run_uses_first_is_generated_by_rank_zero_alone(
     script.write_text(NOTING_GENERATIONS)
     train = subprocess.run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            str(script), "train", "--set", "data.options.per_class=2",
+            *TORCHRUN, str(script), "train", "--set", "data.options.per_class=2",
             "--set", "data.options.test_per_class=2", "--image-size", "32", "--epochs", "1",
             "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress",
             "--out", str(tmp_path / "ddp"),
