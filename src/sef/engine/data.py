@@ -89,16 +89,25 @@ def load_data(
     return from_cache(data, config, context, progress) if cached else data
 
 
+def _classes_without_images(images: ImageList, classes: list[str]) -> list[str]:
+    """The names of the ``classes`` that ``images`` hold no image of."""
+    seen = {label for _, label in images.samples}
+    return [name for label, name in enumerate(classes) if label not in seen]
+
+
+def _some(names: list[str]) -> str:
+    """The first three ``names`` for a message, then "..." if there are more."""
+    return ", ".join(repr(name) for name in names[:3]) + (", ..." * (len(names) > 3))
+
+
 def _warn_unevaluated(train: ImageList, evaluation: ImageList, split: str) -> None:
     """Warn of the classes ``evaluation`` holds no image of: trained on, never measured."""
-    seen = {label for _, label in evaluation.samples}
-    missing = [name for label, name in enumerate(train.classes) if label not in seen]
+    missing = _classes_without_images(evaluation, train.classes)
     if missing:
-        named = ", ".join(repr(name) for name in missing[:3]) + (", ..." * (len(missing) > 3))
         warnings.warn(
             f"the {split} split holds no image of {counted(len(missing), 'class', 'classes')} "
-            f"({named}): trained on, never evaluated, and left out of the class-mean accuracy; "
-            f"a held-out split takes images only from classes with two or more",
+            f"({_some(missing)}): trained on, never evaluated, and left out of the class-mean "
+            f"accuracy; a held-out split takes images only from classes with two or more",
             stacklevel=3,
         )
 
@@ -111,13 +120,11 @@ def _check_classes(train: ImageList, split: str, source: str) -> None:
             f"{source} holds {len(train.classes)} class ({named}); a classifier "
             f"needs at least two classes to tell apart"
         )
-    seen = {label for _, label in train.samples}
-    unseen = [name for label, name in enumerate(train.classes) if label not in seen]
+    unseen = _classes_without_images(train, train.classes)
     if unseen:
-        named = ", ".join(repr(name) for name in unseen[:3]) + (", ..." * (len(unseen) > 3))
         raise DataError(
             f"the {split} split of {source} has no images of {len(unseen)} of its "
-            f"{len(train.classes)} classes ({named}); add images of them or remove them"
+            f"{len(train.classes)} classes ({_some(unseen)}); add images of them or remove them"
         )
 
 
