@@ -647,7 +647,7 @@ def _processes_note(run: _Run) -> str | None:
     now = run.context.world_size
     if run.trained_on == now:
         return None
-    before = f"{run.trained_on} process{'es' * (run.trained_on != 1)}"
+    before = counted(run.trained_on, "process", "processes")
     return (
         f"note: {run.out / 'last.pt'} trained with {before} per step and resumes with {now}: "
         f"each process draws its own batches and BatchNorm statistics, so the run will not end "
