@@ -91,7 +91,7 @@ def _check_output_stride(backbone: object, output_stride: int | None) -> None:
             f"output_stride must be 16 or None (the backbone's own), not {output_stride!r}"
         )
     if not (isinstance(backbone, str) and backbone.startswith(_DILATABLE)):
-        timm = isinstance(backbone, str) and backbone.startswith("timm:")
+        timm = isinstance(backbone, str) and backbone.startswith(TIMM_PREFIX)
         own = "; timm's own for its CNNs: backbone_args={'output_stride': 16}" if timm else ""
         raise ValueError(
             f"output_stride=16 is available for mobilenet_v2, "
