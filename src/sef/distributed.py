@@ -19,6 +19,7 @@ from sef.errors import ConfigError, SEFError
 from sef.text import counted
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,14 @@ def _raise_any(error: Exception | None, context: Context) -> None:
     found = error if first == context.rank else errors[first]
     found.from_main = not context.is_main
     raise found
+
+
+def reworded(error: E, message: str) -> E:
+    """An error of ``error``'s kind saying ``message``, still marked ``from_main`` if ``error``
+    was: rank 0 alone says a reworded error too."""
+    said = type(error)(message)
+    said.from_main = getattr(error, "from_main", False)
+    return said
 
 
 def shard(length: int, context: Context) -> range:

@@ -709,11 +709,8 @@ def _train(run: _Run, progress: bool) -> FitResult:
             error = outputs.output_error(run.out / "tb", error, folder=True)
         full = isinstance(error, DiskFull)
         needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
-        said = type(error)(
-            f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command {_again(run)}"
-        )
-        said.from_main = getattr(error, "from_main", False)  # rank 0's, said by rank 0
-        raise said from None
+        said = f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command"
+        raise distributed.reworded(error, f"{said} {_again(run)}") from None
     finally:
         if logger is not None:  # stopped early: close what can be closed
             with contextlib.suppress(OSError):

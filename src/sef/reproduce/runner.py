@@ -170,15 +170,11 @@ def _train_all(
         try:
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
         except SEFError as error:
-            reworded = type(error)(f"{run.name} ({run.out}): {_rerun(error)}")
-            reworded.from_main = getattr(error, "from_main", False)  # said once, by rank 0
-            raise reworded from None
+            raise distributed.reworded(error, f"{run.name} ({run.out}): {_rerun(error)}") from None
         except KeyboardInterrupt as stop:
             if not stop.args:
                 raise
-            reworded = KeyboardInterrupt(_rerun(stop))
-            reworded.from_main = getattr(stop, "from_main", False)  # said once, by rank 0
-            raise reworded from None
+            raise distributed.reworded(stop, _rerun(stop)) from None
         took = time.perf_counter() - began
         pace.observe(_left(run, state), took)
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
