@@ -330,9 +330,17 @@ class _Run:
     """The mutable state of one training run, saved to and restored from ``last.pt``."""
 
     def __init__(
-        self, config: Config, data: Data, context: Context, out: Path, resuming: bool = False
+        self,
+        config: Config,
+        data: Data,
+        context: Context,
+        out: Path,
+        *,
+        resuming: bool = False,
+        out_given: bool = True,
     ):
         self.config, self.data, self.context, self.out = config, data, context, out
+        self.out_given = out_given  # run.out was named (else fit chose runs/<name>[-N])
         self.model, self.trainer = _prepare_model(config, len(data.classes), context, resuming)
         self.loss_fn = SEFLoss.from_config(config.loss, self.model.groups)
         self.optimizer = create_optimizer(self.model, config)
@@ -347,7 +355,6 @@ class _Run:
         self.seconds = 0.0
         self.best_unwritten = False  # best.pt and its predictions are to be written again
         self.trained_on = context.world_size  # the processes the epochs so far trained on
-        self.out_given = True  # run.out was named (else fit chose runs/<name>[-N])
 
     def state(self) -> dict:
         return {
@@ -602,8 +609,10 @@ def fit(
                 lambda: load_data(config, context, progress, cached=False), context, main_first=True
             )
         # the model before any image is decoded: bad groups or missing weights fail here
-        run = _Run(config, data, context, out, resuming=saved is not None)
-        run.out_given = values["run"]["out"] is not None
+        run = _Run(
+            config, data, context, out,
+            resuming=saved is not None, out_given=values["run"]["out"] is not None,
+        )  # fmt: skip
         distributed.on_main(run.check_space, context)
         if loaded:
             run.data = from_cache(data, config, context, progress)
