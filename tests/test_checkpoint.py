@@ -52,6 +52,27 @@ def test_round_trip_keeps_values(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left behind
 
 
+@pytest.mark.parametrize(
+    "state, lacks",
+    [
+        ({"model": {}, "epoch": 3}, "lacks config, classes, metrics"),
+        ([1, 2], "lacks model, config"),
+    ],
+)
+def test_save_refuses_what_load_would_refuse(tmp_path: Path, state, lacks: str) -> None:
+    """Through the public API: a state without the keys load_checkpoint requires is refused
+    before anything is written; one with them loads back."""
+    import sef
+
+    with pytest.raises(
+        ValueError, match=f"a checkpoint needs the keys model, .*; this state {lacks}"
+    ):
+        sef.save_checkpoint(tmp_path / "a.pt", state)
+    assert not (tmp_path / "a.pt").exists()
+    sef.save_checkpoint(tmp_path / "b.pt", _state(3.0))
+    assert torch.equal(sef.load_checkpoint(tmp_path / "b.pt")["model"]["w"], torch.full((3,), 3.0))
+
+
 def test_save_refuses_values_that_need_pickled_code(tmp_path: Path) -> None:
     import numpy as np
 

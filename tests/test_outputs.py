@@ -101,7 +101,8 @@ def test_ctrl_c_in_a_checkpoint_write_waits_for_the_write_to_finish(
     previous = signal.signal(number, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            save_checkpoint(tmp_path / "last.pt", {"epoch": 3, "weights": torch.ones(4)})
+            state = {"model": {"w": torch.ones(4)}, "config": {}, "classes": [], "metrics": {}}
+            save_checkpoint(tmp_path / "last.pt", {**state, "epoch": 3})
         assert signal.getsignal(number) is signal.default_int_handler
     finally:
         signal.signal(number, previous)

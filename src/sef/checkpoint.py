@@ -40,12 +40,25 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
+def _missing_keys(state: object) -> list[str]:
+    """The keys of :data:`REQUIRED_KEYS` that ``state`` lacks (all of them if it is no dict)."""
+    return [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, fsync, rename over the old file.
 
-    A crash or kill at any moment leaves either the previous file or the new one, never a mix;
-    Ctrl-C waits for the write to finish.
+    ``state`` is a dict with at least the keys of :data:`REQUIRED_KEYS` (what
+    :func:`load_checkpoint` requires), else ValueError before anything is written. A crash or
+    kill at any moment leaves either the previous file or the new one, never a mix; Ctrl-C waits
+    for the write to finish.
     """
+    missing = _missing_keys(state)
+    if missing:
+        raise ValueError(
+            f"a checkpoint needs the keys {', '.join(REQUIRED_KEYS)} (load_checkpoint refuses a "
+            f"file without them); this state lacks {', '.join(missing)}"
+        )
     _check_plain(state, "state")
     with (
         interrupt_after(),
@@ -143,7 +156,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"checkpoint {path} is damaged: its pickle is invalid ({reason})"
         ) from None
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    missing = _missing_keys(state)
     if missing:
         raise CheckpointError(
             f"{path} is not a sef checkpoint (missing {', '.join(missing)}); pass a file written "
