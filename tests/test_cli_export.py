@@ -23,6 +23,7 @@ def test_export_writes_and_checks_all_formats(demo_checkpoint, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "max |logit difference| vs PyTorch" in result.stdout
+    assert "(allowed: 0.001 + 1e-05 x the largest |logit|" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "labels.json",
         "model.onnx",
@@ -55,3 +56,33 @@ def test_export_one_format_and_errors(demo_checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sef export: error: checkpoint") and "does not exist" in err
+
+
+@pytest.mark.slow
+def test_export_of_a_model_with_large_logits_passes_its_check(demo_checkpoint, tmp_path, capsys):
+    """Logits in the thousands differ in ONNX by float32 rounding alone (about 6e-3 here): the
+    check allows for that (before: refused above an absolute 1e-3)."""
+    from sef.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(demo_checkpoint)
+    state["model"]["head.weight"] *= 1e4
+    save_checkpoint(tmp_path / "large.pt", state)
+    out = tmp_path / "shipped"
+    assert main(["export", "--checkpoint", str(tmp_path / "large.pt"), "--out", str(out),
+                 "--format", "onnx"]) == 0, capsys.readouterr().err  # fmt: skip
+    assert "max |logit difference| vs PyTorch on random images: onnx" in capsys.readouterr().out
+
+
+def test_an_export_beyond_the_tolerance_is_refused_in_one_line(
+    demo_checkpoint, tmp_path, capsys, monkeypatch
+):
+    import sef.export
+
+    wrong = sef.export.ExportCheck({"safetensors": 0.5}, largest_logit=1000.0)
+    monkeypatch.setattr(sef.export, "check_export", lambda *args: wrong)
+    assert main(["export", "--checkpoint", str(demo_checkpoint), "--out", str(tmp_path),
+                 "--format", "safetensors"]) == 2  # fmt: skip
+    out, err = capsys.readouterr()
+    assert "safetensors 5.0e-01 (allowed: 0.001 + 1e-05 x the largest |logit| 1e+03 = 0.011)" in out
+    assert err.count("\n") == 1 and err.startswith("sef export: error: an export of ")
+    assert "(safetensors) differs from PyTorch by up to 0.5 in the logits, more than" in err

@@ -12,11 +12,11 @@ from sef import SEF
 from sef.errors import CheckpointError
 from sef.export import (
     EXPORT_FORMATS,
+    check_export,
     check_formats,
     export_model,
     exported_logits,
     load_safetensors,
-    max_logit_differences,
     write_onnx,
 )
 from sef.transforms import Preprocessing
@@ -97,10 +97,36 @@ def test_safetensors_reloads_into_a_fresh_plain_model(model, exported):
 
 
 @pytest.mark.slow
-def test_max_logit_differences_reports_every_format(model, exported):
-    diffs = max_logit_differences(model, exported, SIZE)
-    assert set(diffs) == set(EXPORT_FORMATS)
-    assert all(d < 1e-4 for d in diffs.values())
+def test_check_export_reports_every_format(model, exported):
+    check = check_export(model, exported, SIZE)
+    assert set(check.differences) == set(EXPORT_FORMATS)
+    assert all(d < 1e-4 for d in check.differences.values()) and check.failed() == {}
+
+
+class _Branchy(torch.nn.Module):
+    """An export-unsafe backbone: tracing on a blank image records the branch without ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, images):
+        features = self.conv(images)
+        return torch.relu(features) if float(images.abs().max()) > 0 else features
+
+
+def test_a_wrong_export_fails_its_check_even_with_large_logits(tmp_path):
+    """The tolerance grows with the logits, yet not enough to pass a wrong TorchScript trace."""
+    torch.manual_seed(0)
+    wrong = SEF(_Branchy(), num_classes=len(CLASSES), groups=2).eval()
+    with torch.no_grad():
+        wrong.head.weight.mul_(1e4)
+    paths = export_model(
+        wrong, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
+    )
+    check = check_export(wrong, paths, SIZE)
+    assert check.largest_logit > 100 and check.tolerance == 1e-3 + 1e-5 * check.largest_logit
+    assert set(check.failed()) == {"torchscript"}
 
 
 def _onnx_cost(path):

@@ -15,6 +15,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -323,10 +324,34 @@ def exported_logits(paths: dict[str, Path], images: torch.Tensor) -> dict[str, t
     return results
 
 
-def max_logit_differences(
+# An export may differ from PyTorch by float32 rounding, which grows with the logits: allowed is
+# ABSOLUTE_TOLERANCE plus RELATIVE_TOLERANCE times the largest |logit| of PyTorch's.
+ABSOLUTE_TOLERANCE = 1e-3
+RELATIVE_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """The largest |logit difference| between PyTorch and each exported file, and the largest
+    |logit| of PyTorch's, on the same random images."""
+
+    differences: dict[str, float]
+    largest_logit: float
+
+    @property
+    def tolerance(self) -> float:
+        """What a difference may reach: float32 rounding, relative to the logits' size."""
+        return ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * self.largest_logit
+
+    def failed(self) -> dict[str, float]:
+        """The formats whose difference exceeds the tolerance: {format: difference}."""
+        return {name: d for name, d in self.differences.items() if not d <= self.tolerance}
+
+
+def check_export(
     model: SEF, paths: dict[str, Path], image_size: int, batch: int = 3, seed: int = 0
-) -> dict[str, float]:
-    """Largest |logit difference| between PyTorch and each exported file, on random images."""
+) -> ExportCheck:
+    """Run PyTorch and each exported file in ``paths`` on the same random images."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, image_size, image_size, generator=generator)
     plain = model.export().cpu().float()
@@ -341,4 +366,5 @@ def max_logit_differences(
     else:
         reloaded = {}
     outputs = {**exported_logits(paths, images), **reloaded}
-    return {name: float((out - reference).abs().max()) for name, out in outputs.items()}
+    differences = {name: float((out - reference).abs().max()) for name, out in outputs.items()}
+    return ExportCheck(differences, float(reference.abs().max()))
