@@ -62,6 +62,21 @@ def test_train_mode_returns_sef_output_and_eval_mode_plain_logits():
     torch.testing.assert_close(model.forward_sef(images).logits, logits)
 
 
+@pytest.mark.slow
+def test_torch_export_takes_a_train_mode_model_and_gives_its_outputs():
+    """SEFOutput is a pytree node: torch.export keeps it, tree utilities see its tensors."""
+    torch.manual_seed(0)
+    model = sef.SEF("small_cnn", num_classes=5, groups=2).train()
+    images = torch.randn(2, 3, 32, 32)
+    exported = torch.export.export(model, (images,)).module()(images)
+    expected = model(images)
+    assert isinstance(exported, SEFOutput)
+    for name in ("logits", "group_logits", "features"):
+        assert torch.allclose(getattr(exported, name), getattr(expected, name), atol=1e-5), name
+    leaves = torch.utils._pytree.tree_leaves(expected)
+    assert [leaf.shape for leaf in leaves] == [(2, 5), (2, 2, 5), (2, 128, 4, 4)]
+
+
 def test_a_data_parallel_replica_refuses_train_mode_in_one_line_and_runs_eval_mode():
     # torch.nn.parallel.replicate makes each GPU's copy with this call (it needs CUDA itself);
     # DataParallel's gather could not put SEFOutput back together, so the replica says so.

@@ -30,6 +30,10 @@ class SEFOutput:
     features: Tensor
 
 
+# A pytree node, so torch.export, torch.compile and tree utilities see its three tensors.
+torch.export.register_dataclass(SEFOutput, serialized_type_name="sef.model.SEFOutput")
+
+
 # nn.DataParallel gathers outputs along dim 0: it cannot gather a dataclass, and would stack
 # group_logits [G, B, K] along G. Its replicas carry _is_replica (eval mode's logits gather fine).
 _DATA_PARALLEL = (
