@@ -188,3 +188,41 @@ def test_config_carries_pool_and_timm_arguments():
     assert len(model.backbone.model.blocks) == 1 and model.pooling.startswith("mean of the patch")
     with pytest.raises(ConfigError, match="model.pool='max' is invalid"):
         apply_overrides(config, ["model.pool=max"])
+
+
+class _Tokens(sef.adapters.FeatureAdapter):
+    """The adapter of docs/developing.md over a stand-in token model: [B, 1 + 4x4, 48] tokens
+    from images of 32 px only (like a ViT built for one size)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.embed, self.channels = nn.Conv2d(3, 48, 8, stride=8), channels
+
+    def forward(self, images):
+        if images.shape[-1] != 32:
+            raise AssertionError(f"input size {images.shape[-1]} does not match the model (32)")
+        patches = self.embed(images).flatten(2).transpose(1, 2)
+        return torch.cat([patches.mean(1, keepdim=True), patches], dim=1)
+
+    def feature_map(self, raw, image_size):
+        patches = raw[:, 1:]
+        side = int(patches.shape[1] ** 0.5)
+        return patches.transpose(1, 2).reshape(raw.shape[0], self.channels, side, side)
+
+    def pool(self, raw):
+        return raw[:, 0]
+
+    def describe_pool(self):
+        return "class token"
+
+
+def test_an_adapters_channels_are_checked_when_the_model_is_built():
+    """A channels its pooled features do not have is refused at once in one line (before: a
+    matrix-shape RuntimeError at the first batch); one the blank image cannot check is left to
+    the first batch, as before."""
+    model = sef.SEF(_Tokens(48), num_classes=5, groups=4, image_size=32).train()
+    assert model(torch.randn(2, 3, 32, 32)).features.shape == (2, 48, 4, 4)
+    with pytest.raises(ValueError, match=r"^_Tokens.channels is 64, but its pool gives features "
+                       r"of shape \(1, 48\) on a blank 32 x 32 image; set channels"):  # fmt: skip
+        sef.SEF(_Tokens(64), num_classes=5, image_size=32)
+    assert sef.SEF(_Tokens(48), num_classes=5).channels == 48  # 64 px: it cannot run, unchecked

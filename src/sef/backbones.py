@@ -20,7 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
-from sef.adapters import FeatureAdapter
+from sef.adapters import FeatureAdapter, TimmFeatures
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
@@ -217,17 +217,22 @@ def create_backbone(
 
 @torch.no_grad()
 def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
-    """Channels C of the backbone's feature map: an adapter's own (checked when it was built),
-    else found by one forward pass of a blank RGB image of ``image_size`` (default 64) pixels,
-    on the device and in the dtype of the backbone's weights."""
-    if isinstance(backbone, FeatureAdapter):
+    """Channels C of the backbone's feature map, found by one forward pass of a blank RGB image
+    of ``image_size`` (default 64) pixels, on the device and in the dtype of the backbone's
+    weights; an adapter's own ``channels``, checked when it was built (timm's) or on that image
+    (ValueError where its pooled features have other channels)."""
+    if isinstance(backbone, TimmFeatures):
         return backbone.channels
     side = image_size or 64
     parameter = next(backbone.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
+    images = torch.zeros(1, 3, side, side, **like)
+    if isinstance(backbone, FeatureAdapter):
+        _check_adapter_channels(backbone, images)
+        return backbone.channels
     try:
         with evaluation_mode(backbone):
-            out = backbone(torch.zeros(1, 3, side, side, **like))
+            out = backbone(images)
     except RuntimeError as error:
         raise ValueError(
             f"sef finds the backbone's channels by running it once on a blank 3-channel "
@@ -241,3 +246,21 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
             hint = "; pass a timm model as sef.adapters.timm_features(model, image_size=S)"
         raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}{hint}")
     return out.shape[1]
+
+
+def _check_adapter_channels(adapter: FeatureAdapter, images: torch.Tensor) -> None:
+    """ValueError in one line where the pooled features of ``images`` (one blank image) are not
+    ``[1, adapter.channels]``; nothing where the adapter cannot run on them (another size, say):
+    its first forward pass says so."""
+    try:
+        with evaluation_mode(adapter):
+            pooled = tuple(adapter.pool(adapter(images)).shape)
+    except Exception:  # a user's model may refuse a blank image of this size in any way
+        return
+    if pooled != (1, adapter.channels):
+        side = images.shape[-1]
+        raise ValueError(
+            f"{type(adapter).__name__}.channels is {adapter.channels}, but its pool gives "
+            f"features of shape {pooled} on a blank {side} x {side} image; set channels to the C "
+            f"of its [B, C] pooled features"
+        )

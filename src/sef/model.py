@@ -56,8 +56,8 @@ class SEF(nn.Module):
     Heads read pooled features: the mean of a CNN's map; for timm token backbones what the
     model's own head pools, or ``pool="avg"`` (mean of the patch tokens) / ``"token"`` (the class
     token). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side, and is
-    the side of the blank image an ``nn.Module`` backbone is run on once to count its channels
-    (default 64);
+    the side of the blank image an ``nn.Module`` backbone is run on once to count its channels,
+    or a :class:`~sef.adapters.FeatureAdapter` of your own to check them (default 64);
     ``backbone_args`` go to ``timm.create_model`` (e.g. ``{"drop_path_rate": 0.1}``).
     """
 
