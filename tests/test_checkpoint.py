@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -53,20 +54,40 @@ def test_round_trip_keeps_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "state, lacks",
+    "change, unfit",
     [
-        ({"model": {}, "epoch": 3}, "lacks config, classes, metrics"),
-        ([1, 2], "lacks model, config"),
+        ({"classes": None}, r"its classes is a NoneType, not a list of class names"),
+        ({"classes": "abc"}, r"its classes is a str, not a list of class names"),
+        ({"model": [1]}, r"its model is a list, not a state dict"),
     ],
 )
-def test_save_refuses_what_load_would_refuse(tmp_path: Path, state, lacks: str) -> None:
-    """Through the public API: a state without the keys load_checkpoint requires is refused
-    before anything is written; one with them loads back."""
+def test_load_refuses_a_model_config_or_classes_of_another_type_in_one_line(
+    tmp_path: Path, change: dict, unfit: str
+) -> None:
+    """Before: a TypeError traceback from load_trained_model, or a string's letters taken as
+    its class names."""
+    path = tmp_path / "other.pt"
+    torch.save({**_state(), **change}, path)
+    with pytest.raises(
+        CheckpointError, match=rf"^{re.escape(str(path))} is not a sef checkpoint \({unfit}\); pass"
+    ):
+        load_trained_model(path)
+
+
+@pytest.mark.parametrize(
+    "state, unfit",
+    [
+        ({"model": {}, "epoch": 3}, "missing config, classes, metrics"),
+        ([1, 2], "missing model, config, classes, epoch, metrics"),
+        ({**_state(), "classes": "ab"}, "its classes is a str, not a list of class names"),
+    ],
+)
+def test_save_refuses_what_load_would_refuse(tmp_path: Path, state, unfit: str) -> None:
+    """Through the public API: a state load_checkpoint would refuse is refused before anything
+    is written; one it takes loads back."""
     import sef
 
-    with pytest.raises(
-        ValueError, match=f"a checkpoint needs the keys model, .*; this state {lacks}"
-    ):
+    with pytest.raises(ValueError, match=rf"model, config, .*; this state is not one \({unfit}\)"):
         sef.save_checkpoint(tmp_path / "a.pt", state)
     assert not (tmp_path / "a.pt").exists()
     sef.save_checkpoint(tmp_path / "b.pt", _state(3.0))

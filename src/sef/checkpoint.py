@@ -21,6 +21,12 @@ from sef.errors import CheckpointError
 from sef.outputs import atomic_path, interrupt_after
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
+# What the values that rebuild the model must be (sef.load_trained_model reads them).
+_KINDS = {
+    "model": (dict, "a state dict"),
+    "config": (dict, "a dict"),
+    "classes": ((list, tuple), "a list of class names"),
+}
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None))
 
 
@@ -40,24 +46,32 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
-def _missing_keys(state: object) -> list[str]:
-    """The keys of :data:`REQUIRED_KEYS` that ``state`` lacks (all of them if it is no dict)."""
-    return [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+def _unfit(state: object) -> str | None:
+    """What keeps ``state`` from being a checkpoint (keys of :data:`REQUIRED_KEYS` it lacks, or
+    a model, config or classes of another type), else None."""
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for key, (kind, what) in _KINDS.items():
+        if not isinstance(state[key], kind):
+            return f"its {key} is a {type(state[key]).__name__}, not {what}"
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, fsync, rename over the old file.
 
-    ``state`` is a dict with at least the keys of :data:`REQUIRED_KEYS` (what
-    :func:`load_checkpoint` requires), else ValueError before anything is written. A crash or
+    ``state`` is a dict with at least the keys of :data:`REQUIRED_KEYS`, its model and config
+    dicts and its classes a list (what :func:`load_checkpoint` requires), else ValueError before
+    anything is written. A crash or
     kill at any moment leaves either the previous file or the new one, never a mix; Ctrl-C waits
     for the write to finish.
     """
-    missing = _missing_keys(state)
-    if missing:
+    unfit = _unfit(state)
+    if unfit:
         raise ValueError(
-            f"a checkpoint needs the keys {', '.join(REQUIRED_KEYS)} (load_checkpoint refuses a "
-            f"file without them); this state lacks {', '.join(missing)}"
+            f"a checkpoint is a dict of {', '.join(REQUIRED_KEYS)}, as load_checkpoint requires; "
+            f"this state is not one ({unfit})"
         )
     _check_plain(state, "state")
     with (
@@ -156,10 +170,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"checkpoint {path} is damaged: its pickle is invalid ({reason})"
         ) from None
-    missing = _missing_keys(state)
-    if missing:
+    unfit = _unfit(state)
+    if unfit:
         raise CheckpointError(
-            f"{path} is not a sef checkpoint (missing {', '.join(missing)}); pass a file written "
-            f"by `sef train`"
+            f"{path} is not a sef checkpoint ({unfit}); pass a file written by `sef train`"
         )
     return state
