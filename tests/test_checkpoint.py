@@ -213,6 +213,20 @@ def test_weights_that_do_not_fit_their_config_say_which(demo_checkpoint, tmp_pat
         load_trained_model(tmp_path / "odd.pt")
 
 
+def test_a_model_this_installation_cannot_build_names_the_checkpoint(demo_checkpoint, tmp_path):
+    """As a checkpoint of a backbone that a newer sef or timm has (before: a ConfigError that
+    did not say it came from the checkpoint)."""
+    state = load_checkpoint(demo_checkpoint)
+    state["config"]["model"]["backbone"] = "resnet_from_the_future"
+    save_checkpoint(tmp_path / "newer.pt", state)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^checkpoint {re.escape(str(tmp_path))}/newer\.pt holds a model this installation "
+        r"cannot build: model\.backbone='resnet_from_the_future' .* unknown backbone",
+    ):
+        load_trained_model(tmp_path / "newer.pt")
+
+
 @pytest.mark.parametrize("policy", ["skip", "stop"])
 def test_a_run_that_skipped_bad_images_skips_them_when_evaluated(
     demo_checkpoint, folder_root, policy

@@ -130,7 +130,12 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {error}") from None
     classes = [str(name) for name in state["classes"]]
     config.model.weights = None  # the checkpoint's own weights replace any initial ones
-    model = create_model(config, len(classes))
+    try:
+        model = create_model(config, len(classes))
+    except ConfigError as error:  # a backbone this installation lacks (another sef or timm)
+        raise CheckpointError(
+            f"checkpoint {path} holds a model this installation cannot build: {error}"
+        ) from None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
