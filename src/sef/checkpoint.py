@@ -63,9 +63,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
     ``state`` is a dict with at least the keys of :data:`REQUIRED_KEYS`, its model and config
     dicts and its classes a list (what :func:`load_checkpoint` requires), else ValueError before
-    anything is written. A crash or
-    kill at any moment leaves either the previous file or the new one, never a mix; Ctrl-C waits
-    for the write to finish.
+    anything is written. A crash or kill at any moment leaves either the previous file or the new
+    one, never a mix; Ctrl-C waits for the write to finish.
     """
     unfit = _unfit(state)
     if unfit:
