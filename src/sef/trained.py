@@ -141,7 +141,7 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     except RuntimeError as error:
         raise CheckpointError(
             f"checkpoint {path} weights do not fit its own config ({shape_mismatch(error)}); "
-            f"the file is damaged"
+            f"it was changed by hand or by another program, or is damaged"
         ) from None
     return TrainedModel(
         model=model.to(device).eval(),
