@@ -347,6 +347,46 @@ def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, 
     assert {name: (folder / name).read_bytes() for name in before} == before
 
 
+def test_a_reader_keeps_the_pixels_it_opened_when_the_cache_is_rebuilt(noisy_cub, tmp_path):
+    folder = tmp_path / "c"
+    trainval, test = _splits(noisy_cub)
+    opened, _ = cache.ensure(folder, [trainval, test], list, "resize", 16, progress=False)
+    items = cache.CachedTestImages(test, opened, "resize", 16, normalise=False)
+    # another run asks the folder for other rows (a bbox crop), so it rebuilds it, as a second
+    # process would, before this run has read an image (its evaluation workers start later)
+    _, rebuilt = cache.ensure(folder, _splits(noisy_cub, bbox_crop=True), list, "resize", 16,
+                              progress=False, say=lambda line: None)  # fmt: skip
+    assert rebuilt is not None
+    reference = _with(test, transforms.test_transform("resize", 16, False))
+    loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=1)
+    for index, (image, label) in enumerate(loader):  # a worker started after the rebuild
+        assert torch.equal(image, reference[index][0]) and label == reference[index][1]
+    spawned = pickle.loads(pickle.dumps(items))  # a spawned worker cannot reach the old file
+    with pytest.raises(DataError) as info:
+        spawned[0]
+    assert str(info.value) == (
+        f"{folder} was rebuilt by another process while this one read it; run this again"
+    )
+
+
+def test_a_cache_rebuilt_while_it_is_opened_is_not_read(noisy_cub, tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
+    real = cache.stale_reason
+
+    def rebuilt_after(*args):  # another process rebuilds between the check and the opening
+        reason = real(*args)
+        monkeypatch.setattr(cache, "stale_reason", real)
+        cache.build(folder, _splits(noisy_cub, bbox_crop=True), "resize", 16, progress=False)
+        return reason
+
+    monkeypatch.setattr(cache, "stale_reason", rebuilt_after)
+    keys = [key for images in _splits(noisy_cub) for key in cache.sources(images)]
+    with pytest.raises(cache.StaleCache) as info:
+        cache.open_cache(folder, keys, "resize", 16)
+    assert str(info.value) == f"{folder} was rebuilt by another process while this one opened it"
+
+
 def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path):
     def read(split: str, missing=("test",), damaged=()) -> str:
         if split in missing:

@@ -4,12 +4,13 @@
 once, resizes it as the recipe does (:func:`sef.transforms.resize_transform`: 600 x 600 for
 ``resize_crop`` at 448 px, the CUB and Aircraft recipe; 448 x 448 for ``resize``, Cars and Dogs)
 and writes it as one uint8 row [3, side, side] of FOLDER/images.u8, a file that is then
-memory-mapped; FOLDER/index.json says what the rows are. A run then reads rows instead of
-decoding and resizing JPEGs: training items are the resized image with the crop and flip drawn
-under the item's own seed (:mod:`sef.seeding`), and :meth:`CachedTrainImages.finish_batch` crops
-and flips the whole batch on the device, where the engine normalises it; evaluation items are
-centre-cropped rows. Both give the JPEG road's pixels bit for bit (tests/test_cache.py), so a run
-is the same with or without the cache.
+memory-mapped when the cache is opened (a rebuild writes a new file and renames it into place,
+so a reader keeps the build it opened); FOLDER/index.json says what the rows are. A run then reads
+rows instead of decoding and resizing JPEGs: training items are the resized image with the crop
+and flip drawn under the item's own seed (:mod:`sef.seeding`), and
+:meth:`CachedTrainImages.finish_batch` crops and flips the whole batch on the device, where the
+engine normalises it; evaluation items are centre-cropped rows. Both give the JPEG road's pixels
+bit for bit (tests/test_cache.py), so a run is the same with or without the cache.
 
 A cache is stale, and never read, unless its index matches what is asked: the recipe and its
 sizes, the torch and torchvision versions that resized (their arithmetic), the pixel limit
@@ -166,8 +167,11 @@ def size_text(count: int) -> str:
 
 
 class ImageCache:
-    """An open cache: the row of every stored image, read from the memory-mapped file (opened
-    lazily in each process that reads, so it is never pickled into loader workers)."""
+    """An open cache: the row of every stored image, read from its file, memory-mapped when the
+    cache is opened. A rebuild (another process's) writes a new file and renames it into place,
+    so this process and the loader workers it forks read the build they opened to the end; a
+    spawned worker, which gets the cache pickled without its map, maps the file again and
+    refuses one of another build (DataError)."""
 
     def __init__(self, folder: Path, index: dict) -> None:
         self.folder, self.side, self.count = folder, index["side"], len(index["images"])
@@ -179,24 +183,41 @@ class ImageCache:
                 self.rows[source] = row
             else:
                 self.unreadable[source] = problem
-        self._pixels: np.memmap | None = None
+        self._pixels, self.file = self._map()
+
+    def _map(self) -> tuple[np.memmap, tuple[int, int]]:
+        """FOLDER/DATA mapped copy-on-write (a write changes this process's pages, never the
+        file), and which file it is (device, inode); OSError or ValueError if it is not there
+        or shorter than the index says."""
+        with open(self.folder / DATA, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            shape = (self.count, 3, self.side, self.side)
+            return np.memmap(handle, np.uint8, "c", shape=shape), (status.st_dev, status.st_ino)
 
     @property
     def bytes(self) -> int:
         return self.count * 3 * self.side * self.side
 
     def image(self, source: Source) -> Tensor:
-        """The stored uint8 image [3, side, side] of ``source``: a view of the file, mapped
-        copy-on-write (a write changes this process's pages, never the file), so that a batch
-        copies each image once, when the loader collates it (copying it here as well halved
-        what a loader worker delivered: 370 against 800 images/s of 600 px on this CPU)."""
+        """The stored uint8 image [3, side, side] of ``source``: a view of the mapped file, so
+        that a batch copies each image once, when the loader collates it (copying it here as
+        well halved what a loader worker delivered: 370 against 800 images/s of 600 px on this
+        CPU)."""
         row = self.rows.get(source)
         if row is None:
             why = self.unreadable.get(source, "it is not in the cache")
             raise DataError(f"image {source[0]} cannot be read from {self.folder}: {why}")
-        if self._pixels is None:
-            shape = (self.count, 3, self.side, self.side)
-            self._pixels = np.memmap(self.folder / DATA, np.uint8, "c", shape=shape)
+        if self._pixels is None:  # unpickled in a spawned process
+            try:
+                pixels, file = self._map()
+            except (OSError, ValueError):  # mid-rebuild: gone, or another size
+                pixels, file = None, None
+            if file != self.file:
+                raise DataError(
+                    f"{self.folder} was rebuilt by another process while this one read it; "
+                    f"run this again"
+                )
+            self._pixels = pixels
         return torch.from_numpy(self._pixels[row])
 
     def __getstate__(self) -> dict:
@@ -245,13 +266,30 @@ def stale_reason(
     return None
 
 
+def _index_text(folder: Path) -> str:
+    """FOLDER/INDEX as it is now; "" where it cannot be read."""
+    try:
+        return (folder / INDEX).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
 def open_cache(folder: Path, wanted: Sequence[Source], recipe: str, image_size: int) -> ImageCache:
-    """The cache in ``folder``, checked to hold ``wanted`` as the recipe makes them; else
-    StaleCache saying why."""
+    """The cache in ``folder``, checked to hold ``wanted`` as the recipe makes them, its file
+    mapped; else StaleCache saying why (also where another process rebuilt it meanwhile)."""
+    text = _index_text(folder)
     reason = stale_reason(folder, wanted, recipe, image_size)
     if reason is not None:
         raise StaleCache(reason)
-    return ImageCache(folder, json.loads((folder / INDEX).read_text(encoding="utf-8")))
+    try:
+        opened = ImageCache(folder, json.loads(text))
+        # a rebuild removes the index first and writes it last: the same index before the check
+        # and after the mapping means that both are of the file mapped
+        if _index_text(folder) == text:
+            return opened
+    except (OSError, ValueError):  # mid-rebuild: no index, no file, or another size
+        pass
+    raise StaleCache(f"{folder} was rebuilt by another process while this one opened it")
 
 
 # ----------------------------------------------------------------------------- building
