@@ -268,57 +268,95 @@ def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, mon
 
 
 # One process's cache.ensure of a folder. The first's build, once it has begun, waits until the
-# second is about to ask for the same cache, so that the second asks while the first builds.
+# second has said it waits for the lock, so that the second asks while the first builds; with
+# "change", one image is touched as the second gets the lock (changed while it waited).
 _ENSURE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
+from filelock import FileLock
 from sef import datasets
 from sef.datasets import cache
 
-root, folder, role, signals = sys.argv[1:]
-building, ready = Path(signals, "building"), Path(signals, "ready")
+root, folder, role, signals, change = sys.argv[1:]
+building, waiting = Path(signals, "building"), Path(signals, "waiting")
 if role == "first":
     resize = cache._Resized.__getitem__
 
     def item(self, i):
         if not building.exists():
             building.touch()
-            while not ready.exists():
+            while not waiting.exists():
                 time.sleep(0.02)
-            time.sleep(1)  # the second's stale check, then the lock (unfixed: its own build)
         return resize(self, i)
 
     cache._Resized.__getitem__ = item
+elif change:
+    acquire = FileLock.acquire
+
+    def acquired(self, *args, **kwargs):
+        held = acquire(self, *args, **kwargs)
+        os.utime(change, ns=(10**18, 10**18))
+        return held
+
+    FileLock.acquire = acquired
 splits = [datasets.load("cub", root, split) for split in cache.SPLITS]
 if role == "second":
     while not building.exists():
         time.sleep(0.02)
-    ready.touch()
-opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False)
+
+
+def say(line):
+    print(line, flush=True)
+    waiting.touch()
+
+
+opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False, say=say)
 print("built" if built else "opened", opened.count)
 """
 
 
-@pytest.mark.slow
-def test_two_processes_asking_for_one_cache_at_once_build_it_once(cub_root, tmp_path):
-    folder = tmp_path / "c"
+def _two_ensures(root: Path, tmp_path: Path, change: str = "") -> list[str]:
+    """What the first and the second process printed, each ensuring the cache of ``root``."""
     script = tmp_path / "ensure.py"
     script.write_text(_ENSURE)
     started = [
         subprocess.Popen(
-            [sys.executable, str(script), str(cub_root), str(folder), role, str(tmp_path)],
+            [sys.executable, str(script), str(root), str(tmp_path / "c"), role, str(tmp_path),
+             change],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for role in ("first", "second")
-    ]
+    ]  # fmt: skip
     said = [process.communicate(timeout=300) for process in started]
     assert [process.returncode for process in started] == [0, 0], said
-    assert said[0][0] == "built 15\n"
-    assert said[1][0] == (
-        f"waiting for another process that is building the image cache in {folder}\nopened 15\n"
+    return [out for out, _ in said]
+
+
+@pytest.mark.slow
+def test_two_processes_asking_for_one_cache_at_once_build_it_once(cub_root, tmp_path):
+    folder = tmp_path / "c"
+    assert _two_ensures(cub_root, tmp_path) == [
+        "built 15\n",
+        f"waiting for another process that is building the image cache in {folder}\nopened 15\n",
+    ]
+
+
+@pytest.mark.slow
+def test_a_process_that_waited_for_a_build_decides_again_with_the_lock(cub_root, tmp_path):
+    # the second finds the first's cache stale after waiting (an image changed meanwhile): it
+    # rebuilds from what the files are now, not from the file sizes and times it read before
+    # waiting, which made its own cache stale the moment it was written
+    folder, image = tmp_path / "c", sorted((cub_root / "images").rglob("*.jpg"))[3]
+    first, second = _two_ensures(cub_root, tmp_path, str(image))
+    assert first == "built 15\n"
+    assert second == (
+        f"waiting for another process that is building the image cache in {folder}\n"
+        f"rebuilding the image cache: 1 of the 15 images changed (size or time) since {folder} "
+        f"was built, e.g. {image}\nbuilt 15\n"
     )
+    assert _stale(cub_root, folder, "resize") is None
 
 
 def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, tmp_path,
@@ -345,6 +383,24 @@ def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, 
         f"cannot write {folder / cache.INDEX}: read-only file system; choose another place"
     )
     assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+def test_a_stale_cache_whose_lock_cannot_be_made_says_why_it_was_to_be_built(
+    noisy_cub, tmp_path, monkeypatch
+):
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
+
+    def read_only(self, *args, **kwargs):  # as on a read-only mount
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), self.lock_file)
+
+    monkeypatch.setattr(cache.FileLock, "acquire", read_only)
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.ensure(folder, _splits(noisy_cub), list, "resize", 24, progress=False)
+    assert str(info.value) == (
+        f"{folder} was built with image_size 16, this run needs 24, and cannot write "
+        f"{folder / cache.LOCK}: read-only file system; choose another place"
+    )
 
 
 def test_a_reader_keeps_the_pixels_it_opened_when_the_cache_is_rebuilt(noisy_cub, tmp_path):

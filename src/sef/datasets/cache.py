@@ -448,10 +448,11 @@ def _refuse_foreign(folder: Path) -> None:
 
 
 @contextmanager
-def _building(folder: Path, say: Callable[[str], None]) -> Iterator[None]:
+def _building(folder: Path, say: Callable[[str], None], why: str | None = None) -> Iterator[None]:
     """Hold ``folder``'s build lock (an OS lock on FOLDER/LOCK, released however its holder
     ends): a second builder waits, saying so, instead of clearing what the first is writing or
-    opening. CacheUnavailable if the lock cannot be made (a read-only folder)."""
+    opening. CacheUnavailable if the lock cannot be made (a read-only folder), after ``why`` a
+    build is wanted."""
     try:
         lock = FileLock(make_folder(folder) / LOCK)
         try:
@@ -459,10 +460,9 @@ def _building(folder: Path, say: Callable[[str], None]) -> Iterator[None]:
         except Timeout:
             say(f"waiting for another process that is building the image cache in {folder}")
             lock.acquire()
-    except OutputError as error:
-        raise CacheUnavailable(str(error)) from None
-    except OSError as error:
-        raise CacheUnavailable(str(output_error(folder / LOCK, error))) from None
+    except (OutputError, OSError) as error:
+        problem = error if isinstance(error, OutputError) else output_error(folder / LOCK, error)
+        raise CacheUnavailable(f"{why}, and {problem}" if why else str(problem)) from None
     try:
         yield
     finally:
@@ -545,20 +545,25 @@ def ensure(
 
     An up-to-date cache is opened without a lock (a read-only folder serves); a build holds the
     build lock until it has opened what it wrote, so that two processes asking at once (two runs
-    with ``--cache auto``) build once: the second waits and opens the first's cache."""
+    with ``--cache auto``) build once: the second waits, then decides again, and opens the
+    first's cache (or, stale for it still, rebuilds it from what the files are then)."""
     keys = [source for listed in wanted for source in sources(listed)]
-    reason = stale_reason(folder, keys, recipe, image_size)
-    if reason is None:
+    try:
         return open_cache(folder, keys, recipe, image_size), None
+    except StaleCache as stale:
+        reason = str(stale)
     if build_refused is not None:
         raise CacheUnavailable(f"{reason}, and {build_refused}")
-    if (folder / INDEX).exists():
-        say(f"rebuilding the image cache: {reason}")
-    write = _plan(folder, [*wanted, *everything()], recipe, image_size)
-    with _building(folder, say):
-        built = None
-        if stale_reason(folder, keys, recipe, image_size) is not None:  # else built meanwhile
-            built = write(workers, progress)
+    every = [*wanted, *everything()]
+    _plan(folder, every, recipe, image_size)  # a build refused now, before the lock is made
+    with _building(folder, say, reason):
+        try:  # decided again with the lock: another process may have built it meanwhile
+            return open_cache(folder, keys, recipe, image_size), None
+        except StaleCache as stale:
+            reason = str(stale)
+        if (folder / INDEX).exists():
+            say(f"rebuilding the image cache: {reason}")
+        built = _plan(folder, every, recipe, image_size)(workers, progress)
         return open_cache(folder, keys, recipe, image_size), built
 
 
