@@ -268,8 +268,9 @@ def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, mon
 
 
 # One process's cache.ensure of a folder. The first's build, once it has begun, waits until the
-# second has said it waits for the lock, so that the second asks while the first builds; with
-# "change", one image is touched as the second gets the lock (changed while it waited).
+# second has said it waits for the lock, so that the second asks while the first builds. The
+# second's last argument: "full", a disk with room for little beside the cache the first writes;
+# an image's path, touched as the second gets the lock (changed while it waited).
 _ENSURE = """
 import os, sys, time
 from pathlib import Path
@@ -277,7 +278,7 @@ from filelock import FileLock
 from sef import datasets
 from sef.datasets import cache
 
-root, folder, role, signals, change = sys.argv[1:]
+root, folder, role, signals, second = sys.argv[1:]
 building, waiting = Path(signals, "building"), Path(signals, "waiting")
 if role == "first":
     resize = cache._Resized.__getitem__
@@ -290,12 +291,14 @@ if role == "first":
         return resize(self, i)
 
     cache._Resized.__getitem__ = item
-elif change:
+elif second == "full":
+    cache.shutil.disk_usage = lambda path: type("U", (), {"free": cache.MARGIN + 8000})()
+elif second:
     acquire = FileLock.acquire
 
     def acquired(self, *args, **kwargs):
         held = acquire(self, *args, **kwargs)
-        os.utime(change, ns=(10**18, 10**18))
+        os.utime(second, ns=(10**18, 10**18))
         return held
 
     FileLock.acquire = acquired
@@ -310,19 +313,22 @@ def say(line):
     waiting.touch()
 
 
-opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False, say=say)
+try:
+    opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False, say=say)
+finally:
+    waiting.touch()  # the first goes on whatever became of this one
 print("built" if built else "opened", opened.count)
 """
 
 
-def _two_ensures(root: Path, tmp_path: Path, change: str = "") -> list[str]:
+def _two_ensures(root: Path, tmp_path: Path, second: str = "") -> list[str]:
     """What the first and the second process printed, each ensuring the cache of ``root``."""
     script = tmp_path / "ensure.py"
     script.write_text(_ENSURE)
     started = [
         subprocess.Popen(
             [sys.executable, str(script), str(root), str(tmp_path / "c"), role, str(tmp_path),
-             change],
+             second],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -357,6 +363,17 @@ def test_a_process_that_waited_for_a_build_decides_again_with_the_lock(cub_root,
         f"was built, e.g. {image}\nbuilt 15\n"
     )
     assert _stale(cub_root, folder, "resize") is None
+
+
+@pytest.mark.slow
+def test_a_build_under_way_leaves_room_for_the_cache_it_becomes(cub_root, tmp_path):
+    # the second asks while the first's full-size temporary fills the disk: that file becomes
+    # the cache the second opens (or replaces), so it is no reason to refuse for room
+    folder = tmp_path / "c"
+    assert _two_ensures(cub_root, tmp_path, "full") == [
+        "built 15\n",
+        f"waiting for another process that is building the image cache in {folder}\nopened 15\n",
+    ]
 
 
 def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, tmp_path,

@@ -64,6 +64,7 @@ FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
 LOCK = ".build-lock"  # held by the one process that builds (and opens what it built) at a time
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
+_TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  # a build's
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
 Source = tuple[str, "tuple[float, ...] | None", int]  # path, box, rows trimmed: one stored row
@@ -344,9 +345,10 @@ def _as_is(item: Any) -> Any:
 
 def _check_room(folder: Path, needed: int) -> None:
     """CacheUnavailable unless ``folder`` has (or can have) room for ``needed`` bytes and MARGIN
-    (its old cache and abandoned temporaries, removed, count as free)."""
+    (its old cache and every build's temporaries count as free: a killed build's are removed,
+    and the one under way becomes the cache that this build opens or replaces)."""
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    replaced = [folder / DATA, folder / INDEX, *_abandoned(folder)]
+    replaced = [folder / DATA, folder / INDEX, *_temporaries(folder)]
     old = sum((_stat(str(path)) or (0, 0))[0] for path in replaced)
     free = shutil.disk_usage(existing).free + old
     needed += MARGIN
@@ -368,11 +370,20 @@ def _clear(folder: Path) -> None:
             raise output_error(path, error) from None
 
 
+def _temporaries(folder: Path) -> list[Path]:
+    """Every build's temporaries in ``folder`` (``.images.u8.<pid>.tmp``, full size from the
+    start), the running build's too."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [folder / name for name in names if re.fullmatch(_TEMPORARY, name)]
+
+
 def _abandoned(folder: Path) -> list[Path]:
-    """The temporaries (``.images.u8.<pid>.tmp``, full size from the start) of builds whose
-    process is gone, killed before it could remove them; none where that cannot be told."""
-    patterns = [rf"\.{re.escape(name)}\.(?P<pid>\d+)\.tmp" for name in (DATA, INDEX)]
-    return [path for pattern in patterns for path in abandoned(folder, pattern)]
+    """The temporaries of builds whose process is gone, killed before it could remove them;
+    none where that cannot be told."""
+    return abandoned(folder, _TEMPORARY)
 
 
 def _allocate(path: Path, size: int) -> None:
