@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import shlex
 import subprocess
 import sys
@@ -246,6 +247,60 @@ def test_a_file_system_without_fallocate_gets_a_plain_file(cub_root, tmp_path, m
     monkeypatch.setattr(os, "posix_fallocate", unsupported)
     built = cache.build(tmp_path / "c", _splits(cub_root), "resize_crop", 16, progress=False)
     assert built.images == 15 and (tmp_path / "c" / cache.DATA).stat().st_size == 19_845
+
+
+# A build on a disk whose file system cannot reserve blocks, filled by another program after the
+# third image: what it printed.
+_FILLED = """
+import errno, os, sys
+from pathlib import Path
+from test_disk_full import _fill
+from sef import datasets
+from sef.datasets import cache
+
+root, folder = sys.argv[1:]
+
+
+def unsupported(descriptor, offset, length):
+    raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+
+os.posix_fallocate = unsupported
+resize = cache._Resized.__getitem__
+
+
+def item(self, i):
+    if i == 3:
+        _fill(Path(folder).parent)
+    return resize(self, i)
+
+
+cache._Resized.__getitem__ = item
+try:
+    splits = cache.readable_splits(lambda split: datasets.load("cub", root, split))
+    cache.build(Path(folder), splits, "resize", 64, progress=False)
+except cache.CacheUnavailable as error:
+    print(error)
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_where_blocks_cannot_be_reserved_is_one_line(cub_root, tmp_path,
+                                                                        small_disk):  # fmt: skip
+    folder = small_disk(2000) / "c"
+    script = tmp_path / "filled.py"
+    script.write_text(_FILLED)
+    done = subprocess.run(
+        [sys.executable, str(script), str(cub_root), str(folder)], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done  # not killed by a SIGBUS writing a mapped page
+    assert re.fullmatch(
+        rf"cannot write {folder / cache.DATA}: no space left on device \(.* free there\); free "
+        rf"some space or choose another place\n",
+        done.stdout,
+    )
+    assert [path.name for path in folder.iterdir()] == [cache.LOCK]
 
 
 def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, monkeypatch):

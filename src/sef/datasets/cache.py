@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -386,16 +386,15 @@ def _abandoned(folder: Path) -> list[Path]:
     return abandoned(folder, _TEMPORARY)
 
 
-def _allocate(path: Path, size: int) -> None:
-    """A file of ``size`` bytes at ``path``, its blocks reserved now where the system can: a
-    disk too full fails here, as an OSError, not as a SIGBUS when a mapped page is written."""
-    with open(path, "wb") as handle:
-        try:
-            os.posix_fallocate(handle.fileno(), 0, size)
-        except (AttributeError, OSError) as error:  # no such call here, or not on this system
-            if isinstance(error, OSError) and error.errno not in _NO_FALLOCATE:
-                raise
-            handle.truncate(size)
+def _allocate(handle: BinaryIO, size: int) -> None:
+    """The open file ``handle`` made ``size`` bytes long, its blocks reserved now where the
+    system can, so that a disk too full fails here (an OSError), not midway."""
+    try:
+        os.posix_fallocate(handle.fileno(), 0, size)
+    except (AttributeError, OSError) as error:  # no such call here, or not on this system
+        if isinstance(error, OSError) and error.errno not in _NO_FALLOCATE:
+            raise
+        handle.truncate(size)
 
 
 def _decode_into(
@@ -421,17 +420,18 @@ def _decode_into(
         file=sys.stderr,
         disable=not progress,
     )
-    with atomic_path(path) as temporary:
-        _allocate(temporary, int(np.prod(shape)))
-        pixels = np.memmap(temporary, np.uint8, "r+", shape=shape)
+    row_bytes = int(np.prod(shape[1:]))
+    # written through the file, not a writable map: where the blocks could not be reserved, a
+    # disk that fills is an OSError here, where a mapped page's write was a SIGBUS (Bus error)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        _allocate(handle, int(np.prod(shape)))
         for row, item in enumerate(bar):
             if isinstance(item, str):
                 problems.append(item)
             else:
-                pixels[row] = item.numpy()
+                handle.seek(row * row_bytes)
+                handle.write(item.numpy().tobytes())
                 problems.append(None)
-        pixels.flush()
-        del pixels
     return problems
 
 
