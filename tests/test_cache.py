@@ -475,6 +475,18 @@ def test_a_stale_cache_whose_lock_cannot_be_made_says_why_it_was_to_be_built(
     )
 
 
+def test_a_cache_place_under_a_file_is_one_plain_line(cub_root, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path / "file"))
+    folder = cache.default_folder("cub", cub_root, {}, "resize", 16)
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.ensure(folder, _splits(cub_root), list, "resize", 16, progress=False)
+    assert str(info.value) == (
+        f"{folder} holds no image cache yet, and cannot write {folder}: {tmp_path / 'file'} is a "
+        f"file, not a folder; choose another place"
+    )
+
+
 def test_a_reader_keeps_the_pixels_it_opened_when_the_cache_is_rebuilt(noisy_cub, tmp_path):
     folder = tmp_path / "c"
     trainval, test = _splits(noisy_cub)

@@ -232,7 +232,7 @@ def stale_reason(
     them (one line), or None if it can; CacheUnavailable if its index.json is not a cache's."""
     try:
         index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not even the folder: a file in its way
         return f"{folder} holds no image cache yet"
     except (OSError, ValueError) as error:
         return f"{folder / INDEX} cannot be read ({error})"
