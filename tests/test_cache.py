@@ -333,7 +333,7 @@ from filelock import FileLock
 from sef import datasets
 from sef.datasets import cache
 
-root, folder, role, signals, second = sys.argv[1:]
+root, folder, role, signals, second, how = sys.argv[1:]
 building, waiting = Path(signals, "building"), Path(signals, "waiting")
 if role == "first":
     resize = cache._Resized.__getitem__
@@ -353,7 +353,7 @@ elif second:
 
     def acquired(self, *args, **kwargs):
         held = acquire(self, *args, **kwargs)
-        os.utime(second, ns=(10**18, 10**18))
+        os.utime(second)  # now
         return held
 
     FileLock.acquire = acquired
@@ -369,21 +369,27 @@ def say(line):
 
 
 try:
-    opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False, say=say)
+    if how == "build":  # whatever is there replaced
+        built = cache.build(Path(folder), splits, "resize", 16, progress=False, say=say)
+        print("built", built.images)
+    else:
+        opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False,
+                                     say=say)
+        print("built" if built else "opened", opened.count)
 finally:
     waiting.touch()  # the first goes on whatever became of this one
-print("built" if built else "opened", opened.count)
 """
 
 
-def _two_ensures(root: Path, tmp_path: Path, second: str = "") -> list[str]:
-    """What the first and the second process printed, each ensuring the cache of ``root``."""
+def _two_ensures(root: Path, tmp_path: Path, second: str = "", how: str = "ensure") -> list[str]:
+    """What the first and the second process printed, each ensuring (or with ``how="build"``
+    building) the cache of ``root``."""
     script = tmp_path / "ensure.py"
     script.write_text(_ENSURE)
     started = [
         subprocess.Popen(
             [sys.executable, str(script), str(root), str(tmp_path / "c"), role, str(tmp_path),
-             second],
+             second, how],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -418,6 +424,10 @@ def test_a_process_that_waited_for_a_build_decides_again_with_the_lock(cub_root,
         f"was built, e.g. {image}\nbuilt 15\n"
     )
     assert _stale(cub_root, folder, "resize") is None
+    again = tmp_path / "again"  # sef.datasets.cache.build, which replaces the cache: the same
+    again.mkdir()
+    _, second = _two_ensures(cub_root, again, str(image), how="build")
+    assert second.endswith("\nbuilt 15\n") and _stale(cub_root, again / "c", "resize") is None
 
 
 @pytest.mark.slow

@@ -493,9 +493,10 @@ def build(
     """Decode and resize every distinct image of ``images`` into a cache in ``folder``
     (replacing any cache there), with ``workers`` loader processes and a progress bar; a build
     of ``folder`` by another process is waited for first (:func:`ensure` then opens it)."""
-    write = _plan(folder, images, recipe, image_size)
-    with _building(folder, say):
-        return write(workers, progress)
+    images = list(images)
+    _plan(folder, images, recipe, image_size)  # a build refused now, before the lock is made
+    with _building(folder, say):  # planned again: the files may have changed while it waited
+        return _plan(folder, images, recipe, image_size)(workers, progress)
 
 
 def _plan(
