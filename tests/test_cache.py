@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import shlex
 import subprocess
 import sys
@@ -248,6 +249,60 @@ def test_a_file_system_without_fallocate_gets_a_plain_file(cub_root, tmp_path, m
     assert built.images == 15 and (tmp_path / "c" / cache.DATA).stat().st_size == 19_845
 
 
+# A build on a disk whose file system cannot reserve blocks, filled by another program after the
+# third image: what it printed.
+_FILLED = """
+import errno, os, sys
+from pathlib import Path
+from test_disk_full import _fill
+from sef import datasets
+from sef.datasets import cache
+
+root, folder = sys.argv[1:]
+
+
+def unsupported(descriptor, offset, length):
+    raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+
+os.posix_fallocate = unsupported
+resize = cache._Resized.__getitem__
+
+
+def item(self, i):
+    if i == 3:
+        _fill(Path(folder).parent)
+    return resize(self, i)
+
+
+cache._Resized.__getitem__ = item
+try:
+    splits = cache.readable_splits(lambda split: datasets.load("cub", root, split))
+    cache.build(Path(folder), splits, "resize", 64, progress=False)
+except cache.CacheUnavailable as error:
+    print(error)
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_where_blocks_cannot_be_reserved_is_one_line(cub_root, tmp_path,
+                                                                        small_disk):  # fmt: skip
+    folder = small_disk(2000) / "c"
+    script = tmp_path / "filled.py"
+    script.write_text(_FILLED)
+    done = subprocess.run(
+        [sys.executable, str(script), str(cub_root), str(folder)], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done  # not killed by a SIGBUS writing a mapped page
+    assert re.fullmatch(
+        rf"cannot write {folder / cache.DATA}: no space left on device \(.* free there\); free "
+        rf"some space or choose another place\n",
+        done.stdout,
+    )
+    assert [path.name for path in folder.iterdir()] == [cache.LOCK]
+
+
 def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, monkeypatch):
     folder, allocated = tmp_path / "c", []
     _free(monkeypatch, 10**12)
@@ -268,57 +323,122 @@ def test_the_data_file_is_allocated_before_it_is_written(cub_root, tmp_path, mon
 
 
 # One process's cache.ensure of a folder. The first's build, once it has begun, waits until the
-# second is about to ask for the same cache, so that the second asks while the first builds.
+# second has said it waits for the lock, so that the second asks while the first builds. The
+# second's last argument: "full", a disk with room for little beside the cache the first writes;
+# an image's path, touched as the second gets the lock (changed while it waited).
 _ENSURE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
+from filelock import FileLock
 from sef import datasets
 from sef.datasets import cache
 
-root, folder, role, signals = sys.argv[1:]
-building, ready = Path(signals, "building"), Path(signals, "ready")
+root, folder, role, signals, second, how = sys.argv[1:]
+building, waiting = Path(signals, "building"), Path(signals, "waiting")
 if role == "first":
     resize = cache._Resized.__getitem__
 
     def item(self, i):
         if not building.exists():
             building.touch()
-            while not ready.exists():
+            while not waiting.exists():
                 time.sleep(0.02)
-            time.sleep(1)  # the second's stale check, then the lock (unfixed: its own build)
         return resize(self, i)
 
     cache._Resized.__getitem__ = item
+elif second == "full":
+    cache.shutil.disk_usage = lambda path: type("U", (), {"free": cache.MARGIN + 8000})()
+elif second:
+    acquire = FileLock.acquire
+
+    def acquired(self, *args, **kwargs):
+        held = acquire(self, *args, **kwargs)
+        os.utime(second)  # now
+        return held
+
+    FileLock.acquire = acquired
 splits = [datasets.load("cub", root, split) for split in cache.SPLITS]
 if role == "second":
     while not building.exists():
         time.sleep(0.02)
-    ready.touch()
-opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False)
-print("built" if built else "opened", opened.count)
+
+
+def say(line):
+    print(line, flush=True)
+    waiting.touch()
+
+
+try:
+    if how == "build":  # whatever is there replaced
+        built = cache.build(Path(folder), splits, "resize", 16, progress=False, say=say)
+        print("built", built.images)
+    else:
+        opened, built = cache.ensure(Path(folder), splits, list, "resize", 16, progress=False,
+                                     say=say)
+        print("built" if built else "opened", opened.count)
+finally:
+    waiting.touch()  # the first goes on whatever became of this one
 """
 
 
-@pytest.mark.slow
-def test_two_processes_asking_for_one_cache_at_once_build_it_once(cub_root, tmp_path):
-    folder = tmp_path / "c"
+def _two_ensures(root: Path, tmp_path: Path, second: str = "", how: str = "ensure") -> list[str]:
+    """What the first and the second process printed, each ensuring (or with ``how="build"``
+    building) the cache of ``root``."""
     script = tmp_path / "ensure.py"
     script.write_text(_ENSURE)
     started = [
         subprocess.Popen(
-            [sys.executable, str(script), str(cub_root), str(folder), role, str(tmp_path)],
+            [sys.executable, str(script), str(root), str(tmp_path / "c"), role, str(tmp_path),
+             second, how],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for role in ("first", "second")
-    ]
+    ]  # fmt: skip
     said = [process.communicate(timeout=300) for process in started]
     assert [process.returncode for process in started] == [0, 0], said
-    assert said[0][0] == "built 15\n"
-    assert said[1][0] == (
-        f"waiting for another process that is building the image cache in {folder}\nopened 15\n"
+    return [out for out, _ in said]
+
+
+@pytest.mark.slow
+def test_two_processes_asking_for_one_cache_at_once_build_it_once(cub_root, tmp_path):
+    folder = tmp_path / "c"
+    assert _two_ensures(cub_root, tmp_path) == [
+        "built 15\n",
+        f"waiting for another process that is building the image cache in {folder}\nopened 15\n",
+    ]
+
+
+@pytest.mark.slow
+def test_a_process_that_waited_for_a_build_decides_again_with_the_lock(cub_root, tmp_path):
+    # the second finds the first's cache stale after waiting (an image changed meanwhile): it
+    # rebuilds from what the files are now, not from the file sizes and times it read before
+    # waiting, which made its own cache stale the moment it was written
+    folder, image = tmp_path / "c", sorted((cub_root / "images").rglob("*.jpg"))[3]
+    first, second = _two_ensures(cub_root, tmp_path, str(image))
+    assert first == "built 15\n"
+    assert second == (
+        f"waiting for another process that is building the image cache in {folder}\n"
+        f"rebuilding the image cache: 1 of the 15 images changed (size or time) since {folder} "
+        f"was built, e.g. {image}\nbuilt 15\n"
     )
+    assert _stale(cub_root, folder, "resize") is None
+    again = tmp_path / "again"  # sef.datasets.cache.build, which replaces the cache: the same
+    again.mkdir()
+    _, second = _two_ensures(cub_root, again, str(image), how="build")
+    assert second.endswith("\nbuilt 15\n") and _stale(cub_root, again / "c", "resize") is None
+
+
+@pytest.mark.slow
+def test_a_build_under_way_leaves_room_for_the_cache_it_becomes(cub_root, tmp_path):
+    # the second asks while the first's full-size temporary fills the disk: that file becomes
+    # the cache the second opens (or replaces), so it is no reason to refuse for room
+    folder = tmp_path / "c"
+    assert _two_ensures(cub_root, tmp_path, "full") == [
+        "built 15\n",
+        f"waiting for another process that is building the image cache in {folder}\nopened 15\n",
+    ]
 
 
 def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, tmp_path,
@@ -345,6 +465,76 @@ def test_a_stale_cache_in_a_read_only_folder_is_unavailable_and_kept(noisy_cub, 
         f"cannot write {folder / cache.INDEX}: read-only file system; choose another place"
     )
     assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+def test_a_stale_cache_whose_lock_cannot_be_made_says_why_it_was_to_be_built(
+    noisy_cub, tmp_path, monkeypatch
+):
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
+
+    def read_only(self, *args, **kwargs):  # as on a read-only mount
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), self.lock_file)
+
+    monkeypatch.setattr(cache.FileLock, "acquire", read_only)
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.ensure(folder, _splits(noisy_cub), list, "resize", 24, progress=False)
+    assert str(info.value) == (
+        f"{folder} was built with image_size 16, this run needs 24, and cannot write "
+        f"{folder / cache.LOCK}: read-only file system; choose another place"
+    )
+
+
+def test_a_cache_place_under_a_file_is_one_plain_line(cub_root, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path / "file"))
+    folder = cache.default_folder("cub", cub_root, {}, "resize", 16)
+    with pytest.raises(cache.CacheUnavailable) as info:
+        cache.ensure(folder, _splits(cub_root), list, "resize", 16, progress=False)
+    assert str(info.value) == (
+        f"{folder} holds no image cache yet, and cannot write {folder}: {tmp_path / 'file'} is a "
+        f"file, not a folder; choose another place"
+    )
+
+
+def test_a_reader_keeps_the_pixels_it_opened_when_the_cache_is_rebuilt(noisy_cub, tmp_path):
+    folder = tmp_path / "c"
+    trainval, test = _splits(noisy_cub)
+    opened, _ = cache.ensure(folder, [trainval, test], list, "resize", 16, progress=False)
+    items = cache.CachedTestImages(test, opened, "resize", 16, normalise=False)
+    # another run asks the folder for other rows (a bbox crop), so it rebuilds it, as a second
+    # process would, before this run has read an image (its evaluation workers start later)
+    _, rebuilt = cache.ensure(folder, _splits(noisy_cub, bbox_crop=True), list, "resize", 16,
+                              progress=False, say=lambda line: None)  # fmt: skip
+    assert rebuilt is not None
+    reference = _with(test, transforms.test_transform("resize", 16, False))
+    loader = torch.utils.data.DataLoader(items, batch_size=None, num_workers=1)
+    for index, (image, label) in enumerate(loader):  # a worker started after the rebuild
+        assert torch.equal(image, reference[index][0]) and label == reference[index][1]
+    spawned = pickle.loads(pickle.dumps(items))  # a spawned worker cannot reach the old file
+    with pytest.raises(DataError) as info:
+        spawned[0]
+    assert str(info.value) == (
+        f"{folder} was rebuilt by another process while this one read it; run this again"
+    )
+
+
+def test_a_cache_rebuilt_while_it_is_opened_is_not_read(noisy_cub, tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
+    real = cache.stale_reason
+
+    def rebuilt_after(*args):  # another process rebuilds between the check and the opening
+        reason = real(*args)
+        monkeypatch.setattr(cache, "stale_reason", real)
+        cache.build(folder, _splits(noisy_cub, bbox_crop=True), "resize", 16, progress=False)
+        return reason
+
+    monkeypatch.setattr(cache, "stale_reason", rebuilt_after)
+    keys = [key for images in _splits(noisy_cub) for key in cache.sources(images)]
+    with pytest.raises(cache.StaleCache) as info:
+        cache.open_cache(folder, keys, "resize", 16)
+    assert str(info.value) == f"{folder} was rebuilt by another process while this one opened it"
 
 
 def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path):

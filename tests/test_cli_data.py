@@ -151,14 +151,17 @@ def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypa
     assert folder.name.startswith("cub-resize_crop-43px-")  # the preset's recipe, at 32 px
     assert lines[0].startswith(f"cached 15 images in {folder}: 83 kB, built in ")
     assert lines[0].endswith(" s (resize_crop, 43 x 43 px uint8)")
-    assert lines[1] == "train with --cache auto"
+    assert lines[1] == "train with --cache auto --image-size 32"  # else another cache, at 448
     assert main(arguments) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
         f"{folder} is up to date: 15 images of 43 x 43 px"
     )
     out = tmp_path / "mine"
-    assert main([*arguments, "--recipe", "resize", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == f"train with --cache {out}"
+    assert main([*arguments, "--recipe", "resize", "--out", str(out), "-o", "bbox_crop=true"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        f"train with --cache {out} --image-size 32 --set data.recipe=resize "
+        f"--set data.options.bbox_crop=true"
+    )
 
 
 def test_check_of_own_data_without_a_test_split(no_test_split, capsys):

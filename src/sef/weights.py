@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sef.errors import WeightsError
+from sef.text import counted
 
 
 def is_weights_file(weights: object) -> bool:
@@ -85,9 +86,7 @@ def unmatched(missing: list[str], unexpected: list[str]) -> str:
     """How many keys a file lacks and has too many, with examples (of the kinds there are)."""
     kinds = (("missing", missing), ("unexpected", unexpected))
     return ", ".join(
-        f"{len(keys)} {kind} key{'' if len(keys) == 1 else 's'} (e.g. {keys[:3]})"
-        for kind, keys in kinds
-        if keys
+        f"{counted(len(keys), f'{kind} key')} (e.g. {keys[:3]})" for kind, keys in kinds if keys
     )
 
 

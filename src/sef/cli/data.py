@@ -190,8 +190,10 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_cache(args: argparse.Namespace) -> int:
     import os
+    import shlex
 
     from sef.config import dataset_preset, load_preset
+    from sef.config.values import value_word
     from sef.datasets import cache
 
     preset = load_preset(dataset_preset(args.name)).data
@@ -208,5 +210,11 @@ def run_cache(args: argparse.Namespace) -> int:
         print(f"{folder} is up to date: {opened.count} images of {side} x {side} px")
     else:
         print(f"cached {built.summary()} ({recipe}, {side} x {side} px uint8)")
-    print(f"train with --cache {'auto' if args.out is None else folder}")
+    # what a run needs to read this cache: the settings that name it or make it stale
+    words = ["--cache", "auto" if args.out is None else str(folder)]
+    words += ["--image-size", str(size)] if size != preset.image_size else []
+    words += ["--set", f"data.recipe={recipe}"] if recipe != preset.recipe else []
+    for key, value in options.items():
+        words += ["--set", f"data.options.{key}={value_word(value)}"]
+    print(f"train with {shlex.join(words)}")
     return 0

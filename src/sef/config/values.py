@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from typing import Any
@@ -252,6 +253,12 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         except yaml.YAMLError:
             values[key.strip()] = raw
     return values
+
+
+def value_word(value: Any) -> str:
+    """``value`` as the VALUE of a KEY=VALUE word that reads it back: a string as it is, anything
+    else as JSON (which YAML reads)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:

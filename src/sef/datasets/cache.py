@@ -4,12 +4,13 @@
 once, resizes it as the recipe does (:func:`sef.transforms.resize_transform`: 600 x 600 for
 ``resize_crop`` at 448 px, the CUB and Aircraft recipe; 448 x 448 for ``resize``, Cars and Dogs)
 and writes it as one uint8 row [3, side, side] of FOLDER/images.u8, a file that is then
-memory-mapped; FOLDER/index.json says what the rows are. A run then reads rows instead of
-decoding and resizing JPEGs: training items are the resized image with the crop and flip drawn
-under the item's own seed (:mod:`sef.seeding`), and :meth:`CachedTrainImages.finish_batch` crops
-and flips the whole batch on the device, where the engine normalises it; evaluation items are
-centre-cropped rows. Both give the JPEG road's pixels bit for bit (tests/test_cache.py), so a run
-is the same with or without the cache.
+memory-mapped when the cache is opened (a rebuild writes a new file and renames it into place,
+so a reader keeps the build it opened); FOLDER/index.json says what the rows are. A run then reads
+rows instead of decoding and resizing JPEGs: training items are the resized image with the crop
+and flip drawn under the item's own seed (:mod:`sef.seeding`), and
+:meth:`CachedTrainImages.finish_batch` crops and flips the whole batch on the device, where the
+engine normalises it; evaluation items are centre-cropped rows. Both give the JPEG road's pixels
+bit for bit (tests/test_cache.py), so a run is the same with or without the cache.
 
 A cache is stale, and never read, unless its index matches what is asked: the recipe and its
 sizes, the torch and torchvision versions that resized (their arithmetic), the pixel limit
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -63,6 +64,7 @@ FORMAT = 1  # bump when the files' layout changes
 DATA, INDEX = "images.u8", "index.json"
 LOCK = ".build-lock"  # held by the one process that builds (and opens what it built) at a time
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
+_TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  # a build's
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
 Source = tuple[str, "tuple[float, ...] | None", int]  # path, box, rows trimmed: one stored row
@@ -166,8 +168,11 @@ def size_text(count: int) -> str:
 
 
 class ImageCache:
-    """An open cache: the row of every stored image, read from the memory-mapped file (opened
-    lazily in each process that reads, so it is never pickled into loader workers)."""
+    """An open cache: the row of every stored image, read from its file, memory-mapped when the
+    cache is opened. A rebuild (another process's) writes a new file and renames it into place,
+    so this process and the loader workers it forks read the build they opened to the end; a
+    spawned worker, which gets the cache pickled without its map, maps the file again and
+    refuses one of another build (DataError)."""
 
     def __init__(self, folder: Path, index: dict) -> None:
         self.folder, self.side, self.count = folder, index["side"], len(index["images"])
@@ -179,24 +184,41 @@ class ImageCache:
                 self.rows[source] = row
             else:
                 self.unreadable[source] = problem
-        self._pixels: np.memmap | None = None
+        self._pixels, self.file = self._map()
+
+    def _map(self) -> tuple[np.memmap, tuple[int, int]]:
+        """FOLDER/DATA mapped copy-on-write (a write changes this process's pages, never the
+        file), and which file it is (device, inode); OSError or ValueError if it is not there
+        or shorter than the index says."""
+        with open(self.folder / DATA, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            shape = (self.count, 3, self.side, self.side)
+            return np.memmap(handle, np.uint8, "c", shape=shape), (status.st_dev, status.st_ino)
 
     @property
     def bytes(self) -> int:
         return self.count * 3 * self.side * self.side
 
     def image(self, source: Source) -> Tensor:
-        """The stored uint8 image [3, side, side] of ``source``: a view of the file, mapped
-        copy-on-write (a write changes this process's pages, never the file), so that a batch
-        copies each image once, when the loader collates it (copying it here as well halved
-        what a loader worker delivered: 370 against 800 images/s of 600 px on this CPU)."""
+        """The stored uint8 image [3, side, side] of ``source``: a view of the mapped file, so
+        that a batch copies each image once, when the loader collates it (copying it here as
+        well halved what a loader worker delivered: 370 against 800 images/s of 600 px on this
+        CPU)."""
         row = self.rows.get(source)
         if row is None:
             why = self.unreadable.get(source, "it is not in the cache")
             raise DataError(f"image {source[0]} cannot be read from {self.folder}: {why}")
-        if self._pixels is None:
-            shape = (self.count, 3, self.side, self.side)
-            self._pixels = np.memmap(self.folder / DATA, np.uint8, "c", shape=shape)
+        if self._pixels is None:  # unpickled in a spawned process
+            try:
+                pixels, file = self._map()
+            except (OSError, ValueError):  # mid-rebuild: gone, or another size
+                pixels, file = None, None
+            if file != self.file:
+                raise DataError(
+                    f"{self.folder} was rebuilt by another process while this one read it; "
+                    f"run this again"
+                )
+            self._pixels = pixels
         return torch.from_numpy(self._pixels[row])
 
     def __getstate__(self) -> dict:
@@ -210,7 +232,7 @@ def stale_reason(
     them (one line), or None if it can; CacheUnavailable if its index.json is not a cache's."""
     try:
         index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not even the folder: a file in its way
         return f"{folder} holds no image cache yet"
     except (OSError, ValueError) as error:
         return f"{folder / INDEX} cannot be read ({error})"
@@ -245,13 +267,30 @@ def stale_reason(
     return None
 
 
+def _index_text(folder: Path) -> str:
+    """FOLDER/INDEX as it is now; "" where it cannot be read."""
+    try:
+        return (folder / INDEX).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
 def open_cache(folder: Path, wanted: Sequence[Source], recipe: str, image_size: int) -> ImageCache:
-    """The cache in ``folder``, checked to hold ``wanted`` as the recipe makes them; else
-    StaleCache saying why."""
+    """The cache in ``folder``, checked to hold ``wanted`` as the recipe makes them, its file
+    mapped; else StaleCache saying why (also where another process rebuilt it meanwhile)."""
+    text = _index_text(folder)
     reason = stale_reason(folder, wanted, recipe, image_size)
     if reason is not None:
         raise StaleCache(reason)
-    return ImageCache(folder, json.loads((folder / INDEX).read_text(encoding="utf-8")))
+    try:
+        opened = ImageCache(folder, json.loads(text))
+        # a rebuild removes the index first and writes it last: the same index before the check
+        # and after the mapping means that both are of the file mapped
+        if _index_text(folder) == text:
+            return opened
+    except (OSError, ValueError):  # mid-rebuild: no index, no file, or another size
+        pass
+    raise StaleCache(f"{folder} was rebuilt by another process while this one opened it")
 
 
 # ----------------------------------------------------------------------------- building
@@ -306,9 +345,10 @@ def _as_is(item: Any) -> Any:
 
 def _check_room(folder: Path, needed: int) -> None:
     """CacheUnavailable unless ``folder`` has (or can have) room for ``needed`` bytes and MARGIN
-    (its old cache and abandoned temporaries, removed, count as free)."""
+    (its old cache and every build's temporaries count as free: a killed build's are removed,
+    and the one under way becomes the cache that this build opens or replaces)."""
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    replaced = [folder / DATA, folder / INDEX, *_abandoned(folder)]
+    replaced = [folder / DATA, folder / INDEX, *_temporaries(folder)]
     old = sum((_stat(str(path)) or (0, 0))[0] for path in replaced)
     free = shutil.disk_usage(existing).free + old
     needed += MARGIN
@@ -330,23 +370,31 @@ def _clear(folder: Path) -> None:
             raise output_error(path, error) from None
 
 
+def _temporaries(folder: Path) -> list[Path]:
+    """Every build's temporaries in ``folder`` (``.images.u8.<pid>.tmp``, full size from the
+    start), the running build's too."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [folder / name for name in names if re.fullmatch(_TEMPORARY, name)]
+
+
 def _abandoned(folder: Path) -> list[Path]:
-    """The temporaries (``.images.u8.<pid>.tmp``, full size from the start) of builds whose
-    process is gone, killed before it could remove them; none where that cannot be told."""
-    patterns = [rf"\.{re.escape(name)}\.(?P<pid>\d+)\.tmp" for name in (DATA, INDEX)]
-    return [path for pattern in patterns for path in abandoned(folder, pattern)]
+    """The temporaries of builds whose process is gone, killed before it could remove them;
+    none where that cannot be told."""
+    return abandoned(folder, _TEMPORARY)
 
 
-def _allocate(path: Path, size: int) -> None:
-    """A file of ``size`` bytes at ``path``, its blocks reserved now where the system can: a
-    disk too full fails here, as an OSError, not as a SIGBUS when a mapped page is written."""
-    with open(path, "wb") as handle:
-        try:
-            os.posix_fallocate(handle.fileno(), 0, size)
-        except (AttributeError, OSError) as error:  # no such call here, or not on this system
-            if isinstance(error, OSError) and error.errno not in _NO_FALLOCATE:
-                raise
-            handle.truncate(size)
+def _allocate(handle: BinaryIO, size: int) -> None:
+    """The open file ``handle`` made ``size`` bytes long, its blocks reserved now where the
+    system can, so that a disk too full fails here (an OSError), not midway."""
+    try:
+        os.posix_fallocate(handle.fileno(), 0, size)
+    except (AttributeError, OSError) as error:  # no such call here, or not on this system
+        if isinstance(error, OSError) and error.errno not in _NO_FALLOCATE:
+            raise
+        handle.truncate(size)
 
 
 def _decode_into(
@@ -372,17 +420,18 @@ def _decode_into(
         file=sys.stderr,
         disable=not progress,
     )
-    with atomic_path(path) as temporary:
-        _allocate(temporary, int(np.prod(shape)))
-        pixels = np.memmap(temporary, np.uint8, "r+", shape=shape)
+    row_bytes = int(np.prod(shape[1:]))
+    # written through the file, not a writable map: where the blocks could not be reserved, a
+    # disk that fills is an OSError here, where a mapped page's write was a SIGBUS (Bus error)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        _allocate(handle, int(np.prod(shape)))
         for row, item in enumerate(bar):
             if isinstance(item, str):
                 problems.append(item)
             else:
-                pixels[row] = item.numpy()
+                handle.seek(row * row_bytes)
+                handle.write(item.numpy().tobytes())
                 problems.append(None)
-        pixels.flush()
-        del pixels
     return problems
 
 
@@ -410,10 +459,11 @@ def _refuse_foreign(folder: Path) -> None:
 
 
 @contextmanager
-def _building(folder: Path, say: Callable[[str], None]) -> Iterator[None]:
+def _building(folder: Path, say: Callable[[str], None], why: str | None = None) -> Iterator[None]:
     """Hold ``folder``'s build lock (an OS lock on FOLDER/LOCK, released however its holder
     ends): a second builder waits, saying so, instead of clearing what the first is writing or
-    opening. CacheUnavailable if the lock cannot be made (a read-only folder)."""
+    opening. CacheUnavailable if the lock cannot be made (a read-only folder), after ``why`` a
+    build is wanted."""
     try:
         lock = FileLock(make_folder(folder) / LOCK)
         try:
@@ -421,10 +471,9 @@ def _building(folder: Path, say: Callable[[str], None]) -> Iterator[None]:
         except Timeout:
             say(f"waiting for another process that is building the image cache in {folder}")
             lock.acquire()
-    except OutputError as error:
-        raise CacheUnavailable(str(error)) from None
-    except OSError as error:
-        raise CacheUnavailable(str(output_error(folder / LOCK, error))) from None
+    except (OutputError, OSError) as error:
+        problem = error if isinstance(error, OutputError) else output_error(folder / LOCK, error)
+        raise CacheUnavailable(f"{why}, and {problem}" if why else str(problem)) from None
     try:
         yield
     finally:
@@ -444,9 +493,10 @@ def build(
     """Decode and resize every distinct image of ``images`` into a cache in ``folder``
     (replacing any cache there), with ``workers`` loader processes and a progress bar; a build
     of ``folder`` by another process is waited for first (:func:`ensure` then opens it)."""
-    write = _plan(folder, images, recipe, image_size)
-    with _building(folder, say):
-        return write(workers, progress)
+    images = list(images)
+    _plan(folder, images, recipe, image_size)  # a build refused now, before the lock is made
+    with _building(folder, say):  # planned again: the files may have changed while it waited
+        return _plan(folder, images, recipe, image_size)(workers, progress)
 
 
 def _plan(
@@ -507,20 +557,25 @@ def ensure(
 
     An up-to-date cache is opened without a lock (a read-only folder serves); a build holds the
     build lock until it has opened what it wrote, so that two processes asking at once (two runs
-    with ``--cache auto``) build once: the second waits and opens the first's cache."""
+    with ``--cache auto``) build once: the second waits, then decides again, and opens the
+    first's cache (or, stale for it still, rebuilds it from what the files are then)."""
     keys = [source for listed in wanted for source in sources(listed)]
-    reason = stale_reason(folder, keys, recipe, image_size)
-    if reason is None:
+    try:
         return open_cache(folder, keys, recipe, image_size), None
+    except StaleCache as stale:
+        reason = str(stale)
     if build_refused is not None:
         raise CacheUnavailable(f"{reason}, and {build_refused}")
-    if (folder / INDEX).exists():
-        say(f"rebuilding the image cache: {reason}")
-    write = _plan(folder, [*wanted, *everything()], recipe, image_size)
-    with _building(folder, say):
-        built = None
-        if stale_reason(folder, keys, recipe, image_size) is not None:  # else built meanwhile
-            built = write(workers, progress)
+    every = [*wanted, *everything()]
+    _plan(folder, every, recipe, image_size)  # a build refused now, before the lock is made
+    with _building(folder, say, reason):
+        try:  # decided again with the lock: another process may have built it meanwhile
+            return open_cache(folder, keys, recipe, image_size), None
+        except StaleCache as stale:
+            reason = str(stale)
+        if (folder / INDEX).exists():
+            say(f"rebuilding the image cache: {reason}")
+        built = _plan(folder, every, recipe, image_size)(workers, progress)
         return open_cache(folder, keys, recipe, image_size), built
 
 

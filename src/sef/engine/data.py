@@ -3,7 +3,6 @@ asked for, bad images, the loader."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import warnings
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from sef import datasets, distributed, threads, transforms
 from sef.config import Config, DataConfig
+from sef.config.values import value_word
 from sef.datasets import cache
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
@@ -174,7 +174,7 @@ def _cache_command(d: DataConfig) -> str:
     words = ["sef", "data", "cache", d.dataset, *([d.root] if d.root else [])]
     words += ["--recipe", d.recipe, "--image-size", str(d.image_size)]
     for key, value in (d.options or {}).items():
-        words += ["-o", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+        words += ["-o", f"{key}={value_word(value)}"]
     if d.cache != "auto":
         words += ["--out", d.cache]
     return shlex.join(words)
