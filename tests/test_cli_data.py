@@ -149,7 +149,7 @@ def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypa
     lines = capsys.readouterr().out.splitlines()
     folder = next((tmp_path / "home" / "decoded").iterdir())
     assert folder.name.startswith("cub-resize_crop-43px-")  # the preset's recipe, at 32 px
-    assert lines[0].startswith(f"cached 15 images in {folder}: 83 kB, built in ")
+    assert lines[0].startswith(f"cached 15 images in {folder}: 83.2 KB, built in ")
     assert lines[0].endswith(" s (resize_crop, 43 x 43 px uint8)")
     assert lines[1] == "train with --cache auto --image-size 32"  # else another cache, at 448
     assert main(arguments) == 0

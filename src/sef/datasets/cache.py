@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sef import transforms
+from sef import space, transforms
 from sef.datasets.demo import default_cache
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage, pixel_limit
@@ -155,13 +155,6 @@ def _stat(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return status.st_size, status.st_mtime_ns
-
-
-def size_text(count: int) -> str:
-    """A byte count for people: 12.7 GB, 310 MB, 30 kB."""
-    if count >= 1e9:
-        return f"{count / 1e9:.1f} GB"
-    return f"{count / 1e6:.0f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -308,8 +301,8 @@ class Built:
 
     def summary(self) -> str:
         return (
-            f"{counted(self.images, 'image')} in {self.folder}: {size_text(self.bytes)}, built in "
-            f"{self.seconds:.0f} s"
+            f"{counted(self.images, 'image')} in {self.folder}: {space.human(self.bytes)}, "
+            f"built in {self.seconds:.0f} s"
             + (f"; {self.unreadable} of them could not be decoded" if self.unreadable else "")
         )
 
@@ -354,7 +347,7 @@ def _check_room(folder: Path, needed: int) -> None:
     needed += MARGIN
     if needed > free:
         raise CacheUnavailable(
-            f"the image cache needs {size_text(needed)} in {folder} and {size_text(free)} "
+            f"the image cache needs {space.human(needed)} in {folder} and {space.human(free)} "
             f"are free there; free space or choose another folder"
         )
 
