@@ -183,6 +183,44 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
     assert "skipped 1 unreadable image, e.g." in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ("train/fox", "the trainval split of {root} has no readable image left of 1 class ('fox')"),
+        ("test", "the test split of {root} has no readable image left, so there is nothing to"),
+    ],
+)
+def test_skipping_unreadable_images_that_leave_a_split_unusable_is_refused(
+    folder_root: Path, tmp_path: Path, monkeypatch, capsys, broken: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for image in (folder_root / broken).rglob("*.png"):
+        image.write_bytes(b"not an image")
+    arguments = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
+    arguments += ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    assert main([*arguments, "--no-progress", "--set", "data.bad_images=skip"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sef train: error: skipped ") and error.count("\n") == 1
+    assert message.format(root=folder_root) in error
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_skipping_every_eval_image_of_a_class_is_warned_of(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    for image in (folder_root / "test" / "fox").glob("*.png"):
+        image.write_bytes(b"not an image")
+    arguments = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
+    arguments += ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    arguments += ["--no-progress", "--set", "data.bad_images=skip", "--out", str(tmp_path / "r")]
+    assert main(arguments) == 0
+    assert (
+        "sef train: warning: the test split holds no image of 1 class ('fox'): trained on, never "
+        "evaluated, and left out of the class-mean accuracy; its images of them were unreadable "
+        "and skipped (data.bad_images=skip)\n"
+    ) in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
     demo_root: Path, tmp_path: Path
