@@ -184,6 +184,31 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
 
 
 @pytest.mark.parametrize(
+    "error",
+    [  # as torch raises them: the CPU allocator's RuntimeError, a GPU's OutOfMemoryError
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 1644167168 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.53 GiB."),
+    ],
+)
+def test_running_out_of_memory_says_what_to_lower_in_one_line(
+    demo_root: Path, tmp_path: Path, monkeypatch, capsys, error: RuntimeError
+) -> None:
+    def out_of_memory(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("sef.engine.loop.to_device", out_of_memory)
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (
+        "sef train: error: out of cpu memory with batches of 8 images of 32 x 32 px; train again "
+        "with a lower --batch-size or --image-size; no checkpoint was written\n"
+    )
+
+
+@pytest.mark.parametrize(
     ("broken", "message"),
     [
         ("train/fox", "the trainval split of {root} has no readable image left of 1 class ('fox')"),
