@@ -183,6 +183,19 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
     assert "skipped 1 unreadable image, e.g." in capsys.readouterr().err
 
 
+def test_a_batch_of_one_image_batchnorm_cannot_train_on_says_what_to_change(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    arguments += ["--backbone", "resnet18", "--weights", "none", "--batch-size", "1"]
+    assert main(arguments) == 2  # 32 px: resnet18's last maps are 1 x 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("sef train: error: BatchNorm cannot train on a batch of 1 image whose ")
+    assert error.endswith(
+        "train with --batch-size 2 or more (optim.batch_size), or larger images (--image-size)"
+    )
+
+
 @pytest.mark.parametrize(
     "error",
     [  # as torch raises them: the CPU allocator's RuntimeError, a GPU's OutOfMemoryError
