@@ -265,6 +265,11 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
         raise ValueError(f"logits must be [B, K], got shape {tuple(logits.shape)}")
     if logits.shape[0] == 0:
         raise ValueError("SEFLoss needs at least one image; the batch is empty")
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"SEFLoss needs logits of two classes or more, got {logits.shape[1]}: a softmax over "
+            f"one class is always 1, so its cross-entropy, entropy and distillation are 0"
+        )
     expected = (groups, *logits.shape)
     if tuple(group_logits.shape) != expected:
         raise ValueError(
