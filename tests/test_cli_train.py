@@ -183,6 +183,19 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
     assert "skipped 1 unreadable image, e.g." in capsys.readouterr().err
 
 
+def test_images_too_small_for_the_backbone_name_the_option_to_change(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    arguments += ["--backbone", "densenet121", "--weights", "none", "--image-size", "16"]
+    assert main(arguments) == 2  # its last pooling needs a map of 2 x 2 or more
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "sef train: error: model.backbone='densenet121' cannot run on images of 16 x 16 px ("
+    )
+    assert error.endswith("); choose another --image-size (data.image_size)\n")
+
+
 def test_a_batch_of_one_image_batchnorm_cannot_train_on_says_what_to_change(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:
