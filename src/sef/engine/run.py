@@ -609,6 +609,8 @@ def fit(
             data = distributed.on_every(
                 lambda: load_data(config, context, progress, cached=False), context, main_first=True
             )
+        elif len(data.eval) == 0:  # the splits read from a config are checked as they are read
+            raise DataError("the eval dataset given to fit holds no images: nothing to evaluate on")
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(
             config, data, context, out,
