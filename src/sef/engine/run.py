@@ -63,7 +63,15 @@ from sef.engine.folders import (
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
-from sef.errors import CheckpointError, ConfigError, DataError, DiskFull, OutputError, TrainingError
+from sef.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DiskFull,
+    OutOfMemory,
+    OutputError,
+    TrainingError,
+)
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
@@ -717,7 +725,7 @@ def _train(run: _Run, progress: bool) -> FitResult:
     except RuntimeError as error:
         if not out_of_memory(error):
             raise
-        raise TrainingError(f"{_memory(run)}; {_kept(run)}") from None
+        raise OutOfMemory(f"{_memory(run)}; {_kept(run)}") from None
     except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
         if not isinstance(error, OutputError):  # TensorBoard's events, written by its thread
             if not space.is_full(error):
