@@ -84,13 +84,19 @@ def load_data(
             f"with data.train_split=train, or test)"
         )
     if len(evaluation) == 0:
-        raise DataError(
-            f"the {d.eval_split} split of {d.root or d.dataset} holds no images: there is nothing "
-            f"to evaluate on; {HELD_OUT}"
-        )
+        raise nothing_to_evaluate(d.eval_split, d.root or d.dataset)
     _warn_unevaluated(train, evaluation, d.eval_split)
     data = Data(train, evaluation, list(train.classes))
     return from_cache(data, config, context, progress) if cached else data
+
+
+def nothing_to_evaluate(split: str, source: str) -> DataError:
+    """The error for a ``split`` of ``source`` (a root, or a generated set's name) that holds
+    no images."""
+    return DataError(
+        f"the {split} split of {source} holds no images: there is nothing to evaluate on; "
+        f"{HELD_OUT}"
+    )
 
 
 def _classes_without_images(images: ImageList, classes: list[str]) -> list[str]:

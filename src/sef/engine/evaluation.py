@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 
 from sef import distributed, outputs, threads
 from sef.distributed import Context
+from sef.engine.data import nothing_to_evaluate
 from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
 from sef.errors import OutOfMemory
@@ -272,7 +273,11 @@ def _model_and_data(
 ) -> tuple[TrainedModel, Any]:
     """The saved model on this process's device and the ``split`` it is evaluated on."""
     trained = load_trained_model(checkpoint, device=context.device)
-    return trained, trained.dataset(split, data_root, progress=progress)
+    dataset = trained.dataset(split, data_root, progress=progress)
+    if len(dataset) == 0:
+        data = trained.config.data
+        raise nothing_to_evaluate(split, data_root or data.root or data.dataset)
+    return trained, dataset
 
 
 def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any) -> None:
