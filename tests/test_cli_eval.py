@@ -270,3 +270,34 @@ def test_predictions_never_replace_a_record_the_run_resumes_from(
         f"choose another file\n"
     )
     assert target.read_text() == "the run's\n"
+
+
+def test_running_out_of_memory_says_to_lower_the_batch_size_in_one_line(
+    demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.53 GiB.")
+
+    monkeypatch.setattr("sef.engine.evaluation.to_device", out_of_memory)
+    arguments = ["eval", "--checkpoint", str(demo_checkpoint), "--batch-size", "600"]
+    arguments += ["--predictions", str(tmp_path / "p.csv"), "--workers", "0", "--no-progress"]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (
+        "sef eval: error: out of cpu memory with batches of 600 images; evaluate with a lower "
+        "--batch-size\n"
+    )
+
+
+def test_a_split_without_images_is_refused_not_scored_nan(
+    trained: Path, folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    for extra in (folder_root / "train").rglob("*[1-9].png"):  # cat0, dog0, fox0 are left
+        extra.unlink()
+    arguments = ["eval", "--checkpoint", str(trained), "--split", "val", "--workers", "0"]
+    arguments += ["--predictions", str(tmp_path / "p.csv"), "--no-progress"]
+    assert main(arguments) == 2  # val: held out from the classes with two training images
+    assert capsys.readouterr().err == (
+        f"sef eval: error: the val split of {folder_root} holds no images: there is nothing to "
+        f"evaluate on; a held-out split takes images only from classes with two or more\n"
+    )
+    assert not (tmp_path / "p.csv").exists()

@@ -183,6 +183,95 @@ def test_unreadable_images_stop_the_run_or_are_skipped(
     assert "skipped 1 unreadable image, e.g." in capsys.readouterr().err
 
 
+def test_images_too_small_for_the_backbone_name_the_option_to_change(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    arguments += ["--backbone", "densenet121", "--weights", "none", "--image-size", "16"]
+    assert main(arguments) == 2  # its last pooling needs a map of 2 x 2 or more
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "sef train: error: model.backbone='densenet121' cannot run on images of 16 x 16 px ("
+    )
+    assert error.endswith("); choose another --image-size (data.image_size)\n")
+
+
+def test_a_batch_of_one_image_batchnorm_cannot_train_on_says_what_to_change(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    arguments += ["--backbone", "resnet18", "--weights", "none", "--batch-size", "1"]
+    assert main(arguments) == 2  # 32 px: resnet18's last maps are 1 x 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("sef train: error: BatchNorm cannot train on a batch of 1 image whose ")
+    assert error.endswith(
+        "train with --batch-size 2 or more (optim.batch_size), or larger images (--image-size)"
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [  # as torch raises them: the CPU allocator's RuntimeError, a GPU's OutOfMemoryError
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 1644167168 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.53 GiB."),
+    ],
+)
+def test_running_out_of_memory_says_what_to_lower_in_one_line(
+    demo_root: Path, tmp_path: Path, monkeypatch, capsys, error: RuntimeError
+) -> None:
+    def out_of_memory(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("sef.engine.loop.to_device", out_of_memory)
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (
+        "sef train: error: out of cpu memory with batches of 8 images of 32 x 32 px; train again "
+        "with a lower --batch-size or --image-size; no checkpoint was written\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ("train/fox", "the trainval split of {root} has no readable image left of 1 class ('fox')"),
+        ("test", "the test split of {root} has no readable image left, so there is nothing to"),
+    ],
+)
+def test_skipping_unreadable_images_that_leave_a_split_unusable_is_refused(
+    folder_root: Path, tmp_path: Path, monkeypatch, capsys, broken: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for image in (folder_root / broken).rglob("*.png"):
+        image.write_bytes(b"not an image")
+    arguments = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
+    arguments += ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    assert main([*arguments, "--no-progress", "--set", "data.bad_images=skip"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sef train: error: skipped ") and error.count("\n") == 1
+    assert message.format(root=folder_root) in error
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_skipping_every_eval_image_of_a_class_is_warned_of(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    for image in (folder_root / "test" / "fox").glob("*.png"):
+        image.write_bytes(b"not an image")
+    arguments = ["train", "--set", "data.dataset=folder", "--data-root", str(folder_root)]
+    arguments += ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    arguments += ["--no-progress", "--set", "data.bad_images=skip", "--out", str(tmp_path / "r")]
+    assert main(arguments) == 0
+    assert (
+        "sef train: warning: the test split holds no image of 1 class ('fox'): trained on, never "
+        "evaluated, and left out of the class-mean accuracy; its images of them were unreadable "
+        "and skipped (data.bad_images=skip)\n"
+    ) in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
     demo_root: Path, tmp_path: Path

@@ -30,7 +30,7 @@ from sef.engine.run import (
     separation_lines,
     tune_backends,
 )
-from sef.errors import ConfigError, TrainingError
+from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
 from sef.model import SEF
 from sef.seeding import seed_everything
@@ -256,6 +256,13 @@ def test_groups_larger_than_channels_fail_before_training(tmp_path: Path) -> Non
     config = _config(tmp_path / "run", "model.groups=600")
     with pytest.raises(ConfigError, match="model.groups=600 cannot be built.*128 feature"):
         fit(config, data=Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_eval_dataset_given_to_fit_is_refused_not_reported_as_nan(tmp_path: Path) -> None:
+    config = _config(tmp_path / "run", "optim.epochs=1")
+    with pytest.raises(DataError, match="the eval dataset given to fit holds no images"):
+        fit(config, data=Data(Blobs(4, 0), Blobs(0, 1), Blobs.classes), progress=False)
     assert not (tmp_path / "run").exists()
 
 

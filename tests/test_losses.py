@@ -319,6 +319,18 @@ def test_sef_loss_rejects_mismatched_shapes(change, message):
         sef.SEFLoss(3)(change(make_output()), torch.tensor([1, 2, 3, 4]))
 
 
+def test_sef_loss_of_other_groups_than_the_model_says_so():
+    with pytest.raises(ValueError, match=r"hold 3 groups and SEFLoss has groups=4; give the loss"):
+        sef.SEFLoss(4)(make_output(), torch.tensor([1, 2, 3, 4]))
+
+
+def test_sef_loss_refuses_logits_of_one_class_whose_terms_would_all_be_zero():
+    model = sef.SEF("small_cnn", num_classes=1, groups=2).train()
+    output = model(torch.randn(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="logits of two classes or more, got 1: a softmax over"):
+        sef.SEFLoss(2)(output, torch.zeros(2, dtype=torch.long))
+
+
 def test_sef_loss_rejects_wrong_target_shape():
     with pytest.raises(ValueError, match="target"):
         sef.SEFLoss(3)(make_output(), torch.tensor([1, 2]))

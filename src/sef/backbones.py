@@ -215,6 +215,18 @@ def create_backbone(
     return _features_of(backbone, torchvision_model(backbone, weights, output_stride))
 
 
+class ProbeFailed(ValueError):
+    """The backbone failed on the blank ``side`` x ``side`` image :func:`feature_channels` runs
+    it on (``reason``: torch's first line), most often an image too small for it."""
+
+    def __init__(self, side: int, reason: str) -> None:
+        super().__init__(
+            f"sef finds the backbone's channels by running it once on a blank 3-channel "
+            f"{side} x {side} image, and that failed ({reason}); pass image_size= a size it takes"
+        )
+        self.side, self.reason = side, reason
+
+
 @torch.no_grad()
 def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     """Channels C of the backbone's feature map, found by one forward pass of a blank RGB image
@@ -234,11 +246,7 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
         with evaluation_mode(backbone):
             out = backbone(images)
     except RuntimeError as error:
-        raise ValueError(
-            f"sef finds the backbone's channels by running it once on a blank 3-channel "
-            f"{side} x {side} image, and that failed ({str(error).splitlines()[0]}); pass "
-            f"image_size= a size it takes"
-        ) from error
+        raise ProbeFailed(side, str(error).splitlines()[0]) from error
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         hint = ""

@@ -36,3 +36,7 @@ class WeightsError(SEFError):
 
 class TrainingError(SEFError):
     """Training that cannot go on, e.g. a loss that became NaN or infinite."""
+
+
+class OutOfMemory(SEFError):
+    """The CPU's or a GPU's memory ran out: the message says which batch and what to lower."""

@@ -265,7 +265,18 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
         raise ValueError(f"logits must be [B, K], got shape {tuple(logits.shape)}")
     if logits.shape[0] == 0:
         raise ValueError("SEFLoss needs at least one image; the batch is empty")
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"SEFLoss needs logits of two classes or more, got {logits.shape[1]}: a softmax over "
+            f"one class is always 1, so its cross-entropy, entropy and distillation are 0"
+        )
     expected = (groups, *logits.shape)
+    other_groups = group_logits.dim() == 3 and group_logits.shape[1:] == logits.shape
+    if other_groups and len(group_logits) != groups:
+        raise ValueError(
+            f"group_logits hold {len(group_logits)} groups and SEFLoss has groups={groups}; "
+            f"give the loss the model's groups: SEFLoss(model.groups)"
+        )
     if tuple(group_logits.shape) != expected:
         raise ValueError(
             f"group_logits must be [G, B, K] = {expected} for groups={groups}, "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from sef import datasets
+from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint
 from sef.config import Config, config_from_dict
 from sef.datasets import ImageList
@@ -43,6 +44,12 @@ def create_model(config: Config, num_classes: int) -> SEF:
             backbone_args=m.backbone_args,
             output_stride=m.output_stride,
         )
+    except ProbeFailed as failed:  # built for data.image_size: the size to change is that
+        size = config.data.image_size
+        raise ConfigError(
+            f"model.backbone={m.backbone!r} cannot run on images of {size} x {size} px "
+            f"({failed.reason}); choose another --image-size (data.image_size)"
+        ) from None
     except ValueError as error:
         raise ConfigError(
             f"model.backbone={m.backbone!r} with model.groups={m.groups} cannot be built: {error}"

@@ -27,6 +27,10 @@ from sef.text import counted
 if TYPE_CHECKING:
     from sef.datasets import ImageList
 
+# Why an eval split may lack a class: held out (sef.datasets.splits), or its images unreadable.
+HELD_OUT = "a held-out split takes images only from classes with two or more"
+UNREADABLE = "its images of them were unreadable and skipped (data.bad_images=skip)"
+
 
 @dataclass
 class Data:
@@ -80,13 +84,19 @@ def load_data(
             f"with data.train_split=train, or test)"
         )
     if len(evaluation) == 0:
-        raise DataError(
-            f"the {d.eval_split} split of {d.root or d.dataset} holds no images: there is nothing "
-            f"to evaluate on; a held-out split takes images only from classes with two or more"
-        )
+        raise nothing_to_evaluate(d.eval_split, d.root or d.dataset)
     _warn_unevaluated(train, evaluation, d.eval_split)
     data = Data(train, evaluation, list(train.classes))
     return from_cache(data, config, context, progress) if cached else data
+
+
+def nothing_to_evaluate(split: str, source: str) -> DataError:
+    """The error for a ``split`` of ``source`` (a root, or a generated set's name) that holds
+    no images."""
+    return DataError(
+        f"the {split} split of {source} holds no images: there is nothing to evaluate on; "
+        f"{HELD_OUT}"
+    )
 
 
 def _classes_without_images(images: ImageList, classes: list[str]) -> list[str]:
@@ -100,14 +110,16 @@ def _some(names: list[str]) -> str:
     return ", ".join(repr(name) for name in names[:3]) + (", ..." * (len(names) > 3))
 
 
-def _warn_unevaluated(train: ImageList, evaluation: ImageList, split: str) -> None:
+def _warn_unevaluated(
+    train: ImageList, evaluation: ImageList, split: str, why: str = HELD_OUT
+) -> None:
     """Warn of the classes ``evaluation`` holds no image of: trained on, never measured."""
     missing = _classes_without_images(evaluation, train.classes)
     if missing:
         warnings.warn(
             f"the {split} split holds no image of {counted(len(missing), 'class', 'classes')} "
             f"({_some(missing)}): trained on, never evaluated, and left out of the class-mean "
-            f"accuracy; a held-out split takes images only from classes with two or more",
+            f"accuracy; {why}",
             stacklevel=3,
         )
 
@@ -188,6 +200,7 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
     splits = (data.train, data.eval)
 
     def find() -> list:
+        unevaluated = _classes_without_images(data.eval, data.classes)
         bad = datasets.apply_bad_image_policy(
             splits,
             config.data.bad_images,
@@ -195,14 +208,36 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
             progress=progress,
         )
         if bad:
-            message = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
-            tqdm.write(message, file=sys.stderr)
+            skipped = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
+            _check_left(data, config.data, skipped, unevaluated)
+            tqdm.write(skipped, file=sys.stderr)
         return bad
 
     bad = distributed.on_main(find, context)
     if not context.is_main and bad:
         for dataset in splits:
             dataset.drop([path for path, _ in bad])
+
+
+def _check_left(data: Data, d: DataConfig, skipped: str, unevaluated: list[str]) -> None:
+    """DataError where skipping unreadable images left the training split without images of a
+    class, or the eval split without any; a warning of the classes it left unevaluated that
+    were evaluated before (``unevaluated``: those that were not)."""
+    source = d.root or d.dataset
+    unseen = _classes_without_images(data.train, data.classes)
+    if unseen:
+        raise DataError(
+            f"{skipped}: the {d.train_split} split of {source} has no readable image left of "
+            f"{counted(len(unseen), 'class', 'classes')} ({_some(unseen)}); replace the "
+            f"unreadable images or remove the class"
+        )
+    if len(data.eval) == 0:
+        raise DataError(
+            f"{skipped}: the {d.eval_split} split of {source} has no readable image left, so "
+            f"there is nothing to evaluate on; replace the unreadable images"
+        )
+    if _classes_without_images(data.eval, data.classes) != unevaluated:
+        _warn_unevaluated(data.train, data.eval, d.eval_split, UNREADABLE)
 
 
 class DeviceBatches:

@@ -16,8 +16,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 
 from sef import distributed, outputs, threads
 from sef.distributed import Context
-from sef.engine.device import autocast, to_device
+from sef.engine.data import nothing_to_evaluate
+from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
+from sef.errors import OutOfMemory
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF, unwrap
@@ -239,15 +241,24 @@ def evaluate_checkpoint(
         config = trained.config
         if tta:
             dataset.transform = TTAViews(trained.preprocessing, tta)
-        result = evaluate(
-            trained.model,
-            dataset,
-            batch_size=batch_size or config.run.eval_batch_size or config.optim.batch_size,
-            workers=config.data.workers if workers is None else workers,
-            context=context,
-            progress=progress,
-            tta=tta,
-        )
+        batch_size = batch_size or config.run.eval_batch_size or config.optim.batch_size
+        try:
+            result = evaluate(
+                trained.model,
+                dataset,
+                batch_size=batch_size,
+                workers=config.data.workers if workers is None else workers,
+                context=context,
+                progress=progress,
+                tta=tta,
+            )
+        except RuntimeError as error:
+            if not out_of_memory(error):
+                raise
+            raise OutOfMemory(
+                f"out of {context.device.type} memory with batches of {batch_size} images; "
+                f"evaluate with a lower --batch-size"
+            ) from None
         return result, dataset
     finally:
         distributed.teardown(context)
@@ -262,7 +273,11 @@ def _model_and_data(
 ) -> tuple[TrainedModel, Any]:
     """The saved model on this process's device and the ``split`` it is evaluated on."""
     trained = load_trained_model(checkpoint, device=context.device)
-    return trained, trained.dataset(split, data_root, progress=progress)
+    dataset = trained.dataset(split, data_root, progress=progress)
+    if len(dataset) == 0:
+        data = trained.config.data
+        raise nothing_to_evaluate(split, data_root or data.root or data.dataset)
+    return trained, dataset
 
 
 def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any) -> None:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from sef import distributed
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
-from sef.errors import TrainingError
+from sef.errors import ConfigError, TrainingError
 from sef.losses import LOSS_TERMS, SEFLoss, group_correlation
 from sef.model import SEFOutput
 from sef.text import rate
@@ -23,6 +23,8 @@ READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with
 GRADIENTS = ("grad_norm_median", "grad_norm_max")  # of the gradients the steps applied
 GRADIENT_SPIKE = 20  # a step this many times its epoch's median gradient norm is reported
 CHECK_EVERY = 10  # steps between reads of the running sums and the finiteness check
+# torch's BatchNorm in train mode on one value per channel (one image whose map is 1 x 1 there).
+ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
@@ -44,6 +46,20 @@ def batch_bar(loader: Iterable, desc: str, progress: bool, context: Context) -> 
         disable=not (progress and context.is_main),
         dynamic_ncols=True,
     )
+
+
+def _forward(model: nn.Module, images: Tensor, context: Context) -> SEFOutput:
+    """``model(images)``; ConfigError for a batch of one image that BatchNorm cannot train on."""
+    try:
+        return model(images)
+    except ValueError as error:
+        if ONE_VALUE_PER_CHANNEL not in str(error):
+            raise
+        raise ConfigError(
+            f"BatchNorm cannot train on a batch of {len(images)} image whose map is 1 x 1 at one "
+            f"of its layers ({error}); train with --batch-size {2 * context.world_size} or more "
+            f"(optim.batch_size), or larger images (--image-size)"
+        ) from None
 
 
 def _backward_and_step(
@@ -139,7 +155,7 @@ def train_one_epoch(
         images = to_device(images, device, channels_last)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
-            output = model(images)
+            output = _forward(model, images, context)
         loss_fn.set_progress(epoch - 1 + (step - 1) / len(loader))
         terms = loss_fn(output, labels)
         non_finite.update(step, terms, output)

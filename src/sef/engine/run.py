@@ -48,6 +48,7 @@ from sef.config import (
 )
 from sef.distributed import Context
 from sef.engine.data import Data, check_images, from_cache, load_data, train_loader
+from sef.engine.device import out_of_memory
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import (
     check_config_file,
@@ -62,7 +63,15 @@ from sef.engine.folders import (
 from sef.engine.log import Logger
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
-from sef.errors import CheckpointError, ConfigError, DataError, DiskFull, OutputError, TrainingError
+from sef.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DiskFull,
+    OutOfMemory,
+    OutputError,
+    TrainingError,
+)
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
@@ -608,6 +617,8 @@ def fit(
             data = distributed.on_every(
                 lambda: load_data(config, context, progress, cached=False), context, main_first=True
             )
+        elif len(data.eval) == 0:  # the splits read from a config are checked as they are read
+            raise DataError("the eval dataset given to fit holds no images: nothing to evaluate on")
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(
             config, data, context, out,
@@ -711,6 +722,10 @@ def _train(run: _Run, progress: bool) -> FitResult:
         raise KeyboardInterrupt(f"{_kept(run)}; run the same command {_again(run)}") from None
     except TrainingError as error:
         raise TrainingError(f"{error}; {_kept(run)}; try a lower optim.lr or --amp none") from None
+    except RuntimeError as error:
+        if not out_of_memory(error):
+            raise
+        raise OutOfMemory(f"{_memory(run)}; {_kept(run)}") from None
     except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
         if not isinstance(error, OutputError):  # TensorBoard's events, written by its thread
             if not space.is_full(error):
@@ -724,6 +739,21 @@ def _train(run: _Run, progress: bool) -> FitResult:
         if logger is not None:  # stopped early: close what can be closed
             with contextlib.suppress(OSError):
                 logger.close()
+
+
+def _memory(run: _Run) -> str:
+    """What to do about a run that ran out of memory."""
+    c, world = run.config, run.context.world_size
+    batches, lower = f"batches of {c.optim.batch_size // world}", "--batch-size"
+    if world > 1:
+        batches += " per process"
+    if c.run.eval_batch_size:
+        batches += f" (evaluation: {c.run.eval_batch_size})"
+        lower += " or run.eval_batch_size"
+    return (
+        f"out of {run.context.device.type} memory with {batches} images of {c.data.image_size} "
+        f"x {c.data.image_size} px; train again with a lower {lower} or --image-size"
+    )
 
 
 def _result(run: _Run) -> FitResult:
