@@ -178,6 +178,50 @@ def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
     assert "note:" not in resume.stdout  # the same number of processes
 
 
+# `sef train` whose loss becomes NaN on rank 1 alone, at the last step of the first epoch (of 3)
+POISONING_RANK_ONE = """
+import os, sys
+from sef.cli import main
+from sef.losses import SEFLoss
+forward = SEFLoss.forward
+calls = []
+def poisoned(self, *args, **kwargs):
+    terms = forward(self, *args, **kwargs)
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 3:
+        terms["total"] = terms["total"] * float("nan")
+    return terms
+SEFLoss.forward = poisoned
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank_one_alone", [False, True], ids=["every-rank", "rank-one-alone"])
+def test_a_loss_that_becomes_nan_stops_every_process_with_one_line(
+    folder_root: Path, tmp_path: Path, rank_one_alone: bool
+) -> None:
+    # every rank said it; one whose loss stayed finite trained on and died of a gloo traceback
+    train = _train_folder(folder_root, tmp_path / "ddp", "--batch-size", "4", "--epochs", "2")
+    if rank_one_alone:
+        script = tmp_path / "poisoning.py"
+        script.write_text(POISONING_RANK_ONE)
+        module = train.index("sef.cli")  # 6 images a rank: 3 steps
+        train[module - 1 : module + 1] = [str(script)]
+    else:
+        train += ["--set", "optim.lr=1e12"]
+    result = subprocess.run(
+        train, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("sef train: error: training stopped at epoch 1") == 1, result.stderr[
+        -3000:
+    ]
+    assert result.stderr.count("sef train: error: ") == 1 and "the loss became nan" in result.stderr
+    assert "[rank0]" not in result.stderr and "[rank1]" not in result.stderr
+
+
 # `sef train` with each process noting in GENERATED when it generates a demo set
 NOTING_GENERATIONS = """
 import os, sys

@@ -710,7 +710,8 @@ def _train(run: _Run, progress: bool) -> FitResult:
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{_kept(run)}; run the same command {_again(run)}") from None
     except TrainingError as error:
-        raise TrainingError(f"{error}; {_kept(run)}; try a lower optim.lr or --amp none") from None
+        said = f"{error}; {_kept(run)}; try a lower optim.lr or --amp none"
+        raise distributed.reworded(error, said) from None
     except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
         if not isinstance(error, OutputError):  # TensorBoard's events, written by its thread
             if not space.is_full(error):
