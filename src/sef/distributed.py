@@ -66,9 +66,14 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _launched_world_size() -> int:
+    """The number of processes torchrun started (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str = "auto") -> Context:
     """Join the torchrun process group if launched by torchrun; pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _launched_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     chosen = resolve_device(device, local_rank)
     if world_size <= 1:
@@ -88,6 +93,15 @@ def is_main_process() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def said_by_main(error: BaseException) -> bool:
+    """Whether rank 0 says ``error`` and this process, another of torchrun's, stays quiet: an
+    error marked ``from_main``, or a stop, which torchrun (and a terminal's Ctrl-C) sends every
+    process. False on rank 0 and outside torchrun."""
+    if is_main_process() or _launched_world_size() <= 1:
+        return False
+    return getattr(error, "from_main", False) or isinstance(error, KeyboardInterrupt)
 
 
 def teardown(context: Context) -> None:

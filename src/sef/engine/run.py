@@ -620,9 +620,6 @@ def fit(
         if saved is not None:
             distributed.on_every(lambda: run.restore(saved, out / "last.pt"), context)
         return _train(run, progress)
-    except KeyboardInterrupt as stop:  # torchrun passes a stop to every process: rank 0 says it
-        stop.from_main = not context.is_main
-        raise
     finally:
         if lock is not None:
             lock.release()
