@@ -178,6 +178,35 @@ def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
     assert "note:" not in resume.stdout  # the same number of processes
 
 
+# `sef` with rank 0 starting late, as on a busy CPU
+RANK_ZERO_LATE = """
+import os, sys, time
+if os.environ["RANK"] == "0":
+    time.sleep(2)
+from sef.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_an_error_met_before_the_processes_join_is_printed_once(folder_root: Path, tmp_path):
+    # each process printed it; and one that ended at once had torchrun stop a late rank 0 before
+    # it said the error ("interrupted by SIGTERM" alone)
+    script = tmp_path / "late.py"
+    script.write_text(RANK_ZERO_LATE)
+    train = _train_folder(folder_root, tmp_path / "ddp", "--set", "optim.lr=abc")
+    module = train.index("sef.cli")
+    train[module - 1 : module + 1] = [str(script)]
+    result = subprocess.run(
+        train, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    refusal = "sef train: error: config value optim.lr must be float, got 'abc'"
+    assert result.stderr.count(refusal) == 1, result.stderr[-3000:]
+    assert "sef train: " not in result.stderr.replace(refusal, "")
+
+
 # `sef train` whose loss becomes NaN on rank 1 alone, at the last step of the first epoch (of 3)
 POISONING_RANK_ONE = """
 import os, sys
