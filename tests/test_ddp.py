@@ -189,22 +189,32 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_an_error_met_before_the_processes_join_is_printed_once(folder_root: Path, tmp_path):
+@pytest.mark.parametrize(
+    ("options", "refusal", "late"),
+    [
+        (["--set", "optim.lr=abc"], "config value optim.lr must be float, got 'abc'", True),
+        (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'", False),  # argparse's
+    ],
+    ids=["config-rank-zero-late", "usage"],
+)
+def test_an_error_met_before_the_processes_join_is_printed_once(
+    folder_root: Path, tmp_path: Path, options: list[str], refusal: str, late: bool
+) -> None:
     # each process printed it; and one that ended at once had torchrun stop a late rank 0 before
     # it said the error ("interrupted by SIGTERM" alone)
-    script = tmp_path / "late.py"
-    script.write_text(RANK_ZERO_LATE)
-    train = _train_folder(folder_root, tmp_path / "ddp", "--set", "optim.lr=abc")
-    module = train.index("sef.cli")
-    train[module - 1 : module + 1] = [str(script)]
+    train = _train_folder(folder_root, tmp_path / "ddp", *options)
+    if late:
+        script = tmp_path / "late.py"
+        script.write_text(RANK_ZERO_LATE)
+        module = train.index("sef.cli")
+        train[module - 1 : module + 1] = [str(script)]
     result = subprocess.run(
         train, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert result.returncode != 0
-    refusal = "sef train: error: config value optim.lr must be float, got 'abc'"
-    assert result.stderr.count(refusal) == 1, result.stderr[-3000:]
-    assert "sef train: " not in result.stderr.replace(refusal, "")
+    assert result.stderr.count(f"sef train: error: {refusal}") == 1, result.stderr[-3000:]
+    assert result.stderr.count("sef train: ") == 1 and result.stderr.count("usage:") <= 1
 
 
 # `sef train` whose loss becomes NaN on rank 1 alone, at the last step of the first epoch (of 3)

@@ -24,8 +24,18 @@ COMMAND_MODULES = [
 ]  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage error under torchrun rank 0 alone prints (each process
+    printed the usage and the error); its sub-commands' parsers are of its class."""
+
+    def error(self, message: str):
+        if _said_by_rank_zero(SEFError(message)):
+            self.exit(2)
+        super().error(message)
+
+
 def create_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sef",
         description="SEF: semantically enhanced features for fine-grained image classification.",
     )
