@@ -104,6 +104,26 @@ def test_an_error_every_process_meets_alike_is_printed_once(
 
 
 @pytest.mark.slow
+def test_an_eval_output_rank_zero_refuses_stops_every_process_at_once(
+    demo_checkpoint: Path, tmp_path: Path
+) -> None:
+    # rank 0 refused before the process group; rank 1 waited to join it, deaf to torchrun's
+    # SIGTERM, until torchrun killed it 30 s later ("forcefully exiting via 9")
+    (tmp_path / "file").write_text("")
+    result = subprocess.run(
+        [
+            *TORCHRUN, "-m", "sef.cli", "eval", "--checkpoint", str(demo_checkpoint),
+            "--predictions", str(tmp_path / "file" / "p.csv"), "--device", "cpu",
+            "--workers", "0", "--no-progress",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("sef eval: error: cannot write ") == 1, result.stderr[-3000:]
+    assert "forcefully" not in result.stderr
+
+
+@pytest.mark.slow
 def test_an_unreadable_image_stops_every_process_with_one_line(folder_root: Path, tmp_path: Path):
     # rank 0 alone checks the images: rank 1, waiting for its answer, died of a gloo traceback
     (folder_root / "train" / "fox" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
