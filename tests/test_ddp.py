@@ -104,6 +104,26 @@ def test_an_error_every_process_meets_alike_is_printed_once(
 
 
 @pytest.mark.slow
+def test_an_eval_output_rank_zero_refuses_stops_every_process_at_once(
+    demo_checkpoint: Path, tmp_path: Path
+) -> None:
+    # rank 0 refused before the process group; rank 1 waited to join it, deaf to torchrun's
+    # SIGTERM, until torchrun killed it 30 s later ("forcefully exiting via 9")
+    (tmp_path / "file").write_text("")
+    result = subprocess.run(
+        [
+            *TORCHRUN, "-m", "sef.cli", "eval", "--checkpoint", str(demo_checkpoint),
+            "--predictions", str(tmp_path / "file" / "p.csv"), "--device", "cpu",
+            "--workers", "0", "--no-progress",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("sef eval: error: cannot write ") == 1, result.stderr[-3000:]
+    assert "forcefully" not in result.stderr
+
+
+@pytest.mark.slow
 def test_an_unreadable_image_stops_every_process_with_one_line(folder_root: Path, tmp_path: Path):
     # rank 0 alone checks the images: rank 1, waiting for its answer, died of a gloo traceback
     (folder_root / "train" / "fox" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
@@ -176,6 +196,89 @@ def test_a_stop_torchrun_passes_to_every_process_is_said_once_then_resumed(
     assert resume.returncode == 0, resume.stderr[-3000:]
     assert resume.stdout.count(f"resuming after epoch {stopped}") == 1
     assert "note:" not in resume.stdout  # the same number of processes
+
+
+# `sef` with rank 0 starting late, as on a busy CPU
+RANK_ZERO_LATE = """
+import os, sys, time
+if os.environ["RANK"] == "0":
+    time.sleep(2)
+from sef.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("options", "refusal", "late"),
+    [
+        (["--set", "optim.lr=abc"], "config value optim.lr must be float, got 'abc'", True),
+        (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'", False),  # argparse's
+    ],
+    ids=["config-rank-zero-late", "usage"],
+)
+def test_an_error_met_before_the_processes_join_is_printed_once(
+    folder_root: Path, tmp_path: Path, options: list[str], refusal: str, late: bool
+) -> None:
+    # each process printed it; and one that ended at once had torchrun stop a late rank 0 before
+    # it said the error ("interrupted by SIGTERM" alone)
+    train = _train_folder(folder_root, tmp_path / "ddp", *options)
+    if late:
+        script = tmp_path / "late.py"
+        script.write_text(RANK_ZERO_LATE)
+        module = train.index("sef.cli")
+        train[module - 1 : module + 1] = [str(script)]
+    result = subprocess.run(
+        train, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count(f"sef train: error: {refusal}") == 1, result.stderr[-3000:]
+    assert result.stderr.count("sef train: ") == 1 and result.stderr.count("usage:") <= 1
+
+
+# `sef train` whose loss becomes NaN on rank 1 alone, at the last step of the first epoch (of 3)
+POISONING_RANK_ONE = """
+import os, sys
+from sef.cli import main
+from sef.losses import SEFLoss
+forward = SEFLoss.forward
+calls = []
+def poisoned(self, *args, **kwargs):
+    terms = forward(self, *args, **kwargs)
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 3:
+        terms["total"] = terms["total"] * float("nan")
+    return terms
+SEFLoss.forward = poisoned
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank_one_alone", [False, True], ids=["every-rank", "rank-one-alone"])
+def test_a_loss_that_becomes_nan_stops_every_process_with_one_line(
+    folder_root: Path, tmp_path: Path, rank_one_alone: bool
+) -> None:
+    # every rank said it; one whose loss stayed finite trained on and died of a gloo traceback
+    train = _train_folder(folder_root, tmp_path / "ddp", "--batch-size", "4", "--epochs", "2")
+    if rank_one_alone:
+        script = tmp_path / "poisoning.py"
+        script.write_text(POISONING_RANK_ONE)
+        module = train.index("sef.cli")  # 6 images a rank: 3 steps
+        train[module - 1 : module + 1] = [str(script)]
+    else:
+        train += ["--set", "optim.lr=1e12"]
+    result = subprocess.run(
+        train, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("sef train: error: training stopped at epoch 1") == 1, result.stderr[
+        -3000:
+    ]
+    assert result.stderr.count("sef train: error: ") == 1 and "the loss became nan" in result.stderr
+    assert "[rank0]" not in result.stderr and "[rank1]" not in result.stderr
 
 
 # `sef train` with each process noting in GENERATED when it generates a demo set

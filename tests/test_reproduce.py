@@ -459,6 +459,35 @@ def test_torchrun_says_a_run_all_processes_refuse_once(cub_root: Path, tmp_path:
     assert result.stderr.count(refusal) == 1, result.stderr[-3000:]
 
 
+# `sef reproduce` that, where a run would start, has torchrun send it SIGTERM
+STOPPED_OUTSIDE_A_RUN = """
+import os, signal, sys, time
+from sef.cli import main
+from sef.reproduce import runner
+def stopped(*args, **kwargs):
+    if os.environ["RANK"] == "0":
+        os.kill(os.getppid(), signal.SIGTERM)  # torchrun, which passes it to both processes
+    time.sleep(60)
+runner.fit = stopped
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_says_a_stop_between_runs_once(cub_root: Path, tmp_path: Path) -> None:
+    # outside a run no process was marked as not the one to say it: each said "interrupted"
+    script = tmp_path / "stopping.py"
+    script.write_text(STOPPED_OUTSIDE_A_RUN)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        str(script), "reproduce", "table3", "--data", f"cub={cub_root}", "--only", "plain", "sef",
+        "--set", "optim.batch_size=4", "--set", "run.device=cpu", *TOY, *FAST,
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert result.returncode != 0 and "[1/2] train " in result.stdout
+    assert result.stderr.count("sef reproduce: interrupted by SIGTERM") == 1, result.stderr[-3000:]
+
+
 def test_the_pace_of_a_slow_cpu_is_not_shown_as_0_img_s() -> None:
     """A CPU's 0.43 images/s at 448 px: the ETA line said 'at 0 img/s measured'."""
     from sef.reproduce.estimate import Speed

@@ -7,6 +7,7 @@ path. Evaluation shards indices without padding (``shard``), so each test image 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -66,9 +67,21 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+_joined = False  # whether this process has joined torchrun's process group (``setup``)
+# How long another process that met an error before joining waits for torchrun to stop it, as it
+# does once rank 0 has failed: one that ended at once had rank 0 stopped before it said the error.
+RANK_ZERO_GRACE = 10.0
+
+
+def _launched_world_size() -> int:
+    """The number of processes torchrun started (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str = "auto") -> Context:
     """Join the torchrun process group if launched by torchrun; pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    global _joined
+    world_size = _launched_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     chosen = resolve_device(device, local_rank)
     if world_size <= 1:
@@ -79,6 +92,7 @@ def setup(device: str = "auto") -> Context:
     if owns_group:
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=chosen if chosen.type == "cuda" else None)
+    _joined = True
     return Context(dist.get_rank(), dist.get_world_size(), chosen, owns_group)
 
 
@@ -88,6 +102,29 @@ def is_main_process() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def said_by_main(error: BaseException) -> bool:
+    """Whether rank 0 says ``error`` and this process, another of torchrun's, stays quiet: an
+    error marked ``from_main``; a stop, which torchrun (and a terminal's Ctrl-C) sends every
+    process; an error met before this process joined the group, where every process checks the
+    same command line alike (a bad --set value), once torchrun has stopped this process for rank
+    0's failure (within ``RANK_ZERO_GRACE`` seconds, else it says its own). False on rank 0 and
+    outside torchrun."""
+    if is_main_process() or _launched_world_size() <= 1:
+        return False
+    if getattr(error, "from_main", False) or isinstance(error, KeyboardInterrupt):
+        return True
+    return not _joined and _stopped_within(RANK_ZERO_GRACE)
+
+
+def _stopped_within(seconds: float) -> bool:
+    """Whether a stop (the `sef` command's KeyboardInterrupt) comes within ``seconds``."""
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 def teardown(context: Context) -> None:

@@ -24,8 +24,18 @@ COMMAND_MODULES = [
 ]  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage error under torchrun rank 0 alone prints (each process
+    printed the usage and the error); its sub-commands' parsers are of its class."""
+
+    def error(self, message: str):
+        if _said_by_rank_zero(SEFError(message)):
+            self.exit(2)
+        super().error(message)
+
+
 def create_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sef",
         description="SEF: semantically enhanced features for fine-grained image classification.",
     )
@@ -158,16 +168,26 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     except (SEFError, ValueError, OSError) as error:
         if os.environ.get("SEF_DEBUG"):
             raise
-        if not getattr(error, "from_main", False):  # rank 0 has said it (sef.distributed)
+        if not _said_by_rank_zero(error):
             print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
         number = stopped[0] if stopped else signal.SIGINT
         by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
         said = f"; {stop.args[0]}" if stop.args else ""
-        if not getattr(stop, "from_main", False):  # under torchrun rank 0 says it
+        if not _said_by_rank_zero(stop):
             print(f"sef {args.command}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
+
+
+def _said_by_rank_zero(error: BaseException) -> bool:
+    """Whether torchrun's rank 0 says ``error``, not this process (sef.distributed.said_by_main);
+    outside torchrun, which sets WORLD_SIZE, torch is not loaded to ask."""
+    if "WORLD_SIZE" not in os.environ:
+        return False
+    from sef.distributed import said_by_main
+
+    return said_by_main(error)
 
 
 if __name__ == "__main__":

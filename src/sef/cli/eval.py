@@ -57,34 +57,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sef.distributed import is_main_process
+    from sef import distributed
     from sef.engine import evaluate_checkpoint, write_predictions
-    from sef.errors import OutputError
-    from sef.outputs import check_writable
     from sef.report import error_report
 
-    if args.report:
-        check_writable(args.report, folder=True)  # fail before evaluating, not after
-
     path = args.predictions or _default_predictions(args.checkpoint, args.split)
-    if is_main_process():
-        try:
-            check_writable(path)  # before the evaluation, not after it
-        except OutputError as error:
-            if args.predictions:
-                raise
-            raise OutputError(f"{error.problem}; pass --predictions FILE", error.problem) from None
-    result, dataset = evaluate_checkpoint(
-        args.checkpoint,
-        data_root=args.data_root,
-        split=args.split,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=args.device,
-        progress=progress_bars(args),
-        tta=args.tta,
-    )
-    if not is_main_process():
+    # under torchrun the evaluation's process group: a process that went on to join it while
+    # rank 0 refused an output waited there, deaf to torchrun's SIGTERM, until killed 30 s later
+    context = distributed.setup(args.device)
+    try:
+        distributed.on_main(lambda: _check_outputs(args, path), context)  # rank 0 writes them
+        result, dataset = evaluate_checkpoint(
+            args.checkpoint,
+            data_root=args.data_root,
+            split=args.split,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            progress=progress_bars(args),
+            tta=args.tta,
+        )
+    finally:
+        distributed.teardown(context)
+    if not context.is_main:
         return 0
     summary = {"checkpoint": str(args.checkpoint), "split": args.split, **result.summary()}
     if not args.json:  # the accuracy first: a file that cannot be written must not hide it
@@ -104,6 +99,22 @@ def run(args: argparse.Namespace) -> int:
         if report is not None:
             _print_report(report, args.report)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, path: Path) -> None:
+    """OutputError now, before the evaluation, for a report folder or a predictions file that
+    could not be written after it."""
+    from sef.errors import OutputError
+    from sef.outputs import check_writable
+
+    if args.report:
+        check_writable(args.report, folder=True)
+    try:
+        check_writable(path)
+    except OutputError as error:
+        if args.predictions:
+            raise
+        raise OutputError(f"{error.problem}; pass --predictions FILE", error.problem) from None
 
 
 def _default_predictions(checkpoint: Path, split: str) -> Path:

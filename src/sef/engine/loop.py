@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -136,7 +137,8 @@ def train_one_epoch(
     (``sef.losses.group_correlation``). Batches of uint8 images are normalised on the device
     (``sef.transforms.normalise_batch``).
 
-    Raises TrainingError naming the epoch and the first step whose loss became NaN or infinite.
+    Raises TrainingError naming the epoch and the first step whose loss became NaN or infinite,
+    on every process when any met one (the lowest such rank's, ``distributed.on_every``).
     The check is read every ``CHECK_EVERY`` steps and at the end, so that no step waits for the
     device (on an H200 a wait per step cost 8 % of SEF-ResNet-50's step time); by then the
     optimizer may have applied that step, so the weights in memory are suspect: ``fit`` keeps
@@ -169,7 +171,9 @@ def train_one_epoch(
         sums += torch.stack([*values, *counts])
         if step % CHECK_EVERY == 0 or step == len(loader):
             read = torch.cat([sums, non_finite.record]).tolist()  # one wait for the device
-            _FirstNonFinite.check(read[len(sums) :], epoch)
+            # every process stops at once, a rank whose loss stayed finite too (else it waited for
+            # the others at the next step and died of a gloo traceback); rank 0 says it once
+            distributed.on_every(partial(_FirstNonFinite.check, read[len(sums) :], epoch), context)
             seen = read[len(sums) - 1]
             bar.set_postfix(
                 loss=f"{read[LOSS_TERMS.index('total')] / seen:.3f}",

@@ -631,9 +631,6 @@ def fit(
         if saved is not None:
             distributed.on_every(lambda: run.restore(saved, out / "last.pt"), context)
         return _train(run, progress)
-    except KeyboardInterrupt as stop:  # torchrun passes a stop to every process: rank 0 says it
-        stop.from_main = not context.is_main
-        raise
     finally:
         if lock is not None:
             lock.release()
@@ -721,7 +718,8 @@ def _train(run: _Run, progress: bool) -> FitResult:
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{_kept(run)}; run the same command {_again(run)}") from None
     except TrainingError as error:
-        raise TrainingError(f"{error}; {_kept(run)}; try a lower optim.lr or --amp none") from None
+        said = f"{error}; {_kept(run)}; try a lower optim.lr or --amp none"
+        raise distributed.reworded(error, said) from None
     except RuntimeError as error:
         if not out_of_memory(error):
             raise
