@@ -126,6 +126,38 @@ def test_timm_models_work_through_forward_features():
         sef.SEF("timm:not_a_model", num_classes=4)
 
 
+def _hub_tags_loaded(monkeypatch):
+    """The pretrained tags timm is asked to load, each time, in place of a download."""
+    loaded = []
+    monkeypatch.setattr(
+        timm.models._builder,
+        "load_pretrained",
+        lambda model, pretrained_cfg=None, **_: loaded.append(pretrained_cfg["tag"]),
+    )
+    return loaded
+
+
+def test_a_timm_weights_name_chooses_among_timms_own_and_another_is_refused(monkeypatch):
+    """Any name that is not a file meant timm's default weights: a typo or another tag
+    silently loaded them."""
+    loaded = _hub_tags_loaded(monkeypatch)
+    for weights in ("DEFAULT", "IMAGENET1K_V1", "a2_in1k", "resnet18.tv_in1k"):
+        sef.SEF("timm:resnet18", num_classes=3, weights=weights)
+    assert loaded == ["a1_in1k", "a1_in1k", "a2_in1k", "tv_in1k"]
+    cases = {
+        ("timm:resnet18", "SOMETHING_WRONG"): r"unknown weights 'SOMETHING_WRONG' for "
+        r"timm:resnet18; use one of DEFAULT \(timm's a1_in1k\), a1_in1k, a2_in1k, .*tv_in1k, "
+        r"a file path, or None$",
+        ("timm:resnet18", "resnet34.a1_in1k"): "unknown weights 'resnet34.a1_in1k'",
+        ("timm:resnet18.a1_in1k", "a2_in1k"): r"DEFAULT \(timm's a1_in1k\), a1_in1k, a file",
+        ("timm:cspresnet50d", "DEFAULT"): "timm has no pretrained weights for timm:cspresnet50d",
+    }
+    for (name, weights), message in cases.items():
+        with pytest.raises(WeightsError, match=message):
+            sef.SEF(name, num_classes=3, weights=weights)
+    assert len(loaded) == 4
+
+
 def _busy_batchnorm(model):
     """Eval-mode BN statistics that keep activations of order 1 through a random deep net."""
     for module in model.modules():

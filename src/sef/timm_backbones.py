@@ -21,6 +21,9 @@ from sef.adapters import timm_features
 from sef.errors import WeightsError
 from sef.weights import download_help, is_weights_file, mismatch, shape_mismatch, unmatched
 
+# the names of timm's default weights for a model: IMAGENET1K_V1 is the config's default weights
+_HUB_DEFAULT = ("DEFAULT", "IMAGENET1K_V1")
+
 
 class _KeyReport(logging.Filter):
     """Keeps the messages in which timm reports weights it could not place: it logs them (missing
@@ -80,6 +83,8 @@ def timm_backbone(
 
     if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+    if weights is not None and not is_weights_file(weights):
+        model_name = _hub_name(timm, name, model_name, weights)
     kwargs: dict = {**(backbone_args or {}), "num_classes": 0, **_weight_arguments(weights)}
     own, fixed = _timm_input_size(timm, model_name)
     if fixed and image_size:
@@ -123,6 +128,29 @@ def _weight_arguments(weights: str | os.PathLike | None) -> dict:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; pass an existing file path")
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+
+
+def _hub_name(timm, name: str, model_name: str, weights: object) -> str:
+    """``model_name`` with the tag of the hub weights ``weights`` names (DEFAULT: timm's own
+    choice); WeightsError listing the names it takes where timm has no such weights."""
+    arch, own = timm.models.split_model_name_tag(model_name)
+    tags = [found.split(".", 1)[1] for found in timm.list_pretrained(f"{arch}.*")]
+    tags = [tag for tag in tags if tag == own] if own else tags  # the name chose its weights
+    if not tags:
+        raise WeightsError(
+            f"timm has no pretrained weights for {name}; use weights=None (--weights none) or "
+            f"a weights file"
+        )
+    if str(weights) in _HUB_DEFAULT:
+        return model_name
+    tag = str(weights).removeprefix(f"{arch}.")
+    if tag not in tags:
+        default = own or timm.models.get_pretrained_cfg(arch).tag
+        raise WeightsError(
+            f"unknown weights {str(weights)!r} for {name}; use one of DEFAULT (timm's "
+            f"{default}), {', '.join(tags)}, a file path, or None"
+        )
+    return f"{arch}.{tag}"
 
 
 def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> nn.Module:
