@@ -146,6 +146,25 @@ def test_images_smaller_than_a_patch_are_refused_in_one_line():
     assert "\n" not in message
 
 
+def test_an_image_size_its_patches_do_not_tile_is_refused_naming_the_nearest_that_do():
+    # timm built the ViT for 200 px and its patch embedding silently ignored the last 8 px rows
+    # and columns; built for any size, the model failed at its first batch
+    for extra in ({}, {"dynamic_img_size": True}):
+        with pytest.raises(ValueError) as error:
+            sef.SEF(
+                "timm:vit_tiny_patch16_224", 3, image_size=200, backbone_args={"depth": 1, **extra}
+            )
+        assert str(error.value) == (
+            "timm:vit_tiny_patch16_224 cuts images into 16 px patches, which do not tile 200 px "
+            "images (8 px of rows and columns left over); choose an image size of 192 or 208 px"
+        )
+    with pytest.raises(ValueError, match="14 px patches.*tile 200 px.*of 196 or 210 px"):
+        sef.SEF("timm:eva02_tiny_patch14_224", 3, image_size=200, backbone_args={"depth": 1})
+    padded = {"depth": 1, "dynamic_img_size": True, "dynamic_img_pad": True}  # timm pads them
+    model = sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=200, backbone_args=padded)
+    assert model.feature_map(torch.randn(1, 3, 200, 200)).shape == (1, 192, 13, 13)
+
+
 def test_models_that_cannot_change_size_or_take_an_argument_say_so(monkeypatch):
     monkeypatch.setattr(sef.timm_backbones, "_timm_input_size", lambda timm, name: (224, True))
     with pytest.raises(ValueError, match=r"takes only 224 px.*set data.image_size=224"):

@@ -17,6 +17,8 @@ An adapter is a module whose forward returns the backbone's raw output, with ``f
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -184,6 +186,7 @@ def timm_features(
     name = name or type(model).__name__
     parameter = next(model.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
+    _check_patches_divide(model, name, image_size)
     with evaluation_mode(model):
         raw, called = _probe(model, name, image_size, like)
         layout = _layout(model, raw)
@@ -197,6 +200,23 @@ def timm_features(
         adapter = TimmFeatures(model, layout, channels, image_size, dropped)
         _check_shapes(adapter, raw, image_size, name)
     return adapter
+
+
+def _check_patches_divide(model: nn.Module, name: str, image_size: int) -> None:
+    """ValueError where a token model's patches do not tile ``image_size``: timm's patch
+    embedding would ignore the last rows and columns (built for any size: fail on them)."""
+    embed = _patch_embed(model)
+    if embed is None or getattr(embed, "dynamic_img_pad", False):
+        return
+    step = math.lcm(*getattr(embed, "patch_size", (1,)))
+    if image_size % step == 0 or image_size < step:  # smaller than a patch: _probe says so
+        return
+    below = image_size - image_size % step
+    raise ValueError(
+        f"{name} cuts images into {step} px patches, which do not tile {image_size} px images "
+        f"({image_size - below} px of rows and columns left over); choose an image size of "
+        f"{below} or {below + step} px"
+    )
 
 
 def _probe(model: nn.Module, name: str, image_size: int, like: dict) -> tuple[object, set[int]]:
