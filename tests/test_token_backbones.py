@@ -138,12 +138,19 @@ def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
 
 def test_images_smaller_than_a_patch_are_refused_in_one_line():
     # the probe's forward pass raised torch's RuntimeError, a traceback from sef info and train
-    with pytest.raises(ValueError) as error:
-        sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=16, backbone_args={"patch_size": 32})
-    message = str(error.value)
-    assert message.startswith("timm:vit_tiny_patch16_224 cannot run on 16 px images (")
-    assert message.endswith("; choose an image size (and backbone_args) it takes")
-    assert "\n" not in message
+    # built for any size, timm's AssertionError came through as it was
+    for extra in ({}, {"dynamic_img_size": True}):
+        with pytest.raises(ValueError) as error:
+            sef.SEF(
+                "timm:vit_tiny_patch16_224",
+                3,
+                image_size=16,
+                backbone_args={"patch_size": 32, **extra},
+            )
+        message = str(error.value)
+        assert message.startswith("timm:vit_tiny_patch16_224 cannot run on 16 px images (")
+        assert message.endswith("; choose an image size (and backbone_args) it takes")
+        assert "\n" not in message
 
 
 def test_an_image_size_its_patches_do_not_tile_is_refused_naming_the_nearest_that_do():

@@ -221,10 +221,10 @@ def _check_patches_divide(model: nn.Module, name: str, image_size: int) -> None:
 
 def _probe(model: nn.Module, name: str, image_size: int, like: dict) -> tuple[object, set[int]]:
     """:func:`_called_modules` on a blank image of ``image_size``; ValueError where the model
-    cannot run on it (a patch or kernel larger than the image)."""
+    cannot run on it (a patch or kernel larger than the image; timm asserts some sizes)."""
     try:
         return _called_modules(model, torch.zeros(1, 3, image_size, image_size, **like))
-    except RuntimeError as error:
+    except (RuntimeError, AssertionError) as error:
         raise ValueError(
             f"{name} cannot run on {image_size} px images ({str(error).splitlines()[0]}); "
             f"choose an image size (and backbone_args) it takes"
