@@ -158,6 +158,17 @@ def test_a_timm_weights_name_chooses_among_timms_own_and_another_is_refused(monk
     assert len(loaded) == 4
 
 
+def test_a_timm_name_with_a_tag_timm_does_not_have_is_refused_in_one_line():
+    # timm's RuntimeError 'Invalid pretrained tag (bogus) for resnet18.' came as a traceback
+    with pytest.raises(
+        ValueError,
+        match=r"no tag 'bogus' for resnet18 \(timm:resnet18.bogus\); use "
+        r"timm:resnet18 or timm:resnet18.TAG with TAG one of a1_in1k, .*gluon_in1k$",
+    ):
+        sef.SEF("timm:resnet18.bogus", num_classes=3, weights=None)
+    assert sef.SEF("timm:resnet18.tv_in1k", num_classes=3, weights=None).channels == 512
+
+
 def _busy_batchnorm(model):
     """Eval-mode BN statistics that keep activations of order 1 through a random deep net."""
     for module in model.modules():

@@ -83,6 +83,7 @@ def timm_backbone(
 
     if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+    _check_tag(timm, name, model_name)
     if weights is not None and not is_weights_file(weights):
         model_name = _hub_name(timm, name, model_name, weights)
     kwargs: dict = {**(backbone_args or {}), "num_classes": 0, **_weight_arguments(weights)}
@@ -102,6 +103,17 @@ def timm_backbone(
         raise ValueError(f"{name} does not accept these arguments: {error}") from None
     size = kwargs.get("img_size", own)
     return timm_features(model, image_size=size, pool=pool, name=name)
+
+
+def _check_tag(timm, name: str, model_name: str) -> None:
+    """ValueError where ``model_name`` ends in a pretrained tag timm does not know for it."""
+    arch, tag = timm.models.split_model_name_tag(model_name)
+    known = [found.split(".", 1)[1] for found in timm.models.get_arch_pretrained_cfgs(arch)]
+    if tag and tag not in known:
+        raise ValueError(
+            f"timm has no tag {tag!r} for {arch} ({name}); use timm:{arch} or timm:{arch}.TAG "
+            f"with TAG one of {', '.join(known)}"
+        )
 
 
 def _check_own_size(name: str, kwargs: dict, image_size: int) -> None:
