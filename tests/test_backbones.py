@@ -158,6 +158,21 @@ def test_a_timm_weights_name_chooses_among_timms_own_and_another_is_refused(monk
     assert len(loaded) == 4
 
 
+def test_a_failed_timm_download_names_where_it_came_from(monkeypatch):
+    # it said "copy it to <torch hub>/checkpoints/the timm hub entry of resnet18"
+    def offline(model, **_):
+        raise OSError("no connection")
+
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
+    with pytest.raises(WeightsError) as error:
+        sef.SEF("timm:resnet18", num_classes=3, weights="a2_in1k")
+    assert str(error.value) == (
+        "could not download a2_in1k weights for timm:resnet18 from "
+        "https://huggingface.co/timm/resnet18.a2_in1k (no connection); on a machine without "
+        "internet, fetch that file elsewhere and pass its path as weights=PATH (--weights PATH)"
+    )
+
+
 def test_a_timm_name_with_a_tag_timm_does_not_have_is_refused_in_one_line():
     # timm's RuntimeError 'Invalid pretrained tag (bogus) for resnet18.' came as a traceback
     with pytest.raises(

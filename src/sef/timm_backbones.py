@@ -176,7 +176,19 @@ def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> 
             raise
         raise mismatch(weights, name, shape_mismatch(error)) from None
     except (URLError, OSError) as error:
-        raise download_help(name, weights, f"the timm hub entry of {model_name}", error) from error
+        raise _download_help(timm, name, model_name, weights, error) from error
     if file and (report["missing"] or report["unexpected"]):
         raise mismatch(weights, name, unmatched(report["missing"], report["unexpected"]))
     return model
+
+
+def _download_help(
+    timm, name: str, model_name: str, weights: object, error: Exception
+) -> WeightsError:
+    """:func:`~sef.weights.download_help` for timm's hub weights of ``model_name``: from the
+    Hugging Face hub (its own cache) or from a URL (the torch hub cache)."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg.hf_hub_id:
+        url = f"https://huggingface.co/{cfg.hf_hub_id}"
+        return download_help(name, weights, url, error, torch_hub=False)
+    return download_help(name, weights, cfg.url, error)
