@@ -184,6 +184,13 @@ def test_a_timm_name_with_a_tag_timm_does_not_have_is_refused_in_one_line():
     assert sef.SEF("timm:resnet18.tv_in1k", num_classes=3, weights=None).channels == 512
 
 
+def test_a_timm_cnn_is_checked_at_the_image_size_it_will_see():
+    # it was checked at its own 299 px only, and the first batch of 64 px failed in a traceback
+    with pytest.raises(ValueError, match=r"^timm:inception_v3 cannot run on 64 px images \("):
+        sef.SEF("timm:inception_v3", num_classes=3, image_size=64)
+    assert sef.SEF("timm:inception_v3", num_classes=3, image_size=96).channels == 2048
+
+
 def _busy_batchnorm(model):
     """Eval-mode BN statistics that keep activations of order 1 through a random deep net."""
     for module in model.modules():

@@ -75,9 +75,9 @@ def timm_backbone(
     backbone_args: dict | None = None,
 ) -> nn.Module:
     """The timm model ``model_name`` (called ``name`` in messages) as a
-    :class:`~sef.adapters.TimmFeatures`; fixed-size models (ViT, Swin) are built for
-    ``image_size`` when it differs from their own size (timm resamples position embeddings of
-    pretrained weights)."""
+    :class:`~sef.adapters.TimmFeatures`, checked on images of ``image_size``; fixed-size models
+    (ViT, Swin) are built for ``image_size`` when it differs from their own size (timm resamples
+    position embeddings of pretrained weights)."""
     extras.require("timm", f"backbone {name!r}", ValueError)
     import timm
 
@@ -101,7 +101,7 @@ def timm_backbone(
                 f"{image_size} px; set data.image_size={own}"
             ) from None
         raise ValueError(f"{name} does not accept these arguments: {error}") from None
-    size = kwargs.get("img_size", own)
+    size = image_size or kwargs.get("img_size", own)  # checked where it will run
     return timm_features(model, image_size=size, pool=pool, name=name)
 
 
