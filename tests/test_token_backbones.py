@@ -136,6 +136,16 @@ def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
     assert "\n" not in message
 
 
+def test_timms_features_only_wrapper_is_refused_in_one_line():
+    # an AttributeError traceback: 'FeatureListNet' object has no attribute 'forward_features'
+    with pytest.raises(
+        ValueError,
+        match=r"^timm:resnet18 is not supported: its FeatureListNet has "
+        r"no forward_features \(leave out features_only\); sef needs",
+    ):
+        sef.SEF("timm:resnet18", 3, backbone_args={"features_only": True})
+
+
 def test_images_smaller_than_a_patch_are_refused_in_one_line():
     # the probe's forward pass raised torch's RuntimeError, a traceback from sef info and train
     # built for any size, timm's AssertionError came through as it was

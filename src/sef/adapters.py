@@ -184,6 +184,10 @@ def timm_features(
     A CNN's head layers after the pooling (``conv_head``, a head norm) are replaced by
     ``nn.Identity``: SEF pools the mean of the last map, so they would never train."""
     name = name or type(model).__name__
+    if not hasattr(model, "forward_features"):  # timm's features_only wrapper has none
+        raise _unsupported(
+            name, f"its {type(model).__name__} has no forward_features (leave out features_only)"
+        )
     parameter = next(model.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
     _check_patches_divide(model, name, image_size)
