@@ -191,6 +191,18 @@ def test_a_timm_cnn_is_checked_at_the_image_size_it_will_see():
     assert sef.SEF("timm:inception_v3", num_classes=3, image_size=96).channels == 2048
 
 
+def test_a_timm_cnn_refuses_a_pooling_of_its_own():
+    # global_pool='max' was silently ignored: sef pools a CNN's map by its mean
+    for name in ("timm:resnet18", "timm:convnext_atto"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^{name} is a CNN, whose map sef pools by its mean, "
+            r"not by backbone_args global_pool='max'; leave global_pool out$",
+        ):
+            sef.SEF(name, num_classes=3, backbone_args={"global_pool": "max"})
+    assert sef.SEF("timm:resnet18", 3, backbone_args={"global_pool": "avg"}).channels == 512
+
+
 def _busy_batchnorm(model):
     """Eval-mode BN statistics that keep activations of order 1 through a random deep net."""
     for module in model.modules():

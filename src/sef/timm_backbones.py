@@ -102,7 +102,14 @@ def timm_backbone(
             ) from None
         raise ValueError(f"{name} does not accept these arguments: {error}") from None
     size = image_size or kwargs.get("img_size", own)  # checked where it will run
-    return timm_features(model, image_size=size, pool=pool, name=name)
+    adapter = timm_features(model, image_size=size, pool=pool, name=name)
+    asked = kwargs.get("global_pool", "avg")
+    if adapter.layout == "NCHW" and asked != "avg":
+        raise ValueError(
+            f"{name} is a CNN, whose map sef pools by its mean, not by backbone_args "
+            f"global_pool={asked!r}; leave global_pool out"
+        )
+    return adapter
 
 
 def _check_tag(timm, name: str, model_name: str) -> None:
