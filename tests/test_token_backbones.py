@@ -104,6 +104,21 @@ def test_pool_choice_class_token_or_mean_of_patch_tokens():
         sef.SEF("resnet18", 3, pool="token")
 
 
+def test_a_swin_pooling_by_its_max_says_so_and_pool_avg_makes_it_the_mean():
+    # it was described as the mean of the map, and pool='avg' was silently ignored
+    pooled = {}
+    for pool in (None, "avg"):
+        model, size = build("swin_tiny_patch4_window7_224", pool=pool, global_pool="max")
+        raw = model.backbone(torch.randn(2, 3, size, size))
+        pooled[pool] = (model.backbone.describe_pool(), model.backbone.pool(raw), raw)
+    description, vector, raw = pooled[None]
+    assert description == "'max' pooling of the map (the model's head)"
+    torch.testing.assert_close(vector, raw.amax((1, 2)))
+    description, vector, raw = pooled["avg"]
+    assert description == "mean of the feature map (the model's head)"
+    torch.testing.assert_close(vector, raw.mean((1, 2)))
+
+
 def test_dynamic_image_size_restores_the_grid_of_each_input():
     model, _ = build("vit_tiny_patch16_224", dynamic_img_size=True)
     for side, cells in ((32, 2), (48, 3)):

@@ -135,7 +135,9 @@ class TimmFeatures(FeatureAdapter):
         if self.layout == "NCHW":
             return "mean of the feature map"
         if self.layout == "NHWC":
-            return "mean of the feature map (the model's head)"
+            kind = getattr(self.model, "global_pool", "avg")
+            how = "mean of the feature map" if kind == "avg" else f"{kind!r} pooling of the map"
+            return f"{how} (the model's head)"
         model = self.model
         if getattr(model, "dist_token", None) is not None:
             how = "mean of the class and distillation tokens"
@@ -162,9 +164,9 @@ def _choose_pool(model: nn.Module, name: str, layout: str, pool: str | None) -> 
         return
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}, or None")
-    if layout != "NLC":
-        if pool == "token":
-            raise ValueError(f"{name} has no class token (its features are a map); use pool='avg'")
+    if layout != "NLC" and pool == "token":
+        raise ValueError(f"{name} has no class token (its features are a map); use pool='avg'")
+    if layout == "NCHW":  # sef pools the mean of the map itself
         return
     try:
         model.reset_classifier(0, global_pool=pool)
