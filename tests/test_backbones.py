@@ -126,6 +126,83 @@ def test_timm_models_work_through_forward_features():
         sef.SEF("timm:not_a_model", num_classes=4)
 
 
+def _hub_tags_loaded(monkeypatch):
+    """The pretrained tags timm is asked to load, each time, in place of a download."""
+    loaded = []
+    monkeypatch.setattr(
+        timm.models._builder,
+        "load_pretrained",
+        lambda model, pretrained_cfg=None, **_: loaded.append(pretrained_cfg["tag"]),
+    )
+    return loaded
+
+
+def test_a_timm_weights_name_chooses_among_timms_own_and_another_is_refused(monkeypatch):
+    """Any name that is not a file meant timm's default weights: a typo or another tag
+    silently loaded them."""
+    loaded = _hub_tags_loaded(monkeypatch)
+    for weights in ("DEFAULT", "IMAGENET1K_V1", "a2_in1k", "resnet18.tv_in1k"):
+        sef.SEF("timm:resnet18", num_classes=3, weights=weights)
+    assert loaded == ["a1_in1k", "a1_in1k", "a2_in1k", "tv_in1k"]
+    cases = {
+        ("timm:resnet18", "SOMETHING_WRONG"): r"unknown weights 'SOMETHING_WRONG' for "
+        r"timm:resnet18; use one of DEFAULT \(timm's a1_in1k\), a1_in1k, a2_in1k, .*tv_in1k, "
+        r"a file path, or None$",
+        ("timm:resnet18", "resnet34.a1_in1k"): "unknown weights 'resnet34.a1_in1k'",
+        ("timm:resnet18.a1_in1k", "a2_in1k"): r"DEFAULT \(timm's a1_in1k\), a1_in1k, a file",
+        ("timm:cspresnet50d", "DEFAULT"): "timm has no pretrained weights for timm:cspresnet50d",
+    }
+    for (name, weights), message in cases.items():
+        with pytest.raises(WeightsError, match=message):
+            sef.SEF(name, num_classes=3, weights=weights)
+    assert len(loaded) == 4
+
+
+def test_a_failed_timm_download_names_where_it_came_from(monkeypatch):
+    # it said "copy it to <torch hub>/checkpoints/the timm hub entry of resnet18"
+    def offline(model, **_):
+        raise OSError("no connection")
+
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
+    with pytest.raises(WeightsError) as error:
+        sef.SEF("timm:resnet18", num_classes=3, weights="a2_in1k")
+    assert str(error.value) == (
+        "could not download a2_in1k weights for timm:resnet18 from "
+        "https://huggingface.co/timm/resnet18.a2_in1k (no connection); on a machine without "
+        "internet, fetch that file elsewhere and pass its path as weights=PATH (--weights PATH)"
+    )
+
+
+def test_a_timm_name_with_a_tag_timm_does_not_have_is_refused_in_one_line():
+    # timm's RuntimeError 'Invalid pretrained tag (bogus) for resnet18.' came as a traceback
+    with pytest.raises(
+        ValueError,
+        match=r"no tag 'bogus' for resnet18 \(timm:resnet18.bogus\); use "
+        r"timm:resnet18 or timm:resnet18.TAG with TAG one of a1_in1k, .*gluon_in1k$",
+    ):
+        sef.SEF("timm:resnet18.bogus", num_classes=3, weights=None)
+    assert sef.SEF("timm:resnet18.tv_in1k", num_classes=3, weights=None).channels == 512
+
+
+def test_a_timm_cnn_is_checked_at_the_image_size_it_will_see():
+    # it was checked at its own 299 px only, and the first batch of 64 px failed in a traceback
+    with pytest.raises(ValueError, match=r"^timm:inception_v3 cannot run on 64 px images \("):
+        sef.SEF("timm:inception_v3", num_classes=3, image_size=64)
+    assert sef.SEF("timm:inception_v3", num_classes=3, image_size=96).channels == 2048
+
+
+def test_a_timm_cnn_refuses_a_pooling_of_its_own():
+    # global_pool='max' was silently ignored: sef pools a CNN's map by its mean
+    for name in ("timm:resnet18", "timm:convnext_atto"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^{name} is a CNN, whose map sef pools by its mean, "
+            r"not by backbone_args global_pool='max'; leave global_pool out$",
+        ):
+            sef.SEF(name, num_classes=3, backbone_args={"global_pool": "max"})
+    assert sef.SEF("timm:resnet18", 3, backbone_args={"global_pool": "avg"}).channels == 512
+
+
 def _busy_batchnorm(model):
     """Eval-mode BN statistics that keep activations of order 1 through a random deep net."""
     for module in model.modules():

@@ -104,6 +104,21 @@ def test_pool_choice_class_token_or_mean_of_patch_tokens():
         sef.SEF("resnet18", 3, pool="token")
 
 
+def test_a_swin_pooling_by_its_max_says_so_and_pool_avg_makes_it_the_mean():
+    # it was described as the mean of the map, and pool='avg' was silently ignored
+    pooled = {}
+    for pool in (None, "avg"):
+        model, size = build("swin_tiny_patch4_window7_224", pool=pool, global_pool="max")
+        raw = model.backbone(torch.randn(2, 3, size, size))
+        pooled[pool] = (model.backbone.describe_pool(), model.backbone.pool(raw), raw)
+    description, vector, raw = pooled[None]
+    assert description == "'max' pooling of the map (the model's head)"
+    torch.testing.assert_close(vector, raw.amax((1, 2)))
+    description, vector, raw = pooled["avg"]
+    assert description == "mean of the feature map (the model's head)"
+    torch.testing.assert_close(vector, raw.mean((1, 2)))
+
+
 def test_dynamic_image_size_restores_the_grid_of_each_input():
     model, _ = build("vit_tiny_patch16_224", dynamic_img_size=True)
     for side, cells in ((32, 2), (48, 3)):
@@ -136,14 +151,50 @@ def test_unsupported_models_get_one_sentence_with_the_shape_that_came_out():
     assert "\n" not in message
 
 
+def test_timms_features_only_wrapper_is_refused_in_one_line():
+    # an AttributeError traceback: 'FeatureListNet' object has no attribute 'forward_features'
+    with pytest.raises(
+        ValueError,
+        match=r"^timm:resnet18 is not supported: its FeatureListNet has "
+        r"no forward_features \(leave out features_only\); sef needs",
+    ):
+        sef.SEF("timm:resnet18", 3, backbone_args={"features_only": True})
+
+
 def test_images_smaller_than_a_patch_are_refused_in_one_line():
     # the probe's forward pass raised torch's RuntimeError, a traceback from sef info and train
-    with pytest.raises(ValueError) as error:
-        sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=16, backbone_args={"patch_size": 32})
-    message = str(error.value)
-    assert message.startswith("timm:vit_tiny_patch16_224 cannot run on 16 px images (")
-    assert message.endswith("; choose an image size (and backbone_args) it takes")
-    assert "\n" not in message
+    # built for any size, timm's AssertionError came through as it was
+    for extra in ({}, {"dynamic_img_size": True}):
+        with pytest.raises(ValueError) as error:
+            sef.SEF(
+                "timm:vit_tiny_patch16_224",
+                3,
+                image_size=16,
+                backbone_args={"patch_size": 32, **extra},
+            )
+        message = str(error.value)
+        assert message.startswith("timm:vit_tiny_patch16_224 cannot run on 16 px images (")
+        assert message.endswith("; choose an image size (and backbone_args) it takes")
+        assert "\n" not in message
+
+
+def test_an_image_size_its_patches_do_not_tile_is_refused_naming_the_nearest_that_do():
+    # timm built the ViT for 200 px and its patch embedding silently ignored the last 8 px rows
+    # and columns; built for any size, the model failed at its first batch
+    for extra in ({}, {"dynamic_img_size": True}):
+        with pytest.raises(ValueError) as error:
+            sef.SEF(
+                "timm:vit_tiny_patch16_224", 3, image_size=200, backbone_args={"depth": 1, **extra}
+            )
+        assert str(error.value) == (
+            "timm:vit_tiny_patch16_224 cuts images into 16 px patches, which do not tile 200 px "
+            "images (8 px of rows and columns left over); choose an image size of 192 or 208 px"
+        )
+    with pytest.raises(ValueError, match="14 px patches.*tile 200 px.*of 196 or 210 px"):
+        sef.SEF("timm:eva02_tiny_patch14_224", 3, image_size=200, backbone_args={"depth": 1})
+    padded = {"depth": 1, "dynamic_img_size": True, "dynamic_img_pad": True}  # timm pads them
+    model = sef.SEF("timm:vit_tiny_patch16_224", 3, image_size=200, backbone_args=padded)
+    assert model.feature_map(torch.randn(1, 3, 200, 200)).shape == (1, 192, 13, 13)
 
 
 def test_models_that_cannot_change_size_or_take_an_argument_say_so(monkeypatch):

@@ -17,6 +17,8 @@ An adapter is a module whose forward returns the backbone's raw output, with ``f
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -133,7 +135,9 @@ class TimmFeatures(FeatureAdapter):
         if self.layout == "NCHW":
             return "mean of the feature map"
         if self.layout == "NHWC":
-            return "mean of the feature map (the model's head)"
+            kind = getattr(self.model, "global_pool", "avg")
+            how = "mean of the feature map" if kind == "avg" else f"{kind!r} pooling of the map"
+            return f"{how} (the model's head)"
         model = self.model
         if getattr(model, "dist_token", None) is not None:
             how = "mean of the class and distillation tokens"
@@ -160,9 +164,9 @@ def _choose_pool(model: nn.Module, name: str, layout: str, pool: str | None) -> 
         return
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}, or None")
-    if layout != "NLC":
-        if pool == "token":
-            raise ValueError(f"{name} has no class token (its features are a map); use pool='avg'")
+    if layout != "NLC" and pool == "token":
+        raise ValueError(f"{name} has no class token (its features are a map); use pool='avg'")
+    if layout == "NCHW":  # sef pools the mean of the map itself
         return
     try:
         model.reset_classifier(0, global_pool=pool)
@@ -182,8 +186,13 @@ def timm_features(
     A CNN's head layers after the pooling (``conv_head``, a head norm) are replaced by
     ``nn.Identity``: SEF pools the mean of the last map, so they would never train."""
     name = name or type(model).__name__
+    if not hasattr(model, "forward_features"):  # timm's features_only wrapper has none
+        raise _unsupported(
+            name, f"its {type(model).__name__} has no forward_features (leave out features_only)"
+        )
     parameter = next(model.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
+    _check_patches_divide(model, name, image_size)
     with evaluation_mode(model):
         raw, called = _probe(model, name, image_size, like)
         layout = _layout(model, raw)
@@ -199,12 +208,29 @@ def timm_features(
     return adapter
 
 
+def _check_patches_divide(model: nn.Module, name: str, image_size: int) -> None:
+    """ValueError where a token model's patches do not tile ``image_size``: timm's patch
+    embedding would ignore the last rows and columns (built for any size: fail on them)."""
+    embed = _patch_embed(model)
+    if embed is None or getattr(embed, "dynamic_img_pad", False):
+        return
+    step = math.lcm(*getattr(embed, "patch_size", (1,)))
+    if image_size % step == 0 or image_size < step:  # smaller than a patch: _probe says so
+        return
+    below = image_size - image_size % step
+    raise ValueError(
+        f"{name} cuts images into {step} px patches, which do not tile {image_size} px images "
+        f"({image_size - below} px of rows and columns left over); choose an image size of "
+        f"{below} or {below + step} px"
+    )
+
+
 def _probe(model: nn.Module, name: str, image_size: int, like: dict) -> tuple[object, set[int]]:
     """:func:`_called_modules` on a blank image of ``image_size``; ValueError where the model
-    cannot run on it (a patch or kernel larger than the image)."""
+    cannot run on it (a patch or kernel larger than the image; timm asserts some sizes)."""
     try:
         return _called_modules(model, torch.zeros(1, 3, image_size, image_size, **like))
-    except RuntimeError as error:
+    except (RuntimeError, AssertionError) as error:
         raise ValueError(
             f"{name} cannot run on {image_size} px images ({str(error).splitlines()[0]}); "
             f"choose an image size (and backbone_args) it takes"

@@ -21,6 +21,9 @@ from sef.adapters import timm_features
 from sef.errors import WeightsError
 from sef.weights import download_help, is_weights_file, mismatch, shape_mismatch, unmatched
 
+# the names of timm's default weights for a model: IMAGENET1K_V1 is the config's default weights
+_HUB_DEFAULT = ("DEFAULT", "IMAGENET1K_V1")
+
 
 class _KeyReport(logging.Filter):
     """Keeps the messages in which timm reports weights it could not place: it logs them (missing
@@ -72,14 +75,17 @@ def timm_backbone(
     backbone_args: dict | None = None,
 ) -> nn.Module:
     """The timm model ``model_name`` (called ``name`` in messages) as a
-    :class:`~sef.adapters.TimmFeatures`; fixed-size models (ViT, Swin) are built for
-    ``image_size`` when it differs from their own size (timm resamples position embeddings of
-    pretrained weights)."""
+    :class:`~sef.adapters.TimmFeatures`, checked on images of ``image_size``; fixed-size models
+    (ViT, Swin) are built for ``image_size`` when it differs from their own size (timm resamples
+    position embeddings of pretrained weights)."""
     extras.require("timm", f"backbone {name!r}", ValueError)
     import timm
 
     if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+    _check_tag(timm, name, model_name)
+    if weights is not None and not is_weights_file(weights):
+        model_name = _hub_name(timm, name, model_name, weights)
     kwargs: dict = {**(backbone_args or {}), "num_classes": 0, **_weight_arguments(weights)}
     own, fixed = _timm_input_size(timm, model_name)
     if fixed and image_size:
@@ -95,8 +101,26 @@ def timm_backbone(
                 f"{image_size} px; set data.image_size={own}"
             ) from None
         raise ValueError(f"{name} does not accept these arguments: {error}") from None
-    size = kwargs.get("img_size", own)
-    return timm_features(model, image_size=size, pool=pool, name=name)
+    size = image_size or kwargs.get("img_size", own)  # checked where it will run
+    adapter = timm_features(model, image_size=size, pool=pool, name=name)
+    asked = kwargs.get("global_pool", "avg")
+    if adapter.layout == "NCHW" and asked != "avg":
+        raise ValueError(
+            f"{name} is a CNN, whose map sef pools by its mean, not by backbone_args "
+            f"global_pool={asked!r}; leave global_pool out"
+        )
+    return adapter
+
+
+def _check_tag(timm, name: str, model_name: str) -> None:
+    """ValueError where ``model_name`` ends in a pretrained tag timm does not know for it."""
+    arch, tag = timm.models.split_model_name_tag(model_name)
+    known = [found.split(".", 1)[1] for found in timm.models.get_arch_pretrained_cfgs(arch)]
+    if tag and tag not in known:
+        raise ValueError(
+            f"timm has no tag {tag!r} for {arch} ({name}); use timm:{arch} or timm:{arch}.TAG "
+            f"with TAG one of {', '.join(known)}"
+        )
 
 
 def _check_own_size(name: str, kwargs: dict, image_size: int) -> None:
@@ -125,6 +149,29 @@ def _weight_arguments(weights: str | os.PathLike | None) -> dict:
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
 
 
+def _hub_name(timm, name: str, model_name: str, weights: object) -> str:
+    """``model_name`` with the tag of the hub weights ``weights`` names (DEFAULT: timm's own
+    choice); WeightsError listing the names it takes where timm has no such weights."""
+    arch, own = timm.models.split_model_name_tag(model_name)
+    tags = [found.split(".", 1)[1] for found in timm.list_pretrained(f"{arch}.*")]
+    tags = [tag for tag in tags if tag == own] if own else tags  # the name chose its weights
+    if not tags:
+        raise WeightsError(
+            f"timm has no pretrained weights for {name}; use weights=None (--weights none) or "
+            f"a weights file"
+        )
+    if str(weights) in _HUB_DEFAULT:
+        return model_name
+    tag = str(weights).removeprefix(f"{arch}.")
+    if tag not in tags:
+        default = own or timm.models.get_pretrained_cfg(arch).tag
+        raise WeightsError(
+            f"unknown weights {str(weights)!r} for {name}; use one of DEFAULT (timm's "
+            f"{default}), {', '.join(tags)}, a file path, or None"
+        )
+    return f"{arch}.{tag}"
+
+
 def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> nn.Module:
     """timm.create_model, with a weights file that does not fit refused in one line."""
     file = "pretrained_cfg_overlay" in kwargs
@@ -136,7 +183,19 @@ def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> 
             raise
         raise mismatch(weights, name, shape_mismatch(error)) from None
     except (URLError, OSError) as error:
-        raise download_help(name, weights, f"the timm hub entry of {model_name}", error) from error
+        raise _download_help(timm, name, model_name, weights, error) from error
     if file and (report["missing"] or report["unexpected"]):
         raise mismatch(weights, name, unmatched(report["missing"], report["unexpected"]))
     return model
+
+
+def _download_help(
+    timm, name: str, model_name: str, weights: object, error: Exception
+) -> WeightsError:
+    """:func:`~sef.weights.download_help` for timm's hub weights of ``model_name``: from the
+    Hugging Face hub (its own cache) or from a URL (the torch hub cache)."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg.hf_hub_id:
+        url = f"https://huggingface.co/{cfg.hf_hub_id}"
+        return download_help(name, weights, url, error, torch_hub=False)
+    return download_help(name, weights, cfg.url, error)

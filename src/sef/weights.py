@@ -65,13 +65,17 @@ def load_file_into(
         raise mismatch(path, name, unmatched(missing, result.unexpected_keys))
 
 
-def download_help(name: str, weights: object, url: str, reason: object) -> WeightsError:
-    """Named weights that could not be downloaded: where to put the file instead."""
+def download_help(
+    name: str, weights: object, url: str, reason: object, *, torch_hub: bool = True
+) -> WeightsError:
+    """Named weights that could not be downloaded: where to put the file instead (also in the
+    torch hub cache where ``torch_hub``, the cache of downloads from ``url``)."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    copy = f", or copy it to {cache}" if torch_hub else ""
     return WeightsError(
         f"could not download {weights} weights for {name} from {url} ({reason}); on a machine "
         f"without internet, fetch that file elsewhere and pass its path as weights=PATH "
-        f"(--weights PATH), or copy it to {cache}"
+        f"(--weights PATH){copy}"
     )
 
 
