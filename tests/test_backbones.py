@@ -271,3 +271,17 @@ def test_a_timm_model_in_another_dtype_is_checked_in_its_own_dtype(dtype):
     model = timm.create_model("resnet18", num_classes=0).to(dtype)
     adapter = sef.adapters.timm_features(model, image_size=32)
     assert adapter.channels == 512
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["resnet18", "vgg11", "densenet121", "efficientnet_b0", "mobilenet_v3_small", "convnext_tiny"],
+)
+def test_a_torchvision_backbone_yields_its_last_conv_map_not_a_pooled_one(name):
+    sizes = []
+    with torch.device("meta"):  # shapes only
+        backbone = sef.create_backbone(name)
+        for conv in (m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.register_forward_hook(lambda m, args, out: sizes.append(out.shape[-2:]))
+        features = backbone(torch.zeros(1, 3, 64, 64))
+    assert features.shape[-2:] == sizes[-1]

@@ -64,7 +64,9 @@ FAMILIES: dict[tuple[str, ...], Callable[[nn.Module], nn.Module]] = {
     ("densenet",): lambda model: nn.Sequential(model.features, nn.ReLU()),
     # ConvNeXt normalises the pooled vector; normalising every position keeps its weights
     ("convnext",): lambda model: nn.Sequential(model.features, model.classifier[0]),
-    ("efficientnet", "mobilenet", "vgg"): lambda model: model.features,
+    ("efficientnet", "mobilenet"): lambda model: model.features,
+    # VGG's features end with a max pool: the last conv map is the one before it
+    ("vgg",): lambda model: model.features[:-1],
     ("regnet",): lambda model: nn.Sequential(model.stem, model.trunk_output),
 }
 _PREFIXES = tuple(prefix for prefixes in FAMILIES for prefix in prefixes)
