@@ -118,6 +118,12 @@ def test_unknown_backbone_lists_valid_names():
         sef.SEF("resnet9000", num_classes=3)
 
 
+def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown():
+    with pytest.raises(ValueError, match="torchvision's googlenet has no sef recipe") as error:
+        sef.SEF("googlenet", num_classes=3)
+    assert "unknown" not in str(error.value) and "\n" not in str(error.value)
+
+
 def test_timm_models_work_through_forward_features():
     model = sef.SEF("timm:resnet18", num_classes=4, groups=2)
     out = model.train()(torch.randn(2, 3, 64, 64))

@@ -79,9 +79,14 @@ def available_backbones() -> list[str]:
 
 
 def _unknown_backbone(name: str) -> ValueError:
+    if name in torchvision.models.list_models(module=torchvision.models):
+        what = f"torchvision's {name} has no sef recipe for its last feature map"
+        own = "pass its layers up to that map as an nn.Module"
+    else:
+        what, own = f"unknown backbone {name!r}", "pass an nn.Module"
     return ValueError(
-        f"unknown backbone {name!r}; choose one of: {', '.join(available_backbones())}, "
-        f"or 'timm:<model>' with timm installed, or pass an nn.Module"
+        f"{what}; choose one of: {', '.join(available_backbones())}, "
+        f"or 'timm:<model>' with timm installed, or {own}"
     )
 
 
