@@ -235,7 +235,7 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     try:
         with evaluation_mode(backbone):
             out = backbone(torch.zeros(1, 3, side, side, **like))
-    except RuntimeError as error:
+    except (RuntimeError, AssertionError) as error:  # a size check (torchvision's ViT) asserts
         raise ValueError(
             f"sef finds the backbone's channels by running it once on a blank 3-channel "
             f"{side} x {side} image, and that failed ({str(error).splitlines()[0]}); pass "
