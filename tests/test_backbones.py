@@ -118,6 +118,12 @@ def test_unknown_backbone_lists_valid_names():
         sef.SEF("resnet9000", num_classes=3)
 
 
+def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown():
+    with pytest.raises(ValueError, match="torchvision's googlenet has no sef recipe") as error:
+        sef.SEF("googlenet", num_classes=3)
+    assert "unknown" not in str(error.value) and "\n" not in str(error.value)
+
+
 def test_timm_models_work_through_forward_features():
     model = sef.SEF("timm:resnet18", num_classes=4, groups=2)
     out = model.train()(torch.randn(2, 3, 64, 64))
@@ -348,3 +354,17 @@ def test_a_timm_model_in_another_dtype_is_checked_in_its_own_dtype(dtype):
     model = timm.create_model("resnet18", num_classes=0).to(dtype)
     adapter = sef.adapters.timm_features(model, image_size=32)
     assert adapter.channels == 512
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["resnet18", "vgg11", "densenet121", "efficientnet_b0", "mobilenet_v3_small", "convnext_tiny"],
+)
+def test_a_torchvision_backbone_yields_its_last_conv_map_not_a_pooled_one(name):
+    sizes = []
+    with torch.device("meta"):  # shapes only
+        backbone = sef.create_backbone(name)
+        for conv in (m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.register_forward_hook(lambda m, args, out: sizes.append(out.shape[-2:]))
+        features = backbone(torch.zeros(1, 3, 64, 64))
+    assert features.shape[-2:] == sizes[-1]

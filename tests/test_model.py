@@ -216,6 +216,24 @@ def test_a_backbone_is_probed_at_its_size_in_its_dtype_and_a_failed_probe_is_nam
     assert sef.SEF(TinyCNN().double(), num_classes=3, groups=2).channels == 12
 
 
+def test_a_backbone_that_asserts_its_input_size_is_refused_with_the_size_to_pass():
+    class Fixed(nn.Module):  # checks its input as torchvision's ViT and Swin do
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 3)
+
+        def forward(self, x):
+            torch._assert(
+                x.shape[-1] == 32, f"Wrong image width! Expected 32 but got {x.shape[-1]}!"
+            )
+            return self.conv(x)
+
+    with pytest.raises(ValueError, match=r"64 x 64 image, and that failed \(Wrong image width.*"
+                                         "pass image_size= a size it takes"):  # fmt: skip
+        sef.SEF(Fixed(), num_classes=3, groups=2)
+    assert sef.SEF(Fixed(), num_classes=3, groups=2, image_size=32).channels == 6
+
+
 def test_small_cnn_keeps_an_8x8_map_at_64_px_and_has_no_pretrained_weights():
     model = sef.SEF("small_cnn", num_classes=8, groups=2)
     assert "small_cnn" in sef.available_backbones()

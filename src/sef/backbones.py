@@ -64,7 +64,9 @@ FAMILIES: dict[tuple[str, ...], Callable[[nn.Module], nn.Module]] = {
     ("densenet",): lambda model: nn.Sequential(model.features, nn.ReLU()),
     # ConvNeXt normalises the pooled vector; normalising every position keeps its weights
     ("convnext",): lambda model: nn.Sequential(model.features, model.classifier[0]),
-    ("efficientnet", "mobilenet", "vgg"): lambda model: model.features,
+    ("efficientnet", "mobilenet"): lambda model: model.features,
+    # VGG's features end with a max pool: the last conv map is the one before it
+    ("vgg",): lambda model: model.features[:-1],
     ("regnet",): lambda model: nn.Sequential(model.stem, model.trunk_output),
 }
 _PREFIXES = tuple(prefix for prefixes in FAMILIES for prefix in prefixes)
@@ -77,9 +79,14 @@ def available_backbones() -> list[str]:
 
 
 def _unknown_backbone(name: str) -> ValueError:
+    if name in torchvision.models.list_models(module=torchvision.models):
+        what = f"torchvision's {name} has no sef recipe for its last feature map"
+        own = "pass its layers up to that map as an nn.Module"
+    else:
+        what, own = f"unknown backbone {name!r}", "pass an nn.Module"
     return ValueError(
-        f"unknown backbone {name!r}; choose one of: {', '.join(available_backbones())}, "
-        f"or 'timm:<model>' with timm installed, or pass an nn.Module"
+        f"{what}; choose one of: {', '.join(available_backbones())}, "
+        f"or 'timm:<model>' with timm installed, or {own}"
     )
 
 
@@ -245,7 +252,7 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     try:
         with evaluation_mode(backbone):
             out = backbone(images)
-    except RuntimeError as error:
+    except (RuntimeError, AssertionError) as error:  # a size check (torchvision's ViT) asserts
         raise ProbeFailed(side, str(error).splitlines()[0]) from error
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
