@@ -1,5 +1,6 @@
 """README and docs/ link only to files that exist, their Python examples and the sef names and
-calls in their text fit sef's signatures, the commands they show use options those commands take,
+calls in their text fit sef's signatures, the commands they show use options those commands take
+(and print what a console example shows them printing),
 the config keys they name exist (and docs/training.md lists them all), the numbers a page
 copies from a committed result file round to it, and README stays a short user's document."""
 
@@ -199,6 +200,33 @@ def test_commands_shown_use_options_their_command_takes(page):
                 if option and option.group(1) not in taken:
                     wrong.append(f"{chosen.prog} {option.group(1)}: {text}")
     assert not wrong, f"{page.name}: {wrong}"
+
+
+def _console_examples() -> list[tuple[str, str, str]]:
+    """(page, command, output) of each ``console`` block that shows a `sef` command and all it
+    prints: no data root of the user's (`~`) and no output left out (`…`)."""
+    examples = []
+    for page in PAGES:
+        for block in re.findall(r"```console\n(.*?)\n```", page.read_text(), re.S):
+            command, _, output = block.partition("\n")
+            if command.startswith("$ sef ") and "~" not in command and "…" not in output:
+                examples.append((page.name, command[2:], output))
+    return examples
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("page", "command", "output"), _console_examples())
+def test_console_examples_print_what_the_page_shows(page, command, output, capsys):
+    """What a page shows a command printing (`sef data check demo`, `sef info ...`) is what it
+    prints, word for word (the counts once lost their thousands separators in a page)."""
+    from sef.cli import main
+
+    assert main(command.split()[1:]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == output, f"{page}: {command}"
+
+
+def test_some_console_examples_are_checked():
+    assert {command for _, command, _ in _console_examples()} >= {"sef data check demo"}
 
 
 CONFIG_KEY = re.compile(r"(?:--set[ =][\'\"]?|`)((?:loss|data|optim|run)\.\w+|model\.\w+(?=[=:]))")
