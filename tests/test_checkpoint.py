@@ -18,6 +18,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from sef import __version__
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.errors import CheckpointError, DataError
 from sef.trained import load_trained_model
@@ -59,6 +60,7 @@ def test_round_trip_keeps_values(tmp_path: Path) -> None:
         ({"classes": None}, r"its classes is a NoneType, not a list of class names"),
         ({"classes": "abc"}, r"its classes is a str, not a list of class names"),
         ({"model": [1]}, r"its model is a list, not a state dict"),
+        ({"format": "1"}, r"its format is a str, not a format number"),
     ],
 )
 def test_load_refuses_a_model_config_or_classes_of_another_type_in_one_line(
@@ -80,6 +82,11 @@ def test_load_refuses_a_model_config_or_classes_of_another_type_in_one_line(
         ({"model": {}, "epoch": 3}, "missing config, classes, metrics"),
         ([1, 2], "missing model, config, classes, epoch, metrics"),
         ({**_state(), "classes": "ab"}, "its classes is a str, not a list of class names"),
+        ({**_state(), "sef_version": ["0.1"]}, "its sef_version is a list, not a version"),
+        (
+            {**_state(), "format": 2},
+            f"its format 2 is newer than format 1, which sef {__version__} reads",
+        ),
     ],
 )
 def test_save_refuses_what_load_would_refuse(tmp_path: Path, state, unfit: str) -> None:
@@ -92,6 +99,45 @@ def test_save_refuses_what_load_would_refuse(tmp_path: Path, state, unfit: str) 
     assert not (tmp_path / "a.pt").exists()
     sef.save_checkpoint(tmp_path / "b.pt", _state(3.0))
     assert torch.equal(sef.load_checkpoint(tmp_path / "b.pt")["model"]["w"], torch.full((3,), 3.0))
+
+
+def test_a_checkpoint_records_its_format_and_who_wrote_it(tmp_path: Path) -> None:
+    """Before: nothing said which sef or torch wrote a best.pt, or in which layout."""
+    state = _state()
+    save_checkpoint(tmp_path / "a.pt", {**state, "sef_version": "0.0.1"})  # as re-saved by this sef
+    loaded = load_checkpoint(tmp_path / "a.pt")
+    assert (loaded["format"], loaded["sef_version"]) == (1, __version__)
+    assert loaded["torch_version"] == str(torch.__version__) and "format" not in state
+
+
+def test_a_checkpoint_written_before_versions_were_recorded_still_loads(
+    demo_checkpoint: Path, tmp_path: Path
+) -> None:
+    """One saved the old way, without format or versions, loads and says so; a new one names
+    its writer."""
+    written = f"sef {__version__} with torch {torch.__version__}"
+    assert load_trained_model(demo_checkpoint).written_by == written
+    state = load_checkpoint(demo_checkpoint)
+    for key in ("format", "sef_version", "torch_version"):
+        del state[key]
+    torch.save(state, tmp_path / "old.pt")  # what save_checkpoint wrote before
+    old = load_trained_model(tmp_path / "old.pt")
+    assert old.written_by == "an older sef that did not record its version"
+    assert old.sef_version is None and old.classes == state["classes"]
+
+
+@pytest.mark.parametrize("keys", ["as now", "renamed"])
+def test_a_newer_format_is_refused_in_one_line_naming_both_seds(tmp_path: Path, keys: str) -> None:
+    """Before any of its keys is judged: a newer format may name them otherwise (before: "not a
+    sef checkpoint (missing model, ...)", or a misreading)."""
+    state = _state() if keys == "as now" else {"weights": {}}
+    torch.save({**state, "format": 2, "sef_version": "9.0"}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path / "future.pt")
+    assert str(refused.value) == (
+        f"checkpoint {tmp_path}/future.pt is in format 2, written by sef 9.0; this sef "
+        f"{__version__} reads format 1 at most: upgrade sef to read it"
+    )
 
 
 def test_save_refuses_values_that_need_pickled_code(tmp_path: Path) -> None:

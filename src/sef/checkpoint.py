@@ -4,6 +4,8 @@ A checkpoint is a plain dict saved with ``torch.save`` that holds only tensors, 
 tuples, strings, numbers, booleans and None, so ``torch.load(weights_only=True)`` reads it. It
 carries at least ``model`` (the SEF state dict), ``config`` (the resolved config as plain values),
 ``classes``, ``epoch`` and ``metrics``, so eval, predict and export need nothing else.
+:func:`save_checkpoint` adds who wrote it: ``format`` (:data:`FORMAT`), ``sef_version`` and
+``torch_version``; a checkpoint written before these were recorded lacks them and still loads.
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ from typing import Any
 
 import torch
 
-from sef import filekinds
+from sef import __version__, filekinds
 from sef.errors import CheckpointError
 from sef.outputs import atomic_path, interrupt_after
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
-# What the values that rebuild the model must be (sef.load_trained_model reads them).
+# The layout of the keys above that this sef writes and reads: raise it when that changes, so
+# an older sef refuses a newer checkpoint in words instead of misreading it.
+FORMAT = 1
+# What the values that rebuild the model, and those saying who wrote it, must be when present.
 _KINDS = {
     "model": (dict, "a state dict"),
     "config": (dict, "a dict"),
     "classes": ((list, tuple), "a list of class names"),
+    "format": (int, "a format number"),
+    "sef_version": (str, "a version"),
+    "torch_version": (str, "a version"),
 }
 _PLAIN = (torch.Tensor, str, int, float, bool, type(None))
 
@@ -46,25 +54,41 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
+def _newer_format(state: object) -> int | None:
+    """The format number of ``state`` when it is newer than :data:`FORMAT`, else None."""
+    number = state.get("format") if isinstance(state, dict) else None
+    return number if isinstance(number, int) and number > FORMAT else None
+
+
 def _unfit(state: object) -> str | None:
-    """What keeps ``state`` from being a checkpoint (keys of :data:`REQUIRED_KEYS` it lacks, or
-    a model, config or classes of another type), else None."""
+    """What keeps ``state`` from being a checkpoint this sef reads (keys of
+    :data:`REQUIRED_KEYS` it lacks, a value of :data:`_KINDS` of another type, or a newer
+    format), else None."""
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         return f"missing {', '.join(missing)}"
     for key, (kind, what) in _KINDS.items():
-        if not isinstance(state[key], kind):
+        if key in state and not isinstance(state[key], kind):
             return f"its {key} is a {type(state[key]).__name__}, not {what}"
+    newer = _newer_format(state)
+    if newer:
+        return f"its format {newer} is newer than format {FORMAT}, which sef {__version__} reads"
     return None
+
+
+def _provenance() -> dict:
+    """Who writes a checkpoint now: its format, this sef and this torch."""
+    return {"format": FORMAT, "sef_version": __version__, "torch_version": str(torch.__version__)}
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, fsync, rename over the old file.
 
     ``state`` is a dict with at least the keys of :data:`REQUIRED_KEYS`, its model and config
-    dicts and its classes a list (what :func:`load_checkpoint` requires), else ValueError before
-    anything is written. A crash or kill at any moment leaves either the previous file or the new
-    one, never a mix; Ctrl-C waits for the write to finish.
+    dicts and its classes a list, of no newer format (what :func:`load_checkpoint` requires),
+    else ValueError before anything is written; the file also records :data:`FORMAT`, this sef's
+    version and torch's (``state`` itself is left as it is). A crash or kill at any moment leaves
+    either the previous file or the new one, never a mix; Ctrl-C waits for the write to finish.
     """
     unfit = _unfit(state)
     if unfit:
@@ -78,7 +102,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         atomic_path(path, durable=True) as temporary,
         open(temporary, "wb") as handle,
     ):
-        torch.save(state, handle)
+        torch.save(state | _provenance(), handle)
 
 
 _PASS = "pass a last.pt or best.pt written by `sef train`"
@@ -155,9 +179,23 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
     return CheckpointError(f"checkpoint {path} is damaged ({reason}); use another copy")
 
 
+def _check_format(path: Path, state: object) -> None:
+    """Refuse a checkpoint of a format newer than this sef's, before its keys are judged (a newer
+    format may name them otherwise)."""
+    newer = _newer_format(state)
+    if newer:
+        writer = state.get("sef_version")
+        by = f"sef {writer}" if isinstance(writer, str) else "a newer sef"
+        raise CheckpointError(
+            f"checkpoint {path} is in format {newer}, written by {by}; this sef {__version__} "
+            f"reads format {FORMAT} at most: upgrade sef to read it"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint with ``weights_only=True``; refuse pickled code, and name what is wrong
-    with any other file (empty, truncated, damaged, or written by something else)."""
+    with any other file (empty, truncated, damaged, written by something else, or by a newer sef
+    in a format this one cannot read)."""
     path = Path(path)
     _check_kind(path)
     try:
@@ -169,6 +207,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"checkpoint {path} is damaged: its pickle is invalid ({reason})"
         ) from None
+    _check_format(path, state)
     unfit = _unfit(state)
     if unfit:
         raise CheckpointError(

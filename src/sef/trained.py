@@ -58,12 +58,22 @@ def create_model(config: Config, num_classes: int) -> SEF:
 
 @dataclass
 class TrainedModel:
-    """A trained SEF in eval mode, with everything needed to feed it images."""
+    """A trained SEF in eval mode, with everything needed to feed it images, and the versions of
+    sef and torch that wrote its checkpoint (None in one written before they were recorded)."""
 
     model: SEF
     classes: list[str]
     config: Config
     preprocessing: Preprocessing
+    sef_version: str | None = None
+    torch_version: str | None = None
+
+    @property
+    def written_by(self) -> str:
+        """Who wrote the checkpoint, in words: "sef 0.1.0 with torch 2.5.1"."""
+        if self.sef_version is None:
+            return "an older sef that did not record its version"
+        return f"sef {self.sef_version} with torch {self.torch_version}"
 
     @functools.cached_property
     def test_transform(self) -> Callable:
@@ -155,4 +165,6 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
         classes=classes,
         config=config,
         preprocessing=Preprocessing(config.data.image_size, config.data.recipe),
+        sef_version=state.get("sef_version"),
+        torch_version=state.get("torch_version"),
     )
