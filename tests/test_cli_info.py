@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from sef import __version__
 from sef.cli import main
 
 
@@ -71,3 +72,54 @@ def test_info_on_token_backbones_says_how_features_are_pooled(capsys):
     assert main(["info", "--backbone", "timm:pit_ti_224"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("sef info: error: timm:pit_ti_224 is not supported: at 224 px")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_a_newer_format_is_one_line_from_each_command(
+    demo_checkpoint, tmp_path, capsys
+):
+    """Before: a newer sef's checkpoint failed on whatever key it had changed, or misread."""
+    import torch
+
+    state = torch.load(demo_checkpoint, weights_only=True)
+    future = tmp_path / "future.pt"
+    torch.save({**state, "format": 2, "sef_version": "9.0"}, future)
+    refusal = (
+        f"checkpoint {future} is in format 2, written by sef 9.0; this sef {__version__} reads "
+        f"format 1 at most: upgrade sef to read it\n"
+    )
+    result = sef("info", "--checkpoint", str(future))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"sef info: error: {refusal}"
+    for command in (["eval"], ["predict", str(tmp_path)]):
+        assert main([*command, "--checkpoint", str(future), "--no-progress"]) == 2
+        assert capsys.readouterr().err == f"sef {command[0]}: error: {refusal}"
+
+
+def test_info_of_a_checkpoint_says_which_sef_and_torch_wrote_it(demo_checkpoint, tmp_path, capsys):
+    import torch
+
+    assert main(["info", "--checkpoint", str(demo_checkpoint)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("SEF on resnet18, 8 classes\n")
+    assert f"  written by          sef {__version__} with torch {torch.__version__}\n" in said
+    assert "  groups G            2 (256, 256 channels)\n" in said
+    assert main(["info", "--checkpoint", str(demo_checkpoint), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["sef_version"] == __version__ and summary["group_sizes"] == [256, 256]
+    assert summary["torch_version"] == str(torch.__version__)
+    state = torch.load(demo_checkpoint, weights_only=True)
+    state = {key: value for key, value in state.items() if "version" not in key}
+    torch.save(state, tmp_path / "old.pt")  # as sef wrote them before
+    assert main(["info", "--checkpoint", str(tmp_path / "old.pt")]) == 0
+    said = capsys.readouterr().out
+    assert "  written by          an older sef that did not record its version\n" in said
+
+
+def test_info_refuses_model_options_beside_a_checkpoint(demo_checkpoint, capsys):
+    """Options that describe a model to build would be ignored beside a checkpoint's."""
+    assert main(["info", "--checkpoint", str(demo_checkpoint), "--groups", "3"]) == 2
+    assert capsys.readouterr().err == (
+        "sef info: error: --checkpoint describes its own model, which --groups cannot change; "
+        "pass one or the other\n"
+    )

@@ -1,4 +1,5 @@
-"""`sef info`: what SEF adds to a backbone, in parameters."""
+"""`sef info`: what SEF adds to a backbone, in parameters; of a checkpoint's model, also who wrote
+the checkpoint."""
 
 from __future__ import annotations
 
@@ -7,23 +8,34 @@ import json
 from typing import TYPE_CHECKING
 
 from sef.choices import POOLS
-from sef.cli.options import COUNT, IMAGE_SIDE
+from sef.cli.options import COUNT, IMAGE_SIDE, PATH
+from sef.errors import ConfigError
 
 if TYPE_CHECKING:
     from sef.model import SEF
+    from sef.trained import TrainedModel
+
+# The model described without --checkpoint; a checkpoint's own model takes none of these options.
+_BUILT = {"backbone": "resnet50", "classes": 200, "groups": 4, "pool": None, "image_size": None}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
         help="parameters of a backbone and what SEF adds for training",
-        description="Print the backbone's parameters and the training-only parameters SEF adds.",
+        description=(
+            "Print the backbone's parameters and the training-only parameters SEF adds; with "
+            "--checkpoint, those of its model and the versions of sef and torch that wrote it."
+        ),
     )
-    parser.add_argument("--backbone", default="resnet50", help="backbone name (default resnet50)")
     parser.add_argument(
-        "--classes", type=COUNT, default=200, help="number of classes (default 200)"
+        "--checkpoint",
+        type=PATH,
+        help="describe the model of this last.pt or best.pt instead, and who wrote it",
     )
-    parser.add_argument("--groups", type=COUNT, default=4, help="channel groups G (default 4)")
+    parser.add_argument("--backbone", help="backbone name (default resnet50)")
+    parser.add_argument("--classes", type=COUNT, help="number of classes (default 200)")
+    parser.add_argument("--groups", type=COUNT, help="channel groups G (default 4)")
     parser.add_argument(
         "--pool",
         choices=POOLS,
@@ -65,24 +77,59 @@ def describe(model: SEF) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sef.model import SEF
-
-    model = SEF(
-        args.backbone,
-        num_classes=args.classes,
-        groups=args.groups,
-        pool=args.pool,
-        image_size=args.image_size,
-    )
+    trained = _load(args) if args.checkpoint is not None else None
+    model = trained.model if trained else _build(args)
+    backbone = trained.config.model.backbone if trained else args.backbone
     if args.json:
-        summary = {"backbone_name": args.backbone, "classes": args.classes, "groups": model.groups}
+        summary = _recorded(args, trained) | {"backbone_name": backbone}
+        summary |= {"classes": model.num_classes, "groups": model.groups}
         summary["pooling"] = model.pooling
         summary |= {"channels": model.channels, "group_sizes": model.group_sizes}
         print(json.dumps(summary | model.parameter_counts(), indent=2))
         return 0
     from sef.text import table
 
-    print(f"SEF on {args.backbone}, {args.classes} classes")
-    for line in table(describe(model)).splitlines():
+    rows = describe(model)
+    if trained:
+        rows = [("checkpoint", str(args.checkpoint)), ("written by", trained.written_by), *rows]
+    print(f"SEF on {backbone}, {model.num_classes} classes")
+    for line in table(rows).splitlines():
         print(f"  {line}")
     return 0
+
+
+def _build(args: argparse.Namespace) -> SEF:
+    """The model the options describe, with the defaults of :data:`_BUILT` for those not given."""
+    from sef.model import SEF
+
+    for name, default in _BUILT.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return SEF(
+        args.backbone,
+        num_classes=args.classes,
+        groups=args.groups,
+        pool=args.pool,
+        image_size=args.image_size,
+    )
+
+
+def _load(args: argparse.Namespace) -> TrainedModel:
+    """The model of ``args.checkpoint``; ConfigError if options describe another one too."""
+    given = [f"--{name.replace('_', '-')}" for name in _BUILT if getattr(args, name) is not None]
+    if given:
+        raise ConfigError(
+            f"--checkpoint describes its own model, which {', '.join(given)} cannot change; "
+            f"pass one or the other"
+        )
+    from sef.trained import load_trained_model
+
+    return load_trained_model(args.checkpoint)
+
+
+def _recorded(args: argparse.Namespace, trained: TrainedModel | None) -> dict:
+    """The checkpoint and the versions of sef and torch that wrote it (None: unrecorded)."""
+    if trained is None:
+        return {}
+    versions = {"sef_version": trained.sef_version, "torch_version": trained.torch_version}
+    return {"checkpoint": str(args.checkpoint)} | versions
