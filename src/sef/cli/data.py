@@ -203,8 +203,9 @@ def run_cache(args: argparse.Namespace) -> int:
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
     workers = min(8, os.cpu_count() or 1) if args.workers is None else args.workers
     opened, built = cache.ensure(
-        folder, splits, list, recipe, size, workers=workers, progress=progress_bars(args)
-    )
+        folder, splits, list, recipe, size, workers=workers, progress=progress_bars(args),
+        data=cache.origin(args.name, args.root, options),
+    )  # fmt: skip
     side = opened.side
     if built is None:
         print(f"{folder} is up to date: {opened.count} images of {side} x {side} px")
