@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sef import datasets
 from sef.cli import main
 from sef.datasets import cache, caches
 from sef.errors import DataError
+from sef.space import human
 
 RECIPE, SIZE = "resize", 16  # rows of 16 x 16 px: 15 images of the tiny CUB in 11.5 KB
 
@@ -151,3 +153,111 @@ def test_sef_data_cache_records_the_dataset_for_the_list(cub_root, tmp_path, mon
     (found,) = caches.caches_in(caches.default_root())
     recorded = ("cub", os.path.realpath(cub_root), {"bbox_crop": True})
     assert (found.dataset, found.root, found.options) == recorded
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_the_list_is_a_table_and_a_total(built, cub_root, run_sef):
+    root = built.parent
+    (root / "notes.txt").write_text("not a cache")
+    result = run_sef("data", "caches", root)
+    assert result.returncode == 0 and result.stderr == ""
+    found = caches.describe(built)
+    used = time.strftime("%Y-%m-%d %H:%M", time.localtime(found.last_used))
+    assert [re.split(r"  +", line.strip()) for line in result.stdout.splitlines()] == [
+        [f"image caches in {root}:"],
+        ["folder", "dataset", "recipe", "stored", "images", "on disk", "last used", "state",
+         "root"],
+        ["cub", "cub", "resize 16", "16 px", "15", human(found.bytes), used, "complete",
+         os.path.realpath(cub_root)],
+        ["notes.txt", "-", "-", "-", "-", "-", "-", "not a cache", "-"],
+        ["notes.txt: a file"],
+        [f"1 cache, {human(found.bytes)}; 1 other entry"],
+    ]  # fmt: skip
+
+
+def test_the_list_as_json(built, run_sef):
+    result = run_sef("data", "caches", built.parent, "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert listed["folder"] == str(built.parent) and listed["bytes"] == caches.describe(built).bytes
+    assert [(c["folder"], c["state"], c["images"]) for c in listed["caches"]] == [
+        (str(built), "complete", 15)
+    ]
+
+
+def test_the_list_of_a_folder_without_caches(run_sef):
+    result = run_sef("data", "caches")
+    where = Path(os.environ["SEF_CACHE"]) / "decoded"
+    assert (result.returncode, result.stdout) == (0, f"no image caches in {where}\n")
+
+
+def test_remove_says_what_it_freed(built, run_sef):
+    size = human(caches.describe(built).bytes)
+    result = run_sef("data", "caches", built.parent, "--remove", "cub")  # its name as listed
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"removed {built} (cub, resize 16): {size} freed\n"
+    assert not built.exists()
+
+
+def test_remove_removes_the_caches_it_can_then_names_the_others(built, run_sef):
+    killed = built.parent / "killed"
+    killed.mkdir()
+    (killed / caches.LOCK).touch()
+    (killed / ".images.u8.999999999.tmp").write_bytes(bytes(100))
+    sizes = [caches.describe(folder).bytes for folder in (built, killed)]
+    (built.parent / "notes.txt").write_text("not a cache")
+    result = run_sef("data", "caches", built.parent,
+                     "--remove", "cub", "--remove", "notes.txt", "--remove", killed)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        f"removed {built} (cub, resize 16): {human(sizes[0])} freed",
+        f"removed {killed} (dataset not recorded, partial): {human(sizes[1])} freed",
+        f"{human(sum(sizes))} freed in all",
+    ]
+    assert result.stderr == (
+        f"sef data: error: {built.parent / 'notes.txt'} is not an image cache (a file), so it is "
+        f"left as it is\n"
+    )
+    assert [p.name for p in built.parent.iterdir()] == ["notes.txt"]
+
+
+def test_remove_refuses_what_is_not_a_cache_or_is_held(built, cub_root, tmp_path, run_sef):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    result = run_sef("data", "caches", "--remove", tmp_path / "mine")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"sef data: error: {tmp_path / 'mine'} is not an image cache (holds thesis.tex), so it "
+        f"is left as it is\n"
+    )
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    opened = _open(built, cub_root)
+    result = run_sef("data", "caches", "--remove", built)
+    assert result.returncode == 2 and built.is_dir()
+    assert result.stderr == (
+        f"sef data: error: {built} is in use by a process that reads it (a run or `sef data "
+        f"cache`); remove it once that process ends\n"
+    )
+    del opened
+
+
+def test_prune_removes_the_caches_unused_for_days(built, cub_root, tmp_path, run_sef):
+    result = run_sef("data", "caches", built.parent, "--prune", "3")
+    assert (result.returncode, result.stdout) == (
+        0, f"no cache in {built.parent} has gone unused for 3 days\n"
+    )  # fmt: skip
+    old = time.time() - 4 * caches.DAY
+    for name in os.listdir(built):
+        os.utime(built / name, (old, old))
+    size = human(caches.describe(built).bytes)
+    result = run_sef("data", "caches", built.parent, "--prune", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"removed {built} (cub, resize 16): {size} freed\n"
+
+
+def test_json_goes_with_the_list_alone(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "caches", "--json", "--prune", "3"])
+    assert "not allowed with argument --json" in capsys.readouterr().err
