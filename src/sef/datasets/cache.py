@@ -17,6 +17,9 @@ sizes, the torch and torchvision versions that resized (their arithmetic), the p
 (``SEF_MAX_PIXELS``: which images were too large), and for every image asked for its file (its
 resolved path), box and trimmed rows (what :class:`ImageList` does before the transform), byte
 size and modification time. Each reason is one line (:class:`StaleCache`).
+
+A process that has a cache open holds a shared lock on FOLDER/.read-lock, so that ``sef data
+caches --remove`` (:mod:`sef.datasets.caches`) leaves the cache alone while it reads it.
 """
 
 from __future__ import annotations
