@@ -118,6 +118,8 @@ def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
         with pytest.raises(DataError, match=r"is not an image cache \(.*\), so it is left as"):
             caches.remove(root / name)
     assert files_in(root) == before and made["empty"].is_dir()
+    with pytest.raises(DataError, match=r"^there is no .*/gone; `sef data caches` lists them"):
+        caches.remove(root / "gone")
     building = FileLock(built / caches.LOCK)
     building.acquire()
     with pytest.raises(caches.CacheInUse, match="is being built; remove it once that build ends"):

@@ -268,6 +268,8 @@ def remove(folder: Path) -> CacheFolder:
     """Remove the cache ``folder`` (complete, partial or damaged) and return what it was;
     DataError where it is not a cache (nothing removed), CacheInUse where a build or a process
     that reads it holds it."""
+    if not os.path.lexists(folder):
+        raise DataError(f"there is no {folder}; `sef data caches` lists them")
     found = describe(folder)
     if not found.is_cache:
         raise DataError(f"{folder} is not an image cache ({found.problem}), so it is left as it is")
