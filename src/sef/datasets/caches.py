@@ -29,7 +29,7 @@ from sef.outputs import process_alive
 
 try:
     import fcntl
-except ImportError:  # Windows: no shared locks; the system refuses to remove a mapped file
+except ImportError:  # Windows: no shared flock, so no reader's lock is taken there
     fcntl = None
 
 DATA, INDEX = "images.u8", "index.json"
@@ -55,9 +55,10 @@ def default_root() -> Path:
 
 @dataclass
 class CacheFolder:
-    """What a folder is (``state``), what it takes on disk and when it was last written or
-    opened, and what its index records: the dataset, its root and reader options (caches built
-    before sef recorded them: None), the recipe, its image size and the side of a stored row."""
+    """What a folder is (``state``; ``problem``: why it is damaged or no cache; ``in_use``: who
+    holds it), what it takes on disk, when it was last written or opened, and what its index
+    records: the dataset, its root and reader options (caches built before sef recorded them:
+    None), the recipe, its image size, the side of a stored row and the number of images."""
 
     folder: Path
     state: str
