@@ -24,7 +24,7 @@ from sef import datasets, transforms
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
-from sef.datasets import cache
+from sef.datasets import cache, caches
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.engine import fit, load_data, train_loader
@@ -131,6 +131,7 @@ def test_load_data_reads_the_cache_and_builds_it_once(demo_root, tmp_path, capsy
     assert data.eval[0][0].dtype == torch.float32  # normalised in the workers on a CPU
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"cached 48 images in {tmp_path / 'c'}: ") and "built in" in line
+    assert caches.describe(tmp_path / "c").dataset == "demo"  # for `sef data caches`
     load_data(config, Context(device=CPU), progress=False)
     assert capsys.readouterr().err == ""  # up to date: read as it is
 
@@ -256,7 +257,7 @@ import errno, os, sys
 from pathlib import Path
 from test_disk_full import _fill
 from sef import datasets
-from sef.datasets import cache
+from sef.datasets import cache, caches
 
 root, folder = sys.argv[1:]
 
@@ -331,7 +332,7 @@ import os, sys, time
 from pathlib import Path
 from filelock import FileLock
 from sef import datasets
-from sef.datasets import cache
+from sef.datasets import cache, caches
 
 root, folder, role, signals, second, how = sys.argv[1:]
 building, waiting = Path(signals, "building"), Path(signals, "waiting")
@@ -650,6 +651,7 @@ def test_items_pickle_without_their_pixels(noisy_cub, tmp_path):
     first = items[0][0]
     copy = pickle.loads(pickle.dumps(items))  # as a spawned loader worker receives it
     assert copy.cache._pixels is None and torch.equal(copy[0][0], first)
+    assert copy.cache._reading is None  # the reader's lock is its opener's
 
 
 def test_the_default_folder_names_dataset_recipe_side_and_root(tmp_path, monkeypatch):

@@ -230,7 +230,7 @@ def test_each_data_action_is_named_in_the_help_of_sef(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     line = re.search(r"^    data +(.*(?:\n {14}.*)*)", capsys.readouterr().out, re.M).group(1)
-    assert actions == ["check", "download", "cache"]
+    assert actions == ["check", "download", "cache", "caches"]
     assert all(action in line for action in actions), line
 
 

@@ -39,8 +39,16 @@ def _heavy_modules_after(code: str) -> list[str]:
         CLI.format(argv=["--help"]),
         CLI.format(argv=["train", "--help"]),
         CLI.format(argv=["presets"]),
+        CLI.format(argv=["data", "caches"]),
     ],
-    ids=["import sef", "sef --version", "sef --help", "sef train --help", "sef presets"],
+    ids=[
+        "import sef",
+        "sef --version",
+        "sef --help",
+        "sef train --help",
+        "sef presets",
+        "sef data caches",
+    ],
 )
 def test_starting_loads_no_torch(code: str) -> None:
     assert _heavy_modules_after(code) == []

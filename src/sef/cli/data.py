@@ -15,12 +15,14 @@ from sef.cli.options import (
     COUNT,
     IMAGE_SIDE,
     NON_NEGATIVE,
+    PATH,
     PLACE,
     SEED,
     add_progress_option,
     progress_bars,
 )
 from sef.errors import ConfigError
+from sef.text import counted, table
 
 SHOWN_CLASSES = 8
 
@@ -53,7 +55,9 @@ def _dataset_arguments(parser: argparse.ArgumentParser, option_help: str) -> Non
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="check, download or cache a dataset")
+    parser = subparsers.add_parser(
+        "data", help="check, download or cache a dataset; list or remove the caches"
+    )
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     check = commands.add_parser(
@@ -117,6 +121,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_progress_option(cache)
     cache.set_defaults(func=run_cache)
 
+    listed = commands.add_parser(
+        "caches",
+        help="list the decoded-image caches with their sizes, or remove them",
+        description=(
+            "List the decoded-image caches in FOLDER: what each holds, its size on disk, when "
+            "it was last built or opened, and whether it is complete. --remove and --prune "
+            "remove caches, never a folder that holds anything but a cache's files, nor a cache "
+            "that a build or a run holds."
+        ),
+    )
+    listed.add_argument(
+        "folder", metavar="FOLDER", nargs="?", type=PATH,
+        help="where the caches are (default: the one --cache auto uses, $SEF_CACHE/decoded)",
+    )  # fmt: skip
+    action = listed.add_mutually_exclusive_group()
+    action.add_argument("--json", action="store_true", help="print the list as JSON")
+    action.add_argument(
+        "--remove", metavar="CACHE", type=PATH, action="append",
+        help="remove this cache: its folder, or its name in FOLDER (repeat for more)",
+    )  # fmt: skip
+    action.add_argument(
+        "--prune", metavar="DAYS", type=NON_NEGATIVE,
+        help="remove the caches in FOLDER neither built nor opened for DAYS days",
+    )  # fmt: skip
+    listed.set_defaults(func=run_caches)
+
 
 def _class_summary(classes: list[str], everything: bool) -> str:
     if everything or len(classes) <= SHOWN_CLASSES:
@@ -139,7 +169,6 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.checking import describe_bad_images
     from sef.datasets.splits import NoSuchSplit
-    from sef.text import counted
 
     read = _reader(args, args.seed)
     splits, undeclared = {}, {}
@@ -203,8 +232,9 @@ def run_cache(args: argparse.Namespace) -> int:
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
     workers = min(8, os.cpu_count() or 1) if args.workers is None else args.workers
     opened, built = cache.ensure(
-        folder, splits, list, recipe, size, workers=workers, progress=progress_bars(args)
-    )
+        folder, splits, list, recipe, size, workers=workers, progress=progress_bars(args),
+        data=cache.origin(args.name, args.root, options),
+    )  # fmt: skip
     side = opened.side
     if built is None:
         print(f"{folder} is up to date: {opened.count} images of {side} x {side} px")
@@ -217,4 +247,92 @@ def run_cache(args: argparse.Namespace) -> int:
     for key, value in options.items():
         words += ["--set", f"data.options.{key}={value_word(value)}"]
     print(f"train with {shlex.join(words)}")
+    return 0
+
+
+def run_caches(args: argparse.Namespace) -> int:
+    from sef.datasets import caches
+
+    root = args.folder or caches.default_root()
+    if args.remove:  # a name as listed is one in FOLDER
+        return _remove([p if p.exists() or len(p.parts) > 1 else root / p for p in args.remove])
+    if args.prune is not None:
+        folders = [found.folder for found in caches.unused(root, args.prune)]
+        if not folders:
+            print(f"no cache in {root} has gone unused for {counted(args.prune, 'day')}")
+        return _remove(folders)
+    _list(caches.caches_in(root), root, args.json)
+    return 0
+
+
+def _list(found: list, root, as_json: bool) -> None:
+    """Print the entries ``found`` in ``root`` (CacheFolder) as a table and a total, or JSON."""
+    import json
+
+    from sef.space import human
+
+    total = sum(entry.bytes for entry in found if entry.is_cache)
+    if as_json:
+        entries = [entry.record() for entry in found]
+        print(json.dumps({"folder": str(root), "bytes": total, "caches": entries}, indent=2))
+        return
+    if not found:
+        print(f"no image caches in {root}")
+        return
+    print(f"image caches in {root}:")
+    print(table([CACHE_COLUMNS, *map(_cache_row, found)], "<<<>>><<<"))
+    for entry in found:
+        if entry.problem:
+            print(f"{entry.folder.name}: {entry.problem}")
+    junk = sum(not entry.is_cache for entry in found)
+    others = f"; {counted(junk, 'other entry', 'other entries')}" if junk else ""
+    print(f"{counted(len(found) - junk, 'cache')}, {human(total)}{others}")
+
+
+CACHE_COLUMNS = ["folder", "dataset", "recipe", "stored", "images", "on disk", "last used",
+                 "state", "root"]  # fmt: skip
+
+
+def _cache_row(entry) -> list[str]:
+    """The cells of a CacheFolder in the table of `sef data caches`."""
+    import time
+
+    from sef.space import human
+
+    used = entry.last_used
+    return [
+        entry.folder.name,
+        entry.dataset or "-",
+        f"{entry.recipe} {entry.image_size}" if entry.recipe else "-",
+        f"{entry.side} px" if entry.side else "-",
+        "-" if entry.images is None else f"{entry.images:,}",
+        human(entry.bytes) if entry.is_cache else "-",
+        "-" if used is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(used)),
+        entry.state + (f", in use by {entry.in_use}" if entry.in_use else ""),
+        entry.root or "-",
+    ]
+
+
+def _remove(folders: list) -> int:
+    """Remove each cache of ``folders``, saying what each was and the space freed; then one
+    DataError for those that are not caches or are held."""
+    from sef.datasets import caches
+    from sef.errors import DataError
+    from sef.space import human
+
+    freed, refused = 0, []
+    for folder in folders:
+        try:
+            gone = caches.remove(folder)
+        except DataError as error:
+            refused.append(str(error))
+            continue
+        what = gone.state if gone.recipe is None else f"{gone.recipe} {gone.image_size}"
+        print(f"removed {folder} ({gone.dataset or 'dataset not recorded'}, {what}): "
+              f"{human(gone.bytes)} freed")  # fmt: skip
+        freed += gone.bytes
+    if len(folders) - len(refused) > 1:
+        print(f"{human(freed)} freed in all")
+    if refused:
+        raise DataError("; ".join(refused))
     return 0

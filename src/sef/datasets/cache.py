@@ -17,6 +17,9 @@ sizes, the torch and torchvision versions that resized (their arithmetic), the p
 (``SEF_MAX_PIXELS``: which images were too large), and for every image asked for its file (its
 resolved path), box and trimmed rows (what :class:`ImageList` does before the transform), byte
 size and modification time. Each reason is one line (:class:`StaleCache`).
+
+A process that has a cache open holds a shared lock on FOLDER/.read-lock, so that ``sef data
+caches --remove`` (:mod:`sef.datasets.caches`) leaves the cache alone while it reads it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import re
 import shutil
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sef import space, transforms
-from sef.datasets.demo import default_cache
+from sef.datasets.caches import DATA, INDEX, LOCK, TEMPORARY, default_root, hold_for_reading
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage, pixel_limit
 from sef.datasets.splits import NoSuchSplit
@@ -61,10 +65,7 @@ from sef.outputs import (
 from sef.text import counted
 
 FORMAT = 1  # bump when the files' layout changes
-DATA, INDEX = "images.u8", "index.json"
-LOCK = ".build-lock"  # held by the one process that builds (and opens what it built) at a time
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
-_TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  # a build's
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
 Source = tuple[str, "tuple[float, ...] | None", int]  # path, box, rows trimmed: one stored row
@@ -122,17 +123,25 @@ def recipe_record(recipe: str, image_size: int) -> dict[str, Any]:
     }
 
 
+def origin(name: str, root: str | os.PathLike | None, options: dict) -> dict[str, Any]:
+    """What a cache's index records of the data it holds (``sef data caches`` shows it): the
+    dataset, its root resolved (None: a generated set's default place) and the reader options."""
+    where = None if root is None else os.path.realpath(os.path.expanduser(root))
+    chosen = {k: v for k, v in sorted(options.items()) if k != "progress"}
+    return {"dataset": name, "root": where, "options": json.loads(json.dumps(chosen, default=str))}
+
+
 def default_folder(
     name: str, root: str | os.PathLike | None, options: dict, recipe: str, image_size: int
 ) -> Path:
     """Where ``data.cache: auto`` and ``sef data cache`` keep the cache of a dataset (at ``root``,
     read with reader ``options``) for a recipe: $SEF_CACHE/decoded/<name>-<recipe>-<side>px-<hash>
     (else under ~/.cache/sef), the hash naming the folder and options."""
-    where = "default" if root is None else os.path.realpath(os.path.expanduser(root))
-    chosen = {k: v for k, v in sorted(options.items()) if k != "progress"}
-    digest = hashlib.sha256(json.dumps([where, chosen], default=str).encode()).hexdigest()[:10]
+    data = origin(name, root, options)
+    named = [data["root"] or "default", data["options"]]
+    digest = hashlib.sha256(json.dumps(named, default=str).encode()).hexdigest()[:10]
     side = transforms.resize_size(recipe, image_size)
-    return default_cache("decoded") / f"{name}-{recipe}-{side}px-{digest}"
+    return default_root() / f"{name}-{recipe}-{side}px-{digest}"
 
 
 def folder_for(
@@ -169,6 +178,10 @@ class ImageCache:
 
     def __init__(self, folder: Path, index: dict) -> None:
         self.folder, self.side, self.count = folder, index["side"], len(index["images"])
+        # held before the map and while this object lives: `sef data caches --remove` refuses
+        self._reading = hold_for_reading(folder)
+        if self._reading is not None:
+            weakref.finalize(self, os.close, self._reading)
         self.rows: dict[Source, int] = {}
         self.unreadable: dict[Source, str] = {}
         for row, (path, box, trim, _, _, problem) in enumerate(index["images"]):
@@ -215,7 +228,7 @@ class ImageCache:
         return torch.from_numpy(self._pixels[row])
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pixels": None}
+        return {**self.__dict__, "_pixels": None, "_reading": None}  # the parent holds the lock
 
 
 def stale_reason(
@@ -370,13 +383,13 @@ def _temporaries(folder: Path) -> list[Path]:
         names = os.listdir(folder)
     except OSError:
         return []
-    return [folder / name for name in names if re.fullmatch(_TEMPORARY, name)]
+    return [folder / name for name in names if re.fullmatch(TEMPORARY, name)]
 
 
 def _abandoned(folder: Path) -> list[Path]:
     """The temporaries of builds whose process is gone, killed before it could remove them;
     none where that cannot be told."""
-    return abandoned(folder, _TEMPORARY)
+    return abandoned(folder, TEMPORARY)
 
 
 def _allocate(handle: BinaryIO, size: int) -> None:
@@ -493,18 +506,22 @@ def build(
 
 
 def _plan(
-    folder: Path, images: Iterable[ImageList], recipe: str, image_size: int
+    folder: Path,
+    images: Iterable[ImageList],
+    recipe: str,
+    image_size: int,
+    data: dict[str, Any] | None = None,
 ) -> Callable[[int, bool], Built]:
     """The build of ``images`` into ``folder``, ``write(workers, progress)``, for its caller to
     run holding the build lock; CacheUnavailable now, before anything is written, if ``folder``
-    is not a cache's or has no room for it."""
+    is not a cache's or has no room for it. ``data``: what the index records of the data."""
     todo: dict[Source, tuple[ImageList, int]] = {}
     for listed in images:
         for index, source in enumerate(sources(listed)):
             todo.setdefault(source, (listed, index))
     if not todo:
         raise DataError(f"there are no images to cache in {folder}")
-    record = recipe_record(recipe, image_size)
+    record = {**recipe_record(recipe, image_size), **(data or {})}
     side = record["side"]
     shape = (len(todo), 3, side, side)
     stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
@@ -543,10 +560,12 @@ def ensure(
     progress: bool = True,
     say: Callable[[str], None] = print,
     build_refused: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> tuple[ImageCache, Built | None]:
     """The cache in ``folder`` holding ``wanted``; where it is missing or stale it is built
     (saying why in one line) over ``everything()``, every split, so that one cache serves any
-    choice of splits. ``build_refused``: why building is impossible here (CacheUnavailable).
+    choice of splits. ``build_refused``: why building is impossible here (CacheUnavailable);
+    ``data``: what a build records of the data (:func:`origin`).
 
     An up-to-date cache is opened without a lock (a read-only folder serves); a build holds the
     build lock until it has opened what it wrote, so that two processes asking at once (two runs
@@ -560,7 +579,7 @@ def ensure(
     if build_refused is not None:
         raise CacheUnavailable(f"{reason}, and {build_refused}")
     every = [*wanted, *everything()]
-    _plan(folder, every, recipe, image_size)  # a build refused now, before the lock is made
+    _plan(folder, every, recipe, image_size, data)  # a build refused now, before the lock
     with _building(folder, say, reason):
         try:  # decided again with the lock: another process may have built it meanwhile
             return open_cache(folder, keys, recipe, image_size), None
@@ -568,7 +587,7 @@ def ensure(
             reason = str(stale)
         if (folder / INDEX).exists():
             say(f"rebuilding the image cache: {reason}")
-        built = _plan(folder, every, recipe, image_size)(workers, progress)
+        built = _plan(folder, every, recipe, image_size, data)(workers, progress)
         return open_cache(folder, keys, recipe, image_size), built
 
 

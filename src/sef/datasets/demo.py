@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from sef.datasets.caches import default_cache
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError, DiskFull, OutputError
@@ -141,12 +142,6 @@ _LEGS = [(-0.15, 0.3), (0.25, 0.34)]  # where each leg leaves the body
 _LEG_END, _SHORT_LEGS, _LONG_LEGS = 0.8, 0.7, 0.92  # the y where a leg ends
 _TOES = [(0.2, 0.84), (0.16, 0.97), (-0.09, 0.92)]  # each toe tip: (x from its leg, y at _LEG_END)
 _WEB = [(0.0, -0.02), (0.24, 0.02), (0.19, 0.18), (-0.09, 0.13)]  # around the leg's end
-
-
-def default_cache(name: str = "demo") -> Path:
-    """Where a set lives by default: $SEF_CACHE/<name>, else ~/.cache/sef/<name>."""
-    base = os.environ.get("SEF_CACHE")
-    return Path(base) / name if base else Path.home() / ".cache" / "sef" / name
 
 
 class _Pose:

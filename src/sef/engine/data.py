@@ -166,7 +166,7 @@ def from_cache(data: Data, config: Config, context: Context, progress: bool = Tr
         opened, built = cache.ensure(
             folder, [data.train, data.eval], every_split, d.recipe, d.image_size,
             workers=d.workers, progress=progress and context.is_main, say=say,
-            build_refused=refused,
+            build_refused=refused, data=cache.origin(d.dataset, d.root, d.options),
         )  # fmt: skip
     except cache.CacheUnavailable as error:
         say(f"data.cache={d.cache} is off for this run: {error}")

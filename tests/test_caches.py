@@ -1,0 +1,265 @@
+"""`sef data caches`: the decoded-image caches in a folder listed with what their index records and
+their size, junk listed as such; removed only when they are caches that no build or run holds."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from sef import datasets
+from sef.cli import main
+from sef.datasets import cache, caches
+from sef.errors import DataError
+from sef.space import human
+
+RECIPE, SIZE = "resize", 16  # rows of 16 x 16 px: 15 images of the tiny CUB in 11.5 KB
+
+
+@pytest.fixture
+def built(cub_root: Path, tmp_path: Path) -> Path:
+    """A complete cache of the tiny CUB in tmp_path/caches/cub, that nobody reads."""
+    folder = tmp_path / "caches" / "cub"
+    splits = cache.readable_splits(lambda split: _load(cub_root, split))
+    opened, _ = cache.ensure(folder, splits, list, RECIPE, SIZE, progress=False,
+                             data=cache.origin("cub", cub_root, {"bbox_crop": False}))  # fmt: skip
+    del opened
+    gc.collect()  # its reader's lock given back, as when a run ends
+    return folder
+
+
+def _load(root: Path, split: str):
+    return datasets.load("cub", root, split, bbox_crop=False)
+
+
+def _open(folder: Path, root: Path) -> cache.ImageCache:
+    """The cache in ``folder`` opened as a run opens it."""
+    wanted = [s for split in cache.SPLITS for s in cache.sources(_load(root, split))]
+    return cache.open_cache(folder, wanted, RECIPE, SIZE)
+
+
+def _junk(root: Path) -> dict[str, Path]:
+    """Entries beside the caches that are not complete caches, by name."""
+    made = {name: root / name for name in
+            ("notes.txt", "empty", "photos", "killed", "garbled", "short", "website")}  # fmt: skip
+    made["notes.txt"].write_text("not a cache")
+    for name in ("empty", "photos", "killed", "garbled", "short", "website"):
+        made[name].mkdir()
+    (made["photos"] / "index.json").write_text('{"format": 1, "side": 4, "images": []}')
+    (made["photos"] / "holiday.jpg").write_bytes(b"\xff\xd8")
+    (made["killed"] / caches.LOCK).touch()  # a build killed while it wrote its temporary
+    (made["killed"] / ".images.u8.999999999.tmp").write_bytes(bytes(100))
+    (made["garbled"] / caches.LOCK).touch()
+    (made["garbled"] / "index.json").write_text('{"format": 1, "si')
+    (made["short"] / caches.LOCK).touch()
+    (made["short"] / "index.json").write_text('{"format": 1, "side": 2, "images": [[], []]}')
+    (made["short"] / "images.u8").write_bytes(bytes(5))
+    (made["website"] / "index.json").write_text('{"pages": []}')  # another program's
+    return made
+
+
+def test_a_cache_is_described_by_what_its_index_records(built, cub_root):
+    found = caches.describe(built)
+    assert (found.state, found.problem, found.in_use) == ("complete", None, None)
+    recorded = ("cub", os.path.realpath(cub_root), {"bbox_crop": False})
+    assert (found.dataset, found.root, found.options) == recorded
+    assert (found.recipe, found.image_size, found.side, found.images) == (RECIPE, SIZE, 16, 15)
+    assert found.bytes >= 15 * 3 * 16 * 16 and time.time() - found.last_used < 60
+    assert caches.caches_in(built.parent) == [found]
+    assert json.loads(json.dumps(found.record()))["folder"] == str(built)
+
+
+def test_a_run_that_reads_a_cache_holds_it_and_marks_its_use(built, cub_root):
+    old = time.time() - 10 * caches.DAY
+    for name in os.listdir(built):
+        os.utime(built / name, (old, old))
+    assert caches.describe(built).last_used == pytest.approx(old)
+    opened = _open(built, cub_root)
+    found = caches.describe(built)
+    assert found.in_use == "a process that reads it" and time.time() - found.last_used < 60
+    with pytest.raises(caches.CacheInUse, match="in use by a process that reads it"):
+        caches.remove(built)
+    assert caches.describe(built).state == "complete"  # nothing removed
+    del opened
+    gc.collect()
+    assert caches.describe(built).in_use is None
+
+
+def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
+    _junk(built.parent)
+    (built.parent / "link").symlink_to(built)
+    listed = {found.folder.name: found for found in caches.caches_in(built.parent)}
+    assert {name: (found.state, found.problem) for name, found in listed.items()} == {
+        "cub": ("complete", None),
+        "empty": ("not a cache", "no index and no build lock"),
+        "garbled": ("damaged", "index.json cannot be read: not JSON"),
+        "killed": ("partial", None),
+        "link": ("not a cache", "a link"),
+        "notes.txt": ("not a cache", "a file"),
+        "photos": ("not a cache", "holds holiday.jpg"),
+        "short": ("damaged", "images.u8 is not the 24 bytes its index says"),
+        "website": ("not a cache", "index.json is not an image cache's index"),
+    }
+    assert caches.caches_in(tmp_path / "none") == []
+
+
+def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
+    root = built.parent
+    made = _junk(root)
+    (root / "link").symlink_to(built)
+    before = files_in(root)
+    for name in ("notes.txt", "empty", "photos", "website", "link"):
+        with pytest.raises(DataError, match=r"is not an image cache \(.*\), so it is left as"):
+            caches.remove(root / name)
+    assert files_in(root) == before and made["empty"].is_dir()
+    with pytest.raises(DataError, match=r"^there is no .*/gone; `sef data caches` lists them"):
+        caches.remove(root / "gone")
+    building = FileLock(built / caches.LOCK)
+    building.acquire()
+    with pytest.raises(caches.CacheInUse, match="is being built; remove it once that build ends"):
+        caches.remove(built)
+    building.release()
+    assert files_in(root) == before
+    expected = caches.describe(built).bytes
+    assert caches.remove(built).bytes == expected and not built.exists()
+    for name in ("killed", "garbled", "short"):  # a build's leftovers, damaged caches
+        assert caches.remove(made[name]).state in ("partial", "damaged")
+        assert not made[name].exists()
+
+
+def test_unused_caches_are_those_neither_built_nor_opened_for_days(built, cub_root):
+    now = time.time()
+    assert caches.unused(built.parent, 3, now + 2 * caches.DAY) == []
+    assert [c.folder for c in caches.unused(built.parent, 3, now + 4 * caches.DAY)] == [built]
+    opened = _open(built, cub_root)
+    assert caches.unused(built.parent, 3, now + 4 * caches.DAY) == []  # a run reads it
+    del opened
+
+
+def test_a_cache_opened_again_after_its_removal_is_missing_not_a_crash(built, cub_root):
+    caches.remove(built)
+    with pytest.raises(cache.StaleCache, match="holds no image cache yet"):
+        _open(built, cub_root)
+
+
+def test_sef_data_cache_records_the_dataset_for_the_list(cub_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path / "home"))
+    arguments = ["data", "cache", "cub", str(cub_root), "--recipe", "resize", "--image-size", "16"]
+    assert main([*arguments, "-o", "bbox_crop=true", "--no-progress", "--workers", "0"]) == 0
+    (found,) = caches.caches_in(caches.default_root())
+    recorded = ("cub", os.path.realpath(cub_root), {"bbox_crop": True})
+    assert (found.dataset, found.root, found.options) == recorded
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_the_list_is_a_table_and_a_total(built, cub_root, run_sef):
+    root = built.parent
+    (root / "notes.txt").write_text("not a cache")
+    result = run_sef("data", "caches", root)
+    assert result.returncode == 0 and result.stderr == ""
+    found = caches.describe(built)
+    used = time.strftime("%Y-%m-%d %H:%M", time.localtime(found.last_used))
+    assert [re.split(r"  +", line.strip()) for line in result.stdout.splitlines()] == [
+        [f"image caches in {root}:"],
+        ["folder", "dataset", "recipe", "stored", "images", "on disk", "last used", "state",
+         "root"],
+        ["cub", "cub", "resize 16", "16 px", "15", human(found.bytes), used, "complete",
+         os.path.realpath(cub_root)],
+        ["notes.txt", "-", "-", "-", "-", "-", "-", "not a cache", "-"],
+        ["notes.txt: a file"],
+        [f"1 cache, {human(found.bytes)}; 1 other entry"],
+    ]  # fmt: skip
+
+
+def test_the_list_as_json(built, run_sef):
+    result = run_sef("data", "caches", built.parent, "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert listed["folder"] == str(built.parent) and listed["bytes"] == caches.describe(built).bytes
+    assert [(c["folder"], c["state"], c["images"]) for c in listed["caches"]] == [
+        (str(built), "complete", 15)
+    ]
+
+
+def test_the_list_of_a_folder_without_caches(run_sef):
+    result = run_sef("data", "caches")
+    where = Path(os.environ["SEF_CACHE"]) / "decoded"
+    assert (result.returncode, result.stdout) == (0, f"no image caches in {where}\n")
+
+
+def test_remove_says_what_it_freed(built, run_sef):
+    size = human(caches.describe(built).bytes)
+    result = run_sef("data", "caches", built.parent, "--remove", "cub")  # its name as listed
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"removed {built} (cub, resize 16): {size} freed\n"
+    assert not built.exists()
+
+
+def test_remove_removes_the_caches_it_can_then_names_the_others(built, run_sef):
+    killed = built.parent / "killed"
+    killed.mkdir()
+    (killed / caches.LOCK).touch()
+    (killed / ".images.u8.999999999.tmp").write_bytes(bytes(100))
+    sizes = [caches.describe(folder).bytes for folder in (built, killed)]
+    (built.parent / "notes.txt").write_text("not a cache")
+    result = run_sef("data", "caches", built.parent,
+                     "--remove", "cub", "--remove", "notes.txt", "--remove", killed)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        f"removed {built} (cub, resize 16): {human(sizes[0])} freed",
+        f"removed {killed} (dataset not recorded, partial): {human(sizes[1])} freed",
+        f"{human(sum(sizes))} freed in all",
+    ]
+    assert result.stderr == (
+        f"sef data: error: {built.parent / 'notes.txt'} is not an image cache (a file), so it is "
+        f"left as it is\n"
+    )
+    assert [p.name for p in built.parent.iterdir()] == ["notes.txt"]
+
+
+def test_remove_refuses_what_is_not_a_cache_or_is_held(built, cub_root, tmp_path, run_sef):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    result = run_sef("data", "caches", "--remove", tmp_path / "mine")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"sef data: error: {tmp_path / 'mine'} is not an image cache (holds thesis.tex), so it "
+        f"is left as it is\n"
+    )
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    opened = _open(built, cub_root)
+    result = run_sef("data", "caches", "--remove", built)
+    assert result.returncode == 2 and built.is_dir()
+    assert result.stderr == (
+        f"sef data: error: {built} is in use by a process that reads it (a run or `sef data "
+        f"cache`); remove it once that process ends\n"
+    )
+    del opened
+
+
+def test_prune_removes_the_caches_unused_for_days(built, cub_root, tmp_path, run_sef):
+    result = run_sef("data", "caches", built.parent, "--prune", "3")
+    assert (result.returncode, result.stdout) == (
+        0, f"no cache in {built.parent} has gone unused for 3 days\n"
+    )  # fmt: skip
+    old = time.time() - 4 * caches.DAY
+    for name in os.listdir(built):
+        os.utime(built / name, (old, old))
+    size = human(caches.describe(built).bytes)
+    result = run_sef("data", "caches", built.parent, "--prune", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"removed {built} (cub, resize 16): {size} freed\n"
+
+
+def test_json_goes_with_the_list_alone(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "caches", "--json", "--prune", "3"])
+    assert "not allowed with argument --json" in capsys.readouterr().err
