@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 import pytest
 from torch.utils.data import DataLoader
 
+import sef.cli
 from sef.cli import _stops_as_interrupts
 
 FORK = multiprocessing.get_context("fork")
@@ -97,3 +99,59 @@ def test_a_stop_sent_to_the_whole_process_group_counts_no_dead_loader_worker_as_
     assert stopped == [signal.SIGTERM]
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+# `sef presets` as `python -m sef.cli` runs it, with an exit as slow as one that joins loader
+# workers or a logger's thread, or runs torch's atexit hooks: "exiting" says it has begun.
+SLOW_EXIT = """
+import atexit, runpy, signal, sys, threading, time
+
+def slow_exit():
+    print("exiting", flush=True)
+    time.sleep(30)
+
+def joined_thread():  # takes no stop: one sent to this thread leaves the main thread's join
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+    threading.main_thread().join()
+    slow_exit()
+
+if sys.argv[1] == "atexit":
+    atexit.register(slow_exit)
+else:  # a thread the interpreter's exit joins
+    threading.Thread(target=joined_thread).start()
+sys.argv = ["sef", "presets"]
+runpy.run_module("sef.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("joined", "stop"),
+    [("atexit", signal.SIGINT), ("thread", signal.SIGINT), ("atexit", signal.SIGTERM)],
+)
+def test_a_stop_while_the_command_exits_ends_it_at_once_quietly(joined: str, stop: int) -> None:
+    """Ctrl-C after the last line of `sef train` printed a KeyboardInterrupt traceback from
+    atexit or threading (and exited 0): the exit is now cut short, quietly, with 128 + signal."""
+    command = [sys.executable, "-c", SLOW_EXIT, joined]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "exiting\n" in process.stdout  # reads up to that line
+    time.sleep(0.5)  # the exit waits: a stop just before its wait begins is seen when it ends
+    process.send_signal(stop)
+    out, err = process.communicate(timeout=20)
+    assert (process.returncode, err) == (128 + stop, "")
+
+
+def test_a_stop_as_the_command_lets_go_of_the_signals_is_its_exit_code(monkeypatch, capsys):
+    """A stop after the command returned, before main had put the handlers back, escaped main as a
+    KeyboardInterrupt traceback."""
+
+    @contextlib.contextmanager
+    def stopped_at_the_end(command: str):
+        yield
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(sef.cli, "_warnings_as_lines", stopped_at_the_end)
+    try:
+        code = sef.cli.main(["presets"])
+    except KeyboardInterrupt:
+        pytest.fail("the stop escaped main")
+    assert (code, capsys.readouterr().err) == (130, "")

@@ -44,7 +44,8 @@ def token_run(request, tmp_path_factory):
         "--set", f"model.backbone_args={args}", "--set", "run.tensorboard=false", "--no-progress",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert f"training demo: timm:{name}, G=2, 16 train / 16 eval images" in result.stdout
+    named = f"training demo-timm-{name}: timm:{name}, G=2, 16 train / 16 eval images"
+    assert named in result.stdout
     assert "best eval top-1" in result.stdout
     return folder / "run", size
 

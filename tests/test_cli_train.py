@@ -390,6 +390,19 @@ def test_own_images_from_a_csv_and_from_the_demo_preset_are_named_after_their_fo
     assert (tmp_path / "runs" / "own" / "last.pt").is_file()
 
 
+def test_a_preset_trained_on_another_backbone_runs_in_a_folder_named_after_it(
+    demo_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`--backbone resnet18` on the demo trained in runs/demo, which its own runs then met."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [*TINY_DEMO, "--no-progress", "--backbone", "resnet18"]
+    assert main(["train", *tiny]) == 0
+    assert "training demo-resnet18: resnet18, G=2" in capsys.readouterr().out
+    assert main(["train", *tiny, "--resume", "--epochs", "2"]) == 0
+    assert "resuming after epoch 1 demo-resnet18: resnet18" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["demo-resnet18"]
+
+
 def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from sef.config import (
     Config,
     apply_overrides,
+    apply_values,
     config_to_dict,
     describe_preset,
     flatten,
@@ -299,6 +300,38 @@ def test_own_data_presets_hold_the_paper_recipe_on_the_users_reader(
 )
 def test_runs_are_named_after_their_data(preset: str, overrides: list[str], name: str) -> None:
     assert run_name(apply_overrides(load_preset(preset), overrides)) == name
+
+
+@pytest.mark.parametrize(
+    ("preset", "backbone", "name"),
+    [
+        ("cub-resnet50", "resnet18", "cub-resnet18"),
+        (
+            "dogs-resnet18-plain",
+            "timm:convnext_tiny.fb_in1k",
+            "dogs-timm-convnext_tiny.fb_in1k-plain",
+        ),
+        ("demo", "resnet18", "demo-resnet18"),
+        ("demo-plain", "timm:hf-hub:timm/vit_tiny", "demo-timm-hf-hub-timm-vit_tiny-plain"),
+        ("birds32-mobilenet_v2-finetune", "resnet18", "birds32-resnet18-finetune"),
+        ("cub-resnet50", "resnet50", "cub-resnet50"),
+        ("demo", "small_cnn", "demo"),
+    ],
+)
+def test_runs_are_named_after_the_backbone_they_train(
+    preset: str, backbone: str, name: str
+) -> None:
+    # `--preset cub-resnet50 --backbone resnet18` trained in runs/cub-resnet50, where a real
+    # cub-resnet50 run then met a resnet18 one
+    assert run_name(apply_values(load_preset(preset), {"model.backbone": backbone})) == name
+
+
+def test_own_data_and_a_config_files_base_name_the_backbone_too(tmp_path: Path) -> None:
+    own = {"model.backbone": "mobilenet_v2", "data.root": "/data/birds"}
+    assert run_name(apply_values(load_preset("folder-resnet50"), own)) == "birds-mobilenet_v2"
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: cub-resnet50\nmodel: {backbone: resnet18}\n")
+    assert run_name(load_config_file(path)) == "cub-resnet18"
 
 
 @pytest.mark.parametrize("value", ["5", "yes"])

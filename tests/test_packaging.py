@@ -39,7 +39,7 @@ def test_the_distribution_is_not_the_unrelated_sef_on_pypi() -> None:
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["name"] == DISTRIBUTION == "sef-fgvc"  # 404 on PyPI when chosen (2026-11-26)
-    assert project["scripts"] == {"sef": "sef.cli:main"}
+    assert project["scripts"] == {"sef": "sef.cli:program"}
     extras = project["optional-dependencies"]
     assert extras["dev"][0] == f"{DISTRIBUTION}[{','.join(EXTRAS)}]"  # CI tests every extra
     for extra, modules in EXTRAS.items():

@@ -277,3 +277,23 @@ def test_an_adapters_channels_are_checked_when_the_model_is_built():
                        r"of shape \(1, 48\) on a blank 32 x 32 image; set channels"):  # fmt: skip
         sef.SEF(_Tokens(64), num_classes=5, image_size=32)
     assert sef.SEF(_Tokens(48), num_classes=5).channels == 48  # 64 px: it cannot run, unchecked
+
+
+class _ChannelsLast(_Tokens):
+    """_Tokens whose feature_map forgets to move the channels first: [B, h, w, C]."""
+
+    def feature_map(self, raw, image_size):
+        return super().feature_map(raw, image_size).permute(0, 2, 3, 1)
+
+
+def test_an_adapters_feature_map_channels_are_checked_when_the_model_is_built():
+    """A feature_map with other channels than declared was built without a word: the group loss
+    then split the wrong axis (G <= 4 here) or failed at the first batch saying G was too large;
+    it is refused at once, naming both. One the blank image cannot check is left to training."""
+    with pytest.raises(ValueError) as error:
+        sef.SEF(_ChannelsLast(48), num_classes=5, groups=4, image_size=32)
+    assert str(error.value) == (
+        "_ChannelsLast.channels is 48, but its feature_map gives shape (1, 4, 4, 48) (4 channels) "
+        "on a blank 32 x 32 image; make it return the [B, C, H, W] map with C = 48"
+    )
+    assert sef.SEF(_ChannelsLast(48), num_classes=5).channels == 48  # 64 px: it cannot run

@@ -239,7 +239,7 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     """Channels C of the backbone's feature map, found by one forward pass of a blank RGB image
     of ``image_size`` (default 64) pixels, on the device and in the dtype of the backbone's
     weights; an adapter's own ``channels``, checked when it was built (timm's) or on that image
-    (ValueError where its pooled features have other channels)."""
+    (ValueError where its pooled features or its feature map have other channels)."""
     if isinstance(backbone, TimmFeatures):
         return backbone.channels
     side = image_size or 64
@@ -263,19 +263,43 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     return out.shape[1]
 
 
+def _shape_or_none(make: Callable[[], torch.Tensor]) -> tuple[int, ...] | None:
+    """The shape of what ``make()`` returns; None where it fails."""
+    try:
+        return tuple(make().shape)
+    except Exception:  # a user's adapter may refuse a blank image of this size in any way
+        return None
+
+
+def _adapter_shapes(
+    adapter: FeatureAdapter, images: torch.Tensor
+) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """The shapes of the pooled features and of the feature map of ``images``: one forward pass;
+    None for what the adapter cannot compute on them (its first training batch then says why)."""
+    with evaluation_mode(adapter):
+        try:
+            raw = adapter(images)
+        except Exception:  # as in _shape_or_none
+            return None, None
+        pooled = _shape_or_none(lambda: adapter.pool(raw))
+        return pooled, _shape_or_none(lambda: adapter.feature_map(raw, images.shape[-2:]))
+
+
 def _check_adapter_channels(adapter: FeatureAdapter, images: torch.Tensor) -> None:
     """ValueError in one line where the pooled features of ``images`` (one blank image) are not
-    ``[1, adapter.channels]``; nothing where the adapter cannot run on them (another size, say):
-    its first forward pass says so."""
-    try:
-        with evaluation_mode(adapter):
-            pooled = tuple(adapter.pool(adapter(images)).shape)
-    except Exception:  # a user's model may refuse a blank image of this size in any way
-        return
-    if pooled != (1, adapter.channels):
-        side = images.shape[-1]
+    ``[1, adapter.channels]`` or its feature map not ``[1, adapter.channels, h, w]``; nothing
+    where the adapter cannot compute them on that image (another size, say)."""
+    pooled, mapped = _adapter_shapes(adapter, images)
+    declared, side = adapter.channels, images.shape[-1]
+    what = f"{type(adapter).__name__}.channels is {declared}"
+    if pooled is not None and pooled != (1, declared):
         raise ValueError(
-            f"{type(adapter).__name__}.channels is {adapter.channels}, but its pool gives "
-            f"features of shape {pooled} on a blank {side} x {side} image; set channels to the C "
-            f"of its [B, C] pooled features"
+            f"{what}, but its pool gives features of shape {pooled} on a blank {side} x {side} "
+            f"image; set channels to the C of its [B, C] pooled features"
+        )
+    if mapped is not None and (len(mapped) != 4 or mapped[1] != declared):
+        actual = f"{mapped[1]} channels" if len(mapped) == 4 else "not [B, C, H, W]"
+        raise ValueError(
+            f"{what}, but its feature_map gives shape {mapped} ({actual}) on a blank {side} x "
+            f"{side} image; make it return the [B, C, H, W] map with C = {declared}"
         )

@@ -88,8 +88,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # a command is required: the help, as for any usage error
         parser.print_help(sys.stderr)
         return 2
-    with _warnings_as_lines(args.command), _stops_as_interrupts() as stopped:
-        return _run(args, stopped)
+    stopped: list[int] = []
+    try:
+        with _warnings_as_lines(args.command), _stops_as_interrupts(stopped):
+            return _run(args, stopped)
+    except KeyboardInterrupt:  # a stop as the command let go of the signals, its work done
+        return 128 + (stopped[-1] if stopped else signal.SIGINT)
+
+
+def program() -> None:
+    """The `sef` program (its console script, ``python -m sef``): :func:`main`, then the
+    interpreter's exit, which a stop ends at once and quietly (:func:`_exit_on_stops`)."""
+    _exit_on_stops()
+    sys.exit(main())
+
+
+def _stops_taken() -> list[int]:
+    """The stop signals sef handles: those not ignored when it started (`nohup` ignores SIGHUP,
+    a background job SIGINT), which stay ignored."""
+    return [n for n in outputs.STOPS if signal.getsignal(n) not in (signal.SIG_IGN, None)]
+
+
+def _exit_on_stops() -> None:
+    """Until the process ends, a stop outside a command (which handles its own) ends it at once
+    with 128 + signal: Ctrl-C just after `sef train` printed its last line, while the exit joined
+    loader workers or a logger's thread or ran torch's atexit hooks, was a KeyboardInterrupt
+    traceback from atexit or threading, and exit code 0."""
+    for number in _stops_taken():
+        signal.signal(number, lambda number, frame: os._exit(128 + number))
 
 
 @contextlib.contextmanager
@@ -111,9 +137,10 @@ def _warnings_as_lines(command: str):
 
 
 @contextlib.contextmanager
-def _stops_as_interrupts():
+def _stops_as_interrupts(stopped: list[int] | None = None):
     """While a command runs, Ctrl-C, SIGTERM and SIGHUP (a job scheduler, a closed terminal) stop
-    it with a KeyboardInterrupt; yields the signals received. A signal ignored when the command
+    it with a KeyboardInterrupt; yields ``stopped`` (a new list by default) with the signals
+    received, in order. A signal ignored when the command
     started (`nohup`, a background job's Ctrl-C) stays ignored; the handlers before are restored
     after. Loader workers forked meanwhile end at once on these signals, and the command ends them
     before it stops: one left running while it sent a batch printed a ConnectionResetError
@@ -121,7 +148,7 @@ def _stops_as_interrupts():
     worker's death as a failure: a scheduler (Slurm, `timeout`) signals the whole process group,
     and a torch worker sent SIGTERM by anyone but its parent dies of it, which torch's SIGCHLD
     handler raised as a RuntimeError traceback (exit code 1) in the middle of the stop."""
-    stopped: list[int] = []
+    stopped = [] if stopped is None else stopped
     owner = os.getpid()
     child_exits: list = []  # SIGCHLD's handler before a stop quieted it
 
@@ -135,9 +162,8 @@ def _stops_as_interrupts():
         stopped.append(number)
         raise KeyboardInterrupt
 
-    taken = [n for n in outputs.STOPS if signal.getsignal(n) not in (signal.SIG_IGN, None)]
     try:
-        with outputs.signals_handled(taken, stop):
+        with outputs.signals_handled(_stops_taken(), stop):
             yield stopped
     finally:
         for before in child_exits:
@@ -191,4 +217,4 @@ def _said_by_rank_zero(error: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

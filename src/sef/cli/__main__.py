@@ -1,5 +1,3 @@
-import sys
+from sef.cli import program
 
-from sef.cli import main
-
-sys.exit(main())
+program()

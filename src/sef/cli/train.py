@@ -46,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and best.pt's per-image predictions (best-<split>-predictions.csv). "
             "Without --out, DIR is runs/<preset>, or for your own images (folder, csv) their "
             "folder's name and the backbone's, e.g. runs/birds-resnet50 for the preset "
-            "folder-resnet50 on ~/data/birds (then -2, -3, ... if that holds a run). "
+            "folder-resnet50 on ~/data/birds; a backbone other than the preset's takes its place "
+            "in the name, e.g. runs/cub-resnet18 for --preset cub-resnet50 --backbone resnet18 "
+            "(then -2, -3, ... if that holds a run). "
             "Under torchrun it trains with DistributedDataParallel."
         ),
     )

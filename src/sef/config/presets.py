@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -172,15 +173,34 @@ def describe_preset(name: str) -> str:
     )
 
 
+def _folder_safe(text: str) -> str:
+    """``text`` with each run of characters other than letters, digits, ``_``, ``.`` and ``-``
+    as one ``-``: ``timm:hf-hub:timm/vit`` is ``timm-hf-hub-timm-vit``."""
+    return re.sub(r"[^\w.-]+", "-", text)
+
+
+def _with_backbone(config: Config) -> str:
+    """The preset's name with its backbone part naming the backbone ``config`` trains where that
+    is not the preset's: ``cub-resnet50`` on resnet18 is ``cub-resnet18``, ``demo-plain`` on
+    resnet18 ``demo-resnet18-plain``. Other names (a config file's own) stay."""
+    presets, trained = _presets(), config.model.backbone
+    if config.name not in presets or trained == load_preset(config.name).model.backbone:
+        return config.name
+    dataset, _, method = presets[config.name]
+    return preset_name(dataset, _folder_safe(trained), method)
+
+
 def run_name(config: Config) -> str:
-    """What a run is called (its default folder is runs/<name>): the preset's name, with its
-    data part naming the data actually read: own data by its folder (a CSV file's folder), so
-    ``folder-resnet50`` on ~/data/birds is ``birds-resnet50`` and the demo preset on a folder
-    is ``birds``. A name that does not start with a dataset (a config file's own) stays."""
-    first, dash, rest = config.name.partition("-")
+    """What a run is called (its default folder is runs/<name>): the preset's name, naming the
+    backbone actually trained (``_with_backbone``), with its data part naming the data actually
+    read: own data by its folder (a CSV file's folder), so ``folder-resnet50`` on ~/data/birds
+    is ``birds-resnet50`` and the demo preset on a folder is ``birds``. A name that does not
+    start with a dataset (a config file's own) stays."""
+    name = _with_backbone(config)
+    first, dash, rest = name.partition("-")
     kind = RECORDS[first].kind if first in RECORDS else None
     if first != DEFAULT_PRESET and kind not in ("paper", "own"):
-        return config.name
+        return name
     data, root = config.data.dataset, config.data.root
     if data in RECORDS and RECORDS[data].kind == "own" and root:
         folder = Path(os.path.abspath(Path(root).expanduser()))
