@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; a test keeps it equal t
     from sef.metrics import paper_scores
     from sef.model import SEF, SEFOutput
     from sef.trained import TrainedModel, load_trained_model
+    from sef.version import __version__ as __version__
 
-__version__ = "0.1.0"
 
 _HOMES = {
     "Config": "sef.config",
@@ -41,6 +41,7 @@ _HOMES = {
     "save_checkpoint": "sef.checkpoint",
     "paper_scores": "sef.metrics",
     "load_safetensors": "sef.export",
+    "__version__": "sef.version",
 }
 __getattr__ = lazy_attributes(__name__, _HOMES)
 

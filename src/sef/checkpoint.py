@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from sef import __version__, filekinds
+from sef import filekinds
 from sef.errors import CheckpointError
 from sef.outputs import atomic_path, interrupt_after
+from sef.version import __version__
 
 REQUIRED_KEYS = ("model", "config", "classes", "epoch", "metrics")
 # The layout of the keys above that this sef writes and reads: raise it when that changes, so

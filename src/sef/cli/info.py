@@ -8,7 +8,7 @@ import json
 from typing import TYPE_CHECKING
 
 from sef.choices import POOLS
-from sef.cli.options import COUNT, IMAGE_SIDE, PATH
+from sef.cli.options import COUNT, IMAGE_SIDE, add_checkpoint_option
 from sef.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,11 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--checkpoint, those of its model and the versions of sef and torch that wrote it."
         ),
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=PATH,
-        help="describe the model of this last.pt or best.pt instead, and who wrote it",
-    )
+    add_checkpoint_option(parser, required=False)  # its model instead of the options'
     parser.add_argument("--backbone", help="backbone name (default resnet50)")
     parser.add_argument("--classes", type=COUNT, help="number of classes (default 200)")
     parser.add_argument("--groups", type=COUNT, help="channel groups G (default 4)")

@@ -52,9 +52,9 @@ def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
     )
 
 
-def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` (required): the checkpoint a command reads."""
-    parser.add_argument("--checkpoint", required=True, type=PATH, help="a last.pt or best.pt")
+def add_checkpoint_option(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--checkpoint``: the checkpoint a command reads (``required`` by all but `sef info`)."""
+    parser.add_argument("--checkpoint", required=required, type=PATH, help="a last.pt or best.pt")
 
 
 def add_data_root_option(
