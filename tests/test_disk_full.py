@@ -323,3 +323,13 @@ def test_a_disk_full_under_tensorboard_is_one_line_without_its_threads_traceback
     assert "(epoch " in str(info.value) and "is kept" in str(info.value)
     assert "Traceback" not in capfd.readouterr().err
     assert load_checkpoint(out / "last.pt")["epoch"] >= 1
+
+
+def test_sizes_read_as_df_writes_them_and_two_that_would_read_alike_are_exact():
+    human, apart = sef.space.human, sef.space.apart
+    assert [human(n) for n in (512, 3_100, 45_300_000, 1.2e9, 2e12, 1.5e15)] == [
+        "512 B", "3.1 KB", "45.3 MB", "1.2 GB", "2.0 TB", "1500.0 TB"
+    ]  # fmt: skip
+    assert apart(2_000_000, 1_000_000) == ("2.0 MB", "1.0 MB")
+    assert apart(1_020_037, 1_019_845) == ("1,020,037 bytes", "1,019,845 bytes")
+    assert apart(1_000_000, 1_000_000) == ("1.0 MB", "1.0 MB")

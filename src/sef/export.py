@@ -231,9 +231,9 @@ def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
     each = space.tensor_bytes(plain.state_dict())
     free = space.free_bytes(out)
     if free is not None and free < len(formats) * each:
+        has, needs = space.apart(free, len(formats) * each)
         raise DiskFull(
-            f"{out} has {space.human(free)} free and the export needs about "
-            f"{space.human(len(formats) * each)} ({len(formats)} files of "
+            f"{out} has {has} free and the export needs about {needs} ({len(formats)} files of "
             f"{space.human(each)}); free some space or choose another --out"
         )
 

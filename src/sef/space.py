@@ -61,12 +61,21 @@ def tensor_bytes(value: Any) -> int:
 
 
 def human(count: float) -> str:
-    """``count`` bytes as 512 B, 3.1 KB, 45.3 MB, 1.2 GB (powers of 1000, as df -H)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
+    """``count`` bytes as 512 B, 3.1 KB, 45.3 MB, 1.2 GB, 2.0 TB (powers of 1000, as df -H)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def apart(first: float, second: float) -> tuple[str, str]:
+    """``first`` and ``second`` bytes as :func:`human` words, or as exact bytes where those would
+    read alike: "needs 1.0 MB and 1.0 MB are free" did not say which is larger."""
+    words = human(first), human(second)
+    if words[0] != words[1] or first == second:
+        return words
+    return f"{first:,.0f} bytes", f"{second:,.0f} bytes"
 
 
 @contextlib.contextmanager

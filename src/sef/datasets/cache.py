@@ -359,9 +359,10 @@ def _check_room(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(existing).free + old
     needed += MARGIN
     if needed > free:
+        needs, has = space.apart(needed, free)
         raise CacheUnavailable(
-            f"the image cache needs {space.human(needed)} in {folder} and {space.human(free)} "
-            f"are free there; free space or choose another folder"
+            f"the image cache needs {needs} in {folder} and {has} are free there; free space or "
+            f"choose another folder"
         )
 
 
