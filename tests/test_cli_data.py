@@ -1,6 +1,7 @@
 """`sef data check` and `sef data download` as users run them: the main paths in a subprocess,
 variations in-process through ``sef.cli.main`` (same parser and error handling, no start-up)."""
 
+import io
 import os
 import re
 import subprocess
@@ -253,3 +254,21 @@ def test_check_counts_one_image_and_one_class_in_the_singular(tmp_path, write_im
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"folder at {tmp_path / 'own'}: 2 classes"
     assert lines[4].split() == ["test", "1", "image", "1", "class"]
+
+
+@pytest.mark.parametrize(("encoding", "chinese"), [("ascii", "\\u516b\\u54e5"), ("utf-8", "八哥")])
+def test_check_prints_class_names_the_terminal_cannot_show_as_escapes(
+    encoding, chinese, tmp_path, write_image, monkeypatch
+):
+    """A Chinese class on an ASCII terminal, a folder name that is not UTF-8 on one that refuses
+    surrogates (as Python's stdout does under a UTF-8 locale such as en_US.UTF-8)."""
+    root = tmp_path / "own"
+    for name in ("八哥", os.fsdecode(b"Gr\xfcn")):
+        write_image(root / name / "1.png")
+        write_image(root / name / "2.png")
+    terminal = io.TextIOWrapper(io.BytesIO(), encoding=encoding)  # errors: strict
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["data", "check", "folder", str(root), "--no-progress"]) == 0
+    terminal.flush()
+    shown = terminal.buffer.getvalue().decode(encoding).splitlines()
+    assert shown[-3:] == ["     0  Gr\\udcfcn", f"     1  {chinese}", "all 4 images open"]

@@ -8,6 +8,7 @@ taking the parsed arguments and returning an exit code.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import importlib
 import multiprocessing
@@ -81,6 +82,7 @@ def _original_message(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, warnings one line."""
     threads.configure()  # before any command imports torch: OpenMP reads it once, at start
+    _escape_what_output_cannot_write()
     parser = create_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the usage of the command given, not of `sef` as argparse would print
@@ -94,6 +96,19 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, stopped)
     except KeyboardInterrupt:  # a stop as the command let go of the signals, its work done
         return 128 + (stopped[-1] if stopped else signal.SIGINT)
+
+
+def _escape_what_output_cannot_write() -> None:
+    """stdout and stderr write a character their encoding lacks as an escape (``\\u516b``): a
+    Chinese class name on an ASCII terminal (PYTHONIOENCODING=ascii, a Windows code page) or a
+    folder name that is not UTF-8 on a terminal that refuses surrogates ended the command in
+    "codec can't encode". UTF-8 with surrogateescape (Python's choice under LC_ALL=C) writes every
+    name, one that is not UTF-8 as its own bytes, so it stays."""
+    for stream in (sys.stdout, sys.stderr):
+        errors = getattr(stream, "errors", None)
+        utf8 = codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
+        if errors == "strict" or (errors == "surrogateescape" and not utf8):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def program() -> None:
