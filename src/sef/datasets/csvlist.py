@@ -18,6 +18,7 @@ from pathlib import Path
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import read_lines
+from sef.datasets.names import class_of, key
 from sef.datasets.splits import from_declared
 from sef.errors import ConfigError, DataError
 
@@ -124,15 +125,17 @@ def read(
         raise ConfigError(f"dataset 'csv' option image_root takes a folder, got {image_root!r}")
     path = _csv_file(Path(root).expanduser())
     rows = _rows(path)
+    label = class_of(row[1] for _, row in rows)  # é typed, é from a Mac: one class
+    rows = [(number, [row[0], label[row[1]], *row[2:]]) for number, row in rows]
     names = _class_list(classes, [row[1] for _, row in rows])
-    index = {name: i for i, name in enumerate(names)}
+    index = {key(name): i for i, name in enumerate(names)}
     base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
-        if row[1] not in index:
+        if key(row[1]) not in index:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
     rows = _once(path, rows, base)
-    samples = [(str(base / row[0]), index[row[1]]) for _, row in rows]
+    samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [row[2] if len(row) == 3 else None for _, row in rows]
     return from_declared(
         ImageList(samples, names), tags, split, seed, val_fraction, test_fraction, str(path)
