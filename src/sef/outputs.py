@@ -30,15 +30,21 @@ NAME_MAX = 255  # bytes in one file name, on every common file system
 FILE_NAME_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
+def fitted(name: str, room: int = NAME_MAX) -> str:
+    """``name`` if it takes at most ``room`` bytes, else cut and tagged with its hash
+    (``~1a2b3c4d``) to fit, so that two names cut alike stay apart."""
+    data = name.encode("utf-8", "surrogateescape")
+    if len(data) <= room:
+        return name
+    tag = "~" + hashlib.sha1(data).hexdigest()[:8]
+    return data[: room - len(tag)].decode("utf-8", "ignore") + tag
+
+
 def temporary_path(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place (unique to this process):
     ``.NAME.<pid>.tmp``, NAME cut and tagged with its hash where the whole would not fit."""
-    name, end = path.name, f".{os.getpid()}.tmp"
-    if len(f".{name}{end}".encode()) > NAME_MAX:
-        tag = "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
-        room = NAME_MAX - len(f".{tag}{end}")
-        name = name.encode()[:room].decode(errors="ignore") + tag
-    return path.with_name(f".{name}{end}")
+    end = f".{os.getpid()}.tmp"
+    return path.with_name(f".{fitted(path.name, NAME_MAX - len(f'.{end}'))}{end}")
 
 
 def process_alive(pid: int) -> bool:
