@@ -67,6 +67,8 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
     for name in ("cat", "dog"):
         (singles / name).mkdir(parents=True)
         Image.new("RGB", (32, 32), (9, 9, 99)).save(singles / name / "0.png")
+    case = shutil.copytree(folder_root, tmp_path / "case")  # train/Cat made elsewhere than test/cat
+    (case / "train" / "cat").rename(case / "train" / "Cat")
     own_checkpoint = tmp_path / "mine.pt"  # a copy: a case that failed would overwrite it
     shutil.copyfile(demo_checkpoint, own_checkpoint)
     return {
@@ -74,7 +76,7 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
         "empty_label": empty_label, "one_class": one_class,
         "empty_class": empty_class, "truncated": truncated, "own": folder_root,
         "missing": tmp_path / "missing.png", "tmp": tmp_path, "singles": singles,
-        "own_ckpt": own_checkpoint,
+        "own_ckpt": own_checkpoint, "case": case,
     }  # fmt: skip
 
 
@@ -218,6 +220,11 @@ CASES = {
         ["train", "--set", "data.dataset=folder", "--data-root", "{empty_class}", *TINY],
         "the trainval split of {empty_class} has no images of 1 of its 2 classes ('dog'); add "
         "images of them or remove them",
+    ),
+    "train-classes-differing-in-case": (
+        ["train", "--set", "data.dataset=folder", "--data-root", "{case}", *TINY],
+        "the trainval split of {case} has no images of 1 of its 4 classes ('cat'); add images of "
+        "them or remove them ('cat' and 'Cat' differ only in case: spell them alike)",
     ),
     "train-eval-split-in-train-split": (
         [
