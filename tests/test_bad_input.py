@@ -5,6 +5,7 @@ answer is one line naming what is wrong (exit code 2), never a traceback."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import zlib
@@ -77,6 +78,7 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
         "empty_class": empty_class, "truncated": truncated, "own": folder_root,
         "missing": tmp_path / "missing.png", "tmp": tmp_path, "singles": singles,
         "own_ckpt": own_checkpoint, "case": case,
+        "latin1": os.fsdecode(os.fsencode(tmp_path / "r") + b"\xe9sultats"),  # a Windows zip's
     }  # fmt: skip
 
 
@@ -225,6 +227,12 @@ CASES = {
         ["train", "--set", "data.dataset=folder", "--data-root", "{case}", *TINY],
         "the trainval split of {case} has no images of 1 of its 4 classes ('cat'); add images of "
         "them or remove them ('cat' and 'Cat' differ only in case: spell them alike)",
+    ),
+    "train-out-not-utf8": (
+        ["train", "--set", "data.dataset=folder", "--data-root", "{own}", "--out", "{latin1}"],
+        "--out {tmp}/r\ufffdsultats is not UTF-8 text (\ufffd marks its other bytes), and "
+        "TensorBoard writes only under UTF-8 paths; choose another name, or --set "
+        "run.tensorboard=false",
     ),
     "train-eval-split-in-train-split": (
         [
