@@ -101,7 +101,7 @@ def test_characters_the_font_lacks_are_one_warning_that_says_what_to_do(tmp_path
     with matplotlib.rc_context({"font.family": "DejaVu Sans"}):  # matplotlib's own, no CJK
         plot_confusion(confusion, names, [0, 1, 2, 3], tmp_path / "c.png")
     assert [str(warning.message) for warning in recwarn] == [
-        "the figure's font (DejaVu Sans) has no 8 characters of its text, drawn as boxes (e.g. "
+        "the figure's font (DejaVu Sans) lacks 8 characters of its text, drawn as boxes (e.g. "
         "八哥画眉喜); install a font that has them and put it in matplotlib's font.family "
         "(matplotlibrc), e.g. font.family: DejaVu Sans, Noto Sans CJK JP"
     ]

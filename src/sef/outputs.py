@@ -305,7 +305,7 @@ def _missing_glyphs_said_once() -> Iterator[None]:
             )
     if missing:
         warnings.warn(
-            f"the figure's font ({fonts}) has no {counted(len(missing), 'character')} of its "
+            f"the figure's font ({fonts}) lacks {counted(len(missing), 'character')} of its "
             f"text, drawn as boxes (e.g. {''.join(list(missing)[:5])}); install a font that has "
             f"them and put it in matplotlib's font.family (matplotlibrc), e.g. font.family: "
             f"DejaVu Sans, Noto Sans CJK JP",
