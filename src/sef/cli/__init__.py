@@ -98,17 +98,33 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + (stopped[-1] if stopped else signal.SIGINT)
 
 
+# How sef's stdout and stderr write what their encoding cannot (_bytes_or_escape).
+OUTPUT_ERRORS = "sef.bytes_or_escape"
+
+
 def _escape_what_output_cannot_write() -> None:
-    """stdout and stderr write a character their encoding lacks as an escape (``\\u516b``): a
+    """stdout and stderr write what their encoding cannot as :func:`_bytes_or_escape` does: a
     Chinese class name on an ASCII terminal (PYTHONIOENCODING=ascii, a Windows code page) or a
     folder name that is not UTF-8 on a terminal that refuses surrogates ended the command in
-    "codec can't encode". UTF-8 with surrogateescape (Python's choice under LC_ALL=C) writes every
-    name, one that is not UTF-8 as its own bytes, so it stays."""
+    "codec can't encode"."""
+    codecs.register_error(OUTPUT_ERRORS, _bytes_or_escape)
     for stream in (sys.stdout, sys.stderr):
-        errors = getattr(stream, "errors", None)
-        utf8 = codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
-        if errors == "strict" or (errors == "surrogateescape" and not utf8):
-            stream.reconfigure(errors="backslashreplace")
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape", "backslashreplace"):
+            stream.reconfigure(errors=OUTPUT_ERRORS)
+
+
+def _bytes_or_escape(error: UnicodeError) -> tuple[str | bytes, int]:
+    """A codec error handler: a file name's byte that was no text in the file system's encoding
+    (which Python holds as a surrogate, U+DC80 to U+DCFF) as that byte, as surrogateescape writes
+    it, so that `ls` and sef show a name alike; any other character as an escape (``\\u516b``),
+    as backslashreplace writes it."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    char = error.object[error.start]
+    if "\udc80" <= char <= "\udcff":
+        return bytes([ord(char) - 0xDC00]), error.start + 1
+    one = UnicodeEncodeError(error.encoding, error.object, error.start, error.start + 1, "")
+    return codecs.backslashreplace_errors(one)
 
 
 def program() -> None:
