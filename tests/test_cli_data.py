@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import unicodedata
 
 import pytest
 from conftest import CUB_CLASSES
@@ -86,6 +87,20 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
         f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
         f"folders with \\ (as on Windows): write them with / instead",
     ]
+
+
+def test_check_says_paths_typed_for_files_named_on_a_mac_store_accents_otherwise(csv_root, capsys):
+    """A CSV typed on Linux (é, one character) for images copied from a Mac (e, then the
+    accent): the files were called missing, with no word of why."""
+    on_mac = csv_root / "img" / unicodedata.normalize("NFD", "fée.jpg")
+    (csv_root / "img" / "cat_0.jpg").rename(on_mac)
+    listing = csv_root / "labels.csv"
+    listing.write_text(listing.read_text().replace("cat_0.jpg", "fée.jpg"), encoding="utf-8")
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"1 of 18 images under {csv_root / 'img'}: missing, e.g. fée.jpg; {on_mac} exists, its "
+        f"accents stored as NFD (as macOS writes file names): list the files as they are named"
+    )
 
 
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
