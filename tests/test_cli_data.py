@@ -89,6 +89,19 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
     ]
 
 
+def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, capsys):
+    """A folder named with a newline printed as two lines; one named with a terminal's escape
+    codes would have cleared the screen."""
+    for name in ("two\nlines", "\x1b[2Jclear"):
+        write_image(tmp_path / "own" / name / "1.png")
+    assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "     0  \\x1b[2Jclear",
+        "     1  two\\nlines",
+        "all 2 images open",
+    ]
+
+
 def test_check_says_paths_typed_for_files_named_on_a_mac_store_accents_otherwise(csv_root, capsys):
     """A CSV typed on Linux (é, one character) for images copied from a Mac (e, then the
     accent): the files were called missing, with no word of why."""

@@ -27,8 +27,20 @@ def rate(value: float) -> str:
 
 def shown(name: str) -> str:
     """``name`` as it can be printed or drawn: a file name that is not UTF-8 (Python holds its
-    bytes as surrogates, which a terminal or a font refuses) with U+FFFD where they were."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    bytes as surrogates, which a terminal or a font refuses) with U+FFFD where they were, and
+    :func:`printable`."""
+    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+def printable(name: str) -> str:
+    """``name`` with its control characters escaped (``\\n``, ``\\x1b``), as `ls` shows them:
+    a folder named with a newline broke a table's row in two, and one with a terminal's escape
+    codes (ESC [ 2 J) would have cleared the screen it was printed on."""
+    if name.isprintable():
+        return name
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in name
+    )
 
 
 def width(text: str) -> int:
