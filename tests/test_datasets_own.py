@@ -241,6 +241,12 @@ def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root)
         _load("csv", csv_root, "test")
 
 
+def test_csv_lines_are_counted_in_the_file_after_a_label_over_two_lines(csv_root):
+    (csv_root / "labels.csv").write_text('img/cat_0.jpg,"two\nlines"\nimg/dog_0.jpg,wolf\n')
+    with pytest.raises(DataError, match=r"labels.csv line 3: label 'wolf' is not a class"):
+        _load("csv", csv_root, "test", classes=["two\nlines"])
+
+
 def test_csv_errors(csv_root):
     (csv_root / "other.csv").write_text("a.jpg,cat\n")
     with pytest.raises(DataError, match="holds 2 CSV files"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sef import filekinds
@@ -43,6 +43,15 @@ def _csv_file(root: Path) -> Path:
     return found[0]
 
 
+def _numbered(reader) -> Iterator[tuple[int, list[str]]]:
+    """(line, row) of each row of a ``csv.reader``, line its first line in the file: a quoted
+    cell over several lines (a label with a newline) made every later row's number one short."""
+    line = 1
+    for row in reader:
+        yield line, row
+        line = reader.line_num + 1
+
+
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, cells) of every non-empty data row."""
     try:
@@ -51,7 +60,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path} {problem}; point ROOT at {LAYOUT}") from None
     rows = [
         (number, [cell.strip() for cell in row])
-        for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
+        for number, row in _numbered(csv.reader(io.StringIO(text, newline="")))
         if any(cell.strip() for cell in row)
     ]
     if rows and len(rows[0][1]) == 1 and any(sep in rows[0][1][0] for sep in ";\t"):
