@@ -5,6 +5,7 @@ answer is one line naming what is wrong (exit code 2), never a traceback."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import zlib
@@ -67,6 +68,8 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
     for name in ("cat", "dog"):
         (singles / name).mkdir(parents=True)
         Image.new("RGB", (32, 32), (9, 9, 99)).save(singles / name / "0.png")
+    case = shutil.copytree(folder_root, tmp_path / "case")  # train/Cat made elsewhere than test/cat
+    (case / "train" / "cat").rename(case / "train" / "Cat")
     own_checkpoint = tmp_path / "mine.pt"  # a copy: a case that failed would overwrite it
     shutil.copyfile(demo_checkpoint, own_checkpoint)
     return {
@@ -74,7 +77,8 @@ def places(tmp_path: Path, demo_checkpoint: Path, folder_root: Path, demo_root: 
         "empty_label": empty_label, "one_class": one_class,
         "empty_class": empty_class, "truncated": truncated, "own": folder_root,
         "missing": tmp_path / "missing.png", "tmp": tmp_path, "singles": singles,
-        "own_ckpt": own_checkpoint,
+        "own_ckpt": own_checkpoint, "case": case,
+        "latin1": os.fsdecode(os.fsencode(tmp_path / "r") + b"\xe9sultats"),  # a Windows zip's
     }  # fmt: skip
 
 
@@ -218,6 +222,17 @@ CASES = {
         ["train", "--set", "data.dataset=folder", "--data-root", "{empty_class}", *TINY],
         "the trainval split of {empty_class} has no images of 1 of its 2 classes ('dog'); add "
         "images of them or remove them",
+    ),
+    "train-classes-differing-in-case": (
+        ["train", "--set", "data.dataset=folder", "--data-root", "{case}", *TINY],
+        "the trainval split of {case} has no images of 1 of its 4 classes ('cat'); add images of "
+        "them or remove them ('cat' and 'Cat' differ only in case: spell them alike)",
+    ),
+    "train-out-not-utf8": (
+        ["train", "--set", "data.dataset=folder", "--data-root", "{own}", "--out", "{latin1}"],
+        "--out {tmp}/r\ufffdsultats is not UTF-8 text (\ufffd marks its other bytes), and "
+        "TensorBoard writes only under UTF-8 paths; choose another name, or --set "
+        "run.tensorboard=false",
     ),
     "train-eval-split-in-train-split": (
         [

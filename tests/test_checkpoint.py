@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -239,6 +240,19 @@ def test_trained_model_reloads_its_own_data_and_refuses_other_classes(demo_check
     trained.config.data.dataset, trained.config.data.options = "folder", {}
     with pytest.raises(DataError, match=f"test split under {folder_root} differ"):
         trained.dataset("test", folder_root)
+
+
+def test_a_model_trained_on_names_from_a_mac_evaluates_them_spelled_on_linux(
+    demo_checkpoint, folder_root
+):
+    """Classes whose accents the checkpoint stores apart (NFD, folders copied from a Mac) and
+    the data in one character (NFC) are the same classes, not "differ"."""
+    for split in ("train", "test"):
+        (folder_root / split / "cat").rename(folder_root / split / "Mésange")  # NFC
+    trained = load_trained_model(demo_checkpoint)
+    trained.config.data.dataset, trained.config.data.options = "folder", {}
+    trained.classes = [unicodedata.normalize("NFD", "Mésange"), "dog", "fox"]
+    assert len(trained.dataset("test", folder_root)) == 6
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """`sef data check` and `sef data download` as users run them: the main paths in a subprocess,
 variations in-process through ``sef.cli.main`` (same parser and error handling, no start-up)."""
 
+import io
 import os
 import re
 import subprocess
 import sys
 import tarfile
+import unicodedata
 
 import pytest
 from conftest import CUB_CLASSES
@@ -85,6 +87,33 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
         f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
         f"folders with \\ (as on Windows): write them with / instead",
     ]
+
+
+def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, capsys):
+    """A folder named with a newline printed as two lines; one named with a terminal's escape
+    codes would have cleared the screen."""
+    for name in ("two\nlines", "\x1b[2Jclear"):
+        write_image(tmp_path / "own" / name / "1.png")
+    assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "     0  \\x1b[2Jclear",
+        "     1  two\\nlines",
+        "all 2 images open",
+    ]
+
+
+def test_check_says_paths_typed_for_files_named_on_a_mac_store_accents_otherwise(csv_root, capsys):
+    """A CSV typed on Linux (é, one character) for images copied from a Mac (e, then the
+    accent): the files were called missing, with no word of why."""
+    on_mac = csv_root / "img" / unicodedata.normalize("NFD", "fée.jpg")
+    (csv_root / "img" / "cat_0.jpg").rename(on_mac)
+    listing = csv_root / "labels.csv"
+    listing.write_text(listing.read_text().replace("cat_0.jpg", "fée.jpg"), encoding="utf-8")
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"1 of 18 images under {csv_root / 'img'}: missing, e.g. fée.jpg; {on_mac} exists, its "
+        f"accents stored as NFD (as macOS writes file names): list the files as they are named"
+    )
 
 
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
@@ -253,3 +282,24 @@ def test_check_counts_one_image_and_one_class_in_the_singular(tmp_path, write_im
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"folder at {tmp_path / 'own'}: 2 classes"
     assert lines[4].split() == ["test", "1", "image", "1", "class"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "chinese"), [("ascii", b"\\u516b\\u54e5"), ("utf-8", "八哥".encode())]
+)
+def test_check_prints_class_names_the_terminal_cannot_encode(
+    encoding, chinese, tmp_path, write_image, monkeypatch
+):
+    """A Chinese class on an ASCII terminal, a folder name that is not UTF-8 on one that refuses
+    surrogates (as Python's stdout does under a UTF-8 locale such as en_US.UTF-8): the name's
+    bytes as they are, as `ls` writes them."""
+    root = tmp_path / "own"
+    for name in ("八哥", os.fsdecode(b"Gr\xfcn")):
+        write_image(root / name / "1.png")
+        write_image(root / name / "2.png")
+    terminal = io.TextIOWrapper(io.BytesIO(), encoding=encoding)  # errors: strict
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["data", "check", "folder", str(root), "--no-progress"]) == 0
+    terminal.flush()
+    shown = terminal.buffer.getvalue().splitlines()
+    assert shown[-3:] == [b"     0  Gr\xfcn", b"     1  " + chinese, b"all 4 images open"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,21 @@ def test_own_data_presets_hold_the_paper_recipe_on_the_users_reader(
 )
 def test_runs_are_named_after_their_data(preset: str, overrides: list[str], name: str) -> None:
     assert run_name(apply_overrides(load_preset(preset), overrides)) == name
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [
+        ("Mes données, été", "Mes données, été-resnet18"),
+        (os.fsdecode(b"r\xe9sultats"), "r\ufffdsultats-resnet18"),  # TensorBoard needs UTF-8
+        ("八" * 84, "八" * 79 + "~"),  # 252 bytes: with -resnet18, too long for a file name
+    ],
+)
+def test_a_run_named_after_a_folder_gets_a_name_a_run_folder_can_have(folder, name):
+    config = apply_overrides(load_preset("folder-resnet18"), [f"data.root=/data/{folder}"])
+    named = run_name(config)
+    assert named.startswith(name) and named.endswith("-resnet18")
+    assert len(named.encode()) <= 255 and named.encode().decode() == named
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Users' own data: class folders and CSV lists, with declared or seeded splits."""
 
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,31 @@ def test_folder_leaves_out_hidden_names(folder_root):
     assert after.classes == OWN_CLASSES and after.samples == before.samples
 
 
+MAC, LINUX = unicodedata.normalize("NFD", "Mésange"), unicodedata.normalize("NFC", "Mésange")
+
+
+def test_a_class_folder_copied_from_a_mac_and_one_made_on_linux_are_one_class(folder_root):
+    """macOS writes names in NFD (e, then the accent): train/ copied from a Mac and test/ made
+    on Linux were two classes that print alike, and training refused one of them as empty."""
+    (folder_root / "train" / "cat").rename(folder_root / "train" / MAC)
+    (folder_root / "test" / "cat").rename(folder_root / "test" / LINUX)
+    trainval, test = _load("folder", folder_root, "trainval"), _load("folder", folder_root, "test")
+    assert trainval.classes == test.classes == [LINUX, "dog", "fox"]
+    assert [y for _, y in test.samples] == [0, 0, 1, 1, 2, 2]
+    (folder_root / "test" / LINUX).rename(folder_root / "test" / MAC)
+    assert _load("folder", folder_root, "test").classes == [MAC, "dog", "fox"]  # as stored
+
+
+def test_csv_labels_typed_on_a_mac_and_on_linux_are_one_class(csv_root):
+    labels = csv_root / "labels.csv"
+    lines = labels.read_text(encoding="utf-8").replace(",cat,", f",{LINUX},").splitlines()
+    lines[1] = lines[1].replace(LINUX, MAC)
+    labels.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    trainval = _load("csv", csv_root, "trainval")
+    assert trainval.classes == [LINUX, "dog", "fox"] and trainval.samples[0][1] == 0
+    assert len(_load("csv", csv_root, "test", classes=[MAC, "dog", "fox"])) == 6
+
+
 def test_csv_with_split_column(csv_root):
     trainval, test = _load("csv", csv_root, "trainval"), _load("csv", csv_root, "test")
     assert trainval.classes == OWN_CLASSES and len(trainval) == 12 and len(test) == 6
@@ -213,6 +239,12 @@ def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root)
     labels.write_text("img/cat_0.jpg,cat,test\nimg/cat_0.jpg,cat,trainval\n")
     with pytest.raises(DataError, match="line 2 lists img/cat_0.jpg as cat,trainval but line 1"):
         _load("csv", csv_root, "test")
+
+
+def test_csv_lines_are_counted_in_the_file_after_a_label_over_two_lines(csv_root):
+    (csv_root / "labels.csv").write_text('img/cat_0.jpg,"two\nlines"\nimg/dog_0.jpg,wolf\n')
+    with pytest.raises(DataError, match=r"labels.csv line 3: label 'wolf' is not a class"):
+        _load("csv", csv_root, "test", classes=["two\nlines"])
 
 
 def test_csv_errors(csv_root):

@@ -115,6 +115,25 @@ def test_text_tables_align_columns_and_drop_trailing_spaces():
     ]  # fmt: skip
 
 
+def test_text_tables_align_wide_characters_and_accents_as_a_terminal_shows_them():
+    """A Chinese or emoji class name takes two columns a character, an accent stored apart (as
+    macOS names files) none: sef predict's probabilities stood out of line after such names."""
+    from sef.text import table
+
+    lines = table([["八哥", "0.98"], ["🐦 bird", "0.01"], ["Me\u0301sange", "0.01"]]).splitlines()
+    assert lines == ["八哥     0.98", "🐦 bird  0.01", "Me\u0301sange  0.01"]
+
+
+def test_text_tables_escape_control_characters_of_a_file_name():
+    """`sef predict` of an image named with a newline broke its row in two."""
+    from sef.text import table
+
+    assert table([["a\nb.png", "1"], ["c.png", "2"]]).splitlines() == [
+        "a\\nb.png  1",
+        "c.png     2",
+    ]
+
+
 def test_counts_and_durations_read_as_a_person_writes_them():
     from sef.text import counted, duration
 

@@ -92,6 +92,21 @@ def test_the_figure_stays_legible_at_two_hundred_classes(tmp_path):
     assert width >= 3600 and height >= 3300  # about 15 pixels per class row
 
 
+def test_characters_the_font_lacks_are_one_warning_that_says_what_to_do(tmp_path, recwarn):
+    """Chinese class names were a "Glyph ... missing from font(s)" warning per character."""
+    import matplotlib
+
+    names = ["八哥", "画眉", "喜鹊", "麻雀"]
+    confusion = confusion_matrix(torch.tensor(LABELS), torch.tensor(PREDICTED), 4)
+    with matplotlib.rc_context({"font.family": "DejaVu Sans"}):  # matplotlib's own, no CJK
+        plot_confusion(confusion, names, [0, 1, 2, 3], tmp_path / "c.png")
+    assert [str(warning.message) for warning in recwarn] == [
+        "the figure's font (DejaVu Sans) lacks 8 characters of its text, drawn as boxes (e.g. "
+        "八哥画眉喜); install a font that has them and put it in matplotlib's font.family "
+        "(matplotlibrc), e.g. font.family: DejaVu Sans, Noto Sans CJK JP"
+    ]
+
+
 def test_report_files_and_unwritable_folders(tmp_path):
     report = error_report(result(LABELS, PREDICTED, GROUPS), NAMES)
     paths = report.write(tmp_path / "report")

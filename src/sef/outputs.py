@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from sef import filekinds, space
 from sef.errors import DiskFull, OutputError
+from sef.text import counted
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
 # How a text file that lists file names is written: UTF-8, and a name that is not UTF-8 (a
@@ -28,15 +30,21 @@ NAME_MAX = 255  # bytes in one file name, on every common file system
 FILE_NAME_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
+def fitted(name: str, room: int = NAME_MAX) -> str:
+    """``name`` if it takes at most ``room`` bytes, else cut and tagged with its hash
+    (``~1a2b3c4d``) to fit, so that two names cut alike stay apart."""
+    data = name.encode("utf-8", "surrogateescape")
+    if len(data) <= room:
+        return name
+    tag = "~" + hashlib.sha1(data).hexdigest()[:8]
+    return data[: room - len(tag)].decode("utf-8", "ignore") + tag
+
+
 def temporary_path(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place (unique to this process):
     ``.NAME.<pid>.tmp``, NAME cut and tagged with its hash where the whole would not fit."""
-    name, end = path.name, f".{os.getpid()}.tmp"
-    if len(f".{name}{end}".encode()) > NAME_MAX:
-        tag = "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
-        room = NAME_MAX - len(f".{tag}{end}")
-        name = name.encode()[:room].decode(errors="ignore") + tag
-    return path.with_name(f".{name}{end}")
+    end = f".{os.getpid()}.tmp"
+    return path.with_name(f".{fitted(path.name, NAME_MAX - len(f'.{end}'))}{end}")
 
 
 def process_alive(pid: int) -> bool:
@@ -265,8 +273,41 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def save_figure(figure: Any, path: str | os.PathLike, dpi: int) -> Path:
-    """Write a matplotlib ``figure`` atomically, in the format ``path`` ends with (else PNG)."""
+    """Write a matplotlib ``figure`` atomically, in the format ``path`` ends with (else PNG);
+    characters its font lacks are one warning (:func:`_missing_glyphs_said_once`)."""
     path = Path(path)
-    with atomic_path(path) as temporary:
+    with _missing_glyphs_said_once(), atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=dpi, format=path.suffix[1:].lower() or "png")
     return path
+
+
+# matplotlib's warning for each character its font cannot draw (matplotlib._text_helpers).
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) \(.*\) missing from font\(s\) (.+)\.")
+
+
+@contextmanager
+def _missing_glyphs_said_once() -> Iterator[None]:
+    """matplotlib's warnings of characters missing from the font, as one warning that says what
+    to do: 200 Chinese class names in a confusion figure were hundreds of "Glyph 20843 (...)
+    missing from font(s) DejaVu Sans." lines. Other warnings pass as they are."""
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    missing: dict[str, None] = {}
+    fonts = ""
+    for warning in caught:
+        found = _MISSING_GLYPH.fullmatch(str(warning.message))
+        if found:
+            missing[chr(int(found.group(1)))] = None
+            fonts = found.group(2)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    if missing:
+        warnings.warn(
+            f"the figure's font ({fonts}) lacks {counted(len(missing), 'character')} of its "
+            f"text, drawn as boxes (e.g. {''.join(list(missing)[:5])}); install a font that has "
+            f"them and put it in matplotlib's font.family (matplotlibrc), e.g. font.family: "
+            f"DejaVu Sans, Noto Sans CJK JP",
+            stacklevel=3,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 
@@ -26,21 +27,48 @@ def rate(value: float) -> str:
 
 def shown(name: str) -> str:
     """``name`` as it can be printed or drawn: a file name that is not UTF-8 (Python holds its
-    bytes as surrogates, which a terminal or a font refuses) with U+FFFD where they were."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    bytes as surrogates, which a terminal or a font refuses) with U+FFFD where they were, and
+    :func:`printable`."""
+    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+def printable(name: str) -> str:
+    """``name`` with its control characters escaped (``\\n``, ``\\x1b``), as `ls` shows them:
+    a folder named with a newline broke a table's row in two, and one with a terminal's escape
+    codes (ESC [ 2 J) would have cleared the screen it was printed on."""
+    if name.isprintable():
+        return name
+    return "".join(
+        repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in name
+    )
+
+
+def width(text: str) -> int:
+    """How many terminal columns ``text`` takes: two for a wide character (Chinese, Japanese,
+    most emoji), none for a combining accent (an "é" written as macOS writes file names)."""
+    return sum(map(_columns, text))
+
+
+def _columns(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 def table(rows: Sequence[Sequence[str]], align: str = "") -> str:
     """``rows`` of cells (a header is just the first row) as lines of aligned columns two spaces
-    apart, without trailing spaces, each cell :func:`shown`. ``align`` holds one character per
-    column, ``<`` (left, the default for columns it does not reach) or ``>`` (right)."""
+    apart, without trailing spaces, each cell :func:`shown`, its :func:`width` what it takes on
+    a terminal. ``align`` holds one character per column, ``<`` (left, the default for columns
+    it does not reach) or ``>`` (right)."""
     rows = [[shown(cell) for cell in row] for row in rows]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    widths = [max(width(row[column]) for row in rows) for column in range(len(rows[0]))]
     sides = align.ljust(len(widths), "<")
+
+    def padded(cell: str, side: str, room: int) -> str:
+        pad = " " * (room - width(cell))
+        return pad + cell if side == ">" else cell + pad
+
     lines = (
-        "  ".join(
-            f"{cell:{side}{width}}" for cell, side, width in zip(row, sides, widths, strict=True)
-        )
-        for row in rows
+        "  ".join(padded(*cell) for cell in zip(row, sides, widths, strict=True)) for row in rows
     )
     return "\n".join(line.rstrip() for line in lines)

@@ -21,7 +21,7 @@ from sef import datasets
 from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint
 from sef.config import Config, config_from_dict
-from sef.datasets import ImageList
+from sef.datasets import ImageList, names
 from sef.datasets.splits import NoSuchSplit
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
@@ -84,7 +84,8 @@ class TrainedModel:
         self, split: str = "test", root: str | os.PathLike | None = None, *, progress: bool = True
     ) -> ImageList:
         """``split`` of the data this model was trained on (or found under ``root``), with its
-        test transform; DataError if that data's classes are not the model's. A run that left
+        test transform; DataError if that data's classes are not the model's (an accented name
+        stored otherwise, a folder copied from a Mac, is the same class). A run that left
         unreadable images out (``data.bad_images=skip``) leaves them out here too, with a
         warning. ``progress`` shows a generated set being drawn on first use (and that check)."""
         config = self.config
@@ -102,7 +103,7 @@ class TrainedModel:
             raise NoSuchSplit(
                 f"{missing}; this run evaluated on its {own} split (--split {own})"
             ) from None
-        if list(loaded.classes) != list(self.classes):
+        if list(map(names.key, loaded.classes)) != list(map(names.key, self.classes)):
             where = config.data.root if root is None else root
             raise DataError(
                 f"the classes of the {split} split under {where} differ from the "

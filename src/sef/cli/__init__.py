@@ -8,6 +8,7 @@ taking the parsed arguments and returning an exit code.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import importlib
 import multiprocessing
@@ -81,6 +82,7 @@ def _original_message(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, warnings one line."""
     threads.configure()  # before any command imports torch: OpenMP reads it once, at start
+    _escape_what_output_cannot_write()
     parser = create_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the usage of the command given, not of `sef` as argparse would print
@@ -94,6 +96,35 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, stopped)
     except KeyboardInterrupt:  # a stop as the command let go of the signals, its work done
         return 128 + (stopped[-1] if stopped else signal.SIGINT)
+
+
+# How sef's stdout and stderr write what their encoding cannot (_bytes_or_escape).
+OUTPUT_ERRORS = "sef.bytes_or_escape"
+
+
+def _escape_what_output_cannot_write() -> None:
+    """stdout and stderr write what their encoding cannot as :func:`_bytes_or_escape` does: a
+    Chinese class name on an ASCII terminal (PYTHONIOENCODING=ascii, a Windows code page) or a
+    folder name that is not UTF-8 on a terminal that refuses surrogates ended the command in
+    "codec can't encode"."""
+    codecs.register_error(OUTPUT_ERRORS, _bytes_or_escape)
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape", "backslashreplace"):
+            stream.reconfigure(errors=OUTPUT_ERRORS)
+
+
+def _bytes_or_escape(error: UnicodeError) -> tuple[str | bytes, int]:
+    """A codec error handler: a file name's byte that was no text in the file system's encoding
+    (which Python holds as a surrogate, U+DC80 to U+DCFF) as that byte, as surrogateescape writes
+    it, so that `ls` and sef show a name alike; any other character as an escape (``\\u516b``),
+    as backslashreplace writes it."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    char = error.object[error.start]
+    if "\udc80" <= char <= "\udcff":
+        return bytes([ord(char) - 0xDC00]), error.start + 1
+    one = UnicodeEncodeError(error.encoding, error.object, error.start, error.start + 1, "")
+    return codecs.backslashreplace_errors(one)
 
 
 def program() -> None:

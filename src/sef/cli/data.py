@@ -22,7 +22,7 @@ from sef.cli.options import (
     progress_bars,
 )
 from sef.errors import ConfigError
-from sef.text import counted, table
+from sef.text import counted, printable, table
 
 SHOWN_CLASSES = 8
 
@@ -149,6 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _class_summary(classes: list[str], everything: bool) -> str:
+    classes = [printable(name) for name in classes]
     if everything or len(classes) <= SHOWN_CLASSES:
         return "\n".join(f"  {i:4d}  {name}" for i, name in enumerate(classes))
     head = [f"  {i:4d}  {name}" for i, name in enumerate(classes[: SHOWN_CLASSES - 1])]

@@ -33,7 +33,8 @@ from sef.config.values import (
 from sef.datasets import RECORDS
 from sef.errors import ConfigError
 from sef.loss_config import LossConfig
-from sef.outputs import write_text
+from sef.outputs import NAME_MAX, fitted, write_text
+from sef.text import shown
 
 DEFAULT_PRESET = "demo"
 DEFAULT_METHOD = "sef"
@@ -194,8 +195,9 @@ def run_name(config: Config) -> str:
     """What a run is called (its default folder is runs/<name>): the preset's name, naming the
     backbone actually trained (``_with_backbone``), with its data part naming the data actually
     read: own data by its folder (a CSV file's folder), so ``folder-resnet50`` on ~/data/birds
-    is ``birds-resnet50`` and the demo preset on a folder is ``birds``. A name that does not
-    start with a dataset (a config file's own) stays."""
+    is ``birds-resnet50`` and the demo preset on a folder is ``birds`` (a folder name's bytes that
+    are not UTF-8 become U+FFFD, and one too long for a file name is cut to fit). A name that does
+    not start with a dataset (a config file's own) stays."""
     name = _with_backbone(config)
     first, dash, rest = name.partition("-")
     kind = RECORDS[first].kind if first in RECORDS else None
@@ -205,6 +207,9 @@ def run_name(config: Config) -> str:
     if data in RECORDS and RECORDS[data].kind == "own" and root:
         folder = Path(os.path.abspath(Path(root).expanduser()))
         data = (folder.parent if folder.suffix.lower() == ".csv" else folder).name or data
+        # bytes that are not UTF-8 as U+FFFD (TensorBoard refused the folder: "surrogates not
+        # allowed"), a long name cut to fit (the file system refused: "file name too long")
+        data = fitted(shown(data), NAME_MAX - len(f"{dash}{rest}".encode()))
     return f"{data}{dash}{rest}"
 
 

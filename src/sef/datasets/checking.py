@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -59,7 +60,8 @@ def describe_bad_images(bad: Sequence[tuple[str, str]], total: int) -> str:
         paths_of.setdefault(reason, []).append(path)
     lines = []
     for reason, paths in paths_of.items():
-        if len(paths) > FEW or (reason == MISSING and _backslashed(paths)):
+        hinted = reason == MISSING and (_backslashed(paths) or _spelled_otherwise(paths[0]))
+        if len(paths) > FEW or hinted:
             lines.append(_summary(reason, paths, total))
         else:
             lines += [f"{path}: {reason}" for path in paths]
@@ -85,12 +87,28 @@ def _backslashed(paths: list[str]) -> bool:
     return os.sep != "\\" and any("\\" in path for path in paths)
 
 
+def _spelled_otherwise(path: str) -> tuple[str, str] | None:
+    """(form, path) of the file that is ``path`` with its accents stored the other way, NFD
+    (e, then the accent) or NFC (one character), where there is one: a CSV typed on Linux for
+    images copied from a Mac."""
+    for form in ("NFD", "NFC"):
+        other = unicodedata.normalize(form, path)
+        if other != path and os.path.exists(other):
+            return form, other
+    return None
+
+
 def _missing_hint(paths: list[str]) -> str:
     """Why ``paths`` may be missing: Windows separators (said, not converted: on Linux a file
-    name may hold a backslash), a folder that does not exist, or the images one folder deeper
-    than listed (a copy that unpacks cars_train/cars_train/)."""
+    name may hold a backslash), accents stored otherwise, a folder that does not exist, or the
+    images one folder deeper than listed (a copy that unpacks cars_train/cars_train/)."""
     if _backslashed(paths):
         return "the paths separate folders with \\ (as on Windows): write them with / instead"
+    found = _spelled_otherwise(paths[0])
+    if found:
+        form, path = found
+        mac = " (as macOS writes file names)" * (form == "NFD")
+        return f"{path} exists, its accents stored as {form}{mac}: list the files as they are named"
     parent, name = os.path.split(paths[0])
     if not os.path.isdir(parent):
         return f"{parent} does not exist: is the dataset root the folder its archives unpacked to?"

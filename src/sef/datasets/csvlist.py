@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import read_lines
+from sef.datasets.names import class_of, key
 from sef.datasets.splits import from_declared
 from sef.errors import ConfigError, DataError
 
@@ -42,6 +43,15 @@ def _csv_file(root: Path) -> Path:
     return found[0]
 
 
+def _numbered(reader) -> Iterator[tuple[int, list[str]]]:
+    """(line, row) of each row of a ``csv.reader``, line its first line in the file: a quoted
+    cell over several lines (a label with a newline) made every later row's number one short."""
+    line = 1
+    for row in reader:
+        yield line, row
+        line = reader.line_num + 1
+
+
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, cells) of every non-empty data row."""
     try:
@@ -50,7 +60,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path} {problem}; point ROOT at {LAYOUT}") from None
     rows = [
         (number, [cell.strip() for cell in row])
-        for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
+        for number, row in _numbered(csv.reader(io.StringIO(text, newline="")))
         if any(cell.strip() for cell in row)
     ]
     if rows and len(rows[0][1]) == 1 and any(sep in rows[0][1][0] for sep in ";\t"):
@@ -124,15 +134,17 @@ def read(
         raise ConfigError(f"dataset 'csv' option image_root takes a folder, got {image_root!r}")
     path = _csv_file(Path(root).expanduser())
     rows = _rows(path)
+    label = class_of(row[1] for _, row in rows)  # é typed, é from a Mac: one class
+    rows = [(number, [row[0], label[row[1]], *row[2:]]) for number, row in rows]
     names = _class_list(classes, [row[1] for _, row in rows])
-    index = {name: i for i, name in enumerate(names)}
+    index = {key(name): i for i, name in enumerate(names)}
     base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
-        if row[1] not in index:
+        if key(row[1]) not in index:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
     rows = _once(path, rows, base)
-    samples = [(str(base / row[0]), index[row[1]]) for _, row in rows]
+    samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [row[2] if len(row) == 3 else None for _, row in rows]
     return from_declared(
         ImageList(samples, names), tags, split, seed, val_fraction, test_fraction, str(path)

@@ -2,7 +2,8 @@
 
 Split folders are named trainval, train, val or test, in any case, and hold class folders (a
 train/ of images beside bus/ and car/ is a class); the classes are the sorted union of the class
-folder names in all of them, so labels agree between splits. Without split
+folder names in all of them (two spellings of one accented name are one class,
+:mod:`sef.datasets.names`), so labels agree between splits. Without split
 folders, test and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`).
 Images have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg``
 and ``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
@@ -17,6 +18,7 @@ from pathlib import Path
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sef.datasets.imagelist import ImageList
+from sef.datasets.names import class_of
 from sef.datasets.splits import SPLITS, from_declared
 from sef.errors import DataError
 from sef.text import counted
@@ -30,10 +32,12 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "__MACOSX"))
 
 
-def _classes(folders: list[Path]) -> list[str]:
-    """The sorted names of the class folders in ``folders``."""
+def _class_folders(folders: list[Path]) -> dict[str, str]:
+    """The class folder names in ``folders``, each to the name of its class
+    (:func:`sef.datasets.names.class_of`: a folder copied from a Mac, its name in NFD, and one
+    spelled on Linux are one class)."""
     names = {entry.name for folder in folders for entry in os.scandir(folder) if entry.is_dir()}
-    return sorted(name for name in names if not _hidden(name))
+    return class_of(name for name in names if not _hidden(name))
 
 
 def visible_files(folder: str | os.PathLike) -> Iterator[str]:
@@ -50,12 +54,13 @@ def visible_files(folder: str | os.PathLike) -> Iterator[str]:
         yield from (os.path.join(parent, file) for file in sorted(files) if not _hidden(file))
 
 
-def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    """(path, label) of every image under ``folder/<class>/`` (:func:`visible_files`);
-    DataError for a class folder whose files are none of them images (a phone's .HEIC photos),
-    which would otherwise read as a class without images."""
+def _images(folder: Path, label_of: dict[str, int]) -> list[tuple[str, int]]:
+    """(path, label) of every image under ``folder/<class folder>/`` (:func:`visible_files`),
+    ``label_of`` giving each class folder's label; DataError for a class folder whose files are
+    none of them images (a phone's .HEIC photos), which would otherwise read as a class without
+    images."""
     samples = []
-    for name, label in class_to_idx.items():
+    for name in sorted(label_of, key=lambda name: (label_of[name], name)):
         files = list(visible_files(folder / name))
         images = [path for path in files if path.lower().endswith(IMG_EXTENSIONS)]
         if files and not images:
@@ -64,7 +69,7 @@ def _images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]
                 f"{', '.join(IMG_EXTENSIONS)}), e.g. {files[0]}; convert them to JPEG or PNG, or "
                 f"move the folder out of {folder} if {name} is no class"
             )
-        samples += [(path, label) for path in images]
+        samples += [(path, label_of[name]) for path in images]
     return samples
 
 
@@ -101,20 +106,23 @@ def read(
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; lay it out as {LAYOUT}")
     split_folders = _split_folders(root)
-    classes = _classes(list(split_folders.values()) or [root])
+    class_folders = _class_folders(list(split_folders.values()) or [root])
+    classes = sorted(set(class_folders.values()))
     if not classes:
         raise DataError(f"no class folders in {root}; lay it out as {LAYOUT}")
-    inner = _classes([root / classes[0]]) if len(classes) == 1 and not split_folders else []
+    only = min(class_folders) if len(classes) == 1 and not split_folders else None
+    inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
         raise DataError(
-            f"{root} holds one folder, {classes[0]}, which holds the folders "
+            f"{root} holds one folder, {only}, which holds the folders "
             f"{', '.join(inner[:3])}{', ...' * (len(inner) > 3)}: the classes are one folder "
-            f"deeper; pass {root / classes[0]} as the data root"
+            f"deeper; pass {root / only} as the data root"
         )
-    class_to_idx = {name: i for i, name in enumerate(classes)}
+    index = {name: label for label, name in enumerate(classes)}
+    label_of = {folder: index[name] for folder, name in class_folders.items()}
     samples, tags = [], []
     for tag, folder in split_folders.items() or [(None, root)]:
-        found = _images(folder, class_to_idx)
+        found = _images(folder, label_of)
         samples += found
         tags += [tag] * len(found)
     if not samples:

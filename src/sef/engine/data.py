@@ -137,7 +137,18 @@ def _check_classes(train: ImageList, split: str, source: str) -> None:
         raise DataError(
             f"the {split} split of {source} has no images of {len(unseen)} of its "
             f"{len(train.classes)} classes ({_some(unseen)}); add images of them or remove them"
+            f"{_case_hint(unseen, train.classes)}"
         )
+
+
+def _case_hint(unseen: list[str], classes: list[str]) -> str:
+    """What to say of a class without images that another differs from only in case (test/cat
+    beside train/Cat: one folder on macOS and Windows, two classes on Linux)."""
+    for name in unseen:
+        for other in classes:
+            if other != name and other.casefold() == name.casefold():
+                return f" ({name!r} and {other!r} differ only in case: spell them alike)"
+    return ""
 
 
 def from_cache(data: Data, config: Config, context: Context, progress: bool = True) -> Data:

@@ -75,7 +75,7 @@ from sef.errors import (
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
-from sef.text import counted, duration
+from sef.text import counted, duration, shown
 from sef.trackers import Final
 from sef.trained import check_saved_root, create_model
 
@@ -210,6 +210,19 @@ def _check_out_dir(config: Config) -> None:
             f"the run folder {out} is inside the data root {root}, where it would be read as "
             f"data; choose an --out outside it"
         )
+
+
+def _check_out_is_text(config: Config) -> None:
+    """ConfigError for an --out whose name is not UTF-8 (Latin-1 bytes) where TensorBoard logs:
+    its writer takes UTF-8 paths only, and stopped the run, its folder made, with "'utf-8' codec
+    can't encode character '\\udce9' ...: surrogates not allowed"."""
+    out, r = config.run.out, config.run
+    if not out or not (r.tensorboard and "tensorboard" in r.loggers) or shown(out) == out:
+        return
+    raise ConfigError(
+        f"--out {shown(out)} is not UTF-8 text (\ufffd marks its other bytes), and TensorBoard "
+        f"writes only under UTF-8 paths; choose another name, or --set run.tensorboard=false"
+    )
 
 
 def _real(path: Path) -> Path:
@@ -598,6 +611,7 @@ def fit(
         nonlocal lock
         _check_setup(config, context)
         _check_out_dir(config)
+        _check_out_is_text(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
         check_config_file(config_file, lock.folder)
         clear_leftovers(lock.folder)
