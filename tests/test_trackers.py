@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,27 @@ def test_a_tracker_its_client_refuses_stops_in_one_line_and_fails_the_runs_opene
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://x")
     with pytest.raises(ConfigError, match=r"^run.loggers=mlflow: .*'bogus://x'.*MLFLOW_TRACK"):
         Trackers(out, config, [])
+
+
+def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(
+    trackers_offline: Path, monkeypatch, capsys
+) -> None:
+    # MLflow's client retried a refused connection for 4 minutes (7 tries, backoff 2 s doubling)
+    # after the data had loaded, then stopped the run; the retries are off here so that a check
+    # left to MLflow fails fast
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again when the test connects
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    out = trackers_offline
+    assert _train(out, "--log", "mlflow") == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: run.loggers=mlflow: the MLflow server at 127.0.0.1:{port} "
+        f"(MLFLOW_TRACKING_URI) takes no connection ([Errno 111] Connection refused); start it, "
+        f"correct MLFLOW_TRACKING_URI, or log without mlflow\n"
+    )
+    assert not out.exists()  # before the data and the run folder
 
 
 @pytest.mark.slow

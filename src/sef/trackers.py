@@ -19,12 +19,14 @@ import contextlib
 import json
 import numbers
 import os
+import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
+from urllib.request import getproxies, proxy_bypass
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
@@ -33,6 +35,7 @@ from sef.errors import ConfigError, SEFError
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
+SERVER_TIMEOUT = 10  # seconds an MLflow server has to take a connection before the run starts
 
 
 def scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -50,10 +53,42 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
 
 
 def require(loggers: Iterable[str]) -> None:
-    """SEFError in one line naming the pip command if a tracker's client is not installed."""
+    """SEFError in one line naming the pip command if a tracker's client is not installed, or
+    the MLflow server ``MLFLOW_TRACKING_URI`` names if it takes no connection."""
+    loggers = list(loggers)
     for name in loggers:
         if name in TRACKERS:
             extras.require(name, f"run.loggers={name} (--log {name})")
+    if "mlflow" in loggers:
+        check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def check_mlflow_server(uri: str | None) -> None:
+    """ConfigError at once if ``uri`` names an http(s) server that takes no connection within
+    SERVER_TIMEOUT seconds (refused, an unknown host, no answer): MLflow's client retries for
+    about 4 minutes before it says so. A server reached through a proxy is left to MLflow."""
+    url = urlparse(uri or "")
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:  # not a port: MLflow's own error says so
+        return
+    if url.scheme not in ("http", "https") or not url.hostname or _proxied(url):
+        return
+    try:
+        socket.create_connection((url.hostname, port), timeout=SERVER_TIMEOUT).close()
+    except OSError as error:
+        raise ConfigError(
+            f"run.loggers=mlflow: the MLflow server at {url.hostname}:{port} "
+            f"(MLFLOW_TRACKING_URI) takes no connection ({error or type(error).__name__}); "
+            f"start it, correct MLFLOW_TRACKING_URI, or log without mlflow"
+        ) from None
+
+
+def _proxied(url: ParseResult) -> bool:
+    """Whether the environment sends requests to ``url`` through a proxy (as MLflow's do)."""
+    proxies = getproxies()
+    uses = url.scheme in proxies or "all" in proxies
+    return uses and not proxy_bypass(url.hostname or "")
 
 
 @dataclass
