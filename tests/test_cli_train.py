@@ -497,6 +497,21 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     assert mine.read_text() == "mine" and len(events) == 1 and events[0].stat().st_size > 0
 
 
+def test_a_tensorboard_folder_that_cannot_be_written_is_named_in_one_line(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    # the user read "sef train: error: DIR/tb: file exists", which says neither what nor what to do
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tb").write_text("not a folder")
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot write {out / 'tb'}: {out / 'tb'} is a file, not a folder; no "
+        f"checkpoint was written; fix that, then run the same command to start it again\n"
+    )
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress", "--log", "none"]) == 0
+
+
 def test_a_run_folder_inside_the_folder_of_own_images_is_refused(
     folder_root: Path, monkeypatch, capsys, files_in
 ) -> None:

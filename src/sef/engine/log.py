@@ -57,6 +57,17 @@ def spike_line(record: dict) -> str | None:
     )
 
 
+def _event_writer(folder: Path, start_epoch: int):
+    """TensorBoard's writer of ``folder``; OutputError naming the folder if it cannot be written
+    (a file of that name, a folder of another user), not the bare "tb: file exists"."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    try:
+        return SummaryWriter(str(folder), purge_step=start_epoch)
+    except OSError as error:
+        raise outputs.output_error(folder, error, folder=True) from None
+
+
 class Logger:
     """Rank 0's outputs: metrics.jsonl, TensorBoard scalars, trackers and a line per epoch."""
 
@@ -66,9 +77,7 @@ class Logger:
         _write_lines(self.metrics, self.records)
         self.board = None
         if config.run.tensorboard and "tensorboard" in config.run.loggers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.board = SummaryWriter(str(out / "tb"), purge_step=start_epoch)
+            self.board = _event_writer(out / "tb", start_epoch)
         self.trackers = Trackers(out, config, self.records)
 
     def epoch(self, record: dict, epochs: int) -> None:
