@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
 import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,64 @@ def test_trackers_and_lightning_stay_out_of_a_plain_install() -> None:
     plain = {re.split(r"[<>=\[]", req)[0] for req in project["dependencies"]}
     optional = ("wandb", "mlflow", "mlflow-skinny", "sqlalchemy", "alembic", "lightning")
     assert plain.isdisjoint(optional)
+
+
+# sef's modules that are an extra's feature themselves, importing it when imported
+OPTIONAL_MODULES = {"integrations/lightning.py"}
+
+
+def _distribution(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=\[;\s]", requirement)[0]).lower()
+
+
+def _third_party_imports(tree: ast.AST) -> set[tuple[str, bool]]:
+    """(top-level module, whether the import runs when the file is imported) for every absolute
+    import of a module outside the standard library and sef."""
+    found: set[tuple[str, bool]] = set()
+
+    def visit(node: ast.AST, at_import: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                names = [child.module]
+            else:
+                in_function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+                visit(child, at_import and not in_function)
+                continue
+            for name in names:
+                module = name.split(".")[0]
+                if module not in sys.stdlib_module_names and module not in ("sef", "__future__"):
+                    found.add((module, at_import))
+
+    visit(tree, True)
+    return found
+
+
+def test_every_package_sef_imports_is_declared_and_an_extras_only_when_used() -> None:
+    """A module that base code imports but pyproject.toml declares nowhere (numpy came only with
+    torchvision and scipy) or only in an extra (a plain install would fail on import) is caught."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    base = {_distribution(req) for req in project["dependencies"]}
+    optional = {
+        _distribution(req)
+        for extra, reqs in project["optional-dependencies"].items()
+        if extra != "dev"
+        for req in reqs
+    }
+    owners = packages_distributions()
+    undeclared, eager = set(), set()
+    for path in SRC.rglob("*.py"):
+        name = path.relative_to(SRC / "sef").as_posix()
+        for module, at_import in _third_party_imports(ast.parse(path.read_text("utf-8"))):
+            dists = {_distribution(d) for d in owners.get(module, [module])}
+            if not dists & (base | optional):
+                undeclared.add(module)
+            elif not dists & base and at_import and name not in OPTIONAL_MODULES:
+                eager.add(f"{module} in {name}")
+    assert undeclared == set(), "imported by sef, declared in no dependency of pyproject.toml"
+    assert eager == set(), "an extra's module imported with a module a plain install imports"
 
 
 @pytest.mark.slow
