@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sef.extras import DISTRIBUTION, EXTRAS, PACKAGES
+from sef.cli import main
+from sef.extras import DEPENDENCIES, DISTRIBUTION, EXTRAS, PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -32,7 +33,7 @@ def _block(folder: Path, *modules: str) -> Path:
     for module in modules:
         (folder / module).mkdir(parents=True)
         (folder / module / "__init__.py").write_text(
-            f"raise ImportError('No module named {module}')\n"
+            f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n"
         )
     return folder
 
@@ -91,6 +92,40 @@ def test_timm_backbone_without_timm_says_what_to_install(tmp_path: Path) -> None
     assert result.stderr.count("\n") == 1
     assert "needs timm (the 'timm' extra): pip install timm, or pip install \".[timm]\"" in (
         result.stderr
+    )
+
+
+def test_the_dependencies_sef_names_are_pyprojects() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = [_distribution(req) for req in project["dependencies"]]
+    assert [PACKAGES.get(module, module).lower() for module in DEPENDENCIES] == declared
+
+
+def test_a_dependency_missing_from_the_install_is_named_in_one_line(
+    demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # an install without its dependencies (--no-deps, a hand-made environment) met
+    # ModuleNotFoundError's traceback in the middle of a command
+    for name in [name for name in sys.modules if name.split(".")[0] == "safetensors"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "safetensors"))
+    out = tmp_path / "shipped"
+    arguments = ["--checkpoint", str(demo_checkpoint), "--out", str(out), "--no-check"]
+    assert main(["export", *arguments, "--format", "safetensors"]) == 2
+    assert capsys.readouterr().err == (
+        "sef export: error: safetensors is not installed, and sef needs it: pip install "
+        "safetensors, or pip install . inside a clone of sef\n"
+    )
+    assert list(out.glob("*")) == []  # nothing written
+
+
+def test_a_dependency_the_parser_needs_is_named_in_one_line_too(tmp_path: Path) -> None:
+    result = _sef("--version", blocked=_block(tmp_path / "blocked", "yaml"))  # reads the presets
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "sef: error: yaml is not installed, and sef needs it: pip install pyyaml, or pip "
+        "install . inside a clone of sef\n"
     )
 
 

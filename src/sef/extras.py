@@ -11,6 +11,11 @@ import importlib
 from sef.errors import SEFError
 
 DISTRIBUTION = "sef-fgvc"
+# the modules of pyproject.toml's [project.dependencies], which a plain install brings
+DEPENDENCIES = (
+    "torch", "torchvision", "yaml", "tqdm", "scipy", "safetensors", "matplotlib", "tensorboard",
+    "PIL", "numpy", "filelock",
+)  # fmt: skip
 # extra -> the modules it provides (pyproject.toml's [project.optional-dependencies])
 EXTRAS = {
     "export": ("onnx", "onnxruntime", "onnxscript"),
@@ -20,7 +25,7 @@ EXTRAS = {
     "lightning": ("lightning",),
 }
 # module -> the package that installs it, where the two names differ
-PACKAGES = {"mlflow": "mlflow-skinny"}
+PACKAGES = {"mlflow": "mlflow-skinny", "yaml": "pyyaml", "PIL": "pillow"}
 
 
 def require(extra: str, purpose: str, error: type[Exception] = SEFError) -> None:
@@ -37,3 +42,14 @@ def require(extra: str, purpose: str, error: type[Exception] = SEFError) -> None
             f"{purpose} needs {', '.join(missing)} (the {extra!r} extra): "
             f'pip install {packages}, or pip install ".[{extra}]" inside a clone of sef'
         )
+
+
+def missing_dependency(error: ImportError) -> str | None:
+    """What to install, in one sentence, if ``error`` says a dependency of sef is not installed
+    (an install without its dependencies: ``--no-deps``, a hand-made environment); else None."""
+    if not isinstance(error, ModuleNotFoundError) or error.name not in DEPENDENCIES:
+        return None
+    return (
+        f"{error.name} is not installed, and sef needs it: pip install "
+        f"{PACKAGES.get(error.name, error.name)}, or pip install . inside a clone of sef"
+    )

@@ -17,7 +17,7 @@ import signal
 import sys
 import warnings
 
-from sef import __version__, outputs, threads
+from sef import __version__, extras, outputs, threads
 from sef.errors import SEFError
 
 COMMAND_MODULES = [
@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2, warnings one line."""
     threads.configure()  # before any command imports torch: OpenMP reads it once, at start
     _escape_what_output_cannot_write()
-    parser = create_parser()
+    try:
+        parser = create_parser()  # reads the presets: PyYAML
+    except ImportError as error:
+        return _missing_dependency(error, "sef")
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the usage of the command given, not of `sef` as argparse would print
         _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -228,6 +231,8 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         if not _said_by_rank_zero(error):
             print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except ImportError as error:
+        return _missing_dependency(error, f"sef {args.command}")
     except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
         number = stopped[0] if stopped else signal.SIGINT
         by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
@@ -235,6 +240,17 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         if not _said_by_rank_zero(stop):
             print(f"sef {args.command}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
+
+
+def _missing_dependency(error: ImportError, prog: str) -> int:
+    """Exit code 2 after one line naming the pip command if ``error`` is a dependency of sef
+    that the install lacks; ``error`` raised again otherwise."""
+    said = extras.missing_dependency(error)
+    if said is None or os.environ.get("SEF_DEBUG"):
+        raise error
+    if not _said_by_rank_zero(error):
+        print(f"{prog}: error: {said}", file=sys.stderr)
+    return 2
 
 
 def _said_by_rank_zero(error: BaseException) -> bool:
