@@ -265,6 +265,24 @@ def test_a_tracker_its_client_refuses_stops_in_one_line_and_fails_the_runs_opene
         Trackers(out, config, [])
 
 
+@pytest.mark.slow
+def test_the_mlflow_store_stays_in_a_run_folder_named_with_url_characters(
+    trackers_offline: Path, tmp_path: Path
+) -> None:
+    # SQLAlchemy read the unquoted URI: 'lr 10%25' put the store in 'lr 10%', and 'why?x' made
+    # it the file 'why' beside the run folder
+    for name in ("lr 10%25", "why?x=1"):
+        out = tmp_path / name
+        out.mkdir()
+        config = load_preset("demo")
+        config.run.loggers = ["mlflow"]
+        save_config(config, out / "config.yaml")
+        trackers = Trackers(out, config, [])
+        trackers.close()
+        assert (out / "mlflow" / "mlflow.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr 10%25", "why?x=1"]
+
+
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(
     trackers_offline: Path, monkeypatch, capsys
 ) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import ParseResult, unquote, urlparse
+from urllib.parse import ParseResult, quote, unquote, urlparse
 from urllib.request import getproxies, proxy_bypass
 
 from sef import extras, outputs
@@ -165,7 +165,7 @@ class MLflowRun:
         if not uri:
             store = out / "mlflow"
             store.mkdir(exist_ok=True)
-            uri, artifacts = f"sqlite:///{store.resolve() / 'mlflow.db'}", store / "artifacts"
+            uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
         self.client = MlflowClient(tracking_uri=uri)
         if artifacts is not None:
             self._check_in_place(artifacts, out)
@@ -234,6 +234,13 @@ class MLflowRun:
 
     def close(self, finished: bool) -> None:
         self.client.set_terminated(self.id, "FINISHED" if finished else "FAILED")
+
+
+def sqlite_uri(path: Path) -> str:
+    """The URI of the SQLite file ``path`` for MLflow, quoted: SQLAlchemy reads ``%XX`` in it as
+    an escape and ``?`` as the start of its options (a run folder named ``lr 10%25`` or ``why?``
+    put its store in another folder)."""
+    return f"sqlite:///{quote(str(path), safe='/:' + os.sep)}"
 
 
 def _experiment_name() -> str:
