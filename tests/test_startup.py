@@ -16,7 +16,10 @@ import pytest
 import sef
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-HEAVY = ("torch", "torchvision", "PIL", "matplotlib", "wandb", "mlflow", "lightning")
+HEAVY = (
+    "torch", "torchvision", "PIL", "matplotlib", "numpy", "scipy", "tensorboard", "safetensors",
+    "timm", "onnx", "onnxruntime", "wandb", "mlflow", "lightning",
+)  # fmt: skip
 CLI = "from sef.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
 
 
