@@ -120,6 +120,25 @@ def test_a_dependency_missing_from_the_install_is_named_in_one_line(
     assert list(out.glob("*")) == []  # nothing written
 
 
+def test_eval_report_without_matplotlib_stops_before_the_evaluation(
+    demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # the whole split was evaluated and its predictions written before the report's figure
+    # found matplotlib missing
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "matplotlib"))
+    predictions, report = tmp_path / "predictions.csv", tmp_path / "report"
+    arguments = ["--checkpoint", str(demo_checkpoint), "--predictions", str(predictions)]
+    assert main(["eval", *arguments, "--report", str(report)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "sef eval: error: matplotlib is not installed, and sef needs it: pip install "
+        "matplotlib, or pip install . inside a clone of sef\n",
+    )
+    assert not predictions.exists() and not report.exists()
+
+
 def test_a_dependency_the_parser_needs_is_named_in_one_line_too(tmp_path: Path) -> None:
     result = _sef("--version", blocked=_block(tmp_path / "blocked", "yaml"))  # reads the presets
     assert result.returncode == 2 and result.stdout == ""

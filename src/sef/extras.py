@@ -53,3 +53,16 @@ def missing_dependency(error: ImportError) -> str | None:
         f"{error.name} is not installed, and sef needs it: pip install "
         f"{PACKAGES.get(error.name, error.name)}, or pip install . inside a clone of sef"
     )
+
+
+def require_installed(*modules: str) -> None:
+    """Import sef's dependencies ``modules`` now, before long work whose end needs them: SEFError
+    in one line naming the pip command for one the install lacks."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            said = missing_dependency(error)
+            if said is None:
+                raise
+            raise SEFError(said) from None

@@ -103,12 +103,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace, path: Path) -> None:
     """OutputError now, before the evaluation, for a report folder or a predictions file that
-    could not be written after it."""
+    could not be written after it, and SEFError for a package the report needs."""
     from sef.errors import OutputError
+    from sef.extras import require_installed
     from sef.outputs import check_writable
 
     if args.report:
         check_writable(args.report, folder=True)
+        require_installed("matplotlib", "scipy")  # its figure, and its order of the classes
     try:
         check_writable(path)
     except OutputError as error:
