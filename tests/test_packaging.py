@@ -139,6 +139,23 @@ def test_eval_report_without_matplotlib_stops_before_the_evaluation(
     assert not predictions.exists() and not report.exists()
 
 
+def test_train_without_tensorboard_stops_before_the_data(
+    demo_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # the data was read and every image decoded before TensorBoard's writer found it missing
+    for name in [name for name in sys.modules if name.split(".")[0] == "tensorboard"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "tensorboard"))
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress"]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "sef train: error: tensorboard is not installed, and sef needs it: pip install "
+        "tensorboard, or pip install . inside a clone of sef\n",
+    )
+    assert not out.exists() and not demo_root.exists()
+
+
 def test_a_dependency_the_parser_needs_is_named_in_one_line_too(tmp_path: Path) -> None:
     result = _sef("--version", blocked=_block(tmp_path / "blocked", "yaml"))  # reads the presets
     assert result.returncode == 2 and result.stdout == ""

@@ -57,6 +57,12 @@ def spike_line(record: dict) -> str | None:
     )
 
 
+def tensorboard_on(config: Config) -> bool:
+    """Whether the run writes TensorBoard events (``run.tensorboard: false``, the older switch,
+    turns them off whatever ``run.loggers`` names)."""
+    return config.run.tensorboard and "tensorboard" in config.run.loggers
+
+
 def _event_writer(folder: Path, start_epoch: int):
     """TensorBoard's writer of ``folder``; OutputError naming the folder if it cannot be written
     (a file of that name, a folder of another user), not the bare "tb: file exists"."""
@@ -76,7 +82,7 @@ class Logger:
         self.records = list(history)  # resume drops lines the checkpoint does not cover
         _write_lines(self.metrics, self.records)
         self.board = None
-        if config.run.tensorboard and "tensorboard" in config.run.loggers:
+        if tensorboard_on(config):
             self.board = _event_writer(out / "tb", start_epoch)
         self.trackers = Trackers(out, config, self.records)
 

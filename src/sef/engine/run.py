@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sef import distributed, outputs, space, trackers
+from sef import distributed, extras, outputs, space, trackers
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import (
     Config,
@@ -60,7 +60,7 @@ from sef.engine.folders import (
     latest_run_dir,
     run_started_in,
 )
-from sef.engine.log import Logger
+from sef.engine.log import Logger, tensorboard_on
 from sef.engine.loop import train_one_epoch
 from sef.engine.optim import create_optimizer, create_scheduler, planned_scheduler
 from sef.errors import (
@@ -346,6 +346,8 @@ def _check_setup(config: Config, context: Context) -> None:
         raise ConfigError("run.sync_bn=true needs CUDA GPUs; set it to false for CPU training")
     if context.is_main:  # only rank 0 logs; a missing client fails before any image is read
         trackers.require(config.run.loggers)
+        if tensorboard_on(config):
+            extras.require_installed("tensorboard")
 
 
 class _Run:
