@@ -139,6 +139,28 @@ def test_eval_report_without_matplotlib_stops_before_the_evaluation(
     assert not predictions.exists() and not report.exists()
 
 
+def test_viz_without_matplotlib_stops_before_it_loads_the_model(
+    demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # the model was loaded and run over the images (256 for parts) before the figure found
+    # matplotlib missing
+    import sef.trained
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(sef.trained, "load_trained_model", loaded)
+    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "matplotlib"))
+    arguments = ["--checkpoint", str(demo_checkpoint), "--out", str(tmp_path / "parts.png")]
+    assert main(["viz", "parts", *arguments]) == 2
+    assert capsys.readouterr().err == (
+        "sef viz: error: matplotlib is not installed, and sef needs it: pip install "
+        "matplotlib, or pip install . inside a clone of sef\n"
+    )
+
+
 def test_train_without_tensorboard_stops_before_the_data(
     demo_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:

@@ -109,9 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
+    """The checkpoint's model, once matplotlib, which draws after the images are run, is there."""
     from sef.distributed import resolve_device
+    from sef.extras import require_installed
     from sef.trained import load_trained_model
 
+    require_installed("matplotlib")
     return load_trained_model(args.checkpoint, device=resolve_device(args.device))
 
 
