@@ -112,12 +112,12 @@ def test_a_dependency_missing_from_the_install_is_named_in_one_line(
     monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "safetensors"))
     out = tmp_path / "shipped"
     arguments = ["--checkpoint", str(demo_checkpoint), "--out", str(out), "--no-check"]
-    assert main(["export", *arguments, "--format", "safetensors"]) == 2
+    assert main(["export", *arguments, "--format", "torchscript", "safetensors"]) == 2
     assert capsys.readouterr().err == (
         "sef export: error: safetensors is not installed, and sef needs it: pip install "
         "safetensors, or pip install . inside a clone of sef\n"
     )
-    assert list(out.glob("*")) == []  # nothing written
+    assert not out.exists()  # refused before the TorchScript export, before anything is written
 
 
 def test_eval_report_without_matplotlib_stops_before_the_evaluation(

@@ -171,6 +171,8 @@ def export_model(
         )
     if "onnx" in chosen:  # before anything is written
         extras.require("export", "ONNX export")
+    if "safetensors" in chosen:
+        extras.require_installed("safetensors")
     out = Path(out_dir)
     outputs.check_writable(out, folder=True)  # before the slow exports
     plain = model.export().cpu().float()
