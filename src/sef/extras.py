@@ -1,4 +1,5 @@
-"""Optional dependencies, grouped as pyproject.toml's extras, and how to install what is missing.
+"""sef's dependencies, those of a plain install and the optional ones grouped as pyproject.toml's
+extras, and how to install what is missing.
 
 The distribution is ``sef-fgvc`` (``sef`` on PyPI is an unrelated project), so a hint names the
 packages themselves, and the extra as installed inside a clone of sef.
