@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sef.cli import main
-from sef.extras import DEPENDENCIES, DISTRIBUTION, EXTRAS, PACKAGES
+from sef.extras import DEPENDENCIES, DISTRIBUTION, EXTRAS, OLDEST, PACKAGES
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -184,6 +184,28 @@ def test_a_dependency_the_parser_needs_is_named_in_one_line_too(tmp_path: Path) 
     assert result.stderr == (
         "sef: error: yaml is not installed, and sef needs it: pip install pyyaml, or pip "
         "install . inside a clone of sef\n"
+    )
+
+
+def test_the_oldest_versions_sef_checks_are_pyprojects_floors() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = [req for extra in project["optional-dependencies"].values() for req in extra]
+    floors = {req.split(">=")[0]: req.split(">=")[1] for req in reqs if ">=" in req}
+    for module, oldest in OLDEST.items():
+        assert floors[PACKAGES.get(module, module)] == oldest
+
+
+def test_a_timm_older_than_sef_works_with_is_refused_in_one_line(monkeypatch, capsys) -> None:
+    # timm 0.9.16 met pyproject's floor (timm>=0.9), and every timm: backbone ended in
+    # "AttributeError: module 'timm.models' has no attribute 'get_arch_pretrained_cfgs'"
+    timm = pytest.importorskip("timm")
+    monkeypatch.setattr(timm, "__version__", "0.9.16")
+    assert main(["info", "--backbone", "timm:resnet18"]) == 2
+    assert capsys.readouterr().err == (
+        "sef info: error: backbone 'timm:resnet18' needs timm 1.0.10 or later, and 0.9.16 is "
+        'installed: pip install -U "timm>=1.0.10", or pip install ".[timm]" inside a clone of '
+        "sef\n"
     )
 
 

@@ -8,6 +8,7 @@ packages themselves, and the extra as installed inside a clone of sef.
 from __future__ import annotations
 
 import importlib
+import re
 
 from sef.errors import SEFError
 
@@ -27,16 +28,34 @@ EXTRAS = {
 }
 # module -> the package that installs it, where the two names differ
 PACKAGES = {"mlflow": "mlflow-skinny", "yaml": "pyyaml", "PIL": "pillow"}
+# module of an extra -> the oldest version sef works with, where an older one fails in sef's use
+# (pyproject.toml's floor): timm before 1.0.10 lacks models.get_arch_pretrained_cfgs
+OLDEST = {"timm": "1.0.10"}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The numbers a version starts with: "1.0.10.dev0" -> (1, 0, 10)."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def require(extra: str, purpose: str, error: type[Exception] = SEFError) -> None:
-    """Raise ``error`` in one sentence if a module of ``extra`` cannot be imported."""
+    """Raise ``error`` in one sentence if a module of ``extra`` cannot be imported, or is older
+    than sef works with."""
     missing = []
     for module in EXTRAS[extra]:
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
         except ImportError:
             missing.append(module)
+            continue
+        installed, oldest = getattr(imported, "__version__", ""), OLDEST.get(module)
+        if oldest and installed and _release(installed) < _release(oldest):
+            package = PACKAGES.get(module, module)
+            raise error(
+                f"{purpose} needs {module} {oldest} or later, and {installed} is installed: "
+                f'pip install -U "{package}>={oldest}", or pip install ".[{extra}]" inside a '
+                f"clone of sef"
+            )
     if missing:
         packages = " ".join(PACKAGES.get(module, module) for module in missing)
         raise error(
