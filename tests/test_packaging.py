@@ -209,6 +209,24 @@ def test_a_timm_older_than_sef_works_with_is_refused_in_one_line(monkeypatch, ca
     )
 
 
+def test_an_extra_installed_but_not_importable_is_not_called_missing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # lightning 2.3 under setuptools 81 or later (no pkg_resources) fails on import, and sef said
+    # "needs lightning (the 'lightning' extra): pip install lightning" of an installed lightning
+    for name in [name for name in sys.modules if name.split(".")[0] == "timm"]:
+        monkeypatch.delitem(sys.modules, name)
+    (tmp_path / "timm").mkdir()
+    (tmp_path / "timm" / "__init__.py").write_text("import pkg_resources_gone\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    assert main(["info", "--backbone", "timm:resnet18"]) == 2
+    assert capsys.readouterr().err == (
+        "sef info: error: backbone 'timm:resnet18' needs timm, which is installed but cannot be "
+        "imported (No module named 'pkg_resources_gone'): pip install -U timm, or pip install "
+        '".[timm]" inside a clone of sef\n'
+    )
+
+
 def test_trackers_and_lightning_stay_out_of_a_plain_install() -> None:
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

@@ -39,22 +39,26 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def require(extra: str, purpose: str, error: type[Exception] = SEFError) -> None:
-    """Raise ``error`` in one sentence if a module of ``extra`` cannot be imported, or is older
-    than sef works with."""
+    """Raise ``error`` in one sentence if a module of ``extra`` is not installed, cannot be
+    imported (a package it needs is missing or too new for it), or is older than sef works with."""
     missing = []
     for module in EXTRAS[extra]:
+        package, clone = PACKAGES.get(module, module), f'pip install ".[{extra}]" inside a clone'
         try:
             imported = importlib.import_module(module)
-        except ImportError:
-            missing.append(module)
-            continue
+        except ImportError as failure:
+            if isinstance(failure, ModuleNotFoundError) and failure.name == module:
+                missing.append(module)
+                continue
+            raise error(
+                f"{purpose} needs {module}, which is installed but cannot be imported "
+                f"({' '.join(str(failure).split())}): pip install -U {package}, or {clone} of sef"
+            ) from None
         installed, oldest = getattr(imported, "__version__", ""), OLDEST.get(module)
         if oldest and installed and _release(installed) < _release(oldest):
-            package = PACKAGES.get(module, module)
             raise error(
                 f"{purpose} needs {module} {oldest} or later, and {installed} is installed: "
-                f'pip install -U "{package}>={oldest}", or pip install ".[{extra}]" inside a '
-                f"clone of sef"
+                f'pip install -U "{package}>={oldest}", or {clone} of sef'
             )
     if missing:
         packages = " ".join(PACKAGES.get(module, module) for module in missing)
