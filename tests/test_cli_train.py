@@ -440,6 +440,30 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
     )
 
 
+def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+
+    def edit(section: str, key: str, value: object) -> None:
+        values = {**saved, section: {**saved[section], key: value}}
+        (out / "config.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+
+    edit("optim", "lr", 0.5)  # was silently trained at 0.02, and written back over the edit
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sef train: error: cannot resume {out / 'last.pt'}: {out / 'config.yaml'} was edited: it "
+        f"sets optim.lr to 0.5 where the run trained with 0.02; put 0.02 back there (a resume may "
+        f"change only data.root, "
+    )
+    edit("optim", "epochs", 2)  # what a resume may change takes effect
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
 def test_resume_of_a_folder_that_never_held_a_run_is_refused_and_left_alone(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

@@ -130,19 +130,24 @@ def resume_config(
     ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
     the preset the run started from is a change too. The run continues in the folder found (a
     moved run too, not where it was saved). A run that stopped before its first
-    checkpoint starts again from its config.yaml. A saved data root that is gone (moved data) is
-    named with the advice to pass --data-root."""
+    checkpoint starts again from its config.yaml; where last.pt continues, what its config.yaml,
+    edited by hand, sets unlike last.pt counts like ``changes`` (which win). A saved data root
+    that is gone (moved data) is named with the advice to pass --data-root."""
     changes = changes or {}
     out = resume_dir(apply_values(config, changes))
+    edited: dict[str, Any] = {}
     if os.path.isfile(out / "last.pt"):
         saved = config_from_dict(load_checkpoint(out / "last.pt")["config"])
         source = out / "last.pt"
+        if os.path.isfile(out / "config.yaml"):
+            edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
         saved, source = load_config_file(out / "config.yaml"), out / "config.yaml"
     else:
         saved, source = config, None
     if named:
         changes = {**_named_values(config, saved), **changes}
+    changes = {**edited, **changes}
     if source is not None and "data.root" not in changes:  # a moved run, or moved data
         check_saved_root(saved, str(source))
     return apply_values(saved, {"run.out": str(out), **changes})  # where it is now, not was
@@ -152,8 +157,33 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
     """What ``config`` sets unlike the preset ``saved`` started from (the defaults for a config
     file without ``base:``), as ``{"section.key": value}``."""
     start = load_preset(saved.name) if saved.name in preset_names() else config_from_dict({})
+    return {key: value for key, value in _unlike(config, start).items() if key != "name"}
+
+
+def _unlike(config: Config, start: Config) -> dict[str, Any]:
+    """What ``config`` sets unlike ``start``, as ``{"section.key": value}``."""
     before, now = flatten(config_to_dict(start)), flatten(config_to_dict(config))
-    return {key: value for key, value in now.items() if key != "name" and value != before[key]}
+    return {key: value for key, value in now.items() if value != before.get(key)}
+
+
+def _hand_edits(
+    config_file: Path, saved: Config, checkpoint: Path, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What the run's ``config_file``, edited by hand, sets unlike ``saved`` (the config of
+    ``checkpoint``) and a resume may change; ConfigError naming the first other edit that the
+    command line (``given``) does not set itself, which the resume would otherwise ignore."""
+    may_change = (*RESUMABLE_CHANGES, LENGTH)
+    edits = _unlike(load_config_file(config_file), saved)
+    edits.pop("run.out", None)  # the folder is where it is now
+    fixed = sorted(key for key in edits if key not in (*may_change, *given))
+    if fixed:
+        before = flatten(config_to_dict(saved))[fixed[0]]
+        raise ConfigError(
+            f"cannot resume {checkpoint}: {config_file} was edited: it sets {fixed[0]} to "
+            f"{edits[fixed[0]]!r} where the run trained with {before!r}; put {before!r} back "
+            f"there (a resume may change only {', '.join(may_change)})"
+        )
+    return edits
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
