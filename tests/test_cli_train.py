@@ -440,6 +440,19 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
     )
 
 
+def test_resume_of_a_folder_whose_last_pt_is_gone_says_what_best_pt_lacks(
+    trained_demo_checkpoint: Path, capsys
+) -> None:
+    out = trained_demo_checkpoint.parent
+    trained_demo_checkpoint.rename(out / "best.pt")  # last.pt deleted, best.pt kept
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: {out} holds best.pt but no last.pt, and best.pt holds "
+        f"weights only, no optimizer or schedule to continue; put the run's own last.pt back, or "
+        f"train a new run with another --out\n"
+    )
+
+
 def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

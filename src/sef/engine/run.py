@@ -112,7 +112,11 @@ def resume_dir(config: Config) -> Path:
     if not os.path.isdir(out):
         raise ConfigError(f"cannot resume: {out} does not exist; check --out")
     if is_run(out) and not os.path.isfile(out / "last.pt"):
-        raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
+        raise ConfigError(
+            f"cannot resume: {out} holds best.pt but no last.pt, and best.pt holds weights only, "
+            f"no optimizer or schedule to continue; put the run's own last.pt back, or train a "
+            f"new run with another --out"
+        )
     if not run_started_in(out):
         raise ConfigError(
             f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or "
