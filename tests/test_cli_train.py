@@ -477,6 +477,26 @@ def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
 
 
+def test_resume_of_data_whose_classes_changed_names_them_before_any_image_is_read(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    own = ["--preset", "folder-resnet18", "--backbone", "small_cnn", "--weights", "none"]
+    tiny = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    train = ["train", *own, *tiny, "--data-root", str(folder_root), "--out", str(out)]
+    assert main([*train, "--no-progress"]) == 0
+    resume = ["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]
+    for split in ("train", "test"):  # a class added, another gone
+        (folder_root / split / "fox").rename(folder_root / split / "wolf")
+    capsys.readouterr()
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: the data's classes are not those it "
+        f"trained on: 1 class added ('wolf'), 1 class gone ('fox'); put the data back as it was, "
+        f"or train a new run with another --out\n"
+    )
+
+
 def test_resume_of_a_folder_that_never_held_a_run_is_refused_and_left_alone(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

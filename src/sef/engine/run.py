@@ -47,7 +47,14 @@ from sef.config import (
     uses_method,
 )
 from sef.distributed import Context
-from sef.engine.data import Data, check_images, from_cache, load_data, train_loader
+from sef.engine.data import (
+    Data,
+    check_images,
+    from_cache,
+    load_data,
+    some_names,
+    train_loader,
+)
 from sef.engine.device import out_of_memory
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import (
@@ -213,6 +220,26 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
             f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
             f"saved config (only {', '.join(may_change)} may change)"
         )
+
+
+def _check_classes(classes: list[str], saved: list[str], path: Path) -> None:
+    """DataError naming the classes added to the data, or gone from it, since ``path`` (a
+    checkpoint holding the ``saved`` classes) was trained."""
+    saved = list(saved)
+    if classes == saved:
+        return
+    added = [name for name in classes if name not in saved]
+    gone = [name for name in saved if name not in classes]
+    differences = [
+        f"{counted(len(names), 'class', 'classes')} {how} ({some_names(names)})"
+        for names, how in ((added, "added"), (gone, "gone"))
+        if names
+    ]
+    raise DataError(
+        f"cannot resume {path}: the data's classes are not those it trained on: "
+        f"{', '.join(differences) or 'the same classes in another order'}; put the data back as "
+        f"it was, or train a new run with another --out"
+    )
 
 
 def absolute_places(data: dict) -> dict:
@@ -430,8 +457,6 @@ class _Run:
 
     def restore(self, state: dict, path: Path) -> None:
         """Continue from ``state``, read from ``path`` and checked by ``_check_resumable``."""
-        if list(state["classes"]) != self.data.classes:
-            raise DataError(f"the dataset's classes differ from those saved in {path}")
         self.model.load_state_dict(state["model"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -667,6 +692,8 @@ def fit(
             )
         elif len(data.eval) == 0:  # the splits read from a config are checked as they are read
             raise DataError("the eval dataset given to fit holds no images: nothing to evaluate on")
+        if saved is not None:  # before any image is decoded or cached
+            _check_classes(data.classes, saved["classes"], out / "last.pt")
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(
             config, data, context, out,
