@@ -615,6 +615,26 @@ def test_a_resume_on_another_number_of_processes_says_it_will_not_match(tmp_path
     ) in capsys.readouterr().out
 
 
+def test_a_resume_on_another_number_of_cpu_threads_says_it_will_not_match_bit_for_bit(
+    tmp_path, capsys
+):
+    """As a run resumed on a machine with other CPUs (sef uses them all): sums split otherwise."""
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    data = Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    fit(_config(out, "optim.epochs=1"), data=data, progress=False)
+    assert load_checkpoint(out / "last.pt")["cpu_threads"] == threads
+    torch.set_num_threads(threads + 1)
+    try:
+        fit(_config(out, "optim.epochs=2"), data=data, resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert (
+        f"note: {out / 'last.pt'} trained with {threads} CPU thread{'s' * (threads > 1)} and "
+        f"resumes with {threads + 1}: they split sums differently, so the run will not end bit for "
+        f"bit where an uninterrupted one would (OMP_NUM_THREADS={threads} resumes it on as many)\n"
+    ) in capsys.readouterr().out
+
+
 def test_the_note_on_a_run_trained_on_one_process_counts_it_as_one(tmp_path) -> None:
     # it read "trained with 1 processes per step and resumes with 2"
     run = SimpleNamespace(out=tmp_path, trained_on=1, context=Context(world_size=2))

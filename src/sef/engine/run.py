@@ -438,6 +438,7 @@ class _Run:
         self.seconds = 0.0
         self.best_unwritten = False  # best.pt and its predictions are to be written again
         self.trained_on = context.world_size  # the processes the epochs so far trained on
+        self.trained_threads = _cpu_threads(context)  # and the CPU threads (None on a GPU)
 
     def state(self) -> dict:
         return {
@@ -453,6 +454,7 @@ class _Run:
             "best": self.best,
             "seconds": self.seconds,
             "processes": self.context.world_size,
+            "cpu_threads": _cpu_threads(self.context),
         }
 
     def restore(self, state: dict, path: Path) -> None:
@@ -475,6 +477,7 @@ class _Run:
         self.best, self.seconds = dict(state["best"]), float(state["seconds"])
         self.kept = self.epoch
         self.trained_on = state.get("processes", self.trained_on)  # unrecorded before 2026-12-07
+        self.trained_threads = state.get("cpu_threads")  # unrecorded before 2026-12-07
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -729,7 +732,7 @@ def _announce(run: _Run) -> None:
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    for note in (scratch_note(c), _processes_note(run)):
+    for note in (scratch_note(c), _processes_note(run), _threads_note(run)):
         if note:
             tqdm.write(note, file=sys.stdout)
 
@@ -744,6 +747,24 @@ def _processes_note(run: _Run) -> str | None:
         f"note: {run.out / 'last.pt'} trained with {before} per step and resumes with {now}: "
         f"each process draws its own batches and BatchNorm statistics, so the run will not end "
         f"exactly where an uninterrupted one would"
+    )
+
+
+def _cpu_threads(context: Context) -> int | None:
+    """The threads torch computes with on a CPU run; None on a GPU."""
+    return torch.get_num_threads() if context.device.type == "cpu" else None
+
+
+def _threads_note(run: _Run) -> str | None:
+    """What a resume on the CPU with another number of threads than the run trained with
+    changes, or None."""
+    before, now = run.trained_threads, _cpu_threads(run.context)
+    if before is None or now is None or before == now:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} trained with {counted(before, 'CPU thread')} and resumes "
+        f"with {now}: they split sums differently, so the run will not end bit for bit where an "
+        f"uninterrupted one would (OMP_NUM_THREADS={before} resumes it on as many)"
     )
 
 
