@@ -393,13 +393,18 @@ def _prepare_model(
     return unwrap(trainer), trainer
 
 
-def _check_setup(config: Config, context: Context) -> None:
-    """What only the launch reveals (devices, process count) and no config check can see."""
-    world = context.world_size
-    if config.optim.batch_size % world:
+def _check_setup(config: Config, context: Context, resume: bool = False) -> None:
+    """What only the launch reveals (devices, process count) and no config check can see;
+    ``resume``: the batch size is the run's, and the process count is what may change."""
+    world, batch = context.world_size, config.optim.batch_size
+    if batch % world:
+        fix = (
+            f"resume on a number of processes that divides {batch} (a resume keeps the batch size)"
+            if resume
+            else f"choose a multiple of {world}"
+        )
         raise ConfigError(
-            f"optim.batch_size={config.optim.batch_size} must divide evenly over {world} "
-            f"processes; choose a multiple of {world}"
+            f"optim.batch_size={batch} must divide evenly over {world} processes; {fix}"
         )
     if config.run.amp == "fp16" and context.device.type != "cuda":
         raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
@@ -671,7 +676,7 @@ def fit(
 
     def claim() -> Path:  # rank 0 checks the run, chooses the folder, holds it (engine.lock)
         nonlocal lock
-        _check_setup(config, context)
+        _check_setup(config, context, resume)
         _check_out_dir(config)
         _check_out_is_text(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
