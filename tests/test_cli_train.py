@@ -440,6 +440,20 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
     )
 
 
+def test_resume_of_a_finished_run_says_how_to_train_more(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        f"note: {out / 'last.pt'} has trained all 1 epoch already, so none trains now; to train "
+        f"more, resume with --epochs above 1\n"
+    ) in capsys.readouterr().out
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
 def test_resume_of_a_folder_whose_last_pt_is_gone_says_what_best_pt_lacks(
     trained_demo_checkpoint: Path, capsys
 ) -> None:

@@ -737,9 +737,20 @@ def _announce(run: _Run) -> None:
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    for note in (scratch_note(c), _processes_note(run), _threads_note(run)):
+    for note in (scratch_note(c), _finished_note(run), _processes_note(run), _threads_note(run)):
         if note:
             tqdm.write(note, file=sys.stdout)
+
+
+def _finished_note(run: _Run) -> str | None:
+    """What a resume of a run that has trained all its epochs does, or None."""
+    epochs = run.config.optim.epochs
+    if run.epoch < epochs:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} has trained all {counted(epochs, 'epoch')} already, so "
+        f"none trains now; to train more, resume with --epochs above {epochs}"
+    )
 
 
 def _processes_note(run: _Run) -> str | None:
