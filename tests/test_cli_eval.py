@@ -196,6 +196,8 @@ def test_a_relative_data_root_is_recorded_absolute_so_eval_and_resume_work_from_
     state["config"]["data"]["root"] = folder_root.name  # as an older run recorded it
     for name in ("last.pt", "best.pt"):
         save_checkpoint(out / name, state)
+    config = out / "config.yaml"  # in its config.yaml too
+    config.write_text(config.read_text().replace(str(folder_root.resolve()), folder_root.name))
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out / "best.pt"), "--no-progress"]) == 2
     assert capsys.readouterr().err == (

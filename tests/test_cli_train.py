@@ -440,6 +440,77 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
     )
 
 
+def test_resume_of_a_finished_run_says_how_to_train_more(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        f"note: {out / 'last.pt'} has trained all 1 epoch already, so none trains now; to train "
+        f"more, resume with --epochs above 1\n"
+    ) in capsys.readouterr().out
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_of_a_folder_whose_last_pt_is_gone_says_what_best_pt_lacks(
+    trained_demo_checkpoint: Path, capsys
+) -> None:
+    out = trained_demo_checkpoint.parent
+    trained_demo_checkpoint.rename(out / "best.pt")  # last.pt deleted, best.pt kept
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: {out} holds best.pt but no last.pt, and best.pt holds "
+        f"weights only, no optimizer or schedule to continue; put the run's own last.pt back, or "
+        f"train a new run with another --out\n"
+    )
+
+
+def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+
+    def edit(section: str, key: str, value: object) -> None:
+        values = {**saved, section: {**saved[section], key: value}}
+        (out / "config.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+
+    edit("optim", "lr", 0.5)  # was silently trained at 0.02, and written back over the edit
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sef train: error: cannot resume {out / 'last.pt'}: {out / 'config.yaml'} was edited: it "
+        f"sets optim.lr to 0.5 where the run trained with 0.02; put 0.02 back there (a resume may "
+        f"change only data.root, "
+    )
+    edit("optim", "epochs", 2)  # what a resume may change takes effect
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def test_resume_of_data_whose_classes_changed_names_them_before_any_image_is_read(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    own = ["--preset", "folder-resnet18", "--backbone", "small_cnn", "--weights", "none"]
+    tiny = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    train = ["train", *own, *tiny, "--data-root", str(folder_root), "--out", str(out)]
+    assert main([*train, "--no-progress"]) == 0
+    resume = ["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]
+    for split in ("train", "test"):  # a class added, another gone
+        (folder_root / split / "fox").rename(folder_root / split / "wolf")
+    capsys.readouterr()
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: the data's classes are not those it "
+        f"trained on: 1 class added ('wolf'), 1 class gone ('fox'); put the data back as it was, "
+        f"or train a new run with another --out\n"
+    )
+
+
 def test_resume_of_a_folder_that_never_held_a_run_is_refused_and_left_alone(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

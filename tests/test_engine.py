@@ -23,6 +23,7 @@ from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_ep
 from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import latest_run_dir, new_out_dir
 from sef.engine.run import (
+    _check_setup,
     _processes_note,
     resume_config,
     resume_dir,
@@ -613,6 +614,38 @@ def test_a_resume_on_another_number_of_processes_says_it_will_not_match(tmp_path
         "process draws its own batches and BatchNorm statistics, so the run will not end exactly "
         "where an uninterrupted one would\n"
     ) in capsys.readouterr().out
+
+
+def test_a_resume_on_another_number_of_cpu_threads_says_it_will_not_match_bit_for_bit(
+    tmp_path, capsys
+):
+    """As a run resumed on a machine with other CPUs (sef uses them all): sums split otherwise."""
+    out, threads = tmp_path / "run", torch.get_num_threads()
+    data = Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    fit(_config(out, "optim.epochs=1"), data=data, progress=False)
+    assert load_checkpoint(out / "last.pt")["cpu_threads"] == threads
+    torch.set_num_threads(threads + 1)
+    try:
+        fit(_config(out, "optim.epochs=2"), data=data, resume=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert (
+        f"note: {out / 'last.pt'} trained with {threads} CPU thread{'s' * (threads > 1)} and "
+        f"resumes with {threads + 1}: they split sums differently, so the run will not end bit for "
+        f"bit where an uninterrupted one would (OMP_NUM_THREADS={threads} resumes it on as many)\n"
+    ) in capsys.readouterr().out
+
+
+def test_a_resume_on_processes_that_do_not_divide_its_batch_is_told_to_change_them(tmp_path):
+    """The batch size of a run cannot change on resuming: "choose a multiple of 3" led to a
+    refusal of the new batch size."""
+    config = _config(tmp_path / "run", "optim.batch_size=8")
+    with pytest.raises(ConfigError) as refusal:
+        _check_setup(config, Context(world_size=3), resume=True)
+    assert str(refusal.value) == (
+        "optim.batch_size=8 must divide evenly over 3 processes; resume on a number of processes "
+        "that divides 8 (a resume keeps the batch size)"
+    )
 
 
 def test_the_note_on_a_run_trained_on_one_process_counts_it_as_one(tmp_path) -> None:

@@ -47,7 +47,14 @@ from sef.config import (
     uses_method,
 )
 from sef.distributed import Context
-from sef.engine.data import Data, check_images, from_cache, load_data, train_loader
+from sef.engine.data import (
+    Data,
+    check_images,
+    from_cache,
+    load_data,
+    some_names,
+    train_loader,
+)
 from sef.engine.device import out_of_memory
 from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
 from sef.engine.folders import (
@@ -112,7 +119,11 @@ def resume_dir(config: Config) -> Path:
     if not os.path.isdir(out):
         raise ConfigError(f"cannot resume: {out} does not exist; check --out")
     if is_run(out) and not os.path.isfile(out / "last.pt"):
-        raise ConfigError(f"cannot resume: {out} holds best.pt but no last.pt; check --out")
+        raise ConfigError(
+            f"cannot resume: {out} holds best.pt but no last.pt, and best.pt holds weights only, "
+            f"no optimizer or schedule to continue; put the run's own last.pt back, or train a "
+            f"new run with another --out"
+        )
     if not run_started_in(out):
         raise ConfigError(
             f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or "
@@ -130,19 +141,24 @@ def resume_config(
     ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
     the preset the run started from is a change too. The run continues in the folder found (a
     moved run too, not where it was saved). A run that stopped before its first
-    checkpoint starts again from its config.yaml. A saved data root that is gone (moved data) is
-    named with the advice to pass --data-root."""
+    checkpoint starts again from its config.yaml; where last.pt continues, what its config.yaml,
+    edited by hand, sets unlike last.pt counts like ``changes`` (which win). A saved data root
+    that is gone (moved data) is named with the advice to pass --data-root."""
     changes = changes or {}
     out = resume_dir(apply_values(config, changes))
+    edited: dict[str, Any] = {}
     if os.path.isfile(out / "last.pt"):
         saved = config_from_dict(load_checkpoint(out / "last.pt")["config"])
         source = out / "last.pt"
+        if os.path.isfile(out / "config.yaml"):
+            edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
         saved, source = load_config_file(out / "config.yaml"), out / "config.yaml"
     else:
         saved, source = config, None
     if named:
         changes = {**_named_values(config, saved), **changes}
+    changes = {**edited, **changes}
     if source is not None and "data.root" not in changes:  # a moved run, or moved data
         check_saved_root(saved, str(source))
     return apply_values(saved, {"run.out": str(out), **changes})  # where it is now, not was
@@ -152,8 +168,33 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
     """What ``config`` sets unlike the preset ``saved`` started from (the defaults for a config
     file without ``base:``), as ``{"section.key": value}``."""
     start = load_preset(saved.name) if saved.name in preset_names() else config_from_dict({})
+    return {key: value for key, value in _unlike(config, start).items() if key != "name"}
+
+
+def _unlike(config: Config, start: Config) -> dict[str, Any]:
+    """What ``config`` sets unlike ``start``, as ``{"section.key": value}``."""
     before, now = flatten(config_to_dict(start)), flatten(config_to_dict(config))
-    return {key: value for key, value in now.items() if key != "name" and value != before[key]}
+    return {key: value for key, value in now.items() if value != before.get(key)}
+
+
+def _hand_edits(
+    config_file: Path, saved: Config, checkpoint: Path, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What the run's ``config_file``, edited by hand, sets unlike ``saved`` (the config of
+    ``checkpoint``) and a resume may change; ConfigError naming the first other edit that the
+    command line (``given``) does not set itself, which the resume would otherwise ignore."""
+    may_change = (*RESUMABLE_CHANGES, LENGTH)
+    edits = _unlike(load_config_file(config_file), saved)
+    edits.pop("run.out", None)  # the folder is where it is now
+    fixed = sorted(key for key in edits if key not in (*may_change, *given))
+    if fixed:
+        before = flatten(config_to_dict(saved))[fixed[0]]
+        raise ConfigError(
+            f"cannot resume {checkpoint}: {config_file} was edited: it sets {fixed[0]} to "
+            f"{edits[fixed[0]]!r} where the run trained with {before!r}; put {before!r} back "
+            f"there (a resume may change only {', '.join(may_change)})"
+        )
+    return edits
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
@@ -179,6 +220,26 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
             f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
             f"saved config (only {', '.join(may_change)} may change)"
         )
+
+
+def _check_classes(classes: list[str], saved: list[str], path: Path) -> None:
+    """DataError naming the classes added to the data, or gone from it, since ``path`` (a
+    checkpoint holding the ``saved`` classes) was trained."""
+    saved = list(saved)
+    if classes == saved:
+        return
+    added = [name for name in classes if name not in saved]
+    gone = [name for name in saved if name not in classes]
+    differences = [
+        f"{counted(len(names), 'class', 'classes')} {how} ({some_names(names)})"
+        for names, how in ((added, "added"), (gone, "gone"))
+        if names
+    ]
+    raise DataError(
+        f"cannot resume {path}: the data's classes are not those it trained on: "
+        f"{', '.join(differences) or 'the same classes in another order'}; put the data back as "
+        f"it was, or train a new run with another --out"
+    )
 
 
 def absolute_places(data: dict) -> dict:
@@ -332,13 +393,18 @@ def _prepare_model(
     return unwrap(trainer), trainer
 
 
-def _check_setup(config: Config, context: Context) -> None:
-    """What only the launch reveals (devices, process count) and no config check can see."""
-    world = context.world_size
-    if config.optim.batch_size % world:
+def _check_setup(config: Config, context: Context, resume: bool = False) -> None:
+    """What only the launch reveals (devices, process count) and no config check can see;
+    ``resume``: the batch size is the run's, and the process count is what may change."""
+    world, batch = context.world_size, config.optim.batch_size
+    if batch % world:
+        fix = (
+            f"resume on a number of processes that divides {batch} (a resume keeps the batch size)"
+            if resume
+            else f"choose a multiple of {world}"
+        )
         raise ConfigError(
-            f"optim.batch_size={config.optim.batch_size} must divide evenly over {world} "
-            f"processes; choose a multiple of {world}"
+            f"optim.batch_size={batch} must divide evenly over {world} processes; {fix}"
         )
     if config.run.amp == "fp16" and context.device.type != "cuda":
         raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
@@ -379,6 +445,7 @@ class _Run:
         self.seconds = 0.0
         self.best_unwritten = False  # best.pt and its predictions are to be written again
         self.trained_on = context.world_size  # the processes the epochs so far trained on
+        self.trained_threads = _cpu_threads(context)  # and the CPU threads (None on a GPU)
 
     def state(self) -> dict:
         return {
@@ -394,12 +461,11 @@ class _Run:
             "best": self.best,
             "seconds": self.seconds,
             "processes": self.context.world_size,
+            "cpu_threads": _cpu_threads(self.context),
         }
 
     def restore(self, state: dict, path: Path) -> None:
         """Continue from ``state``, read from ``path`` and checked by ``_check_resumable``."""
-        if list(state["classes"]) != self.data.classes:
-            raise DataError(f"the dataset's classes differ from those saved in {path}")
         self.model.load_state_dict(state["model"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -418,6 +484,7 @@ class _Run:
         self.best, self.seconds = dict(state["best"]), float(state["seconds"])
         self.kept = self.epoch
         self.trained_on = state.get("processes", self.trained_on)  # unrecorded before 2026-12-07
+        self.trained_threads = state.get("cpu_threads")  # unrecorded before 2026-12-07
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -611,7 +678,7 @@ def fit(
 
     def claim() -> Path:  # rank 0 checks the run, chooses the folder, holds it (engine.lock)
         nonlocal lock
-        _check_setup(config, context)
+        _check_setup(config, context, resume)
         _check_out_dir(config)
         _check_out_is_text(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
@@ -635,6 +702,8 @@ def fit(
             )
         elif len(data.eval) == 0:  # the splits read from a config are checked as they are read
             raise DataError("the eval dataset given to fit holds no images: nothing to evaluate on")
+        if saved is not None:  # before any image is decoded or cached
+            _check_classes(data.classes, saved["classes"], out / "last.pt")
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(
             config, data, context, out,
@@ -670,9 +739,20 @@ def _announce(run: _Run) -> None:
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    for note in (scratch_note(c), _processes_note(run)):
+    for note in (scratch_note(c), _finished_note(run), _processes_note(run), _threads_note(run)):
         if note:
             tqdm.write(note, file=sys.stdout)
+
+
+def _finished_note(run: _Run) -> str | None:
+    """What a resume of a run that has trained all its epochs does, or None."""
+    epochs = run.config.optim.epochs
+    if run.epoch < epochs:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} has trained all {counted(epochs, 'epoch')} already, so "
+        f"none trains now; to train more, resume with --epochs above {epochs}"
+    )
 
 
 def _processes_note(run: _Run) -> str | None:
@@ -685,6 +765,24 @@ def _processes_note(run: _Run) -> str | None:
         f"note: {run.out / 'last.pt'} trained with {before} per step and resumes with {now}: "
         f"each process draws its own batches and BatchNorm statistics, so the run will not end "
         f"exactly where an uninterrupted one would"
+    )
+
+
+def _cpu_threads(context: Context) -> int | None:
+    """The threads torch computes with on a CPU run; None on a GPU."""
+    return torch.get_num_threads() if context.device.type == "cpu" else None
+
+
+def _threads_note(run: _Run) -> str | None:
+    """What a resume on the CPU with another number of threads than the run trained with
+    changes, or None."""
+    before, now = run.trained_threads, _cpu_threads(run.context)
+    if before is None or now is None or before == now:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} trained with {counted(before, 'CPU thread')} and resumes "
+        f"with {now}: they split sums differently, so the run will not end bit for bit where an "
+        f"uninterrupted one would (OMP_NUM_THREADS={before} resumes it on as many)"
     )
 
 
