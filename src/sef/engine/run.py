@@ -334,11 +334,12 @@ def _prepare_model(
 
 def _check_setup(config: Config, context: Context) -> None:
     """What only the launch reveals (devices, process count) and no config check can see."""
-    world = context.world_size
-    if config.optim.batch_size % world:
+    world, parts = context.world_size, config.optim.accumulate
+    if config.optim.batch_size % (world * parts):
+        micro = f" x {parts} micro-batches (optim.accumulate)" if parts > 1 else ""
         raise ConfigError(
             f"optim.batch_size={config.optim.batch_size} must divide evenly over {world} "
-            f"processes; choose a multiple of {world}"
+            f"processes{micro}; choose a multiple of {world * parts}"
         )
     if config.run.amp == "fp16" and context.device.type != "cuda":
         raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
@@ -531,6 +532,7 @@ def _epoch(
         scaler=run.scaler,
         channels_last=config.run.channels_last,
         progress=progress,
+        accumulate=config.optim.accumulate,
     )
     run.scheduler.step()
     evaluation = _evaluate(run, eval_loader, progress)
@@ -566,6 +568,7 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
         workers=config.data.workers,
         seed=config.run.seed,
         context=context,
+        accumulate=config.optim.accumulate,
     )
     eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
     eval_loader = evaluation_loader(
