@@ -254,7 +254,19 @@ def test_running_out_of_memory_says_what_to_lower_in_one_line(
     assert main(arguments) == 2
     assert capsys.readouterr().err == (
         "sef train: error: out of cpu memory with batches of 8 images of 32 x 32 px; train again "
-        "with a lower --batch-size or --image-size; no checkpoint was written\n"
+        "with --accumulate 2 (the same batch of 8 in micro-batches of 4), or with a lower "
+        "--batch-size or --image-size; no checkpoint was written\n"
+    )
+    assert main([*arguments, "--accumulate", "4"]) == 2  # micro-batches of 2: 1 is left
+    assert capsys.readouterr().err == (
+        "sef train: error: out of cpu memory with micro-batches of 2 images of 32 x 32 px; train "
+        "again with --accumulate 8 (the same batch of 8 in micro-batches of 1), or with a lower "
+        "--batch-size or --image-size; no checkpoint was written\n"
+    )
+    assert main([*arguments, "--accumulate", "8"]) == 2
+    assert capsys.readouterr().err == (
+        "sef train: error: out of cpu memory with micro-batches of 1 image of 32 x 32 px; train "
+        "again with a lower --batch-size or --image-size; no checkpoint was written\n"
     )
 
 

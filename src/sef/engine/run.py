@@ -757,18 +757,33 @@ def _train(run: _Run, progress: bool) -> FitResult:
 
 
 def _memory(run: _Run) -> str:
-    """What to do about a run that ran out of memory."""
-    c, world = run.config, run.context.world_size
-    batches, lower = f"batches of {c.optim.batch_size // world}", "--batch-size"
+    """What to do about a run that ran out of memory: more micro-batches keep the recipe's
+    batch (``optim.accumulate``); a lower batch or image size changes it."""
+    c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
+    per_process = c.optim.batch_size // world
+    batches = f"{'micro-' * (parts > 1)}batches of {counted(per_process // parts, 'image')}"
+    lower = "--batch-size"
     if world > 1:
         batches += " per process"
     if c.run.eval_batch_size:
         batches += f" (evaluation: {c.run.eval_batch_size})"
         lower += " or run.eval_batch_size"
+    more = _more_parts(per_process, parts)
+    keep = ""
+    if more:
+        keep = (
+            f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
+            f"{per_process // more}{' per process' * (world > 1)}), or with "
+        )
     return (
-        f"out of {run.context.device.type} memory with {batches} images of {c.data.image_size} "
-        f"x {c.data.image_size} px; train again with a lower {lower} or --image-size"
+        f"out of {run.context.device.type} memory with {batches} of {c.data.image_size} x "
+        f"{c.data.image_size} px; train again with {keep}a lower {lower} or --image-size"
     )
+
+
+def _more_parts(images: int, parts: int) -> int | None:
+    """The next number of micro-batches above ``parts`` that splits ``images`` evenly, if any."""
+    return next((n for n in range(parts + 1, images + 1) if images % n == 0), None)
 
 
 def _result(run: _Run) -> FitResult:
