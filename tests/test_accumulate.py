@@ -124,6 +124,46 @@ def test_processes_average_the_gradients_once_a_step_not_every_micro_batch() -> 
     assert model.synced == [False, True, False, True, True]
 
 
+def _ddp_epoch(rank: int, world: int, rendezvous: str, weights: str) -> None:
+    """One epoch of 16 images on process ``rank`` of ``world`` (gloo, DDP): 8 images per
+    process in 2 steps of 4, each taken in 2 micro-batches; rank 0 saves the weights."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world
+    )
+    try:
+        torch.manual_seed(0)
+        model = _without_batchnorm()
+        trainer = nn.parallel.DistributedDataParallel(model)
+        images, labels = _blobs(16).tensors
+        shard = DataLoader(TensorDataset(images[rank::world], labels[rank::world]), batch_size=2)
+        train_one_epoch(
+            trainer, SEFLoss(2), shard, torch.optim.SGD(trainer.parameters(), lr=0.1, momentum=0.9),
+            context=Context(rank=rank, world_size=world), epoch=1, progress=False, accumulate=2,
+        )  # fmt: skip
+        if rank == 0:
+            torch.save(model.state_dict(), weights)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_with_micro_batches_step_as_one_process_with_the_whole_batch(tmp_path):
+    """Under DDP the gradients are averaged once a step (no_sync on the first micro-batch), and
+    that average of the processes' weighted micro-batches is the whole batch's gradient."""
+    weights = tmp_path / "ddp.pt"
+    torch.multiprocessing.spawn(
+        _ddp_epoch, args=(2, str(tmp_path / "rendezvous"), str(weights)), nprocs=2
+    )
+    torch.manual_seed(0)
+    whole = _without_batchnorm()
+    optimizer = torch.optim.SGD(whole.parameters(), lr=0.1, momentum=0.9)
+    loader = DataLoader(_blobs(16), batch_size=8)  # the images both processes took a step
+    train_one_epoch(whole, SEFLoss(2), loader, optimizer, context=CPU, epoch=1, progress=False)
+    ddp = torch.load(weights, weights_only=True)
+    for name, expected in whole.state_dict().items():
+        torch.testing.assert_close(ddp[name], expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_the_loader_hands_over_each_batch_in_micro_batches_in_the_same_order() -> None:
     """What an epoch draws does not change with optim.accumulate (resume stays exact); a last
     micro-batch of one image is left out, as a last batch of one is (BatchNorm)."""
