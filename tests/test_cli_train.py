@@ -53,6 +53,18 @@ def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: P
 
 
 @pytest.mark.slow
+def test_accumulate_trains_the_batch_in_micro_batches(demo_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = _sef("train", *TINY_DEMO, "--accumulate", "2", "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1" in result.stdout and "Traceback" not in result.stderr
+    saved = yaml.safe_load((out / "config.yaml").read_text())["optim"]
+    assert (saved["batch_size"], saved["accumulate"]) == (8, 2)
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert 0 <= record["train_top1"] <= 1 and record["grad_norm_max"] > 0
+
+
+@pytest.mark.slow
 def test_a_run_from_scratch_at_phi_1_is_told_what_that_cost_the_demo(
     demo_root: Path, tmp_path: Path
 ) -> None:
@@ -196,17 +208,29 @@ def test_images_too_small_for_the_backbone_name_the_option_to_change(
     assert error.endswith("); choose another --image-size (data.image_size)\n")
 
 
+@pytest.mark.parametrize(
+    ("batch", "parts", "end"),
+    [
+        ("1", [], "--batch-size 2 or more (optim.batch_size), or larger images (--image-size)"),
+        (
+            "2",
+            ["--accumulate", "2"],
+            "--batch-size 4 or more (optim.batch_size), a lower --accumulate, or larger images "
+            "(--image-size)",
+        ),
+    ],
+    ids=["batch", "micro-batch"],
+)
 def test_a_batch_of_one_image_batchnorm_cannot_train_on_says_what_to_change(
-    demo_root: Path, tmp_path: Path, capsys
+    demo_root: Path, tmp_path: Path, capsys, batch: str, parts: list[str], end: str
 ) -> None:
     arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
-    arguments += ["--backbone", "resnet18", "--weights", "none", "--batch-size", "1"]
+    arguments += ["--backbone", "resnet18", "--weights", "none", "--batch-size", batch, *parts]
     assert main(arguments) == 2  # 32 px: resnet18's last maps are 1 x 1
     error = capsys.readouterr().err.splitlines()[-1]
-    assert error.startswith("sef train: error: BatchNorm cannot train on a batch of 1 image whose ")
-    assert error.endswith(
-        "train with --batch-size 2 or more (optim.batch_size), or larger images (--image-size)"
-    )
+    kind = "micro-batch" if parts else "batch"
+    assert error.startswith(f"sef train: error: BatchNorm cannot train on a {kind} of 1 image ")
+    assert error.endswith(f"train with {end}")
 
 
 @pytest.mark.parametrize(
@@ -230,7 +254,19 @@ def test_running_out_of_memory_says_what_to_lower_in_one_line(
     assert main(arguments) == 2
     assert capsys.readouterr().err == (
         "sef train: error: out of cpu memory with batches of 8 images of 32 x 32 px; train again "
-        "with a lower --batch-size or --image-size; no checkpoint was written\n"
+        "with --accumulate 2 (the same batch of 8 in micro-batches of 4), or with a lower "
+        "--batch-size or --image-size; no checkpoint was written\n"
+    )
+    assert main([*arguments, "--accumulate", "4"]) == 2  # micro-batches of 2: 1 is left
+    assert capsys.readouterr().err == (
+        "sef train: error: out of cpu memory with micro-batches of 2 images of 32 x 32 px; train "
+        "again with --accumulate 8 (the same batch of 8 in micro-batches of 1), or with a lower "
+        "--batch-size or --image-size; no checkpoint was written\n"
+    )
+    assert main([*arguments, "--accumulate", "8"]) == 2
+    assert capsys.readouterr().err == (
+        "sef train: error: out of cpu memory with micro-batches of 1 image of 32 x 32 px; train "
+        "again with a lower --batch-size or --image-size; no checkpoint was written\n"
     )
 
 

@@ -160,6 +160,12 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         # trained, and its first step left NaN weights (8 of the demo model's 54 tensors)
         ("optim.weight_decay=inf", "optim.weight_decay=inf is invalid: it must be a number >= 0"),
         ("model.groups=0", "model.groups=0 is invalid"),
+        ("optim.accumulate=0", "optim.accumulate=0 is invalid: it must be a positive integer"),
+        (  # the demo's batch of 32 cannot be taken in 3 equal micro-batches
+            "optim.accumulate=3",
+            "optim.accumulate=3 is invalid: it must be a divisor of optim.batch_size=32, which "
+            "each step takes in that many equal micro-batches",
+        ),
         ("optim.lr", "must look like section.key=value"),
         ("optim.lr.x=1", "too deep"),
         # the fourth part was set in the section itself: "unknown config key 'b' in section 'data'"

@@ -22,6 +22,7 @@ FLAG_KEYS = {
     "out": "run.out",
     "epochs": "optim.epochs",
     "batch_size": "optim.batch_size",
+    "accumulate": "optim.accumulate",
     "lr": "optim.lr",
     "image_size": "data.image_size",
     "workers": "data.workers",
@@ -59,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=PLACE, help="run folder (default: see above)")
     parser.add_argument("--epochs", type=int, help="training epochs (optim.epochs)")
     parser.add_argument("--batch-size", type=int, help="global batch size (optim.batch_size)")
+    parser.add_argument(
+        "--accumulate",
+        type=int,
+        metavar="N",
+        help="take each batch in N micro-batches and step once on their summed gradients: the "
+        "recipe's batch on a GPU that cannot hold it (optim.accumulate; default 1)",
+    )
     parser.add_argument("--lr", type=float, help="initial learning rate (optim.lr)")
     parser.add_argument("--image-size", type=int, help="training image side (data.image_size)")
     parser.add_argument("--workers", type=int, help="data loading processes (data.workers)")

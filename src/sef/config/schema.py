@@ -85,7 +85,8 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9  # SGD's; AdamW keeps its default betas
     weight_decay: float = 0.0
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch of one optimizer step
+    accumulate: int = 1  # the micro-batches each step sums gradients over (batch_size in parts)
     epochs: int = 50
     scheduler: str = "step"
     step_size: int = 20
@@ -159,6 +160,14 @@ def validate(config: Config) -> None:
     decay = o.weight_decay
     _require(math.isfinite(decay) and decay >= 0, "optim.weight_decay", decay, "a number >= 0")
     _require(o.batch_size >= 1, "optim.batch_size", o.batch_size, "a positive integer")
+    _require(o.accumulate >= 1, "optim.accumulate", o.accumulate, "a positive integer")
+    _require(
+        o.batch_size % o.accumulate == 0,
+        "optim.accumulate",
+        o.accumulate,
+        f"a divisor of optim.batch_size={o.batch_size}, which each step takes in that many "
+        f"equal micro-batches",
+    )
     _require(o.epochs >= 1, "optim.epochs", o.epochs, "a positive integer")
     _require(o.step_size >= 1, "optim.step_size", o.step_size, "a positive integer")
     _require(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")

@@ -272,14 +272,22 @@ class DeviceBatches:
 
 
 def train_loader(
-    dataset: Dataset, *, batch_size: int, workers: int, seed: int, context: Context
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    context: Context,
+    accumulate: int = 1,
 ) -> DataLoader | DeviceBatches:
     """The loader ``fit`` trains from: this process's shard of ``dataset``, reshuffled by
     ``loader.sampler.set_epoch(epoch)``, each image augmented under its own seed (sef.seeding),
-    from workers that live across epochs into pinned memory on CUDA. ``batch_size`` is global.
+    from workers that live across epochs into pinned memory on CUDA. ``batch_size`` is global;
+    with ``accumulate`` > 1 the loader hands over each process's batch in that many
+    micro-batches, in the same order (``train_one_epoch`` sums their gradients).
     A dataset with a ``finish_batch(inputs, device)`` method has its batches finished by it."""
     world = context.world_size
-    per_process = batch_size // world
+    micro_batch = batch_size // world // accumulate  # the batch of each process, in parts
     workers = threads.loader_workers(workers)
     sampler = DistributedSampler(
         dataset, num_replicas=world, rank=context.rank, shuffle=True, seed=seed
@@ -288,13 +296,13 @@ def train_loader(
         raise DataError(f"training needs at least {2 * world} images; got {len(dataset)}")
     loader = DataLoader(
         SeededItems(dataset, seed),
-        batch_size=per_process,
+        batch_size=micro_batch,
         sampler=EpochSampler(sampler),
         num_workers=workers,
         pin_memory=context.device.type == "cuda",
         persistent_workers=workers > 0,
         # BatchNorm cannot train on a batch of one image: drop such a remainder.
-        drop_last=len(sampler) % per_process == 1,
+        drop_last=len(sampler) % micro_batch == 1,
     )
     finish = getattr(dataset, "finish_batch", None)
     return loader if finish is None else DeviceBatches(loader, finish, context.device)

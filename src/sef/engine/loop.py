@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 
 import torch
@@ -49,37 +51,84 @@ def batch_bar(loader: Iterable, desc: str, progress: bool, context: Context) -> 
     )
 
 
-def _forward(model: nn.Module, images: Tensor, context: Context) -> SEFOutput:
+def _forward(model: nn.Module, images: Tensor, context: Context, accumulate: int) -> SEFOutput:
     """``model(images)``; ConfigError for a batch of one image that BatchNorm cannot train on."""
     try:
         return model(images)
     except ValueError as error:
         if ONE_VALUE_PER_CHANNEL not in str(error):
             raise
+        parts = accumulate > 1
+        batch, fewer = ("micro-batch", ", a lower --accumulate") if parts else ("batch", "")
+        least = 2 * context.world_size * accumulate
         raise ConfigError(
-            f"BatchNorm cannot train on a batch of {len(images)} image whose map is 1 x 1 at one "
-            f"of its layers ({error}); train with --batch-size {2 * context.world_size} or more "
-            f"(optim.batch_size), or larger images (--image-size)"
+            f"BatchNorm cannot train on a {batch} of {len(images)} image whose map is 1 x 1 at one "
+            f"of its layers ({error}); train with --batch-size {least} or more "
+            f"(optim.batch_size){fewer}, or larger images (--image-size)"
         ) from None
 
 
-def _backward_and_step(
-    total: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
-) -> Tensor:
-    """Backpropagate ``total`` and step; returns the norm of the gradient the step applied,
-    on the device (0 for a step the fp16 scaler skipped)."""
-    optimizer.zero_grad(set_to_none=True)
+class _Steps:
+    """``loader``'s batches in lists of ``accumulate``, one list an optimizer step (the epoch's
+    last list may be shorter); ``len``: the steps."""
+
+    def __init__(self, loader: Iterable, accumulate: int) -> None:
+        self.loader, self.accumulate = loader, accumulate
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.loader) / self.accumulate)
+
+    def __iter__(self) -> Iterator[list]:
+        step = []
+        for batch in self.loader:
+            step.append(batch)
+            if len(step) == self.accumulate:
+                yield step
+                step = []
+        if step:
+            yield step
+
+
+def _synced(model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+    """Where ``model`` is DDP, its ``no_sync`` for all but a step's ``last`` micro-batch: the
+    gradients are averaged over the processes once a step."""
+    no_sync = getattr(model, "no_sync", None)
+    return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+
+def _backward(total: Tensor, share: float, scaler: torch.amp.GradScaler | None) -> None:
+    """Add the gradient of ``total`` times ``share`` (a micro-batch's part of its step's images,
+    so that the step's gradient is that of the mean loss over all of them)."""
+    loss = total if share == 1 else total * share
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> Tensor:
+    """Step with the gradients summed so far; returns their norm, on the device (no wait for
+    it; 0 for a step the fp16 scaler skipped)."""
     if scaler is None:
-        total.backward()
         norm = gradient_norm(optimizer)
         optimizer.step()
         return norm
-    scaler.scale(total).backward()
     scaler.unscale_(optimizer)  # what step would do: the norm is of the true gradient
     norm = gradient_norm(optimizer)
     scaler.step(optimizer)
     scaler.update()
     return torch.where(norm.isfinite(), norm, 0.0)
+
+
+def _batch_sums(
+    terms: Mapping[str, Tensor], output: SEFOutput, labels: Tensor, groups: int
+) -> Tensor:
+    """A batch's loss terms times its images, the readout's two sums (with ``groups`` > 1),
+    its correct predictions and its images: what ``train_one_epoch`` adds up."""
+    batch = labels.numel()
+    correct = (output.logits.argmax(1) == labels).sum()
+    values = [terms[k].detach().double() * batch for k in LOSS_TERMS]
+    if groups > 1:
+        values += [*group_correlation(output.features, groups).double()]
+    counts = [correct.double(), torch.full((), batch, dtype=torch.float64, device=labels.device)]
+    return torch.stack([*values, *counts])
 
 
 class _FirstNonFinite:
@@ -129,6 +178,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
     progress: bool = True,
+    accumulate: int = 1,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss terms, train accuracy and images/second,
     the median and largest norm of the gradients its steps applied (``GRADIENTS``: a step far
@@ -136,6 +186,10 @@ def train_one_epoch(
     or more the mean channel correlation within and between the groups of the training batches
     (``sef.losses.group_correlation``). Batches of uint8 images are normalised on the device
     (``sef.transforms.normalise_batch``).
+
+    ``accumulate``: each optimizer step sums the gradients of that many of ``loader``'s batches
+    (micro-batches), each weighted by its share of the step's images, so the step applies the
+    gradient of the mean loss over all of them; under DDP the processes average it once a step.
 
     Raises TrainingError naming the epoch and the first step whose loss became NaN or infinite,
     on every process when any met one (the lowest such rank's, ``distributed.on_every``).
@@ -152,24 +206,24 @@ def train_one_epoch(
     non_finite = _FirstNonFinite(device)
     gradient_norms = []  # one 0-d tensor a step, read with the epoch's sums
     start = time.perf_counter()
-    bar = batch_bar(loader, f"epoch {epoch}", progress, context)
-    for step, (images, labels) in enumerate(bar, start=1):
-        images = to_device(images, device, channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, amp):
-            output = _forward(model, images, context)
-        loss_fn.set_progress(epoch - 1 + (step - 1) / len(loader))
-        terms = loss_fn(output, labels)
-        non_finite.update(step, terms, output)
-        gradient_norms.append(_backward_and_step(terms["total"], optimizer, scaler))
-        batch = labels.numel()
-        correct = (output.logits.argmax(1) == labels).sum()
-        values = [terms[k].detach().double() * batch for k in LOSS_TERMS]
-        if readout:
-            values += [*group_correlation(output.features, loss_fn.groups).double()]
-        counts = [correct.double(), torch.full((), batch, dtype=torch.float64, device=device)]
-        sums += torch.stack([*values, *counts])
-        if step % CHECK_EVERY == 0 or step == len(loader):
+    steps = _Steps(loader, accumulate)
+    bar = batch_bar(steps, f"epoch {epoch}", progress, context)
+    for step, batches in enumerate(bar, start=1):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn.set_progress(epoch - 1 + (step - 1) / len(steps))
+        images_in_step = sum(labels.numel() for _, labels in batches)
+        for part, (images, labels) in enumerate(batches, start=1):
+            with _synced(model, last=part == len(batches)):
+                images = to_device(images, device, channels_last)
+                labels = labels.to(device, non_blocking=True)
+                with autocast(device, amp):
+                    output = _forward(model, images, context, accumulate)
+                terms = loss_fn(output, labels)
+                non_finite.update(step, terms, output)
+                _backward(terms["total"], labels.numel() / images_in_step, scaler)
+            sums += _batch_sums(terms, output, labels, loss_fn.groups)
+        gradient_norms.append(_step(optimizer, scaler))
+        if step % CHECK_EVERY == 0 or step == len(steps):
             read = torch.cat([sums, non_finite.record]).tolist()  # one wait for the device
             # every process stops at once, a rank whose loss stayed finite too (else it waited for
             # the others at the next step and died of a gloo traceback); rank 0 says it once

@@ -396,15 +396,17 @@ def _prepare_model(
 def _check_setup(config: Config, context: Context, resume: bool = False) -> None:
     """What only the launch reveals (devices, process count) and no config check can see;
     ``resume``: the batch size is the run's, and the process count is what may change."""
-    world, batch = context.world_size, config.optim.batch_size
-    if batch % world:
+    world, parts, batch = context.world_size, config.optim.accumulate, config.optim.batch_size
+    if batch % (world * parts):
+        micro = f" x {parts} micro-batches (optim.accumulate)" if parts > 1 else ""
         fix = (
-            f"resume on a number of processes that divides {batch} (a resume keeps the batch size)"
+            f"resume on a number of processes{' times --accumulate' * (parts > 1)} that divides "
+            f"{batch} (a resume keeps the batch size)"
             if resume
-            else f"choose a multiple of {world}"
+            else f"choose a multiple of {world * parts}"
         )
         raise ConfigError(
-            f"optim.batch_size={batch} must divide evenly over {world} processes; {fix}"
+            f"optim.batch_size={batch} must divide evenly over {world} processes{micro}; {fix}"
         )
     if config.run.amp == "fp16" and context.device.type != "cuda":
         raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
@@ -600,6 +602,7 @@ def _epoch(
         scaler=run.scaler,
         channels_last=config.run.channels_last,
         progress=progress,
+        accumulate=config.optim.accumulate,
     )
     run.scheduler.step()
     evaluation = _evaluate(run, eval_loader, progress)
@@ -635,6 +638,7 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
         workers=config.data.workers,
         seed=config.run.seed,
         context=context,
+        accumulate=config.optim.accumulate,
     )
     eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
     eval_loader = evaluation_loader(
@@ -854,18 +858,33 @@ def _train(run: _Run, progress: bool) -> FitResult:
 
 
 def _memory(run: _Run) -> str:
-    """What to do about a run that ran out of memory."""
-    c, world = run.config, run.context.world_size
-    batches, lower = f"batches of {c.optim.batch_size // world}", "--batch-size"
+    """What to do about a run that ran out of memory: more micro-batches keep the recipe's
+    batch (``optim.accumulate``); a lower batch or image size changes it."""
+    c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
+    per_process = c.optim.batch_size // world
+    batches = f"{'micro-' * (parts > 1)}batches of {counted(per_process // parts, 'image')}"
+    lower = "--batch-size"
     if world > 1:
         batches += " per process"
     if c.run.eval_batch_size:
         batches += f" (evaluation: {c.run.eval_batch_size})"
         lower += " or run.eval_batch_size"
+    more = _more_parts(per_process, parts)
+    keep = ""
+    if more:
+        keep = (
+            f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
+            f"{per_process // more}{' per process' * (world > 1)}), or with "
+        )
     return (
-        f"out of {run.context.device.type} memory with {batches} images of {c.data.image_size} "
-        f"x {c.data.image_size} px; train again with a lower {lower} or --image-size"
+        f"out of {run.context.device.type} memory with {batches} of {c.data.image_size} x "
+        f"{c.data.image_size} px; train again with {keep}a lower {lower} or --image-size"
     )
+
+
+def _more_parts(images: int, parts: int) -> int | None:
+    """The next number of micro-batches above ``parts`` that splits ``images`` evenly, if any."""
+    return next((n for n in range(parts + 1, images + 1) if images % n == 0), None)
 
 
 def _result(run: _Run) -> FitResult:
