@@ -270,6 +270,29 @@ def test_running_out_of_memory_says_what_to_lower_in_one_line(
     )
 
 
+def test_a_run_out_of_memory_after_a_checkpoint_resumes_in_more_micro_batches(
+    demo_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(arguments) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr("sef.engine.loop.to_device", _out_of_cpu_memory)
+        assert main([*arguments, "--epochs", "2", "--resume"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sef train: error: out of cpu memory with batches of 8 images of 32 x 32 px; add "
+        "--accumulate 2 (the same batch of 8 in micro-batches of 4) to the same command with "
+        f"--resume to continue, or train again with a lower --batch-size or --image-size; "
+        f"{tmp_path / 'run' / 'last.pt'} (epoch 1) is kept"
+    )
+    assert main([*arguments, "--epochs", "2", "--resume", "--accumulate", "2"]) == 0
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert (saved["epoch"], saved["config"]["optim"]["accumulate"]) == (2, 2)
+
+
+def _out_of_cpu_memory(*args, **kwargs):
+    raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+
+
 @pytest.mark.parametrize(
     ("broken", "message"),
     [

@@ -92,7 +92,7 @@ from sef.trained import check_saved_root, create_model
 # change too (the learning rate is then re-planned: see planned_scheduler).
 RESUMABLE_CHANGES = (
     "data.root", "data.workers", "data.cache", "run.out", "run.tensorboard", "run.loggers",
-    "run.device"
+    "run.device", "optim.accumulate",
 )  # fmt: skip
 LENGTH = "optim.epochs"
 TRAINING_STATE = ("optimizer", "scheduler", "history", "best", "seconds")  # beyond best.pt's keys
@@ -869,17 +869,22 @@ def _memory(run: _Run) -> str:
     if c.run.eval_batch_size:
         batches += f" (evaluation: {c.run.eval_batch_size})"
         lower += " or run.eval_batch_size"
-    more = _more_parts(per_process, parts)
-    keep = ""
-    if more:
-        keep = (
-            f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
-            f"{per_process // more}{' per process' * (world > 1)}), or with "
-        )
-    return (
+    out_of = (
         f"out of {run.context.device.type} memory with {batches} of {c.data.image_size} x "
-        f"{c.data.image_size} px; train again with {keep}a lower {lower} or --image-size"
+        f"{c.data.image_size} px"
     )
+    smaller = f"a lower {lower} or --image-size"
+    more = _more_parts(per_process, parts)
+    if not more:
+        return f"{out_of}; train again with {smaller}"
+    same = (
+        f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
+        f"{per_process // more}{' per process' * (world > 1)})"
+    )
+    if run.kept:  # a resume may take more micro-batches: the recipe is the same
+        resume = f"add {same} to the same command {_again(run)}"
+        return f"{out_of}; {resume}, or train again with {smaller}"
+    return f"{out_of}; train again with {same}, or with {smaller}"
 
 
 def _more_parts(images: int, parts: int) -> int | None:
