@@ -38,6 +38,14 @@ def _block(folder: Path, *modules: str) -> Path:
     return folder
 
 
+def _uninstall(monkeypatch, tmp_path: Path, package: str) -> None:
+    """``package`` cannot be imported in this process until the test ends: its loaded modules
+    dropped, and a package of its name that fails to import first on the path."""
+    for name in [name for name in sys.modules if name.split(".")[0] == package]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", package))
+
+
 def test_the_distribution_is_not_the_unrelated_sef_on_pypi() -> None:
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -107,9 +115,7 @@ def test_a_dependency_missing_from_the_install_is_named_in_one_line(
 ) -> None:
     # an install without its dependencies (--no-deps, a hand-made environment) met
     # ModuleNotFoundError's traceback in the middle of a command
-    for name in [name for name in sys.modules if name.split(".")[0] == "safetensors"]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "safetensors"))
+    _uninstall(monkeypatch, tmp_path, "safetensors")
     out = tmp_path / "shipped"
     arguments = ["--checkpoint", str(demo_checkpoint), "--out", str(out), "--no-check"]
     assert main(["export", *arguments, "--format", "torchscript", "safetensors"]) == 2
@@ -125,9 +131,7 @@ def test_eval_report_without_matplotlib_stops_before_the_evaluation(
 ) -> None:
     # the whole split was evaluated and its predictions written before the report's figure
     # found matplotlib missing
-    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "matplotlib"))
+    _uninstall(monkeypatch, tmp_path, "matplotlib")
     predictions, report = tmp_path / "predictions.csv", tmp_path / "report"
     arguments = ["--checkpoint", str(demo_checkpoint), "--predictions", str(predictions)]
     assert main(["eval", *arguments, "--report", str(report)]) == 2
@@ -150,9 +154,7 @@ def test_viz_without_matplotlib_stops_before_it_loads_the_model(
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(sef.trained, "load_trained_model", loaded)
-    for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "matplotlib"))
+    _uninstall(monkeypatch, tmp_path, "matplotlib")
     arguments = ["--checkpoint", str(demo_checkpoint), "--out", str(tmp_path / "parts.png")]
     assert main(["viz", "parts", *arguments]) == 2
     assert capsys.readouterr().err == (
@@ -165,9 +167,7 @@ def test_train_without_tensorboard_stops_before_the_data(
     demo_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     # the data was read and every image decoded before TensorBoard's writer found it missing
-    for name in [name for name in sys.modules if name.split(".")[0] == "tensorboard"]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(_block(tmp_path / "blocked", "tensorboard"))
+    _uninstall(monkeypatch, tmp_path, "tensorboard")
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress"]) == 2
     assert capsys.readouterr() == (
