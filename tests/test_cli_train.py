@@ -287,6 +287,15 @@ def test_a_run_out_of_memory_after_a_checkpoint_resumes_in_more_micro_batches(
     assert main([*arguments, "--epochs", "2", "--resume", "--accumulate", "2"]) == 0
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["config"]["optim"]["accumulate"]) == (2, 2)
+    said = capsys.readouterr().out.splitlines()
+    assert ", 2 epochs, batches of 8 in 2 micro-batches of 4 on 1 x cpu" in said[0]
+    assert said[1] == (
+        f"note: {tmp_path / 'run' / 'last.pt'} trained with optim.accumulate=1 and resumes with "
+        f"2: the batches, steps and learning rate stay the same, but BatchNorm's statistics are "
+        f"those of other micro-batches, so the run will not end exactly where an uninterrupted "
+        f"one would"
+    )
+    assert "accumulate: 2" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def _out_of_cpu_memory(*args, **kwargs):

@@ -448,6 +448,7 @@ class _Run:
         self.best_unwritten = False  # best.pt and its predictions are to be written again
         self.trained_on = context.world_size  # the processes the epochs so far trained on
         self.trained_threads = _cpu_threads(context)  # and the CPU threads (None on a GPU)
+        self.trained_accumulate = config.optim.accumulate  # and the micro-batches a step
 
     def state(self) -> dict:
         return {
@@ -487,6 +488,7 @@ class _Run:
         self.kept = self.epoch
         self.trained_on = state.get("processes", self.trained_on)  # unrecorded before 2026-12-07
         self.trained_threads = state.get("cpu_threads")  # unrecorded before 2026-12-07
+        self.trained_accumulate = state["config"]["optim"].get("accumulate", 1)
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -739,13 +741,36 @@ def _announce(run: _Run) -> None:
     tqdm.write(
         f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
         f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
-        f"{counted(c.optim.epochs, 'epoch')} on {run.context.world_size} x "
+        f"{counted(c.optim.epochs, 'epoch')}{_micro_batches(c)} on {run.context.world_size} x "
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    for note in (scratch_note(c), _finished_note(run), _processes_note(run), _threads_note(run)):
+    notes = (_finished_note, _processes_note, _threads_note, _accumulate_note)
+    for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
+
+
+def _micro_batches(config: Config) -> str:
+    """How each batch is taken where it is in micro-batches (``optim.accumulate``), else ""."""
+    parts, batch = config.optim.accumulate, config.optim.batch_size
+    if parts == 1:
+        return ""
+    return f", batches of {batch} in {parts} micro-batches of {batch // parts}"
+
+
+def _accumulate_note(run: _Run) -> str | None:
+    """What a resume with another ``optim.accumulate`` than the run trained with changes, or
+    None."""
+    before, now = run.trained_accumulate, run.config.optim.accumulate
+    if before == now:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} trained with optim.accumulate={before} and resumes with "
+        f"{now}: the batches, steps and learning rate stay the same, but BatchNorm's statistics "
+        f"are those of other micro-batches, so the run will not end exactly where an "
+        f"uninterrupted one would"
+    )
 
 
 def _finished_note(run: _Run) -> str | None:
