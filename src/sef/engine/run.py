@@ -56,7 +56,13 @@ from sef.engine.data import (
     train_loader,
 )
 from sef.engine.device import out_of_memory
-from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
+from sef.engine.evaluation import (
+    EvalResult,
+    eval_batch_size,
+    evaluate,
+    evaluation_loader,
+    write_predictions,
+)
 from sef.engine.folders import (
     check_config_file,
     claim_new_out_dir,
@@ -642,7 +648,7 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
         context=context,
         accumulate=config.optim.accumulate,
     )
-    eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
+    eval_batch = eval_batch_size(config, context.world_size)
     eval_loader = evaluation_loader(
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
