@@ -298,6 +298,16 @@ def test_a_run_out_of_memory_after_a_checkpoint_resumes_in_more_micro_batches(
     assert "accumulate: 2" in (tmp_path / "run" / "config.yaml").read_text()
 
 
+def test_micro_batches_of_one_image_under_batchnorm_are_noted(tmp_path: Path, capsys) -> None:
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main([*arguments, "--accumulate", "8"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "note: each micro-batch holds 1 image (optim.accumulate=8 of 8 images per process): "
+        "BatchNorm normalises every image by its own statistics and keeps running averages of "
+        "single images, unlike the recipe's batches; --accumulate 4 keeps 2 images a micro-batch"
+    )
+
+
 def _out_of_cpu_memory(*args, **kwargs):
     raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
 

@@ -751,7 +751,7 @@ def _announce(run: _Run) -> None:
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    notes = (_finished_note, _processes_note, _threads_note, _accumulate_note)
+    notes = (_finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note)
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
@@ -776,6 +776,22 @@ def _accumulate_note(run: _Run) -> str | None:
         f"{now}: the batches, steps and learning rate stay the same, but BatchNorm's statistics "
         f"are those of other micro-batches, so the run will not end exactly where an "
         f"uninterrupted one would"
+    )
+
+
+def _one_image_note(run: _Run) -> str | None:
+    """What micro-batches of one image do to a model with BatchNorm, or None."""
+    parts = run.config.optim.accumulate
+    per_process = run.config.optim.batch_size // run.context.world_size
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
+    if parts == 1 or per_process > parts or not batchnorm:
+        return None
+    fewer = max(n for n in range(1, parts) if parts % n == 0)
+    return (
+        f"note: each micro-batch holds 1 image (optim.accumulate={parts} of {per_process} images "
+        f"per process): BatchNorm normalises every image by its own statistics and keeps running "
+        f"averages of single images, unlike the recipe's batches; --accumulate {fewer} keeps "
+        f"{per_process // fewer} images a micro-batch"
     )
 
 
