@@ -17,6 +17,7 @@ from sef.config import apply_overrides, resolve_config
 from sef.distributed import Context
 from sef.engine import Data, fit, train_one_epoch
 from sef.engine.data import train_loader
+from sef.engine.evaluation import eval_batch_size, evaluation_loader
 from sef.engine.run import _check_setup
 from sef.errors import ConfigError
 from sef.losses import SEFLoss
@@ -208,3 +209,20 @@ def test_a_batch_that_processes_cannot_split_into_micro_batches_is_refused(tmp_p
         "optim.batch_size=6 must divide evenly over 2 processes x 2 micro-batches "
         "(optim.accumulate); choose a multiple of 4"
     )
+
+
+def test_evaluation_takes_micro_batches_too_unless_its_batch_is_given(tmp_path, monkeypatch):
+    """A run whose batch fits only in micro-batches evaluated it whole and ran out of memory
+    there, with advice (more --accumulate) that could not help; sef eval likewise."""
+    batches = []
+
+    def recording(dataset, batch_size, *args, **kwargs):
+        batches.append(batch_size)
+        return evaluation_loader(dataset, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr("sef.engine.run.evaluation_loader", recording)
+    config = _config(tmp_path / "run", "optim.epochs=1")
+    fit(config, data=Data(_blobs(10), _blobs(4, 1), CLASSES), progress=False)
+    assert batches == [2]  # the micro-batch, not the batch of 4
+    assert eval_batch_size(config) == 2
+    assert eval_batch_size(apply_overrides(config, ["run.eval_batch_size=16"])) == 16

@@ -100,6 +100,22 @@ def test_the_training_loader_yields_the_same_batches_from_the_cache(noisy_cub, t
             assert b.dtype == torch.uint8 and torch.equal(a, b) and torch.equal(labels_a, labels_b)
 
 
+def test_the_cache_road_finishes_micro_batches_as_it_finishes_the_whole_batch(noisy_cub, tmp_path):
+    """optim.accumulate: each image's crop and flip are its own, whatever batch it travels in."""
+    trainval, test = _splits(noisy_cub)
+    opened, _ = cache.ensure(tmp_path / "c", [trainval, test], list, "resize_crop", 24,
+                             progress=False)  # fmt: skip
+    cached = cache.CachedTrainImages(trainval, opened, "resize_crop", 24)
+    context = Context(device=CPU)
+    whole, parts = (train_loader(cached, batch_size=4, workers=0, seed=3, context=context,
+                                 accumulate=n) for n in (1, 2))  # fmt: skip
+    for loader in (whole, parts):
+        loader.sampler.set_epoch(2)
+    assert len(cached) == 9 and [len(labels) for _, labels in parts] == [2] * 4  # 1 left out
+    images = torch.cat([images for images, _ in whole])
+    assert torch.equal(torch.cat([images for images, _ in parts]), images[:8])
+
+
 def _demo(out: Path, *overrides: str):
     tiny = ["data.options.per_class=4", "data.options.test_per_class=2", "data.image_size=32",
             "data.recipe=resize_crop", "optim.batch_size=4", "data.workers=0",

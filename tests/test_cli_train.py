@@ -287,6 +287,25 @@ def test_a_run_out_of_memory_after_a_checkpoint_resumes_in_more_micro_batches(
     assert main([*arguments, "--epochs", "2", "--resume", "--accumulate", "2"]) == 0
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["config"]["optim"]["accumulate"]) == (2, 2)
+    said = capsys.readouterr().out.splitlines()
+    assert ", 2 epochs, batches of 8 in 2 micro-batches of 4 on 1 x cpu" in said[0]
+    assert said[1] == (
+        f"note: {tmp_path / 'run' / 'last.pt'} trained with optim.accumulate=1 and resumes with "
+        f"2: the batches, steps and learning rate stay the same, but BatchNorm's statistics are "
+        f"those of other micro-batches, so the run will not end exactly where an uninterrupted "
+        f"one would"
+    )
+    assert "accumulate: 2" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_micro_batches_of_one_image_under_batchnorm_are_noted(tmp_path: Path, capsys) -> None:
+    arguments = ["train", *TINY_DEMO, "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main([*arguments, "--accumulate", "8"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "note: each micro-batch holds 1 image (optim.accumulate=8 of 8 images per process): "
+        "BatchNorm normalises every image by its own statistics and keeps running averages of "
+        "single images, unlike the recipe's batches; --accumulate 4 keeps 2 images a micro-batch"
+    )
 
 
 def _out_of_cpu_memory(*args, **kwargs):

@@ -171,6 +171,19 @@ def test_a_cosine_schedule_planned_for_other_epochs_than_the_trainer_runs_is_war
     assert module.configure_optimizers()["lr_scheduler"].T_max == 3
 
 
+def test_a_config_with_micro_batches_warns_unless_the_trainer_accumulates_as_many():
+    """Lightning does not read optim.accumulate: its Trainer sums micro-batches itself."""
+    config = apply_overrides(load_preset("demo"), ["optim.accumulate=2"])
+    module = SEFLightningModule.from_config(config, num_classes=8)
+    module.trainer = pl.Trainer(logger=False, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match=r"optim.accumulate=2 micro-batches, but the Trainer "):
+        module.on_fit_start()
+    module.trainer = pl.Trainer(accumulate_grad_batches=2, logger=False, enable_checkpointing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.on_fit_start()
+
+
 def test_the_module_pickles_for_spawning_strategies() -> None:
     """Lambdas as default optimizer and schedule factories made ddp_spawn fail to pickle."""
     import pickle

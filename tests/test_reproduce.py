@@ -335,6 +335,24 @@ def test_the_page_names_only_the_overrides_that_change_the_recipe() -> None:
     assert "**These runs change the paper's recipe** (`optim.epochs=1`)" in page
 
 
+def test_the_page_says_when_the_runs_take_each_batch_in_micro_batches() -> None:
+    from sef.reproduce.plan import create_plan
+    from sef.reproduce.tables import markdown
+
+    plan = create_plan("table2", {}, overrides=["optim.accumulate=4"], dry_run=True)
+    page = markdown(plan, {}, written="today")
+    assert (
+        "The runs follow the paper's recipe as sef's presets hold it. This call trains each "
+        in page
+    )
+    assert (
+        "batch of 32 in 4 micro-batches (`optim.accumulate=4`): the recipe's batches, steps and "
+        "learning rate, but BatchNorm's statistics are those of 8 images, not 32." in page
+    )
+    plan = create_plan("table2", {}, dry_run=True)
+    assert "micro-batches" not in markdown(plan, {}, written="today")
+
+
 def test_the_cache_flag_is_the_override_it_stands_for() -> None:
     from sef.cli.reproduce import _overrides
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset
 
 from sef import distributed, outputs, threads
+from sef.config import Config
 from sef.distributed import Context
 from sef.engine.data import nothing_to_evaluate
 from sef.engine.device import autocast, out_of_memory, to_device
@@ -74,6 +75,14 @@ class EvalResult:
 
 class _Shard(Subset):
     """This process's rows of the dataset, as :func:`evaluation_loader` reads them."""
+
+
+def eval_batch_size(config: Config, processes: int = 1) -> int:
+    """Each process's evaluation batch: ``run.eval_batch_size``, else a training micro-batch
+    (``optim.batch_size`` split over the processes and ``optim.accumulate``), so that a run
+    whose batch only fits in micro-batches does not run out of memory evaluating it whole."""
+    micro_batch = config.optim.batch_size // processes // config.optim.accumulate
+    return config.run.eval_batch_size or max(1, micro_batch)
 
 
 def evaluation_loader(
@@ -241,7 +250,7 @@ def evaluate_checkpoint(
         config = trained.config
         if tta:
             dataset.transform = TTAViews(trained.preprocessing, tta)
-        batch_size = batch_size or config.run.eval_batch_size or config.optim.batch_size
+        batch_size = batch_size or eval_batch_size(config)
         try:
             result = evaluate(
                 trained.model,

@@ -56,7 +56,13 @@ from sef.engine.data import (
     train_loader,
 )
 from sef.engine.device import out_of_memory
-from sef.engine.evaluation import EvalResult, evaluate, evaluation_loader, write_predictions
+from sef.engine.evaluation import (
+    EvalResult,
+    eval_batch_size,
+    evaluate,
+    evaluation_loader,
+    write_predictions,
+)
 from sef.engine.folders import (
     check_config_file,
     claim_new_out_dir,
@@ -448,6 +454,7 @@ class _Run:
         self.best_unwritten = False  # best.pt and its predictions are to be written again
         self.trained_on = context.world_size  # the processes the epochs so far trained on
         self.trained_threads = _cpu_threads(context)  # and the CPU threads (None on a GPU)
+        self.trained_accumulate = config.optim.accumulate  # and the micro-batches a step
 
     def state(self) -> dict:
         return {
@@ -487,6 +494,7 @@ class _Run:
         self.kept = self.epoch
         self.trained_on = state.get("processes", self.trained_on)  # unrecorded before 2026-12-07
         self.trained_threads = state.get("cpu_threads")  # unrecorded before 2026-12-07
+        self.trained_accumulate = state["config"]["optim"].get("accumulate", 1)
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -640,7 +648,7 @@ def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
         context=context,
         accumulate=config.optim.accumulate,
     )
-    eval_batch = config.run.eval_batch_size or max(1, config.optim.batch_size // context.world_size)
+    eval_batch = eval_batch_size(config, context.world_size)
     eval_loader = evaluation_loader(
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
@@ -739,13 +747,52 @@ def _announce(run: _Run) -> None:
     tqdm.write(
         f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
         f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
-        f"{counted(c.optim.epochs, 'epoch')} on {run.context.world_size} x "
+        f"{counted(c.optim.epochs, 'epoch')}{_micro_batches(c)} on {run.context.world_size} x "
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    for note in (scratch_note(c), _finished_note(run), _processes_note(run), _threads_note(run)):
+    notes = (_finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note)
+    for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
+
+
+def _micro_batches(config: Config) -> str:
+    """How each batch is taken where it is in micro-batches (``optim.accumulate``), else ""."""
+    parts, batch = config.optim.accumulate, config.optim.batch_size
+    if parts == 1:
+        return ""
+    return f", batches of {batch} in {parts} micro-batches of {batch // parts}"
+
+
+def _accumulate_note(run: _Run) -> str | None:
+    """What a resume with another ``optim.accumulate`` than the run trained with changes, or
+    None."""
+    before, now = run.trained_accumulate, run.config.optim.accumulate
+    if before == now:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} trained with optim.accumulate={before} and resumes with "
+        f"{now}: the batches, steps and learning rate stay the same, but BatchNorm's statistics "
+        f"are those of other micro-batches, so the run will not end exactly where an "
+        f"uninterrupted one would"
+    )
+
+
+def _one_image_note(run: _Run) -> str | None:
+    """What micro-batches of one image do to a model with BatchNorm, or None."""
+    parts = run.config.optim.accumulate
+    per_process = run.config.optim.batch_size // run.context.world_size
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
+    if parts == 1 or per_process > parts or not batchnorm:
+        return None
+    fewer = max(n for n in range(1, parts) if parts % n == 0)
+    return (
+        f"note: each micro-batch holds 1 image (optim.accumulate={parts} of {per_process} images "
+        f"per process): BatchNorm normalises every image by its own statistics and keeps running "
+        f"averages of single images, unlike the recipe's batches; --accumulate {fewer} keeps "
+        f"{per_process // fewer} images a micro-batch"
+    )
 
 
 def _finished_note(run: _Run) -> str | None:

@@ -39,6 +39,7 @@ from sef.engine.optim import create_optimizer, create_scheduler
 from sef.losses import SEFLoss, group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF
+from sef.text import counted
 from sef.trained import create_model
 
 _LOSS_KEY = "sef_loss"  # the loss's options in a Lightning checkpoint
@@ -78,6 +79,7 @@ class SEFLightningModule(pl.LightningModule):
         self._evaluated: list[Tensor] = []  # [2 + G, B] per batch: labels, predictions, groups
         self._correlation: list[Tensor] = []  # [2] per batch: within, between, summed
         self.cosine_epochs: int | None = None  # from_config's cosine schedule: the epochs it plans
+        self.accumulate: int | None = None  # from_config's optim.accumulate
 
     @classmethod
     def from_config(cls, config: Config, num_classes: int) -> SEFLightningModule:
@@ -91,6 +93,7 @@ class SEFLightningModule(pl.LightningModule):
         )
         if config.optim.scheduler == "cosine":  # its length is optim.epochs, not the Trainer's
             module.cosine_epochs = config.optim.epochs
+        module.accumulate = config.optim.accumulate
         return module
 
     def forward(self, images: Tensor) -> Any:
@@ -189,6 +192,20 @@ class SEFLightningModule(pl.LightningModule):
                 f"the cosine learning-rate schedule is planned for optim.epochs={planned}, but "
                 f"the Trainer runs max_epochs={epochs}; give both the same number",
                 stacklevel=2,
+            )
+        self._check_accumulate()
+
+    def _check_accumulate(self) -> None:
+        """Warn where the Trainer sums the gradients of other micro-batches a step than
+        from_config's ``optim.accumulate``, which Lightning does not read."""
+        planned, summed = self.accumulate, self.trainer.accumulate_grad_batches
+        if planned is not None and summed != planned:
+            warnings.warn(
+                f"the config takes each batch in optim.accumulate={planned} micro-batches, but "
+                f"the Trainer steps every {counted(summed, 'batch', 'batches')} "
+                f"(accumulate_grad_batches); give the Trainer accumulate_grad_batches={planned} "
+                f"and the DataLoader optim.batch_size / {planned} images a batch",
+                stacklevel=3,
             )
 
     def configure_optimizers(self) -> Any:

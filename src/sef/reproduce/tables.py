@@ -183,7 +183,7 @@ def markdown(plan: Plan, states: States, *, written: str) -> str:
         "paper's rows are as printed. Rows **sef: ...** are ours: the best epoch's test top-1 "
         "(%), which is what the authors report. Score: each method's mean rank over the datasets "
         "it reports (`sef score` rules), over the paper's methods and ours, on the accuracies as "
-        f"shown. {recipe}",
+        f"shown. {recipe}{_micro_batches(plan)}",
         "",
         *_main_table(plan, ours, numbers),
         "",
@@ -194,6 +194,20 @@ def markdown(plan: Plan, states: States, *, written: str) -> str:
     texts = notes()
     text += [f"{number}. {texts[key]}" for key, number in numbers.items()]
     return "\n".join(text) + "\n"
+
+
+def _micro_batches(plan: Plan) -> str:
+    """The sentence for runs that take each batch in micro-batches (``optim.accumulate``), or
+    "": the recipe's steps, but not its BatchNorm statistics."""
+    split = next((run.config.optim for run in plan.runs if run.config.optim.accumulate > 1), None)
+    if split is None:
+        return ""
+    return (
+        f" This call trains each batch of {split.batch_size} in {split.accumulate} micro-batches "
+        f"(`optim.accumulate={split.accumulate}`): the recipe's batches, steps and learning rate, "
+        f"but BatchNorm's statistics are those of {split.batch_size // split.accumulate} images, "
+        f"not {split.batch_size}."
+    )
 
 
 def csv_text(plan: Plan, states: States) -> str:
