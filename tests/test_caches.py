@@ -263,3 +263,11 @@ def test_json_goes_with_the_list_alone(capsys):
     with pytest.raises(SystemExit):
         main(["data", "caches", "--json", "--prune", "3"])
     assert "not allowed with argument --json" in capsys.readouterr().err
+
+
+def test_prune_takes_any_number_of_days(built, run_sef):
+    days = "9" * 400  # `now - days * DAY` as a float: OverflowError, a traceback
+    result = run_sef("data", "caches", built.parent, "--prune", days)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"no cache in {built.parent} has gone unused for 9,999,")
+    assert built.is_dir()

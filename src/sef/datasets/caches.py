@@ -299,9 +299,9 @@ def _removal_order(name: str) -> int:
 
 def unused(root: Path, days: float, now: float | None = None) -> list[CacheFolder]:
     """The caches in ``root`` neither written nor opened for ``days`` days, nor held now."""
-    since = (time.time() if now is None else now) - days * DAY
-    return [
+    now = time.time() if now is None else now
+    return [  # ages compared, not times: `now - days * DAY` overflows for days of 400 digits
         found
         for found in caches_in(root)
-        if found.is_cache and found.in_use is None and (found.last_used or 0) < since
+        if found.is_cache and found.in_use is None and now - (found.last_used or 0) > days * DAY
     ]
