@@ -148,6 +148,20 @@ def test_a_cache_opened_again_after_its_removal_is_missing_not_a_crash(built, cu
         _open(built, cub_root)
 
 
+def test_a_cache_removed_while_a_process_waits_to_read_it_is_said_to_be_removed(
+    built, cub_root, monkeypatch
+):
+    def removed_meanwhile(folder):  # the removal held the readers' lock; it ends, then ...
+        for path in folder.iterdir():
+            path.unlink()
+        return caches.hold_for_reading(folder)
+
+    monkeypatch.setattr(cache, "hold_for_reading", removed_meanwhile)
+    with pytest.raises(cache.StaleCache) as info:
+        _open(built, cub_root)
+    assert str(info.value) == f"{built} was removed by another process while this one opened it"
+
+
 def test_sef_data_cache_records_the_dataset_for_the_list(cub_root, tmp_path, monkeypatch):
     monkeypatch.setenv("SEF_CACHE", str(tmp_path / "home"))
     arguments = ["data", "cache", "cub", str(cub_root), "--recipe", "resize", "--image-size", "16"]
