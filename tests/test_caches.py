@@ -46,10 +46,10 @@ def _open(folder: Path, root: Path) -> cache.ImageCache:
 
 def _junk(root: Path) -> dict[str, Path]:
     """Entries beside the caches that are not complete caches, by name."""
-    made = {name: root / name for name in
-            ("notes.txt", "empty", "photos", "killed", "garbled", "short", "website")}  # fmt: skip
+    folders = ("empty", "photos", "killed", "garbled", "short", "website", "left")
+    made = {name: root / name for name in ("notes.txt", *folders)}
     made["notes.txt"].write_text("not a cache")
-    for name in ("empty", "photos", "killed", "garbled", "short", "website"):
+    for name in folders:
         made[name].mkdir()
     (made["photos"] / "index.json").write_text('{"format": 1, "side": 4, "images": []}')
     (made["photos"] / "holiday.jpg").write_bytes(b"\xff\xd8")
@@ -61,6 +61,7 @@ def _junk(root: Path) -> dict[str, Path]:
     (made["short"] / "index.json").write_text('{"format": 1, "side": 2, "images": [[], []]}')
     (made["short"] / "images.u8").write_bytes(bytes(5))
     (made["website"] / "index.json").write_text('{"pages": []}')  # another program's
+    (made["left"] / caches.READERS).touch()  # made by a process opening it as it was removed
     return made
 
 
@@ -97,9 +98,10 @@ def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
     listed = {found.folder.name: found for found in caches.caches_in(built.parent)}
     assert {name: (found.state, found.problem) for name, found in listed.items()} == {
         "cub": ("complete", None),
-        "empty": ("not a cache", "no index and no build lock"),
+        "empty": ("not a cache", "no index and no lock"),
         "garbled": ("damaged", "index.json cannot be read: not JSON"),
         "killed": ("partial", None),
+        "left": ("partial", None),
         "link": ("not a cache", "a link"),
         "notes.txt": ("not a cache", "a file"),
         "photos": ("not a cache", "holds holiday.jpg"),
@@ -128,7 +130,7 @@ def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
     assert files_in(root) == before
     expected = caches.describe(built).bytes
     assert caches.remove(built).bytes == expected and not built.exists()
-    for name in ("killed", "garbled", "short"):  # a build's leftovers, damaged caches
+    for name in ("killed", "garbled", "short", "left"):  # leftovers, damaged caches
         assert caches.remove(made[name]).state in ("partial", "damaged")
         assert not made[name].exists()
 

@@ -6,8 +6,8 @@ temporaries, ``.build-lock`` (an OS lock that the one process building it holds)
 opens it: the cache's last use). :func:`describe` says what a folder is: a complete cache, one
 being built, a build's leftovers, a damaged cache or no cache at all, with what its index records.
 :func:`remove` removes a folder only if it holds nothing but those files and is a cache (its
-index says so, or a build left its lock there), and only while it holds both locks itself: never
-under a build or a run that reads it.
+index says so, or a build or a reader left its lock there), and only while it holds both locks
+itself: never under a build or a run that reads it.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def describe(folder: Path) -> CacheFolder:
     used = max((s.st_mtime for s in stats.values()), default=itself.st_mtime)
     found = CacheFolder(folder, FOREIGN, sum(map(_disk_bytes, stats.values())), used)
     index, found.problem = _read_index(folder)
-    if index is None and LOCK not in names:
-        found.problem = found.problem or "no index and no build lock"
+    if index is None and LOCK not in names and READERS not in names:
+        found.problem = found.problem or "no index and no lock"
         return found
     found.in_use = _holder(folder, names)
     if index is not None:
