@@ -102,7 +102,7 @@ def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
         "garbled": ("damaged", "index.json cannot be read: not JSON"),
         "killed": ("partial", None),
         "left": ("partial", None),
-        "link": ("not a cache", "a link"),
+        "link": ("not a cache", f"a link to {built}"),
         "notes.txt": ("not a cache", "a file"),
         "photos": ("not a cache", "holds holiday.jpg"),
         "short": ("damaged", "images.u8 is not the 24 bytes its index says"),
@@ -119,6 +119,9 @@ def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
     for name in ("notes.txt", "empty", "photos", "website", "link"):
         with pytest.raises(DataError, match=r"is not an image cache \(.*\), so it is left as"):
             caches.remove(root / name)
+    with pytest.raises(DataError) as info:
+        caches.remove(root / "link")
+    assert f"link is not an image cache (a link to {built})" in str(info.value)  # what to remove
     assert files_in(root) == before and made["empty"].is_dir()
     with pytest.raises(DataError, match=r"^there is no .*/gone; `sef data caches` lists them"):
         caches.remove(root / "gone")
@@ -216,6 +219,20 @@ def test_remove_says_what_it_freed(built, run_sef):
     result = run_sef("data", "caches", built.parent, "--remove", "cub")  # its name as listed
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"removed {built} (cub, resize 16): {size} freed\n"
+    assert not built.exists()
+
+
+def test_remove_takes_a_path_as_spelled_and_a_bare_name_in_folder(built, run_sef, monkeypatch):
+    root, elsewhere = built.parent, built.parent.parent / "elsewhere"
+    elsewhere.mkdir()
+    result = run_sef("data", "caches", root, "--remove", "./cub", cwd=elsewhere)
+    assert result.returncode == 2 and built.is_dir()  # ./cub is not FOLDER's cub
+    assert result.stderr == "sef data: error: there is no cub; `sef data caches` lists them\n"
+    monkeypatch.setenv("HOME", str(root.parent))
+    listed = run_sef("data", "caches", "~/caches", "--json")  # quoted: no shell expanded it
+    assert json.loads(listed.stdout)["folder"] == str(root)
+    result = run_sef("data", "caches", "--remove", "~/caches/cub", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
     assert not built.exists()
 
 

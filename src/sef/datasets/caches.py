@@ -126,7 +126,8 @@ def describe(folder: Path) -> CacheFolder:
         itself = os.lstat(folder)
         foreign = sorted(name for name in names if not _is_cache_file(name))
         if folder.is_symlink() or foreign:
-            problem = "a link" if not names else f"holds {', '.join(foreign[:3])}"
+            held = f"holds {', '.join(foreign[:3])}"
+            problem = f"a link to {os.readlink(folder)}" if folder.is_symlink() else held
             return CacheFolder(folder, FOREIGN, 0, itself.st_mtime, problem)
         stats = {name: os.lstat(folder / name) for name in names}
     except OSError as error:  # not a folder, not readable, or removed meanwhile
