@@ -206,6 +206,9 @@ def test_the_list_as_json(built, run_sef):
     assert [(c["folder"], c["state"], c["images"]) for c in listed["caches"]] == [
         (str(built), "complete", 15)
     ]
+    documented = ("folder state bytes last_used problem in_use images dataset root options recipe "
+                  "image_size side")  # fmt: skip
+    assert set(listed["caches"][0]) == set(documented.split())  # docs/datasets.md names them
 
 
 def test_the_list_of_a_folder_without_caches(run_sef):
