@@ -3,6 +3,7 @@ their size, junk listed as such; removed only when they are caches that no build
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -165,6 +166,21 @@ def test_a_cache_removed_while_a_process_waits_to_read_it_is_said_to_be_removed(
     with pytest.raises(cache.StaleCache) as info:
         _open(built, cub_root)
     assert str(info.value) == f"{built} was removed by another process while this one opened it"
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_cache_on_a_file_system_without_locks_is_read_without_one(built, cub_root, monkeypatch,
+                                                                    code):  # fmt: skip
+    def refused(descriptor, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(caches.fcntl, "flock", refused)  # NFS without lockd, some FUSE mounts
+    opened = _open(built, cub_root)
+    assert opened._reading is None and len(opened.rows) == 15
+    assert opened.image(next(iter(opened.rows))).shape == (3, 16, 16)
+    assert caches.describe(built).state == "complete"
+    with pytest.raises(DataError, match=r"^cannot remove .*: "):  # its build lock refused too
+        caches.remove(built)
 
 
 def test_sef_data_cache_records_the_dataset_for_the_list(cub_root, tmp_path, monkeypatch):
