@@ -7,6 +7,7 @@ import errno
 import gc
 import json
 import os
+import pickle
 import re
 import time
 from pathlib import Path
@@ -91,6 +92,15 @@ def test_a_run_that_reads_a_cache_holds_it_and_marks_its_use(built, cub_root):
     del opened
     gc.collect()
     assert caches.describe(built).in_use is None
+
+
+def test_a_spawned_loader_worker_takes_no_lock_of_its_own(built, cub_root):
+    opened = _open(built, cub_root)
+    spawned = pickle.loads(pickle.dumps(opened))  # what a spawned worker gets
+    assert spawned._reading is None and spawned.image(next(iter(spawned.rows))).shape[0] == 3
+    del opened
+    gc.collect()
+    assert caches.describe(built).in_use is None  # its parent's lock went with the parent
 
 
 def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
