@@ -193,6 +193,27 @@ def test_a_cache_on_a_file_system_without_locks_is_read_without_one(built, cub_r
         caches.remove(built)
 
 
+def test_a_cache_on_a_read_only_disk_is_read(built, cub_root, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, flags, *mode):  # as a read-only mount answers (root ignores chmod)
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *mode)
+
+    def no_times(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "utime", no_times)
+    opened = _open(built, cub_root)  # its lock file, copied with it: held, read-only
+    assert caches.describe(built).in_use == "a process that reads it"
+    del opened
+    gc.collect()
+    (built / caches.READERS).unlink()  # a cache built before sef made that file
+    assert _open(built, cub_root)._reading is None and not (built / caches.READERS).exists()
+
+
 def test_sef_data_cache_records_the_dataset_for_the_list(cub_root, tmp_path, monkeypatch):
     monkeypatch.setenv("SEF_CACHE", str(tmp_path / "home"))
     arguments = ["data", "cache", "cub", str(cub_root), "--recipe", "resize", "--image-size", "16"]
