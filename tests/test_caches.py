@@ -3,9 +3,11 @@ their size, junk listed as such; removed only when they are caches that no build
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
+import pickle
 import re
 import time
 from pathlib import Path
@@ -46,10 +48,10 @@ def _open(folder: Path, root: Path) -> cache.ImageCache:
 
 def _junk(root: Path) -> dict[str, Path]:
     """Entries beside the caches that are not complete caches, by name."""
-    made = {name: root / name for name in
-            ("notes.txt", "empty", "photos", "killed", "garbled", "short", "website")}  # fmt: skip
+    folders = ("empty", "photos", "killed", "garbled", "short", "website", "left")
+    made = {name: root / name for name in ("notes.txt", *folders)}
     made["notes.txt"].write_text("not a cache")
-    for name in ("empty", "photos", "killed", "garbled", "short", "website"):
+    for name in folders:
         made[name].mkdir()
     (made["photos"] / "index.json").write_text('{"format": 1, "side": 4, "images": []}')
     (made["photos"] / "holiday.jpg").write_bytes(b"\xff\xd8")
@@ -61,6 +63,7 @@ def _junk(root: Path) -> dict[str, Path]:
     (made["short"] / "index.json").write_text('{"format": 1, "side": 2, "images": [[], []]}')
     (made["short"] / "images.u8").write_bytes(bytes(5))
     (made["website"] / "index.json").write_text('{"pages": []}')  # another program's
+    (made["left"] / caches.READERS).touch()  # made by a process opening it as it was removed
     return made
 
 
@@ -91,16 +94,26 @@ def test_a_run_that_reads_a_cache_holds_it_and_marks_its_use(built, cub_root):
     assert caches.describe(built).in_use is None
 
 
+def test_a_spawned_loader_worker_takes_no_lock_of_its_own(built, cub_root):
+    opened = _open(built, cub_root)
+    spawned = pickle.loads(pickle.dumps(opened))  # what a spawned worker gets
+    assert spawned._reading is None and spawned.image(next(iter(spawned.rows))).shape[0] == 3
+    del opened
+    gc.collect()
+    assert caches.describe(built).in_use is None  # its parent's lock went with the parent
+
+
 def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
     _junk(built.parent)
     (built.parent / "link").symlink_to(built)
     listed = {found.folder.name: found for found in caches.caches_in(built.parent)}
     assert {name: (found.state, found.problem) for name, found in listed.items()} == {
         "cub": ("complete", None),
-        "empty": ("not a cache", "no index and no build lock"),
+        "empty": ("not a cache", "no index and no lock"),
         "garbled": ("damaged", "index.json cannot be read: not JSON"),
         "killed": ("partial", None),
-        "link": ("not a cache", "a link"),
+        "left": ("partial", None),
+        "link": ("not a cache", f"a link to {built}"),
         "notes.txt": ("not a cache", "a file"),
         "photos": ("not a cache", "holds holiday.jpg"),
         "short": ("damaged", "images.u8 is not the 24 bytes its index says"),
@@ -117,6 +130,9 @@ def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
     for name in ("notes.txt", "empty", "photos", "website", "link"):
         with pytest.raises(DataError, match=r"is not an image cache \(.*\), so it is left as"):
             caches.remove(root / name)
+    with pytest.raises(DataError) as info:
+        caches.remove(root / "link")
+    assert f"link is not an image cache (a link to {built})" in str(info.value)  # what to remove
     assert files_in(root) == before and made["empty"].is_dir()
     with pytest.raises(DataError, match=r"^there is no .*/gone; `sef data caches` lists them"):
         caches.remove(root / "gone")
@@ -128,7 +144,7 @@ def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
     assert files_in(root) == before
     expected = caches.describe(built).bytes
     assert caches.remove(built).bytes == expected and not built.exists()
-    for name in ("killed", "garbled", "short"):  # a build's leftovers, damaged caches
+    for name in ("killed", "garbled", "short", "left"):  # leftovers, damaged caches
         assert caches.remove(made[name]).state in ("partial", "damaged")
         assert not made[name].exists()
 
@@ -146,6 +162,56 @@ def test_a_cache_opened_again_after_its_removal_is_missing_not_a_crash(built, cu
     caches.remove(built)
     with pytest.raises(cache.StaleCache, match="holds no image cache yet"):
         _open(built, cub_root)
+
+
+def test_a_cache_removed_while_a_process_waits_to_read_it_is_said_to_be_removed(
+    built, cub_root, monkeypatch
+):
+    def removed_meanwhile(folder):  # the removal held the readers' lock; it ends, then ...
+        for path in folder.iterdir():
+            path.unlink()
+        return caches.hold_for_reading(folder)
+
+    monkeypatch.setattr(cache, "hold_for_reading", removed_meanwhile)
+    with pytest.raises(cache.StaleCache) as info:
+        _open(built, cub_root)
+    assert str(info.value) == f"{built} was removed by another process while this one opened it"
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_cache_on_a_file_system_without_locks_is_read_without_one(built, cub_root, monkeypatch,
+                                                                    code):  # fmt: skip
+    def refused(descriptor, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(caches.fcntl, "flock", refused)  # NFS without lockd, some FUSE mounts
+    opened = _open(built, cub_root)
+    assert opened._reading is None and len(opened.rows) == 15
+    assert opened.image(next(iter(opened.rows))).shape == (3, 16, 16)
+    assert caches.describe(built).state == "complete"
+    with pytest.raises(DataError, match=r"^cannot remove .*: "):  # its build lock refused too
+        caches.remove(built)
+
+
+def test_a_cache_on_a_read_only_disk_is_read(built, cub_root, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, flags, *mode):  # as a read-only mount answers (root ignores chmod)
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *mode)
+
+    def no_times(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "utime", no_times)
+    opened = _open(built, cub_root)  # its lock file, copied with it: held, read-only
+    assert caches.describe(built).in_use == "a process that reads it"
+    del opened
+    gc.collect()
+    (built / caches.READERS).unlink()  # a cache built before sef made that file
+    assert _open(built, cub_root)._reading is None and not (built / caches.READERS).exists()
 
 
 def test_sef_data_cache_records_the_dataset_for_the_list(cub_root, tmp_path, monkeypatch):
@@ -187,6 +253,9 @@ def test_the_list_as_json(built, run_sef):
     assert [(c["folder"], c["state"], c["images"]) for c in listed["caches"]] == [
         (str(built), "complete", 15)
     ]
+    documented = ("folder state bytes last_used problem in_use images dataset root options recipe "
+                  "image_size side")  # fmt: skip
+    assert set(listed["caches"][0]) == set(documented.split())  # docs/datasets.md names them
 
 
 def test_the_list_of_a_folder_without_caches(run_sef):
@@ -200,6 +269,20 @@ def test_remove_says_what_it_freed(built, run_sef):
     result = run_sef("data", "caches", built.parent, "--remove", "cub")  # its name as listed
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"removed {built} (cub, resize 16): {size} freed\n"
+    assert not built.exists()
+
+
+def test_remove_takes_a_path_as_spelled_and_a_bare_name_in_folder(built, run_sef, monkeypatch):
+    root, elsewhere = built.parent, built.parent.parent / "elsewhere"
+    elsewhere.mkdir()
+    result = run_sef("data", "caches", root, "--remove", "./cub", cwd=elsewhere)
+    assert result.returncode == 2 and built.is_dir()  # ./cub is not FOLDER's cub
+    assert result.stderr == "sef data: error: there is no cub; `sef data caches` lists them\n"
+    monkeypatch.setenv("HOME", str(root.parent))
+    listed = run_sef("data", "caches", "~/caches", "--json")  # quoted: no shell expanded it
+    assert json.loads(listed.stdout)["folder"] == str(root)
+    result = run_sef("data", "caches", "--remove", "~/caches/cub", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
     assert not built.exists()
 
 
@@ -263,3 +346,11 @@ def test_json_goes_with_the_list_alone(capsys):
     with pytest.raises(SystemExit):
         main(["data", "caches", "--json", "--prune", "3"])
     assert "not allowed with argument --json" in capsys.readouterr().err
+
+
+def test_prune_takes_any_number_of_days(built, run_sef):
+    days = "9" * 400  # `now - days * DAY` as a float: OverflowError, a traceback
+    result = run_sef("data", "caches", built.parent, "--prune", days)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"no cache in {built.parent} has gone unused for 9,999,")
+    assert built.is_dir()

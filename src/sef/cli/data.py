@@ -4,8 +4,10 @@ decode it once into a cache that training reads instead of the JPEGs."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import yaml
 
@@ -138,7 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     action = listed.add_mutually_exclusive_group()
     action.add_argument("--json", action="store_true", help="print the list as JSON")
     action.add_argument(
-        "--remove", metavar="CACHE", type=PATH, action="append",
+        "--remove", metavar="CACHE", type=PLACE, action="append",
         help="remove this cache: its folder, or its name in FOLDER (repeat for more)",
     )  # fmt: skip
     action.add_argument(
@@ -254,9 +256,9 @@ def run_cache(args: argparse.Namespace) -> int:
 def run_caches(args: argparse.Namespace) -> int:
     from sef.datasets import caches
 
-    root = args.folder or caches.default_root()
-    if args.remove:  # a name as listed is one in FOLDER
-        return _remove([p if p.exists() or len(p.parts) > 1 else root / p for p in args.remove])
+    root = (args.folder or caches.default_root()).expanduser()
+    if args.remove:
+        return _remove([_named(text, root) for text in args.remove])
     if args.prune is not None:
         folders = [found.folder for found in caches.unused(root, args.prune)]
         if not folders:
@@ -264,6 +266,15 @@ def run_caches(args: argparse.Namespace) -> int:
         return _remove(folders)
     _list(caches.caches_in(root), root, args.json)
     return 0
+
+
+def _named(text: str, root: Path) -> Path:
+    """The folder that ``--remove TEXT`` names: a bare name as listed is the entry of ``root``
+    (else one here), anything else (``./cub``, ``~/c/cub``) the path it spells."""
+    path = Path(text).expanduser()
+    if Path(text).name != text or text == os.pardir or text.startswith("~"):
+        return path
+    return root / text if os.path.lexists(root / text) or not os.path.lexists(path) else path
 
 
 def _list(found: list, root, as_json: bool) -> None:

@@ -294,9 +294,11 @@ def open_cache(folder: Path, wanted: Sequence[Source], recipe: str, image_size: 
         # and after the mapping means that both are of the file mapped
         if _index_text(folder) == text:
             return opened
-    except (OSError, ValueError):  # mid-rebuild: no index, no file, or another size
+    except (OSError, ValueError):  # mid-rebuild or removed: no index, no file, or another size
         pass
-    raise StaleCache(f"{folder} was rebuilt by another process while this one opened it")
+    removed = not (folder / DATA).exists() and not _temporaries(folder)
+    what = "removed" if removed else "rebuilt"  # removed: what its reader's lock waited for
+    raise StaleCache(f"{folder} was {what} by another process while this one opened it")
 
 
 # ----------------------------------------------------------------------------- building

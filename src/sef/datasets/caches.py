@@ -6,8 +6,8 @@ temporaries, ``.build-lock`` (an OS lock that the one process building it holds)
 opens it: the cache's last use). :func:`describe` says what a folder is: a complete cache, one
 being built, a build's leftovers, a damaged cache or no cache at all, with what its index records.
 :func:`remove` removes a folder only if it holds nothing but those files and is a cache (its
-index says so, or a build left its lock there), and only while it holds both locks itself: never
-under a build or a run that reads it.
+index says so, or a build or a reader left its lock there), and only while it holds both locks
+itself: never under a build or a run that reads it.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def describe(folder: Path) -> CacheFolder:
         itself = os.lstat(folder)
         foreign = sorted(name for name in names if not _is_cache_file(name))
         if folder.is_symlink() or foreign:
-            problem = "a link" if not names else f"holds {', '.join(foreign[:3])}"
+            held = f"holds {', '.join(foreign[:3])}"
+            problem = f"a link to {os.readlink(folder)}" if folder.is_symlink() else held
             return CacheFolder(folder, FOREIGN, 0, itself.st_mtime, problem)
         stats = {name: os.lstat(folder / name) for name in names}
     except OSError as error:  # not a folder, not readable, or removed meanwhile
@@ -135,8 +136,8 @@ def describe(folder: Path) -> CacheFolder:
     used = max((s.st_mtime for s in stats.values()), default=itself.st_mtime)
     found = CacheFolder(folder, FOREIGN, sum(map(_disk_bytes, stats.values())), used)
     index, found.problem = _read_index(folder)
-    if index is None and LOCK not in names:
-        found.problem = found.problem or "no index and no build lock"
+    if index is None and LOCK not in names and READERS not in names:
+        found.problem = found.problem or "no index and no lock"
         return found
     found.in_use = _holder(folder, names)
     if index is not None:
@@ -299,9 +300,9 @@ def _removal_order(name: str) -> int:
 
 def unused(root: Path, days: float, now: float | None = None) -> list[CacheFolder]:
     """The caches in ``root`` neither written nor opened for ``days`` days, nor held now."""
-    since = (time.time() if now is None else now) - days * DAY
-    return [
+    now = time.time() if now is None else now
+    return [  # ages compared, not times: `now - days * DAY` overflows for days of 400 digits
         found
         for found in caches_in(root)
-        if found.is_cache and found.in_use is None and (found.last_used or 0) < since
+        if found.is_cache and found.in_use is None and now - (found.last_used or 0) > days * DAY
     ]
