@@ -6,6 +6,7 @@ path. Evaluation shards indices without padding (``shard``), so each test image 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -162,9 +163,10 @@ def broadcast_object(value: object, context: Context) -> object:
 
 
 def on_main(compute: Callable[[], T], context: Context) -> T:
-    """Rank 0's ``compute()`` on every process. A SEFError there is raised on every process, so
-    no rank is left waiting for an answer; the other ranks' copy is marked ``from_main`` (the CLI
-    prints the message once, from rank 0)."""
+    """Rank 0's ``compute()`` on every process. A SEFError there, or a stop (KeyboardInterrupt:
+    torchrun sends every process one, and a process waiting for the answer in a collective
+    cannot take its own until the answer comes), is raised on every process, so no rank is left
+    waiting; the other ranks' copy is marked ``from_main`` (the CLI prints it once, from rank 0)."""
     answer = None
     if context.is_main:
         try:
@@ -173,6 +175,10 @@ def on_main(compute: Callable[[], T], context: Context) -> T:
             if not context.distributed:
                 raise
             answer = (False, error)
+        except KeyboardInterrupt:
+            if context.distributed:
+                _stop_the_waiting(lambda: broadcast_object((False, KeyboardInterrupt()), context))
+            raise
     ok, value = broadcast_object(answer, context)
     if not ok:
         value.from_main = not context.is_main
@@ -186,7 +192,7 @@ def on_every(compute: Callable[[], T], context: Context, *, main_first: bool = F
     A SEFError or OSError on any process is raised on all of them, the lowest rank's, marked
     ``from_main`` off rank 0: the CLI prints it once, where every process printed the same line,
     and a process whose error was its own no longer leaves the others waiting (they died of a
-    gloo traceback)."""
+    gloo traceback). A stop (KeyboardInterrupt) in ``compute()`` is passed on likewise."""
     if not context.distributed:
         return compute()
     turns = (context.is_main, not context.is_main) if main_first else (True,)
@@ -198,11 +204,22 @@ def on_every(compute: Callable[[], T], context: Context, *, main_first: bool = F
                 value = compute()
             except (SEFError, OSError) as raised:  # what the CLI says in one line
                 error = raised
+            except KeyboardInterrupt:
+                _stop_the_waiting(lambda: _raise_any(KeyboardInterrupt(), context))
+                raise
         _raise_any(error, context)
     return value
 
 
-def _raise_any(error: Exception | None, context: Context) -> None:
+def _stop_the_waiting(join: Callable[[], object]) -> None:
+    """``join()`` the collective the other processes wait in, after this one was stopped: they
+    wait in C code, where torchrun's stop cannot reach them until it ends (both were killed 30 s
+    later); a peer that has gone (stopped too) is no error here, nor is another rank's error."""
+    with contextlib.suppress(Exception):
+        join()
+
+
+def _raise_any(error: BaseException | None, context: Context) -> None:
     """Raise on every process the error of the lowest rank that has one (None: no error)."""
     errors = [None] * context.world_size
     dist.all_gather_object(errors, error)
