@@ -283,8 +283,8 @@ def _check_out_is_text(config: Config) -> None:
     """ConfigError for an --out whose name is not UTF-8 (Latin-1 bytes) where TensorBoard logs:
     its writer takes UTF-8 paths only, and stopped the run, its folder made, with "'utf-8' codec
     can't encode character '\\udce9' ...: surrogates not allowed"."""
-    out, r = config.run.out, config.run
-    if not out or not (r.tensorboard and "tensorboard" in r.loggers) or shown(out) == out:
+    out = config.run.out
+    if not out or not tensorboard_on(config) or shown(out) == out:
         return
     raise ConfigError(
         f"--out {shown(out)} is not UTF-8 text (\ufffd marks its other bytes), and TensorBoard "
