@@ -228,7 +228,7 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
         )
 
 
-def _check_classes(classes: list[str], saved: list[str], path: Path) -> None:
+def _check_resumed_classes(classes: list[str], saved: list[str], path: Path) -> None:
     """DataError naming the classes added to the data, or gone from it, since ``path`` (a
     checkpoint holding the ``saved`` classes) was trained."""
     saved = list(saved)
@@ -715,7 +715,7 @@ def fit(
         elif len(data.eval) == 0:  # the splits read from a config are checked as they are read
             raise DataError("the eval dataset given to fit holds no images: nothing to evaluate on")
         if saved is not None:  # before any image is decoded or cached
-            _check_classes(data.classes, saved["classes"], out / "last.pt")
+            _check_resumed_classes(data.classes, saved["classes"], out / "last.pt")
         # the model before any image is decoded: bad groups or missing weights fail here
         run = _Run(
             config, data, context, out,
