@@ -16,6 +16,7 @@ backpropagate, so neither the loop nor the model changes::
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn import functional
 
 from sef.losses import SEFLoss, cross_entropy
 from sef.model import SEFOutput
@@ -29,18 +30,33 @@ class SEFCriterion(nn.Module):
 
     ``target`` is class indices [B] or class probabilities [B, K] (the soft targets of mixup,
     cutmix and label smoothing, as timm's ``Mixup`` makes them), in training and on plain logits.
+    ``label_smoothing`` (0 to 1, excluded) turns class indices into probabilities, ``1 - eps`` on
+    the label and ``eps / K`` on every class, as timm's ``LabelSmoothingCrossEntropy`` and
+    torch's ``label_smoothing`` do; probabilities are taken as they are (``Mixup`` smooths them).
     With ``lam_warmup``, ``phi_warmup`` or ``lam_until``, tell the loss how far training is each
     step, as ``sef train`` does: ``criterion.loss.set_progress(epoch + step / steps)``.
     """
 
-    def __init__(self, loss: SEFLoss):
+    def __init__(self, loss: SEFLoss, label_smoothing: float = 0.0):
         super().__init__()
-        self.loss = loss
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(
+                f"label_smoothing={label_smoothing!r} is invalid: it must be at least 0 and under 1"
+            )
+        self.loss, self.label_smoothing = loss, label_smoothing
         self.terms: dict[str, Tensor] = {}
 
     def forward(self, output: SEFOutput | Tensor, target: Tensor) -> Tensor:
-        if not isinstance(output, SEFOutput):
-            return cross_entropy(output, target)  # SEFLoss's ce term: the same targets
-        terms = self.loss(output, target)
+        if not isinstance(output, SEFOutput):  # SEFLoss's ce term: the same targets
+            return cross_entropy(output, self._smoothed(target, output))
+        terms = self.loss(output, self._smoothed(target, output.logits))
         self.terms = {name: value.detach() for name, value in terms.items()}
         return terms["total"]
+
+    def _smoothed(self, target: Tensor, logits: Tensor) -> Tensor:
+        """Class indices [B] as label-smoothed probabilities [B, K]; any other target as it is."""
+        if not self.label_smoothing or target.dtype.is_floating_point or target.dim() != 1:
+            return target
+        classes = logits.shape[-1]
+        one_hot = functional.one_hot(target.long(), classes).float()
+        return one_hot * (1 - self.label_smoothing) + self.label_smoothing / classes
