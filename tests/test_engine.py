@@ -368,6 +368,26 @@ def _without_timing(history: list[dict]) -> list[dict]:
     ]
 
 
+def test_one_hot_soft_targets_train_an_epoch_exactly_as_their_class_indices() -> None:
+    """Soft targets [B, K] (a loader with mixup) count B images, not B * K, and the top-1
+    counts each row's likeliest class."""
+    blobs = Blobs(8, 0)
+    records = []
+    for labels in (blobs.labels, torch.nn.functional.one_hot(blobs.labels, 3).float()):
+        torch.manual_seed(0)
+        model = SEF("small_cnn", 3, groups=2)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(blobs.images, labels), batch_size=4
+        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        record = train_one_epoch(
+            model, SEFLoss(2, phi=0.1), loader, optimizer,
+            context=Context(device=torch.device("cpu")), epoch=1, progress=False, accumulate=2,
+        )  # fmt: skip
+        records.append(record)
+    assert _without_timing(records[1:]) == _without_timing(records[:1])
+
+
 @pytest.mark.parametrize("scheduler", ["step", "cosine"])
 def test_resuming_with_more_epochs_follows_a_run_planned_that_long(
     scheduler: str, tmp_path: Path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from sef import datasets, transforms
 from sef.config import apply_overrides, load_preset
@@ -149,6 +149,30 @@ def test_the_gathered_evaluation_draws_no_advice_to_sync_it(
             torch.distributed.destroy_process_group()
     assert trainer.world_size == 1 and "eval_corr_between" in result
     assert not [str(w.message) for w in caught if "sync_dist" in str(w.message)]
+
+
+def test_soft_targets_train_and_evaluate_as_their_likeliest_class(demo_root, tmp_path) -> None:
+    """A DataModule's mixup or label smoothing gives [B, K] targets: the loss takes them, the
+    top-1 counts each row's likeliest class (torch.cat had failed on them)."""
+    images, labels = (torch.cat(part) for part in zip(*_loader("test", False), strict=True))
+    one_hot = torch.nn.functional.one_hot(labels, 8).float()
+
+    def loader(targets):
+        return DataLoader(TensorDataset(images, targets), batch_size=8)
+
+    fitted = []
+    for targets in (labels, one_hot):  # one-hot: the same ce bit for bit, so the same training
+        torch.manual_seed(0)
+        module = SEFLightningModule(SEF("small_cnn", num_classes=8, groups=2))
+        trainer = _trainer(tmp_path, max_epochs=1, logger=False, enable_checkpointing=False)
+        trainer.fit(module, loader(targets), loader(targets))
+        fitted.append(dict(trainer.callback_metrics))
+    assert fitted[0].keys() >= {"train_top1", "loss_total", "eval_top1"} and fitted[1] == fitted[0]
+    hard, smoothed = (
+        trainer.validate(module, loader(targets), verbose=False)
+        for targets in (labels, 0.9 * one_hot + 0.1 / 8)
+    )
+    assert smoothed == hard
 
 
 def test_a_loss_for_other_groups_than_the_model_is_refused_when_the_module_is_built() -> None:

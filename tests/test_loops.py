@@ -51,11 +51,68 @@ def test_int32_labels_work_on_plain_logits_as_in_training() -> None:
     assert torch.equal(criterion(logits, labels.int()), criterion(logits, labels))
 
 
-def test_soft_targets_are_refused_in_one_line() -> None:
-    images, _ = _batch()
+def test_soft_targets_train_and_validate_as_cross_entropy_with_probabilities() -> None:
+    images, labels = _batch()
     model = sef.SEF("small_cnn", num_classes=3, groups=2).train()
-    with pytest.raises(ValueError, match=r"class indices \[B\].*turn off mixup and cutmix"):
-        SEFCriterion(sef.SEFLoss(groups=2))(model(images), torch.full((6, 3), 1 / 3))
+    loss = sef.SEFLoss(groups=2, phi=0.1)
+    criterion = SEFCriterion(loss)
+    soft = 0.8 * torch.nn.functional.one_hot(labels, 3) + 0.2 / 3
+    output = model(images)
+    assert torch.equal(criterion(output, soft), loss(output, soft)["total"])
+    logits = model.eval()(images)
+    expected = torch.nn.functional.cross_entropy(logits, soft)
+    torch.testing.assert_close(criterion(logits, soft), expected)
+    with pytest.raises(ValueError, match=r"probabilities \[B, K\] = \(6, 3\) \(floats\), got"):
+        criterion(logits, soft[:, :2])  # as in training: one line naming what it takes
+
+
+def test_label_smoothing_smooths_class_indices_and_leaves_probabilities() -> None:
+    images, labels = _batch()
+    model = sef.SEF("small_cnn", num_classes=3, groups=2).train()
+    loss = sef.SEFLoss(groups=2, phi=0.1)
+    criterion = SEFCriterion(loss, label_smoothing=0.2)
+    smoothed = 0.8 * torch.nn.functional.one_hot(labels, 3) + 0.2 / 3
+    output = model(images)
+    assert torch.equal(criterion(output, labels), loss(output, smoothed)["total"])
+    assert torch.equal(criterion(output, smoothed), SEFCriterion(loss)(output, smoothed))
+    logits = model.eval()(images)
+    expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.2)
+    torch.testing.assert_close(criterion(logits, labels.int()), expected)
+    for eps in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=rf"label_smoothing={eps} is invalid: it must be at"):
+            SEFCriterion(loss, label_smoothing=eps)
+
+
+def test_timms_mixup_trains_sef_through_the_criterion_as_timms_losses_it_replaces() -> None:
+    """train.py with --mixup/--cutmix/--smoothing: timm's Mixup makes the targets, the task
+    calls the criterion, and its ce is SoftTargetCrossEntropy, the loss it replaces there;
+    without mixing, its label_smoothing gives LabelSmoothingCrossEntropy's."""
+    pytest.importorskip("timm.task")  # timm 1.0.25 and later
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.task import ClassificationTask
+
+    images, labels = _batch()
+    model = sef.SEF("small_cnn", num_classes=3, groups=2)
+    criterion = SEFCriterion(sef.SEFLoss(groups=2, phi=0.1), label_smoothing=0.1)
+    task = ClassificationTask(model, criterion, verbose=False)
+    mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=3)
+    mixed, targets = mixup(images, labels)
+    assert targets.shape == (6, 3) and targets.dtype == torch.float32
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    task.get_trainable_module().train()
+    result = task(mixed, targets)
+    result["loss"].backward()
+    optimizer.step()
+    assert torch.isfinite(result["loss"])
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    timms = SoftTargetCrossEntropy()(result["output"].logits, targets)
+    torch.testing.assert_close(criterion.terms["ce"], timms)  # Mixup smoothed them: not again
+    output = model(images)
+    criterion(output, labels)
+    timms = LabelSmoothingCrossEntropy(0.1)(output.logits, labels)
+    torch.testing.assert_close(criterion.terms["ce"], timms)
 
 
 def test_timms_classification_task_trains_a_timm_backbone_with_sef() -> None:

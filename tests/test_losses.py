@@ -302,7 +302,112 @@ def test_sef_loss_is_float32_under_autocast_with_bf16_inputs():
     out = make_output(dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         terms = sef.SEFLoss(3)(out, torch.tensor([1, 2, 3, 4]))
-    assert all(t.dtype == torch.float32 for t in terms.values())
+        soft = sef.SEFLoss(3)(out, soft_targets(4, 7).bfloat16())
+    assert all(t.dtype == torch.float32 for t in [*terms.values(), *soft.values()])
+
+
+def mains_terms(out, target, groups, **weights):
+    """SEFLoss's terms as main computed them before soft targets: ce by nll_loss on int64."""
+    loss = sef.SEFLoss(groups, **weights)
+    logits = out.logits.float()
+    log_p = F.log_softmax(logits, dim=1)
+    p = log_p.exp()
+    terms = {
+        "ce": F.nll_loss(log_p, target.long()),
+        "entropy": loss.lam * (p * sef.losses._finite_log(log_p)).sum(1).mean(),
+        "distill": loss._distill(p, out.group_logits),
+        "group": loss.phi * sef.group_loss(out.features, groups, check_finite=False),
+    }
+    terms["total"] = terms["ce"] + terms["entropy"] + terms["distill"] + terms["group"]
+    return terms
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_class_indices_give_the_terms_they_gave_before_soft_targets_bit_for_bit(dtype):
+    weights = {"lam": 0.7, "gamma": 0.3, "phi": 1.3}
+    out = make_output(batch=9, classes=11)
+    target = torch.randint(0, 11, (9,), generator=torch.Generator().manual_seed(0))
+    terms = sef.SEFLoss(3, **weights)(out, target.to(dtype))
+    for name, value in mains_terms(out, target, 3, **weights).items():
+        assert torch.equal(terms[name], value), name
+
+
+def soft_targets(batch, classes, seed=0):
+    """Rows of class probabilities, as mixup with label smoothing makes them."""
+    generator = torch.Generator().manual_seed(seed)
+    first, second = (torch.randint(0, classes, (batch,), generator=generator) for _ in "ab")
+    mix = torch.rand(batch, 1, generator=generator)
+    one_hot = mix * F.one_hot(first, classes) + (1 - mix) * F.one_hot(second, classes)
+    return 0.9 * one_hot + 0.1 / classes
+
+
+def test_soft_targets_give_the_slow_cross_entropy_and_leave_the_other_terms():
+    out, weights = make_output(), {"lam": 0.7, "gamma": 0.3, "phi": 1.3}
+    target = soft_targets(4, 7)
+    logits = out.logits.clone().requires_grad_()
+    terms = sef.SEFLoss(3, **weights)(SEFOutput(logits, out.group_logits, out.features), target)
+    slow_logits = out.logits.double().requires_grad_()
+    slow = sum(
+        -(q * torch.log_softmax(row, 0)).sum()
+        for q, row in zip(target.double(), slow_logits, strict=True)
+    ) / len(target)
+    assert_close(terms["ce"].detach(), slow.detach())
+    (fast_grad,) = torch.autograd.grad(terms["ce"], logits)
+    (slow_grad,) = torch.autograd.grad(slow, slow_logits)
+    torch.testing.assert_close(fast_grad.double(), slow_grad, rtol=1e-4, atol=1e-7)
+    indexed = sef.SEFLoss(3, **weights)(out, target.argmax(1))
+    for name in ("entropy", "distill", "group"):  # the terms that do not read the target
+        assert torch.equal(terms[name], indexed[name]), name
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(out.logits, target))
+
+
+def test_one_hot_targets_give_the_class_indices_terms_exactly():
+    out = make_output(batch=40, classes=7)
+    target = torch.randint(0, 7, (40,), generator=torch.Generator().manual_seed(1))
+    indexed = sef.SEFLoss(3)(out, target)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        one_hot = sef.SEFLoss(3)(out, F.one_hot(target, 7).to(dtype))
+        assert all(torch.equal(one_hot[name], indexed[name]) for name in indexed), dtype
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_label_smoothed_targets_give_torchs_label_smoothing_cross_entropy(eps):
+    out, target = make_output(), torch.tensor([1, 2, 3, 4])
+    smoothed = (1 - eps) * F.one_hot(target, 7) + eps / 7
+    ce = sef.SEFLoss(3)(out, smoothed)["ce"]
+    torch.testing.assert_close(ce, F.cross_entropy(out.logits, target, label_smoothing=eps))
+
+
+def with_row(row, values):
+    target = soft_targets(4, 7)
+    target[row] = torch.tensor(values)
+    return target
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (torch.tensor([1.0, 2, 3, 4]), r"class indices \[B\] = \(4,\) \(an integer dtype\) or "
+         r"class probabilities \[B, K\] = \(4, 7\) \(floats\), got torch.float32 of shape \(4,\)"),
+        (torch.full((4, 5), 0.2), r"= \(4, 7\) \(floats\), got torch.float32 of shape \(4, 5\)"),
+        (F.one_hot(torch.tensor([1, 2, 3, 4]), 7), r"got torch.int64 of shape \(4, 7\)"),
+        (with_row(2, [0.5] * 7),
+         r"are >= 0 and sum to 1 in each row, but row 2 sums to 3.5 and its least entry is 0.5"),
+        (with_row(1, [1.2, -0.2, 0, 0, 0, 0, 0]),
+         r"but row 1 sums to 1 and its least entry is -0.2"),
+    ],
+)  # fmt: skip
+def test_targets_that_are_neither_indices_nor_probabilities_are_refused_in_one_line(
+    target, message
+):
+    with pytest.raises(ValueError, match=message) as refused:
+        sef.SEFLoss(3)(make_output(), target)
+    assert "\n" not in str(refused.value)
+
+
+def test_soft_targets_may_miss_a_sum_of_1_by_rounding():
+    target = soft_targets(4, 7).bfloat16()  # rows sum to 1 give or take 0.004
+    assert torch.isfinite(sef.SEFLoss(3)(make_output(), target)["total"])
 
 
 @pytest.mark.parametrize(
@@ -663,7 +768,11 @@ def test_a_masked_class_gives_the_terms_of_the_classes_left_and_finite_gradients
         SEFOutput(out.logits[:, :-1], out.group_logits[..., :-1], out.features), target
     )
     for name in sef.losses.LOSS_TERMS:
-        assert_close(terms[name], kept[name])
+        assert_close(terms[name].detach(), kept[name])
+    soft = soft_targets(4, 6)  # nothing on the masked class: its 0 * log 0 adds 0
+    left = SEFOutput(out.logits[:, :-1], out.group_logits[..., :-1], out.features)
+    soft_terms = sef.SEFLoss(3)(SEFOutput(masked, groups, out.features), F.pad(soft, (0, 1)))
+    assert_close(soft_terms["ce"].detach(), sef.SEFLoss(3)(left, soft)["ce"])
     terms["total"].backward()
     assert torch.isfinite(logits.grad).all() and not logits.grad[:, -1].any()
 
@@ -676,6 +785,8 @@ def test_the_loss_runs_on_the_meta_device_where_autocast_does_not_exist():
     )
     terms = sef.SEFLoss(2)(output, torch.zeros(2, dtype=torch.long, device="meta"))
     assert terms["total"].device.type == "meta" and terms["total"].shape == ()
+    soft = sef.SEFLoss(2)(output, torch.empty(2, 5, device="meta"))  # values left unread
+    assert soft["total"].device.type == "meta"
 
 
 def test_an_empty_batch_is_refused_by_name_not_reported_as_extreme_values():

@@ -49,6 +49,8 @@ _DEFAULTS = LossConfig()
 # between groups by at least this much (the paper's Fig. 2: about 1 against 0.1-0.4; channels
 # split at random: within - between = (1 - between) / channels per group, under 0.01).
 SEPARATION_GAP = 0.2
+# A row of class probabilities may miss a sum of 1 by this much: rounding, bf16's included.
+ROW_SUM_TOLERANCE = 0.01
 
 
 def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
@@ -254,6 +256,11 @@ def groups_separated(within: float, between: float) -> bool:
     return within - between >= SEPARATION_GAP
 
 
+def _check_logits(logits: Tensor) -> None:
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [B, K], got shape {tuple(logits.shape)}")
+
+
 def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
     if not all(hasattr(output, name) for name in ("logits", "group_logits", "features")):
         raise TypeError(
@@ -261,8 +268,7 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
             f"got {type(output).__name__}: an eval-mode SEF returns logits only"
         )
     logits, group_logits = output.logits, output.group_logits
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be [B, K], got shape {tuple(logits.shape)}")
+    _check_logits(logits)
     if logits.shape[0] == 0:
         raise ValueError("SEFLoss needs at least one image; the batch is empty")
     if logits.shape[1] < 2:
@@ -282,17 +288,72 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
             f"group_logits must be [G, B, K] = {expected} for groups={groups}, "
             f"got {tuple(group_logits.shape)}"
         )
-    if tuple(target.shape) != (logits.shape[0],):
-        raise ValueError(
-            f"target must be [B] = ({logits.shape[0]},), got shape {tuple(target.shape)}"
-        )
     if output.features.dim() != 4 or output.features.shape[0] != logits.shape[0]:
         raise ValueError(
             f"features must be a [B, C, H, W] feature map with B = {logits.shape[0]}, "
             f"got shape {tuple(output.features.shape)}"
         )
-    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-        raise ValueError(f"target must hold class indices (an integer dtype), got {target.dtype}")
+    _check_target(target, logits)
+
+
+def _check_target(target: Tensor, logits: Tensor) -> None:
+    """Refuse a target that is neither class indices [B] nor class probabilities [B, K]."""
+    batch, classes = logits.shape
+    floats = target.dtype.is_floating_point
+    integers = not (floats or target.dtype.is_complex or target.dtype == torch.bool)
+    if (floats or integers) and tuple(target.shape) == ((batch, classes) if floats else (batch,)):
+        if floats:
+            _check_probabilities(target)
+        return
+    raise ValueError(
+        f"target must be class indices [B] = ({batch},) (an integer dtype) or class "
+        f"probabilities [B, K] = ({batch}, {classes}) (floats), got {target.dtype} of shape "
+        f"{tuple(target.shape)}"
+    )
+
+
+def _check_probabilities(target: Tensor) -> None:
+    """Refuse a row that is not a distribution where reading the target waits for nothing: on
+    the CPU, outside ``torch.compile``. On a GPU its values go unread (a check would wait for
+    the device every step), as ``F.cross_entropy`` leaves them."""
+    if target.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    rows = target.detach().float()
+    sums = rows.sum(1)
+    bad = ((rows < 0).any(1) | ((sums - 1).abs() > ROW_SUM_TOLERANCE)).nonzero()
+    if len(bad):
+        row = int(bad[0])
+        raise ValueError(
+            f"target holds class probabilities [B, K], which are >= 0 and sum to 1 in each row, "
+            f"but row {row} sums to {sums[row]:.4g} and its least entry is {rows[row].min():.4g}"
+        )
+
+
+def target_classes(target: Tensor) -> Tensor:
+    """The class of each image of a target: class indices as they are, class probabilities
+    [B, K] (mixup, label smoothing) their most probable class; what a training top-1 counts."""
+    return target.argmax(1) if target.dim() == 2 else target
+
+
+def _cross_entropy(log_p: Tensor, target: Tensor) -> Tensor:
+    """The batch's mean of -log p[target] (class indices) or of -sum_k q_k log p_k (class
+    probabilities q, where a class of p = 0 that q gives 0 adds 0, not nan).
+
+    Both means are nll_loss's, so one-hot probabilities give their indices' value bit for bit
+    (``Tensor.mean`` adds in another order)."""
+    if target.dtype.is_floating_point:
+        log_p = (target.float() * _finite_log(log_p)).sum(1, keepdim=True)  # [B, 1]
+        target = log_p.new_zeros(len(log_p), dtype=torch.long)
+    return F.nll_loss(log_p, target.long())  # int32 or uint8 labels as well: nll_loss takes int64
+
+
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy of [B, K] logits against class indices [B] or class probabilities [B, K],
+    in float32: ``SEFLoss``'s ce term, for logits alone (an SEF in eval mode)."""
+    _check_logits(logits)
+    _check_target(target, logits)
+    with _full_precision(logits.device):
+        return _cross_entropy(F.log_softmax(logits.float(), dim=1), target)
 
 
 class SEFLoss(nn.Module):
@@ -311,6 +372,12 @@ class SEFLoss(nn.Module):
     acts only early in training (docs/finetune.md measures why one would).
     It never waits for the device: a non-finite input gives a non-finite ``total``, which the
     caller checks once per step (``sef.engine.train_one_epoch`` does).
+
+    ``target`` is class indices [B] (any integer dtype) or class probabilities [B, K] (floats:
+    mixup, cutmix, label smoothing). Only ce reads it: the batch's mean of -sum_k q_k log p_k,
+    what ``F.cross_entropy`` computes with probabilities (and timm's ``SoftTargetCrossEntropy``).
+    Shapes and dtypes are checked; the probabilities' values (>= 0, rows summing to 1) only on
+    the CPU, where reading them waits for no device.
     """
 
     def __init__(
@@ -399,12 +466,11 @@ class SEFLoss(nn.Module):
         if scheduled and not self._progress_known:
             warnings.warn(NO_PROGRESS, stacklevel=2)
             self._progress_known = True  # once
-        target = target.long()  # int32 or uint8 labels as well: nll_loss takes int64
         with _full_precision(output.logits.device):
             logits = output.logits.float()
             zero = logits.new_zeros(())
             log_p = F.log_softmax(logits, dim=1)
-            terms = {"ce": F.nll_loss(log_p, target)}
+            terms = {"ce": _cross_entropy(log_p, target)}
             p = log_p.exp()
             lam = self.current_lam
             terms["entropy"] = lam * (p * _finite_log(log_p)).sum(1).mean() if lam else zero

@@ -18,7 +18,7 @@ from sef import distributed
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.errors import ConfigError, TrainingError
-from sef.losses import LOSS_TERMS, SEFLoss, group_correlation
+from sef.losses import LOSS_TERMS, SEFLoss, group_correlation, target_classes
 from sef.model import SEFOutput
 from sef.text import rate
 
@@ -122,8 +122,8 @@ def _batch_sums(
 ) -> Tensor:
     """A batch's loss terms times its images, the readout's two sums (with ``groups`` > 1),
     its correct predictions and its images: what ``train_one_epoch`` adds up."""
-    batch = labels.numel()
-    correct = (output.logits.argmax(1) == labels).sum()
+    batch = len(labels)
+    correct = (output.logits.argmax(1) == target_classes(labels)).sum()
     values = [terms[k].detach().double() * batch for k in LOSS_TERMS]
     if groups > 1:
         values += [*group_correlation(output.features, groups).double()]
@@ -185,7 +185,8 @@ def train_one_epoch(
     above the median can undo what training had learnt, docs/training.md), and with two groups
     or more the mean channel correlation within and between the groups of the training batches
     (``sef.losses.group_correlation``). Batches of uint8 images are normalised on the device
-    (``sef.transforms.normalise_batch``).
+    (``sef.transforms.normalise_batch``). Labels are class indices or class probabilities
+    [B, K], as ``SEFLoss`` takes them; the train top-1 counts a probability row's likeliest class.
 
     ``accumulate``: each optimizer step sums the gradients of that many of ``loader``'s batches
     (micro-batches), each weighted by its share of the step's images, so the step applies the
@@ -211,7 +212,7 @@ def train_one_epoch(
     for step, batches in enumerate(bar, start=1):
         optimizer.zero_grad(set_to_none=True)
         loss_fn.set_progress(epoch - 1 + (step - 1) / len(steps))
-        images_in_step = sum(labels.numel() for _, labels in batches)
+        images_in_step = sum(len(labels) for _, labels in batches)
         for part, (images, labels) in enumerate(batches, start=1):
             with _synced(model, last=part == len(batches)):
                 images = to_device(images, device, channels_last)
@@ -220,7 +221,7 @@ def train_one_epoch(
                     output = _forward(model, images, context, accumulate)
                 terms = loss_fn(output, labels)
                 non_finite.update(step, terms, output)
-                _backward(terms["total"], labels.numel() / images_in_step, scaler)
+                _backward(terms["total"], len(labels) / images_in_step, scaler)
             sums += _batch_sums(terms, output, labels, loss_fn.groups)
         gradient_norms.append(_step(optimizer, scaler))
         if step % CHECK_EVERY == 0 or step == len(steps):

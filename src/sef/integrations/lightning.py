@@ -36,7 +36,7 @@ except ImportError:  # one line naming the pip command
 from sef import transforms
 from sef.config import Config
 from sef.engine.optim import create_optimizer, create_scheduler
-from sef.losses import SEFLoss, group_correlation
+from sef.losses import SEFLoss, group_correlation, target_classes
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF
 from sef.text import counted
@@ -55,7 +55,9 @@ class SEFLightningModule(pl.LightningModule):
     learning-rate schedule from the optimizer, stepped every epoch. Batches are (images, labels),
     or images alone for ``Trainer.predict``, which returns each batch's logits; uint8 images
     (sef's datasets without normalising transforms) are normalised on the device. The defaults
-    pickle, as Lightning's spawning strategies need.
+    pickle, as Lightning's spawning strategies need. Labels are class indices or class
+    probabilities [B, K] (a DataModule's mixup, label smoothing), as ``SEFLoss`` takes them;
+    top-1 and class-mean count a probability row's likeliest class.
     """
 
     def __init__(
@@ -128,7 +130,7 @@ class SEFLightningModule(pl.LightningModule):
         self.loss.set_progress(self.current_epoch + batch_idx / self.trainer.num_training_batches)
         terms = self.loss(output, labels)
         values = {f"loss_{name}": value.detach() for name, value in terms.items()}
-        values["train_top1"] = (output.logits.argmax(1) == labels).float().mean()
+        values["train_top1"] = (output.logits.argmax(1) == target_classes(labels)).float().mean()
         if self.model.groups > 1:
             within, between = group_correlation(output.features, self.model.groups) / len(labels)
             values |= {"train_corr_within": within, "train_corr_between": between}
@@ -139,7 +141,7 @@ class SEFLightningModule(pl.LightningModule):
         images, labels = batch
         output = self.model.forward_sef(images)
         predictions = torch.cat([output.logits.argmax(1)[None], output.group_logits.argmax(2)])
-        self._evaluated.append(torch.cat([labels[None], predictions]))
+        self._evaluated.append(torch.cat([target_classes(labels)[None], predictions]))
         if self.model.groups > 1:
             self._correlation.append(group_correlation(output.features, self.model.groups))
 

@@ -9,6 +9,8 @@ backpropagate, so neither the loop nor the model changes::
     model = sef.SEF("timm:resnet50", num_classes=200, groups=4)
     loss_fn = SEFCriterion(sef.SEFLoss(groups=4))
     loss = loss_fn(model(images), labels)   # a scalar tensor; loss_fn.terms has each term
+
+``labels`` may be class indices or soft targets (timm's ``Mixup``: mixup, cutmix, smoothing).
 """
 
 from __future__ import annotations
@@ -16,36 +18,45 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional
 
-from sef.losses import SEFLoss
+from sef.losses import SEFLoss, cross_entropy
 from sef.model import SEFOutput
 
 
 class SEFCriterion(nn.Module):
-    """``loss_fn(output, labels)``: Eq. 8's total for an :class:`~sef.SEFOutput` (an SEF in
+    """``loss_fn(output, target)``: Eq. 8's total for an :class:`~sef.SEFOutput` (an SEF in
     train mode), cross-entropy for plain logits (an SEF in eval mode, as validation loops call
     it). ``terms`` keeps the last training call's terms (ce, entropy, distill, group, total),
     detached, on the device: reading them is the caller's choice of when to wait for it.
 
-    Labels are class indices: soft targets (mixup, cutmix) have no SEF loss and are refused.
+    ``target`` is class indices [B] or class probabilities [B, K] (the soft targets of mixup,
+    cutmix and label smoothing, as timm's ``Mixup`` makes them), in training and on plain logits.
+    ``label_smoothing`` (0 to 1, excluded) turns class indices into probabilities, ``1 - eps`` on
+    the label and ``eps / K`` on every class, as timm's ``LabelSmoothingCrossEntropy`` and
+    torch's ``label_smoothing`` do; probabilities are taken as they are (``Mixup`` smooths them).
     With ``lam_warmup``, ``phi_warmup`` or ``lam_until``, tell the loss how far training is each
     step, as ``sef train`` does: ``criterion.loss.set_progress(epoch + step / steps)``.
     """
 
-    def __init__(self, loss: SEFLoss):
+    def __init__(self, loss: SEFLoss, label_smoothing: float = 0.0):
         super().__init__()
-        self.loss = loss
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(
+                f"label_smoothing={label_smoothing!r} is invalid: it must be at least 0 and under 1"
+            )
+        self.loss, self.label_smoothing = loss, label_smoothing
         self.terms: dict[str, Tensor] = {}
 
     def forward(self, output: SEFOutput | Tensor, target: Tensor) -> Tensor:
-        if target.dim() != 1 or target.is_floating_point():
-            soft = target.is_floating_point() and target.dim() == 2 and target.shape[1] > 1
-            why = ": turn off mixup and cutmix (soft targets)" if soft else ""
-            raise ValueError(
-                f"SEFCriterion takes class indices [B], got a {target.dtype} tensor of shape "
-                f"{tuple(target.shape)}{why}"
-            )
-        if not isinstance(output, SEFOutput):
-            return functional.cross_entropy(output, target.long())  # as SEFLoss: any int
-        terms = self.loss(output, target)
+        if not isinstance(output, SEFOutput):  # SEFLoss's ce term: the same targets
+            return cross_entropy(output, self._smoothed(target, output))
+        terms = self.loss(output, self._smoothed(target, output.logits))
         self.terms = {name: value.detach() for name, value in terms.items()}
         return terms["total"]
+
+    def _smoothed(self, target: Tensor, logits: Tensor) -> Tensor:
+        """Class indices [B] as label-smoothed probabilities [B, K]; any other target as it is."""
+        if not self.label_smoothing or target.dtype.is_floating_point or target.dim() != 1:
+            return target
+        classes = logits.shape[-1]
+        one_hot = functional.one_hot(target.long(), classes).float()
+        return one_hot * (1 - self.label_smoothing) + self.label_smoothing / classes
