@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
+from test_datasets_images import stored_pixels, upright_by_the_table
 from test_disk_full import FULL, _failing_replace
 from torch.utils.data import default_collate
 
@@ -33,15 +34,19 @@ from sef.errors import ConfigError, DataError
 from sef.seeding import SeededItems
 
 CPU = torch.device("cpu")
+ORIENTATIONS = (1, 6, 1, 3, 5)  # the EXIF Orientation of noisy_cub's images, in turn
 
 
 @pytest.fixture
 def noisy_cub(cub_root: Path) -> Path:
-    """The tiny CUB copy with noisy JPEGs of several shapes, so every crop offset and flip shows."""
+    """The tiny CUB copy with noisy JPEGs of several shapes, so every crop offset and flip shows,
+    some of them phone photos stored sideways or flipped (EXIF Orientation 6, 3, 5)."""
     rng = np.random.default_rng(0)
     for k, path in enumerate(sorted((cub_root / "images").rglob("*.jpg"))):
         shape = (36 + 3 * k, 48) if k % 3 else (52, 33)  # some portrait
-        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path)
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = ORIENTATIONS[k % len(ORIENTATIONS)]
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path, exif=exif)
     return cub_root
 
 
@@ -577,6 +582,42 @@ def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path)
 def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:
     keys = [key for images in _splits(root, **options) for key in cache.sources(images)]
     return cache.stale_reason(folder, keys, recipe, size)
+
+
+@pytest.mark.parametrize("recipe", ["resize_crop", "resize"])
+def test_the_cache_holds_every_image_upright(noisy_cub, tmp_path, recipe):
+    """Phone photos stored sideways (EXIF Orientation) are cached as the test transform sees them
+    upright, the stored pixels turned as the EXIF table says."""
+    test = _splits(noisy_cub)[1]
+    opened, _ = cache.ensure(tmp_path / "c", [test], list, recipe, 16, progress=False)
+    items = cache.CachedTestImages(test, opened, recipe, 16, normalise=False)
+    finish = transforms.test_transform(recipe, 16, normalise=False)
+    every = sorted((noisy_cub / "images").rglob("*.jpg"))
+    turned = 0
+    for index, (path, _) in enumerate(test.samples):
+        orientation = ORIENTATIONS[every.index(Path(path)) % len(ORIENTATIONS)]
+        upright = upright_by_the_table(stored_pixels(path), orientation)
+        assert torch.equal(items[index][0], finish(Image.fromarray(upright)))
+        turned += orientation != 1
+    assert turned  # the test split holds tagged images
+
+
+def test_a_cache_of_an_older_format_is_stale_and_rebuilt(cub_root, tmp_path):
+    """A cache built before images were turned upright holds them as stored: never read."""
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(cub_root), "resize", 16, progress=False)
+    index = json.loads((folder / cache.INDEX).read_text())
+    (folder / cache.INDEX).write_text(json.dumps({**index, "format": 1}))
+    reason = (
+        f"{folder} was built by an older sef (cache format 1; this one reads format 2: images "
+        f"turned upright by their EXIF orientation)"
+    )
+    assert _stale(cub_root, folder, "resize") == reason
+    said = []
+    _, built = cache.ensure(folder, _splits(cub_root), list, "resize", 16, progress=False,
+                            say=said.append)  # fmt: skip
+    assert said == [f"rebuilding the image cache: {reason}"] and built.images == 15
+    assert json.loads((folder / cache.INDEX).read_text())["format"] == cache.FORMAT == 2
 
 
 def test_stale_caches_are_named_in_one_line_and_never_read(noisy_cub, tmp_path):

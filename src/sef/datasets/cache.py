@@ -12,11 +12,12 @@ and flip drawn under the item's own seed (:mod:`sef.seeding`), and
 engine normalises it; evaluation items are centre-cropped rows. Both give the JPEG road's pixels
 bit for bit (tests/test_cache.py), so a run is the same with or without the cache.
 
-A cache is stale, and never read, unless its index matches what is asked: the recipe and its
-sizes, the torch and torchvision versions that resized (their arithmetic), the pixel limit
-(``SEF_MAX_PIXELS``: which images were too large), and for every image asked for its file (its
-resolved path), box and trimmed rows (what :class:`ImageList` does before the transform), byte
-size and modification time. Each reason is one line (:class:`StaleCache`).
+A cache is stale, and never read, unless its index matches what is asked: the cache format
+(:data:`FORMAT`: what a row holds, e.g. the image turned upright by its EXIF orientation), the
+recipe and its sizes, the torch and torchvision versions that resized (their arithmetic), the
+pixel limit (``SEF_MAX_PIXELS``: which images were too large), and for every image asked for its
+file (its resolved path), box and trimmed rows (what :class:`ImageList` does before the
+transform), byte size and modification time. Each reason is one line (:class:`StaleCache`).
 
 A process that has a cache open holds a shared lock on FOLDER/.read-lock, so that ``sef data
 caches --remove`` (:mod:`sef.datasets.caches`) leaves the cache alone while it reads it.
@@ -49,7 +50,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sef import space, transforms
-from sef.datasets.caches import DATA, INDEX, LOCK, TEMPORARY, default_root, hold_for_reading
+from sef.datasets.caches import (
+    DATA,
+    FORMAT,
+    INDEX,
+    LOCK,
+    TEMPORARY,
+    default_root,
+    format_problem,
+    hold_for_reading,
+)
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage, pixel_limit
 from sef.datasets.splits import NoSuchSplit
@@ -64,7 +74,6 @@ from sef.outputs import (
 )
 from sef.text import counted
 
-FORMAT = 1  # bump when the files' layout changes
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
@@ -247,6 +256,8 @@ def stale_reason(
             f"{folder / INDEX} is not an image cache's index, so nothing is written to {folder}; "
             f"choose an empty or new folder"
         )
+    if problem := format_problem(index):  # rows of another sef's decoding, or another layout
+        return f"{folder} was {problem}"
     expected = recipe_record(recipe, image_size)
     for key, value in expected.items():
         if index.get(key) != value:

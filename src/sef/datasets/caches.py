@@ -39,6 +39,10 @@ TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  #
 COMPLETE, BUILDING, PARTIAL, DAMAGED, FOREIGN = (
     "complete", "building", "partial", "damaged", "not a cache"
 )  # fmt: skip
+# What a cache's rows hold and how its files are laid out: bumped when either changes, so that a
+# cache of another format is rebuilt, never read. NEWEST says what the present format changed.
+FORMAT = 2
+NEWEST = "images turned upright by their EXIF orientation"
 DAY = 24 * 3600
 
 
@@ -107,6 +111,19 @@ def _read_index(folder: Path) -> tuple[dict | None, str | None]:
     ):
         return None, f"{INDEX} is not an image cache's index"
     return index, None
+
+
+def format_problem(index: dict) -> str | None:
+    """How a cache of ``index`` was built by a sef of another :data:`FORMAT` (one line, after
+    "was"), or None if by this one's."""
+    found = index.get("format")
+    if found == FORMAT:
+        return None
+    older = isinstance(found, int) and found < FORMAT
+    return (
+        f"built by {'an older' if older else 'another'} sef (cache format {found}; this one "
+        f"reads format {FORMAT}: {NEWEST})"
+    )
 
 
 def _is_cache_file(name: str) -> bool:
