@@ -122,6 +122,22 @@ def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
     assert caches.caches_in(tmp_path / "none") == []
 
 
+def test_a_cache_an_older_sef_built_is_listed_as_outdated(built, capsys):
+    """Its rows hold images as stored, not turned upright by their EXIF orientation: a run
+    rebuilds it, never reads it."""
+    index = json.loads((built / caches.INDEX).read_text())
+    (built / caches.INDEX).write_text(json.dumps({**index, "format": 1}))
+    problem = (
+        "built by an older sef (cache format 1; this one reads format 2: images turned upright "
+        "by their EXIF orientation); a run rebuilds it"
+    )
+    found = caches.describe(built)
+    assert (found.state, found.problem, found.images) == ("outdated", problem, 15)
+    assert main(["data", "caches", str(built.parent)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert "outdated" in shown[2] and shown[3] == f"cub: {problem}"
+
+
 def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
     root = built.parent
     made = _junk(root)

@@ -4,7 +4,8 @@ A cache folder (:mod:`sef.datasets.cache`) holds ``images.u8`` and ``index.json`
 temporaries, ``.build-lock`` (an OS lock that the one process building it holds) and
 ``.read-lock`` (a shared OS lock that every process with the cache open holds, and touches as it
 opens it: the cache's last use). :func:`describe` says what a folder is: a complete cache, one
-being built, a build's leftovers, a damaged cache or no cache at all, with what its index records.
+being built, a build's leftovers, a damaged cache, one of another format (:func:`format_problem`:
+never read, rebuilt when next asked for) or no cache at all, with what its index records.
 :func:`remove` removes a folder only if it holds nothing but those files and is a cache (its
 index says so, or a build or a reader left its lock there), and only while it holds both locks
 itself: never under a build or a run that reads it.
@@ -36,8 +37,8 @@ DATA, INDEX = "images.u8", "index.json"
 LOCK = ".build-lock"  # held by the one process that builds (and opens what it built) at a time
 READERS = ".read-lock"  # held, shared, by every process that has the cache open
 TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  # a build's
-COMPLETE, BUILDING, PARTIAL, DAMAGED, FOREIGN = (
-    "complete", "building", "partial", "damaged", "not a cache"
+COMPLETE, BUILDING, PARTIAL, DAMAGED, OUTDATED, FOREIGN = (
+    "complete", "building", "partial", "damaged", "outdated", "not a cache"
 )  # fmt: skip
 # What a cache's rows hold and how its files are laid out: bumped when either changes, so that a
 # cache of another format is rebuilt, never read. NEWEST says what the present format changed.
@@ -166,6 +167,9 @@ def describe(folder: Path) -> CacheFolder:
     else:
         found.problem = _data_problem(stats.get(DATA), found.images * 3 * found.side**2)
         found.state = DAMAGED if found.problem else COMPLETE
+        outdated = format_problem(index)
+        if found.state == COMPLETE and outdated:
+            found.state, found.problem = OUTDATED, f"{outdated}; a run rebuilds it"
     return found
 
 
