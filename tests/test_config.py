@@ -393,3 +393,8 @@ def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_pat
     path.write_text("base: demo\noptim:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n")
     with pytest.raises(ConfigError, match=r"line 5, column 3: duplicate key 'epochs' \(first on "):
         resolve_config(config_file=path)
+
+
+def test_a_micro_batch_is_the_batch_split_over_processes_and_micro_batches() -> None:
+    config = apply_overrides(load_preset("demo"), ["optim.batch_size=32", "optim.accumulate=4"])
+    assert [config.optim.micro_batch(n) for n in (1, 2, 4)] == [8, 4, 2]

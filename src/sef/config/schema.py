@@ -92,6 +92,11 @@ class OptimConfig:
     step_size: int = 20
     lr_decay: float = 0.1
 
+    def micro_batch(self, processes: int = 1) -> int:
+        """The images each process takes in one forward pass: the batch split over the
+        processes and the micro-batches of a step."""
+        return self.batch_size // processes // self.accumulate
+
 
 @dataclass
 class RunConfig:

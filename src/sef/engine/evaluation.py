@@ -81,8 +81,7 @@ def eval_batch_size(config: Config, processes: int = 1) -> int:
     """Each process's evaluation batch: ``run.eval_batch_size``, else a training micro-batch
     (``optim.batch_size`` split over the processes and ``optim.accumulate``), so that a run
     whose batch only fits in micro-batches does not run out of memory evaluating it whole."""
-    micro_batch = config.optim.batch_size // processes // config.optim.accumulate
-    return config.run.eval_batch_size or max(1, micro_batch)
+    return config.run.eval_batch_size or max(1, config.optim.micro_batch(processes))
 
 
 def evaluation_loader(

@@ -781,10 +781,10 @@ def _accumulate_note(run: _Run) -> str | None:
 
 def _one_image_note(run: _Run) -> str | None:
     """What micro-batches of one image do to a model with BatchNorm, or None."""
-    parts = run.config.optim.accumulate
-    per_process = run.config.optim.batch_size // run.context.world_size
+    optim, world = run.config.optim, run.context.world_size
+    parts, per_process = optim.accumulate, optim.batch_size // world
     batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
-    if parts == 1 or per_process > parts or not batchnorm:
+    if parts == 1 or optim.micro_batch(world) > 1 or not batchnorm:
         return None
     fewer = max(n for n in range(1, parts) if parts % n == 0)
     return (
@@ -909,7 +909,7 @@ def _memory(run: _Run) -> str:
     batch (``optim.accumulate``); a lower batch or image size changes it."""
     c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
     per_process = c.optim.batch_size // world
-    batches = f"{'micro-' * (parts > 1)}batches of {counted(per_process // parts, 'image')}"
+    batches = f"{'micro-' * (parts > 1)}batches of {counted(c.optim.micro_batch(world), 'image')}"
     lower = "--batch-size"
     if world > 1:
         batches += " per process"
