@@ -122,14 +122,16 @@ def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
     assert caches.caches_in(tmp_path / "none") == []
 
 
-def test_a_cache_an_older_sef_built_is_listed_as_outdated(built, capsys):
-    """Its rows hold images as stored, not turned upright by their EXIF orientation: a run
-    rebuilds it, never reads it."""
+def test_a_cache_of_another_sefs_format_is_listed_as_outdated(built, capsys):
+    """Never read (a newer sef's, say): a run rebuilds it. Formats 1 (images as stored) and 2
+    (turned upright by their EXIF orientation) are both this sef's."""
     index = json.loads((built / caches.INDEX).read_text())
-    (built / caches.INDEX).write_text(json.dumps({**index, "format": 1}))
+    for found in (1, 2):
+        (built / caches.INDEX).write_text(json.dumps({**index, "format": found}))
+        assert caches.describe(built).state == "complete"
+    (built / caches.INDEX).write_text(json.dumps({**index, "format": 3}))
     problem = (
-        "built by an older sef (cache format 1; this one reads format 2: images turned upright "
-        "by their EXIF orientation); a run rebuilds it"
+        "built by another sef (cache format 3; this one reads formats 1 and 2); a run rebuilds it"
     )
     found = caches.describe(built)
     assert (found.state, found.problem, found.images) == ("outdated", problem, 15)

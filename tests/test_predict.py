@@ -62,7 +62,7 @@ def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
     assert len(skipped) == 1 and skipped[0][0].endswith("broken.jpg")
     assert "cannot be decoded" in skipped[0][1]
     for prediction in predictions:
-        image = trained.test_transform(open_rgb(prediction.path)).unsqueeze(0)
+        image = trained.test_transform(open_rgb(prediction.path, upright=True)).unsqueeze(0)
         with torch.no_grad():
             expected = trained.model(image).softmax(1)[0]
         values, indices = expected.topk(3)

@@ -4,8 +4,9 @@ A cache folder (:mod:`sef.datasets.cache`) holds ``images.u8`` and ``index.json`
 temporaries, ``.build-lock`` (an OS lock that the one process building it holds) and
 ``.read-lock`` (a shared OS lock that every process with the cache open holds, and touches as it
 opens it: the cache's last use). :func:`describe` says what a folder is: a complete cache, one
-being built, a build's leftovers, a damaged cache, one of another format (:func:`format_problem`:
-never read, rebuilt when next asked for) or no cache at all, with what its index records.
+being built, a build's leftovers, a damaged cache, one of another sef's format
+(:func:`format_problem`: never read, rebuilt when next asked for) or no cache at all, with what
+its index records.
 :func:`remove` removes a folder only if it holds nothing but those files and is a cache (its
 index says so, or a build or a reader left its lock there), and only while it holds both locks
 itself: never under a build or a run that reads it.
@@ -40,10 +41,14 @@ TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  #
 COMPLETE, BUILDING, PARTIAL, DAMAGED, OUTDATED, FOREIGN = (
     "complete", "building", "partial", "damaged", "outdated", "not a cache"
 )  # fmt: skip
-# What a cache's rows hold and how its files are laid out: bumped when either changes, so that a
-# cache of another format is rebuilt, never read. NEWEST says what the present format changed.
-FORMAT = 2
-NEWEST = "images turned upright by their EXIF orientation"
+# What a cache's rows hold and how its files are laid out, by whether its images are turned
+# upright by their EXIF orientation (a user's own data's) or read as stored (the benchmarks' and
+# the generated sets', ImageList.upright). Format 1 is also what every sef wrote before any image
+# was turned, rows as stored: such a cache of a benchmark is read as it is, one of own data is
+# rebuilt, and a sef that reads only format 1 never reads rows turned upright. A sef reads only
+# its formats, so one of another is rebuilt, never read: a new layout takes two new numbers.
+FORMATS = {False: 1, True: 2}
+ROWS = {False: "as stored", True: "turned upright by their EXIF orientation"}  # what a row holds
 DAY = 24 * 3600
 
 
@@ -115,16 +120,13 @@ def _read_index(folder: Path) -> tuple[dict | None, str | None]:
 
 
 def format_problem(index: dict) -> str | None:
-    """How a cache of ``index`` was built by a sef of another :data:`FORMAT` (one line, after
-    "was"), or None if by this one's."""
+    """How a cache of ``index`` was built by a sef of a format not among this one's
+    :data:`FORMATS` (one line, after "was"), or None if it is one of them."""
     found = index.get("format")
-    if found == FORMAT:
+    if found in FORMATS.values():
         return None
-    older = isinstance(found, int) and found < FORMAT
-    return (
-        f"built by {'an older' if older else 'another'} sef (cache format {found}; this one "
-        f"reads format {FORMAT}: {NEWEST})"
-    )
+    ours = " and ".join(map(str, sorted(FORMATS.values())))
+    return f"built by another sef (cache format {found}; this one reads formats {ours})"
 
 
 def _is_cache_file(name: str) -> bool:

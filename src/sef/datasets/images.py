@@ -5,9 +5,11 @@ An image larger than :func:`pixel_limit` (``MAX_PIXELS``, or the environment var
 PNG of a few kilobytes would otherwise take gigabytes. The limit replaces PIL's own decompression
 bomb check, whose warning sef keeps quiet and whose error it words as its own.
 
-A decoded image is turned upright by its EXIF Orientation tag (:func:`upright`), as image viewers
-show it: a phone photo stored sideways is trained on, predicted on, shown and cached the right way
-up. An untagged image, or one whose EXIF block is damaged, is used as stored.
+Whether a decoded image is turned upright by its EXIF Orientation tag (:func:`turned`), as image
+viewers show it, is its reader's choice (``upright=``): a user's own photos are (a phone photo
+stored sideways is trained on, predicted on, shown and cached the right way up), the benchmarks'
+images are read as stored (:class:`sef.datasets.ImageList`). An untagged image, or one whose EXIF
+block is damaged, is used as stored either way.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class UnreadableImage(DataError):
         self.kind, self.detail = kind, detail
 
 
-def upright(image: Image.Image) -> Image.Image:
+def turned(image: Image.Image) -> Image.Image:
     """``image`` (loaded) turned as its EXIF Orientation says; itself where it has no such tag,
     an invalid one, or an EXIF block PIL cannot read: metadata never makes an image unusable."""
     try:
@@ -134,10 +136,11 @@ def _unidentified(path: str | os.PathLike, error: Exception) -> tuple[str, str]:
     return NOT_AN_IMAGE, f"it is {what}"
 
 
-def decode(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode the image at ``path`` (in its own mode), :func:`upright`;
-    UnreadableImage if not. Its size is checked against :func:`pixel_limit` from the header, before
-    decoding (a turn keeps width x height)."""
+def decode(path: str | os.PathLike, *, upright: bool) -> Image.Image:
+    """Open and fully decode the image at ``path`` (in its own mode), turned upright by its EXIF
+    orientation (:func:`turned`) if ``upright``, else as stored; UnreadableImage if not. Its size
+    is checked against :func:`pixel_limit` from the header, before decoding (a turn keeps width x
+    height)."""
     limit = pixel_limit()
     if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < limit:
         Image.MAX_IMAGE_PIXELS = limit  # PIL's check must not refuse what the user allowed
@@ -146,7 +149,7 @@ def decode(path: str | os.PathLike) -> Image.Image:
             if image.width * image.height > limit:
                 raise _too_large(path, image.width * image.height, limit)
             image.load()
-            return upright(image)
+            return turned(image) if upright else image
     except FileNotFoundError:
         raise UnreadableImage(
             f"image {path} is listed by the dataset but missing; restore it or run "
@@ -182,7 +185,7 @@ def reason(bad: UnreadableImage) -> str:
     return f"cannot be decoded ({bad.detail})"
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Fully decode the image at ``path`` as RGB; an UnreadableImage (a DataError) names the
-    file if that fails."""
-    return to_rgb(decode(path))
+def open_rgb(path: str | os.PathLike, *, upright: bool) -> Image.Image:
+    """Fully decode the image at ``path`` as RGB, turned upright by its EXIF orientation if
+    ``upright``; an UnreadableImage (a DataError) names the file if that fails."""
+    return to_rgb(decode(path, upright=upright))
