@@ -38,8 +38,8 @@ DATA, INDEX = "images.u8", "index.json"
 LOCK = ".build-lock"  # held by the one process that builds (and opens what it built) at a time
 READERS = ".read-lock"  # held, shared, by every process that has the cache open
 TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  # a build's
-COMPLETE, BUILDING, PARTIAL, DAMAGED, OUTDATED, FOREIGN = (
-    "complete", "building", "partial", "damaged", "outdated", "not a cache"
+COMPLETE, BUILDING, PARTIAL, DAMAGED, OTHER_FORMAT, FOREIGN = (
+    "complete", "building", "partial", "damaged", "other format", "not a cache"
 )  # fmt: skip
 # What a cache's rows hold and how its files are laid out, by whether its images are turned
 # upright by their EXIF orientation (a user's own data's) or read as stored (the benchmarks' and
@@ -169,9 +169,9 @@ def describe(folder: Path) -> CacheFolder:
     else:
         found.problem = _data_problem(stats.get(DATA), found.images * 3 * found.side**2)
         found.state = DAMAGED if found.problem else COMPLETE
-        outdated = format_problem(index)
-        if found.state == COMPLETE and outdated:
-            found.state, found.problem = OUTDATED, f"{outdated}; a run rebuilds it"
+        other = format_problem(index)
+        if found.state == COMPLETE and other:
+            found.state, found.problem = OTHER_FORMAT, f"{other}; a run rebuilds it"
     return found
 
 
