@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
+from test_datasets_images import stored_pixels, upright_by_the_table
 from test_disk_full import FULL, _failing_replace
 from torch.utils.data import default_collate
 
@@ -33,20 +35,33 @@ from sef.errors import ConfigError, DataError
 from sef.seeding import SeededItems
 
 CPU = torch.device("cpu")
+ORIENTATIONS = (1, 6, 1, 3, 5)  # the EXIF Orientation of noisy_cub's images, in turn
+ORIENTATION = ExifTags.Base.Orientation
 
 
 @pytest.fixture
 def noisy_cub(cub_root: Path) -> Path:
-    """The tiny CUB copy with noisy JPEGs of several shapes, so every crop offset and flip shows."""
+    """The tiny CUB copy with noisy JPEGs of several shapes, so every crop offset and flip shows,
+    some of them phone photos stored sideways or flipped (EXIF Orientation 6, 3, 5)."""
     rng = np.random.default_rng(0)
     for k, path in enumerate(sorted((cub_root / "images").rglob("*.jpg"))):
         shape = (36 + 3 * k, 48) if k % 3 else (52, 33)  # some portrait
-        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path)
+        exif = Image.Exif()
+        exif[ORIENTATION] = ORIENTATIONS[k % len(ORIENTATIONS)]
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path, exif=exif)
     return cub_root
 
 
 def _splits(root: Path, **options) -> list:
     return [datasets.load("cub", root, split, **options) for split in cache.SPLITS]
+
+
+def _own_splits(noisy_cub: Path, root: Path) -> list:
+    """noisy_cub's photos, some tagged, as one's own ``folder`` data (ROOT/<class>/<photo>)."""
+    for path in (noisy_cub / "images").rglob("*.jpg"):
+        (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, root / path.parent.name / path.name)
+    return [datasets.load("folder", root, split) for split in cache.SPLITS]
 
 
 def _with(images, transform):
@@ -55,11 +70,18 @@ def _with(images, transform):
     return copy
 
 
-@pytest.mark.parametrize(("recipe", "size", "bbox_crop"), [
-    ("resize_crop", 24, False), ("resize_crop", 16, True), ("resize", 20, False),
+@pytest.mark.parametrize(("recipe", "size", "bbox_crop", "own"), [
+    ("resize_crop", 24, False, False), ("resize_crop", 16, True, False),
+    ("resize", 20, False, False), ("resize_crop", 24, False, True),
 ])  # fmt: skip
-def test_items_are_the_jpeg_roads_pixels_bit_for_bit(noisy_cub, tmp_path, recipe, size, bbox_crop):
-    trainval, test = _splits(noisy_cub, bbox_crop=bbox_crop)
+def test_items_are_the_jpeg_roads_pixels_bit_for_bit(
+    noisy_cub, tmp_path, recipe, size, bbox_crop, own
+):
+    """CUB's tagged photos as stored, the same photos as own data turned upright."""
+    if own:
+        trainval, test = _own_splits(noisy_cub, tmp_path / "own")
+    else:
+        trainval, test = _splits(noisy_cub, bbox_crop=bbox_crop)
     opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, recipe, size,
                                  progress=False)  # fmt: skip
     assert built.images == 15 and opened.side == transforms.resize_size(recipe, size)
@@ -577,6 +599,74 @@ def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path)
 def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:
     keys = [key for images in _splits(root, **options) for key in cache.sources(images)]
     return cache.stale_reason(folder, keys, recipe, size)
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_a_cache_holds_own_photos_upright_and_a_benchmarks_as_stored(noisy_cub, tmp_path, own):
+    """Phone photos stored sideways (EXIF Orientation) are cached as their dataset reads them:
+    turned as the EXIF table says for own data, as stored for CUB (whose boxes are in the stored
+    pixels' coordinates), in a cache of format 2 or 1."""
+    splits = _own_splits(noisy_cub, tmp_path / "own") if own else _splits(noisy_cub)
+    opened, _ = cache.ensure(tmp_path / "c", splits, list, "resize_crop", 16, progress=False)
+    finish = transforms.test_transform("resize_crop", 16, normalise=False)
+    turned = 0
+    for images in splits:
+        items = cache.CachedTestImages(images, opened, "resize_crop", 16, normalise=False)
+        for index, (path, _) in enumerate(images.samples):
+            with Image.open(path) as file:
+                orientation = file.getexif().get(ORIENTATION)
+            stored = stored_pixels(path)
+            seen = upright_by_the_table(stored, orientation) if own else stored
+            assert torch.equal(items[index][0], finish(Image.fromarray(seen)))
+            turned += orientation != 1
+    assert turned == 9  # tagged photos were among them
+    assert json.loads((tmp_path / "c" / cache.INDEX).read_text())["format"] == (2 if own else 1)
+
+
+def test_a_benchmarks_cache_built_before_own_photos_were_turned_is_read_as_it_is(
+    noisy_cub, tmp_path
+):
+    """Every cache an older sef built is format 1, rows as stored, lines as this one writes them:
+    a benchmark's holds what its dataset reads, so a 12.7 GB CUB cache is not rebuilt for
+    nothing."""
+    folder = tmp_path / "c"
+    cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
+    index = json.loads((folder / cache.INDEX).read_text())
+    assert index["format"] == 1 and all(len(line) == 6 for line in index["images"])
+    _, built = cache.ensure(folder, _splits(noisy_cub), list, "resize", 16, progress=False)
+    assert built is None
+
+
+@pytest.mark.parametrize(("own", "found", "reason"), [
+    (True, 1, "holds images as stored (cache format 1), this run reads them turned upright by "
+              "their EXIF orientation (format 2)"),  # own data's, from an older sef
+    (False, 2, "holds images turned upright by their EXIF orientation (cache format 2), this run "
+               "reads them as stored (format 1)"),  # CUB's, from a sef that turned every image
+    (False, 3, "was built by another sef (cache format 3; this one reads formats 1 and 2)"),
+])  # fmt: skip
+def test_a_cache_of_another_format_is_stale_and_rebuilt(noisy_cub, tmp_path, own, found, reason):
+    """Rows turned otherwise than its dataset reads them, or laid out otherwise: never read."""
+    folder = tmp_path / "c"
+
+    def splits():
+        return _own_splits(noisy_cub, tmp_path / "own") if own else _splits(noisy_cub)
+
+    cache.build(folder, splits(), "resize", 16, progress=False)
+    index = json.loads((folder / cache.INDEX).read_text())
+    (folder / cache.INDEX).write_text(json.dumps({**index, "format": found}))
+    keys = [key for images in splits() for key in cache.sources(images)]
+    assert cache.stale_reason(folder, keys, "resize", 16) == f"{folder} {reason}"
+    said = []
+    _, built = cache.ensure(folder, splits(), list, "resize", 16, progress=False,
+                            say=said.append)  # fmt: skip
+    assert said == [f"rebuilding the image cache: {folder} {reason}"] and built.images == 15
+    assert json.loads((folder / cache.INDEX).read_text())["format"] == (2 if own else 1)
+
+
+def test_one_cache_never_mixes_images_turned_upright_and_as_stored(noisy_cub, tmp_path):
+    mixed = [_splits(noisy_cub)[1], _own_splits(noisy_cub, tmp_path / "own")[1]]
+    with pytest.raises(ValueError, match="turned upright or as stored, not both"):
+        cache.build(tmp_path / "c", mixed, "resize", 16, progress=False)
 
 
 def test_stale_caches_are_named_in_one_line_and_never_read(noisy_cub, tmp_path):

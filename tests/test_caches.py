@@ -122,6 +122,24 @@ def test_junk_beside_the_caches_is_listed_as_such(built, tmp_path):
     assert caches.caches_in(tmp_path / "none") == []
 
 
+def test_a_cache_of_another_sefs_format_is_listed_as_such(built, capsys):
+    """Never read (a newer sef's, say): a run rebuilds it. Formats 1 (images as stored) and 2
+    (turned upright by their EXIF orientation) are both this sef's."""
+    index = json.loads((built / caches.INDEX).read_text())
+    for found in (1, 2):
+        (built / caches.INDEX).write_text(json.dumps({**index, "format": found}))
+        assert caches.describe(built).state == "complete"
+    (built / caches.INDEX).write_text(json.dumps({**index, "format": 3}))
+    problem = (
+        "built by another sef (cache format 3; this one reads formats 1 and 2); a run rebuilds it"
+    )
+    found = caches.describe(built)
+    assert (found.state, found.problem, found.images) == ("other format", problem, 15)
+    assert main(["data", "caches", str(built.parent)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert "other format" in shown[2] and shown[3] == f"cub: {problem}"
+
+
 def test_only_caches_that_nobody_holds_are_removed(built, tmp_path, files_in):
     root = built.parent
     made = _junk(root)

@@ -314,3 +314,17 @@ def test_benchmark_images_are_rgb_after_loading(cub_root):
     Image.open(path).convert("L").save(path)  # CUB has a few greyscale images
     image, _ = sef.datasets.load("cub", cub_root, "test")[0]
     assert image.mode == "RGB"
+
+
+@pytest.mark.parametrize("name", ["cub", "cars", "dogs", "aircraft"])
+def test_a_benchmark_reads_a_tagged_image_as_stored(name, request):
+    """Its boxes are in the stored pixels' coordinates and the paper read those pixels: an EXIF
+    Orientation tag is not applied (own data turns it: tests/test_datasets_own.py)."""
+    from test_datasets_images import stored_pixels, tagged
+
+    root = request.getfixturevalue(f"{name}_root")
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    for split in ("trainval", "test"):
+        dataset = sef.datasets.load(name, root, split)
+        path = tagged(dataset.samples[0][0], 6, pixels)  # a phone held upright: rotate 90°
+        assert np.array_equal(np.asarray(dataset[0][0]), stored_pixels(path))

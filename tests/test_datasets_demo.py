@@ -32,6 +32,7 @@ def test_demo_honours_the_dataset_contract(demo_root):
     image, label = trainval[5]
     assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (64, 64)
     assert label == trainval.samples[5][1]
+    assert not trainval.upright and not test.upright  # read as stored, as the benchmarks are
 
     trainval.transform = sef.transforms.test_transform("resize", 32)
     tensor, _ = trainval[0]

@@ -4,6 +4,7 @@ import shutil
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import OWN_CLASSES
 
@@ -312,3 +313,18 @@ def test_reader_options_take_their_default_s_kind(cub_root, demo_root):
     with pytest.raises(ConfigError, match="^dataset 'demo' option progress takes true or false"):
         _load("demo", demo_root, "test", progress="abc")  # data.options.progress: saved too
     assert len(_load("cub", cub_root, "test", bbox_crop=True)) == 6
+
+
+@pytest.mark.parametrize("name", ["folder", "csv"])
+def test_own_photos_are_turned_upright_by_their_exif_orientation(name, request):
+    """A phone photo stored sideways is trained and evaluated on the right way up, as a viewer
+    shows it (the benchmarks read theirs as stored: tests/test_datasets_benchmarks.py)."""
+    from test_datasets_images import stored_pixels, tagged, upright_by_the_table
+
+    root = request.getfixturevalue(f"{name}_root")
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    for split in ("train", "val", "test"):
+        dataset = _load(name, root, split)
+        path = tagged(dataset.samples[0][0], 6, pixels)  # .png (folder) and .jpg (csv)
+        image = np.asarray(dataset[0][0])
+        assert np.array_equal(image, upright_by_the_table(stored_pixels(path), 6)), split

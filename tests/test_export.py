@@ -190,10 +190,11 @@ def test_preprocessing_resize_recipe_has_no_crop_margin():
 def _deploy_preprocess(image, prep: dict):
     """What docs/deployment.md tells deployments to do with preprocessing.json: PIL + NumPy only."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     side, crop = prep["resize_size"], prep["crop_size"]
-    image = image.convert("RGB").resize((side, side), Image.BILINEAR)
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    image = image.resize((side, side), Image.BILINEAR)
     left = round((side - crop) / 2)
     image = image.crop((left, left, left + crop, left + crop))
     x = (np.asarray(image, np.float32) / 255 - prep["mean"]) / prep["std"]

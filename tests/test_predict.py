@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -61,7 +62,7 @@ def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
     assert len(skipped) == 1 and skipped[0][0].endswith("broken.jpg")
     assert "cannot be decoded" in skipped[0][1]
     for prediction in predictions:
-        image = trained.test_transform(open_rgb(prediction.path)).unsqueeze(0)
+        image = trained.test_transform(open_rgb(prediction.path, upright=True)).unsqueeze(0)
         with torch.no_grad():
             expected = trained.model(image).softmax(1)[0]
         values, indices = expected.topk(3)
@@ -146,3 +147,16 @@ def test_paths_are_named_as_they_were_given(tmp_path, monkeypatch, write_image):
     found, problems = find_images(["./bird.png", "http://example.com/a.jpg"])
     assert found == ["./bird.png"]
     assert problems == [("http://example.com/a.jpg", "does not exist")]
+
+
+def test_a_photo_stored_sideways_is_predicted_upright(demo_checkpoint, tmp_path):
+    """EXIF Orientation 6 (a phone held upright): the same prediction as its upright copy."""
+    from test_datasets_images import tagged, upright_by_the_table
+
+    stored = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    sideways = tagged(tmp_path / "sideways.png", 6, stored)
+    Image.fromarray(upright_by_the_table(stored, 6)).save(tmp_path / "upright.png")
+    trained = load_trained_model(demo_checkpoint)
+    paths = [sideways, tmp_path / "upright.png"]
+    predictions, _ = predict_images(trained, paths, top_k=3, progress=False)
+    assert predictions[0].top == predictions[1].top

@@ -102,7 +102,7 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            rgb = open_rgb(self.paths[index])
+            rgb = open_rgb(self.paths[index], upright=True)  # a user's photo, as a viewer shows it
         except UnreadableImage as bad:
             return index, None, reason(bad)
         return index, self.transform(rgb), None

@@ -402,7 +402,7 @@ def _typed_image(path: str | os.PathLike):
     from sef.datasets.images import MISSING, NOT_AN_IMAGE, UnreadableImage, open_rgb, reason
 
     try:
-        return open_rgb(path)
+        return open_rgb(path, upright=True)  # as sef predict reads it
     except UnreadableImage as bad:
         hint = "; give image files as PATH" if bad.kind in (MISSING, NOT_AN_IMAGE) else ""
         raise DataError(f"{path} {reason(bad)}{hint}") from None

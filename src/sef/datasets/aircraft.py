@@ -71,4 +71,5 @@ def read(
             f"not belong together"
         )
     samples = [(str(images / f"{image_id}.jpg"), index[name]) for image_id, name in pairs]
-    return ImageList(samples, classes, trim_bottom=BANNER_PIXELS if crop_banner else 0)
+    trim = BANNER_PIXELS if crop_banner else 0
+    return ImageList(samples, classes, trim_bottom=trim, upright=False)  # the paper's pixels

@@ -12,8 +12,11 @@ and flip drawn under the item's own seed (:mod:`sef.seeding`), and
 engine normalises it; evaluation items are centre-cropped rows. Both give the JPEG road's pixels
 bit for bit (tests/test_cache.py), so a run is the same with or without the cache.
 
-A cache is stale, and never read, unless its index matches what is asked: the recipe and its
-sizes, the torch and torchvision versions that resized (their arithmetic), the pixel limit
+A cache is stale, and never read, unless its index matches what is asked: the cache format
+(:data:`~sef.datasets.caches.FORMATS`: its layout, and whether its rows hold the images turned
+upright by their EXIF orientation, as own data reads them, or as stored, as the benchmarks do: a
+cache holds what its dataset's :class:`ImageList` gives, bit for bit), the recipe and its sizes,
+the torch and torchvision versions that resized (their arithmetic), the pixel limit
 (``SEF_MAX_PIXELS``: which images were too large), and for every image asked for its file (its
 resolved path), box and trimmed rows (what :class:`ImageList` does before the transform), byte
 size and modification time. Each reason is one line (:class:`StaleCache`).
@@ -49,7 +52,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sef import space, transforms
-from sef.datasets.caches import DATA, INDEX, LOCK, TEMPORARY, default_root, hold_for_reading
+from sef.datasets.caches import (
+    DATA,
+    FORMATS,
+    INDEX,
+    LOCK,
+    ROWS,
+    TEMPORARY,
+    default_root,
+    format_problem,
+    hold_for_reading,
+)
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import UnreadableImage, pixel_limit
 from sef.datasets.splits import NoSuchSplit
@@ -64,11 +77,11 @@ from sef.outputs import (
 )
 from sef.text import counted
 
-FORMAT = 1  # bump when the files' layout changes
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
-Source = tuple[str, "tuple[float, ...] | None", int]  # path, box, rows trimmed: one stored row
+# path, box, rows trimmed, turned upright: what one stored row is made from
+Source = tuple[str, "tuple[float, ...] | None", int, bool]
 
 
 class StaleCache(DataError):
@@ -86,7 +99,8 @@ def source_of(
     file's resolved path, so that every spelling of a root (relative, absolute, through a
     symbolic link) finds the same rows."""
     box = None if images.boxes is None else tuple(float(v) for v in images.boxes[index])
-    return resolve(images.samples[index][0]), box, int(images.trim_bottom)
+    path = resolve(images.samples[index][0])
+    return path, box, int(images.trim_bottom), bool(images.upright)
 
 
 def sources(images: ImageList) -> list[Source]:
@@ -113,7 +127,6 @@ def recipe_record(recipe: str, image_size: int) -> dict[str, Any]:
     """What every row of a cache depends on besides its image (the pixel limit: which images
     were too large to decode)."""
     return {
-        "format": FORMAT,
         "recipe": recipe,
         "image_size": image_size,
         "side": transforms.resize_size(recipe, image_size),
@@ -184,8 +197,9 @@ class ImageCache:
             weakref.finalize(self, os.close, self._reading)
         self.rows: dict[Source, int] = {}
         self.unreadable: dict[Source, str] = {}
+        upright = index["format"] == FORMATS[True]
         for row, (path, box, trim, _, _, problem) in enumerate(index["images"]):
-            source = (path, None if box is None else tuple(box), trim)
+            source = (path, None if box is None else tuple(box), trim, upright)
             if problem is None:
                 self.rows[source] = row
             else:
@@ -247,12 +261,20 @@ def stale_reason(
             f"{folder / INDEX} is not an image cache's index, so nothing is written to {folder}; "
             f"choose an empty or new folder"
         )
+    if problem := format_problem(index):  # a format of another sef
+        return f"{folder} was {problem}"
+    upright = index["format"] == FORMATS[True]
+    if any(source[3] != upright for source in wanted):
+        return (
+            f"{folder} holds images {ROWS[upright]} (cache format {index['format']}), this run "
+            f"reads them {ROWS[not upright]} (format {FORMATS[not upright]})"
+        )
     expected = recipe_record(recipe, image_size)
     for key, value in expected.items():
         if index.get(key) != value:
             return f"{folder} was built with {key} {index.get(key)!r}, this run needs {value!r}"
     stored = {
-        (path, None if box is None else tuple(box), trim): (size, mtime)
+        (path, None if box is None else tuple(box), trim, upright): (size, mtime)
         for path, box, trim, size, mtime, _ in index["images"]
     }
     missing = [s for s in wanted if s not in stored]
@@ -447,10 +469,11 @@ def _decode_into(
 def _records(
     todo: Iterable[Source], stats: list[tuple[int, int] | None], problems: list[str | None]
 ) -> list[list]:
-    """The index's line of each image: its key, size and time, and its problem."""
+    """The index's line of each image: its key (the cache's format says whether it is turned),
+    size and time, and its problem."""
     return [
         [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
-        for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
+        for (path, box, trim, _), stat, problem in zip(todo, stats, problems, strict=True)
     ]
 
 
@@ -524,10 +547,13 @@ def _plan(
             todo.setdefault(source, (listed, index))
     if not todo:
         raise DataError(f"there are no images to cache in {folder}")
-    record = {**recipe_record(recipe, image_size), **(data or {})}
+    turned = {upright for *_, upright in todo}
+    if len(turned) > 1:
+        raise ValueError("one cache holds images turned upright or as stored, not both")
+    record = {"format": FORMATS[turned.pop()], **recipe_record(recipe, image_size), **(data or {})}
     side = record["side"]
     shape = (len(todo), 3, side, side)
-    stats = [_stat(path) for path, _, _ in todo]  # before decoding: a later change shows
+    stats = [_stat(source[0]) for source in todo]  # before decoding: a later change shows
     index_bytes = len(json.dumps(_records(todo, stats, [None] * len(todo))))
     _refuse_foreign(folder)
     _check_room(folder, int(np.prod(shape)) + index_bytes)

@@ -4,7 +4,9 @@ A cache folder (:mod:`sef.datasets.cache`) holds ``images.u8`` and ``index.json`
 temporaries, ``.build-lock`` (an OS lock that the one process building it holds) and
 ``.read-lock`` (a shared OS lock that every process with the cache open holds, and touches as it
 opens it: the cache's last use). :func:`describe` says what a folder is: a complete cache, one
-being built, a build's leftovers, a damaged cache or no cache at all, with what its index records.
+being built, a build's leftovers, a damaged cache, one of another sef's format
+(:func:`format_problem`: never read, rebuilt when next asked for) or no cache at all, with what
+its index records.
 :func:`remove` removes a folder only if it holds nothing but those files and is a cache (its
 index says so, or a build or a reader left its lock there), and only while it holds both locks
 itself: never under a build or a run that reads it.
@@ -36,9 +38,17 @@ DATA, INDEX = "images.u8", "index.json"
 LOCK = ".build-lock"  # held by the one process that builds (and opens what it built) at a time
 READERS = ".read-lock"  # held, shared, by every process that has the cache open
 TEMPORARY = rf"\.(?:{re.escape(DATA)}|{re.escape(INDEX)})\.(?P<pid>\d+)\.tmp"  # a build's
-COMPLETE, BUILDING, PARTIAL, DAMAGED, FOREIGN = (
-    "complete", "building", "partial", "damaged", "not a cache"
+COMPLETE, BUILDING, PARTIAL, DAMAGED, OTHER_FORMAT, FOREIGN = (
+    "complete", "building", "partial", "damaged", "other format", "not a cache"
 )  # fmt: skip
+# What a cache's rows hold and how its files are laid out, by whether its images are turned
+# upright by their EXIF orientation (a user's own data's) or read as stored (the benchmarks' and
+# the generated sets', ImageList.upright). Format 1 is also what every sef wrote before any image
+# was turned, rows as stored: such a cache of a benchmark is read as it is, one of own data is
+# rebuilt, and a sef that reads only format 1 never reads rows turned upright. A sef reads only
+# its formats, so one of another is rebuilt, never read: a new layout takes two new numbers.
+FORMATS = {False: 1, True: 2}
+ROWS = {False: "as stored", True: "turned upright by their EXIF orientation"}  # what a row holds
 DAY = 24 * 3600
 
 
@@ -109,6 +119,16 @@ def _read_index(folder: Path) -> tuple[dict | None, str | None]:
     return index, None
 
 
+def format_problem(index: dict) -> str | None:
+    """How a cache of ``index`` was built by a sef of a format not among this one's
+    :data:`FORMATS` (one line, after "was"), or None if it is one of them."""
+    found = index.get("format")
+    if found in FORMATS.values():
+        return None
+    ours = " and ".join(map(str, sorted(FORMATS.values())))
+    return f"built by another sef (cache format {found}; this one reads formats {ours})"
+
+
 def _is_cache_file(name: str) -> bool:
     return name in (DATA, INDEX, LOCK, READERS) or re.fullmatch(TEMPORARY, name) is not None
 
@@ -149,6 +169,9 @@ def describe(folder: Path) -> CacheFolder:
     else:
         found.problem = _data_problem(stats.get(DATA), found.images * 3 * found.side**2)
         found.state = DAMAGED if found.problem else COMPLETE
+        other = format_problem(index)
+        if found.state == COMPLETE and other:
+            found.state, found.problem = OTHER_FORMAT, f"{other}; a run rebuilds it"
     return found
 
 

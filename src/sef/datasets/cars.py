@@ -62,7 +62,9 @@ def read(
         if not labels.exists() and (folder / "devkit" / TEST_LABELS).exists():
             labels = folder / "devkit" / TEST_LABELS
         samples, boxes = _annotations(labels, folder / "cars_test", len(classes), bbox_crop)
-        return ImageList(samples, classes, boxes=boxes)
-    annotations = folder / "devkit" / "cars_train_annos.mat"
-    samples, boxes = _annotations(annotations, folder / "cars_train", len(classes), bbox_crop)
-    return carve_val(ImageList(samples, classes, boxes=boxes), split, seed, val_fraction)
+    else:
+        annotations = folder / "devkit" / "cars_train_annos.mat"
+        samples, boxes = _annotations(annotations, folder / "cars_train", len(classes), bbox_crop)
+    # as stored: the boxes are in the stored pixels' coordinates, as the paper read them
+    dataset = ImageList(samples, classes, boxes=boxes, upright=False)
+    return dataset if split == "test" else carve_val(dataset, split, seed, val_fraction)

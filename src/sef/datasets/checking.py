@@ -20,7 +20,7 @@ FEW = 3  # bad images of one reason listed one line each; more are summed up in 
 def _problem(path: str) -> str | None:
     """Why the image at ``path`` cannot be used, or None if it decodes fully."""
     try:
-        decode(path)
+        decode(path, upright=False)  # decodability only: a turn changes nothing of it
     except UnreadableImage as bad:
         kind = "cannot decode" if bad.kind == UNDECODABLE else bad.kind
         return f"{kind}: {bad.detail}" if bad.detail else kind

@@ -146,6 +146,5 @@ def read(
     rows = _once(path, rows, base)
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [row[2] if len(row) == 3 else None for _, row in rows]
-    return from_declared(
-        ImageList(samples, names), tags, split, seed, val_fraction, test_fraction, str(path)
-    )
+    photos = ImageList(samples, names, upright=True)  # a user's own: seen as a viewer shows them
+    return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(path))

@@ -88,7 +88,9 @@ def read(
             for image_id, value in zip(ids, _by_id(boxes_file, ids), strict=True)
         ]
     paths = [str(folder / "images" / path) for _, path in images]
-    dataset = ImageList(list(zip(paths, labels, strict=True)), classes, boxes=boxes)
+    samples = list(zip(paths, labels, strict=True))
+    # as stored: the boxes are in the stored pixels' coordinates, as the paper read them
+    dataset = ImageList(samples, classes, boxes=boxes, upright=False)
     wanted = [i for i, train in enumerate(is_train) if train == (split != "test")]
     dataset = dataset.select(wanted)
     return dataset if split == "test" else carve_val(dataset, split, seed, val_fraction)

@@ -511,6 +511,7 @@ def read_set(
         [(str(folder / r["path"]), r["label"]) for r in records],
         meta["classes"],
         parts=[{name: tuple(xy) for name, xy in r["parts"].items()} for r in records],
+        upright=False,  # drawn untagged; read as the benchmarks are
     )
     return dataset if split == "test" else carve_val(dataset, split, seed, val_fraction)
 

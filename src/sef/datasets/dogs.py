@@ -65,5 +65,6 @@ def read(
     classes = _class_names(train + test, lists)
     pairs = test if split == "test" else train
     images = folder / "Images"
-    dataset = ImageList([(str(images / f), label - 1) for f, label in pairs], classes)
+    samples = [(str(images / f), label - 1) for f, label in pairs]
+    dataset = ImageList(samples, classes, upright=False)  # as stored: the paper's pixels
     return dataset if split == "test" else carve_val(dataset, split, seed, val_fraction)

@@ -129,6 +129,5 @@ def read(
         raise DataError(
             f"no images ({', '.join(IMG_EXTENSIONS)}) under {root}; lay it out as {LAYOUT}"
         )
-    return from_declared(
-        ImageList(samples, classes), tags, split, seed, val_fraction, test_fraction, str(root)
-    )
+    photos = ImageList(samples, classes, upright=True)  # a user's own: seen as a viewer shows them
+    return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(root))

@@ -4,6 +4,12 @@ An image larger than :func:`pixel_limit` (``MAX_PIXELS``, or the environment var
 ``SEF_MAX_PIXELS``) is refused from its header, before a byte of it is decoded: a 20000 x 20000
 PNG of a few kilobytes would otherwise take gigabytes. The limit replaces PIL's own decompression
 bomb check, whose warning sef keeps quiet and whose error it words as its own.
+
+Whether a decoded image is turned upright by its EXIF Orientation tag (:func:`turned`), as image
+viewers show it, is its reader's choice (``upright=``): a user's own photos are (a phone photo
+stored sideways is trained on, predicted on, shown and cached the right way up), the benchmarks'
+images are read as stored (:class:`sef.datasets.ImageList`). An untagged image, or one whose EXIF
+block is damaged, is used as stored either way.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import os
 import re
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from sef import filekinds
 from sef.errors import ConfigError, DataError
@@ -25,8 +31,28 @@ TOO_LARGE = "too large"
 # The most pixels (width x height) sef decodes: 100 MP, e.g. 12,000 x 8,000; about 300 MB as RGB.
 MAX_PIXELS = 100_000_000
 LIMIT_VARIABLE = "SEF_MAX_PIXELS"
-# sef checks the size itself, before PIL's warning threshold (89 MP) would print PIL's text.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# The transposition that turns an image of EXIF Orientation 2-8 upright (PIL's exif_transpose's).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def quiet_pil() -> None:
+    """Keep PIL's warnings that say nothing to a user of sef from printing (called on import;
+    pytest restores the filters around each test, so a test calls it again): sef checks the size
+    itself, before PIL's threshold (89 MP) would print its text, and uses an image whose EXIF
+    block is damaged as stored, where PIL's EXIF (TIFF tag) reader warns about it."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+
+
+quiet_pil()
 
 
 def pixel_limit() -> int:
@@ -78,6 +104,16 @@ class UnreadableImage(DataError):
         self.kind, self.detail = kind, detail
 
 
+def turned(image: Image.Image) -> Image.Image:
+    """``image`` (loaded) turned as its EXIF Orientation says; itself where it has no such tag,
+    an invalid one, or an EXIF block PIL cannot read: metadata never makes an image unusable."""
+    try:
+        transposition = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
+    except Exception:  # a damaged block: PIL raises SyntaxError, struct.error, ... as it reads
+        return image
+    return image if transposition is None else image.transpose(transposition)
+
+
 def _too_large(path: str | os.PathLike, pixels: int | None, limit: int) -> UnreadableImage:
     size = f"{pixels:,} pixels" if pixels is not None else "more pixels than PIL allows"
     detail = f"{size} > limit {limit:,} ({LIMIT_VARIABLE})"
@@ -100,9 +136,11 @@ def _unidentified(path: str | os.PathLike, error: Exception) -> tuple[str, str]:
     return NOT_AN_IMAGE, f"it is {what}"
 
 
-def decode(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode the image at ``path`` (in its own mode); UnreadableImage if not.
-    Its size is checked against :func:`pixel_limit` from the header, before decoding."""
+def decode(path: str | os.PathLike, *, upright: bool) -> Image.Image:
+    """Open and fully decode the image at ``path`` (in its own mode), turned upright by its EXIF
+    orientation (:func:`turned`) if ``upright``, else as stored; UnreadableImage if not. Its size
+    is checked against :func:`pixel_limit` from the header, before decoding (a turn keeps width x
+    height)."""
     limit = pixel_limit()
     if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < limit:
         Image.MAX_IMAGE_PIXELS = limit  # PIL's check must not refuse what the user allowed
@@ -111,7 +149,7 @@ def decode(path: str | os.PathLike) -> Image.Image:
             if image.width * image.height > limit:
                 raise _too_large(path, image.width * image.height, limit)
             image.load()
-            return image
+            return turned(image) if upright else image
     except FileNotFoundError:
         raise UnreadableImage(
             f"image {path} is listed by the dataset but missing; restore it or run "
@@ -147,7 +185,7 @@ def reason(bad: UnreadableImage) -> str:
     return f"cannot be decoded ({bad.detail})"
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Fully decode the image at ``path`` as RGB; an UnreadableImage (a DataError) names the
-    file if that fails."""
-    return to_rgb(decode(path))
+def open_rgb(path: str | os.PathLike, *, upright: bool) -> Image.Image:
+    """Fully decode the image at ``path`` as RGB, turned upright by its EXIF orientation if
+    ``upright``; an UnreadableImage (a DataError) names the file if that fails."""
+    return to_rgb(decode(path, upright=upright))
