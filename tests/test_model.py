@@ -1,5 +1,7 @@
 """The SEF wrapper: outputs per mode, channel groups, export, backbones, parameter counts."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -170,6 +172,36 @@ def test_bad_group_counts_are_value_errors_naming_the_channels(groups):
 def test_backbone_that_does_not_yield_a_feature_map_is_refused():
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         sef.SEF(nn.Sequential(TinyCNN(), nn.Flatten()), num_classes=3, groups=2)
+
+
+class Returning(TinyCNN):
+    """TinyCNN whose [B, 12, h, w] map is turned into something else by ``change``."""
+
+    def __init__(self, change):
+        super().__init__()
+        self.change = change
+
+    def forward(self, x):
+        return self.change(super().forward(x))
+
+
+@pytest.mark.parametrize(
+    "change, fix",
+    [
+        (lambda x: x.mean((2, 3)), r"\(1, 12\), pooled .* nn.Sequential\(\*list\(resnet.children"),
+        (lambda x: {"layer4": x}, r"dict \(1 entry\) .* return the last map alone"),
+        (lambda x: [x, x], r"list \(2 entries\) .*features_only"),
+        (lambda x: x.flatten(2).transpose(1, 2), r"tokens \[B, N, C\]\?; .*FeatureAdapter"),
+        (lambda x: x.permute(0, 2, 3, 1), r"channels-last .*torchvision.ops.Permute\(\[0, 3, 1, 2"),
+    ],
+    ids=["classifier", "dict", "list", "tokens", "channels-last"],
+)
+def test_a_module_that_returns_no_feature_map_is_told_how_to_give_one(change, fix):
+    with pytest.raises(
+        ValueError, match=r"needs the backbone's last \[B, C, H, W\] feature map, but it returned"
+    ) as caught:
+        sef.SEF(Returning(change), num_classes=3, groups=2)
+    assert re.search(fix, str(caught.value)) and "\n" not in str(caught.value)
 
 
 def test_bad_class_counts_are_value_errors():

@@ -13,7 +13,7 @@ doubles in size, the weights stay the same tensors, and the old map is every sec
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from urllib.error import URLError
 
 import torch
@@ -24,6 +24,7 @@ from sef.adapters import FeatureAdapter, TimmFeatures
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
+from sef.text import counted
 from sef.timm_backbones import timm_backbone
 from sef.weights import download_help, is_weights_file, load_file_into
 
@@ -254,13 +255,47 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
             out = backbone(images)
     except (RuntimeError, AssertionError) as error:  # a size check (torchvision's ViT) asserts
         raise ProbeFailed(side, str(error).splitlines()[0]) from error
-    if not isinstance(out, torch.Tensor) or out.dim() != 4:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        hint = ""
-        if hasattr(backbone, "forward_features"):  # timm's: its forward pools and classifies
-            hint = "; pass a timm model as sef.adapters.timm_features(model, image_size=S)"
-        raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}{hint}")
+    problem = _not_a_feature_map(backbone, out)
+    if problem is not None:
+        raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
     return out.shape[1]
+
+
+def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
+    """What a module returned on the blank probe image instead of a [B, C, H, W] map, and what
+    to do; None where it is one."""
+    if not isinstance(out, torch.Tensor):
+        many = f" ({counted(len(out), 'entry', 'entries')})" if isinstance(out, Sized) else ""
+        return (
+            f"it returned {type(out).__name__}{many} (IntermediateLayerGetter, "
+            f"create_feature_extractor and timm's features_only give one map per layer); make it "
+            f"return the last map alone, or pass a torchvision name or 'timm:<model>'"
+        )
+    shape = tuple(out.shape)
+    if out.dim() == 2 and hasattr(backbone, "forward_features"):  # timm's: pools and classifies
+        return (
+            f"it returned {shape}; pass a timm model as "
+            f"sef.adapters.timm_features(model, image_size=S), or as 'timm:<model>'"
+        )
+    if out.dim() == 2:
+        return (
+            f"it returned {shape}, pooled features or class scores (a whole classifier?); pass "
+            f"its layers up to the last map, e.g. nn.Sequential(*list(resnet.children())[:-2]), "
+            f"or a torchvision name such as 'resnet50'"
+        )
+    if out.dim() == 3:
+        return (
+            f"it returned {shape}, tokens [B, N, C]?; put them back on their grid in a "
+            f"sef.adapters.FeatureAdapter, or pass a token backbone as 'timm:<model>'"
+        )
+    if out.dim() != 4:
+        return f"it returned shape {shape}"
+    if shape[1] == shape[2] != shape[3]:  # the probe image is square, and so is a map of it
+        return (
+            f"it returned {shape}, a channels-last [B, H, W, C] map (as torchvision's Swin "
+            f"features do); append torchvision.ops.Permute([0, 3, 1, 2]) to the module"
+        )
+    return None
 
 
 def _shape_or_none(make: Callable[[], torch.Tensor]) -> tuple[int, ...] | None:
