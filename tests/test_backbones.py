@@ -118,6 +118,19 @@ def test_unknown_backbone_lists_valid_names():
         sef.SEF("resnet9000", num_classes=3)
 
 
+@pytest.mark.parametrize(
+    "name, meant",
+    [
+        ("resnet5", "did you mean 'resnet50', "),
+        ("ResNet50", "did you mean 'resnet50'"),
+        ("timm:resnet5", "unknown timm model 'resnet5'; did you mean 'resnet50', "),
+    ],
+)
+def test_a_misspelt_backbone_is_told_the_names_it_is_close_to(name, meant):
+    with pytest.raises(ValueError, match=meant):
+        sef.SEF(name, num_classes=3)
+
+
 def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown():
     with pytest.raises(ValueError, match="torchvision's googlenet has no sef recipe") as error:
         sef.SEF("googlenet", num_classes=3)

@@ -24,7 +24,7 @@ from sef.adapters import FeatureAdapter, TimmFeatures
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
-from sef.text import counted
+from sef.text import close_to, counted
 from sef.timm_backbones import timm_backbone
 from sef.weights import download_help, is_weights_file, load_file_into
 
@@ -85,8 +85,9 @@ def _unknown_backbone(name: str) -> ValueError:
         own = "pass its layers up to that map as an nn.Module"
     else:
         what, own = f"unknown backbone {name!r}", "pass an nn.Module"
+    names = available_backbones()
     return ValueError(
-        f"{what}; choose one of: {', '.join(available_backbones())}, "
+        f"{what}; {close_to(name, names)}choose one of: {', '.join(names)}, "
         f"or 'timm:<model>' with timm installed, or {own}"
     )
 

@@ -19,6 +19,7 @@ from torch import nn
 from sef import extras
 from sef.adapters import timm_features
 from sef.errors import WeightsError
+from sef.text import close_to
 from sef.weights import download_help, is_weights_file, mismatch, shape_mismatch, unmatched
 
 # the names of timm's default weights for a model: IMAGENET1K_V1 is the config's default weights
@@ -82,7 +83,8 @@ def timm_backbone(
     import timm
 
     if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+        close = close_to(model_name, timm.list_models())
+        raise ValueError(f"unknown timm model {model_name!r}; {close}see timm.list_models()")
     _check_tag(timm, name, model_name)
     if weights is not None and not is_weights_file(weights):
         model_name = _hub_name(timm, name, model_name, weights)
