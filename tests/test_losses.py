@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import sef
 from sef.model import SEFOutput
@@ -194,6 +195,24 @@ def test_compiled_sef_loss_equals_eager_without_dynamo_warnings(variant):
         compiled = torch.compile(loss, backend="eager")(out, target)
     for name, value in loss(out, target).items():
         assert_close(compiled[name], value)
+
+
+def test_a_frozen_backbone_is_warned_of_once_where_the_group_loss_trains_nothing():
+    model = sef.SEF(nn.Conv2d(3, 8, 3, stride=2), num_classes=3, groups=2).train()
+    images, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 2])
+    loss = sef.SEFLoss(2)
+    model.backbone.requires_grad_(False)  # heads only: the group loss has nothing to train
+    with pytest.warns(UserWarning, match=r"no gradient .*\(a frozen backbone\?\).*phi=0") as caught:
+        loss(model(images), target)
+        loss(model(images), target)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sef.SEFLoss(2, phi=0)(model(images), target)  # no group loss: nothing to warn of
+        with torch.no_grad():  # an evaluation: nothing trains
+            sef.SEFLoss(2)(model(images), target)
+        model.backbone.requires_grad_(True)
+        sef.SEFLoss(2)(model(images), target)
 
 
 def test_group_loss_on_signed_features_and_resnet50_shape():
