@@ -218,7 +218,10 @@ def create_backbone(
             raise WeightsError(
                 f"{SMALL_CNN} has no pretrained weights {weights!r}; use None or a file"
             )
-        return create_backbone(small_cnn(), weights)
+        model = small_cnn()
+        if weights is not None:
+            load_file_into(model, weights, SMALL_CNN)
+        return model
     if not backbone.startswith(_PREFIXES):
         raise _unknown_backbone(backbone)
     return _features_of(backbone, torchvision_model(backbone, weights, output_stride))
