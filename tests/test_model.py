@@ -248,6 +248,17 @@ def test_a_backbone_is_probed_at_its_size_in_its_dtype_and_a_failed_probe_is_nam
     assert sef.SEF(TinyCNN().double(), num_classes=3, groups=2).channels == 12
 
 
+@pytest.mark.parametrize("channels", [1, 4])  # grayscale, RGB + infrared
+def test_a_backbone_for_images_of_other_than_three_channels_is_probed_with_its_own(channels):
+    """The probe image had 3 channels: such a module was refused, told to change image_size."""
+    backbone = nn.Sequential(nn.Conv2d(channels, 6, 3, stride=2), nn.ReLU())
+    model = sef.SEF(backbone, num_classes=3, groups=2).train()
+    out = model(torch.randn(2, channels, 16, 16))
+    assert model.channels == 6 and out.features.shape == (2, 6, 7, 7)
+    timm_model = sef.SEF("timm:resnet18", 3, groups=2, backbone_args={"in_chans": channels})
+    assert timm_model.channels == 512
+
+
 def test_a_backbone_that_asserts_its_input_size_is_refused_with_the_size_to_pass():
     class Fixed(nn.Module):  # checks its input as torchvision's ViT and Swin do
         def __init__(self):

@@ -20,7 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
-from sef.adapters import FeatureAdapter, TimmFeatures
+from sef.adapters import FeatureAdapter, TimmFeatures, blank_image
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
@@ -228,12 +228,13 @@ def create_backbone(
 
 
 class ProbeFailed(ValueError):
-    """The backbone failed on the blank ``side`` x ``side`` image :func:`feature_channels` runs
-    it on (``reason``: torch's first line), most often an image too small for it."""
+    """The backbone failed on the blank ``side`` x ``side`` image of ``channels`` channels that
+    :func:`feature_channels` runs it on (``reason``: torch's first line), most often an image
+    too small for it."""
 
-    def __init__(self, side: int, reason: str) -> None:
+    def __init__(self, side: int, reason: str, channels: int = 3) -> None:
         super().__init__(
-            f"sef finds the backbone's channels by running it once on a blank 3-channel "
+            f"sef finds the backbone's channels by running it once on a blank {channels}-channel "
             f"{side} x {side} image, and that failed ({reason}); pass image_size= a size it takes"
         )
         self.side, self.reason = side, reason
@@ -241,16 +242,15 @@ class ProbeFailed(ValueError):
 
 @torch.no_grad()
 def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
-    """Channels C of the backbone's feature map, found by one forward pass of a blank RGB image
-    of ``image_size`` (default 64) pixels, on the device and in the dtype of the backbone's
-    weights; an adapter's own ``channels``, checked when it was built (timm's) or on that image
-    (ValueError where its pooled features or its feature map have other channels)."""
+    """Channels C of the backbone's feature map, found by one forward pass of a blank image of
+    ``image_size`` (default 64) pixels (:func:`~sef.adapters.blank_image`: as many channels as
+    its first convolution takes); an adapter's own ``channels``, checked when it was built
+    (timm's) or on that image (ValueError where its pooled features or its feature map have
+    other channels)."""
     if isinstance(backbone, TimmFeatures):
         return backbone.channels
     side = image_size or 64
-    parameter = next(backbone.parameters(), None)
-    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
-    images = torch.zeros(1, 3, side, side, **like)
+    images = blank_image(backbone, side)
     if isinstance(backbone, FeatureAdapter):
         _check_adapter_channels(backbone, images)
         return backbone.channels
@@ -258,7 +258,7 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
         with evaluation_mode(backbone):
             out = backbone(images)
     except (RuntimeError, AssertionError) as error:  # a size check (torchvision's ViT) asserts
-        raise ProbeFailed(side, str(error).splitlines()[0]) from error
+        raise ProbeFailed(side, str(error).splitlines()[0], images.shape[1]) from error
     problem = _not_a_feature_map(backbone, out)
     if problem is not None:
         raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
