@@ -107,6 +107,20 @@ def test_group_heads_see_only_their_own_channels():
     torch.testing.assert_close(model.forward_sef(images).group_logits, torch.stack(expected))
 
 
+def test_export_is_a_copy_that_training_the_model_on_leaves_unchanged():
+    torch.manual_seed(0)
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=2).train()
+    plain, images = model.export(), torch.randn(2, 3, 16, 16)
+    assert model.training and not plain.training
+    tensors = {id(t) for t in (*model.parameters(), *model.buffers())}
+    assert not tensors & {id(t) for t in (*plain.parameters(), *plain.buffers())}
+    before = plain(images).detach()
+    sef.SEFLoss(2)(model(images), torch.tensor([0, 2]))["total"].backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    torch.testing.assert_close(plain(images), before, rtol=0, atol=0)
+    assert not torch.equal(model.eval()(images), before)
+
+
 def test_export_matches_plain_torchvision_model_in_size_and_logits():
     torch.manual_seed(0)
     model = sef.SEF("resnet50", num_classes=200, groups=4).eval()
