@@ -207,8 +207,9 @@ class Returning(TinyCNN):
         (lambda x: [x, x], r"list \(2 entries\) .*features_only"),
         (lambda x: x.flatten(2).transpose(1, 2), r"tokens \[B, N, C\]\?; .*FeatureAdapter"),
         (lambda x: x.permute(0, 2, 3, 1), r"channels-last .*torchvision.ops.Permute\(\[0, 3, 1, 2"),
+        (lambda x: x.squeeze(), r"\(12, 31, 31\) for a batch of one image: .*not the batch"),
     ],
-    ids=["classifier", "dict", "list", "tokens", "channels-last"],
+    ids=["classifier", "dict", "list", "tokens", "channels-last", "no-batch-axis"],
 )
 def test_a_module_that_returns_no_feature_map_is_told_how_to_give_one(change, fix):
     with pytest.raises(

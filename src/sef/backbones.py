@@ -276,6 +276,11 @@ def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
             f"return the last map alone, or pass a torchvision name or 'timm:<model>'"
         )
     shape = tuple(out.shape)
+    if out.dim() and shape[0] != 1:  # the probe is a batch of one image
+        return (
+            f"it returned {shape} for a batch of one image: its first axis is not the batch "
+            f"(a squeeze()?); keep the batch axis"
+        )
     if out.dim() == 2 and hasattr(backbone, "forward_features"):  # timm's: pools and classifies
         return (
             f"it returned {shape}; pass a timm model as "
@@ -297,7 +302,8 @@ def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
     if shape[1] == shape[2] != shape[3]:  # the probe image is square, and so is a map of it
         return (
             f"it returned {shape}, a channels-last [B, H, W, C] map (as torchvision's Swin "
-            f"features do); append torchvision.ops.Permute([0, 3, 1, 2]) to the module"
+            f"features do); append torchvision.ops.Permute([0, 3, 1, 2]) to the module (a "
+            f"[B, C, H, W] map whose C happens to equal H: pass another image_size)"
         )
     return None
 
