@@ -121,6 +121,23 @@ def test_export_is_a_copy_that_training_the_model_on_leaves_unchanged():
     assert not torch.equal(model.eval()(images), before)
 
 
+def test_export_copies_a_tensor_the_backbone_kept_from_its_last_forward_pass_detached():
+    """deepcopy refuses a tensor of an autograd graph: export() failed in torch's words after a
+    training step of a backbone that keeps its last map (as a hook drawing CAMs does)."""
+
+    class Keeping(TinyCNN):
+        def forward(self, x):
+            self.last_map = super().forward(x)
+            return self.last_map
+
+    model = sef.SEF(Keeping(), num_classes=3, groups=2).train()
+    images = torch.randn(2, 3, 16, 16)
+    model(images)
+    plain = model.export()
+    assert plain[0].last_map.grad_fn is None
+    torch.testing.assert_close(plain(images), model.eval()(images), rtol=0, atol=0)
+
+
 def test_export_matches_plain_torchvision_model_in_size_and_logits():
     torch.manual_seed(0)
     model = sef.SEF("resnet50", num_classes=200, groups=4).eval()

@@ -161,14 +161,26 @@ class SEF(nn.Module):
         }
 
     def export(self) -> nn.Module:
-        """A copy of backbone + global classifier in eval mode: images -> logits, no group heads."""
+        """A copy of backbone + global classifier in eval mode: images -> logits, no group heads.
+
+        Tensors a module keeps from its last forward pass (an activation stored by a hook, the
+        weight of torch.nn.utils.weight_norm) are copied detached: deepcopy refuses them."""
+        memo = _detached_copies(self)
+        parts = [self.backbone, self.pool, self.head]
         if isinstance(self.backbone, FeatureAdapter):
-            plain = nn.Sequential(Pooled(copy.deepcopy(self.backbone)), copy.deepcopy(self.head))
-        else:
-            plain = nn.Sequential(
-                copy.deepcopy(self.backbone), copy.deepcopy(self.pool), copy.deepcopy(self.head)
-            )
-        return plain.eval()
+            parts = [Pooled(self.backbone), self.head]
+        return nn.Sequential(*(copy.deepcopy(part, memo) for part in parts)).eval()
+
+
+def _detached_copies(model: nn.Module) -> dict[int, Tensor]:
+    """A deepcopy memo holding a detached copy of every tensor of an autograd graph that a
+    submodule of ``model`` keeps as a plain attribute."""
+    return {
+        id(value): value.detach().clone()
+        for part in model.modules()
+        for value in vars(part).values()
+        if isinstance(value, Tensor) and value.grad_fn is not None
+    }
 
 
 def unwrap(model: nn.Module) -> SEF:
