@@ -782,7 +782,8 @@ def test_a_masked_class_gives_the_terms_of_the_classes_left_and_finite_gradients
     groups[..., -1] = float("-inf")
     logits = masked.requires_grad_()
     target = torch.tensor([1, 2, 3, 4])
-    terms = sef.SEFLoss(3)(SEFOutput(logits, groups, out.features), target)
+    features = out.features.clone().requires_grad_()  # a trained backbone's: no frozen warning
+    terms = sef.SEFLoss(3)(SEFOutput(logits, groups, features), target)
     kept = sef.SEFLoss(3)(
         SEFOutput(out.logits[:, :-1], out.group_logits[..., :-1], out.features), target
     )
