@@ -291,6 +291,23 @@ def test_a_backbone_for_images_of_other_than_three_channels_is_probed_with_its_o
     assert timm_model.channels == 512
 
 
+class LaterConvFirst(nn.Module):  # its first-registered conv is not its first layer
+    def __init__(self):
+        super().__init__()
+        self.refine = nn.Conv2d(6, 6, 1)
+        self.stem = nn.Conv2d(3, 6, 3, stride=2)
+
+    def forward(self, x):
+        return self.refine(self.stem(x))
+
+
+def test_a_backbone_whose_first_registered_conv_is_not_its_first_layer_is_probed_with_rgb():
+    assert sef.SEF(LaterConvFirst(), num_classes=3, groups=2).channels == 6
+    both = r"blank 6/3-channel 2 x 2 image, and that failed \(6 channels: .*; 3 channels: .*\);"
+    with pytest.raises(ValueError, match=both):  # each failure said, the 3-channel one too
+        sef.SEF(LaterConvFirst(), num_classes=3, groups=2, image_size=2)
+
+
 def test_a_backbone_that_asserts_its_input_size_is_refused_with_the_size_to_pass():
     class Fixed(nn.Module):  # checks its input as torchvision's ViT and Swin do
         def __init__(self):

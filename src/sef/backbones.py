@@ -228,16 +228,22 @@ def create_backbone(
 
 
 class ProbeFailed(ValueError):
-    """The backbone failed on the blank ``side`` x ``side`` image of ``channels`` channels that
-    :func:`feature_channels` runs it on (``reason``: torch's first line), most often an image
-    too small for it."""
+    """The backbone failed on the blank ``side`` x ``side`` image :func:`feature_channels` runs
+    it on, most often an image too small for it; ``failures`` maps the channels of each image
+    tried to torch's first line, ``reason`` says it in words."""
 
-    def __init__(self, side: int, reason: str, channels: int = 3) -> None:
+    def __init__(self, side: int, failures: dict[int, str]) -> None:
+        channels = "/".join(map(str, failures))
+        many = len(failures) > 1
+        self.reason = "; ".join(
+            f"{counted(c, 'channel')}: {r}" if many else r for c, r in failures.items()
+        )
         super().__init__(
             f"sef finds the backbone's channels by running it once on a blank {channels}-channel "
-            f"{side} x {side} image, and that failed ({reason}); pass image_size= a size it takes"
+            f"{side} x {side} image, and that failed ({self.reason}); pass image_size= a size it "
+            f"takes"
         )
-        self.side, self.reason = side, reason
+        self.side = side
 
 
 @torch.no_grad()
@@ -254,15 +260,27 @@ def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
     if isinstance(backbone, FeatureAdapter):
         _check_adapter_channels(backbone, images)
         return backbone.channels
-    try:
-        with evaluation_mode(backbone):
-            out = backbone(images)
-    except (RuntimeError, AssertionError) as error:  # a size check (torchvision's ViT) asserts
-        raise ProbeFailed(side, str(error).splitlines()[0], images.shape[1]) from error
+    out = _probe(backbone, images)
     problem = _not_a_feature_map(backbone, out)
     if problem is not None:
         raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
     return out.shape[1]
+
+
+def _probe(backbone: nn.Module, images: torch.Tensor) -> object:
+    """The backbone's output on the blank ``images``, in eval mode; where that fails and they
+    do not have 3 channels, on 3 (the first convolution sef found may not be the first layer);
+    ProbeFailed naming each failure where none runs."""
+    side = images.shape[-1]
+    tries = [images] if images.shape[1] == 3 else [images, images.new_zeros(1, 3, side, side)]
+    failures = {}
+    with evaluation_mode(backbone):
+        for blank in tries:
+            try:
+                return backbone(blank)
+            except (RuntimeError, AssertionError) as error:  # torchvision's ViT asserts its size
+                failures[blank.shape[1]] = str(error).splitlines()[0]
+    raise ProbeFailed(side, failures)
 
 
 def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:

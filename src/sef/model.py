@@ -58,7 +58,7 @@ class SEF(nn.Module):
     token). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side, and is
     the side of the blank image an ``nn.Module`` backbone is run on once to count its channels,
     or a :class:`~sef.adapters.FeatureAdapter` of your own to check them (default 64; the image
-    has as many channels as the backbone's first ``nn.Conv2d`` takes, 3 without one);
+    has as many channels as the backbone's first ``nn.Conv2d`` takes, else 3);
     ``backbone_args`` go to ``timm.create_model`` (e.g. ``{"drop_path_rate": 0.1}``).
     """
 
