@@ -363,8 +363,8 @@ def soft_targets(batch, classes, seed=0):
 def test_soft_targets_give_the_slow_cross_entropy_and_leave_the_other_terms():
     out, weights = make_output(), {"lam": 0.7, "gamma": 0.3, "phi": 1.3}
     target = soft_targets(4, 7)
-    logits = out.logits.clone().requires_grad_()
-    terms = sef.SEFLoss(3, **weights)(SEFOutput(logits, out.group_logits, out.features), target)
+    logits, features = out.logits.clone().requires_grad_(), out.features.clone().requires_grad_()
+    terms = sef.SEFLoss(3, **weights)(SEFOutput(logits, out.group_logits, features), target)
     slow_logits = out.logits.double().requires_grad_()
     slow = sum(
         -(q * torch.log_softmax(row, 0)).sum()
@@ -791,7 +791,7 @@ def test_a_masked_class_gives_the_terms_of_the_classes_left_and_finite_gradients
         assert_close(terms[name].detach(), kept[name])
     soft = soft_targets(4, 6)  # nothing on the masked class: its 0 * log 0 adds 0
     left = SEFOutput(out.logits[:, :-1], out.group_logits[..., :-1], out.features)
-    soft_terms = sef.SEFLoss(3)(SEFOutput(masked, groups, out.features), F.pad(soft, (0, 1)))
+    soft_terms = sef.SEFLoss(3)(SEFOutput(masked, groups, features), F.pad(soft, (0, 1)))
     assert_close(soft_terms["ce"].detach(), sef.SEFLoss(3)(left, soft)["ce"])
     terms["total"].backward()
     assert torch.isfinite(logits.grad).all() and not logits.grad[:, -1].any()
