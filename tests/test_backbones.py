@@ -44,6 +44,16 @@ def test_weights_file_for_another_model_is_refused(tmp_path):
     assert "missing" not in str(error.value)  # not "0 missing keys (e.g. [])"
 
 
+@pytest.mark.parametrize("backbone", ["small_cnn", "timm:resnet18"])
+def test_a_whole_sef_state_dict_as_weights_is_told_how_to_load(tmp_path, backbone):
+    """It listed the backbone's keys as missing and the model's as unexpected, and asked for
+    "the full Sequential state dict" (small_cnn)."""
+    torch.save(sef.SEF(backbone, num_classes=3, groups=2).state_dict(), tmp_path / "sef.pth")
+    told = rf"holds a whole sef.SEF's state dict, not {backbone}'s.*model.load_state_dict\(torch"
+    with pytest.raises(WeightsError, match=told):
+        sef.SEF(backbone, num_classes=3, groups=2, weights=tmp_path / "sef.pth")
+
+
 def test_a_weights_path_under_the_home_folder_may_start_with_a_tilde(tmp_path, monkeypatch):
     """``--set model.weights=~/r18.pth`` reaches sef with its ~: it said the file did not exist."""
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -116,6 +126,19 @@ def test_failed_download_explains_how_to_pass_a_local_file(tmp_path, http_server
 def test_unknown_backbone_lists_valid_names():
     with pytest.raises(ValueError, match="resnet50.*wide_resnet50_2"):
         sef.SEF("resnet9000", num_classes=3)
+
+
+@pytest.mark.parametrize(
+    "name, meant",
+    [
+        ("resnet5", "did you mean 'resnet50', "),
+        ("ResNet50", "did you mean 'resnet50'"),
+        ("timm:resnet5", "unknown timm model 'resnet5'; did you mean 'resnet50', "),
+    ],
+)
+def test_a_misspelt_backbone_is_told_the_names_it_is_close_to(name, meant):
+    with pytest.raises(ValueError, match=meant):
+        sef.SEF(name, num_classes=3)
 
 
 def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown():

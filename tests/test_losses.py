@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import sef
 from sef.model import SEFOutput
@@ -196,6 +197,24 @@ def test_compiled_sef_loss_equals_eager_without_dynamo_warnings(variant):
         assert_close(compiled[name], value)
 
 
+def test_a_frozen_backbone_is_warned_of_once_where_the_group_loss_trains_nothing():
+    model = sef.SEF(nn.Conv2d(3, 8, 3, stride=2), num_classes=3, groups=2).train()
+    images, target = torch.randn(2, 3, 16, 16), torch.tensor([0, 2])
+    loss = sef.SEFLoss(2)
+    model.backbone.requires_grad_(False)  # heads only: the group loss has nothing to train
+    with pytest.warns(UserWarning, match=r"no gradient .*\(a frozen backbone\?\).*phi=0") as caught:
+        loss(model(images), target)
+        loss(model(images), target)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sef.SEFLoss(2, phi=0)(model(images), target)  # no group loss: nothing to warn of
+        with torch.no_grad():  # an evaluation: nothing trains
+            sef.SEFLoss(2)(model(images), target)
+        model.backbone.requires_grad_(True)
+        sef.SEFLoss(2)(model(images), target)
+
+
 def test_group_loss_on_signed_features_and_resnet50_shape():
     torch.manual_seed(1)
     features = torch.randn(2, 2048, 14, 14)
@@ -344,8 +363,8 @@ def soft_targets(batch, classes, seed=0):
 def test_soft_targets_give_the_slow_cross_entropy_and_leave_the_other_terms():
     out, weights = make_output(), {"lam": 0.7, "gamma": 0.3, "phi": 1.3}
     target = soft_targets(4, 7)
-    logits = out.logits.clone().requires_grad_()
-    terms = sef.SEFLoss(3, **weights)(SEFOutput(logits, out.group_logits, out.features), target)
+    logits, features = out.logits.clone().requires_grad_(), out.features.clone().requires_grad_()
+    terms = sef.SEFLoss(3, **weights)(SEFOutput(logits, out.group_logits, features), target)
     slow_logits = out.logits.double().requires_grad_()
     slow = sum(
         -(q * torch.log_softmax(row, 0)).sum()
@@ -763,7 +782,8 @@ def test_a_masked_class_gives_the_terms_of_the_classes_left_and_finite_gradients
     groups[..., -1] = float("-inf")
     logits = masked.requires_grad_()
     target = torch.tensor([1, 2, 3, 4])
-    terms = sef.SEFLoss(3)(SEFOutput(logits, groups, out.features), target)
+    features = out.features.clone().requires_grad_()  # a trained backbone's: no frozen warning
+    terms = sef.SEFLoss(3)(SEFOutput(logits, groups, features), target)
     kept = sef.SEFLoss(3)(
         SEFOutput(out.logits[:, :-1], out.group_logits[..., :-1], out.features), target
     )
@@ -771,7 +791,7 @@ def test_a_masked_class_gives_the_terms_of_the_classes_left_and_finite_gradients
         assert_close(terms[name].detach(), kept[name])
     soft = soft_targets(4, 6)  # nothing on the masked class: its 0 * log 0 adds 0
     left = SEFOutput(out.logits[:, :-1], out.group_logits[..., :-1], out.features)
-    soft_terms = sef.SEFLoss(3)(SEFOutput(masked, groups, out.features), F.pad(soft, (0, 1)))
+    soft_terms = sef.SEFLoss(3)(SEFOutput(masked, groups, features), F.pad(soft, (0, 1)))
     assert_close(soft_terms["ce"].detach(), sef.SEFLoss(3)(left, soft)["ce"])
     terms["total"].backward()
     assert torch.isfinite(logits.grad).all() and not logits.grad[:, -1].any()

@@ -1,5 +1,7 @@
 """The SEF wrapper: outputs per mode, channel groups, export, backbones, parameter counts."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +107,37 @@ def test_group_heads_see_only_their_own_channels():
     torch.testing.assert_close(model.forward_sef(images).group_logits, torch.stack(expected))
 
 
+def test_export_is_a_copy_that_training_the_model_on_leaves_unchanged():
+    torch.manual_seed(0)
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=2).train()
+    plain, images = model.export(), torch.randn(2, 3, 16, 16)
+    assert model.training and not plain.training
+    tensors = {id(t) for t in (*model.parameters(), *model.buffers())}
+    assert not tensors & {id(t) for t in (*plain.parameters(), *plain.buffers())}
+    before = plain(images).detach()
+    sef.SEFLoss(2)(model(images), torch.tensor([0, 2]))["total"].backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    torch.testing.assert_close(plain(images), before, rtol=0, atol=0)
+    assert not torch.equal(model.eval()(images), before)
+
+
+def test_export_copies_a_tensor_the_backbone_kept_from_its_last_forward_pass_detached():
+    """deepcopy refuses a tensor of an autograd graph: export() failed in torch's words after a
+    training step of a backbone that keeps its last map (as a hook drawing CAMs does)."""
+
+    class Keeping(TinyCNN):
+        def forward(self, x):
+            self.last_map = super().forward(x)
+            return self.last_map
+
+    model = sef.SEF(Keeping(), num_classes=3, groups=2).train()
+    images = torch.randn(2, 3, 16, 16)
+    model(images)
+    plain = model.export()
+    assert plain[0].last_map.grad_fn is None
+    torch.testing.assert_close(plain(images), model.eval()(images), rtol=0, atol=0)
+
+
 def test_export_matches_plain_torchvision_model_in_size_and_logits():
     torch.manual_seed(0)
     model = sef.SEF("resnet50", num_classes=200, groups=4).eval()
@@ -172,6 +205,37 @@ def test_backbone_that_does_not_yield_a_feature_map_is_refused():
         sef.SEF(nn.Sequential(TinyCNN(), nn.Flatten()), num_classes=3, groups=2)
 
 
+class Returning(TinyCNN):
+    """TinyCNN whose [B, 12, h, w] map is turned into something else by ``change``."""
+
+    def __init__(self, change):
+        super().__init__()
+        self.change = change
+
+    def forward(self, x):
+        return self.change(super().forward(x))
+
+
+@pytest.mark.parametrize(
+    "change, fix",
+    [
+        (lambda x: x.mean((2, 3)), r"\(1, 12\), pooled .* nn.Sequential\(\*list\(resnet.children"),
+        (lambda x: {"layer4": x}, r"dict \(1 entry\) .* return the last map alone"),
+        (lambda x: [x, x], r"list \(2 entries\) .*features_only"),
+        (lambda x: x.flatten(2).transpose(1, 2), r"tokens \[B, N, C\]\?; .*FeatureAdapter"),
+        (lambda x: x.permute(0, 2, 3, 1), r"channels-last .*torchvision.ops.Permute\(\[0, 3, 1, 2"),
+        (lambda x: x.squeeze(), r"\(12, 31, 31\) for a batch of one image: .*not the batch"),
+    ],
+    ids=["classifier", "dict", "list", "tokens", "channels-last", "no-batch-axis"],
+)
+def test_a_module_that_returns_no_feature_map_is_told_how_to_give_one(change, fix):
+    with pytest.raises(
+        ValueError, match=r"needs the backbone's last \[B, C, H, W\] feature map, but it returned"
+    ) as caught:
+        sef.SEF(Returning(change), num_classes=3, groups=2)
+    assert re.search(fix, str(caught.value)) and "\n" not in str(caught.value)
+
+
 def test_bad_class_counts_are_value_errors():
     with pytest.raises(ValueError, match="num_classes"):
         sef.SEF(TinyCNN(), num_classes=0)
@@ -214,6 +278,34 @@ def test_a_backbone_is_probed_at_its_size_in_its_dtype_and_a_failed_probe_is_nam
         sef.SEF(Big(), num_classes=3, groups=2)
     assert sef.SEF(Big(), num_classes=3, groups=2, image_size=128).channels == 6
     assert sef.SEF(TinyCNN().double(), num_classes=3, groups=2).channels == 12
+
+
+@pytest.mark.parametrize("channels", [1, 4])  # grayscale, RGB + infrared
+def test_a_backbone_for_images_of_other_than_three_channels_is_probed_with_its_own(channels):
+    """The probe image had 3 channels: such a module was refused, told to change image_size."""
+    backbone = nn.Sequential(nn.Conv2d(channels, 6, 3, stride=2), nn.ReLU())
+    model = sef.SEF(backbone, num_classes=3, groups=2).train()
+    out = model(torch.randn(2, channels, 16, 16))
+    assert model.channels == 6 and out.features.shape == (2, 6, 7, 7)
+    timm_model = sef.SEF("timm:resnet18", 3, groups=2, backbone_args={"in_chans": channels})
+    assert timm_model.channels == 512
+
+
+class LaterConvFirst(nn.Module):  # its first-registered conv is not its first layer
+    def __init__(self):
+        super().__init__()
+        self.refine = nn.Conv2d(6, 6, 1)
+        self.stem = nn.Conv2d(3, 6, 3, stride=2)
+
+    def forward(self, x):
+        return self.refine(self.stem(x))
+
+
+def test_a_backbone_whose_first_registered_conv_is_not_its_first_layer_is_probed_with_rgb():
+    assert sef.SEF(LaterConvFirst(), num_classes=3, groups=2).channels == 6
+    both = r"blank 6/3-channel 2 x 2 image, and that failed \(6 channels: .*; 3 channels: .*\);"
+    with pytest.raises(ValueError, match=both):  # each failure said, the 3-channel one too
+        sef.SEF(LaterConvFirst(), num_classes=3, groups=2, image_size=2)
 
 
 def test_a_backbone_that_asserts_its_input_size_is_refused_with_the_size_to_pass():

@@ -138,7 +138,9 @@ def test_a_timm_model_passed_as_it_is_is_pointed_to_timm_features():
     vit = {"depth": 1, "img_size": 32}
     for name, args in (("resnet18", {}), ("vit_tiny_patch16_224", vit)):
         timm_model = timm.create_model(name, num_classes=0, **args)
-        with pytest.raises(ValueError, match=r"got \(1, \d+\); pass a timm model as sef\.adapters"):
+        with pytest.raises(
+            ValueError, match=r"returned \(1, \d+\); pass a timm model as sef\.adapters"
+        ):
             sef.SEF(timm_model, 4, image_size=32)
 
 

@@ -60,6 +60,17 @@ class Pooled(nn.Module):
         return self.adapter.pool(self.adapter(images))
 
 
+def blank_image(model: nn.Module, side: int) -> Tensor:
+    """One blank image [1, c, side, side] to probe ``model`` with, on the device and in the dtype
+    of its weights; c is the in_channels of its first convolution (1 for a grayscale network, 4
+    for RGB + infrared), 3 where it has none."""
+    parameter = next(model.parameters(), None)
+    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
+    first = next((part for part in model.modules() if isinstance(part, nn.Conv2d)), None)
+    channels = first.in_channels if first is not None and first.in_channels else 3  # lazy: 0
+    return torch.zeros(1, channels, side, side, **like)
+
+
 def _layout(model: nn.Module, raw: object) -> str:
     if isinstance(raw, Tensor) and raw.dim() == 4:
         return "NHWC" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "NCHW"
@@ -190,11 +201,9 @@ def timm_features(
         raise _unsupported(
             name, f"its {type(model).__name__} has no forward_features (leave out features_only)"
         )
-    parameter = next(model.parameters(), None)
-    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
     _check_patches_divide(model, name, image_size)
     with evaluation_mode(model):
-        raw, called = _probe(model, name, image_size, like)
+        raw, called = _probe(model, name, image_size)
         layout = _layout(model, raw)
         if layout == "unknown":
             what = f"shape {tuple(raw.shape)}" if isinstance(raw, Tensor) else type(raw).__name__
@@ -225,11 +234,11 @@ def _check_patches_divide(model: nn.Module, name: str, image_size: int) -> None:
     )
 
 
-def _probe(model: nn.Module, name: str, image_size: int, like: dict) -> tuple[object, set[int]]:
+def _probe(model: nn.Module, name: str, image_size: int) -> tuple[object, set[int]]:
     """:func:`_called_modules` on a blank image of ``image_size``; ValueError where the model
     cannot run on it (a patch or kernel larger than the image; timm asserts some sizes)."""
     try:
-        return _called_modules(model, torch.zeros(1, 3, image_size, image_size, **like))
+        return _called_modules(model, blank_image(model, image_size))
     except (RuntimeError, AssertionError) as error:
         raise ValueError(
             f"{name} cannot run on {image_size} px images ({str(error).splitlines()[0]}); "

@@ -13,17 +13,18 @@ doubles in size, the weights stay the same tensors, and the old map is every sec
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from urllib.error import URLError
 
 import torch
 import torchvision
 from torch import nn
 
-from sef.adapters import FeatureAdapter, TimmFeatures
+from sef.adapters import FeatureAdapter, TimmFeatures, blank_image
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
+from sef.text import close_to, counted
 from sef.timm_backbones import timm_backbone
 from sef.weights import download_help, is_weights_file, load_file_into
 
@@ -84,8 +85,9 @@ def _unknown_backbone(name: str) -> ValueError:
         own = "pass its layers up to that map as an nn.Module"
     else:
         what, own = f"unknown backbone {name!r}", "pass an nn.Module"
+    names = available_backbones()
     return ValueError(
-        f"{what}; choose one of: {', '.join(available_backbones())}, "
+        f"{what}; {close_to(name, names)}choose one of: {', '.join(names)}, "
         f"or 'timm:<model>' with timm installed, or {own}"
     )
 
@@ -216,7 +218,10 @@ def create_backbone(
             raise WeightsError(
                 f"{SMALL_CNN} has no pretrained weights {weights!r}; use None or a file"
             )
-        return create_backbone(small_cnn(), weights)
+        model = small_cnn()
+        if weights is not None:
+            load_file_into(model, weights, SMALL_CNN)
+        return model
     if not backbone.startswith(_PREFIXES):
         raise _unknown_backbone(backbone)
     return _features_of(backbone, torchvision_model(backbone, weights, output_stride))
@@ -224,43 +229,101 @@ def create_backbone(
 
 class ProbeFailed(ValueError):
     """The backbone failed on the blank ``side`` x ``side`` image :func:`feature_channels` runs
-    it on (``reason``: torch's first line), most often an image too small for it."""
+    it on, most often an image too small for it; ``failures`` maps the channels of each image
+    tried to torch's first line, ``reason`` says it in words."""
 
-    def __init__(self, side: int, reason: str) -> None:
-        super().__init__(
-            f"sef finds the backbone's channels by running it once on a blank 3-channel "
-            f"{side} x {side} image, and that failed ({reason}); pass image_size= a size it takes"
+    def __init__(self, side: int, failures: dict[int, str]) -> None:
+        channels = "/".join(map(str, failures))
+        many = len(failures) > 1
+        self.reason = "; ".join(
+            f"{counted(c, 'channel')}: {r}" if many else r for c, r in failures.items()
         )
-        self.side, self.reason = side, reason
+        super().__init__(
+            f"sef finds the backbone's channels by running it once on a blank {channels}-channel "
+            f"{side} x {side} image, and that failed ({self.reason}); pass image_size= a size it "
+            f"takes"
+        )
+        self.side = side
 
 
 @torch.no_grad()
 def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
-    """Channels C of the backbone's feature map, found by one forward pass of a blank RGB image
-    of ``image_size`` (default 64) pixels, on the device and in the dtype of the backbone's
-    weights; an adapter's own ``channels``, checked when it was built (timm's) or on that image
-    (ValueError where its pooled features or its feature map have other channels)."""
+    """Channels C of the backbone's feature map, found by one forward pass of a blank image of
+    ``image_size`` (default 64) pixels (:func:`~sef.adapters.blank_image`: as many channels as
+    its first convolution takes); an adapter's own ``channels``, checked when it was built
+    (timm's) or on that image (ValueError where its pooled features or its feature map have
+    other channels)."""
     if isinstance(backbone, TimmFeatures):
         return backbone.channels
     side = image_size or 64
-    parameter = next(backbone.parameters(), None)
-    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
-    images = torch.zeros(1, 3, side, side, **like)
+    images = blank_image(backbone, side)
     if isinstance(backbone, FeatureAdapter):
         _check_adapter_channels(backbone, images)
         return backbone.channels
-    try:
-        with evaluation_mode(backbone):
-            out = backbone(images)
-    except (RuntimeError, AssertionError) as error:  # a size check (torchvision's ViT) asserts
-        raise ProbeFailed(side, str(error).splitlines()[0]) from error
-    if not isinstance(out, torch.Tensor) or out.dim() != 4:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        hint = ""
-        if hasattr(backbone, "forward_features"):  # timm's: its forward pools and classifies
-            hint = "; pass a timm model as sef.adapters.timm_features(model, image_size=S)"
-        raise ValueError(f"the backbone must return a [B, C, H, W] feature map, got {shape}{hint}")
+    out = _probe(backbone, images)
+    problem = _not_a_feature_map(backbone, out)
+    if problem is not None:
+        raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
     return out.shape[1]
+
+
+def _probe(backbone: nn.Module, images: torch.Tensor) -> object:
+    """The backbone's output on the blank ``images``, in eval mode; where that fails and they
+    do not have 3 channels, on 3 (the first convolution sef found may not be the first layer);
+    ProbeFailed naming each failure where none runs."""
+    side = images.shape[-1]
+    tries = [images] if images.shape[1] == 3 else [images, images.new_zeros(1, 3, side, side)]
+    failures = {}
+    with evaluation_mode(backbone):
+        for blank in tries:
+            try:
+                return backbone(blank)
+            except (RuntimeError, AssertionError) as error:  # torchvision's ViT asserts its size
+                failures[blank.shape[1]] = str(error).splitlines()[0]
+    raise ProbeFailed(side, failures)
+
+
+def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
+    """What a module returned on the blank probe image instead of a [B, C, H, W] map, and what
+    to do; None where it is one."""
+    if not isinstance(out, torch.Tensor):
+        many = f" ({counted(len(out), 'entry', 'entries')})" if isinstance(out, Sized) else ""
+        return (
+            f"it returned {type(out).__name__}{many} (IntermediateLayerGetter, "
+            f"create_feature_extractor and timm's features_only give one map per layer); make it "
+            f"return the last map alone, or pass a torchvision name or 'timm:<model>'"
+        )
+    shape = tuple(out.shape)
+    if out.dim() and shape[0] != 1:  # the probe is a batch of one image
+        return (
+            f"it returned {shape} for a batch of one image: its first axis is not the batch "
+            f"(a squeeze()?); keep the batch axis"
+        )
+    if out.dim() == 2 and hasattr(backbone, "forward_features"):  # timm's: pools and classifies
+        return (
+            f"it returned {shape}; pass a timm model as "
+            f"sef.adapters.timm_features(model, image_size=S), or as 'timm:<model>'"
+        )
+    if out.dim() == 2:
+        return (
+            f"it returned {shape}, pooled features or class scores (a whole classifier?); pass "
+            f"its layers up to the last map, e.g. nn.Sequential(*list(resnet.children())[:-2]), "
+            f"or a torchvision name such as 'resnet50'"
+        )
+    if out.dim() == 3:
+        return (
+            f"it returned {shape}, tokens [B, N, C]?; put them back on their grid in a "
+            f"sef.adapters.FeatureAdapter, or pass a token backbone as 'timm:<model>'"
+        )
+    if out.dim() != 4:
+        return f"it returned shape {shape}"
+    if shape[1] == shape[2] != shape[3]:  # the probe image is square, and so is a map of it
+        return (
+            f"it returned {shape}, a channels-last [B, H, W, C] map (as torchvision's Swin "
+            f"features do); append torchvision.ops.Permute([0, 3, 1, 2]) to the module (a "
+            f"[B, C, H, W] map whose C happens to equal H: pass another image_size)"
+        )
+    return None
 
 
 def _shape_or_none(make: Callable[[], torch.Tensor]) -> tuple[int, ...] | None:

@@ -41,6 +41,10 @@ NO_PROGRESS = (
     "called, so it stays at epoch 0 (a warmed-up weight stays 0); call "
     "loss.set_progress(epoch + step / steps) before each step, as sef train does"
 )
+NO_FEATURE_GRADIENT = (
+    "the feature map has no gradient while the logits have one (a frozen backbone?): the group "
+    "loss is a constant that trains nothing; unfreeze the backbone's last layers, or pass phi=0"
+)
 # What SEFLoss returns, in this order: the weighted terms of Eq. 8, then their sum. The training
 # loop records them (loss_<term>) and the curves figure draws them from this tuple.
 LOSS_TERMS = ("ce", "entropy", "distill", "group", "total")
@@ -416,6 +420,7 @@ class SEFLoss(nn.Module):
         self.lam_until = lam_until
         self.progress = 0.0  # epochs trained so far, fractional: set by the training loop
         self._progress_known = False  # set_progress was called (or its absence was warned of)
+        self._frozen_told = False  # a feature map without gradient was warned of
 
     def options(self) -> LossConfig:
         """The loss's options (weights, variant, warm-ups) as the config's ``loss`` section."""
@@ -466,6 +471,7 @@ class SEFLoss(nn.Module):
         if scheduled and not self._progress_known:
             warnings.warn(NO_PROGRESS, stacklevel=2)
             self._progress_known = True  # once
+        self._warn_if_features_frozen(output)
         with _full_precision(output.logits.device):
             logits = output.logits.float()
             zero = logits.new_zeros(())
@@ -493,6 +499,15 @@ class SEFLoss(nn.Module):
             total = total + terms[name]
         terms[LOSS_TERMS[-1]] = total
         return terms
+
+    def _warn_if_features_frozen(self, output: SEFOutput) -> None:
+        """Warn once where the group loss could train nothing: the logits need a gradient, the
+        feature map none (``model.backbone.requires_grad_(False)``)."""
+        if self._frozen_told or not self.current_phi:
+            return
+        if output.logits.requires_grad and not output.features.requires_grad:
+            warnings.warn(NO_FEATURE_GRADIENT, stacklevel=3)
+            self._frozen_told = True
 
     def _distill(self, p_global: Tensor, group_logits: Tensor) -> Tensor:
         """(gamma / G) sum_g mean_b H(P_w, P_a^g): the global head teaches every group head."""

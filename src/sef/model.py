@@ -57,7 +57,8 @@ class SEF(nn.Module):
     model's own head pools, or ``pool="avg"`` (mean of the patch tokens) / ``"token"`` (the class
     token). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side, and is
     the side of the blank image an ``nn.Module`` backbone is run on once to count its channels,
-    or a :class:`~sef.adapters.FeatureAdapter` of your own to check them (default 64);
+    or a :class:`~sef.adapters.FeatureAdapter` of your own to check them (default 64; the image
+    has as many channels as the backbone's first ``nn.Conv2d`` takes, else 3);
     ``backbone_args`` go to ``timm.create_model`` (e.g. ``{"drop_path_rate": 0.1}``).
     """
 
@@ -161,14 +162,26 @@ class SEF(nn.Module):
         }
 
     def export(self) -> nn.Module:
-        """A copy of backbone + global classifier in eval mode: images -> logits, no group heads."""
+        """A copy of backbone + global classifier in eval mode: images -> logits, no group heads.
+
+        Tensors a module keeps from its last forward pass (an activation stored by a hook, the
+        weight of torch.nn.utils.weight_norm) are copied detached: deepcopy refuses them."""
+        memo = _detached_copies(self)
+        parts = [self.backbone, self.pool, self.head]
         if isinstance(self.backbone, FeatureAdapter):
-            plain = nn.Sequential(Pooled(copy.deepcopy(self.backbone)), copy.deepcopy(self.head))
-        else:
-            plain = nn.Sequential(
-                copy.deepcopy(self.backbone), copy.deepcopy(self.pool), copy.deepcopy(self.head)
-            )
-        return plain.eval()
+            parts = [Pooled(self.backbone), self.head]
+        return nn.Sequential(*(copy.deepcopy(part, memo) for part in parts)).eval()
+
+
+def _detached_copies(model: nn.Module) -> dict[int, Tensor]:
+    """A deepcopy memo holding a detached copy of every tensor of an autograd graph that a
+    submodule of ``model`` keeps as a plain attribute."""
+    return {
+        id(value): value.detach().clone()
+        for part in model.modules()
+        for value in vars(part).values()
+        if isinstance(value, Tensor) and value.grad_fn is not None
+    }
 
 
 def unwrap(model: nn.Module) -> SEF:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """``count`` and ``noun``, plural unless the count is 1: "1 epoch", "3 epochs" ("2 classes"
     with ``plural``)."""
     return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
+def close_to(word: str, choices: Iterable[str], most: int = 3) -> str:
+    """ "did you mean 'a', 'b' or 'c'? " for the ``choices`` spelt most like ``word`` (case
+    aside), for a message that lists or points to them; "" where none is close."""
+    spelt = {choice.lower(): choice for choice in choices}
+    close = [repr(spelt[c]) for c in difflib.get_close_matches(word.lower(), spelt, n=most)]
+    if not close:
+        return ""
+    listed = f"{', '.join(close[:-1])} or {close[-1]}" if len(close) > 1 else close[0]
+    return f"did you mean {listed}? "
 
 
 def duration(seconds: float) -> str:

@@ -19,7 +19,14 @@ from torch import nn
 from sef import extras
 from sef.adapters import timm_features
 from sef.errors import WeightsError
-from sef.weights import download_help, is_weights_file, mismatch, shape_mismatch, unmatched
+from sef.text import close_to
+from sef.weights import (
+    download_help,
+    is_weights_file,
+    keys_mismatch,
+    mismatch,
+    shape_mismatch,
+)
 
 # the names of timm's default weights for a model: IMAGENET1K_V1 is the config's default weights
 _HUB_DEFAULT = ("DEFAULT", "IMAGENET1K_V1")
@@ -82,7 +89,8 @@ def timm_backbone(
     import timm
 
     if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models()")
+        close = close_to(model_name, timm.list_models())
+        raise ValueError(f"unknown timm model {model_name!r}; {close}see timm.list_models()")
     _check_tag(timm, name, model_name)
     if weights is not None and not is_weights_file(weights):
         model_name = _hub_name(timm, name, model_name, weights)
@@ -185,7 +193,7 @@ def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> 
     except (URLError, OSError) as error:
         raise _download_help(timm, name, model_name, weights, error) from error
     if file and (report["missing"] or report["unexpected"]):
-        raise mismatch(weights, name, unmatched(report["missing"], report["unexpected"]))
+        raise keys_mismatch(weights, name, report["missing"], report["unexpected"])
     return model
 
 

@@ -62,7 +62,7 @@ def load_file_into(
         raise mismatch(path, name, shape_mismatch(error)) from None
     missing = [key for key in result.missing_keys if key not in unused]
     if missing or result.unexpected_keys:
-        raise mismatch(path, name, unmatched(missing, result.unexpected_keys))
+        raise keys_mismatch(path, name, missing, result.unexpected_keys)
 
 
 def download_help(
@@ -84,6 +84,20 @@ def mismatch(path: str | os.PathLike, name: str, what: str) -> WeightsError:
     return WeightsError(
         f"weights file {path} does not match {name}: {what}; pass the full {name} state dict"
     )
+
+
+def keys_mismatch(
+    path: str | os.PathLike, name: str, missing: list[str], unexpected: list[str]
+) -> WeightsError:
+    """The weights file ``path`` lacks the ``missing`` keys of the model ``name`` and holds the
+    ``unexpected`` ones; a whole sef.SEF's state dict (``group_heads.`` keys) is told how to
+    load it instead."""
+    if any(key.startswith("group_heads.") for key in unexpected):
+        return WeightsError(
+            f"weights file {path} holds a whole sef.SEF's state dict, not {name}'s: build the "
+            f"model without weights and load it with model.load_state_dict(torch.load(path))"
+        )
+    return mismatch(path, name, unmatched(missing, unexpected))
 
 
 def unmatched(missing: list[str], unexpected: list[str]) -> str:
