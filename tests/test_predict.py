@@ -1,6 +1,8 @@
 """Prediction: probabilities equal the model's softmax, folders expand, bad files are skipped."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,22 @@ def test_a_name_that_is_not_utf8_is_predicted_and_printed(demo_checkpoint, tmp_p
     argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
     assert main([*argv, "--top-k", "1"]) == 0  # capsys, like many terminals, refuses surrogates
     assert "caf\ufffd.png  " in capsys.readouterr().out
+
+
+def test_json_names_a_file_that_is_not_utf8_in_valid_unicode(demo_checkpoint, tmp_path, capsys):
+    """--json wrote "caf\\udce9.png", a lone surrogate that strict JSON parsers refuse."""
+    from sef.cli import main
+
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    Image.new("RGB", (8, 8)).save(name, "PNG")
+    argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
+    assert main([*argv, "--json", "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "\\ud" not in out  # no surrogate, escaped or not
+    path = json.loads(out)["images"][0]["path"]
+    assert path == f"{tmp_path}/caf\\xe9.png"
+    byte = lambda m: bytes.fromhex(m[1].decode())  # noqa: E731
+    assert re.sub(rb"\\x([0-9a-f]{2})", byte, path.encode()) == name  # deployment.md's way back
 
 
 def test_paths_are_named_as_they_were_given(tmp_path, monkeypatch, write_image):

@@ -1,7 +1,10 @@
-"""Plain text for the terminal: rows of cells as aligned columns (commands, predict, reproduce)."""
+"""Plain text for the terminal: rows of cells as aligned columns (commands, predict, reproduce),
+and JSON that any parser reads."""
 
 from __future__ import annotations
 
+import json
+import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -30,6 +33,39 @@ def shown(name: str) -> str:
     bytes as surrogates, which a terminal or a font refuses) with U+FFFD where they were, and
     :func:`printable`."""
     return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+# A lone surrogate: how Python holds a file name's byte that is not UTF-8 (U+DC80 to U+DCFF).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(name: str) -> str:
+    """``name`` as valid Unicode that still names its file: a byte that is not UTF-8 (held as a
+    surrogate) as ``\\xe9``, as Python's backslashreplace writes a byte; any other lone
+    surrogate (a Windows name) as ``\\udc00``."""
+    return _SURROGATE.sub(_escaped_surrogate, name)
+
+
+def _escaped_surrogate(match: re.Match) -> str:
+    code = ord(match[0])
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def json_text(value: object) -> str:
+    """``value`` (dicts, lists, strings, numbers) as indented JSON whose every string is
+    :func:`unicode_text`: json.dumps writes a name that is not UTF-8 with a lone surrogate
+    ("caf\\udce9.png"), which strict parsers refuse as invalid Unicode."""
+    return json.dumps(_unicode_strings(value), indent=2)
+
+
+def _unicode_strings(value: object) -> object:
+    if isinstance(value, str):
+        return unicode_text(value)
+    if isinstance(value, dict):
+        return {_unicode_strings(key): _unicode_strings(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unicode_strings(item) for item in value]
+    return value
 
 
 def printable(name: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from sef.cli.options import (
@@ -45,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sef.distributed import resolve_device
     from sef.predict import format_table, predict_images
+    from sef.text import json_text
     from sef.trained import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device=resolve_device(args.device))
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             "images": [p.to_dict() for p in predictions],
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         }
-        print(json.dumps(payload, indent=2))
+        print(json_text(payload))
     else:
         print(format_table(predictions))
     return 0
