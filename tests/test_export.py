@@ -9,7 +9,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from sef import SEF
-from sef.errors import CheckpointError
+from sef.errors import CheckpointError, DiskFull
 from sef.export import (
     EXPORT_FORMATS,
     check_export,
@@ -179,6 +179,15 @@ def test_subset_of_formats_and_bad_inputs(model, tmp_path):
         check_formats(["tflite"])
     with pytest.raises(ValueError, match="3 class names .* 5 outputs"):
         export_model(model, tmp_path, classes=CLASSES[:3], preprocessing=PREPROCESSING)
+
+
+def test_an_export_of_one_format_that_finds_no_room_counts_one_file(model, tmp_path, monkeypatch):
+    """It said "(1 files of 45.0 MB)"."""
+    monkeypatch.setattr("sef.space.free_bytes", lambda path: 1000)
+    with pytest.raises(DiskFull, match=r"needs about .* \(1 file of .*\); free some space"):
+        export_model(
+            model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
+        )
 
 
 def test_preprocessing_resize_recipe_has_no_crop_margin():

@@ -25,6 +25,7 @@ from sef import extras, filekinds, outputs, space
 from sef.choices import EXPORT_FORMATS
 from sef.errors import CheckpointError, DiskFull, OutputError
 from sef.model import SEF
+from sef.text import counted
 from sef.trained import TrainedModel
 from sef.transforms import Preprocessing
 from sef.weights import shape_mismatch
@@ -235,8 +236,9 @@ def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
     if free is not None and free < len(formats) * each:
         has, needs = space.apart(free, len(formats) * each)
         raise DiskFull(
-            f"{out} has {has} free and the export needs about {needs} ({len(formats)} files of "
-            f"{space.human(each)}); free some space or choose another --out"
+            f"{out} has {has} free and the export needs about {needs} "
+            f"({counted(len(formats), 'file')} of {space.human(each)}); free some space or choose "
+            f"another --out"
         )
 
 
