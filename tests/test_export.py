@@ -9,7 +9,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from sef import SEF
-from sef.errors import CheckpointError, DiskFull
+from sef.errors import CheckpointError, DiskFull, OutputError
 from sef.export import (
     EXPORT_FORMATS,
     check_export,
@@ -238,6 +238,17 @@ def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_
         )
     assert not (tmp_path / "model.safetensors").exists()  # the earlier export's other format
     assert (tmp_path / "model.onnx").read_bytes() == b"the user's own"
+
+
+def test_an_export_refuses_to_replace_a_file_no_earlier_export_wrote(model, tmp_path):
+    """A model.safetensors of the user's own in --out was silently replaced by the export."""
+    (tmp_path / "model.safetensors").write_bytes(b"the user's own")
+    with pytest.raises(OutputError, match=r"model\.safetensors: no earlier sef export in .* wrote"):
+        export_model(
+            model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+        )
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    assert (tmp_path / "model.safetensors").read_bytes() == b"the user's own"
 
 
 def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):

@@ -175,11 +175,12 @@ def export_model(
     if "safetensors" in chosen:
         extras.require_installed("safetensors")
     out = Path(out_dir)
+    names = (*chosen, "labels", "preprocessing")
     outputs.check_writable(out, folder=True)  # before the slow exports
+    _check_only_exports_replaced(out, names)
     plain = model.export().cpu().float()
     _check_space(out, plain, chosen)
     size = preprocessing.image_size
-    names = (*chosen, "labels", "preprocessing")
     with _staging(out) as stage:  # the whole set is written before any file in out changes
         staged = {name: stage / FILE_NAMES[name] for name in names}
         if "onnx" in chosen:
@@ -264,6 +265,23 @@ def _earlier_files(out: Path) -> set[str]:
         return {name for name in files if isinstance(name, str)}
     except (OSError, ValueError, TypeError, KeyError):  # none, or not sef's
         return set()
+
+
+def _check_only_exports_replaced(out: Path, names: Sequence[str]) -> None:
+    """OutputError if a file this export would replace in ``out`` was not written by an earlier
+    sef export there (a model of your own in the folder --out names must not be lost)."""
+    earlier = _earlier_files(out)
+    theirs = [
+        out / FILE_NAMES[name]
+        for name in names
+        if FILE_NAMES[name] not in earlier and os.path.lexists(out / FILE_NAMES[name])
+    ]
+    if theirs:
+        problem = (
+            f"cannot write {theirs[0]}: no earlier sef export in {out} wrote it (no "
+            f"{FILE_NAMES['preprocessing']} there lists it), and this export would replace it"
+        )
+        raise OutputError(f"{problem}; move it away or choose another --out", problem)
 
 
 def _replace_set(staged: dict[str, Path], out: Path) -> dict[str, Path]:
