@@ -30,7 +30,10 @@ def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
     found, problems = find_images([images, images / "b.png", tmp_path / "missing.png"])
     names = [p.split("photos/")[-1] for p in found]
     assert names == ["b.png", "broken.jpg", "grey.png", "nested/a.jpg"]  # b.png once
-    assert problems == [(str(tmp_path / "missing.png"), "does not exist")]
+    assert problems == [
+        (str(images / "notes.txt"), "has no extension of an image format sef reads (.txt)"),
+        (str(tmp_path / "missing.png"), "does not exist"),
+    ]  # a file left out of a folder by its name is said, once
     again, _ = find_images([images / "nested", images, images / "nested" / ".." / "b.png"])
     assert [p.split("photos/")[-1] for p in again] == [
         "nested/a.jpg",
@@ -50,7 +53,13 @@ def test_folders_are_searched_for_every_format_pillow_reads(tmp_path):
     for name in ("model.h5", "clip.mpg", "figure.eps"):  # ones it names but does not decode
         (tmp_path / name).write_bytes(b"\0" * 16)
     found, problems = find_images([tmp_path])
-    assert [Path(p).name for p in found] == ["p.PCX", "p.gif", "p.tga"] and problems == []
+    assert [Path(p).name for p in found] == ["p.PCX", "p.gif", "p.tga"]
+    assert [(Path(p).name, why[-6:]) for p, why in problems] == [
+        ("clip.mpg", "(.mpg)"),
+        ("figure.eps", "(.eps)"),
+        ("model.h5", " (.h5)"),
+        ("notes.pdf", "(.pdf)"),
+    ]
 
 
 def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
@@ -61,8 +70,8 @@ def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
         "grey.png",
         "nested/a.jpg",
     ]
-    assert len(skipped) == 1 and skipped[0][0].endswith("broken.jpg")
-    assert "cannot be decoded" in skipped[0][1]
+    assert [Path(path).name for path, _ in skipped] == ["notes.txt", "broken.jpg"]
+    assert "cannot be decoded" in skipped[1][1]
     for prediction in predictions:
         image = trained.test_transform(open_rgb(prediction.path, upright=True)).unsqueeze(0)
         with torch.no_grad():

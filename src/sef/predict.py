@@ -42,6 +42,10 @@ class Prediction:
 _NOT_DECODED = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF"})
 
 
+# Why a file in a folder is not read (any file named on its own is decoded whatever its name).
+_NO_IMAGE_EXTENSION = "has no extension of an image format sef reads"
+
+
 def _readable_extensions() -> set[str]:
     """The file extensions of the formats Pillow decodes (not those it only writes, as .pdf,
     nor _NOT_DECODED)."""
@@ -58,17 +62,19 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
     paths, each file and missing path named as it was given.
 
     Returns (images in a stable order, each file once however often it is named, [(path,
-    reason)] for paths that do not exist).
+    reason)] for paths that do not exist and the files in folders that no image format's
+    extension names).
     """
     images, problems, extensions = [], [], _readable_extensions()
     for given in map(os.fspath, paths):
         path = Path(given)  # Path("./a.png") is "a.png", Path("http://x/a") "http:/x/a"
         if path.is_dir():
-            found = [
-                file
-                for file in visible_files(path)
-                if os.path.splitext(file)[1].lower() in extensions
-            ]
+            found = []
+            for file in visible_files(path):
+                if _extension(file) in extensions:
+                    found.append(file)
+                else:  # a phone's .heic among .jpg would otherwise go unpredicted without a word
+                    problems.append((file, f"{_NO_IMAGE_EXTENSION} ({_extension(file)})"))
             if not found:
                 problems.append((given, "folder holds no image files"))
             images.extend(found)
@@ -76,7 +82,11 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
             images.append(given)  # any extension: decoding decides
         else:
             problems.append((given, "is not a file" if path.exists() else "does not exist"))
-    return _once(images), problems
+    return _once(images), list(dict.fromkeys(problems))
+
+
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower() or "none"
 
 
 def _once(paths: list[str]) -> list[str]:
