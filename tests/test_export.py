@@ -196,13 +196,25 @@ def test_preprocessing_resize_recipe_has_no_crop_margin():
     assert Preprocessing(448, "resize_crop", (0, 0, 0), (1, 1, 1)).resize_size == 600
 
 
+def _deploy_rgb(image):
+    """docs/deployment.md's rgb(): an image as sef reads it, with Pillow alone."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
+    if image.mode.startswith("I"):
+        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
+    return image.convert("RGB")
+
+
 def _deploy_preprocess(image, prep: dict):
     """What docs/deployment.md tells deployments to do with preprocessing.json: PIL + NumPy only."""
     import numpy as np
     from PIL import Image, ImageOps
 
     side, crop = prep["resize_size"], prep["crop_size"]
-    image = ImageOps.exif_transpose(image).convert("RGB")
+    image = _deploy_rgb(ImageOps.exif_transpose(image))
     image = image.resize((side, side), Image.BILINEAR)
     left = round((side - crop) / 2)
     image = image.crop((left, left, left + crop, left + crop))
@@ -225,6 +237,29 @@ def test_preprocessing_json_reproduces_the_test_transform(recipe):
     # PIL and torchvision resize round differently: at most one grey level, on few pixels.
     one_level = 1.001 / 255 / min(transforms.IMAGENET_STD)
     assert difference.max() <= one_level and difference.mean() < 0.05 * one_level
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+def test_the_deployment_preprocessing_reads_transparent_and_16_bit_images_as_sef(mode):
+    """The page's convert("RGB") kept the colour under transparent pixels (sef: white) and
+    clipped 16-bit grey to white (sef: scaled to 8 bits)."""
+    import numpy as np
+    from PIL import Image
+
+    from sef import transforms
+    from sef.datasets.images import to_rgb
+
+    rows = np.random.default_rng(0).integers(0, 2**16, (45, 70, 4), dtype=np.uint16)
+    if mode == "RGBA":
+        rows[:, :35, 3] = 0  # half of it transparent over blue-ish colours
+        image = Image.fromarray((rows >> 8).astype(np.uint8), "RGBA")
+    else:
+        image = Image.fromarray(rows[..., 0])
+    assert image.mode == mode
+    prep = Preprocessing(SIZE, "resize", transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)
+    expected = transforms.test_transform("resize", SIZE)(to_rgb(image))
+    one_level = 1.001 / 255 / min(transforms.IMAGENET_STD)
+    assert (_deploy_preprocess(image, prep.to_dict()) - expected).abs().max() <= one_level
 
 
 def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_path):
