@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sef.cli.options import (
@@ -30,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "see docs/deployment.md)."
         ),
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="image files or folders; - reads paths from stdin, one a line (find | sef predict -)",
+    )
     add_checkpoint_option(parser)
     parser.add_argument("--top-k", type=COUNT, default=5, help="classes per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     trained = load_trained_model(args.checkpoint, device=resolve_device(args.device))
     predictions, skipped = predict_images(
         trained,
-        args.paths,
+        _with_stdin(args.paths),
         top_k=args.top_k,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -73,3 +79,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(predictions))
     return 0
+
+
+def _with_stdin(paths: list[str]) -> list[str]:
+    """``paths`` with ``-`` replaced by the paths stdin lists, one a line, as `find` prints them
+    (read as bytes: a name that is not UTF-8 stays the file's); a file named - is ./-."""
+    if "-" not in paths:
+        return paths
+    listed = [os.fsdecode(line.rstrip(b"\r\n")) for line in sys.stdin.buffer if line.strip()]
+    return [path for given in paths for path in (listed if given == "-" else [given])]
