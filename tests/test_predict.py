@@ -34,13 +34,17 @@ def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
         (str(images / "notes.txt"), "has no extension of an image format sef reads (.txt)"),
         (str(tmp_path / "missing.png"), "does not exist"),
     ]  # a file left out of a folder by its name is said, once
-    again, _ = find_images([images / "nested", images, images / "nested" / ".." / "b.png"])
+    again, others = find_images([images / "nested", images, images / "nested" / ".." / "b.png"])
     assert [p.split("photos/")[-1] for p in again] == [
         "nested/a.jpg",
         "b.png",
         "broken.jpg",
         "grey.png",
-    ]  # each file once, where it is first named
+    ]  # each file once, where it is first named; its other names say so
+    assert others[-1] == (
+        str(images / "nested" / ".." / "b.png"),
+        f"is the same file as {images / 'b.png'}, predicted under that name",
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_images([empty]) == ([], [(str(empty), "folder holds no image files")])

@@ -62,8 +62,8 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
     paths, each file and missing path named as it was given.
 
     Returns (images in a stable order, each file once however often it is named, [(path,
-    reason)] for paths that do not exist and the files in folders that no image format's
-    extension names).
+    reason)] for paths that do not exist, the files in folders that no image format's
+    extension names and the other names of a file listed once).
     """
     images, problems, extensions = [], [], _readable_extensions()
     for given in map(os.fspath, paths):
@@ -82,23 +82,28 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
             images.append(given)  # any extension: decoding decides
         else:
             problems.append((given, "is not a file" if path.exists() else "does not exist"))
-    return _once(images), list(dict.fromkeys(problems))
+    unique, others = _once(images)
+    return unique, list(dict.fromkeys(problems + others))
 
 
 def _extension(path: str) -> str:
     return os.path.splitext(path)[1].lower() or "none"
 
 
-def _once(paths: list[str]) -> list[str]:
-    """``paths`` with each file only where it first appears (by its resolved path)."""
-    seen: set[str] = set()
-    unique = []
+def _once(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``paths`` with each file only where it first appears (by its resolved path), and [(path,
+    reason)] for its other names (a link, ``dir/../a.png``): a script looking for the name it
+    gave finds why it was not predicted under that name."""
+    first: dict[str, str] = {}
+    unique, others = [], []
     for path in paths:
         real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
+        if real not in first:
+            first[real] = path
             unique.append(path)
-    return unique
+        elif path != first[real]:
+            others.append((path, f"is the same file as {first[real]}, predicted under that name"))
+    return unique, others
 
 
 class _ImageFiles(Dataset):
