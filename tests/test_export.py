@@ -190,6 +190,17 @@ def test_an_export_of_one_format_that_finds_no_room_counts_one_file(model, tmp_p
         )
 
 
+def test_labels_json_names_a_class_that_is_not_utf8_in_valid_unicode(model, tmp_path):
+    """A class folder named in Latin-1 gave labels.json a lone surrogate ("caf\\udce9"), which
+    strict JSON parsers (a C++ deployment's) refuse."""
+    classes = ["caf\udce9", *CLASSES[1:]]
+    paths = export_model(
+        model, tmp_path, classes=classes, preprocessing=PREPROCESSING, formats=["safetensors"]
+    )
+    text = paths["labels"].read_bytes().decode("utf-8")
+    assert "\\ud" not in text and json.loads(text)[0] == "caf\\xe9"
+
+
 def test_preprocessing_resize_recipe_has_no_crop_margin():
     prep = Preprocessing(448, "resize", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert prep.resize_size == prep.to_dict()["crop_size"] == 448

@@ -25,7 +25,7 @@ from sef import extras, filekinds, outputs, space
 from sef.choices import EXPORT_FORMATS
 from sef.errors import CheckpointError, DiskFull, OutputError
 from sef.model import SEF
-from sef.text import counted
+from sef.text import counted, json_text
 from sef.trained import TrainedModel
 from sef.transforms import Preprocessing
 from sef.weights import shape_mismatch
@@ -147,8 +147,8 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
 
 
 def _write_json(path: Path, payload: object) -> None:
-    with outputs.atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    with outputs.atomic_path(path) as tmp:  # a class folder's name that is not UTF-8 as \xe9
+        tmp.write_text(json_text(payload) + "\n")
 
 
 def export_model(
