@@ -324,6 +324,11 @@ def test_load_safetensors_rebuilds_the_network_its_metadata_records(model, expor
     images = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert not plain.training and torch.equal(plain(images), model(images))
+    resnet = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()  # deployment.md's way
+    names = dict(zip(plain.state_dict(), resnet.state_dict(), strict=True))
+    resnet.load_state_dict({names[k]: v for k, v in plain.state_dict().items()})
+    with torch.no_grad():
+        assert torch.equal(resnet(images), model(images))
 
 
 @pytest.mark.slow
