@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from sef.datasets.images import open_rgb
-from sef.predict import find_images, format_table, predict_images
+from sef.predict import find_images, format_rows, predict_images, table_widths
 from sef.trained import load_trained_model
 
 
@@ -93,7 +93,8 @@ def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
 def test_table_lists_every_rank(demo_checkpoint, images):
     trained = load_trained_model(demo_checkpoint)
     predictions, _ = predict_images(trained, [images / "b.png"], top_k=2, progress=False)
-    lines = format_table(predictions).splitlines()
+    widths = table_widths([str(images / "b.png")], trained.classes, 2)
+    lines = format_rows(predictions, widths, header=True).splitlines()
     assert lines[0].split() == ["image", "rank", "class", "probability"]
     assert lines[1].startswith(str(images / "b.png")) and lines[1].split()[1] == "1"
     assert lines[2].split()[0] == "2"  # the path is not repeated

@@ -7,7 +7,7 @@ and every other image is still predicted.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, open_rgb, reason
 from sef.modes import evaluation_mode
-from sef.text import table
+from sef.text import column_widths, table_lines
 from sef.trained import TrainedModel
 
 
@@ -134,9 +134,32 @@ def predict_images(
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped).
     The model runs in eval mode, each submodule's own mode restored afterwards."""
+    files, skipped = find_images(paths)
+    predictions = []
+    for done, failed in predict_files(
+        trained, files, top_k=top_k, batch_size=batch_size, workers=workers, progress=progress
+    ):
+        predictions.extend(done)
+        skipped.extend(failed)
+    return predictions, skipped
+
+
+@torch.no_grad()  # around each step of the iteration, not between them
+def predict_files(
+    trained: TrainedModel,
+    files: Sequence[str],
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: bool = True,
+) -> Iterator[tuple[list[Prediction], list[tuple[str, str]]]]:
+    """Predict image ``files`` (as :func:`find_images` lists them) a batch at a time: yields
+    (predictions, [(path, reason)] of files that cannot be decoded) as each batch is done, so a
+    caller shows them then, not after the last. The model is in eval mode until the iteration
+    ends, each submodule's own mode restored then."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    files, skipped = find_images(paths)
     k = min(top_k, len(trained.classes))
     loader = DataLoader(
         _ImageFiles(files, trained.test_transform),
@@ -145,28 +168,47 @@ def predict_images(
         collate_fn=list,  # keep (index, image | None, reason) items: failures are per image
     )
     device = next(trained.model.parameters()).device
-    predictions = []
-    with torch.no_grad(), evaluation_mode(trained.model):
+    with evaluation_mode(trained.model):
         for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
             good = [(i, image) for i, image, _ in batch if image is not None]
-            skipped.extend((files[i], reason) for i, _, reason in batch if reason is not None)
-            if not good:
-                continue
-            images = torch.stack([image for _, image in good]).to(device)
-            probabilities = trained.model(images).float().softmax(dim=1).cpu()
-            values, indices = probabilities.topk(k, dim=1)
-            for (i, _), row_p, row_i in zip(good, values.tolist(), indices.tolist(), strict=True):
-                top = [(trained.classes[c], p) for c, p in zip(row_i, row_p, strict=True)]
-                predictions.append(Prediction(files[i], top))
-    return predictions, skipped
+            failed = [(files[i], reason) for i, _, reason in batch if reason is not None]
+            predictions = []
+            if good:
+                images = torch.stack([image for _, image in good]).to(device)
+                probabilities = trained.model(images).float().softmax(dim=1).cpu()
+                values, indices = probabilities.topk(k, dim=1)
+                for (i, _), row_p, row_i in zip(
+                    good, values.tolist(), indices.tolist(), strict=True
+                ):
+                    top = [(trained.classes[c], p) for c, p in zip(row_i, row_p, strict=True)]
+                    predictions.append(Prediction(files[i], top))
+            yield predictions, failed
 
 
-def format_table(predictions: Sequence[Prediction]) -> str:
-    """A plain-text table: image, rank, class, probability (one row per class shown)."""
-    header = ("image", "rank", "class", "probability")
+TABLE_HEADER = ("image", "rank", "class", "probability")
+_TABLE_ALIGN = "<><>"
+
+
+def table_widths(files: Sequence[str], classes: Sequence[str], top_k: int) -> list[int]:
+    """The column widths of the table of ``files``' predictions, known before any is made: a
+    table printed a batch at a time (:func:`format_rows`) stays aligned."""
+    return column_widths(
+        [
+            TABLE_HEADER,
+            *((file, str(top_k), "", "") for file in files),
+            *(("", "", name, "0.0000") for name in classes),
+        ]
+    )
+
+
+def format_rows(
+    predictions: Sequence[Prediction], widths: Sequence[int], *, header: bool = False
+) -> str:
+    """Plain-text table lines: image, rank, class, probability (one per class shown), in
+    columns ``widths`` wide (:func:`table_widths`), under TABLE_HEADER if ``header``."""
     rows = [
         (p.path if rank == 1 else "", str(rank), name, f"{probability:.4f}")
         for p in predictions
         for rank, (name, probability) in enumerate(p.top, start=1)
     ]
-    return table([header, *rows], "<><>")
+    return table_lines([TABLE_HEADER, *rows] if header else rows, widths, _TABLE_ALIGN)

@@ -96,8 +96,18 @@ def table(rows: Sequence[Sequence[str]], align: str = "") -> str:
     apart, without trailing spaces, each cell :func:`shown`, its :func:`width` what it takes on
     a terminal. ``align`` holds one character per column, ``<`` (left, the default for columns
     it does not reach) or ``>`` (right)."""
+    return table_lines(rows, column_widths(rows), align)
+
+
+def column_widths(rows: Sequence[Sequence[str]]) -> list[int]:
+    """How many terminal columns each column of ``rows`` takes, its cells :func:`shown`: the
+    widths of a table printed a few rows at a time (:func:`table_lines`), known beforehand."""
     rows = [[shown(cell) for cell in row] for row in rows]
-    widths = [max(width(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [max(width(row[column]) for row in rows) for column in range(len(rows[0]))]
+
+
+def table_lines(rows: Sequence[Sequence[str]], widths: Sequence[int], align: str = "") -> str:
+    """``rows`` as :func:`table` writes them, in columns ``widths`` wide."""
     sides = align.ljust(len(widths), "<")
 
     def padded(cell: str, side: str, room: int) -> str:
@@ -105,6 +115,10 @@ def table(rows: Sequence[Sequence[str]], align: str = "") -> str:
         return pad + cell if side == ">" else cell + pad
 
     lines = (
-        "  ".join(padded(*cell) for cell in zip(row, sides, widths, strict=True)) for row in rows
+        "  ".join(
+            padded(shown(cell), side, room)
+            for cell, side, room in zip(row, sides, widths, strict=True)
+        )
+        for row in rows
     )
     return "\n".join(line.rstrip() for line in lines)

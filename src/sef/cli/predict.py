@@ -48,22 +48,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from sef.distributed import resolve_device
-    from sef.predict import format_table, predict_images
+    from sef.predict import find_images, format_rows, predict_files, table_widths
     from sef.text import json_text
     from sef.trained import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device=resolve_device(args.device))
-    predictions, skipped = predict_images(
+    files, skipped = find_images(_with_stdin(args.paths))
+    _say_skipped(skipped)
+    widths = table_widths(files, trained.classes, min(args.top_k, len(trained.classes)))
+    predictions = []
+    for done, failed in predict_files(
         trained,
-        _with_stdin(args.paths),
+        files,
         top_k=args.top_k,
         batch_size=args.batch_size,
         workers=args.workers,
         progress=progress_bars(args),
-    )
-    for path, reason in skipped:
-        print(f"sef predict: skipped {path}: {reason}", file=sys.stderr)
+    ):
+        _say_skipped(failed)
+        skipped.extend(failed)
+        if done and not args.json:  # each batch's rows at once, not all after the last batch
+            tqdm.write(format_rows(done, widths, header=not predictions), file=sys.stdout)
+            sys.stdout.flush()
+        predictions.extend(done)
     if not predictions:
         raise DataError(
             f"no image could be predicted among {', '.join(map(str, args.paths))}; "
@@ -76,9 +86,14 @@ def run(args: argparse.Namespace) -> int:
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         }
         print(json_text(payload))
-    else:
-        print(format_table(predictions))
     return 0
+
+
+def _say_skipped(skipped: list[tuple[str, str]]) -> None:
+    from tqdm import tqdm
+
+    for path, reason in skipped:  # above a progress bar, which tqdm.write draws again below
+        tqdm.write(f"sef predict: skipped {path}: {reason}", file=sys.stderr)
 
 
 def _with_stdin(paths: list[str]) -> list[str]:
