@@ -1,6 +1,7 @@
 """`sef predict` as a user runs it: a table or JSON, bad files named on stderr, exit codes."""
 
 import fcntl
+import io
 import json
 import os
 import pty
@@ -51,6 +52,44 @@ def test_predict_table_and_nothing_predictable(demo_checkpoint, tmp_path, write_
     assert main([*argv, str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"skipped {bad}" in err and "sef predict: error: no image could be predicted" in err
+
+
+def test_a_dash_reads_paths_from_stdin(demo_checkpoint, tmp_path, write_image, capsys, monkeypatch):
+    """`find photos -name '*.png' | sef predict -` said "skipped -: does not exist"."""
+    first, second = write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png")
+    listed = f"{first}\n\n{second}\r\n".encode()  # a blank line, a Windows line end
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(listed)))
+    argv = ["predict", "--checkpoint", str(demo_checkpoint), "--json", "--no-progress"]
+    assert main([*argv, "-", str(tmp_path / "gone.png")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [image["path"] for image in payload["images"]] == [str(first), str(second)]
+    assert [entry["path"] for entry in payload["skipped"]] == [str(tmp_path / "gone.png")]
+
+
+def test_each_batch_is_printed_when_done(
+    demo_checkpoint, tmp_path, write_image, capsys, monkeypatch
+):
+    """The table came after the last batch: nothing for minutes on a big folder (`| head` waited
+    for all of it), and nothing at all when stopped midway."""
+    import sef.predict
+
+    for name in "abc":
+        write_image(tmp_path / f"{name}.png")
+    read = sef.predict._ImageFiles.__getitem__
+
+    def stopped_at_the_third(self, index):
+        if index == 2:
+            raise KeyboardInterrupt
+        return read(self, index)
+
+    monkeypatch.setattr(sef.predict._ImageFiles, "__getitem__", stopped_at_the_third)
+    argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
+    assert main([*argv, "--batch-size", "1", "--top-k", "2"]) == 130
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("image")  # a.png and b.png, 2 ranks each
+    assert lines[1].startswith(str(tmp_path / "a.png")) and lines[3].startswith(str(tmp_path / "b"))
+    rank = lines[0].index("rank") + 3
+    assert [line[rank] for line in lines[1:]] == ["1", "2", "1", "2"]  # one table's columns
 
 
 def _stderr_on_a_terminal(*args) -> str:

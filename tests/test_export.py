@@ -9,7 +9,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from sef import SEF
-from sef.errors import CheckpointError
+from sef.errors import CheckpointError, DiskFull, OutputError
 from sef.export import (
     EXPORT_FORMATS,
     check_export,
@@ -181,10 +181,42 @@ def test_subset_of_formats_and_bad_inputs(model, tmp_path):
         export_model(model, tmp_path, classes=CLASSES[:3], preprocessing=PREPROCESSING)
 
 
+def test_an_export_of_one_format_that_finds_no_room_counts_one_file(model, tmp_path, monkeypatch):
+    """It said "(1 files of 45.0 MB)"."""
+    monkeypatch.setattr("sef.space.free_bytes", lambda path: 1000)
+    with pytest.raises(DiskFull, match=r"needs about .* \(1 file of .*\); free some space"):
+        export_model(
+            model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
+        )
+
+
+def test_labels_json_names_a_class_that_is_not_utf8_in_valid_unicode(model, tmp_path):
+    """A class folder named in Latin-1 gave labels.json a lone surrogate ("caf\\udce9"), which
+    strict JSON parsers (a C++ deployment's) refuse."""
+    classes = ["caf\udce9", *CLASSES[1:]]
+    paths = export_model(
+        model, tmp_path, classes=classes, preprocessing=PREPROCESSING, formats=["safetensors"]
+    )
+    text = paths["labels"].read_bytes().decode("utf-8")
+    assert "\\ud" not in text and json.loads(text)[0] == "caf\\xe9"
+
+
 def test_preprocessing_resize_recipe_has_no_crop_margin():
     prep = Preprocessing(448, "resize", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert prep.resize_size == prep.to_dict()["crop_size"] == 448
     assert Preprocessing(448, "resize_crop", (0, 0, 0), (1, 1, 1)).resize_size == 600
+
+
+def _deploy_rgb(image):
+    """docs/deployment.md's rgb(): an image as sef reads it, with Pillow alone."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
+    if image.mode.startswith("I"):
+        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
+    return image.convert("RGB")
 
 
 def _deploy_preprocess(image, prep: dict):
@@ -193,7 +225,7 @@ def _deploy_preprocess(image, prep: dict):
     from PIL import Image, ImageOps
 
     side, crop = prep["resize_size"], prep["crop_size"]
-    image = ImageOps.exif_transpose(image).convert("RGB")
+    image = _deploy_rgb(ImageOps.exif_transpose(image))
     image = image.resize((side, side), Image.BILINEAR)
     left = round((side - crop) / 2)
     image = image.crop((left, left, left + crop, left + crop))
@@ -218,6 +250,29 @@ def test_preprocessing_json_reproduces_the_test_transform(recipe):
     assert difference.max() <= one_level and difference.mean() < 0.05 * one_level
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+def test_the_deployment_preprocessing_reads_transparent_and_16_bit_images_as_sef(mode):
+    """The page's convert("RGB") kept the colour under transparent pixels (sef: white) and
+    clipped 16-bit grey to white (sef: scaled to 8 bits)."""
+    import numpy as np
+    from PIL import Image
+
+    from sef import transforms
+    from sef.datasets.images import to_rgb
+
+    rows = np.random.default_rng(0).integers(0, 2**16, (45, 70, 4), dtype=np.uint16)
+    if mode == "RGBA":
+        rows[:, :35, 3] = 0  # half of it transparent over blue-ish colours
+        image = Image.fromarray((rows >> 8).astype(np.uint8), "RGBA")
+    else:
+        image = Image.fromarray(rows[..., 0])
+    assert image.mode == mode
+    prep = Preprocessing(SIZE, "resize", transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)
+    expected = transforms.test_transform("resize", SIZE)(to_rgb(image))
+    one_level = 1.001 / 255 / min(transforms.IMAGENET_STD)
+    assert (_deploy_preprocess(image, prep.to_dict()) - expected).abs().max() <= one_level
+
+
 def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_path):
     export_model(
         model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
@@ -229,6 +284,17 @@ def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_
         )
     assert not (tmp_path / "model.safetensors").exists()  # the earlier export's other format
     assert (tmp_path / "model.onnx").read_bytes() == b"the user's own"
+
+
+def test_an_export_refuses_to_replace_a_file_no_earlier_export_wrote(model, tmp_path):
+    """A model.safetensors of the user's own in --out was silently replaced by the export."""
+    (tmp_path / "model.safetensors").write_bytes(b"the user's own")
+    with pytest.raises(OutputError, match=r"model\.safetensors: no earlier sef export in .* wrote"):
+        export_model(
+            model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+        )
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    assert (tmp_path / "model.safetensors").read_bytes() == b"the user's own"
 
 
 def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):
@@ -258,6 +324,11 @@ def test_load_safetensors_rebuilds_the_network_its_metadata_records(model, expor
     images = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert not plain.training and torch.equal(plain(images), model(images))
+    resnet = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()  # deployment.md's way
+    names = dict(zip(plain.state_dict(), resnet.state_dict(), strict=True))
+    resnet.load_state_dict({names[k]: v for k, v in plain.state_dict().items()})
+    with torch.no_grad():
+        assert torch.equal(resnet(images), model(images))
 
 
 @pytest.mark.slow

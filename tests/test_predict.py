@@ -1,6 +1,8 @@
 """Prediction: probabilities equal the model's softmax, folders expand, bad files are skipped."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 from PIL import Image
 
 from sef.datasets.images import open_rgb
-from sef.predict import find_images, format_table, predict_images
+from sef.predict import find_images, format_rows, predict_images, table_widths
 from sef.trained import load_trained_model
 
 
@@ -28,14 +30,21 @@ def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
     found, problems = find_images([images, images / "b.png", tmp_path / "missing.png"])
     names = [p.split("photos/")[-1] for p in found]
     assert names == ["b.png", "broken.jpg", "grey.png", "nested/a.jpg"]  # b.png once
-    assert problems == [(str(tmp_path / "missing.png"), "does not exist")]
-    again, _ = find_images([images / "nested", images, images / "nested" / ".." / "b.png"])
+    assert problems == [
+        (str(images / "notes.txt"), "has no extension of an image format sef reads (.txt)"),
+        (str(tmp_path / "missing.png"), "does not exist"),
+    ]  # a file left out of a folder by its name is said, once
+    again, others = find_images([images / "nested", images, images / "nested" / ".." / "b.png"])
     assert [p.split("photos/")[-1] for p in again] == [
         "nested/a.jpg",
         "b.png",
         "broken.jpg",
         "grey.png",
-    ]  # each file once, where it is first named
+    ]  # each file once, where it is first named; its other names say so
+    assert others[-1] == (
+        str(images / "nested" / ".." / "b.png"),
+        f"is the same file as {images / 'b.png'}, predicted under that name",
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_images([empty]) == ([], [(str(empty), "folder holds no image files")])
@@ -48,7 +57,13 @@ def test_folders_are_searched_for_every_format_pillow_reads(tmp_path):
     for name in ("model.h5", "clip.mpg", "figure.eps"):  # ones it names but does not decode
         (tmp_path / name).write_bytes(b"\0" * 16)
     found, problems = find_images([tmp_path])
-    assert [Path(p).name for p in found] == ["p.PCX", "p.gif", "p.tga"] and problems == []
+    assert [Path(p).name for p in found] == ["p.PCX", "p.gif", "p.tga"]
+    assert [(Path(p).name, why[-6:]) for p, why in problems] == [
+        ("clip.mpg", "(.mpg)"),
+        ("figure.eps", "(.eps)"),
+        ("model.h5", " (.h5)"),
+        ("notes.pdf", "(.pdf)"),
+    ]
 
 
 def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
@@ -59,8 +74,8 @@ def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
         "grey.png",
         "nested/a.jpg",
     ]
-    assert len(skipped) == 1 and skipped[0][0].endswith("broken.jpg")
-    assert "cannot be decoded" in skipped[0][1]
+    assert [Path(path).name for path, _ in skipped] == ["notes.txt", "broken.jpg"]
+    assert "cannot be decoded" in skipped[1][1]
     for prediction in predictions:
         image = trained.test_transform(open_rgb(prediction.path, upright=True)).unsqueeze(0)
         with torch.no_grad():
@@ -78,7 +93,8 @@ def test_predictions_are_the_models_top_k_softmax(demo_checkpoint, images):
 def test_table_lists_every_rank(demo_checkpoint, images):
     trained = load_trained_model(demo_checkpoint)
     predictions, _ = predict_images(trained, [images / "b.png"], top_k=2, progress=False)
-    lines = format_table(predictions).splitlines()
+    widths = table_widths([str(images / "b.png")], trained.classes, 2)
+    lines = format_rows(predictions, widths, header=True).splitlines()
     assert lines[0].split() == ["image", "rank", "class", "probability"]
     assert lines[1].startswith(str(images / "b.png")) and lines[1].split()[1] == "1"
     assert lines[2].split()[0] == "2"  # the path is not repeated
@@ -137,6 +153,22 @@ def test_a_name_that_is_not_utf8_is_predicted_and_printed(demo_checkpoint, tmp_p
     argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
     assert main([*argv, "--top-k", "1"]) == 0  # capsys, like many terminals, refuses surrogates
     assert "caf\ufffd.png  " in capsys.readouterr().out
+
+
+def test_json_names_a_file_that_is_not_utf8_in_valid_unicode(demo_checkpoint, tmp_path, capsys):
+    """--json wrote "caf\\udce9.png", a lone surrogate that strict JSON parsers refuse."""
+    from sef.cli import main
+
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    Image.new("RGB", (8, 8)).save(name, "PNG")
+    argv = ["predict", "--checkpoint", str(demo_checkpoint), str(tmp_path), "--no-progress"]
+    assert main([*argv, "--json", "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "\\ud" not in out  # no surrogate, escaped or not
+    path = json.loads(out)["images"][0]["path"]
+    assert path == f"{tmp_path}/caf\\xe9.png"
+    byte = lambda m: bytes.fromhex(m[1].decode())  # noqa: E731
+    assert re.sub(rb"\\x([0-9a-f]{2})", byte, path.encode()) == name  # deployment.md's way back
 
 
 def test_paths_are_named_as_they_were_given(tmp_path, monkeypatch, write_image):

@@ -25,6 +25,7 @@ from sef import extras, filekinds, outputs, space
 from sef.choices import EXPORT_FORMATS
 from sef.errors import CheckpointError, DiskFull, OutputError
 from sef.model import SEF
+from sef.text import counted, json_text
 from sef.trained import TrainedModel
 from sef.transforms import Preprocessing
 from sef.weights import shape_mismatch
@@ -146,8 +147,8 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
 
 
 def _write_json(path: Path, payload: object) -> None:
-    with outputs.atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    with outputs.atomic_path(path) as tmp:  # a class folder's name that is not UTF-8 as \xe9
+        tmp.write_text(json_text(payload) + "\n")
 
 
 def export_model(
@@ -174,11 +175,12 @@ def export_model(
     if "safetensors" in chosen:
         extras.require_installed("safetensors")
     out = Path(out_dir)
+    names = (*chosen, "labels", "preprocessing")
     outputs.check_writable(out, folder=True)  # before the slow exports
+    _check_only_exports_replaced(out, names)
     plain = model.export().cpu().float()
     _check_space(out, plain, chosen)
     size = preprocessing.image_size
-    names = (*chosen, "labels", "preprocessing")
     with _staging(out) as stage:  # the whole set is written before any file in out changes
         staged = {name: stage / FILE_NAMES[name] for name in names}
         if "onnx" in chosen:
@@ -235,8 +237,9 @@ def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
     if free is not None and free < len(formats) * each:
         has, needs = space.apart(free, len(formats) * each)
         raise DiskFull(
-            f"{out} has {has} free and the export needs about {needs} ({len(formats)} files of "
-            f"{space.human(each)}); free some space or choose another --out"
+            f"{out} has {has} free and the export needs about {needs} "
+            f"({counted(len(formats), 'file')} of {space.human(each)}); free some space or choose "
+            f"another --out"
         )
 
 
@@ -262,6 +265,23 @@ def _earlier_files(out: Path) -> set[str]:
         return {name for name in files if isinstance(name, str)}
     except (OSError, ValueError, TypeError, KeyError):  # none, or not sef's
         return set()
+
+
+def _check_only_exports_replaced(out: Path, names: Sequence[str]) -> None:
+    """OutputError if a file this export would replace in ``out`` was not written by an earlier
+    sef export there (a model of your own in the folder --out names must not be lost)."""
+    earlier = _earlier_files(out)
+    theirs = [
+        out / FILE_NAMES[name]
+        for name in names
+        if FILE_NAMES[name] not in earlier and os.path.lexists(out / FILE_NAMES[name])
+    ]
+    if theirs:
+        problem = (
+            f"cannot write {theirs[0]}: no earlier sef export in {out} wrote it (no "
+            f"{FILE_NAMES['preprocessing']} there lists it), and this export would replace it"
+        )
+        raise OutputError(f"{problem}; move it away or choose another --out", problem)
 
 
 def _replace_set(staged: dict[str, Path], out: Path) -> dict[str, Path]:

@@ -7,7 +7,7 @@ and every other image is still predicted.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, open_rgb, reason
 from sef.modes import evaluation_mode
-from sef.text import table
+from sef.text import column_widths, table_lines
 from sef.trained import TrainedModel
 
 
@@ -42,6 +42,10 @@ class Prediction:
 _NOT_DECODED = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF"})
 
 
+# Why a file in a folder is not read (any file named on its own is decoded whatever its name).
+_NO_IMAGE_EXTENSION = "has no extension of an image format sef reads"
+
+
 def _readable_extensions() -> set[str]:
     """The file extensions of the formats Pillow decodes (not those it only writes, as .pdf,
     nor _NOT_DECODED)."""
@@ -58,17 +62,19 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
     paths, each file and missing path named as it was given.
 
     Returns (images in a stable order, each file once however often it is named, [(path,
-    reason)] for paths that do not exist).
+    reason)] for paths that do not exist, the files in folders that no image format's
+    extension names and the other names of a file listed once).
     """
     images, problems, extensions = [], [], _readable_extensions()
     for given in map(os.fspath, paths):
         path = Path(given)  # Path("./a.png") is "a.png", Path("http://x/a") "http:/x/a"
         if path.is_dir():
-            found = [
-                file
-                for file in visible_files(path)
-                if os.path.splitext(file)[1].lower() in extensions
-            ]
+            found = []
+            for file in visible_files(path):
+                if _extension(file) in extensions:
+                    found.append(file)
+                else:  # a phone's .heic among .jpg would otherwise go unpredicted without a word
+                    problems.append((file, f"{_NO_IMAGE_EXTENSION} ({_extension(file)})"))
             if not found:
                 problems.append((given, "folder holds no image files"))
             images.extend(found)
@@ -76,19 +82,28 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
             images.append(given)  # any extension: decoding decides
         else:
             problems.append((given, "is not a file" if path.exists() else "does not exist"))
-    return _once(images), problems
+    unique, others = _once(images)
+    return unique, list(dict.fromkeys(problems + others))
 
 
-def _once(paths: list[str]) -> list[str]:
-    """``paths`` with each file only where it first appears (by its resolved path)."""
-    seen: set[str] = set()
-    unique = []
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower() or "none"
+
+
+def _once(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``paths`` with each file only where it first appears (by its resolved path), and [(path,
+    reason)] for its other names (a link, ``dir/../a.png``): a script looking for the name it
+    gave finds why it was not predicted under that name."""
+    first: dict[str, str] = {}
+    unique, others = [], []
     for path in paths:
         real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
+        if real not in first:
+            first[real] = path
             unique.append(path)
-    return unique
+        elif path != first[real]:
+            others.append((path, f"is the same file as {first[real]}, predicted under that name"))
+    return unique, others
 
 
 class _ImageFiles(Dataset):
@@ -119,9 +134,32 @@ def predict_images(
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped).
     The model runs in eval mode, each submodule's own mode restored afterwards."""
+    files, skipped = find_images(paths)
+    predictions = []
+    for done, failed in predict_files(
+        trained, files, top_k=top_k, batch_size=batch_size, workers=workers, progress=progress
+    ):
+        predictions.extend(done)
+        skipped.extend(failed)
+    return predictions, skipped
+
+
+@torch.no_grad()  # around each step of the iteration, not between them
+def predict_files(
+    trained: TrainedModel,
+    files: Sequence[str],
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: bool = True,
+) -> Iterator[tuple[list[Prediction], list[tuple[str, str]]]]:
+    """Predict image ``files`` (as :func:`find_images` lists them) a batch at a time: yields
+    (predictions, [(path, reason)] of files that cannot be decoded) as each batch is done, so a
+    caller shows them then, not after the last. The model is in eval mode until the iteration
+    ends, each submodule's own mode restored then."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    files, skipped = find_images(paths)
     k = min(top_k, len(trained.classes))
     loader = DataLoader(
         _ImageFiles(files, trained.test_transform),
@@ -130,28 +168,47 @@ def predict_images(
         collate_fn=list,  # keep (index, image | None, reason) items: failures are per image
     )
     device = next(trained.model.parameters()).device
-    predictions = []
-    with torch.no_grad(), evaluation_mode(trained.model):
+    with evaluation_mode(trained.model):
         for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
             good = [(i, image) for i, image, _ in batch if image is not None]
-            skipped.extend((files[i], reason) for i, _, reason in batch if reason is not None)
-            if not good:
-                continue
-            images = torch.stack([image for _, image in good]).to(device)
-            probabilities = trained.model(images).float().softmax(dim=1).cpu()
-            values, indices = probabilities.topk(k, dim=1)
-            for (i, _), row_p, row_i in zip(good, values.tolist(), indices.tolist(), strict=True):
-                top = [(trained.classes[c], p) for c, p in zip(row_i, row_p, strict=True)]
-                predictions.append(Prediction(files[i], top))
-    return predictions, skipped
+            failed = [(files[i], reason) for i, _, reason in batch if reason is not None]
+            predictions = []
+            if good:
+                images = torch.stack([image for _, image in good]).to(device)
+                probabilities = trained.model(images).float().softmax(dim=1).cpu()
+                values, indices = probabilities.topk(k, dim=1)
+                for (i, _), row_p, row_i in zip(
+                    good, values.tolist(), indices.tolist(), strict=True
+                ):
+                    top = [(trained.classes[c], p) for c, p in zip(row_i, row_p, strict=True)]
+                    predictions.append(Prediction(files[i], top))
+            yield predictions, failed
 
 
-def format_table(predictions: Sequence[Prediction]) -> str:
-    """A plain-text table: image, rank, class, probability (one row per class shown)."""
-    header = ("image", "rank", "class", "probability")
+TABLE_HEADER = ("image", "rank", "class", "probability")
+_TABLE_ALIGN = "<><>"
+
+
+def table_widths(files: Sequence[str], classes: Sequence[str], top_k: int) -> list[int]:
+    """The column widths of the table of ``files``' predictions, known before any is made: a
+    table printed a batch at a time (:func:`format_rows`) stays aligned."""
+    return column_widths(
+        [
+            TABLE_HEADER,
+            *((file, str(top_k), "", "") for file in files),
+            *(("", "", name, "0.0000") for name in classes),
+        ]
+    )
+
+
+def format_rows(
+    predictions: Sequence[Prediction], widths: Sequence[int], *, header: bool = False
+) -> str:
+    """Plain-text table lines: image, rank, class, probability (one per class shown), in
+    columns ``widths`` wide (:func:`table_widths`), under TABLE_HEADER if ``header``."""
     rows = [
         (p.path if rank == 1 else "", str(rank), name, f"{probability:.4f}")
         for p in predictions
         for rank, (name, probability) in enumerate(p.top, start=1)
     ]
-    return table([header, *rows], "<><>")
+    return table_lines([TABLE_HEADER, *rows] if header else rows, widths, _TABLE_ALIGN)

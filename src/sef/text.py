@@ -1,8 +1,11 @@
-"""Plain text for the terminal: rows of cells as aligned columns (commands, predict, reproduce)."""
+"""Plain text for the terminal: rows of cells as aligned columns (commands, predict, reproduce),
+and JSON that any parser reads."""
 
 from __future__ import annotations
 
 import difflib
+import json
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
@@ -44,6 +47,39 @@ def shown(name: str) -> str:
     return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
+# A lone surrogate: how Python holds a file name's byte that is not UTF-8 (U+DC80 to U+DCFF).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(name: str) -> str:
+    """``name`` as valid Unicode that still names its file: a byte that is not UTF-8 (held as a
+    surrogate) as ``\\xe9``, as Python's backslashreplace writes a byte; any other lone
+    surrogate (a Windows name) as ``\\udc00``."""
+    return _SURROGATE.sub(_escaped_surrogate, name)
+
+
+def _escaped_surrogate(match: re.Match) -> str:
+    code = ord(match[0])
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def json_text(value: object) -> str:
+    """``value`` (dicts, lists, strings, numbers) as indented JSON whose every string is
+    :func:`unicode_text`: json.dumps writes a name that is not UTF-8 with a lone surrogate
+    ("caf\\udce9.png"), which strict parsers refuse as invalid Unicode."""
+    return json.dumps(_unicode_strings(value), indent=2)
+
+
+def _unicode_strings(value: object) -> object:
+    if isinstance(value, str):
+        return unicode_text(value)
+    if isinstance(value, dict):
+        return {_unicode_strings(key): _unicode_strings(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unicode_strings(item) for item in value]
+    return value
+
+
 def printable(name: str) -> str:
     """``name`` with its control characters escaped (``\\n``, ``\\x1b``), as `ls` shows them:
     a folder named with a newline broke a table's row in two, and one with a terminal's escape
@@ -72,8 +108,18 @@ def table(rows: Sequence[Sequence[str]], align: str = "") -> str:
     apart, without trailing spaces, each cell :func:`shown`, its :func:`width` what it takes on
     a terminal. ``align`` holds one character per column, ``<`` (left, the default for columns
     it does not reach) or ``>`` (right)."""
+    return table_lines(rows, column_widths(rows), align)
+
+
+def column_widths(rows: Sequence[Sequence[str]]) -> list[int]:
+    """How many terminal columns each column of ``rows`` takes, its cells :func:`shown`: the
+    widths of a table printed a few rows at a time (:func:`table_lines`), known beforehand."""
     rows = [[shown(cell) for cell in row] for row in rows]
-    widths = [max(width(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [max(width(row[column]) for row in rows) for column in range(len(rows[0]))]
+
+
+def table_lines(rows: Sequence[Sequence[str]], widths: Sequence[int], align: str = "") -> str:
+    """``rows`` as :func:`table` writes them, in columns ``widths`` wide."""
     sides = align.ljust(len(widths), "<")
 
     def padded(cell: str, side: str, room: int) -> str:
@@ -81,6 +127,10 @@ def table(rows: Sequence[Sequence[str]], align: str = "") -> str:
         return pad + cell if side == ">" else cell + pad
 
     lines = (
-        "  ".join(padded(*cell) for cell in zip(row, sides, widths, strict=True)) for row in rows
+        "  ".join(
+            padded(shown(cell), side, room)
+            for cell, side, room in zip(row, sides, widths, strict=True)
+        )
+        for row in rows
     )
     return "\n".join(line.rstrip() for line in lines)

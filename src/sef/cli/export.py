@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and left out) to DIR as model.onnx (dynamic batch), model.torchscript.pt and "
             "model.safetensors, with labels.json and preprocessing.json (all written first, then "
             "moved into DIR together: an earlier export there is replaced whole, a failed one "
-            "leaves it as it was); then check that every exported model gives PyTorch's logits, to "
+            "leaves it as it was, and a file of such a name that no earlier export wrote is "
+            "never replaced); then check that every exported model gives PyTorch's logits, to "
             "within float32 rounding, which grows with the logits (docs/deployment.md)."
         ),
     )

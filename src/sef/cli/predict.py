@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
 from sef.cli.options import (
@@ -31,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "see docs/deployment.md)."
         ),
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="image files or folders; - reads paths from stdin, one a line (find | sef predict -)",
+    )
     add_checkpoint_option(parser)
     parser.add_argument("--top-k", type=COUNT, default=5, help="classes per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -43,21 +48,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from sef.distributed import resolve_device
-    from sef.predict import format_table, predict_images
+    from sef.predict import find_images, format_rows, predict_files, table_widths
+    from sef.text import json_text
     from sef.trained import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device=resolve_device(args.device))
-    predictions, skipped = predict_images(
+    files, skipped = find_images(_with_stdin(args.paths))
+    _say_skipped(skipped)
+    widths = table_widths(files, trained.classes, min(args.top_k, len(trained.classes)))
+    predictions = []
+    for done, failed in predict_files(
         trained,
-        args.paths,
+        files,
         top_k=args.top_k,
         batch_size=args.batch_size,
         workers=args.workers,
         progress=progress_bars(args),
-    )
-    for path, reason in skipped:
-        print(f"sef predict: skipped {path}: {reason}", file=sys.stderr)
+    ):
+        _say_skipped(failed)
+        skipped.extend(failed)
+        if done and not args.json:  # each batch's rows at once, not all after the last batch
+            tqdm.write(format_rows(done, widths, header=not predictions), file=sys.stdout)
+            sys.stdout.flush()
+        predictions.extend(done)
     if not predictions:
         raise DataError(
             f"no image could be predicted among {', '.join(map(str, args.paths))}; "
@@ -69,7 +85,21 @@ def run(args: argparse.Namespace) -> int:
             "images": [p.to_dict() for p in predictions],
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         }
-        print(json.dumps(payload, indent=2))
-    else:
-        print(format_table(predictions))
+        print(json_text(payload))
     return 0
+
+
+def _say_skipped(skipped: list[tuple[str, str]]) -> None:
+    from tqdm import tqdm
+
+    for path, reason in skipped:  # above a progress bar, which tqdm.write draws again below
+        tqdm.write(f"sef predict: skipped {path}: {reason}", file=sys.stderr)
+
+
+def _with_stdin(paths: list[str]) -> list[str]:
+    """``paths`` with ``-`` replaced by the paths stdin lists, one a line, as `find` prints them
+    (read as bytes: a name that is not UTF-8 stays the file's); a file named - is ./-."""
+    if "-" not in paths:
+        return paths
+    listed = [os.fsdecode(line.rstrip(b"\r\n")) for line in sys.stdin.buffer if line.strip()]
+    return [path for given in paths for path in (listed if given == "-" else [given])]
