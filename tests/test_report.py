@@ -135,6 +135,8 @@ def test_a_class_name_that_is_not_utf8_is_written_as_its_bytes_and_drawn(tmp_pat
     names = [*NAMES[:3], "caf\udce9"]  # a Latin-1 class folder name, as Python holds it
     paths = error_report(result(LABELS, [3] * len(LABELS), GROUPS), names).write(tmp_path / "r")
     assert b"caf\xe9" in paths["per_class"].read_bytes()
+    report = paths["json"].read_text(encoding="utf-8")  # no lone surrogate: strict parsers read it
+    assert "\\udc" not in report and "caf\\xe9" in json.loads(report)["figure_order"]
     assert paths["figure"].stat().st_size > 0
 
 

@@ -15,7 +15,6 @@ and how each group head does per class.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from torch import Tensor
 
 from sef import outputs
 from sef.metrics import per_class_accuracy
-from sef.text import shown
+from sef.text import json_text, shown
 
 FILE_NAMES = {
     "per_class": "per_class.csv",
@@ -106,7 +105,7 @@ class ErrorReport:
             "confused_pairs": self.pairs,
             "figure_order": [self.classes[i] for i in self.order],
         }
-        outputs.write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
+        outputs.write_text(paths["json"], json_text(payload) + "\n")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str] = ()) -> None:

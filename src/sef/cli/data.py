@@ -24,7 +24,7 @@ from sef.cli.options import (
     progress_bars,
 )
 from sef.errors import ConfigError
-from sef.text import counted, printable, table
+from sef.text import counted, json_text, printable, table
 
 SHOWN_CLASSES = 8
 
@@ -279,14 +279,12 @@ def _named(text: str, root: Path) -> Path:
 
 def _list(found: list, root, as_json: bool) -> None:
     """Print the entries ``found`` in ``root`` (CacheFolder) as a table and a total, or JSON."""
-    import json
-
     from sef.space import human
 
     total = sum(entry.bytes for entry in found if entry.is_cache)
     if as_json:
         entries = [entry.record() for entry in found]
-        print(json.dumps({"folder": str(root), "bytes": total, "caches": entries}, indent=2))
+        print(json_text({"folder": str(root), "bytes": total, "caches": entries}))
         return
     if not found:
         print(f"no image caches in {root}")

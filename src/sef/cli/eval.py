@@ -4,7 +4,6 @@ test-time augmentation (--tta) and a per-class error report (--report)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sef.cli.options import (
     add_progress_option,
     progress_bars,
 )
+from sef.text import json_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             summary["report"] = {k: str(v) for k, v in report.write(args.report).items()}
     finally:  # JSON: printed whole, with the files that were written
         if args.json:
-            print(json.dumps(summary, indent=2))
+            print(json_text(summary))
     if not args.json:
         print(f"  predictions        {path}")
         if report is not None:

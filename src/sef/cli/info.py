@@ -4,12 +4,12 @@ the checkpoint."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
 from sef.choices import POOLS
 from sef.cli.options import COUNT, IMAGE_SIDE, add_checkpoint_option
 from sef.errors import ConfigError
+from sef.text import json_text
 
 if TYPE_CHECKING:
     from sef.model import SEF
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         summary |= {"classes": model.num_classes, "groups": model.groups}
         summary["pooling"] = model.pooling
         summary |= {"channels": model.channels, "group_sizes": model.group_sizes}
-        print(json.dumps(summary | model.parameter_counts(), indent=2))
+        print(json_text(summary | model.parameter_counts()))
         return 0
     from sef.text import table
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from sef.cli.options import (
@@ -15,6 +14,7 @@ from sef.cli.options import (
     add_progress_option,
     progress_bars,
 )
+from sef.text import json_text
 
 CAM_IMAGES = 6  # random test images `sef viz cam` shows when it is given no PATH
 
@@ -182,7 +182,7 @@ def run_parts(args: argparse.Namespace) -> int:
         _load(args), _out(args, "parts.png"), **_sampling(args, batched=True)
     )
     if args.json:
-        print(json.dumps({**report.to_dict(), "figure": str(path)}, indent=2))
+        print(json_text({**report.to_dict(), "figure": str(path)}))
         return 0
     header = ["", *report.part_names, "dominant", "static peak"]
     rows = [
