@@ -305,3 +305,21 @@ def test_gradient_table_in_finetune_md_rounds_the_committed_json():
         ]
         checked += 1
     assert checked == len(models) and not wrong, wrong
+
+
+def test_demo_confidence_quoted_rounds_the_committed_json():
+    """docs/deployment.md and `sef predict --help` quote the demo model's top-1 and its right
+    class's median probability from benchmarks/results/confidence.json (the help once kept the
+    97.75 % and 0.47 of an earlier, unrecorded run after the page had moved on)."""
+    runs = json.loads((ROOT / "benchmarks/results/confidence.json").read_text())["runs"]
+    demo = next(run for run in runs if run["preset"] == "demo")
+    help_text = " ".join(_subcommands(create_parser())["predict"].description.split())
+    page = " ".join((ROOT / "docs/deployment.md").read_text().split())
+    quoted = [
+        re.search(r"at ([\d.]+) % top-1 got a median ([\d.]+)", help_text),
+        re.search(r"\(([\d.]+) % test top-1 .*? median probability of ([\d.]+)", page),
+    ]
+    assert all(quoted), "the help or the page no longer quotes the demo's top-1 and median"
+    for top1, median in (found.groups() for found in quoted):
+        assert _rounds_to(top1, 100 * demo["top1"]), top1
+        assert _rounds_to(median, demo["right_class_probability"]["median"]), median
