@@ -1,7 +1,8 @@
 """README and docs/ link only to files that exist, their Python examples and the sef names and
 calls in their text fit sef's signatures, the commands they show use options those commands take
 (and print what a console example shows them printing),
-the config keys they name exist (and docs/training.md lists them all), the numbers a page
+the config keys, presets and dataset options they name exist (and docs/training.md lists every
+key), the numbers a page
 copies from a committed result file round to it, and README stays a short user's document."""
 
 import argparse
@@ -229,6 +230,19 @@ def test_some_console_examples_are_checked():
     assert {command for _, command, _ in _console_examples()} >= {"sef data check demo"}
 
 
+PRESET = re.compile(r"(?:--preset[ =]|sef presets |base: |resolve_config\(\")([a-z][\w.-]*[\w])")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_presets_a_page_names_exist(page):
+    """`--preset cub-resnet50`, `sef presets NAME`, `base: cub-resnet18`: a renamed preset is
+    caught here, not by a user's `unknown preset` (placeholders such as P are upper case)."""
+    from sef.config.presets import preset_names
+
+    wrong = sorted(set(PRESET.findall(page.read_text())) - set(preset_names()))
+    assert not wrong, f"{page.name} names presets that do not exist: {wrong}"
+
+
 CONFIG_KEY = re.compile(r"(?:--set[ =][\'\"]?|`)((?:loss|data|optim|run)\.\w+|model\.\w+(?=[=:]))")
 
 
@@ -323,3 +337,20 @@ def test_demo_confidence_quoted_rounds_the_committed_json():
     for top1, median in (found.groups() for found in quoted):
         assert _rounds_to(top1, 100 * demo["top1"]), top1
         assert _rounds_to(median, demo["right_class_probability"]["median"]), median
+
+
+def test_datasets_md_names_the_options_each_reader_takes():
+    """The options column of docs/datasets.md's table names options its dataset's reader takes
+    (`-o KEY=VALUE`, `data.options.KEY`): a renamed option is caught here."""
+    from sef import datasets
+
+    table = (ROOT / "docs" / "datasets.md").read_text().split("\n| name |")[1].split("\n\n")[0]
+    rows = [re.split(r"(?<!\\)\|", line.strip("|")) for line in table.splitlines()[2:]]
+    named = {row[0].strip(" `"): re.findall(r"`(\w+)[=`]", row[-1]) for row in rows}
+    wrong = [
+        f"{name}: {key}"
+        for name, keys in named.items()
+        for key in keys
+        if key not in datasets.options(name)
+    ]
+    assert list(named) == list(datasets.NAMES) and not wrong, (list(named), wrong)
