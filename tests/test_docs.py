@@ -185,7 +185,8 @@ def _shown_commands(page: Path) -> list[str]:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_commands_shown_use_options_their_command_takes(page):
     """Each --option after `sef COMMAND [ACTION]` (or `-m sef.cli COMMAND`) in a page is one
-    that command's parser takes: a renamed or dropped option is caught here. Placeholders
+    that command's parser takes, and each ACTION of `sef data` and `sef viz` is one of theirs: a
+    renamed or dropped option or action is caught here. Placeholders
     (NAME, [--json], flip|crops) are the page's own business."""
     parser, wrong = create_parser(), []
     for text in _shown_commands(page):
@@ -193,8 +194,11 @@ def test_commands_shown_use_options_their_command_takes(page):
             if (chosen := _subcommands(parser).get(command)) is None:
                 continue  # "sef reads ..." in prose
             words = rest.split()
-            if words and words[0] in _subcommands(chosen):
-                chosen = _subcommands(chosen)[words[0]]
+            actions = _subcommands(chosen)
+            if words and words[0] in actions:
+                chosen = actions[words[0]]
+            elif actions and words and words[0].rstrip("\\") not in [*actions, "-h", "--help"]:
+                wrong.append(f"{chosen.prog} {words[0]}: {text}")
             taken = {option for action in chosen._actions for option in action.option_strings}
             for word in words:
                 option = re.match(r"\[?(--?[A-Za-z][\w-]*)", word)
