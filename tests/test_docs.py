@@ -358,3 +358,12 @@ def test_datasets_md_names_the_options_each_reader_takes():
         if key not in datasets.options(name)
     ]
     assert list(named) == list(datasets.NAMES) and not wrong, (list(named), wrong)
+
+
+def test_readme_lists_every_dataset():
+    """README's Datasets table names every dataset sef reads (birds32b was left out of it)."""
+    from sef import datasets
+
+    rows = _table_rows((ROOT / "README.md").read_text(), "## Datasets")
+    listed = {name for row in rows for name in re.findall(r"`(\w+)`", row[0])}
+    assert listed == set(datasets.NAMES), set(datasets.NAMES) ^ listed
