@@ -669,6 +669,18 @@ def test_one_cache_never_mixes_images_turned_upright_and_as_stored(noisy_cub, tm
         cache.build(tmp_path / "c", mixed, "resize", 16, progress=False)
 
 
+def test_a_stale_cache_counts_its_images_with_thousands_separators(tmp_path):
+    """A real dataset's stale cache says "1,000 of the 1,000 images", as every count sef prints
+    does (it said "11788" beside sef data cache's "11,788")."""
+    index = {"format": 1, **cache.recipe_record("resize", 16), "images": []}
+    (tmp_path / cache.INDEX).write_text(json.dumps(index))
+    wanted = [(f"/nowhere/{i}.jpg", None, 0, False) for i in range(1000)]
+    reason = cache.stale_reason(tmp_path, wanted, "resize", 16)
+    assert reason.startswith(
+        f"1,000 of the 1,000 images are not in {tmp_path}, e.g. /nowhere/0.jpg"
+    )
+
+
 def test_stale_caches_are_named_in_one_line_and_never_read(noisy_cub, tmp_path):
     folder = tmp_path / "c"
     assert _stale(noisy_cub, folder) == f"{folder} holds no image cache yet"

@@ -89,6 +89,14 @@ def test_policy_stop_lists_every_bad_file(mixed_samples):
     assert len(dataset) == 6
 
 
+def test_policy_stop_counts_with_thousands_separators(tmp_path):
+    """A large set's bad images are counted as every count sef prints is ("1,000 of 1,000"),
+    as the lines under that one already were."""
+    samples = [(str(tmp_path / f"{i}.jpg"), 0) for i in range(1000)]
+    with pytest.raises(DataError, match="^1,000 of 1,000 images cannot be used"):
+        apply_bad_image_policy(ImageList(samples, ["a"]), "stop", workers=0, progress=False)
+
+
 def test_policy_skip_drops_and_reports(mixed_samples):
     samples, bad_paths = mixed_samples
     parts = [{"head": (float(i), 0.0)} for i in range(6)]

@@ -199,10 +199,10 @@ def run_check(args: argparse.Namespace) -> int:
         list(unique.items()), workers=args.workers, progress=progress_bars(args)
     )
     if bad:
-        print(f"{len(bad)} of {len(unique)} images cannot be used:", file=sys.stderr)
+        print(f"{len(bad):,} of {len(unique):,} images cannot be used:", file=sys.stderr)
         print(describe_bad_images(bad, len(unique)), file=sys.stderr)
         return 1
-    print(f"all {len(unique)} images open")
+    print(f"all {len(unique):,} images open")
     return 0
 
 

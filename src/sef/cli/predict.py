@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "stderr and skipped; the exit code is 0 when at least one image was predicted and 2 "
             "when none could be. The probabilities are the softmax of the global head, which "
             "SEF's maximum-entropy term keeps soft on purpose: read them as a ranking, not as a "
-            "confidence (the right class of a demo model at 97.75 % top-1 got a median 0.47; "
+            "confidence (the right class of a demo model at 97.1 % top-1 got a median 0.475; "
             "see docs/deployment.md)."
         ),
     )

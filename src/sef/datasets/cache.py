@@ -280,12 +280,13 @@ def stale_reason(
     missing = [s for s in wanted if s not in stored]
     if missing:
         return (
-            f"{len(missing)} of the {len(wanted)} images are not in {folder}, e.g. {missing[0][0]}"
+            f"{len(missing):,} of the {len(wanted):,} images are not in {folder}, "
+            f"e.g. {missing[0][0]}"
         )
     changed = [s for s in wanted if (_stat(s[0]) or (None, None)) != stored[s]]
     if changed:
         return (
-            f"{len(changed)} of the {len(wanted)} images changed (size or time) since {folder} "
+            f"{len(changed):,} of the {len(wanted):,} images changed (size or time) since {folder} "
             f"was built, e.g. {changed[0][0]}"
         )
     size = _stat(str(folder / DATA))

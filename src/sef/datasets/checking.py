@@ -149,7 +149,7 @@ def apply_bad_image_policy(
     bad = find_bad_images(samples, workers=workers, progress=progress)
     if bad and policy == "stop":
         raise DataError(
-            f"{len(bad)} of {len(samples)} images cannot be used; fix or remove them, or train "
+            f"{len(bad):,} of {len(samples):,} images cannot be used; fix or remove them, or train "
             f"without them with --set data.bad_images=skip:\n"
             f"{describe_bad_images(bad, len(samples))}"
         )
