@@ -283,15 +283,45 @@ def test_the_mlflow_store_stays_in_a_run_folder_named_with_url_characters(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr 10%25", "why?x=1"]
 
 
+def _closed_port() -> int:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]  # closed again when the test connects
+
+
+def test_wandb_online_with_a_server_that_takes_no_connection_stops_before_the_run_folder(
+    trackers_offline: Path, monkeypatch, capsys
+) -> None:
+    # WANDB_MODE=online on a machine without network: wandb.init waited its init_timeout (90 s,
+    # shortened here so that a check left to W&B fails fast) after the data had loaded
+    import wandb
+
+    port = _closed_port()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
+    wandb.teardown()  # W&B reads its settings once a process: these, and the next test's own
+    try:
+        assert _train(trackers_offline, "--log", "wandb") == 2
+    finally:
+        wandb.teardown()
+    assert capsys.readouterr().err == (
+        f"sef train: error: run.loggers=wandb: WANDB_MODE=online but the W&B server at "
+        f"127.0.0.1:{port} takes no connection ([Errno 111] Connection refused); train with "
+        f"WANDB_MODE=offline and upload the run later with wandb sync DIR/wandb/offline-run-*, "
+        f"or log without wandb\n"
+    )
+    assert not trackers_offline.exists()  # before the data and the run folder
+
+
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(
     trackers_offline: Path, monkeypatch, capsys
 ) -> None:
     # MLflow's client retried a refused connection for 4 minutes (7 tries, backoff 2 s doubling)
     # after the data had loaded, then stopped the run; the retries are off here so that a check
     # left to MLflow fails fast
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]  # closed again when the test connects
+    port = _closed_port()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     out = trackers_offline

@@ -35,7 +35,8 @@ from sef.errors import ConfigError, SEFError
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
-SERVER_TIMEOUT = 10  # seconds an MLflow server has to take a connection before the run starts
+SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
+ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
 
 def scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -54,11 +55,14 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
 
 def require(loggers: Iterable[str]) -> None:
     """SEFError in one line naming the pip command if a tracker's client is not installed, or
-    the MLflow server ``MLFLOW_TRACKING_URI`` names if it takes no connection."""
+    the server a tracker would send its run to (W&B online, ``MLFLOW_TRACKING_URI``) if it
+    takes no connection."""
     loggers = list(loggers)
     for name in loggers:
         if name in TRACKERS:
             extras.require(name, f"run.loggers={name} (--log {name})")
+    if "wandb" in loggers:
+        check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
         check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
 
@@ -67,21 +71,51 @@ def check_mlflow_server(uri: str | None) -> None:
     """ConfigError at once if ``uri`` names an http(s) server that takes no connection within
     SERVER_TIMEOUT seconds (refused, an unknown host, no answer): MLflow's client retries for
     about 4 minutes before it says so. A server reached through a proxy is left to MLflow."""
-    url = urlparse(uri or "")
+    unreachable = _unreachable(uri or "")
+    if unreachable:
+        raise ConfigError(
+            f"run.loggers=mlflow: the MLflow server at {unreachable[0]} (MLFLOW_TRACKING_URI) "
+            f"takes no connection ({unreachable[1]}); start it, correct MLFLOW_TRACKING_URI, or "
+            f"log without mlflow"
+        )
+
+
+def check_wandb_server(mode: str | None) -> None:
+    """ConfigError at once if ``mode`` (WANDB_MODE) sends the run to a W&B server that takes no
+    connection within SERVER_TIMEOUT seconds: ``wandb.init`` waits its ``init_timeout`` (90 s)
+    before it says so. Offline, the default, needs no server."""
+    if mode not in ONLINE:
+        return
+    from wandb.sdk import wandb_setup
+
+    if not hasattr(wandb_setup, "singleton"):  # an older wandb: left to wandb.init
+        return
+    url = wandb_setup.singleton().settings.base_url  # WANDB_BASE_URL, wandb login --host's
+    unreachable = _unreachable(url)
+    if unreachable:
+        raise ConfigError(
+            f"run.loggers=wandb: WANDB_MODE={mode} but the W&B server at {unreachable[0]} takes "
+            f"no connection ({unreachable[1]}); train with WANDB_MODE=offline and upload the run "
+            f"later with wandb sync DIR/wandb/offline-run-*, or log without wandb"
+        )
+
+
+def _unreachable(uri: str) -> tuple[str, str] | None:
+    """``(host:port, why)`` if ``uri`` names an http(s) server that takes no connection within
+    SERVER_TIMEOUT seconds (refused, an unknown host, no answer); None if it takes one, or is no
+    such URL, or is reached through a proxy (the client's own error then says what is wrong)."""
+    url = urlparse(uri)
     try:
         port = url.port or (443 if url.scheme == "https" else 80)
-    except ValueError:  # not a port: MLflow's own error says so
-        return
+    except ValueError:  # not a port: the client's own error says so
+        return None
     if url.scheme not in ("http", "https") or not url.hostname or _proxied(url):
-        return
+        return None
     try:
         socket.create_connection((url.hostname, port), timeout=SERVER_TIMEOUT).close()
     except OSError as error:
-        raise ConfigError(
-            f"run.loggers=mlflow: the MLflow server at {url.hostname}:{port} "
-            f"(MLFLOW_TRACKING_URI) takes no connection ({error or type(error).__name__}); "
-            f"start it, correct MLFLOW_TRACKING_URI, or log without mlflow"
-        ) from None
+        return f"{url.hostname}:{port}", str(error) or type(error).__name__
+    return None
 
 
 def _proxied(url: ParseResult) -> bool:
