@@ -7,13 +7,14 @@ import csv
 import json
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from sef.cli import main
 from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
 from sef.errors import ConfigError
-from sef.trackers import STATE_FILE, Trackers, scalars
+from sef.trackers import STATE_FILE, MLflowRun, Trackers, scalars, sqlite_uri
 
 pytest.importorskip("wandb")
 pytest.importorskip("mlflow")
@@ -313,6 +314,55 @@ def test_wandb_online_with_a_server_that_takes_no_connection_stops_before_the_ru
         f"or log without wandb\n"
     )
     assert not trackers_offline.exists()  # before the data and the run folder
+
+
+def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeypatch) -> None:
+    # four runs started at once into a new MLFLOW_TRACKING_URI=sqlite:///... store all failed
+    # ("table _alembic_tmp_experiments already exists"), and so did every later run: MLflow
+    # created the tables in each process at once. The fake client below records whether the
+    # lock is held where MLflow creates the tables, the experiment and the run.
+    import mlflow.tracking
+
+    fcntl = pytest.importorskip("fcntl")
+    db = tmp_path / "shared store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(db))
+
+    def locked() -> bool:
+        try:
+            with open(f"{db}.sef-lock") as probe:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (FileNotFoundError, BlockingIOError) as error:
+            return isinstance(error, BlockingIOError)
+        return False
+
+    held = []
+
+    class Client:
+        def __init__(self, tracking_uri: str) -> None:
+            held.append(("tables", locked()))
+
+        def get_experiment_by_name(self, name: str) -> None:
+            return None
+
+        def create_experiment(self, name: str, artifact_location: str | None) -> str:
+            held.append(("experiment", locked()))
+            return "1"
+
+        def create_run(self, experiment: str, run_name: str) -> SimpleNamespace:
+            held.append(("run", locked()))
+            return SimpleNamespace(info=SimpleNamespace(run_id="r1"))
+
+        def log_batch(self, *args, **options) -> None:
+            pass
+
+        log_artifact = log_batch
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    out = tmp_path / "run"
+    out.mkdir()
+    MLflowRun(out, load_preset("demo"), None)
+    assert held == [("tables", True), ("experiment", True), ("run", True)]
+    assert not locked()  # given back once the run is open
 
 
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(

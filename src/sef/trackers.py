@@ -21,16 +21,21 @@ import numbers
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import ParseResult, quote, unquote, urlparse
 from urllib.request import getproxies, proxy_bypass
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
 from sef.errors import ConfigError, SEFError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
@@ -200,21 +205,22 @@ class MLflowRun:
             store = out / "mlflow"
             store.mkdir(exist_ok=True)
             uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
-        self.client = MlflowClient(tracking_uri=uri)
-        if artifacts is not None:
-            self._check_in_place(artifacts, out)
-        existing: dict[str, str] = {}
-        if run_id:
-            try:
-                existing = self.client.get_run(run_id).data.params
-            except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
-                run_id = None
-        self.resumed = run_id is not None
-        if run_id:
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            experiment = self._experiment(artifacts)
-            run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
+        with _store_lock(uri):  # MLflow creates the store's tables, the experiment, the run
+            self.client = MlflowClient(tracking_uri=uri)
+            if artifacts is not None:
+                self._check_in_place(artifacts, out)
+            existing: dict[str, str] = {}
+            if run_id:
+                try:
+                    existing = self.client.get_run(run_id).data.params
+                except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
+                    run_id = None
+            self.resumed = run_id is not None
+            if run_id:
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                experiment = self._experiment(artifacts)
+                run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
         self.id = run_id
         # MLflow keeps a parameter's first value: a resume adds the keys the run lacks, and its
         # config.yaml holds the values of the latest session (a longer run, another data.root)
@@ -275,6 +281,47 @@ def sqlite_uri(path: Path) -> str:
     an escape and ``?`` as the start of its options (a run folder named ``lr 10%25`` or ``why?``
     put its store in another folder)."""
     return f"sqlite:///{quote(str(path), safe='/:' + os.sep)}"
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """While MLflow opens a SQLite store, hold ``STORE.sef-lock`` beside it (flock; Windows has
+    none): runs started at once into one new store raced to create its tables and left it broken
+    for every later run ("table _alembic_tmp_... already exists"), and two runs could both
+    create the experiment. Other stores (a server, a database server) take care of themselves."""
+    path = _sqlite_file(uri)
+    lock = _locked(path.parent / f"{path.name}.sef-lock") if path and fcntl else None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.close()  # and with it the lock
+
+
+def _locked(path: Path) -> IO[str] | None:
+    """``path`` open and locked, waiting for its holder; None where it cannot be (a folder this
+    user may not write, a file system without locks), which leaves the store to MLflow, whose
+    own error then says what is wrong."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
+        lock = open(path, "a", encoding="utf-8")  # closed by _store_lock
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError:
+        lock.close()
+        return None
+    return lock
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URI (its ``%XX`` escapes read, its options dropped); None
+    for another store or SQLite in memory."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = unquote(uri.removeprefix("sqlite:///").partition("?")[0])
+    return Path(path) if path and path != ":memory:" else None
 
 
 def _experiment_name() -> str:
