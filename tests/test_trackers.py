@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import socket
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from sef import trackers
 from sef.cli import main
 from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
 from sef.errors import ConfigError
@@ -363,6 +365,67 @@ def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeyp
     MLflowRun(out, load_preset("demo"), None)
     assert held == [("tables", True), ("experiment", True), ("run", True)]
     assert not locked()  # given back once the run is open
+
+
+def test_a_tracker_that_fails_mid_run_or_at_the_end_warns_once_and_training_goes_on(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # an MLflow store deleted mid-run raised out of the epoch's logging (after last.pt was
+    # written) and ended `sef train` in a traceback; a failure in the final report's upload made
+    # a finished run exit 1
+    calls: list[tuple] = []
+
+    class Fake:
+        fails_at: tuple = ()
+
+        def __init__(self, out: Path, config, run_id: str | None) -> None:
+            self.id, self.resumed = type(self).__name__, False
+
+        def _do(self, what: str, value) -> None:
+            if (what, value) in self.fails_at:
+                raise RuntimeError(f"store\n  {self.id} is gone")
+            calls.append((self.id, what, value))
+
+        def epoch(self, record) -> None:
+            self._do("epoch", record["epoch"])
+
+        def finish(self, final) -> None:
+            self._do("finish", final.epoch)
+
+        def close(self, finished: bool) -> None:
+            self._do("close", finished)
+
+    class Early(Fake):
+        fails_at = (("epoch", 2),)
+
+    class Late(Fake):
+        fails_at = (("finish", 3),)
+
+    monkeypatch.setitem(trackers.OPENERS, "wandb", Early)
+    monkeypatch.setitem(trackers.OPENERS, "mlflow", Late)
+    config = load_preset("demo")
+    config.run.loggers = ["wandb", "mlflow"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logged = Trackers(tmp_path, config, [])
+        for epoch in (1, 2, 3):
+            logged.epoch({"epoch": epoch, "eval_top1": 0.5})
+        logged.finish(trackers.Final({}, "report", [], 3))
+        logged.close()
+    said = [str(w.message) for w in caught]
+    assert said == [
+        f"run.loggers={name}: {name} failed and logs no more of this run: store {fake} is gone; "
+        f"training goes on without it (metrics.jsonl keeps every epoch)"
+        for name, fake in (("wandb", "Early"), ("mlflow", "Late"))
+    ]
+    assert calls == [
+        ("Early", "epoch", 1), ("Late", "epoch", 1),
+        ("Early", "close", False),  # its run ended as failed; no more calls
+        ("Late", "epoch", 2), ("Late", "epoch", 3),
+        ("Late", "close", False),
+    ]  # fmt: skip
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert {name: state[name]["epoch"] for name in state} == {"wandb": 1, "mlflow": 3}
 
 
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import numbers
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,16 +266,32 @@ class MLflowRun:
             self.client.log_batch(self.id, metrics=metrics[start : start + 1000])
 
     def epoch(self, record: Mapping[str, Any]) -> None:
-        self._log(scalars(record), record["epoch"])
+        with _errors_unlogged():
+            self._log(scalars(record), record["epoch"])
 
     def finish(self, final: Final) -> None:
-        self._log(final.summary, final.epoch)
-        self.client.log_text(self.id, final.report + "\n", "report.txt")
-        for path in final.files:
-            self.client.log_artifact(self.id, str(path))
+        with _errors_unlogged():
+            self._log(final.summary, final.epoch)
+            self.client.log_text(self.id, final.report + "\n", "report.txt")
+            for path in final.files:
+                self.client.log_artifact(self.id, str(path))
 
     def close(self, finished: bool) -> None:
-        self.client.set_terminated(self.id, "FINISHED" if finished else "FAILED")
+        with _errors_unlogged():
+            self.client.set_terminated(self.id, "FINISHED" if finished else "FAILED")
+
+
+@contextlib.contextmanager
+def _errors_unlogged() -> Iterator[None]:
+    """MLflow quiet while it logs: it writes an error it raises to its log first (a SQLAlchemy
+    traceback of 30 lines where the store was deleted), and Trackers says it in one line."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def sqlite_uri(path: Path) -> str:
@@ -382,9 +400,8 @@ class Trackers:
     def epoch(self, record: Mapping[str, Any]) -> None:
         """Log ``record`` to every tracker that does not hold its epoch yet."""
         logged = False
-        for name, tracker in self.open.items():
-            if record["epoch"] > self.state[name]["epoch"]:
-                tracker.epoch(record)
+        for name in list(self.open):
+            if record["epoch"] > self.state[name]["epoch"] and self._tell(name, "epoch", record):
                 self.state[name]["epoch"] = record["epoch"]
                 logged = True
         if logged:
@@ -392,11 +409,32 @@ class Trackers:
 
     def finish(self, final: Final) -> None:
         """The final report as each run's summary, and its files where the tracker takes them."""
-        for tracker in self.open.values():
-            tracker.finish(final)
+        for name in list(self.open):
+            self._tell(name, "finish", final)
         self.finished = True
 
     def close(self) -> None:
         """End every run: finished if ``finish`` was called, else failed (a resume continues)."""
-        for tracker in self.open.values():
-            tracker.close(self.finished)
+        for name in list(self.open):
+            self._tell(name, "close", self.finished)
+
+    def _tell(self, name: str, action: str, argument: Any) -> bool:
+        """Whether tracker ``name`` did ``action`` (epoch, finish, close); if it failed (its store
+        deleted, its server gone, its disk full), one warning, and the run goes on without it:
+        training, checkpoints and metrics.jsonl do not depend on a tracker."""
+        tracker = self.open[name]
+        try:
+            getattr(tracker, action)(argument)
+            return True
+        except Exception as error:  # each client has its own errors
+            problem = " ".join(str(error).split()) or type(error).__name__
+            warnings.warn(
+                f"run.loggers={name}: {name} failed and logs no more of this run: {problem}; "
+                f"training goes on without it (metrics.jsonl keeps every epoch)",
+                stacklevel=2,
+            )
+            del self.open[name]
+            if action != "close":
+                with contextlib.suppress(Exception):  # the run, as far as it can be ended
+                    tracker.close(False)
+            return False
