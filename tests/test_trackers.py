@@ -428,6 +428,35 @@ def test_a_tracker_that_fails_mid_run_or_at_the_end_warns_once_and_training_goes
     assert {name: state[name]["epoch"] for name in state} == {"wandb": 1, "mlflow": 3}
 
 
+def test_a_session_with_wandb_disabled_leaves_its_epochs_to_the_next_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # WANDB_MODE=disabled still recorded its dummy run and epochs 1-2 in trackers.json, so a
+    # resume with W&B on opened a run under that id and logged epoch 3 only
+    logged: list[int] = []
+
+    class Fake:
+        def __init__(self, out: Path, config, run_id: str | None) -> None:
+            self.id, self.resumed = run_id or "new", run_id is not None
+
+        def epoch(self, record) -> None:
+            logged.append(record["epoch"])
+
+        def close(self, finished: bool) -> None:
+            pass
+
+    monkeypatch.setitem(trackers.OPENERS, "wandb", Fake)
+    config = load_preset("demo")
+    config.run.loggers = ["wandb"]
+    history = [{"epoch": 1}, {"epoch": 2}]
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    Trackers(tmp_path, config, history[:1]).epoch(history[1])
+    assert logged == []
+    monkeypatch.delenv("WANDB_MODE")
+    Trackers(tmp_path, config, history).close()
+    assert logged == [1, 2]
+
+
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(
     trackers_offline: Path, monkeypatch, capsys
 ) -> None:

@@ -342,6 +342,13 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def _switched_off(name: str) -> bool:
+    """Whether tracker ``name`` is told to log nothing (``WANDB_MODE=disabled``): it is not
+    opened, so trackers.json does not count epochs it never kept, and a later run with it on
+    logs the whole history (it got the first epochs of no session before)."""
+    return name == "wandb" and os.environ.get("WANDB_MODE") == "disabled"
+
+
 def _experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or PROJECT
 
@@ -361,7 +368,7 @@ class Trackers:
         self.open: dict[str, Tracker] = {}
         self.finished = False
         for name in config.run.loggers:
-            if name in OPENERS:
+            if name in OPENERS and not _switched_off(name):
                 saved = self.state.get(name, {})
                 tracker = self._open(name, out, config, saved.get("id"))
                 logged = saved.get("epoch", 0) if tracker.resumed else 0
