@@ -71,7 +71,20 @@ def require(loggers: Iterable[str]) -> None:
     if "wandb" in loggers:
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
+        check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def check_mlflow_file(uri: str | None) -> None:
+    """ConfigError if ``uri`` is a SQLite store under ``~``, which MLflow does not expand: it
+    made a folder named ``~`` in the current one and put the store there."""
+    path = _sqlite_file(uri or "")
+    if path is not None and path.parts[0] == "~":
+        raise ConfigError(
+            f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ "
+            f"in the current one (MLflow does not expand ~); write the full path: "
+            f"{sqlite_uri(path.expanduser())}"
+        )
 
 
 def check_mlflow_server(uri: str | None) -> None:
