@@ -357,8 +357,8 @@ def _sqlite_file(uri: str) -> Path | None:
 
 def _switched_off(name: str) -> bool:
     """Whether tracker ``name`` is told to log nothing (``WANDB_MODE=disabled``): it is not
-    opened, so trackers.json does not count epochs it never kept, and a later run with it on
-    logs the whole history (it got the first epochs of no session before)."""
+    opened, so trackers.json counts no epoch it never kept, and a later session with it on logs
+    every epoch it lacks."""
     return name == "wandb" and os.environ.get("WANDB_MODE") == "disabled"
 
 
