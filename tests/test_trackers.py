@@ -461,14 +461,17 @@ def test_an_mlflow_sqlite_store_under_home_is_refused_with_the_full_path(monkeyp
     # MLflow reads sqlite:///~/mlflow.db as the relative path ~/mlflow.db: the run made a folder
     # named ~ in the current one and logged there
     monkeypatch.setenv("HOME", "/home/ann")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///~/ml runs.db")
-    with pytest.raises(ConfigError) as info:
-        trackers.require(["mlflow"])
-    assert str(info.value) == (
-        "run.loggers=mlflow: MLFLOW_TRACKING_URI=sqlite:///~/ml runs.db puts the store in a "
-        "folder named ~ in the current one (MLflow does not expand ~); write the full path: "
-        "sqlite:////home/ann/ml%20runs.db"
-    )
+    for uri, full in (
+        ("sqlite:///~/ml runs.db", "sqlite:////home/ann/ml%20runs.db"),
+        ("~/mlruns", "/home/ann/mlruns"),  # MLflow's file store, quoted in the shell
+    ):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(ConfigError) as info:
+            trackers.require(["mlflow"])
+        assert str(info.value) == (
+            f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ "
+            f"in the current one (MLflow does not expand ~); write the full path: {full}"
+        )
 
 
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(

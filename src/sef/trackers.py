@@ -76,15 +76,20 @@ def require(loggers: Iterable[str]) -> None:
 
 
 def check_mlflow_file(uri: str | None) -> None:
-    """ConfigError if ``uri`` is a SQLite store under ``~``, which MLflow does not expand: it
-    made a folder named ``~`` in the current one and put the store there."""
+    """ConfigError if ``uri`` is a store under ``~`` (a SQLite file, or a plain path: MLflow's
+    file store), which MLflow does not expand: it made a folder named ``~`` in the current one
+    and put the store there."""
     path = _sqlite_file(uri or "")
-    if path is not None and path.parts[0] == "~":
-        raise ConfigError(
-            f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ "
-            f"in the current one (MLflow does not expand ~); write the full path: "
-            f"{sqlite_uri(path.expanduser())}"
-        )
+    if uri and uri.startswith("~"):
+        full = str(Path(uri).expanduser())
+    elif path is not None and path.parts[0] == "~":
+        full = sqlite_uri(path.expanduser())
+    else:
+        return
+    raise ConfigError(
+        f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ in "
+        f"the current one (MLflow does not expand ~); write the full path: {full}"
+    )
 
 
 def check_mlflow_server(uri: str | None) -> None:
