@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import socket
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -316,6 +317,22 @@ def test_wandb_online_with_a_server_that_takes_no_connection_stops_before_the_ru
         f"or log without wandb\n"
     )
     assert not trackers_offline.exists()  # before the data and the run folder
+
+
+def test_a_server_whose_name_lookup_hangs_is_given_up_on_at_the_limit(monkeypatch) -> None:
+    # a node whose name server does not answer: the socket timeout does not cover the lookup,
+    # which waits for the resolver's own timeouts (5 s a try and a server by default)
+    def lookup_that_hangs(address, timeout):
+        time.sleep(3)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(trackers, "SERVER_TIMEOUT", 0.1)
+    monkeypatch.setattr(socket, "create_connection", lookup_that_hangs)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"mlflow.example:5000 .*\(no answer within 0.1 s\)"):
+        trackers.require(["mlflow"])
+    assert time.monotonic() - started < 1
 
 
 def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeypatch) -> None:

@@ -21,6 +21,7 @@ import logging
 import numbers
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -136,11 +137,28 @@ def _unreachable(uri: str) -> tuple[str, str] | None:
         return None
     if url.scheme not in ("http", "https") or not url.hostname or _proxied(url):
         return None
-    try:
-        socket.create_connection((url.hostname, port), timeout=SERVER_TIMEOUT).close()
-    except OSError as error:
-        return f"{url.hostname}:{port}", str(error) or type(error).__name__
-    return None
+    why = _no_connection(url.hostname, port)
+    return None if why is None else (f"{url.hostname}:{port}", why)
+
+
+def _no_connection(host: str, port: int) -> str | None:
+    """Why ``host`` takes no connection on ``port`` within SERVER_TIMEOUT seconds, its name's
+    lookup included, which has no timeout of its own (a node whose name server does not answer
+    waits for the resolver's, up to a minute): tried in a thread given up on at the limit. None
+    if it takes one."""
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=SERVER_TIMEOUT).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(str(error) or type(error).__name__)
+
+    thread = threading.Thread(target=attempt, name="sef-server-check", daemon=True)
+    thread.start()
+    thread.join(SERVER_TIMEOUT)
+    return outcome[0] if outcome else f"no answer within {SERVER_TIMEOUT} s"
 
 
 def _proxied(url: ParseResult) -> bool:
