@@ -445,6 +445,32 @@ def test_each_epoch_replaces_metrics_jsonl_whole_so_no_reader_sees_half_a_line(t
     logger.close()
 
 
+def test_tensorboard_added_on_resume_gets_the_epochs_before_it_and_none_twice(tmp_path):
+    """`--resume --log tensorboard` of a run trained with `--log none` wrote only the epochs
+    after the resume, where a tracker added on resume gets the whole history."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sef.engine.log import Logger
+
+    def record(epoch: int) -> dict:
+        terms = ("loss_total", "train_top1", "eval_top1", "eval_class_mean", "seconds", "lr")
+        return {"epoch": epoch, "images_per_second": 1.0, "eval_group_top1": [0.5]} | {
+            key: epoch / 10 for key in terms
+        }
+
+    config = _config(tmp_path, "run.loggers=[tensorboard]")
+    for epochs in (2, 3):  # added on resume after epoch 2, resumed again after epoch 3
+        history = [record(e) for e in range(1, epochs + 1)]
+        logger = Logger(tmp_path, config, history, start_epoch=epochs + 1)
+        logger.epoch(record(epochs + 1), epochs=4)
+        logger.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("eval_top1")] == [
+        (e, pytest.approx(e / 10)) for e in (1, 2, 3, 4)
+    ]
+
+
 def test_the_epoch_line_shows_a_slow_cpus_speed_instead_of_0_img_s(tmp_path, capsys):
     """30 images at 448 px took 70 s on a 2-core CPU: the line said "0 img/s"."""
     from sef.engine.log import Logger

@@ -6,14 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import socket
+import time
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from sef import trackers
 from sef.cli import main
 from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
 from sef.errors import ConfigError
-from sef.trackers import STATE_FILE, Trackers, scalars
+from sef.trackers import STATE_FILE, MLflowRun, Trackers, scalars, sqlite_uri
 
 pytest.importorskip("wandb")
 pytest.importorskip("mlflow")
@@ -283,15 +287,217 @@ def test_the_mlflow_store_stays_in_a_run_folder_named_with_url_characters(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr 10%25", "why?x=1"]
 
 
+def _closed_port() -> int:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]  # closed again when the test connects
+
+
+def test_wandb_online_with_a_server_that_takes_no_connection_stops_before_the_run_folder(
+    trackers_offline: Path, monkeypatch, capsys
+) -> None:
+    # WANDB_MODE=online on a machine without network: wandb.init waited its init_timeout (90 s,
+    # shortened here so that a check left to W&B fails fast) after the data had loaded
+    import wandb
+
+    port = _closed_port()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
+    wandb.teardown()  # W&B reads its settings once a process: these, and the next test's own
+    try:
+        assert _train(trackers_offline, "--log", "wandb") == 2
+    finally:
+        wandb.teardown()
+    assert capsys.readouterr().err == (
+        f"sef train: error: run.loggers=wandb: WANDB_MODE=online but the W&B server at "
+        f"127.0.0.1:{port} takes no connection ([Errno 111] Connection refused); train with "
+        f"WANDB_MODE=offline and upload the run later with wandb sync DIR/wandb/offline-run-*, "
+        f"or log without wandb\n"
+    )
+    assert not trackers_offline.exists()  # before the data and the run folder
+
+
+def test_a_server_whose_name_lookup_hangs_is_given_up_on_at_the_limit(monkeypatch) -> None:
+    # a node whose name server does not answer: the socket timeout does not cover the lookup,
+    # which waits for the resolver's own timeouts (5 s a try and a server by default)
+    def lookup_that_hangs(address, timeout):
+        time.sleep(3)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(trackers, "SERVER_TIMEOUT", 0.1)
+    monkeypatch.setattr(socket, "create_connection", lookup_that_hangs)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"mlflow.example:5000 .*\(no answer within 0.1 s\)"):
+        trackers.require(["mlflow"])
+    assert time.monotonic() - started < 1
+
+
+def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeypatch) -> None:
+    # four runs started at once into a new MLFLOW_TRACKING_URI=sqlite:///... store all failed
+    # ("table _alembic_tmp_experiments already exists"), and so did every later run: MLflow
+    # created the tables in each process at once. The fake client below records whether the
+    # lock is held where MLflow creates the tables, the experiment and the run.
+    import mlflow.tracking
+
+    fcntl = pytest.importorskip("fcntl")
+    db = tmp_path / "shared store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(db))
+
+    def locked() -> bool:
+        try:
+            with open(f"{db}.sef-lock") as probe:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (FileNotFoundError, BlockingIOError) as error:
+            return isinstance(error, BlockingIOError)
+        return False
+
+    held = []
+
+    class Client:
+        def __init__(self, tracking_uri: str) -> None:
+            held.append(("tables", locked()))
+
+        def get_experiment_by_name(self, name: str) -> None:
+            return None
+
+        def create_experiment(self, name: str, artifact_location: str | None) -> str:
+            held.append(("experiment", locked()))
+            return "1"
+
+        def create_run(self, experiment: str, run_name: str) -> SimpleNamespace:
+            held.append(("run", locked()))
+            return SimpleNamespace(info=SimpleNamespace(run_id="r1"))
+
+        def log_batch(self, *args, **options) -> None:
+            pass
+
+        log_artifact = log_batch
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    out = tmp_path / "run"
+    out.mkdir()
+    MLflowRun(out, load_preset("demo"), None)
+    assert held == [("tables", True), ("experiment", True), ("run", True)]
+    assert not locked()  # given back once the run is open
+
+
+def test_a_tracker_that_fails_mid_run_or_at_the_end_warns_once_and_training_goes_on(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # an MLflow store deleted mid-run raised out of the epoch's logging (after last.pt was
+    # written) and ended `sef train` in a traceback; a failure in the final report's upload made
+    # a finished run exit 1
+    calls: list[tuple] = []
+
+    class Fake:
+        fails_at: tuple = ()
+
+        def __init__(self, out: Path, config, run_id: str | None) -> None:
+            self.id, self.resumed = type(self).__name__, False
+
+        def _do(self, what: str, value) -> None:
+            if (what, value) in self.fails_at:
+                raise RuntimeError(f"store\n  {self.id} is gone")
+            calls.append((self.id, what, value))
+
+        def epoch(self, record) -> None:
+            self._do("epoch", record["epoch"])
+
+        def finish(self, final) -> None:
+            self._do("finish", final.epoch)
+
+        def close(self, finished: bool) -> None:
+            self._do("close", finished)
+
+    class Early(Fake):
+        fails_at = (("epoch", 2),)
+
+    class Late(Fake):
+        fails_at = (("finish", 3),)
+
+    monkeypatch.setitem(trackers.OPENERS, "wandb", Early)
+    monkeypatch.setitem(trackers.OPENERS, "mlflow", Late)
+    config = load_preset("demo")
+    config.run.loggers = ["wandb", "mlflow"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logged = Trackers(tmp_path, config, [])
+        for epoch in (1, 2, 3):
+            logged.epoch({"epoch": epoch, "eval_top1": 0.5})
+        logged.finish(trackers.Final({}, "report", [], 3))
+        logged.close()
+    said = [str(w.message) for w in caught]
+    assert said == [
+        f"run.loggers={name}: {name} failed and logs no more of this run: store {fake} is gone; "
+        f"training goes on without it (metrics.jsonl keeps every epoch)"
+        for name, fake in (("wandb", "Early"), ("mlflow", "Late"))
+    ]
+    assert calls == [
+        ("Early", "epoch", 1), ("Late", "epoch", 1),
+        ("Early", "close", False),  # its run ended as failed; no more calls
+        ("Late", "epoch", 2), ("Late", "epoch", 3),
+        ("Late", "close", False),
+    ]  # fmt: skip
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert {name: state[name]["epoch"] for name in state} == {"wandb": 1, "mlflow": 3}
+
+
+def test_a_session_with_wandb_disabled_leaves_its_epochs_to_the_next_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # WANDB_MODE=disabled still recorded its dummy run and epochs 1-2 in trackers.json, so a
+    # resume with W&B on opened a run under that id and logged epoch 3 only
+    logged: list[int] = []
+
+    class Fake:
+        def __init__(self, out: Path, config, run_id: str | None) -> None:
+            self.id, self.resumed = run_id or "new", run_id is not None
+
+        def epoch(self, record) -> None:
+            logged.append(record["epoch"])
+
+        def close(self, finished: bool) -> None:
+            pass
+
+    monkeypatch.setitem(trackers.OPENERS, "wandb", Fake)
+    config = load_preset("demo")
+    config.run.loggers = ["wandb"]
+    history = [{"epoch": 1}, {"epoch": 2}]
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    Trackers(tmp_path, config, history[:1]).epoch(history[1])
+    assert logged == []
+    monkeypatch.delenv("WANDB_MODE")
+    Trackers(tmp_path, config, history).close()
+    assert logged == [1, 2]
+
+
+def test_an_mlflow_sqlite_store_under_home_is_refused_with_the_full_path(monkeypatch) -> None:
+    # MLflow reads sqlite:///~/mlflow.db as the relative path ~/mlflow.db: the run made a folder
+    # named ~ in the current one and logged there
+    monkeypatch.setenv("HOME", "/home/ann")
+    for uri, full in (
+        ("sqlite:///~/ml runs.db", "sqlite:////home/ann/ml%20runs.db"),
+        ("~/mlruns", "/home/ann/mlruns"),  # MLflow's file store, quoted in the shell
+    ):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(ConfigError) as info:
+            trackers.require(["mlflow"])
+        assert str(info.value) == (
+            f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ "
+            f"in the current one (MLflow does not expand ~); write the full path: {full}"
+        )
+
+
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(
     trackers_offline: Path, monkeypatch, capsys
 ) -> None:
     # MLflow's client retried a refused connection for 4 minutes (7 tries, backoff 2 s doubling)
     # after the data had loaded, then stopped the run; the retries are off here so that a check
     # left to MLflow fails fast
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]  # closed again when the test connects
+    port = _closed_port()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     out = trackers_offline

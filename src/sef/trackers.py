@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import numbers
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import ParseResult, quote, unquote, urlparse
 from urllib.request import getproxies, proxy_bypass
 
@@ -32,10 +35,16 @@ from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
 from sef.errors import ConfigError, SEFError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
-SERVER_TIMEOUT = 10  # seconds an MLflow server has to take a connection before the run starts
+SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
+ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
 
 def scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -54,34 +63,102 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
 
 def require(loggers: Iterable[str]) -> None:
     """SEFError in one line naming the pip command if a tracker's client is not installed, or
-    the MLflow server ``MLFLOW_TRACKING_URI`` names if it takes no connection."""
+    the server a tracker would send its run to (W&B online, ``MLFLOW_TRACKING_URI``) if it
+    takes no connection."""
     loggers = list(loggers)
     for name in loggers:
         if name in TRACKERS:
             extras.require(name, f"run.loggers={name} (--log {name})")
+    if "wandb" in loggers:
+        check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
+        check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def check_mlflow_file(uri: str | None) -> None:
+    """ConfigError if ``uri`` is a store under ``~`` (a SQLite file, or a plain path: MLflow's
+    file store), which MLflow does not expand: it made a folder named ``~`` in the current one
+    and put the store there."""
+    path = _sqlite_file(uri or "")
+    if uri and uri.startswith("~"):
+        full = str(Path(uri).expanduser())
+    elif path is not None and path.parts[0] == "~":
+        full = sqlite_uri(path.expanduser())
+    else:
+        return
+    raise ConfigError(
+        f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ in "
+        f"the current one (MLflow does not expand ~); write the full path: {full}"
+    )
 
 
 def check_mlflow_server(uri: str | None) -> None:
     """ConfigError at once if ``uri`` names an http(s) server that takes no connection within
     SERVER_TIMEOUT seconds (refused, an unknown host, no answer): MLflow's client retries for
     about 4 minutes before it says so. A server reached through a proxy is left to MLflow."""
-    url = urlparse(uri or "")
+    unreachable = _unreachable(uri or "")
+    if unreachable:
+        raise ConfigError(
+            f"run.loggers=mlflow: the MLflow server at {unreachable[0]} (MLFLOW_TRACKING_URI) "
+            f"takes no connection ({unreachable[1]}); start it, correct MLFLOW_TRACKING_URI, or "
+            f"log without mlflow"
+        )
+
+
+def check_wandb_server(mode: str | None) -> None:
+    """ConfigError at once if ``mode`` (WANDB_MODE) sends the run to a W&B server that takes no
+    connection within SERVER_TIMEOUT seconds: ``wandb.init`` waits its ``init_timeout`` (90 s)
+    before it says so. Offline, the default, needs no server."""
+    if mode not in ONLINE:
+        return
+    from wandb.sdk import wandb_setup
+
+    if not hasattr(wandb_setup, "singleton"):  # an older wandb: left to wandb.init
+        return
+    url = wandb_setup.singleton().settings.base_url  # WANDB_BASE_URL, wandb login --host's
+    unreachable = _unreachable(url)
+    if unreachable:
+        raise ConfigError(
+            f"run.loggers=wandb: WANDB_MODE={mode} but the W&B server at {unreachable[0]} takes "
+            f"no connection ({unreachable[1]}); train with WANDB_MODE=offline and upload the run "
+            f"later with wandb sync DIR/wandb/offline-run-*, or log without wandb"
+        )
+
+
+def _unreachable(uri: str) -> tuple[str, str] | None:
+    """``(host:port, why)`` if ``uri`` names an http(s) server that takes no connection within
+    SERVER_TIMEOUT seconds (refused, an unknown host, no answer); None if it takes one, or is no
+    such URL, or is reached through a proxy (the client's own error then says what is wrong)."""
+    url = urlparse(uri)
     try:
         port = url.port or (443 if url.scheme == "https" else 80)
-    except ValueError:  # not a port: MLflow's own error says so
-        return
+    except ValueError:  # not a port: the client's own error says so
+        return None
     if url.scheme not in ("http", "https") or not url.hostname or _proxied(url):
-        return
-    try:
-        socket.create_connection((url.hostname, port), timeout=SERVER_TIMEOUT).close()
-    except OSError as error:
-        raise ConfigError(
-            f"run.loggers=mlflow: the MLflow server at {url.hostname}:{port} "
-            f"(MLFLOW_TRACKING_URI) takes no connection ({error or type(error).__name__}); "
-            f"start it, correct MLFLOW_TRACKING_URI, or log without mlflow"
-        ) from None
+        return None
+    why = _no_connection(url.hostname, port)
+    return None if why is None else (f"{url.hostname}:{port}", why)
+
+
+def _no_connection(host: str, port: int) -> str | None:
+    """Why ``host`` takes no connection on ``port`` within SERVER_TIMEOUT seconds, its name's
+    lookup included, which has no timeout of its own (a node whose name server does not answer
+    waits for the resolver's, up to a minute): tried in a thread given up on at the limit. None
+    if it takes one."""
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=SERVER_TIMEOUT).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(str(error) or type(error).__name__)
+
+    thread = threading.Thread(target=attempt, name="sef-server-check", daemon=True)
+    thread.start()
+    thread.join(SERVER_TIMEOUT)
+    return outcome[0] if outcome else f"no answer within {SERVER_TIMEOUT} s"
 
 
 def _proxied(url: ParseResult) -> bool:
@@ -166,21 +243,22 @@ class MLflowRun:
             store = out / "mlflow"
             store.mkdir(exist_ok=True)
             uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
-        self.client = MlflowClient(tracking_uri=uri)
-        if artifacts is not None:
-            self._check_in_place(artifacts, out)
-        existing: dict[str, str] = {}
-        if run_id:
-            try:
-                existing = self.client.get_run(run_id).data.params
-            except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
-                run_id = None
-        self.resumed = run_id is not None
-        if run_id:
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            experiment = self._experiment(artifacts)
-            run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
+        with _store_lock(uri):  # MLflow creates the store's tables, the experiment, the run
+            self.client = MlflowClient(tracking_uri=uri)
+            if artifacts is not None:
+                self._check_in_place(artifacts, out)
+            existing: dict[str, str] = {}
+            if run_id:
+                try:
+                    existing = self.client.get_run(run_id).data.params
+                except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
+                    run_id = None
+            self.resumed = run_id is not None
+            if run_id:
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                experiment = self._experiment(artifacts)
+                run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
         self.id = run_id
         # MLflow keeps a parameter's first value: a resume adds the keys the run lacks, and its
         # config.yaml holds the values of the latest session (a longer run, another data.root)
@@ -224,16 +302,32 @@ class MLflowRun:
             self.client.log_batch(self.id, metrics=metrics[start : start + 1000])
 
     def epoch(self, record: Mapping[str, Any]) -> None:
-        self._log(scalars(record), record["epoch"])
+        with _errors_unlogged():
+            self._log(scalars(record), record["epoch"])
 
     def finish(self, final: Final) -> None:
-        self._log(final.summary, final.epoch)
-        self.client.log_text(self.id, final.report + "\n", "report.txt")
-        for path in final.files:
-            self.client.log_artifact(self.id, str(path))
+        with _errors_unlogged():
+            self._log(final.summary, final.epoch)
+            self.client.log_text(self.id, final.report + "\n", "report.txt")
+            for path in final.files:
+                self.client.log_artifact(self.id, str(path))
 
     def close(self, finished: bool) -> None:
-        self.client.set_terminated(self.id, "FINISHED" if finished else "FAILED")
+        with _errors_unlogged():
+            self.client.set_terminated(self.id, "FINISHED" if finished else "FAILED")
+
+
+@contextlib.contextmanager
+def _errors_unlogged() -> Iterator[None]:
+    """MLflow quiet while it logs: it writes an error it raises to its log first (a SQLAlchemy
+    traceback of 30 lines where the store was deleted), and Trackers says it in one line."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def sqlite_uri(path: Path) -> str:
@@ -241,6 +335,54 @@ def sqlite_uri(path: Path) -> str:
     an escape and ``?`` as the start of its options (a run folder named ``lr 10%25`` or ``why?``
     put its store in another folder)."""
     return f"sqlite:///{quote(str(path), safe='/:' + os.sep)}"
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """While MLflow opens a SQLite store, hold ``STORE.sef-lock`` beside it (flock; Windows has
+    none): runs started at once into one new store raced to create its tables and left it broken
+    for every later run ("table _alembic_tmp_... already exists"), and two runs could both
+    create the experiment. Other stores (a server, a database server) take care of themselves."""
+    path = _sqlite_file(uri)
+    lock = _locked(path.parent / f"{path.name}.sef-lock") if path and fcntl else None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.close()  # and with it the lock
+
+
+def _locked(path: Path) -> IO[str] | None:
+    """``path`` open and locked, waiting for its holder; None where it cannot be (a folder this
+    user may not write, a file system without locks), which leaves the store to MLflow, whose
+    own error then says what is wrong."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
+        lock = open(path, "a", encoding="utf-8")  # closed by _store_lock
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError:
+        lock.close()
+        return None
+    return lock
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URI (its ``%XX`` escapes read, its options dropped); None
+    for another store or SQLite in memory."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = unquote(uri.removeprefix("sqlite:///").partition("?")[0])
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _switched_off(name: str) -> bool:
+    """Whether tracker ``name`` is told to log nothing (``WANDB_MODE=disabled``): it is not
+    opened, so trackers.json counts no epoch it never kept, and a later session with it on logs
+    every epoch it lacks."""
+    return name == "wandb" and os.environ.get("WANDB_MODE") == "disabled"
 
 
 def _experiment_name() -> str:
@@ -262,7 +404,7 @@ class Trackers:
         self.open: dict[str, Tracker] = {}
         self.finished = False
         for name in config.run.loggers:
-            if name in OPENERS:
+            if name in OPENERS and not _switched_off(name):
                 saved = self.state.get(name, {})
                 tracker = self._open(name, out, config, saved.get("id"))
                 logged = saved.get("epoch", 0) if tracker.resumed else 0
@@ -301,9 +443,8 @@ class Trackers:
     def epoch(self, record: Mapping[str, Any]) -> None:
         """Log ``record`` to every tracker that does not hold its epoch yet."""
         logged = False
-        for name, tracker in self.open.items():
-            if record["epoch"] > self.state[name]["epoch"]:
-                tracker.epoch(record)
+        for name in list(self.open):
+            if record["epoch"] > self.state[name]["epoch"] and self._tell(name, "epoch", record):
                 self.state[name]["epoch"] = record["epoch"]
                 logged = True
         if logged:
@@ -311,11 +452,32 @@ class Trackers:
 
     def finish(self, final: Final) -> None:
         """The final report as each run's summary, and its files where the tracker takes them."""
-        for tracker in self.open.values():
-            tracker.finish(final)
+        for name in list(self.open):
+            self._tell(name, "finish", final)
         self.finished = True
 
     def close(self) -> None:
         """End every run: finished if ``finish`` was called, else failed (a resume continues)."""
-        for tracker in self.open.values():
-            tracker.close(self.finished)
+        for name in list(self.open):
+            self._tell(name, "close", self.finished)
+
+    def _tell(self, name: str, action: str, argument: Any) -> bool:
+        """Whether tracker ``name`` did ``action`` (epoch, finish, close); if it failed (its store
+        deleted, its server gone, its disk full), one warning, and the run goes on without it:
+        training, checkpoints and metrics.jsonl do not depend on a tracker."""
+        tracker = self.open[name]
+        try:
+            getattr(tracker, action)(argument)
+            return True
+        except Exception as error:  # each client has its own errors
+            problem = " ".join(str(error).split()) or type(error).__name__
+            warnings.warn(
+                f"run.loggers={name}: {name} failed and logs no more of this run: {problem}; "
+                f"training goes on without it (metrics.jsonl keeps every epoch)",
+                stacklevel=2,
+            )
+            del self.open[name]
+            if action != "close":
+                with contextlib.suppress(Exception):  # the run, as far as it can be ended
+                    tracker.close(False)
+            return False
