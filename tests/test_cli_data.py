@@ -303,3 +303,9 @@ def test_check_prints_class_names_the_terminal_cannot_encode(
     terminal.flush()
     shown = terminal.buffer.getvalue().splitlines()
     assert shown[-3:] == [b"     0  Gr\xfcn", b"     1  " + chinese, b"all 4 images open"]
+
+
+def test_check_of_one_image_says_it_opens(tmp_path, write_image, capsys):
+    write_image(tmp_path / "own" / "a" / "1.png")  # it said "all 1 images open"
+    assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "the image opens"

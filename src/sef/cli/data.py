@@ -202,7 +202,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{len(bad):,} of {len(unique):,} images cannot be used:", file=sys.stderr)
         print(describe_bad_images(bad, len(unique)), file=sys.stderr)
         return 1
-    print(f"all {len(unique):,} images open")
+    print("the image opens" if len(unique) == 1 else f"all {len(unique):,} images open")
     return 0
 
 

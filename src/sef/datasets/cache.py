@@ -593,9 +593,9 @@ def ensure(
     data: dict[str, Any] | None = None,
 ) -> tuple[ImageCache, Built | None]:
     """The cache in ``folder`` holding ``wanted``; where it is missing or stale it is built
-    (saying why in one line) over ``everything()``, every split, so that one cache serves any
-    choice of splits. ``build_refused``: why building is impossible here (CacheUnavailable);
-    ``data``: what a build records of the data (:func:`origin`).
+    (saying why in one line) over ``wanted`` and ``everything()``, every split, so that one
+    cache serves any choice of splits. ``build_refused``: why building is impossible here
+    (CacheUnavailable); ``data``: what a build records of the data (:func:`origin`).
 
     An up-to-date cache is opened without a lock (a read-only folder serves); a build holds the
     build lock until it has opened what it wrote, so that two processes asking at once (two runs
