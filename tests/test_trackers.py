@@ -528,3 +528,15 @@ def test_resuming_a_moved_run_refuses_mlflow_which_would_write_to_the_old_place(
     )
     assert not before.exists()  # nothing written to the old place
     assert main([*resume, "--log", "tensorboard"]) == 0
+
+
+def test_a_tracker_error_is_quoted_in_one_short_line() -> None:
+    """MLflow's store deleted mid-run: SQLAlchemy's error quoted its SQL and parameters, lines
+    of them, in the warning."""
+    sql = (
+        "(sqlite3.OperationalError) no such table: metrics\n[SQL: INSERT INTO metrics " + "x " * 300
+    )
+    gist = trackers._gist(RuntimeError(sql))
+    assert gist.startswith("(sqlite3.OperationalError) no such table: metrics [SQL: INSERT")
+    assert len(gist) == trackers.GIST and gist.endswith("...")
+    assert trackers._gist(RuntimeError("store\n  gone")) == "store gone"

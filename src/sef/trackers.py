@@ -44,6 +44,7 @@ TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
 SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
+GIST = 200  # the most characters of a tracker's error that sef quotes
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
 
@@ -425,7 +426,7 @@ class Trackers:
                 self.close()
             if isinstance(error, (OSError, SEFError)):  # a full disk (fit says what), or said
                 raise
-            problem = " ".join(str(error).split()) or type(error).__name__
+            problem = _gist(error)
             raise ConfigError(
                 f"run.loggers={name}: {name} could not open its run: {problem}; check "
                 f"{SETTINGS[name]}, or log without {name}"
@@ -470,7 +471,7 @@ class Trackers:
             getattr(tracker, action)(argument)
             return True
         except Exception as error:  # each client has its own errors
-            problem = " ".join(str(error).split()) or type(error).__name__
+            problem = _gist(error)
             warnings.warn(
                 f"run.loggers={name}: {name} failed and logs no more of this run: {problem}; "
                 f"training goes on without it (metrics.jsonl keeps every epoch)",
@@ -481,3 +482,10 @@ class Trackers:
                 with contextlib.suppress(Exception):  # the run, as far as it can be ended
                     tracker.close(False)
             return False
+
+
+def _gist(error: Exception) -> str:
+    """``error``'s message on one line, cut after ``GIST`` characters: a database client's error
+    carries its whole SQL statement and parameters (SQLAlchemy's, under MLflow)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= GIST else text[: GIST - 3].rstrip() + "..."
