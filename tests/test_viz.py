@@ -316,9 +316,9 @@ def test_the_readme_figures_script_without_its_run_says_so_in_one_line(tmp_path,
     )
 
 
-def _drawn_titles(monkeypatch, draw) -> tuple[list, object]:
-    """The extents, in pixels, of the axes titles of the figure ``draw()`` saves, and the
-    figure's own extent."""
+def _drawn(monkeypatch, draw) -> tuple[object, object]:
+    """The figure ``draw()`` saves, drawn as savefig draws it (the constrained layout placed),
+    and its renderer."""
     saved = []
     monkeypatch.setattr("sef.outputs.save_figure", lambda figure, path, dpi: saved.append(figure))
     draw()
@@ -326,9 +326,30 @@ def _drawn_titles(monkeypatch, draw) -> tuple[list, object]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     renderer = FigureCanvasAgg(figure).get_renderer()
-    figure.draw(renderer)  # as savefig does: the constrained layout placed
+    figure.draw(renderer)
+    return figure, renderer
+
+
+def _drawn_titles(monkeypatch, draw) -> tuple[list, object]:
+    """The extents, in pixels, of the axes titles of the figure ``draw()`` saves, and the
+    figure's own extent."""
+    figure, renderer = _drawn(monkeypatch, draw)
     titles = [axis.title for axis in figure.get_axes() if axis.get_title()]
     return [title.get_window_extent(renderer) for title in titles], figure.bbox
+
+
+def test_a_group_map_caption_keeps_its_lines(monkeypatch, tmp_path):
+    """Every `sef viz cam` caption read "true: wing\\npred: tail (40%)" on one line: the file
+    name's escaping of control characters escaped the caption's own line break too."""
+    figure, _ = _drawn(
+        monkeypatch,
+        lambda: plot_group_maps(
+            torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8), tmp_path / "m.png",
+            titles=["true: wing\npred: tail (40%)", "a\tb.png\npred: tail (40%)"],
+        ),
+    )  # fmt: skip
+    captions = [axis.get_title() for axis in figure.get_axes() if axis.get_title()]
+    assert captions == ["true: wing\npred: tail (40%)", "a\\tb.png\npred: tail (40%)"]
 
 
 def test_long_class_names_stay_inside_their_column_of_the_group_maps(monkeypatch, tmp_path):

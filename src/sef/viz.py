@@ -76,9 +76,10 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def _wrapped(text: str, width: int) -> str:
-    """``text`` with each of its lines broken (at spaces and hyphens, a longer word cut) into
-    lines of at most ``width`` characters: long class names stay within their column."""
-    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+    """``text`` with each of its lines :func:`~sef.text.shown` and broken (at spaces and
+    hyphens, a longer word cut) into lines of at most ``width`` characters: long class names
+    stay within their column, and the lines stay lines (not an escaped ``\\n``)."""
+    return "\n".join(textwrap.fill(shown(line), width) for line in text.split("\n"))
 
 
 def _figure(width: float, height: float):
@@ -174,7 +175,7 @@ def plot_group_maps(
         picture = images[column].permute(1, 2, 0).numpy()
         axes[0, column].imshow(picture)
         if titles is not None:
-            caption = _wrapped(shown(titles[column]), _CAM_CAPTION_CHARS)
+            caption = _wrapped(titles[column], _CAM_CAPTION_CHARS)
             axes[0, column].set_title(caption, fontsize=8)
         for group in range(groups):
             axis = axes[group + 1, column]
@@ -413,7 +414,7 @@ def _images_and_titles(trained, paths, root, split, count, seed, progress):
     (``progress``: show a generated set being drawn)."""
     if paths:
         inputs = torch.stack([trained.test_transform(_typed_image(p)) for p in paths])
-        return inputs, [Path(p).name for p in paths]
+        return inputs, [shown(Path(p).name) for p in paths]  # a name's newline: escaped
     dataset = trained.dataset(split, root, progress=progress)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
     return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
