@@ -381,3 +381,33 @@ def test_the_parts_summary_of_five_groups_stays_inside_the_figure(monkeypatch, t
         ),
     )  # fmt: skip
     assert extents and all(page.x0 <= e.x0 and e.x1 <= page.x1 for e in extents)
+
+
+def _apart(extents, along: str) -> bool:
+    """Whether the pixel extents do not overlap along ``along`` ("x" or "y")."""
+    spans = sorted((getattr(e, f"{along}0"), getattr(e, f"{along}1")) for e in extents)
+    return all(end <= start for (_, end), (start, _) in itertools.pairwise(spans))
+
+
+@pytest.mark.parametrize("groups", [2, 8, 32])
+def test_the_correlation_figure_of_many_groups_keeps_its_labels_apart(
+    monkeypatch, tmp_path, groups
+):
+    """At G = 16 every "group g" tick label and every value of D ran into the next: the axes
+    were a black smear."""
+    figure, renderer = _drawn(
+        monkeypatch,
+        lambda: plot_correlation(
+            torch.rand(64, 64), [64 // groups] * groups, tmp_path / "c.png", images=2
+        ),
+    )
+    for axis in figure.get_axes()[:2]:  # the two matrices, not their colour bars
+        extents = {
+            along: [label.get_window_extent(renderer) for label in labels if label.get_text()]
+            for along, labels in (("x", axis.get_xticklabels()), ("y", axis.get_yticklabels()))
+        }
+        assert extents["x"] and _apart(extents["x"], "x") and _apart(extents["y"], "y")
+        values = [text.get_window_extent(renderer) for text in axis.texts]
+        assert all(
+            _apart(pair, "x") or _apart(pair, "y") for pair in itertools.combinations(values, 2)
+        )

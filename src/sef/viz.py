@@ -9,6 +9,7 @@ functions do both for a trained model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,9 @@ _DPI = 110
 CAM_MOST = 32  # images (columns) of one group-map figure
 _CAM_CAPTION_CHARS = 30  # a caption line of a group-map column (2.3 inches at 8 points)
 _TITLE_CHARS_PER_INCH = 10  # a 10-point title across a figure
+_NAMED_GROUPS = 4  # groups named "group g" on the correlation figure's axes; more are numbered
+_NUMBERED_GROUPS = 16  # group numbers that fit along one of its axes
+_VALUED_GROUPS = 8  # groups whose G x G averages are written in D's cells
 
 
 # ------------------------------------------------------------------ inputs
@@ -114,6 +118,21 @@ def _group_names(count: int) -> list[str]:
     return [f"group {g + 1}" for g in range(count)]
 
 
+def _group_ticks(axis, centres: Sequence[float]) -> None:
+    """Mark the groups centred at ``centres`` on both axes: "group g" while those fit, else
+    their numbers (every few, so that they stay apart) under an axis label "group"."""
+    count = len(centres)
+    if count <= _NAMED_GROUPS:
+        axis.set_xticks(centres, _group_names(count))
+        axis.set_yticks(centres, _group_names(count), rotation=90, va="center")
+        return
+    marked = range(0, count, math.ceil(count / _NUMBERED_GROUPS))
+    ticks, labels = [centres[g] for g in marked], [str(g + 1) for g in marked]
+    axis.set_xticks(ticks, labels)
+    axis.set_yticks(ticks, labels)
+    axis.set(xlabel="group", ylabel="group")
+
+
 def plot_correlation(
     correlation: Tensor, group_sizes: Sequence[int], out: str | os.PathLike, *, images: int
 ) -> Path:
@@ -127,25 +146,24 @@ def plot_correlation(
         left.axhline(edge - 0.5, color="white", linewidth=1.2)
         left.axvline(edge - 0.5, color="white", linewidth=1.2)
     centres = [start + size / 2 - 0.5 for start, size in zip([0, *edges], group_sizes, strict=True)]
-    labels = _group_names(len(group_sizes))
-    left.set_xticks(centres, labels)
-    left.set_yticks(centres, labels, rotation=90, va="center")
+    _group_ticks(left, centres)
     left.tick_params(length=0)
     left.set_title(f"Channel correlation ({correlation.shape[0]} channels)")
     figure.colorbar(shown, ax=left, shrink=0.85, label="mean cosine between channels")
 
     blocks = group_means(correlation, group_sizes)
     shown = right.imshow(blocks.numpy(), cmap=_CORR_CMAP, vmin=low, vmax=1)
-    for (row, col), value in zip(
-        [(r, c) for r in range(len(labels)) for c in range(len(labels))],
-        blocks.flatten().tolist(),
-        strict=True,
-    ):
-        colour = "black" if value > low + 0.6 * (1 - low) else "white"
-        right.text(col, row, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=11)
-    ticks = list(range(len(labels)))
-    right.set_xticks(ticks, labels)
-    right.set_yticks(ticks, labels, rotation=90, va="center")
+    groups = len(group_sizes)
+    if groups <= _VALUED_GROUPS:  # more values would overlap: the command prints them
+        for (row, col), value in zip(
+            [(r, c) for r in range(groups) for c in range(groups)],
+            blocks.flatten().tolist(),
+            strict=True,
+        ):
+            colour = "black" if value > low + 0.6 * (1 - low) else "white"
+            right.text(col, row, f"{value:.2f}", ha="center", va="center", color=colour,
+                       fontsize=11 if groups <= _NAMED_GROUPS else 8)  # fmt: skip
+    _group_ticks(right, range(groups))
     right.set_title("Group averages D (diagonal: within a group)")
     figure.colorbar(shown, ax=right, shrink=0.85, label="mean cosine")
     figure.suptitle(f"Last conv layer, averaged over {images} images", fontsize=13)
