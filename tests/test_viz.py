@@ -411,3 +411,23 @@ def test_the_correlation_figure_of_many_groups_keeps_its_labels_apart(
         assert all(
             _apart(pair, "x") or _apart(pair, "y") for pair in itertools.combinations(values, 2)
         )
+
+
+def test_the_parts_legend_of_many_groups_stays_inside_the_figure(monkeypatch, tmp_path):
+    """At G = 16 the legend of the example peaks, one column beside one row of images, ran off
+    the figure's foot after its 13th group."""
+    groups, names = 16, ["head", "wing", "tail"]
+    report = part_report(torch.zeros(4, groups, dtype=torch.long), names)
+    figure, renderer = _drawn(
+        monkeypatch,
+        lambda: plot_parts(
+            report.fractions, names, torch.rand(2, 3, 16, 16), torch.full((2, groups, 2), 8.0),
+            [dict.fromkeys(names, (4.0, 4.0))] * 2, tmp_path / "p.png", summary="test",
+        ),
+    )  # fmt: skip
+    (legend,) = [legend for subfigure in figure.subfigs for legend in subfigure.legends]
+    shown, page = legend.get_window_extent(renderer), figure.bbox
+    assert len(legend.get_texts()) == groups
+    assert (
+        page.x0 <= shown.x0 and shown.x1 <= page.x1 and page.y0 <= shown.y0 <= shown.y1 <= page.y1
+    )

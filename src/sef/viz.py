@@ -296,6 +296,7 @@ def _plot_correlation(axis, records: Sequence[dict]) -> None:
 
 
 _GROUP_MARKERS = "o^sDvP*X"
+_LEGEND_ROWS = 7  # legend rows that fit beside the examples of the parts figure
 
 
 def _outlined(axis, x: float, y: float, text: str) -> None:
@@ -328,7 +329,8 @@ def plot_parts(
     groups, examples = len(fractions), images.shape[0]
     columns = max(examples, 4)
     table_height, example_height = 1.3 + 0.45 * groups, 2.1
-    width = max(8.0, 1.75 * columns + 1.4)
+    legend_columns = math.ceil(groups / _LEGEND_ROWS)  # the rows beside one row of examples
+    width = max(8.0, 1.75 * columns + 1.4 * legend_columns)
     figure = _figure(width, table_height + example_height)
     top, bottom = figure.subfigures(2, 1, height_ratios=[table_height, example_height])
     table = top.subplots(1, 1)
@@ -367,7 +369,7 @@ def plot_parts(
             )
     if examples:
         handles, labels = axes[0].get_legend_handles_labels()
-        bottom.legend(handles, labels, loc="outside right center", fontsize=9)
+        bottom.legend(handles, labels, loc="outside right center", fontsize=9, ncols=legend_columns)
     letters = ", ".join(f"{name[0].upper()} = {name}" for name in part_names)
     bottom.suptitle(f"Examples: group peaks (markers) and part centres ({letters})", fontsize=10)
     return _save(figure, out)
