@@ -235,8 +235,25 @@ def test_read_metrics_reads_jsonl_and_names_bad_files(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_metrics(tmp_path / "missing")
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{broken\n')
-    with pytest.raises(DataError, match="line 2 is not JSON"):
+    with pytest.raises(DataError, match="line 2 is not JSON; the file is damaged"):
         read_metrics(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("seed: 0\n", "is not JSON"), ('{"name": "x"}\n', "is no epoch's record"),
+     ("[1, 2]\n", "is no epoch's record")],
+)  # fmt: skip
+def test_curves_of_another_file_say_it_is_no_metrics_jsonl(tmp_path, text, problem):
+    """`sef viz curves RUN/config.yaml` said the file was damaged; a JSON file of another kind
+    drew an empty figure, or failed with "'list' object has no attribute 'get'"."""
+    (tmp_path / "other").write_text(text)
+    with pytest.raises(DataError) as raised:
+        read_metrics(tmp_path / "other")
+    assert str(raised.value) == (
+        f"{tmp_path / 'other'} is not a metrics.jsonl (line 1 {problem}); pass the output folder "
+        "of a `sef train` run"
+    )
 
 
 def _png_size(path):

@@ -67,13 +67,28 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise DataError(f"{path} line {number} is not JSON; the file is damaged") from None
+        records.append(_epoch_record(path, number, line, first=not records))
     if not records:
         raise DataError(f"{path} holds no epochs yet; wait until the run finishes one epoch")
     return records
+
+
+def _epoch_record(path: Path, number: int, line: str, first: bool) -> dict:
+    """Line ``number`` of a metrics.jsonl as its epoch's record; DataError if it is none: the
+    file is damaged, or when it is the ``first`` record another file (config.yaml, a JSON)."""
+    try:
+        record = json.loads(line)
+        problem = "" if isinstance(record, dict) and "epoch" in record else "is no epoch's record"
+    except json.JSONDecodeError:
+        problem = "is not JSON"
+    if not problem:
+        return record
+    if first:
+        raise DataError(
+            f"{path} is not a metrics.jsonl (line {number} {problem}); pass the output folder "
+            "of a `sef train` run"
+        )
+    raise DataError(f"{path} line {number} {problem}; the file is damaged")
 
 
 # ------------------------------------------------------------------ figures
