@@ -461,3 +461,16 @@ def test_the_parts_legend_of_many_groups_stays_inside_the_figure(monkeypatch, tm
     assert (
         page.x0 <= shown.x0 and shown.x1 <= page.x1 and page.y0 <= shown.y0 <= shown.y1 <= page.y1
     )
+
+
+def test_the_curves_of_many_group_heads_keep_their_legend_inside_the_panel(monkeypatch, tmp_path):
+    """At G = 16 the legend of the group heads' panel, a row per group, ran over its title and
+    out of the panel, and matplotlib's ten colours came round again from group 11."""
+    records = [{"epoch": e, "eval_top1": 0.5, "eval_group_top1": [0.1] * 16} for e in (1, 2)]
+    figure, renderer = _drawn(monkeypatch, lambda: plot_curves(records, tmp_path / "c.png"))
+    heads = next(a for a in figure.get_axes() if a.get_title().startswith("Discriminability"))
+    legend = heads.get_legend().get_window_extent(renderer)
+    panel = heads.get_window_extent(renderer)
+    assert panel.y0 <= legend.y0 and legend.y1 <= panel.y1
+    colours = {tuple(line.get_color()) for line in heads.get_lines()[:16]}
+    assert len(colours) == 16

@@ -43,6 +43,7 @@ _TITLE_CHARS_PER_INCH = 10  # a 10-point title across a figure
 _NAMED_GROUPS = 4  # groups named "group g" on the correlation figure's axes; more are numbered
 _NUMBERED_GROUPS = 16  # group numbers that fit along one of its axes
 _VALUED_GROUPS = 8  # groups whose G x G averages are written in D's cells
+_LEGEND_GROUPS = 10  # group-head curves a legend names (matplotlib's 10 colours); more: a scale
 
 
 # ------------------------------------------------------------------ inputs
@@ -267,6 +268,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
 
     with_groups = [r for r in records if r.get("eval_group_top1")]
     groups = max((len(r["eval_group_top1"]) for r in with_groups), default=0)
+    colours = _head_colours(figure, heads, groups)
     for group in range(groups):
         points = [
             (r["epoch"], value)
@@ -274,7 +276,9 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
             if (value := r["eval_group_top1"][group]) is not None
         ]
         epochs, values = [p[0] for p in points], [100 * p[1] for p in points]
-        heads.plot(epochs, values, marker="o", markersize=3, label=f"group {group + 1}")
+        label = f"group {group + 1}" if colours is None else None
+        style = {} if colours is None else {"color": colours[group], "linewidth": 1}
+        heads.plot(epochs, values, marker="o", markersize=3, label=label, **style)
     epochs, values = _series(records, "eval_top1")
     if values and groups:
         heads.plot(epochs, [100 * v for v in values], "k--", linewidth=1, label="global head")
@@ -296,6 +300,20 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     if title:
         figure.suptitle(shown(title), fontsize=13)
     return _save(figure, out)
+
+
+def _head_colours(figure, axis, groups: int) -> list | None:
+    """Colours of the group heads' curves beyond the legend's ``_LEGEND_GROUPS`` groups (shades
+    of one colour map, told apart by a colour bar "group"); None while a legend names them."""
+    if groups <= _LEGEND_GROUPS:
+        return None
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scale = ScalarMappable(Normalize(1, groups), cmap=colormaps["viridis"])
+    figure.colorbar(scale, ax=axis, label="group", pad=0.02)
+    return [scale.to_rgba(group + 1) for group in range(groups)]
 
 
 def _plot_correlation(axis, records: Sequence[dict]) -> None:
