@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from sef.cli import main
@@ -157,3 +158,19 @@ def test_a_seed_out_of_range_is_a_usage_error_naming_the_option(command, seed, c
     err = capsys.readouterr().err
     assert stop.value.code == 2
     assert f"argument --seed: must be an integer from 0 to 9223372036854775807, got {seed}" in err
+
+
+def test_parts_of_one_group_says_why_it_has_no_distinctness(
+    demo_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """A plain network's parts table ended without its distinctness line, and said not why."""
+    from sef.parts import part_report
+
+    nearest = torch.zeros(4, 1, dtype=torch.long)
+    report = part_report(nearest, ["head", "wing", "tail"], static_nearest=nearest)
+    monkeypatch.setattr(
+        "sef.viz.parts_figure", lambda *args, **kwargs: (tmp_path / "p.png", report)
+    )
+    assert main(["viz", "parts", "--checkpoint", str(demo_checkpoint)]) == 0
+    said = capsys.readouterr().out
+    assert "distinctness needs two groups or more; this model has one (a plain network)" in said

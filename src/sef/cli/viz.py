@@ -194,7 +194,9 @@ def run_parts(args: argparse.Namespace) -> int:
     print(f"nearest part to each group's activation peak, over {report.images} images")
     print("(static peak: the dominant share if the group always peaked at its usual spot)")
     print(table([header, *rows], ">" * len(header)))
-    if report.distinctness is not None:
+    if report.distinctness is None:
+        print("distinctness needs two groups or more; this model has one (a plain network)")
+    else:
         print(
             f"distinctness {report.distinctness:.3f} (how often two groups peak on different "
             f"parts; static peaks {report.static_distinctness:.3f}, "
