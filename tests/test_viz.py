@@ -474,3 +474,16 @@ def test_the_curves_of_many_group_heads_keep_their_legend_inside_the_panel(monke
     assert panel.y0 <= legend.y0 and legend.y1 <= panel.y1
     colours = {tuple(line.get_color()) for line in heads.get_lines()[:16]}
     assert len(colours) == 16
+
+
+def test_parts_of_a_model_of_data_without_parts_is_refused_before_its_data_is_sought(
+    demo_checkpoint, tmp_path
+):
+    """`sef viz parts` of a CUB model whose data had moved asked for --data-root; with the data
+    found, it then said that parts need the demo data."""
+    from sef.trained import load_trained_model
+
+    trained = load_trained_model(demo_checkpoint)
+    trained.config.data.dataset, trained.config.data.root = "cub", str(tmp_path / "moved")
+    with pytest.raises(DataError, match="the cub dataset this model was trained on has no part"):
+        parts_figure(trained, tmp_path / "parts.png")

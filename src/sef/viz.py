@@ -515,6 +515,18 @@ def curves_figure(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     return plot_curves(read_metrics(run_dir), out, title=f"Training run {Path(run_dir).name}")
 
 
+def _check_parts_known(dataset: str) -> None:
+    """DataError, before any data is looked for, where the model's data has no part centres:
+    finding a moved CUB folder for `sef viz parts` only to learn that parts need the demo."""
+    from sef.datasets import GENERATED
+
+    if dataset not in GENERATED:
+        raise DataError(
+            f"the {dataset} dataset this model was trained on has no part annotations; part "
+            f"localisation needs a generated set with known parts ({', '.join(GENERATED)})"
+        )
+
+
 def parts_figure(
     trained: TrainedModel,
     out: str | os.PathLike,
@@ -529,6 +541,7 @@ def parts_figure(
     """Measure where each group peaks on ``images`` random demo images and draw it; returns
     (path, PartReport)."""
     _check_out(out)  # before the work
+    _check_parts_known(trained.config.data.dataset)
     dataset = trained.dataset(split, root, progress=progress)
     indices = pick_indices(len(dataset), images, seed)
     measured = measure_parts(
