@@ -32,6 +32,7 @@ from sef.parts import (
 from sef.viz import (
     activation_figure,
     correlation_figure,
+    curves_figure,
     parts_figure,
     plot_correlation,
     plot_curves,
@@ -323,6 +324,18 @@ def test_a_figure_format_matplotlib_cannot_draw_is_refused_before_the_work(draw,
     with pytest.raises(OutputError, match=r"cannot write .*corr\.jpgg: matplotlib draws no \.jpgg"):
         draw(_Untouched(), tmp_path / "corr.jpgg")
     assert not list(tmp_path.iterdir())
+
+
+def test_curves_over_a_checkpoint_or_a_folder_say_so_as_the_other_figures_do(tmp_path):
+    """`sef viz curves RUN --out RUN/last.pt` said that matplotlib draws no .pt figures, and
+    `--out RUN` that RUN "is a folder; choose another place", where corr, cam and parts say
+    that the file holds a checkpoint, or ask for a file name."""
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "loss_ce": 1.0}\n')
+    torch.save({"model": {}}, tmp_path / "last.pt")
+    with pytest.raises(OutputError, match="last.pt: it holds a checkpoint or a model"):
+        curves_figure(tmp_path, tmp_path / "last.pt")
+    with pytest.raises(OutputError, match="it is a folder; choose a file name"):
+        curves_figure(tmp_path, tmp_path)
 
 
 def test_curves_in_a_format_matplotlib_cannot_draw_are_refused_in_sef_s_words(tmp_path):

@@ -512,6 +512,7 @@ def activation_figure(
 
 def curves_figure(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Fig. 3 for a training run folder (its metrics.jsonl)."""
+    _check_out(out)
     return plot_curves(read_metrics(run_dir), out, title=f"Training run {Path(run_dir).name}")
 
 
