@@ -38,6 +38,7 @@ _MAP_CMAP = "jet"
 _CORR_CMAP = "viridis"
 _DPI = 110
 CAM_MOST = 32  # images (columns) of one group-map figure
+_CAM_PANELS = 9 * CAM_MOST  # its pictures: 32 images of 8 groups draw in 16 s, 32 of 32 in 2 min
 _CAM_CAPTION_CHARS = 30  # a caption line of a group-map column (2.3 inches at 8 points)
 _TITLE_CHARS_PER_INCH = 10  # a 10-point title across a figure
 _NAMED_GROUPS = 4  # groups named "group g" on the correlation figure's axes; more are numbered
@@ -473,6 +474,18 @@ def _images_and_titles(trained, paths, root, split, count, seed, progress):
     return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
 
 
+def _check_columns(count: int, groups: int) -> None:
+    """ValueError where ``count`` images of ``groups`` groups are more than one group-map figure
+    holds: ``CAM_MOST`` columns, and ``_CAM_PANELS`` pictures in all."""
+    most = min(CAM_MOST, max(1, _CAM_PANELS // (groups + 1)))
+    if count > most:
+        beside = "" if most == CAM_MOST else f" beside {groups} groups"
+        raise ValueError(
+            f"a group-map figure has a column per image and at most {most} fit{beside}; asked "
+            f"for {count}: draw several figures (another --seed, or other images)"
+        )
+
+
 def activation_figure(
     trained: TrainedModel,
     out: str | os.PathLike,
@@ -486,13 +499,8 @@ def activation_figure(
 ) -> Path:
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
     captioned with the model's prediction; ``progress`` shows a generated set being drawn."""
-    count = len(paths) or images
-    if count > CAM_MOST:
-        raise ValueError(
-            f"a group-map figure has a column per image and at most {CAM_MOST} fit; asked for "
-            f"{count}: draw several figures (another --seed, or other images)"
-        )
     _check_out(out)  # before the work
+    _check_columns(len(paths) or images, len(trained.model.group_sizes))
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed, progress)
     model = trained.model
     with torch.no_grad(), evaluation_mode(model):
