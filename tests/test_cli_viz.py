@@ -174,3 +174,16 @@ def test_parts_of_one_group_says_why_it_has_no_distinctness(
     assert main(["viz", "parts", "--checkpoint", str(demo_checkpoint)]) == 0
     said = capsys.readouterr().out
     assert "distinctness needs two groups or more; this model has one (a plain network)" in said
+
+
+def test_cam_without_images_n_draws_as_many_as_a_figure_of_its_groups_holds(
+    demo_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """A model of 64 groups had its default of 6 random images refused (at most 4 fit beside
+    64 groups), asking for an --images N the user never gave; here 2 groups, 3 pictures a
+    figure."""
+    monkeypatch.setattr("sef.viz._CAM_PANELS", 3)
+    out = tmp_path / "cam.png"
+    assert main(["viz", "cam", "--checkpoint", str(demo_checkpoint), "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.width < image.height  # one column

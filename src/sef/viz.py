@@ -474,10 +474,15 @@ def _images_and_titles(trained, paths, root, split, count, seed, progress):
     return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
 
 
+def cam_most(groups: int) -> int:
+    """The images one group-map figure of ``groups`` groups holds: ``CAM_MOST`` columns, and
+    ``_CAM_PANELS`` pictures in all."""
+    return min(CAM_MOST, max(1, _CAM_PANELS // (groups + 1)))
+
+
 def _check_columns(count: int, groups: int) -> None:
-    """ValueError where ``count`` images of ``groups`` groups are more than one group-map figure
-    holds: ``CAM_MOST`` columns, and ``_CAM_PANELS`` pictures in all."""
-    most = min(CAM_MOST, max(1, _CAM_PANELS // (groups + 1)))
+    """ValueError where ``count`` images of ``groups`` groups are more than a figure holds."""
+    most = cam_most(groups)
     if count > most:
         beside = "" if most == CAM_MOST else f" beside {groups} groups"
         raise ValueError(
