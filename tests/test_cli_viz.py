@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from sef.cli import main
@@ -157,3 +158,32 @@ def test_a_seed_out_of_range_is_a_usage_error_naming_the_option(command, seed, c
     err = capsys.readouterr().err
     assert stop.value.code == 2
     assert f"argument --seed: must be an integer from 0 to 9223372036854775807, got {seed}" in err
+
+
+def test_parts_of_one_group_says_why_it_has_no_distinctness(
+    demo_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """A plain network's parts table ended without its distinctness line, and said not why."""
+    from sef.parts import part_report
+
+    nearest = torch.zeros(4, 1, dtype=torch.long)
+    report = part_report(nearest, ["head", "wing", "tail"], static_nearest=nearest)
+    monkeypatch.setattr(
+        "sef.viz.parts_figure", lambda *args, **kwargs: (tmp_path / "p.png", report)
+    )
+    assert main(["viz", "parts", "--checkpoint", str(demo_checkpoint)]) == 0
+    said = capsys.readouterr().out
+    assert "distinctness needs two groups or more; this model has one (a plain network)" in said
+
+
+def test_cam_without_images_n_draws_as_many_as_a_figure_of_its_groups_holds(
+    demo_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """A model of 64 groups had its default of 6 random images refused (at most 4 fit beside
+    64 groups), asking for an --images N the user never gave; here 2 groups, 3 pictures a
+    figure."""
+    monkeypatch.setattr("sef.viz._CAM_PANELS", 3)
+    out = tmp_path / "cam.png"
+    assert main(["viz", "cam", "--checkpoint", str(demo_checkpoint), "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.width < image.height  # one column

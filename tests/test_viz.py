@@ -5,6 +5,7 @@ import itertools
 import json
 import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -32,6 +33,7 @@ from sef.parts import (
 from sef.viz import (
     activation_figure,
     correlation_figure,
+    curves_figure,
     parts_figure,
     plot_correlation,
     plot_curves,
@@ -90,6 +92,19 @@ def test_mean_correlation_averages_every_image_whatever_the_batching():
         assert torch.allclose(mean.double(), expected, atol=1e-6)
     with pytest.raises(DataError, match="no images"):
         mean_channel_correlation(model, [])
+
+
+def test_mean_correlation_holds_one_channel_matrix_not_one_per_image():
+    """`sef viz corr` of a ResNet-50 (2048 channels) held a 2048 x 2048 matrix per image of a
+    batch: 0.5 GiB at the default 32 images a batch, 2 GiB at --batch-size 128."""
+    from torch.profiler import ProfilerActivity, profile
+
+    images, channels = 16, 128
+    model = SEF(_Identity(), num_classes=2, groups=2)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiled:
+        mean_channel_correlation(model, [torch.rand(images, channels, 2, 2)])
+    largest = max(event.cpu_memory_usage for event in profiled.events())
+    assert largest <= 4 * channels * channels  # one float32 C x C matrix
 
 
 def test_group_maps_are_channel_means_and_normalise_to_unit_range():
@@ -222,8 +237,25 @@ def test_read_metrics_reads_jsonl_and_names_bad_files(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_metrics(tmp_path / "missing")
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{broken\n')
-    with pytest.raises(DataError, match="line 2 is not JSON"):
+    with pytest.raises(DataError, match="line 2 is not JSON; the file is damaged"):
         read_metrics(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("seed: 0\n", "is not JSON"), ('{"name": "x"}\n', "is no epoch's record"),
+     ("[1, 2]\n", "is no epoch's record")],
+)  # fmt: skip
+def test_curves_of_another_file_say_it_is_no_metrics_jsonl(tmp_path, text, problem):
+    """`sef viz curves RUN/config.yaml` said the file was damaged; a JSON file of another kind
+    drew an empty figure, or failed with "'list' object has no attribute 'get'"."""
+    (tmp_path / "other").write_text(text)
+    with pytest.raises(DataError) as raised:
+        read_metrics(tmp_path / "other")
+    assert str(raised.value) == (
+        f"{tmp_path / 'other'} is not a metrics.jsonl (line 1 {problem}); pass the output folder "
+        "of a `sef train` run"
+    )
 
 
 def _png_size(path):
@@ -295,6 +327,18 @@ def test_a_figure_format_matplotlib_cannot_draw_is_refused_before_the_work(draw,
     assert not list(tmp_path.iterdir())
 
 
+def test_curves_over_a_checkpoint_or_a_folder_say_so_as_the_other_figures_do(tmp_path):
+    """`sef viz curves RUN --out RUN/last.pt` said that matplotlib draws no .pt figures, and
+    `--out RUN` that RUN "is a folder; choose another place", where corr, cam and parts say
+    that the file holds a checkpoint, or ask for a file name."""
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "loss_ce": 1.0}\n')
+    torch.save({"model": {}}, tmp_path / "last.pt")
+    with pytest.raises(OutputError, match="last.pt: it holds a checkpoint or a model"):
+        curves_figure(tmp_path, tmp_path / "last.pt")
+    with pytest.raises(OutputError, match="it is a folder; choose a file name"):
+        curves_figure(tmp_path, tmp_path)
+
+
 def test_curves_in_a_format_matplotlib_cannot_draw_are_refused_in_sef_s_words(tmp_path):
     with pytest.raises(OutputError, match=r"cannot write .*best\.pt: matplotlib draws no \.pt"):
         plot_curves([{"epoch": 1, "loss_ce": 1.0}], tmp_path / "best.pt")
@@ -316,9 +360,9 @@ def test_the_readme_figures_script_without_its_run_says_so_in_one_line(tmp_path,
     )
 
 
-def _drawn_titles(monkeypatch, draw) -> tuple[list, object]:
-    """The extents, in pixels, of the axes titles of the figure ``draw()`` saves, and the
-    figure's own extent."""
+def _drawn(monkeypatch, draw) -> tuple[object, object]:
+    """The figure ``draw()`` saves, drawn as savefig draws it (the constrained layout placed),
+    and its renderer."""
     saved = []
     monkeypatch.setattr("sef.outputs.save_figure", lambda figure, path, dpi: saved.append(figure))
     draw()
@@ -326,9 +370,30 @@ def _drawn_titles(monkeypatch, draw) -> tuple[list, object]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     renderer = FigureCanvasAgg(figure).get_renderer()
-    figure.draw(renderer)  # as savefig does: the constrained layout placed
+    figure.draw(renderer)
+    return figure, renderer
+
+
+def _drawn_titles(monkeypatch, draw) -> tuple[list, object]:
+    """The extents, in pixels, of the axes titles of the figure ``draw()`` saves, and the
+    figure's own extent."""
+    figure, renderer = _drawn(monkeypatch, draw)
     titles = [axis.title for axis in figure.get_axes() if axis.get_title()]
     return [title.get_window_extent(renderer) for title in titles], figure.bbox
+
+
+def test_a_group_map_caption_keeps_its_lines(monkeypatch, tmp_path):
+    """Every `sef viz cam` caption read "true: wing\\npred: tail (40%)" on one line: the file
+    name's escaping of control characters escaped the caption's own line break too."""
+    figure, _ = _drawn(
+        monkeypatch,
+        lambda: plot_group_maps(
+            torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8), tmp_path / "m.png",
+            titles=["true: wing\npred: tail (40%)", "a\tb.png\npred: tail (40%)"],
+        ),
+    )  # fmt: skip
+    captions = [axis.get_title() for axis in figure.get_axes() if axis.get_title()]
+    assert captions == ["true: wing\npred: tail (40%)", "a\\tb.png\npred: tail (40%)"]
 
 
 def test_long_class_names_stay_inside_their_column_of_the_group_maps(monkeypatch, tmp_path):
@@ -360,3 +425,88 @@ def test_the_parts_summary_of_five_groups_stays_inside_the_figure(monkeypatch, t
         ),
     )  # fmt: skip
     assert extents and all(page.x0 <= e.x0 and e.x1 <= page.x1 for e in extents)
+
+
+def _apart(extents, along: str) -> bool:
+    """Whether the pixel extents do not overlap along ``along`` ("x" or "y")."""
+    spans = sorted((getattr(e, f"{along}0"), getattr(e, f"{along}1")) for e in extents)
+    return all(end <= start for (_, end), (start, _) in itertools.pairwise(spans))
+
+
+@pytest.mark.parametrize("groups", [2, 8, 32])
+def test_the_correlation_figure_of_many_groups_keeps_its_labels_apart(
+    monkeypatch, tmp_path, groups
+):
+    """At G = 16 every "group g" tick label and every value of D ran into the next: the axes
+    were a black smear."""
+    figure, renderer = _drawn(
+        monkeypatch,
+        lambda: plot_correlation(
+            torch.rand(64, 64), [64 // groups] * groups, tmp_path / "c.png", images=2
+        ),
+    )
+    for axis in figure.get_axes()[:2]:  # the two matrices, not their colour bars
+        extents = {
+            along: [label.get_window_extent(renderer) for label in labels if label.get_text()]
+            for along, labels in (("x", axis.get_xticklabels()), ("y", axis.get_yticklabels()))
+        }
+        assert extents["x"] and _apart(extents["x"], "x") and _apart(extents["y"], "y")
+        values = [text.get_window_extent(renderer) for text in axis.texts]
+        assert all(
+            _apart(pair, "x") or _apart(pair, "y") for pair in itertools.combinations(values, 2)
+        )
+
+
+def test_the_parts_legend_of_many_groups_stays_inside_the_figure(monkeypatch, tmp_path):
+    """At G = 16 the legend of the example peaks, one column beside one row of images, ran off
+    the figure's foot after its 13th group."""
+    groups, names = 16, ["head", "wing", "tail"]
+    report = part_report(torch.zeros(4, groups, dtype=torch.long), names)
+    figure, renderer = _drawn(
+        monkeypatch,
+        lambda: plot_parts(
+            report.fractions, names, torch.rand(2, 3, 16, 16), torch.full((2, groups, 2), 8.0),
+            [dict.fromkeys(names, (4.0, 4.0))] * 2, tmp_path / "p.png", summary="test",
+        ),
+    )  # fmt: skip
+    (legend,) = [legend for subfigure in figure.subfigs for legend in subfigure.legends]
+    shown, page = legend.get_window_extent(renderer), figure.bbox
+    assert len(legend.get_texts()) == groups
+    assert (
+        page.x0 <= shown.x0 and shown.x1 <= page.x1 and page.y0 <= shown.y0 <= shown.y1 <= page.y1
+    )
+
+
+def test_the_curves_of_many_group_heads_keep_their_legend_inside_the_panel(monkeypatch, tmp_path):
+    """At G = 16 the legend of the group heads' panel, a row per group, ran over its title and
+    out of the panel, and matplotlib's ten colours came round again from group 11."""
+    records = [{"epoch": e, "eval_top1": 0.5, "eval_group_top1": [0.1] * 16} for e in (1, 2)]
+    figure, renderer = _drawn(monkeypatch, lambda: plot_curves(records, tmp_path / "c.png"))
+    heads = next(a for a in figure.get_axes() if a.get_title().startswith("Discriminability"))
+    legend = heads.get_legend().get_window_extent(renderer)
+    panel = heads.get_window_extent(renderer)
+    assert panel.y0 <= legend.y0 and legend.y1 <= panel.y1
+    colours = {tuple(line.get_color()) for line in heads.get_lines()[:16]}
+    assert len(colours) == 16
+
+
+def test_parts_of_a_model_of_data_without_parts_is_refused_before_its_data_is_sought(
+    demo_checkpoint, tmp_path
+):
+    """`sef viz parts` of a CUB model whose data had moved asked for --data-root; with the data
+    found, it then said that parts need the demo data."""
+    from sef.trained import load_trained_model
+
+    trained = load_trained_model(demo_checkpoint)
+    trained.config.data.dataset, trained.config.data.root = "cub", str(tmp_path / "moved")
+    with pytest.raises(DataError, match="the cub dataset this model was trained on has no part"):
+        parts_figure(trained, tmp_path / "parts.png")
+
+
+def test_a_group_map_figure_of_many_groups_takes_fewer_images(tmp_path):
+    """32 images of a 32-group model were 1,056 pictures: two minutes of drawing on a CPU for
+    an 8228 x 7678 PNG."""
+    model = SEF(_Identity(), num_classes=2, groups=3)
+    model.group_sizes = [1] * 32  # as a 32-group model's
+    with pytest.raises(ValueError, match="at most 8 fit beside 32 groups; asked for 9"):
+        activation_figure(SimpleNamespace(model=model), tmp_path / "cam.png", images=9)

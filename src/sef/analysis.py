@@ -27,21 +27,33 @@ def backbone_features(model: SEF, images: Tensor) -> Tensor:
         return model.feature_map(images.to(device)).float().cpu()
 
 
+def _unit_channels(features: Tensor) -> Tensor:
+    """Each channel's map as a unit vector: [B, C, h * w] from [B, C, h, w]."""
+    flat = features.flatten(2).float()
+    return flat / (flat.norm(dim=2, keepdim=True) + _EPS)
+
+
 def channel_cosine(features: Tensor) -> Tensor:
     """Per image, the cosine between every pair of channels: [B, C, C] from [B, C, h, w]."""
-    flat = features.flatten(2).float()
-    unit = flat / (flat.norm(dim=2, keepdim=True) + _EPS)
+    unit = _unit_channels(features)
     return unit @ unit.transpose(1, 2)
+
+
+def channel_cosine_sum(features: Tensor) -> Tensor:
+    """``channel_cosine(features).sum(0)`` as one C x C product, without its [B, C, C] tensor
+    (2 GiB for a batch of 128 images of 2048 channels)."""
+    unit = _unit_channels(features).transpose(0, 1).flatten(1)  # [C, B * h * w]
+    return unit @ unit.T
 
 
 def mean_channel_correlation(model: SEF, batches: Iterable[Tensor]) -> tuple[Tensor, int]:
     """The C x C channel correlation averaged over every image in ``batches``, and the count."""
     total, count = None, 0
     for images in batches:
-        cosine = channel_cosine(backbone_features(model, images))
-        batch_sum = cosine.sum(0)
+        features = backbone_features(model, images)
+        batch_sum = channel_cosine_sum(features)
         total = batch_sum if total is None else total + batch_sum
-        count += cosine.shape[0]
+        count += features.shape[0]
     if total is None:
         raise DataError("no images to average the channel correlation over; pass at least one")
     return total / count, count

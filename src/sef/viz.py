@@ -9,6 +9,7 @@ functions do both for a trained model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -37,8 +38,13 @@ _MAP_CMAP = "jet"
 _CORR_CMAP = "viridis"
 _DPI = 110
 CAM_MOST = 32  # images (columns) of one group-map figure
+_CAM_PANELS = 9 * CAM_MOST  # its pictures: 32 images of 8 groups draw in 16 s, 32 of 32 in 2 min
 _CAM_CAPTION_CHARS = 30  # a caption line of a group-map column (2.3 inches at 8 points)
 _TITLE_CHARS_PER_INCH = 10  # a 10-point title across a figure
+_NAMED_GROUPS = 4  # groups named "group g" on the correlation figure's axes; more are numbered
+_NUMBERED_GROUPS = 16  # group numbers that fit along one of its axes
+_VALUED_GROUPS = 8  # groups whose G x G averages are written in D's cells
+_LEGEND_GROUPS = 10  # group-head curves a legend names (matplotlib's 10 colours); more: a scale
 
 
 # ------------------------------------------------------------------ inputs
@@ -63,22 +69,38 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise DataError(f"{path} line {number} is not JSON; the file is damaged") from None
+        records.append(_epoch_record(path, number, line, first=not records))
     if not records:
         raise DataError(f"{path} holds no epochs yet; wait until the run finishes one epoch")
     return records
+
+
+def _epoch_record(path: Path, number: int, line: str, first: bool) -> dict:
+    """Line ``number`` of a metrics.jsonl as its epoch's record; DataError if it is none: the
+    file is damaged, or when it is the ``first`` record another file (config.yaml, a JSON)."""
+    try:
+        record = json.loads(line)
+        problem = "" if isinstance(record, dict) and "epoch" in record else "is no epoch's record"
+    except json.JSONDecodeError:
+        problem = "is not JSON"
+    if not problem:
+        return record
+    if first:
+        raise DataError(
+            f"{path} is not a metrics.jsonl (line {number} {problem}); pass the output folder "
+            "of a `sef train` run"
+        )
+    raise DataError(f"{path} line {number} {problem}; the file is damaged")
 
 
 # ------------------------------------------------------------------ figures
 
 
 def _wrapped(text: str, width: int) -> str:
-    """``text`` with each of its lines broken (at spaces and hyphens, a longer word cut) into
-    lines of at most ``width`` characters: long class names stay within their column."""
-    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+    """``text`` with each of its lines :func:`~sef.text.shown` and broken (at spaces and
+    hyphens, a longer word cut) into lines of at most ``width`` characters: long class names
+    stay within their column, and the lines stay lines (not an escaped ``\\n``)."""
+    return "\n".join(textwrap.fill(shown(line), width) for line in text.split("\n"))
 
 
 def _figure(width: float, height: float):
@@ -113,6 +135,21 @@ def _group_names(count: int) -> list[str]:
     return [f"group {g + 1}" for g in range(count)]
 
 
+def _group_ticks(axis, centres: Sequence[float]) -> None:
+    """Mark the groups centred at ``centres`` on both axes: "group g" while those fit, else
+    their numbers (every few, so that they stay apart) under an axis label "group"."""
+    count = len(centres)
+    if count <= _NAMED_GROUPS:
+        axis.set_xticks(centres, _group_names(count))
+        axis.set_yticks(centres, _group_names(count), rotation=90, va="center")
+        return
+    marked = range(0, count, math.ceil(count / _NUMBERED_GROUPS))
+    ticks, labels = [centres[g] for g in marked], [str(g + 1) for g in marked]
+    axis.set_xticks(ticks, labels)
+    axis.set_yticks(ticks, labels)
+    axis.set(xlabel="group", ylabel="group")
+
+
 def plot_correlation(
     correlation: Tensor, group_sizes: Sequence[int], out: str | os.PathLike, *, images: int
 ) -> Path:
@@ -126,25 +163,24 @@ def plot_correlation(
         left.axhline(edge - 0.5, color="white", linewidth=1.2)
         left.axvline(edge - 0.5, color="white", linewidth=1.2)
     centres = [start + size / 2 - 0.5 for start, size in zip([0, *edges], group_sizes, strict=True)]
-    labels = _group_names(len(group_sizes))
-    left.set_xticks(centres, labels)
-    left.set_yticks(centres, labels, rotation=90, va="center")
+    _group_ticks(left, centres)
     left.tick_params(length=0)
     left.set_title(f"Channel correlation ({correlation.shape[0]} channels)")
     figure.colorbar(shown, ax=left, shrink=0.85, label="mean cosine between channels")
 
     blocks = group_means(correlation, group_sizes)
     shown = right.imshow(blocks.numpy(), cmap=_CORR_CMAP, vmin=low, vmax=1)
-    for (row, col), value in zip(
-        [(r, c) for r in range(len(labels)) for c in range(len(labels))],
-        blocks.flatten().tolist(),
-        strict=True,
-    ):
-        colour = "black" if value > low + 0.6 * (1 - low) else "white"
-        right.text(col, row, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=11)
-    ticks = list(range(len(labels)))
-    right.set_xticks(ticks, labels)
-    right.set_yticks(ticks, labels, rotation=90, va="center")
+    groups = len(group_sizes)
+    if groups <= _VALUED_GROUPS:  # more values would overlap: the command prints them
+        for (row, col), value in zip(
+            [(r, c) for r in range(groups) for c in range(groups)],
+            blocks.flatten().tolist(),
+            strict=True,
+        ):
+            colour = "black" if value > low + 0.6 * (1 - low) else "white"
+            right.text(col, row, f"{value:.2f}", ha="center", va="center", color=colour,
+                       fontsize=11 if groups <= _NAMED_GROUPS else 8)  # fmt: skip
+    _group_ticks(right, range(groups))
     right.set_title("Group averages D (diagonal: within a group)")
     figure.colorbar(shown, ax=right, shrink=0.85, label="mean cosine")
     figure.suptitle(f"Last conv layer, averaged over {images} images", fontsize=13)
@@ -174,7 +210,7 @@ def plot_group_maps(
         picture = images[column].permute(1, 2, 0).numpy()
         axes[0, column].imshow(picture)
         if titles is not None:
-            caption = _wrapped(shown(titles[column]), _CAM_CAPTION_CHARS)
+            caption = _wrapped(titles[column], _CAM_CAPTION_CHARS)
             axes[0, column].set_title(caption, fontsize=8)
         for group in range(groups):
             axis = axes[group + 1, column]
@@ -233,6 +269,7 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
 
     with_groups = [r for r in records if r.get("eval_group_top1")]
     groups = max((len(r["eval_group_top1"]) for r in with_groups), default=0)
+    colours = _head_colours(figure, heads, groups)
     for group in range(groups):
         points = [
             (r["epoch"], value)
@@ -240,7 +277,9 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
             if (value := r["eval_group_top1"][group]) is not None
         ]
         epochs, values = [p[0] for p in points], [100 * p[1] for p in points]
-        heads.plot(epochs, values, marker="o", markersize=3, label=f"group {group + 1}")
+        label = f"group {group + 1}" if colours is None else None
+        style = {} if colours is None else {"color": colours[group], "linewidth": 1}
+        heads.plot(epochs, values, marker="o", markersize=3, label=label, **style)
     epochs, values = _series(records, "eval_top1")
     if values and groups:
         heads.plot(epochs, [100 * v for v in values], "k--", linewidth=1, label="global head")
@@ -264,6 +303,20 @@ def plot_curves(records: Sequence[dict], out: str | os.PathLike, *, title: str =
     return _save(figure, out)
 
 
+def _head_colours(figure, axis, groups: int) -> list | None:
+    """Colours of the group heads' curves beyond the legend's ``_LEGEND_GROUPS`` groups (shades
+    of one colour map, told apart by a colour bar "group"); None while a legend names them."""
+    if groups <= _LEGEND_GROUPS:
+        return None
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scale = ScalarMappable(Normalize(1, groups), cmap=colormaps["viridis"])
+    figure.colorbar(scale, ax=axis, label="group", pad=0.02)
+    return [scale.to_rgba(group + 1) for group in range(groups)]
+
+
 def _plot_correlation(axis, records: Sequence[dict]) -> None:
     """Mean channel correlation within and between groups per epoch (train batches, eval)."""
     for split, style in (("train", "-"), ("eval", "--")):
@@ -277,6 +330,7 @@ def _plot_correlation(axis, records: Sequence[dict]) -> None:
 
 
 _GROUP_MARKERS = "o^sDvP*X"
+_LEGEND_ROWS = 7  # legend rows that fit beside the examples of the parts figure
 
 
 def _outlined(axis, x: float, y: float, text: str) -> None:
@@ -309,7 +363,8 @@ def plot_parts(
     groups, examples = len(fractions), images.shape[0]
     columns = max(examples, 4)
     table_height, example_height = 1.3 + 0.45 * groups, 2.1
-    width = max(8.0, 1.75 * columns + 1.4)
+    legend_columns = math.ceil(groups / _LEGEND_ROWS)  # the rows beside one row of examples
+    width = max(8.0, 1.75 * columns + 1.4 * legend_columns)
     figure = _figure(width, table_height + example_height)
     top, bottom = figure.subfigures(2, 1, height_ratios=[table_height, example_height])
     table = top.subplots(1, 1)
@@ -348,7 +403,7 @@ def plot_parts(
             )
     if examples:
         handles, labels = axes[0].get_legend_handles_labels()
-        bottom.legend(handles, labels, loc="outside right center", fontsize=9)
+        bottom.legend(handles, labels, loc="outside right center", fontsize=9, ncols=legend_columns)
     letters = ", ".join(f"{name[0].upper()} = {name}" for name in part_names)
     bottom.suptitle(f"Examples: group peaks (markers) and part centres ({letters})", fontsize=10)
     return _save(figure, out)
@@ -413,10 +468,27 @@ def _images_and_titles(trained, paths, root, split, count, seed, progress):
     (``progress``: show a generated set being drawn)."""
     if paths:
         inputs = torch.stack([trained.test_transform(_typed_image(p)) for p in paths])
-        return inputs, [Path(p).name for p in paths]
+        return inputs, [shown(Path(p).name) for p in paths]  # a name's newline: escaped
     dataset = trained.dataset(split, root, progress=progress)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
     return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
+
+
+def cam_most(groups: int) -> int:
+    """The images one group-map figure of ``groups`` groups holds: ``CAM_MOST`` columns, and
+    ``_CAM_PANELS`` pictures in all."""
+    return min(CAM_MOST, max(1, _CAM_PANELS // (groups + 1)))
+
+
+def _check_columns(count: int, groups: int) -> None:
+    """ValueError where ``count`` images of ``groups`` groups are more than a figure holds."""
+    most = cam_most(groups)
+    if count > most:
+        beside = "" if most == CAM_MOST else f" beside {groups} groups"
+        raise ValueError(
+            f"a group-map figure has a column per image and at most {most} fit{beside}; asked "
+            f"for {count}: draw several figures (another --seed, or other images)"
+        )
 
 
 def activation_figure(
@@ -432,13 +504,8 @@ def activation_figure(
 ) -> Path:
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
     captioned with the model's prediction; ``progress`` shows a generated set being drawn."""
-    count = len(paths) or images
-    if count > CAM_MOST:
-        raise ValueError(
-            f"a group-map figure has a column per image and at most {CAM_MOST} fit; asked for "
-            f"{count}: draw several figures (another --seed, or other images)"
-        )
     _check_out(out)  # before the work
+    _check_columns(len(paths) or images, len(trained.model.group_sizes))
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed, progress)
     model = trained.model
     with torch.no_grad(), evaluation_mode(model):
@@ -458,7 +525,20 @@ def activation_figure(
 
 def curves_figure(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Fig. 3 for a training run folder (its metrics.jsonl)."""
+    _check_out(out)
     return plot_curves(read_metrics(run_dir), out, title=f"Training run {Path(run_dir).name}")
+
+
+def _check_parts_known(dataset: str) -> None:
+    """DataError, before any data is looked for, where the model's data has no part centres:
+    finding a moved CUB folder for `sef viz parts` only to learn that parts need the demo."""
+    from sef.datasets import GENERATED
+
+    if dataset not in GENERATED:
+        raise DataError(
+            f"the {dataset} dataset this model was trained on has no part annotations; part "
+            f"localisation needs a generated set with known parts ({', '.join(GENERATED)})"
+        )
 
 
 def parts_figure(
@@ -475,6 +555,7 @@ def parts_figure(
     """Measure where each group peaks on ``images`` random demo images and draw it; returns
     (path, PartReport)."""
     _check_out(out)  # before the work
+    _check_parts_known(trained.config.data.dataset)
     dataset = trained.dataset(split, root, progress=progress)
     indices = pick_indices(len(dataset), images, seed)
     measured = measure_parts(

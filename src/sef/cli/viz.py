@@ -151,16 +151,18 @@ def run_corr(args: argparse.Namespace) -> int:
 
 def run_cam(args: argparse.Namespace) -> int:
     from sef.errors import ConfigError
-    from sef.viz import activation_figure
+    from sef.viz import activation_figure, cam_most
 
     if args.paths and args.images is not None:
         raise ConfigError(
             "--images N shows N random test images; with image PATHs given it has no meaning: "
             "give one or the other"
         )
-    args.images = CAM_IMAGES if args.images is None else args.images
+    trained = _load(args)
+    if args.images is None:  # as many as a figure of its groups holds, up to the default
+        args.images = min(CAM_IMAGES, cam_most(len(trained.model.group_sizes)))
 
-    path = activation_figure(_load(args), _out(args, "cam.png"), args.paths, **_sampling(args))
+    path = activation_figure(trained, _out(args, "cam.png"), args.paths, **_sampling(args))
     print(f"wrote {path}")
     return 0
 
@@ -194,7 +196,9 @@ def run_parts(args: argparse.Namespace) -> int:
     print(f"nearest part to each group's activation peak, over {report.images} images")
     print("(static peak: the dominant share if the group always peaked at its usual spot)")
     print(table([header, *rows], ">" * len(header)))
-    if report.distinctness is not None:
+    if report.distinctness is None:
+        print("distinctness needs two groups or more; this model has one (a plain network)")
+    else:
         print(
             f"distinctness {report.distinctness:.3f} (how often two groups peak on different "
             f"parts; static peaks {report.static_distinctness:.3f}, "
