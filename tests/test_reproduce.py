@@ -101,6 +101,8 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed
     assert "blank: Cars, Dogs, Aircraft (no --data)" in printed
     assert "not in --only: ResNet-50; MaxEnt-CNN" in printed
+    # the table printed last says, as the page does, that its row is not the paper's recipe
+    assert "not the paper's recipe (model.weights=null, optim.epochs=1, " in printed
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
     assert lines["sef: SEF", "cub"]["accuracy"] and lines["sef: SEF", "cub"]["paper"] == "87.3"
     assert lines["sef: SEF", "cars"]["accuracy"] == "" and lines["sef: SEF", "cars"]["state"] == (
@@ -321,6 +323,16 @@ def test_the_rows_left_out_are_told_apart(tmp_path: Path, monkeypatch, capsys) -
     )
 
 
+def test_a_dry_run_says_when_the_overrides_change_the_recipe(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    same = ["--set", "data.workers=2"]  # where and how fast, not what: still the recipe
+    assert main(["reproduce", "table2", "--dry-run", "--only", "sef", *same]) == 0
+    assert "recipe" not in capsys.readouterr().out
+    assert main(["reproduce", "table2", "--dry-run", *same, "--set", "optim.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "\nnot the paper's recipe (optim.epochs=2): its accuracies are not the paper's\n" in out
+
+
 def test_the_page_names_only_the_overrides_that_change_the_recipe() -> None:
     from sef.reproduce.plan import create_plan
     from sef.reproduce.tables import markdown
@@ -400,7 +412,8 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
             ["--data", "cub=.", "--only", "groups-only"],
             "--only 'groups-only' is not a row of table2",
         ),
-        (["--data", "cub=."], "images.txt not found in ."),
+        # the root of another dataset (Cars' given as CUB's): which --data is wrong
+        (["--data", "cub=."], "--data cub=.: images.txt not found in ."),
         (
             ["--dry-run", "--images-per-second", "0"],
             "--images-per-second must be a positive number",

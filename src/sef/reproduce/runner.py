@@ -24,7 +24,7 @@ from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
 from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state
-from sef.reproduce.tables import States, main_table, write_tables
+from sef.reproduce.tables import States, changed_recipe, main_table, write_tables
 from sef.text import counted, rate, table
 
 
@@ -135,6 +135,8 @@ def _say_blanks(plan: Plan, states: States, say: Callable[[str], None]) -> None:
     skipped = [row.label for row in plan.table.ours if row.ours not in plan.selected]
     if skipped:
         say(f"not in --only: {'; '.join(map(str, skipped))}")  # Table III's labels hold commas
+    if plan.recipe_changes:
+        say(f"not the paper's recipe ({changed_recipe(plan)}): its accuracies are not the paper's")
 
 
 def _rerun(error: BaseException) -> str:
