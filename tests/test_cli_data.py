@@ -166,6 +166,10 @@ def test_download_then_check(http_server, cub_root, tmp_path, monkeypatch, capsy
     assert main(["data", "download", "cub", str(root), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.strip() == f"cub is ready in {root}; next: sef data check cub {root}"
+    (folder / "CUB_200_2011.tgz").unlink()  # the same command again asks the server nothing
+    assert main(["data", "download", "cub", str(root), "--no-progress"]) == 0
+    again = f"cub is already in {root}, unpacked by an earlier download; next: sef data check"
+    assert capsys.readouterr().out.startswith(again)
     assert len(sef.datasets.load("cub", root, "test")) == 6
     assert main(["data", "check", "cub", str(root), "--no-progress"]) == 0
     assert capsys.readouterr().out.endswith("all 15 images open\n")

@@ -207,8 +207,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sef.datasets.download import download
+    from sef.datasets.download import download, unpacked
 
+    there = unpacked(args.name, args.root)
     root = download(
         args.name,
         args.root,
@@ -216,7 +217,10 @@ def run_download(args: argparse.Namespace) -> int:
         keep_archives=args.keep_archives,
         progress=progress_bars(args),
     )
-    print(f"{args.name} is ready in {root}; next: sef data check {args.name} {root}")
+    ready = (
+        f"is already in {root}, unpacked by an earlier download" if there else f"is ready in {root}"
+    )
+    print(f"{args.name} {ready}; next: sef data check {args.name} {root}")
     return 0
 
 
