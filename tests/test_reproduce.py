@@ -462,6 +462,28 @@ def test_a_folder_trained_with_other_settings_is_refused(cub_root: Path, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_folder_of_another_sef_version_is_refused_naming_it(tmp_path: Path, monkeypatch):
+    import sef.checkpoint
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import ConfigError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    saved = config_to_dict(config)
+    saved["optim"]["new_knob"] = 3  # a key this sef does not know
+    monkeypatch.setattr(sef.checkpoint, "__version__", "9.0.0")
+    state = {"model": {}, "config": saved, "classes": ["a"], "epoch": 1, "metrics": {}}
+    save_checkpoint(tmp_path / "last.pt", state)
+    # said only "unknown config key 'new_knob' in section 'optim'": not which folder, nor why
+    with pytest.raises(
+        ConfigError, match=f"{tmp_path / 'last.pt'} was written by sef 9.0.0 with a config this sef"
+    ) as error:
+        read_state(config)
+    assert "(unknown config key 'new_knob'" in str(error.value)
+    assert str(error.value).endswith("; reproduce with that sef, or give another --out")
+
+
 def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
