@@ -138,6 +138,28 @@ def test_datasets_trained_by_an_earlier_call_stay_in_the_tables(roots, tmp_path:
     assert f"`{out / 'cub-resnet50'}`" in page and " | – | – | " in page
 
 
+def test_two_calls_at_once_on_other_rows_both_land_in_the_tables(
+    cub_root: Path, tmp_path: Path, monkeypatch, capsys
+):
+    import sef.reproduce.runner as runner
+
+    arguments = ["reproduce", "table2", "--data", f"cub={cub_root}", "--out", str(tmp_path)]
+    arguments += [*TOY, *FAST]
+    real, other = runner.fit, []
+
+    def alongside(*args, **kwargs):  # the other call (another GPU) trains plain meanwhile
+        monkeypatch.setattr(runner, "fit", real)
+        other.append(main([*arguments, "--only", "plain"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", alongside)
+    assert main([*arguments, "--only", "sef"]) == 0 and other == [0]
+    lines = {(line["row"], line["dataset"]): line for line in _rows(tmp_path / "table2.csv")}
+    # the call that ended last wrote plain's row as "not in --only", read when it started
+    assert lines["sef: ResNet-50", "cub"]["state"] == "1/1"
+    assert lines["sef: ResNet-50", "cub"]["accuracy"] and lines["sef: SEF", "cub"]["accuracy"]
+
+
 def _ctrl_c_in_epoch_two(monkeypatch) -> None:
     """Training stops as Ctrl-C stops it, at the start of the second epoch it trains."""
     real, calls = sef.engine.run.train_one_epoch, []

@@ -182,7 +182,7 @@ def _train_all(
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
         states[_key(run)] = distributed.on_main(lambda run=run: read_state(run.config), context)
         if context.is_main:
-            write_tables(plan, states, written=_now())
+            write_tables(plan, _current(plan, states), written=_now())
         left = sum(_left(r, states[_key(r)]) for r in todo)
         say(
             f"{tag} done   {run.name}: {_best(states[_key(run)])}, {hours(took)}; "
@@ -190,6 +190,7 @@ def _train_all(
         )
     outcome.seconds = time.perf_counter() - started
     if context.is_main:
+        states = outcome.states = _current(plan, states)
         outcome.tables = write_tables(plan, states, written=_now())
     counts = ", ".join(f"{n} {what}" for what, n in outcome.counts.items())
     say(f"{plan.table.key}: {counted(len(todo), 'run')}: {counts} in {hours(outcome.seconds)}")
@@ -198,6 +199,16 @@ def _train_all(
         say(f"tables: {outcome.tables[0]}, {outcome.tables[1]}")
         say(main_table(plan, states))
     return outcome
+
+
+def _current(plan: Plan, states: States) -> States:
+    """``states`` with the runs not finished read again from their folders, for the tables:
+    another call into the same --out (another --only, on another GPU) may have trained them."""
+    runs = {_key(run): run for run in [*plan.runs, *plan.earlier]}
+    return {
+        key: state if state.kind == DONE else read_state(runs[key].config)
+        for key, state in states.items()
+    }
 
 
 def reproduce(
