@@ -138,7 +138,7 @@ def test_datasets_trained_by_an_earlier_call_stay_in_the_tables(roots, tmp_path:
     assert f"`{out / 'cub-resnet50'}`" in page and " | – | – | " in page
 
 
-def test_two_calls_at_once_on_other_rows_both_land_in_the_tables(
+def test_two_calls_at_once_into_one_folder_share_their_runs(
     cub_root: Path, tmp_path: Path, monkeypatch, capsys
 ):
     import sef.reproduce.runner as runner
@@ -147,17 +147,21 @@ def test_two_calls_at_once_on_other_rows_both_land_in_the_tables(
     arguments += [*TOY, *FAST]
     real, other = runner.fit, []
 
-    def alongside(*args, **kwargs):  # the other call (another GPU) trains plain meanwhile
+    def alongside(*args, **kwargs):  # the other call (another GPU) trains sef and maxent meanwhile
         monkeypatch.setattr(runner, "fit", real)
-        other.append(main([*arguments, "--only", "plain"]))
+        other.append(main([*arguments, "--only", "sef", "maxent"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "fit", alongside)
-    assert main([*arguments, "--only", "sef"]) == 0 and other == [0]
+    assert main([*arguments, "--only", "plain", "sef"]) == 0 and other == [0]
+    # sef, finished by the other call, is reused: it was trained again into a folder that holds a
+    # run and refused with "pass --resume", an option sef reproduce does not have
+    assert "[2/2] reused sef: SEF on Birds" in capsys.readouterr().out
     lines = {(line["row"], line["dataset"]): line for line in _rows(tmp_path / "table2.csv")}
-    # the call that ended last wrote plain's row as "not in --only", read when it started
-    assert lines["sef: ResNet-50", "cub"]["state"] == "1/1"
-    assert lines["sef: ResNet-50", "cub"]["accuracy"] and lines["sef: SEF", "cub"]["accuracy"]
+    # the call that ended last wrote maxent's row as "not in --only", read when it started
+    assert {lines[f"sef: {row}", "cub"]["state"] for row in ("ResNet-50", "MaxEnt-CNN", "SEF")} == {
+        "1/1"
+    }
 
 
 def _ctrl_c_in_epoch_two(monkeypatch) -> None:

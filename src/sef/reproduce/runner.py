@@ -156,7 +156,10 @@ def _train_all(
     todo = plan.to_train
     started = time.perf_counter()
     for number, run in enumerate(todo, start=1):
-        tag, state = f"[{number}/{len(todo)}]", states[_key(run)]
+        tag = f"[{number}/{len(todo)}]"
+        if states[_key(run)].kind != DONE:  # another call into --out may have trained it since
+            states[_key(run)] = distributed.on_main(lambda run=run: read_state(run.config), context)
+        state = states[_key(run)]
         if state.kind == DONE:
             outcome.counts["reused"] += 1
             say(f"{tag} reused {run.name}: {run.out} is finished, {_best(state)}")
