@@ -15,6 +15,7 @@ from conftest import CUB_CLASSES
 import sef
 from sef.cli import main
 from sef.datasets import download as dl
+from sef.datasets.checking import FIXES
 
 
 def _sef(*args, env=None):
@@ -64,7 +65,8 @@ def test_check_sums_up_a_split_missing_in_one_line(cars_root, capsys):
     count = len(list((train / "cars_train").iterdir()))
     total = count + len(list((cars_root / "cars_test").iterdir()))
     assert capsys.readouterr().err.splitlines() == [
-        f"{count + 1} of {total} images cannot be used:",
+        f"{count + 1} of {total} images cannot be used; fix or remove them, or train without "
+        "them with --set data.bad_images=skip:",  # said what is wrong, not what to do
         f"{count} of {total} images under {train}: missing, e.g. 00001.jpg, 00002.jpg, "
         f"00003.jpg; {train / 'cars_train' / '00001.jpg'} exists: the images are one folder "
         f"deeper than listed",
@@ -83,7 +85,7 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
     said = capsys.readouterr().err.splitlines()
     shown = ", ".join(rf"img\cat_{k}.jpg" for k in range(min(rows, 3)))
     assert said == [
-        f"{rows} of 18 images cannot be used:",
+        f"{rows} of 18 images cannot be used; {FIXES}:",
         f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
         f"folders with \\ (as on Windows): write them with / instead",
     ]

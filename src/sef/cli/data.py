@@ -170,7 +170,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import describe_bad_images
+    from sef.datasets.checking import FIXES, describe_bad_images
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
@@ -199,7 +199,7 @@ def run_check(args: argparse.Namespace) -> int:
         list(unique.items()), workers=args.workers, progress=progress_bars(args)
     )
     if bad:
-        print(f"{len(bad):,} of {len(unique):,} images cannot be used:", file=sys.stderr)
+        print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
         print(describe_bad_images(bad, len(unique)), file=sys.stderr)
         return 1
     print("the image opens" if len(unique) == 1 else f"all {len(unique):,} images open")
