@@ -290,6 +290,15 @@ def _evil_archive(path):
     return path
 
 
+def test_a_file_that_is_no_archive_is_refused_in_one_line(tmp_path):
+    (tmp_path / "a.tgz").write_bytes(b"no archive")
+    with pytest.raises(
+        DataError, match="cannot unpack .*a.tgz \\(file could not be opened"
+    ) as error:
+        dl.extract(tmp_path / "a.tgz", tmp_path)
+    assert "\n" not in str(error.value)  # was a line per compression tarfile tried
+
+
 def test_archives_that_escape_the_folder_are_refused(tmp_path):
     target = tmp_path / "inside"
     target.mkdir()

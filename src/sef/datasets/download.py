@@ -210,7 +210,8 @@ def extract(path: Path, root: Path) -> list[str]:
                 f"cannot unpack {path.name} into {root}: the disk is full ({space.human(free)} "
                 f"free); free some space and run the same command again"
             ) from None
-        raise DataError(f"cannot unpack {path} ({error}); delete it and download again") from None
+        why = " ".join(str(error).split())  # tarfile lists each compression it tried, a line each
+        raise DataError(f"cannot unpack {path} ({why}); delete it and download again") from None
 
 
 def _marker(root: Path, archive: Archive) -> Path:
