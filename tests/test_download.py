@@ -3,6 +3,7 @@
 import hashlib
 import http.server
 import io
+import os
 import shutil
 import tarfile
 import threading
@@ -154,6 +155,9 @@ def test_a_transfer_cut_short_is_named_as_such_and_a_rerun_continues_it(flaky_se
         dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
     # kept under a name never taken for the archive
     assert [p.name for p in tmp_path.iterdir()] == ["a.tgz.part"]
+    with pytest.raises(DataError, match="closed after 5,000 of 100,000"):  # no range: restarted
+        dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
+    assert (tmp_path / "a.tgz.part").stat().st_size == 5000
     url = f"{flaky_server}/resume/a.tgz"
     (tmp_path / "a.tgz.part").unlink()
     with pytest.raises(DataError, match="closed after 4,000 of 10,240 bytes"):
@@ -201,6 +205,19 @@ def test_an_archive_too_large_for_the_disk_is_refused_before_its_first_byte(
     with pytest.raises(DiskFull, match=r"CUB_200_2011.tgz needs [\d.]+ KB more and .* has 100 B"):
         dl.download("cub", tmp_path / "data", progress=False)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_disk_that_fills_while_downloading_says_so_and_keeps_what_came(
+    http_server, small_disk, monkeypatch
+):
+    folder, base = http_server
+    (folder / "a.tgz").write_bytes(os.urandom(300_000))
+    root = small_disk(128)
+    monkeypatch.setattr(dl, "_check_space", lambda *args: None)  # another program fills it
+    # said "check the connection"
+    with pytest.raises(DiskFull, match=r"cannot write .*a.tgz.part: no space left on device \("):
+        dl.fetch(f"{base}/a.tgz", root / "a.tgz", "0" * 32, progress=False)
+    assert [p.name for p in root.iterdir()] == ["a.tgz.part"]  # continued once space is freed
 
 
 def test_a_disk_that_fills_while_unpacking_says_so(small_disk):
