@@ -125,6 +125,11 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     def _resume(self):
         asked = self.headers.get("Range")
         start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
+        if start >= len(BLOB):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(BLOB)}")
+            self.end_headers()
+            return
         self.send_response(206 if asked else 200)
         if asked:
             self.send_header("Content-Range", f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}")
@@ -236,20 +241,30 @@ def test_a_disk_that_fills_while_unpacking_says_so(small_disk):
 def test_ctrl_c_mid_transfer_leaves_the_part_file_and_a_rerun_continues_it(
     flaky_server, tmp_path, monkeypatch
 ):
-    save = dl._save
+    save, request = dl._save, dl._request
 
     def interrupted(url, path, progress):  # Ctrl-C (or SIGTERM, in the CLI) mid-transfer
         path.write_bytes(BLOB[:1000])
         raise KeyboardInterrupt
 
     md5 = hashlib.md5(BLOB).hexdigest()
-    monkeypatch.setitem(dl.ARCHIVES, "cub", [dl.Archive(f"{flaky_server}/resume", md5, "a.tgz")])
     monkeypatch.setattr(dl, "_save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["a.tgz.part"]
     monkeypatch.setattr(dl, "_save", save)
     dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)  # 206: the rest
+    assert (tmp_path / "a.tgz").read_bytes() == BLOB
+
+    def only_the_rest(url, held):
+        assert held, "the whole file asked for again"
+        return request(url, held)
+
+    # Ctrl-C while the complete .part was checked: the server has nothing more (416), and the
+    # file is not asked for again
+    (tmp_path / "a.tgz").rename(tmp_path / "a.tgz.part")
+    monkeypatch.setattr(dl, "_request", only_the_rest)
+    dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)
     assert (tmp_path / "a.tgz").read_bytes() == BLOB
 
 

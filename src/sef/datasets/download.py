@@ -137,9 +137,11 @@ def _save(url: str, path: Path, progress: bool) -> None:
     try:
         response = _request(url, held)
     except HTTPError as error:
-        if error.code != 416 or not held:  # 416: a range past the end (a .part of another file)
+        if error.code != 416 or not held:  # 416: no byte from ``held`` on
             raise
-        held = 0
+        if error.headers.get("Content-Range") == f"bytes */{held}":  # stopped while checked
+            return
+        held = 0  # a .part file of another file: start again
         response = _request(url, held)
     with response:
         start = held if getattr(response, "status", None) == 206 else 0
