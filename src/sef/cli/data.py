@@ -84,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             f"Download the official archives of NAME ({', '.join(datasets.DOWNLOADABLE)}) into "
             "ROOT, verify their MD5 checksums and unpack them so that `sef data check NAME ROOT` "
-            "reads them."
+            "reads them. Run again, it continues a stopped transfer and skips the archives it "
+            "has unpacked there."
         ),
     )
     fetch.add_argument(
