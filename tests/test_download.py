@@ -249,8 +249,12 @@ def test_ctrl_c_mid_transfer_leaves_the_part_file_and_a_rerun_continues_it(
 
     md5 = hashlib.md5(BLOB).hexdigest()
     monkeypatch.setattr(dl, "_save", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stop:
         dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)
+    assert stop.value.args == (  # what the CLI says after "interrupted; "
+        f"{tmp_path / 'a.tgz.part'} holds its first 1,000 bytes: run the same command again to "
+        "continue",
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["a.tgz.part"]
     monkeypatch.setattr(dl, "_save", save)
     dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)  # 206: the rest
@@ -293,7 +297,7 @@ def test_a_root_an_earlier_download_unpacked_is_not_fetched_again(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dl, "extract", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"CUB_200_2011.tgz was being unpacked: run the"):
         dl.download("cub", root, progress=False)
     assert not dl.unpacked("cub", root)
     monkeypatch.setattr(dl, "extract", extract)

@@ -83,6 +83,13 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
         _save(url, partial, progress)
     except (URLError, OSError, http.client.HTTPException) as error:
         raise _download_error(url, partial, error) from None
+    except KeyboardInterrupt:  # said by the CLI: what is kept and what to do
+        held = partial.stat().st_size if partial.is_file() else 0
+        if not held:
+            raise
+        raise KeyboardInterrupt(
+            f"{partial} holds its first {held:,} bytes: run the same command again to continue"
+        ) from None
     finally:  # a failure or an interrupt before the first byte leaves no empty .part file
         if partial.is_file() and partial.stat().st_size == 0:
             partial.unlink()
@@ -268,7 +275,12 @@ def download(
                 continue
             url = _mirrored(mirror, archive.filename) if mirror else archive.url
             path = fetch(url, root / archive.filename, archive.md5, progress)
-            names = extract(path, root)
+            try:
+                names = extract(path, root)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(
+                    f"{path} was being unpacked: run the same command again to unpack it again"
+                ) from None
             record = {"md5": archive.md5, "names": names}
             outputs.write_text(_marker(root, archive), json.dumps(record) + "\n")
             if not keep_archives:
