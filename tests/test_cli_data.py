@@ -148,6 +148,23 @@ def test_check_birds32b_draws_its_own_set(tmp_path, monkeypatch, capsys):
     assert "birds32b is generated on first use" in capsys.readouterr().err
 
 
+def test_check_names_a_download_that_did_not_finish(cub_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "CUB_200_2011.tgz.part").write_bytes(b"x")  # interrupted mid-transfer
+    assert main(["data", "check", "cub", str(root), "--no-progress"]) == 2
+    left = f"{root / 'CUB_200_2011.tgz.part'} is left by a download that did not finish: run sef "
+    assert capsys.readouterr().err.endswith(f"; {left}data download cub {root} again\n")
+    (cub_root.parent / "CUB_200_2011.tgz").write_bytes(b"x")  # interrupted while unpacking
+    next((cub_root / "images").rglob("*.jpg")).unlink()
+    assert main(["data", "check", "cub", str(cub_root.parent), "--no-progress"]) == 1
+    said = capsys.readouterr().err.splitlines()
+    assert (
+        said[-1] == f"{cub_root.parent / 'CUB_200_2011.tgz'} is left by a download that did "
+        f"not finish: run sef data download cub {cub_root.parent} again"
+    )
+
+
 def test_download_verifies_the_checksum(http_server, cub_root, tmp_path):
     folder, base = http_server
     (folder / "CUB_200_2011.tgz").write_bytes(b"not the official archive")

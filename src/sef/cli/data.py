@@ -23,7 +23,7 @@ from sef.cli.options import (
     add_progress_option,
     progress_bars,
 )
-from sef.errors import ConfigError
+from sef.errors import ConfigError, DataError
 from sef.text import counted, json_text, printable, table
 
 SHOWN_CLASSES = 8
@@ -175,12 +175,17 @@ def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
+    left = _unfinished_download(args)
     splits, undeclared = {}, {}
     for split in datasets.SPLITS:
         try:
             splits[split] = read(split)
         except NoSuchSplit as error:  # own data with train/ and val/ but no test/
             undeclared[split] = error
+        except DataError as error:
+            if not left:
+                raise
+            raise DataError(f"{error}; {left}") from None
     if not splits:
         raise next(iter(undeclared.values()))
     classes = next(iter(splits.values())).classes
@@ -202,9 +207,24 @@ def run_check(args: argparse.Namespace) -> int:
     if bad:
         print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
         print(describe_bad_images(bad, len(unique)), file=sys.stderr)
+        if left:
+            print(left, file=sys.stderr)
         return 1
     print("the image opens" if len(unique) == 1 else f"all {len(unique):,} images open")
     return 0
+
+
+def _unfinished_download(args: argparse.Namespace) -> str:
+    """What to do about a download of NAME that an interrupt left in ROOT, or ""."""
+    from sef.datasets.download import unfinished
+
+    found = unfinished(args.name, args.root) if args.root else None
+    if found is None:
+        return ""
+    return (
+        f"{found} is left by a download that did not finish: run sef data download "
+        f"{args.name} {args.root} again"
+    )
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -332,7 +352,6 @@ def _remove(folders: list) -> int:
     """Remove each cache of ``folders``, saying what each was and the space freed; then one
     DataError for those that are not caches or are held."""
     from sef.datasets import caches
-    from sef.errors import DataError
     from sef.space import human
 
     freed, refused = 0, []

@@ -245,6 +245,18 @@ def unpacked(name: str, root: str | os.PathLike) -> bool:
     return name in ARCHIVES and all(_is_unpacked(root, archive) for archive in ARCHIVES[name])
 
 
+def unfinished(name: str, root: str | os.PathLike) -> Path | None:
+    """The file an interrupted download of dataset ``name`` left in ``root`` (a .part file, or an
+    archive it had not unpacked yet), if any."""
+    root = Path(root).expanduser()
+    for archive in ARCHIVES.get(name, []):
+        left = [root / f"{archive.filename}.part", root / archive.filename]
+        found = [path for path in left if path.is_file()]
+        if found and not _is_unpacked(root, archive):
+            return found[0]
+    return None
+
+
 def download(
     name: str,
     root: str | os.PathLike,
