@@ -182,7 +182,7 @@ def test_a_connection_closed_before_any_byte_leaves_nothing(flaky_server, tmp_pa
 
 @pytest.mark.parametrize(
     ("status", "advice"),
-    [("404", "\\(HTTP 404 Not Found\\); give another --mirror, or fetch it by hand"),
+    [("404", "\\(HTTP 404 Not Found\\); use another --mirror, or fetch it by hand"),
      ("500", "\\(HTTP 500 Internal Server Error\\); the server failed: try again later, or")],
 )  # fmt: skip
 def test_a_server_that_refuses_is_told_from_a_lost_connection(

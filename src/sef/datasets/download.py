@@ -84,14 +84,14 @@ def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
     except (URLError, OSError, http.client.HTTPException) as error:
         raise _download_error(url, partial, error) from None
     except KeyboardInterrupt:  # said by the CLI: what is kept and what to do
-        held = partial.stat().st_size if partial.is_file() else 0
-        if not held:
+        if not _size(partial):
             raise
         raise KeyboardInterrupt(
-            f"{partial} holds its first {held:,} bytes: run the same command again to continue"
+            f"{partial} holds its first {_size(partial):,} bytes: run the same command again to "
+            f"continue"
         ) from None
     finally:  # a failure or an interrupt before the first byte leaves no empty .part file
-        if partial.is_file() and partial.stat().st_size == 0:
+        if partial.is_file() and not _size(partial):
             partial.unlink()
     found = md5_of(partial)
     if found != md5:
@@ -114,17 +114,21 @@ def _download_error(url: str, partial: Path, error: BaseException) -> SEFError:
     where = f"fetch it by hand into {partial.parent}"
     if isinstance(error, HTTPError):
         served = (
-            "the server failed: try again later" if error.code >= 500 else "give another --mirror"
+            "the server failed: try again later" if error.code >= 500 else "use another --mirror"
         )
-        return DataError(f"could not download {url} (HTTP {error.code} {error.reason}); {served}, "
-                         f"or {where}")  # fmt: skip
+        status = f"HTTP {error.code} {error.reason}"
+        return DataError(f"could not download {url} ({status}); {served}, or {where}")
     why = "the connection closed early" if isinstance(error, http.client.IncompleteRead) else error
-    kept = partial.stat().st_size if partial.is_file() else 0
-    if kept:
-        again = f"run the same command again to continue after its first {kept:,} bytes"
+    if _size(partial):
+        again = f"run the same command again to continue after its first {_size(partial):,} bytes"
     else:
         again = f"check {'the mirror folder' if url.startswith('file:') else 'the connection'}"
     return DataError(f"could not download {url} ({why}); {again}, or {where}")
+
+
+def _size(path: Path) -> int:
+    """The bytes of the file at ``path``; 0 where there is none."""
+    return path.stat().st_size if path.is_file() else 0
 
 
 def _is_web_page(path: Path) -> bool:
@@ -140,7 +144,7 @@ def _save(url: str, path: Path, progress: bool) -> None:
     sends the rest (206), else from the start; a DiskFull before the first byte if the archive
     cannot fit; ConnectionError if the server sends fewer bytes than it announced (a transfer cut
     short, not a wrong file)."""
-    held = path.stat().st_size if path.is_file() else 0
+    held = _size(path)
     try:
         response = _request(url, held)
     except HTTPError as error:
