@@ -185,6 +185,9 @@ def test_a_run_an_earlier_call_left_unfinished_is_shown_unfinished(
     arguments = ["reproduce", "table2", "--out", str(out), "--only", "sef", *TOY, *FAST]
     arguments += ["--set", "optim.epochs=2"]
     assert main([*arguments, *_data(roots, "cub")]) == 130
+    # the tables say how far the stopped run got (there were none: written after a run only)
+    stopped = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
+    assert stopped["sef: SEF", "cub"]["state"] == "unfinished, 1/2"
     assert main([*arguments, *_data(roots, "cars")]) == 0
     assert f"shown as found in {out} (no --data): Birds" in capsys.readouterr().out
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}

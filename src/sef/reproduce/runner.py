@@ -1,14 +1,15 @@
 """Train every run of a table in order, resumably, and lay the results beside the paper's.
 
 A finished run (its ``last.pt`` at the last epoch) is reused, a half-finished one resumed, the
-others trained with :func:`sef.engine.fit`; the tables are rewritten after every run, so a killed
-reproduction loses at most the epoch in progress. Under torchrun every process walks the same
-list (rank 0 reads the folders and shares what it found) and each run trains on all of them;
-only rank 0 prints and writes the tables.
+others trained with :func:`sef.engine.fit`; the tables are rewritten after every run and when a
+run stops (an error, Ctrl-C), so a killed reproduction loses at most the epoch in progress. Under
+torchrun every process walks the same list (rank 0 reads the folders and shares what it found)
+and each run trains on all of them; only rank 0 prints and writes the tables.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -175,8 +176,10 @@ def _train_all(
         try:
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
         except SEFError as error:
+            _tables_after_a_stop(plan, states, context)
             raise distributed.reworded(error, f"{run.name} ({run.out}): {_rerun(error)}") from None
         except KeyboardInterrupt as stop:
+            _tables_after_a_stop(plan, states, context)
             if not stop.args:
                 raise
             raise distributed.reworded(stop, _rerun(stop)) from None
@@ -202,6 +205,14 @@ def _train_all(
         say(f"tables: {outcome.tables[0]}, {outcome.tables[1]}")
         say(main_table(plan, states))
     return outcome
+
+
+def _tables_after_a_stop(plan: Plan, states: States, context: Context) -> None:
+    """Write the tables as the folders are after a run stopped (its last.pt says how far it got),
+    where they can be written: the error that stopped the run is the one to say."""
+    if context.is_main:
+        with contextlib.suppress(SEFError, OSError):
+            write_tables(plan, _current(plan, states), written=_now())
 
 
 def _current(plan: Plan, states: States) -> States:
