@@ -15,6 +15,7 @@ from conftest import CUB_CLASSES
 import sef
 from sef.cli import main
 from sef.datasets import download as dl
+from sef.datasets.checking import FIXES
 
 
 def _sef(*args, env=None):
@@ -64,7 +65,8 @@ def test_check_sums_up_a_split_missing_in_one_line(cars_root, capsys):
     count = len(list((train / "cars_train").iterdir()))
     total = count + len(list((cars_root / "cars_test").iterdir()))
     assert capsys.readouterr().err.splitlines() == [
-        f"{count + 1} of {total} images cannot be used:",
+        f"{count + 1} of {total} images cannot be used; fix or remove them, or train without "
+        "them with --set data.bad_images=skip:",  # said what is wrong, not what to do
         f"{count} of {total} images under {train}: missing, e.g. 00001.jpg, 00002.jpg, "
         f"00003.jpg; {train / 'cars_train' / '00001.jpg'} exists: the images are one folder "
         f"deeper than listed",
@@ -83,7 +85,7 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
     said = capsys.readouterr().err.splitlines()
     shown = ", ".join(rf"img\cat_{k}.jpg" for k in range(min(rows, 3)))
     assert said == [
-        f"{rows} of 18 images cannot be used:",
+        f"{rows} of 18 images cannot be used; {FIXES}:",
         f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
         f"folders with \\ (as on Windows): write them with / instead",
     ]
@@ -146,6 +148,23 @@ def test_check_birds32b_draws_its_own_set(tmp_path, monkeypatch, capsys):
     assert "birds32b is generated on first use" in capsys.readouterr().err
 
 
+def test_check_names_a_download_that_did_not_finish(cub_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "CUB_200_2011.tgz.part").write_bytes(b"x")  # interrupted mid-transfer
+    assert main(["data", "check", "cub", str(root), "--no-progress"]) == 2
+    left = f"{root / 'CUB_200_2011.tgz.part'} is left by a download that did not finish: run sef "
+    assert capsys.readouterr().err.endswith(f"; {left}data download cub {root} again\n")
+    (cub_root.parent / "CUB_200_2011.tgz").write_bytes(b"x")  # interrupted while unpacking
+    next((cub_root / "images").rglob("*.jpg")).unlink()
+    assert main(["data", "check", "cub", str(cub_root.parent), "--no-progress"]) == 1
+    said = capsys.readouterr().err.splitlines()
+    assert (
+        said[-1] == f"{cub_root.parent / 'CUB_200_2011.tgz'} is left by a download that did "
+        f"not finish: run sef data download cub {cub_root.parent} again"
+    )
+
+
 def test_download_verifies_the_checksum(http_server, cub_root, tmp_path):
     folder, base = http_server
     (folder / "CUB_200_2011.tgz").write_bytes(b"not the official archive")
@@ -166,6 +185,10 @@ def test_download_then_check(http_server, cub_root, tmp_path, monkeypatch, capsy
     assert main(["data", "download", "cub", str(root), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.strip() == f"cub is ready in {root}; next: sef data check cub {root}"
+    (folder / "CUB_200_2011.tgz").unlink()  # the same command again asks the server nothing
+    assert main(["data", "download", "cub", str(root), "--no-progress"]) == 0
+    again = f"cub is already in {root}, unpacked by an earlier download; next: sef data check"
+    assert capsys.readouterr().out.startswith(again)
     assert len(sef.datasets.load("cub", root, "test")) == 6
     assert main(["data", "check", "cub", str(root), "--no-progress"]) == 0
     assert capsys.readouterr().out.endswith("all 15 images open\n")

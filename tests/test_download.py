@@ -1,15 +1,19 @@
 """Downloading: checksum verification and unpacking, against a server on 127.0.0.1 only."""
 
+import hashlib
 import http.server
 import io
+import os
+import shutil
 import tarfile
 import threading
 
 import pytest
 
 import sef
+import sef.space
 from sef.datasets import download as dl
-from sef.errors import DataError
+from sef.errors import DataError, DiskFull
 
 
 def _tar(source, archive_path, arcname):
@@ -30,7 +34,8 @@ def served_cub(cub_root, http_server, monkeypatch):
 
 def test_download_verifies_unpacks_and_loads(served_cub, tmp_path):
     root = dl.download("cub", tmp_path / "data", progress=False)
-    assert sorted(p.name for p in root.iterdir()) == ["CUB_200_2011"]  # archive removed
+    # the archive removed; what it unpacked recorded, for a rerun to skip
+    assert sorted(p.name for p in root.iterdir()) == [".CUB_200_2011.tgz.unpacked", "CUB_200_2011"]
     test = sef.datasets.load("cub", root, "test")
     assert len(test) == 6 and sef.datasets.find_bad_images(test.samples, progress=False) == []
 
@@ -90,53 +95,185 @@ def test_unreachable_server_is_a_data_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-class _CutShort(http.server.BaseHTTPRequestHandler):
-    """Sends part of a file and closes the connection: announced by Content-Length (/length)
-    or in a chunk of the announced size (/chunked), as a dropped transfer does."""
+BLOB = bytes(range(256)) * 40  # 10,240 bytes: what /resume serves in two pieces
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Serves what a dropped or refusing server does: part of a file and a closed connection,
+    announced by Content-Length (/length) or in a chunk of the announced size (/chunked); BLOB
+    cut at 4,000 bytes, then its rest for a Range request (/resume); /404, /500."""
 
     def do_GET(self):
-        self.send_response(200)
-        if self.path.startswith("/length"):
+        if self.path[1:4].isdigit():
+            self.send_error(int(self.path[1:4]))
+            return
+        if self.path.startswith("/resume"):
+            self._resume()
+        elif self.path.startswith("/length"):
+            self.send_response(200)
             self.send_header("Content-Length", "100000")
             self.end_headers()
             self.wfile.write(b"x" * 5000)
         else:
+            self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.write(b"1000\r\n" + b"x" * 100)
         self.wfile.flush()
         self.close_connection = True
 
+    def _resume(self):
+        asked = self.headers.get("Range")
+        start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
+        if start >= len(BLOB):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(BLOB)}")
+            self.end_headers()
+            return
+        self.send_response(206 if asked else 200)
+        if asked:
+            self.send_header("Content-Range", f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}")
+        self.send_header("Content-Length", str(len(BLOB) - start))
+        self.end_headers()
+        self.wfile.write(BLOB[start:] if asked else BLOB[:4000])
+
     def log_message(self, *args):
         pass
 
 
 @pytest.fixture
-def cut_short_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutShort)
+def flaky_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 
 
-@pytest.mark.parametrize(
-    ("path", "why"),
-    [("length", "the connection closed after 5,000 of 100,000 bytes"),
-     ("chunked", "the connection closed early")],
-)  # fmt: skip
-def test_a_transfer_cut_short_is_named_as_such_and_leaves_nothing(
-    cut_short_server, tmp_path, path, why
-):
-    url = f"{cut_short_server}/{path}/a.tgz"
-    with pytest.raises(DataError, match=f"could not download {url} \\({why}\\); check the conn"):
+def test_a_transfer_cut_short_is_named_as_such_and_a_rerun_continues_it(flaky_server, tmp_path):
+    url = f"{flaky_server}/length/a.tgz"
+    with pytest.raises(
+        DataError,
+        match=f"could not download {url} \\(the connection closed after 5,000 of 100,000 bytes"
+        "\\); run the same command again to continue after its first 5,000 bytes, or fetch",
+    ):
+        dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
+    # kept under a name never taken for the archive
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tgz.part"]
+    with pytest.raises(DataError, match="closed after 5,000 of 100,000"):  # no range: restarted
+        dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
+    assert (tmp_path / "a.tgz.part").stat().st_size == 5000
+    url = f"{flaky_server}/resume/a.tgz"
+    (tmp_path / "a.tgz.part").unlink()
+    with pytest.raises(DataError, match="closed after 4,000 of 10,240 bytes"):
+        dl.fetch(url, tmp_path / "a.tgz", hashlib.md5(BLOB).hexdigest(), progress=False)
+    dl.fetch(url, tmp_path / "a.tgz", hashlib.md5(BLOB).hexdigest(), progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tgz"]
+    assert (tmp_path / "a.tgz").read_bytes() == BLOB
+
+
+def test_a_connection_closed_before_any_byte_leaves_nothing(flaky_server, tmp_path):
+    url = f"{flaky_server}/chunked/a.tgz"
+    why = "the connection closed early\\); check the connection, or fetch it by hand into"
+    with pytest.raises(DataError, match=f"could not download {url} \\({why}"):
         dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_interrupted_download_leaves_no_partial_file_nor_the_root_it_made(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [("404", "\\(HTTP 404 Not Found\\); use another --mirror, or fetch it by hand"),
+     ("500", "\\(HTTP 500 Internal Server Error\\); the server failed: try again later, or")],
+)  # fmt: skip
+def test_a_server_that_refuses_is_told_from_a_lost_connection(
+    flaky_server, tmp_path, status, advice
+):
+    # said "check the connection", which was fine
+    with pytest.raises(DataError, match=f"could not download {flaky_server}/{status} {advice}"):
+        dl.fetch(f"{flaky_server}/{status}", tmp_path / "a.tgz", "0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_web_page_served_in_place_of_the_archive_is_named(http_server, tmp_path):
+    folder, base = http_server
+    (folder / "a.tgz").write_text("\n<!DOCTYPE html><html><body>Please log in</body></html>")
+    with pytest.raises(DataError, match="; the download is a web page, not the archive, so its"):
+        dl.fetch(f"{base}/a.tgz", tmp_path / "a.tgz", "0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_archive_too_large_for_the_disk_is_refused_before_its_first_byte(
+    served_cub, tmp_path, monkeypatch
+):
+    base, entry = served_cub
+    monkeypatch.setattr(sef.space, "free_bytes", lambda path: 100)
+    with pytest.raises(DiskFull, match=r"CUB_200_2011.tgz needs [\d.]+ KB more and .* has 100 B"):
+        dl.download("cub", tmp_path / "data", progress=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_disk_that_fills_while_downloading_says_so_and_keeps_what_came(
+    http_server, small_disk, monkeypatch
+):
+    folder, base = http_server
+    (folder / "a.tgz").write_bytes(os.urandom(300_000))
+    root = small_disk(128)
+    monkeypatch.setattr(dl, "_check_space", lambda *args: None)  # another program fills it
+    # said "check the connection"
+    with pytest.raises(DiskFull, match=r"cannot write .*a.tgz.part: no space left on device \("):
+        dl.fetch(f"{base}/a.tgz", root / "a.tgz", "0" * 32, progress=False)
+    assert [p.name for p in root.iterdir()] == ["a.tgz.part"]  # continued once space is freed
+
+
+def test_a_disk_that_fills_while_unpacking_says_so(small_disk):
+    root = small_disk(256)
+    with tarfile.open(root / "big.tgz", "w:gz") as archive:  # 1 MB of zeros in a few KB
+        info = tarfile.TarInfo("big/zeros.bin")
+        info.size = 1 << 20
+        archive.addfile(info, io.BytesIO(bytes(info.size)))
+    # said "delete it and download again", which fills the disk again
+    with pytest.raises(
+        DiskFull, match="cannot unpack big.tgz into .*: the disk is full \\(.* free"
+    ):
+        dl.extract(root / "big.tgz", root)
+
+
+def test_ctrl_c_mid_transfer_leaves_the_part_file_and_a_rerun_continues_it(
+    flaky_server, tmp_path, monkeypatch
+):
+    save, request = dl._save, dl._request
+
     def interrupted(url, path, progress):  # Ctrl-C (or SIGTERM, in the CLI) mid-transfer
-        path.write_bytes(b"x" * 1000)
+        path.write_bytes(BLOB[:1000])
+        raise KeyboardInterrupt
+
+    md5 = hashlib.md5(BLOB).hexdigest()
+    monkeypatch.setattr(dl, "_save", interrupted)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)
+    assert stop.value.args == (  # what the CLI says after "interrupted; "
+        f"{tmp_path / 'a.tgz.part'} holds its first 1,000 bytes: run the same command again to "
+        "continue",
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tgz.part"]
+    monkeypatch.setattr(dl, "_save", save)
+    dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)  # 206: the rest
+    assert (tmp_path / "a.tgz").read_bytes() == BLOB
+
+    def only_the_rest(url, held):
+        assert held, "the whole file asked for again"
+        return request(url, held)
+
+    # Ctrl-C while the complete .part was checked: the server has nothing more (416), and the
+    # file is not asked for again
+    (tmp_path / "a.tgz").rename(tmp_path / "a.tgz.part")
+    monkeypatch.setattr(dl, "_request", only_the_rest)
+    dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)
+    assert (tmp_path / "a.tgz").read_bytes() == BLOB
+
+
+def test_an_interrupt_before_any_byte_leaves_nothing_nor_the_root_it_made(tmp_path, monkeypatch):
+    def interrupted(url, path, progress):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dl, "_save", interrupted)
@@ -146,10 +283,33 @@ def test_an_interrupted_download_leaves_no_partial_file_nor_the_root_it_made(tmp
     with pytest.raises(KeyboardInterrupt):
         dl.download("cub", tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
-    (tmp_path / "mine").mkdir()
-    with pytest.raises(KeyboardInterrupt):
-        dl.download("cub", tmp_path / "mine", progress=False)
-    assert list((tmp_path / "mine").iterdir()) == []
+
+
+def test_a_root_an_earlier_download_unpacked_is_not_fetched_again(
+    served_cub, tmp_path, monkeypatch
+):
+    base, entry = served_cub
+    root = tmp_path / "data"
+    extract = dl.extract
+
+    def interrupted(path, into):  # Ctrl-C while unpacking: half the files there
+        extract(path, into)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dl, "extract", interrupted)
+    with pytest.raises(KeyboardInterrupt, match=r"CUB_200_2011.tgz was being unpacked: run the"):
+        dl.download("cub", root, progress=False)
+    assert not dl.unpacked("cub", root)
+    monkeypatch.setattr(dl, "extract", extract)
+    gone = dl.Archive("http://127.0.0.1:9/gone.tgz", entry.md5, entry.filename)
+    monkeypatch.setitem(dl.ARCHIVES, "cub", [gone])
+    dl.download("cub", root, progress=False)  # unpacks the archive the interrupt left, unfetched
+    assert dl.unpacked("cub", root) and not (root / entry.filename).exists()
+    assert dl.download("cub", root, progress=False) == root  # the server is not asked
+    shutil.rmtree(root / "CUB_200_2011")  # what it unpacked is gone: fetched again
+    assert not dl.unpacked("cub", root)
+    with pytest.raises(DataError, match="could not download http://127.0.0.1:9/gone.tgz"):
+        dl.download("cub", root, progress=False)
 
 
 @pytest.mark.parametrize("name", ["cars", "demo", "folder", "csv"])
@@ -164,6 +324,15 @@ def _evil_archive(path):
         info.size = 4
         archive.addfile(info, io.BytesIO(b"evil"))
     return path
+
+
+def test_a_file_that_is_no_archive_is_refused_in_one_line(tmp_path):
+    (tmp_path / "a.tgz").write_bytes(b"no archive")
+    with pytest.raises(
+        DataError, match="cannot unpack .*a.tgz \\(file could not be opened"
+    ) as error:
+        dl.extract(tmp_path / "a.tgz", tmp_path)
+    assert "\n" not in str(error.value)  # was a line per compression tarfile tried
 
 
 def test_archives_that_escape_the_folder_are_refused(tmp_path):

@@ -101,6 +101,8 @@ def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
     assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed
     assert "blank: Cars, Dogs, Aircraft (no --data)" in printed
     assert "not in --only: ResNet-50; MaxEnt-CNN" in printed
+    # the table printed last says, as the page does, that its row is not the paper's recipe
+    assert "not the paper's recipe (model.weights=null, optim.epochs=1, " in printed
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
     assert lines["sef: SEF", "cub"]["accuracy"] and lines["sef: SEF", "cub"]["paper"] == "87.3"
     assert lines["sef: SEF", "cars"]["accuracy"] == "" and lines["sef: SEF", "cars"]["state"] == (
@@ -136,6 +138,32 @@ def test_datasets_trained_by_an_earlier_call_stay_in_the_tables(roots, tmp_path:
     assert f"`{out / 'cub-resnet50'}`" in page and " | – | – | " in page
 
 
+def test_two_calls_at_once_into_one_folder_share_their_runs(
+    cub_root: Path, tmp_path: Path, monkeypatch, capsys
+):
+    import sef.reproduce.runner as runner
+
+    arguments = ["reproduce", "table2", "--data", f"cub={cub_root}", "--out", str(tmp_path)]
+    arguments += [*TOY, *FAST]
+    real, other = runner.fit, []
+
+    def alongside(*args, **kwargs):  # the other call (another GPU) trains sef and maxent meanwhile
+        monkeypatch.setattr(runner, "fit", real)
+        other.append(main([*arguments, "--only", "sef", "maxent"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", alongside)
+    assert main([*arguments, "--only", "plain", "sef"]) == 0 and other == [0]
+    # sef, finished by the other call, is reused: it was trained again into a folder that holds a
+    # run and refused with "pass --resume", an option sef reproduce does not have
+    assert "[2/2] reused sef: SEF on Birds" in capsys.readouterr().out
+    lines = {(line["row"], line["dataset"]): line for line in _rows(tmp_path / "table2.csv")}
+    # the call that ended last wrote maxent's row as "not in --only", read when it started
+    assert {lines[f"sef: {row}", "cub"]["state"] for row in ("ResNet-50", "MaxEnt-CNN", "SEF")} == {
+        "1/1"
+    }
+
+
 def _ctrl_c_in_epoch_two(monkeypatch) -> None:
     """Training stops as Ctrl-C stops it, at the start of the second epoch it trains."""
     real, calls = sef.engine.run.train_one_epoch, []
@@ -157,6 +185,9 @@ def test_a_run_an_earlier_call_left_unfinished_is_shown_unfinished(
     arguments = ["reproduce", "table2", "--out", str(out), "--only", "sef", *TOY, *FAST]
     arguments += ["--set", "optim.epochs=2"]
     assert main([*arguments, *_data(roots, "cub")]) == 130
+    # the tables say how far the stopped run got (there were none: written after a run only)
+    stopped = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
+    assert stopped["sef: SEF", "cub"]["state"] == "unfinished, 1/2"
     assert main([*arguments, *_data(roots, "cars")]) == 0
     assert f"shown as found in {out} (no --data): Birds" in capsys.readouterr().out
     lines = {(line["row"], line["dataset"]): line for line in _rows(out / "table2.csv")}
@@ -321,6 +352,16 @@ def test_the_rows_left_out_are_told_apart(tmp_path: Path, monkeypatch, capsys) -
     )
 
 
+def test_a_dry_run_says_when_the_overrides_change_the_recipe(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    same = ["--set", "data.workers=2"]  # where and how fast, not what: still the recipe
+    assert main(["reproduce", "table2", "--dry-run", "--only", "sef", *same]) == 0
+    assert "recipe" not in capsys.readouterr().out
+    assert main(["reproduce", "table2", "--dry-run", *same, "--set", "optim.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "\nnot the paper's recipe (optim.epochs=2): its accuracies are not the paper's\n" in out
+
+
 def test_the_page_names_only_the_overrides_that_change_the_recipe() -> None:
     from sef.reproduce.plan import create_plan
     from sef.reproduce.tables import markdown
@@ -400,7 +441,8 @@ def test_dry_run_counts_what_a_folder_already_holds(roots, tmp_path: Path, capsy
             ["--data", "cub=.", "--only", "groups-only"],
             "--only 'groups-only' is not a row of table2",
         ),
-        (["--data", "cub=."], "images.txt not found in ."),
+        # the root of another dataset (Cars' given as CUB's): which --data is wrong
+        (["--data", "cub=."], "--data cub=.: images.txt not found in ."),
         (
             ["--dry-run", "--images-per-second", "0"],
             "--images-per-second must be a positive number",
@@ -449,6 +491,28 @@ def test_a_folder_trained_with_other_settings_is_refused(cub_root: Path, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_folder_of_another_sef_version_is_refused_naming_it(tmp_path: Path, monkeypatch):
+    import sef.checkpoint
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import ConfigError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    saved = config_to_dict(config)
+    saved["optim"]["new_knob"] = 3  # a key this sef does not know
+    monkeypatch.setattr(sef.checkpoint, "__version__", "9.0.0")
+    state = {"model": {}, "config": saved, "classes": ["a"], "epoch": 1, "metrics": {}}
+    save_checkpoint(tmp_path / "last.pt", state)
+    # said only "unknown config key 'new_knob' in section 'optim'": not which folder, nor why
+    with pytest.raises(
+        ConfigError, match=f"{tmp_path / 'last.pt'} was written by sef 9.0.0 with a config this sef"
+    ) as error:
+        read_state(config)
+    assert "(unknown config key 'new_knob'" in str(error.value)
+    assert str(error.value).endswith("; reproduce with that sef, or give another --out")
+
+
 def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

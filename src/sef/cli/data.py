@@ -23,7 +23,7 @@ from sef.cli.options import (
     add_progress_option,
     progress_bars,
 )
-from sef.errors import ConfigError
+from sef.errors import ConfigError, DataError
 from sef.text import counted, json_text, printable, table
 
 SHOWN_CLASSES = 8
@@ -84,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             f"Download the official archives of NAME ({', '.join(datasets.DOWNLOADABLE)}) into "
             "ROOT, verify their MD5 checksums and unpack them so that `sef data check NAME ROOT` "
-            "reads them."
+            "reads them. Run again, it continues a stopped transfer and skips the archives it "
+            "has unpacked there."
         ),
     )
     fetch.add_argument(
@@ -170,16 +171,21 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import describe_bad_images
+    from sef.datasets.checking import FIXES, describe_bad_images
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
+    left = _unfinished_download(args)
     splits, undeclared = {}, {}
     for split in datasets.SPLITS:
         try:
             splits[split] = read(split)
         except NoSuchSplit as error:  # own data with train/ and val/ but no test/
             undeclared[split] = error
+        except DataError as error:
+            if not left:
+                raise
+            raise DataError(f"{error}; {left}") from None
     if not splits:
         raise next(iter(undeclared.values()))
     classes = next(iter(splits.values())).classes
@@ -199,16 +205,32 @@ def run_check(args: argparse.Namespace) -> int:
         list(unique.items()), workers=args.workers, progress=progress_bars(args)
     )
     if bad:
-        print(f"{len(bad):,} of {len(unique):,} images cannot be used:", file=sys.stderr)
+        print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
         print(describe_bad_images(bad, len(unique)), file=sys.stderr)
+        if left:
+            print(left, file=sys.stderr)
         return 1
     print("the image opens" if len(unique) == 1 else f"all {len(unique):,} images open")
     return 0
 
 
-def run_download(args: argparse.Namespace) -> int:
-    from sef.datasets.download import download
+def _unfinished_download(args: argparse.Namespace) -> str:
+    """What to do about a download of NAME that an interrupt left in ROOT, or ""."""
+    from sef.datasets.download import unfinished
 
+    found = unfinished(args.name, args.root) if args.root else None
+    if found is None:
+        return ""
+    return (
+        f"{found} is left by a download that did not finish: run sef data download "
+        f"{args.name} {args.root} again"
+    )
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from sef.datasets.download import download, unpacked
+
+    there = unpacked(args.name, args.root)
     root = download(
         args.name,
         args.root,
@@ -216,7 +238,10 @@ def run_download(args: argparse.Namespace) -> int:
         keep_archives=args.keep_archives,
         progress=progress_bars(args),
     )
-    print(f"{args.name} is ready in {root}; next: sef data check {args.name} {root}")
+    ready = (
+        f"is already in {root}, unpacked by an earlier download" if there else f"is ready in {root}"
+    )
+    print(f"{args.name} {ready}; next: sef data check {args.name} {root}")
     return 0
 
 
@@ -327,7 +352,6 @@ def _remove(folders: list) -> int:
     """Remove each cache of ``folders``, saying what each was and the space freed; then one
     DataError for those that are not caches or are held."""
     from sef.datasets import caches
-    from sef.errors import DataError
     from sef.space import human
 
     freed, refused = 0, []

@@ -15,6 +15,7 @@ from sef.datasets.images import MISSING, UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
 
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
+FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
 
 
 def _problem(path: str) -> str | None:
@@ -149,8 +150,7 @@ def apply_bad_image_policy(
     bad = find_bad_images(samples, workers=workers, progress=progress)
     if bad and policy == "stop":
         raise DataError(
-            f"{len(bad):,} of {len(samples):,} images cannot be used; fix or remove them, or train "
-            f"without them with --set data.bad_images=skip:\n"
+            f"{len(bad):,} of {len(samples):,} images cannot be used; {FIXES}:\n"
             f"{describe_bad_images(bad, len(samples))}"
         )
     for each in lists:

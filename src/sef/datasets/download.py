@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 
 from tqdm import tqdm
 
-from sef import outputs
+from sef import outputs, space
 from sef.datasets import RECORDS
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, DiskFull, SEFError
 
 
 @dataclass(frozen=True)
@@ -70,52 +71,125 @@ def md5_of(path: Path) -> str:
 def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
     """Download ``url`` to ``destination`` (via a .part file) and verify its MD5.
 
-    A file already at ``destination`` with the right checksum is kept. On a checksum mismatch
-    nothing is left behind and a DataError says so; nor after a failed or interrupted transfer.
+    A file already at ``destination`` with the right checksum is kept. A transfer that fails or
+    is interrupted (Ctrl-C, SIGTERM) leaves its .part file, which the next call continues where
+    the server allows it (an HTTP range), else starts again; a .part file is never taken for the
+    archive. On a checksum mismatch nothing is left behind and a DataError says so.
     """
     if destination.is_file() and md5_of(destination) == md5:
         return destination
     partial = destination.with_name(destination.name + ".part")
     try:
-        try:
-            _save(url, partial, progress)
-        except (URLError, OSError, http.client.HTTPException) as error:
-            where = "the mirror folder" if url.startswith("file:") else "the connection"
-            why = (
-                "the connection closed early"
-                if isinstance(error, http.client.IncompleteRead)
-                else error
-            )
-            raise DataError(
-                f"could not download {url} ({why}); check {where}, or fetch it by hand into "
-                f"{destination.parent}"
-            ) from None
-        found = md5_of(partial)
-        if found != md5:
-            raise DataError(
-                f"{url} has MD5 {found}, expected {md5}; the download is corrupt or not the "
-                f"official file, so its copy was deleted - try again or use another mirror"
-            )
-        partial.replace(destination)
-    finally:  # a failure or an interrupt (Ctrl-C, SIGTERM) leaves no partial file
-        partial.unlink(missing_ok=True)
+        _save(url, partial, progress)
+    except (URLError, OSError, http.client.HTTPException) as error:
+        raise _download_error(url, partial, error) from None
+    except KeyboardInterrupt:  # said by the CLI: what is kept and what to do
+        if not _size(partial):
+            raise
+        raise KeyboardInterrupt(
+            f"{partial} holds its first {_size(partial):,} bytes: run the same command again to "
+            f"continue"
+        ) from None
+    finally:  # a failure or an interrupt before the first byte leaves no empty .part file
+        if partial.is_file() and not _size(partial):
+            partial.unlink()
+    found = md5_of(partial)
+    if found != md5:
+        page = _is_web_page(partial)
+        partial.unlink()
+        why = "a web page, not the archive" if page else "corrupt or not the official file"
+        raise DataError(
+            f"{url} has MD5 {found}, expected {md5}; the download is {why}, so its copy was "
+            f"deleted - try again or use another mirror"
+        )
+    partial.replace(destination)
     return destination
 
 
+def _download_error(url: str, partial: Path, error: BaseException) -> SEFError:
+    """The one-line error for a transfer that failed, with what to do: a full disk names the
+    space; a server's refusal its status; a dropped connection says that a rerun continues."""
+    if space.is_full(error):
+        return outputs.output_error(partial, space.os_error_in(error))
+    where = f"fetch it by hand into {partial.parent}"
+    if isinstance(error, HTTPError):
+        served = (
+            "the server failed: try again later" if error.code >= 500 else "use another --mirror"
+        )
+        status = f"HTTP {error.code} {error.reason}"
+        return DataError(f"could not download {url} ({status}); {served}, or {where}")
+    why = "the connection closed early" if isinstance(error, http.client.IncompleteRead) else error
+    if _size(partial):
+        again = f"run the same command again to continue after its first {_size(partial):,} bytes"
+    else:
+        again = f"check {'the mirror folder' if url.startswith('file:') else 'the connection'}"
+    return DataError(f"could not download {url} ({why}); {again}, or {where}")
+
+
+def _size(path: Path) -> int:
+    """The bytes of the file at ``path``; 0 where there is none."""
+    return path.stat().st_size if path.is_file() else 0
+
+
+def _is_web_page(path: Path) -> bool:
+    """Whether the file at ``path`` starts as an HTML page does (a server's error or login page
+    sent in place of the archive)."""
+    with open(path, "rb") as handle:
+        start = handle.read(512).lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
 def _save(url: str, path: Path, progress: bool) -> None:
-    """Write what ``url`` serves to ``path``; ConnectionError if the server sends fewer bytes than
-    it announced (a transfer cut short, not a wrong file)."""
-    received = 0
-    with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        name = path.name.removesuffix(".part")
-        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+    """Write what ``url`` serves to ``path``, after the bytes ``path`` holds where the server
+    sends the rest (206), else from the start; a DiskFull before the first byte if the archive
+    cannot fit; ConnectionError if the server sends fewer bytes than it announced (a transfer cut
+    short, not a wrong file)."""
+    held = _size(path)
+    try:
+        response = _request(url, held)
+    except HTTPError as error:
+        if error.code != 416 or not held:  # 416: no byte from ``held`` on
+            raise
+        if error.headers.get("Content-Range") == f"bytes */{held}":  # stopped while checked
+            return
+        held = 0  # a .part file of another file: start again
+        response = _request(url, held)
+    with response:
+        start = held if getattr(response, "status", None) == 206 else 0
+        length = int(response.headers.get("Content-Length") or 0) or None
+        _check_space(path, length, held - start)
+        received = 0
+        with open(path, "ab" if start else "wb") as out, tqdm(
+            total=start + length if length else None, initial=start, unit="B", unit_scale=True,
+            desc=path.name.removesuffix(".part"), disable=not progress,
+        ) as bar:  # fmt: skip
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
-    if total is not None and received < total:
-        raise ConnectionError(f"the connection closed after {received:,} of {total:,} bytes")
+    if length is not None and received < length:
+        raise ConnectionError(
+            f"the connection closed after {start + received:,} of {start + length:,} bytes"
+        )
+
+
+def _request(url: str, held: int) -> http.client.HTTPResponse:
+    """The server's answer for ``url``, from byte ``held`` on (an HTTP range) if ``held``."""
+    headers = {"Range": f"bytes={held}-"} if held else {}
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+
+
+def _check_space(path: Path, length: int | None, freed: int) -> None:
+    """A DiskFull before writing ``length`` bytes to ``path`` (which gives back ``freed`` bytes
+    as it starts again) where they cannot fit."""
+    free = space.free_bytes(path)
+    if length is None or free is None or length <= free + freed:
+        return
+    needed, left = space.apart(length, free + freed)
+    raise DiskFull(
+        f"{path.name.removesuffix('.part')} needs {needed} more and {path.parent} has {left} "
+        f"free; free some space or download into another ROOT"
+    )
 
 
 def _safe_members(archive: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
@@ -130,16 +204,61 @@ def _safe_members(archive: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]
     return archive.getmembers()
 
 
-def extract(path: Path, root: Path) -> None:
-    """Unpack a tar archive (any compression) into ``root``, refusing members that escape it."""
+def extract(path: Path, root: Path) -> list[str]:
+    """Unpack a tar archive (any compression) into ``root``, refusing members that escape it;
+    return the names it unpacked at the top of ``root``."""
     try:
         with tarfile.open(path) as archive:
             if hasattr(tarfile, "data_filter"):
                 archive.extractall(root, filter="data")
             else:  # Python < 3.10.12 / 3.11.4 has no extraction filters
                 archive.extractall(root, members=_safe_members(archive, root))
+            return sorted(
+                {top for member in archive.getmembers() for top in Path(member.name).parts[:1]}
+            )
     except (tarfile.TarError, OSError) as error:
-        raise DataError(f"cannot unpack {path} ({error}); delete it and download again") from None
+        if space.is_full(error):
+            free = space.free_bytes(root)
+            raise DiskFull(
+                f"cannot unpack {path.name} into {root}: the disk is full ({space.human(free)} "
+                f"free); free some space and run the same command again"
+            ) from None
+        why = " ".join(str(error).split())  # tarfile lists each compression it tried, a line each
+        raise DataError(f"cannot unpack {path} ({why}); delete it and download again") from None
+
+
+def _marker(root: Path, archive: Archive) -> Path:
+    """The file that says ``archive`` was unpacked into ``root``, and what it unpacked."""
+    return root / f".{archive.filename}.unpacked"
+
+
+def _is_unpacked(root: Path, archive: Archive) -> bool:
+    """Whether an earlier download unpacked ``archive`` into ``root`` and all it unpacked is
+    there."""
+    try:
+        record = json.loads(_marker(root, archive).read_text(encoding="utf-8"))
+        return record["md5"] == archive.md5 and all((root / n).exists() for n in record["names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def unpacked(name: str, root: str | os.PathLike) -> bool:
+    """Whether every archive of dataset ``name`` was unpacked into ``root`` by an earlier
+    download, and is still there (a download interrupted while unpacking was not)."""
+    root = Path(root).expanduser()
+    return name in ARCHIVES and all(_is_unpacked(root, archive) for archive in ARCHIVES[name])
+
+
+def unfinished(name: str, root: str | os.PathLike) -> Path | None:
+    """The file an interrupted download of dataset ``name`` left in ``root`` (a .part file, or an
+    archive it had not unpacked yet), if any."""
+    root = Path(root).expanduser()
+    for archive in ARCHIVES.get(name, []):
+        left = [root / f"{archive.filename}.part", root / archive.filename]
+        found = [path for path in left if path.is_file()]
+        if found and not _is_unpacked(root, archive):
+            return found[0]
+    return None
 
 
 def download(
@@ -154,6 +273,7 @@ def download(
 
     ``mirror`` replaces the official host: each file is fetched from ``<mirror>/<filename>``
     (a mirror without a scheme is a local folder) and must still have the official checksum.
+    An archive an earlier call unpacked into ``root`` is not fetched again (see :func:`unpacked`).
     A ``root`` this call created is removed again if the download fails or is interrupted before
     it holds anything.
     """
@@ -167,12 +287,21 @@ def download(
     root = outputs.make_folder(Path(root).expanduser())  # a file there: named, in one line
     try:
         for archive in ARCHIVES[name]:
+            if _is_unpacked(root, archive):
+                continue
             url = _mirrored(mirror, archive.filename) if mirror else archive.url
             path = fetch(url, root / archive.filename, archive.md5, progress)
-            extract(path, root)
+            try:
+                names = extract(path, root)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(
+                    f"{path} was being unpacked: run the same command again to unpack it again"
+                ) from None
+            record = {"md5": archive.md5, "names": names}
+            outputs.write_text(_marker(root, archive), json.dumps(record) + "\n")
             if not keep_archives:
                 path.unlink()
-    except (DataError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C, SIGTERM in the CLI
+    except (SEFError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C, SIGTERM in the CLI
         if created and not any(root.iterdir()):
             root.rmdir()
         raise

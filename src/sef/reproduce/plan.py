@@ -162,12 +162,17 @@ def _selected(chosen: PaperTable, only: Iterable[str] | None) -> tuple[str, ...]
     return tuple(row for row in rows if row in set(only))
 
 
-def _image_counts(config: Config) -> tuple[int, int]:
-    """How many images the config's train and eval splits hold (reads the lists, not images)."""
+def _image_counts(dataset: str, config: Config) -> tuple[int, int]:
+    """How many images the config's train and eval splits hold (reads the lists, not images);
+    a root that is not ``dataset``'s is named with the --data that gave it."""
     from sef.datasets import read_split
 
     d, seed = config.data, config.run.seed
-    return len(read_split(d, d.train_split, seed=seed)), len(read_split(d, d.eval_split, seed=seed))
+    try:
+        train, test = (read_split(d, split, seed=seed) for split in (d.train_split, d.eval_split))
+    except DataError as error:
+        raise DataError(f"--data {dataset}={d.root}: {error}") from None
+    return len(train), len(test)
 
 
 def create_plan(
@@ -211,7 +216,7 @@ def create_plan(
                 {"data.root": data.get(dataset), "run.out": str(folder)},
             )
             if counts is None:
-                counts = (size.train, size.test) if paper_sizes else _image_counts(config)
+                counts = (size.train, size.test) if paper_sizes else _image_counts(dataset, config)
             (runs if given else earlier).append(
                 Run(chosen.key, row, dataset, preset, config, *counts)
             )

@@ -1,14 +1,15 @@
 """Train every run of a table in order, resumably, and lay the results beside the paper's.
 
 A finished run (its ``last.pt`` at the last epoch) is reused, a half-finished one resumed, the
-others trained with :func:`sef.engine.fit`; the tables are rewritten after every run, so a killed
-reproduction loses at most the epoch in progress. Under torchrun every process walks the same
-list (rank 0 reads the folders and shares what it found) and each run trains on all of them;
-only rank 0 prints and writes the tables.
+others trained with :func:`sef.engine.fit`; the tables are rewritten after every run and when a
+run stops (an error, Ctrl-C), so a killed reproduction loses at most the epoch in progress. Under
+torchrun every process walks the same list (rank 0 reads the folders and shares what it found)
+and each run trains on all of them; only rank 0 prints and writes the tables.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
 from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state
-from sef.reproduce.tables import States, main_table, write_tables
+from sef.reproduce.tables import States, changed_recipe, main_table, write_tables
 from sef.text import counted, rate, table
 
 
@@ -135,6 +136,8 @@ def _say_blanks(plan: Plan, states: States, say: Callable[[str], None]) -> None:
     skipped = [row.label for row in plan.table.ours if row.ours not in plan.selected]
     if skipped:
         say(f"not in --only: {'; '.join(map(str, skipped))}")  # Table III's labels hold commas
+    if plan.recipe_changes:
+        say(f"not the paper's recipe ({changed_recipe(plan)}): its accuracies are not the paper's")
 
 
 def _rerun(error: BaseException) -> str:
@@ -154,7 +157,10 @@ def _train_all(
     todo = plan.to_train
     started = time.perf_counter()
     for number, run in enumerate(todo, start=1):
-        tag, state = f"[{number}/{len(todo)}]", states[_key(run)]
+        tag = f"[{number}/{len(todo)}]"
+        if states[_key(run)].kind != DONE:  # another call into --out may have trained it since
+            states[_key(run)] = distributed.on_main(lambda run=run: read_state(run.config), context)
+        state = states[_key(run)]
         if state.kind == DONE:
             outcome.counts["reused"] += 1
             say(f"{tag} reused {run.name}: {run.out} is finished, {_best(state)}")
@@ -170,8 +176,10 @@ def _train_all(
         try:
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
         except SEFError as error:
+            _tables_after_a_stop(plan, states, context)
             raise distributed.reworded(error, f"{run.name} ({run.out}): {_rerun(error)}") from None
         except KeyboardInterrupt as stop:
+            _tables_after_a_stop(plan, states, context)
             if not stop.args:
                 raise
             raise distributed.reworded(stop, _rerun(stop)) from None
@@ -180,7 +188,7 @@ def _train_all(
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
         states[_key(run)] = distributed.on_main(lambda run=run: read_state(run.config), context)
         if context.is_main:
-            write_tables(plan, states, written=_now())
+            write_tables(plan, _current(plan, states), written=_now())
         left = sum(_left(r, states[_key(r)]) for r in todo)
         say(
             f"{tag} done   {run.name}: {_best(states[_key(run)])}, {hours(took)}; "
@@ -188,6 +196,7 @@ def _train_all(
         )
     outcome.seconds = time.perf_counter() - started
     if context.is_main:
+        states = outcome.states = _current(plan, states)
         outcome.tables = write_tables(plan, states, written=_now())
     counts = ", ".join(f"{n} {what}" for what, n in outcome.counts.items())
     say(f"{plan.table.key}: {counted(len(todo), 'run')}: {counts} in {hours(outcome.seconds)}")
@@ -196,6 +205,24 @@ def _train_all(
         say(f"tables: {outcome.tables[0]}, {outcome.tables[1]}")
         say(main_table(plan, states))
     return outcome
+
+
+def _tables_after_a_stop(plan: Plan, states: States, context: Context) -> None:
+    """Write the tables as the folders are after a run stopped (its last.pt says how far it got),
+    where they can be written: the error that stopped the run is the one to say."""
+    if context.is_main:
+        with contextlib.suppress(SEFError, OSError):
+            write_tables(plan, _current(plan, states), written=_now())
+
+
+def _current(plan: Plan, states: States) -> States:
+    """``states`` with the runs not finished read again from their folders, for the tables:
+    another call into the same --out (another --only, on another GPU) may have trained them."""
+    runs = {_key(run): run for run in [*plan.runs, *plan.earlier]}
+    return {
+        key: state if state.kind == DONE else read_state(runs[key].config)
+        for key, state in states.items()
+    }
 
 
 def reproduce(

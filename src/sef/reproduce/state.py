@@ -15,6 +15,7 @@ from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
 from sef.errors import ConfigError
 from sef.outputs import holds_a_run
+from sef.version import __version__
 
 NEW, PARTIAL, DONE = "new", "partial", "done"
 
@@ -42,8 +43,16 @@ class RunState:
 
 
 def _check_same_config(config: Config, saved: dict, path: Path) -> None:
-    """Refuse a run that computes something else than the one planned (locations may differ)."""
-    changes = config_changes(saved, config, RESUMABLE_CHANGES)
+    """Refuse a run that computes something else than the one planned (locations may differ),
+    or whose config this sef cannot read (a key of another sef version)."""
+    try:
+        changes = config_changes(saved["config"], config, RESUMABLE_CHANGES)
+    except ConfigError as error:
+        writer = saved.get("sef_version", "another version")
+        raise ConfigError(
+            f"{path} was written by sef {writer} with a config this sef {__version__} cannot "
+            f"read ({error}); reproduce with that sef, or give another --out"
+        ) from None
     if changes:
         key, before, now = changes[0]
         raise ConfigError(
@@ -76,7 +85,7 @@ def read_state(config: Config) -> RunState:
     if not path.is_file():
         return RunState(NEW)
     saved = load_checkpoint(path)
-    _check_same_config(config, saved["config"], path)
+    _check_same_config(config, saved, path)
     epoch = int(saved["epoch"])
     if epoch < config.optim.epochs:
         return RunState(PARTIAL, epoch)

@@ -169,10 +169,9 @@ def markdown(plan: Plan, states: States, *, written: str) -> str:
     ours = cells(plan, states)
     numbers = _note_numbers(plan)
     if plan.recipe_changes:
-        changed = ", ".join(f"`{o}`" for o in plan.recipe_changes)
         recipe = (
-            f"**These runs change the paper's recipe** ({changed}): they test the road, and "
-            "their accuracies say nothing about the paper's."
+            f"**These runs change the paper's recipe** ({changed_recipe(plan, '`')}): they test "
+            "the road, and their accuracies say nothing about the paper's."
         )
     else:
         recipe = "The runs follow the paper's recipe as sef's presets hold it."
@@ -194,6 +193,11 @@ def markdown(plan: Plan, states: States, *, written: str) -> str:
     texts = notes()
     text += [f"{number}. {texts[key]}" for key, number in numbers.items()]
     return "\n".join(text) + "\n"
+
+
+def changed_recipe(plan: Plan, quote: str = "") -> str:
+    """The overrides that change the paper's recipe, each in ``quote``, joined by commas."""
+    return ", ".join(f"{quote}{override}{quote}" for override in plan.recipe_changes)
 
 
 def _micro_batches(plan: Plan) -> str:
