@@ -183,6 +183,13 @@ def test_csv_without_split_column_and_numeric_labels(csv_root):
     test = _load("csv", csv_root, "test")
     assert test.classes == ["2", "9", "10"]  # numeric order, no header needed
     assert len(test) == 3 and len(_load("csv", csv_root, "trainval")) == 15
+    (csv_root / "labels.csv").write_text("\n".join([*rows[:-1], rows[-1][:-1] + "09"]) + "\n")
+    with pytest.raises(DataError) as error:  # else "9" and "09" in the order of a set's hashes
+        _load("csv", csv_root, "test")
+    assert str(error.value) == (
+        f"{csv_root / 'labels.csv'}: labels '09' and '9' are the number 9 written two ways; "
+        f"write the label of a class one way"
+    )
 
 
 def test_csv_image_root_and_class_list_may_start_with_a_tilde(csv_root, monkeypatch):

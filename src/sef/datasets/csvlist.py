@@ -3,8 +3,9 @@
 ``root`` is the CSV file, or a folder holding exactly one (``.csv`` in any case, not hidden).
 Relative paths are relative to the CSV's folder (or ``image_root``). Labels are class names; the
 classes are ``classes`` (a list, or a text file with one name per line) or else all labels in the
-file, sorted (numerically when every label is an integer), so labels agree between splits. Rows
-without a split column are split seeded and per class, as for folder data.
+file, sorted (numerically when every label is an integer; 1 and 01 together are refused), so
+labels agree between splits. Rows without a split column are split seeded and per class, as for
+folder data.
 """
 
 from __future__ import annotations
@@ -101,11 +102,36 @@ def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tup
     return list(first.values())
 
 
-def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[str]) -> list[str]:
+def _number(label: str) -> int | None:
+    try:
+        return int(label)
+    except ValueError:
+        return None
+
+
+def _sorted_labels(path: Path, labels: list[str]) -> list[str]:
+    """The distinct ``labels``, sorted numerically when every one is an integer; DataError for
+    two spellings of one number (1 and 01, as a spreadsheet's text and number cells write it),
+    whose order would otherwise change from run to run."""
+    number_of = {label: _number(label) for label in sorted(set(labels))}
+    if None in number_of.values():
+        return sorted(number_of)
+    spelling: dict[int | None, str] = {}
+    for label, number in number_of.items():
+        other = spelling.setdefault(number, label)
+        if other != label:
+            raise DataError(
+                f"{path}: labels {other!r} and {label!r} are the number {number} written two "
+                f"ways; write the label of a class one way"
+            )
+    return sorted(number_of, key=number_of.__getitem__)
+
+
+def _class_list(
+    path: Path, classes: Sequence[str] | str | os.PathLike | None, labels: list[str]
+) -> list[str]:
     if classes is None:
-        unique = set(labels)
-        numeric = all(label.lstrip("-").isdigit() for label in unique)
-        return sorted(unique, key=int) if numeric else sorted(unique)
+        return _sorted_labels(path, labels)
     if not isinstance(classes, (str, os.PathLike, list, tuple)):
         raise ConfigError(
             f"dataset 'csv' option classes takes a list of class names or a class-list file, "
@@ -136,7 +162,7 @@ def read(
     rows = _rows(path)
     label = class_of(row[1] for _, row in rows)  # é typed, é from a Mac: one class
     rows = [(number, [row[0], label[row[1]], *row[2:]]) for number, row in rows]
-    names = _class_list(classes, [row[1] for _, row in rows])
+    names = _class_list(path, classes, [row[1] for _, row in rows])
     index = {key(name): i for i, name in enumerate(names)}
     base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
