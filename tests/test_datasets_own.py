@@ -57,9 +57,10 @@ def test_folder_labels_agree_when_a_split_lacks_a_class(folder_root):
     assert test.classes == OWN_CLASSES and {y for _, y in test.samples} == {1, 2}
 
 
-def test_folder_official_val_folder_is_used(folder_root):
-    (folder_root / "val" / "dog").mkdir(parents=True)
-    shutil.move(folder_root / "train" / "dog" / "dog0.png", folder_root / "val" / "dog")
+@pytest.mark.parametrize("name", ["val", "valid", "Validation"])  # as Kaggle's sets name it
+def test_folder_official_val_folder_is_used(folder_root, name):
+    (folder_root / name / "dog").mkdir(parents=True)
+    shutil.move(folder_root / "train" / "dog" / "dog0.png", folder_root / name / "dog")
     val = _load("folder", folder_root, "val")
     assert [Path(p).name for p, _ in val.samples] == ["dog0.png"]
     assert len(_load("folder", folder_root, "train")) == 11
@@ -253,6 +254,15 @@ def test_csv_lines_are_counted_in_the_file_after_a_label_over_two_lines(csv_root
     (csv_root / "labels.csv").write_text('img/cat_0.jpg,"two\nlines"\nimg/dog_0.jpg,wolf\n')
     with pytest.raises(DataError, match=r"labels.csv line 3: label 'wolf' is not a class"):
         _load("csv", csv_root, "test", classes=["two\nlines"])
+
+
+def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
+    labels = csv_root / "labels.csv"
+    rows = labels.read_text().replace(",trainval", ",TRAIN").replace(",test", ",Test").splitlines()
+    rows[1] = rows[1].replace(",TRAIN", ",validation")
+    labels.write_text("\n".join(rows) + "\n")
+    assert len(_load("csv", csv_root, "train")) == 11 and len(_load("csv", csv_root, "test")) == 6
+    assert [Path(p).name for p, _ in _load("csv", csv_root, "val").samples] == ["cat_0.jpg"]
 
 
 def test_csv_errors(csv_root):

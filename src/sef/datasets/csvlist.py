@@ -20,7 +20,7 @@ from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import read_lines
 from sef.datasets.names import class_of, key
-from sef.datasets.splits import from_declared
+from sef.datasets.splits import from_declared, split_named
 from sef.errors import ConfigError, DataError
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
@@ -171,6 +171,6 @@ def read(
             raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
     rows = _once(path, rows, base)
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
-    tags = [row[2] if len(row) == 3 else None for _, row in rows]
+    tags = [(split_named(row[2]) or row[2]) if len(row) == 3 else None for _, row in rows]
     photos = ImageList(samples, names, upright=True)  # a user's own: seen as a viewer shows them
     return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(path))

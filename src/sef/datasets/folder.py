@@ -1,10 +1,10 @@
 """Users' own images in class folders: ROOT/<split>/<class>/<image> or ROOT/<class>/<image>.
 
-Split folders are named trainval, train, val or test, in any case, and hold class folders (a
-train/ of images beside bus/ and car/ is a class); the classes are the sorted union of the class
-folder names in all of them (two spellings of one accented name are one class,
-:mod:`sef.datasets.names`), so labels agree between splits. Without split
-folders, test and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`).
+Split folders are named trainval, train, val (or valid, validation) or test, in any case, and
+hold class folders (a train/ of images beside bus/ and car/ is a class); the classes are the
+sorted union of the class folder names in all of them (two spellings of one accented name are one
+class, :mod:`sef.datasets.names`), so labels agree between splits. Without split folders, test
+and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`).
 Images have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg``
 and ``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
 """
@@ -19,7 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sef.datasets.imagelist import ImageList
 from sef.datasets.names import class_of
-from sef.datasets.splits import SPLITS, from_declared
+from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError
 from sef.text import counted
 
@@ -78,12 +78,12 @@ def _holds_folders(folder: str) -> bool:
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
-    """The split folders in ``root`` by split, their names in any case (Train/, TEST/); one that
-    holds no folder is a class of ROOT/<class>/<image> (train/ beside bus/ and car/)."""
+    """The split folders in ``root`` by split (:func:`sef.datasets.splits.split_named`: Train/,
+    valid/); one that holds no folder is a class of ROOT/<class>/<image> (train/ beside bus/)."""
     found: dict[str, Path] = {}
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
-        split = entry.name.lower()
-        if split in SPLITS and entry.is_dir() and _holds_folders(entry.path):
+        split = split_named(entry.name)
+        if split and entry.is_dir() and _holds_folders(entry.path):
             if split in found:
                 raise DataError(
                     f"{root} has two {split} folders, {found[split].name} and {entry.name}; "
