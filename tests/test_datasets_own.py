@@ -286,6 +286,13 @@ def test_csv_errors(csv_root):
         r"path,label or path,label,split, or remove it",
     ):
         _load("csv", bad, "test")
+    bad.write_text("img/cat_0.jpg,cat\nhttps://example.com/cat_1.jpg,cat\n")
+    with pytest.raises(
+        DataError,
+        match=r"other.csv line 2: https://example.com/cat_1.jpg is a URL; download the images "
+        r"and list their files \(relative to the CSV's folder\)$",
+    ):
+        _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")
     with pytest.raises(DataError, match="line 2 has 1 columns"):
         _load("csv", bad, "test")

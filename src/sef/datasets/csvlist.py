@@ -85,6 +85,11 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         for cell, name in zip(row, ("path", "label"), strict=False):
             if not cell:
                 raise DataError(f"{path} line {number} has an empty {name}; expected {LAYOUT}")
+        if "://" in row[0]:
+            raise DataError(
+                f"{path} line {number}: {row[0]} is a URL; download the images and list their "
+                f"files (relative to the CSV's folder)"
+            )
     return rows
 
 
