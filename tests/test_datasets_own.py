@@ -105,12 +105,19 @@ def test_a_class_folder_of_files_that_are_not_images_says_so(folder_root, tmp_pa
     with pytest.raises(DataError) as refused:
         _load("folder", flat, "trainval")
     assert str(refused.value) == (
-        f"{flat / 'dog'} holds 2 files but no image (one of .jpg, .jpeg, .png, .ppm, .bmp, .pgm, "
-        f".tif, .tiff, .webp), e.g. {flat / 'dog' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG, "
-        f"or move the folder out of {flat} if dog is no class"
+        f"{flat / 'dog'} holds 2 files but no image sef reads (.jpg, .jpeg, .png, .webp, ...), "
+        f"e.g. {flat / 'dog' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG, or move the folder "
+        f"out of {flat} if dog is no class"
     )
-    shutil.rmtree(flat / "dog")
-    assert len(_load("folder", flat, "trainval")) == 6  # cat and the third class, not notes.txt
+    shutil.move(flat / "dog" / "IMG_0001.HEIC", flat / "cat")  # a phone's photos beside JPEGs
+    shutil.copy(flat / "cat" / "cat0.png", flat / "dog" / "IMG_0002.jfif")  # as Windows saves
+    with pytest.warns(UserWarning) as warned:
+        trainval = _load("folder", flat, "trainval")
+    assert len(trainval) == 7  # cat, dog's .jfif and the third class; not notes.txt nor .HEIC
+    assert [str(w.message) for w in warned] == [
+        f"left out 2 photos under {flat} in a format sef cannot read (.heic), e.g. "
+        f"{flat / 'cat' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG to train on them"
+    ]
 
 
 def test_class_folders_one_folder_deeper_are_pointed_to(folder_root, tmp_path):

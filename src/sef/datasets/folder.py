@@ -4,20 +4,22 @@ Split folders are named trainval, train, val (or valid, validation) or test, in 
 hold class folders (a train/ of images beside bus/ and car/ is a class); the classes are the
 sorted union of the class folder names in all of them (two spellings of one accented name are one
 class, :mod:`sef.datasets.names`), so labels agree between splits. Without split folders, test
-and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`).
-Images have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg``
-and ``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
+and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`). Images have
+the extensions of the formats Pillow reads (:func:`sef.datasets.images.readable_extensions`, as
+``sef predict`` reads a folder); photos of another (.HEIC) are left out with a warning. Hidden
+names (``.*``, e.g. macOS's ``._photo.jpg`` and ``.ipynb_checkpoints``) and ``__MACOSX`` folders
+are neither classes nor images.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from sef.datasets.imagelist import ImageList
+from sef.datasets.images import PHOTO_EXTENSIONS, SHOWN_EXTENSIONS, readable_extensions
 from sef.datasets.names import class_of
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError
@@ -54,23 +56,40 @@ def visible_files(folder: str | os.PathLike) -> Iterator[str]:
         yield from (os.path.join(parent, file) for file in sorted(files) if not _hidden(file))
 
 
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
 def _images(folder: Path, label_of: dict[str, int]) -> list[tuple[str, int]]:
     """(path, label) of every image under ``folder/<class folder>/`` (:func:`visible_files`),
     ``label_of`` giving each class folder's label; DataError for a class folder whose files are
     none of them images (a phone's .HEIC photos), which would otherwise read as a class without
-    images."""
-    samples = []
+    images, and a warning of photos left out beside images."""
+    samples, photos, readable = [], [], readable_extensions()
     for name in sorted(label_of, key=lambda name: (label_of[name], name)):
         files = list(visible_files(folder / name))
-        images = [path for path in files if path.lower().endswith(IMG_EXTENSIONS)]
+        images = [path for path in files if _extension(path) in readable]
         if files and not images:
             raise DataError(
-                f"{folder / name} holds {counted(len(files), 'file')} but no image (one of "
-                f"{', '.join(IMG_EXTENSIONS)}), e.g. {files[0]}; convert them to JPEG or PNG, or "
-                f"move the folder out of {folder} if {name} is no class"
+                f"{folder / name} holds {counted(len(files), 'file')} but no image sef reads "
+                f"({SHOWN_EXTENSIONS}), e.g. {files[0]}; convert them to JPEG or PNG, or move the "
+                f"folder out of {folder} if {name} is no class"
             )
         samples += [(path, label_of[name]) for path in images]
+        photos += [path for path in files if _extension(path) in PHOTO_EXTENSIONS]
+    _warn_left_out([path for path in photos if _extension(path) not in readable], folder)
     return samples
+
+
+def _warn_left_out(photos: list[str], folder: Path) -> None:
+    """Warn of ``photos`` (under ``folder``) in a format sef cannot read: left out of the data."""
+    if photos:
+        kinds = ", ".join(sorted({_extension(path) for path in photos}))
+        warnings.warn(
+            f"left out {counted(len(photos), 'photo')} under {folder} in a format sef cannot "
+            f"read ({kinds}), e.g. {photos[0]}; convert them to JPEG or PNG to train on them",
+            stacklevel=4,
+        )
 
 
 def _holds_folders(folder: str) -> bool:
@@ -126,8 +145,6 @@ def read(
         samples += found
         tags += [tag] * len(found)
     if not samples:
-        raise DataError(
-            f"no images ({', '.join(IMG_EXTENSIONS)}) under {root}; lay it out as {LAYOUT}"
-        )
+        raise DataError(f"no images ({SHOWN_EXTENSIONS}) under {root}; lay it out as {LAYOUT}")
     photos = ImageList(samples, classes, upright=True)  # a user's own: seen as a viewer shows them
     return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(root))
