@@ -67,6 +67,26 @@ def test_folder_official_val_folder_is_used(folder_root, name):
     assert len(_load("folder", folder_root, "trainval")) == 12
 
 
+def test_split_folders_named_otherwise_are_warned_of(folder_root):
+    shutil.copytree(folder_root / "test", folder_root / "holdout")
+    with pytest.warns(UserWarning) as warned:
+        assert len(_load("folder", folder_root, "trainval")) == 12
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'holdout'} holds class folders (cat, dog, fox) but is no split folder, "
+        f"so its images are left out; split folders are named trainval, train, val or test"
+    ]
+    shutil.rmtree(folder_root / "holdout")
+    (folder_root / "train").rename(folder_root / "training")
+    (folder_root / "test").rename(folder_root / "testing")
+    with pytest.warns(UserWarning) as warned:
+        assert _load("folder", folder_root, "trainval").classes == ["testing", "training"]
+    assert [str(w.message) for w in warned] == [
+        f"the classes testing, training of {folder_root} hold the same folders (cat, dog, fox) "
+        f"and no image of their own, as split folders do; split folders are named trainval, "
+        f"train, val or test"
+    ]
+
+
 def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path):
     flat = shutil.copytree(folder_root / "train", tmp_path / "flat")  # ROOT/<class>/, 4 each
     splits = {s: _load("folder", flat, s) for s in sef.datasets.SPLITS}

@@ -92,8 +92,11 @@ def _warn_left_out(photos: list[str], folder: Path) -> None:
         )
 
 
-def _holds_folders(folder: str) -> bool:
-    return any(entry.is_dir() and not _hidden(entry.name) for entry in os.scandir(folder))
+def _subfolders(folder: str | os.PathLike) -> set[str]:
+    """The names of the folders in ``folder``, hidden ones left out."""
+    return {
+        entry.name for entry in os.scandir(folder) if entry.is_dir() and not _hidden(entry.name)
+    }
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
@@ -102,7 +105,7 @@ def _split_folders(root: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
         split = split_named(entry.name)
-        if split and entry.is_dir() and _holds_folders(entry.path):
+        if split and entry.is_dir() and _subfolders(entry.path):
             if split in found:
                 raise DataError(
                     f"{root} has two {split} folders, {found[split].name} and {entry.name}; "
@@ -110,6 +113,44 @@ def _split_folders(root: Path) -> dict[str, Path]:
                 )
             found[split] = Path(entry.path)
     return {split: found[split] for split in SPLITS if split in found}
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + ", ..." * (len(names) > 3)
+
+
+def _holds_files(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return any(entry.is_file() and not _hidden(entry.name) for entry in entries)
+
+
+def _warn_misnamed_splits(
+    root: Path, split_folders: dict[str, Path], class_folders: dict[str, str]
+) -> None:
+    """Warn of split folders named otherwise than SPLITS: one beside split folders that holds
+    class folders (ROOT/extra/<class>/, left out), or class folders that hold the same folders
+    and no image of their own (ROOT/training/<class>/ and ROOT/testing/<class>/, read as two
+    classes)."""
+    splits = f"split folders are named {', '.join(SPLITS[:-1])} or {SPLITS[-1]}"
+    if split_folders:
+        for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+            known = Path(entry.path) in split_folders.values() or _hidden(entry.name)
+            shared = [] if known or not entry.is_dir() else _subfolders(entry) & set(class_folders)
+            if shared:
+                warnings.warn(
+                    f"{entry.path} holds class folders ({_some(sorted(shared))}) but is no split "
+                    f"folder, so its images are left out; {splits}",
+                    stacklevel=3,
+                )
+        return
+    bare = [name for name in sorted(class_folders) if not _holds_files(root / name)]
+    shared = set.intersection(*map(_subfolders, [root / name for name in bare])) if bare else set()
+    if len(bare) > 1 and shared:
+        warnings.warn(
+            f"the classes {_some(bare)} of {root} hold the same folders ({_some(sorted(shared))}) "
+            f"and no image of their own, as split folders do; {splits}",
+            stacklevel=3,
+        )
 
 
 def read(
@@ -133,10 +174,10 @@ def read(
     inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
         raise DataError(
-            f"{root} holds one folder, {only}, which holds the folders "
-            f"{', '.join(inner[:3])}{', ...' * (len(inner) > 3)}: the classes are one folder "
-            f"deeper; pass {root / only} as the data root"
+            f"{root} holds one folder, {only}, which holds the folders {_some(inner)}: the "
+            f"classes are one folder deeper; pass {root / only} as the data root"
         )
+    _warn_misnamed_splits(root, split_folders, class_folders)
     index = {name: label for label, name in enumerate(classes)}
     label_of = {folder: index[name] for folder, name in class_folders.items()}
     samples, tags = [], []
