@@ -283,6 +283,21 @@ def test_csv_lines_are_counted_in_the_file_after_a_label_over_two_lines(csv_root
         _load("csv", csv_root, "test", classes=["two\nlines"])
 
 
+def test_csv_columns_named_in_a_header_may_come_in_any_order(csv_root):
+    labels = csv_root / "labels.csv"
+    expected = _load("csv", csv_root, "trainval").samples
+    rows = [line.split(",") for line in labels.read_text().splitlines()]
+    labels.write_text("".join(f"{split},{label},{path}\n" for path, label, split in rows))
+    assert _load("csv", csv_root, "trainval").samples == expected  # Split,Label,Path too
+    labels.write_text("".join(f"{label},{path}\n" for path, label, _ in rows[1:]))
+    with pytest.raises(DataError) as error:  # else "img/cat_1.jpg conflicts with line 1"
+        _load("csv", csv_root, "trainval")
+    assert str(error.value) == (
+        f"{labels} line 1 gives the label before the path (cat,img/cat_0.jpg); put the path "
+        f"first, or name the columns in a header line: label,path"
+    )
+
+
 def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
     labels = csv_root / "labels.csv"
     rows = labels.read_text().replace(",trainval", ",TRAIN").replace(",test", ",Test").splitlines()

@@ -1,4 +1,5 @@
-"""Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional.
+"""Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional (its
+columns in any order).
 
 ``root`` is the CSV file, or a folder holding exactly one (``.csv`` in any case, not hidden).
 Relative paths are relative to the CSV's folder (or ``image_root``). Labels are class names; the
@@ -69,7 +70,8 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
             f"{path} line {rows[0][0]} is one column ({rows[0][1][0]!r}); separate path, label "
             f"and split with commas, not semicolons or tabs"
         )
-    if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
+    order = _header_order(rows[0][1]) if rows else None
+    if order:
         rows = rows[1:]
     elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
         raise DataError(  # a first path without a file extension, unlike the next: a header
@@ -78,19 +80,35 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         )
     if not rows:
         raise DataError(f"{path} lists no images; expected {LAYOUT}")
-    width = len(rows[0][1])
+    width = len(order or rows[0][1])
     for number, row in rows:
         if len(row) != width or width not in (2, 3):
             raise DataError(f"{path} line {number} has {len(row)} columns; expected {LAYOUT}")
         for cell, name in zip(row, ("path", "label"), strict=False):
             if not cell:
                 raise DataError(f"{path} line {number} has an empty {name}; expected {LAYOUT}")
+    rows = [(number, [row[i] for i in order]) for number, row in rows] if order else rows
+    for number, row in rows:
         if "://" in row[0]:
             raise DataError(
                 f"{path} line {number}: {row[0]} is a URL; download the images and list their "
                 f"files (relative to the CSV's folder)"
             )
+    number, (first, second, *_) = rows[0]
+    if not Path(first).suffix and Path(second).suffix:
+        raise DataError(
+            f"{path} line {number} gives the label before the path ({first},{second}); put the "
+            f"path first, or name the columns in a header line: label,path"
+        )
     return rows
+
+
+def _header_order(cells: list[str]) -> list[int] | None:
+    """Where path, label (and split) are in ``cells``, if they are a header naming them in any
+    order and case (label,path as well as path,label); None if they are not."""
+    names = [cell.lower() for cell in cells]
+    header = next((h for h in HEADERS if sorted(h) == sorted(names)), None)
+    return [names.index(name) for name in header] if header else None
 
 
 def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tuple[int, list[str]]]:
