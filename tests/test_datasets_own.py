@@ -245,6 +245,19 @@ def test_a_csv_separated_otherwise_than_by_commas_says_so(csv_root, separator, h
     )
 
 
+def test_csv_paths_relative_to_the_current_folder_are_pointed_out(csv_root, monkeypatch):
+    moved = (csv_root / "labels.csv").rename(csv_root / "img" / "labels.csv")
+    monkeypatch.chdir(csv_root)
+    with pytest.raises(DataError) as error:  # else every image missing under img/img/
+        _load("csv", "img/labels.csv", "test")
+    assert str(error.value) == (
+        "img/labels.csv lists img/cat_0.jpg, which is in the current folder, not in img: paths "
+        f"are relative to the CSV's folder; write them so, or set the csv option image_root to "
+        f"{csv_root}"
+    )
+    assert len(_load("csv", moved, "test", image_root=".")) == 6
+
+
 def test_csv_fixed_class_list_and_label_outside_it(csv_root):
     classes_file = csv_root.parent / "classes.txt"
     classes_file.write_text("fox\ncat\ndog\nwolf\n")

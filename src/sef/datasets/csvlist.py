@@ -150,6 +150,18 @@ def _sorted_labels(path: Path, labels: list[str]) -> list[str]:
     return sorted(number_of, key=number_of.__getitem__)
 
 
+def _check_relative_to_csv(path: Path, listed: str) -> None:
+    """DataError if the image ``listed`` first is not found relative to the CSV's folder but is
+    relative to the current one (a CSV written beside the images' folder's parent, read from
+    elsewhere), which would otherwise be every image missing."""
+    if not (path.parent / listed).exists() and os.path.exists(listed):
+        raise DataError(
+            f"{path} lists {listed}, which is in the current folder, not in {path.parent}: paths "
+            f"are relative to the CSV's folder; write them so, or set the csv option image_root "
+            f"to {os.getcwd()}"
+        )
+
+
 def _class_list(
     path: Path, classes: Sequence[str] | str | os.PathLike | None, labels: list[str]
 ) -> list[str]:
@@ -193,6 +205,8 @@ def read(
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
     rows = _once(path, rows, base)
+    if image_root is None:
+        _check_relative_to_csv(path, rows[0][1][0])
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [(split_named(row[2]) or row[2]) if len(row) == 3 else None for _, row in rows]
     photos = ImageList(samples, names, upright=True)  # a user's own: seen as a viewer shows them
