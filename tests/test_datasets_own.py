@@ -106,12 +106,16 @@ def test_a_class_named_like_a_split_is_a_class(folder_root, tmp_path):
     assert {trainval.classes[y] for _, y in trainval.samples} == {"Train", "bus", "car"}
 
 
-def test_folder_errors(tmp_path):
+def test_folder_errors(tmp_path, write_image):
     with pytest.raises(DataError, match="does not exist; lay it out as ROOT/<split>/<class>"):
         _load("folder", tmp_path / "missing", "train")
     (tmp_path / "empty" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match="no images"):
         _load("folder", tmp_path / "empty", "train")
+    for name in ("a.jpg", "b.JPG"):  # photos straight from a camera's card, not yet sorted
+        write_image(tmp_path / "loose" / name)
+    with pytest.raises(DataError, match=r"loose holds 2 images but no class folders; lay it out"):
+        _load("folder", tmp_path / "loose", "train")
 
 
 def test_a_class_folder_of_files_that_are_not_images_says_so(folder_root, tmp_path):

@@ -119,9 +119,10 @@ def _some(names: list[str]) -> str:
     return ", ".join(names[:3]) + ", ..." * (len(names) > 3)
 
 
-def _holds_files(folder: Path) -> bool:
+def _files(folder: Path) -> list[str]:
+    """The files in ``folder`` (not in its subfolders), hidden ones left out."""
     with os.scandir(folder) as entries:
-        return any(entry.is_file() and not _hidden(entry.name) for entry in entries)
+        return [entry.path for entry in entries if entry.is_file() and not _hidden(entry.name)]
 
 
 def _warn_misnamed_splits(
@@ -143,7 +144,7 @@ def _warn_misnamed_splits(
                     stacklevel=3,
                 )
         return
-    bare = [name for name in sorted(class_folders) if not _holds_files(root / name)]
+    bare = [name for name in sorted(class_folders) if not _files(root / name)]
     shared = set.intersection(*map(_subfolders, [root / name for name in bare])) if bare else set()
     if len(bare) > 1 and shared:
         warnings.warn(
@@ -169,7 +170,9 @@ def read(
     class_folders = _class_folders(list(split_folders.values()) or [root])
     classes = sorted(set(class_folders.values()))
     if not classes:
-        raise DataError(f"no class folders in {root}; lay it out as {LAYOUT}")
+        loose = [path for path in _files(root) if _extension(path) in readable_extensions()]
+        held = f"holds {counted(len(loose), 'image')} but " if loose else "holds "
+        raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}")
     only = min(class_folders) if len(classes) == 1 and not split_folders else None
     inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
