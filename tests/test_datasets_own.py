@@ -262,6 +262,17 @@ def test_csv_paths_relative_to_the_current_folder_are_pointed_out(csv_root, monk
     assert len(_load("csv", moved, "test", image_root=".")) == 6
 
 
+def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
+    labels = csv_root / "labels.csv"
+    labels.write_text(labels.read_text().replace("img/cat_0.jpg,cat", "img/cat_0.jpg,Cat"))
+    with pytest.warns(UserWarning) as warned:
+        assert _load("csv", csv_root, "trainval").classes == ["Cat", *OWN_CLASSES]
+    assert [str(w.message) for w in warned] == [
+        f"{labels}: the classes 'Cat' and 'cat' differ only in case, so they are two classes; "
+        f"spell them alike if they are one"
+    ]
+
+
 def test_csv_fixed_class_list_and_label_outside_it(csv_root):
     classes_file = csv_root.parent / "classes.txt"
     classes_file.write_text("fox\ncat\ndog\nwolf\n")

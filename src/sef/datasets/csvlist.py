@@ -20,7 +20,7 @@ from pathlib import Path
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import read_lines
-from sef.datasets.names import class_of, key
+from sef.datasets.names import class_of, key, warn_case_twins
 from sef.datasets.splits import from_declared, split_named
 from sef.errors import ConfigError, DataError
 
@@ -166,7 +166,9 @@ def _class_list(
     path: Path, classes: Sequence[str] | str | os.PathLike | None, labels: list[str]
 ) -> list[str]:
     if classes is None:
-        return _sorted_labels(path, labels)
+        found = _sorted_labels(path, labels)
+        warn_case_twins(found, str(path))
+        return found
     if not isinstance(classes, (str, os.PathLike, list, tuple)):
         raise ConfigError(
             f"dataset 'csv' option classes takes a list of class names or a class-list file, "
