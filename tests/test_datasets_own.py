@@ -341,8 +341,15 @@ def test_csv_errors(csv_root):
         _load("csv", csv_root, "test")
     bad = csv_root / "other.csv"
     bad.write_text("path,label,split\nimg/cat_0.jpg,cat,holdout\n")
-    with pytest.raises(DataError, match="unknown split 'holdout'"):
+    with pytest.raises(DataError, match="other.csv line 2 has the unknown split 'holdout'; give"):
         _load("csv", bad, "test")
+    bad.write_text("path,label,split\nimg/cat_0.jpg,cat,test\nimg/cat_1.jpg,cat,\n")
+    with pytest.raises(DataError) as error:  # only the test rows marked
+        _load("csv", bad, "test")
+    assert str(error.value) == (
+        f"{bad} line 3 has an empty split; give every row one of trainval, train, val, test "
+        f"(valid and validation are val), or leave out the split column"
+    )
     bad.write_text("img/cat_0.jpg,cat\nimg/caf\u00e9.jpg,cat\n", encoding="latin-1")
     with pytest.raises(DataError, match=r"other.csv is not UTF-8 text \(line 2, byte 25\); save"):
         _load("csv", bad, "test")

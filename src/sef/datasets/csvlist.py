@@ -21,7 +21,7 @@ from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import read_lines
 from sef.datasets.names import class_of, key, warn_case_twins
-from sef.datasets.splits import from_declared, split_named
+from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import ConfigError, DataError
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
@@ -150,6 +150,19 @@ def _sorted_labels(path: Path, labels: list[str]) -> list[str]:
     return sorted(number_of, key=number_of.__getitem__)
 
 
+def _split_of(path: Path, number: int, cell: str) -> str:
+    """The split that line ``number``'s split ``cell`` names; DataError for an empty or unknown
+    one (a CSV whose test rows alone are marked)."""
+    split = split_named(cell)
+    if split is None:
+        what = f"the unknown split {cell!r}" if cell else "an empty split"
+        raise DataError(
+            f"{path} line {number} has {what}; give every row one of {', '.join(SPLITS)} "
+            f"(valid and validation are val), or leave out the split column"
+        )
+    return split
+
+
 def _check_relative_to_csv(path: Path, listed: str) -> None:
     """DataError if the image ``listed`` first is not found relative to the CSV's folder but is
     relative to the current one (a CSV written beside the images' folder's parent, read from
@@ -210,6 +223,6 @@ def read(
     if image_root is None:
         _check_relative_to_csv(path, rows[0][1][0])
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
-    tags = [(split_named(row[2]) or row[2]) if len(row) == 3 else None for _, row in rows]
+    tags = [_split_of(path, number, row[2]) if len(row) == 3 else None for number, row in rows]
     photos = ImageList(samples, names, upright=True)  # a user's own: seen as a viewer shows them
     return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(path))
