@@ -136,7 +136,9 @@ def _warn_misnamed_splits(
     if split_folders:
         for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
             known = Path(entry.path) in split_folders.values() or _hidden(entry.name)
-            shared = [] if known or not entry.is_dir() else _subfolders(entry) & set(class_folders)
+            if known or not entry.is_dir():
+                continue
+            shared = _subfolders(entry) & set(class_folders)
             if shared:
                 warnings.warn(
                     f"{entry.path} holds class folders ({_some(sorted(shared))}) but is no split "
