@@ -324,6 +324,8 @@ def test_csv_columns_named_in_a_header_may_come_in_any_order(csv_root):
         f"{labels} line 1 gives the label before the path (cat,img/cat_0.jpg); put the path "
         f"first, or name the columns in a header line: label,path"
     )
+    labels.write_text("img/cat_0,St. Bernard\nimg/cat_1,St. Bernard\n")  # no extension
+    assert _load("csv", csv_root, "trainval").classes == ["St. Bernard"]
 
 
 def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
