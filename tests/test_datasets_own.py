@@ -57,13 +57,34 @@ def test_folder_labels_agree_when_a_split_lacks_a_class(folder_root):
     assert test.classes == OWN_CLASSES and {y for _, y in test.samples} == {1, 2}
 
 
-def test_folder_official_val_folder_is_used(folder_root):
-    (folder_root / "val" / "dog").mkdir(parents=True)
-    shutil.move(folder_root / "train" / "dog" / "dog0.png", folder_root / "val" / "dog")
+@pytest.mark.parametrize("name", ["val", "valid", "Validation"])  # as Kaggle's sets name it
+def test_folder_official_val_folder_is_used(folder_root, name):
+    (folder_root / name / "dog").mkdir(parents=True)
+    shutil.move(folder_root / "train" / "dog" / "dog0.png", folder_root / name / "dog")
     val = _load("folder", folder_root, "val")
     assert [Path(p).name for p, _ in val.samples] == ["dog0.png"]
     assert len(_load("folder", folder_root, "train")) == 11
     assert len(_load("folder", folder_root, "trainval")) == 12
+
+
+def test_split_folders_named_otherwise_are_warned_of(folder_root):
+    shutil.copytree(folder_root / "test", folder_root / "holdout")
+    with pytest.warns(UserWarning) as warned:
+        assert len(_load("folder", folder_root, "trainval")) == 12
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'holdout'} holds class folders (cat, dog, fox) but is no split folder, "
+        f"so its images are left out; split folders are named trainval, train, val or test"
+    ]
+    shutil.rmtree(folder_root / "holdout")
+    (folder_root / "train").rename(folder_root / "training")
+    (folder_root / "test").rename(folder_root / "testing")
+    with pytest.warns(UserWarning) as warned:
+        assert _load("folder", folder_root, "trainval").classes == ["testing", "training"]
+    assert [str(w.message) for w in warned] == [
+        f"the classes testing, training of {folder_root} hold the same folders (cat, dog, fox) "
+        f"and no image of their own, as split folders do; split folders are named trainval, "
+        f"train, val or test"
+    ]
 
 
 def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path):
@@ -85,12 +106,16 @@ def test_a_class_named_like_a_split_is_a_class(folder_root, tmp_path):
     assert {trainval.classes[y] for _, y in trainval.samples} == {"Train", "bus", "car"}
 
 
-def test_folder_errors(tmp_path):
+def test_folder_errors(tmp_path, write_image):
     with pytest.raises(DataError, match="does not exist; lay it out as ROOT/<split>/<class>"):
         _load("folder", tmp_path / "missing", "train")
     (tmp_path / "empty" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match="no images"):
         _load("folder", tmp_path / "empty", "train")
+    for name in ("a.jpg", "b.JPG"):  # photos straight from a camera's card, not yet sorted
+        write_image(tmp_path / "loose" / name)
+    with pytest.raises(DataError, match=r"loose holds 2 images but no class folders; lay it out"):
+        _load("folder", tmp_path / "loose", "train")
 
 
 def test_a_class_folder_of_files_that_are_not_images_says_so(folder_root, tmp_path):
@@ -104,12 +129,19 @@ def test_a_class_folder_of_files_that_are_not_images_says_so(folder_root, tmp_pa
     with pytest.raises(DataError) as refused:
         _load("folder", flat, "trainval")
     assert str(refused.value) == (
-        f"{flat / 'dog'} holds 2 files but no image (one of .jpg, .jpeg, .png, .ppm, .bmp, .pgm, "
-        f".tif, .tiff, .webp), e.g. {flat / 'dog' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG, "
-        f"or move the folder out of {flat} if dog is no class"
+        f"{flat / 'dog'} holds 2 files but no image sef reads (.jpg, .jpeg, .png, .webp, ...), "
+        f"e.g. {flat / 'dog' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG, or move the folder "
+        f"out of {flat} if dog is no class"
     )
-    shutil.rmtree(flat / "dog")
-    assert len(_load("folder", flat, "trainval")) == 6  # cat and the third class, not notes.txt
+    shutil.move(flat / "dog" / "IMG_0001.HEIC", flat / "cat")  # a phone's photos beside JPEGs
+    shutil.copy(flat / "cat" / "cat0.png", flat / "dog" / "IMG_0002.jfif")  # as Windows saves
+    with pytest.warns(UserWarning) as warned:
+        trainval = _load("folder", flat, "trainval")
+    assert len(trainval) == 7  # cat, dog's .jfif and the third class; not notes.txt nor .HEIC
+    assert [str(w.message) for w in warned] == [
+        f"left out 2 photos under {flat} in a format sef cannot read (.heic), e.g. "
+        f"{flat / 'cat' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG to train on them"
+    ]
 
 
 def test_class_folders_one_folder_deeper_are_pointed_to(folder_root, tmp_path):
@@ -183,6 +215,13 @@ def test_csv_without_split_column_and_numeric_labels(csv_root):
     test = _load("csv", csv_root, "test")
     assert test.classes == ["2", "9", "10"]  # numeric order, no header needed
     assert len(test) == 3 and len(_load("csv", csv_root, "trainval")) == 15
+    (csv_root / "labels.csv").write_text("\n".join([*rows[:-1], rows[-1][:-1] + "09"]) + "\n")
+    with pytest.raises(DataError) as error:  # else "9" and "09" in the order of a set's hashes
+        _load("csv", csv_root, "test")
+    assert str(error.value) == (
+        f"{csv_root / 'labels.csv'}: labels '09' and '9' are the number 9 written two ways; "
+        f"write the label of a class one way"
+    )
 
 
 def test_csv_image_root_and_class_list_may_start_with_a_tilde(csv_root, monkeypatch):
@@ -208,6 +247,30 @@ def test_a_csv_separated_otherwise_than_by_commas_says_so(csv_root, separator, h
         f"{csv} line 1 is one column ({first!r}); separate path, label and split with commas, "
         f"not semicolons or tabs"
     )
+
+
+def test_csv_paths_relative_to_the_current_folder_are_pointed_out(csv_root, monkeypatch):
+    moved = (csv_root / "labels.csv").rename(csv_root / "img" / "labels.csv")
+    monkeypatch.chdir(csv_root)
+    with pytest.raises(DataError) as error:  # else every image missing under img/img/
+        _load("csv", "img/labels.csv", "test")
+    assert str(error.value) == (
+        "img/labels.csv lists img/cat_0.jpg, which is in the current folder, not in img: paths "
+        f"are relative to the CSV's folder; write them so, or set the csv option image_root to "
+        f"{csv_root}"
+    )
+    assert len(_load("csv", moved, "test", image_root=".")) == 6
+
+
+def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
+    labels = csv_root / "labels.csv"
+    labels.write_text(labels.read_text().replace("img/cat_0.jpg,cat", "img/cat_0.jpg,Cat"))
+    with pytest.warns(UserWarning) as warned:
+        assert _load("csv", csv_root, "trainval").classes == ["Cat", *OWN_CLASSES]
+    assert [str(w.message) for w in warned] == [
+        f"{labels}: the classes 'Cat' and 'cat' differ only in case, so they are two classes; "
+        f"spell them alike if they are one"
+    ]
 
 
 def test_csv_fixed_class_list_and_label_outside_it(csv_root):
@@ -248,14 +311,47 @@ def test_csv_lines_are_counted_in_the_file_after_a_label_over_two_lines(csv_root
         _load("csv", csv_root, "test", classes=["two\nlines"])
 
 
+def test_csv_columns_named_in_a_header_may_come_in_any_order(csv_root):
+    labels = csv_root / "labels.csv"
+    expected = _load("csv", csv_root, "trainval").samples
+    rows = [line.split(",") for line in labels.read_text().splitlines()]
+    labels.write_text("".join(f"{split},{label},{path}\n" for path, label, split in rows))
+    assert _load("csv", csv_root, "trainval").samples == expected  # Split,Label,Path too
+    labels.write_text("".join(f"{label},{path}\n" for path, label, _ in rows[1:]))
+    with pytest.raises(DataError) as error:  # else "img/cat_1.jpg conflicts with line 1"
+        _load("csv", csv_root, "trainval")
+    assert str(error.value) == (
+        f"{labels} line 1 gives the label before the path (cat,img/cat_0.jpg); put the path "
+        f"first, or name the columns in a header line: label,path"
+    )
+    labels.write_text("img/cat_0,St. Bernard\nimg/cat_1,St. Bernard\n")  # no extension
+    assert _load("csv", csv_root, "trainval").classes == ["St. Bernard"]
+
+
+def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
+    labels = csv_root / "labels.csv"
+    rows = labels.read_text().replace(",trainval", ",TRAIN").replace(",test", ",Test").splitlines()
+    rows[1] = rows[1].replace(",TRAIN", ",validation")
+    labels.write_text("\n".join(rows) + "\n")
+    assert len(_load("csv", csv_root, "train")) == 11 and len(_load("csv", csv_root, "test")) == 6
+    assert [Path(p).name for p, _ in _load("csv", csv_root, "val").samples] == ["cat_0.jpg"]
+
+
 def test_csv_errors(csv_root):
     (csv_root / "other.csv").write_text("a.jpg,cat\n")
     with pytest.raises(DataError, match="holds 2 CSV files"):
         _load("csv", csv_root, "test")
     bad = csv_root / "other.csv"
     bad.write_text("path,label,split\nimg/cat_0.jpg,cat,holdout\n")
-    with pytest.raises(DataError, match="unknown split 'holdout'"):
+    with pytest.raises(DataError, match="other.csv line 2 has the unknown split 'holdout'; give"):
         _load("csv", bad, "test")
+    bad.write_text("path,label,split\nimg/cat_0.jpg,cat,test\nimg/cat_1.jpg,cat,\n")
+    with pytest.raises(DataError) as error:  # only the test rows marked
+        _load("csv", bad, "test")
+    assert str(error.value) == (
+        f"{bad} line 3 has an empty split; give every row one of trainval, train, val, test "
+        f"(valid and validation are val), or leave out the split column"
+    )
     bad.write_text("img/cat_0.jpg,cat\nimg/caf\u00e9.jpg,cat\n", encoding="latin-1")
     with pytest.raises(DataError, match=r"other.csv is not UTF-8 text \(line 2, byte 25\); save"):
         _load("csv", bad, "test")
@@ -267,6 +363,13 @@ def test_csv_errors(csv_root):
         DataError,
         match=r"other.csv line 1 looks like a header \(filename,class\); name its columns "
         r"path,label or path,label,split, or remove it",
+    ):
+        _load("csv", bad, "test")
+    bad.write_text("img/cat_0.jpg,cat\nhttps://example.com/cat_1.jpg,cat\n")
+    with pytest.raises(
+        DataError,
+        match=r"other.csv line 2: https://example.com/cat_1.jpg is a URL; download the images "
+        r"and list their files \(relative to the CSV's folder\)$",
     ):
         _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sef.datasets.folder import visible_files
-from sef.datasets.images import UnreadableImage, open_rgb, reason
+from sef.datasets.images import UnreadableImage, open_rgb, readable_extensions, reason
 from sef.modes import evaluation_mode
 from sef.text import column_widths, table_lines
 from sef.trained import TrainedModel
@@ -37,23 +36,8 @@ class Prediction:
         }
 
 
-# Formats Pillow names but cannot decode by itself: stubs (HDF5, GRIB, BUFR, MPEG video) and
-# those that need Ghostscript or Windows (EPS, WMF): their files in a folder are not photos.
-_NOT_DECODED = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF"})
-
-
 # Why a file in a folder is not read (any file named on its own is decoded whatever its name).
 _NO_IMAGE_EXTENSION = "has no extension of an image format sef reads"
-
-
-def _readable_extensions() -> set[str]:
-    """The file extensions of the formats Pillow decodes (not those it only writes, as .pdf,
-    nor _NOT_DECODED)."""
-    return {
-        ext
-        for ext, kind in Image.registered_extensions().items()
-        if kind in Image.OPEN and kind not in _NOT_DECODED
-    }
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -65,7 +49,7 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
     reason)] for paths that do not exist, the files in folders that no image format's
     extension names and the other names of a file listed once).
     """
-    images, problems, extensions = [], [], _readable_extensions()
+    images, problems, extensions = [], [], readable_extensions()
     for given in map(os.fspath, paths):
         path = Path(given)  # Path("./a.png") is "a.png", Path("http://x/a") "http:/x/a"
         if path.is_dir():

@@ -1,10 +1,12 @@
-"""Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional.
+"""Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional (its
+columns in any order).
 
 ``root`` is the CSV file, or a folder holding exactly one (``.csv`` in any case, not hidden).
 Relative paths are relative to the CSV's folder (or ``image_root``). Labels are class names; the
 classes are ``classes`` (a list, or a text file with one name per line) or else all labels in the
-file, sorted (numerically when every label is an integer), so labels agree between splits. Rows
-without a split column are split seeded and per class, as for folder data.
+file, sorted (numerically when every label is an integer; 1 and 01 together are refused), so
+labels agree between splits. Rows without a split column are split seeded and per class, as for
+folder data.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
+from sef.datasets.images import readable_extensions
 from sef.datasets.layout import read_lines
-from sef.datasets.names import class_of, key
-from sef.datasets.splits import from_declared
+from sef.datasets.names import class_of, key, warn_case_twins
+from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import ConfigError, DataError
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
@@ -68,7 +71,8 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
             f"{path} line {rows[0][0]} is one column ({rows[0][1][0]!r}); separate path, label "
             f"and split with commas, not semicolons or tabs"
         )
-    if rows and [cell.lower() for cell in rows[0][1]] in HEADERS:
+    order = _header_order(rows[0][1]) if rows else None
+    if order:
         rows = rows[1:]
     elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
         raise DataError(  # a first path without a file extension, unlike the next: a header
@@ -77,14 +81,35 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         )
     if not rows:
         raise DataError(f"{path} lists no images; expected {LAYOUT}")
-    width = len(rows[0][1])
+    width = len(order or rows[0][1])
     for number, row in rows:
         if len(row) != width or width not in (2, 3):
             raise DataError(f"{path} line {number} has {len(row)} columns; expected {LAYOUT}")
         for cell, name in zip(row, ("path", "label"), strict=False):
             if not cell:
                 raise DataError(f"{path} line {number} has an empty {name}; expected {LAYOUT}")
+    rows = [(number, [row[i] for i in order]) for number, row in rows] if order else rows
+    for number, row in rows:
+        if "://" in row[0]:
+            raise DataError(
+                f"{path} line {number}: {row[0]} is a URL; download the images and list their "
+                f"files (relative to the CSV's folder)"
+            )
+    number, (first, second, *_) = rows[0]
+    if not Path(first).suffix and Path(second).suffix.lower() in readable_extensions():
+        raise DataError(
+            f"{path} line {number} gives the label before the path ({first},{second}); put the "
+            f"path first, or name the columns in a header line: label,path"
+        )
     return rows
+
+
+def _header_order(cells: list[str]) -> list[int] | None:
+    """Where path, label (and split) are in ``cells``, if they are a header naming them in any
+    order and case (label,path as well as path,label); None if they are not."""
+    names = [cell.lower() for cell in cells]
+    header = next((h for h in HEADERS if sorted(h) == sorted(names)), None)
+    return [names.index(name) for name in header] if header else None
 
 
 def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tuple[int, list[str]]]:
@@ -101,11 +126,63 @@ def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tup
     return list(first.values())
 
 
-def _class_list(classes: Sequence[str] | str | os.PathLike | None, labels: list[str]) -> list[str]:
+def _number(label: str) -> int | None:
+    try:
+        return int(label)
+    except ValueError:
+        return None
+
+
+def _sorted_labels(path: Path, labels: list[str]) -> list[str]:
+    """The distinct ``labels``, sorted numerically when every one is an integer; DataError for
+    two spellings of one number (1 and 01, as a spreadsheet's text and number cells write it),
+    whose order would otherwise change from run to run."""
+    number_of = {label: _number(label) for label in sorted(set(labels))}
+    if None in number_of.values():
+        return sorted(number_of)
+    spelling: dict[int | None, str] = {}
+    for label, number in number_of.items():
+        other = spelling.setdefault(number, label)
+        if other != label:
+            raise DataError(
+                f"{path}: labels {other!r} and {label!r} are the number {number} written two "
+                f"ways; write the label of a class one way"
+            )
+    return sorted(number_of, key=number_of.__getitem__)
+
+
+def _split_of(path: Path, number: int, cell: str) -> str:
+    """The split that line ``number``'s split ``cell`` names; DataError for an empty or unknown
+    one (a CSV whose test rows alone are marked)."""
+    split = split_named(cell)
+    if split is None:
+        what = f"the unknown split {cell!r}" if cell else "an empty split"
+        raise DataError(
+            f"{path} line {number} has {what}; give every row one of {', '.join(SPLITS)} "
+            f"(valid and validation are val), or leave out the split column"
+        )
+    return split
+
+
+def _check_relative_to_csv(path: Path, listed: str) -> None:
+    """DataError if the image ``listed`` first is not found relative to the CSV's folder but is
+    relative to the current one (a CSV written beside the images' folder's parent, read from
+    elsewhere), which would otherwise be every image missing."""
+    if not (path.parent / listed).exists() and os.path.exists(listed):
+        raise DataError(
+            f"{path} lists {listed}, which is in the current folder, not in {path.parent}: paths "
+            f"are relative to the CSV's folder; write them so, or set the csv option image_root "
+            f"to {os.getcwd()}"
+        )
+
+
+def _class_list(
+    path: Path, classes: Sequence[str] | str | os.PathLike | None, labels: list[str]
+) -> list[str]:
     if classes is None:
-        unique = set(labels)
-        numeric = all(label.lstrip("-").isdigit() for label in unique)
-        return sorted(unique, key=int) if numeric else sorted(unique)
+        found = _sorted_labels(path, labels)
+        warn_case_twins(found, str(path))
+        return found
     if not isinstance(classes, (str, os.PathLike, list, tuple)):
         raise ConfigError(
             f"dataset 'csv' option classes takes a list of class names or a class-list file, "
@@ -136,7 +213,7 @@ def read(
     rows = _rows(path)
     label = class_of(row[1] for _, row in rows)  # é typed, é from a Mac: one class
     rows = [(number, [row[0], label[row[1]], *row[2:]]) for number, row in rows]
-    names = _class_list(classes, [row[1] for _, row in rows])
+    names = _class_list(path, classes, [row[1] for _, row in rows])
     index = {key(name): i for i, name in enumerate(names)}
     base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
@@ -144,7 +221,9 @@ def read(
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
     rows = _once(path, rows, base)
+    if image_root is None:
+        _check_relative_to_csv(path, rows[0][1][0])
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
-    tags = [row[2] if len(row) == 3 else None for _, row in rows]
+    tags = [_split_of(path, number, row[2]) if len(row) == 3 else None for number, row in rows]
     photos = ImageList(samples, names, upright=True)  # a user's own: seen as a viewer shows them
     return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(path))

@@ -1,25 +1,27 @@
 """Users' own images in class folders: ROOT/<split>/<class>/<image> or ROOT/<class>/<image>.
 
-Split folders are named trainval, train, val or test, in any case, and hold class folders (a
-train/ of images beside bus/ and car/ is a class); the classes are the sorted union of the class
-folder names in all of them (two spellings of one accented name are one class,
-:mod:`sef.datasets.names`), so labels agree between splits. Without split
-folders, test and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`).
-Images have torchvision's image extensions; hidden names (``.*``, e.g. macOS's ``._photo.jpg``
-and ``.ipynb_checkpoints``) and ``__MACOSX`` folders are neither classes nor images.
+Split folders are named trainval, train, val (or valid, validation) or test, in any case, and
+hold class folders (a train/ of images beside bus/ and car/ is a class); the classes are the
+sorted union of the class folder names in all of them (two spellings of one accented name are one
+class, :mod:`sef.datasets.names`), so labels agree between splits. Without split folders, test
+and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`). Images have
+the extensions of the formats Pillow reads (:func:`sef.datasets.images.readable_extensions`, as
+``sef predict`` reads a folder); photos of another (.HEIC) are left out with a warning. Hidden
+names (``.*``, e.g. macOS's ``._photo.jpg`` and ``.ipynb_checkpoints``) and ``__MACOSX`` folders
+are neither classes nor images.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from sef.datasets.imagelist import ImageList
+from sef.datasets.images import PHOTO_EXTENSIONS, SHOWN_EXTENSIONS, readable_extensions
 from sef.datasets.names import class_of
-from sef.datasets.splits import SPLITS, from_declared
+from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError
 from sef.text import counted
 
@@ -54,36 +56,56 @@ def visible_files(folder: str | os.PathLike) -> Iterator[str]:
         yield from (os.path.join(parent, file) for file in sorted(files) if not _hidden(file))
 
 
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
 def _images(folder: Path, label_of: dict[str, int]) -> list[tuple[str, int]]:
     """(path, label) of every image under ``folder/<class folder>/`` (:func:`visible_files`),
     ``label_of`` giving each class folder's label; DataError for a class folder whose files are
     none of them images (a phone's .HEIC photos), which would otherwise read as a class without
-    images."""
-    samples = []
+    images, and a warning of photos left out beside images."""
+    samples, photos, readable = [], [], readable_extensions()
     for name in sorted(label_of, key=lambda name: (label_of[name], name)):
         files = list(visible_files(folder / name))
-        images = [path for path in files if path.lower().endswith(IMG_EXTENSIONS)]
+        images = [path for path in files if _extension(path) in readable]
         if files and not images:
             raise DataError(
-                f"{folder / name} holds {counted(len(files), 'file')} but no image (one of "
-                f"{', '.join(IMG_EXTENSIONS)}), e.g. {files[0]}; convert them to JPEG or PNG, or "
-                f"move the folder out of {folder} if {name} is no class"
+                f"{folder / name} holds {counted(len(files), 'file')} but no image sef reads "
+                f"({SHOWN_EXTENSIONS}), e.g. {files[0]}; convert them to JPEG or PNG, or move the "
+                f"folder out of {folder} if {name} is no class"
             )
         samples += [(path, label_of[name]) for path in images]
+        photos += [path for path in files if _extension(path) in PHOTO_EXTENSIONS]
+    _warn_left_out([path for path in photos if _extension(path) not in readable], folder)
     return samples
 
 
-def _holds_folders(folder: str) -> bool:
-    return any(entry.is_dir() and not _hidden(entry.name) for entry in os.scandir(folder))
+def _warn_left_out(photos: list[str], folder: Path) -> None:
+    """Warn of ``photos`` (under ``folder``) in a format sef cannot read: left out of the data."""
+    if photos:
+        kinds = ", ".join(sorted({_extension(path) for path in photos}))
+        warnings.warn(
+            f"left out {counted(len(photos), 'photo')} under {folder} in a format sef cannot "
+            f"read ({kinds}), e.g. {photos[0]}; convert them to JPEG or PNG to train on them",
+            stacklevel=4,
+        )
+
+
+def _subfolders(folder: str | os.PathLike) -> set[str]:
+    """The names of the folders in ``folder``, hidden ones left out."""
+    return {
+        entry.name for entry in os.scandir(folder) if entry.is_dir() and not _hidden(entry.name)
+    }
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
-    """The split folders in ``root`` by split, their names in any case (Train/, TEST/); one that
-    holds no folder is a class of ROOT/<class>/<image> (train/ beside bus/ and car/)."""
+    """The split folders in ``root`` by split (:func:`sef.datasets.splits.split_named`: Train/,
+    valid/); one that holds no folder is a class of ROOT/<class>/<image> (train/ beside bus/)."""
     found: dict[str, Path] = {}
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
-        split = entry.name.lower()
-        if split in SPLITS and entry.is_dir() and _holds_folders(entry.path):
+        split = split_named(entry.name)
+        if split and entry.is_dir() and _subfolders(entry.path):
             if split in found:
                 raise DataError(
                     f"{root} has two {split} folders, {found[split].name} and {entry.name}; "
@@ -91,6 +113,47 @@ def _split_folders(root: Path) -> dict[str, Path]:
                 )
             found[split] = Path(entry.path)
     return {split: found[split] for split in SPLITS if split in found}
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + ", ..." * (len(names) > 3)
+
+
+def _files(folder: Path) -> list[str]:
+    """The files in ``folder`` (not in its subfolders), hidden ones left out."""
+    with os.scandir(folder) as entries:
+        return [entry.path for entry in entries if entry.is_file() and not _hidden(entry.name)]
+
+
+def _warn_misnamed_splits(
+    root: Path, split_folders: dict[str, Path], class_folders: dict[str, str]
+) -> None:
+    """Warn of split folders named otherwise than SPLITS: one beside split folders that holds
+    class folders (ROOT/extra/<class>/, left out), or class folders that hold the same folders
+    and no image of their own (ROOT/training/<class>/ and ROOT/testing/<class>/, read as two
+    classes)."""
+    splits = f"split folders are named {', '.join(SPLITS[:-1])} or {SPLITS[-1]}"
+    if split_folders:
+        for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+            known = Path(entry.path) in split_folders.values() or _hidden(entry.name)
+            if known or not entry.is_dir():
+                continue
+            shared = _subfolders(entry) & set(class_folders)
+            if shared:
+                warnings.warn(
+                    f"{entry.path} holds class folders ({_some(sorted(shared))}) but is no split "
+                    f"folder, so its images are left out; {splits}",
+                    stacklevel=3,
+                )
+        return
+    bare = [name for name in sorted(class_folders) if not _files(root / name)]
+    shared = set.intersection(*map(_subfolders, [root / name for name in bare])) if bare else set()
+    if len(bare) > 1 and shared:
+        warnings.warn(
+            f"the classes {_some(bare)} of {root} hold the same folders ({_some(sorted(shared))}) "
+            f"and no image of their own, as split folders do; {splits}",
+            stacklevel=3,
+        )
 
 
 def read(
@@ -109,15 +172,17 @@ def read(
     class_folders = _class_folders(list(split_folders.values()) or [root])
     classes = sorted(set(class_folders.values()))
     if not classes:
-        raise DataError(f"no class folders in {root}; lay it out as {LAYOUT}")
+        loose = [path for path in _files(root) if _extension(path) in readable_extensions()]
+        held = f"holds {counted(len(loose), 'image')} but " if loose else "holds "
+        raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}")
     only = min(class_folders) if len(classes) == 1 and not split_folders else None
     inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
         raise DataError(
-            f"{root} holds one folder, {only}, which holds the folders "
-            f"{', '.join(inner[:3])}{', ...' * (len(inner) > 3)}: the classes are one folder "
-            f"deeper; pass {root / only} as the data root"
+            f"{root} holds one folder, {only}, which holds the folders {_some(inner)}: the "
+            f"classes are one folder deeper; pass {root / only} as the data root"
         )
+    _warn_misnamed_splits(root, split_folders, class_folders)
     index = {name: label for label, name in enumerate(classes)}
     label_of = {folder: index[name] for folder, name in class_folders.items()}
     samples, tags = [], []
@@ -126,8 +191,6 @@ def read(
         samples += found
         tags += [tag] * len(found)
     if not samples:
-        raise DataError(
-            f"no images ({', '.join(IMG_EXTENSIONS)}) under {root}; lay it out as {LAYOUT}"
-        )
+        raise DataError(f"no images ({SHOWN_EXTENSIONS}) under {root}; lay it out as {LAYOUT}")
     photos = ImageList(samples, classes, upright=True)  # a user's own: seen as a viewer shows them
     return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(root))

@@ -41,6 +41,23 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# Formats Pillow names but cannot decode by itself: stubs (HDF5, GRIB, BUFR, MPEG video) and
+# those that need Ghostscript or Windows (EPS, WMF): their files in a folder are not photos.
+_NOT_DECODED = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF"})
+# Photo formats of phones and cameras that Pillow reads only with a plugin, if at all.
+PHOTO_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw")
+SHOWN_EXTENSIONS = ".jpg, .jpeg, .png, .webp, ..."  # the readable extensions, for a message
+
+
+def readable_extensions() -> frozenset[str]:
+    """The file extensions, in lower case, of the formats Pillow decodes (.jfif, .gif and .avif
+    too; not those it only writes, as .pdf, nor _NOT_DECODED): the files a folder of images is
+    read for."""
+    return frozenset(
+        ext
+        for ext, kind in Image.registered_extensions().items()
+        if kind in Image.OPEN and kind not in _NOT_DECODED
+    )
 
 
 def quiet_pil() -> None:

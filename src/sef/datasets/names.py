@@ -8,6 +8,7 @@ from a Mac and "Mésange" typed on Linux look the same and differ as strings.
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from collections.abc import Iterable
 
 
@@ -26,3 +27,18 @@ def class_of(names: Iterable[str]) -> dict[str, str]:
     return {
         name: nfc if len(found) > 1 else name for nfc, found in spellings.items() for name in found
     }
+
+
+def warn_case_twins(classes: Iterable[str], source: str) -> None:
+    """Warn of two ``classes`` that differ only in case (Cat and cat, a typo in a CSV's labels),
+    which are two classes where one was most likely meant."""
+    first: dict[str, str] = {}
+    for name in classes:
+        other = first.setdefault(key(name).casefold(), name)
+        if other != name:
+            warnings.warn(
+                f"{source}: the classes {other!r} and {name!r} differ only in case, so they are "
+                f"two classes; spell them alike if they are one",
+                stacklevel=3,
+            )
+            return

@@ -24,6 +24,7 @@ class NoSuchSplit(DataError):
 
 
 SPLITS = ("trainval", "train", "val", "test")
+VAL_NAMES = ("valid", "validation")  # val as Kaggle's and Roboflow's exports name it
 # Distinct purposes draw independent hold-outs from the same seed.
 VAL_PURPOSE = 0
 TEST_PURPOSE = 1
@@ -33,6 +34,14 @@ def check_split(split: str) -> None:
     """Raise ConfigError unless ``split`` is one of SPLITS."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+
+
+def split_named(name: str) -> str | None:
+    """The split of SPLITS a folder or a CSV's split cell names, in any case (Train, TEST), val
+    also as one of VAL_NAMES; None for any other name."""
+    lowered = name.lower()
+    split = "val" if lowered in VAL_NAMES else lowered
+    return split if split in SPLITS else None
 
 
 def check_fraction(name: str, fraction: float) -> None:
