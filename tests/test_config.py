@@ -95,6 +95,18 @@ def test_every_preset_loads_and_describes_itself_in_one_line() -> None:
     assert demo.name == "demo" and demo.model.weights is None and demo.data.dataset == "demo"
 
 
+def test_listing_the_presets_parses_each_fragment_file_once(monkeypatch) -> None:
+    """`sef presets` describes every preset: it parsed the same few files 346 times (0.5 s)."""
+    from sef.config import presets
+
+    parsed = []
+    load = presets.load_yaml
+    monkeypatch.setattr(presets, "load_yaml", lambda text: parsed.append(text) or load(text))
+    for name in preset_names():
+        describe_preset(name)
+    assert len(parsed) == len(set(parsed))
+
+
 def test_birds32_presets_fine_tune_imagenet_mobilenet_v2_with_the_paper_recipe_shape() -> None:
     c = load_preset("birds32-mobilenet_v2")
     assert (c.model.backbone, c.model.weights, c.model.output_stride) == (

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
+import yaml
 from test_cli_score import ACCURACIES  # the same Table II, transcribed for `sef score`'s test
 
 from sef.config import load_preset, preset_name
+from sef.reproduce import paper
 from sef.reproduce.paper import datasets, notes, tables
 from sef.reproduce.tables import scores
 
@@ -97,3 +100,19 @@ def test_the_maxent_sign_note_marks_the_maxent_rows_only() -> None:
         if "maxent-sign" in row.notes
     }
     assert marked == {("table2", "maxent")}
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML built without libyaml")
+def test_the_paper_s_numbers_are_parsed_by_libyaml(monkeypatch) -> None:
+    """Every `sef` command reads paper.yaml for `sef reproduce`'s help; PyYAML's pure-Python
+    parser took 20 ms of each start. libyaml reads the same values."""
+
+    class Refused(yaml.SafeLoader):
+        def __init__(self, stream) -> None:
+            raise AssertionError("paper.yaml parsed by PyYAML's pure-Python loader")
+
+    text = (Path(paper.__file__).parent / "paper.yaml").read_text(encoding="utf-8")
+    assert yaml.load(text, Loader=yaml.CSafeLoader) == yaml.safe_load(text)
+    monkeypatch.setattr(yaml, "SafeLoader", Refused)
+    paper._data.cache_clear()
+    assert set(tables()) == {"table2", "table3"}

@@ -40,7 +40,6 @@ def _heavy_modules_after(code: str) -> list[str]:
         "import sef",
         CLI.format(argv=["--version"]),
         CLI.format(argv=["--help"]),
-        CLI.format(argv=["train", "--help"]),
         CLI.format(argv=["presets"]),
         CLI.format(argv=["data", "caches"]),
     ],
@@ -48,13 +47,24 @@ def _heavy_modules_after(code: str) -> list[str]:
         "import sef",
         "sef --version",
         "sef --help",
-        "sef train --help",
         "sef presets",
         "sef data caches",
     ],
 )
 def test_starting_loads_no_torch(code: str) -> None:
     assert _heavy_modules_after(code) == []
+
+
+def test_commands_that_need_no_model_load_no_torch(tmp_path: Path) -> None:
+    """Each command's --help, a usage error, `sef presets NAME` and `sef score`, in one process
+    (`sef score` loaded torch for its tensor metrics' sake: 2 s for a CSV's ranks)."""
+    from sef.cli import COMMAND_MODULES
+
+    table = tmp_path / "accuracies.csv"
+    table.write_text("method,cub,cars\nSEF,87.3,94.0\nBase,85.5,92.7\n")
+    argvs = [[name, "--help"] for name in COMMAND_MODULES]
+    argvs += [["train", "--epochs", "abc"], ["presets", "demo"], ["score", str(table)]]
+    assert _heavy_modules_after("".join(CLI.format(argv=argv) for argv in argvs)) == []
 
 
 def test_public_names_and_submodules_resolve_on_first_use() -> None:

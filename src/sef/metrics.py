@@ -14,12 +14,13 @@ import math
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from sef import filekinds
 from sef.errors import DataError
+
+if TYPE_CHECKING:  # the accuracies take tensors; the Score and its table need no torch (sef score)
+    from torch import Tensor
 
 BLANK_CELLS = ("", "-", "_", "\u2013", "\u2014", "n/a", "na")
 
@@ -33,8 +34,8 @@ def top1_accuracy(predictions: Tensor, labels: Tensor) -> float:
 
 def per_class_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """Accuracy of each class [K], float64 (NaN for a class without images in ``labels``)."""
-    support = torch.bincount(labels, minlength=num_classes).double()
-    correct = torch.bincount(labels[predictions == labels], minlength=num_classes).double()
+    support = labels.bincount(minlength=num_classes).double()
+    correct = labels[predictions == labels].bincount(minlength=num_classes).double()
     return correct / support  # 0 / 0 = NaN: no images of that class
 
 

@@ -13,7 +13,9 @@ there is one: what a method changes on one dataset (birds32's longer schedule fo
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
 import re
 from importlib import resources
@@ -45,10 +47,17 @@ def _fragment(stem: str):
     return resources.files("sef").joinpath("presets", f"{stem}.yaml")
 
 
+@functools.cache
+def _fragment_values(stem: str) -> dict:
+    """A fragment file's values, read once: `sef presets` merged the same few files into each of
+    its 105 presets, reading one 346 times (0.5 s)."""
+    return load_yaml(_fragment(stem).read_text(encoding="utf-8")) or {}
+
+
 def _preset_file(stem: str) -> dict:
-    """A fragment's values; one that names a ``base`` fragment is merged onto it."""
-    text = _fragment(stem).read_text(encoding="utf-8")
-    values = load_yaml(text) or {}
+    """A fragment's values (a copy, for the caller to change); one that names a ``base``
+    fragment is merged onto it."""
+    values = copy.deepcopy(_fragment_values(stem))
     base = values.pop("base", None)
     return values if base is None else deep_merge(_preset_file(base), values)
 
