@@ -303,3 +303,15 @@ def test_a_split_without_images_is_refused_not_scored_nan(
         f"evaluate on; a held-out split takes images only from classes with two or more\n"
     )
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_split_the_model_trained_on_is_warned_of(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    arguments = ["eval", "--checkpoint", str(demo_checkpoint), "--split", "val", "--workers", "0"]
+    arguments += ["--predictions", str(tmp_path / "p.csv"), "--no-progress", "--json"]
+    assert main(arguments) == 0  # val is carved out of trainval, the run's training split
+    assert capsys.readouterr().err == (
+        "sef eval: warning: the val split shares images with trainval, which this model trained "
+        "on: its accuracy is not on held-out images; the run evaluated on --split test\n"
+    )
