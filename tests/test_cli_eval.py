@@ -17,6 +17,7 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.engine import fit
+from sef.errors import DataError
 from sef.trained import load_trained_model
 
 
@@ -315,3 +316,21 @@ def test_a_split_the_model_trained_on_is_warned_of(
         "sef eval: warning: the val split shares images with trainval, which this model trained "
         "on: its accuracy is not on held-out images; the run evaluated on --split test\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("classes", "difference"),
+    [
+        (lambda names: names[::-1], "the same classes in another order"),
+        (lambda names: [*names, "zebra"], "1 of them missing, e.g. zebra"),
+        (lambda names: ["zebra", *names[1:]], "1 not among them, e.g. {0}"),
+    ],
+)
+def test_data_of_other_classes_is_refused_saying_how_they_differ(
+    demo_checkpoint: Path, classes, difference: str
+) -> None:
+    trained = load_trained_model(demo_checkpoint)
+    found, trained.classes = list(trained.classes), classes(list(trained.classes))
+    with pytest.raises(DataError, match=r"trained on \(([^)]*)\); pass its own data$") as refused:
+        trained.dataset("test", progress=False)
+    assert f"({difference.format(found[0])})" in str(refused.value)
