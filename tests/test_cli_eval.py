@@ -334,3 +334,17 @@ def test_data_of_other_classes_is_refused_saying_how_they_differ(
     with pytest.raises(DataError, match=r"trained on \(([^)]*)\); pass its own data$") as refused:
         trained.dataset("test", progress=False)
     assert f"({difference.format(found[0])})" in str(refused.value)
+
+
+def test_predictions_never_replace_a_file_of_something_else(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    labels = tmp_path / "labels.csv"  # the data's own labels, given by mistake
+    labels.write_text("path,label\nimg/0.jpg,cat\n")
+    argv = ["eval", "--checkpoint", str(demo_checkpoint), "--predictions", str(labels)]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: cannot write {labels}: it holds something other than predictions sef "
+        f"wrote, which this would replace; choose another file\n"
+    )
+    assert labels.read_text() == "path,label\nimg/0.jpg,cat\n"

@@ -113,10 +113,22 @@ def _check_outputs(args: argparse.Namespace, path: Path) -> None:
         require_installed("matplotlib", "scipy")  # its figure, and its order of the classes
     try:
         check_writable(path)
+        _check_replaceable(path)
     except OutputError as error:
         if args.predictions:
             raise
         raise OutputError(f"{error.problem}; pass --predictions FILE", error.problem) from None
+
+
+def _check_replaceable(path: Path) -> None:
+    """OutputError for a file ``path`` that holds something other than predictions: a typo in
+    --predictions must not replace the data's labels CSV or any other file."""
+    from sef.engine.evaluation import holds_other_than_predictions
+    from sef.errors import OutputError
+
+    if holds_other_than_predictions(path):
+        problem = f"cannot write {path}: it holds something other than predictions sef wrote"
+        raise OutputError(f"{problem}, which this would replace; choose another file", problem)
 
 
 def _default_predictions(checkpoint: Path, split: str) -> Path:

@@ -297,13 +297,28 @@ def _model_and_data(
     return trained, dataset
 
 
+# the columns of every per-image predictions CSV, with TTA's after them
+PREDICTION_COLUMNS = ("path", "label", "prediction", "correct", "label_name", "prediction_name")
+
+
+def holds_other_than_predictions(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file with something in it other than a predictions CSV (the data's
+    own labels CSV, say), which writing predictions there would replace."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline()
+    except OSError:  # none there, or one that cannot be read: not a file to keep
+        return False
+    return bool(first) and not first.startswith(",".join(PREDICTION_COLUMNS).encode())
+
+
 def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any) -> None:
     """A CSV of per-image predictions: path, label, prediction, correct (+ class names); with
     TTA also tta_prediction, tta_correct and tta_prediction_name."""
     import csv
 
     classes = dataset.classes
-    header = ["path", "label", "prediction", "correct", "label_name", "prediction_name"]
+    header = list(PREDICTION_COLUMNS)
     tta = result.tta_predictions
     if tta is not None:
         header += ["tta_prediction", "tta_correct", "tta_prediction_name"]
