@@ -348,3 +348,16 @@ def test_predictions_never_replace_a_file_of_something_else(
         f"wrote, which this would replace; choose another file\n"
     )
     assert labels.read_text() == "path,label\nimg/0.jpg,cat\n"
+
+
+def test_predictions_never_take_the_name_of_another_checkpoints(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "best.pt").touch()  # beside it, the run's best.pt and its predictions
+    target = tmp_path / "best-test-predictions.csv"
+    argv = ["eval", "--checkpoint", str(demo_checkpoint), "--predictions", str(target)]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: cannot write {target}: it names the predictions of best.pt on test; "
+        f"choose another file\n"
+    )
