@@ -330,6 +330,7 @@ def _damaged(kind: str, good: Path, folder: Path) -> Path:
         "pickle": lambda: path.write_bytes(pickle.dumps({"model": 1}, protocol=2)),
         "legacy-truncated": lambda: path.write_bytes(_legacy(folder)[:40]),
         "safetensors": lambda: safetensors.torch.save_file({"w": torch.zeros(2)}, path),
+        "onnx": lambda: path.write_bytes(b"\x08\x0a\x12\x07pytorch\x1a\x062.14.1:\xf7"),
         "folder": lambda: path.mkdir(),
     }
     writers[kind]()
@@ -354,6 +355,7 @@ DAMAGED = {
     "pickle": "is a Python pickle that torch.save did not write",
     "legacy-truncated": "is truncated: its pickle ends early",
     "safetensors": "is not a checkpoint: it is a safetensors file",
+    "onnx": "is not a checkpoint: it is an ONNX model (as `sef export` writes)",
     "folder": "is a folder; pass the last.pt or best.pt in it",
 }
 

@@ -17,6 +17,7 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.engine import fit
+from sef.errors import DataError
 from sef.trained import load_trained_model
 
 
@@ -303,3 +304,60 @@ def test_a_split_without_images_is_refused_not_scored_nan(
         f"evaluate on; a held-out split takes images only from classes with two or more\n"
     )
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_split_the_model_trained_on_is_warned_of(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    arguments = ["eval", "--checkpoint", str(demo_checkpoint), "--split", "val", "--workers", "0"]
+    arguments += ["--predictions", str(tmp_path / "p.csv"), "--no-progress", "--json"]
+    assert main(arguments) == 0  # val is carved out of trainval, the run's training split
+    assert capsys.readouterr().err == (
+        "sef eval: warning: the val split shares images with trainval, which this model trained "
+        "on: its accuracy is not on held-out images; the run evaluated on --split test\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("classes", "difference"),
+    [
+        (lambda names: names[::-1], "the same classes in another order"),
+        (lambda names: [*names, "zebra"], "1 of them missing, e.g. zebra"),
+        (lambda names: ["zebra", *names[1:]], "1 not among them, e.g. {0}"),
+    ],
+)
+def test_data_of_other_classes_is_refused_saying_how_they_differ(
+    demo_checkpoint: Path, classes, difference: str
+) -> None:
+    trained = load_trained_model(demo_checkpoint)
+    found, trained.classes = list(trained.classes), classes(list(trained.classes))
+    with pytest.raises(DataError, match=r"trained on \(([^)]*)\); pass its own data$") as refused:
+        trained.dataset("test", progress=False)
+    assert f"({difference.format(found[0])})" in str(refused.value)
+
+
+def test_predictions_never_replace_a_file_of_something_else(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    labels = tmp_path / "labels.csv"  # the data's own labels, given by mistake
+    labels.write_text("path,label\nimg/0.jpg,cat\n")
+    argv = ["eval", "--checkpoint", str(demo_checkpoint), "--predictions", str(labels)]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: cannot write {labels}: it holds something other than predictions sef "
+        f"wrote, which this would replace; choose another file\n"
+    )
+    assert labels.read_text() == "path,label\nimg/0.jpg,cat\n"
+
+
+def test_predictions_never_take_the_name_of_another_checkpoints(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "best.pt").touch()  # beside it, the run's best.pt and its predictions
+    target = tmp_path / "best-test-predictions.csv"
+    argv = ["eval", "--checkpoint", str(demo_checkpoint), "--predictions", str(target)]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef eval: error: cannot write {target}: it names the predictions of best.pt on test; "
+        f"choose another file\n"
+    )

@@ -12,6 +12,7 @@ PICKLE = "pickle"  # a Python pickle that torch.save did not write
 TORCH_LEGACY = "torch legacy"  # torch.save's legacy format: pickles, the first a magic number
 EMPTY = "empty"
 SAFETENSORS = "a safetensors file"
+ONNX = "an ONNX model (as `sef export` writes)"
 TEXT, JSON_TEXT = "a text file", "a JSON text file"
 UTF16, NOT_UTF8 = "UTF-16 text", "text that is not UTF-8"  # text, but not what sef reads
 HEAD = 4096  # bytes to read: enough for every test below
@@ -35,6 +36,12 @@ _CONTROL = frozenset(range(32)) - {9, 10, 12, 13} | {127}
 def _is_safetensors(head: bytes) -> bool:
     """8 bytes of little-endian header length, then the JSON header."""
     return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32
+
+
+def _is_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto as its writers begin it: ir_version (field 1, a one-byte varint), then
+    producer_name (field 2, a string): b"\\x08\\x0a\\x12\\x07pytorch" from torch.onnx.export."""
+    return len(head) > 4 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] == 0x12
 
 
 def _text_kind(head: bytes) -> str | None:
@@ -68,6 +75,8 @@ def sniff(head: bytes) -> str:
         return _pickle_kind(head)
     if _is_safetensors(head):
         return SAFETENSORS
+    if _is_onnx(head):
+        return ONNX
     return _text_kind(head) or "binary data of a kind sef does not recognise"
 
 

@@ -25,7 +25,7 @@ from sef.datasets import ImageList, names
 from sef.datasets.splits import NoSuchSplit
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
-from sef.text import counted
+from sef.text import counted, shown
 from sef.transforms import Preprocessing
 from sef.weights import shape_mismatch
 
@@ -103,15 +103,29 @@ class TrainedModel:
             raise NoSuchSplit(
                 f"{missing}; this run evaluated on its {own} split (--split {own})"
             ) from None
-        if list(map(names.key, loaded.classes)) != list(map(names.key, self.classes)):
+        found, trained = list(map(names.key, loaded.classes)), list(map(names.key, self.classes))
+        if found != trained:
             where = config.data.root if root is None else root
             raise DataError(
                 f"the classes of the {split} split under {where} differ from the "
-                f"{len(self.classes)} classes the model was trained on; pass its own data"
+                f"{len(self.classes)} classes the model was trained on "
+                f"({_class_difference(found, trained)}); pass its own data"
             )
         if config.data.bad_images == "skip":
             _skip_bad_images(loaded, config.data.workers, progress)
         return loaded
+
+
+def _class_difference(found: list[str], trained: list[str]) -> str:
+    """How the classes ``found`` in some data differ from those a model ``trained`` on, in words:
+    a class of one that the other lacks, or their order."""
+    extra = [name for name in found if name not in trained]
+    if extra:
+        return f"{len(extra)} not among them, e.g. {shown(extra[0])}"
+    missing = [name for name in trained if name not in found]
+    if missing:
+        return f"{len(missing)} of them missing, e.g. {shown(missing[0])}"
+    return "the same classes in another order"
 
 
 def _skip_bad_images(dataset: ImageList, workers: int, progress: bool) -> None:

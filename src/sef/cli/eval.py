@@ -113,10 +113,43 @@ def _check_outputs(args: argparse.Namespace, path: Path) -> None:
         require_installed("matplotlib", "scipy")  # its figure, and its order of the classes
     try:
         check_writable(path)
+        _check_replaceable(path)
+        _check_not_anothers(path, args.checkpoint, args.split)
     except OutputError as error:
         if args.predictions:
             raise
         raise OutputError(f"{error.problem}; pass --predictions FILE", error.problem) from None
+
+
+def _check_replaceable(path: Path) -> None:
+    """OutputError for a file ``path`` that holds something other than predictions: a typo in
+    --predictions must not replace the data's labels CSV or any other file."""
+    from sef.engine.evaluation import holds_other_than_predictions
+    from sef.errors import OutputError
+
+    if holds_other_than_predictions(path):
+        problem = f"cannot write {path}: it holds something other than predictions sef wrote"
+        raise OutputError(f"{problem}, which this would replace; choose another file", problem)
+
+
+def _check_not_anothers(path: Path, checkpoint: Path, split: str) -> None:
+    """OutputError for <name>-<split>-predictions.csv beside <name>.pt (a run's
+    best-test-predictions.csv), unless it is this checkpoint's on this split: its name would lie."""
+    from sef.datasets.splits import SPLITS
+    from sef.errors import OutputError
+
+    for other in SPLITS:
+        stem = path.name.removesuffix(f"-{other}-predictions.csv")
+        if stem == path.name or not path.with_name(f"{stem}.pt").is_file():
+            continue
+        if path.resolve() != _predictions_beside(checkpoint, split).resolve():
+            problem = f"cannot write {path}: it names the predictions of {stem}.pt on {other}"
+            raise OutputError(f"{problem}; choose another file", problem)
+
+
+def _predictions_beside(checkpoint: Path, split: str) -> Path:
+    """<checkpoint>-<split>-predictions.csv beside the checkpoint."""
+    return checkpoint.with_name(f"{checkpoint.stem}-{split}-predictions.csv")
 
 
 def _default_predictions(checkpoint: Path, split: str) -> Path:
@@ -130,7 +163,7 @@ def _default_predictions(checkpoint: Path, split: str) -> Path:
             f"--predictions FILE to write them elsewhere",
             checkpoint.parent,
         )
-    return checkpoint.with_name(f"{checkpoint.stem}-{split}-predictions.csv")
+    return _predictions_beside(checkpoint, split)
 
 
 def _print_summary(args: argparse.Namespace, summary: dict) -> None:

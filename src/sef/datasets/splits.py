@@ -36,6 +36,12 @@ def check_split(split: str) -> None:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
+def share_images(split: str, other: str) -> bool:
+    """Whether two splits of one dataset hold some of the same images: trainval is train and val
+    together, test is apart from all three."""
+    return split == other or {split, other} in ({"trainval", "train"}, {"trainval", "val"})
+
+
 def split_named(name: str) -> str | None:
     """The split of SPLITS a folder or a CSV's split cell names, in any case (Train, TEST), val
     also as one of VAL_NAMES; None for any other name."""

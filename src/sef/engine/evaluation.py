@@ -6,6 +6,7 @@ Under DDP each process takes an unpadded shard, so every image counts exactly on
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 
 from sef import distributed, outputs, threads
 from sef.config import Config
+from sef.datasets.splits import share_images
 from sef.distributed import Context
 from sef.engine.data import nothing_to_evaluate
 from sef.engine.device import autocast, out_of_memory, to_device
@@ -282,10 +284,32 @@ def _model_and_data(
     """The saved model on this process's device and the ``split`` it is evaluated on."""
     trained = load_trained_model(checkpoint, device=context.device)
     dataset = trained.dataset(split, data_root, progress=progress)
+    data = trained.config.data
     if len(dataset) == 0:
-        data = trained.config.data
         raise nothing_to_evaluate(split, data_root or data.root or data.dataset)
+    if context.is_main and share_images(split, data.train_split):
+        warnings.warn(
+            f"the {split} split shares images with {data.train_split}, which this model "
+            f"trained on: its accuracy is not on held-out images; the run evaluated on "
+            f"--split {data.eval_split}",
+            stacklevel=2,
+        )
     return trained, dataset
+
+
+# the columns of every per-image predictions CSV, with TTA's after them
+PREDICTION_COLUMNS = ("path", "label", "prediction", "correct", "label_name", "prediction_name")
+
+
+def holds_other_than_predictions(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file with something in it other than a predictions CSV (the data's
+    own labels CSV, say), which writing predictions there would replace."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline()
+    except OSError:  # none there, or one that cannot be read: not a file to keep
+        return False
+    return bool(first) and not first.startswith(",".join(PREDICTION_COLUMNS).encode())
 
 
 def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any) -> None:
@@ -294,7 +318,7 @@ def write_predictions(path: str | os.PathLike, result: EvalResult, dataset: Any)
     import csv
 
     classes = dataset.classes
-    header = ["path", "label", "prediction", "correct", "label_name", "prediction_name"]
+    header = list(PREDICTION_COLUMNS)
     tta = result.tta_predictions
     if tta is not None:
         header += ["tta_prediction", "tta_correct", "tta_prediction_name"]
