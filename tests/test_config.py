@@ -248,6 +248,34 @@ def test_yaml_file_with_base_round_trips(tmp_path: Path) -> None:
         load_config_file(tmp_path / "missing.yaml")
 
 
+def test_a_config_file_may_start_from_another_relative_to_its_own_folder(tmp_path: Path) -> None:
+    """``base: a.yaml`` was read as a preset name ("unknown preset 'a.yaml'"), so settings
+    shared by several experiments had to be copied into each."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "a.yaml").write_text("base: cub-resnet18\noptim: {epochs: 3}\n")
+    (tmp_path / "shared" / "b.yaml").write_text("base: a.yaml\noptim: {lr: 0.5}\n")
+    c = load_config_file(tmp_path / "shared" / "b.yaml")
+    assert (c.name, c.model.backbone, c.optim.epochs, c.optim.lr) == (
+        "cub-resnet18",
+        "resnet18",
+        3,
+        0.5,
+    )
+    (tmp_path / "shared" / "a.yaml").write_text("base: ./b.yaml\n")
+    with pytest.raises(ConfigError) as cycle:
+        load_config_file(tmp_path / "shared" / "b.yaml")
+    shared = tmp_path / "shared"
+    assert str(cycle.value) == (
+        f"config file {shared / 'a.yaml'} names ./b.yaml as its base, a cycle: {shared / 'b.yaml'} "
+        f"-> {shared / 'a.yaml'} -> {shared / 'b.yaml'}; remove one of these base: lines"
+    )
+    (tmp_path / "shared" / "a.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(
+        ConfigError, match=r"gone.yaml does not exist; fix the base: line of .*a.yaml$"
+    ):
+        load_config_file(tmp_path / "shared" / "b.yaml")
+
+
 @pytest.mark.parametrize("word", ["off", "Off", "OFF"])
 def test_documented_words_that_yaml_reads_as_booleans_keep_their_meaning(
     word: str, tmp_path: Path
