@@ -179,6 +179,10 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
             "each step takes in that many equal micro-batches",
         ),
         ("optim.lr", "must look like section.key=value"),
+        # a key of another section, or no section: the key's own spelling, not a guess
+        ("data.lr=0.1", "key 'lr' in section 'data'; it is a key of section 'optim' (optim.lr);"),
+        ("epochs=3", "config key 'epochs' must look like section.key (optim.epochs)"),
+        ("optim={lr: 0.5}", "section.key; set the keys of section optim one by one: optim.KEY="),
         ("optim.lr.x=1", "too deep"),
         # the fourth part was set in the section itself: "unknown config key 'b' in section 'data'"
         ("data.options.a.b=1", "config key 'data.options.a.b' is too deep"),

@@ -128,9 +128,19 @@ def _fixed_in(where: str, override: str) -> str:
     return f"in the YAML file or {override}" if "." in where else "in the YAML file"
 
 
+def _section_of(key: str) -> str | None:
+    """The section that has a key ``key``, if one has."""
+    sections = typing.get_type_hints(Config).items()
+    having = (name for name, kind in sections
+              if dataclasses.is_dataclass(kind) and key in typing.get_type_hints(kind))  # fmt: skip
+    return next(having, None)
+
+
 def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
+    section = _section_of(key)
     hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = f"it is a key of section {section!r} ({section}.{key}); " if section else hint
     place = f"in section {where!r}" if where else "at the top level"
     return ConfigError(f"unknown config key {key!r} {place}; {hint}valid keys: {', '.join(known)}")
 
@@ -210,13 +220,22 @@ def deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
     return merged
 
 
+def _full_key(key: str) -> str:
+    """How a key given without its section is spelled: a section's keys one by one, or the
+    section a key is in; else nothing."""
+    if dataclasses.is_dataclass(typing.get_type_hints(Config).get(key)):
+        return f"; set the keys of section {key} one by one: {key}.KEY=VALUE"
+    section = _section_of(key)
+    return f" ({section}.{key})" if section else ""
+
+
 def apply_values(config: Config, values: dict[str, Any]) -> Config:
     """A new config with ``{"section.key": value}`` replaced (checked like a YAML file)."""
     tree = config_to_dict(config)
     for key, value in values.items():
         path = key.split(".")
         if len(path) < 2 or not all(path):
-            raise ConfigError(f"config key {key!r} must look like section.key")
+            raise ConfigError(f"config key {key!r} must look like section.key{_full_key(key)}")
         if len(path) > 2 and ".".join(path[:2]) not in NESTED_KEYS:
             raise ConfigError(
                 f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"
