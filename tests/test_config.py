@@ -308,8 +308,24 @@ def test_null_and_boolean_words_follow_one_rule() -> None:
         "true, false or null that way; quote the word, in the YAML file or as "
         "--set \"run.out='WORD'\""
     )
-    with pytest.raises(ConfigError, match="data.bad_images must be str, got True: YAML reads"):
-        apply_overrides(c, ["data.bad_images=yes"])  # no word of bad_images means true
+    with pytest.raises(ConfigError) as info:  # no word of bad_images means true: none to quote
+        apply_overrides(c, ["data.bad_images=yes"])
+    assert str(info.value) == (
+        "config value data.bad_images must be one of stop, skip, off, got True (YAML reads an "
+        "unquoted yes, no, on, off, true, false or null that way); fix it in the YAML file or "
+        "pass --set data.bad_images=VALUE"
+    )
+
+
+@pytest.mark.parametrize("word", ["off", "no", "false", "null", "~"])
+def test_a_field_with_the_word_none_reads_false_and_null_as_none(word: str, tmp_path: Path):
+    """``amp: off`` was refused ("must be str, got False ... quote the word"), and quoting it
+    then gave "run.amp='off' is invalid"."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\nrun:\n  amp: {word}\noptim:\n  scheduler: {word}\n")
+    config = load_config_file(path)
+    assert (config.run.amp, config.optim.scheduler) == ("none", "none")
+    assert apply_overrides(load_preset("demo"), [f"run.amp={word}"]).run.amp == "none"
 
 
 def test_the_cache_setting_takes_its_words_or_a_folder(tmp_path: Path) -> None:

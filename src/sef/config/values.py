@@ -62,9 +62,12 @@ def _type_name(kind: Any) -> str:
 
 
 def _yaml_word(value: Any, where: str) -> str | None:
-    """The one word of field ``where`` that YAML reads as ``value`` (True, False or None)."""
+    """The one word of field ``where`` that YAML reads as ``value`` (True, False or None); else,
+    for false or null, the word none where the field has it (``amp: off`` is none)."""
     choices = CHOICES.get(where) or OPEN_CHOICES.get(where, ())
     words = [w for w in choices if yaml.safe_load(w) is value]
+    if not words and value in (False, None) and "none" in choices:
+        return "none"
     return words[0] if len(words) == 1 else None
 
 
@@ -73,7 +76,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
     - YAML reads an unquoted yes/no/on/off as a boolean: a string field with a fixed set of words
       (``CHOICES``, ``OPEN_CHOICES``) takes its word that YAML read that way (``bad_images: off``
-      is "off");
+      is "off"), else false or null is its word none if it has one (``amp: off`` is "none");
     - an optional field (X or null) reads the words none and null, in any case, as null;
     - a bool field reads the words true/yes/on and false/no/off, in any case;
     - a list field reads one value as a list of it (``--set run.loggers=wandb``).
@@ -108,7 +111,14 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         str: isinstance(value, str),
         dict: isinstance(value, dict),
     }[kind]
-    if not ok and kind is str and (value is None or isinstance(value, bool)):
+    boolean_or_null = value is None or isinstance(value, bool)
+    if not ok and boolean_or_null and where in CHOICES:  # none of the field's words to quote
+        raise ConfigError(
+            f"config value {where} must be one of {', '.join(CHOICES[where])}, got {value!r} "
+            f"(YAML reads an unquoted yes, no, on, off, true, false or null that way); fix it "
+            + _fixed_in(where, f"pass --set {where}=VALUE")
+        )
+    if not ok and boolean_or_null and kind is str:
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
             f"unquoted yes, no, on, off, true, false or null that way; quote the word, "
