@@ -280,6 +280,16 @@ def test_a_config_file_may_start_from_another_relative_to_its_own_folder(tmp_pat
         load_config_file(tmp_path / "shared" / "b.yaml")
 
 
+def test_a_section_whose_keys_are_all_commented_out_changes_nothing(tmp_path: Path) -> None:
+    """``optim:`` over commented keys is null to YAML: it stopped the run ("config section optim
+    must be a mapping, got None"), and merged onto a base would have dropped the base's optim."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: cub-resnet18\noptim:\n  # lr: 0.1\n")
+    assert config_to_dict(load_config_file(path)) == config_to_dict(load_preset("cub-resnet18"))
+    path.write_text("optim:\n  # lr: 0.1\n")
+    assert load_config_file(path).optim == Config().optim
+
+
 @pytest.mark.parametrize("word", ["off", "Off", "OFF"])
 def test_documented_words_that_yaml_reads_as_booleans_keep_their_meaning(
     word: str, tmp_path: Path

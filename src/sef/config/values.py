@@ -156,6 +156,7 @@ def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
+    values = {} if values is None and where else values  # a section whose keys are all commented
     if not isinstance(values, dict):
         raise ConfigError(f"config section {where or 'root'} must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -223,6 +224,8 @@ def deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
     merged = dict(base)
     for key, value in update.items():
         path = f"{prefix}{key}"
+        if value is None and _is_section(path, merged.get(key)):
+            continue  # a section left empty (its keys commented out) changes nothing
         if _is_section(path, value) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value, f"{path}.")
         else:
