@@ -465,6 +465,17 @@ def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_pat
         resolve_config(config_file=path)
 
 
+def test_a_config_file_indented_with_a_tab_says_to_use_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "tab.yaml"
+    path.write_text("base: demo\noptim:\n\tlr: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config_file(path)
+    assert str(error.value) == (
+        f"config file {path} is not valid YAML: line 3, column 1: found character '\\t' that "
+        f"cannot start any token; YAML takes no tabs there: use spaces"
+    )
+
+
 def test_a_micro_batch_is_the_batch_split_over_processes_and_micro_batches() -> None:
     config = apply_overrides(load_preset("demo"), ["optim.batch_size=32", "optim.accumulate=4"])
     assert [config.optim.micro_batch(n) for n in (1, 2, 4)] == [8, 4, 2]

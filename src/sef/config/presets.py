@@ -227,6 +227,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     allowed here"."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error).split("\n")[0]
+    if "'\\t'" in problem:  # PyYAML: "found character '\t' that cannot start any token"
+        problem += "; YAML takes no tabs there: use spaces"
     if mark is None:
         return problem
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
