@@ -215,6 +215,10 @@ def test_unknown_preset_suggests_close_names() -> None:
         ConfigError, match="unknown preset 'cub-resnet5'; did you mean cub-resnet50"
     ):
         load_preset("cub-resnet5")
+    with pytest.raises(
+        ConfigError, match="unknown preset 'CUB-ResNet50'; did you mean cub-resnet50,"
+    ):
+        load_preset("CUB-ResNet50")  # no suggestion at all: the names were compared in case
 
 
 def test_a_preset_named_with_another_presets_backbone_says_to_pass_it_with_backbone() -> None:

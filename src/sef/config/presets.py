@@ -121,7 +121,7 @@ def _parts(name: str) -> tuple[list[str], dict]:
             f"--backbone {backbone}"
         )
     if name not in presets:
-        close = difflib.get_close_matches(name, list(presets), n=3)
+        close = difflib.get_close_matches(name.lower(), list(presets), n=3)  # names: lower case
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"unknown preset {name!r}; {hint}run `sef presets` to list them all")
     dataset, backbone, method = presets[name]
