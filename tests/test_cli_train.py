@@ -145,6 +145,19 @@ def test_the_cache_flag_sets_data_cache_and_set_still_wins() -> None:
     assert config_from_args(parse(arguments)).data.cache == "off"
 
 
+def test_the_last_set_of_a_key_wins_and_a_set_wins_over_its_flag_wherever_it_stands() -> None:
+    """As docs/training.md says: the order of a flag and a --set does not matter."""
+    from sef.cli import create_parser
+    from sef.cli.train import config_from_args
+
+    def epochs(*arguments: str) -> int:
+        return config_from_args(create_parser().parse_args(["train", *arguments])).optim.epochs
+
+    assert epochs("--set", "optim.epochs=3", "--set", "optim.epochs=4") == 4
+    assert epochs("--epochs", "5", "--set", "optim.epochs=7") == 7
+    assert epochs("--set", "optim.epochs=7", "--epochs", "5") == 7
+
+
 def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -> None:
     listing = _sef("presets")
     assert listing.returncode == 0

@@ -179,6 +179,10 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
             "each step takes in that many equal micro-batches",
         ),
         ("optim.lr", "must look like section.key=value"),
+        # a key of another section, or no section: the key's own spelling, not a guess
+        ("data.lr=0.1", "key 'lr' in section 'data'; it is a key of section 'optim' (optim.lr);"),
+        ("epochs=3", "config key 'epochs' must look like section.key (optim.epochs)"),
+        ("optim={lr: 0.5}", "section.key; set the keys of section optim one by one: optim.KEY="),
         ("optim.lr.x=1", "too deep"),
         # the fourth part was set in the section itself: "unknown config key 'b' in section 'data'"
         ("data.options.a.b=1", "config key 'data.options.a.b' is too deep"),
@@ -211,6 +215,10 @@ def test_unknown_preset_suggests_close_names() -> None:
         ConfigError, match="unknown preset 'cub-resnet5'; did you mean cub-resnet50"
     ):
         load_preset("cub-resnet5")
+    with pytest.raises(
+        ConfigError, match="unknown preset 'CUB-ResNet50'; did you mean cub-resnet50,"
+    ):
+        load_preset("CUB-ResNet50")  # no suggestion at all: the names were compared in case
 
 
 def test_a_preset_named_with_another_presets_backbone_says_to_pass_it_with_backbone() -> None:
@@ -248,6 +256,44 @@ def test_yaml_file_with_base_round_trips(tmp_path: Path) -> None:
         load_config_file(tmp_path / "missing.yaml")
 
 
+def test_a_config_file_may_start_from_another_relative_to_its_own_folder(tmp_path: Path) -> None:
+    """``base: a.yaml`` was read as a preset name ("unknown preset 'a.yaml'"), so settings
+    shared by several experiments had to be copied into each."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "a.yaml").write_text("base: cub-resnet18\noptim: {epochs: 3}\n")
+    (tmp_path / "shared" / "b.yaml").write_text("base: a.yaml\noptim: {lr: 0.5}\n")
+    c = load_config_file(tmp_path / "shared" / "b.yaml")
+    assert (c.name, c.model.backbone, c.optim.epochs, c.optim.lr) == (
+        "cub-resnet18",
+        "resnet18",
+        3,
+        0.5,
+    )
+    (tmp_path / "shared" / "a.yaml").write_text("base: ./b.yaml\n")
+    with pytest.raises(ConfigError) as cycle:
+        load_config_file(tmp_path / "shared" / "b.yaml")
+    shared = tmp_path / "shared"
+    assert str(cycle.value) == (
+        f"config file {shared / 'a.yaml'} names ./b.yaml as its base, a cycle: {shared / 'b.yaml'} "
+        f"-> {shared / 'a.yaml'} -> {shared / 'b.yaml'}; remove one of these base: lines"
+    )
+    (tmp_path / "shared" / "a.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(
+        ConfigError, match=r"gone.yaml does not exist; fix the base: line of .*a.yaml$"
+    ):
+        load_config_file(tmp_path / "shared" / "b.yaml")
+
+
+def test_a_section_whose_keys_are_all_commented_out_changes_nothing(tmp_path: Path) -> None:
+    """``optim:`` over commented keys is null to YAML: it stopped the run ("config section optim
+    must be a mapping, got None"), and merged onto a base would have dropped the base's optim."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: cub-resnet18\noptim:\n  # lr: 0.1\n")
+    assert config_to_dict(load_config_file(path)) == config_to_dict(load_preset("cub-resnet18"))
+    path.write_text("optim:\n  # lr: 0.1\n")
+    assert load_config_file(path).optim == Config().optim
+
+
 @pytest.mark.parametrize("word", ["off", "Off", "OFF"])
 def test_documented_words_that_yaml_reads_as_booleans_keep_their_meaning(
     word: str, tmp_path: Path
@@ -276,8 +322,24 @@ def test_null_and_boolean_words_follow_one_rule() -> None:
         "true, false or null that way; quote the word, in the YAML file or as "
         "--set \"run.out='WORD'\""
     )
-    with pytest.raises(ConfigError, match="data.bad_images must be str, got True: YAML reads"):
-        apply_overrides(c, ["data.bad_images=yes"])  # no word of bad_images means true
+    with pytest.raises(ConfigError) as info:  # no word of bad_images means true: none to quote
+        apply_overrides(c, ["data.bad_images=yes"])
+    assert str(info.value) == (
+        "config value data.bad_images must be one of stop, skip, off, got True (YAML reads an "
+        "unquoted yes, no, on, off, true, false or null that way); fix it in the YAML file or "
+        "pass --set data.bad_images=VALUE"
+    )
+
+
+@pytest.mark.parametrize("word", ["off", "no", "false", "null", "~"])
+def test_a_field_with_the_word_none_reads_false_and_null_as_none(word: str, tmp_path: Path):
+    """``amp: off`` was refused ("must be str, got False ... quote the word"), and quoting it
+    then gave "run.amp='off' is invalid"."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\nrun:\n  amp: {word}\noptim:\n  scheduler: {word}\n")
+    config = load_config_file(path)
+    assert (config.run.amp, config.optim.scheduler) == ("none", "none")
+    assert apply_overrides(load_preset("demo"), [f"run.amp={word}"]).run.amp == "none"
 
 
 def test_the_cache_setting_takes_its_words_or_a_folder(tmp_path: Path) -> None:
@@ -405,6 +467,17 @@ def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_pat
     path.write_text("base: demo\noptim:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n")
     with pytest.raises(ConfigError, match=r"line 5, column 3: duplicate key 'epochs' \(first on "):
         resolve_config(config_file=path)
+
+
+def test_a_config_file_indented_with_a_tab_says_to_use_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "tab.yaml"
+    path.write_text("base: demo\noptim:\n\tlr: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config_file(path)
+    assert str(error.value) == (
+        f"config file {path} is not valid YAML: line 3, column 1: found character '\\t' that "
+        f"cannot start any token; YAML takes no tabs there: use spaces"
+    )
 
 
 def test_a_micro_batch_is_the_batch_split_over_processes_and_micro_batches() -> None:

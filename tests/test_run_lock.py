@@ -21,6 +21,7 @@ from sef.cli import main
 from sef.config import resolve_config
 from sef.engine.folders import claim_new_out_dir
 from sef.engine.lock import LOCK_NAME, FolderBusy, acquire, is_held
+from sef.engine.run import resume_dir
 
 TINY_DEMO = [
     "--set", "data.options.per_class=3", "--set", "data.options.test_per_class=2",
@@ -128,6 +129,22 @@ def test_the_default_folder_steps_over_one_a_live_run_holds(tmp_path: Path, monk
         holder.wait()
     with claim_new_out_dir(config) as lock:
         assert lock.folder == Path("runs/demo")
+
+
+def test_an_out_under_the_home_folder_is_claimed_there_not_in_a_folder_named_tilde(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``out: ~/runs/x`` in a YAML file (or --out=~/runs/x, which the shell leaves) made
+    ./~/runs/x, and a resume of it said "~/runs/x does not exist"."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = resolve_config("demo", overrides=["run.out=~/runs/x"])
+    out = tmp_path / "home" / "runs" / "x"
+    with claim_new_out_dir(config) as lock:
+        assert lock.folder == out
+        (out / "config.yaml").write_text("name: demo\n")  # a run started there
+    assert not (tmp_path / "~").exists()
+    assert resume_dir(config) == out
 
 
 @pytest.mark.slow

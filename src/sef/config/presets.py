@@ -121,7 +121,7 @@ def _parts(name: str) -> tuple[list[str], dict]:
             f"--backbone {backbone}"
         )
     if name not in presets:
-        close = difflib.get_close_matches(name, list(presets), n=3)
+        close = difflib.get_close_matches(name.lower(), list(presets), n=3)  # names: lower case
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"unknown preset {name!r}; {hint}run `sef presets` to list them all")
     dataset, backbone, method = presets[name]
@@ -227,18 +227,22 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     allowed here"."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error).split("\n")[0]
+    if "'\\t'" in problem:  # PyYAML: "found character '\t' that cannot start any token"
+        problem += "; YAML takes no tabs there: use spaces"
     if mark is None:
         return problem
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def load_config_file(path: str | Path) -> Config:
-    """A config from a YAML file; ``base: PRESET`` starts it from that preset."""
-    path = Path(path)
+def _file_values(path: Path, bases_of: tuple[Path, ...] = ()) -> dict:
+    """A config file's values merged onto its ``base``: a preset, or a name ending in .yaml or
+    .yml, another config file (relative to this one's folder); ``bases_of``: the files that
+    named this one as their base, so a cycle stops in one line."""
     try:
         text = filekinds.read_text(path)
     except ValueError as problem:
-        raise ConfigError(f"config file {path} {problem}; pass a YAML file") from None
+        fix = f"fix the base: line of {bases_of[-1]}" if bases_of else "pass a YAML file"
+        raise ConfigError(f"config file {path} {problem}; {fix}") from None
     try:
         values = load_yaml(text) or {}
     except yaml.YAMLError as error:
@@ -246,10 +250,24 @@ def load_config_file(path: str | Path) -> Config:
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, not {values!r}")
     base = values.pop("base", None)
-    if base is not None:
-        start = config_to_dict(load_preset(str(base)))
-        values = deep_merge(start, {"name": str(base), **values})
-    return config_from_dict(values)
+    if base is None:
+        return values
+    if str(base).endswith((".yaml", ".yml")):
+        start = path.parent / Path(str(base)).expanduser()
+        chain = (*bases_of, path)
+        if any(start.resolve() == file.resolve() for file in chain):
+            raise ConfigError(
+                f"config file {path} names {base} as its base, a cycle: "
+                f"{' -> '.join(map(str, (*chain, start)))}; remove one of these base: lines"
+            )
+        return deep_merge(_file_values(start, chain), values)
+    return deep_merge(config_to_dict(load_preset(str(base))), {"name": str(base), **values})
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A config from a YAML file; ``base: PRESET`` starts it from that preset, ``base: FILE.yaml``
+    from that config file."""
+    return config_from_dict(_file_values(Path(path)))
 
 
 def save_config(config: Config, path: str | Path) -> None:

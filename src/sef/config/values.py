@@ -62,9 +62,12 @@ def _type_name(kind: Any) -> str:
 
 
 def _yaml_word(value: Any, where: str) -> str | None:
-    """The one word of field ``where`` that YAML reads as ``value`` (True, False or None)."""
+    """The one word of field ``where`` that YAML reads as ``value`` (True, False or None); else,
+    for false or null, the word none where the field has it (``amp: off`` is none)."""
     choices = CHOICES.get(where) or OPEN_CHOICES.get(where, ())
     words = [w for w in choices if yaml.safe_load(w) is value]
+    if not words and value in (False, None) and "none" in choices:
+        return "none"
     return words[0] if len(words) == 1 else None
 
 
@@ -73,7 +76,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
     - YAML reads an unquoted yes/no/on/off as a boolean: a string field with a fixed set of words
       (``CHOICES``, ``OPEN_CHOICES``) takes its word that YAML read that way (``bad_images: off``
-      is "off");
+      is "off"), else false or null is its word none if it has one (``amp: off`` is "none");
     - an optional field (X or null) reads the words none and null, in any case, as null;
     - a bool field reads the words true/yes/on and false/no/off, in any case;
     - a list field reads one value as a list of it (``--set run.loggers=wandb``).
@@ -108,7 +111,14 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         str: isinstance(value, str),
         dict: isinstance(value, dict),
     }[kind]
-    if not ok and kind is str and (value is None or isinstance(value, bool)):
+    boolean_or_null = value is None or isinstance(value, bool)
+    if not ok and boolean_or_null and where in CHOICES:  # none of the field's words to quote
+        raise ConfigError(
+            f"config value {where} must be one of {', '.join(CHOICES[where])}, got {value!r} "
+            f"(YAML reads an unquoted yes, no, on, off, true, false or null that way); fix it "
+            + _fixed_in(where, f"pass --set {where}=VALUE")
+        )
+    if not ok and boolean_or_null and kind is str:
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
             f"unquoted yes, no, on, off, true, false or null that way; quote the word, "
@@ -128,14 +138,25 @@ def _fixed_in(where: str, override: str) -> str:
     return f"in the YAML file or {override}" if "." in where else "in the YAML file"
 
 
+def _section_of(key: str) -> str | None:
+    """The section that has a key ``key``, if one has."""
+    sections = typing.get_type_hints(Config).items()
+    having = (name for name, kind in sections
+              if dataclasses.is_dataclass(kind) and key in typing.get_type_hints(kind))  # fmt: skip
+    return next(having, None)
+
+
 def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
+    section = _section_of(key)
     hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = f"it is a key of section {section!r} ({section}.{key}); " if section else hint
     place = f"in section {where!r}" if where else "at the top level"
     return ConfigError(f"unknown config key {key!r} {place}; {hint}valid keys: {', '.join(known)}")
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
+    values = {} if values is None and where else values  # a section whose keys are all commented
     if not isinstance(values, dict):
         raise ConfigError(f"config section {where or 'root'} must be a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -203,11 +224,22 @@ def deep_merge(base: dict, update: dict, prefix: str = "") -> dict:
     merged = dict(base)
     for key, value in update.items():
         path = f"{prefix}{key}"
+        if value is None and _is_section(path, merged.get(key)):
+            continue  # a section left empty (its keys commented out) changes nothing
         if _is_section(path, value) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value, f"{path}.")
         else:
             merged[key] = value
     return merged
+
+
+def _full_key(key: str) -> str:
+    """How a key given without its section is spelled: a section's keys one by one, or the
+    section a key is in; else nothing."""
+    if dataclasses.is_dataclass(typing.get_type_hints(Config).get(key)):
+        return f"; set the keys of section {key} one by one: {key}.KEY=VALUE"
+    section = _section_of(key)
+    return f" ({section}.{key})" if section else ""
 
 
 def apply_values(config: Config, values: dict[str, Any]) -> Config:
@@ -216,7 +248,7 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
     for key, value in values.items():
         path = key.split(".")
         if len(path) < 2 or not all(path):
-            raise ConfigError(f"config key {key!r} must look like section.key")
+            raise ConfigError(f"config key {key!r} must look like section.key{_full_key(key)}")
         if len(path) > 2 and ".".join(path[:2]) not in NESTED_KEYS:
             raise ConfigError(
                 f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"

@@ -18,6 +18,12 @@ from sef.errors import ConfigError
 RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "best-*-predictions.csv")
 
 
+def given_out_dir(config: Config) -> Path | None:
+    """The folder ``run.out`` names (``~`` is the home folder: a YAML file or ``--out=~/x``
+    gives it unexpanded, which made a folder named ``~``), None where it names none."""
+    return Path(config.run.out).expanduser() if config.run.out else None
+
+
 def default_out_dir(config: Config) -> Path:
     """runs/<run name>: named after the preset and the data (``sef.config.run_name``)."""
     return Path("runs") / run_name(config)
@@ -65,8 +71,7 @@ def new_out_dir(config: Config) -> Path:
     on to runs/<preset>-2, -3, ... instead. (A resume continues ``sef.engine.run.resume_dir``.)
     :func:`claim_new_out_dir` also steps over (or refuses) folders a live run holds.
     """
-    if config.run.out:
-        out = Path(config.run.out)
+    if out := given_out_dir(config):
         if is_run(out):
             raise _already_a_run(out)
         return out
@@ -77,8 +82,8 @@ def claim_new_out_dir(config: Config) -> RunLock:
     """Choose the folder of a new run as :func:`new_out_dir` does and lock it for the run's life
     (:mod:`sef.engine.lock`). An explicit ``run.out`` that a live run holds is refused naming that
     run; the default runs/<name> moves on past such folders, so two runs never share one."""
-    if config.run.out:  # the lock first: a live run is named even once it holds checkpoints
-        out = Path(config.run.out)
+    if out := given_out_dir(config):
+        # the lock first: a live run is named even once it holds checkpoints
         outputs.check_writable(out, folder=True)
         try:
             lock = acquire(out)

@@ -69,6 +69,7 @@ from sef.engine.folders import (
     claim_resumed,
     clear_leftovers,
     default_out_dir,
+    given_out_dir,
     is_run,
     latest_run_dir,
     run_started_in,
@@ -119,7 +120,7 @@ def resume_dir(config: Config) -> Path:
     runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
     held a run. A folder without a checkpoint (its run stopped before the first) is resumed by
     starting it again."""
-    out = Path(config.run.out) if config.run.out else latest_run_dir(config)
+    out = given_out_dir(config) or latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
     if not os.path.isdir(out):
@@ -271,7 +272,7 @@ def _check_out_dir(config: Config) -> None:
     root = config.data.root
     if config.data.dataset != "folder" or not root or not os.path.isdir(root):
         return
-    out = Path(os.path.abspath(config.run.out or default_out_dir(config)))
+    out = Path(os.path.abspath(given_out_dir(config) or default_out_dir(config)))
     if _real(out).is_relative_to(_real(Path(root))):
         raise ConfigError(
             f"the run folder {out} is inside the data root {root}, where it would be read as "
