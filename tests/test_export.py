@@ -403,3 +403,25 @@ def test_the_safetensors_metadata_names_the_backbone_the_model_was_built_from(tm
         preprocessing=PREPROCESSING, formats=["safetensors"],
     )  # fmt: skip
     assert _metadata(paths["safetensors"])["backbone"] == "resnet18"
+
+
+def test_onnx_export_writes_timm_attention_as_matmuls_and_restores_it(tmp_path, monkeypatch):
+    # torch's ONNX exporter fails to decompose fused attention with a mask (BEiT's relative
+    # position bias: `sef export` of a BEiT stopped with a traceback); checked by hand on BEiT.
+    pytest.importorskip("timm")
+    args = {"depth": 1, "embed_dim": 16, "num_heads": 1}
+    plain = SEF("timm:beit_base_patch16_224", 2, groups=1, image_size=16, backbone_args=args)
+    plain = plain.export()
+    attention = [m for m in plain.modules() if hasattr(m, "fused_attn")]
+    for module in attention:  # as timm sets it unless TIMM_FUSED_ATTN=0
+        module.fused_attn = True
+    fused_while_exporting = []
+
+    def record(model, example, path, **options):
+        fused_while_exporting.extend(m.fused_attn for m in attention)
+        open(path, "wb").close()
+
+    monkeypatch.setattr(torch.onnx, "export", record)
+    write_onnx(plain, tmp_path / "model.onnx", 16)
+    assert fused_while_exporting == [False] * len(attention) != []
+    assert all(m.fused_attn for m in attention)  # the model keeps its own afterwards

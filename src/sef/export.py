@@ -75,7 +75,7 @@ def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
     """ONNX via the torch.export-based exporter, with a dynamic batch axis."""
     extras.require("export", "ONNX export")
     batch = torch.export.Dim("batch", min=1)
-    with outputs.atomic_path(path) as tmp:
+    with outputs.atomic_path(path) as tmp, _explicit_attention(plain):
         torch.onnx.export(
             plain,
             (_example_input(image_size),),
@@ -87,6 +87,20 @@ def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
             dynamic_shapes=({0: batch},),
             external_data=False,
         )
+
+
+@contextlib.contextmanager
+def _explicit_attention(model: nn.Module) -> Iterator[None]:
+    """timm's attention as its matmuls and softmax while exporting: torch's ONNX exporter fails
+    on fused attention with a mask (BEiT's relative position bias); ONNX holds the same ops."""
+    fused = [module for module in model.modules() if getattr(module, "fused_attn", False)]
+    for module in fused:
+        module.fused_attn = False
+    try:
+        yield
+    finally:
+        for module in fused:
+            module.fused_attn = True
 
 
 def write_torchscript(plain: nn.Module, path: Path, image_size: int) -> None:
