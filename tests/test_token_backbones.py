@@ -98,7 +98,7 @@ def test_pool_choice_class_token_or_mean_of_patch_tokens():
     assert eva.pooling == "class token, then the head's norm (the model's head)"
     with pytest.raises(ValueError, match="cannot pool with 'avg'.*leave pool unset"):
         build("deit_tiny_distilled_patch16_224", pool="avg")
-    with pytest.raises(ValueError, match="has no class token.*use pool='avg'"):
+    with pytest.raises(ValueError, match="has no class token.*--set model.pool=avg"):
         build("swin_tiny_patch4_window7_224", pool="token")
     with pytest.raises(ValueError, match="needs a timm:<model> token backbone"):
         sef.SEF("resnet18", 3, pool="token")

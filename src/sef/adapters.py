@@ -176,7 +176,10 @@ def _choose_pool(model: nn.Module, name: str, layout: str, pool: str | None) -> 
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}, or None")
     if layout != "NLC" and pool == "token":
-        raise ValueError(f"{name} has no class token (its features are a map); use pool='avg'")
+        raise ValueError(
+            f"{name} has no class token (its features are a map); pool it with 'avg' "
+            f"(pool='avg'; sef train --set model.pool=avg, sef info --pool avg)"
+        )
     if layout == "NCHW":  # sef pools the mean of the map itself
         return
     try:
