@@ -225,16 +225,29 @@ def test_a_disk_that_fills_while_downloading_says_so_and_keeps_what_came(
     assert [p.name for p in root.iterdir()] == ["a.tgz.part"]  # continued once space is freed
 
 
-def test_a_disk_that_fills_while_unpacking_says_so(small_disk):
-    root = small_disk(256)
-    with tarfile.open(root / "big.tgz", "w:gz") as archive:  # 1 MB of zeros in a few KB
+def _zeros_archive(path):
+    """A .tgz of 1 MB of zeros in a few KB: it fills a small disk as it is unpacked."""
+    with tarfile.open(path, "w:gz") as archive:
         info = tarfile.TarInfo("big/zeros.bin")
         info.size = 1 << 20
         archive.addfile(info, io.BytesIO(bytes(info.size)))
+
+
+def test_a_disk_that_fills_while_unpacking_says_so(small_disk):
+    root = small_disk(256)
+    _zeros_archive(root / "big.tgz")
     # said "delete it and download again", which fills the disk again
     with pytest.raises(
         DiskFull, match="cannot unpack big.tgz into .*: the disk is full \\(.* free"
     ):
+        dl.extract(root / "big.tgz", root)
+
+
+def test_a_full_disk_that_cannot_say_its_free_space_is_still_named(small_disk, monkeypatch):
+    root = small_disk(256)
+    _zeros_archive(root / "big.tgz")
+    monkeypatch.setattr(dl.space, "free_bytes", lambda path: None)  # human(None) was a TypeError
+    with pytest.raises(DiskFull, match="the disk is full; free some space and run the same"):
         dl.extract(root / "big.tgz", root)
 
 

@@ -218,10 +218,11 @@ def extract(path: Path, root: Path) -> list[str]:
             )
     except (tarfile.TarError, OSError) as error:
         if space.is_full(error):
-            free = space.free_bytes(root)
+            free = space.free_bytes(root)  # None where the file system cannot say
+            there = f" ({space.human(free)} free)" if free is not None else ""
             raise DiskFull(
-                f"cannot unpack {path.name} into {root}: the disk is full ({space.human(free)} "
-                f"free); free some space and run the same command again"
+                f"cannot unpack {path.name} into {root}: the disk is full{there}; free some "
+                f"space and run the same command again"
             ) from None
         why = " ".join(str(error).split())  # tarfile lists each compression it tried, a line each
         raise DataError(f"cannot unpack {path} ({why}); delete it and download again") from None
