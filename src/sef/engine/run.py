@@ -38,7 +38,6 @@ from sef.config import (
     config_changes,
     config_from_dict,
     config_to_dict,
-    flatten,
     load_config_file,
     load_preset,
     preset_names,
@@ -102,6 +101,7 @@ RESUMABLE_CHANGES = (
     "run.device", "optim.accumulate",
 )  # fmt: skip
 LENGTH = "optim.epochs"
+MAY_CHANGE = (*RESUMABLE_CHANGES, LENGTH)  # what a resume may set otherwise than the run did
 TRAINING_STATE = ("optimizer", "scheduler", "history", "best", "seconds")  # beyond best.pt's keys
 SEPARATION_GUIDE = "docs/finetune.md in sef's source"  # for a run whose groups stayed together
 FINETUNE_HINT = "the confirmed setting is the finetune method (`sef presets | grep finetune`)"
@@ -175,13 +175,7 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
     """What ``config`` sets unlike the preset ``saved`` started from (the defaults for a config
     file without ``base:``), as ``{"section.key": value}``."""
     start = load_preset(saved.name) if saved.name in preset_names() else config_from_dict({})
-    return {key: value for key, value in _unlike(config, start).items() if key != "name"}
-
-
-def _unlike(config: Config, start: Config) -> dict[str, Any]:
-    """What ``config`` sets unlike ``start``, as ``{"section.key": value}``."""
-    before, now = flatten(config_to_dict(start)), flatten(config_to_dict(config))
-    return {key: value for key, value in now.items() if value != before.get(key)}
+    return {key: now for key, _, now in config_changes(config_to_dict(start), config, ("name",))}
 
 
 def _hand_edits(
@@ -190,18 +184,17 @@ def _hand_edits(
     """What the run's ``config_file``, edited by hand, sets unlike ``saved`` (the config of
     ``checkpoint``) and a resume may change; ConfigError naming the first other edit that the
     command line (``given``) does not set itself, which the resume would otherwise ignore."""
-    may_change = (*RESUMABLE_CHANGES, LENGTH)
-    edits = _unlike(load_config_file(config_file), saved)
-    edits.pop("run.out", None)  # the folder is where it is now
-    fixed = sorted(key for key in edits if key not in (*may_change, *given))
+    edited = load_config_file(config_file)  # run.out left out: the folder is where it is now
+    edits = config_changes(config_to_dict(saved), edited, ("run.out",))
+    fixed = [(key, before, now) for key, before, now in edits if key not in (*MAY_CHANGE, *given)]
     if fixed:
-        before = flatten(config_to_dict(saved))[fixed[0]]
+        key, before, now = fixed[0]
         raise ConfigError(
-            f"cannot resume {checkpoint}: {config_file} was edited: it sets {fixed[0]} to "
-            f"{edits[fixed[0]]!r} where the run trained with {before!r}; put {before!r} back "
-            f"there (a resume may change only {', '.join(may_change)})"
+            f"cannot resume {checkpoint}: {config_file} was edited: it sets {key} to {now!r} "
+            f"where the run trained with {before!r}; put {before!r} back there (a resume may "
+            f"change only {', '.join(MAY_CHANGE)})"
         )
-    return edits
+    return {key: now for key, _, now in edits}
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
@@ -218,14 +211,13 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
             f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
             f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
         )
-    may_change = (*RESUMABLE_CHANGES, LENGTH)
     saved = {**state["config"], "data": absolute_places(state["config"]["data"])}
-    changes = config_changes(saved, config, may_change)
+    changes = config_changes(saved, config, MAY_CHANGE)
     if changes:
         key, before, now = changes[0]
         raise ConfigError(
             f"cannot resume {path}: {key} was {before!r} and is now {now!r}; resume with the "
-            f"saved config (only {', '.join(may_change)} may change)"
+            f"saved config (only {', '.join(MAY_CHANGE)} may change)"
         )
 
 
