@@ -755,7 +755,7 @@ def _micro_batches(config: Config) -> str:
     parts, batch = config.optim.accumulate, config.optim.batch_size
     if parts == 1:
         return ""
-    return f", batches of {batch} in {parts} micro-batches of {batch // parts}"
+    return f", batches of {batch} in {parts} micro-batches of {config.optim.micro_batch()}"
 
 
 def _accumulate_note(run: _Run) -> str | None:

@@ -209,7 +209,7 @@ def _micro_batches(plan: Plan) -> str:
     return (
         f" This call trains each batch of {split.batch_size} in {split.accumulate} micro-batches "
         f"(`optim.accumulate={split.accumulate}`): the recipe's batches, steps and learning rate, "
-        f"but BatchNorm's statistics are those of {split.batch_size // split.accumulate} images, "
+        f"but BatchNorm's statistics are those of {split.micro_batch()} images, "
         f"not {split.batch_size}."
     )
 
