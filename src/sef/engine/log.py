@@ -88,18 +88,19 @@ class Logger:
             if added:
                 for record in self.records:
                     self._to_board(record)
+                self.board.flush()
         self.trackers = Trackers(out, config, self.records)
 
     def _to_board(self, record: dict) -> None:
         for key, value in scalars(record).items():
             self.board.add_scalar(key, value, record["epoch"])
-        self.board.flush()
 
     def epoch(self, record: dict, epochs: int) -> None:
         self.records.append(record)
         _write_lines(self.metrics, self.records)
         if self.board is not None:
             self._to_board(record)
+            self.board.flush()
         self.trackers.epoch(record)
         groups = " ".join(f"{v:.3f}" for v in record["eval_group_top1"])
         tqdm.write(
