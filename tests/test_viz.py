@@ -311,6 +311,23 @@ def test_the_group_map_figure_leaves_each_submodule_in_its_own_mode(demo_checkpo
     assert trained.model.training and not frozen.training
 
 
+def test_a_class_named_with_a_newline_keeps_the_caption_at_two_lines(
+    demo_checkpoint, tmp_path, monkeypatch
+):
+    """A file name's newline was escaped in the caption, a class name's broke it into three."""
+    import sef.viz
+    from sef.trained import load_trained_model
+
+    trained = load_trained_model(demo_checkpoint)
+    trained.classes = [f"two\nlines {i}" for i in range(len(trained.classes))]
+    picture = tmp_path / "bird.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
+    drawn = {}
+    monkeypatch.setattr(sef.viz, "plot_group_maps", lambda *a, titles, **k: drawn.update(t=titles))
+    sef.viz.activation_figure(trained, tmp_path / "cam.png", [picture])
+    assert drawn["t"][0].startswith("bird.png\npred: two\\nlines ")
+
+
 class _Untouched:
     """A trained model that must not be used: the figure's output is refused before the work."""
 

@@ -471,7 +471,9 @@ def _images_and_titles(trained, paths, root, split, count, seed, progress):
         return inputs, [shown(Path(p).name) for p in paths]  # a name's newline: escaped
     dataset = trained.dataset(split, root, progress=progress)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
-    return torch.stack([x for x, _ in items]), [f"true: {trained.classes[y]}" for _, y in items]
+    return torch.stack([x for x, _ in items]), [
+        f"true: {shown(trained.classes[y])}" for _, y in items
+    ]
 
 
 def cam_most(groups: int) -> int:
@@ -512,7 +514,7 @@ def activation_figure(
         logits = model(inputs.to(next(model.parameters()).device))
     confidence, predicted = logits.float().softmax(1).cpu().max(1)
     titles = [
-        f"{caption}\npred: {trained.classes[c]} ({100 * p:.0f}%)"
+        f"{caption}\npred: {shown(trained.classes[c])} ({100 * p:.0f}%)"
         for caption, c, p in zip(captions, predicted.tolist(), confidence.tolist(), strict=True)
     ]
     sizes = model.group_sizes
