@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sef.datasets.folder import visible_files
-from sef.datasets.images import UnreadableImage, open_rgb, readable_extensions, reason
+from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
 from sef.modes import evaluation_mode
 from sef.text import column_widths, table_lines
 from sef.trained import TrainedModel
@@ -55,10 +55,10 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
         if path.is_dir():
             found = []
             for file in visible_files(path):
-                if _extension(file) in extensions:
+                if extension(file) in extensions:
                     found.append(file)
                 else:  # a phone's .heic among .jpg would otherwise go unpredicted without a word
-                    problems.append((file, f"{_NO_IMAGE_EXTENSION} ({_extension(file)})"))
+                    problems.append((file, f"{_NO_IMAGE_EXTENSION} ({extension(file) or 'none'})"))
             if not found:
                 problems.append((given, "folder holds no image files"))
             images.extend(found)
@@ -68,10 +68,6 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
             problems.append((given, "is not a file" if path.exists() else "does not exist"))
     unique, others = _once(images)
     return unique, list(dict.fromkeys(problems + others))
-
-
-def _extension(path: str) -> str:
-    return os.path.splitext(path)[1].lower() or "none"
 
 
 def _once(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

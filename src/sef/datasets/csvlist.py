@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
-from sef.datasets.images import readable_extensions
+from sef.datasets.images import extension, readable_extensions
 from sef.datasets.layout import read_lines
 from sef.datasets.names import class_of, key, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
@@ -96,7 +96,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
                 f"files (relative to the CSV's folder)"
             )
     number, (first, second, *_) = rows[0]
-    if not Path(first).suffix and Path(second).suffix.lower() in readable_extensions():
+    if not Path(first).suffix and extension(second) in readable_extensions():
         raise DataError(
             f"{path} line {number} gives the label before the path ({first},{second}); put the "
             f"path first, or name the columns in a header line: label,path"

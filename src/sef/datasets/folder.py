@@ -19,7 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.images import PHOTO_EXTENSIONS, SHOWN_EXTENSIONS, readable_extensions
+from sef.datasets.images import (
+    PHOTO_EXTENSIONS,
+    SHOWN_EXTENSIONS,
+    extension,
+    readable_extensions,
+)
 from sef.datasets.names import class_of
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError
@@ -38,8 +43,7 @@ def _class_folders(folders: list[Path]) -> dict[str, str]:
     """The class folder names in ``folders``, each to the name of its class
     (:func:`sef.datasets.names.class_of`: a folder copied from a Mac, its name in NFD, and one
     spelled on Linux are one class)."""
-    names = {entry.name for folder in folders for entry in os.scandir(folder) if entry.is_dir()}
-    return class_of(name for name in names if not _hidden(name))
+    return class_of(set().union(*map(_subfolders, folders)))
 
 
 def visible_files(folder: str | os.PathLike) -> Iterator[str]:
@@ -56,10 +60,6 @@ def visible_files(folder: str | os.PathLike) -> Iterator[str]:
         yield from (os.path.join(parent, file) for file in sorted(files) if not _hidden(file))
 
 
-def _extension(path: str) -> str:
-    return os.path.splitext(path)[1].lower()
-
-
 def _images(folder: Path, label_of: dict[str, int]) -> list[tuple[str, int]]:
     """(path, label) of every image under ``folder/<class folder>/`` (:func:`visible_files`),
     ``label_of`` giving each class folder's label; DataError for a class folder whose files are
@@ -68,7 +68,7 @@ def _images(folder: Path, label_of: dict[str, int]) -> list[tuple[str, int]]:
     samples, photos, readable = [], [], readable_extensions()
     for name in sorted(label_of, key=lambda name: (label_of[name], name)):
         files = list(visible_files(folder / name))
-        images = [path for path in files if _extension(path) in readable]
+        images = [path for path in files if extension(path) in readable]
         if files and not images:
             raise DataError(
                 f"{folder / name} holds {counted(len(files), 'file')} but no image sef reads "
@@ -76,15 +76,15 @@ def _images(folder: Path, label_of: dict[str, int]) -> list[tuple[str, int]]:
                 f"folder out of {folder} if {name} is no class"
             )
         samples += [(path, label_of[name]) for path in images]
-        photos += [path for path in files if _extension(path) in PHOTO_EXTENSIONS]
-    _warn_left_out([path for path in photos if _extension(path) not in readable], folder)
+        photos += [path for path in files if extension(path) in PHOTO_EXTENSIONS]
+    _warn_left_out([path for path in photos if extension(path) not in readable], folder)
     return samples
 
 
 def _warn_left_out(photos: list[str], folder: Path) -> None:
     """Warn of ``photos`` (under ``folder``) in a format sef cannot read: left out of the data."""
     if photos:
-        kinds = ", ".join(sorted({_extension(path) for path in photos}))
+        kinds = ", ".join(sorted({extension(path) for path in photos}))
         warnings.warn(
             f"left out {counted(len(photos), 'photo')} under {folder} in a format sef cannot "
             f"read ({kinds}), e.g. {photos[0]}; convert them to JPEG or PNG to train on them",
@@ -172,7 +172,8 @@ def read(
     class_folders = _class_folders(list(split_folders.values()) or [root])
     classes = sorted(set(class_folders.values()))
     if not classes:
-        loose = [path for path in _files(root) if _extension(path) in readable_extensions()]
+        readable = readable_extensions()
+        loose = [path for path in _files(root) if extension(path) in readable]
         held = f"holds {counted(len(loose), 'image')} but " if loose else "holds "
         raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}")
     only = min(class_folders) if len(classes) == 1 and not split_folders else None

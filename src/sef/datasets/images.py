@@ -49,6 +49,12 @@ PHOTO_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", "
 SHOWN_EXTENSIONS = ".jpg, .jpeg, .png, .webp, ..."  # the readable extensions, for a message
 
 
+def extension(path: str | os.PathLike) -> str:
+    """The extension of the file at ``path``, in lower case as :func:`readable_extensions` holds
+    it ("" for none)."""
+    return os.path.splitext(path)[1].lower()
+
+
 def readable_extensions() -> frozenset[str]:
     """The file extensions, in lower case, of the formats Pillow decodes (.jfif, .gif and .avif
     too; not those it only writes, as .pdf, nor _NOT_DECODED): the files a folder of images is
