@@ -150,15 +150,14 @@ class TimmFeatures(FeatureAdapter):
             how = "mean of the feature map" if kind == "avg" else f"{kind!r} pooling of the map"
             return f"{how} (the model's head)"
         model = self.model
-        if getattr(model, "dist_token", None) is not None:
-            how = "mean of the class and distillation tokens"
-        else:
-            kind = getattr(model, "global_pool", None)
-            how = {
-                "token": "class token",
-                "avg": "mean of the patch tokens",
-                "map": "attention pooling",
-            }.get(kind, f"{kind!r} pooling")
+        if getattr(model, "dist_token", None) is not None:  # timm's distilled head: no fc_norm
+            return "mean of the class and distillation tokens (the model's head)"
+        kind = getattr(model, "global_pool", None)
+        how = {
+            "token": "class token",
+            "avg": "mean of the patch tokens",
+            "map": "attention pooling",
+        }.get(kind, f"{kind!r} pooling")
         norm = getattr(model, "fc_norm", None)
         normed = norm is not None and not isinstance(norm, nn.Identity)
         after = ", then the head's norm" if normed else ""
