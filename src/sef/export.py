@@ -272,13 +272,64 @@ def _staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _earlier_files(out: Path) -> set[str]:
-    """The files the earlier export in ``out`` wrote, as its preprocessing.json lists them."""
+def _read_json(path: Path) -> object:
+    """The JSON value of the file ``path``; None where it is missing or not JSON."""
     try:
-        files = json.loads((out / FILE_NAMES["preprocessing"]).read_text(encoding="utf-8"))["files"]
-        return {name for name in files if isinstance(name, str)}
-    except (OSError, ValueError, TypeError, KeyError):  # none, or not sef's
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _earlier_files(out: Path) -> set[str]:
+    """The files the earlier export in ``out`` wrote, as its preprocessing.json lists them (or,
+    for an export of sef before 2026-12-07, which listed none, as :func:`_older_export` finds)."""
+    record = _read_json(out / FILE_NAMES["preprocessing"])
+    if not isinstance(record, dict):  # none, or not sef's
         return set()
+    if "files" not in record:
+        return _older_export(out, record)
+    files = record["files"]
+    return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
+
+
+# The kind of file each format is (sef.filekinds): TorchScript is a zip archive.
+MODEL_KINDS = {
+    "onnx": filekinds.ONNX,
+    "torchscript": filekinds.ZIP,
+    "safetensors": filekinds.SAFETENSORS,
+}
+
+
+def _older_export(out: Path, record: dict) -> set[str]:
+    """The files an export of sef before 2026-12-07 left in ``out``, whose preprocessing.json
+    ``record`` lists none: its labels.json and preprocessing.json, and each model file of a
+    format's name that is of that format (that sef removed every other format's file). None
+    unless both JSON files are recognisably an export's: sef's input and output names and layout,
+    a list of class names."""
+    labels = _read_json(out / FILE_NAMES["labels"])
+    ours = (
+        record.get("input_name") == INPUT_NAME
+        and record.get("output_name") == OUTPUT_NAME
+        and {"layout", "mean", "std"} <= record.keys()
+        and isinstance(labels, list)
+        and all(isinstance(name, str) for name in labels)
+    )
+    if not ours:
+        return set()
+    models = {
+        FILE_NAMES[name]
+        for name, kind in MODEL_KINDS.items()
+        if _kind(out / FILE_NAMES[name]) == kind
+    }
+    return {FILE_NAMES["labels"], FILE_NAMES["preprocessing"], *models}
+
+
+def _kind(path: Path) -> str | None:
+    """:func:`sef.filekinds.sniff_file` of ``path``; None where it cannot be read."""
+    try:
+        return filekinds.sniff_file(path)
+    except OSError:
+        return None
 
 
 def _check_only_exports_replaced(out: Path, names: Sequence[str]) -> None:
