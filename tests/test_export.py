@@ -332,6 +332,30 @@ def test_an_export_of_an_older_sef_is_replaced_and_other_files_stay_refused(mode
     assert (other / "labels.json").read_text() == '["cat", "dog"]\n'
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+def test_an_export_records_the_channels_its_model_takes(channels, tmp_path):
+    """A grayscale or RGB + infrared model's export said "RGB" with 3 means in
+    preprocessing.json, and its TorchScript and ONNX tracing failed on a 3-channel example."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(channels, 8, 3, stride=4), torch.nn.ReLU())
+    small = SEF(net, num_classes=len(CLASSES), groups=2).eval()
+    formats = ["torchscript", "safetensors"]
+    with pytest.raises(ValueError) as refused:  # ImageNet's 3 means and stds
+        export_model(small, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=formats)
+    assert str(refused.value) == (
+        f"preprocessing has 3 means and 3 stds for a model whose images have {channels} "
+        f"channel{'s' * (channels > 1)}; pass Preprocessing(image_size, recipe, mean, std) with "
+        f"one mean and one std per channel"
+    )
+    assert not os.listdir(tmp_path)
+    own = Preprocessing(SIZE, "resize", (0.5,) * channels, (0.25,) * channels)
+    paths = export_model(small, tmp_path, classes=CLASSES, preprocessing=own, formats=formats)
+    record = json.loads(paths["preprocessing"].read_text())
+    assert (record["channels"], record["mean"]) == (channels, [0.5] * channels)
+    assert record["layout"].startswith(f"NCHW, {channels} channel")
+    assert "RGB)" in record["layout"]  # "(the model's own, not RGB)"
+    assert not check_export(small, paths, SIZE).failed()
+
+
 def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):
     previous = os.umask(0o077)
     try:
