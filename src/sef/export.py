@@ -311,7 +311,7 @@ def _earlier_files(out: Path) -> set[str]:
 
 
 # The kind of file each format is (sef.filekinds): TorchScript is a zip archive.
-MODEL_KINDS = {
+_MODEL_KINDS = {
     "onnx": filekinds.ONNX,
     "torchscript": filekinds.ZIP,
     "safetensors": filekinds.SAFETENSORS,
@@ -321,9 +321,9 @@ MODEL_KINDS = {
 def _older_export(out: Path, record: dict) -> set[str]:
     """The files an export of sef before 2026-12-07 left in ``out``, whose preprocessing.json
     ``record`` lists none: its labels.json and preprocessing.json, and each model file of a
-    format's name that is of that format (that sef removed every other format's file). None
-    unless both JSON files are recognisably an export's: sef's input and output names and layout,
-    a list of class names."""
+    format's name that is of that format (that sef removed every other format's file, so such a
+    file is its export's). Nothing unless both JSON files are recognisably an export's: sef's
+    input and output names and layout, a list of class names."""
     labels = _read_json(out / FILE_NAMES["labels"])
     ours = (
         record.get("input_name") == INPUT_NAME
@@ -336,7 +336,7 @@ def _older_export(out: Path, record: dict) -> set[str]:
         return set()
     models = {
         FILE_NAMES[name]
-        for name, kind in MODEL_KINDS.items()
+        for name, kind in _MODEL_KINDS.items()
         if _kind(out / FILE_NAMES[name]) == kind
     }
     return {FILE_NAMES["labels"], FILE_NAMES["preprocessing"], *models}
