@@ -130,6 +130,7 @@ def test_no_progress_keeps_a_figure_from_a_checkpoint_quiet(
 
     state = load_checkpoint(demo_checkpoint)
     state["config"]["data"]["root"] = str(tmp_path / "demo")  # its test set drawn afresh
+    state["config"]["data"]["image_size"] = 64  # a 2 x 2 map: cam has no 1 x 1 map to warn of
     save_checkpoint(tmp_path / "best.pt", state)
     argv = ["viz", figure, "--checkpoint", str(tmp_path / "best.pt"), "--no-progress"]
     assert main([*argv, "--images", "2", "--out", str(tmp_path / "figure.png")]) == 0

@@ -189,7 +189,11 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("run.loggers=neptune", "run.loggers='neptune' is invalid: it must be one of tensorboard"),
         ("run.loggers=[wandb,none]", "it must be none alone, or some of tensorboard, wandb"),
         ("run.loggers=[mlflow,mlflow]", "it must be none alone, or some of"),
-        ("run.loggers=3", "run.loggers must be a list, got 3"),
+        (
+            "run.loggers=3",
+            "run.loggers must be one of tensorboard, wandb, mlflow, none, or a list of them, got 3",
+        ),
+        ("run.loggers=on", "run.loggers must be one of tensorboard, wandb, mlflow, none, or a"),
         # numpy refused it mid-run ("expected non-negative integer"), torch's sampler overflowed
         ("run.seed=-1", "run.seed=-1 is invalid: it must be an integer from 0 to"),
         (f"run.seed={2**64}", f"run.seed={2**64} is invalid: it must be an integer from 0 to"),
@@ -208,6 +212,19 @@ def test_loggers_are_a_list_and_one_name_is_a_list_of_it() -> None:
     both = apply_overrides(demo, ["run.loggers=[wandb, mlflow]"])
     assert both.run.loggers == ["wandb", "mlflow"]
     assert flatten(config_to_dict(both))["run.loggers"] == ["wandb", "mlflow"]
+
+
+@pytest.mark.parametrize("word", ["off", "no", "false", "null", "none", "[]", "[off]"])
+def test_the_words_for_no_logger_read_as_none(word: str, tmp_path: Path) -> None:
+    """``loggers: off`` (YAML's False) or ``--set run.loggers=false`` was refused with "must be a
+    list, got False"; ``tensorboard: false``, the older switch, stays a switch of its own."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: demo\nrun:\n  loggers: {word}\n")
+    assert load_config_file(path).run.loggers == ["none"]
+    demo = load_preset("demo")
+    assert apply_overrides(demo, [f"run.loggers={word}"]).run.loggers == ["none"]
+    old_switch = apply_overrides(demo, ["run.tensorboard=false"]).run
+    assert (old_switch.tensorboard, old_switch.loggers) == (False, ["tensorboard"])
 
 
 def test_unknown_preset_suggests_close_names() -> None:

@@ -297,6 +297,65 @@ def test_an_export_refuses_to_replace_a_file_no_earlier_export_wrote(model, tmp_
     assert (tmp_path / "model.safetensors").read_bytes() == b"the user's own"
 
 
+def _export_of_sef_before_files_were_listed(model, folder) -> None:
+    """An export into ``folder`` as sef left it before 2026-12-07 (commit 1aadabd): the same
+    files, and a preprocessing.json without ``files``."""
+    export_model(
+        model, folder, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+    )
+    record = json.loads((folder / "preprocessing.json").read_text())
+    del record["files"]
+    (folder / "preprocessing.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def test_an_export_of_an_older_sef_is_replaced_and_other_files_stay_refused(model, tmp_path):
+    """Exporting again into a folder an older sef exported to was refused: "cannot write
+    DIR/labels.json: no earlier sef export in DIR wrote it"."""
+    _export_of_sef_before_files_were_listed(model, tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"the user's own")  # not ONNX: no export wrote it
+    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote it$"):
+        export_model(
+            model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
+        )
+    assert sorted(os.listdir(tmp_path)) == [
+        "labels.json", "model.onnx", "model.torchscript.pt", "preprocessing.json"
+    ]  # fmt: skip
+    # a preprocessing.json and labels.json of another tool's: still not sef's to replace
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "preprocessing.json").write_text('{"mean": [0.5], "std": [0.5]}\n')
+    (other / "labels.json").write_text('["cat", "dog"]\n')
+    with pytest.raises(OutputError, match=r"labels\.json: no earlier sef export in .* wrote it"):
+        export_model(
+            model, other, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
+        )
+    assert (other / "labels.json").read_text() == '["cat", "dog"]\n'
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_an_export_records_the_channels_its_model_takes(channels, tmp_path):
+    """A grayscale or RGB + infrared model's export said "RGB" with 3 means in
+    preprocessing.json, and its TorchScript and ONNX tracing failed on a 3-channel example."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(channels, 8, 3, stride=4), torch.nn.ReLU())
+    small = SEF(net, num_classes=len(CLASSES), groups=2).eval()
+    formats = ["torchscript", "safetensors"]
+    with pytest.raises(ValueError) as refused:  # ImageNet's 3 means and stds
+        export_model(small, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=formats)
+    assert str(refused.value) == (
+        f"preprocessing has 3 means and 3 stds for a model whose images have {channels} "
+        f"channel{'s' * (channels > 1)}; pass Preprocessing(image_size, recipe, mean, std) with "
+        f"one mean and one std per channel"
+    )
+    assert not os.listdir(tmp_path)
+    own = Preprocessing(SIZE, "resize", (0.5,) * channels, (0.25,) * channels)
+    paths = export_model(small, tmp_path, classes=CLASSES, preprocessing=own, formats=formats)
+    record = json.loads(paths["preprocessing"].read_text())
+    assert (record["channels"], record["mean"]) == (channels, [0.5] * channels)
+    assert record["layout"].startswith(f"NCHW, {channels} channel")
+    assert "RGB)" in record["layout"]  # "(the model's own, not RGB)"
+    assert not check_export(small, paths, SIZE).failed()
+
+
 def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):
     previous = os.umask(0o077)
     try:

@@ -104,6 +104,17 @@ def test_pool_choice_class_token_or_mean_of_patch_tokens():
         sef.SEF("resnet18", 3, pool="token")
 
 
+@pytest.mark.parametrize("extra", [{}, {"fc_norm": True}])
+def test_a_distilled_deit_says_it_pools_the_plain_mean_of_its_two_tokens(extra):
+    """timm's distilled head reads (class + distillation) / 2 and never its fc_norm: built with
+    fc_norm=True, sef info said "..., then the head's norm" of a mean no norm touched."""
+    model, size = build("deit_tiny_distilled_patch16_224", pool="token", **extra)
+    with torch.no_grad():
+        raw = model.backbone(torch.randn(2, 3, size, size))
+        torch.testing.assert_close(model.backbone.pool(raw), (raw[:, 0] + raw[:, 1]) / 2)
+    assert model.pooling == "mean of the class and distillation tokens (the model's head)"
+
+
 def test_a_swin_pooling_by_its_max_says_so_and_pool_avg_makes_it_the_mean():
     # it was described as the mean of the map, and pool='avg' was silently ignored
     pooled = {}

@@ -319,6 +319,32 @@ def test_wandb_online_with_a_server_that_takes_no_connection_stops_before_the_ru
     assert not trackers_offline.exists()  # before the data and the run folder
 
 
+def test_a_wandb_dir_that_cannot_be_written_is_refused_before_the_run(
+    trackers_offline: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # W&B put the run in the system's temporary folder (/tmp/wandb/offline-run-*), said in a
+    # warning among its start lines, and the offline run waiting for wandb sync was lost there;
+    # require runs before any image is read (as for the W&B server, tested above)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a file where the folder should be\n")
+    for folder in (taken, taken / "wandb"):
+        monkeypatch.setenv("WANDB_DIR", str(folder))
+        with pytest.raises(ConfigError) as info:
+            trackers.require(["tensorboard", "wandb"])
+        assert str(info.value) == (
+            f"run.loggers=wandb: WANDB_DIR: cannot write {folder}: {taken} is a file, not a "
+            f"folder; point WANDB_DIR at a folder you can write, or unset it to keep the W&B run "
+            f"in DIR/wandb"
+        )
+    missing = tmp_path / "new" / "wandb"  # W&B makes a missing folder: taken, and left to it
+    monkeypatch.setenv("WANDB_DIR", str(missing))
+    trackers.require(["wandb"])
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setenv("WANDB_DIR", str(taken))
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # W&B writes nothing: no folder to check
+    trackers.require(["wandb"])
+
+
 def test_a_server_whose_name_lookup_hangs_is_given_up_on_at_the_limit(monkeypatch) -> None:
     # a node whose name server does not answer: the socket timeout does not cover the lookup,
     # which waits for the resolver's own timeouts (5 s a try and a server by default)

@@ -328,6 +328,36 @@ def test_a_class_named_with_a_newline_keeps_the_caption_at_two_lines(
     assert drawn["t"][0].startswith("bird.png\npred: two\\nlines ")
 
 
+@pytest.mark.parametrize(("side", "warned"), [(32, True), (64, False)])
+def test_group_maps_of_a_1x1_feature_map_say_why_they_are_blank(
+    demo_checkpoint, tmp_path, monkeypatch, recwarn, side, warned
+):
+    """resnet18 at 32 px (and a ViT at one patch) has a 1 x 1 last map: every group map came out
+    blank without a word; at 64 px its 2 x 2 map shows places and nothing is said."""
+    import dataclasses
+
+    import sef.viz
+    from sef.trained import load_trained_model
+
+    trained = load_trained_model(demo_checkpoint)
+    trained.preprocessing = dataclasses.replace(trained.preprocessing, image_size=side)
+    picture = tmp_path / "bird.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
+    monkeypatch.setattr(sef.viz, "plot_group_maps", lambda *a, **k: None)
+    sef.viz.activation_figure(trained, tmp_path / "cam.png", [picture])
+    said = [str(w.message) for w in recwarn if "feature map" in str(w.message)]
+    assert said == (
+        [
+            "the backbone's last feature map is 1 x 1 for this model's 32 x 32 images (one "
+            "position or patch), so each group's map is a single value and is drawn blank; a "
+            "model trained at a larger image size (--image-size), or on a backbone whose last map "
+            "is larger, shows where each group activates"
+        ]
+        if warned
+        else []
+    )
+
+
 class _Untouched:
     """A trained model that must not be used: the figure's output is refused before the work."""
 

@@ -60,15 +60,19 @@ class Pooled(nn.Module):
         return self.adapter.pool(self.adapter(images))
 
 
+def input_channels(model: nn.Module) -> int:
+    """The channels of the images ``model`` takes: the in_channels of its first convolution (1
+    for a grayscale network, 4 for RGB + infrared), 3 where it has none."""
+    first = next((part for part in model.modules() if isinstance(part, nn.Conv2d)), None)
+    return first.in_channels if first is not None and first.in_channels else 3  # lazy: 0
+
+
 def blank_image(model: nn.Module, side: int) -> Tensor:
     """One blank image [1, c, side, side] to probe ``model`` with, on the device and in the dtype
-    of its weights; c is the in_channels of its first convolution (1 for a grayscale network, 4
-    for RGB + infrared), 3 where it has none."""
+    of its weights; c is :func:`input_channels`."""
     parameter = next(model.parameters(), None)
     like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
-    first = next((part for part in model.modules() if isinstance(part, nn.Conv2d)), None)
-    channels = first.in_channels if first is not None and first.in_channels else 3  # lazy: 0
-    return torch.zeros(1, channels, side, side, **like)
+    return torch.zeros(1, input_channels(model), side, side, **like)
 
 
 def _layout(model: nn.Module, raw: object) -> str:
@@ -150,15 +154,14 @@ class TimmFeatures(FeatureAdapter):
             how = "mean of the feature map" if kind == "avg" else f"{kind!r} pooling of the map"
             return f"{how} (the model's head)"
         model = self.model
-        if getattr(model, "dist_token", None) is not None:
-            how = "mean of the class and distillation tokens"
-        else:
-            kind = getattr(model, "global_pool", None)
-            how = {
-                "token": "class token",
-                "avg": "mean of the patch tokens",
-                "map": "attention pooling",
-            }.get(kind, f"{kind!r} pooling")
+        if getattr(model, "dist_token", None) is not None:  # timm's distilled head: no fc_norm
+            return "mean of the class and distillation tokens (the model's head)"
+        kind = getattr(model, "global_pool", None)
+        how = {
+            "token": "class token",
+            "avg": "mean of the patch tokens",
+            "map": "attention pooling",
+        }.get(kind, f"{kind!r} pooling")
         norm = getattr(model, "fc_norm", None)
         normed = norm is not None and not isinstance(norm, nn.Identity)
         after = ", then the head's norm" if normed else ""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sef import extras, filekinds, outputs, space
+from sef.adapters import input_channels
 from sef.choices import EXPORT_FORMATS
 from sef.errors import CheckpointError, DiskFull, OutputError
 from sef.model import SEF
@@ -41,16 +42,30 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
 
-def preprocessing_json(preprocessing: Preprocessing) -> dict:
+def preprocessing_json(preprocessing: Preprocessing, channels: int = 3) -> dict:
     """preprocessing.json: the record (recipe "resize_crop": resize to resize_size squared, then
     center-crop crop_size; "resize": resize to image_size squared; then scale to [0, 1] and
-    normalise with mean/std per RGB channel), the input and output names and the layout."""
+    normalise with mean/std per channel), the input and output names, the input's ``channels``
+    and the layout (RGB for 3 channels)."""
+    kind = "RGB" if channels == 3 else f"{counted(channels, 'channel')} (the model's own, not RGB)"
     return {
         **preprocessing.to_dict(),
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
-        "layout": "NCHW, RGB, float32, pixel values scaled to [0, 1] before normalising",
+        "channels": channels,
+        "layout": f"NCHW, {kind}, float32, pixel values scaled to [0, 1] before normalising",
     }
+
+
+def _check_normalisation(preprocessing: Preprocessing, channels: int) -> None:
+    """ValueError where ``preprocessing`` has not one mean and one std per input channel."""
+    mean, std = len(preprocessing.mean), len(preprocessing.std)
+    if mean != channels or std != channels:
+        raise ValueError(
+            f"preprocessing has {counted(mean, 'mean')} and {counted(std, 'std')} for a model "
+            f"whose images have {counted(channels, 'channel')}; pass Preprocessing(image_size, "
+            f"recipe, mean, std) with one mean and one std per channel"
+        )
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
@@ -66,9 +81,9 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return [f for f in EXPORT_FORMATS if f in formats]
 
 
-def _example_input(image_size: int) -> torch.Tensor:
+def _example_input(plain: nn.Module, image_size: int) -> torch.Tensor:
     # Batch 2, not 1: a size-1 example lets torch.export specialise the batch axis.
-    return torch.zeros(2, 3, image_size, image_size)
+    return torch.zeros(2, input_channels(plain), image_size, image_size)
 
 
 def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
@@ -78,7 +93,7 @@ def write_onnx(plain: nn.Module, path: Path, image_size: int) -> None:
     with outputs.atomic_path(path) as tmp, _explicit_attention(plain):
         torch.onnx.export(
             plain,
-            (_example_input(image_size),),
+            (_example_input(plain, image_size),),
             str(tmp),
             dynamo=True,
             verbose=False,
@@ -111,7 +126,7 @@ def write_torchscript(plain: nn.Module, path: Path, image_size: int) -> None:
         # timm's shape asserts trace as constants; sef export checks the traced model's logits.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         with torch.no_grad():
-            traced = torch.jit.trace(plain, _example_input(image_size))
+            traced = torch.jit.trace(plain, _example_input(plain, image_size))
         buffer = io.BytesIO()  # written by Python: a full disk is an OSError, not an abort
         torch.jit.save(traced, buffer)
         with outputs.atomic_path(path) as tmp:
@@ -188,6 +203,8 @@ def export_model(
         extras.require("export", "ONNX export")
     if "safetensors" in chosen:
         extras.require_installed("safetensors")
+    channels = input_channels(model.backbone)
+    _check_normalisation(preprocessing, channels)
     out = Path(out_dir)
     names = (*chosen, "labels", "preprocessing")
     outputs.check_writable(out, folder=True)  # before the slow exports
@@ -205,7 +222,7 @@ def export_model(
             metadata = {
                 "num_classes": str(model.num_classes),
                 "backbone": backbone_name or _backbone_name(model),
-                "preprocessing": json.dumps(preprocessing_json(preprocessing)),
+                "preprocessing": json.dumps(preprocessing_json(preprocessing, channels)),
             }
             architecture = _architecture_json(model)
             if architecture is not None:
@@ -213,7 +230,8 @@ def export_model(
             write_safetensors(plain, staged["safetensors"], metadata)
         _write_json(staged["labels"], list(classes))
         files = [FILE_NAMES[name] for name in names]  # what the next export may remove
-        _write_json(staged["preprocessing"], {**preprocessing_json(preprocessing), "files": files})
+        record = {**preprocessing_json(preprocessing, channels), "files": files}
+        _write_json(staged["preprocessing"], record)
         return _replace_set(staged, out)
 
 
@@ -272,13 +290,64 @@ def _staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _earlier_files(out: Path) -> set[str]:
-    """The files the earlier export in ``out`` wrote, as its preprocessing.json lists them."""
+def _read_json(path: Path) -> object:
+    """The JSON value of the file ``path``; None where it is missing or not JSON."""
     try:
-        files = json.loads((out / FILE_NAMES["preprocessing"]).read_text(encoding="utf-8"))["files"]
-        return {name for name in files if isinstance(name, str)}
-    except (OSError, ValueError, TypeError, KeyError):  # none, or not sef's
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _earlier_files(out: Path) -> set[str]:
+    """The files the earlier export in ``out`` wrote, as its preprocessing.json lists them (or,
+    for an export of sef before 2026-12-07, which listed none, as :func:`_older_export` finds)."""
+    record = _read_json(out / FILE_NAMES["preprocessing"])
+    if not isinstance(record, dict):  # none, or not sef's
         return set()
+    if "files" not in record:
+        return _older_export(out, record)
+    files = record["files"]
+    return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
+
+
+# The kind of file each format is (sef.filekinds): TorchScript is a zip archive.
+_MODEL_KINDS = {
+    "onnx": filekinds.ONNX,
+    "torchscript": filekinds.ZIP,
+    "safetensors": filekinds.SAFETENSORS,
+}
+
+
+def _older_export(out: Path, record: dict) -> set[str]:
+    """The files an export of sef before 2026-12-07 left in ``out``, whose preprocessing.json
+    ``record`` lists none: its labels.json and preprocessing.json, and each model file of a
+    format's name that is of that format (that sef removed every other format's file, so such a
+    file is its export's). Nothing unless both JSON files are recognisably an export's: sef's
+    input and output names and layout, a list of class names."""
+    labels = _read_json(out / FILE_NAMES["labels"])
+    ours = (
+        record.get("input_name") == INPUT_NAME
+        and record.get("output_name") == OUTPUT_NAME
+        and {"layout", "mean", "std"} <= record.keys()
+        and isinstance(labels, list)
+        and all(isinstance(name, str) for name in labels)
+    )
+    if not ours:
+        return set()
+    models = {
+        FILE_NAMES[name]
+        for name, kind in _MODEL_KINDS.items()
+        if _kind(out / FILE_NAMES[name]) == kind
+    }
+    return {FILE_NAMES["labels"], FILE_NAMES["preprocessing"], *models}
+
+
+def _kind(path: Path) -> str | None:
+    """:func:`sef.filekinds.sniff_file` of ``path``; None where it cannot be read."""
+    try:
+        return filekinds.sniff_file(path)
+    except OSError:
+        return None
 
 
 def _check_only_exports_replaced(out: Path, names: Sequence[str]) -> None:
@@ -389,8 +458,9 @@ def check_export(
 ) -> ExportCheck:
     """Run PyTorch and each exported file in ``paths`` on the same random images."""
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, image_size, image_size, generator=generator)
     plain = model.export().cpu().float()
+    shape = (batch, input_channels(plain), image_size, image_size)
+    images = torch.randn(shape, generator=generator)
     with torch.no_grad():
         reference = plain(images)
     if "safetensors" in paths:

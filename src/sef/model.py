@@ -55,7 +55,8 @@ class SEF(nn.Module):
 
     Heads read pooled features: the mean of a CNN's map; for timm token backbones what the
     model's own head pools, or ``pool="avg"`` (mean of the patch tokens) / ``"token"`` (the class
-    token). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side, and is
+    token; a distilled DeiT's head, which takes no ``avg``, the mean of its class and distillation
+    tokens). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side, and is
     the side of the blank image an ``nn.Module`` backbone is run on once to count its channels,
     or a :class:`~sef.adapters.FeatureAdapter` of your own to check them (default 64; the image
     has as many channels as the backbone's first ``nn.Conv2d`` takes, else 3);

@@ -33,7 +33,7 @@ from urllib.request import getproxies, proxy_bypass
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
-from sef.errors import ConfigError, SEFError
+from sef.errors import ConfigError, OutputError, SEFError
 
 try:
     import fcntl
@@ -63,14 +63,15 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
 
 
 def require(loggers: Iterable[str]) -> None:
-    """SEFError in one line naming the pip command if a tracker's client is not installed, or
-    the server a tracker would send its run to (W&B online, ``MLFLOW_TRACKING_URI``) if it
-    takes no connection."""
+    """SEFError in one line naming the pip command if a tracker's client is not installed, the
+    server a tracker would send its run to (W&B online, ``MLFLOW_TRACKING_URI``) if it takes no
+    connection, or ``WANDB_DIR`` if it cannot be written."""
     loggers = list(loggers)
     for name in loggers:
         if name in TRACKERS:
             extras.require(name, f"run.loggers={name} (--log {name})")
-    if "wandb" in loggers:
+    if "wandb" in loggers and not _switched_off("wandb"):
+        check_wandb_dir(os.environ.get("WANDB_DIR"))
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
         check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
@@ -105,6 +106,21 @@ def check_mlflow_server(uri: str | None) -> None:
             f"takes no connection ({unreachable[1]}); start it, correct MLFLOW_TRACKING_URI, or "
             f"log without mlflow"
         )
+
+
+def check_wandb_dir(folder: str | None) -> None:
+    """ConfigError if ``folder`` (WANDB_DIR) cannot be written, nor made where it is missing:
+    W&B then keeps the run in the system's temporary folder, said in a warning among its start
+    lines, where an offline run waiting for ``wandb sync`` is lost at the next clean-up."""
+    if not folder:
+        return
+    try:
+        outputs.check_writable(Path(folder).expanduser(), folder=True)
+    except OutputError as error:
+        raise ConfigError(
+            f"run.loggers=wandb: WANDB_DIR: {error.problem}; point WANDB_DIR at a folder you "
+            f"can write, or unset it to keep the W&B run in DIR/wandb"
+        ) from None
 
 
 def check_wandb_server(mode: str | None) -> None:

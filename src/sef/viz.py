@@ -12,6 +12,7 @@ import json
 import math
 import os
 import textwrap
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -493,6 +494,20 @@ def _check_columns(count: int, groups: int) -> None:
         )
 
 
+def _warn_if_one_position(features: Tensor, image_size: Sequence[int]) -> None:
+    """A warning where the feature map is 1 x 1 (one patch, one position): every group's map is
+    then a single value, which the figure draws blank."""
+    if math.prod(features.shape[-2:]) == 1:
+        height, width = image_size
+        warnings.warn(
+            f"the backbone's last feature map is 1 x 1 for this model's {height} x {width} images "
+            f"(one position or patch), so each group's map is a single value and is drawn blank; "
+            f"a model trained at a larger image size (--image-size), or on a backbone whose last "
+            f"map is larger, shows where each group activates",
+            stacklevel=3,
+        )
+
+
 def activation_figure(
     trained: TrainedModel,
     out: str | os.PathLike,
@@ -518,7 +533,9 @@ def activation_figure(
         for caption, c, p in zip(captions, predicted.tolist(), confidence.tolist(), strict=True)
     ]
     sizes = model.group_sizes
-    maps = upsample_maps(group_maps(backbone_features(model, inputs), sizes), inputs.shape[-2:])
+    features = backbone_features(model, inputs)
+    _warn_if_one_position(features, inputs.shape[-2:])
+    maps = upsample_maps(group_maps(features, sizes), inputs.shape[-2:])
     labels = [f"group {g + 1} ({size} ch)" for g, size in enumerate(sizes)]
     preprocessing = trained.preprocessing
     pictures = unnormalise(inputs, preprocessing.mean, preprocessing.std)

@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--pool",
         choices=POOLS,
-        help="token backbones: pool the patch tokens' mean or the class token (default: as the "
-        "model's own head)",
+        help="token backbones: pool the patch tokens' mean or the class token (a distilled "
+        "DeiT's: the mean of its class and distillation tokens; default: as the model's own head)",
     )
     parser.add_argument(
         "--image-size",

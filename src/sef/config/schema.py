@@ -39,6 +39,8 @@ CHOICES = {
 }
 # Text fields that take one of these words or any other text (a folder): see values._yaml_word.
 OPEN_CHOICES = {"data.cache": CACHE_MODES}
+# List fields whose items are these words; false, null or an empty list is [none] (values._as_list).
+LIST_CHOICES = {"run.loggers": LOGGERS}
 # Mappings that are one value of their section, not sections: --set may reach their keys, while
 # merges (a config file on its base preset) replace them whole and flatten keeps them whole.
 NESTED_KEYS = ("data.options", "model.backbone_args")
@@ -102,8 +104,9 @@ class OptimConfig:
 class RunConfig:
     """How and where a run executes: seed, device, precision, output folder, logging.
 
-    loggers: where the epochs are logged besides metrics.jsonl (sef.choices.LOGGERS; none: only
-    there); tensorboard: false turns TensorBoard off whatever loggers names (older configs' switch).
+    loggers: where the epochs are logged besides metrics.jsonl (sef.choices.LOGGERS; none, false
+    or []: only there); tensorboard: false turns TensorBoard off whatever loggers names (older
+    configs' switch).
     """
 
     seed: int = 0

@@ -18,7 +18,14 @@ from typing import Any
 
 import yaml
 
-from sef.config.schema import CHOICES, NESTED_KEYS, OPEN_CHOICES, Config, validate
+from sef.config.schema import (
+    CHOICES,
+    LIST_CHOICES,
+    NESTED_KEYS,
+    OPEN_CHOICES,
+    Config,
+    validate,
+)
 from sef.errors import ConfigError
 
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
@@ -61,10 +68,15 @@ def _type_name(kind: Any) -> str:
     return "null" if kind is type(None) else kind.__name__
 
 
+def _words(where: str) -> tuple[str, ...]:
+    """The words field ``where`` (or each item of it, for a list) takes, if it has a fixed set."""
+    return CHOICES.get(where) or LIST_CHOICES.get(where, ())
+
+
 def _yaml_word(value: Any, where: str) -> str | None:
     """The one word of field ``where`` that YAML reads as ``value`` (True, False or None); else,
     for false or null, the word none where the field has it (``amp: off`` is none)."""
-    choices = CHOICES.get(where) or OPEN_CHOICES.get(where, ())
+    choices = _words(where) or OPEN_CHOICES.get(where, ())
     words = [w for w in choices if yaml.safe_load(w) is value]
     if not words and value in (False, None) and "none" in choices:
         return "none"
@@ -79,15 +91,11 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
       is "off"), else false or null is its word none if it has one (``amp: off`` is "none");
     - an optional field (X or null) reads the words none and null, in any case, as null;
     - a bool field reads the words true/yes/on and false/no/off, in any case;
-    - a list field reads one value as a list of it (``--set run.loggers=wandb``).
+    - a list field reads one value as a list of it (``--set run.loggers=wandb``), and one whose
+      words include none reads false, null and [] as [none] (``loggers: off``).
     """
     if typing.get_origin(kind) is list:
-        value = [value] if isinstance(value, str) else value
-        if not isinstance(value, list):
-            raise ConfigError(
-                f"config value {where} must be a list, got {value!r}; pass --set {where}=[A,B]"
-            )
-        return [_coerce(item, typing.get_args(kind)[0], where) for item in value]
+        return [_coerce(item, typing.get_args(kind)[0], where) for item in _as_list(value, where)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
         if type(None) in options and (
@@ -112,9 +120,9 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         dict: isinstance(value, dict),
     }[kind]
     boolean_or_null = value is None or isinstance(value, bool)
-    if not ok and boolean_or_null and where in CHOICES:  # none of the field's words to quote
+    if not ok and boolean_or_null and _words(where):  # none of the field's words to quote
         raise ConfigError(
-            f"config value {where} must be one of {', '.join(CHOICES[where])}, got {value!r} "
+            f"config value {where} must be one of {', '.join(_words(where))}, got {value!r} "
             f"(YAML reads an unquoted yes, no, on, off, true, false or null that way); fix it "
             + _fixed_in(where, f"pass --set {where}=VALUE")
         )
@@ -130,6 +138,23 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             + _fixed_in(where, f"pass --set {where}=VALUE")
         )
     return float(value) if kind is float else value
+
+
+def _as_list(value: Any, where: str) -> list:
+    """``value`` as the list field ``where`` reads it: one word is a list of it; false, null or
+    [] is [none] where the field's words include none; else ConfigError naming its words."""
+    words = _words(where)
+    if "none" in words and (value is None or value is False or value == []):
+        return ["none"]
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return [value]
+    rule = f"one of {', '.join(words)}, or a list of them" if words else "a list"
+    raise ConfigError(
+        f"config value {where} must be {rule}, got {value!r}; fix it "
+        + _fixed_in(where, f"pass --set {where}=[A,B]")
+    )
 
 
 def _fixed_in(where: str, override: str) -> str:
