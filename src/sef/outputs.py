@@ -60,15 +60,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def abandoned(folder: Path, pattern: str) -> list[Path]:
-    """The entries of ``folder`` named as the regular expression ``pattern`` says, its group
-    ``pid`` the process that made them, whose process is gone: temporaries of killed processes."""
+def named(folder: Path, pattern: str) -> list[re.Match]:
+    """The names of the entries of ``folder`` that the regular expression ``pattern`` matches
+    whole; none where ``folder`` cannot be listed."""
     try:
         names = os.listdir(folder)
     except OSError:
         return []
-    found = [re.fullmatch(pattern, name) for name in names]
-    return [folder / m.string for m in found if m and not process_alive(int(m["pid"]))]
+    return [m for m in (re.fullmatch(pattern, name) for name in names) if m]
+
+
+def abandoned(folder: Path, pattern: str) -> list[Path]:
+    """The entries of ``folder`` named as the regular expression ``pattern`` says, its group
+    ``pid`` the process that made them, whose process is gone: temporaries of killed processes."""
+    return [folder / m.string for m in named(folder, pattern) if not process_alive(int(m["pid"]))]
 
 
 def _reason(path: Path, error: OSError, folder: bool) -> str:

@@ -32,7 +32,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -71,6 +70,7 @@ from sef.outputs import (
     abandoned,
     atomic_path,
     make_folder,
+    named,
     output_error,
     remove_file,
     write_text,
@@ -421,11 +421,7 @@ def _clear(folder: Path) -> None:
 def _temporaries(folder: Path) -> list[Path]:
     """Every build's temporaries in ``folder`` (``.images.u8.<pid>.tmp``, full size from the
     start), the running build's too."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    return [folder / name for name in names if re.fullmatch(TEMPORARY, name)]
+    return [folder / m.string for m in named(folder, TEMPORARY)]
 
 
 def _abandoned(folder: Path) -> list[Path]:
