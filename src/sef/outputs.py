@@ -231,15 +231,12 @@ def interrupt_after() -> Iterator[None]:
 
 
 @contextmanager
-def atomic_path(
-    path: str | os.PathLike, *, durable: bool = False, mode: int | None = None
-) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on success rename it over ``path``.
 
-    ``durable`` also flushes the file and its folder to disk (checkpoints); ``mode`` sets the
-    file's permissions. An OSError, or another error raised while handling one (torch's zip writer
-    on a full disk), becomes OutputError; any failure removes the temporary file and leaves
-    ``path`` as it was.
+    ``durable`` also flushes the file and its folder to disk (checkpoints). An OSError, or
+    another error raised while handling one (torch's zip writer on a full disk), becomes
+    OutputError; any failure removes the temporary file and leaves ``path`` as it was.
     """
     path = Path(path)
     _make(path.parent, path, False)
@@ -249,8 +246,6 @@ def atomic_path(
         if durable:
             with open(temporary, "rb+") as handle:
                 os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(temporary, mode)
         os.replace(temporary, path)
         if durable:
             _fsync_directory(path.parent)
