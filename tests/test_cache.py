@@ -567,16 +567,16 @@ def test_a_cache_rebuilt_while_it_is_opened_is_not_read(noisy_cub, tmp_path, mon
     cache.build(folder, _splits(noisy_cub), "resize", 16, progress=False)
     real = cache.stale_reason
 
-    def rebuilt_after(*args):  # another process rebuilds between the check and the opening
-        reason = real(*args)
+    def rebuilt_after(*args, **kwargs):  # another process rebuilds between check and opening
+        reason = real(*args, **kwargs)
         monkeypatch.setattr(cache, "stale_reason", real)
         cache.build(folder, _splits(noisy_cub, bbox_crop=True), "resize", 16, progress=False)
         return reason
 
     monkeypatch.setattr(cache, "stale_reason", rebuilt_after)
-    keys = [key for images in _splits(noisy_cub) for key in cache.sources(images)]
+    keys, turned = _wanted(_splits(noisy_cub))
     with pytest.raises(cache.StaleCache) as info:
-        cache.open_cache(folder, keys, "resize", 16)
+        cache.open_cache(folder, keys, "resize", 16, turned=turned)
     assert str(info.value) == f"{folder} was rebuilt by another process while this one opened it"
 
 
@@ -597,8 +597,13 @@ def test_a_build_reads_the_splits_there_are_and_fails_only_without_any(tmp_path)
 
 
 def _stale(root: Path, folder: Path, recipe="resize_crop", size=16, **options) -> str | None:
-    keys = [key for images in _splits(root, **options) for key in cache.sources(images)]
-    return cache.stale_reason(folder, keys, recipe, size)
+    keys, turned = _wanted(_splits(root, **options))
+    return cache.stale_reason(folder, keys, recipe, size, turned=turned)
+
+
+def _wanted(splits) -> tuple[list, bool | None]:
+    """What ``splits`` want of a cache, as ``cache.open_cache`` takes it: keys, then turned."""
+    return [key for images in splits for key in cache.sources(images)], cache.upright(splits)
 
 
 @pytest.mark.parametrize("own", [False, True])
@@ -654,8 +659,8 @@ def test_a_cache_of_another_format_is_stale_and_rebuilt(noisy_cub, tmp_path, own
     cache.build(folder, splits(), "resize", 16, progress=False)
     index = json.loads((folder / cache.INDEX).read_text())
     (folder / cache.INDEX).write_text(json.dumps({**index, "format": found}))
-    keys = [key for images in splits() for key in cache.sources(images)]
-    assert cache.stale_reason(folder, keys, "resize", 16) == f"{folder} {reason}"
+    keys, turned = _wanted(splits())
+    assert cache.stale_reason(folder, keys, "resize", 16, turned=turned) == f"{folder} {reason}"
     said = []
     _, built = cache.ensure(folder, splits(), list, "resize", 16, progress=False,
                             say=said.append)  # fmt: skip
@@ -669,13 +674,24 @@ def test_one_cache_never_mixes_images_turned_upright_and_as_stored(noisy_cub, tm
         cache.build(tmp_path / "c", mixed, "resize", 16, progress=False)
 
 
+def test_a_cache_never_serves_a_list_that_reads_its_images_turned_otherwise(noisy_cub, tmp_path):
+    """Rows are keyed by file, box and trim alone (the format says whether they are turned), so
+    a list of the same files read upright is refused, not served the stored rows."""
+    trainval, test = _splits(noisy_cub)
+    opened, _ = cache.ensure(tmp_path / "c", [trainval, test], list, "resize", 16, progress=False)
+    turned = test.select(range(len(test)))
+    turned.upright = True
+    with pytest.raises(ValueError, match="holds images as stored, this list reads them turned"):
+        cache.CachedTestImages(turned, opened, "resize", 16, normalise=False)
+
+
 def test_a_stale_cache_counts_its_images_with_thousands_separators(tmp_path):
     """A real dataset's stale cache says "1,000 of the 1,000 images", as every count sef prints
     does (it said "11788" beside sef data cache's "11,788")."""
     index = {"format": 1, **cache.recipe_record("resize", 16), "images": []}
     (tmp_path / cache.INDEX).write_text(json.dumps(index))
-    wanted = [(f"/nowhere/{i}.jpg", None, 0, False) for i in range(1000)]
-    reason = cache.stale_reason(tmp_path, wanted, "resize", 16)
+    wanted = [(f"/nowhere/{i}.jpg", None, 0) for i in range(1000)]
+    reason = cache.stale_reason(tmp_path, wanted, "resize", 16, turned=False)
     assert reason.startswith(
         f"1,000 of the 1,000 images are not in {tmp_path}, e.g. /nowhere/0.jpg"
     )
@@ -707,8 +723,8 @@ def test_stale_caches_are_named_in_one_line_and_never_read(noisy_cub, tmp_path):
         == f"1 of the 15 images changed (size or time) since {folder} was built, e.g. {image}"
     )
     with pytest.raises(cache.StaleCache, match="changed"):
-        keys = [key for images in _splits(noisy_cub) for key in cache.sources(images)]
-        cache.open_cache(folder, keys, "resize_crop", 16)
+        keys, turned = _wanted(_splits(noisy_cub))
+        cache.open_cache(folder, keys, "resize_crop", 16, turned=turned)
     said = []
     _, built = cache.ensure(folder, _splits(noisy_cub), list, "resize_crop", 16, progress=False,
                             say=said.append)  # fmt: skip
@@ -728,7 +744,8 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
     opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, "resize", 16,
                                  progress=False)  # fmt: skip
     assert built.unreadable == 1 and "1 of them could not be decoded" in built.summary()
-    assert cache.stale_reason(tmp_path / "c", cache.sources(trainval), "resize", 16) is None
+    keys, turned = _wanted([trainval])
+    assert cache.stale_reason(tmp_path / "c", keys, "resize", 16, turned=turned) is None
     items = cache.CachedTrainImages(trainval, opened, "resize", 16)
     index = [path for path, _ in trainval.samples].index(str(bad))
     with pytest.raises(DataError, match=f"image {bad} cannot be read from .*cannot be decoded"):

@@ -42,8 +42,9 @@ def _load(root: Path, split: str):
 
 def _open(folder: Path, root: Path) -> cache.ImageCache:
     """The cache in ``folder`` opened as a run opens it."""
-    wanted = [s for split in cache.SPLITS for s in cache.sources(_load(root, split))]
-    return cache.open_cache(folder, wanted, RECIPE, SIZE)
+    splits = [_load(root, split) for split in cache.SPLITS]
+    wanted = [s for listed in splits for s in cache.sources(listed)]
+    return cache.open_cache(folder, wanted, RECIPE, SIZE, turned=cache.upright(splits))
 
 
 def _junk(root: Path) -> dict[str, Path]:

@@ -500,3 +500,4 @@ def test_a_config_file_indented_with_a_tab_says_to_use_spaces(tmp_path: Path) ->
 def test_a_micro_batch_is_the_batch_split_over_processes_and_micro_batches() -> None:
     config = apply_overrides(load_preset("demo"), ["optim.batch_size=32", "optim.accumulate=4"])
     assert [config.optim.micro_batch(n) for n in (1, 2, 4)] == [8, 4, 2]
+    assert [config.optim.process_batch(n) for n in (1, 2, 4)] == [32, 16, 8]

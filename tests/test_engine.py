@@ -21,7 +21,7 @@ from sef.config import apply_overrides, config_to_dict, load_config_file, resolv
 from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
 from sef.engine.evaluation import evaluation_loader
-from sef.engine.folders import latest_run_dir, new_out_dir
+from sef.engine.folders import claim_new_out_dir, latest_run_dir
 from sef.engine.run import (
     _check_setup,
     _processes_note,
@@ -227,16 +227,18 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
 def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = resolve_config("demo")
-    assert new_out_dir(config) == Path("runs/demo")
+    with claim_new_out_dir(config) as lock:
+        assert lock.folder == Path("runs/demo")
     for name in ("demo", "demo-2"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "last.pt").touch()
-    assert new_out_dir(config) == Path("runs/demo-3")
+    with claim_new_out_dir(config) as lock:
+        assert lock.folder == Path("runs/demo-3")
     assert latest_run_dir(config) == Path("runs/demo-2")
     assert resume_dir(config) == Path("runs/demo-2")
     explicit = apply_overrides(config, ["run.out=runs/demo"])
     with pytest.raises(ConfigError, match="runs/demo already holds a run"):
-        new_out_dir(explicit)
+        claim_new_out_dir(explicit)
     missing = apply_overrides(config, ["run.out=elsewhere"])
     with pytest.raises(ConfigError, match="cannot resume: elsewhere does not exist; check --out"):
         resume_dir(missing)

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -273,16 +274,21 @@ def test_the_deployment_preprocessing_reads_transparent_and_16_bit_images_as_sef
     assert (_deploy_preprocess(image, prep.to_dict()) - expected).abs().max() <= one_level
 
 
-def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_path):
+def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_path, monkeypatch):
     export_model(
         model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
     )
     (tmp_path / "model.onnx").write_bytes(b"the user's own")
+    real, read = Path.read_text, []
+    monkeypatch.setattr(
+        Path, "read_text", lambda path, *a, **k: read.append(path) or real(path, *a, **k)
+    )
     with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote it$"):
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
         )
     assert not (tmp_path / "model.safetensors").exists()  # the earlier export's other format
+    assert read.count(tmp_path / "preprocessing.json") == 1  # what may be replaced and removed
     assert (tmp_path / "model.onnx").read_bytes() == b"the user's own"
 
 

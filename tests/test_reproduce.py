@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import sef.engine.run
+import sef.reproduce.runner
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
 from sef.engine.lock import acquire
@@ -93,10 +94,15 @@ def test_both_tables_at_toy_scale(roots, tmp_path: Path, monkeypatch, capsys) ->
     assert "table2: 6 runs: 6 reused, 0 resumed, 0 trained" in out and "training" not in out
 
 
-def test_datasets_not_given_stay_blank(roots, tmp_path: Path, capsys) -> None:
+def test_datasets_not_given_stay_blank(roots, tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "repro"
     arguments = ["reproduce", "table2", *_data(roots, "cub"), "--out", str(out), "--only", "sef"]
+    real, reads = sef.reproduce.runner.read_state, []
+    monkeypatch.setattr(sef.reproduce.runner, "read_state",
+                        lambda config: reads.append(config.run.out) or real(config))  # fmt: skip
     assert main([*arguments, *TOY, *FAST]) == 0
+    # a run not in --only is read as the call starts and once for the tables as it ends
+    assert reads.count(str(out / "cub-resnet50-plain")) == 2
     printed = capsys.readouterr().out
     assert "table2: 1 run: 0 reused, 0 resumed, 1 trained" in printed
     assert "blank: Cars, Dogs, Aircraft (no --data)" in printed

@@ -208,7 +208,8 @@ def export_model(
     out = Path(out_dir)
     names = (*chosen, "labels", "preprocessing")
     outputs.check_writable(out, folder=True)  # before the slow exports
-    _check_only_exports_replaced(out, names)
+    earlier = _earlier_files(out)  # what may be replaced, and what is removed once this is in
+    _check_only_exports_replaced(out, names, earlier)
     plain = model.export().cpu().float()
     _check_space(out, plain, chosen)
     size = preprocessing.image_size
@@ -232,7 +233,7 @@ def export_model(
         files = [FILE_NAMES[name] for name in names]  # what the next export may remove
         record = {**preprocessing_json(preprocessing, channels), "files": files}
         _write_json(staged["preprocessing"], record)
-        return _replace_set(staged, out)
+        return _replace_set(staged, out, earlier)
 
 
 def _backbone_name(model: SEF) -> str:
@@ -350,10 +351,10 @@ def _kind(path: Path) -> str | None:
         return None
 
 
-def _check_only_exports_replaced(out: Path, names: Sequence[str]) -> None:
+def _check_only_exports_replaced(out: Path, names: Sequence[str], earlier: set[str]) -> None:
     """OutputError if a file this export would replace in ``out`` was not written by an earlier
-    sef export there (a model of your own in the folder --out names must not be lost)."""
-    earlier = _earlier_files(out)
+    sef export there (not in ``earlier``: a model of your own in the folder --out names must not
+    be lost)."""
     theirs = [
         out / FILE_NAMES[name]
         for name in names
@@ -367,11 +368,10 @@ def _check_only_exports_replaced(out: Path, names: Sequence[str]) -> None:
         raise OutputError(f"{problem}; move it away or choose another --out", problem)
 
 
-def _replace_set(staged: dict[str, Path], out: Path) -> dict[str, Path]:
-    """Move the staged files into ``out`` and remove the files of an earlier export that this one
-    did not write (another format's), so ``out`` holds exactly one export's set; a file of such
-    a name that no earlier export wrote (a user's) is kept, with a warning."""
-    earlier = _earlier_files(out)
+def _replace_set(staged: dict[str, Path], out: Path, earlier: set[str]) -> dict[str, Path]:
+    """Move the staged files into ``out`` and remove the files of the earlier export that this
+    one did not write (``earlier``: another format's), so ``out`` holds exactly one export's set;
+    a file of such a name that no earlier export wrote (a user's) is kept, with a warning."""
     paths = {name: out / FILE_NAMES[name] for name in staged}
     for name, path in staged.items():
         try:

@@ -60,15 +60,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def abandoned(folder: Path, pattern: str) -> list[Path]:
-    """The entries of ``folder`` named as the regular expression ``pattern`` says, its group
-    ``pid`` the process that made them, whose process is gone: temporaries of killed processes."""
+def named(folder: Path, pattern: str) -> list[re.Match]:
+    """The names of the entries of ``folder`` that the regular expression ``pattern`` matches
+    whole; none where ``folder`` cannot be listed."""
     try:
         names = os.listdir(folder)
     except OSError:
         return []
-    found = [re.fullmatch(pattern, name) for name in names]
-    return [folder / m.string for m in found if m and not process_alive(int(m["pid"]))]
+    return [m for m in (re.fullmatch(pattern, name) for name in names) if m]
+
+
+def abandoned(folder: Path, pattern: str) -> list[Path]:
+    """The entries of ``folder`` named as the regular expression ``pattern`` says, its group
+    ``pid`` the process that made them, whose process is gone: temporaries of killed processes."""
+    return [folder / m.string for m in named(folder, pattern) if not process_alive(int(m["pid"]))]
 
 
 def _reason(path: Path, error: OSError, folder: bool) -> str:
@@ -226,15 +231,12 @@ def interrupt_after() -> Iterator[None]:
 
 
 @contextmanager
-def atomic_path(
-    path: str | os.PathLike, *, durable: bool = False, mode: int | None = None
-) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on success rename it over ``path``.
 
-    ``durable`` also flushes the file and its folder to disk (checkpoints); ``mode`` sets the
-    file's permissions. An OSError, or another error raised while handling one (torch's zip writer
-    on a full disk), becomes OutputError; any failure removes the temporary file and leaves
-    ``path`` as it was.
+    ``durable`` also flushes the file and its folder to disk (checkpoints). An OSError, or
+    another error raised while handling one (torch's zip writer on a full disk), becomes
+    OutputError; any failure removes the temporary file and leaves ``path`` as it was.
     """
     path = Path(path)
     _make(path.parent, path, False)
@@ -244,8 +246,6 @@ def atomic_path(
         if durable:
             with open(temporary, "rb+") as handle:
                 os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(temporary, mode)
         os.replace(temporary, path)
         if durable:
             _fsync_directory(path.parent)

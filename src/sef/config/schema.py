@@ -94,10 +94,22 @@ class OptimConfig:
     step_size: int = 20
     lr_decay: float = 0.1
 
+    def process_batch(self, processes: int = 1) -> int:
+        """The images each process takes in one optimizer step: the batch split over the
+        processes."""
+        return split_batch(self.batch_size, processes)
+
     def micro_batch(self, processes: int = 1) -> int:
         """The images each process takes in one forward pass: the batch split over the
         processes and the micro-batches of a step."""
-        return self.batch_size // processes // self.accumulate
+        return split_batch(self.batch_size, processes, self.accumulate)
+
+
+def split_batch(batch_size: int, processes: int = 1, accumulate: int = 1) -> int:
+    """The images of one forward pass in each process: a global batch split over the processes
+    and the ``accumulate`` micro-batches of a step (``validate`` and the launch check that they
+    divide it). The one spelling of that split, for callers that hold no OptimConfig."""
+    return batch_size // processes // accumulate
 
 
 @dataclass

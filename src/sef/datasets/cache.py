@@ -32,7 +32,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -71,6 +70,7 @@ from sef.outputs import (
     abandoned,
     atomic_path,
     make_folder,
+    named,
     output_error,
     remove_file,
     write_text,
@@ -80,8 +80,9 @@ from sef.text import counted
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
 SPLITS = ("trainval", "test")  # every image of a dataset is in one of them: what a build caches
-# path, box, rows trimmed, turned upright: what one stored row is made from
-Source = tuple[str, "tuple[float, ...] | None", int, bool]
+# path, box, rows trimmed: what one stored row is made from (turned upright or not: the cache's
+# format says, the same for every row)
+Source = tuple[str, "tuple[float, ...] | None", int]
 
 
 class StaleCache(DataError):
@@ -97,15 +98,26 @@ def source_of(
 ) -> Source:
     """What item ``index`` of ``images`` is made from: the key of its row in a cache, with the
     file's resolved path, so that every spelling of a root (relative, absolute, through a
-    symbolic link) finds the same rows."""
+    symbolic link) finds the same rows. Whether it is turned upright is the list's
+    (:func:`upright`), not the key's."""
     box = None if images.boxes is None else tuple(float(v) for v in images.boxes[index])
     path = resolve(images.samples[index][0])
-    return path, box, int(images.trim_bottom), bool(images.upright)
+    return path, box, int(images.trim_bottom)
 
 
 def sources(images: ImageList) -> list[Source]:
     """The key of every item of ``images``."""
     return [source_of(images, index) for index in range(len(images))]
+
+
+def upright(images: Iterable[ImageList]) -> bool | None:
+    """Whether the images of ``images`` are turned upright by their EXIF orientation
+    (``ImageList.upright``: the cache format that holds them), None where the lists hold no
+    image; ValueError where they mix both, which no one cache holds."""
+    turned = {bool(listed.upright) for listed in images if len(listed)}
+    if len(turned) > 1:
+        raise ValueError("one cache holds images turned upright or as stored, not both")
+    return turned.pop() if turned else None
 
 
 def readable_splits(read: Callable[[str], ImageList]) -> list[ImageList]:
@@ -195,11 +207,11 @@ class ImageCache:
         self._reading = hold_for_reading(folder)
         if self._reading is not None:
             weakref.finalize(self, os.close, self._reading)
+        self.upright = index["format"] == FORMATS[True]  # every row's
         self.rows: dict[Source, int] = {}
         self.unreadable: dict[Source, str] = {}
-        upright = index["format"] == FORMATS[True]
         for row, (path, box, trim, _, _, problem) in enumerate(index["images"]):
-            source = (path, None if box is None else tuple(box), trim, upright)
+            source = (path, None if box is None else tuple(box), trim)
             if problem is None:
                 self.rows[source] = row
             else:
@@ -246,10 +258,11 @@ class ImageCache:
 
 
 def stale_reason(
-    folder: Path, wanted: Sequence[Source], recipe: str, image_size: int
+    folder: Path, wanted: Sequence[Source], recipe: str, image_size: int, *, turned: bool | None
 ) -> str | None:
     """Why the cache in ``folder`` cannot give ``wanted`` as ``recipe`` at ``image_size`` makes
-    them (one line), or None if it can; CacheUnavailable if its index.json is not a cache's."""
+    them, turned upright or not as ``turned`` says (:func:`upright`; None: no image is wanted),
+    in one line, or None if it can; CacheUnavailable if its index.json is not a cache's."""
     try:
         index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):  # not even the folder: a file in its way
@@ -263,18 +276,18 @@ def stale_reason(
         )
     if problem := format_problem(index):  # a format of another sef
         return f"{folder} was {problem}"
-    upright = index["format"] == FORMATS[True]
-    if any(source[3] != upright for source in wanted):
+    stored_upright = index["format"] == FORMATS[True]
+    if turned is not None and turned != stored_upright:
         return (
-            f"{folder} holds images {ROWS[upright]} (cache format {index['format']}), this run "
-            f"reads them {ROWS[not upright]} (format {FORMATS[not upright]})"
+            f"{folder} holds images {ROWS[stored_upright]} (cache format {index['format']}), "
+            f"this run reads them {ROWS[turned]} (format {FORMATS[turned]})"
         )
     expected = recipe_record(recipe, image_size)
     for key, value in expected.items():
         if index.get(key) != value:
             return f"{folder} was built with {key} {index.get(key)!r}, this run needs {value!r}"
     stored = {
-        (path, None if box is None else tuple(box), trim, upright): (size, mtime)
+        (path, None if box is None else tuple(box), trim): (size, mtime)
         for path, box, trim, size, mtime, _ in index["images"]
     }
     missing = [s for s in wanted if s not in stored]
@@ -304,11 +317,14 @@ def _index_text(folder: Path) -> str:
         return ""
 
 
-def open_cache(folder: Path, wanted: Sequence[Source], recipe: str, image_size: int) -> ImageCache:
-    """The cache in ``folder``, checked to hold ``wanted`` as the recipe makes them, its file
-    mapped; else StaleCache saying why (also where another process rebuilt it meanwhile)."""
+def open_cache(
+    folder: Path, wanted: Sequence[Source], recipe: str, image_size: int, *, turned: bool | None
+) -> ImageCache:
+    """The cache in ``folder``, checked to hold ``wanted`` as the recipe makes them (turned as
+    :func:`stale_reason` says), its file mapped; else StaleCache saying why (also where another
+    process rebuilt it meanwhile)."""
     text = _index_text(folder)
-    reason = stale_reason(folder, wanted, recipe, image_size)
+    reason = stale_reason(folder, wanted, recipe, image_size, turned=turned)
     if reason is not None:
         raise StaleCache(reason)
     try:
@@ -405,11 +421,7 @@ def _clear(folder: Path) -> None:
 def _temporaries(folder: Path) -> list[Path]:
     """Every build's temporaries in ``folder`` (``.images.u8.<pid>.tmp``, full size from the
     start), the running build's too."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    return [folder / name for name in names if re.fullmatch(TEMPORARY, name)]
+    return [folder / m.string for m in named(folder, TEMPORARY)]
 
 
 def _abandoned(folder: Path) -> list[Path]:
@@ -474,7 +486,7 @@ def _records(
     size and time, and its problem."""
     return [
         [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
-        for (path, box, trim, _), stat, problem in zip(todo, stats, problems, strict=True)
+        for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
     ]
 
 
@@ -542,16 +554,15 @@ def _plan(
     """The build of ``images`` into ``folder``, ``write(workers, progress)``, for its caller to
     run holding the build lock; CacheUnavailable now, before anything is written, if ``folder``
     is not a cache's or has no room for it. ``data``: what the index records of the data."""
+    images = list(images)
     todo: dict[Source, tuple[ImageList, int]] = {}
     for listed in images:
         for index, source in enumerate(sources(listed)):
             todo.setdefault(source, (listed, index))
     if not todo:
         raise DataError(f"there are no images to cache in {folder}")
-    turned = {upright for *_, upright in todo}
-    if len(turned) > 1:
-        raise ValueError("one cache holds images turned upright or as stored, not both")
-    record = {"format": FORMATS[turned.pop()], **recipe_record(recipe, image_size), **(data or {})}
+    turned = upright(images)
+    record = {"format": FORMATS[turned], **recipe_record(recipe, image_size), **(data or {})}
     side = record["side"]
     shape = (len(todo), 3, side, side)
     stats = [_stat(source[0]) for source in todo]  # before decoding: a later change shows
@@ -602,8 +613,9 @@ def ensure(
     with ``--cache auto``) build once: the second waits, then decides again, and opens the
     first's cache (or, stale for it still, rebuilds it from what the files are then)."""
     keys = [source for listed in wanted for source in sources(listed)]
+    turned = upright(wanted)
     try:
-        return open_cache(folder, keys, recipe, image_size), None
+        return open_cache(folder, keys, recipe, image_size, turned=turned), None
     except StaleCache as stale:
         reason = str(stale)
     if build_refused is not None:
@@ -612,13 +624,13 @@ def ensure(
     _plan(folder, every, recipe, image_size, data)  # a build refused now, before the lock
     with _building(folder, say, reason):
         try:  # decided again with the lock: another process may have built it meanwhile
-            return open_cache(folder, keys, recipe, image_size), None
+            return open_cache(folder, keys, recipe, image_size, turned=turned), None
         except StaleCache as stale:
             reason = str(stale)
         if (folder / INDEX).exists():
             say(f"rebuilding the image cache: {reason}")
         built = _plan(folder, every, recipe, image_size, data)(workers, progress)
-        return open_cache(folder, keys, recipe, image_size), built
+        return open_cache(folder, keys, recipe, image_size, turned=turned), built
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -626,9 +638,16 @@ def ensure(
 
 class _Cached(Dataset):
     """``images`` (an ImageList) read from ``cache``; ``samples``, ``classes`` and ``drop`` are
-    the list's, so the bad-image policy and DDP treat it as the list itself."""
+    the list's, so the bad-image policy and DDP treat it as the list itself. ValueError where
+    the list reads its images turned otherwise than the cache's rows are (their keys are the
+    same)."""
 
     def __init__(self, images: ImageList, cache: ImageCache, recipe: str, image_size: int) -> None:
+        if len(images) and bool(images.upright) != cache.upright:
+            raise ValueError(
+                f"{cache.folder} holds images {ROWS[cache.upright]}, this list reads them "
+                f"{ROWS[bool(images.upright)]}"
+            )
         self.images, self.cache = images, cache
         self.recipe, self.image_size = recipe, image_size
         self.resolved = {path: os.path.realpath(path) for path, _ in images.samples}  # once

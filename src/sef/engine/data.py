@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from sef import datasets, distributed, threads, transforms
 from sef.config import Config, DataConfig
+from sef.config.schema import split_batch
 from sef.config.values import value_word
 from sef.datasets import cache
 from sef.datasets.splits import NoSuchSplit
@@ -287,7 +288,7 @@ def train_loader(
     micro-batches, in the same order (``train_one_epoch`` sums their gradients).
     A dataset with a ``finish_batch(inputs, device)`` method has its batches finished by it."""
     world = context.world_size
-    micro_batch = batch_size // world // accumulate  # the batch of each process, in parts
+    micro_batch = split_batch(batch_size, world, accumulate)  # the batch of each process, in parts
     workers = threads.loader_workers(workers)
     sampler = DistributedSampler(
         dataset, num_replicas=world, rank=context.rank, shuffle=True, seed=seed

@@ -64,24 +64,12 @@ def _already_a_run(out: Path) -> ConfigError:
     )
 
 
-def new_out_dir(config: Config) -> Path:
-    """Where a new run writes: never over a finished or running run.
-
-    An explicit ``run.out`` that already holds a run is an error; the default runs/<preset> moves
-    on to runs/<preset>-2, -3, ... instead. (A resume continues ``sef.engine.run.resume_dir``.)
-    :func:`claim_new_out_dir` also steps over (or refuses) folders a live run holds.
-    """
-    if out := given_out_dir(config):
-        if is_run(out):
-            raise _already_a_run(out)
-        return out
-    return next(out for out in _candidates(config) if not is_run(out))
-
-
 def claim_new_out_dir(config: Config) -> RunLock:
-    """Choose the folder of a new run as :func:`new_out_dir` does and lock it for the run's life
-    (:mod:`sef.engine.lock`). An explicit ``run.out`` that a live run holds is refused naming that
-    run; the default runs/<name> moves on past such folders, so two runs never share one."""
+    """Choose the folder of a new run, never over a finished or running run, and lock it for
+    the run's life (:mod:`sef.engine.lock`). An explicit ``run.out`` that holds a run is an
+    error, and one that a live run holds is refused naming that run; the default runs/<name>
+    moves on to runs/<name>-2, -3, ... past such folders, so two runs never share one. (A resume
+    continues ``sef.engine.run.resume_dir``.)"""
     if out := given_out_dir(config):
         # the lock first: a live run is named even once it holds checkpoints
         outputs.check_writable(out, folder=True)

@@ -775,7 +775,7 @@ def _accumulate_note(run: _Run) -> str | None:
 def _one_image_note(run: _Run) -> str | None:
     """What micro-batches of one image do to a model with BatchNorm, or None."""
     optim, world = run.config.optim, run.context.world_size
-    parts, per_process = optim.accumulate, optim.batch_size // world
+    parts, per_process = optim.accumulate, optim.process_batch(world)
     batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
     if parts == 1 or optim.micro_batch(world) > 1 or not batchnorm:
         return None
@@ -901,7 +901,7 @@ def _memory(run: _Run) -> str:
     """What to do about a run that ran out of memory: more micro-batches keep the recipe's
     batch (``optim.accumulate``); a lower batch or image size changes it."""
     c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
-    per_process = c.optim.batch_size // world
+    per_process = c.optim.process_batch(world)
     batches = f"{'micro-' * (parts > 1)}batches of {counted(c.optim.micro_batch(world), 'image')}"
     lower = "--batch-size"
     if world > 1:

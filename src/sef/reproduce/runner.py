@@ -187,7 +187,7 @@ def _train_all(
         pace.observe(_left(run, state), took)
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1
         states[_key(run)] = distributed.on_main(lambda run=run: read_state(run.config), context)
-        if context.is_main:
+        if context.is_main and number < len(todo):  # after the last run, the call's end writes
             write_tables(plan, _current(plan, states), written=_now())
         left = sum(_left(r, states[_key(r)]) for r in todo)
         say(
