@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import sef.datasets
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
@@ -361,3 +362,42 @@ def test_predictions_never_take_the_name_of_another_checkpoints(
         f"sef eval: error: cannot write {target}: it names the predictions of best.pt on test; "
         f"choose another file\n"
     )
+
+
+def _flat_run(root: Path, out: Path, write_image) -> list[str]:
+    """Own data without splits (3 classes of 10 images, ROOT/<class>/) and a 1-epoch run of it in
+    ``out``; the `sef train` words that resume it."""
+    for c, name in enumerate(("ant", "bee", "fly")):
+        for i in range(10):
+            write_image(root / name / f"{i}.png", (32, 32), (80 * c, 20 * i, 9))
+    train = ["train", "--set", "data.dataset=folder", "--data-root", str(root), "--out", str(out),
+             "--image-size", "32", "--batch-size", "4", "--workers", "0",
+             "--no-progress"]  # fmt: skip
+    assert main([*train, "--epochs", "1"]) == 0
+    return ["train", "--resume", "--out", str(out), "--no-progress"]
+
+
+def _tested(checkpoint: Path, tmp_path: Path) -> list[str]:
+    """The images `sef eval` scores as the checkpoint's test split."""
+    predictions = tmp_path / "p.csv"
+    argv = ["eval", "--checkpoint", str(checkpoint), "--workers", "0", "--no-progress", "--json"]
+    assert main([*argv, "--predictions", str(predictions)]) == 0
+    return sorted(row["path"] for row in csv.DictReader(predictions.open()))
+
+
+def test_a_run_saved_before_the_stable_holdout_keeps_its_ranked_split(
+    tmp_path: Path, write_image
+) -> None:
+    root, out = tmp_path / "bugs", tmp_path / "run"
+    resume = _flat_run(root, out, write_image)
+    for name in ("last.pt", "best.pt"):  # as sef wrote them before data.holdout
+        state = load_checkpoint(out / name)
+        del state["config"]["data"]["holdout"]
+        save_checkpoint(out / name, state)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("  holdout: stable\n", ""))
+    ranked = sef.datasets.load("folder", root, "test", holdout="ranked")
+    assert ranked.samples != sef.datasets.load("folder", root, "test").samples  # unlike stable's
+    assert _tested(out / "best.pt", tmp_path) == sorted(path for path, _ in ranked.samples)
+    assert main([*resume, "--epochs", "2"]) == 0  # not refused as a change of data.holdout
+    assert load_checkpoint(out / "last.pt")["config"]["data"]["holdout"] == "ranked"

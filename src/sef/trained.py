@@ -20,7 +20,7 @@ import torch
 from sef import datasets
 from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint
-from sef.config import Config, config_from_dict
+from sef.config import Config, config_from_dict, stored_values
 from sef.datasets import ImageList, names
 from sef.datasets.splits import NoSuchSplit
 from sef.errors import CheckpointError, ConfigError, DataError
@@ -157,7 +157,7 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
     state = load_checkpoint(path)
     try:
-        config = config_from_dict(state["config"])
+        config = config_from_dict(stored_values(state["config"]))
     except ConfigError as error:
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {error}") from None
     classes = [str(name) for name in state["classes"]]

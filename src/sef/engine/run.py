@@ -43,6 +43,7 @@ from sef.config import (
     preset_names,
     run_name,
     save_config,
+    stored_values,
     uses_method,
 )
 from sef.distributed import Context
@@ -155,12 +156,12 @@ def resume_config(
     out = resume_dir(apply_values(config, changes))
     edited: dict[str, Any] = {}
     if os.path.isfile(out / "last.pt"):
-        saved = config_from_dict(load_checkpoint(out / "last.pt")["config"])
+        saved = config_from_dict(stored_values(load_checkpoint(out / "last.pt")["config"]))
         source = out / "last.pt"
         if os.path.isfile(out / "config.yaml"):
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
-        saved, source = load_config_file(out / "config.yaml"), out / "config.yaml"
+        saved, source = load_config_file(out / "config.yaml", stored=True), out / "config.yaml"
     else:
         saved, source = config, None
     if named:
@@ -184,7 +185,8 @@ def _hand_edits(
     """What the run's ``config_file``, edited by hand, sets unlike ``saved`` (the config of
     ``checkpoint``) and a resume may change; ConfigError naming the first other edit that the
     command line (``given``) does not set itself, which the resume would otherwise ignore."""
-    edited = load_config_file(config_file)  # run.out left out: the folder is where it is now
+    # read as it was saved; run.out left out: the folder is where it is now
+    edited = load_config_file(config_file, stored=True)
     edits = config_changes(config_to_dict(saved), edited, ("run.out",))
     fixed = [(key, before, now) for key, before, now in edits if key not in (*MAY_CHANGE, *given)]
     if fixed:
