@@ -26,6 +26,7 @@ import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class NoSuchSplit(DataError):
 
 SPLITS = ("trainval", "train", "val", "test")
 VAL_NAMES = ("valid", "validation")  # val as Kaggle's and Roboflow's exports name it
+# A checkpoint's record of its run's training images (training_record).
+TRAINING_RECORD = ("train_images", "train_fingerprint")
 # Distinct purposes draw independent hold-outs from the same seed.
 VAL_PURPOSE = 0
 TEST_PURPOSE = 1
@@ -129,6 +132,17 @@ def stable_holdout(
             chosen.add(min(indices, key=number.__getitem__))
         held |= chosen
     return _parts(len(images), held)
+
+
+def training_record(images: Any) -> dict[str, Any]:
+    """What a checkpoint records of the images its run trains on, to tell when they change: their
+    number and a fingerprint of their names (:meth:`ImageList.names`, in any order), keyed as
+    ``TRAINING_RECORD``; {} for any data but own data's (an ImageList with a root)."""
+    if not isinstance(images, ImageList) or images.root is None:
+        return {}
+    names = "\0".join(sorted(images.names())).encode("utf-8", "surrogateescape")
+    fingerprint = hashlib.blake2b(names, digest_size=8).hexdigest()
+    return dict(zip(TRAINING_RECORD, (len(images), fingerprint), strict=True))
 
 
 def check_holdout(holdout: str) -> None:

@@ -46,6 +46,7 @@ from sef.config import (
     stored_values,
     uses_method,
 )
+from sef.datasets.splits import TRAINING_RECORD, training_record
 from sef.distributed import Context
 from sef.engine.data import (
     Data,
@@ -54,6 +55,7 @@ from sef.engine.data import (
     load_data,
     some_names,
     train_loader,
+    training_change,
 )
 from sef.engine.device import out_of_memory
 from sef.engine.evaluation import (
@@ -450,6 +452,8 @@ class _Run:
         self.trained_on = context.world_size  # the processes the epochs so far trained on
         self.trained_threads = _cpu_threads(context)  # and the CPU threads (None on a GPU)
         self.trained_accumulate = config.optim.accumulate  # and the micro-batches a step
+        self.training = training_record(data.train)  # the images it trains on now (own data)
+        self.trained: dict[str, Any] = {}  # and those last.pt recorded (a resume's)
 
     def state(self) -> dict:
         return {
@@ -466,6 +470,7 @@ class _Run:
             "seconds": self.seconds,
             "processes": self.context.world_size,
             "cpu_threads": _cpu_threads(self.context),
+            **self.training,
         }
 
     def restore(self, state: dict, path: Path) -> None:
@@ -490,6 +495,8 @@ class _Run:
         self.trained_on = state.get("processes", self.trained_on)  # unrecorded before 2026-12-07
         self.trained_threads = state.get("cpu_threads")  # unrecorded before 2026-12-07
         self.trained_accumulate = state["config"]["optim"].get("accumulate", 1)
+        # unrecorded before 2026-12-07, and for data other than own
+        self.trained = {key: state[key] for key in TRAINING_RECORD if key in state}
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -580,7 +587,7 @@ class _Run:
         return [path for path in (self.out / "best.pt", self.predictions) if path.is_file()]
 
     def best_state(self) -> dict:
-        keys = ("model", "config", "classes", "epoch", "metrics")
+        keys = ("model", "config", "classes", "epoch", "metrics", *TRAINING_RECORD)
         return {k: v for k, v in self.state().items() if k in keys}
 
 
@@ -746,7 +753,10 @@ def _announce(run: _Run) -> None:
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    notes = (_finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note)
+    notes = (
+        _finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note,
+        _training_note,
+    )  # fmt: skip
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
@@ -788,6 +798,14 @@ def _one_image_note(run: _Run) -> str | None:
         f"averages of single images, unlike the recipe's batches; --accumulate {fewer} keeps "
         f"{per_process // fewer} images a micro-batch"
     )
+
+
+def _training_note(run: _Run) -> str | None:
+    """What a resume on other training images than last.pt recorded means, or None."""
+    change = training_change(
+        run.trained, run.training, run.config.data.holdout, run.out / "last.pt"
+    )
+    return None if change is None else f"note: {change}"
 
 
 def _finished_note(run: _Run) -> str | None:
