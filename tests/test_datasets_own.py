@@ -438,3 +438,27 @@ def test_own_photos_are_turned_upright_by_their_exif_orientation(name, request):
         path = tagged(dataset.samples[0][0], 6, pixels)  # .png (folder) and .jpg (csv)
         image = np.asarray(dataset[0][0])
         assert np.array_equal(image, upright_by_the_table(stored_pixels(path), 6)), split
+
+
+@pytest.mark.parametrize("name", ["folder", "csv"])
+def test_own_data_moved_elsewhere_keeps_its_hold_out(name, folder_root, csv_root, tmp_path):
+    """The stable hold-out names each image relative to the data's root (a CSV's folder)."""
+    root = (
+        shutil.copytree(folder_root / "train", tmp_path / "flat") if name == "folder" else csv_root
+    )
+    if name == "csv":  # without its split column: held out
+        rows = (root / "labels.csv").read_text().splitlines()[1:]
+        (root / "labels.csv").write_text("\n".join(row.rsplit(",", 1)[0] for row in rows) + "\n")
+    before = _load(name, root, "test")
+    moved = _load(name, shutil.move(root, tmp_path / "elsewhere" / "data"), "test")
+    assert moved.names() == before.names() and len(before) > 0
+    assert [path for path, _ in moved.samples] != [path for path, _ in before.samples]
+
+
+def test_the_benchmarks_hold_out_by_rank_whatever_data_holdout_says(cub_root):
+    ranked = _load("cub", cub_root, "val", holdout="ranked").samples
+    assert _load("cub", cub_root, "val", holdout="stable").samples == ranked
+    with pytest.raises(
+        ConfigError, match="unknown hold-out 'random'; choose one of stable, ranked"
+    ):
+        _load("cub", cub_root, "val", holdout="random")
