@@ -402,8 +402,8 @@ def test_images_added_under_a_run_are_told_of_and_move_no_other_image(
     now = len(sef.datasets.load("folder", root, "trainval"))
     changed = (
         f"the training images changed since {{}} was saved: {trained} then, {now} now; the stable "
-        f"hold-out (data.holdout=stable) kept every other image in its split, but perhaps in "
-        f"classes so small that their held-out image is picked for them"
+        f"hold-out (data.holdout=stable) moved no image between training and val or test, save "
+        f"perhaps in classes so small that a fallback picks their held-out image"
     )
     assert capsys.readouterr().err == f"sef eval: warning: {changed.format(out / 'best.pt')}\n"
     assert main([*resume, "--epochs", "2"]) == 0

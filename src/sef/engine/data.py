@@ -105,8 +105,9 @@ def training_change(
     )
     if holdout == "stable":
         return (
-            f"{changed}; the stable hold-out (data.holdout=stable) kept every other image in its "
-            f"split, but perhaps in classes so small that their held-out image is picked for them"
+            f"{changed}; the stable hold-out (data.holdout=stable) moved no image between "
+            f"training and val or test, save perhaps in classes so small that a fallback picks "
+            f"their held-out image"
         )
     return (
         f"{changed}; the ranked hold-out (data.holdout=ranked) drew val and test anew where they "
