@@ -12,12 +12,12 @@ with two images or more is in both parts and a class of one image keeps it for t
 - stable (:func:`stable_holdout`, ``data.holdout: stable``, own data's default): each image is
   held out when a number in [0, 1) that (seed, purpose, its name) alone decide is below the
   fraction (:func:`draw`; its name is its path relative to the data's root,
-  :meth:`ImageList.names`), as TensorFlow's speech-commands ``which_set`` does. Adding or removing
-  images changes no other image's part, except in a class that then falls into, or out of, one of
-  two fallbacks: a class of two images or more none of which is held out holds out the one of
-  smallest number; a class all of whose images are (one image alone too) keeps the one of
-  largest number for training. The counts per class are binomial (fraction * n on average), not
-  exactly round(fraction * n).
+  :meth:`ImageList.names`, so moving that folder changes nothing), as TensorFlow's
+  speech-commands ``which_set`` does. Adding or removing images changes no other image's part,
+  except in a class that then falls into, or out of, one of two fallbacks: a class of two images
+  or more none of which is held out holds out the one of smallest number; a class all of whose
+  images are (one image alone too) keeps the one of largest number for training. The counts per
+  class are binomial (fraction * n on average), not exactly round(fraction * n).
 """
 
 from __future__ import annotations
