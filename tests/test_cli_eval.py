@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import sef.datasets
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, resolve_config
 from sef.engine import fit
+from sef.engine.data import training_change
 from sef.errors import DataError
 from sef.trained import load_trained_model
 
@@ -360,4 +362,81 @@ def test_predictions_never_take_the_name_of_another_checkpoints(
     assert capsys.readouterr().err == (
         f"sef eval: error: cannot write {target}: it names the predictions of best.pt on test; "
         f"choose another file\n"
+    )
+
+
+def _flat_run(root: Path, out: Path, write_image) -> list[str]:
+    """Own data without splits (3 classes of 10 images, ROOT/<class>/) and a 1-epoch run of it in
+    ``out``; the `sef train` words that resume it."""
+    for c, name in enumerate(("ant", "bee", "fly")):
+        for i in range(10):
+            write_image(root / name / f"{i}.png", (32, 32), (80 * c, 20 * i, 9))
+    train = ["train", "--set", "data.dataset=folder", "--data-root", str(root), "--out", str(out),
+             "--image-size", "32", "--batch-size", "4", "--workers", "0",
+             "--no-progress"]  # fmt: skip
+    assert main([*train, "--epochs", "1"]) == 0
+    return ["train", "--resume", "--out", str(out), "--no-progress"]
+
+
+def _tested(checkpoint: Path, tmp_path: Path) -> list[str]:
+    """The images `sef eval` scores as the checkpoint's test split."""
+    predictions = tmp_path / "p.csv"
+    argv = ["eval", "--checkpoint", str(checkpoint), "--workers", "0", "--no-progress", "--json"]
+    assert main([*argv, "--predictions", str(predictions)]) == 0
+    return sorted(row["path"] for row in csv.DictReader(predictions.open()))
+
+
+def test_images_added_under_a_run_are_told_of_and_move_no_other_image(
+    tmp_path: Path, write_image, capsys
+) -> None:
+    root, out = tmp_path / "bugs", tmp_path / "run"
+    resume = _flat_run(root, out, write_image)
+    trained = len(sef.datasets.load("folder", root, "trainval"))
+    state = load_checkpoint(out / "best.pt")
+    assert state["config"]["data"]["holdout"] == "stable" and state["train_images"] == trained
+    tested = _tested(out / "best.pt", tmp_path)
+    capsys.readouterr()
+    for i in range(10, 14):  # photos added to a class after training
+        write_image(root / "bee" / f"{i}.png", (32, 32), (80, 20, 9 * i))
+    assert set(tested) <= set(_tested(out / "best.pt", tmp_path))  # each still tested
+    now = len(sef.datasets.load("folder", root, "trainval"))
+    changed = (
+        f"the training images changed since {{}} was saved: {trained} then, {now} now; the stable "
+        f"hold-out (data.holdout=stable) moved no image between training and val or test, save "
+        f"perhaps in classes so small that a fallback picks their held-out image"
+    )
+    assert capsys.readouterr().err == f"sef eval: warning: {changed.format(out / 'best.pt')}\n"
+    assert main([*resume, "--epochs", "2"]) == 0
+    assert f"note: {changed.format(out / 'last.pt')}\n" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the resumed run recorded what it trained on
+
+
+def test_a_run_saved_before_the_stable_holdout_keeps_its_ranked_split(
+    tmp_path: Path, write_image
+) -> None:
+    root, out = tmp_path / "bugs", tmp_path / "run"
+    resume = _flat_run(root, out, write_image)
+    for name in ("last.pt", "best.pt"):  # as sef wrote them before data.holdout
+        state = load_checkpoint(out / name)
+        del state["config"]["data"]["holdout"], state["train_images"], state["train_fingerprint"]
+        save_checkpoint(out / name, state)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("  holdout: stable\n", ""))
+    ranked = sef.datasets.load("folder", root, "test", holdout="ranked")
+    assert ranked.samples != sef.datasets.load("folder", root, "test").samples  # unlike stable's
+    assert _tested(out / "best.pt", tmp_path) == sorted(path for path, _ in ranked.samples)
+    assert main([*resume, "--epochs", "2"]) == 0  # not refused as a change of data.holdout
+    assert load_checkpoint(out / "last.pt")["config"]["data"]["holdout"] == "ranked"
+
+
+def test_a_ranked_run_on_changed_images_is_told_its_split_was_drawn_anew() -> None:
+    then, now = {"train_images": 24, "train_fingerprint": "a"}, {"train_images": 26}
+    assert training_change(then, {**now, "train_fingerprint": "a"}, "ranked", "x.pt") is None
+    assert training_change({}, {**now, "train_fingerprint": "b"}, "ranked", "x.pt") is None
+    assert training_change(then, {**now, "train_fingerprint": "b"}, "ranked", "x.pt") == (
+        "the training images changed since x.pt was saved: 24 then, 26 now; the ranked hold-out "
+        "(data.holdout=ranked) drew val and test anew where they are held out, not declared, so "
+        "they may hold images the run trained on: declare a test split (DIR/test/, a split "
+        "column) or train a new run, which holds out stably"
     )

@@ -12,6 +12,7 @@ from sef.config import (
     Config,
     apply_overrides,
     apply_values,
+    config_from_dict,
     config_to_dict,
     describe_preset,
     flatten,
@@ -22,6 +23,7 @@ from sef.config import (
     resolve_config,
     run_name,
     save_config,
+    stored_values,
 )
 from sef.errors import ConfigError
 
@@ -197,6 +199,15 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         # numpy refused it mid-run ("expected non-negative integer"), torch's sampler overflowed
         ("run.seed=-1", "run.seed=-1 is invalid: it must be an integer from 0 to"),
         (f"run.seed={2**64}", f"run.seed={2**64} is invalid: it must be an integer from 0 to"),
+        (
+            "data.holdout=random",
+            "data.holdout='random' is invalid: it must be one of stable, ranked",
+        ),
+        (  # read_split passed it beside data.holdout: a TypeError's traceback
+            "data.options.holdout=ranked",
+            "data.options.holdout='ranked' is invalid: it must be set as data.holdout, not as a",
+        ),
+        ("data.options.seed=1", "it must be set as run.seed, not as a reader option"),
     ],
 )
 def test_bad_overrides_fail_in_one_line(override: str, message: str) -> None:
@@ -357,6 +368,29 @@ def test_a_field_with_the_word_none_reads_false_and_null_as_none(word: str, tmp_
     config = load_config_file(path)
     assert (config.run.amp, config.optim.scheduler) == ("none", "none")
     assert apply_overrides(load_preset("demo"), [f"run.amp={word}"]).run.amp == "none"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "stored"), [("folder", "ranked"), ("csv", "ranked"), ("cub", "stable")]
+)
+def test_a_stored_own_data_config_without_a_holdout_held_out_by_rank(
+    dataset: str, stored: str, tmp_path: Path
+) -> None:
+    """Runs saved before data.holdout drew their own data's val and test by rank: evaluating and
+    resuming them must too; a config a user writes, and a new run, hold out stably (the
+    benchmarks ignore it: theirs is ranked whatever it says)."""
+    config = apply_overrides(load_preset("demo"), [f"data.dataset={dataset}"])
+    assert config.data.holdout == "stable"
+    values = config_to_dict(config)
+    del values["data"]["holdout"]  # as a checkpoint or config.yaml saved before it holds it
+    assert config_from_dict(stored_values(values)).data.holdout == stored
+    save_config(config, tmp_path / "config.yaml")
+    old = (tmp_path / "config.yaml").read_text().replace("  holdout: stable\n", "")
+    (tmp_path / "config.yaml").write_text(old)
+    assert load_config_file(tmp_path / "config.yaml", stored=True).data.holdout == stored
+    assert load_config_file(tmp_path / "config.yaml").data.holdout == "stable"  # a user's file
+    values["data"]["holdout"] = "stable"  # a run saved since keeps what it says
+    assert stored_values(values) == values
 
 
 def test_the_cache_setting_takes_its_words_or_a_folder(tmp_path: Path) -> None:

@@ -87,14 +87,19 @@ def test_split_folders_named_otherwise_are_warned_of(folder_root):
     ]
 
 
-def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path):
+@pytest.mark.parametrize("holdout", ["stable", "ranked"])
+def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path, holdout):
     flat = shutil.copytree(folder_root / "train", tmp_path / "flat")  # ROOT/<class>/, 4 each
-    splits = {s: _load("folder", flat, s) for s in sef.datasets.SPLITS}
-    assert len(splits["test"]) == 3  # round(0.2 * 4) = 1 per class
-    assert len(splits["trainval"]) == 9 and len(splits["val"]) == 3
-    assert not set(splits["test"].samples) & set(splits["trainval"].samples)
-    assert not set(splits["train"].samples) & set(splits["val"].samples)
-    assert len(_load("folder", flat, "test", test_fraction=0.5)) == 6
+    splits = {s: _load("folder", flat, s, holdout=holdout) for s in sef.datasets.SPLITS}
+    tested, trained = (sorted(path for path, _ in splits[s].samples) for s in ("test", "trainval"))
+    assert sorted(tested + trained) == sorted(map(str, flat.rglob("*.png")))  # each image once
+    assert sorted(splits["train"].samples + splits["val"].samples) == splits["trainval"].samples
+    for split in sef.datasets.SPLITS:  # every class in both parts of each hold-out
+        assert {label for _, label in splits[split].samples} == {0, 1, 2}
+    if holdout == "ranked":
+        assert len(splits["test"]) == 3  # round(0.2 * 4) = 1 per class
+        assert len(splits["trainval"]) == 9 and len(splits["val"]) == 3
+        assert len(_load("folder", flat, "test", test_fraction=0.5, holdout=holdout)) == 6
 
 
 def test_a_class_named_like_a_split_is_a_class(folder_root, tmp_path):
@@ -137,7 +142,9 @@ def test_a_class_folder_of_files_that_are_not_images_says_so(folder_root, tmp_pa
     shutil.copy(flat / "cat" / "cat0.png", flat / "dog" / "IMG_0002.jfif")  # as Windows saves
     with pytest.warns(UserWarning) as warned:
         trainval = _load("folder", flat, "trainval")
-    assert len(trainval) == 7  # cat, dog's .jfif and the third class; not notes.txt nor .HEIC
+    with pytest.warns(UserWarning):
+        test = _load("folder", flat, "test")
+    assert len(trainval) + len(test) == 9  # cat, dog's .jfif and the third class; not notes.txt
     assert [str(w.message) for w in warned] == [
         f"left out 2 photos under {flat} in a format sef cannot read (.heic), e.g. "
         f"{flat / 'cat' / 'IMG_0001.HEIC'}; convert them to JPEG or PNG to train on them"
@@ -155,7 +162,7 @@ def test_class_folders_one_folder_deeper_are_pointed_to(folder_root, tmp_path):
         f"fox: the classes are one folder deeper; pass {tmp_path / 'unpacked' / 'photos'} as "
         f"the data root"
     )
-    assert len(_load("folder", tmp_path / "unpacked" / "photos", "trainval")) == 9
+    assert _load("folder", tmp_path / "unpacked" / "photos", "trainval").classes == OWN_CLASSES
 
 
 def test_folder_leaves_out_hidden_names(folder_root):
@@ -431,3 +438,27 @@ def test_own_photos_are_turned_upright_by_their_exif_orientation(name, request):
         path = tagged(dataset.samples[0][0], 6, pixels)  # .png (folder) and .jpg (csv)
         image = np.asarray(dataset[0][0])
         assert np.array_equal(image, upright_by_the_table(stored_pixels(path), 6)), split
+
+
+@pytest.mark.parametrize("name", ["folder", "csv"])
+def test_own_data_moved_elsewhere_keeps_its_hold_out(name, folder_root, csv_root, tmp_path):
+    """The stable hold-out names each image relative to the data's root (a CSV's folder)."""
+    root = (
+        shutil.copytree(folder_root / "train", tmp_path / "flat") if name == "folder" else csv_root
+    )
+    if name == "csv":  # without its split column: held out
+        rows = (root / "labels.csv").read_text().splitlines()[1:]
+        (root / "labels.csv").write_text("\n".join(row.rsplit(",", 1)[0] for row in rows) + "\n")
+    before = _load(name, root, "test")
+    moved = _load(name, shutil.move(root, tmp_path / "elsewhere" / "data"), "test")
+    assert moved.names() == before.names() and len(before) > 0
+    assert [path for path, _ in moved.samples] != [path for path, _ in before.samples]
+
+
+def test_the_benchmarks_hold_out_by_rank_whatever_data_holdout_says(cub_root):
+    ranked = _load("cub", cub_root, "val", holdout="ranked").samples
+    assert _load("cub", cub_root, "val", holdout="stable").samples == ranked
+    with pytest.raises(
+        ConfigError, match="unknown hold-out 'random'; choose one of stable, ranked"
+    ):
+        _load("cub", cub_root, "val", holdout="random")

@@ -8,6 +8,8 @@ POOLS = ("avg", "token")  # how token backbones pool (sef.adapters)
 GROUP_LOSS_VARIANTS = ("reference", "paper")  # sef.losses
 RECIPES = ("resize_crop", "resize")  # the paper's image pipelines (sef.transforms)
 BAD_IMAGE_POLICIES = ("stop", "skip", "off")  # sef.datasets.checking
+# data.holdout: how own data without declared splits hold out val and test (sef.datasets.splits)
+HOLDOUTS = ("stable", "ranked")
 CACHE_MODES = ("off", "auto")  # data.cache, else a folder (sef.datasets.cache)
 TTA_MODES = ("flip", "crops", "flip+crops")  # test-time augmentation (sef.tta)
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")  # sef.export

@@ -13,16 +13,16 @@ import functools
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from sef import datasets
 from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint
-from sef.config import Config, config_from_dict
+from sef.config import Config, config_from_dict, stored_values
 from sef.datasets import ImageList, names
-from sef.datasets.splits import NoSuchSplit
+from sef.datasets.splits import TRAINING_RECORD, NoSuchSplit
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
 from sef.text import counted, shown
@@ -58,8 +58,10 @@ def create_model(config: Config, num_classes: int) -> SEF:
 
 @dataclass
 class TrainedModel:
-    """A trained SEF in eval mode, with everything needed to feed it images, and the versions of
-    sef and torch that wrote its checkpoint (None in one written before they were recorded)."""
+    """A trained SEF in eval mode, with everything needed to feed it images, the versions of
+    sef and torch that wrote its checkpoint (None in one written before they were recorded) and
+    its record of the images it trained on (``training``: own data's, see
+    :func:`sef.datasets.splits.training_record`; {} in one written before it was kept)."""
 
     model: SEF
     classes: list[str]
@@ -67,6 +69,7 @@ class TrainedModel:
     preprocessing: Preprocessing
     sef_version: str | None = None
     torch_version: str | None = None
+    training: dict = field(default_factory=dict)
 
     @property
     def written_by(self) -> str:
@@ -157,7 +160,7 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
     state = load_checkpoint(path)
     try:
-        config = config_from_dict(state["config"])
+        config = config_from_dict(stored_values(state["config"]))
     except ConfigError as error:
         raise CheckpointError(f"checkpoint {path} holds an unusable config: {error}") from None
     classes = [str(name) for name in state["classes"]]
@@ -182,4 +185,5 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
         preprocessing=Preprocessing(config.data.image_size, config.data.recipe),
         sef_version=state.get("sef_version"),
         torch_version=state.get("torch_version"),
+        training={key: state[key] for key in TRAINING_RECORD if key in state},
     )

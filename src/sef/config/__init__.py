@@ -48,6 +48,7 @@ from sef.config.values import (
     config_to_dict,
     flatten,
     parse_overrides,
+    stored_values,
 )
 from sef.errors import ConfigError
 
@@ -83,6 +84,7 @@ __all__ = [
     "resolve_config",
     "run_name",
     "save_config",
+    "stored_values",
     "uses_method",
     "validate",
 ]

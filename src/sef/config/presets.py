@@ -31,6 +31,7 @@ from sef.config.values import (
     config_to_dict,
     deep_merge,
     load_yaml,
+    stored_values,
 )
 from sef.datasets import RECORDS
 from sef.errors import ConfigError
@@ -264,10 +265,12 @@ def _file_values(path: Path, bases_of: tuple[Path, ...] = ()) -> dict:
     return deep_merge(config_to_dict(load_preset(str(base))), {"name": str(base), **values})
 
 
-def load_config_file(path: str | Path) -> Config:
+def load_config_file(path: str | Path, *, stored: bool = False) -> Config:
     """A config from a YAML file; ``base: PRESET`` starts it from that preset, ``base: FILE.yaml``
-    from that config file."""
-    return config_from_dict(_file_values(Path(path)))
+    from that config file. ``stored``: the file is a run's own config.yaml, read as it was saved
+    (:func:`~sef.config.values.stored_values`)."""
+    values = _file_values(Path(path))
+    return config_from_dict(stored_values(values) if stored else values)
 
 
 def save_config(config: Config, path: str | Path) -> None:

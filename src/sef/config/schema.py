@@ -14,13 +14,14 @@ from sef.choices import (
     BAD_IMAGE_POLICIES,
     CACHE_MODES,
     DEVICE_WORDS,
+    HOLDOUTS,
     LOGGERS,
     MAX_SEED,
     POOLS,
     RECIPES,
     is_device,
 )
-from sef.datasets import NAMES
+from sef.datasets import NAMES, RUN_SETTINGS
 from sef.errors import ConfigError
 from sef.loss_config import LossConfig
 
@@ -33,6 +34,7 @@ CHOICES = {
     "data.dataset": NAMES,
     "data.recipe": RECIPES,
     "data.bad_images": BAD_IMAGE_POLICIES,
+    "data.holdout": HOLDOUTS,
     "optim.optimizer": OPTIMIZERS,
     "optim.scheduler": SCHEDULERS,
     "run.amp": AMP_MODES,
@@ -75,6 +77,9 @@ class DataConfig:
     workers: int = 4
     bad_images: str = "stop"
     val_fraction: float = 0.1
+    # own data without declared splits: held out image by image (stable), or by rank in each
+    # class (ranked: runs saved before this key, see values.stored_values); sef.datasets.splits
+    holdout: str = "stable"
     options: dict = field(default_factory=dict)
     cache: str = "off"  # off, auto or a folder: a decoded-image cache (sef.datasets.cache)
 
@@ -174,6 +179,11 @@ def validate(config: Config) -> None:
     _require(d.image_size >= 16, "data.image_size", d.image_size, "an integer >= 16")
     _require(d.workers >= 0, "data.workers", d.workers, "an integer >= 0")
     _require(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "between 0 and 1")
+    settings = sorted(set(d.options) & set(RUN_SETTINGS))  # read_split passes them itself
+    if settings:
+        key = settings[0]
+        rule = f"set as {RUN_SETTINGS[key]}, not as a reader option"
+        raise _invalid(f"data.options.{key}", d.options[key], rule)
     _require(bool(d.cache.strip()), "data.cache", d.cache, "off, auto or a folder")
     _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "a number > 0")
     _require(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")

@@ -26,6 +26,7 @@ from sef.config.schema import (
     Config,
     validate,
 )
+from sef.datasets import names_of
 from sef.errors import ConfigError
 
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
@@ -205,6 +206,17 @@ def config_from_dict(values: dict) -> Config:
     return config
 
 
+def stored_values(values: dict) -> dict:
+    """``values`` of a stored config (a checkpoint's, a run's config.yaml) with what a key added
+    since meant when it was saved, where that is not the key's default: an own-data run saved
+    before ``data.holdout`` existed held out by rank, and evaluates and resumes so (a config a
+    user writes takes the default, stable; the other datasets ignore the key)."""
+    data = values.get("data")
+    if isinstance(data, dict) and data.get("dataset") in names_of("own") and "holdout" not in data:
+        return {**values, "data": {**data, "holdout": "ranked"}}
+    return values
+
+
 def config_to_dict(config: Config) -> dict:
     """Nested plain values (YAML- and checkpoint-safe)."""
     return dataclasses.asdict(config)
@@ -232,9 +244,10 @@ def config_changes(
 ) -> list[tuple[str, Any, Any]]:
     """``(section.key, saved value, value in config)`` for every key where ``config`` differs from
     ``saved`` (a config as a checkpoint holds it), sorted by key, leaving out the ``allowed`` keys.
-    ``saved`` is read through today's schema first: keys added since it was saved take their
-    defaults, so an old run compares equal to a new one that does not set them."""
-    before = flatten(config_to_dict(config_from_dict(saved)))
+    ``saved`` is read through today's schema first: keys added since it was saved take what they
+    meant then (:func:`stored_values`), else their defaults, so an old run compares equal to a
+    new one that does not set them."""
+    before = flatten(config_to_dict(config_from_dict(stored_values(saved))))
     now = flatten(config_to_dict(config))
     return [
         (key, before.get(key), now.get(key))

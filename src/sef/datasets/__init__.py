@@ -4,8 +4,9 @@
 ``classes`` and ``samples``). Splits are ``trainval`` (official training set), ``test`` (official
 test set), and ``train``/``val``: official for FGVC-Aircraft (and folder data that has a val
 folder), elsewhere a seeded per-class hold-out of ``val_fraction`` of trainval (see
-:mod:`sef.datasets.splits`). ``RECORDS`` says what else sef knows of each dataset (its reader,
-kind, presets, downloadability); ``read_split`` reads a split as a config's ``data`` section names.
+:mod:`sef.datasets.splits`: own data's as ``holdout`` says, stable or ranked; the others' ranked).
+``RECORDS`` says what else sef knows of each dataset (its reader, kind, presets,
+downloadability); ``read_split`` reads a split as a config's ``data`` section names.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class DatasetRecord:
     """What sef knows of a dataset besides its images: the one place the readers, the config's
     presets and the download code look it up.
 
-    reader: the module that defines ``read(root, split, *, seed, val_fraction, **options)``;
+    reader: the module that defines ``read(root, split, *, seed, val_fraction, **options)`` (own
+    data's also takes ``holdout``, see :mod:`sef.datasets.splits`);
     kind: one of ``KINDS``; backbones: its presets are ``<name>-<backbone>[-<method>]`` for each
     (the demo's are ``demo[-<method>]``, see ``sef.config``); no_download: why `sef data download`
     cannot fetch it ("": its archives are listed in ``sef.datasets.download.ARCHIVES``).
@@ -93,6 +95,9 @@ RECORDS = {
 }  # fmt: skip
 NAMES = tuple(RECORDS)
 FILE_ROOTS = ("csv",)  # the readers whose root may be a file; every other reads a folder
+# What a reader takes from the run's config, not from data.options, and the key that sets it
+# (holdout: own data's readers only).
+RUN_SETTINGS = {"seed": "run.seed", "val_fraction": "data.val_fraction", "holdout": "data.holdout"}
 
 
 def names_of(kind: str) -> tuple[str, ...]:
@@ -117,12 +122,12 @@ def reader(name: str) -> Callable[..., ImageList]:
 
 
 def options(name: str) -> dict[str, Any]:
-    """The reader options of dataset ``name`` with their defaults (beyond seed, val_fraction)."""
+    """The reader options of dataset ``name`` with their defaults (beyond ``RUN_SETTINGS``)."""
     parameters = inspect.signature(reader(name)).parameters.values()
     return {
         p.name: p.default
         for p in parameters
-        if p.kind is p.KEYWORD_ONLY and p.name not in ("seed", "val_fraction")
+        if p.kind is p.KEYWORD_ONLY and p.name not in RUN_SETTINGS
     }
 
 
@@ -152,14 +157,20 @@ def load(
     transform: Callable | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,
+    holdout: str = "stable",
     **reader_options: Any,
 ) -> ImageList:
     """Read ``split`` of dataset ``name`` from ``root`` (the folder as unpacked).
 
     ``root`` may be None only for the generated sets (``GENERATED``: they then live in the
-    default cache). Extra keyword
+    default cache). ``holdout`` (stable or ranked) is how own data without declared splits hold
+    out val and test; the other datasets hold theirs out by rank whatever it says, so that their
+    splits stay those of every published run. Extra keyword
     options go to the dataset's reader; :func:`options` lists them.
     """
+    from sef.datasets.splits import check_holdout
+
+    check_holdout(holdout)
     read = reader(name)
     unknown = sorted(set(reader_options) - set(options(name)))
     if unknown:
@@ -176,6 +187,8 @@ def load(
         raise DataError(
             f"data root {root} is a file, not a folder; dataset {name} reads a folder{hint}"
         )
+    if "holdout" in inspect.signature(read).parameters:
+        reader_options["holdout"] = holdout
     dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
     dataset.transform = transform
     return dataset
@@ -187,6 +200,7 @@ class DataSection(Protocol):
     dataset: str
     root: str | None
     val_fraction: float
+    holdout: str
     options: dict
 
 
@@ -200,14 +214,15 @@ def read_split(
     progress: bool = True,
 ) -> ImageList:
     """``split`` of the dataset a config's ``data`` section names (from ``root`` instead of
-    ``data.root`` if given), with the run's ``seed``, its val fraction and reader options: the one
-    place they are assembled. ``progress`` shows a generated set being drawn on first use."""
+    ``data.root`` if given), with the run's ``seed``, its val fraction, hold-out and reader
+    options: the one place they are assembled. ``progress`` shows a generated set being drawn on
+    first use."""
     options = dict(data.options)
     if data.dataset in GENERATED:
         options.setdefault("progress", progress)
     return load(
         data.dataset, data.root if root is None else root, split, transform=transform,
-        seed=seed, val_fraction=data.val_fraction, **options,
+        seed=seed, val_fraction=data.val_fraction, holdout=data.holdout, **options,
     )  # fmt: skip
 
 

@@ -203,6 +203,7 @@ def read(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    holdout: str = "stable",
     classes: Sequence[str] | str | os.PathLike | None = None,
     image_root: str | os.PathLike | None = None,
 ) -> ImageList:
@@ -225,5 +226,8 @@ def read(
         _check_relative_to_csv(path, rows[0][1][0])
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [_split_of(path, number, row[2]) if len(row) == 3 else None for number, row in rows]
-    photos = ImageList(samples, names, upright=True)  # a user's own: seen as a viewer shows them
-    return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(path))
+    # a user's own: seen as a viewer shows them, named relative to base (ImageList.names)
+    photos = ImageList(samples, names, upright=True, root=base)
+    return from_declared(
+        photos, tags, split, seed, val_fraction, test_fraction, str(path), holdout=holdout
+    )

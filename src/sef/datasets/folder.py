@@ -163,6 +163,7 @@ def read(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    holdout: str = "stable",
 ) -> ImageList:
     """``split`` of the class-folder dataset at ``root``."""
     root = Path(root).expanduser()
@@ -193,5 +194,8 @@ def read(
         tags += [tag] * len(found)
     if not samples:
         raise DataError(f"no images ({SHOWN_EXTENSIONS}) under {root}; lay it out as {LAYOUT}")
-    photos = ImageList(samples, classes, upright=True)  # a user's own: seen as a viewer shows them
-    return from_declared(photos, tags, split, seed, val_fraction, test_fraction, str(root))
+    # a user's own: seen as a viewer shows them, named relative to root (ImageList.names)
+    photos = ImageList(samples, classes, upright=True, root=root)
+    return from_declared(
+        photos, tags, split, seed, val_fraction, test_fraction, str(root), holdout=holdout
+    )

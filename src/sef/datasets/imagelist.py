@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +30,10 @@ class ImageList(Dataset):
     data are. The readers of the benchmarks and of the generated sets pass False: their boxes and
     parts are in the stored pixels' coordinates, and the paper's recipe and the authors' code read
     the stored pixels.
+
+    ``root`` (own data: ``folder`` and ``csv``) is the folder the images are named relative to
+    (:meth:`names`), so that what the stable hold-out and a run's record of its training images
+    read of them stays the same when the data moves; None elsewhere.
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class ImageList(Dataset):
         trim_bottom: int = 0,
         parts: Sequence[Parts] | None = None,
         upright: bool = True,
+        root: str | os.PathLike | None = None,
     ) -> None:
         self.samples = [(str(path), int(label)) for path, label in samples]
         self.classes = list(classes)
@@ -48,6 +55,7 @@ class ImageList(Dataset):
         self.trim_bottom = trim_bottom
         self.parts = None if parts is None else list(parts)
         self.upright = upright
+        self.root = None if root is None else str(root)
         for name, extra in (("boxes", self.boxes), ("parts", self.parts)):
             if extra is not None and len(extra) != len(self.samples):
                 raise ValueError(f"{name} has {len(extra)} entries for {len(self.samples)} samples")
@@ -89,7 +97,17 @@ class ImageList(Dataset):
             trim_bottom=self.trim_bottom,
             parts=None if self.parts is None else [self.parts[i] for i in indices],
             upright=self.upright,
+            root=self.root,
         )
+
+    def names(self) -> list[str]:
+        """Each image's name: its path relative to ``root`` (the whole path where it lies outside,
+        or without a root), with / separators and in Unicode's composed form (NFC), so that a
+        folder copied from a Mac names its images as one spelled on Linux does. The readers join
+        their paths to ``root`` as written, so the root is cut off as text (100,000 paths took
+        seconds through pathlib)."""
+        inside = "" if self.root is None else os.path.join(self.root, "")  # the root and a /
+        return [unicodedata.normalize("NFC", _relative(p, inside)) for p, _ in self.samples]
 
     def drop(self, paths: Sequence[str]) -> None:
         """Remove the samples whose path is in ``paths``, in place (keeps boxes/parts aligned)."""
@@ -99,3 +117,11 @@ class ImageList(Dataset):
 
     def __repr__(self) -> str:
         return f"ImageList({len(self)} images, {len(self.classes)} classes)"
+
+
+def _relative(path: str, inside: str) -> str:
+    """``path`` less the folder ``inside`` (ending in a separator, or "") it starts with, with /
+    separators; the whole of it where it starts otherwise."""
+    if inside and path.startswith(inside):
+        path = path[len(inside) :]
+    return path.replace(os.sep, "/")

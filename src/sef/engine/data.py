@@ -6,8 +6,9 @@ from __future__ import annotations
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -89,6 +90,31 @@ def load_data(
     _warn_unevaluated(train, evaluation, d.eval_split)
     data = Data(train, evaluation, list(train.classes))
     return from_cache(data, config, context, progress) if cached else data
+
+
+def training_change(
+    recorded: Mapping[str, Any], now: Mapping[str, Any], holdout: str, checkpoint: str | Path
+) -> str | None:
+    """What it means that the training split is another than ``checkpoint`` recorded (both
+    :func:`sef.datasets.splits.training_record`), in one sentence; None where it is the same, or
+    either record is missing (a run saved before they were kept, data other than own)."""
+    if not recorded or not now or recorded["train_fingerprint"] == now["train_fingerprint"]:
+        return None
+    changed = (
+        f"the training images changed since {checkpoint} was saved: "
+        f"{recorded['train_images']} then, {now['train_images']} now"
+    )
+    if holdout == "stable":
+        return (
+            f"{changed}; the stable hold-out (data.holdout=stable) moved no image between "
+            f"training and val or test, save perhaps in classes so small that a fallback picks "
+            f"their held-out image"
+        )
+    return (
+        f"{changed}; the ranked hold-out (data.holdout=ranked) drew val and test anew where they "
+        f"are held out, not declared, so they may hold images the run trained on: declare a "
+        f"test split (DIR/test/, a split column) or train a new run, which holds out stably"
+    )
 
 
 def nothing_to_evaluate(split: str, source: str) -> DataError:

@@ -15,14 +15,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset
 
-from sef import distributed, outputs, threads
+from sef import datasets, distributed, outputs, threads
 from sef.config import Config
-from sef.datasets.splits import share_images
+from sef.datasets.splits import share_images, training_record
 from sef.distributed import Context
-from sef.engine.data import nothing_to_evaluate
+from sef.engine.data import nothing_to_evaluate, training_change
 from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
-from sef.errors import OutOfMemory
+from sef.errors import DataError, OutOfMemory
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF, unwrap
@@ -294,7 +294,30 @@ def _model_and_data(
             f"--split {data.eval_split}",
             stacklevel=2,
         )
+    if context.is_main:
+        _warn_changed_training(trained, checkpoint, data_root)
     return trained, dataset
+
+
+def _warn_changed_training(
+    trained: TrainedModel, checkpoint: str | os.PathLike, data_root: str | None
+) -> None:
+    """Warn where the training split of the data now is another than ``checkpoint`` recorded
+    (own data: images added or removed since), saying what that does to the split evaluated."""
+    if not trained.training:
+        return
+    data, seed = trained.config.data, trained.config.run.seed
+    try:
+        with warnings.catch_warnings():  # the reader warned of the data reading the split
+            warnings.simplefilter("ignore")
+            train = datasets.read_split(
+                data, data.train_split, seed=seed, root=data_root, progress=False
+            )
+    except DataError:  # no training split there (a copy of the test folder alone): none to compare
+        return
+    change = training_change(trained.training, training_record(train), data.holdout, checkpoint)
+    if change is not None:
+        warnings.warn(change, stacklevel=3)
 
 
 # the columns of every per-image predictions CSV, with TTA's after them

@@ -43,8 +43,10 @@ from sef.config import (
     preset_names,
     run_name,
     save_config,
+    stored_values,
     uses_method,
 )
+from sef.datasets.splits import TRAINING_RECORD, training_record
 from sef.distributed import Context
 from sef.engine.data import (
     Data,
@@ -53,6 +55,7 @@ from sef.engine.data import (
     load_data,
     some_names,
     train_loader,
+    training_change,
 )
 from sef.engine.device import out_of_memory
 from sef.engine.evaluation import (
@@ -155,12 +158,12 @@ def resume_config(
     out = resume_dir(apply_values(config, changes))
     edited: dict[str, Any] = {}
     if os.path.isfile(out / "last.pt"):
-        saved = config_from_dict(load_checkpoint(out / "last.pt")["config"])
+        saved = config_from_dict(stored_values(load_checkpoint(out / "last.pt")["config"]))
         source = out / "last.pt"
         if os.path.isfile(out / "config.yaml"):
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
-        saved, source = load_config_file(out / "config.yaml"), out / "config.yaml"
+        saved, source = load_config_file(out / "config.yaml", stored=True), out / "config.yaml"
     else:
         saved, source = config, None
     if named:
@@ -184,7 +187,8 @@ def _hand_edits(
     """What the run's ``config_file``, edited by hand, sets unlike ``saved`` (the config of
     ``checkpoint``) and a resume may change; ConfigError naming the first other edit that the
     command line (``given``) does not set itself, which the resume would otherwise ignore."""
-    edited = load_config_file(config_file)  # run.out left out: the folder is where it is now
+    # read as it was saved; run.out left out: the folder is where it is now
+    edited = load_config_file(config_file, stored=True)
     edits = config_changes(config_to_dict(saved), edited, ("run.out",))
     fixed = [(key, before, now) for key, before, now in edits if key not in (*MAY_CHANGE, *given)]
     if fixed:
@@ -448,6 +452,8 @@ class _Run:
         self.trained_on = context.world_size  # the processes the epochs so far trained on
         self.trained_threads = _cpu_threads(context)  # and the CPU threads (None on a GPU)
         self.trained_accumulate = config.optim.accumulate  # and the micro-batches a step
+        self.training = training_record(data.train)  # the images it trains on now (own data)
+        self.trained: dict[str, Any] = {}  # and those last.pt recorded (a resume's)
 
     def state(self) -> dict:
         return {
@@ -464,6 +470,7 @@ class _Run:
             "seconds": self.seconds,
             "processes": self.context.world_size,
             "cpu_threads": _cpu_threads(self.context),
+            **self.training,
         }
 
     def restore(self, state: dict, path: Path) -> None:
@@ -488,6 +495,8 @@ class _Run:
         self.trained_on = state.get("processes", self.trained_on)  # unrecorded before 2026-12-07
         self.trained_threads = state.get("cpu_threads")  # unrecorded before 2026-12-07
         self.trained_accumulate = state["config"]["optim"].get("accumulate", 1)
+        # unrecorded before 2026-12-07, and for data other than own
+        self.trained = {key: state[key] for key in TRAINING_RECORD if key in state}
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -578,7 +587,7 @@ class _Run:
         return [path for path in (self.out / "best.pt", self.predictions) if path.is_file()]
 
     def best_state(self) -> dict:
-        keys = ("model", "config", "classes", "epoch", "metrics")
+        keys = ("model", "config", "classes", "epoch", "metrics", *TRAINING_RECORD)
         return {k: v for k, v in self.state().items() if k in keys}
 
 
@@ -744,7 +753,10 @@ def _announce(run: _Run) -> None:
         f"{run.context.device.type} -> {run.out}",
         file=sys.stdout,
     )
-    notes = (_finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note)
+    notes = (
+        _finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note,
+        _training_note,
+    )  # fmt: skip
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
@@ -786,6 +798,14 @@ def _one_image_note(run: _Run) -> str | None:
         f"averages of single images, unlike the recipe's batches; --accumulate {fewer} keeps "
         f"{per_process // fewer} images a micro-batch"
     )
+
+
+def _training_note(run: _Run) -> str | None:
+    """What a resume on other training images than last.pt recorded means, or None."""
+    change = training_change(
+        run.trained, run.training, run.config.data.holdout, run.out / "last.pt"
+    )
+    return None if change is None else f"note: {change}"
 
 
 def _finished_note(run: _Run) -> str | None:
