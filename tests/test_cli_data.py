@@ -136,6 +136,13 @@ def test_check_demo_with_reader_options(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "demo").is_dir()
 
 
+def test_a_seed_given_as_a_reader_option_is_refused_in_one_line(tmp_path, capsys):
+    for action, hint in (("check", "pass --seed instead"), ("cache", "leave it out")):
+        assert main(["data", action, "folder", str(tmp_path), "-o", "seed=3"]) == 2
+        error = capsys.readouterr().err
+        assert error == f"sef data: error: -o seed=3: the seed is not a reader option; {hint}\n"
+
+
 def test_check_birds32b_draws_its_own_set(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEF_CACHE", str(tmp_path))
     options = ["-o", "per_class=2", "-o", "test_per_class=2", "-o", "resolution=48"]

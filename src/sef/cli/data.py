@@ -162,6 +162,9 @@ def _class_summary(classes: list[str], everything: bool) -> str:
 def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets.ImageList]:
     """What reads a split of NAME at ROOT with the -o options."""
     options = dict(args.option)
+    if "seed" in options:  # load's own argument: passed beside -o it was a TypeError
+        hint = "pass --seed instead" if args.data_command == "check" else "leave it out"
+        raise ConfigError(f"-o seed={options['seed']}: the seed is not a reader option; {hint}")
     if args.name in datasets.GENERATED:
         options.setdefault("progress", progress_bars(args))
     elif args.root is None:
