@@ -61,8 +61,13 @@ class Pooled(nn.Module):
 
 
 def input_channels(model: nn.Module) -> int:
-    """The channels of the images ``model`` takes: the in_channels of its first convolution (1
-    for a grayscale network, 4 for RGB + infrared), 3 where it has none."""
+    """The channels of the images ``model`` takes: for a SEF model and its export, those of the
+    image its backbone ran on when it was built (``image_channels``); else the in_channels of
+    its first-registered convolution (1 for a grayscale network, 4 for RGB + infrared; the
+    guess SEF's probe starts from, assuming the images enter there), 3 where it has none."""
+    recorded = getattr(model, "image_channels", None)
+    if isinstance(recorded, int):
+        return recorded
     first = next((part for part in model.modules() if isinstance(part, nn.Conv2d)), None)
     return first.in_channels if first is not None and first.in_channels else 3  # lazy: 0
 
