@@ -191,6 +191,12 @@ def test_reader_options_and_backbone_args_are_one_value_each_not_sections() -> N
         ("run.loggers=neptune", "run.loggers='neptune' is invalid: it must be one of tensorboard"),
         ("run.loggers=[wandb,none]", "it must be none alone, or some of tensorboard, wandb"),
         ("run.loggers=[mlflow,mlflow]", "it must be none alone, or some of"),
+        (  # quoted as YAML read it, not as ['wandb', 'none'], which the user never wrote
+            "run.loggers=[wandb,off]",
+            "run.loggers=['wandb', False] is invalid: it must be none alone, or some of "
+            "tensorboard, wandb, mlflow, each once (an unquoted off, no, false or null in it "
+            "means none)",
+        ),
         (
             "run.loggers=3",
             "run.loggers must be one of tensorboard, wandb, mlflow, none, or a list of them, got 3",

@@ -362,6 +362,51 @@ def test_an_export_records_the_channels_its_model_takes(channels, tmp_path):
     assert not check_export(small, paths, SIZE).failed()
 
 
+class _SideBranchFirst(torch.nn.Module):
+    """An RGB backbone whose first-registered convolution is a 1-channel side branch (a mask
+    encoder its forward does not use on the images)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mask = torch.nn.Conv2d(1, 4, 1)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU())
+
+    def forward(self, images):
+        return self.body(images)
+
+
+def test_an_export_takes_the_channels_the_backbone_ran_on_not_its_first_conv(tmp_path):
+    """The export counted the channels of the first-registered Conv2d (1) while SEF's probe had
+    run on 3: the right RGB preprocessing was refused, and a 1-channel one failed in tracing."""
+    model = SEF(_SideBranchFirst(), num_classes=len(CLASSES), groups=2).eval()
+    formats = ["torchscript", "safetensors"]
+    paths = export_model(
+        model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=formats
+    )
+    assert json.loads(paths["preprocessing"].read_text())["channels"] == 3
+    assert not check_export(model, paths, SIZE).failed()
+    assert model.image_channels == model.export().image_channels == 3
+
+
+def test_an_export_whose_network_cannot_take_its_images_says_so_in_one_line(tmp_path):
+    model = SEF(_SideBranchFirst(), num_classes=len(CLASSES), groups=2).eval()
+    model.image_channels = 1  # a count that is wrong for the network
+    gray = Preprocessing(SIZE, "resize", (0.5,), (0.25,))
+    said = (
+        "the exported network cannot run on 1-channel 32 x 32 images (Given groups=1, weight of "
+        "size [8, 3, 3, 3], expected input[{batch}, 1, 32, 32] to have 3 channels, but got 1 "
+        "channels instead); sef gives it the channels its backbone ran on when SEF was built "
+        "(SEF.image_channels) at preprocessing.image_size: set image_channels to the channels "
+        "its images have, or pass the image size it was trained at"
+    )
+    with pytest.raises(ValueError) as refused:  # was torch's traceback from the tracer
+        export_model(model, tmp_path / "out", classes=CLASSES, preprocessing=gray)
+    assert str(refused.value) == said.format(batch=2) and not (tmp_path / "out").exists()
+    with pytest.raises(ValueError) as refused:
+        check_export(model, {}, SIZE)
+    assert str(refused.value) == said.format(batch=3)
+
+
 def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):
     previous = os.umask(0o077)
     try:

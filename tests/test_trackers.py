@@ -345,6 +345,32 @@ def test_a_wandb_dir_that_cannot_be_written_is_refused_before_the_run(
     trackers.require(["wandb"])
 
 
+def test_a_wandb_dir_under_a_literal_tilde_is_the_home_folder_and_no_folder_named_tilde(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # WANDB_DIR=~/wandb-runs as a .env file or a quoted assignment leaves it: W&B expanded it,
+    # but first made an empty folder named ~ in the current one; sef hands it the expanded path
+    import sys
+
+    from sef.config import Config
+
+    home, here = tmp_path / "home", tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WANDB_DIR", "~/wandb-runs")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    trackers.require(["wandb"])  # checked where it will be: nothing made, nothing in here
+    opened = {}
+    fake = SimpleNamespace(
+        init=lambda **settings: opened.update(settings) or SimpleNamespace(id="r")
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    trackers.WandbRun(tmp_path / "run", Config(), None)
+    assert opened["dir"] == str(home / "wandb-runs")
+    assert list(here.iterdir()) == [] and not home.exists()
+
+
 def test_a_server_whose_name_lookup_hangs_is_given_up_on_at_the_limit(monkeypatch) -> None:
     # a node whose name server does not answer: the socket timeout does not cover the lookup,
     # which waits for the resolver's own timeouts (5 s a try and a server by default)

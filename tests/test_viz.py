@@ -94,6 +94,26 @@ def test_mean_correlation_averages_every_image_whatever_the_batching():
         mean_channel_correlation(model, [])
 
 
+@pytest.mark.parametrize(("side", "warned"), [(1, True), (2, False)])
+def test_the_correlation_of_a_1x1_feature_map_says_it_compares_signs_only(recwarn, side, warned):
+    """Over one position the cosine of two channels is 1, -1 or 0: `sef viz corr` of resnet18
+    at 32 px drew that as a correlation without a word. Two batches, one warning."""
+    model = SEF(_Identity(), num_classes=2, groups=3)
+    mean_channel_correlation(model, [torch.rand(2, 3, side, side), torch.rand(2, 3, side, side)])
+    said = [str(w.message) for w in recwarn if "feature map" in str(w.message)]
+    assert said == (
+        [
+            "the backbone's last feature map is 1 x 1 for this model's 1 x 1 images (one "
+            "position or patch), so each channel's map is a single value and the cosine of two "
+            "channels is 1, -1 or 0 (the signs of their values), not how alike their maps are; a "
+            "model trained at a larger image size (--image-size), or on a backbone whose last "
+            "map is larger, shows how alike the channels' maps are"
+        ]
+        if warned
+        else []
+    )
+
+
 def test_mean_correlation_holds_one_channel_matrix_not_one_per_image():
     """`sef viz corr` of a ResNet-50 (2048 channels) held a 2048 x 2048 matrix per image of a
     batch: 0.5 GiB at the default 32 images a batch, 2 GiB at --batch-size 128."""
@@ -212,6 +232,29 @@ def test_measure_parts_finds_each_group_on_its_own_part(marked_parts):
     ungrouped = SEF(torch.nn.AvgPool2d(8), num_classes=1, groups=1).eval()
     split = measure_parts(ungrouped, marked_parts, transform, [0, 1, 2], group_sizes=[1, 1, 1])
     assert split.report.fractions == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize(("pool", "warned"), [(64, True), (8, False)])
+def test_parts_of_a_1x1_feature_map_say_every_group_peaks_at_the_centre(
+    marked_parts, recwarn, pool, warned
+):
+    """`sef viz parts` of resnet18 at 32 px (a 1 x 1 map) put every group's peak on the same
+    spot and said nothing; an 8 x 8 map is measured without a word."""
+    model = SEF(torch.nn.AvgPool2d(pool), num_classes=1, groups=3).eval()
+    transform = transforms.test_transform("resize_crop", 64)
+    measure_parts(model, marked_parts, transform, [0, 1, 2], batch_size=2, progress=False)
+    said = [str(w.message) for w in recwarn if "feature map" in str(w.message)]
+    assert said == (
+        [
+            "the backbone's last feature map is 1 x 1 for this model's 64 x 64 images (one "
+            "position or patch), so each group's map is a single value and every group peaks at "
+            "the image's centre, whatever the image shows; a model trained at a larger image "
+            "size (--image-size), or on a backbone whose last map is larger, shows where each "
+            "group peaks"
+        ]
+        if warned
+        else []
+    )
 
 
 class _Permute(torch.nn.Module):

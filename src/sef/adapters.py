@@ -61,8 +61,13 @@ class Pooled(nn.Module):
 
 
 def input_channels(model: nn.Module) -> int:
-    """The channels of the images ``model`` takes: the in_channels of its first convolution (1
-    for a grayscale network, 4 for RGB + infrared), 3 where it has none."""
+    """The channels of the images ``model`` takes: for a SEF model and its export, those of the
+    image its backbone ran on when it was built (``image_channels``); else the in_channels of
+    its first-registered convolution (1 for a grayscale network, 4 for RGB + infrared; the
+    guess SEF's probe starts from, assuming the images enter there), 3 where it has none."""
+    recorded = getattr(model, "image_channels", None)
+    if isinstance(recorded, int):
+        return recorded
     first = next((part for part in model.modules() if isinstance(part, nn.Conv2d)), None)
     return first.in_channels if first is not None and first.in_channels else 3  # lazy: 0
 
@@ -154,8 +159,8 @@ class TimmFeatures(FeatureAdapter):
             how = "mean of the feature map" if kind == "avg" else f"{kind!r} pooling of the map"
             return f"{how} (the model's head)"
         model = self.model
-        if getattr(model, "dist_token", None) is not None:  # timm's distilled head: no fc_norm
-            return "mean of the class and distillation tokens (the model's head)"
+        if _distilled(model):  # timm's distilled head: no fc_norm
+            return f"{_DISTILLED_POOL} (the model's head)"
         kind = getattr(model, "global_pool", None)
         how = {
             "token": "class token",
@@ -172,6 +177,23 @@ def _unsupported(name: str, what: str) -> ValueError:
     return ValueError(f"{name} is not supported: {what}; {_NEEDS}")
 
 
+_DISTILLED_POOL = "mean of the class and distillation tokens"
+_POOL_SETTING = "pool= in Python, model.pool in a config or --set model.pool=, sef info --pool"
+
+
+def _distilled(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm distilled DeiT, whose head reads its class and distillation
+    tokens (and only those)."""
+    return getattr(model, "dist_token", None) is not None
+
+
+def _pool_refused(name: str, why: str, allowed: str, pool: str) -> ValueError:
+    """A pool ``name`` does not take, in one line: why, and what pool may be as users set it."""
+    return ValueError(
+        f"{name} {why}: pool may be {allowed!r} or unset, not {pool!r} ({_POOL_SETTING})"
+    )
+
+
 def _choose_pool(model: nn.Module, name: str, layout: str, pool: str | None) -> None:
     """Set the model's head to pool as ``pool`` asks (None keeps the model's own choice)."""
     if pool is None:
@@ -179,18 +201,22 @@ def _choose_pool(model: nn.Module, name: str, layout: str, pool: str | None) -> 
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}, or None")
     if layout != "NLC" and pool == "token":
-        raise ValueError(
-            f"{name} has no class token (its features are a map); pool it with 'avg' "
-            f"(pool='avg'; sef train --set model.pool=avg, sef info --pool avg)"
-        )
+        raise _pool_refused(name, "has no class token (its features are a map)", "avg", pool)
     if layout == "NCHW":  # sef pools the mean of the map itself
         return
+    if _distilled(model) and pool != "token":
+        why = f"pools the {_DISTILLED_POOL}, which its distilled head reads"
+        raise _pool_refused(name, why, "token", pool)
     try:
         model.reset_classifier(0, global_pool=pool)
     except (AssertionError, TypeError) as error:
-        raise ValueError(f"{name} cannot pool with {pool!r} ({error}); leave pool unset") from None
+        raise ValueError(
+            f"{name} cannot pool with {pool!r} (timm: {error}); leave pool unset ({_POOL_SETTING})"
+        ) from None
     if getattr(model, "global_pool", None) != pool:
-        raise ValueError(f"{name} does not let sef choose its pooling; leave pool unset")
+        raise ValueError(
+            f"{name} does not let sef choose its pooling; leave pool unset ({_POOL_SETTING})"
+        )
 
 
 @torch.no_grad()

@@ -6,6 +6,8 @@ out, so they work in notebooks too.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -25,6 +27,23 @@ def backbone_features(model: SEF, images: Tensor) -> Tensor:
     with evaluation_mode(model):
         device = next(model.parameters()).device
         return model.feature_map(images.to(device)).float().cpu()
+
+
+def warn_if_one_position(
+    features: Tensor, image_size: Sequence[int], consequence: str, shows: str
+) -> None:
+    """A warning where the feature map [B, C, h, w] of ``image_size`` images is 1 x 1 (one
+    position or patch): a figure of where channels activate then shows nothing of places.
+    ``consequence`` says what the figure draws instead; ``shows`` what a larger map would show.
+    """
+    if math.prod(features.shape[-2:]) == 1:
+        height, width = image_size
+        warnings.warn(
+            f"the backbone's last feature map is 1 x 1 for this model's {height} x {width} images "
+            f"(one position or patch), so {consequence}; a model trained at a larger image size "
+            f"(--image-size), or on a backbone whose last map is larger, shows {shows}",
+            stacklevel=3,  # the caller of the function that measured the map
+        )
 
 
 def _unit_channels(features: Tensor) -> Tensor:
@@ -51,6 +70,14 @@ def mean_channel_correlation(model: SEF, batches: Iterable[Tensor]) -> tuple[Ten
     total, count = None, 0
     for images in batches:
         features = backbone_features(model, images)
+        if total is None:
+            warn_if_one_position(
+                features,
+                images.shape[-2:],
+                "each channel's map is a single value and the cosine of two channels is 1, -1 or "
+                "0 (the signs of their values), not how alike their maps are",
+                "how alike the channels' maps are",
+            )
         batch_sum = channel_cosine_sum(features)
         total = batch_sum if total is None else total + batch_sum
         count += features.shape[0]

@@ -20,7 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
-from sef.adapters import FeatureAdapter, TimmFeatures, blank_image
+from sef.adapters import FeatureAdapter, TimmFeatures, blank_image, input_channels
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
@@ -228,7 +228,7 @@ def create_backbone(
 
 
 class ProbeFailed(ValueError):
-    """The backbone failed on the blank ``side`` x ``side`` image :func:`feature_channels` runs
+    """The backbone failed on the blank ``side`` x ``side`` image :func:`probe_channels` runs
     it on, most often an image too small for it; ``failures`` maps the channels of each image
     tried to torch's first line, ``reason`` says it in words."""
 
@@ -247,37 +247,38 @@ class ProbeFailed(ValueError):
 
 
 @torch.no_grad()
-def feature_channels(backbone: nn.Module, image_size: int | None = None) -> int:
-    """Channels C of the backbone's feature map, found by one forward pass of a blank image of
-    ``image_size`` (default 64) pixels (:func:`~sef.adapters.blank_image`: as many channels as
-    its first convolution takes); an adapter's own ``channels``, checked when it was built
-    (timm's) or on that image (ValueError where its pooled features or its feature map have
-    other channels)."""
-    if isinstance(backbone, TimmFeatures):
-        return backbone.channels
+def probe_channels(backbone: nn.Module, image_size: int | None = None) -> tuple[int, int]:
+    """The channels of the images the backbone takes and the channels C of its feature map, found
+    by one forward pass of a blank image of ``image_size`` (default 64) pixels
+    (:func:`~sef.adapters.blank_image`: as many channels as its first-registered convolution
+    takes, else 3: the count of the image that ran); an adapter's own ``channels``, checked when
+    it was built (timm's) or on that image (ValueError where its pooled features or its feature
+    map have other channels)."""
+    if isinstance(backbone, TimmFeatures):  # its probe ran on blank_image when it was built
+        return input_channels(backbone), backbone.channels
     side = image_size or 64
     images = blank_image(backbone, side)
     if isinstance(backbone, FeatureAdapter):
         _check_adapter_channels(backbone, images)
-        return backbone.channels
-    out = _probe(backbone, images)
+        return images.shape[1], backbone.channels
+    out, images = _probe(backbone, images)
     problem = _not_a_feature_map(backbone, out)
     if problem is not None:
         raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
-    return out.shape[1]
+    return images.shape[1], out.shape[1]
 
 
-def _probe(backbone: nn.Module, images: torch.Tensor) -> object:
-    """The backbone's output on the blank ``images``, in eval mode; where that fails and they
-    do not have 3 channels, on 3 (the first convolution sef found may not be the first layer);
-    ProbeFailed naming each failure where none runs."""
+def _probe(backbone: nn.Module, images: torch.Tensor) -> tuple[object, torch.Tensor]:
+    """The backbone's output on the blank ``images``, in eval mode, and the images it ran on:
+    where they fail and do not have 3 channels, 3 (the first convolution sef found may not be
+    the first layer); ProbeFailed naming each failure where none runs."""
     side = images.shape[-1]
     tries = [images] if images.shape[1] == 3 else [images, images.new_zeros(1, 3, side, side)]
     failures = {}
     with evaluation_mode(backbone):
         for blank in tries:
             try:
-                return backbone(blank)
+                return backbone(blank), blank
             except (RuntimeError, AssertionError) as error:  # torchvision's ViT asserts its size
                 failures[blank.shape[1]] = str(error).splitlines()[0]
     raise ProbeFailed(side, failures)

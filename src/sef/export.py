@@ -81,6 +81,22 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return [f for f in EXPORT_FORMATS if f in formats]
 
 
+def _logits(plain: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``plain(images)`` without gradients; ValueError in one line where it cannot run on them
+    (images of other channels or another size than its backbone takes)."""
+    try:
+        with torch.no_grad():
+            return plain(images)
+    except RuntimeError as error:
+        channels, side = images.shape[1], images.shape[-1]
+        raise ValueError(
+            f"the exported network cannot run on {channels}-channel {side} x {side} images "
+            f"({str(error).splitlines()[0]}); sef gives it the channels its backbone ran on when "
+            f"SEF was built (SEF.image_channels) at preprocessing.image_size: set image_channels "
+            f"to the channels its images have, or pass the image size it was trained at"
+        ) from None
+
+
 def _example_input(plain: nn.Module, image_size: int) -> torch.Tensor:
     # Batch 2, not 1: a size-1 example lets torch.export specialise the batch axis.
     return torch.zeros(2, input_channels(plain), image_size, image_size)
@@ -203,7 +219,7 @@ def export_model(
         extras.require("export", "ONNX export")
     if "safetensors" in chosen:
         extras.require_installed("safetensors")
-    channels = input_channels(model.backbone)
+    channels = input_channels(model)
     _check_normalisation(preprocessing, channels)
     out = Path(out_dir)
     names = (*chosen, "labels", "preprocessing")
@@ -211,8 +227,9 @@ def export_model(
     earlier = _earlier_files(out)  # what may be replaced, and what is removed once this is in
     _check_only_exports_replaced(out, names, earlier)
     plain = model.export().cpu().float()
-    _check_space(out, plain, chosen)
     size = preprocessing.image_size
+    _logits(plain, _example_input(plain, size))  # in one line, before the tracers' tracebacks
+    _check_space(out, plain, chosen)
     with _staging(out) as stage:  # the whole set is written before any file in out changes
         staged = {name: stage / FILE_NAMES[name] for name in names}
         if "onnx" in chosen:
@@ -461,8 +478,7 @@ def check_export(
     plain = model.export().cpu().float()
     shape = (batch, input_channels(plain), image_size, image_size)
     images = torch.randn(shape, generator=generator)
-    with torch.no_grad():
-        reference = plain(images)
+    reference = _logits(plain, images)
     if "safetensors" in paths:
         from safetensors.torch import load_file
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from sef.adapters import FeatureAdapter, Pooled
-from sef.backbones import create_backbone, feature_channels
+from sef.backbones import create_backbone, probe_channels
 from sef.groups import group_sizes, positive_int
 
 
@@ -59,7 +59,9 @@ class SEF(nn.Module):
     tokens). ``image_size`` builds fixed-size timm models (ViT, Swin) for that input side, and is
     the side of the blank image an ``nn.Module`` backbone is run on once to count its channels,
     or a :class:`~sef.adapters.FeatureAdapter` of your own to check them (default 64; the image
-    has as many channels as the backbone's first ``nn.Conv2d`` takes, else 3);
+    has as many channels as the backbone's first-registered ``nn.Conv2d`` takes, else 3 where
+    that fails: ``image_channels`` is the count that ran, which :meth:`export` and sef.export
+    feed the network);
     ``backbone_args`` go to ``timm.create_model`` (e.g. ``{"drop_path_rate": 0.1}``).
     """
 
@@ -87,7 +89,7 @@ class SEF(nn.Module):
             backbone_args=backbone_args,
             output_stride=output_stride,
         )
-        self.channels = feature_channels(self.backbone, image_size)
+        self.image_channels, self.channels = probe_channels(self.backbone, image_size)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
         self.pool = _global_pool()
@@ -171,7 +173,9 @@ class SEF(nn.Module):
         parts = [self.backbone, self.pool, self.head]
         if isinstance(self.backbone, FeatureAdapter):
             parts = [Pooled(self.backbone), self.head]
-        return nn.Sequential(*(copy.deepcopy(part, memo) for part in parts)).eval()
+        plain = nn.Sequential(*(copy.deepcopy(part, memo) for part in parts)).eval()
+        plain.image_channels = self.image_channels  # what sef.export feeds it
+        return plain
 
 
 def _detached_copies(model: nn.Module) -> dict[int, Tensor]:

@@ -28,7 +28,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from tqdm import tqdm
 
-from sef.analysis import backbone_features, group_maps
+from sef.analysis import backbone_features, group_maps, warn_if_one_position
 from sef.errors import DataError
 from sef.model import SEF
 
@@ -192,7 +192,16 @@ def measure_parts(
                 batch_images.append(tensor)
                 parts.append(moved)
             batch = torch.stack(batch_images)
-            maps = group_maps(backbone_features(model, batch), sizes)
+            features = backbone_features(model, batch)
+            if start == 0:
+                warn_if_one_position(
+                    features,
+                    batch.shape[-2:],
+                    "each group's map is a single value and every group peaks at the image's "
+                    "centre, whatever the image shows",
+                    "where each group peaks",
+                )
+            maps = group_maps(features, sizes)
             peaks.append(peak_locations(maps, tuple(batch.shape[-2:])))
             if start < examples:
                 images.append(batch[: examples - start])

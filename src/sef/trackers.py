@@ -71,7 +71,7 @@ def require(loggers: Iterable[str]) -> None:
         if name in TRACKERS:
             extras.require(name, f"run.loggers={name} (--log {name})")
     if "wandb" in loggers and not _switched_off("wandb"):
-        check_wandb_dir(os.environ.get("WANDB_DIR"))
+        check_wandb_dir(wandb_dir())
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
         check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
@@ -108,6 +108,13 @@ def check_mlflow_server(uri: str | None) -> None:
         )
 
 
+def wandb_dir() -> str | None:
+    """``WANDB_DIR`` with ``~`` expanded (as a .env file or a quoted assignment leaves it): W&B
+    expands it too, but first makes an empty folder named ``~`` in the current one."""
+    folder = os.environ.get("WANDB_DIR")
+    return str(Path(folder).expanduser()) if folder else None
+
+
 def check_wandb_dir(folder: str | None) -> None:
     """ConfigError if ``folder`` (WANDB_DIR) cannot be written, nor made where it is missing:
     W&B then keeps the run in the system's temporary folder, said in a warning among its start
@@ -115,7 +122,7 @@ def check_wandb_dir(folder: str | None) -> None:
     if not folder:
         return
     try:
-        outputs.check_writable(Path(folder).expanduser(), folder=True)
+        outputs.check_writable(Path(folder), folder=True)
     except OutputError as error:
         raise ConfigError(
             f"run.loggers=wandb: WANDB_DIR: {error.problem}; point WANDB_DIR at a folder you "
@@ -219,7 +226,7 @@ class WandbRun:
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or PROJECT,
             name=out.name,
-            dir=os.environ.get("WANDB_DIR") or str(out),
+            dir=wandb_dir() or str(out),
             mode=os.environ.get("WANDB_MODE") or "offline",
             id=run_id,
             resume="allow" if run_id else None,

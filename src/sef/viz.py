@@ -12,7 +12,6 @@ import json
 import math
 import os
 import textwrap
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from sef.analysis import (
     group_means,
     mean_channel_correlation,
     upsample_maps,
+    warn_if_one_position,
 )
 from sef.errors import DataError, OutputError
 from sef.losses import LOSS_TERMS, SEPARATION_GAP
@@ -494,20 +494,6 @@ def _check_columns(count: int, groups: int) -> None:
         )
 
 
-def _warn_if_one_position(features: Tensor, image_size: Sequence[int]) -> None:
-    """A warning where the feature map is 1 x 1 (one patch, one position): every group's map is
-    then a single value, which the figure draws blank."""
-    if math.prod(features.shape[-2:]) == 1:
-        height, width = image_size
-        warnings.warn(
-            f"the backbone's last feature map is 1 x 1 for this model's {height} x {width} images "
-            f"(one position or patch), so each group's map is a single value and is drawn blank; "
-            f"a model trained at a larger image size (--image-size), or on a backbone whose last "
-            f"map is larger, shows where each group activates",
-            stacklevel=3,
-        )
-
-
 def activation_figure(
     trained: TrainedModel,
     out: str | os.PathLike,
@@ -534,7 +520,12 @@ def activation_figure(
     ]
     sizes = model.group_sizes
     features = backbone_features(model, inputs)
-    _warn_if_one_position(features, inputs.shape[-2:])
+    warn_if_one_position(
+        features,
+        inputs.shape[-2:],
+        "each group's map is a single value and is drawn blank",
+        "where each group activates",
+    )
     maps = upsample_maps(group_maps(features, sizes), inputs.shape[-2:])
     labels = [f"group {g + 1} ({size} ch)" for g, size in enumerate(sizes)]
     preprocessing = trained.preprocessing

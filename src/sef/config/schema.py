@@ -163,6 +163,21 @@ def _one_of(key: str, value: Any, options: tuple) -> None:
     _require(value in options, key, value, f"one of {', '.join(map(str, options))}")
 
 
+def check_word_list(key: str, items: list[str], written: Any) -> None:
+    """ConfigError unless the words ``items`` of list field ``key`` (LIST_CHOICES) are known,
+    each once, and none alone; the message quotes ``written``, the value as the user gave it
+    (``[wandb, off]`` is read as ['wandb', False], which the field takes as [wandb, none])."""
+    words = LIST_CHOICES[key]
+    for item in items:
+        _one_of(key, item, words)
+    if len(set(items)) == len(items) and ("none" not in items or len(items) == 1):
+        return
+    rule = f"none alone, or some of {', '.join(w for w in words if w != 'none')}, each once"
+    if isinstance(written, list) and any(item is None or item is False for item in written):
+        rule += " (an unquoted off, no, false or null in it means none)"
+    raise _invalid(key, written, rule)
+
+
 def validate(config: Config) -> None:
     """Raise ConfigError naming the first value that cannot work (types are already checked)."""
     m, loss, d, o, r = config.model, config.loss, config.data, config.optim, config.run
@@ -205,11 +220,7 @@ def validate(config: Config) -> None:
     _require(is_device(r.device), "run.device", r.device, DEVICE_WORDS)
     if r.eval_batch_size is not None:
         _require(r.eval_batch_size >= 1, "run.eval_batch_size", r.eval_batch_size, "positive")
-    for name in r.loggers:
-        _one_of("run.loggers", name, LOGGERS)
-    _require(
-        len(set(r.loggers)) == len(r.loggers) and ("none" not in r.loggers or len(r.loggers) == 1),
-        "run.loggers",
-        r.loggers,
-        "none alone, or some of tensorboard, wandb, mlflow, each once",
-    )
+    for key in LIST_CHOICES:
+        section, name = key.split(".")
+        items = getattr(getattr(config, section), name)
+        check_word_list(key, items, items)

@@ -24,6 +24,7 @@ from sef.config.schema import (
     NESTED_KEYS,
     OPEN_CHOICES,
     Config,
+    check_word_list,
     validate,
 )
 from sef.datasets import names_of
@@ -96,7 +97,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
       words include none reads false, null and [] as [none] (``loggers: off``).
     """
     if typing.get_origin(kind) is list:
-        return [_coerce(item, typing.get_args(kind)[0], where) for item in _as_list(value, where)]
+        items = [_coerce(item, typing.get_args(kind)[0], where) for item in _as_list(value, where)]
+        if where in LIST_CHOICES:  # checked here, where the value as written is known
+            check_word_list(where, items, value)
+        return items
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
         if type(None) in options and (
