@@ -174,7 +174,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import FIXES, describe_bad_images
+    from sef.datasets.checking import FIXES, REFRESH, describe_bad_images
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
@@ -205,7 +205,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(_class_summary(classes, args.all_classes))
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
-        list(unique.items()), workers=args.workers, progress=progress_bars(args)
+        list(unique.items()), workers=args.workers, progress=progress_bars(args), record=REFRESH
     )
     if bad:
         print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)

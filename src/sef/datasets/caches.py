@@ -63,6 +63,11 @@ def default_root() -> Path:
     return default_cache("decoded")
 
 
+def verified_root() -> Path:
+    """Where the records of verified images are (:mod:`sef.datasets.verified`)."""
+    return default_cache("verified")
+
+
 @dataclass
 class CacheFolder:
     """What a folder is (``state``; ``problem``: why it is damaged or no cache; ``in_use``: who
