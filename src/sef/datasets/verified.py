@@ -16,6 +16,8 @@ A record is written whole and renamed into place (:func:`sef.outputs.write_text`
 with the record there then: where two runs write at once, the last may drop what the other wrote
 meanwhile (checked again later), and neither records a file it did not find good as it is. Where
 the record cannot be read or written, every image is checked, with one warning per process.
+`sef data caches` lists the records, and its ``--prune DAYS`` removes those that no check wrote or
+used for DAYS days (:func:`sef.datasets.caches.prune_verified`).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class Record:
         self.folder = _folder_of(list(self.absolute.values()))
         self.limit = pixel_limit()
         digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:16]
-        self.file = verified_root() / f"{digest}.json"
+        self.file = verified_root() / f"{digest}.json"  # named as caches.RECORD says
         self.prefix = os.path.join(self.folder, "") if self.folder else ""
         self.entries = self._read() if self.folder else {}
 
