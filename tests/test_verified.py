@@ -156,6 +156,7 @@ def test_images_a_decoded_cache_holds_are_not_decoded_again(images, decodes, tmp
     )
     assert [path for path, _ in bad] == [images[0]] and decodes == [images[0]]
     assert len(cached) == 2
+    assert not caches.verified_root().exists()  # nothing decoded fine: no empty record written
 
 
 def test_a_run_checks_only_what_changed_and_says_so_in_one_line(images, decodes, capsys):

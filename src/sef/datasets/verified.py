@@ -123,14 +123,15 @@ class Record:
         keep of the record there now the entries of other images whose files are unchanged; the
         images of this record's paths not in ``decoded`` (bad ones) are left out. Where that
         changes nothing this record read, the record is only touched (its last use, for `sef
-        data caches --prune`), not read and written again."""
+        data caches --prune`), not read and written again, and none is made."""
         if not self.folder:
             return
         ours = {self._name(path): s for path, s in decoded.items() if s is not None}
         mine = {self._name(path) for path in self.absolute}
         try:
-            if self._holds(ours, mine) and self.file.exists():
-                os.utime(self.file)
+            if self._holds(ours, mine):  # nothing to write: none where nothing was decoded
+                if self.file.exists():
+                    os.utime(self.file)
                 return
             kept = {**self.entries, **self._read()}  # another process's entries too
             entries = {
