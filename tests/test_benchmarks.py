@@ -1191,3 +1191,11 @@ def test_confidence_script_reports_each_runs_right_class_probability(tmp_path, r
         assert probability["median"] == round(float(torch.tensor(given).quantile(0.5)), 3)
         assert probability["max"] == round(max(given), 3)
         assert probability["p10"] <= probability["median"] <= probability["p90"]
+
+
+def test_image_check_script_times_the_check_before_and_with_the_record(tmp_path, run_main):
+    previous = os.environ["SEF_CACHE"]
+    report = run_main("image_check.py", "--quick", "--out", str(tmp_path / "i.json"))
+    assert list(report["seconds"]) == ["before", "first", "again"] and report["images"] == 8
+    assert all(summary["n"] == 1 for summary in report["seconds"].values())
+    assert os.environ["SEF_CACHE"] == previous  # given back

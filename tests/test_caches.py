@@ -373,3 +373,29 @@ def test_prune_takes_any_number_of_days(built, run_sef):
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.startswith(f"no cache in {built.parent} has gone unused for 9,999,")
     assert built.is_dir()
+
+
+def test_the_records_of_verified_images_are_listed_and_pruned_beside_the_caches(capsys):
+    folder = caches.verified_root()
+    folder.mkdir(parents=True)
+    record = folder / "0123456789abcdef.json"  # as sef.datasets.verified names one
+    record.write_text('{"images": {}}\n')
+    (folder / "notes.txt").write_text("not a record")
+    size = human(caches.verified_records().bytes)
+    assert main(["data", "caches"]) == 0
+    assert capsys.readouterr().out == (
+        f"no image caches in {caches.default_root()}\n"
+        f"1 record of verified images in {folder}: {size}\n"
+    )
+    assert main(["data", "caches", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["verified"]
+    assert listed == {"folder": str(folder), "records": 1, "bytes": caches.verified_records().bytes}
+    assert main(["data", "caches", "--prune", "3"]) == 0 and record.exists()
+    old = time.time() - 4 * caches.DAY
+    os.utime(record, (old, old))
+    capsys.readouterr()
+    assert main(["data", "caches", "--prune", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"removed 1 record of verified images from {folder}: {size} freed"
+    )
+    assert [path.name for path in folder.iterdir()] == ["notes.txt"]

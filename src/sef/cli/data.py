@@ -174,7 +174,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import FIXES, describe_bad_images
+    from sef.datasets.checking import FIXES, REFRESH, describe_bad_images
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
@@ -205,7 +205,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(_class_summary(classes, args.all_classes))
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
-        list(unique.items()), workers=args.workers, progress=progress_bars(args)
+        list(unique.items()), workers=args.workers, progress=progress_bars(args), record=REFRESH
     )
     if bad:
         print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
@@ -285,15 +285,29 @@ def run_caches(args: argparse.Namespace) -> int:
     from sef.datasets import caches
 
     root = (args.folder or caches.default_root()).expanduser()
+    records = None if args.folder else caches.verified_records()  # beside the default caches
     if args.remove:
         return _remove([_named(text, root) for text in args.remove])
     if args.prune is not None:
         folders = [found.folder for found in caches.unused(root, args.prune)]
         if not folders:
             print(f"no cache in {root} has gone unused for {counted(args.prune, 'day')}")
+        if records is not None:
+            _prune_records(args.prune)
         return _remove(folders)
-    _list(caches.caches_in(root), root, args.json)
+    _list(caches.caches_in(root), root, args.json, records)
     return 0
+
+
+def _prune_records(days: float) -> None:
+    """Remove the records of verified images unused for ``days`` days, saying so if any went."""
+    from sef.datasets import caches
+    from sef.space import human
+
+    gone = caches.prune_verified(days)
+    if gone.files:
+        print(f"removed {counted(len(gone.files), 'record')} of verified images from "
+              f"{gone.folder}: {human(gone.bytes)} freed")  # fmt: skip
 
 
 def _named(text: str, root: Path) -> Path:
@@ -305,26 +319,31 @@ def _named(text: str, root: Path) -> Path:
     return root / text if os.path.lexists(root / text) or not os.path.lexists(path) else path
 
 
-def _list(found: list, root, as_json: bool) -> None:
-    """Print the entries ``found`` in ``root`` (CacheFolder) as a table and a total, or JSON."""
+def _list(found: list, root, as_json: bool, records=None) -> None:
+    """Print the entries ``found`` in ``root`` (CacheFolder) as a table and a total, or JSON;
+    then the ``records`` of verified images (caches.Records), where given and any."""
     from sef.space import human
 
     total = sum(entry.bytes for entry in found if entry.is_cache)
     if as_json:
         entries = [entry.record() for entry in found]
-        print(json_text({"folder": str(root), "bytes": total, "caches": entries}))
+        verified = {"verified": records.record()} if records else {}
+        print(json_text({"folder": str(root), "bytes": total, "caches": entries, **verified}))
         return
     if not found:
         print(f"no image caches in {root}")
-        return
-    print(f"image caches in {root}:")
-    print(table([CACHE_COLUMNS, *map(_cache_row, found)], "<<<>>><<<"))
-    for entry in found:
-        if entry.problem:
-            print(f"{entry.folder.name}: {entry.problem}")
-    junk = sum(not entry.is_cache for entry in found)
-    others = f"; {counted(junk, 'other entry', 'other entries')}" if junk else ""
-    print(f"{counted(len(found) - junk, 'cache')}, {human(total)}{others}")
+    else:
+        print(f"image caches in {root}:")
+        print(table([CACHE_COLUMNS, *map(_cache_row, found)], "<<<>>><<<"))
+        for entry in found:
+            if entry.problem:
+                print(f"{entry.folder.name}: {entry.problem}")
+        junk = sum(not entry.is_cache for entry in found)
+        others = f"; {counted(junk, 'other entry', 'other entries')}" if junk else ""
+        print(f"{counted(len(found) - junk, 'cache')}, {human(total)}{others}")
+    if records and records.files:
+        print(f"{counted(len(records.files), 'record')} of verified images in {records.folder}: "
+              f"{human(records.bytes)}")  # fmt: skip
 
 
 CACHE_COLUMNS = ["folder", "dataset", "recipe", "stored", "images", "on disk", "last used",

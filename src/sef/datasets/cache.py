@@ -670,12 +670,27 @@ class _Cached(Dataset):
     def drop(self, paths: Sequence[str]) -> None:
         self.images.drop(paths)
 
+    def decoded(self) -> list[str]:
+        """The paths of the images whose rows the cache holds: its build decoded them fully, and
+        opening it found their files as they were then."""
+        return [
+            path
+            for index, (path, _) in enumerate(self.images.samples)
+            if source_of(self.images, index, self.resolved.__getitem__) in self.cache.rows
+        ]
+
     def _row(self, index: int) -> tuple[Tensor, int]:
         source = source_of(self.images, index, self.resolved.__getitem__)
         return self.cache.image(source), self.images.samples[index][1]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images from {self.cache.folder})"
+
+
+def decoded_paths(images: Iterable[Dataset]) -> set[str]:
+    """The paths of the images of ``images`` that the cache they are read from holds decoded
+    (:meth:`_Cached.decoded`): none of a dataset read otherwise."""
+    return {path for each in images if isinstance(each, _Cached) for path in each.decoded()}
 
 
 class CachedTrainImages(_Cached):

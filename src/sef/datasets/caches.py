@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from sef.errors import DataError
-from sef.outputs import process_alive
+from sef.outputs import named, process_alive
 
 try:
     import fcntl
@@ -50,6 +50,7 @@ COMPLETE, BUILDING, PARTIAL, DAMAGED, OTHER_FORMAT, FOREIGN = (
 FORMATS = {False: 1, True: 2}
 ROWS = {False: "as stored", True: "turned upright by their EXIF orientation"}  # what a row holds
 DAY = 24 * 3600
+RECORD = r"[0-9a-f]{16}\.json"  # a record of verified images (sef.datasets.verified)
 
 
 def default_cache(name: str = "demo") -> Path:
@@ -61,6 +62,60 @@ def default_cache(name: str = "demo") -> Path:
 def default_root() -> Path:
     """Where ``data.cache: auto`` and ``sef data cache`` keep the decoded-image caches."""
     return default_cache("decoded")
+
+
+def verified_root() -> Path:
+    """Where the records of verified images are (:mod:`sef.datasets.verified`)."""
+    return default_cache("verified")
+
+
+@dataclass
+class Records:
+    """The records of verified images in ``folder``: their files, bytes on disk and last uses."""
+
+    folder: Path
+    files: list[Path]
+    bytes: int
+    last_used: list[float]
+
+    def record(self) -> dict[str, Any]:
+        """What `sef data caches --json` says of them."""
+        return {"folder": str(self.folder), "records": len(self.files), "bytes": self.bytes}
+
+
+def verified_records(folder: Path | None = None) -> Records:
+    """The records of verified images in ``folder`` (default: :func:`verified_root`): only files
+    named as sef names them, ``<digest>.json``, never anything else there."""
+    folder = folder or verified_root()
+    files, sizes, used = [], 0, []
+    for match in named(folder, RECORD):
+        try:
+            status = os.lstat(folder / match.string)
+        except OSError:  # removed meanwhile
+            continue
+        files.append(folder / match.string)
+        sizes += _disk_bytes(status)
+        used.append(status.st_mtime)
+    return Records(folder, files, sizes, used)
+
+
+def prune_verified(days: float, folder: Path | None = None, now: float | None = None) -> Records:
+    """Remove the records of verified images that no check wrote or used for ``days`` days
+    (forgetting them costs a check of their images, nothing else); return what went."""
+    found = verified_records(folder)
+    now = time.time() if now is None else now
+    gone = Records(found.folder, [], 0, [])
+    for path, used in zip(found.files, found.last_used, strict=True):
+        if now - used > days * DAY:
+            try:
+                size = _disk_bytes(os.lstat(path))
+                path.unlink()
+            except OSError:  # removed meanwhile, or not ours to remove
+                continue
+            gone.files.append(path)
+            gone.bytes += size
+            gone.last_used.append(used)
+    return gone
 
 
 @dataclass

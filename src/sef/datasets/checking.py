@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
 from sef.choices import BAD_IMAGE_POLICIES
+from sef.datasets import verified
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import MISSING, UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
+from sef.text import counted
 
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
 FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
+# How a check uses the record of verified images (sef.datasets.verified): it records the images
+# that decode (REFRESH), and also decodes only those it has not verified as they are now (USE).
+REFRESH, USE = "refresh", "use"
 
 
 def _problem(path: str) -> str | None:
@@ -29,26 +34,52 @@ def _problem(path: str) -> str | None:
 
 
 def find_bad_images(
-    samples: Sequence[tuple[str, int]], workers: int | None = None, progress: bool = True
+    samples: Sequence[tuple[str, int]],
+    workers: int | None = None,
+    progress: bool = True,
+    *,
+    record: str | None = None,
+    decoded: Collection[str] = (),
+    say: Callable[[str], None] | None = None,
 ) -> list[tuple[str, str]]:
-    """Decode every listed image; return (path, reason) for each missing or unreadable one.
+    """Decode the listed images; return (path, reason) for each missing or unreadable one.
 
     Decoding runs in threads (PIL releases the GIL while decoding); the result keeps the order of
-    ``samples``.
+    ``samples``. Every image is decoded unless ``record`` is USE: then only those the record of
+    verified images (:mod:`sef.datasets.verified`) has not verified as they are now, with one
+    line to ``say`` where it trusted some and decoded others; USE and REFRESH record the images
+    that decode. ``decoded``: paths known to decode (a decoded-image cache's rows), not decoded
+    again.
     """
     paths = [path for path, _ in samples]
+    stamps = {path: verified.stamp(path) for path in paths} if record else {}  # before decoding
+    kept = verified.Record(stamps) if record else None
+    unchanged = kept.unchanged(stamps) if kept and record == USE else set()
+    todo = [path for path in paths if path not in unchanged and path not in decoded]
+    reasons = dict(zip(todo, _problems(todo, workers, progress), strict=True))
+    if kept:
+        good = unchanged.union(path for path, reason in reasons.items() if not reason)
+        kept.save({path: stamps[path] for path in good})
+    trusted = len(set(paths)) - len(reasons)
+    if say and trusted and todo:
+        say(f"checked {counted(len(reasons), 'new or changed image')}; "
+            f"{trusted:,} unchanged since verified")  # fmt: skip
+    return [(path, reasons[path]) for path in paths if reasons.get(path)]
+
+
+def _problems(paths: list[str], workers: int | None, progress: bool) -> list[str | None]:
+    """Why each of ``paths`` cannot be used (None: it decodes), decoded in threads."""
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(
+        return list(
             tqdm(
                 pool.map(_problem, paths, chunksize=16),
                 total=len(paths),
                 desc="checking images",
                 unit="img",
-                disable=not progress,
+                disable=not progress or not paths,
             )
         )
-    return [(path, reason) for path, reason in zip(paths, reasons, strict=True) if reason]
 
 
 def describe_bad_images(bad: Sequence[tuple[str, str]], total: int) -> str:
@@ -131,9 +162,14 @@ def apply_bad_image_policy(
     policy: str = "stop",
     workers: int | None = None,
     progress: bool = True,
+    *,
+    record: str | None = None,
+    decoded: Collection[str] = (),
+    say: Callable[[str], None] | None = None,
 ) -> list[tuple[str, str]]:
     """Check every image of ``dataset`` (or of several, e.g. a run's two splits, each image once)
-    before training; return the bad ones as (path, reason).
+    before training; return the bad ones as (path, reason). ``record``, ``decoded``, ``say``:
+    as :func:`find_bad_images` takes them.
 
     ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`);
     ``skip`` removes them from each dataset in place and returns them so the caller can report
@@ -147,7 +183,9 @@ def apply_bad_image_policy(
         return []
     lists = [dataset] if isinstance(dataset, ImageList) else list(dataset)
     samples = list({path: label for d in lists for path, label in d.samples}.items())
-    bad = find_bad_images(samples, workers=workers, progress=progress)
+    bad = find_bad_images(
+        samples, workers=workers, progress=progress, record=record, decoded=decoded, say=say
+    )
     if bad and policy == "stop":
         raise DataError(
             f"{len(bad):,} of {len(samples):,} images cannot be used; {FIXES}:\n"

@@ -19,7 +19,7 @@ from sef import datasets, distributed, threads, transforms
 from sef.config import Config, DataConfig
 from sef.config.schema import split_batch
 from sef.config.values import value_word
-from sef.datasets import cache
+from sef.datasets import cache, checking
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.errors import DataError
@@ -233,9 +233,12 @@ def _cache_command(d: DataConfig) -> str:
 
 def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
     """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
-    both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Under DDP rank 0
-    decodes and the others drop what it found, so no image is decoded twice (and ``stop`` stops
-    every process, where the others waited for an answer that never came)."""
+    both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Only the images
+    not verified as they are now are decoded: those the record of verified images
+    (sef.datasets.verified) lacks, or whose files changed, and not those a decoded-image cache
+    holds. Under DDP rank 0 decodes and the others drop what it found, so no image is decoded
+    twice (and ``stop`` stops every process, where the others waited for an answer that never
+    came)."""
     splits = (data.train, data.eval)
 
     def find() -> list:
@@ -245,6 +248,9 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
             config.data.bad_images,
             workers=max(1, config.data.workers),
             progress=progress,
+            record=checking.USE,
+            decoded=cache.decoded_paths(splits),
+            say=lambda line: tqdm.write(line, file=sys.stderr),
         )
         if bad:
             skipped = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"

@@ -1,0 +1,173 @@
+"""The record of verified images: a check decodes an image once while its file stays as it is."""
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from sef.config import resolve_config
+from sef.datasets import (
+    ImageList,
+    apply_bad_image_policy,
+    cache,
+    caches,
+    checking,
+    find_bad_images,
+    verified,
+)
+from sef.datasets.checking import REFRESH, USE
+from sef.distributed import Context
+from sef.engine.data import Data, check_images
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """The paths the check decodes, in order, as it decodes them."""
+    seen: list[str] = []
+    decode = checking.decode
+
+    def counting(path, **kwargs):
+        seen.append(path)
+        return decode(path, **kwargs)
+
+    monkeypatch.setattr(checking, "decode", counting)
+    return seen
+
+
+@pytest.fixture
+def images(tmp_path, write_image) -> list[str]:
+    return [str(write_image(tmp_path / "birds" / f"{i}.jpg", (24, 16))) for i in range(3)]
+
+
+def check(paths: list[str], lines: list[str] | None = None, record: str = USE) -> list:
+    say = None if lines is None else lines.append
+    return find_bad_images([(p, 0) for p in paths], 1, progress=False, record=record, say=say)
+
+
+def test_a_second_check_decodes_nothing_when_no_file_changed(images, decodes):
+    lines: list[str] = []
+    assert check(images, lines) == [] and sorted(decodes) == sorted(images)
+    decodes.clear()
+    assert check(images, lines) == [] and decodes == []
+    assert lines == []  # nothing new: nothing said
+
+
+def _touched(path: str) -> None:
+    status = os.stat(path)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+
+
+def _grown(path: str) -> None:
+    with open(path, "ab") as handle:
+        handle.write(b"\0")
+
+
+def _replaced(path: str) -> None:
+    """Another file of the same size and times renamed into its place."""
+    status = os.stat(path)
+    shutil.copyfile(path, path + ".new")
+    os.utime(path + ".new", ns=(status.st_atime_ns, status.st_mtime_ns))
+    os.replace(path + ".new", path)
+
+
+@pytest.mark.parametrize("change", [_touched, _grown, _replaced])
+def test_a_changed_file_is_checked_again_and_said_so(images, decodes, change):
+    check(images)
+    change(images[1])
+    decodes.clear()
+    lines: list[str] = []
+    assert check(images, lines) == [] and decodes == [images[1]]
+    assert lines == ["checked 1 new or changed image; 2 unchanged since verified"]
+
+
+def test_a_bad_image_is_checked_every_time_and_recorded_once_fixed(images, decodes, write_image):
+    bad = images[0]
+    with open(bad, "r+b") as handle:
+        handle.truncate(100)
+    for _ in range(2):
+        decodes.clear()
+        assert [path for path, _ in check(images)] == [bad] and bad in decodes
+    assert decodes == [bad]  # the good ones only the first time
+    write_image(Path(bad), (24, 16))
+    decodes.clear()
+    assert check(images) == [] and decodes == [bad]
+    decodes.clear()
+    assert check(images) == [] and decodes == []
+
+
+def test_a_smaller_pixel_limit_checks_again_and_a_larger_one_trusts(images, decodes, monkeypatch):
+    check(images)
+    monkeypatch.setenv("SEF_MAX_PIXELS", "1000")
+    decodes.clear()
+    assert check(images) == [] and sorted(decodes) == sorted(images)
+    monkeypatch.setenv("SEF_MAX_PIXELS", "2000")
+    decodes.clear()
+    assert check(images) == [] and decodes == []
+
+
+def test_sef_data_check_decodes_everything_and_refreshes_the_record(images, decodes):
+    check(images, record=REFRESH)
+    check(images, record=REFRESH)
+    assert len(decodes) == 6
+    decodes.clear()
+    assert check(images) == [] and decodes == []
+
+
+def test_two_writers_merge_and_neither_keeps_a_changed_file(images, tmp_path):
+    stamps = {path: verified.stamp(path) for path in images}
+    first, second = verified.Record(images[:2]), verified.Record(images[2:])  # both read nothing
+    first.save({path: stamps[path] for path in images[:2]})
+    _grown(images[1])  # changed after the first recorded it
+    second.save({images[2]: stamps[images[2]]})
+    folder = caches.verified_root()
+    assert [p.name for p in folder.iterdir()] == [first.file.name]  # no temporary left
+    record = json.loads(first.file.read_text())
+    assert sorted(record["images"]) == ["0.jpg", "2.jpg"]
+    now = {path: verified.stamp(path) for path in images}
+    assert verified.Record(images).unchanged(now) == {images[0], images[2]}
+
+
+def test_an_unwritable_cache_folder_checks_everything_with_one_warning(
+    images, decodes, tmp_path, monkeypatch
+):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SEF_CACHE", str(tmp_path / "file"))
+    monkeypatch.setattr(verified, "_warned", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            assert check(images) == []
+    assert len(decodes) == 6
+    assert len(caught) == 1 and "every image is checked at every start" in str(caught[0].message)
+
+
+def test_images_a_decoded_cache_holds_are_not_decoded_again(images, decodes, tmp_path):
+    with open(images[0], "r+b") as handle:
+        handle.truncate(100)
+    listed = ImageList([(path, 0) for path in images], ["bird"])
+    opened, _ = cache.ensure(tmp_path / "c", [listed], list, "resize", 8, say=lambda line: None)
+    cached = cache.CachedTestImages(listed, opened, "resize", 8, normalise=False)
+    decodes.clear()
+    bad = apply_bad_image_policy(
+        [cached], "skip", 1, False, record=USE, decoded=cache.decoded_paths([cached])
+    )
+    assert [path for path, _ in bad] == [images[0]] and decodes == [images[0]]
+    assert len(cached) == 2
+    assert not caches.verified_root().exists()  # nothing decoded fine: no empty record written
+
+
+def test_a_run_checks_only_what_changed_and_says_so_in_one_line(images, decodes, capsys):
+    config = resolve_config("demo")
+    config.data.workers = 1
+    listed = ImageList([(path, 0) for path in images], ["bird"])
+    data = Data(listed, ImageList(list(listed.samples), ["bird"]), ["bird"])
+    check_images(data, config, Context(), progress=False)
+    _grown(images[2])
+    decodes.clear()
+    capsys.readouterr()
+    check_images(data, config, Context(), progress=False)
+    assert decodes == [images[2]]
+    assert capsys.readouterr().err == "checked 1 new or changed image; 2 unchanged since verified\n"
