@@ -53,11 +53,12 @@ def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_accumulate_trains_the_batch_in_micro_batches(demo_root: Path, tmp_path: Path) -> None:
+def test_accumulate_trains_the_batch_in_micro_batches(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "run"
-    result = _sef("train", *TINY_DEMO, "--accumulate", "2", "--out", str(out), "--no-progress")
-    assert result.returncode == 0, result.stderr
-    assert "epoch 1/1" in result.stdout and "Traceback" not in result.stderr
+    assert main(["train", *TINY_DEMO, "--accumulate", "2", "--out", str(out), "--no-progress"]) == 0
+    assert "epoch 1/1" in capsys.readouterr().out
     saved = yaml.safe_load((out / "config.yaml").read_text())["optim"]
     assert (saved["batch_size"], saved["accumulate"]) == (8, 2)
     record = json.loads((out / "metrics.jsonl").read_text())
@@ -66,11 +67,11 @@ def test_accumulate_trains_the_batch_in_micro_batches(demo_root: Path, tmp_path:
 
 @pytest.mark.slow
 def test_a_run_from_scratch_at_phi_1_is_told_what_that_cost_the_demo(
-    demo_root: Path, tmp_path: Path
+    demo_root: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    result = _sef("train", "--preset", "demo-finetune", *TINY_DEMO, "--no-progress", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "demo-finetune", *TINY_DEMO, "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("training demo"))
     assert lines[start + 1].startswith("note: from scratch (model.weights: null) a group loss at")
     assert "cost the demo 25 to 48 points against plain" in lines[start + 1]
@@ -365,16 +366,14 @@ def test_skipping_every_eval_image_of_a_class_is_warned_of(
 
 @pytest.mark.slow
 def test_documented_bad_images_off_is_accepted_from_yaml_and_set(
-    demo_root: Path, tmp_path: Path
+    demo_root: Path, tmp_path: Path, capsys
 ) -> None:
     config = tmp_path / "mine.yaml"
     config.write_text("base: demo\ndata:\n  bad_images: off\n")  # unquoted, as README writes it
     out = tmp_path / "run"
-    result = _sef(
-        "train", "--config", str(config), "--set", "data.bad_images=off", *TINY_DEMO,
-        "--out", str(out), "--no-progress", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    code = main(["train", "--config", str(config), "--set", "data.bad_images=off", *TINY_DEMO,
+                 "--out", str(out), "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["bad_images"] == "off"
 
 
@@ -429,21 +428,21 @@ def test_a_finished_run_is_extended_with_resume_and_more_epochs(
 
 @pytest.mark.slow
 def test_own_images_train_with_the_folder_preset_into_a_run_named_after_them(
-    folder_root: Path, tmp_path: Path, files_in
+    folder_root: Path, tmp_path: Path, files_in, monkeypatch, capsys
 ) -> None:
     birds = folder_root.rename(tmp_path / "birds")
     before = files_in(birds)
     tiny = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "4"]
-    result = _sef(
-        "train", "--preset", "folder-resnet18", "--data-root", str(birds), *tiny, "--workers",
-        "0", "--no-progress", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--preset", "folder-resnet18", "--data-root", str(birds), *tiny,
+                 "--workers", "0", "--no-progress"])  # fmt: skip
+    result = capsys.readouterr()
+    assert code == 0, result.err
     assert "training birds-resnet18: resnet18, G=2, 12 train / 6 eval images, 3 classes" in (
-        result.stdout
+        result.out
     )
     out = tmp_path / "runs" / "birds-resnet18"
-    assert f"run folder        {Path('runs/birds-resnet18')}" in result.stdout
+    assert f"run folder        {Path('runs/birds-resnet18')}" in result.out
     assert (out / "last.pt").is_file() and files_in(birds) == before  # the images untouched
 
 
