@@ -101,7 +101,6 @@ def test_no_progress_reaches_the_demo_set_generation(
     assert capsys.readouterr().err == ""  # no "generating demo set" bar, no "written to" line
 
 
-@pytest.mark.slow
 def test_eval_with_tta_and_a_per_class_report(
     demo_checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
@@ -129,7 +128,6 @@ def test_eval_with_tta_and_a_per_class_report(
     assert json.loads((report / "report.json").read_text())["summary"]["tta"] == "flip+crops"
 
 
-@pytest.mark.slow
 def test_eval_refuses_unknown_tta_and_unwritable_report(
     demo_checkpoint: Path, tmp_path: Path, capsys
 ):

@@ -313,7 +313,6 @@ def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
     assert (folder / "tb").is_dir() and not (folder / "last.pt").exists()
 
 
-@pytest.mark.slow
 def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "table3", "--dry-run", "--set", "run.amp=bf16"]) == 0
@@ -477,7 +476,6 @@ def test_bad_input_stops_in_one_line(arguments, message, tmp_path: Path, monkeyp
     assert error.count("\n") == 1 and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.slow
 def test_a_folder_trained_with_other_settings_is_refused(
     cub_root: Path, tmp_path: Path, capsys
 ) -> None:
