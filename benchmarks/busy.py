@@ -15,7 +15,7 @@ their median. The load average is recorded with every measurement: on a shared m
 only as idle as the others leave it.
 
     python benchmarks/busy.py                  # -> results/busy.json
-    python benchmarks/busy.py --quick          # 1 repeat of a few steps, to check it runs
+    python benchmarks/busy.py --quick          # 1 repeat of one step, to check it runs
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--competitor", choices=COMPETITORS, default="loop")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "busy.json", help="JSON path")
-    parser.add_argument("--quick", action="store_true", help="1 repeat of 3 steps")
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 1 step, no warm-up")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parse_arguments(parser, argv, {})
     if args.quick:
-        args.repeats, args.steps, args.warmup = 1, 3, 1
+        args.repeats, args.steps, args.warmup = 1, 1, 0
     return args
 
 

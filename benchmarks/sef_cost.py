@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--groups", type=int, default=4)
     parser.set_defaults(repeats=30, warmup=10, compile=False)  # build_training's model eager
-    quick = dict(backbone="resnet18", image_size=32, batch_size=2, repeats=2, warmup=1, threads=1)
+    quick = dict(backbone="small_cnn", image_size=32, batch_size=2, repeats=2, warmup=1, threads=1)
     return parse_arguments(parser, argv, quick)
 
 

@@ -818,9 +818,16 @@ def test_gpu_group_study_script_dry_runs_on_the_cpu_within_its_budget(tmp_path):
 def test_gpu_check_keeps_within_its_budget(tmp_path):
     """SEF_CHECK_BUDGET: a step gets at most what is left of the script's budget, and none is
     started with under 30 s left, so the lent machine's call limit never cuts the files off."""
+    # `python -c`, the machine line (torch's versions, a torch import), answers at once: the
+    # gpu_check_out fixture runs it; the budget is what this test is about
+    shim = tmp_path / "bin" / "python"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exit 0\nexec {sys.executable} "$@"\n')
+    shim.chmod(0o755)
+    path = f"{shim.parent}{os.pathsep}{os.environ['PATH']}"
 
     def check(budget, folder):
-        env = {**os.environ, "SEF_CHECK_QUICK": "1", "SEF_CHECK_BUDGET": str(budget)}
+        env = {**os.environ, "SEF_CHECK_QUICK": "1", "SEF_CHECK_BUDGET": str(budget), "PATH": path}
         command = ["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / folder), "syncs"]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and "== done" in done.stdout, done.stdout[-3000:]

@@ -103,25 +103,26 @@ def test_no_progress_reaches_the_demo_set_generation(
     assert capsys.readouterr().err == ""  # no "generating demo set" bar, no "written to" line
 
 
-@pytest.mark.slow
-def test_eval_with_tta_and_a_per_class_report(demo_checkpoint: Path, tmp_path: Path) -> None:
+def test_eval_with_tta_and_a_per_class_report(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """In this process: test_eval_prints_metrics_and_writes_per_image_csv runs `sef eval` as a
+    user does, a fresh process that costs seconds."""
     csv_path, report = tmp_path / "preds.csv", tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, "-m", "sef", "eval", "--checkpoint", str(demo_checkpoint), "--tta",
-         "flip+crops", "--report", str(report), "--predictions", str(csv_path), "--no-progress"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    code = main(["eval", "--checkpoint", str(demo_checkpoint), "--tta", "flip+crops", "--report",
+                 str(report), "--predictions", str(csv_path), "--no-progress"])  # fmt: skip
+    result = capsys.readouterr()
+    assert code == 0, result.err
     rows = list(csv.DictReader(csv_path.open()))
     assert list(rows[0])[-3:] == ["tta_prediction", "tta_correct", "tta_prediction_name"]
     plain = sum(int(r["correct"]) for r in rows) / len(rows)
     tta = sum(int(r["tta_correct"]) for r in rows) / len(rows)
-    assert f"top-1              {plain:.4f}   with TTA flip+crops: {tta:.4f}" in result.stdout
+    assert f"top-1              {plain:.4f}   with TTA flip+crops: {tta:.4f}" in result.out
     per_class = list(csv.DictReader((report / "per_class.csv").open()))
     assert len(per_class) == 8 and sum(int(r["support"]) for r in per_class) == len(rows)
     accuracies = [float(r["accuracy"]) for r in per_class]
     assert accuracies == sorted(accuracies) and "group2_accuracy" in per_class[0]
-    assert f"worst classes (of 8):\n  {accuracies[0]:.3f}  {per_class[0]['name']}" in result.stdout
+    assert f"worst classes (of 8):\n  {accuracies[0]:.3f}  {per_class[0]['name']}" in result.out
     pairs = list(csv.DictReader((report / "confused_pairs.csv").open()))
     wrong = sum(r["label"] != r["prediction"] for r in rows)
     assert sum(int(p["count"]) for p in pairs) == wrong
@@ -129,17 +130,16 @@ def test_eval_with_tta_and_a_per_class_report(demo_checkpoint: Path, tmp_path: P
     assert json.loads((report / "report.json").read_text())["summary"]["tta"] == "flip+crops"
 
 
-@pytest.mark.slow
-def test_eval_refuses_unknown_tta_and_unwritable_report(demo_checkpoint: Path, tmp_path: Path):
+def test_eval_refuses_unknown_tta_and_unwritable_report(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+):
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     arguments = ["eval", "--checkpoint", str(demo_checkpoint), "--no-progress"]
-    result = subprocess.run(
-        [sys.executable, "-m", "sef", *arguments, "--report", str(blocked / "report")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"sef eval: error: cannot write {blocked / 'report'}: ")
+    assert main([*arguments, "--report", str(blocked / "report")]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sef eval: error: cannot write {blocked / 'report'}: "
+    )
     with pytest.raises(SystemExit) as exit_code:
         main([*arguments, "--tta", "rotate"])
     assert exit_code.value.code == 2

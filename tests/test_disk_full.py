@@ -191,15 +191,9 @@ TINY_DEMO = [
 ]  # fmt: skip
 
 
-def _sef(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "sef.cli", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, **kwargs)
-
-
 @pytest.mark.slow
 def test_a_disk_that_fills_during_training_stops_in_one_line_and_resumes(
-    demo_root: Path, small_disk
+    demo_root: Path, small_disk, capsys
 ) -> None:
     disk = small_disk(16 * 1024)
     out = disk / "run"
@@ -225,12 +219,10 @@ def test_a_disk_that_fills_during_training_stops_in_one_line_and_resumes(
     kept = load_checkpoint(out / "last.pt")["epoch"]
     assert f"{out / 'last.pt'} (epoch {kept}) is kept" in stderr
     assert _leftovers(out) == []
-    filler.unlink()  # space freed: the same command with --resume goes on
-    resumed = _sef(
-        "train", "--resume", "--out", str(out), "--epochs", str(kept + 1), "--no-progress"
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming after epoch {kept}" in resumed.stdout
+    filler.unlink()  # space freed: the same command with --resume goes on (here, in this process)
+    resume = ["train", "--resume", "--out", str(out), "--epochs", str(kept + 1), "--no-progress"]
+    assert main(resume) == 0, capsys.readouterr().err
+    assert f"resuming after epoch {kept}" in capsys.readouterr().out
     assert not (out / LOCK_NAME).exists()
 
 

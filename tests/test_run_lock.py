@@ -148,21 +148,23 @@ def test_an_out_under_the_home_folder_is_claimed_there_not_in_a_folder_named_til
 
 
 @pytest.mark.slow
-def test_two_runs_into_one_folder_never_both_succeed(demo_root: Path, tmp_path: Path) -> None:
+def test_two_runs_into_one_folder_never_both_succeed(
+    demo_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The first run is a process of its own; the second, the resume and the resume after the
+    first was killed run in the test's process (another process all the same, without the
+    seconds a fresh one takes to start)."""
     out = tmp_path / "runs" / "x"
+    monkeypatch.chdir(tmp_path)
     first = _sef_start("train", *TINY_DEMO, "--epochs", "400", "--out", str(out), cwd=tmp_path)
     try:
         _wait_for(out / LOCK_NAME, first)
         for extra in ([], ["--resume"]):  # a second run, and a resume, while the first lives
-            second = subprocess.run(
-                [sys.executable, "-m", "sef.cli", "train", *TINY_DEMO, "--epochs", "1",
-                 "--lr", "0.5", "--out", str(out), *extra],
-                cwd=tmp_path, env=_env(), capture_output=True, text=True,
-            )  # fmt: skip
-            assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
-            assert second.stderr.count("\n") == 1
-            assert f"(pid {first.pid}, started " in second.stderr
-            assert ("cannot resume" in second.stderr) == bool(extra)
+            second = ["train", *TINY_DEMO, "--epochs", "1", "--lr", "0.5", "--out", str(out)]
+            assert main([*second, *extra]) == 2
+            error = capsys.readouterr().err
+            assert error.count("\n") == 1 and f"(pid {first.pid}, started " in error, error
+            assert ("cannot resume" in error) == bool(extra)
         assert first.poll() is None  # the first run goes on untouched
         _wait_for(out / "last.pt", first)
     finally:
@@ -171,14 +173,9 @@ def test_two_runs_into_one_folder_never_both_succeed(demo_root: Path, tmp_path: 
     assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"] != 0.5
     # the killed run blocks nothing: it is resumed at once, for one more epoch
     epoch = torch.load(out / "last.pt", weights_only=True)["epoch"]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "sef.cli", "train", "--resume", "--out", str(out), "--epochs",
-         str(epoch + 1), "--no-progress"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True,
-    )  # fmt: skip
-    assert resumed.returncode == 0 and f"resuming after epoch {epoch}" in resumed.stdout, (
-        resumed.stderr
-    )
+    resume = ["train", "--resume", "--out", str(out), "--epochs", str(epoch + 1), "--no-progress"]
+    assert main(resume) == 0, capsys.readouterr().err
+    assert f"resuming after epoch {epoch}" in capsys.readouterr().out
 
 
 @pytest.mark.slow
