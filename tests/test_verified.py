@@ -117,6 +117,22 @@ def test_sef_data_check_decodes_everything_and_refreshes_the_record(images, deco
     assert check(images) == [] and decodes == []
 
 
+def test_a_check_of_one_split_trusts_the_record_of_both(tmp_path, write_image, decodes):
+    """`sef eval` checks the test split alone, whose folder is not the one training recorded
+    both splits under: it decoded every image again and wrote a record of its own."""
+    both = [str(write_image(tmp_path / "d" / s / f"{i}.jpg", (8, 8))) for s in "ab" for i in "01"]
+    check(both)
+    (record,) = caches.verified_root().iterdir()
+    os.utime(record, (0, 0))
+    decodes.clear()
+    assert check(both[2:]) == [] and decodes == []
+    assert list(caches.verified_root().iterdir()) == [record] and record.stat().st_mtime > 0
+    _grown(both[3])
+    assert check(both[2:]) == [] and decodes == [both[3]]
+    decodes.clear()
+    assert check(both[2:]) == [] and decodes == []  # its own record now
+
+
 def test_two_writers_merge_and_neither_keeps_a_changed_file(images, tmp_path):
     stamps = {path: verified.stamp(path) for path in images}
     first, second = verified.Record(images[:2]), verified.Record(images[2:])  # both read nothing
