@@ -18,6 +18,7 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, preset_names, resolve_config
 from sef.datasets import RECORDS
+from sef.engine import run as run_module
 from sef.engine.run import resume_dir
 from sef.losses import ONE_BY_ONE
 
@@ -526,17 +527,39 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
 
 
 def test_resume_of_a_finished_run_says_how_to_train_more(
-    demo_root: Path, tmp_path: Path, capsys
+    demo_root: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    """It says so before any image is checked (it checked them all first), and checks them only
+    to write its best epoch's best.pt again, which reads the eval images."""
     out = tmp_path / "run"
     assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
+    check = run_module.check_images
+    monkeypatch.setattr(run_module, "check_images", lambda *a: print("checking") or check(*a))
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
-    assert (
+    note = (
         f"note: {out / 'last.pt'} has trained all 1 epoch already, so none trains now; to train "
         f"more, resume with --epochs above 1\n"
-    ) in capsys.readouterr().out
+    )
+    said = capsys.readouterr().out
+    assert note in said and said.index(note) < said.index("checking\n")
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_of_a_finished_run_whose_best_epoch_was_earlier_reads_no_image(
+    demo_root: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """It has no best.pt to write again, so nothing to check the images for."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DEMO, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    state = load_checkpoint(out / "last.pt")
+    state["best"] = {"epoch": 1, "eval_top1": state["history"][0]["eval_top1"]}
+    save_checkpoint(out / "last.pt", state)
+    capsys.readouterr()
+    monkeypatch.setattr(run_module, "check_images", lambda *a: pytest.fail("checked images"))
+    monkeypatch.setattr(run_module, "from_cache", lambda *a: pytest.fail("opened a cache"))
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert "has trained all 2 epochs already" in capsys.readouterr().out
 
 
 def test_resume_of_a_folder_whose_last_pt_is_gone_says_what_best_pt_lacks(

@@ -21,6 +21,7 @@ from sef.datasets import (
 from sef.datasets.checking import REFRESH, USE
 from sef.distributed import Context
 from sef.engine.data import Data, check_images
+from sef.trained import load_trained_model
 
 
 @pytest.fixture
@@ -116,6 +117,22 @@ def test_sef_data_check_decodes_everything_and_refreshes_the_record(images, deco
     assert check(images) == [] and decodes == []
 
 
+def test_a_check_of_one_split_trusts_the_record_of_both(tmp_path, write_image, decodes):
+    """`sef eval` checks the test split alone, whose folder is not the one training recorded
+    both splits under: it decoded every image again and wrote a record of its own."""
+    both = [str(write_image(tmp_path / "d" / s / f"{i}.jpg", (8, 8))) for s in "ab" for i in "01"]
+    check(both)
+    (record,) = caches.verified_root().iterdir()
+    os.utime(record, (0, 0))
+    decodes.clear()
+    assert check(both[2:]) == [] and decodes == []
+    assert list(caches.verified_root().iterdir()) == [record] and record.stat().st_mtime > 0
+    _grown(both[3])
+    assert check(both[2:]) == [] and decodes == [both[3]]
+    decodes.clear()
+    assert check(both[2:]) == [] and decodes == []  # its own record now
+
+
 def test_two_writers_merge_and_neither_keeps_a_changed_file(images, tmp_path):
     stamps = {path: verified.stamp(path) for path in images}
     first, second = verified.Record(images[:2]), verified.Record(images[2:])  # both read nothing
@@ -171,3 +188,22 @@ def test_a_run_checks_only_what_changed_and_says_so_in_one_line(images, decodes,
     check_images(data, config, Context(), progress=False)
     assert decodes == [images[2]]
     assert capsys.readouterr().err == "checked 1 new or changed image; 2 unchanged since verified\n"
+
+
+def test_eval_of_a_run_that_skipped_bad_images_decodes_only_those_again(
+    demo_checkpoint, folder_root, decodes
+):
+    """`sef eval` and the figures leave the bad images out as the run did, decoding only the
+    images the record has not verified: at every call they decoded the whole split."""
+    broken = folder_root / "test" / sorted(os.listdir(folder_root / "test"))[0] / "broken.png"
+    broken.write_text("not an image")
+    trained = load_trained_model(demo_checkpoint)
+    trained.config.data.dataset, trained.config.data.options = "folder", {}
+    trained.config.data.bad_images, trained.config.data.workers = "skip", 1
+    trained.classes = sorted(os.listdir(folder_root / "test"))
+    for _ in range(2):
+        decodes.clear()
+        with pytest.warns(UserWarning, match=r"left out 1 unreadable image as the run did"):
+            dataset = trained.dataset("test", folder_root, progress=False)
+        assert str(broken) not in [path for path, _ in dataset.samples] and len(dataset) == 6
+    assert decodes == [str(broken)]

@@ -21,7 +21,7 @@ from sef import datasets
 from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint
 from sef.config import Config, config_from_dict, stored_values
-from sef.datasets import ImageList, names
+from sef.datasets import ImageList, checking, names
 from sef.datasets.splits import TRAINING_RECORD, NoSuchSplit
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
@@ -132,8 +132,12 @@ def _class_difference(found: list[str], trained: list[str]) -> str:
 
 
 def _skip_bad_images(dataset: ImageList, workers: int, progress: bool) -> None:
-    """Leave the unreadable images out of ``dataset`` as the run's training did, and say so."""
-    bad = datasets.apply_bad_image_policy(dataset, "skip", max(1, workers), progress)
+    """Leave the unreadable images out of ``dataset`` as the run's training did, and say so;
+    as training does, only the images the record of verified images has not verified as they
+    are now are decoded (sef.datasets.verified), and those that decode are recorded."""
+    bad = datasets.apply_bad_image_policy(
+        dataset, "skip", max(1, workers), progress, record=checking.USE
+    )
     if bad:
         warnings.warn(
             f"left out {counted(len(bad), 'unreadable image')} as the run did "

@@ -7,7 +7,9 @@ digest of that folder's path. For each image that decoded it holds the file's pa
 folder with its :func:`stamp` (size, modification and status-change times, inode), taken before
 it was decoded: a file written, replaced or touched since differs in one of them and is checked
 again; a new file is not in the record; a removed one drops out when the record is next written.
-Bad images are never recorded, so a fixed one is checked (and recorded) at the next check. The
+Bad images are never recorded, so a fixed one is checked (and recorded) at the next check. A
+check also trusts the entries of the records of the folders above its own (`sef eval` checks the
+test split alone, under a folder below the one training recorded both splits under). The
 record also says what the check depended on: its version (:data:`VERSION`), Pillow's version and
 the pixel limit (``SEF_MAX_PIXELS``); a record of another check or Pillow is not trusted, nor one
 made under a larger limit than the one in force.
@@ -27,6 +29,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import PIL
 
@@ -60,6 +63,12 @@ def _folder_of(paths: list[str]) -> str | None:
     return os.path.dirname(folder) if folder in paths else folder
 
 
+def _file_of(folder: str | None) -> Path:
+    """The record of the images under ``folder``, named by a digest of its path (as
+    caches.RECORD says)."""
+    return verified_root() / f"{hashlib.sha256(str(folder).encode()).hexdigest()[:16]}.json"
+
+
 def _warn_once(problem: str) -> None:
     """Say once per process that the record cannot be used, and why (``problem``)."""
     if not _warned:
@@ -79,20 +88,38 @@ class Record:
         self.absolute = {path: os.path.abspath(path) for path in paths}
         self.folder = _folder_of(list(self.absolute.values()))
         self.limit = pixel_limit()
-        digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:16]
-        self.file = verified_root() / f"{digest}.json"  # named as caches.RECORD says
+        self.file = _file_of(self.folder)
         self.prefix = os.path.join(self.folder, "") if self.folder else ""
-        self.entries = self._read() if self.folder else {}
+        self.used: list[Path] = []  # the records of folders above whose entries it trusts
+        self.entries = {**self._above(), **self._read()} if self.folder else {}
 
-    def _read(self) -> dict[str, Stamp]:
-        """The entries of the record there now that this check may trust; none where there is
-        no such record, or it is of another check, folder or Pillow, or of a larger limit."""
+    def _above(self) -> dict[str, Stamp]:
+        """The entries of the records of the folders above this one (a check of both splits,
+        data/ for data/train and data/test) for the images under this one; a nearer folder's
+        entry wins."""
+        entries: dict[str, Stamp] = {}
+        below, folder = self.folder, os.path.dirname(self.folder)
+        while folder != below:  # up to the root, its own folder
+            file, under = _file_of(folder), os.path.join(os.path.relpath(self.folder, folder), "")
+            found = self._read(file, folder)
+            ours = {name[len(under) :]: s for name, s in found.items() if name.startswith(under)}
+            if ours:
+                self.used.append(file)
+            entries = {**ours, **entries}
+            below, folder = folder, os.path.dirname(folder)
+        return entries
+
+    def _read(self, file: Path | None = None, folder: str | None = None) -> dict[str, Stamp]:
+        """The entries of the record there now (of ``folder``'s ``file``, else this one's) that
+        this check may trust; none where there is no such record, or it is of another check,
+        folder or Pillow, or of a larger limit."""
+        file, folder = file or self.file, folder or self.folder
         try:
-            record = json.loads(self.file.read_text(encoding="utf-8"))
+            record = json.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except OSError as error:
-            _warn_once(f"cannot read {self.file}: {(error.strerror or str(error)).lower()}")
+            _warn_once(f"cannot read {file}: {(error.strerror or str(error)).lower()}")
             return {}
         except ValueError:  # a damaged record: replaced at the next write
             return {}
@@ -100,7 +127,7 @@ class Record:
             isinstance(record, dict)
             and record.get("version") == VERSION
             and record.get("pillow") == PIL.__version__
-            and record.get("folder") == self.folder
+            and record.get("folder") == folder
             and isinstance(record.get("max_pixels"), int)
             and record["max_pixels"] <= self.limit
             and isinstance(record.get("images"), dict)
@@ -123,29 +150,36 @@ class Record:
         keep of the record there now the entries of other images whose files are unchanged; the
         images of this record's paths not in ``decoded`` (bad ones) are left out. Where that
         changes nothing this record read, the record is only touched (its last use, for `sef
-        data caches --prune`), not read and written again, and none is made."""
+        data caches --prune`), not read and written again, and none is made; the records of
+        folders above whose entries it trusted are touched too."""
         if not self.folder:
             return
         ours = {self._name(path): s for path, s in decoded.items() if s is not None}
         mine = {self._name(path) for path in self.absolute}
         try:
-            if self._holds(ours, mine):  # nothing to write: none where nothing was decoded
-                if self.file.exists():
-                    os.utime(self.file)
-                return
-            kept = {**self.entries, **self._read()}  # another process's entries too
-            entries = {
-                name: s
-                for name, s in kept.items()
-                if name not in mine and stamp(os.path.join(self.folder, name)) == s
-            }
-            record = {"version": VERSION, "pillow": PIL.__version__, "max_pixels": self.limit,
-                      "folder": self.folder, "images": {**entries, **ours}}  # fmt: skip
-            write_text(self.file, json.dumps(record, separators=(",", ":")) + "\n")
+            if not self._holds(ours, mine):
+                self._write(ours, mine)
+            elif self.file.exists():  # nothing to write: none where nothing was decoded
+                os.utime(self.file)
+            for file in self.used:  # the records above that it trusted were used too
+                if file.exists():
+                    os.utime(file)
         except OSError as error:  # the time of a file another process removed meanwhile
             _warn_once(f"cannot use {self.file}: {(error.strerror or str(error)).lower()}")
         except OutputError as error:
             _warn_once(error.problem)
+
+    def _write(self, ours: dict[str, Stamp], mine: set[str]) -> None:
+        """Write the record of ``ours`` and of the other images whose files are unchanged."""
+        kept = {**self.entries, **self._read()}  # another process's entries too
+        entries = {
+            name: s
+            for name, s in kept.items()
+            if name not in mine and stamp(os.path.join(self.folder, name)) == s
+        }
+        record = {"version": VERSION, "pillow": PIL.__version__, "max_pixels": self.limit,
+                  "folder": self.folder, "images": {**entries, **ours}}  # fmt: skip
+        write_text(self.file, json.dumps(record, separators=(",", ":")) + "\n")
 
     def _holds(self, ours: dict[str, Stamp], mine: set[str]) -> bool:
         """Whether this record read holds ``ours`` and no other entry of ``mine``."""

@@ -19,7 +19,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -639,9 +639,15 @@ def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool) -> EvalResult:
     )
 
 
-def _epochs(run: _Run, logger: Logger | None, progress: bool) -> None:
-    """Epochs until ``optim.epochs``, each kept (checkpoints) and logged as it ends."""
+def _epochs(
+    run: _Run, logger: Logger | None, progress: bool, images: Callable[[], None] | None
+) -> None:
+    """Epochs until ``optim.epochs``, each kept (checkpoints) and logged as it ends; ``images``
+    (a finished run's :func:`_read_images`, not yet run) only where the best epoch is written
+    again."""
     config, context = run.config, run.context
+    if images is not None and run.best_unwritten:
+        images()
     loader = train_loader(
         run.data.train,
         batch_size=config.optim.batch_size,
@@ -724,16 +730,24 @@ def fit(
             resuming=saved is not None, out_given=values["run"]["out"] is not None,
         )  # fmt: skip
         distributed.on_main(run.check_space, context)
-        if loaded:
-            run.data = from_cache(data, config, context, progress)
-            check_images(run.data, config, context, progress)
         if saved is not None:
             distributed.on_every(lambda: run.restore(saved, out / "last.pt"), context)
-        return _train(run, progress)
+        images = partial(_read_images, run, progress) if loaded else None
+        finished = run.epoch >= config.optim.epochs  # a resume's: it says so before any image
+        if images is not None and not finished:
+            images()  # before the run says what it trains on: the images left after the check
+        return _train(run, progress, images if finished else None)
     finally:
         if lock is not None:
             lock.release()
         distributed.teardown(context)
+
+
+def _read_images(run: _Run, progress: bool) -> None:
+    """Open the run's decoded-image cache (``data.cache``) and check its images
+    (``data.bad_images``): a resume of a finished run does so only where it evaluates again."""
+    run.data = from_cache(run.data, run.config, run.context, progress)
+    check_images(run.data, run.config, run.context, progress)
 
 
 def scratch_note(config: Config) -> str | None:
@@ -881,12 +895,12 @@ def _start(run: _Run) -> Logger | None:
     return Logger(run.out, run.config, run.history, run.epoch + 1)
 
 
-def _train(run: _Run, progress: bool) -> FitResult:
+def _train(run: _Run, progress: bool, images: Callable[[], None] | None) -> FitResult:
     logger = None
     try:
         with space.quiet_full_disk_in_threads():  # TensorBoard's writer thread
             logger = distributed.on_every(lambda: _start(run), run.context)
-            _epochs(run, logger, progress)
+            _epochs(run, logger, progress, images)
             result = _result(run)
             if logger is not None:
                 logger.finish(Final(result.summary(), result.report(), run.files(), run.epoch))
