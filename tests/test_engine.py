@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
+from sef.engine.data import worker_death
 from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import claim_new_out_dir, latest_run_dir
 from sef.engine.run import (
@@ -222,6 +224,73 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
     assert kept["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+class FailsInItsWorker(Blobs):
+    """Blobs whose loader worker, once it has served ``after`` items, is killed (``how``) or
+    meets an image gone since the run's check (DataError, as sef.datasets.images raises)."""
+
+    def __init__(self, count: int, seed: int, after: int, how: str) -> None:
+        super().__init__(count, seed)
+        self.after, self.how = after, how
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = super().__getitem__(index)
+        if self.served <= self.after or torch.utils.data.get_worker_info() is None:
+            return item
+        if self.how == "killed":  # as the system's out-of-memory killer ends it
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise DataError("image x.png is listed by the dataset but missing; restore it")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills a loader worker")
+@pytest.mark.parametrize(
+    ("how", "error", "said"),
+    [
+        ("killed", TrainingError, ", which is most often the system ending it as memory ran "
+         "out (fewer --workers take less)"),
+        ("missing", DataError, "image x.png is listed by the dataset but missing; restore it"),
+    ],
+    ids=["killed", "missing"],
+)  # fmt: skip
+def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
+    tmp_path: Path, how: str, error: type, said: str
+) -> None:
+    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt."""
+    out = tmp_path / "run"
+    data = Data(FailsInItsWorker(8, 0, after=8 + 2, how=how), Blobs(3, 1), Blobs.classes)
+    with pytest.raises(error) as info:
+        fit(_config(out, "data.workers=1"), data=data, progress=False)
+    assert str(info.value).endswith(
+        f"{said}; {out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume "
+        f"to continue"
+    )
+
+
+def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are_not() -> None:
+    def said(message: str) -> str | None:
+        return worker_death(RuntimeError(message))
+
+    assert said(
+        "DataLoader worker (pid 7) is killed by signal: Bus error. It is possible that "
+        "dataloader's workers are out of shared memory. Please try to raise your shared memory "
+        "limit."
+    ) == (
+        "a data loader worker (pid 7) was killed by signal: Bus error, which is most often the "
+        "shared memory its batches pass through (/dev/shm) filling up (raise its size, e.g. "
+        "docker run --shm-size, or use fewer --workers)"
+    )
+    assert said(
+        "DataLoader worker (pid 7) exited unexpectedly with exit code 1. Details are lost due to "
+        "multiprocessing. Rerunning with num_workers=0 may give better error trace."
+    ) == (
+        "a data loader worker (pid 7) exited unexpectedly with exit code 1 (--workers 0 loads in "
+        "the training process and shows what it meets)"
+    )
+    killed = "a data loader worker (pid 7) was killed by signal: Killed, which is most often"
+    assert said("DataLoader worker (pid 7) is killed by signal: Killed. ").startswith(killed)
+    assert said("CUDA error: an illegal memory access was encountered") is None
+    assert worker_death(EOFError()) is None  # no worker of this process has died
 
 
 def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:

@@ -285,6 +285,40 @@ def _check_left(data: Data, d: DataConfig, skipped: str, unevaluated: list[str])
         _warn_unevaluated(data.train, data.eval, d.eval_split, UNREADABLE)
 
 
+# How torch reports a loader worker that died (torch/csrc/DataLoader.cpp, and its DataLoader's
+# "DataLoader worker (pid(s) ...) exited unexpectedly" where it found the worker gone first).
+WORKER_DIED = "DataLoader worker (pid"
+OUT_OF_MEMORY = (
+    ", which is most often the system ending it as memory ran out (fewer --workers take less)"
+)
+SHARED_MEMORY = (
+    ", which is most often the shared memory its batches pass through (/dev/shm) filling up "
+    "(raise its size, e.g. docker run --shm-size, or use fewer --workers)"
+)
+ANY_CAUSE = " (--workers 0 loads in the training process and shows what it meets)"
+
+
+def worker_death(error: BaseException) -> str | None:
+    """A loader worker's death that torch reports as ``error``, in words with its likely cause
+    (torch's own message ends in advice about its settings, or in none), also where ``error`` is
+    the broken connection of a batch the worker was passing when it died; None for any other
+    error."""
+    try:  # how the worker died, as torch's SIGCHLD handler would raise it a moment later, anywhere
+        torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
+    except RuntimeError as reported:
+        error = reported
+    text = str(error).strip()
+    if not isinstance(error, RuntimeError) or not text.startswith(WORKER_DIED):
+        return None
+    what = text.split(". ")[0].rstrip(".").replace(" is killed", " was killed")
+    what = what.replace("DataLoader worker", "a data loader worker", 1)
+    if "signal: Bus error" in text:
+        return what + SHARED_MEMORY
+    if "signal: Killed" in text or text.endswith("exited unexpectedly"):  # killed, since reaped
+        return what + OUT_OF_MEMORY
+    return what + ANY_CAUSE
+
+
 class DeviceBatches:
     """A loader whose batches ``finish(inputs, device)`` completes on the device (a cache's
     crop and flip: sef.datasets.cache); ``sampler`` and ``len`` are the loader's."""

@@ -56,6 +56,7 @@ from sef.engine.data import (
     some_names,
     train_loader,
     training_change,
+    worker_death,
 )
 from sef.engine.device import out_of_memory
 from sef.engine.evaluation import (
@@ -87,6 +88,7 @@ from sef.errors import (
     OutOfMemory,
     OutputError,
     TrainingError,
+    original_message,
 )
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
@@ -885,6 +887,11 @@ def _again(run: _Run) -> str:
     return f"with --resume --out {run.out} to continue"
 
 
+def _then(run: _Run) -> str:
+    """How to go on after a run that stopped on a failure since fixed."""
+    return f"then run the same command {_again(run)}"
+
+
 def _start(run: _Run) -> Logger | None:
     """On rank 0 say what the run does, write its config and open its logs; None elsewhere."""
     if not run.context.is_main:
@@ -912,8 +919,13 @@ def _train(run: _Run, progress: bool, images: Callable[[], None] | None) -> FitR
     except TrainingError as error:
         said = f"{error}; {_kept(run)}; try a lower optim.lr or --amp none"
         raise distributed.reworded(error, said) from None
-    except RuntimeError as error:
-        if not out_of_memory(error):
+    except DataError as error:  # an image unreadable since the run's check, met by a worker
+        raise DataError(f"{original_message(error)}; {_kept(run)}; {_then(run)}") from None
+    except (RuntimeError, EOFError, ConnectionError) as error:
+        died = worker_death(error)
+        if died:
+            raise TrainingError(f"{died}; {_kept(run)}; {_then(run)}") from None
+        if not (isinstance(error, RuntimeError) and out_of_memory(error)):
             raise
         raise OutOfMemory(f"{_memory(run)}; {_kept(run)}") from None
     except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
