@@ -755,6 +755,29 @@ def test_a_resume_on_another_number_of_cpu_threads_says_it_will_not_match_bit_fo
     ) in capsys.readouterr().out
 
 
+def test_a_resume_under_another_torch_or_sef_says_it_will_not_match(tmp_path, capsys) -> None:
+    """As a run resumed after `pip install -U torch`: its kernels may compute otherwise."""
+    out, data = tmp_path / "run", Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    fit(_config(out, "optim.epochs=1"), data=data, progress=False)
+    fit(_config(out, "optim.epochs=1"), data=data, resume=True, progress=False)
+    assert "was written by" not in capsys.readouterr().out  # this sef and torch: nothing to say
+    now = f"sef {sef.__version__} with torch {torch.__version__}"
+    state = load_checkpoint(out / "last.pt")
+    older = {**state, "torch_version": "2.5.1"}
+    unrecorded = {k: v for k, v in state.items() if k not in ("sef_version", "torch_version")}
+    for saved, writer in (
+        (older, f"sef {sef.__version__} with torch 2.5.1"),
+        (unrecorded, "an older sef that did not record its version"),
+    ):
+        torch.save(saved, out / "last.pt")  # save_checkpoint would record this torch
+        fit(_config(out, "optim.epochs=1"), data=data, resume=True, progress=False)
+        assert (
+            f"note: {out / 'last.pt'} was written by {writer} and resumes under {now}: another "
+            f"version may compute otherwise, so the run will not end exactly where an "
+            f"uninterrupted one would\n"
+        ) in capsys.readouterr().out
+
+
 def test_a_resume_on_processes_that_do_not_divide_its_batch_is_told_to_change_them(tmp_path):
     """The batch size of a run cannot change on resuming: "choose a multiple of 3" led to a
     refusal of the new batch size."""

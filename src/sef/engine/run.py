@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sef import distributed, extras, outputs, space, trackers
-from sef.checkpoint import load_checkpoint, save_checkpoint
+from sef.checkpoint import load_checkpoint, save_checkpoint, writer_of, written_by
 from sef.config import (
     Config,
     apply_values,
@@ -96,6 +96,7 @@ from sef.seeding import seed_everything
 from sef.text import counted, duration, shown
 from sef.trackers import Final
 from sef.trained import check_saved_root, create_model
+from sef.version import __version__
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
 # processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
@@ -456,6 +457,7 @@ class _Run:
         self.trained_accumulate = config.optim.accumulate  # and the micro-batches a step
         self.training = training_record(data.train)  # the images it trains on now (own data)
         self.trained: dict[str, Any] = {}  # and those last.pt recorded (a resume's)
+        self.written_by: str | None = None  # who wrote the last.pt it resumes, in words
 
     def state(self) -> dict:
         return {
@@ -499,6 +501,7 @@ class _Run:
         self.trained_accumulate = state["config"]["optim"].get("accumulate", 1)
         # unrecorded before 2026-12-07, and for data other than own
         self.trained = {key: state[key] for key in TRAINING_RECORD if key in state}
+        self.written_by = writer_of(state)
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
 
@@ -770,8 +773,8 @@ def _announce(run: _Run) -> None:
         file=sys.stdout,
     )
     notes = (
-        _finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note,
-        _training_note,
+        _finished_note, _versions_note, _processes_note, _threads_note, _accumulate_note,
+        _one_image_note, _training_note,
     )  # fmt: skip
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
@@ -832,6 +835,18 @@ def _finished_note(run: _Run) -> str | None:
     return (
         f"note: {run.out / 'last.pt'} has trained all {counted(epochs, 'epoch')} already, so "
         f"none trains now; to train more, resume with --epochs above {epochs}"
+    )
+
+
+def _versions_note(run: _Run) -> str | None:
+    """What a resume under another sef or torch than wrote its last.pt changes, or None."""
+    now = written_by(__version__, str(torch.__version__))
+    if run.written_by is None or run.written_by == now:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} was written by {run.written_by} and resumes under {now}: "
+        f"another version may compute otherwise, so the run will not end exactly where an "
+        f"uninterrupted one would"
     )
 
 
