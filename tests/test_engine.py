@@ -25,6 +25,8 @@ from sef.engine.data import worker_death
 from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import claim_new_out_dir, latest_run_dir
 from sef.engine.run import (
+    TRAINING_STATE,
+    _check_resumable,
     _check_setup,
     _processes_note,
     resume_config,
@@ -776,6 +778,16 @@ def test_a_resume_under_another_torch_or_sef_says_it_will_not_match(tmp_path, ca
             f"version may compute otherwise, so the run will not end exactly where an "
             f"uninterrupted one would\n"
         ) in capsys.readouterr().out
+
+
+def test_a_resume_may_evaluate_in_other_batches_but_not_train_in_them(tmp_path) -> None:
+    """A resume on a smaller GPU that evaluates in smaller batches: no weight depends on them."""
+    config = _config(tmp_path / "run")
+    state = {key: None for key in TRAINING_STATE} | {"config": config_to_dict(config), "epoch": 1}
+    smaller = apply_overrides(config, ["run.eval_batch_size=2"])
+    _check_resumable(smaller, state, tmp_path / "last.pt")  # no refusal
+    with pytest.raises(ConfigError, match="optim.batch_size was 4 and is now 2"):
+        _check_resumable(apply_overrides(config, ["optim.batch_size=2"]), state, tmp_path)
 
 
 def test_a_resume_on_processes_that_do_not_divide_its_batch_is_told_to_change_them(tmp_path):
