@@ -659,7 +659,7 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     out, mine = tmp_path / "myexp", tmp_path / "myexp" / "tb" / "mine.txt"
     mine.parent.mkdir(parents=True)
     mine.write_text("mine")
-    (out / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"")  # a failed run's events
+    (out / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"")  # TensorBoard events of theirs
     written = "base: demo\n# my notes\noptim: {epochs: 1}\n"
     (out / "config.yaml").write_text(written)
     train = ["train", *TINY_DEMO, "--out", str(out), "--no-progress"]
@@ -670,10 +670,21 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     )
     assert (out / "config.yaml").read_text() == written
     kept = tmp_path / "mine.yaml"
-    kept.write_text(written)
+    kept.write_text(written)  # a copy: the run would still write over the one in myexp
+    assert main([*train, "--config", str(kept)]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot write {out / 'config.yaml'}: no sef run wrote it, and this one "
+        f"would replace it; choose another --out\n"
+    )
+    (out / "config.yaml").unlink()  # kept elsewhere, as the first refusal said
+    (out / "metrics.jsonl").write_text('{"my": "numbers"}\n')  # a file of that name, not a run's
+    assert main([*train, "--config", str(kept)]) == 2
+    assert "cannot write " + str(out / "metrics.jsonl") + ": no sef run" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == '{"my": "numbers"}\n'
+    (out / "metrics.jsonl").unlink()
     assert main([*train, "--config", str(kept)]) == 0
     events = list((out / "tb").glob("events.out.tfevents.*"))
-    assert mine.read_text() == "mine" and len(events) == 1 and events[0].stat().st_size > 0
+    assert mine.read_text() == "mine" and any(e.stat().st_size > 0 for e in events)
 
 
 def test_a_tensorboard_folder_that_cannot_be_written_is_named_in_one_line(

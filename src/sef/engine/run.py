@@ -68,6 +68,7 @@ from sef.engine.evaluation import (
 )
 from sef.engine.folders import (
     check_config_file,
+    check_others_records,
     claim_new_out_dir,
     claim_resumed,
     clear_leftovers,
@@ -709,6 +710,7 @@ def fit(
         _check_out_is_text(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
         check_config_file(config_file, lock.folder)
+        check_others_records(lock.folder)
         clear_leftovers(lock.folder)
         return lock.folder
 
