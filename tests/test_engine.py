@@ -28,6 +28,7 @@ from sef.engine.run import (
     TRAINING_STATE,
     _check_resumable,
     _check_setup,
+    _one_step_note,
     _processes_note,
     resume_config,
     resume_dir,
@@ -806,6 +807,21 @@ def test_the_note_on_a_run_trained_on_one_process_counts_it_as_one(tmp_path) -> 
     # it read "trained with 1 processes per step and resumes with 2"
     run = SimpleNamespace(out=tmp_path, trained_on=1, context=Context(world_size=2))
     assert "trained with 1 process per step and resumes with 2: " in _processes_note(run)
+
+
+def test_a_batch_larger_than_the_training_images_is_noted_at_the_start(tmp_path) -> None:
+    """Own data of 20 images under a recipe's batch of 32: 50 epochs were 50 steps, unsaid."""
+    config = _config(tmp_path, "optim.batch_size=32")
+
+    def note(images: int, epoch: int = 0) -> str | None:
+        data = Data(Blobs(images, 0), Blobs(2, 1), Blobs.classes)
+        return _one_step_note(SimpleNamespace(config=config, data=data, epoch=epoch))
+
+    assert note(20) == (
+        "note: the batch of 32 is larger than the 20 training images, so each epoch is one "
+        "optimizer step; a lower --batch-size takes more steps an epoch"
+    )
+    assert note(32) is None and note(20, epoch=3) is None  # a resume keeps its batch size
 
 
 def _step_gradient_norms(model, loss_fn, batches) -> list[float]:

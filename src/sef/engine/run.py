@@ -777,7 +777,7 @@ def _announce(run: _Run) -> None:
     )
     notes = (
         _finished_note, _versions_note, _processes_note, _threads_note, _accumulate_note,
-        _one_image_note, _training_note,
+        _one_image_note, _training_note, _one_step_note,
     )  # fmt: skip
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
@@ -828,6 +828,18 @@ def _training_note(run: _Run) -> str | None:
         run.trained, run.training, run.config.data.holdout, run.out / "last.pt"
     )
     return None if change is None else f"note: {change}"
+
+
+def _one_step_note(run: _Run) -> str | None:
+    """What a batch larger than the training images makes of each epoch, where it is, at a
+    run's start (a resume keeps its batch size), or None."""
+    images, batch = len(run.data.train), run.config.optim.batch_size
+    if run.epoch or images >= batch:
+        return None
+    return (
+        f"note: the batch of {batch} is larger than the {counted(images, 'training image')}, so "
+        f"each epoch is one optimizer step; a lower --batch-size takes more steps an epoch"
+    )
 
 
 def _finished_note(run: _Run) -> str | None:
