@@ -296,6 +296,23 @@ def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are
     assert worker_death(EOFError()) is None  # no worker of this process has died
 
 
+def test_an_evaluation_that_is_not_finite_stops_the_run_keeping_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A model whose outputs had overflowed predicted class 0 for every image (NaN's argmax):
+    the run went on, epoch after epoch, at chance accuracy."""
+    out = tmp_path / "run"
+    data = Data(Blobs(8, 0), Blobs(3, 1, poison_after=3), Blobs.classes)  # NaN from epoch 2
+    with pytest.raises(TrainingError) as info:
+        fit(_config(out), data=data, progress=False)
+    assert str(info.value) == (
+        f"training stopped after epoch 2: the model's outputs are not finite on 3 of 3 eval "
+        f"images (its weights or BatchNorm statistics overflowed); {out / 'last.pt'} (epoch 1) "
+        f"is kept; try a lower optim.lr or --amp none"
+    )
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
 def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = resolve_config("demo")
