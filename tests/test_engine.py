@@ -798,6 +798,24 @@ def test_a_resume_under_another_torch_or_sef_says_it_will_not_match(tmp_path, ca
         ) in capsys.readouterr().out
 
 
+def test_a_resume_whose_best_pt_is_gone_says_so_and_writes_the_best_of_the_epochs_to_come(
+    tmp_path, capsys
+) -> None:
+    """Only last.pt copied to another machine: the report pointed at a best.pt that never came."""
+    out, data = tmp_path / "run", Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    fit(_config(out, "optim.epochs=2"), data=data, progress=False)
+    state = load_checkpoint(out / "last.pt")
+    save_checkpoint(out / "last.pt", {**state, "best": {"epoch": 1, "eval_top1": 0.75}})
+    (out / "best.pt").unlink()
+    capsys.readouterr()
+    result = fit(_config(out, "optim.epochs=3"), data=data, resume=True, progress=False)
+    assert (
+        f"note: {out / 'best.pt'}, the model of epoch 1 (eval top-1 0.7500), is gone; best.pt "
+        f"will hold the best of the epochs trained from now on\n"
+    ) in capsys.readouterr().out
+    assert result.best_epoch == 3 and load_checkpoint(out / "best.pt")["epoch"] == 3
+
+
 def test_a_resume_may_evaluate_in_other_batches_but_not_train_in_them(tmp_path) -> None:
     """A resume on a smaller GPU that evaluates in smaller batches: no weight depends on them."""
     config = _config(tmp_path / "run")

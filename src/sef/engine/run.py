@@ -460,6 +460,7 @@ class _Run:
         self.training = training_record(data.train)  # the images it trains on now (own data)
         self.trained: dict[str, Any] = {}  # and those last.pt recorded (a resume's)
         self.written_by: str | None = None  # who wrote the last.pt it resumes, in words
+        self.lost_best: dict | None = None  # the best epoch whose best.pt was gone on resuming
 
     def state(self) -> dict:
         return {
@@ -506,6 +507,16 @@ class _Run:
         self.written_by = writer_of(state)
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
+        self._forget_a_lost_best()
+
+    def _forget_a_lost_best(self) -> None:
+        """Where best.pt of an earlier epoch is gone (deleted, or only last.pt was copied), keep
+        its record in ``lost_best`` and, while epochs remain, let the best of those write one."""
+        if self.best_unwritten or (self.out / "best.pt").is_file():
+            return
+        self.lost_best = dict(self.best)
+        if self.epoch < self.config.optim.epochs:
+            self.best = {"epoch": 0, "eval_top1": -1.0}
 
     def _replan(self, epoch: int) -> None:
         """Continue with the learning rate of a run planned for the new length from the start."""
@@ -782,8 +793,8 @@ def _announce(run: _Run) -> None:
         file=sys.stdout,
     )
     notes = (
-        _finished_note, _versions_note, _processes_note, _threads_note, _accumulate_note,
-        _one_image_note, _training_note, _one_step_note,
+        _finished_note, _lost_best_note, _versions_note, _processes_note, _threads_note,
+        _accumulate_note, _one_image_note, _training_note, _one_step_note,
     )  # fmt: skip
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
@@ -845,6 +856,17 @@ def _one_step_note(run: _Run) -> str | None:
     return (
         f"note: the batch of {batch} is larger than the {counted(images, 'training image')}, so "
         f"each epoch is one optimizer step; a lower --batch-size takes more steps an epoch"
+    )
+
+
+def _lost_best_note(run: _Run) -> str | None:
+    """What a resume does where the best.pt of an earlier epoch is gone, or None."""
+    if run.lost_best is None:
+        return None
+    return (
+        f"note: {run.out / 'best.pt'}, the model of epoch {run.lost_best['epoch']} (eval top-1 "
+        f"{run.lost_best['eval_top1']:.4f}), is gone; best.pt will hold the best of the epochs "
+        f"trained from now on"
     )
 
 
