@@ -18,6 +18,7 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, preset_names, resolve_config
 from sef.datasets import RECORDS
+from sef.datasets.checking import RESUMED_FIXES
 from sef.engine import run as run_module
 from sef.engine.run import resume_dir
 from sef.losses import ONE_BY_ONE
@@ -535,7 +536,9 @@ def test_resume_of_a_finished_run_says_how_to_train_more(
     assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     check = run_module.check_images
-    monkeypatch.setattr(run_module, "check_images", lambda *a: print("checking") or check(*a))
+    monkeypatch.setattr(
+        run_module, "check_images", lambda *a, **k: print("checking") or check(*a, **k)
+    )
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     note = (
         f"note: {out / 'last.pt'} has trained all 1 epoch already, so none trains now; to train "
@@ -556,7 +559,7 @@ def test_resume_of_a_finished_run_whose_best_epoch_was_earlier_reads_no_image(
     state["best"] = {"epoch": 1, "eval_top1": state["history"][0]["eval_top1"]}
     save_checkpoint(out / "last.pt", state)
     capsys.readouterr()
-    monkeypatch.setattr(run_module, "check_images", lambda *a: pytest.fail("checked images"))
+    monkeypatch.setattr(run_module, "check_images", lambda *a, **k: pytest.fail("checked images"))
     monkeypatch.setattr(run_module, "from_cache", lambda *a: pytest.fail("opened a cache"))
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert "has trained all 2 epochs already" in capsys.readouterr().out
@@ -617,6 +620,22 @@ def test_resume_of_data_whose_classes_changed_names_them_before_any_image_is_rea
         f"trained on: 1 class added ('wolf'), 1 class gone ('fox'); put the data back as it was, "
         f"or train a new run with another --out\n"
     )
+
+
+def test_an_image_unreadable_on_resume_is_met_with_what_a_resume_can_do(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    """The advice to --set data.bad_images=skip led to a refusal: a resume keeps that setting."""
+    out = tmp_path / "run"
+    own = ["--preset", "folder-resnet18", "--backbone", "small_cnn", "--weights", "none"]
+    tiny = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    train = ["train", *own, *tiny, "--data-root", str(folder_root), "--out", str(out)]
+    assert main([*train, "--no-progress"]) == 0
+    (folder_root / "train" / "cat" / "cat0.png").write_text("not an image")
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    said = f"sef train: error: 1 of 18 images cannot be used; {RESUMED_FIXES}:\n"
+    assert said in capsys.readouterr().err
 
 
 def test_resume_of_a_folder_that_never_held_a_run_is_refused_and_left_alone(

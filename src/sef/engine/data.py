@@ -231,14 +231,16 @@ def _cache_command(d: DataConfig) -> str:
     return shlex.join(words)
 
 
-def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
+def check_images(
+    data: Data, config: Config, context: Context, progress: bool = True, resuming: bool = False
+) -> None:
     """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
-    both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Only the images
-    not verified as they are now are decoded: those the record of verified images
-    (sef.datasets.verified) lacks, or whose files changed, and not those a decoded-image cache
-    holds. Under DDP rank 0 decodes and the others drop what it found, so no image is decoded
-    twice (and ``stop`` stops every process, where the others waited for an answer that never
-    came)."""
+    both and stops (``resuming``: with what a resume can do), ``skip`` drops them (and says so),
+    ``off`` trusts the files. Only the images not verified as they are now are decoded: those
+    the record of verified images (sef.datasets.verified) lacks, or whose files changed, and not
+    those a decoded-image cache holds. Under DDP rank 0 decodes and the others drop what it
+    found, so no image is decoded twice (and ``stop`` stops every process, where the others
+    waited for an answer that never came)."""
     splits = (data.train, data.eval)
 
     def find() -> list:
@@ -251,6 +253,7 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
             record=checking.USE,
             decoded=cache.decoded_paths(splits),
             say=lambda line: tqdm.write(line, file=sys.stderr),
+            fixes=checking.RESUMED_FIXES if resuming else checking.FIXES,
         )
         if bad:
             skipped = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"

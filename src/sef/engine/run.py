@@ -772,7 +772,7 @@ def _read_images(run: _Run, progress: bool) -> None:
     """Open the run's decoded-image cache (``data.cache``) and check its images
     (``data.bad_images``): a resume of a finished run does so only where it evaluates again."""
     run.data = from_cache(run.data, run.config, run.context, progress)
-    check_images(run.data, run.config, run.context, progress)
+    check_images(run.data, run.config, run.context, progress, resuming=bool(run.epoch))
 
 
 def scratch_note(config: Config) -> str | None:
