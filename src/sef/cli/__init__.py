@@ -218,6 +218,7 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     except (SEFError, ValueError, OSError) as error:
         if os.environ.get("SEF_DEBUG"):
             raise
+        _end_workers()  # a loader worker left mid-batch printed a traceback after the line
         if not _said_by_rank_zero(error):
             print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
