@@ -52,6 +52,27 @@ def test_a_stop_ends_the_workers_before_the_command_lets_go_of_them(stop: int) -
     assert worker.exitcode == 0  # ended, and as torch's loader counts no failure
 
 
+def test_an_error_ends_the_workers_before_its_line_is_said(capsys) -> None:
+    """A run stopped by a worker's death left its other workers mid-batch: their sharing threads
+    printed "ConnectionResetError" tracebacks after the command's one line."""
+    from argparse import Namespace
+
+    from sef.errors import TrainingError
+
+    workers: list[multiprocessing.Process] = []
+
+    def fails(args: Namespace) -> int:
+        workers.append(_worker())
+        raise TrainingError("a data loader worker (pid 7) was killed by signal: Killed")
+
+    with _stops_as_interrupts() as stopped:
+        assert sef.cli._run(Namespace(func=fails, command="train"), stopped) == 2
+        assert not workers[0].is_alive()  # ended, not left to outlive the command
+    assert capsys.readouterr().err == (
+        "sef train: error: a data loader worker (pid 7) was killed by signal: Killed\n"
+    )
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_worker_sent_a_stop_itself_ends_at_once_and_silently(stop: int, capfd) -> None:
     """A scheduler signals the whole process group; a worker that raised KeyboardInterrupt could

@@ -18,6 +18,7 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, preset_names, resolve_config
 from sef.datasets import RECORDS
+from sef.datasets.checking import RESUMED_FIXES
 from sef.engine import run as run_module
 from sef.engine.run import resume_dir
 from sef.losses import ONE_BY_ONE
@@ -535,7 +536,9 @@ def test_resume_of_a_finished_run_says_how_to_train_more(
     assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     check = run_module.check_images
-    monkeypatch.setattr(run_module, "check_images", lambda *a: print("checking") or check(*a))
+    monkeypatch.setattr(
+        run_module, "check_images", lambda *a, **k: print("checking") or check(*a, **k)
+    )
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     note = (
         f"note: {out / 'last.pt'} has trained all 1 epoch already, so none trains now; to train "
@@ -556,7 +559,7 @@ def test_resume_of_a_finished_run_whose_best_epoch_was_earlier_reads_no_image(
     state["best"] = {"epoch": 1, "eval_top1": state["history"][0]["eval_top1"]}
     save_checkpoint(out / "last.pt", state)
     capsys.readouterr()
-    monkeypatch.setattr(run_module, "check_images", lambda *a: pytest.fail("checked images"))
+    monkeypatch.setattr(run_module, "check_images", lambda *a, **k: pytest.fail("checked images"))
     monkeypatch.setattr(run_module, "from_cache", lambda *a: pytest.fail("opened a cache"))
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert "has trained all 2 epochs already" in capsys.readouterr().out
@@ -619,6 +622,22 @@ def test_resume_of_data_whose_classes_changed_names_them_before_any_image_is_rea
     )
 
 
+def test_an_image_unreadable_on_resume_is_met_with_what_a_resume_can_do(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    """The advice to --set data.bad_images=skip led to a refusal: a resume keeps that setting."""
+    out = tmp_path / "run"
+    own = ["--preset", "folder-resnet18", "--backbone", "small_cnn", "--weights", "none"]
+    tiny = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
+    train = ["train", *own, *tiny, "--data-root", str(folder_root), "--out", str(out)]
+    assert main([*train, "--no-progress"]) == 0
+    (folder_root / "train" / "cat" / "cat0.png").write_text("not an image")
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    said = f"sef train: error: 1 of 18 images cannot be used; {RESUMED_FIXES}:\n"
+    assert said in capsys.readouterr().err
+
+
 def test_resume_of_a_folder_that_never_held_a_run_is_refused_and_left_alone(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:
@@ -659,7 +678,7 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     out, mine = tmp_path / "myexp", tmp_path / "myexp" / "tb" / "mine.txt"
     mine.parent.mkdir(parents=True)
     mine.write_text("mine")
-    (out / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"")  # a failed run's events
+    (out / "tb" / "events.out.tfevents.1.host.1.0").write_bytes(b"")  # TensorBoard events of theirs
     written = "base: demo\n# my notes\noptim: {epochs: 1}\n"
     (out / "config.yaml").write_text(written)
     train = ["train", *TINY_DEMO, "--out", str(out), "--no-progress"]
@@ -670,10 +689,21 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     )
     assert (out / "config.yaml").read_text() == written
     kept = tmp_path / "mine.yaml"
-    kept.write_text(written)
+    kept.write_text(written)  # a copy: the run would still write over the one in myexp
+    assert main([*train, "--config", str(kept)]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot write {out / 'config.yaml'}: no sef run wrote it, and this one "
+        f"would replace it; choose another --out\n"
+    )
+    (out / "config.yaml").unlink()  # kept elsewhere, as the first refusal said
+    (out / "metrics.jsonl").write_text('{"my": "numbers"}\n')  # a file of that name, not a run's
+    assert main([*train, "--config", str(kept)]) == 2
+    assert "cannot write " + str(out / "metrics.jsonl") + ": no sef run" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == '{"my": "numbers"}\n'
+    (out / "metrics.jsonl").unlink()
     assert main([*train, "--config", str(kept)]) == 0
     events = list((out / "tb").glob("events.out.tfevents.*"))
-    assert mine.read_text() == "mine" and len(events) == 1 and events[0].stat().st_size > 0
+    assert mine.read_text() == "mine" and any(e.stat().st_size > 0 for e in events)
 
 
 def test_a_tensorboard_folder_that_cannot_be_written_is_named_in_one_line(

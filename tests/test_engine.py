@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -20,10 +21,14 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
+from sef.engine.data import worker_death
 from sef.engine.evaluation import evaluation_loader
 from sef.engine.folders import claim_new_out_dir, latest_run_dir
 from sef.engine.run import (
+    TRAINING_STATE,
+    _check_resumable,
     _check_setup,
+    _one_step_note,
     _processes_note,
     resume_config,
     resume_dir,
@@ -222,6 +227,90 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
     assert kept["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+class FailsInItsWorker(Blobs):
+    """Blobs whose loader worker, once it has served ``after`` items, is killed (``how``) or
+    meets an image gone since the run's check (DataError, as sef.datasets.images raises)."""
+
+    def __init__(self, count: int, seed: int, after: int, how: str) -> None:
+        super().__init__(count, seed)
+        self.after, self.how = after, how
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = super().__getitem__(index)
+        if self.served <= self.after or torch.utils.data.get_worker_info() is None:
+            return item
+        if self.how == "killed":  # as the system's out-of-memory killer ends it
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise DataError("image x.png is listed by the dataset but missing; restore it")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills a loader worker")
+@pytest.mark.parametrize(
+    ("how", "error", "said"),
+    [
+        ("killed", TrainingError, ", which is most often the system ending it as memory ran "
+         "out (fewer --workers take less)"),
+        ("missing", DataError, "image x.png is listed by the dataset but missing; restore it"),
+    ],
+    ids=["killed", "missing"],
+)  # fmt: skip
+def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
+    tmp_path: Path, how: str, error: type, said: str
+) -> None:
+    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt."""
+    out = tmp_path / "run"
+    data = Data(FailsInItsWorker(8, 0, after=8 + 2, how=how), Blobs(3, 1), Blobs.classes)
+    with pytest.raises(error) as info:
+        fit(_config(out, "data.workers=1"), data=data, progress=False)
+    assert str(info.value).endswith(
+        f"{said}; {out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume "
+        f"to continue"
+    )
+
+
+def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are_not() -> None:
+    def said(message: str) -> str | None:
+        return worker_death(RuntimeError(message))
+
+    assert said(
+        "DataLoader worker (pid 7) is killed by signal: Bus error. It is possible that "
+        "dataloader's workers are out of shared memory. Please try to raise your shared memory "
+        "limit."
+    ) == (
+        "a data loader worker (pid 7) was killed by signal: Bus error, which is most often the "
+        "shared memory its batches pass through (/dev/shm) filling up (raise its size, e.g. "
+        "docker run --shm-size, or use fewer --workers)"
+    )
+    assert said(
+        "DataLoader worker (pid 7) exited unexpectedly with exit code 1. Details are lost due to "
+        "multiprocessing. Rerunning with num_workers=0 may give better error trace."
+    ) == (
+        "a data loader worker (pid 7) exited unexpectedly with exit code 1 (--workers 0 loads in "
+        "the training process and shows what it meets)"
+    )
+    killed = "a data loader worker (pid 7) was killed by signal: Killed, which is most often"
+    assert said("DataLoader worker (pid 7) is killed by signal: Killed. ").startswith(killed)
+    assert said("CUDA error: an illegal memory access was encountered") is None
+    assert worker_death(EOFError()) is None  # no worker of this process has died
+
+
+def test_an_evaluation_that_is_not_finite_stops_the_run_keeping_the_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A model whose outputs had overflowed predicted class 0 for every image (NaN's argmax):
+    the run went on, epoch after epoch, at chance accuracy."""
+    out = tmp_path / "run"
+    data = Data(Blobs(8, 0), Blobs(3, 1, poison_after=3), Blobs.classes)  # NaN from epoch 2
+    with pytest.raises(TrainingError) as info:
+        fit(_config(out), data=data, progress=False)
+    assert str(info.value) == (
+        f"training stopped after epoch 2: the model's outputs are not finite on 3 of 3 eval "
+        f"images (its weights or BatchNorm statistics overflowed); {out / 'last.pt'} (epoch 1) "
+        f"is kept; try a lower optim.lr or --amp none"
+    )
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
 
 
 def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
@@ -686,6 +775,57 @@ def test_a_resume_on_another_number_of_cpu_threads_says_it_will_not_match_bit_fo
     ) in capsys.readouterr().out
 
 
+def test_a_resume_under_another_torch_or_sef_says_it_will_not_match(tmp_path, capsys) -> None:
+    """As a run resumed after `pip install -U torch`: its kernels may compute otherwise."""
+    out, data = tmp_path / "run", Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    fit(_config(out, "optim.epochs=1"), data=data, progress=False)
+    fit(_config(out, "optim.epochs=1"), data=data, resume=True, progress=False)
+    assert "was written by" not in capsys.readouterr().out  # this sef and torch: nothing to say
+    now = f"sef {sef.__version__} with torch {torch.__version__}"
+    state = load_checkpoint(out / "last.pt")
+    older = {**state, "torch_version": "2.5.1"}
+    unrecorded = {k: v for k, v in state.items() if k not in ("sef_version", "torch_version")}
+    for saved, writer in (
+        (older, f"sef {sef.__version__} with torch 2.5.1"),
+        (unrecorded, "an older sef that did not record its version"),
+    ):
+        torch.save(saved, out / "last.pt")  # save_checkpoint would record this torch
+        fit(_config(out, "optim.epochs=1"), data=data, resume=True, progress=False)
+        assert (
+            f"note: {out / 'last.pt'} was written by {writer} and resumes under {now}: another "
+            f"version may compute otherwise, so the run will not end exactly where an "
+            f"uninterrupted one would\n"
+        ) in capsys.readouterr().out
+
+
+def test_a_resume_whose_best_pt_is_gone_says_so_and_writes_the_best_of_the_epochs_to_come(
+    tmp_path, capsys
+) -> None:
+    """Only last.pt copied to another machine: the report pointed at a best.pt that never came."""
+    out, data = tmp_path / "run", Data(Blobs(8, 0), Blobs(4, 1), Blobs.classes)
+    fit(_config(out, "optim.epochs=2"), data=data, progress=False)
+    state = load_checkpoint(out / "last.pt")
+    save_checkpoint(out / "last.pt", {**state, "best": {"epoch": 1, "eval_top1": 0.75}})
+    (out / "best.pt").unlink()
+    capsys.readouterr()
+    result = fit(_config(out, "optim.epochs=3"), data=data, resume=True, progress=False)
+    assert (
+        f"note: {out / 'best.pt'}, the model of epoch 1 (eval top-1 0.7500), is gone; best.pt "
+        f"will hold the best of the epochs trained from now on\n"
+    ) in capsys.readouterr().out
+    assert result.best_epoch == 3 and load_checkpoint(out / "best.pt")["epoch"] == 3
+
+
+def test_a_resume_may_evaluate_in_other_batches_but_not_train_in_them(tmp_path) -> None:
+    """A resume on a smaller GPU that evaluates in smaller batches: no weight depends on them."""
+    config = _config(tmp_path / "run")
+    state = {key: None for key in TRAINING_STATE} | {"config": config_to_dict(config), "epoch": 1}
+    smaller = apply_overrides(config, ["run.eval_batch_size=2"])
+    _check_resumable(smaller, state, tmp_path / "last.pt")  # no refusal
+    with pytest.raises(ConfigError, match="optim.batch_size was 4 and is now 2"):
+        _check_resumable(apply_overrides(config, ["optim.batch_size=2"]), state, tmp_path)
+
+
 def test_a_resume_on_processes_that_do_not_divide_its_batch_is_told_to_change_them(tmp_path):
     """The batch size of a run cannot change on resuming: "choose a multiple of 3" led to a
     refusal of the new batch size."""
@@ -702,6 +842,21 @@ def test_the_note_on_a_run_trained_on_one_process_counts_it_as_one(tmp_path) -> 
     # it read "trained with 1 processes per step and resumes with 2"
     run = SimpleNamespace(out=tmp_path, trained_on=1, context=Context(world_size=2))
     assert "trained with 1 process per step and resumes with 2: " in _processes_note(run)
+
+
+def test_a_batch_larger_than_the_training_images_is_noted_at_the_start(tmp_path) -> None:
+    """Own data of 20 images under a recipe's batch of 32: 50 epochs were 50 steps, unsaid."""
+    config = _config(tmp_path, "optim.batch_size=32")
+
+    def note(images: int, epoch: int = 0) -> str | None:
+        data = Data(Blobs(images, 0), Blobs(2, 1), Blobs.classes)
+        return _one_step_note(SimpleNamespace(config=config, data=data, epoch=epoch))
+
+    assert note(20) == (
+        "note: the batch of 32 is larger than the 20 training images, so each epoch is one "
+        "optimizer step; a lower --batch-size takes more steps an epoch"
+    )
+    assert note(32) is None and note(20, epoch=3) is None  # a resume keeps its batch size
 
 
 def _step_gradient_norms(model, loss_fn, batches) -> list[float]:

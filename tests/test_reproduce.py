@@ -19,6 +19,7 @@ import sef.engine.run
 import sef.reproduce.runner
 from sef.checkpoint import load_checkpoint
 from sef.cli import main
+from sef.config import Config, save_config
 from sef.engine.lock import acquire
 from sef.metrics import paper_scores, round_half_up
 
@@ -262,7 +263,7 @@ def test_a_run_killed_in_its_first_epoch_starts_afresh(cub_root: Path, tmp_path:
     folder = tmp_path / "runs" / "cub-resnet18"  # what a kill before the first checkpoint leaves
     (folder / "tb").mkdir(parents=True)
     (folder / "tb" / "events.out.tfevents.killed").write_text("")
-    (folder / "config.yaml").write_text("model: {}\n")
+    save_config(Config(), folder / "config.yaml")  # the config that run wrote first
     (folder / "metrics.jsonl").write_text('{"epoch": 1, "killed": true}\n')
     arguments = ["reproduce", "table3", "--data", f"cub={cub_root}", "--only", "sef"]
     assert main([*arguments, "--out", str(tmp_path / "runs"), *TOY, *FAST]) == 0

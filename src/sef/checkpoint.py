@@ -82,6 +82,18 @@ def _provenance() -> dict:
     return {"format": FORMAT, "sef_version": __version__, "torch_version": str(torch.__version__)}
 
 
+def written_by(sef_version: str | None, torch_version: str | None) -> str:
+    """Who wrote a checkpoint, in words: "sef 0.1.0 with torch 2.5.1"."""
+    if sef_version is None:
+        return "an older sef that did not record its version"
+    return f"sef {sef_version} with torch {torch_version}"
+
+
+def writer_of(state: dict) -> str:
+    """Who wrote the checkpoint ``state``, in words (:func:`written_by`)."""
+    return written_by(state.get("sef_version"), state.get("torch_version"))
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, fsync, rename over the old file.
 

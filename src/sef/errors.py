@@ -40,3 +40,13 @@ class TrainingError(SEFError):
 
 class OutOfMemory(SEFError):
     """The CPU's or a GPU's memory ran out: the message says which batch and what to lower."""
+
+
+def original_message(error: Exception) -> str:
+    """The message of an error raised in a DataLoader worker, which torch raises again with the
+    worker's traceback for message ("Caught X in DataLoader worker process 0. Original
+    Traceback ... X: message"); any other error's message as it is."""
+    text, name = str(error), type(error).__qualname__
+    if not text.startswith(f"Caught {type(error).__name__} ") or f"{name}: " not in text:
+        return text
+    return text[text.rindex(f"{name}: ") + len(name) + 2 :].strip()

@@ -19,7 +19,7 @@ import torch
 
 from sef import datasets
 from sef.backbones import ProbeFailed
-from sef.checkpoint import load_checkpoint
+from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_from_dict, stored_values
 from sef.datasets import ImageList, checking, names
 from sef.datasets.splits import TRAINING_RECORD, NoSuchSplit
@@ -74,9 +74,7 @@ class TrainedModel:
     @property
     def written_by(self) -> str:
         """Who wrote the checkpoint, in words: "sef 0.1.0 with torch 2.5.1"."""
-        if self.sef_version is None:
-            return "an older sef that did not record its version"
-        return f"sef {self.sef_version} with torch {self.torch_version}"
+        return written_by(self.sef_version, self.torch_version)
 
     @functools.cached_property
     def test_transform(self) -> Callable:

@@ -18,7 +18,7 @@ import sys
 import warnings
 
 from sef import __version__, extras, outputs, threads
-from sef.errors import SEFError
+from sef.errors import SEFError, original_message
 
 COMMAND_MODULES = [
     "info", "train", "eval", "score", "presets", "viz", "predict", "export", "data", "reproduce"
@@ -66,17 +66,7 @@ def _one_line(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror and not isinstance(error, SEFError):
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror.lower()}"
-    return _original_message(error)
-
-
-def _original_message(error: Exception) -> str:
-    """The message of an error raised in a DataLoader worker, which torch raises again with the
-    worker's traceback for message ("Caught X in DataLoader worker process 0. Original
-    Traceback ... X: message"); any other error's message as it is."""
-    text, name = str(error), type(error).__qualname__
-    if not text.startswith(f"Caught {type(error).__name__} ") or f"{name}: " not in text:
-        return text
-    return text[text.rindex(f"{name}: ") + len(name) + 2 :].strip()
+    return original_message(error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +218,7 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     except (SEFError, ValueError, OSError) as error:
         if os.environ.get("SEF_DEBUG"):
             raise
+        _end_workers()  # a loader worker left mid-batch printed a traceback after the line
         if not _said_by_rank_zero(error):
             print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2

@@ -18,6 +18,11 @@ from sef.text import counted
 
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
 FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
+# A resume keeps data.bad_images: the skip that FIXES offers is a new run's.
+RESUMED_FIXES = (
+    "fix or remove them (a resume keeps data.bad_images; to skip them, train a new run with "
+    "--set data.bad_images=skip and another --out)"
+)
 # How a check uses the record of verified images (sef.datasets.verified): it records the images
 # that decode (REFRESH), and also decodes only those it has not verified as they are now (USE).
 REFRESH, USE = "refresh", "use"
@@ -166,12 +171,14 @@ def apply_bad_image_policy(
     record: str | None = None,
     decoded: Collection[str] = (),
     say: Callable[[str], None] | None = None,
+    fixes: str = FIXES,
 ) -> list[tuple[str, str]]:
     """Check every image of ``dataset`` (or of several, e.g. a run's two splits, each image once)
     before training; return the bad ones as (path, reason). ``record``, ``decoded``, ``say``:
     as :func:`find_bad_images` takes them.
 
-    ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`);
+    ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`)
+    after ``fixes``, what to do about them;
     ``skip`` removes them from each dataset in place and returns them so the caller can report
     them; ``off`` checks nothing.
     """
@@ -188,7 +195,7 @@ def apply_bad_image_policy(
     )
     if bad and policy == "stop":
         raise DataError(
-            f"{len(bad):,} of {len(samples):,} images cannot be used; {FIXES}:\n"
+            f"{len(bad):,} of {len(samples):,} images cannot be used; {fixes}:\n"
             f"{describe_bad_images(bad, len(samples))}"
         )
     for each in lists:

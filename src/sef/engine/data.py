@@ -231,14 +231,16 @@ def _cache_command(d: DataConfig) -> str:
     return shlex.join(words)
 
 
-def check_images(data: Data, config: Config, context: Context, progress: bool = True) -> None:
+def check_images(
+    data: Data, config: Config, context: Context, progress: bool = True, resuming: bool = False
+) -> None:
     """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
-    both and stops, ``skip`` drops them (and says so), ``off`` trusts the files. Only the images
-    not verified as they are now are decoded: those the record of verified images
-    (sef.datasets.verified) lacks, or whose files changed, and not those a decoded-image cache
-    holds. Under DDP rank 0 decodes and the others drop what it found, so no image is decoded
-    twice (and ``stop`` stops every process, where the others waited for an answer that never
-    came)."""
+    both and stops (``resuming``: with what a resume can do), ``skip`` drops them (and says so),
+    ``off`` trusts the files. Only the images not verified as they are now are decoded: those
+    the record of verified images (sef.datasets.verified) lacks, or whose files changed, and not
+    those a decoded-image cache holds. Under DDP rank 0 decodes and the others drop what it
+    found, so no image is decoded twice (and ``stop`` stops every process, where the others
+    waited for an answer that never came)."""
     splits = (data.train, data.eval)
 
     def find() -> list:
@@ -251,6 +253,7 @@ def check_images(data: Data, config: Config, context: Context, progress: bool = 
             record=checking.USE,
             decoded=cache.decoded_paths(splits),
             say=lambda line: tqdm.write(line, file=sys.stderr),
+            fixes=checking.RESUMED_FIXES if resuming else checking.FIXES,
         )
         if bad:
             skipped = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
@@ -283,6 +286,40 @@ def _check_left(data: Data, d: DataConfig, skipped: str, unevaluated: list[str])
         )
     if _classes_without_images(data.eval, data.classes) != unevaluated:
         _warn_unevaluated(data.train, data.eval, d.eval_split, UNREADABLE)
+
+
+# How torch reports a loader worker that died (torch/csrc/DataLoader.cpp, and its DataLoader's
+# "DataLoader worker (pid(s) ...) exited unexpectedly" where it found the worker gone first).
+WORKER_DIED = "DataLoader worker (pid"
+OUT_OF_MEMORY = (
+    ", which is most often the system ending it as memory ran out (fewer --workers take less)"
+)
+SHARED_MEMORY = (
+    ", which is most often the shared memory its batches pass through (/dev/shm) filling up "
+    "(raise its size, e.g. docker run --shm-size, or use fewer --workers)"
+)
+ANY_CAUSE = " (--workers 0 loads in the training process and shows what it meets)"
+
+
+def worker_death(error: BaseException) -> str | None:
+    """A loader worker's death that torch reports as ``error``, in words with its likely cause
+    (torch's own message ends in advice about its settings, or in none), also where ``error`` is
+    the broken connection of a batch the worker was passing when it died; None for any other
+    error."""
+    try:  # how the worker died, as torch's SIGCHLD handler would raise it a moment later, anywhere
+        torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
+    except RuntimeError as reported:
+        error = reported
+    text = str(error).strip()
+    if not isinstance(error, RuntimeError) or not text.startswith(WORKER_DIED):
+        return None
+    what = text.split(". ")[0].rstrip(".").replace(" is killed", " was killed")
+    what = what.replace("DataLoader worker", "a data loader worker", 1)
+    if "signal: Bus error" in text:
+        return what + SHARED_MEMORY
+    if "signal: Killed" in text or text.endswith("exited unexpectedly"):  # killed, since reaped
+        return what + OUT_OF_MEMORY
+    return what + ANY_CAUSE
 
 
 class DeviceBatches:

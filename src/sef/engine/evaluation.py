@@ -42,6 +42,7 @@ class EvalResult:
     tta: str | None = None  # the test-time augmentation of tta_predictions (sef.tta)
     tta_predictions: Tensor | None = None  # [N]
     correlation: tuple[float, float] | None = None  # within, between groups (G >= 2)
+    non_finite: int = 0  # images whose logits are not all finite (a model that has overflowed)
 
     @property
     def top1(self) -> float:
@@ -141,10 +142,11 @@ def _predict_all(
     """This process's predictions of ``evaluate``: a table [G + 3 (+1 with TTA), length] (row 0
     counts how often each image was seen; the others hold 1 + label, prediction, each group
     head's prediction (and the TTA prediction); 0 where another process predicts) and the
-    within / between channel correlation summed over the images."""
+    within / between channel correlation summed over the images, then the number of images
+    whose global logits are not all finite."""
     shard = torch.tensor(indices, device=device)  # copied once, not per batch
     table = torch.zeros(sef.groups + 3 + bool(tta), length, dtype=torch.long, device=device)
-    correlation = torch.zeros(2, dtype=torch.float64, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # within, between, non-finite
     position = 0
 
     def prepare(batch: Tensor) -> Tensor:
@@ -163,10 +165,11 @@ def _predict_all(
         table[2, rows] = output.logits.argmax(1) + 1
         table[3 : 3 + sef.groups, rows] = output.group_logits.argmax(2) + 1
         if sef.groups > 1:
-            correlation += group_correlation(output.features, sef.groups).double()
+            sums[:2] += group_correlation(output.features, sef.groups).double()
+        sums[2] += (~torch.isfinite(output.logits)).any(1).sum()
         if tta:
             table[-1, rows] = probabilities.argmax(1) + 1
-    return table, correlation
+    return table, sums
 
 
 def evaluate(
@@ -207,11 +210,12 @@ def evaluate(
     length, indices = _rows(loader, context)
     with evaluation_mode(sef):
         batches = batch_bar(loader, "eval", progress, context)
-        table, correlation = _predict_all(
+        table, sums = _predict_all(
             sef, batches, length, indices, context.device, amp, channels_last, tta
         )
     table = distributed.all_reduce_sum(table, context).cpu()
-    correlation = distributed.all_reduce_sum(correlation, context) / max(length, 1)
+    sums = distributed.all_reduce_sum(sums, context)
+    correlation = sums[:2] / max(length, 1)
     if not torch.all(table[0] == 1):
         raise RuntimeError("evaluation did not see every image exactly once")
     return EvalResult(
@@ -222,6 +226,7 @@ def evaluate(
         tta=tta,
         tta_predictions=table[-1] - 1 if tta else None,
         correlation=tuple(correlation.tolist()) if sef.groups > 1 else None,
+        non_finite=int(sums[2]),
     )
 
 

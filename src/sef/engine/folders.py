@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from sef import outputs
 from sef.config import Config, run_name
 from sef.engine.lock import LOCK_NAME, FolderBusy, RunLock, acquire
-from sef.errors import ConfigError
+from sef.errors import ConfigError, OutputError
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
 # patterns: best.pt's predictions are named after the eval split.
@@ -125,6 +128,31 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
             f"--config {config_file} is the config.yaml the run writes in {folder}; keep your "
             f"config elsewhere or choose another --out"
         )
+
+
+def _written_by_a_run(config_file: Path) -> bool:
+    """Whether ``config_file`` is a config.yaml that ``sef train`` wrote: every section of a
+    resolved config, and nothing else (no ``base:``, as a hand-written one has)."""
+    try:
+        values = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, yaml.YAMLError):
+        return False
+    sections = {field.name for field in dataclasses.fields(Config)}
+    return isinstance(values, dict) and set(values) == sections
+
+
+def check_others_records(folder: Path) -> None:
+    """OutputError where ``folder``, holding no checkpoint, holds a config.yaml, metrics.jsonl or
+    trackers.json that no sef run wrote (a run writes its config.yaml first): a run there would
+    replace them, and clear the TensorBoard events beside such a config.yaml."""
+    if is_run(folder) or _written_by_a_run(folder / "config.yaml"):
+        return
+    for name in outputs.RUN_RECORDS:
+        if (folder / name).is_file():
+            problem = (
+                f"cannot write {folder / name}: no sef run wrote it, and this one would replace it"
+            )
+            raise OutputError(f"{problem}; choose another --out", problem)
 
 
 def _clear_events(tb: Path) -> None:

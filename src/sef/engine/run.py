@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sef import distributed, extras, outputs, space, trackers
-from sef.checkpoint import load_checkpoint, save_checkpoint
+from sef.checkpoint import load_checkpoint, save_checkpoint, writer_of, written_by
 from sef.config import (
     Config,
     apply_values,
@@ -56,6 +56,7 @@ from sef.engine.data import (
     some_names,
     train_loader,
     training_change,
+    worker_death,
 )
 from sef.engine.device import out_of_memory
 from sef.engine.evaluation import (
@@ -67,6 +68,7 @@ from sef.engine.evaluation import (
 )
 from sef.engine.folders import (
     check_config_file,
+    check_others_records,
     claim_new_out_dir,
     claim_resumed,
     clear_leftovers,
@@ -87,6 +89,7 @@ from sef.errors import (
     OutOfMemory,
     OutputError,
     TrainingError,
+    original_message,
 )
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
@@ -94,14 +97,16 @@ from sef.seeding import seed_everything
 from sef.text import counted, duration, shown
 from sef.trackers import Final
 from sef.trained import check_saved_root, create_model
+from sef.version import __version__
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
-# processes load them (each image's augmentation has its own seed: sef.seeding), and whether they
-# come from a decoded-image cache (the same pixels: sef.datasets.cache). The run's length may
-# change too (the learning rate is then re-planned: see planned_scheduler).
+# processes load them (each image's augmentation has its own seed: sef.seeding), whether they
+# come from a decoded-image cache (the same pixels: sef.datasets.cache), and the evaluation's
+# batch, which no weight depends on. The run's length may change too (the learning rate is then
+# re-planned: see planned_scheduler).
 RESUMABLE_CHANGES = (
     "data.root", "data.workers", "data.cache", "run.out", "run.tensorboard", "run.loggers",
-    "run.device", "optim.accumulate",
+    "run.device", "run.eval_batch_size", "optim.accumulate",
 )  # fmt: skip
 LENGTH = "optim.epochs"
 MAY_CHANGE = (*RESUMABLE_CHANGES, LENGTH)  # what a resume may set otherwise than the run did
@@ -454,6 +459,8 @@ class _Run:
         self.trained_accumulate = config.optim.accumulate  # and the micro-batches a step
         self.training = training_record(data.train)  # the images it trains on now (own data)
         self.trained: dict[str, Any] = {}  # and those last.pt recorded (a resume's)
+        self.written_by: str | None = None  # who wrote the last.pt it resumes, in words
+        self.lost_best: dict | None = None  # the best epoch whose best.pt was gone on resuming
 
     def state(self) -> dict:
         return {
@@ -497,8 +504,19 @@ class _Run:
         self.trained_accumulate = state["config"]["optim"].get("accumulate", 1)
         # unrecorded before 2026-12-07, and for data other than own
         self.trained = {key: state[key] for key in TRAINING_RECORD if key in state}
+        self.written_by = writer_of(state)
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
+        self._forget_a_lost_best()
+
+    def _forget_a_lost_best(self) -> None:
+        """Where best.pt of an earlier epoch is gone (deleted, or only last.pt was copied), keep
+        its record in ``lost_best`` and, while epochs remain, let the best of those write one."""
+        if self.best_unwritten or (self.out / "best.pt").is_file():
+            return
+        self.lost_best = dict(self.best)
+        if self.epoch < self.config.optim.epochs:
+            self.best = {"epoch": 0, "eval_top1": -1.0}
 
     def _replan(self, epoch: int) -> None:
         """Continue with the learning rate of a run planned for the new length from the start."""
@@ -616,6 +634,12 @@ def _epoch(
     )
     run.scheduler.step()
     evaluation = _evaluate(run, eval_loader, progress)
+    if evaluation.non_finite:  # NaN logits predict class 0: the epoch would look merely poor
+        raise TrainingError(
+            f"training stopped after epoch {epoch}: the model's outputs are not finite on "
+            f"{evaluation.non_finite:,} of {counted(len(evaluation.labels), 'eval image')} (its "
+            f"weights or BatchNorm statistics overflowed)"
+        )
     summary = evaluation.summary()
     record |= {
         "eval_top1": summary["top1"],
@@ -703,6 +727,7 @@ def fit(
         _check_out_is_text(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
         check_config_file(config_file, lock.folder)
+        check_others_records(lock.folder)
         clear_leftovers(lock.folder)
         return lock.folder
 
@@ -747,7 +772,7 @@ def _read_images(run: _Run, progress: bool) -> None:
     """Open the run's decoded-image cache (``data.cache``) and check its images
     (``data.bad_images``): a resume of a finished run does so only where it evaluates again."""
     run.data = from_cache(run.data, run.config, run.context, progress)
-    check_images(run.data, run.config, run.context, progress)
+    check_images(run.data, run.config, run.context, progress, resuming=bool(run.epoch))
 
 
 def scratch_note(config: Config) -> str | None:
@@ -768,8 +793,8 @@ def _announce(run: _Run) -> None:
         file=sys.stdout,
     )
     notes = (
-        _finished_note, _processes_note, _threads_note, _accumulate_note, _one_image_note,
-        _training_note,
+        _finished_note, _lost_best_note, _versions_note, _processes_note, _threads_note,
+        _accumulate_note, _one_image_note, _training_note, _one_step_note,
     )  # fmt: skip
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
@@ -822,6 +847,29 @@ def _training_note(run: _Run) -> str | None:
     return None if change is None else f"note: {change}"
 
 
+def _one_step_note(run: _Run) -> str | None:
+    """What a batch larger than the training images makes of each epoch, where it is, at a
+    run's start (a resume keeps its batch size), or None."""
+    images, batch = len(run.data.train), run.config.optim.batch_size
+    if run.epoch or images >= batch:
+        return None
+    return (
+        f"note: the batch of {batch} is larger than the {counted(images, 'training image')}, so "
+        f"each epoch is one optimizer step; a lower --batch-size takes more steps an epoch"
+    )
+
+
+def _lost_best_note(run: _Run) -> str | None:
+    """What a resume does where the best.pt of an earlier epoch is gone, or None."""
+    if run.lost_best is None:
+        return None
+    return (
+        f"note: {run.out / 'best.pt'}, the model of epoch {run.lost_best['epoch']} (eval top-1 "
+        f"{run.lost_best['eval_top1']:.4f}), is gone; best.pt will hold the best of the epochs "
+        f"trained from now on"
+    )
+
+
 def _finished_note(run: _Run) -> str | None:
     """What a resume of a run that has trained all its epochs does, or None."""
     epochs = run.config.optim.epochs
@@ -830,6 +878,18 @@ def _finished_note(run: _Run) -> str | None:
     return (
         f"note: {run.out / 'last.pt'} has trained all {counted(epochs, 'epoch')} already, so "
         f"none trains now; to train more, resume with --epochs above {epochs}"
+    )
+
+
+def _versions_note(run: _Run) -> str | None:
+    """What a resume under another sef or torch than wrote its last.pt changes, or None."""
+    now = written_by(__version__, str(torch.__version__))
+    if run.written_by is None or run.written_by == now:
+        return None
+    return (
+        f"note: {run.out / 'last.pt'} was written by {run.written_by} and resumes under {now}: "
+        f"another version may compute otherwise, so the run will not end exactly where an "
+        f"uninterrupted one would"
     )
 
 
@@ -885,6 +945,11 @@ def _again(run: _Run) -> str:
     return f"with --resume --out {run.out} to continue"
 
 
+def _then(run: _Run) -> str:
+    """How to go on after a run that stopped on a failure since fixed."""
+    return f"then run the same command {_again(run)}"
+
+
 def _start(run: _Run) -> Logger | None:
     """On rank 0 say what the run does, write its config and open its logs; None elsewhere."""
     if not run.context.is_main:
@@ -912,8 +977,13 @@ def _train(run: _Run, progress: bool, images: Callable[[], None] | None) -> FitR
     except TrainingError as error:
         said = f"{error}; {_kept(run)}; try a lower optim.lr or --amp none"
         raise distributed.reworded(error, said) from None
-    except RuntimeError as error:
-        if not out_of_memory(error):
+    except DataError as error:  # an image unreadable since the run's check, met by a worker
+        raise DataError(f"{original_message(error)}; {_kept(run)}; {_then(run)}") from None
+    except (RuntimeError, EOFError, ConnectionError) as error:
+        died = worker_death(error)
+        if died:
+            raise TrainingError(f"{died}; {_kept(run)}; {_then(run)}") from None
+        if not (isinstance(error, RuntimeError) and out_of_memory(error)):
             raise
         raise OutOfMemory(f"{_memory(run)}; {_kept(run)}") from None
     except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
