@@ -602,14 +602,19 @@ def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
 
 
-def test_resume_of_data_whose_classes_changed_names_them_before_any_image_is_read(
-    folder_root: Path, tmp_path: Path, capsys
-) -> None:
-    out = tmp_path / "run"
+def _train_own_tiny(folder_root: Path, out: Path) -> Path:
+    """Train one epoch of a tiny small_cnn on the own-data folder into ``out``; return ``out``."""
     own = ["--preset", "folder-resnet18", "--backbone", "small_cnn", "--weights", "none"]
     tiny = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
     train = ["train", *own, *tiny, "--data-root", str(folder_root), "--out", str(out)]
     assert main([*train, "--no-progress"]) == 0
+    return out
+
+
+def test_resume_of_data_whose_classes_changed_names_them_before_any_image_is_read(
+    folder_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = _train_own_tiny(folder_root, tmp_path / "run")
     resume = ["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]
     for split in ("train", "test"):  # a class added, another gone
         (folder_root / split / "fox").rename(folder_root / split / "wolf")
@@ -626,11 +631,7 @@ def test_an_image_unreadable_on_resume_is_met_with_what_a_resume_can_do(
     folder_root: Path, tmp_path: Path, capsys
 ) -> None:
     """The advice to --set data.bad_images=skip led to a refusal: a resume keeps that setting."""
-    out = tmp_path / "run"
-    own = ["--preset", "folder-resnet18", "--backbone", "small_cnn", "--weights", "none"]
-    tiny = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0"]
-    train = ["train", *own, *tiny, "--data-root", str(folder_root), "--out", str(out)]
-    assert main([*train, "--no-progress"]) == 0
+    out = _train_own_tiny(folder_root, tmp_path / "run")
     (folder_root / "train" / "cat" / "cat0.png").write_text("not an image")
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
