@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -319,6 +320,33 @@ def test_micro_batches_of_one_image_under_batchnorm_are_noted(tmp_path: Path, ca
         "note: each micro-batch holds 1 image (optim.accumulate=8 of 8 images per process): "
         "BatchNorm normalises every image by its own statistics and keeps running averages of "
         "single images, unlike the recipe's batches; --accumulate 4 keeps 2 images a micro-batch"
+    )
+
+
+def test_running_out_of_memory_with_an_eval_batch_size_says_a_resume_may_lower_it(
+    tmp_path: Path,
+) -> None:
+    """A resume may take another run.eval_batch_size: once last.pt is kept, the advice says so
+    rather than to train again."""
+    config = apply_overrides(resolve_config("demo"), ["run.eval_batch_size=16"])
+    context = SimpleNamespace(world_size=1, device=torch.device("cpu"))
+    run = SimpleNamespace(config=config, context=context, kept=0, out=tmp_path, out_given=True)
+    out_of = "out of cpu memory with batches of 32 images (evaluation: 16) of 64 x 64 px; "
+    assert run_module._memory(run) == (
+        f"{out_of}train again with --accumulate 2 (the same batch of 32 in micro-batches of 16), "
+        "or with a lower --batch-size or run.eval_batch_size or --image-size"
+    )
+    run.kept = 3
+    assert run_module._memory(run) == (
+        f"{out_of}add --accumulate 2 (the same batch of 32 in micro-batches of 16) or --set "
+        "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
+        "with a lower --batch-size or --image-size"
+    )
+    run.config = apply_overrides(config, ["optim.batch_size=1"])  # no more micro-batches
+    assert run_module._memory(run) == (
+        "out of cpu memory with batches of 1 image (evaluation: 16) of 64 x 64 px; add --set "
+        "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
+        "with a lower --batch-size or --image-size"
     )
 
 

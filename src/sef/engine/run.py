@@ -1003,7 +1003,8 @@ def _train(run: _Run, progress: bool, images: Callable[[], None] | None) -> FitR
 
 def _memory(run: _Run) -> str:
     """What to do about a run that ran out of memory: more micro-batches keep the recipe's
-    batch (``optim.accumulate``); a lower batch or image size changes it."""
+    batch (``optim.accumulate``), and so does a lower ``run.eval_batch_size``, which a resume may
+    take too; a lower batch or image size changes it."""
     c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
     per_process = c.optim.process_batch(world)
     batches = f"{'micro-' * (parts > 1)}batches of {counted(c.optim.micro_batch(world), 'image')}"
@@ -1012,6 +1013,8 @@ def _memory(run: _Run) -> str:
         batches += " per process"
     if c.run.eval_batch_size:
         batches += f" (evaluation: {c.run.eval_batch_size})"
+    evaluation = _lower_evaluation(c)
+    if evaluation and not run.kept:
         lower += " or run.eval_batch_size"
     out_of = (
         f"out of {run.context.device.type} memory with {batches} of {c.data.image_size} x "
@@ -1019,16 +1022,25 @@ def _memory(run: _Run) -> str:
     )
     smaller = f"a lower {lower} or --image-size"
     more = _more_parts(per_process, parts)
-    if not more:
-        return f"{out_of}; train again with {smaller}"
-    same = (
+    same = more and (
         f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
         f"{per_process // more}{' per process' * (world > 1)})"
     )
-    if run.kept:  # a resume may take more micro-batches: the recipe is the same
-        resume = f"add {same} to the same command {_again(run)}"
+    resumable = [option for option in (same, evaluation) if option] if run.kept else []
+    if resumable:  # a resume may take these: the recipe is the same
+        resume = f"add {' or '.join(resumable)} to the same command {_again(run)}"
         return f"{out_of}; {resume}, or train again with {smaller}"
+    if not more:
+        return f"{out_of}; train again with {smaller}"
     return f"{out_of}; train again with {same}, or with {smaller}"
+
+
+def _lower_evaluation(config: Config) -> str | None:
+    """The option that halves a run's own ``run.eval_batch_size``, if it has one above 1."""
+    size = config.run.eval_batch_size
+    if not size or size == 1:
+        return None
+    return f"--set run.eval_batch_size={size // 2}"
 
 
 def _more_parts(images: int, parts: int) -> int | None:
