@@ -525,14 +525,23 @@ def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
     assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
     resume = ["train", "--resume", "--out", str(out), *TINY_DEMO, "--epochs", "2", "--no-progress"]
     capsys.readouterr()
-    assert main([*resume, "--preset", "demo-plain"]) == 2
-    assert capsys.readouterr().err.startswith(
-        f"sef train: error: cannot resume {out / 'last.pt'}: loss.gamma was 0.05 and is now 0.0; "
+    assert main([*resume, "--preset", "demo-plain"]) == 2  # the preset, not its first key
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: the run started from the preset "
+        f"demo, not demo-plain; resume without --preset (last.pt keeps the run's config), or "
+        f"train a new run with another --out\n"
     )
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("base: demo-plain\n")
+    assert main([*resume, "--config", str(plain)]) == 2
+    said = capsys.readouterr().err
+    assert f"demo, and --config {plain} from the preset demo-plain; resume without --c" in said
     other = tmp_path / "other.yaml"
     other.write_text("base: demo\nloss: {phi: 0.5}\n")
-    assert main([*resume, "--config", str(other)]) == 2
+    assert main([*resume, "--config", str(other)]) == 2  # the run's preset: a key set otherwise
     assert "loss.phi was 0.1 and is now 0.5; " in capsys.readouterr().err
+    assert main([*resume, "--set", "loss.gamma=0.0"]) == 2
+    assert "loss.gamma was 0.05 and is now 0.0; " in capsys.readouterr().err
     same = tmp_path / "same.yaml"
     same.write_text((out / "config.yaml").read_text())
     assert main([*resume, "--config", str(same)]) == 0  # the run's own config

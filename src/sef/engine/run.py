@@ -148,13 +148,15 @@ def resume_dir(config: Config) -> Path:
 
 
 def resume_config(
-    config: Config, changes: Mapping[str, Any] | None = None, *, named: bool = False
+    config: Config, changes: Mapping[str, Any] | None = None, *, named: str = ""
 ) -> Config:
     """What ``sef train --resume`` continues: the config saved in the run folder that ``config``
     with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
-    ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
-    the preset the run started from is a change too. The run continues in the folder found (a
+    ``named``: the option that named ``config`` (``--preset NAME`` or ``--config FILE``), so
+    what it sets unlike the preset the run started from is a change too; one that starts from
+    another preset than the run, and would change what may not, is refused naming both. The
+    run continues in the folder found (a
     moved run too, not where it was saved). A run that stopped before its first
     checkpoint starts again from its config.yaml; where last.pt continues, what its config.yaml,
     edited by hand, sets unlike last.pt counts like ``changes`` (which win). A saved data root
@@ -172,7 +174,11 @@ def resume_config(
     else:
         saved, source = config, None
     if named:
-        changes = {**_named_values(config, saved), **changes}
+        values = _named_values(config, saved)
+        if source == out / "last.pt":  # what the command line sets itself wins
+            unset = {key: value for key, value in values.items() if key not in changes}
+            _check_named_start(config, saved, named, source, unset)
+        changes = {**values, **changes}
     changes = {**edited, **changes}
     if source is not None and "data.root" not in changes:  # a moved run, or moved data
         check_saved_root(saved, str(source))
@@ -184,6 +190,31 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
     file without ``base:``), as ``{"section.key": value}``."""
     start = load_preset(saved.name) if saved.name in preset_names() else config_from_dict({})
     return {key: now for key, _, now in config_changes(config_to_dict(start), config, ("name",))}
+
+
+def _check_named_start(
+    config: Config, saved: Config, named: str, checkpoint: Path, values: Mapping[str, Any]
+) -> None:
+    """ConfigError where the preset or config file ``named`` starts from another preset than
+    ``saved`` (the run's config in ``checkpoint``) and its ``values`` change what a resume may
+    not: the preset is the mistake, not the first of its keys."""
+    if config.name == saved.name:
+        return
+    if not config_changes(config_to_dict(saved), apply_values(saved, values), MAY_CHANGE):
+        return
+    option, _, given = named.partition(" ")
+    other = f"not {given}" if option == "--preset" else f"and {named} from {_start_of(config)}"
+    raise ConfigError(
+        f"cannot resume {checkpoint}: the run started from {_start_of(saved)}, {other}; resume "
+        f"without {option} (last.pt keeps the run's config), or train a new run with another --out"
+    )
+
+
+def _start_of(config: Config) -> str:
+    """The preset ``config`` came from, or its own name (a config file without ``base:``)."""
+    if config.name in preset_names():
+        return f"the preset {config.name}"
+    return f"a config of its own ({config.name!r})"
 
 
 def _hand_edits(
