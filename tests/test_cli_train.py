@@ -564,6 +564,31 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
     )
 
 
+def test_resume_of_a_truncated_last_pt_says_what_else_can_be_done(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """Told to use a whole copy, a user without one met a dead end: a new run, and best.pt for
+    all but resuming, are what is left."""
+    out = tmp_path / "run"
+    out.mkdir()
+    whole = demo_checkpoint.read_bytes()
+    (out / "last.pt").write_bytes(whole[: len(whole) // 2])
+    resume = ["train", "--resume", "--out", str(out), "--no-progress"]
+    assert main(resume) == 2
+    truncated = (
+        f"sef train: error: checkpoint {out / 'last.pt'} is truncated: the zip archive torch.save "
+        f"writes ends before its table of contents (a save, copy or download that did not "
+        f"finish); use a whole copy, or without one train a new run with another --out"
+    )
+    assert capsys.readouterr().err == f"{truncated}\n"
+    (out / "best.pt").write_bytes(whole)
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"{truncated}; {out / 'best.pt'}, the model of its best epoch, cannot be resumed, but "
+        f"sef eval, predict and export take it\n"
+    )
+
+
 def test_resume_of_a_finished_run_says_how_to_train_more(
     demo_root: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:

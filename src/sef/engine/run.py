@@ -86,6 +86,7 @@ from sef.errors import (
     ConfigError,
     DataError,
     DiskFull,
+    IncompleteCheckpoint,
     OutOfMemory,
     OutputError,
     TrainingError,
@@ -165,7 +166,7 @@ def resume_config(
     out = resume_dir(apply_values(config, changes))
     edited: dict[str, Any] = {}
     if os.path.isfile(out / "last.pt"):
-        saved = config_from_dict(stored_values(load_checkpoint(out / "last.pt")["config"]))
+        saved = config_from_dict(stored_values(_last_state(out)["config"]))
         source = out / "last.pt"
         if os.path.isfile(out / "config.yaml"):
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
@@ -183,6 +184,24 @@ def resume_config(
     if source is not None and "data.root" not in changes:  # a moved run, or moved data
         check_saved_root(saved, str(source))
     return apply_values(saved, {"run.out": str(out), **changes})  # where it is now, not was
+
+
+def _last_state(out: Path) -> dict:
+    """The run's DIR/last.pt; one cut short or damaged is met with what can be done without a
+    whole copy: a new run, and best.pt (weights only, which no resume takes) for the rest."""
+    try:
+        return load_checkpoint(out / "last.pt")
+    except IncompleteCheckpoint as error:
+        best = out / "best.pt"
+        rest = (
+            f"; {best}, the model of its best epoch, cannot be resumed, but sef eval, predict "
+            f"and export take it"
+            if os.path.isfile(best)
+            else ""
+        )
+        raise IncompleteCheckpoint(
+            f"{error}, or without one train a new run with another --out{rest}"
+        ) from None
 
 
 def _named_values(config: Config, saved: Config) -> dict[str, Any]:
@@ -766,7 +785,7 @@ def fit(
         # every rank writes there, or stops with rank 0, which alone says why
         out = distributed.on_main(claim, context)
         config.run.out = str(out)
-        saved = load_checkpoint(out / "last.pt") if resume and is_run(out) else None
+        saved = _last_state(out) if resume and is_run(out) else None
         if saved is not None:  # before the data: a config that cannot resume fails at once
             distributed.on_main(lambda: _check_resumable(config, saved, out / "last.pt"), context)
         elif resume and context.is_main:
