@@ -293,6 +293,24 @@ def test_running_out_of_memory_says_to_lower_the_batch_size_in_one_line(
     )
 
 
+def test_a_checkpoint_whose_outputs_are_not_finite_is_said_to_be_broken(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """A model saved with overflowed weights predicted chance accuracy without a word."""
+    state = load_checkpoint(demo_checkpoint)
+    state["model"]["head.weight"].fill_(float("nan"))
+    broken = tmp_path / "run" / "last.pt"
+    save_checkpoint(broken, state)
+    arguments = ["eval", "--checkpoint", str(broken), "--workers", "0", "--no-progress"]
+    assert main(arguments) == 0  # the numbers are this checkpoint's: others' scripts go on
+    assert capsys.readouterr().err == (
+        "sef eval: warning: the model's outputs are not finite on 16 of 16 test images, so their "
+        f"predictions mean nothing: the weights or BatchNorm statistics in {broken} overflowed "
+        "in training; evaluate an earlier checkpoint of its run, or train again with a lower "
+        "optim.lr or --amp none\n"
+    )
+
+
 def test_a_split_without_images_is_refused_not_scored_nan(
     trained: Path, folder_root: Path, tmp_path: Path, capsys
 ) -> None:

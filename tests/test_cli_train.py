@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -322,6 +323,33 @@ def test_micro_batches_of_one_image_under_batchnorm_are_noted(tmp_path: Path, ca
     )
 
 
+def test_running_out_of_memory_with_an_eval_batch_size_says_a_resume_may_lower_it(
+    tmp_path: Path,
+) -> None:
+    """A resume may take another run.eval_batch_size: once last.pt is kept, the advice says so
+    rather than to train again."""
+    config = apply_overrides(resolve_config("demo"), ["run.eval_batch_size=16"])
+    context = SimpleNamespace(world_size=1, device=torch.device("cpu"))
+    run = SimpleNamespace(config=config, context=context, kept=0, out=tmp_path, out_given=True)
+    out_of = "out of cpu memory with batches of 32 images (evaluation: 16) of 64 x 64 px; "
+    assert run_module._memory(run) == (
+        f"{out_of}train again with --accumulate 2 (the same batch of 32 in micro-batches of 16), "
+        "or with a lower --batch-size or run.eval_batch_size or --image-size"
+    )
+    run.kept = 3
+    assert run_module._memory(run) == (
+        f"{out_of}add --accumulate 2 (the same batch of 32 in micro-batches of 16) or --set "
+        "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
+        "with a lower --batch-size or --image-size"
+    )
+    run.config = apply_overrides(config, ["optim.batch_size=1"])  # no more micro-batches
+    assert run_module._memory(run) == (
+        "out of cpu memory with batches of 1 image (evaluation: 16) of 64 x 64 px; add --set "
+        "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
+        "with a lower --batch-size or --image-size"
+    )
+
+
 def _out_of_cpu_memory(*args, **kwargs):
     raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
 
@@ -497,14 +525,23 @@ def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
     assert main(["train", *TINY_DEMO, "--out", str(out), "--no-progress"]) == 0
     resume = ["train", "--resume", "--out", str(out), *TINY_DEMO, "--epochs", "2", "--no-progress"]
     capsys.readouterr()
-    assert main([*resume, "--preset", "demo-plain"]) == 2
-    assert capsys.readouterr().err.startswith(
-        f"sef train: error: cannot resume {out / 'last.pt'}: loss.gamma was 0.05 and is now 0.0; "
+    assert main([*resume, "--preset", "demo-plain"]) == 2  # the preset, not its first key
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: the run started from the preset "
+        f"demo, not demo-plain; resume without --preset (last.pt keeps the run's config), or "
+        f"train a new run with another --out\n"
     )
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("base: demo-plain\n")
+    assert main([*resume, "--config", str(plain)]) == 2
+    said = capsys.readouterr().err
+    assert f"demo, and --config {plain} from the preset demo-plain; resume without --c" in said
     other = tmp_path / "other.yaml"
     other.write_text("base: demo\nloss: {phi: 0.5}\n")
-    assert main([*resume, "--config", str(other)]) == 2
+    assert main([*resume, "--config", str(other)]) == 2  # the run's preset: a key set otherwise
     assert "loss.phi was 0.1 and is now 0.5; " in capsys.readouterr().err
+    assert main([*resume, "--set", "loss.gamma=0.0"]) == 2
+    assert "loss.gamma was 0.05 and is now 0.0; " in capsys.readouterr().err
     same = tmp_path / "same.yaml"
     same.write_text((out / "config.yaml").read_text())
     assert main([*resume, "--config", str(same)]) == 0  # the run's own config
@@ -524,6 +561,31 @@ def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
         f"sef train: error: cannot resume {out / 'last.pt'}: it holds weights only (like best.pt), "
         f"no optimizer or schedule to continue; put the run's own last.pt back, or train a new run "
         f"with another --out\n"
+    )
+
+
+def test_resume_of_a_truncated_last_pt_says_what_else_can_be_done(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """Told to use a whole copy, a user without one met a dead end: a new run, and best.pt for
+    all but resuming, are what is left."""
+    out = tmp_path / "run"
+    out.mkdir()
+    whole = demo_checkpoint.read_bytes()
+    (out / "last.pt").write_bytes(whole[: len(whole) // 2])
+    resume = ["train", "--resume", "--out", str(out), "--no-progress"]
+    assert main(resume) == 2
+    truncated = (
+        f"sef train: error: checkpoint {out / 'last.pt'} is truncated: the zip archive torch.save "
+        f"writes ends before its table of contents (a save, copy or download that did not "
+        f"finish); use a whole copy, or without one train a new run with another --out"
+    )
+    assert capsys.readouterr().err == f"{truncated}\n"
+    (out / "best.pt").write_bytes(whole)
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"{truncated}; {out / 'best.pt'}, the model of its best epoch, cannot be resumed, but "
+        f"sef eval, predict and export take it\n"
     )
 
 

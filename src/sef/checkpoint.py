@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from sef import filekinds
-from sef.errors import CheckpointError
+from sef.errors import CheckpointError, IncompleteCheckpoint
 from sef.outputs import atomic_path, interrupt_after
 from sef.version import __version__
 
@@ -126,7 +126,7 @@ _CODE_WORDS = ("global", "reduce", "new object", "persistent")
 def _check_archive(path: Path) -> None:
     """Refuse a zip file that is truncated, damaged, or not written by ``torch.save``."""
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(
+        raise IncompleteCheckpoint(
             f"checkpoint {path} is truncated: the zip archive torch.save writes ends before its "
             f"table of contents (a save, copy or download that did not finish); use a whole copy"
         )
@@ -137,7 +137,7 @@ def _check_archive(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise CheckpointError(f"checkpoint {path} is a damaged zip archive ({error})") from None
     if bad is not None:
-        raise CheckpointError(
+        raise IncompleteCheckpoint(
             f"checkpoint {path} is damaged: its member {bad} does not match its checksum; use "
             f"another copy"
         )
@@ -186,10 +186,10 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
             )
         return CheckpointError(f"checkpoint {path} is damaged: its pickle is invalid ({detail})")
     if isinstance(error, EOFError):
-        return CheckpointError(
+        return IncompleteCheckpoint(
             f"checkpoint {path} is truncated: its pickle ends early; use a whole copy"
         )
-    return CheckpointError(f"checkpoint {path} is damaged ({reason}); use another copy")
+    return IncompleteCheckpoint(f"checkpoint {path} is damaged ({reason}); use another copy")
 
 
 def _check_format(path: Path, state: object) -> None:

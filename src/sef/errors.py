@@ -17,6 +17,10 @@ class CheckpointError(SEFError):
     """A checkpoint that is missing, corrupt, or unsafe to load."""
 
 
+class IncompleteCheckpoint(CheckpointError):
+    """A checkpoint cut short or damaged (a copy that did not finish): another copy is the fix."""
+
+
 class OutputError(SEFError):
     """An output file or folder that cannot be written; ``problem`` is what went wrong, without
     the advice the message ends with (for callers that advise otherwise)."""

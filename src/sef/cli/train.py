@@ -119,8 +119,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
     changes = {**_flag_values(args), **parse_overrides(args.overrides)}
     config = resolve_config(args.preset, args.config)
     if args.resume:
-        return resume_config(config, changes, named=bool(args.preset or args.config))
+        return resume_config(config, changes, named=_named(args))
     return apply_values(config, changes)
+
+
+def _named(args: argparse.Namespace) -> str:
+    """The option that named the config, as the command gave it: ``--preset NAME`` or
+    ``--config FILE``; empty for the default preset."""
+    if args.preset:
+        return f"--preset {args.preset}"
+    return f"--config {args.config}" if args.config else ""
 
 
 def run(args: argparse.Namespace) -> int:

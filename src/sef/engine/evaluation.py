@@ -27,6 +27,7 @@ from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF, unwrap
 from sef.modes import evaluation_mode
+from sef.text import counted
 from sef.trained import TrainedModel, load_trained_model
 from sef.tta import TTAViews, forward_views
 
@@ -274,9 +275,21 @@ def evaluate_checkpoint(
                 f"out of {context.device.type} memory with batches of {batch_size} images; "
                 f"evaluate with a lower --batch-size"
             ) from None
+        if context.is_main and result.non_finite:
+            warnings.warn(_broken(result, checkpoint, split), stacklevel=2)
         return result, dataset
     finally:
         distributed.teardown(context)
+
+
+def _broken(result: EvalResult, checkpoint: str | os.PathLike, split: str) -> str:
+    """Why an evaluation whose outputs were not finite on some images means nothing there."""
+    return (
+        f"the model's outputs are not finite on {result.non_finite:,} of "
+        f"{counted(len(result.labels), f'{split} image')}, so their predictions mean nothing: "
+        f"the weights or BatchNorm statistics in {checkpoint} overflowed in training; evaluate "
+        f"an earlier checkpoint of its run, or train again with a lower optim.lr or --amp none"
+    )
 
 
 def _model_and_data(

@@ -86,6 +86,7 @@ from sef.errors import (
     ConfigError,
     DataError,
     DiskFull,
+    IncompleteCheckpoint,
     OutOfMemory,
     OutputError,
     TrainingError,
@@ -148,13 +149,15 @@ def resume_dir(config: Config) -> Path:
 
 
 def resume_config(
-    config: Config, changes: Mapping[str, Any] | None = None, *, named: bool = False
+    config: Config, changes: Mapping[str, Any] | None = None, *, named: str = ""
 ) -> Config:
     """What ``sef train --resume`` continues: the config saved in the run folder that ``config``
     with ``changes`` names (runs/<name> is named after the data), with ``changes`` applied again,
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
-    ``named``: the command named ``config`` (a preset or a config file), so what it sets unlike
-    the preset the run started from is a change too. The run continues in the folder found (a
+    ``named``: the option that named ``config`` (``--preset NAME`` or ``--config FILE``), so
+    what it sets unlike the preset the run started from is a change too; one that starts from
+    another preset than the run, and would change what may not, is refused naming both. The
+    run continues in the folder found (a
     moved run too, not where it was saved). A run that stopped before its first
     checkpoint starts again from its config.yaml; where last.pt continues, what its config.yaml,
     edited by hand, sets unlike last.pt counts like ``changes`` (which win). A saved data root
@@ -163,7 +166,7 @@ def resume_config(
     out = resume_dir(apply_values(config, changes))
     edited: dict[str, Any] = {}
     if os.path.isfile(out / "last.pt"):
-        saved = config_from_dict(stored_values(load_checkpoint(out / "last.pt")["config"]))
+        saved = config_from_dict(stored_values(_last_state(out)["config"]))
         source = out / "last.pt"
         if os.path.isfile(out / "config.yaml"):
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
@@ -172,11 +175,33 @@ def resume_config(
     else:
         saved, source = config, None
     if named:
-        changes = {**_named_values(config, saved), **changes}
+        values = _named_values(config, saved)
+        if source == out / "last.pt":  # what the command line sets itself wins
+            unset = {key: value for key, value in values.items() if key not in changes}
+            _check_named_start(config, saved, named, source, unset)
+        changes = {**values, **changes}
     changes = {**edited, **changes}
     if source is not None and "data.root" not in changes:  # a moved run, or moved data
         check_saved_root(saved, str(source))
     return apply_values(saved, {"run.out": str(out), **changes})  # where it is now, not was
+
+
+def _last_state(out: Path) -> dict:
+    """The run's DIR/last.pt; one cut short or damaged is met with what can be done without a
+    whole copy: a new run, and best.pt (weights only, which no resume takes) for the rest."""
+    try:
+        return load_checkpoint(out / "last.pt")
+    except IncompleteCheckpoint as error:
+        best = out / "best.pt"
+        rest = (
+            f"; {best}, the model of its best epoch, cannot be resumed, but sef eval, predict "
+            f"and export take it"
+            if os.path.isfile(best)
+            else ""
+        )
+        raise IncompleteCheckpoint(
+            f"{error}, or without one train a new run with another --out{rest}"
+        ) from None
 
 
 def _named_values(config: Config, saved: Config) -> dict[str, Any]:
@@ -184,6 +209,31 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
     file without ``base:``), as ``{"section.key": value}``."""
     start = load_preset(saved.name) if saved.name in preset_names() else config_from_dict({})
     return {key: now for key, _, now in config_changes(config_to_dict(start), config, ("name",))}
+
+
+def _check_named_start(
+    config: Config, saved: Config, named: str, checkpoint: Path, values: Mapping[str, Any]
+) -> None:
+    """ConfigError where the preset or config file ``named`` starts from another preset than
+    ``saved`` (the run's config in ``checkpoint``) and its ``values`` change what a resume may
+    not: the preset is the mistake, not the first of its keys."""
+    if config.name == saved.name:
+        return
+    if not config_changes(config_to_dict(saved), apply_values(saved, values), MAY_CHANGE):
+        return
+    option, _, given = named.partition(" ")
+    other = f"not {given}" if option == "--preset" else f"and {named} from {_start_of(config)}"
+    raise ConfigError(
+        f"cannot resume {checkpoint}: the run started from {_start_of(saved)}, {other}; resume "
+        f"without {option} (last.pt keeps the run's config), or train a new run with another --out"
+    )
+
+
+def _start_of(config: Config) -> str:
+    """The preset ``config`` came from, or its own name (a config file without ``base:``)."""
+    if config.name in preset_names():
+        return f"the preset {config.name}"
+    return f"a config of its own ({config.name!r})"
 
 
 def _hand_edits(
@@ -735,7 +785,7 @@ def fit(
         # every rank writes there, or stops with rank 0, which alone says why
         out = distributed.on_main(claim, context)
         config.run.out = str(out)
-        saved = load_checkpoint(out / "last.pt") if resume and is_run(out) else None
+        saved = _last_state(out) if resume and is_run(out) else None
         if saved is not None:  # before the data: a config that cannot resume fails at once
             distributed.on_main(lambda: _check_resumable(config, saved, out / "last.pt"), context)
         elif resume and context.is_main:
@@ -1003,7 +1053,8 @@ def _train(run: _Run, progress: bool, images: Callable[[], None] | None) -> FitR
 
 def _memory(run: _Run) -> str:
     """What to do about a run that ran out of memory: more micro-batches keep the recipe's
-    batch (``optim.accumulate``); a lower batch or image size changes it."""
+    batch (``optim.accumulate``), and so does a lower ``run.eval_batch_size``, which a resume may
+    take too; a lower batch or image size changes it."""
     c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
     per_process = c.optim.process_batch(world)
     batches = f"{'micro-' * (parts > 1)}batches of {counted(c.optim.micro_batch(world), 'image')}"
@@ -1012,6 +1063,8 @@ def _memory(run: _Run) -> str:
         batches += " per process"
     if c.run.eval_batch_size:
         batches += f" (evaluation: {c.run.eval_batch_size})"
+    evaluation = _lower_evaluation(c)
+    if evaluation and not run.kept:
         lower += " or run.eval_batch_size"
     out_of = (
         f"out of {run.context.device.type} memory with {batches} of {c.data.image_size} x "
@@ -1019,16 +1072,25 @@ def _memory(run: _Run) -> str:
     )
     smaller = f"a lower {lower} or --image-size"
     more = _more_parts(per_process, parts)
-    if not more:
-        return f"{out_of}; train again with {smaller}"
-    same = (
+    same = more and (
         f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
         f"{per_process // more}{' per process' * (world > 1)})"
     )
-    if run.kept:  # a resume may take more micro-batches: the recipe is the same
-        resume = f"add {same} to the same command {_again(run)}"
+    resumable = [option for option in (same, evaluation) if option] if run.kept else []
+    if resumable:  # a resume may take these: the recipe is the same
+        resume = f"add {' or '.join(resumable)} to the same command {_again(run)}"
         return f"{out_of}; {resume}, or train again with {smaller}"
+    if not more:
+        return f"{out_of}; train again with {smaller}"
     return f"{out_of}; train again with {same}, or with {smaller}"
+
+
+def _lower_evaluation(config: Config) -> str | None:
+    """The option that halves a run's own ``run.eval_batch_size``, if it has one above 1."""
+    size = config.run.eval_batch_size
+    if not size or size == 1:
+        return None
+    return f"--set run.eval_batch_size={size // 2}"
 
 
 def _more_parts(images: int, parts: int) -> int | None:
