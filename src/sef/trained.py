@@ -22,7 +22,7 @@ from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_from_dict, stored_values
 from sef.datasets import ImageList, checking, names
-from sef.datasets.splits import TRAINING_RECORD, NoSuchSplit
+from sef.datasets.splits import NoSuchSplit, recorded_training
 from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
 from sef.text import counted, shown
@@ -187,5 +187,5 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
         preprocessing=Preprocessing(config.data.image_size, config.data.recipe),
         sef_version=state.get("sef_version"),
         torch_version=state.get("torch_version"),
-        training={key: state[key] for key in TRAINING_RECORD if key in state},
+        training=recorded_training(state),
     )

@@ -145,6 +145,12 @@ def training_record(images: Any) -> dict[str, Any]:
     return dict(zip(TRAINING_RECORD, (len(images), fingerprint), strict=True))
 
 
+def recorded_training(state: dict) -> dict[str, Any]:
+    """The record of :func:`training_record` that a checkpoint's ``state`` holds; {} in one
+    saved before it was kept, or of data other than own."""
+    return {key: state[key] for key in TRAINING_RECORD if key in state}
+
+
 def check_holdout(holdout: str) -> None:
     """Raise ConfigError unless ``holdout`` is one of HOLDOUTS."""
     if holdout not in HOLDOUTS:

@@ -46,7 +46,7 @@ from sef.config import (
     stored_values,
     uses_method,
 )
-from sef.datasets.splits import TRAINING_RECORD, training_record
+from sef.datasets.splits import TRAINING_RECORD, recorded_training, training_record
 from sef.distributed import Context
 from sef.engine.data import (
     Data,
@@ -553,7 +553,7 @@ class _Run:
         self.trained_threads = state.get("cpu_threads")  # unrecorded before 2026-12-07
         self.trained_accumulate = state["config"]["optim"].get("accumulate", 1)
         # unrecorded before 2026-12-07, and for data other than own
-        self.trained = {key: state[key] for key in TRAINING_RECORD if key in state}
+        self.trained = recorded_training(state)
         self.written_by = writer_of(state)
         # the best epoch is the one restored: the disk may have filled between last.pt and best.pt
         self.best_unwritten = self.best["epoch"] == self.epoch
