@@ -7,13 +7,19 @@ import difflib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """``count`` and ``noun``, plural unless the count is 1: "1 epoch", "3 epochs" ("2 classes"
     with ``plural``)."""
     return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
+def some(names: Sequence[str], show: Callable[[str], str] = str) -> str:
+    """The first three ``names`` for a message, each as ``show`` writes it, then "..." if there
+    are more."""
+    return ", ".join(map(show, names[:3])) + ", ..." * (len(names) > 3)
 
 
 def close_to(word: str, choices: Iterable[str], most: int = 3) -> str:

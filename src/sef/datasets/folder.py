@@ -28,7 +28,7 @@ from sef.datasets.images import (
 from sef.datasets.names import class_of
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError
-from sef.text import counted
+from sef.text import counted, some
 
 LAYOUT = (
     "ROOT/<split>/<class>/<image> with split in trainval, train, val, test, or ROOT/<class>/<image>"
@@ -115,10 +115,6 @@ def _split_folders(root: Path) -> dict[str, Path]:
     return {split: found[split] for split in SPLITS if split in found}
 
 
-def _some(names: list[str]) -> str:
-    return ", ".join(names[:3]) + ", ..." * (len(names) > 3)
-
-
 def _files(folder: Path) -> list[str]:
     """The files in ``folder`` (not in its subfolders), hidden ones left out."""
     with os.scandir(folder) as entries:
@@ -141,7 +137,7 @@ def _warn_misnamed_splits(
             shared = _subfolders(entry) & set(class_folders)
             if shared:
                 warnings.warn(
-                    f"{entry.path} holds class folders ({_some(sorted(shared))}) but is no split "
+                    f"{entry.path} holds class folders ({some(sorted(shared))}) but is no split "
                     f"folder, so its images are left out; {splits}",
                     stacklevel=3,
                 )
@@ -150,7 +146,7 @@ def _warn_misnamed_splits(
     shared = set.intersection(*map(_subfolders, [root / name for name in bare])) if bare else set()
     if len(bare) > 1 and shared:
         warnings.warn(
-            f"the classes {_some(bare)} of {root} hold the same folders ({_some(sorted(shared))}) "
+            f"the classes {some(bare)} of {root} hold the same folders ({some(sorted(shared))}) "
             f"and no image of their own, as split folders do; {splits}",
             stacklevel=3,
         )
@@ -181,7 +177,7 @@ def read(
     inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
         raise DataError(
-            f"{root} holds one folder, {only}, which holds the folders {_some(inner)}: the "
+            f"{root} holds one folder, {only}, which holds the folders {some(inner)}: the "
             f"classes are one folder deeper; pass {root / only} as the data root"
         )
     _warn_misnamed_splits(root, split_folders, class_folders)

@@ -24,7 +24,7 @@ from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.errors import DataError
 from sef.seeding import EpochSampler, SeededItems
-from sef.text import counted
+from sef.text import counted, some
 
 if TYPE_CHECKING:
     from sef.datasets import ImageList
@@ -132,11 +132,6 @@ def _classes_without_images(images: ImageList, classes: list[str]) -> list[str]:
     return [name for label, name in enumerate(classes) if label not in seen]
 
 
-def some_names(names: list[str]) -> str:
-    """The first three ``names`` for a message, then "..." if there are more."""
-    return ", ".join(repr(name) for name in names[:3]) + (", ..." * (len(names) > 3))
-
-
 def _warn_unevaluated(
     train: ImageList, evaluation: ImageList, split: str, why: str = HELD_OUT
 ) -> None:
@@ -145,7 +140,7 @@ def _warn_unevaluated(
     if missing:
         warnings.warn(
             f"the {split} split holds no image of {counted(len(missing), 'class', 'classes')} "
-            f"({some_names(missing)}): trained on, never evaluated, and left out of the class-mean "
+            f"({some(missing, repr)}): trained on, never evaluated, and left out of the class-mean "
             f"accuracy; {why}",
             stacklevel=3,
         )
@@ -163,7 +158,7 @@ def _check_classes(train: ImageList, split: str, source: str) -> None:
     if unseen:
         raise DataError(
             f"the {split} split of {source} has no images of {len(unseen)} of its "
-            f"{len(train.classes)} classes ({some_names(unseen)}); add images of them or remove "
+            f"{len(train.classes)} classes ({some(unseen, repr)}); add images of them or remove "
             f"them"
             f"{_case_hint(unseen, train.classes)}"
         )
@@ -276,7 +271,7 @@ def _check_left(data: Data, d: DataConfig, skipped: str, unevaluated: list[str])
     if unseen:
         raise DataError(
             f"{skipped}: the {d.train_split} split of {source} has no readable image left of "
-            f"{counted(len(unseen), 'class', 'classes')} ({some_names(unseen)}); replace the "
+            f"{counted(len(unseen), 'class', 'classes')} ({some(unseen, repr)}); replace the "
             f"unreadable images or remove the class"
         )
     if len(data.eval) == 0:

@@ -53,7 +53,6 @@ from sef.engine.data import (
     check_images,
     from_cache,
     load_data,
-    some_names,
     train_loader,
     training_change,
     worker_death,
@@ -95,7 +94,7 @@ from sef.errors import (
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
-from sef.text import counted, duration, shown
+from sef.text import counted, duration, shown, some
 from sef.trackers import Final
 from sef.trained import check_saved_root, create_model
 from sef.version import __version__
@@ -289,7 +288,7 @@ def _check_resumed_classes(classes: list[str], saved: list[str], path: Path) -> 
     added = [name for name in classes if name not in saved]
     gone = [name for name in saved if name not in classes]
     differences = [
-        f"{counted(len(names), 'class', 'classes')} {how} ({some_names(names)})"
+        f"{counted(len(names), 'class', 'classes')} {how} ({some(names, repr)})"
         for names, how in ((added, "added"), (gone, "gone"))
         if names
     ]
