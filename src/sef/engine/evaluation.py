@@ -49,6 +49,11 @@ class EvalResult:
     def top1(self) -> float:
         return top1_accuracy(self.predictions, self.labels)
 
+    def non_finite_said(self, images: str) -> str:
+        """On how many of its ``images`` (e.g. "eval image") the outputs were not finite."""
+        total = counted(len(self.labels), images)
+        return f"the model's outputs are not finite on {self.non_finite:,} of {total}"
+
     @property
     def class_mean(self) -> float:
         return class_mean_accuracy(self.predictions, self.labels, self.num_classes)
@@ -285,8 +290,7 @@ def evaluate_checkpoint(
 def _broken(result: EvalResult, checkpoint: str | os.PathLike, split: str) -> str:
     """Why an evaluation whose outputs were not finite on some images means nothing there."""
     return (
-        f"the model's outputs are not finite on {result.non_finite:,} of "
-        f"{counted(len(result.labels), f'{split} image')}, so their predictions mean nothing: "
+        f"{result.non_finite_said(f'{split} image')}, so their predictions mean nothing: "
         f"the weights or BatchNorm statistics in {checkpoint} overflowed in training; evaluate "
         f"an earlier checkpoint of its run, or train again with a lower optim.lr or --amp none"
     )

@@ -685,9 +685,8 @@ def _epoch(
     evaluation = _evaluate(run, eval_loader, progress)
     if evaluation.non_finite:  # NaN logits predict class 0: the epoch would look merely poor
         raise TrainingError(
-            f"training stopped after epoch {epoch}: the model's outputs are not finite on "
-            f"{evaluation.non_finite:,} of {counted(len(evaluation.labels), 'eval image')} (its "
-            f"weights or BatchNorm statistics overflowed)"
+            f"training stopped after epoch {epoch}: {evaluation.non_finite_said('eval image')} "
+            f"(its weights or BatchNorm statistics overflowed)"
         )
     summary = evaluation.summary()
     record |= {
