@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sef.errors import DataError
+from sef.losses import normalised_channels
 from sef.model import SEF
 from sef.modes import evaluation_mode
 
@@ -46,22 +47,16 @@ def warn_if_one_position(
         )
 
 
-def _unit_channels(features: Tensor) -> Tensor:
-    """Each channel's map as a unit vector: [B, C, h * w] from [B, C, h, w]."""
-    flat = features.flatten(2).float()
-    return flat / (flat.norm(dim=2, keepdim=True) + _EPS)
-
-
 def channel_cosine(features: Tensor) -> Tensor:
     """Per image, the cosine between every pair of channels: [B, C, C] from [B, C, h, w]."""
-    unit = _unit_channels(features)
+    unit = normalised_channels(features)
     return unit @ unit.transpose(1, 2)
 
 
 def channel_cosine_sum(features: Tensor) -> Tensor:
     """``channel_cosine(features).sum(0)`` as one C x C product, without its [B, C, C] tensor
     (2 GiB for a batch of 128 images of 2048 channels)."""
-    unit = _unit_channels(features).transpose(0, 1).flatten(1)  # [C, B * h * w]
+    unit = normalised_channels(features).transpose(0, 1).flatten(1)  # [C, B * h * w]
     return unit @ unit.T
 
 

@@ -71,8 +71,9 @@ def _finite_log(log_p: Tensor) -> Tensor:
     return log_p.clamp_min(torch.finfo(log_p.dtype).min)
 
 
-def _normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
-    """[B, C, H, W] -> float32 [B, C, HW] with every channel scaled to unit L2 norm.
+def normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
+    """[B, C, H, W] -> float32 [B, C, HW] with every channel scaled to unit L2 norm (the group
+    loss's and the figures' channel cosines, sef.analysis, divide alike).
 
     ``floor`` > 0: a channel whose norm is under ``floor`` times its image's mean channel norm
     (taken as a constant) is divided by that instead, so it stays short. Scaling a nearly dead
@@ -225,7 +226,7 @@ def group_loss(
     if features.shape[-2:].numel() == 1:
         warnings.warn(ONE_BY_ONE, stacklevel=2)
     with _full_precision(features.device):
-        x = _normalised_channels(features, norm_floor)
+        x = normalised_channels(features, norm_floor)
         sizes = group_sizes(x.shape[1], groups)
         compute = _paper_group_loss if variant == "paper" else _reference_group_loss
         loss = compute(x, sizes)
@@ -248,7 +249,7 @@ def group_correlation(features: Tensor, groups: int) -> Tensor:
     if groups < 2:
         raise ValueError(f"group_correlation needs at least 2 groups, got {groups}")
     with _full_precision(features.device):
-        x = _normalised_channels(features.detach())
+        x = normalised_channels(features.detach())
         blocks = _mean_cosines(x, group_sizes(x.shape[1], groups)).sum(0)
     within = blocks.diagonal().sum()
     between = blocks.sum() - within
@@ -371,7 +372,7 @@ class SEFLoss(nn.Module):
     entropy term does not flatten the predictions of a head that is still random;
     ``phi_warmup`` ramps ``phi`` likewise, so the classifier can learn before the group loss
     rearranges the feature map. ``norm_floor`` > 0 (off by default) keeps the group loss's
-    gradient bounded where a channel is nearly dead (:func:`_normalised_channels`).
+    gradient bounded where a channel is nearly dead (:func:`normalised_channels`).
     ``lam_until`` > 0 (epochs; off by default) sets ``lam`` to 0 from then on: the entropy term
     acts only early in training (docs/finetune.md measures why one would).
     It never waits for the device: a non-finite input gives a non-finite ``total``, which the
