@@ -235,6 +235,22 @@ def test_where_the_cache_cannot_be_built_a_run_reads_the_jpegs_saying_why(
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
+def test_a_file_system_without_locks_refuses_the_cache_in_one_line(tmp_path, monkeypatch):
+    """NFS without a lock daemon answers flock with ENOLCK: filelock before 3.30 took that for a
+    holder and the build waited for ever, saying another process was building."""
+
+    def no_locks(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    def waits(line):
+        raise AssertionError(f"waited: {line}")
+
+    monkeypatch.setattr("fcntl.flock", no_locks)
+    with pytest.raises(cache.CacheUnavailable, match="no locks available; choose another place"):
+        with cache._building(tmp_path / "c", waits):
+            pass
+
+
 def _free(monkeypatch, free: int) -> None:
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda _: type("U", (), {"free": free})())
 

@@ -379,7 +379,8 @@ def _store_lock(uri: str) -> Iterator[None]:
 def _locked(path: Path) -> IO[str] | None:
     """``path`` open and locked, waiting for its holder; None where it cannot be (a folder this
     user may not write, a file system without locks), which leaves the store to MLflow, whose
-    own error then says what is wrong."""
+    own error then says what is wrong. Not filelock: it has no "go on unlocked" where the file
+    system cannot lock, it waits or raises there instead."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
         lock = open(path, "a", encoding="utf-8")  # closed by _store_lock
