@@ -161,10 +161,19 @@ def test_an_unwritable_cache_folder_checks_everything_with_one_warning(
     assert len(caught) == 1 and "every image is checked at every start" in str(caught[0].message)
 
 
+def _cache(paths: list[str], folder: Path) -> ImageList:
+    """The images at ``paths`` as one list, built into a decoded-image cache in ``folder``."""
+    listed = ImageList([(path, 0) for path in paths], ["bird"])
+    cache.build(folder, [listed], "resize", 8, progress=False, say=lambda line: None)
+    return listed
+
+
 def test_images_a_decoded_cache_holds_are_not_decoded_again(images, decodes, tmp_path):
+    """Also those of a cache whose build recorded none of them (one of an older sef)."""
     with open(images[0], "r+b") as handle:
         handle.truncate(100)
-    listed = ImageList([(path, 0) for path in images], ["bird"])
+    listed = _cache(images, tmp_path / "c")
+    shutil.rmtree(caches.verified_root())
     opened, _ = cache.ensure(tmp_path / "c", [listed], list, "resize", 8, say=lambda line: None)
     cached = cache.CachedTestImages(listed, opened, "resize", 8, normalise=False)
     decodes.clear()
@@ -174,6 +183,32 @@ def test_images_a_decoded_cache_holds_are_not_decoded_again(images, decodes, tmp
     assert [path for path, _ in bad] == [images[0]] and decodes == [images[0]]
     assert len(cached) == 2
     assert not caches.verified_root().exists()  # nothing decoded fine: no empty record written
+
+
+def test_images_a_cache_build_decoded_are_verified_for_a_check_of_their_files(
+    images, decodes, tmp_path
+):
+    """A run without the cache, `sef eval` and the figures decoded every image that a run with
+    ``--cache auto`` had read from its cache: neither its build nor its check recorded them."""
+    with open(images[0], "r+b") as handle:
+        handle.truncate(100)
+    _cache(images, tmp_path / "c")
+    assert [path for path, _ in check(images)] == [images[0]] and decodes == [images[0]]
+
+
+def test_a_cache_build_records_an_image_with_its_stamp_from_before_decoding(
+    images, decodes, tmp_path, monkeypatch
+):
+    """An image that changed while the build decoded it is checked again."""
+    decode_into = cache._decode_into
+
+    def changing(*args):
+        _grown(images[1])  # after the build took its stamps
+        return decode_into(*args)
+
+    monkeypatch.setattr(cache, "_decode_into", changing)
+    _cache(images, tmp_path / "c")
+    assert check(images) == [] and decodes == [images[1]]
 
 
 def test_a_run_checks_only_what_changed_and_says_so_in_one_line(images, decodes, capsys):

@@ -21,6 +21,10 @@ the torch and torchvision versions that resized (their arithmetic), the pixel li
 resolved path), box and trimmed rows (what :class:`ImageList` does before the transform), byte
 size and modification time. Each reason is one line (:class:`StaleCache`).
 
+A build also records the images it decoded in the record of verified images
+(:mod:`sef.datasets.verified`), with the stamps it took before decoding them, so that a check of
+their files (a run without the cache, `sef eval`, the figures) does not decode them again.
+
 A process that has a cache open holds a shared lock on FOLDER/.read-lock, so that ``sef data
 caches --remove`` (:mod:`sef.datasets.caches`) leaves the cache alone while it reads it.
 """
@@ -51,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sef import space, transforms
+from sef.datasets import verified
 from sef.datasets.caches import (
     DATA,
     FORMATS,
@@ -480,14 +485,29 @@ def _decode_into(
 
 
 def _records(
-    todo: Iterable[Source], stats: list[tuple[int, int] | None], problems: list[str | None]
+    todo: Iterable[Source], stamps: list[verified.Stamp | None], problems: list[str | None]
 ) -> list[list]:
     """The index's line of each image: its key (the cache's format says whether it is turned),
-    size and time, and its problem."""
+    size and modification time (of its :func:`verified.stamp`), and its problem."""
     return [
-        [path, None if box is None else list(box), trim, *(stat or (None, None)), problem]
-        for (path, box, trim), stat, problem in zip(todo, stats, problems, strict=True)
+        [path, None if box is None else list(box), trim, *(stamp or (None, None))[:2], problem]
+        for (path, box, trim), stamp, problem in zip(todo, stamps, problems, strict=True)
     ]
+
+
+def _record_verified(
+    todo: list[tuple[ImageList, int]],
+    stamps: list[verified.Stamp | None],
+    problems: list[str | None],
+) -> None:
+    """Record the images of ``todo`` that the build decoded fully as verified, with their
+    ``stamps`` from before it decoded them (:mod:`sef.datasets.verified`), so that a check of
+    their files (a run without the cache, `sef eval`, the figures) does not decode them again;
+    an image with a row that did not decode is left out."""
+    paths = [listed.samples[index][0] for listed, index in todo]
+    bad = {path for path, problem in zip(paths, problems, strict=True) if problem is not None}
+    good = {path: s for path, s in zip(paths, stamps, strict=True) if path not in bad}
+    verified.Record(paths).save(good)
 
 
 def _refuse_foreign(folder: Path) -> None:
@@ -565,8 +585,9 @@ def _plan(
     record = {"format": FORMATS[turned], **recipe_record(recipe, image_size), **(data or {})}
     side = record["side"]
     shape = (len(todo), 3, side, side)
-    stats = [_stat(source[0]) for source in todo]  # before decoding: a later change shows
-    index_bytes = len(json.dumps(_records(todo, stats, [None] * len(todo))))
+    # before decoding: a later change shows, to the index and to the record of verified images
+    stamps = [verified.stamp(source[0]) for source in todo]
+    index_bytes = len(json.dumps(_records(todo, stamps, [None] * len(todo))))
     _refuse_foreign(folder)
     _check_room(folder, int(np.prod(shape)) + index_bytes)
 
@@ -579,11 +600,12 @@ def _plan(
             )
             seconds = time.perf_counter() - started
             index = {**record, "shape": list(shape), "seconds": round(seconds, 1),
-                     "images": _records(todo, stats, problems)}  # fmt: skip
+                     "images": _records(todo, stamps, problems)}  # fmt: skip
             write_text(folder / INDEX, json.dumps(index) + "\n")
         except OutputError as error:
             remove_file(folder / DATA)  # never a data file without its index
             raise CacheUnavailable(str(error)) from None
+        _record_verified(list(todo.values()), stamps, problems)
         unreadable = sum(p is not None for p in problems)
         return Built(folder, len(todo), int(np.prod(shape)), seconds, unreadable)
 

@@ -7,7 +7,9 @@ digest of that folder's path. For each image that decoded it holds the file's pa
 folder with its :func:`stamp` (size, modification and status-change times, inode), taken before
 it was decoded: a file written, replaced or touched since differs in one of them and is checked
 again; a new file is not in the record; a removed one drops out when the record is next written.
-Bad images are never recorded, so a fixed one is checked (and recorded) at the next check. A
+Bad images are never recorded, so a fixed one is checked (and recorded) at the next check. The
+build of a decoded-image cache, which decodes every image fully, records those it decoded the
+same way (:mod:`sef.datasets.cache`), so a check of their files after it decodes none of them. A
 check also trusts the entries of the records of the folders above its own (`sef eval` checks the
 test split alone, under a folder below the one training recorded both splits under). The
 record also says what the check depended on: its version (:data:`VERSION`), Pillow's version and
