@@ -414,6 +414,13 @@ def with_row(row, values):
          r"are >= 0 and sum to 1 in each row, but row 2 sums to 3.5 and its least entry is 0.5"),
         (with_row(1, [1.2, -0.2, 0, 0, 0, 0, 0]),
          r"but row 1 sums to 1 and its least entry is -0.2"),
+        (with_row(3, [float("nan")] * 7), r"but row 3 sums to nan"),
+        (torch.tensor([0, 1, 2, 7]), r"target holds class 7 \(image 3\) but the logits have 7 "
+         r"classes: labels are 0 to 6, or -100 for an image ce skips; build the SEF with "
+         r"num_classes=8 for labels up to 7, or subtract 1 from labels counted from 1$"),
+        (torch.tensor([0, -1, 2, 3], dtype=torch.int32),
+         r"target holds class -1 \(image 1\) but the logits have 7 classes: labels are 0 to 6, "
+         r"or -100 for an image ce skips$"),
     ],
 )  # fmt: skip
 def test_targets_that_are_neither_indices_nor_probabilities_are_refused_in_one_line(
@@ -422,6 +429,18 @@ def test_targets_that_are_neither_indices_nor_probabilities_are_refused_in_one_l
     with pytest.raises(ValueError, match=message) as refused:
         sef.SEFLoss(3)(make_output(), target)
     assert "\n" not in str(refused.value)
+
+
+def test_a_label_of_minus_100_is_skipped_by_ce_as_torch_skips_it_and_read_by_the_rest():
+    out, target = make_output(), torch.tensor([1, -100, 3, 4])
+    terms = sef.SEFLoss(3)(out, target)
+    assert torch.equal(terms["ce"], F.cross_entropy(out.logits, target))
+    assert torch.equal(terms["entropy"], sef.SEFLoss(3)(out, torch.tensor([1, 2, 3, 4]))["entropy"])
+
+
+def test_labels_that_are_no_tensor_are_told_to_become_one():
+    with pytest.raises(TypeError, match=r"target must be a tensor, got list: pass torch.as_tens"):
+        sef.SEFLoss(3)(make_output(), [1, 2, 3, 4])
 
 
 def test_soft_targets_may_miss_a_sum_of_1_by_rounding():

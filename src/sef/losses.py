@@ -55,6 +55,8 @@ _DEFAULTS = LossConfig()
 SEPARATION_GAP = 0.2
 # A row of class probabilities may miss a sum of 1 by this much: rounding, bf16's included.
 ROW_SUM_TOLERANCE = 0.01
+# The class index whose image ce skips: F.nll_loss's (and F.cross_entropy's) ignore_index.
+IGNORED = -100
 
 
 def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
@@ -304,11 +306,18 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
 def _check_target(target: Tensor, logits: Tensor) -> None:
     """Refuse a target that is neither class indices [B] nor class probabilities [B, K]."""
     batch, classes = logits.shape
+    if not isinstance(target, Tensor):
+        raise TypeError(
+            f"target must be a tensor, got {type(target).__name__}: pass "
+            f"torch.as_tensor(labels, device=logits.device)"
+        )
     floats = target.dtype.is_floating_point
     integers = not (floats or target.dtype.is_complex or target.dtype == torch.bool)
     if (floats or integers) and tuple(target.shape) == ((batch, classes) if floats else (batch,)):
         if floats:
             _check_probabilities(target)
+        else:
+            _check_classes(target, classes)
         return
     raise ValueError(
         f"target must be class indices [B] = ({batch},) (an integer dtype) or class "
@@ -317,15 +326,43 @@ def _check_target(target: Tensor, logits: Tensor) -> None:
     )
 
 
+def _values_readable(target: Tensor) -> bool:
+    """Whether reading the target's values waits for nothing: on the CPU, outside
+    ``torch.compile``. On a GPU they go unread (a check would wait for the device every step)."""
+    return target.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _check_classes(target: Tensor, classes: int) -> None:
+    """Refuse a class index outside 0 to K - 1 (but ``IGNORED``) where its value is readable;
+    on a GPU, nll_loss's own device-side assert stops it."""
+    if not _values_readable(target):
+        return
+    labels = target.detach().long()
+    bad = (((labels < 0) | (labels >= classes)) & (labels != IGNORED)).nonzero()
+    if not len(bad):
+        return
+    image, top = int(bad[0]), int(labels.max())
+    fix = (
+        f"; build the SEF with num_classes={top + 1} for labels up to {top}, or subtract 1 "
+        f"from labels counted from 1"
+        if top >= classes
+        else ""
+    )
+    raise ValueError(
+        f"target holds class {int(labels[image])} (image {image}) but the logits have "
+        f"{classes} classes: labels are 0 to {classes - 1}, or {IGNORED} for an image ce "
+        f"skips{fix}"
+    )
+
+
 def _check_probabilities(target: Tensor) -> None:
-    """Refuse a row that is not a distribution where reading the target waits for nothing: on
-    the CPU, outside ``torch.compile``. On a GPU its values go unread (a check would wait for
-    the device every step), as ``F.cross_entropy`` leaves them."""
-    if target.device.type != "cpu" or torch.compiler.is_compiling():
+    """Refuse a row that is not a distribution (NaN included) where its values are readable; on
+    a GPU they go unread, as ``F.cross_entropy`` leaves them."""
+    if not _values_readable(target):
         return
     rows = target.detach().float()
     sums = rows.sum(1)
-    bad = ((rows < 0).any(1) | ((sums - 1).abs() > ROW_SUM_TOLERANCE)).nonzero()
+    bad = ((rows < 0).any(1) | ~((sums - 1).abs() <= ROW_SUM_TOLERANCE)).nonzero()
     if len(bad):
         row = int(bad[0])
         raise ValueError(
@@ -349,7 +386,8 @@ def _cross_entropy(log_p: Tensor, target: Tensor) -> Tensor:
     if target.dtype.is_floating_point:
         log_p = (target.float() * _finite_log(log_p)).sum(1, keepdim=True)  # [B, 1]
         target = log_p.new_zeros(len(log_p), dtype=torch.long)
-    return F.nll_loss(log_p, target.long())  # int32 or uint8 labels as well: nll_loss takes int64
+    # int32 or uint8 labels as well: nll_loss takes int64
+    return F.nll_loss(log_p, target.long(), ignore_index=IGNORED)
 
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
