@@ -333,3 +333,14 @@ def test_small_cnn_keeps_an_8x8_map_at_64_px_and_has_no_pretrained_weights():
     assert model.train()(torch.randn(2, 3, 64, 64)).features.shape == (2, 128, 8, 8)
     with pytest.raises(sef.SEFError, match="small_cnn has no pretrained weights"):
         sef.SEF("small_cnn", num_classes=8, weights="IMAGENET1K_V1")
+
+
+def test_a_state_dict_of_other_groups_is_refused_in_one_line_and_loads_without_its_heads():
+    four, two = (sef.SEF(TinyCNN(), num_classes=3, groups=g) for g in (4, 2))
+    said = r"^the state dict's group heads are for groups=4 and this SEF has groups=2: build it"
+    for strict in (True, False):  # strict=False too: torch refuses heads of another size
+        with pytest.raises(RuntimeError, match=said):
+            two.load_state_dict(four.state_dict(), strict=strict)
+    kept = {k: v for k, v in four.state_dict().items() if not k.startswith("group_heads.")}
+    assert two.load_state_dict(kept, strict=False).unexpected_keys == []
+    torch.testing.assert_close(two.head.weight, four.head.weight)

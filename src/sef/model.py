@@ -95,6 +95,7 @@ class SEF(nn.Module):
         self.pool = _global_pool()
         self.head = nn.Linear(self.channels, num_classes)
         self.group_heads = nn.ModuleList(nn.Linear(c, num_classes) for c in self.group_sizes)
+        self.register_load_state_dict_pre_hook(_check_saved_groups)
         # What rebuilds the exported network (sef.export.load_safetensors); None for a module.
         self.architecture = None if isinstance(backbone, nn.Module) else {
             "backbone": str(backbone), "num_classes": num_classes, "pool": pool,
@@ -176,6 +177,20 @@ class SEF(nn.Module):
         plain = nn.Sequential(*(copy.deepcopy(part, memo) for part in parts)).eval()
         plain.image_channels = self.image_channels  # what sef.export feeds it
         return plain
+
+
+def _check_saved_groups(model: SEF, state_dict: dict, prefix: str, *_) -> None:
+    """Refuse in one line a state dict whose group heads split the same channels into other
+    groups, where torch would list a size mismatch per head (a load_state_dict pre-hook)."""
+    saved = []
+    while (weight := state_dict.get(f"{prefix}group_heads.{len(saved)}.weight")) is not None:
+        saved.append(weight.shape[-1])
+    if sum(saved) == model.channels and len(saved) != model.groups:
+        raise RuntimeError(
+            f"the state dict's group heads are for groups={len(saved)} and this SEF has "
+            f"groups={model.groups}: build it with groups={len(saved)}, or load the state dict "
+            f"without its '{prefix}group_heads.' keys and strict=False (new group heads)"
+        )
 
 
 def _detached_copies(model: nn.Module) -> dict[int, Tensor]:
