@@ -325,6 +325,21 @@ def test_sef_loss_is_float32_under_autocast_with_bf16_inputs():
     assert all(t.dtype == torch.float32 for t in [*terms.values(), *soft.values()])
 
 
+@pytest.mark.parametrize("target", [torch.tensor([0, 2]), torch.tensor([[0.3, 0.7, 0], [0, 0, 1]])])
+def test_a_float64_output_keeps_float64_so_gradcheck_passes(target):
+    """The loss computed a float64 model's terms in float32: gradcheck failed on it."""
+    out = make_output(batch=2, classes=3, groups=2, channels=4, dtype=torch.float64)
+    features = out.features[..., :2, :2].clone()  # 2 x 2: few inputs to perturb
+    inputs = [t.requires_grad_() for t in (out.logits, out.group_logits, features)]
+    loss = sef.SEFLoss(2, lam=0.7, gamma=0.3)
+
+    def total(*tensors):
+        return loss(SEFOutput(*tensors), target)["total"]
+
+    assert total(*inputs).dtype == torch.float64
+    assert torch.autograd.gradcheck(total, inputs)
+
+
 def mains_terms(out, target, groups, **weights):
     """SEFLoss's terms as main computed them before soft targets: ce by nll_loss on int64."""
     loss = sef.SEFLoss(groups, **weights)

@@ -67,6 +67,12 @@ def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def _at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 (bf16 and fp16 ones too), a float64 one as it is: the loss keeps a
+    float64 model's precision (what ``torch.autograd.gradcheck`` needs)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def _finite_log(log_p: Tensor) -> Tensor:
     """``log_p`` with -inf (a class given probability 0, e.g. a masked logit) as the lowest finite
     number, so that p * log p is 0 there, not 0 * -inf = nan; finite values are unchanged."""
@@ -74,8 +80,8 @@ def _finite_log(log_p: Tensor) -> Tensor:
 
 
 def normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
-    """[B, C, H, W] -> float32 [B, C, HW] with every channel scaled to unit L2 norm (the group
-    loss's and the figures' channel cosines, sef.analysis, divide alike).
+    """[B, C, H, W] -> [B, C, HW], float32 at least, with every channel scaled to unit L2 norm
+    (the group loss's and the figures' channel cosines, sef.analysis, divide alike).
 
     ``floor`` > 0: a channel whose norm is under ``floor`` times its image's mean channel norm
     (taken as a constant) is divided by that instead, so it stays short. Scaling a nearly dead
@@ -86,7 +92,7 @@ def normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
         raise ValueError(
             f"features must be a [B, C, H, W] feature map, got shape {tuple(features.shape)}"
         )
-    x = features.float().flatten(2)
+    x = _at_least_float32(features).flatten(2)
     norms = x.norm(dim=2, keepdim=True)
     if floor > 0:
         norms = torch.maximum(norms, floor * norms.mean(dim=1, keepdim=True).detach())
@@ -211,7 +217,8 @@ def group_loss(
     check_finite: bool = True,
     norm_floor: float = 0.0,
 ) -> Tensor:
-    """The semantic group loss of a [B, C, H, W] feature map, in float32, batch-averaged.
+    """The semantic group loss of a [B, C, H, W] feature map, batch-averaged, in float32
+    (float64 for float64 features).
 
     ``variant="paper"`` is Eq. 4 of the paper; ``"reference"`` (default) is what the
     authors' public code computes and what their reported numbers came from.
@@ -384,7 +391,7 @@ def _cross_entropy(log_p: Tensor, target: Tensor) -> Tensor:
     Both means are nll_loss's, so one-hot probabilities give their indices' value bit for bit
     (``Tensor.mean`` adds in another order)."""
     if target.dtype.is_floating_point:
-        log_p = (target.float() * _finite_log(log_p)).sum(1, keepdim=True)  # [B, 1]
+        log_p = (target.to(log_p.dtype) * _finite_log(log_p)).sum(1, keepdim=True)  # [B, 1]
         target = log_p.new_zeros(len(log_p), dtype=torch.long)
     # int32 or uint8 labels as well: nll_loss takes int64
     return F.nll_loss(log_p, target.long(), ignore_index=IGNORED)
@@ -392,20 +399,22 @@ def _cross_entropy(log_p: Tensor, target: Tensor) -> Tensor:
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy of [B, K] logits against class indices [B] or class probabilities [B, K],
-    in float32: ``SEFLoss``'s ce term, for logits alone (an SEF in eval mode)."""
+    in float32 (float64 for float64 logits): ``SEFLoss``'s ce term, for logits alone (an SEF in
+    eval mode)."""
     _check_logits(logits)
     _check_target(target, logits)
     with _full_precision(logits.device):
-        return _cross_entropy(F.log_softmax(logits.float(), dim=1), target)
+        return _cross_entropy(F.log_softmax(_at_least_float32(logits), dim=1), target)
 
 
 class SEFLoss(nn.Module):
     """Eq. 8 as the authors' code adds it: ce + entropy + distill + group, each weighted.
 
-    Returns a dict of float32 scalars ``LOSS_TERMS`` (ce, entropy, distill, group, total) where
-    the named terms are already multiplied by their weights and ``total`` is their sum. The
-    options' defaults and rules are :class:`~sef.loss_config.LossConfig`'s; :meth:`from_config`
-    builds the loss a config's ``loss`` section describes.
+    Returns a dict of float32 scalars (float64 for a float64 model's output) ``LOSS_TERMS``
+    (ce, entropy, distill, group, total) where the named terms are already multiplied by their
+    weights and ``total`` is their sum. The options' defaults and rules are
+    :class:`~sef.loss_config.LossConfig`'s; :meth:`from_config` builds the loss a config's
+    ``loss`` section describes.
     ``lam_warmup`` > 0 (epochs; off by default, as in the paper) ramps ``lam`` up from 0 so the
     entropy term does not flatten the predictions of a head that is still random;
     ``phi_warmup`` ramps ``phi`` likewise, so the classifier can learn before the group loss
@@ -512,7 +521,7 @@ class SEFLoss(nn.Module):
             self._progress_known = True  # once
         self._warn_if_features_frozen(output)
         with _full_precision(output.logits.device):
-            logits = output.logits.float()
+            logits = _at_least_float32(output.logits)
             zero = logits.new_zeros(())
             log_p = F.log_softmax(logits, dim=1)
             terms = {"ce": _cross_entropy(log_p, target)}
@@ -551,6 +560,6 @@ class SEFLoss(nn.Module):
     def _distill(self, p_global: Tensor, group_logits: Tensor) -> Tensor:
         """(gamma / G) sum_g mean_b H(P_w, P_a^g): the global head teaches every group head."""
         teacher = p_global.detach() if self.detach_teacher else p_global
-        log_q = F.log_softmax(group_logits.float(), dim=2)
+        log_q = F.log_softmax(_at_least_float32(group_logits), dim=2)
         cross_entropy = -(teacher.unsqueeze(0) * _finite_log(log_q)).sum(2).mean(1)
         return self.gamma * cross_entropy.mean()
