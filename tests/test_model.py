@@ -344,3 +344,17 @@ def test_a_state_dict_of_other_groups_is_refused_in_one_line_and_loads_without_i
     kept = {k: v for k, v in four.state_dict().items() if not k.startswith("group_heads.")}
     assert two.load_state_dict(kept, strict=False).unexpected_keys == []
     torch.testing.assert_close(two.head.weight, four.head.weight)
+
+
+@pytest.mark.parametrize("wrapper", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_a_state_dict_of_a_wrapped_sef_names_the_wrappers_prefix_and_loads_stripped(wrapper):
+    """DDP's and torch.compile's state dicts stopped in a list of every missing key."""
+    saved, model = (sef.SEF(TinyCNN(), num_classes=3, groups=2) for _ in "ab")
+    state = {wrapper + key: value for key, value in saved.state_dict().items()}
+    said = rf"^the state dict is of a wrapped SEF \(its keys start with '{wrapper}'\): save"
+    for strict in (True, False):
+        with pytest.raises(RuntimeError, match=said):
+            model.load_state_dict(state, strict=strict)
+    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, wrapper)
+    model.load_state_dict(state)
+    torch.testing.assert_close(model.head.weight, saved.head.weight)
