@@ -215,6 +215,16 @@ def test_a_frozen_backbone_is_warned_of_once_where_the_group_loss_trains_nothing
         sef.SEFLoss(2)(model(images), target)
 
 
+def test_the_losses_warnings_point_at_the_users_line_not_into_torch():
+    """They named torch/nn/modules/module.py, the frame of nn.Module.__call__."""
+    model = sef.SEF(nn.Conv2d(3, 8, 3, stride=2), num_classes=3, groups=2).train()
+    model.backbone.requires_grad_(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sef.SEFLoss(2, lam_warmup=1)(model(torch.randn(2, 3, 4, 4)), torch.tensor([0, 2]))
+    assert [w.filename for w in caught] == [__file__] * 3  # schedule, frozen, 1 x 1 map
+
+
 def test_group_loss_on_signed_features_and_resnet50_shape():
     torch.manual_seed(1)
     features = torch.randn(2, 2048, 14, 14)
