@@ -215,6 +215,16 @@ def test_a_frozen_backbone_is_warned_of_once_where_the_group_loss_trains_nothing
         sef.SEFLoss(2)(model(images), target)
 
 
+def test_the_losses_warnings_point_at_the_users_line_not_into_torch():
+    """They named torch/nn/modules/module.py, the frame of nn.Module.__call__."""
+    model = sef.SEF(nn.Conv2d(3, 8, 3, stride=2), num_classes=3, groups=2).train()
+    model.backbone.requires_grad_(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sef.SEFLoss(2, lam_warmup=1)(model(torch.randn(2, 3, 4, 4)), torch.tensor([0, 2]))
+    assert [w.filename for w in caught] == [__file__] * 3  # schedule, frozen, 1 x 1 map
+
+
 def test_group_loss_on_signed_features_and_resnet50_shape():
     torch.manual_seed(1)
     features = torch.randn(2, 2048, 14, 14)
@@ -325,6 +335,21 @@ def test_sef_loss_is_float32_under_autocast_with_bf16_inputs():
     assert all(t.dtype == torch.float32 for t in [*terms.values(), *soft.values()])
 
 
+@pytest.mark.parametrize("target", [torch.tensor([0, 2]), torch.tensor([[0.3, 0.7, 0], [0, 0, 1]])])
+def test_a_float64_output_keeps_float64_so_gradcheck_passes(target):
+    """The loss computed a float64 model's terms in float32: gradcheck failed on it."""
+    out = make_output(batch=2, classes=3, groups=2, channels=4, dtype=torch.float64)
+    features = out.features[..., :2, :2].clone()  # 2 x 2: few inputs to perturb
+    inputs = [t.requires_grad_() for t in (out.logits, out.group_logits, features)]
+    loss = sef.SEFLoss(2, lam=0.7, gamma=0.3)
+
+    def total(*tensors):
+        return loss(SEFOutput(*tensors), target)["total"]
+
+    assert total(*inputs).dtype == torch.float64
+    assert torch.autograd.gradcheck(total, inputs)
+
+
 def mains_terms(out, target, groups, **weights):
     """SEFLoss's terms as main computed them before soft targets: ce by nll_loss on int64."""
     loss = sef.SEFLoss(groups, **weights)
@@ -414,6 +439,13 @@ def with_row(row, values):
          r"are >= 0 and sum to 1 in each row, but row 2 sums to 3.5 and its least entry is 0.5"),
         (with_row(1, [1.2, -0.2, 0, 0, 0, 0, 0]),
          r"but row 1 sums to 1 and its least entry is -0.2"),
+        (with_row(3, [float("nan")] * 7), r"but row 3 sums to nan"),
+        (torch.tensor([0, 1, 2, 7]), r"target holds class 7 \(image 3\) but the logits have 7 "
+         r"classes: labels are 0 to 6, or -100 for an image ce skips; build the SEF with "
+         r"num_classes=8 for labels up to 7, or subtract 1 from labels counted from 1$"),
+        (torch.tensor([0, -1, 2, 3], dtype=torch.int32),
+         r"target holds class -1 \(image 1\) but the logits have 7 classes: labels are 0 to 6, "
+         r"or -100 for an image ce skips$"),
     ],
 )  # fmt: skip
 def test_targets_that_are_neither_indices_nor_probabilities_are_refused_in_one_line(
@@ -422,6 +454,18 @@ def test_targets_that_are_neither_indices_nor_probabilities_are_refused_in_one_l
     with pytest.raises(ValueError, match=message) as refused:
         sef.SEFLoss(3)(make_output(), target)
     assert "\n" not in str(refused.value)
+
+
+def test_a_label_of_minus_100_is_skipped_by_ce_as_torch_skips_it_and_read_by_the_rest():
+    out, target = make_output(), torch.tensor([1, -100, 3, 4])
+    terms = sef.SEFLoss(3)(out, target)
+    assert torch.equal(terms["ce"], F.cross_entropy(out.logits, target))
+    assert torch.equal(terms["entropy"], sef.SEFLoss(3)(out, torch.tensor([1, 2, 3, 4]))["entropy"])
+
+
+def test_labels_that_are_no_tensor_are_told_to_become_one():
+    with pytest.raises(TypeError, match=r"target must be a tensor, got list: pass torch.as_tens"):
+        sef.SEFLoss(3)(make_output(), [1, 2, 3, 4])
 
 
 def test_soft_targets_may_miss_a_sum_of_1_by_rounding():

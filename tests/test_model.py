@@ -333,3 +333,28 @@ def test_small_cnn_keeps_an_8x8_map_at_64_px_and_has_no_pretrained_weights():
     assert model.train()(torch.randn(2, 3, 64, 64)).features.shape == (2, 128, 8, 8)
     with pytest.raises(sef.SEFError, match="small_cnn has no pretrained weights"):
         sef.SEF("small_cnn", num_classes=8, weights="IMAGENET1K_V1")
+
+
+def test_a_state_dict_of_other_groups_is_refused_in_one_line_and_loads_without_its_heads():
+    four, two = (sef.SEF(TinyCNN(), num_classes=3, groups=g) for g in (4, 2))
+    said = r"^the state dict's group heads are for groups=4 and this SEF has groups=2: build it"
+    for strict in (True, False):  # strict=False too: torch refuses heads of another size
+        with pytest.raises(RuntimeError, match=said):
+            two.load_state_dict(four.state_dict(), strict=strict)
+    kept = {k: v for k, v in four.state_dict().items() if not k.startswith("group_heads.")}
+    assert two.load_state_dict(kept, strict=False).unexpected_keys == []
+    torch.testing.assert_close(two.head.weight, four.head.weight)
+
+
+@pytest.mark.parametrize("wrapper", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_a_state_dict_of_a_wrapped_sef_names_the_wrappers_prefix_and_loads_stripped(wrapper):
+    """DDP's and torch.compile's state dicts stopped in a list of every missing key."""
+    saved, model = (sef.SEF(TinyCNN(), num_classes=3, groups=2) for _ in "ab")
+    state = {wrapper + key: value for key, value in saved.state_dict().items()}
+    said = rf"^the state dict is of a wrapped SEF \(its keys start with '{wrapper}'\): save"
+    for strict in (True, False):
+        with pytest.raises(RuntimeError, match=said):
+            model.load_state_dict(state, strict=strict)
+    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, wrapper)
+    model.load_state_dict(state)
+    torch.testing.assert_close(model.head.weight, saved.head.weight)

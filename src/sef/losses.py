@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -55,6 +56,22 @@ _DEFAULTS = LossConfig()
 SEPARATION_GAP = 0.2
 # A row of class probabilities may miss a sum of 1 by this much: rounding, bf16's included.
 ROW_SUM_TOLERANCE = 0.01
+# The class index whose image ce skips: F.nll_loss's (and F.cross_entropy's) ignore_index.
+IGNORED = -100
+
+
+def _warn_caller(message: str) -> None:
+    """Warn at the line that called the loss: the first frame outside this module and torch's
+    (``nn.Module.__call__`` adds two), not a line of torch the user never wrote."""
+    frame, level = sys._getframe(), 1
+    while frame is not None and _internal(frame.f_globals.get("__name__", "")):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
+def _internal(module: str) -> bool:
+    """Whether a frame of ``module`` is this module's or torch's, which no user wrote."""
+    return module == __name__ or module.startswith("torch.")
 
 
 def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
@@ -65,6 +82,12 @@ def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def _at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 (bf16 and fp16 ones too), a float64 one as it is: the loss keeps a
+    float64 model's precision (what ``torch.autograd.gradcheck`` needs)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def _finite_log(log_p: Tensor) -> Tensor:
     """``log_p`` with -inf (a class given probability 0, e.g. a masked logit) as the lowest finite
     number, so that p * log p is 0 there, not 0 * -inf = nan; finite values are unchanged."""
@@ -72,8 +95,8 @@ def _finite_log(log_p: Tensor) -> Tensor:
 
 
 def normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
-    """[B, C, H, W] -> float32 [B, C, HW] with every channel scaled to unit L2 norm (the group
-    loss's and the figures' channel cosines, sef.analysis, divide alike).
+    """[B, C, H, W] -> [B, C, HW], float32 at least, with every channel scaled to unit L2 norm
+    (the group loss's and the figures' channel cosines, sef.analysis, divide alike).
 
     ``floor`` > 0: a channel whose norm is under ``floor`` times its image's mean channel norm
     (taken as a constant) is divided by that instead, so it stays short. Scaling a nearly dead
@@ -84,7 +107,7 @@ def normalised_channels(features: Tensor, floor: float = 0.0) -> Tensor:
         raise ValueError(
             f"features must be a [B, C, H, W] feature map, got shape {tuple(features.shape)}"
         )
-    x = features.float().flatten(2)
+    x = _at_least_float32(features).flatten(2)
     norms = x.norm(dim=2, keepdim=True)
     if floor > 0:
         norms = torch.maximum(norms, floor * norms.mean(dim=1, keepdim=True).detach())
@@ -209,7 +232,8 @@ def group_loss(
     check_finite: bool = True,
     norm_floor: float = 0.0,
 ) -> Tensor:
-    """The semantic group loss of a [B, C, H, W] feature map, in float32, batch-averaged.
+    """The semantic group loss of a [B, C, H, W] feature map, batch-averaged, in float32
+    (float64 for float64 features).
 
     ``variant="paper"`` is Eq. 4 of the paper; ``"reference"`` (default) is what the
     authors' public code computes and what their reported numbers came from.
@@ -224,7 +248,7 @@ def group_loss(
     if features.dim() == 4 and features.shape[0] == 0:
         raise ValueError("the group loss needs at least one image; the features hold none")
     if features.shape[-2:].numel() == 1:
-        warnings.warn(ONE_BY_ONE, stacklevel=2)
+        _warn_caller(ONE_BY_ONE)
     with _full_precision(features.device):
         x = normalised_channels(features, norm_floor)
         sizes = group_sizes(x.shape[1], groups)
@@ -304,11 +328,18 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
 def _check_target(target: Tensor, logits: Tensor) -> None:
     """Refuse a target that is neither class indices [B] nor class probabilities [B, K]."""
     batch, classes = logits.shape
+    if not isinstance(target, Tensor):
+        raise TypeError(
+            f"target must be a tensor, got {type(target).__name__}: pass "
+            f"torch.as_tensor(labels, device=logits.device)"
+        )
     floats = target.dtype.is_floating_point
     integers = not (floats or target.dtype.is_complex or target.dtype == torch.bool)
     if (floats or integers) and tuple(target.shape) == ((batch, classes) if floats else (batch,)):
         if floats:
             _check_probabilities(target)
+        else:
+            _check_classes(target, classes)
         return
     raise ValueError(
         f"target must be class indices [B] = ({batch},) (an integer dtype) or class "
@@ -317,15 +348,46 @@ def _check_target(target: Tensor, logits: Tensor) -> None:
     )
 
 
+def _values_readable(target: Tensor) -> bool:
+    """Whether reading the target's values waits for nothing: on the CPU, outside
+    ``torch.compile``. On a GPU they go unread (a check would wait for the device every step)."""
+    return target.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _check_classes(target: Tensor, classes: int) -> None:
+    """Refuse a class index outside 0 to K - 1 (but ``IGNORED``) where its value is readable;
+    on a GPU, nll_loss's own device-side assert stops it."""
+    if not _values_readable(target) or not target.numel():
+        return
+    low, top = (int(value) for value in target.detach().aminmax())
+    if 0 <= low and top < classes:  # the usual batch: two numbers read, ~4 us
+        return
+    labels = target.detach().long()
+    bad = (((labels < 0) | (labels >= classes)) & (labels != IGNORED)).nonzero()
+    if not len(bad):
+        return
+    image = int(bad[0])
+    fix = (
+        f"; build the SEF with num_classes={top + 1} for labels up to {top}, or subtract 1 "
+        f"from labels counted from 1"
+        if top >= classes
+        else ""
+    )
+    raise ValueError(
+        f"target holds class {int(labels[image])} (image {image}) but the logits have "
+        f"{classes} classes: labels are 0 to {classes - 1}, or {IGNORED} for an image ce "
+        f"skips{fix}"
+    )
+
+
 def _check_probabilities(target: Tensor) -> None:
-    """Refuse a row that is not a distribution where reading the target waits for nothing: on
-    the CPU, outside ``torch.compile``. On a GPU its values go unread (a check would wait for
-    the device every step), as ``F.cross_entropy`` leaves them."""
-    if target.device.type != "cpu" or torch.compiler.is_compiling():
+    """Refuse a row that is not a distribution (NaN included) where its values are readable; on
+    a GPU they go unread, as ``F.cross_entropy`` leaves them."""
+    if not _values_readable(target):
         return
     rows = target.detach().float()
     sums = rows.sum(1)
-    bad = ((rows < 0).any(1) | ((sums - 1).abs() > ROW_SUM_TOLERANCE)).nonzero()
+    bad = ((rows < 0).any(1) | ~((sums - 1).abs() <= ROW_SUM_TOLERANCE)).nonzero()
     if len(bad):
         row = int(bad[0])
         raise ValueError(
@@ -347,27 +409,30 @@ def _cross_entropy(log_p: Tensor, target: Tensor) -> Tensor:
     Both means are nll_loss's, so one-hot probabilities give their indices' value bit for bit
     (``Tensor.mean`` adds in another order)."""
     if target.dtype.is_floating_point:
-        log_p = (target.float() * _finite_log(log_p)).sum(1, keepdim=True)  # [B, 1]
+        log_p = (target.to(log_p.dtype) * _finite_log(log_p)).sum(1, keepdim=True)  # [B, 1]
         target = log_p.new_zeros(len(log_p), dtype=torch.long)
-    return F.nll_loss(log_p, target.long())  # int32 or uint8 labels as well: nll_loss takes int64
+    # int32 or uint8 labels as well: nll_loss takes int64
+    return F.nll_loss(log_p, target.long(), ignore_index=IGNORED)
 
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy of [B, K] logits against class indices [B] or class probabilities [B, K],
-    in float32: ``SEFLoss``'s ce term, for logits alone (an SEF in eval mode)."""
+    in float32 (float64 for float64 logits): ``SEFLoss``'s ce term, for logits alone (an SEF in
+    eval mode)."""
     _check_logits(logits)
     _check_target(target, logits)
     with _full_precision(logits.device):
-        return _cross_entropy(F.log_softmax(logits.float(), dim=1), target)
+        return _cross_entropy(F.log_softmax(_at_least_float32(logits), dim=1), target)
 
 
 class SEFLoss(nn.Module):
     """Eq. 8 as the authors' code adds it: ce + entropy + distill + group, each weighted.
 
-    Returns a dict of float32 scalars ``LOSS_TERMS`` (ce, entropy, distill, group, total) where
-    the named terms are already multiplied by their weights and ``total`` is their sum. The
-    options' defaults and rules are :class:`~sef.loss_config.LossConfig`'s; :meth:`from_config`
-    builds the loss a config's ``loss`` section describes.
+    Returns a dict of float32 scalars (float64 for a float64 model's output) ``LOSS_TERMS``
+    (ce, entropy, distill, group, total) where the named terms are already multiplied by their
+    weights and ``total`` is their sum. The options' defaults and rules are
+    :class:`~sef.loss_config.LossConfig`'s; :meth:`from_config` builds the loss a config's
+    ``loss`` section describes.
     ``lam_warmup`` > 0 (epochs; off by default, as in the paper) ramps ``lam`` up from 0 so the
     entropy term does not flatten the predictions of a head that is still random;
     ``phi_warmup`` ramps ``phi`` likewise, so the classifier can learn before the group loss
@@ -470,11 +535,11 @@ class SEFLoss(nn.Module):
         _check_output(output, target, self.groups)
         scheduled = self.lam_warmup or self.phi_warmup or self.lam_until
         if scheduled and not self._progress_known:
-            warnings.warn(NO_PROGRESS, stacklevel=2)
+            _warn_caller(NO_PROGRESS)
             self._progress_known = True  # once
         self._warn_if_features_frozen(output)
         with _full_precision(output.logits.device):
-            logits = output.logits.float()
+            logits = _at_least_float32(output.logits)
             zero = logits.new_zeros(())
             log_p = F.log_softmax(logits, dim=1)
             terms = {"ce": _cross_entropy(log_p, target)}
@@ -507,12 +572,12 @@ class SEFLoss(nn.Module):
         if self._frozen_told or not self.current_phi:
             return
         if output.logits.requires_grad and not output.features.requires_grad:
-            warnings.warn(NO_FEATURE_GRADIENT, stacklevel=3)
+            _warn_caller(NO_FEATURE_GRADIENT)
             self._frozen_told = True
 
     def _distill(self, p_global: Tensor, group_logits: Tensor) -> Tensor:
         """(gamma / G) sum_g mean_b H(P_w, P_a^g): the global head teaches every group head."""
         teacher = p_global.detach() if self.detach_teacher else p_global
-        log_q = F.log_softmax(group_logits.float(), dim=2)
+        log_q = F.log_softmax(_at_least_float32(group_logits), dim=2)
         cross_entropy = -(teacher.unsqueeze(0) * _finite_log(log_q)).sum(2).mean(1)
         return self.gamma * cross_entropy.mean()

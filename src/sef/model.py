@@ -95,6 +95,7 @@ class SEF(nn.Module):
         self.pool = _global_pool()
         self.head = nn.Linear(self.channels, num_classes)
         self.group_heads = nn.ModuleList(nn.Linear(c, num_classes) for c in self.group_sizes)
+        self.register_load_state_dict_pre_hook(_check_state_dict)
         # What rebuilds the exported network (sef.export.load_safetensors); None for a module.
         self.architecture = None if isinstance(backbone, nn.Module) else {
             "backbone": str(backbone), "num_classes": num_classes, "pool": pool,
@@ -176,6 +177,52 @@ class SEF(nn.Module):
         plain = nn.Sequential(*(copy.deepcopy(part, memo) for part in parts)).eval()
         plain.image_channels = self.image_channels  # what sef.export feeds it
         return plain
+
+
+def _check_state_dict(model: SEF, state_dict: dict, prefix: str, *_) -> None:
+    """A load_state_dict pre-hook: one line where torch would list every key or every head."""
+    problem = _wrapped_keys(state_dict, prefix) or _other_groups(model, state_dict, prefix)
+    if problem:
+        raise RuntimeError(problem)
+
+
+def _wrapped_keys(state_dict: dict, prefix: str) -> str | None:
+    """What is wrong where the SEF's keys carry the prefix of a wrapper (DDP's ``module.``,
+    torch.compile's ``_orig_mod.``) and its own are missing, else None."""
+    if f"{prefix}head.weight" in state_dict:
+        return None
+    heads = (key for key in state_dict if key.startswith(prefix) and key.endswith(".head.weight"))
+    wrappers = (key[len(prefix) : -len("head.weight")] for key in heads)
+    wrapper = next((name for name in wrappers if _wrapper(name)), None)
+    if wrapper is None:
+        return None
+    utils = "torch.nn.modules.utils"  # the SEF is the module loaded: torch's helper strips it
+    strip = f"{utils}.consume_prefix_in_state_dict_if_present(state, '{wrapper}')"
+    return (
+        f"the state dict is of a wrapped SEF (its keys start with '{prefix}{wrapper}'): save the "
+        f"SEF's own, sef.model.unwrap(model).state_dict(), or "
+        f"{f'take {wrapper!r} out of its keys' if prefix else strip}"
+    )
+
+
+def _wrapper(prefix: str) -> bool:
+    """Whether ``prefix`` ("module._orig_mod.") is made of DDP's and torch.compile's names."""
+    return set(prefix.split(".")[:-1]) <= {"module", "_orig_mod"}
+
+
+def _other_groups(model: SEF, state_dict: dict, prefix: str) -> str | None:
+    """What is wrong where the state dict's group heads split the same channels into other
+    groups (torch would list a size mismatch per head), else None."""
+    saved = []
+    while (weight := state_dict.get(f"{prefix}group_heads.{len(saved)}.weight")) is not None:
+        saved.append(weight.shape[-1])
+    if sum(saved) != model.channels or len(saved) == model.groups:
+        return None
+    return (
+        f"the state dict's group heads are for groups={len(saved)} and this SEF has "
+        f"groups={model.groups}: build it with groups={len(saved)}, or load the state dict "
+        f"without its '{prefix}group_heads.' keys and strict=False (new group heads)"
+    )
 
 
 def _detached_copies(model: nn.Module) -> dict[int, Tensor]:
