@@ -358,3 +358,19 @@ def test_a_state_dict_of_a_wrapped_sef_names_the_wrappers_prefix_and_loads_strip
     nn.modules.utils.consume_prefix_in_state_dict_if_present(state, wrapper)
     model.load_state_dict(state)
     torch.testing.assert_close(model.head.weight, saved.head.weight)
+
+
+def test_images_that_are_no_float_batch_are_refused_in_one_line_in_both_modes():
+    """uint8 pixels met the convolution's "expected scalar type Byte but found Float", and one
+    image without its batch dimension a shape error from deep in the backbone."""
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=2)
+    image = torch.rand(3, 16, 16)
+    for train in (True, False):
+        model.train(train)
+        with pytest.raises(ValueError, match=r"got shape \(3, 16, 16\): one image is images\.unsq"):
+            model(image)
+        with pytest.raises(TypeError, match=r"^images must be floats, .* got torch\.uint8: "):
+            model((image * 255).to(torch.uint8).unsqueeze(0))
+        with pytest.raises(TypeError, match=r"^images must be a tensor \[B, C, H, W\], got list"):
+            model([image])
+        assert model(image.unsqueeze(0)) is not None

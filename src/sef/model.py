@@ -134,6 +134,7 @@ class SEF(nn.Module):
         """Global logits, every group head's logits, and the feature map, in any mode."""
         if getattr(self, "_is_replica", False):
             raise RuntimeError(_DATA_PARALLEL)
+        _check_images(images)
         features, pooled = self._features(images)
         parts = pooled.split(self.group_sizes, dim=1)
         group_logits = torch.stack(
@@ -144,6 +145,7 @@ class SEF(nn.Module):
     def forward(self, images: Tensor) -> SEFOutput | Tensor:
         if self.training:
             return self.forward_sef(images)
+        _check_images(images)
         return self.head(self._pool(self.backbone(images)))
 
     def extra_parameters(self) -> int:
@@ -177,6 +179,23 @@ class SEF(nn.Module):
         plain = nn.Sequential(*(copy.deepcopy(part, memo) for part in parts)).eval()
         plain.image_channels = self.image_channels  # what sef.export feeds it
         return plain
+
+
+def _check_images(images: Tensor) -> None:
+    """One line where the convolution would say "expected scalar type Byte" or "expected 4D
+    input": images that are no float batch [B, C, H, W]."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a tensor [B, C, H, W], got {type(images).__name__}")
+    if images.dim() != 4:
+        add = ": one image is images.unsqueeze(0)" if images.dim() == 3 else ""
+        raise ValueError(
+            f"images must be a batch [B, C, H, W], got shape {tuple(images.shape)}{add}"
+        )
+    if not images.dtype.is_floating_point:
+        raise TypeError(
+            f"images must be floats, normalised as in training, got {images.dtype}: "
+            f"torchvision.transforms.v2.ToDtype(torch.float32, scale=True), then Normalize"
+        )
 
 
 def _check_state_dict(model: SEF, state_dict: dict, prefix: str, *_) -> None:
