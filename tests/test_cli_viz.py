@@ -192,3 +192,27 @@ def test_cam_without_images_n_draws_as_many_as_a_figure_of_its_groups_holds(
     assert main(["viz", "cam", "--checkpoint", str(demo_checkpoint), "--out", str(out)]) == 0
     with Image.open(out) as image:
         assert image.width < image.height  # one column
+
+
+@pytest.mark.parametrize(
+    "words, said",
+    [
+        (["viz"], "lands on (demo, birds32, birds32b)"),
+        (["viz", "parts"], "(the generated sets: demo, birds32, birds32b)"),
+        (["data", "check"], "(demo, birds32, birds32b: optional)"),
+    ],
+)
+def test_help_names_the_generated_sets_each_command_reads(words, said, capsys):
+    """`sef viz parts` measures birds32 and birds32b as well as the demo, and `sef data check`
+    finds each of them without a ROOT; the help once named the demo alone."""
+    with pytest.raises(SystemExit):
+        main([*words, "--help"])
+    assert said in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("figure", ["corr", "cam", "curves", "parts"])
+def test_out_help_names_formats_beyond_png(figure, capsys):
+    """--out writes any format matplotlib does (.pdf, .svg), which the help once called a PNG."""
+    with pytest.raises(SystemExit):
+        main(["viz", figure, "--help"])
+    assert ".png, .pdf, .svg" in " ".join(capsys.readouterr().out.split())

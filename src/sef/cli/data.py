@@ -43,7 +43,10 @@ def _dataset_arguments(parser: argparse.ArgumentParser, option_help: str) -> Non
         "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.NAMES)
     )
     parser.add_argument(
-        "root", metavar="ROOT", nargs="?", help="the dataset folder as unpacked (demo: optional)"
+        "root",
+        metavar="ROOT",
+        nargs="?",
+        help=f"the dataset folder as unpacked ({', '.join(datasets.GENERATED)}: optional)",
     )
     parser.add_argument(
         "-o",

@@ -1,4 +1,5 @@
-"""`sef viz corr|cam|curves|parts`: the paper's figures, and part localisation on the demo data."""
+"""`sef viz corr|cam|curves|parts`: the paper's figures, and part localisation on the generated
+sets."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sef.cli.options import (
     add_progress_option,
     progress_bars,
 )
+from sef.datasets import GENERATED
 from sef.text import json_text
 
 CAM_IMAGES = 6  # random test images `sef viz cam` shows when it is given no PATH
@@ -38,7 +40,10 @@ def _checkpoint_options(
 
 def _out_option(parser: argparse.ArgumentParser, name: str, beside: str) -> None:
     parser.add_argument(
-        "--out", type=PATH, help=f"PNG to write (default: {name} beside the {beside})"
+        "--out",
+        type=PATH,
+        help=f"figure to write, in the format its name ends with: .png, .pdf, .svg, ... "
+        f"(default: {name} beside the {beside})",
     )
 
 
@@ -90,14 +95,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _out_option(curves, "curves.png", "metrics")
     curves.set_defaults(func=run_curves)
 
+    generated = ", ".join(GENERATED)
     parts = figures.add_parser(
         "parts",
-        help="which part each group's activation peak lands on (demo data)",
+        help=f"which part each group's activation peak lands on ({generated})",
         description=(
-            "On data with known part centres (the demo set): for each group, the share of images "
-            "whose activation peak is nearest each part, and how often different groups peak on "
-            "different parts (distinctness), beside the same numbers for groups that always peak "
-            "at their usual spot (static) and uniform chance (1 - 1/parts)."
+            f"On data with known part centres (the generated sets: {generated}): for each group, "
+            "the share of images whose activation peak is nearest each part, and how often "
+            "different groups peak on different parts (distinctness), beside the same numbers for "
+            "groups that always peak at their usual spot (static) and uniform chance (1 - 1/parts)."
         ),
     )
     _checkpoint_options(parts, 256, "images to measure")
