@@ -111,7 +111,8 @@ def _download_error(url: str, partial: Path, error: BaseException) -> SEFError:
     space; a server's refusal its status; a dropped connection says that a rerun continues."""
     if space.is_full(error):
         return outputs.output_error(partial, space.os_error_in(error))
-    where = f"fetch it by hand into {partial.parent}"
+    archive = partial.with_suffix("")  # ROOT/<archive>, where a rerun looks first
+    where = f"fetch it by hand to {archive} and run the same command again to check and unpack it"
     if isinstance(error, HTTPError):
         served = (
             "the server failed: try again later" if error.code >= 500 else "use another --mirror"
