@@ -262,7 +262,7 @@ def probe_channels(backbone: nn.Module, image_size: int | None = None) -> tuple[
         _check_adapter_channels(backbone, images)
         return images.shape[1], backbone.channels
     out, images = _probe(backbone, images)
-    problem = _not_a_feature_map(backbone, out)
+    problem = _not_a_feature_map(backbone, out) or _pooled_to_one_position(backbone, images, out)
     if problem is not None:
         raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
     return images.shape[1], out.shape[1]
@@ -282,6 +282,37 @@ def _probe(backbone: nn.Module, images: torch.Tensor) -> tuple[object, torch.Ten
             except (RuntimeError, AssertionError) as error:  # torchvision's ViT asserts its size
                 failures[blank.shape[1]] = str(error).splitlines()[0]
     raise ProbeFailed(side, failures)
+
+
+_UP_TO_THE_MAP = (
+    "pass its layers up to the last map, e.g. nn.Sequential(*list(resnet.children())[:-2]), "
+    "or a torchvision name such as 'resnet50'"
+)
+
+
+def _pooled_to_one_position(
+    backbone: nn.Module, images: torch.Tensor, out: torch.Tensor
+) -> str | None:
+    """What to do where the backbone's 1 x 1 map ``out`` of the blank ``images`` stays 1 x 1 on
+    images 4 times as large: it pools its map (an AdaptiveAvgPool2d(1) at its end), and larger
+    training images would not give the group loss positions to compare; None otherwise, or where
+    it cannot run on the larger images (a network of one input size: no telling)."""
+    if tuple(out.shape[-2:]) != (1, 1):
+        return None
+    side = images.shape[-1]
+    larger = images.new_zeros(*images.shape[:2], 4 * side, 4 * side)
+    try:
+        with evaluation_mode(backbone):
+            again = backbone(larger)
+    except (RuntimeError, AssertionError):
+        return None
+    if tuple(again.shape[-2:]) != (1, 1):
+        return None
+    return (
+        f"it returned {tuple(out.shape)} on blank {side} and {4 * side} px images alike, pooled "
+        f"features (an AdaptiveAvgPool2d(1) at its end, as list(resnet.children())[:-1] "
+        f"keeps?); {_UP_TO_THE_MAP}"
+    )
 
 
 def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
@@ -307,9 +338,8 @@ def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
         )
     if out.dim() == 2:
         return (
-            f"it returned {shape}, pooled features or class scores (a whole classifier?); pass "
-            f"its layers up to the last map, e.g. nn.Sequential(*list(resnet.children())[:-2]), "
-            f"or a torchvision name such as 'resnet50'"
+            f"it returned {shape}, pooled features or class scores (a whole classifier?); "
+            f"{_UP_TO_THE_MAP}"
         )
     if out.dim() == 3:
         return (
