@@ -147,6 +147,30 @@ def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown():
     assert "unknown" not in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "name, reads_the_map",  # the layer of torchvision's model whose input is the map or its mean
+    [
+        ("mnasnet0_5", "classifier"),
+        ("shufflenet_v2_x0_5", "fc"),
+        ("squeezenet1_1", "classifier"),
+    ],
+)
+def test_more_torchvision_families_give_the_map_their_classifier_reads(name, reads_the_map):
+    """These were refused: sef had no recipe for their last feature map."""
+    images = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    full = torchvision.models.get_model(name).eval()
+    read = []
+    full.get_submodule(reads_the_map).register_forward_hook(lambda m, args, out: read.append(args))
+    torch.manual_seed(0)  # the same weights
+    model = sef.SEF(name, num_classes=3, groups=2).eval()
+    with torch.no_grad():
+        full(images)
+        features = model.feature_map(images)
+    expected = read[0][0]
+    torch.testing.assert_close(features if expected.dim() == 4 else features.mean((2, 3)), expected)
+
+
 def test_timm_models_work_through_forward_features():
     model = sef.SEF("timm:resnet18", num_classes=4, groups=2)
     out = model.train()(torch.randn(2, 3, 64, 64))
@@ -381,7 +405,10 @@ def test_a_timm_model_in_another_dtype_is_checked_in_its_own_dtype(dtype):
 
 @pytest.mark.parametrize(
     "name",
-    ["resnet18", "vgg11", "densenet121", "efficientnet_b0", "mobilenet_v3_small", "convnext_tiny"],
+    [
+        *("resnet18", "vgg11", "densenet121", "efficientnet_b0", "mobilenet_v3_small"),
+        *("convnext_tiny", "alexnet"),
+    ],
 )
 def test_a_torchvision_backbone_yields_its_last_conv_map_not_a_pooled_one(name):
     sizes = []

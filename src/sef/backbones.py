@@ -1,9 +1,10 @@
 """Backbones: a name or an nn.Module -> a feature extractor that yields [B, C, H, W].
 
 Names cover torchvision's CNN families (ResNet/ResNeXt/Wide-ResNet, EfficientNet, MobileNet,
-ConvNeXt, DenseNet, VGG, RegNet), ``small_cnn`` (sef's own, for small images trained from
-scratch such as the demo set) and, when timm is installed, any timm model as ``"timm:<name>"``
-(CNNs, and token backbones through :mod:`sef.adapters`).
+ConvNeXt, DenseNet, VGG, RegNet, MNASNet, ShuffleNetV2, SqueezeNet, AlexNet), ``small_cnn``
+(sef's own, for small images trained from scratch such as the demo set) and, when timm is
+installed, any timm model as ``"timm:<name>"`` (CNNs, and token backbones through
+:mod:`sef.adapters`).
 Weights are a torchvision weight name ("IMAGENET1K_V1", "DEFAULT"), a local file
 (.pth/.pt/.safetensors holding the full model's state dict), or None.
 ``output_stride=16`` (mobilenet_v2) halves the last stage's stride as DeepLab does: the map
@@ -66,9 +67,15 @@ FAMILIES: dict[tuple[str, ...], Callable[[nn.Module], nn.Module]] = {
     # ConvNeXt normalises the pooled vector; normalising every position keeps its weights
     ("convnext",): lambda model: nn.Sequential(model.features, model.classifier[0]),
     ("efficientnet", "mobilenet"): lambda model: model.features,
-    # VGG's features end with a max pool: the last conv map is the one before it
-    ("vgg",): lambda model: model.features[:-1],
+    # VGG's and AlexNet's features end with a max pool: the last conv map is the one before it
+    ("vgg", "alexnet"): lambda model: model.features[:-1],
     ("regnet",): lambda model: nn.Sequential(model.stem, model.trunk_output),
+    ("mnasnet",): lambda model: model.layers,
+    ("shufflenet",): lambda model: nn.Sequential(
+        model.conv1, model.maxpool, model.stage2, model.stage3, model.stage4, model.conv5
+    ),
+    # SqueezeNet classifies with a 1x1 conv on its features: their map is the last one
+    ("squeezenet",): lambda model: model.features,
 }
 _PREFIXES = tuple(prefix for prefixes in FAMILIES for prefix in prefixes)
 
