@@ -237,6 +237,15 @@ def test_a_timm_name_with_a_tag_timm_does_not_have_is_refused_in_one_line():
     assert sef.SEF("timm:resnet18.tv_in1k", num_classes=3, weights=None).channels == 512
 
 
+def test_a_timm_cnn_whose_first_conv_follows_a_space_to_depth_stem_takes_rgb_images():
+    """TResNet's first convolution takes the 48 channels of its space-to-depth stem: sef probed
+    it with a 48-channel image and refused timm:tresnet_m ('cannot run on 224 px images')."""
+    small = {"layers": [1, 1, 1, 1], "width_factor": 0.25}
+    model = sef.SEF("timm:tresnet_m", 3, groups=2, image_size=64, backbone_args=small)
+    assert model.image_channels == model.export().image_channels == 3
+    assert model.train()(torch.zeros(2, 3, 64, 64)).features.shape == (2, 512, 2, 2)
+
+
 def test_a_timm_cnn_is_checked_at_the_image_size_it_will_see():
     # it was checked at its own 299 px only, and the first batch of 64 px failed in a traceback
     with pytest.raises(ValueError, match=r"^timm:inception_v3 cannot run on 64 px images \("):

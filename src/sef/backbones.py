@@ -21,7 +21,13 @@ import torch
 import torchvision
 from torch import nn
 
-from sef.adapters import FeatureAdapter, TimmFeatures, blank_image, input_channels
+from sef.adapters import (
+    FeatureAdapter,
+    TimmFeatures,
+    blank_image,
+    blank_images,
+    input_channels,
+)
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
@@ -261,26 +267,24 @@ def probe_channels(backbone: nn.Module, image_size: int | None = None) -> tuple[
     takes, else 3: the count of the image that ran); an adapter's own ``channels``, checked when
     it was built (timm's) or on that image (ValueError where its pooled features or its feature
     map have other channels)."""
-    if isinstance(backbone, TimmFeatures):  # its probe ran on blank_image when it was built
+    if isinstance(backbone, TimmFeatures):  # its probe ran on blank_images when it was built
         return input_channels(backbone), backbone.channels
     side = image_size or 64
-    images = blank_image(backbone, side)
     if isinstance(backbone, FeatureAdapter):
+        images = blank_image(backbone, side)
         _check_adapter_channels(backbone, images)
         return images.shape[1], backbone.channels
-    out, images = _probe(backbone, images)
+    out, images = _probe(backbone, blank_images(backbone, side))
     problem = _not_a_feature_map(backbone, out) or _pooled_to_one_position(backbone, images, out)
     if problem is not None:
         raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
     return images.shape[1], out.shape[1]
 
 
-def _probe(backbone: nn.Module, images: torch.Tensor) -> tuple[object, torch.Tensor]:
-    """The backbone's output on the blank ``images``, in eval mode, and the images it ran on:
-    where they fail and do not have 3 channels, 3 (the first convolution sef found may not be
-    the first layer); ProbeFailed naming each failure where none runs."""
-    side = images.shape[-1]
-    tries = [images] if images.shape[1] == 3 else [images, images.new_zeros(1, 3, side, side)]
+def _probe(backbone: nn.Module, tries: list[torch.Tensor]) -> tuple[object, torch.Tensor]:
+    """The backbone's output on the first of the blank images ``tries`` it runs on, in eval
+    mode, and that image; ProbeFailed naming each failure where none runs."""
+    side = tries[0].shape[-1]
     failures = {}
     with evaluation_mode(backbone):
         for blank in tries:
