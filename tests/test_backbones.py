@@ -1,6 +1,7 @@
 """Backbone weights: torchvision names, local files, safe loading, downloads, timm."""
 
 import hashlib
+import re
 
 import pytest
 import timm
@@ -141,10 +142,17 @@ def test_a_misspelt_backbone_is_told_the_names_it_is_close_to(name, meant):
         sef.SEF(name, num_classes=3)
 
 
-def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown():
-    with pytest.raises(ValueError, match="torchvision's googlenet has no sef recipe") as error:
-        sef.SEF("googlenet", num_classes=3)
-    assert "unknown" not in str(error.value) and "\n" not in str(error.value)
+@pytest.mark.parametrize(
+    "name, instead",
+    [("googlenet", "transform_input, .*'timm:inception_v3'"), ("swin_t", "'timm:swin_tiny")],
+)
+def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown(name, instead):
+    """They were told to choose among every name sef knows ('did you mean alexnet?' for
+    googlenet) or to pass their layers, which skips GoogLeNet's and Inception's input rescaling."""
+    with pytest.raises(ValueError, match=f"torchvision's {name} has no sef recipe") as error:
+        sef.SEF(name, num_classes=3)
+    said = str(error.value)
+    assert re.search(instead, said) and "unknown" not in said and "\n" not in said
 
 
 @pytest.mark.parametrize(

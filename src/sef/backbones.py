@@ -92,9 +92,26 @@ def available_backbones() -> list[str]:
     return sorted([SMALL_CNN, *(n for n in names if n.startswith(_PREFIXES))])
 
 
+# torchvision models sef has no recipe for: name prefixes -> why, and what to pass instead
+_NO_RECIPE = {
+    ("googlenet", "inception"): (
+        "its pretrained weights expect the input rescaled by torchvision's transform_input, which "
+        "a cut-down network skips; pass 'timm:inception_v3' (its tag tv_in1k holds torchvision's "
+        "weights) or another name"
+    ),
+    ("vit", "swin", "maxvit"): (
+        "sef takes token backbones from timm: pass 'timm:<model>', e.g. "
+        "'timm:vit_base_patch16_224' or 'timm:swin_tiny_patch4_window7_224'"
+    ),
+}
+
+
 def _unknown_backbone(name: str) -> ValueError:
     if name in torchvision.models.list_models(module=torchvision.models):
         what = f"torchvision's {name} has no sef recipe for its last feature map"
+        for prefixes, instead in _NO_RECIPE.items():
+            if name.startswith(prefixes):
+                return ValueError(f"{what}: {instead}")
         own = "pass its layers up to that map as an nn.Module"
     else:
         what, own = f"unknown backbone {name!r}", "pass an nn.Module"
