@@ -1,6 +1,7 @@
 """Backbone weights: torchvision names, local files, safe loading, downloads, timm."""
 
 import hashlib
+import re
 
 import pytest
 import timm
@@ -141,10 +142,41 @@ def test_a_misspelt_backbone_is_told_the_names_it_is_close_to(name, meant):
         sef.SEF(name, num_classes=3)
 
 
-def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown():
-    with pytest.raises(ValueError, match="torchvision's googlenet has no sef recipe") as error:
-        sef.SEF("googlenet", num_classes=3)
-    assert "unknown" not in str(error.value) and "\n" not in str(error.value)
+@pytest.mark.parametrize(
+    "name, instead",
+    [("googlenet", "transform_input, .*'timm:inception_v3'"), ("swin_t", "'timm:swin_tiny")],
+)
+def test_a_torchvision_model_sef_cannot_cut_is_not_called_unknown(name, instead):
+    """They were told to choose among every name sef knows ('did you mean alexnet?' for
+    googlenet) or to pass their layers, which skips GoogLeNet's and Inception's input rescaling."""
+    with pytest.raises(ValueError, match=f"torchvision's {name} has no sef recipe") as error:
+        sef.SEF(name, num_classes=3)
+    said = str(error.value)
+    assert re.search(instead, said) and "unknown" not in said and "\n" not in said
+
+
+@pytest.mark.parametrize(
+    "name, reads_the_map",  # the layer of torchvision's model whose input is the map or its mean
+    [
+        ("mnasnet0_5", "classifier"),
+        ("shufflenet_v2_x0_5", "fc"),
+        ("squeezenet1_1", "classifier"),
+    ],
+)
+def test_more_torchvision_families_give_the_map_their_classifier_reads(name, reads_the_map):
+    """These were refused: sef had no recipe for their last feature map."""
+    images = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    full = torchvision.models.get_model(name).eval()
+    read = []
+    full.get_submodule(reads_the_map).register_forward_hook(lambda m, args, out: read.append(args))
+    torch.manual_seed(0)  # the same weights
+    model = sef.SEF(name, num_classes=3, groups=2).eval()
+    with torch.no_grad():
+        full(images)
+        features = model.feature_map(images)
+    expected = read[0][0]
+    torch.testing.assert_close(features if expected.dim() == 4 else features.mean((2, 3)), expected)
 
 
 def test_timm_models_work_through_forward_features():
@@ -211,6 +243,15 @@ def test_a_timm_name_with_a_tag_timm_does_not_have_is_refused_in_one_line():
     ):
         sef.SEF("timm:resnet18.bogus", num_classes=3, weights=None)
     assert sef.SEF("timm:resnet18.tv_in1k", num_classes=3, weights=None).channels == 512
+
+
+def test_a_timm_cnn_whose_first_conv_follows_a_space_to_depth_stem_takes_rgb_images():
+    """TResNet's first convolution takes the 48 channels of its space-to-depth stem: sef probed
+    it with a 48-channel image and refused timm:tresnet_m ('cannot run on 224 px images')."""
+    small = {"layers": [1, 1, 1, 1], "width_factor": 0.25}
+    model = sef.SEF("timm:tresnet_m", 3, groups=2, image_size=64, backbone_args=small)
+    assert model.image_channels == model.export().image_channels == 3
+    assert model.train()(torch.zeros(2, 3, 64, 64)).features.shape == (2, 512, 2, 2)
 
 
 def test_a_timm_cnn_is_checked_at_the_image_size_it_will_see():
@@ -381,7 +422,10 @@ def test_a_timm_model_in_another_dtype_is_checked_in_its_own_dtype(dtype):
 
 @pytest.mark.parametrize(
     "name",
-    ["resnet18", "vgg11", "densenet121", "efficientnet_b0", "mobilenet_v3_small", "convnext_tiny"],
+    [
+        *("resnet18", "vgg11", "densenet121", "efficientnet_b0", "mobilenet_v3_small"),
+        *("convnext_tiny", "alexnet"),
+    ],
 )
 def test_a_torchvision_backbone_yields_its_last_conv_map_not_a_pooled_one(name):
     sizes = []

@@ -225,8 +225,12 @@ class Returning(TinyCNN):
         (lambda x: x.flatten(2).transpose(1, 2), r"tokens \[B, N, C\]\?; .*FeatureAdapter"),
         (lambda x: x.permute(0, 2, 3, 1), r"channels-last .*torchvision.ops.Permute\(\[0, 3, 1, 2"),
         (lambda x: x.squeeze(), r"\(12, 31, 31\) for a batch of one image: .*not the batch"),
+        (
+            lambda x: x.mean((2, 3), keepdim=True),  # the group loss then warned: larger images
+            r"\(1, 12, 1, 1\) on blank 64 and 256 px images alike, pooled .*children\(\)\)\[:-2",
+        ),
     ],
-    ids=["classifier", "dict", "list", "tokens", "channels-last", "no-batch-axis"],
+    ids=["classifier", "dict", "list", "tokens", "channels-last", "no-batch-axis", "pooled-1x1"],
 )
 def test_a_module_that_returns_no_feature_map_is_told_how_to_give_one(change, fix):
     with pytest.raises(
@@ -234,6 +238,11 @@ def test_a_module_that_returns_no_feature_map_is_told_how_to_give_one(change, fi
     ) as caught:
         sef.SEF(Returning(change), num_classes=3, groups=2)
     assert re.search(fix, str(caught.value)) and "\n" not in str(caught.value)
+
+
+def test_a_map_of_one_position_that_larger_images_enlarge_is_taken():
+    strided = nn.Sequential(nn.Conv2d(3, 4, 64, stride=64), nn.ReLU())  # 1 x 1 at 64 px
+    assert sef.SEF(strided, num_classes=3, groups=2).channels == 4
 
 
 def test_bad_class_counts_are_value_errors():

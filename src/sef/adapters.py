@@ -80,6 +80,14 @@ def blank_image(model: nn.Module, side: int) -> Tensor:
     return torch.zeros(1, input_channels(model), side, side, **like)
 
 
+def blank_images(model: nn.Module, side: int) -> list[Tensor]:
+    """The blank images to probe ``model`` with, in turn: :func:`blank_image`, then a 3-channel
+    one where that has other channels (the first-registered convolution may not be where the
+    images enter: a side branch, or TResNet's, after its space-to-depth stem, takes 48)."""
+    first = blank_image(model, side)
+    return [first] if first.shape[1] == 3 else [first, first.new_zeros(1, 3, side, side)]
+
+
 def _layout(model: nn.Module, raw: object) -> str:
     if isinstance(raw, Tensor) and raw.dim() == 4:
         return "NHWC" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "NCHW"
@@ -101,7 +109,8 @@ class TimmFeatures(FeatureAdapter):
 
     ``layout`` is NCHW (CNNs), NHWC (Swin-style) or NLC (tokens); ``image_size`` the side the
     model was built for; ``channels`` its ``num_features``; ``dropped`` the model's children that
-    :func:`timm_features` replaced (their weights in an older state dict are skipped on loading).
+    :func:`timm_features` replaced (their weights in an older state dict are skipped on loading);
+    ``image_channels`` those of the blank image it ran on then (what :func:`input_channels` says).
     """
 
     def __init__(
@@ -111,9 +120,11 @@ class TimmFeatures(FeatureAdapter):
         channels: int,
         image_size: int,
         dropped: tuple[str, ...] = (),
+        image_channels: int = 3,
     ) -> None:
         super().__init__()
         self.model = model
+        self.image_channels = image_channels
         self.layout = layout
         self.channels = channels
         self.image_size = image_size
@@ -235,7 +246,7 @@ def timm_features(
         )
     _check_patches_divide(model, name, image_size)
     with evaluation_mode(model):
-        raw, called = _probe(model, name, image_size)
+        raw, called, image_channels = _probe(model, name, image_size)
         layout = _layout(model, raw)
         if layout == "unknown":
             what = f"shape {tuple(raw.shape)}" if isinstance(raw, Tensor) else type(raw).__name__
@@ -244,7 +255,7 @@ def timm_features(
         channels = raw.shape[1] if layout == "NCHW" else raw.shape[-1]
         channels = getattr(model, "num_features", channels)
         dropped = _drop_unused_children(model, called) if layout == "NCHW" else ()
-        adapter = TimmFeatures(model, layout, channels, image_size, dropped)
+        adapter = TimmFeatures(model, layout, channels, image_size, dropped, image_channels)
         _check_shapes(adapter, raw, image_size, name)
     return adapter
 
@@ -266,16 +277,20 @@ def _check_patches_divide(model: nn.Module, name: str, image_size: int) -> None:
     )
 
 
-def _probe(model: nn.Module, name: str, image_size: int) -> tuple[object, set[int]]:
-    """:func:`_called_modules` on a blank image of ``image_size``; ValueError where the model
-    cannot run on it (a patch or kernel larger than the image; timm asserts some sizes)."""
-    try:
-        return _called_modules(model, blank_image(model, image_size))
-    except (RuntimeError, AssertionError) as error:
-        raise ValueError(
-            f"{name} cannot run on {image_size} px images ({str(error).splitlines()[0]}); "
-            f"choose an image size (and backbone_args) it takes"
-        ) from None
+def _probe(model: nn.Module, name: str, image_size: int) -> tuple[object, set[int], int]:
+    """:func:`_called_modules` on the first of :func:`blank_images` of ``image_size`` it runs on,
+    and that image's channels; ValueError where the model cannot run on any (a patch or kernel
+    larger than the image; timm asserts some sizes), naming the first failure."""
+    failures = []
+    for images in blank_images(model, image_size):
+        try:
+            return *_called_modules(model, images), images.shape[1]
+        except (RuntimeError, AssertionError) as error:
+            failures.append(str(error).splitlines()[0])
+    raise ValueError(
+        f"{name} cannot run on {image_size} px images ({failures[0]}); "
+        f"choose an image size (and backbone_args) it takes"
+    )
 
 
 def _called_modules(model: nn.Module, images: Tensor) -> tuple[object, set[int]]:

@@ -1,9 +1,10 @@
 """Backbones: a name or an nn.Module -> a feature extractor that yields [B, C, H, W].
 
 Names cover torchvision's CNN families (ResNet/ResNeXt/Wide-ResNet, EfficientNet, MobileNet,
-ConvNeXt, DenseNet, VGG, RegNet), ``small_cnn`` (sef's own, for small images trained from
-scratch such as the demo set) and, when timm is installed, any timm model as ``"timm:<name>"``
-(CNNs, and token backbones through :mod:`sef.adapters`).
+ConvNeXt, DenseNet, VGG, RegNet, MNASNet, ShuffleNetV2, SqueezeNet, AlexNet), ``small_cnn``
+(sef's own, for small images trained from scratch such as the demo set) and, when timm is
+installed, any timm model as ``"timm:<name>"`` (CNNs, and token backbones through
+:mod:`sef.adapters`).
 Weights are a torchvision weight name ("IMAGENET1K_V1", "DEFAULT"), a local file
 (.pth/.pt/.safetensors holding the full model's state dict), or None.
 ``output_stride=16`` (mobilenet_v2) halves the last stage's stride as DeepLab does: the map
@@ -20,7 +21,13 @@ import torch
 import torchvision
 from torch import nn
 
-from sef.adapters import FeatureAdapter, TimmFeatures, blank_image, input_channels
+from sef.adapters import (
+    FeatureAdapter,
+    TimmFeatures,
+    blank_image,
+    blank_images,
+    input_channels,
+)
 from sef.errors import WeightsError
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
@@ -66,9 +73,15 @@ FAMILIES: dict[tuple[str, ...], Callable[[nn.Module], nn.Module]] = {
     # ConvNeXt normalises the pooled vector; normalising every position keeps its weights
     ("convnext",): lambda model: nn.Sequential(model.features, model.classifier[0]),
     ("efficientnet", "mobilenet"): lambda model: model.features,
-    # VGG's features end with a max pool: the last conv map is the one before it
-    ("vgg",): lambda model: model.features[:-1],
+    # VGG's and AlexNet's features end with a max pool: the last conv map is the one before it
+    ("vgg", "alexnet"): lambda model: model.features[:-1],
     ("regnet",): lambda model: nn.Sequential(model.stem, model.trunk_output),
+    ("mnasnet",): lambda model: model.layers,
+    ("shufflenet",): lambda model: nn.Sequential(
+        model.conv1, model.maxpool, model.stage2, model.stage3, model.stage4, model.conv5
+    ),
+    # SqueezeNet classifies with a 1x1 conv on its features: their map is the last one
+    ("squeezenet",): lambda model: model.features,
 }
 _PREFIXES = tuple(prefix for prefixes in FAMILIES for prefix in prefixes)
 
@@ -79,9 +92,26 @@ def available_backbones() -> list[str]:
     return sorted([SMALL_CNN, *(n for n in names if n.startswith(_PREFIXES))])
 
 
+# torchvision models sef has no recipe for: name prefixes -> why, and what to pass instead
+_NO_RECIPE = {
+    ("googlenet", "inception"): (
+        "its pretrained weights expect the input rescaled by torchvision's transform_input, which "
+        "a cut-down network skips; pass 'timm:inception_v3' (its tag tv_in1k holds torchvision's "
+        "weights) or another name"
+    ),
+    ("vit", "swin", "maxvit"): (
+        "sef takes token backbones from timm: pass 'timm:<model>', e.g. "
+        "'timm:vit_base_patch16_224' or 'timm:swin_tiny_patch4_window7_224'"
+    ),
+}
+
+
 def _unknown_backbone(name: str) -> ValueError:
     if name in torchvision.models.list_models(module=torchvision.models):
         what = f"torchvision's {name} has no sef recipe for its last feature map"
+        for prefixes, instead in _NO_RECIPE.items():
+            if name.startswith(prefixes):
+                return ValueError(f"{what}: {instead}")
         own = "pass its layers up to that map as an nn.Module"
     else:
         what, own = f"unknown backbone {name!r}", "pass an nn.Module"
@@ -254,26 +284,24 @@ def probe_channels(backbone: nn.Module, image_size: int | None = None) -> tuple[
     takes, else 3: the count of the image that ran); an adapter's own ``channels``, checked when
     it was built (timm's) or on that image (ValueError where its pooled features or its feature
     map have other channels)."""
-    if isinstance(backbone, TimmFeatures):  # its probe ran on blank_image when it was built
+    if isinstance(backbone, TimmFeatures):  # its probe ran on blank_images when it was built
         return input_channels(backbone), backbone.channels
     side = image_size or 64
-    images = blank_image(backbone, side)
     if isinstance(backbone, FeatureAdapter):
+        images = blank_image(backbone, side)
         _check_adapter_channels(backbone, images)
         return images.shape[1], backbone.channels
-    out, images = _probe(backbone, images)
-    problem = _not_a_feature_map(backbone, out)
+    out, images = _probe(backbone, blank_images(backbone, side))
+    problem = _not_a_feature_map(backbone, out) or _pooled_to_one_position(backbone, images, out)
     if problem is not None:
         raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
     return images.shape[1], out.shape[1]
 
 
-def _probe(backbone: nn.Module, images: torch.Tensor) -> tuple[object, torch.Tensor]:
-    """The backbone's output on the blank ``images``, in eval mode, and the images it ran on:
-    where they fail and do not have 3 channels, 3 (the first convolution sef found may not be
-    the first layer); ProbeFailed naming each failure where none runs."""
-    side = images.shape[-1]
-    tries = [images] if images.shape[1] == 3 else [images, images.new_zeros(1, 3, side, side)]
+def _probe(backbone: nn.Module, tries: list[torch.Tensor]) -> tuple[object, torch.Tensor]:
+    """The backbone's output on the first of the blank images ``tries`` it runs on, in eval
+    mode, and that image; ProbeFailed naming each failure where none runs."""
+    side = tries[0].shape[-1]
     failures = {}
     with evaluation_mode(backbone):
         for blank in tries:
@@ -282,6 +310,37 @@ def _probe(backbone: nn.Module, images: torch.Tensor) -> tuple[object, torch.Ten
             except (RuntimeError, AssertionError) as error:  # torchvision's ViT asserts its size
                 failures[blank.shape[1]] = str(error).splitlines()[0]
     raise ProbeFailed(side, failures)
+
+
+_UP_TO_THE_MAP = (
+    "pass its layers up to the last map, e.g. nn.Sequential(*list(resnet.children())[:-2]), "
+    "or a torchvision name such as 'resnet50'"
+)
+
+
+def _pooled_to_one_position(
+    backbone: nn.Module, images: torch.Tensor, out: torch.Tensor
+) -> str | None:
+    """What to do where the backbone's 1 x 1 map ``out`` of the blank ``images`` stays 1 x 1 on
+    images 4 times as large: it pools its map (an AdaptiveAvgPool2d(1) at its end), and larger
+    training images would not give the group loss positions to compare; None otherwise, or where
+    it cannot run on the larger images (a network of one input size: no telling)."""
+    if tuple(out.shape[-2:]) != (1, 1):
+        return None
+    side = images.shape[-1]
+    larger = images.new_zeros(*images.shape[:2], 4 * side, 4 * side)
+    try:
+        with evaluation_mode(backbone):
+            again = backbone(larger)
+    except (RuntimeError, AssertionError):
+        return None
+    if tuple(again.shape[-2:]) != (1, 1):
+        return None
+    return (
+        f"it returned {tuple(out.shape)} on blank {side} and {4 * side} px images alike, pooled "
+        f"features (an AdaptiveAvgPool2d(1) at its end, as list(resnet.children())[:-1] "
+        f"keeps?); {_UP_TO_THE_MAP}"
+    )
 
 
 def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
@@ -307,9 +366,8 @@ def _not_a_feature_map(backbone: nn.Module, out: object) -> str | None:
         )
     if out.dim() == 2:
         return (
-            f"it returned {shape}, pooled features or class scores (a whole classifier?); pass "
-            f"its layers up to the last map, e.g. nn.Sequential(*list(resnet.children())[:-2]), "
-            f"or a torchvision name such as 'resnet50'"
+            f"it returned {shape}, pooled features or class scores (a whole classifier?); "
+            f"{_UP_TO_THE_MAP}"
         )
     if out.dim() == 3:
         return (
