@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"Download the official archives of NAME ({', '.join(datasets.DOWNLOADABLE)}) into "
             "ROOT, verify their MD5 checksums and unpack them so that `sef data check NAME ROOT` "
             "reads them. Run again, it continues a stopped transfer and skips the archives it "
-            "has unpacked there."
+            "has unpacked there; where NAME reads from ROOT already (unpacked by hand), it "
+            "downloads nothing and leaves the files as they are."
         ),
     )
     fetch.add_argument(
@@ -231,8 +232,15 @@ def _unfinished_download(args: argparse.Namespace) -> str:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sef.datasets.download import download, unpacked
+    from sef.datasets.download import download, unpacked, unpacked_otherwise
 
+    if unpacked_otherwise(args.name, args.root):
+        print(
+            f"{args.name} is already in {args.root} (not unpacked by a download), so "
+            f"nothing was downloaded or overwritten (to download it again, move its files out "
+            f"of {args.root}); next: sef data check {args.name} {args.root}"
+        )
+        return 0
     there = unpacked(args.name, args.root)
     root = download(
         args.name,
