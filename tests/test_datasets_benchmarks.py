@@ -111,6 +111,18 @@ def test_cub_missing_split_line(cub_root):
         sef.datasets.load("cub", cub_root, "trainval")
 
 
+@pytest.mark.parametrize("kept", [14, 0])  # cut short, or emptied: fewer images, silently
+def test_cub_an_images_txt_that_lists_fewer_ids_than_the_labels_is_refused(cub_root, kept):
+    images = cub_root / "images.txt"
+    images.write_text("".join(images.read_text().splitlines(keepends=True)[:kept]))
+    with pytest.raises(
+        DataError,
+        match=rf"image_class_labels.txt lists {15 - kept} image ids? that images.txt does not, "
+        rf"e.g. {kept + 1}; the lists do not belong together: unpack CUB_200_2011.tgz again",
+    ):
+        sef.datasets.load("cub", cub_root, "trainval")
+
+
 @pytest.mark.parametrize("listing", ["images.txt", "image_class_labels.txt"])
 def test_cub_an_image_id_listed_twice_is_refused(cub_root, listing):
     # appended by hand: image 1 again, as another image or with another label
