@@ -304,6 +304,9 @@ def test_aircraft_errors(aircraft_root, tmp_path):
     with pytest.raises(DataError, match="no fgvc-aircraft-2013b/data folder.*folder name kept"):
         sef.datasets.load("aircraft", renamed, "test")
     variants = aircraft_root / "data" / "variants.txt"
+    variants.write_text(variants.read_text() + "F/A-18\n")  # two classes by one name
+    with pytest.raises(DataError, match="variants.txt line 5 repeats the class 'F/A-18' of line 4"):
+        sef.datasets.load("aircraft", aircraft_root, "test")
     variants.write_text(variants.read_text().replace("F/A-18\n", ""))
     with pytest.raises(DataError, match="names class 'F/A-18' that is not in variants.txt"):
         sef.datasets.load("aircraft", aircraft_root, "test")

@@ -288,6 +288,12 @@ def test_csv_fixed_class_list_and_label_outside_it(csv_root):
     assert all(Path(p).name.startswith(ds.classes[y]) for p, y in ds.samples)
     with pytest.raises(DataError, match=r"labels.csv line 2: label 'cat' is not a class \(fox\)"):
         _load("csv", csv_root, "test", classes=["fox"])
+    # a name twice: two classes, the first without images
+    with pytest.raises(ConfigError, match="option classes names 'cat' twice; list each class once"):
+        _load("csv", csv_root, "test", classes=["cat", "dog", "fox", "cat"])
+    classes_file.write_text("fox\ncat\ndog\n\ncat\n")
+    with pytest.raises(DataError, match="classes.txt line 5 repeats the class 'cat' of line 2; l"):
+        _load("csv", csv_root, "test", classes=str(classes_file))
 
 
 def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root):

@@ -46,6 +46,20 @@ def read_lines(path: Path, layout: str) -> list[tuple[int, str]]:
     return [(number, line.strip()) for number, line in lines if line.strip()]
 
 
+def class_names(path: Path, layout: str) -> list[str]:
+    """The names of a class list, one a line; a name listed twice is refused (it would be two
+    classes, the first without images)."""
+    first: dict[str, int] = {}
+    for number, name in read_lines(path, layout):
+        earlier = first.setdefault(name, number)
+        if earlier != number:
+            raise DataError(
+                f"{path} line {number} repeats the class {name!r} of line {earlier}; list each "
+                f"class once"
+            )
+    return list(first)
+
+
 def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:
     """Lines ``<key> <value...>`` of a text list (the value may contain spaces); a key listed
     twice is refused (an image id twice would give one image two labels or splits)."""
