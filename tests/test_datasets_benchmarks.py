@@ -20,6 +20,7 @@ from conftest import (
     DOGS_TEST,
     DOGS_TRAIN,
 )
+from numpy.lib.recfunctions import repack_fields
 from PIL import Image
 
 import sef
@@ -203,6 +204,14 @@ def test_cars_errors(cars_root):
         DataError, match=r"cars_train_annos.mat \(00001.jpg\): the box from \(3, 5\) to \(2, 25\)"
     ):
         sef.datasets.load("cars", cars_root, "trainval", bbox_crop=True)
+    # the train annotations of another kind: a field named, not numpy's 'no field of name'
+    table = repack_fields(table[["class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"]])
+    scipy.io.savemat(annotations, {"annotations": table})
+    with pytest.raises(DataError, match=r"annos.mat has no 'fname' field; is it the official file"):
+        sef.datasets.load("cars", cars_root, "trainval")
+    scipy.io.savemat(annotations, {"annotations": np.arange(3)})
+    with pytest.raises(DataError, match=r"annos.mat has no 'class' field; is it the official file"):
+        sef.datasets.load("cars", cars_root, "trainval")
     (cars_root / "devkit" / "cars_meta.mat").write_text("not a MATLAB file")
     with pytest.raises(DataError, match="cars_meta.mat is not a readable MATLAB file"):
         sef.datasets.load("cars", cars_root, "trainval")
