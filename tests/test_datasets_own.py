@@ -269,6 +269,17 @@ def test_csv_paths_relative_to_the_current_folder_are_pointed_out(csv_root, monk
     assert len(_load("csv", moved, "test", image_root=".")) == 6
 
 
+def test_class_folders_that_differ_only_in_case_are_warned_of(folder_root):
+    # two sources merged on Linux: train/Cat beside train/cat, both with images
+    shutil.copytree(folder_root / "train" / "cat", folder_root / "train" / "Cat")
+    with pytest.warns(UserWarning) as warned:
+        assert _load("folder", folder_root, "trainval").classes == ["Cat", *OWN_CLASSES]
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'train'}: the classes 'Cat' and 'cat' differ only in case, so they are "
+        f"two classes; spell them alike if they are one"
+    ]
+
+
 def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
     labels = csv_root / "labels.csv"
     labels.write_text(labels.read_text().replace("img/cat_0.jpg,cat", "img/cat_0.jpg,Cat"))
