@@ -87,6 +87,27 @@ def test_cub_errors_name_the_file_and_layout(cub_root, tmp_path):
         sef.datasets.load("cub", cub_root, "test")
 
 
+def test_a_benchmark_a_folder_or_two_below_the_root_is_pointed_at(
+    cub_root, aircraft_root, tmp_path
+):
+    # unpacked into a folder of its own (CUB_200_2011/CUB_200_2011), or ROOT one folder too high
+    holder = tmp_path / "Downloads"
+    shutil.move(cub_root, holder / "CUB_200_2011" / "CUB_200_2011")
+    found = holder / "CUB_200_2011" / "CUB_200_2011"
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("cub", holder, "test")
+    assert str(error.value).endswith(
+        f"; {found / 'images.txt'} exists: pass {found} as the data root"
+    )
+    aircraft = holder / "aircraft" / "fgvc-aircraft-2013b"
+    shutil.move(aircraft_root, aircraft)
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("aircraft", holder, "test")
+    assert str(error.value).endswith(
+        f"; {aircraft / 'data'} exists: pass {aircraft} as the data root"
+    )
+
+
 def test_cub_lists_are_utf8_with_or_without_a_byte_order_mark(cub_root):
     images = cub_root / "images.txt"
     expected = sef.datasets.load("cub", cub_root, "test").samples
