@@ -293,6 +293,12 @@ def run_caches(args: argparse.Namespace) -> int:
     from sef.datasets import caches
 
     root = (args.folder or caches.default_root()).expanduser()
+    if args.folder and not args.remove and not root.is_dir():  # a typo read as "no caches"
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(
+            f"{root} {what}; give the folder that holds the image caches (default: "
+            f"{caches.default_root()})"
+        )
     records = None if args.folder else caches.verified_records()  # beside the default caches
     if args.remove:
         return _remove([_named(text, root) for text in args.remove])
