@@ -268,6 +268,16 @@ def test_dogs_errors(dogs_root):
         content["labels"][content["labels"] == old] = new
         scipy.io.savemat(path, {k: v for k, v in content.items() if not k.startswith("__")})
 
+    lists = dogs_root / "lists"
+    shutil.copy(lists / "test_list.mat", lists / "kept.mat")
+    shutil.copy(lists / "train_list.mat", lists / "test_list.mat")  # the test images trained on
+    with pytest.raises(
+        DataError,
+        match=r"9 images of .*lists are in both train_list.mat and test_list.mat, e.g. "
+        r"n02085620-Chihuahua/n02085620_0.jpg; the lists are not the official ones",
+    ):
+        sef.datasets.load("dogs", dogs_root, "test")
+    shutil.move(lists / "kept.mat", lists / "test_list.mat")
     relabel("train_list.mat", 2, 4)  # train says 4, test says 2: one folder, two labels
     with pytest.raises(DataError, match="one Images/ folder two labels"):
         sef.datasets.load("dogs", dogs_root, "trainval")
