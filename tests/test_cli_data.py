@@ -118,6 +118,20 @@ def test_check_says_paths_typed_for_files_named_on_a_mac_store_accents_otherwise
     )
 
 
+def test_check_says_paths_listed_in_another_case_than_the_files(csv_root, capsys):
+    """A CSV written on Windows, where IMG.JPG opens img.jpg: on Linux every image was missing,
+    with a hint at the dataset root."""
+    listing = csv_root / "labels.csv"
+    listing.write_text(listing.read_text().replace(".jpg", ".JPG"))
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    found = csv_root / "img" / "cat_0.jpg"
+    said = capsys.readouterr().err.splitlines()[1]
+    assert said.endswith(
+        f"missing, e.g. cat_0.JPG, cat_1.JPG, cat_2.JPG; {found} exists, its name in another case "
+        f"(macOS and Windows ignore case, Linux does not): list the files as they are named"
+    )
+
+
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["data", "check", "cub", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
