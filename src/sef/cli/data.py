@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read every split of NAME at ROOT, print its size and classes, then fully decode "
             "every image. Exits 1 and names the bad files if any image is missing or unreadable "
-            "(more than three for one reason in one line: how many, where, three examples)."
+            "(more than three for one reason in one line: how many, where, three examples), or "
+            "says why if training would stop on the data (one class, a class without images)."
         ),
     )
     _dataset_arguments(check, "a reader option, e.g. level=family (Aircraft) or bbox_crop=true")
@@ -204,6 +205,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
     print("classes:")
     print(_class_summary(classes, args.all_classes))
+    refused = _training_refusal(splits, args.root or args.name)
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
         list(unique.items()), workers=args.workers, progress=progress_bars(args), record=REFRESH
@@ -213,9 +215,28 @@ def run_check(args: argparse.Namespace) -> int:
         print(describe_bad_images(bad, len(unique)), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
+        if refused:
+            print(refused, file=sys.stderr)
         return 1
     print("the image opens" if len(unique) == 1 else f"all {len(unique):,} images open")
+    if refused:
+        print(refused, file=sys.stderr)
+        return 1
     return 0
+
+
+def _training_refusal(splits: dict[str, datasets.ImageList], source: str) -> str:
+    """What training on the trainval split of ``splits`` would stop with (fewer than two
+    classes, a class without images), as a line, or "" (also where there is no such split)."""
+    from sef.engine.data import check_classes
+
+    if "trainval" not in splits:
+        return ""
+    try:
+        check_classes(splits["trainval"], "trainval", source)
+    except DataError as error:
+        return f"training stops on this data: {error}"
+    return ""
 
 
 def _unfinished_download(args: argparse.Namespace) -> str:
