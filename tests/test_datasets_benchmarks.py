@@ -80,6 +80,11 @@ def test_cub_box_without_pixels_is_refused(cub_root):
 
 
 def test_cub_errors_name_the_file_and_layout(cub_root, tmp_path):
+    archive = tmp_path / "CUB_200_2011.tgz"  # downloaded, not unpacked yet
+    archive.write_bytes(b"\x1f\x8b")
+    unpack = "dataset cub reads a folder; unpack the archive and pass the folder it unpacks to$"
+    with pytest.raises(DataError, match=rf"\.tgz is a file, not a folder; {unpack}"):
+        sef.datasets.load("cub", archive, "test")
     with pytest.raises(DataError, match="does not exist.*CUB_200_2011/"):
         sef.datasets.load("cub", tmp_path / "nowhere", "test")
     (cub_root / "classes.txt").unlink()
