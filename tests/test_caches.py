@@ -283,6 +283,16 @@ def test_the_list_of_a_folder_without_caches(run_sef):
     assert (result.returncode, result.stdout) == (0, f"no image caches in {where}\n")
 
 
+def test_a_folder_that_is_none_is_refused_not_listed_empty(built, capsys):
+    for given, what in (("nowhere", "does not exist"), ("index.json", "is a file, not a folder")):
+        for action in ([], ["--json"], ["--prune", "3"]):
+            assert main(["data", "caches", str(built / given), *action]) == 2
+            assert capsys.readouterr().err == (
+                f"sef data: error: {built / given} {what}; give the folder that holds the image "
+                f"caches (default: {caches.default_root()})\n"
+            )
+
+
 def test_remove_says_what_it_freed(built, run_sef):
     size = human(caches.describe(built).bytes)
     result = run_sef("data", "caches", built.parent, "--remove", "cub")  # its name as listed

@@ -118,6 +118,20 @@ def test_check_says_paths_typed_for_files_named_on_a_mac_store_accents_otherwise
     )
 
 
+def test_check_says_paths_listed_in_another_case_than_the_files(csv_root, capsys):
+    """A CSV written on Windows, where IMG.JPG opens img.jpg: on Linux every image was missing,
+    with a hint at the dataset root."""
+    listing = csv_root / "labels.csv"
+    listing.write_text(listing.read_text().replace(".jpg", ".JPG"))
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    found = csv_root / "img" / "cat_0.jpg"
+    said = capsys.readouterr().err.splitlines()[1]
+    assert said.endswith(
+        f"missing, e.g. cat_0.JPG, cat_1.JPG, cat_2.JPG; {found} exists, its name in another case "
+        f"(macOS and Windows ignore case, Linux does not): list the files as they are named"
+    )
+
+
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["data", "check", "cub", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
@@ -337,5 +351,25 @@ def test_check_prints_class_names_the_terminal_cannot_encode(
 
 def test_check_of_one_image_says_it_opens(tmp_path, write_image, capsys):
     write_image(tmp_path / "own" / "a" / "1.png")  # it said "all 1 images open"
-    assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "the image opens"
+    assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 1
+    said = capsys.readouterr()
+    assert said.out.splitlines()[-1] == "the image opens"
+    assert said.err == (  # it passed, exit 0, the data that training refuses
+        f"training stops on this data: {tmp_path / 'own'} holds 1 class ('a'); a classifier "
+        f"needs at least two classes to tell apart\n"
+    )
+
+
+def test_check_says_when_training_would_stop_on_a_class_without_images(
+    tmp_path, write_image, capsys
+):
+    for path in ("a/1.png", "a/2.png", "b/1.png", "b/2.png"):
+        write_image(tmp_path / "own" / path)
+    (tmp_path / "own" / "c").mkdir()  # made for images not copied yet
+    assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 1
+    said = capsys.readouterr()
+    assert said.out.endswith("all 4 images open\n")
+    assert said.err == (
+        f"training stops on this data: the trainval split of {tmp_path / 'own'} has no images of "
+        f"1 of its 3 classes ('c'); add images of them or remove them\n"
+    )

@@ -20,6 +20,7 @@ from conftest import (
     DOGS_TEST,
     DOGS_TRAIN,
 )
+from numpy.lib.recfunctions import repack_fields
 from PIL import Image
 
 import sef
@@ -79,11 +80,37 @@ def test_cub_box_without_pixels_is_refused(cub_root):
 
 
 def test_cub_errors_name_the_file_and_layout(cub_root, tmp_path):
+    archive = tmp_path / "CUB_200_2011.tgz"  # downloaded, not unpacked yet
+    archive.write_bytes(b"\x1f\x8b")
+    unpack = "dataset cub reads a folder; unpack the archive and pass the folder it unpacks to$"
+    with pytest.raises(DataError, match=rf"\.tgz is a file, not a folder; {unpack}"):
+        sef.datasets.load("cub", archive, "test")
     with pytest.raises(DataError, match="does not exist.*CUB_200_2011/"):
         sef.datasets.load("cub", tmp_path / "nowhere", "test")
     (cub_root / "classes.txt").unlink()
     with pytest.raises(DataError, match=r"classes.txt is missing.*laid out as CUB_200_2011/"):
         sef.datasets.load("cub", cub_root, "test")
+
+
+def test_a_benchmark_a_folder_or_two_below_the_root_is_pointed_at(
+    cub_root, aircraft_root, tmp_path
+):
+    # unpacked into a folder of its own (CUB_200_2011/CUB_200_2011), or ROOT one folder too high
+    holder = tmp_path / "Downloads"
+    shutil.move(cub_root, holder / "CUB_200_2011" / "CUB_200_2011")
+    found = holder / "CUB_200_2011" / "CUB_200_2011"
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("cub", holder, "test")
+    assert str(error.value).endswith(
+        f"; {found / 'images.txt'} exists: pass {found} as the data root"
+    )
+    aircraft = holder / "aircraft" / "fgvc-aircraft-2013b"
+    shutil.move(aircraft_root, aircraft)
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("aircraft", holder, "test")
+    assert str(error.value).endswith(
+        f"; {aircraft / 'data'} exists: pass {aircraft} as the data root"
+    )
 
 
 def test_cub_lists_are_utf8_with_or_without_a_byte_order_mark(cub_root):
@@ -108,6 +135,18 @@ def test_cub_missing_split_line(cub_root):
     split = cub_root / "train_test_split.txt"
     split.write_text("\n".join(split.read_text().splitlines()[1:]))
     with pytest.raises(DataError, match="train_test_split.txt has no line for image id 1"):
+        sef.datasets.load("cub", cub_root, "trainval")
+
+
+@pytest.mark.parametrize("kept", [14, 0])  # cut short, or emptied: fewer images, silently
+def test_cub_an_images_txt_that_lists_fewer_ids_than_the_labels_is_refused(cub_root, kept):
+    images = cub_root / "images.txt"
+    images.write_text("".join(images.read_text().splitlines(keepends=True)[:kept]))
+    with pytest.raises(
+        DataError,
+        match=rf"image_class_labels.txt lists {15 - kept} image ids? that images.txt does not, "
+        rf"e.g. {kept + 1}; the lists do not belong together: unpack CUB_200_2011.tgz again",
+    ):
         sef.datasets.load("cub", cub_root, "trainval")
 
 
@@ -191,6 +230,14 @@ def test_cars_errors(cars_root):
         DataError, match=r"cars_train_annos.mat \(00001.jpg\): the box from \(3, 5\) to \(2, 25\)"
     ):
         sef.datasets.load("cars", cars_root, "trainval", bbox_crop=True)
+    # the train annotations of another kind: a field named, not numpy's 'no field of name'
+    table = repack_fields(table[["class", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"]])
+    scipy.io.savemat(annotations, {"annotations": table})
+    with pytest.raises(DataError, match=r"annos.mat has no 'fname' field; is it the official file"):
+        sef.datasets.load("cars", cars_root, "trainval")
+    scipy.io.savemat(annotations, {"annotations": np.arange(3)})
+    with pytest.raises(DataError, match=r"annos.mat has no 'class' field; is it the official file"):
+        sef.datasets.load("cars", cars_root, "trainval")
     (cars_root / "devkit" / "cars_meta.mat").write_text("not a MATLAB file")
     with pytest.raises(DataError, match="cars_meta.mat is not a readable MATLAB file"):
         sef.datasets.load("cars", cars_root, "trainval")
@@ -226,6 +273,16 @@ def test_dogs_errors(dogs_root):
         content["labels"][content["labels"] == old] = new
         scipy.io.savemat(path, {k: v for k, v in content.items() if not k.startswith("__")})
 
+    lists = dogs_root / "lists"
+    shutil.copy(lists / "test_list.mat", lists / "kept.mat")
+    shutil.copy(lists / "train_list.mat", lists / "test_list.mat")  # the test images trained on
+    with pytest.raises(
+        DataError,
+        match=r"9 images of .*lists are in both train_list.mat and test_list.mat, e.g. "
+        r"n02085620-Chihuahua/n02085620_0.jpg; the lists are not the official ones",
+    ):
+        sef.datasets.load("dogs", dogs_root, "test")
+    shutil.move(lists / "kept.mat", lists / "test_list.mat")
     relabel("train_list.mat", 2, 4)  # train says 4, test says 2: one folder, two labels
     with pytest.raises(DataError, match="one Images/ folder two labels"):
         sef.datasets.load("dogs", dogs_root, "trainval")
@@ -292,6 +349,9 @@ def test_aircraft_errors(aircraft_root, tmp_path):
     with pytest.raises(DataError, match="no fgvc-aircraft-2013b/data folder.*folder name kept"):
         sef.datasets.load("aircraft", renamed, "test")
     variants = aircraft_root / "data" / "variants.txt"
+    variants.write_text(variants.read_text() + "F/A-18\n")  # two classes by one name
+    with pytest.raises(DataError, match="variants.txt line 5 repeats the class 'F/A-18' of line 4"):
+        sef.datasets.load("aircraft", aircraft_root, "test")
     variants.write_text(variants.read_text().replace("F/A-18\n", ""))
     with pytest.raises(DataError, match="names class 'F/A-18' that is not in variants.txt"):
         sef.datasets.load("aircraft", aircraft_root, "test")

@@ -269,6 +269,17 @@ def test_csv_paths_relative_to_the_current_folder_are_pointed_out(csv_root, monk
     assert len(_load("csv", moved, "test", image_root=".")) == 6
 
 
+def test_class_folders_that_differ_only_in_case_are_warned_of(folder_root):
+    # two sources merged on Linux: train/Cat beside train/cat, both with images
+    shutil.copytree(folder_root / "train" / "cat", folder_root / "train" / "Cat")
+    with pytest.warns(UserWarning) as warned:
+        assert _load("folder", folder_root, "trainval").classes == ["Cat", *OWN_CLASSES]
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'train'}: the classes 'Cat' and 'cat' differ only in case, so they are "
+        f"two classes; spell them alike if they are one"
+    ]
+
+
 def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
     labels = csv_root / "labels.csv"
     labels.write_text(labels.read_text().replace("img/cat_0.jpg,cat", "img/cat_0.jpg,Cat"))
@@ -288,6 +299,12 @@ def test_csv_fixed_class_list_and_label_outside_it(csv_root):
     assert all(Path(p).name.startswith(ds.classes[y]) for p, y in ds.samples)
     with pytest.raises(DataError, match=r"labels.csv line 2: label 'cat' is not a class \(fox\)"):
         _load("csv", csv_root, "test", classes=["fox"])
+    # a name twice: two classes, the first without images
+    with pytest.raises(ConfigError, match="option classes names 'cat' twice; list each class once"):
+        _load("csv", csv_root, "test", classes=["cat", "dog", "fox", "cat"])
+    classes_file.write_text("fox\ncat\ndog\n\ncat\n")
+    with pytest.raises(DataError, match="classes.txt line 5 repeats the class 'cat' of line 2; l"):
+        _load("csv", csv_root, "test", classes=str(classes_file))
 
 
 def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root):

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 import sef
+import sef.cli
 import sef.space
 from sef.datasets import download as dl
 from sef.errors import DataError, DiskFull
@@ -44,7 +45,9 @@ def test_mirror_and_kept_archive(served_cub, tmp_path, monkeypatch):
     base, entry = served_cub
     moved = dl.Archive("http://127.0.0.1:9/unreachable.tgz", entry.md5, entry.filename)
     monkeypatch.setitem(dl.ARCHIVES, "cub", [moved])
-    root = dl.download("cub", tmp_path, mirror=base + "/", keep_archives=True, progress=False)
+    root = dl.download(
+        "cub", tmp_path / "data", mirror=base + "/", keep_archives=True, progress=False
+    )
     assert (root / "CUB_200_2011.tgz").is_file() and (root / "CUB_200_2011").is_dir()
     # a verified archive already on disk is not fetched again (the URL is unreachable)
     dl.fetch(moved.url, root / "CUB_200_2011.tgz", entry.md5, progress=False)
@@ -324,6 +327,23 @@ def test_a_root_an_earlier_download_unpacked_is_not_fetched_again(
     assert not dl.unpacked("cub", root)
     with pytest.raises(DataError, match="could not download http://127.0.0.1:9/gone.tgz"):
         dl.download("cub", root, progress=False)
+
+
+def test_a_dataset_unpacked_by_hand_is_neither_fetched_nor_overwritten(
+    cub_root, tmp_path, monkeypatch, capsys, files_in
+):
+    gone = dl.Archive("http://127.0.0.1:9/gone.tgz", "0" * 32, "CUB_200_2011.tgz")
+    monkeypatch.setitem(dl.ARCHIVES, "cub", [gone])
+    (cub_root / "classes.txt").write_text((cub_root / "classes.txt").read_text() + "\n")  # edited
+    before = files_in(cub_root.parent)
+    for root in (cub_root.parent, cub_root):  # the folder holding it, or its own
+        assert sef.cli.main(["data", "download", "cub", str(root), "--no-progress"]) == 0
+        assert capsys.readouterr().out == (
+            f"cub is already in {root} (not unpacked by a download), so nothing was "
+            f"downloaded or overwritten (to download it again, move its files out of {root}); "
+            f"next: sef data check cub {root}\n"
+        )
+    assert files_in(cub_root.parent) == before
 
 
 @pytest.mark.parametrize("name", ["cars", "demo", "folder", "csv"])

@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read every split of NAME at ROOT, print its size and classes, then fully decode "
             "every image. Exits 1 and names the bad files if any image is missing or unreadable "
-            "(more than three for one reason in one line: how many, where, three examples)."
+            "(more than three for one reason in one line: how many, where, three examples), or "
+            "says why if training would stop on the data (one class, a class without images)."
         ),
     )
     _dataset_arguments(check, "a reader option, e.g. level=family (Aircraft) or bbox_crop=true")
@@ -88,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"Download the official archives of NAME ({', '.join(datasets.DOWNLOADABLE)}) into "
             "ROOT, verify their MD5 checksums and unpack them so that `sef data check NAME ROOT` "
             "reads them. Run again, it continues a stopped transfer and skips the archives it "
-            "has unpacked there."
+            "has unpacked there; where NAME reads from ROOT already (unpacked by hand), it "
+            "downloads nothing and leaves the files as they are."
         ),
     )
     fetch.add_argument(
@@ -206,6 +208,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
     print("classes:")
     print(_class_summary(classes, args.all_classes))
+    refused = _training_refusal(splits, args.root or args.name)
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
         list(unique.items()), workers=args.workers, progress=progress_bars(args), record=REFRESH
@@ -215,9 +218,28 @@ def run_check(args: argparse.Namespace) -> int:
         print(describe_bad_images(bad, len(unique)), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
+        if refused:
+            print(refused, file=sys.stderr)
         return 1
     print("the image opens" if len(unique) == 1 else f"all {len(unique):,} images open")
+    if refused:
+        print(refused, file=sys.stderr)
+        return 1
     return 0
+
+
+def _training_refusal(splits: dict[str, datasets.ImageList], source: str) -> str:
+    """What training on the trainval split of ``splits`` would stop with (fewer than two
+    classes, a class without images), as a line, or "" (also where there is no such split)."""
+    from sef.engine.data import check_classes
+
+    if "trainval" not in splits:
+        return ""
+    try:
+        check_classes(splits["trainval"], "trainval", source)
+    except DataError as error:
+        return f"training stops on this data: {error}"
+    return ""
 
 
 def _unfinished_download(args: argparse.Namespace) -> str:
@@ -234,8 +256,15 @@ def _unfinished_download(args: argparse.Namespace) -> str:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sef.datasets.download import download, unpacked
+    from sef.datasets.download import download, unpacked, unpacked_otherwise
 
+    if unpacked_otherwise(args.name, args.root):
+        print(
+            f"{args.name} is already in {args.root} (not unpacked by a download), so "
+            f"nothing was downloaded or overwritten (to download it again, move its files out "
+            f"of {args.root}); next: sef data check {args.name} {args.root}"
+        )
+        return 0
     there = unpacked(args.name, args.root)
     root = download(
         args.name,
@@ -288,6 +317,12 @@ def run_caches(args: argparse.Namespace) -> int:
     from sef.datasets import caches
 
     root = (args.folder or caches.default_root()).expanduser()
+    if args.folder and not args.remove and not root.is_dir():  # a typo read as "no caches"
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(
+            f"{root} {what}; give the folder that holds the image caches (default: "
+            f"{caches.default_root()})"
+        )
     records = None if args.folder else caches.verified_records()  # beside the default caches
     if args.remove:
         return _remove([_named(text, root) for text in args.remove])

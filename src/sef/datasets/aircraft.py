@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import read_lines, read_pairs, require
+from sef.datasets.layout import class_names, deeper_hint, read_pairs, require
 from sef.datasets.splits import check_split
 from sef.errors import ConfigError, DataError
 
@@ -39,6 +39,7 @@ def _data_folder(root: Path) -> Path:
         raise DataError(f"dataset folder {root} does not exist; point ROOT at {LAYOUT}")
     raise DataError(
         f"no {FOLDER}/data folder at {root}; the dataset should be laid out as {LAYOUT}"
+        f"{deeper_hint(root, f'{FOLDER}/data')}"
     )
 
 
@@ -59,7 +60,7 @@ def read(
     if level not in LEVELS:
         raise ConfigError(f"unknown Aircraft level {level!r}; choose one of {', '.join(LEVELS)}")
     data = _data_folder(Path(root))
-    classes = [name for _, name in read_lines(data / LEVELS[level], LAYOUT)]
+    classes = class_names(data / LEVELS[level], LAYOUT)
     listing = data / f"images_{level}_{split}.txt"
     pairs = read_pairs(listing, LAYOUT)
     images = require(data / "images", LAYOUT)

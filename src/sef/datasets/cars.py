@@ -24,6 +24,7 @@ LAYOUT = (
     "into ROOT, plus the test labels file)"
 )
 TEST_LABELS = "cars_test_annos_withlabels.mat"
+BOX = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")  # the fields of a box, in PIL's crop order
 
 
 def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
@@ -31,15 +32,19 @@ def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
     require(folder, LAYOUT)
     samples, boxes = [], []
     table = read_mat(path, ["annotations"], LAYOUT)["annotations"]
-    if "class" not in (table.dtype.names or ()):
+    fields = table.dtype.names or ()
+    if "class" not in fields and path.name == TEST_LABELS:  # cars_test_annos.mat renamed
         raise DataError(f"{path} has no 'class' field; use the labelled file {TEST_LABELS}")
+    missing = [f for f in ("class", "fname", *(BOX if with_boxes else ())) if f not in fields]
+    if missing:
+        raise DataError(f"{path} has no '{missing[0]}' field; is it the official file?")
     for row in table:
         where = f"{path} ({row['fname']})"
         samples.append(
             (str(folder / str(row["fname"])), one_based_label(row["class"], num_classes, where))
         )
         if with_boxes:
-            box = tuple(float(row[f]) for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
+            box = tuple(float(row[f]) for f in BOX)
             boxes.append(box_with_area(box, where))
     return samples, (boxes if with_boxes else None)
 

@@ -135,10 +135,23 @@ def _spelled_otherwise(path: str) -> tuple[str, str] | None:
     return None
 
 
+def _cased_otherwise(path: str) -> str | None:
+    """The file beside ``path`` whose name is its name in another case, where there is one: a
+    list written on macOS or Windows, whose file systems ignore case (IMG_1.JPG for img_1.jpg)."""
+    folder, name = os.path.split(path)
+    try:
+        names = sorted(os.listdir(folder or os.curdir))
+    except OSError:
+        return None
+    same = [other for other in names if other != name and other.casefold() == name.casefold()]
+    return os.path.join(folder, same[0]) if same else None
+
+
 def _missing_hint(paths: list[str]) -> str:
     """Why ``paths`` may be missing: Windows separators (said, not converted: on Linux a file
-    name may hold a backslash), accents stored otherwise, a folder that does not exist, or the
-    images one folder deeper than listed (a copy that unpacks cars_train/cars_train/)."""
+    name may hold a backslash), accents stored otherwise, a name in another case, a folder that
+    does not exist, or the images one folder deeper than listed (a copy that unpacks
+    cars_train/cars_train/)."""
     if _backslashed(paths):
         return "the paths separate folders with \\ (as on Windows): write them with / instead"
     found = _spelled_otherwise(paths[0])
@@ -146,6 +159,12 @@ def _missing_hint(paths: list[str]) -> str:
         form, path = found
         mac = " (as macOS writes file names)" * (form == "NFD")
         return f"{path} exists, its accents stored as {form}{mac}: list the files as they are named"
+    cased = _cased_otherwise(paths[0])
+    if cased:
+        return (
+            f"{cased} exists, its name in another case (macOS and Windows ignore case, Linux does "
+            f"not): list the files as they are named"
+        )
     parent, name = os.path.split(paths[0])
     if not os.path.isdir(parent):
         return f"{parent} does not exist: is the dataset root the folder its archives unpacked to?"

@@ -20,7 +20,7 @@ from pathlib import Path
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import extension, readable_extensions
-from sef.datasets.layout import read_lines
+from sef.datasets.layout import class_names
 from sef.datasets.names import class_of, key, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import ConfigError, DataError
@@ -192,8 +192,15 @@ def _class_list(
         path = Path(classes).expanduser()
         if not path.is_file():
             raise DataError(f"class list {path} does not exist; give a text file, one class a line")
-        return [name for _, name in read_lines(path, LAYOUT)]
-    return [str(name) for name in classes]
+        return class_names(path, LAYOUT)
+    names, seen = [str(name) for name in classes], set()
+    for name in names:
+        if key(name) in seen:  # two classes by one name: the first without images
+            raise ConfigError(
+                f"dataset 'csv' option classes names {name!r} twice; list each class once"
+            )
+        seen.add(key(name))
+    return names
 
 
 def read(

@@ -14,6 +14,7 @@ from sef.datasets.imagelist import Box, ImageList
 from sef.datasets.layout import box_with_area, find_root, one_based_label, read_pairs
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
+from sef.text import counted
 
 LAYOUT = (
     "CUB_200_2011/{images/<class>/<file>.jpg, images.txt, image_class_labels.txt, "
@@ -23,11 +24,19 @@ LAYOUT = (
 
 
 def _by_id(path: Path, ids: list[str]) -> list[str]:
-    """The value of every id in ``ids`` from the ``<id> <value>`` list at ``path``."""
+    """The value of every id in ``ids`` from the ``<id> <value>`` list at ``path``, which lists
+    those ids and no other (an images.txt cut short, or emptied, read as fewer images)."""
     table = dict(read_pairs(path, LAYOUT))
     missing = [i for i in ids if i not in table]
     if missing:
         raise DataError(f"{path} has no line for image id {missing[0]} (listed in images.txt)")
+    listed = set(ids)
+    unlisted = [i for i in table if i not in listed]
+    if unlisted:
+        raise DataError(
+            f"{path} lists {counted(len(unlisted), 'image id')} that images.txt does not, e.g. "
+            f"{unlisted[0]}; the lists do not belong together: unpack CUB_200_2011.tgz again"
+        )
     return [table[i] for i in ids]
 
 

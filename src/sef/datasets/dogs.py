@@ -16,6 +16,7 @@ from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import find_root, read_mat
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
+from sef.text import counted
 
 LAYOUT = (
     "ROOT/{Images/<synset-name>/<file>.jpg, train_list.mat, test_list.mat} with the lists at the "
@@ -63,6 +64,13 @@ def read(
     train = _read_list(lists / "train_list.mat")
     test = _read_list(lists / "test_list.mat")
     classes = _class_names(train + test, lists)
+    shared = {f for f, _ in train} & {f for f, _ in test}
+    if shared:  # the test accuracy would score images trained on
+        raise DataError(
+            f"{counted(len(shared), 'image')} of {lists} are in both train_list.mat and "
+            f"test_list.mat, e.g. {min(shared)}; the lists are not the official ones: unpack "
+            f"lists.tar again"
+        )
     pairs = test if split == "test" else train
     images = folder / "Images"
     samples = [(str(images / f), label - 1) for f, label in pairs]

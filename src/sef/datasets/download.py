@@ -263,6 +263,21 @@ def unfinished(name: str, root: str | os.PathLike) -> Path | None:
     return None
 
 
+def unpacked_otherwise(name: str, root: str | os.PathLike) -> bool:
+    """Whether dataset ``name`` reads from ``root`` though no download finished unpacking it
+    there (unpacked by hand, or ``root`` the dataset's own folder): a download would fetch it
+    again and unpack it over those files."""
+    from sef.datasets import load
+
+    if unpacked(name, root) or unfinished(name, root) is not None:
+        return False
+    try:
+        load(name, root, "test")
+    except SEFError:
+        return False
+    return True
+
+
 def download(
     name: str,
     root: str | os.PathLike,
@@ -275,7 +290,9 @@ def download(
 
     ``mirror`` replaces the official host: each file is fetched from ``<mirror>/<filename>``
     (a mirror without a scheme is a local folder) and must still have the official checksum.
-    An archive an earlier call unpacked into ``root`` is not fetched again (see :func:`unpacked`).
+    An archive an earlier call unpacked into ``root`` is not fetched again (see :func:`unpacked`),
+    nor is anything where the dataset reads from ``root`` already (:func:`unpacked_otherwise`):
+    its files stay as they are.
     A ``root`` this call created is removed again if the download fails or is interrupted before
     it holds anything.
     """
@@ -285,6 +302,8 @@ def download(
     if name not in ARCHIVES:
         known = ", ".join(ARCHIVES)
         raise ConfigError(f"unknown dataset {name!r} to download; choose one of {known}")
+    if unpacked_otherwise(name, root):
+        return Path(root).expanduser()
     created = not Path(root).expanduser().exists()
     root = outputs.make_folder(Path(root).expanduser())  # a file there: named, in one line
     try:

@@ -25,7 +25,7 @@ from sef.datasets.images import (
     extension,
     readable_extensions,
 )
-from sef.datasets.names import class_of
+from sef.datasets.names import class_of, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError
 from sef.text import counted, some
@@ -181,6 +181,8 @@ def read(
             f"classes are one folder deeper; pass {root / only} as the data root"
         )
     _warn_misnamed_splits(root, split_folders, class_folders)
+    for folder in split_folders.values() or [root]:  # two sources merged: Cat/ beside cat/
+        warn_case_twins(sorted({class_folders[name] for name in _subfolders(folder)}), str(folder))
     index = {name: label for label, name in enumerate(classes)}
     label_of = {folder: index[name] for folder, name in class_folders.items()}
     samples, tags = [], []

@@ -26,7 +26,25 @@ def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], l
     for folder in (root, *(root / sub for sub in subfolders)):
         if (folder / marker).exists():
             return folder
-    raise DataError(f"{marker} not found in {root}; the dataset should be laid out as {layout}")
+    raise DataError(
+        f"{marker} not found in {root}; the dataset should be laid out as {layout}"
+        f"{deeper_hint(root, marker)}"
+    )
+
+
+def deeper_hint(root: Path, marker: str) -> str:
+    """What to say where ``marker`` is one or two folders under ``root`` (an archive unpacked
+    into a folder of its own, or ROOT one folder too high): "; <it> exists: pass <its folder> as
+    the data root"; "" where it is not."""
+    for pattern in (f"*/{marker}", f"*/*/{marker}"):
+        found = sorted(
+            path
+            for path in root.glob(pattern)
+            if not any(part.startswith(".") for part in path.relative_to(root).parts)
+        )
+        if found:
+            return f"; {found[0]} exists: pass {found[0].parent} as the data root"
+    return ""
 
 
 def require(path: Path, layout: str) -> Path:
@@ -44,6 +62,20 @@ def read_lines(path: Path, layout: str) -> list[tuple[int, str]]:
         raise DataError(f"{path} {problem}") from None
     lines = enumerate(text.splitlines(), start=1)
     return [(number, line.strip()) for number, line in lines if line.strip()]
+
+
+def class_names(path: Path, layout: str) -> list[str]:
+    """The names of a class list, one a line; a name listed twice is refused (it would be two
+    classes, the first without images)."""
+    first: dict[str, int] = {}
+    for number, name in read_lines(path, layout):
+        earlier = first.setdefault(name, number)
+        if earlier != number:
+            raise DataError(
+                f"{path} line {number} repeats the class {name!r} of line {earlier}; list each "
+                f"class once"
+            )
+    return list(first)
 
 
 def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:

@@ -76,7 +76,7 @@ def load_data(
             f"the {d.eval_split} split of {d.root} has different classes from {d.train_split}; "
             f"both splits must list the same classes"
         )
-    _check_classes(train, d.train_split, d.root or d.dataset)
+    check_classes(train, d.train_split, d.root or d.dataset)
     shared = {path for path, _ in train.samples} & {path for path, _ in evaluation.samples}
     if shared:
         raise DataError(
@@ -146,8 +146,9 @@ def _warn_unevaluated(
         )
 
 
-def _check_classes(train: ImageList, split: str, source: str) -> None:
-    """DataError unless ``train`` has two classes or more and images of every one."""
+def check_classes(train: ImageList, split: str, source: str) -> None:
+    """DataError unless ``train`` has two classes or more and images of every one (training's
+    refusal, which `sef data check` says too)."""
     if len(train.classes) < 2:
         named = ", ".join(repr(name) for name in train.classes) or "none"
         raise DataError(
