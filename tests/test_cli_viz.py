@@ -192,3 +192,13 @@ def test_cam_without_images_n_draws_as_many_as_a_figure_of_its_groups_holds(
     assert main(["viz", "cam", "--checkpoint", str(demo_checkpoint), "--out", str(out)]) == 0
     with Image.open(out) as image:
         assert image.width < image.height  # one column
+
+
+def test_cam_refuses_to_draw_over_an_image_it_shows(demo_checkpoint, tmp_path, write_image, capsys):
+    own = write_image(tmp_path / "own.png", (50, 40))
+    before = own.read_bytes()
+    argv = ["viz", "cam", "--checkpoint", str(demo_checkpoint), str(own), "--out"]
+    assert main([*argv, str(tmp_path / "." / "own.png")]) == 2
+    assert own.read_bytes() == before
+    err = capsys.readouterr().err
+    assert "it is the image" in err and "choose another file" in err and err.count("\n") == 1

@@ -132,6 +132,19 @@ def _check_out(out: str | os.PathLike) -> None:
     _check_format(out)
 
 
+def _check_not_shown(out: str | os.PathLike, paths: Sequence[str | os.PathLike]) -> None:
+    """OutputError where the figure ``out`` is one of the image files ``paths`` it shows (``sef
+    viz cam photo.jpg --out photo.jpg``): drawing it would replace the user's image."""
+    for path in paths:
+        try:
+            same = os.path.samefile(out, path)
+        except OSError:  # one of them is not there: nothing to replace
+            continue
+        if same:
+            problem = f"cannot write {out}: it is the image {path} that the figure shows"
+            raise OutputError(f"{problem}, which this would replace; choose another file", problem)
+
+
 def _group_names(count: int) -> list[str]:
     return [f"group {g + 1}" for g in range(count)]
 
@@ -508,6 +521,7 @@ def activation_figure(
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
     captioned with the model's prediction; ``progress`` shows a generated set being drawn."""
     _check_out(out)  # before the work
+    _check_not_shown(out, paths)
     _check_columns(len(paths) or images, len(trained.model.group_sizes))
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed, progress)
     model = trained.model
