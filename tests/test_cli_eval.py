@@ -140,6 +140,10 @@ def test_eval_refuses_unknown_tta_and_unwritable_report(
     assert capsys.readouterr().err.startswith(
         f"sef eval: error: cannot write {blocked / 'report'}: "
     )
+    (tmp_path / "confusion.png").write_text("my own figure")  # before the evaluation: none
+    assert main([*arguments, "--report", str(tmp_path)]) == 2
+    assert (tmp_path / "confusion.png").read_text() == "my own figure"
+    assert "no earlier sef report in" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_code:
         main([*arguments, "--tta", "rotate"])
     assert exit_code.value.code == 2
