@@ -149,6 +149,18 @@ def test_eval_refuses_unknown_tta_and_unwritable_report(
     assert exit_code.value.code == 2
 
 
+@pytest.mark.parametrize("option", ["--predictions", "--report"])
+def test_a_dash_is_no_file_name(demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys, option):
+    """Not stdout, as in Unix tools: before, a file (or folder) named - appeared."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["eval", "--checkpoint", str(demo_checkpoint), option, "-"])
+    assert exit_code.value.code == 2 and os.listdir(tmp_path) == []
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.endswith(f"argument {option}: - (stdin or stdout) is not read or written here; "
+                         "give a file or folder name (one named - is ./-)")  # fmt: skip
+
+
 def test_a_default_predictions_file_that_cannot_be_written_points_to_predictions(
     demo_checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
