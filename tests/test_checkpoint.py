@@ -289,6 +289,22 @@ def test_a_model_this_installation_cannot_build_names_the_checkpoint(demo_checkp
         load_trained_model(tmp_path / "newer.pt")
 
 
+def test_a_config_of_another_sef_names_who_wrote_it(demo_checkpoint, tmp_path):
+    """A newer sef's config key is its own, not damage (before: only "unusable config")."""
+    state = load_checkpoint(demo_checkpoint)
+    state["config"]["model"]["future_key"] = 1
+    save_checkpoint(tmp_path / "edited.pt", state)
+    with pytest.raises(CheckpointError, match=r"'future_key' .* output_stride$"):
+        load_trained_model(tmp_path / "edited.pt")  # this sef's own: no other sef to blame
+    torch.save({**state, "sef_version": "9.9.0"}, tmp_path / "newer.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r"unknown config key 'future_key' .* \(written by sef 9\.9\.0 with torch .*; this "
+        rf"is sef {re.escape(__version__)}: read it with that sef\)$",
+    ):
+        load_trained_model(tmp_path / "newer.pt")
+
+
 @pytest.mark.parametrize("policy", ["skip", "stop"])
 def test_a_run_that_skipped_bad_images_skips_them_when_evaluated(
     demo_checkpoint, folder_root, policy

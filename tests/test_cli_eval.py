@@ -140,9 +140,25 @@ def test_eval_refuses_unknown_tta_and_unwritable_report(
     assert capsys.readouterr().err.startswith(
         f"sef eval: error: cannot write {blocked / 'report'}: "
     )
+    (tmp_path / "confusion.png").write_text("my own figure")  # before the evaluation: none
+    assert main([*arguments, "--report", str(tmp_path)]) == 2
+    assert (tmp_path / "confusion.png").read_text() == "my own figure"
+    assert "no earlier sef report in" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_code:
         main([*arguments, "--tta", "rotate"])
     assert exit_code.value.code == 2
+
+
+@pytest.mark.parametrize("option", ["--predictions", "--report"])
+def test_a_dash_is_no_file_name(demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys, option):
+    """Not stdout, as in Unix tools: before, a file (or folder) named - appeared."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["eval", "--checkpoint", str(demo_checkpoint), option, "-"])
+    assert exit_code.value.code == 2 and os.listdir(tmp_path) == []
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.endswith(f"argument {option}: - (stdin or stdout) is not read or written here; "
+                         "give a file or folder name (one named - is ./-)")  # fmt: skip
 
 
 def test_a_default_predictions_file_that_cannot_be_written_points_to_predictions(

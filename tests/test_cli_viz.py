@@ -216,3 +216,37 @@ def test_out_help_names_formats_beyond_png(figure, capsys):
     with pytest.raises(SystemExit):
         main(["viz", figure, "--help"])
     assert ".png, .pdf, .svg" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cam_refuses_to_draw_over_an_image_it_shows(demo_checkpoint, tmp_path, write_image, capsys):
+    own = write_image(tmp_path / "own.png", (50, 40))
+    before = own.read_bytes()
+    argv = ["viz", "cam", "--checkpoint", str(demo_checkpoint), str(own), "--out"]
+    assert main([*argv, str(tmp_path / "." / "own.png")]) == 2
+    assert own.read_bytes() == before
+    err = capsys.readouterr().err
+    assert "it is the image" in err and "choose another file" in err and err.count("\n") == 1
+
+
+def test_a_split_without_images_is_refused_not_drawn(folder_root, tmp_path, capsys):
+    """Before: cam stacked no images (a RuntimeError traceback); corr asked to pass one."""
+    from conftest import OWN_CLASSES
+
+    from sef.checkpoint import save_checkpoint
+    from sef.config import Config, config_to_dict
+    from sef.trained import create_model
+
+    for extra in (folder_root / "train").rglob("*[1-9].png"):  # one image a class: no val
+        extra.unlink()
+    config = Config(name="own")
+    config.model.backbone, config.model.weights = "small_cnn", None
+    config.data.dataset, config.data.root, config.data.image_size = "folder", str(folder_root), 32
+    state = {"model": create_model(config, 3).state_dict(), "config": config_to_dict(config)}
+    checkpoint = tmp_path / "own.pt"
+    save_checkpoint(checkpoint, {**state, "classes": OWN_CLASSES, "epoch": 1, "metrics": {}})
+    argv = ["viz", "cam", "--checkpoint", str(checkpoint), "--split", "val", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "cam.png")]) == 2  # corr and parts: likewise
+    assert capsys.readouterr().err == (
+        f"sef viz: error: the val split of {folder_root} holds no images, so there is nothing to "
+        "draw; choose another --split\n"
+    )

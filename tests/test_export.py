@@ -1,5 +1,6 @@
 """Export: every format reproduces PyTorch's logits, batch stays free, no group heads ship."""
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -405,6 +406,16 @@ def test_an_export_whose_network_cannot_take_its_images_says_so_in_one_line(tmp_
     with pytest.raises(ValueError) as refused:
         check_export(model, {}, SIZE)
     assert str(refused.value) == said.format(batch=3)
+
+
+def test_a_model_whose_outputs_are_not_finite_is_not_exported(model, tmp_path):
+    """An overflowed checkpoint was exported, then its check blamed export-unsafe operations."""
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.head.bias[0] = float("nan")
+    with pytest.raises(ValueError, match="^the model's outputs are not finite .* earlier checkp"):
+        export_model(broken, tmp_path / "out", classes=CLASSES, preprocessing=PREPROCESSING)
+    assert not (tmp_path / "out").exists()
 
 
 def test_exported_files_are_as_private_as_the_umask_says(model, tmp_path):

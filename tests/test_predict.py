@@ -192,3 +192,11 @@ def test_a_photo_stored_sideways_is_predicted_upright(demo_checkpoint, tmp_path)
     paths = [sideways, tmp_path / "upright.png"]
     predictions, _ = predict_images(trained, paths, top_k=3, progress=False)
     assert predictions[0].top == predictions[1].top
+
+
+def test_a_model_whose_outputs_are_not_finite_is_warned_of(demo_checkpoint, images):
+    trained = load_trained_model(demo_checkpoint)
+    with torch.no_grad():
+        trained.model.head.bias[0] = float("nan")  # an overflowed checkpoint: NaN probabilities
+    with pytest.warns(UserWarning, match="not finite on 3 of 3 images, so their predictions mean"):
+        predict_images(trained, [images], top_k=2, batch_size=2, progress=False)

@@ -16,6 +16,7 @@ from sef.engine import EvalResult
 from sef.errors import DiskFull, SEFError
 from sef.report import (
     FILE_NAMES,
+    check_replaceable,
     cluster_order,
     confusion_matrix,
     error_report,
@@ -172,3 +173,17 @@ def test_a_report_that_fails_midway_leaves_no_part_of_it(tmp_path, monkeypatch):
     with pytest.raises(DiskFull, match="confusion.png: no space left on device"):
         report.write(tmp_path / "runs" / "report")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_report_replaces_an_earlier_report_but_no_file_of_yours(tmp_path):
+    earlier, mine = tmp_path / "earlier", tmp_path / "mine"
+    for folder, record in ((earlier, '{"summary": {}, "figure_order": []}'), (mine, "{}")):
+        folder.mkdir()
+        (folder / "report.json").write_text(record)
+        (folder / "per_class.csv").write_text("a,b\n")
+    check_replaceable(earlier)  # what ErrorReport.write wrote: replaced whole
+    report = error_report(result(LABELS, PREDICTED, GROUPS), NAMES)
+    with pytest.raises(SEFError, match=f"cannot write {mine / 'per_class.csv'}: no earlier sef"):
+        report.write(mine)
+    assert (mine / "report.json").read_text() == "{}"
+    assert sorted(os.listdir(mine)) == ["per_class.csv", "report.json"]

@@ -97,6 +97,17 @@ def _logits(plain: nn.Module, images: torch.Tensor) -> torch.Tensor:
         ) from None
 
 
+def _check_finite(logits: torch.Tensor) -> None:
+    """ValueError where the network's outputs are not finite: an export of a checkpoint whose
+    weights overflowed would predict nothing, and its check blamed the export."""
+    if not bool(logits.isfinite().all()):
+        raise ValueError(
+            "the model's outputs are not finite (NaN or infinite logits: its weights or "
+            "BatchNorm statistics overflowed in training), so an export of it would predict "
+            "nothing; export an earlier checkpoint of its run"
+        )
+
+
 def _example_input(plain: nn.Module, image_size: int) -> torch.Tensor:
     # Batch 2, not 1: a size-1 example lets torch.export specialise the batch axis.
     return torch.zeros(2, input_channels(plain), image_size, image_size)
@@ -228,7 +239,8 @@ def export_model(
     _check_only_exports_replaced(out, names, earlier)
     plain = model.export().cpu().float()
     size = preprocessing.image_size
-    _logits(plain, _example_input(plain, size))  # in one line, before the tracers' tracebacks
+    # in one line, before the tracers' tracebacks
+    _check_finite(_logits(plain, _example_input(plain, size)))
     _check_space(out, plain, chosen)
     with _staging(out) as stage:  # the whole set is written before any file in out changes
         staged = {name: stage / FILE_NAMES[name] for name in names}

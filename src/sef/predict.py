@@ -7,6 +7,7 @@ and every other image is still predicted.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
 from sef.modes import evaluation_mode
-from sef.text import column_widths, table_lines
+from sef.text import column_widths, counted, table_lines
 from sef.trained import TrainedModel
 
 
@@ -137,7 +138,8 @@ def predict_files(
     """Predict image ``files`` (as :func:`find_images` lists them) a batch at a time: yields
     (predictions, [(path, reason)] of files that cannot be decoded) as each batch is done, so a
     caller shows them then, not after the last. The model is in eval mode until the iteration
-    ends, each submodule's own mode restored then."""
+    ends, each submodule's own mode restored then; a model whose outputs are not finite (an
+    overflowed checkpoint: NaN probabilities) is warned of once the last batch is done."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     k = min(top_k, len(trained.classes))
@@ -148,6 +150,7 @@ def predict_files(
         collate_fn=list,  # keep (index, image | None, reason) items: failures are per image
     )
     device = next(trained.model.parameters()).device
+    predicted = non_finite = 0
     with evaluation_mode(trained.model):
         for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
             good = [(i, image) for i, image, _ in batch if image is not None]
@@ -155,7 +158,10 @@ def predict_files(
             predictions = []
             if good:
                 images = torch.stack([image for _, image in good]).to(device)
-                probabilities = trained.model(images).float().softmax(dim=1).cpu()
+                logits = trained.model(images).float()
+                predicted += len(good)
+                non_finite += int((~logits.isfinite().all(dim=1)).sum())
+                probabilities = logits.softmax(dim=1).cpu()
                 values, indices = probabilities.topk(k, dim=1)
                 for (i, _), row_p, row_i in zip(
                     good, values.tolist(), indices.tolist(), strict=True
@@ -163,6 +169,14 @@ def predict_files(
                     top = [(trained.classes[c], p) for c, p in zip(row_i, row_p, strict=True)]
                     predictions.append(Prediction(files[i], top))
             yield predictions, failed
+    if non_finite:
+        warnings.warn(
+            f"the model's outputs are not finite on {non_finite:,} of "
+            f"{counted(predicted, 'image')}, so their predictions mean nothing: its weights or "
+            f"BatchNorm statistics overflowed in training; predict with an earlier checkpoint "
+            f"of its run",
+            stacklevel=2,
+        )
 
 
 TABLE_HEADER = ("image", "rank", "class", "probability")

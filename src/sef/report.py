@@ -15,6 +15,7 @@ and how each group head does per class.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from sef import outputs
+from sef.errors import OutputError
 from sef.metrics import per_class_accuracy
 from sef.text import json_text, shown
 
@@ -83,6 +85,7 @@ class ErrorReport:
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write the four files of the module docstring into ``out_dir``, all or none: a failure
         (a full disk) removes them and the folders it created; returns their paths."""
+        check_replaceable(out_dir)
         created = outputs.missing_folders(Path(out_dir))
         out = outputs.make_folder(out_dir)
         paths = {key: out / name for key, name in FILE_NAMES.items()}
@@ -106,6 +109,31 @@ class ErrorReport:
             "figure_order": [self.classes[i] for i in self.order],
         }
         outputs.write_text(paths["json"], json_text(payload) + "\n")
+
+
+def check_replaceable(out_dir: str | os.PathLike) -> None:
+    """OutputError where ``out_dir`` holds a file of a report's name that no earlier report
+    wrote (your own ``report.json`` or ``confusion.png``): writing a report there would replace
+    it. An earlier report's files are replaced whole."""
+    folder = Path(out_dir)
+    if _holds_a_report(folder):
+        return
+    for name in FILE_NAMES.values():
+        if os.path.lexists(folder / name):
+            problem = f"cannot write {folder / name}: no earlier sef report in {folder} wrote it"
+            raise OutputError(
+                f"{problem}, and this would replace it; move it away or choose another folder",
+                problem,
+            )
+
+
+def _holds_a_report(folder: Path) -> bool:
+    """Whether ``folder``'s report.json is one that :meth:`ErrorReport.write` wrote."""
+    try:
+        saved = json.loads((folder / FILE_NAMES["json"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, unreadable, or not JSON: not a report of ours
+        return False
+    return isinstance(saved, dict) and {"summary", "figure_order"} <= saved.keys()
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str] = ()) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from sef import datasets
 from sef.backbones import ProbeFailed
-from sef.checkpoint import load_checkpoint, written_by
+from sef.checkpoint import load_checkpoint, writer_of, written_by
 from sef.config import Config, config_from_dict, stored_values
 from sef.datasets import ImageList, checking, names
 from sef.datasets.splits import NoSuchSplit, recorded_training
@@ -27,6 +27,7 @@ from sef.errors import CheckpointError, ConfigError, DataError
 from sef.model import SEF
 from sef.text import counted, shown
 from sef.transforms import Preprocessing
+from sef.version import __version__
 from sef.weights import shape_mismatch
 
 
@@ -158,13 +159,23 @@ def check_saved_root(config: Config, source: str = "the checkpoint") -> None:
         )
 
 
+def _another_sef(state: dict) -> str:
+    """Who wrote a checkpoint whose config this sef cannot read, where that is another sef (one
+    with config keys of its own): the likely cause, rather than damage."""
+    if state.get("sef_version") == __version__:
+        return ""
+    return f" (written by {writer_of(state)}; this is sef {__version__}: read it with that sef)"
+
+
 def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
     state = load_checkpoint(path)
     try:
         config = config_from_dict(stored_values(state["config"]))
     except ConfigError as error:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {error}") from None
+        raise CheckpointError(
+            f"checkpoint {path} holds an unusable config: {error}{_another_sef(state)}"
+        ) from None
     classes = [str(name) for name in state["classes"]]
     config.model.weights = None  # the checkpoint's own weights replace any initial ones
     try:

@@ -132,6 +132,19 @@ def _check_out(out: str | os.PathLike) -> None:
     _check_format(out)
 
 
+def _check_not_shown(out: str | os.PathLike, paths: Sequence[str | os.PathLike]) -> None:
+    """OutputError where the figure ``out`` is one of the image files ``paths`` it shows (``sef
+    viz cam photo.jpg --out photo.jpg``): drawing it would replace the user's image."""
+    for path in paths:
+        try:
+            same = os.path.samefile(out, path)
+        except OSError:  # one of them is not there: nothing to replace
+            continue
+        if same:
+            problem = f"cannot write {out}: it is the image {path} that the figure shows"
+            raise OutputError(f"{problem}, which this would replace; choose another file", problem)
+
+
 def _group_names(count: int) -> list[str]:
     return [f"group {g + 1}" for g in range(count)]
 
@@ -413,6 +426,19 @@ def plot_parts(
 # ------------------------------------------------------------------ from a checkpoint
 
 
+def _split_images(trained: TrainedModel, split: str, root: str | None, progress: bool):
+    """``split`` of the model's data (:meth:`TrainedModel.dataset`); DataError where it holds
+    no images (a val split of classes with one image each), of which no figure can be drawn."""
+    dataset = trained.dataset(split, root, progress=progress)
+    if len(dataset) == 0:
+        source = root or trained.config.data.root or trained.config.data.dataset
+        raise DataError(
+            f"the {split} split of {source} holds no images, so there is nothing to draw; "
+            f"choose another --split"
+        )
+    return dataset
+
+
 def pick_indices(length: int, count: int, seed: int = 0) -> list[int]:
     """``count`` distinct indices below ``length``, drawn at random with ``seed`` (all if fewer)."""
     if count < 1:
@@ -445,7 +471,7 @@ def correlation_figure(
     """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
     and the G x G group averages."""
     _check_out(out)  # before the work
-    dataset = trained.dataset(split, root, progress=progress)
+    dataset = _split_images(trained, split, root, progress)
     indices = pick_indices(len(dataset), images, seed)
     batches = image_batches(dataset, indices, batch_size, progress)
     correlation, count = mean_channel_correlation(trained.model, batches)
@@ -470,7 +496,7 @@ def _images_and_titles(trained, paths, root, split, count, seed, progress):
     if paths:
         inputs = torch.stack([trained.test_transform(_typed_image(p)) for p in paths])
         return inputs, [shown(Path(p).name) for p in paths]  # a name's newline: escaped
-    dataset = trained.dataset(split, root, progress=progress)
+    dataset = _split_images(trained, split, root, progress)
     items = [dataset[i] for i in pick_indices(len(dataset), count, seed)]
     return torch.stack([x for x, _ in items]), [
         f"true: {shown(trained.classes[y])}" for _, y in items
@@ -508,6 +534,7 @@ def activation_figure(
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
     captioned with the model's prediction; ``progress`` shows a generated set being drawn."""
     _check_out(out)  # before the work
+    _check_not_shown(out, paths)
     _check_columns(len(paths) or images, len(trained.model.group_sizes))
     inputs, captions = _images_and_titles(trained, paths, root, split, images, seed, progress)
     model = trained.model
@@ -566,7 +593,7 @@ def parts_figure(
     (path, PartReport)."""
     _check_out(out)  # before the work
     _check_parts_known(trained.config.data.dataset)
-    dataset = trained.dataset(split, root, progress=progress)
+    dataset = _split_images(trained, split, root, progress)
     indices = pick_indices(len(dataset), images, seed)
     measured = measure_parts(
         trained.model, dataset, trained.test_transform, indices, batch_size, progress=progress

@@ -107,9 +107,11 @@ def _check_outputs(args: argparse.Namespace, path: Path) -> None:
     from sef.errors import OutputError
     from sef.extras import require_installed
     from sef.outputs import check_writable
+    from sef.report import check_replaceable
 
     if args.report:
         check_writable(args.report, folder=True)
+        check_replaceable(args.report)
         require_installed("matplotlib", "scipy")  # its figure, and its order of the classes
     try:
         check_writable(path)

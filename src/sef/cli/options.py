@@ -32,9 +32,15 @@ SEED = at_least(0, MAX_SEED)  # as run.seed: NumPy and torch refused others with
 
 def _place(text: str) -> str:
     """An argparse ``type``: a file or folder name, never empty (``--out ""`` meant the default,
-    or the current folder, without a word)."""
+    or the current folder, without a word) nor ``-`` (``--predictions -`` wrote a file named -,
+    where a user of Unix tools expects stdout)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "- (stdin or stdout) is not read or written here; give a file or folder name "
+            "(one named - is ./-)"
+        )
     return text
 
 
