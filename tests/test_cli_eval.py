@@ -103,6 +103,23 @@ def test_no_progress_reaches_the_demo_set_generation(
     assert capsys.readouterr().err == ""  # no "generating demo set" bar, no "written to" line
 
 
+def test_a_plain_runs_group_heads_are_said_untrained_not_scored(
+    demo_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """Their chance-level top-1 (a plain run, loss.gamma = 0, trains none) read as a result."""
+    state = load_checkpoint(demo_checkpoint)
+    state["config"]["loss"] = {**state["config"].get("loss", {}), "gamma": 0.0}
+    save_checkpoint(tmp_path / "plain.pt", state)
+    assert main(["eval", "--checkpoint", str(tmp_path / "plain.pt"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  group heads top-1  untrained: a plain run (loss.gamma = 0) trains no group head\n" in out
+    )
+    assert main(["eval", "--checkpoint", str(demo_checkpoint), "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["group_heads_trained"] is True and len(summary["group_top1"]) == 2
+
+
 def test_eval_with_tta_and_a_per_class_report(
     demo_checkpoint: Path, tmp_path: Path, capsys
 ) -> None:

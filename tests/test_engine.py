@@ -22,7 +22,7 @@ from sef.config import apply_overrides, config_to_dict, load_config_file, resolv
 from sef.distributed import Context
 from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
 from sef.engine.data import worker_death
-from sef.engine.evaluation import evaluation_loader
+from sef.engine.evaluation import UNTRAINED_HEADS, evaluation_loader
 from sef.engine.folders import claim_new_out_dir, latest_run_dir
 from sef.engine.run import (
     TRAINING_STATE,
@@ -365,12 +365,16 @@ def test_fp16_on_cpu_is_refused_in_one_line(tmp_path: Path) -> None:
 
 
 def test_bf16_channels_last_plain_run_leaves_untrained_group_heads_untouched(
-    tmp_path: Path,
+    tmp_path: Path, capsys
 ) -> None:
+    """...and says so where it reported their chance-level top-1 as if it were a result."""
     out = tmp_path / "run"
     extra = ["optim.epochs=1", "run.amp=bf16", "run.channels_last=true", "run.tensorboard=false"]
     config = _config(out, *extra, preset="demo-plain")
-    fit(config, data=Data(Blobs(8, 0), Blobs(3, 1), Blobs.classes), progress=False)
+    result = fit(config, data=Data(Blobs(8, 0), Blobs(3, 1), Blobs.classes), progress=False)
+    assert "  groups [untrained]  " in capsys.readouterr().out  # the epoch line
+    assert f"group heads top-1 {UNTRAINED_HEADS}\n" in result.report()
+    assert result.last["eval_group_top1"]  # metrics.jsonl keeps the numbers
     seed_everything(config.run.seed)
     initial = create_model(config, 3).state_dict()
     trained = load_checkpoint(out / "last.pt")["model"]

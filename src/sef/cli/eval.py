@@ -170,9 +170,10 @@ def _default_predictions(checkpoint: Path, split: str) -> Path:
 
 def _print_summary(args: argparse.Namespace, summary: dict) -> None:
     """The accuracies, as `sef eval` prints them."""
+    from sef.engine.evaluation import group_heads_said
     from sef.text import counted
 
-    groups = ", ".join(f"{value:.4f}" for value in summary["group_top1"])
+    groups = group_heads_said(summary["group_top1"], summary["group_heads_trained"])
     print(f"{args.checkpoint} on {args.split} ({counted(summary['images'], 'image')})")
     tta = {"top1": "", "class_mean": ""}
     if args.tta:

@@ -44,6 +44,7 @@ class EvalResult:
     tta_predictions: Tensor | None = None  # [N]
     correlation: tuple[float, float] | None = None  # within, between groups (G >= 2)
     non_finite: int = 0  # images whose logits are not all finite (a model that has overflowed)
+    group_heads_trained: bool = True  # False for a plain run's (loss.gamma = 0): at chance
 
     @property
     def top1(self) -> float:
@@ -69,6 +70,7 @@ class EvalResult:
             "top1": self.top1,
             "class_mean": self.class_mean,
             "group_top1": self.group_top1,
+            "group_heads_trained": self.group_heads_trained,
             "images": int(self.labels.numel()),
         }
         if self.correlation is not None:
@@ -84,6 +86,20 @@ class EvalResult:
 
 class _Shard(Subset):
     """This process's rows of the dataset, as :func:`evaluation_loader` reads them."""
+
+
+UNTRAINED_HEADS = "untrained: a plain run (loss.gamma = 0) trains no group head"
+
+
+def heads_trained(config: Config) -> bool:
+    """Whether a run of ``config`` trains its group heads: only distillation does (gamma > 0);
+    a plain run's stay at their initial, chance-level weights."""
+    return config.loss.gamma > 0
+
+
+def group_heads_said(accuracies: list[float], trained: bool, digits: int = 4) -> str:
+    """Each group head's top-1, or that a plain run trained none (its numbers are chance)."""
+    return ", ".join(f"{value:.{digits}f}" for value in accuracies) if trained else UNTRAINED_HEADS
 
 
 def eval_batch_size(config: Config, processes: int = 1) -> int:
@@ -280,6 +296,7 @@ def evaluate_checkpoint(
                 f"out of {context.device.type} memory with batches of {batch_size} images; "
                 f"evaluate with a lower --batch-size"
             ) from None
+        result.group_heads_trained = heads_trained(config)
         if context.is_main and result.non_finite:
             warnings.warn(_broken(result, checkpoint, split), stacklevel=2)
         return result, dataset

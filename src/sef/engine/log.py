@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from sef import outputs
 from sef.config import Config
+from sef.engine.evaluation import heads_trained
 from sef.engine.loop import GRADIENT_SPIKE
 from sef.text import rate
 from sef.trackers import Final, Trackers, scalars
@@ -90,6 +91,7 @@ class Logger:
                     self._to_board(record)
                 self.board.flush()
         self.trackers = Trackers(out, config, self.records)
+        self.heads_trained = heads_trained(config)
 
     def _to_board(self, record: dict) -> None:
         for key, value in scalars(record).items():
@@ -103,6 +105,7 @@ class Logger:
             self.board.flush()
         self.trackers.epoch(record)
         groups = " ".join(f"{v:.3f}" for v in record["eval_group_top1"])
+        groups = groups if self.heads_trained else "untrained"
         tqdm.write(
             f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.2g}  "
             f"loss {record['loss_total']:.4f}  train {record['train_top1']:.3f}  "

@@ -63,6 +63,8 @@ from sef.engine.evaluation import (
     eval_batch_size,
     evaluate,
     evaluation_loader,
+    group_heads_said,
+    heads_trained,
     write_predictions,
 )
 from sef.engine.folders import (
@@ -365,6 +367,7 @@ class FitResult:
     extra_parameters: int
     history: list[dict] = field(default_factory=list)
     finetune: bool = False  # trained with the finetune method's loss: no hint towards it
+    group_heads_trained: bool = True  # False in a plain run: its group heads are at chance
 
     def report(self) -> str:
         """The final report printed by ``sef train``."""
@@ -376,7 +379,8 @@ class FitResult:
                 f"{self.out / 'best.pt'}",
                 f"last eval top-1   {last['eval_top1']:.4f}, class-mean "
                 f"{last['eval_class_mean']:.4f} (epoch {last['epoch']})",
-                "group heads top-1 " + ", ".join(f"{v:.4f}" for v in last["eval_group_top1"]),
+                "group heads top-1 "
+                + group_heads_said(last["eval_group_top1"], self.group_heads_trained),
                 *separation_lines(last, self.finetune),
                 f"training time     {duration(self.seconds)}",
                 f"parameters        {self.parameters:,} in training, "
@@ -434,7 +438,7 @@ def _prepare_model(
     if resuming:
         config = apply_values(config, {"model.weights": None})
     model = distributed.on_every(lambda: create_model(config, num_classes), context)
-    if config.loss.gamma == 0:  # nothing trains the group heads: keep DDP free of unused weights
+    if not heads_trained(config):  # keep DDP free of weights no gradient reaches
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
     model = model.to(context.device, memory_format=fmt)
@@ -1108,4 +1112,5 @@ def _result(run: _Run) -> FitResult:
         extra_parameters=run.model.extra_parameters(),
         history=run.history,
         finetune=uses_method(run.config, "finetune"),
+        group_heads_trained=heads_trained(run.config),
     )
