@@ -17,7 +17,7 @@ import yaml
 
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
-from sef.config import apply_overrides, preset_names, resolve_config
+from sef.config import apply_overrides, preset_names, resolve_config, save_config
 from sef.datasets import RECORDS
 from sef.datasets.checking import RESUMED_FIXES
 from sef.engine import run as run_module
@@ -547,6 +547,24 @@ def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
     assert main([*resume, "--config", str(same)]) == 0  # the run's own config
     assert main([*resume, "--preset", "demo", "--epochs", "3"]) == 0  # and its own preset
     assert "resuming after epoch 2" in capsys.readouterr().out
+
+
+def test_resume_of_a_run_without_a_checkpoint_refuses_another_preset_too(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    """It took the other preset's values under the run's name, and wrote them over config.yaml."""
+    out = tmp_path / "run"  # what a run stopped during its first epoch leaves
+    save_config(resolve_config("demo"), out / "config.yaml")
+    before = (out / "config.yaml").read_text()
+    resume = ["train", "--resume", "--out", str(out), *TINY_DEMO, "--no-progress"]
+    assert main([*resume, "--preset", "demo-plain"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out} (its run stopped before its first checkpoint): the "
+        f"run started from the preset demo, not demo-plain; resume without --preset (it starts "
+        f"again from {out / 'config.yaml'}), or run the same command without --resume to start it "
+        f"afresh with --preset demo-plain\n"
+    )
+    assert (out / "config.yaml").read_text() == before
 
 
 def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(

@@ -155,9 +155,9 @@ def resume_config(
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
     ``named``: the option that named ``config`` (``--preset NAME`` or ``--config FILE``), so
     what it sets unlike the preset the run started from is a change too; one that starts from
-    another preset than the run, and would change what may not, is refused naming both. The
-    run continues in the folder found (a
-    moved run too, not where it was saved). A run that stopped before its first
+    another preset than the run, and would change what may not, is refused naming both (a run
+    without a checkpoint too). The run continues in the folder found (a moved run too, not
+    where it was saved). A run that stopped before its first
     checkpoint starts again from its config.yaml; where last.pt continues, what its config.yaml,
     edited by hand, sets unlike last.pt counts like ``changes`` (which win). A saved data root
     that is gone (moved data) is named with the advice to pass --data-root."""
@@ -175,7 +175,7 @@ def resume_config(
         saved, source = config, None
     if named:
         values = _named_values(config, saved)
-        if source == out / "last.pt":  # what the command line sets itself wins
+        if source is not None:  # what the command line sets itself wins
             unset = {key: value for key, value in values.items() if key not in changes}
             _check_named_start(config, saved, named, source, unset)
         changes = {**values, **changes}
@@ -211,20 +211,28 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
 
 
 def _check_named_start(
-    config: Config, saved: Config, named: str, checkpoint: Path, values: Mapping[str, Any]
+    config: Config, saved: Config, named: str, source: Path, values: Mapping[str, Any]
 ) -> None:
     """ConfigError where the preset or config file ``named`` starts from another preset than
-    ``saved`` (the run's config in ``checkpoint``) and its ``values`` change what a resume may
-    not: the preset is the mistake, not the first of its keys."""
+    ``saved`` (the run's config, read from ``source``: its last.pt, or the config.yaml of a run
+    that stopped before its first checkpoint) and its ``values`` change what a resume may not:
+    the preset is the mistake, not the first of its keys."""
     if config.name == saved.name:
         return
     if not config_changes(config_to_dict(saved), apply_values(saved, values), MAY_CHANGE):
         return
     option, _, given = named.partition(" ")
     other = f"not {given}" if option == "--preset" else f"and {named} from {_start_of(config)}"
+    if source.name == "last.pt":
+        raise ConfigError(
+            f"cannot resume {source}: the run started from {_start_of(saved)}, {other}; resume "
+            f"without {option} (last.pt keeps the run's config), or train a new run with "
+            f"another --out"
+        )
     raise ConfigError(
-        f"cannot resume {checkpoint}: the run started from {_start_of(saved)}, {other}; resume "
-        f"without {option} (last.pt keeps the run's config), or train a new run with another --out"
+        f"cannot resume {source.parent} (its run stopped before its first checkpoint): the run "
+        f"started from {_start_of(saved)}, {other}; resume without {option} (it starts again "
+        f"from {source}), or run the same command without --resume to start it afresh with {named}"
     )
 
 
