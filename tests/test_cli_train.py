@@ -567,6 +567,21 @@ def test_resume_of_a_run_without_a_checkpoint_refuses_another_preset_too(
     assert (out / "config.yaml").read_text() == before
 
 
+def test_resume_without_out_says_where_it_looked_and_names_the_runs_beside_it(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """It said 'runs/demo-plain does not exist; check --out' to a command without --out."""
+    monkeypatch.chdir(tmp_path)
+    save_config(resolve_config("demo"), Path("runs/mine/config.yaml"))
+    Path("runs/notes").mkdir()  # no run: not named
+    assert main(["train", "--resume", "--preset", "demo-plain", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: no run in {Path('runs/demo-plain')}, the folder a "
+        f"resume without --out looks in for this preset; pass --out DIR to resume the run in DIR "
+        f"(runs beside it: {Path('runs/mine')})\n"
+    )
+
+
 def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

@@ -49,6 +49,15 @@ def run_started_in(folder: Path) -> bool:
     return is_run(folder) or any((folder / name).is_file() for name in ("config.yaml", LOCK_NAME))
 
 
+def runs_in(folder: Path) -> list[Path]:
+    """The folders in ``folder`` where a run started, by name; none where it cannot be read."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [entry for entry in entries if entry.is_dir() and run_started_in(entry)]
+
+
 def latest_run_dir(config: Config) -> Path:
     """The newest of runs/<name>, runs/<name>-2, ... (what a resume without --out continues)."""
     candidates = _candidates(config)

@@ -76,6 +76,7 @@ from sef.engine.folders import (
     is_run,
     latest_run_dir,
     run_started_in,
+    runs_in,
 )
 from sef.engine.log import Logger, tensorboard_on
 from sef.engine.loop import train_one_epoch
@@ -126,11 +127,14 @@ SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
     runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
-    held a run. A folder without a checkpoint (its run stopped before the first) is resumed by
-    starting it again."""
-    out = given_out_dir(config) or latest_run_dir(config)
+    held a run (the default folder naming the runs beside it). A folder without a checkpoint
+    (its run stopped before the first) is resumed by starting it again."""
+    given = given_out_dir(config)
+    out = given or latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
+    if given is None and not run_started_in(out):
+        raise ConfigError(_no_default_run(out))
     if not os.path.isdir(out):
         raise ConfigError(f"cannot resume: {out} does not exist; check --out")
     if is_run(out) and not os.path.isfile(out / "last.pt"):
@@ -145,6 +149,17 @@ def resume_dir(config: Config) -> Path:
             f"train without --resume to start a new run there"
         )
     return out
+
+
+def _no_default_run(out: Path) -> str:
+    """What a resume without --out says where the folder it looks in, ``out``, holds no run:
+    that it is the preset's default, that --out names another, and the runs beside it."""
+    runs = [str(folder) for folder in runs_in(out.parent)]
+    beside = f" (runs beside it: {some(runs, shown)})" if runs else ""
+    return (
+        f"cannot resume: no run in {out}, the folder a resume without --out looks in for this "
+        f"preset; pass --out DIR to resume the run in DIR{beside}"
+    )
 
 
 def resume_config(
