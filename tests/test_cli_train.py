@@ -692,9 +692,30 @@ def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
         f"sets optim.lr to 0.5 where the run trained with 0.02; put 0.02 back there (a resume may "
         f"change only data.root, "
     )
+    edit("optim", "lr", "fast")  # its advice to pass --set could not help: read before --set
+    resume = ["train", "--resume", "--out", str(out), "--set", "optim.lr=0.02", "--no-progress"]
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: in {out / 'config.yaml'}, config "
+        f"value optim.lr must be float, got 'fast'; fix it there, or delete it (last.pt keeps the "
+        f"run's config)\n"
+    )
     edit("optim", "epochs", 2)  # what a resume may change takes effect
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def test_resume_of_a_run_without_a_checkpoint_names_its_broken_config_yaml(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("optim: {epochz: 3}\n")
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out}: in {out / 'config.yaml'}, unknown config key "
+        f"'epochz' in section 'optim'; fix it there, or train a new run with another --out\n"
+    )
 
 
 def _train_own_tiny(folder_root: Path, out: Path) -> Path:

@@ -185,7 +185,8 @@ def resume_config(
         if os.path.isfile(out / "config.yaml"):
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
-        saved, source = load_config_file(out / "config.yaml", stored=True), out / "config.yaml"
+        source = out / "config.yaml"
+        saved = _run_config(source, out, "train a new run with another --out")
     else:
         saved, source = config, None
     if named:
@@ -265,7 +266,7 @@ def _hand_edits(
     ``checkpoint``) and a resume may change; ConfigError naming the first other edit that the
     command line (``given``) does not set itself, which the resume would otherwise ignore."""
     # read as it was saved; run.out left out: the folder is where it is now
-    edited = load_config_file(config_file, stored=True)
+    edited = _run_config(config_file, checkpoint, "delete it (last.pt keeps the run's config)")
     edits = config_changes(config_to_dict(saved), edited, ("run.out",))
     fixed = [(key, before, now) for key, before, now in edits if key not in (*MAY_CHANGE, *given)]
     if fixed:
@@ -276,6 +277,20 @@ def _hand_edits(
             f"change only {', '.join(MAY_CHANGE)})"
         )
     return {key: now for key, _, now in edits}
+
+
+def _run_config(config_file: Path, resumed: Path, otherwise: str) -> Config:
+    """The run's ``config_file`` as it was saved; ConfigError naming it where a hand edit broke
+    it, with what a resume of ``resumed`` can do: fix it there, or ``otherwise`` (the file's
+    own advice to pass --set cannot help: it is read before any --set is applied)."""
+    try:
+        return load_config_file(config_file, stored=True)
+    except ConfigError as error:
+        problem = str(error).split("; ")[0]
+        where = "" if str(config_file) in problem else f"in {config_file}, "
+        raise ConfigError(
+            f"cannot resume {resumed}: {where}{problem}; fix it there, or {otherwise}"
+        ) from None
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
