@@ -700,6 +700,13 @@ def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
         f"value optim.lr must be float, got 'fast'; fix it there, or delete it (last.pt keeps the "
         f"run's config)\n"
     )
+    (out / "config.yaml").write_text("optim: {epochs: 2}\n")  # cut down to the one change
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith(  # it said 'it sets data.image_size to 448'
+        f"sef train: error: cannot resume {out / 'last.pt'}: {out / 'config.yaml'} was edited: it "
+        f"leaves out data.image_size, which then takes 448, where the run trained with 32; put it "
+        f"back (a resume may change only data.root, "
+    )
     edit("optim", "epochs", 2)  # what a resume may change takes effect
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 2

@@ -38,6 +38,7 @@ from sef.config import (
     config_changes,
     config_from_dict,
     config_to_dict,
+    flatten,
     load_config_file,
     load_preset,
     preset_names,
@@ -46,6 +47,7 @@ from sef.config import (
     stored_values,
     uses_method,
 )
+from sef.config.values import load_yaml
 from sef.datasets.splits import TRAINING_RECORD, recorded_training, training_record
 from sef.distributed import Context
 from sef.engine.data import (
@@ -271,10 +273,12 @@ def _hand_edits(
     fixed = [(key, before, now) for key, before, now in edits if key not in (*MAY_CHANGE, *given)]
     if fixed:
         key, before, now = fixed[0]
+        sets, back = f"sets {key} to {now!r}", f"put {before!r} back there"
+        if key not in _keys_written(config_file):
+            sets, back = f"leaves out {key}, which then takes {now!r},", "put it back"
         raise ConfigError(
-            f"cannot resume {checkpoint}: {config_file} was edited: it sets {key} to {now!r} "
-            f"where the run trained with {before!r}; put {before!r} back there (a resume may "
-            f"change only {', '.join(MAY_CHANGE)})"
+            f"cannot resume {checkpoint}: {config_file} was edited: it {sets} where the run "
+            f"trained with {before!r}; {back} (a resume may change only {', '.join(MAY_CHANGE)})"
         )
     return {key: now for key, _, now in edits}
 
@@ -291,6 +295,13 @@ def _run_config(config_file: Path, resumed: Path, otherwise: str) -> Config:
         raise ConfigError(
             f"cannot resume {resumed}: {where}{problem}; fix it there, or {otherwise}"
         ) from None
+
+
+def _keys_written(config_file: Path) -> set[str]:
+    """The keys (``section.key``) that ``config_file``, one that loads, sets itself; every key
+    where it names a ``base:``, which sets the others."""
+    values = load_yaml(config_file.read_text(encoding="utf-8")) or {}
+    return set(flatten(config_to_dict(Config()))) if "base" in values else set(flatten(values))
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
