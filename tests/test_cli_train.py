@@ -796,6 +796,19 @@ def test_resume_of_a_last_pt_whose_optimizer_holds_other_weights_says_so_in_one_
     assert error.endswith("cannot continue: train it again\n") and error.count("\n") == 1
 
 
+def test_resume_of_a_run_without_a_checkpoint_takes_its_own_config_yaml_given_as_config(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    """As with a checkpoint; it was refused as a hand-written config the run would write over."""
+    out = tmp_path / "run"
+    tiny = ["data.options.per_class=3", "data.options.test_per_class=2", "data.image_size=32"]
+    tiny += ["optim.epochs=1", "optim.batch_size=8", "data.workers=0"]
+    save_config(resolve_config("demo", overrides=tiny), out / "config.yaml")
+    resume = ["train", "--resume", "--config", str(out / "config.yaml"), "--out", str(out)]
+    assert main([*resume, "--no-progress"]) == 0, capsys.readouterr().err
+    assert (out / "last.pt").is_file()
+
+
 def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

@@ -810,7 +810,8 @@ def fit(
     Writes DIR/config.yaml, metrics.jsonl, tb/, last.pt and best.pt (rank 0 only) and returns the
     final report. ``data`` replaces the datasets the config names (any torch Datasets whose items
     are (image tensor, label)); the checkpoint then still records the config as given.
-    ``config_file``, the file the config was read from, is refused as DIR/config.yaml.
+    ``config_file``, the file the config was read from, is refused as a new run's
+    DIR/config.yaml.
     """
     values = config_to_dict(config)  # a checked copy we may annotate, its places absolute
     config = config_from_dict({**values, "data": absolute_places(values["data"])})
@@ -823,7 +824,8 @@ def fit(
         _check_out_dir(config)
         _check_out_is_text(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
-        check_config_file(config_file, lock.folder)
+        if not resume:  # a resume reads DIR/config.yaml as the run's config and writes it back
+            check_config_file(config_file, lock.folder)
         check_others_records(lock.folder)
         clear_leftovers(lock.folder)
         return lock.folder
