@@ -567,7 +567,7 @@ def test_resume_of_a_run_without_a_checkpoint_refuses_another_preset_too(
     assert (out / "config.yaml").read_text() == before
 
 
-def test_resume_without_out_says_where_it_looked_and_names_the_runs_beside_it(
+def test_a_resume_that_finds_no_run_says_where_it_looked_and_names_the_runs_near_it(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
     """It said 'runs/demo-plain does not exist; check --out' to a command without --out."""
@@ -579,6 +579,14 @@ def test_resume_without_out_says_where_it_looked_and_names_the_runs_beside_it(
         f"sef train: error: cannot resume: no run in {Path('runs/demo-plain')}, the folder a "
         f"resume without --out looks in for this preset; pass --out DIR to resume the run in DIR "
         f"(runs beside it: {Path('runs/mine')})\n"
+    )
+    assert main(["train", "--resume", "--out", "runs/mne", "--no-progress"]) == 2  # a typo
+    said = f"does not exist; check --out (runs beside it: {Path('runs/mine')})\n"
+    assert capsys.readouterr().err.endswith(said)
+    assert main(["train", "--resume", "--out", "runs", "--no-progress"]) == 2  # their folder
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: runs holds no run itself; give --out one of its runs: "
+        f"{Path('runs/mine')}\n"
     )
 
 

@@ -129,38 +129,42 @@ SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
     runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
-    held a run (the default folder naming the runs beside it). A folder without a checkpoint
-    (its run stopped before the first) is resumed by starting it again."""
+    held a run (naming the runs inside it or beside it). A folder without a checkpoint (its run
+    stopped before the first) is resumed by starting it again."""
     given = given_out_dir(config)
     out = given or latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
-    if given is None and not run_started_in(out):
-        raise ConfigError(_no_default_run(out))
-    if not os.path.isdir(out):
-        raise ConfigError(f"cannot resume: {out} does not exist; check --out")
+    if not run_started_in(out):
+        raise ConfigError(_no_run(out, given is not None))
     if is_run(out) and not os.path.isfile(out / "last.pt"):
         raise ConfigError(
             f"cannot resume: {out} holds best.pt but no last.pt, and best.pt holds weights only, "
             f"no optimizer or schedule to continue; put the run's own last.pt back, or train a "
             f"new run with another --out"
         )
-    if not run_started_in(out):
-        raise ConfigError(
-            f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or "
-            f"train without --resume to start a new run there"
-        )
     return out
 
 
-def _no_default_run(out: Path) -> str:
-    """What a resume without --out says where the folder it looks in, ``out``, holds no run:
-    that it is the preset's default, that --out names another, and the runs beside it."""
+def _no_run(out: Path, given: bool) -> str:
+    """What a resume says where ``out`` holds no run: where it looked (without --out, the
+    preset's folder), and the runs inside it (--out runs) or beside it (a typo), if any."""
+    inside = [str(folder) for folder in runs_in(out)]
+    if inside:
+        listed = some(inside, shown)
+        return f"cannot resume: {out} holds no run itself; give --out one of its runs: {listed}"
     runs = [str(folder) for folder in runs_in(out.parent)]
     beside = f" (runs beside it: {some(runs, shown)})" if runs else ""
+    if not given:
+        return (
+            f"cannot resume: no run in {out}, the folder a resume without --out looks in for "
+            f"this preset; pass --out DIR to resume the run in DIR{beside}"
+        )
+    if not os.path.isdir(out):
+        return f"cannot resume: {out} does not exist; check --out{beside}"
     return (
-        f"cannot resume: no run in {out}, the folder a resume without --out looks in for this "
-        f"preset; pass --out DIR to resume the run in DIR{beside}"
+        f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or train "
+        f"without --resume to start a new run there{beside}"
     )
 
 
