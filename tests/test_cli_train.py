@@ -17,7 +17,7 @@ import yaml
 
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
-from sef.config import apply_overrides, preset_names, resolve_config
+from sef.config import apply_overrides, preset_names, resolve_config, save_config
 from sef.datasets import RECORDS
 from sef.datasets.checking import RESUMED_FIXES
 from sef.engine import run as run_module
@@ -549,6 +549,47 @@ def test_resume_refuses_a_preset_or_config_file_that_differs_from_the_run(
     assert "resuming after epoch 2" in capsys.readouterr().out
 
 
+def test_resume_of_a_run_without_a_checkpoint_refuses_another_preset_too(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    """It took the other preset's values under the run's name, and wrote them over config.yaml."""
+    out = tmp_path / "run"  # what a run stopped during its first epoch leaves
+    save_config(resolve_config("demo"), out / "config.yaml")
+    before = (out / "config.yaml").read_text()
+    resume = ["train", "--resume", "--out", str(out), *TINY_DEMO, "--no-progress"]
+    assert main([*resume, "--preset", "demo-plain"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out} (its run stopped before its first checkpoint): the "
+        f"run started from the preset demo, not demo-plain; resume without --preset (it starts "
+        f"again from {out / 'config.yaml'}), or run the same command without --resume to start it "
+        f"afresh with --preset demo-plain\n"
+    )
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_a_resume_that_finds_no_run_says_where_it_looked_and_names_the_runs_near_it(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """It said 'runs/demo-plain does not exist; check --out' to a command without --out."""
+    monkeypatch.chdir(tmp_path)
+    save_config(resolve_config("demo"), Path("runs/mine/config.yaml"))
+    Path("runs/notes").mkdir()  # no run: not named
+    assert main(["train", "--resume", "--preset", "demo-plain", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: no run in {Path('runs/demo-plain')}, the folder a "
+        f"resume without --out looks in for this preset; pass --out DIR to resume the run in DIR "
+        f"(runs beside it: {Path('runs/mine')})\n"
+    )
+    assert main(["train", "--resume", "--out", "runs/mne", "--no-progress"]) == 2  # a typo
+    said = f"does not exist; check --out (runs beside it: {Path('runs/mine')})\n"
+    assert capsys.readouterr().err.endswith(said)
+    assert main(["train", "--resume", "--out", "runs", "--no-progress"]) == 2  # their folder
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: runs holds no run itself; give --out one of its runs: "
+        f"{Path('runs/mine')}\n"
+    )
+
+
 def test_resume_of_a_weights_only_last_pt_says_so_in_one_line(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:
@@ -659,9 +700,37 @@ def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
         f"sets optim.lr to 0.5 where the run trained with 0.02; put 0.02 back there (a resume may "
         f"change only data.root, "
     )
+    edit("optim", "lr", "fast")  # its advice to pass --set could not help: read before --set
+    resume = ["train", "--resume", "--out", str(out), "--set", "optim.lr=0.02", "--no-progress"]
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out / 'last.pt'}: in {out / 'config.yaml'}, config "
+        f"value optim.lr must be float, got 'fast'; fix it there, or delete it (last.pt keeps the "
+        f"run's config)\n"
+    )
+    (out / "config.yaml").write_text("optim: {epochs: 2}\n")  # cut down to the one change
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith(  # it said 'it sets data.image_size to 448'
+        f"sef train: error: cannot resume {out / 'last.pt'}: {out / 'config.yaml'} was edited: it "
+        f"leaves out data.image_size, which then takes 448, where the run trained with 32; put it "
+        f"back (a resume may change only data.root, "
+    )
     edit("optim", "epochs", 2)  # what a resume may change takes effect
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def test_resume_of_a_run_without_a_checkpoint_names_its_broken_config_yaml(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("optim: {epochz: 3}\n")
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume {out}: in {out / 'config.yaml'}, unknown config key "
+        f"'epochz' in section 'optim'; fix it there, or train a new run with another --out\n"
+    )
 
 
 def _train_own_tiny(folder_root: Path, out: Path) -> Path:
@@ -733,6 +802,19 @@ def test_resume_of_a_last_pt_whose_optimizer_holds_other_weights_says_so_in_one_
     error = capsys.readouterr().err
     assert error.startswith(f"sef train: error: cannot resume {out / 'last.pt'}: its optimizer ")
     assert error.endswith("cannot continue: train it again\n") and error.count("\n") == 1
+
+
+def test_resume_of_a_run_without_a_checkpoint_takes_its_own_config_yaml_given_as_config(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    """As with a checkpoint; it was refused as a hand-written config the run would write over."""
+    out = tmp_path / "run"
+    tiny = ["data.options.per_class=3", "data.options.test_per_class=2", "data.image_size=32"]
+    tiny += ["optim.epochs=1", "optim.batch_size=8", "data.workers=0"]
+    save_config(resolve_config("demo", overrides=tiny), out / "config.yaml")
+    resume = ["train", "--resume", "--config", str(out / "config.yaml"), "--out", str(out)]
+    assert main([*resume, "--no-progress"]) == 0, capsys.readouterr().err
+    assert (out / "last.pt").is_file()
 
 
 def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(

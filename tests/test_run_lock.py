@@ -4,6 +4,7 @@ merge two runs. Tested with real processes, as two users' terminals would run th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,9 +20,12 @@ import yaml
 
 from sef.cli import main
 from sef.config import resolve_config
-from sef.engine.folders import claim_new_out_dir
+from sef.engine import folders
+from sef.engine.folders import claim_new_out_dir, claim_resumed
 from sef.engine.lock import LOCK_NAME, FolderBusy, acquire, is_held
 from sef.engine.run import resume_dir
+from sef.errors import OutputError
+from sef.outputs import output_error
 
 TINY_DEMO = [
     "--set", "data.options.per_class=3", "--set", "data.options.test_per_class=2",
@@ -306,3 +310,20 @@ def test_another_users_read_only_lock_of_a_live_run_counts_as_held(
         holder.kill()
         holder.wait()
     assert not is_held(folder)
+
+
+def test_a_resume_of_a_folder_it_cannot_lock_says_to_copy_the_run_not_to_choose_another_place(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A run on a read-only mount: 'choose another place' is what a new run can do, not a resume."""
+
+    def read_only(folder: Path):
+        raise output_error(folder / LOCK_NAME, OSError(errno.EROFS, "Read-only file system"))
+
+    monkeypatch.setattr(folders, "acquire", read_only)
+    with pytest.raises(OutputError) as info:
+        claim_resumed(tmp_path)
+    assert str(info.value) == (
+        f"cannot resume {tmp_path}: cannot write {tmp_path / LOCK_NAME}: read-only file system; "
+        f"copy the run folder to a writable place with file locks and resume it there with --out"
+    )

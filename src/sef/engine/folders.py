@@ -14,7 +14,7 @@ import yaml
 from sef import outputs
 from sef.config import Config, run_name
 from sef.engine.lock import LOCK_NAME, FolderBusy, RunLock, acquire
-from sef.errors import ConfigError, OutputError
+from sef.errors import ConfigError, DiskFull, OutputError
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
 # patterns: best.pt's predictions are named after the eval split.
@@ -47,6 +47,15 @@ def run_started_in(folder: Path) -> bool:
     """Whether a run ever started in ``folder``: it holds a checkpoint, the run's config.yaml, or
     the lock of a run killed before it wrote that (while it read its data)."""
     return is_run(folder) or any((folder / name).is_file() for name in ("config.yaml", LOCK_NAME))
+
+
+def runs_in(folder: Path) -> list[Path]:
+    """The folders in ``folder`` where a run started, by name; none where it cannot be read."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [entry for entry in entries if entry.is_dir() and run_started_in(entry)]
 
 
 def latest_run_dir(config: Config) -> Path:
@@ -105,9 +114,19 @@ def claim_new_out_dir(config: Config) -> RunLock:
 
 def claim_resumed(out: Path) -> RunLock:
     """Lock the run folder ``out`` to resume it; refused, naming the holder, while a live run
-    holds it (two processes continuing one run would overwrite each other's checkpoints)."""
+    holds it (two processes continuing one run would overwrite each other's checkpoints), and
+    with the advice to copy the run where it can be written where it cannot (a read-only mount,
+    a file system without file locks): a resume cannot choose another place."""
     try:
         return acquire(out)
+    except DiskFull:
+        raise
+    except OutputError as error:
+        raise OutputError(
+            f"cannot resume {out}: {error.problem}; copy the run folder to a writable place with "
+            f"file locks and resume it there with --out",
+            error.problem,
+        ) from None
     except FolderBusy as busy:
         raise FolderBusy(
             f"cannot resume {out}: a run still holds it ({busy.holder}); wait for it to end or "

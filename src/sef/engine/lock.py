@@ -193,9 +193,9 @@ def acquire(folder: str | os.PathLike) -> RunLock:
             locked = _try_lock(descriptor)
         except OSError as error:
             os.close(descriptor)
+            problem = f"cannot lock {folder} for this run: {(error.strerror or str(error)).lower()}"
             raise OutputError(
-                f"cannot lock {folder} for this run: {(error.strerror or str(error)).lower()}; "
-                f"choose a folder on a file system that supports file locks"
+                f"{problem}; choose a folder on a file system that supports file locks", problem
             ) from None
         if not locked:
             os.close(descriptor)

@@ -38,6 +38,7 @@ from sef.config import (
     config_changes,
     config_from_dict,
     config_to_dict,
+    flatten,
     load_config_file,
     load_preset,
     preset_names,
@@ -46,6 +47,7 @@ from sef.config import (
     stored_values,
     uses_method,
 )
+from sef.config.values import load_yaml
 from sef.datasets.splits import TRAINING_RECORD, recorded_training, training_record
 from sef.distributed import Context
 from sef.engine.data import (
@@ -78,6 +80,7 @@ from sef.engine.folders import (
     is_run,
     latest_run_dir,
     run_started_in,
+    runs_in,
 )
 from sef.engine.log import Logger, tensorboard_on
 from sef.engine.loop import train_one_epoch
@@ -128,25 +131,43 @@ SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
     runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
-    held a run. A folder without a checkpoint (its run stopped before the first) is resumed by
-    starting it again."""
-    out = given_out_dir(config) or latest_run_dir(config)
+    held a run (naming the runs inside it or beside it). A folder without a checkpoint (its run
+    stopped before the first) is resumed by starting it again."""
+    given = given_out_dir(config)
+    out = given or latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
-    if not os.path.isdir(out):
-        raise ConfigError(f"cannot resume: {out} does not exist; check --out")
+    if not run_started_in(out):
+        raise ConfigError(_no_run(out, given is not None))
     if is_run(out) and not os.path.isfile(out / "last.pt"):
         raise ConfigError(
             f"cannot resume: {out} holds best.pt but no last.pt, and best.pt holds weights only, "
             f"no optimizer or schedule to continue; put the run's own last.pt back, or train a "
             f"new run with another --out"
         )
-    if not run_started_in(out):
-        raise ConfigError(
-            f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or "
-            f"train without --resume to start a new run there"
-        )
     return out
+
+
+def _no_run(out: Path, given: bool) -> str:
+    """What a resume says where ``out`` holds no run: where it looked (without --out, the
+    preset's folder), and the runs inside it (--out runs) or beside it (a typo), if any."""
+    inside = [str(folder) for folder in runs_in(out)]
+    if inside:
+        listed = some(inside, shown)
+        return f"cannot resume: {out} holds no run itself; give --out one of its runs: {listed}"
+    runs = [str(folder) for folder in runs_in(out.parent)]
+    beside = f" (runs beside it: {some(runs, shown)})" if runs else ""
+    if not given:
+        return (
+            f"cannot resume: no run in {out}, the folder a resume without --out looks in for "
+            f"this preset; pass --out DIR to resume the run in DIR{beside}"
+        )
+    if not os.path.isdir(out):
+        return f"cannot resume: {out} does not exist; check --out{beside}"
+    return (
+        f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or train "
+        f"without --resume to start a new run there{beside}"
+    )
 
 
 def resume_config(
@@ -157,9 +178,9 @@ def resume_config(
     so only what they name differs from the saved run; ``fit`` refuses what may not change.
     ``named``: the option that named ``config`` (``--preset NAME`` or ``--config FILE``), so
     what it sets unlike the preset the run started from is a change too; one that starts from
-    another preset than the run, and would change what may not, is refused naming both. The
-    run continues in the folder found (a
-    moved run too, not where it was saved). A run that stopped before its first
+    another preset than the run, and would change what may not, is refused naming both (a run
+    without a checkpoint too). The run continues in the folder found (a moved run too, not
+    where it was saved). A run that stopped before its first
     checkpoint starts again from its config.yaml; where last.pt continues, what its config.yaml,
     edited by hand, sets unlike last.pt counts like ``changes`` (which win). A saved data root
     that is gone (moved data) is named with the advice to pass --data-root."""
@@ -172,12 +193,13 @@ def resume_config(
         if os.path.isfile(out / "config.yaml"):
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
-        saved, source = load_config_file(out / "config.yaml", stored=True), out / "config.yaml"
+        source = out / "config.yaml"
+        saved = _run_config(source, out, "train a new run with another --out")
     else:
         saved, source = config, None
     if named:
         values = _named_values(config, saved)
-        if source == out / "last.pt":  # what the command line sets itself wins
+        if source is not None:  # what the command line sets itself wins
             unset = {key: value for key, value in values.items() if key not in changes}
             _check_named_start(config, saved, named, source, unset)
         changes = {**values, **changes}
@@ -213,20 +235,28 @@ def _named_values(config: Config, saved: Config) -> dict[str, Any]:
 
 
 def _check_named_start(
-    config: Config, saved: Config, named: str, checkpoint: Path, values: Mapping[str, Any]
+    config: Config, saved: Config, named: str, source: Path, values: Mapping[str, Any]
 ) -> None:
     """ConfigError where the preset or config file ``named`` starts from another preset than
-    ``saved`` (the run's config in ``checkpoint``) and its ``values`` change what a resume may
-    not: the preset is the mistake, not the first of its keys."""
+    ``saved`` (the run's config, read from ``source``: its last.pt, or the config.yaml of a run
+    that stopped before its first checkpoint) and its ``values`` change what a resume may not:
+    the preset is the mistake, not the first of its keys."""
     if config.name == saved.name:
         return
     if not config_changes(config_to_dict(saved), apply_values(saved, values), MAY_CHANGE):
         return
     option, _, given = named.partition(" ")
     other = f"not {given}" if option == "--preset" else f"and {named} from {_start_of(config)}"
+    if source.name == "last.pt":
+        raise ConfigError(
+            f"cannot resume {source}: the run started from {_start_of(saved)}, {other}; resume "
+            f"without {option} (last.pt keeps the run's config), or train a new run with "
+            f"another --out"
+        )
     raise ConfigError(
-        f"cannot resume {checkpoint}: the run started from {_start_of(saved)}, {other}; resume "
-        f"without {option} (last.pt keeps the run's config), or train a new run with another --out"
+        f"cannot resume {source.parent} (its run stopped before its first checkpoint): the run "
+        f"started from {_start_of(saved)}, {other}; resume without {option} (it starts again "
+        f"from {source}), or run the same command without --resume to start it afresh with {named}"
     )
 
 
@@ -244,17 +274,40 @@ def _hand_edits(
     ``checkpoint``) and a resume may change; ConfigError naming the first other edit that the
     command line (``given``) does not set itself, which the resume would otherwise ignore."""
     # read as it was saved; run.out left out: the folder is where it is now
-    edited = load_config_file(config_file, stored=True)
+    edited = _run_config(config_file, checkpoint, "delete it (last.pt keeps the run's config)")
     edits = config_changes(config_to_dict(saved), edited, ("run.out",))
     fixed = [(key, before, now) for key, before, now in edits if key not in (*MAY_CHANGE, *given)]
     if fixed:
         key, before, now = fixed[0]
+        sets, back = f"sets {key} to {now!r}", f"put {before!r} back there"
+        if key not in _keys_written(config_file):
+            sets, back = f"leaves out {key}, which then takes {now!r},", "put it back"
         raise ConfigError(
-            f"cannot resume {checkpoint}: {config_file} was edited: it sets {key} to {now!r} "
-            f"where the run trained with {before!r}; put {before!r} back there (a resume may "
-            f"change only {', '.join(MAY_CHANGE)})"
+            f"cannot resume {checkpoint}: {config_file} was edited: it {sets} where the run "
+            f"trained with {before!r}; {back} (a resume may change only {', '.join(MAY_CHANGE)})"
         )
     return {key: now for key, _, now in edits}
+
+
+def _run_config(config_file: Path, resumed: Path, otherwise: str) -> Config:
+    """The run's ``config_file`` as it was saved; ConfigError naming it where a hand edit broke
+    it, with what a resume of ``resumed`` can do: fix it there, or ``otherwise`` (the file's
+    own advice to pass --set cannot help: it is read before any --set is applied)."""
+    try:
+        return load_config_file(config_file, stored=True)
+    except ConfigError as error:
+        problem = str(error).split("; ")[0]
+        where = "" if str(config_file) in problem else f"in {config_file}, "
+        raise ConfigError(
+            f"cannot resume {resumed}: {where}{problem}; fix it there, or {otherwise}"
+        ) from None
+
+
+def _keys_written(config_file: Path) -> set[str]:
+    """The keys (``section.key``) that ``config_file``, one that loads, sets itself; every key
+    where it names a ``base:``, which sets the others."""
+    values = load_yaml(config_file.read_text(encoding="utf-8")) or {}
+    return set(flatten(config_to_dict(Config()))) if "base" in values else set(flatten(values))
 
 
 def _check_resumable(config: Config, state: dict, path: Path) -> None:
@@ -765,7 +818,8 @@ def fit(
     Writes DIR/config.yaml, metrics.jsonl, tb/, last.pt and best.pt (rank 0 only) and returns the
     final report. ``data`` replaces the datasets the config names (any torch Datasets whose items
     are (image tensor, label)); the checkpoint then still records the config as given.
-    ``config_file``, the file the config was read from, is refused as DIR/config.yaml.
+    ``config_file``, the file the config was read from, is refused as a new run's
+    DIR/config.yaml.
     """
     values = config_to_dict(config)  # a checked copy we may annotate, its places absolute
     config = config_from_dict({**values, "data": absolute_places(values["data"])})
@@ -778,7 +832,8 @@ def fit(
         _check_out_dir(config)
         _check_out_is_text(config)
         lock = claim_resumed(resume_dir(config)) if resume else claim_new_out_dir(config)
-        check_config_file(config_file, lock.folder)
+        if not resume:  # a resume reads DIR/config.yaml as the run's config and writes it back
+            check_config_file(config_file, lock.folder)
         check_others_records(lock.folder)
         clear_leftovers(lock.folder)
         return lock.folder
