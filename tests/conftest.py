@@ -41,6 +41,12 @@ def no_home_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEF_CACHE", str(tmp_path_factory.mktemp("sef-cache")))
 
 
+def said_as(argv: list[str]) -> str:
+    """How sef's lines name the command ``argv`` runs: with its action or figure (`data check`,
+    `viz cam`)."""
+    return " ".join(argv[:2]) if argv[0] in ("data", "viz") else argv[0]
+
+
 def _write_image(path: Path, size: tuple[int, int] = (40, 30), colour=(200, 60, 20), mode="RGB"):
     """A small solid-colour image (any PIL mode); the format follows the file extension."""
     path.parent.mkdir(parents=True, exist_ok=True)

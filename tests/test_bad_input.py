@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import said_as
 from PIL import Image
 
 from sef.cli import main
@@ -316,7 +317,7 @@ def test_every_command_answers_bad_input_in_one_line(
     monkeypatch.chdir(places["tmp"])
     code = main(argv)
     captured = capsys.readouterr()
-    command = argv[0]
+    command = said_as(argv)
     last = captured.err.splitlines()[-1] if captured.err else ""
     assert code == 2, captured
     assert last.startswith(f"sef {command}: error: "), captured.err

@@ -288,8 +288,8 @@ def test_a_folder_that_is_none_is_refused_not_listed_empty(built, capsys):
         for action in ([], ["--json"], ["--prune", "3"]):
             assert main(["data", "caches", str(built / given), *action]) == 2
             assert capsys.readouterr().err == (
-                f"sef data: error: {built / given} {what}; give the folder that holds the image "
-                f"caches (default: {caches.default_root()})\n"
+                f"sef data caches: error: {built / given} {what}; give the folder that holds the "
+                f"image caches (default: {caches.default_root()})\n"
             )
 
 
@@ -306,7 +306,8 @@ def test_remove_takes_a_path_as_spelled_and_a_bare_name_in_folder(built, run_sef
     elsewhere.mkdir()
     result = run_sef("data", "caches", root, "--remove", "./cub", cwd=elsewhere)
     assert result.returncode == 2 and built.is_dir()  # ./cub is not FOLDER's cub
-    assert result.stderr == "sef data: error: there is no cub; `sef data caches` lists them\n"
+    said = "there is no cub; `sef data caches` lists them"
+    assert result.stderr == f"sef data caches: error: {said}\n"
     monkeypatch.setenv("HOME", str(root.parent))
     listed = run_sef("data", "caches", "~/caches", "--json")  # quoted: no shell expanded it
     assert json.loads(listed.stdout)["folder"] == str(root)
@@ -331,8 +332,8 @@ def test_remove_removes_the_caches_it_can_then_names_the_others(built, run_sef):
         f"{human(sum(sizes))} freed in all",
     ]
     assert result.stderr == (
-        f"sef data: error: {built.parent / 'notes.txt'} is not an image cache (a file), so it is "
-        f"left as it is\n"
+        f"sef data caches: error: {built.parent / 'notes.txt'} is not an image cache (a file), so "
+        f"it is left as it is\n"
     )
     assert [p.name for p in built.parent.iterdir()] == ["notes.txt"]
 
@@ -343,15 +344,15 @@ def test_remove_refuses_what_is_not_a_cache_or_is_held(built, cub_root, tmp_path
     result = run_sef("data", "caches", "--remove", tmp_path / "mine")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (
-        f"sef data: error: {tmp_path / 'mine'} is not an image cache (holds thesis.tex), so it "
-        f"is left as it is\n"
+        f"sef data caches: error: {tmp_path / 'mine'} is not an image cache (holds thesis.tex), "
+        f"so it is left as it is\n"
     )
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
     opened = _open(built, cub_root)
     result = run_sef("data", "caches", "--remove", built)
     assert result.returncode == 2 and built.is_dir()
     assert result.stderr == (
-        f"sef data: error: {built} is in use by a process that reads it (a run or `sef data "
+        f"sef data caches: error: {built} is in use by a process that reads it (a run or `sef data "
         f"cache`); remove it once that process ends\n"
     )
     del opened

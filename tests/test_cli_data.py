@@ -135,7 +135,7 @@ def test_check_says_paths_listed_in_another_case_than_the_files(csv_root, capsys
 def test_check_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["data", "check", "cub", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"sef data: error: dataset folder {tmp_path / 'nowhere'}")
+    assert error.startswith(f"sef data check: error: dataset folder {tmp_path / 'nowhere'}")
     assert len(error.splitlines()) == 1
     assert main(["data", "download", "cars", str(tmp_path)]) == 2
     assert "Stanford Cars is no longer served" in capsys.readouterr().err
@@ -154,7 +154,8 @@ def test_a_seed_given_as_a_reader_option_is_refused_in_one_line(tmp_path, capsys
     for action, hint in (("check", "pass --seed instead"), ("cache", "leave it out")):
         assert main(["data", action, "folder", str(tmp_path), "-o", "seed=3"]) == 2
         error = capsys.readouterr().err
-        assert error == f"sef data: error: -o seed=3: the seed is not a reader option; {hint}\n"
+        said = f"-o seed=3: the seed is not a reader option; {hint}"
+        assert error == f"sef data {action}: error: {said}\n"
 
 
 def test_check_birds32b_draws_its_own_set(tmp_path, monkeypatch, capsys):
@@ -272,12 +273,12 @@ def test_cache_errors_are_one_line_exit_2(cub_root, tmp_path, capsys):
     assert main(["data", "cache", "cub"]) == 2
     assert (
         capsys.readouterr().err
-        == "sef data: error: sef data cache cub needs ROOT, the dataset folder\n"
+        == "sef data cache: error: cub needs ROOT, the dataset folder: sef data cache cub ROOT\n"
     )
     arguments = ["data", "cache", "cub", str(cub_root), "--no-progress", "--out", str(cub_root)]
     assert main(arguments) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"sef data: error: {cub_root} holds other files (")
+    assert error.startswith(f"sef data cache: error: {cub_root} holds other files (")
     assert error.count("\n") == 1
     for foreign in ("[1, 2]", '{"pages": []}'):  # another program's index.json: left alone
         (tmp_path / "site").mkdir(exist_ok=True)
@@ -285,8 +286,8 @@ def test_cache_errors_are_one_line_exit_2(cub_root, tmp_path, capsys):
         arguments[-1] = str(tmp_path / "site")
         assert main(arguments) == 2
         assert capsys.readouterr().err == (
-            f"sef data: error: {tmp_path / 'site' / 'index.json'} is not an image cache's index, "
-            f"so nothing is written to {tmp_path / 'site'}; choose an empty or new folder\n"
+            f"sef data cache: error: {tmp_path / 'site' / 'index.json'} is not an image cache's "
+            f"index, so nothing is written to {tmp_path / 'site'}; choose an empty or new folder\n"
         )
         assert [p.name for p in (tmp_path / "site").iterdir()] == ["index.json"]
         assert (tmp_path / "site" / "index.json").read_text() == foreign

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import said_as
 from PIL import Image
 
 pytestmark = pytest.mark.slow  # runs every command in a fresh `sef` process
@@ -60,7 +61,7 @@ def test_a_damaged_checkpoint_gets_one_true_sentence_in_every_command(
     image = write_image(tmp_path / "bird.png")
     before = files_in(tmp_path)
     words = [w.format(ckpt=checkpoint, folder=folder, image=image) for w in COMMANDS[kind]]
-    error = _one_error_line(run_sef(*words), words[0])
+    error = _one_error_line(run_sef(*words), said_as(words))
     assert f"{checkpoint} {sentence}" in error
     if sentence.startswith("is not a checkpoint"):
         assert NOT_A_CHECKPOINT in error
@@ -91,6 +92,7 @@ def test_an_unwritable_output_is_named_with_its_reason(
     checkpoint.write_bytes(demo_checkpoint.read_bytes())
     before = files_in(tmp_path)
     words = [w.format(ckpt=checkpoint, place=place) for w in UNWRITABLE[command]]
+    command = said_as(words)
     error = _one_error_line(run_sef(*words, cwd=tmp_path), command)
     target = words[words.index("--predictions" if command == "eval" else "--out") + 1]
     reason = "blocker is a file, not a folder" if place != LONG else "file name too long"

@@ -97,7 +97,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, demo_checkpoint):
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith("sef viz: error:") and message in err, err
+        assert err.startswith(f"sef viz {argv[1]}: error:") and message in err, err
         assert "Traceback" not in err and err.count("\n") == 1
 
 
@@ -247,6 +247,6 @@ def test_a_split_without_images_is_refused_not_drawn(folder_root, tmp_path, caps
     argv = ["viz", "cam", "--checkpoint", str(checkpoint), "--split", "val", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "cam.png")]) == 2  # corr and parts: likewise
     assert capsys.readouterr().err == (
-        f"sef viz: error: the val split of {folder_root} holds no images, so there is nothing to "
-        "draw; choose another --split\n"
+        f"sef viz cam: error: the val split of {folder_root} holds no images, so there is nothing "
+        "to draw; choose another --split\n"
     )

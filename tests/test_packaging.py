@@ -158,7 +158,7 @@ def test_viz_without_matplotlib_stops_before_it_loads_the_model(
     arguments = ["--checkpoint", str(demo_checkpoint), "--out", str(tmp_path / "parts.png")]
     assert main(["viz", "parts", *arguments]) == 2
     assert capsys.readouterr().err == (
-        "sef viz: error: matplotlib is not installed, and sef needs it: pip install "
+        "sef viz parts: error: matplotlib is not installed, and sef needs it: pip install "
         "matplotlib, or pip install . inside a clone of sef\n"
     )
 

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stopped: list[int] = []
     try:
-        with _warnings_as_lines(args.command), _stops_as_interrupts(stopped):
+        with _warnings_as_lines(_said_as(args)), _stops_as_interrupts(stopped):
             return _run(args, stopped)
     except KeyboardInterrupt:  # a stop as the command let go of the signals, its work done
         return 128 + (stopped[-1] if stopped else signal.SIGINT)
@@ -206,6 +206,13 @@ def _end_workers() -> None:
         workers = [worker for worker in workers if worker.is_alive()]
 
 
+def _said_as(args: argparse.Namespace) -> str:
+    """The command as its lines name it: with its action or figure (`data download`, `viz
+    cam`), as argparse's own usage errors do."""
+    action = getattr(args, "data_command", None) or getattr(args, "figure", None)
+    return f"{args.command} {action}" if action else args.command
+
+
 def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     """Run the chosen command; user errors become one line on stderr and exit code 2."""
     try:
@@ -220,16 +227,16 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
             raise
         _end_workers()  # a loader worker left mid-batch printed a traceback after the line
         if not _said_by_rank_zero(error):
-            print(f"sef {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            print(f"sef {_said_as(args)}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except ImportError as error:
-        return _missing_dependency(error, f"sef {args.command}")
+        return _missing_dependency(error, f"sef {_said_as(args)}")
     except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
         number = stopped[0] if stopped else signal.SIGINT
         by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
         said = f"; {stop.args[0]}" if stop.args else ""
         if not _said_by_rank_zero(stop):
-            print(f"sef {args.command}: interrupted{by}{said}", file=sys.stderr)
+            print(f"sef {_said_as(args)}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
 
 

@@ -173,8 +173,10 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
     if args.name in datasets.GENERATED:
         options.setdefault("progress", progress_bars(args))
     elif args.root is None:
-        command = f"sef data {args.data_command} {args.name}"
-        raise ConfigError(f"{command} needs ROOT, the dataset folder")
+        raise ConfigError(
+            f"{args.name} needs ROOT, the dataset folder: sef data "
+            f"{args.data_command} {args.name} ROOT"
+        )
     return lambda split: datasets.load(args.name, args.root, split, seed=seed, **options)
 
 
