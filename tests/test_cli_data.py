@@ -91,6 +91,23 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
     ]
 
 
+def test_check_names_a_relative_image_root_and_the_folder_it_was_resolved_from(
+    csv_root, capsys, monkeypatch
+):
+    """Every image missing asked whether the dataset root is where archives unpacked, which says
+    nothing to CSV data whose image_root was resolved from the current folder."""
+    monkeypatch.chdir(csv_root / "img")
+    argv = ["data", "check", "csv", str(csv_root), "-o", "image_root=own-csv", "--no-progress"]
+    assert main(argv) == 1
+    said = capsys.readouterr().err.splitlines()
+    assert said[1] == (
+        "18 of 18 images under own-csv/img: missing, e.g. cat_0.jpg, cat_1.jpg, cat_2.jpg; "
+        f"own-csv/img does not exist: the csv option image_root own-csv is relative, so it was "
+        f"resolved from the current folder {csv_root / 'img'}: give image_root as an absolute "
+        f"path, or run from the folder it is relative to"
+    )
+
+
 def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, capsys):
     """A folder named with a newline printed as two lines; one named with a terminal's escape
     codes would have cleared the screen."""

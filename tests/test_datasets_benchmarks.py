@@ -369,6 +369,23 @@ def test_aircraft_errors(aircraft_root, tmp_path):
         sef.datasets.load("aircraft", aircraft_root, "test", level="family")
 
 
+@pytest.mark.parametrize(("mixed", "split"), [("trainval", "test"), ("val", "val")])
+def test_aircraft_lists_that_put_an_image_in_training_and_test_are_refused(
+    aircraft_root, mixed, split
+):
+    """A test image listed for training too passed `sef data check`; training refused it."""
+    data = aircraft_root / "data"
+    test_line = (data / "images_variant_test.txt").read_text().splitlines()[0]
+    listing = data / f"images_variant_{mixed}.txt"
+    listing.write_text(listing.read_text() + test_line + "\n")
+    with pytest.raises(
+        DataError,
+        match=rf"1 image of .*data is in both images_variant_{mixed}.txt and "
+        rf"images_variant_test.txt, e.g. {test_line.split()[0]}; the lists are not the official",
+    ):
+        sef.datasets.load("aircraft", aircraft_root, split)
+
+
 def test_benchmark_images_are_rgb_after_loading(cub_root):
     path = sef.datasets.load("cub", cub_root, "test").samples[0][0]
     Image.open(path).convert("L").save(path)  # CUB has a few greyscale images

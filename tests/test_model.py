@@ -383,3 +383,17 @@ def test_images_that_are_no_float_batch_are_refused_in_one_line_in_both_modes():
         with pytest.raises(TypeError, match=r"^images must be a tensor \[B, C, H, W\], got list"):
             model([image])
         assert model(image.unsqueeze(0)) is not None
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_backbone_of_other_channels_put_in_after_construction_says_so(training):
+    """Replacing model.backbone failed deep in forward_sef with torch's split_with_sizes error."""
+    model = sef.SEF(nn.Conv2d(3, 8, 1), num_classes=2, groups=2)
+    model.backbone = nn.Conv2d(3, 6, 1)
+    model.train(training)
+    with pytest.raises(RuntimeError) as error:
+        model(torch.rand(1, 3, 8, 8))
+    assert str(error.value) == (
+        "the backbone gives 6 channels, but the heads were built for C = 8: model.backbone was "
+        "replaced by another network; build a new sef.SEF around the new backbone"
+    )

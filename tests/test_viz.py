@@ -114,6 +114,21 @@ def test_the_correlation_of_a_1x1_feature_map_says_it_compares_signs_only(recwar
     )
 
 
+def test_the_correlation_of_a_model_whose_features_are_not_finite_says_it_means_nothing(recwarn):
+    """An overflowed checkpoint (NaN weights) drew a figure of NaN without a word, where
+    `sef eval` and `sef predict` warn. Two batches, one warning counting the images."""
+    model = SEF(_Identity(), num_classes=2, groups=3)
+    broken = torch.rand(2, 3, 2, 2)
+    broken[1, 0, 0, 0] = float("nan")
+    mean_channel_correlation(model, [torch.rand(2, 3, 2, 2), broken])
+    said = [str(w.message) for w in recwarn if "not finite" in str(w.message)]
+    assert said == [
+        "the model's feature maps are not finite on 1 of 4 images, so the figure means nothing: "
+        "its weights or BatchNorm statistics overflowed in training; draw an earlier checkpoint "
+        "of its run"
+    ]
+
+
 def test_mean_correlation_holds_one_channel_matrix_not_one_per_image():
     """`sef viz corr` of a ResNet-50 (2048 channels) held a 2048 x 2048 matrix per image of a
     batch: 0.5 GiB at the default 32 images a batch, 2 GiB at --batch-size 128."""
@@ -399,6 +414,23 @@ def test_group_maps_of_a_1x1_feature_map_say_why_they_are_blank(
         if warned
         else []
     )
+
+
+def test_group_maps_of_a_model_whose_outputs_are_not_finite_say_they_mean_nothing(
+    demo_checkpoint, tmp_path, monkeypatch
+):
+    """NaN logits were captioned "pred: ... (nan%)" without a word, where `sef predict` warns."""
+    import sef.viz
+    from sef.trained import load_trained_model
+
+    trained = load_trained_model(demo_checkpoint)
+    with torch.no_grad():
+        trained.model.head.bias[0] = float("nan")  # an overflowed checkpoint: NaN logits
+    picture = tmp_path / "bird.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
+    monkeypatch.setattr(sef.viz, "plot_group_maps", lambda *a, **k: None)
+    with pytest.warns(UserWarning, match="outputs are not finite on 2 of 2 images, so the figure"):
+        sef.viz.activation_figure(trained, tmp_path / "cam.png", [picture, picture])
 
 
 class _Untouched:

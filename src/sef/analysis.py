@@ -18,6 +18,7 @@ from sef.errors import DataError
 from sef.losses import normalised_channels
 from sef.model import SEF
 from sef.modes import evaluation_mode
+from sef.text import counted
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -47,6 +48,24 @@ def warn_if_one_position(
         )
 
 
+def not_finite_images(*outputs: Tensor) -> int:
+    """How many images hold a value that is not finite in any of ``outputs`` ([B, ...] each)."""
+    finite = torch.stack([output.flatten(1).isfinite().all(1).cpu() for output in outputs])
+    return int((~finite.all(0)).sum())
+
+
+def warn_if_not_finite(non_finite: int, images: int, outputs: str) -> None:
+    """A warning where the model's ``outputs`` (e.g. "feature maps") were not finite on
+    ``non_finite`` of ``images`` images: an overflowed checkpoint, whose figure means nothing."""
+    if non_finite:
+        warnings.warn(
+            f"the model's {outputs} are not finite on {non_finite:,} of "
+            f"{counted(images, 'image')}, so the figure means nothing: its weights or BatchNorm "
+            f"statistics overflowed in training; draw an earlier checkpoint of its run",
+            stacklevel=3,  # the caller of the function that measured them
+        )
+
+
 def channel_cosine(features: Tensor) -> Tensor:
     """Per image, the cosine between every pair of channels: [B, C, C] from [B, C, h, w]."""
     unit = normalised_channels(features)
@@ -62,9 +81,10 @@ def channel_cosine_sum(features: Tensor) -> Tensor:
 
 def mean_channel_correlation(model: SEF, batches: Iterable[Tensor]) -> tuple[Tensor, int]:
     """The C x C channel correlation averaged over every image in ``batches``, and the count."""
-    total, count = None, 0
+    total, count, non_finite = None, 0, 0
     for images in batches:
         features = backbone_features(model, images)
+        non_finite += not_finite_images(features)
         if total is None:
             warn_if_one_position(
                 features,
@@ -78,6 +98,7 @@ def mean_channel_correlation(model: SEF, batches: Iterable[Tensor]) -> tuple[Ten
         count += features.shape[0]
     if total is None:
         raise DataError("no images to average the channel correlation over; pass at least one")
+    warn_if_not_finite(non_finite, count, "feature maps")
     return total / count, count
 
 

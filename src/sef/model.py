@@ -136,6 +136,7 @@ class SEF(nn.Module):
             raise RuntimeError(_DATA_PARALLEL)
         _check_images(images)
         features, pooled = self._features(images)
+        self._check_channels(pooled)
         parts = pooled.split(self.group_sizes, dim=1)
         group_logits = torch.stack(
             [head(p) for head, p in zip(self.group_heads, parts, strict=True)]
@@ -146,7 +147,20 @@ class SEF(nn.Module):
         if self.training:
             return self.forward_sef(images)
         _check_images(images)
-        return self.head(self._pool(self.backbone(images)))
+        pooled = self._pool(self.backbone(images))
+        self._check_channels(pooled)
+        return self.head(pooled)
+
+    def _check_channels(self, pooled: Tensor) -> None:
+        """One line where torch would say "split_with_sizes expects split_sizes to sum exactly"
+        or "mat1 and mat2 shapes cannot be multiplied": a backbone replaced after construction
+        by one of other channels (``pooled`` [B, N])."""
+        if pooled.shape[1] != self.channels:
+            raise RuntimeError(
+                f"the backbone gives {pooled.shape[1]} channels, but the heads were built for "
+                f"C = {self.channels}: model.backbone was replaced by another network; build a "
+                f"new sef.SEF around the new backbone"
+            )
 
     def extra_parameters(self) -> int:
         """Parameters SEF adds to a plain backbone + linear classifier: the group heads."""

@@ -25,7 +25,9 @@ from sef.analysis import (
     group_maps,
     group_means,
     mean_channel_correlation,
+    not_finite_images,
     upsample_maps,
+    warn_if_not_finite,
     warn_if_one_position,
 )
 from sef.errors import DataError, OutputError
@@ -547,6 +549,7 @@ def activation_figure(
     ]
     sizes = model.group_sizes
     features = backbone_features(model, inputs)
+    warn_if_not_finite(not_finite_images(logits, features), len(inputs), "outputs")
     warn_if_one_position(
         features,
         inputs.shape[-2:],

@@ -217,7 +217,8 @@ def run_check(args: argparse.Namespace) -> int:
     )
     if bad:
         print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
-        print(describe_bad_images(bad, len(unique)), file=sys.stderr)
+        hint = next(iter(splits.values())).missing_hint
+        print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
         if refused:

@@ -17,6 +17,7 @@ from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import class_names, deeper_hint, read_pairs, require
 from sef.datasets.splits import check_split
 from sef.errors import ConfigError, DataError
+from sef.text import counted
 
 FOLDER = "fgvc-aircraft-2013b"
 LAYOUT = (
@@ -43,6 +44,25 @@ def _data_folder(root: Path) -> Path:
     )
 
 
+def _check_test_apart(data: Path, level: str, split: str, pairs: list[tuple[str, str]]) -> None:
+    """DataError where the test list shares an image with trainval (or with ``split``'s
+    ``pairs``, train or val): the test accuracy would score images trained on."""
+    lists = {
+        name: pairs if name == split else read_pairs(data / f"images_{level}_{name}.txt", LAYOUT)
+        for name in dict.fromkeys(("test", "trainval", split))
+    }
+    test = {image_id for image_id, _ in lists.pop("test")}
+    for name, listed in lists.items():
+        shared = test.intersection(image_id for image_id, _ in listed)
+        if shared:
+            are = "is" if len(shared) == 1 else "are"
+            raise DataError(
+                f"{counted(len(shared), 'image')} of {data} {are} in both "
+                f"images_{level}_{name}.txt and images_{level}_test.txt, e.g. {min(shared)}; the "
+                f"lists are not the official ones: unpack fgvc-aircraft-2013b.tar.gz again"
+            )
+
+
 def read(
     root: str | os.PathLike,
     split: str,
@@ -63,6 +83,7 @@ def read(
     classes = class_names(data / LEVELS[level], LAYOUT)
     listing = data / f"images_{level}_{split}.txt"
     pairs = read_pairs(listing, LAYOUT)
+    _check_test_apart(data, level, split, pairs)
     images = require(data / "images", LAYOUT)
     index = {name: label for label, name in enumerate(classes)}
     unknown = [name for _, name in pairs if name not in index]

@@ -18,6 +18,7 @@ from sef.text import counted
 
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
 FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
+ARCHIVES = "is the dataset root the folder its archives unpacked to?"  # why images are missing
 # A resume keeps data.bad_images: the skip that FIXES offers is a new run's.
 RESUMED_FIXES = (
     "fix or remove them (a resume keeps data.bad_images; to skip them, train a new run with "
@@ -87,10 +88,11 @@ def _problems(paths: list[str], workers: int | None, progress: bool) -> list[str
         )
 
 
-def describe_bad_images(bad: Sequence[tuple[str, str]], total: int) -> str:
+def describe_bad_images(bad: Sequence[tuple[str, str]], total: int, hint: str | None = None) -> str:
     """The bad images of ``total`` for people, reason by reason: up to FEW of a reason one line
     each (``path: reason``), more of one reason (a split unpacked elsewhere: thousands missing)
-    in one line, with how many, under which folder, FEW examples and, for missing images, a hint.
+    in one line, with how many, under which folder, FEW examples and, for missing images, a hint
+    (``hint``, the data's :attr:`ImageList.missing_hint`, in place of :data:`ARCHIVES`).
     """
     paths_of: dict[str, list[str]] = {}
     for path, reason in bad:
@@ -99,13 +101,13 @@ def describe_bad_images(bad: Sequence[tuple[str, str]], total: int) -> str:
     for reason, paths in paths_of.items():
         hinted = reason == MISSING and (_backslashed(paths) or _spelled_otherwise(paths[0]))
         if len(paths) > FEW or hinted:
-            lines.append(_summary(reason, paths, total))
+            lines.append(_summary(reason, paths, total, hint))
         else:
             lines += [f"{path}: {reason}" for path in paths]
     return "\n".join(lines)
 
 
-def _summary(reason: str, paths: list[str], total: int) -> str:
+def _summary(reason: str, paths: list[str], total: int, hint: str | None) -> str:
     """One line for the ``paths`` of ``total`` images that share ``reason``."""
     try:
         folder = os.path.commonpath(paths)
@@ -116,7 +118,7 @@ def _summary(reason: str, paths: list[str], total: int) -> str:
     examples = ", ".join(os.path.relpath(path, folder) if folder else path for path in paths[:FEW])
     where = f" under {folder}" if folder else ""
     line = f"{len(paths):,} of {total:,} images{where}: {reason}, e.g. {examples}"
-    return f"{line}; {_missing_hint(paths)}" if reason == MISSING else line
+    return f"{line}; {_missing_hint(paths, hint)}" if reason == MISSING else line
 
 
 def _backslashed(paths: list[str]) -> bool:
@@ -147,11 +149,11 @@ def _cased_otherwise(path: str) -> str | None:
     return os.path.join(folder, same[0]) if same else None
 
 
-def _missing_hint(paths: list[str]) -> str:
+def _missing_hint(paths: list[str], hint: str | None) -> str:
     """Why ``paths`` may be missing: Windows separators (said, not converted: on Linux a file
     name may hold a backslash), accents stored otherwise, a name in another case, a folder that
     does not exist, or the images one folder deeper than listed (a copy that unpacks
-    cars_train/cars_train/)."""
+    cars_train/cars_train/); else ``hint`` or :data:`ARCHIVES`."""
     if _backslashed(paths):
         return "the paths separate folders with \\ (as on Windows): write them with / instead"
     found = _spelled_otherwise(paths[0])
@@ -167,7 +169,7 @@ def _missing_hint(paths: list[str]) -> str:
         )
     parent, name = os.path.split(paths[0])
     if not os.path.isdir(parent):
-        return f"{parent} does not exist: is the dataset root the folder its archives unpacked to?"
+        return f"{parent} does not exist: {hint or ARCHIVES}"
     try:
         deeper = [
             os.path.join(entry.path, name)
@@ -178,7 +180,7 @@ def _missing_hint(paths: list[str]) -> str:
         deeper = []
     if deeper:
         return f"{deeper[0]} exists: the images are one folder deeper than listed"
-    return "is the dataset root the folder its archives unpacked to?"
+    return hint or ARCHIVES
 
 
 def apply_bad_image_policy(

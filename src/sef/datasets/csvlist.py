@@ -176,6 +176,18 @@ def _check_relative_to_csv(path: Path, listed: str) -> None:
         )
 
 
+def _resolved_from(image_root: str | os.PathLike | None) -> str | None:
+    """Where a relative ``image_root`` was resolved from, said when its images are missing (the
+    usual hint asks about archives); None for none or an absolute one."""
+    if image_root is None or Path(image_root).expanduser().is_absolute():
+        return None
+    return (
+        f"the csv option image_root {image_root} is relative, so it was resolved from the "
+        f"current folder {os.getcwd()}: give image_root as an absolute path, or run from the "
+        f"folder it is relative to"
+    )
+
+
 def _class_list(
     path: Path, classes: Sequence[str] | str | os.PathLike | None, labels: list[str]
 ) -> list[str]:
@@ -234,7 +246,8 @@ def read(
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [_split_of(path, number, row[2]) if len(row) == 3 else None for number, row in rows]
     # a user's own: seen as a viewer shows them, named relative to base (ImageList.names)
-    photos = ImageList(samples, names, upright=True, root=base)
+    hint = _resolved_from(image_root)
+    photos = ImageList(samples, names, upright=True, root=base, missing_hint=hint)
     return from_declared(
         photos, tags, split, seed, val_fraction, test_fraction, str(path), holdout=holdout
     )

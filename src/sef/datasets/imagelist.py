@@ -34,6 +34,9 @@ class ImageList(Dataset):
     ``root`` (own data: ``folder`` and ``csv``) is the folder the images are named relative to
     (:meth:`names`), so that what the stable hold-out and a run's record of its training images
     read of them stays the same when the data moves; None elsewhere.
+
+    ``missing_hint`` (csv data with a relative ``image_root``) says where the images were looked
+    for, in place of the usual hint when they are missing (:mod:`sef.datasets.checking`).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class ImageList(Dataset):
         parts: Sequence[Parts] | None = None,
         upright: bool = True,
         root: str | os.PathLike | None = None,
+        missing_hint: str | None = None,
     ) -> None:
         self.samples = [(str(path), int(label)) for path, label in samples]
         self.classes = list(classes)
@@ -56,6 +60,7 @@ class ImageList(Dataset):
         self.parts = None if parts is None else list(parts)
         self.upright = upright
         self.root = None if root is None else str(root)
+        self.missing_hint = missing_hint
         for name, extra in (("boxes", self.boxes), ("parts", self.parts)):
             if extra is not None and len(extra) != len(self.samples):
                 raise ValueError(f"{name} has {len(extra)} entries for {len(self.samples)} samples")
@@ -98,6 +103,7 @@ class ImageList(Dataset):
             parts=None if self.parts is None else [self.parts[i] for i in indices],
             upright=self.upright,
             root=self.root,
+            missing_hint=self.missing_hint,
         )
 
     def names(self) -> list[str]:
