@@ -321,7 +321,7 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
         )
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
-            f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
+            f"cannot resume {path} for {counted(config.optim.epochs, 'epoch')}: it has trained "
             f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
         )
     saved = {**state["config"], "data": absolute_places(state["config"]["data"])}
