@@ -681,6 +681,20 @@ def test_resume_of_a_folder_whose_last_pt_is_gone_says_what_best_pt_lacks(
     )
 
 
+def test_resume_of_a_folder_whose_last_pt_is_a_folder_says_so(
+    trained_demo_checkpoint: Path, capsys
+) -> None:
+    """It said the run folder "holds best.pt but no last.pt"."""
+    out = trained_demo_checkpoint.parent
+    trained_demo_checkpoint.rename(out / "best.pt")
+    (out / "last.pt").mkdir()
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: {out / 'last.pt'} is a folder, not a checkpoint file; "
+        f"put the run's own last.pt in its place, or train a new run with another --out\n"
+    )
+
+
 def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:

@@ -130,13 +130,19 @@ SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the 
 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
-    runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
-    held a run (naming the runs inside it or beside it). A folder without a checkpoint (its run
-    stopped before the first) is resumed by starting it again."""
+    runs/<name>[-N]; ConfigError if it does not exist, holds a folder named last.pt, holds
+    best.pt but no last.pt, or never held a run (naming the runs inside it or beside it). A
+    folder without a checkpoint (its run stopped before the first) is resumed by starting it
+    again."""
     given = given_out_dir(config)
     out = given or latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
+    if os.path.isdir(out / "last.pt"):
+        raise ConfigError(
+            f"cannot resume: {out / 'last.pt'} is a folder, not a checkpoint file; put the run's "
+            f"own last.pt in its place, or train a new run with another --out"
+        )
     if not run_started_in(out):
         raise ConfigError(_no_run(out, given is not None))
     if is_run(out) and not os.path.isfile(out / "last.pt"):
