@@ -13,7 +13,7 @@ import yaml
 
 from sef import outputs
 from sef.config import Config, run_name
-from sef.engine.lock import LOCK_NAME, FolderBusy, RunLock, acquire
+from sef.engine.lock import LOCK_NAME, FolderBusy, NotALock, RunLock, acquire
 from sef.errors import ConfigError, DiskFull, OutputError
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
@@ -116,11 +116,14 @@ def claim_resumed(out: Path) -> RunLock:
     """Lock the run folder ``out`` to resume it; refused, naming the holder, while a live run
     holds it (two processes continuing one run would overwrite each other's checkpoints), and
     with the advice to copy the run where it can be written where it cannot (a read-only mount,
-    a file system without file locks): a resume cannot choose another place."""
+    a file system without file locks): a resume cannot choose another place. A lock that is a
+    folder or a link to nothing is named with the advice to remove it."""
     try:
         return acquire(out)
     except DiskFull:
         raise
+    except NotALock as error:
+        raise NotALock(f"cannot resume {out}: {error}", error.problem) from None
     except OutputError as error:
         raise OutputError(
             f"cannot resume {out}: {error.problem}; copy the run folder to a writable place with "
