@@ -743,7 +743,8 @@ def test_resume_of_a_run_without_a_checkpoint_names_its_broken_config_yaml(
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
     assert capsys.readouterr().err == (
         f"sef train: error: cannot resume {out}: in {out / 'config.yaml'}, unknown config key "
-        f"'epochz' in section 'optim'; fix it there, or train a new run with another --out\n"
+        f"'epochz' in section 'optim' (did you mean 'epochs'?); fix it there, or train a new run "
+        f"with another --out\n"
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -302,11 +303,19 @@ def _run_config(config_file: Path, resumed: Path, otherwise: str) -> Config:
     try:
         return load_config_file(config_file, stored=True)
     except ConfigError as error:
-        problem = str(error).split("; ")[0]
+        problem = _problem_of(error)
         where = "" if str(config_file) in problem else f"in {config_file}, "
         raise ConfigError(
             f"cannot resume {resumed}: {where}{problem}; fix it there, or {otherwise}"
         ) from None
+
+
+def _problem_of(error: ConfigError) -> str:
+    """The loader's ``error`` without its advice (a resume gives its own), its guess at a
+    misspelt key kept: "unknown config key 'epochz' in section 'optim' (did you mean 'epochs'?)"."""
+    guess = re.search(r"did you mean [^?]*\?", str(error))
+    problem = str(error).split("; ")[0]
+    return f"{problem} ({guess.group()})" if guess else problem
 
 
 def _keys_written(config_file: Path) -> set[str]:
