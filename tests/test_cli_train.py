@@ -866,6 +866,25 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     assert mine.read_text() == "mine" and any(e.stat().st_size > 0 for e in events)
 
 
+def test_resume_of_a_run_whose_config_yaml_was_given_a_base_names_that_key(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    """A run stopped before its first checkpoint, its config.yaml given a base: by hand: the
+    resume said no sef run wrote that file."""
+    out = tmp_path / "run"
+    out.mkdir()
+    save_config(apply_overrides(resolve_config("demo"), [f"run.out={out}"]), out / "config.yaml")
+    written = "base: demo\n" + (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(written)
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot write {out / 'config.yaml'}: it names base: demo, which no sef "
+        f"run writes, and this run would replace it; remove that line (a run's config.yaml holds "
+        f"every value itself), or choose another --out\n"
+    )
+    assert (out / "config.yaml").read_text() == written
+
+
 def test_a_tensorboard_folder_that_cannot_be_written_is_named_in_one_line(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:
