@@ -681,6 +681,20 @@ def test_resume_of_a_folder_whose_last_pt_is_gone_says_what_best_pt_lacks(
     )
 
 
+def test_resume_of_a_folder_whose_last_pt_is_a_folder_says_so(
+    trained_demo_checkpoint: Path, capsys
+) -> None:
+    """It said the run folder "holds best.pt but no last.pt"."""
+    out = trained_demo_checkpoint.parent
+    trained_demo_checkpoint.rename(out / "best.pt")
+    (out / "last.pt").mkdir()
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot resume: {out / 'last.pt'} is a folder, not a checkpoint file; "
+        f"put the run's own last.pt in its place, or train a new run with another --out\n"
+    )
+
+
 def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:
@@ -729,7 +743,8 @@ def test_resume_of_a_run_without_a_checkpoint_names_its_broken_config_yaml(
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
     assert capsys.readouterr().err == (
         f"sef train: error: cannot resume {out}: in {out / 'config.yaml'}, unknown config key "
-        f"'epochz' in section 'optim'; fix it there, or train a new run with another --out\n"
+        f"'epochz' in section 'optim' (did you mean 'epochs'?); fix it there, or train a new run "
+        f"with another --out\n"
     )
 
 
@@ -849,6 +864,25 @@ def test_a_folder_with_a_config_but_no_checkpoint_keeps_the_users_files(
     assert main([*train, "--config", str(kept)]) == 0
     events = list((out / "tb").glob("events.out.tfevents.*"))
     assert mine.read_text() == "mine" and any(e.stat().st_size > 0 for e in events)
+
+
+def test_resume_of_a_run_whose_config_yaml_was_given_a_base_names_that_key(
+    demo_root: Path, tmp_path: Path, capsys
+) -> None:
+    """A run stopped before its first checkpoint, its config.yaml given a base: by hand: the
+    resume said no sef run wrote that file."""
+    out = tmp_path / "run"
+    out.mkdir()
+    save_config(apply_overrides(resolve_config("demo"), [f"run.out={out}"]), out / "config.yaml")
+    written = "base: demo\n" + (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(written)
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: cannot write {out / 'config.yaml'}: it names base: demo, which no sef "
+        f"run writes, and this run would replace it; remove that line (a run's config.yaml holds "
+        f"every value itself), or choose another --out\n"
+    )
+    assert (out / "config.yaml").read_text() == written
 
 
 def test_a_tensorboard_folder_that_cannot_be_written_is_named_in_one_line(

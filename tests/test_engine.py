@@ -830,6 +830,15 @@ def test_a_resume_may_evaluate_in_other_batches_but_not_train_in_them(tmp_path) 
         _check_resumable(apply_overrides(config, ["optim.batch_size=2"]), state, tmp_path)
 
 
+def test_a_resume_for_fewer_epochs_than_trained_counts_them_in_words(tmp_path) -> None:
+    """It said "for 1 epochs"."""
+    config = _config(tmp_path / "run", "optim.epochs=2")
+    state = {key: None for key in TRAINING_STATE} | {"config": config_to_dict(config), "epoch": 2}
+    with pytest.raises(ConfigError) as refusal:
+        _check_resumable(apply_overrides(config, ["optim.epochs=1"]), state, tmp_path / "last.pt")
+    assert str(refusal.value).startswith(f"cannot resume {tmp_path / 'last.pt'} for 1 epoch: ")
+
+
 def test_a_resume_on_processes_that_do_not_divide_its_batch_is_told_to_change_them(tmp_path):
     """The batch size of a run cannot change on resuming: "choose a multiple of 3" led to a
     refusal of the new batch size."""

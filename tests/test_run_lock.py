@@ -327,3 +327,21 @@ def test_a_resume_of_a_folder_it_cannot_lock_says_to_copy_the_run_not_to_choose_
         f"cannot resume {tmp_path}: cannot write {tmp_path / LOCK_NAME}: read-only file system; "
         f"copy the run folder to a writable place with file locks and resume it there with --out"
     )
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a link to nothing"])
+def test_a_resume_of_a_folder_whose_lock_is_no_file_says_to_remove_it(
+    tmp_path: Path, kind: str
+) -> None:
+    """It was told to copy the run folder to a writable place: no run can hold such a lock."""
+    lock = tmp_path / LOCK_NAME
+    if kind == "a folder":
+        lock.mkdir()
+    else:
+        lock.symlink_to(tmp_path / "gone" / "lock")
+    with pytest.raises(OutputError) as info:
+        claim_resumed(tmp_path)
+    assert str(info.value) == (
+        f"cannot resume {tmp_path}: {lock} is {kind}, not a run's lock file; remove it (no run "
+        f"holds it)"
+    )

@@ -13,7 +13,7 @@ import yaml
 
 from sef import outputs
 from sef.config import Config, run_name
-from sef.engine.lock import LOCK_NAME, FolderBusy, RunLock, acquire
+from sef.engine.lock import LOCK_NAME, FolderBusy, NotALock, RunLock, acquire
 from sef.errors import ConfigError, DiskFull, OutputError
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
@@ -116,11 +116,14 @@ def claim_resumed(out: Path) -> RunLock:
     """Lock the run folder ``out`` to resume it; refused, naming the holder, while a live run
     holds it (two processes continuing one run would overwrite each other's checkpoints), and
     with the advice to copy the run where it can be written where it cannot (a read-only mount,
-    a file system without file locks): a resume cannot choose another place."""
+    a file system without file locks): a resume cannot choose another place. A lock that is a
+    folder or a link to nothing is named with the advice to remove it."""
     try:
         return acquire(out)
     except DiskFull:
         raise
+    except NotALock as error:
+        raise NotALock(f"cannot resume {out}: {error}", error.problem) from None
     except OutputError as error:
         raise OutputError(
             f"cannot resume {out}: {error.problem}; copy the run folder to a writable place with "
@@ -149,23 +152,42 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
         )
 
 
-def _written_by_a_run(config_file: Path) -> bool:
-    """Whether ``config_file`` is a config.yaml that ``sef train`` wrote: every section of a
-    resolved config, and nothing else (no ``base:``, as a hand-written one has)."""
+SECTIONS = {field.name for field in dataclasses.fields(Config)}  # what a run's config.yaml holds
+
+
+def _mapping(config_file: Path) -> dict:
+    """The YAML file ``config_file`` as a mapping; empty where it cannot be read as one."""
     try:
         values = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeError, yaml.YAMLError):
-        return False
-    sections = {field.name for field in dataclasses.fields(Config)}
-    return isinstance(values, dict) and set(values) == sections
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def _written_by_a_run(config_file: Path) -> bool:
+    """Whether ``config_file`` is a config.yaml that ``sef train`` wrote: every section of a
+    resolved config, and nothing else (no ``base:``, as a hand-written one has)."""
+    return set(_mapping(config_file)) == SECTIONS
 
 
 def check_others_records(folder: Path) -> None:
     """OutputError where ``folder``, holding no checkpoint, holds a config.yaml, metrics.jsonl or
     trackers.json that no sef run wrote (a run writes its config.yaml first): a run there would
-    replace them, and clear the TensorBoard events beside such a config.yaml."""
+    replace them, and clear the TensorBoard events beside such a config.yaml. A run's config.yaml
+    with a ``base:`` added is told to drop that line."""
     if is_run(folder) or _written_by_a_run(folder / "config.yaml"):
         return
+    values = _mapping(folder / "config.yaml")
+    if set(values) == {*SECTIONS, "base"}:  # a run's, base: added by hand
+        problem = (
+            f"cannot write {folder / 'config.yaml'}: it names base: {values['base']}, which no "
+            f"sef run writes, and this run would replace it"
+        )
+        raise OutputError(
+            f"{problem}; remove that line (a run's config.yaml holds every value itself), or "
+            f"choose another --out",
+            problem,
+        )
     for name in outputs.RUN_RECORDS:
         if (folder / name).is_file():
             problem = (

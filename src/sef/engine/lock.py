@@ -62,6 +62,11 @@ class FolderBusy(SEFError):
         return cls(f"{folder} is in use by another run ({holder})", folder, holder)
 
 
+class NotALock(OutputError):
+    """A ``DIR/.sef-lock`` that is a folder or a link to nothing: no run can hold it (``acquire``
+    opens a file to write), so the advice is to remove it."""
+
+
 BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK)
 
 
@@ -161,6 +166,18 @@ def _remove_unheld(path: Path, folder: Path) -> bool:
     return True
 
 
+def _not_a_lock(path: Path) -> NotALock | None:
+    """NotALock where ``path`` is a folder or a link to nothing, else None."""
+    if path.is_dir():
+        kind = "a folder"
+    elif path.is_symlink() and not path.exists():
+        kind = "a link to nothing"
+    else:
+        return None
+    problem = f"{path} is {kind}, not a run's lock file"
+    return NotALock(f"{problem}; remove it (no run holds it)", problem)
+
+
 def is_held(folder: str | os.PathLike) -> bool:
     """Whether a live process holds ``folder``'s lock: tried without waiting and given back at
     once (a folder without one, or on a file system that cannot lock, is not held)."""
@@ -178,7 +195,8 @@ def is_held(folder: str | os.PathLike) -> bool:
 
 def acquire(folder: str | os.PathLike) -> RunLock:
     """Lock ``folder`` (created if missing) for this process; FolderBusy naming the holder if a
-    live process holds it, OutputError if the folder or its lock file cannot be written."""
+    live process holds it, OutputError if the folder or its lock file cannot be written
+    (NotALock where the lock is a folder or a link to nothing)."""
     folder = Path(folder)
     created = outputs.missing_folders(folder)
     path = outputs.make_folder(folder) / LOCK_NAME
@@ -188,7 +206,7 @@ def acquire(folder: str | os.PathLike) -> RunLock:
         except OSError as error:
             if isinstance(error, PermissionError) and _remove_unheld(path, folder):
                 continue
-            raise outputs.output_error(path, error) from None
+            raise _not_a_lock(path) or outputs.output_error(path, error) from None
         try:
             locked = _try_lock(descriptor)
         except OSError as error:

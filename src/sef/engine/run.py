@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -130,13 +131,19 @@ SCRATCH_NOTE = (  # docs/results.md: the demo ablation's phi = 1 column and the 
 
 def resume_dir(config: Config) -> Path:
     """The run folder a resume of ``config`` continues: ``run.out``, else the newest
-    runs/<name>[-N]; ConfigError if it does not exist, holds best.pt but no last.pt, or never
-    held a run (naming the runs inside it or beside it). A folder without a checkpoint (its run
-    stopped before the first) is resumed by starting it again."""
+    runs/<name>[-N]; ConfigError if it does not exist, holds a folder named last.pt, holds
+    best.pt but no last.pt, or never held a run (naming the runs inside it or beside it). A
+    folder without a checkpoint (its run stopped before the first) is resumed by starting it
+    again."""
     given = given_out_dir(config)
     out = given or latest_run_dir(config)
     if os.path.isfile(out):
         raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
+    if os.path.isdir(out / "last.pt"):
+        raise ConfigError(
+            f"cannot resume: {out / 'last.pt'} is a folder, not a checkpoint file; put the run's "
+            f"own last.pt in its place, or train a new run with another --out"
+        )
     if not run_started_in(out):
         raise ConfigError(_no_run(out, given is not None))
     if is_run(out) and not os.path.isfile(out / "last.pt"):
@@ -296,11 +303,19 @@ def _run_config(config_file: Path, resumed: Path, otherwise: str) -> Config:
     try:
         return load_config_file(config_file, stored=True)
     except ConfigError as error:
-        problem = str(error).split("; ")[0]
+        problem = _problem_of(error)
         where = "" if str(config_file) in problem else f"in {config_file}, "
         raise ConfigError(
             f"cannot resume {resumed}: {where}{problem}; fix it there, or {otherwise}"
         ) from None
+
+
+def _problem_of(error: ConfigError) -> str:
+    """The loader's ``error`` without its advice (a resume gives its own), its guess at a
+    misspelt key kept: "unknown config key 'epochz' in section 'optim' (did you mean 'epochs'?)"."""
+    guess = re.search(r"did you mean [^?]*\?", str(error))
+    problem = str(error).split("; ")[0]
+    return f"{problem} ({guess.group()})" if guess else problem
 
 
 def _keys_written(config_file: Path) -> set[str]:
@@ -321,7 +336,7 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
         )
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
-            f"cannot resume {path} for {config.optim.epochs} epochs: it has trained "
+            f"cannot resume {path} for {counted(config.optim.epochs, 'epoch')}: it has trained "
             f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
         )
     saved = {**state["config"], "data": absolute_places(state["config"]["data"])}
