@@ -218,6 +218,8 @@ def _deploy_rgb(image):
         return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
     if image.mode.startswith("I"):
         return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
+    if image.mode == "F" and image.getextrema()[1] <= 1:  # float grey in 0-1, not 0-255
+        return image.point(lambda v: v * 255).convert("L").convert("RGB")
     return image.convert("RGB")
 
 
@@ -256,10 +258,11 @@ def test_preprocessing_json_reproduces_the_test_transform(recipe, rows, columns)
     assert difference.max() <= one_level and difference.mean() < 0.05 * one_level
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
-def test_the_deployment_preprocessing_reads_transparent_and_16_bit_images_as_sef(mode):
-    """The page's convert("RGB") kept the colour under transparent pixels (sef: white) and
-    clipped 16-bit grey to white (sef: scaled to 8 bits)."""
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "F"])
+def test_the_deployment_preprocessing_reads_transparent_16_bit_and_float_images_as_sef(mode):
+    """The page's convert("RGB") kept the colour under transparent pixels (sef: white),
+    clipped 16-bit grey to white (sef: scaled to 8 bits) and made 0-1 float grey black (sef:
+    scaled to 0-255)."""
     import numpy as np
     from PIL import Image
 
@@ -270,6 +273,8 @@ def test_the_deployment_preprocessing_reads_transparent_and_16_bit_images_as_sef
     if mode == "RGBA":
         rows[:, :35, 3] = 0  # half of it transparent over blue-ish colours
         image = Image.fromarray((rows >> 8).astype(np.uint8), "RGBA")
+    elif mode == "F":  # a float TIFF's grey in 0-1
+        image = Image.fromarray((rows[..., 0] / 2**16).astype(np.float32))
     else:
         image = Image.fromarray(rows[..., 0])
     assert image.mode == mode
