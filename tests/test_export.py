@@ -209,6 +209,22 @@ def test_preprocessing_resize_recipe_has_no_crop_margin():
     assert Preprocessing(448, "resize_crop", (0, 0, 0), (1, 1, 1)).resize_size == 600
 
 
+def test_preprocessing_json_names_the_resize_the_test_transform_does():
+    """A deployment outside Python (OpenCV's INTER_LINEAR does not antialias) must know it."""
+    from torchvision.transforms import v2
+
+    from sef.export import preprocessing_json
+
+    steps = PREPROCESSING.test_transform().transforms
+    resize = next(step for step in steps if isinstance(step, v2.Resize))
+    record = preprocessing_json(PREPROCESSING)
+    assert (record["interpolation"], record["antialias"]) == ("bilinear", True)
+    assert (record["interpolation"], record["antialias"]) == (
+        resize.interpolation.value,
+        resize.antialias,
+    )
+
+
 def _deploy_rgb(image):
     """docs/deployment.md's rgb(): an image as sef reads it, with Pillow alone."""
     from PIL import Image
