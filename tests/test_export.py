@@ -477,6 +477,28 @@ def test_load_safetensors_rebuilds_the_network_its_metadata_records(model, expor
         assert torch.equal(resnet(images), model(images))
 
 
+# docs/deployment.md's names of a ResNet's tensors in torchvision, for a server without sef.
+_TORCHVISION_RESNET = {"0.0": "conv1", "0.1": "bn1", "0.4": "layer1", "0.5": "layer2",
+                       "0.6": "layer3", "0.7": "layer4", "2": "fc"}  # fmt: skip
+
+
+def _torchvision_name(name: str) -> str:
+    prefix = "2" if name.startswith("2.") else ".".join(name.split(".")[:2])
+    return _TORCHVISION_RESNET[prefix] + name[len(prefix) :]
+
+
+def test_a_resnets_safetensors_loads_into_torchvision_by_its_names_without_sef(model, exported):
+    """The page needed sef installed to map the file's names (sorted, so not in order)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(exported["safetensors"]))
+    resnet = torchvision.models.resnet18(num_classes=len(state["2.bias"])).eval()
+    resnet.load_state_dict({_torchvision_name(k): v for k, v in state.items()})
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(resnet(images), model(images))
+
+
 @pytest.mark.slow
 def test_load_safetensors_rebuilds_a_vit_with_its_pooling_and_size(tmp_path):
     """Built by hand with its defaults (class-token pooling, its own 224 px), such a ViT loaded
