@@ -69,6 +69,27 @@ def test_all_files_are_written(exported):
     assert not list(exported["onnx"].parent.glob(".*tmp*"))  # no temp files left behind
 
 
+def test_the_onnx_input_is_as_deployment_md_describes_it(exported):
+    """float32 [batch, 3, S, S]; another dtype or size is refused, any batch size runs."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(exported["onnx"]))
+    (images,) = session.get_inputs()
+    assert (images.name, images.type, images.shape) == (
+        "images",
+        "tensor(float)",
+        ["batch", 3, SIZE, SIZE],
+    )
+    for batch in (1, 17):
+        x = np.zeros((batch, 3, SIZE, SIZE), np.float32)
+        assert session.run(None, {"images": x})[0].shape == (batch, len(CLASSES))
+    with pytest.raises(Exception, match="Unexpected input data type"):
+        session.run(None, {"images": np.zeros((1, 3, SIZE, SIZE), np.float16)})
+    with pytest.raises(Exception, match="Got invalid dimensions for input: images"):
+        session.run(None, {"images": np.zeros((1, 3, SIZE + 8, SIZE + 8), np.float32)})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnx_and_torchscript_match_pytorch(model, exported, batch):
