@@ -73,16 +73,34 @@ def test_export_of_a_model_with_large_logits_passes_its_check(demo_checkpoint, t
     assert "max |logit difference| vs PyTorch on random images: onnx" in capsys.readouterr().out
 
 
+def _refused_check(demo_checkpoint, out, capsys, monkeypatch, check) -> tuple[str, str]:
+    """What ``sef export`` prints where its check finds ``check``; it must exit with 2."""
+    import sef.export
+
+    monkeypatch.setattr(sef.export, "check_export", lambda *args: check)
+    assert main(["export", "--checkpoint", str(demo_checkpoint), "--out", str(out),
+                 "--format", "safetensors"]) == 2  # fmt: skip
+    return capsys.readouterr()
+
+
 def test_an_export_beyond_the_tolerance_is_refused_in_one_line(
     demo_checkpoint, tmp_path, capsys, monkeypatch
 ):
-    import sef.export
+    from sef.export import ExportCheck
 
-    wrong = sef.export.ExportCheck({"safetensors": 0.5}, largest_logit=1000.0)
-    monkeypatch.setattr(sef.export, "check_export", lambda *args: wrong)
-    assert main(["export", "--checkpoint", str(demo_checkpoint), "--out", str(tmp_path),
-                 "--format", "safetensors"]) == 2  # fmt: skip
-    out, err = capsys.readouterr()
+    wrong = ExportCheck({"safetensors": 0.5}, largest_logit=1000.0)
+    out, err = _refused_check(demo_checkpoint, tmp_path, capsys, monkeypatch, wrong)
     assert "safetensors 5.0e-01 (allowed: 0.001 + 1e-05 x the largest |logit| 1e+03 = 0.011)" in out
     assert err.count("\n") == 1 and err.startswith("sef export: error: an export of ")
     assert "(safetensors) differs from PyTorch by up to 0.5 in the logits, more than" in err
+
+
+def test_a_refused_export_says_by_how_much_it_is_beyond_the_tolerance(
+    demo_checkpoint, tmp_path, capsys, monkeypatch
+):
+    """Just beyond it, both used to read 0.001: "by up to 0.001, more than the 0.001"."""
+    from sef.export import ExportCheck
+
+    wrong = ExportCheck({"safetensors": 0.00105}, largest_logit=4.0)  # allowed: 0.00104
+    _, err = _refused_check(demo_checkpoint, tmp_path, capsys, monkeypatch, wrong)
+    assert "by up to 0.00105 in the logits, more than the 0.00104 float32 rounding" in err

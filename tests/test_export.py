@@ -69,6 +69,27 @@ def test_all_files_are_written(exported):
     assert not list(exported["onnx"].parent.glob(".*tmp*"))  # no temp files left behind
 
 
+def test_the_onnx_input_is_as_deployment_md_describes_it(exported):
+    """float32 [batch, 3, S, S]; another dtype or size is refused, any batch size runs."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(exported["onnx"]))
+    (images,) = session.get_inputs()
+    assert (images.name, images.type, images.shape) == (
+        "images",
+        "tensor(float)",
+        ["batch", 3, SIZE, SIZE],
+    )
+    for batch in (1, 17):
+        x = np.zeros((batch, 3, SIZE, SIZE), np.float32)
+        assert session.run(None, {"images": x})[0].shape == (batch, len(CLASSES))
+    with pytest.raises(Exception, match="Unexpected input data type"):
+        session.run(None, {"images": np.zeros((1, 3, SIZE, SIZE), np.float16)})
+    with pytest.raises(Exception, match="Got invalid dimensions for input: images"):
+        session.run(None, {"images": np.zeros((1, 3, SIZE + 8, SIZE + 8), np.float32)})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnx_and_torchscript_match_pytorch(model, exported, batch):
@@ -209,6 +230,22 @@ def test_preprocessing_resize_recipe_has_no_crop_margin():
     assert Preprocessing(448, "resize_crop", (0, 0, 0), (1, 1, 1)).resize_size == 600
 
 
+def test_preprocessing_json_names_the_resize_the_test_transform_does():
+    """A deployment outside Python (OpenCV's INTER_LINEAR does not antialias) must know it."""
+    from torchvision.transforms import v2
+
+    from sef.export import preprocessing_json
+
+    steps = PREPROCESSING.test_transform().transforms
+    resize = next(step for step in steps if isinstance(step, v2.Resize))
+    record = preprocessing_json(PREPROCESSING)
+    assert (record["interpolation"], record["antialias"]) == ("bilinear", True)
+    assert (record["interpolation"], record["antialias"]) == (
+        resize.interpolation.value,
+        resize.antialias,
+    )
+
+
 def _deploy_rgb(image):
     """docs/deployment.md's rgb(): an image as sef reads it, with Pillow alone."""
     from PIL import Image
@@ -218,6 +255,8 @@ def _deploy_rgb(image):
         return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
     if image.mode.startswith("I"):
         return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
+    if image.mode == "F" and image.getextrema()[1] <= 1:  # float grey in 0-1, not 0-255
+        return image.point(lambda v: v * 255).convert("L").convert("RGB")
     return image.convert("RGB")
 
 
@@ -228,6 +267,7 @@ def _deploy_preprocess(image, prep: dict):
 
     side, crop = prep["resize_size"], prep["crop_size"]
     image = _deploy_rgb(ImageOps.exif_transpose(image))
+    image = image.resize((side, image.height), Image.BILINEAR)  # width first, as torchvision
     image = image.resize((side, side), Image.BILINEAR)
     left = round((side - crop) / 2)
     image = image.crop((left, left, left + crop, left + crop))
@@ -236,13 +276,16 @@ def _deploy_preprocess(image, prep: dict):
 
 
 @pytest.mark.parametrize("recipe", ["resize", "resize_crop"])
-def test_preprocessing_json_reproduces_the_test_transform(recipe):
+@pytest.mark.parametrize("rows, columns", [(45, 70), (70, 45)])
+def test_preprocessing_json_reproduces_the_test_transform(recipe, rows, columns):
+    """Also for a portrait image, which one resize of PIL's shrinks height first: off by a grey
+    level on a quarter of the pixels, where torchvision shrinks width first."""
     from PIL import Image
 
     from sef import transforms
 
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (45, 70, 3), dtype=torch.uint8, generator=generator)
+    pixels = torch.randint(0, 256, (rows, columns, 3), dtype=torch.uint8, generator=generator)
     image = Image.fromarray(pixels.numpy())
     prep = Preprocessing(SIZE, recipe, transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)
     expected = transforms.test_transform(recipe, SIZE)(image)
@@ -252,10 +295,11 @@ def test_preprocessing_json_reproduces_the_test_transform(recipe):
     assert difference.max() <= one_level and difference.mean() < 0.05 * one_level
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
-def test_the_deployment_preprocessing_reads_transparent_and_16_bit_images_as_sef(mode):
-    """The page's convert("RGB") kept the colour under transparent pixels (sef: white) and
-    clipped 16-bit grey to white (sef: scaled to 8 bits)."""
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "F"])
+def test_the_deployment_preprocessing_reads_transparent_16_bit_and_float_images_as_sef(mode):
+    """The page's convert("RGB") kept the colour under transparent pixels (sef: white),
+    clipped 16-bit grey to white (sef: scaled to 8 bits) and made 0-1 float grey black (sef:
+    scaled to 0-255)."""
     import numpy as np
     from PIL import Image
 
@@ -266,6 +310,8 @@ def test_the_deployment_preprocessing_reads_transparent_and_16_bit_images_as_sef
     if mode == "RGBA":
         rows[:, :35, 3] = 0  # half of it transparent over blue-ish colours
         image = Image.fromarray((rows >> 8).astype(np.uint8), "RGBA")
+    elif mode == "F":  # a float TIFF's grey in 0-1
+        image = Image.fromarray((rows[..., 0] / 2**16).astype(np.float32))
     else:
         image = Image.fromarray(rows[..., 0])
     assert image.mode == mode
@@ -448,6 +494,28 @@ def test_load_safetensors_rebuilds_the_network_its_metadata_records(model, expor
     resnet = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()  # deployment.md's way
     names = dict(zip(plain.state_dict(), resnet.state_dict(), strict=True))
     resnet.load_state_dict({names[k]: v for k, v in plain.state_dict().items()})
+    with torch.no_grad():
+        assert torch.equal(resnet(images), model(images))
+
+
+# docs/deployment.md's names of a ResNet's tensors in torchvision, for a server without sef.
+_TORCHVISION_RESNET = {"0.0": "conv1", "0.1": "bn1", "0.4": "layer1", "0.5": "layer2",
+                       "0.6": "layer3", "0.7": "layer4", "2": "fc"}  # fmt: skip
+
+
+def _torchvision_name(name: str) -> str:
+    prefix = "2" if name.startswith("2.") else ".".join(name.split(".")[:2])
+    return _TORCHVISION_RESNET[prefix] + name[len(prefix) :]
+
+
+def test_a_resnets_safetensors_loads_into_torchvision_by_its_names_without_sef(model, exported):
+    """The page needed sef installed to map the file's names (sorted, so not in order)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(exported["safetensors"]))
+    resnet = torchvision.models.resnet18(num_classes=len(state["2.bias"])).eval()
+    resnet.load_state_dict({_torchvision_name(k): v for k, v in state.items()})
+    images = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(resnet(images), model(images))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sef import extras, filekinds, outputs, space
+from sef import extras, filekinds, outputs, space, transforms
 from sef.adapters import input_channels
 from sef.choices import EXPORT_FORMATS
 from sef.errors import CheckpointError, DiskFull, OutputError
@@ -45,11 +45,13 @@ OUTPUT_NAME = "logits"
 def preprocessing_json(preprocessing: Preprocessing, channels: int = 3) -> dict:
     """preprocessing.json: the record (recipe "resize_crop": resize to resize_size squared, then
     center-crop crop_size; "resize": resize to image_size squared; then scale to [0, 1] and
-    normalise with mean/std per channel), the input and output names, the input's ``channels``
-    and the layout (RGB for 3 channels)."""
+    normalise with mean/std per channel), the resize's ``interpolation`` and ``antialias``, the
+    input and output names, the input's ``channels`` and the layout (RGB for 3 channels)."""
     kind = "RGB" if channels == 3 else f"{counted(channels, 'channel')} (the model's own, not RGB)"
     return {
         **preprocessing.to_dict(),
+        "interpolation": transforms.RESIZE_INTERPOLATION.value,
+        "antialias": transforms.RESIZE_ANTIALIAS,
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "channels": channels,

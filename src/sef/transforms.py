@@ -33,6 +33,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The paper resizes to 600 before cropping 448; other crop sizes keep that ratio.
 RESIZE_CROP_RATIO = 600 / 448
+# How every pipeline resizes (an exported preprocessing.json records it for deployments).
+RESIZE_INTERPOLATION = v2.InterpolationMode.BILINEAR
+RESIZE_ANTIALIAS = True
 
 
 def _check(recipe: str, image_size: int) -> None:
@@ -81,7 +84,8 @@ def normalise_batch(
 
 def _resize(recipe: str, image_size: int) -> list[v2.Transform]:
     side = resize_size(recipe, image_size)
-    return [v2.ToImage(), v2.Resize((side, side), antialias=True)]
+    resize = v2.Resize((side, side), RESIZE_INTERPOLATION, antialias=RESIZE_ANTIALIAS)
+    return [v2.ToImage(), resize]
 
 
 def resize_transform(recipe: str, image_size: int) -> v2.Compose:
