@@ -60,8 +60,7 @@ class TTAViews:
         self.normalise = normalise
         self.plain = preprocessing.test_transform(normalise=False)
         # the corners and centre come from the paper's larger test resize, whatever the recipe
-        side = transforms.resize_size("resize_crop", self.image_size)
-        self.resize = v2.Compose([v2.ToImage(), v2.Resize((side, side), antialias=True)])
+        self.resize = transforms.resize_transform("resize_crop", self.image_size)
 
     def __call__(self, image) -> Tensor:
         plain = self.plain(image).as_subclass(Tensor)
