@@ -93,6 +93,7 @@ def test_an_export_beyond_the_tolerance_is_refused_in_one_line(
     assert "safetensors 5.0e-01 (allowed: 0.001 + 1e-05 x the largest |logit| 1e+03 = 0.011)" in out
     assert err.count("\n") == 1 and err.startswith("sef export: error: an export of ")
     assert "(safetensors) differs from PyTorch by up to 0.5 in the logits, more than" in err
+    assert err.endswith("operations (the files above are kept to inspect, not to deploy)\n")
 
 
 def test_a_refused_export_says_by_how_much_it_is_beyond_the_tolerance(

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise SEFError(
             f"an export of {args.checkpoint} ({', '.join(failed)}) differs from PyTorch by up "
             f"to {worst} in the logits, more than the {tolerance} float32 rounding "
-            f"explains; check the backbone for export-unsafe operations"
+            f"explains; check the backbone for export-unsafe operations (the files above are "
+            f"kept to inspect, not to deploy)"
         )
     return 0
 
