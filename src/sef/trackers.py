@@ -45,6 +45,7 @@ STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
 SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
 GIST = 200  # the most characters of a tracker's error that sef quotes
+GIST_TAIL = 80  # of which its end: where a client says what to do
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
 
@@ -274,9 +275,12 @@ class MLflowRun:
             existing: dict[str, str] = {}
             if run_id:
                 try:
-                    existing = self.client.get_run(run_id).data.params
+                    run = self.client.get_run(run_id)
+                    existing = run.data.params
                 except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
                     run_id = None
+                else:  # a run deleted in MLflow cannot go on: a new one gets the whole history
+                    run_id = None if run.info.lifecycle_stage == "deleted" else run_id
             self.resumed = run_id is not None
             if run_id:
                 self.client.update_run(run_id, status="RUNNING")
@@ -312,6 +316,12 @@ class MLflowRun:
     def _experiment(self, artifacts: Path | None) -> str:
         name = _experiment_name()
         experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            raise ConfigError(
+                f"run.loggers=mlflow: the MLflow experiment {name!r} was deleted, and MLflow "
+                f"starts no run in it; restore it (mlflow experiments restore --experiment-id "
+                f"{experiment.experiment_id}), or set MLFLOW_EXPERIMENT_NAME to another name"
+            )
         if experiment is not None:
             return experiment.experiment_id
         location = artifacts.resolve().as_uri() if artifacts is not None else None
@@ -415,7 +425,10 @@ def _experiment_name() -> str:
 
 
 OPENERS = {"wandb": WandbRun, "mlflow": MLflowRun}
-SETTINGS = {"wandb": "WANDB_MODE, WANDB_DIR", "mlflow": "MLFLOW_TRACKING_URI"}  # what may be amiss
+SETTINGS = {  # what may be amiss
+    "wandb": "WANDB_MODE, WANDB_DIR, WANDB_PROJECT",
+    "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME",
+}
 
 
 class Trackers:
@@ -509,7 +522,11 @@ class Trackers:
 
 
 def _gist(error: Exception) -> str:
-    """``error``'s message on one line, cut after ``GIST`` characters: a database client's error
-    carries its whole SQL statement and parameters (SQLAlchemy's, under MLflow)."""
+    """``error``'s message on one line, at most ``GIST`` characters: a database client's error
+    carries its whole SQL statement and parameters (SQLAlchemy's, under MLflow). A longer one
+    keeps its start and its last ``GIST_TAIL`` characters, where a client says what to do
+    (MLflow's refusal of its file store ends with the setting that allows it)."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= GIST else text[: GIST - 3].rstrip() + "..."
+    if len(text) <= GIST:
+        return text
+    return f"{text[: GIST - GIST_TAIL - 5].rstrip()} ... {text[-GIST_TAIL:].lstrip()}"
