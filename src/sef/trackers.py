@@ -44,7 +44,7 @@ TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
 SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
-GIST = 200  # the most characters of a tracker's error that sef quotes
+GIST = 260  # the most characters of a tracker's error that sef quotes
 GIST_TAIL = 80  # of which its end: where a client says what to do
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
