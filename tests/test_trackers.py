@@ -642,3 +642,26 @@ def test_a_deleted_mlflow_run_is_started_anew_and_a_deleted_experiment_refused(
         f"in it; restore it (mlflow experiments restore --experiment-id {experiment}), or set "
         f"MLFLOW_EXPERIMENT_NAME to another name"
     )
+
+
+def test_a_run_stopped_while_mlflow_creates_its_store_leaves_none_half_made(
+    trackers_offline: Path, monkeypatch
+) -> None:
+    # Ctrl-C during MLflow's table creation left DIR/mlflow/mlflow.db half made, and the same
+    # command then stopped every time: "table secrets already exists"
+    import mlflow.store.db.utils as db
+
+    out = trackers_offline
+    out.mkdir()
+    config = load_preset("demo")
+    save_config(config, out / "config.yaml")
+    with monkeypatch.context() as patch:
+        patch.setattr(db, "_upgrade_db", _interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            MLflowRun(out, config, None)
+    assert not (out / "mlflow" / "mlflow.db").exists()
+    assert not MLflowRun(out, config, None).resumed
+
+
+def _interrupt(*args) -> None:
+    raise KeyboardInterrupt

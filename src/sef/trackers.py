@@ -21,6 +21,7 @@ import logging
 import numbers
 import os
 import socket
+import tempfile
 import threading
 import time
 import warnings
@@ -267,6 +268,7 @@ class MLflowRun:
         if not uri:
             store = out / "mlflow"
             store.mkdir(exist_ok=True)
+            _create_store(store / "mlflow.db")
             uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
         with _store_lock(uri):  # MLflow creates the store's tables, the experiment, the run
             self.client = MlflowClient(tracking_uri=uri)
@@ -362,6 +364,22 @@ def _errors_unlogged() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _create_store(path: Path) -> None:
+    """MLflow's SQLite store ``path``, if missing, made aside and renamed in place: MLflow takes
+    seconds to create its tables, and a run stopped then (Ctrl-C) left a half-made store that
+    refused every later run in the folder ("table secrets already exists")."""
+    if path.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    for stale in path.parent.glob(f"{path.name}.*.partial"):  # what a stopped run left
+        stale.unlink()
+    handle, aside = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)  # a name of its own: MLflow keeps an engine per store it opened
+    MlflowClient(tracking_uri=sqlite_uri(Path(aside).resolve())).search_experiments(max_results=1)
+    os.replace(aside, path)
 
 
 def sqlite_uri(path: Path) -> str:
