@@ -566,6 +566,32 @@ def test_tensorboard_added_on_resume_gets_the_epochs_before_it_and_none_twice(tm
     ]
 
 
+def test_tensorboard_back_on_after_sessions_without_it_fills_the_gap(tmp_path):
+    """TensorBoard on for epochs 1-2, off for 3-4, on again for 5: its charts lacked 3 and 4."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sef.engine.log import Logger
+
+    def record(epoch: int) -> dict:
+        terms = ("loss_total", "train_top1", "eval_top1", "eval_class_mean", "seconds", "lr")
+        return {"epoch": epoch, "images_per_second": 1.0, "eval_group_top1": [0.5]} | {
+            key: epoch / 10 for key in terms
+        }
+
+    for epoch, loggers in ((1, "tensorboard"), (3, "none"), (5, "tensorboard")):
+        config = _config(tmp_path, f"run.loggers=[{loggers}]")
+        history = [record(e) for e in range(1, epoch)]
+        logger = Logger(tmp_path, config, history, start_epoch=epoch)
+        for e in (epoch, epoch + 1)[: 6 - epoch]:
+            logger.epoch(record(e), epochs=5)
+        logger.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("eval_top1")] == [
+        (e, pytest.approx(e / 10)) for e in (1, 2, 3, 4, 5)
+    ]
+
+
 def test_the_epoch_line_shows_a_slow_cpus_speed_instead_of_0_img_s(tmp_path, capsys):
     """30 images at 448 px took 70 s on a 2-core CPU: the line said "0 img/s"."""
     from sef.engine.log import Logger

@@ -590,5 +590,78 @@ def test_a_tracker_error_is_quoted_in_one_short_line() -> None:
     )
     gist = trackers._gist(RuntimeError(sql))
     assert gist.startswith("(sqlite3.OperationalError) no such table: metrics [SQL: INSERT")
-    assert len(gist) == trackers.GIST and gist.endswith("...")
+    assert len(gist) <= trackers.GIST and " ... " in gist
     assert trackers._gist(RuntimeError("store\n  gone")) == "store gone"
+
+
+def test_a_long_tracker_error_keeps_its_end_where_the_client_says_what_to_do() -> None:
+    # MLflow's refusal of its file store lost the setting that allows it, past the cut
+    text = "The filesystem tracking backend is in maintenance mode. " * 6
+    text += "set `MLFLOW_ALLOW_FILE_STORE=true` to opt out of this exception."
+    gist = trackers._gist(RuntimeError(text))
+    assert len(gist) <= trackers.GIST and " ... " in gist
+    assert gist.startswith("The filesystem tracking backend is in maintenance mode.")
+    assert gist.endswith("set `MLFLOW_ALLOW_FILE_STORE=true` to opt out of this exception.")
+
+
+def test_a_refused_run_names_the_project_and_experiment_settings_too(
+    trackers_offline: Path, monkeypatch
+) -> None:
+    # WANDB_PROJECT=team/proj was refused with "check WANDB_MODE, WANDB_DIR", neither at fault
+    monkeypatch.setattr(trackers, "OPENERS", {"wandb": _refusing, "mlflow": _refusing})
+    config = load_preset("demo")
+    for name, setting in (("wandb", "WANDB_PROJECT"), ("mlflow", "MLFLOW_EXPERIMENT_NAME")):
+        config.run.loggers = [name]
+        with pytest.raises(ConfigError, match=f"could not open its run: no; check .*{setting}"):
+            Trackers(trackers_offline, config, [])
+
+
+def _refusing(*args) -> None:
+    raise ValueError("no")
+
+
+def test_a_deleted_mlflow_run_is_started_anew_and_a_deleted_experiment_refused(
+    trackers_offline: Path, monkeypatch
+) -> None:
+    # a resume whose MLflow run was deleted stopped, blaming MLFLOW_TRACKING_URI; a deleted
+    # experiment ("The experiment 1 must be in the 'active' state") too
+    out = trackers_offline
+    out.mkdir()
+    config = load_preset("demo")
+    save_config(config, out / "config.yaml")
+    first = MLflowRun(out, config, None)
+    first.client.delete_run(first.id)
+    again = MLflowRun(out, config, first.id)
+    assert not again.resumed and again.id != first.id
+    experiment = first.client.get_experiment_by_name("sef").experiment_id
+    first.client.delete_experiment(experiment)
+    with pytest.raises(ConfigError) as info:
+        MLflowRun(out, config, None)
+    assert str(info.value) == (
+        f"run.loggers=mlflow: the MLflow experiment 'sef' was deleted, and MLflow starts no run "
+        f"in it; restore it (mlflow experiments restore --experiment-id {experiment}), or set "
+        f"MLFLOW_EXPERIMENT_NAME to another name"
+    )
+
+
+def test_a_run_stopped_while_mlflow_creates_its_store_leaves_none_half_made(
+    trackers_offline: Path, monkeypatch
+) -> None:
+    # Ctrl-C during MLflow's table creation left DIR/mlflow/mlflow.db half made, and the same
+    # command then stopped every time: "table secrets already exists"
+    import mlflow.store.db.utils as db
+
+    out = trackers_offline
+    out.mkdir()
+    config = load_preset("demo")
+    save_config(config, out / "config.yaml")
+    with monkeypatch.context() as patch:
+        patch.setattr(db, "_upgrade_db", _interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            MLflowRun(out, config, None)
+    assert not (out / "mlflow" / "mlflow.db").exists()
+    assert not MLflowRun(out, config, None).resumed
+
+
+def _interrupt(*args) -> None:
+    raise KeyboardInterrupt

@@ -21,6 +21,7 @@ import logging
 import numbers
 import os
 import socket
+import tempfile
 import threading
 import time
 import warnings
@@ -44,7 +45,8 @@ TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
 SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
-GIST = 200  # the most characters of a tracker's error that sef quotes
+GIST = 260  # the most characters of a tracker's error that sef quotes
+GIST_TAIL = 80  # of which its end: where a client says what to do
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
 
@@ -266,6 +268,7 @@ class MLflowRun:
         if not uri:
             store = out / "mlflow"
             store.mkdir(exist_ok=True)
+            _create_store(store / "mlflow.db")
             uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
         with _store_lock(uri):  # MLflow creates the store's tables, the experiment, the run
             self.client = MlflowClient(tracking_uri=uri)
@@ -274,9 +277,12 @@ class MLflowRun:
             existing: dict[str, str] = {}
             if run_id:
                 try:
-                    existing = self.client.get_run(run_id).data.params
+                    run = self.client.get_run(run_id)
+                    existing = run.data.params
                 except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
                     run_id = None
+                else:  # a run deleted in MLflow cannot go on: a new one gets the whole history
+                    run_id = None if run.info.lifecycle_stage == "deleted" else run_id
             self.resumed = run_id is not None
             if run_id:
                 self.client.update_run(run_id, status="RUNNING")
@@ -312,6 +318,12 @@ class MLflowRun:
     def _experiment(self, artifacts: Path | None) -> str:
         name = _experiment_name()
         experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            raise ConfigError(
+                f"run.loggers=mlflow: the MLflow experiment {name!r} was deleted, and MLflow "
+                f"starts no run in it; restore it (mlflow experiments restore --experiment-id "
+                f"{experiment.experiment_id}), or set MLFLOW_EXPERIMENT_NAME to another name"
+            )
         if experiment is not None:
             return experiment.experiment_id
         location = artifacts.resolve().as_uri() if artifacts is not None else None
@@ -352,6 +364,22 @@ def _errors_unlogged() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _create_store(path: Path) -> None:
+    """MLflow's SQLite store ``path``, if missing, made aside and renamed in place: MLflow takes
+    seconds to create its tables, and a run stopped then (Ctrl-C) left a half-made store that
+    refused every later run in the folder ("table secrets already exists")."""
+    if path.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    for stale in path.parent.glob(f"{path.name}.*.partial"):  # what a stopped run left
+        stale.unlink()
+    handle, aside = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)  # a name of its own: MLflow keeps an engine per store it opened
+    MlflowClient(tracking_uri=sqlite_uri(Path(aside).resolve())).search_experiments(max_results=1)
+    os.replace(aside, path)
 
 
 def sqlite_uri(path: Path) -> str:
@@ -415,7 +443,10 @@ def _experiment_name() -> str:
 
 
 OPENERS = {"wandb": WandbRun, "mlflow": MLflowRun}
-SETTINGS = {"wandb": "WANDB_MODE, WANDB_DIR", "mlflow": "MLFLOW_TRACKING_URI"}  # what may be amiss
+SETTINGS = {  # what may be amiss
+    "wandb": "WANDB_MODE, WANDB_DIR, WANDB_PROJECT",
+    "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME",
+}
 
 
 class Trackers:
@@ -509,7 +540,11 @@ class Trackers:
 
 
 def _gist(error: Exception) -> str:
-    """``error``'s message on one line, cut after ``GIST`` characters: a database client's error
-    carries its whole SQL statement and parameters (SQLAlchemy's, under MLflow)."""
+    """``error``'s message on one line, at most ``GIST`` characters: a database client's error
+    carries its whole SQL statement and parameters (SQLAlchemy's, under MLflow). A longer one
+    keeps its start and its last ``GIST_TAIL`` characters, where a client says what to do
+    (MLflow's refusal of its file store ends with the setting that allows it)."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= GIST else text[: GIST - 3].rstrip() + "..."
+    if len(text) <= GIST:
+        return text
+    return f"{text[: GIST - GIST_TAIL - 5].rstrip()} ... {text[-GIST_TAIL:].lstrip()}"

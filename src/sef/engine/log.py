@@ -75,6 +75,23 @@ def _event_writer(folder: Path, start_epoch: int):
         raise outputs.output_error(folder, error, folder=True) from None
 
 
+def _board_epochs(folder: Path) -> int:
+    """The last epoch TensorBoard's events in ``folder`` hold (0 if none), a session's start
+    dropping the epochs from its own on, as TensorBoard reads them: sessions with TensorBoard
+    off left a gap in its charts, which the next session with it on fills."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    last = 0
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            if event.session_log.status == SessionLog.START:
+                last = min(last, event.step - 1)
+            elif event.summary.value:
+                last = max(last, event.step)
+    return last
+
+
 class Logger:
     """Rank 0's outputs: metrics.jsonl, TensorBoard scalars, trackers and a line per epoch."""
 
@@ -84,12 +101,12 @@ class Logger:
         _write_lines(self.metrics, self.records)
         self.board = None
         if tensorboard_on(config):
-            added = not (out / "tb").exists()  # on resume, as a tracker added then: the history
+            held = _board_epochs(out / "tb")  # on resume, as a tracker's: the epochs it lacks
             self.board = _event_writer(out / "tb", start_epoch)
-            if added:
-                for record in self.records:
+            for record in self.records:
+                if record["epoch"] > held:
                     self._to_board(record)
-                self.board.flush()
+            self.board.flush()
         self.trackers = Trackers(out, config, self.records)
         self.heads_trained = heads_trained(config)
 
