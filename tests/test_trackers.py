@@ -40,6 +40,17 @@ def trackers_offline(tmp_path: Path, demo_root: Path, monkeypatch) -> Path:
     return tmp_path / "run"
 
 
+def _run_folder(out: Path, *loggers: str):
+    """A run folder ``out`` holding the demo preset's config.yaml (with ``loggers``): the
+    config."""
+    out.mkdir()
+    config = load_preset("demo")
+    if loggers:
+        config.run.loggers = list(loggers)
+    save_config(config, out / "config.yaml")
+    return config
+
+
 def _train(out: Path, *args: str) -> int:
     """`sef train` of the tiny demo into ``out``, in this process."""
     return main(["train", *TINY, "--out", str(out), *args])
@@ -250,10 +261,7 @@ def test_a_tracker_its_client_refuses_stops_in_one_line_and_fails_the_runs_opene
     from mlflow.tracking import MlflowClient
 
     out = trackers_offline
-    out.mkdir()
-    config = load_preset("demo")
-    config.run.loggers = ["mlflow", "wandb"]
-    save_config(config, out / "config.yaml")
+    config = _run_folder(out, "mlflow", "wandb")
     monkeypatch.setenv("WANDB_MODE", "bogus")
     with pytest.raises(ConfigError) as info:
         Trackers(out, config, [])
@@ -277,10 +285,7 @@ def test_the_mlflow_store_stays_in_a_run_folder_named_with_url_characters(
     # it the file 'why' beside the run folder
     for name in ("lr 10%25", "why?x=1"):
         out = tmp_path / name
-        out.mkdir()
-        config = load_preset("demo")
-        config.run.loggers = ["mlflow"]
-        save_config(config, out / "config.yaml")
+        config = _run_folder(out, "mlflow")
         trackers = Trackers(out, config, [])
         trackers.close()
         assert (out / "mlflow" / "mlflow.db").is_file()
@@ -626,9 +631,7 @@ def test_a_deleted_mlflow_run_is_started_anew_and_a_deleted_experiment_refused(
     # a resume whose MLflow run was deleted stopped, blaming MLFLOW_TRACKING_URI; a deleted
     # experiment ("The experiment 1 must be in the 'active' state") too
     out = trackers_offline
-    out.mkdir()
-    config = load_preset("demo")
-    save_config(config, out / "config.yaml")
+    config = _run_folder(out)
     first = MLflowRun(out, config, None)
     first.client.delete_run(first.id)
     again = MLflowRun(out, config, first.id)
@@ -652,9 +655,7 @@ def test_a_run_stopped_while_mlflow_creates_its_store_leaves_none_half_made(
     import mlflow.store.db.utils as db
 
     out = trackers_offline
-    out.mkdir()
-    config = load_preset("demo")
-    save_config(config, out / "config.yaml")
+    config = _run_folder(out)
     with monkeypatch.context() as patch:
         patch.setattr(db, "_upgrade_db", _interrupt)
         with pytest.raises(KeyboardInterrupt):
