@@ -353,8 +353,9 @@ def test_a_whole_missing_image_folder_stops_training_in_one_line(
     assert lines[0].startswith("sef train: error: 18 of 18 images cannot be used")
     assert lines[1:] == [
         f"18 of 18 images under {csv_root / 'img'}: missing, e.g. cat_0.jpg, cat_1.jpg, "
-        f"cat_2.jpg; {csv_root / 'img'} does not exist: is the dataset root the folder its "
-        f"archives unpacked to?"
+        f"cat_2.jpg; {csv_root / 'img'} does not exist: the paths in labels.csv are read "
+        f"relative to its folder {csv_root}: write them relative to it or absolute, or set the "
+        f"csv option image_root to the folder they are relative to"
     ]
 
 

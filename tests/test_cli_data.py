@@ -4,6 +4,7 @@ variations in-process through ``sef.cli.main`` (same parser and error handling, 
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -106,6 +107,22 @@ def test_check_names_a_relative_image_root_and_the_folder_it_was_resolved_from(
         f"resolved from the current folder {csv_root / 'img'}: give image_root as an absolute "
         f"path, or run from the folder it is relative to"
     )
+
+
+def test_check_names_the_csv_folder_its_missing_images_were_looked_for_in(csv_root, capsys):
+    """Every image missing asked whether the dataset root is where archives unpacked, which says
+    nothing to CSV data whose paths are read relative to the CSV's folder."""
+    shutil.rmtree(csv_root / "img")
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    said = capsys.readouterr().err.splitlines()
+    assert said[1].endswith(
+        f"does not exist: the paths in labels.csv are read relative to its folder {csv_root}: "
+        f"write them relative to it or absolute, or set the csv option image_root to the folder "
+        f"they are relative to"
+    )
+    listing = csv_root / "labels.csv"  # absolute paths: the CSV's folder plays no part
+    listing.write_text(listing.read_text().replace("img/", f"{csv_root}/img/"))
+    assert sef.datasets.load("csv", csv_root, "test").missing_hint is None
 
 
 def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, capsys):

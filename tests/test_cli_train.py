@@ -734,18 +734,28 @@ def test_a_hand_edited_config_yaml_is_resumed_or_refused_never_ignored(
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
 
 
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("optim: {epochz: 3}\n", "in section 'optim'; did you mean 'epochs'? valid keys: "),
+        ("data: {epochs: 3}\n", "it is a key of section 'optim' (optim.epochs); valid keys: "),
+        ("optim:\n\tepochs: 3\n", "cannot start any token; YAML takes no tabs there: use spaces"),
+        ("data: {root: on}\n", "that way; quote the word; fix it there"),
+    ],
+)
 def test_resume_of_a_run_without_a_checkpoint_names_its_broken_config_yaml(
-    tmp_path: Path, capsys
+    tmp_path: Path, capsys, text: str, hint: str
 ) -> None:
+    """The loader's hints at the right place or spelling were dropped (its advice to pass --set
+    is, being read before any --set)."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.yaml").write_text("optim: {epochz: 3}\n")
+    (out / "config.yaml").write_text(text)
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
-    assert capsys.readouterr().err == (
-        f"sef train: error: cannot resume {out}: in {out / 'config.yaml'}, unknown config key "
-        f"'epochz' in section 'optim' (did you mean 'epochs'?); fix it there, or train a new run "
-        f"with another --out\n"
-    )
+    error = capsys.readouterr().err
+    assert error.startswith(f"sef train: error: cannot resume {out}: ")
+    assert error.endswith("; fix it there, or train a new run with another --out\n")
+    assert hint in error and "--set" not in error and error.count("\n") == 1
 
 
 def _train_own_tiny(folder_root: Path, out: Path) -> Path:

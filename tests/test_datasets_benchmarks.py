@@ -297,6 +297,17 @@ def test_dogs_errors(dogs_root):
         sef.datasets.load("dogs", dogs_root, "test")
 
 
+def test_dogs_one_image_in_both_lists_is_named_in_the_singular(dogs_root):
+    """One shared image was reported as "1 image of ... are in both"."""
+    lists = dogs_root / "lists"
+    train = scipy.io.loadmat(lists / "train_list.mat")
+    test = scipy.io.loadmat(lists / "test_list.mat")
+    test["file_list"][0, 0] = train["file_list"][0, 0]  # same class: both lists start with it
+    scipy.io.savemat(lists / "test_list.mat", {k: v for k, v in test.items() if k[0] != "_"})
+    with pytest.raises(DataError, match=r"1 image of .*lists is in both train_list.mat and "):
+        sef.datasets.load("dogs", dogs_root, "test")
+
+
 # --- FGVC-Aircraft ---
 def test_aircraft_official_splits_and_root_forms(aircraft_root):
     counts = {s: len(sef.datasets.load("aircraft", aircraft_root, s)) for s in sef.datasets.SPLITS}

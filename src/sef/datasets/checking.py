@@ -198,8 +198,8 @@ def apply_bad_image_policy(
     before training; return the bad ones as (path, reason). ``record``, ``decoded``, ``say``:
     as :func:`find_bad_images` takes them.
 
-    ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`)
-    after ``fixes``, what to do about them;
+    ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`,
+    with the first dataset's ``missing_hint``) after ``fixes``, what to do about them;
     ``skip`` removes them from each dataset in place and returns them so the caller can report
     them; ``off`` checks nothing.
     """
@@ -217,7 +217,7 @@ def apply_bad_image_policy(
     if bad and policy == "stop":
         raise DataError(
             f"{len(bad):,} of {len(samples):,} images cannot be used; {fixes}:\n"
-            f"{describe_bad_images(bad, len(samples))}"
+            f"{describe_bad_images(bad, len(samples), lists[0].missing_hint)}"
         )
     for each in lists:
         each.drop([path for path, _ in bad])

@@ -176,10 +176,21 @@ def _check_relative_to_csv(path: Path, listed: str) -> None:
         )
 
 
-def _resolved_from(image_root: str | os.PathLike | None) -> str | None:
-    """Where a relative ``image_root`` was resolved from, said when its images are missing (the
-    usual hint asks about archives); None for none or an absolute one."""
-    if image_root is None or Path(image_root).expanduser().is_absolute():
+def _missing_hint(
+    path: Path, image_root: str | os.PathLike | None, listed: list[str]
+) -> str | None:
+    """Where the images were looked for, said when they are missing (the usual hint asks about
+    archives): the CSV's folder, or the folder a relative ``image_root`` was resolved from; None
+    where neither applies: every ``listed`` path absolute, or an absolute ``image_root``."""
+    if all(os.path.isabs(listed_path) for listed_path in listed):
+        return None
+    if image_root is None:
+        return (
+            f"the paths in {path.name} are read relative to its folder {path.parent}: write them "
+            f"relative to it or absolute, or set the csv option image_root to the folder they are "
+            f"relative to"
+        )
+    if Path(image_root).expanduser().is_absolute():
         return None
     return (
         f"the csv option image_root {image_root} is relative, so it was resolved from the "
@@ -246,7 +257,7 @@ def read(
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [_split_of(path, number, row[2]) if len(row) == 3 else None for number, row in rows]
     # a user's own: seen as a viewer shows them, named relative to base (ImageList.names)
-    hint = _resolved_from(image_root)
+    hint = _missing_hint(path, image_root, [row[0] for _, row in rows])
     photos = ImageList(samples, names, upright=True, root=base, missing_hint=hint)
     return from_declared(
         photos, tags, split, seed, val_fraction, test_fraction, str(path), holdout=holdout

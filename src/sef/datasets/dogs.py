@@ -66,8 +66,9 @@ def read(
     classes = _class_names(train + test, lists)
     shared = {f for f, _ in train} & {f for f, _ in test}
     if shared:  # the test accuracy would score images trained on
+        are = "is" if len(shared) == 1 else "are"
         raise DataError(
-            f"{counted(len(shared), 'image')} of {lists} are in both train_list.mat and "
+            f"{counted(len(shared), 'image')} of {lists} {are} in both train_list.mat and "
             f"test_list.mat, e.g. {min(shared)}; the lists are not the official ones: unpack "
             f"lists.tar again"
         )

@@ -35,8 +35,9 @@ class ImageList(Dataset):
     (:meth:`names`), so that what the stable hold-out and a run's record of its training images
     read of them stays the same when the data moves; None elsewhere.
 
-    ``missing_hint`` (csv data with a relative ``image_root``) says where the images were looked
-    for, in place of the usual hint when they are missing (:mod:`sef.datasets.checking`).
+    ``missing_hint`` (csv data: the CSV's folder or a relative ``image_root``) says where the
+    images were looked for, in place of the usual hint when they are missing
+    (:mod:`sef.datasets.checking`).
     """
 
     def __init__(

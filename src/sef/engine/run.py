@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -311,11 +310,13 @@ def _run_config(config_file: Path, resumed: Path, otherwise: str) -> Config:
 
 
 def _problem_of(error: ConfigError) -> str:
-    """The loader's ``error`` without its advice (a resume gives its own), its guess at a
-    misspelt key kept: "unknown config key 'epochz' in section 'optim' (did you mean 'epochs'?)"."""
-    guess = re.search(r"did you mean [^?]*\?", str(error))
-    problem = str(error).split("; ")[0]
-    return f"{problem} ({guess.group()})" if guess else problem
+    """The loader's ``error`` without its advice on where to fix it (in the file, by --set, or
+    by passing another file: a resume gives its own), its hints at the right spelling or place
+    kept: "it is a key of section 'optim' (optim.epochs)", "YAML takes no tabs there", "quote
+    the word"."""
+    parts = str(error).split("; ")
+    kept = [part for part in parts if not part.startswith(("fix it ", "pass "))]
+    return "; ".join(part.split(", in the YAML file")[0] for part in kept)
 
 
 def _keys_written(config_file: Path) -> set[str]:
