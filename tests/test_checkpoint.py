@@ -305,6 +305,20 @@ def test_a_config_of_another_sef_names_who_wrote_it(demo_checkpoint, tmp_path):
         load_trained_model(tmp_path / "newer.pt")
 
 
+def test_a_config_with_a_section_removed_by_hand_is_refused(demo_checkpoint, tmp_path):
+    """Every sef wrote all sections (before: no data section loaded 448 px resize_crop
+    preprocessing, and predict, eval and export fed the model images unlike its training's)."""
+    state = load_checkpoint(demo_checkpoint)
+    del state["config"]["data"]
+    save_checkpoint(tmp_path / "edited.pt", state)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^checkpoint {re.escape(str(tmp_path))}/edited\.pt was edited: its config lacks "
+        r"the data section that every checkpoint sef writes holds; use the checkpoint as",
+    ):
+        load_trained_model(tmp_path / "edited.pt")
+
+
 @pytest.mark.parametrize("policy", ["skip", "stop"])
 def test_a_run_that_skipped_bad_images_skips_them_when_evaluated(
     demo_checkpoint, folder_root, policy

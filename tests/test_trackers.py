@@ -441,6 +441,47 @@ def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeyp
     assert not locked()  # given back once the run is open
 
 
+@pytest.mark.parametrize("experiment", ["sef", "birds"])
+def test_a_resume_under_another_mlflow_experiment_name_says_where_the_run_goes_on(
+    tmp_path: Path, monkeypatch, experiment: str
+) -> None:
+    # MLFLOW_EXPERIMENT_NAME changed between two sessions: the resume went on in the run's own
+    # experiment, 'sef', and said nothing. The fake client holds that run.
+    import mlflow.tracking
+
+    class Client:
+        def __init__(self, tracking_uri: str) -> None:
+            pass
+
+        def get_run(self, run_id: str) -> SimpleNamespace:
+            info = SimpleNamespace(lifecycle_stage="active", experiment_id="1")
+            return SimpleNamespace(info=info, data=SimpleNamespace(params={}))
+
+        def get_experiment(self, experiment_id: str) -> SimpleNamespace:
+            return SimpleNamespace(name={"1": "sef"}[experiment_id])
+
+        def update_run(self, *args, **options) -> None:
+            pass
+
+        log_batch = log_artifact = update_run
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path / "store" / "mlflow.db"))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert MLflowRun(tmp_path, load_preset("demo"), "r1").resumed
+    assert [str(warning.message) for warning in caught] == (
+        []
+        if experiment == "sef"
+        else [
+            "run.loggers=mlflow: this resume continues the MLflow run in experiment 'sef', not "
+            "in 'birds' (MLFLOW_EXPERIMENT_NAME), as MLflow keeps a run in its experiment; to "
+            "log into 'birds', train a new run (another --out)"
+        ]
+    )
+
+
 def test_a_tracker_that_fails_mid_run_or_at_the_end_warns_once_and_training_goes_on(
     tmp_path: Path, monkeypatch
 ) -> None:

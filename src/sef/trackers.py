@@ -286,6 +286,7 @@ class MLflowRun:
             self.resumed = run_id is not None
             if run_id:
                 self.client.update_run(run_id, status="RUNNING")
+                self._warn_of_another_experiment(run.info.experiment_id)
             else:
                 experiment = self._experiment(artifacts)
                 run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
@@ -313,6 +314,18 @@ class MLflowRun:
                 f"run.loggers=mlflow: cannot go on with the MLflow run of {out}: its store keeps "
                 f"the artifacts in {kept}, where the folder was; move it back there, or resume "
                 f"without mlflow (--log tensorboard)"
+            )
+
+    def _warn_of_another_experiment(self, experiment_id: str) -> None:
+        """Warn when MLFLOW_EXPERIMENT_NAME names another experiment than the one the resumed run
+        is in: MLflow keeps a run in its experiment, so it continues there."""
+        name, kept = _experiment_name(), self.client.get_experiment(experiment_id).name
+        if kept != name:
+            warnings.warn(
+                f"run.loggers=mlflow: this resume continues the MLflow run in experiment {kept!r}, "
+                f"not in {name!r} (MLFLOW_EXPERIMENT_NAME), as MLflow keeps a run in its "
+                f"experiment; to log into {name!r}, train a new run (another --out)",
+                stacklevel=2,
             )
 
     def _experiment(self, artifacts: Path | None) -> str:

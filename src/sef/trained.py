@@ -20,7 +20,7 @@ import torch
 from sef import datasets
 from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint, writer_of, written_by
-from sef.config import Config, config_from_dict, stored_values
+from sef.config import SECTIONS, Config, config_from_dict, stored_values
 from sef.datasets import ImageList, checking, names
 from sef.datasets.splits import NoSuchSplit, recorded_training
 from sef.errors import CheckpointError, ConfigError, DataError
@@ -167,9 +167,22 @@ def _another_sef(state: dict) -> str:
     return f" (written by {writer_of(state)}; this is sef {__version__}: read it with that sef)"
 
 
+def _check_sections(path: str | os.PathLike, values: dict) -> None:
+    """CheckpointError when a checkpoint's config lacks a section every sef writes (SECTIONS):
+    it was edited, and defaults in its place would feed the model other images than it trained
+    on (another size, recipe, mean and std)."""
+    missing = [name for name in SECTIONS if name not in values]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} was edited: its config lacks the {missing[0]} section that every "
+            f"checkpoint sef writes holds; use the checkpoint as `sef train` wrote it"
+        )
+
+
 def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
     state = load_checkpoint(path)
+    _check_sections(path, state["config"])
     try:
         config = config_from_dict(stored_values(state["config"]))
     except ConfigError as error:

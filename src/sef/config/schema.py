@@ -7,7 +7,7 @@ The ``loss`` section is :class:`sef.loss_config.LossConfig`, which the loss itse
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from sef.choices import (
@@ -148,6 +148,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+# The sections of a config, each a dataclass: what every config sef stores (a checkpoint's, a
+# run's config.yaml) holds, since the first sef.
+SECTIONS = tuple(f.name for f in fields(Config) if is_dataclass(f.default_factory))
 
 
 def _invalid(key: str, value: Any, rule: str) -> ConfigError:
