@@ -152,7 +152,7 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
         )
 
 
-SECTIONS = {field.name for field in dataclasses.fields(Config)}  # what a run's config.yaml holds
+TOP_KEYS = {field.name for field in dataclasses.fields(Config)}  # a run's config.yaml: all
 
 
 def _mapping(config_file: Path) -> dict:
@@ -167,7 +167,7 @@ def _mapping(config_file: Path) -> dict:
 def _written_by_a_run(config_file: Path) -> bool:
     """Whether ``config_file`` is a config.yaml that ``sef train`` wrote: every section of a
     resolved config, and nothing else (no ``base:``, as a hand-written one has)."""
-    return set(_mapping(config_file)) == SECTIONS
+    return set(_mapping(config_file)) == TOP_KEYS
 
 
 def check_others_records(folder: Path) -> None:
@@ -178,7 +178,7 @@ def check_others_records(folder: Path) -> None:
     if is_run(folder) or _written_by_a_run(folder / "config.yaml"):
         return
     values = _mapping(folder / "config.yaml")
-    if set(values) == {*SECTIONS, "base"}:  # a run's, base: added by hand
+    if set(values) == {*TOP_KEYS, "base"}:  # a run's, base: added by hand
         problem = (
             f"cannot write {folder / 'config.yaml'}: it names base: {values['base']}, which no "
             f"sef run writes, and this run would replace it"
