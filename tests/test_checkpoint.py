@@ -21,6 +21,7 @@ from PIL import Image
 
 from sef import __version__
 from sef.checkpoint import load_checkpoint, save_checkpoint
+from sef.cli import main
 from sef.errors import CheckpointError, DataError
 from sef.trained import load_trained_model
 
@@ -305,7 +306,7 @@ def test_a_config_of_another_sef_names_who_wrote_it(demo_checkpoint, tmp_path):
         load_trained_model(tmp_path / "newer.pt")
 
 
-def test_a_config_with_a_section_removed_by_hand_is_refused(demo_checkpoint, tmp_path):
+def test_a_config_with_a_section_removed_by_hand_is_refused(demo_checkpoint, tmp_path, capsys):
     """Every sef wrote all sections (before: no data section loaded 448 px resize_crop
     preprocessing, and predict, eval and export fed the model images unlike its training's)."""
     state = load_checkpoint(demo_checkpoint)
@@ -317,6 +318,11 @@ def test_a_config_with_a_section_removed_by_hand_is_refused(demo_checkpoint, tmp
         r"the data section that every checkpoint sef writes holds; use the checkpoint as",
     ):
         load_trained_model(tmp_path / "edited.pt")
+    (tmp_path / "run").mkdir()  # a resume of it: a KeyError on 'data' before
+    training = dict.fromkeys(("optimizer", "scheduler", "history", "best", "seconds"), {})
+    save_checkpoint(tmp_path / "run" / "last.pt", {**state, **training})  # no weights-only one
+    assert main(["train", "--resume", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "last.pt was edited: its config lacks the data section" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("policy", ["skip", "stop"])

@@ -167,7 +167,7 @@ def _another_sef(state: dict) -> str:
     return f" (written by {writer_of(state)}; this is sef {__version__}: read it with that sef)"
 
 
-def _check_sections(path: str | os.PathLike, values: dict) -> None:
+def check_sections(path: str | os.PathLike, values: dict) -> None:
     """CheckpointError when a checkpoint's config lacks a section every sef writes (SECTIONS):
     it was edited, and defaults in its place would feed the model other images than it trained
     on (another size, recipe, mean and std)."""
@@ -182,7 +182,7 @@ def _check_sections(path: str | os.PathLike, values: dict) -> None:
 def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the model a checkpoint describes and load its weights; nothing else needed."""
     state = load_checkpoint(path)
-    _check_sections(path, state["config"])
+    check_sections(path, state["config"])
     try:
         config = config_from_dict(stored_values(state["config"]))
     except ConfigError as error:

@@ -101,7 +101,7 @@ from sef.model import SEF, unwrap
 from sef.seeding import seed_everything
 from sef.text import counted, duration, shown, some
 from sef.trackers import Final
-from sef.trained import check_saved_root, create_model
+from sef.trained import check_saved_root, check_sections, create_model
 from sef.version import __version__
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
@@ -219,7 +219,7 @@ def _last_state(out: Path) -> dict:
     """The run's DIR/last.pt; one cut short or damaged is met with what can be done without a
     whole copy: a new run, and best.pt (weights only, which no resume takes) for the rest."""
     try:
-        return load_checkpoint(out / "last.pt")
+        state = load_checkpoint(out / "last.pt")
     except IncompleteCheckpoint as error:
         best = out / "best.pt"
         rest = (
@@ -231,6 +231,8 @@ def _last_state(out: Path) -> dict:
         raise IncompleteCheckpoint(
             f"{error}, or without one train a new run with another --out{rest}"
         ) from None
+    check_sections(out / "last.pt", state["config"])
+    return state
 
 
 def _named_values(config: Config, saved: Config) -> dict[str, Any]:
