@@ -16,6 +16,7 @@ from torch import Tensor
 
 from sef.errors import DataError
 from sef.losses import normalised_channels
+from sef.metrics import not_finite_images
 from sef.model import SEF
 from sef.modes import evaluation_mode
 from sef.text import counted
@@ -46,12 +47,6 @@ def warn_if_one_position(
             f"(--image-size), or on a backbone whose last map is larger, shows {shows}",
             stacklevel=3,  # the caller of the function that measured the map
         )
-
-
-def not_finite_images(*outputs: Tensor) -> int:
-    """How many images hold a value that is not finite in any of ``outputs`` ([B, ...] each)."""
-    finite = torch.stack([output.flatten(1).isfinite().all(1).cpu() for output in outputs])
-    return int((~finite.all(0)).sum())
 
 
 def warn_if_not_finite(non_finite: int, images: int, outputs: str) -> None:

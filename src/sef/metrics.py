@@ -25,6 +25,15 @@ if TYPE_CHECKING:  # the accuracies take tensors; the Score and its table need n
 BLANK_CELLS = ("", "-", "_", "\u2013", "\u2014", "n/a", "na")
 
 
+def not_finite_images(*outputs: Tensor) -> int:
+    """How many images hold a value that is not finite in any of ``outputs`` ([B, ...] each, on
+    one device): a model that overflowed in training."""
+    finite = outputs[0].flatten(1).isfinite().all(1)
+    for output in outputs[1:]:
+        finite = finite & output.flatten(1).isfinite().all(1)
+    return int((~finite).sum())
+
+
 def top1_accuracy(predictions: Tensor, labels: Tensor) -> float:
     """Fraction of predictions equal to their label."""
     if labels.numel() == 0:

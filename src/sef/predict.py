@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
+from sef.metrics import not_finite_images
 from sef.modes import evaluation_mode
 from sef.text import column_widths, counted, table_lines
 from sef.trained import TrainedModel
@@ -160,7 +161,7 @@ def predict_files(
                 images = torch.stack([image for _, image in good]).to(device)
                 logits = trained.model(images).float()
                 predicted += len(good)
-                non_finite += int((~logits.isfinite().all(dim=1)).sum())
+                non_finite += not_finite_images(logits)
                 probabilities = logits.softmax(dim=1).cpu()
                 values, indices = probabilities.topk(k, dim=1)
                 for (i, _), row_p, row_i in zip(

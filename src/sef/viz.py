@@ -25,13 +25,13 @@ from sef.analysis import (
     group_maps,
     group_means,
     mean_channel_correlation,
-    not_finite_images,
     upsample_maps,
     warn_if_not_finite,
     warn_if_one_position,
 )
 from sef.errors import DataError, OutputError
 from sef.losses import LOSS_TERMS, SEPARATION_GAP
+from sef.metrics import not_finite_images
 from sef.modes import evaluation_mode
 from sef.parts import measure_parts
 from sef.text import shown
