@@ -164,20 +164,16 @@ def _mapping(config_file: Path) -> dict:
     return values if isinstance(values, dict) else {}
 
 
-def _written_by_a_run(config_file: Path) -> bool:
-    """Whether ``config_file`` is a config.yaml that ``sef train`` wrote: every section of a
-    resolved config, and nothing else (no ``base:``, as a hand-written one has)."""
-    return set(_mapping(config_file)) == TOP_KEYS
-
-
 def check_others_records(folder: Path) -> None:
     """OutputError where ``folder``, holding no checkpoint, holds a config.yaml, metrics.jsonl or
     trackers.json that no sef run wrote (a run writes its config.yaml first): a run there would
     replace them, and clear the TensorBoard events beside such a config.yaml. A run's config.yaml
     with a ``base:`` added is told to drop that line."""
-    if is_run(folder) or _written_by_a_run(folder / "config.yaml"):
+    if is_run(folder):
         return
     values = _mapping(folder / "config.yaml")
+    if set(values) == TOP_KEYS:  # sef train wrote it: every key of a resolved config, no base:
+        return
     if set(values) == {*TOP_KEYS, "base"}:  # a run's, base: added by hand
         problem = (
             f"cannot write {folder / 'config.yaml'}: it names base: {values['base']}, which no "
