@@ -67,6 +67,14 @@ def test_commands_that_need_no_model_load_no_torch(tmp_path: Path) -> None:
     assert _heavy_modules_after("".join(CLI.format(argv=argv) for argv in argvs)) == []
 
 
+@pytest.mark.slow
+def test_checking_data_loads_no_torchvision(folder_root: Path) -> None:
+    """`sef data check` imported the training engine, and with it torchvision (whose import
+    imports torch._dynamo: as long again as torch's), for its check of the classes."""
+    loaded = _heavy_modules_after(CLI.format(argv=["data", "check", "folder", str(folder_root)]))
+    assert "torch" in loaded and "torchvision" not in loaded, loaded
+
+
 def test_public_names_and_submodules_resolve_on_first_use() -> None:
     assert sef.SEF.__module__ == "sef.model" and sef.fit.__module__ == "sef.engine.run"
     assert sef.datasets.ImageList.__module__ == "sef.datasets.imagelist"
