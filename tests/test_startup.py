@@ -75,6 +75,15 @@ def test_checking_data_loads_no_torchvision(folder_root: Path) -> None:
     assert "torch" in loaded and "torchvision" not in loaded, loaded
 
 
+@pytest.mark.slow
+def test_a_model_without_a_torchvision_backbone_loads_no_torchvision() -> None:
+    """`import sef.model` imported torchvision for its named backbones, also for a small_cnn or
+    an nn.Module of one's own."""
+    code = "import sef, torch\nsef.SEF('small_cnn', 3)\nsef.SEF(torch.nn.Conv2d(3, 4, 1), 3)\n"
+    loaded = _heavy_modules_after(code)
+    assert "torch" in loaded and "torchvision" not in loaded, loaded
+
+
 def test_public_names_and_submodules_resolve_on_first_use() -> None:
     assert sef.SEF.__module__ == "sef.model" and sef.fit.__module__ == "sef.engine.run"
     assert sef.datasets.ImageList.__module__ == "sef.datasets.imagelist"
