@@ -68,20 +68,20 @@ def test_commands_that_need_no_model_load_no_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_checking_data_loads_no_torchvision(folder_root: Path) -> None:
-    """`sef data check` imported the training engine, and with it torchvision (whose import
-    imports torch._dynamo: as long again as torch's), for its check of the classes."""
-    loaded = _heavy_modules_after(CLI.format(argv=["data", "check", "folder", str(folder_root)]))
-    assert "torch" in loaded and "torchvision" not in loaded, loaded
-
-
-@pytest.mark.slow
-def test_a_model_without_a_torchvision_backbone_loads_no_torchvision() -> None:
-    """`import sef.model` imported torchvision for its named backbones, also for a small_cnn or
-    an nn.Module of one's own."""
-    code = "import sef, torch\nsef.SEF('small_cnn', 3)\nsef.SEF(torch.nn.Conv2d(3, 4, 1), 3)\n"
+def test_what_needs_no_torchvision_or_scipy_loads_neither(
+    folder_root: Path, cub_root: Path, csv_root: Path
+) -> None:
+    """In one process (each of these loads torch): `sef data check` imported the training engine,
+    and with it torchvision (whose import imports torch._dynamo: as long again as torch's), for
+    its check of the classes; `import sef.model` imported torchvision for its named backbones,
+    also for a small_cnn or an nn.Module of one's own; the readers of CUB and CSV lists imported
+    SciPy, which reads the .mat files of Stanford Cars and Stanford Dogs alone."""
+    code = CLI.format(argv=["data", "check", "folder", str(folder_root)])
+    code += "import sef, torch\nsef.SEF('small_cnn', 3)\nsef.SEF(torch.nn.Conv2d(3, 4, 1), 3)\n"
+    for name, root in (("cub", cub_root), ("csv", csv_root)):
+        code += f"sef.datasets.load({name!r}, {str(root)!r}, 'trainval')\n"
     loaded = _heavy_modules_after(code)
-    assert "torch" in loaded and "torchvision" not in loaded, loaded
+    assert "torch" in loaded and not {"torchvision", "scipy"} & set(loaded), loaded
 
 
 def test_public_names_and_submodules_resolve_on_first_use() -> None:
