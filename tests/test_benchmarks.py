@@ -1206,3 +1206,15 @@ def test_image_check_script_times_the_check_before_and_with_the_record(tmp_path,
     assert list(report["seconds"]) == ["before", "first", "again"] and report["images"] == 8
     assert all(summary["n"] == 1 for summary in report["seconds"].values())
     assert os.environ["SEF_CACHE"] == previous  # given back
+
+
+def test_startup_script_times_commands_beside_a_baseline_and_another_tree(tmp_path, run_main):
+    src = str(BENCHMARKS.parent / "src")  # its own tree as the other: the compare road runs
+    report = run_main("startup.py", "--quick", "--compare", src, "--out", str(tmp_path / "s.json"))
+    commands = {"sef --version", "import sef"}
+    for clock in ("wall", "cpu"):
+        result = report[clock]
+        assert set(result["seconds"]) == {"python", *commands, *(f"{c} @compare" for c in commands)}
+        assert all(summary["n"] == 1 for summary in result["seconds"].values())
+        assert set(result["compare_over_this"]) == commands
+        assert result["ratio_to"]["python"]["import sef"]["median"] > 0

@@ -67,6 +67,23 @@ def test_commands_that_need_no_model_load_no_torch(tmp_path: Path) -> None:
     assert _heavy_modules_after("".join(CLI.format(argv=argv) for argv in argvs)) == []
 
 
+@pytest.mark.slow
+def test_what_needs_no_torchvision_or_scipy_loads_neither(
+    folder_root: Path, cub_root: Path, csv_root: Path
+) -> None:
+    """In one process (each of these loads torch): `sef data check` imported the training engine,
+    and with it torchvision (whose import imports torch._dynamo: as long again as torch's), for
+    its check of the classes; `import sef.model` imported torchvision for its named backbones,
+    also for a small_cnn or an nn.Module of one's own; the readers of CUB and CSV lists imported
+    SciPy, which reads the .mat files of Stanford Cars and Stanford Dogs alone."""
+    code = CLI.format(argv=["data", "check", "folder", str(folder_root)])
+    code += "import sef, torch\nsef.SEF('small_cnn', 3)\nsef.SEF(torch.nn.Conv2d(3, 4, 1), 3)\n"
+    for name, root in (("cub", cub_root), ("csv", csv_root)):
+        code += f"sef.datasets.load({name!r}, {str(root)!r}, 'trainval')\n"
+    loaded = _heavy_modules_after(code)
+    assert "torch" in loaded and not {"torchvision", "scipy"} & set(loaded), loaded
+
+
 def test_public_names_and_submodules_resolve_on_first_use() -> None:
     assert sef.SEF.__module__ == "sef.model" and sef.fit.__module__ == "sef.engine.run"
     assert sef.datasets.ImageList.__module__ == "sef.datasets.imagelist"

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sized
 from urllib.error import URLError
 
 import torch
-import torchvision
 from torch import nn
 
 from sef.adapters import (
@@ -86,9 +85,24 @@ FAMILIES: dict[tuple[str, ...], Callable[[nn.Module], nn.Module]] = {
 _PREFIXES = tuple(prefix for prefixes in FAMILIES for prefix in prefixes)
 
 
+def _torchvision_models():
+    """``torchvision.models``, imported on first use: importing torchvision imports
+    ``torch._dynamo`` (about as long as torch's own import), which a small_cnn, timm or
+    nn.Module backbone never needs."""
+    import torchvision.models
+
+    return torchvision.models
+
+
+def _torchvision_names() -> list[str]:
+    """The names of torchvision's classifiers."""
+    models = _torchvision_models()
+    return models.list_models(module=models)
+
+
 def available_backbones() -> list[str]:
     """torchvision model names that ``create_backbone`` accepts (timm models come as timm:NAME)."""
-    names = torchvision.models.list_models(module=torchvision.models)
+    names = _torchvision_names()
     return sorted([SMALL_CNN, *(n for n in names if n.startswith(_PREFIXES))])
 
 
@@ -107,7 +121,7 @@ _NO_RECIPE = {
 
 
 def _unknown_backbone(name: str) -> ValueError:
-    if name in torchvision.models.list_models(module=torchvision.models):
+    if name in _torchvision_names():
         what = f"torchvision's {name} has no sef recipe for its last feature map"
         for prefixes, instead in _NO_RECIPE.items():
             if name.startswith(prefixes):
@@ -154,7 +168,7 @@ def dilate_last_stage(model: nn.Module) -> nn.Module:
 
 
 def _build(name: str, weights: object, output_stride: int | None) -> nn.Module:
-    model = torchvision.models.get_model(name, weights=weights)
+    model = _torchvision_models().get_model(name, weights=weights)
     return dilate_last_stage(model) if output_stride == 16 else model
 
 
@@ -163,7 +177,7 @@ def torchvision_model(
 ) -> nn.Module:
     """The full torchvision classifier ``name`` with named, local-file, or no weights (a file's
     classifier may be missing or of any size: the model's then stays as initialised)."""
-    if name not in torchvision.models.list_models(module=torchvision.models):
+    if name not in _torchvision_names():
         raise _unknown_backbone(name)
     _check_output_stride(name, output_stride)
     if weights is None:
@@ -172,7 +186,7 @@ def torchvision_model(
         model = _build(name, None, output_stride)
         load_file_into(model, weights, name, unused=_classifier_keys(name, model))
         return model
-    enum = torchvision.models.get_model_weights(name)
+    enum = _torchvision_models().get_model_weights(name)
     try:
         chosen = weights if isinstance(weights, enum) else enum[str(weights)]
     except KeyError:

@@ -234,7 +234,7 @@ def run_check(args: argparse.Namespace) -> int:
 def _training_refusal(splits: dict[str, datasets.ImageList], source: str) -> str:
     """What training on the trainval split of ``splits`` would stop with (fewer than two
     classes, a class without images), as a line, or "" (also where there is no such split)."""
-    from sef.engine.data import check_classes
+    from sef.datasets.checking import check_classes
 
     if "trainval" not in splits:
         return ""

@@ -1,4 +1,5 @@
-"""Finding images that cannot be used, and what to do about them before training starts."""
+"""Finding images that cannot be used and classes without images, and what to do about them
+before training starts."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sef.datasets import verified
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import MISSING, UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
-from sef.text import counted
+from sef.text import counted, some
 
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
 FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
@@ -222,3 +223,38 @@ def apply_bad_image_policy(
     for each in lists:
         each.drop([path for path, _ in bad])
     return bad
+
+
+def check_classes(train: ImageList, split: str, source: str) -> None:
+    """DataError unless ``train`` has two classes or more and images of every one (training's
+    refusal, which `sef data check` says too)."""
+    if len(train.classes) < 2:
+        named = ", ".join(repr(name) for name in train.classes) or "none"
+        raise DataError(
+            f"{source} holds {len(train.classes)} class ({named}); a classifier "
+            f"needs at least two classes to tell apart"
+        )
+    unseen = classes_without_images(train, train.classes)
+    if unseen:
+        raise DataError(
+            f"the {split} split of {source} has no images of {len(unseen)} of its "
+            f"{len(train.classes)} classes ({some(unseen, repr)}); add images of them or remove "
+            f"them"
+            f"{_case_hint(unseen, train.classes)}"
+        )
+
+
+def _case_hint(unseen: list[str], classes: list[str]) -> str:
+    """What to say of a class without images that another differs from only in case (test/cat
+    beside train/Cat: one folder on macOS and Windows, two classes on Linux)."""
+    for name in unseen:
+        for other in classes:
+            if other != name and other.casefold() == name.casefold():
+                return f" ({name!r} and {other!r} differ only in case: spell them alike)"
+    return ""
+
+
+def classes_without_images(images: ImageList, classes: list[str]) -> list[str]:
+    """The names of the ``classes`` that ``images`` hold no image of."""
+    seen = {label for _, label in images.samples}
+    return [name for label, name in enumerate(classes) if label not in seen]

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.io
-from scipy.io.matlab import MatReadError
 
 from sef import filekinds
 from sef.errors import DataError
@@ -123,7 +121,11 @@ def box_with_area(
 
 
 def read_mat(path: Path, keys: Sequence[str], layout: str) -> dict[str, np.ndarray]:
-    """The variables ``keys`` of a MATLAB file, each as an at-least-1-D array (squeezed)."""
+    """The variables ``keys`` of a MATLAB file, each as an at-least-1-D array (squeezed).
+    SciPy is imported here: the readers of CUB, FGVC-Aircraft and CSV lists never need it."""
+    import scipy.io
+    from scipy.io.matlab import MatReadError
+
     try:
         content = scipy.io.loadmat(require(path, layout), squeeze_me=True)
     except NotImplementedError:  # scipy reads MATLAB files up to v7; v7.3 is HDF5

@@ -20,6 +20,7 @@ from sef.config import Config, DataConfig
 from sef.config.schema import split_batch
 from sef.config.values import value_word
 from sef.datasets import cache, checking
+from sef.datasets.checking import check_classes, classes_without_images
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.errors import DataError
@@ -126,17 +127,11 @@ def nothing_to_evaluate(split: str, source: str) -> DataError:
     )
 
 
-def _classes_without_images(images: ImageList, classes: list[str]) -> list[str]:
-    """The names of the ``classes`` that ``images`` hold no image of."""
-    seen = {label for _, label in images.samples}
-    return [name for label, name in enumerate(classes) if label not in seen]
-
-
 def _warn_unevaluated(
     train: ImageList, evaluation: ImageList, split: str, why: str = HELD_OUT
 ) -> None:
     """Warn of the classes ``evaluation`` holds no image of: trained on, never measured."""
-    missing = _classes_without_images(evaluation, train.classes)
+    missing = classes_without_images(evaluation, train.classes)
     if missing:
         warnings.warn(
             f"the {split} split holds no image of {counted(len(missing), 'class', 'classes')} "
@@ -144,35 +139,6 @@ def _warn_unevaluated(
             f"accuracy; {why}",
             stacklevel=3,
         )
-
-
-def check_classes(train: ImageList, split: str, source: str) -> None:
-    """DataError unless ``train`` has two classes or more and images of every one (training's
-    refusal, which `sef data check` says too)."""
-    if len(train.classes) < 2:
-        named = ", ".join(repr(name) for name in train.classes) or "none"
-        raise DataError(
-            f"{source} holds {len(train.classes)} class ({named}); a classifier "
-            f"needs at least two classes to tell apart"
-        )
-    unseen = _classes_without_images(train, train.classes)
-    if unseen:
-        raise DataError(
-            f"the {split} split of {source} has no images of {len(unseen)} of its "
-            f"{len(train.classes)} classes ({some(unseen, repr)}); add images of them or remove "
-            f"them"
-            f"{_case_hint(unseen, train.classes)}"
-        )
-
-
-def _case_hint(unseen: list[str], classes: list[str]) -> str:
-    """What to say of a class without images that another differs from only in case (test/cat
-    beside train/Cat: one folder on macOS and Windows, two classes on Linux)."""
-    for name in unseen:
-        for other in classes:
-            if other != name and other.casefold() == name.casefold():
-                return f" ({name!r} and {other!r} differ only in case: spell them alike)"
-    return ""
 
 
 def from_cache(data: Data, config: Config, context: Context, progress: bool = True) -> Data:
@@ -240,7 +206,7 @@ def check_images(
     splits = (data.train, data.eval)
 
     def find() -> list:
-        unevaluated = _classes_without_images(data.eval, data.classes)
+        unevaluated = classes_without_images(data.eval, data.classes)
         bad = datasets.apply_bad_image_policy(
             splits,
             config.data.bad_images,
@@ -268,7 +234,7 @@ def _check_left(data: Data, d: DataConfig, skipped: str, unevaluated: list[str])
     class, or the eval split without any; a warning of the classes it left unevaluated that
     were evaluated before (``unevaluated``: those that were not)."""
     source = d.root or d.dataset
-    unseen = _classes_without_images(data.train, data.classes)
+    unseen = classes_without_images(data.train, data.classes)
     if unseen:
         raise DataError(
             f"{skipped}: the {d.train_split} split of {source} has no readable image left of "
@@ -280,7 +246,7 @@ def _check_left(data: Data, d: DataConfig, skipped: str, unevaluated: list[str])
             f"{skipped}: the {d.eval_split} split of {source} has no readable image left, so "
             f"there is nothing to evaluate on; replace the unreadable images"
         )
-    if _classes_without_images(data.eval, data.classes) != unevaluated:
+    if classes_without_images(data.eval, data.classes) != unevaluated:
         _warn_unevaluated(data.train, data.eval, d.eval_split, UNREADABLE)
 
 
