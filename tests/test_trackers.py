@@ -786,13 +786,44 @@ def test_mlflow_refusing_a_broken_store_is_said_in_one_line(tmp_path: Path, monk
         trackers._opened(sqlite_uri(store))
 
 
-def test_sefs_own_mlflow_store_half_made_with_no_runs_is_made_anew(tmp_path: Path) -> None:
-    # a run folder whose store an older sef left half made stopped every later run into it
-    assert trackers._half_made(_store(tmp_path / "half.db", "0a8213491aaa"))
-    assert not trackers._half_made(_store(tmp_path / "runs.db", "0a8213491aaa", runs=1))
-    assert not trackers._half_made(_store(tmp_path / "whole.db", _head()))
-    (tmp_path / "text.db").write_text("not a database\n" * 100)
-    assert not trackers._half_made(tmp_path / "text.db")
+def test_sefs_own_mlflow_store_is_made_anew_or_upgraded_aside(tmp_path: Path, monkeypatch) -> None:
+    # a run folder's store that an older sef left half made stopped every later run into it,
+    # and Ctrl-C while MLflow upgraded an older MLflow's store in place left it half upgraded,
+    # its runs with it. The fake client upgrades a store: it writes this MLflow's revision.
+    import sqlite3
+
+    import mlflow.tracking
+
+    stops = []
+
+    class Client:
+        def __init__(self, tracking_uri: str) -> None:
+            self.path = trackers._sqlite_file(tracking_uri)
+
+        def search_experiments(self, max_results: int) -> None:
+            if stops:
+                raise KeyboardInterrupt
+            with sqlite3.connect(self.path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS runs (run_uuid TEXT)")
+                db.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num TEXT)")
+                db.execute("DELETE FROM alembic_version")
+                db.execute("INSERT INTO alembic_version VALUES (?)", (_head(),))
+            db.close()
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    store = tmp_path / "mlflow.db"
+    trackers._renew(_store(store, "0a8213491aaa"))
+    assert trackers._store_contents(store) == (_head(), 0)  # made anew
+    store.unlink()
+    trackers._renew(_store(store, "0a8213491aaa", runs=2))
+    assert trackers._store_contents(store) == (_head(), 2)  # upgraded, runs and all
+    store.unlink()
+    stops.append(True)
+    with pytest.raises(KeyboardInterrupt):
+        trackers._renew(_store(store, "0a8213491aaa", runs=2))
+    assert trackers._store_contents(store) == ("0a8213491aaa", 2)  # as it was
+    assert list(tmp_path.iterdir()) == [store]
+    trackers._renew(_store(tmp_path / "whole.db", _head()))  # nothing to do: no client called
 
 
 def test_a_stop_while_the_trackers_open_ends_the_runs_already_open(

@@ -22,6 +22,7 @@ import logging
 import numbers
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import threading
@@ -272,9 +273,10 @@ class MLflowRun:
             uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
         with _store_lock(uri):  # MLflow creates the store's tables, the experiment, the run
             path = _sqlite_file(uri)
-            own = artifacts is not None  # DIR/mlflow/mlflow.db
-            if path is not None and (not path.exists() or own and _half_made(path)):
+            if path is not None and not path.exists():
                 _make_store(path)
+            elif artifacts is not None:  # DIR/mlflow/mlflow.db, this run's alone
+                _renew(path)
             self.client = _opened(uri)
             if artifacts is not None:
                 self._check_in_place(artifacts, out)
@@ -394,11 +396,12 @@ def _errors_unlogged() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _make_store(path: Path) -> None:
-    """MLflow's SQLite store ``path``, made aside and renamed in place: MLflow takes seconds to
-    create its tables, and a run stopped then (Ctrl-C) left a half-made store that refused every
-    later run into it ("table secrets already exists"). Where stores are shared, the caller holds
-    the store's lock (a store made aside beside it may be another run's)."""
+def _make_store(path: Path, upgrade: bool = False) -> None:
+    """MLflow's SQLite store ``path`` made (or with ``upgrade``, a copy of it upgraded to this
+    MLflow's schema) aside and renamed in place: MLflow takes seconds to create or upgrade its
+    tables, and a run stopped then (Ctrl-C) left a half-made store that refused every later run
+    into it ("table secrets already exists"). Where stores are shared, the caller holds the
+    store's lock (a store made aside beside it may be another run's)."""
     from mlflow.tracking import MlflowClient
 
     for stale in path.parent.glob(f"{path.name}.*.partial"):  # what a stopped run left
@@ -407,19 +410,30 @@ def _make_store(path: Path) -> None:
     # the store, readable by the group where the umask lets it (a team's shared store)
     aside = path.parent / f"{path.name}.{secrets.token_hex(4)}.partial"
     os.close(os.open(aside, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    MlflowClient(tracking_uri=sqlite_uri(aside.resolve())).search_experiments(max_results=1)
+    try:
+        if upgrade:
+            shutil.copyfile(path, aside)
+        MlflowClient(tracking_uri=sqlite_uri(aside.resolve())).search_experiments(max_results=1)
+    except BaseException:  # Ctrl-C, or MLflow's refusal: the store is left as it was
+        aside.unlink(missing_ok=True)
+        raise
     os.replace(aside, path)
 
 
-def _half_made(path: Path) -> bool:
-    """Whether the SQLite store ``path`` holds no runs and not this MLflow's whole schema: a
-    store whose making was cut short (by a run of an older sef), and nothing is lost by making it
-    anew, where MLflow would stop at the first table it had made ("table ... already exists")."""
+def _renew(path: Path) -> None:
+    """Run folder's own SQLite store ``path`` brought to this MLflow's schema aside, where MLflow
+    would make or upgrade its tables in place: made anew where it holds no runs (its making cut
+    short by a run of an older sef, where MLflow stopped at the first table made, "table ...
+    already exists"), upgraded on a copy where it holds runs (MLflow upgrades an older schema
+    by itself, and a stop then left the store half upgraded). Where MLflow refuses, the store is
+    left for :func:`_opened` to say what is wrong."""
     try:
         revision, runs = _store_contents(path)
     except sqlite3.DatabaseError:  # no store at all: MLflow says what is wrong
-        return False
-    return runs == 0 and revision != _migrations().get_current_head()
+        return
+    if revision != _migrations().get_current_head():
+        with contextlib.suppress(Exception):
+            _make_store(path, upgrade=runs > 0)
 
 
 def _opened(uri: str) -> Any:
