@@ -847,3 +847,11 @@ def test_a_stop_while_the_trackers_open_ends_the_runs_already_open(
     with pytest.raises(KeyboardInterrupt):
         Trackers(trackers_offline, config, [])
     assert closed == [False]
+
+
+def test_an_mlflow_store_that_cannot_be_made_is_named_not_its_copy_aside(tmp_path: Path) -> None:
+    # MLFLOW_TRACKING_URI under a file: "mlflow.db.88698c5a.partial: not a directory"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError) as info:
+        trackers._make_store(tmp_path / "file" / "x" / "mlflow.db")
+    assert info.value.filename == str(tmp_path / "file" / "x")

@@ -409,7 +409,11 @@ def _make_store(path: Path, upgrade: bool = False) -> None:
     # a name of its own (MLflow keeps an engine per store it opened), made as SQLite would make
     # the store, readable by the group where the umask lets it (a team's shared store)
     aside = path.parent / f"{path.name}.{secrets.token_hex(4)}.partial"
-    os.close(os.open(aside, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
+    try:
+        os.close(os.open(aside, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as error:  # said of the store, not of its name aside
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         if upgrade:
             shutil.copyfile(path, aside)
