@@ -52,6 +52,7 @@ SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection befor
 GIST = 260  # the most characters of a tracker's error that sef quotes
 GIST_TAIL = 80  # of which its end: where a client says what to do
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
+NOT_SQLITE = "file is not a database"  # SQLite's words for a file of something else
 
 
 def scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -467,6 +468,8 @@ def _store_fault(path: Path, uri: str, error: Exception) -> str | None:
     try:
         revision, runs = _store_contents(path)
     except sqlite3.DatabaseError as problem:
+        if str(problem) != NOT_SQLITE:  # a file it may not read, say: MLflow's words say so
+            return None
         return (
             f"is no SQLite database ({problem}); move it aside (mv {path} {path}.broken) or "
             f"point MLFLOW_TRACKING_URI at another store"
