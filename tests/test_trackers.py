@@ -855,3 +855,11 @@ def test_an_mlflow_store_that_cannot_be_made_is_named_not_its_copy_aside(tmp_pat
     with pytest.raises(NotADirectoryError) as info:
         trackers._make_store(tmp_path / "file" / "x" / "mlflow.db")
     assert info.value.filename == str(tmp_path / "file" / "x")
+
+
+def test_a_wandb_project_wandb_refuses_is_said_before_the_run(monkeypatch) -> None:
+    # WANDB_PROJECT=team/proj was refused only once the data had loaded and the trackers opened
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_PROJECT", "team/proj")
+    with pytest.raises(ConfigError, match=r"^run.loggers=wandb: WANDB_PROJECT: Invalid project"):
+        trackers.require(["wandb"])

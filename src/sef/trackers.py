@@ -72,13 +72,14 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
 def require(loggers: Iterable[str]) -> None:
     """SEFError in one line naming the pip command if a tracker's client is not installed, the
     server a tracker would send its run to (W&B online, ``MLFLOW_TRACKING_URI``) if it takes no
-    connection, or ``WANDB_DIR`` if it cannot be written."""
+    connection, ``WANDB_DIR`` if it cannot be written, or ``WANDB_PROJECT`` if W&B refuses it."""
     loggers = list(loggers)
     for name in loggers:
         if name in TRACKERS:
             extras.require(name, f"run.loggers={name} (--log {name})")
     if "wandb" in loggers and not _switched_off("wandb"):
         check_wandb_dir(wandb_dir())
+        check_wandb_project(os.environ.get("WANDB_PROJECT"))
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
         check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
@@ -134,6 +135,23 @@ def check_wandb_dir(folder: str | None) -> None:
         raise ConfigError(
             f"run.loggers=wandb: WANDB_DIR: {error.problem}; point WANDB_DIR at a folder you "
             f"can write, or unset it to keep the W&B run in DIR/wandb"
+        ) from None
+
+
+def check_wandb_project(project: str | None) -> None:
+    """ConfigError if W&B refuses ``project`` (WANDB_PROJECT) as a name (a ``/``, ``#``, ``?``,
+    ``%``, ``:`` or ``\\`` in it, more than 128 characters): ``wandb.init`` said so only once the
+    data had loaded."""
+    if not project:
+        return
+    import wandb
+
+    try:
+        wandb.Settings(project=project)
+    except Exception as error:  # W&B's UsageError, or pydantic's
+        raise ConfigError(
+            f"run.loggers=wandb: WANDB_PROJECT: {_gist(error)}; set another name, or unset it to "
+            f"log into project {PROJECT}"
         ) from None
 
 
