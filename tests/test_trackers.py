@@ -417,6 +417,9 @@ def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeyp
         def __init__(self, tracking_uri: str) -> None:
             held.append(("tables", locked()))
 
+        def search_experiments(self, max_results: int) -> None:
+            pass
+
         def get_experiment_by_name(self, name: str) -> None:
             return None
 
@@ -437,7 +440,8 @@ def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeyp
     out = tmp_path / "run"
     out.mkdir()
     MLflowRun(out, load_preset("demo"), None)
-    assert held == [("tables", True), ("experiment", True), ("run", True)]
+    # the store made aside, then opened, both under the lock
+    assert held == [("tables", True), ("tables", True), ("experiment", True), ("run", True)]
     assert not locked()  # given back once the run is open
 
 
@@ -463,7 +467,7 @@ def test_a_resume_under_another_mlflow_experiment_name_says_where_the_run_goes_o
         def update_run(self, *args, **options) -> None:
             pass
 
-        log_batch = log_artifact = update_run
+        log_batch = log_artifact = search_experiments = update_run
 
     monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path / "store" / "mlflow.db"))
@@ -707,3 +711,155 @@ def test_a_run_stopped_while_mlflow_creates_its_store_leaves_none_half_made(
 
 def _interrupt(*args) -> None:
     raise KeyboardInterrupt
+
+
+def _store(path: Path, revision: str | None, runs: int = 0) -> Path:
+    """A SQLite file with MLflow's schema revision ``revision`` and ``runs`` runs, the rest of an
+    MLflow store left out: what sef reads of a store MLflow could not open."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (run_uuid TEXT)")
+        db.executemany("INSERT INTO runs VALUES (?)", [(str(n),) for n in range(runs)])
+        if revision is not None:
+            db.execute("CREATE TABLE alembic_version (version_num TEXT)")
+            db.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
+    db.close()
+    return path
+
+
+def _head() -> str:
+    return trackers._migrations().get_current_head()
+
+
+HALF_MADE = "table registered_model_tags already exists"
+
+
+def _fault(path: Path, error: str = HALF_MADE) -> str | None:
+    return trackers._store_fault(path, sqlite_uri(path), RuntimeError(error))
+
+
+def test_a_broken_mlflow_store_is_said_in_one_line_with_what_to_do(tmp_path: Path) -> None:
+    # a store half made by a stopped run, or of another MLflow's schema, stopped the run with
+    # SQLAlchemy's error and its SQL statement, then "check MLFLOW_TRACKING_URI"
+    from mlflow.version import VERSION
+
+    half = tmp_path / "half.db"
+    assert _fault(_store(half, "0a8213491aaa")) == (
+        f"is half made ({HALF_MADE}), as a run stopped while MLflow made its tables leaves it, "
+        f"and holds no runs; remove it (rm {half}), then run again"
+    )
+    cut = tmp_path / "cut.db"
+    said = _fault(_store(cut, "0a8213491aaa", runs=2))
+    assert said.startswith(
+        f"holds 2 runs but its tables were left half upgraded to mlflow {VERSION}"
+    )
+    assert said.endswith(f"move it aside (mv {cut} {cut}.broken) to start anew")
+    older = _store(tmp_path / "older.db", "0a8213491aaa", runs=2)
+    said = _fault(older, "... run 'mlflow db upgrade <database_uri>' ...")
+    assert said.endswith(f"back it up, then upgrade it: mlflow db upgrade {sqlite_uri(older)}")
+    newer = _fault(_store(tmp_path / "newer.db", "ffffffffffff", runs=2))
+    assert newer.startswith("was made by a newer MLflow (its schema ffffffffffff is unknown")
+    (tmp_path / "text.db").write_text("not a database\n" * 100)
+    assert _fault(tmp_path / "text.db").startswith("is no SQLite database (file is not a")
+    assert _fault(_store(tmp_path / "current.db", _head())) is None  # another fault than these
+
+
+def test_mlflow_refusing_a_broken_store_is_said_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    import mlflow.tracking
+
+    class Client:  # MLflow on a half-made store
+        def __init__(self, tracking_uri: str) -> None:
+            pass
+
+        def search_experiments(self, max_results: int) -> None:
+            raise sqlite3.OperationalError(HALF_MADE)
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    store = _store(tmp_path / "shared" / "mlflow.db", "0a8213491aaa")
+    with pytest.raises(
+        ConfigError, match=rf"^run.loggers=mlflow: the MLflow store {store} is half"
+    ):
+        trackers._opened(sqlite_uri(store))
+
+
+def test_sefs_own_mlflow_store_is_made_anew_or_upgraded_aside(tmp_path: Path, monkeypatch) -> None:
+    # a run folder's store that an older sef left half made stopped every later run into it,
+    # and Ctrl-C while MLflow upgraded an older MLflow's store in place left it half upgraded,
+    # its runs with it. The fake client upgrades a store: it writes this MLflow's revision.
+    import sqlite3
+
+    import mlflow.tracking
+
+    stops = []
+
+    class Client:
+        def __init__(self, tracking_uri: str) -> None:
+            self.path = trackers._sqlite_file(tracking_uri)
+
+        def search_experiments(self, max_results: int) -> None:
+            if stops:
+                raise KeyboardInterrupt
+            with sqlite3.connect(self.path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS runs (run_uuid TEXT)")
+                db.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num TEXT)")
+                db.execute("DELETE FROM alembic_version")
+                db.execute("INSERT INTO alembic_version VALUES (?)", (_head(),))
+            db.close()
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
+    store = tmp_path / "mlflow.db"
+    trackers._renew(_store(store, "0a8213491aaa"))
+    assert trackers._store_contents(store) == (_head(), 0)  # made anew
+    store.unlink()
+    trackers._renew(_store(store, "0a8213491aaa", runs=2))
+    assert trackers._store_contents(store) == (_head(), 2)  # upgraded, runs and all
+    store.unlink()
+    stops.append(True)
+    with pytest.raises(KeyboardInterrupt):
+        trackers._renew(_store(store, "0a8213491aaa", runs=2))
+    assert trackers._store_contents(store) == ("0a8213491aaa", 2)  # as it was
+    assert list(tmp_path.iterdir()) == [store]
+    trackers._renew(_store(tmp_path / "whole.db", _head()))  # nothing to do: no client called
+
+
+def test_a_stop_while_the_trackers_open_ends_the_runs_already_open(
+    trackers_offline: Path, monkeypatch
+) -> None:
+    # Ctrl-C while MLflow opened its run left the W&B run opened before it running
+    closed = []
+
+    class Opened:
+        id, resumed = "r1", False
+
+        def __init__(self, *args) -> None:
+            pass
+
+        def close(self, finished: bool) -> None:
+            closed.append(finished)
+
+    monkeypatch.setattr(trackers, "OPENERS", {"wandb": Opened, "mlflow": _interrupt})
+    config = load_preset("demo")
+    config.run.loggers = ["wandb", "mlflow"]
+    with pytest.raises(KeyboardInterrupt):
+        Trackers(trackers_offline, config, [])
+    assert closed == [False]
+
+
+def test_an_mlflow_store_that_cannot_be_made_is_named_not_its_copy_aside(tmp_path: Path) -> None:
+    # MLFLOW_TRACKING_URI under a file: "mlflow.db.88698c5a.partial: not a directory"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError) as info:
+        trackers._make_store(tmp_path / "file" / "x" / "mlflow.db")
+    assert info.value.filename == str(tmp_path / "file" / "x")
+
+
+def test_a_wandb_project_wandb_refuses_is_said_before_the_run(monkeypatch) -> None:
+    # WANDB_PROJECT=team/proj was refused only once the data had loaded and the trackers opened
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_PROJECT", "team/proj")
+    with pytest.raises(ConfigError, match=r"^run.loggers=wandb: WANDB_PROJECT: Invalid project"):
+        trackers.require(["wandb"])

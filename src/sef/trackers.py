@@ -16,12 +16,15 @@ them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import numbers
 import os
+import secrets
+import shutil
 import socket
-import tempfile
+import sqlite3
 import threading
 import time
 import warnings
@@ -35,6 +38,7 @@ from urllib.request import getproxies, proxy_bypass
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
 from sef.errors import ConfigError, OutputError, SEFError
+from sef.text import counted
 
 try:
     import fcntl
@@ -48,6 +52,7 @@ SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection befor
 GIST = 260  # the most characters of a tracker's error that sef quotes
 GIST_TAIL = 80  # of which its end: where a client says what to do
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
+NOT_SQLITE = "file is not a database"  # SQLite's words for a file of something else
 
 
 def scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -67,13 +72,14 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
 def require(loggers: Iterable[str]) -> None:
     """SEFError in one line naming the pip command if a tracker's client is not installed, the
     server a tracker would send its run to (W&B online, ``MLFLOW_TRACKING_URI``) if it takes no
-    connection, or ``WANDB_DIR`` if it cannot be written."""
+    connection, ``WANDB_DIR`` if it cannot be written, or ``WANDB_PROJECT`` if W&B refuses it."""
     loggers = list(loggers)
     for name in loggers:
         if name in TRACKERS:
             extras.require(name, f"run.loggers={name} (--log {name})")
     if "wandb" in loggers and not _switched_off("wandb"):
         check_wandb_dir(wandb_dir())
+        check_wandb_project(os.environ.get("WANDB_PROJECT"))
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
         check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
@@ -129,6 +135,23 @@ def check_wandb_dir(folder: str | None) -> None:
         raise ConfigError(
             f"run.loggers=wandb: WANDB_DIR: {error.problem}; point WANDB_DIR at a folder you "
             f"can write, or unset it to keep the W&B run in DIR/wandb"
+        ) from None
+
+
+def check_wandb_project(project: str | None) -> None:
+    """ConfigError if W&B refuses ``project`` (WANDB_PROJECT) as a name (a ``/``, ``#``, ``?``,
+    ``%``, ``:`` or ``\\`` in it, more than 128 characters): ``wandb.init`` said so only once the
+    data had loaded."""
+    if not project:
+        return
+    import wandb
+
+    try:
+        wandb.Settings(project=project)
+    except Exception as error:  # W&B's UsageError, or pydantic's
+        raise ConfigError(
+            f"run.loggers=wandb: WANDB_PROJECT: {_gist(error)}; set another name, or unset it to "
+            f"log into project {PROJECT}"
         ) from None
 
 
@@ -259,19 +282,21 @@ class MLflowRun:
     with its files in DIR/mlflow/artifacts; the epoch is the step."""
 
     def __init__(self, out: Path, config: Config, run_id: str | None):
-        from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
 
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         artifacts = None
         if not uri:
             store = out / "mlflow"
             store.mkdir(exist_ok=True)
-            _create_store(store / "mlflow.db")
             uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
         with _store_lock(uri):  # MLflow creates the store's tables, the experiment, the run
-            self.client = MlflowClient(tracking_uri=uri)
+            path = _sqlite_file(uri)
+            if path is not None and not path.exists():
+                _make_store(path)
+            elif artifacts is not None:  # DIR/mlflow/mlflow.db, this run's alone
+                _renew(path)
+            self.client = _opened(uri)
             if artifacts is not None:
                 self._check_in_place(artifacts, out)
             existing: dict[str, str] = {}
@@ -291,6 +316,17 @@ class MLflowRun:
                 experiment = self._experiment(artifacts)
                 run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
         self.id = run_id
+        try:
+            self._log_config(out, config, existing)
+        except BaseException:  # Ctrl-C, or the client's error: the run is not left running
+            with contextlib.suppress(Exception):
+                self.close(False)
+            raise
+
+    def _log_config(self, out: Path, config: Config, existing: Mapping[str, str]) -> None:
+        """The config as parameters, but those of ``existing`` (a resumed run's), and as a file."""
+        from mlflow.entities import Param
+
         # MLflow keeps a parameter's first value: a resume adds the keys the run lacks, and its
         # config.yaml holds the values of the latest session (a longer run, another data.root)
         params = [
@@ -299,8 +335,8 @@ class MLflowRun:
             if key not in existing
         ]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 per batch
-            self.client.log_batch(run_id, params=params[start : start + 100])
-        self.client.log_artifact(run_id, str(out / "config.yaml"))
+            self.client.log_batch(self.id, params=params[start : start + 100])
+        self.client.log_artifact(self.id, str(out / "config.yaml"))
 
     def _check_in_place(self, artifacts: Path, out: Path) -> None:
         """ConfigError if the store in ``out`` keeps its artifacts elsewhere: the folder moved
@@ -379,20 +415,138 @@ def _errors_unlogged() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _create_store(path: Path) -> None:
-    """MLflow's SQLite store ``path``, if missing, made aside and renamed in place: MLflow takes
-    seconds to create its tables, and a run stopped then (Ctrl-C) left a half-made store that
-    refused every later run in the folder ("table secrets already exists")."""
-    if path.exists():
-        return
+def _make_store(path: Path, upgrade: bool = False) -> None:
+    """MLflow's SQLite store ``path`` made (or with ``upgrade``, a copy of it upgraded to this
+    MLflow's schema) aside and renamed in place: MLflow takes seconds to create or upgrade its
+    tables, and a run stopped then (Ctrl-C) left a half-made store that refused every later run
+    into it ("table secrets already exists"). Where stores are shared, the caller holds the
+    store's lock (a store made aside beside it may be another run's)."""
     from mlflow.tracking import MlflowClient
 
     for stale in path.parent.glob(f"{path.name}.*.partial"):  # what a stopped run left
         stale.unlink()
-    handle, aside = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)  # a name of its own: MLflow keeps an engine per store it opened
-    MlflowClient(tracking_uri=sqlite_uri(Path(aside).resolve())).search_experiments(max_results=1)
+    # a name of its own (MLflow keeps an engine per store it opened), made as SQLite would make
+    # the store, readable by the group where the umask lets it (a team's shared store)
+    aside = path.parent / f"{path.name}.{secrets.token_hex(4)}.partial"
+    path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
+    try:
+        os.close(os.open(aside, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as error:  # said of the store, not of its name aside
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    try:
+        if upgrade:
+            shutil.copyfile(path, aside)
+        MlflowClient(tracking_uri=sqlite_uri(aside.resolve())).search_experiments(max_results=1)
+    except BaseException:  # Ctrl-C, or MLflow's refusal: the store is left as it was
+        aside.unlink(missing_ok=True)
+        raise
     os.replace(aside, path)
+
+
+def _renew(path: Path) -> None:
+    """Run folder's own SQLite store ``path`` brought to this MLflow's schema aside, where MLflow
+    would make or upgrade its tables in place: made anew where it holds no runs (its making cut
+    short by a run of an older sef, where MLflow stopped at the first table made, "table ...
+    already exists"), upgraded on a copy where it holds runs (MLflow upgrades an older schema
+    by itself, and a stop then left the store half upgraded). Where MLflow refuses, the store is
+    left for :func:`_opened` to say what is wrong."""
+    try:
+        revision, runs = _store_contents(path)
+    except sqlite3.DatabaseError:  # no store at all: MLflow says what is wrong
+        return
+    if revision != _migrations().get_current_head():
+        with contextlib.suppress(Exception):
+            _make_store(path, upgrade=runs > 0)
+
+
+def _opened(uri: str) -> Any:
+    """MLflow's client of the store ``uri``, which it opens (making or upgrading its tables);
+    ConfigError in one line where a SQLite store is broken (half made, of another MLflow's
+    schema, no SQLite file), which MLflow said in SQLAlchemy's words and SQL statement."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # MLflow opens the store at the first call
+        return client
+    except Exception as error:  # SQLAlchemy's, Alembic's, MLflow's
+        path = _sqlite_file(uri)
+        fault = _store_fault(path, uri, error) if path and path.is_file() else None
+        if fault is None:
+            raise
+        raise ConfigError(f"run.loggers=mlflow: the MLflow store {path} {fault}") from None
+
+
+def _store_fault(path: Path, uri: str, error: Exception) -> str | None:
+    """What is wrong with the SQLite store ``path`` (``uri``) that MLflow could not open
+    (``error``), read from its schema's revision (Alembic's) and its runs; None where neither its
+    file nor its schema is at fault."""
+    from mlflow.version import VERSION
+
+    try:
+        revision, runs = _store_contents(path)
+    except sqlite3.DatabaseError as problem:
+        if str(problem) != NOT_SQLITE:  # a file it may not read, say: MLflow's words say so
+            return None
+        return (
+            f"is no SQLite database ({problem}); move it aside (mv {path} {path}.broken) or "
+            f"point MLFLOW_TRACKING_URI at another store"
+        )
+    scripts = _migrations()
+    head = scripts.get_current_head()
+    if revision == head:
+        return None
+    if revision is not None and not _known(scripts, revision):
+        return (
+            f"was made by a newer MLflow (its schema {revision} is unknown to mlflow "
+            f"{VERSION}); upgrade MLflow (pip install -U mlflow-skinny), or log without mlflow"
+        )
+    if "mlflow db upgrade" in str(error):  # every table there, of an older MLflow's schema
+        return (
+            f"has an older MLflow's schema ({revision}; mlflow {VERSION} writes {head}); back "
+            f"it up, then upgrade it: mlflow db upgrade {uri}"
+        )
+    why = _gist(getattr(error, "orig", None) or error)  # SQLite's words, not SQLAlchemy's SQL
+    if runs == 0:
+        return (
+            f"is half made ({why}), as a run stopped while MLflow made its tables leaves it, "
+            f"and holds no runs; remove it (rm {path}), then run again"
+        )
+    return (
+        f"holds {counted(runs, 'run')} but its tables were left half upgraded to mlflow "
+        f"{VERSION}'s schema ({why}), as a run stopped while MLflow upgraded them leaves them; "
+        f"restore it from a backup, or move it aside (mv {path} {path}.broken) to start anew"
+    )
+
+
+def _store_contents(path: Path) -> tuple[str | None, int]:
+    """The schema revision of the SQLite store ``path`` (None where it has none yet) and how
+    many runs it holds; sqlite3.DatabaseError where it is no SQLite database."""
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        revision = None
+        if "alembic_version" in tables:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = row[0] if row else None
+        runs = db.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+    return revision, runs
+
+
+@functools.cache
+def _migrations() -> Any:
+    """Alembic's view of MLflow's schema migrations: the revisions this MLflow knows."""
+    import mlflow.store.db_migrations
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(Path(mlflow.store.db_migrations.__file__).parent))
+
+
+def _known(scripts: Any, revision: str) -> bool:
+    """Whether ``revision`` is one of this MLflow's schemas."""
+    try:
+        return scripts.get_revision(revision) is not None
+    except Exception:  # Alembic's CommandError, ResolutionError: a revision it does not know
+        return False
 
 
 def sqlite_uri(path: Path) -> str:
@@ -472,6 +626,15 @@ class Trackers:
         self.state: dict[str, dict] = self._read() if history else {}
         self.open: dict[str, Tracker] = {}
         self.finished = False
+        try:
+            self._start(out, config, history)
+        except BaseException:  # Ctrl-C or a refusal: no run is left running
+            with contextlib.suppress(Exception):  # the error to report is this one
+                self.close()
+            raise
+
+    def _start(self, out: Path, config: Config, history: Sequence[Mapping[str, Any]]) -> None:
+        """Open the trackers, write trackers.json and log the epochs each one lacks."""
         for name in config.run.loggers:
             if name in OPENERS and not _switched_off(name):
                 saved = self.state.get(name, {})
@@ -486,12 +649,10 @@ class Trackers:
 
     def _open(self, name: str, out: Path, config: Config, run_id: str | None) -> Tracker:
         """Tracker ``name``'s run; ConfigError in one line if its client refuses (a setting of
-        its environment), the runs opened before it then closed as failed."""
+        its environment)."""
         try:
             return OPENERS[name](out, config, run_id)
         except Exception as error:  # each client has its own errors (MlflowException, pydantic)
-            with contextlib.suppress(Exception):  # the error to report is the one above
-                self.close()
             if isinstance(error, (OSError, SEFError)):  # a full disk (fit says what), or said
                 raise
             problem = _gist(error)
