@@ -13,11 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from sef import trackers
+from sef import mlflow_store, text, trackers
 from sef.cli import main
 from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
 from sef.errors import ConfigError
-from sef.trackers import STATE_FILE, MLflowRun, Trackers, scalars, sqlite_uri
+from sef.mlflow_store import sqlite_uri
+from sef.trackers import STATE_FILE, MLflowRun, Trackers, scalars
 
 pytest.importorskip("wandb")
 pytest.importorskip("mlflow")
@@ -638,18 +639,18 @@ def test_a_tracker_error_is_quoted_in_one_short_line() -> None:
     sql = (
         "(sqlite3.OperationalError) no such table: metrics\n[SQL: INSERT INTO metrics " + "x " * 300
     )
-    gist = trackers._gist(RuntimeError(sql))
+    gist = text.gist(RuntimeError(sql))
     assert gist.startswith("(sqlite3.OperationalError) no such table: metrics [SQL: INSERT")
-    assert len(gist) <= trackers.GIST and " ... " in gist
-    assert trackers._gist(RuntimeError("store\n  gone")) == "store gone"
+    assert len(gist) <= text.GIST and " ... " in gist
+    assert text.gist(RuntimeError("store\n  gone")) == "store gone"
 
 
 def test_a_long_tracker_error_keeps_its_end_where_the_client_says_what_to_do() -> None:
     # MLflow's refusal of its file store lost the setting that allows it, past the cut
-    text = "The filesystem tracking backend is in maintenance mode. " * 6
-    text += "set `MLFLOW_ALLOW_FILE_STORE=true` to opt out of this exception."
-    gist = trackers._gist(RuntimeError(text))
-    assert len(gist) <= trackers.GIST and " ... " in gist
+    refusal = "The filesystem tracking backend is in maintenance mode. " * 6
+    refusal += "set `MLFLOW_ALLOW_FILE_STORE=true` to opt out of this exception."
+    gist = text.gist(RuntimeError(refusal))
+    assert len(gist) <= text.GIST and " ... " in gist
     assert gist.startswith("The filesystem tracking backend is in maintenance mode.")
     assert gist.endswith("set `MLFLOW_ALLOW_FILE_STORE=true` to opt out of this exception.")
 
@@ -730,14 +731,14 @@ def _store(path: Path, revision: str | None, runs: int = 0) -> Path:
 
 
 def _head() -> str:
-    return trackers._migrations().get_current_head()
+    return mlflow_store._migrations().get_current_head()
 
 
 HALF_MADE = "table registered_model_tags already exists"
 
 
 def _fault(path: Path, error: str = HALF_MADE) -> str | None:
-    return trackers._store_fault(path, sqlite_uri(path), RuntimeError(error))
+    return mlflow_store._store_fault(path, sqlite_uri(path), RuntimeError(error))
 
 
 def test_a_broken_mlflow_store_is_said_in_one_line_with_what_to_do(tmp_path: Path) -> None:
@@ -783,7 +784,7 @@ def test_mlflow_refusing_a_broken_store_is_said_in_one_line(tmp_path: Path, monk
     with pytest.raises(
         ConfigError, match=rf"^run.loggers=mlflow: the MLflow store {store} is half"
     ):
-        trackers._opened(sqlite_uri(store))
+        mlflow_store.opened(sqlite_uri(store))
 
 
 def test_sefs_own_mlflow_store_is_made_anew_or_upgraded_aside(tmp_path: Path, monkeypatch) -> None:
@@ -798,7 +799,7 @@ def test_sefs_own_mlflow_store_is_made_anew_or_upgraded_aside(tmp_path: Path, mo
 
     class Client:
         def __init__(self, tracking_uri: str) -> None:
-            self.path = trackers._sqlite_file(tracking_uri)
+            self.path = mlflow_store.sqlite_file(tracking_uri)
 
         def search_experiments(self, max_results: int) -> None:
             if stops:
@@ -812,18 +813,18 @@ def test_sefs_own_mlflow_store_is_made_anew_or_upgraded_aside(tmp_path: Path, mo
 
     monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
     store = tmp_path / "mlflow.db"
-    trackers._renew(_store(store, "0a8213491aaa"))
-    assert trackers._store_contents(store) == (_head(), 0)  # made anew
+    mlflow_store.renew(_store(store, "0a8213491aaa"))
+    assert mlflow_store._store_contents(store) == (_head(), 0)  # made anew
     store.unlink()
-    trackers._renew(_store(store, "0a8213491aaa", runs=2))
-    assert trackers._store_contents(store) == (_head(), 2)  # upgraded, runs and all
+    mlflow_store.renew(_store(store, "0a8213491aaa", runs=2))
+    assert mlflow_store._store_contents(store) == (_head(), 2)  # upgraded, runs and all
     store.unlink()
     stops.append(True)
     with pytest.raises(KeyboardInterrupt):
-        trackers._renew(_store(store, "0a8213491aaa", runs=2))
-    assert trackers._store_contents(store) == ("0a8213491aaa", 2)  # as it was
+        mlflow_store.renew(_store(store, "0a8213491aaa", runs=2))
+    assert mlflow_store._store_contents(store) == ("0a8213491aaa", 2)  # as it was
     assert list(tmp_path.iterdir()) == [store]
-    trackers._renew(_store(tmp_path / "whole.db", _head()))  # nothing to do: no client called
+    mlflow_store.renew(_store(tmp_path / "whole.db", _head()))  # nothing to do: no client called
 
 
 def test_a_stop_while_the_trackers_open_ends_the_runs_already_open(
@@ -853,7 +854,7 @@ def test_an_mlflow_store_that_cannot_be_made_is_named_not_its_copy_aside(tmp_pat
     # MLFLOW_TRACKING_URI under a file: "mlflow.db.88698c5a.partial: not a directory"
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError) as info:
-        trackers._make_store(tmp_path / "file" / "x" / "mlflow.db")
+        mlflow_store.make_store(tmp_path / "file" / "x" / "mlflow.db")
     assert info.value.filename == str(tmp_path / "file" / "x")
 
 

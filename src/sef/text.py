@@ -140,3 +140,18 @@ def table_lines(rows: Sequence[Sequence[str]], widths: Sequence[int], align: str
         for row in rows
     )
     return "\n".join(line.rstrip() for line in lines)
+
+
+GIST = 260  # the most characters of another library's error that sef quotes
+GIST_TAIL = 80  # of which its end: where a library says what to do
+
+
+def gist(error: Exception) -> str:
+    """``error``'s message on one line, at most ``GIST`` characters: a database client's error
+    carries its whole SQL statement and parameters (SQLAlchemy's, under MLflow). A longer one
+    keeps its start and its last ``GIST_TAIL`` characters, where a client says what to do
+    (MLflow's refusal of its file store ends with the setting that allows it)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) <= GIST:
+        return text
+    return f"{text[: GIST - GIST_TAIL - 5].rstrip()} ... {text[-GIST_TAIL:].lstrip()}"
