@@ -519,6 +519,27 @@ def test_a_folder_of_another_sef_version_is_refused_naming_it(tmp_path: Path, mo
     assert str(error.value).endswith("; reproduce with that sef, or give another --out")
 
 
+def test_a_folder_whose_checkpoint_config_lacks_a_section_is_refused(tmp_path: Path) -> None:
+    """It was compared against defaults in the section's place, as a resume no longer is."""
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import CheckpointError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    saved = config_to_dict(config)
+    del saved["data"]
+    state = {"model": {}, "config": saved, "classes": ["a"], "epoch": 1, "metrics": {}}
+    save_checkpoint(tmp_path / "last.pt", state)
+    with pytest.raises(CheckpointError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"checkpoint {tmp_path / 'last.pt'} was edited: its config lacks the data section that "
+        f"every checkpoint sef writes holds; use the checkpoint as `sef train` wrote it, or give "
+        f"another --out"
+    )
+
+
 def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -13,8 +13,9 @@ from pathlib import Path
 from sef.checkpoint import load_checkpoint
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
-from sef.errors import ConfigError
+from sef.errors import CheckpointError, ConfigError
 from sef.outputs import holds_a_run
+from sef.trained import check_sections
 from sef.version import __version__
 
 NEW, PARTIAL, DONE = "new", "partial", "done"
@@ -44,7 +45,12 @@ class RunState:
 
 def _check_same_config(config: Config, saved: dict, path: Path) -> None:
     """Refuse a run that computes something else than the one planned (locations may differ),
-    or whose config this sef cannot read (a key of another sef version)."""
+    whose config lacks a section (edited: defaults in its place would be compared), or whose
+    config this sef cannot read (a key of another sef version)."""
+    try:
+        check_sections(path, saved["config"])
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}, or give another --out") from None
     try:
         changes = config_changes(saved["config"], config, RESUMABLE_CHANGES)
     except ConfigError as error:
