@@ -341,11 +341,19 @@ def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, c
     # 5 rows x 50 epochs x Table I's (train + test) images at 814 images/s
     assert "estimate: 5.0 GPU hours left of 5.0, at 814 images/s per GPU" in result
     assert "measured with bf16 and channels_last" in result
+    assert (
+        "  resnet18 counted at SEF-ResNet-50's rate, not its own, so this estimate is high\n"
+        in (result)
+    )
     assert not (tmp_path / "runs").exists()
     assert main(["reproduce", "table3", "--dry-run", "--images-per-second", "1628"]) == 0
-    mine = capsys.readouterr().out
+    mine = capsys.readouterr().out  # said the rate given was counted as SEF-ResNet-50's
     assert "estimate: 2.5 GPU hours left of 2.5, at 1628 images/s per GPU" in mine
     assert "given with --images-per-second" in mine and not (tmp_path / "runs").exists()
+    assert "SEF-ResNet-50's rate" not in mine
+    assert main(["reproduce", "table2", "--dry-run", "--set", "model.backbone=resnet101"]) == 0
+    said = capsys.readouterr().out  # said nothing: the table's backbone is resnet50
+    assert "  resnet101 counted at SEF-ResNet-50's rate, not its own\n" in said
 
 
 def test_the_rows_left_out_are_told_apart(tmp_path: Path, monkeypatch, capsys) -> None:
