@@ -527,6 +527,25 @@ def test_a_folder_of_another_sef_version_is_refused_naming_it(tmp_path: Path, mo
     assert str(error.value).endswith("; reproduce with that sef, or give another --out")
 
 
+def test_a_folder_whose_last_pt_is_cut_short_says_how_to_train_the_run_again(tmp_path: Path):
+    """It said only 'use a whole copy': a reproduction's user may have none."""
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import IncompleteCheckpoint
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    state = {"model": {}, "config": config_to_dict(config), "classes": ["a"], "epoch": 1}
+    save_checkpoint(tmp_path / "last.pt", state | {"metrics": {}})
+    whole = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(whole[: len(whole) // 2])  # a copy that did not finish
+    with pytest.raises(IncompleteCheckpoint) as error:
+        read_state(config)
+    assert str(error.value).endswith(
+        f"; use a whole copy, or move {tmp_path} away to train the run again"
+    )
+
+
 def test_a_folder_whose_checkpoint_config_lacks_a_section_is_refused(tmp_path: Path) -> None:
     """It was compared against defaults in the section's place, as a resume no longer is."""
     from sef.checkpoint import save_checkpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 from sef.checkpoint import load_checkpoint
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
-from sef.errors import CheckpointError, ConfigError
+from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint
 from sef.outputs import holds_a_run
 from sef.trained import check_sections
 from sef.version import __version__
@@ -90,7 +90,12 @@ def read_state(config: Config) -> RunState:
         )
     if not path.is_file():
         return RunState(NEW)
-    saved = load_checkpoint(path)
+    try:
+        saved = load_checkpoint(path)
+    except IncompleteCheckpoint as error:  # a copy of the folder that did not finish
+        raise IncompleteCheckpoint(
+            f"{error}, or move {folder} away to train the run again"
+        ) from None
     _check_same_config(config, saved, path)
     epoch = int(saved["epoch"])
     if epoch < config.optim.epochs:
