@@ -527,6 +527,32 @@ def test_a_folder_of_another_sef_version_is_refused_naming_it(tmp_path: Path, mo
     assert str(error.value).endswith("; reproduce with that sef, or give another --out")
 
 
+def test_a_folder_of_another_sef_version_trained_otherwise_names_that_version(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The same --set as before, and a value another sef's preset gave: told to give the same
+    options, which the user had."""
+    import sef.checkpoint
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import ConfigError
+    from sef.reproduce.state import read_state
+    from sef.version import __version__
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    saved = config_to_dict(config)
+    saved["optim"]["momentum"] = 0.8  # that sef's recipe
+    monkeypatch.setattr(sef.checkpoint, "__version__", "0.0.9")
+    state = {"model": {}, "config": saved, "classes": ["a"], "epoch": 1, "metrics": {}}
+    save_checkpoint(tmp_path / "last.pt", state)
+    with pytest.raises(ConfigError) as error:
+        read_state(config)
+    assert "asks for 0.9 (its run was written by sef 0.0.9 with torch " in str(error.value)
+    assert f"; this is sef {__version__}); give the same --weights and --set as before" in (
+        str(error.value)
+    )
+
+
 def test_a_folder_whose_last_pt_is_cut_short_says_how_to_train_the_run_again(tmp_path: Path):
     """It said only 'use a whole copy': a reproduction's user may have none."""
     from sef.checkpoint import save_checkpoint

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sef.checkpoint import load_checkpoint
+from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
 from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint
@@ -62,9 +62,20 @@ def _check_same_config(config: Config, saved: dict, path: Path) -> None:
     if changes:
         key, before, now = changes[0]
         raise ConfigError(
-            f"{path} was trained with {key}={before!r}, but this reproduction asks for {now!r}; "
-            f"give the same --weights and --set as before, or another --out"
+            f"{path} was trained with {key}={before!r}, but this reproduction asks for "
+            f"{now!r}{_another_writer(saved)}; give the same --weights and --set as before, or "
+            f"another --out"
         )
+
+
+def _another_writer(saved: dict) -> str:
+    """Who wrote ``saved`` where it is not this sef, whose presets and defaults may differ: the
+    same options then ask for other values."""
+    writer = saved.get("sef_version")
+    if writer == __version__:
+        return ""
+    by = written_by(writer, saved.get("torch_version"))
+    return f" (its run was written by {by}; this is sef {__version__})"
 
 
 def _result(saved: dict) -> Result:
