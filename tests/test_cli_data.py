@@ -136,7 +136,13 @@ def test_check_says_absolute_csv_paths_were_read_as_written_not_asks_about_archi
         f"cat_2.jpg; {csv_root / 'img'} does not exist: the paths in labels.csv are absolute, "
         f"read as written: put the images back there, or list them where they are now"
     )
-    listing.write_text(listing.read_text().replace(f"{csv_root}/img/", "img/"))
+    listing.write_text(listing.read_text().replace(f"{csv_root}/img/", "~/img/"))
+    # said "read relative to its folder": the ~ was not seen
+    assert sef.datasets.load("csv", csv_root, "test").missing_hint == (
+        "the paths in labels.csv that start with ~ are read as written, a folder named ~, not "
+        "the home folder: write the home folder's path out in full"
+    )
+    listing.write_text(listing.read_text().replace("~/img/", "img/"))
     for image_root, gone in ((tmp_path, ""), (tmp_path / "gone", ", which does not exist")):
         hint = sef.datasets.load("csv", csv_root, "test", image_root=image_root).missing_hint
         assert hint == (

@@ -180,7 +180,12 @@ def _missing_hint(path: Path, image_root: str | os.PathLike | None, listed: list
     """Where the images were looked for, said when they are missing (the usual hint asks about
     archives, which CSV data has none of): as listed, where every ``listed`` path is absolute;
     else relative to the CSV's folder, or to ``image_root`` (and the folder a relative one was
-    resolved from)."""
+    resolved from); a path that starts with ~ is said to be read as written (no home folder)."""
+    if any(listed_path.startswith("~") for listed_path in listed):
+        return (
+            f"the paths in {path.name} that start with ~ are read as written, a folder named ~, "
+            f"not the home folder: write the home folder's path out in full"
+        )
     if all(os.path.isabs(listed_path) for listed_path in listed):
         return (
             f"the paths in {path.name} are absolute, read as written: put the images back there, "
