@@ -553,6 +553,26 @@ def test_a_folder_of_another_sef_version_trained_otherwise_names_that_version(
     )
 
 
+@pytest.mark.parametrize("epoch", [1, 50])
+def test_a_folder_whose_last_pt_holds_weights_only_is_refused(tmp_path: Path, epoch: int):
+    """best.pt copied as last.pt: at the last epoch it stopped in KeyError 'history', and before
+    it the dry run counted a resume that the run then refused."""
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import CheckpointError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    state = {"model": {}, "config": config_to_dict(config), "classes": ["a"], "epoch": epoch}
+    save_checkpoint(tmp_path / "last.pt", state | {"metrics": {}})
+    with pytest.raises(CheckpointError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"{tmp_path / 'last.pt'} holds weights only (like best.pt), not how its run went; put "
+        f"the run's own last.pt back, or move {tmp_path} away to train the run again"
+    )
+
+
 def test_a_folder_whose_last_pt_is_cut_short_says_how_to_train_the_run_again(tmp_path: Path):
     """It said only 'use a whole copy': a reproduction's user may have none."""
     from sef.checkpoint import save_checkpoint

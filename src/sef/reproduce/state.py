@@ -13,6 +13,7 @@ from pathlib import Path
 from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
+from sef.engine.run import TRAINING_STATE
 from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint
 from sef.outputs import holds_a_run
 from sef.trained import check_sections
@@ -108,6 +109,11 @@ def read_state(config: Config) -> RunState:
             f"{error}, or move {folder} away to train the run again"
         ) from None
     _check_same_config(config, saved, path)
+    if any(key not in saved for key in TRAINING_STATE):  # best.pt copied in its place
+        raise CheckpointError(
+            f"{path} holds weights only (like best.pt), not how its run went; put the run's own "
+            f"last.pt back, or move {folder} away to train the run again"
+        )
     epoch = int(saved["epoch"])
     if epoch < config.optim.epochs:
         return RunState(PARTIAL, epoch)
