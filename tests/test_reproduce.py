@@ -320,6 +320,17 @@ def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
     assert (folder / "tb").is_dir() and not (folder / "last.pt").exists()
 
 
+def test_an_out_under_the_home_folder_is_where_the_runs_and_tables_are(tmp_path, monkeypatch):
+    """--out=~/x (no shell expands it): the runs trained under the home folder, but each call
+    looked for them, and wrote the tables, in a folder named ~: a second call refused them."""
+    from sef.reproduce.plan import create_plan
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    plan = create_plan("table2", {}, out="~/tables", dry_run=True)
+    assert plan.out == tmp_path / "tables"
+    assert {Path(str(run.config.run.out)).parent for run in plan.runs} == {tmp_path / "tables"}
+
+
 def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "table3", "--dry-run", "--set", "run.amp=bf16"]) == 0
