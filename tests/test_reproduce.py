@@ -584,6 +584,23 @@ def test_a_folder_whose_last_pt_holds_weights_only_is_refused(tmp_path: Path, ep
     )
 
 
+def test_a_folder_holding_others_records_is_refused_before_any_run_trains(tmp_path: Path):
+    """The dry run counted it new, and a call trained every row before it, then stopped there."""
+    from sef.config import apply_values, resolve_config
+    from sef.errors import OutputError
+    from sef.reproduce.state import NEW, read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    assert read_state(config).kind == NEW
+    (tmp_path / "metrics.jsonl").write_text('{"mine": 1}\n')
+    with pytest.raises(OutputError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"cannot write {tmp_path / 'metrics.jsonl'}: no sef run wrote it, and this one would "
+        f"replace it; move it away, or give another --out"
+    )
+
+
 def test_a_folder_whose_last_pt_is_cut_short_says_how_to_train_the_run_again(tmp_path: Path):
     """It said only 'use a whole copy': a reproduction's user may have none."""
     from sef.checkpoint import save_checkpoint

@@ -13,8 +13,9 @@ from pathlib import Path
 from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
+from sef.engine.folders import check_others_records
 from sef.engine.run import TRAINING_STATE
-from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint
+from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint, OutputError
 from sef.outputs import holds_a_run
 from sef.trained import check_sections
 from sef.version import __version__
@@ -91,6 +92,18 @@ def _result(saved: dict) -> Result:
     )
 
 
+def _check_no_others_records(folder: Path) -> None:
+    """OutputError where the folder of a run to train holds records that no sef run wrote, which
+    its run would refuse to replace: said before any run of the table trains (and by the dry
+    run), not when its turn comes, hours later."""
+    try:
+        check_others_records(folder)
+    except OutputError as error:
+        raise OutputError(
+            f"{error.problem}; move it away, or give another --out", error.problem
+        ) from None
+
+
 def read_state(config: Config) -> RunState:
     """The state of the run folder ``config.run.out`` for a run of ``config``."""
     folder = Path(str(config.run.out))
@@ -101,6 +114,7 @@ def read_state(config: Config) -> RunState:
             f"run's last.pt back, or move the folder away to train the run again"
         )
     if not path.is_file():
+        _check_no_others_records(folder)
         return RunState(NEW)
     try:
         saved = load_checkpoint(path)
