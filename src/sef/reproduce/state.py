@@ -2,7 +2,9 @@
 
 The folder's ``last.pt`` is the truth (``sef.engine.fit`` writes it after every epoch): its epoch
 says how far the run got and its history gives the accuracies. A folder whose run was trained
-with another config (another --set, another --weights) is refused rather than mixed in.
+with another config (another --set, another --weights) is refused rather than mixed in, and so
+is one whose last.pt cannot say how its run went (cut short, weights only, a section missing),
+or, for a run to train, one holding records no sef run wrote: each before any run trains.
 """
 
 from __future__ import annotations
