@@ -16,6 +16,7 @@ from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
 from sef.engine.folders import check_others_records
+from sef.engine.lock import is_held
 from sef.engine.run import TRAINING_STATE
 from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint, OutputError
 from sef.outputs import holds_a_run
@@ -97,7 +98,10 @@ def _result(saved: dict) -> Result:
 def _check_no_others_records(folder: Path) -> None:
     """OutputError where the folder of a run to train holds records that no sef run wrote, which
     its run would refuse to replace: said before any run of the table trains (and by the dry
-    run), not when its turn comes, hours later."""
+    run), not when its turn comes, hours later. A folder a live run holds is left to its turn,
+    which names that run (the records may be the ones it is writing)."""
+    if is_held(folder):
+        return
     try:
         check_others_records(folder)
     except OutputError as error:
