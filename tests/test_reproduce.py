@@ -585,7 +585,8 @@ def test_a_folder_whose_last_pt_holds_weights_only_is_refused(tmp_path: Path, ep
 
 
 def test_a_folder_holding_others_records_is_refused_before_any_run_trains(tmp_path: Path):
-    """The dry run counted it new, and a call trained every row before it, then stopped there."""
+    """The dry run counted it new, and a call trained every row before it, then stopped there;
+    so with a lock no run can take."""
     from sef.config import apply_values, resolve_config
     from sef.errors import OutputError
     from sef.reproduce.state import NEW, read_state
@@ -598,6 +599,13 @@ def test_a_folder_holding_others_records_is_refused_before_any_run_trains(tmp_pa
     assert str(error.value) == (
         f"cannot write {tmp_path / 'metrics.jsonl'}: no sef run wrote it, and this one would "
         f"replace it; move it away, or give another --out"
+    )
+    (tmp_path / ".sef-lock").symlink_to(tmp_path / "metrics.jsonl")  # no run can take it
+    with pytest.raises(OutputError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"{tmp_path / '.sef-lock'} is a link to {tmp_path / 'metrics.jsonl'}, not a run's lock "
+        f"file; remove it (no run holds it)"
     )
 
 

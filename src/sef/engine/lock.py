@@ -180,6 +180,14 @@ def _not_a_lock(path: Path) -> NotALock | None:
     return NotALock(f"{problem}; remove it (no run holds it)", problem)
 
 
+def check_lock_file(folder: str | os.PathLike) -> None:
+    """NotALock where ``folder``'s lock is a folder or a link, which no run can take: said before
+    a run is due to take it (a reproduction's later rows)."""
+    problem = _not_a_lock(Path(folder) / LOCK_NAME)
+    if problem is not None:
+        raise problem
+
+
 def is_held(folder: str | os.PathLike) -> bool:
     """Whether a live process holds ``folder``'s lock: tried without waiting and given back at
     once (a folder without one, or on a file system that cannot lock, is not held)."""

@@ -16,7 +16,7 @@ from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
 from sef.engine.folders import check_others_records
-from sef.engine.lock import is_held
+from sef.engine.lock import check_lock_file, is_held
 from sef.engine.run import TRAINING_STATE
 from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint, OutputError
 from sef.outputs import holds_a_run
@@ -95,13 +95,14 @@ def _result(saved: dict) -> Result:
     )
 
 
-def _check_no_others_records(folder: Path) -> None:
+def _check_new_folder(folder: Path) -> None:
     """OutputError where the folder of a run to train holds records that no sef run wrote, which
-    its run would refuse to replace: said before any run of the table trains (and by the dry
-    run), not when its turn comes, hours later. A folder a live run holds is left to its turn,
-    which names that run (the records may be the ones it is writing)."""
+    its run would refuse to replace, or a lock no run can take: said before any run of the table
+    trains (and by the dry run), not when its turn comes, hours later. A folder a live run holds
+    is left to its turn, which names that run (the records may be the ones it is writing)."""
     if is_held(folder):
         return
+    check_lock_file(folder)
     try:
         check_others_records(folder)
     except OutputError as error:
@@ -120,7 +121,7 @@ def read_state(config: Config) -> RunState:
             f"run's last.pt back, or move the folder away to train the run again"
         )
     if not path.is_file():
-        _check_no_others_records(folder)
+        _check_new_folder(folder)
         return RunState(NEW)
     try:
         saved = load_checkpoint(path)
