@@ -120,9 +120,35 @@ def test_check_names_the_csv_folder_its_missing_images_were_looked_for_in(csv_ro
         f"write them relative to it or absolute, or set the csv option image_root to the folder "
         f"they are relative to"
     )
-    listing = csv_root / "labels.csv"  # absolute paths: the CSV's folder plays no part
+
+
+def test_check_says_absolute_csv_paths_were_read_as_written_not_asks_about_archives(
+    csv_root, tmp_path, capsys
+):
+    """Absolute paths (or an absolute image_root) whose images moved asked whether the dataset
+    root is where archives unpacked: CSV data has no archives."""
+    listing = csv_root / "labels.csv"
     listing.write_text(listing.read_text().replace("img/", f"{csv_root}/img/"))
-    assert sef.datasets.load("csv", csv_root, "test").missing_hint is None
+    (csv_root / "img").rename(tmp_path / "moved")
+    assert main(["data", "check", "csv", str(csv_root), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"18 of 18 images under {csv_root / 'img'}: missing, e.g. cat_0.jpg, cat_1.jpg, "
+        f"cat_2.jpg; {csv_root / 'img'} does not exist: the paths in labels.csv are absolute, "
+        f"read as written: put the images back there, or list them where they are now"
+    )
+    listing.write_text(listing.read_text().replace(f"{csv_root}/img/", "~/img/"))
+    # said "read relative to its folder": the ~ was not seen
+    assert sef.datasets.load("csv", csv_root, "test").missing_hint == (
+        "the paths in labels.csv that start with ~ are read as written, a folder named ~, not "
+        "the home folder: write the home folder's path out in full"
+    )
+    listing.write_text(listing.read_text().replace("~/img/", "img/"))
+    for image_root, gone in ((tmp_path, ""), (tmp_path / "gone", ", which does not exist")):
+        hint = sef.datasets.load("csv", csv_root, "test", image_root=image_root).missing_hint
+        assert hint == (
+            f"the paths in labels.csv are read relative to the csv option image_root "
+            f"{image_root}{gone}: set image_root to the folder they are relative to"
+        )
 
 
 def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, capsys):

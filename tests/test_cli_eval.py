@@ -337,10 +337,10 @@ def test_a_checkpoint_whose_outputs_are_not_finite_is_said_to_be_broken(
     arguments = ["eval", "--checkpoint", str(broken), "--workers", "0", "--no-progress"]
     assert main(arguments) == 0  # the numbers are this checkpoint's: others' scripts go on
     assert capsys.readouterr().err == (
-        "sef eval: warning: the model's outputs are not finite on 16 of 16 test images, so their "
-        f"predictions mean nothing: the weights or BatchNorm statistics in {broken} overflowed "
-        "in training; evaluate an earlier checkpoint of its run, or train again with a lower "
-        "optim.lr or --amp none\n"
+        "sef eval: warning: the model's outputs are not finite (NaN or infinite) on 16 of 16 test "
+        f"images, so the predictions of {broken} mean nothing: its weights or BatchNorm "
+        "statistics overflowed in training; evaluate an earlier checkpoint of its run, or train "
+        "again with a lower optim.lr or --amp none\n"
     )
 
 

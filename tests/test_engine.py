@@ -306,9 +306,10 @@ def test_an_evaluation_that_is_not_finite_stops_the_run_keeping_the_last_checkpo
     with pytest.raises(TrainingError) as info:
         fit(_config(out), data=data, progress=False)
     assert str(info.value) == (
-        f"training stopped after epoch 2: the model's outputs are not finite on 3 of 3 eval "
-        f"images (its weights or BatchNorm statistics overflowed); {out / 'last.pt'} (epoch 1) "
-        f"is kept; try a lower optim.lr or --amp none"
+        f"training stopped after epoch 2: the model's outputs are not finite (NaN or infinite) "
+        f"on 3 of 3 eval images, so its accuracy means nothing: its weights or BatchNorm "
+        f"statistics overflowed in training; {out / 'last.pt'} (epoch 1) is kept; try a lower "
+        f"optim.lr or --amp none"
     )
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
 

@@ -198,5 +198,10 @@ def test_a_model_whose_outputs_are_not_finite_is_warned_of(demo_checkpoint, imag
     trained = load_trained_model(demo_checkpoint)
     with torch.no_grad():
         trained.model.head.bias[0] = float("nan")  # an overflowed checkpoint: NaN probabilities
-    with pytest.warns(UserWarning, match="not finite on 3 of 3 images, so their predictions mean"):
+    with pytest.warns(UserWarning) as said:
         predict_images(trained, [images], top_k=2, batch_size=2, progress=False)
+    assert [str(warning.message) for warning in said] == [
+        "the model's outputs are not finite (NaN or infinite) on 3 of 3 images, so their "
+        "predictions mean nothing: its weights or BatchNorm statistics overflowed in training; "
+        "predict with an earlier checkpoint of its run"
+    ]

@@ -320,6 +320,17 @@ def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
     assert (folder / "tb").is_dir() and not (folder / "last.pt").exists()
 
 
+def test_an_out_under_the_home_folder_is_where_the_runs_and_tables_are(tmp_path, monkeypatch):
+    """--out=~/x (no shell expands it): the runs trained under the home folder, but each call
+    looked for them, and wrote the tables, in a folder named ~: a second call refused them."""
+    from sef.reproduce.plan import create_plan
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    plan = create_plan("table2", {}, out="~/tables", dry_run=True)
+    assert plan.out == tmp_path / "tables"
+    assert {Path(str(run.config.run.out)).parent for run in plan.runs} == {tmp_path / "tables"}
+
+
 def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "table3", "--dry-run", "--set", "run.amp=bf16"]) == 0
@@ -341,11 +352,19 @@ def test_dry_run_lists_the_runs_and_the_gpu_hours(tmp_path: Path, monkeypatch, c
     # 5 rows x 50 epochs x Table I's (train + test) images at 814 images/s
     assert "estimate: 5.0 GPU hours left of 5.0, at 814 images/s per GPU" in result
     assert "measured with bf16 and channels_last" in result
+    assert (
+        "  resnet18 counted at SEF-ResNet-50's rate, not its own, so this estimate is high\n"
+        in (result)
+    )
     assert not (tmp_path / "runs").exists()
     assert main(["reproduce", "table3", "--dry-run", "--images-per-second", "1628"]) == 0
-    mine = capsys.readouterr().out
+    mine = capsys.readouterr().out  # said the rate given was counted as SEF-ResNet-50's
     assert "estimate: 2.5 GPU hours left of 2.5, at 1628 images/s per GPU" in mine
     assert "given with --images-per-second" in mine and not (tmp_path / "runs").exists()
+    assert "SEF-ResNet-50's rate" not in mine
+    assert main(["reproduce", "table2", "--dry-run", "--set", "model.backbone=resnet101"]) == 0
+    said = capsys.readouterr().out  # said nothing: the table's backbone is resnet50
+    assert "  resnet101 counted at SEF-ResNet-50's rate, not its own\n" in said
 
 
 def test_the_rows_left_out_are_told_apart(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -517,6 +536,117 @@ def test_a_folder_of_another_sef_version_is_refused_naming_it(tmp_path: Path, mo
         read_state(config)
     assert "(unknown config key 'new_knob'" in str(error.value)
     assert str(error.value).endswith("; reproduce with that sef, or give another --out")
+
+
+def test_a_folder_of_another_sef_version_trained_otherwise_names_that_version(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The same --set as before, and a value another sef's preset gave: told to give the same
+    options, which the user had."""
+    import sef.checkpoint
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import ConfigError
+    from sef.reproduce.state import read_state
+    from sef.version import __version__
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    saved = config_to_dict(config)
+    saved["optim"]["momentum"] = 0.8  # that sef's recipe
+    monkeypatch.setattr(sef.checkpoint, "__version__", "0.0.9")
+    state = {"model": {}, "config": saved, "classes": ["a"], "epoch": 1, "metrics": {}}
+    save_checkpoint(tmp_path / "last.pt", state)
+    with pytest.raises(ConfigError) as error:
+        read_state(config)
+    assert "asks for 0.9 (its run was written by sef 0.0.9 with torch " in str(error.value)
+    assert f"; this is sef {__version__}); give the same --weights and --set as before" in (
+        str(error.value)
+    )
+
+
+@pytest.mark.parametrize("epoch", [1, 50])
+def test_a_folder_whose_last_pt_holds_weights_only_is_refused(tmp_path: Path, epoch: int):
+    """best.pt copied as last.pt: at the last epoch it stopped in KeyError 'history', and before
+    it the dry run counted a resume that the run then refused."""
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import CheckpointError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    state = {"model": {}, "config": config_to_dict(config), "classes": ["a"], "epoch": epoch}
+    save_checkpoint(tmp_path / "last.pt", state | {"metrics": {}})
+    with pytest.raises(CheckpointError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"{tmp_path / 'last.pt'} holds weights only (like best.pt), not how its run went; put "
+        f"the run's own last.pt back, or move {tmp_path} away to train the run again"
+    )
+
+
+def test_a_folder_holding_others_records_is_refused_before_any_run_trains(tmp_path: Path):
+    """The dry run counted it new, and a call trained every row before it, then stopped there;
+    so with a lock no run can take."""
+    from sef.config import apply_values, resolve_config
+    from sef.errors import OutputError
+    from sef.reproduce.state import NEW, read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    assert read_state(config).kind == NEW
+    (tmp_path / "metrics.jsonl").write_text('{"mine": 1}\n')
+    with pytest.raises(OutputError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"cannot write {tmp_path / 'metrics.jsonl'}: no sef run wrote it, and this one would "
+        f"replace it; move it away, or give another --out"
+    )
+    (tmp_path / ".sef-lock").symlink_to(tmp_path / "metrics.jsonl")  # no run can take it
+    with pytest.raises(OutputError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"{tmp_path / '.sef-lock'} is a link to {tmp_path / 'metrics.jsonl'}, not a run's lock "
+        f"file; remove it (no run holds it)"
+    )
+
+
+def test_a_folder_whose_last_pt_is_cut_short_says_how_to_train_the_run_again(tmp_path: Path):
+    """It said only 'use a whole copy': a reproduction's user may have none."""
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import IncompleteCheckpoint
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    state = {"model": {}, "config": config_to_dict(config), "classes": ["a"], "epoch": 1}
+    save_checkpoint(tmp_path / "last.pt", state | {"metrics": {}})
+    whole = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(whole[: len(whole) // 2])  # a copy that did not finish
+    with pytest.raises(IncompleteCheckpoint) as error:
+        read_state(config)
+    assert str(error.value).endswith(
+        f"; use a whole copy, or move {tmp_path} away to train the run again"
+    )
+
+
+def test_a_folder_whose_checkpoint_config_lacks_a_section_is_refused(tmp_path: Path) -> None:
+    """It was compared against defaults in the section's place, as a resume no longer is."""
+    from sef.checkpoint import save_checkpoint
+    from sef.config import apply_values, config_to_dict, resolve_config
+    from sef.errors import CheckpointError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    saved = config_to_dict(config)
+    del saved["data"]
+    state = {"model": {}, "config": saved, "classes": ["a"], "epoch": 1, "metrics": {}}
+    save_checkpoint(tmp_path / "last.pt", state)
+    with pytest.raises(CheckpointError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"checkpoint {tmp_path / 'last.pt'} was edited: its config lacks the data section that "
+        f"every checkpoint sef writes holds; use the checkpoint as `sef train` wrote it, or give "
+        f"another --out"
+    )
 
 
 def test_torchrun_trains_each_run_on_all_processes(cub_root: Path, tmp_path: Path) -> None:

@@ -329,19 +329,32 @@ def test_a_resume_of_a_folder_it_cannot_lock_says_to_copy_the_run_not_to_choose_
     )
 
 
-@pytest.mark.parametrize("kind", ["a folder", "a link to nothing"])
+@pytest.mark.parametrize(
+    "kind", ["a folder", "a link to nothing", "a link to a file", "a link to a folder"]
+)
 def test_a_resume_of_a_folder_whose_lock_is_no_file_says_to_remove_it(
     tmp_path: Path, kind: str
 ) -> None:
-    """It was told to copy the run folder to a writable place: no run can hold such a lock."""
-    lock = tmp_path / LOCK_NAME
+    """It was told to copy the run folder to a writable place: no run can hold such a lock. A
+    link to a file elsewhere is never written through (the file stays as it was)."""
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("mine")
+    lock = run / LOCK_NAME
+    target = {"a link to a file": elsewhere / "notes.txt", "a link to a folder": elsewhere}
     if kind == "a folder":
         lock.mkdir()
+    elif kind == "a link to nothing":
+        lock.symlink_to(elsewhere / "lock")  # its folder exists: opening it would create it
     else:
-        lock.symlink_to(tmp_path / "gone" / "lock")
+        lock.symlink_to(target[kind])
+    said = f"a link to {target[kind]}" if kind in target else kind
     with pytest.raises(OutputError) as info:
-        claim_resumed(tmp_path)
+        claim_resumed(run)
     assert str(info.value) == (
-        f"cannot resume {tmp_path}: {lock} is {kind}, not a run's lock file; remove it (no run "
-        f"holds it)"
+        f"cannot resume {run}: {lock} is {said}, not a run's lock file; remove it (no run holds it)"
     )
+    assert sorted(os.listdir(elsewhere)) == ["notes.txt"]
+    assert (elsewhere / "notes.txt").read_text() == "mine"
+    assert not is_held(run)

@@ -123,9 +123,9 @@ def test_the_correlation_of_a_model_whose_features_are_not_finite_says_it_means_
     mean_channel_correlation(model, [torch.rand(2, 3, 2, 2), broken])
     said = [str(w.message) for w in recwarn if "not finite" in str(w.message)]
     assert said == [
-        "the model's feature maps are not finite on 1 of 4 images, so the figure means nothing: "
-        "its weights or BatchNorm statistics overflowed in training; draw an earlier checkpoint "
-        "of its run"
+        "the model's feature maps are not finite (NaN or infinite) on 1 of 4 images, so the "
+        "figure means nothing: its weights or BatchNorm statistics overflowed in training; draw "
+        "an earlier checkpoint of its run"
     ]
 
 
@@ -429,7 +429,10 @@ def test_group_maps_of_a_model_whose_outputs_are_not_finite_say_they_mean_nothin
     picture = tmp_path / "bird.png"
     Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
     monkeypatch.setattr(sef.viz, "plot_group_maps", lambda *a, **k: None)
-    with pytest.warns(UserWarning, match="outputs are not finite on 2 of 2 images, so the figure"):
+    with pytest.warns(
+        UserWarning,
+        match=r"outputs are not finite \(NaN or infinite\) on 2 of 2 images, so the fig",
+    ):
         sef.viz.activation_figure(trained, tmp_path / "cam.png", [picture, picture])
 
 

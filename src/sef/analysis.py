@@ -16,7 +16,7 @@ from torch import Tensor
 
 from sef.errors import DataError
 from sef.losses import normalised_channels
-from sef.metrics import not_finite_images
+from sef.metrics import not_finite_images, not_finite_said
 from sef.model import SEF
 from sef.modes import evaluation_mode
 from sef.text import counted
@@ -53,10 +53,11 @@ def warn_if_not_finite(non_finite: int, images: int, outputs: str) -> None:
     """A warning where the model's ``outputs`` (e.g. "feature maps") were not finite on
     ``non_finite`` of ``images`` images: an overflowed checkpoint, whose figure means nothing."""
     if non_finite:
+        said = not_finite_said(
+            non_finite, counted(images, "image"), "the figure means nothing", outputs
+        )
         warnings.warn(
-            f"the model's {outputs} are not finite on {non_finite:,} of "
-            f"{counted(images, 'image')}, so the figure means nothing: its weights or BatchNorm "
-            f"statistics overflowed in training; draw an earlier checkpoint of its run",
+            f"{said}; draw an earlier checkpoint of its run",
             stacklevel=3,  # the caller of the function that measured them
         )
 

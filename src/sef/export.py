@@ -25,6 +25,7 @@ from sef import extras, filekinds, outputs, space, transforms
 from sef.adapters import input_channels
 from sef.choices import EXPORT_FORMATS
 from sef.errors import CheckpointError, DiskFull, OutputError
+from sef.metrics import not_finite_images, not_finite_said
 from sef.model import SEF
 from sef.text import counted, json_text
 from sef.trained import TrainedModel
@@ -102,12 +103,12 @@ def _logits(plain: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def _check_finite(logits: torch.Tensor) -> None:
     """ValueError where the network's outputs are not finite: an export of a checkpoint whose
     weights overflowed would predict nothing, and its check blamed the export."""
-    if not bool(logits.isfinite().all()):
-        raise ValueError(
-            "the model's outputs are not finite (NaN or infinite logits: its weights or "
-            "BatchNorm statistics overflowed in training), so an export of it would predict "
-            "nothing; export an earlier checkpoint of its run"
+    non_finite = not_finite_images(logits)
+    if non_finite:
+        said = not_finite_said(
+            non_finite, counted(len(logits), "blank image"), "an export of it would predict nothing"
         )
+        raise ValueError(f"{said}; export an earlier checkpoint of its run")
 
 
 def _example_input(plain: nn.Module, image_size: int) -> torch.Tensor:

@@ -34,6 +34,16 @@ def not_finite_images(*outputs: Tensor) -> int:
     return int((~finite).sum())
 
 
+def not_finite_said(non_finite: int, images: str, so: str, outputs: str = "outputs") -> str:
+    """The one wording of a model whose ``outputs`` were not finite on ``non_finite`` of
+    ``images`` (counted, e.g. "16 test images"), ``so`` saying what that makes meaningless; each
+    command adds what to do, and warns or refuses as it does."""
+    return (
+        f"the model's {outputs} are not finite (NaN or infinite) on {non_finite:,} of {images}, "
+        f"so {so}: its weights or BatchNorm statistics overflowed in training"
+    )
+
+
 def top1_accuracy(predictions: Tensor, labels: Tensor) -> float:
     """Fraction of predictions equal to their label."""
     if labels.numel() == 0:

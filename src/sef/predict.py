@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
-from sef.metrics import not_finite_images
+from sef.metrics import not_finite_images, not_finite_said
 from sef.modes import evaluation_mode
 from sef.text import column_widths, counted, table_lines
 from sef.trained import TrainedModel
@@ -171,11 +171,11 @@ def predict_files(
                     predictions.append(Prediction(files[i], top))
             yield predictions, failed
     if non_finite:
+        said = not_finite_said(
+            non_finite, counted(predicted, "image"), "their predictions mean nothing"
+        )
         warnings.warn(
-            f"the model's outputs are not finite on {non_finite:,} of "
-            f"{counted(predicted, 'image')}, so their predictions mean nothing: its weights or "
-            f"BatchNorm statistics overflowed in training; predict with an earlier checkpoint "
-            f"of its run",
+            f"{said}; predict with an earlier checkpoint of its run",
             stacklevel=2,
         )
 

@@ -176,22 +176,34 @@ def _check_relative_to_csv(path: Path, listed: str) -> None:
         )
 
 
-def _missing_hint(
-    path: Path, image_root: str | os.PathLike | None, listed: list[str]
-) -> str | None:
+def _missing_hint(path: Path, image_root: str | os.PathLike | None, listed: list[str]) -> str:
     """Where the images were looked for, said when they are missing (the usual hint asks about
-    archives): the CSV's folder, or the folder a relative ``image_root`` was resolved from; None
-    where neither applies: every ``listed`` path absolute, or an absolute ``image_root``."""
+    archives, which CSV data has none of): as listed, where every ``listed`` path is absolute;
+    else relative to the CSV's folder, or to ``image_root`` (and the folder a relative one was
+    resolved from); a path that starts with ~ is said to be read as written (no home folder)."""
+    if any(listed_path.startswith("~") for listed_path in listed):
+        return (
+            f"the paths in {path.name} that start with ~ are read as written, a folder named ~, "
+            f"not the home folder: write the home folder's path out in full"
+        )
     if all(os.path.isabs(listed_path) for listed_path in listed):
-        return None
+        return (
+            f"the paths in {path.name} are absolute, read as written: put the images back there, "
+            f"or list them where they are now"
+        )
     if image_root is None:
         return (
             f"the paths in {path.name} are read relative to its folder {path.parent}: write them "
             f"relative to it or absolute, or set the csv option image_root to the folder they are "
             f"relative to"
         )
-    if Path(image_root).expanduser().is_absolute():
-        return None
+    root = Path(image_root).expanduser()
+    if root.is_absolute():
+        gone = "" if root.is_dir() else ", which does not exist"
+        return (
+            f"the paths in {path.name} are read relative to the csv option image_root "
+            f"{root}{gone}: set image_root to the folder they are relative to"
+        )
     return (
         f"the csv option image_root {image_root} is relative, so it was resolved from the "
         f"current folder {os.getcwd()}: give image_root as an absolute path, or run from the "

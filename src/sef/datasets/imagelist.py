@@ -35,8 +35,8 @@ class ImageList(Dataset):
     (:meth:`names`), so that what the stable hold-out and a run's record of its training images
     read of them stays the same when the data moves; None elsewhere.
 
-    ``missing_hint`` (csv data: the CSV's folder or a relative ``image_root``) says where the
-    images were looked for, in place of the usual hint when they are missing
+    ``missing_hint`` (csv data: the CSV's folder, ``image_root``, or the paths as listed) says
+    where the images were looked for, in place of the usual hint when they are missing
     (:mod:`sef.datasets.checking`).
     """
 

@@ -24,7 +24,7 @@ from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
 from sef.errors import DataError, OutOfMemory
 from sef.losses import group_correlation
-from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
+from sef.metrics import class_mean_accuracy, group_accuracies, not_finite_said, top1_accuracy
 from sef.model import SEF, unwrap
 from sef.modes import evaluation_mode
 from sef.text import counted
@@ -50,10 +50,10 @@ class EvalResult:
     def top1(self) -> float:
         return top1_accuracy(self.predictions, self.labels)
 
-    def non_finite_said(self, images: str) -> str:
-        """On how many of its ``images`` (e.g. "eval image") the outputs were not finite."""
-        total = counted(len(self.labels), images)
-        return f"the model's outputs are not finite on {self.non_finite:,} of {total}"
+    def non_finite_said(self, images: str, so: str) -> str:
+        """On how many of its ``images`` (e.g. "eval image") the outputs were not finite, ``so``
+        saying what that makes meaningless (:func:`sef.metrics.not_finite_said`)."""
+        return not_finite_said(self.non_finite, counted(len(self.labels), images), so)
 
     @property
     def class_mean(self) -> float:
@@ -306,10 +306,10 @@ def evaluate_checkpoint(
 
 def _broken(result: EvalResult, checkpoint: str | os.PathLike, split: str) -> str:
     """Why an evaluation whose outputs were not finite on some images means nothing there."""
+    said = result.non_finite_said(f"{split} image", f"the predictions of {checkpoint} mean nothing")
     return (
-        f"{result.non_finite_said(f'{split} image')}, so their predictions mean nothing: "
-        f"the weights or BatchNorm statistics in {checkpoint} overflowed in training; evaluate "
-        f"an earlier checkpoint of its run, or train again with a lower optim.lr or --amp none"
+        f"{said}; evaluate an earlier checkpoint of its run, or train again with a lower "
+        f"optim.lr or --amp none"
     )
 
 

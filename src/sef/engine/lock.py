@@ -63,11 +63,13 @@ class FolderBusy(SEFError):
 
 
 class NotALock(OutputError):
-    """A ``DIR/.sef-lock`` that is a folder or a link to nothing: no run can hold it (``acquire``
-    opens a file to write), so the advice is to remove it."""
+    """A ``DIR/.sef-lock`` that is a folder or a link: no run can hold it (``acquire`` opens a
+    file to write, and never through a link, which would write into another place), so the
+    advice is to remove it."""
 
 
 BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK)
+NO_LINKS = getattr(os, "O_NOFOLLOW", 0)  # a lock opened through a link would write elsewhere
 
 
 def _try_lock(descriptor: int) -> bool:
@@ -149,7 +151,7 @@ def _remove_unheld(path: Path, folder: Path) -> bool:
     user's, under a stricter umask); FolderBusy if a live run holds it, False if it cannot be
     removed. Removed while locked, as ``release`` does, so no holder is ever cut off."""
     try:
-        descriptor = os.open(path, os.O_RDONLY)
+        descriptor = os.open(path, os.O_RDONLY | NO_LINKS)
     except OSError:
         return False
     try:
@@ -167,22 +169,30 @@ def _remove_unheld(path: Path, folder: Path) -> bool:
 
 
 def _not_a_lock(path: Path) -> NotALock | None:
-    """NotALock where ``path`` is a folder or a link to nothing, else None."""
-    if path.is_dir():
+    """NotALock where ``path`` is a folder or a link (to anything), else None."""
+    if path.is_symlink():
+        kind = f"a link to {os.readlink(path)}" if path.exists() else "a link to nothing"
+    elif path.is_dir():
         kind = "a folder"
-    elif path.is_symlink() and not path.exists():
-        kind = "a link to nothing"
     else:
         return None
     problem = f"{path} is {kind}, not a run's lock file"
     return NotALock(f"{problem}; remove it (no run holds it)", problem)
 
 
+def check_lock_file(folder: str | os.PathLike) -> None:
+    """NotALock where ``folder``'s lock is a folder or a link, which no run can take: said before
+    a run is due to take it (a reproduction's later rows)."""
+    problem = _not_a_lock(Path(folder) / LOCK_NAME)
+    if problem is not None:
+        raise problem
+
+
 def is_held(folder: str | os.PathLike) -> bool:
     """Whether a live process holds ``folder``'s lock: tried without waiting and given back at
     once (a folder without one, or on a file system that cannot lock, is not held)."""
     try:  # read-only: another user's lock may be unwritable to this one
-        descriptor = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+        descriptor = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | NO_LINKS)
     except OSError:
         return False
     try:
@@ -196,13 +206,15 @@ def is_held(folder: str | os.PathLike) -> bool:
 def acquire(folder: str | os.PathLike) -> RunLock:
     """Lock ``folder`` (created if missing) for this process; FolderBusy naming the holder if a
     live process holds it, OutputError if the folder or its lock file cannot be written
-    (NotALock where the lock is a folder or a link to nothing)."""
+    (NotALock where the lock is a folder or a link)."""
     folder = Path(folder)
     created = outputs.missing_folders(folder)
     path = outputs.make_folder(folder) / LOCK_NAME
     while True:
         try:  # 0o666: the umask decides, so a group folder's lock stays the group's to replace
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            if not NO_LINKS and path.is_symlink():  # Windows: no O_NOFOLLOW to refuse it
+                raise OSError(errno.ELOOP, "a link")
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | NO_LINKS, 0o666)
         except OSError as error:
             if isinstance(error, PermissionError) and _remove_unheld(path, folder):
                 continue

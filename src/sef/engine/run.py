@@ -760,8 +760,8 @@ def _epoch(
     evaluation = _evaluate(run, eval_loader, progress)
     if evaluation.non_finite:  # NaN logits predict class 0: the epoch would look merely poor
         raise TrainingError(
-            f"training stopped after epoch {epoch}: {evaluation.non_finite_said('eval image')} "
-            f"(its weights or BatchNorm statistics overflowed)"
+            f"training stopped after epoch {epoch}: "
+            f"{evaluation.non_finite_said('eval image', 'its accuracy means nothing')}"
         )
     summary = evaluation.summary()
     record |= {

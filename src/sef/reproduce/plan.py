@@ -189,6 +189,7 @@ def create_plan(
     Without data only a dry run is possible: it then plans every dataset at Table I's sizes.
     Every config is resolved and every root read here, so a bad value stops before any training.
     """
+    out = Path(out).expanduser()  # --out=~/x, which no shell expands
     chosen = table(key)
     selected = _selected(chosen, only)
     overrides = tuple(overrides)
@@ -208,7 +209,7 @@ def create_plan(
         counts = None if given else (size.train, size.test)
         for row in chosen.ours:
             preset = preset_name(dataset, chosen.backbone, str(row.ours))
-            folder = Path(out) / preset
+            folder = out / preset
             if not given and not folder.is_dir():
                 continue
             config = apply_values(
@@ -220,4 +221,4 @@ def create_plan(
             (runs if given else earlier).append(
                 Run(chosen.key, row, dataset, preset, config, *counts)
             )
-    return Plan(chosen, Path(out), runs, selected, overrides, paper_sizes, earlier)
+    return Plan(chosen, out, runs, selected, overrides, paper_sizes, earlier)

@@ -116,8 +116,10 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
         "images/s per GPU"
     )
     say(f"  ({speed.source})")
-    if plan.table.backbone != "resnet50":
-        say(f"  {plan.table.backbone} counted as slow as SEF-ResNet-50, so this estimate is high")
+    backbone = plan.runs[0].config.model.backbone  # the table's, or the one --set gives
+    if speed.measured and backbone != "resnet50":
+        high = ", so this estimate is high" if backbone == "resnet18" else ""  # Table III's
+        say(f"  {backbone} counted at SEF-ResNet-50's rate, not its own{high}")
     say("  evaluation counted at the training rate; --images-per-second N sets your GPU's rate")
 
 

@@ -2,7 +2,9 @@
 
 The folder's ``last.pt`` is the truth (``sef.engine.fit`` writes it after every epoch): its epoch
 says how far the run got and its history gives the accuracies. A folder whose run was trained
-with another config (another --set, another --weights) is refused rather than mixed in.
+with another config (another --set, another --weights) is refused rather than mixed in, and so
+is one whose last.pt cannot say how its run went (cut short, weights only, a section missing),
+or, for a run to train, one holding records no sef run wrote: each before any run trains.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sef.checkpoint import load_checkpoint
+from sef.checkpoint import load_checkpoint, written_by
 from sef.config import Config, config_changes
 from sef.engine import RESUMABLE_CHANGES
-from sef.errors import ConfigError
+from sef.engine.folders import check_others_records
+from sef.engine.lock import check_lock_file, is_held
+from sef.engine.run import TRAINING_STATE
+from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint, OutputError
 from sef.outputs import holds_a_run
+from sef.trained import check_sections
 from sef.version import __version__
 
 NEW, PARTIAL, DONE = "new", "partial", "done"
@@ -44,7 +50,12 @@ class RunState:
 
 def _check_same_config(config: Config, saved: dict, path: Path) -> None:
     """Refuse a run that computes something else than the one planned (locations may differ),
-    or whose config this sef cannot read (a key of another sef version)."""
+    whose config lacks a section (edited: defaults in its place would be compared), or whose
+    config this sef cannot read (a key of another sef version)."""
+    try:
+        check_sections(path, saved["config"])
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}, or give another --out") from None
     try:
         changes = config_changes(saved["config"], config, RESUMABLE_CHANGES)
     except ConfigError as error:
@@ -56,9 +67,20 @@ def _check_same_config(config: Config, saved: dict, path: Path) -> None:
     if changes:
         key, before, now = changes[0]
         raise ConfigError(
-            f"{path} was trained with {key}={before!r}, but this reproduction asks for {now!r}; "
-            f"give the same --weights and --set as before, or another --out"
+            f"{path} was trained with {key}={before!r}, but this reproduction asks for "
+            f"{now!r}{_another_writer(saved)}; give the same --weights and --set as before, or "
+            f"another --out"
         )
+
+
+def _another_writer(saved: dict) -> str:
+    """Who wrote ``saved`` where it is not this sef, whose presets and defaults may differ: the
+    same options then ask for other values."""
+    writer = saved.get("sef_version")
+    if writer == __version__:
+        return ""
+    by = written_by(writer, saved.get("torch_version"))
+    return f" (its run was written by {by}; this is sef {__version__})"
 
 
 def _result(saved: dict) -> Result:
@@ -73,6 +95,22 @@ def _result(saved: dict) -> Result:
     )
 
 
+def _check_new_folder(folder: Path) -> None:
+    """OutputError where the folder of a run to train holds records that no sef run wrote, which
+    its run would refuse to replace, or a lock no run can take: said before any run of the table
+    trains (and by the dry run), not when its turn comes, hours later. A folder a live run holds
+    is left to its turn, which names that run (the records may be the ones it is writing)."""
+    if is_held(folder):
+        return
+    check_lock_file(folder)
+    try:
+        check_others_records(folder)
+    except OutputError as error:
+        raise OutputError(
+            f"{error.problem}; move it away, or give another --out", error.problem
+        ) from None
+
+
 def read_state(config: Config) -> RunState:
     """The state of the run folder ``config.run.out`` for a run of ``config``."""
     folder = Path(str(config.run.out))
@@ -83,9 +121,20 @@ def read_state(config: Config) -> RunState:
             f"run's last.pt back, or move the folder away to train the run again"
         )
     if not path.is_file():
+        _check_new_folder(folder)
         return RunState(NEW)
-    saved = load_checkpoint(path)
+    try:
+        saved = load_checkpoint(path)
+    except IncompleteCheckpoint as error:  # a copy of the folder that did not finish
+        raise IncompleteCheckpoint(
+            f"{error}, or move {folder} away to train the run again"
+        ) from None
     _check_same_config(config, saved, path)
+    if any(key not in saved for key in TRAINING_STATE):  # best.pt copied in its place
+        raise CheckpointError(
+            f"{path} holds weights only (like best.pt), not how its run went; put the run's own "
+            f"last.pt back, or move {folder} away to train the run again"
+        )
     epoch = int(saved["epoch"])
     if epoch < config.optim.epochs:
         return RunState(PARTIAL, epoch)
