@@ -857,6 +857,14 @@ def test_a_resume_may_evaluate_in_other_batches_but_not_train_in_them(tmp_path) 
         _check_resumable(apply_overrides(config, ["optim.batch_size=2"]), state, tmp_path)
 
 
+def test_a_resume_may_change_the_memory_format(tmp_path) -> None:
+    """run.channels_last, which the docs advise for speed, lays the same tensors out otherwise: a
+    resume (and sef reproduce's finished rows) refused it as another computation."""
+    config = _config(tmp_path / "run")
+    state = {key: None for key in TRAINING_STATE} | {"config": config_to_dict(config), "epoch": 1}
+    _check_resumable(apply_overrides(config, ["run.channels_last=true"]), state, tmp_path)
+
+
 def test_a_resume_for_fewer_epochs_than_trained_counts_them_in_words(tmp_path) -> None:
     """It said "for 1 epochs"."""
     config = _config(tmp_path / "run", "optim.epochs=2")

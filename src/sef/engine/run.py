@@ -106,12 +106,13 @@ from sef.version import __version__
 
 # Config keys that may differ when resuming: where things are, how they are logged and how many
 # processes load them (each image's augmentation has its own seed: sef.seeding), whether they
-# come from a decoded-image cache (the same pixels: sef.datasets.cache), and the evaluation's
-# batch, which no weight depends on. The run's length may change too (the learning rate is then
+# come from a decoded-image cache (the same pixels: sef.datasets.cache), how tensors are laid out
+# in memory (channels_last: the same numbers, as on another device), and the evaluation's batch,
+# which no weight depends on. The run's length may change too (the learning rate is then
 # re-planned: see planned_scheduler).
 RESUMABLE_CHANGES = (
     "data.root", "data.workers", "data.cache", "run.out", "run.tensorboard", "run.loggers",
-    "run.device", "run.eval_batch_size", "optim.accumulate",
+    "run.device", "run.channels_last", "run.eval_batch_size", "optim.accumulate",
 )  # fmt: skip
 LENGTH = "optim.epochs"
 MAY_CHANGE = (*RESUMABLE_CHANGES, LENGTH)  # what a resume may set otherwise than the run did
