@@ -295,6 +295,34 @@ def test_preprocessing_json_reproduces_the_test_transform(recipe, rows, columns)
     assert difference.max() <= one_level and difference.mean() < 0.05 * one_level
 
 
+def test_the_onnx_example_of_deployment_md_runs_as_written(
+    model, exported, tmp_path, monkeypatch, capsys
+):
+    """The page's example, copied as it stands (shipped/, bird.jpg), prints the class PyTorch
+    predicts: the copies of its pieces above would not notice an edit of the page itself."""
+    import re
+
+    from PIL import Image
+
+    from sef import transforms
+
+    page = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)\n```", page, re.S)
+    example = next(block for block in blocks if "onnxruntime.InferenceSession" in block)
+    pixels = torch.randint(
+        0, 256, (45, 70, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    Image.fromarray(pixels.numpy()).save(tmp_path / "bird.jpg", quality=95)
+    (tmp_path / "shipped").symlink_to(exported["onnx"].parent)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/deployment.md", "exec"), {})
+    with Image.open("bird.jpg") as image:
+        images = transforms.test_transform(PREPROCESSING.recipe, SIZE)(image.convert("RGB"))
+    with torch.no_grad():
+        expected = CLASSES[int(model(images[None]).argmax())]
+    assert capsys.readouterr().out == f"{expected}\n"
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "I;16", "F"])
 def test_the_deployment_preprocessing_reads_transparent_16_bit_and_float_images_as_sef(mode):
     """The page's convert("RGB") kept the colour under transparent pixels (sef: white),
