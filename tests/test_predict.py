@@ -1,5 +1,6 @@
 """Prediction: probabilities equal the model's softmax, folders expand, bad files are skipped."""
 
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from PIL import Image
 
 from sef.datasets.images import open_rgb
 from sef.predict import find_images, format_rows, predict_images, table_widths
+from sef.text import bars_drawn
 from sef.trained import load_trained_model
 
 
@@ -200,3 +202,27 @@ def test_a_model_whose_outputs_are_not_finite_is_warned_of(demo_checkpoint, imag
         trained.model.head.bias[0] = float("nan")  # an overflowed checkpoint: NaN probabilities
     with pytest.warns(UserWarning, match="not finite on 3 of 3 images, so their predictions mean"):
         predict_images(trained, [images], top_k=2, batch_size=2, progress=False)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+# the class of a Jupyter notebook's sys.stderr, which redraws a bar in place as a terminal does
+_KernelStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+
+
+def test_progress_bars_by_default_only_where_they_redraw_in_place(demo_checkpoint, images, capsys):
+    """From Python as from the command: a script's log file or pipe (capsys's stderr) gets no
+    bar redraws unless asked for, a terminal and a notebook's cell get bars."""
+    trained = load_trained_model(demo_checkpoint)
+    predict_images(trained, [images / "b.png"])
+    assert "predicting" not in capsys.readouterr().err
+    predict_images(trained, [images / "b.png"], progress=True)
+    assert "predicting" in capsys.readouterr().err
+    assert bars_drawn(None, _Terminal()) and bars_drawn(None, _KernelStream())
+    closed = io.StringIO()
+    closed.close()
+    assert not bars_drawn(None, io.StringIO()) and not bars_drawn(None, closed)
+    assert bars_drawn(True, io.StringIO()) and not bars_drawn(False, _Terminal())

@@ -83,7 +83,11 @@ class TrainedModel:
         return self.preprocessing.test_transform()
 
     def dataset(
-        self, split: str = "test", root: str | os.PathLike | None = None, *, progress: bool = True
+        self,
+        split: str = "test",
+        root: str | os.PathLike | None = None,
+        *,
+        progress: bool | None = None,
     ) -> ImageList:
         """``split`` of the data this model was trained on (or found under ``root``), with its
         test transform; DataError if that data's classes are not the model's (an accented name
@@ -130,7 +134,7 @@ def _class_difference(found: list[str], trained: list[str]) -> str:
     return "the same classes in another order"
 
 
-def _skip_bad_images(dataset: ImageList, workers: int, progress: bool) -> None:
+def _skip_bad_images(dataset: ImageList, workers: int, progress: bool | None) -> None:
     """Leave the unreadable images out of ``dataset`` as the run's training did, and say so;
     as training does, only the images the record of verified images has not verified as they
     are now are decoded (sef.datasets.verified), and those that decode are recorded."""

@@ -45,7 +45,7 @@ class Data:
 
 
 def load_data(
-    config: Config, context: Context, progress: bool = True, *, cached: bool = True
+    config: Config, context: Context, progress: bool | None = None, *, cached: bool = True
 ) -> Data:
     """Read the train and eval splits the config names, with the paper's transforms, from the
     decoded-image cache ``data.cache`` names (``cached=False``: not yet, see :func:`from_cache`).
@@ -56,7 +56,7 @@ def load_data(
     """
     d = config.data
     normalise = context.device.type != "cuda"
-    progress = progress and context.is_main
+    progress = progress if context.is_main else False
     seed = config.run.seed
     train = datasets.read_split(
         d, d.train_split, seed=seed, progress=progress,
@@ -141,7 +141,7 @@ def _warn_unevaluated(
         )
 
 
-def from_cache(data: Data, config: Config, context: Context, progress: bool = True) -> Data:
+def from_cache(data: Data, config: Config, context: Context, progress: bool | None = None) -> Data:
     """``data`` read from the decoded-image cache ``data.cache`` names (sef.datasets.cache),
     built first where it is missing or stale (every split, once); where it cannot be (no room,
     or under torchrun, where ``sef data cache`` builds it first), ``data`` with one line why;
@@ -166,7 +166,7 @@ def from_cache(data: Data, config: Config, context: Context, progress: bool = Tr
     try:
         opened, built = cache.ensure(
             folder, [data.train, data.eval], every_split, d.recipe, d.image_size,
-            workers=d.workers, progress=progress and context.is_main, say=say,
+            workers=d.workers, progress=progress if context.is_main else False, say=say,
             build_refused=refused, data=cache.origin(d.dataset, d.root, d.options),
         )  # fmt: skip
     except cache.CacheUnavailable as error:
@@ -194,7 +194,11 @@ def _cache_command(d: DataConfig) -> str:
 
 
 def check_images(
-    data: Data, config: Config, context: Context, progress: bool = True, resuming: bool = False
+    data: Data,
+    config: Config,
+    context: Context,
+    progress: bool | None = None,
+    resuming: bool = False,
 ) -> None:
     """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
     both and stops (``resuming``: with what a resume can do), ``skip`` drops them (and says so),

@@ -203,7 +203,7 @@ def evaluate(
     context: Context | None = None,
     amp: str = "none",
     channels_last: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     tta: str | None = None,
 ) -> EvalResult:
     """Predict every image of ``dataset`` once with the global head and each group head
@@ -260,7 +260,7 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     workers: int | None = None,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
     tta: str | None = None,
 ) -> tuple[EvalResult, Any]:
     """Evaluate a saved model on ``split`` of the dataset its config names (or ``data_root``),
@@ -318,7 +318,7 @@ def _model_and_data(
     context: Context,
     split: str,
     data_root: str | None,
-    progress: bool,
+    progress: bool | None,
 ) -> tuple[TrainedModel, Any]:
     """The saved model on this process's device and the ``split`` it is evaluated on."""
     trained = load_trained_model(checkpoint, device=context.device)

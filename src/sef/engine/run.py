@@ -734,7 +734,7 @@ class _Run:
 
 
 def _epoch(
-    run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: bool
+    run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: bool | None
 ) -> tuple[dict, EvalResult]:
     """Train one epoch, step the schedule, evaluate: the epoch's record and evaluation."""
     config, context = run.config, run.context
@@ -773,7 +773,7 @@ def _epoch(
     return record | {"seconds": time.perf_counter() - start}, evaluation
 
 
-def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool) -> EvalResult:
+def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool | None) -> EvalResult:
     """The model as it is now on the eval split."""
     config = run.config
     return evaluate(
@@ -787,7 +787,7 @@ def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool) -> EvalResult:
 
 
 def _epochs(
-    run: _Run, logger: Logger | None, progress: bool, images: Callable[[], None] | None
+    run: _Run, logger: Logger | None, progress: bool | None, images: Callable[[], None] | None
 ) -> None:
     """Epochs until ``optim.epochs``, each kept (checkpoints) and logged as it ends; ``images``
     (a finished run's :func:`_read_images`, not yet run) only where the best epoch is written
@@ -827,7 +827,7 @@ def fit(
     config: Config,
     *,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     data: Data | None = None,
     config_file: Path | None = None,
 ) -> FitResult:
@@ -837,7 +837,8 @@ def fit(
     final report. ``data`` replaces the datasets the config names (any torch Datasets whose items
     are (image tensor, label)); the checkpoint then still records the config as given.
     ``config_file``, the file the config was read from, is refused as a new run's
-    DIR/config.yaml.
+    DIR/config.yaml. ``progress``: bars on stderr (None: only on a terminal or in a notebook,
+    :func:`sef.text.bars_drawn`).
     """
     values = config_to_dict(config)  # a checked copy we may annotate, its places absolute
     config = config_from_dict({**values, "data": absolute_places(values["data"])})
@@ -893,7 +894,7 @@ def fit(
         distributed.teardown(context)
 
 
-def _read_images(run: _Run, progress: bool) -> None:
+def _read_images(run: _Run, progress: bool | None) -> None:
     """Open the run's decoded-image cache (``data.cache``) and check its images
     (``data.bad_images``): a resume of a finished run does so only where it evaluates again."""
     run.data = from_cache(run.data, run.config, run.context, progress)
@@ -1085,7 +1086,7 @@ def _start(run: _Run) -> Logger | None:
     return Logger(run.out, run.config, run.history, run.epoch + 1)
 
 
-def _train(run: _Run, progress: bool, images: Callable[[], None] | None) -> FitResult:
+def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) -> FitResult:
     logger = None
     try:
         with space.quiet_full_disk_in_threads():  # TensorBoard's writer thread
