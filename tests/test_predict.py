@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,14 @@ def test_a_model_whose_outputs_are_not_finite_is_warned_of(demo_checkpoint, imag
         trained.model.head.bias[0] = float("nan")  # an overflowed checkpoint: NaN probabilities
     with pytest.warns(UserWarning, match="not finite on 3 of 3 images, so their predictions mean"):
         predict_images(trained, [images], top_k=2, batch_size=2, progress=False)
+    # at the caller's line, shown once there as Python shows warnings, and again at another line
+    # (a notebook cell run again), where it named torch's generator wrapper once per session
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            predict_images(trained, [images / "b.png"], progress=False)
+        predict_images(trained, [images / "b.png"], progress=False)
+    assert [w.filename for w in caught] == [__file__] * 2
 
 
 class _Terminal(io.StringIO):

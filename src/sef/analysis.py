@@ -7,14 +7,13 @@ out, so they work in notebooks too.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sef.errors import DataError
+from sef.errors import DataError, warn
 from sef.losses import normalised_channels
 from sef.metrics import not_finite_images
 from sef.model import SEF
@@ -41,11 +40,10 @@ def warn_if_one_position(
     """
     if math.prod(features.shape[-2:]) == 1:
         height, width = image_size
-        warnings.warn(
+        warn(
             f"the backbone's last feature map is 1 x 1 for this model's {height} x {width} images "
             f"(one position or patch), so {consequence}; a model trained at a larger image size "
-            f"(--image-size), or on a backbone whose last map is larger, shows {shows}",
-            stacklevel=3,  # the caller of the function that measured the map
+            f"(--image-size), or on a backbone whose last map is larger, shows {shows}"
         )
 
 
@@ -53,11 +51,10 @@ def warn_if_not_finite(non_finite: int, images: int, outputs: str) -> None:
     """A warning where the model's ``outputs`` (e.g. "feature maps") were not finite on
     ``non_finite`` of ``images`` images: an overflowed checkpoint, whose figure means nothing."""
     if non_finite:
-        warnings.warn(
+        warn(
             f"the model's {outputs} are not finite on {non_finite:,} of "
             f"{counted(images, 'image')}, so the figure means nothing: its weights or BatchNorm "
-            f"statistics overflowed in training; draw an earlier checkpoint of its run",
-            stacklevel=3,  # the caller of the function that measured them
+            f"statistics overflowed in training; draw an earlier checkpoint of its run"
         )
 
 

@@ -7,7 +7,6 @@ and every other image is still predicted.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
+from sef.errors import warn
 from sef.metrics import not_finite_images
 from sef.modes import evaluation_mode
 from sef.text import bars_drawn, column_widths, counted, table_lines
@@ -173,12 +173,11 @@ def predict_files(
                     predictions.append(Prediction(files[i], top))
             yield predictions, failed
     if non_finite:
-        warnings.warn(
+        warn(
             f"the model's outputs are not finite on {non_finite:,} of "
             f"{counted(predicted, 'image')}, so their predictions mean nothing: its weights or "
             f"BatchNorm statistics overflowed in training; predict with an earlier checkpoint "
-            f"of its run",
-            stacklevel=2,
+            f"of its run"
         )
 
 

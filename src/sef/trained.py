@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from sef.checkpoint import load_checkpoint, writer_of, written_by
 from sef.config import SECTIONS, Config, config_from_dict, stored_values
 from sef.datasets import ImageList, checking, names
 from sef.datasets.splits import NoSuchSplit, recorded_training
-from sef.errors import CheckpointError, ConfigError, DataError
+from sef.errors import CheckpointError, ConfigError, DataError, warn
 from sef.model import SEF
 from sef.text import counted, shown
 from sef.transforms import Preprocessing
@@ -142,10 +141,9 @@ def _skip_bad_images(dataset: ImageList, workers: int, progress: bool | None) ->
         dataset, "skip", max(1, workers), progress, record=checking.USE
     )
     if bad:
-        warnings.warn(
+        warn(
             f"left out {counted(len(bad), 'unreadable image')} as the run did "
-            f"(data.bad_images=skip), e.g. {bad[0][0]}",
-            stacklevel=3,
+            f"(data.bad_images=skip), e.g. {bad[0][0]}"
         )
 
 

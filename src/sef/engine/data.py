@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from sef.datasets import cache, checking
 from sef.datasets.checking import check_classes, classes_without_images
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
-from sef.errors import DataError
+from sef.errors import DataError, warn
 from sef.seeding import EpochSampler, SeededItems
 from sef.text import counted, some
 
@@ -133,11 +132,10 @@ def _warn_unevaluated(
     """Warn of the classes ``evaluation`` holds no image of: trained on, never measured."""
     missing = classes_without_images(evaluation, train.classes)
     if missing:
-        warnings.warn(
+        warn(
             f"the {split} split holds no image of {counted(len(missing), 'class', 'classes')} "
             f"({some(missing, repr)}): trained on, never evaluated, and left out of the class-mean "
-            f"accuracy; {why}",
-            stacklevel=3,
+            f"accuracy; {why}"
         )
 
 

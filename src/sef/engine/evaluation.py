@@ -22,7 +22,7 @@ from sef.distributed import Context
 from sef.engine.data import nothing_to_evaluate, training_change
 from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
-from sef.errors import DataError, OutOfMemory
+from sef.errors import DataError, OutOfMemory, warn
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
 from sef.model import SEF, unwrap
@@ -298,7 +298,7 @@ def evaluate_checkpoint(
             ) from None
         result.group_heads_trained = heads_trained(config)
         if context.is_main and result.non_finite:
-            warnings.warn(_broken(result, checkpoint, split), stacklevel=2)
+            warn(_broken(result, checkpoint, split))
         return result, dataset
     finally:
         distributed.teardown(context)
@@ -327,11 +327,10 @@ def _model_and_data(
     if len(dataset) == 0:
         raise nothing_to_evaluate(split, data_root or data.root or data.dataset)
     if context.is_main and share_images(split, data.train_split):
-        warnings.warn(
+        warn(
             f"the {split} split shares images with {data.train_split}, which this model "
             f"trained on: its accuracy is not on held-out images; the run evaluated on "
-            f"--split {data.eval_split}",
-            stacklevel=2,
+            f"--split {data.eval_split}"
         )
     if context.is_main:
         _warn_changed_training(trained, checkpoint, data_root)
@@ -356,7 +355,7 @@ def _warn_changed_training(
         return
     change = training_change(trained.training, training_record(train), data.holdout, checkpoint)
     if change is not None:
-        warnings.warn(change, stacklevel=3)
+        warn(change)
 
 
 # the columns of every per-image predictions CSV, with TTA's after them
