@@ -71,6 +71,15 @@ class TrainedModel:
     torch_version: str | None = None
     training: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """What the model is, in one line, not its every layer, class name and config key."""
+        c = self.config
+        return (
+            f"TrainedModel(backbone={c.model.backbone!r}, groups={self.model.groups}, "
+            f"classes={len(self.classes)}, image_size={self.preprocessing.image_size}, "
+            f"recipe={self.preprocessing.recipe!r}, written_by={self.written_by!r})"
+        )
+
     @property
     def written_by(self) -> str:
         """Who wrote the checkpoint, in words: "sef 0.1.0 with torch 2.5.1"."""

@@ -63,6 +63,12 @@ class EvalResult:
     def group_top1(self) -> list[float]:
         return group_accuracies(self.group_predictions, self.labels)
 
+    def __repr__(self) -> str:
+        """The summary's numbers to four places, not the [N] tensors of every prediction (a
+        notebook cell ending in the result showed thousands of labels)."""
+        numbers = ", ".join(f"{key}={_rounded(value)!r}" for key, value in self.summary().items())
+        return f"EvalResult({numbers})"
+
     def summary(self) -> dict[str, Any]:
         """Plain numbers: top-1, class-mean accuracy, per-group head accuracy, image count;
         with TTA also its top-1 and class-mean accuracy."""
@@ -82,6 +88,13 @@ class EvalResult:
                 self.tta_predictions, self.labels, self.num_classes
             )
         return summary
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with its floats (a list's too) to four places."""
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return round(value, 4) if isinstance(value, float) else value
 
 
 class _Shard(Subset):

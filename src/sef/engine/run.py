@@ -432,11 +432,11 @@ class FitResult:
     out: Path
     best_top1: float
     best_epoch: int
-    last: dict
+    last: dict = field(repr=False)  # the last epoch's record: shown by report(), not repr
     seconds: float
     parameters: int
     extra_parameters: int
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list, repr=False)  # every epoch's record
     finetune: bool = False  # trained with the finetune method's loss: no hint towards it
     group_heads_trained: bool = True  # False in a plain run: its group heads are at chance
 
