@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import signal
 import sys
@@ -268,7 +269,9 @@ class FailsInItsWorker(Blobs):
 def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     tmp_path: Path, how: str, error: type, said: str
 ) -> None:
-    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt."""
+    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt.
+    The loaders' other workers end with the run, not when its traceback, which ``info`` holds
+    as a notebook holds the last one, is collected."""
     out = tmp_path / "run"
     data = Data(FailsInItsWorker(8, 0, after=8 + 2, how=how), Blobs(3, 1), Blobs.classes)
     with pytest.raises(error) as info:
@@ -277,6 +280,7 @@ def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
         f"{said}; {out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume "
         f"to continue"
     )
+    assert multiprocessing.active_children() == []
 
 
 def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are_not() -> None:

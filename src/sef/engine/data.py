@@ -305,6 +305,19 @@ class DeviceBatches:
             yield self.finish(inputs, self.device), labels
 
 
+def end_workers(*loaders: DataLoader | DeviceBatches) -> None:
+    """End the worker processes that ``loaders`` keep from one pass to the next (persistent
+    workers), now rather than when the loaders are collected: a run stopped by an error or a
+    notebook's stop button left them running for as long as its traceback was kept (a notebook
+    keeps the last one), 2 x data.workers idle processes beside the next run's."""
+    for loader in loaders:
+        loader = getattr(loader, "loader", loader)  # DeviceBatches' own
+        iterator = getattr(loader, "_iterator", None)  # torch keeps persistent workers there
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()  # what torch calls when the iterator is collected
+            loader._iterator = None
+
+
 def train_loader(
     dataset: Dataset,
     *,

@@ -53,6 +53,7 @@ from sef.distributed import Context
 from sef.engine.data import (
     Data,
     check_images,
+    end_workers,
     from_cache,
     load_data,
     train_loader,
@@ -807,13 +808,16 @@ def _epochs(
     eval_loader = evaluation_loader(
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
-    # rank 0 alone writes: the processes agree on each write, so that one failing stops them all
-    if run.best_unwritten:  # a resume of the best epoch: its predictions come from the model
-        evaluation = _evaluate(run, eval_loader, progress)
-        distributed.on_every(partial(run.keep_best, evaluation), context)
-    while run.epoch < config.optim.epochs:
-        record, evaluation = _epoch(run, loader, eval_loader, progress)
-        distributed.on_every(partial(_keep, run, record, evaluation, logger), context)
+    try:
+        # rank 0 alone writes: the processes agree on each write, so that one failing stops all
+        if run.best_unwritten:  # a resume of the best epoch: its predictions come from the model
+            evaluation = _evaluate(run, eval_loader, progress)
+            distributed.on_every(partial(run.keep_best, evaluation), context)
+        while run.epoch < config.optim.epochs:
+            record, evaluation = _epoch(run, loader, eval_loader, progress)
+            distributed.on_every(partial(_keep, run, record, evaluation, logger), context)
+    finally:  # not when the stopped run's traceback is collected (a notebook keeps it)
+        end_workers(loader, eval_loader)
 
 
 def _keep(run: _Run, record: dict, evaluation: EvalResult, logger: Logger | None) -> None:
