@@ -44,7 +44,7 @@ def test_birds32_has_cubs_proportions_and_five_parts(demo_root):
     assert len(birds32.CLASSES) == 32 and len(set(birds32.CLASSES)) == 32
     assert sef.datasets.options("birds32") == {
         "per_class": 30, "test_per_class": 25, "resolution": 128, "generation_seed": 0,
-        "progress": True,
+        "progress": None,
     }  # fmt: skip
     tiny = {"per_class": 2, "test_per_class": 2, "resolution": 48, "progress": False}
     trainval = sef.datasets.load("birds32", None, "trainval", **tiny)

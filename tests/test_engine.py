@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import signal
 import sys
@@ -20,7 +21,16 @@ from sef import transforms
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
 from sef.distributed import Context
-from sef.engine import CHECK_EVERY, Data, evaluate, fit, load_data, train_one_epoch
+from sef.engine import (
+    CHECK_EVERY,
+    Data,
+    EvalResult,
+    FitResult,
+    evaluate,
+    fit,
+    load_data,
+    train_one_epoch,
+)
 from sef.engine.data import worker_death
 from sef.engine.evaluation import UNTRAINED_HEADS, evaluation_loader
 from sef.engine.folders import claim_new_out_dir, latest_run_dir
@@ -259,7 +269,9 @@ class FailsInItsWorker(Blobs):
 def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     tmp_path: Path, how: str, error: type, said: str
 ) -> None:
-    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt."""
+    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt.
+    The loaders' other workers end with the run, not when its traceback, which ``info`` holds
+    as a notebook holds the last one, is collected."""
     out = tmp_path / "run"
     data = Data(FailsInItsWorker(8, 0, after=8 + 2, how=how), Blobs(3, 1), Blobs.classes)
     with pytest.raises(error) as info:
@@ -268,6 +280,7 @@ def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
         f"{said}; {out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume "
         f"to continue"
     )
+    assert multiprocessing.active_children() == []
 
 
 def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are_not() -> None:
@@ -1028,3 +1041,25 @@ def test_classes_the_eval_split_holds_no_image_of_are_warned_of(tmp_path, write_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_data(config, Context(device=torch.device("cpu")), progress=False)
+
+
+def test_what_a_user_holds_shows_in_one_line(demo_checkpoint):
+    """A notebook cell ending in a trained model, an evaluation or a run's result showed every
+    layer, class name and config key, thousands of predicted labels, or every epoch's record."""
+    trained = sef.load_trained_model(demo_checkpoint)
+    assert repr(trained) == (
+        "TrainedModel(backbone='resnet18', groups=2, classes=8, image_size=32, recipe='resize', "
+        f"written_by='sef {sef.__version__} with torch {torch.__version__}')"
+    )
+    labels, predicted = torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0])
+    evaluation = EvalResult(labels, predicted, torch.zeros(1, 3, dtype=torch.long), 2)
+    assert repr(evaluation) == (
+        "EvalResult(top1=0.6667, class_mean=0.75, group_top1=[0.3333], "
+        "group_heads_trained=True, images=3)"
+    )
+    history = [{"epoch": epoch, "eval_top1": 0.5} for epoch in range(1, 51)]
+    result = FitResult(Path("runs/x"), 0.5, 3, history[-1], 10.0, 100, 10, history)
+    assert repr(result) == (
+        f"FitResult(out={Path('runs/x')!r}, best_top1=0.5, best_epoch=3, seconds=10.0, "
+        "parameters=100, extra_parameters=10, finetune=False, group_heads_trained=True)"
+    )

@@ -1,8 +1,10 @@
 """Prediction: probabilities equal the model's softmax, folders expand, bad files are skipped."""
 
+import io
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from PIL import Image
 
 from sef.datasets.images import open_rgb
 from sef.predict import find_images, format_rows, predict_images, table_widths
+from sef.text import bars_drawn
 from sef.trained import load_trained_model
 
 
@@ -205,3 +208,35 @@ def test_a_model_whose_outputs_are_not_finite_is_warned_of(demo_checkpoint, imag
         "predictions mean nothing: its weights or BatchNorm statistics overflowed in training; "
         "predict with an earlier checkpoint of its run"
     ]
+    # at the caller's line, shown once there as Python shows warnings, and again at another line
+    # (a notebook cell run again), where it named torch's generator wrapper once per session
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            predict_images(trained, [images / "b.png"], progress=False)
+        predict_images(trained, [images / "b.png"], progress=False)
+    assert [w.filename for w in caught] == [__file__] * 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+# the class of a Jupyter notebook's sys.stderr, which redraws a bar in place as a terminal does
+_KernelStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+
+
+def test_progress_bars_by_default_only_where_they_redraw_in_place(demo_checkpoint, images, capsys):
+    """From Python as from the command: a script's log file or pipe (capsys's stderr) gets no
+    bar redraws unless asked for, a terminal and a notebook's cell get bars."""
+    trained = load_trained_model(demo_checkpoint)
+    predict_images(trained, [images / "b.png"])
+    assert "predicting" not in capsys.readouterr().err
+    predict_images(trained, [images / "b.png"], progress=True)
+    assert "predicting" in capsys.readouterr().err
+    assert bars_drawn(None, _Terminal()) and bars_drawn(None, _KernelStream())
+    closed = io.StringIO()
+    closed.close()
+    assert not bars_drawn(None, io.StringIO()) and not bars_drawn(None, closed)
+    assert bars_drawn(True, io.StringIO()) and not bars_drawn(False, _Terminal())

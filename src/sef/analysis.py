@@ -7,14 +7,13 @@ out, so they work in notebooks too.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sef.errors import DataError
+from sef.errors import DataError, warn
 from sef.losses import normalised_channels
 from sef.metrics import not_finite_images, not_finite_said
 from sef.model import SEF
@@ -41,11 +40,10 @@ def warn_if_one_position(
     """
     if math.prod(features.shape[-2:]) == 1:
         height, width = image_size
-        warnings.warn(
+        warn(
             f"the backbone's last feature map is 1 x 1 for this model's {height} x {width} images "
             f"(one position or patch), so {consequence}; a model trained at a larger image size "
-            f"(--image-size), or on a backbone whose last map is larger, shows {shows}",
-            stacklevel=3,  # the caller of the function that measured the map
+            f"(--image-size), or on a backbone whose last map is larger, shows {shows}"
         )
 
 
@@ -56,10 +54,7 @@ def warn_if_not_finite(non_finite: int, images: int, outputs: str) -> None:
         said = not_finite_said(
             non_finite, counted(images, "image"), "the figure means nothing", outputs
         )
-        warnings.warn(
-            f"{said}; draw an earlier checkpoint of its run",
-            stacklevel=3,  # the caller of the function that measured them
-        )
+        warn(f"{said}; draw an earlier checkpoint of its run")
 
 
 def channel_cosine(features: Tensor) -> Tensor:

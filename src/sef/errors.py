@@ -1,4 +1,11 @@
-"""Errors a user can cause and fix. The CLI prints their message as one line and exits 2."""
+"""Errors a user can cause and fix. The CLI prints their message as one line and exits 2.
+Warnings, which :func:`warn` gives at the user's own line."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from types import FrameType
 
 
 class SEFError(Exception):
@@ -54,3 +61,45 @@ def original_message(error: Exception) -> str:
     if not text.startswith(f"Caught {type(error).__name__} ") or f"{name}: " not in text:
         return text
     return text[text.rindex(f"{name}: ") + len(name) + 2 :].strip()
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn of ``message`` at the line of the user's code that called into sef (a script's, a
+    notebook cell's), however deep in sef it is met: the warning names that line, and Python
+    shows it once there, as it does a warning of the user's own. Raised with a fixed depth
+    (stacklevel), one met inside sef named a line of sef or of torch (a generator's wrapper, a
+    module's ``__call__``), and Python then showed it once per session whatever later called
+    it: a notebook cell run again, with the same problem, said nothing."""
+    frame = _users_frame(sys._getframe(1))
+    if frame is None:  # no caller outside sef (a thread of its own): where it is met
+        warnings.warn(message, category, stacklevel=2)
+        return
+    names = frame.f_globals
+    warnings.warn_explicit(
+        message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=names.get("__name__"),
+        registry=names.setdefault("__warningregistry__", {}),
+    )  # no module_globals, as warnings.warn: its loader may not serve __main__ (python -m)
+
+
+def _users_frame(frame: FrameType | None) -> FrameType | None:
+    """The frame that called the outermost of sef's frames on ``frame``'s stack, torch's own
+    frames between them passed over (``nn.Module.__call__`` around a loss or a model)."""
+    outermost = None
+    while frame is not None:
+        if _of(frame, "sef"):
+            outermost = frame
+        frame = frame.f_back
+    caller = outermost.f_back if outermost is not None else None
+    while caller is not None and _of(caller, "torch"):
+        caller = caller.f_back
+    return caller
+
+
+def _of(frame: FrameType, package: str) -> bool:
+    """Whether ``frame`` runs code of ``package`` (or of one of its modules)."""
+    module = frame.f_globals.get("__name__") or ""
+    return module == package or module.startswith(f"{package}.")

@@ -24,7 +24,7 @@ from torch import nn
 from sef import extras, filekinds, outputs, space, transforms
 from sef.adapters import input_channels
 from sef.choices import EXPORT_FORMATS
-from sef.errors import CheckpointError, DiskFull, OutputError
+from sef.errors import CheckpointError, DiskFull, OutputError, warn
 from sef.metrics import not_finite_images, not_finite_said
 from sef.model import SEF
 from sef.text import counted, json_text
@@ -285,11 +285,10 @@ def _architecture_json(model: SEF) -> str | None:
     try:
         return json.dumps(model.architecture)
     except TypeError as error:
-        warnings.warn(
+        warn(
             f"model.safetensors records no architecture ({error}: a setting such as "
             f"backbone_args holds a Python object), so sef.load_safetensors cannot rebuild it; "
-            f"load its weights yourself",
-            stacklevel=3,
+            f"load its weights yourself"
         )
         return None
 
@@ -417,7 +416,7 @@ def _replace_set(staged: dict[str, Path], out: Path, earlier: set[str]) -> dict[
     kept = [str(path) for path in others if path.name not in earlier and path.exists()]
     if kept:
         them = "it" if len(kept) == 1 else "them"
-        warnings.warn(f"kept {', '.join(kept)}: no earlier sef export wrote {them}", stacklevel=3)
+        warn(f"kept {', '.join(kept)}: no earlier sef export wrote {them}")
     return paths
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import sys
-import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sef.choices import GROUP_LOSS_VARIANTS
+from sef.errors import warn
 from sef.groups import group_sizes, positive_int
 from sef.loss_config import LossConfig
 
@@ -58,20 +57,6 @@ SEPARATION_GAP = 0.2
 ROW_SUM_TOLERANCE = 0.01
 # The class index whose image ce skips: F.nll_loss's (and F.cross_entropy's) ignore_index.
 IGNORED = -100
-
-
-def _warn_caller(message: str) -> None:
-    """Warn at the line that called the loss: the first frame outside this module and torch's
-    (``nn.Module.__call__`` adds two), not a line of torch the user never wrote."""
-    frame, level = sys._getframe(), 1
-    while frame is not None and _internal(frame.f_globals.get("__name__", "")):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, stacklevel=level)
-
-
-def _internal(module: str) -> bool:
-    """Whether a frame of ``module`` is this module's or torch's, which no user wrote."""
-    return module == __name__ or module.startswith("torch.")
 
 
 def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
@@ -248,7 +233,7 @@ def group_loss(
     if features.dim() == 4 and features.shape[0] == 0:
         raise ValueError("the group loss needs at least one image; the features hold none")
     if features.shape[-2:].numel() == 1:
-        _warn_caller(ONE_BY_ONE)
+        warn(ONE_BY_ONE)
     with _full_precision(features.device):
         x = normalised_channels(features, norm_floor)
         sizes = group_sizes(x.shape[1], groups)
@@ -535,7 +520,7 @@ class SEFLoss(nn.Module):
         _check_output(output, target, self.groups)
         scheduled = self.lam_warmup or self.phi_warmup or self.lam_until
         if scheduled and not self._progress_known:
-            _warn_caller(NO_PROGRESS)
+            warn(NO_PROGRESS)
             self._progress_known = True  # once
         self._warn_if_features_frozen(output)
         with _full_precision(output.logits.device):
@@ -572,7 +557,7 @@ class SEFLoss(nn.Module):
         if self._frozen_told or not self.current_phi:
             return
         if output.logits.requires_grad and not output.features.requires_grad:
-            _warn_caller(NO_FEATURE_GRADIENT)
+            warn(NO_FEATURE_GRADIENT)
             self._frozen_told = True
 
     def _distill(self, p_global: Tensor, group_logits: Tensor) -> Tensor:

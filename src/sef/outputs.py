@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sef import filekinds, space
-from sef.errors import DiskFull, OutputError
+from sef.errors import DiskFull, OutputError, warn
 from sef.text import counted
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
@@ -304,10 +304,9 @@ def _missing_glyphs_said_once() -> Iterator[None]:
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     if missing:
-        warnings.warn(
+        warn(
             f"the figure's font ({fonts}) lacks {counted(len(missing), 'character')} of its "
             f"text, drawn as boxes (e.g. {''.join(list(missing)[:5])}); install a font that has "
             f"them and put it in matplotlib's font.family (matplotlibrc), e.g. font.family: "
-            f"DejaVu Sans, Noto Sans CJK JP",
-            stacklevel=3,
+            f"DejaVu Sans, Noto Sans CJK JP"
         )

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from sef.analysis import backbone_features, group_maps, warn_if_one_position
 from sef.errors import DataError
 from sef.model import SEF
+from sef.text import bars_drawn
 
 Parts = dict[str, tuple[float, float]]
 
@@ -161,7 +162,7 @@ def measure_parts(
     indices: Sequence[int],
     batch_size: int = 32,
     examples: int = 6,
-    progress: bool = True,
+    progress: bool | None = None,
     group_sizes: Sequence[int] | None = None,
 ) -> PartMeasurement:
     """Run ``model`` on ``dataset[indices]`` and report where each group's peak falls.
@@ -183,7 +184,9 @@ def measure_parts(
     images, parts, peaks = [], [], []
     try:
         for start in tqdm(
-            range(0, len(indices), batch_size), desc="locating parts", disable=not progress
+            range(0, len(indices), batch_size),
+            desc="locating parts",
+            disable=not bars_drawn(progress),
         ):
             batch_images = []
             for index in indices[start : start + batch_size]:

@@ -7,7 +7,6 @@ and every other image is still predicted.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,10 @@ from tqdm import tqdm
 
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
+from sef.errors import warn
 from sef.metrics import not_finite_images, not_finite_said
 from sef.modes import evaluation_mode
-from sef.text import column_widths, counted, table_lines
+from sef.text import bars_drawn, column_widths, counted, table_lines
 from sef.trained import TrainedModel
 
 
@@ -112,7 +112,7 @@ def predict_images(
     top_k: int = 5,
     batch_size: int = 32,
     workers: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predict every image under ``paths``; return (predictions, [(path, reason)] skipped).
     The model runs in eval mode, each submodule's own mode restored afterwards."""
@@ -134,7 +134,7 @@ def predict_files(
     top_k: int = 5,
     batch_size: int = 32,
     workers: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Iterator[tuple[list[Prediction], list[tuple[str, str]]]]:
     """Predict image ``files`` (as :func:`find_images` lists them) a batch at a time: yields
     (predictions, [(path, reason)] of files that cannot be decoded) as each batch is done, so a
@@ -153,7 +153,9 @@ def predict_files(
     device = next(trained.model.parameters()).device
     predicted = non_finite = 0
     with evaluation_mode(trained.model):
-        for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
+        for batch in tqdm(
+            loader, desc="predicting", unit="batch", disable=not bars_drawn(progress)
+        ):
             good = [(i, image) for i, image, _ in batch if image is not None]
             failed = [(files[i], reason) for i, _, reason in batch if reason is not None]
             predictions = []
@@ -174,10 +176,7 @@ def predict_files(
         said = not_finite_said(
             non_finite, counted(predicted, "image"), "their predictions mean nothing"
         )
-        warnings.warn(
-            f"{said}; predict with an earlier checkpoint of its run",
-            stacklevel=2,
-        )
+        warn(f"{said}; predict with an earlier checkpoint of its run")
 
 
 TABLE_HEADER = ("image", "rank", "class", "probability")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
+from typing import TextIO
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
@@ -44,6 +46,22 @@ def rate(value: float) -> str:
     """A speed for a person: whole from 10 up, two significant figures under it ("0.43", not
     "0", for a CPU's images per second at 448 px)."""
     return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def bars_drawn(progress: bool | None, stream: TextIO | None = None) -> bool:
+    """Whether to draw progress bars on ``stream`` (default stderr): as ``progress`` says, else
+    (None) only where a bar is redrawn in place: a terminal, or a Jupyter notebook's cell (an
+    IPython kernel's stream). A log file or a pipe would keep every redraw, a line of ``\\r``
+    updates per batch."""
+    if progress is not None:
+        return progress
+    stream = sys.stderr if stream is None else stream
+    if type(stream).__module__.startswith("ipykernel."):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no stream (pythonw), or a closed one
+        return False
 
 
 def shown(name: str) -> str:

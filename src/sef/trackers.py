@@ -23,7 +23,6 @@ import os
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from urllib.request import getproxies, proxy_bypass
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
-from sef.errors import ConfigError, OutputError, SEFError
+from sef.errors import ConfigError, OutputError, SEFError, warn
 from sef.mlflow_store import make_store, opened, renew, sqlite_file, sqlite_uri, store_lock
 from sef.text import gist
 
@@ -346,11 +345,10 @@ class MLflowRun:
         is in: MLflow keeps a run in its experiment, so it continues there."""
         name, kept = _experiment_name(), self.client.get_experiment(experiment_id).name
         if kept != name:
-            warnings.warn(
+            warn(
                 f"run.loggers=mlflow: this resume continues the MLflow run in experiment {kept!r}, "
                 f"not in {name!r} (MLFLOW_EXPERIMENT_NAME), as MLflow keeps a run in its "
-                f"experiment; to log into {name!r}, train a new run (another --out)",
-                stacklevel=2,
+                f"experiment; to log into {name!r}, train a new run (another --out)"
             )
 
     def _experiment(self, artifacts: Path | None) -> str:
@@ -507,10 +505,9 @@ class Trackers:
             return True
         except Exception as error:  # each client has its own errors
             problem = gist(error)
-            warnings.warn(
+            warn(
                 f"run.loggers={name}: {name} failed and logs no more of this run: {problem}; "
-                f"training goes on without it (metrics.jsonl keeps every epoch)",
-                stacklevel=2,
+                f"training goes on without it (metrics.jsonl keeps every epoch)"
             )
             del self.open[name]
             if action != "close":

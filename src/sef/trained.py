@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from sef.checkpoint import load_checkpoint, writer_of, written_by
 from sef.config import SECTIONS, Config, config_from_dict, stored_values
 from sef.datasets import ImageList, checking, names
 from sef.datasets.splits import NoSuchSplit, recorded_training
-from sef.errors import CheckpointError, ConfigError, DataError
+from sef.errors import CheckpointError, ConfigError, DataError, warn
 from sef.model import SEF
 from sef.text import counted, shown
 from sef.transforms import Preprocessing
@@ -72,6 +71,15 @@ class TrainedModel:
     torch_version: str | None = None
     training: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """What the model is, in one line, not its every layer, class name and config key."""
+        c = self.config
+        return (
+            f"TrainedModel(backbone={c.model.backbone!r}, groups={self.model.groups}, "
+            f"classes={len(self.classes)}, image_size={self.preprocessing.image_size}, "
+            f"recipe={self.preprocessing.recipe!r}, written_by={self.written_by!r})"
+        )
+
     @property
     def written_by(self) -> str:
         """Who wrote the checkpoint, in words: "sef 0.1.0 with torch 2.5.1"."""
@@ -83,7 +91,11 @@ class TrainedModel:
         return self.preprocessing.test_transform()
 
     def dataset(
-        self, split: str = "test", root: str | os.PathLike | None = None, *, progress: bool = True
+        self,
+        split: str = "test",
+        root: str | os.PathLike | None = None,
+        *,
+        progress: bool | None = None,
     ) -> ImageList:
         """``split`` of the data this model was trained on (or found under ``root``), with its
         test transform; DataError if that data's classes are not the model's (an accented name
@@ -130,7 +142,7 @@ def _class_difference(found: list[str], trained: list[str]) -> str:
     return "the same classes in another order"
 
 
-def _skip_bad_images(dataset: ImageList, workers: int, progress: bool) -> None:
+def _skip_bad_images(dataset: ImageList, workers: int, progress: bool | None) -> None:
     """Leave the unreadable images out of ``dataset`` as the run's training did, and say so;
     as training does, only the images the record of verified images has not verified as they
     are now are decoded (sef.datasets.verified), and those that decode are recorded."""
@@ -138,10 +150,9 @@ def _skip_bad_images(dataset: ImageList, workers: int, progress: bool) -> None:
         dataset, "skip", max(1, workers), progress, record=checking.USE
     )
     if bad:
-        warnings.warn(
+        warn(
             f"left out {counted(len(bad), 'unreadable image')} as the run did "
-            f"(data.bad_images=skip), e.g. {bad[0][0]}",
-            stacklevel=3,
+            f"(data.bad_images=skip), e.g. {bad[0][0]}"
         )
 
 

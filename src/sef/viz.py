@@ -34,7 +34,7 @@ from sef.losses import LOSS_TERMS, SEPARATION_GAP
 from sef.metrics import not_finite_images
 from sef.modes import evaluation_mode
 from sef.parts import measure_parts
-from sef.text import shown
+from sef.text import bars_drawn, shown
 from sef.trained import TrainedModel
 
 _MAP_CMAP = "jet"
@@ -428,7 +428,7 @@ def plot_parts(
 # ------------------------------------------------------------------ from a checkpoint
 
 
-def _split_images(trained: TrainedModel, split: str, root: str | None, progress: bool):
+def _split_images(trained: TrainedModel, split: str, root: str | None, progress: bool | None):
     """``split`` of the model's data (:meth:`TrainedModel.dataset`); DataError where it holds
     no images (a val split of classes with one image each), of which no figure can be drawn."""
     dataset = trained.dataset(split, root, progress=progress)
@@ -450,12 +450,12 @@ def pick_indices(length: int, count: int, seed: int = 0) -> list[int]:
 
 
 def image_batches(
-    dataset, indices: Sequence[int], batch_size: int = 32, progress: bool = True
+    dataset, indices: Sequence[int], batch_size: int = 32, progress: bool | None = None
 ) -> Iterator[Tensor]:
     """The transformed images ``dataset[indices]`` in batches (labels dropped)."""
     subset = torch.utils.data.Subset(dataset, list(indices))
     loader = torch.utils.data.DataLoader(subset, batch_size=batch_size)
-    for images, _ in tqdm(loader, desc="images", unit="batch", disable=not progress):
+    for images, _ in tqdm(loader, desc="images", unit="batch", disable=not bars_drawn(progress)):
         yield images
 
 
@@ -468,7 +468,7 @@ def correlation_figure(
     images: int = 64,
     seed: int = 0,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[Path, Tensor]:
     """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
     and the G x G group averages."""
@@ -531,7 +531,7 @@ def activation_figure(
     split: str = "test",
     images: int = 6,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Fig. 4 for image files ``paths`` (or ``images`` random images of ``split``), each
     captioned with the model's prediction; ``progress`` shows a generated set being drawn."""
@@ -590,7 +590,7 @@ def parts_figure(
     images: int = 256,
     seed: int = 0,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool | None = None,
 ):
     """Measure where each group peaks on ``images`` random demo images and draw it; returns
     (path, PartReport)."""

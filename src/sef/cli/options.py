@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from sef.choices import DEVICE_WORDS, MAX_SEED
+from sef.text import bars_drawn
 
 
 def at_least(low: int, most: int | None = None):
@@ -98,5 +98,6 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
 
 def progress_bars(args: argparse.Namespace) -> bool:
     """Whether to draw progress bars: as ``--progress``/``--no-progress`` say, else only on a
-    terminal (a log file or a pipe gets the command's lines without the bars' redraws)."""
-    return sys.stderr.isatty() if args.progress is None else args.progress
+    terminal (a log file or a pipe gets the command's lines without the bars' redraws), as the
+    library decides (:func:`sef.text.bars_drawn`)."""
+    return bars_drawn(args.progress)

@@ -215,7 +215,7 @@ def read_split(
     seed: int,
     root: str | os.PathLike | None = None,
     transform: Callable | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> ImageList:
     """``split`` of the dataset a config's ``data`` section names (from ``root`` instead of
     ``data.root`` if given), with the run's ``seed``, its val fraction, hold-out and reader

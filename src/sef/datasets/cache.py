@@ -80,7 +80,7 @@ from sef.outputs import (
     remove_file,
     write_text,
 )
-from sef.text import counted
+from sef.text import bars_drawn, counted
 
 _NO_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without it
 MARGIN = 1_000_000  # room a build wants beyond its files: blocks, metadata, other writers
@@ -453,7 +453,7 @@ def _decode_into(
     recipe: str,
     image_size: int,
     workers: int,
-    progress: bool,
+    progress: bool | None,
 ) -> list[str | None]:
     """Decode and resize ``todo`` into a uint8 array of ``shape`` written to ``path`` whole or
     not at all (OutputError); returns each image's problem (None: decoded)."""
@@ -467,7 +467,7 @@ def _decode_into(
         desc="caching images",
         unit="img",
         file=sys.stderr,
-        disable=not progress,
+        disable=not bars_drawn(progress),
     )
     row_bytes = int(np.prod(shape[1:]))
     # written through the file, not a writable map: where the blocks could not be reserved, a
@@ -552,7 +552,7 @@ def build(
     image_size: int,
     *,
     workers: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     say: Callable[[str], None] = print,
 ) -> Built:
     """Decode and resize every distinct image of ``images`` into a cache in ``folder``
@@ -591,7 +591,7 @@ def _plan(
     _refuse_foreign(folder)
     _check_room(folder, int(np.prod(shape)) + index_bytes)
 
-    def write(workers: int, progress: bool) -> Built:
+    def write(workers: int, progress: bool | None) -> Built:
         started = time.perf_counter()
         try:
             _clear(folder)
@@ -620,7 +620,7 @@ def ensure(
     image_size: int,
     *,
     workers: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     say: Callable[[str], None] = print,
     build_refused: str | None = None,
     data: dict[str, Any] | None = None,

@@ -15,7 +15,7 @@ from sef.datasets import verified
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import MISSING, UNDECODABLE, UnreadableImage, decode
 from sef.errors import ConfigError, DataError
-from sef.text import counted, some
+from sef.text import bars_drawn, counted, some
 
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
 FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
@@ -43,7 +43,7 @@ def _problem(path: str) -> str | None:
 def find_bad_images(
     samples: Sequence[tuple[str, int]],
     workers: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     *,
     record: str | None = None,
     decoded: Collection[str] = (),
@@ -74,7 +74,7 @@ def find_bad_images(
     return [(path, reasons[path]) for path in paths if reasons.get(path)]
 
 
-def _problems(paths: list[str], workers: int | None, progress: bool) -> list[str | None]:
+def _problems(paths: list[str], workers: int | None, progress: bool | None) -> list[str | None]:
     """Why each of ``paths`` cannot be used (None: it decodes), decoded in threads."""
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -84,7 +84,7 @@ def _problems(paths: list[str], workers: int | None, progress: bool) -> list[str
                 total=len(paths),
                 desc="checking images",
                 unit="img",
-                disable=not progress or not paths,
+                disable=not paths or not bars_drawn(progress),
             )
         )
 
@@ -188,7 +188,7 @@ def apply_bad_image_policy(
     dataset: ImageList | Sequence[ImageList],
     policy: str = "stop",
     workers: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     *,
     record: str | None = None,
     decoded: Collection[str] = (),

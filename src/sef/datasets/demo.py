@@ -44,8 +44,9 @@ from tqdm import tqdm
 from sef.datasets.caches import default_cache
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import carve_val, check_split
-from sef.errors import DataError, DiskFull, OutputError
+from sef.errors import ConfigError, DataError, DiskFull, OutputError
 from sef.outputs import abandoned, output_error
+from sef.text import bars_drawn
 
 VERSION = 1  # bump when the drawing changes, so old caches are not reused
 PART_VARIANTS = {
@@ -369,7 +370,7 @@ def _write_set(
     counts: dict[str, int],
     resolution: int,
     generation_seed: int,
-    progress: bool,
+    progress: bool | None,
     birds: BirdSet = DEMO,
 ) -> None:
     records = []
@@ -378,7 +379,7 @@ def _write_set(
         (s, label, i) for s, n in counts.items() for label in range(len(classes)) for i in range(n)
     ]
     for split, label, index in tqdm(
-        jobs, desc=f"generating {birds.name} set", disable=not progress
+        jobs, desc=f"generating {birds.name} set", disable=not bars_drawn(progress)
     ):
         rng = np.random.default_rng([generation_seed, _SPLIT_IDS[split], label, index])
         image, parts = render(label, rng, resolution, birds)
@@ -401,7 +402,7 @@ def _generate(
     counts: dict[str, int],
     resolution: int,
     generation_seed: int,
-    progress: bool,
+    progress: bool | None,
     birds: BirdSet,
 ) -> None:
     """Write the set into a temporary folder beside ``folder``, then rename it into place."""
@@ -439,7 +440,7 @@ def ensure_generated(
     test_per_class: int = 100,
     resolution: int = 64,
     generation_seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     birds: BirdSet = DEMO,
 ) -> Path:
     """The folder of this configuration of a set under ``root``, generated first if absent."""
@@ -460,7 +461,9 @@ def ensure_generated(
         _generate(folder, counts, resolution, generation_seed, progress, birds)
     except OSError as error:
         raise _unwritable(folder, error) from None
-    if progress:  # where it went: a mistyped --data-root shows here, not in a full disk later
+    # where it went, unless told to be quiet: a mistyped --data-root shows here, not in a full
+    # disk later
+    if progress is not False:
         tqdm.write(f"{birds.name} set written to {folder}", file=sys.stderr)
     return folder
 
@@ -481,7 +484,7 @@ def reader_of(
         test_per_class: int = test_per_class,
         resolution: int = resolution,
         generation_seed: int = generation_seed,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> ImageList:
         return read_set(birds, root, split, seed, val_fraction, progress, **{
             "per_class": per_class, "test_per_class": test_per_class,
@@ -498,11 +501,15 @@ def read_set(
     split: str,
     seed: int,
     val_fraction: float,
-    progress: bool,
+    progress: bool | None,
     **options: int,
 ) -> ImageList:
     """``split`` of a bird set; trainval/test are generated, train/val carved from trainval."""
     check_split(split)
+    if not (progress is None or isinstance(progress, bool)):  # None: on a terminal only
+        raise ConfigError(
+            f"dataset {birds.name!r} option progress takes true or false, got {progress!r}"
+        )
     folder = ensure_generated(root, progress=progress, birds=birds, **options)
     meta = json.loads((folder / ANNOTATIONS).read_text())
     wanted = "test" if split == "test" else "trainval"

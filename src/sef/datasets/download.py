@@ -24,6 +24,7 @@ from tqdm import tqdm
 from sef import outputs, space
 from sef.datasets import RECORDS
 from sef.errors import ConfigError, DataError, DiskFull, SEFError
+from sef.text import bars_drawn
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, destination: Path, md5: str, progress: bool = True) -> Path:
+def fetch(url: str, destination: Path, md5: str, progress: bool | None = None) -> Path:
     """Download ``url`` to ``destination`` (via a .part file) and verify its MD5.
 
     A file already at ``destination`` with the right checksum is kept. A transfer that fails or
@@ -140,7 +141,7 @@ def _is_web_page(path: Path) -> bool:
     return start.startswith((b"<!doctype html", b"<html"))
 
 
-def _save(url: str, path: Path, progress: bool) -> None:
+def _save(url: str, path: Path, progress: bool | None) -> None:
     """Write what ``url`` serves to ``path``, after the bytes ``path`` holds where the server
     sends the rest (206), else from the start; a DiskFull before the first byte if the archive
     cannot fit; ConnectionError if the server sends fewer bytes than it announced (a transfer cut
@@ -162,7 +163,7 @@ def _save(url: str, path: Path, progress: bool) -> None:
         received = 0
         with open(path, "ab" if start else "wb") as out, tqdm(
             total=start + length if length else None, initial=start, unit="B", unit_scale=True,
-            desc=path.name.removesuffix(".part"), disable=not progress,
+            desc=path.name.removesuffix(".part"), disable=not bars_drawn(progress),
         ) as bar:  # fmt: skip
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 out.write(chunk)
@@ -284,7 +285,7 @@ def download(
     *,
     mirror: str | None = None,
     keep_archives: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Download, verify and unpack dataset ``name`` into ``root``; return ``root``.
 

@@ -14,7 +14,6 @@ are neither classes nor images.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from sef.datasets.images import (
 )
 from sef.datasets.names import class_of, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
-from sef.errors import DataError
+from sef.errors import DataError, warn
 from sef.text import counted, some
 
 LAYOUT = (
@@ -85,10 +84,9 @@ def _warn_left_out(photos: list[str], folder: Path) -> None:
     """Warn of ``photos`` (under ``folder``) in a format sef cannot read: left out of the data."""
     if photos:
         kinds = ", ".join(sorted({extension(path) for path in photos}))
-        warnings.warn(
+        warn(
             f"left out {counted(len(photos), 'photo')} under {folder} in a format sef cannot "
-            f"read ({kinds}), e.g. {photos[0]}; convert them to JPEG or PNG to train on them",
-            stacklevel=4,
+            f"read ({kinds}), e.g. {photos[0]}; convert them to JPEG or PNG to train on them"
         )
 
 
@@ -136,19 +134,17 @@ def _warn_misnamed_splits(
                 continue
             shared = _subfolders(entry) & set(class_folders)
             if shared:
-                warnings.warn(
+                warn(
                     f"{entry.path} holds class folders ({some(sorted(shared))}) but is no split "
-                    f"folder, so its images are left out; {splits}",
-                    stacklevel=3,
+                    f"folder, so its images are left out; {splits}"
                 )
         return
     bare = [name for name in sorted(class_folders) if not _files(root / name)]
     shared = set.intersection(*map(_subfolders, [root / name for name in bare])) if bare else set()
     if len(bare) > 1 and shared:
-        warnings.warn(
+        warn(
             f"the classes {some(bare)} of {root} hold the same folders ({some(sorted(shared))}) "
-            f"and no image of their own, as split folders do; {splits}",
-            stacklevel=3,
+            f"and no image of their own, as split folders do; {splits}"
         )
 
 

@@ -8,8 +8,9 @@ from a Mac and "Mésange" typed on Linux look the same and differ as strings.
 from __future__ import annotations
 
 import unicodedata
-import warnings
 from collections.abc import Iterable
+
+from sef.errors import warn
 
 
 def key(name: str) -> str:
@@ -36,9 +37,8 @@ def warn_case_twins(classes: Iterable[str], source: str) -> None:
     for name in classes:
         other = first.setdefault(key(name).casefold(), name)
         if other != name:
-            warnings.warn(
+            warn(
                 f"{source}: the classes {other!r} and {name!r} differ only in case, so they are "
-                f"two classes; spell them alike if they are one",
-                stacklevel=3,
+                f"two classes; spell them alike if they are one"
             )
             return

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import PIL
 
 from sef.datasets.caches import verified_root
 from sef.datasets.images import pixel_limit
-from sef.errors import OutputError
+from sef.errors import OutputError, warn
 from sef.outputs import write_text
 
 VERSION = 1  # of the check: what it finds changed, records of another version are not trusted
@@ -75,10 +74,9 @@ def _warn_once(problem: str) -> None:
     """Say once per process that the record cannot be used, and why (``problem``)."""
     if not _warned:
         _warned.append(problem)
-        warnings.warn(
+        warn(
             f"{problem}, so every image is checked at every start: set SEF_CACHE to a folder "
-            f"you can write",
-            stacklevel=4,
+            f"you can write"
         )
 
 

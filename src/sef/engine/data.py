@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from sef.datasets import cache, checking
 from sef.datasets.checking import check_classes, classes_without_images
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
-from sef.errors import DataError
+from sef.errors import DataError, warn
 from sef.seeding import EpochSampler, SeededItems
 from sef.text import counted, some
 
@@ -45,7 +44,7 @@ class Data:
 
 
 def load_data(
-    config: Config, context: Context, progress: bool = True, *, cached: bool = True
+    config: Config, context: Context, progress: bool | None = None, *, cached: bool = True
 ) -> Data:
     """Read the train and eval splits the config names, with the paper's transforms, from the
     decoded-image cache ``data.cache`` names (``cached=False``: not yet, see :func:`from_cache`).
@@ -56,7 +55,7 @@ def load_data(
     """
     d = config.data
     normalise = context.device.type != "cuda"
-    progress = progress and context.is_main
+    progress = progress if context.is_main else False
     seed = config.run.seed
     train = datasets.read_split(
         d, d.train_split, seed=seed, progress=progress,
@@ -133,15 +132,14 @@ def _warn_unevaluated(
     """Warn of the classes ``evaluation`` holds no image of: trained on, never measured."""
     missing = classes_without_images(evaluation, train.classes)
     if missing:
-        warnings.warn(
+        warn(
             f"the {split} split holds no image of {counted(len(missing), 'class', 'classes')} "
             f"({some(missing, repr)}): trained on, never evaluated, and left out of the class-mean "
-            f"accuracy; {why}",
-            stacklevel=3,
+            f"accuracy; {why}"
         )
 
 
-def from_cache(data: Data, config: Config, context: Context, progress: bool = True) -> Data:
+def from_cache(data: Data, config: Config, context: Context, progress: bool | None = None) -> Data:
     """``data`` read from the decoded-image cache ``data.cache`` names (sef.datasets.cache),
     built first where it is missing or stale (every split, once); where it cannot be (no room,
     or under torchrun, where ``sef data cache`` builds it first), ``data`` with one line why;
@@ -166,7 +164,7 @@ def from_cache(data: Data, config: Config, context: Context, progress: bool = Tr
     try:
         opened, built = cache.ensure(
             folder, [data.train, data.eval], every_split, d.recipe, d.image_size,
-            workers=d.workers, progress=progress and context.is_main, say=say,
+            workers=d.workers, progress=progress if context.is_main else False, say=say,
             build_refused=refused, data=cache.origin(d.dataset, d.root, d.options),
         )  # fmt: skip
     except cache.CacheUnavailable as error:
@@ -194,7 +192,11 @@ def _cache_command(d: DataConfig) -> str:
 
 
 def check_images(
-    data: Data, config: Config, context: Context, progress: bool = True, resuming: bool = False
+    data: Data,
+    config: Config,
+    context: Context,
+    progress: bool | None = None,
+    resuming: bool = False,
 ) -> None:
     """Apply ``data.bad_images`` to both splits at once: ``stop`` lists the unreadable images of
     both and stops (``resuming``: with what a resume can do), ``skip`` drops them (and says so),
@@ -301,6 +303,19 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for inputs, labels in self.loader:
             yield self.finish(inputs, self.device), labels
+
+
+def end_workers(*loaders: DataLoader | DeviceBatches) -> None:
+    """End the worker processes that ``loaders`` keep from one pass to the next (persistent
+    workers), now rather than when the loaders are collected: a run stopped by an error or a
+    notebook's stop button left them running for as long as its traceback was kept (a notebook
+    keeps the last one), 2 x data.workers idle processes beside the next run's."""
+    for loader in loaders:
+        loader = getattr(loader, "loader", loader)  # DeviceBatches' own
+        iterator = getattr(loader, "_iterator", None)  # torch keeps persistent workers there
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()  # what torch calls when the iterator is collected
+            loader._iterator = None
 
 
 def train_loader(

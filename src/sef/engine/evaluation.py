@@ -22,7 +22,7 @@ from sef.distributed import Context
 from sef.engine.data import nothing_to_evaluate, training_change
 from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
-from sef.errors import DataError, OutOfMemory
+from sef.errors import DataError, OutOfMemory, warn
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, not_finite_said, top1_accuracy
 from sef.model import SEF, unwrap
@@ -63,6 +63,12 @@ class EvalResult:
     def group_top1(self) -> list[float]:
         return group_accuracies(self.group_predictions, self.labels)
 
+    def __repr__(self) -> str:
+        """The summary's numbers to four places, not the [N] tensors of every prediction (a
+        notebook cell ending in the result showed thousands of labels)."""
+        numbers = ", ".join(f"{key}={_rounded(value)!r}" for key, value in self.summary().items())
+        return f"EvalResult({numbers})"
+
     def summary(self) -> dict[str, Any]:
         """Plain numbers: top-1, class-mean accuracy, per-group head accuracy, image count;
         with TTA also its top-1 and class-mean accuracy."""
@@ -82,6 +88,13 @@ class EvalResult:
                 self.tta_predictions, self.labels, self.num_classes
             )
         return summary
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with its floats (a list's too) to four places."""
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return round(value, 4) if isinstance(value, float) else value
 
 
 class _Shard(Subset):
@@ -203,7 +216,7 @@ def evaluate(
     context: Context | None = None,
     amp: str = "none",
     channels_last: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     tta: str | None = None,
 ) -> EvalResult:
     """Predict every image of ``dataset`` once with the global head and each group head
@@ -260,7 +273,7 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     workers: int | None = None,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
     tta: str | None = None,
 ) -> tuple[EvalResult, Any]:
     """Evaluate a saved model on ``split`` of the dataset its config names (or ``data_root``),
@@ -298,7 +311,7 @@ def evaluate_checkpoint(
             ) from None
         result.group_heads_trained = heads_trained(config)
         if context.is_main and result.non_finite:
-            warnings.warn(_broken(result, checkpoint, split), stacklevel=2)
+            warn(_broken(result, checkpoint, split))
         return result, dataset
     finally:
         distributed.teardown(context)
@@ -318,7 +331,7 @@ def _model_and_data(
     context: Context,
     split: str,
     data_root: str | None,
-    progress: bool,
+    progress: bool | None,
 ) -> tuple[TrainedModel, Any]:
     """The saved model on this process's device and the ``split`` it is evaluated on."""
     trained = load_trained_model(checkpoint, device=context.device)
@@ -327,11 +340,10 @@ def _model_and_data(
     if len(dataset) == 0:
         raise nothing_to_evaluate(split, data_root or data.root or data.dataset)
     if context.is_main and share_images(split, data.train_split):
-        warnings.warn(
+        warn(
             f"the {split} split shares images with {data.train_split}, which this model "
             f"trained on: its accuracy is not on held-out images; the run evaluated on "
-            f"--split {data.eval_split}",
-            stacklevel=2,
+            f"--split {data.eval_split}"
         )
     if context.is_main:
         _warn_changed_training(trained, checkpoint, data_root)
@@ -356,7 +368,7 @@ def _warn_changed_training(
         return
     change = training_change(trained.training, training_record(train), data.holdout, checkpoint)
     if change is not None:
-        warnings.warn(change, stacklevel=3)
+        warn(change)
 
 
 # the columns of every per-image predictions CSV, with TTA's after them

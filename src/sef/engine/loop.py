@@ -20,7 +20,7 @@ from sef.engine.device import autocast, to_device
 from sef.errors import ConfigError, TrainingError
 from sef.losses import LOSS_TERMS, SEFLoss, group_correlation, target_classes
 from sef.model import SEFOutput
-from sef.text import rate
+from sef.text import bars_drawn, rate
 
 READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
 GRADIENTS = ("grad_norm_median", "grad_norm_max")  # of the gradients the steps applied
@@ -38,7 +38,7 @@ def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def batch_bar(loader: Iterable, desc: str, progress: bool, context: Context) -> tqdm:
+def batch_bar(loader: Iterable, desc: str, progress: bool | None, context: Context) -> tqdm:
     """A progress bar over ``loader``'s batches on stderr, shown by the main process only."""
     return tqdm(
         loader,
@@ -46,7 +46,7 @@ def batch_bar(loader: Iterable, desc: str, progress: bool, context: Context) -> 
         unit="batch",
         leave=False,
         file=sys.stderr,
-        disable=not (progress and context.is_main),
+        disable=not (context.is_main and bars_drawn(progress)),
         dynamic_ncols=True,
     )
 
@@ -177,7 +177,7 @@ def train_one_epoch(
     amp: str = "none",
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     accumulate: int = 1,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss terms, train accuracy and images/second,

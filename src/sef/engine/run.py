@@ -53,6 +53,7 @@ from sef.distributed import Context
 from sef.engine.data import (
     Data,
     check_images,
+    end_workers,
     from_cache,
     load_data,
     train_loader,
@@ -433,11 +434,11 @@ class FitResult:
     out: Path
     best_top1: float
     best_epoch: int
-    last: dict
+    last: dict = field(repr=False)  # the last epoch's record: shown by report(), not repr
     seconds: float
     parameters: int
     extra_parameters: int
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list, repr=False)  # every epoch's record
     finetune: bool = False  # trained with the finetune method's loss: no hint towards it
     group_heads_trained: bool = True  # False in a plain run: its group heads are at chance
 
@@ -735,7 +736,7 @@ class _Run:
 
 
 def _epoch(
-    run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: bool
+    run: _Run, loader: DataLoader, eval_loader: DataLoader, progress: bool | None
 ) -> tuple[dict, EvalResult]:
     """Train one epoch, step the schedule, evaluate: the epoch's record and evaluation."""
     config, context = run.config, run.context
@@ -774,7 +775,7 @@ def _epoch(
     return record | {"seconds": time.perf_counter() - start}, evaluation
 
 
-def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool) -> EvalResult:
+def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool | None) -> EvalResult:
     """The model as it is now on the eval split."""
     config = run.config
     return evaluate(
@@ -788,7 +789,7 @@ def _evaluate(run: _Run, eval_loader: DataLoader, progress: bool) -> EvalResult:
 
 
 def _epochs(
-    run: _Run, logger: Logger | None, progress: bool, images: Callable[[], None] | None
+    run: _Run, logger: Logger | None, progress: bool | None, images: Callable[[], None] | None
 ) -> None:
     """Epochs until ``optim.epochs``, each kept (checkpoints) and logged as it ends; ``images``
     (a finished run's :func:`_read_images`, not yet run) only where the best epoch is written
@@ -808,13 +809,16 @@ def _epochs(
     eval_loader = evaluation_loader(
         run.data.eval, eval_batch, config.data.workers, context, persistent=True
     )  # its workers start once, not at every epoch's evaluation
-    # rank 0 alone writes: the processes agree on each write, so that one failing stops them all
-    if run.best_unwritten:  # a resume of the best epoch: its predictions come from the model
-        evaluation = _evaluate(run, eval_loader, progress)
-        distributed.on_every(partial(run.keep_best, evaluation), context)
-    while run.epoch < config.optim.epochs:
-        record, evaluation = _epoch(run, loader, eval_loader, progress)
-        distributed.on_every(partial(_keep, run, record, evaluation, logger), context)
+    try:
+        # rank 0 alone writes: the processes agree on each write, so that one failing stops all
+        if run.best_unwritten:  # a resume of the best epoch: its predictions come from the model
+            evaluation = _evaluate(run, eval_loader, progress)
+            distributed.on_every(partial(run.keep_best, evaluation), context)
+        while run.epoch < config.optim.epochs:
+            record, evaluation = _epoch(run, loader, eval_loader, progress)
+            distributed.on_every(partial(_keep, run, record, evaluation, logger), context)
+    finally:  # not when the stopped run's traceback is collected (a notebook keeps it)
+        end_workers(loader, eval_loader)
 
 
 def _keep(run: _Run, record: dict, evaluation: EvalResult, logger: Logger | None) -> None:
@@ -828,7 +832,7 @@ def fit(
     config: Config,
     *,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     data: Data | None = None,
     config_file: Path | None = None,
 ) -> FitResult:
@@ -838,7 +842,8 @@ def fit(
     final report. ``data`` replaces the datasets the config names (any torch Datasets whose items
     are (image tensor, label)); the checkpoint then still records the config as given.
     ``config_file``, the file the config was read from, is refused as a new run's
-    DIR/config.yaml.
+    DIR/config.yaml. ``progress``: bars on stderr (None: only on a terminal or in a notebook,
+    :func:`sef.text.bars_drawn`).
     """
     values = config_to_dict(config)  # a checked copy we may annotate, its places absolute
     config = config_from_dict({**values, "data": absolute_places(values["data"])})
@@ -894,7 +899,7 @@ def fit(
         distributed.teardown(context)
 
 
-def _read_images(run: _Run, progress: bool) -> None:
+def _read_images(run: _Run, progress: bool | None) -> None:
     """Open the run's decoded-image cache (``data.cache``) and check its images
     (``data.bad_images``): a resume of a finished run does so only where it evaluates again."""
     run.data = from_cache(run.data, run.config, run.context, progress)
@@ -1086,7 +1091,7 @@ def _start(run: _Run) -> Logger | None:
     return Logger(run.out, run.config, run.history, run.epoch + 1)
 
 
-def _train(run: _Run, progress: bool, images: Callable[[], None] | None) -> FitResult:
+def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) -> FitResult:
     logger = None
     try:
         with space.quiet_full_disk_in_threads():  # TensorBoard's writer thread

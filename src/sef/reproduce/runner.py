@@ -153,7 +153,7 @@ def _train_all(
     pace: _Pace,
     context: Context,
     say: Callable[[str], None],
-    progress: bool,
+    progress: bool | None,
 ) -> Outcome:
     outcome = Outcome(plan, states)
     todo = plan.to_train
@@ -236,7 +236,7 @@ def reproduce(
     only: Iterable[str] | None = None,
     dry_run: bool = False,
     images_per_second: float | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Outcome:
     """Train (or resume, or reuse) every run of ``table`` on ``data`` ({dataset: root}) and write
     ``OUT/<table>.md`` and ``.csv``; ``dry_run`` lists the runs and the GPU hours instead."""
