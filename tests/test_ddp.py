@@ -327,3 +327,25 @@ def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) 
     assert is_main_process()
     monkeypatch.delenv("RANK")
     assert is_main_process()  # not launched by torchrun
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["predict", "--checkpoint", "last.pt", "a.png"], "predict"),
+        (["data", "caches"], "data caches"),
+    ],
+    ids=["predict", "data"],
+)
+def test_a_command_that_runs_in_one_process_is_refused_under_torchrun(
+    monkeypatch, capsys, command: list[str], said: str
+) -> None:
+    # each of torchrun's processes did the whole work: predict's table printed once per process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        f"sef {said}: error: {said} runs in one process and torchrun started 2, each of which "
+        f"would do all of its work: run it without torchrun (train, eval and reproduce share "
+        f"their work over torchrun's processes)\n"
+    )

@@ -18,11 +18,13 @@ import sys
 import warnings
 
 from sef import __version__, extras, outputs, threads
-from sef.errors import SEFError, original_message
+from sef.errors import ConfigError, SEFError, original_message
 
 COMMAND_MODULES = [
     "info", "train", "eval", "score", "presets", "viz", "predict", "export", "data", "reproduce"
 ]  # fmt: skip
+# The commands that share their work over torchrun's processes; the others run in one.
+TORCHRUN_COMMANDS = ("train", "eval", "reproduce")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -216,6 +218,7 @@ def _said_as(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     """Run the chosen command; user errors become one line on stderr and exit code 2."""
     try:
+        _check_torchrun(args)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe (`sef presets | head`) is not an error
         return code
@@ -238,6 +241,21 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         if not _said_by_rank_zero(stop):
             print(f"sef {_said_as(args)}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
+
+
+def _check_torchrun(args: argparse.Namespace) -> None:
+    """ConfigError for a command that runs in one process, launched by torchrun on several:
+    each process did the whole work (`sef predict` printed its table once per process, `sef
+    data cache` built the cache twice at once)."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.command in TORCHRUN_COMMANDS or processes <= 1:
+        return
+    shared = ", ".join(TORCHRUN_COMMANDS[:-1]) + f" and {TORCHRUN_COMMANDS[-1]}"
+    raise ConfigError(
+        f"{_said_as(args)} runs in one process and torchrun started {processes}, each of which "
+        f"would do all of its work: run it without torchrun ({shared} share their work over "
+        f"torchrun's processes)"
+    )
 
 
 def _missing_dependency(error: ImportError, prog: str) -> int:
