@@ -349,3 +349,23 @@ def test_a_command_that_runs_in_one_process_is_refused_under_torchrun(
         f"would do all of its work: run it without torchrun (train, eval and reproduce share "
         f"their work over torchrun's processes)\n"
     )
+
+
+def test_an_eval_whose_peer_was_killed_says_so_in_one_line(
+    demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # the survivor of a torchrun whose other process was killed died of gloo's traceback
+    def peer_killed(*args, **kwargs):
+        raise RuntimeError(
+            "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
+            "closed by peer [127.0.0.1]:1448"
+        )
+
+    monkeypatch.setattr("sef.engine.evaluate_checkpoint", peer_killed)
+    command = ["eval", "--checkpoint", str(demo_checkpoint), "--device", "cpu"]
+    assert main([*command, "--predictions", str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err == (
+        "sef eval: error: another of torchrun's processes ended while this one waited for it: "
+        "torchrun's report below names it and its exit code (-9: killed, most often by the "
+        "system as memory ran out)\n"
+    )

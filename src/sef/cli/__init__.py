@@ -234,6 +234,8 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         return 2
     except ImportError as error:
         return _missing_dependency(error, f"sef {_said_as(args)}")
+    except RuntimeError as error:
+        return _peer_gone(error, args)
     except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
         number = stopped[0] if stopped else signal.SIGINT
         by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
@@ -241,6 +243,18 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         if not _said_by_rank_zero(stop):
             print(f"sef {_said_as(args)}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
+
+
+def _peer_gone(error: RuntimeError, args: argparse.Namespace) -> int:
+    """Exit code 2 after one line if ``error`` is a collective's failure because another of
+    torchrun's processes ended (sef.distributed.peer_gone), where the survivor printed gloo's
+    traceback; ``error`` raised again otherwise."""
+    from sef import distributed
+
+    if not distributed.peer_gone(error) or os.environ.get("SEF_DEBUG"):
+        raise error
+    print(f"sef {_said_as(args)}: error: {distributed.PEER_ENDED}", file=sys.stderr)
+    return 2
 
 
 def _check_torchrun(args: argparse.Namespace) -> None:
