@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 from sef.checkpoint import load_checkpoint
-from sef.cli import main
+from sef.cli import _warnings_as_lines, main
 from sef.distributed import is_main_process
 from sef.engine import evaluate_checkpoint
 
@@ -369,3 +370,13 @@ def test_an_eval_whose_peer_was_killed_says_so_in_one_line(
         "torchrun's report below names it and its exit code (-9: killed, most often by the "
         "system as memory ran out)\n"
     )
+
+
+@pytest.mark.parametrize(("rank", "said"), [("0", "sef train: warning: a note\n"), ("1", "")])
+def test_under_torchrun_rank_zero_alone_says_a_warning(monkeypatch, capsys, rank, said) -> None:
+    # every process read the data and said its warnings: each line once per process
+    monkeypatch.setenv("RANK", rank)
+    with _warnings_as_lines("train"), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a note", stacklevel=1)
+    assert capsys.readouterr().err == said

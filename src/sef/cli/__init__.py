@@ -147,10 +147,14 @@ def _exit_on_stops() -> None:
 @contextlib.contextmanager
 def _warnings_as_lines(command: str):
     """While a command runs, each warning is one line on stderr, "sef COMMAND: warning: ...",
-    instead of Python's file, line number and source line (DataLoader workers fork with it)."""
+    instead of Python's file, line number and source line (DataLoader workers fork with it);
+    under torchrun only rank 0's, as every process reads the same data and meets the same
+    warnings (each printed them once per process)."""
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if os.environ.get("RANK", "0") != "0":  # torchrun's rank of this process
+            return
         text = " ".join(str(message).split())
         with contextlib.suppress(OSError):  # as Python's own: a closed stderr is no error
             print(f"sef {command}: warning: {text}", file=file or sys.stderr)
