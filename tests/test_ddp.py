@@ -16,7 +16,7 @@ import pytest
 
 from sef.checkpoint import load_checkpoint
 from sef.cli import _warnings_as_lines, main
-from sef.distributed import is_main_process
+from sef.distributed import Context, is_main_process
 from sef.engine import evaluate_checkpoint
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -380,3 +380,22 @@ def test_under_torchrun_rank_zero_alone_says_a_warning(monkeypatch, capsys, rank
         warnings.simplefilter("always")
         warnings.warn("a note", stacklevel=1)
     assert capsys.readouterr().err == said
+
+
+def test_sef_eval_under_torchrun_takes_each_process_its_share_of_the_runs_batch(
+    demo_checkpoint: Path, monkeypatch
+) -> None:
+    # each process evaluated the run's whole batch of 32, where its training and its evaluation
+    # every epoch took 16 on each (docs: the batch defaults to the training micro-batch)
+    batches = []
+
+    def recording(model, dataset, *, batch_size, **options):
+        batches.append(batch_size)
+        raise InterruptedError  # what evaluating the shards would need: a process group
+
+    monkeypatch.setattr("sef.distributed.setup", lambda device: Context(world_size=2))
+    monkeypatch.setattr("sef.distributed.on_every", lambda compute, *args, **kwargs: compute())
+    monkeypatch.setattr("sef.engine.evaluation.evaluate", recording)
+    with pytest.raises(InterruptedError):
+        evaluate_checkpoint(demo_checkpoint, device="cpu", progress=False)
+    assert batches == [16]
