@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 from sef.checkpoint import load_checkpoint
-from sef.cli import main
-from sef.distributed import is_main_process
+from sef.cli import _warnings_as_lines, main
+from sef.distributed import Context, is_main_process
 from sef.engine import evaluate_checkpoint
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -327,3 +328,74 @@ def test_the_main_process_is_rank_zero_as_the_launcher_numbered_it(monkeypatch) 
     assert is_main_process()
     monkeypatch.delenv("RANK")
     assert is_main_process()  # not launched by torchrun
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["predict", "--checkpoint", "last.pt", "a.png"], "predict"),
+        (["data", "caches"], "data caches"),
+    ],
+    ids=["predict", "data"],
+)
+def test_a_command_that_runs_in_one_process_is_refused_under_torchrun(
+    monkeypatch, capsys, command: list[str], said: str
+) -> None:
+    # each of torchrun's processes did the whole work: predict's table printed once per process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        f"sef {said}: error: {said} runs in one process and torchrun started 2, each of which "
+        f"would do all of its work: run it without torchrun (train, eval and reproduce share "
+        f"their work over torchrun's processes)\n"
+    )
+
+
+def test_an_eval_whose_peer_was_killed_says_so_in_one_line(
+    demo_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # the survivor of a torchrun whose other process was killed died of gloo's traceback
+    def peer_killed(*args, **kwargs):
+        raise RuntimeError(
+            "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
+            "closed by peer [127.0.0.1]:1448"
+        )
+
+    monkeypatch.setattr("sef.engine.evaluate_checkpoint", peer_killed)
+    command = ["eval", "--checkpoint", str(demo_checkpoint), "--device", "cpu"]
+    assert main([*command, "--predictions", str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err == (
+        "sef eval: error: another of torchrun's processes ended while this one waited for it: "
+        "torchrun's report below names it and its exit code (-9: killed, most often by the "
+        "system as memory ran out)\n"
+    )
+
+
+@pytest.mark.parametrize(("rank", "said"), [("0", "sef train: warning: a note\n"), ("1", "")])
+def test_under_torchrun_rank_zero_alone_says_a_warning(monkeypatch, capsys, rank, said) -> None:
+    # every process read the data and said its warnings: each line once per process
+    monkeypatch.setenv("RANK", rank)
+    with _warnings_as_lines("train"), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a note", stacklevel=1)
+    assert capsys.readouterr().err == said
+
+
+def test_sef_eval_under_torchrun_takes_each_process_its_share_of_the_runs_batch(
+    demo_checkpoint: Path, monkeypatch
+) -> None:
+    # each process evaluated the run's whole batch of 32, where its training and its evaluation
+    # every epoch took 16 on each (docs: the batch defaults to the training micro-batch)
+    batches = []
+
+    def recording(model, dataset, *, batch_size, **options):
+        batches.append(batch_size)
+        raise InterruptedError  # what evaluating the shards would need: a process group
+
+    monkeypatch.setattr("sef.distributed.setup", lambda device: Context(world_size=2))
+    monkeypatch.setattr("sef.distributed.on_every", lambda compute, *args, **kwargs: compute())
+    monkeypatch.setattr("sef.engine.evaluation.evaluate", recording)
+    with pytest.raises(InterruptedError):
+        evaluate_checkpoint(demo_checkpoint, device="cpu", progress=False)
+    assert batches == [16]

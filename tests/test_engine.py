@@ -283,6 +283,37 @@ def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     assert multiprocessing.active_children() == []
 
 
+class LosesItsPeer(Blobs):
+    """Blobs whose ``after``-th item fails as a gloo collective does when another of torchrun's
+    processes has been killed."""
+
+    def __init__(self, count: int, seed: int, after: int) -> None:
+        super().__init__(count, seed)
+        self.after = after
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.served == self.after:
+            raise RuntimeError(
+                "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] "
+                "Connection closed by peer [127.0.0.1]:1448"
+            )
+        return super().__getitem__(index)
+
+
+def test_a_process_whose_peer_was_killed_says_so_in_one_line_with_what_is_kept(tmp_path) -> None:
+    # the survivor of a torchrun whose other process was killed died of gloo's traceback
+    out = tmp_path / "run"
+    data = Data(LosesItsPeer(8, 0, after=8 + 2), Blobs(3, 1), Blobs.classes)
+    with pytest.raises(TrainingError) as info:
+        fit(_config(out), data=data, progress=False)
+    assert str(info.value) == (
+        "another of torchrun's processes ended while this one waited for it: torchrun's report "
+        "below names it and its exit code (-9: killed, most often by the system as memory ran "
+        f"out); {out / 'last.pt'} (epoch 1) is kept; run the same command with --resume to "
+        "continue"
+    )
+
+
 def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are_not() -> None:
     def said(message: str) -> str | None:
         return worker_death(RuntimeError(message))

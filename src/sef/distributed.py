@@ -231,6 +231,27 @@ def _raise_any(error: BaseException | None, context: Context) -> None:
     raise found
 
 
+# How a collective of gloo (third_party/gloo/gloo/transport/tcp/pair.cc, a path its errors
+# name) or NCCL reports that a process of the group has gone.
+PEER_GONE = (
+    "Connection closed by peer", "Connection reset by peer", "Broken pipe",
+    "remote process exited",
+)  # fmt: skip
+# What a process says when another of torchrun's ended under it.
+PEER_ENDED = (
+    "another of torchrun's processes ended while this one waited for it: torchrun's report "
+    "below names it and its exit code (-9: killed, most often by the system as memory ran out)"
+)
+
+
+def peer_gone(error: BaseException) -> bool:
+    """Whether ``error`` is a collective's failure because another process of the group ended
+    (killed, or failed with an error of its own): the survivor died of gloo's traceback."""
+    text = str(error)
+    backend = "gloo" in text or "NCCL" in text
+    return isinstance(error, RuntimeError) and backend and any(w in text for w in PEER_GONE)
+
+
 def reworded(error: E, message: str) -> E:
     """An error of ``error``'s kind saying ``message``, still marked ``from_main`` if ``error``
     was: rank 0 alone says a reworded error too."""

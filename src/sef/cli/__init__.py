@@ -18,11 +18,13 @@ import sys
 import warnings
 
 from sef import __version__, extras, outputs, threads
-from sef.errors import SEFError, original_message
+from sef.errors import ConfigError, SEFError, original_message
 
 COMMAND_MODULES = [
     "info", "train", "eval", "score", "presets", "viz", "predict", "export", "data", "reproduce"
 ]  # fmt: skip
+# The commands that share their work over torchrun's processes; the others run in one.
+TORCHRUN_COMMANDS = ("train", "eval", "reproduce")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,10 +147,14 @@ def _exit_on_stops() -> None:
 @contextlib.contextmanager
 def _warnings_as_lines(command: str):
     """While a command runs, each warning is one line on stderr, "sef COMMAND: warning: ...",
-    instead of Python's file, line number and source line (DataLoader workers fork with it)."""
+    instead of Python's file, line number and source line (DataLoader workers fork with it);
+    under torchrun only rank 0's, as every process reads the same data and meets the same
+    warnings (each printed them once per process)."""
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if os.environ.get("RANK", "0") != "0":  # torchrun's rank of this process
+            return
         text = " ".join(str(message).split())
         with contextlib.suppress(OSError):  # as Python's own: a closed stderr is no error
             print(f"sef {command}: warning: {text}", file=file or sys.stderr)
@@ -216,6 +222,7 @@ def _said_as(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     """Run the chosen command; user errors become one line on stderr and exit code 2."""
     try:
+        _check_torchrun(args)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe (`sef presets | head`) is not an error
         return code
@@ -231,6 +238,8 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         return 2
     except ImportError as error:
         return _missing_dependency(error, f"sef {_said_as(args)}")
+    except RuntimeError as error:
+        return _peer_gone(error, args)
     except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
         number = stopped[0] if stopped else signal.SIGINT
         by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
@@ -238,6 +247,33 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         if not _said_by_rank_zero(stop):
             print(f"sef {_said_as(args)}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
+
+
+def _peer_gone(error: RuntimeError, args: argparse.Namespace) -> int:
+    """Exit code 2 after one line if ``error`` is a collective's failure because another of
+    torchrun's processes ended (sef.distributed.peer_gone), where the survivor printed gloo's
+    traceback; ``error`` raised again otherwise."""
+    from sef import distributed
+
+    if not distributed.peer_gone(error) or os.environ.get("SEF_DEBUG"):
+        raise error
+    print(f"sef {_said_as(args)}: error: {distributed.PEER_ENDED}", file=sys.stderr)
+    return 2
+
+
+def _check_torchrun(args: argparse.Namespace) -> None:
+    """ConfigError for a command that runs in one process, launched by torchrun on several:
+    each process did the whole work (`sef predict` printed its table once per process, `sef
+    data cache` built the cache twice at once)."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.command in TORCHRUN_COMMANDS or processes <= 1:
+        return
+    shared = ", ".join(TORCHRUN_COMMANDS[:-1]) + f" and {TORCHRUN_COMMANDS[-1]}"
+    raise ConfigError(
+        f"{_said_as(args)} runs in one process and torchrun started {processes}, each of which "
+        f"would do all of its work: run it without torchrun ({shared} share their work over "
+        f"torchrun's processes)"
+    )
 
 
 def _missing_dependency(error: ImportError, prog: str) -> int:

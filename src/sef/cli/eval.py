@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=PATH,
         help="CSV to write (default: <checkpoint>-<split>-predictions.csv beside the checkpoint)",
     )
-    parser.add_argument("--batch-size", type=COUNT, help="images per batch")
+    parser.add_argument(
+        "--batch-size", type=COUNT, help="images per batch (of each process under torchrun)"
+    )
     parser.add_argument("--workers", type=NON_NEGATIVE, help="data loading processes")
     add_device_option(parser)
     parser.add_argument(

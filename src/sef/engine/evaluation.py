@@ -291,7 +291,7 @@ def evaluate_checkpoint(
         config = trained.config
         if tta:
             dataset.transform = TTAViews(trained.preprocessing, tta)
-        batch_size = batch_size or eval_batch_size(config)
+        batch_size = batch_size or eval_batch_size(config, context.world_size)
         try:
             result = evaluate(
                 trained.model,

@@ -1114,6 +1114,9 @@ def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) 
         died = worker_death(error)
         if died:
             raise TrainingError(f"{died}; {_kept(run)}; {_then(run)}") from None
+        if distributed.peer_gone(error):
+            said = f"{distributed.PEER_ENDED}; {_kept(run)}; run the same command {_again(run)}"
+            raise TrainingError(said) from None
         if not (isinstance(error, RuntimeError) and out_of_memory(error)):
             raise
         raise OutOfMemory(f"{_memory(run)}; {_kept(run)}") from None
