@@ -20,6 +20,7 @@ import sef
 from sef import transforms
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
+from sef.datasets.images import UnreadableImage
 from sef.distributed import Context
 from sef.engine import (
     CHECK_EVERY,
@@ -240,8 +241,9 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
 
 
 class FailsInItsWorker(Blobs):
-    """Blobs whose loader worker, once it has served ``after`` items, is killed (``how``) or
-    meets an image gone since the run's check (DataError, as sef.datasets.images raises)."""
+    """Blobs whose loader worker, once it has served ``after`` items, is killed (``how``), meets
+    an image gone since the run's check (a DataError) or one damaged since (as
+    sef.datasets.images says it)."""
 
     def __init__(self, count: int, seed: int, after: int, how: str) -> None:
         super().__init__(count, seed)
@@ -253,7 +255,14 @@ class FailsInItsWorker(Blobs):
             return item
         if self.how == "killed":  # as the system's out-of-memory killer ends it
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "damaged":
+            raise UnreadableImage(
+                f"image x.png cannot be decoded (truncated); replace it, or {SKIP}"
+            )
         raise DataError("image x.png is listed by the dataset but missing; restore it")
+
+
+SKIP = "leave it out (sef train: --set data.bad_images=skip)"
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills a loader worker")
@@ -263,23 +272,29 @@ class FailsInItsWorker(Blobs):
         ("killed", TrainingError, ", which is most often the system ending it as memory ran "
          "out (fewer --workers take less)"),
         ("missing", DataError, "image x.png is listed by the dataset but missing; restore it"),
+        ("damaged", DataError, "image x.png cannot be decoded (truncated); replace it"),
     ],
-    ids=["killed", "missing"],
+    ids=["killed", "missing", "damaged"],
 )  # fmt: skip
 def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     tmp_path: Path, how: str, error: type, said: str
 ) -> None:
-    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt.
-    The loaders' other workers end with the run, not when its traceback, which ``info`` holds
-    as a notebook holds the last one, is collected."""
+    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt; one
+    damaged mid-run was offered the skip with --resume, which a resume refuses (it keeps
+    data.bad_images). The loaders' other workers end with the run, not when its traceback, which
+    ``info`` holds as a notebook holds the last one, is collected."""
     out = tmp_path / "run"
     data = Data(FailsInItsWorker(8, 0, after=8 + 2, how=how), Blobs(3, 1), Blobs.classes)
     with pytest.raises(error) as info:
         fit(_config(out, "data.workers=1"), data=data, progress=False)
-    assert str(info.value).endswith(
-        f"{said}; {out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume "
-        f"to continue"
-    )
+    resume = f"{out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume"
+    if how == "damaged":
+        assert str(info.value) == (
+            f"{said}; {resume} to continue (a resume keeps data.bad_images; to skip it, train a "
+            f"new run with --set data.bad_images=skip and another --out)"
+        )
+    else:
+        assert str(info.value).endswith(f"{said}; {resume} to continue")
     assert multiprocessing.active_children() == []
 
 
