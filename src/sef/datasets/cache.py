@@ -659,10 +659,10 @@ def ensure(
 
 
 class _Cached(Dataset):
-    """``images`` (an ImageList) read from ``cache``; ``samples``, ``classes`` and ``drop`` are
-    the list's, so the bad-image policy and DDP treat it as the list itself. ValueError where
-    the list reads its images turned otherwise than the cache's rows are (their keys are the
-    same)."""
+    """``images`` (an ImageList) read from ``cache``; ``samples``, ``classes``, ``missing_hint``
+    and ``drop`` are the list's, so the bad-image policy and DDP treat it as the list itself.
+    ValueError where the list reads its images turned otherwise than the cache's rows are (their
+    keys are the same)."""
 
     def __init__(self, images: ImageList, cache: ImageCache, recipe: str, image_size: int) -> None:
         if len(images) and bool(images.upright) != cache.upright:
@@ -688,6 +688,10 @@ class _Cached(Dataset):
     @property
     def targets(self) -> list[int]:
         return self.images.targets
+
+    @property
+    def missing_hint(self) -> str | None:
+        return self.images.missing_hint
 
     def drop(self, paths: Sequence[str]) -> None:
         self.images.drop(paths)
