@@ -54,7 +54,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sef import space, transforms
+from sef import space, threads, transforms
 from sef.datasets import verified
 from sef.datasets.caches import (
     DATA,
@@ -459,7 +459,10 @@ def _decode_into(
     not at all (OutputError); returns each image's problem (None: decoded)."""
     problems: list[str | None] = []
     loader = DataLoader(
-        _Resized(todo, recipe, image_size), batch_size=None, num_workers=workers, collate_fn=_as_is
+        _Resized(todo, recipe, image_size),
+        batch_size=None,
+        num_workers=threads.loader_workers(workers),
+        collate_fn=_as_is,
     )
     bar = tqdm(
         loader,

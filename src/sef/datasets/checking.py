@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+from sef import threads
 from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets import verified
 from sef.datasets.imagelist import ImageList
@@ -82,7 +83,7 @@ def find_bad_images(
 
 def _problems(paths: list[str], workers: int | None, progress: bool | None) -> list[str | None]:
     """Why each of ``paths`` cannot be used (None: it decodes), decoded in threads."""
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = threads.loader_workers(workers or 8)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(
             tqdm(
