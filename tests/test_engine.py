@@ -320,6 +320,15 @@ def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are
     )
     killed = "a data loader worker (pid 7) was killed by signal: Killed, which is most often"
     assert said("DataLoader worker (pid 7) is killed by signal: Killed. ").startswith(killed)
+    assert said(  # a full /dev/shm was torch's traceback
+        "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+        "call last):\n  ...\nRuntimeError: unable to allocate shared memory(shm) for file "
+        "</torch_7_1_0>: No space left on device (28)\n"
+    ) == (
+        "a data loader worker could not hand over a batch: the shared memory its batches pass "
+        "through (/dev/shm) is full (raise its size, e.g. docker run --shm-size, or use fewer "
+        "--workers)"
+    )
     assert said("CUDA error: an illegal memory access was encountered") is None
     assert worker_death(EOFError()) is None  # no worker of this process has died
 

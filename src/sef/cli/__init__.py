@@ -222,12 +222,13 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 0
-    except (SEFError, ValueError, OSError) as error:
-        if os.environ.get("SEF_DEBUG"):
+    except (SEFError, ValueError, OSError, RuntimeError) as error:
+        said = _one_line(error) if not isinstance(error, RuntimeError) else _worker_failed(error)
+        if said is None or os.environ.get("SEF_DEBUG"):
             raise
         _end_workers()  # a loader worker left mid-batch printed a traceback after the line
         if not _said_by_rank_zero(error):
-            print(f"sef {_said_as(args)}: error: {_one_line(error)}", file=sys.stderr)
+            print(f"sef {_said_as(args)}: error: {said}", file=sys.stderr)
         return 2
     except ImportError as error:
         return _missing_dependency(error, f"sef {_said_as(args)}")
@@ -238,6 +239,15 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         if not _said_by_rank_zero(stop):
             print(f"sef {_said_as(args)}: interrupted{by}{said}", file=sys.stderr)
         return 128 + number
+
+
+def _worker_failed(error: RuntimeError) -> str | None:
+    """A loader worker's death, or its full /dev/shm, in words (sef.engine.data.worker_death),
+    where the command did not say it itself (sef train does, with the checkpoint it kept); None
+    for any other RuntimeError, a bug to show with its traceback."""
+    from sef.engine.data import worker_death
+
+    return worker_death(error)
 
 
 def _missing_dependency(error: ImportError, prog: str) -> int:
