@@ -1,5 +1,6 @@
 """Backbone weights: torchvision names, local files, safe loading, downloads, timm."""
 
+import errno
 import hashlib
 import re
 
@@ -122,6 +123,39 @@ def test_failed_download_explains_how_to_pass_a_local_file(tmp_path, http_server
     with pytest.raises(WeightsError, match="pass its path as weights=PATH") as error:
         sef.SEF("resnet18", num_classes=3, weights="DEFAULT")
     assert url in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (OSError(errno.EROFS, "Read-only file system", "/home/me/.cache"),
+         "cannot write /home/me/.cache: read-only file system; set TORCH_HOME to a folder you "
+         "can write"),
+        (OSError(errno.ENOSPC, "No space left on device"),
+         "cannot write {hub}: no space left on device; free some space there or set TORCH_HOME "
+         "to a folder you can write"),
+    ],
+    ids=["read-only", "full"],
+)  # fmt: skip
+def test_a_download_cache_that_cannot_be_written_names_the_setting_that_moves_it(
+    tmp_path, monkeypatch, error, said
+):
+    """A read-only or full home folder was told to fetch the file 'on a machine without internet'
+    and copy it into the very cache that could not be written."""
+
+    def download(*args, **kwargs):
+        raise error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    url = ResNet18_Weights.IMAGENET1K_V1.url
+    with pytest.raises(WeightsError) as info:
+        sef.SEF("resnet18", num_classes=3, weights="IMAGENET1K_V1")
+    hub = tmp_path / "torch-home" / "hub" / "checkpoints"
+    assert str(info.value) == (
+        f"could not download IMAGENET1K_V1 weights for resnet18: {said.format(hub=hub)}, or fetch "
+        f"{url} elsewhere and pass its path as weights=PATH (--weights PATH)"
+    )
 
 
 def test_unknown_backbone_lists_valid_names():

@@ -766,6 +766,8 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
     index = [path for path, _ in trainval.samples].index(str(bad))
     with pytest.raises(DataError, match=f"image {bad} cannot be read from .*cannot be decoded"):
         items[index]
+    with pytest.raises(DataError, match=f"1 of 9 images cannot be used; .*\n{bad}: not an image"):
+        datasets.apply_bad_image_policy([items], "stop", progress=False)  # was AttributeError
     items.drop([str(bad)])  # what the bad-image policy "skip" does
     assert len(items) == len(trainval) == 8 and all(items[i][1] >= 0 for i in range(8))
 

@@ -73,6 +73,33 @@ def test_an_error_ends_the_workers_before_its_line_is_said(capsys) -> None:
     )
 
 
+def test_a_loader_worker_that_fails_outside_training_is_one_line_and_a_bug_is_not(capsys) -> None:
+    """`sef eval --workers 2` on a full /dev/shm (a container's 64 MB) was torch's traceback:
+    only `sef train` said a worker's failure in words."""
+    from argparse import Namespace
+
+    def fails(error: RuntimeError):
+        def run(args: Namespace) -> int:
+            raise error
+
+        return Namespace(func=run, command="eval")
+
+    shm = RuntimeError(
+        "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+        "call last):\nRuntimeError: unable to allocate shared memory(shm) for file </torch_7_1_0>"
+        ": No space left on device (28)\n"
+    )
+    with _stops_as_interrupts() as stopped:
+        assert sef.cli._run(fails(shm), stopped) == 2
+        with pytest.raises(RuntimeError, match="a bug"):
+            sef.cli._run(fails(RuntimeError("a bug")), stopped)
+    assert capsys.readouterr().err == (
+        "sef eval: error: a data loader worker could not hand over a batch: the shared memory its "
+        "batches pass through (/dev/shm) is full (raise its size, e.g. docker run --shm-size, or "
+        "use fewer --workers)\n"
+    )
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_worker_sent_a_stop_itself_ends_at_once_and_silently(stop: int, capfd) -> None:
     """A scheduler signals the whole process group; a worker that raised KeyboardInterrupt could

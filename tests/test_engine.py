@@ -20,6 +20,7 @@ import sef
 from sef import transforms
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, config_to_dict, load_config_file, resolve_config
+from sef.datasets.images import UnreadableImage
 from sef.distributed import Context
 from sef.engine import (
     CHECK_EVERY,
@@ -240,8 +241,9 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
 
 
 class FailsInItsWorker(Blobs):
-    """Blobs whose loader worker, once it has served ``after`` items, is killed (``how``) or
-    meets an image gone since the run's check (DataError, as sef.datasets.images raises)."""
+    """Blobs whose loader worker, once it has served ``after`` items, is killed (``how``), meets
+    an image gone since the run's check (a DataError) or one damaged since (as
+    sef.datasets.images says it)."""
 
     def __init__(self, count: int, seed: int, after: int, how: str) -> None:
         super().__init__(count, seed)
@@ -253,7 +255,14 @@ class FailsInItsWorker(Blobs):
             return item
         if self.how == "killed":  # as the system's out-of-memory killer ends it
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "damaged":
+            raise UnreadableImage(
+                f"image x.png cannot be decoded (truncated); replace it, or {SKIP}"
+            )
         raise DataError("image x.png is listed by the dataset but missing; restore it")
+
+
+SKIP = "leave it out (sef train: --set data.bad_images=skip)"
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills a loader worker")
@@ -263,23 +272,29 @@ class FailsInItsWorker(Blobs):
         ("killed", TrainingError, ", which is most often the system ending it as memory ran "
          "out (fewer --workers take less)"),
         ("missing", DataError, "image x.png is listed by the dataset but missing; restore it"),
+        ("damaged", DataError, "image x.png cannot be decoded (truncated); replace it"),
     ],
-    ids=["killed", "missing"],
+    ids=["killed", "missing", "damaged"],
 )  # fmt: skip
 def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     tmp_path: Path, how: str, error: type, said: str
 ) -> None:
-    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt.
-    The loaders' other workers end with the run, not when its traceback, which ``info`` holds
-    as a notebook holds the last one, is collected."""
+    """A killed worker was torch's traceback; an image gone mid-run said nothing of last.pt; one
+    damaged mid-run was offered the skip with --resume, which a resume refuses (it keeps
+    data.bad_images). The loaders' other workers end with the run, not when its traceback, which
+    ``info`` holds as a notebook holds the last one, is collected."""
     out = tmp_path / "run"
     data = Data(FailsInItsWorker(8, 0, after=8 + 2, how=how), Blobs(3, 1), Blobs.classes)
     with pytest.raises(error) as info:
         fit(_config(out, "data.workers=1"), data=data, progress=False)
-    assert str(info.value).endswith(
-        f"{said}; {out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume "
-        f"to continue"
-    )
+    resume = f"{out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume"
+    if how == "damaged":
+        assert str(info.value) == (
+            f"{said}; {resume} to continue (a resume keeps data.bad_images; to skip it, train a "
+            f"new run with --set data.bad_images=skip and another --out)"
+        )
+    else:
+        assert str(info.value).endswith(f"{said}; {resume} to continue")
     assert multiprocessing.active_children() == []
 
 
@@ -336,6 +351,15 @@ def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are
     )
     killed = "a data loader worker (pid 7) was killed by signal: Killed, which is most often"
     assert said("DataLoader worker (pid 7) is killed by signal: Killed. ").startswith(killed)
+    assert said(  # a full /dev/shm was torch's traceback
+        "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+        "call last):\n  ...\nRuntimeError: unable to allocate shared memory(shm) for file "
+        "</torch_7_1_0>: No space left on device (28)\n"
+    ) == (
+        "a data loader worker could not hand over a batch: the shared memory its batches pass "
+        "through (/dev/shm) is full (raise its size, e.g. docker run --shm-size, or use fewer "
+        "--workers)"
+    )
     assert said("CUDA error: an illegal memory access was encountered") is None
     assert worker_death(EOFError()) is None  # no worker of this process has died
 
@@ -585,7 +609,19 @@ def test_each_epoch_replaces_metrics_jsonl_whole_so_no_reader_sees_half_a_line(t
     logger.close()
 
 
-def test_tensorboard_added_on_resume_gets_the_epochs_before_it_and_none_twice(tmp_path):
+@pytest.fixture
+def event_files_in_order(monkeypatch) -> None:
+    """TensorBoard's event files of one process, made in one second, sorted in the order made:
+    their names end in a per-process counter, so a 10th after a 9th sorted first (other tests'
+    writers in the same worker set the count) and TensorBoard read the later session first."""
+    from tensorboard.summary.writer import event_file_writer
+
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(0))
+
+
+def test_tensorboard_added_on_resume_gets_the_epochs_before_it_and_none_twice(
+    tmp_path, event_files_in_order
+):
     """`--resume --log tensorboard` of a run trained with `--log none` wrote only the epochs
     after the resume, where a tracker added on resume gets the whole history."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -611,7 +647,9 @@ def test_tensorboard_added_on_resume_gets_the_epochs_before_it_and_none_twice(tm
     ]
 
 
-def test_tensorboard_back_on_after_sessions_without_it_fills_the_gap(tmp_path):
+def test_tensorboard_back_on_after_sessions_without_it_fills_the_gap(
+    tmp_path, event_files_in_order
+):
     """TensorBoard on for epochs 1-2, off for 3-4, on again for 5: its charts lacked 3 and 4."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sef import threads
+from sef import datasets, predict, threads
+from sef.datasets import cache, checking
+from sef.trained import load_trained_model
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHOW = (
@@ -38,6 +40,34 @@ def test_cpus_follow_the_affinity_and_workers_never_outnumber_them() -> None:
         assert 1 <= cpus <= len(os.sched_getaffinity(0))
     assert threads.loader_workers(cpus + 8) == cpus
     assert threads.loader_workers(0) == 0
+
+
+def test_every_pool_that_decodes_images_stays_within_the_cpus(
+    monkeypatch, cub_root: Path, demo_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`sef data cache --workers 16`, `sef predict --workers 16` and a run's `--cache auto` build
+    started 16 processes on 2 CPUs (torch warned twice of it), and the image check as many
+    threads: they now take at most the CPUs, as the training and evaluation loaders did."""
+    monkeypatch.setattr(threads, "available_cpus", lambda: 1)
+    started = []
+
+    def counted(real, key: str, run_with: int):
+        def make(*args, **kwargs):
+            started.append(kwargs[key])
+            return real(*args, **{**kwargs, key: run_with})  # no process started here
+
+        return make
+
+    monkeypatch.setattr(cache, "DataLoader", counted(cache.DataLoader, "num_workers", 0))
+    monkeypatch.setattr(predict, "DataLoader", counted(predict.DataLoader, "num_workers", 0))
+    pool = counted(checking.ThreadPoolExecutor, "max_workers", 1)
+    monkeypatch.setattr(checking, "ThreadPoolExecutor", pool)
+    splits = [datasets.load("cub", cub_root, split) for split in cache.SPLITS]
+    cache.ensure(tmp_path / "c", splits, list, "resize", 16, workers=16, progress=False)
+    checking.find_bad_images(splits[0].samples, workers=16, progress=False)
+    image = splits[1].samples[0][0]
+    predict.predict_images(load_trained_model(demo_checkpoint), [image], workers=16, progress=False)
+    assert started == [1, 1, 1]
 
 
 def _started(env: dict) -> list[str]:

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from sef import threads
 from sef.datasets.folder import visible_files
 from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
 from sef.errors import warn
@@ -147,7 +148,7 @@ def predict_files(
     loader = DataLoader(
         _ImageFiles(files, trained.test_transform),
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=threads.loader_workers(workers),
         collate_fn=list,  # keep (index, image | None, reason) items: failures are per image
     )
     device = next(trained.model.parameters()).device

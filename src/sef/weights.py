@@ -6,6 +6,7 @@ Shared by torchvision backbones, user modules (:mod:`sef.backbones`) and timm mo
 
 from __future__ import annotations
 
+import errno
 import os
 import textwrap
 from collections.abc import Collection
@@ -65,17 +66,40 @@ def load_file_into(
         raise keys_mismatch(path, name, missing, result.unexpected_keys)
 
 
+# Why a download cache cannot take a file: a full disk or quota, or a place not to be written.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _cannot_write(reason: object) -> bool:
+    """Whether a download failed on a file it could not write (a full disk or quota, a
+    read-only or forbidden folder), not on the network."""
+    if not isinstance(reason, OSError):
+        return False
+    return reason.errno in _FULL or (reason.errno in _UNWRITABLE and reason.filename is not None)
+
+
 def download_help(
     name: str, weights: object, url: str, reason: object, *, torch_hub: bool = True
 ) -> WeightsError:
     """Named weights that could not be downloaded: where to put the file instead (also in the
-    torch hub cache where ``torch_hub``, the cache of downloads from ``url``)."""
+    torch hub cache where ``torch_hub``, the cache of downloads from ``url``); where the cache
+    could not be written (a read-only or full home folder), which setting moves it."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    elsewhere = "elsewhere and pass its path as weights=PATH (--weights PATH)"
+    if _cannot_write(reason):
+        where = reason.filename or (cache.parent if torch_hub else "its download cache")
+        fix = f"set {'TORCH_HOME' if torch_hub else 'HF_HOME'} to a folder you can write"
+        if reason.errno in _FULL:
+            fix = f"free some space there or {fix}"
+        return WeightsError(
+            f"could not download {weights} weights for {name}: cannot write {where}: "
+            f"{(reason.strerror or str(reason)).lower()}; {fix}, or fetch {url} {elsewhere}"
+        )
     copy = f", or copy it to {cache}" if torch_hub else ""
     return WeightsError(
         f"could not download {weights} weights for {name} from {url} ({reason}); on a machine "
-        f"without internet, fetch that file elsewhere and pass its path as weights=PATH "
-        f"(--weights PATH){copy}"
+        f"without internet, fetch that file {elsewhere}{copy}"
     )
 
 

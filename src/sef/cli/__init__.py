@@ -229,17 +229,16 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 0
-    except (SEFError, ValueError, OSError) as error:
-        if os.environ.get("SEF_DEBUG"):
+    except (SEFError, ValueError, OSError, RuntimeError) as error:
+        said = _one_line(error) if not isinstance(error, RuntimeError) else _not_a_bug(error)
+        if said is None or os.environ.get("SEF_DEBUG"):
             raise
         _end_workers()  # a loader worker left mid-batch printed a traceback after the line
         if not _said_by_rank_zero(error):
-            print(f"sef {_said_as(args)}: error: {_one_line(error)}", file=sys.stderr)
+            print(f"sef {_said_as(args)}: error: {said}", file=sys.stderr)
         return 2
     except ImportError as error:
         return _missing_dependency(error, f"sef {_said_as(args)}")
-    except RuntimeError as error:
-        return _peer_gone(error, args)
     except KeyboardInterrupt as stop:  # its message, if any, says what was kept (sef train)
         number = stopped[0] if stopped else signal.SIGINT
         by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
@@ -249,16 +248,16 @@ def _run(args: argparse.Namespace, stopped: list[int]) -> int:
         return 128 + number
 
 
-def _peer_gone(error: RuntimeError, args: argparse.Namespace) -> int:
-    """Exit code 2 after one line if ``error`` is a collective's failure because another of
-    torchrun's processes ended (sef.distributed.peer_gone), where the survivor printed gloo's
-    traceback; ``error`` raised again otherwise."""
+def _not_a_bug(error: RuntimeError) -> str | None:
+    """What a RuntimeError that is no bug of sef's says in one line: another of torchrun's
+    processes ended under this one (sef.distributed.peer_gone: the survivor printed gloo's
+    traceback), or a loader worker died or filled /dev/shm (sef.engine.data.worker_death), where
+    the command did not say it itself (sef train does, with the checkpoint it kept); None for
+    any other RuntimeError, a bug to show with its traceback."""
     from sef import distributed
+    from sef.engine.data import worker_death
 
-    if not distributed.peer_gone(error) or os.environ.get("SEF_DEBUG"):
-        raise error
-    print(f"sef {_said_as(args)}: error: {distributed.PEER_ENDED}", file=sys.stderr)
-    return 2
+    return distributed.PEER_ENDED if distributed.peer_gone(error) else worker_death(error)
 
 
 def _check_torchrun(args: argparse.Namespace) -> None:

@@ -124,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cache.add_argument(
         "--workers", type=NON_NEGATIVE, default=None,
-        help="decoding processes (0: in this one; default: the CPUs, at most 8)",
+        help="decoding processes, at most the CPUs (0: in this one; default: the CPUs, at most 8)",
     )  # fmt: skip
     add_progress_option(cache)
     cache.set_defaults(func=run_cache)
@@ -284,7 +284,6 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    import os
     import shlex
 
     from sef.config import dataset_preset, load_preset
@@ -296,7 +295,7 @@ def run_cache(args: argparse.Namespace) -> int:
     splits = cache.readable_splits(_reader(args))
     options = dict(args.option)
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
-    workers = min(8, os.cpu_count() or 1) if args.workers is None else args.workers
+    workers = 8 if args.workers is None else args.workers  # at most the CPUs: cache.ensure
     opened, built = cache.ensure(
         folder, splits, list, recipe, size, workers=workers, progress=progress_bars(args),
         data=cache.origin(args.name, args.root, options),

@@ -54,7 +54,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sef import space, transforms
+from sef import space, threads, transforms
 from sef.datasets import verified
 from sef.datasets.caches import (
     DATA,
@@ -459,7 +459,10 @@ def _decode_into(
     not at all (OutputError); returns each image's problem (None: decoded)."""
     problems: list[str | None] = []
     loader = DataLoader(
-        _Resized(todo, recipe, image_size), batch_size=None, num_workers=workers, collate_fn=_as_is
+        _Resized(todo, recipe, image_size),
+        batch_size=None,
+        num_workers=threads.loader_workers(workers),
+        collate_fn=_as_is,
     )
     bar = tqdm(
         loader,
@@ -659,10 +662,10 @@ def ensure(
 
 
 class _Cached(Dataset):
-    """``images`` (an ImageList) read from ``cache``; ``samples``, ``classes`` and ``drop`` are
-    the list's, so the bad-image policy and DDP treat it as the list itself. ValueError where
-    the list reads its images turned otherwise than the cache's rows are (their keys are the
-    same)."""
+    """``images`` (an ImageList) read from ``cache``; ``samples``, ``classes``, ``missing_hint``
+    and ``drop`` are the list's, so the bad-image policy and DDP treat it as the list itself.
+    ValueError where the list reads its images turned otherwise than the cache's rows are (their
+    keys are the same)."""
 
     def __init__(self, images: ImageList, cache: ImageCache, recipe: str, image_size: int) -> None:
         if len(images) and bool(images.upright) != cache.upright:
@@ -688,6 +691,10 @@ class _Cached(Dataset):
     @property
     def targets(self) -> list[int]:
         return self.images.targets
+
+    @property
+    def missing_hint(self) -> str | None:
+        return self.images.missing_hint
 
     def drop(self, paths: Sequence[str]) -> None:
         self.images.drop(paths)

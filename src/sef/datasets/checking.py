@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
+from sef import threads
 from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets import verified
 from sef.datasets.imagelist import ImageList
@@ -20,11 +21,17 @@ from sef.text import bars_drawn, counted, some
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
 FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
 ARCHIVES = "is the dataset root the folder its archives unpacked to?"  # why images are missing
-# A resume keeps data.bad_images: the skip that FIXES offers is a new run's.
-RESUMED_FIXES = (
-    "fix or remove them (a resume keeps data.bad_images; to skip them, train a new run with "
-    "--set data.bad_images=skip and another --out)"
-)
+
+
+def resume_keeps_policy(them: str) -> str:
+    """Why a resume is not offered the skip that FIXES offers: it keeps data.bad_images."""
+    return (
+        f"a resume keeps data.bad_images; to skip {them}, train a new run with "
+        f"--set data.bad_images=skip and another --out"
+    )
+
+
+RESUMED_FIXES = f"fix or remove them ({resume_keeps_policy('them')})"
 # How a check uses the record of verified images (sef.datasets.verified): it records the images
 # that decode (REFRESH), and also decodes only those it has not verified as they are now (USE).
 REFRESH, USE = "refresh", "use"
@@ -76,7 +83,7 @@ def find_bad_images(
 
 def _problems(paths: list[str], workers: int | None, progress: bool | None) -> list[str | None]:
     """Why each of ``paths`` cannot be used (None: it decodes), decoded in threads."""
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = threads.loader_workers(workers or 8)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(
             tqdm(

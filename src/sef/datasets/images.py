@@ -137,11 +137,18 @@ def turned(image: Image.Image) -> Image.Image:
     return image if transposition is None else image.transpose(transposition)
 
 
+def without_leaving_out(message: str) -> str:
+    """An UnreadableImage's ``message`` without its advice to leave the image out (a setting of
+    a new run, which a resume cannot take), keeping the rest: `replace it`."""
+    return message.replace(f", or {_LEAVE_OUT}", "")
+
+
 def _too_large(path: str | os.PathLike, pixels: int | None, limit: int) -> UnreadableImage:
     size = f"{pixels:,} pixels" if pixels is not None else "more pixels than PIL allows"
     detail = f"{size} > limit {limit:,} ({LIMIT_VARIABLE})"
     return UnreadableImage(
-        f"image {path} is too large: {detail}; shrink it, raise {LIMIT_VARIABLE}, or {_LEAVE_OUT}",
+        f"image {path} is too large: {detail}; shrink it or raise {LIMIT_VARIABLE}, "
+        f"or {_LEAVE_OUT}",
         TOO_LARGE,
         detail,
     )

@@ -258,23 +258,26 @@ WORKER_DIED = "DataLoader worker (pid"
 OUT_OF_MEMORY = (
     ", which is most often the system ending it as memory ran out (fewer --workers take less)"
 )
-SHARED_MEMORY = (
-    ", which is most often the shared memory its batches pass through (/dev/shm) filling up "
-    "(raise its size, e.g. docker run --shm-size, or use fewer --workers)"
-)
+SHM = "the shared memory its batches pass through (/dev/shm)"
+SHM_ADVICE = "(raise its size, e.g. docker run --shm-size, or use fewer --workers)"
+SHARED_MEMORY = f", which is most often {SHM} filling up {SHM_ADVICE}"
+# What torch's worker raises where /dev/shm cannot take a batch (a container's default 64 MB).
+SHM_FULL = "unable to allocate shared memory"
 ANY_CAUSE = " (--workers 0 loads in the training process and shows what it meets)"
 
 
 def worker_death(error: BaseException) -> str | None:
     """A loader worker's death that torch reports as ``error``, in words with its likely cause
     (torch's own message ends in advice about its settings, or in none), also where ``error`` is
-    the broken connection of a batch the worker was passing when it died; None for any other
-    error."""
+    the broken connection of a batch the worker was passing when it died, or a worker's error
+    saying that /dev/shm could not take its batch; None for any other error."""
     try:  # how the worker died, as torch's SIGCHLD handler would raise it a moment later, anywhere
         torch.utils.data._utils.signal_handling._error_if_any_worker_fails()
     except RuntimeError as reported:
         error = reported
     text = str(error).strip()
+    if isinstance(error, RuntimeError) and text.startswith("Caught ") and SHM_FULL in text:
+        return f"a data loader worker could not hand over a batch: {SHM} is full {SHM_ADVICE}"
     if not isinstance(error, RuntimeError) or not text.startswith(WORKER_DIED):
         return None
     what = text.split(". ")[0].rstrip(".").replace(" is killed", " was killed")

@@ -48,6 +48,8 @@ from sef.config import (
     uses_method,
 )
 from sef.config.values import load_yaml
+from sef.datasets.checking import resume_keeps_policy
+from sef.datasets.images import UnreadableImage, without_leaving_out
 from sef.datasets.splits import TRAINING_RECORD, recorded_training, training_record
 from sef.distributed import Context
 from sef.engine.data import (
@@ -1081,6 +1083,16 @@ def _then(run: _Run) -> str:
     return f"then run the same command {_again(run)}"
 
 
+def _unreadable_since(run: _Run, error: DataError) -> str:
+    """What a run says of an image that became unreadable since its check: a resume that
+    keeps data.bad_images=stop (or off) is not offered the skip a new run may take."""
+    said = original_message(error)
+    if run.kept and isinstance(error, UnreadableImage) and run.config.data.bad_images != "skip":
+        keeps = resume_keeps_policy("it")
+        return f"{without_leaving_out(said)}; {_kept(run)}; {_then(run)} ({keeps})"
+    return f"{said}; {_kept(run)}; {_then(run)}"
+
+
 def _start(run: _Run) -> Logger | None:
     """On rank 0 say what the run does, write its config and open its logs; None elsewhere."""
     if not run.context.is_main:
@@ -1109,7 +1121,7 @@ def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) 
         said = f"{error}; {_kept(run)}; try a lower optim.lr or --amp none"
         raise distributed.reworded(error, said) from None
     except DataError as error:  # an image unreadable since the run's check, met by a worker
-        raise DataError(f"{original_message(error)}; {_kept(run)}; {_then(run)}") from None
+        raise DataError(_unreadable_since(run, error)) from None
     except (RuntimeError, EOFError, ConnectionError) as error:
         died = worker_death(error)
         if died:
