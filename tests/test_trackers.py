@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sef import mlflow_store, text, trackers
+from sef import mlflow_store, network, text, trackers
 from sef.cli import main
 from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
 from sef.errors import ConfigError
@@ -384,7 +384,7 @@ def test_a_server_whose_name_lookup_hangs_is_given_up_on_at_the_limit(monkeypatc
         time.sleep(3)
         raise socket.gaierror(-3, "Temporary failure in name resolution")
 
-    monkeypatch.setattr(trackers, "SERVER_TIMEOUT", 0.1)
+    monkeypatch.setattr(network, "SERVER_TIMEOUT", 0.1)
     monkeypatch.setattr(socket, "create_connection", lookup_that_hangs)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     started = time.monotonic()

@@ -20,26 +20,23 @@ import json
 import logging
 import numbers
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import ParseResult, unquote, urlparse
-from urllib.request import getproxies, proxy_bypass
+from urllib.parse import unquote, urlparse
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
 from sef.errors import ConfigError, OutputError, SEFError, warn
 from sef.mlflow_store import make_store, opened, renew, sqlite_file, sqlite_uri, store_lock
+from sef.network import unreachable
 from sef.text import gist
 
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
-SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
 
@@ -93,13 +90,13 @@ def check_mlflow_file(uri: str | None) -> None:
 
 def check_mlflow_server(uri: str | None) -> None:
     """ConfigError at once if ``uri`` names an http(s) server that takes no connection within
-    SERVER_TIMEOUT seconds (refused, an unknown host, no answer): MLflow's client retries for
+    10 seconds (refused, an unknown host, no answer): MLflow's client retries for
     about 4 minutes before it says so. A server reached through a proxy is left to MLflow."""
-    unreachable = _unreachable(uri or "")
-    if unreachable:
+    down = unreachable(uri or "")
+    if down:
         raise ConfigError(
-            f"run.loggers=mlflow: the MLflow server at {unreachable[0]} (MLFLOW_TRACKING_URI) "
-            f"takes no connection ({unreachable[1]}); start it, correct MLFLOW_TRACKING_URI, or "
+            f"run.loggers=mlflow: the MLflow server at {down[0]} (MLFLOW_TRACKING_URI) "
+            f"takes no connection ({down[1]}); start it, correct MLFLOW_TRACKING_URI, or "
             f"log without mlflow"
         )
 
@@ -145,7 +142,7 @@ def check_wandb_project(project: str | None) -> None:
 
 def check_wandb_server(mode: str | None) -> None:
     """ConfigError at once if ``mode`` (WANDB_MODE) sends the run to a W&B server that takes no
-    connection within SERVER_TIMEOUT seconds: ``wandb.init`` waits its ``init_timeout`` (90 s)
+    connection within 10 seconds: ``wandb.init`` waits its ``init_timeout`` (90 s)
     before it says so. Offline, the default, needs no server."""
     if mode not in ONLINE:
         return
@@ -154,55 +151,13 @@ def check_wandb_server(mode: str | None) -> None:
     if not hasattr(wandb_setup, "singleton"):  # an older wandb: left to wandb.init
         return
     url = wandb_setup.singleton().settings.base_url  # WANDB_BASE_URL, wandb login --host's
-    unreachable = _unreachable(url)
-    if unreachable:
+    down = unreachable(url)
+    if down:
         raise ConfigError(
-            f"run.loggers=wandb: WANDB_MODE={mode} but the W&B server at {unreachable[0]} takes "
-            f"no connection ({unreachable[1]}); train with WANDB_MODE=offline and upload the run "
+            f"run.loggers=wandb: WANDB_MODE={mode} but the W&B server at {down[0]} takes "
+            f"no connection ({down[1]}); train with WANDB_MODE=offline and upload the run "
             f"later with wandb sync DIR/wandb/offline-run-*, or log without wandb"
         )
-
-
-def _unreachable(uri: str) -> tuple[str, str] | None:
-    """``(host:port, why)`` if ``uri`` names an http(s) server that takes no connection within
-    SERVER_TIMEOUT seconds (refused, an unknown host, no answer); None if it takes one, or is no
-    such URL, or is reached through a proxy (the client's own error then says what is wrong)."""
-    url = urlparse(uri)
-    try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-    except ValueError:  # not a port: the client's own error says so
-        return None
-    if url.scheme not in ("http", "https") or not url.hostname or _proxied(url):
-        return None
-    why = _no_connection(url.hostname, port)
-    return None if why is None else (f"{url.hostname}:{port}", why)
-
-
-def _no_connection(host: str, port: int) -> str | None:
-    """Why ``host`` takes no connection on ``port`` within SERVER_TIMEOUT seconds, its name's
-    lookup included, which has no timeout of its own (a node whose name server does not answer
-    waits for the resolver's, up to a minute): tried in a thread given up on at the limit. None
-    if it takes one."""
-    outcome: list[str | None] = []
-
-    def attempt() -> None:
-        try:
-            socket.create_connection((host, port), timeout=SERVER_TIMEOUT).close()
-            outcome.append(None)
-        except OSError as error:
-            outcome.append(str(error) or type(error).__name__)
-
-    thread = threading.Thread(target=attempt, name="sef-server-check", daemon=True)
-    thread.start()
-    thread.join(SERVER_TIMEOUT)
-    return outcome[0] if outcome else f"no answer within {SERVER_TIMEOUT} s"
-
-
-def _proxied(url: ParseResult) -> bool:
-    """Whether the environment sends requests to ``url`` through a proxy (as MLflow's do)."""
-    proxies = getproxies()
-    uses = url.scheme in proxies or "all" in proxies
-    return uses and not proxy_bypass(url.hostname or "")
 
 
 @dataclass

@@ -65,13 +65,17 @@ def load_file_into(
         raise keys_mismatch(path, name, missing, result.unexpected_keys)
 
 
+def hub_cache(url: str) -> Path:
+    """Where the torch hub cache keeps the download of ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
 def download_help(
     name: str, weights: object, url: str, reason: object, *, torch_hub: bool = True
 ) -> WeightsError:
     """Named weights that could not be downloaded: where to put the file instead (also in the
     torch hub cache where ``torch_hub``, the cache of downloads from ``url``)."""
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    copy = f", or copy it to {cache}" if torch_hub else ""
+    copy = f", or copy it to {hub_cache(url)}" if torch_hub else ""
     return WeightsError(
         f"could not download {weights} weights for {name} from {url} ({reason}); on a machine "
         f"without internet, fetch that file elsewhere and pass its path as weights=PATH "
