@@ -594,6 +594,19 @@ def test_an_mlflow_sqlite_store_under_home_is_refused_with_the_full_path(monkeyp
         )
 
 
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:", "sqlite:///?cache=shared"])
+def test_an_mlflow_sqlite_store_in_memory_is_refused(monkeypatch, uri: str) -> None:
+    # MLflow took it, and everything the run logged was gone when the process ended
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(ConfigError) as info:
+        trackers.require(["mlflow"])
+    assert str(info.value) == (
+        f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} is a SQLite store in memory, lost with "
+        f"everything the run logs when it ends; name a file (sqlite:////full/path/mlflow.db), or "
+        f"unset it to log into DIR/mlflow/mlflow.db"
+    )
+
+
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(
     trackers_offline: Path, monkeypatch, capsys
 ) -> None:

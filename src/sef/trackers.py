@@ -68,6 +68,7 @@ def require(loggers: Iterable[str]) -> None:
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
         check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
+        check_mlflow_memory(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
@@ -86,6 +87,17 @@ def check_mlflow_file(uri: str | None) -> None:
         f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ in "
         f"the current one (MLflow does not expand ~); write the full path: {full}"
     )
+
+
+def check_mlflow_memory(uri: str | None) -> None:
+    """ConfigError if ``uri`` is a SQLite store in memory (``sqlite://``, ``sqlite:///:memory:``),
+    which MLflow takes and loses, with everything the run logged, when the process ends."""
+    if uri and uri.startswith("sqlite:") and sqlite_file(uri) is None:
+        raise ConfigError(
+            f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} is a SQLite store in memory, lost "
+            f"with everything the run logs when it ends; name a file "
+            f"(sqlite:////full/path/mlflow.db), or unset it to log into DIR/mlflow/mlflow.db"
+        )
 
 
 def check_mlflow_server(uri: str | None) -> None:
