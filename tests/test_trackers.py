@@ -446,6 +446,23 @@ def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeyp
     assert not locked()  # given back once the run is open
 
 
+def test_a_link_in_place_of_the_mlflow_store_lock_is_refused_never_opened(tmp_path: Path) -> None:
+    # mlflow.db.sef-lock was opened to append through a link: it made the file it pointed to
+    pytest.importorskip("fcntl")
+    db, target = tmp_path / "store" / "mlflow.db", tmp_path / "elsewhere"
+    db.parent.mkdir()
+    lock = db.parent / "mlflow.db.sef-lock"
+    lock.symlink_to(target)
+    with pytest.raises(ConfigError) as info, mlflow_store.store_lock(sqlite_uri(db)):
+        pass
+    assert str(info.value) == (
+        f"run.loggers=mlflow: {lock}, the lock of the MLflow store beside it, is a link, which "
+        f"sef does not open (it would write where the link points); remove it (rm {lock}), then "
+        f"run again"
+    )
+    assert not target.exists()
+
+
 @pytest.mark.parametrize("experiment", ["sef", "birds"])
 def test_a_resume_under_another_mlflow_experiment_name_says_where_the_run_goes_on(
     tmp_path: Path, monkeypatch, experiment: str
