@@ -504,6 +504,113 @@ def test_a_resume_under_another_mlflow_experiment_name_says_where_the_run_goes_o
     )
 
 
+class _Store:
+    """A fake MlflowClient of a store holding experiment 7, 'birds', and its run r9 (with the
+    parameter `mlflow run` gave it); what the run logs into is recorded."""
+
+    created: list = []
+    params: list = []
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.experiments = {"7": SimpleNamespace(name="birds", experiment_id="7")}
+        for experiment in self.experiments.values():
+            experiment.lifecycle_stage = "active"
+
+    def get_experiment(self, experiment_id: str) -> SimpleNamespace:
+        from mlflow.exceptions import MlflowException
+
+        if experiment_id not in self.experiments:
+            raise MlflowException(f"No Experiment with id={experiment_id} exists")
+        return self.experiments[experiment_id]
+
+    def get_run(self, run_id: str) -> SimpleNamespace:
+        from mlflow.exceptions import MlflowException
+
+        if run_id != "r9":
+            raise MlflowException(f"Run '{run_id}' not found")
+        info = SimpleNamespace(run_id="r9", lifecycle_stage="active", experiment_id="7")
+        return SimpleNamespace(info=info, data=SimpleNamespace(params={"optim.lr": "0.1"}))
+
+    def create_run(self, experiment: str, run_name: str) -> SimpleNamespace:
+        self.created.append(experiment)
+        return SimpleNamespace(info=SimpleNamespace(run_id="new"))
+
+    def log_batch(self, run_id: str, params=(), **options) -> None:
+        self.params += [(run_id, param.key) for param in params]
+
+    def update_run(self, *args, **options) -> None:
+        pass
+
+    search_experiments = log_artifact = update_run
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch) -> type[_Store]:
+    import mlflow.tracking
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", _Store)
+    monkeypatch.setattr(_Store, "created", [])
+    monkeypatch.setattr(_Store, "params", [])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example")
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return _Store
+
+
+def test_mlflow_experiment_id_is_honoured_and_checked(tmp_path: Path, store, monkeypatch) -> None:
+    # `mlflow run` sets MLFLOW_EXPERIMENT_ID: the run went to experiment 'sef' all the same
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "7")
+    assert MLflowRun(tmp_path, load_preset("demo"), None).id == "new"
+    assert store.created == ["7"]
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "8")
+    with pytest.raises(ConfigError) as info:
+        MLflowRun(tmp_path, load_preset("demo"), None)
+    assert str(info.value) == (
+        "run.loggers=mlflow: MLFLOW_EXPERIMENT_ID=8 names no experiment of the MLflow store "
+        "http://mlflow.example; set the id of one there (mlflow experiments search lists them), "
+        "or unset it to log into experiment 'sef'"
+    )
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "7")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cars")
+    with pytest.raises(ConfigError, match=r"=7 is experiment 'birds', not 'cars' \(MLFLOW_EXP"):
+        MLflowRun(tmp_path, load_preset("demo"), None)
+    assert store.created == ["7"]
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "8")
+    with pytest.warns(UserWarning, match="experiment 'birds', not in experiment 8 \\(MLFLOW_EXP"):
+        assert MLflowRun(tmp_path, load_preset("demo"), "r9").resumed  # a resume stays in 7
+
+
+def test_mlflow_run_id_names_the_run_to_log_into(tmp_path: Path, store, monkeypatch) -> None:
+    # `mlflow run` sets MLFLOW_RUN_ID to the run it made: sef started another beside it
+    monkeypatch.setenv("MLFLOW_RUN_ID", "r9")
+    for saved in (None, "r1", "r9"):  # a new run, a resume of another run, of that run
+        run = MLflowRun(tmp_path, load_preset("demo"), saved)
+        assert (run.id, run.resumed) == ("r9", saved == "r9")
+    assert store.created == [] and ("r9", "optim.lr") not in store.params
+    monkeypatch.setenv("MLFLOW_RUN_ID", "r8")
+    with pytest.raises(ConfigError) as info:
+        MLflowRun(tmp_path, load_preset("demo"), None)
+    assert str(info.value) == (
+        "run.loggers=mlflow: MLFLOW_RUN_ID=r8 is no run of the MLflow store "
+        "http://mlflow.example; unset MLFLOW_RUN_ID to start a new run, or set the id of a run "
+        "there"
+    )
+
+
+@pytest.mark.parametrize("setting", ["MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"])
+def test_an_mlflow_id_without_its_store_is_refused(monkeypatch, setting: str) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(setting, "7")
+    with pytest.raises(ConfigError) as info:
+        trackers.require(["mlflow"])
+    assert str(info.value).startswith(f"run.loggers=mlflow: {setting} names ")
+    assert str(info.value).endswith(
+        "without MLFLOW_TRACKING_URI the run logs into its own store, DIR/mlflow/mlflow.db; set "
+        f"MLFLOW_TRACKING_URI to the store that holds it, or unset {setting}"
+    )
+
+
 def test_a_tracker_that_fails_mid_run_or_at_the_end_warns_once_and_training_goes_on(
     tmp_path: Path, monkeypatch
 ) -> None:

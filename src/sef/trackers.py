@@ -67,9 +67,23 @@ def require(loggers: Iterable[str]) -> None:
         check_wandb_project(os.environ.get("WANDB_PROJECT"))
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
+        check_mlflow_ids(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_memory(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def check_mlflow_ids(uri: str | None) -> None:
+    """ConfigError if ``MLFLOW_EXPERIMENT_ID`` or ``MLFLOW_RUN_ID`` is set without ``uri``
+    (MLFLOW_TRACKING_URI): they name an experiment or a run of a store, and the run would log
+    into its own, DIR/mlflow/mlflow.db, which holds neither."""
+    for setting, what in (("MLFLOW_EXPERIMENT_ID", "an experiment"), ("MLFLOW_RUN_ID", "a run")):
+        if os.environ.get(setting) and not uri:
+            raise ConfigError(
+                f"run.loggers=mlflow: {setting} names {what} of an MLflow store, but without "
+                f"MLFLOW_TRACKING_URI the run logs into its own store, DIR/mlflow/mlflow.db; set "
+                f"MLFLOW_TRACKING_URI to the store that holds it, or unset {setting}"
+            )
 
 
 def check_mlflow_file(uri: str | None) -> None:
@@ -234,11 +248,11 @@ class WandbRun:
 
 class MLflowRun:
     """An MLflow run in ``MLFLOW_TRACKING_URI``, else in a SQLite store DIR/mlflow/mlflow.db
-    with its files in DIR/mlflow/artifacts; the epoch is the step."""
+    with its files in DIR/mlflow/artifacts; the epoch is the step. ``MLFLOW_RUN_ID`` names the
+    run to log into and ``MLFLOW_EXPERIMENT_ID`` the experiment of a new one, as `mlflow run`
+    sets them."""
 
     def __init__(self, out: Path, config: Config, run_id: str | None):
-        from mlflow.exceptions import MlflowException
-
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         artifacts = None
         if not uri:
@@ -254,29 +268,58 @@ class MLflowRun:
             self.client = opened(uri)
             if artifacts is not None:
                 self._check_in_place(artifacts, out)
-            existing: dict[str, str] = {}
-            if run_id:
-                try:
-                    run = self.client.get_run(run_id)
-                    existing = run.data.params
-                except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
-                    run_id = None
-                else:  # a run deleted in MLflow cannot go on: a new one gets the whole history
-                    run_id = None if run.info.lifecycle_stage == "deleted" else run_id
-            self.resumed = run_id is not None
-            if run_id:
-                self.client.update_run(run_id, status="RUNNING")
-                self._warn_of_another_experiment(run.info.experiment_id)
+            given = os.environ.get("MLFLOW_RUN_ID")  # as `mlflow run` sets it
+            run = self._given_run(given, uri) if given else self._saved_run(run_id)
+            self.resumed = run is not None and (given or run_id) == run_id
+            if run is not None:
+                self.id = given or run_id
+                self.client.update_run(self.id, status="RUNNING")
+                if not given:
+                    self._warn_of_another_experiment(run.info.experiment_id)
             else:
                 experiment = self._experiment(artifacts)
-                run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
-        self.id = run_id
+                self.id = self.client.create_run(experiment, run_name=out.name).info.run_id
+        existing = run.data.params if run is not None else {}
         try:
             self._log_config(out, config, existing)
         except BaseException:  # Ctrl-C, or the client's error: the run is not left running
             with contextlib.suppress(Exception):
                 self.close(False)
             raise
+
+    def _saved_run(self, run_id: str | None) -> Any:
+        """The run of trackers.json to go on in; None where there is none, it is not in this
+        store (another MLFLOW_TRACKING_URI), or it was deleted in MLflow (a deleted run cannot
+        go on: a new one gets the whole history)."""
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return None if run.info.lifecycle_stage == "deleted" else run
+
+    def _given_run(self, given: str, uri: str | None) -> Any:
+        """The run ``MLFLOW_RUN_ID`` names, which this run logs into (the whole history where it
+        is not the run of trackers.json); ConfigError where the store has no such run, or it
+        was deleted."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(given)
+        except MlflowException:
+            run = None
+        if run is None or run.info.lifecycle_stage == "deleted":
+            kind = "no run" if run is None else "a deleted run"
+            restore = "" if run is None else f"restore it (mlflow runs restore --run-id {given}), "
+            raise ConfigError(
+                f"run.loggers=mlflow: MLFLOW_RUN_ID={given} is {kind} of the MLflow store "
+                f"{uri}; {restore}unset MLFLOW_RUN_ID to start a new run, or set the id of a run "
+                f"there"
+            )
+        return run
 
     def _log_config(self, out: Path, config: Config, existing: Mapping[str, str]) -> None:
         """The config as parameters, but those of ``existing`` (a resumed run's), and as a file."""
@@ -308,29 +351,59 @@ class MLflowRun:
             )
 
     def _warn_of_another_experiment(self, experiment_id: str) -> None:
-        """Warn when MLFLOW_EXPERIMENT_NAME names another experiment than the one the resumed run
-        is in: MLflow keeps a run in its experiment, so it continues there."""
-        name, kept = _experiment_name(), self.client.get_experiment(experiment_id).name
-        if kept != name:
+        """Warn when MLFLOW_EXPERIMENT_ID or MLFLOW_EXPERIMENT_NAME names another experiment than
+        the one the resumed run is in: MLflow keeps a run in its experiment, so it continues
+        there."""
+        kept, wanted = self.client.get_experiment(experiment_id).name, _experiment_id()
+        asked, setting = _asked()
+        if (experiment_id != wanted) if wanted else (kept != _experiment_name()):
             warn(
                 f"run.loggers=mlflow: this resume continues the MLflow run in experiment {kept!r}, "
-                f"not in {name!r} (MLFLOW_EXPERIMENT_NAME), as MLflow keeps a run in its "
-                f"experiment; to log into {name!r}, train a new run (another --out)"
+                f"not in {asked} ({setting}), as MLflow keeps a run in its experiment; to log "
+                f"into {asked}, train a new run (another --out)"
             )
 
     def _experiment(self, artifacts: Path | None) -> str:
-        name = _experiment_name()
-        experiment = self.client.get_experiment_by_name(name)
+        """The id of the experiment to start the run in, made where it is named but missing."""
+        experiment = self._asked_experiment()
         if experiment is not None and experiment.lifecycle_stage == "deleted":
+            setting = _asked()[1]
             raise ConfigError(
-                f"run.loggers=mlflow: the MLflow experiment {name!r} was deleted, and MLflow "
-                f"starts no run in it; restore it (mlflow experiments restore --experiment-id "
-                f"{experiment.experiment_id}), or set MLFLOW_EXPERIMENT_NAME to another name"
+                f"run.loggers=mlflow: the MLflow experiment {experiment.name!r} was deleted, and "
+                f"MLflow starts no run in it; restore it (mlflow experiments restore "
+                f"--experiment-id {experiment.experiment_id}), or set {setting} to another "
+                f"{'id' if _experiment_id() else 'name'}"
             )
         if experiment is not None:
             return experiment.experiment_id
         location = artifacts.resolve().as_uri() if artifacts is not None else None
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(_experiment_name(), artifact_location=location)
+
+    def _asked_experiment(self) -> Any:
+        """The experiment MLFLOW_EXPERIMENT_ID names (as `mlflow run` sets it), else the one of
+        MLFLOW_EXPERIMENT_NAME's name, None where the store has none of that name yet;
+        ConfigError where the id names none, or another than MLFLOW_EXPERIMENT_NAME does (as
+        MLflow refuses them)."""
+        from mlflow.exceptions import MlflowException
+
+        wanted, named = _experiment_id(), os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        if not wanted:
+            return self.client.get_experiment_by_name(_experiment_name())
+        try:
+            experiment = self.client.get_experiment(wanted)
+        except MlflowException:
+            raise ConfigError(
+                f"run.loggers=mlflow: MLFLOW_EXPERIMENT_ID={wanted} names no experiment of the "
+                f"MLflow store {os.environ.get('MLFLOW_TRACKING_URI')}; set the id of one there "
+                f"(mlflow experiments search lists them), or unset it to log into experiment "
+                f"{_experiment_name()!r}"
+            ) from None
+        if named and named != experiment.name:
+            raise ConfigError(
+                f"run.loggers=mlflow: MLFLOW_EXPERIMENT_ID={wanted} is experiment "
+                f"{experiment.name!r}, not {named!r} (MLFLOW_EXPERIMENT_NAME); unset one of them"
+            )
+        return experiment
 
     def _log(self, values: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -380,10 +453,22 @@ def _experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or PROJECT
 
 
+def _experiment_id() -> str | None:
+    return os.environ.get("MLFLOW_EXPERIMENT_ID") or None
+
+
+def _asked() -> tuple[str, str]:
+    """The experiment asked for, in words, and the setting that asks for it."""
+    wanted = _experiment_id()
+    if wanted:
+        return f"experiment {wanted}", "MLFLOW_EXPERIMENT_ID"
+    return repr(_experiment_name()), "MLFLOW_EXPERIMENT_NAME"
+
+
 OPENERS = {"wandb": WandbRun, "mlflow": MLflowRun}
 SETTINGS = {  # what may be amiss
     "wandb": "WANDB_MODE, WANDB_DIR, WANDB_PROJECT",
-    "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME",
+    "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, MLFLOW_EXPERIMENT_ID, MLFLOW_RUN_ID",
 }
 
 
