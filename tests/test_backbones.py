@@ -222,8 +222,10 @@ def test_timm_models_work_through_forward_features():
 
 
 def _hub_tags_loaded(monkeypatch):
-    """The pretrained tags timm is asked to load, each time, in place of a download."""
+    """The pretrained tags timm is asked to load, each time, in place of a download (the hub
+    taken as reachable, whatever this machine's network)."""
     loaded = []
+    monkeypatch.setattr(sef.timm_backbones, "unreachable", lambda uri: None)
     monkeypatch.setattr(
         timm.models._builder,
         "load_pretrained",
@@ -259,6 +261,7 @@ def test_a_failed_timm_download_names_where_it_came_from(monkeypatch):
         raise OSError("no connection")
 
     monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
+    monkeypatch.setattr(sef.timm_backbones, "unreachable", lambda uri: None)
     with pytest.raises(WeightsError) as error:
         sef.SEF("timm:resnet18", num_classes=3, weights="a2_in1k")
     assert str(error.value) == (
@@ -266,6 +269,38 @@ def test_a_failed_timm_download_names_where_it_came_from(monkeypatch):
         "https://huggingface.co/timm/resnet18.a2_in1k (no connection); on a machine without "
         "internet, fetch that file elsewhere and pass its path as weights=PATH (--weights PATH)"
     )
+
+
+def test_timm_hub_weights_whose_server_takes_no_connection_stop_at_once(monkeypatch):
+    # without network, the Hugging Face client retried for 65 s before sef's one line; weights
+    # in its cache, or HF_HUB_OFFLINE, need no server and still load
+    import huggingface_hub
+
+    from sef import network
+
+    tried = []
+    monkeypatch.setattr(network, "_proxied", lambda url: False)
+    monkeypatch.setattr(network, "_no_connection", lambda *server: tried.append(server) or "down")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    loaded = []
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", lambda *a, **k: loaded.append(1))
+    with pytest.raises(WeightsError) as error:
+        sef.SEF("timm:resnet18", num_classes=3, weights="a2_in1k")
+    assert str(error.value) == (
+        "could not download a2_in1k weights for timm:resnet18 from "
+        "https://huggingface.co/timm/resnet18.a2_in1k (huggingface.co:443 takes no connection: "
+        "down); on a machine without internet, fetch that file elsewhere and pass its path as "
+        "weights=PATH (--weights PATH)"
+    )
+    assert tried == [("huggingface.co", 443)] and loaded == []
+    cached = "/hf/models--timm--resnet18.a2_in1k/snapshots/x/model.safetensors"
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: cached)
+    sef.SEF("timm:resnet18", num_classes=3, weights="a2_in1k")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    sef.SEF("timm:resnet18", num_classes=3, weights="a2_in1k")
+    assert len(tried) == 1 and len(loaded) == 2
 
 
 def test_a_timm_name_with_a_tag_timm_does_not_have_is_refused_in_one_line():

@@ -197,6 +197,24 @@ def test_a_cache_removed_while_a_process_waits_to_read_it_is_said_to_be_removed(
     assert str(info.value) == f"{built} was removed by another process while this one opened it"
 
 
+def test_a_link_in_place_of_the_readers_lock_is_never_opened(tmp_path):
+    # .read-lock was opened (O_CREAT) and touched through a link: it made or touched the file
+    # the link pointed to, wherever that was
+    pytest.importorskip("fcntl")
+    folder, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    kept = elsewhere / "kept"
+    kept.write_text("mine")
+    os.utime(kept, (1, 1))
+    for target in (kept, elsewhere / "made"):
+        (folder / caches.READERS).unlink(missing_ok=True)
+        (folder / caches.READERS).symlink_to(target)
+        assert caches.hold_for_reading(folder) is None  # read without the readers' lock
+    assert kept.stat().st_mtime == 1 and kept.read_text() == "mine"
+    assert sorted(os.listdir(elsewhere)) == ["kept"]
+
+
 @pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
 def test_a_cache_on_a_file_system_without_locks_is_read_without_one(built, cub_root, monkeypatch,
                                                                     code):  # fmt: skip

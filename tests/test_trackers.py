@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sef import mlflow_store, text, trackers
+from sef import mlflow_store, network, text, trackers
 from sef.cli import main
 from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
 from sef.errors import ConfigError
@@ -384,7 +384,7 @@ def test_a_server_whose_name_lookup_hangs_is_given_up_on_at_the_limit(monkeypatc
         time.sleep(3)
         raise socket.gaierror(-3, "Temporary failure in name resolution")
 
-    monkeypatch.setattr(trackers, "SERVER_TIMEOUT", 0.1)
+    monkeypatch.setattr(network, "SERVER_TIMEOUT", 0.1)
     monkeypatch.setattr(socket, "create_connection", lookup_that_hangs)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     started = time.monotonic()
@@ -446,6 +446,23 @@ def test_runs_opening_one_mlflow_sqlite_store_take_turns(tmp_path: Path, monkeyp
     assert not locked()  # given back once the run is open
 
 
+def test_a_link_in_place_of_the_mlflow_store_lock_is_refused_never_opened(tmp_path: Path) -> None:
+    # mlflow.db.sef-lock was opened to append through a link: it made the file it pointed to
+    pytest.importorskip("fcntl")
+    db, target = tmp_path / "store" / "mlflow.db", tmp_path / "elsewhere"
+    db.parent.mkdir()
+    lock = db.parent / "mlflow.db.sef-lock"
+    lock.symlink_to(target)
+    with pytest.raises(ConfigError) as info, mlflow_store.store_lock(sqlite_uri(db)):
+        pass
+    assert str(info.value) == (
+        f"run.loggers=mlflow: {lock}, the lock of the MLflow store beside it, is a link, which "
+        f"sef does not open (it would write where the link points); remove it (rm {lock}), then "
+        f"run again"
+    )
+    assert not target.exists()
+
+
 @pytest.mark.parametrize("experiment", ["sef", "birds"])
 def test_a_resume_under_another_mlflow_experiment_name_says_where_the_run_goes_on(
     tmp_path: Path, monkeypatch, experiment: str
@@ -484,6 +501,113 @@ def test_a_resume_under_another_mlflow_experiment_name_says_where_the_run_goes_o
             "in 'birds' (MLFLOW_EXPERIMENT_NAME), as MLflow keeps a run in its experiment; to "
             "log into 'birds', train a new run (another --out)"
         ]
+    )
+
+
+class _Store:
+    """A fake MlflowClient of a store holding experiment 7, 'birds', and its run r9 (with the
+    parameter `mlflow run` gave it); what the run logs into is recorded."""
+
+    created: list = []
+    params: list = []
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.experiments = {"7": SimpleNamespace(name="birds", experiment_id="7")}
+        for experiment in self.experiments.values():
+            experiment.lifecycle_stage = "active"
+
+    def get_experiment(self, experiment_id: str) -> SimpleNamespace:
+        from mlflow.exceptions import MlflowException
+
+        if experiment_id not in self.experiments:
+            raise MlflowException(f"No Experiment with id={experiment_id} exists")
+        return self.experiments[experiment_id]
+
+    def get_run(self, run_id: str) -> SimpleNamespace:
+        from mlflow.exceptions import MlflowException
+
+        if run_id != "r9":
+            raise MlflowException(f"Run '{run_id}' not found")
+        info = SimpleNamespace(run_id="r9", lifecycle_stage="active", experiment_id="7")
+        return SimpleNamespace(info=info, data=SimpleNamespace(params={"optim.lr": "0.1"}))
+
+    def create_run(self, experiment: str, run_name: str) -> SimpleNamespace:
+        self.created.append(experiment)
+        return SimpleNamespace(info=SimpleNamespace(run_id="new"))
+
+    def log_batch(self, run_id: str, params=(), **options) -> None:
+        self.params += [(run_id, param.key) for param in params]
+
+    def update_run(self, *args, **options) -> None:
+        pass
+
+    search_experiments = log_artifact = update_run
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch) -> type[_Store]:
+    import mlflow.tracking
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", _Store)
+    monkeypatch.setattr(_Store, "created", [])
+    monkeypatch.setattr(_Store, "params", [])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example")
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return _Store
+
+
+def test_mlflow_experiment_id_is_honoured_and_checked(tmp_path: Path, store, monkeypatch) -> None:
+    # `mlflow run` sets MLFLOW_EXPERIMENT_ID: the run went to experiment 'sef' all the same
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "7")
+    assert MLflowRun(tmp_path, load_preset("demo"), None).id == "new"
+    assert store.created == ["7"]
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "8")
+    with pytest.raises(ConfigError) as info:
+        MLflowRun(tmp_path, load_preset("demo"), None)
+    assert str(info.value) == (
+        "run.loggers=mlflow: MLFLOW_EXPERIMENT_ID=8 names no experiment of the MLflow store "
+        "http://mlflow.example; set the id of one there (mlflow experiments search lists them), "
+        "or unset it to log into experiment 'sef'"
+    )
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "7")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "cars")
+    with pytest.raises(ConfigError, match=r"=7 is experiment 'birds', not 'cars' \(MLFLOW_EXP"):
+        MLflowRun(tmp_path, load_preset("demo"), None)
+    assert store.created == ["7"]
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "8")
+    with pytest.warns(UserWarning, match="experiment 'birds', not in experiment 8 \\(MLFLOW_EXP"):
+        assert MLflowRun(tmp_path, load_preset("demo"), "r9").resumed  # a resume stays in 7
+
+
+def test_mlflow_run_id_names_the_run_to_log_into(tmp_path: Path, store, monkeypatch) -> None:
+    # `mlflow run` sets MLFLOW_RUN_ID to the run it made: sef started another beside it
+    monkeypatch.setenv("MLFLOW_RUN_ID", "r9")
+    for saved in (None, "r1", "r9"):  # a new run, a resume of another run, of that run
+        run = MLflowRun(tmp_path, load_preset("demo"), saved)
+        assert (run.id, run.resumed) == ("r9", saved == "r9")
+    assert store.created == [] and ("r9", "optim.lr") not in store.params
+    monkeypatch.setenv("MLFLOW_RUN_ID", "r8")
+    with pytest.raises(ConfigError) as info:
+        MLflowRun(tmp_path, load_preset("demo"), None)
+    assert str(info.value) == (
+        "run.loggers=mlflow: MLFLOW_RUN_ID=r8 is no run of the MLflow store "
+        "http://mlflow.example; unset MLFLOW_RUN_ID to start a new run, or set the id of a run "
+        "there"
+    )
+
+
+@pytest.mark.parametrize("setting", ["MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"])
+def test_an_mlflow_id_without_its_store_is_refused(monkeypatch, setting: str) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(setting, "7")
+    with pytest.raises(ConfigError) as info:
+        trackers.require(["mlflow"])
+    assert str(info.value).startswith(f"run.loggers=mlflow: {setting} names ")
+    assert str(info.value).endswith(
+        "without MLFLOW_TRACKING_URI the run logs into its own store, DIR/mlflow/mlflow.db; set "
+        f"MLFLOW_TRACKING_URI to the store that holds it, or unset {setting}"
     )
 
 
@@ -592,6 +716,19 @@ def test_an_mlflow_sqlite_store_under_home_is_refused_with_the_full_path(monkeyp
             f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} puts the store in a folder named ~ "
             f"in the current one (MLflow does not expand ~); write the full path: {full}"
         )
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:", "sqlite:///?cache=shared"])
+def test_an_mlflow_sqlite_store_in_memory_is_refused(monkeypatch, uri: str) -> None:
+    # MLflow took it, and everything the run logged was gone when the process ended
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(ConfigError) as info:
+        trackers.require(["mlflow"])
+    assert str(info.value) == (
+        f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} is a SQLite store in memory, lost with "
+        f"everything the run logs when it ends; name a file (sqlite:////full/path/mlflow.db), or "
+        f"unset it to log into DIR/mlflow/mlflow.db"
+    )
 
 
 def test_an_mlflow_server_that_takes_no_connection_stops_before_the_run_folder(

@@ -12,10 +12,11 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote, unquote
 
 from sef.errors import ConfigError
+from sef.outputs import open_unlinked
 from sef.text import counted, gist
 
 try:
@@ -179,23 +180,30 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
     finally:
         if lock is not None:
-            lock.close()  # and with it the lock
+            os.close(lock)  # and with it the lock
 
 
-def _locked(path: Path) -> IO[str] | None:
-    """``path`` open and locked, waiting for its holder; None where it cannot be (a folder this
-    user may not write, a file system without locks), which leaves the store to MLflow, whose
-    own error then says what is wrong. Not filelock: it has no "go on unlocked" where the file
-    system cannot lock, it waits or raises there instead."""
+def _locked(path: Path) -> int | None:
+    """A descriptor of ``path``, locked, waiting for its holder; None where it cannot be (a
+    folder this user may not write, a file system without locks), which leaves the store to
+    MLflow, whose own error then says what is wrong; ConfigError where ``path`` is a link, never
+    opened (it would make or write the file it points to). Not filelock: it has no "go on
+    unlocked" where the file system cannot lock, it waits or raises there instead."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
-        lock = open(path, "a", encoding="utf-8")  # closed by store_lock
+        lock = open_unlinked(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # closed by store_lock
     except OSError:
+        if path.is_symlink():
+            raise ConfigError(
+                f"run.loggers=mlflow: {path}, the lock of the MLflow store beside it, is a link, "
+                f"which sef does not open (it would write where the link points); remove it "
+                f"(rm {path}), then run again"
+            ) from None
         return None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
     except OSError:
-        lock.close()
+        os.close(lock)
         return None
     return lock
 

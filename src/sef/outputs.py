@@ -9,6 +9,7 @@ work for minutes first learns whether its output can be written at all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -25,6 +26,7 @@ from sef.errors import DiskFull, OutputError, warn
 from sef.text import counted
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
+NO_LINKS = getattr(os, "O_NOFOLLOW", 0)  # a file opened through a link would write elsewhere
 # How a text file that lists file names is written: UTF-8, and a name that is not UTF-8 (a
 # Latin-1 name from a zip, which Python holds with surrogates) as its own bytes, not an error.
 FILE_NAME_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
@@ -96,6 +98,15 @@ def output_error(path: str | os.PathLike, error: OSError, folder: bool = False) 
         problem += f" ({space.human(free)} free there)" if free is not None else ""
         return DiskFull(f"{problem}; free some space or choose another place", problem)
     return OutputError(f"{problem}; choose another place", problem)
+
+
+def open_unlinked(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` of ``path``, never through a link at it, which would create or write the file
+    it points to (a lock file, say): OSError (ELOOP) where ``path`` is a link, on Windows too,
+    which has no O_NOFOLLOW."""
+    if not NO_LINKS and os.path.islink(path):
+        raise OSError(errno.ELOOP, "a link", str(path))
+    return os.open(path, flags | NO_LINKS, mode)
 
 
 def _fsync_directory(folder: Path) -> None:

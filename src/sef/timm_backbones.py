@@ -19,9 +19,11 @@ from torch import nn
 from sef import extras
 from sef.adapters import timm_features
 from sef.errors import WeightsError
+from sef.network import unreachable
 from sef.text import close_to
 from sef.weights import (
     download_help,
+    hub_cache,
     is_weights_file,
     keys_mismatch,
     mismatch,
@@ -181,8 +183,11 @@ def _hub_name(timm, name: str, model_name: str, weights: object) -> str:
 
 
 def _create(timm, name: str, model_name: str, kwargs: dict, weights: object) -> nn.Module:
-    """timm.create_model, with a weights file that does not fit refused in one line."""
+    """timm.create_model, with a weights file that does not fit refused in one line, and hub
+    weights whose server takes no connection refused before timm tries."""
     file = "pretrained_cfg_overlay" in kwargs
+    if kwargs.get("pretrained") and not file:
+        _check_server(timm, name, model_name, weights)
     try:
         with _timm_key_report() as report:
             model = timm.create_model(model_name, **kwargs)
@@ -207,3 +212,41 @@ def _download_help(
         url = f"https://huggingface.co/{cfg.hf_hub_id}"
         return download_help(name, weights, url, error, torch_hub=False)
     return download_help(name, weights, cfg.url, error)
+
+
+def _check_server(timm, name: str, model_name: str, weights: object) -> None:
+    """:func:`_download_help` at once where the server of ``model_name``'s hub weights takes no
+    connection: the Hugging Face client retried for about a minute before it said so."""
+    down = unreachable(_server(timm, model_name) or "")
+    if down:
+        reason = f"{down[0]} takes no connection: {down[1]}"
+        raise _download_help(timm, name, model_name, weights, reason)
+
+
+def _server(timm, model_name: str) -> str | None:
+    """The URL timm would download ``model_name``'s weights from; None where it downloads
+    nothing (the weights in the Hugging Face or torch hub cache, ``HF_HUB_OFFLINE`` set) or
+    where this timm resolves them otherwise than sef knows."""
+    try:
+        from timm.models._builder import _resolve_pretrained_source
+        from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+        cfg = timm.models.get_pretrained_cfg(model_name).to_dict()
+        source, where = _resolve_pretrained_source(cfg)
+    except Exception:  # another timm's internals: left to timm
+        return None
+    if source == "url":
+        return None if hub_cache(where).is_file() else where
+    if source != "hf-hub":
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    repo, _, revision = (where[0] if isinstance(where, tuple) else where).partition("@")
+    file = cfg.get("hf_hub_filename") or HF_WEIGHTS_NAME
+    cached = (
+        try_to_load_from_cache(repo, found, revision=revision or None)
+        for found in (file, *_get_safe_alternatives(file))
+    )
+    if constants.HF_HUB_OFFLINE or any(isinstance(path, str) for path in cached):
+        return None
+    return constants.ENDPOINT

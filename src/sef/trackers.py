@@ -20,26 +20,23 @@ import json
 import logging
 import numbers
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import ParseResult, unquote, urlparse
-from urllib.request import getproxies, proxy_bypass
+from urllib.parse import unquote, urlparse
 
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
 from sef.errors import ConfigError, OutputError, SEFError, warn
 from sef.mlflow_store import make_store, opened, renew, sqlite_file, sqlite_uri, store_lock
+from sef.network import unreachable
 from sef.text import gist
 
 TRACKERS = ("wandb", "mlflow")  # the words of run.loggers that name a tracker
 STATE_FILE = "trackers.json"
 PROJECT = "sef"  # W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
-SERVER_TIMEOUT = 10  # seconds a tracker's server has to take a connection before the run starts
 ONLINE = ("online", "run", "shared")  # the values of WANDB_MODE that send the run to a server
 
 
@@ -70,8 +67,23 @@ def require(loggers: Iterable[str]) -> None:
         check_wandb_project(os.environ.get("WANDB_PROJECT"))
         check_wandb_server(os.environ.get("WANDB_MODE"))
     if "mlflow" in loggers:
+        check_mlflow_ids(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_file(os.environ.get("MLFLOW_TRACKING_URI"))
+        check_mlflow_memory(os.environ.get("MLFLOW_TRACKING_URI"))
         check_mlflow_server(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def check_mlflow_ids(uri: str | None) -> None:
+    """ConfigError if ``MLFLOW_EXPERIMENT_ID`` or ``MLFLOW_RUN_ID`` is set without ``uri``
+    (MLFLOW_TRACKING_URI): they name an experiment or a run of a store, and the run would log
+    into its own, DIR/mlflow/mlflow.db, which holds neither."""
+    for setting, what in (("MLFLOW_EXPERIMENT_ID", "an experiment"), ("MLFLOW_RUN_ID", "a run")):
+        if os.environ.get(setting) and not uri:
+            raise ConfigError(
+                f"run.loggers=mlflow: {setting} names {what} of an MLflow store, but without "
+                f"MLFLOW_TRACKING_URI the run logs into its own store, DIR/mlflow/mlflow.db; set "
+                f"MLFLOW_TRACKING_URI to the store that holds it, or unset {setting}"
+            )
 
 
 def check_mlflow_file(uri: str | None) -> None:
@@ -91,15 +103,26 @@ def check_mlflow_file(uri: str | None) -> None:
     )
 
 
+def check_mlflow_memory(uri: str | None) -> None:
+    """ConfigError if ``uri`` is a SQLite store in memory (``sqlite://``, ``sqlite:///:memory:``),
+    which MLflow takes and loses, with everything the run logged, when the process ends."""
+    if uri and uri.startswith("sqlite:") and sqlite_file(uri) is None:
+        raise ConfigError(
+            f"run.loggers=mlflow: MLFLOW_TRACKING_URI={uri} is a SQLite store in memory, lost "
+            f"with everything the run logs when it ends; name a file "
+            f"(sqlite:////full/path/mlflow.db), or unset it to log into DIR/mlflow/mlflow.db"
+        )
+
+
 def check_mlflow_server(uri: str | None) -> None:
     """ConfigError at once if ``uri`` names an http(s) server that takes no connection within
-    SERVER_TIMEOUT seconds (refused, an unknown host, no answer): MLflow's client retries for
+    10 seconds (refused, an unknown host, no answer): MLflow's client retries for
     about 4 minutes before it says so. A server reached through a proxy is left to MLflow."""
-    unreachable = _unreachable(uri or "")
-    if unreachable:
+    down = unreachable(uri or "")
+    if down:
         raise ConfigError(
-            f"run.loggers=mlflow: the MLflow server at {unreachable[0]} (MLFLOW_TRACKING_URI) "
-            f"takes no connection ({unreachable[1]}); start it, correct MLFLOW_TRACKING_URI, or "
+            f"run.loggers=mlflow: the MLflow server at {down[0]} (MLFLOW_TRACKING_URI) "
+            f"takes no connection ({down[1]}); start it, correct MLFLOW_TRACKING_URI, or "
             f"log without mlflow"
         )
 
@@ -145,7 +168,7 @@ def check_wandb_project(project: str | None) -> None:
 
 def check_wandb_server(mode: str | None) -> None:
     """ConfigError at once if ``mode`` (WANDB_MODE) sends the run to a W&B server that takes no
-    connection within SERVER_TIMEOUT seconds: ``wandb.init`` waits its ``init_timeout`` (90 s)
+    connection within 10 seconds: ``wandb.init`` waits its ``init_timeout`` (90 s)
     before it says so. Offline, the default, needs no server."""
     if mode not in ONLINE:
         return
@@ -154,55 +177,13 @@ def check_wandb_server(mode: str | None) -> None:
     if not hasattr(wandb_setup, "singleton"):  # an older wandb: left to wandb.init
         return
     url = wandb_setup.singleton().settings.base_url  # WANDB_BASE_URL, wandb login --host's
-    unreachable = _unreachable(url)
-    if unreachable:
+    down = unreachable(url)
+    if down:
         raise ConfigError(
-            f"run.loggers=wandb: WANDB_MODE={mode} but the W&B server at {unreachable[0]} takes "
-            f"no connection ({unreachable[1]}); train with WANDB_MODE=offline and upload the run "
+            f"run.loggers=wandb: WANDB_MODE={mode} but the W&B server at {down[0]} takes "
+            f"no connection ({down[1]}); train with WANDB_MODE=offline and upload the run "
             f"later with wandb sync DIR/wandb/offline-run-*, or log without wandb"
         )
-
-
-def _unreachable(uri: str) -> tuple[str, str] | None:
-    """``(host:port, why)`` if ``uri`` names an http(s) server that takes no connection within
-    SERVER_TIMEOUT seconds (refused, an unknown host, no answer); None if it takes one, or is no
-    such URL, or is reached through a proxy (the client's own error then says what is wrong)."""
-    url = urlparse(uri)
-    try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-    except ValueError:  # not a port: the client's own error says so
-        return None
-    if url.scheme not in ("http", "https") or not url.hostname or _proxied(url):
-        return None
-    why = _no_connection(url.hostname, port)
-    return None if why is None else (f"{url.hostname}:{port}", why)
-
-
-def _no_connection(host: str, port: int) -> str | None:
-    """Why ``host`` takes no connection on ``port`` within SERVER_TIMEOUT seconds, its name's
-    lookup included, which has no timeout of its own (a node whose name server does not answer
-    waits for the resolver's, up to a minute): tried in a thread given up on at the limit. None
-    if it takes one."""
-    outcome: list[str | None] = []
-
-    def attempt() -> None:
-        try:
-            socket.create_connection((host, port), timeout=SERVER_TIMEOUT).close()
-            outcome.append(None)
-        except OSError as error:
-            outcome.append(str(error) or type(error).__name__)
-
-    thread = threading.Thread(target=attempt, name="sef-server-check", daemon=True)
-    thread.start()
-    thread.join(SERVER_TIMEOUT)
-    return outcome[0] if outcome else f"no answer within {SERVER_TIMEOUT} s"
-
-
-def _proxied(url: ParseResult) -> bool:
-    """Whether the environment sends requests to ``url`` through a proxy (as MLflow's do)."""
-    proxies = getproxies()
-    uses = url.scheme in proxies or "all" in proxies
-    return uses and not proxy_bypass(url.hostname or "")
 
 
 @dataclass
@@ -267,11 +248,11 @@ class WandbRun:
 
 class MLflowRun:
     """An MLflow run in ``MLFLOW_TRACKING_URI``, else in a SQLite store DIR/mlflow/mlflow.db
-    with its files in DIR/mlflow/artifacts; the epoch is the step."""
+    with its files in DIR/mlflow/artifacts; the epoch is the step. ``MLFLOW_RUN_ID`` names the
+    run to log into and ``MLFLOW_EXPERIMENT_ID`` the experiment of a new one, as `mlflow run`
+    sets them."""
 
     def __init__(self, out: Path, config: Config, run_id: str | None):
-        from mlflow.exceptions import MlflowException
-
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         artifacts = None
         if not uri:
@@ -287,29 +268,58 @@ class MLflowRun:
             self.client = opened(uri)
             if artifacts is not None:
                 self._check_in_place(artifacts, out)
-            existing: dict[str, str] = {}
-            if run_id:
-                try:
-                    run = self.client.get_run(run_id)
-                    existing = run.data.params
-                except MlflowException:  # not in this store (another MLFLOW_TRACKING_URI)
-                    run_id = None
-                else:  # a run deleted in MLflow cannot go on: a new one gets the whole history
-                    run_id = None if run.info.lifecycle_stage == "deleted" else run_id
-            self.resumed = run_id is not None
-            if run_id:
-                self.client.update_run(run_id, status="RUNNING")
-                self._warn_of_another_experiment(run.info.experiment_id)
+            given = os.environ.get("MLFLOW_RUN_ID")  # as `mlflow run` sets it
+            run = self._given_run(given, uri) if given else self._saved_run(run_id)
+            self.resumed = run is not None and (given or run_id) == run_id
+            if run is not None:
+                self.id = given or run_id
+                self.client.update_run(self.id, status="RUNNING")
+                if not given:
+                    self._warn_of_another_experiment(run.info.experiment_id)
             else:
                 experiment = self._experiment(artifacts)
-                run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
-        self.id = run_id
+                self.id = self.client.create_run(experiment, run_name=out.name).info.run_id
+        existing = run.data.params if run is not None else {}
         try:
             self._log_config(out, config, existing)
         except BaseException:  # Ctrl-C, or the client's error: the run is not left running
             with contextlib.suppress(Exception):
                 self.close(False)
             raise
+
+    def _saved_run(self, run_id: str | None) -> Any:
+        """The run of trackers.json to go on in; None where there is none, it is not in this
+        store (another MLFLOW_TRACKING_URI), or it was deleted in MLflow (a deleted run cannot
+        go on: a new one gets the whole history)."""
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return None if run.info.lifecycle_stage == "deleted" else run
+
+    def _given_run(self, given: str, uri: str | None) -> Any:
+        """The run ``MLFLOW_RUN_ID`` names, which this run logs into (the whole history where it
+        is not the run of trackers.json); ConfigError where the store has no such run, or it
+        was deleted."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(given)
+        except MlflowException:
+            run = None
+        if run is None or run.info.lifecycle_stage == "deleted":
+            kind = "no run" if run is None else "a deleted run"
+            restore = "" if run is None else f"restore it (mlflow runs restore --run-id {given}), "
+            raise ConfigError(
+                f"run.loggers=mlflow: MLFLOW_RUN_ID={given} is {kind} of the MLflow store "
+                f"{uri}; {restore}unset MLFLOW_RUN_ID to start a new run, or set the id of a run "
+                f"there"
+            )
+        return run
 
     def _log_config(self, out: Path, config: Config, existing: Mapping[str, str]) -> None:
         """The config as parameters, but those of ``existing`` (a resumed run's), and as a file."""
@@ -341,29 +351,59 @@ class MLflowRun:
             )
 
     def _warn_of_another_experiment(self, experiment_id: str) -> None:
-        """Warn when MLFLOW_EXPERIMENT_NAME names another experiment than the one the resumed run
-        is in: MLflow keeps a run in its experiment, so it continues there."""
-        name, kept = _experiment_name(), self.client.get_experiment(experiment_id).name
-        if kept != name:
+        """Warn when MLFLOW_EXPERIMENT_ID or MLFLOW_EXPERIMENT_NAME names another experiment than
+        the one the resumed run is in: MLflow keeps a run in its experiment, so it continues
+        there."""
+        kept, wanted = self.client.get_experiment(experiment_id).name, _experiment_id()
+        asked, setting = _asked()
+        if (experiment_id != wanted) if wanted else (kept != _experiment_name()):
             warn(
                 f"run.loggers=mlflow: this resume continues the MLflow run in experiment {kept!r}, "
-                f"not in {name!r} (MLFLOW_EXPERIMENT_NAME), as MLflow keeps a run in its "
-                f"experiment; to log into {name!r}, train a new run (another --out)"
+                f"not in {asked} ({setting}), as MLflow keeps a run in its experiment; to log "
+                f"into {asked}, train a new run (another --out)"
             )
 
     def _experiment(self, artifacts: Path | None) -> str:
-        name = _experiment_name()
-        experiment = self.client.get_experiment_by_name(name)
+        """The id of the experiment to start the run in, made where it is named but missing."""
+        experiment = self._asked_experiment()
         if experiment is not None and experiment.lifecycle_stage == "deleted":
+            setting = _asked()[1]
             raise ConfigError(
-                f"run.loggers=mlflow: the MLflow experiment {name!r} was deleted, and MLflow "
-                f"starts no run in it; restore it (mlflow experiments restore --experiment-id "
-                f"{experiment.experiment_id}), or set MLFLOW_EXPERIMENT_NAME to another name"
+                f"run.loggers=mlflow: the MLflow experiment {experiment.name!r} was deleted, and "
+                f"MLflow starts no run in it; restore it (mlflow experiments restore "
+                f"--experiment-id {experiment.experiment_id}), or set {setting} to another "
+                f"{'id' if _experiment_id() else 'name'}"
             )
         if experiment is not None:
             return experiment.experiment_id
         location = artifacts.resolve().as_uri() if artifacts is not None else None
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(_experiment_name(), artifact_location=location)
+
+    def _asked_experiment(self) -> Any:
+        """The experiment MLFLOW_EXPERIMENT_ID names (as `mlflow run` sets it), else the one of
+        MLFLOW_EXPERIMENT_NAME's name, None where the store has none of that name yet;
+        ConfigError where the id names none, or another than MLFLOW_EXPERIMENT_NAME does (as
+        MLflow refuses them)."""
+        from mlflow.exceptions import MlflowException
+
+        wanted, named = _experiment_id(), os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        if not wanted:
+            return self.client.get_experiment_by_name(_experiment_name())
+        try:
+            experiment = self.client.get_experiment(wanted)
+        except MlflowException:
+            raise ConfigError(
+                f"run.loggers=mlflow: MLFLOW_EXPERIMENT_ID={wanted} names no experiment of the "
+                f"MLflow store {os.environ.get('MLFLOW_TRACKING_URI')}; set the id of one there "
+                f"(mlflow experiments search lists them), or unset it to log into experiment "
+                f"{_experiment_name()!r}"
+            ) from None
+        if named and named != experiment.name:
+            raise ConfigError(
+                f"run.loggers=mlflow: MLFLOW_EXPERIMENT_ID={wanted} is experiment "
+                f"{experiment.name!r}, not {named!r} (MLFLOW_EXPERIMENT_NAME); unset one of them"
+            )
+        return experiment
 
     def _log(self, values: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -413,10 +453,22 @@ def _experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or PROJECT
 
 
+def _experiment_id() -> str | None:
+    return os.environ.get("MLFLOW_EXPERIMENT_ID") or None
+
+
+def _asked() -> tuple[str, str]:
+    """The experiment asked for, in words, and the setting that asks for it."""
+    wanted = _experiment_id()
+    if wanted:
+        return f"experiment {wanted}", "MLFLOW_EXPERIMENT_ID"
+    return repr(_experiment_name()), "MLFLOW_EXPERIMENT_NAME"
+
+
 OPENERS = {"wandb": WandbRun, "mlflow": MLflowRun}
 SETTINGS = {  # what may be amiss
     "wandb": "WANDB_MODE, WANDB_DIR, WANDB_PROJECT",
-    "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME",
+    "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME, MLFLOW_EXPERIMENT_ID, MLFLOW_RUN_ID",
 }
 
 

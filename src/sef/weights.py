@@ -79,13 +79,18 @@ def _cannot_write(reason: object) -> bool:
     return reason.errno in _FULL or (reason.errno in _UNWRITABLE and reason.filename is not None)
 
 
+def hub_cache(url: str) -> Path:
+    """Where the torch hub cache keeps the download of ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
 def download_help(
     name: str, weights: object, url: str, reason: object, *, torch_hub: bool = True
 ) -> WeightsError:
     """Named weights that could not be downloaded: where to put the file instead (also in the
     torch hub cache where ``torch_hub``, the cache of downloads from ``url``); where the cache
     could not be written (a read-only or full home folder), which setting moves it."""
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    cache = hub_cache(url)
     elsewhere = "elsewhere and pass its path as weights=PATH (--weights PATH)"
     if _cannot_write(reason):
         where = reason.filename or (cache.parent if torch_hub else "its download cache")

@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from sef.errors import DataError
-from sef.outputs import named, process_alive
+from sef.outputs import named, open_unlinked, process_alive
 
 try:
     import fcntl
@@ -263,15 +263,16 @@ def caches_in(root: Path) -> list[CacheFolder]:
 def _lock_readers(folder: Path, exclusive: bool) -> int | None:
     """A descriptor of FOLDER/READERS locked shared (waited for) or ``exclusive`` (not waited
     for: -1 where another holds it), the file made if it can be; None where it cannot be locked
-    here (Windows, a file system without locks, a folder that is not there)."""
+    here (Windows, a file system without locks, a folder that is not there, a link in its place,
+    never opened: it would make or touch the file it points to)."""
     if fcntl is None:
         return None
     path = folder / READERS
     try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        descriptor = open_unlinked(path, os.O_RDWR | os.O_CREAT)
     except OSError:
         try:  # a read-only folder or file: a lock needs no write access
-            descriptor = os.open(path, os.O_RDONLY)
+            descriptor = open_unlinked(path, os.O_RDONLY)
         except OSError:
             return None
     try:
@@ -290,7 +291,7 @@ def hold_for_reading(folder: Path) -> int | None:
     descriptor = _lock_readers(folder, exclusive=False)
     if descriptor is not None:
         try:
-            os.utime(folder / READERS)
+            os.utime(descriptor)  # the file opened, not one a link put in its place since
         except OSError:  # read-only: the lock serves without the time
             pass
     return descriptor

@@ -69,7 +69,6 @@ class NotALock(OutputError):
 
 
 BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK)
-NO_LINKS = getattr(os, "O_NOFOLLOW", 0)  # a lock opened through a link would write elsewhere
 
 
 def _try_lock(descriptor: int) -> bool:
@@ -151,7 +150,7 @@ def _remove_unheld(path: Path, folder: Path) -> bool:
     user's, under a stricter umask); FolderBusy if a live run holds it, False if it cannot be
     removed. Removed while locked, as ``release`` does, so no holder is ever cut off."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | NO_LINKS)
+        descriptor = outputs.open_unlinked(path, os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -192,7 +191,7 @@ def is_held(folder: str | os.PathLike) -> bool:
     """Whether a live process holds ``folder``'s lock: tried without waiting and given back at
     once (a folder without one, or on a file system that cannot lock, is not held)."""
     try:  # read-only: another user's lock may be unwritable to this one
-        descriptor = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | NO_LINKS)
+        descriptor = outputs.open_unlinked(Path(folder) / LOCK_NAME, os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -212,9 +211,7 @@ def acquire(folder: str | os.PathLike) -> RunLock:
     path = outputs.make_folder(folder) / LOCK_NAME
     while True:
         try:  # 0o666: the umask decides, so a group folder's lock stays the group's to replace
-            if not NO_LINKS and path.is_symlink():  # Windows: no O_NOFOLLOW to refuse it
-                raise OSError(errno.ELOOP, "a link")
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | NO_LINKS, 0o666)
+            descriptor = outputs.open_unlinked(path, os.O_RDWR | os.O_CREAT)
         except OSError as error:
             if isinstance(error, PermissionError) and _remove_unheld(path, folder):
                 continue
