@@ -628,6 +628,42 @@ def test_a_folder_whose_last_pt_is_cut_short_says_how_to_train_the_run_again(tmp
     )
 
 
+def test_a_folder_whose_last_pt_is_no_checkpoint_says_how_to_train_the_run_again(tmp_path):
+    """It said "pass a last.pt or best.pt written by `sef train`": the user passed none."""
+    from sef.config import apply_values, resolve_config
+    from sef.errors import CheckpointError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    (tmp_path / "last.pt").write_text("notes\n")
+    with pytest.raises(CheckpointError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"{tmp_path / 'last.pt'} is not a checkpoint: it is a text file, not the zip archive "
+        f"torch.save writes; move {tmp_path} away to train the run again, or give another --out"
+    )
+
+
+def test_a_row_folder_that_is_a_file_is_refused_by_the_dry_run(tmp_path: Path, capsys) -> None:
+    """The dry run counted it new, and the call stopped only when the row's turn came; so a
+    last.pt that is a folder, where no run can write its checkpoint."""
+    (tmp_path / "cub-resnet50").write_text("")
+    arguments = ["reproduce", "table2", "--dry-run", "--out", str(tmp_path)]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (
+        f"sef reproduce: error: {tmp_path / 'cub-resnet50'} is a file, not a run's folder; move "
+        f"it away, or give another --out\n"
+    )
+    (tmp_path / "cub-resnet50").unlink()
+    (tmp_path / "cub-resnet50" / "last.pt").mkdir(parents=True)
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (
+        f"sef reproduce: error: {tmp_path / 'cub-resnet50' / 'last.pt'} is a folder, not a "
+        f"checkpoint; move {tmp_path / 'cub-resnet50'} away to train the run again, or give "
+        f"another --out\n"
+    )
+
+
 def test_a_folder_whose_checkpoint_config_lacks_a_section_is_refused(tmp_path: Path) -> None:
     """It was compared against defaults in the section's place, as a resume no longer is."""
     from sef.checkpoint import save_checkpoint
