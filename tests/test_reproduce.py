@@ -320,6 +320,27 @@ def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
     assert (folder / "tb").is_dir() and not (folder / "last.pt").exists()
 
 
+def test_the_engines_advice_to_choose_another_out_is_worded_for_a_row(tmp_path: Path) -> None:
+    """`sef train`'s advice ("choose another --out", "train a new run with another --out") meant
+    the row's folder, but here --out holds the whole table's: it is said in one place each, and
+    reproduce words each its own way."""
+    from sef.engine.run import ADVICE, _check_resumed_classes
+    from sef.errors import DataError
+    from sef.reproduce.plan import create_plan
+    from sef.reproduce.runner import _rerun, advice
+
+    run = create_plan("table2", {}, out=tmp_path, dry_run=True).runs[0]
+    assert set(advice(run)) == set(ADVICE)
+    engine = Path(sef.engine.run.__file__).parent
+    sources = "".join(path.read_text(encoding="utf-8") for path in engine.glob("*.py"))
+    assert sources.count("another --out") == 2  # the two phrases themselves, nowhere else
+    with pytest.raises(DataError) as error:
+        _check_resumed_classes(["a", "b"], ["a"], run.out / "last.pt")
+    assert _rerun(error.value, run).endswith(
+        f"put the data back as it was, or move {run.out} away to train the run again"
+    )
+
+
 def test_an_out_under_the_home_folder_is_where_the_runs_and_tables_are(tmp_path, monkeypatch):
     """--out=~/x (no shell expands it): the runs trained under the home folder, but each call
     looked for them, and wrote the tables, in a folder named ~: a second call refused them."""

@@ -16,6 +16,13 @@ from sef.config import Config, run_name
 from sef.engine.lock import LOCK_NAME, FolderBusy, NotALock, RunLock, acquire
 from sef.errors import ConfigError, DiskFull, OutputError
 
+# The advice of a run's messages that names `sef train`'s --out, each said in one place:
+# `sef reproduce`, whose --out holds a folder per run, says each its own way (with RESUME_ADVICE,
+# sef.engine.run.ADVICE). Where a new run may go instead of a folder it cannot take, and how a
+# run that cannot go on may start over.
+ELSEWHERE = "choose another --out"
+START_OVER = "train a new run with another --out"
+
 # The files only the run holding a folder writes (their temporaries are that run's too), as
 # patterns: best.pt's predictions are named after the eval split.
 RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "best-*-predictions.csv")
@@ -71,8 +78,8 @@ def latest_run_dir(config: Config) -> Path:
 
 def _already_a_run(out: Path) -> ConfigError:
     return ConfigError(
-        f"{out} already holds a run; pass --resume (fit: resume=True) to continue it or choose "
-        f"another --out (run.out)"
+        f"{out} already holds a run; pass --resume (fit: resume=True) to continue it or "
+        f"{ELSEWHERE} (run.out)"
     )
 
 
@@ -89,8 +96,8 @@ def claim_new_out_dir(config: Config) -> RunLock:
             lock = acquire(out)
         except FolderBusy as busy:
             raise FolderBusy(
-                f"{out} is in use by another run ({busy.holder}); wait for it to end or choose "
-                f"another --out",
+                f"{out} is in use by another run ({busy.holder}); wait for it to end or "
+                f"{ELSEWHERE}",
                 out,
                 busy.holder,
             ) from None
@@ -148,7 +155,7 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
     if os.path.samefile(config_file, own):
         raise ConfigError(
             f"--config {config_file} is the config.yaml the run writes in {folder}; keep your "
-            f"config elsewhere or choose another --out"
+            f"config elsewhere or {ELSEWHERE}"
         )
 
 
@@ -181,7 +188,7 @@ def check_others_records(folder: Path) -> None:
         )
         raise OutputError(
             f"{problem}; remove that line (a run's config.yaml holds every value itself), or "
-            f"choose another --out",
+            f"{ELSEWHERE}",
             problem,
         )
     for name in outputs.RUN_RECORDS:
@@ -189,7 +196,7 @@ def check_others_records(folder: Path) -> None:
             problem = (
                 f"cannot write {folder / name}: no sef run wrote it, and this one would replace it"
             )
-            raise OutputError(f"{problem}; choose another --out", problem)
+            raise OutputError(f"{problem}; {ELSEWHERE}", problem)
 
 
 def _clear_events(tb: Path) -> None:
