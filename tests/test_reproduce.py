@@ -321,11 +321,11 @@ def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
 
 
 def test_the_engines_advice_to_choose_another_out_is_worded_for_a_row(tmp_path: Path) -> None:
-    """`sef train`'s advice ("choose another --out", "train a new run with another --out") meant
-    the row's folder, but here --out holds the whole table's: it is said in one place each, and
-    reproduce words each its own way."""
+    """`sef train`'s advice ("choose another --out", "train a new run with another --out", "move
+    the run folder and resume it there") meant the row's folder, but here --out holds the whole
+    table's: it is said in one place each, and reproduce words each its own way."""
     from sef.engine.run import ADVICE, _check_resumed_classes
-    from sef.errors import DataError
+    from sef.errors import DataError, DiskFull
     from sef.reproduce.plan import create_plan
     from sef.reproduce.runner import _rerun, advice
 
@@ -334,10 +334,15 @@ def test_the_engines_advice_to_choose_another_out_is_worded_for_a_row(tmp_path: 
     engine = Path(sef.engine.run.__file__).parent
     sources = "".join(path.read_text(encoding="utf-8") for path in engine.glob("*.py"))
     assert sources.count("another --out") == 2  # the two phrases themselves, nowhere else
+    assert all(sources.count(phrase) == 1 for phrase in ADVICE)
     with pytest.raises(DataError) as error:
         _check_resumed_classes(["a", "b"], ["a"], run.out / "last.pt")
     assert _rerun(error.value, run).endswith(
         f"put the data back as it was, or move {run.out} away to train the run again"
+    )
+    full = DiskFull("free some space or move the run folder and resume it there")
+    assert _rerun(full, run) == (
+        f"free some space or move {tmp_path} to a disk with room and give it as --out"
     )
 
 

@@ -18,10 +18,14 @@ from sef.errors import ConfigError, DiskFull, OutputError
 
 # The advice of a run's messages that names `sef train`'s --out, each said in one place:
 # `sef reproduce`, whose --out holds a folder per run, says each its own way (with RESUME_ADVICE,
-# sef.engine.run.ADVICE). Where a new run may go instead of a folder it cannot take, and how a
-# run that cannot go on may start over.
+# sef.engine.run.ADVICE). Where a new run may go instead of a folder it cannot take, how a run
+# that cannot go on may start over, and where a run may resume when its folder cannot serve.
 ELSEWHERE = "choose another --out"
 START_OVER = "train a new run with another --out"
+COPY_AND_RESUME = (
+    "copy the run folder to a writable place with file locks and resume it there with --out"
+)
+MOVE_AND_RESUME = "move the run folder and resume it there"
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
 # patterns: best.pt's predictions are named after the eval split.
@@ -133,8 +137,7 @@ def claim_resumed(out: Path) -> RunLock:
         raise NotALock(f"cannot resume {out}: {error}", error.problem) from None
     except OutputError as error:
         raise OutputError(
-            f"cannot resume {out}: {error.problem}; copy the run folder to a writable place with "
-            f"file locks and resume it there with --out",
+            f"cannot resume {out}: {error.problem}; {COPY_AND_RESUME}",
             error.problem,
         ) from None
     except FolderBusy as busy:

@@ -71,7 +71,9 @@ from sef.engine.evaluation import (
     write_predictions,
 )
 from sef.engine.folders import (
+    COPY_AND_RESUME,
     ELSEWHERE,
+    MOVE_AND_RESUME,
     START_OVER,
     check_config_file,
     check_others_records,
@@ -711,7 +713,7 @@ class _Run:
         )
         free = space.free_bytes(self.out)
         if free is not None and free + present < self.bytes_needed():
-            elsewhere = "move the run folder and resume it there" if present else ELSEWHERE
+            elsewhere = MOVE_AND_RESUME if present else ELSEWHERE
             raise DiskFull(
                 f"{self.out} has {space.human(free)} free and {self.space_needed()}; free some "
                 f"space or {elsewhere}"
@@ -1061,7 +1063,7 @@ def _kept(run: _Run) -> str:
 # How `sef train` goes on from the kept last.pt (`sef reproduce` words it its own way).
 RESUME_ADVICE = "with --resume to continue"
 # The advice of a run's messages that names `sef train`'s options (sef.engine.folders).
-ADVICE = (RESUME_ADVICE, ELSEWHERE, START_OVER)
+ADVICE = (RESUME_ADVICE, ELSEWHERE, START_OVER, COPY_AND_RESUME, MOVE_AND_RESUME)
 
 
 def _again(run: _Run) -> str:

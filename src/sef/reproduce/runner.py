@@ -19,7 +19,7 @@ from pathlib import Path
 from sef import distributed
 from sef.distributed import Context
 from sef.engine import fit
-from sef.engine.folders import ELSEWHERE, START_OVER
+from sef.engine.folders import COPY_AND_RESUME, ELSEWHERE, MOVE_AND_RESUME, START_OVER
 from sef.engine.run import RESUME_ADVICE
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
@@ -146,11 +146,17 @@ def _say_blanks(plan: Plan, states: States, say: Callable[[str], None]) -> None:
 def advice(run: Run) -> dict[str, str]:
     """The engine's advice that names `sef train`'s options (sef.engine.run.ADVICE), as `sef
     reproduce` says it for ``run``: it goes on when run again, and its --out holds every row's
-    folder, so the run starts over where its folder is moved away."""
+    folder, so the run starts over where its folder is moved away, and goes on elsewhere where
+    the whole table's folder does."""
+    table = run.out.parent
     return {
         RESUME_ADVICE: "again to continue",
         START_OVER: train_again(run.out),
         ELSEWHERE: "give another --out for the whole table",
+        COPY_AND_RESUME: (
+            f"copy {table} to a writable place with file locks and give that copy as --out"
+        ),
+        MOVE_AND_RESUME: f"move {table} to a disk with room and give it as --out",
     }
 
 
