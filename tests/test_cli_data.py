@@ -138,17 +138,39 @@ def test_check_says_absolute_csv_paths_were_read_as_written_not_asks_about_archi
     )
     listing.write_text(listing.read_text().replace(f"{csv_root}/img/", "~/img/"))
     # said "read relative to its folder": the ~ was not seen
-    assert sef.datasets.load("csv", csv_root, "test").missing_hint == (
+    assert _hint_for_every_image(csv_root) == (
         "the paths in labels.csv that start with ~ are read as written, a folder named ~, not "
         "the home folder: write the home folder's path out in full"
     )
     listing.write_text(listing.read_text().replace("~/img/", "img/"))
     for image_root, gone in ((tmp_path, ""), (tmp_path / "gone", ", which does not exist")):
-        hint = sef.datasets.load("csv", csv_root, "test", image_root=image_root).missing_hint
-        assert hint == (
+        assert _hint_for_every_image(csv_root, image_root=image_root) == (
             f"the paths in labels.csv are read relative to the csv option image_root "
             f"{image_root}{gone}: set image_root to the folder they are relative to"
         )
+
+
+def _hint_for_every_image(csv_root, **options) -> str:
+    """What the CSV data's hint says were all its test images missing."""
+    images = sef.datasets.load("csv", csv_root, "test", **options)
+    return images.missing_hint([path for path, _ in images.samples])
+
+
+def test_the_csv_hint_fits_the_missing_paths_where_absolute_and_relative_ones_mix(csv_root):
+    """The absolute paths of a CSV that mixes both were said to be read relative to its folder."""
+    listing = csv_root / "labels.csv"
+    listing.write_text(listing.read_text().replace("img/cat_", f"{csv_root}/img/cat_"))
+    images = sef.datasets.load("csv", csv_root, "test")
+    absolute = [path for path, _ in images.samples if "cat_" in path]
+    relative = [path for path, _ in images.samples if "cat_" not in path]
+    assert absolute and relative
+    assert images.missing_hint(absolute) == (
+        "the paths in labels.csv are absolute, read as written: put the images back there, or "
+        "list them where they are now"
+    )
+    assert images.missing_hint(relative).startswith(
+        f"the paths in labels.csv are read relative to its folder {csv_root}: "
+    )
 
 
 def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, capsys):

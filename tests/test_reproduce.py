@@ -320,6 +320,32 @@ def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
     assert (folder / "tb").is_dir() and not (folder / "last.pt").exists()
 
 
+def test_the_engines_advice_to_choose_another_out_is_worded_for_a_row(tmp_path: Path) -> None:
+    """`sef train`'s advice ("choose another --out", "train a new run with another --out", "move
+    the run folder and resume it there") meant the row's folder, but here --out holds the whole
+    table's: it is said in one place each, and reproduce words each its own way."""
+    from sef.engine.run import ADVICE, _check_resumed_classes
+    from sef.errors import DataError, DiskFull
+    from sef.reproduce.plan import create_plan
+    from sef.reproduce.runner import _rerun, advice
+
+    run = create_plan("table2", {}, out=tmp_path, dry_run=True).runs[0]
+    assert set(advice(run)) == set(ADVICE)
+    engine = Path(sef.engine.run.__file__).parent
+    sources = "".join(path.read_text(encoding="utf-8") for path in engine.glob("*.py"))
+    assert sources.count("another --out") == 2  # the two phrases themselves, nowhere else
+    assert all(sources.count(phrase) == 1 for phrase in ADVICE)
+    with pytest.raises(DataError) as error:
+        _check_resumed_classes(["a", "b"], ["a"], run.out / "last.pt")
+    assert _rerun(error.value, run).endswith(
+        f"put the data back as it was, or move {run.out} away to train the run again"
+    )
+    full = DiskFull("free some space or move the run folder and resume it there")
+    assert _rerun(full, run) == (
+        f"free some space or move {tmp_path} to a disk with room and give it as --out"
+    )
+
+
 def test_an_out_under_the_home_folder_is_where_the_runs_and_tables_are(tmp_path, monkeypatch):
     """--out=~/x (no shell expands it): the runs trained under the home folder, but each call
     looked for them, and wrote the tables, in a folder named ~: a second call refused them."""
@@ -625,6 +651,42 @@ def test_a_folder_whose_last_pt_is_cut_short_says_how_to_train_the_run_again(tmp
         read_state(config)
     assert str(error.value).endswith(
         f"; use a whole copy, or move {tmp_path} away to train the run again"
+    )
+
+
+def test_a_folder_whose_last_pt_is_no_checkpoint_says_how_to_train_the_run_again(tmp_path):
+    """It said "pass a last.pt or best.pt written by `sef train`": the user passed none."""
+    from sef.config import apply_values, resolve_config
+    from sef.errors import CheckpointError
+    from sef.reproduce.state import read_state
+
+    config = apply_values(resolve_config("cub-resnet50"), {"run.out": str(tmp_path)})
+    (tmp_path / "last.pt").write_text("notes\n")
+    with pytest.raises(CheckpointError) as error:
+        read_state(config)
+    assert str(error.value) == (
+        f"{tmp_path / 'last.pt'} is not a checkpoint: it is a text file, not the zip archive "
+        f"torch.save writes; move {tmp_path} away to train the run again, or give another --out"
+    )
+
+
+def test_a_row_folder_that_is_a_file_is_refused_by_the_dry_run(tmp_path: Path, capsys) -> None:
+    """The dry run counted it new, and the call stopped only when the row's turn came; so a
+    last.pt that is a folder, where no run can write its checkpoint."""
+    (tmp_path / "cub-resnet50").write_text("")
+    arguments = ["reproduce", "table2", "--dry-run", "--out", str(tmp_path)]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (
+        f"sef reproduce: error: {tmp_path / 'cub-resnet50'} is a file, not a run's folder; move "
+        f"it away, or give another --out\n"
+    )
+    (tmp_path / "cub-resnet50").unlink()
+    (tmp_path / "cub-resnet50" / "last.pt").mkdir(parents=True)
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (
+        f"sef reproduce: error: {tmp_path / 'cub-resnet50' / 'last.pt'} is a folder, not a "
+        f"checkpoint; move {tmp_path / 'cub-resnet50'} away to train the run again, or give "
+        f"another --out\n"
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from sef import filekinds
-from sef.errors import CheckpointError, IncompleteCheckpoint
+from sef.errors import CheckpointError, IncompleteCheckpoint, NotACheckpoint
 from sef.outputs import atomic_path, interrupt_after
 from sef.version import __version__
 
@@ -119,6 +119,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 
 _PASS = "pass a last.pt or best.pt written by `sef train`"
+
+
+def _not_a_checkpoint(problem: str, advice: str | None = _PASS) -> NotACheckpoint:
+    """NotACheckpoint saying ``problem``, then ``advice`` where there is one."""
+    return NotACheckpoint(f"{problem}; {advice}" if advice else problem, problem)
+
+
 # Words of torch's weights-only refusals that mean the pickle names code to import or call.
 _CODE_WORDS = ("global", "reduce", "new object", "persistent")
 
@@ -135,19 +142,21 @@ def _check_archive(path: Path) -> None:
             names = archive.namelist()
             bad = archive.testzip()  # reads every member and checks its CRC
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise CheckpointError(f"checkpoint {path} is a damaged zip archive ({error})") from None
+        raise _not_a_checkpoint(
+            f"checkpoint {path} is a damaged zip archive ({error})", None
+        ) from None
     if bad is not None:
         raise IncompleteCheckpoint(
             f"checkpoint {path} is damaged: its member {bad} does not match its checksum; use "
             f"another copy"
         )
     if any(name.endswith("/constants.pkl") for name in names):
-        raise CheckpointError(
-            f"{path} is a TorchScript model (as `sef export` writes), not a checkpoint; {_PASS}"
+        raise _not_a_checkpoint(
+            f"{path} is a TorchScript model (as `sef export` writes), not a checkpoint"
         )
     if not any(name.endswith("/data.pkl") for name in names):
-        raise CheckpointError(
-            f"{path} is a zip archive that torch.save did not write (no data.pkl inside); {_PASS}"
+        raise _not_a_checkpoint(
+            f"{path} is a zip archive that torch.save did not write (no data.pkl inside)"
         )
 
 
@@ -162,15 +171,14 @@ def _check_kind(path: Path) -> None:
     except OSError as error:
         raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror}") from None
     if kind == filekinds.EMPTY:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {_PASS}")
+        raise _not_a_checkpoint(f"checkpoint {path} is empty (0 bytes)")
     if kind == filekinds.ZIP:
         _check_archive(path)
     elif kind == filekinds.PICKLE:  # refused before torch.load warns about its protocol
-        raise CheckpointError(f"{path} is a Python pickle that torch.save did not write; {_PASS}")
+        raise _not_a_checkpoint(f"{path} is a Python pickle that torch.save did not write")
     elif kind != filekinds.TORCH_LEGACY:
-        raise CheckpointError(
-            f"{path} is not a checkpoint: it is {kind}, not the zip archive torch.save writes; "
-            f"{_PASS}"
+        raise _not_a_checkpoint(
+            f"{path} is not a checkpoint: it is {kind}, not the zip archive torch.save writes"
         )
 
 
@@ -180,11 +188,14 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
     if isinstance(error, pickle.UnpicklingError):
         detail = str(error).rpartition("WeightsUnpickler error:")[2].strip() or reason
         if any(word in detail.lower() for word in _CODE_WORDS):
-            return CheckpointError(
+            return _not_a_checkpoint(
                 f"refused to load checkpoint {path}: it holds pickled Python objects that could "
-                f"run code; use only checkpoints written by `sef train`"
+                f"run code",
+                "use only checkpoints written by `sef train`",
             )
-        return CheckpointError(f"checkpoint {path} is damaged: its pickle is invalid ({detail})")
+        return _not_a_checkpoint(
+            f"checkpoint {path} is damaged: its pickle is invalid ({detail})", None
+        )
     if isinstance(error, EOFError):
         return IncompleteCheckpoint(
             f"checkpoint {path} is truncated: its pickle ends early; use a whole copy"
@@ -217,13 +228,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise _load_error(path, error) from None
     except (KeyError, IndexError, TypeError, AttributeError) as error:  # a pickle's bad opcodes
         reason = f"{type(error).__name__}: {error}"
-        raise CheckpointError(
-            f"checkpoint {path} is damaged: its pickle is invalid ({reason})"
+        raise _not_a_checkpoint(
+            f"checkpoint {path} is damaged: its pickle is invalid ({reason})", None
         ) from None
     _check_format(path, state)
     unfit = _unfit(state)
     if unfit:
-        raise CheckpointError(
-            f"{path} is not a sef checkpoint ({unfit}); pass a file written by `sef train`"
+        raise _not_a_checkpoint(
+            f"{path} is not a sef checkpoint ({unfit})", "pass a file written by `sef train`"
         )
     return state

@@ -12,6 +12,15 @@ class SEFError(Exception):
     """Base class: the message names the file or value at fault and what to do."""
 
 
+class _Problem:
+    """``problem`` is what went wrong, without the advice the message ends with (for callers
+    that advise otherwise)."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+
 class ConfigError(SEFError, ValueError):
     """A bad preset, config key, or config value."""
 
@@ -28,13 +37,13 @@ class IncompleteCheckpoint(CheckpointError):
     """A checkpoint cut short or damaged (a copy that did not finish): another copy is the fix."""
 
 
-class OutputError(SEFError):
-    """An output file or folder that cannot be written; ``problem`` is what went wrong, without
-    the advice the message ends with (for callers that advise otherwise)."""
+class NotACheckpoint(_Problem, CheckpointError):
+    """A file that is no sef checkpoint: another kind of file, another program's, or one damaged
+    past reading as one."""
 
-    def __init__(self, message: str, problem: str | None = None) -> None:
-        super().__init__(message)
-        self.problem = problem or message
+
+class OutputError(_Problem, SEFError):
+    """An output file or folder that cannot be written."""
 
 
 class DiskFull(OutputError):

@@ -96,7 +96,9 @@ def _problems(paths: list[str], workers: int | None, progress: bool | None) -> l
         )
 
 
-def describe_bad_images(bad: Sequence[tuple[str, str]], total: int, hint: str | None = None) -> str:
+def describe_bad_images(
+    bad: Sequence[tuple[str, str]], total: int, hint: Callable[[list[str]], str] | None = None
+) -> str:
     """The bad images of ``total`` for people, reason by reason: up to FEW of a reason one line
     each (``path: reason``), more of one reason (a split unpacked elsewhere: thousands missing)
     in one line, with how many, under which folder, FEW examples and, for missing images, a hint
@@ -115,7 +117,9 @@ def describe_bad_images(bad: Sequence[tuple[str, str]], total: int, hint: str | 
     return "\n".join(lines)
 
 
-def _summary(reason: str, paths: list[str], total: int, hint: str | None) -> str:
+def _summary(
+    reason: str, paths: list[str], total: int, hint: Callable[[list[str]], str] | None
+) -> str:
     """One line for the ``paths`` of ``total`` images that share ``reason``."""
     try:
         folder = os.path.commonpath(paths)
@@ -157,11 +161,12 @@ def _cased_otherwise(path: str) -> str | None:
     return os.path.join(folder, same[0]) if same else None
 
 
-def _missing_hint(paths: list[str], hint: str | None) -> str:
+def _missing_hint(paths: list[str], hint: Callable[[list[str]], str] | None) -> str:
     """Why ``paths`` may be missing: Windows separators (said, not converted: on Linux a file
     name may hold a backslash), accents stored otherwise, a name in another case, a folder that
     does not exist, or the images one folder deeper than listed (a copy that unpacks
-    cars_train/cars_train/); else ``hint`` or :data:`ARCHIVES`."""
+    cars_train/cars_train/); else ``hint``'s words for them, or :data:`ARCHIVES`."""
+    told = hint(paths) if hint else ARCHIVES
     if _backslashed(paths):
         return "the paths separate folders with \\ (as on Windows): write them with / instead"
     found = _spelled_otherwise(paths[0])
@@ -177,7 +182,7 @@ def _missing_hint(paths: list[str], hint: str | None) -> str:
         )
     parent, name = os.path.split(paths[0])
     if not os.path.isdir(parent):
-        return f"{parent} does not exist: {hint or ARCHIVES}"
+        return f"{parent} does not exist: {told}"
     try:
         deeper = [
             os.path.join(entry.path, name)
@@ -188,7 +193,7 @@ def _missing_hint(paths: list[str], hint: str | None) -> str:
         deeper = []
     if deeper:
         return f"{deeper[0]} exists: the images are one folder deeper than listed"
-    return hint or ARCHIVES
+    return told
 
 
 def apply_bad_image_policy(

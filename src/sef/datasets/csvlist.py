@@ -15,6 +15,7 @@ import csv
 import io
 import os
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 from sef import filekinds
@@ -176,11 +177,16 @@ def _check_relative_to_csv(path: Path, listed: str) -> None:
         )
 
 
-def _missing_hint(path: Path, image_root: str | os.PathLike | None, listed: list[str]) -> str:
-    """Where the images were looked for, said when they are missing (the usual hint asks about
-    archives, which CSV data has none of): as listed, where every ``listed`` path is absolute;
-    else relative to the CSV's folder, or to ``image_root`` (and the folder a relative one was
-    resolved from); a path that starts with ~ is said to be read as written (no home folder)."""
+def _missing_hint(
+    path: Path, image_root: str | os.PathLike | None, absolute: frozenset[str], missing: list[str]
+) -> str:
+    """Where the ``missing`` images (their paths as read) were looked for, said when they are
+    missing (the usual hint asks about archives, which CSV data has none of): as listed, where
+    every one of them was listed absolute (``absolute``: the paths listed so); else relative to
+    the CSV's folder, or to ``image_root`` (and the folder a relative one was resolved from); a
+    path that starts with ~ is said to be read as written (no home folder)."""
+    base = Path(image_root).expanduser() if image_root is not None else path.parent
+    listed = [each if each in absolute else os.path.relpath(each, base) for each in missing]
     if any(listed_path.startswith("~") for listed_path in listed):
         return (
             f"the paths in {path.name} that start with ~ are read as written, a folder named ~, "
@@ -197,12 +203,11 @@ def _missing_hint(path: Path, image_root: str | os.PathLike | None, listed: list
             f"relative to it or absolute, or set the csv option image_root to the folder they are "
             f"relative to"
         )
-    root = Path(image_root).expanduser()
-    if root.is_absolute():
-        gone = "" if root.is_dir() else ", which does not exist"
+    if base.is_absolute():
+        gone = "" if base.is_dir() else ", which does not exist"
         return (
             f"the paths in {path.name} are read relative to the csv option image_root "
-            f"{root}{gone}: set image_root to the folder they are relative to"
+            f"{base}{gone}: set image_root to the folder they are relative to"
         )
     return (
         f"the csv option image_root {image_root} is relative, so it was resolved from the "
@@ -269,7 +274,8 @@ def read(
     samples = [(str(base / row[0]), index[key(row[1])]) for _, row in rows]
     tags = [_split_of(path, number, row[2]) if len(row) == 3 else None for number, row in rows]
     # a user's own: seen as a viewer shows them, named relative to base (ImageList.names)
-    hint = _missing_hint(path, image_root, [row[0] for _, row in rows])
+    absolute = frozenset(str(Path(row[0])) for _, row in rows if os.path.isabs(row[0]))
+    hint = partial(_missing_hint, path, image_root, absolute)
     photos = ImageList(samples, names, upright=True, root=base, missing_hint=hint)
     return from_declared(
         photos, tags, split, seed, val_fraction, test_fraction, str(path), holdout=holdout

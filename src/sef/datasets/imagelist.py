@@ -35,9 +35,9 @@ class ImageList(Dataset):
     (:meth:`names`), so that what the stable hold-out and a run's record of its training images
     read of them stays the same when the data moves; None elsewhere.
 
-    ``missing_hint`` (csv data: the CSV's folder, ``image_root``, or the paths as listed) says
-    where the images were looked for, in place of the usual hint when they are missing
-    (:mod:`sef.datasets.checking`).
+    ``missing_hint`` (csv data: the CSV's folder, ``image_root``, or the paths as listed) says,
+    given the missing images' paths, where they were looked for, in place of the usual hint when
+    they are missing (:mod:`sef.datasets.checking`).
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class ImageList(Dataset):
         parts: Sequence[Parts] | None = None,
         upright: bool = True,
         root: str | os.PathLike | None = None,
-        missing_hint: str | None = None,
+        missing_hint: Callable[[list[str]], str] | None = None,
     ) -> None:
         self.samples = [(str(path), int(label)) for path, label in samples]
         self.classes = list(classes)

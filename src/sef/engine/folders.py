@@ -16,6 +16,17 @@ from sef.config import Config, run_name
 from sef.engine.lock import LOCK_NAME, FolderBusy, NotALock, RunLock, acquire
 from sef.errors import ConfigError, DiskFull, OutputError
 
+# The advice of a run's messages that names `sef train`'s --out, each said in one place:
+# `sef reproduce`, whose --out holds a folder per run, says each its own way (with RESUME_ADVICE,
+# sef.engine.run.ADVICE). Where a new run may go instead of a folder it cannot take, how a run
+# that cannot go on may start over, and where a run may resume when its folder cannot serve.
+ELSEWHERE = "choose another --out"
+START_OVER = "train a new run with another --out"
+COPY_AND_RESUME = (
+    "copy the run folder to a writable place with file locks and resume it there with --out"
+)
+MOVE_AND_RESUME = "move the run folder and resume it there"
+
 # The files only the run holding a folder writes (their temporaries are that run's too), as
 # patterns: best.pt's predictions are named after the eval split.
 RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "best-*-predictions.csv")
@@ -71,8 +82,8 @@ def latest_run_dir(config: Config) -> Path:
 
 def _already_a_run(out: Path) -> ConfigError:
     return ConfigError(
-        f"{out} already holds a run; pass --resume (fit: resume=True) to continue it or choose "
-        f"another --out (run.out)"
+        f"{out} already holds a run; pass --resume (fit: resume=True) to continue it or "
+        f"{ELSEWHERE} (run.out)"
     )
 
 
@@ -89,8 +100,8 @@ def claim_new_out_dir(config: Config) -> RunLock:
             lock = acquire(out)
         except FolderBusy as busy:
             raise FolderBusy(
-                f"{out} is in use by another run ({busy.holder}); wait for it to end or choose "
-                f"another --out",
+                f"{out} is in use by another run ({busy.holder}); wait for it to end or "
+                f"{ELSEWHERE}",
                 out,
                 busy.holder,
             ) from None
@@ -126,8 +137,7 @@ def claim_resumed(out: Path) -> RunLock:
         raise NotALock(f"cannot resume {out}: {error}", error.problem) from None
     except OutputError as error:
         raise OutputError(
-            f"cannot resume {out}: {error.problem}; copy the run folder to a writable place with "
-            f"file locks and resume it there with --out",
+            f"cannot resume {out}: {error.problem}; {COPY_AND_RESUME}",
             error.problem,
         ) from None
     except FolderBusy as busy:
@@ -148,7 +158,7 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
     if os.path.samefile(config_file, own):
         raise ConfigError(
             f"--config {config_file} is the config.yaml the run writes in {folder}; keep your "
-            f"config elsewhere or choose another --out"
+            f"config elsewhere or {ELSEWHERE}"
         )
 
 
@@ -181,7 +191,7 @@ def check_others_records(folder: Path) -> None:
         )
         raise OutputError(
             f"{problem}; remove that line (a run's config.yaml holds every value itself), or "
-            f"choose another --out",
+            f"{ELSEWHERE}",
             problem,
         )
     for name in outputs.RUN_RECORDS:
@@ -189,7 +199,7 @@ def check_others_records(folder: Path) -> None:
             problem = (
                 f"cannot write {folder / name}: no sef run wrote it, and this one would replace it"
             )
-            raise OutputError(f"{problem}; choose another --out", problem)
+            raise OutputError(f"{problem}; {ELSEWHERE}", problem)
 
 
 def _clear_events(tb: Path) -> None:

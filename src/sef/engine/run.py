@@ -73,6 +73,10 @@ from sef.engine.evaluation import (
     write_predictions,
 )
 from sef.engine.folders import (
+    COPY_AND_RESUME,
+    ELSEWHERE,
+    MOVE_AND_RESUME,
+    START_OVER,
     check_config_file,
     check_others_records,
     claim_new_out_dir,
@@ -145,15 +149,15 @@ def resume_dir(config: Config) -> Path:
     if os.path.isdir(out / "last.pt"):
         raise ConfigError(
             f"cannot resume: {out / 'last.pt'} is a folder, not a checkpoint file; put the run's "
-            f"own last.pt in its place, or train a new run with another --out"
+            f"own last.pt in its place, or {START_OVER}"
         )
     if not run_started_in(out):
         raise ConfigError(_no_run(out, given is not None))
     if is_run(out) and not os.path.isfile(out / "last.pt"):
         raise ConfigError(
             f"cannot resume: {out} holds best.pt but no last.pt, and best.pt holds weights only, "
-            f"no optimizer or schedule to continue; put the run's own last.pt back, or train a "
-            f"new run with another --out"
+            f"no optimizer or schedule to continue; put the run's own last.pt back, or "
+            f"{START_OVER}"
         )
     return out
 
@@ -204,7 +208,7 @@ def resume_config(
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
         source = out / "config.yaml"
-        saved = _run_config(source, out, "train a new run with another --out")
+        saved = _run_config(source, out, START_OVER)
     else:
         saved, source = config, None
     if named:
@@ -232,9 +236,7 @@ def _last_state(out: Path) -> dict:
             if os.path.isfile(best)
             else ""
         )
-        raise IncompleteCheckpoint(
-            f"{error}, or without one train a new run with another --out{rest}"
-        ) from None
+        raise IncompleteCheckpoint(f"{error}, or without one {START_OVER}{rest}") from None
     check_sections(out / "last.pt", state["config"])
     return state
 
@@ -262,8 +264,7 @@ def _check_named_start(
     if source.name == "last.pt":
         raise ConfigError(
             f"cannot resume {source}: the run started from {_start_of(saved)}, {other}; resume "
-            f"without {option} (last.pt keeps the run's config), or train a new run with "
-            f"another --out"
+            f"without {option} (last.pt keeps the run's config), or {START_OVER}"
         )
     raise ConfigError(
         f"cannot resume {source.parent} (its run stopped before its first checkpoint): the run "
@@ -338,8 +339,7 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
     if any(key not in state for key in TRAINING_STATE):
         raise CheckpointError(
             f"cannot resume {path}: it holds weights only (like best.pt), no optimizer or "
-            f"schedule to continue; put the run's own last.pt back, or train a new run with "
-            f"another --out"
+            f"schedule to continue; put the run's own last.pt back, or {START_OVER}"
         )
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
@@ -372,7 +372,7 @@ def _check_resumed_classes(classes: list[str], saved: list[str], path: Path) -> 
     raise DataError(
         f"cannot resume {path}: the data's classes are not those it trained on: "
         f"{', '.join(differences) or 'the same classes in another order'}; put the data back as "
-        f"it was, or train a new run with another --out"
+        f"it was, or {START_OVER}"
     )
 
 
@@ -715,9 +715,7 @@ class _Run:
         )
         free = space.free_bytes(self.out)
         if free is not None and free + present < self.bytes_needed():
-            elsewhere = (
-                "move the run folder and resume it there" if present else "choose another --out"
-            )
+            elsewhere = MOVE_AND_RESUME if present else ELSEWHERE
             raise DiskFull(
                 f"{self.out} has {space.human(free)} free and {self.space_needed()}; free some "
                 f"space or {elsewhere}"
@@ -1066,6 +1064,8 @@ def _kept(run: _Run) -> str:
 
 # How `sef train` goes on from the kept last.pt (`sef reproduce` words it its own way).
 RESUME_ADVICE = "with --resume to continue"
+# The advice of a run's messages that names `sef train`'s options (sef.engine.folders).
+ADVICE = (RESUME_ADVICE, ELSEWHERE, START_OVER, COPY_AND_RESUME, MOVE_AND_RESUME)
 
 
 def _again(run: _Run) -> str:

@@ -19,12 +19,13 @@ from pathlib import Path
 from sef import distributed
 from sef.distributed import Context
 from sef.engine import fit
+from sef.engine.folders import COPY_AND_RESUME, ELSEWHERE, MOVE_AND_RESUME, START_OVER
 from sef.engine.run import RESUME_ADVICE
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
 from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
-from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state
+from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state, train_again
 from sef.reproduce.tables import States, changed_recipe, main_table, write_tables
 from sef.text import counted, rate, table
 
@@ -142,9 +143,29 @@ def _say_blanks(plan: Plan, states: States, say: Callable[[str], None]) -> None:
         say(f"not the paper's recipe ({changed_recipe(plan)}): its accuracies are not the paper's")
 
 
-def _rerun(error: BaseException) -> str:
-    """The engine's message, saying how to go on as `sef reproduce` does: run it again."""
-    return str(error).replace(RESUME_ADVICE, "again to continue")
+def advice(run: Run) -> dict[str, str]:
+    """The engine's advice that names `sef train`'s options (sef.engine.run.ADVICE), as `sef
+    reproduce` says it for ``run``: it goes on when run again, and its --out holds every row's
+    folder, so the run starts over where its folder is moved away, and goes on elsewhere where
+    the whole table's folder does."""
+    table = run.out.parent
+    return {
+        RESUME_ADVICE: "again to continue",
+        START_OVER: train_again(run.out),
+        ELSEWHERE: "give another --out for the whole table",
+        COPY_AND_RESUME: (
+            f"copy {table} to a writable place with file locks and give that copy as --out"
+        ),
+        MOVE_AND_RESUME: f"move {table} to a disk with room and give it as --out",
+    }
+
+
+def _rerun(error: BaseException, run: Run) -> str:
+    """The engine's message, its advice as `sef reproduce` says it for ``run``."""
+    said = str(error)
+    for engine, ours in advice(run).items():
+        said = said.replace(engine, ours)
+    return said
 
 
 def _train_all(
@@ -179,12 +200,13 @@ def _train_all(
             fit(run.config, resume=state.kind == PARTIAL, progress=progress)
         except SEFError as error:
             _tables_after_a_stop(plan, states, context)
-            raise distributed.reworded(error, f"{run.name} ({run.out}): {_rerun(error)}") from None
+            said = f"{run.name} ({run.out}): {_rerun(error, run)}"
+            raise distributed.reworded(error, said) from None
         except KeyboardInterrupt as stop:
             _tables_after_a_stop(plan, states, context)
             if not stop.args:
                 raise
-            raise distributed.reworded(stop, _rerun(stop)) from None
+            raise distributed.reworded(stop, _rerun(stop, run)) from None
         took = time.perf_counter() - began
         pace.observe(_left(run, state), took)
         outcome.counts["resumed" if state.kind == PARTIAL else "trained"] += 1

@@ -18,7 +18,13 @@ from sef.engine import RESUMABLE_CHANGES
 from sef.engine.folders import check_others_records
 from sef.engine.lock import check_lock_file, is_held
 from sef.engine.run import TRAINING_STATE
-from sef.errors import CheckpointError, ConfigError, IncompleteCheckpoint, OutputError
+from sef.errors import (
+    CheckpointError,
+    ConfigError,
+    IncompleteCheckpoint,
+    NotACheckpoint,
+    OutputError,
+)
 from sef.outputs import holds_a_run
 from sef.trained import check_sections
 from sef.version import __version__
@@ -95,11 +101,26 @@ def _result(saved: dict) -> Result:
     )
 
 
+def train_again(folder: Path) -> str:
+    """The advice where ``folder`` cannot serve its run as it is: only its row's folder changes."""
+    return f"move {folder} away to train the run again"
+
+
 def _check_new_folder(folder: Path) -> None:
     """OutputError where the folder of a run to train holds records that no sef run wrote, which
     its run would refuse to replace, or a lock no run can take: said before any run of the table
     trains (and by the dry run), not when its turn comes, hours later. A folder a live run holds
-    is left to its turn, which names that run (the records may be the ones it is writing)."""
+    is left to its turn, which names that run (the records may be the ones it is writing). So is
+    a file in the folder's place, or a folder in its last.pt's, where no run can write."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(
+            f"{folder} is a file, not a run's folder; move it away, or give another --out"
+        )
+    if (folder / "last.pt").is_dir():
+        raise CheckpointError(
+            f"{folder / 'last.pt'} is a folder, not a checkpoint; {train_again(folder)}, or give "
+            f"another --out"
+        )
     if is_held(folder):
         return
     check_lock_file(folder)
@@ -126,14 +147,16 @@ def read_state(config: Config) -> RunState:
     try:
         saved = load_checkpoint(path)
     except IncompleteCheckpoint as error:  # a copy of the folder that did not finish
-        raise IncompleteCheckpoint(
-            f"{error}, or move {folder} away to train the run again"
+        raise IncompleteCheckpoint(f"{error}, or {train_again(folder)}") from None
+    except NotACheckpoint as error:  # its advice to pass another file: here none is passed
+        raise NotACheckpoint(
+            f"{error.problem}; {train_again(folder)}, or give another --out", error.problem
         ) from None
     _check_same_config(config, saved, path)
     if any(key not in saved for key in TRAINING_STATE):  # best.pt copied in its place
         raise CheckpointError(
             f"{path} holds weights only (like best.pt), not how its run went; put the run's own "
-            f"last.pt back, or move {folder} away to train the run again"
+            f"last.pt back, or {train_again(folder)}"
         )
     epoch = int(saved["epoch"])
     if epoch < config.optim.epochs:
