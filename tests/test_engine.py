@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
+import random
 import signal
 import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -44,7 +47,7 @@ from sef.engine.run import (
     resume_dir,
     scratch_note,
     separation_lines,
-    tune_backends,
+    tuned_backends,
 )
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
@@ -429,12 +432,38 @@ def test_compiled_run_trains_and_saves_the_plain_model_weights(tmp_path: Path) -
     assert not torch.equal(trained["head.weight"], initial["head.weight"])
 
 
-def test_cudnn_picks_its_fastest_kernels_only_for_cuda_runs(monkeypatch) -> None:
+def test_cudnn_picks_its_fastest_kernels_only_for_cuda_runs_and_only_for_the_run(
+    monkeypatch,
+) -> None:
+    """fit left cudnn.benchmark on for the caller's later code, a notebook's next cells."""
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    tune_backends(torch.device("cpu"))
+    with tuned_backends(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark is False
+    with pytest.raises(KeyboardInterrupt), tuned_backends(torch.device("cuda", 0)):  # no GPU used
+        assert torch.backends.cudnn.benchmark is True
+        raise KeyboardInterrupt  # a stopped run
     assert torch.backends.cudnn.benchmark is False
-    tune_backends(torch.device("cuda", 0))  # sets a flag only: needs no GPU
-    assert torch.backends.cudnn.benchmark is True
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.random()), float(torch.rand(1))
+
+
+def test_fit_leaves_the_callers_random_generators_as_it_found_them(tmp_path: Path) -> None:
+    """fit seeds Python, NumPy and torch for its run: a notebook's later draws were then the
+    same after every fit, whatever the notebook had seeded."""
+    data = Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes)
+    configs = (
+        _config(tmp_path / "run", "optim.epochs=1", "run.tensorboard=false"),
+        _config(tmp_path / "failed", "model.groups=600"),  # fails after seeding the model
+    )
+    for config in configs:
+        seed_everything(123)
+        expected = _draws()
+        seed_everything(123)
+        with contextlib.suppress(ConfigError):
+            fit(config, data=data, progress=False)
+        assert _draws() == expected
 
 
 SEF_SOURCE = Path(sef.__file__).parent

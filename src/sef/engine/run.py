@@ -19,7 +19,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -99,7 +99,7 @@ from sef.errors import (
 )
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
-from sef.seeding import seed_everything
+from sef.seeding import generators_kept, seed_everything
 from sef.text import counted, duration, shown, some
 from sef.trackers import Final
 from sef.trained import check_saved_root, check_sections, create_model
@@ -495,10 +495,17 @@ def separation_lines(record: Mapping[str, Any], finetune: bool = False) -> list[
     return lines
 
 
-def tune_backends(device: torch.device) -> None:
-    """On CUDA let cuDNN time its kernels once and keep the fastest: training shapes are fixed."""
+@contextlib.contextmanager
+def tuned_backends(device: torch.device) -> Iterator[None]:
+    """On CUDA let cuDNN time its kernels once and keep the fastest (training shapes are fixed);
+    the caller's setting is back after, however the run ends."""
+    before = torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _prepare_model(
@@ -515,7 +522,6 @@ def _prepare_model(
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
     model = model.to(context.device, memory_format=fmt)
-    tune_backends(context.device)
     trainer: nn.Module = model
     if context.distributed:
         if config.run.sync_bn:
@@ -843,7 +849,8 @@ def fit(
     are (image tensor, label)); the checkpoint then still records the config as given.
     ``config_file``, the file the config was read from, is refused as a new run's
     DIR/config.yaml. ``progress``: bars on stderr (None: only on a terminal or in a notebook,
-    :func:`sef.text.bars_drawn`).
+    :func:`sef.text.bars_drawn`). The run seeds Python's, NumPy's and torch's random generators
+    and turns ``torch.backends.cudnn.benchmark`` on (CUDA); the caller's are back when it ends.
     """
     values = config_to_dict(config)  # a checked copy we may annotate, its places absolute
     config = config_from_dict({**values, "data": absolute_places(values["data"])})
@@ -862,7 +869,10 @@ def fit(
         clear_leftovers(lock.folder)
         return lock.folder
 
+    kept = contextlib.ExitStack()  # the caller's settings, back however the run ends
     try:
+        kept.enter_context(tuned_backends(context.device))
+        kept.enter_context(generators_kept(context.device))
         # every rank writes there, or stops with rank 0, which alone says why
         out = distributed.on_main(claim, context)
         config.run.out = str(out)
@@ -894,6 +904,7 @@ def fit(
             images()  # before the run says what it trains on: the images left after the check
         return _train(run, progress, images if finished else None)
     finally:
+        kept.close()
         if lock is not None:
             lock.release()
         distributed.teardown(context)
