@@ -7,8 +7,10 @@ The ``loss`` section is :class:`sef.loss_config.LossConfig`, which the loss itse
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
+
+import yaml
 
 from sef.choices import (
     BAD_IMAGE_POLICIES,
@@ -148,6 +150,19 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def to_yaml(self) -> str:
+        """The config as YAML: what a run's config.yaml holds and `sef presets NAME` prints."""
+        return yaml.safe_dump(asdict(self), sort_keys=False)
+
+    def __str__(self) -> str:
+        """The YAML, for print(config); repr stays the dataclass's, all on one line."""
+        return self.to_yaml().rstrip("\n")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's and Jupyter's display of a config: the YAML, one key a line, where the
+        dataclass's repr was one line of some 1,000 characters."""
+        printer.text(str(self))
 
 
 # The sections of a config, each a dataclass: what every config sef stores (a checkpoint's, a
