@@ -807,6 +807,23 @@ def test_a_resume_does_not_read_the_initial_weights_its_checkpoint_replaces(tmp_
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
+def test_a_resume_on_moved_images_names_the_folder_it_writes_to(tmp_path, capsys) -> None:
+    """Own images moved to ~/data/birds-grown and resumed with --data-root there: the line said
+    "resuming after epoch 1 birds-grown" while the run went on in runs/birds."""
+    out = tmp_path / "runs" / "birds"
+    data = Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes)
+    own = ["data.dataset=folder", "run.tensorboard=false"]
+    fit(
+        _config(out, "optim.epochs=1", *own, f"data.root={tmp_path / 'birds'}"),
+        data=data,
+        progress=False,
+    )
+    assert "training birds: small_cnn, G=2, 4 train" in capsys.readouterr().out
+    moved = _config(out, *own, f"data.root={tmp_path / 'birds-grown'}")
+    fit(moved, data=data, resume=True, progress=False)
+    assert "resuming after epoch 1 birds: small_cnn" in capsys.readouterr().out
+
+
 def test_a_resume_on_another_number_of_processes_says_it_will_not_match(tmp_path, capsys):
     """The docs' "exactly the random numbers an uninterrupted run would" holds for the same
     process count: each process seeds from its rank and keeps its own BatchNorm statistics."""

@@ -928,7 +928,7 @@ def _announce(run: _Run) -> None:
     c, data = run.config, run.data
     start = f"resuming after epoch {run.epoch}" if run.epoch else "training"
     tqdm.write(
-        f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
+        f"{start} {_name(run)}: {c.model.backbone}, G={run.model.groups}, "
         f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
         f"{counted(c.optim.epochs, 'epoch')}{_micro_batches(c)} on {run.context.world_size} x "
         f"{run.context.device.type} -> {run.out}",
@@ -941,6 +941,12 @@ def _announce(run: _Run) -> None:
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
+
+
+def _name(run: _Run) -> str:
+    """What the run is called: a resumed one by its folder, which its config's name may no
+    longer match (own images moved to ~/data/birds-grown still go on in runs/birds)."""
+    return run.out.name if run.epoch else run_name(run.config)
 
 
 def _micro_batches(config: Config) -> str:
