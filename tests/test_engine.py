@@ -280,8 +280,8 @@ def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     with pytest.raises(error) as info:
         fit(_config(out, "data.workers=1"), data=data, progress=False)
     assert str(info.value).endswith(
-        f"{said}; {out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume "
-        f"to continue"
+        f"{said}; {out / 'last.pt'} (epoch 1) is kept; then call fit(config, resume=True) to "
+        f"continue"
     )
     assert multiprocessing.active_children() == []
 
@@ -325,7 +325,7 @@ def test_an_evaluation_that_is_not_finite_stops_the_run_keeping_the_last_checkpo
         f"training stopped after epoch 2: the model's outputs are not finite (NaN or infinite) "
         f"on 3 of 3 eval images, so its accuracy means nothing: its weights or BatchNorm "
         f"statistics overflowed in training; {out / 'last.pt'} (epoch 1) is kept; try a lower "
-        f"optim.lr or --amp none"
+        f"optim.lr or run.amp=none"
     )
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
 
@@ -1046,10 +1046,12 @@ def test_a_stopped_run_names_its_folder_when_a_plain_resume_would_continue_anoth
     tmp_path, monkeypatch
 ):
     """Two runs of one preset without --out go to runs/demo and runs/demo-2; a plain --resume
-    continues the newest, so runs/demo's stop advice names its folder."""
+    continues the newest, so runs/demo's stop advice names its folder. The `sef` command's user
+    is told its options; Python code (a notebook) was told them too, and is now told its call."""
     from types import SimpleNamespace
 
-    from sef.engine.run import RESUME_ADVICE, _again
+    from sef.engine.run import FIT_RESUME, RESUME_ADVICE, _go_on
+    from sef.errors import said_to_command
 
     monkeypatch.chdir(tmp_path)
     config = resolve_config("demo")
@@ -1057,15 +1059,27 @@ def test_a_stopped_run_names_its_folder_when_a_plain_resume_would_continue_anoth
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "last.pt").write_bytes(b"")
 
-    def advice(out: str, out_given: bool = False, kept: int = 3) -> str:
+    def advice(out: str, *settings: str, out_given: bool = False, kept: int = 3) -> str:
         run = SimpleNamespace(config=config, out=Path(out), out_given=out_given, kept=kept)
-        return _again(run)
+        return _go_on(run, *settings)
 
-    assert advice("runs/demo") == "with --resume --out runs/demo to continue"
-    assert advice("runs/demo-2") == RESUME_ADVICE == "with --resume to continue"
-    assert advice(str(tmp_path / "runs/demo-2")) == RESUME_ADVICE  # the same folder, absolute
-    assert advice("runs/demo", out_given=True) == RESUME_ADVICE  # the command names it
-    assert advice("runs/demo", kept=0) == "to start it again"
+    assert advice("runs/demo-2") == FIT_RESUME == "call fit(config, resume=True) to continue"
+    assert advice("runs/demo") == f"set run.out=runs/demo, then {FIT_RESUME}"
+    assert advice("runs/demo", "optim.accumulate=2") == (
+        f"set run.out=runs/demo and optim.accumulate=2, then {FIT_RESUME}"
+    )
+    assert advice("runs/demo", kept=0) == "make the same fit call again to start it again"
+    with said_to_command():
+        assert (
+            advice("runs/demo") == "run the same command with --resume --out runs/demo to continue"
+        )
+        assert advice("runs/demo-2") == f"run the same command {RESUME_ADVICE}"
+        assert advice(str(tmp_path / "runs/demo-2")) == advice("runs/demo-2")  # absolute
+        assert advice("runs/demo", out_given=True) == advice("runs/demo-2")  # the command names it
+        assert advice("runs/demo-2", "--accumulate 2") == (
+            f"add --accumulate 2 to the same command {RESUME_ADVICE}"
+        )
+        assert advice("runs/demo", kept=0) == "run the same command to start it again"
 
 
 def test_classes_the_eval_split_holds_no_image_of_are_warned_of(tmp_path, write_image):

@@ -303,6 +303,18 @@ def test_ctrl_c_says_to_run_the_same_command_again(
     )
 
 
+def test_a_stop_met_from_python_says_to_call_reproduce_again() -> None:
+    """A stopped run's advice to Python code is fit's call, which reproduce words as its own."""
+    from sef.reproduce.runner import _rerun
+
+    stop = KeyboardInterrupt(
+        "runs/x/last.pt (epoch 1) is kept; call fit(config, resume=True) to continue"
+    )
+    assert _rerun(stop) == (
+        "runs/x/last.pt (epoch 1) is kept; call reproduce again with the same arguments to continue"
+    )
+
+
 def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
     cub_root: Path, tmp_path: Path, capsys
 ) -> None:

@@ -45,6 +45,26 @@ CHOICES = {
 OPEN_CHOICES = {"data.cache": CACHE_MODES}
 # List fields whose items are these words; false, null or an empty list is [none] (values._as_list).
 LIST_CHOICES = {"run.loggers": LOGGERS}
+# `sef train`'s options (argparse's names) -> the config keys they set; unset, the preset's
+# value stands (any other key: --set KEY=VALUE)
+FLAG_KEYS = {
+    "data_root": "data.root",
+    "out": "run.out",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "accumulate": "optim.accumulate",
+    "lr": "optim.lr",
+    "image_size": "data.image_size",
+    "workers": "data.workers",
+    "backbone": "model.backbone",
+    "weights": "model.weights",
+    "groups": "model.groups",
+    "seed": "run.seed",
+    "amp": "run.amp",
+    "device": "run.device",
+    "cache": "data.cache",
+    "log": "run.loggers",
+}
 # Mappings that are one value of their section, not sections: --set may reach their keys, while
 # merges (a config file on its base preset) replace them whole and flatten keeps them whole.
 NESTED_KEYS = ("data.options", "model.backbone_args")

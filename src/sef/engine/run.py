@@ -44,6 +44,7 @@ from sef.config import (
     preset_names,
     run_name,
     save_config,
+    setting_said,
     stored_values,
     uses_method,
 )
@@ -96,6 +97,7 @@ from sef.errors import (
     OutputError,
     TrainingError,
     original_message,
+    to_command,
 )
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
@@ -1079,23 +1081,31 @@ def _kept(run: _Run) -> str:
     return "no checkpoint was written"
 
 
-# How `sef train` goes on from the kept last.pt (`sef reproduce` words it its own way).
+# How the `sef train` command goes on from the kept last.pt, and Python code (`sef reproduce`
+# words it its own way)
 RESUME_ADVICE = "with --resume to continue"
+FIT_RESUME = "call fit(config, resume=True) to continue"
 
 
-def _again(run: _Run) -> str:
-    """How to go on after a run that stops now; with --out where the command did not name the
-    folder and a plain --resume would continue another (runs/demo-2 started beside it)."""
+def _go_on(run: _Run, *settings: str) -> str:
+    """How to go on after a run that stops now, as its caller does it, with one of ``settings``
+    (:func:`~sef.config.setting_said`) where given: the command run again with --resume (and
+    --out where the command did not name the folder and a plain --resume would continue
+    another: runs/demo-2 started beside it), fit called again with resume=True (and run.out
+    alike); with no checkpoint kept, the same again."""
+    command = to_command()
     if not run.kept:
-        return "to start it again"
-    if run.out_given or latest_run_dir(run.config).resolve() == run.out.resolve():
-        return RESUME_ADVICE
-    return f"with --resume --out {run.out} to continue"
-
-
-def _then(run: _Run) -> str:
-    """How to go on after a run that stopped on a failure since fixed."""
-    return f"then run the same command {_again(run)}"
+        again = "run the same command" if command else "make the same fit call again"
+        return f"{again} to start it again"
+    plain = run.out_given or latest_run_dir(run.config).resolve() == run.out.resolve()
+    added = " or ".join(settings)
+    if command:
+        how = f"add {added} to" if added else "run"
+        resume = RESUME_ADVICE if plain else f"with --resume --out {run.out} to continue"
+        return f"{how} the same command {resume}"
+    out = "" if plain else setting_said("run.out", str(run.out))
+    setting = " and ".join(part for part in (out, added) if part)
+    return f"set {setting}, then {FIT_RESUME}" if setting else FIT_RESUME
 
 
 def _start(run: _Run) -> Logger | None:
@@ -1121,16 +1131,16 @@ def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) 
                 logger = None
             return result
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"{_kept(run)}; run the same command {_again(run)}") from None
+        raise KeyboardInterrupt(f"{_kept(run)}; {_go_on(run)}") from None
     except TrainingError as error:
-        said = f"{error}; {_kept(run)}; try a lower optim.lr or --amp none"
+        said = f"{error}; {_kept(run)}; try a lower optim.lr or {setting_said('run.amp', 'none')}"
         raise distributed.reworded(error, said) from None
     except DataError as error:  # an image unreadable since the run's check, met by a worker
-        raise DataError(f"{original_message(error)}; {_kept(run)}; {_then(run)}") from None
+        raise DataError(f"{original_message(error)}; {_kept(run)}; then {_go_on(run)}") from None
     except (RuntimeError, EOFError, ConnectionError) as error:
         died = worker_death(error)
         if died:
-            raise TrainingError(f"{died}; {_kept(run)}; {_then(run)}") from None
+            raise TrainingError(f"{died}; {_kept(run)}; then {_go_on(run)}") from None
         if not (isinstance(error, RuntimeError) and out_of_memory(error)):
             raise
         raise OutOfMemory(f"{_memory(run)}; {_kept(run)}") from None
@@ -1141,8 +1151,8 @@ def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) 
             error = outputs.output_error(run.out / "tb", error, folder=True)
         full = isinstance(error, DiskFull)
         needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
-        said = f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command"
-        raise distributed.reworded(error, f"{said} {_again(run)}") from None
+        said = f"{error.problem}{needed}; {_kept(run)}; {fix}, then {_go_on(run)}"
+        raise distributed.reworded(error, said) from None
     finally:
         if logger is not None:  # stopped early: close what can be closed
             with contextlib.suppress(OSError):
@@ -1156,28 +1166,27 @@ def _memory(run: _Run) -> str:
     c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
     per_process = c.optim.process_batch(world)
     batches = f"{'micro-' * (parts > 1)}batches of {counted(c.optim.micro_batch(world), 'image')}"
-    lower = "--batch-size"
+    lower = setting_said("optim.batch_size")
     if world > 1:
         batches += " per process"
     if c.run.eval_batch_size:
         batches += f" (evaluation: {c.run.eval_batch_size})"
     evaluation = _lower_evaluation(c)
     if evaluation and not run.kept:
-        lower += " or run.eval_batch_size"
+        lower += f" or {setting_said('run.eval_batch_size')}"
     out_of = (
         f"out of {run.context.device.type} memory with {batches} of {c.data.image_size} x "
         f"{c.data.image_size} px"
     )
-    smaller = f"a lower {lower} or --image-size"
+    smaller = f"a lower {lower} or {setting_said('data.image_size')}"
     more = _more_parts(per_process, parts)
     same = more and (
-        f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
-        f"{per_process // more}{' per process' * (world > 1)})"
+        f"{setting_said('optim.accumulate', more)} (the same batch of {c.optim.batch_size} in "
+        f"micro-batches of {per_process // more}{' per process' * (world > 1)})"
     )
     resumable = [option for option in (same, evaluation) if option] if run.kept else []
     if resumable:  # a resume may take these: the recipe is the same
-        resume = f"add {' or '.join(resumable)} to the same command {_again(run)}"
-        return f"{out_of}; {resume}, or train again with {smaller}"
+        return f"{out_of}; {_go_on(run, *resumable)}, or train again with {smaller}"
     if not more:
         return f"{out_of}; train again with {smaller}"
     return f"{out_of}; train again with {same}, or with {smaller}"
@@ -1188,7 +1197,7 @@ def _lower_evaluation(config: Config) -> str | None:
     size = config.run.eval_batch_size
     if not size or size == 1:
         return None
-    return f"--set run.eval_batch_size={size // 2}"
+    return setting_said("run.eval_batch_size", size // 2)
 
 
 def _more_parts(images: int, parts: int) -> int | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from sef import distributed
 from sef.distributed import Context
 from sef.engine import fit
-from sef.engine.run import RESUME_ADVICE
+from sef.engine.run import FIT_RESUME, RESUME_ADVICE
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
@@ -143,8 +143,10 @@ def _say_blanks(plan: Plan, states: States, say: Callable[[str], None]) -> None:
 
 
 def _rerun(error: BaseException) -> str:
-    """The engine's message, saying how to go on as `sef reproduce` does: run it again."""
-    return str(error).replace(RESUME_ADVICE, "again to continue")
+    """The engine's message, saying how to go on as `sef reproduce` does (run it again), or
+    Python code (call reproduce again)."""
+    said = str(error).replace(RESUME_ADVICE, "again to continue")
+    return said.replace(FIT_RESUME, "call reproduce again with the same arguments to continue")
 
 
 def _train_all(
