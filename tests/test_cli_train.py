@@ -22,6 +22,7 @@ from sef.datasets import RECORDS
 from sef.datasets.checking import RESUMED_FIXES
 from sef.engine import run as run_module
 from sef.engine.run import resume_dir
+from sef.errors import said_to_command
 from sef.losses import ONE_BY_ONE
 
 TINY_DEMO = [
@@ -332,22 +333,30 @@ def test_running_out_of_memory_with_an_eval_batch_size_says_a_resume_may_lower_i
     context = SimpleNamespace(world_size=1, device=torch.device("cpu"))
     run = SimpleNamespace(config=config, context=context, kept=0, out=tmp_path, out_given=True)
     out_of = "out of cpu memory with batches of 32 images (evaluation: 16) of 64 x 64 px; "
+    run.kept = 3  # Python code (a notebook) is told the config keys and fit's call
     assert run_module._memory(run) == (
-        f"{out_of}train again with --accumulate 2 (the same batch of 32 in micro-batches of 16), "
-        "or with a lower --batch-size or run.eval_batch_size or --image-size"
+        f"{out_of}set optim.accumulate=2 (the same batch of 32 in micro-batches of 16) or "
+        "run.eval_batch_size=8, then call fit(config, resume=True) to continue, or train again "
+        "with a lower optim.batch_size or data.image_size"
     )
-    run.kept = 3
-    assert run_module._memory(run) == (
-        f"{out_of}add --accumulate 2 (the same batch of 32 in micro-batches of 16) or --set "
-        "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
-        "with a lower --batch-size or --image-size"
-    )
-    run.config = apply_overrides(config, ["optim.batch_size=1"])  # no more micro-batches
-    assert run_module._memory(run) == (
-        "out of cpu memory with batches of 1 image (evaluation: 16) of 64 x 64 px; add --set "
-        "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
-        "with a lower --batch-size or --image-size"
-    )
+    run.kept = 0
+    with said_to_command():  # the command's user, its options
+        assert run_module._memory(run) == (
+            f"{out_of}train again with --accumulate 2 (the same batch of 32 in micro-batches of "
+            "16), or with a lower --batch-size or run.eval_batch_size or --image-size"
+        )
+        run.kept = 3
+        assert run_module._memory(run) == (
+            f"{out_of}add --accumulate 2 (the same batch of 32 in micro-batches of 16) or --set "
+            "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
+            "with a lower --batch-size or --image-size"
+        )
+        run.config = apply_overrides(config, ["optim.batch_size=1"])  # no more micro-batches
+        assert run_module._memory(run) == (
+            "out of cpu memory with batches of 1 image (evaluation: 16) of 64 x 64 px; add --set "
+            "run.eval_batch_size=8 to the same command with --resume to continue, or train again "
+            "with a lower --batch-size or --image-size"
+        )
 
 
 def _out_of_cpu_memory(*args, **kwargs):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from sef.config import (
     Config,
@@ -288,6 +290,20 @@ def test_yaml_file_with_base_round_trips(tmp_path: Path) -> None:
         load_config_file(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_a_config_shows_in_a_notebook_and_print_as_its_yaml_not_one_long_line() -> None:
+    """A notebook cell ending in a config showed the dataclass's repr, one line of some 1,000
+    characters; equality, repr and what is saved stay as they were."""
+    config = resolve_config("demo", overrides=["optim.epochs=3"])
+    shown: list[str] = []
+    config._repr_pretty_(SimpleNamespace(text=shown.append), cycle=False)  # as IPython calls it
+    assert shown == [str(config)] and len(repr(config)) > 500
+    lines = str(config).splitlines()
+    assert lines[0] == "name: demo" and "  epochs: 3" in lines and max(map(len, lines)) < 100
+    assert yaml.safe_load(str(config)) == config_to_dict(config)
+    assert repr(config).startswith("Config(name='demo', model=ModelConfig(")
+    assert config == resolve_config("demo", overrides=["optim.epochs=3"])
 
 
 def test_a_config_file_may_start_from_another_relative_to_its_own_folder(tmp_path: Path) -> None:

@@ -85,8 +85,8 @@ def test_a_disk_full_mid_checkpoint_keeps_the_last_one_and_resume_continues(
     assert message.startswith(f"cannot write {out / 'last.pt'}: no space left on device (")
     assert "free there); this run needs about " in message and "\n" not in message
     assert message.endswith(
-        f"{out / 'last.pt'} (epoch 1) is kept; free some space, then run the same command with "
-        f"--resume to continue"
+        f"{out / 'last.pt'} (epoch 1) is kept; free some space, then call fit(config, "
+        f"resume=True) to continue"
     )
     assert load_checkpoint(out / "last.pt")["epoch"] == 1  # the last good checkpoint, whole
     assert _leftovers(out) == []  # no temporary, no lock
@@ -127,7 +127,7 @@ def test_a_disk_full_mid_metrics_keeps_the_epochs_checkpoint(tmp_path: Path, mon
     with pytest.raises(DiskFull) as info:
         fit(_config(out), data=_data(), progress=False)
     assert str(info.value).startswith(f"cannot write {out / 'metrics.jsonl'}: no space left on")
-    assert f"{out / 'last.pt'} (epoch 2) is kept; free some space, then run the same command" in (
+    assert f"{out / 'last.pt'} (epoch 2) is kept; free some space, then call fit(config" in (
         str(info.value)
     )
     monkeypatch.undo()
@@ -144,7 +144,8 @@ def test_a_disk_full_before_the_first_checkpoint_starts_again_with_or_without_re
     with pytest.raises(DiskFull) as info:
         fit(_config(out), data=_data(), progress=False)
     assert str(info.value).endswith(
-        "no checkpoint was written; free some space, then run the same command to start it again"
+        "no checkpoint was written; free some space, then make the same fit call again to start "
+        "it again"
     )
     assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
     monkeypatch.undo()

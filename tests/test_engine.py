@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
+import random
 import signal
 import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -45,7 +48,7 @@ from sef.engine.run import (
     resume_dir,
     scratch_note,
     separation_lines,
-    tune_backends,
+    tuned_backends,
 )
 from sef.errors import ConfigError, DataError, TrainingError
 from sef.losses import SEFLoss
@@ -287,7 +290,7 @@ def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     data = Data(FailsInItsWorker(8, 0, after=8 + 2, how=how), Blobs(3, 1), Blobs.classes)
     with pytest.raises(error) as info:
         fit(_config(out, "data.workers=1"), data=data, progress=False)
-    resume = f"{out / 'last.pt'} (epoch 1) is kept; then run the same command with --resume"
+    resume = f"{out / 'last.pt'} (epoch 1) is kept; then call fit(config, resume=True)"
     if how == "damaged":
         assert str(info.value) == (
             f"{said}; {resume} to continue (a resume keeps data.bad_images; to skip it, train a "
@@ -324,8 +327,7 @@ def test_a_process_whose_peer_was_killed_says_so_in_one_line_with_what_is_kept(t
     assert str(info.value) == (
         "another of torchrun's processes ended while this one waited for it: torchrun's report "
         "below names it and its exit code (-9: killed, most often by the system as memory ran "
-        f"out); {out / 'last.pt'} (epoch 1) is kept; run the same command with --resume to "
-        "continue"
+        f"out); {out / 'last.pt'} (epoch 1) is kept; call fit(config, resume=True) to continue"
     )
 
 
@@ -377,7 +379,7 @@ def test_an_evaluation_that_is_not_finite_stops_the_run_keeping_the_last_checkpo
         f"training stopped after epoch 2: the model's outputs are not finite (NaN or infinite) "
         f"on 3 of 3 eval images, so its accuracy means nothing: its weights or BatchNorm "
         f"statistics overflowed in training; {out / 'last.pt'} (epoch 1) is kept; try a lower "
-        f"optim.lr or --amp none"
+        f"optim.lr or run.amp=none"
     )
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
 
@@ -484,12 +486,38 @@ def test_compiled_run_trains_and_saves_the_plain_model_weights(tmp_path: Path) -
     assert not torch.equal(trained["head.weight"], initial["head.weight"])
 
 
-def test_cudnn_picks_its_fastest_kernels_only_for_cuda_runs(monkeypatch) -> None:
+def test_cudnn_picks_its_fastest_kernels_only_for_cuda_runs_and_only_for_the_run(
+    monkeypatch,
+) -> None:
+    """fit left cudnn.benchmark on for the caller's later code, a notebook's next cells."""
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    tune_backends(torch.device("cpu"))
+    with tuned_backends(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark is False
+    with pytest.raises(KeyboardInterrupt), tuned_backends(torch.device("cuda", 0)):  # no GPU used
+        assert torch.backends.cudnn.benchmark is True
+        raise KeyboardInterrupt  # a stopped run
     assert torch.backends.cudnn.benchmark is False
-    tune_backends(torch.device("cuda", 0))  # sets a flag only: needs no GPU
-    assert torch.backends.cudnn.benchmark is True
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.random()), float(torch.rand(1))
+
+
+def test_fit_leaves_the_callers_random_generators_as_it_found_them(tmp_path: Path) -> None:
+    """fit seeds Python, NumPy and torch for its run: a notebook's later draws were then the
+    same after every fit, whatever the notebook had seeded."""
+    data = Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes)
+    configs = (
+        _config(tmp_path / "run", "optim.epochs=1", "run.tensorboard=false"),
+        _config(tmp_path / "failed", "model.groups=600"),  # fails after seeding the model
+    )
+    for config in configs:
+        seed_everything(123)
+        expected = _draws()
+        seed_everything(123)
+        with contextlib.suppress(ConfigError):
+            fit(config, data=data, progress=False)
+        assert _draws() == expected
 
 
 SEF_SOURCE = Path(sef.__file__).parent
@@ -847,6 +875,23 @@ def test_a_resume_does_not_read_the_initial_weights_its_checkpoint_replaces(tmp_
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
+def test_a_resume_on_moved_images_names_the_folder_it_writes_to(tmp_path, capsys) -> None:
+    """Own images moved to ~/data/birds-grown and resumed with --data-root there: the line said
+    "resuming after epoch 1 birds-grown" while the run went on in runs/birds."""
+    out = tmp_path / "runs" / "birds"
+    data = Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes)
+    own = ["data.dataset=folder", "run.tensorboard=false"]
+    fit(
+        _config(out, "optim.epochs=1", *own, f"data.root={tmp_path / 'birds'}"),
+        data=data,
+        progress=False,
+    )
+    assert "training birds: small_cnn, G=2, 4 train" in capsys.readouterr().out
+    moved = _config(out, *own, f"data.root={tmp_path / 'birds-grown'}")
+    fit(moved, data=data, resume=True, progress=False)
+    assert "resuming after epoch 1 birds: small_cnn" in capsys.readouterr().out
+
+
 def test_a_resume_on_another_number_of_processes_says_it_will_not_match(tmp_path, capsys):
     """The docs' "exactly the random numbers an uninterrupted run would" holds for the same
     process count: each process seeds from its rank and keeps its own BatchNorm statistics."""
@@ -1069,10 +1114,12 @@ def test_a_stopped_run_names_its_folder_when_a_plain_resume_would_continue_anoth
     tmp_path, monkeypatch
 ):
     """Two runs of one preset without --out go to runs/demo and runs/demo-2; a plain --resume
-    continues the newest, so runs/demo's stop advice names its folder."""
+    continues the newest, so runs/demo's stop advice names its folder. The `sef` command's user
+    is told its options; Python code (a notebook) was told them too, and is now told its call."""
     from types import SimpleNamespace
 
-    from sef.engine.run import RESUME_ADVICE, _again
+    from sef.engine.run import FIT_RESUME, RESUME_ADVICE, _go_on
+    from sef.errors import said_to_command
 
     monkeypatch.chdir(tmp_path)
     config = resolve_config("demo")
@@ -1080,15 +1127,27 @@ def test_a_stopped_run_names_its_folder_when_a_plain_resume_would_continue_anoth
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "last.pt").write_bytes(b"")
 
-    def advice(out: str, out_given: bool = False, kept: int = 3) -> str:
+    def advice(out: str, *settings: str, out_given: bool = False, kept: int = 3) -> str:
         run = SimpleNamespace(config=config, out=Path(out), out_given=out_given, kept=kept)
-        return _again(run)
+        return _go_on(run, *settings)
 
-    assert advice("runs/demo") == "with --resume --out runs/demo to continue"
-    assert advice("runs/demo-2") == RESUME_ADVICE == "with --resume to continue"
-    assert advice(str(tmp_path / "runs/demo-2")) == RESUME_ADVICE  # the same folder, absolute
-    assert advice("runs/demo", out_given=True) == RESUME_ADVICE  # the command names it
-    assert advice("runs/demo", kept=0) == "to start it again"
+    assert advice("runs/demo-2") == FIT_RESUME == "call fit(config, resume=True) to continue"
+    assert advice("runs/demo") == f"set run.out=runs/demo, then {FIT_RESUME}"
+    assert advice("runs/demo", "optim.accumulate=2") == (
+        f"set run.out=runs/demo and optim.accumulate=2, then {FIT_RESUME}"
+    )
+    assert advice("runs/demo", kept=0) == "make the same fit call again to start it again"
+    with said_to_command():
+        assert (
+            advice("runs/demo") == "run the same command with --resume --out runs/demo to continue"
+        )
+        assert advice("runs/demo-2") == f"run the same command {RESUME_ADVICE}"
+        assert advice(str(tmp_path / "runs/demo-2")) == advice("runs/demo-2")  # absolute
+        assert advice("runs/demo", out_given=True) == advice("runs/demo-2")  # the command names it
+        assert advice("runs/demo-2", "--accumulate 2") == (
+            f"add --accumulate 2 to the same command {RESUME_ADVICE}"
+        )
+        assert advice("runs/demo", kept=0) == "run the same command to start it again"
 
 
 def test_classes_the_eval_split_holds_no_image_of_are_warned_of(tmp_path, write_image):

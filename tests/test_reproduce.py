@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -300,6 +301,18 @@ def test_ctrl_c_says_to_run_the_same_command_again(
     assert capsys.readouterr().err == (
         f"sef reproduce: interrupted; {tmp_path / 'runs' / 'cub-resnet18' / 'last.pt'} (epoch 1) "
         f"is kept; run the same command again to continue\n"
+    )
+
+
+def test_a_stop_met_from_python_says_to_call_reproduce_again() -> None:
+    """A stopped run's advice to Python code is fit's call, which reproduce words as its own."""
+    from sef.reproduce.runner import _rerun
+
+    stop = KeyboardInterrupt(
+        "runs/x/last.pt (epoch 1) is kept; call fit(config, resume=True) to continue"
+    )
+    assert _rerun(stop, SimpleNamespace(out=Path("runs/x"))) == (
+        "runs/x/last.pt (epoch 1) is kept; call reproduce again with the same arguments to continue"
     )
 
 

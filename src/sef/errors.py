@@ -1,11 +1,19 @@
 """Errors a user can cause and fix. The CLI prints their message as one line and exits 2.
-Warnings, which :func:`warn` gives at the user's own line."""
+Warnings, which :func:`warn` gives at the user's own line. Who their advice speaks to: the `sef`
+command's user or Python code (:func:`said_to_command`)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from types import FrameType
+
+# Whether the `sef` command runs: its advice names options (--resume), Python code's the calls
+# and config keys a script or notebook sets (fit(config, resume=True), optim.accumulate=2).
+_COMMAND: ContextVar[bool] = ContextVar("sef_command", default=False)
 
 
 class SEFError(Exception):
@@ -112,3 +120,18 @@ def _of(frame: FrameType, package: str) -> bool:
     """Whether ``frame`` runs code of ``package`` (or of one of its modules)."""
     module = frame.f_globals.get("__name__") or ""
     return module == package or module.startswith(f"{package}.")
+
+
+@contextlib.contextmanager
+def said_to_command() -> Iterator[None]:
+    """While the `sef` command runs: advice names what its user does (see :func:`to_command`)."""
+    token = _COMMAND.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+def to_command() -> bool:
+    """Whether advice goes to the `sef` command's user, not to a script's or notebook's code."""
+    return _COMMAND.get()

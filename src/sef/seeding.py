@@ -34,6 +34,19 @@ def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
 
 
 @contextlib.contextmanager
+def generators_kept(device: torch.device) -> Iterator[None]:
+    """Python's, NumPy's and torch's generators (the CPU's and a CUDA ``device``'s) as they were
+    before, after: a run seeds them all, and its caller's own draws go on as if it had not."""
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+
+
+@contextlib.contextmanager
 def item_seed(seed: int, epoch: int, index: int) -> Iterator[None]:
     """Seed Python, NumPy and torch's CPU generator for one item (some tens of µs in a loader
     worker). In the training process itself (no workers) their states are restored after."""

@@ -18,7 +18,7 @@ import sys
 import warnings
 
 from sef import __version__, extras, outputs, threads
-from sef.errors import ConfigError, SEFError, original_message
+from sef.errors import ConfigError, SEFError, original_message, said_to_command
 
 COMMAND_MODULES = [
     "info", "train", "eval", "score", "presets", "viz", "predict", "export", "data", "reproduce"
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stopped: list[int] = []
     try:
-        with _warnings_as_lines(_said_as(args)), _stops_as_interrupts(stopped):
+        with _warnings_as_lines(_said_as(args)), _stops_as_interrupts(stopped), said_to_command():
             return _run(args, stopped)
     except KeyboardInterrupt:  # a stop as the command let go of the signals, its work done
         return 128 + (stopped[-1] if stopped else signal.SIGINT)

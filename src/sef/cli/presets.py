@@ -30,13 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from sef.config import config_to_dict, describe_preset, load_preset, preset_names
+    from sef.config import describe_preset, load_preset, preset_names
     from sef.text import table
 
     if args.name:
-        print(yaml.safe_dump(config_to_dict(load_preset(args.name)), sort_keys=False), end="")
+        print(load_preset(args.name))
         return 0
     print(table([[name, describe_preset(name)] for name in preset_names()]))
     return 0

@@ -14,27 +14,14 @@ from sef.cli.options import (
     add_set_option,
     progress_bars,
 )
-from sef.config import AMP_MODES, Config, apply_values, parse_overrides, resolve_config
-
-# flag -> config key; flags left unset keep the preset's value
-FLAG_KEYS = {
-    "data_root": "data.root",
-    "out": "run.out",
-    "epochs": "optim.epochs",
-    "batch_size": "optim.batch_size",
-    "accumulate": "optim.accumulate",
-    "lr": "optim.lr",
-    "image_size": "data.image_size",
-    "workers": "data.workers",
-    "backbone": "model.backbone",
-    "weights": "model.weights",
-    "groups": "model.groups",
-    "seed": "run.seed",
-    "amp": "run.amp",
-    "device": "run.device",
-    "cache": "data.cache",
-    "log": "run.loggers",
-}
+from sef.config import (
+    AMP_MODES,
+    FLAG_KEYS,
+    Config,
+    apply_values,
+    parse_overrides,
+    resolve_config,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

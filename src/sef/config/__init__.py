@@ -28,6 +28,7 @@ from sef.config.presets import (
 from sef.config.schema import (
     AMP_MODES,
     CHOICES,
+    FLAG_KEYS,
     NESTED_KEYS,
     OPEN_CHOICES,
     OPTIMIZERS,
@@ -49,6 +50,7 @@ from sef.config.values import (
     config_to_dict,
     flatten,
     parse_overrides,
+    setting_said,
     stored_values,
 )
 from sef.errors import ConfigError
@@ -58,6 +60,7 @@ __all__ = [
     "CHOICES",
     "DEFAULT_METHOD",
     "DEFAULT_PRESET",
+    "FLAG_KEYS",
     "NESTED_KEYS",
     "OPEN_CHOICES",
     "OPTIMIZERS",
@@ -86,6 +89,7 @@ __all__ = [
     "resolve_config",
     "run_name",
     "save_config",
+    "setting_said",
     "stored_values",
     "uses_method",
     "validate",

@@ -275,7 +275,7 @@ def load_config_file(path: str | Path, *, stored: bool = False) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (readable, and loadable by ``load_config_file``)."""
-    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_text(path, config.to_yaml())
 
 
 def resolve_config(

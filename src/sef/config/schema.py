@@ -7,8 +7,10 @@ The ``loss`` section is :class:`sef.loss_config.LossConfig`, which the loss itse
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
+
+import yaml
 
 from sef.choices import (
     BAD_IMAGE_POLICIES,
@@ -43,6 +45,26 @@ CHOICES = {
 OPEN_CHOICES = {"data.cache": CACHE_MODES}
 # List fields whose items are these words; false, null or an empty list is [none] (values._as_list).
 LIST_CHOICES = {"run.loggers": LOGGERS}
+# `sef train`'s options (argparse's names) -> the config keys they set; unset, the preset's
+# value stands (any other key: --set KEY=VALUE)
+FLAG_KEYS = {
+    "data_root": "data.root",
+    "out": "run.out",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "accumulate": "optim.accumulate",
+    "lr": "optim.lr",
+    "image_size": "data.image_size",
+    "workers": "data.workers",
+    "backbone": "model.backbone",
+    "weights": "model.weights",
+    "groups": "model.groups",
+    "seed": "run.seed",
+    "amp": "run.amp",
+    "device": "run.device",
+    "cache": "data.cache",
+    "log": "run.loggers",
+}
 # Mappings that are one value of their section, not sections: --set may reach their keys, while
 # merges (a config file on its base preset) replace them whole and flatten keeps them whole.
 NESTED_KEYS = ("data.options", "model.backbone_args")
@@ -148,6 +170,19 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def to_yaml(self) -> str:
+        """The config as YAML: what a run's config.yaml holds and `sef presets NAME` prints."""
+        return yaml.safe_dump(asdict(self), sort_keys=False)
+
+    def __str__(self) -> str:
+        """The YAML, for print(config); repr stays the dataclass's, all on one line."""
+        return self.to_yaml().rstrip("\n")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's and Jupyter's display of a config: the YAML, one key a line, where the
+        dataclass's repr was one line of some 1,000 characters."""
+        printer.text(str(self))
 
 
 # The sections of a config, each a dataclass: what every config sef stores (a checkpoint's, a

@@ -20,6 +20,7 @@ import yaml
 
 from sef.config.schema import (
     CHOICES,
+    FLAG_KEYS,
     LIST_CHOICES,
     NESTED_KEYS,
     OPEN_CHOICES,
@@ -28,7 +29,7 @@ from sef.config.schema import (
     validate,
 )
 from sef.datasets import names_of
-from sef.errors import ConfigError
+from sef.errors import ConfigError, to_command
 
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
@@ -333,6 +334,18 @@ def value_word(value: Any) -> str:
     """``value`` as the VALUE of a KEY=VALUE word that reads it back: a string as it is, anything
     else as JSON (which YAML reads)."""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def setting_said(key: str, value: Any = None) -> str:
+    """Config ``key`` (set to ``value``) as advice names it to its reader: to the `sef` command's
+    user its option (``--accumulate 2``, ``--set run.eval_batch_size=8``), to Python code the key
+    (``optim.accumulate=2``); without ``value``, the option or the key alone."""
+    flag = {key: f"--{name.replace('_', '-')}" for name, key in FLAG_KEYS.items()}.get(key)
+    if value is None:
+        return flag if flag and to_command() else key
+    if not to_command():
+        return f"{key}={value_word(value)}"
+    return f"{flag} {value_word(value)}" if flag else f"--set {key}={value_word(value)}"
 
 
 def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:

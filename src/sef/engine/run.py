@@ -19,7 +19,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -44,6 +44,7 @@ from sef.config import (
     preset_names,
     run_name,
     save_config,
+    setting_said,
     stored_values,
     uses_method,
 )
@@ -102,10 +103,11 @@ from sef.errors import (
     OutputError,
     TrainingError,
     original_message,
+    to_command,
 )
 from sef.losses import SEPARATION_GAP, SEFLoss, groups_separated
 from sef.model import SEF, unwrap
-from sef.seeding import seed_everything
+from sef.seeding import generators_kept, seed_everything
 from sef.text import counted, duration, shown, some
 from sef.trackers import Final
 from sef.trained import check_saved_root, check_sections, create_model
@@ -497,10 +499,17 @@ def separation_lines(record: Mapping[str, Any], finetune: bool = False) -> list[
     return lines
 
 
-def tune_backends(device: torch.device) -> None:
-    """On CUDA let cuDNN time its kernels once and keep the fastest: training shapes are fixed."""
+@contextlib.contextmanager
+def tuned_backends(device: torch.device) -> Iterator[None]:
+    """On CUDA let cuDNN time its kernels once and keep the fastest (training shapes are fixed);
+    the caller's setting is back after, however the run ends."""
+    before = torch.backends.cudnn.benchmark
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _prepare_model(
@@ -517,7 +526,6 @@ def _prepare_model(
         model.group_heads.requires_grad_(False)
     fmt = torch.channels_last if config.run.channels_last else torch.contiguous_format
     model = model.to(context.device, memory_format=fmt)
-    tune_backends(context.device)
     trainer: nn.Module = model
     if context.distributed:
         if config.run.sync_bn:
@@ -843,7 +851,8 @@ def fit(
     are (image tensor, label)); the checkpoint then still records the config as given.
     ``config_file``, the file the config was read from, is refused as a new run's
     DIR/config.yaml. ``progress``: bars on stderr (None: only on a terminal or in a notebook,
-    :func:`sef.text.bars_drawn`).
+    :func:`sef.text.bars_drawn`). The run seeds Python's, NumPy's and torch's random generators
+    and turns ``torch.backends.cudnn.benchmark`` on (CUDA); the caller's are back when it ends.
     """
     values = config_to_dict(config)  # a checked copy we may annotate, its places absolute
     config = config_from_dict({**values, "data": absolute_places(values["data"])})
@@ -862,7 +871,10 @@ def fit(
         clear_leftovers(lock.folder)
         return lock.folder
 
+    kept = contextlib.ExitStack()  # the caller's settings, back however the run ends
     try:
+        kept.enter_context(tuned_backends(context.device))
+        kept.enter_context(generators_kept(context.device))
         # every rank writes there, or stops with rank 0, which alone says why
         out = distributed.on_main(claim, context)
         config.run.out = str(out)
@@ -894,6 +906,7 @@ def fit(
             images()  # before the run says what it trains on: the images left after the check
         return _train(run, progress, images if finished else None)
     finally:
+        kept.close()
         if lock is not None:
             lock.release()
         distributed.teardown(context)
@@ -917,7 +930,7 @@ def _announce(run: _Run) -> None:
     c, data = run.config, run.data
     start = f"resuming after epoch {run.epoch}" if run.epoch else "training"
     tqdm.write(
-        f"{start} {run_name(c)}: {c.model.backbone}, G={run.model.groups}, "
+        f"{start} {_name(run)}: {c.model.backbone}, G={run.model.groups}, "
         f"{len(data.train)} train / {len(data.eval)} eval images, {len(data.classes)} classes, "
         f"{counted(c.optim.epochs, 'epoch')}{_micro_batches(c)} on {run.context.world_size} x "
         f"{run.context.device.type} -> {run.out}",
@@ -930,6 +943,12 @@ def _announce(run: _Run) -> None:
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
+
+
+def _name(run: _Run) -> str:
+    """What the run is called: a resumed one by its folder, which its config's name may no
+    longer match (own images moved to ~/data/birds-grown still go on in runs/birds)."""
+    return run.out.name if run.epoch else run_name(run.config)
 
 
 def _micro_batches(config: Config) -> str:
@@ -1062,25 +1081,34 @@ def _kept(run: _Run) -> str:
     return "no checkpoint was written"
 
 
-# How `sef train` goes on from the kept last.pt (`sef reproduce` words it its own way).
+# How the `sef train` command goes on from the kept last.pt, and Python code (`sef reproduce`
+# words it its own way)
 RESUME_ADVICE = "with --resume to continue"
-# The advice of a run's messages that names `sef train`'s options (sef.engine.folders).
-ADVICE = (RESUME_ADVICE, ELSEWHERE, START_OVER, COPY_AND_RESUME, MOVE_AND_RESUME)
+FIT_RESUME = "call fit(config, resume=True) to continue"
+# The advice of a run's messages that names `sef train`'s options (sef.engine.folders) or fit's
+# call, which `sef reproduce` words its own way.
+ADVICE = (RESUME_ADVICE, FIT_RESUME, ELSEWHERE, START_OVER, COPY_AND_RESUME, MOVE_AND_RESUME)
 
 
-def _again(run: _Run) -> str:
-    """How to go on after a run that stops now; with --out where the command did not name the
-    folder and a plain --resume would continue another (runs/demo-2 started beside it)."""
+def _go_on(run: _Run, *settings: str) -> str:
+    """How to go on after a run that stops now, as its caller does it, with one of ``settings``
+    (:func:`~sef.config.setting_said`) where given: the command run again with --resume (and
+    --out where the command did not name the folder and a plain --resume would continue
+    another: runs/demo-2 started beside it), fit called again with resume=True (and run.out
+    alike); with no checkpoint kept, the same again."""
+    command = to_command()
     if not run.kept:
-        return "to start it again"
-    if run.out_given or latest_run_dir(run.config).resolve() == run.out.resolve():
-        return RESUME_ADVICE
-    return f"with --resume --out {run.out} to continue"
-
-
-def _then(run: _Run) -> str:
-    """How to go on after a run that stopped on a failure since fixed."""
-    return f"then run the same command {_again(run)}"
+        again = "run the same command" if command else "make the same fit call again"
+        return f"{again} to start it again"
+    plain = run.out_given or latest_run_dir(run.config).resolve() == run.out.resolve()
+    added = " or ".join(settings)
+    if command:
+        how = f"add {added} to" if added else "run"
+        resume = RESUME_ADVICE if plain else f"with --resume --out {run.out} to continue"
+        return f"{how} the same command {resume}"
+    out = "" if plain else setting_said("run.out", str(run.out))
+    setting = " and ".join(part for part in (out, added) if part)
+    return f"set {setting}, then {FIT_RESUME}" if setting else FIT_RESUME
 
 
 def _unreadable_since(run: _Run, error: DataError) -> str:
@@ -1089,8 +1117,8 @@ def _unreadable_since(run: _Run, error: DataError) -> str:
     said = original_message(error)
     if run.kept and isinstance(error, UnreadableImage) and run.config.data.bad_images != "skip":
         keeps = resume_keeps_policy("it")
-        return f"{without_leaving_out(said)}; {_kept(run)}; {_then(run)} ({keeps})"
-    return f"{said}; {_kept(run)}; {_then(run)}"
+        return f"{without_leaving_out(said)}; {_kept(run)}; then {_go_on(run)} ({keeps})"
+    return f"{said}; {_kept(run)}; then {_go_on(run)}"
 
 
 def _start(run: _Run) -> Logger | None:
@@ -1116,18 +1144,18 @@ def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) 
                 logger = None
             return result
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"{_kept(run)}; run the same command {_again(run)}") from None
+        raise KeyboardInterrupt(f"{_kept(run)}; {_go_on(run)}") from None
     except TrainingError as error:
-        said = f"{error}; {_kept(run)}; try a lower optim.lr or --amp none"
+        said = f"{error}; {_kept(run)}; try a lower optim.lr or {setting_said('run.amp', 'none')}"
         raise distributed.reworded(error, said) from None
     except DataError as error:  # an image unreadable since the run's check, met by a worker
         raise DataError(_unreadable_since(run, error)) from None
     except (RuntimeError, EOFError, ConnectionError) as error:
         died = worker_death(error)
         if died:
-            raise TrainingError(f"{died}; {_kept(run)}; {_then(run)}") from None
+            raise TrainingError(f"{died}; {_kept(run)}; then {_go_on(run)}") from None
         if distributed.peer_gone(error):
-            said = f"{distributed.PEER_ENDED}; {_kept(run)}; run the same command {_again(run)}"
+            said = f"{distributed.PEER_ENDED}; {_kept(run)}; {_go_on(run)}"
             raise TrainingError(said) from None
         if not (isinstance(error, RuntimeError) and out_of_memory(error)):
             raise
@@ -1139,8 +1167,8 @@ def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) 
             error = outputs.output_error(run.out / "tb", error, folder=True)
         full = isinstance(error, DiskFull)
         needed, fix = (f"; {run.space_needed()}", "free some space") if full else ("", "fix that")
-        said = f"{error.problem}{needed}; {_kept(run)}; {fix}, then run the same command"
-        raise distributed.reworded(error, f"{said} {_again(run)}") from None
+        said = f"{error.problem}{needed}; {_kept(run)}; {fix}, then {_go_on(run)}"
+        raise distributed.reworded(error, said) from None
     finally:
         if logger is not None:  # stopped early: close what can be closed
             with contextlib.suppress(OSError):
@@ -1154,28 +1182,27 @@ def _memory(run: _Run) -> str:
     c, world, parts = run.config, run.context.world_size, run.config.optim.accumulate
     per_process = c.optim.process_batch(world)
     batches = f"{'micro-' * (parts > 1)}batches of {counted(c.optim.micro_batch(world), 'image')}"
-    lower = "--batch-size"
+    lower = setting_said("optim.batch_size")
     if world > 1:
         batches += " per process"
     if c.run.eval_batch_size:
         batches += f" (evaluation: {c.run.eval_batch_size})"
     evaluation = _lower_evaluation(c)
     if evaluation and not run.kept:
-        lower += " or run.eval_batch_size"
+        lower += f" or {setting_said('run.eval_batch_size')}"
     out_of = (
         f"out of {run.context.device.type} memory with {batches} of {c.data.image_size} x "
         f"{c.data.image_size} px"
     )
-    smaller = f"a lower {lower} or --image-size"
+    smaller = f"a lower {lower} or {setting_said('data.image_size')}"
     more = _more_parts(per_process, parts)
     same = more and (
-        f"--accumulate {more} (the same batch of {c.optim.batch_size} in micro-batches of "
-        f"{per_process // more}{' per process' * (world > 1)})"
+        f"{setting_said('optim.accumulate', more)} (the same batch of {c.optim.batch_size} in "
+        f"micro-batches of {per_process // more}{' per process' * (world > 1)})"
     )
     resumable = [option for option in (same, evaluation) if option] if run.kept else []
     if resumable:  # a resume may take these: the recipe is the same
-        resume = f"add {' or '.join(resumable)} to the same command {_again(run)}"
-        return f"{out_of}; {resume}, or train again with {smaller}"
+        return f"{out_of}; {_go_on(run, *resumable)}, or train again with {smaller}"
     if not more:
         return f"{out_of}; train again with {smaller}"
     return f"{out_of}; train again with {same}, or with {smaller}"
@@ -1186,7 +1213,7 @@ def _lower_evaluation(config: Config) -> str | None:
     size = config.run.eval_batch_size
     if not size or size == 1:
         return None
-    return f"--set run.eval_batch_size={size // 2}"
+    return setting_said("run.eval_batch_size", size // 2)
 
 
 def _more_parts(images: int, parts: int) -> int | None:

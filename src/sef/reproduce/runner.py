@@ -20,7 +20,7 @@ from sef import distributed
 from sef.distributed import Context
 from sef.engine import fit
 from sef.engine.folders import COPY_AND_RESUME, ELSEWHERE, MOVE_AND_RESUME, START_OVER
-from sef.engine.run import RESUME_ADVICE
+from sef.engine.run import FIT_RESUME, RESUME_ADVICE
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
@@ -151,6 +151,7 @@ def advice(run: Run) -> dict[str, str]:
     table = run.out.parent
     return {
         RESUME_ADVICE: "again to continue",
+        FIT_RESUME: "call reproduce again with the same arguments to continue",
         START_OVER: train_again(run.out),
         ELSEWHERE: "give another --out for the whole table",
         COPY_AND_RESUME: (
