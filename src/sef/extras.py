@@ -21,7 +21,7 @@ DEPENDENCIES = (
 # extra -> the modules it provides (pyproject.toml's [project.optional-dependencies])
 EXTRAS = {
     "export": ("onnx", "onnxruntime", "onnxscript"),
-    "timm": ("timm",),
+    "timm": ("timm", "huggingface_hub"),  # the last: asked whether hub weights are cached
     "wandb": ("wandb",),
     "mlflow": ("mlflow", "sqlalchemy", "alembic"),  # the last two: MLflow's SQLite store
     "lightning": ("lightning",),
