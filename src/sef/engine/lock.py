@@ -143,9 +143,9 @@ def _held_elsewhere(path: Path, folder: Path) -> bool:
         return True
 
 
-def _unshare(path: Path, descriptor: int) -> bool:
-    """Remove the name ``path`` of the shared lock file open as ``descriptor``, so that the next
-    open makes this folder a lock file of its own; False where it cannot be removed."""
+def _unshare(path: Path) -> bool:
+    """Remove the name ``path`` of a shared lock file, so that the next open makes this folder a
+    lock file of its own; False where it cannot be removed."""
     try:
         path.unlink()
     except FileNotFoundError:  # removed meanwhile: the next open makes one too
@@ -273,7 +273,7 @@ def acquire(folder: str | os.PathLike) -> RunLock:
             same = os.path.samestat(os.fstat(descriptor), os.stat(path))
         except FileNotFoundError:  # its holder removed it as we locked it: take the new one
             same = False
-        if same and _shared(descriptor) and _unshare(path, descriptor):
+        if same and _shared(descriptor) and _unshare(path):
             same = False  # a hard link to another folder's lock: this one gets its own next
         if same and locked:
             break
