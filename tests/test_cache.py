@@ -535,13 +535,33 @@ def test_a_stale_cache_whose_lock_cannot_be_made_says_why_it_was_to_be_built(
     def read_only(self, *args, **kwargs):  # as on a read-only mount
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), self.lock_file)
 
-    monkeypatch.setattr(cache.FileLock, "acquire", read_only)
+    monkeypatch.setattr(caches.FileLock, "acquire", read_only)
     with pytest.raises(cache.CacheUnavailable) as info:
         cache.ensure(folder, _splits(noisy_cub), list, "resize", 24, progress=False)
     assert str(info.value) == (
         f"{folder} was built with image_size 16, this run needs 24, and cannot write "
         f"{folder / cache.LOCK}: read-only file system; choose another place"
     )
+
+
+def test_a_link_in_place_of_the_build_lock_is_refused_in_one_line_never_opened(cub_root, tmp_path):
+    # filelock opened .build-lock through a link (older versions make or empty what it points
+    # to), and the build then stopped on "cannot write ...: too many levels of symbolic links"
+    folder, kept = tmp_path / "c", tmp_path / "kept"
+    folder.mkdir()
+    kept.write_text("mine")
+    os.utime(kept, (1, 1))
+    for target in (kept, tmp_path / "made"):
+        (folder / cache.LOCK).unlink(missing_ok=True)
+        (folder / cache.LOCK).symlink_to(target)
+        with pytest.raises(cache.CacheUnavailable) as info:
+            cache.ensure(folder, _splits(cub_root), list, "resize", 16, progress=False)
+        assert str(info.value) == (
+            f"{folder} holds no image cache yet, and {folder / cache.LOCK} is a link to {target}, "
+            f"not a cache's build lock; remove it (no build holds it)"
+        )
+    assert kept.stat().st_mtime == 1 and kept.read_text() == "mine"
+    assert not (tmp_path / "made").exists()
 
 
 def test_a_cache_place_under_a_file_is_one_plain_line(cub_root, tmp_path, monkeypatch):

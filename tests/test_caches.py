@@ -215,6 +215,16 @@ def test_a_link_in_place_of_the_readers_lock_is_never_opened(tmp_path):
     assert sorted(os.listdir(elsewhere)) == ["kept"]
 
 
+def test_a_cache_with_a_link_at_its_build_lock_is_removed_and_the_link_only(built, tmp_path):
+    # the removal took the build lock through filelock, which refused the link: "cannot remove"
+    kept = tmp_path / "kept"
+    kept.write_text("mine")
+    (built / caches.LOCK).unlink(missing_ok=True)
+    (built / caches.LOCK).symlink_to(kept)  # no build takes it, so none holds it
+    assert caches.remove(built).state == "complete" and not built.exists()
+    assert kept.read_text() == "mine"
+
+
 @pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
 def test_a_cache_on_a_file_system_without_locks_is_read_without_one(built, cub_root, monkeypatch,
                                                                     code):  # fmt: skip

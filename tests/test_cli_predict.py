@@ -30,7 +30,8 @@ def test_predict_json_table_and_unreadable_files(demo_checkpoint, tmp_path, writ
     top = payload["images"][0]["predictions"]
     assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
     assert {entry["path"] for entry in payload["skipped"]} == {str(bad), str(missing)}
-    assert f"skipped {bad}" in result.err and f"skipped {missing}" in result.err
+    assert f"skipped {bad}, which is not an image (it is a text file)\n" in result.err
+    assert f"sef predict: skipped {missing}, which does not exist\n" in result.err  # not ": does"
 
 
 def test_predict_table_and_nothing_predictable(demo_checkpoint, tmp_path, write_image, capsys):

@@ -1,8 +1,10 @@
 """`sef viz` as a user runs it: figures written, numbers printed, errors in one line."""
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -76,7 +78,7 @@ def test_no_progress_reaches_the_demo_set_generation(
     assert [line for line in said if "feature map is 1 x 1" not in line] == []  # 32 px: 1 x 1
 
 
-def test_curves_from_a_run_folder(tmp_path, capsys):
+def test_curves_from_a_run_folder(tmp_path, capsys, monkeypatch):
     records = [
         {"epoch": e, "lr": 0.01, "loss_ce": 2 / e, "loss_entropy": -0.1, "loss_distill": 0.1,
          "loss_group": 0.2 / e, "loss_total": 2.2 / e, "train_top1": 0.1 * e, "eval_top1": 0.1 * e,
@@ -84,8 +86,17 @@ def test_curves_from_a_run_folder(tmp_path, capsys):
         for e in range(1, 5)
     ]  # fmt: skip
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for name in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "file" / "home"))  # no folder can be made there
     assert main(["viz", "curves", str(tmp_path)]) == 0  # in-process: the others cover startup
-    assert _is_png(tmp_path / "curves.png") and "curves.png" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert _is_png(tmp_path / "curves.png") and "curves.png" in said.out and said.err == ""
+    # matplotlib told to keep its settings and fonts in a temporary folder, not to say so itself
+    assert sys.platform == "win32" or os.environ["MPLCONFIGDIR"].startswith(
+        os.path.join(tempfile.gettempdir(), "sef-")
+    )
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, demo_checkpoint):

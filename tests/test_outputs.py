@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,13 @@ import torch
 from sef.errors import OutputError
 from sef.export import export_model
 from sef.model import SEF
-from sef.outputs import atomic_path, check_writable, temporary_path, write_text
+from sef.outputs import (
+    atomic_path,
+    check_writable,
+    quiet_matplotlib_home,
+    temporary_path,
+    write_text,
+)
 from sef.transforms import Preprocessing
 
 
@@ -119,3 +127,25 @@ def test_a_name_that_just_fits_is_written_through_a_shorter_temporary(
     assert len(temporary.encode()) <= 255 and temporary.endswith(f".{os.getpid()}.tmp")
     assert temporary_path(tmp_path / "last.pt").name == f".last.pt.{os.getpid()}.tmp"
     assert os.listdir(tmp_path) == [name]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="matplotlib's own choice of folder there")
+def test_matplotlib_is_given_a_temporary_home_only_where_its_own_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sef viz` under a read-only HOME printed matplotlib's "mkdir -p failed for path ..." and
+    "Matplotlib created a temporary cache directory ..." above the figure it wrote."""
+    for name in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # missing, but can be made
+    quiet_matplotlib_home()
+    assert "MPLCONFIGDIR" not in os.environ
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "file" / "home"))  # not even root makes it
+    quiet_matplotlib_home()
+    made = Path(os.environ["MPLCONFIGDIR"])
+    assert made.is_dir() and os.access(made, os.W_OK)
+    shutil.rmtree(made)
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "theirs"))  # the user's choice stays
+    quiet_matplotlib_home()
+    assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "theirs")

@@ -89,6 +89,27 @@ def test_a_held_folder_is_refused_naming_its_holder_until_the_holder_dies(tmp_pa
     assert not (tmp_path / "new").exists()  # the folders it made, left empty, went with it
 
 
+def test_a_lock_file_shared_by_a_hard_link_with_another_folder_is_replaced(tmp_path: Path) -> None:
+    # `cp -al` of a run folder shares its .sef-lock: a run in the copy was refused as busy while
+    # the original ran, and otherwise wrote its note into the original's file
+    original, copy, idle = tmp_path / "run", tmp_path / "copy", tmp_path / "idle"
+    copy.mkdir()
+    idle.mkdir()
+    with acquire(original) as held:
+        os.link(held.path, copy / LOCK_NAME)
+        note = held.path.read_text()
+        assert not is_held(copy)
+        with acquire(copy) as lock:
+            assert os.stat(lock.path).st_nlink == 1 and held.path.read_text() == note
+    killed = tmp_path / "killed" / LOCK_NAME  # as a killed run leaves it: nobody holds it
+    killed.parent.mkdir()
+    killed.write_text('{"pid": 1}')
+    os.link(killed, idle / LOCK_NAME)
+    with acquire(idle) as lock:
+        assert os.stat(lock.path).st_nlink == 1 and killed.read_text() == '{"pid": 1}'
+        assert json.loads(lock.path.read_text())["folder"] == str(idle.resolve())
+
+
 FORK = (
     "import os, sys, time\n"
     "from sef.engine.lock import acquire\n"

@@ -8,12 +8,16 @@ work for minutes first learns whether its output can be written at all.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import hashlib
 import os
 import re
+import shutil
 import signal
+import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -281,6 +285,47 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def quiet_matplotlib_home() -> None:
+    """Where the user set no MPLCONFIGDIR and matplotlib's own folders cannot be written (a
+    read-only HOME), point it at a temporary folder, removed at exit, before matplotlib is
+    imported: matplotlib does the same itself, but prints two warnings into the command's output
+    ("mkdir -p failed for path ...", "Matplotlib created a temporary cache directory ...")."""
+    if os.environ.get("MPLCONFIGDIR") or all(map(_can_write, _matplotlib_folders())):
+        return
+    try:
+        folder = tempfile.mkdtemp(prefix="sef-matplotlib-")
+    except OSError:  # no temporary folder either: matplotlib says so
+        return
+    os.environ["MPLCONFIGDIR"] = folder
+    atexit.register(shutil.rmtree, folder, True)
+
+
+def _matplotlib_folders() -> list[Path | None]:
+    """The folders matplotlib writes its settings and font cache in by default (None: a home it
+    cannot find); none where it chooses more intricately (Windows)."""
+    if sys.platform == "win32":
+        return []
+    try:
+        home = Path.home()
+    except RuntimeError:
+        return [None]
+    if not sys.platform.startswith(("linux", "freebsd")):
+        return [home / ".matplotlib"]
+    config = os.environ.get("XDG_CONFIG_HOME") or home / ".config"
+    cache = os.environ.get("XDG_CACHE_HOME") or home / ".cache"
+    return [Path(config) / "matplotlib", Path(cache) / "matplotlib"]
+
+
+def _can_write(folder: Path | None) -> bool:
+    """Whether ``folder`` is, or can be made as, a folder this process writes."""
+    if folder is None:
+        return False
+    existing = folder.resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK)
 
 
 def save_figure(figure: Any, path: str | os.PathLike, dpi: int) -> Path:

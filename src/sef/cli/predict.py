@@ -93,7 +93,7 @@ def _say_skipped(skipped: list[tuple[str, str]]) -> None:
     from tqdm import tqdm
 
     for path, reason in skipped:  # above a progress bar, which tqdm.write draws again below
-        tqdm.write(f"sef predict: skipped {path}: {reason}", file=sys.stderr)
+        tqdm.write(f"sef predict: skipped {path}, which {reason}", file=sys.stderr)
 
 
 def _with_stdin(paths: list[str]) -> list[str]:

@@ -49,7 +49,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 import torchvision
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -63,6 +63,7 @@ from sef.datasets.caches import (
     LOCK,
     ROWS,
     TEMPORARY,
+    build_lock,
     default_root,
     format_problem,
     hold_for_reading,
@@ -530,10 +531,10 @@ def _refuse_foreign(folder: Path) -> None:
 def _building(folder: Path, say: Callable[[str], None], why: str | None = None) -> Iterator[None]:
     """Hold ``folder``'s build lock (an OS lock on FOLDER/LOCK, released however its holder
     ends): a second builder waits, saying so, instead of clearing what the first is writing or
-    opening. CacheUnavailable if the lock cannot be made (a read-only folder), after ``why`` a
-    build is wanted."""
+    opening. CacheUnavailable if the lock cannot be made (a read-only folder, a link there),
+    after ``why`` a build is wanted."""
     try:
-        lock = FileLock(make_folder(folder) / LOCK)
+        lock = build_lock(make_folder(folder))
         try:
             lock.acquire(timeout=0)
         except Timeout:

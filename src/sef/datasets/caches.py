@@ -19,14 +19,14 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from sef.errors import DataError
+from sef.errors import DataError, OutputError
 from sef.outputs import named, open_unlinked, process_alive
 
 try:
@@ -260,6 +260,25 @@ def caches_in(root: Path) -> list[CacheFolder]:
 # ----------------------------------------------------------------------------- locks
 
 
+class LinkedBuildLock(OutputError):
+    """A link at FOLDER/LOCK: no build takes it (it would make, or empty, the file it points to),
+    so no build holds it and the advice is to remove it."""
+
+
+def build_lock(folder: Path) -> FileLock:
+    """The lock on FOLDER/LOCK, its file made first without following a link (a filelock that
+    follows one would make or touch the file it points to): LinkedBuildLock where a link is
+    there. Where the file cannot be made (a read-only folder) the lock's acquire says why."""
+    path = folder / LOCK
+    try:
+        os.close(open_unlinked(path, os.O_RDWR | os.O_CREAT))
+    except OSError:
+        if os.path.islink(path):
+            problem = f"{path} is a link to {os.readlink(path)}, not a cache's build lock"
+            raise LinkedBuildLock(f"{problem}; remove it (no build holds it)", problem) from None
+    return FileLock(path)
+
+
 def _lock_readers(folder: Path, exclusive: bool) -> int | None:
     """A descriptor of FOLDER/READERS locked shared (waited for) or ``exclusive`` (not waited
     for: -1 where another holds it), the file made if it can be; None where it cannot be locked
@@ -317,15 +336,18 @@ class CacheInUse(DataError):
 @contextmanager
 def _held(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s build lock and its readers' lock, neither waited for: CacheInUse if a
-    build or a reader holds one, DataError if they cannot be taken (a read-only folder)."""
-    build = FileLock(folder / LOCK)
-    try:
-        build.acquire(timeout=0)
+    build or a reader holds one, DataError if they cannot be taken (a read-only folder). A link
+    at the build lock is left unlocked: no build takes one, and removing the cache removes the
+    link, not what it points to."""
+    try:  # acquire's answer releases the lock on leaving a `with`
+        build = build_lock(folder).acquire(timeout=0)
+    except LinkedBuildLock:
+        build = nullcontext()
     except Timeout:
         raise CacheInUse(f"{folder} is being built; remove it once that build ends") from None
     except OSError as error:
         raise DataError(f"cannot remove {folder}: {_reason(error)}") from None
-    try:
+    with build:
         readers = _lock_readers(folder, exclusive=True)
         if readers == -1:
             raise CacheInUse(
@@ -337,8 +359,6 @@ def _held(folder: Path) -> Iterator[None]:
         finally:
             if readers is not None:
                 os.close(readers)
-    finally:
-        build.release()
 
 
 def _reason(error: OSError) -> str:

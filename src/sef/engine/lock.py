@@ -8,6 +8,10 @@ start time, command) so that a second run is refused in one line naming the firs
 On release the holder deletes the file while still holding the lock, and whoever acquires checks
 afterwards that the file it locked is still the one at ``DIR/.sef-lock`` (else it tries again):
 two processes can never both believe they hold the folder.
+
+A lock file with another name too (a hard link: `cp -al` copies a run folder so) is not this
+folder's own: the run replaces it with one of its own, removing its name here, when no live
+process holds it or when its holder wrote that it runs in another folder.
 """
 
 from __future__ import annotations
@@ -87,15 +91,20 @@ def _try_lock(descriptor: int) -> bool:
     return True
 
 
-def _holder(path: Path) -> str:
-    """Who holds the lock at ``path``, as its holder wrote it (a moment's retry while it does)."""
+def _note(path: Path) -> dict | None:
+    """What the holder of the lock at ``path`` wrote of itself (a moment's retry while it does)."""
     for _ in range(20):
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-            break
+            return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             time.sleep(0.05)
-    else:
+    return None
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock at ``path``, as its holder wrote it."""
+    info = _note(path)
+    if info is None:
         return "a process that has not yet written who it is"
     where = "" if info.get("host") == socket.gethostname() else f" on {info.get('host')}"
     started, command = info.get("started"), info.get("command")
@@ -110,9 +119,40 @@ def _command() -> str:
     return " ".join([program, *sys.argv[1:]])[:200]
 
 
-def _identity() -> str:
+def _identity(folder: Path) -> str:
     started, host = time.strftime("%Y-%m-%d %H:%M:%S"), socket.gethostname()
-    return json.dumps({"pid": os.getpid(), "host": host, "started": started, "command": _command()})
+    note = {"pid": os.getpid(), "host": host, "started": started, "command": _command()}
+    return json.dumps({**note, "folder": str(folder.resolve())})
+
+
+def _shared(descriptor: int) -> bool:
+    """Whether the lock file open as ``descriptor`` has other names: a hard link that a copy
+    of a run folder by `cp -al` shares with the folder copied."""
+    return os.fstat(descriptor).st_nlink > 1
+
+
+def _held_elsewhere(path: Path, folder: Path) -> bool:
+    """Whether the holder of the shared lock file ``path`` wrote that it runs in another folder
+    than ``folder`` (on this host, where its folder's name means the same)."""
+    info = _note(path) or {}
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("folder"), str):
+        return False
+    try:
+        return not os.path.samefile(info["folder"], folder)
+    except OSError:  # its folder is gone or moved: not this one
+        return True
+
+
+def _unshare(path: Path) -> bool:
+    """Remove the name ``path`` of a shared lock file, so that the next open makes this folder a
+    lock file of its own; False where it cannot be removed."""
+    try:
+        path.unlink()
+    except FileNotFoundError:  # removed meanwhile: the next open makes one too
+        pass
+    except OSError:  # a folder this user cannot write
+        return False
+    return True
 
 
 class RunLock:
@@ -190,12 +230,14 @@ def check_lock_file(folder: str | os.PathLike) -> None:
 def is_held(folder: str | os.PathLike) -> bool:
     """Whether a live process holds ``folder``'s lock: tried without waiting and given back at
     once (a folder without one, or on a file system that cannot lock, is not held)."""
+    path = Path(folder) / LOCK_NAME
     try:  # read-only: another user's lock may be unwritable to this one
-        descriptor = outputs.open_unlinked(Path(folder) / LOCK_NAME, os.O_RDONLY)
+        descriptor = outputs.open_unlinked(path, os.O_RDONLY)
     except OSError:
         return False
     try:
-        return not _try_lock(descriptor)
+        held = not _try_lock(descriptor)
+        return held and not (_shared(descriptor) and _held_elsewhere(path, Path(folder)))
     except OSError:
         return False
     finally:
@@ -224,21 +266,25 @@ def acquire(folder: str | os.PathLike) -> RunLock:
             raise OutputError(
                 f"{problem}; choose a folder on a file system that supports file locks", problem
             ) from None
-        if not locked:
+        if not locked and not (_shared(descriptor) and _held_elsewhere(path, folder)):
             os.close(descriptor)
             raise FolderBusy.held(folder, _holder(path))
         try:
             same = os.path.samestat(os.fstat(descriptor), os.stat(path))
         except FileNotFoundError:  # its holder removed it as we locked it: take the new one
             same = False
-        if same:
+        if same and _shared(descriptor) and _unshare(path):
+            same = False  # a hard link to another folder's lock: this one gets its own next
+        if same and locked:
             break
         os.close(descriptor)
+        if same:  # held elsewhere, and its name here cannot be removed
+            raise FolderBusy.held(folder, _holder(path))
     _HELD.add(descriptor)
     try:
         os.ftruncate(descriptor, 0)
         os.lseek(descriptor, 0, os.SEEK_SET)  # Windows: the lock moved the position
-        os.write(descriptor, _identity().encode("utf-8"))
+        os.write(descriptor, _identity(folder).encode("utf-8"))
     except OSError as error:
         lock = RunLock(folder, descriptor, created)
         lock.release()
