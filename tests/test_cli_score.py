@@ -100,3 +100,26 @@ def test_a_spreadsheets_csv_scores_as_a_plain_one(tmp_path: Path, capsys) -> Non
         table.write_bytes(text.encode("utf-8"))
         assert main(["score", str(table), "--json"]) == 0, name
         assert capsys.readouterr().out == expected, name
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "method,CUB,Cars\nA,87.3%,0.94\nB,0.881,0.932\n",
+            "column 'CUB' mixes fractions (0.881 on line 3) and percentages (87.3% on line 2); "
+            "write a dataset's accuracies all as fractions or all as percentages",
+        ),
+        (
+            "method,CUB\nA,87.3\nB,873\n",
+            "line 3, column 'CUB' holds '873', which is not an accuracy; write a percentage "
+            "(0 to 100) or a fraction (0 to 1)",
+        ),
+    ],
+)
+def test_accuracies_on_two_scales_are_refused(tmp_path: Path, capsys, text: str, message: str):
+    """Before: B's 0.881 ranked below A's 87.3 % on CUB, and a slip of 873 ranked first."""
+    table = tmp_path / "d.csv"
+    table.write_text(text)
+    assert main(["score", str(table)]) == 2
+    assert capsys.readouterr().err == f"sef score: error: {table} {message}\n"

@@ -116,7 +116,25 @@ def _parse_cell(text: str, where: str) -> float | None:
         ) from None
     if not math.isfinite(value):
         raise DataError(f"{where} holds {text!r}; write a finite number or leave it blank")
+    if not 0 <= value <= 100:
+        raise DataError(
+            f"{where} holds {text!r}, which is not an accuracy; write a percentage (0 to 100) or "
+            f"a fraction (0 to 1)"
+        )
     return value
+
+
+def _check_one_scale(path: Path, dataset: str, cells: list[tuple[int, str, float]]) -> None:
+    """DataError where a dataset's accuracies, (line, cell, value), mix fractions (0.873) and
+    percentages (87.3 or 0.5%): ranked together, every fraction would come last."""
+    fraction = next((c for c in cells if c[2] <= 1 and "%" not in c[1]), None)
+    percentage = next((c for c in cells if c[2] > 1 or "%" in c[1]), None)
+    if fraction and percentage:
+        raise DataError(
+            f"{path} column {dataset!r} mixes fractions ({fraction[1]} on line {fraction[0]}) "
+            f"and percentages ({percentage[1]} on line {percentage[0]}); write a dataset's "
+            f"accuracies all as fractions or all as percentages"
+        )
 
 
 def _dataset_names(path: Path, header: list[str]) -> list[str]:
@@ -163,6 +181,7 @@ def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
         )
     datasets = _dataset_names(path, header)
     table: dict[str, dict[str, float | None]] = {}
+    written: dict[str, list[tuple[int, str, float]]] = {name: [] for name in datasets}
     for (line, _), row in zip(numbered[1:], rows[1:], strict=True):
         method = row[0].strip()
         if len(row) - 1 > len(datasets):
@@ -172,8 +191,12 @@ def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
         if method in table:
             raise DataError(f"{path} line {line} repeats method {method!r}; give each one row")
         cells = row[1:] + [""] * (len(datasets) - len(row) + 1)
-        table[method] = {
-            dataset: _parse_cell(cell, f"{path} line {line}, column {dataset!r}")
-            for dataset, cell in zip(datasets, cells, strict=True)
-        }
+        table[method] = {}
+        for dataset, cell in zip(datasets, cells, strict=True):
+            value = _parse_cell(cell, f"{path} line {line}, column {dataset!r}")
+            table[method][dataset] = value
+            if value is not None:
+                written[dataset].append((line, cell.strip(), value))
+    for dataset, cells in written.items():
+        _check_one_scale(path, dataset, cells)
     return table
