@@ -108,7 +108,8 @@ def test_a_spreadsheets_csv_scores_as_a_plain_one(tmp_path: Path, capsys) -> Non
         (
             "method,CUB,Cars\nA,87.3%,0.94\nB,0.881,0.932\n",
             "column 'CUB' mixes fractions (0.881 on line 3) and percentages (87.3% on line 2); "
-            "write a dataset's accuracies all as fractions or all as percentages",
+            "write a dataset's accuracies all as fractions or all as percentages (one below 1 "
+            "with its % sign)",
         ),
         (
             "method,CUB\nA,87.3\nB,873\n",

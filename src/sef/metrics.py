@@ -133,7 +133,7 @@ def _check_one_scale(path: Path, dataset: str, cells: list[tuple[int, str, float
         raise DataError(
             f"{path} column {dataset!r} mixes fractions ({fraction[1]} on line {fraction[0]}) "
             f"and percentages ({percentage[1]} on line {percentage[0]}); write a dataset's "
-            f"accuracies all as fractions or all as percentages"
+            f"accuracies all as fractions or all as percentages (one below 1 with its % sign)"
         )
 
 
