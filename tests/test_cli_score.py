@@ -80,3 +80,47 @@ def test_a_blank_or_repeated_name_is_refused(tmp_path: Path, capsys, text: str, 
     table.write_text(text)
     assert main(["score", str(table)]) == 2
     assert capsys.readouterr().err == f"sef score: error: {table} {message}\n"
+
+
+def test_a_spreadsheets_csv_scores_as_a_plain_one(tmp_path: Path, capsys) -> None:
+    """Before: Excel where ',' is the decimal mark writes ';' between cells (with a byte-order
+    mark, and blank cells up to the last column once used), and sef score said the file lacked
+    a header row 'method,<dataset>,...'; a trailing ',,' said a header column was blank."""
+    plain = tmp_path / "plain.csv"
+    plain.write_text("method,CUB,Cars\nA,87.3,94.0\nB,88.1,93.2\nC,85.0,\n")
+    assert main(["score", str(plain), "--json"]) == 0
+    expected = capsys.readouterr().out
+    spreadsheets = {
+        "semicolons": "\ufeffmethod;CUB;Cars\r\nA;87,3;94,0\r\nB;88,1;93,2\r\nC;85;\r\n",
+        "tabs": "method\tCUB\tCars\nA\t87.3\t94.0\nB\t88.1\t93.2\nC\t85.0\t\n",
+        "blank columns": "method,CUB,Cars,,\nA,87.3,94.0,,\nB,88.1,93.2,,\nC,85.0,,,\n",
+    }
+    for name, text in spreadsheets.items():
+        table = tmp_path / f"{name}.csv"
+        table.write_bytes(text.encode("utf-8"))
+        assert main(["score", str(table), "--json"]) == 0, name
+        assert capsys.readouterr().out == expected, name
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "method,CUB,Cars\nA,87.3%,0.94\nB,0.881,0.932\n",
+            "column 'CUB' mixes fractions (0.881 on line 3) and percentages (87.3% on line 2); "
+            "write a dataset's accuracies all as fractions or all as percentages (one below 1 "
+            "with its % sign)",
+        ),
+        (
+            "method,CUB\nA,87.3\nB,873\n",
+            "line 3, column 'CUB' holds '873', which is not an accuracy; write a percentage "
+            "(0 to 100) or a fraction (0 to 1)",
+        ),
+    ],
+)
+def test_accuracies_on_two_scales_are_refused(tmp_path: Path, capsys, text: str, message: str):
+    """Before: B's 0.881 ranked below A's 87.3 % on CUB, and a slip of 873 ranked first."""
+    table = tmp_path / "d.csv"
+    table.write_text(text)
+    assert main(["score", str(table)]) == 2
+    assert capsys.readouterr().err == f"sef score: error: {table} {message}\n"

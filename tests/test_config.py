@@ -27,6 +27,7 @@ from sef.config import (
     save_config,
     stored_values,
 )
+from sef.datasets import RECORDS
 from sef.errors import ConfigError
 
 PAPER = {  # dataset: (G, lr, recipe) from Section III-A
@@ -255,6 +256,16 @@ def test_unknown_preset_suggests_close_names() -> None:
         ConfigError, match="unknown preset 'CUB-ResNet50'; did you mean cub-resnet50,"
     ):
         load_preset("CUB-ResNet50")  # no suggestion at all: the names were compared in case
+
+
+@pytest.mark.parametrize("dataset", ["cub", "Cars", "folder", "birds32"])
+def test_a_datasets_name_as_a_preset_suggests_its_presets(dataset: str) -> None:
+    """`--preset cub` suggested nothing (`aircraft`, long enough, got its two): a dataset's
+    presets name a backbone too."""
+    backbones = RECORDS[dataset.lower()].backbones
+    suggested = ", ".join(f"{dataset.lower()}-{backbone}" for backbone in backbones)
+    with pytest.raises(ConfigError, match=f"did you mean {suggested}\\? run `sef presets`"):
+        load_preset(dataset)
 
 
 def test_a_preset_named_with_another_presets_backbone_says_to_pass_it_with_backbone() -> None:

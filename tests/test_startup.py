@@ -67,16 +67,33 @@ def test_commands_that_need_no_model_load_no_torch(tmp_path: Path) -> None:
     assert _heavy_modules_after("".join(CLI.format(argv=argv) for argv in argvs)) == []
 
 
+def _small_cnn_checkpoint(path: Path) -> Path:
+    """A checkpoint as `sef train` writes it, of a small_cnn (no torchvision backbone)."""
+    from sef.checkpoint import save_checkpoint
+    from sef.config import Config, config_to_dict
+    from sef.model import SEF
+
+    config = Config(name="small")
+    config.model.backbone, config.model.weights = "small_cnn", None
+    model = SEF("small_cnn", num_classes=3, groups=config.model.groups)
+    state = {"model": model.state_dict(), "config": config_to_dict(config)}
+    save_checkpoint(path, state | {"classes": ["a", "b", "c"], "epoch": 1, "metrics": {}})
+    return path
+
+
 @pytest.mark.slow
 def test_what_needs_no_torchvision_or_scipy_loads_neither(
-    folder_root: Path, cub_root: Path, csv_root: Path
+    folder_root: Path, cub_root: Path, csv_root: Path, tmp_path: Path
 ) -> None:
     """In one process (each of these loads torch): `sef data check` imported the training engine,
     and with it torchvision (whose import imports torch._dynamo: as long again as torch's), for
     its check of the classes; `import sef.model` imported torchvision for its named backbones,
     also for a small_cnn or an nn.Module of one's own; the readers of CUB and CSV lists imported
-    SciPy, which reads the .mat files of Stanford Cars and Stanford Dogs alone."""
+    SciPy, which reads the .mat files of Stanford Cars and Stanford Dogs alone; `sef info
+    --checkpoint` of a small_cnn imported torchvision for the transforms of a model it describes."""
+    checkpoint = _small_cnn_checkpoint(tmp_path / "last.pt")
     code = CLI.format(argv=["data", "check", "folder", str(folder_root)])
+    code += f"assert main({['info', '--checkpoint', str(checkpoint)]!r}) == 0\n"
     code += "import sef, torch\nsef.SEF('small_cnn', 3)\nsef.SEF(torch.nn.Conv2d(3, 4, 1), 3)\n"
     for name, root in (("cub", cub_root), ("csv", csv_root)):
         code += f"sef.datasets.load({name!r}, {str(root)!r}, 'trainval')\n"

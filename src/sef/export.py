@@ -51,7 +51,7 @@ def preprocessing_json(preprocessing: Preprocessing, channels: int = 3) -> dict:
     kind = "RGB" if channels == 3 else f"{counted(channels, 'channel')} (the model's own, not RGB)"
     return {
         **preprocessing.to_dict(),
-        "interpolation": transforms.RESIZE_INTERPOLATION.value,
+        "interpolation": transforms.RESIZE_INTERPOLATION,
         "antialias": transforms.RESIZE_ANTIALIAS,
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,

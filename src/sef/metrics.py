@@ -106,6 +106,8 @@ def _parse_cell(text: str, where: str) -> float | None:
     cell = text.strip().rstrip("%").strip()
     if cell.lower() in BLANK_CELLS:
         return None
+    if cell.count(",") == 1 and "." not in cell:  # a decimal comma: 87,3
+        cell = cell.replace(",", ".")
     try:
         value = float(cell)
     except ValueError:
@@ -114,7 +116,25 @@ def _parse_cell(text: str, where: str) -> float | None:
         ) from None
     if not math.isfinite(value):
         raise DataError(f"{where} holds {text!r}; write a finite number or leave it blank")
+    if not 0 <= value <= 100:
+        raise DataError(
+            f"{where} holds {text!r}, which is not an accuracy; write a percentage (0 to 100) or "
+            f"a fraction (0 to 1)"
+        )
     return value
+
+
+def _check_one_scale(path: Path, dataset: str, cells: list[tuple[int, str, float]]) -> None:
+    """DataError where a dataset's accuracies, (line, cell, value), mix fractions (0.873) and
+    percentages (87.3 or 0.5%): ranked together, every fraction would come last."""
+    fraction = next((c for c in cells if c[2] <= 1 and "%" not in c[1]), None)
+    percentage = next((c for c in cells if c[2] > 1 or "%" in c[1]), None)
+    if fraction and percentage:
+        raise DataError(
+            f"{path} column {dataset!r} mixes fractions ({fraction[1]} on line {fraction[0]}) "
+            f"and percentages ({percentage[1]} on line {percentage[0]}); write a dataset's "
+            f"accuracies all as fractions or all as percentages (one below 1 with its % sign)"
+        )
 
 
 def _dataset_names(path: Path, header: list[str]) -> list[str]:
@@ -128,23 +148,41 @@ def _dataset_names(path: Path, header: list[str]) -> list[str]:
     return names
 
 
+def _delimiter(text: str) -> str:
+    """',' or what a spreadsheet writes instead (';' where ',' is the decimal mark, or a tab):
+    the one the first line holds most of, ',' on a tie."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return max(",;\t", key=first.count)
+
+
+def _without_trailing_blanks(row: list[str]) -> list[str]:
+    """``row`` less the blank cells at its end (a spreadsheet writes them up to the last column
+    it ever used): a method row's missing cells are blank anyway."""
+    while row and not row[-1].strip():
+        row = row[:-1]
+    return row
+
+
 def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
-    """A CSV with a header row (method, dataset names...) and one row of accuracies per method."""
+    """A CSV with a header row (method, dataset names...) and one row of accuracies per method;
+    cells split by ',', or by ';' or tabs and with decimal commas, as spreadsheets write them."""
     path = Path(path)
     try:
         text = filekinds.read_text(path)
     except ValueError as problem:
         raise DataError(f"accuracy table {path} {problem}; pass a CSV file") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     numbered = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    rows = [row for _, row in numbered]  # blank lines skipped; errors name the file's lines
-    if len(rows) < 2 or len(rows[0]) < 2:
+    rows = [_without_trailing_blanks(row) for _, row in numbered]  # errors name the file's lines
+    header = numbered[0][1][: max(map(len, rows))] if rows else []  # blank as far as rows go
+    if len(rows) < 2 or len(header) < 2:
         raise DataError(
             f"{path} needs a header row 'method,<dataset>,...' and at least one method row"
         )
-    datasets = _dataset_names(path, rows[0])
+    datasets = _dataset_names(path, header)
     table: dict[str, dict[str, float | None]] = {}
-    for line, row in numbered[1:]:
+    written: dict[str, list[tuple[int, str, float]]] = {name: [] for name in datasets}
+    for (line, _), row in zip(numbered[1:], rows[1:], strict=True):
         method = row[0].strip()
         if len(row) - 1 > len(datasets):
             raise DataError(f"{path} line {line} has more cells than the header has datasets")
@@ -153,8 +191,12 @@ def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
         if method in table:
             raise DataError(f"{path} line {line} repeats method {method!r}; give each one row")
         cells = row[1:] + [""] * (len(datasets) - len(row) + 1)
-        table[method] = {
-            dataset: _parse_cell(cell, f"{path} line {line}, column {dataset!r}")
-            for dataset, cell in zip(datasets, cells, strict=True)
-        }
+        table[method] = {}
+        for dataset, cell in zip(datasets, cells, strict=True):
+            value = _parse_cell(cell, f"{path} line {line}, column {dataset!r}")
+            table[method][dataset] = value
+            if value is not None:
+                written[dataset].append((line, cell.strip(), value))
+    for dataset, cells in written.items():
+        _check_one_scale(path, dataset, cells)
     return table

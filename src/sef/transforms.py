@@ -21,20 +21,25 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 
 from sef.choices import RECIPES
 from sef.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where a pipeline is built: a Preprocessing record needs none
+    from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The paper resizes to 600 before cropping 448; other crop sizes keep that ratio.
 RESIZE_CROP_RATIO = 600 / 448
-# How every pipeline resizes (an exported preprocessing.json records it for deployments).
-RESIZE_INTERPOLATION = v2.InterpolationMode.BILINEAR
+# How every pipeline resizes (an exported preprocessing.json records it for deployments): the
+# value of torchvision's InterpolationMode, kept as text so that loading a model needs no
+# torchvision (`sef info --checkpoint` of a small_cnn run).
+RESIZE_INTERPOLATION = "bilinear"
 RESIZE_ANTIALIAS = True
 
 
@@ -53,9 +58,19 @@ def resize_size(recipe: str, image_size: int) -> int:
     return round(image_size * RESIZE_CROP_RATIO) if recipe == "resize_crop" else image_size
 
 
+def _v2():
+    """torchvision's transforms v2, imported where a pipeline is built: importing torchvision
+    takes about twice as long as torch (docs/performance.md), and a model loaded to be described
+    or exported builds none."""
+    from torchvision.transforms import v2
+
+    return v2
+
+
 def _normalise(
     mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
 ) -> list[v2.Transform]:
+    v2 = _v2()
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
@@ -84,18 +99,21 @@ def normalise_batch(
 
 def _resize(recipe: str, image_size: int) -> list[v2.Transform]:
     side = resize_size(recipe, image_size)
-    resize = v2.Resize((side, side), RESIZE_INTERPOLATION, antialias=RESIZE_ANTIALIAS)
+    v2 = _v2()
+    mode = v2.InterpolationMode(RESIZE_INTERPOLATION)
+    resize = v2.Resize((side, side), mode, antialias=RESIZE_ANTIALIAS)
     return [v2.ToImage(), resize]
 
 
 def resize_transform(recipe: str, image_size: int) -> v2.Compose:
     """The pipelines' first steps: a PIL image to the uint8 tensor [3, side, side] that both
     pipelines crop (what a decoded-image cache stores)."""
-    return v2.Compose(_resize(recipe, image_size))
+    return _v2().Compose(_resize(recipe, image_size))
 
 
 def train_transform(recipe: str, image_size: int, normalise: bool = True) -> v2.Compose:
     """Training pipeline: resize (+ random crop for ``resize_crop``), flip, normalise."""
+    v2 = _v2()
     steps = _resize(recipe, image_size)
     if recipe == "resize_crop":
         steps.append(v2.RandomCrop(image_size))
@@ -114,6 +132,7 @@ def test_transform(
 ) -> v2.Compose:
     """Evaluation pipeline: resize (+ center crop for ``resize_crop``), normalise. ``resized``:
     the input is already :func:`resize_transform`'s output, so the pipeline starts after it."""
+    v2 = _v2()
     steps = [] if resized else _resize(recipe, image_size)
     if recipe == "resize_crop":
         steps.append(v2.CenterCrop(image_size))

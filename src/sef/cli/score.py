@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Rank methods on each dataset by accuracy (ties share the better rank) and average "
             "each method's ranks over the datasets it reports (Section III-A of the paper). "
-            "The CSV has a header 'method,<dataset>,...'; leave a cell blank (or '-') when a "
+            "The CSV has a header 'method,<dataset>,...' (or ';' or tabs between cells, with "
+            "decimal commas, as spreadsheets write them); leave a cell blank (or '-') when a "
             "method does not report a dataset."
         ),
     )

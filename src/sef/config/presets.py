@@ -110,6 +110,12 @@ def _other_backbone(name: str) -> tuple[str, str, str] | None:
     return None
 
 
+def _dataset_presets(dataset: str, presets: dict[str, tuple[str, str | None, str]]) -> list[str]:
+    """The presets that train SEF itself on ``dataset`` (none where it names no dataset): what
+    `--preset cub` meant, since a preset names the backbone too."""
+    return [name for name, (d, _, m) in presets.items() if (d, m) == (dataset, DEFAULT_METHOD)]
+
+
 def _parts(name: str) -> tuple[list[str], dict]:
     """The fragment files a preset merges, and the values its name itself sets."""
     presets = _presets()
@@ -122,7 +128,9 @@ def _parts(name: str) -> tuple[list[str], dict]:
             f"--backbone {backbone}"
         )
     if name not in presets:
-        close = difflib.get_close_matches(name.lower(), list(presets), n=3)  # names: lower case
+        close = _dataset_presets(name.lower(), presets) or difflib.get_close_matches(
+            name.lower(), list(presets), n=3
+        )  # names: lower case
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"unknown preset {name!r}; {hint}run `sef presets` to list them all")
     dataset, backbone, method = presets[name]
