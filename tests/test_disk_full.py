@@ -165,7 +165,7 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(small_d
         fit(_config(out), data=_data(), progress=False)
     assert str(info.value).startswith(f"{out} has ")
     assert "free and this run needs about " in str(info.value)
-    assert str(info.value).endswith("; free some space or choose another --out")
+    assert str(info.value).endswith("; free some space or choose another run.out")
     assert os.listdir(disk) == []  # nothing written, nothing left
 
 

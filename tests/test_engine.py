@@ -42,6 +42,7 @@ from sef.engine.run import (
     TRAINING_STATE,
     _check_resumable,
     _check_setup,
+    _finished_note,
     _one_step_note,
     _processes_note,
     resume_config,
@@ -50,7 +51,7 @@ from sef.engine.run import (
     separation_lines,
     tuned_backends,
 )
-from sef.errors import ConfigError, DataError, TrainingError
+from sef.errors import ConfigError, DataError, TrainingError, said_to_command
 from sef.losses import SEFLoss
 from sef.model import SEF
 from sef.seeding import seed_everything
@@ -111,7 +112,9 @@ def test_fit_writes_the_run_folder_and_reports(tmp_path: Path) -> None:
     assert any(p.name.startswith("events") for p in (out / "tb").iterdir())
     assert str(out) in result.report() and "group heads" in result.report()
 
-    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+    with pytest.raises(
+        ConfigError, match="run; pass resume=True to continue it or choose another run.out$"
+    ):
         fit(config, data=data, progress=False)
     changed = apply_overrides(config, ["loss.gamma=0.1"])
     with pytest.raises(ConfigError, match="loss.gamma was 0.05 and is now 0.1"):
@@ -273,7 +276,7 @@ SKIP = "leave it out (sef train: --set data.bad_images=skip)"
     ("how", "error", "said"),
     [
         ("killed", TrainingError, ", which is most often the system ending it as memory ran "
-         "out (fewer --workers take less)"),
+         "out (fewer data.workers take less)"),
         ("missing", DataError, "image x.png is listed by the dataset but missing; restore it"),
         ("damaged", DataError, "image x.png cannot be decoded (truncated); replace it"),
     ],
@@ -333,7 +336,8 @@ def test_a_process_whose_peer_was_killed_says_so_in_one_line_with_what_is_kept(t
 
 def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are_not() -> None:
     def said(message: str) -> str | None:
-        return worker_death(RuntimeError(message))
+        with said_to_command():  # the `sef` command's user sets --workers
+            return worker_death(RuntimeError(message))
 
     assert said(
         "DataLoader worker (pid 7) is killed by signal: Bus error. It is possible that "
@@ -364,6 +368,23 @@ def test_a_dead_loader_worker_is_said_with_its_likely_cause_and_other_errors_are
     )
     assert said("CUDA error: an illegal memory access was encountered") is None
     assert worker_death(EOFError()) is None  # no worker of this process has died
+
+
+def test_a_dead_loader_worker_is_said_to_python_code_with_data_workers() -> None:
+    """fit called from Python said the command's --workers."""
+    assert worker_death(
+        RuntimeError("DataLoader worker (pid 7) exited unexpectedly with exit")
+    ) == (
+        "a data loader worker (pid 7) exited unexpectedly with exit (data.workers=0 loads in the "
+        "training process and shows what it meets)"
+    )
+    assert worker_death(
+        RuntimeError("DataLoader worker (pid 7) is killed by signal: Bus error. ")
+    ) == (
+        "a data loader worker (pid 7) was killed by signal: Bus error, which is most often the "
+        "shared memory its batches pass through (/dev/shm) filling up (raise its size, e.g. "
+        "docker run --shm-size, or use fewer data.workers)"
+    )
 
 
 def test_an_evaluation_that_is_not_finite_stops_the_run_keeping_the_last_checkpoint(
@@ -400,8 +421,41 @@ def test_out_dir_never_overwrites_a_run(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="runs/demo already holds a run"):
         claim_new_out_dir(explicit)
     missing = apply_overrides(config, ["run.out=elsewhere"])
-    with pytest.raises(ConfigError, match="cannot resume: elsewhere does not exist; check --out"):
+    with pytest.raises(
+        ConfigError, match="cannot resume: elsewhere does not exist; check run.out$"
+    ):
         resume_dir(missing)
+
+
+def test_a_resume_that_cannot_start_names_what_its_caller_sets(tmp_path: Path, monkeypatch):
+    """fit(config, resume=True) was told to check --out, pass --out DIR, train without --resume
+    or with another --out: options of the command, which Python code does not pass."""
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config("demo")
+    with pytest.raises(
+        ConfigError, match="this preset; pass run.out=DIR to resume the run in DIR$"
+    ):
+        resume_dir(config)
+    (tmp_path / "empty").mkdir()
+    empty = apply_overrides(config, ["run.out=empty"])
+    with pytest.raises(ConfigError, match="check run.out, or train without resume=True to start"):
+        resume_dir(empty)
+    with said_to_command(), pytest.raises(ConfigError, match="check --out, or train without --r"):
+        resume_dir(empty)
+    (tmp_path / "empty" / "best.pt").touch()
+    with pytest.raises(ConfigError, match="or train a new run with another run.out$"):
+        resume_dir(empty)
+
+
+def test_a_finished_run_says_how_its_caller_trains_it_further(tmp_path: Path) -> None:
+    """fit(config, resume=True) was told to resume with --epochs above 2."""
+    run = SimpleNamespace(
+        config=resolve_config("demo", overrides=["optim.epochs=2"]), epoch=2, out=tmp_path
+    )
+    more = "; to train more, set optim.epochs above 2, then call fit(config, resume=True) to "
+    assert _finished_note(run).endswith(f"{more}continue")
+    with said_to_command():
+        assert _finished_note(run).endswith("; to train more, resume with --epochs above 2")
 
 
 def test_a_resume_continues_the_folder_it_found_not_where_the_run_was_saved(
@@ -611,7 +665,7 @@ def test_resuming_with_more_epochs_follows_a_run_planned_that_long(
 
     shorter = apply_overrides(short, ["optim.epochs=3"])
     with pytest.raises(
-        ConfigError, match="for 3 epochs: it has trained 4 already; pass --epochs 4"
+        ConfigError, match="for 3 epochs: it has trained 4 already; pass optim.epochs=4 or more$"
     ):
         fit(shorter, data=data, resume=True, progress=False)
 

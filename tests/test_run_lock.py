@@ -346,7 +346,7 @@ def test_a_resume_of_a_folder_it_cannot_lock_says_to_copy_the_run_not_to_choose_
         claim_resumed(tmp_path)
     assert str(info.value) == (
         f"cannot resume {tmp_path}: cannot write {tmp_path / LOCK_NAME}: read-only file system; "
-        f"copy the run folder to a writable place with file locks and resume it there with --out"
+        f"copy the run folder to a writable place with file locks and resume it there with run.out"
     )
 
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stopped: list[int] = []
     try:
-        with _warnings_as_lines(_said_as(args)), _stops_as_interrupts(stopped), said_to_command():
+        with _warnings_as_lines(_said_as(args)), _stops_as_interrupts(stopped):
             return _run(args, stopped)
     except KeyboardInterrupt:  # a stop as the command let go of the signals, its work done
         return 128 + (stopped[-1] if stopped else signal.SIGINT)
@@ -219,6 +219,7 @@ def _said_as(args: argparse.Namespace) -> str:
     return f"{args.command} {action}" if action else args.command
 
 
+@said_to_command()  # its advice, a dead loader worker's included, names the command's options
 def _run(args: argparse.Namespace, stopped: list[int]) -> int:
     """Run the chosen command; user errors become one line on stderr and exit code 2."""
     try:

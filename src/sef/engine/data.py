@@ -17,7 +17,7 @@ from tqdm import tqdm
 from sef import datasets, distributed, threads, transforms
 from sef.config import Config, DataConfig
 from sef.config.schema import split_batch
-from sef.config.values import value_word
+from sef.config.values import setting_said, value_word
 from sef.datasets import cache, checking
 from sef.datasets.checking import check_classes, classes_without_images
 from sef.datasets.splits import NoSuchSplit
@@ -255,15 +255,30 @@ def _check_left(data: Data, d: DataConfig, skipped: str, unevaluated: list[str])
 # How torch reports a loader worker that died (torch/csrc/DataLoader.cpp, and its DataLoader's
 # "DataLoader worker (pid(s) ...) exited unexpectedly" where it found the worker gone first).
 WORKER_DIED = "DataLoader worker (pid"
-OUT_OF_MEMORY = (
-    ", which is most often the system ending it as memory ran out (fewer --workers take less)"
-)
 SHM = "the shared memory its batches pass through (/dev/shm)"
-SHM_ADVICE = "(raise its size, e.g. docker run --shm-size, or use fewer --workers)"
-SHARED_MEMORY = f", which is most often {SHM} filling up {SHM_ADVICE}"
 # What torch's worker raises where /dev/shm cannot take a batch (a container's default 64 MB).
 SHM_FULL = "unable to allocate shared memory"
-ANY_CAUSE = " (--workers 0 loads in the training process and shows what it meets)"
+
+
+def _out_of_memory() -> str:
+    """The likely cause of a worker ended by the system, with the setting that takes less."""
+    return (
+        ", which is most often the system ending it as memory ran out "
+        f"(fewer {setting_said('data.workers')} take less)"
+    )
+
+
+def _shm_advice() -> str:
+    """How /dev/shm takes the batches: a larger one, or fewer workers."""
+    return (
+        f"(raise its size, e.g. docker run --shm-size, or use fewer {setting_said('data.workers')})"
+    )
+
+
+def _any_cause() -> str:
+    """How to see why a worker died of anything else: load in the training process."""
+    load = setting_said("data.workers", 0)
+    return f" ({load} loads in the training process and shows what it meets)"
 
 
 def worker_death(error: BaseException) -> str | None:
@@ -277,16 +292,16 @@ def worker_death(error: BaseException) -> str | None:
         error = reported
     text = str(error).strip()
     if isinstance(error, RuntimeError) and text.startswith("Caught ") and SHM_FULL in text:
-        return f"a data loader worker could not hand over a batch: {SHM} is full {SHM_ADVICE}"
+        return f"a data loader worker could not hand over a batch: {SHM} is full {_shm_advice()}"
     if not isinstance(error, RuntimeError) or not text.startswith(WORKER_DIED):
         return None
     what = text.split(". ")[0].rstrip(".").replace(" is killed", " was killed")
     what = what.replace("DataLoader worker", "a data loader worker", 1)
     if "signal: Bus error" in text:
-        return what + SHARED_MEMORY
+        return f"{what}, which is most often {SHM} filling up {_shm_advice()}"
     if "signal: Killed" in text or text.endswith("exited unexpectedly"):  # killed, since reaped
-        return what + OUT_OF_MEMORY
-    return what + ANY_CAUSE
+        return what + _out_of_memory()
+    return what + _any_cause()
 
 
 class DeviceBatches:

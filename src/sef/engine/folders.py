@@ -14,18 +14,38 @@ import yaml
 from sef import outputs
 from sef.config import Config, run_name
 from sef.engine.lock import LOCK_NAME, FolderBusy, NotALock, RunLock, acquire
-from sef.errors import ConfigError, DiskFull, OutputError
+from sef.errors import ConfigError, DiskFull, OutputError, to_command
 
 # The advice of a run's messages that names `sef train`'s --out, each said in one place:
 # `sef reproduce`, whose --out holds a folder per run, says each its own way (with RESUME_ADVICE,
 # sef.engine.run.ADVICE). Where a new run may go instead of a folder it cannot take, how a run
-# that cannot go on may start over, and where a run may resume when its folder cannot serve.
+# that cannot go on may start over, and where a run may resume when its folder cannot serve;
+# FOR_CODE says each to Python code, which sets run.out (:func:`said`).
 ELSEWHERE = "choose another --out"
 START_OVER = "train a new run with another --out"
 COPY_AND_RESUME = (
     "copy the run folder to a writable place with file locks and resume it there with --out"
 )
 MOVE_AND_RESUME = "move the run folder and resume it there"
+FOR_CODE = {
+    ELSEWHERE: "choose another run.out",
+    START_OVER: "train a new run with another run.out",
+    COPY_AND_RESUME: (
+        "copy the run folder to a writable place with file locks and resume it there with run.out"
+    ),
+}
+
+
+def said(advice: str) -> str:
+    """One of the advice above as its reader goes on: the command's user with --out, Python code
+    with run.out (:func:`~sef.errors.to_command`)."""
+    return advice if to_command() else FOR_CODE.get(advice, advice)
+
+
+def resume_said() -> str:
+    """How a resume is asked for: the command's --resume, fit's resume=True."""
+    return "--resume" if to_command() else "resume=True"
+
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
 # patterns: best.pt's predictions are named after the eval split.
@@ -82,8 +102,7 @@ def latest_run_dir(config: Config) -> Path:
 
 def _already_a_run(out: Path) -> ConfigError:
     return ConfigError(
-        f"{out} already holds a run; pass --resume (fit: resume=True) to continue it or "
-        f"{ELSEWHERE} (run.out)"
+        f"{out} already holds a run; pass {resume_said()} to continue it or {said(ELSEWHERE)}"
     )
 
 
@@ -101,7 +120,7 @@ def claim_new_out_dir(config: Config) -> RunLock:
         except FolderBusy as busy:
             raise FolderBusy(
                 f"{out} is in use by another run ({busy.holder}); wait for it to end or "
-                f"{ELSEWHERE}",
+                f"{said(ELSEWHERE)}",
                 out,
                 busy.holder,
             ) from None
@@ -137,7 +156,7 @@ def claim_resumed(out: Path) -> RunLock:
         raise NotALock(f"cannot resume {out}: {error}", error.problem) from None
     except OutputError as error:
         raise OutputError(
-            f"cannot resume {out}: {error.problem}; {COPY_AND_RESUME}",
+            f"cannot resume {out}: {error.problem}; {said(COPY_AND_RESUME)}",
             error.problem,
         ) from None
     except FolderBusy as busy:
@@ -158,7 +177,7 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
     if os.path.samefile(config_file, own):
         raise ConfigError(
             f"--config {config_file} is the config.yaml the run writes in {folder}; keep your "
-            f"config elsewhere or {ELSEWHERE}"
+            f"config elsewhere or {said(ELSEWHERE)}"
         )
 
 
@@ -191,7 +210,7 @@ def check_others_records(folder: Path) -> None:
         )
         raise OutputError(
             f"{problem}; remove that line (a run's config.yaml holds every value itself), or "
-            f"{ELSEWHERE}",
+            f"{said(ELSEWHERE)}",
             problem,
         )
     for name in outputs.RUN_RECORDS:
@@ -199,7 +218,7 @@ def check_others_records(folder: Path) -> None:
             problem = (
                 f"cannot write {folder / name}: no sef run wrote it, and this one would replace it"
             )
-            raise OutputError(f"{problem}; {ELSEWHERE}", problem)
+            raise OutputError(f"{problem}; {said(ELSEWHERE)}", problem)
 
 
 def _clear_events(tb: Path) -> None:

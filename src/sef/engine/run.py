@@ -87,8 +87,10 @@ from sef.engine.folders import (
     given_out_dir,
     is_run,
     latest_run_dir,
+    resume_said,
     run_started_in,
     runs_in,
+    said,
 )
 from sef.engine.log import Logger, tensorboard_on
 from sef.engine.loop import train_one_epoch
@@ -147,11 +149,13 @@ def resume_dir(config: Config) -> Path:
     given = given_out_dir(config)
     out = given or latest_run_dir(config)
     if os.path.isfile(out):
-        raise ConfigError(f"cannot resume: {out} is a file; give --out the run's folder")
+        raise ConfigError(
+            f"cannot resume: {out} is a file; give {setting_said('run.out')} the run's folder"
+        )
     if os.path.isdir(out / "last.pt"):
         raise ConfigError(
             f"cannot resume: {out / 'last.pt'} is a folder, not a checkpoint file; put the run's "
-            f"own last.pt in its place, or {START_OVER}"
+            f"own last.pt in its place, or {said(START_OVER)}"
         )
     if not run_started_in(out):
         raise ConfigError(_no_run(out, given is not None))
@@ -159,7 +163,7 @@ def resume_dir(config: Config) -> Path:
         raise ConfigError(
             f"cannot resume: {out} holds best.pt but no last.pt, and best.pt holds weights only, "
             f"no optimizer or schedule to continue; put the run's own last.pt back, or "
-            f"{START_OVER}"
+            f"{said(START_OVER)}"
         )
     return out
 
@@ -167,22 +171,25 @@ def resume_dir(config: Config) -> Path:
 def _no_run(out: Path, given: bool) -> str:
     """What a resume says where ``out`` holds no run: where it looked (without --out, the
     preset's folder), and the runs inside it (--out runs) or beside it (a typo), if any."""
+    out_said = setting_said("run.out")
     inside = [str(folder) for folder in runs_in(out)]
     if inside:
         listed = some(inside, shown)
-        return f"cannot resume: {out} holds no run itself; give --out one of its runs: {listed}"
+        return (
+            f"cannot resume: {out} holds no run itself; give {out_said} one of its runs: {listed}"
+        )
     runs = [str(folder) for folder in runs_in(out.parent)]
     beside = f" (runs beside it: {some(runs, shown)})" if runs else ""
     if not given:
         return (
-            f"cannot resume: no run in {out}, the folder a resume without --out looks in for "
-            f"this preset; pass --out DIR to resume the run in DIR{beside}"
+            f"cannot resume: no run in {out}, the folder a resume without {out_said} looks in for "
+            f"this preset; pass {setting_said('run.out', 'DIR')} to resume the run in DIR{beside}"
         )
     if not os.path.isdir(out):
-        return f"cannot resume: {out} does not exist; check --out{beside}"
+        return f"cannot resume: {out} does not exist; check {out_said}{beside}"
     return (
-        f"cannot resume: {out} holds no run (no last.pt or config.yaml); check --out, or train "
-        f"without --resume to start a new run there{beside}"
+        f"cannot resume: {out} holds no run (no last.pt or config.yaml); check {out_said}, or "
+        f"train without {resume_said()} to start a new run there{beside}"
     )
 
 
@@ -210,7 +217,7 @@ def resume_config(
             edited = _hand_edits(out / "config.yaml", saved, source, changes)
     elif os.path.isfile(out / "config.yaml"):
         source = out / "config.yaml"
-        saved = _run_config(source, out, START_OVER)
+        saved = _run_config(source, out, said(START_OVER))
     else:
         saved, source = config, None
     if named:
@@ -238,7 +245,7 @@ def _last_state(out: Path) -> dict:
             if os.path.isfile(best)
             else ""
         )
-        raise IncompleteCheckpoint(f"{error}, or without one {START_OVER}{rest}") from None
+        raise IncompleteCheckpoint(f"{error}, or without one {said(START_OVER)}{rest}") from None
     check_sections(out / "last.pt", state["config"])
     return state
 
@@ -266,7 +273,7 @@ def _check_named_start(
     if source.name == "last.pt":
         raise ConfigError(
             f"cannot resume {source}: the run started from {_start_of(saved)}, {other}; resume "
-            f"without {option} (last.pt keeps the run's config), or {START_OVER}"
+            f"without {option} (last.pt keeps the run's config), or {said(START_OVER)}"
         )
     raise ConfigError(
         f"cannot resume {source.parent} (its run stopped before its first checkpoint): the run "
@@ -341,12 +348,12 @@ def _check_resumable(config: Config, state: dict, path: Path) -> None:
     if any(key not in state for key in TRAINING_STATE):
         raise CheckpointError(
             f"cannot resume {path}: it holds weights only (like best.pt), no optimizer or "
-            f"schedule to continue; put the run's own last.pt back, or {START_OVER}"
+            f"schedule to continue; put the run's own last.pt back, or {said(START_OVER)}"
         )
     if config.optim.epochs < state["epoch"]:
         raise ConfigError(
             f"cannot resume {path} for {counted(config.optim.epochs, 'epoch')}: it has trained "
-            f"{state['epoch']} already; pass --epochs {state['epoch']} or more"
+            f"{state['epoch']} already; pass {setting_said('optim.epochs', state['epoch'])} or more"
         )
     saved = {**state["config"], "data": absolute_places(state["config"]["data"])}
     changes = config_changes(saved, config, MAY_CHANGE)
@@ -374,7 +381,7 @@ def _check_resumed_classes(classes: list[str], saved: list[str], path: Path) -> 
     raise DataError(
         f"cannot resume {path}: the data's classes are not those it trained on: "
         f"{', '.join(differences) or 'the same classes in another order'}; put the data back as "
-        f"it was, or {START_OVER}"
+        f"it was, or {said(START_OVER)}"
     )
 
 
@@ -723,7 +730,7 @@ class _Run:
         )
         free = space.free_bytes(self.out)
         if free is not None and free + present < self.bytes_needed():
-            elsewhere = MOVE_AND_RESUME if present else ELSEWHERE
+            elsewhere = MOVE_AND_RESUME if present else said(ELSEWHERE)
             raise DiskFull(
                 f"{self.out} has {space.human(free)} free and {self.space_needed()}; free some "
                 f"space or {elsewhere}"
@@ -1027,8 +1034,15 @@ def _finished_note(run: _Run) -> str | None:
         return None
     return (
         f"note: {run.out / 'last.pt'} has trained all {counted(epochs, 'epoch')} already, so "
-        f"none trains now; to train more, resume with --epochs above {epochs}"
+        f"none trains now; to train more, {_resumed_with(f'above {epochs}')}"
     )
+
+
+def _resumed_with(epochs: str) -> str:
+    """How a finished run trains on with optim.epochs ``epochs`` (e.g. "above 12"): resumed by
+    the command with --epochs, or by fit's call once the config sets optim.epochs."""
+    setting = f"{setting_said('optim.epochs')} {epochs}"
+    return f"resume with {setting}" if to_command() else f"set {setting}, then {FIT_RESUME}"
 
 
 def _versions_note(run: _Run) -> str | None:

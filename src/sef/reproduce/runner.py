@@ -19,7 +19,13 @@ from pathlib import Path
 from sef import distributed
 from sef.distributed import Context
 from sef.engine import fit
-from sef.engine.folders import COPY_AND_RESUME, ELSEWHERE, MOVE_AND_RESUME, START_OVER
+from sef.engine.folders import (
+    COPY_AND_RESUME,
+    ELSEWHERE,
+    FOR_CODE,
+    MOVE_AND_RESUME,
+    START_OVER,
+)
 from sef.engine.run import FIT_RESUME, RESUME_ADVICE
 from sef.errors import SEFError
 from sef.reproduce.estimate import Speed, assumed_speed, hours
@@ -162,10 +168,11 @@ def advice(run: Run) -> dict[str, str]:
 
 
 def _rerun(error: BaseException, run: Run) -> str:
-    """The engine's message, its advice as `sef reproduce` says it for ``run``."""
+    """The engine's message, its advice as `sef reproduce` says it for ``run`` (as the engine
+    says it to the command's user, or to Python code: FOR_CODE)."""
     said = str(error)
     for engine, ours in advice(run).items():
-        said = said.replace(engine, ours)
+        said = said.replace(engine, ours).replace(FOR_CODE.get(engine, engine), ours)
     return said
 
 
