@@ -94,6 +94,8 @@ def test_a_spreadsheets_csv_scores_as_a_plain_one(tmp_path: Path, capsys) -> Non
         "semicolons": "\ufeffmethod;CUB;Cars\r\nA;87,3;94,0\r\nB;88,1;93,2\r\nC;85;\r\n",
         "tabs": "method\tCUB\tCars\nA\t87.3\t94.0\nB\t88.1\t93.2\nC\t85.0\t\n",
         "blank columns": "method,CUB,Cars,,\nA,87.3,94.0,,\nB,88.1,93.2,,\nC,85.0,,,\n",
+        # pandas' df.to_csv() (its row index): 'method' holds 'A', which is not an accuracy
+        "pandas": ",method,CUB,Cars\n0,A,87.3,94.0\n1,B,88.1,93.2\n2,C,85.0,\n",
     }
     for name, text in spreadsheets.items():
         table = tmp_path / f"{name}.csv"
