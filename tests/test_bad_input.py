@@ -446,6 +446,8 @@ def test_every_sef_error_can_be_reworded_from_its_message_alone():
          "sef score: error: argument --decimals: must be an integer >= 0, got -1"),
         (["info", "--image-size", "0"], "sef info",
          "sef info: error: argument --image-size: must be an integer >= 16, got 0"),
+        (["info", "--classes", "1"], "sef info",  # it described a one-class classifier
+         "sef info: error: argument --classes: must be an integer >= 2, got 1"),
         (["data", "cache", "demo", "--image-size", "0"], "sef data cache",
          "sef data cache: error: argument --image-size: must be an integer >= 16, got 0"),
         (["viz", "corr", "--checkpoint", "x.pt", "--images", "0"], "sef viz corr",

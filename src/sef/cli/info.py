@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from sef.choices import POOLS
-from sef.cli.options import COUNT, IMAGE_SIDE, add_checkpoint_option
+from sef.cli.options import CLASSES, COUNT, IMAGE_SIDE, add_checkpoint_option
 from sef.errors import ConfigError
 from sef.text import json_text
 
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_option(parser, required=False)  # its model instead of the options'
     parser.add_argument("--backbone", help="backbone name (default resnet50)")
-    parser.add_argument("--classes", type=COUNT, help="number of classes (default 200)")
+    parser.add_argument("--classes", type=CLASSES, help="number of classes (default 200)")
     parser.add_argument("--groups", type=COUNT, help="channel groups G (default 4)")
     parser.add_argument(
         "--pool",

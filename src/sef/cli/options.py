@@ -27,6 +27,7 @@ def at_least(low: int, most: int | None = None):
 
 
 COUNT, NON_NEGATIVE, IMAGE_SIDE = at_least(1), at_least(0), at_least(16)
+CLASSES = at_least(2)  # a classifier tells two classes apart at least, as training requires
 SEED = at_least(0, MAX_SEED)  # as run.seed: NumPy and torch refused others with their own words
 
 
