@@ -20,26 +20,25 @@ from sef.errors import ConfigError, DiskFull, OutputError, to_command
 # `sef reproduce`, whose --out holds a folder per run, says each its own way (with RESUME_ADVICE,
 # sef.engine.run.ADVICE). Where a new run may go instead of a folder it cannot take, how a run
 # that cannot go on may start over, and where a run may resume when its folder cannot serve;
-# FOR_CODE says each to Python code, which sets run.out (:func:`said`).
+# Python code, which sets run.out, is told each as :func:`for_code` words it.
 ELSEWHERE = "choose another --out"
 START_OVER = "train a new run with another --out"
 COPY_AND_RESUME = (
     "copy the run folder to a writable place with file locks and resume it there with --out"
 )
 MOVE_AND_RESUME = "move the run folder and resume it there"
-FOR_CODE = {
-    ELSEWHERE: "choose another run.out",
-    START_OVER: "train a new run with another run.out",
-    COPY_AND_RESUME: (
-        "copy the run folder to a writable place with file locks and resume it there with run.out"
-    ),
-}
+
+
+def for_code(advice: str) -> str:
+    """One of the advice above as Python code follows it: run.out where the command's user
+    gives --out."""
+    return advice.replace("--out", "run.out")
 
 
 def said(advice: str) -> str:
     """One of the advice above as its reader goes on: the command's user with --out, Python code
     with run.out (:func:`~sef.errors.to_command`)."""
-    return advice if to_command() else FOR_CODE.get(advice, advice)
+    return advice if to_command() else for_code(advice)
 
 
 def resume_said() -> str:

@@ -730,7 +730,7 @@ class _Run:
         )
         free = space.free_bytes(self.out)
         if free is not None and free + present < self.bytes_needed():
-            elsewhere = MOVE_AND_RESUME if present else said(ELSEWHERE)
+            elsewhere = said(MOVE_AND_RESUME if present else ELSEWHERE)
             raise DiskFull(
                 f"{self.out} has {space.human(free)} free and {self.space_needed()}; free some "
                 f"space or {elsewhere}"

@@ -22,9 +22,9 @@ from sef.engine import fit
 from sef.engine.folders import (
     COPY_AND_RESUME,
     ELSEWHERE,
-    FOR_CODE,
     MOVE_AND_RESUME,
     START_OVER,
+    for_code,
 )
 from sef.engine.run import FIT_RESUME, RESUME_ADVICE
 from sef.errors import SEFError
@@ -169,10 +169,10 @@ def advice(run: Run) -> dict[str, str]:
 
 def _rerun(error: BaseException, run: Run) -> str:
     """The engine's message, its advice as `sef reproduce` says it for ``run`` (as the engine
-    says it to the command's user, or to Python code: FOR_CODE)."""
+    says it to the command's user, or to Python code: for_code)."""
     said = str(error)
     for engine, ours in advice(run).items():
-        said = said.replace(engine, ours).replace(FOR_CODE.get(engine, engine), ours)
+        said = said.replace(engine, ours).replace(for_code(engine), ours)
     return said
 
 
