@@ -20,7 +20,8 @@ CORE = (
 )  # fmt: skip
 # What the core may import: itself and the leaves that import nothing of sef's but each other.
 LEAVES = (
-    "sef.choices", "sef.errors", "sef.extras", "sef.network", "sef.text", "sef.version",
+    "sef.choices", "sef.errors", "sef.extras", "sef.network", "sef.space", "sef.text",
+    "sef.version",
 )  # fmt: skip
 CORE_MAY_IMPORT = (*CORE, *LEAVES)
 # What the issue names as above the core; a prefix covers a package and its modules.

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sef import space
 from sef.errors import WeightsError
 from sef.text import counted
 
@@ -66,8 +67,8 @@ def load_file_into(
         raise keys_mismatch(path, name, missing, result.unexpected_keys)
 
 
-# Why a download cache cannot take a file: a full disk or quota, or a place not to be written.
-_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Why a download cache cannot take a file, besides a full disk or quota (space.FULL): a place
+# not to be written.
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
@@ -76,7 +77,9 @@ def _cannot_write(reason: object) -> bool:
     read-only or forbidden folder), not on the network."""
     if not isinstance(reason, OSError):
         return False
-    return reason.errno in _FULL or (reason.errno in _UNWRITABLE and reason.filename is not None)
+    return reason.errno in space.FULL or (
+        reason.errno in _UNWRITABLE and reason.filename is not None
+    )
 
 
 def hub_cache(url: str) -> Path:
@@ -95,7 +98,7 @@ def download_help(
     if _cannot_write(reason):
         where = reason.filename or (cache.parent if torch_hub else "its download cache")
         fix = f"set {'TORCH_HOME' if torch_hub else 'HF_HOME'} to a folder you can write"
-        if reason.errno in _FULL:
+        if reason.errno in space.FULL:
             fix = f"free some space there or {fix}"
         return WeightsError(
             f"could not download {weights} weights for {name}: cannot write {where}: "
