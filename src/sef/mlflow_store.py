@@ -27,6 +27,20 @@ except ImportError:  # Windows
 NOT_SQLITE = "file is not a database"  # SQLite's words for a file of something else
 
 
+def client(uri: str, own: bool) -> Any:
+    """MLflow's client of the store ``uri``, opened while the caller holds its lock
+    (:func:`store_lock`, which also covers the experiment and run it makes): a SQLite file
+    that is missing made aside (:func:`make_store`), a run folder's ``own`` store brought to
+    this MLflow's schema aside (:func:`renew`), and a broken one said in one line
+    (:func:`opened`)."""
+    path = sqlite_file(uri)
+    if path is not None and not path.exists():
+        make_store(path)
+    elif own:  # DIR/mlflow/mlflow.db, that run's alone
+        renew(path)
+    return opened(uri)
+
+
 def make_store(path: Path, upgrade: bool = False) -> None:
     """MLflow's SQLite store ``path`` made (or with ``upgrade``, a copy of it upgraded to this
     MLflow's schema) aside and renamed in place: MLflow takes seconds to create or upgrade its

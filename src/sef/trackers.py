@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 from sef import extras, outputs
 from sef.config import Config, config_to_dict, flatten
 from sef.errors import ConfigError, OutputError, SEFError, warn
-from sef.mlflow_store import make_store, opened, renew, sqlite_file, sqlite_uri, store_lock
+from sef.mlflow_store import client, sqlite_file, sqlite_uri, store_lock
 from sef.network import unreachable
 from sef.text import gist
 
@@ -260,12 +260,7 @@ class MLflowRun:
             store.mkdir(exist_ok=True)
             uri, artifacts = sqlite_uri(store.resolve() / "mlflow.db"), store / "artifacts"
         with store_lock(uri):  # MLflow creates the store's tables, the experiment, the run
-            path = sqlite_file(uri)
-            if path is not None and not path.exists():
-                make_store(path)
-            elif artifacts is not None:  # DIR/mlflow/mlflow.db, this run's alone
-                renew(path)
-            self.client = opened(uri)
+            self.client = client(uri, own=artifacts is not None)
             if artifacts is not None:
                 self._check_in_place(artifacts, out)
             given = os.environ.get("MLFLOW_RUN_ID")  # as `mlflow run` sets it
@@ -287,30 +282,27 @@ class MLflowRun:
                 self.close(False)
             raise
 
+    def _found(self, run_id: str) -> Any:
+        """The store's run ``run_id``; None where the store has none of that id."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException:
+            return None
+
     def _saved_run(self, run_id: str | None) -> Any:
         """The run of trackers.json to go on in; None where there is none, it is not in this
         store (another MLFLOW_TRACKING_URI), or it was deleted in MLflow (a deleted run cannot
         go on: a new one gets the whole history)."""
-        from mlflow.exceptions import MlflowException
-
-        if not run_id:
-            return None
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException:
-            return None
-        return None if run.info.lifecycle_stage == "deleted" else run
+        run = self._found(run_id) if run_id else None
+        return None if run is None or run.info.lifecycle_stage == "deleted" else run
 
     def _given_run(self, given: str, uri: str | None) -> Any:
         """The run ``MLFLOW_RUN_ID`` names, which this run logs into (the whole history where it
         is not the run of trackers.json); ConfigError where the store has no such run, or it
         was deleted."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            run = self.client.get_run(given)
-        except MlflowException:
-            run = None
+        run = self._found(given)
         if run is None or run.info.lifecycle_stage == "deleted":
             kind = "no run" if run is None else "a deleted run"
             restore = "" if run is None else f"restore it (mlflow runs restore --run-id {given}), "
