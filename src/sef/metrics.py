@@ -167,9 +167,10 @@ def _without_row_index(numbered: list[tuple[int, list[str]]]) -> list[tuple[int,
     """The rows less a first column with no header over 0, 1, 2, ...: the row index pandas'
     ``DataFrame.to_csv`` writes unless told ``index=False`` (sef score read its numbers as the
     methods, and the methods as accuracies of a dataset named 'method')."""
-    header, rows = numbered[0][1], [row for _, row in numbered[1:]]
-    indexed = all(row[:1] == [str(number)] for number, row in enumerate(rows))
-    if not rows or header[:1] != [""] or not indexed:
+    if len(numbered) < 2 or numbered[0][1][:1] != [""]:
+        return numbered
+    rows = [row for _, row in numbered[1:]]
+    if not all(row[:1] == [str(number)] for number, row in enumerate(rows)):
         return numbered
     return [(line, row[1:]) for line, row in numbered]
 
@@ -185,7 +186,7 @@ def read_accuracy_table(path: str | Path) -> dict[str, dict[str, float | None]]:
         raise DataError(f"accuracy table {path} {problem}; pass a CSV file") from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     numbered = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    numbered = _without_row_index(numbered) if numbered else numbered
+    numbered = _without_row_index(numbered)
     rows = [_without_trailing_blanks(row) for _, row in numbered]  # errors name the file's lines
     header = numbered[0][1][: max(map(len, rows))] if rows else []  # blank as far as rows go
     if len(rows) < 2 or len(header) < 2:
