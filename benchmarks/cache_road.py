@@ -53,12 +53,16 @@ from sef.engine import load_data, train_loader
 from sef.engine.device import to_device
 from sef.engine.evaluation import evaluation_loader
 
+CPU = Context(device=torch.device("cpu"))
 PAIRS = {"train": ("jpeg", "cache"), "normalised": ("jpeg_normalised", "cache_normalised"),
          "eval": ("jpeg_eval", "cache_eval")}  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(
+    argv: list[str] | None = None, out: str = "cache_road.json", doc: str = __doc__
+) -> argparse.Namespace:
+    """The sizes, workers and timing options (``dali_road.py`` takes them too, writing ``out``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=8)
     parser.add_argument("--train-per-class", type=int, default=16, help="training images each")
     parser.add_argument("--test-per-class", type=int, default=8, help="test images each")
@@ -66,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=448, help="crop side (cub preset)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="loader processes (2 cores)")
-    add_common_arguments(parser, "cache_road.json")
+    add_common_arguments(parser, out)
     parser.set_defaults(repeats=5, warmup=1, threads=1)
     args = parse_arguments(parser, argv, {})
     if args.quick:
@@ -98,34 +102,62 @@ def write_cub(root: Path, classes: int, train: int, test: int, long_side: int) -
     return folder
 
 
-def streams(args: argparse.Namespace, root: Path, folder: Path) -> dict:
-    """name -> the batches of one pass (each a loader whose workers live across passes)."""
-    cpu = Context(device=torch.device("cpu"))
+def cached_cub(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path, cache.Built, float]:
+    """A CUB-shaped dataset written under ``scratch`` and cached once, as ``sef data cache cub
+    ROOT`` does: its root, the cache's folder, the build, and the mean JPEG size in KB."""
+    root = write_cub(scratch, args.classes, args.train_per_class, args.test_per_class,
+                     args.jpeg_side)  # fmt: skip
+    jpegs = sorted((root / "images").rglob("*.jpg"))
+    jpeg_kb = sum(p.stat().st_size for p in jpegs) / len(jpegs) / 1024
+    folder = scratch / "cache"
+    located = apply_overrides(resolve_config("cub-resnet50"), [f"data.root={root}"]).data
+    every = [read_split(located, split, seed=0, progress=False) for split in cache.SPLITS]
+    built = cache.build(folder, every, "resize_crop", args.image_size, workers=args.workers,
+                        progress=False)  # fmt: skip
+    return root, folder, built, jpeg_kb
+
+
+def uint8_splits(args: argparse.Namespace, root: Path, folder: Path) -> tuple:
+    """The cub preset's config at these sizes, its uint8 training and test splits as a GPU run
+    reads them, and their cache in ``folder``, opened."""
     overrides = [f"data.root={root}", f"data.image_size={args.image_size}",
                  f"data.workers={args.workers}", f"optim.batch_size={args.batch_size}"]  # fmt: skip
     config = apply_overrides(resolve_config("cub-resnet50"), overrides)
-    cached = apply_overrides(config, [f"data.cache={folder}"])
     size = args.image_size
-
-    def loader(dataset):
-        return train_loader(dataset, batch_size=args.batch_size, workers=args.workers, seed=0,
-                            context=cpu)  # fmt: skip
-
     uint8 = read_split(config.data, "trainval", seed=0, transform=transforms.train_transform(
         "resize_crop", size, normalise=False), progress=False)  # fmt: skip
     test = read_split(config.data, "test", seed=0, transform=transforms.test_transform(
         "resize_crop", size, normalise=False), progress=False)  # fmt: skip
     opened, _ = cache.ensure(folder, [uint8, test], list, "resize_crop", size, progress=False)
-    normalised = {"jpeg_normalised": load_data(config, cpu, progress=False),
-                  "cache_normalised": load_data(cached, cpu, progress=False)}  # fmt: skip
+    return config, uint8, test, opened
+
+
+def training_loader(args: argparse.Namespace, dataset):
+    """``dataset``'s training batches as ``sef train`` loads them on W workers (CPU context)."""
+    return train_loader(dataset, batch_size=args.batch_size, workers=args.workers, seed=0,
+                        context=CPU)  # fmt: skip
+
+
+def training_streams(args: argparse.Namespace, uint8, opened) -> dict:
+    """``jpeg`` and ``cache``: the uint8 training batches of a GPU run, from either road."""
+    resized = cache.CachedTrainImages(uint8, opened, "resize_crop", args.image_size)
+    return {"jpeg": training_loader(args, uint8), "cache": training_loader(args, resized)}
+
+
+def streams(args: argparse.Namespace, root: Path, folder: Path) -> dict:
+    """name -> the batches of one pass (each a loader whose workers live across passes)."""
+    config, uint8, test, opened = uint8_splits(args, root, folder)
+    cached = apply_overrides(config, [f"data.cache={folder}"])
+    size = args.image_size
+    normalised = {"jpeg_normalised": load_data(config, CPU, progress=False),
+                  "cache_normalised": load_data(cached, CPU, progress=False)}  # fmt: skip
     return {
-        "jpeg": loader(uint8),
-        "cache": loader(cache.CachedTrainImages(uint8, opened, "resize_crop", size)),
-        **{name: loader(data.train) for name, data in normalised.items()},
-        "jpeg_eval": evaluation_loader(test, args.batch_size, args.workers, cpu, persistent=True),
+        **training_streams(args, uint8, opened),
+        **{name: training_loader(args, data.train) for name, data in normalised.items()},
+        "jpeg_eval": evaluation_loader(test, args.batch_size, args.workers, CPU, persistent=True),
         "cache_eval": evaluation_loader(
             cache.CachedTestImages(test, opened, "resize_crop", size, normalise=False),
-            args.batch_size, args.workers, cpu, persistent=True,
+            args.batch_size, args.workers, CPU, persistent=True,
         ),
     }  # fmt: skip
 
@@ -150,16 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = configure_torch(args)
     with tempfile.TemporaryDirectory(prefix="sef-cache-road-") as scratch:
-        root = write_cub(Path(scratch), args.classes, args.train_per_class, args.test_per_class,
-                         args.jpeg_side)  # fmt: skip
-        jpegs = sorted((root / "images").rglob("*.jpg"))
-        jpeg_kb = sum(p.stat().st_size for p in jpegs) / len(jpegs) / 1024
-        folder = Path(scratch) / "cache"
-        config = resolve_config("cub-resnet50")
-        located = apply_overrides(config, [f"data.root={root}"]).data
-        every = [read_split(located, split, seed=0, progress=False) for split in cache.SPLITS]
-        built = cache.build(folder, every, "resize_crop", args.image_size, workers=args.workers,
-                            progress=False)  # fmt: skip
+        root, folder, built, jpeg_kb = cached_cub(args, Path(scratch))
         batches = streams(args, root, folder)
         epochs = {name: [0] for name in batches}
         normalised = {name: name.endswith("_normalised") for name in batches}

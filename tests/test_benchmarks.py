@@ -227,6 +227,20 @@ def test_cache_road_script_times_both_roads_on_cub_shaped_data(tmp_path, run_mai
     assert report["cache"]["images"] == 10 and report["cache"]["bytes"] == 10 * 3 * 43 * 43
 
 
+def test_dali_road_says_in_one_line_how_to_install_dali_where_it_is_missing(
+    tmp_path, monkeypatch, capsys
+):
+    """benchmarks/dali_road.py without NVIDIA DALI (never in CI's venv) exits 2 before writing any
+    data, saying how to install it (here DALI is hidden, so that it holds where DALI is present)."""
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)
+    out = tmp_path / "d.json"
+    assert importlib.import_module("dali_road").main(["--quick", "--out", str(out)]) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and said.err.count("\n") == 1
+    assert "needs NVIDIA DALI" in said.err and "pip install nvidia-dali-cuda120" in said.err
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
 @pytest.fixture(scope="session")
 def gpu_check_out(tmp_path_factory) -> Path:
     """benchmarks/gpu_check.sh run once in its CPU quick mode (every part but syncs): its folder.
