@@ -397,3 +397,15 @@ def test_a_backbone_of_other_channels_put_in_after_construction_says_so(training
         "the backbone gives 6 channels, but the heads were built for C = 8: model.backbone was "
         "replaced by another network; build a new sef.SEF around the new backbone"
     )
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_state_dict_with_no_key_of_an_sef_is_refused_in_one_line(strict):
+    """A plain network's or an export's state dict loaded nothing with strict=False, silently,
+    and with strict=True listed every key of the SEF as missing."""
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=2)
+    said = r"^none of the state dict's 4 keys is one of this SEF's \('0\.conv\.weight', .*export"
+    with pytest.raises(RuntimeError, match=said):
+        model.load_state_dict(model.export().state_dict(), strict=strict)
+    head = {"head.weight": model.head.weight.detach() + 1}
+    assert model.load_state_dict(head, strict=False).unexpected_keys == []

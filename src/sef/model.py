@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from sef.adapters import FeatureAdapter, Pooled
 from sef.backbones import create_backbone, probe_channels
 from sef.groups import group_sizes, positive_int
+from sef.text import counted, some
 
 
 @dataclass
@@ -214,7 +215,11 @@ def _check_images(images: Tensor) -> None:
 
 def _check_state_dict(model: SEF, state_dict: dict, prefix: str, *_) -> None:
     """A load_state_dict pre-hook: one line where torch would list every key or every head."""
-    problem = _wrapped_keys(state_dict, prefix) or _other_groups(model, state_dict, prefix)
+    problem = (
+        _wrapped_keys(state_dict, prefix)
+        or _no_key_fits(model, state_dict, prefix)
+        or _other_groups(model, state_dict, prefix)
+    )
     if problem:
         raise RuntimeError(problem)
 
@@ -235,6 +240,22 @@ def _wrapped_keys(state_dict: dict, prefix: str) -> str | None:
         f"the state dict is of a wrapped SEF (its keys start with '{prefix}{wrapper}'): save the "
         f"SEF's own, sef.model.unwrap(model).state_dict(), or "
         f"{f'take {wrapper!r} out of its keys' if prefix else strip}"
+    )
+
+
+def _no_key_fits(model: SEF, state_dict: dict, prefix: str) -> str | None:
+    """What is wrong where none of the state dict's keys is one of the SEF's (a plain network's,
+    an export's): with strict=False torch would load nothing and say so only in its return
+    value; else None."""
+    keys = [key[len(prefix) :] for key in state_dict if key.startswith(prefix)]
+    if not keys or not set(keys).isdisjoint(model.state_dict()):
+        return None
+    return (
+        f"none of the state dict's {counted(len(keys), 'key')} is one of this SEF's "
+        f"({some(keys, repr)}; an SEF's start with backbone., head. and group_heads.): "
+        f"load a plain network's weights into the backbone as it is built, "
+        f"sef.SEF(backbone, K, weights=PATH) (a torchvision name's file keeps torchvision's "
+        f"keys), and an export's into model.export()"
     )
 
 
