@@ -315,3 +315,18 @@ def test_an_adapters_feature_map_channels_are_checked_when_the_model_is_built():
         "on a blank 32 x 32 image; make it return the [B, C, H, W] map with C = 48"
     )
     assert sef.SEF(_ChannelsLast(48), num_classes=5).channels == 48  # 64 px: it cannot run
+
+
+def test_a_token_model_passed_with_its_classifier_loses_it_and_loads_a_state_dict_with_it():
+    """Its classifier stayed: no gradient reached it (DDP stops on it) and the export shipped
+    its 1000-class weights."""
+    timm_model = timm.create_model("vit_tiny_patch16_224", depth=1, img_size=32)
+    saved = timm_model.state_dict()
+    model = sef.SEF(sef.adapters.timm_features(timm_model, image_size=32), 4, groups=2)
+    assert (
+        model.backbone.dropped == ("head",)
+        and "model.head.weight" not in model.backbone.state_dict()
+    )
+    model.train().forward_sef(torch.randn(2, 3, 32, 32)).logits.sum().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    model.backbone.load_state_dict({f"model.{key}": value for key, value in saved.items()})
