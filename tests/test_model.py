@@ -1,6 +1,7 @@
 """The SEF wrapper: outputs per mode, channel groups, export, backbones, parameter counts."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -409,3 +410,20 @@ def test_a_state_dict_with_no_key_of_an_sef_is_refused_in_one_line(strict):
         model.load_state_dict(model.export().state_dict(), strict=strict)
     head = {"head.weight": model.head.weight.detach() + 1}
     assert model.load_state_dict(head, strict=False).unexpected_keys == []
+
+
+def test_a_module_with_parameters_its_map_does_not_use_is_warned_of_once_built():
+    """A module of one's own that kept its classifier trained without it, DDP stopped on its
+    weights at the second step, and the export shipped them."""
+
+    class KeptClassifier(TinyCNN):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(12, 3)
+
+    with pytest.warns(UserWarning, match=r"^the backbone's fc \(2 parameter tensors\) get no gra"):
+        sef.SEF(KeptClassifier(), num_classes=3, groups=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sef.SEF(KeptClassifier().requires_grad_(False), num_classes=3, groups=2)
+        sef.SEF(TinyCNN(), num_classes=3, groups=2)

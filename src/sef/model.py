@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from sef.adapters import FeatureAdapter, Pooled
-from sef.backbones import create_backbone, probe_channels
+from sef.backbones import create_backbone, probe_channels, warn_of_unused_parameters
 from sef.groups import group_sizes, positive_int
 from sef.text import counted, some
 
@@ -91,6 +91,8 @@ class SEF(nn.Module):
             output_stride=output_stride,
         )
         self.image_channels, self.channels = probe_channels(self.backbone, image_size)
+        if isinstance(backbone, nn.Module) and not isinstance(backbone, FeatureAdapter):
+            warn_of_unused_parameters(backbone, self.image_channels, image_size or 64)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
         self.pool = _global_pool()
