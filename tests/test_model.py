@@ -427,3 +427,13 @@ def test_a_module_with_parameters_its_map_does_not_use_is_warned_of_once_built()
         warnings.simplefilter("error")
         sef.SEF(KeptClassifier().requires_grad_(False), num_classes=3, groups=2)
         sef.SEF(TinyCNN(), num_classes=3, groups=2)
+
+
+def test_scripting_the_sef_itself_points_to_its_export():
+    """torch.jit.script(model) stopped in "Unknown type name 'FeatureAdapter'" at a property."""
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=2).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch's, for jit.script
+        with pytest.raises(TypeError, match=r"^torch.jit.script cannot compile an sef.SEF \(its"):
+            torch.jit.script(model)
+        torch.jit.script(model.export())

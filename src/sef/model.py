@@ -184,6 +184,13 @@ class SEF(nn.Module):
             "extra": self.extra_parameters(),
         }
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """torch.jit.script's hook: one line where TorchScript would stop at a type of sef's."""
+        raise TypeError(
+            "torch.jit.script cannot compile an sef.SEF (its train mode returns SEFOutput): "
+            "script, trace or ONNX-export model.export(), the network that ships"
+        )
+
     def export(self) -> nn.Module:
         """A copy of backbone + global classifier in eval mode: images -> logits, no group heads.
 
