@@ -437,3 +437,11 @@ def test_scripting_the_sef_itself_points_to_its_export():
         with pytest.raises(TypeError, match=r"^torch.jit.script cannot compile an sef.SEF \(its"):
             torch.jit.script(model)
         torch.jit.script(model.export())
+
+
+def test_the_heads_take_the_dtype_of_a_module_built_in_another():
+    """A float64 (or half, or GPU) module met "mat1 and mat2 must have the same dtype" (or
+    device) at its first forward pass: the heads were float32 on the CPU."""
+    model = sef.SEF(TinyCNN().double(), num_classes=3, groups=2)
+    assert model.head.weight.dtype == model.group_heads[1].bias.dtype == torch.float64
+    assert model.eval()(torch.randn(2, 3, 16, 16, dtype=torch.float64)).dtype == torch.float64

@@ -72,12 +72,17 @@ def input_channels(model: nn.Module) -> int:
     return first.in_channels if first is not None and first.in_channels else 3  # lazy: 0
 
 
+def placement(model: nn.Module) -> dict:
+    """The device and dtype of ``model``'s first weight, as keyword arguments of a new tensor or
+    layer ({} for a model without weights: torch's defaults)."""
+    parameter = next(model.parameters(), None)
+    return {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
+
+
 def blank_image(model: nn.Module, side: int) -> Tensor:
     """One blank image [1, c, side, side] to probe ``model`` with, on the device and in the dtype
     of its weights; c is :func:`input_channels`."""
-    parameter = next(model.parameters(), None)
-    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
-    return torch.zeros(1, input_channels(model), side, side, **like)
+    return torch.zeros(1, input_channels(model), side, side, **placement(model))
 
 
 def blank_images(model: nn.Module, side: int) -> list[Tensor]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sef.adapters import FeatureAdapter, Pooled
+from sef.adapters import FeatureAdapter, Pooled, placement
 from sef.backbones import create_backbone, probe_channels, warn_of_unused_parameters
 from sef.groups import group_sizes, positive_int
 from sef.text import counted, some
@@ -96,8 +96,11 @@ class SEF(nn.Module):
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
         self.pool = _global_pool()
-        self.head = nn.Linear(self.channels, num_classes)
-        self.group_heads = nn.ModuleList(nn.Linear(c, num_classes) for c in self.group_sizes)
+        like = placement(self.backbone)  # a module in float64, or on a GPU: its heads too
+        self.head = nn.Linear(self.channels, num_classes, **like)
+        self.group_heads = nn.ModuleList(
+            nn.Linear(c, num_classes, **like) for c in self.group_sizes
+        )
         self.register_load_state_dict_pre_hook(_check_state_dict)
         # What rebuilds the exported network (sef.export.load_safetensors); None for a module.
         self.architecture = None if isinstance(backbone, nn.Module) else {
