@@ -445,3 +445,17 @@ def test_the_heads_take_the_dtype_of_a_module_built_in_another():
     model = sef.SEF(TinyCNN().double(), num_classes=3, groups=2)
     assert model.head.weight.dtype == model.group_heads[1].bias.dtype == torch.float64
     assert model.eval()(torch.randn(2, 3, 16, 16, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_a_module_that_returns_more_than_its_map_in_train_mode_says_so_in_one_line():
+    """Probed in eval mode it gave a map; in train mode its (map, aux) tuple stopped in
+    "avg_pool2d(): argument 'input' (position 1) must be Tensor, not tuple"."""
+
+    class WithAux(TinyCNN):
+        def forward(self, x):
+            features = super().forward(x)
+            return (features, features.mean()) if self.training else features
+
+    model = sef.SEF(WithAux(), num_classes=3, groups=2)
+    with pytest.raises(TypeError, match=r"^the backbone returned tuple in train mode, not the \["):
+        model.train()(torch.randn(2, 3, 16, 16))

@@ -125,9 +125,26 @@ class SEF(nn.Module):
             return self.backbone.pool(raw)
         return self.pool(raw)
 
+    def _backbone(self, images: Tensor) -> object:
+        """The backbone's output; one line where a module of the user's that gave a map when it
+        was probed (in eval mode) gives something else now (a tuple with auxiliary logits in
+        train mode), where pooling would stop in "avg_pool2d(): argument 'input' must be
+        Tensor"."""
+        raw = self.backbone(images)
+        a_map = isinstance(raw, Tensor) and raw.dim() == 4
+        if a_map or isinstance(self.backbone, FeatureAdapter):
+            return raw
+        what = f"shape {tuple(raw.shape)}" if isinstance(raw, Tensor) else type(raw).__name__
+        mode = "train" if self.backbone.training else "eval"
+        raise TypeError(
+            f"the backbone returned {what} in {mode} mode, not "
+            f"the [B, C, H, W] map it returned when sef.SEF probed it (in eval mode); make it "
+            f"return its last map alone in both modes"
+        )
+
     def _features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The feature map [B, C, h, w] and the pooled features [B, C], from one forward pass."""
-        raw = self.backbone(images)
+        raw = self._backbone(images)
         if isinstance(self.backbone, FeatureAdapter):
             return self.backbone.feature_map(raw, images.shape[-2:]), self._pool(raw)
         return raw, self._pool(raw)
@@ -153,7 +170,7 @@ class SEF(nn.Module):
         if self.training:
             return self.forward_sef(images)
         _check_images(images)
-        pooled = self._pool(self.backbone(images))
+        pooled = self._pool(self._backbone(images))
         self._check_channels(pooled)
         return self.head(pooled)
 
