@@ -185,6 +185,18 @@ class SEF(nn.Module):
                 f"new sef.SEF around the new backbone"
             )
 
+    def no_weight_decay(self) -> set[str]:
+        """The names its backbone's ``no_weight_decay()`` gives (a timm ViT's ``pos_embed`` and
+        ``cls_token``), under their names in the SEF: timm's ``create_optimizer_v2`` reads this
+        to exempt them from weight decay, and would decay them otherwise."""
+        names: set[str] = set()
+        found: list[str] = []
+        for name, module in self.backbone.named_modules(prefix="backbone"):
+            if hasattr(module, "no_weight_decay") and not name.startswith(tuple(found)):
+                found.append(f"{name}.")
+                names |= {f"{name}.{own}" for own in module.no_weight_decay()}
+        return names
+
     def extra_parameters(self) -> int:
         """Parameters SEF adds to a plain backbone + linear classifier: the group heads."""
         return sum(p.numel() for p in self.group_heads.parameters())
