@@ -459,3 +459,13 @@ def test_a_module_that_returns_more_than_its_map_in_train_mode_says_so_in_one_li
     model = sef.SEF(WithAux(), num_classes=3, groups=2)
     with pytest.raises(TypeError, match=r"^the backbone returned tuple in train mode, not the \["):
         model.train()(torch.randn(2, 3, 16, 16))
+
+
+def test_reading_the_training_output_as_logits_says_where_they_are():
+    """A loop's output.argmax(1) on the training output met "'SEFOutput' object has no attribute
+    'argmax'", which says nothing of output.logits or eval mode."""
+    output = sef.SEF(TinyCNN(), num_classes=3, groups=2).train()(torch.randn(2, 3, 16, 16))
+    with pytest.raises(AttributeError, match=r"^SEFOutput has no 'argmax': .*output.logits.argmax"):
+        output.argmax(1)
+    with pytest.raises(AttributeError, match=r"^'SEFOutput' object has no attribute 'other'$"):
+        output.other  # noqa: B018

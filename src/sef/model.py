@@ -30,6 +30,16 @@ class SEFOutput:
     group_logits: Tensor
     features: Tensor
 
+    def __getattr__(self, name: str) -> object:
+        """One line where a loop reads the training output as logits (``output.argmax(1)``)."""
+        if name.startswith("_") or not hasattr(Tensor, name):
+            raise AttributeError(f"'SEFOutput' object has no attribute {name!r}")
+        raise AttributeError(
+            f"SEFOutput has no {name!r}: it is a train-mode SEF's output (logits, group_logits, "
+            f"features), not a tensor; read output.logits.{name}, or call model.eval() for "
+            f"plain logits"
+        )
+
 
 # A pytree node, so torch.export, torch.compile and tree utilities see its three tensors.
 torch.export.register_dataclass(SEFOutput, serialized_type_name="sef.model.SEFOutput")
