@@ -469,3 +469,14 @@ def test_reading_the_training_output_as_logits_says_where_they_are():
         output.argmax(1)
     with pytest.raises(AttributeError, match=r"^'SEFOutput' object has no attribute 'other'$"):
         output.other  # noqa: B018
+
+
+def test_a_batch_of_one_image_that_leaves_a_batchnorm_one_value_says_to_drop_it():
+    """The last batch of an epoch, one image, stopped in torch's "Expected more than 1 value per
+    channel when training", which says nothing of drop_last."""
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 16), nn.BatchNorm2d(4))  # 1 x 1 at 16 px
+    model = sef.SEF(backbone, num_classes=3, groups=2).train()
+    said = r"^a BatchNorm of the backbone got one value per channel in train mode \(got input"
+    with pytest.raises(ValueError, match=rf"{said}.*1 image at 16 x 16 px .*drop_last=True"):
+        model(torch.randn(1, 3, 16, 16))
+    assert model(torch.randn(2, 3, 16, 16)).logits.shape == (2, 3)

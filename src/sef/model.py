@@ -54,6 +54,26 @@ _DATA_PARALLEL = (
 )
 
 
+# torch's F.batch_norm on a batch of one value per channel in train mode
+_ONE_VALUE = "Expected more than 1 value per channel when training"
+
+
+class OneValuePerChannel(ValueError):
+    """A BatchNorm of the backbone got one value per channel in train mode (a batch of one image
+    whose map is 1 x 1 there), with what to do in a loop of one's own; ``torch_says`` is torch's
+    message (``sef train`` says what to do in its own options)."""
+
+    def __init__(self, error: ValueError, images: Tensor) -> None:
+        self.torch_says = str(error)
+        detail = self.torch_says[len(_ONE_VALUE) :].lstrip(", ")
+        super().__init__(
+            f"a BatchNorm of the backbone got one value per channel in train mode ({detail}): "
+            f"a batch of {counted(len(images), 'image')} at {images.shape[-2]} x "
+            f"{images.shape[-1]} px leaves it nothing to normalise; drop the last, short batch "
+            f"(DataLoader(..., drop_last=True)), or give larger images"
+        )
+
+
 def _global_pool() -> nn.Module:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
 
@@ -140,7 +160,12 @@ class SEF(nn.Module):
         was probed (in eval mode) gives something else now (a tuple with auxiliary logits in
         train mode), where pooling would stop in "avg_pool2d(): argument 'input' must be
         Tensor"."""
-        raw = self.backbone(images)
+        try:
+            raw = self.backbone(images)
+        except ValueError as error:
+            if not str(error).startswith(_ONE_VALUE):
+                raise
+            raise OneValuePerChannel(error, images) from error
         a_map = isinstance(raw, Tensor) and raw.dim() == 4
         if a_map or isinstance(self.backbone, FeatureAdapter):
             return raw

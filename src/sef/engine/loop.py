@@ -19,15 +19,13 @@ from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.errors import ConfigError, TrainingError
 from sef.losses import LOSS_TERMS, SEFLoss, group_correlation, target_classes
-from sef.model import SEFOutput
+from sef.model import OneValuePerChannel, SEFOutput
 from sef.text import bars_drawn, rate
 
 READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
 GRADIENTS = ("grad_norm_median", "grad_norm_max")  # of the gradients the steps applied
 GRADIENT_SPIKE = 20  # a step this many times its epoch's median gradient norm is reported
 CHECK_EVERY = 10  # steps between reads of the running sums and the finiteness check
-# torch's BatchNorm in train mode on one value per channel (one image whose map is 1 x 1 there).
-ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
@@ -55,15 +53,13 @@ def _forward(model: nn.Module, images: Tensor, context: Context, accumulate: int
     """``model(images)``; ConfigError for a batch of one image that BatchNorm cannot train on."""
     try:
         return model(images)
-    except ValueError as error:
-        if ONE_VALUE_PER_CHANNEL not in str(error):
-            raise
+    except OneValuePerChannel as error:
         parts = accumulate > 1
         batch, fewer = ("micro-batch", ", a lower --accumulate") if parts else ("batch", "")
         least = 2 * context.world_size * accumulate
         raise ConfigError(
             f"BatchNorm cannot train on a {batch} of {len(images)} image whose map is 1 x 1 at one "
-            f"of its layers ({error}); train with --batch-size {least} or more "
+            f"of its layers ({error.torch_says}); train with --batch-size {least} or more "
             f"(optim.batch_size){fewer}, or larger images (--image-size)"
         ) from None
 
