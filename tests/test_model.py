@@ -427,6 +427,8 @@ def test_a_module_with_parameters_its_map_does_not_use_is_warned_of_once_built()
         warnings.simplefilter("error")
         sef.SEF(KeptClassifier().requires_grad_(False), num_classes=3, groups=2)
         sef.SEF(TinyCNN(), num_classes=3, groups=2)
+        with torch.inference_mode():  # no gradient recorded: nothing to tell
+            sef.SEF(TinyCNN(), num_classes=3, groups=2)
 
 
 def test_scripting_the_sef_itself_points_to_its_export():

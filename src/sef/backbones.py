@@ -316,9 +316,9 @@ def warn_of_unused_parameters(backbone: nn.Module, image_channels: int, side: in
     """Warn where trainable parameters of a module of the user's get no gradient from its map on
     a blank image (a classifier left attached): they would never train, DistributedDataParallel
     stops on them and the export ships them. Not for compiled modules (a backward would compile
-    once more)."""
+    once more), nor under ``torch.inference_mode``, which records no gradient."""
     trainable = [(name, p) for name, p in backbone.named_parameters() if p.requires_grad]
-    if not trainable or hasattr(backbone, "_orig_mod"):
+    if not trainable or hasattr(backbone, "_orig_mod") or torch.is_inference_mode_enabled():
         return
     image = blank_image(backbone, side).new_zeros(1, image_channels, side, side)
     parameters = [p for _, p in trainable]
