@@ -278,3 +278,10 @@ def test_an_optimizer_that_leaves_out_the_group_heads_is_warned_of() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SEFLightningModule(model).configure_optimizers()
+
+
+def test_a_model_that_is_no_sef_is_refused_when_the_module_is_built() -> None:
+    """A plain network met "'Sequential' object has no attribute 'groups'"."""
+    with pytest.raises(TypeError, match=r"^expected an sef.SEF \(or one wrapped by DDP or torch"):
+        SEFLightningModule(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+    SEFLightningModule(torch.compile(SEF("small_cnn", num_classes=3, groups=2)))

@@ -39,7 +39,7 @@ from sef.engine.optim import create_optimizer, create_scheduler
 from sef.errors import warn
 from sef.losses import SEFLoss, group_correlation, target_classes
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
-from sef.model import SEF
+from sef.model import SEF, unwrap
 from sef.text import counted
 from sef.trained import create_model
 
@@ -69,6 +69,7 @@ class SEFLightningModule(pl.LightningModule):
         scheduler: Scheduler | None = None,
     ):
         super().__init__()
+        unwrap(model)  # TypeError in one line for a model that is no SEF
         _check_factory("optimizer", optimizer, torch.optim.Optimizer, _OPTIMIZER_EXAMPLE)
         _check_factory("scheduler", scheduler, _SCHEDULER, _SCHEDULER_EXAMPLE)
         if loss is not None and loss.groups != model.groups:
