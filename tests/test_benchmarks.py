@@ -876,6 +876,20 @@ def test_gpu_group_study_script_refuses_a_bad_setting_before_any_run(tmp_path):
     assert ": start" not in done.stdout and not list((tmp_path / "runs").iterdir())
 
 
+def test_gpu_group_study_script_stops_at_once_without_the_imagenet_weights(tmp_path):
+    """Not carried to the lent machine (no internet there), the weights made every run fail to
+    download them in turn, each costing GPU time; the script now stops before the first."""
+    torch_home = tmp_path / "torch"
+    done = _group_study_script(tmp_path, 60, SEF_STUDY_TINY="", TORCH_HOME=str(torch_home))
+    assert done.returncode == 2, done.stdout[-3000:]
+    weights = torch_home / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    assert done.stdout == (
+        f"== no ImageNet MobileNetV2 weights at {weights}: run python "
+        "scripts/fetch_mobilenet_v2_weights.py and carry .torch, or set TORCH_HOME\n"
+    )
+    assert not list((tmp_path / "runs").iterdir())
+
+
 def _fake_run(seed, top1, cpu, gap=0.0):
     analysis = {"within_group_correlation": 0.3 + gap, "between_group_correlation": 0.3,
                 "part_distinctness": 0.4, "part_static_distinctness": 0.3}  # fmt: skip

@@ -772,6 +772,31 @@ def test_the_epoch_line_shows_a_slow_cpus_speed_instead_of_0_img_s(tmp_path, cap
     assert lines[0].endswith("  70s  0.43 img/s") and lines[1].endswith("  27 img/s")
 
 
+def test_the_groups_readout_goes_to_the_epoch_line_metrics_and_tensorboard(tmp_path, capsys):
+    """Issue 23: the training batches' within / between correlation is seen live in every
+    epoch line, and kept in metrics.jsonl and TensorBoard; a record without it shows none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sef.engine.log import Logger
+
+    plain = {"epoch": 1, "lr": 0.1, "images_per_second": 9.0, "seconds": 1.0, "loss_total": 1.0,
+             "train_top1": 0.5, "eval_top1": 0.5, "eval_class_mean": 0.5,
+             "eval_group_top1": [0.5, 0.5]}  # fmt: skip
+    grouped = {**plain, "epoch": 2, "train_corr_within": 0.7123, "train_corr_between": 0.1049}
+    logger = Logger(tmp_path, _config(tmp_path, "run.loggers=[tensorboard]"), [], start_epoch=0)
+    logger.epoch(plain, epochs=2)
+    logger.epoch(grouped, epochs=2)
+    logger.close()
+    first, second = capsys.readouterr().out.splitlines()
+    assert "corr" not in first and "  groups [0.500 0.500]  corr 0.712/0.105  1s  " in second
+    written = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1])
+    assert (written["train_corr_within"], written["train_corr_between"]) == (0.7123, 0.1049)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    for key, value in (("train_corr_within", 0.7123), ("train_corr_between", 0.1049)):
+        assert [(e.step, e.value) for e in events.Scalars(key)] == [(2, pytest.approx(value))]
+
+
 def test_the_progress_bar_shows_a_slow_cpus_speed_instead_of_0_img_s(monkeypatch, capsys):
     """The bar's img_s, like the epoch line, said 0 for a CPU's 0.43 images/s at 448 px."""
     clock = iter(range(0, 10_000, 10))  # every reading of the clock 10 s later
