@@ -41,8 +41,10 @@ def _sef(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: Path) -> None:
-    result = _sef("train", *TINY_DEMO, "--no-progress", cwd=tmp_path)
+    result = _sef("train", *TINY_DEMO, cwd=tmp_path)  # stderr a pipe, as a log file: no bars
     assert result.returncode == 0, result.stderr
+    written = [line for line in result.stderr.splitlines() if " set written to " in line]
+    assert written == [f"demo set written to {demo_root / 'v1-seed0-3x2-64px'}"]
     out = tmp_path / "runs" / "demo"
     assert "training demo: small_cnn, G=2, 24 train / 16 eval images, 8 classes" in result.stdout
     assert (
