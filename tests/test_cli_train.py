@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,8 +41,10 @@ def _sef(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: Path) -> None:
-    result = _sef("train", *TINY_DEMO, "--no-progress", cwd=tmp_path)
+    result = _sef("train", *TINY_DEMO, cwd=tmp_path)  # stderr a pipe, as a log file: no bars
     assert result.returncode == 0, result.stderr
+    written = [line for line in result.stderr.splitlines() if " set written to " in line]
+    assert written == [f"demo set written to {demo_root / 'v1-seed0-3x2-64px'}"]
     out = tmp_path / "runs" / "demo"
     assert "training demo: small_cnn, G=2, 24 train / 16 eval images, 8 classes" in result.stdout
     assert (
@@ -174,6 +177,35 @@ def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -
         "backbone_args": {}, "output_stride": None,
     }  # fmt: skip
     assert values["loss"]["lam"] == values["loss"]["gamma"] == values["loss"]["phi"] == 0
+
+
+@pytest.mark.slow
+def test_a_preset_printed_into_a_file_is_a_config_and_the_list_says_it_is_none(
+    tmp_path, capsys
+) -> None:
+    """The shell round trip a user makes: `sef presets NAME > my.yaml`, then `sef train --config
+    my.yaml`, which reads the file as that preset (cub: the root is still to set); the list
+    `sef presets` prints answered "unknown config key 'demo    demo, SEF' at the top level"."""
+    sef = f"{shlex.quote(sys.executable)} -m sef.cli"
+    command = f"{sef} presets cub-resnet18 > my.yaml && {sef} train --config my.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "sef train: error: dataset 'cub' needs a root folder: pass --data-root DIR (data.root in "
+        "a config)\n"
+    )
+    assert main(["presets"]) == 0  # in this process from here: a fresh one costs seconds
+    listing = tmp_path / "list.yaml"
+    listing.write_text(capsys.readouterr().out)
+    assert main(["train", "--config", str(listing)]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: config file {listing} is the list of presets `sef presets` prints, "
+        f"not a config; `sef presets NAME > {listing}` writes one preset's config to edit, or "
+        f"train a preset as it is with --preset NAME\n"
+    )
 
 
 def test_presets_help_names_every_kind_of_preset(capsys) -> None:

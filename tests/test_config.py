@@ -317,6 +317,50 @@ def test_a_config_shows_in_a_notebook_and_print_as_its_yaml_not_one_long_line() 
     assert config == resolve_config("demo", overrides=["optim.epochs=3"])
 
 
+def test_what_sef_presets_prints_of_a_preset_is_a_config_file_of_it(tmp_path: Path, capsys) -> None:
+    """`sef presets NAME > my.yaml` starts a config file (docs/training.md): every preset's text
+    loads as that preset, and any config's YAML (a run's config.yaml, print(config)) as itself."""
+    from sef.cli import presets
+
+    path = tmp_path / "my.yaml"
+    for name in preset_names():
+        presets.run(SimpleNamespace(name=name))
+        path.write_text(capsys.readouterr().out)
+        assert load_config_file(path) == load_preset(name), name
+    changed = resolve_config("folder-resnet18", overrides=[
+        "data.root='/data/my birds: #1'", "data.options.extensions=[.png, .jpg]", "run.out='no'",
+        "model.backbone_args.drop_rate=0.1", "model.weights=none", "run.loggers=[none]",
+        "run.amp=bf16", "data.bad_images=off", "optim.scheduler=none", "optim.lr=1e-5",
+    ])  # fmt: skip
+    for text in (changed.to_yaml(), str(changed)):
+        path.write_text(text)
+        assert load_config_file(path) == changed
+
+
+def test_the_list_of_presets_as_a_config_file_says_what_it_is_in_one_line(
+    tmp_path: Path, capsys
+) -> None:
+    """`sef presets > my.yaml` (or `| grep cub`) then --config my.yaml answered "unknown config key
+    'demo    demo, SEF' at the top level": YAML reads each line of the list as a key."""
+    from sef.cli import presets
+
+    presets.run(SimpleNamespace(name=None))
+    listing = capsys.readouterr().out
+    path = tmp_path / "my.yaml"
+    for text in (listing, listing.splitlines()[9] + "\n"):
+        path.write_text(text)
+        with pytest.raises(ConfigError) as error:
+            load_config_file(path)
+        assert str(error.value) == (
+            f"config file {path} is the list of presets `sef presets` prints, not a config; "
+            f"`sef presets NAME > {path}` writes one preset's config to edit, or train a preset "
+            f"as it is with resolve_config(NAME)"
+        )
+    path.write_text("demo\n")  # a preset's name alone is no list: said as any other such file
+    with pytest.raises(ConfigError, match="must hold a mapping of sections, not 'demo'"):
+        load_config_file(path)
+
+
 def test_a_config_file_may_start_from_another_relative_to_its_own_folder(tmp_path: Path) -> None:
     """``base: a.yaml`` was read as a preset name ("unknown preset 'a.yaml'"), so settings
     shared by several experiments had to be copied into each."""

@@ -15,7 +15,6 @@ from sef.cli.options import (
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
-    progress_bars,
 )
 from sef.text import json_text
 
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             device=args.device,
-            progress=progress_bars(args),
+            progress=args.progress,
             tta=args.tta,
         )
     finally:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from sef.choices import CACHE_MODES
-from sef.cli.options import PLACE, add_progress_option, add_set_option, progress_bars
+from sef.cli.options import PLACE, add_progress_option, add_set_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,6 +93,6 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         dry_run=args.dry_run,
         images_per_second=args.images_per_second,
-        progress=progress_bars(args),
+        progress=args.progress,
     )
     return 0

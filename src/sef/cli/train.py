@@ -12,7 +12,6 @@ from sef.cli.options import (
     add_device_option,
     add_progress_option,
     add_set_option,
-    progress_bars,
 )
 from sef.config import (
     AMP_MODES,
@@ -123,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from sef.engine import fit
 
     config = config_from_args(args)
-    progress = progress_bars(args)
-    result = fit(config, resume=args.resume, progress=progress, config_file=args.config)
+    result = fit(config, resume=args.resume, progress=args.progress, config_file=args.config)
     if is_main_process():
         print(result.report())
     return 0

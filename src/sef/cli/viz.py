@@ -13,7 +13,6 @@ from sef.cli.options import (
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
-    progress_bars,
 )
 from sef.datasets import GENERATED
 from sef.text import json_text
@@ -134,7 +133,7 @@ def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
     """Which test images a figure uses, whether it shows progress (and, when ``batched``, the
     batch size)."""
     chosen = {"root": args.data_root, "split": args.split, "images": args.images, "seed": args.seed}
-    chosen["progress"] = progress_bars(args)
+    chosen["progress"] = args.progress
     if batched:
         chosen["batch_size"] = args.batch_size
     return chosen
