@@ -92,6 +92,21 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
     ]
 
 
+def test_the_data_s_own_hint_is_worked_out_only_where_it_is_said(tmp_path):
+    # the CSV's hint (which looks at the disk) was worked out for every missing split, then
+    # dropped where the paths' backslashes or case said why they are missing
+    from sef.datasets.checking import MISSING, describe_bad_images
+
+    def unsaid(paths):
+        raise AssertionError(f"worked out, not said: {paths}")
+
+    (tmp_path / "CAT.JPG").write_bytes(b"")
+    for paths in (["img\\cat.jpg"], [str(tmp_path / "cat.jpg")] * 4):
+        assert describe_bad_images([(path, MISSING) for path in paths], 9, unsaid)
+    told = describe_bad_images([(str(tmp_path / "dog.jpg"), MISSING)] * 4, 9, lambda _: "told")
+    assert told.endswith("; told")
+
+
 def test_check_names_a_relative_image_root_and_the_folder_it_was_resolved_from(
     csv_root, capsys, monkeypatch
 ):
