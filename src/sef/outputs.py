@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from sef import filekinds, space
 from sef.errors import DiskFull, OutputError, warn
+from sef.extras import require_installed
 from sef.text import counted
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
@@ -298,6 +299,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def require_matplotlib(*also: str) -> None:
+    """matplotlib (and the modules ``also``) imported now, before the work whose figure needs
+    it: SEFError naming the pip command where it is missing; quiet under a read-only HOME
+    (:func:`quiet_matplotlib_home`, which must come before matplotlib's import)."""
+    quiet_matplotlib_home()
+    require_installed("matplotlib", *also)
 
 
 def quiet_matplotlib_home() -> None:
