@@ -2,25 +2,15 @@
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import pytest
 import torch
+from conftest import sef_process
 from PIL import Image
 
 from sef.cli import main
-
-
-def _sef(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "sef.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def _is_png(path):
@@ -30,7 +20,9 @@ def _is_png(path):
 
 @pytest.mark.slow
 def test_corr_as_a_user_runs_it(demo_checkpoint):
-    result = _sef("viz", "corr", "--checkpoint", demo_checkpoint, "--images", 5, "--no-progress")
+    result = sef_process(
+        "viz", "corr", "--checkpoint", demo_checkpoint, "--images", 5, "--no-progress"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["group", "1", "group", "2"]  # the G x G table's header
@@ -142,7 +134,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, demo_checkpoint):
 @pytest.mark.slow
 def test_cam_help_gives_images_one_meaning(demo_checkpoint, tmp_path, capsys):
     """Positional PATHs are image files; --images N is only the number of random test images."""
-    result = _sef("viz", "cam", "--help")
+    result = sef_process("viz", "cam", "--help")
     assert result.returncode == 0 and result.stderr == ""
     assert "IMAGES" not in result.stdout
     assert "[--images N]" in result.stdout and "[PATH ...]" in result.stdout
