@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from conftest import sef_process
 
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
@@ -32,16 +33,9 @@ TINY_DEMO = [
 ]  # fmt: skip
 
 
-def _sef(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sef.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
-
-
 @pytest.mark.slow
 def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: Path) -> None:
-    result = _sef("train", *TINY_DEMO, cwd=tmp_path)  # stderr a pipe, as a log file: no bars
+    result = sef_process("train", *TINY_DEMO, cwd=tmp_path)  # stderr a pipe, as a log file: no bars
     assert result.returncode == 0, result.stderr
     written = [line for line in result.stderr.splitlines() if " set written to " in line]
     assert written == [f"demo set written to {demo_root / 'v1-seed0-3x2-64px'}"]
@@ -84,7 +78,7 @@ def test_a_run_from_scratch_at_phi_1_is_told_what_that_cost_the_demo(
 
 @pytest.mark.slow
 def test_config_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    result = _sef("train", "--preset", "cub-resnet5", cwd=tmp_path)
+    result = sef_process("train", "--preset", "cub-resnet5", cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("sef train: error: unknown preset 'cub-resnet5'; did you mean")
     assert result.stderr.endswith("run `sef presets` to list them all\n")
@@ -165,7 +159,7 @@ def test_the_last_set_of_a_key_wins_and_a_set_wins_over_its_flag_wherever_it_sta
 
 
 def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -> None:
-    listing = _sef("presets")
+    listing = sef_process("presets")
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
     assert [line.split()[0] for line in lines] == preset_names()
@@ -450,7 +444,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_usable(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "run"
-    failed = _sef("train", *TINY_DEMO, "--out", str(out), "--lr", "1e30", "--no-progress")
+    failed = sef_process("train", *TINY_DEMO, "--out", str(out), "--lr", "1e30", "--no-progress")
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert failed.stderr.count("\n") == 1 and "no checkpoint was written" in failed.stderr
     assert not (out / "last.pt").exists() and (out / "config.yaml").exists()  # what it left
@@ -477,7 +471,7 @@ def test_a_finished_run_is_extended_with_resume_and_more_epochs(
     out = tmp_path / "run"
     assert main(["train", *TINY_DEMO, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
 
-    extended = _sef("train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress")
+    extended = sef_process("train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress")
     assert extended.returncode == 0 and "Traceback" not in extended.stderr, extended.stderr
     assert "resuming after epoch 2" in extended.stdout and "epoch 3/3" in extended.stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import sef_process
 
 import sef.engine.run
 import sef.reproduce.runner
@@ -40,11 +41,6 @@ def _data(roots: dict[str, Path], *names: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _sef(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "sef.cli", *args]
-    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -248,7 +244,7 @@ def test_killed_during_the_second_run_resumes_it_and_reuses_the_first(
     assert 1 <= killed_at < 3
     finished = (first / "last.pt").stat().st_mtime_ns
 
-    again = _sef(*arguments, cwd=tmp_path)
+    again = sef_process(*arguments, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "[1/2] reused sef: ResNet-18 on Birds" in again.stdout
     resumed = f"[2/2] resume sef: SEF (λ = 1, γ = 0.05, φ = 1) on Birds after epoch {killed_at}/3"

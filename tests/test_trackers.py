@@ -456,9 +456,8 @@ def test_a_link_in_place_of_the_mlflow_store_lock_is_refused_never_opened(tmp_pa
     with pytest.raises(ConfigError) as info, mlflow_store.store_lock(sqlite_uri(db)):
         pass
     assert str(info.value) == (
-        f"run.loggers=mlflow: {lock}, the lock of the MLflow store beside it, is a link, which "
-        f"sef does not open (it would write where the link points); remove it (rm {lock}), then "
-        f"run again"
+        f"run.loggers=mlflow: {lock} is a link to {target}, not the lock of the MLflow store "
+        f"beside it; remove it (no run holds it)"
     )
     assert not target.exists()
 

@@ -166,7 +166,6 @@ def _missing_hint(paths: list[str], hint: Callable[[list[str]], str] | None) -> 
     name may hold a backslash), accents stored otherwise, a name in another case, a folder that
     does not exist, or the images one folder deeper than listed (a copy that unpacks
     cars_train/cars_train/); else ``hint``'s words for them, or :data:`ARCHIVES`."""
-    told = hint(paths) if hint else ARCHIVES
     if _backslashed(paths):
         return "the paths separate folders with \\ (as on Windows): write them with / instead"
     found = _spelled_otherwise(paths[0])
@@ -182,7 +181,7 @@ def _missing_hint(paths: list[str], hint: Callable[[list[str]], str] | None) -> 
         )
     parent, name = os.path.split(paths[0])
     if not os.path.isdir(parent):
-        return f"{parent} does not exist: {told}"
+        return f"{parent} does not exist: {_told(paths, hint)}"
     try:
         deeper = [
             os.path.join(entry.path, name)
@@ -193,7 +192,13 @@ def _missing_hint(paths: list[str], hint: Callable[[list[str]], str] | None) -> 
         deeper = []
     if deeper:
         return f"{deeper[0]} exists: the images are one folder deeper than listed"
-    return told
+    return _told(paths, hint)
+
+
+def _told(paths: list[str], hint: Callable[[list[str]], str] | None) -> str:
+    """``hint``'s words for the missing ``paths``, or :data:`ARCHIVES`: worked out only where
+    said (a CSV's hint looks at the disk)."""
+    return hint(paths) if hint else ARCHIVES
 
 
 def apply_bad_image_policy(
