@@ -301,7 +301,7 @@ def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     if how == "damaged":
         assert str(info.value) == (
             f"{said}; {resume} to continue (a resume keeps data.bad_images; to skip it, train a "
-            f"new run with --set data.bad_images=skip and another --out)"
+            f"new run with data.bad_images=skip and another run.out)"
         )
     else:
         assert str(info.value).endswith(f"{said}; {resume} to continue")

@@ -218,7 +218,7 @@ def check_images(
             record=checking.USE,
             decoded=cache.decoded_paths(splits),
             say=lambda line: tqdm.write(line, file=sys.stderr),
-            fixes=checking.RESUMED_FIXES if resuming else checking.FIXES,
+            fixes=checking.resumed_fixes() if resuming else None,
         )
         if bad:
             skipped = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
