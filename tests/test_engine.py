@@ -37,7 +37,7 @@ from sef.engine import (
 )
 from sef.engine.data import worker_death
 from sef.engine.evaluation import UNTRAINED_HEADS, evaluation_loader
-from sef.engine.folders import claim_new_out_dir, latest_run_dir
+from sef.engine.folders import check_config_file, claim_new_out_dir, latest_run_dir
 from sef.engine.loop import _forward
 from sef.engine.run import (
     TRAINING_STATE,
@@ -1144,6 +1144,14 @@ def test_a_batch_larger_than_the_training_images_is_noted_at_the_start(tmp_path)
     with said_to_command():  # the command's user sets --batch-size
         assert note(20).endswith("; a lower --batch-size takes more steps an epoch")
     assert note(32) is None and note(20, epoch=3) is None  # a resume keeps its batch size
+
+
+def test_fits_config_file_that_the_run_would_write_over_is_named_as_fits_argument(tmp_path):
+    (tmp_path / "config.yaml").write_text("base: demo\n")
+    with pytest.raises(ConfigError, match="^config_file .* elsewhere or choose another run.out$"):
+        check_config_file(tmp_path / "config.yaml", tmp_path)
+    with said_to_command(), pytest.raises(ConfigError, match="^--config .* another --out$"):
+        check_config_file(tmp_path / "config.yaml", tmp_path)
 
 
 def test_a_batch_batchnorm_cannot_train_on_names_the_settings_as_their_reader_sets_them():

@@ -175,7 +175,8 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
         return
     if os.path.samefile(config_file, own):
         raise ConfigError(
-            f"--config {config_file} is the config.yaml the run writes in {folder}; keep your "
+            f"{for_reader('--config', 'config_file')} {config_file} is the config.yaml the run "
+            f"writes in {folder}; keep your "
             f"config elsewhere or {said(ELSEWHERE)}"
         )
 
