@@ -15,7 +15,6 @@ from conftest import CUB_CLASSES, sef_process
 import sef
 from sef.cli import main
 from sef.datasets import download as dl
-from sef.datasets.checking import FIXES
 
 
 @pytest.mark.slow
@@ -75,7 +74,8 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
     said = capsys.readouterr().err.splitlines()
     shown = ", ".join(rf"img\cat_{k}.jpg" for k in range(min(rows, 3)))
     assert said == [
-        f"{rows} of 18 images cannot be used; {FIXES}:",
+        f"{rows} of 18 images cannot be used; fix or remove them, or train without them with "
+        "--set data.bad_images=skip:",
         f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
         f"folders with \\ (as on Windows): write them with / instead",
     ]

@@ -21,7 +21,6 @@ from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, preset_names, resolve_config, save_config
 from sef.datasets import RECORDS
-from sef.datasets.checking import RESUMED_FIXES
 from sef.engine import run as run_module
 from sef.engine.run import resume_dir
 from sef.errors import said_to_command
@@ -826,7 +825,11 @@ def test_an_image_unreadable_on_resume_is_met_with_what_a_resume_can_do(
     (folder_root / "train" / "cat" / "cat0.png").write_text("not an image")
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
-    said = f"sef train: error: 1 of 18 images cannot be used; {RESUMED_FIXES}:\n"
+    said = (
+        "sef train: error: 1 of 18 images cannot be used; fix or remove them (a resume keeps "
+        "data.bad_images; to skip them, train a new run with --set data.bad_images=skip and "
+        "another --out):\n"
+    )
     assert said in capsys.readouterr().err
 
 

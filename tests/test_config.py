@@ -28,7 +28,7 @@ from sef.config import (
     stored_values,
 )
 from sef.datasets import RECORDS
-from sef.errors import ConfigError
+from sef.errors import ConfigError, said_to_command
 
 PAPER = {  # dataset: (G, lr, recipe) from Section III-A
     "cub": (4, 0.01, "resize_crop"),
@@ -270,16 +270,18 @@ def test_a_datasets_name_as_a_preset_suggests_its_presets(dataset: str) -> None:
 
 def test_a_preset_named_with_another_presets_backbone_says_to_pass_it_with_backbone() -> None:
     """folder-mobilenet_v2-finetune suggested birds32-mobilenet_v2-finetune, which trains on
-    the built-in birds32, not one's own folder; the own-data presets take --backbone."""
+    the built-in birds32, not one's own folder; the own-data presets take --backbone
+    (model.backbone)."""
     with pytest.raises(ConfigError) as refused:
         load_preset("folder-mobilenet_v2-finetune")
     assert str(refused.value) == (
         "unknown preset 'folder-mobilenet_v2-finetune': the folder presets name resnet50 or "
-        "resnet18; train mobilenet_v2 with --preset folder-resnet50-finetune --backbone "
-        "mobilenet_v2"
+        "resnet18; train mobilenet_v2 with the preset folder-resnet50-finetune and "
+        "model.backbone=mobilenet_v2"
     )
-    with pytest.raises(ConfigError, match="train mobilenet_v2 with --preset csv-resnet50 --b"):
-        load_preset("csv-mobilenet_v2")
+    with said_to_command():  # `sef train --preset csv-mobilenet_v2`
+        with pytest.raises(ConfigError, match="train mobilenet_v2 with --preset csv-resnet50 --b"):
+            load_preset("csv-mobilenet_v2")
     with pytest.raises(ConfigError, match="did you mean cub-resnet50"):
         load_preset("cub-resnet5")  # no backbone of any preset: a typo
 
@@ -425,15 +427,29 @@ def test_null_and_boolean_words_follow_one_rule() -> None:
     assert str(info.value) == (
         "config value run.out must be str, got False: YAML reads an unquoted yes, no, on, off, "
         "true, false or null that way; quote the word, in the YAML file or as "
-        "--set \"run.out='WORD'\""
+        "\"run.out='WORD'\" in the overrides"
     )
+    with said_to_command(), pytest.raises(ConfigError) as info:  # `sef train --set run.out=no`
+        apply_overrides(c, ["run.out=no"])
+    assert str(info.value).endswith(" in the YAML file or as --set \"run.out='WORD'\"")
     with pytest.raises(ConfigError) as info:  # no word of bad_images means true: none to quote
         apply_overrides(c, ["data.bad_images=yes"])
     assert str(info.value) == (
         "config value data.bad_images must be one of stop, skip, off, got True (YAML reads an "
         "unquoted yes, no, on, off, true, false or null that way); fix it in the YAML file or "
-        "pass --set data.bad_images=VALUE"
+        "pass data.bad_images=VALUE in the overrides"
     )
+    with said_to_command(), pytest.raises(ConfigError) as info:
+        apply_overrides(c, ["data.bad_images=yes"])
+    assert str(info.value).endswith(" in the YAML file or pass --set data.bad_images=VALUE")
+
+
+def test_a_key_nested_too_deep_is_given_as_its_reader_gives_overrides() -> None:
+    demo, deep = load_preset("demo"), ["data.options.a.b.c=1"]
+    with pytest.raises(ConfigError, match="a mapping: data.options.a={b: ...} in the overrides$"):
+        apply_overrides(demo, deep)
+    with said_to_command(), pytest.raises(ConfigError, match="mapping: --set data.options.a={b: "):
+        apply_overrides(demo, deep)
 
 
 @pytest.mark.parametrize("word", ["off", "no", "false", "null", "~"])

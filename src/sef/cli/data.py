@@ -180,7 +180,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import FIXES, REFRESH, describe_bad_images
+    from sef.datasets.checking import REFRESH, describe_bad_images, new_run_fixes
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
@@ -215,7 +215,10 @@ def run_check(args: argparse.Namespace) -> int:
         list(unique.items()), workers=args.workers, progress=args.progress, record=REFRESH
     )
     if bad:
-        print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
+        print(
+            f"{len(bad):,} of {len(unique):,} images cannot be used; {new_run_fixes()}:",
+            file=sys.stderr,
+        )
         hint = next(iter(splits.values())).missing_hint
         print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
         if left:

@@ -31,10 +31,11 @@ from sef.config.values import (
     config_to_dict,
     deep_merge,
     load_yaml,
+    setting_said,
     stored_values,
 )
 from sef.datasets import RECORDS
-from sef.errors import ConfigError, to_command
+from sef.errors import ConfigError, for_reader
 from sef.loss_config import LossConfig
 from sef.outputs import NAME_MAX, fitted, write_text
 from sef.text import shown
@@ -122,10 +123,11 @@ def _parts(name: str) -> tuple[list[str], dict]:
     if name not in presets and (other := _other_backbone(name)):
         dataset, backbone, method = other
         known = " or ".join(RECORDS[dataset].backbones)
+        preset = preset_name(dataset, RECORDS[dataset].backbones[0], method)
+        with_preset = for_reader(f"--preset {preset}", f"the preset {preset} and")
         raise ConfigError(
             f"unknown preset {name!r}: the {dataset} presets name {known}; train {backbone} "
-            f"with --preset {preset_name(dataset, RECORDS[dataset].backbones[0], method)} "
-            f"--backbone {backbone}"
+            f"with {with_preset} {setting_said('model.backbone', backbone)}"
         )
     if name not in presets:
         close = _dataset_presets(name.lower(), presets) or difflib.get_close_matches(
@@ -253,7 +255,7 @@ def _is_presets_list(text: str) -> bool:
 def _presets_list_error(path: Path) -> ConfigError:
     """The one line for a config file that holds the list of presets: how to get one's config."""
     edit = f"`sef presets NAME > {path}` writes one preset's config to edit"
-    as_it_is = "--preset NAME" if to_command() else "resolve_config(NAME)"
+    as_it_is = for_reader("--preset NAME", "resolve_config(NAME)")
     return ConfigError(
         f"config file {path} is the list of presets `sef presets` prints, not a config; {edit}, "
         f"or train a preset as it is with {as_it_is}"

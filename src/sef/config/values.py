@@ -29,7 +29,7 @@ from sef.config.schema import (
     validate,
 )
 from sef.datasets import names_of
-from sef.errors import ConfigError, to_command
+from sef.errors import ConfigError, for_reader, to_command
 
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
@@ -130,18 +130,19 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         raise ConfigError(
             f"config value {where} must be one of {', '.join(_words(where))}, got {value!r} "
             f"(YAML reads an unquoted yes, no, on, off, true, false or null that way); fix it "
-            + _fixed_in(where, f"pass --set {where}=VALUE")
+            + _fixed_in(where, f"pass {_override(f'{where}=VALUE')}")
         )
     if not ok and boolean_or_null and kind is str:
+        quoted = f"\"{where}='WORD'\""
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
             f"unquoted yes, no, on, off, true, false or null that way; quote the word, "
-            + _fixed_in(where, f"as --set \"{where}='WORD'\"")
+            + _fixed_in(where, f"as {_override(quoted)}")
         )
     if not ok:
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it "
-            + _fixed_in(where, f"pass --set {where}=VALUE")
+            + _fixed_in(where, f"pass {_override(f'{where}=VALUE')}")
         )
     return float(value) if kind is float else value
 
@@ -159,7 +160,7 @@ def _as_list(value: Any, where: str) -> list:
     rule = f"one of {', '.join(words)}, or a list of them" if words else "a list"
     raise ConfigError(
         f"config value {where} must be {rule}, got {value!r}; fix it "
-        + _fixed_in(where, f"pass --set {where}=[A,B]")
+        + _fixed_in(where, f"pass {_override(f'{where}=[A,B]')}")
     )
 
 
@@ -167,6 +168,12 @@ def _fixed_in(where: str, override: str) -> str:
     """Where a bad value is fixed: the YAML file, or ``override`` for a section's key (the
     top-level ``name`` has no --set)."""
     return f"in the YAML file or {override}" if "." in where else "in the YAML file"
+
+
+def _override(text: str) -> str:
+    """The override ``text`` (``KEY=VALUE``) as its reader gives it: the `sef` command's user
+    with --set, Python code in the overrides it passes (resolve_config's, apply_overrides')."""
+    return for_reader(f"--set {text}", f"{text} in the overrides")
 
 
 def _section_of(key: str) -> str | None:
@@ -297,9 +304,10 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
                 f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"
             )
         if len(path) > 3:
+            nested = ".".join(path[:3])
             raise ConfigError(
-                f"config key {key!r} is too deep; give {'.'.join(path[:3])} a mapping: "
-                f"--set {'.'.join(path[:3])}={{{path[3]}: ...}}"
+                f"config key {key!r} is too deep; give {nested} a mapping: "
+                + _override(f"{nested}={{{path[3]}: ...}}")
             )
         section = tree.get(path[0])
         if not isinstance(section, dict):
