@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,7 @@ def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(gpu_check_
     counts = report["operators_per_step"]
     assert counts["plain"] < counts["no_group_loss"] < counts["sef"] < counts["with_readout"]
     assert counts["loss_compiled"] < counts["sef"]  # the loss's operators fused
+    assert counts["heads_batched"] < counts["sef"]  # the group heads in one product, not G
     sef_cost = importlib.import_module("sef_cost")
     assert set(report["seconds"]) == set(sef_cost.VARIANTS)
     assert set(report["ratio_to_plain"]) == set(sef_cost.VARIANTS) - {"plain"}
@@ -337,6 +339,28 @@ def test_the_bf16_group_loss_variant_is_the_reference_loss_in_float32():
     assert sef_cost.bf16_group_loss(features, 3).item() == pytest.approx(
         sef.losses.group_loss(features, 3).item(), rel=1e-5
     )
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "autocast-bf16"])
+def test_the_batched_heads_variant_gives_the_loops_logits_and_gradients(bf16):
+    """sef_cost's heads_batched candidate against SEF's G Linear calls (the slow, obviously
+    right version), under autocast too: the same logits and gradients, the heads' own."""
+    sef_cost = importlib.import_module("sef_cost")
+    torch.manual_seed(0)
+    model = sef.SEF("small_cnn", num_classes=5, groups=4).train()
+    pooled = torch.randn(3, model.channels)
+    results = []
+    for heads in (partial(sef_cost.batched_group_logits, model.group_heads), model._group_logits):
+        model.zero_grad()
+        features = pooled.clone().requires_grad_()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            logits = heads(features)
+        (logits.float() * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
+        grads = [p.grad.clone() for p in model.group_heads.parameters()]
+        results.append((logits.grad_fn.name(), logits, features.grad, grads))
+    (batched_by, *batched), (loop_by, *loop) = results
+    assert (batched_by, loop_by) == ("BaddbmmBackward0", "StackBackward0")
+    torch.testing.assert_close(batched, loop, **(dict(rtol=1.6e-2, atol=1e-2) if bf16 else {}))
 
 
 @pytest.mark.slow
