@@ -1263,7 +1263,7 @@ def test_image_check_script_times_the_check_before_and_with_the_record(tmp_path,
 def test_startup_script_times_commands_beside_a_baseline_and_another_tree(tmp_path, run_main):
     src = str(BENCHMARKS.parent / "src")  # its own tree as the other: the compare road runs
     report = run_main("startup.py", "--quick", "--compare", src, "--out", str(tmp_path / "s.json"))
-    commands = {"sef --version", "import sef"}
+    commands = {"sef --version", "sef train, a config error", "import sef"}
     for clock in ("wall", "cpu"):
         result = report[clock]
         assert set(result["seconds"]) == {"python", *commands, *(f"{c} @compare" for c in commands)}

@@ -39,8 +39,8 @@ class DuplicateKey(yaml.constructor.ConstructorError):
     """A key given twice in one YAML mapping."""
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+class _UniqueKeys:
+    """A YAML loader's mixin refusing a key given twice in one mapping (PyYAML keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first: dict[Any, yaml.Mark] = {}
@@ -60,9 +60,30 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
+    """YAML's safe loader in pure Python, with unique keys: its errors' words are sef's."""
+
+
+# libyaml's parser where PyYAML has one: faster than PyYAML's own, which every `sef train` and
+# `sef presets` spent reading the preset fragments and the config file
+if hasattr(yaml, "CSafeLoader"):
+
+    class FastUniqueKeyLoader(_UniqueKeys, yaml.CSafeLoader):
+        """YAML's safe loader on libyaml's parser, with unique keys."""
+
+else:  # PyYAML built without libyaml
+    FastUniqueKeyLoader = UniqueKeyLoader
+
+
 def load_yaml(text: str) -> Any:
-    """The values of a YAML text, as ``yaml.safe_load`` reads them but with unique keys."""
-    return yaml.load(text, Loader=UniqueKeyLoader)
+    """The values of a YAML text, as ``yaml.safe_load`` reads them but with unique keys. Read
+    by libyaml where PyYAML has it; a text it refuses, or cannot encode (a --set value with a
+    folder name's bytes that are not UTF-8, held as surrogates), is read again by PyYAML's own
+    parser, whose error (its words and marks, unlike libyaml's) is the one raised."""
+    try:
+        return yaml.load(text, Loader=FastUniqueKeyLoader)
+    except (yaml.YAMLError, UnicodeEncodeError):
+        return yaml.load(text, Loader=UniqueKeyLoader)
 
 
 def _type_name(kind: Any) -> str:

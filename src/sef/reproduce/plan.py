@@ -21,7 +21,6 @@ from sef.config import (
     preset_name,
     resolve_config,
 )
-from sef.engine import RESUMABLE_CHANGES
 from sef.errors import ConfigError, DataError, for_reader
 from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
 
@@ -112,6 +111,8 @@ class Plan:
     def recipe_changes(self) -> tuple[str, ...]:
         """The overrides that change what a run computes: not where it reads, writes or logs,
         nor a value its preset holds already (a run that may resume with them is the same run)."""
+        from sef.engine import RESUMABLE_CHANGES  # torch: a plan's configs are checked without
+
         changed = {
             key
             for run in self.runs

@@ -274,6 +274,17 @@ def reproduce(
     """Train (or resume, or reuse) every run of ``table`` on ``data`` ({dataset: root}) and write
     ``OUT/<table>.md`` and ``.csv``; ``dry_run`` lists the runs and the GPU hours instead."""
     plan = create_plan(table, data, out=out, overrides=overrides, only=only, dry_run=dry_run)
+    return carry_out(plan, dry_run=dry_run, images_per_second=images_per_second, progress=progress)
+
+
+def carry_out(
+    plan: Plan,
+    *,
+    dry_run: bool = False,
+    images_per_second: float | None = None,
+    progress: bool | None = None,
+) -> Outcome:
+    """What :func:`reproduce` does once ``plan`` is made (its configs checked)."""
     context = distributed.setup(plan.device)
 
     def say(line: str) -> None:
