@@ -367,3 +367,64 @@ def test_readme_lists_every_dataset():
     rows = _table_rows((ROOT / "README.md").read_text(), "## Datasets")
     listed = {name for row in rows for name in re.findall(r"`(\w+)`", row[0])}
     assert listed == set(datasets.NAMES), set(datasets.NAMES) ^ listed
+
+
+def _yaml_blocks() -> list[tuple[str, str]]:
+    """(page, text) of each ``yaml`` block of the pages."""
+    return [
+        (page.name, block)
+        for page in PAGES
+        for block in re.findall(r"```yaml\n(.*?)\n```", page.read_text(), re.S)
+    ]
+
+
+@pytest.mark.parametrize(("page", "block"), _yaml_blocks())
+def test_yaml_examples_load_as_config_files(page, block, tmp_path):
+    """A YAML block a page shows is a config file `sef train --config` takes as it stands (its
+    `base:` a preset that exists, its keys in their sections, its values of the right type)."""
+    from sef.config import load_config_file
+
+    (tmp_path / "example.yaml").write_text(block)
+    load_config_file(tmp_path / "example.yaml")
+
+
+def test_some_yaml_examples_are_checked():
+    assert any("base: " in block for _, block in _yaml_blocks())
+
+
+def _config_settings(page: Path) -> list[tuple[str, dict]]:
+    """(span, {section: {key: value}}) for each inline `key: value` setting of a page
+    (`amp: off`, `data.holdout: stable`, `run: {out: null}`), read as a config file reads it."""
+    from sef.config.values import load_yaml
+
+    sections = _config_keys()
+    section_of = {key: section for section, keys in sections.items() for key in keys}
+    settings = []
+    for span in _inline_code(page):
+        found = re.fullmatch(r"(?:(\w+)\.)?(\w+): (.+)", span)
+        if not found:
+            continue
+        section, key, value = found.groups()
+        if section is None and key in sections:
+            settings.append((span, {key: load_yaml(value)}))
+        elif key in section_of and section in (None, section_of[key]):
+            settings.append((span, {section_of[key]: {key: load_yaml(value)}}))
+    return settings
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if p.name != "developing.md"], ids=lambda p: p.name
+)
+def test_settings_in_the_text_are_values_a_config_takes(page):
+    """`bad_images: off`, `scheduler: null`, `data.cache: auto` in a page's text are values a
+    config file takes (developing.md's are a dataset still to be added)."""
+    from sef.config import config_from_dict
+    from sef.errors import ConfigError
+
+    wrong = []
+    for span, values in _config_settings(page):
+        try:
+            config_from_dict(values)
+        except ConfigError as problem:
+            wrong.append(f"{span}: {problem}")
+    assert not wrong, f"{page.name}: {wrong}"
