@@ -428,3 +428,21 @@ def test_settings_in_the_text_are_values_a_config_takes(page):
         except ConfigError as problem:
             wrong.append(f"{span}: {problem}")
     assert not wrong, f"{page.name}: {wrong}"
+
+
+def test_readme_cost_sentence_rounds_what_sef_info_prints():
+    """README's "1.7 % more parameters in training (ResNet-50, 200 classes: 410,400 on top of
+    23.9 M)" is what `sef info --backbone resnet50 --classes 200 --groups 4` prints, as method.md
+    shows it (and its console example checks word for word), rounded."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    cost = r"([\d.]+) % more parameters in training \(ResNet-50, 200 classes: ([\d,]+) on top of "
+    said = re.search(cost + r"([\d.]+) M\)", readme)
+    shown = next(out for _, command, out in _console_examples() if "--backbone resnet50" in command)
+    heads, deployed, extra = (
+        re.search(rf"{row} +([\d,.]+)", shown).group(1).replace(",", "")
+        for row in ("SEF group heads", "deployed model", "extra for training")
+    )
+    assert said, "README no longer says what SEF costs in parameters"
+    assert said.group(2).replace(",", "") == heads
+    assert _rounds_to(said.group(3), int(deployed) / 1e6), said.group(3)
+    assert _rounds_to(said.group(1), float(extra)), said.group(1)
