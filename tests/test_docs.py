@@ -446,3 +446,21 @@ def test_readme_cost_sentence_rounds_what_sef_info_prints():
     assert said.group(2).replace(",", "") == heads
     assert _rounds_to(said.group(3), int(deployed) / 1e6), said.group(3)
     assert _rounds_to(said.group(1), float(extra)), said.group(1)
+
+
+def test_readme_command_table_names_every_command_and_action():
+    """README's Command line table is where a user meets the commands: each `sef` command and
+    each action of `sef data` and `sef viz` is in it (a new one is not left to --help alone)."""
+    table = (ROOT / "README.md").read_text().split("## Command line")[1].split("\n\n")[1]
+    cells = [re.split(r"(?<!\\)\|", line)[1] for line in table.splitlines()[2:]]
+    listed = {
+        (command, action)
+        for cell in cells
+        for command, actions in re.findall(r"\bsef ([a-z]+)(?: ([a-z\\|]+))?", cell)
+        for action in ["", *actions.split("\\|")]
+    }
+    commands = _subcommands(create_parser())
+    wanted = {(name, "") for name in commands} | {
+        (name, action) for name, parser in commands.items() for action in _subcommands(parser)
+    }
+    assert wanted <= listed, wanted - listed
