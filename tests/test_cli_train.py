@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -32,6 +33,24 @@ TINY_DEMO = [
 ]  # fmt: skip
 
 
+def _what_a_run_writes() -> str:
+    """The list of docs/training.md's "What a run writes"."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    return page.split("\n- `DIR/config.yaml`")[1].split("\n\n")[0]
+
+
+def _run_files_documented() -> list[str]:
+    """The files and folders the list names at the head of its items (without --log trackers)."""
+    items = ("- `DIR/config.yaml`" + _what_a_run_writes()).split("\n- ")
+    return [name.rstrip("/") for item in items for name in re.findall(r"`DIR/([^`]+)`", item[:80])]
+
+
+def _metrics_documented() -> list[str]:
+    """The keys of an epoch's record in metrics.jsonl, as the list names them."""
+    item = _what_a_run_writes().split("`DIR/metrics.jsonl`")[1].split("; strict")[0]
+    return re.findall(r"`([a-z0-9_]+)`", item)
+
+
 @pytest.mark.slow
 def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: Path) -> None:
     result = sef_process("train", *TINY_DEMO, cwd=tmp_path)  # stderr a pipe, as a log file: no bars
@@ -43,11 +62,10 @@ def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: P
     assert (
         "epoch 1/1" in result.stdout and f"run folder        {Path('runs/demo')}" in result.stdout
     )
-    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "tb"} <= {
-        p.name for p in out.iterdir()
-    }
+    assert sorted(p.name for p in out.iterdir()) == sorted(_run_files_documented())
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["dataset"] == "demo"
-    assert json.loads((out / "metrics.jsonl").read_text())["epoch"] == 1
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and sorted(record) == sorted(_metrics_documented())
     assert "Traceback" not in result.stderr
     assert "note: from scratch" not in result.stdout  # the demo's phi = 0.1
 
