@@ -18,7 +18,8 @@
 # script's start, before the lent machine's call limit (600 s) would end it, and the runs are
 # packed after each one, so a run cut short still brings back the epochs it finished.
 # Needs the MobileNetV2 ImageNet weights under $TORCH_HOME (default: .torch in the repo, carried
-# to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there).
+# to the GPU machine: scripts/fetch_mobilenet_v2_weights.py then copy ~/.cache/torch/hub there);
+# without them it stops at once, in one line, rather than let every run fail to download them.
 # OUT_DIR (default $OUT, else /tmp/sef-group-study) receives log.txt, runs.tar.gz (every run's
 # config.yaml and metrics.jsonl) and corr-NAME.png.
 # SEF_STUDY_DEVICE=cpu SEF_STUDY_TINY=1 runs it in seconds on a CPU with tiny data: a dry run.
@@ -54,6 +55,12 @@ extra=("" "" "" "--set loss.group_variant=reference --set loss.phi=1"
   "--set loss.group_variant=paper --set loss.phi=$PAPER_PHI" "$floor"
   "$floor --set loss.lam_until=16")
 
+weights=$TORCH_HOME/hub/checkpoints/mobilenet_v2-b0353104.pth
+if [ -z "${SEF_STUDY_TINY:-}" ] && [ ! -f "$weights" ]; then  # else every run fails to download
+  echo "== no ImageNet MobileNetV2 weights at $weights: run python" \
+    "scripts/fetch_mobilenet_v2_weights.py and carry .torch, or set TORCH_HOME"
+  exit 2
+fi
 echo "== machine $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
 python -c "import torch; print('torch', torch.__version__)"

@@ -16,7 +16,11 @@ forward, loss, backward, SGD), and all are timed interleaved in one process:
 * ``with_readout``: sef plus the groups' correlation readout ``sef train`` records each step;
 * ``loss_compiled``: sef with ``torch.compile`` on the loss alone (the model eager): SEF adds
   about 100 small operators to a step of about 640 (``operators_per_step``), which a compiled
-  loss fuses into a few kernels; a candidate, as exact as the eager loss to float32 rounding.
+  loss fuses into a few kernels; a candidate, as exact as the eager loss to float32 rounding;
+* ``heads_batched``: sef with its G group heads (of one size, C divisible by G) in one batched
+  product instead of G ``nn.Linear`` calls, their parameters stacked each step: a candidate
+  with the loop's numbers (a test) and fewer kernels, which is slower on the CPU
+  (docs/performance.md), so ``sef.SEF`` keeps the loop until a GPU says otherwise.
 
 Then ``torch.profiler`` on the ``sef`` and ``plain`` steps: the operators with the most device
 time (self), so the difference can be read operator by operator, and every variant's count of
@@ -29,6 +33,7 @@ top-level operators per step (each one at least one kernel launch on a GPU).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from collections.abc import Callable
@@ -60,6 +65,7 @@ VARIANTS = {  # name: SEFLoss options (plain: gpu_epoch's plain road, one group,
     "group_loss_bf16": dict(phi=0.0),  # the group loss is added under autocast below
     "with_readout": {},
     "loss_compiled": {},
+    "heads_batched": {},
 }
 PROFILED = ("sef", "plain")
 TOP_OPERATORS = 25
@@ -85,6 +91,15 @@ def bf16_group_loss(features: torch.Tensor, groups: int) -> torch.Tensor:
     return losses._reference_group_loss(x, group_sizes(x.shape[1], groups)).float()
 
 
+def batched_group_logits(heads: torch.nn.ModuleList, pooled: torch.Tensor) -> torch.Tensor:
+    """The group heads' logits [G, B, K] for heads of one input size c, in one product:
+    [G, B, c] @ [G, c, K] + bias, the heads' own parameters stacked (C x K numbers copied)."""
+    weight = torch.stack([head.weight for head in heads]).transpose(1, 2)  # [G, c, K]
+    bias = torch.stack([head.bias for head in heads]).unsqueeze(1)  # [G, 1, K]
+    parts = pooled.unflatten(1, (len(heads), -1)).transpose(0, 1)  # [G, B, c]
+    return torch.baddbmm(bias, parts, weight)
+
+
 def training_step(name: str, args: argparse.Namespace, device: torch.device) -> Callable:
     """A closure running one compute-only SGD step of variant ``name``: the model, the loss and
     the optimizer of gpu_epoch.py's compute roads, the loss's options changed."""
@@ -95,6 +110,8 @@ def training_step(name: str, args: argparse.Namespace, device: torch.device) -> 
         criterion = sef.SEFLoss(groups, **VARIANTS[name])
     if name == "loss_compiled":
         criterion = torch.compile(criterion)
+    if name == "heads_batched":
+        model._group_logits = functools.partial(batched_group_logits, model.group_heads)
     images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size))
     images = to_device(images.to(torch.uint8), device, channels_last=True)
     target = torch.randint(args.classes, (args.batch_size,), device=device)

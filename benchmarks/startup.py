@@ -1,8 +1,9 @@
 """How long `sef` commands take before they do any work: each run in a fresh process.
 
-Times what a user runs often (`sef --help`, `--version`, `presets`, `train --help`, `info
---backbone resnet50`, `predict` of one image with a small checkpoint, `data check` of a small
-class-folder set, `import sef`, `import sef.model`) beside baselines measured in the same run
+Times what a user runs often (`sef --help`, `--version`, `presets`, `presets demo`, `train
+--help`, `train` with a typo in its config, which it refuses, `info --backbone resnet50`,
+`predict` of one image with a small checkpoint, `data check` of a small class-folder set,
+`import sef`, `import sef.model`) beside baselines measured in the same run
 (`python -c pass`, `import torch`, `import torchvision`), all interleaved in a new random order
 each repeat after a warm-up, on two clocks: wall time (what a user waits) and the process's CPU
 time (user + system, which leaves out the time other processes held the cores of a shared
@@ -45,7 +46,8 @@ BASELINES = {  # timed beside the commands, for scale
     "import torchvision": "import torchvision",
 }
 CLOCKS = ("wall", "cpu")  # seconds until the process ended; its CPU time (user + system)
-QUICK = ("sef --version", "import sef", "python")  # what --quick times: no torch
+CONFIG_ERROR = "sef train, a config error"  # refused in one line: exit code 2
+QUICK = ("sef --version", CONFIG_ERROR, "import sef", "python")  # what --quick times: no torch
 TINY_RUN = [  # the demo at its smallest: 8 classes x 3 training and 2 test images, 32 px
     "train", "--set", "data.options.per_class=3", "--set", "data.options.test_per_class=2",
     "--image-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", "1",
@@ -71,7 +73,9 @@ def commands(scratch: Path, quick: bool) -> dict[str, list[str]]:
         "sef --help": ["--help"],
         "sef --version": ["--version"],
         "sef presets": ["presets"],
+        "sef presets demo": ["presets", "demo"],
         "sef train --help": ["train", "--help"],
+        CONFIG_ERROR: ["train", "--set", "loss.gama=0.1"],
         "sef info --backbone resnet50": ["info", "--backbone", "resnet50"],
         "sef predict": ["predict", "--checkpoint", str(checkpoint), str(image)],
         "sef data check": ["data", "check", "folder", str(folder)],
@@ -106,15 +110,16 @@ def _environment(src: Path, scratch: Path, bytecode: Path | None = None) -> dict
     return env
 
 
-def _run(argv: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Seconds of one run of ``argv`` on each clock; RuntimeError if it fails (its time would
-    mean nothing). CPU time leaves out the time that other processes held the cores."""
+def _run(argv: list[str], env: dict[str, str], code: int = 0) -> dict[str, float]:
+    """Seconds of one run of ``argv`` on each clock; RuntimeError if it ends with another exit
+    code than ``code`` (its time would mean nothing). CPU time leaves out the time that other
+    processes held the cores."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
+    if done.returncode != code:
         raise RuntimeError(f"{shlex.join(argv)} failed:\n{done.stderr.decode()[-2000:]}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return {"wall": wall, "cpu": cpu}
@@ -127,14 +132,18 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, dict], l
     bytecode = None if args.quick else scratch / "bytecode"
     trees = {"": SRC, " @compare": args.compare} if args.compare else {"": SRC}
     variants = {
-        f"{name}{suffix}": ([sys.executable, *argv], _environment(src, scratch, bytecode))
+        f"{name}{suffix}": (
+            [sys.executable, *argv],
+            _environment(src, scratch, bytecode),
+            2 if name == CONFIG_ERROR else 0,
+        )
         for suffix, src in trees.items()
         for name, argv in argvs.items()
         if not (suffix and name in BASELINES)
     }
-    for argv, env in variants.values():
+    for variant in variants.values():
         for _ in range(args.warmup):
-            _run(argv, env)
+            _run(*variant)
     seconds: dict[str, dict] = {clock: {name: [] for name in variants} for clock in CLOCKS}
     loads, order, names = [], random.Random(0), list(variants)
     for repeat in range(args.repeats):

@@ -12,6 +12,7 @@ checks its SHA-256 and writes it to ``$TORCH_HOME/hub/checkpoints/``. torchvisio
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import subprocess
@@ -64,7 +65,9 @@ def fetch(destination: Path) -> None:
     os.replace(partial, destination)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)  # no options: --help says what it does instead of fetching
     destination = target()
     if destination.is_file() and sha256(destination) == SHA256:
         print(f"{destination} is already there (SHA-256 checked)")

@@ -323,17 +323,19 @@ def http_server(tmp_path_factory):
     server.server_close()
 
 
+def sef_process(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """The `sef` command in a fresh process, as a user runs it (one torch thread, ``env`` added
+    to this environment), returning the CompletedProcess with text stdout and stderr; stopped
+    after 5 minutes, so that a command that hangs fails its test rather than the suite."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    command = [sys.executable, "-m", "sef.cli", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture
 def run_sef():
-    """``run_sef(*args, cwd=None)``: the `sef` command in a fresh process, as a user runs it
-    (one torch thread), returning the CompletedProcess with text stdout and stderr."""
-
-    def run(*args, cwd=None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        command = [sys.executable, "-m", "sef.cli", *map(str, args)]
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-
-    return run
+    """:func:`sef_process`, for tests that take it as a fixture."""
+    return sef_process
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,7 @@ def test_sef_cost_times_every_variant_and_lists_the_busiest_operators(gpu_check_
     counts = report["operators_per_step"]
     assert counts["plain"] < counts["no_group_loss"] < counts["sef"] < counts["with_readout"]
     assert counts["loss_compiled"] < counts["sef"]  # the loss's operators fused
+    assert counts["heads_batched"] < counts["sef"]  # the group heads in one product, not G
     sef_cost = importlib.import_module("sef_cost")
     assert set(report["seconds"]) == set(sef_cost.VARIANTS)
     assert set(report["ratio_to_plain"]) == set(sef_cost.VARIANTS) - {"plain"}
@@ -337,6 +339,28 @@ def test_the_bf16_group_loss_variant_is_the_reference_loss_in_float32():
     assert sef_cost.bf16_group_loss(features, 3).item() == pytest.approx(
         sef.losses.group_loss(features, 3).item(), rel=1e-5
     )
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "autocast-bf16"])
+def test_the_batched_heads_variant_gives_the_loops_logits_and_gradients(bf16):
+    """sef_cost's heads_batched candidate against SEF's G Linear calls (the slow, obviously
+    right version), under autocast too: the same logits and gradients, the heads' own."""
+    sef_cost = importlib.import_module("sef_cost")
+    torch.manual_seed(0)
+    model = sef.SEF("small_cnn", num_classes=5, groups=4).train()
+    pooled = torch.randn(3, model.channels)
+    results = []
+    for heads in (partial(sef_cost.batched_group_logits, model.group_heads), model._group_logits):
+        model.zero_grad()
+        features = pooled.clone().requires_grad_()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            logits = heads(features)
+        (logits.float() * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
+        grads = [p.grad.clone() for p in model.group_heads.parameters()]
+        results.append((logits.grad_fn.name(), logits, features.grad, grads))
+    (batched_by, *batched), (loop_by, *loop) = results
+    assert (batched_by, loop_by) == ("BaddbmmBackward0", "StackBackward0")
+    torch.testing.assert_close(batched, loop, **(dict(rtol=1.6e-2, atol=1e-2) if bf16 else {}))
 
 
 @pytest.mark.slow
@@ -876,6 +900,20 @@ def test_gpu_group_study_script_refuses_a_bad_setting_before_any_run(tmp_path):
     assert ": start" not in done.stdout and not list((tmp_path / "runs").iterdir())
 
 
+def test_gpu_group_study_script_stops_at_once_without_the_imagenet_weights(tmp_path):
+    """Not carried to the lent machine (no internet there), the weights made every run fail to
+    download them in turn, each costing GPU time; the script now stops before the first."""
+    torch_home = tmp_path / "torch"
+    done = _group_study_script(tmp_path, 60, SEF_STUDY_TINY="", TORCH_HOME=str(torch_home))
+    assert done.returncode == 2, done.stdout[-3000:]
+    weights = torch_home / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    assert done.stdout == (
+        f"== no ImageNet MobileNetV2 weights at {weights}: run python "
+        "scripts/fetch_mobilenet_v2_weights.py and carry .torch, or set TORCH_HOME\n"
+    )
+    assert not list((tmp_path / "runs").iterdir())
+
+
 def _fake_run(seed, top1, cpu, gap=0.0):
     analysis = {"within_group_correlation": 0.3 + gap, "between_group_correlation": 0.3,
                 "part_distinctness": 0.4, "part_static_distinctness": 0.3}  # fmt: skip
@@ -1225,7 +1263,7 @@ def test_image_check_script_times_the_check_before_and_with_the_record(tmp_path,
 def test_startup_script_times_commands_beside_a_baseline_and_another_tree(tmp_path, run_main):
     src = str(BENCHMARKS.parent / "src")  # its own tree as the other: the compare road runs
     report = run_main("startup.py", "--quick", "--compare", src, "--out", str(tmp_path / "s.json"))
-    commands = {"sef --version", "import sef"}
+    commands = {"sef --version", "sef train, a config error", "import sef"}
     for clock in ("wall", "cpu"):
         result = report[clock]
         assert set(result["seconds"]) == {"python", *commands, *(f"{c} @compare" for c in commands)}

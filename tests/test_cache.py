@@ -31,7 +31,7 @@ from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.engine import fit, load_data, train_loader
 from sef.engine.data import DeviceBatches
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, said_to_command
 from sef.seeding import SeededItems
 
 CPU = torch.device("cpu")
@@ -189,9 +189,11 @@ def test_a_run_on_data_without_a_test_split_says_how_to_evaluate_on_val(no_test_
         load_data(config, Context(device=CPU), progress=False)
     assert str(info.value) == (
         f"{no_test_split} declares no test images; add them or leave out every split, or "
-        f"evaluate on held-out training images: --set data.train_split=train "
-        f"--set data.eval_split=val"
+        f"evaluate on held-out training images: data.train_split=train and data.eval_split=val"
     )
+    with said_to_command(), pytest.raises(NoSuchSplit) as info:  # `sef train`'s user, its --set
+        load_data(config, Context(device=CPU), progress=False)
+    assert str(info.value).endswith(": --set data.train_split=train --set data.eval_split=val")
 
 
 def test_a_run_without_a_test_split_caches_the_splits_there_are(no_test_split, tmp_path, capsys):
@@ -779,7 +781,8 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
     trainval, test = _splits(noisy_cub)
     opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, "resize", 16,
                                  progress=False)  # fmt: skip
-    assert built.unreadable == 1 and "1 of them could not be decoded" in built.summary()
+    assert built.unreadable == 1  # `sef data cache` says which, not only how many
+    assert built.summary().endswith(f"; 1 of them could not be decoded, e.g. {bad}")
     keys, turned = _wanted([trainval])
     assert cache.stale_reason(tmp_path / "c", keys, "resize", 16, turned=turned) is None
     items = cache.CachedTrainImages(trainval, opened, "resize", 16)

@@ -5,33 +5,21 @@ import io
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import unicodedata
 
 import pytest
-from conftest import CUB_CLASSES
+from conftest import CUB_CLASSES, sef_process
 
 import sef
 from sef.cli import main
 from sef.datasets import download as dl
-from sef.datasets.checking import FIXES
-
-
-def _sef(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "sef.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
 
 
 @pytest.mark.slow
 def test_check_reports_splits_classes_and_images(cub_root):
-    result = _sef("data", "check", "cub", cub_root, "--no-progress")
+    result = sef_process("data", "check", "cub", cub_root, "--no-progress")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"cub at {cub_root}: 3 classes"
@@ -48,7 +36,7 @@ def test_check_names_every_bad_image_and_exits_1(cub_root):
     images[0].write_bytes(images[0].read_bytes()[:200])  # truncated
     images[1].unlink()  # missing
     images[2].write_text("not a jpeg")
-    result = _sef("data", "check", "cub", cub_root, "--no-progress")
+    result = sef_process("data", "check", "cub", cub_root, "--no-progress")
     assert result.returncode == 1
     assert "3 of 15 images cannot be used" in result.stderr
     assert all(str(image) in result.stderr for image in images[:3])
@@ -86,10 +74,26 @@ def test_check_says_paths_with_backslashes_need_slashes(csv_root, capsys, rows):
     said = capsys.readouterr().err.splitlines()
     shown = ", ".join(rf"img\cat_{k}.jpg" for k in range(min(rows, 3)))
     assert said == [
-        f"{rows} of 18 images cannot be used; {FIXES}:",
+        f"{rows} of 18 images cannot be used; fix or remove them, or train without them with "
+        "--set data.bad_images=skip:",
         f"{rows} of 18 images under {csv_root}: missing, e.g. {shown}; the paths separate "
         f"folders with \\ (as on Windows): write them with / instead",
     ]
+
+
+def test_the_data_s_own_hint_is_worked_out_only_where_it_is_said(tmp_path):
+    # the CSV's hint (which looks at the disk) was worked out for every missing split, then
+    # dropped where the paths' backslashes or case said why they are missing
+    from sef.datasets.checking import MISSING, describe_bad_images
+
+    def unsaid(paths):
+        raise AssertionError(f"worked out, not said: {paths}")
+
+    (tmp_path / "CAT.JPG").write_bytes(b"")
+    for paths in (["img\\cat.jpg"], [str(tmp_path / "cat.jpg")] * 4):
+        assert describe_bad_images([(path, MISSING) for path in paths], 9, unsaid)
+    told = describe_bad_images([(str(tmp_path / "dog.jpg"), MISSING)] * 4, 9, lambda _: "told")
+    assert told.endswith("; told")
 
 
 def test_check_names_a_relative_image_root_and_the_folder_it_was_resolved_from(
@@ -272,7 +276,9 @@ def test_check_names_a_download_that_did_not_finish(cub_root, tmp_path, capsys):
 def test_download_verifies_the_checksum(http_server, cub_root, tmp_path):
     folder, base = http_server
     (folder / "CUB_200_2011.tgz").write_bytes(b"not the official archive")
-    result = _sef("data", "download", "cub", tmp_path / "dl", "--mirror", base, "--no-progress")
+    result = sef_process(
+        "data", "download", "cub", tmp_path / "dl", "--mirror", base, "--no-progress"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "expected 97eceeb196236b17998738112f37df78" in result.stderr
     assert not (tmp_path / "dl").exists()  # nothing left: not the archive, nor the ROOT it made

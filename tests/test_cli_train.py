@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,12 +16,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from conftest import sef_process
 
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.cli import main
 from sef.config import apply_overrides, preset_names, resolve_config, save_config
 from sef.datasets import RECORDS
-from sef.datasets.checking import RESUMED_FIXES
 from sef.engine import run as run_module
 from sef.engine.run import resume_dir
 from sef.errors import said_to_command
@@ -31,27 +33,39 @@ TINY_DEMO = [
 ]  # fmt: skip
 
 
-def _sef(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sef.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
+def _what_a_run_writes() -> str:
+    """The list of docs/training.md's "What a run writes"."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    return page.split("\n- `DIR/config.yaml`")[1].split("\n\n")[0]
+
+
+def _run_files_documented() -> list[str]:
+    """The files and folders the list names at the head of its items (without --log trackers)."""
+    items = ("- `DIR/config.yaml`" + _what_a_run_writes()).split("\n- ")
+    return [name.rstrip("/") for item in items for name in re.findall(r"`DIR/([^`]+)`", item[:80])]
+
+
+def _metrics_documented() -> list[str]:
+    """The keys of an epoch's record in metrics.jsonl, as the list names them."""
+    item = _what_a_run_writes().split("`DIR/metrics.jsonl`")[1].split("; strict")[0]
+    return re.findall(r"`([a-z0-9_]+)`", item)
 
 
 @pytest.mark.slow
 def test_default_train_runs_the_demo_into_runs_demo(demo_root: Path, tmp_path: Path) -> None:
-    result = _sef("train", *TINY_DEMO, "--no-progress", cwd=tmp_path)
+    result = sef_process("train", *TINY_DEMO, cwd=tmp_path)  # stderr a pipe, as a log file: no bars
     assert result.returncode == 0, result.stderr
+    written = [line for line in result.stderr.splitlines() if " set written to " in line]
+    assert written == [f"demo set written to {demo_root / 'v1-seed0-3x2-64px'}"]
     out = tmp_path / "runs" / "demo"
     assert "training demo: small_cnn, G=2, 24 train / 16 eval images, 8 classes" in result.stdout
     assert (
         "epoch 1/1" in result.stdout and f"run folder        {Path('runs/demo')}" in result.stdout
     )
-    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "tb"} <= {
-        p.name for p in out.iterdir()
-    }
+    assert sorted(p.name for p in out.iterdir()) == sorted(_run_files_documented())
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["dataset"] == "demo"
-    assert json.loads((out / "metrics.jsonl").read_text())["epoch"] == 1
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and sorted(record) == sorted(_metrics_documented())
     assert "Traceback" not in result.stderr
     assert "note: from scratch" not in result.stdout  # the demo's phi = 0.1
 
@@ -81,7 +95,7 @@ def test_a_run_from_scratch_at_phi_1_is_told_what_that_cost_the_demo(
 
 @pytest.mark.slow
 def test_config_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    result = _sef("train", "--preset", "cub-resnet5", cwd=tmp_path)
+    result = sef_process("train", "--preset", "cub-resnet5", cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("sef train: error: unknown preset 'cub-resnet5'; did you mean")
     assert result.stderr.endswith("run `sef presets` to list them all\n")
@@ -162,7 +176,7 @@ def test_the_last_set_of_a_key_wins_and_a_set_wins_over_its_flag_wherever_it_sta
 
 
 def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -> None:
-    listing = _sef("presets")
+    listing = sef_process("presets")
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
     assert [line.split()[0] for line in lines] == preset_names()
@@ -174,6 +188,35 @@ def test_presets_lists_every_preset_on_one_line_and_prints_one_as_yaml(capsys) -
         "backbone_args": {}, "output_stride": None,
     }  # fmt: skip
     assert values["loss"]["lam"] == values["loss"]["gamma"] == values["loss"]["phi"] == 0
+
+
+@pytest.mark.slow
+def test_a_preset_printed_into_a_file_is_a_config_and_the_list_says_it_is_none(
+    tmp_path, capsys
+) -> None:
+    """The shell round trip a user makes: `sef presets NAME > my.yaml`, then `sef train --config
+    my.yaml`, which reads the file as that preset (cub: the root is still to set); the list
+    `sef presets` prints answered "unknown config key 'demo    demo, SEF' at the top level"."""
+    sef = f"{shlex.quote(sys.executable)} -m sef.cli"
+    command = f"{sef} presets cub-resnet18 > my.yaml && {sef} train --config my.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "sef train: error: dataset 'cub' needs a root folder: pass --data-root DIR (data.root in "
+        "a config)\n"
+    )
+    assert main(["presets"]) == 0  # in this process from here: a fresh one costs seconds
+    listing = tmp_path / "list.yaml"
+    listing.write_text(capsys.readouterr().out)
+    assert main(["train", "--config", str(listing)]) == 2
+    assert capsys.readouterr().err == (
+        f"sef train: error: config file {listing} is the list of presets `sef presets` prints, "
+        f"not a config; `sef presets NAME > {listing}` writes one preset's config to edit, or "
+        f"train a preset as it is with --preset NAME\n"
+    )
 
 
 def test_presets_help_names_every_kind_of_preset(capsys) -> None:
@@ -418,7 +461,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_its_folder_usable(
     demo_root: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "run"
-    failed = _sef("train", *TINY_DEMO, "--out", str(out), "--lr", "1e30", "--no-progress")
+    failed = sef_process("train", *TINY_DEMO, "--out", str(out), "--lr", "1e30", "--no-progress")
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert failed.stderr.count("\n") == 1 and "no checkpoint was written" in failed.stderr
     assert not (out / "last.pt").exists() and (out / "config.yaml").exists()  # what it left
@@ -445,7 +488,7 @@ def test_a_finished_run_is_extended_with_resume_and_more_epochs(
     out = tmp_path / "run"
     assert main(["train", *TINY_DEMO, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
 
-    extended = _sef("train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress")
+    extended = sef_process("train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress")
     assert extended.returncode == 0 and "Traceback" not in extended.stderr, extended.stderr
     assert "resuming after epoch 2" in extended.stdout and "epoch 3/3" in extended.stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -800,7 +843,11 @@ def test_an_image_unreadable_on_resume_is_met_with_what_a_resume_can_do(
     (folder_root / "train" / "cat" / "cat0.png").write_text("not an image")
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
-    said = f"sef train: error: 1 of 18 images cannot be used; {RESUMED_FIXES}:\n"
+    said = (
+        "sef train: error: 1 of 18 images cannot be used; fix or remove them (a resume keeps "
+        "data.bad_images; to skip them, train a new run with --set data.bad_images=skip and "
+        "another --out):\n"
+    )
     assert said in capsys.readouterr().err
 
 

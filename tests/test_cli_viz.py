@@ -2,25 +2,15 @@
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import pytest
 import torch
+from conftest import sef_process
 from PIL import Image
 
 from sef.cli import main
-
-
-def _sef(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "sef.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def _is_png(path):
@@ -30,7 +20,9 @@ def _is_png(path):
 
 @pytest.mark.slow
 def test_corr_as_a_user_runs_it(demo_checkpoint):
-    result = _sef("viz", "corr", "--checkpoint", demo_checkpoint, "--images", 5, "--no-progress")
+    result = sef_process(
+        "viz", "corr", "--checkpoint", demo_checkpoint, "--images", 5, "--no-progress"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["group", "1", "group", "2"]  # the G x G table's header
@@ -99,6 +91,33 @@ def test_curves_from_a_run_folder(tmp_path, capsys, monkeypatch):
     )
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="matplotlib's own choice of folder there")
+def test_matplotlib_is_quieted_before_a_figure_command_imports_it(tmp_path, monkeypatch, capsys):
+    # viz corr, cam, parts and eval --report imported matplotlib and only then pointed it at a
+    # temporary folder: under a read-only HOME its two warnings were printed all the same
+    import importlib
+
+    real, told = importlib.import_module, []
+
+    def imported(name, *args, **options):
+        if name == "matplotlib":  # where it was already imported, the folder it would have had
+            told.append(os.environ.get("MPLCONFIGDIR"))
+        return real(name, *args, **options)
+
+    monkeypatch.setattr(importlib, "import_module", imported)
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "file" / "home"))  # no folder can be made there
+    missing = str(tmp_path / "missing.pt")
+    for argv in (["viz", "corr"], ["eval", "--report", str(tmp_path / "report")]):
+        monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+        told.clear()
+        assert main([*argv, "--checkpoint", missing]) == 2
+        assert "missing.pt" in capsys.readouterr().err
+        assert told and None not in told, argv
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, demo_checkpoint):
     cases = [
         (["viz", "curves", str(tmp_path)], "metrics.jsonl does not exist"),
@@ -115,7 +134,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, demo_checkpoint):
 @pytest.mark.slow
 def test_cam_help_gives_images_one_meaning(demo_checkpoint, tmp_path, capsys):
     """Positional PATHs are image files; --images N is only the number of random test images."""
-    result = _sef("viz", "cam", "--help")
+    result = sef_process("viz", "cam", "--help")
     assert result.returncode == 0 and result.stderr == ""
     assert "IMAGES" not in result.stdout
     assert "[--images N]" in result.stdout and "[PATH ...]" in result.stdout

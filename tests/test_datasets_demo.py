@@ -13,7 +13,7 @@ from PIL import Image
 
 import sef
 from sef.datasets import birds32, birds32b, demo
-from sef.errors import DataError, OutputError
+from sef.errors import DataError, OutputError, said_to_command
 
 TINY = {"per_class": 4, "test_per_class": 2}
 
@@ -219,8 +219,18 @@ def test_a_set_that_cannot_be_written_says_where_and_what_to_do(
         demo.ensure_generated(tmp_path, progress=False, **TINY)
     folder = tmp_path / demo.folder_name(**TINY, resolution=64, generation_seed=0)
     assert str(info.value).startswith(f"cannot write {folder}: ")
-    assert f"{advice} or --data-root to another folder" in str(info.value)
+    assert f"{advice} or data.root to another folder" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+    with said_to_command(), pytest.raises(OutputError) as info:  # `sef train --data-root`
+        demo.ensure_generated(tmp_path, progress=False, **TINY)
+    assert f"{advice} or --data-root to another folder" in str(info.value)
+
+
+def test_a_folder_of_own_images_is_told_the_preset_for_them(folder_root) -> None:
+    with pytest.raises(DataError, match="csv-<backbone>, e.g. the preset folder-resnet50\\)$"):
+        demo.ensure_generated(folder_root, progress=False, **TINY)
+    with said_to_command(), pytest.raises(DataError, match=", e.g. --preset folder-resnet50\\)$"):
+        demo.ensure_generated(folder_root, progress=False, **TINY)
 
 
 @pytest.mark.parametrize("options", [{"per_class": 1}, {"test_per_class": "9"}, {"resolution": 16}])

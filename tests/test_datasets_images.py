@@ -1,6 +1,7 @@
 """Image decoding (every PIL mode becomes RGB) and the bad-image check and policy."""
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 from PIL import ExifTags, Image
 
 from sef.datasets import ImageList, apply_bad_image_policy, find_bad_images
+from sef.datasets.checking import resumed_fixes
 from sef.datasets.images import decode, open_rgb, quiet_pil
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, said_to_command
 
 
 @pytest.mark.parametrize(
@@ -87,6 +89,19 @@ def test_policy_stop_lists_every_bad_file(mixed_samples):
         apply_bad_image_policy(dataset, "stop", progress=False)
     assert all(path in str(error.value) for path in bad_paths)
     assert len(dataset) == 6
+
+
+def test_policy_stop_says_how_to_skip_them_as_its_reader_sets_it(tmp_path):
+    """fit(config) and a script's own check were told to train with --set data.bad_images=skip."""
+    dataset = ImageList([(str(tmp_path / "gone.jpg"), 0)], ["a"])
+    code = "cannot be used; fix or remove them, or train without them with data.bad_images=skip:"
+    with pytest.raises(DataError, match=code):
+        apply_bad_image_policy(dataset, "stop", workers=0, progress=False)
+    with said_to_command(), pytest.raises(DataError, match="with --set data.bad_images=skip:"):
+        apply_bad_image_policy(dataset, "stop", workers=0, progress=False)
+    resumed = "(a resume keeps data.bad_images; to skip them, train a new run with "
+    with pytest.raises(DataError, match=re.escape(f"{resumed}data.bad_images=skip and another ")):
+        apply_bad_image_policy(dataset, "stop", workers=0, progress=False, fixes=resumed_fixes())
 
 
 def test_policy_stop_counts_with_thousands_separators(tmp_path):

@@ -367,3 +367,100 @@ def test_readme_lists_every_dataset():
     rows = _table_rows((ROOT / "README.md").read_text(), "## Datasets")
     listed = {name for row in rows for name in re.findall(r"`(\w+)`", row[0])}
     assert listed == set(datasets.NAMES), set(datasets.NAMES) ^ listed
+
+
+def _yaml_blocks() -> list[tuple[str, str]]:
+    """(page, text) of each ``yaml`` block of the pages."""
+    return [
+        (page.name, block)
+        for page in PAGES
+        for block in re.findall(r"```yaml\n(.*?)\n```", page.read_text(), re.S)
+    ]
+
+
+@pytest.mark.parametrize(("page", "block"), _yaml_blocks())
+def test_yaml_examples_load_as_config_files(page, block, tmp_path):
+    """A YAML block a page shows is a config file `sef train --config` takes as it stands (its
+    `base:` a preset that exists, its keys in their sections, its values of the right type)."""
+    from sef.config import load_config_file
+
+    (tmp_path / "example.yaml").write_text(block)
+    load_config_file(tmp_path / "example.yaml")
+
+
+def test_some_yaml_examples_are_checked():
+    assert any("base: " in block for _, block in _yaml_blocks())
+
+
+def _config_settings(page: Path) -> list[tuple[str, dict]]:
+    """(span, {section: {key: value}}) for each inline `key: value` setting of a page
+    (`amp: off`, `data.holdout: stable`, `run: {out: null}`), read as a config file reads it."""
+    from sef.config.values import load_yaml
+
+    sections = _config_keys()
+    section_of = {key: section for section, keys in sections.items() for key in keys}
+    settings = []
+    for span in _inline_code(page):
+        found = re.fullmatch(r"(?:(\w+)\.)?(\w+): (.+)", span)
+        if not found:
+            continue
+        section, key, value = found.groups()
+        if section is None and key in sections:
+            settings.append((span, {key: load_yaml(value)}))
+        elif key in section_of and section in (None, section_of[key]):
+            settings.append((span, {section_of[key]: {key: load_yaml(value)}}))
+    return settings
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if p.name != "developing.md"], ids=lambda p: p.name
+)
+def test_settings_in_the_text_are_values_a_config_takes(page):
+    """`bad_images: off`, `scheduler: null`, `data.cache: auto` in a page's text are values a
+    config file takes (developing.md's are a dataset still to be added)."""
+    from sef.config import config_from_dict
+    from sef.errors import ConfigError
+
+    wrong = []
+    for span, values in _config_settings(page):
+        try:
+            config_from_dict(values)
+        except ConfigError as problem:
+            wrong.append(f"{span}: {problem}")
+    assert not wrong, f"{page.name}: {wrong}"
+
+
+def test_readme_cost_sentence_rounds_what_sef_info_prints():
+    """README's "1.7 % more parameters in training (ResNet-50, 200 classes: 410,400 on top of
+    23.9 M)" is what `sef info --backbone resnet50 --classes 200 --groups 4` prints, as method.md
+    shows it (and its console example checks word for word), rounded."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    cost = r"([\d.]+) % more parameters in training \(ResNet-50, 200 classes: ([\d,]+) on top of "
+    said = re.search(cost + r"([\d.]+) M\)", readme)
+    shown = next(out for _, command, out in _console_examples() if "--backbone resnet50" in command)
+    heads, deployed, extra = (
+        re.search(rf"{row} +([\d,.]+)", shown).group(1).replace(",", "")
+        for row in ("SEF group heads", "deployed model", "extra for training")
+    )
+    assert said, "README no longer says what SEF costs in parameters"
+    assert said.group(2).replace(",", "") == heads
+    assert _rounds_to(said.group(3), int(deployed) / 1e6), said.group(3)
+    assert _rounds_to(said.group(1), float(extra)), said.group(1)
+
+
+def test_readme_command_table_names_every_command_and_action():
+    """README's Command line table is where a user meets the commands: each `sef` command and
+    each action of `sef data` and `sef viz` is in it (a new one is not left to --help alone)."""
+    table = (ROOT / "README.md").read_text().split("## Command line")[1].split("\n\n")[1]
+    cells = [re.split(r"(?<!\\)\|", line)[1] for line in table.splitlines()[2:]]
+    listed = {
+        (command, action)
+        for cell in cells
+        for command, actions in re.findall(r"\bsef ([a-z]+)(?: ([a-z\\|]+))?", cell)
+        for action in ["", *actions.split("\\|")]
+    }
+    commands = _subcommands(create_parser())
+    wanted = {(name, "") for name in commands} | {
+        (name, action) for name, parser in commands.items() for action in _subcommands(parser)
+    }
+    assert wanted <= listed, wanted - listed

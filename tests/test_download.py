@@ -14,7 +14,7 @@ import sef
 import sef.cli
 import sef.space
 from sef.datasets import download as dl
-from sef.errors import DataError, DiskFull
+from sef.errors import DataError, DiskFull, said_to_command
 
 
 def _tar(source, archive_path, arcname):
@@ -186,7 +186,7 @@ def test_a_connection_closed_before_any_byte_leaves_nothing(flaky_server, tmp_pa
 
 @pytest.mark.parametrize(
     ("status", "advice"),
-    [("404", "\\(HTTP 404 Not Found\\); use another --mirror, or fetch it by hand"),
+    [("404", "\\(HTTP 404 Not Found\\); use another mirror, or fetch it by hand"),
      ("500", "\\(HTTP 500 Internal Server Error\\); the server failed: try again later, or")],
 )  # fmt: skip
 def test_a_server_that_refuses_is_told_from_a_lost_connection(
@@ -196,6 +196,9 @@ def test_a_server_that_refuses_is_told_from_a_lost_connection(
     with pytest.raises(DataError, match=f"could not download {flaky_server}/{status} {advice}"):
         dl.fetch(f"{flaky_server}/{status}", tmp_path / "a.tgz", "0" * 32, progress=False)
     assert list(tmp_path.iterdir()) == []
+    if status == "404":  # download(mirror=) from Python, `sef data download --mirror`
+        with said_to_command(), pytest.raises(DataError, match="; use another --mirror, or "):
+            dl.fetch(f"{flaky_server}/{status}", tmp_path / "a.tgz", "0" * 32, progress=False)
 
 
 def test_a_web_page_served_in_place_of_the_archive_is_named(http_server, tmp_path):

@@ -37,12 +37,16 @@ from sef.engine import (
 )
 from sef.engine.data import worker_death
 from sef.engine.evaluation import UNTRAINED_HEADS, evaluation_loader
-from sef.engine.folders import claim_new_out_dir, latest_run_dir
+from sef.engine.folders import check_config_file, claim_new_out_dir, latest_run_dir
+from sef.engine.loop import _forward
 from sef.engine.run import (
     TRAINING_STATE,
+    _check_out_dir,
+    _check_out_is_text,
     _check_resumable,
     _check_setup,
     _finished_note,
+    _one_image_note,
     _one_step_note,
     _processes_note,
     resume_config,
@@ -297,7 +301,7 @@ def test_a_loader_worker_that_fails_mid_run_is_one_line_saying_what_is_kept(
     if how == "damaged":
         assert str(info.value) == (
             f"{said}; {resume} to continue (a resume keeps data.bad_images; to skip it, train a "
-            f"new run with --set data.bad_images=skip and another --out)"
+            f"new run with data.bad_images=skip and another run.out)"
         )
     else:
         assert str(info.value).endswith(f"{said}; {resume} to continue")
@@ -485,8 +489,30 @@ def test_an_empty_eval_dataset_given_to_fit_is_refused_not_reported_as_nan(tmp_p
 
 def test_fp16_on_cpu_is_refused_in_one_line(tmp_path: Path) -> None:
     config = _config(tmp_path / "run", "run.amp=fp16", "run.device=cpu")
-    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU; use run.amp=bf16 or none on"):
         fit(config, data=Data(Blobs(4, 0), Blobs(3, 1), Blobs.classes), progress=False)
+    with said_to_command(), pytest.raises(ConfigError, match="GPU; use --amp bf16 or none on CPU"):
+        _check_setup(config, Context())
+
+
+def test_a_run_folder_refused_names_run_out_to_python_and_out_to_the_command(
+    folder_root: Path, tmp_path: Path
+) -> None:
+    """fit(config) was told to choose an --out, and to --set run.tensorboard=false."""
+    inside = apply_overrides(
+        resolve_config("folder-resnet18"), [f"data.root={folder_root}", f"run.out={folder_root}/r"]
+    )
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/r\xe9")  # not UTF-8: a surrogate in its str
+    latin1 = apply_overrides(inside, [f"run.out={latin1}"])
+    with pytest.raises(ConfigError, match="data; set run.out to a folder outside it$"):
+        _check_out_dir(inside)
+    with pytest.raises(ConfigError, match="^run.out=.*or run.tensorboard=false$"):
+        _check_out_is_text(latin1)
+    with said_to_command():
+        with pytest.raises(ConfigError, match="data; choose an --out outside it$"):
+            _check_out_dir(inside)
+        with pytest.raises(ConfigError, match="^--out .*or --set run.tensorboard=false$"):
+            _check_out_is_text(latin1)
 
 
 def test_bf16_channels_last_plain_run_leaves_untrained_group_heads_untouched(
@@ -770,6 +796,31 @@ def test_the_epoch_line_shows_a_slow_cpus_speed_instead_of_0_img_s(tmp_path, cap
     logger.close()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("  70s  0.43 img/s") and lines[1].endswith("  27 img/s")
+
+
+def test_the_groups_readout_goes_to_the_epoch_line_metrics_and_tensorboard(tmp_path, capsys):
+    """Issue 23: the training batches' within / between correlation is seen live in every
+    epoch line, and kept in metrics.jsonl and TensorBoard; a record without it shows none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sef.engine.log import Logger
+
+    plain = {"epoch": 1, "lr": 0.1, "images_per_second": 9.0, "seconds": 1.0, "loss_total": 1.0,
+             "train_top1": 0.5, "eval_top1": 0.5, "eval_class_mean": 0.5,
+             "eval_group_top1": [0.5, 0.5]}  # fmt: skip
+    grouped = {**plain, "epoch": 2, "train_corr_within": 0.7123, "train_corr_between": 0.1049}
+    logger = Logger(tmp_path, _config(tmp_path, "run.loggers=[tensorboard]"), [], start_epoch=0)
+    logger.epoch(plain, epochs=2)
+    logger.epoch(grouped, epochs=2)
+    logger.close()
+    first, second = capsys.readouterr().out.splitlines()
+    assert "corr" not in first and "  groups [0.500 0.500]  corr 0.712/0.105  1s  " in second
+    written = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1])
+    assert (written["train_corr_within"], written["train_corr_between"]) == (0.7123, 0.1049)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    for key, value in (("train_corr_within", 0.7123), ("train_corr_between", 0.1049)):
+        assert [(e.step, e.value) for e in events.Scalars(key)] == [(2, pytest.approx(value))]
 
 
 def test_the_progress_bar_shows_a_slow_cpus_speed_instead_of_0_img_s(monkeypatch, capsys):
@@ -1065,6 +1116,11 @@ def test_a_resume_on_processes_that_do_not_divide_its_batch_is_told_to_change_th
         "optim.batch_size=8 must divide evenly over 3 processes; resume on a number of processes "
         "that divides 8 (a resume keeps the batch size)"
     )
+    parts = apply_overrides(config, ["optim.accumulate=2"])
+    with pytest.raises(ConfigError, match="processes times optim.accumulate that divides 8 "):
+        _check_setup(parts, Context(world_size=3), resume=True)
+    with said_to_command(), pytest.raises(ConfigError, match="processes times --accumulate that"):
+        _check_setup(parts, Context(world_size=3), resume=True)
 
 
 def test_the_note_on_a_run_trained_on_one_process_counts_it_as_one(tmp_path) -> None:
@@ -1083,9 +1139,42 @@ def test_a_batch_larger_than_the_training_images_is_noted_at_the_start(tmp_path)
 
     assert note(20) == (
         "note: the batch of 32 is larger than the 20 training images, so each epoch is one "
-        "optimizer step; a lower --batch-size takes more steps an epoch"
+        "optimizer step; a lower optim.batch_size takes more steps an epoch"
     )
+    with said_to_command():  # the command's user sets --batch-size
+        assert note(20).endswith("; a lower --batch-size takes more steps an epoch")
     assert note(32) is None and note(20, epoch=3) is None  # a resume keeps its batch size
+
+
+def test_fits_config_file_that_the_run_would_write_over_is_named_as_fits_argument(tmp_path):
+    (tmp_path / "config.yaml").write_text("base: demo\n")
+    with pytest.raises(ConfigError, match="^config_file .* elsewhere or choose another run.out$"):
+        check_config_file(tmp_path / "config.yaml", tmp_path)
+    with said_to_command(), pytest.raises(ConfigError, match="^--config .* another --out$"):
+        check_config_file(tmp_path / "config.yaml", tmp_path)
+
+
+def test_a_batch_batchnorm_cannot_train_on_names_the_settings_as_their_reader_sets_them():
+    images = torch.zeros(1, 3)  # one image, its map 1 x 1: one value per channel
+    with pytest.raises(ConfigError) as info:
+        _forward(torch.nn.BatchNorm1d(3), images, Context(), accumulate=2)
+    assert str(info.value).endswith(
+        "; train with optim.batch_size=4 or more, a lower optim.accumulate, or larger images "
+        "(data.image_size)"
+    )
+    with said_to_command(), pytest.raises(ConfigError) as info:
+        _forward(torch.nn.BatchNorm1d(3), images, Context(), accumulate=1)
+    assert str(info.value).endswith(  # as tests/test_cli_train.py sees it said
+        "; train with --batch-size 2 or more (optim.batch_size), or larger images (--image-size)"
+    )
+
+
+def test_micro_batches_of_one_image_name_the_setting_as_their_reader_sets_it(tmp_path) -> None:
+    config = _config(tmp_path, "optim.batch_size=8", "optim.accumulate=8")
+    run = SimpleNamespace(config=config, context=Context(), model=torch.nn.BatchNorm2d(3))
+    assert _one_image_note(run).endswith("; optim.accumulate=4 keeps 2 images a micro-batch")
+    with said_to_command():  # as tests/test_cli_train.py sees it said
+        assert _one_image_note(run).endswith("; --accumulate 4 keeps 2 images a micro-batch")
 
 
 def _step_gradient_norms(model, loss_fn, batches) -> list[float]:

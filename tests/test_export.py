@@ -11,7 +11,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from sef import SEF
-from sef.errors import CheckpointError, DiskFull, OutputError
+from sef.errors import CheckpointError, DiskFull, OutputError, said_to_command
 from sef.export import (
     EXPORT_FORMATS,
     check_export,
@@ -207,7 +207,9 @@ def test_subset_of_formats_and_bad_inputs(model, tmp_path):
 def test_an_export_of_one_format_that_finds_no_room_counts_one_file(model, tmp_path, monkeypatch):
     """It said "(1 files of 45.0 MB)"."""
     monkeypatch.setattr("sef.space.free_bytes", lambda path: 1000)
-    with pytest.raises(DiskFull, match=r"needs about .* \(1 file of .*\); free some space"):
+    with pytest.raises(
+        DiskFull, match=r"\(1 file of .*\); free some space or choose another out_d"
+    ):
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
         )
@@ -370,10 +372,21 @@ def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_
 def test_an_export_refuses_to_replace_a_file_no_earlier_export_wrote(model, tmp_path):
     """A model.safetensors of the user's own in --out was silently replaced by the export."""
     (tmp_path / "model.safetensors").write_bytes(b"the user's own")
-    with pytest.raises(OutputError, match=r"model\.safetensors: no earlier sef export in .* wrote"):
+
+    def export() -> None:
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["safetensors"]
         )
+
+    with pytest.raises(
+        OutputError, match=r"\.safetensors: no earlier sef export .* another out_dir$"
+    ):
+        export()
+    with (
+        said_to_command(),
+        pytest.raises(OutputError, match="; move it away or choose another --o"),
+    ):
+        export()
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
     assert (tmp_path / "model.safetensors").read_bytes() == b"the user's own"
 

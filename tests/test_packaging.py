@@ -11,6 +11,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from conftest import sef_process
 
 from sef.cli import main
 from sef.extras import DEPENDENCIES, DISTRIBUTION, EXTRAS, OLDEST, PACKAGES
@@ -22,10 +23,7 @@ SRC = REPO / "src"
 def _sef(*args: str, blocked: Path | None = None) -> subprocess.CompletedProcess:
     """`sef ...` in a fresh process; modules under ``blocked`` shadow installed ones."""
     path = os.pathsep.join(str(p) for p in (blocked, SRC) if p is not None)
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sef.cli", *args], env=env, capture_output=True, text=True
-    )
+    return sef_process(*args, env={"PYTHONPATH": path})
 
 
 def _block(folder: Path, *modules: str) -> Path:

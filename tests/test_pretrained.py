@@ -189,6 +189,17 @@ def _fetch(torch_home: Path, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_the_fetch_script_answers_help_without_fetching(tmp_path):
+    """`--help` ran the fetch: the script had no parser."""
+    script = Path(__file__).parents[1] / "scripts/fetch_mobilenet_v2_weights.py"
+    environment = {**os.environ, "TORCH_HOME": str(tmp_path), "PIP_NO_INDEX": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"], env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: ")
+    assert "ImageNet MobileNetV2 weights" in done.stdout and not list(tmp_path.iterdir())
+
+
 def test_the_fetch_script_leaves_a_good_file_alone(mobilenet_v2_imagenet, tmp_path):
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import sef_process
 
 import sef.engine.run
 import sef.reproduce.runner
@@ -22,6 +23,7 @@ from sef.checkpoint import load_checkpoint
 from sef.cli import main
 from sef.config import Config, save_config
 from sef.engine.lock import acquire
+from sef.errors import ConfigError, said_to_command
 from sef.metrics import paper_scores, round_half_up
 
 TOY = ["--weights", "none", "--set", "optim.epochs=1", "--set", "data.image_size=32"]
@@ -40,11 +42,6 @@ def _data(roots: dict[str, Path], *names: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _sef(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "sef.cli", *args]
-    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -248,7 +245,7 @@ def test_killed_during_the_second_run_resumes_it_and_reuses_the_first(
     assert 1 <= killed_at < 3
     finished = (first / "last.pt").stat().st_mtime_ns
 
-    again = _sef(*arguments, cwd=tmp_path)
+    again = sef_process(*arguments, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "[1/2] reused sef: ResNet-18 on Birds" in again.stdout
     resumed = f"[2/2] resume sef: SEF (λ = 1, γ = 0.05, φ = 1) on Birds after epoch {killed_at}/3"
@@ -333,6 +330,28 @@ def test_a_folder_a_live_run_holds_is_refused_and_left_untouched(
     assert (folder / "tb").is_dir() and not (folder / "last.pt").exists()
 
 
+def test_reproduce_called_from_python_names_its_arguments(tmp_path: Path, capsys) -> None:
+    """reproduce(table, data, ...) was told to give --data, --dry-run, --out, --only and
+    --images-per-second, options of the command, not of the call."""
+    from sef.reproduce import reproduce
+    from sef.reproduce.estimate import assumed_speed
+    from sef.reproduce.plan import create_plan
+
+    with pytest.raises(ConfigError, match=r"e.g. data=\{'cub': .*, or dry_run=True for an"):
+        create_plan("table2", {})
+    with pytest.raises(ConfigError, match=r"^the override run.out does not apply here: give out="):
+        create_plan("table2", {}, overrides=["run.out=x"], dry_run=True)
+    with pytest.raises(ConfigError, match="^only 'groups-only' is not a row of table2"):
+        create_plan("table2", {}, only=["groups-only"], dry_run=True)
+    with pytest.raises(ConfigError, match="^images_per_second must be a positive number"):
+        assumed_speed(Config(), 0)
+    reproduce("table3", {}, out=tmp_path, dry_run=True)
+    printed = capsys.readouterr().out
+    assert "(no data given)" in printed and "; images_per_second=N sets your GPU's" in printed
+    with said_to_command(), pytest.raises(ConfigError, match="^--set run.out does not apply here"):
+        create_plan("table2", {}, overrides=["run.out=x"], dry_run=True)
+
+
 def test_the_engines_advice_to_choose_another_out_is_worded_for_a_row(tmp_path: Path) -> None:
     """`sef train`'s advice ("choose another --out", "train a new run with another --out", "move
     the run folder and resume it there") meant the row's folder, but here --out holds the whole
@@ -355,8 +374,10 @@ def test_the_engines_advice_to_choose_another_out_is_worded_for_a_row(tmp_path: 
     )
     full = DiskFull("free some space or move the run folder and resume it there")
     assert _rerun(full, run) == (
-        f"free some space or move {tmp_path} to a disk with room and give it as --out"
+        f"free some space or move {tmp_path} to a disk with room and give it as out"
     )
+    with said_to_command():
+        assert _rerun(full, run).endswith(" to a disk with room and give it as --out")
 
 
 def test_an_out_under_the_home_folder_is_where_the_runs_and_tables_are(tmp_path, monkeypatch):
@@ -574,7 +595,7 @@ def test_a_folder_of_another_sef_version_is_refused_naming_it(tmp_path: Path, mo
     ) as error:
         read_state(config)
     assert "(unknown config key 'new_knob'" in str(error.value)
-    assert str(error.value).endswith("; reproduce with that sef, or give another --out")
+    assert str(error.value).endswith("; reproduce with that sef, or give another out folder")
 
 
 def test_a_folder_of_another_sef_version_trained_otherwise_names_that_version(
@@ -598,8 +619,13 @@ def test_a_folder_of_another_sef_version_trained_otherwise_names_that_version(
     with pytest.raises(ConfigError) as error:
         read_state(config)
     assert "asks for 0.9 (its run was written by sef 0.0.9 with torch " in str(error.value)
-    assert f"; this is sef {__version__}); give the same --weights and --set as before" in (
+    assert f"; this is sef {__version__}); give the same overrides as before, or another out " in (
         str(error.value)
+    )
+    with said_to_command(), pytest.raises(ConfigError) as error:  # `sef reproduce`'s user
+        read_state(config)
+    assert str(error.value).endswith(
+        "; give the same --weights and --set as before, or another --out"
     )
 
 
@@ -637,7 +663,7 @@ def test_a_folder_holding_others_records_is_refused_before_any_run_trains(tmp_pa
         read_state(config)
     assert str(error.value) == (
         f"cannot write {tmp_path / 'metrics.jsonl'}: no sef run wrote it, and this one would "
-        f"replace it; move it away, or give another --out"
+        f"replace it; move it away, or give another out folder"
     )
     (tmp_path / ".sef-lock").symlink_to(tmp_path / "metrics.jsonl")  # no run can take it
     with pytest.raises(OutputError) as error:
@@ -679,7 +705,8 @@ def test_a_folder_whose_last_pt_is_no_checkpoint_says_how_to_train_the_run_again
         read_state(config)
     assert str(error.value) == (
         f"{tmp_path / 'last.pt'} is not a checkpoint: it is a text file, not the zip archive "
-        f"torch.save writes; move {tmp_path} away to train the run again, or give another --out"
+        f"torch.save writes; move {tmp_path} away to train the run again, or give another out "
+        f"folder"
     )
 
 
@@ -720,7 +747,7 @@ def test_a_folder_whose_checkpoint_config_lacks_a_section_is_refused(tmp_path: P
     assert str(error.value) == (
         f"checkpoint {tmp_path / 'last.pt'} was edited: its config lacks the data section that "
         f"every checkpoint sef writes holds; use the checkpoint as `sef train` wrote it, or give "
-        f"another --out"
+        f"another out folder"
     )
 
 

@@ -363,11 +363,13 @@ def test_a_resume_of_a_folder_whose_lock_is_no_file_says_to_remove_it(
     elsewhere.mkdir()
     (elsewhere / "notes.txt").write_text("mine")
     lock = run / LOCK_NAME
-    target = {"a link to a file": elsewhere / "notes.txt", "a link to a folder": elsewhere}
+    target = {
+        "a link to nothing": elsewhere / "lock",  # its folder exists: opening it would create it
+        "a link to a file": elsewhere / "notes.txt",
+        "a link to a folder": elsewhere,
+    }
     if kind == "a folder":
         lock.mkdir()
-    elif kind == "a link to nothing":
-        lock.symlink_to(elsewhere / "lock")  # its folder exists: opening it would create it
     else:
         lock.symlink_to(target[kind])
     said = f"a link to {target[kind]}" if kind in target else kind

@@ -67,6 +67,25 @@ def test_commands_that_need_no_model_load_no_torch(tmp_path: Path) -> None:
     assert _heavy_modules_after("".join(CLI.format(argv=argv) for argv in argvs)) == []
 
 
+def test_config_errors_of_train_and_reproduce_load_no_torch(tmp_path: Path) -> None:
+    """`sef train` and `sef reproduce` with a wrong config, in one process: each imported the
+    engine (torch and torchvision, seconds) before it read the config, so a typo waited that
+    long for its line."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("base: demo\nloss:\n  gama: 1\n")
+    argvs = [
+        ["train", "--set", "loss.gama=1"],
+        ["train", "--set", "loss.gamma=abc"],
+        ["train", "--epochs", "0"],
+        ["train", "--preset", "no-such-preset"],
+        ["train", "--config", str(typo)],
+        ["train", "--preset", "cub-resnet50"],  # needs --data-root
+        ["reproduce", "table2", "--dry-run", "--set", "loss.gama=1"],
+    ]
+    code = "from sef.cli import main\n" + "".join(f"assert main({a!r}) == 2\n" for a in argvs)
+    assert _heavy_modules_after(code) == []
+
+
 def _small_cnn_checkpoint(path: Path) -> Path:
     """A checkpoint as `sef train` writes it, of a small_cnn (no torchvision backbone)."""
     from sef.checkpoint import save_checkpoint

@@ -16,7 +16,7 @@ import pytest
 from sef import mlflow_store, network, text, trackers
 from sef.cli import main
 from sef.config import config_to_dict, flatten, load_config_file, load_preset, save_config
-from sef.errors import ConfigError
+from sef.errors import ConfigError, said_to_command
 from sef.mlflow_store import sqlite_uri
 from sef.trackers import STATE_FILE, MLflowRun, Trackers, scalars
 
@@ -456,9 +456,8 @@ def test_a_link_in_place_of_the_mlflow_store_lock_is_refused_never_opened(tmp_pa
     with pytest.raises(ConfigError) as info, mlflow_store.store_lock(sqlite_uri(db)):
         pass
     assert str(info.value) == (
-        f"run.loggers=mlflow: {lock}, the lock of the MLflow store beside it, is a link, which "
-        f"sef does not open (it would write where the link points); remove it (rm {lock}), then "
-        f"run again"
+        f"run.loggers=mlflow: {lock} is a link to {target}, not the lock of the MLflow store "
+        f"beside it; remove it (no run holds it)"
     )
     assert not target.exists()
 
@@ -490,18 +489,25 @@ def test_a_resume_under_another_mlflow_experiment_name_says_where_the_run_goes_o
     monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path / "store" / "mlflow.db"))
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert MLflowRun(tmp_path, load_preset("demo"), "r1").resumed
-    assert [str(warning.message) for warning in caught] == (
+
+    def warned() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert MLflowRun(tmp_path, load_preset("demo"), "r1").resumed
+        return [str(warning.message) for warning in caught]
+
+    assert warned() == (
         []
         if experiment == "sef"
         else [
             "run.loggers=mlflow: this resume continues the MLflow run in experiment 'sef', not "
             "in 'birds' (MLFLOW_EXPERIMENT_NAME), as MLflow keeps a run in its experiment; to "
-            "log into 'birds', train a new run (another --out)"
+            "log into 'birds', train a new run (another run.out)"
         ]
     )
+    if experiment != "sef":
+        with said_to_command():  # `sef train --resume`'s user gives --out
+            assert warned()[0].endswith(", train a new run (another --out)")
 
 
 class _Store:
@@ -555,6 +561,23 @@ def store(tmp_path: Path, monkeypatch) -> type[_Store]:
     for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     return _Store
+
+
+def test_a_moved_mlflow_store_says_how_its_reader_resumes_without_mlflow(tmp_path: Path) -> None:
+    """fit(config, resume=True) was told to resume with --log tensorboard."""
+    kept = SimpleNamespace(artifact_location=(tmp_path / "before" / "artifacts").as_uri())
+    run = SimpleNamespace(client=SimpleNamespace(get_experiment_by_name=lambda name: kept))
+
+    def refusal() -> str:
+        with pytest.raises(ConfigError) as info:
+            MLflowRun._check_in_place(run, tmp_path / "now" / "artifacts", tmp_path / "now")
+        return str(info.value)
+
+    assert refusal().endswith(
+        "; move it back there, or resume without mlflow (run.loggers=tensorboard)"
+    )
+    with said_to_command():
+        assert refusal().endswith(", or resume without mlflow (--log tensorboard)")
 
 
 def test_mlflow_experiment_id_is_honoured_and_checked(tmp_path: Path, store, monkeypatch) -> None:

@@ -21,7 +21,7 @@ from sef.analysis import (
     upsample_maps,
 )
 from sef.datasets.imagelist import ImageList
-from sef.errors import DataError, OutputError
+from sef.errors import DataError, OutputError, said_to_command
 from sef.parts import (
     measure_parts,
     nearest_parts,
@@ -106,12 +106,15 @@ def test_the_correlation_of_a_1x1_feature_map_says_it_compares_signs_only(recwar
             "the backbone's last feature map is 1 x 1 for this model's 1 x 1 images (one "
             "position or patch), so each channel's map is a single value and the cosine of two "
             "channels is 1, -1 or 0 (the signs of their values), not how alike their maps are; a "
-            "model trained at a larger image size (--image-size), or on a backbone whose last "
+            "model trained at a larger image size (data.image_size), or on a backbone whose last "
             "map is larger, shows how alike the channels' maps are"
         ]
         if warned
         else []
     )
+    if warned:  # `sef viz corr`'s user trains with --image-size
+        with said_to_command(), pytest.warns(UserWarning, match=r"size \(--image-size\), or"):
+            mean_channel_correlation(model, [torch.rand(2, 3, side, side)])
 
 
 def test_the_correlation_of_a_model_whose_features_are_not_finite_says_it_means_nothing(recwarn):
@@ -264,7 +267,7 @@ def test_parts_of_a_1x1_feature_map_say_every_group_peaks_at_the_centre(
             "the backbone's last feature map is 1 x 1 for this model's 64 x 64 images (one "
             "position or patch), so each group's map is a single value and every group peaks at "
             "the image's centre, whatever the image shows; a model trained at a larger image "
-            "size (--image-size), or on a backbone whose last map is larger, shows where each "
+            "size (data.image_size), or on a backbone whose last map is larger, shows where each "
             "group peaks"
         ]
         if warned
@@ -408,8 +411,8 @@ def test_group_maps_of_a_1x1_feature_map_say_why_they_are_blank(
         [
             "the backbone's last feature map is 1 x 1 for this model's 32 x 32 images (one "
             "position or patch), so each group's map is a single value and is drawn blank; a "
-            "model trained at a larger image size (--image-size), or on a backbone whose last map "
-            "is larger, shows where each group activates"
+            "model trained at a larger image size (data.image_size), or on a backbone whose last "
+            "map is larger, shows where each group activates"
         ]
         if warned
         else []

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sef.config import setting_said
 from sef.errors import DataError, warn
 from sef.losses import normalised_channels
 from sef.metrics import not_finite_images, not_finite_said
@@ -43,7 +44,8 @@ def warn_if_one_position(
         warn(
             f"the backbone's last feature map is 1 x 1 for this model's {height} x {width} images "
             f"(one position or patch), so {consequence}; a model trained at a larger image size "
-            f"(--image-size), or on a backbone whose last map is larger, shows {shows}"
+            f"({setting_said('data.image_size')}), or on a backbone whose last map is larger, "
+            f"shows {shows}"
         )
 
 

@@ -135,3 +135,9 @@ def said_to_command() -> Iterator[None]:
 def to_command() -> bool:
     """Whether advice goes to the `sef` command's user, not to a script's or notebook's code."""
     return _COMMAND.get()
+
+
+def for_reader(command: str, code: str) -> str:
+    """Advice in its reader's words: ``command`` to the `sef` command's user (an option,
+    ``--split val``), ``code`` to Python code (a function's argument, ``split='val'``)."""
+    return command if to_command() else code

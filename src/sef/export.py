@@ -24,7 +24,7 @@ from torch import nn
 from sef import extras, filekinds, outputs, space, transforms
 from sef.adapters import input_channels
 from sef.choices import EXPORT_FORMATS
-from sef.errors import CheckpointError, DiskFull, OutputError, warn
+from sef.errors import CheckpointError, DiskFull, OutputError, for_reader, warn
 from sef.metrics import not_finite_images, not_finite_said
 from sef.model import SEF
 from sef.text import counted, json_text
@@ -293,6 +293,12 @@ def _architecture_json(model: SEF) -> str | None:
         return None
 
 
+def _another_out() -> str:
+    """Where an export that cannot write its folder may go: `sef export`'s --out, the out_dir
+    of a Python call."""
+    return for_reader("another --out", "another out_dir")
+
+
 def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
     """DiskFull before the slow exports if ``out``'s disk cannot hold one copy of the weights
     per format (each format stores them whole)."""
@@ -303,7 +309,7 @@ def _check_space(out: Path, plain: nn.Module, formats: Sequence[str]) -> None:
         raise DiskFull(
             f"{out} has {has} free and the export needs about {needs} "
             f"({counted(len(formats), 'file')} of {space.human(each)}); free some space or choose "
-            f"another --out"
+            f"{_another_out()}"
         )
 
 
@@ -396,7 +402,7 @@ def _check_only_exports_replaced(out: Path, names: Sequence[str], earlier: set[s
             f"cannot write {theirs[0]}: no earlier sef export in {out} wrote it (no "
             f"{FILE_NAMES['preprocessing']} there lists it), and this export would replace it"
         )
-        raise OutputError(f"{problem}; move it away or choose another --out", problem)
+        raise OutputError(f"{problem}; move it away or choose {_another_out()}", problem)
 
 
 def _replace_set(staged: dict[str, Path], out: Path, earlier: set[str]) -> dict[str, Path]:

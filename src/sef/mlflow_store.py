@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from sef.errors import ConfigError
-from sef.outputs import open_unlinked
+from sef.outputs import linked_lock, open_unlinked
 from sef.text import counted, gist
 
 try:
@@ -207,12 +207,9 @@ def _locked(path: Path) -> int | None:
         path.parent.mkdir(parents=True, exist_ok=True)  # as MLflow does
         lock = open_unlinked(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # closed by store_lock
     except OSError:
-        if path.is_symlink():
-            raise ConfigError(
-                f"run.loggers=mlflow: {path}, the lock of the MLflow store beside it, is a link, "
-                f"which sef does not open (it would write where the link points); remove it "
-                f"(rm {path}), then run again"
-            ) from None
+        linked = linked_lock(path, "the lock of the MLflow store beside it", "run")
+        if linked is not None:
+            raise ConfigError(f"run.loggers=mlflow: {linked}") from None
         return None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)

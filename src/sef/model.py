@@ -195,11 +195,13 @@ class SEF(nn.Module):
         _check_images(images)
         features, pooled = self._features(images)
         self._check_channels(pooled)
+        return SEFOutput(self.head(pooled), self._group_logits(pooled), features)
+
+    def _group_logits(self, pooled: Tensor) -> Tensor:
+        """Every group head on its own channels of ``pooled`` [B, C]: [G, B, K], one
+        ``nn.Linear`` per head (one batched product is slower on the CPU: docs/performance.md)."""
         parts = pooled.split(self.group_sizes, dim=1)
-        group_logits = torch.stack(
-            [head(p) for head, p in zip(self.group_heads, parts, strict=True)]
-        )
-        return SEFOutput(self.head(pooled), group_logits, features)
+        return torch.stack([head(p) for head, p in zip(self.group_heads, parts, strict=True)])
 
     def forward(self, images: Tensor) -> SEFOutput | Tensor:
         if self.training:

@@ -23,10 +23,11 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sef import filekinds, space
 from sef.errors import DiskFull, OutputError, warn
+from sef.extras import require_installed
 from sef.text import counted
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
@@ -34,6 +35,7 @@ NO_LINKS = getattr(os, "O_NOFOLLOW", 0)  # a file opened through a link would wr
 # How a text file that lists file names is written: UTF-8, and a name that is not UTF-8 (a
 # Latin-1 name from a zip, which Python holds with surrogates) as its own bytes, not an error.
 FILE_NAME_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+Refusal = TypeVar("Refusal", bound=OutputError)
 
 
 def fitted(name: str, room: int = NAME_MAX) -> str:
@@ -111,6 +113,18 @@ def open_unlinked(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int
     if not NO_LINKS and os.path.islink(path):
         raise OSError(errno.ELOOP, "a link", str(path))
     return os.open(path, flags | NO_LINKS, mode)
+
+
+def linked_lock(
+    path: str | os.PathLike, lock: str, holder: str, kind: type[Refusal] = OutputError
+) -> Refusal | None:
+    """``kind`` of error where ``path``, the place of ``lock`` ("a run's lock file"), is a link,
+    which :func:`open_unlinked` never opens, so no ``holder`` ("run") holds it: the advice is to
+    remove it; None where ``path`` is no link."""
+    if not os.path.islink(path):
+        return None
+    problem = f"{path} is a link to {os.readlink(path)}, not {lock}"
+    return kind(f"{problem}; remove it (no {holder} holds it)", problem)
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -285,6 +299,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def require_matplotlib(*also: str) -> None:
+    """matplotlib (and the modules ``also``) imported now, before the work whose figure needs
+    it: SEFError naming the pip command where it is missing; quiet under a read-only HOME
+    (:func:`quiet_matplotlib_home`, which must come before matplotlib's import)."""
+    quiet_matplotlib_home()
+    require_installed("matplotlib", *also)
 
 
 def quiet_matplotlib_home() -> None:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from sef import extras, outputs
-from sef.config import Config, config_to_dict, flatten
+from sef.config import Config, config_to_dict, flatten, setting_said
 from sef.errors import ConfigError, OutputError, SEFError, warn
 from sef.mlflow_store import client, sqlite_file, sqlite_uri, store_lock
 from sef.network import unreachable
@@ -339,7 +339,7 @@ class MLflowRun:
             raise ConfigError(
                 f"run.loggers=mlflow: cannot go on with the MLflow run of {out}: its store keeps "
                 f"the artifacts in {kept}, where the folder was; move it back there, or resume "
-                f"without mlflow (--log tensorboard)"
+                f"without mlflow ({setting_said('run.loggers', 'tensorboard')})"
             )
 
     def _warn_of_another_experiment(self, experiment_id: str) -> None:
@@ -352,7 +352,7 @@ class MLflowRun:
             warn(
                 f"run.loggers=mlflow: this resume continues the MLflow run in experiment {kept!r}, "
                 f"not in {asked} ({setting}), as MLflow keeps a run in its experiment; to log "
-                f"into {asked}, train a new run (another --out)"
+                f"into {asked}, train a new run (another {setting_said('run.out')})"
             )
 
     def _experiment(self, artifacts: Path | None) -> str:

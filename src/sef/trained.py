@@ -22,7 +22,7 @@ from sef.checkpoint import load_checkpoint, writer_of, written_by
 from sef.config import SECTIONS, Config, config_from_dict, stored_values
 from sef.datasets import ImageList, checking, names
 from sef.datasets.splits import NoSuchSplit, recorded_training
-from sef.errors import CheckpointError, ConfigError, DataError, warn
+from sef.errors import CheckpointError, ConfigError, DataError, for_reader, warn
 from sef.model import SEF
 from sef.text import counted, shown
 from sef.transforms import Preprocessing
@@ -48,7 +48,8 @@ def create_model(config: Config, num_classes: int) -> SEF:
         size = config.data.image_size
         raise ConfigError(
             f"model.backbone={m.backbone!r} cannot run on images of {size} x {size} px "
-            f"({failed.reason}); choose another --image-size (data.image_size)"
+            f"({failed.reason}); choose another "
+            f"{for_reader('--image-size (data.image_size)', 'data.image_size')}"
         ) from None
     except ValueError as error:
         raise ConfigError(
@@ -115,7 +116,8 @@ class TrainedModel:
             if split == own:
                 raise
             raise NoSuchSplit(
-                f"{missing}; this run evaluated on its {own} split (--split {own})"
+                f"{missing}; this run evaluated on its {own} split "
+                f"({for_reader(f'--split {own}', f'split={own!r}')})"
             ) from None
         found, trained = list(map(names.key, loaded.classes)), list(map(names.key, self.classes))
         if found != trained:
@@ -156,17 +158,22 @@ def _skip_bad_images(dataset: ImageList, workers: int, progress: bool | None) ->
         )
 
 
-def check_saved_root(config: Config, source: str = "the checkpoint") -> None:
-    """DataError naming --data-root when the folder the run read its data from, as ``source``
-    names it, is not there (moved, or relative to where an older run started); a generated set
-    is drawn again."""
+def check_saved_root(
+    config: Config, source: str = "the checkpoint", argument: str = "root"
+) -> None:
+    """DataError naming --data-root (to Python code, the function's ``argument``) when the
+    folder the run read its data from, as ``source`` names it, is not there (moved, or relative
+    to where an older run started); a generated set is drawn again."""
     root = config.data.root
     if not root or datasets.RECORDS[config.data.dataset].kind == "generated":
         return
     if not os.path.exists(os.path.expanduser(root)):
         raise DataError(
-            f"the data root {root} that {source} names does not exist; pass --data-root "
-            f"with the folder of its data"
+            f"the data root {root} that {source} names does not exist; "
+            + for_reader(
+                "pass --data-root with the folder of its data",
+                f"pass the folder of its data as {argument}",
+            )
         )
 
 

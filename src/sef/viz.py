@@ -29,7 +29,7 @@ from sef.analysis import (
     warn_if_not_finite,
     warn_if_one_position,
 )
-from sef.errors import DataError, OutputError
+from sef.errors import DataError, OutputError, for_reader
 from sef.losses import LOSS_TERMS, SEPARATION_GAP
 from sef.metrics import not_finite_images
 from sef.modes import evaluation_mode
@@ -436,7 +436,7 @@ def _split_images(trained: TrainedModel, split: str, root: str | None, progress:
         source = root or trained.config.data.root or trained.config.data.dataset
         raise DataError(
             f"the {split} split of {source} holds no images, so there is nothing to draw; "
-            f"choose another --split"
+            f"choose another {for_reader('--split', 'split')}"
         )
     return dataset
 
@@ -518,7 +518,8 @@ def _check_columns(count: int, groups: int) -> None:
         beside = "" if most == CAM_MOST else f" beside {groups} groups"
         raise ValueError(
             f"a group-map figure has a column per image and at most {most} fit{beside}; asked "
-            f"for {count}: draw several figures (another --seed, or other images)"
+            f"for {count}: draw several figures (another {for_reader('--seed', 'seed')}, or other "
+            f"images)"
         )
 
 

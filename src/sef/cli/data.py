@@ -21,7 +21,6 @@ from sef.cli.options import (
     PLACE,
     SEED,
     add_progress_option,
-    progress_bars,
 )
 from sef.errors import ConfigError, DataError
 from sef.text import counted, json_text, printable, table
@@ -171,7 +170,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
         hint = "pass --seed instead" if args.data_command == "check" else "leave it out"
         raise ConfigError(f"-o seed={options['seed']}: the seed is not a reader option; {hint}")
     if args.name in datasets.GENERATED:
-        options.setdefault("progress", progress_bars(args))
+        options.setdefault("progress", args.progress)
     elif args.root is None:
         raise ConfigError(
             f"{args.name} needs ROOT, the dataset folder: sef data "
@@ -181,7 +180,7 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import FIXES, REFRESH, describe_bad_images
+    from sef.datasets.checking import REFRESH, describe_bad_images, new_run_fixes
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
@@ -213,10 +212,13 @@ def run_check(args: argparse.Namespace) -> int:
     refused = _training_refusal(splits, args.root or args.name)
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
-        list(unique.items()), workers=args.workers, progress=progress_bars(args), record=REFRESH
+        list(unique.items()), workers=args.workers, progress=args.progress, record=REFRESH
     )
     if bad:
-        print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
+        print(
+            f"{len(bad):,} of {len(unique):,} images cannot be used; {new_run_fixes()}:",
+            file=sys.stderr,
+        )
         hint = next(iter(splits.values())).missing_hint
         print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
         if left:
@@ -274,7 +276,7 @@ def run_download(args: argparse.Namespace) -> int:
         args.root,
         mirror=args.mirror,
         keep_archives=args.keep_archives,
-        progress=progress_bars(args),
+        progress=args.progress,
     )
     ready = (
         f"is already in {root}, unpacked by an earlier download" if there else f"is ready in {root}"
@@ -297,7 +299,7 @@ def run_cache(args: argparse.Namespace) -> int:
     folder = cache.folder_for(args.out or "auto", args.name, args.root, options, recipe, size)
     workers = 8 if args.workers is None else args.workers  # at most the CPUs: cache.ensure
     opened, built = cache.ensure(
-        folder, splits, list, recipe, size, workers=workers, progress=progress_bars(args),
+        folder, splits, list, recipe, size, workers=workers, progress=args.progress,
         data=cache.origin(args.name, args.root, options),
     )  # fmt: skip
     side = opened.side

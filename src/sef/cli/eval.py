@@ -15,7 +15,6 @@ from sef.cli.options import (
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
-    progress_bars,
 )
 from sef.text import json_text
 
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             device=args.device,
-            progress=progress_bars(args),
+            progress=args.progress,
             tta=args.tta,
         )
     finally:
@@ -107,15 +106,13 @@ def _check_outputs(args: argparse.Namespace, path: Path) -> None:
     """OutputError now, before the evaluation, for a report folder or a predictions file that
     could not be written after it, and SEFError for a package the report needs."""
     from sef.errors import OutputError
-    from sef.extras import require_installed
-    from sef.outputs import check_writable, quiet_matplotlib_home
+    from sef.outputs import check_writable, require_matplotlib
     from sef.report import check_replaceable
 
     if args.report:
         check_writable(args.report, folder=True)
         check_replaceable(args.report)
-        require_installed("matplotlib", "scipy")  # its figure, and its order of the classes
-        quiet_matplotlib_home()
+        require_matplotlib("scipy")  # its figure, and its order of the classes
     try:
         check_writable(path)
         _check_replaceable(path)

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from sef.choices import DEVICE_WORDS, MAX_SEED
-from sef.text import bars_drawn
 
 
 def at_least(low: int, most: int | None = None):
@@ -88,17 +87,12 @@ def add_device_option(parser: argparse.ArgumentParser, config_key: str | None = 
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
-    """``--progress`` / ``--no-progress``: progress bars always or never; read by
-    :func:`progress_bars`."""
+    """``--progress`` / ``--no-progress``: progress bars always or never; ``args.progress`` goes to
+    the library as it is, None without either: bars only where they redraw in place
+    (:func:`sef.text.bars_drawn`), and a set generated on first use says where it was written
+    even in a log file, where ``--no-progress`` (False) leaves that line out too."""
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         help="progress bars (default: only when stderr is a terminal)",
     )
-
-
-def progress_bars(args: argparse.Namespace) -> bool:
-    """Whether to draw progress bars: as ``--progress``/``--no-progress`` say, else only on a
-    terminal (a log file or a pipe gets the command's lines without the bars' redraws), as the
-    library decides (:func:`sef.text.bars_drawn`)."""
-    return bars_drawn(args.progress)

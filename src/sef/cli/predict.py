@@ -12,7 +12,6 @@ from sef.cli.options import (
     add_checkpoint_option,
     add_device_option,
     add_progress_option,
-    progress_bars,
 )
 from sef.errors import DataError
 
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
         workers=args.workers,
-        progress=progress_bars(args),
+        progress=args.progress,
     ):
         _say_skipped(failed)
         skipped.extend(failed)

@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "List the presets `sef train --preset NAME` accepts: demo[-METHOD], "
             "<dataset>-<backbone>[-METHOD] for the paper's datasets, folder-<backbone>"
             "[-METHOD] and csv-<backbone>[-METHOD] for your own images, and for the built-in "
-            f"sets {built_in}. With a NAME, print that preset's full config as YAML (a "
-            "starting point for --config files)."
+            f"sets {built_in}. With a NAME, print that preset's full config as YAML: `sef "
+            "presets NAME > my.yaml` is a config file to edit and train with `sef train --config "
+            "my.yaml`."
         ),
     )
     parser.add_argument("name", nargs="?", help="print this preset's full config")

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from sef.choices import CACHE_MODES
-from sef.cli.options import PLACE, add_progress_option, add_set_option, progress_bars
+from sef.cli.options import PLACE, add_progress_option, add_set_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,16 +83,19 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sef.reproduce import parse_data, reproduce
+    from sef.reproduce.plan import create_plan, parse_data
 
-    reproduce(
+    plan = create_plan(
         args.table,
         parse_data(args.data),
         out=args.out,
         overrides=_overrides(args),
         only=args.only,
         dry_run=args.dry_run,
-        images_per_second=args.images_per_second,
-        progress=progress_bars(args),
+    )  # before the runner's import (torch, torchvision): a config error says so at once
+    from sef.reproduce.runner import carry_out
+
+    carry_out(
+        plan, dry_run=args.dry_run, images_per_second=args.images_per_second, progress=args.progress
     )
     return 0

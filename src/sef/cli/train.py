@@ -12,7 +12,6 @@ from sef.cli.options import (
     add_device_option,
     add_progress_option,
     add_set_option,
-    progress_bars,
 )
 from sef.config import (
     AMP_MODES,
@@ -22,6 +21,7 @@ from sef.config import (
     parse_overrides,
     resolve_config,
 )
+from sef.datasets import check_root
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,14 +100,16 @@ def _flag_values(args: argparse.Namespace) -> dict:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config a `sef train` command line describes (resume: the run's own saved config, with
-    the values this command line gives)."""
-    from sef.engine.run import resume_config
-
+    the values this command line gives). A config that is wrong is refused before the engine
+    (torch, torchvision: seconds) is imported; a resume imports it to read the run's own."""
     changes = {**_flag_values(args), **parse_overrides(args.overrides)}
     config = resolve_config(args.preset, args.config)
-    if args.resume:
-        return resume_config(config, changes, named=_named(args))
-    return apply_values(config, changes)
+    changed = apply_values(config, changes)
+    if not args.resume:
+        return changed
+    from sef.engine.run import resume_config
+
+    return resume_config(config, changes, named=_named(args))
 
 
 def _named(args: argparse.Namespace) -> str:
@@ -119,12 +121,12 @@ def _named(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # before the engine's import: a config error says so at once
+    check_root(config.data.dataset, config.data.root)
     from sef.distributed import is_main_process
     from sef.engine import fit
 
-    config = config_from_args(args)
-    progress = progress_bars(args)
-    result = fit(config, resume=args.resume, progress=progress, config_file=args.config)
+    result = fit(config, resume=args.resume, progress=args.progress, config_file=args.config)
     if is_main_process():
         print(result.report())
     return 0

@@ -13,7 +13,6 @@ from sef.cli.options import (
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
-    progress_bars,
 )
 from sef.datasets import GENERATED
 from sef.text import json_text
@@ -117,12 +116,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace):
     """The checkpoint's model, once matplotlib, which draws after the images are run, is there."""
     from sef.distributed import resolve_device
-    from sef.extras import require_installed
-    from sef.outputs import quiet_matplotlib_home
+    from sef.outputs import require_matplotlib
     from sef.trained import load_trained_model
 
-    require_installed("matplotlib")
-    quiet_matplotlib_home()
+    require_matplotlib()
     return load_trained_model(args.checkpoint, device=resolve_device(args.device))
 
 
@@ -134,7 +131,7 @@ def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
     """Which test images a figure uses, whether it shows progress (and, when ``batched``, the
     batch size)."""
     chosen = {"root": args.data_root, "split": args.split, "images": args.images, "seed": args.seed}
-    chosen["progress"] = progress_bars(args)
+    chosen["progress"] = args.progress
     if batched:
         chosen["batch_size"] = args.batch_size
     return chosen
@@ -176,10 +173,10 @@ def run_cam(args: argparse.Namespace) -> int:
 
 
 def run_curves(args: argparse.Namespace) -> int:
-    from sef.outputs import quiet_matplotlib_home
+    from sef.outputs import require_matplotlib
     from sef.viz import curves_figure
 
-    quiet_matplotlib_home()
+    require_matplotlib()
     folder = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
     path = curves_figure(args.run_dir, args.out or folder / "curves.png")
     print(f"wrote {path}")

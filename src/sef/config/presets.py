@@ -31,10 +31,11 @@ from sef.config.values import (
     config_to_dict,
     deep_merge,
     load_yaml,
+    setting_said,
     stored_values,
 )
 from sef.datasets import RECORDS
-from sef.errors import ConfigError
+from sef.errors import ConfigError, for_reader
 from sef.loss_config import LossConfig
 from sef.outputs import NAME_MAX, fitted, write_text
 from sef.text import shown
@@ -122,10 +123,11 @@ def _parts(name: str) -> tuple[list[str], dict]:
     if name not in presets and (other := _other_backbone(name)):
         dataset, backbone, method = other
         known = " or ".join(RECORDS[dataset].backbones)
+        preset = preset_name(dataset, RECORDS[dataset].backbones[0], method)
+        with_preset = for_reader(f"--preset {preset}", f"the preset {preset} and")
         raise ConfigError(
             f"unknown preset {name!r}: the {dataset} presets name {known}; train {backbone} "
-            f"with --preset {preset_name(dataset, RECORDS[dataset].backbones[0], method)} "
-            f"--backbone {backbone}"
+            f"with {with_preset} {setting_said('model.backbone', backbone)}"
         )
     if name not in presets:
         close = _dataset_presets(name.lower(), presets) or difflib.get_close_matches(
@@ -243,6 +245,23 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+def _is_presets_list(text: str) -> bool:
+    """Whether ``text`` is what `sef presets` prints without a NAME, a preset and what it trains a
+    line (``sef presets > my.yaml``), which YAML reads as one unknown key a line."""
+    name, gap, described = text.lstrip().partition("\n")[0].partition("  ")
+    return bool(gap and described.strip()) and name in _presets()
+
+
+def _presets_list_error(path: Path) -> ConfigError:
+    """The one line for a config file that holds the list of presets: how to get one's config."""
+    edit = f"`sef presets NAME > {path}` writes one preset's config to edit"
+    as_it_is = for_reader("--preset NAME", "resolve_config(NAME)")
+    return ConfigError(
+        f"config file {path} is the list of presets `sef presets` prints, not a config; {edit}, "
+        f"or train a preset as it is with {as_it_is}"
+    )
+
+
 def _file_values(path: Path, bases_of: tuple[Path, ...] = ()) -> dict:
     """A config file's values merged onto its ``base``: a preset, or a name ending in .yaml or
     .yml, another config file (relative to this one's folder); ``bases_of``: the files that
@@ -252,6 +271,8 @@ def _file_values(path: Path, bases_of: tuple[Path, ...] = ()) -> dict:
     except ValueError as problem:
         fix = f"fix the base: line of {bases_of[-1]}" if bases_of else "pass a YAML file"
         raise ConfigError(f"config file {path} {problem}; {fix}") from None
+    if _is_presets_list(text):
+        raise _presets_list_error(path)
     try:
         values = load_yaml(text) or {}
     except yaml.YAMLError as error:

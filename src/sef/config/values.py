@@ -29,7 +29,7 @@ from sef.config.schema import (
     validate,
 )
 from sef.datasets import names_of
-from sef.errors import ConfigError, to_command
+from sef.errors import ConfigError, for_reader, to_command
 
 NULL_WORDS = ("none", "null")  # what an optional field (X or null) also reads as null
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
@@ -39,8 +39,8 @@ class DuplicateKey(yaml.constructor.ConstructorError):
     """A key given twice in one YAML mapping."""
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+class _UniqueKeys:
+    """A YAML loader's mixin refusing a key given twice in one mapping (PyYAML keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first: dict[Any, yaml.Mark] = {}
@@ -60,9 +60,30 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
+    """YAML's safe loader in pure Python, with unique keys: its errors' words are sef's."""
+
+
+# libyaml's parser where PyYAML has one: faster than PyYAML's own, which every `sef train` and
+# `sef presets` spent reading the preset fragments and the config file
+if hasattr(yaml, "CSafeLoader"):
+
+    class FastUniqueKeyLoader(_UniqueKeys, yaml.CSafeLoader):
+        """YAML's safe loader on libyaml's parser, with unique keys."""
+
+else:  # PyYAML built without libyaml
+    FastUniqueKeyLoader = UniqueKeyLoader
+
+
 def load_yaml(text: str) -> Any:
-    """The values of a YAML text, as ``yaml.safe_load`` reads them but with unique keys."""
-    return yaml.load(text, Loader=UniqueKeyLoader)
+    """The values of a YAML text, as ``yaml.safe_load`` reads them but with unique keys. Read
+    by libyaml where PyYAML has it; a text it refuses, or cannot encode (a --set value with a
+    folder name's bytes that are not UTF-8, held as surrogates), is read again by PyYAML's own
+    parser, whose error (its words and marks, unlike libyaml's) is the one raised."""
+    try:
+        return yaml.load(text, Loader=FastUniqueKeyLoader)
+    except (yaml.YAMLError, UnicodeEncodeError):
+        return yaml.load(text, Loader=UniqueKeyLoader)
 
 
 def _type_name(kind: Any) -> str:
@@ -130,18 +151,19 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         raise ConfigError(
             f"config value {where} must be one of {', '.join(_words(where))}, got {value!r} "
             f"(YAML reads an unquoted yes, no, on, off, true, false or null that way); fix it "
-            + _fixed_in(where, f"pass --set {where}=VALUE")
+            + _fixed_in(where, f"pass {_override(f'{where}=VALUE')}")
         )
     if not ok and boolean_or_null and kind is str:
+        quoted = f"\"{where}='WORD'\""
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}: YAML reads an "
             f"unquoted yes, no, on, off, true, false or null that way; quote the word, "
-            + _fixed_in(where, f"as --set \"{where}='WORD'\"")
+            + _fixed_in(where, f"as {_override(quoted)}")
         )
     if not ok:
         raise ConfigError(
             f"config value {where} must be {_type_name(kind)}, got {value!r}; fix it "
-            + _fixed_in(where, f"pass --set {where}=VALUE")
+            + _fixed_in(where, f"pass {_override(f'{where}=VALUE')}")
         )
     return float(value) if kind is float else value
 
@@ -159,7 +181,7 @@ def _as_list(value: Any, where: str) -> list:
     rule = f"one of {', '.join(words)}, or a list of them" if words else "a list"
     raise ConfigError(
         f"config value {where} must be {rule}, got {value!r}; fix it "
-        + _fixed_in(where, f"pass --set {where}=[A,B]")
+        + _fixed_in(where, f"pass {_override(f'{where}=[A,B]')}")
     )
 
 
@@ -167,6 +189,12 @@ def _fixed_in(where: str, override: str) -> str:
     """Where a bad value is fixed: the YAML file, or ``override`` for a section's key (the
     top-level ``name`` has no --set)."""
     return f"in the YAML file or {override}" if "." in where else "in the YAML file"
+
+
+def _override(text: str) -> str:
+    """The override ``text`` (``KEY=VALUE``) as its reader gives it: the `sef` command's user
+    with --set, Python code in the overrides it passes (resolve_config's, apply_overrides')."""
+    return for_reader(f"--set {text}", f"{text} in the overrides")
 
 
 def _section_of(key: str) -> str | None:
@@ -297,9 +325,10 @@ def apply_values(config: Config, values: dict[str, Any]) -> Config:
                 f"config key {key!r} is too deep; only {' and '.join(NESTED_KEYS)} nest"
             )
         if len(path) > 3:
+            nested = ".".join(path[:3])
             raise ConfigError(
-                f"config key {key!r} is too deep; give {'.'.join(path[:3])} a mapping: "
-                f"--set {'.'.join(path[:3])}={{{path[3]}: ...}}"
+                f"config key {key!r} is too deep; give {nested} a mapping: "
+                + _override(f"{nested}={{{path[3]}: ...}}")
             )
         section = tree.get(path[0])
         if not isinstance(section, dict):

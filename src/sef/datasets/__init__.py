@@ -180,10 +180,7 @@ def load(
         raise ConfigError(f"dataset {name!r} has no option {unknown[0]!r}; its options: {known}")
     for key, value in reader_options.items():
         _check_option(name, key, value, options(name)[key])
-    if root is None and name not in GENERATED:
-        raise ConfigError(
-            f"dataset {name!r} needs a root folder: pass --data-root DIR (data.root in a config)"
-        )
+    check_root(name, root)
     if root is not None and name not in FILE_ROOTS and os.path.isfile(os.path.expanduser(root)):
         hint = "; a CSV list of images is read by dataset csv" if str(root).endswith(".csv") else ""
         if os.path.splitext(str(root))[1].lower() in ARCHIVE_EXTENSIONS:
@@ -206,6 +203,15 @@ class DataSection(Protocol):
     val_fraction: float
     holdout: str
     options: dict
+
+
+def check_root(name: str, root: str | os.PathLike | None) -> None:
+    """ConfigError for dataset ``name`` given no root folder, unless it is a generated set;
+    before the reader's import (torch), so that `sef train` says so at once."""
+    if root is None and name not in GENERATED:
+        raise ConfigError(
+            f"dataset {name!r} needs a root folder: pass --data-root DIR (data.root in a config)"
+        )
 
 
 def read_split(
@@ -242,6 +248,7 @@ __all__ = [
     "NAMES",
     "SPLITS",
     "apply_bad_image_policy",
+    "check_root",
     "find_bad_images",
     "load",
     "names_of",

@@ -351,19 +351,22 @@ def open_cache(
 
 @dataclass
 class Built:
-    """What a build wrote: how many images, how many bytes, in how many seconds."""
+    """What a build wrote: how many images, how many bytes, in how many seconds, and how many
+    could not be decoded (``first_unreadable``: the path of the first)."""
 
     folder: Path
     images: int
     bytes: int
     seconds: float
     unreadable: int
+    first_unreadable: str | None = None
 
     def summary(self) -> str:
+        undecoded = f"; {self.unreadable} of them could not be decoded"
+        undecoded += f", e.g. {self.first_unreadable}"
         return (
             f"{counted(self.images, 'image')} in {self.folder}: {space.human(self.bytes)}, "
-            f"built in {self.seconds:.0f} s"
-            + (f"; {self.unreadable} of them could not be decoded" if self.unreadable else "")
+            f"built in {self.seconds:.0f} s" + (undecoded if self.unreadable else "")
         )
 
 
@@ -610,8 +613,9 @@ def _plan(
             remove_file(folder / DATA)  # never a data file without its index
             raise CacheUnavailable(str(error)) from None
         _record_verified(list(todo.values()), stamps, problems)
-        unreadable = sum(p is not None for p in problems)
-        return Built(folder, len(todo), int(np.prod(shape)), seconds, unreadable)
+        unreadable = [key[0] for key, p in zip(todo, problems, strict=True) if p is not None]
+        first = unreadable[0] if unreadable else None
+        return Built(folder, len(todo), int(np.prod(shape)), seconds, len(unreadable), first)
 
     return write
 

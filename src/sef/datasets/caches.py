@@ -27,7 +27,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from sef.errors import DataError, OutputError
-from sef.outputs import named, open_unlinked, process_alive
+from sef.outputs import linked_lock, named, open_unlinked, process_alive
 
 try:
     import fcntl
@@ -273,9 +273,9 @@ def build_lock(folder: Path) -> FileLock:
     try:
         os.close(open_unlinked(path, os.O_RDWR | os.O_CREAT))
     except OSError:
-        if os.path.islink(path):
-            problem = f"{path} is a link to {os.readlink(path)}, not a cache's build lock"
-            raise LinkedBuildLock(f"{problem}; remove it (no build holds it)", problem) from None
+        linked = linked_lock(path, "a cache's build lock", "build", LinkedBuildLock)
+        if linked is not None:
+            raise linked from None
     return FileLock(path)
 
 

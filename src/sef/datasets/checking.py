@@ -15,23 +15,37 @@ from sef.choices import BAD_IMAGE_POLICIES
 from sef.datasets import verified
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import MISSING, UNDECODABLE, UnreadableImage, decode
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, for_reader
 from sef.text import bars_drawn, counted, some
 
 FEW = 3  # bad images of one reason listed one line each; more are summed up in one line
-FIXES = "fix or remove them, or train without them with --set data.bad_images=skip"
 ARCHIVES = "is the dataset root the folder its archives unpacked to?"  # why images are missing
 
 
+def _skip() -> str:
+    """data.bad_images=skip as its reader sets it: the `sef` command's user with --set."""
+    return for_reader("--set data.bad_images=skip", "data.bad_images=skip")
+
+
+def new_run_fixes() -> str:
+    """What to do about bad images before a new run."""
+    return f"fix or remove them, or train without them with {_skip()}"
+
+
 def resume_keeps_policy(them: str) -> str:
-    """Why a resume is not offered the skip that FIXES offers: it keeps data.bad_images."""
+    """Why a resume is not offered the skip that :func:`new_run_fixes` offers: it keeps
+    data.bad_images."""
     return (
-        f"a resume keeps data.bad_images; to skip {them}, train a new run with "
-        f"--set data.bad_images=skip and another --out"
+        f"a resume keeps data.bad_images; to skip {them}, train a new run with {_skip()} and "
+        f"another {for_reader('--out', 'run.out')}"
     )
 
 
-RESUMED_FIXES = f"fix or remove them ({resume_keeps_policy('them')})"
+def resumed_fixes() -> str:
+    """What to do about bad images before a resume."""
+    return f"fix or remove them ({resume_keeps_policy('them')})"
+
+
 # How a check uses the record of verified images (sef.datasets.verified): it records the images
 # that decode (REFRESH), and also decodes only those it has not verified as they are now (USE).
 REFRESH, USE = "refresh", "use"
@@ -166,7 +180,6 @@ def _missing_hint(paths: list[str], hint: Callable[[list[str]], str] | None) -> 
     name may hold a backslash), accents stored otherwise, a name in another case, a folder that
     does not exist, or the images one folder deeper than listed (a copy that unpacks
     cars_train/cars_train/); else ``hint``'s words for them, or :data:`ARCHIVES`."""
-    told = hint(paths) if hint else ARCHIVES
     if _backslashed(paths):
         return "the paths separate folders with \\ (as on Windows): write them with / instead"
     found = _spelled_otherwise(paths[0])
@@ -182,7 +195,7 @@ def _missing_hint(paths: list[str], hint: Callable[[list[str]], str] | None) -> 
         )
     parent, name = os.path.split(paths[0])
     if not os.path.isdir(parent):
-        return f"{parent} does not exist: {told}"
+        return f"{parent} does not exist: {_told(paths, hint)}"
     try:
         deeper = [
             os.path.join(entry.path, name)
@@ -193,7 +206,13 @@ def _missing_hint(paths: list[str], hint: Callable[[list[str]], str] | None) -> 
         deeper = []
     if deeper:
         return f"{deeper[0]} exists: the images are one folder deeper than listed"
-    return told
+    return _told(paths, hint)
+
+
+def _told(paths: list[str], hint: Callable[[list[str]], str] | None) -> str:
+    """``hint``'s words for the missing ``paths``, or :data:`ARCHIVES`: worked out only where
+    said (a CSV's hint looks at the disk)."""
+    return hint(paths) if hint else ARCHIVES
 
 
 def apply_bad_image_policy(
@@ -205,14 +224,15 @@ def apply_bad_image_policy(
     record: str | None = None,
     decoded: Collection[str] = (),
     say: Callable[[str], None] | None = None,
-    fixes: str = FIXES,
+    fixes: str | None = None,
 ) -> list[tuple[str, str]]:
     """Check every image of ``dataset`` (or of several, e.g. a run's two splits, each image once)
     before training; return the bad ones as (path, reason). ``record``, ``decoded``, ``say``:
     as :func:`find_bad_images` takes them.
 
     ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`,
-    with the first dataset's ``missing_hint``) after ``fixes``, what to do about them;
+    with the first dataset's ``missing_hint``) after ``fixes``, what to do about them (a
+    new run's, :func:`new_run_fixes`, where None);
     ``skip`` removes them from each dataset in place and returns them so the caller can report
     them; ``off`` checks nothing.
     """
@@ -229,7 +249,7 @@ def apply_bad_image_policy(
     )
     if bad and policy == "stop":
         raise DataError(
-            f"{len(bad):,} of {len(samples):,} images cannot be used; {fixes}:\n"
+            f"{len(bad):,} of {len(samples):,} images cannot be used; {fixes or new_run_fixes()}:\n"
             f"{describe_bad_images(bad, len(samples), lists[0].missing_hint)}"
         )
     for each in lists:

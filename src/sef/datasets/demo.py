@@ -44,7 +44,7 @@ from tqdm import tqdm
 from sef.datasets.caches import default_cache
 from sef.datasets.imagelist import ImageList
 from sef.datasets.splits import carve_val, check_split
-from sef.errors import ConfigError, DataError, DiskFull, OutputError
+from sef.errors import ConfigError, DataError, DiskFull, OutputError, for_reader
 from sef.outputs import abandoned, output_error
 from sef.text import bars_drawn
 
@@ -361,7 +361,8 @@ def _check_cache(base: Path) -> None:
         raise DataError(
             f"{base} is not a demo cache (it holds {shown}) and the demo will not write its "
             f"images there; for your own images use dataset folder or csv (the presets "
-            f"folder-<backbone> and csv-<backbone>, e.g. --preset folder-resnet50)"
+            f"folder-<backbone> and csv-<backbone>, e.g. "
+            f"{for_reader('--preset folder-resnet50', 'the preset folder-resnet50')})"
         )
 
 
@@ -429,7 +430,7 @@ def _unwritable(folder: Path, error: OSError) -> OutputError:
     """The one-line error for a set that cannot be written to ``folder``, saying where else."""
     found = output_error(folder, error, folder=True)
     advice = "free some space or " if isinstance(found, DiskFull) else ""
-    where = "set SEF_CACHE or --data-root to another folder"
+    where = f"set SEF_CACHE or {for_reader('--data-root', 'data.root')} to another folder"
     return type(found)(f"{found.problem}; {advice}{where}", found.problem)
 
 

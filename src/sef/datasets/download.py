@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from sef import outputs, space
 from sef.datasets import RECORDS
-from sef.errors import ConfigError, DataError, DiskFull, SEFError
+from sef.errors import ConfigError, DataError, DiskFull, SEFError, for_reader
 from sef.text import bars_drawn
 
 
@@ -116,7 +116,9 @@ def _download_error(url: str, partial: Path, error: BaseException) -> SEFError:
     where = f"fetch it by hand to {archive} and run the same command again to check and unpack it"
     if isinstance(error, HTTPError):
         served = (
-            "the server failed: try again later" if error.code >= 500 else "use another --mirror"
+            "the server failed: try again later"
+            if error.code >= 500
+            else f"use another {for_reader('--mirror', 'mirror')}"
         )
         status = f"HTTP {error.code} {error.reason}"
         return DataError(f"could not download {url} ({status}); {served}, or {where}")

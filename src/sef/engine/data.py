@@ -22,7 +22,7 @@ from sef.datasets import cache, checking
 from sef.datasets.checking import check_classes, classes_without_images
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
-from sef.errors import DataError, warn
+from sef.errors import DataError, for_reader, warn
 from sef.seeding import EpochSampler, SeededItems
 from sef.text import counted, some
 
@@ -67,9 +67,10 @@ def load_data(
             transform=transforms.test_transform(d.recipe, d.image_size, normalise),
         )  # fmt: skip
     except NoSuchSplit as missing:  # own data with train/ and val/ folders, say
+        splits = (setting_said("data.train_split", "train"), setting_said("data.eval_split", "val"))
         raise NoSuchSplit(
-            f"{missing}, or evaluate on held-out training images: --set data.train_split=train "
-            f"--set data.eval_split=val"
+            f"{missing}, or evaluate on held-out training images: "
+            f"{for_reader(' ', ' and ').join(splits)}"
         ) from None
     if list(evaluation.classes) != list(train.classes):
         raise DataError(
@@ -217,7 +218,7 @@ def check_images(
             record=checking.USE,
             decoded=cache.decoded_paths(splits),
             say=lambda line: tqdm.write(line, file=sys.stderr),
-            fixes=checking.RESUMED_FIXES if resuming else checking.FIXES,
+            fixes=checking.resumed_fixes() if resuming else None,
         )
         if bad:
             skipped = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"

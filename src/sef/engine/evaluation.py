@@ -16,19 +16,19 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset
 
 from sef import datasets, distributed, outputs, threads
-from sef.config import Config
+from sef.config import Config, setting_said
 from sef.datasets.splits import share_images, training_record
 from sef.distributed import Context
 from sef.engine.data import nothing_to_evaluate, training_change
 from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
-from sef.errors import DataError, OutOfMemory, warn
+from sef.errors import DataError, OutOfMemory, for_reader, warn
 from sef.losses import group_correlation
 from sef.metrics import class_mean_accuracy, group_accuracies, not_finite_said, top1_accuracy
 from sef.model import SEF, unwrap
 from sef.modes import evaluation_mode
 from sef.text import counted
-from sef.trained import TrainedModel, load_trained_model
+from sef.trained import TrainedModel, check_saved_root, load_trained_model
 from sef.tta import TTAViews, forward_views
 
 
@@ -307,7 +307,7 @@ def evaluate_checkpoint(
                 raise
             raise OutOfMemory(
                 f"out of {context.device.type} memory with batches of {batch_size} images; "
-                f"evaluate with a lower --batch-size"
+                f"evaluate with a lower {for_reader('--batch-size', 'batch_size')}"
             ) from None
         result.group_heads_trained = heads_trained(config)
         if context.is_main and result.non_finite:
@@ -322,7 +322,7 @@ def _broken(result: EvalResult, checkpoint: str | os.PathLike, split: str) -> st
     said = result.non_finite_said(f"{split} image", f"the predictions of {checkpoint} mean nothing")
     return (
         f"{said}; evaluate an earlier checkpoint of its run, or train again with a lower "
-        f"optim.lr or --amp none"
+        f"optim.lr or {setting_said('run.amp', 'none')}"
     )
 
 
@@ -335,6 +335,8 @@ def _model_and_data(
 ) -> tuple[TrainedModel, Any]:
     """The saved model on this process's device and the ``split`` it is evaluated on."""
     trained = load_trained_model(checkpoint, device=context.device)
+    if data_root is None:  # a moved data root, named as evaluate_checkpoint takes another
+        check_saved_root(trained.config, argument="data_root")
     dataset = trained.dataset(split, data_root, progress=progress)
     data = trained.config.data
     if len(dataset) == 0:
@@ -343,7 +345,7 @@ def _model_and_data(
         warn(
             f"the {split} split shares images with {data.train_split}, which this model "
             f"trained on: its accuracy is not on held-out images; the run evaluated on "
-            f"--split {data.eval_split}"
+            f"{for_reader(f'--split {data.eval_split}', f'split={data.eval_split!r}')}"
         )
     if context.is_main:
         _warn_changed_training(trained, checkpoint, data_root)

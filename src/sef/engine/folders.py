@@ -14,7 +14,7 @@ import yaml
 from sef import outputs
 from sef.config import Config, run_name
 from sef.engine.lock import LOCK_NAME, FolderBusy, NotALock, RunLock, acquire
-from sef.errors import ConfigError, DiskFull, OutputError, to_command
+from sef.errors import ConfigError, DiskFull, OutputError, for_reader
 
 # The advice of a run's messages that names `sef train`'s --out, each said in one place:
 # `sef reproduce`, whose --out holds a folder per run, says each its own way (with RESUME_ADVICE,
@@ -38,12 +38,12 @@ def for_code(advice: str) -> str:
 def said(advice: str) -> str:
     """One of the advice above as its reader goes on: the command's user with --out, Python code
     with run.out (:func:`~sef.errors.to_command`)."""
-    return advice if to_command() else for_code(advice)
+    return for_reader(advice, for_code(advice))
 
 
 def resume_said() -> str:
     """How a resume is asked for: the command's --resume, fit's resume=True."""
-    return "--resume" if to_command() else "resume=True"
+    return for_reader("--resume", "resume=True")
 
 
 # The files only the run holding a folder writes (their temporaries are that run's too), as
@@ -175,7 +175,8 @@ def check_config_file(config_file: Path | None, folder: Path) -> None:
         return
     if os.path.samefile(config_file, own):
         raise ConfigError(
-            f"--config {config_file} is the config.yaml the run writes in {folder}; keep your "
+            f"{for_reader('--config', 'config_file')} {config_file} is the config.yaml the run "
+            f"writes in {folder}; keep your "
             f"config elsewhere or {said(ELSEWHERE)}"
         )
 

@@ -209,14 +209,10 @@ def _remove_unheld(path: Path, folder: Path) -> bool:
 
 def _not_a_lock(path: Path) -> NotALock | None:
     """NotALock where ``path`` is a folder or a link (to anything), else None."""
-    if path.is_symlink():
-        kind = f"a link to {os.readlink(path)}" if path.exists() else "a link to nothing"
-    elif path.is_dir():
-        kind = "a folder"
-    else:
-        return None
-    problem = f"{path} is {kind}, not a run's lock file"
-    return NotALock(f"{problem}; remove it (no run holds it)", problem)
+    if not path.is_symlink() and path.is_dir():
+        problem = f"{path} is a folder, not a run's lock file"
+        return NotALock(f"{problem}; remove it (no run holds it)", problem)
+    return outputs.linked_lock(path, "a run's lock file", "run", NotALock)
 
 
 def check_lock_file(folder: str | os.PathLike) -> None:

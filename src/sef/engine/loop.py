@@ -15,9 +15,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sef import distributed
+from sef.config.values import setting_said
 from sef.distributed import Context
 from sef.engine.device import autocast, to_device
-from sef.errors import ConfigError, TrainingError
+from sef.errors import ConfigError, TrainingError, for_reader
 from sef.losses import LOSS_TERMS, SEFLoss, group_correlation, target_classes
 from sef.model import OneValuePerChannel, SEFOutput
 from sef.text import bars_drawn, rate
@@ -55,12 +56,14 @@ def _forward(model: nn.Module, images: Tensor, context: Context, accumulate: int
         return model(images)
     except OneValuePerChannel as error:
         parts = accumulate > 1
-        batch, fewer = ("micro-batch", ", a lower --accumulate") if parts else ("batch", "")
-        least = 2 * context.world_size * accumulate
+        batch = "micro-batch" if parts else "batch"
+        fewer = f", a lower {setting_said('optim.accumulate')}" if parts else ""
+        least = setting_said("optim.batch_size", 2 * context.world_size * accumulate)
+        key = for_reader(" (optim.batch_size)", "")  # the option's key, which code names itself
         raise ConfigError(
             f"BatchNorm cannot train on a {batch} of {len(images)} image whose map is 1 x 1 at one "
-            f"of its layers ({error.torch_says}); train with --batch-size {least} or more "
-            f"(optim.batch_size){fewer}, or larger images (--image-size)"
+            f"of its layers ({error.torch_says}); train with {least} or more{key}{fewer}, or "
+            f"larger images ({setting_said('data.image_size')})"
         ) from None
 
 

@@ -104,6 +104,7 @@ from sef.errors import (
     OutOfMemory,
     OutputError,
     TrainingError,
+    for_reader,
     original_message,
     to_command,
 )
@@ -412,7 +413,7 @@ def _check_out_dir(config: Config) -> None:
     if _real(out).is_relative_to(_real(Path(root))):
         raise ConfigError(
             f"the run folder {out} is inside the data root {root}, where it would be read as "
-            f"data; choose an --out outside it"
+            f"data; {for_reader('choose an --out', 'set run.out to a folder')} outside it"
         )
 
 
@@ -424,8 +425,9 @@ def _check_out_is_text(config: Config) -> None:
     if not out or not tensorboard_on(config) or shown(out) == out:
         return
     raise ConfigError(
-        f"--out {shown(out)} is not UTF-8 text (\ufffd marks its other bytes), and TensorBoard "
-        f"writes only under UTF-8 paths; choose another name, or --set run.tensorboard=false"
+        f"{setting_said('run.out', shown(out))} is not UTF-8 text (\ufffd marks its other bytes), "
+        f"and TensorBoard writes only under UTF-8 paths; choose another name, or "
+        f"{setting_said('run.tensorboard', False)}"
     )
 
 
@@ -550,8 +552,9 @@ def _check_setup(config: Config, context: Context, resume: bool = False) -> None
     world, parts, batch = context.world_size, config.optim.accumulate, config.optim.batch_size
     if batch % (world * parts):
         micro = f" x {parts} micro-batches (optim.accumulate)" if parts > 1 else ""
+        times = f" times {setting_said('optim.accumulate')}" if parts > 1 else ""
         fix = (
-            f"resume on a number of processes{' times --accumulate' * (parts > 1)} that divides "
+            f"resume on a number of processes{times} that divides "
             f"{batch} (a resume keeps the batch size)"
             if resume
             else f"choose a multiple of {world * parts}"
@@ -560,7 +563,9 @@ def _check_setup(config: Config, context: Context, resume: bool = False) -> None
             f"optim.batch_size={batch} must divide evenly over {world} processes{micro}; {fix}"
         )
     if config.run.amp == "fp16" and context.device.type != "cuda":
-        raise ConfigError("run.amp=fp16 needs a CUDA GPU; use --amp bf16 or none on CPU")
+        raise ConfigError(
+            f"run.amp=fp16 needs a CUDA GPU; use {setting_said('run.amp', 'bf16')} or none on CPU"
+        )
     if config.run.sync_bn and context.distributed and context.device.type != "cuda":
         raise ConfigError("run.sync_bn=true needs CUDA GPUs; set it to false for CPU training")
     if context.is_main:  # only rank 0 logs; a missing client fails before any image is read
@@ -991,8 +996,9 @@ def _one_image_note(run: _Run) -> str | None:
     return (
         f"note: each micro-batch holds 1 image (optim.accumulate={parts} of {per_process} images "
         f"per process): BatchNorm normalises every image by its own statistics and keeps running "
-        f"averages of single images, unlike the recipe's batches; --accumulate {fewer} keeps "
-        f"{per_process // fewer} images a micro-batch"
+        f"averages of single images, unlike the recipe's batches; "
+        f"{setting_said('optim.accumulate', fewer)} keeps {per_process // fewer} images a "
+        f"micro-batch"
     )
 
 
@@ -1012,7 +1018,8 @@ def _one_step_note(run: _Run) -> str | None:
         return None
     return (
         f"note: the batch of {batch} is larger than the {counted(images, 'training image')}, so "
-        f"each epoch is one optimizer step; a lower --batch-size takes more steps an epoch"
+        f"each epoch is one optimizer step; a lower {setting_said('optim.batch_size')} takes more "
+        f"steps an epoch"
     )
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from sef.config import Config
-from sef.errors import ConfigError
+from sef.errors import ConfigError, for_reader
 
 # SEF-ResNet-50 training at 448 px, batch 32, one NVIDIA H200, 2026-11-26 (docs/performance.md)
 MIXED_PRECISION_RATE = 814.0  # bf16 autocast + channels_last: `sef train`'s road
@@ -37,16 +37,19 @@ def assumed_speed(config: Config, images_per_second: float | None = None) -> Spe
     """The user's rate if given, else the measured one for the config's precision."""
     if images_per_second is not None:
         if not (math.isfinite(images_per_second) and images_per_second > 0):
-            raise ConfigError(
-                f"--images-per-second must be a positive number, not {images_per_second:g}"
-            )
-        return Speed(images_per_second, "given with --images-per-second", measured=False)
+            rate = for_reader("--images-per-second", "images_per_second")
+            raise ConfigError(f"{rate} must be a positive number, not {images_per_second:g}")
+        given = for_reader("given with --images-per-second", "given as images_per_second")
+        return Speed(images_per_second, given, measured=False)
     if config.run.amp != "none":
         return Speed(MIXED_PRECISION_RATE, f"measured with bf16 and channels_last: {_WHERE}")
+    mixed = for_reader(
+        "--set run.amp=bf16 --set run.channels_last=true", "run.amp=bf16 and run.channels_last=true"
+    )
     return Speed(
         FP32_RATE,
-        f"measured on the authors' fp32 road: {_WHERE}; sef's road with --set run.amp=bf16 "
-        f"--set run.channels_last=true measured {MIXED_PRECISION_RATE:.0f}",
+        f"measured on the authors' fp32 road: {_WHERE}; sef's road with {mixed} measured "
+        f"{MIXED_PRECISION_RATE:.0f}",
     )
 
 

@@ -21,17 +21,32 @@ from sef.config import (
     preset_name,
     resolve_config,
 )
-from sef.engine import RESUMABLE_CHANGES
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, for_reader
 from sef.reproduce.paper import PaperRow, PaperTable, datasets, tables
 
 DEFAULT_OUT = "runs/reproduce"
-# Keys each run gets from the plan, not from --set: what to give instead.
+# Keys each run gets from the plan, not from --set: what to give instead, to the command's user
+# and to Python code (reproduce()'s arguments), and why.
 PLACED = {
-    "run.out": "--out DIR (each run trains in DIR/<preset>)",
-    "data.root": "--data NAME=ROOT",
-    "data.dataset": "--data NAME=ROOT (each row's column is its dataset)",
+    "run.out": ("--out DIR", "out=DIR", " (each run trains in DIR/<preset>)"),
+    "data.root": ("--data NAME=ROOT", "data={NAME: ROOT}", ""),
+    "data.dataset": (
+        "--data NAME=ROOT",
+        "data={NAME: ROOT}",
+        " (each row's column is its dataset)",
+    ),
 }
+
+
+def option_said(option: str) -> str:
+    """One of `sef reproduce`'s options (``--images-per-second``) as its reader gives it: the
+    option to the command's user, reproduce()'s argument to Python code (images_per_second)."""
+    return for_reader(option, option.removeprefix("--").replace("-", "_"))
+
+
+def another_out() -> str:
+    """Where the whole table may go instead: another --out, reproduce()'s out to Python code."""
+    return for_reader("another --out", "another out folder")
 
 
 @dataclass
@@ -96,6 +111,8 @@ class Plan:
     def recipe_changes(self) -> tuple[str, ...]:
         """The overrides that change what a run computes: not where it reads, writes or logs,
         nor a value its preset holds already (a run that may resume with them is the same run)."""
+        from sef.engine import RESUMABLE_CHANGES  # torch: a plan's configs are checked without
+
         changed = {
             key
             for run in self.runs
@@ -158,7 +175,9 @@ def _selected(chosen: PaperTable, only: Iterable[str] | None) -> tuple[str, ...]
     listed = ", ".join(f"{row.ours} ({row.label})" for row in chosen.ours)
     for name in only:
         if name not in rows:
-            raise ConfigError(f"--only {name!r} is not a row of {chosen.key}; its rows: {listed}")
+            raise ConfigError(
+                f"{option_said('--only')} {name!r} is not a row of {chosen.key}; its rows: {listed}"
+            )
     return tuple(row for row in rows if row in set(only))
 
 
@@ -171,7 +190,8 @@ def _image_counts(dataset: str, config: Config) -> tuple[int, int]:
     try:
         train, test = (read_split(d, split, seed=seed) for split in (d.train_split, d.eval_split))
     except DataError as error:
-        raise DataError(f"--data {dataset}={d.root}: {error}") from None
+        given = for_reader(f"--data {dataset}={d.root}", f"data[{dataset!r}]={d.root}")
+        raise DataError(f"{given}: {error}") from None
     return len(train), len(test)
 
 
@@ -195,12 +215,20 @@ def create_plan(
     overrides = tuple(overrides)
     for name in parse_overrides(overrides):
         if name in PLACED:
-            raise ConfigError(f"--set {name} does not apply here: give {PLACED[name]}")
+            command, code, why = PLACED[name]
+            raise ConfigError(
+                f"{for_reader(f'--set {name}', f'the override {name}')} does not apply here: "
+                f"give {for_reader(command, code)}{why}"
+            )
     paper_sizes = not data
     if paper_sizes and not dry_run:
+        example = for_reader(
+            "--data cub=~/data/CUB_200_2011", "data={'cub': '~/data/CUB_200_2011'}"
+        )
         raise ConfigError(
-            f"give at least one dataset, e.g. --data cub=~/data/CUB_200_2011 (the {chosen.key} "
-            f"datasets: {', '.join(chosen.columns)}), or --dry-run for an estimate"
+            f"give at least one dataset, e.g. {example} (the {chosen.key} datasets: "
+            f"{', '.join(chosen.columns)}), or {for_reader('--dry-run', 'dry_run=True')} for an "
+            f"estimate"
         )
     runs, earlier = [], []
     for dataset in chosen.columns:

@@ -27,10 +27,10 @@ from sef.engine.folders import (
     for_code,
 )
 from sef.engine.run import FIT_RESUME, RESUME_ADVICE
-from sef.errors import SEFError
+from sef.errors import SEFError, for_reader
 from sef.reproduce.estimate import Speed, assumed_speed, hours
 from sef.reproduce.paper import datasets
-from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, create_plan
+from sef.reproduce.plan import DEFAULT_OUT, Plan, Run, another_out, create_plan, option_said
 from sef.reproduce.state import DONE, NEW, PARTIAL, RunState, read_state, train_again
 from sef.reproduce.tables import States, changed_recipe, main_table, write_tables
 from sef.text import counted, rate, table
@@ -117,7 +117,7 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
         say(line)
     _say_blanks(plan, states, say)
     if plan.paper_sizes:
-        say("image counts: Table I's (no --data given)")
+        say(f"image counts: Table I's (no {option_said('--data')} given)")
     say(
         f"estimate: {left:.1f} GPU hours left of {total:.1f}, at {speed.images_per_second:g} "
         "images/s per GPU"
@@ -127,7 +127,8 @@ def _dry_run(plan: Plan, states: States, speed: Speed, say: Callable[[str], None
     if speed.measured and backbone != "resnet50":
         high = ", so this estimate is high" if backbone == "resnet18" else ""  # Table III's
         say(f"  {backbone} counted at SEF-ResNet-50's rate, not its own{high}")
-    say("  evaluation counted at the training rate; --images-per-second N sets your GPU's rate")
+    rate = for_reader("--images-per-second N", "images_per_second=N")
+    say(f"  evaluation counted at the training rate; {rate} sets your GPU's rate")
 
 
 def _columns(names: Iterable[str]) -> str:
@@ -138,13 +139,15 @@ def _say_blanks(plan: Plan, states: States, say: Callable[[str], None]) -> None:
     found = {run.dataset for run in plan.earlier if states[_key(run)].kind != NEW}
     blank = [d for d in plan.missing if d not in found]
     if blank:
-        say(f"blank: {_columns(blank)} (no --data)")
+        say(f"blank: {_columns(blank)} (no {option_said('--data')})")
     if found:
         shown = [d for d in plan.missing if d in found]
-        say(f"shown as found in {plan.out} (no --data): {_columns(shown)}")
+        say(f"shown as found in {plan.out} (no {option_said('--data')}): {_columns(shown)}")
     skipped = [row.label for row in plan.table.ours if row.ours not in plan.selected]
     if skipped:
-        say(f"not in --only: {'; '.join(map(str, skipped))}")  # Table III's labels hold commas
+        say(
+            f"not in {option_said('--only')}: {'; '.join(map(str, skipped))}"
+        )  # Table III's labels hold commas
     if plan.recipe_changes:
         say(f"not the paper's recipe ({changed_recipe(plan)}): its accuracies are not the paper's")
 
@@ -154,16 +157,16 @@ def advice(run: Run) -> dict[str, str]:
     reproduce` says it for ``run``: it goes on when run again, and its --out holds every row's
     folder, so the run starts over where its folder is moved away, and goes on elsewhere where
     the whole table's folder does."""
-    table = run.out.parent
+    table, out = run.out.parent, for_reader("--out", "out")
     return {
         RESUME_ADVICE: "again to continue",
         FIT_RESUME: "call reproduce again with the same arguments to continue",
         START_OVER: train_again(run.out),
-        ELSEWHERE: "give another --out for the whole table",
+        ELSEWHERE: f"give {another_out()} for the whole table",
         COPY_AND_RESUME: (
-            f"copy {table} to a writable place with file locks and give that copy as --out"
+            f"copy {table} to a writable place with file locks and give that copy as {out}"
         ),
-        MOVE_AND_RESUME: f"move {table} to a disk with room and give it as --out",
+        MOVE_AND_RESUME: f"move {table} to a disk with room and give it as {out}",
     }
 
 
@@ -271,6 +274,17 @@ def reproduce(
     """Train (or resume, or reuse) every run of ``table`` on ``data`` ({dataset: root}) and write
     ``OUT/<table>.md`` and ``.csv``; ``dry_run`` lists the runs and the GPU hours instead."""
     plan = create_plan(table, data, out=out, overrides=overrides, only=only, dry_run=dry_run)
+    return carry_out(plan, dry_run=dry_run, images_per_second=images_per_second, progress=progress)
+
+
+def carry_out(
+    plan: Plan,
+    *,
+    dry_run: bool = False,
+    images_per_second: float | None = None,
+    progress: bool | None = None,
+) -> Outcome:
+    """What :func:`reproduce` does once ``plan`` is made (its configs checked)."""
     context = distributed.setup(plan.device)
 
     def say(line: str) -> None:

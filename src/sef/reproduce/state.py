@@ -24,8 +24,10 @@ from sef.errors import (
     IncompleteCheckpoint,
     NotACheckpoint,
     OutputError,
+    for_reader,
 )
 from sef.outputs import holds_a_run
+from sef.reproduce.plan import another_out
 from sef.trained import check_sections
 from sef.version import __version__
 
@@ -61,21 +63,21 @@ def _check_same_config(config: Config, saved: dict, path: Path) -> None:
     try:
         check_sections(path, saved["config"])
     except CheckpointError as error:
-        raise CheckpointError(f"{error}, or give another --out") from None
+        raise CheckpointError(f"{error}, or give {another_out()}") from None
     try:
         changes = config_changes(saved["config"], config, RESUMABLE_CHANGES)
     except ConfigError as error:
         writer = saved.get("sef_version", "another version")
         raise ConfigError(
             f"{path} was written by sef {writer} with a config this sef {__version__} cannot "
-            f"read ({error}); reproduce with that sef, or give another --out"
+            f"read ({error}); reproduce with that sef, or give {another_out()}"
         ) from None
     if changes:
         key, before, now = changes[0]
         raise ConfigError(
             f"{path} was trained with {key}={before!r}, but this reproduction asks for "
-            f"{now!r}{_another_writer(saved)}; give the same --weights and --set as before, or "
-            f"another --out"
+            f"{now!r}{_another_writer(saved)}; give the same "
+            f"{for_reader('--weights and --set', 'overrides')} as before, or {another_out()}"
         )
 
 
@@ -114,12 +116,12 @@ def _check_new_folder(folder: Path) -> None:
     a file in the folder's place, or a folder in its last.pt's, where no run can write."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(
-            f"{folder} is a file, not a run's folder; move it away, or give another --out"
+            f"{folder} is a file, not a run's folder; move it away, or give {another_out()}"
         )
     if (folder / "last.pt").is_dir():
         raise CheckpointError(
             f"{folder / 'last.pt'} is a folder, not a checkpoint; {train_again(folder)}, or give "
-            f"another --out"
+            f"{another_out()}"
         )
     if is_held(folder):
         return
@@ -128,7 +130,7 @@ def _check_new_folder(folder: Path) -> None:
         check_others_records(folder)
     except OutputError as error:
         raise OutputError(
-            f"{error.problem}; move it away, or give another --out", error.problem
+            f"{error.problem}; move it away, or give {another_out()}", error.problem
         ) from None
 
 
@@ -150,7 +152,7 @@ def read_state(config: Config) -> RunState:
         raise IncompleteCheckpoint(f"{error}, or {train_again(folder)}") from None
     except NotACheckpoint as error:  # its advice to pass another file: here none is passed
         raise NotACheckpoint(
-            f"{error.problem}; {train_again(folder)}, or give another --out", error.problem
+            f"{error.problem}; {train_again(folder)}, or give {another_out()}", error.problem
         ) from None
     _check_same_config(config, saved, path)
     if any(key not in saved for key in TRAINING_STATE):  # best.pt copied in its place
