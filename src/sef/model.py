@@ -55,7 +55,7 @@ _DATA_PARALLEL = (
 
 
 # torch's F.batch_norm on a batch of one value per channel in train mode
-_ONE_VALUE = "Expected more than 1 value per channel when training"
+ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 class OneValuePerChannel(ValueError):
@@ -65,7 +65,7 @@ class OneValuePerChannel(ValueError):
 
     def __init__(self, error: ValueError, images: Tensor) -> None:
         self.torch_says = str(error)
-        detail = self.torch_says[len(_ONE_VALUE) :].lstrip(", ")
+        detail = self.torch_says[len(ONE_VALUE_PER_CHANNEL) :].lstrip(", ")
         super().__init__(
             f"a BatchNorm of the backbone got one value per channel in train mode ({detail}): "
             f"a batch of {counted(len(images), 'image')} at {images.shape[-2]} x "
@@ -163,7 +163,7 @@ class SEF(nn.Module):
         try:
             raw = self.backbone(images)
         except ValueError as error:
-            if not str(error).startswith(_ONE_VALUE):
+            if not str(error).startswith(ONE_VALUE_PER_CHANNEL):
                 raise
             raise OneValuePerChannel(error, images) from error
         a_map = isinstance(raw, Tensor) and raw.dim() == 4

@@ -20,7 +20,7 @@ from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.errors import ConfigError, TrainingError, for_reader
 from sef.losses import LOSS_TERMS, SEFLoss, group_correlation, target_classes
-from sef.model import OneValuePerChannel, SEFOutput
+from sef.model import ONE_VALUE_PER_CHANNEL, SEFOutput
 from sef.text import bars_drawn, rate
 
 READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
@@ -54,7 +54,10 @@ def _forward(model: nn.Module, images: Tensor, context: Context, accumulate: int
     """``model(images)``; ConfigError for a batch of one image that BatchNorm cannot train on."""
     try:
         return model(images)
-    except OneValuePerChannel as error:
+    except ValueError as error:  # sef.SEF's OneValuePerChannel, or torch's own (any module)
+        said = getattr(error, "torch_says", str(error))
+        if ONE_VALUE_PER_CHANNEL not in said:
+            raise
         parts = accumulate > 1
         batch = "micro-batch" if parts else "batch"
         fewer = f", a lower {setting_said('optim.accumulate')}" if parts else ""
@@ -62,7 +65,7 @@ def _forward(model: nn.Module, images: Tensor, context: Context, accumulate: int
         key = for_reader(" (optim.batch_size)", "")  # the option's key, which code names itself
         raise ConfigError(
             f"BatchNorm cannot train on a {batch} of {len(images)} image whose map is 1 x 1 at one "
-            f"of its layers ({error.torch_says}); train with {least} or more{key}{fewer}, or "
+            f"of its layers ({said}); train with {least} or more{key}{fewer}, or "
             f"larger images ({setting_said('data.image_size')})"
         ) from None
 
