@@ -238,3 +238,50 @@ def test_a_checkpoint_brings_back_the_loss_it_was_trained_with(demo_root, tmp_pa
     with pytest.warns(UserWarning, match=r"trained with SEFLoss\(groups=2, lam=0.0, .*phi=0.1"):
         kept = SEFLightningModule.load_from_checkpoint(path, model=fresh, loss=given)
     assert kept.loss is given
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (lambda model: torch.optim.SGD(model.parameters(), lr=0.1), r"not SGD\(\.\.\.\) built"),
+        (lambda model: torch.optim.AdamW, "not the class AdamW itself"),
+    ],
+)
+def test_an_optimizer_built_already_or_its_class_is_refused_when_the_module_is_built(
+    given, named
+) -> None:
+    """Lightning failed in configure_optimizers, "'SGD' object is not callable" or "'SEF' object
+    is not iterable", once the Trainer had set up."""
+    model = SEF("small_cnn", num_classes=3, groups=2)
+    with pytest.raises(TypeError, match=f"optimizer must be a function .*{named}"):
+        SEFLightningModule(model, optimizer=given(model))
+
+
+def test_a_scheduler_built_already_is_refused_when_the_module_is_built() -> None:
+    model = SEF("small_cnn", num_classes=3, groups=2)
+    built = torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), lr=0.1), 1)
+    with pytest.raises(TypeError, match=r"scheduler must be a function .*not StepLR\(\.\.\.\)"):
+        SEFLightningModule(model, scheduler=built)
+
+
+def test_an_optimizer_that_leaves_out_the_group_heads_is_warned_of() -> None:
+    """A parameter group per part (a lower lr for the backbone) that forgot the group heads
+    trained silently without them."""
+    model = SEF("small_cnn", num_classes=3, groups=2)
+
+    def parts(model):
+        groups = [{"params": model.backbone.parameters(), "lr": 0.001}]
+        return torch.optim.SGD([*groups, {"params": model.head.parameters()}], lr=0.1)
+
+    with pytest.warns(UserWarning, match="leaves out 4 trainable parameter tensors of model.gro"):
+        SEFLightningModule(model, optimizer=parts).configure_optimizers()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SEFLightningModule(model).configure_optimizers()
+
+
+def test_a_model_that_is_no_sef_is_refused_when_the_module_is_built() -> None:
+    """A plain network met "'Sequential' object has no attribute 'groups'"."""
+    with pytest.raises(TypeError, match=r"^expected an sef.SEF \(or one wrapped by DDP or torch"):
+        SEFLightningModule(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+    SEFLightningModule(torch.compile(SEF("small_cnn", num_classes=3, groups=2)))

@@ -83,6 +83,21 @@ def test_label_smoothing_smooths_class_indices_and_leaves_probabilities() -> Non
             SEFCriterion(loss, label_smoothing=eps)
 
 
+@pytest.mark.parametrize(
+    ("label", "said"),
+    [
+        (5, r"^target holds class 5 \(image 1\) but the logits have 3 classes: labels are 0 to"),
+        (-100, r"^label_smoothing=0.1 cannot smooth the label -100 \(an image to skip\)"),
+    ],
+)
+def test_labels_smoothing_cannot_take_are_named_in_one_line(label, said) -> None:
+    """They stopped in one_hot's "Class values must be smaller than num_classes" (or "non-
+    negative"): the class out of range went unnamed."""
+    output = sef.SEF("small_cnn", num_classes=3, groups=2).train()(_batch(16)[0][:2])
+    with pytest.raises(ValueError, match=said):
+        SEFCriterion(sef.SEFLoss(2), label_smoothing=0.1)(output, torch.tensor([0, label]))
+
+
 def test_timms_mixup_trains_sef_through_the_criterion_as_timms_losses_it_replaces() -> None:
     """train.py with --mixup/--cutmix/--smoothing: timm's Mixup makes the targets, the task
     calls the criterion, and its ce is SoftTargetCrossEntropy, the loss it replaces there;

@@ -487,6 +487,15 @@ def test_sef_loss_rejects_mismatched_shapes(change, message):
         sef.SEFLoss(3)(change(make_output()), torch.tensor([1, 2, 3, 4]))
 
 
+def test_an_sef_output_built_with_a_list_of_group_logits_is_told_to_stack_them():
+    """A model of one's own that built SEFOutput from its heads' logits met "'list' object has
+    no attribute 'dim'" inside the loss."""
+    out = make_output()
+    built = SEFOutput(out.logits, list(out.group_logits), out.features)
+    with pytest.raises(TypeError, match=r"^SEFOutput.group_logits must be a tensor, got list: to"):
+        sef.SEFLoss(3)(built, torch.tensor([1, 2, 3, 4]))
+
+
 def test_sef_loss_of_other_groups_than_the_model_says_so():
     with pytest.raises(ValueError, match=r"hold 3 groups and SEFLoss has groups=4; give the loss"):
         sef.SEFLoss(4)(make_output(), torch.tensor([1, 2, 3, 4]))

@@ -1,6 +1,7 @@
 """The SEF wrapper: outputs per mode, channel groups, export, backbones, parameter counts."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -397,3 +398,87 @@ def test_a_backbone_of_other_channels_put_in_after_construction_says_so(training
         "the backbone gives 6 channels, but the heads were built for C = 8: model.backbone was "
         "replaced by another network; build a new sef.SEF around the new backbone"
     )
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_state_dict_with_no_key_of_an_sef_is_refused_in_one_line(strict):
+    """A plain network's or an export's state dict loaded nothing with strict=False, silently,
+    and with strict=True listed every key of the SEF as missing."""
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=2)
+    said = r"^none of the state dict's 4 keys is one of this SEF's \('0\.conv\.weight', .*export"
+    with pytest.raises(RuntimeError, match=said):
+        model.load_state_dict(model.export().state_dict(), strict=strict)
+    head = {"head.weight": model.head.weight.detach() + 1}
+    assert model.load_state_dict(head, strict=False).unexpected_keys == []
+
+
+def test_a_module_with_parameters_its_map_does_not_use_is_warned_of_once_built():
+    """A module of one's own that kept its classifier trained without it, DDP stopped on its
+    weights at the second step, and the export shipped them."""
+
+    class KeptClassifier(TinyCNN):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(12, 3)
+
+    with pytest.warns(UserWarning, match=r"^the backbone's fc \(2 parameter tensors\) get no gra"):
+        sef.SEF(KeptClassifier(), num_classes=3, groups=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sef.SEF(KeptClassifier().requires_grad_(False), num_classes=3, groups=2)
+        sef.SEF(TinyCNN(), num_classes=3, groups=2)
+        with torch.inference_mode():  # no gradient recorded: nothing to tell
+            sef.SEF(TinyCNN(), num_classes=3, groups=2)
+
+
+def test_scripting_the_sef_itself_points_to_its_export():
+    """torch.jit.script(model) stopped in "Unknown type name 'FeatureAdapter'" at a property."""
+    model = sef.SEF(TinyCNN(), num_classes=3, groups=2).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch's, for jit.script
+        with pytest.raises(TypeError, match=r"^torch.jit.script cannot compile an sef.SEF \(its"):
+            torch.jit.script(model)
+        torch.jit.script(model.export())
+
+
+def test_the_heads_take_the_dtype_of_a_module_built_in_another():
+    """A float64 (or half, or GPU) module met "mat1 and mat2 must have the same dtype" (or
+    device) at its first forward pass: the heads were float32 on the CPU."""
+    model = sef.SEF(TinyCNN().double(), num_classes=3, groups=2)
+    assert model.head.weight.dtype == model.group_heads[1].bias.dtype == torch.float64
+    assert model.eval()(torch.randn(2, 3, 16, 16, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_a_module_that_returns_more_than_its_map_in_train_mode_says_so_in_one_line():
+    """Probed in eval mode it gave a map; in train mode its (map, aux) tuple stopped in
+    "avg_pool2d(): argument 'input' (position 1) must be Tensor, not tuple"."""
+
+    class WithAux(TinyCNN):
+        def forward(self, x):
+            features = super().forward(x)
+            return (features, features.mean()) if self.training else features
+
+    model = sef.SEF(WithAux(), num_classes=3, groups=2)
+    with pytest.raises(TypeError, match=r"^the backbone returned tuple in train mode, not the \["):
+        model.train()(torch.randn(2, 3, 16, 16))
+
+
+def test_reading_the_training_output_as_logits_says_where_they_are():
+    """A loop's output.argmax(1) on the training output met "'SEFOutput' object has no attribute
+    'argmax'", which says nothing of output.logits or eval mode."""
+    output = sef.SEF(TinyCNN(), num_classes=3, groups=2).train()(torch.randn(2, 3, 16, 16))
+    with pytest.raises(AttributeError, match=r"^SEFOutput has no 'argmax': .*output.logits.argmax"):
+        output.argmax(1)
+    with pytest.raises(AttributeError, match=r"^'SEFOutput' object has no attribute 'other'$"):
+        output.other  # noqa: B018
+
+
+def test_a_batch_of_one_image_that_leaves_a_batchnorm_one_value_says_to_drop_it():
+    """The last batch of an epoch, one image, stopped in torch's "Expected more than 1 value per
+    channel when training", which says nothing of drop_last."""
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 16), nn.BatchNorm2d(4))  # 1 x 1 at 16 px
+    model = sef.SEF(backbone, num_classes=3, groups=2).train()
+    said = r"^a BatchNorm of the backbone got one value per channel in train mode \(got input"
+    with pytest.raises(ValueError, match=rf"{said}.*1 image at 16 x 16 px .*drop_last=True"):
+        model(torch.randn(1, 3, 16, 16))
+    assert model(torch.randn(2, 3, 16, 16)).logits.shape == (2, 3)

@@ -315,3 +315,38 @@ def test_an_adapters_feature_map_channels_are_checked_when_the_model_is_built():
         "on a blank 32 x 32 image; make it return the [B, C, H, W] map with C = 48"
     )
     assert sef.SEF(_ChannelsLast(48), num_classes=5).channels == 48  # 64 px: it cannot run
+
+
+def test_a_token_model_passed_with_its_classifier_loses_it_and_loads_a_state_dict_with_it():
+    """Its classifier stayed: no gradient reached it (DDP stops on it) and the export shipped
+    its 1000-class weights."""
+    timm_model = timm.create_model("vit_tiny_patch16_224", depth=1, img_size=32)
+    saved = timm_model.state_dict()
+    model = sef.SEF(sef.adapters.timm_features(timm_model, image_size=32), 4, groups=2)
+    assert (
+        model.backbone.dropped == ("head",)
+        and "model.head.weight" not in model.backbone.state_dict()
+    )
+    model.train().forward_sef(torch.randn(2, 3, 32, 32)).logits.sum().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    model.backbone.load_state_dict({f"model.{key}": value for key, value in saved.items()})
+
+
+def test_timms_optimizer_factory_exempts_the_backbones_position_embedding_from_weight_decay():
+    """SEF had no no_weight_decay(): timm's create_optimizer_v2 decayed a ViT's pos_embed and
+    cls_token, which timm exempts on the ViT itself."""
+    import timm.optim
+
+    model = sef.SEF(
+        "timm:vit_tiny_patch16_224", 3, groups=2, image_size=32, backbone_args={"depth": 1}
+    )
+    optimizer = timm.optim.create_optimizer_v2(model, "adamw", weight_decay=0.05)
+    decayed = {
+        id(p) for group in optimizer.param_groups if group["weight_decay"] for p in group["params"]
+    }
+    embedding = model.backbone.model
+    assert (
+        decayed
+        and id(embedding.pos_embed) not in decayed
+        and id(embedding.cls_token) not in decayed
+    )

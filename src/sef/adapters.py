@@ -72,12 +72,17 @@ def input_channels(model: nn.Module) -> int:
     return first.in_channels if first is not None and first.in_channels else 3  # lazy: 0
 
 
+def placement(model: nn.Module) -> dict:
+    """The device and dtype of ``model``'s first weight, as keyword arguments of a new tensor or
+    layer ({} for a model without weights: torch's defaults)."""
+    parameter = next(model.parameters(), None)
+    return {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
+
+
 def blank_image(model: nn.Module, side: int) -> Tensor:
     """One blank image [1, c, side, side] to probe ``model`` with, on the device and in the dtype
     of its weights; c is :func:`input_channels`."""
-    parameter = next(model.parameters(), None)
-    like = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
-    return torch.zeros(1, input_channels(model), side, side, **like)
+    return torch.zeros(1, input_channels(model), side, side, **placement(model))
 
 
 def blank_images(model: nn.Module, side: int) -> list[Tensor]:
@@ -108,9 +113,10 @@ class TimmFeatures(FeatureAdapter):
     """A timm model seen through ``forward_features`` (built by :func:`timm_features`).
 
     ``layout`` is NCHW (CNNs), NHWC (Swin-style) or NLC (tokens); ``image_size`` the side the
-    model was built for; ``channels`` its ``num_features``; ``dropped`` the model's children that
-    :func:`timm_features` replaced (their weights in an older state dict are skipped on loading);
-    ``image_channels`` those of the blank image it ran on then (what :func:`input_channels` says).
+    model was built for; ``channels`` its ``num_features``; ``dropped`` the model's modules that
+    :func:`timm_features` replaced or removed (their weights in an older state dict are skipped on
+    loading); ``image_channels`` those of the blank image it ran on then (what
+    :func:`input_channels` says).
     """
 
     def __init__(
@@ -238,7 +244,8 @@ def timm_features(
     pass at ``image_size``, the size it takes; ValueError saying what came out if unsupported.
 
     A CNN's head layers after the pooling (``conv_head``, a head norm) are replaced by
-    ``nn.Identity``: SEF pools the mean of the last map, so they would never train."""
+    ``nn.Identity``: SEF pools the mean of the last map, so they would never train; a token
+    model's classifier is removed (``reset_classifier(0)``), its pooling and norm kept."""
     name = name or type(model).__name__
     if not hasattr(model, "forward_features"):  # timm's features_only wrapper has none
         raise _unsupported(
@@ -255,6 +262,7 @@ def timm_features(
         channels = raw.shape[1] if layout == "NCHW" else raw.shape[-1]
         channels = getattr(model, "num_features", channels)
         dropped = _drop_unused_children(model, called) if layout == "NCHW" else ()
+        dropped += _drop_classifier(model) if layout != "NCHW" else ()
         adapter = TimmFeatures(model, layout, channels, image_size, dropped, image_channels)
         _check_shapes(adapter, raw, image_size, name)
     return adapter
@@ -319,6 +327,19 @@ def _drop_unused_children(model: nn.Module, called: set[int]) -> tuple[str, ...]
         setattr(model, name, nn.Identity())
         dropped.append(name)
     return tuple(dropped)
+
+
+def _drop_classifier(model: nn.Module) -> tuple[str, ...]:
+    """Remove the classifier of a token model passed with one (``num_classes`` > 0): its
+    ``forward_head(pre_logits=True)`` stops before it, so it would never train and would
+    ship; the names of the modules whose weights went."""
+    if not getattr(model, "num_classes", 0):
+        return ()
+    before = model.state_dict()
+    model.reset_classifier(0)
+    return tuple(
+        dict.fromkeys(key.rpartition(".")[0] for key in before.keys() - model.state_dict())
+    )
 
 
 def _check_shapes(adapter: TimmFeatures, raw: Tensor, image_size: int, name: str) -> None:

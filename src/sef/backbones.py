@@ -27,10 +27,10 @@ from sef.adapters import (
     blank_images,
     input_channels,
 )
-from sef.errors import WeightsError
+from sef.errors import WeightsError, warn
 from sef.groups import positive_int
 from sef.modes import evaluation_mode
-from sef.text import close_to, counted
+from sef.text import close_to, counted, some
 from sef.timm_backbones import timm_backbone
 from sef.weights import download_help, is_weights_file, load_file_into
 
@@ -310,6 +310,34 @@ def probe_channels(backbone: nn.Module, image_size: int | None = None) -> tuple[
     if problem is not None:
         raise ValueError(f"sef needs the backbone's last [B, C, H, W] feature map, but {problem}")
     return images.shape[1], out.shape[1]
+
+
+def warn_of_unused_parameters(backbone: nn.Module, image_channels: int, side: int) -> None:
+    """Warn where trainable parameters of a module of the user's get no gradient from its map on
+    a blank image (a classifier left attached): they would never train, DistributedDataParallel
+    stops on them and the export ships them. Not for compiled modules (a backward would compile
+    once more), nor under ``torch.inference_mode``, which records no gradient."""
+    trainable = [(name, p) for name, p in backbone.named_parameters() if p.requires_grad]
+    if not trainable or hasattr(backbone, "_orig_mod") or torch.is_inference_mode_enabled():
+        return
+    image = blank_image(backbone, side).new_zeros(1, image_channels, side, side)
+    parameters = [p for _, p in trainable]
+    with evaluation_mode(backbone), torch.enable_grad():
+        out = backbone(image).sum()
+        grads = (
+            torch.autograd.grad(out, parameters, allow_unused=True)
+            if out.requires_grad
+            else [None] * len(parameters)
+        )
+    unused = [name for (name, _), grad in zip(trainable, grads, strict=True) if grad is None]
+    if unused:
+        parts = list(dict.fromkeys(name.rpartition(".")[0] or name for name in unused))
+        warn(
+            f"the backbone's {some(parts)} ({counted(len(unused), 'parameter tensor')}) get no "
+            f"gradient from its feature map (a classifier left attached?): they would never "
+            f"train, DistributedDataParallel stops on them and export() ships them; pass a "
+            f"module without them, or freeze them with requires_grad_(False)"
+        )
 
 
 def _probe(backbone: nn.Module, tries: list[torch.Tensor]) -> tuple[object, torch.Tensor]:

@@ -281,6 +281,11 @@ def _check_output(output: SEFOutput, target: Tensor, groups: int) -> None:
             f"SEFLoss takes the SEFOutput of a model in train mode (or of model.forward_sef), "
             f"got {type(output).__name__}: an eval-mode SEF returns logits only"
         )
+    for name in ("logits", "group_logits", "features"):
+        if not isinstance(getattr(output, name), Tensor):
+            kind = type(getattr(output, name)).__name__
+            stack = ": torch.stack the group heads' logits" if name == "group_logits" else ""
+            raise TypeError(f"SEFOutput.{name} must be a tensor, got {kind}{stack}")
     logits, group_logits = output.logits, output.group_logits
     _check_logits(logits)
     if logits.shape[0] == 0:

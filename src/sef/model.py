@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sef.adapters import FeatureAdapter, Pooled
-from sef.backbones import create_backbone, probe_channels
+from sef.adapters import FeatureAdapter, Pooled, placement
+from sef.backbones import create_backbone, probe_channels, warn_of_unused_parameters
 from sef.groups import group_sizes, positive_int
+from sef.text import counted, some
 
 
 @dataclass
@@ -29,6 +30,16 @@ class SEFOutput:
     group_logits: Tensor
     features: Tensor
 
+    def __getattr__(self, name: str) -> object:
+        """One line where a loop reads the training output as logits (``output.argmax(1)``)."""
+        if name.startswith("_") or not hasattr(Tensor, name):
+            raise AttributeError(f"'SEFOutput' object has no attribute {name!r}")
+        raise AttributeError(
+            f"SEFOutput has no {name!r}: it is a train-mode SEF's output (logits, group_logits, "
+            f"features), not a tensor; read output.logits.{name}, or call model.eval() for "
+            f"plain logits"
+        )
+
 
 # A pytree node, so torch.export, torch.compile and tree utilities see its three tensors.
 torch.export.register_dataclass(SEFOutput, serialized_type_name="sef.model.SEFOutput")
@@ -41,6 +52,26 @@ _DATA_PARALLEL = (
     "train on several GPUs with DistributedDataParallel (`torchrun ... sef train`, or DDP in "
     "your own loop); DataParallel works for eval mode, which returns plain logits"
 )
+
+
+# torch's F.batch_norm on a batch of one value per channel in train mode
+ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
+
+
+class OneValuePerChannel(ValueError):
+    """A BatchNorm of the backbone got one value per channel in train mode (a batch of one image
+    whose map is 1 x 1 there), with what to do in a loop of one's own; ``torch_says`` is torch's
+    message (``sef train`` says what to do in its own options)."""
+
+    def __init__(self, error: ValueError, images: Tensor) -> None:
+        self.torch_says = str(error)
+        detail = self.torch_says[len(ONE_VALUE_PER_CHANNEL) :].lstrip(", ")
+        super().__init__(
+            f"a BatchNorm of the backbone got one value per channel in train mode ({detail}): "
+            f"a batch of {counted(len(images), 'image')} at {images.shape[-2]} x "
+            f"{images.shape[-1]} px leaves it nothing to normalise; drop the last, short batch "
+            f"(DataLoader(..., drop_last=True)), or give larger images"
+        )
 
 
 def _global_pool() -> nn.Module:
@@ -90,11 +121,16 @@ class SEF(nn.Module):
             output_stride=output_stride,
         )
         self.image_channels, self.channels = probe_channels(self.backbone, image_size)
+        if isinstance(backbone, nn.Module) and not isinstance(backbone, FeatureAdapter):
+            warn_of_unused_parameters(backbone, self.image_channels, image_size or 64)
         self.num_classes = num_classes
         self.group_sizes = group_sizes(self.channels, groups)
         self.pool = _global_pool()
-        self.head = nn.Linear(self.channels, num_classes)
-        self.group_heads = nn.ModuleList(nn.Linear(c, num_classes) for c in self.group_sizes)
+        like = placement(self.backbone)  # a module in float64, or on a GPU: its heads too
+        self.head = nn.Linear(self.channels, num_classes, **like)
+        self.group_heads = nn.ModuleList(
+            nn.Linear(c, num_classes, **like) for c in self.group_sizes
+        )
         self.register_load_state_dict_pre_hook(_check_state_dict)
         # What rebuilds the exported network (sef.export.load_safetensors); None for a module.
         self.architecture = None if isinstance(backbone, nn.Module) else {
@@ -119,9 +155,31 @@ class SEF(nn.Module):
             return self.backbone.pool(raw)
         return self.pool(raw)
 
+    def _backbone(self, images: Tensor) -> object:
+        """The backbone's output; one line where a module of the user's that gave a map when it
+        was probed (in eval mode) gives something else now (a tuple with auxiliary logits in
+        train mode), where pooling would stop in "avg_pool2d(): argument 'input' must be
+        Tensor"."""
+        try:
+            raw = self.backbone(images)
+        except ValueError as error:
+            if not str(error).startswith(ONE_VALUE_PER_CHANNEL):
+                raise
+            raise OneValuePerChannel(error, images) from error
+        a_map = isinstance(raw, Tensor) and raw.dim() == 4
+        if a_map or isinstance(self.backbone, FeatureAdapter):
+            return raw
+        what = f"shape {tuple(raw.shape)}" if isinstance(raw, Tensor) else type(raw).__name__
+        mode = "train" if self.backbone.training else "eval"
+        raise TypeError(
+            f"the backbone returned {what} in {mode} mode, not "
+            f"the [B, C, H, W] map it returned when sef.SEF probed it (in eval mode); make it "
+            f"return its last map alone in both modes"
+        )
+
     def _features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The feature map [B, C, h, w] and the pooled features [B, C], from one forward pass."""
-        raw = self.backbone(images)
+        raw = self._backbone(images)
         if isinstance(self.backbone, FeatureAdapter):
             return self.backbone.feature_map(raw, images.shape[-2:]), self._pool(raw)
         return raw, self._pool(raw)
@@ -149,7 +207,7 @@ class SEF(nn.Module):
         if self.training:
             return self.forward_sef(images)
         _check_images(images)
-        pooled = self._pool(self.backbone(images))
+        pooled = self._pool(self._backbone(images))
         self._check_channels(pooled)
         return self.head(pooled)
 
@@ -163,6 +221,18 @@ class SEF(nn.Module):
                 f"C = {self.channels}: model.backbone was replaced by another network; build a "
                 f"new sef.SEF around the new backbone"
             )
+
+    def no_weight_decay(self) -> set[str]:
+        """The names its backbone's ``no_weight_decay()`` gives (a timm ViT's ``pos_embed`` and
+        ``cls_token``), under their names in the SEF: timm's ``create_optimizer_v2`` reads this
+        to exempt them from weight decay, and would decay them otherwise."""
+        names: set[str] = set()
+        found: list[str] = []
+        for name, module in self.backbone.named_modules(prefix="backbone"):
+            if hasattr(module, "no_weight_decay") and not name.startswith(tuple(found)):
+                found.append(f"{name}.")
+                names |= {f"{name}.{own}" for own in module.no_weight_decay()}
+        return names
 
     def extra_parameters(self) -> int:
         """Parameters SEF adds to a plain backbone + linear classifier: the group heads."""
@@ -182,6 +252,13 @@ class SEF(nn.Module):
             "group_head_biases": sum(h.bias.numel() for h in self.group_heads),
             "extra": self.extra_parameters(),
         }
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """torch.jit.script's hook: one line where TorchScript would stop at a type of sef's."""
+        raise TypeError(
+            "torch.jit.script cannot compile an sef.SEF (its train mode returns SEFOutput): "
+            "script, trace or ONNX-export model.export(), the network that ships"
+        )
 
     def export(self) -> nn.Module:
         """A copy of backbone + global classifier in eval mode: images -> logits, no group heads.
@@ -216,7 +293,11 @@ def _check_images(images: Tensor) -> None:
 
 def _check_state_dict(model: SEF, state_dict: dict, prefix: str, *_) -> None:
     """A load_state_dict pre-hook: one line where torch would list every key or every head."""
-    problem = _wrapped_keys(state_dict, prefix) or _other_groups(model, state_dict, prefix)
+    problem = (
+        _wrapped_keys(state_dict, prefix)
+        or _no_key_fits(model, state_dict, prefix)
+        or _other_groups(model, state_dict, prefix)
+    )
     if problem:
         raise RuntimeError(problem)
 
@@ -237,6 +318,22 @@ def _wrapped_keys(state_dict: dict, prefix: str) -> str | None:
         f"the state dict is of a wrapped SEF (its keys start with '{prefix}{wrapper}'): save the "
         f"SEF's own, sef.model.unwrap(model).state_dict(), or "
         f"{f'take {wrapper!r} out of its keys' if prefix else strip}"
+    )
+
+
+def _no_key_fits(model: SEF, state_dict: dict, prefix: str) -> str | None:
+    """What is wrong where none of the state dict's keys is one of the SEF's (a plain network's,
+    an export's): with strict=False torch would load nothing and say so only in its return
+    value; else None."""
+    keys = [key[len(prefix) :] for key in state_dict if key.startswith(prefix)]
+    if not keys or not set(keys).isdisjoint(model.state_dict()):
+        return None
+    return (
+        f"none of the state dict's {counted(len(keys), 'key')} is one of this SEF's "
+        f"({some(keys, repr)}; an SEF's start with backbone., head. and group_heads.): "
+        f"load a plain network's weights into the backbone as it is built, "
+        f"sef.SEF(backbone, K, weights=PATH) (a torchvision name's file keeps torchvision's "
+        f"keys), and an export's into model.export()"
     )
 
 

@@ -20,15 +20,13 @@ from sef.distributed import Context
 from sef.engine.device import autocast, to_device
 from sef.errors import ConfigError, TrainingError, for_reader
 from sef.losses import LOSS_TERMS, SEFLoss, group_correlation, target_classes
-from sef.model import SEFOutput
+from sef.model import ONE_VALUE_PER_CHANNEL, SEFOutput
 from sef.text import bars_drawn, rate
 
 READOUT = ("train_corr_within", "train_corr_between")  # group_correlation, with G >= 2
 GRADIENTS = ("grad_norm_median", "grad_norm_max")  # of the gradients the steps applied
 GRADIENT_SPIKE = 20  # a step this many times its epoch's median gradient norm is reported
 CHECK_EVERY = 10  # steps between reads of the running sums and the finiteness check
-# torch's BatchNorm in train mode on one value per channel (one image whose map is 1 x 1 there).
-ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 def gradient_norm(optimizer: torch.optim.Optimizer) -> Tensor:
@@ -56,8 +54,9 @@ def _forward(model: nn.Module, images: Tensor, context: Context, accumulate: int
     """``model(images)``; ConfigError for a batch of one image that BatchNorm cannot train on."""
     try:
         return model(images)
-    except ValueError as error:
-        if ONE_VALUE_PER_CHANNEL not in str(error):
+    except ValueError as error:  # sef.SEF's OneValuePerChannel, or torch's own (any module)
+        said = getattr(error, "torch_says", str(error))
+        if ONE_VALUE_PER_CHANNEL not in said:
             raise
         parts = accumulate > 1
         batch = "micro-batch" if parts else "batch"
@@ -66,8 +65,8 @@ def _forward(model: nn.Module, images: Tensor, context: Context, accumulate: int
         key = for_reader(" (optim.batch_size)", "")  # the option's key, which code names itself
         raise ConfigError(
             f"BatchNorm cannot train on a {batch} of {len(images)} image whose map is 1 x 1 at one "
-            f"of its layers ({error}); train with {least} or more{key}{fewer}, or larger images "
-            f"({setting_said('data.image_size')})"
+            f"of its layers ({said}); train with {least} or more{key}{fewer}, or "
+            f"larger images ({setting_said('data.image_size')})"
         ) from None
 
 

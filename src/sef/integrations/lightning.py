@@ -36,9 +36,10 @@ except ImportError:  # one line naming the pip command
 from sef import transforms
 from sef.config import Config
 from sef.engine.optim import create_optimizer, create_scheduler
+from sef.errors import warn
 from sef.losses import SEFLoss, group_correlation, target_classes
 from sef.metrics import class_mean_accuracy, group_accuracies, top1_accuracy
-from sef.model import SEF
+from sef.model import SEF, unwrap
 from sef.text import counted
 from sef.trained import create_model
 
@@ -68,6 +69,9 @@ class SEFLightningModule(pl.LightningModule):
         scheduler: Scheduler | None = None,
     ):
         super().__init__()
+        unwrap(model)  # TypeError in one line for a model that is no SEF
+        _check_factory("optimizer", optimizer, torch.optim.Optimizer, _OPTIMIZER_EXAMPLE)
+        _check_factory("scheduler", scheduler, _SCHEDULER, _SCHEDULER_EXAMPLE)
         if loss is not None and loss.groups != model.groups:
             raise ValueError(
                 f"the loss is for {loss.groups} groups but the model has {model.groups}; "
@@ -212,6 +216,7 @@ class SEFLightningModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.make_optimizer(self.model)
+        _warn_of_parameters_left_out(self.model, optimizer)
         if self.make_scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.make_scheduler(optimizer)}
@@ -219,6 +224,40 @@ class SEFLightningModule(pl.LightningModule):
     def export(self) -> nn.Module:
         """The plain network that ships: backbone and global head (:meth:`sef.SEF.export`)."""
         return self.model.export()
+
+
+_SCHEDULER = torch.optim.lr_scheduler.LRScheduler
+_OPTIMIZER_EXAMPLE = "lambda model: torch.optim.AdamW(model.parameters(), lr=1e-3)"
+_SCHEDULER_EXAMPLE = "lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, 20)"
+
+
+def _check_factory(name: str, factory: Any, kind: type, example: str) -> None:
+    """TypeError in one line where ``factory`` is no function that builds a ``kind``: one built
+    already, or the class itself (Lightning would fail in configure_optimizers)."""
+    built = isinstance(factory, kind)
+    a_class = isinstance(factory, type) and issubclass(factory, kind)
+    if factory is None or (callable(factory) and not built and not a_class):
+        return
+    what = f"the class {factory.__name__} itself" if a_class else type(factory).__name__
+    raise TypeError(
+        f"{name} must be a function that builds the {name} when fitting starts, e.g. "
+        f"{name}={example}, not {what}{'(...) built already' if built else ''}"
+    )
+
+
+def _warn_of_parameters_left_out(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Warn where the optimizer leaves out trainable parameters of the model (a parameter group
+    per part that forgot the group heads): they would never change."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    left = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+    if not left:
+        return
+    parts = ", ".join(dict.fromkeys(f"model.{name.split('.')[0]}" for name in left))
+    warn(
+        f"the optimizer leaves out {counted(len(left), 'trainable parameter tensor')} of "
+        f"{parts}, which will never change: give it every parameter that trains (a parameter "
+        f"group for model.group_heads too), or freeze the others with requires_grad_(False)"
+    )
 
 
 def _loss_options(loss: SEFLoss) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional
 
-from sef.losses import SEFLoss, cross_entropy
+from sef.losses import IGNORED, SEFLoss, _check_target, _values_readable, cross_entropy
 from sef.model import SEFOutput
 
 
@@ -57,6 +57,13 @@ class SEFCriterion(nn.Module):
         """Class indices [B] as label-smoothed probabilities [B, K]; any other target as it is."""
         if not self.label_smoothing or target.dtype.is_floating_point or target.dim() != 1:
             return target
+        _check_target(target, logits)  # a label out of range, named (not one_hot's "Class values")
+        if _values_readable(target) and (target == IGNORED).any():
+            raise ValueError(
+                f"label_smoothing={self.label_smoothing} cannot smooth the label {IGNORED} (an "
+                f"image to skip) into class probabilities; leave those images out of the batch, "
+                f"or pass label_smoothing=0"
+            )
         classes = logits.shape[-1]
         one_hot = functional.one_hot(target.long(), classes).float()
         return one_hot * (1 - self.label_smoothing) + self.label_smoothing / classes
