@@ -72,6 +72,48 @@ def test_memory_subprocesses_get_the_scripts_own_arguments():
     assert argv_without_memory_flags(argv) == ["--quick", "--sizes", "32"]
 
 
+def git(folder: Path, *arguments: str) -> str:
+    """``git arguments`` in ``folder`` as a test's throwaway author; its output."""
+    author = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    command = ["git", "-C", str(folder), *author, *arguments]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch) -> Path:
+    """A one-commit git repository that the scripts take for the checkout they run from."""
+    folder = tmp_path / "checkout"
+    (folder / "results").mkdir(parents=True)
+    (folder / "code.py").write_text("one\n")
+    (folder / "results" / "r.json").write_text("{}\n")
+    git(folder, "init", "-q")
+    git(folder, "add", ".")
+    git(folder, "commit", "-qm", "one")
+    monkeypatch.setattr(common, "CODE_DIR", folder)  # its results/ is the scripts' by name
+    return folder
+
+
+def test_a_report_names_the_commit_it_ran_from_and_its_changed_files(checkout, tmp_path):
+    report = common.write_report(tmp_path / "a.json", {}, torch.device("cpu"), ["x.py"])
+    clean = {"commit": git(checkout, "rev-parse", "HEAD"), "dirty": False}
+    assert report["code"] == clean | {"changed_count": 0, "changed": []}
+    (checkout / "code.py").write_text("two\n")
+    (checkout / "results" / "r.json").write_text("[]\n")  # a study rewrites it between runs
+    report = common.write_report(tmp_path / "a.json", {}, torch.device("cpu"), ["x.py"])
+    assert report["code"] == clean | {"dirty": True, "changed_count": 1, "changed": ["code.py"]}
+    assert json.loads((tmp_path / "a.json").read_text())["code"] == report["code"]
+
+
+def test_a_report_outside_a_checkout_or_without_git_names_no_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    monkeypatch.setattr(common, "CODE_DIR", tmp_path / "outside")
+    (tmp_path / "outside").mkdir()
+    assert common.write_report(tmp_path / "a.json", {}, torch.device("cpu"))["code"] is None
+    monkeypatch.setattr(common, "CODE_DIR", BENCHMARKS)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to run: the report is written all the same
+    assert common.write_report(tmp_path / "a.json", {}, torch.device("cpu"))["code"] is None
+
+
 MEASURING = sorted(  # every script whose --out defaults to a measurement in results/
     path.stem
     for path in BENCHMARKS.glob("*.py")
@@ -99,6 +141,7 @@ def check_report(path: Path, script: str) -> dict:
     assert report["command"].startswith(f"python {os.path.relpath(BENCHMARKS / script)} --quick")
     assert report["machine"]["torch"] == torch.__version__
     assert report["date"]
+    assert report["code"] == common.code_state()  # the checkout the script ran from
     return report
 
 
