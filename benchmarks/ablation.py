@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, command_line, utc_now
+from common import RESULTS_DIR, code_state, command_line, utc_now
 
 from sef import datasets
 from sef.checkpoint import load_checkpoint
@@ -24,6 +24,8 @@ from sef.groups import group_sizes
 # A model without groups (plain, MaxEnt) is split into this many for the analysis, as SEF would
 # split it on birds32 (one group per part); the analysis looks at this many fixed test images.
 ANALYSIS_GROUPS, ANALYSIS_IMAGES = 5, 256
+# in a run's folder: the code its training started under, for a record made after a resume
+CODE_AT_START = "code_at_start.json"
 
 
 def train_run(
@@ -33,8 +35,17 @@ def train_run(
     finished one returns at once), so an interrupted ablation continues where it stopped."""
     overrides = [*overrides, f"run.out={out}", "run.tensorboard=false"]
     config = apply_overrides(resolve_config(preset), overrides)
-    result = fit(config, resume=(Path(out) / "last.pt").is_file(), progress=progress)
+    resume = (Path(out) / "last.pt").is_file()
+    if not resume:
+        record_code_at_start(out)
+    result = fit(config, resume=resume, progress=progress)
     return result, config
+
+
+def record_code_at_start(run: Path) -> None:
+    """Keep in the ``run`` folder the code its training starts under, for :func:`run_code`."""
+    Path(run).mkdir(parents=True, exist_ok=True)
+    (Path(run) / CODE_AT_START).write_text(json.dumps(code_state()) + "\n")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -113,9 +124,24 @@ def protocol_fields(protocol: str, version: int, quick: bool, start: float) -> d
     }
 
 
-def measured_stamp(script: str, argv: list[str]) -> dict:
-    """When and by which command a result was made, so results merged from calls stay dated."""
-    return {"date": utc_now(), "command": command_line([script, *argv])}
+def run_code(run: str | Path) -> dict:
+    """The code a run was measured under (:func:`common.code_state`), and, where its training
+    started under other code (resumed after a commit) or in a folder older than this record,
+    ``code_at_start``: that code, or None where unknown."""
+    code = code_state()
+    try:
+        at_start = json.loads((Path(run) / CODE_AT_START).read_text())
+    except (OSError, ValueError):
+        at_start = None
+    return {"code": code} if at_start == code else {"code": code, "code_at_start": at_start}
+
+
+def measured_stamp(script: str, argv: list[str], run: str | Path | None = None) -> dict:
+    """When, by which command and under which code a result was made, so results merged from
+    calls stay dated; with the ``run`` folder it was measured on, the code that run started
+    under too where it differs (:func:`run_code`)."""
+    code = run_code(run) if run is not None else {"code": code_state()}
+    return {"date": utc_now(), "command": command_line([script, *argv]), **code}
 
 
 def analyse(checkpoint: Path, progress: bool) -> dict:

@@ -29,7 +29,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# the checkout whose commit a report names: the one these scripts run from
+CODE_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = CODE_DIR / "results"
+GIT_SECONDS = 5  # a slow or hung git leaves the code unrecorded, never the benchmark failed
+CHANGED_LISTED = 10  # changed files named in a report; the count says how many in all
 # where --quick writes unless --out (--runs) says otherwise: a smoke run never replaces a
 # measurement in RESULTS_DIR, nor trains into (or reuses) a measured run's folder
 QUICK_DIR = Path(tempfile.gettempdir()) / "sef-quick"
@@ -271,14 +275,47 @@ def flat_gradient(value: torch.Tensor, weights: list[torch.Tensor]) -> torch.Ten
     return torch.cat([g.flatten() for g in torch.autograd.grad(value, weights, retain_graph=True)])
 
 
+def _git(*arguments: str) -> str | None:
+    """``git arguments`` run in CODE_DIR's checkout: its output, or None where it fails."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(CODE_DIR), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=GIT_SECONDS,
+        )
+    except (OSError, subprocess.SubprocessError):  # no git, or too slow
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_state() -> dict | None:
+    """The commit of the checkout the scripts run from, and whether its tracked files differed
+    from it (how many, the first few named; the results folder, which a study rewrites between
+    its runs, left out); None without git or outside a checkout."""
+    outside_results = ["--", ":/", f":(exclude){RESULTS_DIR.name}"]
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no", *outside_results)
+    if commit is None or status is None:
+        return None
+    changed = [line[3:] for line in status.splitlines()]
+    return {
+        "commit": commit.strip(),
+        "dirty": bool(changed),
+        "changed_count": len(changed),
+        "changed": changed[:CHANGED_LISTED],
+    }
+
+
 def write_report(
     path: Path, payload: dict, device: torch.device, command: list[str] | None = None
 ) -> dict:
-    """Add machine, date and the command (script and arguments; default sys.argv) to
-    ``payload`` and write it as JSON."""
+    """Add machine, date, the command (script and arguments; default sys.argv) and the code
+    (:func:`code_state`) to ``payload`` and write it as JSON."""
     report = {
         "command": command_line(command),
         "date": utc_now(),
+        "code": code_state(),
         "machine": machine_info(device),
         **payload,
     }

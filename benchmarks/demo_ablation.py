@@ -6,7 +6,8 @@ writes the mean and sample standard deviation of their test accuracy to JSON, ea
 per-seed difference from plain with its 95 % t interval, and the last epoch's correlation readout
 of every run with groups, plus a Markdown table on stdout. Methods not run this time keep their
 entry from an existing --out file made with the same seeds and settings, so rows can be added one
-call at a time; each row records the date and command that measured it.
+call at a time; each row records the date, command and commit that measured it, and each run
+the commit it ran under (and the one it started under, where a resume changed it).
 Runs live in --runs (default runs/demo-ablation); a run already there is resumed or reused, so an
 interrupted benchmark continues where it stopped. The headline number is the last epoch's test
 accuracy (the best epoch's is reported too, but picking it looks at the test set).
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from ablation import mean_std, measured_stamp, paired_difference, train_run
+from ablation import mean_std, measured_stamp, paired_difference, run_code, train_run
 from common import RESULTS_DIR, parse_arguments, write_report
 
 from sef.config import config_to_dict
@@ -73,6 +74,7 @@ def train_one(method: str, seed: int, args: argparse.Namespace) -> dict:
         "last_corr": [result.last.get(f"eval_corr_{k}") for k in ("within", "between")],
         "train_seconds": result.seconds,
         "config": config_to_dict(config),
+        **run_code(out),
     }
 
 

@@ -24,7 +24,8 @@ Protocol (fixed before the first SEF run; only the plain row was used to size th
   distinctness against its static-peak baseline (``sef viz parts``), both on 256 fixed test
   images; a model without groups (plain, MaxEnt) is split into the same 5 channel groups.
 
-Every finished run is added to the JSON at once (``--out``), with its date and command; runs live
+Every finished run is added to the JSON at once (``--out``), with its date, command and commit
+(and the commit it started under, where a resume changed it); runs live
 in ``--runs``, an interrupted run resumes from its last epoch, and a run already in the JSON is
 not trained again. The main table runs first, then φ, λ and steps.
 
@@ -128,7 +129,7 @@ def run_one(row: Row, seed: int, args: argparse.Namespace, argv: list[str]) -> d
     out = args.runs / row.key(seed)
     record = finetune_run(row.preset, overrides, out, progress=not args.no_progress)
     return {"seed": seed, "preset": row.preset, "overrides": list(row.overrides), **record,
-            "measured": measured_stamp(__file__, argv)}  # fmt: skip
+            "measured": measured_stamp(__file__, argv, out)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------- summaries

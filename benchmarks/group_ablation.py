@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if cpu != cpu_model():
             raise SystemExit(f"seed {seed} pairs with runs trained on {cpu}, not {cpu_model()}")
         record = study.run_one(ROW, seed, ROW.key(seed), args, argv, base=confirm.PRESET)
-        runs[ROW.key(seed)] = record | {"measured": measured_stamp(__file__, argv)}
+        measured = measured_stamp(__file__, argv, args.runs / ROW.key(seed))
+        runs[ROW.key(seed)] = record | {"measured": measured}
         write()
     return report(write())
 

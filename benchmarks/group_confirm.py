@@ -90,7 +90,7 @@ def train(row: study.Row, args: argparse.Namespace, runs: dict, argv: list[str],
     for seed in SEEDS:
         for key, todo in study.still_to_train(row, seed, runs):
             record = study.run_one(todo, seed, key, args, argv, base=PRESET)
-            runs[key] = record | {"measured": measured_stamp(__file__, argv)}
+            runs[key] = record | {"measured": measured_stamp(__file__, argv, args.runs / key)}
             write(runs)
 
 

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             if cpus and cpus != {cpu_model()}:
                 raise SystemExit(f"seed {seed}'s other run was trained on {cpus.pop()}")
             record = study.run_one(row, seed, key, args, argv, base=confirm.PRESET)
-            runs[key] = record | {"measured": measured_stamp(__file__, argv)}
+            runs[key] = record | {"measured": measured_stamp(__file__, argv, args.runs / key)}
             write()
     return report(write())
 

@@ -127,7 +127,8 @@ Protocol (version 1, committed before any of its runs; the runs come from that c
   with OMP_WAIT_POLICY=PASSIVE; runs resume after a stop. Version 4's order puts its rows at
   seeds 0 and 1 before the rest of seed 2 (the order above, rows appended last).
 
-Every finished run is added to the JSON at once (``--out``) with its date and command; runs live
+Every finished run is added to the JSON at once (``--out``) with its date, command and commit
+(and the commit it started under, where a resume changed it); runs live
 in ``--runs``; an interrupted run resumes from its last epoch; a run in the JSON is not retrained.
 
     python benchmarks/group_study.py                     # everything, in the order above
@@ -289,9 +290,11 @@ def run_one(
     the study's preset family (the confirmation trains the same rows on birds32b)."""
     overrides = [*row.settings(args.quick), f"run.seed={seed}"]
     preset = row.preset.replace(PRESET, base, 1)
-    record = finetune_run(preset, overrides, args.runs / key, progress=not args.no_progress)
+    out = args.runs / key
+    record = finetune_run(preset, overrides, out, progress=not args.no_progress)
+    measured = measured_stamp(__file__, argv, out)
     return {"seed": seed, "row": row.name, "preset": preset, "overrides": overrides,
-            "cpu": cpu_model(), **record, "measured": measured_stamp(__file__, argv)}  # fmt: skip
+            "cpu": cpu_model(), **record, "measured": measured}  # fmt: skip
 
 
 def plain_of(row: Row) -> Row:

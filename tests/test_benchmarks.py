@@ -3,6 +3,7 @@ every script runs in its quick mode and writes the JSON the docs quote from."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import json
@@ -72,6 +73,70 @@ def test_memory_subprocesses_get_the_scripts_own_arguments():
     assert argv_without_memory_flags(argv) == ["--quick", "--sizes", "32"]
 
 
+def git(folder: Path, *arguments: str) -> str:
+    """``git arguments`` in ``folder`` as a test's throwaway author; its output."""
+    author = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    command = ["git", "-C", str(folder), *author, *arguments]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch) -> Path:
+    """A one-commit git repository that the scripts take for the checkout they run from."""
+    folder = tmp_path / "checkout"
+    (folder / "results").mkdir(parents=True)
+    (folder / "code.py").write_text("one\n")
+    (folder / "results" / "r.json").write_text("{}\n")
+    git(folder, "init", "-q")
+    git(folder, "add", ".")
+    git(folder, "commit", "-qm", "one")
+    monkeypatch.setattr(common, "CODE_DIR", folder)  # its results/ is the scripts' by name
+    return folder
+
+
+def test_a_report_names_the_commit_it_ran_from_and_its_changed_files(checkout, tmp_path):
+    report = common.write_report(tmp_path / "a.json", {}, torch.device("cpu"), ["x.py"])
+    clean = {"commit": git(checkout, "rev-parse", "HEAD"), "dirty": False}
+    assert report["code"] == clean | {"changed_count": 0, "changed": []}
+    (checkout / "code.py").write_text("two\n")
+    (checkout / "results" / "r.json").write_text("[]\n")  # a study rewrites it between runs
+    report = common.write_report(tmp_path / "a.json", {}, torch.device("cpu"), ["x.py"])
+    assert report["code"] == clean | {"dirty": True, "changed_count": 1, "changed": ["code.py"]}
+    assert json.loads((tmp_path / "a.json").read_text())["code"] == report["code"]
+
+
+def test_a_report_outside_a_checkout_or_without_git_names_no_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    monkeypatch.setattr(common, "CODE_DIR", tmp_path / "outside")
+    (tmp_path / "outside").mkdir()
+    assert common.write_report(tmp_path / "a.json", {}, torch.device("cpu"))["code"] is None
+    monkeypatch.setattr(common, "CODE_DIR", BENCHMARKS)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to run: the report is written all the same
+    assert common.write_report(tmp_path / "a.json", {}, torch.device("cpu"))["code"] is None
+
+
+def test_a_run_resumed_under_another_commit_records_the_one_it_started_under(checkout, tmp_path):
+    ablation = importlib.import_module("ablation")
+    run = tmp_path / "run"
+    ablation.record_code_at_start(run)
+    started = common.code_state()
+    assert ablation.measured_stamp("x.py", [], run)["code"] == started
+    assert "code_at_start" not in ablation.measured_stamp("x.py", [], run)  # one code throughout
+    (checkout / "code.py").write_text("two\n")
+    git(checkout, "commit", "-qam", "two")
+    stamp = ablation.measured_stamp("x.py", [], run)
+    assert stamp["code_at_start"] == started and stamp["code"] == common.code_state() != started
+    older = tmp_path / "older"  # a folder trained before runs recorded their code: unknown
+    older.mkdir()
+    assert ablation.run_code(older) == {"code": common.code_state(), "code_at_start": None}
+
+
+def measured_as_reported(report: dict) -> bool:
+    """Every run in ``report`` records the code its report names, and started under it."""
+    stamps = [run["measured"] for run in report["runs"].values()]
+    return all(s["code"] == report["code"] and "code_at_start" not in s for s in stamps)
+
+
 MEASURING = sorted(  # every script whose --out defaults to a measurement in results/
     path.stem
     for path in BENCHMARKS.glob("*.py")
@@ -99,6 +164,7 @@ def check_report(path: Path, script: str) -> dict:
     assert report["command"].startswith(f"python {os.path.relpath(BENCHMARKS / script)} --quick")
     assert report["machine"]["torch"] == torch.__version__
     assert report["date"]
+    assert report["code"] == common.code_state()  # the checkout the script ran from
     return report
 
 
@@ -442,6 +508,8 @@ def test_demo_ablation_adds_rows_one_call_at_a_time(tmp_path, demo_root, run_mai
     assert list(first["results"]) == ["plain", "groups-only"]
     plain = first["results"]["plain"]
     assert [run["seed"] for run in plain["runs"]] == [0, 1]
+    assert all(run["code"] == first["code"] for run in plain["runs"])  # started under it too
+    assert all("code_at_start" not in run for run in plain["runs"])
     tops = [run["last_top1"] for run in plain["runs"]]
     assert plain["summary"]["last_top1_mean"] == pytest.approx(sum(tops) / 2)
     assert (tmp_path / "runs/demo-ablation/groups-only-seed1/last.pt").is_file()
@@ -487,6 +555,7 @@ def test_finetune_ablation_saves_each_run_and_shares_runs_between_tables(
     assert sorted(first["runs"]) == ["plain-seed0", "plain-seed1", "sef-seed0", "sef-seed1"]
     run = first["runs"]["sef-seed1"]
     assert run["groups"] == 5 and len(run["last_group_top1"]) == 5 and run["epochs"] == 1
+    assert measured_as_reported(first)
     analysis = first["runs"]["plain-seed0"]["analysis"]
     assert analysis["groups"] == 5 and not analysis["own_groups"]  # split as SEF would
     assert len(analysis["group_correlation_matrix"]) == 5
@@ -544,6 +613,7 @@ def test_group_study_trains_short_then_long_rows_and_records_the_trajectories(
         f"{n}-seed{s}" for n in ("plain", "groups-paper-1", "sef-reference-1") for s in (0, 1)
     )
     run = first["runs"]["groups-paper-1-seed1"]
+    assert measured_as_reported(first)
     assert run["epochs"] == 1 and "loss.group_variant=paper" in run["overrides"]
     assert {"train_corr_within", "eval_corr_between"} <= set(run["history"][0])
     assert "train_corr_within" not in first["runs"]["plain-seed0"]["history"][0]  # one group
@@ -724,6 +794,7 @@ def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
     }  # fmt: skip
     assert all(r["epochs"] == 2 and r["measured"]["command"].count("group_confirm.py") == 1
                for r in report["runs"].values())  # fmt: skip
+    assert measured_as_reported(report)
     entry = report["table"]["sef-reference-1"]
     tops = [report["runs"][k]["last_top1"] for k in keys]
     assert entry["minus_plain"]["differences"] == pytest.approx([tops[1] - tops[0],
@@ -740,7 +811,9 @@ def test_group_confirm_trains_the_study_s_candidate_on_birds32b_and_judges_it(
     assert figure.stat().st_size > 10_000
 
 
-def test_group_confirm_resumed_on_another_cpu_pairs_only_the_seeds_still_missing(monkeypatch):
+def test_group_confirm_resumed_on_another_cpu_pairs_only_the_seeds_still_missing(
+    monkeypatch, tmp_path
+):
     """Seed 10 done on one CPU, seed 11's plain too: another CPU retrains nothing of seed 10 and
     gives seed 11's candidate a plain partner of its own CPU model before it."""
     study = importlib.import_module("group_study")
@@ -757,7 +830,7 @@ def test_group_confirm_resumed_on_another_cpu_pairs_only_the_seeds_still_missing
     monkeypatch.setattr(study, "run_one", run_one)
     monkeypatch.setattr(study, "cpu_model", lambda: "AMD EPYC")
     monkeypatch.setattr(confirm, "SEEDS", [10, 11])
-    confirm.train(row, None, runs, [], lambda runs: None)
+    confirm.train(row, argparse.Namespace(runs=tmp_path), runs, [], lambda runs: None)
     assert trained == ["plain-48ep-amd-epyc-seed11", row.key(11)]
 
 
@@ -1122,6 +1195,7 @@ def test_group_ablation_trains_the_candidate_without_its_group_loss_beside_its_p
                           "sef-paper-1-lam0.05-floor-phi0-48ep-seed12"]  # fmt: skip
     assert all("loss.phi=0" in r["overrides"] and r["preset"] == "birds32b-mobilenet_v2"
                for r in runs.values())  # fmt: skip
+    assert measured_as_reported(report)
     summary = report["summary"]
     tops = [r["last_top1"] for r in runs.values()]
     expected = {"row": tops, "plain": [0.81, 0.82], "candidate": [0.80, 0.80]}
@@ -1179,6 +1253,7 @@ def test_group_share_trains_both_rows_at_fresh_seeds_and_pools_them_with_the_fir
     assert list(runs) == [row.key(seed) for seed in (15, 16) for row in share.ROWS.values()]
     assert all(r["preset"] == "birds32b-mobilenet_v2" and r["cpu"] == cpu_model()
                for r in runs.values())  # fmt: skip
+    assert measured_as_reported(report)
     summary = report["summary"]
     fresh = [runs[share.ROWS["candidate"].key(s)]["last_top1"]
              - runs[share.ROWS["row"].key(s)]["last_top1"] for s in (15, 16)]  # fmt: skip
