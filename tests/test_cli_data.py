@@ -259,6 +259,10 @@ def test_check_names_a_download_that_did_not_finish(cub_root, tmp_path, capsys):
     assert main(["data", "check", "cub", str(root), "--no-progress"]) == 2
     left = f"{root / 'CUB_200_2011.tgz.part'} is left by a download that did not finish: run sef "
     assert capsys.readouterr().err.endswith(f"; {left}data download cub {root} again\n")
+    (root / "CUB_200_2011.tgz.part").rename(root / "CUB_200_2011.tgz")  # fetched, not unpacked
+    assert main(["data", "check", "cub", str(root), "--no-progress"]) == 2
+    said = capsys.readouterr().err  # one piece of advice, not two
+    assert "CUB_200_2011.tgz is not unpacked" in said and "is left by" not in said
     (cub_root.parent / "CUB_200_2011.tgz").write_bytes(b"x")  # interrupted while unpacking
     next((cub_root / "images").rglob("*.jpg")).unlink()
     assert main(["data", "check", "cub", str(cub_root.parent), "--no-progress"]) == 1

@@ -113,6 +113,32 @@ def test_a_benchmark_a_folder_or_two_below_the_root_is_pointed_at(
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "child"),
+    [
+        ("cub", "images/001.Black_footed_Albatross"),
+        ("cars", "cars_train"),
+        ("dogs", "Images"),
+        ("aircraft", "data/images"),
+    ],
+)
+def test_a_folder_inside_a_benchmark_given_as_root_points_at_the_benchmark(name, child, request):
+    dataset = request.getfixturevalue(f"{name}_root")
+    with pytest.raises(DataError) as error:
+        sef.datasets.load(name, dataset / child, "test")
+    assert str(error.value).endswith(f"exists: pass {dataset} as the data root")
+
+
+def test_an_archive_not_yet_unpacked_in_the_root_is_named(tmp_path):
+    (tmp_path / "CUB_200_2011.tgz").write_bytes(b"archive")
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("cub", tmp_path, "test")
+    assert str(error.value).endswith(
+        f"; {tmp_path / 'CUB_200_2011.tgz'} is not unpacked: unpack it into {tmp_path} and pass "
+        f"{tmp_path} again"
+    )
+
+
 def test_cub_lists_are_utf8_with_or_without_a_byte_order_mark(cub_root):
     images = cub_root / "images.txt"
     expected = sef.datasets.load("cub", cub_root, "test").samples

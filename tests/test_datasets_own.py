@@ -165,6 +165,23 @@ def test_class_folders_one_folder_deeper_are_pointed_to(folder_root, tmp_path):
     assert _load("folder", tmp_path / "unpacked" / "photos", "trainval").classes == OWN_CLASSES
 
 
+def test_a_split_folder_given_as_root_beside_others_is_warned_of(folder_root):
+    """--data-root data/train beside data/test held test out of train's images, silently."""
+    with pytest.warns(UserWarning) as warned:
+        _load("folder", folder_root / "train", "test")
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'train'} is the train folder of {folder_root}, which holds test too: it "
+        f"is not read, and test and val are held out of train's images; pass {folder_root} as "
+        f"the data root to read its split folders"
+    ]
+
+
+def test_an_archive_in_a_root_without_class_folders_is_named(tmp_path):
+    (tmp_path / "photos.ZIP").write_bytes(b"PK")
+    with pytest.raises(DataError, match=r"photos.ZIP is not unpacked: unpack it into "):
+        _load("folder", tmp_path, "trainval")
+
+
 def test_folder_leaves_out_hidden_names(folder_root):
     cat = folder_root / "train" / "cat"
     before = _load("folder", folder_root, "trainval")

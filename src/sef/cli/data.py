@@ -185,7 +185,7 @@ def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
-    left = _unfinished_download(args)
+    found, left = _unfinished_download(args)
     splits, undeclared = {}, {}
     for split in datasets.SPLITS:
         try:
@@ -193,7 +193,7 @@ def run_check(args: argparse.Namespace) -> int:
         except NoSuchSplit as error:  # own data with train/ and val/ but no test/
             undeclared[split] = error
         except DataError as error:
-            if not left:
+            if not left or str(found) in str(error):  # the reader named it: not unpacked
                 raise
             raise DataError(f"{error}; {left}") from None
     if not splits:
@@ -245,14 +245,15 @@ def _training_refusal(splits: dict[str, datasets.ImageList], source: str) -> str
     return ""
 
 
-def _unfinished_download(args: argparse.Namespace) -> str:
-    """What to do about a download of NAME that an interrupt left in ROOT, or ""."""
+def _unfinished_download(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """The file a download of NAME that an interrupt left in ROOT, and what to do about it;
+    (None, "") where there is none."""
     from sef.datasets.download import unfinished
 
     found = unfinished(args.name, args.root) if args.root else None
     if found is None:
-        return ""
-    return (
+        return None, ""
+    return found, (
         f"{found} is left by a download that did not finish: run sef data download "
         f"{args.name} {args.root} again"
     )

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import class_names, deeper_hint, read_pairs, require
+from sef.datasets.layout import class_names, nearby_hint, read_pairs, require
 from sef.datasets.splits import check_split
 from sef.errors import ConfigError, DataError
 from sef.text import counted
@@ -40,7 +40,7 @@ def _data_folder(root: Path) -> Path:
         raise DataError(f"dataset folder {root} does not exist; point ROOT at {LAYOUT}")
     raise DataError(
         f"no {FOLDER}/data folder at {root}; the dataset should be laid out as {LAYOUT}"
-        f"{deeper_hint(root, f'{FOLDER}/data')}"
+        f"{nearby_hint(root, f'{FOLDER}/data')}"
     )
 
 

@@ -24,6 +24,7 @@ from sef.datasets.images import (
     extension,
     readable_extensions,
 )
+from sef.datasets.layout import archive_hint
 from sef.datasets.names import class_of, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError, warn
@@ -148,6 +149,23 @@ def _warn_misnamed_splits(
         )
 
 
+def _warn_split_folder_as_root(root: Path) -> None:
+    """Warn where ``root`` is one split folder of a dataset (``--data-root data/train`` beside
+    ``data/test``): its val and test would be held out of its own images, and the split folders
+    beside it never read."""
+    root = root.absolute()
+    if split_named(root.name) is None:
+        return
+    others = [folder.name for folder in _split_folders(root.parent).values() if folder != root]
+    if others:
+        warn(
+            f"{root} is the {root.name} folder of {root.parent}, which holds {some(others)} "
+            f"too: {'it is' if len(others) == 1 else 'they are'} not read, and test and val are "
+            f"held out of {root.name}'s images; pass {root.parent} as the data root to read its "
+            f"split folders"
+        )
+
+
 def read(
     root: str | os.PathLike,
     split: str,
@@ -168,7 +186,9 @@ def read(
         readable = readable_extensions()
         loose = [path for path in _files(root) if extension(path) in readable]
         held = f"holds {counted(len(loose), 'image')} but " if loose else "holds "
-        raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}")
+        raise DataError(
+            f"{root} {held}no class folders; lay it out as {LAYOUT}{archive_hint(root)}"
+        )
     only = min(class_folders) if len(classes) == 1 and not split_folders else None
     inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
@@ -177,6 +197,8 @@ def read(
             f"classes are one folder deeper; pass {root / only} as the data root"
         )
     _warn_misnamed_splits(root, split_folders, class_folders)
+    if not split_folders:
+        _warn_split_folder_as_root(root)
     for folder in split_folders.values() or [root]:  # two sources merged: Cat/ beside cat/
         warn_case_twins(sorted({class_folders[name] for name in _subfolders(folder)}), str(folder))
     index = {name: label for label, name in enumerate(classes)}

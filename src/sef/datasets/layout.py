@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from sef import filekinds
+from sef.datasets import ARCHIVE_EXTENSIONS
 from sef.errors import DataError
+from sef.text import some
 
 
 def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], layout: str) -> Path:
@@ -26,14 +28,22 @@ def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], l
             return folder
     raise DataError(
         f"{marker} not found in {root}; the dataset should be laid out as {layout}"
-        f"{deeper_hint(root, marker)}"
+        f"{nearby_hint(root, marker)}"
     )
 
 
-def deeper_hint(root: Path, marker: str) -> str:
-    """What to say where ``marker`` is one or two folders under ``root`` (an archive unpacked
-    into a folder of its own, or ROOT one folder too high): "; <it> exists: pass <its folder> as
-    the data root"; "" where it is not."""
+def nearby_hint(root: Path, marker: str) -> str:
+    """What to say where ``marker`` is not in ``root`` but near it, as "; <what>: <what to do>":
+    one or two folders under it (an archive unpacked into a folder of its own, or ROOT one
+    folder too high), up to three above it (ROOT a folder of the dataset, its ``images/``), or
+    where ROOT holds an archive not unpacked yet; "" where none is."""
+    found = _below(root, marker) or _above(root, marker)
+    if found:
+        return f"; {found} exists: pass {found.parent} as the data root"
+    return archive_hint(root)
+
+
+def _below(root: Path, marker: str) -> Path | None:
     for pattern in (f"*/{marker}", f"*/*/{marker}"):
         found = sorted(
             path
@@ -41,8 +51,34 @@ def deeper_hint(root: Path, marker: str) -> str:
             if not any(part.startswith(".") for part in path.relative_to(root).parts)
         )
         if found:
-            return f"; {found[0]} exists: pass {found[0].parent} as the data root"
-    return ""
+            return found[0]
+    return None
+
+
+def _above(root: Path, marker: str) -> Path | None:
+    for folder in list(root.expanduser().absolute().parents)[:3]:
+        if (folder / marker).exists():
+            return folder / marker
+    return None
+
+
+def archive_hint(root: Path) -> str:
+    """What to say where ``root`` holds an archive (the dataset downloaded and not unpacked yet,
+    or unpacked only in part): "; <archive> is not unpacked: ..."; "" where it holds none."""
+    archives = sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.name.lower().endswith(ARCHIVE_EXTENSIONS)
+        and not entry.name.startswith(".")
+        and entry.is_file()
+    )
+    if not archives:
+        return ""
+    are = "is" if len(archives) == 1 else "are"
+    return (
+        f"; {some([str(root / name) for name in archives])} {are} not unpacked: unpack "
+        f"{'it' if len(archives) == 1 else 'them'} into {root} and pass {root} again"
+    )
 
 
 def require(path: Path, layout: str) -> Path:
