@@ -324,6 +324,34 @@ def test_csv_fixed_class_list_and_label_outside_it(csv_root):
         _load("csv", csv_root, "test", classes=str(classes_file))
 
 
+def test_csv_class_ids_with_a_class_list_of_names_are_said_to_be_no_names(csv_root):
+    labels = csv_root / "labels.csv"
+    for index, name in enumerate(OWN_CLASSES):
+        labels.write_text(labels.read_text().replace(f",{name},", f",{index},"))
+    with pytest.raises(DataError) as refused:
+        _load("csv", csv_root, "test", classes=OWN_CLASSES)
+    assert str(refused.value) == (
+        f"{labels} line 2: label '0' is not a class (cat, dog, fox); a label names its class, "
+        f"not its number in the class list: write the class names, or leave out the classes "
+        f"option to name the classes by their numbers"
+    )
+
+
+def test_csv_class_names_yaml_read_as_true_or_false_are_refused(csv_root):
+    with pytest.raises(ConfigError, match=r"holds False, which YAML reads from yes, no, on, off"):
+        _load("csv", csv_root, "test", classes=[False, True])
+
+
+def test_csv_columns_left_empty_after_the_last_are_dropped(csv_root):
+    """A spreadsheet's trailing commas (path,label,) read as an empty split on every row."""
+    labels = csv_root / "labels.csv"
+    rows = [line.rsplit(",", 1)[0] for line in labels.read_text().splitlines()[1:]]
+    labels.write_text("path,label\n" + "".join(f"{row},,\n" for row in rows))
+    assert _load("csv", csv_root, "trainval").classes == OWN_CLASSES
+    labels.write_text("".join(f"{row},\n" for row in rows))
+    assert _load("csv", csv_root, "trainval").classes == OWN_CLASSES
+
+
 def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root):
     labels = csv_root / "labels.csv"
     lines = labels.read_text().splitlines()[1:]  # path,label,split; no header needed

@@ -67,6 +67,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         for number, row in _numbered(csv.reader(io.StringIO(text, newline="")))
         if any(cell.strip() for cell in row)
     ]
+    rows = _without_empty_columns(rows)
     if rows and len(rows[0][1]) == 1 and any(sep in rows[0][1][0] for sep in ";\t"):
         raise DataError(  # Excel's CSV where the decimal mark is a comma, or a TSV
             f"{path} line {rows[0][0]} is one column ({rows[0][1][0]!r}); separate path, label "
@@ -103,6 +104,15 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
             f"path first, or name the columns in a header line: label,path"
         )
     return rows
+
+
+def _without_empty_columns(rows: list[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    """``rows`` without the columns at their end that are empty in every row, the header's too
+    (the commas a spreadsheet writes after the last column it filled: path,label,)."""
+    width = max((len(row) for _, row in rows), default=0)
+    while width and not any("".join(row[width - 1 : width]) for _, row in rows):  # "" or none
+        width -= 1
+    return [(number, row[:width]) for number, row in rows]
 
 
 def _header_order(cells: list[str]) -> list[int] | None:
@@ -233,6 +243,12 @@ def _class_list(
         if not path.is_file():
             raise DataError(f"class list {path} does not exist; give a text file, one class a line")
         return class_names(path, LAYOUT)
+    truth = next((name for name in classes if isinstance(name, bool)), None)
+    if truth is not None:  # YAML's no, off, yes, on: -o classes=[no, yes]
+        raise ConfigError(
+            f"dataset 'csv' option classes holds {truth}, which YAML reads from yes, no, on, off, "
+            f"true or false; quote such class names: ['no', 'yes']"
+        )
     names, seen = [str(name) for name in classes], set()
     for name in names:
         if key(name) in seen:  # two classes by one name: the first without images
@@ -241,6 +257,21 @@ def _class_list(
             )
         seen.add(key(name))
     return names
+
+
+def _not_a_class(path: Path, number: int, label: str, names: list[str]) -> DataError:
+    """The error for line ``number``'s ``label``, which is none of the class ``names``; a number
+    among names is said to be no class's number (a CSV of 0- or 1-based class ids with a class
+    list of names)."""
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    numbered = _number(label) is not None and all(_number(name) is None for name in names)
+    hint = (
+        "; a label names its class, not its number in the class list: write the class names, "
+        "or leave out the classes option to name the classes by their numbers"
+    )
+    return DataError(
+        f"{path} line {number}: label {label!r} is not a class ({shown}){hint * numbered}"
+    )
 
 
 def read(
@@ -266,8 +297,7 @@ def read(
     base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
         if key(row[1]) not in index:
-            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
+            raise _not_a_class(path, number, row[1], names)
     rows = _once(path, rows, base)
     if image_root is None:
         _check_relative_to_csv(path, rows[0][1][0])
