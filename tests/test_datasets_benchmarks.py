@@ -241,8 +241,13 @@ def test_cars_bounding_box_crop(cars_root):
 
 def test_cars_errors(cars_root):
     (cars_root / "cars_test_annos_withlabels.mat").unlink()
-    with pytest.raises(DataError, match="cars_test_annos_withlabels.mat is missing.*cars_train/"):
+    with pytest.raises(DataError) as error:  # the devkit's cars_test_annos.mat has no labels
         sef.datasets.load("cars", cars_root, "test")
+    assert str(error.value) == (
+        f"cars_test_annos_withlabels.mat is in neither {cars_root} nor its devkit/ (the devkit's "
+        f"cars_test_annos.mat holds no test labels); get cars_test_annos_withlabels.mat, "
+        f"published apart from car_devkit.tgz, and put it in {cars_root}"
+    )
     annotations = cars_root / "devkit" / "cars_train_annos.mat"
     table = scipy.io.loadmat(annotations)["annotations"]
     table[0, 2]["class"] = np.array([[7]], np.uint8)

@@ -66,6 +66,12 @@ def read(
         labels = folder / TEST_LABELS
         if not labels.exists() and (folder / "devkit" / TEST_LABELS).exists():
             labels = folder / "devkit" / TEST_LABELS
+        if not labels.exists():
+            raise DataError(
+                f"{TEST_LABELS} is in neither {folder} nor its devkit/ (the devkit's "
+                f"cars_test_annos.mat holds no test labels); get {TEST_LABELS}, published apart "
+                f"from car_devkit.tgz, and put it in {folder}"
+            )
         samples, boxes = _annotations(labels, folder / "cars_test", len(classes), bbox_crop)
     else:
         annotations = folder / "devkit" / "cars_train_annos.mat"
