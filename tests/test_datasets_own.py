@@ -87,6 +87,21 @@ def test_split_folders_named_otherwise_are_warned_of(folder_root):
     ]
 
 
+def test_an_unlabelled_test_folder_beside_train_class_folders_is_warned_of(folder_root):
+    """Kaggle's layout, train/<class>/ and test/ of unlabelled images: test/ was left out, and
+    the test split said that no test images were declared, beside a folder full of them."""
+    shutil.rmtree(folder_root / "test")
+    (folder_root / "test").mkdir()
+    shutil.copy(folder_root / "train" / "cat" / "cat0.png", folder_root / "test" / "0.png")
+    with pytest.warns(UserWarning) as warned:
+        assert len(_load("folder", folder_root, "trainval")) == 12
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'test'} holds 1 image but no class folders, so the folder is left out: "
+        f"an image of a split is in its class's folder, {folder_root / 'test'}/<class>/<image> "
+        f"(sef predict reads images without classes)"
+    ]
+
+
 @pytest.mark.parametrize("holdout", ["stable", "ranked"])
 def test_single_folder_gets_seeded_test_and_val(folder_root, tmp_path, holdout):
     flat = shutil.copytree(folder_root / "train", tmp_path / "flat")  # ROOT/<class>/, 4 each

@@ -124,7 +124,8 @@ def _warn_misnamed_splits(
     root: Path, split_folders: dict[str, Path], class_folders: dict[str, str]
 ) -> None:
     """Warn of split folders named otherwise than SPLITS: one beside split folders that holds
-    class folders (ROOT/extra/<class>/, left out), or class folders that hold the same folders
+    class folders (ROOT/extra/<class>/, left out; or one named as a split that holds images and
+    no class folders, :func:`_warn_unlabelled`), or class folders that hold the same folders
     and no image of their own (ROOT/training/<class>/ and ROOT/testing/<class>/, read as two
     classes)."""
     splits = f"split folders are named {', '.join(SPLITS[:-1])} or {SPLITS[-1]}"
@@ -133,6 +134,8 @@ def _warn_misnamed_splits(
             known = Path(entry.path) in split_folders.values() or _hidden(entry.name)
             if known or not entry.is_dir():
                 continue
+            if split_named(entry.name):
+                _warn_unlabelled(Path(entry.path))
             shared = _subfolders(entry) & set(class_folders)
             if shared:
                 warn(
@@ -146,6 +149,18 @@ def _warn_misnamed_splits(
         warn(
             f"the classes {some(bare)} of {root} hold the same folders ({some(sorted(shared))}) "
             f"and no image of their own, as split folders do; {splits}"
+        )
+
+
+def _warn_unlabelled(folder: Path) -> None:
+    """Warn of the images straight in ``folder``, a split folder without class folders beside
+    split folders with them (Kaggle's unlabelled test/ beside train/<class>/): left out."""
+    loose = [path for path in _files(folder) if extension(path) in readable_extensions()]
+    if loose:
+        warn(
+            f"{folder} holds {counted(len(loose), 'image')} but no class folders, so the "
+            f"folder is left out: an image of a split is in its class's folder, "
+            f"{folder}/<class>/<image> (sef predict reads images without classes)"
         )
 
 
