@@ -457,7 +457,7 @@ def test_csv_errors(csv_root):
     ):
         _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")
-    with pytest.raises(DataError, match="line 2 has 1 columns"):
+    with pytest.raises(DataError, match="line 2 has 1 column; expected"):
         _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat,train\nimg/cat_1.jpg,cat,train\n")
     with pytest.raises(DataError, match="declares no test images"):

@@ -25,6 +25,7 @@ from sef.datasets.layout import class_names
 from sef.datasets.names import class_of, key, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import ConfigError, DataError
+from sef.text import counted
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
 HEADERS = (["path", "label"], ["path", "label", "split"])
@@ -86,7 +87,9 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     width = len(order or rows[0][1])
     for number, row in rows:
         if len(row) != width or width not in (2, 3):
-            raise DataError(f"{path} line {number} has {len(row)} columns; expected {LAYOUT}")
+            raise DataError(
+                f"{path} line {number} has {counted(len(row), 'column')}; expected {LAYOUT}"
+            )
         for cell, name in zip(row, ("path", "label"), strict=False):
             if not cell:
                 raise DataError(f"{path} line {number} has an empty {name}; expected {LAYOUT}")
