@@ -234,6 +234,26 @@ def test_cars_accepts_torchvision_folder_and_devkit_test_labels(cars_root, tmp_p
     assert Path(moved).name == "cars_test_annos_withlabels.mat"
 
 
+def test_cars_devkit_and_test_labels_kept_elsewhere_are_said_to_be_moved(cars_root):
+    """A devkit one folder deeper than the images (car_devkit/devkit) was pointed at as the data
+    root, which holds no images; a labels file saved as '... (1).mat' was said to be missing."""
+    (cars_root / "car_devkit").mkdir()
+    shutil.move(cars_root / "devkit", cars_root / "car_devkit")
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("cars", cars_root, "trainval")
+    assert str(error.value) == (
+        f"devkit not found in {cars_root} beside cars_train; {cars_root / 'car_devkit' / 'devkit'} "
+        f"exists: move it to {cars_root / 'devkit'}"
+    )
+    shutil.move(cars_root / "car_devkit" / "devkit", cars_root)
+    copy = cars_root / "cars_test_annos_withlabels (1).mat"
+    (cars_root / "cars_test_annos_withlabels.mat").rename(copy)
+    with pytest.raises(
+        DataError, match=r"\(1\).mat exists: rename it cars_test_annos_withlabels.mat$"
+    ):
+        sef.datasets.load("cars", cars_root, "test")
+
+
 def test_cars_bounding_box_crop(cars_root):
     image, _ = sef.datasets.load("cars", cars_root, "trainval", bbox_crop=True)[0]
     assert image.size == (27, 20)  # bbox 3 5 30 25 = x1 y1 x2 y2

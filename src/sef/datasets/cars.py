@@ -49,6 +49,43 @@ def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
     return samples, (boxes if with_boxes else None)
 
 
+def _folder(root: Path) -> Path:
+    """The folder holding devkit/ (``root`` or its stanford_cars/); DataError saying to move a
+    devkit/ kept one folder deeper than cars_train/ (car_devkit/devkit), where passing its
+    folder, as the usual hint says, would leave out the images."""
+    try:
+        return find_root(root, "devkit", ["stanford_cars"], LAYOUT)
+    except DataError:
+        deeper = sorted(root.glob("*/devkit")) if (root / "cars_train").is_dir() else []
+        if deeper:
+            raise DataError(
+                f"devkit not found in {root} beside cars_train; {deeper[0]} exists: move it to "
+                f"{root / 'devkit'}"
+            ) from None
+        raise
+
+
+def _test_labels(folder: Path) -> Path:
+    """The labelled test annotations in ``folder`` or its devkit/; DataError naming a copy saved
+    under another name (a browser's ``cars_test_annos_withlabels (1).mat``) or saying where the
+    file comes from."""
+    places = (folder, folder / "devkit")
+    for place in places:
+        if (place / TEST_LABELS).exists():
+            return place / TEST_LABELS
+    copies = sorted(path for place in places for path in place.glob(f"{TEST_LABELS[:-4]}*.mat"))
+    if copies:
+        raise DataError(
+            f"{TEST_LABELS} is in neither {folder} nor its devkit/; {copies[0]} exists: rename "
+            f"it {TEST_LABELS}"
+        )
+    raise DataError(
+        f"{TEST_LABELS} is in neither {folder} nor its devkit/ (the devkit's "
+        f"cars_test_annos.mat holds no test labels); get {TEST_LABELS}, published apart "
+        f"from car_devkit.tgz, and put it in {folder}"
+    )
+
+
 def read(
     root: str | os.PathLike,
     split: str,
@@ -59,19 +96,11 @@ def read(
 ) -> ImageList:
     """Stanford Cars ``split``; ``bbox_crop`` crops every image to its annotated car box."""
     check_split(split)
-    folder = find_root(root, "devkit", ["stanford_cars"], LAYOUT)
+    folder = _folder(Path(root).expanduser())
     meta = read_mat(folder / "devkit" / "cars_meta.mat", ["class_names"], LAYOUT)
     classes = [str(name) for name in meta["class_names"]]
     if split == "test":
-        labels = folder / TEST_LABELS
-        if not labels.exists() and (folder / "devkit" / TEST_LABELS).exists():
-            labels = folder / "devkit" / TEST_LABELS
-        if not labels.exists():
-            raise DataError(
-                f"{TEST_LABELS} is in neither {folder} nor its devkit/ (the devkit's "
-                f"cars_test_annos.mat holds no test labels); get {TEST_LABELS}, published apart "
-                f"from car_devkit.tgz, and put it in {folder}"
-            )
+        labels = _test_labels(folder)
         samples, boxes = _annotations(labels, folder / "cars_test", len(classes), bbox_crop)
     else:
         annotations = folder / "devkit" / "cars_train_annos.mat"
