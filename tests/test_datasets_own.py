@@ -67,6 +67,17 @@ def test_folder_official_val_folder_is_used(folder_root, name):
     assert len(_load("folder", folder_root, "trainval")) == 12
 
 
+def test_a_val_declared_beside_trainval_is_used_as_declared(csv_root):
+    """Rows of trainval and val: val was carved from both anew, training on declared val rows."""
+    labels = csv_root / "labels.csv"
+    labels.write_text(labels.read_text().replace("_3.jpg,cat,trainval", "_3.jpg,cat,val"))
+    val = _load("csv", csv_root, "val")
+    assert [Path(p).name for p, _ in val.samples] == ["cat_3.jpg"]
+    train = _load("csv", csv_root, "train")
+    assert len(train) == 11 and str(csv_root / "img" / "cat_3.jpg") not in dict(train.samples)
+    assert len(_load("csv", csv_root, "trainval")) == 12
+
+
 def test_split_folders_named_otherwise_are_warned_of(folder_root):
     shutil.copytree(folder_root / "test", folder_root / "holdout")
     with pytest.warns(UserWarning) as warned:
