@@ -432,6 +432,14 @@ def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
     assert [Path(p).name for p, _ in _load("csv", csv_root, "val").samples] == ["cat_0.jpg"]
 
 
+def test_a_csv_one_folder_below_the_root_is_pointed_at(csv_root):
+    with pytest.raises(DataError) as error:
+        _load("csv", csv_root.parent, "test")
+    assert str(error.value).endswith(
+        f"; {csv_root / 'labels.csv'} exists: pass it as the data root"
+    )
+
+
 def test_csv_errors(csv_root):
     (csv_root / "other.csv").write_text("a.jpg,cat\n")
     with pytest.raises(DataError, match="holds 2 CSV files"):

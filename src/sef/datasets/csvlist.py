@@ -21,7 +21,7 @@ from pathlib import Path
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import extension, readable_extensions
-from sef.datasets.layout import class_names
+from sef.datasets.layout import archive_hint, class_names
 from sef.datasets.names import class_of, key, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import ConfigError, DataError
@@ -40,12 +40,21 @@ def _csv_file(root: Path) -> Path:
         p for p in root.iterdir()
         if p.suffix.lower() == ".csv" and p.is_file() and not p.name.startswith(".")
     )  # fmt: skip
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
+    if not found:
+        deeper = sorted(p for p in root.glob("*/*.[cC][sS][vV]") if not _hidden_under(root, p))
+        near = f"; {deeper[0]} exists: pass it as the data root" if deeper else archive_hint(root)
+        raise DataError(f"{root} holds no CSV file; point ROOT at {LAYOUT}{near}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
         raise DataError(
             f"{root} holds {len(found)} CSV files ({names}); point ROOT at the one to use"
         )
     return found[0]
+
+
+def _hidden_under(root: Path, path: Path) -> bool:
+    """Whether a name of ``path`` below ``root`` is hidden (.ipynb_checkpoints, __MACOSX)."""
+    return any(part.startswith((".", "__MACOSX")) for part in path.relative_to(root).parts)
 
 
 def _numbered(reader) -> Iterator[tuple[int, list[str]]]:
