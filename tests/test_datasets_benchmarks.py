@@ -408,8 +408,14 @@ def test_aircraft_errors(aircraft_root, tmp_path):
         sef.datasets.load("aircraft", aircraft_root, "test", level="model")
     renamed = tmp_path / "aircraft"
     shutil.copytree(aircraft_root, renamed)
-    with pytest.raises(DataError, match="no fgvc-aircraft-2013b/data folder.*folder name kept"):
-        sef.datasets.load("aircraft", renamed, "test")
+    for root in (renamed, renamed / "data"):
+        with pytest.raises(DataError) as error:
+            sef.datasets.load("aircraft", root, "test")
+        assert "no fgvc-aircraft-2013b/data folder" in str(error.value)
+        assert str(error.value).endswith(
+            f"folder name kept); {renamed} holds the dataset's data/: rename aircraft to "
+            f"fgvc-aircraft-2013b"
+        )
     variants = aircraft_root / "data" / "variants.txt"
     variants.write_text(variants.read_text() + "F/A-18\n")  # two classes by one name
     with pytest.raises(DataError, match="variants.txt line 5 repeats the class 'F/A-18' of line 4"):
