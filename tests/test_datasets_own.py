@@ -78,6 +78,22 @@ def test_a_val_declared_beside_trainval_is_used_as_declared(csv_root):
     assert len(_load("csv", csv_root, "trainval")) == 12
 
 
+def test_split_folders_inside_class_folders_are_said_to_be_one_level_low(folder_root, tmp_path):
+    """ROOT/<class>/{train,test}/ was told its folders are not named as split folders are."""
+    flipped = tmp_path / "flipped"
+    for split in ("train", "test"):
+        for name in OWN_CLASSES:
+            shutil.copytree(folder_root / split / name, flipped / name / split)
+    with pytest.warns(UserWarning) as warned:
+        assert _load("folder", flipped, "trainval").classes == OWN_CLASSES
+    assert [str(w.message) for w in warned] == [
+        f"the classes cat, dog, fox of {flipped} each hold the split folders test, train, read "
+        f"as one set, test and val held out of it anew: split folders hold class folders, "
+        f"ROOT/<split>/<class>/<image>; move {flipped / 'cat' / 'test'} to "
+        f"{flipped / 'test' / 'cat'}, and so on"
+    ]
+
+
 def test_split_folders_named_otherwise_are_warned_of(folder_root):
     shutil.copytree(folder_root / "test", folder_root / "holdout")
     with pytest.warns(UserWarning) as warned:

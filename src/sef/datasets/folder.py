@@ -145,7 +145,15 @@ def _warn_misnamed_splits(
         return
     bare = [name for name in sorted(class_folders) if not _files(root / name)]
     shared = set.intersection(*map(_subfolders, [root / name for name in bare])) if bare else set()
-    if len(bare) > 1 and shared:
+    inverted = sorted(name for name in shared if split_named(name))
+    if len(bare) > 1 and inverted:  # ROOT/<class>/<split>/: the split folders one level low
+        warn(
+            f"the classes {some(bare)} of {root} each hold the split folders {some(inverted)}, "
+            f"read as one set, test and val held out of it anew: split folders hold class "
+            f"folders, ROOT/<split>/<class>/<image>; move {root / bare[0] / inverted[0]} to "
+            f"{root / inverted[0] / bare[0]}, and so on"
+        )
+    elif len(bare) > 1 and shared:
         warn(
             f"the classes {some(bare)} of {root} hold the same folders ({some(sorted(shared))}) "
             f"and no image of their own, as split folders do; {splits}"
