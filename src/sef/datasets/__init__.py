@@ -95,8 +95,6 @@ RECORDS = {
 }  # fmt: skip
 NAMES = tuple(RECORDS)
 FILE_ROOTS = ("csv",)  # the readers whose root may be a file; every other reads a folder
-# What an archive given as a data root ends with: a download not unpacked yet.
-ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
 # What a reader takes from the run's config, not from data.options, and the key that sets it
 # (holdout: own data's readers only).
 RUN_SETTINGS = {"seed": "run.seed", "val_fraction": "data.val_fraction", "holdout": "data.holdout"}
@@ -185,6 +183,8 @@ def load(
             f"dataset {name!r} needs a root folder: pass --data-root DIR (data.root in a config)"
         )
     if root is not None and name not in FILE_ROOTS and os.path.isfile(os.path.expanduser(root)):
+        from sef.datasets.layout import ARCHIVE_EXTENSIONS
+
         hint = "; a CSV list of images is read by dataset csv" if str(root).endswith(".csv") else ""
         if os.path.splitext(str(root))[1].lower() in ARCHIVE_EXTENSIONS:
             hint = "; unpack the archive and pass the folder it unpacks to"

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from sef import filekinds
-from sef.datasets import ARCHIVE_EXTENSIONS
 from sef.errors import DataError
 from sef.text import some
+
+# What an archive ends with (given as a data root, or in it): a download not unpacked yet.
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
 
 
 def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], layout: str) -> Path:
