@@ -218,6 +218,15 @@ def test_a_split_folder_given_as_root_beside_others_is_warned_of(folder_root):
     ]
 
 
+def test_a_class_folder_given_as_root_points_at_the_data(folder_root):
+    with pytest.raises(DataError) as error:
+        _load("folder", folder_root / "train" / "cat", "trainval")
+    assert str(error.value).endswith(
+        f"; {folder_root / 'train' / 'cat'} looks like one class folder of "
+        f"{folder_root / 'train'}: pass {folder_root} as the data root"
+    )
+
+
 def test_an_archive_in_a_root_without_class_folders_is_named(tmp_path):
     (tmp_path / "photos.ZIP").write_bytes(b"PK")
     with pytest.raises(DataError, match=r"photos.ZIP is not unpacked: unpack it into "):

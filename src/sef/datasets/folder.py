@@ -172,6 +172,16 @@ def _warn_unlabelled(folder: Path) -> None:
         )
 
 
+def _class_folder_hint(root: Path) -> str:
+    """What to say where ``root``, a folder of images, is one class folder beside others (ROOT
+    given one folder too deep): "; ... pass <the folder of the class folders>"; else ""."""
+    root = root.absolute()
+    if len(_subfolders(root.parent)) < 2:
+        return ""
+    data = root.parent.parent if split_named(root.parent.name) else root.parent
+    return f"; {root} looks like one class folder of {root.parent}: pass {data} as the data root"
+
+
 def _warn_split_folder_as_root(root: Path) -> None:
     """Warn where ``root`` is one split folder of a dataset (``--data-root data/train`` beside
     ``data/test``): its val and test would be held out of its own images, and the split folders
@@ -209,9 +219,8 @@ def read(
         readable = readable_extensions()
         loose = [path for path in _files(root) if extension(path) in readable]
         held = f"holds {counted(len(loose), 'image')} but " if loose else "holds "
-        raise DataError(
-            f"{root} {held}no class folders; lay it out as {LAYOUT}{archive_hint(root)}"
-        )
+        hint = _class_folder_hint(root) if loose else archive_hint(root)
+        raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}{hint}")
     only = min(class_folders) if len(classes) == 1 and not split_folders else None
     inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
