@@ -218,6 +218,18 @@ def test_a_split_folder_given_as_root_beside_others_is_warned_of(folder_root):
     ]
 
 
+def test_images_beside_class_folders_are_warned_of(folder_root):
+    """An image straight in a split folder, beside its class folders, was left out silently."""
+    shutil.copy(folder_root / "train" / "cat" / "cat0.png", folder_root / "train" / "stray.png")
+    with pytest.warns(UserWarning) as warned:
+        assert len(_load("folder", folder_root, "trainval")) == 12
+    train = folder_root / "train"
+    assert [str(w.message) for w in warned] == [
+        f"left out 1 image straight in {train}, beside its class folders, e.g. "
+        f"{train / 'stray.png'}: an image is in its class's folder, {train}/<class>/<image>"
+    ]
+
+
 def test_a_class_folder_given_as_root_points_at_the_data(folder_root):
     with pytest.raises(DataError) as error:
         _load("folder", folder_root / "train" / "cat", "trainval")

@@ -160,10 +160,26 @@ def _warn_misnamed_splits(
         )
 
 
+def _loose_images(folder: Path) -> list[str]:
+    """The images straight in ``folder``, not in a subfolder."""
+    return sorted(path for path in _files(folder) if extension(path) in readable_extensions())
+
+
+def _warn_loose(folder: Path) -> None:
+    """Warn of the images straight in ``folder``, beside its class folders: left out."""
+    loose = _loose_images(folder)
+    if loose:
+        warn(
+            f"left out {counted(len(loose), 'image')} straight in {folder}, beside its class "
+            f"folders, e.g. {loose[0]}: an image is in its class's folder, "
+            f"{folder}/<class>/<image>"
+        )
+
+
 def _warn_unlabelled(folder: Path) -> None:
     """Warn of the images straight in ``folder``, a split folder without class folders beside
     split folders with them (Kaggle's unlabelled test/ beside train/<class>/): left out."""
-    loose = [path for path in _files(folder) if extension(path) in readable_extensions()]
+    loose = _loose_images(folder)
     if loose:
         warn(
             f"{folder} holds {counted(len(loose), 'image')} but no class folders, so the "
@@ -216,8 +232,7 @@ def read(
     class_folders = _class_folders(list(split_folders.values()) or [root])
     classes = sorted(set(class_folders.values()))
     if not classes:
-        readable = readable_extensions()
-        loose = [path for path in _files(root) if extension(path) in readable]
+        loose = _loose_images(root)
         held = f"holds {counted(len(loose), 'image')} but " if loose else "holds "
         hint = _class_folder_hint(root) if loose else archive_hint(root)
         raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}{hint}")
@@ -238,6 +253,7 @@ def read(
     samples, tags = [], []
     for tag, folder in split_folders.items() or [(None, root)]:
         found = _images(folder, label_of)
+        _warn_loose(folder)
         samples += found
         tags += [tag] * len(found)
     if not samples:
