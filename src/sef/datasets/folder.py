@@ -188,10 +188,16 @@ def _warn_unlabelled(folder: Path) -> None:
         )
 
 
+def _named(root: Path) -> Path:
+    """``root`` as given where its last part is a folder's name (for messages), else resolved
+    (``.`` or ``..``), so that its parent is the folder above it."""
+    return root if root.name not in ("", "..") else root.resolve()
+
+
 def _class_folder_hint(root: Path) -> str:
     """What to say where ``root``, a folder of images, is one class folder beside others (ROOT
     given one folder too deep): "; ... pass <the folder of the class folders>"; else ""."""
-    root = root.absolute()
+    root = _named(root)
     if len(_subfolders(root.parent)) < 2:
         return ""
     data = root.parent.parent if split_named(root.parent.name) else root.parent
@@ -202,7 +208,7 @@ def _warn_split_folder_as_root(root: Path) -> None:
     """Warn where ``root`` is one split folder of a dataset (``--data-root data/train`` beside
     ``data/test``): its val and test would be held out of its own images, and the split folders
     beside it never read."""
-    root = root.absolute()
+    root = _named(root)
     if split_named(root.name) is None:
         return
     others = [folder.name for folder in _split_folders(root.parent).values() if folder != root]
