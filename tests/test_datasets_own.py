@@ -253,8 +253,11 @@ def test_folder_leaves_out_hidden_names(folder_root):
     shutil.copy(cat / "cat0.png", cat / ".thumbs")
     for hidden in (".ipynb_checkpoints", "__MACOSX"):
         shutil.copytree(cat, folder_root / "train" / hidden)
+    (folder_root / "train" / "owl").mkdir()  # an empty class folder Windows has shown
+    for system in ("Thumbs.db", "desktop.ini"):  # was "holds 2 files but no image sef reads"
+        (folder_root / "train" / "owl" / system).write_bytes(b"\xd0\xcf\x11\xe0")
     after = _load("folder", folder_root, "trainval")
-    assert after.classes == OWN_CLASSES and after.samples == before.samples
+    assert after.classes == [*OWN_CLASSES, "owl"] and after.samples == before.samples
 
 
 MAC, LINUX = unicodedata.normalize("NFD", "Mésange"), unicodedata.normalize("NFC", "Mésange")

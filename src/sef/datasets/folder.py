@@ -7,8 +7,8 @@ class, :mod:`sef.datasets.names`), so labels agree between splits. Without split
 and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`). Images have
 the extensions of the formats Pillow reads (:func:`sef.datasets.images.readable_extensions`, as
 ``sef predict`` reads a folder); photos of another (.HEIC) are left out with a warning. Hidden
-names (``.*``, e.g. macOS's ``._photo.jpg`` and ``.ipynb_checkpoints``) and ``__MACOSX`` folders
-are neither classes nor images.
+names (``.*``, e.g. macOS's ``._photo.jpg`` and ``.ipynb_checkpoints``), ``__MACOSX`` folders
+and Windows' ``Thumbs.db`` and ``desktop.ini`` are neither classes nor images.
 """
 
 from __future__ import annotations
@@ -35,8 +35,12 @@ LAYOUT = (
 )
 
 
+# Files Windows writes, hidden, into folders of pictures: no class's images.
+_SYSTEM_FILES = ("thumbs.db", "desktop.ini")
+
+
 def _hidden(name: str) -> bool:
-    return name.startswith((".", "__MACOSX"))
+    return name.startswith((".", "__MACOSX")) or name.lower() in _SYSTEM_FILES
 
 
 def _class_folders(folders: list[Path]) -> dict[str, str]:
