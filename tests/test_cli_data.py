@@ -295,11 +295,22 @@ def test_download_then_check(http_server, cub_root, tmp_path, monkeypatch, capsy
     assert out.strip() == f"cub is ready in {root}; next: sef data check cub {root}"
     (folder / "CUB_200_2011.tgz").unlink()  # the same command again asks the server nothing
     assert main(["data", "download", "cub", str(root), "--no-progress"]) == 0
-    again = f"cub is already in {root}, unpacked by an earlier download; next: sef data check"
+    again = (
+        f"cub is already in {root}, unpacked by an earlier download (to fetch it again, delete "
+        f"{root / 'CUB_200_2011'}); next: sef data check"
+    )
     assert capsys.readouterr().out.startswith(again)
     assert len(sef.datasets.load("cub", root, "test")) == 6
     assert main(["data", "check", "cub", str(root), "--no-progress"]) == 0
     assert capsys.readouterr().out.endswith("all 15 images open\n")
+    # a class folder deleted since: check says how to fetch it again, not to move ROOT
+    shutil.rmtree(root / "CUB_200_2011" / "images" / CUB_CLASSES[1])
+    assert main(["data", "check", "cub", str(root), "--no-progress"]) == 1
+    fetch = f"delete {root / 'CUB_200_2011'} and run sef data download cub {root} again"
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.endswith(
+        f" does not exist: sef data download unpacked them into {root}: {fetch} to fetch them again"
+    )
 
 
 def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypatch, capsys):

@@ -24,7 +24,7 @@ from sef.cli.options import (
     progress_bars,
 )
 from sef.errors import ConfigError, DataError
-from sef.text import counted, json_text, printable, table
+from sef.text import counted, json_text, printable, some, table
 
 SHOWN_CLASSES = 8
 
@@ -217,7 +217,7 @@ def run_check(args: argparse.Namespace) -> int:
     )
     if bad:
         print(f"{len(bad):,} of {len(unique):,} images cannot be used; {FIXES}:", file=sys.stderr)
-        hint = next(iter(splits.values())).missing_hint
+        hint = next(iter(splits.values())).missing_hint or _refetch_hint(args)
         print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
@@ -245,6 +245,29 @@ def _training_refusal(splits: dict[str, datasets.ImageList], source: str) -> str
     return ""
 
 
+def _refetch_hint(args: argparse.Namespace) -> Callable[[list[str]], str] | None:
+    """What to say of missing images under what a download unpacked into ROOT (a folder of them
+    deleted since): how to fetch them again; None where no download unpacked ROOT."""
+    from sef.datasets.download import unpacked_into
+
+    unpacked = unpacked_into(args.name, args.root) if args.root else []
+    if not unpacked:
+        return None
+
+    def hint(paths: list[str]) -> str:
+        missing = [os.path.abspath(path) for path in paths]
+        held = [
+            top for top in unpacked if any(Path(p).is_relative_to(top.absolute()) for p in missing)
+        ]
+        tops = [str(top) for top in held or unpacked]
+        return (
+            f"sef data download unpacked them into {args.root}: delete {some(tops)} and run sef "
+            f"data download {args.name} {args.root} again to fetch them again"
+        )
+
+    return hint
+
+
 def _unfinished_download(args: argparse.Namespace) -> tuple[Path | None, str]:
     """The file a download of NAME that an interrupt left in ROOT, and what to do about it;
     (None, "") where there is none."""
@@ -260,7 +283,7 @@ def _unfinished_download(args: argparse.Namespace) -> tuple[Path | None, str]:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sef.datasets.download import download, unpacked, unpacked_otherwise
+    from sef.datasets.download import download, unpacked_into, unpacked_otherwise
 
     if unpacked_otherwise(args.name, args.root):
         print(
@@ -269,7 +292,7 @@ def run_download(args: argparse.Namespace) -> int:
             f"of {args.root}); next: sef data check {args.name} {args.root}"
         )
         return 0
-    there = unpacked(args.name, args.root)
+    there = unpacked_into(args.name, args.root)
     root = download(
         args.name,
         args.root,
@@ -277,8 +300,11 @@ def run_download(args: argparse.Namespace) -> int:
         keep_archives=args.keep_archives,
         progress=progress_bars(args),
     )
+    again = f" (to fetch it again, delete {some([str(top) for top in there])})"
     ready = (
-        f"is already in {root}, unpacked by an earlier download" if there else f"is ready in {root}"
+        f"is already in {root}, unpacked by an earlier download{again}"
+        if there
+        else f"is ready in {root}"
     )
     print(f"{args.name} {ready}; next: sef data check {args.name} {root}")
     return 0
