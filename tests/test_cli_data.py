@@ -177,12 +177,13 @@ def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, 
     """A folder named with a newline printed as two lines; one named with a terminal's escape
     codes would have cleared the screen."""
     for name in ("two\nlines", "\x1b[2Jclear"):
-        write_image(tmp_path / "own" / name / "1.png")
+        for image in ("1.png", "2.png"):  # one held out for test
+            write_image(tmp_path / "own" / name / image)
     assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 0
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "     0  \\x1b[2Jclear",
         "     1  two\\nlines",
-        "all 2 images open",
+        "all 4 images open",
     ]
 
 
@@ -211,6 +212,20 @@ def test_check_says_paths_listed_in_another_case_than_the_files(csv_root, capsys
     assert said.endswith(
         f"missing, e.g. cat_0.JPG, cat_1.JPG, cat_2.JPG; {found} exists, its name in another case "
         f"(macOS and Windows ignore case, Linux does not): list the files as they are named"
+    )
+
+
+def test_check_says_training_stops_on_a_benchmark_whose_split_file_lists_no_test_image(
+    cub_root, capsys
+):
+    """A train_test_split.txt marking every image 1 passed the check; training then stopped,
+    blaming classes of one image, which CUB has none of."""
+    split = cub_root / "train_test_split.txt"
+    split.write_text("".join(f"{line.split()[0]} 1\n" for line in split.read_text().splitlines()))
+    assert main(["data", "check", "cub", str(cub_root), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"training stops on this data: the test split of {cub_root} holds no images: there is "
+        f"nothing to evaluate on; cub's own split files list no test image: check them"
     )
 
 

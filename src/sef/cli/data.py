@@ -210,7 +210,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
     print("classes:")
     print(_class_summary(classes, args.all_classes))
-    refused = _training_refusal(splits, args.root or args.name)
+    refused = _training_refusal(splits, args.root or args.name, args.name)
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
         list(unique.items()), workers=args.workers, progress=progress_bars(args), record=REFRESH
@@ -231,15 +231,18 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_refusal(splits: dict[str, datasets.ImageList], source: str) -> str:
-    """What training on the trainval split of ``splits`` would stop with (fewer than two
-    classes, a class without images), as a line, or "" (also where there is no such split)."""
+def _training_refusal(splits: dict[str, datasets.ImageList], source: str, name: str) -> str:
+    """What training on the trainval split of ``splits`` (of dataset ``name``) would stop with
+    (fewer than two classes, a class without images, a test split without images to evaluate
+    on), as a line, or "" (also where there is no trainval split)."""
     from sef.datasets.checking import check_classes
 
     if "trainval" not in splits:
         return ""
     try:
         check_classes(splits["trainval"], "trainval", source)
+        if "test" in splits and not len(splits["test"]):  # where training evaluates
+            raise datasets.nothing_to_evaluate("test", source, name)
     except DataError as error:
         return f"training stops on this data: {error}"
     return ""

@@ -198,6 +198,20 @@ def load(
     return dataset
 
 
+HELD_OUT = "a held-out split takes images only from classes with two or more"
+
+
+def nothing_to_evaluate(split: str, source: str, dataset: str) -> DataError:
+    """The error for a ``split`` of ``source`` (a root, or a generated set's name) of
+    ``dataset`` that holds no images: why, as the split is listed by a benchmark's own files
+    (CUB's train_test_split.txt marking every image 1) or held out."""
+    listed = record(dataset).kind == "paper" and (split == "test" or dataset == "aircraft")
+    why = f"{dataset}'s own split files list no {split} image: check them" if listed else HELD_OUT
+    return DataError(
+        f"the {split} split of {source} holds no images: there is nothing to evaluate on; {why}"
+    )
+
+
 class DataSection(Protocol):
     """What :func:`read_split` reads of a config's ``data`` section (``sef.config.DataConfig``)."""
 
