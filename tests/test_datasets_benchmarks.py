@@ -340,6 +340,10 @@ def test_dogs_errors(dogs_root):
     relabel("test_list.mat", 2, 4)  # labels 1, 3, 4: nothing is class 2
     with pytest.raises(DataError, match="skip some of 1..4; expected every class 1..3"):
         sef.datasets.load("dogs", dogs_root, "trainval")
+    for name in ("train_list.mat", "test_list.mat"):  # 0-based: said to skip some of 1..K-1
+        relabel(name, 1, 0)
+    with pytest.raises(DataError, match="labels in .*lists start at 0; Stanford Dogs' lists numb"):
+        sef.datasets.load("dogs", dogs_root, "trainval")
     (dogs_root / "lists" / "test_list.mat").unlink()
     with pytest.raises(DataError, match="test_list.mat is missing.*Images/<synset-name>"):
         sef.datasets.load("dogs", dogs_root, "test")

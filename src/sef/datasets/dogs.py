@@ -40,6 +40,11 @@ def _class_names(pairs: list[tuple[str, int]], lists: Path) -> list[str]:
     for relative, label in pairs:
         folders.setdefault(label, set()).add(Path(relative).parts[0])
     labels = sorted(folders)
+    if labels[0] < 1:  # 0-based lists of one's own: label 0 would be class -1
+        raise DataError(
+            f"the labels in {lists} start at {labels[0]}; Stanford Dogs' lists number the classes "
+            f"from 1: number them so, or unpack the official lists.tar again"
+        )
     if labels != list(range(1, len(labels) + 1)):
         raise DataError(
             f"the labels in {lists} skip some of 1..{labels[-1]}; expected every class "
