@@ -155,6 +155,9 @@ def test_cub_label_outside_the_class_list(cub_root):
     labels.write_text(labels.read_text().replace("6 2\n", "6 4\n"))
     with pytest.raises(DataError, match=r"image_class_labels.txt \(image id 6\).*outside"):
         sef.datasets.load("cub", cub_root, "trainval")
+    labels.write_text(labels.read_text().replace("6 4\n", "6 0\n"))  # numbered from 0
+    with pytest.raises(DataError, match=r"id 6\): label 0 names no class: this list numbers the"):
+        sef.datasets.load("cub", cub_root, "trainval")
 
 
 def test_cub_missing_split_line(cub_root):

@@ -137,6 +137,11 @@ def one_based_label(value: str | float, num_classes: int, where: str) -> int:
         label = int(float(value))
     except ValueError:
         raise DataError(f"{where}: label {value!r} is not a number") from None
+    if label == 0 == float(value):  # a list numbered from 0, as Python counts
+        raise DataError(
+            f"{where}: label 0 names no class: this list numbers the classes from 1 "
+            f"(1..{num_classes}); add 1 to every label of a list numbered from 0"
+        )
     if not 1 <= label <= num_classes or label != float(value):
         raise DataError(
             f"{where}: label {value!r} is outside the class list (1..{num_classes}); "
