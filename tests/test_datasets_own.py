@@ -463,6 +463,21 @@ def test_csv_columns_named_in_a_header_may_come_in_any_order(csv_root):
     assert _load("csv", csv_root, "trainval").classes == ["St. Bernard"]
 
 
+def test_csv_columns_beside_path_label_and_split_are_left_out(csv_root):
+    """pandas' to_csv writes its index as a first, unnamed column (',path,label,split'): the
+    rows were refused as 4 columns, or as an empty path, or their labels taken for splits."""
+    labels = csv_root / "labels.csv"
+    before = _load("csv", csv_root, "test")
+    rows = labels.read_text().splitlines()
+    labels.write_text(
+        f",{rows[0]},notes\n" + "".join(f"{i},{r},x\n" for i, r in enumerate(rows[1:]))
+    )
+    assert _load("csv", csv_root, "test").samples == before.samples
+    labels.write_text("label,path\n,img/cat_0.jpg\n")  # an empty label is named as such
+    with pytest.raises(DataError, match="labels.csv line 2 has an empty label"):
+        _load("csv", csv_root, "test")
+
+
 def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
     labels = csv_root / "labels.csv"
     rows = labels.read_text().replace(",trainval", ",TRAIN").replace(",test", ",Test").splitlines()

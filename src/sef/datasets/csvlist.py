@@ -1,5 +1,5 @@
 """Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional (its
-columns in any order).
+columns in any order, beside columns of other names, which are left out).
 
 ``root`` is the CSV file, or a folder holding exactly one (``.csv`` in any case, not hidden).
 Relative paths are relative to the CSV's folder (or ``image_root``). Labels are class names; the
@@ -28,7 +28,6 @@ from sef.errors import ConfigError, DataError
 from sef.text import counted
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
-HEADERS = (["path", "label"], ["path", "label", "split"])
 
 
 def _csv_file(root: Path) -> Path:
@@ -83,7 +82,8 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
             f"{path} line {rows[0][0]} is one column ({rows[0][1][0]!r}); separate path, label "
             f"and split with commas, not semicolons or tabs"
         )
-    order = _header_order(rows[0][1]) if rows else None
+    header = rows[0][1] if rows else []
+    order = _header_order(header)
     if order:
         rows = rows[1:]
     elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
@@ -93,17 +93,17 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         )
     if not rows:
         raise DataError(f"{path} lists no images; expected {LAYOUT}")
-    width = len(order or rows[0][1])
+    width = len(rows[0][1]) if not order else len(header)
     for number, row in rows:
-        if len(row) != width or width not in (2, 3):
+        if len(row) != width or (not order and width not in (2, 3)):
             raise DataError(
                 f"{path} line {number} has {counted(len(row), 'column')}; expected {LAYOUT}"
             )
+    rows = [(number, [row[i] for i in order]) for number, row in rows] if order else rows
+    for number, row in rows:
         for cell, name in zip(row, ("path", "label"), strict=False):
             if not cell:
                 raise DataError(f"{path} line {number} has an empty {name}; expected {LAYOUT}")
-    rows = [(number, [row[i] for i in order]) for number, row in rows] if order else rows
-    for number, row in rows:
         if "://" in row[0]:
             raise DataError(
                 f"{path} line {number}: {row[0]} is a URL; download the images and list their "
@@ -129,10 +129,12 @@ def _without_empty_columns(rows: list[tuple[int, list[str]]]) -> list[tuple[int,
 
 def _header_order(cells: list[str]) -> list[int] | None:
     """Where path, label (and split) are in ``cells``, if they are a header naming them in any
-    order and case (label,path as well as path,label); None if they are not."""
+    order and case (label,path as well as path,label), beside columns of other names, which are
+    left out (pandas' unnamed index, notes); None if they are not."""
     names = [cell.lower() for cell in cells]
-    header = next((h for h in HEADERS if sorted(h) == sorted(names)), None)
-    return [names.index(name) for name in header] if header else None
+    if "path" not in names or "label" not in names:
+        return None
+    return [names.index(name) for name in ("path", "label", "split") if name in names]
 
 
 def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tuple[int, list[str]]]:
