@@ -472,7 +472,12 @@ def test_csv_columns_beside_path_label_and_split_are_left_out(csv_root):
     labels.write_text(
         f",{rows[0]},notes\n" + "".join(f"{i},{r},x\n" for i, r in enumerate(rows[1:]))
     )
-    assert _load("csv", csv_root, "test").samples == before.samples
+    with pytest.warns(UserWarning) as warned:  # the index goes unsaid, notes not
+        assert _load("csv", csv_root, "test").samples == before.samples
+    assert [str(w.message) for w in warned] == [
+        f"{labels}: left out the column notes; sef reads path, label and split (name a column "
+        f"of trainval, train, val or test split)"
+    ]
     labels.write_text("label,path\n,img/cat_0.jpg\n")  # an empty label is named as such
     with pytest.raises(DataError, match="labels.csv line 2 has an empty label"):
         _load("csv", csv_root, "test")

@@ -24,8 +24,8 @@ from sef.datasets.images import extension, readable_extensions
 from sef.datasets.layout import archive_hint, class_names
 from sef.datasets.names import class_of, key, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
-from sef.errors import ConfigError, DataError
-from sef.text import counted
+from sef.errors import ConfigError, DataError, warn
+from sef.text import counted, some
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
 
@@ -86,6 +86,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     order = _header_order(header)
     if order:
         rows = rows[1:]
+        _warn_left_out_columns(path, header, order)
     elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
         raise DataError(  # a first path without a file extension, unlike the next: a header
             f"{path} line {rows[0][0]} looks like a header ({','.join(rows[0][1])}); name its "
@@ -125,6 +126,21 @@ def _without_empty_columns(rows: list[tuple[int, list[str]]]) -> list[tuple[int,
     while width and not any("".join(row[width - 1 : width]) for _, row in rows):  # "" or none
         width -= 1
     return [(number, row[:width]) for number, row in rows]
+
+
+def _warn_left_out_columns(path: Path, header: list[str], order: list[int]) -> None:
+    """Warn of the named columns of ``header`` beside those read (``order``): a split column
+    named otherwise (set, fold) would be left out without a word; pandas' index is not named."""
+    left = [
+        name
+        for i, name in enumerate(header)
+        if i not in order and name and not name.lower().startswith("unnamed:")
+    ]
+    if left:
+        warn(
+            f"{path}: left out the column{'s' * (len(left) > 1)} {some(left)}; sef reads path, "
+            f"label and split (name a column of trainval, train, val or test split)"
+        )
 
 
 def _header_order(cells: list[str]) -> list[int] | None:
