@@ -492,11 +492,16 @@ def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
     assert [Path(p).name for p, _ in _load("csv", csv_root, "val").samples] == ["cat_0.jpg"]
 
 
-def test_a_csv_one_folder_below_the_root_is_pointed_at(csv_root):
+def test_a_csv_one_folder_below_or_above_the_root_is_pointed_at(csv_root):
     with pytest.raises(DataError) as error:
         _load("csv", csv_root.parent, "test")
     assert str(error.value).endswith(
         f"; {csv_root / 'labels.csv'} exists: pass it as the data root"
+    )
+    with pytest.raises(DataError) as error:  # ROOT the images' folder beside the CSV
+        _load("csv", csv_root / "img", "test")
+    assert str(error.value).endswith(
+        f"; {csv_root.resolve() / 'labels.csv'} exists: pass it as the data root"
     )
 
 

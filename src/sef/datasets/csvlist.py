@@ -41,7 +41,9 @@ def _csv_file(root: Path) -> Path:
     )  # fmt: skip
     if not found:
         deeper = sorted(p for p in root.glob("*/*.[cC][sS][vV]") if not _hidden_under(root, p))
-        near = f"; {deeper[0]} exists: pass it as the data root" if deeper else archive_hint(root)
+        above = sorted(root.resolve().parent.glob("*.[cC][sS][vV]"))  # ROOT: the images' folder
+        found = (deeper or above)[:1]
+        near = f"; {found[0]} exists: pass it as the data root" if found else archive_hint(root)
         raise DataError(f"{root} holds no CSV file; point ROOT at {LAYOUT}{near}")
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
