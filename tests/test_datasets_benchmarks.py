@@ -343,6 +343,13 @@ def test_dogs_errors(dogs_root):
     relabel("test_list.mat", 2, 4)  # labels 1, 3, 4: nothing is class 2
     with pytest.raises(DataError, match="skip some of 1..4; expected every class 1..3"):
         sef.datasets.load("dogs", dogs_root, "trainval")
+    shutil.copy(lists / "train_list.mat", lists / "kept.mat")
+    content = scipy.io.loadmat(lists / "train_list.mat")  # one image twice: in train and val
+    content["file_list"][1] = content["file_list"][0]
+    scipy.io.savemat(lists / "train_list.mat", {k: v for k, v in content.items() if k[0] != "_"})
+    with pytest.raises(DataError, match=r"train_list.mat lists n0208[0-9]*-\w+/\w+.jpg twice; l"):
+        sef.datasets.load("dogs", dogs_root, "trainval")
+    shutil.move(lists / "kept.mat", lists / "train_list.mat")
     for name in ("train_list.mat", "test_list.mat"):  # 0-based: said to skip some of 1..K-1
         relabel(name, 1, 0)
     with pytest.raises(DataError, match="labels in .*lists start at 0; Stanford Dogs' lists numb"):

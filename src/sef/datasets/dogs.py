@@ -8,6 +8,7 @@ the images labelled k (e.g. ``n02085620-Chihuahua``), so names and order are the
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ def _read_list(path: Path) -> list[tuple[str, int]]:
     labels = content["labels"]
     if len(files) != len(labels) or not np.all(labels == np.round(labels)):
         raise DataError(f"{path}: file_list and labels do not match one integer label per file")
+    twice = sorted(f for f, n in Counter(files).items() if n > 1)
+    if twice:  # one image in train and in val, once carved
+        raise DataError(f"{path} lists {twice[0]} twice; list each image once")
     return list(zip(files, labels.astype(int).tolist(), strict=True))
 
 
