@@ -192,6 +192,23 @@ def test_cub_an_image_id_listed_twice_is_refused(cub_root, listing):
         sef.datasets.load("cub", cub_root, "test")
 
 
+def test_a_benchmark_list_naming_one_image_twice_is_refused(cub_root, cars_root):
+    """Two ids of one image (its lines copied and renumbered by hand) put both copies in
+    trainval, where a carved val could hold one while training on the other."""
+    images = cub_root / "images.txt"
+    first = images.read_text().splitlines()[0].split()[1]
+    lines = images.read_text().splitlines()
+    images.write_text("\n".join([lines[0], f"2 {first}", *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match=f"images.txt lists {first} twice; list each image once"):
+        sef.datasets.load("cub", cub_root, "test")
+    annotations = cars_root / "devkit" / "cars_train_annos.mat"
+    table = scipy.io.loadmat(annotations)["annotations"]
+    table[0, 1]["fname"] = table[0, 0]["fname"]
+    scipy.io.savemat(annotations, {"annotations": table})
+    with pytest.raises(DataError, match="cars_train_annos.mat lists 00001.jpg twice; list each"):
+        sef.datasets.load("cars", cars_root, "trainval")
+
+
 def test_cub_split_other_than_1_or_0_is_refused(cub_root):
     split = cub_root / "train_test_split.txt"
     split.write_text(split.read_text().replace("6 1\n", "6 train\n"))

@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import box_with_area, find_root, one_based_label, read_mat, require
+from sef.datasets.layout import (
+    box_with_area,
+    find_root,
+    listed_once,
+    one_based_label,
+    read_mat,
+    require,
+)
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
 
@@ -38,6 +45,7 @@ def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
     missing = [f for f in ("class", "fname", *(BOX if with_boxes else ())) if f not in fields]
     if missing:
         raise DataError(f"{path} has no '{missing[0]}' field; is it the official file?")
+    listed_once([str(row["fname"]) for row in table], path)
     for row in table:
         where = f"{path} ({row['fname']})"
         samples.append(

@@ -8,13 +8,12 @@ the images labelled k (e.g. ``n02085620-Chihuahua``), so names and order are the
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import find_root, read_mat
+from sef.datasets.layout import find_root, listed_once, read_mat
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
 from sef.text import counted
@@ -32,9 +31,7 @@ def _read_list(path: Path) -> list[tuple[str, int]]:
     labels = content["labels"]
     if len(files) != len(labels) or not np.all(labels == np.round(labels)):
         raise DataError(f"{path}: file_list and labels do not match one integer label per file")
-    twice = sorted(f for f, n in Counter(files).items() if n > 1)
-    if twice:  # one image in train and in val, once carved
-        raise DataError(f"{path} lists {twice[0]} twice; list each image once")
+    listed_once(files, path)
     return list(zip(files, labels.astype(int).tolist(), strict=True))
 
 

@@ -131,6 +131,16 @@ def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def listed_once(files: Sequence[str], source: Path) -> None:
+    """DataError naming a file that ``source``, a list of images, names twice: both copies in
+    trainval, a val carved from it could hold one while training on the other."""
+    seen: set[str] = set()
+    for file in files:
+        if file in seen:
+            raise DataError(f"{source} lists {file} twice; list each image once")
+        seen.add(file)
+
+
 def one_based_label(value: str | float, num_classes: int, where: str) -> int:
     """Convert a 1-based class id to a 0-based label, checking it names one of the classes."""
     try:
