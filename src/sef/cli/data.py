@@ -97,7 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.DOWNLOADABLE)
     )
     fetch.add_argument("root", metavar="ROOT", help="folder to unpack into (created if needed)")
-    fetch.add_argument("--mirror", help="fetch <MIRROR>/<archive name> instead of the official URL")
+    fetch.add_argument(
+        "--mirror",
+        help="fetch <MIRROR>/<archive name> instead of the official URL (a local folder, or the "
+        "archive itself)",
+    )
     fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded files")
     add_progress_option(fetch)
     fetch.set_defaults(func=run_download)

@@ -348,7 +348,14 @@ def download(
 
 
 def _mirrored(mirror: str, filename: str) -> str:
-    """``<mirror>/<filename>`` as a URL: a mirror without a scheme (``://``) is a local folder."""
+    """``<mirror>/<filename>`` as a URL: a mirror without a scheme (``://``) is a local folder,
+    or the archive itself (``--mirror ~/Downloads/CUB_200_2011.tgz``)."""
     if "://" not in mirror:
-        return (Path(mirror).expanduser().absolute() / filename).as_uri()
+        local = Path(mirror).expanduser().absolute()
+        if local.is_file() and local.name != filename:
+            raise ConfigError(
+                f"--mirror {mirror} is a file, not the folder that holds {filename}; give that "
+                f"folder"
+            )
+        return (local if local.is_file() else local / filename).as_uri()
     return f"{mirror.rstrip('/')}/{filename}"
