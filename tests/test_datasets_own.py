@@ -363,7 +363,7 @@ def test_class_folders_that_differ_only_in_case_are_warned_of(folder_root):
     ]
 
 
-def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
+def test_csv_labels_that_differ_only_in_case_or_spacing_are_warned_of(csv_root):
     labels = csv_root / "labels.csv"
     labels.write_text(labels.read_text().replace("img/cat_0.jpg,cat", "img/cat_0.jpg,Cat"))
     with pytest.warns(UserWarning) as warned:
@@ -371,6 +371,14 @@ def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
     assert [str(w.message) for w in warned] == [
         f"{labels}: the classes 'Cat' and 'cat' differ only in case, so they are two classes; "
         f"spell them alike if they are one"
+    ]
+    rows = labels.read_text().replace(",Cat,", ",cat,").replace(",dog,", ",hot\xa0dog,")
+    labels.write_text(rows.replace("dog_0.jpg,hot\xa0dog,", "dog_0.jpg,hot dog,"))
+    with pytest.warns(UserWarning) as warned:  # a space pasted from the web: no-break
+        _load("csv", csv_root, "trainval")
+    assert [str(w.message) for w in warned] == [
+        f"{labels}: the classes 'hot dog' and 'hot\\xa0dog' differ only in spacing, so they are "
+        f"two classes; spell them alike if they are one"
     ]
 
 
