@@ -358,12 +358,16 @@ class Built:
     bytes: int
     seconds: float
     unreadable: int
+    example: str = ""  # why the first unreadable image is: "image <path> is missing ..."
 
     def summary(self) -> str:
+        bad = (
+            f"; {self.unreadable:,} of them cannot be used (sef data check lists them), the "
+            f"first: {self.example}"
+        )
         return (
             f"{counted(self.images, 'image')} in {self.folder}: {space.human(self.bytes)}, "
-            f"built in {self.seconds:.0f} s"
-            + (f"; {self.unreadable} of them could not be decoded" if self.unreadable else "")
+            f"built in {self.seconds:.0f} s{bad if self.unreadable else ''}"
         )
 
 
@@ -610,8 +614,8 @@ def _plan(
             remove_file(folder / DATA)  # never a data file without its index
             raise CacheUnavailable(str(error)) from None
         _record_verified(list(todo.values()), stamps, problems)
-        unreadable = sum(p is not None for p in problems)
-        return Built(folder, len(todo), int(np.prod(shape)), seconds, unreadable)
+        bad = [why for why in problems if why]
+        return Built(folder, len(todo), int(np.prod(shape)), seconds, len(bad), (bad or [""])[0])
 
     return write
 
