@@ -780,7 +780,7 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
     opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, "resize", 16,
                                  progress=False)  # fmt: skip
     assert built.unreadable == 1 and built.summary().endswith(
-        f"; 1 of them cannot be used (sef data check lists them), the first: image {bad} cannot "
+        f"; 1 of them cannot be used, the first: image {bad} cannot "
         f"be decoded (it is a text file); replace it, or leave it out (sef train: --set "
         f"data.bad_images=skip)"
     )

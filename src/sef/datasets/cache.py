@@ -361,10 +361,7 @@ class Built:
     example: str = ""  # why the first unreadable image is: "image <path> is missing ..."
 
     def summary(self) -> str:
-        bad = (
-            f"; {self.unreadable:,} of them cannot be used (sef data check lists them), the "
-            f"first: {self.example}"
-        )
+        bad = f"; {self.unreadable:,} of them cannot be used, the first: {self.example}"
         return (
             f"{counted(self.images, 'image')} in {self.folder}: {space.human(self.bytes)}, "
             f"built in {self.seconds:.0f} s{bad if self.unreadable else ''}"
