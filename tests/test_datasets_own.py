@@ -239,6 +239,24 @@ def test_a_class_folder_given_as_root_points_at_the_data(folder_root):
     )
 
 
+def test_a_benchmark_read_as_folder_or_as_another_benchmark_is_named(cub_root, dogs_root):
+    """CUB's images/ read as folder data held its test out at random, without a word; a
+    benchmark's folder read as another said only that the other's files were missing."""
+    with pytest.warns(UserWarning) as warned:
+        _load("folder", cub_root / "images", "test")
+    assert [str(w.message) for w in warned] == [
+        f"{cub_root / 'images'} is the images folder of cub ({cub_root / 'images.txt'} is there): "
+        f"read as folder data, its test images are held out anew, not the test split of cub; "
+        f"read {cub_root} as dataset cub to use it"
+    ]
+    with pytest.raises(DataError) as error:
+        _load("cub", dogs_root, "test")
+    assert str(error.value).endswith(
+        f"; {dogs_root / 'lists' / 'train_list.mat'} exists: is ROOT dataset dogs? then read it "
+        f"as dogs"
+    )
+
+
 def test_an_archive_in_a_root_without_class_folders_is_named(tmp_path):
     (tmp_path / "photos.ZIP").write_bytes(b"PK")
     with pytest.raises(DataError, match=r"photos.ZIP is not unpacked: unpack it into "):

@@ -16,6 +16,7 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sef.choices import BAD_IMAGE_POLICIES
@@ -193,9 +194,29 @@ def load(
         )
     if "holdout" in inspect.signature(read).parameters:
         reader_options["holdout"] = holdout
-    dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
+    try:
+        dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
+    except DataError as error:
+        hint = _another_benchmark(name, root)
+        if not hint:
+            raise
+        raise DataError(f"{error}{hint}") from None
     dataset.transform = transform
     return dataset
+
+
+def _another_benchmark(name: str, root: str | os.PathLike | None) -> str:
+    """What to say where ``root``, not read as benchmark ``name``, holds another benchmark (a
+    cars preset given CUB's folder): "; <its marker> exists: ..."; else ""."""
+    from sef.datasets.layout import benchmark_in
+
+    if root is None or record(name).kind != "paper":
+        return ""
+    found = benchmark_in(Path(root).expanduser(), but=name)
+    if found is None:
+        return ""
+    other, marker = found
+    return f"; {marker} exists: is ROOT dataset {other}? then read it as {other}"
 
 
 HELD_OUT = "a held-out split takes images only from classes with two or more"

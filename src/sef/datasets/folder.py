@@ -24,7 +24,7 @@ from sef.datasets.images import (
     extension,
     readable_extensions,
 )
-from sef.datasets.layout import archive_hint
+from sef.datasets.layout import archive_hint, benchmark_in
 from sef.datasets.names import class_of, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError, warn
@@ -225,6 +225,20 @@ def _warn_split_folder_as_root(root: Path) -> None:
         )
 
 
+def _warn_benchmark_images(root: Path) -> None:
+    """Warn where ``root`` is the images folder of a benchmark (CUB_200_2011/images, Dogs'
+    Images): read as folder data, its test split is held out anew, not the benchmark's own."""
+    root = _named(root)
+    found = benchmark_in(root.parent)
+    if found:
+        name, marker = found
+        warn(
+            f"{root} is the images folder of {name} ({marker} is there): read as folder data, "
+            f"its test images are held out anew, not the test split of {name}; read "
+            f"{root.parent} as dataset {name} to use it"
+        )
+
+
 def read(
     root: str | os.PathLike,
     split: str,
@@ -256,6 +270,7 @@ def read(
     _warn_misnamed_splits(root, split_folders, class_folders)
     if not split_folders:
         _warn_split_folder_as_root(root)
+        _warn_benchmark_images(root)
     for folder in split_folders.values() or [root]:  # two sources merged: Cat/ beside cat/
         warn_case_twins(sorted({class_folders[name] for name in _subfolders(folder)}), str(folder))
     index = {name: label for label, name in enumerate(classes)}

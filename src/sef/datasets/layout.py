@@ -16,6 +16,26 @@ from sef.text import some
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
 
 
+# A file only each benchmark's folder holds, at its folder or one folder down, as its reader
+# finds it.
+MARKERS = {
+    "cub": ("images.txt", "CUB_200_2011/images.txt"),
+    "cars": ("devkit/cars_meta.mat", "stanford_cars/devkit/cars_meta.mat"),
+    "dogs": ("train_list.mat", "lists/train_list.mat"),
+    "aircraft": ("data/variants.txt", "fgvc-aircraft-2013b/data/variants.txt", "variants.txt"),
+}
+
+
+def benchmark_in(folder: Path, but: str | None = None) -> tuple[str, Path] | None:
+    """(name, marker) of the benchmark other than ``but`` whose folder ``folder`` is (or holds),
+    by the first of its MARKERS there; None for none."""
+    for name, markers in MARKERS.items():
+        found = [folder / marker for marker in markers if (folder / marker).is_file()]
+        if name != but and found:
+            return name, found[0]
+    return None
+
+
 def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], layout: str) -> Path:
     """The folder among ``root`` and ``root/<subfolder>`` that holds ``marker``.
 
