@@ -245,7 +245,8 @@ def test_a_benchmark_read_as_folder_or_as_another_benchmark_is_named(cub_root, d
     with pytest.warns(UserWarning) as warned:
         _load("folder", cub_root / "images", "test")
     assert [str(w.message) for w in warned] == [
-        f"{cub_root / 'images'} is the images folder of cub ({cub_root / 'images.txt'} is there): "
+        f"{cub_root / 'images'} is the images folder of cub ({cub_root / 'train_test_split.txt'} "
+        f"is there): "
         f"read as folder data, its test images are held out anew, not the test split of cub; "
         f"read {cub_root} as dataset cub to use it"
     ]

@@ -19,7 +19,7 @@ ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar
 # A file only each benchmark's folder holds, at its folder or one folder down, as its reader
 # finds it.
 MARKERS = {
-    "cub": ("images.txt", "CUB_200_2011/images.txt"),
+    "cub": ("train_test_split.txt", "CUB_200_2011/train_test_split.txt"),
     "cars": ("devkit/cars_meta.mat", "stanford_cars/devkit/cars_meta.mat"),
     "dogs": ("train_list.mat", "lists/train_list.mat"),
     "aircraft": ("data/variants.txt", "fgvc-aircraft-2013b/data/variants.txt", "variants.txt"),
