@@ -229,7 +229,7 @@ def _warn_benchmark_images(root: Path) -> None:
     """Warn where ``root`` is the images folder of a benchmark (CUB_200_2011/images, Dogs'
     Images): read as folder data, its test split is held out anew, not the benchmark's own."""
     root = _named(root)
-    found = benchmark_in(root.parent)
+    found = benchmark_in(root.parent, below=False)  # not a benchmark beside ROOT
     if found:
         name, marker = found
         warn(

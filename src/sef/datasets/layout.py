@@ -16,21 +16,26 @@ from sef.text import some
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
 
 
-# A file only each benchmark's folder holds, at its folder or one folder down, as its reader
-# finds it.
+# A file only each benchmark's folder holds, and the folder of its own name it may be in.
 MARKERS = {
-    "cub": ("train_test_split.txt", "CUB_200_2011/train_test_split.txt"),
-    "cars": ("devkit/cars_meta.mat", "stanford_cars/devkit/cars_meta.mat"),
+    "cub": ("train_test_split.txt",),
+    "cars": ("devkit/cars_meta.mat",),
     "dogs": ("train_list.mat", "lists/train_list.mat"),
-    "aircraft": ("data/variants.txt", "fgvc-aircraft-2013b/data/variants.txt", "variants.txt"),
+    "aircraft": ("data/variants.txt", "variants.txt"),
 }
+OWN_FOLDERS = {"cub": "CUB_200_2011", "cars": "stanford_cars", "aircraft": "fgvc-aircraft-2013b"}
 
 
-def benchmark_in(folder: Path, but: str | None = None) -> tuple[str, Path] | None:
-    """(name, marker) of the benchmark other than ``but`` whose folder ``folder`` is (or holds),
-    by the first of its MARKERS there; None for none."""
+def benchmark_in(
+    folder: Path, but: str | None = None, below: bool = True
+) -> tuple[str, Path] | None:
+    """(name, marker) of the benchmark other than ``but`` whose folder ``folder`` is (or holds
+    in a folder of its own name, if ``below``), by the first of its MARKERS there; None for
+    none."""
     for name, markers in MARKERS.items():
-        found = [folder / marker for marker in markers if (folder / marker).is_file()]
+        places = [folder] + ([folder / OWN_FOLDERS[name]] if below and name in OWN_FOLDERS else [])
+        found = [place / marker for place in places for marker in markers]
+        found = [path for path in found if path.is_file()]
         if name != but and found:
             return name, found[0]
     return None
