@@ -158,7 +158,7 @@ CASES = {
     ),
     "csv-root-folder-without-csv": (
         ["train", "--preset", "csv-resnet18", "--data-root", "{folder}", *NO_WEIGHTS],
-        "{folder} holds 0 CSV files (none)",
+        "{folder} holds no CSV file; point ROOT at a CSV file",
     ),
     # a binary file as CSV or YAML, a text file as an image, broken YAML
     "train-csv-binary": (

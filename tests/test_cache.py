@@ -781,8 +781,11 @@ def test_unreadable_images_are_recorded_and_named_when_read(noisy_cub, tmp_path)
     trainval, test = _splits(noisy_cub)
     opened, built = cache.ensure(tmp_path / "c", [trainval, test], list, "resize", 16,
                                  progress=False)  # fmt: skip
-    assert built.unreadable == 1  # `sef data cache` says which, not only how many
-    assert built.summary().endswith(f"; 1 of them could not be decoded, e.g. {bad}")
+    assert built.unreadable == 1 and built.summary().endswith(
+        f"; 1 of them cannot be used, the first: image {bad} cannot "
+        f"be decoded (it is a text file); replace it, or leave it out (sef train: --set "
+        f"data.bad_images=skip)"
+    )
     keys, turned = _wanted([trainval])
     assert cache.stale_reason(tmp_path / "c", keys, "resize", 16, turned=turned) is None
     items = cache.CachedTrainImages(trainval, opened, "resize", 16)

@@ -181,12 +181,13 @@ def test_check_escapes_control_characters_in_class_names(tmp_path, write_image, 
     """A folder named with a newline printed as two lines; one named with a terminal's escape
     codes would have cleared the screen."""
     for name in ("two\nlines", "\x1b[2Jclear"):
-        write_image(tmp_path / "own" / name / "1.png")
+        for image in ("1.png", "2.png"):  # one held out for test
+            write_image(tmp_path / "own" / name / image)
     assert main(["data", "check", "folder", str(tmp_path / "own"), "--no-progress"]) == 0
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "     0  \\x1b[2Jclear",
         "     1  two\\nlines",
-        "all 2 images open",
+        "all 4 images open",
     ]
 
 
@@ -215,6 +216,20 @@ def test_check_says_paths_listed_in_another_case_than_the_files(csv_root, capsys
     assert said.endswith(
         f"missing, e.g. cat_0.JPG, cat_1.JPG, cat_2.JPG; {found} exists, its name in another case "
         f"(macOS and Windows ignore case, Linux does not): list the files as they are named"
+    )
+
+
+def test_check_says_training_stops_on_a_benchmark_whose_split_file_lists_no_test_image(
+    cub_root, capsys
+):
+    """A train_test_split.txt marking every image 1 passed the check; training then stopped,
+    blaming classes of one image, which CUB has none of."""
+    split = cub_root / "train_test_split.txt"
+    split.write_text("".join(f"{line.split()[0]} 1\n" for line in split.read_text().splitlines()))
+    assert main(["data", "check", "cub", str(cub_root), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"training stops on this data: the test split of {cub_root} holds no images: there is "
+        f"nothing to evaluate on; cub's own split files list no test image: check them"
     )
 
 
@@ -263,6 +278,10 @@ def test_check_names_a_download_that_did_not_finish(cub_root, tmp_path, capsys):
     assert main(["data", "check", "cub", str(root), "--no-progress"]) == 2
     left = f"{root / 'CUB_200_2011.tgz.part'} is left by a download that did not finish: run sef "
     assert capsys.readouterr().err.endswith(f"; {left}data download cub {root} again\n")
+    (root / "CUB_200_2011.tgz.part").rename(root / "CUB_200_2011.tgz")  # fetched, not unpacked
+    assert main(["data", "check", "cub", str(root), "--no-progress"]) == 2
+    said = capsys.readouterr().err  # one piece of advice, not two
+    assert "CUB_200_2011.tgz is not unpacked" in said and "is left by" not in said
     (cub_root.parent / "CUB_200_2011.tgz").write_bytes(b"x")  # interrupted while unpacking
     next((cub_root / "images").rglob("*.jpg")).unlink()
     assert main(["data", "check", "cub", str(cub_root.parent), "--no-progress"]) == 1
@@ -297,11 +316,22 @@ def test_download_then_check(http_server, cub_root, tmp_path, monkeypatch, capsy
     assert out.strip() == f"cub is ready in {root}; next: sef data check cub {root}"
     (folder / "CUB_200_2011.tgz").unlink()  # the same command again asks the server nothing
     assert main(["data", "download", "cub", str(root), "--no-progress"]) == 0
-    again = f"cub is already in {root}, unpacked by an earlier download; next: sef data check"
+    again = (
+        f"cub is already in {root}, unpacked by an earlier download (to fetch it again, delete "
+        f"{root / 'CUB_200_2011'}); next: sef data check"
+    )
     assert capsys.readouterr().out.startswith(again)
     assert len(sef.datasets.load("cub", root, "test")) == 6
     assert main(["data", "check", "cub", str(root), "--no-progress"]) == 0
     assert capsys.readouterr().out.endswith("all 15 images open\n")
+    # a class folder deleted since: check says how to fetch it again, not to move ROOT
+    shutil.rmtree(root / "CUB_200_2011" / "images" / CUB_CLASSES[1])
+    assert main(["data", "check", "cub", str(root), "--no-progress"]) == 1
+    fetch = f"delete {root / 'CUB_200_2011'} and run sef data download cub {root} again"
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.endswith(
+        f" does not exist: sef data download unpacked them into {root}: {fetch} to fetch them again"
+    )
 
 
 def test_cache_builds_once_then_finds_it_up_to_date(cub_root, tmp_path, monkeypatch, capsys):

@@ -113,6 +113,32 @@ def test_a_benchmark_a_folder_or_two_below_the_root_is_pointed_at(
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "child"),
+    [
+        ("cub", "images/001.Black_footed_Albatross"),
+        ("cars", "cars_train"),
+        ("dogs", "Images"),
+        ("aircraft", "data/images"),
+    ],
+)
+def test_a_folder_inside_a_benchmark_given_as_root_points_at_the_benchmark(name, child, request):
+    dataset = request.getfixturevalue(f"{name}_root")
+    with pytest.raises(DataError) as error:
+        sef.datasets.load(name, dataset / child, "test")
+    assert str(error.value).endswith(f"exists: pass {dataset} as the data root")
+
+
+def test_an_archive_not_yet_unpacked_in_the_root_is_named(tmp_path):
+    (tmp_path / "CUB_200_2011.tgz").write_bytes(b"archive")
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("cub", tmp_path, "test")
+    assert str(error.value).endswith(
+        f"; {tmp_path / 'CUB_200_2011.tgz'} is not unpacked: unpack it into {tmp_path} and pass "
+        f"{tmp_path} again"
+    )
+
+
 def test_cub_lists_are_utf8_with_or_without_a_byte_order_mark(cub_root):
     images = cub_root / "images.txt"
     expected = sef.datasets.load("cub", cub_root, "test").samples
@@ -128,6 +154,9 @@ def test_cub_label_outside_the_class_list(cub_root):
     labels = cub_root / "image_class_labels.txt"
     labels.write_text(labels.read_text().replace("6 2\n", "6 4\n"))
     with pytest.raises(DataError, match=r"image_class_labels.txt \(image id 6\).*outside"):
+        sef.datasets.load("cub", cub_root, "trainval")
+    labels.write_text(labels.read_text().replace("6 4\n", "6 0\n"))  # numbered from 0
+    with pytest.raises(DataError, match=r"id 6\): label 0 names no class: this list numbers the"):
         sef.datasets.load("cub", cub_root, "trainval")
 
 
@@ -161,6 +190,23 @@ def test_cub_an_image_id_listed_twice_is_refused(cub_root, listing):
         DataError, match=rf"{listing} line {len(lines) + 1} repeats id 1 of line 1; list each id"
     ):
         sef.datasets.load("cub", cub_root, "test")
+
+
+def test_a_benchmark_list_naming_one_image_twice_is_refused(cub_root, cars_root):
+    """Two ids of one image (its lines copied and renumbered by hand) put both copies in
+    trainval, where a carved val could hold one while training on the other."""
+    images = cub_root / "images.txt"
+    first = images.read_text().splitlines()[0].split()[1]
+    lines = images.read_text().splitlines()
+    images.write_text("\n".join([lines[0], f"2 {first}", *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match=f"images.txt lists {first} twice; list each image once"):
+        sef.datasets.load("cub", cub_root, "test")
+    annotations = cars_root / "devkit" / "cars_train_annos.mat"
+    table = scipy.io.loadmat(annotations)["annotations"]
+    table[0, 1]["fname"] = table[0, 0]["fname"]
+    scipy.io.savemat(annotations, {"annotations": table})
+    with pytest.raises(DataError, match="cars_train_annos.mat lists 00001.jpg twice; list each"):
+        sef.datasets.load("cars", cars_root, "trainval")
 
 
 def test_cub_split_other_than_1_or_0_is_refused(cub_root):
@@ -208,6 +254,26 @@ def test_cars_accepts_torchvision_folder_and_devkit_test_labels(cars_root, tmp_p
     assert Path(moved).name == "cars_test_annos_withlabels.mat"
 
 
+def test_cars_devkit_and_test_labels_kept_elsewhere_are_said_to_be_moved(cars_root):
+    """A devkit one folder deeper than the images (car_devkit/devkit) was pointed at as the data
+    root, which holds no images; a labels file saved as '... (1).mat' was said to be missing."""
+    (cars_root / "car_devkit").mkdir()
+    shutil.move(cars_root / "devkit", cars_root / "car_devkit")
+    with pytest.raises(DataError) as error:
+        sef.datasets.load("cars", cars_root, "trainval")
+    assert str(error.value) == (
+        f"devkit not found in {cars_root} beside cars_train; {cars_root / 'car_devkit' / 'devkit'} "
+        f"exists: move it to {cars_root / 'devkit'}"
+    )
+    shutil.move(cars_root / "car_devkit" / "devkit", cars_root)
+    copy = cars_root / "cars_test_annos_withlabels (1).mat"
+    (cars_root / "cars_test_annos_withlabels.mat").rename(copy)
+    with pytest.raises(
+        DataError, match=r"\(1\).mat exists: rename it cars_test_annos_withlabels.mat$"
+    ):
+        sef.datasets.load("cars", cars_root, "test")
+
+
 def test_cars_bounding_box_crop(cars_root):
     image, _ = sef.datasets.load("cars", cars_root, "trainval", bbox_crop=True)[0]
     assert image.size == (27, 20)  # bbox 3 5 30 25 = x1 y1 x2 y2
@@ -215,8 +281,13 @@ def test_cars_bounding_box_crop(cars_root):
 
 def test_cars_errors(cars_root):
     (cars_root / "cars_test_annos_withlabels.mat").unlink()
-    with pytest.raises(DataError, match="cars_test_annos_withlabels.mat is missing.*cars_train/"):
+    with pytest.raises(DataError) as error:  # the devkit's cars_test_annos.mat has no labels
         sef.datasets.load("cars", cars_root, "test")
+    assert str(error.value) == (
+        f"cars_test_annos_withlabels.mat is in neither {cars_root} nor its devkit/ (the devkit's "
+        f"cars_test_annos.mat holds no test labels); get cars_test_annos_withlabels.mat, "
+        f"published apart from car_devkit.tgz, and put it in {cars_root}"
+    )
     annotations = cars_root / "devkit" / "cars_train_annos.mat"
     table = scipy.io.loadmat(annotations)["annotations"]
     table[0, 2]["class"] = np.array([[7]], np.uint8)
@@ -289,6 +360,17 @@ def test_dogs_errors(dogs_root):
     relabel("test_list.mat", 2, 4)  # labels 1, 3, 4: nothing is class 2
     with pytest.raises(DataError, match="skip some of 1..4; expected every class 1..3"):
         sef.datasets.load("dogs", dogs_root, "trainval")
+    shutil.copy(lists / "train_list.mat", lists / "kept.mat")
+    content = scipy.io.loadmat(lists / "train_list.mat")  # one image twice: in train and val
+    content["file_list"][1] = content["file_list"][0]
+    scipy.io.savemat(lists / "train_list.mat", {k: v for k, v in content.items() if k[0] != "_"})
+    with pytest.raises(DataError, match=r"train_list.mat lists n0208[0-9]*-\w+/\w+.jpg twice; l"):
+        sef.datasets.load("dogs", dogs_root, "trainval")
+    shutil.move(lists / "kept.mat", lists / "train_list.mat")
+    for name in ("train_list.mat", "test_list.mat"):  # 0-based: said to skip some of 1..K-1
+        relabel(name, 1, 0)
+    with pytest.raises(DataError, match="labels in .*lists start at 0; Stanford Dogs' lists numb"):
+        sef.datasets.load("dogs", dogs_root, "trainval")
     (dogs_root / "lists" / "test_list.mat").unlink()
     with pytest.raises(DataError, match="test_list.mat is missing.*Images/<synset-name>"):
         sef.datasets.load("dogs", dogs_root, "test")
@@ -357,8 +439,14 @@ def test_aircraft_errors(aircraft_root, tmp_path):
         sef.datasets.load("aircraft", aircraft_root, "test", level="model")
     renamed = tmp_path / "aircraft"
     shutil.copytree(aircraft_root, renamed)
-    with pytest.raises(DataError, match="no fgvc-aircraft-2013b/data folder.*folder name kept"):
-        sef.datasets.load("aircraft", renamed, "test")
+    for root in (renamed, renamed / "data"):
+        with pytest.raises(DataError) as error:
+            sef.datasets.load("aircraft", root, "test")
+        assert "no fgvc-aircraft-2013b/data folder" in str(error.value)
+        assert str(error.value).endswith(
+            f"folder name kept); {renamed} holds the dataset's data/: rename aircraft to "
+            f"fgvc-aircraft-2013b"
+        )
     variants = aircraft_root / "data" / "variants.txt"
     variants.write_text(variants.read_text() + "F/A-18\n")  # two classes by one name
     with pytest.raises(DataError, match="variants.txt line 5 repeats the class 'F/A-18' of line 4"):

@@ -41,6 +41,16 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path, suffix, order, mode):
     assert np.asarray(open_rgb(path, upright=False)).mean() == pytest.approx(128, abs=1)
 
 
+@pytest.mark.parametrize(("values", "grey"), [((0, 200), (0, 200)), ((0, 32768), (0, 128))])
+def test_32_bit_grey_of_8_bit_values_is_taken_as_is_and_wider_values_scaled(tmp_path, values, grey):
+    """A TIFF of 8-bit grey saved as 32-bit integers (mode I) read black, scaled by 256."""
+    path = tmp_path / "wide.tif"
+    Image.fromarray(np.array([values], np.int32), mode="I").save(path)
+    with Image.open(path) as raw:
+        assert raw.mode == "I"
+    assert np.asarray(open_rgb(path, upright=False))[0, :, 0].tolist() == list(grey)
+
+
 @pytest.mark.parametrize(
     ("values", "grey"), [((0.0, 0.5, 1.0), (0, 127, 255)), ((0, 64, 300), (0, 64, 255))]
 )

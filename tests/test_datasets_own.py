@@ -67,6 +67,33 @@ def test_folder_official_val_folder_is_used(folder_root, name):
     assert len(_load("folder", folder_root, "trainval")) == 12
 
 
+def test_a_val_declared_beside_trainval_is_used_as_declared(csv_root):
+    """Rows of trainval and val: val was carved from both anew, training on declared val rows."""
+    labels = csv_root / "labels.csv"
+    labels.write_text(labels.read_text().replace("_3.jpg,cat,trainval", "_3.jpg,cat,val"))
+    val = _load("csv", csv_root, "val")
+    assert [Path(p).name for p, _ in val.samples] == ["cat_3.jpg"]
+    train = _load("csv", csv_root, "train")
+    assert len(train) == 11 and str(csv_root / "img" / "cat_3.jpg") not in dict(train.samples)
+    assert len(_load("csv", csv_root, "trainval")) == 12
+
+
+def test_split_folders_inside_class_folders_are_said_to_be_one_level_low(folder_root, tmp_path):
+    """ROOT/<class>/{train,test}/ was told its folders are not named as split folders are."""
+    flipped = tmp_path / "flipped"
+    for split in ("train", "test"):
+        for name in OWN_CLASSES:
+            shutil.copytree(folder_root / split / name, flipped / name / split)
+    with pytest.warns(UserWarning) as warned:
+        assert _load("folder", flipped, "trainval").classes == OWN_CLASSES
+    assert [str(w.message) for w in warned] == [
+        f"the classes cat, dog, fox of {flipped} each hold the split folders test, train, read "
+        f"as one set, test and val held out of it anew: split folders hold class folders, "
+        f"ROOT/<split>/<class>/<image>; move {flipped / 'cat' / 'test'} to "
+        f"{flipped / 'test' / 'cat'}, and so on"
+    ]
+
+
 def test_split_folders_named_otherwise_are_warned_of(folder_root):
     shutil.copytree(folder_root / "test", folder_root / "holdout")
     with pytest.warns(UserWarning) as warned:
@@ -84,6 +111,21 @@ def test_split_folders_named_otherwise_are_warned_of(folder_root):
         f"the classes testing, training of {folder_root} hold the same folders (cat, dog, fox) "
         f"and no image of their own, as split folders do; split folders are named trainval, "
         f"train, val or test"
+    ]
+
+
+def test_an_unlabelled_test_folder_beside_train_class_folders_is_warned_of(folder_root):
+    """Kaggle's layout, train/<class>/ and test/ of unlabelled images: test/ was left out, and
+    the test split said that no test images were declared, beside a folder full of them."""
+    shutil.rmtree(folder_root / "test")
+    (folder_root / "test").mkdir()
+    shutil.copy(folder_root / "train" / "cat" / "cat0.png", folder_root / "test" / "0.png")
+    with pytest.warns(UserWarning) as warned:
+        assert len(_load("folder", folder_root, "trainval")) == 12
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'test'} holds 1 image but no class folders, so the folder is left out: "
+        f"an image of a split is in its class's folder, {folder_root / 'test'}/<class>/<image> "
+        f"(sef predict reads images without classes)"
     ]
 
 
@@ -165,6 +207,63 @@ def test_class_folders_one_folder_deeper_are_pointed_to(folder_root, tmp_path):
     assert _load("folder", tmp_path / "unpacked" / "photos", "trainval").classes == OWN_CLASSES
 
 
+def test_a_split_folder_given_as_root_beside_others_is_warned_of(folder_root):
+    """--data-root data/train beside data/test held test out of train's images, silently."""
+    with pytest.warns(UserWarning) as warned:
+        _load("folder", folder_root / "train", "test")
+    assert [str(w.message) for w in warned] == [
+        f"{folder_root / 'train'} is the train folder of {folder_root}, which holds test too: it "
+        f"is not read, and test and val are held out of train's images; pass {folder_root} as "
+        f"the data root to read its split folders"
+    ]
+
+
+def test_images_beside_class_folders_are_warned_of(folder_root):
+    """An image straight in a split folder, beside its class folders, was left out silently."""
+    shutil.copy(folder_root / "train" / "cat" / "cat0.png", folder_root / "train" / "stray.png")
+    with pytest.warns(UserWarning) as warned:
+        assert len(_load("folder", folder_root, "trainval")) == 12
+    train = folder_root / "train"
+    assert [str(w.message) for w in warned] == [
+        f"left out 1 image straight in {train}, beside its class folders, e.g. "
+        f"{train / 'stray.png'}: an image is in its class's folder, {train}/<class>/<image>"
+    ]
+
+
+def test_a_class_folder_given_as_root_points_at_the_data(folder_root):
+    with pytest.raises(DataError) as error:
+        _load("folder", folder_root / "train" / "cat", "trainval")
+    assert str(error.value).endswith(
+        f"; {folder_root / 'train' / 'cat'} looks like one class folder of "
+        f"{folder_root / 'train'}: pass {folder_root} as the data root"
+    )
+
+
+def test_a_benchmark_read_as_folder_or_as_another_benchmark_is_named(cub_root, dogs_root):
+    """CUB's images/ read as folder data held its test out at random, without a word; a
+    benchmark's folder read as another said only that the other's files were missing."""
+    with pytest.warns(UserWarning) as warned:
+        _load("folder", cub_root / "images", "test")
+    assert [str(w.message) for w in warned] == [
+        f"{cub_root / 'images'} is the images folder of cub ({cub_root / 'train_test_split.txt'} "
+        f"is there): "
+        f"read as folder data, its test images are held out anew, not the test split of cub; "
+        f"read {cub_root} as dataset cub to use it"
+    ]
+    with pytest.raises(DataError) as error:
+        _load("cub", dogs_root, "test")
+    assert str(error.value).endswith(
+        f"; {dogs_root / 'lists' / 'train_list.mat'} exists: is ROOT dataset dogs? then read it "
+        f"as dogs"
+    )
+
+
+def test_an_archive_in_a_root_without_class_folders_is_named(tmp_path):
+    (tmp_path / "photos.ZIP").write_bytes(b"PK")
+    with pytest.raises(DataError, match=r"photos.ZIP is not unpacked: unpack it into "):
+        _load("folder", tmp_path, "trainval")
+
+
 def test_folder_leaves_out_hidden_names(folder_root):
     cat = folder_root / "train" / "cat"
     before = _load("folder", folder_root, "trainval")
@@ -173,8 +272,11 @@ def test_folder_leaves_out_hidden_names(folder_root):
     shutil.copy(cat / "cat0.png", cat / ".thumbs")
     for hidden in (".ipynb_checkpoints", "__MACOSX"):
         shutil.copytree(cat, folder_root / "train" / hidden)
+    (folder_root / "train" / "owl").mkdir()  # an empty class folder Windows has shown
+    for system in ("Thumbs.db", "desktop.ini"):  # was "holds 2 files but no image sef reads"
+        (folder_root / "train" / "owl" / system).write_bytes(b"\xd0\xcf\x11\xe0")
     after = _load("folder", folder_root, "trainval")
-    assert after.classes == OWN_CLASSES and after.samples == before.samples
+    assert after.classes == [*OWN_CLASSES, "owl"] and after.samples == before.samples
 
 
 MAC, LINUX = unicodedata.normalize("NFD", "Mésange"), unicodedata.normalize("NFC", "Mésange")
@@ -280,7 +382,7 @@ def test_class_folders_that_differ_only_in_case_are_warned_of(folder_root):
     ]
 
 
-def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
+def test_csv_labels_that_differ_only_in_case_or_spacing_are_warned_of(csv_root):
     labels = csv_root / "labels.csv"
     labels.write_text(labels.read_text().replace("img/cat_0.jpg,cat", "img/cat_0.jpg,Cat"))
     with pytest.warns(UserWarning) as warned:
@@ -288,6 +390,14 @@ def test_csv_labels_that_differ_only_in_case_are_warned_of(csv_root):
     assert [str(w.message) for w in warned] == [
         f"{labels}: the classes 'Cat' and 'cat' differ only in case, so they are two classes; "
         f"spell them alike if they are one"
+    ]
+    rows = labels.read_text().replace(",Cat,", ",cat,").replace(",dog,", ",hot\xa0dog,")
+    labels.write_text(rows.replace("dog_0.jpg,hot\xa0dog,", "dog_0.jpg,hot dog,"))
+    with pytest.warns(UserWarning) as warned:  # a space pasted from the web: no-break
+        _load("csv", csv_root, "trainval")
+    assert [str(w.message) for w in warned] == [
+        f"{labels}: the classes 'hot dog' and 'hot\\xa0dog' differ only in spacing, so they are "
+        f"two classes; spell them alike if they are one"
     ]
 
 
@@ -305,6 +415,34 @@ def test_csv_fixed_class_list_and_label_outside_it(csv_root):
     classes_file.write_text("fox\ncat\ndog\n\ncat\n")
     with pytest.raises(DataError, match="classes.txt line 5 repeats the class 'cat' of line 2; l"):
         _load("csv", csv_root, "test", classes=str(classes_file))
+
+
+def test_csv_class_ids_with_a_class_list_of_names_are_said_to_be_no_names(csv_root):
+    labels = csv_root / "labels.csv"
+    for index, name in enumerate(OWN_CLASSES):
+        labels.write_text(labels.read_text().replace(f",{name},", f",{index},"))
+    with pytest.raises(DataError) as refused:
+        _load("csv", csv_root, "test", classes=OWN_CLASSES)
+    assert str(refused.value) == (
+        f"{labels} line 2: label '0' is not a class (cat, dog, fox); a label names its class, "
+        f"not its number in the class list: write the class names, or leave out the classes "
+        f"option to name the classes by their numbers"
+    )
+
+
+def test_csv_class_names_yaml_read_as_true_or_false_are_refused(csv_root):
+    with pytest.raises(ConfigError, match=r"holds False, which YAML reads from yes, no, on, off"):
+        _load("csv", csv_root, "test", classes=[False, True])
+
+
+def test_csv_columns_left_empty_after_the_last_are_dropped(csv_root):
+    """A spreadsheet's trailing commas (path,label,) read as an empty split on every row."""
+    labels = csv_root / "labels.csv"
+    rows = [line.rsplit(",", 1)[0] for line in labels.read_text().splitlines()[1:]]
+    labels.write_text("path,label\n" + "".join(f"{row},,\n" for row in rows))
+    assert _load("csv", csv_root, "trainval").classes == OWN_CLASSES
+    labels.write_text("".join(f"{row},\n" for row in rows))
+    assert _load("csv", csv_root, "trainval").classes == OWN_CLASSES
 
 
 def test_csv_repeated_rows_count_once_and_conflicting_rows_are_refused(csv_root):
@@ -352,6 +490,26 @@ def test_csv_columns_named_in_a_header_may_come_in_any_order(csv_root):
     assert _load("csv", csv_root, "trainval").classes == ["St. Bernard"]
 
 
+def test_csv_columns_beside_path_label_and_split_are_left_out(csv_root):
+    """pandas' to_csv writes its index as a first, unnamed column (',path,label,split'): the
+    rows were refused as 4 columns, or as an empty path, or their labels taken for splits."""
+    labels = csv_root / "labels.csv"
+    before = _load("csv", csv_root, "test")
+    rows = labels.read_text().splitlines()
+    labels.write_text(
+        f",{rows[0]},notes\n" + "".join(f"{i},{r},x\n" for i, r in enumerate(rows[1:]))
+    )
+    with pytest.warns(UserWarning) as warned:  # the index goes unsaid, notes not
+        assert _load("csv", csv_root, "test").samples == before.samples
+    assert [str(w.message) for w in warned] == [
+        f"{labels}: left out the column notes; sef reads path, label and split (name a column "
+        f"of trainval, train, val or test split)"
+    ]
+    labels.write_text("label,path\n,img/cat_0.jpg\n")  # an empty label is named as such
+    with pytest.raises(DataError, match="labels.csv line 2 has an empty label"):
+        _load("csv", csv_root, "test")
+
+
 def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
     labels = csv_root / "labels.csv"
     rows = labels.read_text().replace(",trainval", ",TRAIN").replace(",test", ",Test").splitlines()
@@ -359,6 +517,19 @@ def test_csv_split_values_are_read_in_any_case_and_valid_is_val(csv_root):
     labels.write_text("\n".join(rows) + "\n")
     assert len(_load("csv", csv_root, "train")) == 11 and len(_load("csv", csv_root, "test")) == 6
     assert [Path(p).name for p, _ in _load("csv", csv_root, "val").samples] == ["cat_0.jpg"]
+
+
+def test_a_csv_one_folder_below_or_above_the_root_is_pointed_at(csv_root):
+    with pytest.raises(DataError) as error:
+        _load("csv", csv_root.parent, "test")
+    assert str(error.value).endswith(
+        f"; {csv_root / 'labels.csv'} exists: pass it as the data root"
+    )
+    with pytest.raises(DataError) as error:  # ROOT the images' folder beside the CSV
+        _load("csv", csv_root / "img", "test")
+    assert str(error.value).endswith(
+        f"; {csv_root.resolve() / 'labels.csv'} exists: pass it as the data root"
+    )
 
 
 def test_csv_errors(csv_root):
@@ -397,7 +568,7 @@ def test_csv_errors(csv_root):
     ):
         _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat\nimg/cat_1.jpg\n")
-    with pytest.raises(DataError, match="line 2 has 1 columns"):
+    with pytest.raises(DataError, match="line 2 has 1 column; expected"):
         _load("csv", bad, "test")
     bad.write_text("img/cat_0.jpg,cat,train\nimg/cat_1.jpg,cat,train\n")
     with pytest.raises(DataError, match="declares no test images"):

@@ -14,7 +14,7 @@ import sef
 import sef.cli
 import sef.space
 from sef.datasets import download as dl
-from sef.errors import DataError, DiskFull, said_to_command
+from sef.errors import ConfigError, DataError, DiskFull, said_to_command
 
 
 def _tar(source, archive_path, arcname):
@@ -64,6 +64,13 @@ def test_a_mirror_may_be_a_local_folder(served_cub, tmp_path, monkeypatch):
     assert (root / "CUB_200_2011").is_dir() and (folder / entry.filename).is_file()
     with pytest.raises(DataError, match="; check the mirror folder, or fetch it by hand"):
         dl.download("cub", tmp_path / "more", mirror=str(tmp_path / "nothing"), progress=False)
+    # the archive itself given as the mirror (was: file:///.../x.tgz/x.tgz, not a directory)
+    archive = folder / entry.filename
+    root = dl.download("cub", tmp_path / "again", mirror=str(archive), progress=False)
+    assert (root / "CUB_200_2011").is_dir() and archive.is_file()
+    (folder / "other.tgz").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"other.tgz is a file, not the folder that holds CUB_2"):
+        dl.download("cub", tmp_path / "more", mirror=str(folder / "other.tgz"), progress=False)
 
 
 def test_a_failed_download_removes_the_root_it_created_and_keeps_one_that_was_there(

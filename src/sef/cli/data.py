@@ -23,7 +23,7 @@ from sef.cli.options import (
     add_progress_option,
 )
 from sef.errors import ConfigError, DataError
-from sef.text import counted, json_text, printable, table
+from sef.text import counted, json_text, printable, some, table
 
 SHOWN_CLASSES = 8
 
@@ -96,7 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "name", metavar="NAME", choices=datasets.NAMES, help=", ".join(datasets.DOWNLOADABLE)
     )
     fetch.add_argument("root", metavar="ROOT", help="folder to unpack into (created if needed)")
-    fetch.add_argument("--mirror", help="fetch <MIRROR>/<archive name> instead of the official URL")
+    fetch.add_argument(
+        "--mirror",
+        help="fetch <MIRROR>/<archive name> instead of the official URL (a local folder, or the "
+        "archive itself)",
+    )
     fetch.add_argument("--keep-archives", action="store_true", help="keep the downloaded files")
     add_progress_option(fetch)
     fetch.set_defaults(func=run_download)
@@ -184,7 +188,7 @@ def run_check(args: argparse.Namespace) -> int:
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
-    left = _unfinished_download(args)
+    found, left = _unfinished_download(args)
     splits, undeclared = {}, {}
     for split in datasets.SPLITS:
         try:
@@ -192,7 +196,7 @@ def run_check(args: argparse.Namespace) -> int:
         except NoSuchSplit as error:  # own data with train/ and val/ but no test/
             undeclared[split] = error
         except DataError as error:
-            if not left:
+            if not left or str(found) in str(error):  # the reader named it: not unpacked
                 raise
             raise DataError(f"{error}; {left}") from None
     if not splits:
@@ -209,7 +213,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
     print("classes:")
     print(_class_summary(classes, args.all_classes))
-    refused = _training_refusal(splits, args.root or args.name)
+    refused = _training_refusal(splits, args.root or args.name, args.name)
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
         list(unique.items()), workers=args.workers, progress=args.progress, record=REFRESH
@@ -219,7 +223,7 @@ def run_check(args: argparse.Namespace) -> int:
             f"{len(bad):,} of {len(unique):,} images cannot be used; {new_run_fixes()}:",
             file=sys.stderr,
         )
-        hint = next(iter(splits.values())).missing_hint
+        hint = next(iter(splits.values())).missing_hint or _refetch_hint(args)
         print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
@@ -233,35 +237,62 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_refusal(splits: dict[str, datasets.ImageList], source: str) -> str:
-    """What training on the trainval split of ``splits`` would stop with (fewer than two
-    classes, a class without images), as a line, or "" (also where there is no such split)."""
+def _training_refusal(splits: dict[str, datasets.ImageList], source: str, name: str) -> str:
+    """What training on the trainval split of ``splits`` (of dataset ``name``) would stop with
+    (fewer than two classes, a class without images, a test split without images to evaluate
+    on), as a line, or "" (also where there is no trainval split)."""
     from sef.datasets.checking import check_classes
 
     if "trainval" not in splits:
         return ""
     try:
         check_classes(splits["trainval"], "trainval", source)
+        if "test" in splits and not len(splits["test"]):  # where training evaluates
+            raise datasets.nothing_to_evaluate("test", source, name)
     except DataError as error:
         return f"training stops on this data: {error}"
     return ""
 
 
-def _unfinished_download(args: argparse.Namespace) -> str:
-    """What to do about a download of NAME that an interrupt left in ROOT, or ""."""
+def _refetch_hint(args: argparse.Namespace) -> Callable[[list[str]], str] | None:
+    """What to say of missing images under what a download unpacked into ROOT (a folder of them
+    deleted since): how to fetch them again; None where no download unpacked ROOT."""
+    from sef.datasets.download import unpacked_into
+
+    unpacked = unpacked_into(args.name, args.root) if args.root else []
+    if not unpacked:
+        return None
+
+    def hint(paths: list[str]) -> str:
+        missing = [os.path.abspath(path) for path in paths]
+        held = [
+            top for top in unpacked if any(Path(p).is_relative_to(top.absolute()) for p in missing)
+        ]
+        tops = [str(top) for top in held or unpacked]
+        return (
+            f"sef data download unpacked them into {args.root}: delete {some(tops)} and run sef "
+            f"data download {args.name} {args.root} again to fetch them again"
+        )
+
+    return hint
+
+
+def _unfinished_download(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """The file a download of NAME that an interrupt left in ROOT, and what to do about it;
+    (None, "") where there is none."""
     from sef.datasets.download import unfinished
 
     found = unfinished(args.name, args.root) if args.root else None
     if found is None:
-        return ""
-    return (
+        return None, ""
+    return found, (
         f"{found} is left by a download that did not finish: run sef data download "
         f"{args.name} {args.root} again"
     )
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sef.datasets.download import download, unpacked, unpacked_otherwise
+    from sef.datasets.download import download, unpacked_into, unpacked_otherwise
 
     if unpacked_otherwise(args.name, args.root):
         print(
@@ -270,7 +301,7 @@ def run_download(args: argparse.Namespace) -> int:
             f"of {args.root}); next: sef data check {args.name} {args.root}"
         )
         return 0
-    there = unpacked(args.name, args.root)
+    there = unpacked_into(args.name, args.root)
     root = download(
         args.name,
         args.root,
@@ -278,8 +309,11 @@ def run_download(args: argparse.Namespace) -> int:
         keep_archives=args.keep_archives,
         progress=args.progress,
     )
+    again = f" (to fetch it again, delete {some([str(top) for top in there])})"
     ready = (
-        f"is already in {root}, unpacked by an earlier download" if there else f"is ready in {root}"
+        f"is already in {root}, unpacked by an earlier download{again}"
+        if there
+        else f"is ready in {root}"
     )
     print(f"{args.name} {ready}; next: sef data check {args.name} {root}")
     return 0

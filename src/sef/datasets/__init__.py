@@ -16,6 +16,7 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sef.choices import BAD_IMAGE_POLICIES
@@ -95,8 +96,6 @@ RECORDS = {
 }  # fmt: skip
 NAMES = tuple(RECORDS)
 FILE_ROOTS = ("csv",)  # the readers whose root may be a file; every other reads a folder
-# What an archive given as a data root ends with: a download not unpacked yet.
-ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
 # What a reader takes from the run's config, not from data.options, and the key that sets it
 # (holdout: own data's readers only).
 RUN_SETTINGS = {"seed": "run.seed", "val_fraction": "data.val_fraction", "holdout": "data.holdout"}
@@ -182,6 +181,8 @@ def load(
         _check_option(name, key, value, options(name)[key])
     check_root(name, root)
     if root is not None and name not in FILE_ROOTS and os.path.isfile(os.path.expanduser(root)):
+        from sef.datasets.layout import ARCHIVE_EXTENSIONS
+
         hint = "; a CSV list of images is read by dataset csv" if str(root).endswith(".csv") else ""
         if os.path.splitext(str(root))[1].lower() in ARCHIVE_EXTENSIONS:
             hint = "; unpack the archive and pass the folder it unpacks to"
@@ -190,9 +191,43 @@ def load(
         )
     if "holdout" in inspect.signature(read).parameters:
         reader_options["holdout"] = holdout
-    dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
+    try:
+        dataset = read(root, split, seed=seed, val_fraction=val_fraction, **reader_options)
+    except DataError as error:
+        hint = _another_benchmark(name, root)
+        if not hint:
+            raise
+        raise DataError(f"{error}{hint}") from None
     dataset.transform = transform
     return dataset
+
+
+def _another_benchmark(name: str, root: str | os.PathLike | None) -> str:
+    """What to say where ``root``, not read as benchmark ``name``, holds another benchmark (a
+    cars preset given CUB's folder): "; <its marker> exists: ..."; else ""."""
+    from sef.datasets.layout import benchmark_in
+
+    if root is None or record(name).kind != "paper":
+        return ""
+    found = benchmark_in(Path(root).expanduser(), but=name)
+    if found is None:
+        return ""
+    other, marker = found
+    return f"; {marker} exists: is ROOT dataset {other}? then read it as {other}"
+
+
+HELD_OUT = "a held-out split takes images only from classes with two or more"
+
+
+def nothing_to_evaluate(split: str, source: str, dataset: str) -> DataError:
+    """The error for a ``split`` of ``source`` (a root, or a generated set's name) of
+    ``dataset`` that holds no images: why, as the split is listed by a benchmark's own files
+    (CUB's train_test_split.txt marking every image 1) or held out."""
+    listed = record(dataset).kind == "paper" and (split == "test" or dataset == "aircraft")
+    why = f"{dataset}'s own split files list no {split} image: check them" if listed else HELD_OUT
+    return DataError(
+        f"the {split} split of {source} holds no images: there is nothing to evaluate on; {why}"
+    )
 
 
 class DataSection(Protocol):

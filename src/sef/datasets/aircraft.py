@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import class_names, deeper_hint, read_pairs, require
+from sef.datasets.layout import class_names, nearby_hint, read_pairs, require
 from sef.datasets.splits import check_split
 from sef.errors import ConfigError, DataError
 from sef.text import counted
@@ -40,8 +40,17 @@ def _data_folder(root: Path) -> Path:
         raise DataError(f"dataset folder {root} does not exist; point ROOT at {LAYOUT}")
     raise DataError(
         f"no {FOLDER}/data folder at {root}; the dataset should be laid out as {LAYOUT}"
-        f"{deeper_hint(root, f'{FOLDER}/data')}"
+        f"{_renamed_hint(root) or nearby_hint(root, f'{FOLDER}/data')}"
     )
+
+
+def _renamed_hint(root: Path) -> str:
+    """What to say where ``root`` (or the folder above it, ``root`` being its data/) is the
+    dataset's folder under another name: "; <folder> holds ...: rename ..."; else ""."""
+    for folder in (root, root.parent):
+        if (folder / "data" / LEVELS["variant"]).is_file():
+            return f"; {folder} holds the dataset's data/: rename {folder.name} to {FOLDER}"
+    return ""
 
 
 def _check_test_apart(data: Path, level: str, split: str, pairs: list[tuple[str, str]]) -> None:

@@ -352,21 +352,20 @@ def open_cache(
 @dataclass
 class Built:
     """What a build wrote: how many images, how many bytes, in how many seconds, and how many
-    could not be decoded (``first_unreadable``: the path of the first)."""
+    could not be used (``example``: why the first of them could not)."""
 
     folder: Path
     images: int
     bytes: int
     seconds: float
     unreadable: int
-    first_unreadable: str | None = None
+    example: str = ""  # why the first unreadable image is: "image <path> is missing ..."
 
     def summary(self) -> str:
-        undecoded = f"; {self.unreadable} of them could not be decoded"
-        undecoded += f", e.g. {self.first_unreadable}"
+        bad = f"; {self.unreadable:,} of them cannot be used, the first: {self.example}"
         return (
             f"{counted(self.images, 'image')} in {self.folder}: {space.human(self.bytes)}, "
-            f"built in {self.seconds:.0f} s" + (undecoded if self.unreadable else "")
+            f"built in {self.seconds:.0f} s{bad if self.unreadable else ''}"
         )
 
 
@@ -613,9 +612,8 @@ def _plan(
             remove_file(folder / DATA)  # never a data file without its index
             raise CacheUnavailable(str(error)) from None
         _record_verified(list(todo.values()), stamps, problems)
-        unreadable = [key[0] for key, p in zip(todo, problems, strict=True) if p is not None]
-        first = unreadable[0] if unreadable else None
-        return Built(folder, len(todo), int(np.prod(shape)), seconds, len(unreadable), first)
+        bad = [why for why in problems if why]
+        return Built(folder, len(todo), int(np.prod(shape)), seconds, len(bad), (bad or [""])[0])
 
     return write
 

@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import box_with_area, find_root, one_based_label, read_mat, require
+from sef.datasets.layout import (
+    box_with_area,
+    find_root,
+    listed_once,
+    one_based_label,
+    read_mat,
+    require,
+)
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
 
@@ -38,6 +45,7 @@ def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
     missing = [f for f in ("class", "fname", *(BOX if with_boxes else ())) if f not in fields]
     if missing:
         raise DataError(f"{path} has no '{missing[0]}' field; is it the official file?")
+    listed_once([str(row["fname"]) for row in table], path)
     for row in table:
         where = f"{path} ({row['fname']})"
         samples.append(
@@ -47,6 +55,43 @@ def _annotations(path: Path, folder: Path, num_classes: int, with_boxes: bool):
             box = tuple(float(row[f]) for f in BOX)
             boxes.append(box_with_area(box, where))
     return samples, (boxes if with_boxes else None)
+
+
+def _folder(root: Path) -> Path:
+    """The folder holding devkit/ (``root`` or its stanford_cars/); DataError saying to move a
+    devkit/ kept one folder deeper than cars_train/ (car_devkit/devkit), where passing its
+    folder, as the usual hint says, would leave out the images."""
+    try:
+        return find_root(root, "devkit", ["stanford_cars"], LAYOUT)
+    except DataError:
+        deeper = sorted(root.glob("*/devkit")) if (root / "cars_train").is_dir() else []
+        if deeper:
+            raise DataError(
+                f"devkit not found in {root} beside cars_train; {deeper[0]} exists: move it to "
+                f"{root / 'devkit'}"
+            ) from None
+        raise
+
+
+def _test_labels(folder: Path) -> Path:
+    """The labelled test annotations in ``folder`` or its devkit/; DataError naming a copy saved
+    under another name (a browser's ``cars_test_annos_withlabels (1).mat``) or saying where the
+    file comes from."""
+    places = (folder, folder / "devkit")
+    for place in places:
+        if (place / TEST_LABELS).exists():
+            return place / TEST_LABELS
+    copies = sorted(path for place in places for path in place.glob(f"{TEST_LABELS[:-4]}*.mat"))
+    if copies:
+        raise DataError(
+            f"{TEST_LABELS} is in neither {folder} nor its devkit/; {copies[0]} exists: rename "
+            f"it {TEST_LABELS}"
+        )
+    raise DataError(
+        f"{TEST_LABELS} is in neither {folder} nor its devkit/ (the devkit's "
+        f"cars_test_annos.mat holds no test labels); get {TEST_LABELS}, published apart "
+        f"from car_devkit.tgz, and put it in {folder}"
+    )
 
 
 def read(
@@ -59,13 +104,11 @@ def read(
 ) -> ImageList:
     """Stanford Cars ``split``; ``bbox_crop`` crops every image to its annotated car box."""
     check_split(split)
-    folder = find_root(root, "devkit", ["stanford_cars"], LAYOUT)
+    folder = _folder(Path(root).expanduser())
     meta = read_mat(folder / "devkit" / "cars_meta.mat", ["class_names"], LAYOUT)
     classes = [str(name) for name in meta["class_names"]]
     if split == "test":
-        labels = folder / TEST_LABELS
-        if not labels.exists() and (folder / "devkit" / TEST_LABELS).exists():
-            labels = folder / "devkit" / TEST_LABELS
+        labels = _test_labels(folder)
         samples, boxes = _annotations(labels, folder / "cars_test", len(classes), bbox_crop)
     else:
         annotations = folder / "devkit" / "cars_train_annos.mat"

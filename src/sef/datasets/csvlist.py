@@ -1,5 +1,5 @@
 """Users' own images listed in a CSV file: ``path,label[,split]`` per row, header optional (its
-columns in any order).
+columns in any order, beside columns of other names, which are left out).
 
 ``root`` is the CSV file, or a folder holding exactly one (``.csv`` in any case, not hidden).
 Relative paths are relative to the CSV's folder (or ``image_root``). Labels are class names; the
@@ -21,13 +21,13 @@ from pathlib import Path
 from sef import filekinds
 from sef.datasets.imagelist import ImageList
 from sef.datasets.images import extension, readable_extensions
-from sef.datasets.layout import class_names
+from sef.datasets.layout import archive_hint, class_names
 from sef.datasets.names import class_of, key, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, warn
+from sef.text import counted, some
 
 LAYOUT = "a CSV file with rows path,label or path,label,split (header 'path,label,split' optional)"
-HEADERS = (["path", "label"], ["path", "label", "split"])
 
 
 def _csv_file(root: Path) -> Path:
@@ -39,12 +39,23 @@ def _csv_file(root: Path) -> Path:
         p for p in root.iterdir()
         if p.suffix.lower() == ".csv" and p.is_file() and not p.name.startswith(".")
     )  # fmt: skip
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
+    if not found:
+        deeper = sorted(p for p in root.glob("*/*.[cC][sS][vV]") if not _hidden_under(root, p))
+        above = sorted(root.resolve().parent.glob("*.[cC][sS][vV]"))  # ROOT: the images' folder
+        found = (deeper or above)[:1]
+        near = f"; {found[0]} exists: pass it as the data root" if found else archive_hint(root)
+        raise DataError(f"{root} holds no CSV file; point ROOT at {LAYOUT}{near}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
         raise DataError(
             f"{root} holds {len(found)} CSV files ({names}); point ROOT at the one to use"
         )
     return found[0]
+
+
+def _hidden_under(root: Path, path: Path) -> bool:
+    """Whether a name of ``path`` below ``root`` is hidden (.ipynb_checkpoints, __MACOSX)."""
+    return any(part.startswith((".", "__MACOSX")) for part in path.relative_to(root).parts)
 
 
 def _numbered(reader) -> Iterator[tuple[int, list[str]]]:
@@ -67,14 +78,17 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         for number, row in _numbered(csv.reader(io.StringIO(text, newline="")))
         if any(cell.strip() for cell in row)
     ]
+    rows = _without_empty_columns(rows)
     if rows and len(rows[0][1]) == 1 and any(sep in rows[0][1][0] for sep in ";\t"):
         raise DataError(  # Excel's CSV where the decimal mark is a comma, or a TSV
             f"{path} line {rows[0][0]} is one column ({rows[0][1][0]!r}); separate path, label "
             f"and split with commas, not semicolons or tabs"
         )
-    order = _header_order(rows[0][1]) if rows else None
+    header = rows[0][1] if rows else []
+    order = _header_order(header)
     if order:
         rows = rows[1:]
+        _warn_left_out_columns(path, header, order)
     elif len(rows) > 1 and not Path(rows[0][1][0]).suffix and Path(rows[1][1][0]).suffix:
         raise DataError(  # a first path without a file extension, unlike the next: a header
             f"{path} line {rows[0][0]} looks like a header ({','.join(rows[0][1])}); name its "
@@ -82,15 +96,17 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
         )
     if not rows:
         raise DataError(f"{path} lists no images; expected {LAYOUT}")
-    width = len(order or rows[0][1])
+    width = len(rows[0][1]) if not order else len(header)
     for number, row in rows:
-        if len(row) != width or width not in (2, 3):
-            raise DataError(f"{path} line {number} has {len(row)} columns; expected {LAYOUT}")
+        if len(row) != width or (not order and width not in (2, 3)):
+            raise DataError(
+                f"{path} line {number} has {counted(len(row), 'column')}; expected {LAYOUT}"
+            )
+    rows = [(number, [row[i] for i in order]) for number, row in rows] if order else rows
+    for number, row in rows:
         for cell, name in zip(row, ("path", "label"), strict=False):
             if not cell:
                 raise DataError(f"{path} line {number} has an empty {name}; expected {LAYOUT}")
-    rows = [(number, [row[i] for i in order]) for number, row in rows] if order else rows
-    for number, row in rows:
         if "://" in row[0]:
             raise DataError(
                 f"{path} line {number}: {row[0]} is a URL; download the images and list their "
@@ -105,12 +121,38 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
+def _without_empty_columns(rows: list[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    """``rows`` without the columns at their end that are empty in every row, the header's too
+    (the commas a spreadsheet writes after the last column it filled: path,label,)."""
+    width = max((len(row) for _, row in rows), default=0)
+    while width and not any("".join(row[width - 1 : width]) for _, row in rows):  # "" or none
+        width -= 1
+    return [(number, row[:width]) for number, row in rows]
+
+
+def _warn_left_out_columns(path: Path, header: list[str], order: list[int]) -> None:
+    """Warn of the named columns of ``header`` beside those read (``order``): a split column
+    named otherwise (set, fold) would be left out without a word; pandas' index is not named."""
+    left = [
+        name
+        for i, name in enumerate(header)
+        if i not in order and name and not name.lower().startswith("unnamed:")
+    ]
+    if left:
+        warn(
+            f"{path}: left out the column{'s' * (len(left) > 1)} {some(left)}; sef reads path, "
+            f"label and split (name a column of trainval, train, val or test split)"
+        )
+
+
 def _header_order(cells: list[str]) -> list[int] | None:
     """Where path, label (and split) are in ``cells``, if they are a header naming them in any
-    order and case (label,path as well as path,label); None if they are not."""
+    order and case (label,path as well as path,label), beside columns of other names, which are
+    left out (pandas' unnamed index, notes); None if they are not."""
     names = [cell.lower() for cell in cells]
-    header = next((h for h in HEADERS if sorted(h) == sorted(names)), None)
-    return [names.index(name) for name in header] if header else None
+    if "path" not in names or "label" not in names:
+        return None
+    return [names.index(name) for name in ("path", "label", "split") if name in names]
 
 
 def _once(path: Path, rows: list[tuple[int, list[str]]], base: Path) -> list[tuple[int, list[str]]]:
@@ -233,6 +275,12 @@ def _class_list(
         if not path.is_file():
             raise DataError(f"class list {path} does not exist; give a text file, one class a line")
         return class_names(path, LAYOUT)
+    truth = next((name for name in classes if isinstance(name, bool)), None)
+    if truth is not None:  # YAML's no, off, yes, on: -o classes=[no, yes]
+        raise ConfigError(
+            f"dataset 'csv' option classes holds {truth}, which YAML reads from yes, no, on, off, "
+            f"true or false; quote such class names: ['no', 'yes']"
+        )
     names, seen = [str(name) for name in classes], set()
     for name in names:
         if key(name) in seen:  # two classes by one name: the first without images
@@ -241,6 +289,21 @@ def _class_list(
             )
         seen.add(key(name))
     return names
+
+
+def _not_a_class(path: Path, number: int, label: str, names: list[str]) -> DataError:
+    """The error for line ``number``'s ``label``, which is none of the class ``names``; a number
+    among names is said to be no class's number (a CSV of 0- or 1-based class ids with a class
+    list of names)."""
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    numbered = _number(label) is not None and all(_number(name) is None for name in names)
+    hint = (
+        "; a label names its class, not its number in the class list: write the class names, "
+        "or leave out the classes option to name the classes by their numbers"
+    )
+    return DataError(
+        f"{path} line {number}: label {label!r} is not a class ({shown}){hint * numbered}"
+    )
 
 
 def read(
@@ -266,8 +329,7 @@ def read(
     base = Path(image_root).expanduser() if image_root is not None else path.parent
     for number, row in rows:
         if key(row[1]) not in index:
-            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            raise DataError(f"{path} line {number}: label {row[1]!r} is not a class ({shown})")
+            raise _not_a_class(path, number, row[1], names)
     rows = _once(path, rows, base)
     if image_root is None:
         _check_relative_to_csv(path, rows[0][1][0])

@@ -11,7 +11,13 @@ import os
 from pathlib import Path
 
 from sef.datasets.imagelist import Box, ImageList
-from sef.datasets.layout import box_with_area, find_root, one_based_label, read_pairs
+from sef.datasets.layout import (
+    box_with_area,
+    find_root,
+    listed_once,
+    one_based_label,
+    read_pairs,
+)
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
 from sef.text import counted
@@ -96,6 +102,7 @@ def read(
             _box(value, f"{boxes_file} (image id {image_id})")
             for image_id, value in zip(ids, _by_id(boxes_file, ids), strict=True)
         ]
+    listed_once([path for _, path in images], folder / "images.txt")
     paths = [str(folder / "images" / path) for _, path in images]
     samples = list(zip(paths, labels, strict=True))
     # as stored: the boxes are in the stored pixels' coordinates, as the paper read them

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sef.datasets.imagelist import ImageList
-from sef.datasets.layout import find_root, read_mat
+from sef.datasets.layout import find_root, listed_once, read_mat
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
 from sef.text import counted
@@ -31,6 +31,7 @@ def _read_list(path: Path) -> list[tuple[str, int]]:
     labels = content["labels"]
     if len(files) != len(labels) or not np.all(labels == np.round(labels)):
         raise DataError(f"{path}: file_list and labels do not match one integer label per file")
+    listed_once(files, path)
     return list(zip(files, labels.astype(int).tolist(), strict=True))
 
 
@@ -40,6 +41,11 @@ def _class_names(pairs: list[tuple[str, int]], lists: Path) -> list[str]:
     for relative, label in pairs:
         folders.setdefault(label, set()).add(Path(relative).parts[0])
     labels = sorted(folders)
+    if labels[0] < 1:  # 0-based lists of one's own: label 0 would be class -1
+        raise DataError(
+            f"the labels in {lists} start at {labels[0]}; Stanford Dogs' lists number the classes "
+            f"from 1: number them so, or unpack the official lists.tar again"
+        )
     if labels != list(range(1, len(labels) + 1)):
         raise DataError(
             f"the labels in {lists} skip some of 1..{labels[-1]}; expected every class "

@@ -237,14 +237,22 @@ def _marker(root: Path, archive: Archive) -> Path:
     return root / f".{archive.filename}.unpacked"
 
 
+def _unpacked_names(root: Path, archive: Archive) -> list[str] | None:
+    """The names an earlier download unpacked ``archive`` to at the top of ``root``, where it
+    did and they are all there; else None."""
+    try:
+        record = json.loads(_marker(root, archive).read_text(encoding="utf-8"))
+        names = [str(name) for name in record["names"]]
+        there = record["md5"] == archive.md5 and all((root / n).exists() for n in names)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return names if there else None
+
+
 def _is_unpacked(root: Path, archive: Archive) -> bool:
     """Whether an earlier download unpacked ``archive`` into ``root`` and all it unpacked is
     there."""
-    try:
-        record = json.loads(_marker(root, archive).read_text(encoding="utf-8"))
-        return record["md5"] == archive.md5 and all((root / n).exists() for n in record["names"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return _unpacked_names(root, archive) is not None
 
 
 def unpacked(name: str, root: str | os.PathLike) -> bool:
@@ -252,6 +260,15 @@ def unpacked(name: str, root: str | os.PathLike) -> bool:
     download, and is still there (a download interrupted while unpacking was not)."""
     root = Path(root).expanduser()
     return name in ARCHIVES and all(_is_unpacked(root, archive) for archive in ARCHIVES[name])
+
+
+def unpacked_into(name: str, root: str | os.PathLike) -> list[Path]:
+    """What the earlier downloads of dataset ``name`` unpacked at the top of ``root``
+    (``ROOT/CUB_200_2011``), where every archive of it was and is still there; else []."""
+    if not unpacked(name, root):
+        return []
+    root = Path(root).expanduser()
+    return [root / n for archive in ARCHIVES[name] for n in _unpacked_names(root, archive) or ()]
 
 
 def unfinished(name: str, root: str | os.PathLike) -> Path | None:
@@ -333,7 +350,14 @@ def download(
 
 
 def _mirrored(mirror: str, filename: str) -> str:
-    """``<mirror>/<filename>`` as a URL: a mirror without a scheme (``://``) is a local folder."""
+    """``<mirror>/<filename>`` as a URL: a mirror without a scheme (``://``) is a local folder,
+    or the archive itself (``--mirror ~/Downloads/CUB_200_2011.tgz``)."""
     if "://" not in mirror:
-        return (Path(mirror).expanduser().absolute() / filename).as_uri()
+        local = Path(mirror).expanduser().absolute()
+        if local.is_file() and local.name != filename:
+            raise ConfigError(
+                f"--mirror {mirror} is a file, not the folder that holds {filename}; give that "
+                f"folder"
+            )
+        return (local if local.is_file() else local / filename).as_uri()
     return f"{mirror.rstrip('/')}/{filename}"

@@ -7,8 +7,8 @@ class, :mod:`sef.datasets.names`), so labels agree between splits. Without split
 and val are seeded per-class hold-outs (:func:`sef.datasets.splits.from_declared`). Images have
 the extensions of the formats Pillow reads (:func:`sef.datasets.images.readable_extensions`, as
 ``sef predict`` reads a folder); photos of another (.HEIC) are left out with a warning. Hidden
-names (``.*``, e.g. macOS's ``._photo.jpg`` and ``.ipynb_checkpoints``) and ``__MACOSX`` folders
-are neither classes nor images.
+names (``.*``, e.g. macOS's ``._photo.jpg`` and ``.ipynb_checkpoints``), ``__MACOSX`` folders
+and Windows' ``Thumbs.db`` and ``desktop.ini`` are neither classes nor images.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sef.datasets.images import (
     extension,
     readable_extensions,
 )
+from sef.datasets.layout import archive_hint, benchmark_in
 from sef.datasets.names import class_of, warn_case_twins
 from sef.datasets.splits import SPLITS, from_declared, split_named
 from sef.errors import DataError, warn
@@ -34,8 +35,12 @@ LAYOUT = (
 )
 
 
+# Files Windows writes, hidden, into folders of pictures: no class's images.
+_SYSTEM_FILES = ("thumbs.db", "desktop.ini")
+
+
 def _hidden(name: str) -> bool:
-    return name.startswith((".", "__MACOSX"))
+    return name.startswith((".", "__MACOSX")) or name.lower() in _SYSTEM_FILES
 
 
 def _class_folders(folders: list[Path]) -> dict[str, str]:
@@ -123,7 +128,8 @@ def _warn_misnamed_splits(
     root: Path, split_folders: dict[str, Path], class_folders: dict[str, str]
 ) -> None:
     """Warn of split folders named otherwise than SPLITS: one beside split folders that holds
-    class folders (ROOT/extra/<class>/, left out), or class folders that hold the same folders
+    class folders (ROOT/extra/<class>/, left out; or one named as a split that holds images and
+    no class folders, :func:`_warn_unlabelled`), or class folders that hold the same folders
     and no image of their own (ROOT/training/<class>/ and ROOT/testing/<class>/, read as two
     classes)."""
     splits = f"split folders are named {', '.join(SPLITS[:-1])} or {SPLITS[-1]}"
@@ -132,6 +138,8 @@ def _warn_misnamed_splits(
             known = Path(entry.path) in split_folders.values() or _hidden(entry.name)
             if known or not entry.is_dir():
                 continue
+            if split_named(entry.name):
+                _warn_unlabelled(Path(entry.path))
             shared = _subfolders(entry) & set(class_folders)
             if shared:
                 warn(
@@ -141,10 +149,93 @@ def _warn_misnamed_splits(
         return
     bare = [name for name in sorted(class_folders) if not _files(root / name)]
     shared = set.intersection(*map(_subfolders, [root / name for name in bare])) if bare else set()
-    if len(bare) > 1 and shared:
+    inverted = sorted(name for name in shared if split_named(name))
+    if len(bare) > 1 and inverted:  # ROOT/<class>/<split>/: the split folders one level low
+        warn(
+            f"the classes {some(bare)} of {root} each hold the split folders {some(inverted)}, "
+            f"read as one set, test and val held out of it anew: split folders hold class "
+            f"folders, ROOT/<split>/<class>/<image>; move {root / bare[0] / inverted[0]} to "
+            f"{root / inverted[0] / bare[0]}, and so on"
+        )
+    elif len(bare) > 1 and shared:
         warn(
             f"the classes {some(bare)} of {root} hold the same folders ({some(sorted(shared))}) "
             f"and no image of their own, as split folders do; {splits}"
+        )
+
+
+def _loose_images(folder: Path) -> list[str]:
+    """The images straight in ``folder``, not in a subfolder."""
+    return sorted(path for path in _files(folder) if extension(path) in readable_extensions())
+
+
+def _warn_loose(folder: Path) -> None:
+    """Warn of the images straight in ``folder``, beside its class folders: left out."""
+    loose = _loose_images(folder)
+    if loose:
+        warn(
+            f"left out {counted(len(loose), 'image')} straight in {folder}, beside its class "
+            f"folders, e.g. {loose[0]}: an image is in its class's folder, "
+            f"{folder}/<class>/<image>"
+        )
+
+
+def _warn_unlabelled(folder: Path) -> None:
+    """Warn of the images straight in ``folder``, a split folder without class folders beside
+    split folders with them (Kaggle's unlabelled test/ beside train/<class>/): left out."""
+    loose = _loose_images(folder)
+    if loose:
+        warn(
+            f"{folder} holds {counted(len(loose), 'image')} but no class folders, so the "
+            f"folder is left out: an image of a split is in its class's folder, "
+            f"{folder}/<class>/<image> (sef predict reads images without classes)"
+        )
+
+
+def _named(root: Path) -> Path:
+    """``root`` as given where its last part is a folder's name (for messages), else resolved
+    (``.`` or ``..``), so that its parent is the folder above it."""
+    return root if root.name not in ("", "..") else root.resolve()
+
+
+def _class_folder_hint(root: Path) -> str:
+    """What to say where ``root``, a folder of images, is one class folder beside others (ROOT
+    given one folder too deep): "; ... pass <the folder of the class folders>"; else ""."""
+    root = _named(root)
+    if len(_subfolders(root.parent)) < 2:
+        return ""
+    data = root.parent.parent if split_named(root.parent.name) else root.parent
+    return f"; {root} looks like one class folder of {root.parent}: pass {data} as the data root"
+
+
+def _warn_split_folder_as_root(root: Path) -> None:
+    """Warn where ``root`` is one split folder of a dataset (``--data-root data/train`` beside
+    ``data/test``): its val and test would be held out of its own images, and the split folders
+    beside it never read."""
+    root = _named(root)
+    if split_named(root.name) is None:
+        return
+    others = [folder.name for folder in _split_folders(root.parent).values() if folder != root]
+    if others:
+        warn(
+            f"{root} is the {root.name} folder of {root.parent}, which holds {some(others)} "
+            f"too: {'it is' if len(others) == 1 else 'they are'} not read, and test and val are "
+            f"held out of {root.name}'s images; pass {root.parent} as the data root to read its "
+            f"split folders"
+        )
+
+
+def _warn_benchmark_images(root: Path) -> None:
+    """Warn where ``root`` is the images folder of a benchmark (CUB_200_2011/images, Dogs'
+    Images): read as folder data, its test split is held out anew, not the benchmark's own."""
+    root = _named(root)
+    found = benchmark_in(root.parent, below=False)  # not a benchmark beside ROOT
+    if found:
+        name, marker = found
+        warn(
+            f"{root} is the images folder of {name} ({marker} is there): read as folder data, "
+            f"its test images are held out anew, not the test split of {name}; read "
+            f"{root.parent} as dataset {name} to use it"
         )
 
 
@@ -165,10 +256,10 @@ def read(
     class_folders = _class_folders(list(split_folders.values()) or [root])
     classes = sorted(set(class_folders.values()))
     if not classes:
-        readable = readable_extensions()
-        loose = [path for path in _files(root) if extension(path) in readable]
+        loose = _loose_images(root)
         held = f"holds {counted(len(loose), 'image')} but " if loose else "holds "
-        raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}")
+        hint = _class_folder_hint(root) if loose else archive_hint(root)
+        raise DataError(f"{root} {held}no class folders; lay it out as {LAYOUT}{hint}")
     only = min(class_folders) if len(classes) == 1 and not split_folders else None
     inner = sorted(set(_class_folders([root / only]).values())) if only else []
     if inner:  # an archive unpacked into a folder of its own: ROOT/photos/<class>/
@@ -177,6 +268,9 @@ def read(
             f"classes are one folder deeper; pass {root / only} as the data root"
         )
     _warn_misnamed_splits(root, split_folders, class_folders)
+    if not split_folders:
+        _warn_split_folder_as_root(root)
+        _warn_benchmark_images(root)
     for folder in split_folders.values() or [root]:  # two sources merged: Cat/ beside cat/
         warn_case_twins(sorted({class_folders[name] for name in _subfolders(folder)}), str(folder))
     index = {name: label for label, name in enumerate(classes)}
@@ -184,6 +278,7 @@ def read(
     samples, tags = [], []
     for tag, folder in split_folders.items() or [(None, root)]:
         found = _images(folder, label_of)
+        _warn_loose(folder)
         samples += found
         tags += [tag] * len(found)
     if not samples:

@@ -97,7 +97,8 @@ def pixel_limit() -> int:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode (L, P, CMYK, RGBA, LA, I;16, F, ...) to RGB, flattening alpha on
-    white; float grey (F) in 0-1 is scaled to 0-255, other floats are taken as 0-255."""
+    white; 16-bit grey is scaled to 0-255, and so is 32-bit grey (I) unless every value is in
+    0-255; float grey (F) in 0-1 is scaled to 0-255, other floats are taken as 0-255."""
     if image.mode == "RGB":
         return image
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
@@ -107,7 +108,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if image.mode.startswith("I"):  # 16/32-bit grey: scale to 8 bits instead of clipping
         # through "I": point() refuses big-endian I;16B (a Mac or camera TIFF)
-        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
+        wide = image.convert("I")
+        # 32-bit grey of 8-bit values (a TIFF of L converted to I) is as is: scaled, it was black
+        scale = 1 if image.mode == "I" and wide.getextrema()[1] <= 255 else 256
+        return wide.point(lambda v: v / scale).convert("L").convert("RGB")
     if image.mode == "F" and image.getextrema()[1] <= 1:  # 0-1 floats: black if clipped as is
         return image.point(lambda v: v * 255).convert("L").convert("RGB")
     return image.convert("RGB")

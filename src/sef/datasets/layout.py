@@ -10,6 +10,35 @@ import numpy as np
 
 from sef import filekinds
 from sef.errors import DataError
+from sef.text import some
+
+# What an archive ends with (given as a data root, or in it): a download not unpacked yet.
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+
+
+# A file only each benchmark's folder holds, and the folder of its own name it may be in.
+MARKERS = {
+    "cub": ("train_test_split.txt",),
+    "cars": ("devkit/cars_meta.mat",),
+    "dogs": ("train_list.mat", "lists/train_list.mat"),
+    "aircraft": ("data/variants.txt", "variants.txt"),
+}
+OWN_FOLDERS = {"cub": "CUB_200_2011", "cars": "stanford_cars", "aircraft": "fgvc-aircraft-2013b"}
+
+
+def benchmark_in(
+    folder: Path, but: str | None = None, below: bool = True
+) -> tuple[str, Path] | None:
+    """(name, marker) of the benchmark other than ``but`` whose folder ``folder`` is (or holds
+    in a folder of its own name, if ``below``), by the first of its MARKERS there; None for
+    none."""
+    for name, markers in MARKERS.items():
+        places = [folder] + ([folder / OWN_FOLDERS[name]] if below and name in OWN_FOLDERS else [])
+        found = [place / marker for place in places for marker in markers]
+        found = [path for path in found if path.is_file()]
+        if name != but and found:
+            return name, found[0]
+    return None
 
 
 def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], layout: str) -> Path:
@@ -26,14 +55,22 @@ def find_root(root: str | os.PathLike, marker: str, subfolders: Sequence[str], l
             return folder
     raise DataError(
         f"{marker} not found in {root}; the dataset should be laid out as {layout}"
-        f"{deeper_hint(root, marker)}"
+        f"{nearby_hint(root, marker)}"
     )
 
 
-def deeper_hint(root: Path, marker: str) -> str:
-    """What to say where ``marker`` is one or two folders under ``root`` (an archive unpacked
-    into a folder of its own, or ROOT one folder too high): "; <it> exists: pass <its folder> as
-    the data root"; "" where it is not."""
+def nearby_hint(root: Path, marker: str) -> str:
+    """What to say where ``marker`` is not in ``root`` but near it, as "; <what>: <what to do>":
+    one or two folders under it (an archive unpacked into a folder of its own, or ROOT one
+    folder too high), up to three above it (ROOT a folder of the dataset, its ``images/``), or
+    where ROOT holds an archive not unpacked yet; "" where none is."""
+    found = _below(root, marker) or _above(root, marker)
+    if found:
+        return f"; {found} exists: pass {found.parent} as the data root"
+    return archive_hint(root)
+
+
+def _below(root: Path, marker: str) -> Path | None:
     for pattern in (f"*/{marker}", f"*/*/{marker}"):
         found = sorted(
             path
@@ -41,8 +78,34 @@ def deeper_hint(root: Path, marker: str) -> str:
             if not any(part.startswith(".") for part in path.relative_to(root).parts)
         )
         if found:
-            return f"; {found[0]} exists: pass {found[0].parent} as the data root"
-    return ""
+            return found[0]
+    return None
+
+
+def _above(root: Path, marker: str) -> Path | None:
+    for folder in list(root.expanduser().absolute().parents)[:3]:
+        if (folder / marker).exists():
+            return folder / marker
+    return None
+
+
+def archive_hint(root: Path) -> str:
+    """What to say where ``root`` holds an archive (the dataset downloaded and not unpacked yet,
+    or unpacked only in part): "; <archive> is not unpacked: ..."; "" where it holds none."""
+    archives = sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.name.lower().endswith(ARCHIVE_EXTENSIONS)
+        and not entry.name.startswith(".")
+        and entry.is_file()
+    )
+    if not archives:
+        return ""
+    are = "is" if len(archives) == 1 else "are"
+    return (
+        f"; {some([str(root / name) for name in archives])} {are} not unpacked: unpack "
+        f"{'it' if len(archives) == 1 else 'them'} into {root} and pass {root} again"
+    )
 
 
 def require(path: Path, layout: str) -> Path:
@@ -93,12 +156,27 @@ def read_pairs(path: Path, layout: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def listed_once(files: Sequence[str], source: Path) -> None:
+    """DataError naming a file that ``source``, a list of images, names twice: both copies in
+    trainval, a val carved from it could hold one while training on the other."""
+    seen: set[str] = set()
+    for file in files:
+        if file in seen:
+            raise DataError(f"{source} lists {file} twice; list each image once")
+        seen.add(file)
+
+
 def one_based_label(value: str | float, num_classes: int, where: str) -> int:
     """Convert a 1-based class id to a 0-based label, checking it names one of the classes."""
     try:
         label = int(float(value))
     except ValueError:
         raise DataError(f"{where}: label {value!r} is not a number") from None
+    if label == 0 == float(value):  # a list numbered from 0, as Python counts
+        raise DataError(
+            f"{where}: label 0 names no class: this list numbers the classes from 1 "
+            f"(1..{num_classes}); add 1 to every label of a list numbered from 0"
+        )
     if not 1 <= label <= num_classes or label != float(value):
         raise DataError(
             f"{where}: label {value!r} is outside the class list (1..{num_classes}); "

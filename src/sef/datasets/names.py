@@ -31,14 +31,17 @@ def class_of(names: Iterable[str]) -> dict[str, str]:
 
 
 def warn_case_twins(classes: Iterable[str], source: str) -> None:
-    """Warn of two ``classes`` that differ only in case (Cat and cat, a typo in a CSV's labels),
-    which are two classes where one was most likely meant."""
+    """Warn of two ``classes`` that differ only in case or spacing (Cat and cat, a typo in a
+    CSV's labels; a non-breaking or doubled space pasted from the web), which are two classes
+    where one was most likely meant."""
     first: dict[str, str] = {}
     for name in classes:
-        other = first.setdefault(key(name).casefold(), name)
+        other = first.setdefault(" ".join(key(name).casefold().split()), name)
         if other != name:
+            cased = key(other).casefold() == key(name).casefold()
             warn(
-                f"{source}: the classes {other!r} and {name!r} differ only in case, so they are "
-                f"two classes; spell them alike if they are one"
+                f"{source}: the classes {other!r} and {name!r} differ only in "
+                f"{'case' if cased else 'spacing'}, so they are two classes; spell them alike if "
+                f"they are one"
             )
             return

@@ -196,8 +196,9 @@ def from_declared(
 
     Tags are trainval/train/val/test, or None for data without split information, which is then
     split seeded and per class by the hold-out named ``holdout`` (stable or ranked, see the
-    module's docstring): ``test_fraction`` to test, and val carved from the rest. Declared train
-    and val are used as they are; without a declared val, it is carved from trainval.
+    module's docstring): ``test_fraction`` to test, and val carved from the rest. A declared val
+    is used as it is, train being the other training images (declared train or trainval);
+    without a declared val, val is carved from trainval.
     """
     check_split(split)
     check_holdout(holdout)
@@ -215,9 +216,9 @@ def from_declared(
         raise NoSuchSplit(f"{source} declares no test images; add them or leave out every split")
     if split == "test":
         return dataset.select(indices["test"])
-    official_val = indices["train"] and indices["val"] and not indices["trainval"]
-    if split in ("train", "val") and official_val:
-        return dataset.select(indices[split])
+    trained = sorted(indices["trainval"] + indices["train"])  # trainval/ beside val/: train
+    if split in ("train", "val") and trained and indices["val"]:
+        return dataset.select(trained if split == "train" else indices["val"])
     trainval = sorted(indices["trainval"] + indices["train"] + indices["val"])
     if not trainval:
         raise NoSuchSplit(f"{source} declares no training images (trainval, train or val)")

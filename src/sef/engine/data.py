@@ -18,7 +18,7 @@ from sef import datasets, distributed, threads, transforms
 from sef.config import Config, DataConfig
 from sef.config.schema import split_batch
 from sef.config.values import setting_said, value_word
-from sef.datasets import cache, checking
+from sef.datasets import HELD_OUT, cache, checking, nothing_to_evaluate
 from sef.datasets.checking import check_classes, classes_without_images
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from sef.datasets import ImageList
 
 # Why an eval split may lack a class: held out (sef.datasets.splits), or its images unreadable.
-HELD_OUT = "a held-out split takes images only from classes with two or more"
 UNREADABLE = "its images of them were unreadable and skipped (data.bad_images=skip)"
 
 
@@ -87,7 +86,7 @@ def load_data(
             f"with data.train_split=train, or test)"
         )
     if len(evaluation) == 0:
-        raise nothing_to_evaluate(d.eval_split, d.root or d.dataset)
+        raise nothing_to_evaluate(d.eval_split, d.root or d.dataset, d.dataset)
     _warn_unevaluated(train, evaluation, d.eval_split)
     data = Data(train, evaluation, list(train.classes))
     return from_cache(data, config, context, progress) if cached else data
@@ -115,15 +114,6 @@ def training_change(
         f"{changed}; the ranked hold-out (data.holdout=ranked) drew val and test anew where they "
         f"are held out, not declared, so they may hold images the run trained on: declare a "
         f"test split (DIR/test/, a split column) or train a new run, which holds out stably"
-    )
-
-
-def nothing_to_evaluate(split: str, source: str) -> DataError:
-    """The error for a ``split`` of ``source`` (a root, or a generated set's name) that holds
-    no images."""
-    return DataError(
-        f"the {split} split of {source} holds no images: there is nothing to evaluate on; "
-        f"{HELD_OUT}"
     )
 
 

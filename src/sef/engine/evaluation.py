@@ -17,9 +17,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 
 from sef import datasets, distributed, outputs, threads
 from sef.config import Config, setting_said
+from sef.datasets import nothing_to_evaluate
 from sef.datasets.splits import share_images, training_record
 from sef.distributed import Context
-from sef.engine.data import nothing_to_evaluate, training_change
+from sef.engine.data import training_change
 from sef.engine.device import autocast, out_of_memory, to_device
 from sef.engine.loop import batch_bar
 from sef.errors import DataError, OutOfMemory, for_reader, warn
@@ -340,7 +341,7 @@ def _model_and_data(
     dataset = trained.dataset(split, data_root, progress=progress)
     data = trained.config.data
     if len(dataset) == 0:
-        raise nothing_to_evaluate(split, data_root or data.root or data.dataset)
+        raise nothing_to_evaluate(split, data_root or data.root or data.dataset, data.dataset)
     if context.is_main and share_images(split, data.train_split):
         warn(
             f"the {split} split shares images with {data.train_split}, which this model "
