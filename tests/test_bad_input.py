@@ -454,6 +454,12 @@ def test_every_sef_error_can_be_reworded_from_its_message_alone():
          "sef viz corr: error: argument --images: must be an integer >= 1, got 0"),
         (["eval", "--checkpoint", "x.pt", "--batch-size", "none"], "sef eval",
          "sef eval: error: argument --batch-size: expected an integer, got 'none'"),
+        (["eval", "--checkpoint", "x.pt", "--predictions", "preds/"], "sef eval",  # a file preds
+         "sef eval: error: argument --predictions: preds/ ends with /, so it names a folder; "
+         "give a file name, e.g. preds/predictions.csv"),
+        (["viz", "curves", "runs/demo", "--out", "figs/"], "sef viz curves",
+         "sef viz curves: error: argument --out: figs/ ends with /, so it names a folder; give "
+         "a file name, e.g. figs/curves.png"),
     ],
 )  # fmt: skip
 def test_a_usage_error_shows_the_usage_of_the_command_given(words, usage, answer, capsys):

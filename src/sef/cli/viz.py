@@ -13,6 +13,7 @@ from sef.cli.options import (
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
+    file_path,
     progress_bars,
 )
 from sef.datasets import GENERATED
@@ -41,7 +42,7 @@ def _checkpoint_options(
 def _out_option(parser: argparse.ArgumentParser, name: str, beside: str) -> None:
     parser.add_argument(
         "--out",
-        type=PATH,
+        type=file_path(name),
         help=f"figure to write, in the format its name ends with: .png, .pdf, .svg, ... "
         f"(default: {name} beside the {beside})",
     )
