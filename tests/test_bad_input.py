@@ -133,7 +133,7 @@ CASES = {
     ),
     "eval-checkpoint-folder": (
         ["eval", "--checkpoint", "{folder}"],
-        "checkpoint {folder} is a folder; pass the last.pt or best.pt in it",
+        "checkpoint {folder} is a folder that holds no best.pt or last.pt; pass a last.pt",
     ),
     "eval-predictions-folder": (
         ["eval", "--checkpoint", "{ckpt}", "--predictions", "{folder}"],
