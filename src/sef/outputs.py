@@ -287,7 +287,16 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def quiet_matplotlib_home() -> None:
+def matplotlib_for_files() -> None:
+    """Set matplotlib up, before it is imported, for a command that draws into files only: its
+    backend Agg, whatever MPLBACKEND says (`!sef viz` in a Jupyter kernel inherits
+    module://matplotlib_inline.backend_inline, which failed the command where sef's environment
+    lacks that module), and a home it can write (:func:`_quiet_matplotlib_home`)."""
+    os.environ["MPLBACKEND"] = "agg"
+    _quiet_matplotlib_home()
+
+
+def _quiet_matplotlib_home() -> None:
     """Where the user set no MPLCONFIGDIR and matplotlib's own folders cannot be written (a
     read-only HOME), point it at a temporary folder, removed at exit, before matplotlib is
     imported: matplotlib does the same itself, but prints two warnings into the command's output

@@ -109,14 +109,14 @@ def _check_outputs(args: argparse.Namespace, path: Path) -> None:
     could not be written after it, and SEFError for a package the report needs."""
     from sef.errors import OutputError
     from sef.extras import require_installed
-    from sef.outputs import check_writable, quiet_matplotlib_home
+    from sef.outputs import check_writable, matplotlib_for_files
     from sef.report import check_replaceable
 
     if args.report:
         check_writable(args.report, folder=True)
         check_replaceable(args.report)
         require_installed("matplotlib", "scipy")  # its figure, and its order of the classes
-        quiet_matplotlib_home()
+        matplotlib_for_files()
     try:
         check_writable(path)
         _check_replaceable(path)

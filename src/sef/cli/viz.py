@@ -119,11 +119,11 @@ def _load(args: argparse.Namespace):
     """The checkpoint's model, once matplotlib, which draws after the images are run, is there."""
     from sef.distributed import resolve_device
     from sef.extras import require_installed
-    from sef.outputs import quiet_matplotlib_home
+    from sef.outputs import matplotlib_for_files
     from sef.trained import load_trained_model
 
     require_installed("matplotlib")
-    quiet_matplotlib_home()
+    matplotlib_for_files()
     return load_trained_model(args.checkpoint, device=resolve_device(args.device))
 
 
@@ -177,10 +177,10 @@ def run_cam(args: argparse.Namespace) -> int:
 
 
 def run_curves(args: argparse.Namespace) -> int:
-    from sef.outputs import quiet_matplotlib_home
+    from sef.outputs import matplotlib_for_files
     from sef.viz import curves_figure
 
-    quiet_matplotlib_home()
+    matplotlib_for_files()
     folder = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
     path = curves_figure(args.run_dir, args.out or folder / "curves.png")
     print(f"wrote {path}")
