@@ -583,6 +583,11 @@ def test_load_safetensors_refuses_other_files_in_one_line(model, tmp_path):
         load_safetensors(tmp_path / "notes.txt")
     with pytest.raises(CheckpointError, match=r"gone\.safetensors does not exist"):
         load_safetensors(tmp_path / "gone.safetensors")
+    with pytest.raises(CheckpointError, match=r"is a folder; it holds no model\.safetensors$"):
+        load_safetensors(tmp_path)  # the export's folder, or one without it
+    torch.save({"model": {}}, tmp_path / "best.pt")
+    with pytest.raises(CheckpointError, match=r"best\.pt is .* loads with sef\.load_trained_model"):
+        load_safetensors(tmp_path / "best.pt")
     features = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
     own = SEF(features, num_classes=len(CLASSES), groups=2)
     paths = export_model(
