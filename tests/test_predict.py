@@ -254,3 +254,15 @@ def test_files_left_out_for_one_extension_are_said_in_one_line():
         "skipped p/a.heic, which has no extension of an image format sef reads (.heic)",
         "skipped p/gone.png, which does not exist",
     ]
+
+
+def test_a_shell_pattern_that_matched_nothing_is_said_to_be_one(tmp_path):
+    """`sef predict photos/*.jpg` of a camera's .JPG files: bash passes the pattern as typed,
+    and sef said only that "photos/*.jpg" does not exist."""
+    typed = str(tmp_path / "*.jpg")
+    assert find_images([typed]) == (
+        [],
+        [(typed, "does not exist (a shell pattern that matched no file, passed as typed: "
+                 "patterns are case-sensitive, *.jpg misses .JPG; pass the folder to predict all "
+                 "its images)")],
+    )  # fmt: skip

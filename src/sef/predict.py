@@ -68,9 +68,22 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
         elif path.is_file():
             images.append(given)  # any extension: decoding decides
         else:
-            problems.append((given, "is not a file" if path.exists() else "does not exist"))
+            problems.append((given, _absent(given)))
     unique, others = _once(images)
     return unique, list(dict.fromkeys(problems + others))
+
+
+def _absent(given: str) -> str:
+    """Why ``given``, neither a file nor a folder, is skipped: a shell pattern that matched no
+    file reaches sef as it was typed (`sef predict photos/*.jpg` of a camera's .JPG files)."""
+    if os.path.exists(given):
+        return "is not a file"
+    if any(character in given for character in "*?["):
+        return (
+            "does not exist (a shell pattern that matched no file, passed as typed: patterns are "
+            "case-sensitive, *.jpg misses .JPG; pass the folder to predict all its images)"
+        )
+    return "does not exist"
 
 
 def skipped_said(skipped: Sequence[tuple[str, str]]) -> list[str]:
