@@ -50,7 +50,7 @@ def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
     )
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert find_images([empty]) == ([], [(str(empty), "folder holds no image files")])
+    assert find_images([empty]) == ([], [(str(empty), "is a folder that holds no image sef reads")])
 
 
 def test_folders_are_searched_for_every_format_pillow_reads(tmp_path):

@@ -63,7 +63,7 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
                 else:  # a phone's .heic among .jpg would otherwise go unpredicted without a word
                     problems.append((file, f"{_NO_IMAGE_EXTENSION} ({extension(file) or 'none'})"))
             if not found:
-                problems.append((given, "folder holds no image files"))
+                problems.append((given, "is a folder that holds no image sef reads"))
             images.extend(found)
         elif path.is_file():
             images.append(given)  # any extension: decoding decides
