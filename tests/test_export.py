@@ -358,10 +358,15 @@ def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_
     monkeypatch.setattr(
         Path, "read_text", lambda path, *a, **k: read.append(path) or real(path, *a, **k)
     )
-    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote it$"):
+    with pytest.warns(UserWarning) as said:
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
         )
+    assert [str(warning.message) for warning in said] == [
+        f"removed {tmp_path / 'model.safetensors'}: formats of the earlier export in {tmp_path} "
+        f"that this one does not write (a folder holds one export; name every format to keep)",
+        f"kept {tmp_path / 'model.onnx'}: no earlier sef export wrote it",
+    ]  # the removal was silent
     assert not (tmp_path / "model.safetensors").exists()  # the earlier export's other format
     assert read.count(tmp_path / "preprocessing.json") == 1  # what may be replaced and removed
     assert (tmp_path / "model.onnx").read_bytes() == b"the user's own"
@@ -394,7 +399,8 @@ def test_an_export_of_an_older_sef_is_replaced_and_other_files_stay_refused(mode
     DIR/labels.json: no earlier sef export in DIR wrote it"."""
     _export_of_sef_before_files_were_listed(model, tmp_path)
     (tmp_path / "model.onnx").write_bytes(b"the user's own")  # not ONNX: no export wrote it
-    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote it$"):
+    kept = r"kept .*model\.onnx: no earlier sef export wrote it$"
+    with pytest.warns(UserWarning, match=kept), pytest.warns(UserWarning, match="removed "):
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
         )

@@ -426,9 +426,14 @@ def _replace_set(staged: dict[str, Path], out: Path, earlier: set[str]) -> dict[
         except OSError as error:
             raise outputs.output_error(paths[name], error) from None
     others = [out / FILE_NAMES[name] for name in FILE_NAMES if name not in paths]
-    for path in others:
-        if path.name in earlier:
-            path.unlink(missing_ok=True)
+    removed = [path for path in others if path.name in earlier and path.exists()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:  # exporting --format onnx next to an export of all three left ONNX alone, silently
+        warn(
+            f"removed {', '.join(map(str, removed))}: formats of the earlier export in {out} that "
+            f"this one does not write (a folder holds one export; name every format to keep)"
+        )
     kept = [str(path) for path in others if path.name not in earlier and path.exists()]
     if kept:
         them = "it" if len(kept) == 1 else "them"
