@@ -190,6 +190,11 @@ CASES = {
         ["viz", "cam", "--checkpoint", "{ckpt}", "{missing}"],
         "{missing} does not exist; give image files as PATH",
     ),
+    "viz-cam-unmatched-pattern": (  # said only "does not exist"
+        ["viz", "cam", "--checkpoint", "{ckpt}", "{tmp}/*.jpg"],
+        "{tmp}/*.jpg does not exist (a shell pattern that matched no file, passed as typed: "
+        "patterns are case-sensitive, *.jpg misses .JPG); give image files as PATH",
+    ),
     "predict-missing": (
         ["predict", "--checkpoint", "{ckpt}", "{missing}", "--no-progress"],
         "no image could be predicted among {missing}",

@@ -263,6 +263,6 @@ def test_a_shell_pattern_that_matched_nothing_is_said_to_be_one(tmp_path):
     assert find_images([typed]) == (
         [],
         [(typed, "does not exist (a shell pattern that matched no file, passed as typed: "
-                 "patterns are case-sensitive, *.jpg misses .JPG; pass the folder to predict all "
-                 "its images)")],
+                 "patterns are case-sensitive, *.jpg misses .JPG); pass the folder to predict its "
+                 "images")],
     )  # fmt: skip

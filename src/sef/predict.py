@@ -17,7 +17,14 @@ from tqdm import tqdm
 
 from sef import threads
 from sef.datasets.folder import visible_files
-from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
+from sef.datasets.images import (
+    UnreadableImage,
+    extension,
+    missing,
+    open_rgb,
+    readable_extensions,
+    reason,
+)
 from sef.errors import warn
 from sef.metrics import not_finite_images, not_finite_said
 from sef.modes import evaluation_mode
@@ -74,16 +81,12 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
 
 
 def _absent(given: str) -> str:
-    """Why ``given``, neither a file nor a folder, is skipped: a shell pattern that matched no
-    file reaches sef as it was typed (`sef predict photos/*.jpg` of a camera's .JPG files)."""
+    """Why ``given``, neither a file nor a folder, is skipped (:func:`missing`: a shell pattern
+    that matched no file is said to be one)."""
     if os.path.exists(given):
         return "is not a file"
-    if any(character in given for character in "*?["):
-        return (
-            "does not exist (a shell pattern that matched no file, passed as typed: patterns are "
-            "case-sensitive, *.jpg misses .JPG; pass the folder to predict all its images)"
-        )
-    return "does not exist"
+    said = missing(given)
+    return said if said == "does not exist" else f"{said}; pass the folder to predict its images"
 
 
 def skipped_said(skipped: Sequence[tuple[str, str]]) -> list[str]:
