@@ -133,7 +133,7 @@ CASES = {
     ),
     "eval-checkpoint-folder": (
         ["eval", "--checkpoint", "{folder}"],
-        "checkpoint {folder} is a folder; pass the last.pt or best.pt in it",
+        "checkpoint {folder} is a folder that holds no best.pt or last.pt; pass a last.pt",
     ),
     "eval-predictions-folder": (
         ["eval", "--checkpoint", "{ckpt}", "--predictions", "{folder}"],
@@ -189,6 +189,11 @@ CASES = {
     "viz-cam-missing": (
         ["viz", "cam", "--checkpoint", "{ckpt}", "{missing}"],
         "{missing} does not exist; give image files as PATH",
+    ),
+    "viz-cam-unmatched-pattern": (  # said only "does not exist"
+        ["viz", "cam", "--checkpoint", "{ckpt}", "{tmp}/*.jpg"],
+        "{tmp}/*.jpg does not exist (a shell pattern that matched no file, passed as typed: "
+        "patterns are case-sensitive, *.jpg misses .JPG); give image files as PATH",
     ),
     "predict-missing": (
         ["predict", "--checkpoint", "{ckpt}", "{missing}", "--no-progress"],
@@ -454,6 +459,12 @@ def test_every_sef_error_can_be_reworded_from_its_message_alone():
          "sef viz corr: error: argument --images: must be an integer >= 1, got 0"),
         (["eval", "--checkpoint", "x.pt", "--batch-size", "none"], "sef eval",
          "sef eval: error: argument --batch-size: expected an integer, got 'none'"),
+        (["eval", "--checkpoint", "x.pt", "--predictions", "preds/"], "sef eval",  # a file preds
+         "sef eval: error: argument --predictions: preds/ ends with /, so it names a folder; "
+         "give a file name, e.g. preds/predictions.csv"),
+        (["viz", "curves", "runs/demo", "--out", "figs/"], "sef viz curves",
+         "sef viz curves: error: argument --out: figs/ ends with /, so it names a folder; give "
+         "a file name, e.g. figs/curves.png"),
     ],
 )  # fmt: skip
 def test_a_usage_error_shows_the_usage_of_the_command_given(words, usage, answer, capsys):

@@ -392,7 +392,7 @@ DAMAGED = {
     "legacy-truncated": "is truncated: its pickle ends early",
     "safetensors": "is not a checkpoint: it is a safetensors file",
     "onnx": "is not a checkpoint: it is an ONNX model (as `sef export` writes)",
-    "folder": "is a folder; pass the last.pt or best.pt in it",
+    "folder": "is a folder that holds no best.pt or last.pt; pass a last.pt or best.pt written",
 }
 
 
@@ -407,3 +407,15 @@ def test_a_damaged_or_foreign_file_gets_one_true_sentence(kind: str, tmp_path: P
     message = str(info.value)
     assert f"{path} {DAMAGED[kind]}" in message and "\n" not in message
     assert "could run code" not in message
+
+
+def test_a_run_folder_given_as_checkpoint_is_answered_with_its_checkpoints(tmp_path: Path) -> None:
+    """`--checkpoint runs/demo` was told to pass "the last.pt or best.pt in it", the same words
+    for a folder that held none."""
+    save_checkpoint(tmp_path / "best.pt", _state())
+    save_checkpoint(tmp_path / "last.pt", _state())
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path)
+    assert str(info.value) == (
+        f"checkpoint {tmp_path} is a folder; pass {tmp_path / 'best.pt'} or {tmp_path / 'last.pt'}"
+    )

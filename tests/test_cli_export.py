@@ -9,7 +9,7 @@ import onnxruntime
 import pytest
 import torch
 
-from sef.cli import main
+from sef.cli import create_parser, main
 from sef.trained import load_trained_model
 
 
@@ -105,3 +105,11 @@ def test_a_refused_export_says_by_how_much_it_is_beyond_the_tolerance(
     wrong = ExportCheck({"safetensors": 0.00105}, largest_logit=4.0)  # allowed: 0.00104
     _, err = _refused_check(demo_checkpoint, tmp_path, capsys, monkeypatch, wrong)
     assert "by up to 0.00105 in the logits, more than the 0.00104 float32 rounding" in err
+
+
+def test_format_given_twice_exports_both():
+    """`--format onnx --format safetensors` wrote only the safetensors file, without a word."""
+    words = ["export", "--checkpoint", "best.pt", "--out", "shipped", "--format", "onnx"]
+    args = create_parser().parse_args([*words, "--format", "safetensors"])
+    assert args.formats == ["onnx", "safetensors"]
+    assert create_parser().parse_args(words[:5]).formats is None  # all three, in run()

@@ -280,3 +280,15 @@ def test_a_split_without_images_is_refused_not_drawn(folder_root, tmp_path, caps
         f"sef viz cam: error: the val split of {folder_root} holds no images, so there is nothing "
         "to draw; choose another --split\n"
     )
+
+
+def test_a_default_figure_that_cannot_be_written_points_to_out(tmp_path, capsys):
+    """A figure beside a read-only checkpoint or run said "choose another place" to a user who
+    had chosen none: the option to pass is named, as `sef eval` names --predictions."""
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "loss_total": 1.0}\n')
+    (tmp_path / "curves.png").mkdir()  # as a place the command cannot write
+    assert main(["viz", "curves", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"sef viz curves: error: cannot write {tmp_path / 'curves.png'}: it is a folder; pass "
+        f"--out FILE\n"
+    )

@@ -360,10 +360,15 @@ def test_a_new_export_removes_only_the_files_an_earlier_export_wrote(model, tmp_
     monkeypatch.setattr(
         Path, "read_text", lambda path, *a, **k: read.append(path) or real(path, *a, **k)
     )
-    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote it$"):
+    with pytest.warns(UserWarning) as said:
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
         )
+    assert [str(warning.message) for warning in said] == [
+        f"removed {tmp_path / 'model.safetensors'}: formats of the earlier export in {tmp_path} "
+        f"that this one does not write (a folder holds one export; name every format to keep)",
+        f"kept {tmp_path / 'model.onnx'}: no earlier sef export wrote it",
+    ]  # the removal was silent
     assert not (tmp_path / "model.safetensors").exists()  # the earlier export's other format
     assert read.count(tmp_path / "preprocessing.json") == 1  # what may be replaced and removed
     assert (tmp_path / "model.onnx").read_bytes() == b"the user's own"
@@ -407,7 +412,8 @@ def test_an_export_of_an_older_sef_is_replaced_and_other_files_stay_refused(mode
     DIR/labels.json: no earlier sef export in DIR wrote it"."""
     _export_of_sef_before_files_were_listed(model, tmp_path)
     (tmp_path / "model.onnx").write_bytes(b"the user's own")  # not ONNX: no export wrote it
-    with pytest.warns(UserWarning, match=r"kept .*model\.onnx: no earlier sef export wrote it$"):
+    kept = r"kept .*model\.onnx: no earlier sef export wrote it$"
+    with pytest.warns(UserWarning, match=kept), pytest.warns(UserWarning, match="removed "):
         export_model(
             model, tmp_path, classes=CLASSES, preprocessing=PREPROCESSING, formats=["torchscript"]
         )
@@ -456,7 +462,7 @@ class _SideBranchFirst(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.mask = torch.nn.Conv2d(1, 4, 1)
+        self.mask = torch.nn.Conv2d(1, 4, 1).requires_grad_(False)  # unused: frozen, unwarned
         self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU())
 
     def forward(self, images):
@@ -596,6 +602,11 @@ def test_load_safetensors_refuses_other_files_in_one_line(model, tmp_path):
         load_safetensors(tmp_path / "notes.txt")
     with pytest.raises(CheckpointError, match=r"gone\.safetensors does not exist"):
         load_safetensors(tmp_path / "gone.safetensors")
+    with pytest.raises(CheckpointError, match=r"is a folder; it holds no model\.safetensors$"):
+        load_safetensors(tmp_path)  # the export's folder, or one without it
+    torch.save({"model": {}}, tmp_path / "best.pt")
+    with pytest.raises(CheckpointError, match=r"best\.pt is .* loads with sef\.load_trained_model"):
+        load_safetensors(tmp_path / "best.pt")
     features = torch.nn.Sequential(*list(torchvision.models.resnet18().children())[:-2])
     own = SEF(features, num_classes=len(CLASSES), groups=2)
     paths = export_model(

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sef.datasets.images import open_rgb
-from sef.predict import find_images, format_rows, predict_images, table_widths
+from sef.predict import find_images, format_rows, predict_images, skipped_said, table_widths
 from sef.text import bars_drawn
 from sef.trained import load_trained_model
 
@@ -50,7 +50,7 @@ def test_find_images_expands_folders_and_names_missing_paths(images, tmp_path):
     )
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert find_images([empty]) == ([], [(str(empty), "folder holds no image files")])
+    assert find_images([empty]) == ([], [(str(empty), "is a folder that holds no image sef reads")])
 
 
 def test_folders_are_searched_for_every_format_pillow_reads(tmp_path):
@@ -240,3 +240,29 @@ def test_progress_bars_by_default_only_where_they_redraw_in_place(demo_checkpoin
     closed.close()
     assert not bars_drawn(None, io.StringIO()) and not bars_drawn(None, closed)
     assert bars_drawn(True, io.StringIO()) and not bars_drawn(False, _Terminal())
+
+
+def test_files_left_out_for_one_extension_are_said_in_one_line():
+    """A photo folder's sidecars (Google Takeout's .json beside each photo) were a line each."""
+    skipped = [(f"p/{k}.json", "has no extension of an image format sef reads (.json)")
+               for k in range(5)]  # fmt: skip
+    skipped[1:1] = [("p/a.heic", "has no extension of an image format sef reads (.heic)")]
+    skipped.append(("p/gone.png", "does not exist"))
+    assert skipped_said(skipped) == [
+        "skipped 5 files, each of which has no extension of an image format sef reads (.json): "
+        "p/0.json, p/1.json, p/2.json, ... (--json lists them all)",
+        "skipped p/a.heic, which has no extension of an image format sef reads (.heic)",
+        "skipped p/gone.png, which does not exist",
+    ]
+
+
+def test_a_shell_pattern_that_matched_nothing_is_said_to_be_one(tmp_path):
+    """`sef predict photos/*.jpg` of a camera's .JPG files: bash passes the pattern as typed,
+    and sef said only that "photos/*.jpg" does not exist."""
+    typed = str(tmp_path / "*.jpg")
+    assert find_images([typed]) == (
+        [],
+        [(typed, "does not exist (a shell pattern that matched no file, passed as typed: "
+                 "patterns are case-sensitive, *.jpg misses .JPG); pass the folder to predict its "
+                 "images")],
+    )  # fmt: skip

@@ -160,10 +160,21 @@ def _check_archive(path: Path) -> None:
         )
 
 
+def _folder_given(path: Path) -> CheckpointError:
+    """A folder given as a checkpoint: the run's checkpoints in it by name, else that it has
+    none (an export's folder, the folder of all runs)."""
+    held = [str(path / name) for name in ("best.pt", "last.pt") if (path / name).is_file()]
+    if not held:
+        return CheckpointError(
+            f"checkpoint {path} is a folder that holds no best.pt or last.pt; {_PASS}"
+        )
+    return CheckpointError(f"checkpoint {path} is a folder; pass {' or '.join(held)}")
+
+
 def _check_kind(path: Path) -> None:
     """Refuse, in one true sentence, a file that cannot be a checkpoint, before torch reads it."""
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder; pass the last.pt or best.pt in it")
+        raise _folder_given(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; {_PASS}")
     try:

@@ -184,10 +184,7 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
             metadata = opened.metadata() or {}
             state = {name: opened.get_tensor(name) for name in opened.keys()}
     except (SafetensorError, OSError) as error:
-        if isinstance(error, OSError) and not path.is_file():
-            raise CheckpointError(f"{path} does not exist or is not a file") from None
-        kind = filekinds.sniff_file(path)
-        raise CheckpointError(f"{path} is not a safetensors file ({kind}): {error}") from None
+        raise _not_safetensors(path, error) from None
     if "architecture" not in metadata:
         raise CheckpointError(
             f"{path} does not record the network it was exported from (a backbone of your own "
@@ -203,6 +200,25 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
             f"({shape_mismatch(error)}); the file is damaged"
         ) from None
     return plain
+
+
+def _not_safetensors(path: Path, error: Exception) -> CheckpointError:
+    """Why safetensors could not read ``path``, saying what to pass: the export's folder, or
+    the checkpoint it was exported from, were "does not exist or is not a file" and "not a
+    safetensors file (zip): Error while deserializing header: header too large"."""
+    if path.is_dir():
+        inside = path / "model.safetensors"
+        held = f"pass {inside}" if inside.is_file() else "it holds no model.safetensors"
+        return CheckpointError(f"{path} is a folder; {held}")
+    if not path.is_file():
+        return CheckpointError(f"{path} does not exist")
+    kind = filekinds.sniff_file(path)
+    if kind == filekinds.ZIP:  # a checkpoint, or the export's TorchScript model
+        return CheckpointError(
+            f"{path} is not a safetensors file but a zip archive; a checkpoint of `sef train` "
+            f"loads with sef.load_trained_model, an export's network from its model.safetensors"
+        )
+    return CheckpointError(f"{path} is not a safetensors file ({kind}): {error}")
 
 
 def _write_json(path: Path, payload: object) -> None:
@@ -416,9 +432,14 @@ def _replace_set(staged: dict[str, Path], out: Path, earlier: set[str]) -> dict[
         except OSError as error:
             raise outputs.output_error(paths[name], error) from None
     others = [out / FILE_NAMES[name] for name in FILE_NAMES if name not in paths]
-    for path in others:
-        if path.name in earlier:
-            path.unlink(missing_ok=True)
+    removed = [path for path in others if path.name in earlier and path.exists()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:  # exporting --format onnx next to an export of all three left ONNX alone, silently
+        warn(
+            f"removed {', '.join(map(str, removed))}: formats of the earlier export in {out} that "
+            f"this one does not write (a folder holds one export; name every format to keep)"
+        )
     kept = [str(path) for path in others if path.name not in earlier and path.exists()]
     if kept:
         them = "it" if len(kept) == 1 else "them"

@@ -303,13 +303,22 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def require_matplotlib(*also: str) -> None:
     """matplotlib (and the modules ``also``) imported now, before the work whose figure needs
-    it: SEFError naming the pip command where it is missing; quiet under a read-only HOME
-    (:func:`quiet_matplotlib_home`, which must come before matplotlib's import)."""
-    quiet_matplotlib_home()
+    it: SEFError naming the pip command where it is missing; set up for drawing into files
+    first (:func:`matplotlib_for_files`, which must come before matplotlib's import)."""
+    matplotlib_for_files()
     require_installed("matplotlib", *also)
 
 
-def quiet_matplotlib_home() -> None:
+def matplotlib_for_files() -> None:
+    """Set matplotlib up, before it is imported, for a command that draws into files only: its
+    backend Agg, whatever MPLBACKEND says (`!sef viz` in a Jupyter kernel inherits
+    module://matplotlib_inline.backend_inline, which failed the command where sef's environment
+    lacks that module), and a home it can write (:func:`_quiet_matplotlib_home`)."""
+    os.environ["MPLBACKEND"] = "agg"
+    _quiet_matplotlib_home()
+
+
+def _quiet_matplotlib_home() -> None:
     """Where the user set no MPLCONFIGDIR and matplotlib's own folders cannot be written (a
     read-only HOME), point it at a temporary folder, removed at exit, before matplotlib is
     imported: matplotlib does the same itself, but prints two warnings into the command's output

@@ -17,11 +17,18 @@ from tqdm import tqdm
 
 from sef import threads
 from sef.datasets.folder import visible_files
-from sef.datasets.images import UnreadableImage, extension, open_rgb, readable_extensions, reason
+from sef.datasets.images import (
+    UnreadableImage,
+    extension,
+    missing,
+    open_rgb,
+    readable_extensions,
+    reason,
+)
 from sef.errors import warn
 from sef.metrics import not_finite_images, not_finite_said
 from sef.modes import evaluation_mode
-from sef.text import bars_drawn, column_widths, counted, table_lines
+from sef.text import bars_drawn, column_widths, counted, some, table_lines
 from sef.trained import TrainedModel
 
 
@@ -63,14 +70,43 @@ def find_images(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[tup
                 else:  # a phone's .heic among .jpg would otherwise go unpredicted without a word
                     problems.append((file, f"{_NO_IMAGE_EXTENSION} ({extension(file) or 'none'})"))
             if not found:
-                problems.append((given, "folder holds no image files"))
+                problems.append((given, "is a folder that holds no image sef reads"))
             images.extend(found)
         elif path.is_file():
             images.append(given)  # any extension: decoding decides
         else:
-            problems.append((given, "is not a file" if path.exists() else "does not exist"))
+            problems.append((given, _absent(given)))
     unique, others = _once(images)
     return unique, list(dict.fromkeys(problems + others))
+
+
+def _absent(given: str) -> str:
+    """Why ``given``, neither a file nor a folder, is skipped (:func:`missing`: a shell pattern
+    that matched no file is said to be one)."""
+    if os.path.exists(given):
+        return "is not a file"
+    said = missing(given)
+    return said if said == "does not exist" else f"{said}; pass the folder to predict its images"
+
+
+def skipped_said(skipped: Sequence[tuple[str, str]]) -> list[str]:
+    """What `sef predict` says of the files ``skipped``: each on its line, except that several
+    left out of folders for one extension are one line (the .json Google Takeout writes beside
+    each photo, or a camera's .xmp sidecars, buried the table under a line each)."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in skipped:
+        by_reason.setdefault(why, []).append(path)
+    lines = []
+    for path, why in skipped:
+        paths = by_reason[why]
+        if not why.startswith(_NO_IMAGE_EXTENSION) or len(paths) == 1:
+            lines.append(f"skipped {path}, which {why}")
+        elif path == paths[0]:
+            listed = " (--json lists them all)" if len(paths) > 3 else ""  # some() shows 3
+            lines.append(
+                f"skipped {counted(len(paths), 'file')}, each of which {why}: {some(paths)}{listed}"
+            )
+    return lines
 
 
 def _once(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

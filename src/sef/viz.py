@@ -483,13 +483,21 @@ def correlation_figure(
 
 def _typed_image(path: str | os.PathLike):
     """The image at a path the user typed, as RGB; a DataError about that path if it is none."""
-    from sef.datasets.images import MISSING, NOT_AN_IMAGE, UnreadableImage, open_rgb, reason
+    from sef.datasets.images import (
+        MISSING,
+        NOT_AN_IMAGE,
+        UnreadableImage,
+        missing,
+        open_rgb,
+        reason,
+    )
 
     try:
         return open_rgb(path, upright=True)  # as sef predict reads it
     except UnreadableImage as bad:
         hint = "; give image files as PATH" if bad.kind in (MISSING, NOT_AN_IMAGE) else ""
-        raise DataError(f"{path} {reason(bad)}{hint}") from None
+        why = missing(path) if bad.kind == MISSING else reason(bad)
+        raise DataError(f"{path} {why}{hint}") from None
 
 
 def _images_and_titles(trained, paths, root, split, count, seed, progress):

@@ -15,6 +15,7 @@ from sef.cli.options import (
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
+    file_path,
 )
 from sef.text import json_text
 
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_data_options(parser, "trainval, train, val or test (default)")
     parser.add_argument(
         "--predictions",
-        type=PATH,
+        type=file_path("predictions.csv"),
         help="CSV to write (default: <checkpoint>-<split>-predictions.csv beside the checkpoint)",
     )
     parser.add_argument(

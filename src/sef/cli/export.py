@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--format",
         nargs="+",
-        default=list(EXPORT_FORMATS),
+        action="extend",  # --format onnx --format safetensors: both, not the last one alone
         choices=EXPORT_FORMATS,
         dest="formats",
         help="formats to write (default: all three)",
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from sef.trained import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device="cpu")
-    paths = export_trained(trained, args.out, args.formats)
+    paths = export_trained(trained, args.out, args.formats or EXPORT_FORMATS)
     for name, path in paths.items():
         print(f"{name:<14} {path}")
     if args.no_check:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from sef.choices import DEVICE_WORDS, MAX_SEED
@@ -49,6 +50,22 @@ def _path(text: str) -> Path:
 
 
 PLACE, PATH = _place, _path  # as text, as a Path
+
+
+def file_path(example: str):
+    """An argparse ``type``: a file to write, as a Path; a name that ends with a separator
+    (``--out figs/``) is refused, naming ``example`` in it: ``Path`` drops the separator, and a
+    missing figs/ became a file named figs."""
+
+    def path(text: str) -> Path:
+        if text.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+            raise argparse.ArgumentTypeError(
+                f"{text} ends with {text[-1]}, so it names a folder; give a file name, e.g. "
+                f"{text}{example}"
+            )
+        return _path(text)
+
+    return path
 
 
 def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:

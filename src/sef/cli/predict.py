@@ -91,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
 def _say_skipped(skipped: list[tuple[str, str]]) -> None:
     from tqdm import tqdm
 
-    for path, reason in skipped:  # above a progress bar, which tqdm.write draws again below
-        tqdm.write(f"sef predict: skipped {path}, which {reason}", file=sys.stderr)
+    from sef.predict import skipped_said
+
+    for line in skipped_said(skipped):  # above a progress bar, which tqdm.write draws again below
+        tqdm.write(f"sef predict: {line}", file=sys.stderr)
 
 
 def _with_stdin(paths: list[str]) -> list[str]:

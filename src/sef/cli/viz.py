@@ -13,6 +13,7 @@ from sef.cli.options import (
     add_checkpoint_data_options,
     add_device_option,
     add_progress_option,
+    file_path,
 )
 from sef.datasets import GENERATED
 from sef.text import json_text
@@ -40,7 +41,7 @@ def _checkpoint_options(
 def _out_option(parser: argparse.ArgumentParser, name: str, beside: str) -> None:
     parser.add_argument(
         "--out",
-        type=PATH,
+        type=file_path(name),
         help=f"figure to write, in the format its name ends with: .png, .pdf, .svg, ... "
         f"(default: {name} beside the {beside})",
     )
@@ -124,7 +125,23 @@ def _load(args: argparse.Namespace):
 
 
 def _out(args: argparse.Namespace, name: str) -> Path:
-    return args.out or args.checkpoint.with_name(name)
+    return _given_or(args, args.checkpoint.with_name(name))
+
+
+def _given_or(args: argparse.Namespace, default: Path) -> Path:
+    """The figure's file: --out, else ``default``, which is checked now and, where it cannot be
+    written (a read-only model folder), said with the option to pass, as `sef eval` does for
+    its predictions: the user chose no place for "choose another place" to mean anything."""
+    from sef.errors import OutputError
+    from sef.outputs import check_writable
+
+    if args.out:
+        return args.out
+    try:
+        check_writable(default)
+    except OutputError as error:
+        raise OutputError(f"{error.problem}; pass --out FILE", error.problem) from None
+    return default
 
 
 def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
@@ -178,7 +195,7 @@ def run_curves(args: argparse.Namespace) -> int:
 
     require_matplotlib()
     folder = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
-    path = curves_figure(args.run_dir, args.out or folder / "curves.png")
+    path = curves_figure(args.run_dir, _given_or(args, folder / "curves.png"))
     print(f"wrote {path}")
     return 0
 

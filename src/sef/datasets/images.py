@@ -207,6 +207,18 @@ def decode(path: str | os.PathLike, *, upright: bool) -> Image.Image:
         ) from None
 
 
+def missing(typed: str | os.PathLike) -> str:
+    """Why a path the user typed that does not exist is not read, in words that follow it: a
+    shell pattern that matched no file reaches sef as typed (`photos/*.jpg` of a camera's .JPG
+    photos), which "does not exist" alone left a puzzle beside a folder of photos."""
+    if not any(character in os.fspath(typed) for character in "*?["):
+        return "does not exist"
+    return (
+        "does not exist (a shell pattern that matched no file, passed as typed: patterns are "
+        "case-sensitive, *.jpg misses .JPG)"
+    )
+
+
 def reason(bad: UnreadableImage) -> str:
     """Why an image cannot be used, in words that follow its path: for messages about a path
     the user typed ("photo.txt is not an image (it is a text file)")."""
