@@ -121,6 +121,19 @@ def test_export_says_each_stage_as_it_starts(demo_checkpoint, tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_export_of_an_unfinished_runs_last_checkpoint_says_so(
+    unfinished_checkpoint, tmp_path, capsys
+):
+    """A last.pt of a run stopped at epoch 1 of 50 exported as if it were the trained model."""
+    last = unfinished_checkpoint
+    words = ["export", "--checkpoint", str(last), "--out", str(tmp_path / "shipped")]
+    assert main([*words, "--format", "safetensors", "--no-check", "--no-progress"]) == 0
+    assert capsys.readouterr().err == (
+        f"sef export: warning: {last} is the last.pt of an unfinished run (epoch 1 of 50): the "
+        "export is its model as it was then\n"
+    )
+
+
 def test_format_given_twice_exports_both():
     """`--format onnx --format safetensors` wrote only the safetensors file, without a word."""
     words = ["export", "--checkpoint", "best.pt", "--out", "shipped", "--format", "onnx"]
