@@ -305,6 +305,16 @@ def trained_demo_checkpoint(demo_checkpoint, tmp_path) -> Path:
     return tmp_path / "run" / "last.pt"
 
 
+@pytest.fixture
+def unfinished_checkpoint(demo_checkpoint, tmp_path) -> Path:
+    """``demo_checkpoint`` with a history, as the last.pt of a run stopped at epoch 1 of 50."""
+    from sef.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(demo_checkpoint) | {"history": [{"epoch": 1}]}
+    save_checkpoint(tmp_path / "unfinished" / "last.pt", state)
+    return tmp_path / "unfinished" / "last.pt"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass

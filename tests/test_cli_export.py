@@ -22,6 +22,7 @@ def test_export_writes_and_checks_all_formats(demo_checkpoint, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "exporting ONNX ...\nsef export: exporting TorchScript" in result.stderr
     assert "max |logit difference| vs PyTorch" in result.stdout
     assert "(allowed: 0.001 + 1e-05 x the largest |logit|" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
@@ -79,7 +80,7 @@ def _refused_check(demo_checkpoint, out, capsys, monkeypatch, check) -> tuple[st
 
     monkeypatch.setattr(sef.export, "check_export", lambda *args: check)
     assert main(["export", "--checkpoint", str(demo_checkpoint), "--out", str(out),
-                 "--format", "safetensors"]) == 2  # fmt: skip
+                 "--format", "safetensors", "--no-progress"]) == 2  # fmt: skip
     return capsys.readouterr()
 
 
@@ -105,6 +106,32 @@ def test_a_refused_export_says_by_how_much_it_is_beyond_the_tolerance(
     wrong = ExportCheck({"safetensors": 0.00105}, largest_logit=4.0)  # allowed: 0.00104
     _, err = _refused_check(demo_checkpoint, tmp_path, capsys, monkeypatch, wrong)
     assert "by up to 0.00105 in the logits, more than the 0.00104 float32 rounding" in err
+
+
+def test_export_says_each_stage_as_it_starts(demo_checkpoint, tmp_path, capsys):
+    """A ResNet-50 at 448 px exported for a minute and checked for another without a word."""
+    words = ["export", "--checkpoint", str(demo_checkpoint), "--out"]
+    assert main([*words, str(tmp_path / "told"), "--format", "safetensors", "torchscript"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "sef export: exporting TorchScript ...",
+        "sef export: exporting safetensors ...",
+        "sef export: checking the export against the checkpoint ...",
+    ]
+    assert main([*words, str(tmp_path / "quiet"), "--format", "safetensors", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_export_of_an_unfinished_runs_last_checkpoint_says_so(
+    unfinished_checkpoint, tmp_path, capsys
+):
+    """A last.pt of a run stopped at epoch 1 of 50 exported as if it were the trained model."""
+    last = unfinished_checkpoint
+    words = ["export", "--checkpoint", str(last), "--out", str(tmp_path / "shipped")]
+    assert main([*words, "--format", "safetensors", "--no-check", "--no-progress"]) == 0
+    assert capsys.readouterr().err == (
+        f"sef export: warning: {last} is the last.pt of an unfinished run (epoch 1 of 50): the "
+        "export is its model as it was then\n"
+    )
 
 
 def test_format_given_twice_exports_both():

@@ -123,3 +123,17 @@ def test_info_refuses_model_options_beside_a_checkpoint(demo_checkpoint, capsys)
         "sef info: error: --checkpoint describes its own model, which --groups cannot change; "
         "pass one or the other\n"
     )
+
+
+def test_info_of_a_checkpoint_says_the_epoch_it_was_saved_at(
+    demo_checkpoint, unfinished_checkpoint, capsys
+):
+    """An unfinished run's last.pt was described without a word of how far it had trained."""
+    assert main(["info", "--checkpoint", str(demo_checkpoint)]) == 0
+    assert "  saved at            epoch 1 of 50\n" in capsys.readouterr().out  # best.pt: unknown
+    last = unfinished_checkpoint
+    assert main(["info", "--checkpoint", str(last)]) == 0
+    assert "  saved at            epoch 1 of 50 (unfinished run)\n" in capsys.readouterr().out
+    assert main(["info", "--checkpoint", str(last), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["epoch"], summary["epochs"], summary["unfinished"]) == (1, 50, True)

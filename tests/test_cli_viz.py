@@ -25,6 +25,7 @@ def test_corr_as_a_user_runs_it(demo_checkpoint):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0].startswith("mean channel correlation between groups over 5 test images (")
     assert lines[1].split() == ["group", "1", "group", "2"]  # the G x G table's header
     assert lines[2].startswith("group 1") and len(lines[2].split()) == 4
     assert _is_png(demo_checkpoint.with_name("corr.png"))  # default: beside the checkpoint
@@ -58,6 +59,17 @@ def test_parts_json_report(demo_checkpoint, tmp_path, capsys):
     assert main([*argv, "--no-progress"]) == 0
     table = capsys.readouterr().out
     assert "static peak" in table and "distinctness" in table and "group 2" in table
+
+
+def test_corr_says_how_many_images_its_table_is_of(demo_checkpoint, tmp_path, capsys):
+    """`--images 5000` of a test split of 800 printed its table as if of 5,000 images."""
+    arguments = ["viz", "corr", "--checkpoint", str(demo_checkpoint), "--no-progress"]
+    assert main([*arguments, "--images", "5000", "--out", str(tmp_path / "corr.png")]) == 0
+    heading = capsys.readouterr().out.splitlines()[0]
+    assert heading == (
+        "mean channel correlation between groups over all 16 test images, of 5,000 asked "
+        "(diagonal: within a group)"
+    )
 
 
 @pytest.mark.parametrize("figure", ["corr", "parts"])

@@ -186,3 +186,33 @@ def test_one_text_where_a_list_belongs_is_a_list_of_one():
 
     assert resolve_config("demo", overrides="model.groups=3").model.groups == 3
     assert check_formats("onnx") == ["onnx"]
+
+
+def _options_taking_several_values(parser=None):
+    """(sub-command parser, action) for every option of every `sef` command that takes several
+    values (nargs + or *), sub-commands of sub-commands included."""
+    parser = parser or create_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):  # aliases once, in order
+                yield from _options_taking_several_values(command)
+        elif action.option_strings and action.nargs in ("+", "*"):
+            yield parser, action
+
+
+SEVERAL_VALUES = list(_options_taking_several_values())
+
+
+@pytest.mark.parametrize(
+    ("parser", "action"),
+    SEVERAL_VALUES,
+    ids=[f"{parser.prog} {action.option_strings[0]}" for parser, action in SEVERAL_VALUES],
+)
+def test_repeated_options_add_to_the_list(parser, action):
+    """`sef train --log wandb --log mlflow` trained with mlflow alone, `sef reproduce --only a
+    --only b` ran b alone: a repeat replaced what the first occurrence gave."""
+    first, second = list(action.choices or ["a", "b"])[:2]
+    given = argparse.Namespace(**{action.dest: None})
+    for values in ([first], [second]):
+        action(parser, given, values, action.option_strings[0])
+    assert getattr(given, action.dest) == [first, second]

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,8 @@ FILE_NAMES = {
     "labels": "labels.json",
     "preprocessing": "preprocessing.json",
 }
+# How a stage line names each model format: "exporting ONNX ...".
+FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "safetensors": "safetensors"}
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
@@ -234,8 +236,10 @@ def export_model(
     preprocessing: Preprocessing,
     formats: Sequence[str] = EXPORT_FORMATS,
     backbone_name: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """Write the stripped model in ``formats`` plus labels.json and preprocessing.json.
+    """Write the stripped model in ``formats`` plus labels.json and preprocessing.json; ``say``,
+    if given, hears "exporting ONNX ..." as each format starts (a large model takes a minute).
 
     Returns {"onnx" | "torchscript" | "safetensors" | "labels" | "preprocessing": path}.
     """
@@ -263,25 +267,37 @@ def export_model(
     _check_space(out, plain, chosen)
     with _staging(out) as stage:  # the whole set is written before any file in out changes
         staged = {name: stage / FILE_NAMES[name] for name in names}
-        if "onnx" in chosen:
-            write_onnx(plain, staged["onnx"], size)
-        if "torchscript" in chosen:
-            write_torchscript(plain, staged["torchscript"], size)
-        if "safetensors" in chosen:
-            metadata = {
-                "num_classes": str(model.num_classes),
-                "backbone": backbone_name or _backbone_name(model),
-                "preprocessing": json.dumps(preprocessing_json(preprocessing, channels)),
-            }
-            architecture = _architecture_json(model)
-            if architecture is not None:
-                metadata["architecture"] = architecture
-            write_safetensors(plain, staged["safetensors"], metadata)
+        writers = {
+            "onnx": lambda path: write_onnx(plain, path, size),
+            "torchscript": lambda path: write_torchscript(plain, path, size),
+            "safetensors": lambda path: write_safetensors(
+                plain, path, _safetensors_metadata(model, preprocessing, channels, backbone_name)
+            ),
+        }
+        for name in chosen:
+            if say is not None:
+                say(f"exporting {FORMAT_NAMES[name]} ...")
+            writers[name](staged[name])
         _write_json(staged["labels"], list(classes))
         files = [FILE_NAMES[name] for name in names]  # what the next export may remove
         record = {**preprocessing_json(preprocessing, channels), "files": files}
         _write_json(staged["preprocessing"], record)
         return _replace_set(staged, out, earlier)
+
+
+def _safetensors_metadata(
+    model: SEF, preprocessing: Preprocessing, channels: int, backbone_name: str | None
+) -> dict[str, str]:
+    """What model.safetensors says of itself: classes, backbone, preprocessing, architecture."""
+    metadata = {
+        "num_classes": str(model.num_classes),
+        "backbone": backbone_name or _backbone_name(model),
+        "preprocessing": json.dumps(preprocessing_json(preprocessing, channels)),
+    }
+    architecture = _architecture_json(model)
+    if architecture is not None:
+        metadata["architecture"] = architecture
+    return metadata
 
 
 def _backbone_name(model: SEF) -> str:
@@ -451,8 +467,10 @@ def export_trained(
     trained: TrainedModel,
     out_dir: str | os.PathLike,
     formats: Sequence[str] = EXPORT_FORMATS,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """Export a trained model with its class names and the test preprocessing it was trained for."""
+    """Export a trained model with its class names and the test preprocessing it was trained for
+    (``say``: as :func:`export_model`'s)."""
     return export_model(
         trained.model,
         out_dir,
@@ -460,6 +478,7 @@ def export_trained(
         preprocessing=trained.preprocessing,
         formats=formats,
         backbone_name=str(trained.config.model.backbone),
+        say=say,
     )
 
 

@@ -71,6 +71,22 @@ class TrainedModel:
     sef_version: str | None = None
     torch_version: str | None = None
     training: dict = field(default_factory=dict)
+    epoch: int | None = None  # the epochs trained when it was saved (None: unrecorded)
+    holds_run_state: bool = False  # a run's last.pt (its history), not a best.pt
+
+    @property
+    def saved_at(self) -> str | None:
+        """When in its run the checkpoint was saved: "epoch 12 of 50" (None: unrecorded)."""
+        if self.epoch is None:
+            return None
+        return f"epoch {self.epoch} of {self.config.optim.epochs}"
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether it is the last.pt of a run stopped before its last epoch (a best.pt does not
+        say whether its run went on)."""
+        saved_before_the_end = self.epoch is not None and self.epoch < self.config.optim.epochs
+        return self.holds_run_state and saved_before_the_end
 
     def __repr__(self) -> str:
         """What the model is, in one line, not its every layer, class name and config key."""
@@ -230,4 +246,12 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
         sef_version=state.get("sef_version"),
         torch_version=state.get("torch_version"),
         training=recorded_training(state),
+        epoch=_saved_epoch(state),
+        holds_run_state="history" in state,
     )
+
+
+def _saved_epoch(state: dict) -> int | None:
+    """The epochs a checkpoint had trained when saved; None where it holds no whole number."""
+    epoch = state.get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None

@@ -469,16 +469,17 @@ def correlation_figure(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool | None = None,
-) -> tuple[Path, Tensor]:
-    """Fig. 2 for a trained model on ``images`` random images of ``split``; returns the path
-    and the G x G group averages."""
+) -> tuple[Path, Tensor, int]:
+    """Fig. 2 for a trained model on ``images`` random images of ``split`` (all of them where
+    it holds fewer); returns the path, the G x G group averages and the images averaged over."""
     _check_out(out)  # before the work
     dataset = _split_images(trained, split, root, progress)
     indices = pick_indices(len(dataset), images, seed)
     batches = image_batches(dataset, indices, batch_size, progress)
     correlation, count = mean_channel_correlation(trained.model, batches)
     sizes = trained.model.group_sizes
-    return plot_correlation(correlation, sizes, out, images=count), group_means(correlation, sizes)
+    path = plot_correlation(correlation, sizes, out, images=count)
+    return path, group_means(correlation, sizes), count
 
 
 def _typed_image(path: str | os.PathLike):

@@ -87,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
 
     rows = describe(model)
     if trained:
-        rows = [("checkpoint", str(args.checkpoint)), ("written by", trained.written_by), *rows]
+        rows = [
+            ("checkpoint", str(args.checkpoint)),
+            ("written by", trained.written_by),
+            *_saved_at_row(trained),
+            *rows,
+        ]
     print(f"SEF on {backbone}, {model.num_classes} classes")
     for line in table(rows).splitlines():
         print(f"  {line}")
@@ -123,9 +128,20 @@ def _load(args: argparse.Namespace) -> TrainedModel:
     return load_trained_model(args.checkpoint)
 
 
+def _saved_at_row(trained: TrainedModel) -> list[tuple[str, str]]:
+    """The "saved at" row, "epoch 12 of 50" with "(unfinished run)" after it for such a last.pt;
+    none where the checkpoint does not record its epoch."""
+    if trained.saved_at is None:
+        return []
+    return [("saved at", trained.saved_at + (" (unfinished run)" if trained.unfinished else ""))]
+
+
 def _recorded(args: argparse.Namespace, trained: TrainedModel | None) -> dict:
-    """The checkpoint and the versions of sef and torch that wrote it (None: unrecorded)."""
+    """The checkpoint, the versions of sef and torch that wrote it (None: unrecorded) and the
+    epoch it was saved at, of how many."""
     if trained is None:
         return {}
     versions = {"sef_version": trained.sef_version, "torch_version": trained.torch_version}
-    return {"checkpoint": str(args.checkpoint)} | versions
+    saved = {"epoch": trained.epoch, "epochs": trained.config.optim.epochs}
+    saved["unfinished"] = trained.unfinished
+    return {"checkpoint": str(args.checkpoint)} | versions | saved

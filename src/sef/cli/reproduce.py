@@ -50,7 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_set_option(
         parser, "override a config value in every run, e.g. --set run.amp=bf16 (repeatable)"
     )
-    parser.add_argument("--only", nargs="+", metavar="ROW", help=f"train only these rows ({rows})")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",  # --only a --only b: both rows, not b alone
+        metavar="ROW",
+        help=f"train only these rows ({rows})",
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="list the runs and the GPU hours; train nothing"
     )

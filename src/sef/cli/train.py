@@ -68,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--loggers",  # under torchrun: torchrun takes --log as an abbreviation of its --log-dir
         dest="log",
         nargs="+",
+        action="extend",  # --log wandb --log mlflow: both, not the last one alone
         choices=LOGGERS,
         metavar="NAME",
         help=f"where epochs are logged besides metrics.jsonl: {', '.join(LOGGERS)}; several at "

@@ -155,17 +155,20 @@ def _sampling(args: argparse.Namespace, batched: bool = False) -> dict:
 
 
 def run_corr(args: argparse.Namespace) -> int:
-    from sef.text import table
+    from sef.text import counted, table
     from sef.viz import correlation_figure
 
-    path, blocks = correlation_figure(
+    path, blocks, count = correlation_figure(
         _load(args), _out(args, "corr.png"), **_sampling(args, batched=True)
     )
     names = [f"group {g + 1}" for g in range(blocks.shape[0])]
     rows = [
         [name, *(f"{v:.3f}" for v in row)] for name, row in zip(names, blocks.tolist(), strict=True)
     ]
-    print("mean channel correlation between groups (diagonal: within a group)")
+    used = counted(count, f"{args.split} image")
+    if count < args.images:  # --images 5000 of 800: the table is of 800
+        used = f"all {used}, of {args.images:,} asked"
+    print(f"mean channel correlation between groups over {used} (diagonal: within a group)")
     print(table([["", *names], *rows], ">" * (len(names) + 1)))
     print(f"wrote {path}")
     return 0
