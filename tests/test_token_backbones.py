@@ -141,6 +141,24 @@ def test_dynamic_image_size_restores_the_grid_of_each_input():
         assert model.feature_map(torch.randn(1, 3, side, side)).shape == (1, 192, cells, cells)
 
 
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "beit_base_patch16_224"])
+def test_images_of_another_size_than_the_model_was_built_for_are_refused_in_one_line(name):
+    """sef.SEF("timm:vit_...") is built for 224 px; fed 32 px images, timm stopped on an
+    assertion deep in its patch embedding that did not say how to build it for them."""
+    model, size = build(name)
+    model.train()
+    with pytest.raises(ValueError) as error:
+        model(torch.randn(1, 3, 2 * size, 2 * size))
+    rebuild = f"image_size={2 * size} in sef.SEF (data.image_size in a config)"
+    dynamic = " or backbone_args={'dynamic_img_size': True}" if name.startswith("vit") else ""
+    assert str(error.value) == (
+        f"timm:{name} is built for {size} x {size} px images, not {2 * size} x {2 * size}: "
+        f"resize them to {size} x {size}, or build it with {rebuild}{dynamic}"
+    )
+    with pytest.raises(ValueError, match=f"not {size} x {2 * size}: resize them to {size} x "):
+        model.eval()(torch.randn(1, 3, size, 2 * size))
+
+
 def test_a_timm_model_passed_as_a_module_is_adapted_the_same_way():
     timm_model = timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=1, img_size=32)
     backbone = sef.adapters.timm_features(timm_model, image_size=32)
