@@ -214,6 +214,28 @@ def test_images_smaller_than_a_patch_are_refused_in_one_line():
         assert "\n" not in message
 
 
+def test_a_size_timm_asserts_against_when_it_builds_the_model_is_refused_in_one_line():
+    """A hybrid ViT (ResNet stem, then patches) at 40 px: a bare AssertionError from timm's
+    constructor came through sef train and sef info as a traceback."""
+    with pytest.raises(ValueError) as error:
+        sef.SEF("timm:vit_tiny_r_s16_p8_224", 3, image_size=40, backbone_args={"depth": 1})
+    message = str(error.value)
+    assert message.startswith("timm cannot build timm:vit_tiny_r_s16_p8_224 for 40 px images (")
+    assert "in hybrid_embed.py, line " in message and "\n" not in message
+    assert message.endswith("); choose another image size (its own is 224) or other backbone_args")
+
+
+def test_a_model_that_fails_on_an_index_at_the_probes_size_is_refused_in_one_line():
+    """timm's MViTv2 at 40 px stopped on an IndexError, which the probe let through."""
+
+    class OutOfRange(nn.Module):
+        def forward_features(self, images):
+            return images[:, :, 99]
+
+    with pytest.raises(ValueError, match=r"^m cannot run on 32 px images \(index 99 is out of"):
+        sef.adapters.timm_features(OutOfRange(), image_size=32, name="m")
+
+
 def test_an_image_size_its_patches_do_not_tile_is_refused_naming_the_nearest_that_do():
     # timm built the ViT for 200 px and its patch embedding silently ignored the last 8 px rows
     # and columns; built for any size, the model failed at its first batch

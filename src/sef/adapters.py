@@ -315,7 +315,7 @@ def _probe(model: nn.Module, name: str, image_size: int) -> tuple[object, set[in
     for images in blank_images(model, image_size):
         try:
             return *_called_modules(model, images), images.shape[1]
-        except (RuntimeError, AssertionError) as error:
+        except (RuntimeError, AssertionError, IndexError) as error:  # IndexError: MViTv2
             failures.append(str(error).splitlines()[0])
     raise ValueError(
         f"{name} cannot run on {image_size} px images ({failures[0]}); "
