@@ -169,6 +169,7 @@ def test_unknown_backbone_lists_valid_names():
         ("resnet5", "did you mean 'resnet50', "),
         ("ResNet50", "did you mean 'resnet50'"),
         ("timm:resnet5", "unknown timm model 'resnet5'; did you mean 'resnet50', "),
+        ("timm:", "^'timm:' names no timm model; pass 'timm:<model>', e.g. 'timm:resnet50'$"),
     ],
 )
 def test_a_misspelt_backbone_is_told_the_names_it_is_close_to(name, meant):

@@ -91,6 +91,8 @@ def timm_backbone(
     extras.require("timm", f"backbone {name!r}", ValueError)
     import timm
 
+    if not model_name:
+        raise ValueError(f"{name!r} names no timm model; pass 'timm:<model>', e.g. 'timm:resnet50'")
     if not timm.is_model(model_name):
         close = close_to(model_name, timm.list_models())
         raise ValueError(f"unknown timm model {model_name!r}; {close}see timm.list_models()")
