@@ -169,11 +169,22 @@ def test_unknown_backbone_lists_valid_names():
         ("resnet5", "did you mean 'resnet50', "),
         ("ResNet50", "did you mean 'resnet50'"),
         ("timm:resnet5", "unknown timm model 'resnet5'; did you mean 'resnet50', "),
+        ("timm:", "^'timm:' names no timm model; pass 'timm:<model>', e.g. 'timm:resnet50'$"),
     ],
 )
 def test_a_misspelt_backbone_is_told_the_names_it_is_close_to(name, meant):
     with pytest.raises(ValueError, match=meant):
         sef.SEF(name, num_classes=3)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "resnet50d", "resnet18.a1_in1k"])
+def test_a_timm_name_without_its_prefix_is_told_to_add_it(name):
+    """It was refused with every torchvision name sef knows, and no word of timm:NAME."""
+    with pytest.raises(ValueError) as error:
+        sef.SEF(name, num_classes=3)
+    assert str(error.value) == (
+        f"unknown backbone {name!r}: it is a timm model; pass 'timm:{name}'"
+    )
 
 
 @pytest.mark.parametrize(

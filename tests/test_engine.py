@@ -49,6 +49,7 @@ from sef.engine.run import (
     _one_image_note,
     _one_step_note,
     _processes_note,
+    _unloaded_tag_note,
     resume_config,
     resume_dir,
     scratch_note,
@@ -449,6 +450,26 @@ def test_a_resume_that_cannot_start_names_what_its_caller_sets(tmp_path: Path, m
     (tmp_path / "empty" / "best.pt").touch()
     with pytest.raises(ConfigError, match="or train a new run with another run.out$"):
         resume_dir(empty)
+
+
+def test_a_timm_tag_left_unloaded_by_null_weights_is_noted_when_a_run_starts() -> None:
+    """timm:ARCH.TAG names pretrained weights, yet with model.weights null (the demo's) the run
+    trained from random weights and said nothing."""
+
+    def note(*changes: str, epoch: int = 0) -> str | None:
+        return _unloaded_tag_note(
+            SimpleNamespace(config=resolve_config("demo", overrides=changes), epoch=epoch)
+        )
+
+    tagged = "model.backbone=timm:resnet18.a1_in1k"
+    assert note(tagged) == (
+        "note: timm:resnet18.a1_in1k names timm's pretrained weights 'a1_in1k', but "
+        "model.weights is null: the backbone starts from random weights; set model.weights to "
+        "DEFAULT (--weights DEFAULT) to load them"
+    )
+    assert note(tagged, epoch=1) is None  # a resume: said when it started
+    assert note(tagged, "model.weights=DEFAULT") is None
+    assert note("model.backbone=timm:resnet18") is None and note() is None
 
 
 def test_a_finished_run_says_how_its_caller_trains_it_further(tmp_path: Path) -> None:

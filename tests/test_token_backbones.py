@@ -141,6 +141,24 @@ def test_dynamic_image_size_restores_the_grid_of_each_input():
         assert model.feature_map(torch.randn(1, 3, side, side)).shape == (1, 192, cells, cells)
 
 
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "beit_base_patch16_224"])
+def test_images_of_another_size_than_the_model_was_built_for_are_refused_in_one_line(name):
+    """sef.SEF("timm:vit_...") is built for 224 px; fed 32 px images, timm stopped on an
+    assertion deep in its patch embedding that did not say how to build it for them."""
+    model, size = build(name)
+    model.train()
+    with pytest.raises(ValueError) as error:
+        model(torch.randn(1, 3, 2 * size, 2 * size))
+    rebuild = f"image_size={2 * size} in sef.SEF (data.image_size in a config)"
+    dynamic = " or backbone_args={'dynamic_img_size': True}" if name.startswith("vit") else ""
+    assert str(error.value) == (
+        f"timm:{name} is built for {size} x {size} px images, not {2 * size} x {2 * size}: "
+        f"resize them to {size} x {size}, or build it with {rebuild}{dynamic}"
+    )
+    with pytest.raises(ValueError, match=f"not {size} x {2 * size}: resize them to {size} x "):
+        model.eval()(torch.randn(1, 3, size, 2 * size))
+
+
 def test_a_timm_model_passed_as_a_module_is_adapted_the_same_way():
     timm_model = timm.create_model("vit_tiny_patch16_224", num_classes=0, depth=1, img_size=32)
     backbone = sef.adapters.timm_features(timm_model, image_size=32)
@@ -194,6 +212,28 @@ def test_images_smaller_than_a_patch_are_refused_in_one_line():
         assert message.startswith("timm:vit_tiny_patch16_224 cannot run on 16 px images (")
         assert message.endswith("; choose an image size (and backbone_args) it takes")
         assert "\n" not in message
+
+
+def test_a_size_timm_asserts_against_when_it_builds_the_model_is_refused_in_one_line():
+    """A hybrid ViT (ResNet stem, then patches) at 40 px: a bare AssertionError from timm's
+    constructor came through sef train and sef info as a traceback."""
+    with pytest.raises(ValueError) as error:
+        sef.SEF("timm:vit_tiny_r_s16_p8_224", 3, image_size=40, backbone_args={"depth": 1})
+    message = str(error.value)
+    assert message.startswith("timm cannot build timm:vit_tiny_r_s16_p8_224 for 40 px images (")
+    assert "in hybrid_embed.py, line " in message and "\n" not in message
+    assert message.endswith("); choose another image size (its own is 224) or other backbone_args")
+
+
+def test_a_model_that_fails_on_an_index_at_the_probes_size_is_refused_in_one_line():
+    """timm's MViTv2 at 40 px stopped on an IndexError, which the probe let through."""
+
+    class OutOfRange(nn.Module):
+        def forward_features(self, images):
+            return images[:, :, 99]
+
+    with pytest.raises(ValueError, match=r"^m cannot run on 32 px images \(index 99 is out of"):
+        sef.adapters.timm_features(OutOfRange(), image_size=32, name="m")
 
 
 def test_an_image_size_its_patches_do_not_tile_is_refused_naming_the_nearest_that_do():

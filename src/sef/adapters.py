@@ -145,6 +145,28 @@ class TimmFeatures(FeatureAdapter):
     def forward(self, images: Tensor) -> Tensor:
         return self.model.forward_features(images)
 
+    def check_size(self, image_size: tuple[int, int]) -> None:
+        """ValueError where a model built for one input size (ViT, Swin without
+        ``dynamic_img_size``) is given images of another ``image_size`` (H, W): timm would stop
+        on an assertion deep in its patch embedding, or a hybrid ViT on a shape mismatch."""
+        embed = _patch_embed(self.model)
+        if embed is None or not getattr(embed, "strict_img_size", False):
+            return
+        (rows, cols), built = tuple(image_size), tuple(embed.img_size)
+        if (rows, cols) == built:
+            return
+        name = f"timm:{getattr(self.model, 'pretrained_cfg', {}).get('architecture', '?')}"
+        builds = []  # sef builds a model for square images
+        if rows == cols:
+            builds.append(f"image_size={rows} in sef.SEF (data.image_size in a config)")
+        if hasattr(self.model, "dynamic_img_size"):  # ViT, EVA, Swin; not CaiT or BEiT
+            builds.append("backbone_args={'dynamic_img_size': True}")
+        rebuild = f", or build it with {' or '.join(builds)}" if builds else ""
+        raise ValueError(
+            f"{name} is built for {built[0]} x {built[1]} px images, not {rows} x {cols}: "
+            f"resize them to {built[0]} x {built[1]}{rebuild}"
+        )
+
     def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """Patch-grid rows and columns of token models for images of ``image_size``."""
         embed = _patch_embed(self.model)
@@ -293,7 +315,7 @@ def _probe(model: nn.Module, name: str, image_size: int) -> tuple[object, set[in
     for images in blank_images(model, image_size):
         try:
             return *_called_modules(model, images), images.shape[1]
-        except (RuntimeError, AssertionError) as error:
+        except (RuntimeError, AssertionError, IndexError) as error:  # IndexError: MViTv2
             failures.append(str(error).splitlines()[0])
     raise ValueError(
         f"{name} cannot run on {image_size} px images ({failures[0]}); "

@@ -127,6 +127,8 @@ def _unknown_backbone(name: str) -> ValueError:
             if name.startswith(prefixes):
                 return ValueError(f"{what}: {instead}")
         own = "pass its layers up to that map as an nn.Module"
+    elif _timm_knows(name):
+        return ValueError(f"unknown backbone {name!r}: it is a timm model; pass 'timm:{name}'")
     else:
         what, own = f"unknown backbone {name!r}", "pass an nn.Module"
     names = available_backbones()
@@ -134,6 +136,15 @@ def _unknown_backbone(name: str) -> ValueError:
         f"{what}; {close_to(name, names)}choose one of: {', '.join(names)}, "
         f"or 'timm:<model>' with timm installed, or {own}"
     )
+
+
+def _timm_knows(name: str) -> bool:
+    """Whether timm is installed and has a model ``name`` (given without the timm: prefix)."""
+    try:
+        import timm
+    except ImportError:
+        return False
+    return timm.is_model(name)
 
 
 def _check_output_stride(backbone: object, output_stride: int | None) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sef.adapters import FeatureAdapter, Pooled, placement
+from sef.adapters import FeatureAdapter, Pooled, TimmFeatures, placement
 from sef.backbones import create_backbone, probe_channels, warn_of_unused_parameters
 from sef.groups import group_sizes, positive_int
 from sef.text import counted, some
@@ -192,7 +192,7 @@ class SEF(nn.Module):
         """Global logits, every group head's logits, and the feature map, in any mode."""
         if getattr(self, "_is_replica", False):
             raise RuntimeError(_DATA_PARALLEL)
-        _check_images(images)
+        self._check_images(images)
         features, pooled = self._features(images)
         self._check_channels(pooled)
         return SEFOutput(self.head(pooled), self._group_logits(pooled), features)
@@ -206,10 +206,16 @@ class SEF(nn.Module):
     def forward(self, images: Tensor) -> SEFOutput | Tensor:
         if self.training:
             return self.forward_sef(images)
-        _check_images(images)
+        self._check_images(images)
         pooled = self._pool(self._backbone(images))
         self._check_channels(pooled)
         return self.head(pooled)
+
+    def _check_images(self, images: Tensor) -> None:
+        """:func:`_check_images`, then the size a timm model built for one size takes."""
+        _check_images(images)
+        if isinstance(self.backbone, TimmFeatures):
+            self.backbone.check_size(images.shape[-2:])
 
     def _check_channels(self, pooled: Tensor) -> None:
         """One line where torch would say "split_with_sizes expects split_sizes to sum exactly"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,8 @@ def timm_backbone(
     extras.require("timm", f"backbone {name!r}", ValueError)
     import timm
 
+    if not model_name:
+        raise ValueError(f"{name!r} names no timm model; pass 'timm:<model>', e.g. 'timm:resnet50'")
     if not timm.is_model(model_name):
         close = close_to(model_name, timm.list_models())
         raise ValueError(f"unknown timm model {model_name!r}; {close}see timm.list_models()")
@@ -111,6 +114,13 @@ def timm_backbone(
                 f"{image_size} px; set data.image_size={own}"
             ) from None
         raise ValueError(f"{name} does not accept these arguments: {error}") from None
+    except AssertionError as error:  # timm asserts what a size or an argument must be
+        asked = kwargs.get("img_size")
+        built = f"for {asked} px images" if asked else f"with backbone_args {backbone_args}"
+        raise ValueError(
+            f"timm cannot build {name} {built} ({_what_failed(error)}); choose another image "
+            f"size (its own is {own}) or other backbone_args"
+        ) from None
     size = image_size or kwargs.get("img_size", own)  # checked where it will run
     adapter = timm_features(model, image_size=size, pool=pool, name=name)
     asked = kwargs.get("global_pool", "avg")
@@ -120,6 +130,14 @@ def timm_backbone(
             f"global_pool={asked!r}; leave global_pool out"
         )
     return adapter
+
+
+def _what_failed(error: AssertionError) -> str:
+    """timm's assertion message, or the assertion itself where it has none."""
+    if str(error):
+        return str(error).rstrip(".")
+    failed = traceback.extract_tb(error.__traceback__)[-1]
+    return f"{failed.line} in {Path(failed.filename).name}, line {failed.lineno}"
 
 
 def _check_tag(timm, name: str, model_name: str) -> None:

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sef import distributed, extras, outputs, space, trackers
+from sef.backbones import TIMM_PREFIX
 from sef.checkpoint import load_checkpoint, save_checkpoint, writer_of, written_by
 from sef.config import (
     Config,
@@ -950,11 +951,25 @@ def _announce(run: _Run) -> None:
     )
     notes = (
         _finished_note, _lost_best_note, _versions_note, _processes_note, _threads_note,
-        _accumulate_note, _one_image_note, _training_note, _one_step_note,
+        _accumulate_note, _one_image_note, _training_note, _one_step_note, _unloaded_tag_note,
     )  # fmt: skip
     for note in (scratch_note(c), *(note(run) for note in notes)):
         if note:
             tqdm.write(note, file=sys.stdout)
+
+
+def _unloaded_tag_note(run: _Run) -> str | None:
+    """A note where a new run's backbone names timm's pretrained weights (timm:ARCH.TAG) but
+    model.weights null leaves them unloaded: timm's tag alone loads nothing."""
+    model, name = run.config.model, run.config.model.backbone
+    tag = name.partition(".")[2]
+    if run.epoch or model.weights is not None or not name.startswith(TIMM_PREFIX) or not tag:
+        return None
+    return (
+        f"note: {name} names timm's pretrained weights {tag!r}, but model.weights is "
+        f"null: the backbone starts from random weights; set model.weights to DEFAULT "
+        f"(--weights DEFAULT) to load them"
+    )
 
 
 def _name(run: _Run) -> str:
