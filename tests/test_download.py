@@ -299,6 +299,14 @@ def test_ctrl_c_mid_transfer_leaves_the_part_file_and_a_rerun_continues_it(
     assert (tmp_path / "a.tgz").read_bytes() == BLOB
 
 
+def test_a_verified_archive_drops_the_part_file_an_earlier_try_left(tmp_path):
+    (tmp_path / "a.tgz").write_bytes(BLOB)  # fetched by hand after an interrupted download
+    (tmp_path / "a.tgz.part").write_bytes(BLOB[:1000])
+    md5 = hashlib.md5(BLOB).hexdigest()
+    dl.fetch("http://127.0.0.1:9/a.tgz", tmp_path / "a.tgz", md5, progress=False)  # asks nothing
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tgz"]
+
+
 def test_an_interrupt_before_any_byte_leaves_nothing_nor_the_root_it_made(tmp_path, monkeypatch):
     def interrupted(url, path, progress):
         raise KeyboardInterrupt

@@ -72,14 +72,16 @@ def md5_of(path: Path) -> str:
 def fetch(url: str, destination: Path, md5: str, progress: bool | None = None) -> Path:
     """Download ``url`` to ``destination`` (via a .part file) and verify its MD5.
 
-    A file already at ``destination`` with the right checksum is kept. A transfer that fails or
-    is interrupted (Ctrl-C, SIGTERM) leaves its .part file, which the next call continues where
-    the server allows it (an HTTP range), else starts again; a .part file is never taken for the
-    archive. On a checksum mismatch nothing is left behind and a DataError says so.
+    A file already at ``destination`` with the right checksum is kept, and a .part file beside it
+    removed. A transfer that fails or is interrupted (Ctrl-C, SIGTERM) leaves its .part file,
+    which the next call continues where the server allows it (an HTTP range), else starts again; a
+    .part file is never taken for the archive. On a checksum mismatch nothing is left behind and a
+    DataError says so.
     """
-    if destination.is_file() and md5_of(destination) == md5:
-        return destination
     partial = destination.with_name(destination.name + ".part")
+    if destination.is_file() and md5_of(destination) == md5:
+        partial.unlink(missing_ok=True)  # an earlier try's, not needed now: space back
+        return destination
     try:
         _save(url, partial, progress)
     except (URLError, OSError, http.client.HTTPException) as error:
