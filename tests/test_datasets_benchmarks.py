@@ -372,7 +372,7 @@ def test_dogs_errors(dogs_root):
     with pytest.raises(DataError, match=r"train_list.mat lists n0208[0-9]*-\w+/\w+.jpg twice; l"):
         sef.datasets.load("dogs", dogs_root, "trainval")
     shutil.move(lists / "kept.mat", lists / "train_list.mat")
-    for name in ("train_list.mat", "test_list.mat"):  # 0-based: said to skip some of 1..K-1
+    for name in ("train_list.mat", "test_list.mat"):  # 0-based: said so, not as a gap
         relabel(name, 1, 0)
     with pytest.raises(DataError, match="labels in .*lists start at 0; Stanford Dogs' lists numb"):
         sef.datasets.load("dogs", dogs_root, "trainval")
