@@ -358,7 +358,12 @@ def test_dogs_errors(dogs_root):
     with pytest.raises(DataError, match="one Images/ folder two labels"):
         sef.datasets.load("dogs", dogs_root, "trainval")
     relabel("test_list.mat", 2, 4)  # labels 1, 3, 4: nothing is class 2
-    with pytest.raises(DataError, match="skip some of 1..4; expected every class 1..3"):
+    gap = r"labels in .*lists run from 1 to 4 but no image has label 2; number the classes 1..K "
+    with pytest.raises(DataError, match=gap):
+        sef.datasets.load("dogs", dogs_root, "trainval")
+    for name in ("train_list.mat", "test_list.mat"):  # labels 1, 4, 6: three gaps, all named
+        relabel(name, 3, 6)
+    with pytest.raises(DataError, match="run from 1 to 6 but no image has labels 2, 3, 5; numb"):
         sef.datasets.load("dogs", dogs_root, "trainval")
     shutil.copy(lists / "train_list.mat", lists / "kept.mat")
     content = scipy.io.loadmat(lists / "train_list.mat")  # one image twice: in train and val
@@ -367,7 +372,7 @@ def test_dogs_errors(dogs_root):
     with pytest.raises(DataError, match=r"train_list.mat lists n0208[0-9]*-\w+/\w+.jpg twice; l"):
         sef.datasets.load("dogs", dogs_root, "trainval")
     shutil.move(lists / "kept.mat", lists / "train_list.mat")
-    for name in ("train_list.mat", "test_list.mat"):  # 0-based: said to skip some of 1..K-1
+    for name in ("train_list.mat", "test_list.mat"):  # 0-based: said so, not as a gap
         relabel(name, 1, 0)
     with pytest.raises(DataError, match="labels in .*lists start at 0; Stanford Dogs' lists numb"):
         sef.datasets.load("dogs", dogs_root, "trainval")

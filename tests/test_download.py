@@ -9,11 +9,15 @@ import tarfile
 import threading
 
 import pytest
+from conftest import CUB_CLASSES
 
 import sef
 import sef.cli
 import sef.space
+from sef.config import resolve_config
 from sef.datasets import download as dl
+from sef.distributed import Context
+from sef.engine.data import Data, check_images
 from sef.errors import ConfigError, DataError, DiskFull, said_to_command
 
 
@@ -39,6 +43,18 @@ def test_download_verifies_unpacks_and_loads(served_cub, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == [".CUB_200_2011.tgz.unpacked", "CUB_200_2011"]
     test = sef.datasets.load("cub", root, "test")
     assert len(test) == 6 and sef.datasets.find_bad_images(test.samples, progress=False) == []
+
+
+def test_training_says_what_to_delete_to_fetch_again_images_deleted_since(served_cub, tmp_path):
+    """The same hint as sef data check's (tests/test_cli_data.py), in place of the general one."""
+    root = dl.download("cub", tmp_path / "data", progress=False)
+    shutil.rmtree(root / "CUB_200_2011" / "images" / CUB_CLASSES[1])
+    config = resolve_config("cub-resnet18", overrides=[f"data.root={root}", "data.workers=1"])
+    train, test = (sef.datasets.load("cub", root, split) for split in ("trainval", "test"))
+    with pytest.raises(DataError) as stop:
+        check_images(Data(train, test, train.classes), config, Context(), progress=False)
+    fetch = f"delete {root / 'CUB_200_2011'} and run sef data download cub {root} again"
+    assert str(stop.value).endswith(f"unpacked them into {root}: {fetch} to fetch them again")
 
 
 def test_mirror_and_kept_archive(served_cub, tmp_path, monkeypatch):
@@ -297,6 +313,14 @@ def test_ctrl_c_mid_transfer_leaves_the_part_file_and_a_rerun_continues_it(
     monkeypatch.setattr(dl, "_request", only_the_rest)
     dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)
     assert (tmp_path / "a.tgz").read_bytes() == BLOB
+
+
+def test_a_verified_archive_drops_the_part_file_an_earlier_try_left(tmp_path):
+    (tmp_path / "a.tgz").write_bytes(BLOB)  # fetched by hand after an interrupted download
+    (tmp_path / "a.tgz.part").write_bytes(BLOB[:1000])
+    md5 = hashlib.md5(BLOB).hexdigest()
+    dl.fetch("http://127.0.0.1:9/a.tgz", tmp_path / "a.tgz", md5, progress=False)  # asks nothing
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tgz"]
 
 
 def test_an_interrupt_before_any_byte_leaves_nothing_nor_the_root_it_made(tmp_path, monkeypatch):

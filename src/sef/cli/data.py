@@ -223,7 +223,9 @@ def run_check(args: argparse.Namespace) -> int:
             f"{len(bad):,} of {len(unique):,} images cannot be used; {new_run_fixes()}:",
             file=sys.stderr,
         )
-        hint = next(iter(splits.values())).missing_hint or _refetch_hint(args)
+        from sef.datasets.download import refetch_hint
+
+        hint = next(iter(splits.values())).missing_hint or refetch_hint(args.name, args.root)
         print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
@@ -252,29 +254,6 @@ def _training_refusal(splits: dict[str, datasets.ImageList], source: str, name: 
     except DataError as error:
         return f"training stops on this data: {error}"
     return ""
-
-
-def _refetch_hint(args: argparse.Namespace) -> Callable[[list[str]], str] | None:
-    """What to say of missing images under what a download unpacked into ROOT (a folder of them
-    deleted since): how to fetch them again; None where no download unpacked ROOT."""
-    from sef.datasets.download import unpacked_into
-
-    unpacked = unpacked_into(args.name, args.root) if args.root else []
-    if not unpacked:
-        return None
-
-    def hint(paths: list[str]) -> str:
-        missing = [os.path.abspath(path) for path in paths]
-        held = [
-            top for top in unpacked if any(Path(p).is_relative_to(top.absolute()) for p in missing)
-        ]
-        tops = [str(top) for top in held or unpacked]
-        return (
-            f"sef data download unpacked them into {args.root}: delete {some(tops)} and run sef "
-            f"data download {args.name} {args.root} again to fetch them again"
-        )
-
-    return hint
 
 
 def _unfinished_download(args: argparse.Namespace) -> tuple[Path | None, str]:

@@ -225,14 +225,15 @@ def apply_bad_image_policy(
     decoded: Collection[str] = (),
     say: Callable[[str], None] | None = None,
     fixes: str | None = None,
+    hint: Callable[[list[str]], str] | None = None,
 ) -> list[tuple[str, str]]:
     """Check every image of ``dataset`` (or of several, e.g. a run's two splits, each image once)
     before training; return the bad ones as (path, reason). ``record``, ``decoded``, ``say``:
     as :func:`find_bad_images` takes them.
 
     ``stop`` raises a DataError listing the bad files of them all (:func:`describe_bad_images`,
-    with the first dataset's ``missing_hint``) after ``fixes``, what to do about them (a
-    new run's, :func:`new_run_fixes`, where None);
+    with the first dataset's ``missing_hint``, else ``hint``) after ``fixes``, what to do about
+    them (a new run's, :func:`new_run_fixes`, where None);
     ``skip`` removes them from each dataset in place and returns them so the caller can report
     them; ``off`` checks nothing.
     """
@@ -250,7 +251,7 @@ def apply_bad_image_policy(
     if bad and policy == "stop":
         raise DataError(
             f"{len(bad):,} of {len(samples):,} images cannot be used; {fixes or new_run_fixes()}:\n"
-            f"{describe_bad_images(bad, len(samples), lists[0].missing_hint)}"
+            f"{describe_bad_images(bad, len(samples), lists[0].missing_hint or hint)}"
         )
     for each in lists:
         each.drop([path for path, _ in bad])

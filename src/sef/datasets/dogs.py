@@ -16,7 +16,7 @@ from sef.datasets.imagelist import ImageList
 from sef.datasets.layout import find_root, listed_once, read_mat
 from sef.datasets.splits import carve_val, check_split
 from sef.errors import DataError
-from sef.text import counted
+from sef.text import counted, some
 
 LAYOUT = (
     "ROOT/{Images/<synset-name>/<file>.jpg, train_list.mat, test_list.mat} with the lists at the "
@@ -46,10 +46,13 @@ def _class_names(pairs: list[tuple[str, int]], lists: Path) -> list[str]:
             f"the labels in {lists} start at {labels[0]}; Stanford Dogs' lists number the classes "
             f"from 1: number them so, or unpack the official lists.tar again"
         )
-    if labels != list(range(1, len(labels) + 1)):
+    skipped = sorted(set(range(1, labels[-1] + 1)) - set(labels))
+    if skipped:  # a class without images: the model would learn it from nothing
+        label = "label" if len(skipped) == 1 else "labels"
         raise DataError(
-            f"the labels in {lists} skip some of 1..{labels[-1]}; expected every class "
-            f"1..{len(labels)} to have images"
+            f"the labels in {lists} run from 1 to {labels[-1]} but no image has {label} "
+            f"{some([str(k) for k in skipped])}; number the classes 1..K without gaps, or unpack "
+            f"the official lists.tar again"
         )
     names = [sorted(folders[label]) for label in labels]
     for label, found in zip(labels, names, strict=True):

@@ -15,6 +15,7 @@ import json
 import os
 import tarfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from sef import outputs, space
 from sef.datasets import RECORDS
 from sef.errors import ConfigError, DataError, DiskFull, SEFError, for_reader
-from sef.text import bars_drawn
+from sef.text import bars_drawn, some
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,16 @@ def md5_of(path: Path) -> str:
 def fetch(url: str, destination: Path, md5: str, progress: bool | None = None) -> Path:
     """Download ``url`` to ``destination`` (via a .part file) and verify its MD5.
 
-    A file already at ``destination`` with the right checksum is kept. A transfer that fails or
-    is interrupted (Ctrl-C, SIGTERM) leaves its .part file, which the next call continues where
-    the server allows it (an HTTP range), else starts again; a .part file is never taken for the
-    archive. On a checksum mismatch nothing is left behind and a DataError says so.
+    A file already at ``destination`` with the right checksum is kept, and a .part file beside it
+    removed. A transfer that fails or is interrupted (Ctrl-C, SIGTERM) leaves its .part file,
+    which the next call continues where the server allows it (an HTTP range), else starts again; a
+    .part file is never taken for the archive. On a checksum mismatch nothing is left behind and a
+    DataError says so.
     """
-    if destination.is_file() and md5_of(destination) == md5:
-        return destination
     partial = destination.with_name(destination.name + ".part")
+    if destination.is_file() and md5_of(destination) == md5:
+        partial.unlink(missing_ok=True)  # an earlier try's, not needed now: space back
+        return destination
     try:
         _save(url, partial, progress)
     except (URLError, OSError, http.client.HTTPException) as error:
@@ -269,6 +272,26 @@ def unpacked_into(name: str, root: str | os.PathLike) -> list[Path]:
         return []
     root = Path(root).expanduser()
     return [root / n for archive in ARCHIVES[name] for n in _unpacked_names(root, archive) or ()]
+
+
+def refetch_hint(name: str, root: str | os.PathLike | None) -> Callable[[list[str]], str] | None:
+    """What to say of images missing under what a download of dataset ``name`` unpacked into
+    ``root`` (a folder of them deleted since): what to delete to fetch them again; None where no
+    download unpacked ``root`` (then the general hint, :data:`sef.datasets.checking.ARCHIVES`)."""
+    unpacked = unpacked_into(name, root) if root else []
+    if not unpacked:
+        return None
+
+    def hint(paths: list[str]) -> str:
+        missing = [Path(os.path.abspath(path)) for path in paths]
+        held = [top for top in unpacked if any(p.is_relative_to(top.absolute()) for p in missing)]
+        tops = [str(top) for top in held or unpacked]
+        return (
+            f"sef data download unpacked them into {root}: delete {some(tops)} and run sef data "
+            f"download {name} {root} again to fetch them again"
+        )
+
+    return hint
 
 
 def unfinished(name: str, root: str | os.PathLike) -> Path | None:

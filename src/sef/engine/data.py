@@ -196,6 +196,8 @@ def check_images(
     those a decoded-image cache holds. Under DDP rank 0 decodes and the others drop what it
     found, so no image is decoded twice (and ``stop`` stops every process, where the others
     waited for an answer that never came)."""
+    from sef.datasets.download import refetch_hint  # images deleted since it unpacked them
+
     splits = (data.train, data.eval)
 
     def find() -> list:
@@ -209,6 +211,7 @@ def check_images(
             decoded=cache.decoded_paths(splits),
             say=lambda line: tqdm.write(line, file=sys.stderr),
             fixes=checking.resumed_fixes() if resuming else None,
+            hint=refetch_hint(config.data.dataset, config.data.root),
         )
         if bad:
             skipped = f"skipped {counted(len(bad), 'unreadable image')}, e.g. {bad[0][0]}"
