@@ -48,6 +48,19 @@ def test_predict_table_and_nothing_predictable(demo_checkpoint, tmp_path, write_
     assert f"skipped {bad}" in err and "sef predict: error: no image could be predicted" in err
 
 
+def test_an_unfinished_runs_last_checkpoint_is_warned_of(
+    unfinished_checkpoint, tmp_path, write_image, capsys
+):
+    """A last.pt of a run stopped at epoch 1 of 50 predicted as if it were the trained model."""
+    good = write_image(tmp_path / "bird.png", (40, 30))
+    last = unfinished_checkpoint
+    assert main(["predict", "--checkpoint", str(last), str(good), "--no-progress"]) == 0
+    assert capsys.readouterr().err == (
+        f"sef predict: warning: {last} is the last.pt of an unfinished run (epoch 1 of 50): the "
+        "predictions are of its model as it was then\n"
+    )
+
+
 def test_a_dash_reads_paths_from_stdin(demo_checkpoint, tmp_path, write_image, capsys, monkeypatch):
     """`find photos -name '*.png' | sef predict -` said "skipped -: does not exist"."""
     first, second = write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png")
