@@ -371,6 +371,19 @@ def test_a_split_the_model_trained_on_is_warned_of(
     )
 
 
+def test_an_unfinished_runs_last_checkpoint_is_warned_of(
+    unfinished_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """A last.pt of a run stopped at epoch 1 of 50 was scored as if it were the trained model."""
+    last = unfinished_checkpoint
+    arguments = ["eval", "--checkpoint", str(last), "--workers", "0", "--no-progress", "--json"]
+    assert main([*arguments, "--predictions", str(tmp_path / "p.csv")]) == 0
+    assert capsys.readouterr().err == (
+        f"sef eval: warning: {last} is the last.pt of an unfinished run (epoch 1 of 50): the "
+        "accuracy is of its model as it was then\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("classes", "difference"),
     [

@@ -1,5 +1,6 @@
 """`sef predict` as a user runs it: a table or JSON, bad files named on stderr, exit codes."""
 
+import errno
 import fcntl
 import io
 import json
@@ -46,6 +47,37 @@ def test_predict_table_and_nothing_predictable(demo_checkpoint, tmp_path, write_
     assert main([*argv, str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"skipped {bad}" in err and "sef predict: error: no image could be predicted" in err
+
+
+def test_an_unfinished_runs_last_checkpoint_is_warned_of(
+    unfinished_checkpoint, tmp_path, write_image, capsys
+):
+    """A last.pt of a run stopped at epoch 1 of 50 predicted as if it were the trained model."""
+    good = write_image(tmp_path / "bird.png", (40, 30))
+    last = unfinished_checkpoint
+    assert main(["predict", "--checkpoint", str(last), str(good), "--no-progress"]) == 0
+    assert capsys.readouterr().err == (
+        f"sef predict: warning: {last} is the last.pt of an unfinished run (epoch 1 of 50): the "
+        "predictions are of its model as it was then\n"
+    )
+
+
+def test_a_full_disk_under_its_output_is_said_to_be_stdouts(
+    demo_checkpoint, tmp_path, write_image, capsys, monkeypatch
+):
+    """`sef predict ... > file` on a full disk said only "no space left on device"."""
+
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    good = write_image(tmp_path / "bird.png", (40, 30))
+    monkeypatch.setattr(sys, "stdout", FullDisk())
+    assert main(["predict", "--checkpoint", str(demo_checkpoint), str(good), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        "sef predict: error: cannot write its output to stdout: no space left on device; free "
+        "some space or send it elsewhere\n"
+    )
 
 
 def test_a_dash_reads_paths_from_stdin(demo_checkpoint, tmp_path, write_image, capsys, monkeypatch):

@@ -106,6 +106,16 @@ def output_error(path: str | os.PathLike, error: OSError, folder: bool = False) 
     return OutputError(f"{problem}; choose another place", problem)
 
 
+def stdout_error(error: OSError) -> OutputError:
+    """The one-sentence error for an OSError met while writing a command's output to stdout
+    (`sef predict ... > file` on a full disk), which said only "no space left on device"; a
+    DiskFull when the disk or the quota is full."""
+    problem = f"cannot write its output to stdout: {(error.strerror or str(error)).lower()}"
+    if error.errno in space.FULL:
+        return DiskFull(f"{problem}; free some space or send it elsewhere", problem)
+    return OutputError(f"{problem}; send it elsewhere", problem)
+
+
 def open_unlinked(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
     """``os.open`` of ``path``, never through a link at it, which would create or write the file
     it points to (a lock file, say): OSError (ELOOP) where ``path`` is a link, on Windows too,

@@ -88,6 +88,15 @@ class TrainedModel:
         saved_before_the_end = self.epoch is not None and self.epoch < self.config.optim.epochs
         return self.holds_run_state and saved_before_the_end
 
+    def warn_if_unfinished(self, path: str | os.PathLike, outcome: str) -> None:
+        """Warn, in one line, where ``path`` is the last.pt of an unfinished run: ``outcome``
+        ("the export is") is of its model as it was at that epoch, not of the trained one."""
+        if self.unfinished:
+            warn(
+                f"{path} is the last.pt of an unfinished run ({self.saved_at}): {outcome} its "
+                f"model as it was then"
+            )
+
     def __repr__(self) -> str:
         """What the model is, in one line, not its every layer, class name and config key."""
         c = self.config

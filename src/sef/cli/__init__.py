@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stopped: list[int] = []
     try:
-        with _warnings_as_lines(_said_as(args)), _stops_as_interrupts(stopped):
+        with _warnings_as_lines(_said_as(args)), _stops_as_interrupts(stopped), _stdout_said():
             return _run(args, stopped)
     except KeyboardInterrupt:  # a stop as the command let go of the signals, its work done
         return 128 + (stopped[-1] if stopped else signal.SIGINT)
@@ -164,6 +164,45 @@ def _warnings_as_lines(command: str):
         yield
     finally:
         warnings.showwarning = previous
+
+
+class _Stdout:
+    """sys.stdout, whose failure to write (a full disk under `sef predict ... > file`) is an
+    OutputError that says it was the command's output, not a bare "no space left on device"; a
+    closed pipe stays a BrokenPipeError, which ends a command quietly."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        return self._said(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._said(self._stream.flush)
+
+    @staticmethod
+    def _said(method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise outputs.stdout_error(error) from error
+
+
+@contextlib.contextmanager
+def _stdout_said():
+    """While a command runs, sys.stdout is a :class:`_Stdout` (unless there is none)."""
+    stream = sys.stdout
+    if stream is not None:
+        sys.stdout = _Stdout(stream)
+    try:
+        yield
+    finally:
+        sys.stdout = stream
 
 
 @contextlib.contextmanager

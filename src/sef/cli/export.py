@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sef.errors import SEFError, warn
+    from sef.errors import SEFError
     from sef.export import (
         ABSOLUTE_TOLERANCE,
         RELATIVE_TOLERANCE,
@@ -52,11 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     say = _stage_lines(args.progress)
     trained = load_trained_model(args.checkpoint, device="cpu")
-    if trained.unfinished:
-        warn(
-            f"{args.checkpoint} is the last.pt of an unfinished run ({trained.saved_at}): the "
-            f"export is its model as it was then"
-        )
+    trained.warn_if_unfinished(args.checkpoint, "the export is")
     paths = export_trained(trained, args.out, args.formats or EXPORT_FORMATS, say=say)
     for name, path in paths.items():
         print(f"{name:<14} {path}")

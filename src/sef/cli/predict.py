@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from sef.trained import load_trained_model
 
     trained = load_trained_model(args.checkpoint, device=resolve_device(args.device))
+    trained.warn_if_unfinished(args.checkpoint, "the predictions are of")
     files, skipped = find_images(_with_stdin(args.paths))
     _say_skipped(skipped)
     widths = table_widths(files, trained.classes, min(args.top_k, len(trained.classes)))

@@ -289,6 +289,8 @@ def evaluate_checkpoint(
             context,
             main_first=True,
         )
+        if context.is_main:
+            trained.warn_if_unfinished(checkpoint, "the accuracy is of")
         config = trained.config
         if tta:
             dataset.transform = TTAViews(trained.preprocessing, tta)
