@@ -46,15 +46,19 @@ def test_download_verifies_unpacks_and_loads(served_cub, tmp_path):
 
 
 def test_training_says_what_to_delete_to_fetch_again_images_deleted_since(served_cub, tmp_path):
-    """The same hint as sef data check's (tests/test_cli_data.py), in place of the general one."""
+    """The same hint as sef data check's (tests/test_cli_data.py), in place of the general one,
+    worded for Python code: its call, not the command."""
     root = dl.download("cub", tmp_path / "data", progress=False)
     shutil.rmtree(root / "CUB_200_2011" / "images" / CUB_CLASSES[1])
     config = resolve_config("cub-resnet18", overrides=[f"data.root={root}", "data.workers=1"])
     train, test = (sef.datasets.load("cub", root, split) for split in ("trainval", "test"))
     with pytest.raises(DataError) as stop:
         check_images(Data(train, test, train.classes), config, Context(), progress=False)
-    fetch = f"delete {root / 'CUB_200_2011'} and run sef data download cub {root} again"
-    assert str(stop.value).endswith(f"unpacked them into {root}: {fetch} to fetch them again")
+    deleted = f"delete {root / 'CUB_200_2011'}"
+    fetch = f"{deleted} and call sef.datasets.download.download('cub', {str(root)!r}) again"
+    assert str(stop.value).endswith(
+        f"a download unpacked them into {root}: {fetch} to fetch them again"
+    )
 
 
 def test_mirror_and_kept_archive(served_cub, tmp_path, monkeypatch):

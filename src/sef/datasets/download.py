@@ -285,14 +285,19 @@ def refetch_hint(name: str, root: str | os.PathLike | None) -> Callable[[list[st
     unpacked = unpacked_into(name, root) if root else []
     if not unpacked:
         return None
+    # worded here, in the caller's context: the hint may be said from another thread
+    who = for_reader("sef data download", "a download")
+    again = for_reader(
+        f"run sef data download {name} {root} again",
+        f"call sef.datasets.download.download({name!r}, {str(root)!r}) again",
+    )
 
     def hint(paths: list[str]) -> str:
         missing = [Path(os.path.abspath(path)) for path in paths]
         held = [top for top in unpacked if any(p.is_relative_to(top.absolute()) for p in missing)]
         tops = [str(top) for top in held or unpacked]
         return (
-            f"sef data download unpacked them into {root}: delete {some(tops)} and run sef data "
-            f"download {name} {root} again to fetch them again"
+            f"{who} unpacked them into {root}: delete {some(tops)} and {again} to fetch them again"
         )
 
     return hint
