@@ -13,6 +13,8 @@ import torch
 from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, resolve_config
+from sef.config.presets import load_preset
+from sef.datasets.download import _download_error
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.engine.evaluation import _broken, _model_and_data, evaluate_checkpoint
@@ -99,3 +101,23 @@ def test_figures_name_their_functions_arguments() -> None:
     code, command = _said(lambda: _check_columns(99, 2), ValueError)
     assert code.endswith("(another seed, or other images)")
     assert command.endswith("(another --seed, or other images)")
+
+
+def test_an_unknown_preset_names_what_lists_the_presets() -> None:
+    code, command = _said(lambda: load_preset("no-such-preset"), ConfigError)
+    assert code.endswith("; call sef.config.preset_names() to list them all")
+    assert command.endswith("; run `sef presets` to list them all")
+
+
+def test_a_download_cut_short_is_tried_again_by_the_same_call(tmp_path: Path) -> None:
+    partial = tmp_path / "a.tgz.part"
+    partial.write_bytes(b"x" * 10)
+
+    def cut_short():
+        raise _download_error("http://host/a.tgz", partial, ConnectionResetError("reset"))
+
+    code, command = _said(cut_short, DataError)
+    assert "; make the same download call again to continue after its first 10 bytes, or" in code
+    assert code.endswith(f"fetch it by hand to {tmp_path / 'a.tgz'} and make the same download "
+                         "call again to check and unpack it")  # fmt: skip
+    assert "; run the same command again to continue after its first 10 bytes, or" in command

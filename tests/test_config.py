@@ -264,7 +264,8 @@ def test_a_datasets_name_as_a_preset_suggests_its_presets(dataset: str) -> None:
     presets name a backbone too."""
     backbones = RECORDS[dataset.lower()].backbones
     suggested = ", ".join(f"{dataset.lower()}-{backbone}" for backbone in backbones)
-    with pytest.raises(ConfigError, match=f"did you mean {suggested}\\? run `sef presets`"):
+    listed = "call sef.config.preset_names\\(\\)"  # the command says `sef presets`
+    with pytest.raises(ConfigError, match=f"did you mean {suggested}\\? {listed}"):
         load_preset(dataset)
 
 

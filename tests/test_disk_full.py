@@ -241,6 +241,28 @@ def test_a_resume_that_writes_best_pt_again_writes_its_predictions_again(
     assert predictions.read_text() == evaluated.read_text()
 
 
+def test_a_full_disk_under_trains_output_says_stdout_and_that_the_run_resumes(
+    demo_root: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """`sef train ... > log` on a full disk added the run folder's space needed, as if its disk
+    were the one full."""
+
+    class FullAtTheEpochLine(io.StringIO):
+        def write(self, text: str) -> int:
+            if text.startswith("epoch 1/2"):
+                raise FULL
+            return super().write(text)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "stdout", FullAtTheEpochLine())
+    assert main(["train", *TINY_DEMO, "--epochs", "2", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "sef train: error: cannot write its output to stdout: no space left on device; free some "
+        f"space or send it elsewhere; {out / 'last.pt'} (epoch 1) is kept; then run the same "
+        "command with --resume to continue\n"
+    )
+
+
 def test_eval_prints_its_accuracy_before_the_full_disk_stops_its_csv(
     demo_checkpoint: Path, small_disk, capsys
 ) -> None:

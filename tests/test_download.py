@@ -46,15 +46,19 @@ def test_download_verifies_unpacks_and_loads(served_cub, tmp_path):
 
 
 def test_training_says_what_to_delete_to_fetch_again_images_deleted_since(served_cub, tmp_path):
-    """The same hint as sef data check's (tests/test_cli_data.py), in place of the general one."""
+    """The same hint as sef data check's (tests/test_cli_data.py), in place of the general one,
+    worded for Python code: its call, not the command."""
     root = dl.download("cub", tmp_path / "data", progress=False)
     shutil.rmtree(root / "CUB_200_2011" / "images" / CUB_CLASSES[1])
     config = resolve_config("cub-resnet18", overrides=[f"data.root={root}", "data.workers=1"])
     train, test = (sef.datasets.load("cub", root, split) for split in ("trainval", "test"))
     with pytest.raises(DataError) as stop:
         check_images(Data(train, test, train.classes), config, Context(), progress=False)
-    fetch = f"delete {root / 'CUB_200_2011'} and run sef data download cub {root} again"
-    assert str(stop.value).endswith(f"unpacked them into {root}: {fetch} to fetch them again")
+    deleted = f"delete {root / 'CUB_200_2011'}"
+    fetch = f"{deleted} and call sef.datasets.download.download('cub', {str(root)!r}) again"
+    assert str(stop.value).endswith(
+        f"a download unpacked them into {root}: {fetch} to fetch them again"
+    )
 
 
 def test_mirror_and_kept_archive(served_cub, tmp_path, monkeypatch):
@@ -181,7 +185,7 @@ def test_a_transfer_cut_short_is_named_as_such_and_a_rerun_continues_it(flaky_se
     with pytest.raises(
         DataError,
         match=f"could not download {url} \\(the connection closed after 5,000 of 100,000 bytes"
-        "\\); run the same command again to continue after its first 5,000 bytes, or fetch",
+        "\\); make the same download call again to continue after its first 5,000 bytes, or fetch",
     ):
         dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
     # kept under a name never taken for the archive
@@ -201,7 +205,7 @@ def test_a_transfer_cut_short_is_named_as_such_and_a_rerun_continues_it(flaky_se
 def test_a_connection_closed_before_any_byte_leaves_nothing(flaky_server, tmp_path):
     url = f"{flaky_server}/chunked/a.tgz"
     why = "the connection closed early\\); check the connection, or fetch it by hand to"
-    again = "and run the same command again to check and unpack it$"
+    again = "and make the same download call again to check and unpack it$"
     with pytest.raises(DataError, match=f"could not download {url} \\({why} .*a.tgz {again}"):
         dl.fetch(url, tmp_path / "a.tgz", "0" * 32, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -277,7 +281,8 @@ def test_a_full_disk_that_cannot_say_its_free_space_is_still_named(small_disk, m
     root = small_disk(256)
     _zeros_archive(root / "big.tgz")
     monkeypatch.setattr(dl.space, "free_bytes", lambda path: None)  # human(None) was a TypeError
-    with pytest.raises(DiskFull, match="the disk is full; free some space and run the same"):
+    full = "the disk is full; free some space and make the same download call again"
+    with pytest.raises(DiskFull, match=full):
         dl.extract(root / "big.tgz", root)
 
 
@@ -294,9 +299,9 @@ def test_ctrl_c_mid_transfer_leaves_the_part_file_and_a_rerun_continues_it(
     monkeypatch.setattr(dl, "_save", interrupted)
     with pytest.raises(KeyboardInterrupt) as stop:
         dl.fetch(f"{flaky_server}/resume", tmp_path / "a.tgz", md5, progress=False)
-    assert stop.value.args == (  # what the CLI says after "interrupted; "
-        f"{tmp_path / 'a.tgz.part'} holds its first 1,000 bytes: run the same command again to "
-        "continue",
+    assert stop.value.args == (  # what Python code is told (the CLI: after "interrupted; ")
+        f"{tmp_path / 'a.tgz.part'} holds its first 1,000 bytes: make the same download call "
+        "again to continue",
     )
     assert [p.name for p in tmp_path.iterdir()] == ["a.tgz.part"]
     monkeypatch.setattr(dl, "_save", save)
@@ -348,7 +353,7 @@ def test_a_root_an_earlier_download_unpacked_is_not_fetched_again(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dl, "extract", interrupted)
-    with pytest.raises(KeyboardInterrupt, match=r"CUB_200_2011.tgz was being unpacked: run the"):
+    with pytest.raises(KeyboardInterrupt, match=r"CUB_200_2011.tgz was being unpacked: make the "):
         dl.download("cub", root, progress=False)
     assert not dl.unpacked("cub", root)
     monkeypatch.setattr(dl, "extract", extract)

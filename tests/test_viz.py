@@ -358,11 +358,23 @@ def test_every_figure_renders(tmp_path, marked_parts):
     assert _png_size(path)
 
 
-def test_the_group_map_figure_leaves_each_submodule_in_its_own_mode(demo_checkpoint, tmp_path):
+def _trained_without_a_1x1_map(checkpoint: Path):
+    """``checkpoint``'s model reading 64 px images: at its 32 px resnet18's last map is 1 x 1,
+    which the group-map figure warns of (tested on its own above)."""
+    import dataclasses
+
     from sef.trained import load_trained_model
+
+    trained = load_trained_model(checkpoint)
+    trained.preprocessing = dataclasses.replace(trained.preprocessing, image_size=64)
+    return trained
+
+
+@pytest.mark.filterwarnings("error")
+def test_the_group_map_figure_leaves_each_submodule_in_its_own_mode(demo_checkpoint, tmp_path):
     from sef.viz import activation_figure
 
-    trained = load_trained_model(demo_checkpoint)
+    trained = _trained_without_a_1x1_map(demo_checkpoint)
     frozen = next(m for m in trained.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     trained.model.train()
     frozen.eval()  # as a fine-tuning loop leaves it
@@ -372,14 +384,14 @@ def test_the_group_map_figure_leaves_each_submodule_in_its_own_mode(demo_checkpo
     assert trained.model.training and not frozen.training
 
 
+@pytest.mark.filterwarnings("error")
 def test_a_class_named_with_a_newline_keeps_the_caption_at_two_lines(
     demo_checkpoint, tmp_path, monkeypatch
 ):
     """A file name's newline was escaped in the caption, a class name's broke it into three."""
     import sef.viz
-    from sef.trained import load_trained_model
 
-    trained = load_trained_model(demo_checkpoint)
+    trained = _trained_without_a_1x1_map(demo_checkpoint)
     trained.classes = [f"two\nlines {i}" for i in range(len(trained.classes))]
     picture = tmp_path / "bird.png"
     Image.new("RGB", (40, 30), (10, 200, 30)).save(picture)
@@ -419,14 +431,14 @@ def test_group_maps_of_a_1x1_feature_map_say_why_they_are_blank(
     )
 
 
+@pytest.mark.filterwarnings("error")
 def test_group_maps_of_a_model_whose_outputs_are_not_finite_say_they_mean_nothing(
     demo_checkpoint, tmp_path, monkeypatch
 ):
     """NaN logits were captioned "pred: ... (nan%)" without a word, where `sef predict` warns."""
     import sef.viz
-    from sef.trained import load_trained_model
 
-    trained = load_trained_model(demo_checkpoint)
+    trained = _trained_without_a_1x1_map(demo_checkpoint)
     with torch.no_grad():
         trained.model.head.bias[0] = float("nan")  # an overflowed checkpoint: NaN logits
     picture = tmp_path / "bird.png"

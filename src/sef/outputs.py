@@ -112,8 +112,16 @@ def stdout_error(error: OSError) -> OutputError:
     DiskFull when the disk or the quota is full."""
     problem = f"cannot write its output to stdout: {(error.strerror or str(error)).lower()}"
     if error.errno in space.FULL:
-        return DiskFull(f"{problem}; free some space or send it elsewhere", problem)
-    return OutputError(f"{problem}; send it elsewhere", problem)
+        said = DiskFull(f"{problem}; free some space or send it elsewhere", problem)
+    else:
+        said = OutputError(f"{problem}; send it elsewhere", problem)
+    said.on_stdout = True
+    return said
+
+
+def on_stdout(error: OutputError) -> bool:
+    """Whether ``error`` is :func:`stdout_error`'s: the command's output, not a file, failed."""
+    return getattr(error, "on_stdout", False)
 
 
 def open_unlinked(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:

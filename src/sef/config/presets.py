@@ -134,7 +134,8 @@ def _parts(name: str) -> tuple[list[str], dict]:
             name.lower(), list(presets), n=3
         )  # names: lower case
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ConfigError(f"unknown preset {name!r}; {hint}run `sef presets` to list them all")
+        listed = for_reader("run `sef presets`", "call sef.config.preset_names()")
+        raise ConfigError(f"unknown preset {name!r}; {hint}{listed} to list them all")
     dataset, backbone, method = presets[name]
     if dataset == DEFAULT_PRESET:
         return ["demo", f"method-{method}"], {}

@@ -91,8 +91,7 @@ def fetch(url: str, destination: Path, md5: str, progress: bool | None = None) -
         if not _size(partial):
             raise
         raise KeyboardInterrupt(
-            f"{partial} holds its first {_size(partial):,} bytes: run the same command again to "
-            f"continue"
+            f"{partial} holds its first {_size(partial):,} bytes: {_again()} to continue"
         ) from None
     finally:  # a failure or an interrupt before the first byte leaves no empty .part file
         if partial.is_file() and not _size(partial):
@@ -110,13 +109,18 @@ def fetch(url: str, destination: Path, md5: str, progress: bool | None = None) -
     return destination
 
 
+def _again() -> str:
+    """How a download is tried again, in its reader's words: the command, or the call."""
+    return for_reader("run the same command again", "make the same download call again")
+
+
 def _download_error(url: str, partial: Path, error: BaseException) -> SEFError:
     """The one-line error for a transfer that failed, with what to do: a full disk names the
     space; a server's refusal its status; a dropped connection says that a rerun continues."""
     if space.is_full(error):
         return outputs.output_error(partial, space.os_error_in(error))
     archive = partial.with_suffix("")  # ROOT/<archive>, where a rerun looks first
-    where = f"fetch it by hand to {archive} and run the same command again to check and unpack it"
+    where = f"fetch it by hand to {archive} and {_again()} to check and unpack it"
     if isinstance(error, HTTPError):
         served = (
             "the server failed: try again later"
@@ -127,7 +131,7 @@ def _download_error(url: str, partial: Path, error: BaseException) -> SEFError:
         return DataError(f"could not download {url} ({status}); {served}, or {where}")
     why = "the connection closed early" if isinstance(error, http.client.IncompleteRead) else error
     if _size(partial):
-        again = f"run the same command again to continue after its first {_size(partial):,} bytes"
+        again = f"{_again()} to continue after its first {_size(partial):,} bytes"
     else:
         again = f"check {'the mirror folder' if url.startswith('file:') else 'the connection'}"
     return DataError(f"could not download {url} ({why}); {again}, or {where}")
@@ -229,7 +233,7 @@ def extract(path: Path, root: Path) -> list[str]:
             there = f" ({space.human(free)} free)" if free is not None else ""
             raise DiskFull(
                 f"cannot unpack {path.name} into {root}: the disk is full{there}; free some "
-                f"space and run the same command again"
+                f"space and {_again()}"
             ) from None
         why = " ".join(str(error).split())  # tarfile lists each compression it tried, a line each
         raise DataError(f"cannot unpack {path} ({why}); delete it and download again") from None
@@ -281,14 +285,19 @@ def refetch_hint(name: str, root: str | os.PathLike | None) -> Callable[[list[st
     unpacked = unpacked_into(name, root) if root else []
     if not unpacked:
         return None
+    # worded here, in the caller's context: the hint may be said from another thread
+    who = for_reader("sef data download", "a download")
+    again = for_reader(
+        f"run sef data download {name} {root} again",
+        f"call sef.datasets.download.download({name!r}, {str(root)!r}) again",
+    )
 
     def hint(paths: list[str]) -> str:
         missing = [Path(os.path.abspath(path)) for path in paths]
         held = [top for top in unpacked if any(p.is_relative_to(top.absolute()) for p in missing)]
         tops = [str(top) for top in held or unpacked]
         return (
-            f"sef data download unpacked them into {root}: delete {some(tops)} and run sef data "
-            f"download {name} {root} again to fetch them again"
+            f"{who} unpacked them into {root}: delete {some(tops)} and {again} to fetch them again"
         )
 
     return hint
@@ -359,7 +368,7 @@ def download(
                 names = extract(path, root)
             except KeyboardInterrupt:
                 raise KeyboardInterrupt(
-                    f"{path} was being unpacked: run the same command again to unpack it again"
+                    f"{path} was being unpacked: {_again()} to unpack it again"
                 ) from None
             record = {"md5": archive.md5, "names": names}
             outputs.write_text(_marker(root, archive), json.dumps(record) + "\n")

@@ -1197,6 +1197,9 @@ def _train(run: _Run, progress: bool | None, images: Callable[[], None] | None) 
             raise
         raise OutOfMemory(f"{_memory(run)}; {_kept(run)}") from None
     except (OutputError, OSError) as error:  # the disk filled, or the folder became unwritable
+        if isinstance(error, OutputError) and outputs.on_stdout(error):  # not the run folder
+            said = f"{error}; {_kept(run)}; then {_go_on(run)}"
+            raise distributed.reworded(error, said) from None
         if not isinstance(error, OutputError):  # TensorBoard's events, written by its thread
             if not space.is_full(error):
                 raise
