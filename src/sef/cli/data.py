@@ -184,7 +184,8 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import REFRESH, describe_bad_images, new_run_fixes
+    from sef.datasets.checking import REFRESH, bad_images_said, new_run_fixes
+    from sef.datasets.download import refetch_hint
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
@@ -219,14 +220,8 @@ def run_check(args: argparse.Namespace) -> int:
         list(unique.items()), workers=args.workers, progress=args.progress, record=REFRESH
     )
     if bad:
-        print(
-            f"{len(bad):,} of {len(unique):,} images cannot be used; {new_run_fixes()}:",
-            file=sys.stderr,
-        )
-        from sef.datasets.download import refetch_hint
-
         hint = next(iter(splits.values())).missing_hint or refetch_hint(args.name, args.root)
-        print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
+        print(bad_images_said(bad, len(unique), new_run_fixes(), hint), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
         if refused:
