@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sef.choices import BAD_IMAGE_POLICIES
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, for_reader
 from sef.lazy import lazy_attributes
 
 if TYPE_CHECKING:
@@ -244,9 +244,10 @@ def check_root(name: str, root: str | os.PathLike | None) -> None:
     """ConfigError for dataset ``name`` given no root folder, unless it is a generated set;
     before the reader's import (torch), so that `sef train` says so at once."""
     if root is None and name not in GENERATED:
-        raise ConfigError(
-            f"dataset {name!r} needs a root folder: pass --data-root DIR (data.root in a config)"
+        how = for_reader(
+            "pass --data-root DIR (data.root in a config)", "set data.root (load's root)"
         )
+        raise ConfigError(f"dataset {name!r} needs a root folder: {how}")
 
 
 def read_split(
