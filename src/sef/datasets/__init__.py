@@ -216,6 +216,7 @@ def _another_benchmark(name: str, root: str | os.PathLike | None) -> str:
     return f"; {marker} exists: is ROOT dataset {other}? then read it as {other}"
 
 
+# Why a split held out of another (sef.datasets.splits) lacks a class, or holds no image.
 HELD_OUT = "a held-out split takes images only from classes with two or more"
 
 

@@ -30,7 +30,7 @@ from sef.text import counted, some
 if TYPE_CHECKING:
     from sef.datasets import ImageList
 
-# Why an eval split may lack a class: held out (sef.datasets.splits), or its images unreadable.
+# Why an eval split may lack a class: held out (sef.datasets.HELD_OUT), or its images unreadable.
 UNREADABLE = "its images of them were unreadable and skipped (data.bad_images=skip)"
 
 
