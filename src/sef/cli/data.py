@@ -202,18 +202,7 @@ def run_check(args: argparse.Namespace) -> int:
             raise DataError(f"{error}; {left}") from None
     if not splits:
         raise next(iter(undeclared.values()))
-    classes = next(iter(splits.values())).classes
-    where = args.root or f"the {args.name} cache"
-    print(f"{args.name} at {where}: {counted(len(classes), 'class', 'classes')}")
-    for split in datasets.SPLITS:
-        if split in undeclared:
-            print(f"  {split:<9}{'none':>8} (the data declares no {split} images)")
-            continue
-        used = len({label for _, label in splits[split].samples})
-        images = counted(len(splits[split]), "image")
-        print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
-    print("classes:")
-    print(_class_summary(classes, args.all_classes))
+    _print_splits(args, splits)
     refused = _training_refusal(splits, args.root or args.name, args.name)
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
@@ -232,6 +221,23 @@ def run_check(args: argparse.Namespace) -> int:
         print(refused, file=sys.stderr)
         return 1
     return 0
+
+
+def _print_splits(args: argparse.Namespace, splits: dict[str, datasets.ImageList]) -> None:
+    """The classes of NAME at ROOT, and each split's images and classes (a split the data does
+    not declare, as "none")."""
+    classes = next(iter(splits.values())).classes
+    where = args.root or f"the {args.name} cache"
+    print(f"{args.name} at {where}: {counted(len(classes), 'class', 'classes')}")
+    for split in datasets.SPLITS:
+        if split not in splits:
+            print(f"  {split:<9}{'none':>8} (the data declares no {split} images)")
+            continue
+        used = len({label for _, label in splits[split].samples})
+        images = counted(len(splits[split]), "image")
+        print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
+    print("classes:")
+    print(_class_summary(classes, args.all_classes))
 
 
 def _training_refusal(splits: dict[str, datasets.ImageList], source: str, name: str) -> str:
