@@ -14,6 +14,7 @@ from sef.backbones import ProbeFailed
 from sef.checkpoint import load_checkpoint, save_checkpoint
 from sef.config import apply_overrides, resolve_config
 from sef.config.presets import load_preset
+from sef.datasets import check_root
 from sef.datasets.download import _download_error
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
@@ -121,3 +122,9 @@ def test_a_download_cut_short_is_tried_again_by_the_same_call(tmp_path: Path) ->
     assert code.endswith(f"fetch it by hand to {tmp_path / 'a.tgz'} and make the same download "
                          "call again to check and unpack it")  # fmt: skip
     assert "; run the same command again to continue after its first 10 bytes, or" in command
+
+
+def test_a_dataset_without_its_root_names_data_root() -> None:
+    code, command = _said(lambda: check_root("cub", None), ConfigError)
+    assert code == "dataset 'cub' needs a root folder: set data.root (load's root)"
+    assert command.endswith(": pass --data-root DIR (data.root in a config)")

@@ -89,8 +89,11 @@ def test_a_mirror_may_be_a_local_folder(served_cub, tmp_path, monkeypatch):
     root = dl.download("cub", tmp_path / "again", mirror=str(archive), progress=False)
     assert (root / "CUB_200_2011").is_dir() and archive.is_file()
     (folder / "other.tgz").write_bytes(b"x")
-    with pytest.raises(ConfigError, match=r"other.tgz is a file, not the folder that holds CUB_2"):
-        dl.download("cub", tmp_path / "more", mirror=str(folder / "other.tgz"), progress=False)
+    other = str(folder / "other.tgz")
+    with pytest.raises(ConfigError, match=r"^mirror \S+other.tgz is a file, not the folder that"):
+        dl._mirrored(other, entry.filename)
+    with said_to_command(), pytest.raises(ConfigError, match=r"^--mirror \S+other.tgz is a file"):
+        dl.download("cub", tmp_path / "more", mirror=other, progress=False)
 
 
 def test_a_failed_download_removes_the_root_it_created_and_keeps_one_that_was_there(

@@ -465,8 +465,10 @@ def test_a_timm_tag_left_unloaded_by_null_weights_is_noted_when_a_run_starts() -
     assert note(tagged) == (
         "note: timm:resnet18.a1_in1k names timm's pretrained weights 'a1_in1k', but "
         "model.weights is null: the backbone starts from random weights; set model.weights to "
-        "DEFAULT (--weights DEFAULT) to load them"
+        "DEFAULT to load them"
     )
+    with said_to_command():  # the command's user is given the option too
+        assert note(tagged).endswith("to DEFAULT (--weights DEFAULT) to load them")
     assert note(tagged, epoch=1) is None  # a resume: said when it started
     assert note(tagged, "model.weights=DEFAULT") is None
     assert note("model.backbone=timm:resnet18") is None and note() is None

@@ -212,8 +212,8 @@ class SEF(nn.Module):
         return self.head(pooled)
 
     def _check_images(self, images: Tensor) -> None:
-        """:func:`_check_images`, then the size a timm model built for one size takes."""
-        _check_images(images)
+        """:func:`_check_batch`, then the size a timm model built for one size takes."""
+        _check_batch(images)
         if isinstance(self.backbone, TimmFeatures):
             self.backbone.check_size(images.shape[-2:])
 
@@ -280,7 +280,7 @@ class SEF(nn.Module):
         return plain
 
 
-def _check_images(images: Tensor) -> None:
+def _check_batch(images: Tensor) -> None:
     """One line where the convolution would say "expected scalar type Byte" or "expected 4D
     input": images that are no float batch [B, C, H, W]."""
     if not isinstance(images, Tensor):

@@ -91,12 +91,7 @@ def timm_backbone(
     extras.require("timm", f"backbone {name!r}", ValueError)
     import timm
 
-    if not model_name:
-        raise ValueError(f"{name!r} names no timm model; pass 'timm:<model>', e.g. 'timm:resnet50'")
-    if not timm.is_model(model_name):
-        close = close_to(model_name, timm.list_models())
-        raise ValueError(f"unknown timm model {model_name!r}; {close}see timm.list_models()")
-    _check_tag(timm, name, model_name)
+    _check_model_name(timm, name, model_name)
     if weights is not None and not is_weights_file(weights):
         model_name = _hub_name(timm, name, model_name, weights)
     kwargs: dict = {**(backbone_args or {}), "num_classes": 0, **_weight_arguments(weights)}
@@ -138,6 +133,17 @@ def _what_failed(error: AssertionError) -> str:
         return str(error).rstrip(".")
     failed = traceback.extract_tb(error.__traceback__)[-1]
     return f"{failed.line} in {Path(failed.filename).name}, line {failed.lineno}"
+
+
+def _check_model_name(timm, name: str, model_name: str) -> None:
+    """ValueError where ``model_name`` is empty ('timm:' alone), no timm model, or ends in a
+    pretrained tag timm does not know for it (:func:`_check_tag`)."""
+    if not model_name:
+        raise ValueError(f"{name!r} names no timm model; pass 'timm:<model>', e.g. 'timm:resnet50'")
+    if not timm.is_model(model_name):
+        close = close_to(model_name, timm.list_models())
+        raise ValueError(f"unknown timm model {model_name!r}; {close}see timm.list_models()")
+    _check_tag(timm, name, model_name)
 
 
 def _check_tag(timm, name: str, model_name: str) -> None:

@@ -184,7 +184,8 @@ def _reader(args: argparse.Namespace, seed: int = 0) -> Callable[[str], datasets
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from sef.datasets.checking import REFRESH, describe_bad_images, new_run_fixes
+    from sef.datasets.checking import REFRESH, bad_images_said, new_run_fixes
+    from sef.datasets.download import refetch_hint
     from sef.datasets.splits import NoSuchSplit
 
     read = _reader(args, args.seed)
@@ -201,32 +202,15 @@ def run_check(args: argparse.Namespace) -> int:
             raise DataError(f"{error}; {left}") from None
     if not splits:
         raise next(iter(undeclared.values()))
-    classes = next(iter(splits.values())).classes
-    where = args.root or f"the {args.name} cache"
-    print(f"{args.name} at {where}: {counted(len(classes), 'class', 'classes')}")
-    for split in datasets.SPLITS:
-        if split in undeclared:
-            print(f"  {split:<9}{'none':>8} (the data declares no {split} images)")
-            continue
-        used = len({label for _, label in splits[split].samples})
-        images = counted(len(splits[split]), "image")
-        print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
-    print("classes:")
-    print(_class_summary(classes, args.all_classes))
+    _print_splits(args, splits)
     refused = _training_refusal(splits, args.root or args.name, args.name)
     unique = {path: label for d in splits.values() for path, label in d.samples}
     bad = datasets.find_bad_images(
         list(unique.items()), workers=args.workers, progress=args.progress, record=REFRESH
     )
     if bad:
-        print(
-            f"{len(bad):,} of {len(unique):,} images cannot be used; {new_run_fixes()}:",
-            file=sys.stderr,
-        )
-        from sef.datasets.download import refetch_hint
-
         hint = next(iter(splits.values())).missing_hint or refetch_hint(args.name, args.root)
-        print(describe_bad_images(bad, len(unique), hint), file=sys.stderr)
+        print(bad_images_said(bad, len(unique), new_run_fixes(), hint), file=sys.stderr)
         if left:
             print(left, file=sys.stderr)
         if refused:
@@ -237,6 +221,23 @@ def run_check(args: argparse.Namespace) -> int:
         print(refused, file=sys.stderr)
         return 1
     return 0
+
+
+def _print_splits(args: argparse.Namespace, splits: dict[str, datasets.ImageList]) -> None:
+    """The classes of NAME at ROOT, and each split's images and classes (a split the data does
+    not declare, as "none")."""
+    classes = next(iter(splits.values())).classes
+    where = args.root or f"the {args.name} cache"
+    print(f"{args.name} at {where}: {counted(len(classes), 'class', 'classes')}")
+    for split in datasets.SPLITS:
+        if split not in splits:
+            print(f"  {split:<9}{'none':>8} (the data declares no {split} images)")
+            continue
+        used = len({label for _, label in splits[split].samples})
+        images = counted(len(splits[split]), "image")
+        print(f"  {split:<9}{images:>15}  {counted(used, 'class', 'classes'):>13}")
+    print("classes:")
+    print(_class_summary(classes, args.all_classes))
 
 
 def _training_refusal(splits: dict[str, datasets.ImageList], source: str, name: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sef.choices import BAD_IMAGE_POLICIES
-from sef.errors import ConfigError, DataError
+from sef.errors import ConfigError, DataError, for_reader
 from sef.lazy import lazy_attributes
 
 if TYPE_CHECKING:
@@ -216,6 +216,7 @@ def _another_benchmark(name: str, root: str | os.PathLike | None) -> str:
     return f"; {marker} exists: is ROOT dataset {other}? then read it as {other}"
 
 
+# Why a split held out of another (sef.datasets.splits) lacks a class, or holds no image.
 HELD_OUT = "a held-out split takes images only from classes with two or more"
 
 
@@ -244,9 +245,10 @@ def check_root(name: str, root: str | os.PathLike | None) -> None:
     """ConfigError for dataset ``name`` given no root folder, unless it is a generated set;
     before the reader's import (torch), so that `sef train` says so at once."""
     if root is None and name not in GENERATED:
-        raise ConfigError(
-            f"dataset {name!r} needs a root folder: pass --data-root DIR (data.root in a config)"
+        how = for_reader(
+            "pass --data-root DIR (data.root in a config)", "set data.root (load's root)"
         )
+        raise ConfigError(f"dataset {name!r} needs a root folder: {how}")
 
 
 def read_split(

@@ -215,6 +215,18 @@ def _told(paths: list[str], hint: Callable[[list[str]], str] | None) -> str:
     return hint(paths) if hint else ARCHIVES
 
 
+def bad_images_said(
+    bad: Sequence[tuple[str, str]],
+    total: int,
+    fixes: str,
+    hint: Callable[[list[str]], str] | None = None,
+) -> str:
+    """How many of ``total`` images are ``bad``, ``fixes`` (what to do about them), then each
+    reason (:func:`describe_bad_images` with ``hint``): what training and `sef data check` say."""
+    head = f"{len(bad):,} of {total:,} images cannot be used; {fixes}:"
+    return f"{head}\n{describe_bad_images(bad, total, hint)}"
+
+
 def apply_bad_image_policy(
     dataset: ImageList | Sequence[ImageList],
     policy: str = "stop",
@@ -249,10 +261,8 @@ def apply_bad_image_policy(
         samples, workers=workers, progress=progress, record=record, decoded=decoded, say=say
     )
     if bad and policy == "stop":
-        raise DataError(
-            f"{len(bad):,} of {len(samples):,} images cannot be used; {fixes or new_run_fixes()}:\n"
-            f"{describe_bad_images(bad, len(samples), lists[0].missing_hint or hint)}"
-        )
+        hint = lists[0].missing_hint or hint
+        raise DataError(bad_images_said(bad, len(samples), fixes or new_run_fixes(), hint))
     for each in lists:
         each.drop([path for path, _ in bad])
     return bad

@@ -103,6 +103,13 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
                 f"{path} line {number} has {counted(len(row), 'column')}; expected {LAYOUT}"
             )
     rows = [(number, [row[i] for i in order]) for number, row in rows] if order else rows
+    _check_cells(path, rows)
+    return rows
+
+
+def _check_cells(path: Path, rows: list[tuple[int, list[str]]]) -> None:
+    """DataError for a row of ``rows`` (path, label[, split]) with an empty path or label, or a
+    URL for a path, or a first row that gives the label before the path."""
     for number, row in rows:
         for cell, name in zip(row, ("path", "label"), strict=False):
             if not cell:
@@ -118,7 +125,6 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
             f"{path} line {number} gives the label before the path ({first},{second}); put the "
             f"path first, or name the columns in a header line: label,path"
         )
-    return rows
 
 
 def _without_empty_columns(rows: list[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:

@@ -388,8 +388,8 @@ def _mirrored(mirror: str, filename: str) -> str:
         local = Path(mirror).expanduser().absolute()
         if local.is_file() and local.name != filename:
             raise ConfigError(
-                f"--mirror {mirror} is a file, not the folder that holds {filename}; give that "
-                f"folder"
+                f"{for_reader('--mirror', 'mirror')} {mirror} is a file, not the folder that "
+                f"holds {filename}; give that folder"
             )
         return (local if local.is_file() else local / filename).as_uri()
     return f"{mirror.rstrip('/')}/{filename}"

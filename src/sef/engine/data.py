@@ -20,6 +20,7 @@ from sef.config.schema import split_batch
 from sef.config.values import setting_said, value_word
 from sef.datasets import HELD_OUT, cache, checking, nothing_to_evaluate
 from sef.datasets.checking import check_classes, classes_without_images
+from sef.datasets.download import refetch_hint
 from sef.datasets.splits import NoSuchSplit
 from sef.distributed import Context
 from sef.errors import DataError, for_reader, warn
@@ -29,7 +30,7 @@ from sef.text import counted, some
 if TYPE_CHECKING:
     from sef.datasets import ImageList
 
-# Why an eval split may lack a class: held out (sef.datasets.splits), or its images unreadable.
+# Why an eval split may lack a class: held out (sef.datasets.HELD_OUT), or its images unreadable.
 UNREADABLE = "its images of them were unreadable and skipped (data.bad_images=skip)"
 
 
@@ -196,8 +197,6 @@ def check_images(
     those a decoded-image cache holds. Under DDP rank 0 decodes and the others drop what it
     found, so no image is decoded twice (and ``stop`` stops every process, where the others
     waited for an answer that never came)."""
-    from sef.datasets.download import refetch_hint  # images deleted since it unpacked them
-
     splits = (data.train, data.eval)
 
     def find() -> list:

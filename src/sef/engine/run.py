@@ -967,8 +967,8 @@ def _unloaded_tag_note(run: _Run) -> str | None:
         return None
     return (
         f"note: {name} names timm's pretrained weights {tag!r}, but model.weights is "
-        f"null: the backbone starts from random weights; set model.weights to DEFAULT "
-        f"(--weights DEFAULT) to load them"
+        f"null: the backbone starts from random weights; set model.weights to DEFAULT"
+        f"{for_reader(' (--weights DEFAULT)', '')} to load them"
     )
 
 

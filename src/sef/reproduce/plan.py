@@ -213,23 +213,10 @@ def create_plan(
     chosen = table(key)
     selected = _selected(chosen, only)
     overrides = tuple(overrides)
-    for name in parse_overrides(overrides):
-        if name in PLACED:
-            command, code, why = PLACED[name]
-            raise ConfigError(
-                f"{for_reader(f'--set {name}', f'the override {name}')} does not apply here: "
-                f"give {for_reader(command, code)}{why}"
-            )
+    _check_overrides(overrides)
     paper_sizes = not data
     if paper_sizes and not dry_run:
-        example = for_reader(
-            "--data cub=~/data/CUB_200_2011", "data={'cub': '~/data/CUB_200_2011'}"
-        )
-        raise ConfigError(
-            f"give at least one dataset, e.g. {example} (the {chosen.key} datasets: "
-            f"{', '.join(chosen.columns)}), or {for_reader('--dry-run', 'dry_run=True')} for an "
-            f"estimate"
-        )
+        raise _no_dataset(chosen)
     runs, earlier = [], []
     for dataset in chosen.columns:
         given = paper_sizes or dataset in data
@@ -250,3 +237,25 @@ def create_plan(
                 Run(chosen.key, row, dataset, preset, config, *counts)
             )
     return Plan(chosen, out, runs, selected, overrides, paper_sizes, earlier)
+
+
+def _check_overrides(overrides: tuple[str, ...]) -> None:
+    """ConfigError for an override of a setting the study places itself (:data:`PLACED`),
+    saying what to give instead."""
+    for name in parse_overrides(overrides):
+        if name in PLACED:
+            command, code, why = PLACED[name]
+            raise ConfigError(
+                f"{for_reader(f'--set {name}', f'the override {name}')} does not apply here: "
+                f"give {for_reader(command, code)}{why}"
+            )
+
+
+def _no_dataset(chosen: PaperTable) -> ConfigError:
+    """The error for a study of table ``chosen`` given no dataset and no dry run."""
+    example = for_reader("--data cub=~/data/CUB_200_2011", "data={'cub': '~/data/CUB_200_2011'}")
+    return ConfigError(
+        f"give at least one dataset, e.g. {example} (the {chosen.key} datasets: "
+        f"{', '.join(chosen.columns)}), or {for_reader('--dry-run', 'dry_run=True')} for an "
+        f"estimate"
+    )

@@ -157,7 +157,7 @@ def advice(run: Run) -> dict[str, str]:
     reproduce` says it for ``run``: it goes on when run again, and its --out holds every row's
     folder, so the run starts over where its folder is moved away, and goes on elsewhere where
     the whole table's folder does."""
-    table, out = run.out.parent, for_reader("--out", "out")
+    table, out = run.out.parent, option_said("--out")
     return {
         RESUME_ADVICE: "again to continue",
         FIT_RESUME: "call reproduce again with the same arguments to continue",
