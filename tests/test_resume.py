@@ -49,13 +49,15 @@ def _as_in_a_terminal() -> None:
 
 
 def _stop_after_first_checkpoint(
-    command: list[str], out: Path, stop: int = signal.SIGKILL
+    command: list[str], out: Path, stop: int = signal.SIGKILL, patience: float = 60
 ) -> tuple[int, str, int]:
     """Send ``stop`` (SIGKILL: no cleanup, no chance to finish a write) once last.pt exists;
-    the exit code, what the run wrote to stderr and its process id."""
+    the exit code, what the run wrote to stderr and its process id. A run still there
+    ``patience`` seconds after the signal fails the test with every thread's stack (a rare hang
+    after Ctrl-C was once seen in CI with nothing to read)."""
     process = subprocess.Popen(
         command,
-        env=_env(),
+        env={**_env(), "PYTHONFAULTHANDLER": "1"},  # SIGABRT: the stacks, to stderr
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -70,7 +72,13 @@ def _stop_after_first_checkpoint(
                 raise AssertionError(f"training exited early with {process.returncode}")
             time.sleep(0.01)
         process.send_signal(stop)
-        _, err = process.communicate(timeout=60)
+        try:
+            _, err = process.communicate(timeout=patience)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, err = process.communicate(timeout=30)
+            stacks = f"still running {patience} s after signal {stop}:\n{err}"
+            raise AssertionError(stacks) from None
         return process.returncode, err, process.pid
     finally:
         if process.poll() is None:
