@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sef.config import Config
 from sef.errors import ConfigError, for_reader
+from sef.reproduce.plan import option_said
 
 # SEF-ResNet-50 training at 448 px, batch 32, one NVIDIA H200, 2026-11-26 (docs/performance.md)
 MIXED_PRECISION_RATE = 814.0  # bf16 autocast + channels_last: `sef train`'s road
@@ -37,7 +38,7 @@ def assumed_speed(config: Config, images_per_second: float | None = None) -> Spe
     """The user's rate if given, else the measured one for the config's precision."""
     if images_per_second is not None:
         if not (math.isfinite(images_per_second) and images_per_second > 0):
-            rate = for_reader("--images-per-second", "images_per_second")
+            rate = option_said("--images-per-second")
             raise ConfigError(f"{rate} must be a positive number, not {images_per_second:g}")
         given = for_reader("given with --images-per-second", "given as images_per_second")
         return Speed(images_per_second, given, measured=False)
